@@ -1,0 +1,1 @@
+"""Instrument drivers of the QKD link (real and mock backends behind one protocol per instrument)."""

@@ -1,0 +1,1 @@
+"""Benchmark suites: one module per post-processing stage family (see `node.bench`)."""

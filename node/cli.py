@@ -1,0 +1,60 @@
+"""The `qkdnode` console script: one subcommand per module in `node.commands`.
+
+Each module there defines `register(subparsers)`, which adds its parser and sets `func` to a
+callable taking the parsed arguments and returning the process exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import pkgutil
+import sys
+from collections.abc import Sequence
+
+import node.commands
+from node import __version__
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser, with every subcommand found in `node.commands`."""
+    parser = argparse.ArgumentParser(
+        prog="qkdnode",
+        description="QKD node: post-processing benchmarks, link simulation, key manager and node daemon.",
+    )
+    parser.add_argument("--version", action="version", version=f"qkdnode {__version__}")
+    parser.add_argument(
+        "--log-level",
+        default="WARNING",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="logging level on stderr (default WARNING)",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for info in sorted(pkgutil.iter_modules(node.commands.__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"node.commands.{info.name}")
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except ValueError as exc:
+        print(f"qkdnode {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the `qkdnode` console script, one module each (see `node.cli`)."""

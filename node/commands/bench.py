@@ -1,0 +1,111 @@
+"""`qkdnode bench`: print the throughput of each post-processing stage on this machine."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from node.bench.core import BenchCase, BenchProfile, run_benchmarks
+
+
+def register(subparsers: Any) -> None:
+    """Add the `bench` subcommand."""
+    p = subparsers.add_parser(
+        "bench",
+        help="measure post-processing throughput",
+        description="Measure each post-processing stage at n in {1e5, 1e6, 1e7} (1e8 with --full), "
+        "timing the reference implementation in the same run. Medians over repeated runs.",
+    )
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--quick", action="store_true", help="fewer sizes and runs; ends within about a minute")
+    g.add_argument("--full", action="store_true", help="add n = 1e8")
+    p.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
+    p.add_argument(
+        "--stage", action="append", default=[], metavar="NAME",
+        help="only stages whose name starts with NAME (repeatable)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress indicator on stderr")
+    p.set_defaults(func=run)
+
+
+def profile_from_args(args: argparse.Namespace) -> BenchProfile:
+    """The benchmark profile the options describe."""
+    if args.quick:
+        return BenchProfile(sizes=(100_000, 1_000_000, 10_000_000), quick=True, stages=tuple(args.stage),
+                            min_runs=1, max_runs=5, time_per_case_s=0.5)
+    sizes = (100_000, 1_000_000, 10_000_000) + ((100_000_000,) if args.full else ())
+    return BenchProfile(sizes=sizes, full=args.full, stages=tuple(args.stage))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmarks and print the table or the JSON document."""
+    profile = profile_from_args(args)
+    show_progress = not args.no_progress and sys.stderr.isatty()
+    if show_progress or not args.no_progress:
+        report = _run_with_progress(profile)
+    else:
+        report = run_benchmarks(profile)
+    if args.json:
+        json.dump(report, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print_table(report)
+    return 0
+
+
+def _run_with_progress(profile: BenchProfile) -> dict[str, Any]:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    with Progress(
+        TextColumn("[bold]bench[/bold] {task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("collecting", total=None)
+
+        def on_case(case: BenchCase, i: int, total: int) -> None:
+            progress.update(task, total=total, completed=i, description=f"{case.stage} n={case.n:.0e}")
+
+        report = run_benchmarks(profile, on_case)
+        progress.update(task, completed=len(report["results"]))
+    return report
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}" if abs(v) < 1e5 else f"{v:.3e}"
+    return str(v)
+
+
+def print_table(report: dict[str, Any]) -> None:
+    """Print the machine description and one row per case."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    m = report["machine"]
+    console.print("[bold]machine[/bold]: " + ", ".join(f"{k}={v}" for k, v in m.items()))
+    table = Table(show_lines=False)
+    for col in ("stage", "n", "rate", "unit", "median s", "reference", "ref rate", "speed-up", "details"):
+        table.add_column(col, justify="right" if col not in ("stage", "unit", "reference", "details") else "left")
+    fixed = {"stage", "n", "unit", "mbit_per_s", "median_s", "runs", "reference", "reference_mbit_per_s",
+             "reference_median_s", "speedup"}
+    for r in report["results"]:
+        details = {**r.get("params", {}), **{k: v for k, v in r.items() if k not in fixed and k != "params"}}
+        table.add_row(
+            r["stage"], f"{r['n']:.0e}" if r["n"] >= 1e4 else str(r["n"]), _fmt(r["mbit_per_s"]), r["unit"],
+            _fmt(r["median_s"]), r["reference"] or "-", _fmt(r["reference_mbit_per_s"]),
+            "-" if r["speedup"] is None else f"{r['speedup']:.2f}x",
+            " ".join(f"{k}={_fmt(v)}" for k, v in details.items()),
+        )
+    console.print(table)
