@@ -1,0 +1,63 @@
+"""The `Transmitter` protocol (Alice's source): which BB84 state each slot carried (DESIGN §2–4).
+
+Real backends (an AWG driving the intensity and phase modulators) and the mock source implement
+it alike, so the node asks "what did slots S carry?" without knowing which it has.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+from numpy.typing import NDArray
+
+
+@dataclass(frozen=True)
+class SlotStates:
+    """Alice's preparation for a set of slots: basis (0 = Z, 1 = X), bit (0/1), intensity class (0 = signal)."""
+
+    slot: NDArray[np.int64]
+    basis: NDArray[np.uint8]
+    bit: NDArray[np.uint8]
+    intensity: NDArray[np.uint8]
+
+    def __post_init__(self) -> None:
+        n = self.slot.size
+        for name in ("basis", "bit", "intensity"):
+            arr = getattr(self, name)
+            if arr.dtype != np.uint8 or arr.shape != (n,):
+                raise ValueError(f"SlotStates.{name} must be a uint8 array of shape ({n},), got {arr.dtype}{arr.shape}")
+        if self.slot.dtype != np.int64 or self.slot.ndim != 1:
+            raise ValueError("SlotStates.slot must be a 1-D int64 array")
+
+
+@runtime_checkable
+class Transmitter(Protocol):
+    """Alice's source: emits a decoy-state BB84 pattern and tells which state each slot carried."""
+
+    @property
+    def repetition_rate_hz(self) -> float:
+        """Pulse (slot) rate in Hz."""
+        ...
+
+    @property
+    def intensities(self) -> tuple[float, ...]:
+        """Mean photon number of each intensity class, class 0 the signal (largest)."""
+        ...
+
+    def start(self) -> None:
+        """Start emitting; slot 0 is the first pulse after this call."""
+        ...
+
+    def states(self, slots: NDArray[np.int64]) -> SlotStates:
+        """The prepared states of the given slots (any order, repeats allowed)."""
+        ...
+
+    def stop(self) -> None:
+        """Stop emitting."""
+        ...
+
+    def shutdown(self) -> None:
+        """Leave the hardware safe (no light, outputs off); idempotent."""
+        ...
