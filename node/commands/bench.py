@@ -88,24 +88,25 @@ def _fmt(v: Any) -> str:
 
 
 def print_table(report: dict[str, Any]) -> None:
-    """Print the machine description and one row per case."""
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
+    """Print the machine description and one row per case as a plain aligned table (log-friendly)."""
     m = report["machine"]
-    console.print("[bold]machine[/bold]: " + ", ".join(f"{k}={v}" for k, v in m.items()))
-    table = Table(show_lines=False)
-    for col in ("stage", "n", "rate", "unit", "median s", "reference", "ref rate", "speed-up", "details"):
-        table.add_column(col, justify="right" if col not in ("stage", "unit", "reference", "details") else "left")
+    print("machine: " + ", ".join(f"{k}={v}" for k, v in m.items()))
+    headers = ["stage", "n", "rate", "unit", "median_s", "runs", "reference", "ref_rate", "speedup", "details"]
     fixed = {"stage", "n", "unit", "mbit_per_s", "median_s", "runs", "reference", "reference_mbit_per_s",
-             "reference_median_s", "speedup"}
-    for r in report["results"]:
-        details = {**r.get("params", {}), **{k: v for k, v in r.items() if k not in fixed and k != "params"}}
-        table.add_row(
+             "reference_median_s", "speedup", "params"}
+    rows = []
+    for r in sorted(report["results"], key=lambda r: (r["stage"], r["n"])):
+        details = {**r.get("params", {}), **{k: v for k, v in r.items() if k not in fixed}}
+        rows.append([
             r["stage"], f"{r['n']:.0e}" if r["n"] >= 1e4 else str(r["n"]), _fmt(r["mbit_per_s"]), r["unit"],
-            _fmt(r["median_s"]), r["reference"] or "-", _fmt(r["reference_mbit_per_s"]),
+            _fmt(r["median_s"]), str(r["runs"]), r["reference"] or "-", _fmt(r["reference_mbit_per_s"]),
             "-" if r["speedup"] is None else f"{r['speedup']:.2f}x",
             " ".join(f"{k}={_fmt(v)}" for k, v in details.items()),
-        )
-    console.print(table)
+        ])
+    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    left = {"stage", "unit", "reference", "details"}
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) if h in left else c.rjust(w) for c, w, h in zip(cells, widths, headers)).rstrip()
+    print(line(headers))
+    for row in rows:
+        print(line(row))
