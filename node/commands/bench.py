@@ -26,27 +26,40 @@ def register(subparsers: Any) -> None:
         "--stage", action="append", default=[], metavar="NAME",
         help="only stages whose name starts with NAME (repeatable)",
     )
+    p.add_argument(
+        "--sizes", type=_parse_sizes, default=None, metavar="N[,N...]",
+        help="problem sizes to run instead of the defaults (e.g. 1e5,1e6)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress indicator on stderr")
     p.set_defaults(func=run)
+
+
+def _parse_sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(float(part)) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"sizes must be comma-separated numbers like 1e5,1e6, got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"sizes must be positive, got {text!r}")
+    return sizes
 
 
 def profile_from_args(args: argparse.Namespace) -> BenchProfile:
     """The benchmark profile the options describe."""
     if args.quick:
-        return BenchProfile(sizes=(100_000, 1_000_000, 10_000_000), quick=True, stages=tuple(args.stage),
-                            min_runs=1, max_runs=5, time_per_case_s=0.5)
-    sizes = (100_000, 1_000_000, 10_000_000) + ((100_000_000,) if args.full else ())
+        return BenchProfile(sizes=args.sizes or (100_000, 1_000_000, 10_000_000), quick=True,
+                            stages=tuple(args.stage), min_runs=1, max_runs=5, time_per_case_s=0.5)
+    sizes = args.sizes or (100_000, 1_000_000, 10_000_000) + ((100_000_000,) if args.full else ())
     return BenchProfile(sizes=sizes, full=args.full, stages=tuple(args.stage))
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmarks and print the table or the JSON document."""
     profile = profile_from_args(args)
-    show_progress = not args.no_progress and sys.stderr.isatty()
-    if show_progress or not args.no_progress:
-        report = _run_with_progress(profile)
-    else:
+    if args.no_progress:
         report = run_benchmarks(profile)
+    else:
+        report = _run_with_progress(profile)
     if args.json:
         json.dump(report, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -56,9 +69,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_with_progress(profile: BenchProfile) -> dict[str, Any]:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
     from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     console = Console(stderr=True)
     with Progress(
