@@ -1,0 +1,64 @@
+"""The `Transport` protocol and the factory choosing VISA or serial from a resource string."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+from drivers.errors import DriverError
+
+
+class ReadTimeout(DriverError):
+    """No complete reply arrived within the transport's timeout."""
+
+
+class ConnectionLost(DriverError):
+    """The session to the instrument is gone (peer closed, cable pulled, I/O error)."""
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """One session to one instrument: terminated text messages in and out."""
+
+    resource: str
+    timeout_s: float
+
+    def open(self) -> None:
+        """Open (or reopen) the session; raises `ConnectionLost` when the instrument is unreachable."""
+        ...
+
+    def close(self) -> None:
+        """Close the session; idempotent."""
+        ...
+
+    @property
+    def is_open(self) -> bool:
+        """Whether a session is open."""
+        ...
+
+    def write(self, message: str) -> None:
+        """Send one message; the transport appends the write termination."""
+        ...
+
+    def read(self) -> str:
+        """One reply without its termination; `ReadTimeout` if none within `timeout_s`."""
+        ...
+
+
+SERIAL_PREFIXES = ("socket://", "loop://", "rfc2217://", "COM", "/dev/")
+
+
+def open_transport(resource: str, **options: Any) -> Transport:
+    """A transport for `resource`: pyserial URLs and port names go to serial, the rest to VISA.
+
+    Options are those of `VisaTransport` / `SerialTransport` (timeout_s, read_termination,
+    write_termination, baud_rate, visa_library). The session is not opened yet.
+    """
+    if not isinstance(resource, str) or not resource:
+        raise ValueError(f"resource must be a non-empty VISA resource string or serial port/URL, got {resource!r}")
+    if resource.startswith(SERIAL_PREFIXES):
+        from drivers.transport.serial import SerialTransport
+
+        return SerialTransport(resource, **options)
+    from drivers.transport.visa import VisaTransport
+
+    return VisaTransport(resource, **options)

@@ -1,0 +1,92 @@
+"""Serial transport through pyserial (`COM3`, `/dev/ttyUSB0`, or URLs such as `socket://host:port`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drivers.transport.base import ConnectionLost, ReadTimeout
+
+
+class SerialTransport:
+    """A pyserial port read up to a termination; a reply without it within `timeout_s` is a timeout."""
+
+    def __init__(
+        self,
+        resource: str,
+        *,
+        timeout_s: float = 2.0,
+        read_termination: str = "\n",
+        write_termination: str = "\n",
+        baud_rate: int = 115200,
+        encoding: str = "ascii",
+        visa_library: str | None = None,
+    ) -> None:
+        if not timeout_s > 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        if not read_termination:
+            raise ValueError("read_termination must be a non-empty string for a serial port")
+        self.resource = resource
+        self.timeout_s = float(timeout_s)
+        self.read_termination = read_termination
+        self.write_termination = write_termination
+        self.baud_rate = int(baud_rate)
+        self.encoding = encoding
+        self._port: Any = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._port is not None
+
+    def open(self) -> None:
+        import serial
+
+        self.close()
+        try:
+            self._port = serial.serial_for_url(
+                self.resource, baudrate=self.baud_rate, timeout=self.timeout_s, write_timeout=self.timeout_s
+            )
+        except (serial.SerialException, OSError, ValueError) as exc:
+            self._port = None
+            raise ConnectionLost(f"cannot open serial port {self.resource}: {exc}") from exc
+
+    def close(self) -> None:
+        port, self._port = self._port, None
+        if port is not None:
+            try:
+                port.close()
+            except Exception:  # noqa: BLE001 - a dead port may fail to close; it is dropped either way
+                pass
+
+    def _require(self) -> Any:
+        if self._port is None:
+            raise ConnectionLost(f"serial port {self.resource} is not open")
+        return self._port
+
+    def write(self, message: str) -> None:
+        import serial
+
+        port = self._require()
+        try:
+            port.reset_input_buffer()
+            port.write((message + self.write_termination).encode(self.encoding))
+            port.flush()
+        except serial.SerialTimeoutException as exc:
+            raise ReadTimeout(f"write to {self.resource} timed out") from exc
+        except (serial.SerialException, OSError) as exc:
+            raise ConnectionLost(f"write to {self.resource} failed: {exc}") from exc
+
+    def read(self) -> str:
+        import serial
+
+        port = self._require()
+        term = self.read_termination.encode(self.encoding)
+        try:
+            raw = port.read_until(term)
+        except (serial.SerialException, OSError) as exc:
+            raise ConnectionLost(f"read from {self.resource} failed: {exc}") from exc
+        if not raw.endswith(term):
+            raise ReadTimeout(f"no complete reply from {self.resource} within {self.timeout_s} s")
+        return raw[: -len(term)].decode(self.encoding, errors="backslashreplace").strip("\r\n")
+
+    def __repr__(self) -> str:
+        return f"SerialTransport({self.resource!r}, timeout_s={self.timeout_s})"

@@ -1,0 +1,107 @@
+"""VISA transport (USB-TMC, GPIB, TCPIP INSTR/SOCKET, ASRL) through PyVISA."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drivers.transport.base import ConnectionLost, ReadTimeout
+
+
+class VisaTransport:
+    """A PyVISA message-based session; `visa_library` picks the backend ("@py", "@ivi", "file.yaml@sim")."""
+
+    def __init__(
+        self,
+        resource: str,
+        *,
+        timeout_s: float = 2.0,
+        read_termination: str = "\n",
+        write_termination: str = "\n",
+        visa_library: str = "@py",
+        baud_rate: int | None = None,
+        encoding: str = "ascii",
+    ) -> None:
+        if not timeout_s > 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        self.resource = resource
+        self.timeout_s = float(timeout_s)
+        self.read_termination = read_termination
+        self.write_termination = write_termination
+        self.visa_library = visa_library
+        self.baud_rate = baud_rate
+        self.encoding = encoding
+        self._rm: Any = None
+        self._session: Any = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._session is not None
+
+    def open(self) -> None:
+        import pyvisa
+
+        self.close()
+        try:
+            if self._rm is None:
+                self._rm = pyvisa.ResourceManager(self.visa_library)
+            kwargs: dict[str, Any] = dict(
+                read_termination=self.read_termination,
+                write_termination=self.write_termination,
+                timeout=int(self.timeout_s * 1000),
+                encoding=self.encoding,
+            )
+            if self.baud_rate is not None:
+                kwargs["baud_rate"] = self.baud_rate
+            self._session = self._rm.open_resource(self.resource, **kwargs)
+        except (pyvisa.errors.Error, OSError) as exc:
+            self._session = None
+            raise ConnectionLost(f"cannot open VISA resource {self.resource}: {exc}") from exc
+
+    def close(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            try:
+                session.close()
+            except Exception:  # noqa: BLE001 - a dead session may fail to close; it is dropped either way
+                pass
+
+    def _require(self) -> Any:
+        if self._session is None:
+            raise ConnectionLost(f"VISA session to {self.resource} is not open")
+        return self._session
+
+    def write(self, message: str) -> None:
+        import pyvisa
+
+        try:
+            self._require().write(message)
+        except pyvisa.errors.VisaIOError as exc:
+            if exc.error_code == pyvisa.constants.StatusCode.error_timeout:
+                raise ReadTimeout(f"write to {self.resource} timed out") from exc
+            raise ConnectionLost(f"write to {self.resource} failed: {exc}") from exc
+        except (OSError, pyvisa.errors.Error) as exc:
+            raise ConnectionLost(f"write to {self.resource} failed: {exc}") from exc
+
+    def read(self) -> str:
+        import pyvisa
+
+        try:
+            reply = self._require().read()
+        except pyvisa.errors.VisaIOError as exc:
+            if exc.error_code == pyvisa.constants.StatusCode.error_timeout:
+                raise ReadTimeout(f"no reply from {self.resource} within {self.timeout_s} s") from exc
+            raise ConnectionLost(f"read from {self.resource} failed: {exc}") from exc
+        except UnicodeDecodeError as exc:
+            return reply_from_undecodable(exc)
+        except (OSError, pyvisa.errors.Error) as exc:
+            raise ConnectionLost(f"read from {self.resource} failed: {exc}") from exc
+        return str(reply)
+
+    def __repr__(self) -> str:
+        return f"VisaTransport({self.resource!r}, timeout_s={self.timeout_s})"
+
+
+def reply_from_undecodable(exc: UnicodeDecodeError) -> str:
+    """A reply that was not text, escaped so the instrument layer can report it as garbage."""
+    raw = exc.object if isinstance(exc.object, bytes) else bytes(exc.object)
+    return raw.decode("ascii", errors="backslashreplace").rstrip("\r\n")

@@ -1,0 +1,164 @@
+"""A TCP server that speaks an instrument's line protocol, with fault injection.
+
+Drivers reach it exactly as they reach a networked instrument: pyvisa-py through
+`TCPIP::127.0.0.1::PORT::SOCKET`, or pyserial through `socket://127.0.0.1:PORT`. The device model
+(an object with `handle(line) -> reply | None`) keeps the state; the server only moves lines and
+applies the faults a test asks for.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Protocol
+
+log = logging.getLogger("hil_fixtures.emulators")
+
+
+class Device(Protocol):
+    """An emulated instrument: one command line in, one reply line (or None) out."""
+
+    def handle(self, line: str) -> str | None: ...
+
+
+@dataclass
+class Faults:
+    """Faults to inject, each counted down as it fires (thread-safe through the server's lock).
+
+    - `delay_s`: wait this long before every reply;
+    - `mute_replies`: swallow the next N replies (the driver sees a timeout);
+    - `garbage_replies`: answer the next N queries with bytes that are no valid reply;
+    - `drop_connections`: close the connection on the next N commands, before executing them.
+    """
+
+    delay_s: float = 0.0
+    mute_replies: int = 0
+    garbage_replies: int = 0
+    drop_connections: int = 0
+    garbage: bytes = b"\x15#\xff?!garbage"
+
+
+@dataclass
+class Stats:
+    """What the server saw: every command line, connections accepted, faults fired."""
+
+    commands: list[str] = field(default_factory=list)
+    connections: int = 0
+    dropped: int = 0
+    muted: int = 0
+    garbled: int = 0
+
+
+class EmulatorServer:
+    """Serve `device` on 127.0.0.1 (port 0 picks a free port); a context manager that stops the server."""
+
+    def __init__(self, device: Device, *, reply_termination: bytes = b"\n", host: str = "127.0.0.1") -> None:
+        self.device = device
+        self.reply_termination = reply_termination
+        self.faults = Faults()
+        self.stats = Stats()
+        self._lock = threading.Lock()
+        self._sock = socket.create_server((host, 0))
+        self._sock.settimeout(0.1)
+        self.host, self.port = self._sock.getsockname()[:2]
+        self._stop = threading.Event()
+        self._clients: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._serve, name=f"emulator:{self.port}", daemon=True)
+        self._thread.start()
+
+    @property
+    def visa_resource(self) -> str:
+        """The VISA resource string reaching this server through pyvisa-py."""
+        return f"TCPIP::{self.host}::{self.port}::SOCKET"
+
+    @property
+    def serial_url(self) -> str:
+        """The pyserial URL reaching this server."""
+        return f"socket://{self.host}:{self.port}"
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self._lock:
+                self.stats.connections += 1
+                self._clients.append(conn)
+            threading.Thread(target=self._client, args=(conn,), daemon=True).start()
+
+    def _client(self, conn: socket.socket) -> None:
+        buf = b""
+        conn.settimeout(0.1)
+        try:
+            while not self._stop.is_set():
+                try:
+                    chunk = conn.recv(65536)
+                except TimeoutError:
+                    continue
+                if not chunk:
+                    return
+                buf += chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+                while b"\n" in buf:
+                    raw, buf = buf.split(b"\n", 1)
+                    line = raw.decode("ascii", errors="replace").strip()
+                    if line and not self._command(conn, line):
+                        return
+        except OSError:
+            return
+        finally:
+            conn.close()
+
+    def _command(self, conn: socket.socket, line: str) -> bool:
+        """Execute one line; False when the connection was dropped."""
+        with self._lock:
+            self.stats.commands.append(line)
+            if self.faults.drop_connections > 0:
+                self.faults.drop_connections -= 1
+                self.stats.dropped += 1
+                log.debug("emulator %d: dropping connection at %r", self.port, line)
+                conn.close()
+                return False
+            reply = self.device.handle(line)
+            if reply is None:
+                return True
+            data = reply.encode("ascii", errors="replace") + self.reply_termination
+            if self.faults.mute_replies > 0:
+                self.faults.mute_replies -= 1
+                self.stats.muted += 1
+                return True
+            if self.faults.garbage_replies > 0:
+                self.faults.garbage_replies -= 1
+                self.stats.garbled += 1
+                data = self.faults.garbage + self.reply_termination
+            delay = self.faults.delay_s
+        if delay:
+            time.sleep(delay)
+        conn.sendall(data)
+        return True
+
+    def stop(self) -> None:
+        """Stop accepting and close every connection; idempotent."""
+        self._stop.set()
+        self._sock.close()
+        with self._lock:
+            for conn in self._clients:
+                try:
+                    conn.close()
+                except OSError:
+                    pass
+        self._thread.join(timeout=2)
+
+    def __enter__(self) -> EmulatorServer:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
