@@ -1,0 +1,100 @@
+"""Bench of PTU T2 decoding (`read_ptu`, file to photon arrays) against `ptufile` on the same file."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from node.bench.core import BenchCase, BenchProfile
+
+STAGE = "ptu-t2-decode"
+REAL_T2 = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "ptu" / "hydraharp_v20_t2.ptu"
+_MEAN_INTERVAL_PS = 1_000_000  # 1 Mcps over four detectors: a typical QKD receiver
+
+
+def _ptufile_decode(path: str) -> dict[str, Any]:
+    import ptufile
+
+    with ptufile.PtuFile(path) as f:
+        f.decode_records()
+    return {}
+
+
+def _ours(path: str) -> dict[str, Any]:
+    from drivers.picoquant import read_ptu
+
+    read_ptu(path)
+    return {}
+
+
+def _synthetic_file(n: int) -> str:
+    """A HydraHarp v2 T2 file of exactly `n` records (Poisson arrivals on four inputs, 1 ps ticks)."""
+    from drivers.picoquant import RecordType
+    from drivers.picoquant.records import encode_t2
+    from drivers.picoquant.tttr import write_ptu
+
+    rng = np.random.default_rng(5)
+    ticks = np.cumsum(rng.exponential(_MEAN_INTERVAL_PS, n).astype(np.int64))
+    records = encode_t2(RecordType.HYDRAHARP_V2_T2, ticks, rng.integers(0, 4, n))[:n]
+    fd, path = tempfile.mkstemp(suffix=".ptu", prefix="qkdnode-bench-")
+    os.close(fd)
+    atexit.register(lambda: os.path.exists(path) and os.unlink(path))
+    write_ptu(path, RecordType.HYDRAHARP_V2_T2, records, global_resolution_s=1e-12, resolution_s=1e-12)
+    return path
+
+
+def _records_in(path: str) -> int:
+    from drivers.picoquant.ptu import read_header
+
+    with open(path, "rb") as fh:
+        header = read_header(fh, os.fstat(fh.fileno()).st_size)
+    tag = header.find("TTResult_NumberOfRecords")
+    return int(tag.value) if tag is not None else 0
+
+
+def cases(profile: BenchProfile) -> list[BenchCase]:
+    """The real HydraHarp T2 file, then synthetic T2 files of the profile's sizes (1e6 in quick mode)."""
+    out: list[BenchCase] = []
+    if REAL_T2.exists():
+        path = str(REAL_T2)
+        out.append(
+            BenchCase(
+                stage=STAGE,
+                n=_records_in(path),
+                setup=lambda: path,
+                run=_ours,
+                reference=_ptufile_decode,
+                unit="M records/s",
+                params={"file": REAL_T2.name},
+                reference_name="ptufile",
+                reference_max_runs=15,
+            )
+        )
+    sizes = [1_000_000] if profile.quick else [n for n in profile.sizes if n >= 1_000_000]
+    for n in sizes:
+        path_n: dict[str, str] = {}
+
+        def setup(n: int = n, box: dict[str, str] = path_n) -> str:
+            box.setdefault("path", _synthetic_file(n))
+            return box["path"]
+
+        out.append(
+            BenchCase(
+                stage=STAGE,
+                n=n,
+                setup=setup,
+                run=_ours,
+                reference=_ptufile_decode,
+                unit="M records/s",
+                params={"file": "synthetic HydraHarp v2 T2, 1 Mcps"},
+                reference_name="ptufile",
+                max_runs=5 if n >= 10_000_000 else None,
+                reference_max_runs=5 if n < 10_000_000 else 3,
+            )
+        )
+    return out
