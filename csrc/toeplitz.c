@@ -1,0 +1,292 @@
+/* Toeplitz hashing by a word-level middle product with transposed Karatsuba.
+ *
+ * The output y is the bit range [n-1, n-1+l) of S(z)·X(z). Shifting S by d bits puts bit n-1 on a
+ * word boundary, so the output words are whole words of the product S'·X. Product word K is
+ * lo(M[K]) ^ hi(M[K-1]) with M[K] = XOR_J clmul(A[K-J], X[J]) (A = S' as words): a Toeplitz
+ * matrix-vector product over 64-bit "digits" with 128-bit entries, of which only the ceil(l/64)
+ * rows we need are computed. The matrix is cut into square m x m Toeplitz tiles; each tile uses
+ * the 2x2 block split T = [[T1 T0] [T2 T1]]:
+ *     P0 = T1 (x0 + x1),  P1 = (T0 + T1) x1,  P2 = (T2 + T1) x0,  y0 = P0 + P1,  y1 = P0 + P2
+ * (three half-size products, "+" is XOR), recursively down to a base case of at most a few
+ * dozen words done by schoolbook with PCLMULQDQ, VPCLMULQDQ or a portable table multiplier.
+ * Results are kept in overlapped form: a tile of m rows writes m+1 words (row r's 128-bit value
+ * goes to words r and r+1), so combining lo and hi halves costs nothing.
+ *
+ * Constant time: the portable multiplier indexes tables of key-derived words by seed-derived
+ * (public) words only; the hardware paths have no data-dependent addresses or branches. */
+#include "toeplitz.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "clmul.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define QKD_X86 1
+#include <immintrin.h>
+#else
+#define QKD_X86 0
+#endif
+
+/* Base case: out[0..m] ^= T x with T[r][c] = t[r - c + m - 1] (t has 2m-1 words), in overlapped
+ * form. m is a multiple of 8 and at most the path's base_max. */
+typedef void (*qkd_base_fn)(const uint64_t *t, const uint64_t *x, size_t m, uint64_t *out);
+
+typedef struct {
+    qkd_base_fn base;
+    size_t base_max; /* largest base-case size in words (multiple of 8) */
+    int path;
+} qkd_tkernel;
+
+#define QKD_BASE_MAX_ALL 64
+
+static void base_portable(const uint64_t *t, const uint64_t *x, size_t m, uint64_t *out)
+{
+    /* Row r is the dot product of t[r .. r+m) with x reversed. Tables come from x (key). */
+    qkd_clmul_table tb[QKD_BASE_MAX_ALL];
+    for (size_t c = 0; c < m; c++) qkd_clmul_table_init(&tb[c], x[m - 1 - c]);
+    for (size_t r = 0; r < m; r++) {
+        uint64_t lo = 0, hi = 0, pl, ph;
+        const uint64_t *tr = t + r;
+        for (size_t c = 0; c < m; c++) {
+            qkd_clmul_soft(&tb[c], tr[c], &pl, &ph);
+            lo ^= pl;
+            hi ^= ph;
+        }
+        out[r] ^= lo;
+        out[r + 1] ^= hi;
+    }
+}
+
+#if QKD_X86
+__attribute__((target("pclmul,sse4.1")))
+static void base_pclmul(const uint64_t *t, const uint64_t *x, size_t m, uint64_t *out)
+{
+    /* Two rows per 128-bit register: with t[r+c .. r+c+2) loaded, selecting its low qword gives
+     * row r's term and its high qword row r+1's, against the same broadcast x word. Row r's
+     * 128-bit sum lands on out[r..r+2) and row r+1's on out[r+1..r+3). */
+    for (size_t r = 0; r < m; r += 4) {
+        __m128i e0 = _mm_setzero_si128(), o0 = _mm_setzero_si128();
+        __m128i e1 = _mm_setzero_si128(), o1 = _mm_setzero_si128();
+        for (size_t c = 0; c < m; c++) {
+            __m128i xv = _mm_set1_epi64x((long long)x[m - 1 - c]);
+            __m128i t0 = _mm_loadu_si128((const __m128i *)(t + r + c));
+            __m128i t1 = _mm_loadu_si128((const __m128i *)(t + r + c + 2));
+            e0 = _mm_xor_si128(e0, _mm_clmulepi64_si128(t0, xv, 0x00));
+            o0 = _mm_xor_si128(o0, _mm_clmulepi64_si128(t0, xv, 0x01));
+            e1 = _mm_xor_si128(e1, _mm_clmulepi64_si128(t1, xv, 0x00));
+            o1 = _mm_xor_si128(o1, _mm_clmulepi64_si128(t1, xv, 0x01));
+        }
+        __m128i *p = (__m128i *)(out + r);
+        _mm_storeu_si128(p, _mm_xor_si128(_mm_loadu_si128(p), e0));
+        p = (__m128i *)(out + r + 2);
+        _mm_storeu_si128(p, _mm_xor_si128(_mm_loadu_si128(p), e1));
+        p = (__m128i *)(out + r + 1);
+        _mm_storeu_si128(p, _mm_xor_si128(_mm_loadu_si128(p), o0));
+        p = (__m128i *)(out + r + 3);
+        _mm_storeu_si128(p, _mm_xor_si128(_mm_loadu_si128(p), o1));
+    }
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,vpclmulqdq,pclmul")))
+static void base_vpclmul(const uint64_t *t, const uint64_t *x, size_t m, uint64_t *out)
+{
+    /* As base_pclmul with four 128-bit lanes: one load of t[r+c .. r+c+8) serves rows r, r+2, r+4,
+     * r+6 (low qwords) and r+1, r+3, r+5, r+7 (high qwords); the even accumulator is then exactly
+     * out[r..r+8) and the odd one out[r+1..r+9). Sixteen rows per pass share each broadcast. */
+    size_t r = 0;
+    for (; r + 16 <= m; r += 16) {
+        __m512i e0 = _mm512_setzero_si512(), o0 = _mm512_setzero_si512();
+        __m512i e1 = _mm512_setzero_si512(), o1 = _mm512_setzero_si512();
+        for (size_t c = 0; c < m; c++) {
+            __m512i xv = _mm512_set1_epi64((long long)x[m - 1 - c]);
+            __m512i t0 = _mm512_loadu_si512((const void *)(t + r + c));
+            __m512i t1 = _mm512_loadu_si512((const void *)(t + r + c + 8));
+            e0 = _mm512_xor_si512(e0, _mm512_clmulepi64_epi128(t0, xv, 0x00));
+            o0 = _mm512_xor_si512(o0, _mm512_clmulepi64_epi128(t0, xv, 0x01));
+            e1 = _mm512_xor_si512(e1, _mm512_clmulepi64_epi128(t1, xv, 0x00));
+            o1 = _mm512_xor_si512(o1, _mm512_clmulepi64_epi128(t1, xv, 0x01));
+        }
+        uint64_t *p = out + r;
+        _mm512_storeu_si512(p, _mm512_xor_si512(_mm512_loadu_si512(p), e0));
+        _mm512_storeu_si512(p + 8, _mm512_xor_si512(_mm512_loadu_si512(p + 8), e1));
+        _mm512_storeu_si512(p + 1, _mm512_xor_si512(_mm512_loadu_si512(p + 1), o0));
+        _mm512_storeu_si512(p + 9, _mm512_xor_si512(_mm512_loadu_si512(p + 9), o1));
+    }
+    for (; r < m; r += 8) {
+        __m512i e0 = _mm512_setzero_si512(), o0 = _mm512_setzero_si512();
+        for (size_t c = 0; c < m; c++) {
+            __m512i xv = _mm512_set1_epi64((long long)x[m - 1 - c]);
+            __m512i t0 = _mm512_loadu_si512((const void *)(t + r + c));
+            e0 = _mm512_xor_si512(e0, _mm512_clmulepi64_epi128(t0, xv, 0x00));
+            o0 = _mm512_xor_si512(o0, _mm512_clmulepi64_epi128(t0, xv, 0x01));
+        }
+        uint64_t *p = out + r;
+        _mm512_storeu_si512(p, _mm512_xor_si512(_mm512_loadu_si512(p), e0));
+        _mm512_storeu_si512(p + 1, _mm512_xor_si512(_mm512_loadu_si512(p + 1), o0));
+    }
+}
+
+__attribute__((target("pclmul,sse4.1")))
+static uint64_t row_hi_pclmul(const uint64_t *a_last, const uint64_t *x, size_t nx)
+{
+    __m128i acc = _mm_setzero_si128();
+    for (size_t j = 0; j < nx; j++)
+        acc = _mm_xor_si128(acc, _mm_clmulepi64_si128(_mm_cvtsi64_si128((long long)a_last[-(ptrdiff_t)j]),
+                                                      _mm_cvtsi64_si128((long long)x[j]), 0x00));
+    return (uint64_t)_mm_extract_epi64(acc, 1);
+}
+#endif
+
+static uint64_t row_hi_portable(const uint64_t *a_last, const uint64_t *x, size_t nx)
+{
+    qkd_clmul_table tb;
+    uint64_t hi = 0, pl, ph;
+    for (size_t j = 0; j < nx; j++) {
+        qkd_clmul_table_init(&tb, x[j]);
+        qkd_clmul_soft(&tb, a_last[-(ptrdiff_t)j], &pl, &ph);
+        hi ^= ph;
+    }
+    return hi;
+}
+
+/* out[0..m] ^= T x for the m x m Toeplitz T[r][c] = t[r - c + m - 1]; scratch: 4m + 8 words. */
+static void tmvp(const uint64_t *t, const uint64_t *x, size_t m, uint64_t *out, uint64_t *scratch,
+                 const qkd_tkernel *k)
+{
+    if (m <= k->base_max) {
+        k->base(t, x, m, out);
+        return;
+    }
+    size_t h = m / 2;
+    uint64_t *tv = scratch;      /* 2h - 1 words: a combined defining vector */
+    uint64_t *xs = tv + 2 * h;   /* h words: x0 + x1 */
+    uint64_t *p0 = xs + h;       /* h + 1 words: P0 */
+    uint64_t *next = p0 + h + 2; /* the children's scratch */
+    size_t i;
+
+    /* P1 = (T0 + T1) x1 into the top half. T0 = t[0 .. 2h-1), T1 = t[h .. 3h-1). */
+    for (i = 0; i < 2 * h - 1; i++) tv[i] = t[i] ^ t[h + i];
+    tmvp(tv, x + h, h, out, next, k);
+    /* P2 = (T2 + T1) x0 into the bottom half. T2 = t[2h .. 4h-1). */
+    for (i = 0; i < 2 * h - 1; i++) tv[i] = t[2 * h + i] ^ t[h + i];
+    tmvp(tv, x, h, out + h, next, k);
+    /* P0 = T1 (x0 + x1) into both halves. */
+    for (i = 0; i < h; i++) xs[i] = x[i] ^ x[h + i];
+    memset(p0, 0, (h + 1) * sizeof(uint64_t));
+    tmvp(t + h, xs, h, p0, next, k);
+    for (i = 0; i <= h; i++) {
+        out[i] ^= p0[i];
+        out[h + i] ^= p0[i];
+    }
+}
+
+static int kernel_for(int path, qkd_tkernel *k)
+{
+    k->path = path;
+    switch (path) {
+    case QKD_PATH_PORTABLE:
+        k->base = base_portable;
+        k->base_max = 16;
+        return QKD_OK;
+#if QKD_X86
+    case QKD_PATH_PCLMUL:
+        k->base = base_pclmul;
+        k->base_max = 32;
+        return QKD_OK;
+    case QKD_PATH_VPCLMUL:
+        k->base = base_vpclmul;
+        k->base_max = 64;
+        return QKD_OK;
+#endif
+    default:
+        return QKD_ENOPATH;
+    }
+}
+
+/* The tile size m = b * 2^j (b a multiple of 8 up to base_max; b > base_max/2 when j > 0) that
+ * covers a rows x cols word matrix at the least estimated cost: clmuls of the base cases plus the
+ * linear work of the Karatsuba levels. */
+static size_t choose_tile(size_t rows, size_t cols, size_t base_max)
+{
+    size_t big = rows > cols ? rows : cols;
+    size_t best_m = 0;
+    double best_cost = 0.0;
+    double pow3 = 1.0;
+    for (unsigned j = 0; j < 40; j++, pow3 *= 3.0) {
+        size_t bmin = j == 0 ? 8 : base_max / 2 + 8;
+        for (size_t b = bmin; b <= base_max; b += 8) {
+            size_t m = b << j;
+            double tiles = (double)((rows + m - 1) / m) * (double)((cols + m - 1) / m);
+            double cost = tiles * (pow3 * (double)(b * b) + 12.0 * (double)m * (double)j + 4.0 * (double)m);
+            if (best_m == 0 || cost < best_cost) {
+                best_m = m;
+                best_cost = cost;
+            }
+        }
+        if ((base_max << j) >= 2 * big) break;
+    }
+    return best_m;
+}
+
+int qkd_toeplitz_words(const uint64_t *x, size_t n, const uint64_t *s, size_t l, uint64_t *y, int path)
+{
+    if (x == NULL || s == NULL || n == 0 || l >= n || n > ((size_t)1 << 40)) return QKD_EINVAL;
+    if (l == 0) return QKD_OK;
+    if (y == NULL) return QKD_EINVAL;
+    int p = qkd_resolve_path(path);
+    if (p < 0) return p;
+    qkd_tkernel k;
+    if (kernel_for(p, &k) != QKD_OK) return QKD_ENOPATH;
+
+    size_t nx = (n + 63) / 64, ns = (n + l - 1 + 63) / 64, ly = (l + 63) / 64;
+    unsigned d = (unsigned)((64 - ((n - 1) & 63)) & 63); /* S' = S z^d puts bit n-1 on a boundary */
+    ptrdiff_t w0 = (ptrdiff_t)((n - 1 + d) / 64);         /* word of S'X holding output bit 0 */
+
+    size_t rows = ly, cols = nx;
+    size_t m = choose_tile(rows, cols, k.base_max);
+    size_t rt = (rows + m - 1) / m, ct = (cols + m - 1) / m;
+
+    /* A = S' as words over [lo, hi): every tile's defining vector and the row w0-1 fit inside. */
+    ptrdiff_t lo = w0 - (ptrdiff_t)(ct * m), hi = w0 + (ptrdiff_t)(rt * m);
+    size_t na = (size_t)(hi - lo), nxp = ct * m, nout = rt * m + 1;
+    size_t nscratch = 4 * m + 8 * 64;
+    uint64_t *buf = (uint64_t *)malloc((na + nxp + nout + nscratch) * sizeof(uint64_t));
+    if (buf == NULL) return QKD_ENOMEM;
+    uint64_t *a = buf, *xp = a + na, *out = xp + nxp, *scratch = out + nout;
+
+    size_t sbits = n + l - 1;
+    uint64_t slast = (sbits & 63) ? (((uint64_t)1 << (sbits & 63)) - 1) : ~(uint64_t)0;
+    for (ptrdiff_t i = lo; i < hi; i++) {
+        uint64_t cur = 0, prev = 0;
+        if (i >= 0 && (size_t)i < ns) cur = s[i] & ((size_t)i == ns - 1 ? slast : ~(uint64_t)0);
+        if (d && i >= 1 && (size_t)(i - 1) < ns) prev = s[i - 1] & ((size_t)(i - 1) == ns - 1 ? slast : ~(uint64_t)0);
+        a[i - lo] = d ? ((cur << d) | (prev >> (64 - d))) : cur;
+    }
+    memcpy(xp, x, nx * sizeof(uint64_t));
+    if (n & 63) xp[nx - 1] &= ((uint64_t)1 << (n & 63)) - 1;
+    memset(xp + nx, 0, (nxp - nx) * sizeof(uint64_t));
+    memset(out, 0, nout * sizeof(uint64_t));
+
+    /* Rows K = w0 + R + r, columns J = C + c: tile entry A[K - J] = t[r - c + m - 1], so the tile's
+     * defining vector starts at A index w0 + R - C - m + 1. */
+    for (size_t ri = 0; ri < rt; ri++) {
+        for (size_t ci = 0; ci < ct; ci++) {
+            ptrdiff_t a0 = w0 + (ptrdiff_t)(ri * m) - (ptrdiff_t)(ci * m) - (ptrdiff_t)m + 1;
+            tmvp(a + (a0 - lo), xp + ci * m, m, out + ri * m, scratch, &k);
+        }
+    }
+    /* Output word 0 also takes the high half of row w0 - 1. */
+    const uint64_t *a_last = a + (w0 - 1 - lo);
+#if QKD_X86
+    if (p != QKD_PATH_PORTABLE)
+        out[0] ^= row_hi_pclmul(a_last, xp, nx);
+    else
+#endif
+        out[0] ^= row_hi_portable(a_last, xp, nx);
+
+    memcpy(y, out, ly * sizeof(uint64_t));
+    if (l & 63) y[ly - 1] &= ((uint64_t)1 << (l & 63)) - 1;
+    free(buf);
+    return QKD_OK;
+}

@@ -1,0 +1,16 @@
+/* Toeplitz hashing (privacy amplification) of packed bits: y = bits [n-1, n-1+l) of S(z)·X(z). */
+#ifndef QKD_TOEPLITZ_H
+#define QKD_TOEPLITZ_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* CFFI-BEGIN */
+/* `path` is one of QKD_PATH_* (clmul.h). */
+/* y[i] = XOR_j s[i - j + n - 1] & x[j] for 0 <= i < l, 0 <= j < n (DESIGN §3), on packed words.
+ * x: ceil(n/64) words, s: ceil((n+l-1)/64) words, y: ceil(l/64) words (written, padding zeroed).
+ * Bits of x and s above their lengths are ignored. Returns QKD_OK or a negative code. */
+int qkd_toeplitz_words(const uint64_t *x, size_t n, const uint64_t *s, size_t l, uint64_t *y, int path);
+/* CFFI-END */
+
+#endif
