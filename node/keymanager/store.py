@@ -305,51 +305,77 @@ class KeyStore:
 
         Raises `PoolExhausted` (nothing consumed) when the stripe holds too few confirmed bytes.
         """
-        if number < 1 or nbytes < 1 or nbytes > self.chunk_bytes:
-            raise ValueError(f"number must be >= 1 and nbytes in [1, {self.chunk_bytes}]")
-        if not slaves:
-            raise ValueError("slaves must name at least one slave SAE")
+        result = self.reserve_many(pool, [(master_sae, slaves, number, nbytes)])[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def reserve_many(self, pool: str, requests: Sequence[tuple[str, Sequence[str], int, int]]
+                     ) -> list[Reserved | PoolExhausted]:
+        """`reserve` for several (master, slaves, number, nbytes) requests in one durable transaction.
+
+        A request the pool cannot serve gets a `PoolExhausted` in its place and consumes nothing.
+        """
+        for _, slaves, number, nbytes in requests:
+            if number < 1 or nbytes < 1 or nbytes > self.chunk_bytes:
+                raise ValueError(f"number must be >= 1 and nbytes in [1, {self.chunk_bytes}]")
+            if not slaves:
+                raise ValueError("slaves must name at least one slave SAE")
         role = self.role(pool)
+        out: list[Reserved | PoolExhausted] = []
+        self._begin()
+        try:
+            for master_sae, slaves, number, nbytes in requests:
+                self.db.execute("SAVEPOINT one")
+                try:
+                    out.append(self._reserve_one(pool, role, master_sae, slaves, number, nbytes))
+                    self.db.execute("RELEASE one")
+                except PoolExhausted as exc:
+                    self.db.execute("ROLLBACK TO one")
+                    self.db.execute("RELEASE one")
+                    out.append(exc)
+            self._commit()
+        except BaseException:
+            self._rollback()
+            raise
+        return out
+
+    def _reserve_one(self, pool: str, role: int, master_sae: str, slaves: Sequence[str], number: int,
+                     nbytes: int) -> Reserved:
         allocations: list[Allocation] = []
         material: list[bytes] = []
         retired: list[tuple[str, int, int]] = []
         consumed = 0
         now = time.time()
+        for cid, link_id, block_id, idx, size, cursor, data in self._own_chunks(pool, role, number * nbytes):
+            if len(allocations) == number:
+                break
+            start = cursor
+            while len(allocations) < number and size - cursor >= nbytes:
+                key_id = str(uuid.UUID(bytes=os.urandom(16), version=4))
+                allocations.append(Allocation(key_id, master_sae, tuple(slaves),
+                                              KeyPosition(link_id, block_id, idx, cursor, nbytes)))
+                material.append(bytes(data[cursor:cursor + nbytes]))
+                cursor += nbytes
+            consumed += cursor - start
+            if size - cursor < nbytes and (len(allocations) < number or size - cursor == 0):
+                # The tail cannot hold a key of this size: retire the chunk (its bits are wasted).
+                consumed += size - cursor
+                self.db.execute("DELETE FROM chunks WHERE id=?", (cid,))
+                retired.append((link_id, block_id, idx))
+            else:
+                self.db.execute("UPDATE chunks SET cursor=?, data=? WHERE id=?",
+                                (cursor, bytes(cursor) + bytes(data[cursor:]), cid))
+        if len(allocations) < number:
+            raise PoolExhausted(f"pool {pool} cannot serve {number} keys of {nbytes * 8} bits")
         slaves_json = json.dumps(list(slaves))
-        self._begin()
-        try:
-            for cid, link_id, block_id, idx, size, cursor, data in self._own_chunks(pool, role, number * nbytes):
-                if len(allocations) == number:
-                    break
-                start = cursor
-                while len(allocations) < number and size - cursor >= nbytes:
-                    key_id = str(uuid.UUID(bytes=os.urandom(16), version=4))
-                    pos = KeyPosition(link_id, block_id, idx, cursor, nbytes)
-                    allocations.append(Allocation(key_id, master_sae, tuple(slaves), pos))
-                    material.append(bytes(data[cursor:cursor + nbytes]))
-                    cursor += nbytes
-                consumed += cursor - start
-                if size - cursor < nbytes and (len(allocations) < number or size - cursor == 0):
-                    # The tail cannot hold a key of this size: retire the chunk (its bits are wasted).
-                    consumed += size - cursor
-                    self.db.execute("DELETE FROM chunks WHERE id=?", (cid,))
-                    retired.append((link_id, block_id, idx))
-                else:
-                    self.db.execute("UPDATE chunks SET cursor=?, data=? WHERE id=?",
-                                    (cursor, bytes(cursor) + bytes(data[cursor:]), cid))
-            if len(allocations) < number:
-                raise PoolExhausted(f"pool {pool} cannot serve {number} keys of {nbytes * 8} bits")
-            self.db.executemany(
-                "INSERT INTO keys(key_id, pool, origin, master_sae, slaves, link_id, block_id, idx, offset, nbytes, "
-                "state, created) VALUES(?,?,1,?,?,?,?,?,?,?,'reserved',?)",
-                [(a.key_id, pool, master_sae, slaves_json, a.position.link_id, a.position.block_id,
-                  a.position.idx, a.position.offset, nbytes, now) for a in allocations],
-            )
-            self._add_pool_bytes(pool, -consumed)
-            self._commit()
-        except BaseException:
-            self._rollback()
-            raise
+        self.db.executemany(
+            "INSERT INTO keys(key_id, pool, origin, master_sae, slaves, link_id, block_id, idx, offset, nbytes, "
+            "state, created) VALUES(?,?,1,?,?,?,?,?,?,?,'reserved',?)",
+            [(a.key_id, pool, master_sae, slaves_json, a.position.link_id, a.position.block_id,
+              a.position.idx, a.position.offset, nbytes, now) for a in allocations],
+        )
+        self._add_pool_bytes(pool, -consumed)
         return Reserved(allocations, material, retired)
 
     def _own_chunks(self, pool: str, role: int, want_bytes: int) -> Iterable[tuple]:

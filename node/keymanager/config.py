@@ -1,0 +1,261 @@
+"""The key manager's TOML configuration, validated at start with errors naming the key and what is allowed.
+
+Example (paths are relative to the file's directory)::
+
+    kme_id = "KME_A"
+    database = "km_a.db"
+    local_saes = ["SAE_A"]
+
+    [api]                       # ETSI GS QKD 014 over mutual TLS
+    host = "127.0.0.1"
+    port = 8443
+    cert = "certs/KME_A.pem"
+    key = "certs/KME_A.key"
+    ca = "certs/ca.pem"
+
+    [keys]
+    key_size = 256
+    min_key_size = 64
+    max_key_size = 8192
+    max_key_per_request = 128
+    max_key_count = 100000
+    max_SAE_ID_count = 4
+
+    [ingest]                    # KEY_BLOCK from the local QKD modules
+    bind = "tcp://127.0.0.1:5600"
+    [[ingest.sources]]          # one per QKD module, each with its own pre-shared secret
+    id = "node_A"
+    auth_key = "ingest_a.key"
+
+    [link]                      # KM <-> KM
+    bind = "tcp://127.0.0.1:5700"
+    auth_key = "link.key"       # pre-shared bootstrap secret (file)
+
+    [[peers]]
+    kme_id = "KME_B"
+    connect = "tcp://127.0.0.1:5701"
+    links = ["L1"]
+    saes = ["SAE_B"]
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """The ETSI GS QKD 014 HTTPS endpoint."""
+
+    host: str = "127.0.0.1"
+    port: int = 8443
+    cert: str = ""
+    key: str = ""
+    ca: str = ""
+    client_max_size: int = 65536
+
+
+@dataclass(frozen=True)
+class KeyLimits:
+    """The figures the Status call reports, and which requests are accepted."""
+
+    key_size: int = 256
+    min_key_size: int = 64
+    max_key_size: int = 8192
+    max_key_per_request: int = 128
+    max_key_count: int = 100000
+    max_SAE_ID_count: int = 4
+
+
+@dataclass(frozen=True)
+class PeerConfig:
+    """A peer key manager: its link endpoint, the QKD links whose blocks feed the pool, its SAEs."""
+
+    kme_id: str
+    connect: str
+    links: tuple[str, ...] = ()
+    saes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class KmConfig:
+    """A key manager's whole configuration."""
+
+    kme_id: str
+    database: str
+    local_saes: tuple[str, ...]
+    api: ApiConfig
+    keys: KeyLimits
+    ingest_bind: str
+    ingest_sources: tuple[tuple[str, str], ...]
+    link_bind: str
+    auth_key: str
+    peers: tuple[PeerConfig, ...] = ()
+    peer_timeout_s: float = 2.0
+    reconcile_interval_s: float = 5.0
+    chunk_bytes: int = 4096
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def peer_of_sae(self, sae_id: str) -> PeerConfig | None:
+        """The peer KM that serves `sae_id`, if any."""
+        for p in self.peers:
+            if sae_id in p.saes:
+                return p
+        return None
+
+    def pool_of_link(self, link_id: str) -> str | None:
+        """The pool (peer KME ID) fed by QKD link `link_id`, if configured."""
+        for p in self.peers:
+            if link_id in p.links:
+                return p.kme_id
+        return None
+
+
+def _get(table: dict, key: str, kind: type | tuple[type, ...], where: str, default: Any = ..., allowed: str = "") -> Any:
+    name = f"{where}{key}"
+    if key not in table:
+        if default is ...:
+            raise ValueError(f"config key '{name}' is required ({allowed or _kind_name(kind)})")
+        return default
+    value = table[key]
+    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+        raise ValueError(f"config key '{name}' must be {allowed or _kind_name(kind)}, got {value!r}")
+    if not isinstance(value, kind):
+        raise ValueError(f"config key '{name}' must be {allowed or _kind_name(kind)}, got {value!r}")
+    return value
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join({"str": "a string", "int": "an integer", "float": "a number", "list": "a list",
+                        "dict": "a table"}.get(k.__name__, k.__name__) for k in kinds)
+
+
+def _check_keys(table: dict, known: set[str], where: str) -> None:
+    for key in table:
+        if key not in known:
+            raise ValueError(f"config key '{where}{key}' is unknown; allowed: {', '.join(sorted(known))}")
+
+
+def _str_list(table: dict, key: str, where: str, default: Any = ...) -> tuple[str, ...]:
+    value = _get(table, key, list, where, default, "a list of non-empty strings")
+    if not all(isinstance(v, str) and v for v in value):
+        raise ValueError(f"config key '{where}{key}' must be a list of non-empty strings")
+    return tuple(value)
+
+
+def _positive(table: dict, key: str, where: str, default: int) -> int:
+    value = _get(table, key, int, where, default, "a positive integer")
+    if value <= 0:
+        raise ValueError(f"config key '{where}{key}' must be a positive integer, got {value}")
+    return value
+
+
+def _endpoint(table: dict, key: str, where: str) -> str:
+    value = _get(table, key, str, where, ..., "a ZeroMQ endpoint such as 'tcp://127.0.0.1:5600'")
+    if "://" not in value:
+        raise ValueError(f"config key '{where}{key}' must be a ZeroMQ endpoint such as 'tcp://127.0.0.1:5600', got {value!r}")
+    return value
+
+
+def parse_config(doc: dict, base_dir: str | Path = ".") -> KmConfig:
+    """Validate a parsed TOML document; relative paths are resolved against `base_dir`."""
+    base = Path(base_dir)
+
+    def path(value: str) -> str:
+        return value if value == ":memory:" else str((base / value).resolve())
+
+    _check_keys(doc, {"kme_id", "database", "local_saes", "api", "keys", "ingest", "link", "peers", "chunk_bytes"}, "")
+    kme_id = _get(doc, "kme_id", str, "", ..., "a non-empty string")
+    if not kme_id:
+        raise ValueError("config key 'kme_id' must be a non-empty string")
+    api_t = _get(doc, "api", dict, "", {})
+    _check_keys(api_t, {"host", "port", "cert", "key", "ca", "client_max_size"}, "api.")
+    port = _get(api_t, "port", int, "api.", 8443, "an integer in [0, 65535]")
+    if not 0 <= port <= 65535:
+        raise ValueError(f"config key 'api.port' must be an integer in [0, 65535], got {port}")
+    api = ApiConfig(
+        host=_get(api_t, "host", str, "api.", "127.0.0.1"), port=port,
+        cert=path(_get(api_t, "cert", str, "api.", ..., "a path to a PEM certificate")),
+        key=path(_get(api_t, "key", str, "api.", ..., "a path to a PEM private key")),
+        ca=path(_get(api_t, "ca", str, "api.", ..., "a path to the PEM CA certificate that signs SAE certificates")),
+        client_max_size=_positive(api_t, "client_max_size", "api.", 65536),
+    )
+    keys_t = _get(doc, "keys", dict, "", {})
+    names = set(KeyLimits.__dataclass_fields__)
+    _check_keys(keys_t, names, "keys.")
+    limits = KeyLimits(**{n: _positive(keys_t, n, "keys.", getattr(KeyLimits, n)) for n in names
+                          if n != "max_SAE_ID_count"},
+                       max_SAE_ID_count=_get(keys_t, "max_SAE_ID_count", int, "keys.", 4, "an integer >= 0"))
+    if limits.max_SAE_ID_count < 0:
+        raise ValueError("config key 'keys.max_SAE_ID_count' must be an integer >= 0")
+    for n in ("key_size", "min_key_size", "max_key_size"):
+        if getattr(limits, n) % 8:
+            raise ValueError(f"config key 'keys.{n}' must be a multiple of 8, got {getattr(limits, n)}")
+    if not limits.min_key_size <= limits.key_size <= limits.max_key_size:
+        raise ValueError("config keys 'keys.min_key_size' <= 'keys.key_size' <= 'keys.max_key_size' must hold")
+    chunk_bytes = _positive(doc, "chunk_bytes", "", 4096)
+    if limits.max_key_size // 8 > chunk_bytes:
+        raise ValueError(f"config key 'keys.max_key_size' must be at most 8 * chunk_bytes = {8 * chunk_bytes}")
+    ingest_t = _get(doc, "ingest", dict, "", ...)
+    _check_keys(ingest_t, {"bind", "sources"}, "ingest.")
+    sources = []
+    for i, src in enumerate(_get(ingest_t, "sources", list, "ingest.", [], "an array of tables [[ingest.sources]]")):
+        where = f"ingest.sources[{i}]."
+        if not isinstance(src, dict):
+            raise ValueError(f"config key 'ingest.sources[{i}]' must be a table")
+        _check_keys(src, {"id", "auth_key"}, where)
+        sid = _get(src, "id", str, where, ..., "the QKD module's ID (its ZeroMQ identity)")
+        if not sid:
+            raise ValueError(f"config key '{where}id' must be a non-empty string")
+        sources.append((sid, path(_get(src, "auth_key", str, where, ..., "a path to the module's pre-shared secret"))))
+    link_t = _get(doc, "link", dict, "", ...)
+    _check_keys(link_t, {"bind", "auth_key", "peer_timeout_s", "reconcile_interval_s"}, "link.")
+    peers = []
+    seen_saes = set()
+    for i, p in enumerate(_get(doc, "peers", list, "", [], "an array of tables [[peers]]")):
+        where = f"peers[{i}]."
+        if not isinstance(p, dict):
+            raise ValueError(f"config key 'peers[{i}]' must be a table")
+        _check_keys(p, {"kme_id", "connect", "links", "saes"}, where)
+        peer = PeerConfig(kme_id=_get(p, "kme_id", str, where, ..., "the peer's KME ID"),
+                          connect=_endpoint(p, "connect", where),
+                          links=_str_list(p, "links", where, []), saes=_str_list(p, "saes", where, []))
+        if peer.kme_id == kme_id or not peer.kme_id:
+            raise ValueError(f"config key '{where}kme_id' must be a non-empty ID other than this KM's own")
+        if seen_saes & set(peer.saes):
+            raise ValueError(f"config key '{where}saes' names an SAE already served by another peer")
+        seen_saes |= set(peer.saes)
+        peers.append(peer)
+    local = _str_list(doc, "local_saes", "", ...)
+    if seen_saes & set(local):
+        raise ValueError("config key 'local_saes' names an SAE also listed under a peer")
+    timeout = _get(link_t, "peer_timeout_s", (int, float), "link.", 2.0, "a positive number")
+    interval = _get(link_t, "reconcile_interval_s", (int, float), "link.", 5.0, "a positive number")
+    if timeout <= 0 or interval <= 0:
+        raise ValueError("config keys 'link.peer_timeout_s' and 'link.reconcile_interval_s' must be positive numbers")
+    return KmConfig(
+        kme_id=kme_id, database=path(_get(doc, "database", str, "", ..., "a path to the SQLite key store")),
+        local_saes=local, api=api, keys=limits, ingest_bind=_endpoint(ingest_t, "bind", "ingest."),
+        ingest_sources=tuple(sources),
+        link_bind=_endpoint(link_t, "bind", "link."),
+        auth_key=path(_get(link_t, "auth_key", str, "link.", ..., "a path to the pre-shared link secret")),
+        peers=tuple(peers), peer_timeout_s=float(timeout), reconcile_interval_s=float(interval),
+        chunk_bytes=chunk_bytes,
+    )
+
+
+def load_config(path: str | Path) -> KmConfig:
+    """Read and validate a TOML configuration file."""
+    p = Path(path)
+    try:
+        with p.open("rb") as fh:
+            doc = tomllib.load(fh)
+    except OSError as exc:
+        raise ValueError(f"config file {str(p)!r} cannot be read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"config file {str(p)!r} is not valid TOML: {exc}") from None
+    return parse_config(doc, p.parent)

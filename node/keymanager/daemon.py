@@ -1,0 +1,313 @@
+"""The key manager process: store, ingest, peer links, ETSI 014 API and reconciliation in one event loop.
+
+Getting keys for a master SAE (per pool, requests are batched so one commit serves many):
+1. reserve: key IDs bound to bits of this KM's stripe, committed durably (state reserved);
+2. `KEY_ALLOC` to the peer KM, which commits them (reserved, for the named slaves) and acks;
+3. deliver: state delivered, committed; only then the answer leaves.
+If the peer does not ack in time the keys become void (never reused) and the master gets 503; a
+restart voids keys left reserved in step 2. Reconciliation later tells the peer which keys are void.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import zmq
+import zmq.asyncio
+
+from node.classical import Message
+from node.keymanager.config import KeyLimits, KmConfig
+from node.keymanager.errors import PeerError
+from node.keymanager.etsi014 import Etsi014Api, server_ssl_context, start_api
+from node.keymanager.ingest import IngestServer
+from node.keymanager.peer import PeerClient, PeerServer
+from node.keymanager.store import Allocation, KeyBlock, KeyStore, Reserved
+from node.keymanager.wire import LinkState, load_secret
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+MAX_BATCH_KEYS = 2048
+RECONCILE_PAGE = 2000
+
+
+@dataclass
+class _Pending:
+    master: str
+    slaves: list[str]
+    number: int
+    nbytes: int
+    future: asyncio.Future[list[tuple[str, bytes]]] = field(repr=False)
+
+
+class KeyManager:
+    """One KME: implements the `KeyService` the ETSI 014 API calls, and runs every endpoint."""
+
+    def __init__(self, config: KmConfig) -> None:
+        self.config = config
+        self.kme_id = config.kme_id
+        self.limits: KeyLimits = config.keys
+        self.store = KeyStore(config.database, config.kme_id,
+                              capacity_bytes=config.keys.max_key_count * config.keys.key_size // 8,
+                              chunk_bytes=config.chunk_bytes)
+        self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="km-store")
+        self._local = set(config.local_saes)
+        self._queues: dict[str, list[_Pending]] = {p.kme_id: [] for p in config.peers}
+        self._wake: dict[str, asyncio.Event] = {}
+        self._blocks_event: asyncio.Event | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.clients: dict[str, PeerClient] = {}
+        self.api_port = 0
+        self.counters = {"keys_delivered_master": 0, "keys_delivered_slave": 0, "keys_voided": 0,
+                         "reconcile_unknown": 0}
+
+    # -- store access in its own thread -------------------------------------------------------
+
+    async def db(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a store method in the store's thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._db, fn, *args)
+
+    # -- KeyService ----------------------------------------------------------------------------
+
+    def is_local_sae(self, sae_id: str) -> bool:
+        return sae_id in self._local
+
+    def peer_of_sae(self, sae_id: str) -> str | None:
+        peer = self.config.peer_of_sae(sae_id)
+        return None if peer is None else peer.kme_id
+
+    async def stored_key_count(self, peer_kme_id: str) -> int:
+        return await self.db(self.store.stored_key_count, peer_kme_id, self.limits.key_size // 8)
+
+    async def get_keys(self, master: str, slaves: list[str], number: int, nbytes: int) -> list[tuple[str, bytes]]:
+        pool = self.peer_of_sae(slaves[0])
+        if pool is None:
+            raise ValueError("slave SAE is not served by a peer KM")
+        fut: asyncio.Future[list[tuple[str, bytes]]] = asyncio.get_running_loop().create_future()
+        self._queues[pool].append(_Pending(master, slaves, number, nbytes, fut))
+        self._wake[pool].set()
+        return await fut
+
+    async def get_keys_with_ids(self, requester: str, master: str, key_ids: list[str]) -> list[tuple[str, bytes]]:
+        material = await self.db(self.store.fetch, requester, master, key_ids)
+        self.counters["keys_delivered_slave"] += len(key_ids)
+        return list(zip(key_ids, material))
+
+    # -- master side: batched reserve -> KEY_ALLOC -> deliver ---------------------------------
+
+    async def _allocator(self, pool: str) -> None:
+        queue, wake, client = self._queues[pool], self._wake[pool], self.clients[pool]
+        while True:
+            await wake.wait()
+            wake.clear()
+            while queue:
+                batch: list[_Pending] = []
+                keys = 0
+                while queue and (not batch or keys + queue[0].number <= MAX_BATCH_KEYS):
+                    p = queue.pop(0)
+                    if not p.future.done():
+                        batch.append(p)
+                        keys += p.number
+                if batch:
+                    await self._serve_batch(pool, client, batch)
+
+    async def _serve_batch(self, pool: str, client: PeerClient, batch: list[_Pending]) -> None:
+        try:
+            results = await self.db(self.store.reserve_many, pool,
+                                    [(p.master, p.slaves, p.number, p.nbytes) for p in batch])
+        except Exception as exc:
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(exc)
+            return
+        served: list[tuple[_Pending, Reserved]] = []
+        for p, r in zip(batch, results):
+            if isinstance(r, Exception):
+                if not p.future.done():
+                    p.future.set_exception(r)
+            else:
+                served.append((p, r))
+        if not served:
+            return
+        ids = [a.key_id for _, r in served for a in r.allocations]
+        payload = json.dumps({"allocations": [a.to_json() for _, r in served for a in r.allocations],
+                              "retired": [list(x) for _, r in served for x in r.retired]}).encode()
+        try:
+            await client.request("KEY_ALLOC", {"pool": self.kme_id}, payload=payload)
+        except (PeerError, Exception) as exc:
+            await self.db(self.store.set_state, ids, "void")
+            self.counters["keys_voided"] += len(ids)
+            err = exc if isinstance(exc, PeerError) else PeerError(str(exc))
+            for p, _ in served:
+                if not p.future.done():
+                    p.future.set_exception(err)
+            return
+        await self.db(self.store.set_state, ids, "delivered")
+        self.counters["keys_delivered_master"] += len(ids)
+        for p, r in served:
+            if not p.future.done():
+                p.future.set_result([(a.key_id, m) for a, m in zip(r.allocations, r.material)])
+
+    # -- peer requests ---------------------------------------------------------------------------
+
+    async def _on_key_alloc(self, peer: str, msg: Message) -> tuple[str, dict[str, Any]]:
+        if len(msg.frames) != 1 or not isinstance(msg.frames[0], bytes):
+            raise ValueError("KEY_ALLOC must carry one JSON payload frame")
+        doc = json.loads(msg.frames[0])
+        if not isinstance(doc, dict) or not isinstance(doc.get("allocations"), list) \
+                or not isinstance(doc.get("retired"), list):
+            raise ValueError("KEY_ALLOC payload must be {allocations: [...], retired: [...]}")
+        allocs = [Allocation.from_json(a) for a in doc["allocations"]]
+        retired = []
+        for r in doc["retired"]:
+            if not (isinstance(r, list) and len(r) == 3 and isinstance(r[0], str)
+                    and all(type(v) is int for v in r[1:])):
+                raise ValueError("KEY_ALLOC retired entries must be [link_id, block_id, chunk]")
+            retired.append((r[0], r[1], r[2]))
+        for a in allocs:
+            if self.peer_of_sae(a.slaves[0]) is not None or not all(self.is_local_sae(s) for s in a.slaves):
+                raise ValueError("KEY_ALLOC names slave SAEs not served by this KM")
+        await self.db(self.store.accept_allocations, peer, allocs, retired)
+        return "KEY_ALLOC_ACK", {"count": len(allocs)}
+
+    async def _on_blocks_have(self, peer: str, msg: Message) -> tuple[str, dict[str, Any]]:
+        blocks = msg.header.get("blocks")
+        if not isinstance(blocks, list) or not all(
+                isinstance(b, list) and len(b) == 2 and isinstance(b[0], str) and type(b[1]) is int for b in blocks):
+            raise ValueError("BLOCKS_HAVE blocks must be a list of [link_id, block_id]")
+        held = await self.db(self.store.confirm_blocks, peer, [tuple(b) for b in blocks])
+        return "BLOCKS_HELD", {"blocks": [list(b) for b in held]}
+
+    async def _on_reconcile(self, peer: str, msg: Message) -> tuple[str, dict[str, Any]]:
+        keys = msg.header.get("keys")
+        if not isinstance(keys, list) or not all(
+                isinstance(k, list) and len(k) == 2 and all(isinstance(v, str) for v in k) for k in keys):
+            raise ValueError("RECONCILE keys must be a list of [key_ID, state]")
+        states = await self.db(self.store.peer_key_states, [k for k, _ in keys])
+        unknown = [k for k, s in keys if k not in states and s == "delivered"]
+        void = [k for k, s in keys if s == "void" and states.get(k) == "reserved"]
+        voided = await self.db(self.store.void_peer_keys, void) if void else 0
+        if unknown:
+            log.error("reconciliation with %s: %d delivered key IDs unknown here", peer, len(unknown))
+        return "RECONCILE_REPORT", {"unknown": unknown, "voided": voided}
+
+    async def _confirm_blocks(self, pool: str) -> None:
+        pending = await self.db(self.store.unconfirmed_blocks, pool, 1000)
+        if not pending:
+            return
+        reply = await self.clients[pool].request("BLOCKS_HAVE", {"blocks": [list(b) for b in pending]})
+        held = reply.header.get("blocks")
+        if isinstance(held, list):
+            await self.db(self.store.confirm_blocks, pool,
+                          [tuple(b) for b in held if isinstance(b, list) and len(b) == 2])
+
+    async def _sync_loop(self, pool: str) -> None:
+        """Confirm new blocks as soon as they arrive, and reconcile key IDs periodically."""
+        assert self._blocks_event is not None
+        after = 0
+        loop = asyncio.get_running_loop()
+        next_reconcile = loop.time()
+        while True:
+            try:
+                async with asyncio.timeout(min(0.5, self.config.reconcile_interval_s)):
+                    await self._blocks_event.wait()
+            except TimeoutError:
+                pass
+            self._blocks_event.clear()
+            try:
+                await self._confirm_blocks(pool)
+                if loop.time() >= next_reconcile:
+                    next_reconcile = loop.time() + self.config.reconcile_interval_s
+                    rows = await self.db(self.store.own_keys, pool, after, RECONCILE_PAGE)
+                    rows = [r for r in rows if r[2] != "reserved"]
+                    if rows:
+                        reply = await self.clients[pool].request(
+                            "RECONCILE", {"keys": [[k, s] for _, k, s in rows]})
+                        self.counters["reconcile_unknown"] += len(reply.header.get("unknown") or [])
+                        after = rows[-1][0]
+                    else:
+                        after = 0
+            except PeerError as exc:
+                log.warning("sync with peer KM %s: %s", pool, exc)
+            except Exception:
+                log.exception("sync with peer KM %s failed", pool)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Recover the store, bind every endpoint and start the background tasks."""
+        cfg = self.config
+        voided = await self.db(self.store.recover)
+        if voided:
+            log.warning("recovery: %d keys reserved but never delivered are now void", voided)
+        self._blocks_event = asyncio.Event()
+        self.ctx = zmq.asyncio.Context()
+        self.link_state = LinkState(cfg.database + ".links.json")
+        secret = load_secret(cfg.auth_key)
+        self.peer_server = PeerServer(self.ctx, cfg.kme_id, cfg.link_bind, {p.kme_id: secret for p in cfg.peers},
+                                      self.link_state, {"KEY_ALLOC": self._on_key_alloc,
+                                                        "BLOCKS_HAVE": self._on_blocks_have,
+                                                        "RECONCILE": self._on_reconcile})
+        await self.peer_server.start()
+        for p in cfg.peers:
+            client = PeerClient(self.ctx, cfg.kme_id, p.kme_id, p.connect, secret, self.link_state, cfg.peer_timeout_s)
+            await client.start()
+            self.clients[p.kme_id] = client
+            self._wake[p.kme_id] = asyncio.Event()
+            self._tasks.append(asyncio.create_task(self._allocator(p.kme_id)))
+            self._tasks.append(asyncio.create_task(self._sync_loop(p.kme_id)))
+        self.ingest = IngestServer(self.ctx, cfg.ingest_bind, {s: load_secret(k) for s, k in cfg.ingest_sources},
+                                   self.link_state, cfg.pool_of_link, self._commit_blocks,
+                                   self._blocks_event.set)
+        await self.ingest.start()
+        self.api = Etsi014Api(self, cfg.api.client_max_size)
+        self.runner, self.api_port = await start_api(
+            self.api, cfg.api.host, cfg.api.port, server_ssl_context(cfg.api.cert, cfg.api.key, cfg.api.ca))
+        log.info("KM %s serving ETSI 014 on %s:%d", cfg.kme_id, cfg.api.host, self.api_port)
+
+    async def _commit_blocks(self, blocks: list[KeyBlock]) -> list[str]:
+        return await self.db(self.store.add_blocks, blocks)
+
+    async def stop(self) -> None:
+        """Stop serving, fail pending requests, persist link counters and close the store."""
+        await self.runner.cleanup()
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.ingest.close()
+        for c in self.clients.values():
+            await c.close()
+        await self.peer_server.close()
+        self.ctx.term()
+        await self.db(self.store.close)
+        self._db.shutdown()
+
+    def endpoints(self) -> dict[str, Any]:
+        """Where this KM listens (the bound ports, for port-0 configurations)."""
+        return {"api_port": self.api_port, "ingest": self.ingest.endpoint, "link": self.peer_server.endpoint}
+
+
+async def run_key_manager(config: KmConfig, ready: Callable[[KeyManager], None] | None = None) -> None:
+    """Run a key manager until SIGINT/SIGTERM, then shut down gracefully."""
+    km = KeyManager(config)
+    await km.start()
+    if ready is not None:
+        ready(km)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        try:
+            async with asyncio.timeout(5):
+                await km.stop()
+        except TimeoutError:
+            log.error("shutdown timed out")

@@ -1,0 +1,340 @@
+"""ETSI GS QKD 014 V1.1.1 key delivery API over HTTPS with mutual TLS (aiohttp).
+
+The caller's SAE ID is the common name of its client certificate, which the TLS handshake has
+already verified against the configured CA (TLS >= 1.2, a client certificate is required). This
+module checks request formats and who may ask for what, and words errors as the spec does; the
+key service behind it (`KeyService`) does the key bookkeeping.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import re
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import unquote
+
+from aiohttp import web
+
+from node.keymanager.certs import common_name_of
+from node.keymanager.config import KeyLimits
+from node.keymanager.errors import KeysNotFound, NotAuthorized, PeerError, PoolExhausted
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/api/v1/keys/"
+MSG_NOT_FOUND = "one or more keys specified are not found on KME"
+MSG_SIZE_MULTIPLE = "size shall be a multiple of 8"
+MSG_EXT_MANDATORY = "not all extension_mandatory parameters are supported"
+MSG_UNAUTHORIZED = "Unauthorized"
+MSG_SERVER = "Error on server side."
+UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+KEY_REQUEST_FIELDS = {"number", "size", "additional_slave_SAE_IDs", "extension_mandatory", "extension_optional"}
+KEY_IDS_FIELDS = {"key_IDs", "key_IDs_extension"}
+
+
+class KeyService(Protocol):
+    """What the API needs from the key manager."""
+
+    kme_id: str
+    limits: KeyLimits
+
+    def is_local_sae(self, sae_id: str) -> bool: ...
+
+    def peer_of_sae(self, sae_id: str) -> str | None: ...
+
+    async def stored_key_count(self, peer_kme_id: str) -> int: ...
+
+    async def get_keys(self, master: str, slaves: list[str], number: int, nbytes: int) -> list[tuple[str, bytes]]: ...
+
+    async def get_keys_with_ids(self, requester: str, master: str, key_ids: list[str]) -> list[tuple[str, bytes]]: ...
+
+
+class ApiError(Exception):
+    """An error answer: HTTP status, the Error data format's message and optional details."""
+
+    def __init__(self, status: int, message: str, details: list[dict] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.details = details
+
+
+def error_response(status: int, message: str, details: list[dict] | None = None) -> web.Response:
+    """A JSON Error body (ETSI 014 §6.5), also on 401 so that every client can parse it."""
+    body: dict[str, Any] = {"message": message}
+    if details:
+        body["details"] = details
+    return web.json_response(body, status=status)
+
+
+@dataclass(frozen=True)
+class KeyRequest:
+    """A validated Key request (ETSI 014 §6.2)."""
+
+    number: int
+    size: int
+    additional_slaves: tuple[str, ...] = ()
+
+
+def server_ssl_context(cert: str, key: str, ca: str) -> ssl.SSLContext:
+    """TLS >= 1.2 server context that requires a client certificate signed by `ca`."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+    ctx.load_verify_locations(cafile=ca)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+def _int_field(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ApiError(400, f"{name} shall be an integer")
+    return value
+
+
+def _query_int(text: str, name: str) -> int:
+    if not re.fullmatch(r"[0-9]{1,9}", text):
+        raise ApiError(400, f"{name} shall be a non-negative integer")
+    return int(text)
+
+
+def _parse_json(body: bytes) -> Any:
+    try:
+        return json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ApiError(400, "request body is not UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise ApiError(400, f"request body is not valid JSON (line {exc.lineno}, column {exc.colno})") from None
+
+
+def _extension_list(value: Any, name: str) -> list[dict]:
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ApiError(400, f"{name} shall be an array of objects")
+    return value
+
+
+class Etsi014Api:
+    """The aiohttp application serving one KME's ETSI 014 endpoints."""
+
+    def __init__(self, service: KeyService, client_max_size: int = 65536) -> None:
+        self.service = service
+        self.app = web.Application(client_max_size=client_max_size, middlewares=[self._errors])
+        self.app.router.add_route("*", PREFIX + "{tail:.*}", self._dispatch)
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                      ) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except ApiError as exc:
+            return error_response(exc.status, exc.message, exc.details)
+        except web.HTTPRequestEntityTooLarge as exc:
+            return error_response(413, f"request body too large (limit {exc.max_size} bytes)" if hasattr(exc, "max_size")
+                                  else "request body too large")
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return error_response(exc.status, exc.reason)
+        except Exception:
+            log.exception("ETSI 014 request %s %s failed", request.method, request.rel_url.raw_path)
+            return error_response(503, MSG_SERVER)
+
+    # -- routing -------------------------------------------------------------------------------
+
+    def _caller(self, request: web.Request) -> str:
+        transport = request.transport
+        sae = common_name_of(transport.get_extra_info("peercert") if transport is not None else None)
+        if sae is None or not self.service.is_local_sae(sae):
+            raise ApiError(401, MSG_UNAUTHORIZED)
+        return sae
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        raw = request.rel_url.raw_path[len(PREFIX):]
+        parts = raw.split("/")
+        if len(parts) != 2 or parts[1] not in ("status", "enc_keys", "dec_keys"):
+            raise web.HTTPNotFound(reason="no such ETSI GS QKD 014 method")
+        op = parts[1]
+        allowed = ("GET",) if op == "status" else ("GET", "POST")
+        if request.method not in allowed:
+            return error_response(405, f"method {request.method} not allowed; use {' or '.join(allowed)}")
+        caller = self._caller(request)
+        which = "master_SAE_ID" if op == "dec_keys" else "slave_SAE_ID"
+        other = unquote(parts[0])
+        if not other.strip():
+            raise ApiError(400, f"{which} in the URL shall not be blank")
+        if other == caller:
+            raise ApiError(400, "master_SAE_ID and slave_SAE_ID shall differ")
+        if op == "status":
+            return await self._status(request, caller, other)
+        if op == "enc_keys":
+            return await self._enc_keys(request, caller, other)
+        return await self._dec_keys(request, caller, other)
+
+    def _peer(self, slave: str) -> str:
+        peer = self.service.peer_of_sae(slave)
+        if peer is None:
+            raise ApiError(400, f"slave_SAE_ID is not known to KME {self.service.kme_id}")
+        return peer
+
+    # -- Get status ----------------------------------------------------------------------------
+
+    async def _status(self, request: web.Request, master: str, slave: str) -> web.Response:
+        if request.query:
+            raise ApiError(400, "Get status takes no parameters")
+        peer = self._peer(slave)
+        lim = self.service.limits
+        return web.json_response({
+            "source_KME_ID": self.service.kme_id, "target_KME_ID": peer,
+            "master_SAE_ID": master, "slave_SAE_ID": slave,
+            "key_size": lim.key_size, "stored_key_count": await self.service.stored_key_count(peer),
+            "max_key_count": lim.max_key_count, "max_key_per_request": lim.max_key_per_request,
+            "max_key_size": lim.max_key_size, "min_key_size": lim.min_key_size,
+            "max_SAE_ID_count": lim.max_SAE_ID_count,
+        })
+
+    # -- Get key -------------------------------------------------------------------------------
+
+    async def _key_request(self, request: web.Request) -> KeyRequest:
+        lim = self.service.limits
+        number, size = 1, lim.key_size
+        additional: list[str] = []
+        body = await request.read()
+        if request.method == "GET":
+            if body:
+                raise ApiError(400, "GET requests shall have no body; use POST")
+            for name in request.query:
+                if name not in ("number", "size"):
+                    raise ApiError(400, f"unknown parameter {name!r}; GET allows only number and size")
+            for name in ("number", "size"):
+                if len(request.query.getall(name, [])) > 1:
+                    raise ApiError(400, f"parameter {name} given more than once")
+            if "number" in request.query:
+                number = _query_int(request.query["number"], "number")
+            if "size" in request.query:
+                size = _query_int(request.query["size"], "size")
+        else:
+            if request.query:
+                raise ApiError(400, "POST requests carry their parameters in the JSON body")
+            if body.strip():
+                doc = _parse_json(body)
+                if not isinstance(doc, dict):
+                    raise ApiError(400, "Key request shall be a JSON object")
+                unknown = sorted(set(doc) - KEY_REQUEST_FIELDS)
+                if unknown:
+                    raise ApiError(400, f"unknown field {unknown[0]!r} in Key request")
+                if "number" in doc:
+                    number = _int_field(doc["number"], "number")
+                if "size" in doc:
+                    size = _int_field(doc["size"], "size")
+                if "additional_slave_SAE_IDs" in doc:
+                    additional = doc["additional_slave_SAE_IDs"]
+                    if not isinstance(additional, list) or not all(isinstance(s, str) for s in additional):
+                        raise ApiError(400, "additional_slave_SAE_IDs shall be an array of strings")
+                mandatory = _extension_list(doc.get("extension_mandatory", []), "extension_mandatory")
+                _extension_list(doc.get("extension_optional", []), "extension_optional")  # may be ignored
+                if mandatory:
+                    names = [n for ext in mandatory for n in ext] or ["(empty object)"]
+                    raise ApiError(400, MSG_EXT_MANDATORY,
+                                   [{"extension_mandatory_unsupported": f"{n} is not supported"} for n in names])
+        if size % 8:
+            raise ApiError(400, MSG_SIZE_MULTIPLE)
+        if not lim.min_key_size <= size <= lim.max_key_size:
+            raise ApiError(400, f"size shall be between min_key_size ({lim.min_key_size}) "
+                                f"and max_key_size ({lim.max_key_size})")
+        if not 1 <= number <= lim.max_key_per_request:
+            raise ApiError(400, f"number shall be between 1 and max_key_per_request ({lim.max_key_per_request})")
+        if len(additional) > lim.max_SAE_ID_count:
+            raise ApiError(400, f"additional_slave_SAE_IDs shall list at most max_SAE_ID_count "
+                                f"({lim.max_SAE_ID_count}) SAE IDs")
+        return KeyRequest(number, size, tuple(additional))
+
+    async def _enc_keys(self, request: web.Request, master: str, slave: str) -> web.Response:
+        peer = self._peer(slave)
+        req = await self._key_request(request)
+        slaves = [slave]
+        for extra in req.additional_slaves:
+            if not extra.strip() or extra == master or extra in slaves:
+                raise ApiError(400, "additional_slave_SAE_IDs shall be non-blank, distinct, and differ from "
+                                    "the master and slave SAE IDs")
+            if self.service.peer_of_sae(extra) != peer:
+                raise ApiError(400, "every additional slave SAE shall be served by the slave SAE's KME")
+            slaves.append(extra)
+        try:
+            keys = await self.service.get_keys(master, slaves, req.number, req.size // 8)
+        except PoolExhausted:
+            raise ApiError(503, "not enough key material to serve the request") from None
+        except PeerError:
+            raise ApiError(503, "peer KME unreachable; no key was delivered") from None
+        return _key_container(keys)
+
+    # -- Get key with key IDs ------------------------------------------------------------------
+
+    async def _key_ids(self, request: web.Request) -> list[str]:
+        body = await request.read()
+        if request.method == "GET":
+            if body:
+                raise ApiError(400, "GET requests shall have no body; use POST")
+            if set(request.query) - {"key_ID"}:
+                raise ApiError(400, "unknown parameter; GET allows only key_ID")
+            ids = request.query.getall("key_ID", [])
+            if len(ids) != 1:
+                raise ApiError(400, "GET takes exactly one key_ID; use POST for several")
+        else:
+            if request.query:
+                raise ApiError(400, "POST requests carry their parameters in the JSON body")
+            doc = _parse_json(body)
+            if not isinstance(doc, dict):
+                raise ApiError(400, "Key IDs shall be a JSON object")
+            unknown = sorted(set(doc) - KEY_IDS_FIELDS)
+            if unknown:
+                raise ApiError(400, f"unknown field {unknown[0]!r} in Key IDs")
+            items = doc.get("key_IDs")
+            if not isinstance(items, list) or not items:
+                raise ApiError(400, "key_IDs shall be a non-empty array of objects")
+            ids = []
+            for item in items:
+                if not isinstance(item, dict) or set(item) - {"key_ID", "key_ID_extension"}:
+                    raise ApiError(400, "each key_IDs entry shall be an object with key_ID (and key_ID_extension)")
+                if not isinstance(item.get("key_ID"), str):
+                    raise ApiError(400, "key_ID shall be a string")
+                ids.append(item["key_ID"])
+        if len(ids) > self.service.limits.max_key_per_request:
+            raise ApiError(400, f"key_IDs shall list at most max_key_per_request "
+                                f"({self.service.limits.max_key_per_request}) IDs")
+        for k in ids:
+            if not UUID_RE.match(k):
+                raise ApiError(400, "key_ID shall be a UUID such as 550e8400-e29b-41d4-a716-446655440000")
+        ids = [k.lower() for k in ids]
+        if len(set(ids)) != len(ids):
+            raise ApiError(400, "key_IDs lists a key ID more than once")
+        return ids
+
+    async def _dec_keys(self, request: web.Request, slave: str, master: str) -> web.Response:
+        ids = await self._key_ids(request)
+        try:
+            keys = await self.service.get_keys_with_ids(slave, master, ids)
+        except NotAuthorized:
+            raise ApiError(401, MSG_UNAUTHORIZED) from None
+        except KeysNotFound:
+            raise ApiError(400, MSG_NOT_FOUND) from None
+        return _key_container(keys)
+
+
+def _key_container(keys: list[tuple[str, bytes]]) -> web.Response:
+    body = {"keys": [{"key_ID": k, "key": base64.b64encode(v).decode("ascii")} for k, v in keys]}
+    return web.json_response(body)
+
+
+async def start_api(api: Etsi014Api, host: str, port: int, ssl_context: ssl.SSLContext) -> tuple[web.AppRunner, int]:
+    """Serve `api` on host:port over TLS; returns the runner (for cleanup) and the bound port."""
+    runner = web.AppRunner(api.app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=256)
+    await site.start()
+    bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, bound

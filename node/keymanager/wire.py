@@ -1,0 +1,104 @@
+"""The one seam between the key manager and the authenticated classical channel (`node.classical`).
+
+`PersistentLink` wraps one `SecureLink` flow (Wegman–Carter MAC, replay protection) and keeps its
+sequence numbers across restarts: before the send counter passes a persisted *mark*, the next mark
+is written (fsync) to a small owner-only state file, and a restarted process resumes sending at the
+mark, so a one-time mask is never reused. The receive counter is persisted alongside; a replay of a
+message older than the crash but newer than the persisted counter is possible after a restart, and
+every key-manager message is idempotent for that reason.
+
+One KM pair uses two flows, each carried by one DEALER -> ROUTER connection so that each direction
+is in order: flow 0 carries requests of the KM whose ID sorts first (and the replies), flow 1 those
+of the other. The pre-shared bootstrap secret is cut in two halves, one per flow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from node.classical import Message, SecureLink
+
+MARK_STEP = 256
+
+
+def load_secret(path: str) -> bytes:
+    """Read a pre-shared bootstrap secret file (a multiple of 64 bytes, at least 64)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ValueError(f"link secret {path!r} cannot be read: {exc.strerror}") from None
+    if len(data) < 64 or len(data) % 64:
+        raise ValueError(f"link secret {path!r} must hold a positive multiple of 64 bytes, has {len(data)}")
+    return data
+
+
+def flow_secret(secret: bytes, flow: int) -> bytes:
+    """The half of the bootstrap secret that authenticates `flow` (0 or 1)."""
+    if flow not in (0, 1):
+        raise ValueError(f"flow must be 0 or 1, got {flow}")
+    half = len(secret) // 2
+    return secret[flow * half:(flow + 1) * half]
+
+
+class LinkState:
+    """An owner-only JSON file holding the sequence marks of every flow of a process."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        try:
+            self.marks: dict[str, Any] = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            self.marks = {}
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"link state file {path!r} is unreadable: {exc}") from None
+
+    def save(self) -> None:
+        """Write the marks durably (write, fsync, rename)."""
+        with self._lock:
+            tmp = self.path + ".tmp"
+            fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                json.dump(self.marks, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+
+
+class PersistentLink:
+    """A `SecureLink` flow whose send and receive counters survive restarts (see module doc)."""
+
+    def __init__(self, secret: bytes, initiator: bool, state: LinkState, name: str) -> None:
+        role = "initiator" if initiator else "responder"
+        base = SecureLink.from_bootstrap(secret, role).state()
+        saved = state.marks.get(name, {})
+        base["send_seq"] = int(saved.get("send_mark", 0))
+        base["recv_last_seq"] = int(saved.get("recv_last", -1))
+        self.link = SecureLink.from_state(base)
+        self.state = state
+        self.name = name
+        self._mark = base["send_seq"]
+
+    def _persist(self) -> None:
+        self.state.marks[self.name] = {"send_mark": self._mark, "recv_last": self.link.recv_last_seq}
+        self.state.save()
+
+    def seal(self, message: Message) -> list[Any]:
+        """Sealed frames of `message`; persists a new mark first when the counter reaches the old one."""
+        if self.link.send_seq >= self._mark:
+            self._mark = self.link.send_seq + MARK_STEP
+            self._persist()
+        return self.link.seal(message)
+
+    def open(self, frames: Sequence[Any]) -> Message:
+        """Verify and decode; raises the `node.classical` errors on bad, forged or replayed frames."""
+        return self.link.open(list(frames))
+
+    def close(self) -> None:
+        """Persist the receive counter (the send mark is always ahead of the send counter)."""
+        self._persist()

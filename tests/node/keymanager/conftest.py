@@ -1,0 +1,158 @@
+"""Fixtures: a demo PKI and a pair of key managers (KME_A, KME_B) on loopback, fed with shared blocks."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from node.keymanager.certs import make_pki
+from node.keymanager.config import load_config
+from node.keymanager.daemon import KeyManager
+from node.keymanager.ingest import KeyBlockSender
+
+KMES = ["KME_A", "KME_B"]
+SAES = ["SAE_A", "SAE_B", "SAE_C", "SAE_D", "SAE_X"]  # SAE_X: known to no KM
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_pair_configs(root: Path, pki_dir: Path, ports: dict[str, int] | None = None, **keys: int) -> dict[str, Path]:
+    """Config files of KME_A (serving SAE_A, SAE_C) and KME_B (serving SAE_B, SAE_D), and shared secrets."""
+    ports = ports or {n: free_port() for n in ("a_api", "b_api", "a_link", "b_link", "a_in", "b_in")}
+    link_key = root / "link.key"
+    if not link_key.exists():
+        link_key.write_bytes(os.urandom(1 << 20))
+        for who in ("a", "b"):
+            (root / f"ingest_{who}.key").write_bytes(os.urandom(1 << 20))
+    limits = "\n".join(f"{k} = {v}" for k, v in keys.items())
+    out = {}
+    for me, other, local, remote in (("a", "b", ["SAE_A", "SAE_C"], ["SAE_B", "SAE_D"]),
+                                     ("b", "a", ["SAE_B", "SAE_D"], ["SAE_A", "SAE_C"])):
+        me_id, other_id = f"KME_{me.upper()}", f"KME_{other.upper()}"
+        text = f"""
+kme_id = "{me_id}"
+database = "km_{me}.db"
+local_saes = {local!r}
+[api]
+host = "127.0.0.1"
+port = {ports[me + '_api']}
+cert = "{pki_dir / (me_id + '.pem')}"
+key = "{pki_dir / (me_id + '.key')}"
+ca = "{pki_dir / 'ca.pem'}"
+[keys]
+{limits}
+[ingest]
+bind = "tcp://127.0.0.1:{ports[me + '_in']}"
+[[ingest.sources]]
+id = "node_{me}"
+auth_key = "ingest_{me}.key"
+[link]
+bind = "tcp://127.0.0.1:{ports[me + '_link']}"
+auth_key = "link.key"
+peer_timeout_s = 2.0
+reconcile_interval_s = 0.5
+[[peers]]
+kme_id = "{other_id}"
+connect = "tcp://127.0.0.1:{ports[other + '_link']}"
+links = ["L1"]
+saes = {remote!r}
+"""
+        path = root / f"km_{me}.toml"
+        path.write_text(text)
+        out[me] = path
+    out["ports"] = ports  # type: ignore[assignment]
+    return out
+
+
+class KmThread:
+    """A KeyManager running in its own event loop on a background thread."""
+
+    def __init__(self, config_path: Path) -> None:
+        self.config = load_config(config_path)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.km = KeyManager(self.config)
+        asyncio.run_coroutine_threadsafe(self.km.start(), self.loop).result(30)
+
+    def call(self, coro, timeout: float = 30):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        self.call(self.km.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("pki")
+    make_pki(d, KMES, SAES)
+    other = tmp_path_factory.mktemp("pki_other")
+    make_pki(other, ["KME_Z"], ["SAE_A"], ca_name="another CA")  # same SAE name, foreign CA
+    return d
+
+
+class Pair:
+    """Two running KMs and the QKD-module side of ingest for each."""
+
+    def __init__(self, root: Path, pki_dir: Path, **keys: int) -> None:
+        self.root, self.pki = root, pki_dir
+        self.paths = write_pair_configs(root, pki_dir, **keys)
+        self.a = KmThread(self.paths["a"])
+        self.b = KmThread(self.paths["b"])
+        ports = self.paths["ports"]
+        self.senders = {
+            "a": KeyBlockSender(f"tcp://127.0.0.1:{ports['a_in']}", "node_a", (root / "ingest_a.key").read_bytes(),
+                                root / "sender_a.json"),
+            "b": KeyBlockSender(f"tcp://127.0.0.1:{ports['b_in']}", "node_b", (root / "ingest_b.key").read_bytes(),
+                                root / "sender_b.json"),
+        }
+        self.next_block = 0
+
+    def url(self, who: str) -> str:
+        return f"127.0.0.1:{self.paths['ports'][who + '_api']}"
+
+    def feed(self, nbytes: int = 1 << 16, blocks: int = 1) -> None:
+        """Send identical fresh blocks to both KMs and wait until both have confirmed them."""
+        for _ in range(blocks):
+            key = os.urandom(nbytes)
+            for s in self.senders.values():
+                reply = s.send_block("L1", self.next_block, key, qber=0.02)
+                assert reply["type"] == "KEY_BLOCK_ACK"
+            self.next_block += 1
+        want = {("L1", i) for i in range(self.next_block)}
+        for km in (self.a, self.b):
+            for _ in range(200):
+                with sqlite3.connect(km.config.database) as db:
+                    rows = db.execute("SELECT link_id, block_id FROM blocks WHERE confirmed=1").fetchall()
+                if want <= {tuple(r) for r in rows}:
+                    break
+                threading.Event().wait(0.02)
+            else:
+                raise AssertionError("blocks were not confirmed by both KMs")
+
+    def close(self) -> None:
+        for s in self.senders.values():
+            s.close()
+        self.a.stop()
+        self.b.stop()
+
+
+@pytest.fixture(scope="module")
+def pair(pki, tmp_path_factory):
+    p = Pair(tmp_path_factory.mktemp("kms"), pki, max_key_per_request=16, max_SAE_ID_count=2)
+    p.feed(1 << 16, 2)
+    yield p
+    p.close()
