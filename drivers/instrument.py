@@ -330,6 +330,25 @@ class ScpiInstrument(Instrument):
         self.query("*OPC?")
 
 
+def check_range(owner: object, name: str, value: object, lo: float, hi: float, unit: str = "") -> float:
+    """`value` as a float if it is a finite number in [lo, hi]; else `ValueError` naming `name` and the range."""
+    who = f"{type(owner).__name__}.{name}" if not isinstance(owner, str) else f"{owner}.{name}"
+    unit = f" {unit}" if unit else ""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{who} must be a finite number in [{lo:g}, {hi:g}]{unit}, got {value!r}")
+    if not lo <= value <= hi:
+        raise ValueError(f"{who} must be within [{lo:g}, {hi:g}]{unit}, got {value:g}")
+    return float(value)
+
+
+def check_choice(owner: object, name: str, value: object, allowed: tuple[Any, ...]) -> Any:
+    """`value` if it is one of `allowed` (same type); else `ValueError` listing them."""
+    for a in allowed:
+        if value == a and type(value) is type(a):
+            return value
+    raise ValueError(f"{type(owner).__name__}.{name} must be one of {list(allowed)}, got {value!r}")
+
+
 def format_entries(entries: list[tuple[int, str]]) -> str:
     return "; ".join(f"{code} {message!r}" for code, message in entries)
 
@@ -388,19 +407,10 @@ class Setting(Measurement[T]):
 
     def token(self, instrument: Instrument, value: object) -> str:
         """The validated value as the device's token; `ValueError` naming the allowed values."""
-        owner = type(instrument).__name__
-        unit = f" {self.unit}" if self.unit else ""
         if self.choices is not None:
-            for allowed, token in self.choices.items():
-                if value == allowed and type(value) is type(allowed):
-                    return token
-            raise ValueError(f"{owner}.{self.name} must be one of {list(self.choices)}, got {value!r}")
+            return self.choices[check_choice(instrument, self.name, value, tuple(self.choices))]
         lo, hi = self.bounds(instrument)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ValueError(f"{owner}.{self.name} must be a finite number in [{lo:g}, {hi:g}]{unit}, got {value!r}")
-        if not lo <= value <= hi:
-            raise ValueError(f"{owner}.{self.name} must be within [{lo:g}, {hi:g}]{unit}, got {value:g}")
-        return self.fmt.format(value)
+        return self.fmt.format(check_range(instrument, self.name, value, lo, hi, self.unit))
 
     def __set__(self, instrument: Instrument, value: object) -> None:
         instrument.write(self.set_cmd.format(self.token(instrument, value)))

@@ -32,7 +32,7 @@ QUEUE_OVERFLOW = (-350, "Queue overflow")
 
 
 def scpi_regex(spec: str) -> str:
-    """A regex for a header written as in manuals: uppercase = short form, [..] = optional node."""
+    """A regex for a header written as in manuals: uppercase = short form, [..] = optional node, # = suffix."""
     out = [":?"]
     i = 0
     while i < len(spec):
@@ -51,6 +51,9 @@ def scpi_regex(spec: str) -> str:
             short = re.match(r"[A-Z]*", word).group(0)  # type: ignore[union-attr]
             out.append(f"(?:{re.escape(word)}|{re.escape(short)})" if short and short != word else re.escape(word))
             i = j
+        elif c == "#":  # a numeric suffix (channel, slot), 1 when omitted; captured for the handler
+            out.append(r"(\d*)")
+            i += 1
         else:
             out.append(re.escape(c))
             i += 1
@@ -118,6 +121,7 @@ class ScpiDevice:
 
     def __init__(self) -> None:
         self.errors: deque[tuple[int, str]] = deque()
+        self.suffix: tuple[int, ...] = ()
         self.reset()
 
     def reset(self) -> None:
@@ -145,7 +149,9 @@ class ScpiDevice:
         query = header.endswith("?")
         header = header.rstrip("?").rstrip(":")
         for pattern, attr in self._table:
-            if pattern.match(header):
+            m = pattern.match(header)
+            if m:
+                self.suffix = tuple(int(g) if g else 1 for g in m.groups())
                 try:
                     return getattr(self, attr)(query, arg.strip() or None)
                 except DeviceError as exc:

@@ -1,0 +1,113 @@
+"""Keysight 33500B series function / arbitrary waveform generator (SCPI, two channels on 33522B).
+
+Commands from the 33500B series operating and service guide: `SOURce<n>:DATA:VOLatile:CLEar`,
+`SOURce<n>:DATA:ARBitrary:DAC <name>,<int16 list>`, `SOURce<n>:FUNCtion ARB`,
+`SOURce<n>:FUNCtion:ARBitrary <name>`, `...:ARBitrary:SRATe`, `SOURce<n>:VOLTage[:OFFSet]`,
+`OUTPut<n>[:STATe]`, `FUNCtion:ARBitrary:SYNChronize`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from drivers.awg.base import normalised
+from drivers.instrument import ScpiInstrument, Setting, check_choice, check_range, parse_bool
+from drivers.transport.base import Transport
+
+DAC_FULL_SCALE = 32767
+MIN_POINTS = 8
+ARB_NAME = "QKDPAT"
+
+
+class Keysight33500B(ScpiInstrument):
+    """Keysight 33500B (33521B/33522B): arbitrary waveforms up to 250 MSa/s, 1 mVpp to 10 Vpp into 50 Ω.
+
+    `memory_points` is the arbitrary waveform memory per channel (1 MSa standard, 16 MSa with
+    option MEM); `n_channels` 1 for 33521B, 2 for 33522B.
+    """
+
+    sample_rate_range_hz = (1e-6, 250e6)
+    amplitude_range_vpp = (1e-3, 10.0)
+    max_output_v = 5.0
+
+    def __init__(self, resource: str | Transport, *, n_channels: int = 2, memory_points: int = 1_000_000,
+                 **visa_options: Any) -> None:
+        if n_channels not in (1, 2):
+            raise ValueError(f"n_channels must be 1 or 2, got {n_channels!r}")
+        if memory_points not in (1_000_000, 16_000_000):
+            raise ValueError(f"memory_points must be 1_000_000 or 16_000_000 (option MEM), got {memory_points!r}")
+        self._channels = tuple(range(1, n_channels + 1))
+        self.memory_points = memory_points
+        self._sample_rate_hz: float | None = None
+        super().__init__(resource, **visa_options)
+
+    @property
+    def channels(self) -> tuple[int, ...]:
+        return self._channels
+
+    sample_rate = Setting("FUNC:ARB:SRAT?", "FUNC:ARB:SRAT {}", "Arbitrary waveform sample rate of channel 1, Sa/s.",
+                          limits=sample_rate_range_hz, unit="Sa/s", fmt="{:.12g}")
+
+    @property
+    def sample_rate_hz(self) -> float:
+        """The sample rate applied to every channel by `set_sample_rate` (queried if never set)."""
+        if self._sample_rate_hz is None:
+            self._sample_rate_hz = self.sample_rate
+        return self._sample_rate_hz
+
+    def set_sample_rate(self, rate_hz: float) -> None:
+        """Set the same arbitrary sample rate on every channel."""
+        rate = check_range(self, "sample_rate_hz", rate_hz, *self.sample_rate_range_hz, "Sa/s")
+        for ch in self._channels:
+            self.write(f"SOUR{ch}:FUNC:ARB:SRAT {rate:.12g}")
+        self._sample_rate_hz = rate
+
+    def _channel(self, channel: object) -> int:
+        return int(check_choice(self, "channel", channel, self._channels))
+
+    def check_length(self, n_samples: int) -> None:
+        check_range(self, "waveform length", n_samples, MIN_POINTS, self.memory_points, "samples")
+
+    def upload(self, channel: int, samples: NDArray[np.float64], amplitude_vpp: float) -> None:
+        """Replace the channel's volatile arbitrary waveform and select it, output off."""
+        ch = self._channel(channel)
+        arr = normalised(self, samples)
+        self.check_length(arr.size)
+        vpp = check_range(self, "amplitude_vpp", amplitude_vpp, *self.amplitude_range_vpp, "Vpp")
+        dac = np.rint(arr * DAC_FULL_SCALE).astype(np.int32)
+        with self._lock:
+            self.write(f"OUTP{ch} OFF")
+            self.write(f"SOUR{ch}:DATA:VOL:CLE")
+            self.write(f"SOUR{ch}:DATA:ARB:DAC {ARB_NAME},{','.join(map(str, dac.tolist()))}")
+            self.write(f"SOUR{ch}:FUNC:ARB {ARB_NAME}")
+            self.write(f"SOUR{ch}:FUNC ARB")
+            self.write(f"SOUR{ch}:VOLT {vpp:.6g}")
+            self.write(f"SOUR{ch}:VOLT:OFFS 0")
+
+    def output_enabled(self, channel: int) -> bool:
+        """Whether the channel's output is on."""
+        return self.query(f"OUTP{self._channel(channel)}?", parse_bool)
+
+    def amplitude_vpp(self, channel: int) -> float:
+        """The channel's amplitude in Vpp."""
+        return self.query(f"SOUR{self._channel(channel)}:VOLT?", float)
+
+    def run(self) -> None:
+        """Restart both arbitrary waveforms at their first point together, then switch outputs on."""
+        with self._lock:
+            if len(self._channels) > 1:
+                self.write("FUNC:ARB:SYNC")
+            for ch in self._channels:
+                self.write(f"OUTP{ch} ON")
+
+    def stop(self) -> None:
+        with self._lock:
+            for ch in self._channels:
+                self.write(f"OUTP{ch} OFF")
+
+    def shutdown(self) -> None:
+        """Every output off: the modulators see no drive."""
+        self.stop()
