@@ -1,0 +1,212 @@
+"""The classical channel Cascade talks over: messages, their wire form, and an in-process loopback.
+
+A message is a type, a small JSON header and zero or more numpy buffers (little-endian). On the
+wire it is a list of frames: protocol/version, type, header, buffers (DESIGN §4; the node's
+ZeroMQ channel adds the MAC frame). Decoding never trusts the peer: anything malformed is a
+`ProtocolError`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from postprocessing.errors import ProtocolError
+
+__all__ = [
+    "PROTOCOL",
+    "Message",
+    "encode_message",
+    "decode_message",
+    "ClassicalChannel",
+    "LoopbackLink",
+    "LoopbackEnd",
+]
+
+PROTOCOL = b"qkdnode-cascade/1"
+
+_DTYPES = {"u1": np.uint8, "u4": np.uint32, "u8": np.uint64, "i8": np.int64}
+_DTYPE_CODES = {np.dtype(v).str.lstrip("<|"): k for k, v in _DTYPES.items()}
+_MAX_HEADER = 64 * 1024
+_MAX_BUFFERS = 16
+
+
+@dataclass
+class Message:
+    """One protocol message: `type`, a JSON-serialisable `header`, numpy `buffers`."""
+
+    type: str
+    header: dict[str, Any] = field(default_factory=dict)
+    buffers: tuple[np.ndarray, ...] = ()
+
+    def __repr__(self) -> str:  # headers hold no key material; buffers are described, not shown
+        shapes = ", ".join(f"{b.dtype}[{b.size}]" for b in self.buffers)
+        return f"Message({self.type!r}, {self.header!r}, [{shapes}])"
+
+
+def encode_message(msg: Message) -> list[bytes]:
+    """The frames of `msg` on the wire."""
+    codes = []
+    for b in msg.buffers:
+        code = _DTYPE_CODES.get(np.dtype(b.dtype).newbyteorder("<").str.lstrip("<|"))
+        if code is None or b.ndim != 1:
+            raise ValueError(f"buffers must be 1-D arrays of {sorted(_DTYPES)}, got {b.dtype}{b.shape}")
+        codes.append([code, int(b.size)])
+    header = dict(msg.header)
+    header["_bufs"] = codes
+    frames = [PROTOCOL, msg.type.encode("ascii"), json.dumps(header, separators=(",", ":")).encode()]
+    frames.extend(np.ascontiguousarray(b, dtype=np.dtype(b.dtype).newbyteorder("<")).tobytes() for b in msg.buffers)
+    return frames
+
+
+def decode_message(frames: Sequence[bytes]) -> Message:
+    """Parse wire frames into a Message; raises ProtocolError on anything malformed."""
+    if not isinstance(frames, list | tuple) or len(frames) < 3:
+        raise ProtocolError("cascade message: fewer than 3 frames")
+    if not all(isinstance(f, bytes | bytearray | memoryview) for f in frames):
+        raise ProtocolError("cascade message: frames must be bytes")
+    if bytes(frames[0]) != PROTOCOL:
+        raise ProtocolError("cascade message: unknown protocol or version")
+    try:
+        mtype = bytes(frames[1]).decode("ascii")
+    except UnicodeDecodeError:
+        raise ProtocolError("cascade message: message type is not ASCII") from None
+    if len(frames[2]) > _MAX_HEADER:
+        raise ProtocolError("cascade message: header too long")
+    try:
+        header = json.loads(bytes(frames[2]))
+    except (ValueError, UnicodeDecodeError):
+        raise ProtocolError("cascade message: header is not JSON") from None
+    if not isinstance(header, dict):
+        raise ProtocolError("cascade message: header is not a JSON object")
+    bufs = header.pop("_bufs", None)
+    if not isinstance(bufs, list) or len(bufs) != len(frames) - 3 or len(bufs) > _MAX_BUFFERS:
+        raise ProtocolError("cascade message: buffer list does not match the frames")
+    out = []
+    for desc, raw in zip(bufs, frames[3:]):
+        if (not isinstance(desc, list) or len(desc) != 2 or desc[0] not in _DTYPES
+                or not isinstance(desc[1], int) or isinstance(desc[1], bool) or desc[1] < 0):
+            raise ProtocolError("cascade message: bad buffer description")
+        dt = np.dtype(_DTYPES[desc[0]]).newbyteorder("<")
+        if len(raw) != desc[1] * dt.itemsize:
+            raise ProtocolError("cascade message: truncated or oversized buffer")
+        out.append(np.frombuffer(bytes(raw), dtype=dt).astype(_DTYPES[desc[0]], copy=False))
+    return Message(mtype, header, tuple(out))
+
+
+class ClassicalChannel(ABC):
+    """One end of an (authenticated) classical channel between Alice and Bob."""
+
+    @abstractmethod
+    def send(self, msg: Message) -> None:
+        """Send `msg` to the peer (never blocks for long)."""
+
+    @abstractmethod
+    def recv(self, timeout_s: float) -> Message:
+        """The next message from the peer; ProtocolError if none within `timeout_s` or malformed."""
+
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    messages_sent: int = 0
+    messages_received: int = 0
+
+
+class LoopbackEnd(ClassicalChannel):
+    """One end of a `LoopbackLink`."""
+
+    def __init__(self, link: LoopbackLink, side: int) -> None:
+        self._link = link
+        self._side = side
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.messages_sent = 0
+        self.messages_received = 0
+
+    def send(self, msg: Message) -> None:
+        """Encode `msg` and queue it for the peer, deliverable after the one-way latency."""
+        self.send_frames(encode_message(msg))
+
+    def send_frames(self, frames: list[bytes]) -> None:
+        """Queue raw frames (tests use it to send malformed messages)."""
+        self.bytes_sent += sum(len(f) for f in frames)
+        self.messages_sent += 1
+        self._link._post(1 - self._side, frames)
+
+    def poll(self) -> Message | None:
+        """A message already delivered to this end, or None (does not wait)."""
+        frames = self._link._take(self._side, block_until=None)
+        return None if frames is None else self._accept(frames)
+
+    def recv(self, timeout_s: float) -> Message:
+        """The next delivered message, letting the peer's handler run meanwhile (single thread)."""
+        deadline = time.monotonic() + timeout_s
+        frames = self._link._take(self._side, block_until=deadline)
+        if frames is None:
+            raise ProtocolError(f"cascade: no message from the peer within {timeout_s:g} s")
+        return self._accept(frames)
+
+    def _accept(self, frames: list[bytes]) -> Message:
+        self.bytes_received += sum(len(f) for f in frames)
+        self.messages_received += 1
+        return decode_message(frames)
+
+
+class LoopbackLink:
+    """Both ends of an in-process channel with a simulated one-way latency of `latency_s / 2`
+    (`latency_s` is the round-trip time). `on_deliver[side]` is called with that end when a message
+    for it becomes due, so one thread can run both parties: while Bob waits, Alice answers.
+    A `tamper(side, frames)` hook may rewrite or drop (return None) frames in flight."""
+
+    def __init__(self, latency_s: float = 0.0,
+                 tamper: Callable[[int, list[bytes]], list[bytes] | None] | None = None) -> None:
+        if not latency_s >= 0.0:
+            raise ValueError(f"latency_s must be >= 0, got {latency_s!r}")
+        self.latency_s = float(latency_s)
+        self._queues: list[list[tuple[float, int, list[bytes]]]] = [[], []]
+        self._seq = itertools.count()
+        self._handlers: list[Callable[[LoopbackEnd], None] | None] = [None, None]
+        self.tamper = tamper
+        self.bob = LoopbackEnd(self, 0)
+        self.alice = LoopbackEnd(self, 1)
+
+    def serve(self, side: int, handler: Callable[[LoopbackEnd], None]) -> None:
+        """Run `handler(end)` whenever a message for `side` (0 Bob, 1 Alice) is due and nobody waits on it."""
+        self._handlers[side] = handler
+
+    def _post(self, side: int, frames: list[bytes]) -> None:
+        if self.tamper is not None:
+            frames = self.tamper(side, frames)
+            if frames is None:
+                return
+        due = time.monotonic() + self.latency_s / 2
+        heapq.heappush(self._queues[side], (due, next(self._seq), frames))
+
+    def _take(self, side: int, block_until: float | None) -> list[bytes] | None:
+        mine = self._queues[side]
+        other = self._queues[1 - side]
+        handler = self._handlers[1 - side]
+        while True:
+            now = time.monotonic()
+            if mine and mine[0][0] <= now:
+                return heapq.heappop(mine)[2]
+            if handler is not None and other and other[0][0] <= now:
+                handler(self.bob if side == 1 else self.alice)
+                continue
+            if block_until is None:
+                return None
+            nxt = [q[0][0] for q in (mine, other if handler is not None else []) if q]
+            wake = min(nxt) if nxt else block_until
+            if wake > block_until:
+                wake = block_until
+            if now >= block_until:
+                return None
+            if wake > now:
+                time.sleep(wake - now)

@@ -1,0 +1,370 @@
+"""numba hot loops of Cascade: block parities, parity-tree bookkeeping and the batched binary search.
+
+Every block of every pass is the root of an implicit binary tree (heap numbering: root 1, children
+2v and 2v+1; a node's left child holds the first ceil(len/2) positions). Bob keeps one int8 per
+tree node: 0 unknown, 1 known and Alice's parity equals his, 2 known and they differ, 3 asked and
+awaiting Alice's answer. A search sits on a node in state 2 and walks down; it asks only for left
+children, the right child's state follows from its parent's. Flipping a bit toggles every known
+node containing it in every pass, which is the whole cascade effect.
+
+Pass tables are int64 arrays indexed by pass: kind (variants.BLOCK/HALF/BICONF), ksz (block size;
+n for HALF/BICONF), nb (blocks), stride (tree slots per block), base (first slot of the pass),
+rowi (row of `rows` holding the pass's bits in pass order; HALF/BICONF use row 0, frame order),
+mrow (row of `masks`, subset of HALF/BICONF passes) and prow (row of `perms`/`poss`, -1: identity).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+from postprocessing._numba import KERNEL, njit
+
+BLOCK = 0
+HALF = 1
+BICONF = 2
+
+UNKNOWN = 0
+EVEN = 1
+ODD = 2
+ASKED = 3
+
+INVALID = 255
+
+
+@njit(**KERNEL)
+def node_range(length: int, v: int) -> tuple[int, int]:
+    """[lo, hi) of heap node `v` in a block of `length` positions (lo == hi: no such node)."""
+    depth = 0
+    t = v
+    while t > 1:
+        t >>= 1
+        depth += 1
+    lo = 0
+    hi = length
+    for shift in range(depth - 1, -1, -1):
+        if hi - lo <= 1:
+            return lo, lo
+        mid = lo + (hi - lo + 1) // 2
+        if (v >> shift) & 1:
+            lo = mid
+        else:
+            hi = mid
+    return lo, hi
+
+
+@njit(**KERNEL)
+def tree_stride(length: int) -> int:
+    """Tree slots a block of `length` positions needs (heap indices are < the stride)."""
+    d = 0
+    while (1 << d) < length:
+        d += 1
+    return 1 << (d + 1)
+
+
+@njit(**KERNEL)
+def range_parity(row: NDArray[np.uint8], lo: int, hi: int) -> int:
+    """XOR of row[lo:hi]."""
+    acc = np.uint8(0)
+    for i in range(lo, hi):
+        acc ^= row[i]
+    return int(acc)
+
+
+@njit(**KERNEL)
+def masked_parity(row: NDArray[np.uint8], mask: NDArray[np.uint8], flip: int, lo: int, hi: int) -> int:
+    """XOR of row[i] over i in [lo, hi) with mask[i] ^ flip == 1 (the subset, or its complement)."""
+    acc = np.uint8(0)
+    f = np.uint8(flip)
+    for i in range(lo, hi):
+        acc ^= row[i] & (mask[i] ^ f)
+    return int(acc)
+
+
+@njit(**KERNEL)
+def _members(mask: NDArray[np.uint8], flip: int, lo: int, hi: int) -> int:
+    c = 0
+    for i in range(lo, hi):
+        c += mask[i] ^ flip
+    return c
+
+
+@njit(**KERNEL)
+def _root_length(kind: int, k: int, b: int, n: int) -> int:
+    if kind == BLOCK:
+        return min(k, n - b * k)
+    return n
+
+
+@njit(**KERNEL)
+def _node_parity(kind: int, k: int, b: int, lo: int, hi: int, row: NDArray[np.uint8], mask: NDArray[np.uint8]) -> int:
+    if kind == BLOCK:
+        off = b * k
+        return range_parity(row, off + lo, off + hi)
+    return masked_parity(row, mask, b, lo, hi)
+
+
+@njit(**KERNEL)
+def top_parities(kind: int, k: int, nb: int, row: NDArray[np.uint8], mask: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    """Parity of every block of a pass (row in pass order; mask for HALF/BICONF)."""
+    n = row.size
+    out = np.zeros(nb, dtype=np.uint8)
+    if kind == BLOCK:
+        for b in range(nb):
+            out[b] = range_parity(row, b * k, min(n, (b + 1) * k))
+    else:
+        a0 = np.uint8(0)
+        a1 = np.uint8(0)
+        for i in range(n):
+            x = row[i]
+            m = mask[i]
+            a0 ^= x & m
+            a1 ^= x & (m ^ np.uint8(1))
+        out[0] = a0
+        if nb > 1:
+            out[1] = a1
+    return out
+
+
+@njit(**KERNEL)
+def answer_questions(
+    kind: NDArray[np.int64], ksz: NDArray[np.int64], nb: NDArray[np.int64], stride: NDArray[np.int64],
+    rowi: NDArray[np.int64], mrow: NDArray[np.int64], n_started: int,
+    rows: NDArray[np.uint8], masks: NDArray[np.uint8],
+    q_pass: NDArray[np.uint8], q_blk: NDArray[np.uint32], q_node: NDArray[np.uint32],
+) -> NDArray[np.uint8]:
+    """Alice's parities of the asked tree nodes; INVALID where a question names no node."""
+    m = q_pass.size
+    out = np.empty(m, dtype=np.uint8)
+    n = rows.shape[1]
+    for i in range(m):
+        j = np.int64(q_pass[i])
+        b = np.int64(q_blk[i])
+        v = np.int64(q_node[i])
+        if j >= n_started or b >= nb[j] or v < 1 or v >= stride[j]:
+            out[i] = INVALID
+            continue
+        kd = kind[j]
+        length = _root_length(kd, ksz[j], b, n)
+        lo, hi = node_range(length, v)
+        if hi <= lo:
+            out[i] = INVALID
+            continue
+        mr = mrow[j] if mrow[j] >= 0 else 0
+        out[i] = _node_parity(kd, ksz[j], b, lo, hi, rows[rowi[j]], masks[mr])
+    return out
+
+
+@njit(**KERNEL)
+def set_roots(
+    j: int, kind: NDArray[np.int64], ksz: NDArray[np.int64], nb: NDArray[np.int64], stride: NDArray[np.int64],
+    base: NDArray[np.int64], rowi: NDArray[np.int64], mrow: NDArray[np.int64],
+    state: NDArray[np.int8], rows: NDArray[np.uint8], masks: NDArray[np.uint8], alice_top: NDArray[np.uint8],
+) -> NDArray[np.int64]:
+    """Record Alice's block parities of pass `j`; returns the blocks whose parities differ."""
+    mr = mrow[j] if mrow[j] >= 0 else 0
+    mine = top_parities(kind[j], ksz[j], nb[j], rows[rowi[j]], masks[mr])
+    odd = np.empty(nb[j], dtype=np.int64)
+    c = 0
+    for b in range(nb[j]):
+        d = mine[b] ^ alice_top[b]
+        state[base[j] + b * stride[j] + 1] = EVEN + d
+        if d:
+            odd[c] = b
+            c += 1
+    return odd[:c]
+
+
+@njit(**KERNEL)
+def _grow(a: NDArray[np.int64], need: int) -> NDArray[np.int64]:
+    if need <= a.size:
+        return a
+    size = a.size * 2
+    while size < need:
+        size *= 2
+    b = np.empty(size, dtype=np.int64)
+    b[: a.size] = a
+    return b
+
+
+@njit(**KERNEL)
+def _locate(j: int, p: int, kind: NDArray[np.int64], ksz: NDArray[np.int64], prow: NDArray[np.int64],
+            mrow: NDArray[np.int64], poss: NDArray[np.int32], masks: NDArray[np.uint8]) -> tuple[int, int]:
+    """(block, position within the block's range) of frame position p in pass j; block -1: in none."""
+    kd = kind[j]
+    if kd == BLOCK:
+        q = p if prow[j] < 0 else np.int64(poss[prow[j], p])
+        b = q // ksz[j]
+        return b, q - b * ksz[j]
+    m = np.int64(masks[mrow[j], p])
+    if kd == BICONF and m == 0:
+        return -1, 0
+    return 1 - m, p
+
+
+@njit(**KERNEL)
+def bob_round(
+    kind: NDArray[np.int64], ksz: NDArray[np.int64], nb: NDArray[np.int64], stride: NDArray[np.int64],
+    base: NDArray[np.int64], rowi: NDArray[np.int64], mrow: NDArray[np.int64], prow: NDArray[np.int64],
+    n_started: int, state: NDArray[np.int8], rows: NDArray[np.uint8], masks: NDArray[np.uint8],
+    perms: NDArray[np.int32], poss: NDArray[np.int32],
+    a_pass: NDArray[np.int64], a_blk: NDArray[np.int64], a_node: NDArray[np.int64], answers: NDArray[np.uint8],
+    s_pass: NDArray[np.int64], s_blk: NDArray[np.int64], s_node: NDArray[np.int64],
+    flipped: NDArray[np.int64],
+) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64], NDArray[np.int64], NDArray[np.int64],
+           NDArray[np.int64], int]:
+    """One round of Bob's side: take Alice's answers, walk every search down as far as known parities
+    allow, correct the errors found (with their cascade into all started passes), and collect the
+    next batch of questions. Returns (question pass, block, node, waiting search pass, block, node,
+    number of bits flipped); the flipped frame positions are written to `flipped` (grown if needed
+    is the caller's job: its size bounds the flips of one round, a search that would exceed it
+    waits for the next round).
+    """
+    n = rows.shape[1]
+    # 1. Alice's answers: the asked node's difference, then its right sibling's from the parent's.
+    for i in range(a_pass.size):
+        j = a_pass[i]
+        b = a_blk[i]
+        v = a_node[i]
+        kd = kind[j]
+        length = _root_length(kd, ksz[j], b, n)
+        lo, hi = node_range(length, v)
+        mr = mrow[j] if mrow[j] >= 0 else 0
+        mine = _node_parity(kd, ksz[j], b, lo, hi, rows[rowi[j]], masks[mr])
+        slot = base[j] + b * stride[j]
+        state[slot + v] = EVEN + (mine ^ answers[i])
+        ps = state[slot + (v >> 1)]
+        if ps == EVEN or ps == ODD:
+            state[slot + (v ^ 1)] = EVEN + ((ps - EVEN) ^ (state[slot + v] - EVEN))
+
+    # 2. Work list: waiting searches first, cascade searches appended as errors are corrected.
+    cap = max(16, 2 * s_pass.size)
+    w_pass = np.empty(cap, dtype=np.int64)
+    w_blk = np.empty(cap, dtype=np.int64)
+    w_node = np.empty(cap, dtype=np.int64)
+    nw = s_pass.size
+    w_pass[:nw] = s_pass
+    w_blk[:nw] = s_blk
+    w_node[:nw] = s_node
+    qc = 0
+    q_pass = np.empty(cap, dtype=np.int64)
+    q_blk = np.empty(cap, dtype=np.int64)
+    q_node = np.empty(cap, dtype=np.int64)
+    kc = 0
+    k_pass = np.empty(cap, dtype=np.int64)
+    k_blk = np.empty(cap, dtype=np.int64)
+    k_node = np.empty(cap, dtype=np.int64)
+    nflip = 0
+    wi = 0
+    while wi < nw:
+        j = w_pass[wi]
+        b = w_blk[wi]
+        v = w_node[wi]
+        wi += 1
+        kd = kind[j]
+        slot = base[j] + b * stride[j]
+        length = _root_length(kd, ksz[j], b, n)
+        mr = mrow[j] if mrow[j] >= 0 else 0
+        while True:
+            if state[slot + v] != ODD:
+                break  # a correction elsewhere made this node even: the cascade re-schedules
+            lo, hi = node_range(length, v)
+            if hi - lo == 1:
+                if nflip >= flipped.size:
+                    # keep it for the next round (the caller bounds corrections per round)
+                    k_pass = _grow(k_pass, kc + 1)
+                    k_blk = _grow(k_blk, kc + 1)
+                    k_node = _grow(k_node, kc + 1)
+                    k_pass[kc] = j
+                    k_blk[kc] = b
+                    k_node[kc] = v
+                    kc += 1
+                    break
+                # the error: frame position of this leaf
+                if kd == BLOCK:
+                    q = b * ksz[j] + lo
+                    p = q if prow[j] < 0 else np.int64(perms[prow[j], q])
+                else:
+                    p = lo
+                flipped[nflip] = p
+                nflip += 1
+                # correct it in every pass-ordered copy
+                rows[0, p] ^= np.uint8(1)
+                for jj in range(n_started):
+                    if kind[jj] == BLOCK and prow[jj] >= 0:
+                        rows[rowi[jj], poss[prow[jj], p]] ^= np.uint8(1)
+                # cascade: toggle the known nodes containing p, search from the smallest odd one
+                for jj in range(n_started):
+                    bb, r = _locate(jj, p, kind, ksz, prow, mrow, poss, masks)
+                    if bb < 0:
+                        continue
+                    s2 = base[jj] + bb * stride[jj]
+                    ln = _root_length(kind[jj], ksz[jj], bb, n)
+                    vv = 1
+                    l2 = 0
+                    h2 = ln
+                    deepest = 0
+                    while True:
+                        st = state[s2 + vv]
+                        if st != EVEN and st != ODD:
+                            break
+                        st = EVEN + ODD - st
+                        state[s2 + vv] = st
+                        if st == ODD:
+                            deepest = vv
+                        if h2 - l2 <= 1:
+                            break
+                        mid = l2 + (h2 - l2 + 1) // 2
+                        if r < mid:
+                            vv = 2 * vv
+                            h2 = mid
+                        else:
+                            vv = 2 * vv + 1
+                            l2 = mid
+                    if deepest:
+                        w_pass = _grow(w_pass, nw + 1)
+                        w_blk = _grow(w_blk, nw + 1)
+                        w_node = _grow(w_node, nw + 1)
+                        w_pass[nw] = jj
+                        w_blk[nw] = bb
+                        w_node[nw] = deepest
+                        nw += 1
+                break
+            left = 2 * v
+            sl = state[slot + left]
+            if sl == UNKNOWN and kd != BLOCK and hi - lo <= 64:
+                # subset passes: a half with no member has parity 0 on both sides, nothing to ask
+                mid = lo + (hi - lo + 1) // 2
+                if _members(masks[mr], b, lo, mid) == 0:
+                    state[slot + left] = EVEN
+                    state[slot + left + 1] = ODD
+                    sl = EVEN
+                elif _members(masks[mr], b, mid, hi) == 0:
+                    state[slot + left] = ODD
+                    state[slot + left + 1] = EVEN
+                    sl = ODD
+            if sl == UNKNOWN:
+                state[slot + left] = ASKED
+                q_pass = _grow(q_pass, qc + 1)
+                q_blk = _grow(q_blk, qc + 1)
+                q_node = _grow(q_node, qc + 1)
+                q_pass[qc] = j
+                q_blk[qc] = b
+                q_node[qc] = left
+                qc += 1
+                sl = ASKED
+            if sl == ASKED:
+                k_pass = _grow(k_pass, kc + 1)
+                k_blk = _grow(k_blk, kc + 1)
+                k_node = _grow(k_node, kc + 1)
+                k_pass[kc] = j
+                k_blk[kc] = b
+                k_node[kc] = v
+                kc += 1
+                break
+            sr = state[slot + left + 1]
+            if sr != EVEN and sr != ODD:
+                sr = EVEN + ((ODD - EVEN) ^ (sl - EVEN))
+                state[slot + left + 1] = sr
+            v = left if sl == ODD else left + 1
+    return q_pass[:qc], q_blk[:qc], q_node[:qc], k_pass[:kc], k_blk[:kc], k_node[:kc], nflip

@@ -1,0 +1,273 @@
+"""Bob's side of Cascade: ask Alice parities pass by pass, one batch of questions per tree level,
+correct his frame, and count every parity bit that leaked. Several blocks share one channel."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from postprocessing.bits import check_bits
+from postprocessing.cascade import kernels, shuffle
+from postprocessing.cascade.channel import ClassicalChannel, Message
+from postprocessing.cascade.passes import PassTables
+from postprocessing.cascade.protocol import ASK, DONE, ERROR, MAX_BLOCK_ID, MAX_N, MAX_PASSES, PARITY, header_seed
+from postprocessing.cascade.stats import CascadeStats
+from postprocessing.cascade.variants import BICONF, BLOCK, Variant, get_variant
+from postprocessing.errors import ProtocolError
+
+__all__ = ["CascadeReconciler", "CascadeOutcome"]
+
+log = logging.getLogger(__name__)
+
+_EMPTY_I = np.zeros(0, dtype=np.int64)
+_EMPTY_U8 = np.zeros(0, dtype=np.uint8)
+
+
+@dataclass
+class CascadeOutcome:
+    """One block's result: Bob's corrected frame and statistics, or the protocol error that ended it."""
+
+    block_id: int
+    bits: NDArray[np.uint8] | None
+    stats: CascadeStats
+    error: ProtocolError | None = None
+
+
+class _BobBlock:
+    """The state machine of one block on Bob's side."""
+
+    def __init__(self, block_id: int, bits: NDArray[np.uint8], qber: float, variant: Variant) -> None:
+        self.block_id = block_id
+        self.variant = variant
+        n = bits.size
+        self.n = n
+        self.specs = variant.first_passes(n, qber)
+        self.max_passes = min(MAX_PASSES, variant.max_passes if variant.biconf_streak else len(self.specs))
+        if len(self.specs) > self.max_passes:
+            raise ValueError(f"variant {variant.name} has more than {MAX_PASSES} passes")
+        t = PassTables(bits.copy(), self.max_passes, keep_inverse=True)
+        for j in range(self.max_passes):
+            if j < len(self.specs):
+                t.plan(j, self.specs[j].kind, self.specs[j].block_size)
+            else:
+                t.plan(j, BICONF, n)
+        self.tables = t
+        self.state = np.zeros(int(t.base[self.max_passes]), dtype=np.int8)
+        self.flipped = np.empty(n, dtype=np.int64)
+        self.bob_seed = shuffle.draw_seed()
+        self.seed: bytes | None = None
+        self.seq = 0
+        self.stats = CascadeStats(block_id=block_id, n=n, variant=variant.name, qber_estimate=qber)
+        self.q = (_EMPTY_I, _EMPTY_I, _EMPTY_I)
+        self.s = (_EMPTY_I, _EMPTY_I, _EMPTY_I)
+        self.requested_pass = -1
+        self.biconf_streak = 0
+        self.flips_at_pass_start = 0
+        self.deadline = 0.0
+        self.t0 = time.perf_counter()
+
+    # -- messages ---------------------------------------------------------------------------------
+    def _pass_header(self, j: int) -> dict[str, int]:
+        t = self.tables
+        self.requested_pass = j
+        return {"index": j, "kind": int(t.kind[j]), "size": int(t.ksz[j])}
+
+    def first_message(self) -> Message:
+        header = {
+            "block": self.block_id, "seq": 0,
+            "start": {"n": self.n, "seed": self.bob_seed.hex(), "shuffle_first": self.variant.shuffle_first_pass},
+            "pass": self._pass_header(0),
+        }
+        return self._ask(header)
+
+    def _ask(self, header: dict[str, object]) -> Message:
+        qp, qb, qn = self.q
+        return Message(ASK, header, (qp.astype(np.uint8), qb.astype(np.uint32), qn.astype(np.uint32)))
+
+    def done_message(self, aborted: bool) -> Message:
+        return Message(DONE, {"block": self.block_id, "seq": self.seq + 1, "leaked": self.stats.leaked_bits,
+                              "aborted": aborted})
+
+    def on_reply(self, msg: Message) -> Message | None:
+        """Take Alice's reply; the next ASK, or None when the block is reconciled."""
+        if msg.type == ERROR:
+            raise ProtocolError(f"cascade: Alice refused block {self.block_id}: {msg.header.get('reason')!r}")
+        if msg.type != PARITY:
+            raise ProtocolError(f"cascade: unexpected message type {msg.type!r}")
+        if msg.header.get("seq") != self.seq:
+            raise ProtocolError(f"cascade: reply out of order (sequence {msg.header.get('seq')!r}, expected {self.seq})")
+        if len(msg.buffers) != 2 or any(b.dtype != np.uint8 for b in msg.buffers):
+            raise ProtocolError("cascade: PARITY must carry two u1 buffers")
+        t = self.tables
+        qp, qb, qn = self.q
+        new_pass = self.requested_pass if self.requested_pass == t.started else -1
+        n_top = int(t.nb[new_pass]) if new_pass >= 0 else 0
+        packed_a, packed_t = msg.buffers
+        if packed_a.size != (qp.size + 7) // 8 or packed_t.size != (n_top + 7) // 8:
+            raise ProtocolError("cascade: PARITY answers do not match the questions")
+        answers = np.unpackbits(packed_a, count=qp.size, bitorder="little")
+        top = np.unpackbits(packed_t, count=n_top, bitorder="little")
+        if self.seq == 0:
+            self.seed = shuffle.shared_seed(self.bob_seed, header_seed(msg.header, "seed", shuffle.SEED_BYTES))
+        self.stats.round_trips += 1
+        self.stats.leaked_bits += answers.size + top.size
+        sp, sb, sn = self.s
+        if new_pass >= 0:
+            t.start(new_pass, self.seed, shuffle_block=(new_pass > 0 or self.variant.shuffle_first_pass))
+            self.stats.passes = t.started
+            odd = kernels.set_roots(new_pass, t.kind, t.ksz, t.nb, t.stride, t.base, t.rowi, t.mrow,
+                                    self.state, t.rows, t.masks, top)
+            if odd.size:
+                sp = np.concatenate((sp, np.full(odd.size, new_pass, dtype=np.int64)))
+                sb = np.concatenate((sb, odd))
+                sn = np.concatenate((sn, np.ones(odd.size, dtype=np.int64)))
+        qp, qb, qn, sp, sb, sn, nflip = kernels.bob_round(
+            t.kind, t.ksz, t.nb, t.stride, t.base, t.rowi, t.mrow, t.prow, t.started, self.state, t.rows, t.masks,
+            t.perms, t.poss, qp, qb, qn, answers, sp, sb, sn, self.flipped,
+        )
+        self.stats.errors_corrected += nflip
+        self.q = (qp, qb, qn)
+        self.s = (sp, sb, sn)
+        self.seq += 1
+        header: dict[str, object] = {"block": self.block_id, "seq": self.seq}
+        if qp.size == 0 and sp.size == 0:
+            nxt = self._next_pass()
+            if nxt is None:
+                self.stats.time_s = time.perf_counter() - self.t0
+                return None
+            header["pass"] = self._pass_header(nxt)
+        elif qp.size == 0:
+            raise ProtocolError("cascade: internal error, searches wait without a question")  # pragma: no cover
+        return self._ask(header)
+
+    def _next_pass(self) -> int | None:
+        t = self.tables
+        j = t.started
+        if j > len(self.specs):  # a BICONF pass just ended: did it find anything?
+            found = self.stats.errors_corrected - self.flips_at_pass_start
+            self.biconf_streak = 0 if found else self.biconf_streak + 1
+            if self.biconf_streak >= self.variant.biconf_streak:
+                return None
+        self.flips_at_pass_start = self.stats.errors_corrected
+        if j >= self.max_passes:
+            return None
+        return j
+
+    @property
+    def bits(self) -> NDArray[np.uint8]:
+        return self.tables.rows[0]
+
+
+class CascadeReconciler:
+    """Bob: reconciles his frames against Alice's over `channel`, up to `max_in_flight` blocks at once.
+
+    Every wait is bounded by `timeout_s`: a silent peer, an ERROR reply or a malformed message ends
+    the blocks concerned with a `ProtocolError` and the next blocks proceed.
+    """
+
+    def __init__(self, channel: ClassicalChannel, variant: str | Variant | None = None,
+                 timeout_s: float = 10.0, max_in_flight: int = 4) -> None:
+        if not timeout_s > 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s!r}")
+        if not isinstance(max_in_flight, int) or max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be an int >= 1, got {max_in_flight!r}")
+        self.channel = channel
+        self.variant = get_variant(variant)
+        self.timeout_s = timeout_s
+        self.max_in_flight = max_in_flight
+
+    def reconcile(self, bob_bits: NDArray[np.uint8], qber: float, block_id: int = 0) -> tuple[NDArray[np.uint8], CascadeStats]:
+        """Correct one frame; raises ProtocolError if the exchange fails."""
+        out = self.reconcile_many([(block_id, bob_bits, qber)])[0]
+        if out.error is not None:
+            raise out.error
+        assert out.bits is not None
+        return out.bits, out.stats
+
+    def reconcile_many(self, frames: Iterable[tuple[int, NDArray[np.uint8], float]]) -> list[CascadeOutcome]:
+        """Correct frames `(block_id, bob_bits, qber)` with several blocks in flight; one outcome per frame,
+        in input order."""
+        todo = []
+        for block_id, bits, qber in frames:
+            if not isinstance(block_id, int) or not 0 <= block_id <= MAX_BLOCK_ID:
+                raise ValueError(f"block_id must be an int in [0, 2**63), got {block_id!r}")
+            check_bits(bits, "bob_bits")
+            if not 1 <= bits.size <= MAX_N:
+                raise ValueError(f"bob_bits must hold 1 to {MAX_N} bits, got {bits.size}")
+            if not isinstance(qber, float | int) or not 0.0 <= qber < 0.5:
+                raise ValueError(f"qber must be in [0, 0.5), got {qber!r}")
+            todo.append((block_id, bits, float(qber)))
+        if len({b for b, _, _ in todo}) != len(todo):
+            raise ValueError("block ids must be distinct")
+        outcomes: dict[int, CascadeOutcome] = {}
+        active: dict[int, _BobBlock] = {}
+        counters = self._counters()
+        nxt = 0
+        while nxt < len(todo) or active:
+            while nxt < len(todo) and len(active) < self.max_in_flight:
+                block_id, bits, qber = todo[nxt]
+                nxt += 1
+                blk = _BobBlock(block_id, bits, qber, self.variant)
+                active[block_id] = blk
+                self._send(blk, blk.first_message())
+            wait = min(b.deadline for b in active.values()) - time.monotonic()
+            try:
+                msg = self.channel.recv(max(wait, 0.0))
+            except ProtocolError as exc:
+                now = time.monotonic()
+                late = [b for b in active.values() if b.deadline <= now] if "within" in str(exc) else list(active.values())
+                for blk in late:
+                    self._fail(blk, exc, active, outcomes)
+                continue
+            block_id = msg.header.get("block")
+            blk = active.get(block_id) if isinstance(block_id, int) else None
+            if blk is None:
+                log.warning("cascade: reply for no block in flight dropped")
+                continue
+            try:
+                ask = blk.on_reply(msg)
+            except ProtocolError as exc:
+                self._fail(blk, exc, active, outcomes)
+                continue
+            if ask is None:
+                self._send(blk, blk.done_message(aborted=False))
+                del active[block_id]
+                outcomes[block_id] = CascadeOutcome(block_id, blk.bits, blk.stats)
+            else:
+                self._send(blk, ask)
+        self._account(outcomes, counters)
+        return [outcomes[b] for b, _, _ in todo]
+
+    def _send(self, blk: _BobBlock, msg: Message) -> None:
+        before = getattr(self.channel, "bytes_sent", 0)
+        self.channel.send(msg)
+        blk.stats.messages += 1
+        blk.stats.bytes_sent += getattr(self.channel, "bytes_sent", 0) - before
+        blk.deadline = time.monotonic() + self.timeout_s
+
+    def _fail(self, blk: _BobBlock, exc: ProtocolError, active: dict[int, _BobBlock],
+              outcomes: dict[int, CascadeOutcome]) -> None:
+        log.warning("cascade: block %d failed: %s", blk.block_id, exc)
+        try:
+            self.channel.send(blk.done_message(aborted=True))
+        except Exception:  # the channel may be what failed
+            pass
+        blk.stats.time_s = time.perf_counter() - blk.t0
+        active.pop(blk.block_id, None)
+        outcomes[blk.block_id] = CascadeOutcome(blk.block_id, None, blk.stats, exc)
+
+    def _counters(self) -> tuple[int, int]:
+        return getattr(self.channel, "bytes_received", 0), getattr(self.channel, "messages_received", 0)
+
+    def _account(self, outcomes: dict[int, CascadeOutcome], before: tuple[int, int]) -> None:
+        # replies are attributed per block by count: one reply per round trip, sizes summed channel-wide
+        received = getattr(self.channel, "bytes_received", 0) - before[0]
+        total_rt = sum(o.stats.round_trips for o in outcomes.values()) or 1
+        for o in outcomes.values():
+            o.stats.messages += o.stats.round_trips
+            o.stats.bytes_received = round(received * o.stats.round_trips / total_rt)
