@@ -1,0 +1,260 @@
+"""ZeroMQ transport of the classical channel: point-to-point peer sockets with timeouts (DESIGN §4).
+
+`PeerChannel` is one end of a link between two peers: a DEALER socket, bound by one side and
+connected by the other, over TCP. The connecting side reconnects by itself after the peer restarts
+(ZeroMQ's reconnect, bounded back-off) and heartbeats detect a dead peer. `RouterChannel` is the
+bound side of a server that many peers connect to (each `PeerChannel.connect(..., identity=...)`);
+it receives `(peer identity, frames)` and replies to a named peer. `SecureChannel` puts a
+`SecureLink` on a `PeerChannel`: it sends and receives `Message`s.
+
+A ZeroMQ socket is not thread-safe: each channel belongs to the first thread that sends or receives
+on it and refuses every other thread. Every send and receive takes a timeout in seconds (None
+waits forever) and raises `ChannelTimeout` when it passes.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import zmq
+
+from node.classical.envelope import MAX_MESSAGE_BYTES, Message
+from node.classical.errors import ChannelClosed, ChannelTimeout, ClassicalChannelError
+from node.classical.link import SecureLink
+
+__all__ = ["PeerChannel", "RouterChannel", "SecureChannel", "DEFAULT_TIMEOUT_S"]
+
+DEFAULT_TIMEOUT_S = 10.0
+_HEARTBEAT_MS = 1000
+_HEARTBEAT_TIMEOUT_MS = 5000
+_RECONNECT_MS = 100
+_RECONNECT_MAX_MS = 2000
+
+
+def _tcp_endpoint(endpoint: str) -> str:
+    """Accept ``tcp://host:0`` for 'any free port' (ZeroMQ spells it ``*``)."""
+    if not isinstance(endpoint, str) or not endpoint.startswith(("tcp://", "ipc://", "inproc://")):
+        raise ValueError(f"endpoint must be a ZeroMQ address such as 'tcp://127.0.0.1:5555', got {endpoint!r}")
+    if endpoint.startswith("tcp://") and endpoint.endswith(":0"):
+        return endpoint[:-2] + ":*"
+    return endpoint
+
+
+class _OwnedSocket:
+    """A ZeroMQ socket used by exactly one thread, with poll-based timeouts."""
+
+    def __init__(self, sock: zmq.Socket, endpoint: str, context: zmq.Context, own_context: bool) -> None:
+        self._sock = sock
+        self.endpoint = endpoint
+        self._context = context
+        self._own_context = own_context
+        self._owner: int | None = None
+        self._closed = False
+
+    @staticmethod
+    def _configure(sock: zmq.Socket, max_message_bytes: int, hwm: int) -> None:
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, hwm)
+        sock.setsockopt(zmq.RCVHWM, hwm)
+        sock.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)  # a larger frame drops the connection
+        sock.setsockopt(zmq.RECONNECT_IVL, _RECONNECT_MS)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, _RECONNECT_MAX_MS)
+        sock.setsockopt(zmq.HEARTBEAT_IVL, _HEARTBEAT_MS)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, _HEARTBEAT_TIMEOUT_MS)
+
+    def _check(self) -> None:
+        if self._closed:
+            raise ChannelClosed(f"channel {self.endpoint} is closed")
+        me = threading.get_ident()
+        if self._owner is None:
+            self._owner = me
+        elif self._owner != me:
+            raise RuntimeError(
+                f"channel {self.endpoint} belongs to thread {self._owner}; a ZeroMQ socket has one owning thread"
+            )
+
+    def _wait(self, event: int, timeout: float | None, what: str) -> None:
+        ms = None if timeout is None else max(0, int(timeout * 1000))
+        if timeout is not None and timeout < 0:
+            raise ValueError(f"timeout must be >= 0 seconds or None, got {timeout}")
+        if not self._sock.poll(ms, event):
+            raise ChannelTimeout(f"{what} on {self.endpoint} timed out after {timeout} s")
+
+    def _send(self, frames: Sequence[Any], timeout: float | None) -> None:
+        self._check()
+        if not frames:
+            raise ValueError("frames must hold at least one frame")
+        self._wait(zmq.POLLOUT, timeout, "send")
+        try:
+            self._sock.send_multipart(list(frames), zmq.NOBLOCK, copy=True)
+        except zmq.Again:
+            raise ChannelTimeout(f"send on {self.endpoint} would block (peer gone or queue full)") from None
+        except zmq.ZMQError as exc:
+            raise ClassicalChannelError(f"send on {self.endpoint} failed: {exc}") from None
+
+    def _recv(self, timeout: float | None) -> list[zmq.Frame]:
+        self._check()
+        self._wait(zmq.POLLIN, timeout, "receive")
+        try:
+            return self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            raise ChannelTimeout(f"receive on {self.endpoint} found no message") from None
+
+    def close(self) -> None:
+        """Close the socket; messages still queued are dropped (the protocol above re-sends what matters)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._sock.close(linger=0)
+        if self._own_context:
+            self._context.term()
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"{type(self).__name__}({self.endpoint!r}, {state})"
+
+
+class PeerChannel(_OwnedSocket):
+    """One end of a point-to-point link (DEALER over TCP); `bind` on one peer, `connect` on the other."""
+
+    @classmethod
+    def bind(
+        cls,
+        endpoint: str = "tcp://127.0.0.1:0",
+        *,
+        context: zmq.Context | None = None,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+        hwm: int = 1000,
+    ) -> PeerChannel:
+        """Listen on `endpoint` (port 0: a free port; read it back from `.endpoint`)."""
+        ctx, own = (context if context is not None else zmq.Context.instance()), False
+        sock = ctx.socket(zmq.DEALER)
+        cls._configure(sock, max_message_bytes, hwm)
+        try:
+            sock.bind(_tcp_endpoint(endpoint))
+        except zmq.ZMQError as exc:
+            sock.close(linger=0)
+            if own:
+                ctx.term()
+            raise ClassicalChannelError(f"cannot bind {endpoint}: {exc}") from None
+        return cls(sock, sock.getsockopt_string(zmq.LAST_ENDPOINT), ctx, own)
+
+    @classmethod
+    def connect(
+        cls,
+        endpoint: str,
+        *,
+        identity: bytes | None = None,
+        context: zmq.Context | None = None,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+        hwm: int = 1000,
+    ) -> PeerChannel:
+        """Connect to a peer's `endpoint`; reconnects by itself. `identity` names us to a `RouterChannel`."""
+        endpoint = _tcp_endpoint(endpoint)
+        if identity is not None and (not isinstance(identity, bytes) or not 1 <= len(identity) <= 255 or identity[0] == 0):
+            raise ValueError("identity must be 1..255 bytes not starting with a zero byte")
+        ctx, own = (context if context is not None else zmq.Context.instance()), False
+        sock = ctx.socket(zmq.DEALER)
+        cls._configure(sock, max_message_bytes, hwm)
+        sock.setsockopt(zmq.IMMEDIATE, 1)  # queue only to a live connection: sends time out while the peer is down
+        if identity is not None:
+            sock.setsockopt(zmq.ROUTING_ID, identity)
+        sock.connect(endpoint)
+        return cls(sock, endpoint, ctx, own)
+
+    def send(self, frames: Sequence[Any], timeout: float | None = DEFAULT_TIMEOUT_S) -> None:
+        """Send one multipart message; `ChannelTimeout` if it cannot be queued within `timeout` s."""
+        self._send(frames, timeout)
+
+    def recv(self, timeout: float | None = DEFAULT_TIMEOUT_S) -> list[zmq.Frame]:
+        """Receive one multipart message (ZeroMQ frames, no copy); `ChannelTimeout` after `timeout` s."""
+        return self._recv(timeout)
+
+
+class RouterChannel(_OwnedSocket):
+    """The bound side of a server many peers connect to (ROUTER): messages carry the peer identity."""
+
+    @classmethod
+    def bind(
+        cls,
+        endpoint: str = "tcp://127.0.0.1:0",
+        *,
+        context: zmq.Context | None = None,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+        hwm: int = 1000,
+    ) -> RouterChannel:
+        """Listen on `endpoint` (port 0: a free port; read it back from `.endpoint`)."""
+        ctx, own = (context if context is not None else zmq.Context.instance()), False
+        sock = ctx.socket(zmq.ROUTER)
+        cls._configure(sock, max_message_bytes, hwm)
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a reply to an unknown peer is an error, not dropped
+        try:
+            sock.bind(_tcp_endpoint(endpoint))
+        except zmq.ZMQError as exc:
+            sock.close(linger=0)
+            if own:
+                ctx.term()
+            raise ClassicalChannelError(f"cannot bind {endpoint}: {exc}") from None
+        return cls(sock, sock.getsockopt_string(zmq.LAST_ENDPOINT), ctx, own)
+
+    def send(self, peer: bytes, frames: Sequence[Any], timeout: float | None = DEFAULT_TIMEOUT_S) -> None:
+        """Send one multipart message to the connected peer named `peer`."""
+        if not isinstance(peer, bytes) or not peer:
+            raise ValueError("peer must be the non-empty identity bytes received with a message")
+        try:
+            self._send([peer, *frames], timeout)
+        except ClassicalChannelError as exc:
+            if "unreachable" in str(exc).lower() or "no route" in str(exc).lower():
+                raise ClassicalChannelError(f"peer {peer!r} is not connected to {self.endpoint}") from None
+            raise
+
+    def recv(self, timeout: float | None = DEFAULT_TIMEOUT_S) -> tuple[bytes, list[zmq.Frame]]:
+        """Receive one message: the sending peer's identity and its frames."""
+        frames = self._recv(timeout)
+        return frames[0].bytes, frames[1:]
+
+
+class SecureChannel:
+    """A `PeerChannel` whose messages are sealed and opened by a `SecureLink`."""
+
+    def __init__(self, channel: PeerChannel, link: SecureLink) -> None:
+        """Wrap `channel`; `link` holds this peer's keys for that channel."""
+        self.channel = channel
+        self.link = link
+
+    def send(self, message: Message, timeout: float | None = DEFAULT_TIMEOUT_S) -> int:
+        """Seal and send `message`; returns its seq. The mask is consumed even if the send times out."""
+        frames = self.link.seal(message)
+        self.channel.send(frames, timeout)
+        assert message.seq is not None
+        return message.seq
+
+    def recv(self, timeout: float | None = DEFAULT_TIMEOUT_S) -> Message:
+        """Receive, verify and decode one message; raises the `ClassicalChannelError` of a bad one."""
+        return self.link.open(self.channel.recv(timeout))
+
+    def request(self, message: Message, timeout: float | None = DEFAULT_TIMEOUT_S) -> Message:
+        """Send `message` and return the next authentic message received."""
+        self.send(message, timeout)
+        return self.recv(timeout)
+
+    def close(self) -> None:
+        """Close the underlying channel."""
+        self.channel.close()
+
+    def __enter__(self) -> SecureChannel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"SecureChannel({self.channel!r}, {self.link!r})"
