@@ -1,0 +1,225 @@
+"""One interface for every finite-key bound of decoy-state BB84: the observed statistics, the result
+with every intermediate bound, and a registry of bounds by name.
+
+Conventions (DESIGN.md section 3): basis 0 = Z is the key basis, basis 1 = X the test basis;
+intensity class 0 is the signal (largest mean photon number), classes ordered by decreasing
+intensity. Lim et al. 2014 extract the key from their X basis: their X is our Z.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+KEY_BASIS = 0
+TEST_BASIS = 1
+_PROBABILITY_TOLERANCE = 1e-9
+
+
+def _as_counts(name: str, value: Any, n_classes: int | None, expected: bool) -> np.ndarray:
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: must be a 2 x K array of counts (rows: Z key basis, X test basis)") from None
+    if arr.ndim != 2 or arr.shape[0] != 2 or (n_classes is not None and arr.shape[1] != n_classes):
+        raise ValueError(
+            f"{name}: must have shape (2, {n_classes if n_classes is not None else 'K'}) "
+            f"(rows: Z key basis, X test basis; columns: intensity classes), got {arr.shape}"
+        )
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name}: counts must be finite")
+    if np.any(arr < 0):
+        raise ValueError(f"{name}: counts must be non-negative")
+    if not expected and np.any(arr != np.floor(arr)):
+        raise ValueError(f"{name}: observed counts must be integers (pass expected=True for model expectations)")
+    return arr
+
+
+@dataclass(frozen=True)
+class DecoyStatistics:
+    """Detections and errors per basis and intensity class of one block, with the intensities and
+    their probabilities. `detections[b, k]`: sifted detections in basis b (0 = Z key, 1 = X test)
+    with intensity class k; `errors[b, k]`: how many of them were bit errors. `expected=True` marks
+    model expectations (non-integer counts allowed) rather than observations."""
+
+    intensities: np.ndarray
+    probabilities: np.ndarray
+    detections: np.ndarray
+    errors: np.ndarray
+    expected: bool = False
+
+    def __post_init__(self) -> None:
+        mu = np.asarray(self.intensities, dtype=np.float64).ravel()
+        if mu.size < 2:
+            raise ValueError("intensities: need at least two intensity classes (signal and a decoy)")
+        if not np.all(np.isfinite(mu)) or np.any(mu < 0):
+            raise ValueError("intensities: mean photon numbers must be finite and non-negative")
+        if np.any(np.diff(mu) >= 0):
+            raise ValueError("intensities: must be strictly decreasing (class 0 is the signal)")
+        p = np.asarray(self.probabilities, dtype=np.float64).ravel()
+        if p.shape != mu.shape:
+            raise ValueError(f"probabilities: need one per intensity ({mu.size}), got {p.size}")
+        if not np.all(np.isfinite(p)) or np.any(p <= 0) or np.any(p > 1):
+            raise ValueError("probabilities: each must lie in (0, 1]")
+        if abs(float(p.sum()) - 1.0) > _PROBABILITY_TOLERANCE:
+            raise ValueError(f"probabilities: must sum to one, got {float(p.sum())!r}")
+        expected = bool(self.expected)
+        n = _as_counts("detections", self.detections, mu.size, expected)
+        m = _as_counts("errors", self.errors, mu.size, expected)
+        if np.any(m > n):
+            raise ValueError("errors: cannot exceed the detections of the same basis and intensity")
+        for name, arr in (("intensities", mu), ("probabilities", p), ("detections", n), ("errors", m)):
+            arr.setflags(write=False)
+            object.__setattr__(self, name, arr)
+        object.__setattr__(self, "expected", expected)
+
+    @property
+    def n_classes(self) -> int:
+        """How many intensity classes."""
+        return int(self.intensities.size)
+
+    @property
+    def block_size(self) -> float:
+        """n_Z: key-basis detections, the post-processing block size."""
+        return float(self.detections[KEY_BASIS].sum())
+
+    def qber(self, basis: int = KEY_BASIS) -> float:
+        """Observed bit error rate of one basis over all intensities (0 if it has no detections)."""
+        n = float(self.detections[basis].sum())
+        return float(self.errors[basis].sum()) / n if n > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class FiniteKeyResult:
+    """The secret key length and every intermediate bound that produced it. Counts are of the key
+    basis Z unless named `_test` (basis X). `length` is the floor of `length_bound`, or 0 when the
+    bound leaves nothing; `length_bound` is unfloored and may be negative (useful to optimisers)."""
+
+    protocol: str
+    length: int
+    length_bound: float
+    block_size: float
+    eps_sec: float
+    eps_cor: float
+    eps_term: float  # failure probability of each estimate: eps_sec / (number of terms in the proof)
+    vacuum: float  # s_{Z,0} lower bound
+    single_photon: float  # s_{Z,1} lower bound
+    vacuum_test: float  # s_{X,0} lower bound
+    single_photon_test: float  # s_{X,1} lower bound
+    single_photon_errors_test: float  # v_{X,1} upper bound
+    phase_error_test_rate: float  # v_{X,1} / s_{X,1}
+    phase_error_deviation: float  # gamma
+    phase_error_rate: float  # phi_Z upper bound = rate + gamma (may exceed 1/2: no secrecy)
+    privacy_amplification_cost: float  # s_{Z,1} h(phi_Z)
+    error_correction_leak: float  # lambda_EC
+    secrecy_cost: float  # 6 log2(c / eps_sec)
+    correctness_cost: float  # log2(2 / eps_cor)
+    qber: float
+    qber_test: float
+    vacuum_upper: float | None = None  # s^u_{Z,0} (one-decoy bound only)
+    vacuum_upper_test: float | None = None  # s^u_{X,0} (one-decoy bound only)
+    deviations: dict[str, float] = field(default_factory=dict)  # Hoeffding deltas used
+
+    @property
+    def subtracted(self) -> dict[str, float]:
+        """Every term subtracted from s_{Z,0} + s_{Z,1}, by name."""
+        return {
+            "privacy_amplification": self.privacy_amplification_cost,
+            "error_correction": self.error_correction_leak,
+            "secrecy": self.secrecy_cost,
+            "correctness": self.correctness_cost,
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dictionary of every field (infinities as None)."""
+        out = asdict(self)
+        for key, value in list(out.items()):
+            if isinstance(value, float) and not math.isfinite(value):
+                out[key] = None
+        return out
+
+
+class FiniteKeyBound(ABC):
+    """A finite-key security proof: validates the intensity set it supports and turns the statistics
+    of one block into a `FiniteKeyResult`. Subclasses implement `_key_length` on validated input."""
+
+    name: str = ""
+    reference: str = ""
+    n_intensities: int = 0
+    proof_terms: int = 1  # eps_sec = proof_terms * eps (every error term set to a common eps)
+
+    def check_intensities(self, intensities: np.ndarray) -> None:
+        """Raise `ValueError` naming `intensities` if this proof does not cover them."""
+        if intensities.size != self.n_intensities:
+            raise ValueError(
+                f"intensities: protocol {self.name!r} needs {self.n_intensities} intensities, got {intensities.size}"
+            )
+
+    def key_length(self, stats: DecoyStatistics, lambda_ec: float, eps_cor: float, eps_sec: float) -> FiniteKeyResult:
+        """The secret key length of one block (validates, then applies the proof)."""
+        if not isinstance(stats, DecoyStatistics):
+            raise ValueError("stats: must be a DecoyStatistics")
+        self.check_intensities(stats.intensities)
+        lambda_ec = _check_real("lambda_ec", lambda_ec)
+        if lambda_ec < 0:
+            raise ValueError("lambda_ec: the error-correction leak must be non-negative")
+        eps_cor = _check_eps("eps_cor", eps_cor)
+        eps_sec = _check_eps("eps_sec", eps_sec)
+        return self._key_length(stats, lambda_ec, eps_cor, eps_sec)
+
+    @abstractmethod
+    def _key_length(self, stats: DecoyStatistics, lambda_ec: float, eps_cor: float, eps_sec: float) -> FiniteKeyResult:
+        """The proof's formulas on validated input."""
+
+
+def _check_real(name: str, value: Any) -> float:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: must be a real number") from None
+    if not math.isfinite(out):
+        raise ValueError(f"{name}: must be finite")
+    return out
+
+
+def _check_eps(name: str, value: Any) -> float:
+    out = _check_real(name, value)
+    if not 0.0 < out < 1.0:
+        raise ValueError(f"{name}: must lie in the open interval (0, 1), got {out!r}")
+    return out
+
+
+_REGISTRY: dict[str, FiniteKeyBound] = {}
+
+
+def register_bound(bound: FiniteKeyBound) -> FiniteKeyBound:
+    """Make a bound available under `bound.name` (a newer proof is added by registering it)."""
+    if not bound.name:
+        raise ValueError("bound: needs a non-empty name")
+    _REGISTRY[bound.name] = bound
+    return bound
+
+
+def get_bound(protocol: str) -> FiniteKeyBound:
+    """The registered bound called `protocol`."""
+    try:
+        return _REGISTRY[protocol]
+    except KeyError:
+        raise ValueError(f"protocol: unknown {protocol!r}; allowed: {', '.join(sorted(_REGISTRY))}") from None
+
+
+def available_bounds() -> tuple[str, ...]:
+    """Names of the registered bounds."""
+    return tuple(sorted(_REGISTRY))
+
+
+def finite_key_length(
+    protocol: str, stats: DecoyStatistics, lambda_ec: float, eps_cor: float, eps_sec: float
+) -> FiniteKeyResult:
+    """Secret key length of one block under the named proof ('lim2014' two-decoy, 'rusca2018'
+    one-decoy), with every intermediate bound; `.length` is 0 when nothing is left."""
+    return get_bound(protocol).key_length(stats, lambda_ec, eps_cor, eps_sec)
