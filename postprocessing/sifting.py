@@ -19,6 +19,7 @@ intensity are what the decoy-state bound needs. Bits here are one `uint8` (0/1) 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +33,30 @@ from postprocessing.errors import ProtocolError
 Z_BASIS = 0
 X_BASIS = 1
 MAX_INTENSITIES = 16
+_PAD = 64  # spare bytes the C kernels may write past an output's end (whole-vector stores)
+
+
+def _load_simd() -> tuple[object, object] | None:
+    """The C AVX-512 VBMI2 sift kernels, unless this CPU lacks them or QKDNODE_C_PATH=portable."""
+    if os.environ.get("QKDNODE_C_PATH", "auto") == "portable":
+        return None
+    try:
+        from postprocessing._ccore import ffi, lib
+    except ImportError:
+        return None
+    return (ffi, lib) if lib.qkd_sift_simd_available() else None
+
+
+_SIMD = _load_simd()
+
+
+def active_path() -> str:
+    """Which sift kernel runs: "avx512-vbmi2" (C) or "numba"."""
+    return "avx512-vbmi2" if _SIMD is not None else "numba"
+
+
+def _ptr(ffi: object, arr: np.ndarray, ctype: str) -> object:
+    return ffi.cast(ctype, arr.ctypes.data)  # type: ignore[attr-defined]
 
 __all__ = [
     "Z_BASIS",
@@ -164,6 +189,17 @@ def _check_k(n_intensities: int) -> int:
 # (1-based) index of the offending element encoded with a reason in the low bits.
 
 _BAD_BASIS, _BAD_BIT, _BAD_CLASS, _BAD_ORDER, _BAD_SLOT, _BAD_MATCH, _SHORT, _BAD_TEST = range(1, 9)
+
+
+@njit(**KERNEL)
+def _request_ok(slot: NDArray[np.int64], basis: NDArray[np.uint8]) -> bool:
+    # branch-free, so LLVM vectorises it; `_request_kernel` locates the fault when this says no
+    bad = False
+    for i in range(1, slot.size):
+        bad |= slot[i] <= slot[i - 1]
+    for i in range(basis.size):
+        bad |= basis[i] > 1
+    return not bad and (slot.size == 0 or slot[0] >= 0)
 
 
 @njit(**KERNEL)
@@ -400,6 +436,40 @@ def _bob_fast(
     return bad, j, z, x
 
 
+def _c_alice(slot, bob_basis, a_basis, a_bit, a_class, k_classes, match, intensity, key, key_class,
+             test_bits, counts) -> tuple[bool, int, int, int]:
+    """Alice's sift through the C kernel; arrays are validated and outputs padded by the caller."""
+    ffi, lib = _SIMD  # type: ignore[misc]
+    lens = np.zeros(3, np.int64)
+    u8 = "uint8_t *"
+    rc = lib.qkd_sift_alice(  # type: ignore[attr-defined]
+        _ptr(ffi, slot, "int64_t *"), _ptr(ffi, bob_basis, u8), _ptr(ffi, a_basis, u8), _ptr(ffi, a_bit, u8),
+        _ptr(ffi, a_class, u8), slot.size, k_classes, _ptr(ffi, match, u8), _ptr(ffi, intensity, u8),
+        _ptr(ffi, key, u8), _ptr(ffi, key_class, u8), _ptr(ffi, test_bits, u8), _ptr(ffi, counts, "int64_t *"),
+        _ptr(ffi, lens, "int64_t *"),
+    )
+    if rc < 0:
+        raise RuntimeError(f"qkd_sift_alice failed with code {rc}")
+    return rc != 0, int(lens[0]), int(lens[1]), int(lens[2])
+
+
+def _c_bob(bob_basis, bob_bit, match, intensity, test_bits, k_classes, key, key_class, counts,
+           x_errors) -> tuple[bool, int, int, int]:
+    """Bob's sift through the C kernel; a reply too short for its matches reports as invalid."""
+    ffi, lib = _SIMD  # type: ignore[misc]
+    lens = np.zeros(3, np.int64)
+    u8 = "uint8_t *"
+    rc = lib.qkd_sift_bob(  # type: ignore[attr-defined]
+        _ptr(ffi, bob_basis, u8), _ptr(ffi, bob_bit, u8), _ptr(ffi, match, u8), bob_basis.size,
+        _ptr(ffi, intensity, u8), intensity.size, _ptr(ffi, test_bits, u8), test_bits.size, k_classes,
+        _ptr(ffi, key, u8), _ptr(ffi, key_class, u8), _ptr(ffi, counts, "int64_t *"),
+        _ptr(ffi, x_errors, "int64_t *"), _ptr(ffi, lens, "int64_t *"),
+    )
+    if rc < 0:
+        raise RuntimeError(f"qkd_sift_bob failed with code {rc}")
+    return rc != 0, int(lens[0]), int(lens[1]), int(lens[2])
+
+
 # --------------------------------------------------------------------------------------------
 # public API
 
@@ -408,6 +478,8 @@ def bob_request(slot: NDArray[np.int64], basis: NDArray[np.uint8]) -> SiftReques
     """Bob's announcement of his detections: slots (int64, strictly increasing) and measured bases."""
     slot = _i64(slot, "slot")
     basis = _u8(basis, "basis", slot.size)
+    if _request_ok(slot, basis):
+        return SiftRequest(slot, basis)
     code, i = _request_kernel(slot, basis)
     if code == _BAD_BASIS:
         raise ValueError(f"basis[{i}] = {int(basis[i])}; bases must be 0 (Z) or 1 (X)")
@@ -447,18 +519,26 @@ def alice_sift(
     a_class = _u8(states.intensity, "states.intensity", n)
 
     match = np.empty(n, np.uint8)
-    intensity = np.empty(n, np.uint8)
-    key = np.empty(n, np.uint8)
-    key_class = np.empty(n, np.uint8)
-    test_bits = np.empty(n, np.uint8)
+    intensity = np.empty(n + _PAD, np.uint8)
+    key = np.empty(n + _PAD, np.uint8)
+    key_class = np.empty(n + _PAD, np.uint8)
+    test_bits = np.empty(n + _PAD, np.uint8)
     counts = np.zeros(2 * k_classes, np.int64)
     same_slots = st_slot is req_slot or (
         st_slot.__array_interface__["data"][0] == req_slot.__array_interface__["data"][0]
     )
-    bad, j, z, x = _alice_fast(
-        req_slot, bob_basis, st_slot, not same_slots, a_basis, a_bit, a_class, k_classes,
-        match, intensity, key, key_class, test_bits, counts,
-    )
+    if _SIMD is not None:
+        if not same_slots and not np.array_equal(st_slot, req_slot):
+            same_slots = True  # let the checked kernel below name the first differing slot
+            bad = True
+        else:
+            bad, j, z, x = _c_alice(req_slot, bob_basis, a_basis, a_bit, a_class, k_classes,
+                                    match, intensity, key, key_class, test_bits, counts)
+    else:
+        bad, j, z, x = _alice_fast(
+            req_slot, bob_basis, st_slot, not same_slots, a_basis, a_bit, a_class, k_classes,
+            match, intensity, key, key_class, test_bits, counts,
+        )
     code = i = 0
     if bad:
         counts[:] = 0
@@ -526,14 +606,19 @@ def bob_sift(
     except ValueError as exc:
         raise ProtocolError(f"malformed sift reply: {exc}") from None
 
-    key = np.empty(n, np.uint8)
-    key_class = np.empty(n, np.uint8)
+    key = np.empty(n + _PAD, np.uint8)
+    key_class = np.empty(n + _PAD, np.uint8)
     counts = np.zeros(2 * k_classes, np.int64)
     x_errors = np.zeros(k_classes, np.int64)
     # the fast kernel clamps its reads to the last element, so give it at least one
     int_in = intensity if intensity.size else np.zeros(1, np.uint8)
     test_in = test_bits if test_bits.size else np.zeros(1, np.uint8)
-    bad, j, z, x = _bob_fast(bob_basis, bob_bit, match, int_in, test_in, k_classes, key, key_class, counts, x_errors)
+    if _SIMD is not None:
+        bad, j, z, x = _c_bob(bob_basis, bob_bit, match, intensity, test_bits, k_classes,
+                              key, key_class, counts, x_errors)
+    else:
+        bad, j, z, x = _bob_fast(bob_basis, bob_bit, match, int_in, test_in, k_classes, key, key_class,
+                                 counts, x_errors)
     code = 0
     if bad or j != intensity.size or x != test_bits.size:
         counts[:] = 0

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+import postprocessing.sifting as sifting_module
 from drivers.transmitter import SlotStates
 from postprocessing.errors import ProtocolError
 from postprocessing.sifting import (
@@ -19,6 +20,22 @@ from postprocessing.sifting import (
     bob_request,
     bob_sift,
 )
+
+
+SIMD = sifting_module._load_simd()
+
+
+@pytest.fixture(autouse=True, params=["avx512-vbmi2", "numba"])
+def kernel_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs on each sift kernel path this CPU has (C SIMD and numba)."""
+    if request.param == "avx512-vbmi2":
+        if SIMD is None:
+            pytest.skip("this CPU (or QKDNODE_C_PATH=portable) has no AVX-512 VBMI2 sift kernel")
+        monkeypatch.setattr(sifting_module, "_SIMD", SIMD)
+    else:
+        monkeypatch.setattr(sifting_module, "_SIMD", None)
+    assert sifting_module.active_path() == request.param
+    return request.param
 
 
 def reference_sift(slot, bob_basis, bob_bit, a_basis, a_bit, a_class, k_classes, sample_index):
@@ -190,3 +207,40 @@ def test_alice_rejects_a_report_with_more_errors_than_disclosed_bits() -> None:
         alice_complete(key, SiftReport(np.full((2, 1), 100, np.int64)))
     with pytest.raises(ProtocolError, match="shape"):
         alice_complete(key, SiftReport(np.zeros((2, 3), np.int64)))
+
+
+@pytest.fixture
+def simd_only(kernel_path: str) -> None:
+    if kernel_path != "avx512-vbmi2":
+        pytest.skip("compares the C kernel with numba; runs once, on the C path")
+
+
+@pytest.mark.usefixtures("simd_only")
+@given(st.integers(0, 700), st.integers(1, 16), st.integers(0, 2**32))
+def test_c_kernels_equal_the_numba_kernels_without_falling_back(n: int, k: int, seed: int) -> None:
+    """The C path must produce the result itself (a silent fallback would hide a broken kernel)."""
+    rng = np.random.default_rng(seed)
+    slot = np.cumsum(rng.integers(1, 9, n)).astype(np.int64)
+    bb, ab, bit, bbit = (rng.integers(0, 2, n, dtype=np.uint8) for _ in range(4))
+    cls = rng.integers(0, k, n, dtype=np.uint8)
+    outs_c = [np.zeros(n + 64, np.uint8) for _ in range(5)]
+    outs_n = [np.zeros(n + 64, np.uint8) for _ in range(5)]
+    cc, cn = np.zeros(2 * k, np.int64), np.zeros(2 * k, np.int64)
+    rc = sifting_module._c_alice(slot, bb, ab, bit, cls, k, *outs_c, cc)
+    rn = sifting_module._alice_fast(slot, bb, slot, False, ab, bit, cls, k, *outs_n, cn)
+    assert rc == tuple(rn) and not rc[0]
+    _, j, z, x = rc
+    for a, b, used in zip(outs_c, outs_n, (n, j, z, z, x)):
+        assert np.array_equal(a[:used], b[:used])
+    assert np.array_equal(cc, cn)
+    match, intensity, test = outs_c[0][:n], outs_c[1][:j], outs_c[4][:x]
+    keys = [np.zeros(n + 64, np.uint8) for _ in range(4)]
+    bc, bn = np.zeros(2 * k, np.int64), np.zeros(2 * k, np.int64)
+    ec, en = np.zeros(k, np.int64), np.zeros(k, np.int64)
+    rc = sifting_module._c_bob(bb, bbit, match, intensity, test, k, keys[0], keys[1], bc, ec)
+    rn = sifting_module._bob_fast(bb, bbit, match, np.append(intensity, 0), np.append(test, 0), k,
+                                  keys[2], keys[3], bn, en)
+    assert rc == tuple(rn) and not rc[0]
+    z = rc[2]
+    assert np.array_equal(keys[0][:z], keys[2][:z]) and np.array_equal(keys[1][:z], keys[3][:z])
+    assert np.array_equal(bc, bn) and np.array_equal(ec, en)

@@ -110,3 +110,10 @@ def cases(profile: BenchProfile) -> list[BenchCase]:
         out.append(BenchCase(stage="sifting-bob", setup=_bob_setup(n), run=_bob_side,
                              reference=_bob_side_numpy, **common))
     return out
+
+
+def machine_info() -> dict[str, Any]:
+    """Which sift kernel path is active on this machine."""
+    from postprocessing.sifting import active_path
+
+    return {"sifting_kernel": active_path()}
