@@ -287,6 +287,11 @@ class Instrument:
             after = f" after {clip(command)!r}" if command else ""
             raise ScpiError(f"{self.name}: instrument reported{after}: {format_entries(entries)}", entries, command)
 
+    @property
+    def command_fields(self) -> dict[str, Any]:
+        """Fields filled into `Setting`/`Measurement` commands, e.g. {"slot": 2} for `:INP{slot}:ATT?`."""
+        return {}
+
     def idn(self) -> str:
         """The `*IDN?` identification string."""
         return self.query("*IDN?")
@@ -375,7 +380,7 @@ class Measurement(Generic[T]):
     def __get__(self, instrument: Instrument | None, owner: type | None = None) -> Any:
         if instrument is None:
             return self
-        return instrument.query(self.get_cmd, self.parse)
+        return instrument.query(self.get_cmd.format(**instrument.command_fields), self.parse)
 
     def __set__(self, instrument: Instrument, value: object) -> None:
         raise AttributeError(f"{self.name} is a measurement and cannot be set")
@@ -413,4 +418,4 @@ class Setting(Measurement[T]):
         return self.fmt.format(check_range(instrument, self.name, value, lo, hi, self.unit))
 
     def __set__(self, instrument: Instrument, value: object) -> None:
-        instrument.write(self.set_cmd.format(self.token(instrument, value)))
+        instrument.write(self.set_cmd.format(self.token(instrument, value), **instrument.command_fields))

@@ -1,0 +1,60 @@
+"""Variable optical attenuator: Keysight 81570A / 81576A / 81577A modules in an 8163B/8164B mainframe (SCPI).
+
+Commands from the 8157xA programming guide: `:INPut<n>:ATTenuation`, `:INPut<n>:WAVelength`,
+`:INPut<n>:OFFSet`, `:OUTPut<n>:STATe` (the shutter), `*OPC?` after a move, errors by `:SYSTem:ERRor?`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drivers.errors import InstrumentError
+from drivers.instrument import ScpiInstrument, Setting, parse_bool
+from drivers.transport.base import Transport
+
+ON_OFF = {True: "ON", False: "OFF"}
+
+
+class Keysight8157xA(ScpiInstrument):
+    """One attenuator module (mainframe slot `slot`): attenuation 0–60 dB, 1200–1700 nm, shutter.
+
+    `shutdown()` closes the shutter, so no light reaches the detectors, and reads it back.
+    """
+
+    attenuation_range_db = (0.0, 60.0)
+    wavelength_range_m = (1200e-9, 1700e-9)
+    offset_range_db = (-200.0, 200.0)
+
+    def __init__(self, resource: str | Transport, *, slot: int = 1, **visa_options: Any) -> None:
+        if not isinstance(slot, int) or not 1 <= slot <= 17:
+            raise ValueError(f"slot must be an integer in [1, 17], got {slot!r}")
+        self.slot = slot
+        super().__init__(resource, **visa_options)
+
+    @property
+    def command_fields(self) -> dict[str, Any]:
+        return {"slot": self.slot}
+
+    attenuation = Setting(":INP{slot}:ATT?", ":INP{slot}:ATT {}", "Attenuation in dB (offset included).",
+                          limits="attenuation_range_db", unit="dB", fmt="{:.3f}")
+    wavelength = Setting(":INP{slot}:WAV?", ":INP{slot}:WAV {}", "Calibration wavelength in m.",
+                         limits="wavelength_range_m", unit="m", fmt="{:.4e}")
+    offset = Setting(":INP{slot}:OFFS?", ":INP{slot}:OFFS {}", "Attenuation offset in dB.",
+                     limits="offset_range_db", unit="dB", fmt="{:.3f}")
+    shutter_open = Setting(":OUTP{slot}:STAT?", ":OUTP{slot}:STAT {}", "Shutter open (True): light passes.",
+                           parse=parse_bool, choices=ON_OFF)
+
+    def set_attenuation(self, db: float) -> None:
+        """Set the attenuation and wait until the filter has moved (`*OPC?`)."""
+        with self._lock:
+            self.attenuation = db
+            self.wait_complete()
+
+    def shutdown(self) -> None:
+        """Close the shutter and confirm it."""
+        with self._lock:
+            for _ in range(1 + self.retries):
+                self.shutter_open = False
+                if not self.shutter_open:
+                    return
+            raise InstrumentError(f"{self.name}: shutter still open after :OUTP{self.slot}:STAT OFF")

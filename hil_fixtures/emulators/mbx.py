@@ -1,0 +1,73 @@
+"""Emulated Thorlabs MBX bias controller: CR-terminated ASCII commands, replies only to queries."""
+
+from __future__ import annotations
+
+from hil_fixtures.emulators.scpi import ScpiDevice, boolean, number, scpi
+
+
+class MBX(ScpiDevice):
+    """A modulator whose bias follows the mode: null -> -Vπ/2 offset, quadrature -> 0, manual -> held voltage."""
+
+    idn = "THORLABS,MBX,M00000003,1.9.4"
+    v_pi = 3.5
+
+    def reset(self) -> None:
+        self.mode = 0
+        self.hold_mv = 0
+        self.ratio = 5000
+        self.voa_on = False
+        self.voa_db = 10.0
+
+    @scpi("MZM:MODE")
+    def _mode(self, query: bool, arg: str | None) -> str | None:
+        if query:
+            return str(self.mode)
+        self.mode = int(number(arg, 0, 9))
+        return None
+
+    @scpi("MZM:HOLD:VOLTAGE")
+    def _hold(self, query: bool, arg: str | None) -> str | None:
+        if query:
+            return str(self.hold_mv)
+        self.hold_mv = int(number(arg, -10000, 10000))
+        return None
+
+    @scpi("MZM:HOLD:RATIO")
+    def _ratio(self, query: bool, arg: str | None) -> str | None:
+        if query:
+            return str(self.ratio)
+        self.ratio = int(number(arg, 250, 10000))
+        return None
+
+    @scpi("MZM:VOLTAGE")
+    def _voltage(self, query: bool, arg: str | None) -> str | None:
+        if not query:
+            return None
+        volts = {0: 0.0, 1: 0.0, 2: self.v_pi, 3: self.v_pi / 2, 4: -self.v_pi / 2, 7: self.hold_mv / 1000}
+        return f"{volts.get(self.mode, self.v_pi / 2):.3f}"
+
+    @scpi("MZM:TAP:MW")
+    def _tap(self, query: bool, arg: str | None) -> str | None:
+        return "0.250" if query else None
+
+    @scpi("MZM:SETPOINT")
+    def _setpoint(self, query: bool, arg: str | None) -> str | None:
+        return ("1" if self.mode in (1, 2, 3, 4, 5, 6, 8, 9) else "0") if query else None
+
+    @scpi("VOA:POWER")
+    def _voa_power(self, query: bool, arg: str | None) -> str | None:
+        if query:
+            return "1" if self.voa_on else "0"
+        self.voa_on = boolean(arg)
+        return None
+
+    @scpi("VOA:ATTEN")
+    def _voa_atten(self, query: bool, arg: str | None) -> str | None:
+        if query:
+            return f"{self.voa_db:g}"
+        self.voa_db = number(arg, 0.5, 20.0)
+        return None
+
+    @scpi("VOA:MEASURED")
+    def _voa_measured(self, query: bool, arg: str | None) -> str | None:
+        return f"{self.voa_db:.2f}" if query else None
