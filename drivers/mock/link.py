@@ -1,0 +1,549 @@
+"""The Monte-Carlo link: Alice's decoy-state BB84 source, the fibre, Eve, Bob's detectors and
+clocks, producing the time-tag stream Bob's tagger would record.
+
+Cost per detection, not per slot: a candidate slot is drawn with geometric gaps at the largest
+per-slot detection probability `p_c = 1 - exp(-Lambda_max)` over all (class, state) pairs; the
+candidate's state is recomputed from (seed, slot), it is kept with probability
+`(1 - exp(-Lambda)) / p_c` for its own `Lambda = mu_k * eta_channel * sum_j r[a, x, j]`, and the
+detected photons (a zero-truncated Poisson number) are spread over the detectors in proportion to
+`r[a, x, j]`. This is exact thinning of the per-slot process. Dark counts are a Poisson process in
+Bob's time; dead time and afterpulsing act on the time-sorted clicks per detector.
+
+Channel map (tagger channels): 0 = sync, 1 = Z0, 2 = Z1, 3 = X0, 4 = X1.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from drivers.mock.alice import alice_state, class_cdf
+from drivers.mock.channel import propagation_delay_ps, transmittance
+from drivers.mock.clocks import ClockModel
+from drivers.mock.counter import STREAM_ALICE, STREAM_BOB, STREAM_DARK, STREAM_EVE, derive_key, hash64, hash64_py, unit
+from drivers.mock.detectors import (
+    KIND_AFTERPULSE,
+    KIND_DARK,
+    KIND_PHOTON,
+    KIND_SYNC,
+    N_DETECTORS,
+    register_clicks,
+    routing,
+)
+from drivers.mock.eve import resend_state
+from postprocessing._numba import KERNEL, njit
+
+CHANNEL_SYNC = 0
+DETECTOR_CHANNELS = (1, 2, 3, 4)  # Z0, Z1, X0, X1
+JITTER_TRUNCATION = 8.0  # Gaussian jitter is truncated at this many sigma
+
+_PER_DETECTOR = ("efficiency", "dark_count_hz", "afterpulse_probability", "afterpulse_time_ps",
+                 "dead_time_ps", "jitter_ps", "detector_delay_ps")
+
+
+@dataclass(frozen=True)
+class LinkParams:
+    """Physical parameters of the mock link. Per-detector values are 4-tuples (Z0, Z1, X0, X1);
+    a scalar is accepted and repeated. Times in picoseconds, rates in Hz."""
+
+    repetition_rate_hz: float = 1e9
+    intensities: tuple[float, ...] = (0.5, 0.1, 0.0)
+    class_probabilities: tuple[float, ...] = (0.8, 0.15, 0.05)
+    p_z: float = 0.5
+    fibre_length_km: float = 25.0
+    fibre_loss_db_per_km: float = 0.2
+    insertion_loss_db: float = 1.0
+    group_index: float = 1.468
+    bob_p_z: float = 0.5
+    misalignment: float = 0.01
+    efficiency: tuple[float, ...] = (0.2, 0.2, 0.2, 0.2)
+    dark_count_hz: tuple[float, ...] = (500.0, 500.0, 500.0, 500.0)
+    afterpulse_probability: tuple[float, ...] = (0.01, 0.01, 0.01, 0.01)
+    afterpulse_time_ps: tuple[float, ...] = (20_000.0,) * 4
+    dead_time_ps: tuple[float, ...] = (50_000.0,) * 4
+    jitter_ps: tuple[float, ...] = (50.0,) * 4
+    detector_delay_ps: tuple[float, ...] = (0.0, 30.0, 60.0, 90.0)
+    clock_offset_ps: float = 1_000_000.0
+    clock_drift_ppm: float = 0.0
+    sync_every: int = 1000
+    sync_delay_ps: float = 0.0
+    sync_jitter_ps: float = 10.0
+    eve_fraction: float = 0.0
+    resolution_ps: int = 1
+
+    def __post_init__(self) -> None:
+        for name in _PER_DETECTOR:
+            value = getattr(self, name)
+            if isinstance(value, (int, float)):
+                value = (float(value),) * N_DETECTORS
+            value = tuple(float(v) for v in value)
+            if len(value) != N_DETECTORS:
+                raise ValueError(f"{name} must be a scalar or {N_DETECTORS} values (Z0, Z1, X0, X1), got {len(value)}")
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "intensities", tuple(float(v) for v in self.intensities))
+        object.__setattr__(self, "class_probabilities", tuple(float(v) for v in self.class_probabilities))
+        self._validate()
+
+    def _validate(self) -> None:
+        def need(ok: bool, what: str) -> None:
+            if not ok:
+                raise ValueError(what)
+
+        need(self.repetition_rate_hz > 0 and math.isfinite(self.repetition_rate_hz),
+             f"repetition_rate_hz must be > 0, got {self.repetition_rate_hz}")
+        need(1 <= len(self.intensities) <= 255, "intensities must have 1..255 classes")
+        need(all(m >= 0 and math.isfinite(m) for m in self.intensities), f"intensities must be >= 0, got {self.intensities}")
+        need(len(self.class_probabilities) == len(self.intensities),
+             "class_probabilities must have one entry per intensity class")
+        need(all(p >= 0 for p in self.class_probabilities) and abs(sum(self.class_probabilities) - 1.0) < 1e-9,
+             f"class_probabilities must be >= 0 and sum to 1, got {self.class_probabilities}")
+        for name in ("p_z", "bob_p_z", "eve_fraction"):
+            need(0.0 <= getattr(self, name) <= 1.0, f"{name} must be in [0, 1], got {getattr(self, name)}")
+        need(0.0 <= self.misalignment <= 0.5, f"misalignment must be in [0, 0.5], got {self.misalignment}")
+        need(self.fibre_length_km >= 0, f"fibre_length_km must be >= 0, got {self.fibre_length_km}")
+        need(self.fibre_loss_db_per_km >= 0, f"fibre_loss_db_per_km must be >= 0, got {self.fibre_loss_db_per_km}")
+        need(self.insertion_loss_db >= 0, f"insertion_loss_db must be >= 0, got {self.insertion_loss_db}")
+        need(self.group_index >= 1, f"group_index must be >= 1, got {self.group_index}")
+        need(all(0 <= e <= 1 for e in self.efficiency), f"efficiency must be in [0, 1], got {self.efficiency}")
+        need(all(0 <= p < 1 for p in self.afterpulse_probability),
+             f"afterpulse_probability must be in [0, 1), got {self.afterpulse_probability}")
+        for name in ("dark_count_hz", "afterpulse_time_ps", "dead_time_ps", "jitter_ps"):
+            need(all(v >= 0 and math.isfinite(v) for v in getattr(self, name)), f"{name} must be >= 0, got {getattr(self, name)}")
+        need(all(math.isfinite(v) for v in self.detector_delay_ps), "detector_delay_ps must be finite")
+        need(self.clock_offset_ps >= 0, f"clock_offset_ps must be >= 0, got {self.clock_offset_ps}")
+        need(abs(self.clock_drift_ppm) < 1e4, f"clock_drift_ppm must be within +-1e4, got {self.clock_drift_ppm}")
+        need(isinstance(self.sync_every, int) and self.sync_every >= 1, f"sync_every must be an int >= 1, got {self.sync_every}")
+        need(self.sync_jitter_ps >= 0, f"sync_jitter_ps must be >= 0, got {self.sync_jitter_ps}")
+        need(isinstance(self.resolution_ps, int) and self.resolution_ps >= 1,
+             f"resolution_ps must be an int >= 1, got {self.resolution_ps}")
+
+    @property
+    def period_ps(self) -> float:
+        """Slot period on Alice's clock."""
+        return 1e12 / self.repetition_rate_hz
+
+    @property
+    def channel_transmittance(self) -> float:
+        """Fibre plus receiver insertion loss, as a fraction."""
+        return transmittance(self.fibre_length_km, self.fibre_loss_db_per_km, self.insertion_loss_db)
+
+    @property
+    def fibre_delay_ps(self) -> float:
+        """Time of flight through the fibre."""
+        return propagation_delay_ps(self.fibre_length_km, self.group_index)
+
+    @property
+    def clock(self) -> ClockModel:
+        """The slot -> Bob-clock arrival time map."""
+        return ClockModel(self.period_ps, self.clock_offset_ps, self.clock_drift_ppm, self.fibre_delay_ps)
+
+    def channel_delays_ps(self) -> NDArray[np.float64]:
+        """Delay of each tagger channel relative to the sync (index = channel), for slotting."""
+        d = np.zeros(1 + N_DETECTORS)
+        d[1:] = np.asarray(self.detector_delay_ps) - self.sync_delay_ps * self.clock.scale
+        return d
+
+    def replace(self, **changes: Any) -> LinkParams:
+        """A copy with some parameters changed."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update(changes)
+        return LinkParams(**values)
+
+    def mean_photons_detected(self) -> NDArray[np.float64]:
+        """`lam[k, a, x, j]`: mean detected photons at detector j per slot of class k, state (a, x)."""
+        mu = np.asarray(self.intensities)[:, None, None, None]
+        return mu * self.channel_transmittance * routing(self.bob_p_z, self.misalignment, self.efficiency)[None]
+
+
+@dataclass
+class LinkEvents:
+    """Time-sorted tags with the simulation's ground truth: `slot` is the slot of a photon or sync
+    tag (-1 for dark counts and afterpulses), `kind` 0 photon, 1 dark, 2 afterpulse, 3 sync."""
+
+    time: NDArray[np.int64]
+    channel: NDArray[np.uint8]
+    slot: NDArray[np.int64]
+    kind: NDArray[np.uint8]
+
+    def __len__(self) -> int:
+        return int(self.time.size)
+
+    @classmethod
+    def concatenate(cls, parts: list[LinkEvents]) -> LinkEvents:
+        """Join consecutive pieces of one stream."""
+        if not parts:
+            return cls(np.empty(0, np.int64), np.empty(0, np.uint8), np.empty(0, np.int64), np.empty(0, np.uint8))
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("time", "channel", "slot", "kind")))
+
+
+@njit(**KERNEL)
+def _gauss_pair(key, counter):  # pragma: no cover - numba
+    """Two independent standard normals from two counter-based uniforms (Box-Muller)."""
+    u1 = 1.0 - unit(hash64(key, counter))
+    u2 = unit(hash64(key, counter + np.uint64(1)))
+    r = math.sqrt(-2.0 * math.log(u1))
+    a = 6.283185307179586 * u2
+    return r * math.cos(a), r * math.sin(a)
+
+
+@njit(**KERNEL)
+def _photon_clicks(
+    alice_key, eve_key, rng_key, s_next, s_end, p_z, cdf, eve_fraction, lam, lam_tot, exp_neg, accept,
+    log_q, offset, scale, period, fibre_delay, det_delay, jitter, resolution,
+    out_t, out_ch, out_slot,
+):  # pragma: no cover - numba
+    """Photon clicks of slots [s_next, s_end), in slot order; stops when the output is nearly full.
+    Returns (clicks written, next slot to look at, rng counter used).
+
+    Jitter is Gaussian truncated at JITTER_TRUNCATION sigma (Box-Muller pairs, the spare kept)."""
+    cap = out_t.size
+    n = 0
+    c = np.uint64(0)
+    s = s_next
+    spare = 0.0
+    have_spare = False
+    if log_q == 0.0:  # no light reaches Bob
+        return 0, s_end, c
+    while n + N_DETECTORS <= cap:
+        u = 1.0 - unit(hash64(rng_key, c))
+        c += np.uint64(1)
+        gap = math.floor(math.log(u) / log_q)
+        if gap >= s_end - s:
+            s = s_end
+            break
+        s += np.int64(gap)
+        basis, bit, k = alice_state(alice_key, s, p_z, cdf)
+        basis, bit = resend_state(eve_key, s, eve_fraction, basis, bit)
+        v = unit(hash64(rng_key, c))
+        c += np.uint64(1)
+        acc_p = accept[k, basis, bit]
+        if v < acc_p:
+            # zero-truncated Poisson number of detected photons, by inversion; v / acc_p is a
+            # fresh uniform given acceptance
+            lt = lam_tot[k, basis, bit]
+            p = exp_neg[k, basis, bit]
+            w = (v / acc_p) * (1.0 - p)
+            cum = 0.0
+            m = 0
+            while m < 1000:
+                m += 1
+                p *= lt / m
+                cum += p
+                if w <= cum:
+                    break
+            mask = 0
+            for _ in range(m):
+                x = unit(hash64(rng_key, c)) * lt
+                c += np.uint64(1)
+                d = 0
+                acc = lam[k, basis, bit, 0]
+                while d < N_DETECTORS - 1 and x >= acc:
+                    d += 1
+                    acc += lam[k, basis, bit, d]
+                mask |= 1 << d
+            t0 = offset + scale * (s * period + fibre_delay)
+            for d in range(N_DETECTORS):
+                if mask & (1 << d):
+                    while True:
+                        if have_spare:
+                            z = spare
+                            have_spare = False
+                        else:
+                            z, spare = _gauss_pair(rng_key, c)
+                            c += np.uint64(2)
+                            have_spare = True
+                        if abs(z) <= JITTER_TRUNCATION:
+                            break
+                    t = t0 + det_delay[d] + jitter[d] * z
+                    if resolution == 1:
+                        out_t[n] = np.int64(round(t))
+                    else:
+                        out_t[n] = np.int64(round(t / resolution)) * resolution
+                    out_ch[n] = d + 1
+                    out_slot[n] = s
+                    n += 1
+        s += 1
+        if s >= s_end:
+            break
+    return n, s, c
+
+
+@njit(**KERNEL)
+def _nearly_sorted(t, ch, slot):  # pragma: no cover - numba
+    """Insertion sort by time, in place: linear for the nearly sorted streams the model produces."""
+    for i in range(1, t.size):
+        ti = t[i]
+        if t[i - 1] <= ti:
+            continue
+        ci = ch[i]
+        si = slot[i]
+        j = i - 1
+        while j >= 0 and t[j] > ti:
+            t[j + 1] = t[j]
+            ch[j + 1] = ch[j]
+            slot[j + 1] = slot[j]
+            j -= 1
+        t[j + 1] = ti
+        ch[j + 1] = ci
+        slot[j + 1] = si
+
+
+def _empty_stream() -> tuple[NDArray[np.int64], NDArray[np.uint8], NDArray[np.int64]]:
+    return np.empty(0, np.int64), np.empty(0, np.uint8), np.empty(0, np.int64)
+
+
+@dataclass
+class LinkCounters:
+    """What the simulation did so far, per detector where it applies."""
+
+    slots: int = 0
+    photon_clicks: NDArray[np.int64] = field(default_factory=lambda: np.zeros(N_DETECTORS, np.int64))
+    dark_counts: NDArray[np.int64] = field(default_factory=lambda: np.zeros(N_DETECTORS, np.int64))
+    afterpulses: NDArray[np.int64] = field(default_factory=lambda: np.zeros(N_DETECTORS, np.int64))
+    dead_time_lost: NDArray[np.int64] = field(default_factory=lambda: np.zeros(N_DETECTORS, np.int64))
+    sync_pulses: int = 0
+
+
+class LinkSimulator:
+    """Streams the link's tags slot range by slot range; state (dead time, pending afterpulses,
+    tags not yet final near the chunk edge) carries over, so the concatenated output of
+    `run(n1); run(n2); ...; flush()` is one consistent time-sorted stream."""
+
+    def __init__(self, params: LinkParams, seed: int) -> None:
+        if not isinstance(params, LinkParams):
+            raise ValueError(f"params must be a LinkParams, got {type(params).__name__}")
+        self.params = params
+        self._alice_key = derive_key(seed, STREAM_ALICE)
+        self._eve_key = derive_key(seed, STREAM_EVE)
+        self._bob_key = derive_key(seed, STREAM_BOB)
+        self._dark_seed = int(derive_key(seed, STREAM_DARK))
+        p = params
+        self._lam = p.mean_photons_detected()
+        self._lam_tot = self._lam.sum(axis=3)
+        lam_max = float(self._lam_tot.max())
+        p_c = -math.expm1(-lam_max)
+        self._log_q = math.log1p(-p_c) if p_c < 1.0 else -math.inf
+        self._p_c = p_c
+        self._exp_neg = np.exp(-self._lam_tot)
+        self._accept = np.where(p_c > 0, -np.expm1(-self._lam_tot) / max(p_c, 1e-300), 0.0)
+        self._cdf = class_cdf(p.class_probabilities)
+        self._clock = p.clock
+        self._det_delay = np.asarray(p.detector_delay_ps)
+        self._jitter = np.asarray(p.jitter_ps)
+        self._dead = np.round(np.asarray(p.dead_time_ps)).astype(np.int64)
+        self._ap_prob = np.asarray(p.afterpulse_probability)
+        self._ap_tau = np.asarray(p.afterpulse_time_ps)
+        self._dark_rate_per_ps = np.asarray(p.dark_count_hz) * 1e-12
+        margin = min(0.0, min(d - JITTER_TRUNCATION * j for d, j in zip(p.detector_delay_ps, p.jitter_ps)),
+                     p.sync_delay_ps * self._clock.scale - JITTER_TRUNCATION * p.sync_jitter_ps)
+        self._margin_ps = margin - 2 * p.resolution_ps - 1.0
+        self._next_slot = 0
+        self._chunk = 0
+        self._state = np.array([self._bob_key ^ np.uint64(0xD1B54A32D192ED03), 0], dtype=np.uint64)
+        self._last_click = np.full(N_DETECTORS, -(2 ** 62), np.int64)
+        self._pend_t = np.empty(4096, np.int64)
+        self._pend_ch = np.empty(4096, np.uint8)
+        self._n_pend = 0
+        self._carry_sig = _empty_stream()
+        self._carry_dark = _empty_stream()[:2]
+        self._carry_sync = (np.empty(0, np.int64), np.empty(0, np.int64))
+        self.counters = LinkCounters()
+
+    @property
+    def next_slot(self) -> int:
+        """The first slot not yet simulated."""
+        return self._next_slot
+
+    def time_of_slot_ps(self, slot: int) -> float:
+        """Bob-clock arrival time of a slot's pulse (before detector delays)."""
+        return float(self._clock.arrival_ps(float(slot)))
+
+    def run(self, n_slots: int) -> LinkEvents:
+        """Simulate the next `n_slots` slots; returns the tags that are final (time-sorted)."""
+        if not isinstance(n_slots, (int, np.integer)) or n_slots < 0:
+            raise ValueError(f"n_slots must be a non-negative integer, got {n_slots!r}")
+        s0, s1 = self._next_slot, self._next_slot + int(n_slots)
+        self._next_slot = s1
+        self.counters.slots += int(n_slots)
+        sig = self._photons(s0, s1)
+        dark = self._darks(s0, s1)
+        sync = self._syncs(s0, s1)
+        self._chunk += 1
+        horizon = int(math.floor(self._clock.arrival_ps(float(s1)) + self._margin_ps))
+        return self._register(sig, dark, sync, horizon)
+
+    def flush(self) -> LinkEvents:
+        """Every tag still held back (the stream ends after the last simulated slot)."""
+        empty_dark = (np.empty(0, np.int64), np.empty(0, np.uint8))
+        empty_sync = (np.empty(0, np.int64), np.empty(0, np.int64))
+        return self._register(_empty_stream(), empty_dark, empty_sync, np.iinfo(np.int64).max)
+
+    def _photons(self, s0: int, s1: int) -> tuple[NDArray[np.int64], NDArray[np.uint8], NDArray[np.int64]]:
+        p = self.params
+        expected = (s1 - s0) * self._p_c
+        parts = []
+        s = s0
+        chunk_key = hash64_py(self._bob_key, self._chunk)
+        sub = 0
+        while s < s1:
+            cap = int(expected * 1.3 + 10 * math.sqrt(expected + 1) + 64) * 2
+            cap = min(cap, 1 << 24)
+            out_t = np.empty(cap, np.int64)
+            out_ch = np.empty(cap, np.uint8)
+            out_slot = np.empty(cap, np.int64)
+            key = hash64_py(chunk_key, sub)
+            n, s, _ = _photon_clicks(
+                self._alice_key, self._eve_key, key, np.int64(s), np.int64(s1), p.p_z, self._cdf,
+                p.eve_fraction, self._lam, self._lam_tot, self._exp_neg, self._accept, self._log_q,
+                self._clock.offset_ps, self._clock.scale, self._clock.period_ps, self._clock.fibre_delay_ps,
+                self._det_delay, self._jitter, p.resolution_ps, out_t, out_ch, out_slot,
+            )
+            parts.append((out_t[:n], out_ch[:n], out_slot[:n]))
+            sub += 1
+            expected = (s1 - s) * self._p_c
+        ct, cc, cs = self._carry_sig
+        t = np.concatenate([ct] + [x[0] for x in parts])
+        ch = np.concatenate([cc] + [x[1] for x in parts])
+        slot = np.concatenate([cs] + [x[2] for x in parts])
+        if len(parts) == 1 and ct.size == 0:
+            t, ch, slot = t.copy(), ch.copy(), slot.copy()
+        self.counters.photon_clicks += np.bincount(ch[ct.size:], minlength=N_DETECTORS + 1)[1:N_DETECTORS + 1]
+        _nearly_sorted(t, ch, slot)
+        return t, ch, slot
+
+    def _darks(self, s0: int, s1: int) -> tuple[NDArray[np.int64], NDArray[np.uint8]]:
+        t_lo = float(self._clock.arrival_ps(float(s0))) if s0 > 0 else 0.0
+        t_hi = float(self._clock.arrival_ps(float(s1)))
+        rng = np.random.Generator(np.random.Philox(key=[self._dark_seed, self._chunk]))
+        ts, chs = [self._carry_dark[0]], [self._carry_dark[1]]
+        for d in range(N_DETECTORS):
+            rate = self._dark_rate_per_ps[d]
+            if rate <= 0 or t_hi <= t_lo:
+                continue
+            m = rng.poisson(rate * (t_hi - t_lo))
+            if m:
+                ts.append(np.round(rng.uniform(t_lo, t_hi, m) / self.params.resolution_ps).astype(np.int64)
+                          * self.params.resolution_ps)
+                chs.append(np.full(m, d + 1, np.uint8))
+                self.counters.dark_counts[d] += m
+        t = np.concatenate(ts)
+        ch = np.concatenate(chs)
+        order = np.argsort(t, kind="stable")
+        return t[order], ch[order]
+
+    def _syncs(self, s0: int, s1: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        p = self.params
+        slots = self._clock.sync_slots(s0, s1, p.sync_every)
+        rng = np.random.Generator(np.random.Philox(key=[self._dark_seed ^ 0x5EED, self._chunk]))
+        t = self._clock.sync_times(slots, p.sync_delay_ps, p.sync_jitter_ps, rng)
+        t = np.round(t / p.resolution_ps).astype(np.int64) * p.resolution_ps
+        self.counters.sync_pulses += int(slots.size)
+        ct, cs = self._carry_sync
+        t = np.concatenate([ct, t])
+        slots = np.concatenate([cs, slots])
+        dummy = np.empty(t.size, np.uint8)
+        _nearly_sorted(t, dummy, slots)
+        return t, slots
+
+    def _register(self, sig, dark, sync, horizon: int) -> LinkEvents:
+        pos = np.zeros(3, np.int64)
+        parts = []
+        total_in = sig[0].size + dark[0].size + sync[0].size + self._n_pend
+        while True:
+            cap = int(total_in * (1.0 + float(self._ap_prob.max()) * 1.5) + 1024)
+            out_t = np.empty(cap, np.int64)
+            out_ch = np.empty(cap, np.uint8)
+            out_slot = np.empty(cap, np.int64)
+            out_kind = np.empty(cap, np.uint8)
+            n, self._n_pend = register_clicks(
+                sig[0], sig[1], sig[2], dark[0], dark[1], sync[0], sync[1], pos, np.int64(horizon),
+                self._dead, self._ap_prob, self._ap_tau, np.int64(self.params.resolution_ps), self._state,
+                self._last_click, self._pend_t, self._pend_ch, self._n_pend,
+                out_t, out_ch, out_slot, out_kind, self.counters.dead_time_lost, self.counters.afterpulses,
+            )
+            parts.append(LinkEvents(out_t[:n], out_ch[:n], out_slot[:n], out_kind[:n]))
+            if n < cap:
+                break
+        i, j, k = (int(v) for v in pos)
+        self._carry_sig = (sig[0][i:].copy(), sig[1][i:].copy(), sig[2][i:].copy())
+        self._carry_dark = (dark[0][j:].copy(), dark[1][j:].copy())
+        self._carry_sync = (sync[0][k:].copy(), sync[1][k:].copy())
+        return parts[0] if len(parts) == 1 else LinkEvents.concatenate(parts)
+
+
+def simulate_link(params: LinkParams, n_slots: int, seed: int) -> LinkEvents:
+    """All tags of the first `n_slots` slots, with ground truth (one call of the streaming simulator)."""
+    sim = LinkSimulator(params, seed)
+    return LinkEvents.concatenate([sim.run(n_slots), sim.flush()])
+
+
+@dataclass(frozen=True)
+class SimulatedDetections:
+    """Bob's detections after clock recovery, slotting and multi-click squashing, with Alice's
+    true preparation of each detected slot (for tests and the simulated node)."""
+
+    slot: NDArray[np.int64]
+    basis: NDArray[np.uint8]  # Bob's measured basis
+    bit: NDArray[np.uint8]  # Bob's bit
+    clicks: NDArray[np.uint8]  # pattern of detectors that fired (bit j = detector j: Z0, Z1, X0, X1)
+    time: NDArray[np.int64]  # earliest tag of the slot
+    intensity: NDArray[np.uint8]  # Alice's class (truth)
+    alice_basis: NDArray[np.uint8]
+    alice_bit: NDArray[np.uint8]
+    n_slots: int
+    n_double: int
+    n_cross: int
+    fit: Any  # postprocessing.slotting.ClockFit
+    slotted: Any  # postprocessing.slotting.SlottedTags (gate counts)
+    counters: LinkCounters
+
+    def __len__(self) -> int:
+        return int(self.slot.size)
+
+
+def simulate_detections(
+    params: LinkParams,
+    n_slots: int | None = None,
+    duration_s: float | None = None,
+    seed: int = 0,
+    gate_ps: float | None = None,
+    estimate_delays: bool = False,
+) -> SimulatedDetections:
+    """Simulate the link for `n_slots` slots (or `duration_s` seconds of Alice's clock) and run
+    Bob's chain: clock fit on the sync channel, slotting with a gate of `gate_ps` (default half a
+    period) centred on each detector's delay (the known cabling, or estimated from the tags),
+    and multi-click squashing (a seeded coin: this is a simulation)."""
+    from postprocessing import slotting
+
+    if (n_slots is None) == (duration_s is None):
+        raise ValueError("give exactly one of n_slots and duration_s")
+    if duration_s is not None:
+        if not duration_s > 0:
+            raise ValueError(f"duration_s must be > 0, got {duration_s}")
+        n_slots = int(round(duration_s * params.repetition_rate_hz))
+    assert n_slots is not None
+    if not isinstance(n_slots, (int, np.integer)) or n_slots < 2 * params.sync_every:
+        raise ValueError(f"n_slots must be an integer >= 2 * sync_every ({2 * params.sync_every}), got {n_slots!r}")
+    if gate_ps is None:
+        gate_ps = 0.5 * params.period_ps
+    sim = LinkSimulator(params, seed)
+    events = LinkEvents.concatenate([sim.run(int(n_slots)), sim.flush()])
+    sync = events.time[events.channel == CHANNEL_SYNC]
+    fit = slotting.fit_clock(sync, params.period_ps, params.sync_every)
+    delays = params.channel_delays_ps()
+    if estimate_delays:
+        delays = slotting.estimate_delays(events.time, events.channel, fit, DETECTOR_CHANNELS, hint_ps=delays)
+    slotted = slotting.assign_slots(events.time, events.channel, fit, gate_ps, delays, DETECTOR_CHANNELS)
+    keep = slotted.slot < n_slots
+    rng = np.random.Generator(np.random.Philox(key=[int(derive_key(seed, STREAM_BOB)) & 0xFFFFFFFF, 7]))
+    det = slotting.resolve_clicks(slotted.slot[keep], slotted.channel[keep], slotted.time[keep],
+                                  DETECTOR_CHANNELS, rng=rng)
+    from drivers.mock.alice import alice_states
+
+    a_basis, a_bit, a_class = alice_states(seed, det.slot, params.p_z, params.class_probabilities)
+    return SimulatedDetections(det.slot, det.basis, det.bit, det.clicks, det.time, a_class, a_basis, a_bit,
+                               int(n_slots), det.n_double, det.n_cross, fit, slotted, sim.counters)

@@ -1,0 +1,450 @@
+"""Clock recovery and slotting: from Bob's raw time tags to detections in Alice's slots.
+
+The sync channel carries one pulse every `sync_every` slots. `fit_clock` numbers the sync tags
+(tolerating missing ones), and fits Bob-clock time against slot number by least squares: the
+intercept is the clock offset, the slope the slot period on Bob's clock, whose ratio to the
+nominal period is the drift. `assign_slots` maps each detector tag to the nearest slot after
+removing the channel's delay relative to the sync, keeps it when it falls within a gate of
+`gate_ps` centred on the expected arrival time, and counts the rest per channel.
+`resolve_clicks` turns the tags of each slot into one detection (measured basis and bit),
+squashing multi-clicks as real receivers do: two detectors of one basis give that basis and a
+random bit, detectors of both bases a random basis and bit (each case counted).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from postprocessing._numba import KERNEL, njit
+
+__all__ = [
+    "ClockFit",
+    "SlottedTags",
+    "Detections",
+    "number_sync_pulses",
+    "fit_clock",
+    "estimate_delays",
+    "assign_slots",
+    "resolve_clicks",
+]
+
+N_CHANNELS = 256  # tagger channels are uint8
+
+
+@dataclass(frozen=True)
+class ClockFit:
+    """Bob-clock time of slot `s`: `t_ref_ps + intercept_ps + period_ps * (s - slot_ref)` (ps).
+
+    `drift_ppm` is the fitted period against the nominal one; `residual_rms_ps` the scatter of the
+    sync tags about the line (sync jitter); `n_sync` the sync tags used, `n_sync_rejected` those
+    dropped as spurious (closer than half a sync period to the previous one).
+    """
+
+    t_ref_ps: int
+    slot_ref: int
+    intercept_ps: float
+    period_ps: float
+    nominal_period_ps: float
+    residual_rms_ps: float
+    n_sync: int
+    n_sync_rejected: int
+    last_sync_slot: int
+
+    @property
+    def drift_ppm(self) -> float:
+        """Fractional rate difference of Bob's clock against Alice's, in parts per million."""
+        return (self.period_ps / self.nominal_period_ps - 1.0) * 1e6
+
+    def time_of_slot(self, slot: int | NDArray[np.int64]) -> float | NDArray[np.float64]:
+        """Expected Bob-clock time of a slot's sync-aligned arrival (float ps)."""
+        return self.t_ref_ps + self.intercept_ps + self.period_ps * (np.asarray(slot, dtype=np.float64) - self.slot_ref)
+
+
+@dataclass(frozen=True)
+class SlottedTags:
+    """Detector tags that fell in their slot's gate (in input order), and per-channel counts.
+    `index` is each kept tag's position in the input."""
+
+    slot: NDArray[np.int64]
+    channel: NDArray[np.uint8]
+    time: NDArray[np.int64]
+    index: NDArray[np.int64]
+    in_gate: NDArray[np.int64]  # per channel (index = channel number)
+    out_of_gate: NDArray[np.int64]  # per channel
+
+    def __len__(self) -> int:
+        return int(self.slot.size)
+
+    @property
+    def n_out_of_gate(self) -> int:
+        """Detector tags dropped because they fell outside every gate (or before slot 0)."""
+        return int(self.out_of_gate.sum())
+
+    @property
+    def gate_efficiency(self) -> float:
+        """Fraction of detector tags kept by the gate (1.0 when there were none)."""
+        total = int(self.in_gate.sum()) + self.n_out_of_gate
+        return float(self.in_gate.sum()) / total if total else 1.0
+
+
+@dataclass(frozen=True)
+class Detections:
+    """One detection per slot with at least one click: measured basis (0 Z, 1 X) and bit, sorted
+    by slot. `clicks` is the pattern of detectors that fired (bit i = detector_channels[i])."""
+
+    slot: NDArray[np.int64]
+    basis: NDArray[np.uint8]
+    bit: NDArray[np.uint8]
+    clicks: NDArray[np.uint8]
+    time: NDArray[np.int64]
+    n_double: int  # both detectors of one basis: random bit
+    n_cross: int  # detectors of both bases: random basis and bit
+
+    def __len__(self) -> int:
+        return int(self.slot.size)
+
+
+# ---------------------------------------------------------------------------------------------
+# clock recovery
+
+
+@njit(**KERNEL)
+def _number_syncs(t, sync_period, index, keep):  # pragma: no cover - numba
+    """Sync pulse numbers from the gaps between sync tags; a tag less than half a period after
+    the last kept one is spurious. The period estimate follows the data (drift)."""
+    n = t.size
+    index[0] = 0
+    keep[0] = True
+    last = 0
+    period = sync_period
+    rejected = 0
+    for i in range(1, n):
+        step = (t[i] - t[last]) / period
+        m = np.int64(math.floor(step + 0.5))
+        if m < 1:
+            keep[i] = False
+            index[i] = index[last]
+            rejected += 1
+            continue
+        keep[i] = True
+        index[i] = index[last] + m
+        last = i
+        if index[i] >= 16:
+            period = (t[i] - t[0]) / index[i]
+    return rejected
+
+
+def number_sync_pulses(
+    sync_time: NDArray[np.int64], sync_period_ps: float
+) -> tuple[NDArray[np.int64], NDArray[np.bool_], int]:
+    """Pulse number of each sync tag counted from the first (missing pulses leave gaps), the mask
+    of tags kept, and how many were rejected as spurious."""
+    t = _check_times(sync_time, "sync_time")
+    if not sync_period_ps > 0:
+        raise ValueError(f"sync_period_ps must be > 0, got {sync_period_ps}")
+    index = np.empty(t.size, np.int64)
+    keep = np.empty(t.size, np.bool_)
+    if t.size == 0:
+        return index, keep, 0
+    rejected = _number_syncs(t, float(sync_period_ps), index, keep)
+    return index, keep, int(rejected)
+
+
+def fit_clock(
+    sync_time: NDArray[np.int64], nominal_period_ps: float, sync_every: int, first_slot: int = 0
+) -> ClockFit:
+    """Fit offset and slot period of Bob's clock from the sync tags (the first marks `first_slot`)."""
+    t = _check_times(sync_time, "sync_time")
+    if not nominal_period_ps > 0 or not math.isfinite(nominal_period_ps):
+        raise ValueError(f"nominal_period_ps must be > 0, got {nominal_period_ps}")
+    if not isinstance(sync_every, (int, np.integer)) or sync_every < 1:
+        raise ValueError(f"sync_every must be an integer >= 1, got {sync_every!r}")
+    if t.size < 2:
+        raise ValueError(f"sync_time must hold at least 2 sync tags to fit a clock, got {t.size}")
+    index, keep, rejected = number_sync_pulses(t, nominal_period_ps * sync_every)
+    t_ref = int(t[0])
+    x = index[keep].astype(np.float64) * sync_every
+    y = (t[keep] - t_ref).astype(np.float64)
+    if x[-1] == 0:
+        raise ValueError("sync_time must span at least two distinct sync pulses")
+    xm, ym = x.mean(), y.mean()
+    dx = x - xm
+    slope = float(np.dot(dx, y - ym) / np.dot(dx, dx))
+    intercept = float(ym - slope * xm)
+    resid = y - (intercept + slope * x)
+    return ClockFit(
+        t_ref_ps=t_ref,
+        slot_ref=int(first_slot),
+        intercept_ps=intercept,
+        period_ps=slope,
+        nominal_period_ps=float(nominal_period_ps),
+        residual_rms_ps=float(np.sqrt(np.mean(resid * resid))),
+        n_sync=int(keep.sum()),
+        n_sync_rejected=rejected,
+        last_sync_slot=int(first_slot + index[keep][-1] * sync_every),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# slotting
+
+
+@njit(**KERNEL)
+def _assign(time, channel, is_det, phase0, t_ref, inv_period, half_gate,
+            out_slot, out_ch, out_t, out_i, in_gate, out_gate):  # pragma: no cover - numba
+    """Nearest slot of each detector tag and the gate test, branch-free; returns the tags kept.
+    `phase0[c]` is (intercept + delay[c]) / period; `half_gate` is in periods."""
+    n = 0
+    for i in range(time.size):
+        ch = channel[i]
+        x = np.float64(time[i] - t_ref) * inv_period - phase0[ch]
+        s = math.floor(x + 0.5)
+        r = x - s
+        keep = is_det[ch] & (s >= 0.0) & (r <= half_gate) & (r >= -half_gate)
+        out_slot[n] = np.int64(s)
+        out_ch[n] = ch
+        out_t[n] = time[i]
+        out_i[n] = i
+        n += keep
+        in_gate[ch] += keep
+        out_gate[ch] += is_det[ch] & ~keep
+    return n
+
+
+def assign_slots(
+    time: NDArray[np.int64],
+    channel: NDArray[np.uint8],
+    fit: ClockFit,
+    gate_ps: float,
+    delay_ps: NDArray[np.float64] | dict[int, float] | None = None,
+    detector_channels: tuple[int, ...] = (1, 2, 3, 4),
+) -> SlottedTags:
+    """Map each detector tag to its slot; keep those within `gate_ps` of the expected arrival.
+
+    `delay_ps[c]` is channel c's arrival delay relative to the sync-fitted slot time (an array
+    indexed by channel, or a dict; default 0). Tags of other channels (the sync) are ignored.
+    """
+    t, ch = _check_tags(time, channel)
+    if not isinstance(fit, ClockFit):
+        raise ValueError(f"fit must be a ClockFit, got {type(fit).__name__}")
+    if not (gate_ps > 0 and gate_ps <= fit.period_ps):
+        raise ValueError(f"gate_ps must be in (0, period {fit.period_ps:.1f} ps], got {gate_ps}")
+    delay = _delay_table(delay_ps)
+    is_det = _channel_mask(detector_channels)
+    n = t.size
+    out_slot = np.empty(n, np.int64)
+    out_ch = np.empty(n, np.uint8)
+    out_t = np.empty(n, np.int64)
+    out_i = np.empty(n, np.int64)
+    in_gate = np.zeros(N_CHANNELS, np.int64)
+    out_gate = np.zeros(N_CHANNELS, np.int64)
+    # slot numbers are counted from slot_ref inside the kernel
+    phase0 = (fit.intercept_ps + delay) / fit.period_ps
+    k = _assign(t, ch, is_det, phase0, np.int64(fit.t_ref_ps), 1.0 / fit.period_ps,
+                0.5 * float(gate_ps) / fit.period_ps, out_slot, out_ch, out_t, out_i, in_gate, out_gate)
+    slot = out_slot[:k]
+    if fit.slot_ref:
+        slot += fit.slot_ref
+    return SlottedTags(slot, out_ch[:k], out_t[:k], out_i[:k], in_gate, out_gate)
+
+
+@njit(**KERNEL)
+def _phase_sums(time, channel, is_det, t_ref, intercept, inv_period, sums):  # pragma: no cover - numba
+    two_pi = 6.283185307179586
+    for i in range(time.size):
+        ch = channel[i]
+        if not is_det[ch]:
+            continue
+        x = (np.float64(time[i] - t_ref) - intercept) * inv_period
+        a = two_pi * (x - math.floor(x))
+        sums[ch, 0] += math.cos(a)
+        sums[ch, 1] += math.sin(a)
+        sums[ch, 2] += 1.0
+
+
+def estimate_delays(
+    time: NDArray[np.int64],
+    channel: NDArray[np.uint8],
+    fit: ClockFit,
+    detector_channels: tuple[int, ...] = (1, 2, 3, 4),
+    hint_ps: NDArray[np.float64] | dict[int, float] | None = None,
+) -> NDArray[np.float64]:
+    """Each channel's arrival delay relative to the sync, from the circular mean of the tags'
+    phase within the slot (uniform background averages out). The phase fixes the delay only
+    modulo one period: the result is the value nearest `hint_ps[c]` (default 0). Channels
+    without tags keep their hint."""
+    t, ch = _check_tags(time, channel)
+    hint = _delay_table(hint_ps)
+    is_det = _channel_mask(detector_channels)
+    sums = np.zeros((N_CHANNELS, 3))
+    _phase_sums(t, ch, is_det, np.int64(fit.t_ref_ps), float(fit.intercept_ps), 1.0 / fit.period_ps, sums)
+    out = hint.copy()
+    b = fit.period_ps
+    for c in detector_channels:
+        if sums[c, 2] == 0:
+            continue
+        phase = math.atan2(sums[c, 1], sums[c, 0]) / (2 * math.pi) * b
+        out[c] = hint[c] + ((phase - hint[c] + 0.5 * b) % b) - 0.5 * b
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# multi-click resolution
+
+
+@njit(**KERNEL)
+def _group_slots(slot, channel, time, bit_of_channel, g_slot, g_mask, g_time):  # pragma: no cover - numba
+    """Sort (slot, channel, time) by slot in place (insertion sort: the input is nearly sorted)
+    and OR the click patterns of each slot; returns the number of slots."""
+    n = slot.size
+    for i in range(1, n):
+        si = slot[i]
+        if slot[i - 1] <= si:
+            continue
+        ci = channel[i]
+        ti = time[i]
+        j = i - 1
+        while j >= 0 and slot[j] > si:
+            slot[j + 1] = slot[j]
+            channel[j + 1] = channel[j]
+            time[j + 1] = time[j]
+            j -= 1
+        slot[j + 1] = si
+        channel[j + 1] = ci
+        time[j + 1] = ti
+    g = -1
+    for i in range(n):
+        if g < 0 or slot[i] != g_slot[g]:
+            g += 1
+            g_slot[g] = slot[i]
+            g_mask[g] = 0
+            g_time[g] = time[i]
+        g_mask[g] |= bit_of_channel[channel[i]]
+        if time[i] < g_time[g]:
+            g_time[g] = time[i]
+    return g + 1
+
+
+# click pattern (bits Z0, Z1, X0, X1) -> (basis, bit); 255 = squashed to a random choice
+_SINGLE_BASIS = np.full(16, 255, np.uint8)
+_SINGLE_BIT = np.full(16, 255, np.uint8)
+for _m in range(1, 16):
+    _z, _x = _m & 3, _m >> 2
+    if _z and not _x:
+        _SINGLE_BASIS[_m] = 0
+        _SINGLE_BIT[_m] = {1: 0, 2: 1, 3: 255}[_z]
+    elif _x and not _z:
+        _SINGLE_BASIS[_m] = 1
+        _SINGLE_BIT[_m] = {1: 0, 2: 1, 3: 255}[_x]
+
+
+def resolve_clicks(
+    slot: NDArray[np.int64],
+    channel: NDArray[np.uint8],
+    time: NDArray[np.int64] | None = None,
+    detector_channels: tuple[int, int, int, int] = (1, 2, 3, 4),
+    rng: np.random.Generator | None = None,
+) -> Detections:
+    """One detection per slot from the slotted tags of the detectors (Z0, Z1, X0, X1).
+
+    Multi-click squashing draws random bits from `os.urandom` (they become key bits); pass a
+    seeded `rng` only in tests and simulations.
+    """
+    slot = np.array(slot, dtype=np.int64, copy=True)
+    channel = np.array(channel, copy=True)
+    if slot.ndim != 1 or channel.ndim != 1 or slot.size != channel.size:
+        raise ValueError("slot and channel must be 1-D arrays of equal length")
+    if channel.dtype != np.uint8:
+        raise ValueError(f"channel must be uint8, got {channel.dtype}")
+    if time is None:
+        time = np.zeros(slot.size, np.int64)
+    else:
+        time = np.array(time, dtype=np.int64, copy=True)
+        if time.shape != slot.shape:
+            raise ValueError("time must have the same length as slot")
+    if len(detector_channels) != 4 or len(set(detector_channels)) != 4:
+        raise ValueError(f"detector_channels must be 4 distinct channels (Z0, Z1, X0, X1), got {detector_channels}")
+    bit_of_channel = np.zeros(N_CHANNELS, np.uint8)
+    for i, c in enumerate(detector_channels):
+        if not 0 <= c < N_CHANNELS:
+            raise ValueError(f"detector_channels must be in 0..255, got {c}")
+        bit_of_channel[c] = 1 << i
+    if slot.size and not bit_of_channel[channel].all():
+        raise ValueError("channel holds a channel that is not one of detector_channels")
+    n = slot.size
+    g_slot = np.empty(n, np.int64)
+    g_mask = np.empty(n, np.uint8)
+    g_time = np.empty(n, np.int64)
+    m = _group_slots(slot, channel, time, bit_of_channel, g_slot, g_mask, g_time)
+    g_slot, g_mask, g_time = g_slot[:m], g_mask[:m], g_time[:m]
+    basis = _SINGLE_BASIS[g_mask]
+    bit = _SINGLE_BIT[g_mask]
+    cross = basis == 255
+    double = (bit == 255) & ~cross
+    n_cross, n_double = int(cross.sum()), int(double.sum())
+    n_random = 2 * n_cross + n_double
+    if n_random:
+        if rng is None:
+            coins = np.frombuffer(os.urandom(n_random), np.uint8) & 1
+        else:
+            coins = rng.integers(0, 2, n_random, dtype=np.uint8)
+        basis[cross] = coins[:n_cross]
+        bit[cross] = coins[n_cross:2 * n_cross]
+        bit[double] = coins[2 * n_cross:]
+    return Detections(g_slot, basis, bit, g_mask, g_time, n_double, n_cross)
+
+
+# ---------------------------------------------------------------------------------------------
+# validation helpers
+
+
+def _check_times(t: NDArray[np.int64], name: str) -> NDArray[np.int64]:
+    t = np.ascontiguousarray(t)
+    if t.ndim != 1 or t.dtype != np.int64:
+        raise ValueError(f"{name} must be a 1-D int64 array of picoseconds, got {t.dtype}{t.shape}")
+    if t.size > 1 and np.any(t[1:] < t[:-1]):
+        raise ValueError(f"{name} must be sorted by time")
+    return t
+
+
+def _check_tags(time: NDArray[np.int64], channel: NDArray[np.uint8]) -> tuple[NDArray[np.int64], NDArray[np.uint8]]:
+    t = np.ascontiguousarray(time)
+    c = np.ascontiguousarray(channel)
+    if t.ndim != 1 or t.dtype != np.int64:
+        raise ValueError(f"time must be a 1-D int64 array of picoseconds, got {t.dtype}{t.shape}")
+    if c.ndim != 1 or c.dtype != np.uint8 or c.size != t.size:
+        raise ValueError(f"channel must be a 1-D uint8 array as long as time, got {c.dtype}{c.shape}")
+    return t, c
+
+
+def _delay_table(delay_ps: NDArray[np.float64] | dict[int, float] | None) -> NDArray[np.float64]:
+    table = np.zeros(N_CHANNELS, np.float64)
+    if delay_ps is None:
+        return table
+    if isinstance(delay_ps, dict):
+        for c, d in delay_ps.items():
+            if not 0 <= int(c) < N_CHANNELS:
+                raise ValueError(f"delay_ps keys must be channels 0..255, got {c}")
+            table[int(c)] = float(d)
+    else:
+        d = np.asarray(delay_ps, dtype=np.float64)
+        if d.ndim != 1 or d.size > N_CHANNELS:
+            raise ValueError(f"delay_ps must be a 1-D array indexed by channel (at most {N_CHANNELS}), got shape {d.shape}")
+        table[: d.size] = d
+    if not np.all(np.isfinite(table)):
+        raise ValueError("delay_ps must be finite")
+    return table
+
+
+def _channel_mask(detector_channels: tuple[int, ...]) -> NDArray[np.bool_]:
+    mask = np.zeros(N_CHANNELS, np.bool_)
+    for c in detector_channels:
+        if not 0 <= int(c) < N_CHANNELS:
+            raise ValueError(f"detector_channels must be in 0..255, got {c}")
+        mask[int(c)] = True
+    return mask

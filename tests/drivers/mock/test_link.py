@@ -1,0 +1,183 @@
+"""The Monte-Carlo link against the analytic model, and the detector effects the model leaves out."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from drivers.mock.analytic import AnalyticModel, expected_statistics
+from drivers.mock.detectors import KIND_AFTERPULSE, KIND_DARK, KIND_PHOTON, KIND_SYNC
+from drivers.mock.link import LinkEvents, LinkParams, LinkSimulator, SimulatedDetections, simulate_detections, simulate_link
+
+SIGMAS = 5.0
+# dead time and afterpulsing couple slots; the analytic model is exact without them
+MEMORYLESS = dict(dead_time_ps=0.0, afterpulse_probability=0.0, class_probabilities=(0.6, 0.3, 0.1))
+
+
+def _within(observed: float, n: int, p: float) -> bool:
+    """Binomial(n, p) count within SIGMAS standard deviations (plus one count of slack)."""
+    return abs(observed - n * p) <= SIGMAS * np.sqrt(n * p * (1.0 - p)) + 1.0
+
+
+def _check_against_model(d: SimulatedDetections, model: AnalyticModel) -> None:
+    """Detections per (class, Alice basis, Bob basis) and errors per (class, sifted basis)."""
+    n = d.n_slots
+    for k in range(model.p_detect.shape[0]):
+        for a in range(2):
+            for b in range(2):
+                obs = int(np.sum((d.intensity == k) & (d.alice_basis == a) & (d.basis == b)))
+                p = model.slot_fraction(k, a) * model.p_measured[k, a, b]
+                assert _within(obs, n, p), f"detections class {k} basis {a}->{b}: {obs} vs {n * p:.1f}"
+        for b in range(2):
+            sifted = (d.intensity == k) & (d.alice_basis == b) & (d.basis == b)
+            errors = int(np.sum(d.bit[sifted] != d.alice_bit[sifted]))
+            if np.isnan(model.qber[k, b]):  # no light and no dark counts: nothing to sift
+                assert not sifted.any()
+                continue
+            assert _within(errors, int(sifted.sum()), model.qber[k, b]), (
+                f"errors class {k} basis {b}: {errors} of {int(sifted.sum())}, QBER {model.qber[k, b]:.4f}")
+
+
+@pytest.mark.parametrize("length_km", [0.0, 25.0, 50.0, 100.0])
+def test_detection_probability_and_qber_match_the_analytic_model(length_km: float) -> None:
+    p = LinkParams(fibre_length_km=length_km, misalignment=0.02, efficiency=(0.25, 0.2, 0.22, 0.18),
+                   bob_p_z=0.6, p_z=0.7, dark_count_hz=(2e3, 1e3, 3e3, 1e3), **MEMORYLESS)
+    n_slots = int(6e4 / (p.channel_transmittance * 0.2 * 0.4))
+    d = simulate_detections(p, n_slots=n_slots, seed=11 + int(length_km))
+    assert len(d) > 40_000
+    _check_against_model(d, expected_statistics(p, gate_ps=0.5 * p.period_ps))
+
+
+def test_dark_counts_set_the_floor_at_large_distance() -> None:
+    p = LinkParams(fibre_length_km=400.0, dark_count_hz=(1e5, 2e5, 1e5, 2e5), **MEMORYLESS)
+    gate = 0.5 * p.period_ps
+    model = expected_statistics(p, gate_ps=gate)
+    floor = 1.0 - np.prod(np.exp(-np.asarray(p.dark_count_hz) * gate * 1e-12))
+    # every class and basis sees the same dark-count floor, and it is a coin toss
+    assert np.allclose(model.p_detect, floor, rtol=1e-3)
+    assert np.allclose(model.qber, 0.5, atol=1e-3)
+    d = simulate_detections(p, n_slots=50_000_000, seed=2)
+    assert _within(len(d), d.n_slots, floor)
+    assert d.counters.photon_clicks.sum() < 10
+    _check_against_model(d, model)
+
+
+def test_full_intercept_resend_gives_a_quarter_qber() -> None:
+    p = LinkParams(fibre_length_km=10.0, misalignment=0.0, dark_count_hz=0.0, eve_fraction=1.0, **MEMORYLESS)
+    model = expected_statistics(p, gate_ps=0.5 * p.period_ps)
+    assert np.all(np.abs(model.qber[:2] - 0.25) < 0.01)
+    d = simulate_detections(p, n_slots=2_000_000, seed=4)
+    _check_against_model(d, model)
+    sifted = d.alice_basis == d.basis
+    qber = np.mean(d.bit[sifted] != d.alice_bit[sifted])
+    assert abs(qber - 0.25) < 0.01
+
+
+def test_partial_intercept_resend_scales_the_added_error() -> None:
+    p = LinkParams(fibre_length_km=10.0, misalignment=0.01, eve_fraction=0.4, **MEMORYLESS)
+    model = expected_statistics(p, gate_ps=0.5 * p.period_ps)
+    assert abs(model.qber[0, 0] - (0.01 + 0.4 * 0.25 * (1 - 2 * 0.01))) < 0.01
+    _check_against_model(simulate_detections(p, n_slots=2_000_000, seed=5), model)
+
+
+def test_no_detector_clicks_twice_within_its_dead_time() -> None:
+    dead = (40_000.0, 10_000.0, 25_000.0, 60_000.0)
+    p = LinkParams(fibre_length_km=0.0, dead_time_ps=dead, afterpulse_probability=0.05)
+    ev = simulate_link(p, 2_000_000, seed=6)
+    sim_lost = 0
+    for j in range(4):
+        t = ev.time[ev.channel == j + 1]
+        assert t.size > 1000
+        assert np.diff(t).min() >= dead[j]
+    sim = LinkSimulator(p, 6)
+    LinkEvents.concatenate([sim.run(2_000_000), sim.flush()])
+    sim_lost = int(sim.counters.dead_time_lost.sum())
+    assert sim_lost > 0  # at 0 km the detectors saturate: clicks are lost to dead time
+
+
+def test_dead_time_lowers_the_count_rate_as_a_non_paralysable_detector() -> None:
+    # one detector, Poisson-like arrivals at rate R: registered rate R / (1 + R * tau)
+    base = dict(fibre_length_km=0.0, afterpulse_probability=0.0, dark_count_hz=0.0, intensities=(0.2,),
+                class_probabilities=(1.0,), efficiency=(0.05, 0.0, 0.0, 0.0), bob_p_z=1.0, p_z=1.0,
+                misalignment=0.0)
+    free = simulate_link(LinkParams(dead_time_ps=0.0, **base), 4_000_000, seed=8)
+    tau = 100_000.0
+    dead = simulate_link(LinkParams(dead_time_ps=tau, **base), 4_000_000, seed=8)
+    n_free = int(np.sum(free.kind == KIND_PHOTON))
+    n_dead = int(np.sum(dead.kind == KIND_PHOTON))
+    duration_ps = 4_000_000 * 1000.0
+    rate = n_free / duration_ps
+    assert abs(n_dead - n_free / (1 + rate * tau)) < 0.02 * n_dead
+
+
+def test_afterpulses_follow_each_registered_click_with_the_given_probability() -> None:
+    p_ap = 0.05
+    p = LinkParams(fibre_length_km=20.0, dead_time_ps=0.0, afterpulse_probability=p_ap, afterpulse_time_ps=5000.0)
+    ev = simulate_link(p, 20_000_000, seed=7)
+    detector = ev.kind != KIND_SYNC
+    n_clicks = int(detector.sum())
+    n_ap = int(np.sum(ev.kind == KIND_AFTERPULSE))
+    # every registered click (afterpulses included) spawns one with probability p_ap
+    assert _within(n_ap, n_clicks, p_ap)
+    assert np.all(ev.slot[ev.kind == KIND_AFTERPULSE] == -1)
+    assert np.all(ev.slot[ev.kind == KIND_DARK] == -1)
+
+
+def test_streaming_in_chunks_gives_one_sorted_consistent_stream() -> None:
+    p = LinkParams(fibre_length_km=0.0, repetition_rate_hz=10e9, jitter_ps=(30.0, 80.0, 50.0, 50.0),
+                   detector_delay_ps=(0.0, 150.0, -40.0, 20.0))
+    sim = LinkSimulator(p, 9)
+    rng = np.random.default_rng(1)
+    parts = [sim.run(int(c)) for c in rng.integers(0, 300_000, 30)] + [sim.flush()]
+    ev = LinkEvents.concatenate(parts)
+    assert np.all(np.diff(ev.time) >= 0)
+    assert ev.time.min() >= 0
+    photon = ev.kind == KIND_PHOTON
+    assert np.all(ev.slot[photon] < sim.next_slot)
+    sync = ev.kind == KIND_SYNC
+    assert np.array_equal(ev.slot[sync], np.arange(0, sim.next_slot, p.sync_every))
+    assert int(photon.sum()) + int(sim.counters.dead_time_lost.sum()) >= int(sim.counters.photon_clicks.sum()) - 0
+    for j in range(4):
+        assert np.diff(ev.time[ev.channel == j + 1]).min() >= p.dead_time_ps[j]
+
+
+def test_same_seed_same_stream_and_different_seed_different_stream() -> None:
+    p = LinkParams()
+    a, b, c = (simulate_link(p, 1_000_000, s) for s in (3, 3, 4))
+    assert np.array_equal(a.time, b.time) and np.array_equal(a.channel, b.channel)
+    assert not np.array_equal(a.time[:100], c.time[:100])
+
+
+def test_photon_times_follow_the_clock_model() -> None:
+    p = LinkParams(fibre_length_km=5.0, clock_drift_ppm=-20.0, jitter_ps=0.0, resolution_ps=1)
+    ev = simulate_link(p, 200_000, seed=1)
+    for j in range(4):
+        sel = (ev.kind == KIND_PHOTON) & (ev.channel == j + 1)
+        expect = p.clock.arrival_ps(ev.slot[sel].astype(float)) + p.detector_delay_ps[j]
+        assert np.all(np.abs(ev.time[sel] - expect) <= 0.5 + 1e-6)
+
+
+@pytest.mark.parametrize("change, word", [
+    (dict(intensities=(0.5, -0.1)), "intensities"),
+    (dict(class_probabilities=(0.5, 0.4, 0.2)), "class_probabilities"),
+    (dict(efficiency=(0.2, 0.2)), "efficiency"),
+    (dict(efficiency=1.5), "efficiency"),
+    (dict(misalignment=0.7), "misalignment"),
+    (dict(sync_every=0), "sync_every"),
+    (dict(repetition_rate_hz=0.0), "repetition_rate_hz"),
+    (dict(fibre_length_km=-1.0), "fibre_length_km"),
+    (dict(resolution_ps=0), "resolution_ps"),
+    (dict(afterpulse_probability=1.0), "afterpulse_probability"),
+])
+def test_bad_parameters_are_rejected_naming_the_parameter(change: dict, word: str) -> None:
+    with pytest.raises(ValueError, match=word):
+        LinkParams(**change)
+
+
+def test_simulate_detections_needs_exactly_one_length() -> None:
+    with pytest.raises(ValueError, match="n_slots"):
+        simulate_detections(LinkParams(), seed=0)
+    with pytest.raises(ValueError, match="n_slots"):
+        simulate_detections(LinkParams(), n_slots=10, seed=0)
+    d = simulate_detections(LinkParams(), duration_s=1e-4, seed=0)
+    assert d.n_slots == 100_000
