@@ -311,3 +311,28 @@ async def run_key_manager(config: KmConfig, ready: Callable[[KeyManager], None] 
                 await km.stop()
         except TimeoutError:
             log.error("shutdown timed out")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m node.keymanager.daemon CONFIG`: what `qkdnode km CONFIG --print-endpoints` does, with
+    fewer imports (tests restart KMs often)."""
+    import sys
+
+    from node.keymanager.config import load_config
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m node.keymanager.daemon CONFIG", file=sys.stderr)
+        return 2
+    logging.basicConfig(level="ERROR")
+    try:
+        config = load_config(args[0])
+    except ValueError as exc:
+        print(f"km: error: {exc}", file=sys.stderr)
+        return 2
+    asyncio.run(run_key_manager(config, lambda km: print(json.dumps(km.endpoints()), flush=True)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
