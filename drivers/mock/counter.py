@@ -45,7 +45,7 @@ def hash64(key: np.uint64, counter: np.uint64) -> np.uint64:
 @njit(**KERNEL)
 def unit(h: np.uint64) -> float:
     """The top 53 bits of `h` as a double in [0, 1)."""
-    return float(h >> _S11) * _TO_UNIT
+    return float(np.int64(h >> _S11)) * _TO_UNIT
 
 
 def derive_key(seed: int, stream: np.uint64) -> np.uint64:

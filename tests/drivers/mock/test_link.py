@@ -181,3 +181,24 @@ def test_simulate_detections_needs_exactly_one_length() -> None:
         simulate_detections(LinkParams(), n_slots=10, seed=0)
     d = simulate_detections(LinkParams(), duration_s=1e-4, seed=0)
     assert d.n_slots == 100_000
+
+
+def test_timing_jitter_is_gaussian_with_the_given_width() -> None:
+    from scipy.special import ndtr
+
+    sigma = 40.0
+    p = LinkParams(fibre_length_km=0.0, jitter_ps=sigma, dead_time_ps=0.0, afterpulse_probability=0.0,
+                   resolution_ps=1, clock_drift_ppm=0.0)
+    ev = simulate_link(p, 4_000_000, seed=12)
+    photon = ev.kind == KIND_PHOTON
+    expect = np.asarray(p.clock.arrival_ps(ev.slot[photon].astype(float))) + np.asarray(p.detector_delay_ps)[
+        ev.channel[photon] - 1]
+    z = (ev.time[photon] - expect) / sigma
+    n = z.size
+    assert n > 200_000
+    for a in (0.5, 1.0, 2.0, 3.0, 4.0):
+        # rounding to 1 ps blurs the edge by at most 0.5 ps
+        p_in = 1.0 - 2.0 * ndtr(-a)
+        observed = int(np.sum(np.abs(z) < a))
+        assert abs(observed - n * p_in) <= SIGMAS * np.sqrt(n * p_in * (1 - p_in)) + n * 0.5 / sigma * 0.8 * np.exp(-a * a / 2)
+    assert np.abs(z).max() <= 8.0 + 0.5 / sigma

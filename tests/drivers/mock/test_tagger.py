@@ -1,0 +1,124 @@
+"""The mock time-tagger and transmitter behind the driver protocols."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from drivers.mock import LinkParams, MockTimeTagger, MockTransmitter
+from drivers.mock.detectors import KIND_PHOTON
+from drivers.timetagger import TagBlock, TimeTagger
+from drivers.transmitter import SlotStates, Transmitter
+
+
+def _drain(tagger: MockTimeTagger, limit: int = 10_000) -> list[TagBlock]:
+    blocks = []
+    for _ in range(limit):
+        b = tagger.read_block(0.0)
+        if not len(b) and tagger.simulator is not None and not tagger._running:  # acquisition over
+            break
+        blocks.append(b)
+    return blocks
+
+
+def test_mocks_implement_the_driver_protocols() -> None:
+    assert isinstance(MockTimeTagger(), TimeTagger)
+    assert isinstance(MockTransmitter(), Transmitter)
+
+
+def test_fast_mode_streams_every_tag_in_order_without_loss() -> None:
+    p = LinkParams(fibre_length_km=0.0)
+    with MockTimeTagger(p, seed=2, block_s=2e-5, duration_s=1e-3, max_tags=700, truth=True) as tagger:
+        tagger.start()
+        blocks = _drain(tagger)
+        assert tagger.lost_total == 0
+    assert all(len(b) <= 700 and b.lost == 0 for b in blocks)
+    t = np.concatenate([b.time for b in blocks])
+    ch = np.concatenate([b.channel for b in blocks])
+    assert np.all(np.diff(t) >= 0)
+    assert set(np.unique(ch).tolist()) <= {0, 1, 2, 3, 4}
+    assert int(np.sum(ch == 0)) == 1_000_000 // p.sync_every
+
+
+def test_tagger_photons_carry_the_transmitters_states() -> None:
+    p = LinkParams(fibre_length_km=0.0, misalignment=0.0, dark_count_hz=0.0, afterpulse_probability=0.0,
+                   bob_p_z=1.0)
+    tx = MockTransmitter(p, seed=5)
+    tagger = MockTimeTagger(p, seed=5, block_s=1e-4, duration_s=5e-4, truth=True)
+    tagger.start()
+    tx.start()
+    blocks = _drain(tagger)
+    slot = np.concatenate([b.meta["slot"] for b in blocks])
+    kind = np.concatenate([b.meta["kind"] for b in blocks])
+    ch = np.concatenate([b.channel for b in blocks])
+    z_photon = (kind == KIND_PHOTON) & (ch >= 1)
+    states = tx.states(slot[z_photon])
+    assert isinstance(states, SlotStates)
+    # all light goes to the Z detectors; without misalignment a Z state always hits its own bit
+    z_prepared = states.basis == 0
+    assert np.array_equal(ch[z_photon][z_prepared] - 1, states.bit[z_prepared])
+
+
+def test_realtime_mode_counts_tags_dropped_by_a_full_buffer() -> None:
+    p = LinkParams(fibre_length_km=0.0)
+    tagger = MockTimeTagger(p, seed=1, realtime=True, max_tags=50)
+    tagger.start()
+    time.sleep(0.01)
+    b = tagger.read_block(0.05)
+    assert len(b) == 50
+    assert b.lost > 0 and b.overflow
+    assert tagger.lost_total >= b.lost
+    tagger.stop()
+    tagger.close()
+    tagger.close()
+
+
+def test_realtime_mode_follows_the_wall_clock() -> None:
+    p = LinkParams(fibre_length_km=50.0)
+    tagger = MockTimeTagger(p, seed=1, realtime=True)
+    t0 = time.monotonic()
+    tagger.start()
+    got = 0
+    while time.monotonic() - t0 < 0.02:
+        got += len(tagger.read_block(0.005))
+    tagger.stop()
+    got += sum(len(b) for b in _drain(tagger))
+    elapsed = time.monotonic() - t0
+    sim_s = tagger.simulator.next_slot / p.repetition_rate_hz
+    assert 0.01 < sim_s <= elapsed + 1e-3
+    assert got > 0 and tagger.lost_total == 0
+
+
+def test_read_before_start_is_empty_and_after_close_is_an_error() -> None:
+    tagger = MockTimeTagger()
+    assert len(tagger.read_block(0.0)) == 0
+    tagger.close()
+    with pytest.raises(RuntimeError):
+        tagger.read_block(0.0)
+    with pytest.raises(ValueError, match="timeout_s"):
+        MockTimeTagger().read_block(-1.0)
+
+
+def test_transmitter_states_are_reproducible_and_shutdown_is_safe() -> None:
+    slots = np.array([5, 1, 5, 10**12], np.int64)
+    with MockTransmitter(LinkParams(), seed=9) as tx:
+        tx.start()
+        assert tx.emitting
+        a, b = tx.states(slots), tx.states(slots)
+        assert np.array_equal(a.bit, b.bit) and a.bit[0] == a.bit[2]
+        assert tx.repetition_rate_hz == 1e9 and tx.intensities == (0.5, 0.1, 0.0)
+    assert not tx.emitting
+    tx.shutdown()
+    with pytest.raises(RuntimeError):
+        tx.start()
+
+
+@pytest.mark.parametrize("kwargs, word", [
+    (dict(block_s=0.0), "block_s"), (dict(max_tags=0), "max_tags"), (dict(duration_s=-1.0), "duration_s"),
+    (dict(seed=-1), "seed"),
+])
+def test_tagger_rejects_bad_settings(kwargs: dict, word: str) -> None:
+    with pytest.raises(ValueError, match=word):
+        MockTimeTagger(**kwargs)
