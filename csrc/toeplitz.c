@@ -18,6 +18,9 @@
 
 #include <stdlib.h>
 #include <string.h>
+#ifdef QKD_TOEPLITZ_DEBUG
+#include <stdio.h>
+#endif
 
 #include "clmul.h"
 
@@ -28,19 +31,22 @@
 #define QKD_X86 0
 #endif
 
-/* Base case: out[0..m] ^= T x with T[r][c] = t[r - c + m - 1] (t has 2m-1 words), in overlapped
- * form. m is a multiple of 8 and at most the path's base_max. */
-typedef void (*qkd_base_fn)(const uint64_t *t, const uint64_t *x, size_t m, uint64_t *out);
+/* Base cases: out[0..m] ^= T x with T[r][c] = t[r - c + m - 1] (t has 2m-1 words), in overlapped
+ * form, for any even m (in practice at most a few dozen words). */
+
+typedef void (*qkd_tmvp_fn)(const uint64_t *t, const uint64_t *x, size_t m, uint64_t *out, uint64_t *scratch,
+                            size_t base_max);
 
 typedef struct {
-    qkd_base_fn base;
-    size_t base_max; /* largest base-case size in words (multiple of 8) */
+    qkd_tmvp_fn tmvp;
+    size_t base_max; /* largest base-case size in words (even) */
+    double lin;      /* cost of the linear passes per word, in units of one clmul (tile choice) */
     int path;
 } qkd_tkernel;
 
 #define QKD_BASE_MAX_ALL 64
 
-static void base_portable(const uint64_t *t, const uint64_t *x, size_t m, uint64_t *out)
+static inline void base_portable(const uint64_t *t, const uint64_t *x, size_t m, uint64_t *out)
 {
     /* Row r is the dot product of t[r .. r+m) with x reversed. Tables come from x (key). */
     qkd_clmul_table tb[QKD_BASE_MAX_ALL];
@@ -59,13 +65,30 @@ static void base_portable(const uint64_t *t, const uint64_t *x, size_t m, uint64
 }
 
 #if QKD_X86
+/* Two rows per 128-bit lane: with t[r+c .. r+c+2) loaded, selecting its low qword gives row r's
+ * term and its high qword row r+1's, against the same broadcast x word. Row r's 128-bit sum lands
+ * on out[r..r+2) and row r+1's on out[r+1..r+3). */
 __attribute__((target("pclmul,sse4.1")))
-static void base_pclmul(const uint64_t *t, const uint64_t *x, size_t m, uint64_t *out)
+static inline void rows2_pclmul(const uint64_t *t, const uint64_t *x, size_t m, uint64_t *out, size_t r)
 {
-    /* Two rows per 128-bit register: with t[r+c .. r+c+2) loaded, selecting its low qword gives
-     * row r's term and its high qword row r+1's, against the same broadcast x word. Row r's
-     * 128-bit sum lands on out[r..r+2) and row r+1's on out[r+1..r+3). */
-    for (size_t r = 0; r < m; r += 4) {
+    __m128i e0 = _mm_setzero_si128(), o0 = _mm_setzero_si128();
+    for (size_t c = 0; c < m; c++) {
+        __m128i xv = _mm_set1_epi64x((long long)x[m - 1 - c]);
+        __m128i t0 = _mm_loadu_si128((const __m128i *)(t + r + c));
+        e0 = _mm_xor_si128(e0, _mm_clmulepi64_si128(t0, xv, 0x00));
+        o0 = _mm_xor_si128(o0, _mm_clmulepi64_si128(t0, xv, 0x01));
+    }
+    __m128i *p = (__m128i *)(out + r);
+    _mm_storeu_si128(p, _mm_xor_si128(_mm_loadu_si128(p), e0));
+    p = (__m128i *)(out + r + 1);
+    _mm_storeu_si128(p, _mm_xor_si128(_mm_loadu_si128(p), o0));
+}
+
+__attribute__((target("pclmul,sse4.1")))
+static inline void base_pclmul(const uint64_t *t, const uint64_t *x, size_t m, uint64_t *out)
+{
+    size_t r = 0;
+    for (; r + 4 <= m; r += 4) {
         __m128i e0 = _mm_setzero_si128(), o0 = _mm_setzero_si128();
         __m128i e1 = _mm_setzero_si128(), o1 = _mm_setzero_si128();
         for (size_t c = 0; c < m; c++) {
@@ -86,14 +109,16 @@ static void base_pclmul(const uint64_t *t, const uint64_t *x, size_t m, uint64_t
         p = (__m128i *)(out + r + 3);
         _mm_storeu_si128(p, _mm_xor_si128(_mm_loadu_si128(p), o1));
     }
+    if (r < m) rows2_pclmul(t, x, m, out, r);
 }
 
+/* As rows2_pclmul with four 128-bit lanes: one load of t[r+c .. r+c+8) serves rows r, r+2, r+4,
+ * r+6 (low qwords) and r+1, r+3, r+5, r+7 (high qwords); the even accumulator is then exactly
+ * out[r..r+8) and the odd one out[r+1..r+9). Sixteen rows per pass share each broadcast; the
+ * 4- and 2-row tails use 256- and 128-bit registers, so any even m works. */
 __attribute__((target("avx512f,avx512bw,avx512vl,vpclmulqdq,pclmul")))
-static void base_vpclmul(const uint64_t *t, const uint64_t *x, size_t m, uint64_t *out)
+static inline void base_vpclmul(const uint64_t *t, const uint64_t *x, size_t m, uint64_t *out)
 {
-    /* As base_pclmul with four 128-bit lanes: one load of t[r+c .. r+c+8) serves rows r, r+2, r+4,
-     * r+6 (low qwords) and r+1, r+3, r+5, r+7 (high qwords); the even accumulator is then exactly
-     * out[r..r+8) and the odd one out[r+1..r+9). Sixteen rows per pass share each broadcast. */
     size_t r = 0;
     for (; r + 16 <= m; r += 16) {
         __m512i e0 = _mm512_setzero_si512(), o0 = _mm512_setzero_si512();
@@ -113,7 +138,7 @@ static void base_vpclmul(const uint64_t *t, const uint64_t *x, size_t m, uint64_
         _mm512_storeu_si512(p + 1, _mm512_xor_si512(_mm512_loadu_si512(p + 1), o0));
         _mm512_storeu_si512(p + 9, _mm512_xor_si512(_mm512_loadu_si512(p + 9), o1));
     }
-    for (; r < m; r += 8) {
+    if (r + 8 <= m) {
         __m512i e0 = _mm512_setzero_si512(), o0 = _mm512_setzero_si512();
         for (size_t c = 0; c < m; c++) {
             __m512i xv = _mm512_set1_epi64((long long)x[m - 1 - c]);
@@ -124,7 +149,23 @@ static void base_vpclmul(const uint64_t *t, const uint64_t *x, size_t m, uint64_
         uint64_t *p = out + r;
         _mm512_storeu_si512(p, _mm512_xor_si512(_mm512_loadu_si512(p), e0));
         _mm512_storeu_si512(p + 1, _mm512_xor_si512(_mm512_loadu_si512(p + 1), o0));
+        r += 8;
     }
+    if (r + 4 <= m) {
+        __m256i e0 = _mm256_setzero_si256(), o0 = _mm256_setzero_si256();
+        for (size_t c = 0; c < m; c++) {
+            __m256i xv = _mm256_set1_epi64x((long long)x[m - 1 - c]);
+            __m256i t0 = _mm256_loadu_si256((const __m256i *)(t + r + c));
+            e0 = _mm256_xor_si256(e0, _mm256_clmulepi64_epi128(t0, xv, 0x00));
+            o0 = _mm256_xor_si256(o0, _mm256_clmulepi64_epi128(t0, xv, 0x01));
+        }
+        __m256i *p = (__m256i *)(out + r);
+        _mm256_storeu_si256(p, _mm256_xor_si256(_mm256_loadu_si256(p), e0));
+        p = (__m256i *)(out + r + 1);
+        _mm256_storeu_si256(p, _mm256_xor_si256(_mm256_loadu_si256(p), o0));
+        r += 4;
+    }
+    if (r < m) rows2_pclmul(t, x, m, out, r);
 }
 
 __attribute__((target("pclmul,sse4.1")))
@@ -150,53 +191,65 @@ static uint64_t row_hi_portable(const uint64_t *a_last, const uint64_t *x, size_
     return hi;
 }
 
-/* out[0..m] ^= T x for the m x m Toeplitz T[r][c] = t[r - c + m - 1]; scratch: 4m + 8 words. */
-static void tmvp(const uint64_t *t, const uint64_t *x, size_t m, uint64_t *out, uint64_t *scratch,
-                 const qkd_tkernel *k)
-{
-    if (m <= k->base_max) {
-        k->base(t, x, m, out);
-        return;
+/* out[0..m] ^= T x for the m x m Toeplitz T[r][c] = t[r - c + m - 1]; scratch: 4m + 8 words.
+ * One copy per path, compiled for that path's instruction set so the linear XOR passes vectorise
+ * and the base case inlines. */
+#define QKD_DEFINE_TMVP(NAME, BASE)                                                                  \
+    static void NAME(const uint64_t *restrict t, const uint64_t *restrict x, size_t m,              \
+                     uint64_t *restrict out, uint64_t *restrict scratch, size_t base_max)           \
+    {                                                                                                \
+        if (m <= base_max || (m & 3)) {                                                              \
+            BASE(t, x, m, out);                                                                      \
+            return;                                                                                  \
+        }                                                                                            \
+        size_t h = m / 2, i;                                                                         \
+        uint64_t *restrict tv = scratch;    /* 2h - 1 words: a combined defining vector */          \
+        uint64_t *restrict xs = tv + 2 * h; /* h words: x0 + x1 */                                  \
+        uint64_t *restrict p0 = xs + h;     /* h + 1 words: P0 */                                   \
+        uint64_t *next = p0 + h + 8;        /* the children's scratch */                            \
+        /* P1 = (T0 + T1) x1 into the top half. T0 = t[0 .. 2h-1), T1 = t[h .. 3h-1). */           \
+        for (i = 0; i < 2 * h - 1; i++) tv[i] = t[i] ^ t[h + i];                                     \
+        NAME(tv, x + h, h, out, next, base_max);                                                     \
+        /* P2 = (T2 + T1) x0 into the bottom half. T2 = t[2h .. 4h-1). */                           \
+        for (i = 0; i < 2 * h - 1; i++) tv[i] = t[2 * h + i] ^ t[h + i];                             \
+        NAME(tv, x, h, out + h, next, base_max);                                                     \
+        /* P0 = T1 (x0 + x1) into both halves. */                                                   \
+        for (i = 0; i < h; i++) xs[i] = x[i] ^ x[h + i];                                             \
+        memset(p0, 0, (h + 1) * sizeof(uint64_t));                                                   \
+        NAME(t + h, xs, h, p0, next, base_max);                                                      \
+        uint64_t *restrict lo_half = out, *restrict hi_half = out + h;                               \
+        for (i = 0; i < h; i++) lo_half[i] ^= p0[i];                                                 \
+        lo_half[h] ^= p0[h] ^ p0[0];                                                                 \
+        for (i = 1; i <= h; i++) hi_half[i] ^= p0[i];                                                \
     }
-    size_t h = m / 2;
-    uint64_t *tv = scratch;      /* 2h - 1 words: a combined defining vector */
-    uint64_t *xs = tv + 2 * h;   /* h words: x0 + x1 */
-    uint64_t *p0 = xs + h;       /* h + 1 words: P0 */
-    uint64_t *next = p0 + h + 2; /* the children's scratch */
-    size_t i;
 
-    /* P1 = (T0 + T1) x1 into the top half. T0 = t[0 .. 2h-1), T1 = t[h .. 3h-1). */
-    for (i = 0; i < 2 * h - 1; i++) tv[i] = t[i] ^ t[h + i];
-    tmvp(tv, x + h, h, out, next, k);
-    /* P2 = (T2 + T1) x0 into the bottom half. T2 = t[2h .. 4h-1). */
-    for (i = 0; i < 2 * h - 1; i++) tv[i] = t[2 * h + i] ^ t[h + i];
-    tmvp(tv, x, h, out + h, next, k);
-    /* P0 = T1 (x0 + x1) into both halves. */
-    for (i = 0; i < h; i++) xs[i] = x[i] ^ x[h + i];
-    memset(p0, 0, (h + 1) * sizeof(uint64_t));
-    tmvp(t + h, xs, h, p0, next, k);
-    for (i = 0; i <= h; i++) {
-        out[i] ^= p0[i];
-        out[h + i] ^= p0[i];
-    }
-}
+QKD_DEFINE_TMVP(tmvp_portable, base_portable)
+#if QKD_X86
+#define QKD_TARGET_PCLMUL __attribute__((target("pclmul,sse4.1")))
+#define QKD_TARGET_VPCLMUL __attribute__((target("avx512f,avx512bw,avx512vl,vpclmulqdq,pclmul")))
+QKD_TARGET_PCLMUL QKD_DEFINE_TMVP(tmvp_pclmul, base_pclmul)
+QKD_TARGET_VPCLMUL QKD_DEFINE_TMVP(tmvp_vpclmul, base_vpclmul)
+#endif
 
 static int kernel_for(int path, qkd_tkernel *k)
 {
     k->path = path;
     switch (path) {
     case QKD_PATH_PORTABLE:
-        k->base = base_portable;
-        k->base_max = 16;
+        k->tmvp = tmvp_portable;
+        k->base_max = 6; /* software multiplies are dear: recurse deep */
+        k->lin = 0.1;
         return QKD_OK;
 #if QKD_X86
     case QKD_PATH_PCLMUL:
-        k->base = base_pclmul;
-        k->base_max = 32;
+        k->tmvp = tmvp_pclmul;
+        k->base_max = 24;
+        k->lin = 1.0;
         return QKD_OK;
     case QKD_PATH_VPCLMUL:
-        k->base = base_vpclmul;
-        k->base_max = 64;
+        k->tmvp = tmvp_vpclmul;
+        k->base_max = 48; /* measured on Zen 4: 24..64 within noise, 48 best at n = 1e7 */
+        k->lin = 1.5;
         return QKD_OK;
 #endif
     default:
@@ -204,21 +257,33 @@ static int kernel_for(int path, qkd_tkernel *k)
     }
 }
 
-/* The tile size m = b * 2^j (b a multiple of 8 up to base_max; b > base_max/2 when j > 0) that
- * covers a rows x cols word matrix at the least estimated cost: clmuls of the base cases plus the
- * linear work of the Karatsuba levels. */
-static size_t choose_tile(size_t rows, size_t cols, size_t base_max)
+/* Estimated cost of one m x m tile in units of one 64x64 carry-less multiply: the base cases
+ * plus `lin` units per word of each Karatsuba level's linear XOR passes (recursion as in tmvp). */
+static double tile_cost(size_t m, size_t base_max, double lin)
+{
+    double cost = 0.0, nodes = 1.0;
+    while (m > base_max && (m & 3) == 0) {
+        cost += nodes * lin * (double)m;
+        nodes *= 3.0;
+        m /= 2;
+    }
+    return cost + nodes * (double)m * (double)m;
+}
+
+/* The tile size m that covers a rows x cols word matrix at the least estimated cost. Candidates
+ * are m = b * 2^j with b even, b <= base_max, and b > base_max / 2 when j > 0: exactly the sizes
+ * the recursion halves down to an even base case of at most base_max words. */
+static size_t choose_tile(size_t rows, size_t cols, size_t base_max, double lin)
 {
     size_t big = rows > cols ? rows : cols;
     size_t best_m = 0;
     double best_cost = 0.0;
-    double pow3 = 1.0;
-    for (unsigned j = 0; j < 40; j++, pow3 *= 3.0) {
-        size_t bmin = j == 0 ? 8 : base_max / 2 + 8;
-        for (size_t b = bmin; b <= base_max; b += 8) {
+    for (unsigned j = 0; j < 48; j++) {
+        size_t bmin = j == 0 ? 2 : (base_max / 4) * 2 + 2; /* smallest even b > base_max / 2 */
+        for (size_t b = bmin; b <= base_max; b += 2) {
             size_t m = b << j;
             double tiles = (double)((rows + m - 1) / m) * (double)((cols + m - 1) / m);
-            double cost = tiles * (pow3 * (double)(b * b) + 12.0 * (double)m * (double)j + 4.0 * (double)m);
+            double cost = tiles * (tile_cost(m, base_max, lin) + 4.0 * lin * (double)m);
             if (best_m == 0 || cost < best_cost) {
                 best_m = m;
                 best_cost = cost;
@@ -244,13 +309,20 @@ int qkd_toeplitz_words(const uint64_t *x, size_t n, const uint64_t *s, size_t l,
     ptrdiff_t w0 = (ptrdiff_t)((n - 1 + d) / 64);         /* word of S'X holding output bit 0 */
 
     size_t rows = ly, cols = nx;
-    size_t m = choose_tile(rows, cols, k.base_max);
+#ifdef QKD_TOEPLITZ_DEBUG
+    if (getenv("QKD_BASE_MAX")) k.base_max = (size_t)atoi(getenv("QKD_BASE_MAX"));
+    if (getenv("QKD_LIN")) k.lin = atof(getenv("QKD_LIN"));
+#endif
+    size_t m = choose_tile(rows, cols, k.base_max, k.lin);
     size_t rt = (rows + m - 1) / m, ct = (cols + m - 1) / m;
+#ifdef QKD_TOEPLITZ_DEBUG
+    fprintf(stderr, "rows=%zu cols=%zu m=%zu tiles=%zux%zu\n", rows, cols, m, rt, ct);
+#endif
 
     /* A = S' as words over [lo, hi): every tile's defining vector and the row w0-1 fit inside. */
     ptrdiff_t lo = w0 - (ptrdiff_t)(ct * m), hi = w0 + (ptrdiff_t)(rt * m);
     size_t na = (size_t)(hi - lo), nxp = ct * m, nout = rt * m + 1;
-    size_t nscratch = 4 * m + 8 * 64;
+    size_t nscratch = 4 * m + 16 * 64;
     uint64_t *buf = (uint64_t *)malloc((na + nxp + nout + nscratch) * sizeof(uint64_t));
     if (buf == NULL) return QKD_ENOMEM;
     uint64_t *a = buf, *xp = a + na, *out = xp + nxp, *scratch = out + nout;
@@ -273,7 +345,7 @@ int qkd_toeplitz_words(const uint64_t *x, size_t n, const uint64_t *s, size_t l,
     for (size_t ri = 0; ri < rt; ri++) {
         for (size_t ci = 0; ci < ct; ci++) {
             ptrdiff_t a0 = w0 + (ptrdiff_t)(ri * m) - (ptrdiff_t)(ci * m) - (ptrdiff_t)m + 1;
-            tmvp(a + (a0 - lo), xp + ci * m, m, out + ri * m, scratch, &k);
+            k.tmvp(a + (a0 - lo), xp + ci * m, m, out + ri * m, scratch, k.base_max);
         }
     }
     /* Output word 0 also takes the high half of row w0 - 1. */
