@@ -49,17 +49,18 @@ class Lim2014(FiniteKeyBound):
     def _key_length(self, stats: DecoyStatistics, lambda_ec: float, eps_cor: float, eps_sec: float) -> FiniteKeyResult:
         mu = [float(x) for x in stats.intensities]
         p = [float(x) for x in stats.probabilities]
+        n_all, m_all = stats.detections.tolist(), stats.errors.tolist()  # plain floats: scalar maths is faster
         eps = eps_sec / self.proof_terms
         tau0 = photon_number_probability(0, mu, p)
         tau1 = photon_number_probability(1, mu, p)
 
-        vac_key, single_key, d_key = _vacuum_and_single(stats.detections[KEY_BASIS], mu, p, tau0, tau1, eps)
-        vac_test, single_test, d_test = _vacuum_and_single(stats.detections[TEST_BASIS], mu, p, tau0, tau1, eps)
+        vac_key, single_key, d_key = _vacuum_and_single(n_all[KEY_BASIS], mu, p, tau0, tau1, eps)
+        vac_test, single_test, d_test = _vacuum_and_single(n_all[TEST_BASIS], mu, p, tau0, tau1, eps)
 
         # Eq. (4), for the test basis: v_1 <= tau1 (m+_{mu2} - m-_{mu3}) / (mu2 - mu3), with
         # m+-_k = e^k/p_k (m_k +- sqrt(m/2 ln(21/eps_sec))), m = errors of the basis over all k.
-        m = stats.errors[TEST_BASIS]
-        d_err = hoeffding_deviation(float(m.sum()), eps)
+        m = m_all[TEST_BASIS]
+        d_err = hoeffding_deviation(float(sum(m)), eps)
         m_plus_2 = math.exp(mu[1]) / p[1] * (m[1] + d_err)
         m_minus_3 = math.exp(mu[2]) / p[2] * (m[2] - d_err)
         errors_test = upper_bound(tau1 * (m_plus_2 - m_minus_3) / (mu[1] - mu[2]))
@@ -76,7 +77,7 @@ class Lim2014(FiniteKeyBound):
             protocol=self.name,
             length=max(int(math.floor(bound)), 0),
             length_bound=bound,
-            block_size=stats.block_size,
+            block_size=float(sum(n_all[KEY_BASIS])),
             eps_sec=eps_sec,
             eps_cor=eps_cor,
             eps_term=eps,
@@ -92,19 +93,19 @@ class Lim2014(FiniteKeyBound):
             error_correction_leak=lambda_ec,
             secrecy_cost=secrecy_cost,
             correctness_cost=correctness_cost,
-            qber=stats.qber(KEY_BASIS),
-            qber_test=stats.qber(TEST_BASIS),
+            qber=_rate(m_all[KEY_BASIS], n_all[KEY_BASIS]),
+            qber_test=_rate(m_all[TEST_BASIS], n_all[TEST_BASIS]),
             deviations={"detections": d_key, "detections_test": d_test, "errors_test": d_err},
         )
 
 
 def _vacuum_and_single(
-    n: np.ndarray, mu: list[float], p: list[float], tau0: float, tau1: float, eps: float
+    n: list[float], mu: list[float], p: list[float], tau0: float, tau1: float, eps: float
 ) -> tuple[float, float, float]:
     """Eqs. (2) and (3) for one basis: lower bounds on the vacuum and single-photon detections, and
     the Hoeffding deviation delta(n_basis, eps_sec/21) used."""
     mu1, mu2, mu3 = mu
-    d = hoeffding_deviation(float(n.sum()), eps)
+    d = hoeffding_deviation(float(sum(n)), eps)
     # n+-_k = e^k / p_k (n_k +- sqrt(n/2 ln(21/eps_sec)))  (definition under Eq. (2))
     plus = [math.exp(k) / pk * (nk + d) for k, pk, nk in zip(mu, p, n)]
     minus = [math.exp(k) / pk * (nk - d) for k, pk, nk in zip(mu, p, n)]
@@ -119,3 +120,8 @@ def _vacuum_and_single(
 
 
 LIM2014 = register_bound(Lim2014())
+
+
+def _rate(errors: list[float], detections: list[float]) -> float:
+    total = sum(detections)
+    return sum(errors) / total if total > 0 else 0.0

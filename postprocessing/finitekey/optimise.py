@@ -67,7 +67,7 @@ def _fixed_point_secrecy(bound: Any, block: ExpectedBlock, link: LinkParameters)
         eps_sec = min(kappa * length, 0.5)
         result = bound.key_length(block.stats, block.lambda_ec, link.eps_cor, eps_sec)
         new_length = max(result.length_bound, 1.0)
-        if abs(new_length - length) <= 1e-9 * length:
+        if abs(new_length - length) <= 1e-3:  # a thousandth of a bit: l has converged
             break
         length = new_length
     assert result is not None
@@ -133,9 +133,11 @@ def optimise(
     distance_km: float,
     block_size: float,
     starts: list[ProtocolSettings] | None = None,
+    global_search: bool = True,
 ) -> SimulationPoint:
     """The settings that maximise the key rate per pulse (Nelder-Mead from each start, on variables
-    that keep every constraint of the protocol). Where no setting gives a key the best point found
+    that keep every constraint of the protocol; if none gives a key and `global_search`, a
+    differential evolution over the whole box). Where no setting gives a key the best point found
     is returned with length 0."""
     get_bound(protocol)  # validates the name
     if protocol not in ("lim2014", "rusca2018"):
@@ -166,7 +168,7 @@ def optimise(
 
     candidates = [polish(_vector_from_settings(protocol, s, link)) for s in list(starts or []) + default_starts(protocol, link)]
     best = max((point(z) for z in candidates), key=SimulationPoint.objective)
-    if best.result.length_bound <= 0:
+    if best.result.length_bound <= 0 and global_search:
         # No key from the local searches: where the bound is negative it is flat in most directions,
         # so search the whole box before concluding there is none.
         res = differential_evolution(cost, box, seed=0, maxiter=60, popsize=12, tol=1e-8, polish=False)
@@ -185,13 +187,13 @@ def max_distance(
     tolerance_km: float = 0.5,
 ) -> tuple[float, SimulationPoint | None]:
     """The largest distance with a positive optimised key (bisection on distance, each step warm
-    started from the last positive point), and that point."""
+    started from the last positive point, local search only), and that point."""
     best = optimise(protocol, link, low_km, block_size)
     if best.result.length <= 0:
         return low_km, None
     while high_km - low_km > tolerance_km:
         mid = 0.5 * (low_km + high_km)
-        candidate = optimise(protocol, link, mid, block_size, starts=[best.settings])
+        candidate = optimise(protocol, link, mid, block_size, starts=[best.settings], global_search=False)
         if candidate.result.length > 0:
             low_km, best = mid, candidate
         else:

@@ -49,17 +49,18 @@ class Rusca2018(FiniteKeyBound):
     def _key_length(self, stats: DecoyStatistics, lambda_ec: float, eps_cor: float, eps_sec: float) -> FiniteKeyResult:
         mu = [float(x) for x in stats.intensities]
         p = [float(x) for x in stats.probabilities]
+        n_all, m_all = stats.detections.tolist(), stats.errors.tolist()  # plain floats: scalar maths is faster
         eps = eps_sec / self.proof_terms
         tau0 = photon_number_probability(0, mu, p)
         tau1 = photon_number_probability(1, mu, p)
 
-        key = _basis_bounds(stats.detections[KEY_BASIS], stats.errors[KEY_BASIS], mu, p, tau0, tau1, eps)
-        test = _basis_bounds(stats.detections[TEST_BASIS], stats.errors[TEST_BASIS], mu, p, tau0, tau1, eps)
+        key = _basis_bounds(n_all[KEY_BASIS], m_all[KEY_BASIS], mu, p, tau0, tau1, eps)
+        test = _basis_bounds(n_all[TEST_BASIS], m_all[TEST_BASIS], mu, p, tau0, tau1, eps)
         vac_key, vac_up_key, single_key, d_key, d_err_key = key
         vac_test, vac_up_test, single_test, d_test, d_err_test = test
 
         # (A22): v_{X,1} <= tau1 / (mu1 - mu2) (m+_{X,mu1} - m-_{X,mu2}).
-        m = stats.errors[TEST_BASIS]
+        m = m_all[TEST_BASIS]
         m_plus_1 = math.exp(mu[0]) / p[0] * (m[0] + d_err_test)
         m_minus_2 = math.exp(mu[1]) / p[1] * (m[1] - d_err_test)
         errors_test = upper_bound(tau1 * (m_plus_1 - m_minus_2) / (mu[0] - mu[1]))
@@ -76,7 +77,7 @@ class Rusca2018(FiniteKeyBound):
             protocol=self.name,
             length=max(int(math.floor(bound)), 0),
             length_bound=bound,
-            block_size=stats.block_size,
+            block_size=float(sum(n_all[KEY_BASIS])),
             eps_sec=eps_sec,
             eps_cor=eps_cor,
             eps_term=eps,
@@ -92,8 +93,8 @@ class Rusca2018(FiniteKeyBound):
             error_correction_leak=lambda_ec,
             secrecy_cost=secrecy_cost,
             correctness_cost=correctness_cost,
-            qber=stats.qber(KEY_BASIS),
-            qber_test=stats.qber(TEST_BASIS),
+            qber=_rate(m_all[KEY_BASIS], n_all[KEY_BASIS]),
+            qber_test=_rate(m_all[TEST_BASIS], n_all[TEST_BASIS]),
             vacuum_upper=vac_up_key,
             vacuum_upper_test=vac_up_test,
             deviations={
@@ -106,13 +107,13 @@ class Rusca2018(FiniteKeyBound):
 
 
 def _basis_bounds(
-    n: np.ndarray, m: np.ndarray, mu: list[float], p: list[float], tau0: float, tau1: float, eps: float
+    n: list[float], m: list[float], mu: list[float], p: list[float], tau0: float, tau1: float, eps: float
 ) -> tuple[float, float, float, float, float]:
     """For one basis: (s^l_0, s^u_0, s^l_1, delta(n, eps), delta(m, eps))."""
     mu1, mu2 = mu
     w1, w2 = math.exp(mu1) / p[0], math.exp(mu2) / p[1]
-    d = hoeffding_deviation(float(n.sum()), eps)  # (A2)
-    d_err = hoeffding_deviation(float(m.sum()), eps)  # (A4)
+    d = hoeffding_deviation(float(sum(n)), eps)  # (A2)
+    d_err = hoeffding_deviation(float(sum(m)), eps)  # (A4)
     # (A16) with k = mu2, the decoy (its errors hold the smallest multi-photon share):
     # s_0 <= 2 [tau0 e^{mu2}/p_{mu2} (m_{mu2} + delta(m, eps)) + delta(n, eps)].
     vacuum_upper = upper_bound(2.0 * (tau0 * w2 * (m[1] + d_err) + d))
@@ -128,3 +129,8 @@ def _basis_bounds(
 
 
 RUSCA2018 = register_bound(Rusca2018())
+
+
+def _rate(errors: list[float], detections: list[float]) -> float:
+    total = sum(detections)
+    return sum(errors) / total if total > 0 else 0.0
