@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from postprocessing import _cbackend
 
@@ -95,3 +97,23 @@ def test_empty_key_is_hashed_by_its_length_alone() -> None:
     keys = np.array([3], dtype=np.uint64)
     tag = _cbackend.polyhash_words(np.zeros(0, dtype=np.uint64), 0, keys)
     assert int(tag[0]) == 0  # (0 + n_bits = 0) * k
+
+
+@given(
+    n=st.integers(-5, 3000),
+    l=st.integers(-5, 3000),
+    x_words=st.integers(0, 60),
+    s_words=st.integers(0, 110),
+    path=st.sampled_from(_cbackend.available_paths()),
+)
+def test_toeplitz_binding_never_passes_inconsistent_lengths_to_c(
+    n: int, l: int, x_words: int, s_words: int, path: str
+) -> None:
+    x = np.zeros(x_words, dtype=np.uint64)
+    s = np.zeros(s_words, dtype=np.uint64)
+    consistent = 1 <= n and 0 <= l < n and x_words == (n + 63) // 64 and s_words == (n + l - 1 + 63) // 64
+    if consistent:
+        assert not _cbackend.toeplitz_words(x, n, s, l, path=path).any()
+    else:
+        with pytest.raises(ValueError):
+            _cbackend.toeplitz_words(x, n, s, l, path=path)

@@ -168,3 +168,17 @@ def test_packed_variant_rejects_padding_bits_wrong_word_counts_and_dtypes() -> N
         toeplitz_hash_words(np.repeat(xw, 2)[::2], n, sw, l)
     with pytest.raises(ValueError, match=r"l \(output length in bits\)"):
         toeplitz_hash_words(xw, n, sw, n)
+
+
+@pytest.mark.slow
+def test_c_kernel_handles_the_largest_supported_input() -> None:
+    # n = 2^27 with a short output, checked against direct dot products: y[i] is the parity of
+    # x reversed AND the seed window [i, i + n).
+    n, l = 2**27, 8
+    rng = np.random.default_rng(13)
+    x = rng.integers(0, 2, n, dtype=np.uint8)
+    s = rng.integers(0, 2, n + l - 1, dtype=np.uint8)
+    y = toeplitz_hash(x, s, l)
+    x_reversed = x[::-1].copy()
+    expected = np.array([np.count_nonzero(x_reversed & s[i : i + n]) & 1 for i in range(l)], dtype=np.uint8)
+    assert np.array_equal(y, expected)
