@@ -1,0 +1,118 @@
+"""`qkdnode instruments`: list VISA resources and serial ports, ask `*IDN?`, say which driver fits."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from drivers.errors import DriverError
+from drivers.registry import match_idn
+
+
+def register(subparsers: Any) -> None:
+    """Add the `instruments` subcommand."""
+    p = subparsers.add_parser(
+        "instruments",
+        help="list instruments and the driver that fits each",
+        description="List VISA resources and serial ports, query *IDN? on each, and name the qkdnode driver "
+        "that fits. Instruments that cannot be discovered (raw sockets) can be given with --resource.",
+    )
+    p.add_argument("--visa-library", default="@py", metavar="LIB",
+                   help="PyVISA backend: @py (default), @ivi, or FILE.yaml@sim for a pyvisa-sim model")
+    p.add_argument("--query", default="?*::INSTR", help="VISA resource pattern to list (default ?*::INSTR)")
+    p.add_argument("--resource", action="append", default=[], metavar="RES",
+                   help="also probe this resource through pyvisa-py (e.g. TCPIP::10.0.0.5::5025::SOCKET, "
+                   "socket://host:port for serial devices); repeatable")
+    p.add_argument("--no-idn", action="store_true", help="only list; do not query *IDN?")
+    p.add_argument("--probe-serial", action="store_true",
+                   help="also send *IDN? to serial ports (CR-terminated, 115200 baud, as the MBX expects)")
+    p.add_argument("--timeout", type=float, default=1.0, metavar="S", help="timeout per *IDN? in seconds (default 1)")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.set_defaults(func=run)
+
+
+def identify(resource: str, visa_library: str, timeout_s: float, serial: bool = False) -> tuple[str, str]:
+    """(*IDN? reply, error) for one resource; exactly one of them is non-empty."""
+    from drivers.transport.base import open_transport
+
+    options: dict[str, Any] = {"timeout_s": timeout_s}
+    if serial:
+        options.update(read_termination="\r", write_termination="\r", baud_rate=115200)
+    else:
+        options["visa_library"] = visa_library
+    transport = open_transport(resource, **options)
+    try:
+        transport.open()
+        transport.write("*IDN?")
+        idn = transport.read().strip()
+        return (idn, "") if idn else ("", "empty reply to *IDN?")
+    except DriverError as exc:
+        return "", str(exc)
+    finally:
+        transport.close()
+
+
+def discover(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """One row per resource: kind, resource, idn, error, fitting drivers."""
+    rows: list[dict[str, Any]] = []
+    try:
+        import pyvisa
+
+        rm = pyvisa.ResourceManager(args.visa_library)
+        try:
+            visa = list(rm.list_resources(args.query))
+        finally:
+            rm.close()
+        rows += [{"kind": "visa", "resource": r} for r in visa]
+    except Exception as exc:  # noqa: BLE001 - a missing backend is reported, the rest still listed
+        rows.append({"kind": "visa", "resource": "", "error": f"cannot list VISA resources: {exc}"})
+    try:
+        from serial.tools import list_ports
+
+        rows += [{"kind": "serial", "resource": p.device, "description": p.description}
+                 for p in list_ports.comports()]
+    except Exception as exc:  # noqa: BLE001
+        rows.append({"kind": "serial", "resource": "", "error": f"cannot list serial ports: {exc}"})
+    listed = {r["resource"] for r in rows}
+    rows += [{"kind": "serial" if r.startswith(("socket://", "COM", "/dev/")) else "given", "resource": r}
+             for r in args.resource if r not in listed]
+    for row in rows:
+        if not row["resource"] or args.no_idn:
+            continue
+        if row["kind"] == "serial" and not (args.probe_serial or row["resource"] in args.resource):
+            continue
+        # resources given by hand are reached through pyvisa-py, whatever backend did the listing
+        library = "@py" if row["kind"] == "given" else args.visa_library
+        idn, error = identify(row["resource"], library, args.timeout, serial=row["kind"] == "serial")
+        row["idn"] = idn
+        if error:
+            row["error"] = error
+        row["drivers"] = [d.name for d in match_idn(idn)]
+    return rows
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the table (or JSON)."""
+    if not args.timeout > 0:
+        raise ValueError(f"--timeout must be > 0 seconds, got {args.timeout}")
+    rows = discover(args)
+    if args.json:
+        json.dump(rows, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    if not rows:
+        print("no VISA resources or serial ports found")
+        return 0
+    width = max(len(r["resource"]) for r in rows) + 2
+    for r in rows:
+        drivers = ", ".join(r.get("drivers", [])) or ("-" if "idn" in r else "")
+        detail = r.get("idn") or r.get("description", "")
+        line = f"{r['kind']:<7}{r['resource']:<{width}}{detail}"
+        if drivers:
+            line += f"  -> driver: {drivers}"
+        if r.get("error"):
+            line += f"  [{r['error']}]"
+        print(line)
+    return 0
