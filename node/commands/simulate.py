@@ -101,6 +101,7 @@ def point_document(point: SimulationPoint, link: LinkParameters) -> dict[str, An
             "phase_error_rate": r.phase_error_rate if math.isfinite(r.phase_error_rate) else None,
             "eps_sec": r.eps_sec,
             "eps_cor": r.eps_cor,
+            "link": link.as_dict(),
         },
     }
 
@@ -122,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
                 previous = pt
     docs = [point_document(pt, link) for pt in points]
     if args.json:
-        json.dump({"link": link.as_dict(), "points": docs}, sys.stdout, indent=2)
+        json.dump({"points": docs}, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         print_table(docs)

@@ -77,6 +77,29 @@ class DecoyStatistics:
             object.__setattr__(self, name, arr)
         object.__setattr__(self, "expected", expected)
 
+    @classmethod
+    def from_events(
+        cls, intensities: Any, probabilities: Any, bases: Any, classes: Any, bit_errors: Any
+    ) -> DecoyStatistics:
+        """Count the sifted detections of one block given per detection its basis (0 = Z, 1 = X,
+        integers), its intensity class (integers 0..K-1) and whether it was a bit error (bool)."""
+        k = np.asarray(intensities).size
+        b = np.asarray(bases)
+        c = np.asarray(classes)
+        e = np.asarray(bit_errors)
+        if b.ndim != 1 or c.shape != b.shape or e.shape != b.shape:
+            raise ValueError("bases, classes, bit_errors: must be 1-D arrays of one length")
+        if b.size and (b.dtype.kind not in "iu" or b.min() < 0 or b.max() > 1):
+            raise ValueError("bases: must be integers 0 (Z) or 1 (X)")
+        if c.size and (c.dtype.kind not in "iu" or c.min() < 0 or c.max() >= k):
+            raise ValueError(f"classes: must be integers in 0..{k - 1}")
+        if e.dtype.kind != "b":
+            raise ValueError("bit_errors: must be booleans")
+        cell = b.astype(np.int64) * k + c.astype(np.int64)
+        detections = np.bincount(cell, minlength=2 * k).reshape(2, k)
+        errors = np.bincount(cell[e], minlength=2 * k).reshape(2, k)
+        return cls(intensities, probabilities, detections, errors)
+
     @property
     def n_classes(self) -> int:
         """How many intensity classes."""

@@ -15,6 +15,7 @@ from node.commands.simulate import parse_block_sizes, parse_distances
 def test_json_document_has_the_fixed_interface(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["simulate", "--protocol", "rusca2018", "--distance", "20,60", "--block-size", "1e6", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
+    assert set(doc) == {"points"}
     assert [(p["protocol"], p["distance_km"], p["block_size"]) for p in doc["points"]] == [
         ("rusca2018", 20.0, 1e6),
         ("rusca2018", 60.0, 1e6),
@@ -58,7 +59,7 @@ def test_params_file_replaces_defaults_and_bad_keys_are_named(tmp_path, capsys) 
     good.write_text("detector_efficiency = 0.2\n")
     assert main(["simulate", "--distance", "50", "--block-size", "1e7", "--params", str(good), "--json"]) == 0
     better = json.loads(capsys.readouterr().out)
-    assert better["link"]["detector_efficiency"] == 0.2
+    assert better["points"][0]["parameters"]["link"]["detector_efficiency"] == 0.2
     bad = tmp_path / "bad.json"
     bad.write_text('{"detector_eff": 0.2}')
     assert main(["simulate", "--distance", "50", "--block-size", "1e7", "--params", str(bad)]) == 2

@@ -115,3 +115,32 @@ def test_statistics_arrays_are_read_only() -> None:
     s = stats3()
     with pytest.raises(ValueError):
         s.detections[0, 0] = 1
+
+
+def test_statistics_count_per_detection_events() -> None:
+    rng = np.random.default_rng(7)
+    bases = rng.integers(0, 2, 5_000)
+    classes = rng.integers(0, 3, 5_000)
+    errs = rng.random(5_000) < 0.1
+    s = DecoyStatistics.from_events(MU3, P3, bases, classes, errs)
+    for b in range(2):
+        for k in range(3):
+            sel = (bases == b) & (classes == k)
+            assert s.detections[b, k] == sel.sum()
+            assert s.errors[b, k] == (sel & errs).sum()
+
+
+@pytest.mark.parametrize(
+    "bases,classes,errs,name",
+    [
+        ([0, 2], [0, 1], [False, True], "bases"),
+        ([0, 1], [0, 3], [False, True], "classes"),
+        ([0, 1], [0, -1], [False, True], "classes"),
+        ([0, 1], [0, 1], [0, 1], "bit_errors"),
+        ([0, 1], [0], [False, True], "bases, classes, bit_errors"),
+        ([0.0, 1.0], [0, 1], [False, True], "bases"),
+    ],
+)
+def test_bad_events_are_refused(bases, classes, errs, name: str) -> None:
+    with pytest.raises(ValueError, match=name):
+        DecoyStatistics.from_events(MU3, P3, np.asarray(bases), np.asarray(classes), np.asarray(errs))
