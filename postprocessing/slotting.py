@@ -31,6 +31,7 @@ __all__ = [
     "estimate_delays",
     "assign_slots",
     "resolve_clicks",
+    "StreamSlotter",
 ]
 
 N_CHANNELS = 256  # tagger channels are uint8
@@ -195,17 +196,18 @@ def fit_clock(
 
 
 @njit(**KERNEL)
-def _assign(time, channel, is_det, phase0, t_ref, inv_period, half_gate,
+def _assign(time, channel, is_det, phase0, t_ref, inv_period, half_gate, s_min,
             out_slot, out_ch, out_t, out_i, in_gate, out_gate):  # pragma: no cover - numba
     """Nearest slot of each detector tag and the gate test, branch-free; returns the tags kept.
-    `phase0[c]` is (intercept + delay[c]) / period; `half_gate` is in periods."""
+    `phase0[c]` is (intercept + delay[c]) / period; `half_gate` is in periods; slots below
+    `s_min` (relative to the fit's reference) are before the session and dropped."""
     n = 0
     for i in range(time.size):
         ch = channel[i]
         x = np.float64(time[i] - t_ref) * inv_period - phase0[ch]
         s = math.floor(x + 0.5)
         r = x - s
-        keep = is_det[ch] & (s >= 0.0) & (r <= half_gate) & (r >= -half_gate)
+        keep = is_det[ch] & (s >= s_min) & (r <= half_gate) & (r >= -half_gate)
         out_slot[n] = np.int64(s)
         out_ch[n] = ch
         out_t[n] = time[i]
@@ -246,7 +248,7 @@ def assign_slots(
     # slot numbers are counted from slot_ref inside the kernel
     phase0 = (fit.intercept_ps + delay) / fit.period_ps
     k = _assign(t, ch, is_det, phase0, np.int64(fit.t_ref_ps), 1.0 / fit.period_ps,
-                0.5 * float(gate_ps) / fit.period_ps, out_slot, out_ch, out_t, out_i, in_gate, out_gate)
+                0.5 * float(gate_ps) / fit.period_ps, float(-fit.slot_ref), out_slot, out_ch, out_t, out_i, in_gate, out_gate)
     slot = out_slot[:k]
     if fit.slot_ref:
         slot += fit.slot_ref
@@ -448,3 +450,151 @@ def _channel_mask(detector_channels: tuple[int, ...]) -> NDArray[np.bool_]:
             raise ValueError(f"detector_channels must be in 0..255, got {c}")
         mask[int(c)] = True
     return mask
+
+
+# ---------------------------------------------------------------------------------------------
+# streaming
+
+
+class StreamSlotter:
+    """Clock recovery and slotting over a stream of tag blocks (Bob's acquisition loop).
+
+    Sync tags are numbered across blocks; the clock is refitted on the last `window_syncs` sync
+    tags each time (so slow wander of the drift is followed). Detector tags are resolved into
+    detections once their slot lies before the slot of the newest sync pulse less a guard of
+    two slots; later tags wait for the next block, so a slot's clicks are never split between
+    two outputs. The first sync tag seen marks slot `first_slot`.
+    """
+
+    def __init__(
+        self,
+        nominal_period_ps: float,
+        sync_every: int,
+        gate_ps: float,
+        delay_ps: NDArray[np.float64] | dict[int, float] | None = None,
+        detector_channels: tuple[int, int, int, int] = (1, 2, 3, 4),
+        sync_channel: int = 0,
+        window_syncs: int = 4096,
+        first_slot: int = 0,
+        rng: np.random.Generator | None = None,
+    ) -> None:
+        if not nominal_period_ps > 0:
+            raise ValueError(f"nominal_period_ps must be > 0, got {nominal_period_ps}")
+        if not isinstance(sync_every, (int, np.integer)) or sync_every < 1:
+            raise ValueError(f"sync_every must be an integer >= 1, got {sync_every!r}")
+        if not 0 < gate_ps <= nominal_period_ps:
+            raise ValueError(f"gate_ps must be in (0, nominal_period_ps], got {gate_ps}")
+        if not isinstance(window_syncs, (int, np.integer)) or window_syncs < 2:
+            raise ValueError(f"window_syncs must be an integer >= 2, got {window_syncs!r}")
+        if not 0 <= sync_channel < N_CHANNELS or sync_channel in detector_channels:
+            raise ValueError(f"sync_channel must be a channel 0..255 other than the detectors, got {sync_channel}")
+        self.nominal_period_ps = float(nominal_period_ps)
+        self.sync_every = int(sync_every)
+        self.gate_ps = float(gate_ps)
+        self.delay = _delay_table(delay_ps)
+        self.detector_channels = tuple(detector_channels)
+        self._is_det = _channel_mask(detector_channels)
+        self.sync_channel = int(sync_channel)
+        self.window = int(window_syncs)
+        self.first_slot = int(first_slot)
+        self._rng = rng
+        self._sync_t = np.empty(0, np.int64)  # recent kept sync tags and their pulse numbers
+        self._sync_i = np.empty(0, np.int64)
+        self._pend_t = np.empty(0, np.int64)
+        self._pend_ch = np.empty(0, np.uint8)
+        self.fit: ClockFit | None = None
+        self.in_gate = np.zeros(N_CHANNELS, np.int64)
+        self.out_of_gate = np.zeros(N_CHANNELS, np.int64)
+        self.n_sync_rejected = 0
+        self.n_before_sync = 0  # detector tags before the first sync tag (no slot to give)
+
+    @property
+    def gate_efficiency(self) -> float:
+        """Fraction of resolved detector tags kept by the gate so far."""
+        total = int(self.in_gate.sum() + self.out_of_gate.sum())
+        return float(self.in_gate.sum()) / total if total else 1.0
+
+    @property
+    def drift_ppm(self) -> float | None:
+        """Drift of the latest clock fit (None before two sync tags)."""
+        return None if self.fit is None else self.fit.drift_ppm
+
+    def push(self, time: NDArray[np.int64], channel: NDArray[np.uint8]) -> Detections:
+        """Add one block of tags (time-sorted); returns the detections that became final."""
+        t, ch = _check_tags(time, channel)
+        if t.size > 1 and np.any(t[1:] < t[:-1]):
+            raise ValueError("time must be sorted")
+        is_sync = ch == self.sync_channel
+        self._add_syncs(t[is_sync])
+        det = self._is_det[ch]
+        self._pend_t = np.concatenate([self._pend_t, t[det]])
+        self._pend_ch = np.concatenate([self._pend_ch, ch[det]])
+        if self.fit is None:
+            return _no_detections()
+        last_slot = int(self._sync_i[-1]) * self.sync_every + self.first_slot
+        return self._resolve(cut_slot=last_slot - 2)
+
+    def flush(self) -> Detections:
+        """Resolve every pending tag (the stream has ended)."""
+        if self.fit is None:
+            self.n_before_sync += int(self._pend_t.size)
+            self._pend_t, self._pend_ch = self._pend_t[:0], self._pend_ch[:0]
+            return _no_detections()
+        return self._resolve(cut_slot=None)
+
+    def _add_syncs(self, ts: NDArray[np.int64]) -> None:
+        if ts.size == 0:
+            return
+        if self._sync_t.size:
+            period = self.fit.period_ps if self.fit is not None else self.nominal_period_ps
+            t = np.concatenate([self._sync_t[-1:], ts])
+            index, keep, rejected = number_sync_pulses(t, period * self.sync_every)
+            index = index[1:][keep[1:]] + self._sync_i[-1]
+            ts = ts[keep[1:]]
+        else:
+            index, keep, rejected = number_sync_pulses(ts, self.nominal_period_ps * self.sync_every)
+            index, ts = index[keep], ts[keep]
+        self.n_sync_rejected += rejected
+        self._sync_t = np.concatenate([self._sync_t, ts])[-self.window:]
+        self._sync_i = np.concatenate([self._sync_i, index])[-self.window:]
+        if self._sync_t.size >= 2:
+            self._fit()
+
+    def _fit(self) -> None:
+        t_ref = int(self._sync_t[0])
+        x = (self._sync_i - self._sync_i[0]).astype(np.float64) * self.sync_every
+        y = (self._sync_t - t_ref).astype(np.float64)
+        xm, ym = x.mean(), y.mean()
+        dx = x - xm
+        slope = float(np.dot(dx, y - ym) / np.dot(dx, dx))
+        intercept = float(ym - slope * xm)
+        resid = y - (intercept + slope * x)
+        self.fit = ClockFit(
+            t_ref_ps=t_ref, slot_ref=int(self._sync_i[0]) * self.sync_every + self.first_slot,
+            intercept_ps=intercept, period_ps=slope, nominal_period_ps=self.nominal_period_ps,
+            residual_rms_ps=float(np.sqrt(np.mean(resid * resid))), n_sync=int(self._sync_t.size),
+            n_sync_rejected=self.n_sync_rejected,
+            last_sync_slot=int(self._sync_i[-1]) * self.sync_every + self.first_slot)
+
+    def _resolve(self, cut_slot: int | None) -> Detections:
+        fit = self.fit
+        assert fit is not None
+        t, ch = self._pend_t, self._pend_ch
+        if cut_slot is None:
+            ready = np.ones(t.size, np.bool_)
+        else:
+            # nearest slot of each pending tag (gate ignored): split on slot boundaries, so the
+            # clicks of one slot are resolved together
+            x = ((t - fit.t_ref_ps).astype(np.float64) - fit.intercept_ps - self.delay[ch]) / fit.period_ps
+            ready = np.floor(x + 0.5) + fit.slot_ref < cut_slot
+        self._pend_t, self._pend_ch = t[~ready], ch[~ready]
+        slotted = assign_slots(t[ready], ch[ready], fit, self.gate_ps, self.delay, self.detector_channels)
+        self.in_gate += slotted.in_gate
+        self.out_of_gate += slotted.out_of_gate
+        return resolve_clicks(slotted.slot, slotted.channel, slotted.time, self.detector_channels, rng=self._rng)
+
+
+def _no_detections() -> Detections:
+    e64 = np.empty(0, np.int64)
+    e8 = np.empty(0, np.uint8)
+    return Detections(e64, e8, e8.copy(), e8.copy(), e64.copy(), 0, 0)

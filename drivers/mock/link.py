@@ -15,6 +15,8 @@ Channel map (tagger channels): 0 = sync, 1 = Z0, 2 = Z1, 3 = X0, 4 = X1.
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -40,6 +42,22 @@ from postprocessing._numba import KERNEL, njit
 CHANNEL_SYNC = 0
 DETECTOR_CHANNELS = (1, 2, 3, 4)  # Z0, Z1, X0, X1
 JITTER_TRUNCATION = 8.0  # Gaussian jitter is truncated at this many sigma
+
+PIECE_CLICKS = 1 << 19  # expected candidate clicks per parallel piece of a large slot range
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    """Threads for the GIL-free photon kernel (one per usable core)."""
+    global _POOL
+    if _POOL is None:
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:
+            cores = os.cpu_count() or 1
+        _POOL = ThreadPoolExecutor(max_workers=max(1, cores), thread_name_prefix="mock-link")
+    return _POOL
+
 
 _PER_DETECTOR = ("efficiency", "dark_count_hz", "afterpulse_probability", "afterpulse_time_ps",
                  "dead_time_ps", "jitter_ps", "detector_delay_ps")
@@ -404,35 +422,47 @@ class LinkSimulator:
         empty_sync = (np.empty(0, np.int64), np.empty(0, np.int64))
         return self._register(_empty_stream(), empty_dark, empty_sync, np.iinfo(np.int64).max)
 
-    def _photons(self, s0: int, s1: int) -> tuple[NDArray[np.int64], NDArray[np.uint8], NDArray[np.int64]]:
+    def _photon_range(self, s0: int, s1: int, key: np.uint64) -> list[tuple[NDArray[np.int64], NDArray[np.uint8], NDArray[np.int64]]]:
+        """Photon clicks of slots [s0, s1) drawn with `key` (buffers refilled as needed)."""
         p = self.params
-        expected = (s1 - s0) * self._p_c
         parts = []
         s = s0
-        chunk_key = hash64_py(self._bob_key, self._chunk)
         sub = 0
         while s < s1:
-            cap = int(expected * 1.3 + 10 * math.sqrt(expected + 1) + 64) * 2
-            cap = min(cap, 1 << 24)
+            expected = (s1 - s) * self._p_c
+            cap = min(int(expected * 1.1 + 10 * math.sqrt(expected + 1) + 64) * 2, 1 << 24)
             out_t = np.empty(cap, np.int64)
             out_ch = np.empty(cap, np.uint8)
             out_slot = np.empty(cap, np.int64)
-            key = hash64_py(chunk_key, sub)
             n, s, _ = _photon_clicks(
-                self._alice_key, self._eve_key, key, np.int64(s), np.int64(s1), p.p_z, self._cdf,
+                self._alice_key, self._eve_key, hash64_py(key, sub), np.int64(s), np.int64(s1), p.p_z, self._cdf,
                 p.eve_fraction, self._lam, self._lam_tot, self._exp_neg, self._accept, self._log_q,
                 self._clock.offset_ps, self._clock.scale, self._clock.period_ps, self._clock.fibre_delay_ps,
                 self._det_delay, self._jitter, p.resolution_ps, GAUSS_Z, GAUSS_LO, GAUSS_HI, out_t, out_ch, out_slot,
             )
             parts.append((out_t[:n], out_ch[:n], out_slot[:n]))
             sub += 1
-            expected = (s1 - s) * self._p_c
+        return parts
+
+    def _photons(self, s0: int, s1: int) -> tuple[NDArray[np.int64], NDArray[np.uint8], NDArray[np.int64]]:
+        # Large ranges are cut into pieces of about PIECE_CLICKS expected candidates, each with its
+        # own key (so the result does not depend on the number of threads), run on a thread pool.
+        chunk_key = hash64_py(self._bob_key, self._chunk)
+        n_pieces = max(1, min(256, int((s1 - s0) * self._p_c / PIECE_CLICKS)))
+        bounds = [s0 + (s1 - s0) * i // n_pieces for i in range(n_pieces + 1)]
+        keys = [hash64_py(chunk_key, 1_000_003 * (i + 1)) for i in range(n_pieces)]
+        if n_pieces == 1:
+            results = [self._photon_range(s0, s1, keys[0])]
+        else:
+            results = list(_pool().map(self._photon_range, bounds[:-1], bounds[1:], keys))
+        parts = [x for r in results for x in r]
         ct, cc, cs = self._carry_sig
-        t = np.concatenate([ct] + [x[0] for x in parts])
-        ch = np.concatenate([cc] + [x[1] for x in parts])
-        slot = np.concatenate([cs] + [x[2] for x in parts])
         if len(parts) == 1 and ct.size == 0:
-            t, ch, slot = t.copy(), ch.copy(), slot.copy()
+            t, ch, slot = parts[0]
+        else:
+            t = np.concatenate([ct] + [x[0] for x in parts])
+            ch = np.concatenate([cc] + [x[1] for x in parts])
+            slot = np.concatenate([cs] + [x[2] for x in parts])
         self.counters.photon_clicks += np.bincount(ch[ct.size:], minlength=N_DETECTORS + 1)[1:N_DETECTORS + 1]
         _nearly_sorted(t, ch, slot)
         return t, ch, slot

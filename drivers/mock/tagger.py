@@ -80,6 +80,11 @@ class MockTimeTagger:
         return self._lost_total
 
     @property
+    def running(self) -> bool:
+        """Whether acquisition goes on (False before start, after stop or after `duration_s`)."""
+        return self._running
+
+    @property
     def simulator(self) -> LinkSimulator | None:
         """The running simulation (its counters hold the physics: dead-time losses, afterpulses)."""
         return self._sim

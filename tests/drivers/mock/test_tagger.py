@@ -17,7 +17,7 @@ def _drain(tagger: MockTimeTagger, limit: int = 10_000) -> list[TagBlock]:
     blocks = []
     for _ in range(limit):
         b = tagger.read_block(0.0)
-        if not len(b) and tagger.simulator is not None and not tagger._running:  # acquisition over
+        if not len(b) and not tagger.running:  # acquisition over
             break
         blocks.append(b)
     return blocks
