@@ -11,7 +11,9 @@ from postprocessing.cascade.loopback import reconcile_loopback, reconcile_many_l
 from postprocessing.cascade.reconciler import CascadeOutcome, CascadeReconciler
 from postprocessing.cascade.responder import CascadeResponder, ResponderResult
 from postprocessing.cascade.stats import CascadeStats, binary_entropy
-from postprocessing.cascade.variants import DEFAULT_VARIANT, VARIANTS, PassSpec, Variant, get_variant
+from postprocessing.cascade.variants import (
+    DEFAULT_VARIANT, VARIANTS, PassSpec, Variant, default_variant, get_variant,
+)
 
 __all__ = [
     "reconcile_loopback",
@@ -31,5 +33,6 @@ __all__ = [
     "VARIANTS",
     "DEFAULT_VARIANT",
     "get_variant",
+    "default_variant",
     "binary_entropy",
 ]

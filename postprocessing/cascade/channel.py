@@ -181,6 +181,21 @@ class LoopbackLink:
         """Run `handler(end)` whenever a message for `side` (0 Bob, 1 Alice) is due and nobody waits on it."""
         self._handlers[side] = handler
 
+    def drain(self) -> None:
+        """Deliver everything in flight now, running the handlers (ends a single-thread session)."""
+        for _ in range(1000):
+            busy = False
+            for side in (0, 1):
+                q = self._queues[side]
+                handler = self._handlers[side]
+                if q and handler is not None:
+                    q[:] = [(0.0, s, f) for _, s, f in q]
+                    heapq.heapify(q)
+                    handler(self.bob if side == 0 else self.alice)
+                    busy = True
+            if not busy:
+                return
+
     def _post(self, side: int, frames: list[bytes]) -> None:
         if self.tamper is not None:
             frames = self.tamper(side, frames)

@@ -71,22 +71,69 @@ def range_parity(row: NDArray[np.uint8], lo: int, hi: int) -> int:
     return int(acc)
 
 
-@njit(**KERNEL)
-def masked_parity(row: NDArray[np.uint8], mask: NDArray[np.uint8], flip: int, lo: int, hi: int) -> int:
-    """XOR of row[i] over i in [lo, hi) with mask[i] ^ flip == 1 (the subset, or its complement)."""
-    acc = np.uint8(0)
-    f = np.uint8(flip)
-    for i in range(lo, hi):
-        acc ^= row[i] & (mask[i] ^ f)
-    return int(acc)
+_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
 @njit(**KERNEL)
-def _members(mask: NDArray[np.uint8], flip: int, lo: int, hi: int) -> int:
-    c = 0
-    for i in range(lo, hi):
-        c += mask[i] ^ flip
-    return c
+def word_parity(x: np.uint64) -> int:
+    """Parity of the set bits of one 64-bit word."""
+    x ^= x >> np.uint64(32)
+    x ^= x >> np.uint64(16)
+    x ^= x >> np.uint64(8)
+    x ^= x >> np.uint64(4)
+    x ^= x >> np.uint64(2)
+    x ^= x >> np.uint64(1)
+    return int(x & np.uint64(1))
+
+
+@njit(**KERNEL)
+def _range_words(words: NDArray[np.uint64], mask: NDArray[np.uint64], flip: int, lo: int, hi: int) -> np.uint64:
+    """XOR of the words of [lo, hi) ANDed with the subset mask (flip = 1: its complement); bits
+    outside [lo, hi) cleared. Packed bits per DESIGN §3 (padding bits are zero)."""
+    acc = np.uint64(0)
+    if hi <= lo:
+        return acc
+    fm = _ONES if flip else np.uint64(0)
+    w0 = lo >> 6
+    w1 = (hi - 1) >> 6
+    first = _ONES << np.uint64(lo & 63)
+    last = _ONES >> np.uint64(63 - ((hi - 1) & 63))
+    if w0 == w1:
+        return words[w0] & (mask[w0] ^ fm) & first & last
+    acc = words[w0] & (mask[w0] ^ fm) & first
+    for w in range(w0 + 1, w1):
+        acc ^= words[w] & (mask[w] ^ fm)
+    acc ^= words[w1] & (mask[w1] ^ fm) & last
+    return acc
+
+
+@njit(**KERNEL)
+def masked_parity(words: NDArray[np.uint64], mask: NDArray[np.uint64], flip: int, lo: int, hi: int) -> int:
+    """Parity of the packed bits in [lo, hi) that lie in the subset `mask` (flip = 1: its complement)."""
+    return word_parity(_range_words(words, mask, flip, lo, hi))
+
+
+@njit(**KERNEL)
+def _popcount(x: np.uint64) -> int:
+    x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
+    x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
+    x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
+    return int((x * np.uint64(0x0101010101010101)) >> np.uint64(56))
+
+
+@njit(**KERNEL)
+def _members(mask: NDArray[np.uint64], flip: int, lo: int, hi: int, n: int) -> int:
+    """Subset members (flip = 1: complement members) among positions [lo, hi), hi - lo <= 64."""
+    if hi <= lo:
+        return 0
+    fm = _ONES if flip else np.uint64(0)
+    w0 = lo >> 6
+    w1 = (hi - 1) >> 6
+    first = _ONES << np.uint64(lo & 63)
+    last = _ONES >> np.uint64(63 - ((hi - 1) & 63))
+    if w0 == w1:
+        return _popcount((mask[w0] ^ fm) & first & last)
+    return _popcount((mask[w0] ^ fm) & first) + _popcount((mask[w1] ^ fm) & last)
 
 
 @njit(**KERNEL)
@@ -97,32 +144,35 @@ def _root_length(kind: int, k: int, b: int, n: int) -> int:
 
 
 @njit(**KERNEL)
-def _node_parity(kind: int, k: int, b: int, lo: int, hi: int, row: NDArray[np.uint8], mask: NDArray[np.uint8]) -> int:
+def _node_parity(kind: int, k: int, b: int, lo: int, hi: int, row: NDArray[np.uint8],
+                 words: NDArray[np.uint64], mask: NDArray[np.uint64]) -> int:
     if kind == BLOCK:
         off = b * k
         return range_parity(row, off + lo, off + hi)
-    return masked_parity(row, mask, b, lo, hi)
+    return masked_parity(words, mask, b, lo, hi)
 
 
 @njit(**KERNEL)
-def top_parities(kind: int, k: int, nb: int, row: NDArray[np.uint8], mask: NDArray[np.uint8]) -> NDArray[np.uint8]:
-    """Parity of every block of a pass (row in pass order; mask for HALF/BICONF)."""
+def top_parities(kind: int, k: int, nb: int, row: NDArray[np.uint8], words: NDArray[np.uint64],
+                 mask: NDArray[np.uint64]) -> NDArray[np.uint8]:
+    """Parity of every block of a pass (BLOCK: `row` in pass order; HALF/BICONF: packed `words` in
+    frame order and the packed subset `mask`)."""
     n = row.size
     out = np.zeros(nb, dtype=np.uint8)
     if kind == BLOCK:
         for b in range(nb):
             out[b] = range_parity(row, b * k, min(n, (b + 1) * k))
     else:
-        a0 = np.uint8(0)
-        a1 = np.uint8(0)
-        for i in range(n):
-            x = row[i]
-            m = mask[i]
+        a0 = np.uint64(0)
+        a1 = np.uint64(0)
+        for w in range(words.size):
+            x = words[w]
+            m = mask[w]
             a0 ^= x & m
-            a1 ^= x & (m ^ np.uint8(1))
-        out[0] = a0
+            a1 ^= x & ~m
+        out[0] = word_parity(a0)
         if nb > 1:
-            out[1] = a1
+            out[1] = word_parity(a1)
     return out
 
 
@@ -130,7 +180,7 @@ def top_parities(kind: int, k: int, nb: int, row: NDArray[np.uint8], mask: NDArr
 def answer_questions(
     kind: NDArray[np.int64], ksz: NDArray[np.int64], nb: NDArray[np.int64], stride: NDArray[np.int64],
     rowi: NDArray[np.int64], mrow: NDArray[np.int64], n_started: int,
-    rows: NDArray[np.uint8], masks: NDArray[np.uint8],
+    rows: NDArray[np.uint8], words: NDArray[np.uint64], masks: NDArray[np.uint64],
     q_pass: NDArray[np.uint8], q_blk: NDArray[np.uint32], q_node: NDArray[np.uint32],
 ) -> NDArray[np.uint8]:
     """Alice's parities of the asked tree nodes; INVALID where a question names no node."""
@@ -151,7 +201,7 @@ def answer_questions(
             out[i] = INVALID
             continue
         mr = mrow[j] if mrow[j] >= 0 else 0
-        out[i] = _node_parity(kd, ksz[j], b, lo, hi, rows[rowi[j]], masks[mr])
+        out[i] = _node_parity(kd, ksz[j], b, lo, hi, rows[rowi[j]], words, masks[mr])
     return out
 
 
@@ -159,11 +209,12 @@ def answer_questions(
 def set_roots(
     j: int, kind: NDArray[np.int64], ksz: NDArray[np.int64], nb: NDArray[np.int64], stride: NDArray[np.int64],
     base: NDArray[np.int64], rowi: NDArray[np.int64], mrow: NDArray[np.int64],
-    state: NDArray[np.int8], rows: NDArray[np.uint8], masks: NDArray[np.uint8], alice_top: NDArray[np.uint8],
+    state: NDArray[np.int8], rows: NDArray[np.uint8], words: NDArray[np.uint64], masks: NDArray[np.uint64],
+    alice_top: NDArray[np.uint8],
 ) -> NDArray[np.int64]:
     """Record Alice's block parities of pass `j`; returns the blocks whose parities differ."""
     mr = mrow[j] if mrow[j] >= 0 else 0
-    mine = top_parities(kind[j], ksz[j], nb[j], rows[rowi[j]], masks[mr])
+    mine = top_parities(kind[j], ksz[j], nb[j], rows[rowi[j]], words, masks[mr])
     odd = np.empty(nb[j], dtype=np.int64)
     c = 0
     for b in range(nb[j]):
@@ -189,14 +240,14 @@ def _grow(a: NDArray[np.int64], need: int) -> NDArray[np.int64]:
 
 @njit(**KERNEL)
 def _locate(j: int, p: int, kind: NDArray[np.int64], ksz: NDArray[np.int64], prow: NDArray[np.int64],
-            mrow: NDArray[np.int64], poss: NDArray[np.int32], masks: NDArray[np.uint8]) -> tuple[int, int]:
+            mrow: NDArray[np.int64], poss: NDArray[np.int32], masks: NDArray[np.uint64]) -> tuple[int, int]:
     """(block, position within the block's range) of frame position p in pass j; block -1: in none."""
     kd = kind[j]
     if kd == BLOCK:
         q = p if prow[j] < 0 else np.int64(poss[prow[j], p])
         b = q // ksz[j]
         return b, q - b * ksz[j]
-    m = np.int64(masks[mrow[j], p])
+    m = np.int64((masks[mrow[j], p >> 6] >> np.uint64(p & 63)) & np.uint64(1))
     if kd == BICONF and m == 0:
         return -1, 0
     return 1 - m, p
@@ -206,8 +257,8 @@ def _locate(j: int, p: int, kind: NDArray[np.int64], ksz: NDArray[np.int64], pro
 def bob_round(
     kind: NDArray[np.int64], ksz: NDArray[np.int64], nb: NDArray[np.int64], stride: NDArray[np.int64],
     base: NDArray[np.int64], rowi: NDArray[np.int64], mrow: NDArray[np.int64], prow: NDArray[np.int64],
-    n_started: int, state: NDArray[np.int8], rows: NDArray[np.uint8], masks: NDArray[np.uint8],
-    perms: NDArray[np.int32], poss: NDArray[np.int32],
+    n_started: int, state: NDArray[np.int8], rows: NDArray[np.uint8], words: NDArray[np.uint64],
+    masks: NDArray[np.uint64], perms: NDArray[np.int32], poss: NDArray[np.int32],
     a_pass: NDArray[np.int64], a_blk: NDArray[np.int64], a_node: NDArray[np.int64], answers: NDArray[np.uint8],
     s_pass: NDArray[np.int64], s_blk: NDArray[np.int64], s_node: NDArray[np.int64],
     flipped: NDArray[np.int64],
@@ -230,7 +281,7 @@ def bob_round(
         length = _root_length(kd, ksz[j], b, n)
         lo, hi = node_range(length, v)
         mr = mrow[j] if mrow[j] >= 0 else 0
-        mine = _node_parity(kd, ksz[j], b, lo, hi, rows[rowi[j]], masks[mr])
+        mine = _node_parity(kd, ksz[j], b, lo, hi, rows[rowi[j]], words, masks[mr])
         slot = base[j] + b * stride[j]
         state[slot + v] = EVEN + (mine ^ answers[i])
         ps = state[slot + (v >> 1)]
@@ -290,6 +341,7 @@ def bob_round(
                 nflip += 1
                 # correct it in every pass-ordered copy
                 rows[0, p] ^= np.uint8(1)
+                words[p >> 6] ^= np.uint64(1) << np.uint64(p & 63)
                 for jj in range(n_started):
                     if kind[jj] == BLOCK and prow[jj] >= 0:
                         rows[rowi[jj], poss[prow[jj], p]] ^= np.uint8(1)
@@ -335,11 +387,11 @@ def bob_round(
             if sl == UNKNOWN and kd != BLOCK and hi - lo <= 64:
                 # subset passes: a half with no member has parity 0 on both sides, nothing to ask
                 mid = lo + (hi - lo + 1) // 2
-                if _members(masks[mr], b, lo, mid) == 0:
+                if _members(masks[mr], b, lo, mid, n) == 0:
                     state[slot + left] = EVEN
                     state[slot + left + 1] = ODD
                     sl = EVEN
-                elif _members(masks[mr], b, mid, hi) == 0:
+                elif _members(masks[mr], b, mid, hi, n) == 0:
                     state[slot + left] = ODD
                     state[slot + left + 1] = EVEN
                     sl = ODD

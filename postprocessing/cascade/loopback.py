@@ -35,6 +35,7 @@ def reconcile_many_loopback(
         errors.append(int(np.count_nonzero(alice_bits != bob_bits)))
     reconciler = CascadeReconciler(link.bob, variant, timeout_s=timeout_s, max_in_flight=max_in_flight)
     outcomes = reconciler.reconcile_many([(i, bob, qber) for i, (_, bob) in enumerate(frames)])
+    link.drain()  # Alice takes the DONE messages and frees her blocks
     for o, e in zip(outcomes, errors):
         o.stats.actual_errors = e
     return outcomes

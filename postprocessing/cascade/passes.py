@@ -1,7 +1,7 @@
 """Materialising a pass on one side: its tables row, its shuffled copy of the key or its subset mask.
 
 Both roles keep the same layout (see `kernels`): `rows[0]` the frame in frame order, one more row
-per shuffled BLOCK pass, one mask row per HALF/BICONF pass. Arrays grow by doubling.
+per shuffled BLOCK pass, `words` the frame as packed bits, one packed subset-mask row per HALF/BICONF pass. Arrays grow by doubling.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from postprocessing._numba import KERNEL, njit
+from postprocessing.bits import pack_bits
 from postprocessing.cascade import kernels, shuffle
 from postprocessing.cascade.variants import BLOCK
 
@@ -25,11 +26,12 @@ def _gather(src: NDArray[np.uint8], perm: NDArray[np.int32], out: NDArray[np.uin
 class PassTables:
     """The started passes of one block on one side, laid out for the kernels."""
 
-    def __init__(self, bits: NDArray[np.uint8], max_passes: int, keep_inverse: bool) -> None:
+    def __init__(self, bits: NDArray[np.uint8], max_passes: int, keep_inverse: bool, mask_capacity: int = 4) -> None:
         n = bits.size
         self.n = n
         self.max_passes = max_passes
         self.keep_inverse = keep_inverse
+        self.mask_capacity = max(1, mask_capacity)
         self.kind = np.zeros(max_passes, dtype=np.int64)
         self.ksz = np.zeros(max_passes, dtype=np.int64)
         self.nb = np.zeros(max_passes, dtype=np.int64)
@@ -42,7 +44,8 @@ class PassTables:
         self.rows = np.empty((1, n), dtype=np.uint8)
         self.rows[0] = bits
         self.n_rows = 1
-        self.masks = np.zeros((1, 1), dtype=np.uint8)
+        self.words = pack_bits(bits)
+        self.masks = np.zeros((1, 1), dtype=np.uint64)
         self.n_masks = 0
         self.perms = np.zeros((1, 1), dtype=np.int32)
         self.poss = np.zeros((1, 1), dtype=np.int32)
@@ -84,7 +87,7 @@ class PassTables:
         else:
             assert seed is not None
             m = self._add_mask()
-            self.masks[m] = shuffle.subset_mask(n, shuffle.pass_seed(seed, j))
+            self.masks[m] = shuffle.subset_words(n, shuffle.pass_seed(seed, j))
             self.mrow[j] = m
             self.rowi[j] = 0
         self.started = j + 1
@@ -96,8 +99,8 @@ class PassTables:
         return self.n_rows - 1
 
     def _add_mask(self) -> int:
-        if self.n_masks == 0 and self.masks.shape[1] != self.n:
-            self.masks = np.empty((2, self.n), dtype=np.uint8)
+        if self.n_masks == 0 and self.masks.shape[1] != self.words.size:
+            self.masks = np.empty((self.mask_capacity, self.words.size), dtype=np.uint64)
         elif self.n_masks == self.masks.shape[0]:
             self.masks = _grown(self.masks, self.n_masks)
         self.n_masks += 1

@@ -17,7 +17,7 @@ from postprocessing.cascade.channel import ClassicalChannel, Message
 from postprocessing.cascade.passes import PassTables
 from postprocessing.cascade.protocol import ASK, DONE, ERROR, MAX_BLOCK_ID, MAX_N, MAX_PASSES, PARITY, header_seed
 from postprocessing.cascade.stats import CascadeStats
-from postprocessing.cascade.variants import BICONF, BLOCK, Variant, get_variant
+from postprocessing.cascade.variants import BICONF, BLOCK, Variant, default_variant, get_variant
 from postprocessing.errors import ProtocolError
 
 __all__ = ["CascadeReconciler", "CascadeOutcome"]
@@ -41,16 +41,18 @@ class CascadeOutcome:
 class _BobBlock:
     """The state machine of one block on Bob's side."""
 
-    def __init__(self, block_id: int, bits: NDArray[np.uint8], qber: float, variant: Variant) -> None:
+    def __init__(self, block_id: int, bits: NDArray[np.uint8], qber: float, variant: Variant | None) -> None:
         self.block_id = block_id
-        self.variant = variant
         n = bits.size
+        variant = variant if variant is not None else default_variant(n)
+        self.variant = variant
         self.n = n
         self.specs = variant.first_passes(n, qber)
         self.max_passes = min(MAX_PASSES, variant.max_passes if variant.biconf_streak else len(self.specs))
         if len(self.specs) > self.max_passes:
             raise ValueError(f"variant {variant.name} has more than {MAX_PASSES} passes")
-        t = PassTables(bits.copy(), self.max_passes, keep_inverse=True)
+        t = PassTables(bits.copy(), self.max_passes, keep_inverse=True,
+                       mask_capacity=self.max_passes - sum(s.kind == BLOCK for s in self.specs))
         for j in range(self.max_passes):
             if j < len(self.specs):
                 t.plan(j, self.specs[j].kind, self.specs[j].block_size)
@@ -121,13 +123,13 @@ class _BobBlock:
             t.start(new_pass, self.seed, shuffle_block=(new_pass > 0 or self.variant.shuffle_first_pass))
             self.stats.passes = t.started
             odd = kernels.set_roots(new_pass, t.kind, t.ksz, t.nb, t.stride, t.base, t.rowi, t.mrow,
-                                    self.state, t.rows, t.masks, top)
+                                    self.state, t.rows, t.words, t.masks, top)
             if odd.size:
                 sp = np.concatenate((sp, np.full(odd.size, new_pass, dtype=np.int64)))
                 sb = np.concatenate((sb, odd))
                 sn = np.concatenate((sn, np.ones(odd.size, dtype=np.int64)))
         qp, qb, qn, sp, sb, sn, nflip = kernels.bob_round(
-            t.kind, t.ksz, t.nb, t.stride, t.base, t.rowi, t.mrow, t.prow, t.started, self.state, t.rows, t.masks,
+            t.kind, t.ksz, t.nb, t.stride, t.base, t.rowi, t.mrow, t.prow, t.started, self.state, t.rows, t.words, t.masks,
             t.perms, t.poss, qp, qb, qn, answers, sp, sb, sn, self.flipped,
         )
         self.stats.errors_corrected += nflip
@@ -177,7 +179,7 @@ class CascadeReconciler:
         if not isinstance(max_in_flight, int) or max_in_flight < 1:
             raise ValueError(f"max_in_flight must be an int >= 1, got {max_in_flight!r}")
         self.channel = channel
-        self.variant = get_variant(variant)
+        self.variant = get_variant(variant)  # None: the default for each frame's length
         self.timeout_s = timeout_s
         self.max_in_flight = max_in_flight
 

@@ -63,7 +63,7 @@ class _AliceBlock:
             alice_seed = shuffle.draw_seed()
             self.seed = shuffle.shared_seed(bob_seed, alice_seed)
             self.shuffle_first = bool(start.get("shuffle_first", False))
-            self.tables = PassTables(self.bits, MAX_PASSES, keep_inverse=False)
+            self.tables = PassTables(self.bits, MAX_PASSES, keep_inverse=False, mask_capacity=16)
             reply["seed"] = alice_seed.hex()
         t = self.tables
         assert t is not None
@@ -90,14 +90,14 @@ class _AliceBlock:
             t.plan(j, kind, size)
             t.start(j, self.seed, shuffle_block=(j > 0 or self.shuffle_first))
         answers = kernels.answer_questions(
-            t.kind, t.ksz, t.nb, t.stride, t.rowi, t.mrow, t.started, t.rows, t.masks, q_pass, q_blk, q_node
+            t.kind, t.ksz, t.nb, t.stride, t.rowi, t.mrow, t.started, t.rows, t.words, t.masks, q_pass, q_blk, q_node
         )
         if answers.size and int(answers.max()) == kernels.INVALID:
             raise ProtocolError("cascade: a question names no block or tree node")
         if new_pass is not None:
             j = t.started - 1
             mr = int(t.mrow[j]) if t.mrow[j] >= 0 else 0
-            top = kernels.top_parities(int(t.kind[j]), int(t.ksz[j]), int(t.nb[j]), t.rows[t.rowi[j]], t.masks[mr])
+            top = kernels.top_parities(int(t.kind[j]), int(t.ksz[j]), int(t.nb[j]), t.rows[t.rowi[j]], t.words, t.masks[mr])
         self.leaked += answers.size + top.size
         self.touched = time.monotonic()
         return Message(PARITY, reply, (np.packbits(answers, bitorder="little"), np.packbits(top, bitorder="little")))

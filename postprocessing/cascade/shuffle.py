@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 
 from postprocessing._numba import KERNEL, njit
 
-__all__ = ["SEED_BYTES", "draw_seed", "shared_seed", "pass_seed", "permutation", "inverse", "subset_mask"]
+__all__ = ["SEED_BYTES", "draw_seed", "shared_seed", "pass_seed", "permutation", "inverse", "subset_words", "subset_mask"]
 
 SEED_BYTES = 16
 
@@ -79,16 +79,16 @@ def _inverse_kernel(perm: NDArray[np.int32]) -> NDArray[np.int32]:
 
 
 @njit(**KERNEL)
-def _mask_kernel(n: int, seed: np.uint64) -> NDArray[np.uint8]:
-    out = np.empty(n, dtype=np.uint8)
+def _mask_words_kernel(n: int, seed: np.uint64) -> NDArray[np.uint64]:
+    nw = (n + 63) >> 6
+    out = np.empty(nw, dtype=np.uint64)
     s = seed
-    i = 0
-    while i < n:
+    for w in range(nw):
         s, z = _splitmix(s)
-        m = min(64, n - i)
-        for b in range(m):
-            out[i + b] = np.uint8((z >> np.uint64(b)) & np.uint64(1))
-        i += m
+        out[w] = z
+    tail = n & 63
+    if tail:
+        out[nw - 1] &= (np.uint64(1) << np.uint64(tail)) - np.uint64(1)
     return out
 
 
@@ -116,7 +116,15 @@ def inverse(perm: NDArray[np.int32]) -> NDArray[np.int32]:
     return _inverse_kernel(perm)
 
 
-def subset_mask(n: int, seed: int) -> NDArray[np.uint8]:
-    """Membership (0/1 per frame position) of the random subset of a HALF or BICONF pass."""
+def subset_words(n: int, seed: int) -> NDArray[np.uint64]:
+    """The random subset of a HALF or BICONF pass as packed bits (DESIGN §3): position i is a member
+    iff bit i is set; each splitmix64 output is one word."""
     _check_n(n)
-    return _mask_kernel(int(n), _check_seed(seed))
+    return _mask_words_kernel(int(n), _check_seed(seed))
+
+
+def subset_mask(n: int, seed: int) -> NDArray[np.uint8]:
+    """The same subset as one uint8 (0/1) per frame position."""
+    words = subset_words(n, seed)
+    return np.unpackbits(words.view(np.uint8), count=n, bitorder="little") if np.little_endian else \
+        np.unpackbits(words.byteswap().view(np.uint8), count=n, bitorder="little")

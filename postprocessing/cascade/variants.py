@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["Variant", "PassSpec", "VARIANTS", "DEFAULT_VARIANT", "get_variant", "BLOCK", "HALF", "BICONF"]
+__all__ = ["Variant", "PassSpec", "VARIANTS", "DEFAULT_VARIANT", "get_variant", "default_variant", "BLOCK", "HALF", "BICONF"]
 
 BLOCK = 0  # contiguous blocks of k bits in the pass's shuffled order
 HALF = 1  # two blocks: a random subset of the frame and its complement
@@ -94,13 +94,24 @@ VARIANTS: dict[str, Variant] = {
     )
 }
 
-DEFAULT_VARIANT = "option8"
+# Picked by measurement (mean f over frames with exactly round(Q n) errors, Q in {1, 2, 5} %, see
+# node/bench/suites/cascade.py): BICONF is the most efficient below ~5e4 bits (f 1.07-1.08 at 1e4,
+# where option 7/8 reach 1.12-1.13 at Q = 1 %); option 7 above (f 1.03-1.05 at 1e5-1e6, where
+# BICONF exceeds 1.07 at Q = 5 %).
+DEFAULT_VARIANT = "auto"
+AUTO_SMALL, AUTO_LARGE, AUTO_THRESHOLD = "biconf", "option7", 50_000
 
 
-def get_variant(variant: str | Variant | None) -> Variant:
-    """The variant named `variant` (None: the default), or `variant` itself."""
-    if variant is None:
-        return VARIANTS[DEFAULT_VARIANT]
+def default_variant(n: int) -> Variant:
+    """The variant `auto` picks for a frame of `n` bits."""
+    return VARIANTS[AUTO_SMALL if n < AUTO_THRESHOLD else AUTO_LARGE]
+
+
+def get_variant(variant: str | Variant | None, n: int | None = None) -> Variant | None:
+    """The variant named `variant`, or `variant` itself; None or "auto": the default for `n` bits
+    (None while `n` is not known)."""
+    if variant is None or variant == "auto":
+        return None if n is None else default_variant(n)
     if isinstance(variant, Variant):
         return variant
     try:
