@@ -237,3 +237,35 @@ def test_malformed_error_queue_entries_are_rejected(reply):
 @pytest.mark.parametrize("reply,expected", [("1", True), ("0", False), ("ON", True), ("off", False)])
 def test_scpi_booleans_parse(reply, expected):
     assert parse_bool(reply) is expected
+
+
+# -- malformed replies: any text is either a valid value or a driver error, never a crash ----------
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from drivers.instrument import parse_float, parse_int  # noqa: E402
+
+REPLY_TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40)
+
+
+@given(REPLY_TEXT)
+def test_reply_parsers_return_their_type_or_raise_value_error(reply):
+    for parse, kind in ((parse_float, float), (parse_int, int), (parse_bool, bool), (parse_scpi_error, tuple)):
+        try:
+            value = parse(reply)
+        except ValueError:
+            continue
+        assert isinstance(value, kind)
+
+
+@given(REPLY_TEXT)
+def test_any_reply_to_a_measurement_is_a_value_or_bad_reply(reply):
+    transport = ScriptedTransport([*INIT, ("MEAS:CURR?", reply)])
+    laser = ThorlabsITC4001(transport, retries=0)
+    try:
+        value = laser.current
+    except BadReply as exc:
+        assert "MEAS:CURR?" in str(exc)
+    else:
+        assert isinstance(value, float)
