@@ -31,9 +31,6 @@
 #define QKD_X86 0
 #endif
 
-/* Base cases: out[0..m] ^= T x with T[r][c] = t[r - c + m - 1] (t has 2m-1 words), in overlapped
- * form, for any even m (in practice at most a few dozen words). */
-
 typedef void (*qkd_tmvp_fn)(const uint64_t *t, const uint64_t *x, size_t m, uint64_t *out, uint64_t *scratch,
                             size_t base_max);
 
@@ -46,6 +43,8 @@ typedef struct {
 
 #define QKD_BASE_MAX_ALL 64
 
+/* Base cases: out[0..m] ^= T x with T[r][c] = t[r - c + m - 1] (t has 2m-1 words), in overlapped
+ * form, for any even m up to QKD_BASE_MAX_ALL (choose_tile never asks for more). */
 static inline void base_portable(const uint64_t *t, const uint64_t *x, size_t m, uint64_t *out)
 {
     /* Row r is the dot product of t[r .. r+m) with x reversed. Tables come from x (key). */

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import example, given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from postprocessing import _cbackend
@@ -33,7 +33,7 @@ def _bits(rng: np.random.Generator, size: int, kind: str) -> np.ndarray:
 
 @st.composite
 def hash_inputs(draw: st.DrawFn, max_n: int = 4096) -> tuple[np.ndarray, np.ndarray, int]:
-    n = draw(st.integers(1, max_n))
+    n = draw(st.one_of(st.integers(1, max_n), st.integers(max_n // 2, max_n)))
     l = draw(st.one_of(st.integers(0, n - 1), st.just(n - 1)))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     kind = draw(st.sampled_from(["random", "ones", "sparse"]))
@@ -68,6 +68,16 @@ def test_public_api_follows_the_path_environment_variable(path: str, monkeypatch
     monkeypatch.setenv(_cbackend.ENV_VAR, path)
     x, s, l = _case(3000, 1700, seed=7)
     assert np.array_equal(toeplitz_hash(x, s, l), naive_toeplitz(x, s, l))
+
+
+@pytest.mark.parametrize("path", PATHS)
+@settings(max_examples=25)
+@given(inputs=hash_inputs(max_n=60_000))
+def test_c_kernel_equals_fft_reference_through_deep_recursion_on_every_path(path: str, inputs: tuple) -> None:
+    # Tens of thousands of bits: several Karatsuba levels and tile layouts on every path.
+    x, s, l = inputs
+    y = _cbackend.toeplitz_words(pack_bits(x), x.size, pack_bits(s), l, path=path)
+    assert np.array_equal(unpack_bits(y, l), toeplitz_hash_fft(x, s, l)), f"path={path} n={x.size} l={l}"
 
 
 @given(inputs=hash_inputs(max_n=700))
