@@ -45,7 +45,13 @@ SYNC_CHANNEL = 64
 """Channel number given to sync events in T2 streams (above every real input index 0..63)."""
 
 _INT64_MAX = (1 << 63) - 1
-_HH_MAX_OVERFLOW_COUNT = (1 << 25) - 1  # v2 T2 overflow record count field (T3: 10 bits)
+
+COMPATIBLE_OVERFLOW_COUNT = 127
+"""Largest wrap count the encoder puts in one HydraHarp v2-family T2 overflow record by default.
+
+The field holds up to 2**25 - 1, but readers that form count * 2**25 in 32-bit arithmetic
+(ptufile 2026.2 does) misread counts from 128 on; staying below costs one record per 127 wraps
+(about 4 ms at 1 ps ticks) and keeps our files readable everywhere."""
 
 
 class RecordType(IntEnum):
@@ -354,7 +360,7 @@ def decode_t3(
 
 
 @njit(**KERNEL)
-def _encode_t2(times, codes, picoharp, v1, wrap, out):  # pragma: no cover
+def _encode_t2(times, codes, picoharp, v1, wrap, max_count, out):  # pragma: no cover
     n_out = 0
     cur = 0  # wraps emitted so far
     for i in range(times.size):
@@ -368,7 +374,7 @@ def _encode_t2(times, codes, picoharp, v1, wrap, out):  # pragma: no cover
                 out[n_out] = np.uint32(0xFE000000)
                 cur += 1
             else:
-                c = min(target - cur, 0x1FFFFFF)
+                c = min(target - cur, max_count)
                 out[n_out] = np.uint32(0xFE000000 | c)
                 cur += c
             n_out += 1
@@ -476,14 +482,18 @@ def encode_t2(
     *,
     marker_ticks: object = None,
     marker_bits: object = None,
+    max_overflow_count: int = COMPATIBLE_OVERFLOW_COUNT,
 ) -> NDArray[np.uint32]:
     """Encode T2 events (times in ticks of the global resolution) into records with overflows.
 
     `channel` holds zero-based inputs, or `SYNC_CHANNEL` for sync events where the format has them.
     Events are written in time order (stable). PicoHarp 300 markers carry their bits in the low
-    four time bits, so a marker at tick t reads back at `(t & ~15) | bits`.
+    four time bits, so a marker at tick t reads back at `(t & ~15) | bits`. `max_overflow_count`
+    (HydraHarp v2 family, 1..2**25-1) caps the wraps per overflow record.
     """
     fmt = record_format(record_type)
+    if not 1 <= max_overflow_count <= (1 << 25) - 1:
+        raise ValueError(f"max_overflow_count must lie in 1..{(1 << 25) - 1}, got {max_overflow_count}")
     if fmt.t3:
         raise ValueError(f"record_type {fmt.record_type.name} is a T3 format; use encode_t3")
     t = _int_array(ticks, "ticks")
@@ -501,11 +511,11 @@ def encode_t2(
         raise ValueError(f"channel must lie in {allowed} for {fmt.record_type.name}")
     times, codes, _ = _merge_events(t, c, mt, mb)
     last = int(times[-1]) if times.size else 0
-    cap = _capacity(times.size, last, fmt, 0x1FFFFFF)
+    cap = _capacity(times.size, last, fmt, max_overflow_count)
     if cap > _MAX_RECORDS:
         raise ValueError(f"ticks span {last // fmt.wrap} wrap-arounds; {fmt.record_type.name} would need over {_MAX_RECORDS} records")
     out = np.empty(cap, np.uint32)
-    n = _encode_t2(times, codes, fmt.picoharp, fmt.v1, fmt.wrap, out)
+    n = _encode_t2(times, codes, fmt.picoharp, fmt.v1, fmt.wrap, max_overflow_count, out)
     return out[:n].copy()
 
 

@@ -65,7 +65,7 @@ class PtuData:
     """
 
     header: dict[str, Any]
-    tags: PtuHeader
+    ptu_header: PtuHeader  # the tags in file order, with their types (lossless for writing back)
     measurement: Measurement
     channel: NDArray[np.uint8]
     markers: Markers

@@ -60,9 +60,11 @@ def _sorted_times(rng: np.random.Generator, n: int, max_gap_bits: int) -> np.nda
     return np.cumsum(np.where(rng.random(n) < 0.8, small, large))
 
 
-def _markers(rng: np.random.Generator, max_time_bits: int) -> tuple[np.ndarray, np.ndarray]:
+def _markers(rng: np.random.Generator, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Up to 20 markers spread over the span of `times` (and a little beyond)."""
     m = int(rng.integers(0, 20))
-    return np.sort(rng.integers(0, 1 << max_time_bits, m, dtype=np.int64)), rng.integers(1, 16, m, dtype=np.int64)
+    end = (int(times[-1]) if times.size else 0) + 5000
+    return np.sort(rng.integers(0, end, m, dtype=np.int64)), rng.integers(1, 16, m, dtype=np.int64)
 
 
 @st.composite
@@ -74,7 +76,7 @@ def t2_events(draw, record_type: RecordType, max_size: int = 300):
     ticks = _sorted_times(rng, n, 36 if fmt.v1 or fmt.picoharp else 44)  # v1: one record per wrap
     channels = np.array(list(range(fmt.max_input + 1)) + ([SYNC_CHANNEL] if fmt.has_sync_records else []))
     channel = rng.choice(channels, n).astype(np.int64)
-    marker_ticks, marker_bits = _markers(rng, 42)
+    marker_ticks, marker_bits = _markers(rng, ticks)
     return ticks, channel, marker_ticks, marker_bits
 
 
@@ -87,5 +89,5 @@ def t3_events(draw, record_type: RecordType, max_size: int = 300):
     sync = _sorted_times(rng, n, 20 if fmt.v1 or fmt.picoharp else 30)
     dtime = rng.integers(0, fmt.max_dtime + 1, n, dtype=np.int64)
     channel = rng.integers(0, fmt.max_input + 1, n, dtype=np.int64)
-    marker_sync, marker_bits = _markers(rng, 32)
+    marker_sync, marker_bits = _markers(rng, sync)
     return sync, dtime, channel, marker_sync, marker_bits

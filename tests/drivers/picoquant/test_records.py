@@ -128,10 +128,13 @@ def test_t3_encode_decode_round_trip_across_overflows(rt, data):
     assert np.array_equal(out.marker_sync, marker_sync) and np.array_equal(out.marker_bits, marker_bits)
 
 
-def test_encoder_uses_the_fewest_hydraharp_v2_overflow_records():
-    gap = 5 * 33554432 + 7
+def test_encoder_packs_hydraharp_v2_wraps_into_as_few_overflow_records_as_allowed():
+    gap = 300 * 33554432 + 7
     records = encode_t2(RecordType.HYDRAHARP_V2_T2, [3, gap], [1, 2])
-    assert records.tolist() == [(1 << 25) | 3, 0xFE000005, (2 << 25) | 7]
+    assert records.tolist() == [(1 << 25) | 3, 0xFE00007F, 0xFE00007F, 0xFE00002E, (2 << 25) | 7]
+    dense = encode_t2(RecordType.HYDRAHARP_V2_T2, [3, gap], [1, 2], max_overflow_count=(1 << 25) - 1)
+    assert dense.tolist() == [(1 << 25) | 3, 0xFE000000 | 300, (2 << 25) | 7]
+    assert decode_t2(dense, RecordType.HYDRAHARP_V2_T2).time_ps.tolist() == [3, gap]
 
 
 @pytest.mark.parametrize(
