@@ -295,14 +295,14 @@ class KeyManager:
 
 async def run_key_manager(config: KmConfig, ready: Callable[[KeyManager], None] | None = None) -> None:
     """Run a key manager until SIGINT/SIGTERM, then shut down gracefully."""
-    km = KeyManager(config)
-    await km.start()
-    if ready is not None:
-        ready(km)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    km = KeyManager(config)
+    await km.start()
+    if ready is not None:
+        ready(km)
     try:
         await stop.wait()
     finally:

@@ -34,6 +34,7 @@ def write_pair_configs(root: Path, pki_dir: Path, ports: dict[str, int] | None =
         link_key.write_bytes(os.urandom(1 << 20))
         for who in ("a", "b"):
             (root / f"ingest_{who}.key").write_bytes(os.urandom(1 << 20))
+            (root / f"fuzz_{who}.key").write_bytes(os.urandom(64))
     limits = "\n".join(f"{k} = {v}" for k, v in keys.items())
     out = {}
     for me, other, local, remote in (("a", "b", ["SAE_A", "SAE_C"], ["SAE_B", "SAE_D"]),
@@ -56,6 +57,9 @@ bind = "tcp://127.0.0.1:{ports[me + '_in']}"
 [[ingest.sources]]
 id = "node_{me}"
 auth_key = "ingest_{me}.key"
+[[ingest.sources]]
+id = "fuzz_{me}"
+auth_key = "fuzz_{me}.key"
 [link]
 bind = "tcp://127.0.0.1:{ports[me + '_link']}"
 auth_key = "link.key"

@@ -1,0 +1,116 @@
+"""KEY_BLOCK ingest: acknowledged after commit, duplicates stored once, garbage refused without harm."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+
+import pytest
+import zmq
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from node.classical import Message, SecureLink
+from node.keymanager.ingest import KeyBlockSender
+
+
+def blocks_in(pair, who: str) -> set[int]:
+    km = pair.a if who == "a" else pair.b
+    with sqlite3.connect(km.config.database) as db:
+        return {r[0] for r in db.execute("SELECT block_id FROM blocks")}
+
+
+def raw_dealer(pair, identity: bytes = b"node_a") -> zmq.Socket:
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.IDENTITY, identity)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(f"tcp://127.0.0.1:{pair.paths['ports']['a_in']}")
+    return sock
+
+
+def send(pair, block: int, key: bytes) -> dict:
+    """Send a block, re-sending as a QKD module does when a raw test socket took over its identity."""
+    for _ in range(5):
+        try:
+            return pair.senders["a"].send_block("L1", block, key, timeout_s=1.0)
+        except TimeoutError:
+            continue
+    raise AssertionError("block never acknowledged")
+
+
+def test_block_is_acknowledged_once_durable_and_a_resent_block_is_stored_once(pair):
+    sender = pair.senders["a"]
+    key = os.urandom(4000)
+    first = sender.send_block("L1", 10_000, key, qber=0.03)
+    assert first["type"] == "KEY_BLOCK_ACK" and first["status"] == "stored"
+    assert 10_000 in blocks_in(pair, "a")  # visible to another connection: committed
+    again = sender.send_block("L1", 10_000, key, qber=0.03)
+    assert again["type"] == "KEY_BLOCK_ACK" and again["status"] == "duplicate"
+    with sqlite3.connect(pair.a.config.database) as db:
+        assert db.execute("SELECT COUNT(*) FROM blocks WHERE block_id=10000").fetchone()[0] == 1
+
+
+def test_length_bits_that_is_not_a_byte_multiple_keeps_whole_bytes(pair):
+    reply = pair.senders["a"].send_block("L1", 10_001, os.urandom(100), length_bits=795)
+    assert reply["type"] == "KEY_BLOCK_ACK"
+    with sqlite3.connect(pair.a.config.database) as db:
+        assert db.execute("SELECT SUM(size) FROM chunks WHERE block_id=10001").fetchone()[0] == 99
+
+
+@pytest.mark.parametrize("header, frames, field", [
+    ({"link_id": "L9", "block_id": 1, "length_bits": 8, "qber": None, "params": {}}, [b"k"], "not configured"),
+    ({"link_id": "L1", "block_id": -1, "length_bits": 8, "qber": None, "params": {}}, [b"k"], "block_id"),
+    ({"link_id": "L1", "block_id": "1", "length_bits": 8, "qber": None, "params": {}}, [b"k"], "block_id"),
+    ({"link_id": "L1", "block_id": 1, "length_bits": 16, "qber": None, "params": {}}, [b"k"], "length_bits"),
+    ({"link_id": "L1", "block_id": 1, "length_bits": 8, "qber": 0.9, "params": {}}, [b"k"], "qber"),
+    ({"link_id": "L1", "block_id": 1, "length_bits": 8, "qber": None, "params": []}, [b"k"], "params"),
+    ({"link_id": "L1", "block_id": 1, "length_bits": 8, "colour": 1}, [b"k"], "colour"),
+    ({"link_id": "L1", "block_id": 1, "length_bits": 8}, [b"k", b"k"], "one payload frame"),
+    ({"link_id": "", "block_id": 1, "length_bits": 8}, [b"k"], "link_id"),
+])
+def test_malformed_key_block_is_refused_with_a_message_naming_the_field(pair, header, frames, field):
+    sender: KeyBlockSender = pair.senders["a"]
+    before = blocks_in(pair, "a")
+    sender.sock.send_multipart(sender.link.seal(Message("KEY_BLOCK", header, frames)))
+    assert sender.sock.poll(5000)
+    reply = sender.link.open(sender.sock.recv_multipart())
+    assert reply.type == "KEY_BLOCK_NACK" and field in reply.header["error"]
+    assert blocks_in(pair, "a") == before
+
+
+def test_forged_replayed_and_foreign_frames_are_dropped_and_ingest_lives_on(pair):
+    sender: KeyBlockSender = pair.senders["a"]
+    frames = sender.link.seal(Message("KEY_BLOCK", {"link_id": "L1", "block_id": 10_002, "length_bits": 64,
+                                                    "qber": None, "params": {}}, [os.urandom(8)]))
+    tampered = [bytes(f) for f in frames]
+    tampered[3] = bytes(8)  # the key frame changed in flight
+    sock = raw_dealer(pair)
+    sock.send_multipart(tampered)
+    foreign = SecureLink.from_bootstrap(os.urandom(64), "initiator")
+    sock.send_multipart(foreign.seal(Message("KEY_BLOCK", {"link_id": "L1", "block_id": 10_003, "length_bits": 8},
+                                             [b"k"])))
+    assert not sock.poll(300), "a forged message was answered"
+    assert 10_002 not in blocks_in(pair, "a") and 10_003 not in blocks_in(pair, "a")
+    sock.send_multipart(frames)  # the genuine message, once
+    assert sock.poll(5000)
+    assert sender.link.open(sock.recv_multipart()).type == "KEY_BLOCK_ACK"
+    sock.send_multipart(frames)  # and a replay of it
+    assert not sock.poll(300), "a replayed message was answered"
+    sock.close(0)
+    assert send(pair, 10_004, os.urandom(64))["type"] == "KEY_BLOCK_ACK"
+
+
+@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.sampled_from([b"fuzz_a", b"node_b", b"stranger", b"\xff"]),
+       st.lists(st.binary(max_size=64), min_size=0, max_size=6))
+def test_garbage_on_the_ingest_socket_is_dropped_and_nothing_is_lost(pair, identity, frames):
+    before = blocks_in(pair, "a")
+    sock = raw_dealer(pair, identity)
+    if frames:
+        sock.send_multipart(frames)
+    else:
+        sock.send(b"")
+    sock.close(0)
+    block = 20_000 + len(before)
+    assert send(pair, block, os.urandom(32))["type"] == "KEY_BLOCK_ACK"
+    assert blocks_in(pair, "a") == before | {block}

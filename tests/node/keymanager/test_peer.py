@@ -1,0 +1,132 @@
+"""KM <-> KM link: authenticated, robust to garbage, safe when the peer is down, reconciled by key ID."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import sqlite3
+import time
+
+import requests
+import zmq
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from node.keymanager.store import Allocation
+from tests.node.keymanager.conftest import KmThread, Pair
+
+
+def enc(pair, who="a", master="SAE_A", slave="SAE_B", **params) -> requests.Response:
+    return requests.get(f"https://{pair.url(who)}/api/v1/keys/{slave}/enc_keys", params=params, timeout=10,
+                        cert=(str(pair.pki / f"{master}.pem"), str(pair.pki / f"{master}.key")),
+                        verify=str(pair.pki / "ca.pem"))
+
+
+def dec(pair, key_id, who="b", master="SAE_A", slave="SAE_B") -> requests.Response:
+    return requests.get(f"https://{pair.url(who)}/api/v1/keys/{master}/dec_keys", params={"key_ID": key_id},
+                        timeout=10, cert=(str(pair.pki / f"{slave}.pem"), str(pair.pki / f"{slave}.key")),
+                        verify=str(pair.pki / "ca.pem"))
+
+
+def states(km: KmThread, origin: int) -> dict[str, str]:
+    with sqlite3.connect(km.config.database) as db:
+        return dict(db.execute("SELECT key_id, state FROM keys WHERE origin=?", (origin,)).fetchall())
+
+
+@settings(max_examples=30, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.sampled_from([b"KME_A", b"KME_Z", b""]), st.lists(st.binary(max_size=80), min_size=1, max_size=7))
+def test_garbage_on_the_peer_socket_is_dropped_and_the_link_keeps_working(pair, identity, frames):
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    if identity:
+        sock.setsockopt(zmq.IDENTITY, identity + b"_fuzz")  # never take over the real peer's identity
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(f"tcp://127.0.0.1:{pair.paths['ports']['b_link']}")
+    sock.send_multipart(frames)
+    assert not sock.poll(20), "garbage was answered"
+    sock.close(0)
+    resp = enc(pair)
+    assert resp.status_code == 200
+    key = resp.json()["keys"][0]
+    assert dec(pair, key["key_ID"]).json()["keys"] == [key]
+
+
+def test_forged_key_alloc_from_the_peer_identity_is_rejected(pair):
+    """A message under the peer's identity but without the link's key is dropped before any handler runs."""
+    from node.classical import Message, SecureLink
+
+    before = states(pair.b, 0)
+    forged = SecureLink.from_bootstrap(os.urandom(64), "initiator").seal(Message("KEY_ALLOC", {"req": "x"}, [b"{}"]))
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.IDENTITY, b"KME_Q")
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(f"tcp://127.0.0.1:{pair.paths['ports']['b_link']}")
+    sock.send_multipart(forged)
+    assert not sock.poll(200)
+    sock.close(0)
+    assert states(pair.b, 0) == before
+    assert pair.b.km.peer_server.rejected > 0
+
+
+def test_peer_down_answers_503_and_voids_the_reserved_keys(pki, tmp_path):
+    p = Pair(tmp_path, pki)
+    try:
+        p.feed(1 << 14)
+        p.b.stop()
+        start = time.monotonic()
+        resp = enc(p, number=3)
+        assert resp.status_code == 503 and "peer" in resp.json()["message"]
+        assert time.monotonic() - start < 10
+        voided = states(p.a, 1)
+        assert len(voided) == 3 and set(voided.values()) == {"void"}
+        p.b = KmThread(p.paths["b"])  # the peer returns: keys flow again, from fresh bits
+        for _ in range(50):
+            resp = enc(p)
+            if resp.status_code == 200:
+                break
+            time.sleep(0.1)
+        key = resp.json()["keys"][0]
+        assert dec(p, key["key_ID"]).json()["keys"] == [key]
+    finally:
+        p.close()
+
+
+def test_reconciliation_voids_peer_keys_the_owner_voided(pair):
+    # The owner reserved keys and told the peer, but its ack was lost: the owner voided them.
+    r = pair.a.call(pair.a.km.db(pair.a.km.store.reserve, "KME_B", "SAE_A", ["SAE_B"], 2, 32))
+    pair.b.call(pair.b.km.db(pair.b.km.store.accept_allocations, "KME_A", r.allocations, r.retired))
+    pair.a.call(pair.a.km.db(pair.a.km.store.set_state, [x.key_id for x in r.allocations], "void"))
+    ids = {x.key_id for x in r.allocations}
+    for _ in range(100):
+        if all(states(pair.b, 0).get(k) == "void" for k in ids):
+            break
+        time.sleep(0.05)
+    assert all(states(pair.b, 0)[k] == "void" for k in ids)
+    assert dec(pair, r.allocations[0].key_id).status_code == 400
+
+
+def test_key_alloc_outside_the_senders_stripe_is_refused_by_the_peer(pair):
+    from node.keymanager.errors import PeerError
+
+    own = pair.b.call(pair.b.km.db(pair.b.km.store.reserve, "KME_A", "SAE_B", ["SAE_A"], 1, 32))
+    bad = Allocation("00000000-0000-4000-8000-0000000000aa", "SAE_A", ("SAE_B",), own.allocations[0].position)
+    client = pair.a.km.clients["KME_B"]
+    payload = ('{"allocations": [%s], "retired": []}' % __import__("json").dumps(bad.to_json())).encode()
+    try:
+        pair.a.call(client.request("KEY_ALLOC", {}, payload=payload))
+        raise AssertionError("the forged allocation was accepted")
+    except PeerError as exc:
+        assert "stripe" in str(exc)
+    assert "00000000-0000-4000-8000-0000000000aa" not in states(pair.b, 0)
+
+
+def test_no_key_material_reaches_the_logs(pair, caplog):
+    caplog.set_level(logging.DEBUG)
+    keys = enc(pair, number=4).json()["keys"]
+    got = [dec(pair, k["key_ID"]).json()["keys"][0] for k in keys]
+    dec(pair, keys[0]["key_ID"])  # an error path too
+    text = caplog.text
+    for k in keys + got:
+        raw = base64.b64decode(k["key"])
+        assert k["key"] not in text and raw.hex() not in text and repr(raw)[2:-1] not in text, \
+            "key material found in the logs"
