@@ -300,9 +300,9 @@ def _photon_clicks(
                     z, c = _gauss(rng_key, c, ztab, z_lo, z_hi)
                     t = t0 + det_delay[d] + jitter[d] * z
                     if resolution == 1:
-                        out_t[n] = np.int64(round(t))
+                        out_t[n] = np.int64(math.floor(t + 0.5))
                     else:
-                        out_t[n] = np.int64(round(t / resolution)) * resolution
+                        out_t[n] = np.int64(math.floor(t / resolution + 0.5)) * resolution
                     out_ch[n] = d + 1
                     out_slot[n] = s
                     n += 1
