@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from drivers.errors import DriverError, InstrumentError, InstrumentTimeout
 from drivers.transport.base import ConnectionLost, ReadTimeout, Transport, open_transport
@@ -263,8 +263,9 @@ class Instrument:
         assert self.error_query is not None
         entries: list[tuple[int, str]] = []
         for _ in range(self.max_error_entries):
-            code, message = self._exchange(self.error_query, reply=True, parse=parse_scpi_error,  # type: ignore[misc]
-                                           retry=retry)
+            entry = self._exchange(self.error_query, reply=True, parse=parse_scpi_error, retry=retry)
+            assert isinstance(entry, tuple)
+            code, message = entry
             if code == 0:
                 return entries
             entries.append((code, message))
@@ -363,11 +364,10 @@ def format_entries(entries: list[tuple[int, str]]) -> str:
 Limits = tuple[float, float]
 
 
-class Measurement(Generic[T]):
+class Measurement:
     """A read-only quantity: `get_cmd` queried, the reply parsed."""
 
-    def __init__(self, get_cmd: str, doc: str, *, parse: Callable[[str], T] = parse_float,  # type: ignore[assignment]
-                 unit: str = "") -> None:
+    def __init__(self, get_cmd: str, doc: str, *, parse: Callable[[str], Any] = parse_float, unit: str = "") -> None:
         self.get_cmd = get_cmd
         self.parse = parse
         self.unit = unit
@@ -386,14 +386,14 @@ class Measurement(Generic[T]):
         raise AttributeError(f"{self.name} is a measurement and cannot be set")
 
 
-class Setting(Measurement[T]):
+class Setting(Measurement):
     """A settable quantity, validated before any byte is sent.
 
     `limits` is a (low, high) pair, or the name of an instance attribute holding one (for limits a
     lab narrows per instrument); `choices` maps allowed Python values to the tokens the device takes.
     """
 
-    def __init__(self, get_cmd: str, set_cmd: str, doc: str, *, parse: Callable[[str], T] = parse_float,  # type: ignore[assignment]
+    def __init__(self, get_cmd: str, set_cmd: str, doc: str, *, parse: Callable[[str], Any] = parse_float,
                  limits: Limits | str | None = None, choices: dict[Any, str] | None = None,
                  unit: str = "", fmt: str = "{:.6g}") -> None:
         super().__init__(get_cmd, doc, parse=parse, unit=unit)

@@ -68,7 +68,7 @@ def open_instrument(name: str, table: Mapping[str, Any]) -> Any:
     info = BY_NAME[driver]
     options = {k: v for k, v in table.items() if k != "driver"}
     cls = info.load()
-    params = inspect.signature(cls.__init__).parameters
+    params = inspect.signature(cls).parameters
     accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     if info.needs_resource:
         resource = options.pop("resource", None)
@@ -77,7 +77,7 @@ def open_instrument(name: str, table: Mapping[str, Any]) -> Any:
         args: tuple[Any, ...] = (resource,)
     else:
         args = ()
-    known = {n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_KEYWORD} - {"self", "resource"}
+    known = {n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_KEYWORD} - {"resource"}
     if accepts_any:
         known |= INSTRUMENT_OPTIONS
     unknown = sorted(set(options) - known)

@@ -54,7 +54,7 @@ class IDQTimeController(Instrument):
 
     def write(self, command: str, *, check: bool | None = None, retry: bool = True) -> None:
         """Send a command and read its (empty) answer; an "Error..." answer raises `ScpiError`."""
-        reply = self.query(command)
+        reply: str = self.query(command)
         if reply.strip().lower().startswith("error"):
             raise ScpiError(f"{self.name}: instrument reported after {command!r}: {reply.strip()}", [(-1, reply)],
                             command)

@@ -33,7 +33,7 @@ class ZmqReqTransport:
 
         self.close()
         try:
-            sock = zmq.Context.instance().socket(zmq.REQ)
+            sock: Any = zmq.Context.instance().socket(zmq.REQ)
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.RCVTIMEO, int(self.timeout_s * 1000))
             sock.setsockopt(zmq.SNDTIMEO, int(self.timeout_s * 1000))

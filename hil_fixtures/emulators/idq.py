@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+from typing import Any
 
 import numpy as np
 
@@ -68,7 +69,7 @@ class ID1000Emulator:
         self.device = ID1000()
         self.commands: list[str] = []
         self._stop = threading.Event()
-        self._ctx = zmq.Context.instance()
+        self._ctx: Any = zmq.Context.instance()
         self._rep = self._ctx.socket(zmq.ROUTER)  # a ROUTER can leave a request unanswered, like a hung device
         self._rep.setsockopt(zmq.LINGER, 0)
         port = self._rep.bind_to_random_port("tcp://127.0.0.1")
