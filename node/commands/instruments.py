@@ -60,11 +60,8 @@ def discover(args: argparse.Namespace) -> list[dict[str, Any]]:
     try:
         import pyvisa
 
-        rm = pyvisa.ResourceManager(args.visa_library)
-        try:
-            visa = list(rm.list_resources(args.query))
-        finally:
-            rm.close()
+        # not closed here: PyVISA shares one manager per backend, and closing it closes every session
+        visa = list(pyvisa.ResourceManager(args.visa_library).list_resources(args.query))
         rows += [{"kind": "visa", "resource": r} for r in visa]
     except Exception as exc:  # noqa: BLE001 - a missing backend is reported, the rest still listed
         rows.append({"kind": "visa", "resource": "", "error": f"cannot list VISA resources: {exc}"})
