@@ -4,12 +4,17 @@
 - `keypool`: `AuthKeyPool`, one direction's accounted stream of authentication key bits;
 - `mac`: the Wegman–Carter one-time MAC (Poly1305 hash + one-time mask) and its forgery bound;
 - `link`: `SecureLink`, which seals and opens messages of one peer link (keys, seq, replays);
-- `channel`: `PeerChannel`, a ZeroMQ socket owned by one thread, with timeouts;
-- `dispatch`: `Dispatcher`, the message-type -> handler table whose loop survives bad messages.
+- `channel`: `PeerChannel` / `RouterChannel`, ZeroMQ sockets owned by one thread, with timeouts,
+  and `SecureChannel` (a `PeerChannel` + `SecureLink`: send/recv/request `Message`s);
+- `dispatch`: `Dispatcher`, the message-type -> handler table whose loop survives bad messages;
+- `peer`: `SecurePeer`, a link run by its own I/O thread: `send`/`request` from any thread,
+  incoming requests dispatched, replies matched to requests by `re`.
 """
 
 from __future__ import annotations
 
+from node.classical.channel import PeerChannel, RouterChannel, SecureChannel
+from node.classical.dispatch import Dispatcher
 from node.classical.envelope import PROTOCOL, Message
 from node.classical.errors import (
     AuthenticationError,
@@ -25,6 +30,7 @@ from node.classical.errors import (
 from node.classical.keypool import AuthKeyPool
 from node.classical.link import SecureLink, split_directions
 from node.classical.mac import TAG_BITS, forgery_probability
+from node.classical.peer import SecurePeer
 
 __all__ = [
     "PROTOCOL",
@@ -34,6 +40,11 @@ __all__ = [
     "split_directions",
     "TAG_BITS",
     "forgery_probability",
+    "PeerChannel",
+    "RouterChannel",
+    "SecureChannel",
+    "Dispatcher",
+    "SecurePeer",
     "ClassicalChannelError",
     "MessageFormatError",
     "VersionError",

@@ -14,7 +14,9 @@ waits forever) and raises `ChannelTimeout` when it passes.
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,6 +29,7 @@ from node.classical.link import SecureLink
 __all__ = ["PeerChannel", "RouterChannel", "SecureChannel", "DEFAULT_TIMEOUT_S"]
 
 DEFAULT_TIMEOUT_S = 10.0
+log = logging.getLogger(__name__)
 _HEARTBEAT_MS = 1000
 _HEARTBEAT_TIMEOUT_MS = 5000
 _RECONNECT_MS = 100
@@ -45,13 +48,17 @@ def _tcp_endpoint(endpoint: str) -> str:
 class _OwnedSocket:
     """A ZeroMQ socket used by exactly one thread, with poll-based timeouts."""
 
-    def __init__(self, sock: zmq.Socket, endpoint: str, context: zmq.Context, own_context: bool) -> None:
+    def __init__(self, sock: zmq.Socket, endpoint: str, context: zmq.Context) -> None:
         self._sock = sock
         self.endpoint = endpoint
         self._context = context
-        self._own_context = own_context
         self._owner: int | None = None
         self._closed = False
+
+    @property
+    def socket(self) -> zmq.Socket:
+        """The ZeroMQ socket, for a poller in the owning thread (`SecurePeer`)."""
+        return self._sock
 
     @staticmethod
     def _configure(sock: zmq.Socket, max_message_bytes: int, hwm: int) -> None:
@@ -102,14 +109,12 @@ class _OwnedSocket:
         except zmq.Again:
             raise ChannelTimeout(f"receive on {self.endpoint} found no message") from None
 
-    def close(self) -> None:
-        """Close the socket; messages still queued are dropped (the protocol above re-sends what matters)."""
+    def close(self, linger_s: float = 0.5) -> None:
+        """Close the socket; messages still queued get `linger_s` seconds to leave, then are dropped."""
         if self._closed:
             return
         self._closed = True
-        self._sock.close(linger=0)
-        if self._own_context:
-            self._context.term()
+        self._sock.close(linger=max(0, int(linger_s * 1000)))
 
     def __enter__(self) -> Any:
         return self
@@ -135,17 +140,15 @@ class PeerChannel(_OwnedSocket):
         hwm: int = 1000,
     ) -> PeerChannel:
         """Listen on `endpoint` (port 0: a free port; read it back from `.endpoint`)."""
-        ctx, own = (context if context is not None else zmq.Context.instance()), False
+        ctx = context if context is not None else zmq.Context.instance()
         sock = ctx.socket(zmq.DEALER)
         cls._configure(sock, max_message_bytes, hwm)
         try:
             sock.bind(_tcp_endpoint(endpoint))
         except zmq.ZMQError as exc:
             sock.close(linger=0)
-            if own:
-                ctx.term()
             raise ClassicalChannelError(f"cannot bind {endpoint}: {exc}") from None
-        return cls(sock, sock.getsockopt_string(zmq.LAST_ENDPOINT), ctx, own)
+        return cls(sock, sock.getsockopt_string(zmq.LAST_ENDPOINT), ctx)
 
     @classmethod
     def connect(
@@ -161,14 +164,14 @@ class PeerChannel(_OwnedSocket):
         endpoint = _tcp_endpoint(endpoint)
         if identity is not None and (not isinstance(identity, bytes) or not 1 <= len(identity) <= 255 or identity[0] == 0):
             raise ValueError("identity must be 1..255 bytes not starting with a zero byte")
-        ctx, own = (context if context is not None else zmq.Context.instance()), False
+        ctx = context if context is not None else zmq.Context.instance()
         sock = ctx.socket(zmq.DEALER)
         cls._configure(sock, max_message_bytes, hwm)
         sock.setsockopt(zmq.IMMEDIATE, 1)  # queue only to a live connection: sends time out while the peer is down
         if identity is not None:
             sock.setsockopt(zmq.ROUTING_ID, identity)
         sock.connect(endpoint)
-        return cls(sock, endpoint, ctx, own)
+        return cls(sock, endpoint, ctx)
 
     def send(self, frames: Sequence[Any], timeout: float | None = DEFAULT_TIMEOUT_S) -> None:
         """Send one multipart message; `ChannelTimeout` if it cannot be queued within `timeout` s."""
@@ -192,7 +195,7 @@ class RouterChannel(_OwnedSocket):
         hwm: int = 1000,
     ) -> RouterChannel:
         """Listen on `endpoint` (port 0: a free port; read it back from `.endpoint`)."""
-        ctx, own = (context if context is not None else zmq.Context.instance()), False
+        ctx = context if context is not None else zmq.Context.instance()
         sock = ctx.socket(zmq.ROUTER)
         cls._configure(sock, max_message_bytes, hwm)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a reply to an unknown peer is an error, not dropped
@@ -200,10 +203,8 @@ class RouterChannel(_OwnedSocket):
             sock.bind(_tcp_endpoint(endpoint))
         except zmq.ZMQError as exc:
             sock.close(linger=0)
-            if own:
-                ctx.term()
             raise ClassicalChannelError(f"cannot bind {endpoint}: {exc}") from None
-        return cls(sock, sock.getsockopt_string(zmq.LAST_ENDPOINT), ctx, own)
+        return cls(sock, sock.getsockopt_string(zmq.LAST_ENDPOINT), ctx)
 
     def send(self, peer: bytes, frames: Sequence[Any], timeout: float | None = DEFAULT_TIMEOUT_S) -> None:
         """Send one multipart message to the connected peer named `peer`."""
@@ -229,6 +230,7 @@ class SecureChannel:
         """Wrap `channel`; `link` holds this peer's keys for that channel."""
         self.channel = channel
         self.link = link
+        self.dropped = 0
 
     def send(self, message: Message, timeout: float | None = DEFAULT_TIMEOUT_S) -> int:
         """Seal and send `message`; returns its seq. The mask is consumed even if the send times out."""
@@ -242,9 +244,21 @@ class SecureChannel:
         return self.link.open(self.channel.recv(timeout))
 
     def request(self, message: Message, timeout: float | None = DEFAULT_TIMEOUT_S) -> Message:
-        """Send `message` and return the next authentic message received."""
-        self.send(message, timeout)
-        return self.recv(timeout)
+        """Send `message` and return the authentic reply whose `re` is its seq (an ``ERROR`` reply included).
+
+        Authentic messages that answer something else (late replies to an earlier request that
+        timed out) are dropped and counted in `dropped`; `ChannelTimeout` if no reply within `timeout`.
+        """
+        seq = self.send(message, timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            reply = self.recv(left)
+            if reply.re == seq:
+                return reply
+            self.dropped += 1
+            log.warning("dropped %s (seq %s, re %s) while waiting for the reply to seq %s",
+                        reply.type, reply.seq, reply.re, seq)
 
     def close(self) -> None:
         """Close the underlying channel."""

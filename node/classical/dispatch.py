@@ -1,6 +1,7 @@
 """The message-type -> handler table of a daemon, and a receive loop that bad messages cannot stop.
 
-A handler takes the authentic `Message` and returns a reply `Message` or None. A message whose
+A handler takes the authentic `Message` and returns a reply `Message` or None; the reply's `re` is
+set to the seq of the message it answers, so the peer can match it to its request. A message whose
 type has no handler is logged and counted, and (unless it is itself an ``ERROR``) answered with an
 ``ERROR`` message so the peer does not wait for its timeout; a handler's exception is logged and
 counted and answered the same way. Rejected frames (bad MAC, replay, bad version, malformed) are
@@ -90,13 +91,15 @@ class Dispatcher:
             self.counts["handler_error"] += 1
             self.log.error("handler for %s returned %s, not a Message or None", message.type, type(reply).__name__)
             return self._error_reply(message, "handler_error")
+        if reply is not None and reply.re is None:
+            reply.re = message.seq
         return reply
 
     @staticmethod
     def _error_reply(message: Message, error: str) -> Message | None:
         if message.type == ERROR_TYPE:
             return None  # never answer an error with an error
-        return Message(ERROR_TYPE, {"error": error, "type": message.type, "seq": message.seq})
+        return Message(ERROR_TYPE, {"error": error, "type": message.type, "seq": message.seq}, re=message.seq)
 
     def serve(
         self,

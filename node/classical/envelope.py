@@ -8,7 +8,8 @@ On the wire a message is the ZeroMQ multipart sequence
 - type: ASCII upper-case name, ``[A-Z][A-Z0-9_]{0,63}`` (e.g. ``KEY_BLOCK``);
 - JSON header: a UTF-8 JSON object ``{"header": {...}, "frames": [descriptor, ...]}`` where the
   caller's header sits under ``"header"`` and each payload frame has a descriptor: ``null`` for raw
-  bytes, or ``{"dtype": "<u8", "shape": [n]}`` for a numpy array (little-endian, C order);
+  bytes, or ``{"dtype": "<u8", "shape": [n]}`` for a numpy array (little-endian, C order); a reply
+  also has ``"re"``: the seq of the message it answers;
 - payloads: raw buffers;
 - MAC: the sequence number and Wegman–Carter tag, written by `node.classical.link`.
 
@@ -71,13 +72,15 @@ class Message:
     """One classical message: its type, a JSON-able header, binary payload frames and sequence number.
 
     `seq` is assigned by the sending `SecureLink` (the value given to `seal` is ignored) and set on
-    every message `open` returns. Received arrays are read-only views of the received buffers.
+    every message `open` returns. `re` is, on a reply, the seq of the message it answers (the peer's
+    numbering). Received arrays are read-only views of the received buffers.
     """
 
     type: str
     header: dict[str, Any] = field(default_factory=dict)
     frames: list[Payload] = field(default_factory=list)
     seq: int | None = None
+    re: int | None = None
 
     def __repr__(self) -> str:
         # payloads may be key material: show their shapes, never their contents
@@ -88,7 +91,8 @@ class Message:
             else:
                 parts.append(f"bytes[{len(f)}]")
         keys = ", ".join(sorted(map(str, self.header)))
-        return f"Message(type={self.type!r}, seq={self.seq}, header keys=[{keys}], frames=[{', '.join(parts)}])"
+        re = "" if self.re is None else f", re={self.re}"
+        return f"Message(type={self.type!r}, seq={self.seq}{re}, header keys=[{keys}], frames=[{', '.join(parts)}])"
 
 
 def check_type(msg_type: object) -> str:
@@ -127,6 +131,8 @@ def encode_body(message: Message) -> list[bytes | memoryview]:
         raise ValueError(f"message.frames must be a list of bytes or numpy arrays, got {type(message.frames).__name__}")
     if len(message.frames) > MAX_PAYLOAD_FRAMES:
         raise ValueError(f"message.frames may hold at most {MAX_PAYLOAD_FRAMES} payloads, got {len(message.frames)}")
+    if message.re is not None and (type(message.re) is not int or not 0 <= message.re < 1 << 64):
+        raise ValueError(f"message.re must be None or a seq in [0, 2^64), got {message.re!r}")
     descriptors: list[dict[str, Any] | None] = []
     payloads: list[bytes | memoryview] = []
     for i, f in enumerate(message.frames):
@@ -139,9 +145,12 @@ def encode_body(message: Message) -> list[bytes | memoryview]:
             payloads.append(bytes(f) if not isinstance(f, bytes) else f)
         else:
             raise ValueError(f"frames[{i}] must be bytes or a numpy array, got {type(f).__name__}")
+    doc: dict[str, Any] = {"header": message.header, "frames": descriptors}
+    if message.re is not None:
+        doc["re"] = message.re
     try:
         header = json.dumps(
-            {"header": message.header, "frames": descriptors},
+            doc,
             separators=(",", ":"), allow_nan=False, ensure_ascii=False,
         ).encode("utf-8")
     except (TypeError, ValueError) as exc:
@@ -183,7 +192,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _parse_header(frame: Any) -> tuple[dict[str, Any], list[Any]]:
+def _parse_header(frame: Any) -> tuple[dict[str, Any], list[Any], int | None]:
     if len(frame) > MAX_HEADER_BYTES:
         raise MessageFormatError(f"frame 2 (JSON header) is {len(frame)} bytes; at most {MAX_HEADER_BYTES} are allowed")
     try:
@@ -193,14 +202,18 @@ def _parse_header(frame: Any) -> tuple[dict[str, Any], list[Any]]:
         raise
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise MessageFormatError(f"frame 2 (JSON header) is not valid UTF-8 JSON: {type(exc).__name__}") from None
-    if not isinstance(doc, dict) or set(doc) != {"header", "frames"}:
-        raise MessageFormatError('frame 2 (JSON header) must be an object with exactly the keys "header" and "frames"')
-    header, descriptors = doc["header"], doc["frames"]
+    if not isinstance(doc, dict) or not {"header", "frames"} <= set(doc) <= {"header", "frames", "re"}:
+        raise MessageFormatError(
+            'frame 2 (JSON header) must be an object with the keys "header" and "frames" (and "re" on a reply)'
+        )
+    header, descriptors, re = doc["header"], doc["frames"], doc.get("re")
+    if re is not None and (type(re) is not int or not 0 <= re < 1 << 64):
+        raise MessageFormatError('frame 2 (JSON header): "re" must be a seq in [0, 2^64)')
     if not isinstance(header, dict):
         raise MessageFormatError('frame 2 (JSON header): "header" must be an object')
     if not isinstance(descriptors, list):
         raise MessageFormatError('frame 2 (JSON header): "frames" must be a list of payload descriptors')
-    return header, descriptors
+    return header, descriptors, re
 
 
 def _decode_payload(desc: Any, frame: Any, index: int) -> Payload:
@@ -230,8 +243,8 @@ def _decode_payload(desc: Any, frame: Any, index: int) -> Payload:
     return arr
 
 
-def decode_body(frames: Sequence[Any]) -> tuple[str, dict[str, Any], list[Payload]]:
-    """Parse frames 0 .. k+2 (no MAC frame) into type, header and payloads; `MessageFormatError` if malformed."""
+def decode_body(frames: Sequence[Any]) -> Message:
+    """Parse frames 0 .. k+2 (no MAC frame) into a `Message` (seq None); `MessageFormatError` if malformed."""
     frames = [as_buffer(f) for f in frames]
     if len(frames) < 3:
         raise MessageFormatError(f"a message needs at least the version, type and header frames, got {len(frames)} frames")
@@ -245,7 +258,7 @@ def decode_body(frames: Sequence[Any]) -> tuple[str, dict[str, Any], list[Payloa
         raise MessageFormatError(
             f"frame 1 (type) must match [A-Z][A-Z0-9_]{{0,63}}, got {_short(bytes(raw_type))}"
         ) from None
-    header, descriptors = _parse_header(frames[2])
+    header, descriptors, re = _parse_header(frames[2])
     payload_frames = frames[3:]
     if len(descriptors) != len(payload_frames):
         raise MessageFormatError(
@@ -254,7 +267,7 @@ def decode_body(frames: Sequence[Any]) -> tuple[str, dict[str, Any], list[Payloa
     if len(payload_frames) > MAX_PAYLOAD_FRAMES:
         raise MessageFormatError(f"a message may carry at most {MAX_PAYLOAD_FRAMES} payload frames, got {len(payload_frames)}")
     payloads = [_decode_payload(d, f, i) for i, (d, f) in enumerate(zip(descriptors, payload_frames))]
-    return msg_type, header, payloads
+    return Message(msg_type, header, payloads, None, re)
 
 
 def _short(value: object, limit: int = 40) -> str:

@@ -20,7 +20,7 @@ seq, the frame count and every other frame (length-prefixed). Per-message forger
 
 Persistence is the caller's: `state()` / `SecureLink.from_state()`. A sender that restarts must
 never reuse a seq: persist `state()` before sealed frames leave, or persist `state(send_reserve=n)`
-once per n messages. A receiver that restarts from an older state would accept replays of the
+once per n messages — `set_persistence(persist, reserve=n)` makes `seal` do the latter itself. A receiver that restarts from an older state would accept replays of the
 messages it accepted since: persist after each accepted message that changes durable state.
 """
 
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import struct
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -124,8 +124,11 @@ class SecureLink:
         self.recv_pool = recv_pool
         self._send_seq = send_seq
         self._recv_last = recv_last_seq
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self.stats = LinkStats()
+        self._persist: Callable[[dict[str, Any]], None] | None = None
+        self._reserve = 0
+        self._reserved_until = 0
 
     @classmethod
     def from_bootstrap(cls, secret: bytes, role: Role, *, max_message_bytes: int = MAX_MESSAGE_BYTES) -> SecureLink:
@@ -176,6 +179,26 @@ class SecureLink:
         self.send_pool.refill(send)
         self.recv_pool.refill(recv)
 
+    def set_persistence(self, persist: Callable[[dict[str, Any]], None], *, reserve: int = 64) -> None:
+        """Have `seal` call `persist(state(send_reserve=reserve))` now and each time `reserve` seqs are used.
+
+        `persist` must store the state durably before it returns (it holds key material); if it
+        raises, the message is not sealed. After a crash, resume with `from_state(last persisted)`:
+        at most `reserve` masks are skipped and none is reused.
+        """
+        if not callable(persist):
+            raise ValueError(f"persist must be callable, got {type(persist).__name__}")
+        if not isinstance(reserve, int) or reserve < 1:
+            raise ValueError(f"reserve must be a positive integer, got {reserve!r}")
+        with self._lock:
+            self._persist, self._reserve = persist, reserve
+            self._persist_reservation()
+
+    def _persist_reservation(self) -> None:
+        assert self._persist is not None
+        self._persist(self.state(send_reserve=self._reserve))
+        self._reserved_until = self._send_seq + self._reserve
+
     # -- seal and open ----------------------------------------------------------------------------
 
     def seal(self, message: Message) -> list[bytes | memoryview]:
@@ -187,6 +210,8 @@ class SecureLink:
         with self._lock:
             seq = self._send_seq
             pos = seq * MASK_BITS
+            if self._persist is not None and seq >= self._reserved_until:
+                self._persist_reservation()
             if self.send_pool.end_bits < pos + MASK_BITS:
                 raise AuthKeyExhausted(
                     f"no authentication key for outgoing message seq {seq}: the send pool ends at "
@@ -255,8 +280,9 @@ class SecureLink:
             self.recv_pool.take(MASK_BITS)
             self._recv_last = seq
             self.stats.opened += 1
-        msg_type, header, payloads = decode_body(body)
-        return Message(msg_type, header, payloads, seq)
+        message = decode_body(body)
+        message.seq = seq
+        return message
 
     # -- persistence ------------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ import pickle
 import threading
 from typing import Any
 
-from node.classical.channel import DEFAULT_TIMEOUT_S, PeerChannel, SecureChannel
+from node.classical.channel import PeerChannel, SecureChannel
 from node.classical.dispatch import Dispatcher
 from node.classical.envelope import Message
 from node.classical.link import SecureLink
@@ -15,30 +15,18 @@ from node.classical.link import SecureLink
 RESERVE = 20  # seqs reserved per persisted state: a restarted sender never reuses a mask
 
 
-class PersistingChannel(SecureChannel):
-    """Persists the link state with a reservation of `RESERVE` seqs before the reservation runs out."""
+def persist_to(path: str):
+    """A `SecureLink` persistence hook writing the state atomically and durably to `path`."""
 
-    def __init__(self, channel: PeerChannel, link: SecureLink, state_path: str | None) -> None:
-        super().__init__(channel, link)
-        self.state_path = state_path
-        self.reserved_until = -1
-        self._persist()
-
-    def _persist(self) -> None:
-        if self.state_path is None:
-            return
-        tmp = self.state_path + ".tmp"
+    def persist(state: dict) -> None:
+        tmp = path + ".tmp"
         with open(tmp, "wb") as fh:
-            pickle.dump(self.link.state(send_reserve=RESERVE), fh)
+            pickle.dump(state, fh)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, self.state_path)
-        self.reserved_until = self.link.send_seq + RESERVE
+        os.replace(tmp, path)
 
-    def send(self, message: Message, timeout: float | None = DEFAULT_TIMEOUT_S) -> int:
-        if self.state_path is not None and self.link.send_seq >= self.reserved_until:
-            self._persist()
-        return super().send(message, timeout)
+    return persist
 
 
 def echo_server(secret: bytes, endpoint: str, ready: Any, results: Any, state_path: str | None = None) -> None:
@@ -48,6 +36,8 @@ def echo_server(secret: bytes, endpoint: str, ready: Any, results: Any, state_pa
             link = SecureLink.from_state(pickle.load(fh))
     else:
         link = SecureLink.from_bootstrap(secret, "responder")
+    if state_path:
+        link.set_persistence(persist_to(state_path), reserve=RESERVE)
     stop = threading.Event()
     dispatcher = Dispatcher()
 
@@ -65,7 +55,34 @@ def echo_server(secret: bytes, endpoint: str, ready: Any, results: Any, state_pa
         return Message("STOPPED", {"counts": dict(dispatcher.counts)})
 
     with PeerChannel.bind(endpoint) as channel:
-        secure = PersistingChannel(channel, link, state_path)
+        secure = SecureChannel(channel, link)
         ready.put(channel.endpoint)
         dispatcher.serve(secure, stop, poll_s=0.05)
         results.put(dict(dispatcher.counts))
+
+
+def duplex_peer(secret: bytes, ready: Any, results: Any, n_requests: int) -> None:
+    """Bind, serve RESERVE requests from the parent while sending `n_requests` of our own to it."""
+    from node.classical.peer import SecurePeer
+
+    dispatcher = Dispatcher()
+    served = []
+
+    @dispatcher.register("RESERVE")
+    def reserve(m: Message) -> Message:
+        served.append(m.header["id"])
+        return Message("RESERVED", {"id": m.header["id"], "by": "child"})
+
+    @dispatcher.register("STOP")
+    def on_stop(m: Message) -> Message:
+        return Message("STOPPED", {"served": len(served)})
+
+    channel = PeerChannel.bind()
+    ready.put(channel.endpoint)
+    with SecurePeer(channel, SecureLink.from_bootstrap(secret, "responder"), dispatcher, name="child") as peer:
+        ok = 0
+        for i in range(n_requests):
+            reply = peer.request(Message("RESERVE", {"id": f"c{i}"}), timeout=60)
+            ok += reply.type == "RESERVED" and reply.header == {"id": f"c{i}", "by": "parent"}
+        results.put(ok)
+        results.get(timeout=120)  # wait until the parent is done with us

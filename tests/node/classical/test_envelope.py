@@ -38,12 +38,15 @@ def same_payload(a: object, b: object) -> bool:
     return a == b
 
 
-@given(msg_type=types, header=headers, frames=st.lists(payloads, max_size=5))
-def test_encode_then_decode_returns_the_message(msg_type: str, header: dict, frames: list) -> None:
-    wire = [bytes(f) for f in encode_body(Message(msg_type, header, frames))]
-    t, h, p = decode_body(wire)
-    assert t == msg_type and h == header and len(p) == len(frames)
-    assert all(same_payload(a, b) for a, b in zip(frames, p))
+@given(
+    msg_type=types, header=headers, frames=st.lists(payloads, max_size=5),
+    re=st.none() | st.integers(0, 2**64 - 1),
+)
+def test_encode_then_decode_returns_the_message(msg_type: str, header: dict, frames: list, re: int | None) -> None:
+    wire = [bytes(f) for f in encode_body(Message(msg_type, header, frames, re=re))]
+    m = decode_body(wire)
+    assert m.type == msg_type and m.header == header and len(m.frames) == len(frames) and m.re == re
+    assert all(same_payload(a, b) for a, b in zip(frames, m.frames))
 
 
 def test_arrays_travel_little_endian_whatever_their_byte_order() -> None:
@@ -51,14 +54,14 @@ def test_arrays_travel_little_endian_whatever_their_byte_order() -> None:
     wire = encode_body(Message("A", {}, [big]))
     assert bytes(wire[3]) == np.arange(4, dtype="<u4").tobytes()
     assert json.loads(bytes(wire[2]))["frames"] == [{"dtype": "<u4", "shape": [4]}]
-    (_, _, [back]) = decode_body([bytes(f) for f in wire])
+    [back] = decode_body([bytes(f) for f in wire]).frames
     assert back.dtype == np.dtype("<u4") and np.array_equal(back, big)
     assert not back.flags.writeable
 
 
 def test_non_contiguous_arrays_are_sent_in_c_order() -> None:
     a = np.arange(12, dtype=np.int64).reshape(3, 4).T
-    (_, _, [back]) = decode_body([bytes(f) for f in encode_body(Message("A", {}, [a]))])
+    [back] = decode_body([bytes(f) for f in encode_body(Message("A", {}, [a]))]).frames
     assert np.array_equal(back, a)
 
 
@@ -75,6 +78,9 @@ def test_non_contiguous_arrays_are_sent_in_c_order() -> None:
         (Message("A", {}, ["text"]), "bytes or a numpy array"),  # type: ignore[list-item]
         (Message("A", {}, [b""] * 65), "at most 64"),
         (Message("A", {"x": "y" * 70000}), "at most"),
+        (Message("A", re=-1), "re"),
+        (Message("A", re=True), "re"),  # type: ignore[arg-type]
+        (Message("A", re=2**64), "re"),
     ],
 )
 def test_bad_outgoing_messages_raise_value_error_naming_the_problem(message: Message, match: str) -> None:
@@ -102,7 +108,12 @@ def wire(header: object, *payloads: bytes, version: bytes = PROTOCOL, msg_type: 
         (wire([]), "frame 2"),
         (wire({"header": [], "frames": []}), "header"),
         (wire({"header": {}, "frames": {}}), "frames"),
-        (wire({"header": {}, "frames": [], "extra": 1}), "exactly"),
+        (wire({"header": {}, "frames": [], "extra": 1}), "keys"),
+        (wire({"header": {}}), "keys"),
+        (wire({"header": {}, "frames": [], "re": -1}), "re"),
+        (wire({"header": {}, "frames": [], "re": 1.0}), "re"),
+        (wire({"header": {}, "frames": [], "re": "1"}), "re"),
+        (wire({"header": {}, "frames": [], "re": 2**64}), "re"),
         (wire({"header": {}, "frames": [None]}), "describes 1"),
         (wire({"header": {}, "frames": []}, b"x"), "describes 0"),
         (wire({"header": {}, "frames": [{"dtype": "<u8", "shape": [2]}]}, b"x" * 15), "needs 16 bytes"),

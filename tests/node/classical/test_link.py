@@ -229,6 +229,34 @@ def test_a_sender_restarted_from_a_reserved_state_never_reuses_a_mask() -> None:
     assert bob.recv_pool.discarded_bits == 2 * MASK_BITS
 
 
+def test_persistence_hook_reserves_seqs_before_they_are_used() -> None:
+    alice, bob = pair()
+    saved: list[dict] = []
+    alice.set_persistence(saved.append, reserve=4)
+    assert [s["send_seq"] for s in saved] == [4]
+    for _ in range(9):
+        bob.open(wire(alice.seal(Message("PING"))))
+    assert [s["send_seq"] for s in saved] == [4, 8, 12]  # persisted before seq 4 and seq 8 were sealed
+    restarted = SecureLink.from_state(saved[-1])  # crash now: resume from the last persisted state
+    assert bob.open(wire(restarted.seal(Message("PING")))).seq == 12
+
+
+def test_a_failing_persistence_hook_stops_sealing_without_using_a_seq() -> None:
+    alice, _ = pair()
+    calls = []
+
+    def persist(state: dict) -> None:
+        calls.append(state["send_seq"])
+        if len(calls) > 1:
+            raise OSError("disk full")
+
+    alice.set_persistence(persist, reserve=1)
+    alice.seal(Message("PING"))
+    with pytest.raises(OSError):
+        alice.seal(Message("PING"))
+    assert alice.send_seq == 1 and alice.send_pool.used_bits == MASK_BITS
+
+
 def test_a_state_whose_send_seq_is_behind_its_pool_is_refused() -> None:
     alice, _ = pair()
     saved = alice.state()
