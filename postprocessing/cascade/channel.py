@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import json
+import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -33,10 +34,13 @@ __all__ = [
 
 PROTOCOL = b"qkdnode-cascade/1"
 
-_DTYPES = {"u1": np.uint8, "u4": np.uint32, "u8": np.uint64, "i8": np.int64}
-_DTYPE_CODES = {np.dtype(v).str.lstrip("<|"): k for k, v in _DTYPES.items()}
+_DTYPES = {"u1": np.dtype("<u1"), "u4": np.dtype("<u4"), "u8": np.dtype("<u8"), "i8": np.dtype("<i8")}
+_CODES = {np.dtype(np.uint8): "u1", np.dtype(np.uint32): "u4", np.dtype(np.uint64): "u8", np.dtype(np.int64): "i8"}
+_LITTLE = sys.byteorder == "little"
 _MAX_HEADER = 64 * 1024
 _MAX_BUFFERS = 16
+_JSON_OUT = json.JSONEncoder(separators=(",", ":"))
+_JSON_IN = json.JSONDecoder()
 
 
 @dataclass
@@ -55,24 +59,25 @@ class Message:
 def encode_message(msg: Message) -> list[bytes]:
     """The frames of `msg` on the wire."""
     codes = []
+    raws = []
     for b in msg.buffers:
-        code = _DTYPE_CODES.get(np.dtype(b.dtype).newbyteorder("<").str.lstrip("<|"))
+        code = _CODES.get(b.dtype.newbyteorder("=")) if isinstance(b, np.ndarray) else None
         if code is None or b.ndim != 1:
-            raise ValueError(f"buffers must be 1-D arrays of {sorted(_DTYPES)}, got {b.dtype}{b.shape}")
-        codes.append([code, int(b.size)])
+            raise ValueError(f"buffers must be 1-D arrays of {sorted(_DTYPES)}")
+        codes.append([code, b.size])
+        raws.append((b if _LITTLE else b.byteswap()).tobytes())
     header = dict(msg.header)
     header["_bufs"] = codes
-    frames = [PROTOCOL, msg.type.encode("ascii"), json.dumps(header, separators=(",", ":")).encode()]
-    frames.extend(np.ascontiguousarray(b, dtype=np.dtype(b.dtype).newbyteorder("<")).tobytes() for b in msg.buffers)
-    return frames
+    return [PROTOCOL, msg.type.encode("ascii"), _JSON_OUT.encode(header).encode(), *raws]
 
 
 def decode_message(frames: Sequence[bytes]) -> Message:
     """Parse wire frames into a Message; raises ProtocolError on anything malformed."""
     if not isinstance(frames, list | tuple) or len(frames) < 3:
         raise ProtocolError("cascade message: fewer than 3 frames")
-    if not all(isinstance(f, bytes | bytearray | memoryview) for f in frames):
-        raise ProtocolError("cascade message: frames must be bytes")
+    for f in frames:
+        if not isinstance(f, bytes | bytearray | memoryview):
+            raise ProtocolError("cascade message: frames must be bytes")
     if bytes(frames[0]) != PROTOCOL:
         raise ProtocolError("cascade message: unknown protocol or version")
     try:
@@ -82,8 +87,8 @@ def decode_message(frames: Sequence[bytes]) -> Message:
     if len(frames[2]) > _MAX_HEADER:
         raise ProtocolError("cascade message: header too long")
     try:
-        header = json.loads(bytes(frames[2]))
-    except (ValueError, UnicodeDecodeError):
+        header = _JSON_IN.decode(bytes(frames[2]).decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise ProtocolError("cascade message: header is not JSON") from None
     if not isinstance(header, dict):
         raise ProtocolError("cascade message: header is not a JSON object")
@@ -91,14 +96,18 @@ def decode_message(frames: Sequence[bytes]) -> Message:
     if not isinstance(bufs, list) or len(bufs) != len(frames) - 3 or len(bufs) > _MAX_BUFFERS:
         raise ProtocolError("cascade message: buffer list does not match the frames")
     out = []
-    for desc, raw in zip(bufs, frames[3:]):
-        if (not isinstance(desc, list) or len(desc) != 2 or desc[0] not in _DTYPES
-                or not isinstance(desc[1], int) or isinstance(desc[1], bool) or desc[1] < 0):
+    for i, desc in enumerate(bufs):
+        raw = frames[3 + i]
+        if not isinstance(desc, list) or len(desc) != 2:
             raise ProtocolError("cascade message: bad buffer description")
-        dt = np.dtype(_DTYPES[desc[0]]).newbyteorder("<")
-        if len(raw) != desc[1] * dt.itemsize:
+        dt = _DTYPES.get(desc[0]) if isinstance(desc[0], str) else None
+        size = desc[1]
+        if dt is None or type(size) is not int or size < 0:
+            raise ProtocolError("cascade message: bad buffer description")
+        if len(raw) != size * dt.itemsize:
             raise ProtocolError("cascade message: truncated or oversized buffer")
-        out.append(np.frombuffer(bytes(raw), dtype=dt).astype(_DTYPES[desc[0]], copy=False))
+        arr = np.frombuffer(raw, dtype=dt)
+        out.append(arr.astype(dt.newbyteorder("="), copy=True))
     return Message(mtype, header, tuple(out))
 
 

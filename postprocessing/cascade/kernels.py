@@ -227,13 +227,13 @@ def set_roots(
 
 
 @njit(**KERNEL)
-def _grow(a: NDArray[np.int64], need: int) -> NDArray[np.int64]:
+def _grow(a: NDArray, need: int) -> NDArray:
     if need <= a.size:
         return a
     size = a.size * 2
     while size < need:
         size *= 2
-    b = np.empty(size, dtype=np.int64)
+    b = np.empty(size, dtype=a.dtype)
     b[: a.size] = a
     return b
 
@@ -259,10 +259,10 @@ def bob_round(
     base: NDArray[np.int64], rowi: NDArray[np.int64], mrow: NDArray[np.int64], prow: NDArray[np.int64],
     n_started: int, state: NDArray[np.int8], rows: NDArray[np.uint8], words: NDArray[np.uint64],
     masks: NDArray[np.uint64], perms: NDArray[np.int32], poss: NDArray[np.int32],
-    a_pass: NDArray[np.int64], a_blk: NDArray[np.int64], a_node: NDArray[np.int64], answers: NDArray[np.uint8],
+    a_pass: NDArray[np.uint8], a_blk: NDArray[np.uint32], a_node: NDArray[np.uint32], answers: NDArray[np.uint8],
     s_pass: NDArray[np.int64], s_blk: NDArray[np.int64], s_node: NDArray[np.int64],
     flipped: NDArray[np.int64],
-) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64], NDArray[np.int64], NDArray[np.int64],
+) -> tuple[NDArray[np.uint8], NDArray[np.uint32], NDArray[np.uint32], NDArray[np.int64], NDArray[np.int64],
            NDArray[np.int64], int]:
     """One round of Bob's side: take Alice's answers, walk every search down as far as known parities
     allow, correct the errors found (with their cascade into all started passes), and collect the
@@ -274,9 +274,9 @@ def bob_round(
     n = rows.shape[1]
     # 1. Alice's answers: the asked node's difference, then its right sibling's from the parent's.
     for i in range(a_pass.size):
-        j = a_pass[i]
-        b = a_blk[i]
-        v = a_node[i]
+        j = np.int64(a_pass[i])
+        b = np.int64(a_blk[i])
+        v = np.int64(a_node[i])
         kd = kind[j]
         length = _root_length(kd, ksz[j], b, n)
         lo, hi = node_range(length, v)
@@ -298,9 +298,9 @@ def bob_round(
     w_blk[:nw] = s_blk
     w_node[:nw] = s_node
     qc = 0
-    q_pass = np.empty(cap, dtype=np.int64)
-    q_blk = np.empty(cap, dtype=np.int64)
-    q_node = np.empty(cap, dtype=np.int64)
+    q_pass = np.empty(cap, dtype=np.uint8)
+    q_blk = np.empty(cap, dtype=np.uint32)
+    q_node = np.empty(cap, dtype=np.uint32)
     kc = 0
     k_pass = np.empty(cap, dtype=np.int64)
     k_blk = np.empty(cap, dtype=np.int64)

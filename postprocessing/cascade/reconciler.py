@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 _EMPTY_I = np.zeros(0, dtype=np.int64)
 _EMPTY_U8 = np.zeros(0, dtype=np.uint8)
+_EMPTY_U4 = np.zeros(0, dtype=np.uint32)
 
 
 @dataclass
@@ -65,7 +66,7 @@ class _BobBlock:
         self.seed: bytes | None = None
         self.seq = 0
         self.stats = CascadeStats(block_id=block_id, n=n, variant=variant.name, qber_estimate=qber)
-        self.q = (_EMPTY_I, _EMPTY_I, _EMPTY_I)
+        self.q = (_EMPTY_U8, _EMPTY_U4, _EMPTY_U4)
         self.s = (_EMPTY_I, _EMPTY_I, _EMPTY_I)
         self.requested_pass = -1
         self.biconf_streak = 0
@@ -89,7 +90,7 @@ class _BobBlock:
 
     def _ask(self, header: dict[str, object]) -> Message:
         qp, qb, qn = self.q
-        return Message(ASK, header, (qp.astype(np.uint8), qb.astype(np.uint32), qn.astype(np.uint32)))
+        return Message(ASK, header, (qp, qb, qn))
 
     def done_message(self, aborted: bool) -> Message:
         return Message(DONE, {"block": self.block_id, "seq": self.seq + 1, "leaked": self.stats.leaked_bits,

@@ -56,8 +56,8 @@ def _search_one_block(alice: np.ndarray, bob: np.ndarray) -> tuple[int, int, int
     top = kernels.top_parities(BLOCK, n, 1, alice, at.words, at.masks[0])
     odd = kernels.set_roots(0, bt.kind, bt.ksz, bt.nb, bt.stride, bt.base, bt.rowi, bt.mrow, state, bt.rows,
                             bt.words, bt.masks, top)
-    e = np.zeros(0, dtype=np.int64)
-    q = (e, e, e)
+    e = np.zeros(0, dtype=np.uint32)
+    q = (np.zeros(0, dtype=np.uint8), e, e)
     ans = np.zeros(0, dtype=np.uint8)
     s = (np.zeros(odd.size, dtype=np.int64), odd, np.ones(odd.size, dtype=np.int64))
     flipped = np.zeros(n, dtype=np.int64)
@@ -72,7 +72,7 @@ def _search_one_block(alice: np.ndarray, bob: np.ndarray) -> tuple[int, int, int
         rounds += 1
         asked += qp.size
         ans = kernels.answer_questions(at.kind, at.ksz, at.nb, at.stride, at.rowi, at.mrow, 1, at.rows, at.words,
-                                       at.masks, qp.astype(np.uint8), qb.astype(np.uint32), qn.astype(np.uint32))
+                                       at.masks, qp, qb, qn)
         q, s = (qp, qb, qn), (sp, sb, sn)
     pos = int(np.flatnonzero(bt.rows[0] != bob)[0]) if flips else -1
     return pos, asked, rounds, bt.rows[0].copy()
