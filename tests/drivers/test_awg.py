@@ -164,3 +164,24 @@ def test_random_pattern_follows_basis_and_intensity_probabilities():
     assert np.allclose(frac, (0.7, 0.2, 0.1), atol=0.01)
     assert abs(p.bit.mean() - 0.5) < 0.01
     assert p.intensity.max() == 2
+
+
+# -- the same driver on the emulator (plain pytest) or on the bench (pytest --hil=lab.toml) ----------
+
+def test_33500b_transmitter_starts_and_shuts_down(awg33500b):
+    awg33500b.set_sample_rate(200e6)
+    tx = make_transmitter(awg33500b, amplitude_vpp=(0.5, 0.5))
+    tx.start()
+    assert awg33500b.output_enabled(1) and awg33500b.output_enabled(2)
+    assert awg33500b.amplitude_vpp(1) == pytest.approx(0.5)
+    tx.shutdown()
+    assert not awg33500b.output_enabled(1) and not awg33500b.output_enabled(2)
+
+
+def test_m8195a_transmitter_starts_and_shuts_down(m8195a):
+    m8195a.set_sample_rate(64e9)
+    tx = make_transmitter(m8195a, amplitude_vpp=(0.5, 0.5))
+    tx.start()
+    assert m8195a.output_enabled(1) and m8195a.output_enabled(2)
+    tx.shutdown()
+    assert not any(m8195a.output_enabled(ch) for ch in m8195a.channels)

@@ -33,7 +33,8 @@ def test_missing_instrument(mbx):
 
 def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     pytester.makepyfile(test_bench=TEST_FILE)
-    return pytester.runpytest_inprocess("-p", "hil_fixtures.pytest_plugin", "-p", "no:cacheprovider", "-p", "no:xdist", *args)
+    return pytester.runpytest_inprocess("-p", "hil_fixtures.pytest_plugin", "-p", "no:cacheprovider", "-p", "no:xdist",
+                                        "-p", "no:benchmark", *args)
 
 
 def test_plain_run_uses_emulators_and_skips_hil_tests(pytester):
