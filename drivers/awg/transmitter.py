@@ -158,6 +158,12 @@ class AWGTransmitter:
         self.awg.shutdown()
         self._running = False
 
+    def __enter__(self) -> AWGTransmitter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
 
 def decode_waveforms(intensity: NDArray[np.float64], phase: NDArray[np.float64], levels: ModulatorLevels,
                      samples_per_slot: int) -> tuple[NDArray[np.uint8], NDArray[np.uint8], NDArray[np.uint8]]:

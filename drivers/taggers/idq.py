@@ -8,6 +8,7 @@ timestamps on TCP port `stream_port_base + ch - 1`. Blocks merge the channels in
 
 from __future__ import annotations
 
+import logging
 import select
 import socket
 import time
@@ -19,6 +20,8 @@ from drivers.errors import DriverError
 from drivers.instrument import Instrument, ScpiError, check_choice, check_range
 from drivers.timetagger import TagBlock
 from drivers.transport.base import Transport
+
+log = logging.getLogger("drivers.taggers.idq")
 
 RECORD = np.dtype("<u8")
 THRESHOLD_RANGE_V = (-2.0, 3.0)
@@ -115,6 +118,7 @@ class IDQTimeController(Instrument):
                     raise StreamLost(f"{self.name}: timestamp stream of channel {ch} failed: {exc}") from exc
                 if not data:
                     raise StreamLost(f"{self.name}: timestamp stream of channel {ch} closed by the instrument")
+                log.debug("%s: channel %d stream <- %d bytes", self.name, ch, len(data))
                 got[ch].append(data)
             if any(got.values()) or time.monotonic() >= deadline:
                 break

@@ -11,6 +11,7 @@ Calls follow the MHLib / HHLib v3 manuals (`MH_OpenDevice`, `MH_Initialize(dev, 
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ import numpy as np
 
 from drivers.errors import DriverError, InstrumentError, VendorLibraryMissing
 from drivers.timetagger import TagBlock
+
+log = logging.getLogger("drivers.taggers.picoquant")
 
 MODE_T2 = 2
 FLAG_OVERFLOW = 0x0001
@@ -134,6 +137,8 @@ class PicoQuantTagger:
     # -- library calls -----------------------------------------------------------------------------
 
     def _call(self, function: str, *args: Any) -> None:
+        if function not in ("ReadFiFo", "GetFlags"):  # the FIFO loop is logged per block instead
+            log.debug("%s #%d: %s%s", self.family.name, self.device_index, self.family.prefix, function)
         code = getattr(self._lib, self.family.prefix + function)(self.device_index, *args)
         if code < 0:
             raise InstrumentError(f"PicoQuant {self.family.name} #{self.device_index}: "
@@ -221,6 +226,7 @@ class PicoQuantTagger:
             if records.size or flags & FLAG_FIFOFULL or time.monotonic() >= deadline:
                 break
             time.sleep(self.poll_interval_s)
+        log.debug("%s #%d: %d records, flags 0x%04x", self.family.name, self.device_index, records.size, flags)
         block = self._stream.block(records)
         if flags & FLAG_FIFOFULL:
             self._fifo_full = True

@@ -9,6 +9,7 @@ and `overflow`, never dropped silently.
 from __future__ import annotations
 
 import importlib
+import logging
 import time
 from typing import Any
 
@@ -16,6 +17,8 @@ import numpy as np
 
 from drivers.errors import DriverError, VendorLibraryMissing
 from drivers.timetagger import TagBlock
+
+log = logging.getLogger("drivers.taggers.swabian")
 
 TIME_TAG, ERROR, OVERFLOW_BEGIN, OVERFLOW_END, MISSED_EVENTS = 0, 1, 2, 3, 4
 INSTALL_HINT = ("the Swabian Time Tagger software (it installs the `TimeTagger` Python module) "
@@ -101,6 +104,7 @@ class SwabianTagger:
         if np.any(tags & ((chans < 1) | (chans > 255))):
             raise DriverError(f"Swabian stream reported channels outside 1..255: {sorted(set(chans[tags].tolist()))[:5]}")
         self._lost += lost
+        log.debug("swabian: %d events, %d tags, %d missed, overflow=%s", kinds.size, int(tags.sum()), lost, overflow)
         meta: dict[str, object] = {"errors": errors} if errors else {}
         return TagBlock(stamps[tags], chans[tags].astype(np.uint8), lost=lost, overflow=overflow, meta=meta)
 
