@@ -1,8 +1,9 @@
 """Alice's source pattern: basis, bit and intensity class of any slot from (seed, slot).
 
-Counter-based: slot `s` gets `hash64(key, s)` and `hash64(key ^ c, s)`; the basis is Z (0) when
-the first word's uniform is below `p_z`, the bit is the second word's lowest bit, and the
-intensity class the first `k` whose cumulative probability exceeds the second word's uniform.
+Counter-based: slot `s` gets one word `h = hash64(key, s)`, cut into independent fields: the bit
+is bit 0, the intensity class the first `k` whose cumulative probability exceeds the uniform of
+bits 1-31, and the basis is Z (0) when the uniform of bits 32-63 is below `p_z` (probabilities
+resolved to 2**-31, plenty for a mock source).
 """
 
 from __future__ import annotations
@@ -10,22 +11,23 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from drivers.mock.counter import STREAM_ALICE, derive_key, hash64, unit
+from drivers.mock.counter import STREAM_ALICE, derive_key, hash64
 from postprocessing._numba import KERNEL, njit
 
-_SECOND = np.uint64(0x5851F42D4C957F2D)
 _ONE = np.uint64(1)
+_S32 = np.uint64(32)
+_LOW31 = np.uint64(0x7FFFFFFF)
+_TO_UNIT32 = 1.0 / 4294967296.0
+_TO_UNIT31 = 1.0 / 2147483648.0
 
 
 @njit(**KERNEL)
 def alice_state(key: np.uint64, slot: np.int64, p_z: float, class_cdf: np.ndarray) -> tuple[int, int, int]:
     """(basis, bit, intensity class) of one slot."""
-    c = np.uint64(slot)
-    h1 = hash64(key, c)
-    h2 = hash64(key ^ _SECOND, c)
-    basis = np.int64(0) if unit(h1) < p_z else np.int64(1)
-    bit = np.int64(h2 & _ONE)
-    u = unit(h2)
+    h = hash64(key, np.uint64(slot))
+    basis = np.int64(0) if float(np.int64(h >> _S32)) * _TO_UNIT32 < p_z else np.int64(1)
+    bit = np.int64(h & _ONE)
+    u = float(np.int64((h >> _ONE) & _LOW31)) * _TO_UNIT31
     k = np.int64(0)
     last = class_cdf.size - 1
     while k < last and u >= class_cdf[k]:

@@ -25,11 +25,10 @@ def _hash_ref(key: int, counter: int) -> int:
 
 def _state_ref(seed: int, slot: int, p_z: float, probs: tuple[float, ...]) -> tuple[int, int, int]:
     key = int(derive_key(seed, STREAM_ALICE))
-    h1 = _hash_ref(key, slot)
-    h2 = _hash_ref(key ^ 0x5851F42D4C957F2D, slot)
-    basis = 0 if (h1 >> 11) / 2.0**53 < p_z else 1
-    bit = h2 & 1
-    u = (h2 >> 11) / 2.0**53
+    h = _hash_ref(key, slot)
+    basis = 0 if (h >> 32) / 2.0**32 < p_z else 1
+    bit = h & 1
+    u = ((h >> 1) & 0x7FFFFFFF) / 2.0**31
     cdf = np.cumsum(probs)
     cdf[-1] = 1.0
     k = 0

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from drivers.mock.counter import hash64_py
 from drivers.mock.detectors import KIND_AFTERPULSE, KIND_DARK, KIND_PHOTON, KIND_SYNC, register_clicks
 from drivers.mock.link import (
+    GAUSS_CORE,
     GAUSS_HI,
     GAUSS_LO,
     GAUSS_Z,
@@ -32,24 +33,19 @@ def _u(key: int, c: int) -> float:
 
 def gauss_ref(key: int, c: int) -> tuple[float, int]:
     n_tab = GAUSS_Z.size - 1
-    scale = n_tab / (GAUSS_HI - GAUSS_LO)
-    while True:
-        u = _u(key, c)
-        c += 1
-        if GAUSS_LO <= u < GAUSS_HI:
-            pos = (u - GAUSS_LO) * scale
-            i = min(int(pos), n_tab - 1)
-            f = pos - i
-            return float(GAUSS_Z[i] + f * (GAUSS_Z[i + 1] - GAUSS_Z[i])), c
-        while True:
-            x = -math.log(1.0 - _u(key, c)) / 3.0
-            y = -math.log(1.0 - _u(key, c + 1))
-            c += 2
-            if 2.0 * y > x * x:
-                break
-        z = 3.0 + x
-        if z <= JITTER_TRUNCATION:
-            return (-z if u < GAUSS_LO else z), c
+    u = _u(key, c)
+    c += 1
+    if GAUSS_LO <= u < GAUSS_HI:
+        pos = (u - GAUSS_LO) * (n_tab / (GAUSS_HI - GAUSS_LO))
+        i = min(int(pos), n_tab - 1)
+        f = pos - i
+        return float(GAUSS_Z[i] + f * (GAUSS_Z[i + 1] - GAUSS_Z[i])), c
+    while True:  # Marsaglia's tail beyond GAUSS_CORE; redraw past the truncation
+        x = -math.log(1.0 - _u(key, c)) * (1.0 / GAUSS_CORE)
+        y = -math.log(1.0 - _u(key, c + 1))
+        c += 2
+        if 2.0 * y > x * x and GAUSS_CORE + x <= JITTER_TRUNCATION:
+            return (-(GAUSS_CORE + x) if u < GAUSS_LO else GAUSS_CORE + x), c
 
 
 def photon_clicks_ref(sim: LinkSimulator, seed: int, key: int, s0: int, s1: int) -> list[tuple[int, int, int]]:
