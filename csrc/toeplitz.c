@@ -64,18 +64,43 @@ static inline void base_portable(const uint64_t *t, const uint64_t *x, size_t m,
 }
 
 #if QKD_X86
-/* Two rows per 128-bit lane: with t[r+c .. r+c+2) loaded, selecting its low qword gives row r's
- * term and its high qword row r+1's, against the same broadcast x word. Row r's 128-bit sum lands
- * on out[r..r+2) and row r+1's on out[r+1..r+3). */
+/* The hardware base cases work on 2 x 2 blocks: rows R, R+1 and columns c, c+1 of the row-r-is-
+ * t[r .. r+m) . xr form (xr = x reversed) see the Hankel block [[h0 h1] [h1 h2]] with
+ * h0 = t[R+c], h1 = t[R+c+1], h2 = t[R+c+2], against (a, b) = (xr[c], xr[c+1]). Karatsuba:
+ *     P = h1 (a + b),  row R += P + (h0 + h1) a,  row R+1 += P + (h1 + h2) b
+ * three carry-less multiplies instead of four, with u[i] = t[i] + t[i+1] and xs = a + b
+ * precomputed once per base case. A 128-bit lane loaded from t[R+c ..] holds (h0, h1) and one
+ * from u[R+c ..] holds (h0 + h1, h1 + h2): selecting qwords by the clmul immediate does the rest.
+ * Row R's 128-bit sum lands on out[R..R+2) and row R+1's on out[R+1..R+3), so the "even rows"
+ * accumulator of a 2k-row pass is exactly out[r..r+2k) and the "odd rows" one out[r+1..r+2k+1). */
+/* Loads are the other bottleneck: stop the compiler from loading a value twice to save a register. */
+#define QKD_KEEP_IN_REGISTER(v) __asm__("" : "+v"(v))
+
+typedef struct {
+    uint64_t u[2 * QKD_BASE_MAX_ALL];
+    uint64_t xr[QKD_BASE_MAX_ALL];
+    uint64_t xs[QKD_BASE_MAX_ALL]; /* xs[c] = xr[c] + xr[c+1] for even c */
+} qkd_base_prep;
+
+static inline void base_prepare(const uint64_t *t, const uint64_t *x, size_t m, qkd_base_prep *pp)
+{
+    for (size_t i = 0; i + 2 < 2 * m; i++) pp->u[i] = t[i] ^ t[i + 1];
+    for (size_t c = 0; c < m; c++) pp->xr[c] = x[m - 1 - c];
+    for (size_t c = 0; c < m; c += 2) pp->xs[c] = pp->xr[c] ^ pp->xr[c + 1];
+}
+
 __attribute__((target("pclmul,sse4.1")))
-static inline void rows2_pclmul(const uint64_t *t, const uint64_t *x, size_t m, uint64_t *out, size_t r)
+static inline void rows2_pclmul(const uint64_t *t, const qkd_base_prep *pp, size_t m, uint64_t *out, size_t r)
 {
     __m128i e0 = _mm_setzero_si128(), o0 = _mm_setzero_si128();
-    for (size_t c = 0; c < m; c++) {
-        __m128i xv = _mm_set1_epi64x((long long)x[m - 1 - c]);
+    for (size_t c = 0; c < m; c += 2) {
+        __m128i ab = _mm_loadu_si128((const __m128i *)(pp->xr + c));
+        __m128i s = _mm_set1_epi64x((long long)pp->xs[c]);
         __m128i t0 = _mm_loadu_si128((const __m128i *)(t + r + c));
-        e0 = _mm_xor_si128(e0, _mm_clmulepi64_si128(t0, xv, 0x00));
-        o0 = _mm_xor_si128(o0, _mm_clmulepi64_si128(t0, xv, 0x01));
+        __m128i u0 = _mm_loadu_si128((const __m128i *)(pp->u + r + c));
+        __m128i p0 = _mm_clmulepi64_si128(t0, s, 0x01);
+        e0 = _mm_xor_si128(e0, _mm_xor_si128(p0, _mm_clmulepi64_si128(u0, ab, 0x00)));
+        o0 = _mm_xor_si128(o0, _mm_xor_si128(p0, _mm_clmulepi64_si128(u0, ab, 0x11)));
     }
     __m128i *p = (__m128i *)(out + r);
     _mm_storeu_si128(p, _mm_xor_si128(_mm_loadu_si128(p), e0));
@@ -86,18 +111,25 @@ static inline void rows2_pclmul(const uint64_t *t, const uint64_t *x, size_t m, 
 __attribute__((target("pclmul,sse4.1")))
 static inline void base_pclmul(const uint64_t *t, const uint64_t *x, size_t m, uint64_t *out)
 {
+    qkd_base_prep pp;
+    base_prepare(t, x, m, &pp);
     size_t r = 0;
     for (; r + 4 <= m; r += 4) {
         __m128i e0 = _mm_setzero_si128(), o0 = _mm_setzero_si128();
         __m128i e1 = _mm_setzero_si128(), o1 = _mm_setzero_si128();
-        for (size_t c = 0; c < m; c++) {
-            __m128i xv = _mm_set1_epi64x((long long)x[m - 1 - c]);
+        for (size_t c = 0; c < m; c += 2) {
+            __m128i ab = _mm_loadu_si128((const __m128i *)(pp.xr + c));
+            __m128i s = _mm_set1_epi64x((long long)pp.xs[c]);
             __m128i t0 = _mm_loadu_si128((const __m128i *)(t + r + c));
+            __m128i u0 = _mm_loadu_si128((const __m128i *)(pp.u + r + c));
             __m128i t1 = _mm_loadu_si128((const __m128i *)(t + r + c + 2));
-            e0 = _mm_xor_si128(e0, _mm_clmulepi64_si128(t0, xv, 0x00));
-            o0 = _mm_xor_si128(o0, _mm_clmulepi64_si128(t0, xv, 0x01));
-            e1 = _mm_xor_si128(e1, _mm_clmulepi64_si128(t1, xv, 0x00));
-            o1 = _mm_xor_si128(o1, _mm_clmulepi64_si128(t1, xv, 0x01));
+            __m128i u1 = _mm_loadu_si128((const __m128i *)(pp.u + r + c + 2));
+            __m128i p0 = _mm_clmulepi64_si128(t0, s, 0x01);
+            __m128i p1 = _mm_clmulepi64_si128(t1, s, 0x01);
+            e0 = _mm_xor_si128(e0, _mm_xor_si128(p0, _mm_clmulepi64_si128(u0, ab, 0x00)));
+            o0 = _mm_xor_si128(o0, _mm_xor_si128(p0, _mm_clmulepi64_si128(u0, ab, 0x11)));
+            e1 = _mm_xor_si128(e1, _mm_xor_si128(p1, _mm_clmulepi64_si128(u1, ab, 0x00)));
+            o1 = _mm_xor_si128(o1, _mm_xor_si128(p1, _mm_clmulepi64_si128(u1, ab, 0x11)));
         }
         __m128i *p = (__m128i *)(out + r);
         _mm_storeu_si128(p, _mm_xor_si128(_mm_loadu_si128(p), e0));
@@ -108,28 +140,35 @@ static inline void base_pclmul(const uint64_t *t, const uint64_t *x, size_t m, u
         p = (__m128i *)(out + r + 3);
         _mm_storeu_si128(p, _mm_xor_si128(_mm_loadu_si128(p), o1));
     }
-    if (r < m) rows2_pclmul(t, x, m, out, r);
+    if (r < m) rows2_pclmul(t, &pp, m, out, r);
 }
 
-/* As rows2_pclmul with four 128-bit lanes: one load of t[r+c .. r+c+8) serves rows r, r+2, r+4,
- * r+6 (low qwords) and r+1, r+3, r+5, r+7 (high qwords); the even accumulator is then exactly
- * out[r..r+8) and the odd one out[r+1..r+9). Sixteen rows per pass share each broadcast; the
- * 4- and 2-row tails use 256- and 128-bit registers, so any even m works. */
+/* The same with four 128-bit lanes per register: one 512-bit load serves 8 rows. Sixteen rows per
+ * pass share each broadcast; 8-, 4- and 2-row tails make any even m work. */
 __attribute__((target("avx512f,avx512bw,avx512vl,vpclmulqdq,pclmul")))
 static inline void base_vpclmul(const uint64_t *t, const uint64_t *x, size_t m, uint64_t *out)
 {
+    qkd_base_prep pp;
+    base_prepare(t, x, m, &pp);
     size_t r = 0;
     for (; r + 16 <= m; r += 16) {
         __m512i e0 = _mm512_setzero_si512(), o0 = _mm512_setzero_si512();
         __m512i e1 = _mm512_setzero_si512(), o1 = _mm512_setzero_si512();
-        for (size_t c = 0; c < m; c++) {
-            __m512i xv = _mm512_set1_epi64((long long)x[m - 1 - c]);
+        for (size_t c = 0; c < m; c += 2) {
+            __m512i ab = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(pp.xr + c)));
+            __m512i s = _mm512_set1_epi64((long long)pp.xs[c]);
             __m512i t0 = _mm512_loadu_si512((const void *)(t + r + c));
+            __m512i u0 = _mm512_loadu_si512((const void *)(pp.u + r + c));
             __m512i t1 = _mm512_loadu_si512((const void *)(t + r + c + 8));
-            e0 = _mm512_xor_si512(e0, _mm512_clmulepi64_epi128(t0, xv, 0x00));
-            o0 = _mm512_xor_si512(o0, _mm512_clmulepi64_epi128(t0, xv, 0x01));
-            e1 = _mm512_xor_si512(e1, _mm512_clmulepi64_epi128(t1, xv, 0x00));
-            o1 = _mm512_xor_si512(o1, _mm512_clmulepi64_epi128(t1, xv, 0x01));
+            __m512i u1 = _mm512_loadu_si512((const void *)(pp.u + r + c + 8));
+            QKD_KEEP_IN_REGISTER(u0);
+            QKD_KEEP_IN_REGISTER(u1);
+            __m512i p0 = _mm512_clmulepi64_epi128(t0, s, 0x01);
+            __m512i p1 = _mm512_clmulepi64_epi128(t1, s, 0x01);
+            e0 = _mm512_ternarylogic_epi64(e0, p0, _mm512_clmulepi64_epi128(u0, ab, 0x00), 0x96);
+            o0 = _mm512_ternarylogic_epi64(o0, p0, _mm512_clmulepi64_epi128(u0, ab, 0x11), 0x96);
+            e1 = _mm512_ternarylogic_epi64(e1, p1, _mm512_clmulepi64_epi128(u1, ab, 0x00), 0x96);
+            o1 = _mm512_ternarylogic_epi64(o1, p1, _mm512_clmulepi64_epi128(u1, ab, 0x11), 0x96);
         }
         uint64_t *p = out + r;
         _mm512_storeu_si512(p, _mm512_xor_si512(_mm512_loadu_si512(p), e0));
@@ -139,11 +178,14 @@ static inline void base_vpclmul(const uint64_t *t, const uint64_t *x, size_t m, 
     }
     if (r + 8 <= m) {
         __m512i e0 = _mm512_setzero_si512(), o0 = _mm512_setzero_si512();
-        for (size_t c = 0; c < m; c++) {
-            __m512i xv = _mm512_set1_epi64((long long)x[m - 1 - c]);
+        for (size_t c = 0; c < m; c += 2) {
+            __m512i ab = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(pp.xr + c)));
+            __m512i s = _mm512_set1_epi64((long long)pp.xs[c]);
             __m512i t0 = _mm512_loadu_si512((const void *)(t + r + c));
-            e0 = _mm512_xor_si512(e0, _mm512_clmulepi64_epi128(t0, xv, 0x00));
-            o0 = _mm512_xor_si512(o0, _mm512_clmulepi64_epi128(t0, xv, 0x01));
+            __m512i u0 = _mm512_loadu_si512((const void *)(pp.u + r + c));
+            __m512i p0 = _mm512_clmulepi64_epi128(t0, s, 0x01);
+            e0 = _mm512_ternarylogic_epi64(e0, p0, _mm512_clmulepi64_epi128(u0, ab, 0x00), 0x96);
+            o0 = _mm512_ternarylogic_epi64(o0, p0, _mm512_clmulepi64_epi128(u0, ab, 0x11), 0x96);
         }
         uint64_t *p = out + r;
         _mm512_storeu_si512(p, _mm512_xor_si512(_mm512_loadu_si512(p), e0));
@@ -152,11 +194,14 @@ static inline void base_vpclmul(const uint64_t *t, const uint64_t *x, size_t m, 
     }
     if (r + 4 <= m) {
         __m256i e0 = _mm256_setzero_si256(), o0 = _mm256_setzero_si256();
-        for (size_t c = 0; c < m; c++) {
-            __m256i xv = _mm256_set1_epi64x((long long)x[m - 1 - c]);
+        for (size_t c = 0; c < m; c += 2) {
+            __m256i ab = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(pp.xr + c)));
+            __m256i s = _mm256_set1_epi64x((long long)pp.xs[c]);
             __m256i t0 = _mm256_loadu_si256((const __m256i *)(t + r + c));
-            e0 = _mm256_xor_si256(e0, _mm256_clmulepi64_epi128(t0, xv, 0x00));
-            o0 = _mm256_xor_si256(o0, _mm256_clmulepi64_epi128(t0, xv, 0x01));
+            __m256i u0 = _mm256_loadu_si256((const __m256i *)(pp.u + r + c));
+            __m256i p0 = _mm256_clmulepi64_epi128(t0, s, 0x01);
+            e0 = _mm256_xor_si256(e0, _mm256_xor_si256(p0, _mm256_clmulepi64_epi128(u0, ab, 0x00)));
+            o0 = _mm256_xor_si256(o0, _mm256_xor_si256(p0, _mm256_clmulepi64_epi128(u0, ab, 0x11)));
         }
         __m256i *p = (__m256i *)(out + r);
         _mm256_storeu_si256(p, _mm256_xor_si256(_mm256_loadu_si256(p), e0));
@@ -164,7 +209,7 @@ static inline void base_vpclmul(const uint64_t *t, const uint64_t *x, size_t m, 
         _mm256_storeu_si256(p, _mm256_xor_si256(_mm256_loadu_si256(p), o0));
         r += 4;
     }
-    if (r < m) rows2_pclmul(t, x, m, out, r);
+    if (r < m) rows2_pclmul(t, &pp, m, out, r);
 }
 
 __attribute__((target("pclmul,sse4.1")))
