@@ -4,6 +4,8 @@ Getting keys for a master SAE (per pool, requests are batched so one commit serv
 1. reserve: key IDs bound to bits of this KM's stripe, committed durably (state reserved);
 2. `KEY_ALLOC` to the peer KM, which commits them (reserved, for the named slaves) and acks;
 3. deliver: state delivered, committed; only then the answer leaves.
+Steps 3 of one batch and 1 of the next share one commit (a pipeline: while the peer acks a batch,
+the next requests gather).
 If the peer does not ack in time the keys become void (never reused) and the master gets 503; a
 restart voids keys left reserved in step 2. Reconciliation later tells the peer which keys are void.
 """
@@ -61,6 +63,7 @@ class KeyManager:
         self._queues: dict[str, list[_Pending]] = {p.kme_id: [] for p in config.peers}
         self._wake: dict[str, asyncio.Event] = {}
         self._blocks_event: asyncio.Event | None = None
+        self._confirm_after: dict[str, int] = {}
         self._tasks: list[asyncio.Task[Any]] = []
         self.clients: dict[str, PeerClient] = {}
         self.api_port = 0
@@ -102,57 +105,66 @@ class KeyManager:
     # -- master side: batched reserve -> KEY_ALLOC -> deliver ---------------------------------
 
     async def _allocator(self, pool: str) -> None:
+        """Pipeline: one commit settles the batch the peer just acked and reserves the next one."""
         queue, wake, client = self._queues[pool], self._wake[pool], self.clients[pool]
+        inflight: tuple[list[tuple[_Pending, Reserved]], asyncio.Task[Any]] | None = None
         while True:
-            await wake.wait()
-            wake.clear()
-            while queue:
-                batch: list[_Pending] = []
-                keys = 0
-                while queue and (not batch or keys + queue[0].number <= MAX_BATCH_KEYS):
-                    p = queue.pop(0)
-                    if not p.future.done():
-                        batch.append(p)
-                        keys += p.number
-                if batch:
-                    await self._serve_batch(pool, client, batch)
-
-    async def _serve_batch(self, pool: str, client: PeerClient, batch: list[_Pending]) -> None:
-        try:
-            results = await self.db(self.store.reserve_many, pool,
-                                    [(p.master, p.slaves, p.number, p.nbytes) for p in batch])
-        except Exception as exc:
-            for p in batch:
-                if not p.future.done():
-                    p.future.set_exception(exc)
-            return
-        served: list[tuple[_Pending, Reserved]] = []
-        for p, r in zip(batch, results):
-            if isinstance(r, Exception):
-                if not p.future.done():
-                    p.future.set_exception(r)
+            if inflight is None:
+                await wake.wait()
             else:
-                served.append((p, r))
-        if not served:
-            return
-        ids = [a.key_id for _, r in served for a in r.allocations]
-        payload = json.dumps({"allocations": [a.to_json() for _, r in served for a in r.allocations],
-                              "retired": [list(x) for _, r in served for x in r.retired]}).encode()
-        try:
-            await client.request("KEY_ALLOC", {"pool": self.kme_id}, payload=payload)
-        except (PeerError, Exception) as exc:
-            await self.db(self.store.set_state, ids, "void")
-            self.counters["keys_voided"] += len(ids)
-            err = exc if isinstance(exc, PeerError) else PeerError(str(exc))
-            for p, _ in served:
-                if not p.future.done():
-                    p.future.set_exception(err)
-            return
-        await self.db(self.store.set_state, ids, "delivered")
-        self.counters["keys_delivered_master"] += len(ids)
-        for p, r in served:
+                await asyncio.wait([inflight[1]])
+            wake.clear()
+            batch = self._take_batch(queue)
+            deliver: list[str] = []
+            void: list[str] = []
+            settled: list[tuple[_Pending, Reserved]] = []
+            failure: BaseException | None = None
+            if inflight is not None:
+                settled, task = inflight
+                failure = task.exception()
+                ids = [a.key_id for _, r in settled for a in r.allocations]
+                (void if failure is not None else deliver).extend(ids)
+                inflight = None
+            try:
+                results = await self.db(self.store.reserve_many, pool,
+                                        [(p.master, p.slaves, p.number, p.nbytes) for p in batch], deliver, void)
+            except Exception as exc:  # the store failed: nothing settled or reserved in this transaction
+                log.error("allocation commit failed: %s", exc)
+                for p in batch:
+                    _fail(p.future, exc)
+                for p, _ in settled:
+                    _fail(p.future, PeerError("key store failure"))
+                continue
+            self.counters["keys_voided"] += len(void)
+            self.counters["keys_delivered_master"] += len(deliver)
+            for p, r in settled:
+                if failure is not None:
+                    _fail(p.future, failure if isinstance(failure, PeerError) else PeerError(str(failure)))
+                elif not p.future.done():
+                    p.future.set_result([(a.key_id, m) for a, m in zip(r.allocations, r.material)])
+            served = []
+            for p, res in zip(batch, results):
+                if isinstance(res, Exception):
+                    _fail(p.future, res)
+                else:
+                    served.append((p, res))
+            if served:
+                payload = json.dumps({"allocations": [a.to_json() for _, r in served for a in r.allocations],
+                                      "retired": [list(x) for _, r in served for x in r.retired]}).encode()
+                inflight = (served, asyncio.create_task(client.request("KEY_ALLOC", {}, payload=payload)))
+            elif queue:
+                wake.set()
+
+    @staticmethod
+    def _take_batch(queue: list[_Pending]) -> list[_Pending]:
+        batch: list[_Pending] = []
+        keys = 0
+        while queue and (not batch or keys + queue[0].number <= MAX_BATCH_KEYS):
+            p = queue.pop(0)
             if not p.future.done():
-                p.future.set_result([(a.key_id, m) for a, m in zip(r.allocations, r.material)])
+                batch.append(p)
+                keys += p.number
+        return batch
 
     # -- peer requests ---------------------------------------------------------------------------
 
@@ -198,7 +210,8 @@ class KeyManager:
         return "RECONCILE_REPORT", {"unknown": unknown, "voided": voided}
 
     async def _confirm_blocks(self, pool: str) -> None:
-        pending = await self.db(self.store.unconfirmed_blocks, pool, 1000)
+        pending, self._confirm_after[pool] = await self.db(self.store.unconfirmed_blocks, pool, 1000,
+                                                           self._confirm_after.get(pool, 0))
         if not pending:
             return
         reply = await self.clients[pool].request("BLOCKS_HAVE", {"blocks": [list(b) for b in pending]})
@@ -291,6 +304,11 @@ class KeyManager:
     def endpoints(self) -> dict[str, Any]:
         """Where this KM listens (the bound ports, for port-0 configurations)."""
         return {"api_port": self.api_port, "ingest": self.ingest.endpoint, "link": self.peer_server.endpoint}
+
+
+def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
 
 
 async def run_key_manager(config: KmConfig, ready: Callable[[KeyManager], None] | None = None) -> None:

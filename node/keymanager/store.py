@@ -262,10 +262,16 @@ class KeyStore:
 
     # -- confirmation with the peer ------------------------------------------------------------
 
-    def unconfirmed_blocks(self, pool: str, limit: int = 1000) -> list[tuple[str, int]]:
-        """Blocks of `pool` the peer has not yet been seen to hold."""
-        return [tuple(r) for r in self.db.execute(  # type: ignore[misc]
-            "SELECT link_id, block_id FROM blocks WHERE pool=? AND confirmed=0 LIMIT ?", (pool, limit))]
+    def unconfirmed_blocks(self, pool: str, limit: int = 1000, after: int = 0) -> tuple[list[tuple[str, int]], int]:
+        """Up to `limit` blocks of `pool` the peer has not yet been seen to hold, after row `after`.
+
+        Returns them and the row to continue after (0 once the end is reached), so that blocks the
+        peer never gets cannot starve newer ones.
+        """
+        rows = self.db.execute(
+            "SELECT rowid, link_id, block_id FROM blocks WHERE pool=? AND confirmed=0 AND rowid>? "
+            "ORDER BY rowid LIMIT ?", (pool, after, limit)).fetchall()
+        return [(r[1], r[2]) for r in rows], (rows[-1][0] if len(rows) == limit else 0)
 
     def confirm_blocks(self, pool: str, ids: Iterable[tuple[str, int]]) -> list[tuple[str, int]]:
         """Mark the listed blocks (known to be held by the peer) usable; returns those held here too."""
@@ -310,11 +316,13 @@ class KeyStore:
             raise result
         return result
 
-    def reserve_many(self, pool: str, requests: Sequence[tuple[str, Sequence[str], int, int]]
-                     ) -> list[Reserved | PoolExhausted]:
+    def reserve_many(self, pool: str, requests: Sequence[tuple[str, Sequence[str], int, int]],
+                     deliver: Sequence[str] = (), void: Sequence[str] = ()) -> list[Reserved | PoolExhausted]:
         """`reserve` for several (master, slaves, number, nbytes) requests in one durable transaction.
 
         A request the pool cannot serve gets a `PoolExhausted` in its place and consumes nothing.
+        The same transaction first moves the reserved keys `deliver` to delivered and `void` to void
+        (the outcome of the previous batch), so a batch costs one commit.
         """
         for _, slaves, number, nbytes in requests:
             if number < 1 or nbytes < 1 or nbytes > self.chunk_bytes:
@@ -325,6 +333,9 @@ class KeyStore:
         out: list[Reserved | PoolExhausted] = []
         self._begin()
         try:
+            for state, ids in (("delivered", deliver), ("void", void)):
+                self.db.executemany("UPDATE keys SET state=?, material=NULL WHERE key_id=? AND state='reserved'",
+                                    [(state, k) for k in ids])
             for master_sae, slaves, number, nbytes in requests:
                 self.db.execute("SAVEPOINT one")
                 try:

@@ -1,0 +1,176 @@
+"""Bench rows for the key manager: ETSI 014 enc_keys over mutual TLS, and KEY_BLOCK ingest.
+
+Two KM processes (KME_A, KME_B) run on loopback with their peer link; the load comes from this
+process. `km.enc_keys` runs 16 concurrent keep-alive mTLS clients asking KME_A for one 256-bit key
+each request, closed loop (as fast as answers come back): the rate column is kilo-requests/s; the
+details give req/s, p50/p99 latency, and the p99 latency at a paced offered load of 500 req/s (the
+issue's operating point). Its reference is Get status through the same clients (TLS + HTTP + JSON
+without any key work). `km.ingest` sends KEY_BLOCKs of n bits to KME_A and waits for each
+acknowledgement (durable commit): the rate is Mbit/s of key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import os
+import ssl
+import statistics
+import tempfile
+import time
+from typing import Any
+
+from node.bench.core import BenchCase, BenchProfile
+
+CLIENTS = 16
+PACED_RATE = 500.0
+
+
+class _Cluster:
+    """The two KM processes and their files, started once and stopped at exit."""
+
+    instance: _Cluster | None = None
+
+    def __init__(self) -> None:
+        from node.keymanager.demo import write_demo_pair
+
+        self.tmp = tempfile.TemporaryDirectory(prefix="qkdnode-km-bench-")
+        self.pair = write_demo_pair(self.tmp.name, max_key_count=200_000_000, max_key_per_request=128)
+        self.pair.start()
+        self.block = 0
+        self._senders: dict[str, Any] = {}
+        atexit.register(self.close)
+
+    @classmethod
+    def get(cls) -> _Cluster:
+        if cls.instance is None:
+            cls.instance = cls()
+        return cls.instance
+
+    def sender(self, who: str) -> Any:
+        from node.keymanager.ingest import KeyBlockSender
+
+        if who not in self._senders:
+            self._senders[who] = KeyBlockSender(f"tcp://127.0.0.1:{self.pair.ports[who + '_in']}", f"node_{who}",
+                                                self.pair.secret(f"ingest_{who}"),
+                                                os.path.join(self.tmp.name, f"sender_{who}.json"))
+        return self._senders[who]
+
+    def feed_both(self, nbytes: int) -> None:
+        """One identical block to both KMs (key for enc_keys)."""
+        key = os.urandom(nbytes)
+        for who in "ab":
+            reply = self.sender(who).send_block("L1", self.block, key, timeout_s=10)
+            if reply["type"] != "KEY_BLOCK_ACK":
+                raise RuntimeError(f"block refused: {reply.get('error')}")
+        self.block += 1
+
+    def close(self) -> None:
+        for s in self._senders.values():
+            s.close()
+        self._senders.clear()
+        self.pair.stop()
+        self.tmp.cleanup()
+
+
+def _client_ssl(pair: Any) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=pair.ca)
+    ctx.load_cert_chain(*pair.pem("SAE_A"))
+    return ctx
+
+
+async def _load(pair: Any, path: str, total: int, paced_rate: float | None) -> list[float]:
+    """Latencies (s) of `total` GETs of `path` from CLIENTS keep-alive sessions; paced or closed loop."""
+    import aiohttp
+
+    ctx = _client_ssl(pair)
+    url = f"https://127.0.0.1:{pair.ports['a_api']}/api/v1/keys/SAE_B/{path}"
+    per_client = total // CLIENTS
+    latencies: list[float] = []
+    errors = 0
+
+    async def client(i: int, session: aiohttp.ClientSession, t0: float) -> None:
+        nonlocal errors
+        interval = CLIENTS / paced_rate if paced_rate else 0.0
+        for k in range(per_client):
+            scheduled = t0 + (k + i / CLIENTS) * interval
+            if paced_rate:
+                delay = scheduled - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            start = scheduled if paced_rate else time.perf_counter()
+            async with session.get(url) as resp:
+                await resp.read()
+                if resp.status != 200:
+                    errors += 1
+            latencies.append(time.perf_counter() - start)
+
+    sessions = [aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1, ssl=ctx)) for _ in range(CLIENTS)]
+    try:
+        # open the TLS connections first: keep-alive clients, handshakes not timed
+        await asyncio.gather(*(s.get(url.replace(path, "status")) for s in sessions))
+        t0 = time.perf_counter()
+        await asyncio.gather(*(client(i, s, t0) for i, s in enumerate(sessions)))
+    finally:
+        await asyncio.gather(*(s.close() for s in sessions))
+    if errors:
+        raise RuntimeError(f"{errors} of {total} requests failed")
+    return latencies
+
+
+def _enc_case(profile: BenchProfile) -> BenchCase:
+    total = 800 if profile.quick else 3200
+
+    def setup() -> dict[str, Any]:
+        cluster = _Cluster.get()
+        keys_needed = total * (8 if profile.quick else 12) + 4000
+        for _ in range(max(1, keys_needed * 32 // (1 << 20)) + 1):
+            cluster.feed_both(1 << 20)
+        return {"pair": cluster.pair}
+
+    def run(state: dict[str, Any]) -> dict[str, Any]:
+        lat = asyncio.run(_load(state["pair"], "enc_keys", total, None))
+        q = statistics.quantiles(lat, n=100)
+        paced = asyncio.run(_load(state["pair"], "enc_keys", min(total, 1600), PACED_RATE))
+        pq = statistics.quantiles(paced, n=100)
+        return {"closed_p50_ms": q[49] * 1e3, "closed_p99_ms": q[98] * 1e3,
+                "paced500_p50_ms": pq[49] * 1e3, "paced500_p99_ms": pq[98] * 1e3}
+
+    def reference(state: dict[str, Any]) -> None:
+        asyncio.run(_load(state["pair"], "status", total, None))
+
+    return BenchCase(stage="km.enc_keys", n=total, setup=setup, run=run, reference=reference,
+                     unit="kreq/s", items=total * 1000, reference_name="status over the same clients",
+                     params={"clients": CLIENTS, "key_bits": 256}, max_runs=3, reference_max_runs=2)
+
+
+def _ingest_case(n: int, profile: BenchProfile) -> BenchCase:
+    nbytes = n // 8
+    blocks = max(2, min(200, (4_000_000 if profile.quick else 40_000_000) // n))
+
+    def setup() -> dict[str, Any]:
+        return {"cluster": _Cluster.get(), "keys": [os.urandom(nbytes) for _ in range(4)]}
+
+    def run(state: dict[str, Any]) -> None:
+        cluster = state["cluster"]
+        sender = cluster.sender("a")
+        for i in range(blocks):
+            reply = sender.send_block("L1", 1_000_000_000 + cluster.block, state["keys"][i % 4],
+                                      timeout_s=30)
+            cluster.block += 1
+            if reply["type"] != "KEY_BLOCK_ACK":
+                raise RuntimeError(f"block refused: {reply.get('error')}")
+
+    return BenchCase(stage="km.ingest", n=n, setup=setup, run=run, unit="Mbit/s", items=n * blocks,
+                     params={"blocks_per_run": blocks}, max_runs=5)
+
+
+def cases(profile: BenchProfile) -> list[BenchCase]:
+    """The key manager's rows: enc_keys under 16 mTLS clients, and ingest at each block size."""
+    out = []
+    if profile.wants("km.enc_keys"):
+        out.append(_enc_case(profile))
+    if profile.wants("km.ingest"):
+        sizes = [s for s in profile.sizes if s <= 10_000_000]
+        out.extend(_ingest_case(n, profile) for n in (sizes[:2] if profile.quick else sizes))
+    return out

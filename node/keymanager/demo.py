@@ -1,0 +1,126 @@
+"""A ready-made pair of key managers on loopback (PKI, secrets, TOML files) for demos and benchmarks.
+
+KME_A serves SAE_A and KME_B serves SAE_B; QKD link "L1" feeds their shared pool; module "node_a"
+(resp. "node_b") sends KEY_BLOCKs to KME_A (resp. KME_B).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from node.keymanager.certs import make_pki
+
+SECRET_BYTES = 4 << 20
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _secret(path: Path) -> None:
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(os.urandom(SECRET_BYTES))
+
+
+@dataclass
+class DemoPair:
+    """Where the demo pair's files are and which ports it uses."""
+
+    root: Path
+    ports: dict[str, int]
+    configs: dict[str, Path]
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def pem(self, name: str) -> tuple[str, str]:
+        """(certificate, key) paths of an identity."""
+        return str(self.root / "pki" / f"{name}.pem"), str(self.root / "pki" / f"{name}.key")
+
+    @property
+    def ca(self) -> str:
+        """Path of the CA certificate."""
+        return str(self.root / "pki" / "ca.pem")
+
+    def secret(self, name: str) -> bytes:
+        """A pre-shared secret file's content (`link`, `ingest_a`, `ingest_b`)."""
+        return (self.root / f"{name}.key").read_bytes()
+
+    def start(self, which: str = "ab") -> None:
+        """Start the KMs as child processes and wait until they serve."""
+        for w in which:
+            proc = subprocess.Popen([sys.executable, "-m", "node.keymanager.daemon", str(self.configs[w])],
+                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            if not proc.stdout.readline().startswith("{"):  # type: ignore[union-attr]
+                proc.kill()
+                raise RuntimeError(f"key manager {w} did not start")
+            self.procs[w] = proc
+
+    def stop(self) -> None:
+        """Stop the KM processes (SIGTERM, then SIGKILL after 10 s)."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.procs.clear()
+
+
+def write_demo_pair(root: str | os.PathLike, *, max_key_count: int = 1_000_000, max_key_per_request: int = 128,
+                    peer_timeout_s: float = 2.0) -> DemoPair:
+    """Create the PKI, the secrets and both TOML files under `root`."""
+    base = Path(root)
+    base.mkdir(parents=True, exist_ok=True)
+    make_pki(base / "pki", ["KME_A", "KME_B"], ["SAE_A", "SAE_B"])
+    for name in ("link", "ingest_a", "ingest_b"):
+        _secret(base / f"{name}.key")
+    ports = {f"{w}_{k}": free_port() for w in "ab" for k in ("api", "link", "in")}
+    configs = {}
+    for me, other in (("a", "b"), ("b", "a")):
+        me_id, other_id = f"KME_{me.upper()}", f"KME_{other.upper()}"
+        text = f"""kme_id = "{me_id}"
+database = "km_{me}.db"
+local_saes = ["SAE_{me.upper()}"]
+
+[api]
+host = "127.0.0.1"
+port = {ports[me + '_api']}
+cert = "pki/{me_id}.pem"
+key = "pki/{me_id}.key"
+ca = "pki/ca.pem"
+
+[keys]
+max_key_count = {max_key_count}
+max_key_per_request = {max_key_per_request}
+
+[ingest]
+bind = "tcp://127.0.0.1:{ports[me + '_in']}"
+[[ingest.sources]]
+id = "node_{me}"
+auth_key = "ingest_{me}.key"
+
+[link]
+bind = "tcp://127.0.0.1:{ports[me + '_link']}"
+auth_key = "link.key"
+peer_timeout_s = {peer_timeout_s}
+
+[[peers]]
+kme_id = "{other_id}"
+connect = "tcp://127.0.0.1:{ports[other + '_link']}"
+links = ["L1"]
+saes = ["SAE_{other.upper()}"]
+"""
+        configs[me] = base / f"km_{me}.toml"
+        configs[me].write_text(text)
+    return DemoPair(base, ports, configs)
