@@ -20,7 +20,8 @@ def test_every_sim_model_answers_idn(path):
     rm = pyvisa.ResourceManager(f"{path}@sim")
     try:
         (resource,) = rm.list_resources()
-        inst = rm.open_resource(resource, read_termination="\n", write_termination="\n")
+        term = "\r" if path.stem == "mbx" else "\n"  # the MBX speaks CR-terminated lines
+        inst = rm.open_resource(resource, read_termination=term, write_termination=term)
         assert inst.query("*IDN?").count(",") == 3
     finally:
         rm.close()
@@ -67,3 +68,14 @@ def test_8157xa_on_its_sim_model():
 def test_unknown_sim_model_is_rejected():
     with pytest.raises(ValueError, match="name must be one of"):
         sim_library("nope")
+
+
+def test_mbx_on_its_sim_model():
+    from drivers.bias import BiasMode, ThorlabsMBX
+
+    with ThorlabsMBX("ASRL1::INSTR", visa_library=sim_library("mbx"), **OPTIONS) as mbx:
+        mbx.bias_mode = BiasMode.MANUAL
+        mbx.hold_voltage = -1.5
+        assert mbx.hold_voltage == -1.5 and mbx.locked is True
+    rm = pyvisa.ResourceManager(sim_library("mbx"))
+    assert rm.open_resource("ASRL1::INSTR", read_termination="\r", write_termination="\r").query("MZM:MODE?") == "0"
