@@ -434,10 +434,10 @@ def _delay_table(delay_ps: NDArray[np.float64] | dict[int, float] | None) -> NDA
                 raise ValueError(f"delay_ps keys must be channels 0..255, got {c}")
             table[int(c)] = float(d)
     else:
-        d = np.asarray(delay_ps, dtype=np.float64)
-        if d.ndim != 1 or d.size > N_CHANNELS:
-            raise ValueError(f"delay_ps must be a 1-D array indexed by channel (at most {N_CHANNELS}), got shape {d.shape}")
-        table[: d.size] = d
+        arr = np.asarray(delay_ps, dtype=np.float64)
+        if arr.ndim != 1 or arr.size > N_CHANNELS:
+            raise ValueError(f"delay_ps must be a 1-D array indexed by channel (at most {N_CHANNELS}), got shape {arr.shape}")
+        table[: arr.size] = arr
     if not np.all(np.isfinite(table)):
         raise ValueError("delay_ps must be finite")
     return table
@@ -492,7 +492,7 @@ class StreamSlotter:
         self.sync_every = int(sync_every)
         self.gate_ps = float(gate_ps)
         self.delay = _delay_table(delay_ps)
-        self.detector_channels = tuple(detector_channels)
+        self.detector_channels: tuple[int, int, int, int] = detector_channels
         self._is_det = _channel_mask(detector_channels)
         self.sync_channel = int(sync_channel)
         self.window = int(window_syncs)

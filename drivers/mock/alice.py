@@ -22,7 +22,8 @@ _TO_UNIT31 = 1.0 / 2147483648.0
 
 
 @njit(**KERNEL)
-def alice_state(key: np.uint64, slot: np.int64, p_z: float, class_cdf: np.ndarray) -> tuple[int, int, int]:
+def alice_state(key: np.uint64, slot: np.int64, p_z: float,
+                class_cdf: np.ndarray) -> tuple[np.int64, np.int64, np.int64]:
     """(basis, bit, intensity class) of one slot."""
     h = hash64(key, np.uint64(slot))
     basis = np.int64(0) if float(np.int64(h >> _S32)) * _TO_UNIT32 < p_z else np.int64(1)

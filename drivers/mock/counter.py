@@ -63,7 +63,7 @@ def _mix64_py(z: int) -> int:
     return z ^ (z >> 31)
 
 
-def hash64_py(key: int, counter: int) -> np.uint64:
+def hash64_py(key: int | np.integer, counter: int | np.integer) -> np.uint64:
     """`hash64` evaluated in Python (for deriving sub-keys outside kernels)."""
     mask = 0xFFFFFFFFFFFFFFFF
     key = int(key) & mask

@@ -493,8 +493,8 @@ class LinkSimulator:
         p = self.params
         slots = self._clock.sync_slots(s0, s1, p.sync_every)
         rng = np.random.Generator(np.random.Philox(key=[self._dark_seed ^ 0x5EED, self._chunk]))
-        t = self._clock.sync_times(slots, p.sync_delay_ps, p.sync_jitter_ps, rng)
-        t = np.round(t / p.resolution_ps).astype(np.int64) * p.resolution_ps
+        t_float = self._clock.sync_times(slots, p.sync_delay_ps, p.sync_jitter_ps, rng)
+        t = np.round(t_float / p.resolution_ps).astype(np.int64) * p.resolution_ps
         self.counters.sync_pulses += int(slots.size)
         ct, cs = self._carry_sync
         t = np.concatenate([ct, t])
