@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import IntEnum
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 from drivers.errors import FormatError
 
@@ -55,8 +55,7 @@ class TagType(IntEnum):
 _VARIABLE = {TagType.FLOAT8_ARRAY, TagType.ANSI_STRING, TagType.WIDE_STRING, TagType.BINARY_BLOB}
 
 
-@dataclass(frozen=True)
-class Tag:
+class Tag(NamedTuple):
     """One header tag; `offset` is where it starts in its file (-1 for tags not read from a file)."""
 
     ident: str
@@ -92,49 +91,69 @@ class PtuHeader:
 
     def find(self, ident: str, index: int = -1) -> Tag | None:
         """The last tag with this identifier and index (later tags refine earlier ones), or None."""
-        found = None
-        for tag in self.tags:
-            if tag.ident == ident and tag.index == index:
-                found = tag
-        return found
+        return self.lookup().get((ident, index))
+
+    def lookup(self) -> dict[tuple[str, int], Tag]:
+        """Tags by (identifier, index), the last one winning."""
+        return {(t.ident, t.index): t for t in self.tags}
 
 
 class _Reader:
-    """Bounded reads from a binary file whose size is known, failing with the byte offset."""
+    """Bounded reads from a binary file whose size is known, failing with the byte offset.
+
+    The header is read in large pieces and parsed from memory: one system call for a typical file.
+    """
 
     def __init__(self, fh: IO[bytes], size: int, start: int) -> None:
         self.fh = fh
         self.size = size
-        self.pos = start
+        self.base = start  # file offset of buf[0]
+        self.buf = b""
+        self.at = 0  # parse position in buf
+
+    @property
+    def pos(self) -> int:
+        return self.base + self.at
 
     def read(self, n: int, what: str) -> bytes:
-        if n < 0 or self.pos + n > self.size:
+        end = self.at + n
+        if n < 0 or self.base + end > self.size:
             raise FormatError(
                 f"{what} at byte offset {self.pos} needs {n} bytes but the file ends at byte offset {self.size}"
             )
-        data = self.fh.read(n)
-        if len(data) != n:
-            raise FormatError(f"{what} at byte offset {self.pos}: file ended after {len(data)} of {n} bytes")
-        self.pos += n
+        if end > len(self.buf):
+            want = min(max(end - len(self.buf), len(self.buf), 1 << 16), self.size - self.base - len(self.buf))
+            more = self.fh.read(want)
+            self.buf += more
+            if end > len(self.buf):
+                raise FormatError(f"{what} at byte offset {self.pos}: file ended at byte offset {self.base + len(self.buf)}")
+        data = self.buf[self.at : end]
+        self.at = end
         return data
 
 
+_TYPES = {int(t): t for t in TagType}
+_UNPACK_Q = struct.Struct("<q").unpack
+_UNPACK_D = struct.Struct("<d").unpack
+_INTEGER_TYPES = (TagType.INT8, TagType.BITSET64, TagType.COLOR8)
+
+
 def _decode_value(reader: _Reader, ident: str, ttype: TagType, raw: bytes, offset: int) -> Any:
+    if ttype in _INTEGER_TYPES:
+        return _UNPACK_Q(raw)[0]
+    if ttype == TagType.FLOAT8:
+        return _UNPACK_D(raw)[0]
+    if ttype == TagType.BOOL8:
+        return _UNPACK_Q(raw)[0] != 0
     if ttype == TagType.EMPTY8:
         return None
-    if ttype == TagType.BOOL8:
-        return struct.unpack("<q", raw)[0] != 0
-    if ttype in (TagType.INT8, TagType.BITSET64, TagType.COLOR8):
-        return struct.unpack("<q", raw)[0]
-    if ttype == TagType.FLOAT8:
-        return struct.unpack("<d", raw)[0]
     if ttype == TagType.TDATETIME:
-        days = struct.unpack("<d", raw)[0]
+        days = _UNPACK_D(raw)[0]
         try:
             return _DELPHI_EPOCH + timedelta(days=days)
         except (OverflowError, ValueError):
             raise FormatError(f"tag {ident!r} at byte offset {offset}: TDateTime {days!r} is not a date") from None
-    size = struct.unpack("<q", raw)[0]
+    size = _UNPACK_Q(raw)[0]
     if size < 0:
         raise FormatError(f"tag {ident!r} at byte offset {offset}: negative data length {size}")
     data = reader.read(size, f"data of tag {ident!r} (starting at byte offset {offset})")
@@ -151,7 +170,10 @@ def _decode_value(reader: _Reader, ident: str, ttype: TagType, raw: bytes, offse
 
 
 def read_header(fh: IO[bytes], size: int, start: int = 0) -> PtuHeader:
-    """Parse the header of a PTU file of `size` bytes whose first byte is at `start` in `fh`."""
+    """Parse the header of a PTU file of `size` bytes whose first byte is at `start` in `fh`.
+
+    Byte offsets in tags and errors count from the start of `fh`; `data_offset` from `start`.
+    """
     reader = _Reader(fh, size, start)
     if size - start < _PREAMBLE:
         raise FormatError(f"truncated PTU file: {size - start} bytes, the preamble ends at byte offset {start + _PREAMBLE}")
@@ -160,14 +182,14 @@ def read_header(fh: IO[bytes], size: int, start: int = 0) -> PtuHeader:
         raise FormatError(f"wrong magic {magic!r} at byte offset {start}; a PTU file starts with {PTU_MAGIC!r}")
     version = reader.read(8, "version").split(b"\0", 1)[0].decode("ascii", errors="replace")
     tags: list[Tag] = []
+    unpack = _TAG_HEAD.unpack
     while True:
         offset = reader.pos
-        ident_raw, index, code, raw = _TAG_HEAD.unpack(reader.read(_TAG_HEAD.size, "tag"))
+        ident_raw, index, code, raw = unpack(reader.read(_TAG_HEAD.size, "tag"))
         ident = ident_raw.split(b"\0", 1)[0].decode("ascii", errors="replace")
-        try:
-            ttype = TagType(code)
-        except ValueError:
-            raise FormatError(f"tag {ident!r} at byte offset {offset} has unknown type code 0x{code:08X}") from None
+        ttype = _TYPES.get(code)
+        if ttype is None:
+            raise FormatError(f"tag {ident!r} at byte offset {offset} has unknown type code 0x{code:08X}")
         if ident == _HEADER_END:
             break
         value = _decode_value(reader, ident, ttype, raw, offset)

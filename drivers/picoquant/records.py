@@ -144,13 +144,16 @@ class T3Records:
 # --- decoders -------------------------------------------------------------------------------------
 # Every record writes its photon slot unconditionally and advances the output index only for
 # photons: the common path has no data-dependent branch. Special records take the rare branch.
+# Markers fill the same output arrays from the top down: after i records k photons and m markers
+# satisfy k + m <= i, so the two ends never meet and no second set of buffers is needed.
 # Errors: 1 = invalid record, 2 = the overflow correction would leave int64.
 
 
 @njit(**KERNEL)
-def _decode_t2_hydraharp(records, v1, wrap, scale, ofl, limit, time, channel, mtime, mbits):  # pragma: no cover
+def _decode_t2_hydraharp(records, v1, wrap, scale, ofl, limit, time, channel):  # pragma: no cover
     k = 0
     m = 0
+    top = records.size - 1
     for i in range(records.size):
         r = np.int64(records[i])
         tt = r & 0x1FFFFFF
@@ -169,8 +172,8 @@ def _decode_t2_hydraharp(records, v1, wrap, scale, ofl, limit, time, channel, mt
                 channel[k] = 64
                 k += 1
             elif ch <= 15:
-                mtime[m] = (ofl + tt) * scale
-                mbits[m] = ch
+                time[top - m] = (ofl + tt) * scale
+                channel[top - m] = ch
                 m += 1
             else:
                 return k, m, ofl, i, 1
@@ -178,9 +181,10 @@ def _decode_t2_hydraharp(records, v1, wrap, scale, ofl, limit, time, channel, mt
 
 
 @njit(**KERNEL)
-def _decode_t2_picoharp(records, wrap, scale, ofl, limit, time, channel, mtime, mbits):  # pragma: no cover
+def _decode_t2_picoharp(records, wrap, scale, ofl, limit, time, channel):  # pragma: no cover
     k = 0
     m = 0
+    top = records.size - 1
     for i in range(records.size):
         r = np.int64(records[i])
         tt = r & 0xFFFFFFF
@@ -195,16 +199,17 @@ def _decode_t2_picoharp(records, wrap, scale, ofl, limit, time, channel, mtime, 
         if np.int64(ch > 4) - is_ovf:
             if ch != 15:
                 return k, m, ofl, i, 1
-            mtime[m] = (ofl + tt) * scale
-            mbits[m] = tt & 15
+            time[top - m] = (ofl + tt) * scale
+            channel[top - m] = tt & 15
             m += 1
     return k, m, ofl, -1, 0
 
 
 @njit(**KERNEL)
-def _decode_t3_hydraharp(records, v1, wrap, ofl, limit, sync, dtime, channel, msync, mbits):  # pragma: no cover
+def _decode_t3_hydraharp(records, v1, wrap, ofl, limit, sync, dtime, channel):  # pragma: no cover
     k = 0
     m = 0
+    top = records.size - 1
     for i in range(records.size):
         r = np.int64(records[i])
         nsync = r & 1023
@@ -221,8 +226,8 @@ def _decode_t3_hydraharp(records, v1, wrap, ofl, limit, sync, dtime, channel, ms
             return k, m, ofl, i, 2
         if special - is_ovf:
             if ch >= 1 and ch <= 15:
-                msync[m] = ofl + nsync
-                mbits[m] = ch
+                sync[top - m] = ofl + nsync
+                channel[top - m] = ch
                 m += 1
             else:
                 return k, m, ofl, i, 1
@@ -230,9 +235,10 @@ def _decode_t3_hydraharp(records, v1, wrap, ofl, limit, sync, dtime, channel, ms
 
 
 @njit(**KERNEL)
-def _decode_t3_picoharp(records, wrap, ofl, limit, sync, dtime, channel, msync, mbits):  # pragma: no cover
+def _decode_t3_picoharp(records, wrap, ofl, limit, sync, dtime, channel):  # pragma: no cover
     k = 0
     m = 0
+    top = records.size - 1
     for i in range(records.size):
         r = np.int64(records[i])
         nsync = r & 0xFFFF
@@ -250,8 +256,8 @@ def _decode_t3_picoharp(records, wrap, ofl, limit, sync, dtime, channel, msync, 
         if 1 - valid - is_ovf:
             if ch != 15 or dt > 15:
                 return k, m, ofl, i, 1
-            msync[m] = ofl + nsync
-            mbits[m] = dt
+            sync[top - m] = ofl + nsync
+            channel[top - m] = dt
             m += 1
     return k, m, ofl, -1, 0
 
@@ -307,17 +313,14 @@ def decode_t2(
     n = records.size
     time = np.empty(n, np.int64)
     channel = np.empty(n, np.uint8)
-    mtime = np.empty(n, np.int64)
-    mbits = np.empty(n, np.uint8)
     if fmt.picoharp:
-        k, m, ofl, bad, code = _decode_t2_picoharp(records, fmt.wrap, scale, overflow, limit, time, channel, mtime, mbits)
+        k, m, ofl, bad, code = _decode_t2_picoharp(records, fmt.wrap, scale, overflow, limit, time, channel)
     else:
-        k, m, ofl, bad, code = _decode_t2_hydraharp(
-            records, fmt.v1, fmt.wrap, scale, overflow, limit, time, channel, mtime, mbits
-        )
+        k, m, ofl, bad, code = _decode_t2_hydraharp(records, fmt.v1, fmt.wrap, scale, overflow, limit, time, channel)
     if bad >= 0:
         _raise_record_error(records, fmt, bad, code, byte_offset)
-    return T2Records(_shrink(time, k), _shrink(channel, k), mtime[:m].copy(), mbits[:m].copy(), int(ofl))
+    marker_time, marker_bits = time[n - m :][::-1].copy(), channel[n - m :][::-1].copy()
+    return T2Records(_shrink(time, k), _shrink(channel, k), marker_time, marker_bits, int(ofl))
 
 
 def decode_t3(
@@ -339,19 +342,14 @@ def decode_t3(
     sync = np.empty(n, np.int64)
     dtime = np.empty(n, np.uint16)
     channel = np.empty(n, np.uint8)
-    msync = np.empty(n, np.int64)
-    mbits = np.empty(n, np.uint8)
     if fmt.picoharp:
-        k, m, ofl, bad, code = _decode_t3_picoharp(records, fmt.wrap, overflow, limit, sync, dtime, channel, msync, mbits)
+        k, m, ofl, bad, code = _decode_t3_picoharp(records, fmt.wrap, overflow, limit, sync, dtime, channel)
     else:
-        k, m, ofl, bad, code = _decode_t3_hydraharp(
-            records, fmt.v1, fmt.wrap, overflow, limit, sync, dtime, channel, msync, mbits
-        )
+        k, m, ofl, bad, code = _decode_t3_hydraharp(records, fmt.v1, fmt.wrap, overflow, limit, sync, dtime, channel)
     if bad >= 0:
         _raise_record_error(records, fmt, bad, code, byte_offset)
-    return T3Records(
-        _shrink(sync, k), _shrink(dtime, k), _shrink(channel, k), msync[:m].copy(), mbits[:m].copy(), int(ofl)
-    )
+    marker_sync, marker_bits = sync[n - m :][::-1].copy(), channel[n - m :][::-1].copy()
+    return T3Records(_shrink(sync, k), _shrink(dtime, k), _shrink(channel, k), marker_sync, marker_bits, int(ofl))
 
 
 # --- encoders -------------------------------------------------------------------------------------

@@ -132,7 +132,7 @@ def iter_tag_blocks(file: PtuSource, records_per_block: int = 1 << 20) -> Iterat
             resolution_ps=meas.resolution_ps or 1,
             sync_period_ps=meas.sync_period_ps,
             dtime_resolution_ps=meas.dtime_resolution_ps,
-            byte_offset=meas.data_offset - start,
+            byte_offset=meas.data_offset,
         )
         fh.seek(meas.data_offset)
         left = meas.n_records

@@ -103,18 +103,19 @@ def _integer_ps(tag: Tag, what: str) -> int:
 def measurement(header: PtuHeader, file_size: int, start: int = 0) -> Measurement:
     """Check the tags the decoder relies on and return what they say; `FormatError` if they are wrong."""
     end = start + header.data_offset
-    rt_tag = header.find("TTResultFormat_TTTRRecType")
+    tags = header.lookup()
+    rt_tag = tags.get(("TTResultFormat_TTTRRecType", -1))
     if rt_tag is None or not isinstance(rt_tag.value, int) or isinstance(rt_tag.value, bool):
         raise FormatError(f"header ending at byte offset {end} has no integer TTResultFormat_TTTRRecType tag")
     try:
         fmt = record_format(rt_tag.value)
     except ValueError as exc:
         raise FormatError(f"tag 'TTResultFormat_TTTRRecType' at byte offset {rt_tag.offset}: {exc}") from None
-    bits = header.find("TTResultFormat_BitsPerRecord")
+    bits = tags.get(("TTResultFormat_BitsPerRecord", -1))
     if bits is not None and bits.value not in (0, 32):
         raise FormatError(f"tag 'TTResultFormat_BitsPerRecord' at byte offset {bits.offset}: {bits.value!r}, only 32-bit records exist")
     available = file_size - end
-    count = header.find("TTResult_NumberOfRecords")
+    count = tags.get(("TTResult_NumberOfRecords", -1))
     if count is None:
         if available % 4:
             raise FormatError(f"record data from byte offset {end} to {file_size} is not a whole number of 4-byte records")
@@ -128,8 +129,8 @@ def measurement(header: PtuHeader, file_size: int, start: int = 0) -> Measuremen
                 f"truncated PTU file: {n} records from byte offset {end} need {4 * n} bytes, "
                 f"the file ends at byte offset {file_size} (record {available // 4} is incomplete or missing)"
             )
-    glob = header.find("MeasDesc_GlobalResolution")
-    res = header.find("MeasDesc_Resolution")
+    glob = tags.get(("MeasDesc_GlobalResolution", -1))
+    res = tags.get(("MeasDesc_Resolution", -1))
     if fmt.t3:
         period = None
         if glob is not None:
@@ -183,10 +184,10 @@ def read_ptu(file: PtuSource) -> PtuData:
         records = _read_records(fh, meas.data_offset, meas.n_records)
     tags = header.as_dict()
     if meas.format.t3:
-        t3 = decode_t3(records, meas.format.record_type, byte_offset=meas.data_offset - start)
+        t3 = decode_t3(records, meas.format.record_type, byte_offset=meas.data_offset)
         return PtuData(tags, header, meas, t3.channel, Markers(t3.marker_bits, sync=t3.marker_sync), sync=t3.sync, dtime=t3.dtime)
     assert meas.resolution_ps is not None
-    t2 = decode_t2(records, meas.format.record_type, resolution_ps=meas.resolution_ps, byte_offset=meas.data_offset - start)
+    t2 = decode_t2(records, meas.format.record_type, resolution_ps=meas.resolution_ps, byte_offset=meas.data_offset)
     return PtuData(tags, header, meas, t2.channel, Markers(t2.marker_bits, time_ps=t2.marker_time_ps), time_ps=t2.time_ps)
 
 

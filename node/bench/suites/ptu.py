@@ -32,6 +32,11 @@ def _ours(path: str) -> dict[str, Any]:
     return {}
 
 
+def _remove(path: str) -> None:
+    if os.path.exists(path):
+        os.unlink(path)
+
+
 def _synthetic_file(n: int) -> str:
     """A HydraHarp v2 T2 file of exactly `n` records (Poisson arrivals on four inputs, 1 ps ticks)."""
     from drivers.picoquant import RecordType
@@ -43,7 +48,7 @@ def _synthetic_file(n: int) -> str:
     records = encode_t2(RecordType.HYDRAHARP_V2_T2, ticks, rng.integers(0, 4, n))[:n]
     fd, path = tempfile.mkstemp(suffix=".ptu", prefix="qkdnode-bench-")
     os.close(fd)
-    atexit.register(lambda: os.path.exists(path) and os.unlink(path))
+    atexit.register(_remove, path)
     write_ptu(path, RecordType.HYDRAHARP_V2_T2, records, global_resolution_s=1e-12, resolution_s=1e-12)
     return path
 
