@@ -26,6 +26,14 @@
 int qkd_resolve_path(int requested);
 /* CFFI-END */
 
+/* Whether the hardware paths are compiled in: x86-64 with GCC or Clang, unless the build asks for
+ * the portable path alone (-DQKD_PORTABLE_ONLY, used to test what other CPUs run). */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(QKD_PORTABLE_ONLY)
+#define QKD_X86 1
+#else
+#define QKD_X86 0
+#endif
+
 /* The 16 carry-less multiples of a word `a` (truncated to 64 bits) plus the masks that repair the
  * bits the truncation lost (products of a's top three bits). */
 typedef struct {

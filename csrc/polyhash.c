@@ -12,11 +12,8 @@
 
 #include "clmul.h"
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define QKD_X86 1
+#if QKD_X86
 #include <immintrin.h>
-#else
-#define QKD_X86 0
 #endif
 
 /* (hi, lo) mod f with z^64 = z^4 + z^3 + z + 1: hi z^64 = hi (z^4+z^3+z+1); the up to four bits

@@ -24,11 +24,8 @@
 
 #include "clmul.h"
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define QKD_X86 1
+#if QKD_X86
 #include <immintrin.h>
-#else
-#define QKD_X86 0
 #endif
 
 typedef void (*qkd_tmvp_fn)(const uint64_t *t, const uint64_t *x, size_t m, uint64_t *out, uint64_t *scratch,
