@@ -1,0 +1,245 @@
+"""Alice's end of a link: answers Bob's sifting, Cascade and verification, draws the Toeplitz seed.
+
+Alice never starts a conversation: `handle(message)` returns her replies, and `serve()` loops on
+the channel. Per block she holds her sifted key until Bob confirms (BLOCK_DONE) that he has the
+same secret key, then hands hers to `deliver`. Any protocol violation aborts that block only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from drivers.transmitter import Transmitter
+from node.classical import ChannelTimeout, ClassicalChannelError, Message
+from node.link import protocol as P
+from node.link.blocks import KeyBlock, KeyBlockAccumulator
+from node.link.distill import (
+    DistilledKey,
+    LinkSettings,
+    block_key_length,
+    privacy_amplification,
+    split_secret,
+)
+from postprocessing.bits import n_words
+from postprocessing.cascade import CascadeResponder, ClassicalChannel
+from postprocessing.cascade import Message as CascadeMessage
+from postprocessing.errors import ProtocolError
+from postprocessing.sifting import SiftedKey, alice_complete, alice_sift
+from postprocessing.verification import tags_match, verification_tag_bits
+
+log = logging.getLogger(__name__)
+
+MAX_PENDING_BATCHES = 64
+
+
+class _NoChannel(ClassicalChannel):
+    """Alice's Cascade responder answers through `handle`; it never touches a channel itself."""
+
+    def send(self, msg: CascadeMessage) -> None:  # pragma: no cover - never called
+        raise RuntimeError("the responder's replies go through AliceLink.handle")
+
+    def recv(self, timeout_s: float) -> CascadeMessage:  # pragma: no cover - never called
+        raise RuntimeError("the responder's questions come through AliceLink.handle")
+
+
+@dataclass
+class _StagedKey:
+    secret: np.ndarray  # packed secret bits of the block
+    length: int
+    qber: float
+    leaked_bits: int
+    sifted_bits: int
+    finite_key: dict
+
+
+class AliceLink:
+    """Alice's protocol state for one link."""
+
+    def __init__(self, settings: LinkSettings, transmitter: Transmitter,
+                 deliver: Callable[[DistilledKey], None], refill_auth: Callable[[bytes], None] | None = None,
+                 alarm: Callable[[str, str], None] | None = None) -> None:
+        self.settings = settings
+        self.transmitter = transmitter
+        self.deliver = deliver
+        self.refill_auth = refill_auth
+        self.alarm = alarm or (lambda severity, text: log.warning("alarm %s: %s", severity, text))
+        self.blocks = KeyBlockAccumulator(settings.block_bits, settings.n_intensities)
+        self._pending: dict[int, SiftedKey] = {}
+        self._ready: dict[int, KeyBlock] = {}
+        self._active: dict[int, KeyBlock] = {}
+        self._staged: dict[int, _StagedKey] = {}
+        self.responder = CascadeResponder(_NoChannel(), timeout_s=settings.timeout_s)
+        self.counters = {"batches": 0, "blocks": 0, "aborted": 0, "key_bits": 0}
+
+    # -- message handling ------------------------------------------------------------------------
+
+    def handle(self, msg: Message) -> list[Message]:
+        """Alice's replies to one message from Bob (a protocol violation aborts only its block)."""
+        handler = {
+            P.HELLO: self._on_hello,
+            P.SIFT_REQUEST: self._on_sift_request,
+            P.SIFT_REPORT: self._on_sift_report,
+            P.BLOCK_START: self._on_block_start,
+            P.CASCADE: self._on_cascade,
+            P.VERIFY: self._on_verify,
+            P.BLOCK_DONE: self._on_block_done,
+            P.BLOCK_ABORT: self._on_abort,
+        }.get(msg.type)
+        if handler is None:
+            log.error("link %s: unexpected message type %s rejected", self.settings.link_id, msg.type)
+            return []
+        try:
+            return handler(msg)
+        except ProtocolError as exc:
+            block = msg.header.get("block")
+            log.error("link %s: %s: %s", self.settings.link_id, msg.type, exc)
+            if isinstance(block, int) and not isinstance(block, bool):
+                self._drop_block(block, str(exc))
+                return [P.abort(block, str(exc))]
+            return []
+
+    def _on_hello(self, msg: Message) -> list[Message]:
+        theirs = msg.header.get("settings")
+        mine = self.settings.fingerprint()
+        if theirs != mine:
+            self.alarm("critical", f"link {self.settings.link_id}: peer settings differ from ours")
+            return [Message(P.HELLO_ACK, {"ok": False, "settings": mine})]
+        return [Message(P.HELLO_ACK, {"ok": True, "settings": mine, "next_block": self.blocks.next_block_id})]
+
+    def _on_sift_request(self, msg: Message) -> list[Message]:
+        batch, request = P.parse_sift_request(msg)
+        if len(self._pending) >= MAX_PENDING_BATCHES:
+            raise ProtocolError(f"too many sift batches awaiting Bob's report (limit {MAX_PENDING_BATCHES})")
+        states = self.transmitter.states(request.slot)
+        sifted, reply = alice_sift(request, states, self.settings.n_intensities)
+        self._pending[batch] = sifted
+        return [P.sift_reply(batch, reply)]
+
+    def _on_sift_report(self, msg: Message) -> list[Message]:
+        batch, report = P.parse_sift_report(msg)
+        sifted = self._pending.pop(batch, None)
+        if sifted is None:
+            raise ProtocolError(f"SIFT_REPORT for batch {batch}, which has no pending request")
+        block = self.blocks.add(batch, alice_complete(sifted, report))
+        self.counters["batches"] += 1
+        if block is not None:
+            self._ready[block.block_id] = block
+        return []
+
+    def _on_block_start(self, msg: Message) -> list[Message]:
+        block_id = P.header_int(msg, "block")
+        n_bits = P.header_int(msg, "n_bits", 1)
+        block = self._ready.pop(block_id, None)
+        if block is None:
+            raise ProtocolError(f"BLOCK_START for block {block_id}, which Alice has not completed")
+        if block.n_bits != n_bits or block.last_batch != P.header_int(msg, "last_batch"):
+            raise ProtocolError(f"BLOCK_START: Bob's block {block_id} ({n_bits} bits) differs from Alice's "
+                                f"({block.n_bits} bits)")
+        qber_x = block.counts.qber(1)
+        if qber_x > self.settings.qber_abort:
+            self.alarm("major", f"link {self.settings.link_id}: block {block_id} X-basis QBER {qber_x:.4f} "
+                                f"above the abort threshold {self.settings.qber_abort}")
+            raise ProtocolError(f"X-basis QBER {qber_x:.4f} above the abort threshold")
+        self._active[block_id] = block
+        self.responder.add_block(block_id, block.bits)
+        return [Message(P.BLOCK_READY, {"block": block_id})]
+
+    def _on_cascade(self, msg: Message) -> list[Message]:
+        cmsg = P.unwrap_cascade(msg)
+        reply = self.responder.handle(cmsg)
+        return [] if reply is None else [P.wrap_cascade(reply)]
+
+    def _on_verify(self, msg: Message) -> list[Message]:
+        block_id = P.header_int(msg, "block")
+        block = self._active.get(block_id)
+        if block is None:
+            raise ProtocolError(f"VERIFY for block {block_id}, which is not being reconciled")
+        result = self.responder.results.get(block_id)
+        if result is None or not result.completed:
+            reason = result.reason if result is not None else "Cascade did not finish"
+            raise ProtocolError(f"block {block_id}: Cascade failed on Alice's side ({reason})")
+        if len(msg.frames) != 2 or not isinstance(msg.frames[0], bytes) or not isinstance(msg.frames[1], bytes):
+            raise ProtocolError("VERIFY: needs two raw frames (seed, Bob's tag)")
+        seed, bob_tag = msg.frames
+        z_errors = msg.header.get("z_errors")
+        if (not isinstance(z_errors, list) or len(z_errors) != self.settings.n_intensities
+                or not all(isinstance(e, int) and not isinstance(e, bool) and 0 <= e for e in z_errors)
+                or np.any(np.asarray(z_errors) > block.counts.detections[0])):
+            raise ProtocolError("VERIFY: 'z_errors' must list one error count per intensity class")
+        try:
+            tag = verification_tag_bits(block.bits, seed)
+        except ValueError as exc:
+            raise ProtocolError(f"VERIFY: {exc}") from None
+        if not tags_match(tag, bob_tag):
+            self.alarm("major", f"link {self.settings.link_id}: block {block_id} verification tags differ")
+            raise ProtocolError("verification tags differ: residual errors after Cascade")
+        fk = block_key_length(self.settings, block.counts, z_errors, result.leaked_bits, block.n_bits)
+        length = fk.length
+        reply_header = {"block": block_id, "length": length, "leaked": result.leaked_bits}
+        if length < 256:
+            self._drop_block(block_id, "finite-key length leaves no key")
+            reply_header["length"] = 0
+            return [Message(P.VERIFY_RESULT, reply_header, [tag])]
+        seed_words = np.frombuffer(os.urandom(8 * n_words(block.n_bits + length - 1)), dtype=np.uint64).copy()
+        tail = (block.n_bits + length - 1) % 64
+        if tail:
+            seed_words[-1] &= np.uint64((1 << tail) - 1)
+        secret = privacy_amplification(block.bits, seed_words, length)
+        qber = float(sum(z_errors)) / block.n_bits
+        self._staged[block_id] = _StagedKey(secret, length, qber, result.leaked_bits, block.n_bits, fk.as_dict())
+        self._active.pop(block_id, None)
+        return [Message(P.VERIFY_RESULT, reply_header, [tag, seed_words])]
+
+    def _on_block_done(self, msg: Message) -> list[Message]:
+        block_id = P.header_int(msg, "block")
+        staged = self._staged.pop(block_id, None)
+        if staged is None:
+            raise ProtocolError(f"BLOCK_DONE for block {block_id}, which has no staged key")
+        refill_bits = P.header_int(msg, "refill_bits", 0, staged.length)
+        if refill_bits % 256:
+            raise ProtocolError(f"BLOCK_DONE: refill_bits must be a multiple of 256, got {refill_bits}")
+        refill, key_bytes = split_secret(staged.secret, staged.length, refill_bits)
+        if self.refill_auth is not None and refill:
+            self.refill_auth(refill)
+        key = DistilledKey(self.settings.link_id, block_id, key_bytes, 8 * len(key_bytes), staged.qber,
+                           staged.leaked_bits, staged.sifted_bits, staged.finite_key)
+        if key.length_bits:
+            self.deliver(key)
+        self.counters["blocks"] += 1
+        self.counters["key_bits"] += key.length_bits
+        return [Message(P.BLOCK_DONE_ACK, {"block": block_id})]
+
+    def _on_abort(self, msg: Message) -> list[Message]:
+        block = msg.header.get("block")
+        reason = str(msg.header.get("reason", ""))[:200]
+        if isinstance(block, int) and not isinstance(block, bool):
+            self._drop_block(block, f"Bob aborted: {reason}")
+        return []
+
+    def _drop_block(self, block_id: int, reason: str) -> None:
+        dropped = any(d.pop(block_id, None) is not None for d in (self._ready, self._active, self._staged))
+        if dropped:
+            self.counters["aborted"] += 1
+            log.warning("link %s: block %d aborted: %s", self.settings.link_id, block_id, reason)
+
+    # -- loop ---------------------------------------------------------------------------------------
+
+    def serve(self, channel: object, stop: threading.Event, poll_s: float = 0.2) -> None:
+        """Answer Bob on `channel` (a node.classical.SecureChannel) until `stop` is set."""
+        while not stop.is_set():
+            try:
+                msg = channel.recv(timeout=poll_s)  # type: ignore[attr-defined]
+            except ChannelTimeout:
+                self.responder.expire()
+                continue
+            except ClassicalChannelError as exc:
+                self.alarm("major", f"link {self.settings.link_id}: rejected classical message: {exc}")
+                continue
+            for reply in self.handle(msg):
+                channel.send(reply)  # type: ignore[attr-defined]

@@ -1,0 +1,197 @@
+"""Bob's end of a link: drives sifting, Cascade, verification and privacy amplification.
+
+`BobLink.process(detections)` runs one sift batch; when the batch completes a key block the block
+is distilled at once (Bob asks, Alice answers). A protocol violation, a timeout, a failed
+verification or a QBER above the threshold abort that block only: an alarm is raised, Alice is
+told, and the next block proceeds. Bob hands his key to `deliver` (which returns once the key
+manager has it durably) before telling Alice, who then hands over hers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from node.classical import ClassicalChannelError, Message
+from node.link import protocol as P
+from node.link.blocks import KeyBlock, KeyBlockAccumulator
+from node.link.distill import (
+    DistilledKey,
+    LinkSettings,
+    block_key_length,
+    privacy_amplification,
+    refill_needed,
+    split_secret,
+    z_errors_by_class,
+)
+from postprocessing.cascade import CascadeReconciler, ClassicalChannel
+from postprocessing.cascade import Message as CascadeMessage
+from postprocessing.errors import ProtocolError
+from postprocessing.sifting import bob_request, bob_sift
+from postprocessing.slotting import Detections
+from postprocessing.verification import draw_seed, tags_match, verification_tag_bits
+
+log = logging.getLogger(__name__)
+
+MIN_QBER_ESTIMATE = 0.002
+
+
+class CascadeOverSecureChannel(ClassicalChannel):
+    """Cascade's channel interface on top of the authenticated node channel (CASCADE envelopes)."""
+
+    def __init__(self, channel: object) -> None:
+        self.channel = channel
+
+    def send(self, msg: CascadeMessage) -> None:
+        try:
+            self.channel.send(P.wrap_cascade(msg))  # type: ignore[attr-defined]
+        except ClassicalChannelError as exc:
+            raise ProtocolError(f"cascade: cannot send: {exc}") from None
+
+    def recv(self, timeout_s: float) -> CascadeMessage:
+        try:
+            return P.unwrap_cascade(self.channel.recv(timeout=timeout_s))  # type: ignore[attr-defined]
+        except ClassicalChannelError as exc:
+            raise ProtocolError(f"cascade: {exc}") from None
+
+
+class BobLink:
+    """Bob's protocol state for one link over `channel` (a node.classical.SecureChannel)."""
+
+    def __init__(self, settings: LinkSettings, channel: object, deliver: Callable[[DistilledKey], None],
+                 refill_auth: Callable[[bytes], None] | None = None,
+                 alarm: Callable[[str, str], None] | None = None,
+                 auth_available: Callable[[], tuple[int, int]] | None = None) -> None:
+        self.settings = settings
+        self.channel = channel
+        self.deliver = deliver
+        self.refill_auth = refill_auth
+        self.auth_available = auth_available or (lambda: (0, 0))
+        self.alarm = alarm or (lambda severity, text: log.warning("alarm %s: %s", severity, text))
+        self.blocks = KeyBlockAccumulator(settings.block_bits, settings.n_intensities)
+        self.reconciler = CascadeReconciler(CascadeOverSecureChannel(channel), settings.cascade_variant,
+                                            timeout_s=settings.timeout_s)
+        self.next_batch = 0
+        self.qber_estimate: float | None = None
+        self.counters = {"batches": 0, "detections": 0, "sifted_bits": 0, "blocks": 0, "aborted": 0,
+                         "key_bits": 0, "leaked_bits": 0}
+        self.last_block: dict[str, object] = {}
+
+    def _request(self, msg: Message, expected: str, frames: int) -> Message:
+        self.channel.send(msg)  # type: ignore[attr-defined]
+        reply = self.channel.recv(timeout=self.settings.timeout_s)  # type: ignore[attr-defined]
+        P.expect(reply, expected, frames)
+        return reply
+
+    def hello(self) -> None:
+        """Check that Alice runs the same link settings (raises ProtocolError otherwise)."""
+        reply = self._request(Message(P.HELLO, {"settings": self.settings.fingerprint()}), P.HELLO_ACK, 0)
+        if reply.header.get("ok") is not True:
+            raise ProtocolError(f"link {self.settings.link_id}: Alice's settings differ: {reply.header.get('settings')}")
+
+    # -- sifting ----------------------------------------------------------------------------------
+
+    def process(self, detections: Detections) -> list[DistilledKey]:
+        """Sift one batch of detections with Alice; distil the block it completes, if any."""
+        if len(detections) == 0:
+            return []
+        batch = self.next_batch
+        self.next_batch += 1
+        request = bob_request(detections.slot, detections.basis)
+        reply_msg = self._request(P.sift_request(batch, request), P.SIFT_REPLY, 5)
+        sifted, report = bob_sift(request, detections.bit, P.parse_sift_reply(reply_msg, batch))
+        self.channel.send(P.sift_report(batch, report))  # type: ignore[attr-defined]
+        self.counters["batches"] += 1
+        self.counters["detections"] += len(detections)
+        self.counters["sifted_bits"] += int(sifted.bits.size)
+        block = self.blocks.add(batch, sifted)
+        if block is None:
+            return []
+        key = self.distill(block)
+        return [] if key is None else [key]
+
+    # -- one block ----------------------------------------------------------------------------------
+
+    def distill(self, block: KeyBlock) -> DistilledKey | None:
+        """Reconcile, verify and amplify one block with Alice; None when the block yields no key."""
+        t0 = time.perf_counter()
+        try:
+            return self._distill(block, t0)
+        except (ProtocolError, ClassicalChannelError) as exc:
+            self.counters["aborted"] += 1
+            self.alarm("major", f"link {self.settings.link_id}: block {block.block_id} aborted: {exc}")
+            try:
+                self.channel.send(P.abort(block.block_id, str(exc)))  # type: ignore[attr-defined]
+            except ClassicalChannelError:
+                pass
+            self._drain()
+            return None
+
+    def _distill(self, block: KeyBlock, t0: float) -> DistilledKey | None:
+        s = self.settings
+        qber_x = block.counts.qber(1)
+        self._request(Message(P.BLOCK_START, {"block": block.block_id, "n_bits": block.n_bits,
+                                              "last_batch": block.last_batch}), P.BLOCK_READY, 0)
+        if qber_x > s.qber_abort:
+            raise ProtocolError(f"X-basis QBER {qber_x:.4f} above the abort threshold {s.qber_abort}")
+        estimate = self.qber_estimate if self.qber_estimate is not None else qber_x
+        corrected, stats = self.reconciler.reconcile(block.bits, max(estimate, MIN_QBER_ESTIMATE), block.block_id)
+        z_errors = z_errors_by_class(block.bits, corrected, block.classes, s.n_intensities)
+        qber_z = sum(z_errors) / block.n_bits
+        if qber_z > s.qber_abort:
+            raise ProtocolError(f"QBER {qber_z:.4f} found by error correction is above the threshold {s.qber_abort}")
+        seed = draw_seed(s.tag_bits)
+        tag = verification_tag_bits(corrected, seed)
+        self.channel.send(Message(P.VERIFY, {"block": block.block_id, "z_errors": z_errors}, [seed, tag]))  # type: ignore[attr-defined]
+        reply = self.channel.recv(timeout=s.timeout_s)  # type: ignore[attr-defined]
+        P.expect(reply, P.VERIFY_RESULT, len(reply.frames) if reply.type == P.VERIFY_RESULT else 0)
+        if P.header_int(reply, "block") != block.block_id or not reply.frames or not isinstance(reply.frames[0], bytes):
+            raise ProtocolError("VERIFY_RESULT does not answer this block's verification")
+        if not tags_match(tag, reply.frames[0]):
+            raise ProtocolError("verification tags differ: residual errors after Cascade")
+        fk = block_key_length(s, block.counts, z_errors, stats.leaked_bits, block.n_bits)
+        self.qber_estimate = qber_z
+        length = P.header_int(reply, "length", 0)
+        own = fk.length if fk.length >= 256 else 0
+        if length != own:
+            raise ProtocolError(f"Alice computed a key length of {length} bits, Bob {own}")
+        self.last_block = {"block": block.block_id, "n_bits": block.n_bits, "qber": qber_z, "qber_x": qber_x,
+                           "leaked_bits": stats.leaked_bits, "round_trips": stats.round_trips,
+                           "detections": block.counts.detections.tolist(), "errors_x": block.counts.errors[1].tolist(),
+                           "z_errors": z_errors,
+                           "secret_bits": length, "finite_key": fk.as_dict(), "time_s": time.perf_counter() - t0}
+        self.counters["leaked_bits"] += stats.leaked_bits
+        if length == 0:
+            log.info("link %s: block %d leaves no secret key", s.link_id, block.block_id)
+            return None
+        seed_words = P.frame_array(reply, 1, np.uint64, "toeplitz seed")
+        if seed_words.size != (block.n_bits + length - 1 + 63) // 64:
+            raise ProtocolError("VERIFY_RESULT: Toeplitz seed of the wrong length")
+        try:
+            secret = privacy_amplification(corrected, seed_words, length)
+        except ValueError as exc:
+            raise ProtocolError(f"VERIFY_RESULT: bad Toeplitz seed: {exc}") from None
+        refill_bits = refill_needed(*self.auth_available(), s.auth_reserve_bits, length)
+        refill, key_bytes = split_secret(secret, length, refill_bits)
+        key = DistilledKey(s.link_id, block.block_id, key_bytes, 8 * len(key_bytes), qber_z, stats.leaked_bits,
+                           block.n_bits, fk.as_dict())
+        if key.length_bits:
+            self.deliver(key)
+        self._request(Message(P.BLOCK_DONE, {"block": block.block_id, "refill_bits": refill_bits}),
+                      P.BLOCK_DONE_ACK, 0)
+        if self.refill_auth is not None and refill:
+            self.refill_auth(refill)
+        self.counters["blocks"] += 1
+        self.counters["key_bits"] += key.length_bits
+        return key
+
+    def _drain(self) -> None:
+        """After an abort, drop what Alice still had in flight for the dead block."""
+        while True:
+            try:
+                self.channel.recv(timeout=0.05)  # type: ignore[attr-defined]
+            except ClassicalChannelError:
+                return
