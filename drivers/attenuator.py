@@ -6,13 +6,28 @@ Commands from the 8157xA programming guide: `:INPut<n>:ATTenuation`, `:INPut<n>:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from drivers.errors import InstrumentError
 from drivers.instrument import ScpiInstrument, Setting, parse_bool
 from drivers.transport.base import Transport
 
 ON_OFF = {True: "ON", False: "OFF"}
+
+
+class VariableAttenuator(Protocol):
+    """What the node needs from a variable optical attenuator (real or mock)."""
+
+    attenuation: float
+    shutter_open: bool
+
+    def set_attenuation(self, db: float) -> None:
+        """Set the attenuation in dB and wait until it has settled."""
+        ...
+
+    def shutdown(self) -> None:
+        """Block the light."""
+        ...
 
 
 class Keysight8157xA(ScpiInstrument):

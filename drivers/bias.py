@@ -9,7 +9,7 @@ Commands"): `MZM:MODE: <n>` / `MZM:MODE?`, `MZM:HOLD:VOLTAGE: <mV>`, `MZM:HOLD:R
 from __future__ import annotations
 
 from enum import IntEnum
-from typing import Any
+from typing import Any, Protocol
 
 from drivers.errors import InstrumentError
 from drivers.instrument import Instrument, Measurement, check_range, parse_bool, parse_float, parse_int
@@ -29,6 +29,22 @@ class BiasMode(IntEnum):
     MANUAL = 7
     AUTO_POWER_POS = 8
     AUTO_POWER_NEG = 9
+
+
+class BiasController(Protocol):
+    """What the node needs from a modulator bias controller (real or mock)."""
+
+    bias_mode: BiasMode
+    hold_voltage: float
+
+    @property
+    def bias_voltage(self) -> float:
+        """Bias voltage applied now, in V."""
+        ...
+
+    def shutdown(self) -> None:
+        """Stop driving the modulator."""
+        ...
 
 
 class ThorlabsMBX(Instrument):

@@ -7,11 +7,35 @@ Command set from the ITC4000 series operation manual: `OUTPut[1]:STATe` (laser d
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from drivers.errors import InstrumentError
 from drivers.instrument import Measurement, ScpiInstrument, Setting, parse_bool
 from drivers.transport.base import Transport
+
+class LaserController(Protocol):
+    """What the node needs from a laser diode driver (real or mock); not runtime-checkable, as
+    reading an attribute talks to the instrument."""
+
+    output_enabled: bool
+    current_setpoint: float
+    current_limit: float
+    temperature_setpoint: float
+
+    @property
+    def current(self) -> float:
+        """Measured laser diode current in A."""
+        ...
+
+    @property
+    def temperature(self) -> float:
+        """Measured temperature in °C."""
+        ...
+
+    def shutdown(self) -> None:
+        """Laser output off."""
+        ...
+
 
 ITC4001_MAX_CURRENT_A = 1.0
 ITC4001_TEC_RANGE_C = (-45.0, 145.0)

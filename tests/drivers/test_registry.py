@@ -57,3 +57,14 @@ def test_open_instruments_from_config_tables(emulate):
 def test_bad_config_tables_name_the_key(table, match):
     with pytest.raises(ValueError, match=match):
         open_instrument("x", table)
+
+
+def test_drivers_have_every_member_of_their_role_protocol():
+    from drivers.attenuator import Keysight8157xA, VariableAttenuator
+    from drivers.bias import BiasController, ThorlabsMBX
+    from drivers.laser import LaserController
+
+    for cls, proto in ((ThorlabsITC4001, LaserController), (ThorlabsMBX, BiasController),
+                       (Keysight8157xA, VariableAttenuator)):
+        members = {n for n in vars(proto) if not n.startswith("_")} | set(proto.__annotations__)
+        assert members <= set(dir(cls)), members - set(dir(cls))
