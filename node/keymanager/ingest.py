@@ -15,7 +15,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -192,6 +192,43 @@ class KeyBlockSender:
         self.link.close()
         if self.sock is not None:
             self.sock.close(0)
+
+    def send_blocks(self, link_id: str, blocks: Sequence[tuple[int, bytes]], window: int = 16,
+                    timeout_s: float = 10.0) -> dict[int, dict[str, Any]]:
+        """Send (block ID, key) pairs with up to `window` unacknowledged at once; replies by block ID.
+
+        Blocks without a reply within `timeout_s` of the last progress are missing from the result:
+        the caller re-sends them.
+        """
+        if window < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
+        assert self.sock is not None
+        replies: dict[int, dict[str, Any]] = {}
+        waiting: set[int] = set()
+        todo = list(blocks)
+        deadline = time.monotonic() + timeout_s
+        while todo or waiting:
+            while todo and len(waiting) < window:
+                block_id, key = todo.pop(0)
+                header = {"link_id": link_id, "block_id": block_id, "length_bits": 8 * len(key),
+                          "qber": None, "params": {}}
+                self.sock.send_multipart(self.link.seal(Message("KEY_BLOCK", header, [key])))
+                waiting.add(block_id)
+            left = deadline - time.monotonic()
+            if left <= 0 or not self.sock.poll(int(left * 1000) + 1):
+                self._connect()
+                return replies
+            try:
+                msg = self.link.open(self.sock.recv_multipart())
+            except ClassicalChannelError as exc:
+                log.error("ingest sender: dropped a reply: %s", exc)
+                continue
+            block_id = msg.header.get("block_id")
+            if msg.header.get("link_id") == link_id and block_id in waiting:
+                waiting.discard(block_id)
+                replies[block_id] = {"type": msg.type, **msg.header}
+                deadline = time.monotonic() + timeout_s
+        return replies
 
     def send_block(self, link_id: str, block_id: int, key: bytes, length_bits: int | None = None,
                    qber: float | None = None, params: dict[str, Any] | None = None,
