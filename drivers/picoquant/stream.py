@@ -25,7 +25,8 @@ class RecordStream:
     """Decodes records piece by piece, carrying the overflow correction and any partial record.
 
     `byte_offset` is where the first record sits in its file (for error messages). For T3 blocks
-    the tag time is `round(sync * sync_period_ps) + dtime * dtime_resolution_ps`.
+    the tag time is `round(sync * sync_period_ps) + dtime * dtime_resolution_ps` (float64: exact to
+    the picosecond while `sync * sync_period_ps` stays below 2**53 ps, about 2.5 hours).
     """
 
     def __init__(
@@ -127,6 +128,11 @@ def iter_tag_blocks(file: PtuSource, records_per_block: int = 1 << 20) -> Iterat
     with open_ptu(file) as (fh, size, start):
         header = read_header(fh, size, start)
         meas = measurement(header, size, start)
+        if meas.format.t3 and (meas.sync_period_ps is None or meas.dtime_resolution_ps is None):
+            raise FormatError(
+                f"header ending at byte offset {meas.data_offset} lacks MeasDesc_GlobalResolution and "
+                "MeasDesc_Resolution, which T3 tag times need"
+            )
         stream = RecordStream(
             meas.format.record_type,
             resolution_ps=meas.resolution_ps or 1,

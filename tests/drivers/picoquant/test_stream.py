@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -10,10 +11,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from drivers.errors import FormatError
-from drivers.picoquant import RecordStream, RecordType, iter_tag_blocks, read_ptu
-from drivers.picoquant.records import T2Records, decode_t2, decode_t3, record_format
+from drivers.picoquant import RecordStream, RecordType, Tag, TagType, encode_header, iter_tag_blocks, read_ptu
+from drivers.picoquant.records import T2Records, decode_t2, decode_t3, encode_t2, encode_t3, record_format
 from drivers.timetagger import TagBlock
-from tests.drivers.picoquant.strategies import ALL_TYPES, valid_records
+from tests.drivers.picoquant.strategies import ALL_TYPES, T2_TYPES, T3_TYPES, t2_events, t3_events, valid_records
 
 PTU_DIR = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "ptu"
 T2_FILE = PTU_DIR / "hydraharp_v20_t2.ptu"
@@ -40,6 +41,33 @@ def test_any_split_of_the_byte_stream_decodes_like_the_whole(rt, data):
     for got, want in zip(zip(*(_fields(p) for p in pieces)), _fields(whole)):
         assert np.array_equal(np.concatenate(got), want)
     assert stream.overflow == whole.overflow and stream.records_decoded == records.size
+
+
+@pytest.mark.parametrize("rt", T2_TYPES, ids=lambda rt: rt.name)
+@given(data=st.data())
+def test_encoded_events_survive_decoding_in_arbitrary_pieces(rt, data):
+    ticks, channel, marker_ticks, marker_bits = data.draw(t2_events(rt))
+    raw = encode_t2(rt, ticks, channel, marker_ticks=marker_ticks, marker_bits=marker_bits).tobytes()
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(raw)), max_size=8)))
+    stream = RecordStream(rt, resolution_ps=5)
+    blocks = [stream.block(raw[a:b]) for a, b in zip([0, *cuts], [*cuts, len(raw)])]
+    stream.close()
+    assert np.array_equal(np.concatenate([b.time for b in blocks]), ticks * 5)
+    assert np.array_equal(np.concatenate([b.channel for b in blocks]), channel)
+    assert np.array_equal(np.concatenate([b.meta["markers"].bits for b in blocks]), marker_bits)
+
+
+@pytest.mark.parametrize("rt", T3_TYPES, ids=lambda rt: rt.name)
+@given(data=st.data())
+def test_encoded_t3_events_survive_decoding_in_arbitrary_pieces(rt, data):
+    sync, dtime, channel, marker_sync, marker_bits = data.draw(t3_events(rt))
+    raw = encode_t3(rt, sync, dtime, channel, marker_sync=marker_sync, marker_bits=marker_bits).tobytes()
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(raw)), max_size=8)))
+    stream = RecordStream(rt, sync_period_ps=12_500.0, dtime_resolution_ps=4)
+    blocks = [stream.block(raw[a:b]) for a, b in zip([0, *cuts], [*cuts, len(raw)])]
+    assert np.array_equal(np.concatenate([b.meta["sync"] for b in blocks]), sync)
+    assert np.array_equal(np.concatenate([b.time for b in blocks]), sync * 12_500 + dtime * 4)
+    assert np.array_equal(np.concatenate([b.meta["markers"].sync for b in blocks]), marker_sync)
 
 
 def test_uint32_pieces_and_byte_pieces_mix():
@@ -98,6 +126,12 @@ def test_real_t3_file_streams_with_times_from_sync_period_and_dtime_bins():
     assert np.array_equal(time, expected)
     assert np.array_equal(np.concatenate([b.meta["sync"] for b in blocks]), whole.sync)
     assert np.array_equal(np.concatenate([b.meta["dtime"] for b in blocks]), whole.dtime)
+
+
+def test_t3_file_without_resolutions_cannot_stream_tag_times():
+    head = encode_header([Tag("TTResultFormat_TTTRRecType", -1, TagType.INT8, int(RecordType.GENERIC_T3))])
+    with pytest.raises(FormatError, match=r"MeasDesc_GlobalResolution and MeasDesc_Resolution"):
+        list(iter_tag_blocks(io.BytesIO(head + bytes(8))))
 
 
 def test_iter_tag_blocks_rejects_empty_blocks():
