@@ -343,6 +343,7 @@ class LinkCounters:
     """What the simulation did so far, per detector where it applies."""
 
     slots: int = 0
+    skipped_slots: int = 0
     photon_clicks: NDArray[np.int64] = field(default_factory=lambda: np.zeros(N_DETECTORS, np.int64))
     dark_counts: NDArray[np.int64] = field(default_factory=lambda: np.zeros(N_DETECTORS, np.int64))
     afterpulses: NDArray[np.int64] = field(default_factory=lambda: np.zeros(N_DETECTORS, np.int64))
@@ -417,6 +418,23 @@ class LinkSimulator:
         self._chunk += 1
         horizon = int(math.floor(self._clock.arrival_ps(float(s1)) + self._margin_ps))
         return self._register(sig, dark, sync, horizon)
+
+    def skip(self, n_slots: int) -> None:
+        """Jump over `n_slots` slots without simulating them (an acquisition gap: a tagger that
+        could not keep up). Tags already held back stay valid."""
+        if not isinstance(n_slots, (int, np.integer)) or n_slots < 0:
+            raise ValueError(f"n_slots must be a non-negative integer, got {n_slots!r}")
+        self._next_slot += int(n_slots)
+        self.counters.skipped_slots += int(n_slots)
+
+    def expected_tags_per_slot(self) -> float:
+        """Mean tags per slot before dead time: photon clicks, dark counts and sync pulses."""
+        p = self.params
+        w = (np.asarray(p.class_probabilities)[:, None, None]
+             * np.array([p.p_z, 1.0 - p.p_z])[None, :, None] * 0.5)
+        photons = float((-np.expm1(-self._lam).sum(axis=3) * w).sum())
+        darks = float(np.sum(p.dark_count_hz)) * p.period_ps * 1e-12
+        return photons + darks + 1.0 / p.sync_every
 
     def flush(self) -> LinkEvents:
         """Every tag still held back (the stream ends after the last simulated slot)."""

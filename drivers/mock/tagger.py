@@ -3,9 +3,11 @@
 Blocks are shaped like a Swabian `TimeTagStream.getData()` buffer: all tags recorded since the
 previous read, time-sorted, up to the stream's buffer size `max_tags`. In real-time mode the
 simulation follows the wall clock and tags that overflow the buffer between reads are dropped
-and counted in `lost` (as the hardware reports them); in fast mode each read advances the
-simulation by `block_s` of acquisition time and nothing is ever dropped (excess tags wait for the
-next read). Channel map: 0 sync, 1-4 detectors Z0, Z1, X0, X1.
+and counted in `lost` (as the hardware reports them); when the simulation falls more than
+`max_lag_s` behind the wall clock it skips the excess, like a tagger whose USB link overflows,
+and reports the expected number of tags of the gap as lost (block flagged `overflow`). In fast
+mode each read advances the simulation by `block_s` of acquisition time and nothing is ever
+dropped (excess tags wait for the next read). Channel map: 0 sync, 1-4 detectors Z0, Z1, X0, X1.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class MockTimeTagger:
         max_tags: int = 1 << 22,
         duration_s: float | None = None,
         truth: bool = False,
+        max_lag_s: float = 0.05,
     ) -> None:
         self._params = params if params is not None else LinkParams()
         if not isinstance(self._params, LinkParams):
@@ -46,11 +49,16 @@ class MockTimeTagger:
             raise ValueError(f"block_s must be > 0 seconds, got {block_s}")
         if not isinstance(max_tags, (int, np.integer)) or max_tags < 1:
             raise ValueError(f"max_tags must be a positive integer, got {max_tags!r}")
+        if not max_lag_s > 0:
+            raise ValueError(f"max_lag_s must be > 0 seconds, got {max_lag_s}")
         if duration_s is not None and not duration_s > 0:
             raise ValueError(f"duration_s must be > 0 seconds or None, got {duration_s}")
         self._seed = int(seed)
         self._realtime = bool(realtime)
         self._block_slots = max(1, int(round(block_s * self._params.repetition_rate_hz)))
+        # at most this much acquisition time is simulated per read in real-time mode
+        self._max_slots_per_read = max(self._block_slots, int(round(max_lag_s * self._params.repetition_rate_hz)))
+        self._overflow_pending = False
         self._max_tags = int(max_tags)
         self._end_slot = None if duration_s is None else int(round(duration_s * self._params.repetition_rate_hz))
         self._truth = bool(truth)
@@ -98,6 +106,7 @@ class MockTimeTagger:
         self._queued = 0
         self._lost_total = 0
         self._lost_pending = 0
+        self._overflow_pending = False
         self._flushed = False
         self._running = True
         self._t0 = _time.monotonic()
@@ -154,8 +163,21 @@ class MockTimeTagger:
         while True:
             elapsed = _time.monotonic() - self._t0
             target = int(elapsed * self._params.repetition_rate_hz)
-            if target > self._sim.next_slot:
-                self._advance(target - self._sim.next_slot)
+            if self._end_slot is not None:
+                target = min(target, self._end_slot)
+            behind = target - self._sim.next_slot
+            if behind > self._max_slots_per_read:
+                # the simulation cannot keep up with the wall clock: like a tagger whose link
+                # overflows, skip the excess and report the tags it would have held as lost
+                gap = behind - self._max_slots_per_read
+                self._sim.skip(gap)
+                lost = int(round(gap * self._sim.expected_tags_per_slot()))
+                self._lost_total += lost
+                self._lost_pending += lost
+                self._overflow_pending = True
+                behind = self._max_slots_per_read
+            if behind > 0:
+                self._advance(behind)
             if self._queued or self._lost_pending or not self._running or _time.monotonic() >= deadline:
                 return
             _time.sleep(min(1e-3, max(0.0, deadline - _time.monotonic())))
@@ -182,8 +204,10 @@ class MockTimeTagger:
 
     def _take(self) -> TagBlock:
         lost, self._lost_pending = self._lost_pending, 0
+        overflow, self._overflow_pending = self._overflow_pending or lost > 0, False
         if not self._queued:
-            return TagBlock.empty(lost=lost)
+            block = TagBlock.empty(lost=lost)
+            return TagBlock(block.time, block.channel, lost=lost, overflow=overflow)
         parts: list[LinkEvents] = []
         n = 0
         while self._queue and n < self._max_tags:
@@ -201,4 +225,4 @@ class MockTimeTagger:
         if self._truth:
             meta = {"slot": ev.slot, "kind": ev.kind}
         return TagBlock(np.ascontiguousarray(ev.time), np.ascontiguousarray(ev.channel), lost=lost,
-                        overflow=lost > 0, meta=meta)
+                        overflow=overflow, meta=meta)

@@ -122,3 +122,36 @@ def test_transmitter_states_are_reproducible_and_shutdown_is_safe() -> None:
 def test_tagger_rejects_bad_settings(kwargs: dict, word: str) -> None:
     with pytest.raises(ValueError, match=word):
         MockTimeTagger(**kwargs)
+
+
+def test_realtime_mode_that_falls_behind_skips_and_reports_the_gap_as_lost() -> None:
+    p = LinkParams(fibre_length_km=0.0)
+    tagger = MockTimeTagger(p, seed=3, realtime=True, block_s=1e-6, max_lag_s=1e-5)
+    tagger.start()
+    time.sleep(0.02)  # 20 ms of acquisition against at most 10 us simulated per read
+    b = tagger.read_block(0.0)
+    sim = tagger.simulator
+    assert sim is not None and sim.counters.skipped_slots > 0
+    assert b.overflow and b.lost > 0
+    # the reported loss is the expected tag count of the skipped slots
+    expect = sim.counters.skipped_slots * sim.expected_tags_per_slot()
+    assert abs(b.lost - expect) <= 1 + 1e-9 * expect
+    assert tagger.lost_total == b.lost
+    assert len(b) <= 2 * 10_000 * sim.expected_tags_per_slot() + 100
+    tagger.close()
+
+
+def test_skip_leaves_a_gap_in_the_tag_times() -> None:
+    from drivers.mock.link import LinkEvents, LinkSimulator
+
+    p = LinkParams(fibre_length_km=0.0, dark_count_hz=0.0)
+    sim = LinkSimulator(p, 1)
+    before = sim.run(100_000)
+    sim.skip(1_000_000)
+    after = LinkEvents.concatenate([sim.run(100_000), sim.flush()])
+    assert sim.next_slot == 1_200_000
+    slots = np.concatenate([before.slot, after.slot])[np.concatenate([before.kind, after.kind]) == KIND_PHOTON]
+    assert slots.size > 1000
+    assert not np.any((slots >= 100_000) & (slots < 1_100_000))  # nothing from the skipped slots
+    assert slots.max() >= 1_190_000
+    assert sim.counters.skipped_slots == 1_000_000
