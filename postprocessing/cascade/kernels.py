@@ -9,7 +9,7 @@ node containing it in every pass, which is the whole cascade effect.
 
 Pass tables are int64 arrays indexed by pass: kind (variants.BLOCK/HALF/BICONF), ksz (block size;
 n for HALF/BICONF), nb (blocks), stride (tree slots per block), base (first slot of the pass),
-rowi (row of `rows` holding the pass's bits in pass order; HALF/BICONF use row 0, frame order),
+rowi (row of `rows`, packed bits in pass order; HALF/BICONF use row 0, the frame in frame order),
 mrow (row of `masks`, subset of HALF/BICONF passes) and prow (row of `perms`/`poss`, -1: identity).
 """
 
@@ -83,7 +83,7 @@ def word_parity(x: np.uint64) -> int:
     x ^= x >> np.uint64(4)
     x ^= x >> np.uint64(2)
     x ^= x >> np.uint64(1)
-    return int(x & np.uint64(1))
+    return np.int64(x & np.uint64(1))
 
 
 @njit(**KERNEL)
@@ -105,6 +105,24 @@ def _range_words(words: NDArray[np.uint64], mask: NDArray[np.uint64], flip: int,
         acc ^= words[w] & (mask[w] ^ fm)
     acc ^= words[w1] & (mask[w1] ^ fm) & last
     return acc
+
+
+@njit(**KERNEL)
+def packed_parity(words: NDArray[np.uint64], lo: int, hi: int) -> int:
+    """Parity of the packed bits in [lo, hi)."""
+    if hi <= lo:
+        return np.int64(0)
+    w0 = lo >> 6
+    w1 = (hi - 1) >> 6
+    first = _ONES << np.uint64(lo & 63)
+    last = _ONES >> np.uint64(63 - ((hi - 1) & 63))
+    if w0 == w1:
+        return word_parity(words[w0] & first & last)
+    acc = words[w0] & first
+    for w in range(w0 + 1, w1):
+        acc ^= words[w]
+    acc ^= words[w1] & last
+    return word_parity(acc)
 
 
 @njit(**KERNEL)
@@ -144,24 +162,23 @@ def _root_length(kind: int, k: int, b: int, n: int) -> int:
 
 
 @njit(**KERNEL)
-def _node_parity(kind: int, k: int, b: int, lo: int, hi: int, row: NDArray[np.uint8],
-                 words: NDArray[np.uint64], mask: NDArray[np.uint64]) -> int:
+def _node_parity(kind: int, k: int, b: int, lo: int, hi: int, row: NDArray[np.uint64],
+                 mask: NDArray[np.uint64]) -> int:
     if kind == BLOCK:
         off = b * k
-        return range_parity(row, off + lo, off + hi)
-    return masked_parity(words, mask, b, lo, hi)
+        return packed_parity(row, off + lo, off + hi)
+    return masked_parity(row, mask, b, lo, hi)
 
 
 @njit(**KERNEL)
-def top_parities(kind: int, k: int, nb: int, row: NDArray[np.uint8], words: NDArray[np.uint64],
+def top_parities(kind: int, k: int, nb: int, n: int, words: NDArray[np.uint64],
                  mask: NDArray[np.uint64]) -> NDArray[np.uint8]:
-    """Parity of every block of a pass (BLOCK: `row` in pass order; HALF/BICONF: packed `words` in
-    frame order and the packed subset `mask`)."""
-    n = row.size
+    """Parity of every block of a pass of n bits (BLOCK: packed `words` in pass order; HALF/BICONF:
+    packed `words` in frame order and the packed subset `mask`)."""
     out = np.zeros(nb, dtype=np.uint8)
     if kind == BLOCK:
         for b in range(nb):
-            out[b] = range_parity(row, b * k, min(n, (b + 1) * k))
+            out[b] = packed_parity(words, b * k, min(n, (b + 1) * k))
     else:
         a0 = np.uint64(0)
         a1 = np.uint64(0)
@@ -179,14 +196,13 @@ def top_parities(kind: int, k: int, nb: int, row: NDArray[np.uint8], words: NDAr
 @njit(**KERNEL)
 def answer_questions(
     kind: NDArray[np.int64], ksz: NDArray[np.int64], nb: NDArray[np.int64], stride: NDArray[np.int64],
-    rowi: NDArray[np.int64], mrow: NDArray[np.int64], n_started: int,
-    rows: NDArray[np.uint8], words: NDArray[np.uint64], masks: NDArray[np.uint64],
+    rowi: NDArray[np.int64], mrow: NDArray[np.int64], n_started: int, n: int,
+    rows: NDArray[np.uint64], masks: NDArray[np.uint64],
     q_pass: NDArray[np.uint8], q_blk: NDArray[np.uint32], q_node: NDArray[np.uint32],
 ) -> NDArray[np.uint8]:
     """Alice's parities of the asked tree nodes; INVALID where a question names no node."""
     m = q_pass.size
     out = np.empty(m, dtype=np.uint8)
-    n = rows.shape[1]
     for i in range(m):
         j = np.int64(q_pass[i])
         b = np.int64(q_blk[i])
@@ -201,7 +217,7 @@ def answer_questions(
             out[i] = INVALID
             continue
         mr = mrow[j] if mrow[j] >= 0 else 0
-        out[i] = _node_parity(kd, ksz[j], b, lo, hi, rows[rowi[j]], words, masks[mr])
+        out[i] = _node_parity(kd, ksz[j], b, lo, hi, rows[rowi[j]], masks[mr])
     return out
 
 
@@ -209,12 +225,12 @@ def answer_questions(
 def set_roots(
     j: int, kind: NDArray[np.int64], ksz: NDArray[np.int64], nb: NDArray[np.int64], stride: NDArray[np.int64],
     base: NDArray[np.int64], rowi: NDArray[np.int64], mrow: NDArray[np.int64],
-    state: NDArray[np.int8], rows: NDArray[np.uint8], words: NDArray[np.uint64], masks: NDArray[np.uint64],
+    n: int, state: NDArray[np.int8], rows: NDArray[np.uint64], masks: NDArray[np.uint64],
     alice_top: NDArray[np.uint8],
 ) -> NDArray[np.int64]:
     """Record Alice's block parities of pass `j`; returns the blocks whose parities differ."""
     mr = mrow[j] if mrow[j] >= 0 else 0
-    mine = top_parities(kind[j], ksz[j], nb[j], rows[rowi[j]], words, masks[mr])
+    mine = top_parities(kind[j], ksz[j], nb[j], n, rows[rowi[j]], masks[mr])
     odd = np.empty(nb[j], dtype=np.int64)
     c = 0
     for b in range(nb[j]):
@@ -257,7 +273,7 @@ def _locate(j: int, p: int, kind: NDArray[np.int64], ksz: NDArray[np.int64], pro
 def bob_round(
     kind: NDArray[np.int64], ksz: NDArray[np.int64], nb: NDArray[np.int64], stride: NDArray[np.int64],
     base: NDArray[np.int64], rowi: NDArray[np.int64], mrow: NDArray[np.int64], prow: NDArray[np.int64],
-    n_started: int, state: NDArray[np.int8], rows: NDArray[np.uint8], words: NDArray[np.uint64],
+    n_started: int, n: int, state: NDArray[np.int8], rows: NDArray[np.uint64],
     masks: NDArray[np.uint64], perms: NDArray[np.int32], poss: NDArray[np.int32],
     a_pass: NDArray[np.uint8], a_blk: NDArray[np.uint32], a_node: NDArray[np.uint32], answers: NDArray[np.uint8],
     s_pass: NDArray[np.int64], s_blk: NDArray[np.int64], s_node: NDArray[np.int64],
@@ -271,7 +287,6 @@ def bob_round(
     is the caller's job: its size bounds the flips of one round, a search that would exceed it
     waits for the next round).
     """
-    n = rows.shape[1]
     # 1. Alice's answers: the asked node's difference, then its right sibling's from the parent's.
     for i in range(a_pass.size):
         j = np.int64(a_pass[i])
@@ -281,7 +296,7 @@ def bob_round(
         length = _root_length(kd, ksz[j], b, n)
         lo, hi = node_range(length, v)
         mr = mrow[j] if mrow[j] >= 0 else 0
-        mine = _node_parity(kd, ksz[j], b, lo, hi, rows[rowi[j]], words, masks[mr])
+        mine = _node_parity(kd, ksz[j], b, lo, hi, rows[rowi[j]], masks[mr])
         slot = base[j] + b * stride[j]
         state[slot + v] = EVEN + (mine ^ answers[i])
         ps = state[slot + (v >> 1)]
@@ -340,11 +355,11 @@ def bob_round(
                 flipped[nflip] = p
                 nflip += 1
                 # correct it in every pass-ordered copy
-                rows[0, p] ^= np.uint8(1)
-                words[p >> 6] ^= np.uint64(1) << np.uint64(p & 63)
+                rows[0, p >> 6] ^= np.uint64(1) << np.uint64(p & 63)
                 for jj in range(n_started):
                     if kind[jj] == BLOCK and prow[jj] >= 0:
-                        rows[rowi[jj], poss[prow[jj], p]] ^= np.uint8(1)
+                        q = np.int64(poss[prow[jj], p])
+                        rows[rowi[jj], q >> 6] ^= np.uint64(1) << np.uint64(q & 63)
                 # cascade: toggle the known nodes containing p, search from the smallest odd one
                 for jj in range(n_started):
                     bb, r = _locate(jj, p, kind, ksz, prow, mrow, poss, masks)

@@ -1,7 +1,7 @@
 """Materialising a pass on one side: its tables row, its shuffled copy of the key or its subset mask.
 
-Both roles keep the same layout (see `kernels`): `rows[0]` the frame in frame order, one more row
-per shuffled BLOCK pass, `words` the frame as packed bits, one packed subset-mask row per HALF/BICONF pass. Arrays grow by doubling.
+Both roles keep the same layout (see `kernels`): `rows[0]` the frame in frame order as packed bits,
+one more packed row per shuffled BLOCK pass (in pass order), one packed subset-mask row per HALF/BICONF pass. Arrays grow by doubling.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from postprocessing._numba import KERNEL, njit
-from postprocessing.bits import pack_bits
+from postprocessing.bits import pack_bits, unpack_bits
 from postprocessing.cascade import kernels, shuffle
 from postprocessing.cascade.variants import BLOCK
 
@@ -18,9 +18,18 @@ __all__ = ["PassTables"]
 
 
 @njit(**KERNEL)
-def _gather(src: NDArray[np.uint8], perm: NDArray[np.int32], out: NDArray[np.uint8]) -> None:
-    for i in range(perm.size):
-        out[i] = src[perm[i]]
+def _gather_packed(src: NDArray[np.uint64], perm: NDArray[np.int32], out: NDArray[np.uint64]) -> None:
+    """out bit q = src bit perm[q] (packed bits, DESIGN §3)."""
+    n = perm.size
+    acc = np.uint64(0)
+    for q in range(n):
+        p = perm[q]
+        acc |= ((src[p >> 6] >> np.uint64(p & 63)) & np.uint64(1)) << np.uint64(q & 63)
+        if (q & 63) == 63:
+            out[q >> 6] = acc
+            acc = np.uint64(0)
+    if n & 63:
+        out[n >> 6] = acc
 
 
 class PassTables:
@@ -41,10 +50,10 @@ class PassTables:
         self.mrow = np.full(max_passes, -1, dtype=np.int64)
         self.prow = np.full(max_passes, -1, dtype=np.int64)
         self.started = 0
-        self.rows = np.empty((1, n), dtype=np.uint8)
-        self.rows[0] = bits
+        words = pack_bits(bits)
+        self.rows = np.empty((1, words.size), dtype=np.uint64)
+        self.rows[0] = words
         self.n_rows = 1
-        self.words = pack_bits(bits)
         self.masks = np.zeros((1, 1), dtype=np.uint64)
         self.n_masks = 0
         self.perms = np.zeros((1, 1), dtype=np.int32)
@@ -75,7 +84,7 @@ class PassTables:
                 assert seed is not None
                 perm = shuffle.permutation(n, shuffle.pass_seed(seed, j))
                 r = self._add_row()
-                _gather(self.rows[0], perm, self.rows[r])
+                _gather_packed(self.rows[0], perm, self.rows[r])
                 self.rowi[j] = r
                 if self.keep_inverse:
                     p = self._add_perm()
@@ -92,6 +101,10 @@ class PassTables:
             self.rowi[j] = 0
         self.started = j + 1
 
+    def bits(self) -> NDArray[np.uint8]:
+        """The frame (row 0) as one uint8 per bit."""
+        return unpack_bits(self.rows[0], self.n)
+
     def _add_row(self) -> int:
         if self.n_rows == self.rows.shape[0]:
             self.rows = _grown(self.rows, self.n_rows)
@@ -99,8 +112,8 @@ class PassTables:
         return self.n_rows - 1
 
     def _add_mask(self) -> int:
-        if self.n_masks == 0 and self.masks.shape[1] != self.words.size:
-            self.masks = np.empty((self.mask_capacity, self.words.size), dtype=np.uint64)
+        if self.n_masks == 0 and self.masks.shape[1] != self.rows.shape[1]:
+            self.masks = np.empty((self.mask_capacity, self.rows.shape[1]), dtype=np.uint64)
         elif self.n_masks == self.masks.shape[0]:
             self.masks = _grown(self.masks, self.n_masks)
         self.n_masks += 1

@@ -124,13 +124,13 @@ class _BobBlock:
             t.start(new_pass, self.seed, shuffle_block=(new_pass > 0 or self.variant.shuffle_first_pass))
             self.stats.passes = t.started
             odd = kernels.set_roots(new_pass, t.kind, t.ksz, t.nb, t.stride, t.base, t.rowi, t.mrow,
-                                    self.state, t.rows, t.words, t.masks, top)
+                                    self.n, self.state, t.rows, t.masks, top)
             if odd.size:
                 sp = np.concatenate((sp, np.full(odd.size, new_pass, dtype=np.int64)))
                 sb = np.concatenate((sb, odd))
                 sn = np.concatenate((sn, np.ones(odd.size, dtype=np.int64)))
         qp, qb, qn, sp, sb, sn, nflip = kernels.bob_round(
-            t.kind, t.ksz, t.nb, t.stride, t.base, t.rowi, t.mrow, t.prow, t.started, self.state, t.rows, t.words, t.masks,
+            t.kind, t.ksz, t.nb, t.stride, t.base, t.rowi, t.mrow, t.prow, t.started, self.n, self.state, t.rows, t.masks,
             t.perms, t.poss, qp, qb, qn, answers, sp, sb, sn, self.flipped,
         )
         self.stats.errors_corrected += nflip
@@ -163,7 +163,7 @@ class _BobBlock:
 
     @property
     def bits(self) -> NDArray[np.uint8]:
-        return self.tables.rows[0]
+        return self.tables.bits()
 
 
 class CascadeReconciler:

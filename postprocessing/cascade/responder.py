@@ -90,14 +90,14 @@ class _AliceBlock:
             t.plan(j, kind, size)
             t.start(j, self.seed, shuffle_block=(j > 0 or self.shuffle_first))
         answers = kernels.answer_questions(
-            t.kind, t.ksz, t.nb, t.stride, t.rowi, t.mrow, t.started, t.rows, t.words, t.masks, q_pass, q_blk, q_node
+            t.kind, t.ksz, t.nb, t.stride, t.rowi, t.mrow, t.started, t.n, t.rows, t.masks, q_pass, q_blk, q_node
         )
         if answers.size and int(answers.max()) == kernels.INVALID:
             raise ProtocolError("cascade: a question names no block or tree node")
         if new_pass is not None:
             j = t.started - 1
             mr = int(t.mrow[j]) if t.mrow[j] >= 0 else 0
-            top = kernels.top_parities(int(t.kind[j]), int(t.ksz[j]), int(t.nb[j]), t.rows[t.rowi[j]], t.words, t.masks[mr])
+            top = kernels.top_parities(int(t.kind[j]), int(t.ksz[j]), int(t.nb[j]), t.n, t.rows[t.rowi[j]], t.masks[mr])
         self.leaked += answers.size + top.size
         self.touched = time.monotonic()
         return Message(PARITY, reply, (np.packbits(answers, bitorder="little"), np.packbits(top, bitorder="little")))

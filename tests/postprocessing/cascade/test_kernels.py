@@ -20,7 +20,10 @@ def test_block_parities_match_reference(bits: list[int], k: int) -> None:
     row = np.array(bits, dtype=np.uint8)
     nb = -(-row.size // k)
     dummy = np.zeros(1, dtype=np.uint64)
-    got = kernels.top_parities(BLOCK, k, nb, row, pack_bits(row), dummy)
+    got = kernels.top_parities(BLOCK, k, nb, row.size, pack_bits(row), dummy)
+    for lo in range(0, row.size, max(1, k // 3)):
+        hi = min(row.size, lo + k)
+        assert kernels.packed_parity(pack_bits(row), lo, hi) == sum(bits[lo:hi]) % 2
     assert got.tolist() == reference.block_parities(bits, k)
 
 
@@ -35,7 +38,7 @@ def test_subset_parities_match_reference(bits: list[int], mask_seed: int, lo: in
     for flip in (0, 1):
         want = sum(b for b, m in zip(bits[lo:hi], mask[lo:hi]) if m ^ flip) % 2
         assert kernels.masked_parity(words, mwords, flip, lo, hi) == want
-    top = kernels.top_parities(HALF, n, 2, row, words, mwords)
+    top = kernels.top_parities(HALF, n, 2, n, words, mwords)
     assert top.tolist() == [sum(b for b, m in zip(bits, mask) if m) % 2, sum(b for b, m in zip(bits, mask) if not m) % 2]
 
 
@@ -53,9 +56,9 @@ def _search_one_block(alice: np.ndarray, bob: np.ndarray) -> tuple[int, int, int
         t.plan(0, BLOCK, n)
         t.start(0, None, shuffle_block=False)
     state = np.zeros(int(bt.base[1]), dtype=np.int8)
-    top = kernels.top_parities(BLOCK, n, 1, alice, at.words, at.masks[0])
-    odd = kernels.set_roots(0, bt.kind, bt.ksz, bt.nb, bt.stride, bt.base, bt.rowi, bt.mrow, state, bt.rows,
-                            bt.words, bt.masks, top)
+    top = kernels.top_parities(BLOCK, n, 1, n, at.rows[0], at.masks[0])
+    odd = kernels.set_roots(0, bt.kind, bt.ksz, bt.nb, bt.stride, bt.base, bt.rowi, bt.mrow, n, state, bt.rows,
+                            bt.masks, top)
     e = np.zeros(0, dtype=np.uint32)
     q = (np.zeros(0, dtype=np.uint8), e, e)
     ans = np.zeros(0, dtype=np.uint8)
@@ -64,18 +67,19 @@ def _search_one_block(alice: np.ndarray, bob: np.ndarray) -> tuple[int, int, int
     asked = rounds = flips = 0
     while True:
         qp, qb, qn, sp, sb, sn, nf = kernels.bob_round(
-            bt.kind, bt.ksz, bt.nb, bt.stride, bt.base, bt.rowi, bt.mrow, bt.prow, 1, state, bt.rows, bt.words,
+            bt.kind, bt.ksz, bt.nb, bt.stride, bt.base, bt.rowi, bt.mrow, bt.prow, 1, n, state, bt.rows,
             bt.masks, bt.perms, bt.poss, q[0], q[1], q[2], ans, s[0], s[1], s[2], flipped)
         flips += nf
         if qp.size == 0:
             break
         rounds += 1
         asked += qp.size
-        ans = kernels.answer_questions(at.kind, at.ksz, at.nb, at.stride, at.rowi, at.mrow, 1, at.rows, at.words,
+        ans = kernels.answer_questions(at.kind, at.ksz, at.nb, at.stride, at.rowi, at.mrow, 1, n, at.rows,
                                        at.masks, qp, qb, qn)
         q, s = (qp, qb, qn), (sp, sb, sn)
-    pos = int(np.flatnonzero(bt.rows[0] != bob)[0]) if flips else -1
-    return pos, asked, rounds, bt.rows[0].copy()
+    corrected = bt.bits()
+    pos = int(np.flatnonzero(corrected != bob)[0]) if flips else -1
+    return pos, asked, rounds, corrected
 
 
 @given(bits=st.lists(st.integers(0, 1), min_size=2, max_size=600), where=st.integers(0, 10**6))
