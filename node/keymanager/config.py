@@ -215,7 +215,7 @@ def parse_config(doc: dict, base_dir: str | Path = ".") -> KmConfig:
     link_t = _get(doc, "link", dict, "", ...)
     _check_keys(link_t, {"bind", "auth_key", "peer_timeout_s", "reconcile_interval_s"}, "link.")
     peers = []
-    seen_saes = set()
+    seen_saes: set[str] = set()
     for i, p in enumerate(_get(doc, "peers", list, "", [], "an array of tables [[peers]]")):
         where = f"peers[{i}]."
         if not isinstance(p, dict):

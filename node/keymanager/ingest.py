@@ -83,7 +83,7 @@ class IngestServer:
         self.sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
         self.sock.setsockopt(zmq.MAXMSGSIZE, MAX_BLOCK_BYTES + (1 << 20))
         self.sock.bind(bind)
-        self.endpoint = self.sock.getsockopt(zmq.LAST_ENDPOINT).decode()
+        self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self.rejected = 0
         self.stored_blocks = 0
         self.stored_bits = 0
@@ -106,7 +106,7 @@ class IngestServer:
         if len(frames) < 2:
             self.rejected += 1
             return None
-        ident = frames[0]
+        ident = bytes(frames[0])
         link = self.links.get(ident.decode("utf-8", "replace"))
         if link is None:
             self.rejected += 1
@@ -124,7 +124,7 @@ class IngestServer:
             batch = [await self.sock.recv_multipart()]
             while len(batch) < BATCH_MESSAGES:
                 try:
-                    batch.append(self.sock.recv_multipart(flags=zmq.NOBLOCK).result())
+                    batch.append(self.sock.recv_multipart(flags=zmq.NOBLOCK).result())  # type: ignore[attr-defined]
                 except zmq.Again:
                     break
             await self._handle(batch)
@@ -223,10 +223,10 @@ class KeyBlockSender:
             except ClassicalChannelError as exc:
                 log.error("ingest sender: dropped a reply: %s", exc)
                 continue
-            block_id = msg.header.get("block_id")
-            if msg.header.get("link_id") == link_id and block_id in waiting:
-                waiting.discard(block_id)
-                replies[block_id] = {"type": msg.type, **msg.header}
+            got = msg.header.get("block_id")
+            if msg.header.get("link_id") == link_id and got in waiting:
+                waiting.discard(got)
+                replies[got] = {"type": msg.type, **msg.header}
                 deadline = time.monotonic() + timeout_s
         return replies
 

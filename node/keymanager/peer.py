@@ -119,7 +119,7 @@ class PeerServer:
         self.sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
         self.sock.setsockopt(zmq.MAXMSGSIZE, 64 << 20)
         self.sock.bind(bind)
-        self.endpoint = self.sock.getsockopt(zmq.LAST_ENDPOINT).decode()
+        self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self._send_lock = asyncio.Lock()
         self._loop: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -144,7 +144,7 @@ class PeerServer:
             if len(frames) < 2:
                 self.rejected += 1
                 continue
-            ident, body = frames[0], frames[1:]
+            ident, body = bytes(frames[0]), frames[1:]
             peer = ident.decode("utf-8", "replace")
             link = self.links.get(peer)
             if link is None:

@@ -24,6 +24,7 @@ import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from node.keymanager.errors import ConflictingBlock, KeysNotFound, NotAuthorized, PoolExhausted, PoolFull
 
@@ -113,7 +114,7 @@ class Allocation:
         return cls(key_id, _typed(obj, "master", str), tuple(slaves), pos)
 
 
-def _typed(obj: dict, name: str, kind: type) -> object:
+def _typed(obj: dict, name: str, kind: type) -> Any:
     value = obj[name]
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise ValueError(f"allocation field {name!r} must be of type {kind.__name__}")

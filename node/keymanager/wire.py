@@ -74,8 +74,7 @@ class PersistentLink:
     """A `SecureLink` flow whose send and receive counters survive restarts (see module doc)."""
 
     def __init__(self, secret: bytes, initiator: bool, state: LinkState, name: str) -> None:
-        role = "initiator" if initiator else "responder"
-        base = SecureLink.from_bootstrap(secret, role).state()
+        base = SecureLink.from_bootstrap(secret, "initiator" if initiator else "responder").state()
         saved = state.marks.get(name, {})
         base["send_seq"] = int(saved.get("send_mark", 0))
         base["recv_last_seq"] = int(saved.get("recv_last", -1))
