@@ -228,3 +228,23 @@ def test_fuzzed_request_bodies_get_a_json_answer_and_never_crash(pair, body):
         assert resp.status_code in (200, 400, 413, 503)
         if resp.status_code != 200:
             assert isinstance(message(resp), str)
+
+
+def test_tls_below_1_2_fails_the_handshake(pair):
+    import socket
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(str(pair.pki / "ca.pem"))
+    ctx.load_cert_chain(str(pair.pki / "SAE_A.pem"), str(pair.pki / "SAE_A.key"))
+    try:
+        ctx.minimum_version = ssl.TLSVersion.TLSv1
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+    except (ValueError, ssl.SSLError):
+        pytest.skip("this OpenSSL cannot even offer TLS 1.1")
+    host, port = pair.url("a").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as raw:
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+                tls.sendall(b"GET /api/v1/keys/SAE_B/status HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert not tls.recv(100)

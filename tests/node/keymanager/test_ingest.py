@@ -114,3 +114,25 @@ def test_garbage_on_the_ingest_socket_is_dropped_and_nothing_is_lost(pair, ident
     block = 20_000 + len(before)
     assert send(pair, block, os.urandom(32))["type"] == "KEY_BLOCK_ACK"
     assert blocks_in(pair, "a") == before | {block}
+
+
+def test_windowed_sender_gets_every_block_acknowledged_once(pair):
+    blocks = [(30_000 + i, os.urandom(512)) for i in range(40)]
+    replies = pair.senders["a"].send_blocks("L1", blocks + blocks[:5], window=8)
+    assert set(replies) == {b for b, _ in blocks}
+    assert all(r["type"] == "KEY_BLOCK_ACK" for r in replies.values())
+    assert {b for b, _ in blocks} <= blocks_in(pair, "a")
+
+
+def test_block_beyond_the_pool_capacity_is_not_acknowledged(pki, tmp_path):
+    from tests.node.keymanager.conftest import Pair
+
+    small = Pair(tmp_path, pki, max_key_count=100)  # 100 keys of 256 bits: 3200 bytes
+    try:
+        ok = small.senders["a"].send_block("L1", 1, os.urandom(3000))
+        full = small.senders["a"].send_block("L1", 2, os.urandom(3000))
+        assert ok["type"] == "KEY_BLOCK_ACK"
+        assert full["type"] == "KEY_BLOCK_NACK" and "full" in full["error"]
+        assert blocks_in(small, "a") == {1}
+    finally:
+        small.close()
