@@ -30,6 +30,8 @@ class AnalyticModel:
     `p_detect[k, a]`: P(any detection | k, a). `p_measured[k, a, b]`: P(detection in basis b | k, a).
     `p_error[k, b]`: P(detection in basis b with a wrong bit | k, Alice's basis b).
     `qber[k, b]`: the sifted error rate of class k in basis b.
+    `p_double[k, a]`, `p_cross[k, a]`: P(multi-click squashed to a random bit | k, a), resp. to a
+    random basis and bit.
     """
 
     click: NDArray[np.float64]  # [k, a, x, j]
@@ -38,6 +40,8 @@ class AnalyticModel:
     p_measured: NDArray[np.float64]
     p_error: NDArray[np.float64]
     qber: NDArray[np.float64]
+    p_double: NDArray[np.float64]  # [k, a]: both detectors of one basis fired, none of the other
+    p_cross: NDArray[np.float64]  # [k, a]: detectors of both bases fired
     class_probabilities: tuple[float, ...]
     p_z: float
 
@@ -54,6 +58,16 @@ def gate_acceptance(jitter_ps: float, gate_ps: float | None) -> float:
     if h >= JITTER_TRUNCATION:
         return 1.0
     return math.erf(h / math.sqrt(2.0)) / math.erf(JITTER_TRUNCATION / math.sqrt(2.0))
+
+
+def multi_clicks(click: NDArray[np.float64]) -> tuple[float, float]:
+    """(P(double click within one basis only), P(clicks in both bases)) from the four click probabilities."""
+    q = 1.0 - click
+    z_double = click[0] * click[1]
+    x_double = click[2] * click[3]
+    z_none, x_none = q[0] * q[1], q[2] * q[3]
+    cross = (1.0 - z_none) * (1.0 - x_none)
+    return float(z_double * x_none + x_double * z_none), float(cross)
 
 
 def squash(click: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -89,17 +103,23 @@ def expected_statistics(params: LinkParams, gate_ps: float | None = None) -> Ana
     click = 1.0 - np.exp(-lam * g) * (1.0 - dark)
     n_k = len(params.intensities)
     bare = np.zeros((n_k, 2, 2, 2, 2))
+    multi = np.zeros((n_k, 2, 2, 2))  # [k, a, x, double/cross]
     for k in range(n_k):
         for a in range(2):
             for x in range(2):
                 bare[k, a, x] = squash(click[k, a, x])
+                multi[k, a, x] = multi_clicks(click[k, a, x])
     f = params.eve_fraction
     outcome = (1.0 - f) * bare.copy()
+    multi_eve = (1.0 - f) * multi.copy()
     if f > 0:
         for a in range(2):
             for x in range(2):
                 # Eve picks her basis at random; in the other basis her result is a random bit
                 outcome[:, a, x] += f * (0.5 * bare[:, a, x] + 0.25 * bare[:, 1 - a, 0] + 0.25 * bare[:, 1 - a, 1])
+                multi_eve[:, a, x] += f * (0.5 * multi[:, a, x] + 0.25 * multi[:, 1 - a, 0] + 0.25 * multi[:, 1 - a, 1])
+    p_double = 0.5 * multi_eve[..., 0].sum(axis=2)
+    p_cross = 0.5 * multi_eve[..., 1].sum(axis=2)
     p_measured = 0.5 * outcome.sum(axis=4).sum(axis=2)  # [k, a, b]
     p_detect = p_measured.sum(axis=2)
     p_error = np.zeros((n_k, 2))
@@ -108,5 +128,5 @@ def expected_statistics(params: LinkParams, gate_ps: float | None = None) -> Ana
     diag = np.stack([p_measured[:, 0, 0], p_measured[:, 1, 1]], axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         qber = np.where(diag > 0, p_error / np.where(diag > 0, diag, 1.0), np.nan)
-    return AnalyticModel(click, outcome, p_detect, p_measured, p_error, qber,
+    return AnalyticModel(click, outcome, p_detect, p_measured, p_error, qber, p_double, p_cross,
                          params.class_probabilities, params.p_z)

@@ -202,3 +202,23 @@ def test_timing_jitter_is_gaussian_with_the_given_width() -> None:
         observed = int(np.sum(np.abs(z) < a))
         assert abs(observed - n * p_in) <= SIGMAS * np.sqrt(n * p_in * (1 - p_in)) + n * 0.5 / sigma * 0.8 * np.exp(-a * a / 2)
     assert np.abs(z).max() <= 8.0 + 0.5 / sigma
+
+
+def test_multi_clicks_are_squashed_and_counted_as_the_model_expects() -> None:
+    # bright pulses at 0 km: many slots fire two or more detectors
+    p = LinkParams(fibre_length_km=0.0, intensities=(2.0, 0.5), class_probabilities=(0.5, 0.5),
+                   efficiency=(0.6, 0.5, 0.55, 0.45), misalignment=0.05, dead_time_ps=0.0,
+                   afterpulse_probability=0.0)
+    d = simulate_detections(p, n_slots=200_000, seed=21, estimate_delays=True)
+    model = expected_statistics(p, gate_ps=0.5 * p.period_ps)
+    n = d.n_slots
+    w = np.array([[model.slot_fraction(k, a) for a in range(2)] for k in range(2)])
+    p_double = float((w * model.p_double).sum())
+    p_cross = float((w * model.p_cross).sum())
+    assert _within(d.n_double, n, p_double) and d.n_double > 1000
+    assert _within(d.n_cross, n, p_cross) and d.n_cross > 1000
+    z = d.clicks & 3
+    x = d.clicks >> 2
+    assert int(np.sum((z != 0) & (x != 0))) == d.n_cross
+    assert int(np.sum(((z == 3) & (x == 0)) | ((x == 3) & (z == 0)))) == d.n_double
+    _check_against_model(d, model)
