@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_BATCH_KEYS = 2048
 RECONCILE_PAGE = 2000
+AUTH_LOW_MESSAGES = 10_000
 
 
 @dataclass
@@ -64,6 +65,7 @@ class KeyManager:
         self._wake: dict[str, asyncio.Event] = {}
         self._blocks_event: asyncio.Event | None = None
         self._confirm_after: dict[str, int] = {}
+        self._auth_warned: dict[str, bool] = {}
         self._tasks: list[asyncio.Task[Any]] = []
         self.clients: dict[str, PeerClient] = {}
         self.api_port = 0
@@ -233,6 +235,7 @@ class KeyManager:
             except TimeoutError:
                 pass
             self._blocks_event.clear()
+            self._check_auth_key(pool)
             try:
                 await self._confirm_blocks(pool)
                 if loop.time() >= next_reconcile:
@@ -250,6 +253,19 @@ class KeyManager:
                 log.warning("sync with peer KM %s: %s", pool, exc)
             except Exception:
                 log.exception("sync with peer KM %s failed", pool)
+
+    def auth_messages_left(self) -> dict[str, int]:
+        """Messages each authenticated flow can still seal (the bootstrap secret is consumed)."""
+        left = {f"{p}:out": c.link.messages_left for p, c in self.clients.items()}
+        left.update({f"{p}:in": link.messages_left for p, link in self.peer_server.links.items()})
+        return left
+
+    def _check_auth_key(self, pool: str) -> None:
+        left = min(self.clients[pool].link.messages_left, self.peer_server.links[pool].messages_left)
+        if left < AUTH_LOW_MESSAGES and not self._auth_warned.get(pool):
+            log.warning("link to peer KM %s: authentication key for only %d more messages; provision a "
+                        "new pre-shared secret", pool, left)
+            self._auth_warned[pool] = True
 
     # -- lifecycle -----------------------------------------------------------------------------
 

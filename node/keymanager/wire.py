@@ -98,6 +98,11 @@ class PersistentLink:
         """Verify and decode; raises the `node.classical` errors on bad, forged or replayed frames."""
         return self.link.open(list(frames))
 
+    @property
+    def messages_left(self) -> int:
+        """How many more messages this flow can seal before its authentication key must be refilled."""
+        return self.link.messages_left
+
     def close(self) -> None:
         """Persist the receive counter (the send mark is always ahead of the send counter)."""
         self._persist()

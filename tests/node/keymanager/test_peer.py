@@ -130,3 +130,11 @@ def test_no_key_material_reaches_the_logs(pair, caplog):
         raw = base64.b64decode(k["key"])
         assert k["key"] not in text and raw.hex() not in text and repr(raw)[2:-1] not in text, \
             "key material found in the logs"
+
+
+def test_authentication_key_is_consumed_by_each_exchange(pair):
+    before = pair.a.km.auth_messages_left()
+    assert enc(pair).status_code == 200
+    after = pair.a.km.auth_messages_left()
+    assert after["KME_B:out"] < before["KME_B:out"]
+    assert all(v > 0 for v in after.values())
