@@ -189,8 +189,12 @@ class Instrument:
     # -- traffic ----------------------------------------------------------------------------------
 
     def _exchange(self, command: str, reply: bool, parse: Callable[[str], T] | None = None,
-                  retry: bool = True) -> T | str | None:
-        """Send `command` and, if `reply`, read and parse the answer; the only place bytes move."""
+                  retry: bool = True, shown: str | None = None) -> T | str | None:
+        """Send `command` and, if `reply`, read and parse the answer; the only place bytes move.
+
+        `shown` replaces the command in logs and exceptions (payloads that must not be written out).
+        """
+        label = clip(command) if shown is None else shown
         attempts = 1 + (self.retries if retry and not self._in_connect else 0)
         failure: Exception | None = None
         text: str | None = None
@@ -199,7 +203,7 @@ class Instrument:
                 try:
                     if failure is not None or not self.transport.is_open:
                         self._reopen(attempt)
-                    log.debug("%s <- %s", self.name, clip(command))
+                    log.debug("%s <- %s", self.name, label)
                     self.transport.write(command)
                     if not reply:
                         return None
@@ -211,37 +215,39 @@ class Instrument:
                 except ValueError as exc:  # parse failure: garbage or a reply out of step
                     failure = BadReply(str(exc))
                 if attempt + 1 < attempts:
-                    log.warning("%s: %s on %r, retrying (%d of %d)", self.name, failure, clip(command),
+                    log.warning("%s: %s on %r, retrying (%d of %d)", self.name, failure, label,
                                 attempt + 1, attempts - 1)
             self.transport.close()  # leave no half-read reply behind for the next caller
         tries = f"{attempts} attempt(s)"
         if isinstance(failure, ReadTimeout):
             raise InstrumentTimeout(
-                f"{self.name}: no reply to {clip(command)!r} after {tries} of {self.transport.timeout_s:g} s"
+                f"{self.name}: no reply to {label!r} after {tries} of {self.transport.timeout_s:g} s"
             ) from failure
         if isinstance(failure, BadReply):
-            raise BadReply(f"{self.name}: bad reply {clip(text or '')!r} to {clip(command)!r} after {tries}: "
+            raise BadReply(f"{self.name}: bad reply {clip(text or '')!r} to {label!r} after {tries}: "
                            f"{failure}") from failure
-        raise InstrumentDisconnected(f"{self.name}: session lost during {clip(command)!r} after {tries}: "
+        raise InstrumentDisconnected(f"{self.name}: session lost during {label!r} after {tries}: "
                                      f"{failure}") from failure
 
-    def write(self, command: str, *, check: bool | None = None, retry: bool = True) -> None:
+    def write(self, command: str, *, check: bool | None = None, retry: bool = True, shown: str | None = None) -> None:
         """Send a command with no reply; then drain the error queue (unless `check` is False).
 
-        `retry=False` for commands that must not run twice (triggers, arming).
+        `retry=False` for commands that must not run twice (triggers, arming); `shown` is what logs
+        and exceptions print instead of the command (for payloads such as a BB84 pattern).
         """
         check = self.check_errors_after_write if check is None else check
         with self._lock:
             for attempt in range(1 + (self.retries if retry and check and not self._in_connect else 0)):
                 before = self.reconnects
-                self._exchange(command, reply=False, retry=retry)
+                self._exchange(command, reply=False, retry=retry, shown=shown)
                 if check:
-                    self.check_errors(command)
+                    self.check_errors(command if shown is None else shown)
                 if self.reconnects == before:
                     return
                 # the session was reopened between the command and its error check: the command
                 # may have died with the old session, so send it again (settings are idempotent)
-                log.warning("%s: session reopened after %r, sending it again", self.name, clip(command))
+                log.warning("%s: session reopened after %r, sending it again", self.name,
+                            clip(command) if shown is None else shown)
 
     def query(self, command: str, parse: Callable[[str], T] = str) -> T:  # type: ignore[assignment]
         """Send a query and return its parsed reply; a timeout drains the error queue into the message."""

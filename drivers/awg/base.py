@@ -27,7 +27,10 @@ class WaveformGenerator(Protocol):
         ...
 
     def upload(self, channel: int, samples: NDArray[np.float64], amplitude_vpp: float) -> None:
-        """Load `samples` (normalised to [-1, 1]) on `channel`, full scale = `amplitude_vpp`, output off."""
+        """Load `samples` (normalised to [-1, 1]) on `channel`, full scale = `amplitude_vpp`, output off.
+
+        The samples encode Alice's choices: drivers keep them out of logs and exception messages.
+        """
         ...
 
     def run(self) -> None:

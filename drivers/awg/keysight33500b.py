@@ -81,7 +81,8 @@ class Keysight33500B(ScpiInstrument):
         with self._lock:
             self.write(f"OUTP{ch} OFF")
             self.write(f"SOUR{ch}:DATA:VOL:CLE")
-            self.write(f"SOUR{ch}:DATA:ARB:DAC {ARB_NAME},{','.join(map(str, dac.tolist()))}")
+            self.write(f"SOUR{ch}:DATA:ARB:DAC {ARB_NAME},{','.join(map(str, dac.tolist()))}",
+                       shown=f"SOUR{ch}:DATA:ARB:DAC {ARB_NAME},<{dac.size} samples withheld>")
             self.write(f"SOUR{ch}:FUNC:ARB {ARB_NAME}")
             self.write(f"SOUR{ch}:FUNC ARB")
             self.write(f"SOUR{ch}:VOLT {vpp:.6g}")

@@ -86,7 +86,8 @@ class KeysightM8195A(ScpiInstrument):
             self.write(f":TRAC{ch}:DEF {SEGMENT},{arr.size}")
             for offset in range(0, arr.size, CHUNK):
                 chunk = dac[offset:offset + CHUNK]
-                self.write(f":TRAC{ch}:DATA {SEGMENT},{offset},{','.join(map(str, chunk.tolist()))}")
+                self.write(f":TRAC{ch}:DATA {SEGMENT},{offset},{','.join(map(str, chunk.tolist()))}",
+                           shown=f":TRAC{ch}:DATA {SEGMENT},{offset},<{chunk.size} samples withheld>")
             self.write(f":TRAC{ch}:SEL {SEGMENT}")
             self.write(f":VOLT{ch} {vpp:.6g}")
 

@@ -32,7 +32,9 @@ class Faults:
     - `delay_s`: wait this long before every reply;
     - `mute_replies`: swallow the next N replies (the driver sees a timeout);
     - `garbage_replies`: answer the next N queries with bytes that are no valid reply;
-    - `drop_connections`: close the connection on the next N commands, before executing them.
+    - `drop_connections`: close the connection on the next N commands, before executing them;
+    - `error_on`: command prefix -> (code, message) queued in the device's error queue each time a
+      command starting with that prefix arrives (the device still executes it).
     """
 
     delay_s: float = 0.0
@@ -40,6 +42,7 @@ class Faults:
     garbage_replies: int = 0
     drop_connections: int = 0
     garbage: bytes = b"\x15#\xff?!garbage"
+    error_on: dict[str, tuple[int, str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -127,6 +130,9 @@ class EmulatorServer:
                 conn.close()
                 return False
             reply = self.device.handle(line)
+            for prefix, (code, message) in self.faults.error_on.items():
+                if line.upper().startswith(prefix.upper()) and hasattr(self.device, "push_error"):
+                    self.device.push_error(code, message)
             if reply is None:
                 return True
             data = reply.encode("ascii", errors="replace") + self.reply_termination

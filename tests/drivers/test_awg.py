@@ -185,3 +185,20 @@ def test_m8195a_transmitter_starts_and_shuts_down(m8195a):
     assert m8195a.output_enabled(1) and m8195a.output_enabled(2)
     tx.shutdown()
     assert not any(m8195a.output_enabled(ch) for ch in m8195a.channels)
+
+
+def test_waveform_samples_never_reach_logs_or_exceptions(emulate, caplog):
+    import logging
+
+    server = emulate(Emulated33500B())
+    samples = np.tile([0.123456, -0.654321], 8)  # values whose DAC codes are easy to spot
+    codes = ("4045", "-21440")
+    with caplog.at_level(logging.DEBUG, logger="drivers.instrument"):
+        with Keysight33500B(server.visa_resource, timeout_s=0.2) as awg:
+            awg.upload(1, samples, 1.0)
+            server.faults.error_on["SOUR1:DATA:ARB:DAC"] = (-223, "Too much data")
+            with pytest.raises(ScpiError, match="-223") as info:
+                awg.upload(1, samples, 1.0)
+    assert "samples withheld" in caplog.text and "samples withheld" in str(info.value)
+    assert not any(c in caplog.text for c in codes) and not any(c in str(info.value) for c in codes)
+    assert np.allclose(server.device.arbs[1]["QKDPAT"] / 32767, samples, atol=1e-4)  # the device got them
