@@ -298,9 +298,22 @@ static int kernel_for(int path, qkd_tkernel *k)
     }
 }
 
-/* Estimated cost of one m x m tile in units of one 64x64 carry-less multiply: the base cases
- * plus `lin` units per word of each Karatsuba level's linear XOR passes (recursion as in tmvp). */
-static double tile_cost(size_t m, size_t base_max, double lin)
+/* Estimated cost of one base case of size b, in units of one 64x64 carry-less multiply done at
+ * full vector width: the VPCLMULQDQ kernel's 8-row passes cost the same whether they fill 8, 4 or
+ * 2 rows (its 4- and 2-row tails), so sizes that are not multiples of 8 pay for the padding. */
+static double base_cost(size_t b, int path, double lin)
+{
+    double work = (double)b * (double)b;
+    if (path == QKD_PATH_VPCLMUL) {
+        size_t passes = b / 8 + (b % 8 >= 4) + (b % 4 >= 2);
+        work = (double)passes * 8.0 * (double)b;
+    }
+    return work + 4.0 * lin * (double)b; /* the per-base-case sums and reversal */
+}
+
+/* Estimated cost of one m x m tile: the base cases plus `lin` units per word of each Karatsuba
+ * level's linear XOR passes (recursion as in tmvp). */
+static double tile_cost(size_t m, size_t base_max, int path, double lin)
 {
     double cost = 0.0, nodes = 1.0;
     while (m > base_max && (m & 3) == 0) {
@@ -308,13 +321,13 @@ static double tile_cost(size_t m, size_t base_max, double lin)
         nodes *= 3.0;
         m /= 2;
     }
-    return cost + nodes * (double)m * (double)m;
+    return cost + nodes * base_cost(m, path, lin);
 }
 
 /* The tile size m that covers a rows x cols word matrix at the least estimated cost. Candidates
  * are m = b * 2^j with b even, b <= base_max, and b > base_max / 2 when j > 0: exactly the sizes
  * the recursion halves down to an even base case of at most base_max words. */
-static size_t choose_tile(size_t rows, size_t cols, size_t base_max, double lin)
+static size_t choose_tile(size_t rows, size_t cols, size_t base_max, int path, double lin)
 {
     size_t big = rows > cols ? rows : cols;
     size_t best_m = 0;
@@ -324,7 +337,7 @@ static size_t choose_tile(size_t rows, size_t cols, size_t base_max, double lin)
         for (size_t b = bmin; b <= base_max; b += 2) {
             size_t m = b << j;
             double tiles = (double)((rows + m - 1) / m) * (double)((cols + m - 1) / m);
-            double cost = tiles * (tile_cost(m, base_max, lin) + 4.0 * lin * (double)m);
+            double cost = tiles * (tile_cost(m, base_max, path, lin) + 4.0 * lin * (double)m);
             if (best_m == 0 || cost < best_cost) {
                 best_m = m;
                 best_cost = cost;
@@ -354,7 +367,7 @@ int qkd_toeplitz_words(const uint64_t *x, size_t n, const uint64_t *s, size_t l,
     if (getenv("QKD_BASE_MAX")) k.base_max = (size_t)atoi(getenv("QKD_BASE_MAX"));
     if (getenv("QKD_LIN")) k.lin = atof(getenv("QKD_LIN"));
 #endif
-    size_t m = choose_tile(rows, cols, k.base_max, k.lin);
+    size_t m = choose_tile(rows, cols, k.base_max, k.path, k.lin);
     size_t rt = (rows + m - 1) / m, ct = (cols + m - 1) / m;
 #ifdef QKD_TOEPLITZ_DEBUG
     fprintf(stderr, "rows=%zu cols=%zu m=%zu tiles=%zux%zu\n", rows, cols, m, rt, ct);
