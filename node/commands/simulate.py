@@ -116,11 +116,15 @@ def run(args: argparse.Namespace) -> int:
     points: list[SimulationPoint] = []
     for n in blocks:
         previous = None
+        keyless_from = math.inf  # the key rate falls with distance: past a keyless point, search locally
         for d in distances:
-            pt = optimise(args.protocol, link, d, n, starts=[previous.settings] if previous else None)
+            pt = optimise(args.protocol, link, d, n, starts=[previous.settings] if previous else None,
+                          global_search=d < keyless_from)
             points.append(pt)
             if pt.result.length > 0:
                 previous = pt
+            else:
+                keyless_from = min(keyless_from, d)
     docs = [point_document(pt, link) for pt in points]
     if args.json:
         json.dump({"points": docs}, sys.stdout, indent=2)
@@ -139,11 +143,13 @@ def print_table(docs: list[dict[str, Any]]) -> None:
     print("-" * len(head))
     for d in docs:
         p = d["parameters"]
-        mu = "/".join(f"{x:.3g}" for x in p["intensities"])
-        pr = "/".join(f"{x:.3g}" for x in p["probabilities"])
+        keyless = d["key_rate_per_pulse"] <= 0  # the settings of a keyless point mean nothing
+        mu = "-" if keyless else "/".join(f"{x:.3g}" for x in p["intensities"])
+        pr = "-" if keyless else "/".join(f"{x:.3g}" for x in p["probabilities"])
+        qz = "-" if keyless else f"{p['basis_probability']:.3f}"
         print(
             f"{d['protocol']:<10} {d['block_size']:>8.0e} {d['distance_km']:>7.1f} {d['key_rate_per_pulse']:>11.3e} "
-            f"{p['key_rate_bps']:>11.3e} {mu:>21} {pr:>20} {p['basis_probability']:>6.3f} {p['qber']:>6.2%}"
+            f"{p['key_rate_bps']:>11.3e} {mu:>21} {pr:>20} {qz:>6} {p['qber']:>6.2%}"
         )
 
 

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
-
 import numpy as np
 from scipy.optimize import differential_evolution, minimize
 
-from postprocessing.finitekey.base import FiniteKeyResult, get_bound
+from postprocessing.finitekey.base import FiniteKeyBound, FiniteKeyResult, get_bound
 from postprocessing.finitekey.linkmodel import ExpectedBlock, LinkParameters, ProtocolSettings, expected_block
 
 _SECRECY_ITERATIONS = 8
@@ -59,18 +57,18 @@ def simulate(
     return SimulationPoint(protocol, float(distance_km), float(block_size), settings, result, block.pulses)
 
 
-def _fixed_point_secrecy(bound: Any, block: ExpectedBlock, link: LinkParameters) -> FiniteKeyResult:
+def _fixed_point_secrecy(bound: FiniteKeyBound, block: ExpectedBlock, link: LinkParameters) -> FiniteKeyResult:
+    """l with eps_sec = kappa l: iterate l -> l(kappa l) from l = n (eps_sec too large, l too long);
+    l(eps) grows only logarithmically, so a few steps settle it to a thousandth of a bit."""
     kappa = float(link.secrecy_per_bit)  # type: ignore[arg-type]
     length = max(block.stats.block_size, 1.0)
-    result = None
+    result = bound.key_length(block.stats, block.lambda_ec, link.eps_cor, min(kappa * length, 0.5))
     for _ in range(_SECRECY_ITERATIONS):
-        eps_sec = min(kappa * length, 0.5)
-        result = bound.key_length(block.stats, block.lambda_ec, link.eps_cor, eps_sec)
         new_length = max(result.length_bound, 1.0)
-        if abs(new_length - length) <= 1e-3:  # a thousandth of a bit: l has converged
+        if abs(new_length - length) <= 1e-3:
             break
         length = new_length
-    assert result is not None
+        result = bound.key_length(block.stats, block.lambda_ec, link.eps_cor, min(kappa * length, 0.5))
     return result
 
 
@@ -90,15 +88,19 @@ def _settings_from_vector(protocol: str, z: np.ndarray, link: LinkParameters) ->
     return ProtocolSettings((mu1, mu2), (p1, 1.0 - p1), q)
 
 
+def _logit(x: float) -> float:
+    return math.log(x / (1.0 - x))
+
+
 def _vector_from_settings(protocol: str, s: ProtocolSettings, link: LinkParameters) -> np.ndarray:
-    logit = lambda x: math.log(x / (1.0 - x))  # noqa: E731
-    q = logit(s.basis_probability)
+    """Inverse of `_settings_from_vector`."""
+    q = _logit(s.basis_probability)
     if protocol == "lim2014":
         mu1, mu2, mu3 = s.intensities
         p1, p2, p3 = s.probabilities
         return np.array([q, math.log(p1 / p3), math.log(p2 / p3), math.log(mu1 - mu2 - mu3), math.log(mu2 - mu3)])
     mu1, mu2 = s.intensities
-    return np.array([q, logit(s.probabilities[0]), math.log(mu1 - mu2), math.log(mu2)])
+    return np.array([q, _logit(s.probabilities[0]), math.log(mu1 - mu2), math.log(mu2)])
 
 
 # Search box of the optimiser's variables: basis probability in [0.0025, 0.9999], probability ratios
