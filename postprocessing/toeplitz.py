@@ -13,19 +13,31 @@ FFT reference the benchmark compares against.
 
 from __future__ import annotations
 
+import secrets
+
 import numpy as np
 from numpy.typing import NDArray
 
 from postprocessing import _cbackend
 from postprocessing.bits import check_bits, check_words, n_words, pack_bits, unpack_bits
 
-__all__ = ["toeplitz_hash", "toeplitz_hash_words", "toeplitz_hash_fft", "seed_bits"]
+__all__ = ["toeplitz_hash", "toeplitz_hash_words", "toeplitz_hash_fft", "seed_bits", "draw_seed_words"]
 
 
 def seed_bits(n: int, l: int) -> int:
     """Number of seed bits a Toeplitz hash from `n` to `l` bits needs: n + l - 1."""
     _check_lengths(n, l)
     return n + l - 1
+
+
+def draw_seed_words(n: int, l: int) -> NDArray[np.uint64]:
+    """A fresh uniformly random seed for hashing `n` bits to `l`, packed (DESIGN §3), from `secrets`."""
+    bits = seed_bits(n, l)
+    words = n_words(bits)
+    seed = np.frombuffer(secrets.token_bytes(8 * words), dtype="<u8").astype(np.uint64)
+    if bits % 64:
+        seed[-1] &= np.uint64((1 << (bits % 64)) - 1)
+    return seed
 
 
 def _check_lengths(n: object, l: object) -> None:

@@ -9,7 +9,13 @@ from hypothesis import strategies as st
 
 from postprocessing import _cbackend
 from postprocessing.bits import pack_bits, unpack_bits
-from postprocessing.toeplitz import seed_bits, toeplitz_hash, toeplitz_hash_fft, toeplitz_hash_words
+from postprocessing.toeplitz import (
+    draw_seed_words,
+    seed_bits,
+    toeplitz_hash,
+    toeplitz_hash_fft,
+    toeplitz_hash_words,
+)
 
 PATHS = _cbackend.available_paths()
 
@@ -118,6 +124,14 @@ def test_c_kernel_equals_fft_reference_at_one_million_bits(path: str) -> None:
 def test_c_kernel_equals_fft_reference_at_ten_million_bits() -> None:
     x, s, l = _case(10_000_000, 3_000_017, seed=12)
     assert np.array_equal(toeplitz_hash(x, s, l), toeplitz_hash_fft(x, s, l))
+
+
+@pytest.mark.parametrize(("n", "l"), [(1, 0), (64, 1), (65, 0), (1000, 999), (100_000, 50_000)])
+def test_drawn_seed_has_the_right_length_and_clean_padding(n: int, l: int) -> None:
+    seed = draw_seed_words(n, l)
+    x = pack_bits(np.ones(n, dtype=np.uint8))
+    assert toeplitz_hash_words(x, n, seed, l).size == (l + 63) // 64  # accepted as a seed
+    assert not np.array_equal(draw_seed_words(n, l), seed) or n + l - 1 < 64
 
 
 def test_seed_bits_is_n_plus_l_minus_one() -> None:
