@@ -56,10 +56,13 @@ _VARIABLE = {TagType.FLOAT8_ARRAY, TagType.ANSI_STRING, TagType.WIDE_STRING, Tag
 
 
 class Tag(NamedTuple):
-    """One header tag; `offset` is where it starts in its file (-1 for tags not read from a file)."""
+    """One header tag; `offset` is where it starts in its file (-1 for tags not read from a file).
+
+    `index` is PicoQuant's tag index (-1 for a single value); it shadows `tuple.index` on purpose.
+    """
 
     ident: str
-    index: int
+    index: int  # type: ignore[assignment]
     type: TagType
     value: Any
     offset: int = -1

@@ -19,6 +19,7 @@ malformed record they stop and return its index, and the wrapper raises `FormatE
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -36,7 +37,9 @@ __all__ = [
     "T2Records",
     "T3Records",
     "decode_t2",
+    "decode_t2_chunks",
     "decode_t3",
+    "decode_t3_chunks",
     "encode_t2",
     "encode_t3",
 ]
@@ -153,7 +156,7 @@ class T3Records:
 def _decode_t2_hydraharp(records, v1, wrap, scale, ofl, limit, time, channel):  # pragma: no cover
     k = 0
     m = 0
-    top = records.size - 1
+    top = channel.size - 1
     for i in range(records.size):
         r = np.int64(records[i])
         tt = r & 0x1FFFFFF
@@ -184,7 +187,7 @@ def _decode_t2_hydraharp(records, v1, wrap, scale, ofl, limit, time, channel):  
 def _decode_t2_picoharp(records, wrap, scale, ofl, limit, time, channel):  # pragma: no cover
     k = 0
     m = 0
-    top = records.size - 1
+    top = channel.size - 1
     for i in range(records.size):
         r = np.int64(records[i])
         tt = r & 0xFFFFFFF
@@ -209,7 +212,7 @@ def _decode_t2_picoharp(records, wrap, scale, ofl, limit, time, channel):  # pra
 def _decode_t3_hydraharp(records, v1, wrap, ofl, limit, sync, dtime, channel):  # pragma: no cover
     k = 0
     m = 0
-    top = records.size - 1
+    top = channel.size - 1
     for i in range(records.size):
         r = np.int64(records[i])
         nsync = r & 1023
@@ -238,7 +241,7 @@ def _decode_t3_hydraharp(records, v1, wrap, ofl, limit, sync, dtime, channel):  
 def _decode_t3_picoharp(records, wrap, ofl, limit, sync, dtime, channel):  # pragma: no cover
     k = 0
     m = 0
-    top = records.size - 1
+    top = channel.size - 1
     for i in range(records.size):
         r = np.int64(records[i])
         nsync = r & 0xFFFF
@@ -287,6 +290,68 @@ def _shrink(a: NDArray, n: int) -> NDArray:
     return a[:n].copy() if 2 * n < a.size else a[:n]
 
 
+def _decode_chunks(
+    fmt: RecordFormat,
+    chunks: Iterable[NDArray[np.uint32]],
+    n: int,
+    scale: int,
+    overflow: int,
+    byte_offset: int,
+) -> tuple[tuple[NDArray, ...], tuple[NDArray, ...], int]:
+    """Run the format's kernel over `chunks` (n records in all) into one set of output buffers.
+
+    Each chunk decodes into the free middle of the buffers (photons grow up from the bottom,
+    markers down from the top), so a file read in small pieces needs no concatenation.
+    Returns the photon arrays, the marker arrays (time or sync, bits) and the final overflow.
+    """
+    if overflow < 0:
+        raise ValueError(f"overflow must be >= 0, got {overflow}")
+    when = np.empty(n, np.int64)
+    channel = np.empty(n, np.uint8)
+    dtime = np.empty(n if fmt.t3 else 0, np.uint16)
+    if fmt.t3:
+        limit = _INT64_MAX - (1 << 36)
+    else:
+        limit = min(_INT64_MAX - (1 << 51), _INT64_MAX // scale - (1 << 28))
+    if overflow > limit:
+        raise ValueError(f"overflow must be <= {limit}, got {overflow}")
+    k = m = done = 0
+    ofl = overflow
+    for records in chunks:
+        records = _check_records(records)
+        if done + records.size > n:
+            raise ValueError(f"chunks hold more than the announced {n} records")
+        free_t, free_c = when[k : n - m], channel[k : n - m]
+        if fmt.t3 and fmt.picoharp:
+            dk, dm, ofl, bad, code = _decode_t3_picoharp(records, fmt.wrap, ofl, limit, free_t, dtime[k : n - m], free_c)
+        elif fmt.t3:
+            dk, dm, ofl, bad, code = _decode_t3_hydraharp(
+                records, fmt.v1, fmt.wrap, ofl, limit, free_t, dtime[k : n - m], free_c
+            )
+        elif fmt.picoharp:
+            dk, dm, ofl, bad, code = _decode_t2_picoharp(records, fmt.wrap, scale, ofl, limit, free_t, free_c)
+        else:
+            dk, dm, ofl, bad, code = _decode_t2_hydraharp(records, fmt.v1, fmt.wrap, scale, ofl, limit, free_t, free_c)
+        if bad >= 0:
+            _raise_record_error(records, fmt, bad, code, byte_offset + 4 * done)
+        k += dk
+        m += dm
+        done += records.size
+    if done != n:
+        raise ValueError(f"chunks hold {done} records, {n} were announced")
+    photons = (_shrink(when, k), _shrink(channel, k)) + ((_shrink(dtime, k),) if fmt.t3 else ())
+    markers = (when[n - m :][::-1].copy(), channel[n - m :][::-1].copy())
+    return photons, markers, int(ofl)
+
+
+def _t2_scale(fmt: RecordFormat, resolution_ps: int) -> int:
+    if fmt.t3:
+        raise ValueError(f"record_type {fmt.record_type.name} is a T3 format; use decode_t3")
+    if int(resolution_ps) < 1:
+        raise ValueError(f"resolution_ps must be a positive integer, got {resolution_ps}")
+    return int(resolution_ps)
+
+
 def decode_t2(
     records: NDArray[np.uint32],
     record_type: int,
@@ -302,25 +367,24 @@ def decode_t2(
     """
     records = _check_records(records)
     fmt = record_format(record_type)
-    if fmt.t3:
-        raise ValueError(f"record_type {fmt.record_type.name} is a T3 format; use decode_t3")
-    if int(resolution_ps) < 1:
-        raise ValueError(f"resolution_ps must be a positive integer, got {resolution_ps}")
-    if overflow < 0:
-        raise ValueError(f"overflow must be >= 0, got {overflow}")
-    scale = int(resolution_ps)
-    limit = min(_INT64_MAX - (1 << 51), _INT64_MAX // scale - (1 << 28))
-    n = records.size
-    time = np.empty(n, np.int64)
-    channel = np.empty(n, np.uint8)
-    if fmt.picoharp:
-        k, m, ofl, bad, code = _decode_t2_picoharp(records, fmt.wrap, scale, overflow, limit, time, channel)
-    else:
-        k, m, ofl, bad, code = _decode_t2_hydraharp(records, fmt.v1, fmt.wrap, scale, overflow, limit, time, channel)
-    if bad >= 0:
-        _raise_record_error(records, fmt, bad, code, byte_offset)
-    marker_time, marker_bits = time[n - m :][::-1].copy(), channel[n - m :][::-1].copy()
-    return T2Records(_shrink(time, k), _shrink(channel, k), marker_time, marker_bits, int(ofl))
+    return decode_t2_chunks([records], records.size, fmt.record_type, resolution_ps=resolution_ps, overflow=overflow, byte_offset=byte_offset)
+
+
+def decode_t2_chunks(
+    chunks: Iterable[NDArray[np.uint32]],
+    n_records: int,
+    record_type: int,
+    *,
+    resolution_ps: int = 1,
+    overflow: int = 0,
+    byte_offset: int = 0,
+) -> T2Records:
+    """`decode_t2` over consecutive chunks of `n_records` records in all (a file read piece by piece
+    into one reused buffer: the records never need to be in memory at once)."""
+    fmt = record_format(record_type)
+    scale = _t2_scale(fmt, resolution_ps)
+    (time, channel), (mtime, mbits), ofl = _decode_chunks(fmt, chunks, n_records, scale, overflow, byte_offset)
+    return T2Records(time, channel, mtime, mbits, ofl)
 
 
 def decode_t3(
@@ -332,24 +396,23 @@ def decode_t3(
 ) -> T3Records:
     """Decode T3 records into sync counts (overflow resolved), dtime bins, channels and markers."""
     records = _check_records(records)
+    return decode_t3_chunks([records], records.size, record_type, overflow=overflow, byte_offset=byte_offset)
+
+
+def decode_t3_chunks(
+    chunks: Iterable[NDArray[np.uint32]],
+    n_records: int,
+    record_type: int,
+    *,
+    overflow: int = 0,
+    byte_offset: int = 0,
+) -> T3Records:
+    """`decode_t3` over consecutive chunks of `n_records` records in all."""
     fmt = record_format(record_type)
     if not fmt.t3:
         raise ValueError(f"record_type {fmt.record_type.name} is a T2 format; use decode_t2")
-    if overflow < 0:
-        raise ValueError(f"overflow must be >= 0, got {overflow}")
-    limit = _INT64_MAX - (1 << 36)
-    n = records.size
-    sync = np.empty(n, np.int64)
-    dtime = np.empty(n, np.uint16)
-    channel = np.empty(n, np.uint8)
-    if fmt.picoharp:
-        k, m, ofl, bad, code = _decode_t3_picoharp(records, fmt.wrap, overflow, limit, sync, dtime, channel)
-    else:
-        k, m, ofl, bad, code = _decode_t3_hydraharp(records, fmt.v1, fmt.wrap, overflow, limit, sync, dtime, channel)
-    if bad >= 0:
-        _raise_record_error(records, fmt, bad, code, byte_offset)
-    marker_sync, marker_bits = sync[n - m :][::-1].copy(), channel[n - m :][::-1].copy()
-    return T3Records(_shrink(sync, k), _shrink(dtime, k), _shrink(channel, k), marker_sync, marker_bits, int(ofl))
+    (sync, channel, dtime), (msync, mbits), ofl = _decode_chunks(fmt, chunks, n_records, 1, overflow, byte_offset)
+    return T3Records(sync, dtime, channel, msync, mbits, ofl)
 
 
 # --- encoders -------------------------------------------------------------------------------------

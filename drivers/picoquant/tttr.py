@@ -20,8 +20,8 @@ from drivers.picoquant.ptu import PtuHeader, Tag, TagType, encode_header, read_h
 from drivers.picoquant.records import (
     RecordFormat,
     RecordType,
-    decode_t2,
-    decode_t3,
+    decode_t2_chunks,
+    decode_t3_chunks,
     encode_t2,
     encode_t3,
     record_format,
@@ -159,17 +159,24 @@ def open_ptu(file: PtuSource) -> Iterator[tuple[IO[bytes], int, int]]:
     yield file, size, start
 
 
-def _read_records(fh: IO[bytes], where: int, n: int) -> NDArray[np.uint32]:
-    records = np.empty(n, np.uint32)
+_CHUNK_RECORDS = 1 << 17  # 512 KiB: the read buffer stays in cache and is reused for the whole file
+
+
+def _record_chunks(fh: IO[bytes], where: int, n: int) -> Iterator[NDArray[np.uint32]]:
+    """The `n` records at `where`, read piece by piece into one reused buffer."""
+    buffer = np.empty(min(n, _CHUNK_RECORDS), np.uint32)
     fh.seek(where)
-    got = fh.readinto(records) if hasattr(fh, "readinto") else None  # type: ignore[attr-defined]
-    if got is None:
-        data = fh.read(4 * n)
-        got = len(data)
-        records[: got // 4] = np.frombuffer(data[: got - got % 4], np.uint32)
-    if got != 4 * n:
-        raise FormatError(f"truncated PTU file: record data from byte offset {where} ended after {got} of {4 * n} bytes")
-    return records
+    done = 0
+    while done < n:
+        piece = buffer[: min(n - done, buffer.size)]
+        got = fh.readinto(piece)  # type: ignore[attr-defined]
+        if got != 4 * piece.size:
+            raise FormatError(
+                f"truncated PTU file: record data ends at byte offset {where + 4 * done + (got or 0)}, "
+                f"{n} records from byte offset {where} were announced"
+            )
+        done += piece.size
+        yield piece
 
 
 def read_ptu(file: PtuSource) -> PtuData:
@@ -181,13 +188,16 @@ def read_ptu(file: PtuSource) -> PtuData:
     with open_ptu(file) as (fh, size, start):
         header = read_header(fh, size, start)
         meas = measurement(header, size, start)
-        records = _read_records(fh, meas.data_offset, meas.n_records)
+        chunks = _record_chunks(fh, meas.data_offset, meas.n_records)
+        rt = meas.format.record_type
+        if meas.format.t3:
+            t3 = decode_t3_chunks(chunks, meas.n_records, rt, byte_offset=meas.data_offset)
+        else:
+            assert meas.resolution_ps is not None
+            t2 = decode_t2_chunks(chunks, meas.n_records, rt, resolution_ps=meas.resolution_ps, byte_offset=meas.data_offset)
     tags = header.as_dict()
     if meas.format.t3:
-        t3 = decode_t3(records, meas.format.record_type, byte_offset=meas.data_offset)
         return PtuData(tags, header, meas, t3.channel, Markers(t3.marker_bits, sync=t3.marker_sync), sync=t3.sync, dtime=t3.dtime)
-    assert meas.resolution_ps is not None
-    t2 = decode_t2(records, meas.format.record_type, resolution_ps=meas.resolution_ps, byte_offset=meas.data_offset)
     return PtuData(tags, header, meas, t2.channel, Markers(t2.marker_bits, time_ps=t2.marker_time_ps), time_ps=t2.time_ps)
 
 
