@@ -39,7 +39,7 @@ def _as_counts(name: str, value: Any, n_classes: int | None, expected: bool) -> 
     return arr
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class DecoyStatistics:
     """Detections and errors per basis and intensity class of one block, with the intensities and
     their probabilities. `detections[b, k]`: sifted detections in basis b (0 = Z key, 1 = X test)

@@ -167,3 +167,42 @@ def test_result_dictionary_is_json_ready() -> None:
     assert doc["protocol"] == "rusca2018"
     assert doc["length"] == r.length
     assert doc["vacuum_upper"] == pytest.approx(r.vacuum_upper)
+
+
+def test_rusca2018_worked_example_by_hand() -> None:
+    """A block worked through (A16)-(A25) step by step in plain arithmetic."""
+    mu, p = (0.5, 0.1), (0.5, 0.5)
+    n = [[300_000, 40_000], [30_000, 4_000]]
+    m = [[3_000, 1_200], [300, 120]]
+    eps_sec, eps_cor, leak = 1e-9, 1e-15, 5_000.0
+    got = finite_key_length("rusca2018", DecoyStatistics(mu, p, n, m), leak, eps_cor, eps_sec)
+
+    lg = math.log(19 / eps_sec)
+    e1, e2 = math.exp(0.5), math.exp(0.1)
+    t0 = 0.5 * math.exp(-0.5) + 0.5 * math.exp(-0.1)
+    t1 = 0.5 * 0.5 * math.exp(-0.5) + 0.5 * 0.1 * math.exp(-0.1)
+    dz, dmz = math.sqrt(340_000 / 2 * lg), math.sqrt(4_200 / 2 * lg)
+    # (A16), k = mu2: s^u_0 = 2 [tau0 e^{0.1}/0.5 (m_2 + delta(m)) + delta(n)]
+    s0u = 2 * (t0 * e2 / 0.5 * (1_200 + dmz) + dz)
+    # (A19): s^l_0 = tau0/(0.4) (0.5 n-_2 - 0.1 n+_1)
+    n2m, n1p = e2 / 0.5 * (40_000 - dz), e1 / 0.5 * (300_000 + dz)
+    s0l = max(t0 / 0.4 * (0.5 * n2m - 0.1 * n1p), 0.0)
+    # (A17): s^l_1 = tau1 0.5/(0.1*0.4) [n-_2 - 0.04 n+_1 - 0.96 s^u_0/tau0]
+    s1 = t1 * 0.5 / 0.04 * (n2m - 0.04 * n1p - 0.96 * s0u / t0)
+    assert got.vacuum_upper == pytest.approx(s0u, rel=1e-12)
+    assert got.vacuum == pytest.approx(s0l, rel=1e-12, abs=1e-9)
+    assert got.single_photon == pytest.approx(s1, rel=1e-12)
+    # the same for the test basis, then (A22): v_1 = tau1/0.4 (e^{0.5}/0.5 (m_1 + d) - e^{0.1}/0.5 (m_2 - d))
+    dx, dmx = math.sqrt(34_000 / 2 * lg), math.sqrt(420 / 2 * lg)
+    sx0u = 2 * (t0 * e2 / 0.5 * (120 + dmx) + dx)
+    sx1 = t1 * 0.5 / 0.04 * (e2 / 0.5 * (4_000 - dx) - 0.04 * e1 / 0.5 * (30_000 + dx) - 0.96 * sx0u / t0)
+    v1 = t1 / 0.4 * (e1 / 0.5 * (300 + dmx) - e2 / 0.5 * (120 - dmx))
+    assert got.single_photon_test == pytest.approx(sx1, rel=1e-12)
+    assert got.single_photon_errors_test == pytest.approx(v1, rel=1e-12)
+    # (A23) with gamma's 19^2/eps_sec^2, then (A25)
+    b = v1 / sx1
+    g = math.sqrt((sx1 + s1) * (1 - b) * b / (sx1 * s1 * math.log(2)) * math.log2((sx1 + s1) / (sx1 * s1 * (1 - b) * b) * 19**2 / eps_sec**2))
+    phi = b + g
+    ell = s0l + s1 * (1 - binary_entropy(phi)) - leak - 6 * math.log2(19 / eps_sec) - math.log2(2 / eps_cor)
+    assert got.phase_error_rate == pytest.approx(phi, rel=1e-12)
+    assert got.length == math.floor(ell) > 0
