@@ -11,6 +11,10 @@ Layouts (little-endian uint32, PicoQuant file-format specification and demo read
   Special channel 63 is an overflow (v1: one wrap per record; v2: `count` wraps, 0 meaning 1),
   special channels 1..15 are markers, special channel 0 in T2 is the sync input.
 
+Everything else is an invalid record (PicoHarp T2 channels 5..14, PicoHarp T3 channels 0 and
+5..14 or a marker above 15, HydraHarp-family special channels 16..62 and T3 special channel 0):
+`FormatError` naming its byte offset, where `ptufile` would silently make something up.
+
 Decoded photons carry the zero-based input index (PicoHarp T3 inputs 1..4 become 0..3, as
 `ptufile` reports them); T2 sync events get `SYNC_CHANNEL`. Markers are kept apart.
 The kernels take and return the overflow correction, so a stream decodes chunk by chunk; on a
@@ -533,7 +537,7 @@ def _capacity(n: int, last: int, fmt: RecordFormat, per_record: int) -> int:
     return 2 * n + wraps // per_record + 1
 
 
-_MAX_RECORDS = 1 << 33
+_MAX_RECORDS = 1 << 30  # 4 GiB of records: more means the times are wrong, not the encoder
 
 
 def encode_t2(
