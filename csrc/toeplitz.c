@@ -18,6 +18,12 @@
 
 #include <stdlib.h>
 #include <string.h>
+#if !defined(_WIN32)
+#define QKD_THREADS 1
+#include <pthread.h>
+#else
+#define QKD_THREADS 0
+#endif
 #ifdef QKD_TOEPLITZ_DEBUG
 #include <stdio.h>
 #endif
@@ -324,10 +330,11 @@ static double tile_cost(size_t m, size_t base_max, int path, double lin)
     return cost + nodes * base_cost(m, path, lin);
 }
 
-/* The tile size m that covers a rows x cols word matrix at the least estimated cost. Candidates
+/* The tile size m that covers a rows x cols word matrix at the least estimated cost, the tiles
+ * being shared out among `threads` threads. Candidates
  * are m = b * 2^j with b even, b <= base_max, and b > base_max / 2 when j > 0: exactly the sizes
  * the recursion halves down to an even base case of at most base_max words. */
-static size_t choose_tile(size_t rows, size_t cols, size_t base_max, int path, double lin)
+static size_t choose_tile(size_t rows, size_t cols, size_t base_max, int path, double lin, size_t threads)
 {
     size_t big = rows > cols ? rows : cols;
     size_t best_m = 0;
@@ -336,8 +343,9 @@ static size_t choose_tile(size_t rows, size_t cols, size_t base_max, int path, d
         size_t bmin = j == 0 ? 2 : (base_max / 4) * 2 + 2; /* smallest even b > base_max / 2 */
         for (size_t b = bmin; b <= base_max; b += 2) {
             size_t m = b << j;
-            double tiles = (double)((rows + m - 1) / m) * (double)((cols + m - 1) / m);
-            double cost = tiles * (tile_cost(m, base_max, path, lin) + 4.0 * lin * (double)m);
+            size_t ntiles = ((rows + m - 1) / m) * ((cols + m - 1) / m);
+            double rounds = (double)((ntiles + threads - 1) / threads); /* tiles run in parallel */
+            double cost = rounds * (tile_cost(m, base_max, path, lin) + 4.0 * lin * (double)m);
             if (best_m == 0 || cost < best_cost) {
                 best_m = m;
                 best_cost = cost;
@@ -348,9 +356,38 @@ static size_t choose_tile(size_t rows, size_t cols, size_t base_max, int path, d
     return best_m;
 }
 
-int qkd_toeplitz_words(const uint64_t *x, size_t n, const uint64_t *s, size_t l, uint64_t *y, int path)
+/* One thread's share of the tiles: every `step`-th tile from `first`, into its own output. */
+typedef struct {
+    const qkd_tkernel *k;
+    const uint64_t *a; /* A[lo] */
+    const uint64_t *xp;
+    ptrdiff_t w0, lo;
+    size_t m, ct, ntiles, first, step;
+    uint64_t *out, *scratch;
+} qkd_tile_job;
+
+static void *run_tiles(void *arg)
+{
+    const qkd_tile_job *j = (const qkd_tile_job *)arg;
+    size_t m = j->m;
+    /* Rows K = w0 + R + r, columns J = C + c: tile entry A[K - J] = t[r - c + m - 1], so the tile's
+     * defining vector starts at A index w0 + R - C - m + 1. */
+    for (size_t idx = j->first; idx < j->ntiles; idx += j->step) {
+        size_t ri = idx / j->ct, ci = idx % j->ct;
+        ptrdiff_t a0 = j->w0 + (ptrdiff_t)(ri * m) - (ptrdiff_t)(ci * m) - (ptrdiff_t)m + 1;
+        j->k->tmvp(j->a + (a0 - j->lo), j->xp + ci * m, m, j->out + ri * m, j->scratch, j->k->base_max);
+    }
+    return NULL;
+}
+
+int qkd_toeplitz_words(const uint64_t *x, size_t n, const uint64_t *s, size_t l, uint64_t *y, int path,
+                       int threads)
 {
     if (x == NULL || s == NULL || n == 0 || l >= n || n > ((size_t)1 << 40)) return QKD_EINVAL;
+    if (threads < 1 || threads > QKD_MAX_THREADS) return QKD_EINVAL;
+#if !QKD_THREADS
+    threads = 1;
+#endif
     if (l == 0) return QKD_OK;
     if (y == NULL) return QKD_EINVAL;
     int p = qkd_resolve_path(path);
@@ -367,8 +404,9 @@ int qkd_toeplitz_words(const uint64_t *x, size_t n, const uint64_t *s, size_t l,
     if (getenv("QKD_BASE_MAX")) k.base_max = (size_t)atoi(getenv("QKD_BASE_MAX"));
     if (getenv("QKD_LIN")) k.lin = atof(getenv("QKD_LIN"));
 #endif
-    size_t m = choose_tile(rows, cols, k.base_max, k.path, k.lin);
-    size_t rt = (rows + m - 1) / m, ct = (cols + m - 1) / m;
+    size_t m = choose_tile(rows, cols, k.base_max, k.path, k.lin, (size_t)threads);
+    size_t rt = (rows + m - 1) / m, ct = (cols + m - 1) / m, ntiles = rt * ct;
+    size_t nthreads = (size_t)threads < ntiles ? (size_t)threads : ntiles;
 #ifdef QKD_TOEPLITZ_DEBUG
     fprintf(stderr, "rows=%zu cols=%zu m=%zu tiles=%zux%zu\n", rows, cols, m, rt, ct);
 #endif
@@ -377,9 +415,10 @@ int qkd_toeplitz_words(const uint64_t *x, size_t n, const uint64_t *s, size_t l,
     ptrdiff_t lo = w0 - (ptrdiff_t)(ct * m), hi = w0 + (ptrdiff_t)(rt * m);
     size_t na = (size_t)(hi - lo), nxp = ct * m, nout = rt * m + 1;
     size_t nscratch = 4 * m + 16 * 64;
-    uint64_t *buf = (uint64_t *)malloc((na + nxp + nout + nscratch) * sizeof(uint64_t));
+    /* Thread i owns out_i and scratch_i; the outputs are XORed together at the end. */
+    uint64_t *buf = (uint64_t *)malloc((na + nxp + nthreads * (nout + nscratch)) * sizeof(uint64_t));
     if (buf == NULL) return QKD_ENOMEM;
-    uint64_t *a = buf, *xp = a + na, *out = xp + nxp, *scratch = out + nout;
+    uint64_t *a = buf, *xp = a + na, *out = xp + nxp;
 
     size_t sbits = n + l - 1;
     uint64_t slast = (sbits & 63) ? (((uint64_t)1 << (sbits & 63)) - 1) : ~(uint64_t)0;
@@ -392,15 +431,31 @@ int qkd_toeplitz_words(const uint64_t *x, size_t n, const uint64_t *s, size_t l,
     memcpy(xp, x, nx * sizeof(uint64_t));
     if (n & 63) xp[nx - 1] &= ((uint64_t)1 << (n & 63)) - 1;
     memset(xp + nx, 0, (nxp - nx) * sizeof(uint64_t));
-    memset(out, 0, nout * sizeof(uint64_t));
+    for (size_t i = 0; i < nthreads; i++) memset(out + i * (nout + nscratch), 0, nout * sizeof(uint64_t));
 
-    /* Rows K = w0 + R + r, columns J = C + c: tile entry A[K - J] = t[r - c + m - 1], so the tile's
-     * defining vector starts at A index w0 + R - C - m + 1. */
-    for (size_t ri = 0; ri < rt; ri++) {
-        for (size_t ci = 0; ci < ct; ci++) {
-            ptrdiff_t a0 = w0 + (ptrdiff_t)(ri * m) - (ptrdiff_t)(ci * m) - (ptrdiff_t)m + 1;
-            k.tmvp(a + (a0 - lo), xp + ci * m, m, out + ri * m, scratch, k.base_max);
-        }
+    qkd_tile_job jobs[QKD_MAX_THREADS];
+    for (size_t i = 0; i < nthreads; i++) {
+        qkd_tile_job job = {&k, a, xp, w0, lo, m, ct, ntiles, i, nthreads,
+                            out + i * (nout + nscratch), out + i * (nout + nscratch) + nout};
+        jobs[i] = job;
+    }
+#if QKD_THREADS
+    pthread_t tid[QKD_MAX_THREADS];
+    int started[QKD_MAX_THREADS] = {0};
+    for (size_t i = 1; i < nthreads; i++) started[i] = pthread_create(&tid[i], NULL, run_tiles, &jobs[i]) == 0;
+    run_tiles(&jobs[0]);
+    for (size_t i = 1; i < nthreads; i++) {
+        if (started[i])
+            pthread_join(tid[i], NULL);
+        else
+            run_tiles(&jobs[i]); /* no thread to be had: do its share here */
+    }
+#else
+    for (size_t i = 0; i < nthreads; i++) run_tiles(&jobs[i]);
+#endif
+    for (size_t i = 1; i < nthreads; i++) {
+        const uint64_t *part = jobs[i].out;
+        for (size_t w = 0; w < nout; w++) out[w] ^= part[w];
     }
     /* Output word 0 also takes the high half of row w0 - 1. */
     const uint64_t *a_last = a + (w0 - 1 - lo);

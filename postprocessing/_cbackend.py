@@ -27,10 +27,13 @@ _CODE_NAMES = {code: name for name, code in _PATH_CODES.items() if name != "auto
 
 # Largest input the binding passes to C (2^40 bits); the kernels are tested up to 2^27.
 MAX_BITS = 1 << 40
+MAX_THREADS = int(lib.QKD_MAX_THREADS)
 
 __all__ = [
     "ENV_VAR",
     "MAX_BITS",
+    "MAX_THREADS",
+    "check_threads",
     "available_paths",
     "resolve_path",
     "active_paths",
@@ -92,10 +95,26 @@ def _raise_for(rc: int, what: str) -> None:
     raise ValueError(f"{what}: the C kernel rejected its arguments (code {rc})")
 
 
+def check_threads(threads: object) -> int:
+    """Validate a thread count for the C kernels: an integer in [1, MAX_THREADS]."""
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or not 1 <= threads <= MAX_THREADS:
+        raise ValueError(f"threads must be an integer in [1, {MAX_THREADS}], got {threads!r}")
+    return int(threads)
+
+
 def toeplitz_words(
-    x: NDArray[np.uint64], n: int, seed: NDArray[np.uint64], l: int, path: str | None = None
+    x: NDArray[np.uint64],
+    n: int,
+    seed: NDArray[np.uint64],
+    l: int,
+    path: str | None = None,
+    threads: int = 1,
 ) -> NDArray[np.uint64]:
-    """Packed Toeplitz hash (DESIGN §3) of `n` bits of `x` with `n + l - 1` seed bits; `l` bits out."""
+    """Packed Toeplitz hash (DESIGN §3) of `n` bits of `x` with `n + l - 1` seed bits; `l` bits out.
+
+    `threads` threads share the tiles of the product (the C call releases the GIL).
+    """
+    threads = check_threads(threads)
     if not isinstance(n, (int, np.integer)) or not 1 <= n <= MAX_BITS:
         raise ValueError(f"n must be an integer in [1, 2^40], got {n!r}")
     if not isinstance(l, (int, np.integer)) or not 0 <= l < n:
@@ -107,7 +126,7 @@ def toeplitz_words(
     y = np.zeros((l + 63) // 64, dtype=np.uint64)
     if l == 0:
         return y
-    _raise_for(lib.qkd_toeplitz_words(_ptr(x), n, _ptr(seed), l, _ptr(y), code), "toeplitz")
+    _raise_for(lib.qkd_toeplitz_words(_ptr(x), n, _ptr(seed), l, _ptr(y), code, threads), "toeplitz")
     return y
 
 

@@ -48,26 +48,29 @@ def _check_lengths(n: object, l: object) -> None:
 
 
 def toeplitz_hash_words(
-    x_words: NDArray[np.uint64], n: int, seed_words: NDArray[np.uint64], l: int
+    x_words: NDArray[np.uint64], n: int, seed_words: NDArray[np.uint64], l: int, *, threads: int = 1
 ) -> NDArray[np.uint64]:
     """Toeplitz hash of packed bits: `n` bits in `x_words`, `n + l - 1` in `seed_words`; `l` packed bits out.
 
     Arrays are packed per DESIGN §3 (uint64, C-contiguous, unused high bits of the last word zero).
+    `threads` > 1 shares the work among that many threads (worth it for n of about 1e6 and more).
     """
+    _cbackend.check_threads(threads)
     _check_lengths(n, l)
     n, l = int(n), int(l)
     check_words(x_words, "x_words", n)
     check_words(seed_words, "seed_words", n + l - 1)
-    return _cbackend.toeplitz_words(x_words, n, seed_words, l)
+    return _cbackend.toeplitz_words(x_words, n, seed_words, l, threads=threads)
 
 
-def toeplitz_hash(x: NDArray[np.uint8], seed: NDArray[np.uint8], l: int) -> NDArray[np.uint8]:
+def toeplitz_hash(x: NDArray[np.uint8], seed: NDArray[np.uint8], l: int, *, threads: int = 1) -> NDArray[np.uint8]:
     """Toeplitz hash of one-`uint8`-per-bit arrays: `x` (n bits), `seed` (n + l - 1 bits); `l` bits out."""
+    _cbackend.check_threads(threads)
     check_bits(x, "x")
     _check_lengths(x.size, l)
     n, l = x.size, int(l)
     check_bits(seed, "seed", length=n + l - 1)
-    y = toeplitz_hash_words(pack_bits(x), n, pack_bits(seed), l)
+    y = toeplitz_hash_words(pack_bits(x), n, pack_bits(seed), l, threads=threads)
     return unpack_bits(y, l)
 
 

@@ -78,11 +78,13 @@ def test_public_api_follows_the_path_environment_variable(path: str, monkeypatch
 
 @pytest.mark.parametrize("path", PATHS)
 @settings(max_examples=25)
-@given(inputs=hash_inputs(max_n=60_000))
-def test_c_kernel_equals_fft_reference_through_deep_recursion_on_every_path(path: str, inputs: tuple) -> None:
+@given(inputs=hash_inputs(max_n=60_000), threads=st.sampled_from([1, 2, 3]))
+def test_c_kernel_equals_fft_reference_through_deep_recursion_on_every_path(
+    path: str, inputs: tuple, threads: int
+) -> None:
     # Tens of thousands of bits: several Karatsuba levels and tile layouts on every path.
     x, s, l = inputs
-    y = _cbackend.toeplitz_words(pack_bits(x), x.size, pack_bits(s), l, path=path)
+    y = _cbackend.toeplitz_words(pack_bits(x), x.size, pack_bits(s), l, path=path, threads=threads)
     assert np.array_equal(unpack_bits(y, l), toeplitz_hash_fft(x, s, l)), f"path={path} n={x.size} l={l}"
 
 
@@ -124,6 +126,15 @@ def test_c_kernel_equals_fft_reference_at_one_million_bits(path: str) -> None:
 def test_c_kernel_equals_fft_reference_at_ten_million_bits() -> None:
     x, s, l = _case(10_000_000, 3_000_017, seed=12)
     assert np.array_equal(toeplitz_hash(x, s, l), toeplitz_hash_fft(x, s, l))
+
+
+@pytest.mark.parametrize(("n", "l"), [(1_000_000, 500_000), (1_000_000, 999_999), (300_001, 1_000), (5_000, 4_999)])
+def test_threads_share_the_work_without_changing_the_result(n: int, l: int) -> None:
+    x, s, _ = _case(n, l, seed=n + l)
+    xw, sw = pack_bits(x), pack_bits(s)
+    one = toeplitz_hash_words(xw, n, sw, l)
+    for threads in (2, 3, 8):
+        assert np.array_equal(toeplitz_hash_words(xw, n, sw, l, threads=threads), one), f"threads={threads}"
 
 
 @pytest.mark.parametrize(("n", "l"), [(1, 0), (64, 1), (65, 0), (1000, 999), (100_000, 50_000)])
@@ -192,6 +203,9 @@ def test_packed_variant_rejects_padding_bits_wrong_word_counts_and_dtypes() -> N
         toeplitz_hash_words(np.repeat(xw, 2)[::2], n, sw, l)
     with pytest.raises(ValueError, match=r"l \(output length in bits\)"):
         toeplitz_hash_words(xw, n, sw, n)
+    for bad_threads in (0, -1, 65, 1.5, True):
+        with pytest.raises(ValueError, match=r"threads must be an integer in \[1, 64\]"):
+            toeplitz_hash_words(xw, n, sw, l, threads=bad_threads)  # type: ignore[arg-type]
 
 
 @pytest.mark.slow
