@@ -26,13 +26,13 @@ def alice_state(key: np.uint64, slot: np.int64, p_z: float,
                 class_cdf: np.ndarray) -> tuple[np.int64, np.int64, np.int64]:
     """(basis, bit, intensity class) of one slot."""
     h = hash64(key, np.uint64(slot))
-    basis = np.int64(0) if float(np.int64(h >> _S32)) * _TO_UNIT32 < p_z else np.int64(1)
+    # branch-free: these fields are random, so branches on them would mispredict
+    basis = np.int64(float(np.int64(h >> _S32)) * _TO_UNIT32 >= p_z)
     bit = np.int64(h & _ONE)
     u = float(np.int64((h >> _ONE) & _LOW31)) * _TO_UNIT31
     k = np.int64(0)
-    last = class_cdf.size - 1
-    while k < last and u >= class_cdf[k]:
-        k += 1
+    for j in range(class_cdf.size - 1):
+        k += np.int64(u >= class_cdf[j])
     return basis, bit, k
 
 

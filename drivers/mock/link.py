@@ -230,88 +230,111 @@ def _gauss_tail(key, counter, negative):  # pragma: no cover - numba
 
 
 @njit(**KERNEL)
-def _gauss(key, counter, ztab, lo, hi):  # pragma: no cover - numba
-    """A standard normal truncated at JITTER_TRUNCATION sigma; returns (z, next counter)."""
-    u = unit(hash64(key, counter))
-    counter += np.uint64(1)
-    if u < lo or u >= hi:
-        return _gauss_tail(key, counter, u < lo)
-    n_tab = ztab.size - 1
-    pos = (u - lo) * (n_tab / (hi - lo))
-    i = min(int(pos), n_tab - 1)
-    f = pos - i
-    return ztab[i] + f * (ztab[i + 1] - ztab[i]), counter
+def _fill_uniform(key, c0, out):  # pragma: no cover - numba
+    """out[i] = a uniform in (0, 1] from counter c0 + i (a vectorisable loop)."""
+    for i in range(out.size):
+        out[i] = 1.0 - unit(hash64(key, c0 + np.uint64(i)))
 
 
 @njit(**KERNEL)
-def _photon_clicks(
-    alice_key, eve_key, rng_key, s_next, s_end, p_z, cdf, eve_fraction, lam, lam_tot, exp_neg, accept,
-    log_q, offset, scale, period, fibre_delay, det_delay, jitter, resolution, ztab, z_lo, z_hi,
-    out_t, out_ch, out_slot,
-):  # pragma: no cover - numba
-    """Photon clicks of slots [s_next, s_end), in slot order; stops when the output is nearly full.
-    Returns (clicks written, next slot to look at, rng counter used).
-
-    Jitter is Gaussian truncated at JITTER_TRUNCATION sigma."""
-    cap = out_t.size
+def _accumulate_gaps(gap, s, s_end, out):  # pragma: no cover - numba
+    """Candidate slots from geometric gaps (`gap[i]` = log(u_i) / log(1 - p_c), floored here),
+    starting at slot s; returns (candidates written, next slot, gaps used)."""
     n = 0
-    c = np.uint64(0)
-    s = s_next
-    if log_q == 0.0:  # no light reaches Bob
-        return 0, s_end, c
-    while n + N_DETECTORS <= cap:
-        u = 1.0 - unit(hash64(rng_key, c))
-        c += np.uint64(1)
-        gap = math.floor(math.log(u) / log_q)
-        if gap >= s_end - s:
-            s = s_end
-            break
-        s += np.int64(gap)
-        basis, bit, k = alice_state(alice_key, s, p_z, cdf)
-        basis, bit = resend_state(eve_key, s, eve_fraction, basis, bit)
-        v = unit(hash64(rng_key, c))
-        c += np.uint64(1)
-        acc_p = accept[k, basis, bit]
-        if v < acc_p:
-            # zero-truncated Poisson number of detected photons, by inversion; v / acc_p is a
-            # fresh uniform given acceptance
-            lt = lam_tot[k, basis, bit]
-            p = exp_neg[k, basis, bit]
-            w = (v / acc_p) * (1.0 - p)
-            cum = 0.0
-            m = 0
-            while m < 1000:
-                m += 1
-                p *= lt / m
-                cum += p
-                if w <= cum:
-                    break
-            mask = 0
-            for _ in range(m):
-                x = unit(hash64(rng_key, c)) * lt
-                c += np.uint64(1)
-                d = 0
-                acc = lam[k, basis, bit, 0]
-                while d < N_DETECTORS - 1 and x >= acc:
-                    d += 1
-                    acc += lam[k, basis, bit, d]
-                mask |= 1 << d
-            t0 = offset + scale * (s * period + fibre_delay)
-            for d in range(N_DETECTORS):
-                if mask & (1 << d):
-                    z, c = _gauss(rng_key, c, ztab, z_lo, z_hi)
-                    t = t0 + det_delay[d] + jitter[d] * z
-                    if resolution == 1:
-                        out_t[n] = np.int64(math.floor(t + 0.5))
-                    else:
-                        out_t[n] = np.int64(math.floor(t / resolution + 0.5)) * resolution
-                    out_ch[n] = d + 1
-                    out_slot[n] = s
-                    n += 1
+    for i in range(gap.size):
+        g = math.floor(gap[i])
+        if g >= s_end - s:
+            return n, s_end, i + 1
+        s += np.int64(g)
+        out[n] = s
+        n += 1
         s += 1
         if s >= s_end:
-            break
-    return n, s, c
+            return n, s, i + 1
+    return n, s, gap.size
+
+
+@njit(**KERNEL)
+def _thin_candidates(
+    cand, start, alice_key, eve_key, acc_key, pick_key, p_z, cdf, eve_fraction, lam_cum, lam_tot, exp_neg, accept,
+    out_slot, out_det,
+):  # pragma: no cover - numba
+    """Keep each candidate slot with its state's probability and spread its detected photons over
+    the detectors; all draws are keyed by the slot. Returns (clicks written, next candidate)."""
+    cap = out_slot.size
+    n = 0
+    i = start
+    while i < cand.size and n + N_DETECTORS <= cap:
+        s = cand[i]
+        i += 1
+        basis, bit, k = alice_state(alice_key, s, p_z, cdf)
+        basis, bit = resend_state(eve_key, s, eve_fraction, basis, bit)
+        v = unit(hash64(acc_key, np.uint64(s)))
+        acc_p = accept[k, basis, bit]
+        if v >= acc_p:
+            continue
+        # zero-truncated Poisson number of detected photons, by inversion; v / acc_p is a fresh
+        # uniform given acceptance
+        lt = lam_tot[k, basis, bit]
+        p = exp_neg[k, basis, bit]
+        w = (v / acc_p) * (1.0 - p)
+        cum = 0.0
+        m = 0
+        while m < 1000:
+            m += 1
+            p *= lt / m
+            cum += p
+            if w <= cum:
+                break
+        if m == 1:  # the usual case: one detected photon, one click
+            x = unit(hash64(pick_key, np.uint64(s))) * lt
+            d = 0
+            for j in range(N_DETECTORS - 1):  # branch-free choice of the detector
+                d += x >= lam_cum[k, basis, bit, j]
+            out_slot[n] = s
+            out_det[n] = d
+            n += 1
+            continue
+        mask = 0
+        for j in range(m):
+            x = unit(hash64(pick_key + np.uint64(j), np.uint64(s))) * lt
+            d = 0
+            for jj in range(N_DETECTORS - 1):
+                d += x >= lam_cum[k, basis, bit, jj]
+            mask |= 1 << d
+        for d in range(N_DETECTORS):
+            if mask & (1 << d):
+                out_slot[n] = s
+                out_det[n] = d
+                n += 1
+    return n, i
+
+
+@njit(**KERNEL)
+def _click_times(
+    slot, det, jit_key, tail_key, ztab, z_lo, z_hi, offset, scale, period, fibre_delay, det_delay, jitter,
+    resolution, out_t,
+):  # pragma: no cover - numba
+    """Bob-clock tag time of each photon click: arrival + detector delay + Gaussian jitter keyed by
+    (slot, detector), rounded to the tagger resolution."""
+    n_tab = ztab.size - 1
+    inv_step = n_tab / (z_hi - z_lo)
+    for i in range(slot.size):
+        s = slot[i]
+        d = det[i]
+        c = np.uint64(s)
+        u = unit(hash64(jit_key + np.uint64(d), c))
+        if u < z_lo or u >= z_hi:  # rare: the exact tail
+            z, _ = _gauss_tail(hash64(tail_key + np.uint64(d), c), np.uint64(0), u < z_lo)
+        else:
+            pos = (u - z_lo) * inv_step
+            j = min(int(pos), n_tab - 1)
+            z = ztab[j] + (pos - j) * (ztab[j + 1] - ztab[j])
+        t = offset + scale * (s * period + fibre_delay) + det_delay[d] + jitter[d] * z
+        if resolution == 1:
+            out_t[i] = np.int64(math.floor(t + 0.5))
+        else:
+            out_t[i] = np.int64(math.floor(t / resolution + 0.5)) * resolution
 
 
 @njit(**KERNEL)
@@ -363,10 +386,17 @@ class LinkSimulator:
         self._alice_key = derive_key(seed, STREAM_ALICE)
         self._eve_key = derive_key(seed, STREAM_EVE)
         self._bob_key = derive_key(seed, STREAM_BOB)
+        # slot-keyed draws: acceptance, detector choice (key + photon index), jitter and its tail
+        # (key + detector index)
+        self._acc_key = hash64_py(self._bob_key, 0xACC)
+        self._pick_key = hash64_py(self._bob_key, 0x91C)
+        self._jit_key = hash64_py(self._bob_key, 0x717)
+        self._tail_key = hash64_py(self._bob_key, 0x7A1)
         self._dark_seed = int(derive_key(seed, STREAM_DARK))
         p = params
         self._lam = p.mean_photons_detected()
         self._lam_tot = self._lam.sum(axis=3)
+        self._lam_cum = np.ascontiguousarray(np.cumsum(self._lam, axis=3))
         lam_max = float(self._lam_tot.max())
         p_c = -math.expm1(-lam_max)
         self._log_q = math.log1p(-p_c) if p_c < 1.0 else -math.inf
@@ -442,27 +472,52 @@ class LinkSimulator:
         empty_sync = (np.empty(0, np.int64), np.empty(0, np.int64))
         return self._register(_empty_stream(), empty_dark, empty_sync, np.iinfo(np.int64).max)
 
-    def _photon_range(self, s0: int, s1: int, key: np.uint64) -> list[tuple[NDArray[np.int64], NDArray[np.uint8], NDArray[np.int64]]]:
-        """Photon clicks of slots [s0, s1) drawn with `key` (buffers refilled as needed)."""
+    def _photon_range(self, s0: int, s1: int, key: np.uint64) -> tuple[NDArray[np.int64], NDArray[np.uint8], NDArray[np.int64]]:
+        """Photon clicks of slots [s0, s1) in slot order, candidates drawn with `key`.
+
+        Struct-of-arrays: uniforms, then numpy's vectorised log for the geometric gaps, then the
+        per-candidate thinning, then the jitter of each click."""
         p = self.params
-        parts = []
-        s = s0
-        sub = 0
+        empty = (np.empty(0, np.int64), np.empty(0, np.uint8), np.empty(0, np.int64))
+        if self._log_q == 0.0 or s1 <= s0:  # no light reaches Bob
+            return empty
+        inv_log_q = 1.0 / self._log_q
+        cands = []
+        s, c = s0, 0
         while s < s1:
             expected = (s1 - s) * self._p_c
-            cap = min(int(expected * 1.1 + 10 * math.sqrt(expected + 1) + 64) * 2, 1 << 24)
-            out_t = np.empty(cap, np.int64)
-            out_ch = np.empty(cap, np.uint8)
+            m = int(min(expected * 1.02 + 6.0 * math.sqrt(expected) + 64, 1 << 22))
+            g = np.empty(m)
+            _fill_uniform(key, np.uint64(c), g)
+            np.log(g, out=g)
+            g *= inv_log_q
+            out = np.empty(m, np.int64)
+            n, s, used = _accumulate_gaps(g, np.int64(s), np.int64(s1), out)
+            c += used
+            cands.append(out[:n])
+        cand = cands[0] if len(cands) == 1 else np.concatenate(cands)
+        slots, dets = [], []
+        i = 0
+        while i < cand.size:
+            cap = int((cand.size - i) * 1.1) + 64
             out_slot = np.empty(cap, np.int64)
-            n, s, _ = _photon_clicks(
-                self._alice_key, self._eve_key, hash64_py(key, sub), np.int64(s), np.int64(s1), p.p_z, self._cdf,
-                p.eve_fraction, self._lam, self._lam_tot, self._exp_neg, self._accept, self._log_q,
-                self._clock.offset_ps, self._clock.scale, self._clock.period_ps, self._clock.fibre_delay_ps,
-                self._det_delay, self._jitter, p.resolution_ps, GAUSS_Z, GAUSS_LO, GAUSS_HI, out_t, out_ch, out_slot,
-            )
-            parts.append((out_t[:n], out_ch[:n], out_slot[:n]))
-            sub += 1
-        return parts
+            out_det = np.empty(cap, np.uint8)
+            n, i = _thin_candidates(cand, i, self._alice_key, self._eve_key, self._acc_key, self._pick_key,
+                                    p.p_z, self._cdf, p.eve_fraction, self._lam_cum, self._lam_tot, self._exp_neg,
+                                    self._accept, out_slot, out_det)
+            slots.append(out_slot[:n])
+            dets.append(out_det[:n])
+        if not slots:
+            return empty
+        slot = slots[0] if len(slots) == 1 else np.concatenate(slots)
+        det = dets[0] if len(dets) == 1 else np.concatenate(dets)
+        t = np.empty(slot.size, np.int64)
+        clock = self._clock
+        _click_times(slot, det, self._jit_key, self._tail_key, GAUSS_Z, GAUSS_LO, GAUSS_HI, clock.offset_ps,
+                     clock.scale, clock.period_ps, clock.fibre_delay_ps, self._det_delay, self._jitter,
+                     np.int64(p.resolution_ps), t)
+        det += np.uint8(1)  # detector index -> tagger channel
+        return t, det, slot
 
     def _photons(self, s0: int, s1: int) -> tuple[NDArray[np.int64], NDArray[np.uint8], NDArray[np.int64]]:
         # Large ranges are cut into pieces of about PIECE_CLICKS expected candidates, each with its
@@ -472,10 +527,9 @@ class LinkSimulator:
         bounds = [s0 + (s1 - s0) * i // n_pieces for i in range(n_pieces + 1)]
         keys = [hash64_py(chunk_key, 1_000_003 * (i + 1)) for i in range(n_pieces)]
         if n_pieces == 1:
-            results = [self._photon_range(s0, s1, keys[0])]
+            parts = [self._photon_range(s0, s1, keys[0])]
         else:
-            results = list(_pool().map(self._photon_range, bounds[:-1], bounds[1:], keys))
-        parts = [x for r in results for x in r]
+            parts = list(_pool().map(self._photon_range, bounds[:-1], bounds[1:], keys))
         ct, cc, cs = self._carry_sig
         if len(parts) == 1 and ct.size == 0:
             t, ch, slot = parts[0]

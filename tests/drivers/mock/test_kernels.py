@@ -20,7 +20,6 @@ from drivers.mock.link import (
     LinkParams,
     LinkSimulator,
     _nearly_sorted,
-    _photon_clicks,
 )
 from tests.drivers.mock.test_alice import _state_ref
 
@@ -31,88 +30,85 @@ def _u(key: int, c: int) -> float:
     return (int(hash64_py(key, c)) >> 11) * 2.0**-53
 
 
-def gauss_ref(key: int, c: int) -> tuple[float, int]:
-    n_tab = GAUSS_Z.size - 1
-    u = _u(key, c)
-    c += 1
-    if GAUSS_LO <= u < GAUSS_HI:
-        pos = (u - GAUSS_LO) * (n_tab / (GAUSS_HI - GAUSS_LO))
-        i = min(int(pos), n_tab - 1)
-        f = pos - i
-        return float(GAUSS_Z[i] + f * (GAUSS_Z[i + 1] - GAUSS_Z[i])), c
+def gauss_tail_ref(key: int, negative: bool) -> float:
+    c = 0
     while True:  # Marsaglia's tail beyond GAUSS_CORE; redraw past the truncation
         x = -math.log(1.0 - _u(key, c)) * (1.0 / GAUSS_CORE)
         y = -math.log(1.0 - _u(key, c + 1))
         c += 2
         if 2.0 * y > x * x and GAUSS_CORE + x <= JITTER_TRUNCATION:
-            return (-(GAUSS_CORE + x) if u < GAUSS_LO else GAUSS_CORE + x), c
+            return -(GAUSS_CORE + x) if negative else GAUSS_CORE + x
 
 
-def photon_clicks_ref(sim: LinkSimulator, seed: int, key: int, s0: int, s1: int) -> list[tuple[int, int, int]]:
-    """Per-candidate Python version of `_photon_clicks` (no Eve)."""
+def photon_range_ref(sim: LinkSimulator, seed: int, key: int, s0: int, s1: int) -> list[tuple[int, int, int]]:
+    """Slot-by-slot Python version of `LinkSimulator._photon_range` (no Eve)."""
     p = sim.params
-    out = []
-    c, s = 0, s0
-    clock = sim._clock
-    while True:
-        u = 1.0 - _u(key, c)
-        c += 1
-        gap = math.floor(math.log(u) / sim._log_q)
-        if gap >= s1 - s:
-            break
-        s += gap
+    # candidate slots from geometric gaps (numpy's log, as the simulator uses it)
+    cands = []
+    s, c = s0, 0
+    while s < s1:
+        u = np.array([1.0 - _u(key, c + i) for i in range(64)])
+        g = np.log(u) * (1.0 / sim._log_q)
+        c += 64
+        for gi in g.tolist():
+            gap = math.floor(gi)
+            if gap >= s1 - s:
+                s = s1
+                break
+            s += gap
+            cands.append(s)
+            s += 1
+            if s >= s1:
+                break
+    clicks = []
+    for s in cands:
         basis, bit, k = _state_ref(seed, s, p.p_z, p.class_probabilities)
-        v = _u(key, c)
-        c += 1
+        v = _u(int(sim._acc_key), s)
         acc_p = sim._accept[k, basis, bit]
-        if v < acc_p:
-            lt = sim._lam_tot[k, basis, bit]
-            q = sim._exp_neg[k, basis, bit]
-            w = (v / acc_p) * (1.0 - q)
-            cum, m = 0.0, 0
-            while m < 1000:
-                m += 1
-                q *= lt / m
-                cum += q
-                if w <= cum:
-                    break
-            hit = set()
-            for _ in range(m):
-                x = _u(key, c) * lt
-                c += 1
-                d, acc = 0, sim._lam[k, basis, bit, 0]
-                while d < 3 and x >= acc:
-                    d += 1
-                    acc += sim._lam[k, basis, bit, d]
-                hit.add(d)
-            t0 = clock.offset_ps + clock.scale * (s * clock.period_ps + clock.fibre_delay_ps)
-            for d in sorted(hit):
-                z, c = gauss_ref(key, c)
-                t = t0 + p.detector_delay_ps[d] + p.jitter_ps[d] * z
-                out.append((math.floor(t + 0.5), d + 1, s))
-        s += 1
-        if s >= s1:
-            break
+        if v >= acc_p:
+            continue
+        lt = sim._lam_tot[k, basis, bit]
+        q = sim._exp_neg[k, basis, bit]
+        w = (v / acc_p) * (1.0 - q)
+        cum, m = 0.0, 0
+        while m < 1000:
+            m += 1
+            q *= lt / m
+            cum += q
+            if w <= cum:
+                break
+        hit = set()
+        for j in range(m):
+            x = _u((int(sim._pick_key) + j) & MASK, s) * lt
+            hit.add(sum(1 for jj in range(3) if x >= sim._lam_cum[k, basis, bit, jj]))
+        clicks += [(s, d) for d in sorted(hit)]
+    out = []
+    clock = sim._clock
+    n_tab = GAUSS_Z.size - 1
+    inv_step = n_tab / (GAUSS_HI - GAUSS_LO)
+    for s, d in clicks:
+        u = _u((int(sim._jit_key) + d) & MASK, s)
+        if u < GAUSS_LO or u >= GAUSS_HI:
+            z = gauss_tail_ref(int(hash64_py((int(sim._tail_key) + d) & MASK, s)), u < GAUSS_LO)
+        else:
+            pos = (u - GAUSS_LO) * inv_step
+            j = min(int(pos), n_tab - 1)
+            z = float(GAUSS_Z[j] + (pos - j) * (GAUSS_Z[j + 1] - GAUSS_Z[j]))
+        t = clock.offset_ps + clock.scale * (s * clock.period_ps + clock.fibre_delay_ps) \
+            + p.detector_delay_ps[d] + p.jitter_ps[d] * z
+        out.append((math.floor(t + 0.5), d + 1, s))
     return out
 
 
 @given(st.integers(0, 2**32), st.integers(0, MASK), st.integers(0, 10**12), st.integers(1, 3000),
        st.floats(0.01, 3.0))
-def test_photon_kernel_matches_reference(seed: int, key: int, s0: int, n: int, mu: float) -> None:
+def test_photon_kernels_match_reference(seed: int, key: int, s0: int, n: int, mu: float) -> None:
     p = LinkParams(intensities=(mu, mu / 4, 0.0), fibre_length_km=0.0, efficiency=(0.9, 0.5, 0.7, 0.3),
                    jitter_ps=(400.0, 50.0, 0.0, 20.0))
     sim = LinkSimulator(p, seed)
-    cap = 4 * n + 8
-    out_t, out_ch, out_slot = np.empty(cap, np.int64), np.empty(cap, np.uint8), np.empty(cap, np.int64)
-    clock = sim._clock
-    k, s_end, _ = _photon_clicks(
-        sim._alice_key, sim._eve_key, np.uint64(key), np.int64(s0), np.int64(s0 + n), p.p_z, sim._cdf, 0.0,
-        sim._lam, sim._lam_tot, sim._exp_neg, sim._accept, sim._log_q, clock.offset_ps, clock.scale,
-        clock.period_ps, clock.fibre_delay_ps, sim._det_delay, sim._jitter, 1, GAUSS_Z, GAUSS_LO, GAUSS_HI,
-        out_t, out_ch, out_slot)
-    assert s_end == s0 + n
-    ref = photon_clicks_ref(sim, seed, key, s0, s0 + n)
-    assert list(zip(out_t[:k].tolist(), out_ch[:k].tolist(), out_slot[:k].tolist())) == ref
+    t, ch, slot = sim._photon_range(s0, s0 + n, np.uint64(key))
+    ref = photon_range_ref(sim, seed, key, s0, s0 + n)
+    assert list(zip(t.tolist(), ch.tolist(), slot.tolist())) == ref
 
 
 def register_ref(sig, dark, sync, horizon, dead, ap_prob, ap_tau, key, counter, last):
