@@ -68,23 +68,29 @@ class _BobBlock:
         self.stats = CascadeStats(block_id=block_id, n=n, variant=variant.name, qber_estimate=qber)
         self.q = (_EMPTY_U8, _EMPTY_U4, _EMPTY_U4)
         self.s = (_EMPTY_I, _EMPTY_I, _EMPTY_I)
-        self.requested_pass = -1
+        self.requested: list[int] = []
+        self.alice_tops: dict[int, NDArray[np.uint8]] = {}
         self.biconf_streak = 0
+        self.judged_pass = -1
+        self.pass_started_for = -2
         self.flips_at_pass_start = 0
         self.deadline = 0.0
         self.t0 = time.perf_counter()
 
     # -- messages ---------------------------------------------------------------------------------
-    def _pass_header(self, j: int) -> dict[str, int]:
+    def _pass_headers(self, passes: range) -> list[dict[str, int]]:
         t = self.tables
-        self.requested_pass = j
-        return {"index": j, "kind": int(t.kind[j]), "size": int(t.ksz[j])}
+        self.requested = list(passes)
+        return [{"index": j, "kind": int(t.kind[j]), "size": int(t.ksz[j])} for j in passes]
 
     def first_message(self) -> Message:
+        """Starts the block and asks Alice's block parities of every pass of the fixed schedule at
+        once (they are revealed whatever happens, so asking early leaks nothing more and saves a
+        round trip per pass); BICONF passes, which may not happen, are asked one at a time."""
         header = {
             "block": self.block_id, "seq": 0,
             "start": {"n": self.n, "seed": self.bob_seed.hex(), "shuffle_first": self.variant.shuffle_first_pass},
-            "pass": self._pass_header(0),
+            "passes": self._pass_headers(range(len(self.specs))),
         }
         return self._ask(header)
 
@@ -108,8 +114,7 @@ class _BobBlock:
             raise ProtocolError("cascade: PARITY must carry two u1 buffers")
         t = self.tables
         qp, qb, qn = self.q
-        new_pass = self.requested_pass if self.requested_pass == t.started else -1
-        n_top = int(t.nb[new_pass]) if new_pass >= 0 else 0
+        n_top = int(sum(int(t.nb[j]) for j in self.requested))
         packed_a, packed_t = msg.buffers
         if packed_a.size != (qp.size + 7) // 8 or packed_t.size != (n_top + 7) // 8:
             raise ProtocolError("cascade: PARITY answers do not match the questions")
@@ -119,44 +124,58 @@ class _BobBlock:
             self.seed = shuffle.shared_seed(self.bob_seed, header_seed(msg.header, "seed", shuffle.SEED_BYTES))
         self.stats.round_trips += 1
         self.stats.leaked_bits += answers.size + top.size
+        at = 0
+        for j in self.requested:
+            self.alice_tops[j] = top[at:at + int(t.nb[j])]
+            at += int(t.nb[j])
+        self.requested = []
         sp, sb, sn = self.s
-        if new_pass >= 0:
-            t.start(new_pass, self.seed, shuffle_block=(new_pass > 0 or self.variant.shuffle_first_pass))
-            self.stats.passes = t.started
-            odd = kernels.set_roots(new_pass, t.kind, t.ksz, t.nb, t.stride, t.base, t.rowi, t.mrow,
-                                    self.n, self.state, t.rows, t.masks, top)
-            if odd.size:
-                sp = np.concatenate((sp, np.full(odd.size, new_pass, dtype=np.int64)))
-                sb = np.concatenate((sb, odd))
-                sn = np.concatenate((sn, np.ones(odd.size, dtype=np.int64)))
-        qp, qb, qn, sp, sb, sn, nflip = kernels.bob_round(
-            t.kind, t.ksz, t.nb, t.stride, t.base, t.rowi, t.mrow, t.prow, t.started, self.n, self.state, t.rows, t.masks,
-            t.perms, t.poss, qp, qb, qn, answers, sp, sb, sn, self.flipped,
-        )
-        self.stats.errors_corrected += nflip
-        self.q = (qp, qb, qn)
-        self.s = (sp, sb, sn)
         self.seq += 1
         header: dict[str, object] = {"block": self.block_id, "seq": self.seq}
-        if qp.size == 0 and sp.size == 0:
+        while True:
+            qp, qb, qn, sp, sb, sn, nflip = kernels.bob_round(
+                t.kind, t.ksz, t.nb, t.stride, t.base, t.rowi, t.mrow, t.prow, t.started, self.n, self.state, t.rows,
+                t.masks, t.perms, t.poss, qp, qb, qn, answers, sp, sb, sn, self.flipped,
+            )
+            self.stats.errors_corrected += nflip
+            if qp.size or sp.size:
+                break
             nxt = self._next_pass()
             if nxt is None:
                 self.stats.time_s = time.perf_counter() - self.t0
                 return None
-            header["pass"] = self._pass_header(nxt)
-        elif qp.size == 0:
+            if nxt not in self.alice_tops:
+                header["passes"] = self._pass_headers(range(nxt, nxt + 1))
+                break
+            # the next pass's block parities are at hand: start it without a round trip
+            t.start(nxt, self.seed, shuffle_block=(nxt > 0 or self.variant.shuffle_first_pass))
+            self.stats.passes = t.started
+            odd = kernels.set_roots(nxt, t.kind, t.ksz, t.nb, t.stride, t.base, t.rowi, t.mrow,
+                                    self.n, self.state, t.rows, t.masks, self.alice_tops.pop(nxt))
+            sp = np.full(odd.size, nxt, dtype=np.int64)
+            sb = odd
+            sn = np.ones(odd.size, dtype=np.int64)
+            answers = _EMPTY_U8
+        if qp.size == 0 and sp.size:
             raise ProtocolError("cascade: internal error, searches wait without a question")  # pragma: no cover
+        self.q = (qp, qb, qn)
+        self.s = (sp, sb, sn)
         return self._ask(header)
 
     def _next_pass(self) -> int | None:
+        """The pass to run next, or None when the schedule (or the BICONF streak) is complete."""
         t = self.tables
         j = t.started
-        if j > len(self.specs):  # a BICONF pass just ended: did it find anything?
+        ended = j - 1
+        if ended >= len(self.specs) and ended != self.judged_pass:  # a BICONF pass ended: did it find anything?
+            self.judged_pass = ended
             found = self.stats.errors_corrected - self.flips_at_pass_start
             self.biconf_streak = 0 if found else self.biconf_streak + 1
             if self.biconf_streak >= self.variant.biconf_streak:
                 return None
-        self.flips_at_pass_start = self.stats.errors_corrected
+        if ended != self.pass_started_for:
+            self.pass_started_for = ended
+            self.flips_at_pass_start = self.stats.errors_corrected
         if j >= self.max_passes:
             return None
         return j

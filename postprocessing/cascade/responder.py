@@ -73,31 +73,32 @@ class _AliceBlock:
         if not (q_pass.dtype == np.uint8 and q_blk.dtype == np.uint32 and q_node.dtype == np.uint32
                 and q_pass.size == q_blk.size == q_node.size):
             raise ProtocolError("cascade: question buffers must be u1, u4, u4 of equal length")
-        new_pass = header_dict(h, "pass")
-        top = np.zeros(0, dtype=np.uint8)
-        if new_pass is not None:
-            j = header_int(new_pass, "index", 0, MAX_PASSES - 1)
+        passes = h.get("passes", [])
+        if not isinstance(passes, list) or len(passes) > MAX_PASSES:
+            raise ProtocolError("cascade header field 'passes' must be a list of pass descriptions")
+        tops = []
+        n = self.bits.size
+        for spec in passes:
+            if not isinstance(spec, dict):
+                raise ProtocolError("cascade: a pass description must be an object")
+            j = header_int(spec, "index", 0, MAX_PASSES - 1)
             if j != t.started:
                 raise ProtocolError(f"cascade: pass {j} started out of order (next is {t.started})")
-            kind = header_int(new_pass, "kind", BLOCK, BICONF)
-            n = self.bits.size
-            if kind == BLOCK:
-                size = header_int(new_pass, "size", 1, n)
-            else:
-                size = header_int(new_pass, "size", n, n)
-            if kind == BLOCK and (j > 0 or self.shuffle_first) and t.n_rows >= 8:
+            kind = header_int(spec, "kind", BLOCK, BICONF)
+            size = header_int(spec, "size", 1, n) if kind == BLOCK else header_int(spec, "size", n, n)
+            shuffled = kind == BLOCK and (j > 0 or self.shuffle_first)
+            if shuffled and t.n_rows >= 8:
                 raise ProtocolError("cascade: too many shuffled passes")
             t.plan(j, kind, size)
-            t.start(j, self.seed, shuffle_block=(j > 0 or self.shuffle_first))
+            t.start(j, self.seed, shuffle_block=shuffled)
+            mr = int(t.mrow[j]) if t.mrow[j] >= 0 else 0
+            tops.append(kernels.top_parities(kind, size, int(t.nb[j]), t.n, t.rows[t.rowi[j]], t.masks[mr]))
+        top = np.concatenate(tops) if tops else np.zeros(0, dtype=np.uint8)
         answers = kernels.answer_questions(
             t.kind, t.ksz, t.nb, t.stride, t.rowi, t.mrow, t.started, t.n, t.rows, t.masks, q_pass, q_blk, q_node
         )
         if answers.size and int(answers.max()) == kernels.INVALID:
             raise ProtocolError("cascade: a question names no block or tree node")
-        if new_pass is not None:
-            j = t.started - 1
-            mr = int(t.mrow[j]) if t.mrow[j] >= 0 else 0
-            top = kernels.top_parities(int(t.kind[j]), int(t.ksz[j]), int(t.nb[j]), t.n, t.rows[t.rowi[j]], t.masks[mr])
         self.leaked += answers.size + top.size
         self.touched = time.monotonic()
         return Message(PARITY, reply, (np.packbits(answers, bitorder="little"), np.packbits(top, bitorder="little")))

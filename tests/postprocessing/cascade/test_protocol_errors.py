@@ -31,7 +31,8 @@ def _next_block_works(link: LoopbackLink, responder: CascadeResponder, reconcile
     responder.add_block(77, alice)
     link.tamper = None
     corrected, _ = reconciler.reconcile(bob, 0.03, block_id=77)
-    assert np.array_equal(corrected, alice)
+    equal = bool(np.array_equal(corrected, alice))
+    assert equal, "the next block was not corrected"
 
 
 def test_lying_responder_fails_verification_of_that_block() -> None:
@@ -106,7 +107,7 @@ def test_frame_length_mismatch_is_refused() -> None:
 
 
 @settings(max_examples=80)
-@given(header=st.dictionaries(st.sampled_from(["block", "seq", "start", "pass", "leaked", "aborted"]),
+@given(header=st.dictionaries(st.sampled_from(["block", "seq", "start", "passes", "leaked", "aborted"]),
                               st.one_of(st.integers(-5, 2**40), st.text(max_size=5), st.none(), st.booleans(),
                                         st.dictionaries(st.sampled_from(["n", "seed", "index", "kind", "size"]),
                                                         st.one_of(st.integers(-5, 5000), st.text(max_size=40))))),
@@ -128,7 +129,7 @@ def test_questions_about_nodes_that_do_not_exist_are_refused() -> None:
     responder = CascadeResponder(link.alice)
     alice, _ = frame(1000, 0.02, 0)
     responder.add_block(1, alice)
-    start = {"block": 1, "seq": 0, "start": {"n": 1000, "seed": "00" * 16}, "pass": {"index": 0, "kind": 0, "size": 64}}
+    start = {"block": 1, "seq": 0, "start": {"n": 1000, "seed": "00" * 16}, "passes": [{"index": 0, "kind": 0, "size": 64}]}
     reply = responder.handle(Message(ASK, start, (np.zeros(1, np.uint8), np.zeros(1, np.uint32),
                                                    np.array([1 << 20], np.uint32))))
     assert reply is not None and reply.type == "cascade.error"
