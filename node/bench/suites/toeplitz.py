@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -9,6 +10,7 @@ import numpy as np
 from node.bench.core import BenchCase, BenchProfile
 
 STAGE = "toeplitz"
+THREADED_STAGE = "toeplitz-threads"
 REFERENCE_MAX_N = 10_000_000  # the FFT at 1e8 takes about half a minute: not timed there
 
 
@@ -29,6 +31,20 @@ def _run(state: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
+def _run_threaded(state: dict[str, Any]) -> dict[str, Any]:
+    from postprocessing.toeplitz import toeplitz_hash_words
+
+    toeplitz_hash_words(state["x_words"], state["n"], state["seed_words"], state["l"], threads=state["threads"])
+    return {}
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 def _reference(state: dict[str, Any]) -> dict[str, Any]:
     from postprocessing.toeplitz import toeplitz_hash_fft
 
@@ -37,7 +53,11 @@ def _reference(state: dict[str, Any]) -> dict[str, Any]:
 
 
 def cases(profile: BenchProfile) -> list[BenchCase]:
-    """One row per size: n input bits, l = n/2 output bits, throughput in Mbit/s of input key."""
+    """One row per size: n input bits, l = n/2 output bits, throughput in Mbit/s of input key.
+
+    Rows of stage "toeplitz-threads" (n >= 1e6, when the machine has several cores) time the same
+    kernel on all usable cores against itself on one.
+    """
     rows = []
     for n in profile.sizes:
         l = n // 2
@@ -55,6 +75,25 @@ def cases(profile: BenchProfile) -> list[BenchCase]:
                 reference_max_runs=1 if (profile.quick or n >= 10_000_000) else 3,
             )
         )
+    threads = min(_usable_cores(), 64)
+    if threads > 1:
+        for n in profile.sizes:
+            if n < 1_000_000:
+                continue
+            l = n // 2
+            rows.append(
+                BenchCase(
+                    stage=THREADED_STAGE,
+                    n=n,
+                    setup=lambda n=n, l=l: dict(_setup(n, l), threads=threads),
+                    run=_run_threaded,
+                    reference=_run,
+                    unit="Mbit/s",
+                    params={"l": l, "threads": threads},
+                    reference_name="same kernel, 1 thread",
+                    reference_max_runs=3,
+                )
+            )
     return rows
 
 
