@@ -4,8 +4,8 @@ Getting keys for a master SAE (per pool, requests are batched so one commit serv
 1. reserve: key IDs bound to bits of this KM's stripe, committed durably (state reserved);
 2. `KEY_ALLOC` to the peer KM, which commits them (reserved, for the named slaves) and acks;
 3. deliver: state delivered, committed; only then the answer leaves.
-Steps 3 of one batch and 1 of the next share one commit (a pipeline: while the peer acks a batch,
-the next requests gather).
+Steps 3 of acked batches and 1 of the next share one commit, and up to `ALLOC_DEPTH` batches may
+await the peer's ack at once (a pipeline); the peer handles KEY_ALLOCs in the order they were sent.
 If the peer does not ack in time the keys become void (never reused) and the master gets 503; a
 restart voids keys left reserved in step 2. Reconciliation later tells the peer which keys are void.
 """
@@ -38,6 +38,7 @@ T = TypeVar("T")
 MAX_BATCH_KEYS = 2048
 RECONCILE_PAGE = 2000
 AUTH_LOW_MESSAGES = 10_000
+ALLOC_DEPTH = 4
 
 
 @dataclass
@@ -107,55 +108,66 @@ class KeyManager:
     # -- master side: batched reserve -> KEY_ALLOC -> deliver ---------------------------------
 
     async def _allocator(self, pool: str) -> None:
-        """Pipeline: one commit settles the batch the peer just acked and reserves the next one."""
+        """Pipeline of up to `ALLOC_DEPTH` batches awaiting the peer's ack; each commit settles the
+        batches acked since the last one and reserves the requests queued meanwhile."""
         queue, wake, client = self._queues[pool], self._wake[pool], self.clients[pool]
-        inflight: tuple[list[tuple[_Pending, Reserved]], asyncio.Task[Any]] | None = None
-        while True:
-            if inflight is None:
-                await wake.wait()
-            else:
-                await asyncio.wait([inflight[1]])
-            wake.clear()
-            batch = self._take_batch(queue)
-            deliver: list[str] = []
-            void: list[str] = []
-            settled: list[tuple[_Pending, Reserved]] = []
-            failure: BaseException | None = None
-            if inflight is not None:
-                settled, task = inflight
-                failure = task.exception()
-                ids = [a.key_id for _, r in settled for a in r.allocations]
-                (void if failure is not None else deliver).extend(ids)
-                inflight = None
-            try:
-                results = await self.db(self.store.reserve_many, pool,
-                                        [(p.master, p.slaves, p.number, p.nbytes) for p in batch], deliver, void)
-            except Exception as exc:  # the store failed: nothing settled or reserved in this transaction
-                log.error("allocation commit failed: %s", exc)
-                for p in batch:
-                    _fail(p.future, exc)
-                for p, _ in settled:
-                    _fail(p.future, PeerError("key store failure"))
-                continue
-            self.counters["keys_voided"] += len(void)
-            self.counters["keys_delivered_master"] += len(deliver)
-            for p, r in settled:
-                if failure is not None:
-                    _fail(p.future, failure if isinstance(failure, PeerError) else PeerError(str(failure)))
-                elif not p.future.done():
-                    p.future.set_result([(a.key_id, m) for a, m in zip(r.allocations, r.material)])
-            served = []
-            for p, res in zip(batch, results):
-                if isinstance(res, Exception):
-                    _fail(p.future, res)
-                else:
-                    served.append((p, res))
-            if served:
-                payload = json.dumps({"allocations": [a.to_json() for _, r in served for a in r.allocations],
-                                      "retired": [list(x) for _, r in served for x in r.retired]}).encode()
-                inflight = (served, asyncio.create_task(client.request("KEY_ALLOC", {}, payload=payload)))
-            elif queue:
-                wake.set()
+        inflight: list[tuple[list[tuple[_Pending, Reserved]], asyncio.Task[Any]]] = []
+        waker: asyncio.Task[Any] | None = None
+        try:
+            while True:
+                if waker is None or waker.done():
+                    waker = asyncio.create_task(wake.wait())
+                waiting: list[asyncio.Task[Any]] = [t for _, t in inflight]
+                if len(inflight) < ALLOC_DEPTH:
+                    waiting.append(waker)
+                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                if waker.done():
+                    wake.clear()
+                acked = [x for x in inflight if x[1].done()]
+                inflight = [x for x in inflight if not x[1].done()]
+                batch = self._take_batch(queue) if len(inflight) < ALLOC_DEPTH else []
+                if not acked and not batch:
+                    continue
+                deliver: list[str] = []
+                void: list[str] = []
+                for settled, task in acked:
+                    ids = [a.key_id for _, r in settled for a in r.allocations]
+                    (void if task.exception() is not None else deliver).extend(ids)
+                try:
+                    results = await self.db(self.store.reserve_many, pool,
+                                            [(p.master, p.slaves, p.number, p.nbytes) for p in batch], deliver, void)
+                except Exception as exc:  # the store failed: nothing settled or reserved in this transaction
+                    log.error("allocation commit failed: %s", exc)
+                    for p in batch:
+                        _fail(p.future, exc)
+                    for settled, _ in acked:
+                        for p, _ in settled:
+                            _fail(p.future, PeerError("key store failure"))
+                    continue
+                self.counters["keys_voided"] += len(void)
+                self.counters["keys_delivered_master"] += len(deliver)
+                for settled, task in acked:
+                    failure = task.exception()
+                    for p, r in settled:
+                        if failure is not None:
+                            _fail(p.future, failure if isinstance(failure, PeerError) else PeerError(str(failure)))
+                        elif not p.future.done():
+                            p.future.set_result([(a.key_id, m) for a, m in zip(r.allocations, r.material)])
+                served = []
+                for p, res in zip(batch, results):
+                    if isinstance(res, Exception):
+                        _fail(p.future, res)
+                    else:
+                        served.append((p, res))
+                if served:
+                    payload = json.dumps({"allocations": [a.to_json() for _, r in served for a in r.allocations],
+                                          "retired": [list(x) for _, r in served for x in r.retired]}).encode()
+                    inflight.append((served, asyncio.create_task(client.request("KEY_ALLOC", {}, payload=payload))))
+                if queue:
+                    wake.set()
+        finally:
+            for task in [t for _, t in inflight] + ([waker] if waker is not None else []):
+                task.cancel()
 
     @staticmethod
     def _take_batch(queue: list[_Pending]) -> list[_Pending]:
@@ -170,11 +182,9 @@ class KeyManager:
 
     # -- peer requests ---------------------------------------------------------------------------
 
-    async def _on_key_alloc(self, peer: str, msg: Message) -> tuple[str, dict[str, Any]]:
-        if len(msg.frames) != 1 or not isinstance(msg.frames[0], bytes):
-            raise ValueError("KEY_ALLOC must carry one JSON payload frame")
-        doc = json.loads(msg.frames[0])
-        if not isinstance(doc, dict) or not isinstance(doc.get("allocations"), list) \
+    async def _on_key_alloc(self, peer: str, msg: Message) -> tuple[str, dict[str, Any], bytes | None]:
+        doc = _json_payload(msg)
+        if not isinstance(doc.get("allocations"), list) \
                 or not isinstance(doc.get("retired"), list):
             raise ValueError("KEY_ALLOC payload must be {allocations: [...], retired: [...]}")
         allocs = [Allocation.from_json(a) for a in doc["allocations"]]
@@ -188,18 +198,18 @@ class KeyManager:
             if self.peer_of_sae(a.slaves[0]) is not None or not all(self.is_local_sae(s) for s in a.slaves):
                 raise ValueError("KEY_ALLOC names slave SAEs not served by this KM")
         await self.db(self.store.accept_allocations, peer, allocs, retired)
-        return "KEY_ALLOC_ACK", {"count": len(allocs)}
+        return "KEY_ALLOC_ACK", {"count": len(allocs)}, None
 
-    async def _on_blocks_have(self, peer: str, msg: Message) -> tuple[str, dict[str, Any]]:
-        blocks = msg.header.get("blocks")
+    async def _on_blocks_have(self, peer: str, msg: Message) -> tuple[str, dict[str, Any], bytes | None]:
+        blocks = _json_payload(msg).get("blocks")
         if not isinstance(blocks, list) or not all(
                 isinstance(b, list) and len(b) == 2 and isinstance(b[0], str) and type(b[1]) is int for b in blocks):
             raise ValueError("BLOCKS_HAVE blocks must be a list of [link_id, block_id]")
         held = await self.db(self.store.confirm_blocks, peer, [tuple(b) for b in blocks])
-        return "BLOCKS_HELD", {"blocks": [list(b) for b in held]}
+        return "BLOCKS_HELD", {"count": len(held)}, _json_frame({"blocks": [list(b) for b in held]})
 
-    async def _on_reconcile(self, peer: str, msg: Message) -> tuple[str, dict[str, Any]]:
-        keys = msg.header.get("keys")
+    async def _on_reconcile(self, peer: str, msg: Message) -> tuple[str, dict[str, Any], bytes | None]:
+        keys = _json_payload(msg).get("keys")
         if not isinstance(keys, list) or not all(
                 isinstance(k, list) and len(k) == 2 and all(isinstance(v, str) for v in k) for k in keys):
             raise ValueError("RECONCILE keys must be a list of [key_ID, state]")
@@ -209,15 +219,16 @@ class KeyManager:
         voided = await self.db(self.store.void_peer_keys, void) if void else 0
         if unknown:
             log.error("reconciliation with %s: %d delivered key IDs unknown here", peer, len(unknown))
-        return "RECONCILE_REPORT", {"unknown": unknown, "voided": voided}
+        return "RECONCILE_REPORT", {"unknown": len(unknown), "voided": voided}, _json_frame({"unknown": unknown})
 
     async def _confirm_blocks(self, pool: str) -> None:
         pending, self._confirm_after[pool] = await self.db(self.store.unconfirmed_blocks, pool, 1000,
                                                            self._confirm_after.get(pool, 0))
         if not pending:
             return
-        reply = await self.clients[pool].request("BLOCKS_HAVE", {"blocks": [list(b) for b in pending]})
-        held = reply.header.get("blocks")
+        reply = await self.clients[pool].request("BLOCKS_HAVE", {"count": len(pending)},
+                                                 payload=_json_frame({"blocks": [list(b) for b in pending]}))
+        held = _json_payload(reply).get("blocks")
         if isinstance(held, list):
             await self.db(self.store.confirm_blocks, pool,
                           [tuple(b) for b in held if isinstance(b, list) and len(b) == 2])
@@ -244,8 +255,9 @@ class KeyManager:
                     rows = [r for r in rows if r[2] != "reserved"]
                     if rows:
                         reply = await self.clients[pool].request(
-                            "RECONCILE", {"keys": [[k, s] for _, k, s in rows]})
-                        self.counters["reconcile_unknown"] += len(reply.header.get("unknown") or [])
+                            "RECONCILE", {"count": len(rows)}, payload=_json_frame({"keys": [[k, s] for _, k, s in rows]}))
+                        unknown = reply.header.get("unknown")
+                        self.counters["reconcile_unknown"] += unknown if type(unknown) is int else 0
                         after = rows[-1][0]
                     else:
                         after = 0
@@ -320,6 +332,23 @@ class KeyManager:
     def endpoints(self) -> dict[str, Any]:
         """Where this KM listens (the bound ports, for port-0 configurations)."""
         return {"api_port": self.api_port, "ingest": self.ingest.endpoint, "link": self.peer_server.endpoint}
+
+
+def _json_frame(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def _json_payload(msg: Message) -> dict[str, Any]:
+    """The JSON object carried in a message's single payload frame; `ValueError` otherwise."""
+    if len(msg.frames) != 1 or not isinstance(msg.frames[0], bytes):
+        raise ValueError(f"{msg.type} must carry one JSON payload frame")
+    try:
+        doc = json.loads(msg.frames[0])
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ValueError(f"{msg.type} payload is not valid JSON") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"{msg.type} payload must be a JSON object")
+    return doc
 
 
 def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:

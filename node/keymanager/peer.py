@@ -3,14 +3,15 @@
 Each KM binds one ROUTER for its peers' requests and connects one DEALER to each peer. A request
 carries a random `req` tag that its reply repeats. Message types:
 
-- `BLOCKS_HAVE {blocks}` -> `BLOCKS_HELD {blocks}`: which key blocks both KMs hold (only those
+- `BLOCKS_HAVE [blocks]` -> `BLOCKS_HELD [blocks]`: which key blocks both KMs hold (only those
   serve keys, so a slave can always fetch what its master got);
 - `KEY_ALLOC {allocations, retired}` -> `KEY_ALLOC_ACK {}`: the owner of a stripe tells the peer
   which bits carry which key IDs; the peer acks after its durable commit, before the master SAE
   gets its answer;
-- `RECONCILE {keys: [[key_ID, state], ...]}` -> `RECONCILE_REPORT {unknown, voided}`: periodic
+- `RECONCILE [keys: [[key_ID, state], ...]]` -> `RECONCILE_REPORT {unknown, voided} [unknown IDs]`: periodic
   comparison of delivered/void key IDs (never key bits);
 - any failure -> `ERROR {message}`.
+Lists travel as one JSON payload frame ([...] above), headers hold only small fields.
 Unknown types, bad MACs, replays and malformed frames are logged and dropped; the loop lives on.
 """
 
@@ -31,7 +32,7 @@ from node.keymanager.wire import LinkState, PersistentLink, flow_secret
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[str, Message], Awaitable[tuple[str, dict[str, Any]]]]
+Handler = Callable[[str, Message], Awaitable[tuple[str, dict[str, Any], bytes | None]]]
 
 
 def flow_of(requester: str, responder: str) -> int:
@@ -82,7 +83,7 @@ class PeerClient:
             async with asyncio.timeout(timeout_s or self.timeout_s):
                 async with self._send_lock:
                     frames = self.link.seal(Message(msg_type, {**header, "req": req}, [] if payload is None else [payload]))
-                    await self.sock.send_multipart(frames, copy=False)
+                    await self.sock.send_multipart(frames)
                 reply = await fut
         except TimeoutError:
             raise PeerError(f"peer KM {self.peer_id} did not answer {msg_type} in time") from None
@@ -169,10 +170,11 @@ class PeerServer:
                 raise ValueError(f"unknown message type {msg.type}")
             if not isinstance(req, str) or len(req) > 64:
                 raise ValueError("request lacks a valid 'req' tag")
-            reply_type, header = await handler(peer, msg)
+            reply_type, header, payload = await handler(peer, msg)
         except Exception as exc:  # a handler's failure answers this request only
             log.error("request %s from peer KM %s failed: %s", msg.type, peer, exc)
-            reply_type, header = "ERROR", {"message": str(exc)[:500]}
+            reply_type, header, payload = "ERROR", {"message": str(exc)[:500]}, None
         async with self._send_lock:
-            frames = link.seal(Message(reply_type, {**header, "req": req if isinstance(req, str) else ""}))
-            await self.sock.send_multipart([ident, *frames], copy=False)
+            frames = link.seal(Message(reply_type, {**header, "req": req if isinstance(req, str) else ""},
+                                       [] if payload is None else [payload]))
+            await self.sock.send_multipart([ident, *frames])

@@ -138,3 +138,19 @@ def test_authentication_key_is_consumed_by_each_exchange(pair):
     after = pair.a.km.auth_messages_left()
     assert after["KME_B:out"] < before["KME_B:out"]
     assert all(v > 0 for v in after.values())
+
+
+def test_reconciliation_reports_delivered_key_ids_the_peer_does_not_know(pki, tmp_path):
+    p = Pair(tmp_path, pki)
+    try:
+        p.feed(1 << 18)
+        km = p.a.km
+        r = p.a.call(km.db(km.store.reserve, "KME_B", "SAE_A", ["SAE_B"], 2500, 32))  # never sent to KME_B
+        p.a.call(km.db(km.store.set_state, [x.key_id for x in r.allocations], "delivered"))
+        for _ in range(200):
+            if km.counters["reconcile_unknown"] >= 2500:
+                break
+            time.sleep(0.05)
+        assert km.counters["reconcile_unknown"] >= 2500
+    finally:
+        p.close()
