@@ -151,7 +151,10 @@ def load_link_parameters(path: str | Path, base: LinkParameters) -> LinkParamete
     """Read a TOML or JSON file of link parameters (a flat table; a TOML file may put them under
     [link]) on top of `base`; errors name the offending key and the allowed values."""
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"params: cannot read {path}: {exc.strerror if isinstance(exc, OSError) else exc}") from None
     try:
         if path.suffix.lower() == ".json":
             data = json.loads(text)

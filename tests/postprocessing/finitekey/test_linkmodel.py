@@ -93,6 +93,11 @@ def test_bad_parameter_files_name_the_key(tmp_path, text: str, name: str) -> Non
         load_link_parameters(path, LIM2014_SECTION_IV)
 
 
+def test_missing_parameter_file_is_a_value_error(tmp_path) -> None:
+    with pytest.raises(ValueError, match="params"):
+        load_link_parameters(tmp_path / "absent.toml", LIM2014_SECTION_IV)
+
+
 def test_bad_json_parameter_file_is_refused(tmp_path) -> None:
     path = tmp_path / "bad.json"
     path.write_text("[1, 2]")
