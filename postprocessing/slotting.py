@@ -74,7 +74,7 @@ class SlottedTags:
     slot: NDArray[np.int64]
     channel: NDArray[np.uint8]
     time: NDArray[np.int64]
-    index: NDArray[np.int64]
+    index: NDArray[np.int64] | None  # only with assign_slots(..., with_index=True)
     in_gate: NDArray[np.int64]  # per channel (index = channel number)
     out_of_gate: NDArray[np.int64]  # per channel
 
@@ -197,7 +197,7 @@ def fit_clock(
 
 @njit(**KERNEL)
 def _assign(time, channel, is_det, phase0, t_ref, inv_period, half_gate, s_min,
-            out_slot, out_ch, out_t, out_i, in_gate, out_gate):  # pragma: no cover - numba
+            out_slot, out_ch, out_t, want_index, out_i, in_gate, out_gate):  # pragma: no cover - numba
     """Nearest slot of each detector tag and the gate test, branch-free; returns the tags kept.
     `phase0[c]` is (intercept + delay[c]) / period; `half_gate` is in periods; slots below
     `s_min` (relative to the fit's reference) are before the session and dropped."""
@@ -211,7 +211,8 @@ def _assign(time, channel, is_det, phase0, t_ref, inv_period, half_gate, s_min,
         out_slot[n] = np.int64(s)
         out_ch[n] = ch
         out_t[n] = time[i]
-        out_i[n] = i
+        if want_index:
+            out_i[n] = i
         n += keep
         in_gate[ch] += keep
         out_gate[ch] += is_det[ch] & ~keep
@@ -225,11 +226,13 @@ def assign_slots(
     gate_ps: float,
     delay_ps: NDArray[np.float64] | dict[int, float] | None = None,
     detector_channels: tuple[int, ...] = (1, 2, 3, 4),
+    with_index: bool = False,
 ) -> SlottedTags:
     """Map each detector tag to its slot; keep those within `gate_ps` of the expected arrival.
 
     `delay_ps[c]` is channel c's arrival delay relative to the sync-fitted slot time (an array
     indexed by channel, or a dict; default 0). Tags of other channels (the sync) are ignored.
+    `with_index` also returns each kept tag's input position (e.g. to look up ground truth).
     """
     t, ch = _check_tags(time, channel)
     if not isinstance(fit, ClockFit):
@@ -242,17 +245,17 @@ def assign_slots(
     out_slot = np.empty(n, np.int64)
     out_ch = np.empty(n, np.uint8)
     out_t = np.empty(n, np.int64)
-    out_i = np.empty(n, np.int64)
+    out_i = np.empty(n if with_index else 0, np.int64)
     in_gate = np.zeros(N_CHANNELS, np.int64)
     out_gate = np.zeros(N_CHANNELS, np.int64)
     # slot numbers are counted from slot_ref inside the kernel
     phase0 = (fit.intercept_ps + delay) / fit.period_ps
     k = _assign(t, ch, is_det, phase0, np.int64(fit.t_ref_ps), 1.0 / fit.period_ps,
-                0.5 * float(gate_ps) / fit.period_ps, float(-fit.slot_ref), out_slot, out_ch, out_t, out_i, in_gate, out_gate)
+                0.5 * float(gate_ps) / fit.period_ps, float(-fit.slot_ref), out_slot, out_ch, out_t, bool(with_index), out_i, in_gate, out_gate)
     slot = out_slot[:k]
     if fit.slot_ref:
         slot += fit.slot_ref
-    return SlottedTags(slot, out_ch[:k], out_t[:k], out_i[:k], in_gate, out_gate)
+    return SlottedTags(slot, out_ch[:k], out_t[:k], out_i[:k] if with_index else None, in_gate, out_gate)
 
 
 @njit(**KERNEL)

@@ -133,9 +133,11 @@ def tag_streams(draw):
 @given(tag_streams())
 def test_assign_slots_matches_reference(case) -> None:
     t, ch, fit, gate, delay = case
-    out = assign_slots(t, ch, fit, gate, delay, DETECTOR_CHANNELS)
+    out = assign_slots(t, ch, fit, gate, delay, DETECTOR_CHANNELS, with_index=True)
     ref = assign_ref(t, ch, fit, gate, delay, DETECTOR_CHANNELS)
     assert list(zip(out.slot.tolist(), out.channel.tolist(), out.time.tolist(), out.index.tolist())) == ref
+    plain = assign_slots(t, ch, fit, gate, delay, DETECTOR_CHANNELS)
+    assert plain.index is None and np.array_equal(plain.slot, out.slot) and np.array_equal(plain.time, out.time)
     n_det = int(np.isin(ch, DETECTOR_CHANNELS).sum())
     assert int(out.in_gate.sum()) == len(ref) and out.n_out_of_gate == n_det - len(ref)
 
@@ -207,7 +209,7 @@ def test_with_drift_and_jitter_true_detections_get_their_slot(rate_hz: float, dr
         delays = estimate_delays(ev.time, ev.channel, fit)
         assert np.all(np.abs(delays[1:5] - p.channel_delays_ps()[1:5]) < 5.0)
     gate = min(p.period_ps, 500.0)
-    slotted = assign_slots(ev.time, ev.channel, fit, gate, delays)
+    slotted = assign_slots(ev.time, ev.channel, fit, gate, delays, with_index=True)
     photon = ev.kind == KIND_PHOTON
     correct = np.zeros(len(ev), bool)
     correct[slotted.index] = slotted.slot == ev.slot[slotted.index]
