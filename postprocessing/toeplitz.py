@@ -6,9 +6,12 @@ carry-less product S(z)·X(z). A uniformly random seed makes this a two-universa
 what the leftover hash lemma needs. `l = 0` is allowed and gives an empty output (then the seed has
 n - 1 bits); `l >= n` is refused.
 
-The production kernel is C (csrc/toeplitz.c: carry-less multiplication with transposed Karatsuba,
-PCLMULQDQ / VPCLMULQDQ chosen at run time, portable fallback). `toeplitz_hash_fft` is the float64
-FFT reference the benchmark compares against.
+The production kernel is C (csrc/toeplitz.c): a word-level middle product by transposed Karatsuba
+that computes only the l output bits, with PCLMULQDQ / VPCLMULQDQ chosen at run time and a portable
+fallback (`QKDNODE_C_PATH=portable` forces it; `postprocessing._cbackend.active_paths()` names the
+path in use). Optionally several threads share the work. `toeplitz_hash_fft` is the float64 FFT
+reference the benchmark compares against. The seed may be public (Alice sends it to Bob); draw it
+with `draw_seed_words`.
 """
 
 from __future__ import annotations
