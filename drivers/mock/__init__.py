@@ -1,10 +1,22 @@
 """Mock hardware: a Monte-Carlo model of a decoy-state BB84 link behind the real driver protocols.
 
-Channel map of the mock time-tagger (see `link.CHANNEL_*`): channel 0 carries the sync pulses,
-channels 1-4 are Bob's detectors Z0, Z1, X0, X1 (basis Z/X, bit 0/1).
+- `LinkParams`: the physics (source rate, intensities and class probabilities, fibre, Bob's
+  passive basis choice, four detectors with efficiency, dark counts, afterpulsing, dead time and
+  jitter, misalignment, clock offset and drift, sync channel, intercept-resend fraction).
+- `MockTransmitter` (Alice, `Transmitter` protocol) and `MockTimeTagger` (Bob's tagger,
+  `TimeTagger` protocol) built from the same params and seed describe the same link;
+  `mock_link_pair` makes both.
+- `simulate_detections`: Bob's whole chain in one call (tags, clock fit, slotting, multi-click
+  squashing) with Alice's truth per detection, for sifting tests and the simulated node.
+- `expected_statistics`: the analytic model the simulation is tested against.
+
+Channel map of the mock tagger: 0 = sync (one pulse every `sync_every` slots), 1 = Z0, 2 = Z1,
+3 = X0, 4 = X1 (detector of basis Z/X and bit 0/1).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from drivers.mock.analytic import AnalyticModel, expected_statistics
 from drivers.mock.link import (
@@ -15,6 +27,7 @@ from drivers.mock.link import (
     LinkSimulator,
     SimulatedDetections,
     simulate_detections,
+    simulate_link,
 )
 from drivers.mock.tagger import MockTimeTagger
 from drivers.mock.transmitter import MockTransmitter
@@ -30,5 +43,14 @@ __all__ = [
     "MockTransmitter",
     "SimulatedDetections",
     "expected_statistics",
+    "mock_link_pair",
     "simulate_detections",
+    "simulate_link",
 ]
+
+
+def mock_link_pair(params: LinkParams | None = None, seed: int = 0,
+                   **tagger_options: Any) -> tuple[MockTransmitter, MockTimeTagger]:
+    """Alice's source and Bob's tagger of one mock link (same params and seed)."""
+    params = params if params is not None else LinkParams()
+    return MockTransmitter(params, seed), MockTimeTagger(params, seed, **tagger_options)

@@ -157,3 +157,19 @@ def test_skip_leaves_a_gap_in_the_tag_times() -> None:
     assert not np.any((slots >= 100_000) & (slots < 1_100_000))  # nothing from the skipped slots
     assert slots.max() >= 1_190_000
     assert sim.counters.skipped_slots == 1_000_000
+
+
+def test_mock_link_pair_shares_the_link() -> None:
+    from drivers.mock import mock_link_pair
+
+    p = LinkParams(fibre_length_km=0.0)
+    tx, tagger = mock_link_pair(p, seed=8, block_s=1e-4, duration_s=2e-4, truth=True)
+    assert tx.params is p and tagger.channels == (0, 1, 2, 3, 4) and tagger.resolution_ps == 1
+    tagger.start()
+    blocks = _drain(tagger)
+    slot = np.concatenate([b.meta["slot"] for b in blocks])
+    kind = np.concatenate([b.meta["kind"] for b in blocks])
+    states = tx.states(slot[kind == KIND_PHOTON])
+    assert len(states.slot) > 1000
+    # photons come from the signal and decoy classes, never from the vacuum class
+    assert not np.any(states.intensity == 2)
