@@ -1,13 +1,15 @@
 """The Monte-Carlo link: Alice's decoy-state BB84 source, the fibre, Eve, Bob's detectors and
 clocks, producing the time-tag stream Bob's tagger would record.
 
-Cost per detection, not per slot: a candidate slot is drawn with geometric gaps at the largest
+Cost per detection, not per slot: candidate slots are drawn with geometric gaps at the largest
 per-slot detection probability `p_c = 1 - exp(-Lambda_max)` over all (class, state) pairs; the
 candidate's state is recomputed from (seed, slot), it is kept with probability
 `(1 - exp(-Lambda)) / p_c` for its own `Lambda = mu_k * eta_channel * sum_j r[a, x, j]`, and the
 detected photons (a zero-truncated Poisson number) are spread over the detectors in proportion to
-`r[a, x, j]`. This is exact thinning of the per-slot process. Dark counts are a Poisson process in
-Bob's time; dead time and afterpulsing act on the time-sorted clicks per detector.
+`r[a, x, j]`. This is exact thinning of the per-slot process. The pipeline is struct-of-arrays
+(uniforms, vectorised logs for the gaps, thinning, jitter) and all draws after the gaps are keyed
+by the slot. Dark counts are a Poisson process in Bob's time; dead time and afterpulsing act on
+the time-sorted clicks per detector.
 
 Channel map (tagger channels): 0 = sync, 1 = Z0, 2 = Z1, 3 = X0, 4 = X1.
 """
@@ -38,6 +40,22 @@ from drivers.mock.detectors import (
 )
 from drivers.mock.eve import resend_state
 from postprocessing._numba import KERNEL, njit
+
+__all__ = [
+    "CHANNEL_SYNC",
+    "DETECTOR_CHANNELS",
+    "KIND_AFTERPULSE",
+    "KIND_DARK",
+    "KIND_PHOTON",
+    "KIND_SYNC",
+    "LinkCounters",
+    "LinkEvents",
+    "LinkParams",
+    "LinkSimulator",
+    "SimulatedDetections",
+    "simulate_detections",
+    "simulate_link",
+]
 
 CHANNEL_SYNC = 0
 DETECTOR_CHANNELS = (1, 2, 3, 4)  # Z0, Z1, X0, X1
