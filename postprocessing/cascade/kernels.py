@@ -87,9 +87,11 @@ def word_parity(x: np.uint64) -> int:
 
 
 @njit(**KERNEL)
-def _range_words(words: NDArray[np.uint64], mask: NDArray[np.uint64], flip: int, lo: int, hi: int) -> np.uint64:
-    """XOR of the words of [lo, hi) ANDed with the subset mask (flip = 1: its complement); bits
-    outside [lo, hi) cleared. Packed bits per DESIGN §3 (padding bits are zero)."""
+def _range_words(rows: NDArray[np.uint64], r: int, masks: NDArray[np.uint64], m: int, flip: int,
+                 lo: int, hi: int) -> np.uint64:
+    """XOR of the words of rows[r] over [lo, hi) ANDed with masks[m] (flip = 1: its complement);
+    bits outside [lo, hi) cleared. Packed bits per DESIGN §3 (padding bits are zero). 2-D arrays
+    and row numbers rather than row views: no array object per call in the hot loops."""
     acc = np.uint64(0)
     if hi <= lo:
         return acc
@@ -99,17 +101,16 @@ def _range_words(words: NDArray[np.uint64], mask: NDArray[np.uint64], flip: int,
     first = _ONES << np.uint64(lo & 63)
     last = _ONES >> np.uint64(63 - ((hi - 1) & 63))
     if w0 == w1:
-        return words[w0] & (mask[w0] ^ fm) & first & last
-    acc = words[w0] & (mask[w0] ^ fm) & first
+        return rows[r, w0] & (masks[m, w0] ^ fm) & first & last
+    acc = rows[r, w0] & (masks[m, w0] ^ fm) & first
     for w in range(w0 + 1, w1):
-        acc ^= words[w] & (mask[w] ^ fm)
-    acc ^= words[w1] & (mask[w1] ^ fm) & last
+        acc ^= rows[r, w] & (masks[m, w] ^ fm)
+    acc ^= rows[r, w1] & (masks[m, w1] ^ fm) & last
     return acc
 
 
 @njit(**KERNEL)
-def packed_parity(words: NDArray[np.uint64], lo: int, hi: int) -> int:
-    """Parity of the packed bits in [lo, hi)."""
+def _plain_parity(rows: NDArray[np.uint64], r: int, lo: int, hi: int) -> int:
     if hi <= lo:
         return np.int64(0)
     w0 = lo >> 6
@@ -117,18 +118,24 @@ def packed_parity(words: NDArray[np.uint64], lo: int, hi: int) -> int:
     first = _ONES << np.uint64(lo & 63)
     last = _ONES >> np.uint64(63 - ((hi - 1) & 63))
     if w0 == w1:
-        return word_parity(words[w0] & first & last)
-    acc = words[w0] & first
+        return word_parity(rows[r, w0] & first & last)
+    acc = rows[r, w0] & first
     for w in range(w0 + 1, w1):
-        acc ^= words[w]
-    acc ^= words[w1] & last
+        acc ^= rows[r, w]
+    acc ^= rows[r, w1] & last
     return word_parity(acc)
+
+
+@njit(**KERNEL)
+def packed_parity(words: NDArray[np.uint64], lo: int, hi: int) -> int:
+    """Parity of the packed bits in [lo, hi)."""
+    return _plain_parity(words.reshape(1, words.size), 0, lo, hi)
 
 
 @njit(**KERNEL)
 def masked_parity(words: NDArray[np.uint64], mask: NDArray[np.uint64], flip: int, lo: int, hi: int) -> int:
     """Parity of the packed bits in [lo, hi) that lie in the subset `mask` (flip = 1: its complement)."""
-    return word_parity(_range_words(words, mask, flip, lo, hi))
+    return word_parity(_range_words(words.reshape(1, words.size), 0, mask.reshape(1, mask.size), 0, flip, lo, hi))
 
 
 @njit(**KERNEL)
@@ -140,7 +147,7 @@ def _popcount(x: np.uint64) -> int:
 
 
 @njit(**KERNEL)
-def _members(mask: NDArray[np.uint64], flip: int, lo: int, hi: int, n: int) -> int:
+def _members(masks: NDArray[np.uint64], m: int, flip: int, lo: int, hi: int) -> int:
     """Subset members (flip = 1: complement members) among positions [lo, hi), hi - lo <= 64."""
     if hi <= lo:
         return 0
@@ -150,8 +157,8 @@ def _members(mask: NDArray[np.uint64], flip: int, lo: int, hi: int, n: int) -> i
     first = _ONES << np.uint64(lo & 63)
     last = _ONES >> np.uint64(63 - ((hi - 1) & 63))
     if w0 == w1:
-        return _popcount((mask[w0] ^ fm) & first & last)
-    return _popcount((mask[w0] ^ fm) & first) + _popcount((mask[w1] ^ fm) & last)
+        return _popcount((masks[m, w0] ^ fm) & first & last)
+    return _popcount((masks[m, w0] ^ fm) & first) + _popcount((masks[m, w1] ^ fm) & last)
 
 
 @njit(**KERNEL)
@@ -162,12 +169,12 @@ def _root_length(kind: int, k: int, b: int, n: int) -> int:
 
 
 @njit(**KERNEL)
-def _node_parity(kind: int, k: int, b: int, lo: int, hi: int, row: NDArray[np.uint64],
-                 mask: NDArray[np.uint64]) -> int:
+def _node_parity(kind: int, k: int, b: int, lo: int, hi: int, rows: NDArray[np.uint64], r: int,
+                 masks: NDArray[np.uint64], m: int) -> int:
     if kind == BLOCK:
         off = b * k
-        return packed_parity(row, off + lo, off + hi)
-    return masked_parity(row, mask, b, lo, hi)
+        return _plain_parity(rows, r, off + lo, off + hi)
+    return word_parity(_range_words(rows, r, masks, m, b, lo, hi))
 
 
 @njit(**KERNEL)
@@ -217,7 +224,7 @@ def answer_questions(
             out[i] = INVALID
             continue
         mr = mrow[j] if mrow[j] >= 0 else 0
-        out[i] = _node_parity(kd, ksz[j], b, lo, hi, rows[rowi[j]], masks[mr])
+        out[i] = _node_parity(kd, ksz[j], b, lo, hi, rows, rowi[j], masks, mr)
     return out
 
 
@@ -296,7 +303,7 @@ def bob_round(
         length = _root_length(kd, ksz[j], b, n)
         lo, hi = node_range(length, v)
         mr = mrow[j] if mrow[j] >= 0 else 0
-        mine = _node_parity(kd, ksz[j], b, lo, hi, rows[rowi[j]], masks[mr])
+        mine = _node_parity(kd, ksz[j], b, lo, hi, rows, rowi[j], masks, mr)
         slot = base[j] + b * stride[j]
         state[slot + v] = EVEN + (mine ^ answers[i])
         ps = state[slot + (v >> 1)]
@@ -338,9 +345,10 @@ def bob_round(
             if hi - lo == 1:
                 if nflip >= flipped.size:
                     # keep it for the next round (the caller bounds corrections per round)
-                    k_pass = _grow(k_pass, kc + 1)
-                    k_blk = _grow(k_blk, kc + 1)
-                    k_node = _grow(k_node, kc + 1)
+                    if kc == k_pass.size:
+                        k_pass = _grow(k_pass, kc + 1)
+                        k_blk = _grow(k_blk, kc + 1)
+                        k_node = _grow(k_node, kc + 1)
                     k_pass[kc] = j
                     k_blk[kc] = b
                     k_node[kc] = v
@@ -389,9 +397,10 @@ def bob_round(
                             vv = 2 * vv + 1
                             l2 = mid
                     if deepest:
-                        w_pass = _grow(w_pass, nw + 1)
-                        w_blk = _grow(w_blk, nw + 1)
-                        w_node = _grow(w_node, nw + 1)
+                        if nw == w_pass.size:
+                            w_pass = _grow(w_pass, nw + 1)
+                            w_blk = _grow(w_blk, nw + 1)
+                            w_node = _grow(w_node, nw + 1)
                         w_pass[nw] = jj
                         w_blk[nw] = bb
                         w_node[nw] = deepest
@@ -402,28 +411,30 @@ def bob_round(
             if sl == UNKNOWN and kd != BLOCK and hi - lo <= 64:
                 # subset passes: a half with no member has parity 0 on both sides, nothing to ask
                 mid = lo + (hi - lo + 1) // 2
-                if _members(masks[mr], b, lo, mid, n) == 0:
+                if _members(masks, mr, b, lo, mid) == 0:
                     state[slot + left] = EVEN
                     state[slot + left + 1] = ODD
                     sl = EVEN
-                elif _members(masks[mr], b, mid, hi, n) == 0:
+                elif _members(masks, mr, b, mid, hi) == 0:
                     state[slot + left] = ODD
                     state[slot + left + 1] = EVEN
                     sl = ODD
             if sl == UNKNOWN:
                 state[slot + left] = ASKED
-                q_pass = _grow(q_pass, qc + 1)
-                q_blk = _grow(q_blk, qc + 1)
-                q_node = _grow(q_node, qc + 1)
+                if qc == q_pass.size:
+                    q_pass = _grow(q_pass, qc + 1)
+                    q_blk = _grow(q_blk, qc + 1)
+                    q_node = _grow(q_node, qc + 1)
                 q_pass[qc] = j
                 q_blk[qc] = b
                 q_node[qc] = left
                 qc += 1
                 sl = ASKED
             if sl == ASKED:
-                k_pass = _grow(k_pass, kc + 1)
-                k_blk = _grow(k_blk, kc + 1)
-                k_node = _grow(k_node, kc + 1)
+                if kc == k_pass.size:
+                    k_pass = _grow(k_pass, kc + 1)
+                    k_blk = _grow(k_blk, kc + 1)
+                    k_node = _grow(k_node, kc + 1)
                 k_pass[kc] = j
                 k_blk[kc] = b
                 k_node[kc] = v
