@@ -8,10 +8,11 @@ bytes; the consumed prefix is overwritten with zeros in the same transaction. Bo
 allocate from disjoint bits by construction, and the owner tells the peer which (chunk, offset,
 length) carries which key ID before its master SAE gets the key.
 
-Key states: bits are *available* in a chunk; a key is *reserved* (a key ID bound to bits, durable)
-and then *delivered*; a reserved key that can no longer be delivered safely becomes *void* (its bits
-are never reused). Every state change is one SQLite transaction committed with synchronous=FULL
-before the caller answers anyone. The file is created owner-only (0600) and `secure_delete` makes
+Key states: bits are *available* in a chunk; a key is *reserved* (a key ID bound to bits) and then
+*delivered*; a reserved key that can no longer be delivered safely becomes *void* (its bits are never
+reused). Every state change is one SQLite transaction, committed with synchronous=FULL before the
+caller answers anyone (a pure reservation, which answers no one, is only written to the WAL; see
+`reserve_many`). The file is created owner-only (0600) and `secure_delete` makes
 SQLite overwrite freed content.
 """
 
@@ -332,6 +333,14 @@ class KeyStore:
                 raise ValueError("slaves must name at least one slave SAE")
         role = self.role(pool)
         out: list[Reserved | PoolExhausted] = []
+        durable = bool(deliver or void)
+        if not durable:
+            # A pure reservation is written to the WAL without fsync: it survives the death of the
+            # process, and the next durable commit (the delivery, before any answer) syncs it. If
+            # the machine loses power in between, the cursor may come back behind bits already
+            # bound at the peer, which then refuses the overlapping allocation (see
+            # `accept_allocations`): those keys become void, never handed out twice.
+            self.db.execute("PRAGMA synchronous=NORMAL")
         self._begin()
         try:
             for state, ids in (("delivered", deliver), ("void", void)):
@@ -350,6 +359,9 @@ class KeyStore:
         except BaseException:
             self._rollback()
             raise
+        finally:
+            if not durable:
+                self.db.execute("PRAGMA synchronous=FULL")
         return out
 
     def _reserve_one(self, pool: str, role: int, master_sae: str, slaves: Sequence[str], number: int,

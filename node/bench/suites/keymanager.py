@@ -84,6 +84,29 @@ def _cpu_s(pid: int) -> float:
         return 0.0
 
 
+def _commit_latency_ms(directory: str, commits: int = 30) -> float:
+    """Median time of one durable SQLite commit (WAL, synchronous=FULL) in `directory` right now: each
+    enc_keys answer waits for three of them (reserve, the peer's accept, deliver)."""
+    import sqlite3
+
+    path = os.path.join(directory, "fsync-probe.db")
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("CREATE TABLE IF NOT EXISTS t(x BLOB)")
+        times = []
+        for _ in range(commits):
+            t0 = time.perf_counter()
+            db.execute("BEGIN")
+            db.execute("INSERT INTO t VALUES(?)", (bytes(64),))
+            db.execute("COMMIT")
+            times.append(time.perf_counter() - t0)
+    finally:
+        db.close()
+    return statistics.median(times) * 1e3
+
+
 def _client_ssl(pair: Any) -> ssl.SSLContext:
     ctx = ssl.create_default_context(cafile=pair.ca)
     ctx.load_cert_chain(*pair.pem("SAE_A"))
@@ -154,7 +177,7 @@ def _enc_case(profile: BenchProfile) -> BenchCase:
         cpu = {f"kme_{w}_cpu_ms_per_req": (_cpu_s(p.pid) - cpu0[w]) / total * 1e3 for w, p in pair.procs.items()}
         cpu["clients_cpu_ms_per_req"] = (time.process_time() - own0) / total * 1e3
         return {"req_per_s": rate, "closed_p50_ms": q[49] * 1e3, "closed_p99_ms": q[98] * 1e3, **state["paced"],
-                **cpu, "load_avg_1m": os.getloadavg()[0]}
+                **cpu, "fsync_commit_ms": _commit_latency_ms(_Cluster.get().tmp.name), "load_avg_1m": os.getloadavg()[0]}
 
     def reference(state: dict[str, Any]) -> None:
         asyncio.run(_load(state["pair"], "status", total, None))

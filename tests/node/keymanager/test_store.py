@@ -175,3 +175,36 @@ def test_both_kms_serving_masters_never_hand_out_the_same_bits(tmp_path_factory,
         assert all(ranges[i][1] <= ranges[i + 1][0] for i in range(len(ranges) - 1))
     a.close()
     b.close()
+
+
+def test_reservation_leaves_the_connection_at_synchronous_full(tmp_path):
+    a, b = pair(tmp_path)
+    feed(a, b, [(0, os.urandom(8192))])
+    a.reserve("KME_B", "SAE_A", ["SAE_B"], 2, 32)
+    assert a.db.execute("PRAGMA synchronous").fetchone()[0] == 2
+
+
+def test_bits_rebound_after_a_lost_reservation_are_refused_by_the_peer(tmp_path):
+    """A reservation lost to a power cut (its cursor rolled back) cannot bind bits the peer already holds."""
+    a, b = pair(tmp_path)
+    feed(a, b, [(0, os.urandom(8192))])
+    first = a.reserve("KME_B", "SAE_A", ["SAE_B"], 2, 32)
+    b.accept_allocations("KME_A", first.allocations, first.retired)
+    # power cut at the owner before its next durable commit: the reservation is gone
+    p = first.allocations[0].position
+    a.db.execute("UPDATE chunks SET cursor=0 WHERE link_id=? AND block_id=? AND idx=?", (p.link_id, p.block_id, p.idx))
+    a.db.execute("DELETE FROM keys")
+    again = a.reserve("KME_B", "SAE_A", ["SAE_B"], 1, 32)
+    assert again.allocations[0].position == p
+    with pytest.raises(ValueError, match="overlaps"):
+        b.accept_allocations("KME_A", again.allocations, again.retired)
+    a.set_state([x.key_id for x in again.allocations], "void")
+    for _ in range(3):  # each refused batch is voided and the owner's cursor moves on past the bound bits
+        later = a.reserve("KME_B", "SAE_A", ["SAE_B"], 1, 32)
+        try:
+            b.accept_allocations("KME_A", later.allocations, later.retired)
+            break
+        except ValueError:
+            a.set_state([x.key_id for x in later.allocations], "void")
+    assert later.allocations[0].position.offset >= 64
+    assert b.fetch("SAE_B", "SAE_A", [later.allocations[0].key_id]) == later.material
