@@ -28,13 +28,14 @@ __all__ = [
     "encode_message",
     "decode_message",
     "ClassicalChannel",
+    "ChannelTimeout",
     "LoopbackLink",
     "LoopbackEnd",
 ]
 
 PROTOCOL = b"qkdnode-cascade/1"
 
-_DTYPES = {"u1": np.dtype("<u1"), "u4": np.dtype("<u4"), "u8": np.dtype("<u8"), "i8": np.dtype("<i8")}
+_DTYPES: dict[str, np.dtype[Any]] = {"u1": np.dtype("<u1"), "u4": np.dtype("<u4"), "u8": np.dtype("<u8"), "i8": np.dtype("<i8")}
 _CODES = {np.dtype(np.uint8): "u1", np.dtype(np.uint32): "u4", np.dtype(np.uint64): "u8", np.dtype(np.int64): "i8"}
 _LITTLE = sys.byteorder == "little"
 _MAX_HEADER = 64 * 1024
@@ -111,6 +112,10 @@ def decode_message(frames: Sequence[bytes]) -> Message:
     return Message(mtype, header, tuple(out))
 
 
+class ChannelTimeout(ProtocolError):
+    """No message from the peer within the timeout (a silent peer)."""
+
+
 class ClassicalChannel(ABC):
     """One end of an (authenticated) classical channel between Alice and Bob."""
 
@@ -120,7 +125,8 @@ class ClassicalChannel(ABC):
 
     @abstractmethod
     def recv(self, timeout_s: float) -> Message:
-        """The next message from the peer; ProtocolError if none within `timeout_s` or malformed."""
+        """The next message from the peer; ChannelTimeout (a ProtocolError) if none arrives within
+        `timeout_s`, ProtocolError if it is malformed."""
 
     bytes_sent: int = 0
     bytes_received: int = 0
@@ -159,7 +165,7 @@ class LoopbackEnd(ClassicalChannel):
         deadline = time.monotonic() + timeout_s
         frames = self._link._take(self._side, block_until=deadline)
         if frames is None:
-            raise ProtocolError(f"cascade: no message from the peer within {timeout_s:g} s")
+            raise ChannelTimeout(f"cascade: no message from the peer within {timeout_s:g} s")
         return self._accept(frames)
 
     def _accept(self, frames: list[bytes]) -> Message:
@@ -207,11 +213,13 @@ class LoopbackLink:
 
     def _post(self, side: int, frames: list[bytes]) -> None:
         if self.tamper is not None:
-            frames = self.tamper(side, frames)
-            if frames is None:
+            tampered = self.tamper(side, frames)
+            if tampered is None:
                 return
+            frames = tampered
         due = time.monotonic() + self.latency_s / 2
-        heapq.heappush(self._queues[side], (due, next(self._seq), frames))
+        entry: tuple[float, int, list[bytes]] = (due, next(self._seq), frames)
+        heapq.heappush(self._queues[side], entry)
 
     def _take(self, side: int, block_until: float | None) -> list[bytes] | None:
         mine = self._queues[side]

@@ -75,7 +75,7 @@ _ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
 @njit(**KERNEL)
-def word_parity(x: np.uint64) -> int:
+def word_parity(x: np.uint64) -> np.int64:
     """Parity of the set bits of one 64-bit word."""
     x ^= x >> np.uint64(32)
     x ^= x >> np.uint64(16)
@@ -110,7 +110,7 @@ def _range_words(rows: NDArray[np.uint64], r: int, masks: NDArray[np.uint64], m:
 
 
 @njit(**KERNEL)
-def _plain_parity(rows: NDArray[np.uint64], r: int, lo: int, hi: int) -> int:
+def _plain_parity(rows: NDArray[np.uint64], r: int, lo: int, hi: int) -> np.int64:
     if hi <= lo:
         return np.int64(0)
     w0 = lo >> 6
@@ -127,13 +127,13 @@ def _plain_parity(rows: NDArray[np.uint64], r: int, lo: int, hi: int) -> int:
 
 
 @njit(**KERNEL)
-def packed_parity(words: NDArray[np.uint64], lo: int, hi: int) -> int:
+def packed_parity(words: NDArray[np.uint64], lo: int, hi: int) -> np.int64:
     """Parity of the packed bits in [lo, hi)."""
     return _plain_parity(words.reshape(1, words.size), 0, lo, hi)
 
 
 @njit(**KERNEL)
-def masked_parity(words: NDArray[np.uint64], mask: NDArray[np.uint64], flip: int, lo: int, hi: int) -> int:
+def masked_parity(words: NDArray[np.uint64], mask: NDArray[np.uint64], flip: int, lo: int, hi: int) -> np.int64:
     """Parity of the packed bits in [lo, hi) that lie in the subset `mask` (flip = 1: its complement)."""
     return word_parity(_range_words(words.reshape(1, words.size), 0, mask.reshape(1, mask.size), 0, flip, lo, hi))
 
@@ -269,8 +269,8 @@ def _locate(j: int, p: int, kind: NDArray[np.int64], ksz: NDArray[np.int64], pro
     if kd == BLOCK:
         q = p if prow[j] < 0 else np.int64(poss[prow[j], p])
         b = q // ksz[j]
-        return b, q - b * ksz[j]
-    m = np.int64((masks[mrow[j], p >> 6] >> np.uint64(p & 63)) & np.uint64(1))
+        return int(b), int(q - b * ksz[j])
+    m = int((masks[mrow[j], p >> 6] >> np.uint64(p & 63)) & np.uint64(1))
     if kd == BICONF and m == 0:
         return -1, 0
     return 1 - m, p

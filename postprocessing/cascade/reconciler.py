@@ -13,7 +13,7 @@ from numpy.typing import NDArray
 
 from postprocessing.bits import check_bits
 from postprocessing.cascade import kernels, shuffle
-from postprocessing.cascade.channel import ClassicalChannel, Message
+from postprocessing.cascade.channel import ChannelTimeout, ClassicalChannel, Message
 from postprocessing.cascade.passes import PassTables
 from postprocessing.cascade.protocol import ASK, DONE, ERROR, MAX_BLOCK_ID, MAX_N, MAX_PASSES, PARITY, header_seed
 from postprocessing.cascade.stats import CascadeStats
@@ -242,15 +242,19 @@ class CascadeReconciler:
                 msg = self.channel.recv(max(wait, 0.0))
             except ProtocolError as exc:
                 now = time.monotonic()
-                late = [b for b in active.values() if b.deadline <= now] if "within" in str(exc) else list(active.values())
+                # a timeout ends the blocks whose deadline passed; a malformed message cannot be
+                # attributed to one block, so it ends every block in flight
+                timed_out = isinstance(exc, ChannelTimeout)
+                late = [b for b in active.values() if b.deadline <= now] if timed_out else list(active.values())
                 for blk in late:
                     self._fail(blk, exc, active, outcomes)
                 continue
-            block_id = msg.header.get("block")
-            blk = active.get(block_id) if isinstance(block_id, int) else None
-            if blk is None:
+            reply_id = msg.header.get("block")
+            found = active.get(reply_id) if isinstance(reply_id, int) else None
+            if found is None:
                 log.warning("cascade: reply for no block in flight dropped")
                 continue
+            blk = found
             try:
                 ask = blk.on_reply(msg)
             except ProtocolError as exc:
@@ -258,8 +262,8 @@ class CascadeReconciler:
                 continue
             if ask is None:
                 self._send(blk, blk.done_message(aborted=False))
-                del active[block_id]
-                outcomes[block_id] = CascadeOutcome(block_id, blk.bits, blk.stats)
+                del active[blk.block_id]
+                outcomes[blk.block_id] = CascadeOutcome(blk.block_id, blk.bits, blk.stats)
             else:
                 self._send(blk, ask)
         self._account(outcomes, counters)
