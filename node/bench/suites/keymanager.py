@@ -5,7 +5,7 @@ process. `km.enc_keys` runs 16 concurrent keep-alive mTLS clients asking KME_A f
 each request, closed loop (as fast as answers come back): the rate column is kilo-requests/s; the
 details give req/s, p50/p99 latency, and the p99 latency at a paced offered load of 500 req/s (the
 issue's operating point). Its reference is Get status through the same clients (TLS + HTTP + JSON
-without any key work). `km.ingest` sends KEY_BLOCKs of n bits to KME_A with up to 8 unacknowledged
+without any key work). `km.ingest` sends KEY_BLOCKs of n bits to KME_A with up to 32 unacknowledged
 (acknowledged after the durable commit): the rate is Mbit/s of key.
 """
 
@@ -24,7 +24,7 @@ from node.bench.core import BenchCase, BenchProfile
 
 CLIENTS = 16
 PACED_RATE = 500.0
-WINDOW = 8
+WINDOW = 32
 
 
 class _Cluster:
