@@ -105,6 +105,7 @@ class LinkParams:
     detector_delay_ps: tuple[float, ...] = (0.0, 30.0, 60.0, 90.0)
     clock_offset_ps: float = 1_000_000.0
     clock_drift_ppm: float = 0.0
+    clock_drift_rate_ppm_per_s: float = 0.0
     sync_every: int = 1000
     sync_delay_ps: float = 0.0
     sync_jitter_ps: float = 10.0
@@ -152,6 +153,8 @@ class LinkParams:
         need(all(math.isfinite(v) for v in self.detector_delay_ps), "detector_delay_ps must be finite")
         need(self.clock_offset_ps >= 0, f"clock_offset_ps must be >= 0, got {self.clock_offset_ps}")
         need(abs(self.clock_drift_ppm) < 1e4, f"clock_drift_ppm must be within +-1e4, got {self.clock_drift_ppm}")
+        need(math.isfinite(self.clock_drift_rate_ppm_per_s) and abs(self.clock_drift_rate_ppm_per_s) <= 1e4,
+             f"clock_drift_rate_ppm_per_s must be within +-1e4, got {self.clock_drift_rate_ppm_per_s}")
         need(isinstance(self.sync_every, int) and self.sync_every >= 1, f"sync_every must be an int >= 1, got {self.sync_every}")
         need(self.sync_jitter_ps >= 0, f"sync_jitter_ps must be >= 0, got {self.sync_jitter_ps}")
         need(isinstance(self.resolution_ps, int) and self.resolution_ps >= 1,
@@ -175,7 +178,8 @@ class LinkParams:
     @property
     def clock(self) -> ClockModel:
         """The slot -> Bob-clock arrival time map."""
-        return ClockModel(self.period_ps, self.clock_offset_ps, self.clock_drift_ppm, self.fibre_delay_ps)
+        return ClockModel(self.period_ps, self.clock_offset_ps, self.clock_drift_ppm, self.fibre_delay_ps,
+                          self.clock_drift_rate_ppm_per_s)
 
     def channel_delays_ps(self) -> NDArray[np.float64]:
         """Delay of each tagger channel relative to the sync (index = channel), for slotting."""
@@ -330,8 +334,8 @@ def _thin_candidates(
 
 @njit(**KERNEL)
 def _click_times(
-    slot, det, jit_key, tail_key, ztab, z_lo, z_hi, offset, scale, period, fibre_delay, det_delay, jitter,
-    resolution, out_t,
+    slot, det, jit_key, tail_key, ztab, z_lo, z_hi, offset, scale, curvature, period, fibre_delay, det_delay,
+    jitter, resolution, out_t,
 ):  # pragma: no cover - numba
     """Bob-clock tag time of each photon click: arrival + detector delay + Gaussian jitter keyed by
     (slot, detector), rounded to the tagger resolution."""
@@ -348,7 +352,8 @@ def _click_times(
             pos = (u - z_lo) * inv_step
             j = min(int(pos), n_tab - 1)
             z = ztab[j] + (pos - j) * (ztab[j + 1] - ztab[j])
-        t = offset + scale * (s * period + fibre_delay) + det_delay[d] + jitter[d] * z
+        ta = s * period + fibre_delay
+        t = offset + ta * (scale + curvature * ta) + det_delay[d] + jitter[d] * z
         if resolution == 1:
             out_t[i] = np.int64(math.floor(t + 0.5))
         else:
@@ -532,7 +537,7 @@ class LinkSimulator:
         t = np.empty(slot.size, np.int64)
         clock = self._clock
         _click_times(slot, det, self._jit_key, self._tail_key, GAUSS_Z, GAUSS_LO, GAUSS_HI, clock.offset_ps,
-                     clock.scale, clock.period_ps, clock.fibre_delay_ps, self._det_delay, self._jitter,
+                     clock.scale, clock.curvature, clock.period_ps, clock.fibre_delay_ps, self._det_delay, self._jitter,
                      np.int64(p.resolution_ps), t)
         det += np.uint8(1)  # detector index -> tagger channel
         return t, det, slot

@@ -289,3 +289,36 @@ def test_stream_slotter_matches_batch_slotting_and_never_splits_a_slot() -> None
     assert np.mean(clicks[order][i_stream] == batch.clicks[i_batch]) >= 0.9999
     assert abs(slotter.drift_ppm - 10.0) < 0.3  # 64 syncs over 64 us with 10 ps sync jitter
     assert slotter.gate_efficiency > 0.99
+
+
+def test_stream_slotter_follows_a_wandering_clock_that_defeats_one_global_fit() -> None:
+    from drivers.mock import MockTimeTagger
+    from postprocessing.slotting import StreamSlotter
+
+    # the drift moves by 2 ppm over the 10 ms run: 10 ns of curvature, ten slots
+    p = LinkParams(fibre_length_km=10.0, clock_drift_ppm=10.0, clock_drift_rate_ppm_per_s=200.0, jitter_ps=50.0,
+                   afterpulse_probability=0.0, dead_time_ps=0.0, dark_count_hz=0.0)
+    tagger = MockTimeTagger(p, seed=6, block_s=2e-4, duration_s=1e-2, truth=True)
+    slotter = StreamSlotter(p.period_ps, p.sync_every, 500.0, p.channel_delays_ps(), window_syncs=64,
+                            rng=np.random.default_rng(0))
+    tagger.start()
+    got, times, chans, true_slots = [], [], [], []
+    while True:
+        b = tagger.read_block(0.0)
+        if not len(b) and not tagger.running:
+            break
+        times.append(b.time)
+        chans.append(b.channel)
+        true_slots.append(b.meta["slot"][b.meta["kind"] == KIND_PHOTON])
+        got.append(slotter.push(b.time, b.channel).slot)
+    got.append(slotter.flush().slot)
+    detected = np.concatenate(got)
+    truth = np.unique(np.concatenate(true_slots))
+    assert truth.size > 50_000
+    assert np.isin(truth, detected).mean() >= 0.999
+    assert np.isin(detected, truth).mean() >= 0.999
+    # one straight line through all sync tags cannot follow the curvature
+    t, ch = np.concatenate(times), np.concatenate(chans)
+    fit = fit_clock(t[ch == 0], p.period_ps, p.sync_every)
+    batch = assign_slots(t, ch, fit, 500.0, p.channel_delays_ps())
+    assert np.isin(truth, batch.slot).mean() < 0.9

@@ -94,8 +94,8 @@ def photon_range_ref(sim: LinkSimulator, seed: int, key: int, s0: int, s1: int) 
             pos = (u - GAUSS_LO) * inv_step
             j = min(int(pos), n_tab - 1)
             z = float(GAUSS_Z[j] + (pos - j) * (GAUSS_Z[j + 1] - GAUSS_Z[j]))
-        t = clock.offset_ps + clock.scale * (s * clock.period_ps + clock.fibre_delay_ps) \
-            + p.detector_delay_ps[d] + p.jitter_ps[d] * z
+        ta = s * clock.period_ps + clock.fibre_delay_ps
+        t = clock.offset_ps + ta * (clock.scale + clock.curvature * ta) + p.detector_delay_ps[d] + p.jitter_ps[d] * z
         out.append((math.floor(t + 0.5), d + 1, s))
     return out
 
@@ -104,7 +104,7 @@ def photon_range_ref(sim: LinkSimulator, seed: int, key: int, s0: int, s1: int) 
        st.floats(0.01, 3.0))
 def test_photon_kernels_match_reference(seed: int, key: int, s0: int, n: int, mu: float) -> None:
     p = LinkParams(intensities=(mu, mu / 4, 0.0), fibre_length_km=0.0, efficiency=(0.9, 0.5, 0.7, 0.3),
-                   jitter_ps=(400.0, 50.0, 0.0, 20.0))
+                   jitter_ps=(400.0, 50.0, 0.0, 20.0), clock_drift_ppm=3.0, clock_drift_rate_ppm_per_s=40.0)
     sim = LinkSimulator(p, seed)
     t, ch, slot = sim._photon_range(s0, s0 + n, np.uint64(key))
     ref = photon_range_ref(sim, seed, key, s0, s0 + n)

@@ -149,7 +149,8 @@ def test_same_seed_same_stream_and_different_seed_different_stream() -> None:
 
 
 def test_photon_times_follow_the_clock_model() -> None:
-    p = LinkParams(fibre_length_km=5.0, clock_drift_ppm=-20.0, jitter_ps=0.0, resolution_ps=1)
+    p = LinkParams(fibre_length_km=5.0, clock_drift_ppm=-20.0, clock_drift_rate_ppm_per_s=500.0, jitter_ps=0.0,
+                   resolution_ps=1)
     ev = simulate_link(p, 200_000, seed=1)
     for j in range(4):
         sel = (ev.kind == KIND_PHOTON) & (ev.channel == j + 1)
