@@ -62,7 +62,7 @@ def encode_message(msg: Message) -> list[bytes]:
     codes = []
     raws = []
     for b in msg.buffers:
-        code = _CODES.get(b.dtype.newbyteorder("=")) if isinstance(b, np.ndarray) else None
+        code = _CODES.get(b.dtype) if isinstance(b, np.ndarray) else None
         if code is None or b.ndim != 1:
             raise ValueError(f"buffers must be 1-D arrays of {sorted(_DTYPES)}")
         codes.append([code, b.size])
@@ -79,7 +79,7 @@ def decode_message(frames: Sequence[bytes]) -> Message:
     for f in frames:
         if not isinstance(f, bytes | bytearray | memoryview):
             raise ProtocolError("cascade message: frames must be bytes")
-    if bytes(frames[0]) != PROTOCOL:
+    if frames[0] != PROTOCOL:
         raise ProtocolError("cascade message: unknown protocol or version")
     try:
         mtype = bytes(frames[1]).decode("ascii")
@@ -107,8 +107,8 @@ def decode_message(frames: Sequence[bytes]) -> Message:
             raise ProtocolError("cascade message: bad buffer description")
         if len(raw) != size * dt.itemsize:
             raise ProtocolError("cascade message: truncated or oversized buffer")
-        arr = np.frombuffer(raw, dtype=dt)
-        out.append(arr.astype(dt.newbyteorder("="), copy=True))
+        arr = np.frombuffer(raw, dtype=dt)  # read-only view of the frame: no copy on little-endian hosts
+        out.append(arr if _LITTLE else arr.astype(dt.newbyteorder("=")))
     return Message(mtype, header, tuple(out))
 
 
