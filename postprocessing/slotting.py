@@ -117,16 +117,17 @@ class Detections:
 @njit(**KERNEL)
 def _number_syncs(t, sync_period, index, keep):  # pragma: no cover - numba
     """Sync pulse numbers from the gaps between sync tags; a tag less than half a period after
-    the last kept one is spurious. The period estimate follows the data (drift)."""
+    the last kept one is spurious. The period estimate follows the data (drift): it is refreshed
+    from the whole span each time the pulse count doubles (from 16 on)."""
     n = t.size
     index[0] = 0
     keep[0] = True
     last = 0
-    period = sync_period
+    inv_period = 1.0 / sync_period
+    refresh = 16
     rejected = 0
     for i in range(1, n):
-        step = (t[i] - t[last]) / period
-        m = np.int64(math.floor(step + 0.5))
+        m = np.int64(math.floor((t[i] - t[last]) * inv_period + 0.5))
         if m < 1:
             keep[i] = False
             index[i] = index[last]
@@ -135,9 +136,42 @@ def _number_syncs(t, sync_period, index, keep):  # pragma: no cover - numba
         keep[i] = True
         index[i] = index[last] + m
         last = i
-        if index[i] >= 16:
-            period = (t[i] - t[0]) / index[i]
+        if index[i] >= refresh:
+            inv_period = index[i] / np.float64(t[i] - t[0])
+            refresh = 2 * index[i]
     return rejected
+
+
+@njit(**KERNEL)
+def _fit_line(index, t, keep, sync_every):  # pragma: no cover - numba
+    """Least-squares line t - t[0] = a + b * slot over the kept sync tags (two passes, centred);
+    returns (a, b, rms residual, tags used)."""
+    n = 0
+    sx = 0.0
+    sy = 0.0
+    t0 = t[0]
+    for i in range(t.size):
+        if keep[i]:
+            sx += index[i] * np.float64(sync_every)
+            sy += np.float64(t[i] - t0)
+            n += 1
+    xm = sx / n
+    ym = sy / n
+    sxx = 0.0
+    sxy = 0.0
+    for i in range(t.size):
+        if keep[i]:
+            dx = index[i] * np.float64(sync_every) - xm
+            sxx += dx * dx
+            sxy += dx * (np.float64(t[i] - t0) - ym)
+    b = sxy / sxx
+    a = ym - b * xm
+    ss = 0.0
+    for i in range(t.size):
+        if keep[i]:
+            r = np.float64(t[i] - t0) - (a + b * (index[i] * np.float64(sync_every)))
+            ss += r * r
+    return a, b, math.sqrt(ss / n), n
 
 
 def number_sync_pulses(
@@ -169,25 +203,19 @@ def fit_clock(
         raise ValueError(f"sync_time must hold at least 2 sync tags to fit a clock, got {t.size}")
     index, keep, rejected = number_sync_pulses(t, nominal_period_ps * sync_every)
     t_ref = int(t[0])
-    x = index[keep].astype(np.float64) * sync_every
-    y = (t[keep] - t_ref).astype(np.float64)
-    if x[-1] == 0:
+    if index[-1] == 0:
         raise ValueError("sync_time must span at least two distinct sync pulses")
-    xm, ym = x.mean(), y.mean()
-    dx = x - xm
-    slope = float(np.dot(dx, y - ym) / np.dot(dx, dx))
-    intercept = float(ym - slope * xm)
-    resid = y - (intercept + slope * x)
+    intercept, slope, rms, n_used = _fit_line(index, t, keep, np.int64(sync_every))
     return ClockFit(
         t_ref_ps=t_ref,
         slot_ref=int(first_slot),
-        intercept_ps=intercept,
-        period_ps=slope,
+        intercept_ps=float(intercept),
+        period_ps=float(slope),
         nominal_period_ps=float(nominal_period_ps),
-        residual_rms_ps=float(np.sqrt(np.mean(resid * resid))),
-        n_sync=int(keep.sum()),
+        residual_rms_ps=float(rms),
+        n_sync=int(n_used),
         n_sync_rejected=rejected,
-        last_sync_slot=int(first_slot + index[keep][-1] * sync_every),
+        last_sync_slot=int(first_slot + index[-1] * sync_every),
     )
 
 

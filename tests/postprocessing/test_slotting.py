@@ -25,9 +25,9 @@ from postprocessing.slotting import (
 
 def number_ref(t: list[int], period: float) -> tuple[list[int], list[bool]]:
     index, keep = [0], [True]
-    last, p = 0, period
+    last, inv, refresh = 0, 1.0 / period, 16
     for i in range(1, len(t)):
-        m = math.floor((t[i] - t[last]) / p + 0.5)
+        m = math.floor((t[i] - t[last]) * inv + 0.5)
         if m < 1:
             index.append(index[last])
             keep.append(False)
@@ -35,8 +35,9 @@ def number_ref(t: list[int], period: float) -> tuple[list[int], list[bool]]:
         index.append(index[last] + m)
         keep.append(True)
         last = i
-        if index[i] >= 16:
-            p = (t[i] - t[0]) / index[i]
+        if index[i] >= refresh:
+            inv = index[i] / float(t[i] - t[0])
+            refresh = 2 * index[i]
     return index, keep
 
 
