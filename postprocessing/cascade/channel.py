@@ -119,6 +119,12 @@ class ChannelTimeout(ProtocolError):
 class ClassicalChannel(ABC):
     """One end of an (authenticated) classical channel between Alice and Bob."""
 
+    # counters of what went over the wire (encoded frames), kept by every implementation
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    messages_sent: int = 0
+    messages_received: int = 0
+
     @abstractmethod
     def send(self, msg: Message) -> None:
         """Send `msg` to the peer (never blocks for long)."""
@@ -127,11 +133,6 @@ class ClassicalChannel(ABC):
     def recv(self, timeout_s: float) -> Message:
         """The next message from the peer; ChannelTimeout (a ProtocolError) if none arrives within
         `timeout_s`, ProtocolError if it is malformed."""
-
-    bytes_sent: int = 0
-    bytes_received: int = 0
-    messages_sent: int = 0
-    messages_received: int = 0
 
 
 class LoopbackEnd(ClassicalChannel):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
@@ -34,7 +34,7 @@ class CascadeOutcome:
     """One block's result: Bob's corrected frame and statistics, or the protocol error that ended it."""
 
     block_id: int
-    bits: NDArray[np.uint8] | None
+    bits: NDArray[np.uint8] | None = field(repr=False)  # key material: never in a repr
     stats: CascadeStats
     error: ProtocolError | None = None
 
@@ -228,7 +228,6 @@ class CascadeReconciler:
             raise ValueError("block ids must be distinct")
         outcomes: dict[int, CascadeOutcome] = {}
         active: dict[int, _BobBlock] = {}
-        counters = self._counters()
         nxt = 0
         while nxt < len(todo) or active:
             while nxt < len(todo) and len(active) < self.max_in_flight:
@@ -238,6 +237,7 @@ class CascadeReconciler:
                 active[block_id] = blk
                 self._send(blk, blk.first_message())
             wait = min(b.deadline for b in active.values()) - time.monotonic()
+            before = self.channel.bytes_received
             try:
                 msg = self.channel.recv(max(wait, 0.0))
             except ProtocolError as exc:
@@ -255,6 +255,8 @@ class CascadeReconciler:
                 log.warning("cascade: reply for no block in flight dropped")
                 continue
             blk = found
+            blk.stats.messages += 1
+            blk.stats.bytes_received += self.channel.bytes_received - before
             try:
                 ask = blk.on_reply(msg)
             except ProtocolError as exc:
@@ -266,14 +268,13 @@ class CascadeReconciler:
                 outcomes[blk.block_id] = CascadeOutcome(blk.block_id, blk.bits, blk.stats)
             else:
                 self._send(blk, ask)
-        self._account(outcomes, counters)
         return [outcomes[b] for b, _, _ in todo]
 
     def _send(self, blk: _BobBlock, msg: Message) -> None:
-        before = getattr(self.channel, "bytes_sent", 0)
+        before = self.channel.bytes_sent
         self.channel.send(msg)
         blk.stats.messages += 1
-        blk.stats.bytes_sent += getattr(self.channel, "bytes_sent", 0) - before
+        blk.stats.bytes_sent += self.channel.bytes_sent - before
         blk.deadline = time.monotonic() + self.timeout_s
 
     def _fail(self, blk: _BobBlock, exc: ProtocolError, active: dict[int, _BobBlock],
@@ -286,14 +287,3 @@ class CascadeReconciler:
         blk.stats.time_s = time.perf_counter() - blk.t0
         active.pop(blk.block_id, None)
         outcomes[blk.block_id] = CascadeOutcome(blk.block_id, None, blk.stats, exc)
-
-    def _counters(self) -> tuple[int, int]:
-        return getattr(self.channel, "bytes_received", 0), getattr(self.channel, "messages_received", 0)
-
-    def _account(self, outcomes: dict[int, CascadeOutcome], before: tuple[int, int]) -> None:
-        # replies are attributed per block by count: one reply per round trip, sizes summed channel-wide
-        received = getattr(self.channel, "bytes_received", 0) - before[0]
-        total_rt = sum(o.stats.round_trips for o in outcomes.values()) or 1
-        for o in outcomes.values():
-            o.stats.messages += o.stats.round_trips
-            o.stats.bytes_received = round(received * o.stats.round_trips / total_rt)

@@ -114,13 +114,14 @@ class CascadeResponder:
     `timeout_s`.
     """
 
-    def __init__(self, channel: ClassicalChannel, timeout_s: float = 10.0) -> None:
+    def __init__(self, channel: ClassicalChannel, timeout_s: float = 10.0, keep_results: int = 4096) -> None:
         if not timeout_s > 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s!r}")
         self.channel = channel
         self.timeout_s = timeout_s
         self._blocks: dict[int, _AliceBlock] = {}
-        self.results: dict[int, ResponderResult] = {}
+        self.results: dict[int, ResponderResult] = {}  # the last `keep_results` finished blocks
+        self.keep_results = keep_results
         self.tamper_answers = None  # tests: a callable(answers) -> answers modelling a lying responder
 
     def add_block(self, block_id: int, alice_bits: NDArray[np.uint8]) -> None:
@@ -172,6 +173,8 @@ class CascadeResponder:
     def _finish(self, blk: _AliceBlock, completed: bool, reason: str) -> None:
         self._blocks.pop(blk.block_id, None)
         self.results[blk.block_id] = ResponderResult(blk.block_id, blk.leaked, completed, reason)
+        while len(self.results) > self.keep_results:
+            del self.results[next(iter(self.results))]  # oldest first (dicts keep insertion order)
 
     def serve_pending(self, end: ClassicalChannel | None = None) -> None:
         """Answer every message already delivered on the channel (does not wait)."""

@@ -107,3 +107,23 @@ def test_mismatched_frames_raise_value_error() -> None:
         reconcile_loopback(alice, np.zeros(99, dtype=np.uint8), 0.02)
     with pytest.raises(ValueError, match="bob_bits"):
         reconcile_loopback(alice, np.full(100, 2, dtype=np.uint8), 0.02)
+
+
+def test_bytes_on_the_wire_are_attributed_to_each_block_exactly() -> None:
+    frames = [frame(3000, 0.02, s) for s in range(4)]
+    link = LoopbackLink()
+    responder = CascadeResponder(link.alice)
+    link.serve(1, responder.serve_pending)
+    for i, (alice, _) in enumerate(frames):
+        responder.add_block(i, alice)
+    outcomes = CascadeReconciler(link.bob, max_in_flight=4).reconcile_many(
+        [(i, bob, 0.02) for i, (_, bob) in enumerate(frames)])
+    assert sum(o.stats.bytes_received for o in outcomes) == link.bob.bytes_received
+    assert sum(o.stats.bytes_sent for o in outcomes) == link.bob.bytes_sent
+    assert sum(o.stats.messages for o in outcomes) == link.bob.messages_sent + link.bob.messages_received
+
+
+def test_outcome_repr_holds_no_key_bits() -> None:
+    alice, bob = frame(500, 0.02, 2)
+    out = reconcile_many_loopback([(alice, bob)], 0.02)[0]
+    assert "bits=" not in repr(out) and "array(" not in repr(out)
