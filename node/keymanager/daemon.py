@@ -13,6 +13,7 @@ restart voids keys left reserved in step 2. Reconciliation later tells the peer 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import signal
@@ -39,6 +40,7 @@ MAX_BATCH_KEYS = 2048
 RECONCILE_PAGE = 2000
 AUTH_LOW_MESSAGES = 10_000
 ALLOC_DEPTH = 4
+ORPHAN_AGE_S = 60.0
 
 
 @dataclass
@@ -221,6 +223,29 @@ class KeyManager:
             log.error("reconciliation with %s: %d delivered key IDs unknown here", peer, len(unknown))
         return "RECONCILE_REPORT", {"unknown": len(unknown), "voided": voided}, _json_frame({"unknown": unknown})
 
+    async def _on_key_query(self, peer: str, msg: Message) -> tuple[str, dict[str, Any], bytes | None]:
+        ids = _json_payload(msg).get("keys")
+        if not isinstance(ids, list) or not all(isinstance(k, str) for k in ids) or len(ids) > RECONCILE_PAGE:
+            raise ValueError(f"KEY_QUERY keys must be a list of at most {RECONCILE_PAGE} key IDs")
+        states = await self.db(self.store.peer_key_states, ids)
+        return "KEY_STATES", {"count": len(states)}, _json_frame({"states": states})
+
+    async def _void_orphans(self, pool: str) -> None:
+        """Ask the owner about keys it bound long ago that no slave fetched: void those it voided or lost."""
+        stale = await self.db(self.store.stale_peer_reservations, pool, ORPHAN_AGE_S, RECONCILE_PAGE)
+        if not stale:
+            return
+        reply = await self.clients[pool].request("KEY_QUERY", {"count": len(stale)},
+                                                 payload=_json_frame({"keys": stale}))
+        states = _json_payload(reply).get("states")
+        if not isinstance(states, dict):
+            raise ValueError("KEY_STATES states must be an object")
+        orphans = [k for k in stale if states.get(k) in (None, "void")]
+        if orphans:
+            n = await self.db(self.store.void_peer_keys, orphans)
+            self.counters["keys_voided"] += n
+            log.warning("reconciliation with %s: voided %d keys the owner voided or never recorded", pool, n)
+
     async def _confirm_blocks(self, pool: str) -> None:
         pending, self._confirm_after[pool] = await self.db(self.store.unconfirmed_blocks, pool, 1000,
                                                            self._confirm_after.get(pool, 0))
@@ -251,16 +276,18 @@ class KeyManager:
                 await self._confirm_blocks(pool)
                 if loop.time() >= next_reconcile:
                     next_reconcile = loop.time() + self.config.reconcile_interval_s
-                    rows = await self.db(self.store.own_keys, pool, after, RECONCILE_PAGE)
-                    rows = [r for r in rows if r[2] != "reserved"]
+                    page = await self.db(self.store.own_keys, pool, after, RECONCILE_PAGE)
+                    # keys still reserved here are in flight: the page stops before the first of them
+                    rows = list(itertools.takewhile(lambda r: r[2] != "reserved", page))
                     if rows:
                         reply = await self.clients[pool].request(
                             "RECONCILE", {"count": len(rows)}, payload=_json_frame({"keys": [[k, s] for _, k, s in rows]}))
                         unknown = reply.header.get("unknown")
                         self.counters["reconcile_unknown"] += unknown if type(unknown) is int else 0
                         after = rows[-1][0]
-                    else:
-                        after = 0
+                    elif not page:
+                        after = 0  # all reconciled: start over (cheap insurance against a peer's loss)
+                    await self._void_orphans(pool)
             except PeerError as exc:
                 log.warning("sync with peer KM %s: %s", pool, exc)
             except Exception:
@@ -294,7 +321,8 @@ class KeyManager:
         self.peer_server = PeerServer(self.ctx, cfg.kme_id, cfg.link_bind, {p.kme_id: secret for p in cfg.peers},
                                       self.link_state, {"KEY_ALLOC": self._on_key_alloc,
                                                         "BLOCKS_HAVE": self._on_blocks_have,
-                                                        "RECONCILE": self._on_reconcile})
+                                                        "RECONCILE": self._on_reconcile,
+                                                        "KEY_QUERY": self._on_key_query})
         await self.peer_server.start()
         for p in cfg.peers:
             client = PeerClient(self.ctx, cfg.kme_id, p.kme_id, p.connect, secret, self.link_state, cfg.peer_timeout_s)

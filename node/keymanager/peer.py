@@ -10,6 +10,8 @@ carries a random `req` tag that its reply repeats. Message types:
   gets its answer;
 - `RECONCILE [keys: [[key_ID, state], ...]]` -> `RECONCILE_REPORT {unknown, voided} [unknown IDs]`: periodic
   comparison of delivered/void key IDs (never key bits);
+- `KEY_QUERY [key IDs]` -> `KEY_STATES [states]`: the slave side asks the owner about keys bound
+  long ago and never fetched; those the owner voided or never recorded are voided;
 - any failure -> `ERROR {message}`.
 Lists travel as one JSON payload frame ([...] above), headers hold only small fields.
 Unknown types, bad MACs, replays and malformed frames are logged and dropped; the loop lives on.

@@ -557,6 +557,12 @@ class KeyStore:
             "SELECT rowid, key_id, state FROM keys WHERE pool=? AND origin=1 AND rowid>? ORDER BY rowid LIMIT ?",
             (pool, after_rowid, limit))]
 
+    def stale_peer_reservations(self, pool: str, older_than_s: float, limit: int = 2000) -> list[str]:
+        """IDs of keys the peer bound in `pool` more than `older_than_s` ago that are still reserved here."""
+        return [r[0] for r in self.db.execute(
+            "SELECT key_id FROM keys WHERE pool=? AND origin=0 AND state='reserved' AND created<? "
+            "ORDER BY rowid LIMIT ?", (pool, time.time() - older_than_s, limit))]
+
     def peer_key_states(self, key_ids: Sequence[str]) -> dict[str, str]:
         """State of each listed key as recorded here (absent keys are left out)."""
         out: dict[str, str] = {}

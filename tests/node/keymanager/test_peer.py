@@ -154,3 +154,24 @@ def test_reconciliation_reports_delivered_key_ids_the_peer_does_not_know(pki, tm
         assert km.counters["reconcile_unknown"] >= 2500
     finally:
         p.close()
+
+
+def test_keys_the_owner_lost_or_voided_are_voided_at_the_peer_after_a_while(pair):
+    km_a, km_b = pair.a.km, pair.b.km
+    lost = pair.a.call(km_a.db(km_a.store.reserve, "KME_B", "SAE_A", ["SAE_B"], 2, 32))
+    pair.b.call(km_b.db(km_b.store.accept_allocations, "KME_A", lost.allocations, lost.retired))
+    ids = [x.key_id for x in lost.allocations]
+
+    def forget() -> None:  # the owner lost its reservation (power cut); the peer's copy is old
+        km_a.store.db.executemany("DELETE FROM keys WHERE key_id=?", [(k,) for k in ids])
+
+    def age() -> None:
+        km_b.store.db.executemany("UPDATE keys SET created=created-3600 WHERE key_id=?", [(k,) for k in ids])
+
+    pair.a.call(km_a.db(forget))
+    pair.b.call(km_b.db(age))
+    for _ in range(100):
+        if all(states(pair.b, 0).get(k) == "void" for k in ids):
+            break
+        time.sleep(0.05)
+    assert all(states(pair.b, 0)[k] == "void" for k in ids)
