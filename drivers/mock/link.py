@@ -44,6 +44,7 @@ from postprocessing._numba import KERNEL, njit
 __all__ = [
     "CHANNEL_SYNC",
     "DETECTOR_CHANNELS",
+    "DETECTOR_PRESETS",
     "KIND_AFTERPULSE",
     "KIND_DARK",
     "KIND_PHOTON",
@@ -76,6 +77,19 @@ def _pool() -> ThreadPoolExecutor:
         _POOL = ThreadPoolExecutor(max_workers=max(1, cores), thread_name_prefix="mock-link")
     return _POOL
 
+
+# Typical single-photon detectors (order-of-magnitude values from vendor data sheets).
+DETECTOR_PRESETS: dict[str, dict[str, Any]] = {
+    # superconducting nanowires: high efficiency, few dark counts, no afterpulsing, short dead time
+    "snspd": dict(efficiency=0.85, dark_count_hz=100.0, afterpulse_probability=0.0, dead_time_ps=50_000.0,
+                  jitter_ps=20.0),
+    # free-running InGaAs avalanche diodes: long dead time against afterpulsing
+    "ingaas": dict(efficiency=0.20, dark_count_hz=1_000.0, afterpulse_probability=0.02,
+                   afterpulse_time_ps=2_000_000.0, dead_time_ps=10_000_000.0, jitter_ps=100.0),
+    # silicon avalanche diodes (visible / 800 nm links)
+    "si-spad": dict(efficiency=0.6, dark_count_hz=250.0, afterpulse_probability=0.005,
+                    afterpulse_time_ps=50_000.0, dead_time_ps=22_000.0, jitter_ps=175.0),
+}
 
 _PER_DETECTOR = ("efficiency", "dark_count_hz", "afterpulse_probability", "afterpulse_time_ps",
                  "dead_time_ps", "jitter_ps", "detector_delay_ps")
@@ -186,6 +200,12 @@ class LinkParams:
         d = np.zeros(1 + N_DETECTORS)
         d[1:] = np.asarray(self.detector_delay_ps) - self.sync_delay_ps * self.clock.scale
         return d
+
+    def with_detectors(self, kind: str) -> LinkParams:
+        """A copy with typical detectors of `kind` (a key of DETECTOR_PRESETS)."""
+        if kind not in DETECTOR_PRESETS:
+            raise ValueError(f"kind must be one of {sorted(DETECTOR_PRESETS)}, got {kind!r}")
+        return self.replace(**DETECTOR_PRESETS[kind])
 
     def replace(self, **changes: Any) -> LinkParams:
         """A copy with some parameters changed."""

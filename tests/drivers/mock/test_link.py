@@ -223,3 +223,18 @@ def test_multi_clicks_are_squashed_and_counted_as_the_model_expects() -> None:
     assert int(np.sum((z != 0) & (x != 0))) == d.n_cross
     assert int(np.sum(((z == 3) & (x == 0)) | ((x == 3) & (z == 0)))) == d.n_double
     _check_against_model(d, model)
+
+
+@pytest.mark.parametrize("kind", ["snspd", "ingaas", "si-spad"])
+def test_detector_presets_give_valid_links_that_respect_their_dead_time(kind: str) -> None:
+    from drivers.mock.link import DETECTOR_PRESETS
+
+    p = LinkParams(fibre_length_km=10.0).with_detectors(kind)
+    assert p.efficiency == (DETECTOR_PRESETS[kind]["efficiency"],) * 4
+    ev = simulate_link(p, 2_000_000, seed=1)
+    for j in range(4):
+        t = ev.time[ev.channel == j + 1]
+        if t.size > 1:
+            assert np.diff(t).min() >= p.dead_time_ps[j]
+    with pytest.raises(ValueError, match="kind"):
+        LinkParams().with_detectors("pmt")
