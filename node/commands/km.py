@@ -16,7 +16,9 @@ def register(subparsers: Any) -> None:
                     "from the QKD modules, authenticated sync with the peer KM, and the ETSI GS QKD 014 "
                     "API over mutual TLS. Stops cleanly on SIGINT/SIGTERM.",
     )
-    p.add_argument("config", help="path to the key manager's TOML file")
+    p.add_argument("config", nargs="?", help="path to the key manager's TOML file")
+    p.add_argument("--write-demo", metavar="DIR",
+                   help="instead of running: write a demo pair (PKI, secrets, km_a.toml, km_b.toml) into DIR")
     p.add_argument("--print-endpoints", action="store_true",
                    help="print the bound endpoints as one JSON line on stdout once serving")
     p.set_defaults(func=run)
@@ -27,6 +29,16 @@ def run(args: argparse.Namespace) -> int:
     from node.keymanager.config import load_config
     from node.keymanager.daemon import run_key_manager
 
+    if args.write_demo:
+        from node.keymanager.demo import write_demo_pair
+
+        pair = write_demo_pair(args.write_demo)
+        for who, path in pair.configs.items():
+            print(f"KME_{who.upper()}: qkdnode km {path}  (ETSI 014 on https://127.0.0.1:{pair.ports[who + '_api']})")
+        print(f"SAE certificates and the CA are in {pair.root / 'pki'}")
+        return 0
+    if args.config is None:
+        raise ValueError("CONFIG is required (or --write-demo DIR)")
     config = load_config(args.config)
 
     def ready(km: Any) -> None:

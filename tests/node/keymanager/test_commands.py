@@ -58,3 +58,12 @@ def test_km_command_reports_a_bad_config(tmp_path, capsys):
     bad.write_text('kme_id = "A"\n')
     assert main(["km", str(bad)]) == 2
     assert "config key 'api.cert' is required" in capsys.readouterr().err
+
+
+def test_km_write_demo_creates_two_valid_configs(tmp_path, capsys):
+    from node.keymanager.config import load_config
+
+    assert main(["km", "--write-demo", str(tmp_path)]) == 0
+    a, b = load_config(tmp_path / "km_a.toml"), load_config(tmp_path / "km_b.toml")
+    assert a.peers[0].kme_id == "KME_B" and b.peers[0].kme_id == "KME_A"
+    assert "qkdnode km" in capsys.readouterr().out
