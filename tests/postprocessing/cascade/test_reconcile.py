@@ -126,4 +126,4 @@ def test_bytes_on_the_wire_are_attributed_to_each_block_exactly() -> None:
 def test_outcome_repr_holds_no_key_bits() -> None:
     alice, bob = frame(500, 0.02, 2)
     out = reconcile_many_loopback([(alice, bob)], 0.02)[0]
-    assert "bits=" not in repr(out) and "array(" not in repr(out)
+    assert "(block_id=0, stats=" in repr(out) and "array(" not in repr(out)
