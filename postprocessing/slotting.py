@@ -546,6 +546,12 @@ class StreamSlotter:
         return float(self.in_gate.sum()) / total if total else 1.0
 
     @property
+    def pending(self) -> int:
+        """Detector tags held back until a later sync pulse brackets their slot (grows without
+        bound if the sync channel goes dark: a condition the caller should alarm on)."""
+        return int(self._pend_t.size)
+
+    @property
     def drift_ppm(self) -> float | None:
         """Drift of the latest clock fit (None before two sync tags)."""
         return None if self.fit is None else self.fit.drift_ppm

@@ -274,7 +274,9 @@ def test_stream_slotter_matches_batch_slotting_and_never_splits_a_slot() -> None
         times.append(b.time)
         chans.append(b.channel)
         outs.append(slotter.push(b.time, b.channel))
+    assert slotter.pending > 0  # the tail after the last sync waits for the flush
     outs.append(slotter.flush())
+    assert slotter.pending == 0
     slots = np.concatenate([o.slot for o in outs])
     clicks = np.concatenate([o.clicks for o in outs])
     assert np.unique(slots).size == slots.size  # each slot resolved exactly once
