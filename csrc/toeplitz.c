@@ -154,6 +154,7 @@ static inline void base_vpclmul(const uint64_t *t, const uint64_t *x, size_t m, 
     qkd_base_prep pp;
     base_prepare(t, x, m, &pp);
     size_t r = 0;
+    __m512i carry = _mm512_setzero_si512();
     for (; r + 16 <= m; r += 16) {
         __m512i e0 = _mm512_setzero_si512(), o0 = _mm512_setzero_si512();
         __m512i e1 = _mm512_setzero_si512(), o1 = _mm512_setzero_si512();
@@ -173,11 +174,15 @@ static inline void base_vpclmul(const uint64_t *t, const uint64_t *x, size_t m, 
             e1 = _mm512_ternarylogic_epi64(e1, p1, _mm512_clmulepi64_epi128(u1, ab, 0x00), 0x96);
             o1 = _mm512_ternarylogic_epi64(o1, p1, _mm512_clmulepi64_epi128(u1, ab, 0x11), 0x96);
         }
+        /* The odd rows go one word up: shift them across the register boundary (the top word
+         * is carried into the next pass) so every output word is stored once, by an aligned
+         * store, instead of two overlapping stores that defeat store-to-load forwarding. */
         uint64_t *p = out + r;
+        e0 = _mm512_xor_si512(e0, _mm512_alignr_epi64(o0, carry, 7));
+        e1 = _mm512_xor_si512(e1, _mm512_alignr_epi64(o1, o0, 7));
+        carry = o1;
         _mm512_storeu_si512(p, _mm512_xor_si512(_mm512_loadu_si512(p), e0));
         _mm512_storeu_si512(p + 8, _mm512_xor_si512(_mm512_loadu_si512(p + 8), e1));
-        _mm512_storeu_si512(p + 1, _mm512_xor_si512(_mm512_loadu_si512(p + 1), o0));
-        _mm512_storeu_si512(p + 9, _mm512_xor_si512(_mm512_loadu_si512(p + 9), o1));
     }
     if (r + 8 <= m) {
         __m512i e0 = _mm512_setzero_si512(), o0 = _mm512_setzero_si512();
@@ -191,10 +196,12 @@ static inline void base_vpclmul(const uint64_t *t, const uint64_t *x, size_t m, 
             o0 = _mm512_ternarylogic_epi64(o0, p0, _mm512_clmulepi64_epi128(u0, ab, 0x11), 0x96);
         }
         uint64_t *p = out + r;
+        e0 = _mm512_xor_si512(e0, _mm512_alignr_epi64(o0, carry, 7));
+        carry = o0;
         _mm512_storeu_si512(p, _mm512_xor_si512(_mm512_loadu_si512(p), e0));
-        _mm512_storeu_si512(p + 1, _mm512_xor_si512(_mm512_loadu_si512(p + 1), o0));
         r += 8;
     }
+    out[r] ^= (uint64_t)_mm_extract_epi64(_mm512_extracti32x4_epi32(carry, 3), 1); /* carried top word */
     if (r + 4 <= m) {
         __m256i e0 = _mm256_setzero_si256(), o0 = _mm256_setzero_si256();
         for (size_t c = 0; c < m; c += 2) {
