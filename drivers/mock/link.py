@@ -420,7 +420,11 @@ class LinkCounters:
 class LinkSimulator:
     """Streams the link's tags slot range by slot range; state (dead time, pending afterpulses,
     tags not yet final near the chunk edge) carries over, so the concatenated output of
-    `run(n1); run(n2); ...; flush()` is one consistent time-sorted stream."""
+    `run(n1); run(n2); ...; flush()` is one consistent time-sorted stream. Alice's states and
+    every per-slot draw depend only on (seed, slot); which slots are drawn as candidates depends
+    on how the range was cut into `run` calls, so the same seed and the same calls reproduce the
+    same stream exactly. Tags that would fall before time 0 (before the tagger started) are not
+    recorded."""
 
     def __init__(self, params: LinkParams, seed: int) -> None:
         if not isinstance(params, LinkParams):
@@ -641,7 +645,11 @@ class LinkSimulator:
         self._carry_sig = (sig[0][i:].copy(), sig[1][i:].copy(), sig[2][i:].copy())
         self._carry_dark = (dark[0][j:].copy(), dark[1][j:].copy())
         self._carry_sync = (sync[0][k:].copy(), sync[1][k:].copy())
-        return parts[0] if len(parts) == 1 else LinkEvents.concatenate(parts)
+        ev = parts[0] if len(parts) == 1 else LinkEvents.concatenate(parts)
+        if len(ev) and ev.time[0] < 0:  # before the tagger started: never recorded
+            keep = ev.time >= 0
+            ev = LinkEvents(ev.time[keep], ev.channel[keep], ev.slot[keep], ev.kind[keep])
+        return ev
 
 
 def simulate_link(params: LinkParams, n_slots: int, seed: int) -> LinkEvents:
