@@ -20,6 +20,12 @@ KMES = ["KME_A", "KME_B"]
 SAES = ["SAE_A", "SAE_B", "SAE_C", "SAE_D", "SAE_X"]  # SAE_X: known to no KM
 
 
+def same_secret(a: object, b: object, what: str) -> None:
+    """Fail with `what` unless a == b, never showing the values (they are key material)."""
+    if a != b:
+        raise AssertionError(what)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from node.keymanager.store import Allocation
-from tests.node.keymanager.conftest import KmThread, Pair
+from tests.node.keymanager.conftest import KmThread, Pair, same_secret
 
 
 def enc(pair, who="a", master="SAE_A", slave="SAE_B", **params) -> requests.Response:
@@ -48,7 +48,7 @@ def test_garbage_on_the_peer_socket_is_dropped_and_the_link_keeps_working(pair, 
     resp = enc(pair)
     assert resp.status_code == 200
     key = resp.json()["keys"][0]
-    assert dec(pair, key["key_ID"]).json()["keys"] == [key]
+    same_secret(dec(pair, key["key_ID"]).json()["keys"], [key], "slave key differs from master key")
 
 
 def test_forged_key_alloc_from_the_peer_identity_is_rejected(pair):
@@ -86,7 +86,7 @@ def test_peer_down_answers_503_and_voids_the_reserved_keys(pki, tmp_path):
                 break
             time.sleep(0.1)
         key = resp.json()["keys"][0]
-        assert dec(p, key["key_ID"]).json()["keys"] == [key]
+        same_secret(dec(p, key["key_ID"]).json()["keys"], [key], "slave key differs from master key")
     finally:
         p.close()
 
@@ -128,8 +128,8 @@ def test_no_key_material_reaches_the_logs(pair, caplog):
     text = caplog.text
     for k in keys + got:
         raw = base64.b64decode(k["key"])
-        assert k["key"] not in text and raw.hex() not in text and repr(raw)[2:-1] not in text, \
-            "key material found in the logs"
+        if k["key"] in text or raw.hex() in text or repr(raw)[2:-1] in text:
+            raise AssertionError("key material found in the logs")
 
 
 def test_authentication_key_is_consumed_by_each_exchange(pair):
