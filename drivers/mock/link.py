@@ -171,6 +171,9 @@ class LinkParams:
              f"clock_drift_rate_ppm_per_s must be within +-1e4, got {self.clock_drift_rate_ppm_per_s}")
         need(isinstance(self.sync_every, int) and self.sync_every >= 1, f"sync_every must be an int >= 1, got {self.sync_every}")
         need(self.sync_jitter_ps >= 0, f"sync_jitter_ps must be >= 0, got {self.sync_jitter_ps}")
+        need(self.clock_offset_ps + self.sync_delay_ps - JITTER_TRUNCATION * self.sync_jitter_ps >= 0,
+             "clock_offset_ps + sync_delay_ps must leave the first sync pulse (slot 0) after the tagger's "
+             f"start (8 sigma of sync jitter included), got {self.clock_offset_ps} + {self.sync_delay_ps}")
         need(isinstance(self.resolution_ps, int) and self.resolution_ps >= 1,
              f"resolution_ps must be an int >= 1, got {self.resolution_ps}")
 

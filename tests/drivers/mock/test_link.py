@@ -242,6 +242,9 @@ def test_detector_presets_give_valid_links_that_respect_their_dead_time(kind: st
 
 def test_no_tag_precedes_the_start_of_acquisition() -> None:
     p = LinkParams(fibre_length_km=0.0, clock_offset_ps=0.0, detector_delay_ps=(-300.0, -200.0, 0.0, 0.0),
-                   sync_delay_ps=-100.0, dark_count_hz=1e6)
+                   sync_delay_ps=100.0, dark_count_hz=1e6)
     ev = simulate_link(p, 100_000, seed=2)
     assert len(ev) > 1000 and ev.time.min() >= 0
+    assert ev.slot[ev.channel == 0][0] == 0  # the first sync pulse is recorded
+    with pytest.raises(ValueError, match="sync pulse"):
+        LinkParams(clock_offset_ps=0.0, sync_delay_ps=-100.0)
