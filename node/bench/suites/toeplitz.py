@@ -55,8 +55,9 @@ def _reference(state: dict[str, Any]) -> dict[str, Any]:
 def cases(profile: BenchProfile) -> list[BenchCase]:
     """One row per size: n input bits, l = n/2 output bits, throughput in Mbit/s of input key.
 
-    Rows of stage "toeplitz-threads" (n >= 1e6, when the machine has several cores) time the same
-    kernel on all usable cores against itself on one.
+    With --full, rows of stage "toeplitz-threads" (n >= 1e6, when the machine has several cores)
+    time the same kernel on all usable cores against itself on one; that only pays when the cores
+    are otherwise idle, so the default table leaves it out.
     """
     rows = []
     for n in profile.sizes:
@@ -76,7 +77,7 @@ def cases(profile: BenchProfile) -> list[BenchCase]:
             )
         )
     threads = min(_usable_cores(), 64)
-    if threads > 1:
+    if threads > 1 and profile.full:
         for n in profile.sizes:
             if n < 1_000_000:
                 continue
