@@ -8,7 +8,8 @@ removing the channel's delay relative to the sync, keeps it when it falls within
 `gate_ps` centred on the expected arrival time, and counts the rest per channel.
 `resolve_clicks` turns the tags of each slot into one detection (measured basis and bit),
 squashing multi-clicks as real receivers do: two detectors of one basis give that basis and a
-random bit, detectors of both bases a random basis and bit (each case counted).
+random bit, detectors of both bases a random basis and bit (each case counted). `StreamSlotter`
+does all of it over a stream of tag blocks, refitting the clock on a window of recent sync tags.
 """
 
 from __future__ import annotations
