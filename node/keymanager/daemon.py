@@ -197,8 +197,10 @@ class KeyManager:
                 raise ValueError("KEY_ALLOC retired entries must be [link_id, block_id, chunk]")
             retired.append((r[0], r[1], r[2]))
         for a in allocs:
-            if self.peer_of_sae(a.slaves[0]) is not None or not all(self.is_local_sae(s) for s in a.slaves):
+            if not all(self.is_local_sae(s) for s in a.slaves):
                 raise ValueError("KEY_ALLOC names slave SAEs not served by this KM")
+            if self.peer_of_sae(a.master_sae) != peer:
+                raise ValueError("KEY_ALLOC names a master SAE not served by the sending KM")
         await self.db(self.store.accept_allocations, peer, allocs, retired)
         return "KEY_ALLOC_ACK", {"count": len(allocs)}, None
 

@@ -231,6 +231,7 @@ def test_fuzzed_request_bodies_get_a_json_answer_and_never_crash(pair, body):
             assert isinstance(message(resp), str)
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_tls_below_1_2_fails_the_handshake(pair):
     import socket
     import ssl
