@@ -50,7 +50,7 @@ class Measurement:
 
     format: RecordFormat
     n_records: int
-    data_offset: int
+    data_offset: int  # byte offset of the first record in the file object
     resolution_ps: int | None  # T2: one time tick in ps
     sync_period_ps: float | None  # T3: MeasDesc_GlobalResolution in ps
     dtime_resolution_ps: int | None  # T3: one dtime bin in ps
