@@ -269,7 +269,7 @@ static uint64_t row_hi_portable(const uint64_t *a_last, const uint64_t *x, size_
         NAME(tv, x, h, out + h, next, base_max);                                                     \
         /* P0 = T1 (x0 + x1) into both halves. */                                                   \
         for (i = 0; i < h; i++) xs[i] = x[i] ^ x[h + i];                                             \
-        memset(p0, 0, (h + 1) * sizeof(uint64_t));                                                   \
+        for (i = 0; i <= h; i++) p0[i] = 0;                                                          \
         NAME(t + h, xs, h, p0, next, base_max);                                                      \
         uint64_t *restrict lo_half = out, *restrict hi_half = out + h;                               \
         for (i = 0; i < h; i++) lo_half[i] ^= p0[i];                                                 \
