@@ -34,6 +34,7 @@ from drivers.errors import FormatError
 from postprocessing._numba import KERNEL, njit
 
 __all__ = [
+    "COMPATIBLE_OVERFLOW_COUNT",
     "SYNC_CHANNEL",
     "RecordType",
     "RecordFormat",
