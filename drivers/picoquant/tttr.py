@@ -254,13 +254,21 @@ def write_ptu(
     chosen += [t for t in user if t.ident not in _WRITER_OWNS]
     chosen += owned
     head = encode_header(chosen)
+    body = memoryview(np.ascontiguousarray(records, dtype="<u4")).cast("B")
     if isinstance(file, (str, os.PathLike)):
         with open(file, "wb") as fh:
             fh.write(head)
-            fh.write(records.astype("<u4", copy=False).tobytes())
+            fh.write(body)
     else:
         file.write(head)
-        file.write(records.astype("<u4", copy=False).tobytes())
+        file.write(body)
+
+
+def _integers(values: object, name: str) -> NDArray[np.int64]:
+    arr = np.asarray(values)
+    if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
+        raise ValueError(f"{name} must be a 1-D array of integer picoseconds, got dtype {arr.dtype} and shape {arr.shape}")
+    return arr.astype(np.int64, copy=False)
 
 
 def write_t2(
@@ -278,8 +286,8 @@ def write_t2(
     if int(resolution_ps) < 1:
         raise ValueError(f"resolution_ps must be a positive integer, got {resolution_ps}")
     res = int(resolution_ps)
-    t = np.asarray(time_ps, np.int64)
-    mt = np.asarray(marker_time_ps if marker_time_ps is not None else [], np.int64)
+    t = _integers(time_ps, "time_ps")
+    mt = _integers(marker_time_ps if marker_time_ps is not None else [], "marker_time_ps")
     if (t % res).any() or (mt % res).any():
         raise ValueError(f"time_ps and marker_time_ps must be multiples of resolution_ps={res}")
     records = encode_t2(record_type, t // res, channel, marker_ticks=mt // res, marker_bits=marker_bits)

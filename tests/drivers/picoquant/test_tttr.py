@@ -139,6 +139,8 @@ def test_writer_owns_the_format_tags():
 def test_writers_reject_times_off_the_resolution_grid_and_bad_resolutions():
     with pytest.raises(ValueError, match="multiples of resolution_ps=4"):
         write_t2(io.BytesIO(), RecordType.PICOHARP_T2, [5], [0], resolution_ps=4)
+    with pytest.raises(ValueError, match="integer picoseconds"):
+        write_t2(io.BytesIO(), RecordType.PICOHARP_T2, [4.5], [0], resolution_ps=4)
     with pytest.raises(ValueError, match="resolution_ps must be a positive integer"):
         write_t2(io.BytesIO(), RecordType.PICOHARP_T2, [5], [0], resolution_ps=0)
     with pytest.raises(ValueError, match="sync_period_ps must be positive"):
