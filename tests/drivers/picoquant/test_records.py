@@ -59,6 +59,23 @@ def test_decoder_rejects_the_first_invalid_record_naming_its_byte_offset(rt, wor
         assert _decode(words, rt) == expected
 
 
+@pytest.mark.parametrize("rt", ALL_TYPES, ids=lambda rt: rt.name)
+@given(data=st.data())
+def test_bit_flipped_streams_decode_like_the_reference_or_fail_at_the_same_record(rt, data):
+    records = data.draw(valid_records(rt, max_size=100))
+    if records.size:
+        for _ in range(data.draw(st.integers(1, 4))):
+            i = data.draw(st.integers(0, records.size - 1))
+            records[i] ^= np.uint32(1 << data.draw(st.integers(0, 31)))
+    try:
+        expected = naive_decode(rt, records)
+    except ValueError as bad:
+        with pytest.raises(FormatError, match=rf"byte offset {4 * bad.args[0]}\b"):
+            _decode(records, rt)
+    else:
+        assert _decode(records, rt) == expected
+
+
 def test_invalid_record_error_names_the_record_value_and_type():
     records = np.array([0x02000005, (1 << 31) | (20 << 25) | 7], dtype=np.uint32)
     with pytest.raises(FormatError) as info:
