@@ -94,17 +94,22 @@ VARIANTS: dict[str, Variant] = {
     )
 }
 
-# Picked by measurement (mean f over frames with exactly round(Q n) errors, Q in {1, 2, 5} %, see
-# node/bench/suites/cascade.py): BICONF is the most efficient below ~5e4 bits (f 1.07-1.08 at 1e4,
-# where option 7/8 reach 1.12-1.13 at Q = 1 %); option 7 above (f 1.03-1.05 at 1e5-1e6, where
-# BICONF exceeds 1.07 at Q = 5 %).
+# Picked by measurement (`qkdnode bench --stage cascade --full`: mean f over 10 frames with exactly
+# round(Q n) errors, Q in {1, 2, 5} %; round trips; CPU throughput), by frame length:
+#  - below 5e4 bits BICONF: f 1.07-1.09 at 1e4, where option 7/8 reach 1.13-1.17 at Q = 1 %;
+#  - up to 5e5 bits option 7: f 1.04-1.05 at 1e5 (BICONF 1.074 at Q = 5 %), 250-370 round trips;
+#  - above, Yan et al.: f 1.05-1.06 at 1e6 with ~200 round trips and the best throughput, where
+#    option 7 (f 1.03-1.05) needs 390-470 round trips on average and over 500 for some frames.
 DEFAULT_VARIANT = "auto"
-AUTO_SMALL, AUTO_LARGE, AUTO_THRESHOLD = "biconf", "option7", 50_000
+AUTO_POLICY: tuple[tuple[int | None, str], ...] = ((50_000, "biconf"), (500_000, "option7"), (None, "yanetal"))
 
 
 def default_variant(n: int) -> Variant:
-    """The variant `auto` picks for a frame of `n` bits."""
-    return VARIANTS[AUTO_SMALL if n < AUTO_THRESHOLD else AUTO_LARGE]
+    """The variant `auto` picks for a frame of `n` bits (AUTO_POLICY: first bound above n)."""
+    for bound, name in AUTO_POLICY:
+        if bound is None or n < bound:
+            return VARIANTS[name]
+    raise AssertionError("AUTO_POLICY ends with an unbounded entry")  # pragma: no cover
 
 
 def get_variant(variant: str | Variant | None, n: int | None = None) -> Variant | None:

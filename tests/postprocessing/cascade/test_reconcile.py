@@ -127,3 +127,23 @@ def test_outcome_repr_holds_no_key_bits() -> None:
     alice, bob = frame(500, 0.02, 2)
     out = reconcile_many_loopback([(alice, bob)], 0.02)[0]
     assert "(block_id=0, stats=" in repr(out) and "array(" not in repr(out)
+
+
+@pytest.mark.slow
+def test_default_variant_at_a_million_bits_meets_efficiency_and_round_trip_bounds() -> None:
+    frames = [frame(1_000_000, 0.02, 2000 + s) for s in range(10)]
+    outcomes = reconcile_many_loopback(frames, 0.02, max_in_flight=1)
+    assert all(o.error is None for o in outcomes)
+    assert float(np.mean([o.stats.efficiency for o in outcomes])) <= 1.07
+    assert float(np.mean([o.stats.round_trips for o in outcomes])) <= 500
+
+
+def test_auto_picks_the_measured_variant_by_frame_length() -> None:
+    from postprocessing.cascade import default_variant
+
+    assert default_variant(10_000).name == "biconf"
+    assert default_variant(100_000).name == "option7"
+    assert default_variant(1_000_000).name == "yanetal"
+    alice, bob = frame(2000, 0.02, 1)
+    _, stats = reconcile_loopback(alice, bob, 0.02)
+    assert stats.variant == "biconf"
