@@ -134,3 +134,24 @@ def test_questions_about_nodes_that_do_not_exist_are_refused() -> None:
                                                    np.array([1 << 20], np.uint32))))
     assert reply is not None and reply.type == "cascade.error"
     assert not responder.results[1].completed
+
+
+@settings(max_examples=80)
+@given(header=st.dictionaries(st.sampled_from(["block", "seq", "seed", "reason"]),
+                              st.one_of(st.integers(-5, 5), st.text(max_size=40), st.none(),
+                                        st.just("ab" * 16))),
+       mtype=st.sampled_from(["cascade.parity", "cascade.error", "other"]),
+       bufs=st.lists(st.binary(max_size=400), max_size=3))
+def test_reconciler_survives_malformed_replies(header: dict, mtype: str, bufs: list) -> None:
+    from postprocessing.cascade.reconciler import _BobBlock
+    from postprocessing.cascade.variants import get_variant
+
+    _, bob = frame(2000, 0.02, 0)
+    blk = _BobBlock(1, bob, 0.02, get_variant("option7"))
+    blk.first_message()
+    msg = Message(mtype, header, tuple(np.frombuffer(b, dtype=np.uint8) for b in bufs))
+    try:
+        out = blk.on_reply(msg)
+    except ProtocolError:
+        return
+    assert out is None or isinstance(out, Message)
