@@ -284,15 +284,14 @@ def bob_round(
     masks: NDArray[np.uint64], perms: NDArray[np.int32], poss: NDArray[np.int32],
     a_pass: NDArray[np.uint8], a_blk: NDArray[np.uint32], a_node: NDArray[np.uint32], answers: NDArray[np.uint8],
     s_pass: NDArray[np.int64], s_blk: NDArray[np.int64], s_node: NDArray[np.int64],
-    flipped: NDArray[np.int64],
+    flipmap: NDArray[np.uint64],
 ) -> tuple[NDArray[np.uint8], NDArray[np.uint32], NDArray[np.uint32], NDArray[np.int64], NDArray[np.int64],
            NDArray[np.int64], int]:
     """One round of Bob's side: take Alice's answers, walk every search down as far as known parities
     allow, correct the errors found (with their cascade into all started passes), and collect the
     next batch of questions. Returns (question pass, block, node, waiting search pass, block, node,
-    number of bits flipped); the flipped frame positions are written to `flipped` (grown if needed
-    is the caller's job: its size bounds the flips of one round, a search that would exceed it
-    waits for the next round).
+    number of bits flipped this round). `flipmap` (packed, one bit per frame position) marks the
+    bits flipped so far; a bit pointed at twice means inconsistent answers and returns -1.
     """
     # 1. Alice's answers: the asked node's difference, then its right sibling's from the parent's.
     for i in range(a_pass.size):
@@ -343,24 +342,18 @@ def bob_round(
                 break  # a correction elsewhere made this node even: the cascade re-schedules
             lo, hi = node_range(length, v)
             if hi - lo == 1:
-                if nflip >= flipped.size:
-                    # keep it for the next round (the caller bounds corrections per round)
-                    if kc == k_pass.size:
-                        k_pass = _grow(k_pass, kc + 1)
-                        k_blk = _grow(k_blk, kc + 1)
-                        k_node = _grow(k_node, kc + 1)
-                    k_pass[kc] = j
-                    k_blk[kc] = b
-                    k_node[kc] = v
-                    kc += 1
-                    break
                 # the error: frame position of this leaf
                 if kd == BLOCK:
                     q = b * ksz[j] + lo
                     p = q if prow[j] < 0 else np.int64(perms[prow[j], q])
                 else:
                     p = lo
-                flipped[nflip] = p
+                bit = np.uint64(1) << np.uint64(p & 63)
+                if flipmap[p >> 6] & bit:
+                    # true parities never point at a bit twice (each flip makes it agree with
+                    # Alice's): her answers are inconsistent, stop rather than oscillate
+                    return (q_pass[:0], q_blk[:0], q_node[:0], k_pass[:0], k_blk[:0], k_node[:0], -1)
+                flipmap[p >> 6] |= bit
                 nflip += 1
                 # correct it in every pass-ordered copy
                 rows[0, p >> 6] ^= np.uint64(1) << np.uint64(p & 63)

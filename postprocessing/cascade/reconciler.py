@@ -61,7 +61,7 @@ class _BobBlock:
                 t.plan(j, BICONF, n)
         self.tables = t
         self.state = np.zeros(int(t.base[self.max_passes]), dtype=np.int8)
-        self.flipped = np.empty(n, dtype=np.int64)
+        self.flipmap = np.zeros((n + 63) // 64, dtype=np.uint64)
         self.bob_seed = shuffle.draw_seed()
         self.seed: bytes | None = None
         self.seq = 0
@@ -135,8 +135,10 @@ class _BobBlock:
         while True:
             qp, qb, qn, sp, sb, sn, nflip = kernels.bob_round(
                 t.kind, t.ksz, t.nb, t.stride, t.base, t.rowi, t.mrow, t.prow, t.started, self.n, self.state, t.rows,
-                t.masks, t.perms, t.poss, qp, qb, qn, answers, sp, sb, sn, self.flipped,
+                t.masks, t.perms, t.poss, qp, qb, qn, answers, sp, sb, sn, self.flipmap,
             )
+            if nflip < 0:
+                raise ProtocolError(f"cascade: Alice's parities for block {self.block_id} are inconsistent")
             self.stats.errors_corrected += nflip
             if qp.size or sp.size:
                 break

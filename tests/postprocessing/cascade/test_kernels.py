@@ -63,12 +63,12 @@ def _search_one_block(alice: np.ndarray, bob: np.ndarray) -> tuple[int, int, int
     q = (np.zeros(0, dtype=np.uint8), e, e)
     ans = np.zeros(0, dtype=np.uint8)
     s = (np.zeros(odd.size, dtype=np.int64), odd, np.ones(odd.size, dtype=np.int64))
-    flipped = np.zeros(n, dtype=np.int64)
+    flipmap = np.zeros((n + 63) // 64, dtype=np.uint64)
     asked = rounds = flips = 0
     while True:
         qp, qb, qn, sp, sb, sn, nf = kernels.bob_round(
             bt.kind, bt.ksz, bt.nb, bt.stride, bt.base, bt.rowi, bt.mrow, bt.prow, 1, n, state, bt.rows,
-            bt.masks, bt.perms, bt.poss, q[0], q[1], q[2], ans, s[0], s[1], s[2], flipped)
+            bt.masks, bt.perms, bt.poss, q[0], q[1], q[2], ans, s[0], s[1], s[2], flipmap)
         flips += nf
         if qp.size == 0:
             break
