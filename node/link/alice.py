@@ -1,8 +1,10 @@
 """Alice's end of a link: answers Bob's sifting, Cascade and verification, draws the Toeplitz seed.
 
 Alice never starts a conversation: `handle(message)` returns her replies, and `serve()` loops on
-the channel. Per block she holds her sifted key until Bob confirms (BLOCK_DONE) that he has the
-same secret key, then hands hers to `deliver`. Any protocol violation aborts that block only.
+the channel. Per block she holds her secret key in memory until Bob reports (BLOCK_DONE) that he
+has persisted the same key; she then persists hers as confirmed in the outbox, from which it goes
+to the key manager. Any protocol violation aborts that block only. Slots are sifted at most once:
+requests at or below the persisted high-water mark are refused.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from node.link.distill import (
     privacy_amplification,
     split_secret,
 )
+from node.runtime.outbox import Outbox
 from postprocessing.bits import n_words
 from postprocessing.cascade import CascadeResponder, ClassicalChannel
 from postprocessing.cascade import Message as CascadeMessage
@@ -56,20 +59,23 @@ class _StagedKey:
     leaked_bits: int
     sifted_bits: int
     finite_key: dict
+    refill_bits: int | None = None  # set by BLOCK_DONE
 
 
 class AliceLink:
     """Alice's protocol state for one link."""
 
-    def __init__(self, settings: LinkSettings, transmitter: Transmitter,
-                 deliver: Callable[[DistilledKey], None], refill_auth: Callable[[bytes], None] | None = None,
+    def __init__(self, settings: LinkSettings, transmitter: Transmitter, outbox: Outbox,
+                 refill_auth: Callable[[bytes], None] | None = None,
                  alarm: Callable[[str, str], None] | None = None) -> None:
         self.settings = settings
         self.transmitter = transmitter
-        self.deliver = deliver
+        self.outbox = outbox
+        self.slot_hwm = outbox.get_counter(f"{settings.link_id}:slot_hwm", -1)
         self.refill_auth = refill_auth
         self.alarm = alarm or (lambda severity, text: log.warning("alarm %s: %s", severity, text))
-        self.blocks = KeyBlockAccumulator(settings.block_bits, settings.n_intensities)
+        self.blocks = KeyBlockAccumulator(settings.block_bits, settings.n_intensities,
+                                          next_block_id=outbox.max_block_id(settings.link_id) + 1)
         self._pending: dict[int, SiftedKey] = {}
         self._ready: dict[int, KeyBlock] = {}
         self._active: dict[int, KeyBlock] = {}
@@ -102,22 +108,48 @@ class AliceLink:
             if isinstance(block, int) and not isinstance(block, bool):
                 self._drop_block(block, str(exc))
                 return [P.abort(block, str(exc))]
-            return []
+            return [P.abort(-1, str(exc))]  # a refused sift batch: Bob must not wait for a reply
 
     def _on_hello(self, msg: Message) -> list[Message]:
+        """Bob (re)starts the session: forget partial work, settle keys left half-confirmed."""
         theirs = msg.header.get("settings")
         mine = self.settings.fingerprint()
         if theirs != mine:
             self.alarm("critical", f"link {self.settings.link_id}: peer settings differ from ours")
             return [Message(P.HELLO_ACK, {"ok": False, "settings": mine})]
-        return [Message(P.HELLO_ACK, {"ok": True, "settings": mine, "next_block": self.blocks.next_block_id})]
+        unconfirmed = msg.header.get("unconfirmed", [])
+        if not isinstance(unconfirmed, list) or not all(isinstance(b, int) and not isinstance(b, bool) for b in unconfirmed):
+            raise ProtocolError("HELLO: 'unconfirmed' must be a list of block ids")
+        link = self.settings.link_id
+        held = set(self.outbox.block_ids(link, "confirmed")) | set(self.outbox.block_ids(link, "delivered"))
+        confirmed = []
+        for block_id in unconfirmed:
+            staged = self._staged.get(block_id)
+            if staged is not None and staged.refill_bits is not None:
+                self._commit(block_id, staged)
+                held.add(block_id)
+            if block_id in held:
+                confirmed.append(block_id)
+        self.blocks.discard()
+        for table in (self._pending, self._ready, self._active, self._staged):
+            table.clear()
+        bob_next = P.header_int(msg, "next_block")
+        self.blocks.next_block_id = max(self.blocks.next_block_id, bob_next, self.outbox.max_block_id(link) + 1)
+        return [Message(P.HELLO_ACK, {"ok": True, "settings": mine, "confirmed": confirmed,
+                                      "next_block": self.blocks.next_block_id, "slot_hwm": self.slot_hwm})]
 
     def _on_sift_request(self, msg: Message) -> list[Message]:
         batch, request = P.parse_sift_request(msg)
         if len(self._pending) >= MAX_PENDING_BATCHES:
             raise ProtocolError(f"too many sift batches awaiting Bob's report (limit {MAX_PENDING_BATCHES})")
+        if request.slot.size and int(request.slot[0]) <= self.slot_hwm:
+            raise ProtocolError(f"SIFT_REQUEST for slot {int(request.slot[0])}, at or below slots already sifted "
+                                f"(up to {self.slot_hwm}): raw key is never sifted twice")
         states = self.transmitter.states(request.slot)
         sifted, reply = alice_sift(request, states, self.settings.n_intensities)
+        if request.slot.size:
+            self.slot_hwm = int(request.slot[-1])
+            self.outbox.set_counter(f"{self.settings.link_id}:slot_hwm", self.slot_hwm)
         self._pending[batch] = sifted
         return [P.sift_reply(batch, reply)]
 
@@ -198,22 +230,28 @@ class AliceLink:
 
     def _on_block_done(self, msg: Message) -> list[Message]:
         block_id = P.header_int(msg, "block")
-        staged = self._staged.pop(block_id, None)
+        staged = self._staged.get(block_id)
         if staged is None:
             raise ProtocolError(f"BLOCK_DONE for block {block_id}, which has no staged key")
         refill_bits = P.header_int(msg, "refill_bits", 0, staged.length)
         if refill_bits % 256:
             raise ProtocolError(f"BLOCK_DONE: refill_bits must be a multiple of 256, got {refill_bits}")
-        refill, key_bytes = split_secret(staged.secret, staged.length, refill_bits)
-        if self.refill_auth is not None and refill:
-            self.refill_auth(refill)
+        staged.refill_bits = refill_bits
+        self._commit(block_id, staged)
+        return [Message(P.BLOCK_DONE_ACK, {"block": block_id})]
+
+    def _commit(self, block_id: int, staged: _StagedKey) -> None:
+        """Bob holds the block's key: persist ours as confirmed and refill the authentication pools."""
+        assert staged.refill_bits is not None
+        self._staged.pop(block_id, None)
+        refill, key_bytes = split_secret(staged.secret, staged.length, staged.refill_bits)
         key = DistilledKey(self.settings.link_id, block_id, key_bytes, 8 * len(key_bytes), staged.qber,
                            staged.leaked_bits, staged.sifted_bits, staged.finite_key)
-        if key.length_bits:
-            self.deliver(key)
+        self.outbox.put(key, "confirmed")
+        if self.refill_auth is not None and refill:
+            self.refill_auth(refill)
         self.counters["blocks"] += 1
         self.counters["key_bits"] += key.length_bits
-        return [Message(P.BLOCK_DONE_ACK, {"block": block_id})]
 
     def _on_abort(self, msg: Message) -> list[Message]:
         block = msg.header.get("block")

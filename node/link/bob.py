@@ -3,8 +3,9 @@
 `BobLink.process(detections)` runs one sift batch; when the batch completes a key block the block
 is distilled at once (Bob asks, Alice answers). A protocol violation, a timeout, a failed
 verification or a QBER above the threshold abort that block only: an alarm is raised, Alice is
-told, and the next block proceeds. Bob hands his key to `deliver` (which returns once the key
-manager has it durably) before telling Alice, who then hands over hers.
+told, and the next block proceeds. Bob persists his key as unconfirmed in the outbox before
+telling Alice (BLOCK_DONE) and confirms it on her acknowledgement; after a crash, HELLO settles
+which unconfirmed keys Alice also holds, so the key managers get a block on both sides or neither.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from node.link.distill import (
     split_secret,
     z_errors_by_class,
 )
+from node.runtime.outbox import Outbox
 from postprocessing.cascade import CascadeReconciler, ClassicalChannel
 from postprocessing.cascade import Message as CascadeMessage
 from postprocessing.errors import ProtocolError
@@ -61,17 +63,19 @@ class CascadeOverSecureChannel(ClassicalChannel):
 class BobLink:
     """Bob's protocol state for one link over `channel` (a node.classical.SecureChannel)."""
 
-    def __init__(self, settings: LinkSettings, channel: object, deliver: Callable[[DistilledKey], None],
+    def __init__(self, settings: LinkSettings, channel: object, outbox: Outbox,
                  refill_auth: Callable[[bytes], None] | None = None,
                  alarm: Callable[[str, str], None] | None = None,
                  auth_available: Callable[[], tuple[int, int]] | None = None) -> None:
         self.settings = settings
         self.channel = channel
-        self.deliver = deliver
+        self.outbox = outbox
         self.refill_auth = refill_auth
         self.auth_available = auth_available or (lambda: (0, 0))
         self.alarm = alarm or (lambda severity, text: log.warning("alarm %s: %s", severity, text))
-        self.blocks = KeyBlockAccumulator(settings.block_bits, settings.n_intensities)
+        self.blocks = KeyBlockAccumulator(settings.block_bits, settings.n_intensities,
+                                          next_block_id=outbox.max_block_id(settings.link_id) + 1)
+        self.slot_hwm = -1
         self.reconciler = CascadeReconciler(CascadeOverSecureChannel(channel), settings.cascade_variant,
                                             timeout_s=settings.timeout_s)
         self.next_batch = 0
@@ -87,15 +91,31 @@ class BobLink:
         return reply
 
     def hello(self) -> None:
-        """Check that Alice runs the same link settings (raises ProtocolError otherwise)."""
-        reply = self._request(Message(P.HELLO, {"settings": self.settings.fingerprint()}), P.HELLO_ACK, 0)
+        """Start the session: check Alice runs the same settings, settle half-confirmed keys, agree
+        on the next block id and learn which slots were already sifted (raises ProtocolError)."""
+        link = self.settings.link_id
+        unconfirmed = self.outbox.block_ids(link, "unconfirmed")
+        reply = self._request(Message(P.HELLO, {"settings": self.settings.fingerprint(), "unconfirmed": unconfirmed,
+                                                "next_block": self.blocks.next_block_id}), P.HELLO_ACK, 0)
         if reply.header.get("ok") is not True:
-            raise ProtocolError(f"link {self.settings.link_id}: Alice's settings differ: {reply.header.get('settings')}")
+            raise ProtocolError(f"link {link}: Alice's settings differ: {reply.header.get('settings')}")
+        confirmed = reply.header.get("confirmed")
+        if not isinstance(confirmed, list) or not set(confirmed) <= set(unconfirmed):
+            raise ProtocolError("HELLO_ACK: 'confirmed' must list block ids Bob reported")
+        self.outbox.confirm(link, confirmed)
+        self.outbox.drop(link, [b for b in unconfirmed if b not in confirmed])
+        self.blocks.discard()
+        self.blocks.next_block_id = P.header_int(reply, "next_block")
+        self.slot_hwm = P.header_int(reply, "slot_hwm", -1)
 
     # -- sifting ----------------------------------------------------------------------------------
 
     def process(self, detections: Detections) -> list[DistilledKey]:
         """Sift one batch of detections with Alice; distil the block it completes, if any."""
+        if len(detections) and int(detections.slot[0]) <= self.slot_hwm:
+            keep = detections.slot > self.slot_hwm  # sifted before a restart: never again
+            detections = Detections(detections.slot[keep], detections.basis[keep], detections.bit[keep],
+                                    detections.clicks[keep], detections.time[keep], 0, 0)
         if len(detections) == 0:
             return []
         batch = self.next_batch
@@ -178,10 +198,10 @@ class BobLink:
         refill, key_bytes = split_secret(secret, length, refill_bits)
         key = DistilledKey(s.link_id, block.block_id, key_bytes, 8 * len(key_bytes), qber_z, stats.leaked_bits,
                            block.n_bits, fk.as_dict())
-        if key.length_bits:
-            self.deliver(key)
+        self.outbox.put(key, "unconfirmed")
         self._request(Message(P.BLOCK_DONE, {"block": block.block_id, "refill_bits": refill_bits}),
                       P.BLOCK_DONE_ACK, 0)
+        self.outbox.confirm(s.link_id, [block.block_id])
         if self.refill_auth is not None and refill:
             self.refill_auth(refill)
         self.counters["blocks"] += 1

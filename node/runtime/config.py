@@ -1,0 +1,206 @@
+"""A node's TOML configuration, validated at start: errors name the key and what is allowed.
+
+Example (paths relative to the file's directory)::
+
+    [node]
+    name = "bob"
+    role = "bob"                          # "alice" (transmitter) or "bob" (receiver)
+    state_dir = "state/bob"               # outbox, channel state (owner-only files)
+    status_file = "state/bob/status.json" # optional: live figures, rewritten twice a second
+
+    [link]
+    id = "L1"
+    peer = "tcp://127.0.0.1:5800"         # Alice binds it, Bob connects to it
+    bootstrap_secret = "link_L1.key"      # pre-shared authentication key (file)
+    block_bits = 1000000
+    batch_detections = 200000
+    protocol = "lim2014"
+    eps_sec = 1e-9
+    qber_abort = 0.11
+
+    [keymanager]                          # where distilled keys go (KEY_BLOCK over ZeroMQ)
+    endpoint = "tcp://127.0.0.1:5600"
+    source_id = "node_b"
+    secret = "ingest_b.key"
+
+    [hardware]
+    kind = "mock"                         # "mock" or "lab"
+
+    [hardware.mock]                       # drivers.mock.LinkParams fields, plus seed and pacing
+    seed = 1234
+    realtime = false
+    fibre_length_km = 25.0
+
+    # kind = "lab": [instruments.NAME] tables as drivers.registry reads them, and
+    # [hardware.lab] transmitter = "awg" (Alice) or tagger = "tagger" (Bob) naming one of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from node.link.distill import LinkSettings
+
+ROLES = ("alice", "bob")
+HARDWARE_KINDS = ("mock", "lab")
+_LINK_KEYS = {"id", "peer", "bootstrap_secret", "block_bits", "batch_detections", "protocol", "eps_sec",
+              "tag_bits", "qber_abort", "cascade_variant", "auth_reserve_bits", "timeout_s", "intensities",
+              "class_probabilities"}
+
+
+@dataclass(frozen=True)
+class KeyManagerTarget:
+    """The local key manager's ingest endpoint and this node's identity and secret there."""
+
+    endpoint: str
+    source_id: str
+    secret: Path
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Everything a node daemon needs, validated."""
+
+    name: str
+    role: str
+    state_dir: Path
+    peer: str
+    bootstrap_secret: Path
+    link: LinkSettings
+    hardware: str
+    mock: dict[str, Any] = field(default_factory=dict)
+    lab: dict[str, Any] = field(default_factory=dict)
+    instruments: dict[str, Any] = field(default_factory=dict)
+    keymanager: KeyManagerTarget | None = None
+    status_file: Path | None = None
+    max_blocks: int | None = None
+    duration_s: float | None = None
+
+
+def _table(doc: dict[str, Any], key: str, required: bool = True) -> dict[str, Any]:
+    value = doc.get(key)
+    if value is None and not required:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"config table [{key}] is required" if value is None else f"config key '{key}' must be a table")
+    return value
+
+
+def _check_keys(table: dict[str, Any], allowed: set[str], where: str) -> None:
+    for key in table:
+        if key not in allowed:
+            raise ValueError(f"config key '{where}.{key}' is unknown; allowed: {', '.join(sorted(allowed))}")
+
+
+def _str(table: dict[str, Any], key: str, where: str, default: str | None = None) -> str:
+    value = table.get(key, default)
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"config key '{where}.{key}' must be a non-empty string, got {value!r}")
+    return value
+
+
+def _endpoint(table: dict[str, Any], key: str, where: str) -> str:
+    value = _str(table, key, where)
+    if not value.startswith("tcp://"):
+        raise ValueError(f"config key '{where}.{key}' must be a ZeroMQ endpoint like 'tcp://127.0.0.1:5800', got {value!r}")
+    return value
+
+
+def _mock_fields() -> set[str]:
+    from drivers.mock import LinkParams
+
+    return {f.name for f in dataclasses.fields(LinkParams)} | {"seed", "realtime", "block_s"}
+
+
+def parse_node_config(doc: dict[str, Any], base_dir: str | Path = ".") -> NodeConfig:
+    """Validate a parsed TOML document (see the module docstring for its shape)."""
+    base = Path(base_dir)
+
+    def path(value: str) -> Path:
+        p = Path(value)
+        return p if p.is_absolute() else base / p
+
+    _check_keys(doc, {"node", "link", "keymanager", "hardware", "instruments", "run"}, "")
+    node = _table(doc, "node")
+    _check_keys(node, {"name", "role", "state_dir", "status_file"}, "node")
+    role = _str(node, "role", "node")
+    if role not in ROLES:
+        raise ValueError(f"config key 'node.role' must be one of {', '.join(ROLES)}, got {role!r}")
+    link = _table(doc, "link")
+    _check_keys(link, _LINK_KEYS, "link")
+    hardware = _table(doc, "hardware")
+    _check_keys(hardware, {"kind", "mock", "lab"}, "hardware")
+    kind = _str(hardware, "kind", "hardware")
+    if kind not in HARDWARE_KINDS:
+        raise ValueError(f"config key 'hardware.kind' must be one of {', '.join(HARDWARE_KINDS)}, got {kind!r}")
+    mock = _table(hardware, "mock", required=False)
+    _check_keys(mock, _mock_fields(), "hardware.mock")
+    lab = _table(hardware, "lab", required=False)
+    _check_keys(lab, {"transmitter", "tagger", "transmitter_options", "slotting"}, "hardware.lab")
+    instruments = _table(doc, "instruments", required=False)
+    if kind == "lab":
+        needed = "transmitter" if role == "alice" else "tagger"
+        name = _str(lab, needed, "hardware.lab")
+        if name not in instruments:
+            raise ValueError(f"config key 'hardware.lab.{needed}' names instrument {name!r}, which has no "
+                             f"[instruments.{name}] table")
+    intensities, probabilities = _link_physics(link, kind, mock)
+    settings_kwargs = {k: link[k] for k in ("block_bits", "batch_detections", "protocol", "eps_sec", "tag_bits",
+                                            "qber_abort", "cascade_variant", "auth_reserve_bits", "timeout_s")
+                       if k in link}
+    try:
+        settings = LinkSettings(_str(link, "id", "link"), intensities, probabilities, **settings_kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"config table [link]: {exc}") from None
+    km = _table(doc, "keymanager", required=False)
+    target = None
+    if km:
+        _check_keys(km, {"endpoint", "source_id", "secret"}, "keymanager")
+        target = KeyManagerTarget(_endpoint(km, "endpoint", "keymanager"), _str(km, "source_id", "keymanager"),
+                                  path(_str(km, "secret", "keymanager")))
+    run = _table(doc, "run", required=False)
+    _check_keys(run, {"max_blocks", "duration_s"}, "run")
+    status = node.get("status_file")
+    return NodeConfig(
+        name=_str(node, "name", "node"), role=role, state_dir=path(_str(node, "state_dir", "node")),
+        peer=_endpoint(link, "peer", "link"), bootstrap_secret=path(_str(link, "bootstrap_secret", "link")),
+        link=settings, hardware=kind, mock=dict(mock), lab=dict(lab), instruments=dict(instruments),
+        keymanager=target, status_file=None if status is None else path(_str(node, "status_file", "node")),
+        max_blocks=run.get("max_blocks"), duration_s=run.get("duration_s"),
+    )
+
+
+def _link_physics(link: dict[str, Any], kind: str, mock: dict[str, Any]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Intensities and class probabilities: from [link], or for the mock from its LinkParams."""
+    if kind == "mock":
+        from drivers.mock import LinkParams
+
+        defaults = LinkParams()
+        mu = tuple(mock.get("intensities", defaults.intensities))
+        p = tuple(mock.get("class_probabilities", defaults.class_probabilities))
+        for key, value in (("intensities", mu), ("class_probabilities", p)):
+            if key in link and tuple(link[key]) != value:
+                raise ValueError(f"config key 'link.{key}' differs from 'hardware.mock.{key}'; give it once")
+        return mu, p
+    for key in ("intensities", "class_probabilities"):
+        value = link.get(key)
+        if not isinstance(value, list) or not all(isinstance(v, (int, float)) for v in value):
+            raise ValueError(f"config key 'link.{key}' must be a list of numbers (required for lab hardware)")
+    return tuple(float(v) for v in link["intensities"]), tuple(float(v) for v in link["class_probabilities"])
+
+
+def load_node_config(path: str | Path) -> NodeConfig:
+    """Read and validate a node's TOML file."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            doc = tomllib.load(fh)
+    except OSError as exc:
+        raise ValueError(f"cannot read node config {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"node config {path} is not valid TOML: {exc}") from None
+    return parse_node_config(doc, path.parent)

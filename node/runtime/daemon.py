@@ -1,0 +1,331 @@
+"""The node daemon: one end of a QKD link, from instruments to the local key manager.
+
+Threads, each with one job (and each ZeroMQ socket owned by exactly one of them):
+- acquisition (Bob): reads the time-tagger, slots the tags, cuts detection batches; it never waits
+  on post-processing in real-time mode (a batch that finds the queue full is dropped and counted);
+- protocol (the calling thread): Bob drives sifting and block distillation, Alice answers;
+- delivery: hands confirmed keys from the outbox to the key manager until it acknowledges them;
+- status: rewrites the status file with live figures twice a second.
+`run()` returns after `stop` is set (SIGINT/SIGTERM in `qkdnode run`), after `max_blocks` blocks, or
+after `duration_s`; the hardware is left safe on every way out.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from node.classical import ChannelTimeout, ClassicalChannelError, SecureLink
+from node.classical.channel import PeerChannel, SecureChannel
+from node.link import AliceLink, BobLink
+from node.runtime.config import NodeConfig
+from node.runtime.hardware import Hardware, open_hardware
+from node.runtime.outbox import Outbox
+from postprocessing.errors import ProtocolError
+from postprocessing.slotting import Detections
+
+log = logging.getLogger(__name__)
+
+LINK_STATE_RESERVE = 256
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {"__hex__": bytes(value).hex()}
+    if isinstance(value, dict):
+        return {k: _encode(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_encode(v) for v in value]
+    return value
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"__hex__"}:
+            return bytes.fromhex(value["__hex__"])
+        return {k: _decode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    return value
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write a file readable by its owner only, atomically and durably."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _concat(parts: list[Detections]) -> Detections:
+    return Detections(
+        np.concatenate([p.slot for p in parts]), np.concatenate([p.basis for p in parts]),
+        np.concatenate([p.bit for p in parts]), np.concatenate([p.clicks for p in parts]),
+        np.concatenate([p.time for p in parts]), sum(p.n_double for p in parts), sum(p.n_cross for p in parts),
+    )
+
+
+class NodeDaemon:
+    """A node running one link end (see the module docstring)."""
+
+    def __init__(self, cfg: NodeConfig) -> None:
+        self.cfg = cfg
+        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(cfg.state_dir, 0o700)
+        self.stop = threading.Event()
+        self.alarms: deque[dict[str, Any]] = deque(maxlen=100)
+        self.outbox = Outbox(cfg.state_dir / "outbox.db")
+        self.link = self._load_link()
+        self.hardware: Hardware | None = None
+        self.role: AliceLink | BobLink | None = None
+        self.batches: queue.Queue[Detections] = queue.Queue(maxsize=8)
+        self.acq = {"blocks": 0, "tags": 0, "hardware_lost": 0, "detections": 0, "dropped_batches": 0,
+                    "dropped_detections": 0}
+        self.delivery = {"delivered_blocks": 0, "delivered_bits": 0, "km_timeouts": 0}
+        self.state = "starting"
+        self.started = time.time()
+        self._threads: list[threading.Thread] = []
+
+    # -- authentication state -------------------------------------------------------------------
+
+    def _link_state_path(self) -> Path:
+        return self.cfg.state_dir / "link_state.json"
+
+    def _load_link(self) -> SecureLink:
+        path = self._link_state_path()
+        if path.exists():
+            link = SecureLink.from_state(_decode(json.loads(path.read_text())))
+        else:
+            secret = self.cfg.bootstrap_secret.read_bytes()
+            link = SecureLink.from_bootstrap(secret, "responder" if self.cfg.role == "alice" else "initiator")
+        link.set_persistence(self._persist_link, reserve=LINK_STATE_RESERVE)
+        return link
+
+    def _persist_link(self, state: dict[str, Any]) -> None:
+        write_private(self._link_state_path(), json.dumps(_encode(state)).encode())
+
+    def _refill(self, material: bytes) -> None:
+        self.link.refill(material)
+        self._persist_link(self.link.state(send_reserve=LINK_STATE_RESERVE))
+
+    def _auth_available(self) -> tuple[int, int]:
+        return self.link.send_pool.available_bits, self.link.recv_pool.available_bits
+
+    def alarm(self, severity: str, text: str) -> None:
+        """Record and log an alarm (texts never hold key material)."""
+        self.alarms.append({"time": time.time(), "severity": severity, "text": text})
+        log.warning("ALARM %s: %s", severity, text)
+
+    # -- run ------------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run until stopped; returns the exit code (0 on a clean stop)."""
+        cfg = self.cfg
+        channel = None
+        try:
+            self.hardware = open_hardware(cfg)
+            if cfg.role == "alice":
+                channel = PeerChannel.bind(cfg.peer)
+            else:
+                channel = PeerChannel.connect(cfg.peer)
+            secure = SecureChannel(channel, self.link)
+            self._start_thread("status", self._status_loop)
+            if cfg.keymanager is not None:
+                self._start_thread("delivery", self._delivery_loop)
+            self.state = "running"
+            if cfg.role == "alice":
+                assert self.hardware.transmitter is not None
+                self.role = AliceLink(cfg.link, self.hardware.transmitter, self.outbox, self._refill, self.alarm)
+                self._run_alice(secure)
+            else:
+                self.role = BobLink(cfg.link, secure, self.outbox, self._refill, self.alarm, self._auth_available)
+                self._run_bob()
+            return 0
+        finally:
+            self.state = "stopping"
+            self.stop.set()
+            if self.hardware is not None:
+                self.hardware.close()
+            for t in self._threads:
+                t.join(timeout=15)
+            if channel is not None:
+                channel.close()
+            self.state = "stopped"
+            self._write_status()
+            self.outbox.close()
+
+    def _start_thread(self, name: str, target: Any) -> None:
+        t = threading.Thread(target=target, name=f"{self.cfg.name}-{name}", daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def _deadline_passed(self) -> bool:
+        cfg = self.cfg
+        if cfg.duration_s is not None and time.time() - self.started >= cfg.duration_s:
+            return True
+        if cfg.max_blocks is not None and self.role is not None:
+            c = self.role.counters
+            if c["blocks"] + c["aborted"] >= cfg.max_blocks:
+                return True
+        return False
+
+    def _run_alice(self, secure: SecureChannel) -> None:
+        assert isinstance(self.role, AliceLink)
+        while not self.stop.is_set() and not self._deadline_passed():
+            try:
+                msg = secure.recv(timeout=0.2)
+            except ChannelTimeout:
+                self.role.responder.expire()
+                continue
+            except ClassicalChannelError as exc:
+                self.alarm("major", f"link {self.cfg.link.link_id}: rejected classical message: {exc}")
+                continue
+            try:
+                for reply in self.role.handle(msg):
+                    secure.send(reply)
+            except ClassicalChannelError as exc:
+                self.alarm("major", f"link {self.cfg.link.link_id}: cannot answer Bob: {exc}")
+
+    def _run_bob(self) -> None:
+        assert isinstance(self.role, BobLink)
+        bob = self.role
+        while not self.stop.is_set():
+            try:
+                bob.hello()
+                break
+            except (ProtocolError, ClassicalChannelError) as exc:
+                log.info("link %s: waiting for Alice (%s)", self.cfg.link.link_id, exc)
+                self.stop.wait(0.5)
+                bob._drain()
+        self._start_thread("acquisition", self._acquisition_loop)
+        while not self.stop.is_set() and not self._deadline_passed():
+            try:
+                batch = self.batches.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            try:
+                bob.process(batch)
+            except (ProtocolError, ClassicalChannelError) as exc:
+                self.alarm("major", f"link {self.cfg.link.link_id}: sift batch failed: {exc}")
+                bob._drain()
+                try:
+                    bob.hello()  # resynchronise: both ends drop the partial block
+                except (ProtocolError, ClassicalChannelError) as exc2:
+                    log.warning("link %s: resynchronisation failed: %s", self.cfg.link.link_id, exc2)
+
+    def _acquisition_loop(self) -> None:
+        hw = self.hardware
+        assert hw is not None and hw.tagger is not None and hw.slotter is not None
+        realtime = bool(self.cfg.mock.get("realtime", False)) if self.cfg.hardware == "mock" else True
+        parts: list[Detections] = []
+        have = 0
+        target = self.cfg.link.batch_detections
+        while not self.stop.is_set():
+            block = hw.tagger.read_block(timeout_s=0.2)
+            self.acq["blocks"] += 1
+            self.acq["tags"] += len(block)
+            self.acq["hardware_lost"] += block.lost
+            if len(block) == 0:
+                continue
+            det = hw.slotter.push(block.time, block.channel)
+            self.acq["detections"] += len(det)
+            if len(det):
+                parts.append(det)
+                have += len(det)
+            if have < target:
+                continue
+            batch = _concat(parts)
+            parts, have = [], 0
+            if realtime:
+                try:
+                    self.batches.put_nowait(batch)
+                except queue.Full:  # post-processing is behind: drop, count, never stall acquisition
+                    self.acq["dropped_batches"] += 1
+                    self.acq["dropped_detections"] += len(batch)
+            else:
+                while not self.stop.is_set():
+                    try:
+                        self.batches.put(batch, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+
+    def _delivery_loop(self) -> None:
+        from node.keymanager.ingest import KeyBlockSender
+
+        km = self.cfg.keymanager
+        assert km is not None
+        sender = KeyBlockSender(km.endpoint, km.source_id, km.secret.read_bytes(), self.cfg.state_dir / "ingest_state")
+        try:
+            while not self.stop.is_set() or self.outbox.pending_delivery(1):
+                entries = self.outbox.pending_delivery(16)
+                if not entries:
+                    self.stop.wait(0.1)
+                    continue
+                for e in entries:
+                    try:
+                        reply = sender.send_block(e.link_id, e.block_id, e.key, e.length_bits, e.qber, e.meta,
+                                                  timeout_s=2.0)
+                    except TimeoutError:
+                        self.delivery["km_timeouts"] += 1
+                        if self.stop.is_set():
+                            return
+                        self.stop.wait(0.5)
+                        break
+                    if reply.get("type") in ("ACK", "KEY_BLOCK_ACK") or reply.get("stored") or reply.get("duplicate"):
+                        self.outbox.delivered(e.link_id, e.block_id)
+                        self.delivery["delivered_blocks"] += 1
+                        self.delivery["delivered_bits"] += e.length_bits
+                    else:
+                        self.alarm("major", f"key manager refused block {e.link_id}/{e.block_id}: "
+                                            f"{str(reply.get('reason', reply.get('type')))[:200]}")
+                        self.stop.wait(1.0)
+        finally:
+            sender.close()
+
+    # -- status -----------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """Live figures of this node (no key material)."""
+        role = self.role
+        out: dict[str, Any] = {
+            "name": self.cfg.name, "role": self.cfg.role, "link": self.cfg.link.link_id, "state": self.state,
+            "uptime_s": time.time() - self.started, "counters": dict(role.counters) if role else {},
+            "delivery": dict(self.delivery), "alarms": list(self.alarms)[-20:],
+            "auth": self.link.accounting(), "hardware": self.hardware.description if self.hardware else {},
+        }
+        if isinstance(role, BobLink):
+            out["acquisition"] = dict(self.acq)
+            slotter = self.hardware.slotter if self.hardware else None
+            if slotter is not None:
+                out["acquisition"].update(gate_efficiency=slotter.gate_efficiency, drift_ppm=slotter.drift_ppm)
+            last = dict(role.last_block)
+            last.pop("finite_key", None)
+            out["last_block"] = last
+            out["qber_estimate"] = role.qber_estimate
+        return out
+
+    def _write_status(self) -> None:
+        if self.cfg.status_file is None:
+            return
+        try:
+            write_private(self.cfg.status_file, json.dumps(self.status(), default=float).encode())
+        except OSError as exc:
+            log.error("cannot write status file: %s", exc)
+
+    def _status_loop(self) -> None:
+        while not self.stop.is_set():
+            self._write_status()
+            self.stop.wait(0.5)

@@ -1,0 +1,119 @@
+"""The node's hardware, from its configuration: the mock link, or lab instruments via drivers.registry.
+
+Alice needs a `Transmitter`; Bob needs a `TimeTagger` and the timing to slot its tags. Both come
+back with a `close()` that leaves the hardware safe (lasers and outputs off), called on shutdown
+whatever happened before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from drivers.timetagger import TimeTagger
+from drivers.transmitter import Transmitter
+from node.runtime.config import NodeConfig
+from postprocessing.slotting import StreamSlotter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Hardware:
+    """What a node drives: Alice's transmitter or Bob's tagger and slotter, and every instrument to shut down."""
+
+    transmitter: Transmitter | None = None
+    tagger: TimeTagger | None = None
+    slotter: StreamSlotter | None = None
+    instruments: dict[str, Any] = field(default_factory=dict)
+    description: dict[str, Any] = field(default_factory=dict)
+
+    def close(self) -> None:
+        """Stop acquisition and leave every instrument safe; never raises."""
+        if self.tagger is not None:
+            with contextlib.suppress(Exception):
+                self.tagger.stop()
+            with contextlib.suppress(Exception):
+                self.tagger.close()
+        if self.transmitter is not None:
+            with contextlib.suppress(Exception):
+                self.transmitter.shutdown()
+        for name, inst in self.instruments.items():
+            for method in ("shutdown", "close"):
+                fn = getattr(inst, method, None)
+                if fn is None:
+                    continue
+                try:
+                    fn()
+                except Exception as exc:  # shutdown must reach every instrument
+                    log.error("instrument %s: %s failed: %s", name, method, exc)
+
+
+def mock_params(cfg: NodeConfig) -> Any:
+    """The mock link's `LinkParams` from [hardware.mock] (both nodes must use the same values)."""
+    from drivers.mock import LinkParams
+
+    fields = {k: v for k, v in cfg.mock.items() if k not in ("seed", "realtime", "block_s")}
+    for key, value in list(fields.items()):
+        if isinstance(value, list):
+            fields[key] = tuple(value)
+    try:
+        return LinkParams(**fields)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"config table [hardware.mock]: {exc}") from None
+
+
+def open_hardware(cfg: NodeConfig) -> Hardware:
+    """Open (and start) the hardware this node's role needs."""
+    if cfg.hardware == "mock":
+        return _open_mock(cfg)
+    return _open_lab(cfg)
+
+
+def _open_mock(cfg: NodeConfig) -> Hardware:
+    from drivers.mock import MockTimeTagger, MockTransmitter
+
+    params = mock_params(cfg)
+    seed = int(cfg.mock.get("seed", 0))
+    desc = {"kind": "mock", "distance_km": params.fibre_length_km, "rate_hz": params.repetition_rate_hz,
+            "eve_fraction": params.eve_fraction}
+    if cfg.role == "alice":
+        tx = MockTransmitter(params, seed)
+        tx.start()
+        return Hardware(transmitter=tx, description=desc)
+    tagger = MockTimeTagger(params, seed, realtime=bool(cfg.mock.get("realtime", False)),
+                            block_s=float(cfg.mock.get("block_s", 2e-3)))
+    slotter = StreamSlotter(params.period_ps, params.sync_every, 0.5 * params.period_ps,
+                            delay_ps=params.channel_delays_ps())
+    tagger.start()
+    return Hardware(tagger=tagger, slotter=slotter, description=desc)
+
+
+def _open_lab(cfg: NodeConfig) -> Hardware:
+    from drivers.registry import open_instruments
+
+    instruments = open_instruments(cfg.instruments)
+    hw = Hardware(instruments=instruments, description={"kind": "lab", "instruments": sorted(instruments)})
+    try:
+        if cfg.role == "alice":
+            from drivers.awg.transmitter import AWGTransmitter
+
+            awg = instruments[cfg.lab["transmitter"]]
+            hw.transmitter = AWGTransmitter(awg, **cfg.lab.get("transmitter_options", {}))
+            hw.transmitter.start()
+        else:
+            hw.tagger = instruments[cfg.lab["tagger"]]
+            slot = cfg.lab.get("slotting", {})
+            try:
+                hw.slotter = StreamSlotter(float(slot["period_ps"]), int(slot["sync_every"]), float(slot["gate_ps"]),
+                                           delay_ps={int(k): float(v) for k, v in slot.get("delays_ps", {}).items()},
+                                           sync_channel=int(slot.get("sync_channel", 0)))
+            except KeyError as exc:
+                raise ValueError(f"config key 'hardware.lab.slotting.{exc.args[0]}' is required for Bob") from None
+            hw.tagger.start()
+    except BaseException:
+        hw.close()
+        raise
+    return hw
