@@ -52,7 +52,7 @@ class _BobBlock:
         self.max_passes = min(MAX_PASSES, variant.max_passes if variant.biconf_streak else len(self.specs))
         if len(self.specs) > self.max_passes:
             raise ValueError(f"variant {variant.name} has more than {MAX_PASSES} passes")
-        t = PassTables(bits.copy(), self.max_passes, keep_inverse=True,
+        t = PassTables(bits, self.max_passes, keep_inverse=True,
                        mask_capacity=self.max_passes - sum(s.kind == BLOCK for s in self.specs))
         for j in range(self.max_passes):
             if j < len(self.specs):

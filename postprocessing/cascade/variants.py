@@ -71,7 +71,7 @@ class Variant:
                 k = int(par)
             else:  # pragma: no cover - variants are defined below
                 raise ValueError(f"unknown block-size rule {rule!r}")
-            k = max(2, min(k, n))
+            k = min(max(k, 2), n)
             prev = k
             out.append(PassSpec(BLOCK, k))
         out.extend(PassSpec(HALF, n) for _ in range(self.half_passes))

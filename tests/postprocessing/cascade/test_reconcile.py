@@ -37,7 +37,7 @@ def test_every_variant_corrects_a_frame(variant: str, qber: float) -> None:
 
 
 @settings(max_examples=25)
-@given(n=st.integers(2, 3000), qber=st.floats(0.0, 0.15), seed=st.integers(0, 2**32 - 1),
+@given(n=st.integers(1, 3000), qber=st.floats(0.0, 0.15), seed=st.integers(0, 2**32 - 1),
        variant=st.sampled_from(sorted(VARIANTS)))
 def test_cascade_only_flips_true_errors_and_leak_matches_alice(n: int, qber: float, seed: int, variant: str) -> None:
     alice, bob = frame(n, qber, seed)
