@@ -30,6 +30,8 @@ Example (paths are relative to the file's directory)::
     [link]                      # KM <-> KM
     bind = "tcp://127.0.0.1:5700"
     auth_key = "link.key"       # pre-shared bootstrap secret (file)
+    auth_refill_below = 20000   # refill this KM's request flow from the pool below this many messages
+    auth_refill_bytes = 262144  # key drawn per refill (whole chunks of this KM's stripe)
 
     [[peers]]
     kme_id = "KME_B"
@@ -96,6 +98,8 @@ class KmConfig:
     peers: tuple[PeerConfig, ...] = ()
     peer_timeout_s: float = 2.0
     reconcile_interval_s: float = 5.0
+    auth_refill_below: int = 20_000
+    auth_refill_bytes: int = 262_144
     chunk_bytes: int = 4096
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -213,7 +217,8 @@ def parse_config(doc: dict, base_dir: str | Path = ".") -> KmConfig:
             raise ValueError(f"config key '{where}id' must be a non-empty string")
         sources.append((sid, path(_get(src, "auth_key", str, where, ..., "a path to the module's pre-shared secret"))))
     link_t = _get(doc, "link", dict, "", ...)
-    _check_keys(link_t, {"bind", "auth_key", "peer_timeout_s", "reconcile_interval_s"}, "link.")
+    _check_keys(link_t, {"bind", "auth_key", "peer_timeout_s", "reconcile_interval_s", "auth_refill_below",
+                         "auth_refill_bytes"}, "link.")
     peers = []
     seen_saes: set[str] = set()
     for i, p in enumerate(_get(doc, "peers", list, "", [], "an array of tables [[peers]]")):
@@ -233,6 +238,10 @@ def parse_config(doc: dict, base_dir: str | Path = ".") -> KmConfig:
     local = _str_list(doc, "local_saes", "", ...)
     if seen_saes & set(local):
         raise ValueError("config key 'local_saes' names an SAE also listed under a peer")
+    refill_bytes = _positive(link_t, "auth_refill_bytes", "link.", 64 * chunk_bytes)
+    if refill_bytes % chunk_bytes or chunk_bytes % 32:
+        raise ValueError(f"config key 'link.auth_refill_bytes' must be a multiple of chunk_bytes ({chunk_bytes}), "
+                         f"itself a multiple of 32, got {refill_bytes}")
     timeout = _get(link_t, "peer_timeout_s", (int, float), "link.", 2.0, "a positive number")
     interval = _get(link_t, "reconcile_interval_s", (int, float), "link.", 5.0, "a positive number")
     if timeout <= 0 or interval <= 0:
@@ -244,6 +253,8 @@ def parse_config(doc: dict, base_dir: str | Path = ".") -> KmConfig:
         link_bind=_endpoint(link_t, "bind", "link."),
         auth_key=path(_get(link_t, "auth_key", str, "link.", ..., "a path to the pre-shared link secret")),
         peers=tuple(peers), peer_timeout_s=float(timeout), reconcile_interval_s=float(interval),
+        auth_refill_below=_positive(link_t, "auth_refill_below", "link.", 20_000),
+        auth_refill_bytes=refill_bytes,
         chunk_bytes=chunk_bytes,
     )
 

@@ -27,7 +27,7 @@ import zmq.asyncio
 
 from node.classical import Message
 from node.keymanager.config import KeyLimits, KmConfig
-from node.keymanager.errors import PeerError
+from node.keymanager.errors import PeerError, PoolExhausted
 from node.keymanager.etsi014 import Etsi014Api, server_ssl_context, start_api
 from node.keymanager.ingest import IngestServer
 from node.keymanager.peer import PeerClient, PeerServer
@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_BATCH_KEYS = 2048
 RECONCILE_PAGE = 2000
-AUTH_LOW_MESSAGES = 10_000
 ALLOC_DEPTH = 4
 ORPHAN_AGE_S = 60.0
 
@@ -69,11 +68,12 @@ class KeyManager:
         self._blocks_event: asyncio.Event | None = None
         self._confirm_after: dict[str, int] = {}
         self._auth_warned: dict[str, bool] = {}
+        self.refill_below = config.auth_refill_below
         self._tasks: list[asyncio.Task[Any]] = []
         self.clients: dict[str, PeerClient] = {}
         self.api_port = 0
         self.counters = {"keys_delivered_master": 0, "keys_delivered_slave": 0, "keys_voided": 0,
-                         "reconcile_unknown": 0}
+                         "reconcile_unknown": 0, "auth_refills": 0}
 
     # -- store access in its own thread -------------------------------------------------------
 
@@ -165,6 +165,8 @@ class KeyManager:
                     payload = json.dumps({"allocations": [a.to_json() for _, r in served for a in r.allocations],
                                           "retired": [list(x) for _, r in served for x in r.retired]}).encode()
                     inflight.append((served, asyncio.create_task(client.request("KEY_ALLOC", {}, payload=payload))))
+                if client.link.messages_left < self.refill_below and self._blocks_event is not None:
+                    self._blocks_event.set()  # the sync loop refills the link's authentication key
                 if queue:
                     wake.set()
         finally:
@@ -225,6 +227,52 @@ class KeyManager:
             log.error("reconciliation with %s: %d delivered key IDs unknown here", peer, len(unknown))
         return "RECONCILE_REPORT", {"unknown": len(unknown), "voided": voided}, _json_frame({"unknown": unknown})
 
+    async def _on_auth_refill(self, peer: str, msg: Message) -> tuple[str, dict[str, Any], bytes | None]:
+        n = msg.header.get("n")
+        allocs = _json_payload(msg).get("allocations")
+        if type(n) is not int or n < 0 or not isinstance(allocs, list) or not allocs:
+            raise ValueError("AUTH_REFILL needs an integer n >= 0 and a non-empty allocations list")
+        parsed = [Allocation.from_json(a) for a in allocs]
+        if sum(a.position.nbytes for a in parsed) % 32:
+            raise ValueError("AUTH_REFILL must carry a multiple of 32 bytes")
+        material, new = await self.db(self.store.accept_auth_refill, peer, f"{peer}:in", n, parsed)
+        if new:
+            self.peer_server.links[peer].refill(material)
+        return "AUTH_REFILL_ACK", {"n": n}, None
+
+    async def _refill_auth(self, pool: str) -> None:
+        """Top up this KM's request flow to `pool` with key from the pool, once the peer holds it too."""
+        client, flow = self.clients[pool], f"{pool}:out"
+        pending = [(n, allocs, material) for n, allocs, material, applied
+                   in await self.db(self.store.auth_refills, flow) if not applied]
+        if not pending:
+            if client.link.messages_left >= self.refill_below:
+                return
+            try:
+                await self.db(self.store.reserve_auth_refill, pool, flow,
+                              self.config.auth_refill_bytes // self.config.chunk_bytes)
+            except PoolExhausted:
+                log.warning("link to peer KM %s: too little shared key to refill its authentication key", pool)
+                return
+            pending = [(n, a, m) for n, a, m, applied in await self.db(self.store.auth_refills, flow) if not applied]
+        for n, allocs, material in pending:
+            await client.request("AUTH_REFILL", {"n": n},
+                                 payload=_json_frame({"allocations": [a.to_json() for a in allocs]}))
+            await self.db(self.store.mark_refill_applied, flow, n)
+            client.link.refill(material)
+            self.counters["auth_refills"] += 1
+            log.info("link to peer KM %s: authentication key refilled (%d messages left)", pool,
+                     client.link.messages_left)
+
+    def _load_auth_refills(self) -> None:
+        """Rebuild each flow's key stream: bootstrap secret, then the refills in order."""
+        for p in self.config.peers:
+            for _, _, material, applied in self.store.auth_refills(f"{p.kme_id}:out"):
+                if applied:
+                    self.clients[p.kme_id].link.refill(material)
+            for _, _, material, _ in self.store.auth_refills(f"{p.kme_id}:in"):
+                self.peer_server.links[p.kme_id].refill(material)
+
     async def _on_key_query(self, peer: str, msg: Message) -> tuple[str, dict[str, Any], bytes | None]:
         ids = _json_payload(msg).get("keys")
         if not isinstance(ids, list) or not all(isinstance(k, str) for k in ids) or len(ids) > RECONCILE_PAGE:
@@ -273,8 +321,9 @@ class KeyManager:
             except TimeoutError:
                 pass
             self._blocks_event.clear()
-            self._check_auth_key(pool)
             try:
+                await self._refill_auth(pool)
+                self._check_auth_key(pool)
                 await self._confirm_blocks(pool)
                 if loop.time() >= next_reconcile:
                     next_reconcile = loop.time() + self.config.reconcile_interval_s
@@ -303,9 +352,9 @@ class KeyManager:
 
     def _check_auth_key(self, pool: str) -> None:
         left = min(self.clients[pool].link.messages_left, self.peer_server.links[pool].messages_left)
-        if left < AUTH_LOW_MESSAGES and not self._auth_warned.get(pool):
-            log.warning("link to peer KM %s: authentication key for only %d more messages; provision a "
-                        "new pre-shared secret", pool, left)
+        if left < self.refill_below // 2 and not self._auth_warned.get(pool):
+            log.warning("link to peer KM %s: authentication key for only %d more messages and no refill "
+                        "yet (too little shared key?)", pool, left)
             self._auth_warned[pool] = True
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -324,7 +373,8 @@ class KeyManager:
                                       self.link_state, {"KEY_ALLOC": self._on_key_alloc,
                                                         "BLOCKS_HAVE": self._on_blocks_have,
                                                         "RECONCILE": self._on_reconcile,
-                                                        "KEY_QUERY": self._on_key_query})
+                                                        "KEY_QUERY": self._on_key_query,
+                                                        "AUTH_REFILL": self._on_auth_refill})
         await self.peer_server.start()
         for p in cfg.peers:
             client = PeerClient(self.ctx, cfg.kme_id, p.kme_id, p.connect, secret, self.link_state, cfg.peer_timeout_s)
@@ -333,6 +383,7 @@ class KeyManager:
             self._wake[p.kme_id] = asyncio.Event()
             self._tasks.append(asyncio.create_task(self._allocator(p.kme_id)))
             self._tasks.append(asyncio.create_task(self._sync_loop(p.kme_id)))
+        await self.db(self._load_auth_refills)
         self.ingest = IngestServer(self.ctx, cfg.ingest_bind, {s: load_secret(k) for s, k in cfg.ingest_sources},
                                    self.link_state, cfg.pool_of_link, self._commit_blocks,
                                    self._blocks_event.set)

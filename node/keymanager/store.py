@@ -54,7 +54,13 @@ CREATE TABLE IF NOT EXISTS grants(
     key_id TEXT NOT NULL, sae_id TEXT NOT NULL, delivered INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY(key_id, sae_id));
 CREATE TABLE IF NOT EXISTS pools(pool TEXT PRIMARY KEY, stored_bytes INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS auth_refills(
+    flow TEXT NOT NULL, n INTEGER NOT NULL, allocations TEXT NOT NULL, material BLOB NOT NULL,
+    applied INTEGER NOT NULL, PRIMARY KEY(flow, n));
 """
+
+
+AUTH_SAE = "@auth"  # the "master SAE" of bits drawn to authenticate the KM link (no SAE can fetch them)
 
 
 @dataclass(frozen=True)
@@ -458,30 +464,14 @@ class KeyStore:
                     if tuple(known) != (p.link_id, p.block_id, p.idx, p.offset, p.nbytes):
                         raise ValueError("allocation re-uses a known key ID for other bits")
                     continue
-                row = self.db.execute(
-                    "SELECT id, owner, size, cursor, data FROM chunks WHERE pool=? AND link_id=? AND block_id=? AND idx=?",
-                    (pool, p.link_id, p.block_id, p.idx)).fetchone()
-                if row is None:
-                    raise ValueError(f"allocation names chunk {p.link_id}/{p.block_id}/{p.idx} not held here")
-                cid, owner, size, cursor, data = row
-                if owner != peer_role:
-                    raise ValueError("allocation lies outside the peer's stripe")
-                if p.offset < cursor or p.offset + p.nbytes > size:
-                    raise ValueError("allocation overlaps consumed bits or runs past the chunk")
-                new_cursor = p.offset + p.nbytes
+                material = self._take_peer_bits(pool, peer_role, p)
                 self.db.execute(
                     "INSERT INTO keys(key_id, pool, origin, master_sae, slaves, link_id, block_id, idx, offset, nbytes, "
                     "state, material, created) VALUES(?,?,0,?,?,?,?,?,?,?,'reserved',?,?)",
                     (a.key_id, pool, a.master_sae, json.dumps(list(a.slaves)), p.link_id, p.block_id, p.idx,
-                     p.offset, p.nbytes, bytes(data[p.offset:new_cursor]), now))
+                     p.offset, p.nbytes, material, now))
                 self.db.executemany("INSERT INTO grants(key_id, sae_id) VALUES(?, ?)",
                                     [(a.key_id, s) for s in dict.fromkeys(a.slaves)])
-                if new_cursor == size:
-                    self.db.execute("DELETE FROM chunks WHERE id=?", (cid,))
-                else:
-                    self.db.execute("UPDATE chunks SET cursor=?, data=? WHERE id=?",
-                                    (new_cursor, bytes(new_cursor) + bytes(data[new_cursor:]), cid))
-                self._add_pool_bytes(pool, -(new_cursor - cursor))
             for link_id, block_id, idx in retired:
                 row = self.db.execute(
                     "SELECT id, owner, size, cursor FROM chunks WHERE pool=? AND link_id=? AND block_id=? AND idx=?",
@@ -493,6 +483,120 @@ class KeyStore:
         except BaseException:
             self._rollback()
             raise
+
+    def _take_peer_bits(self, pool: str, peer_role: int, p: KeyPosition) -> bytes:
+        """Consume the bits at `p` of the peer's stripe (inside a transaction); `ValueError` if not allowed."""
+        row = self.db.execute(
+            "SELECT id, owner, size, cursor, data FROM chunks WHERE pool=? AND link_id=? AND block_id=? AND idx=?",
+            (pool, p.link_id, p.block_id, p.idx)).fetchone()
+        if row is None:
+            raise ValueError(f"allocation names chunk {p.link_id}/{p.block_id}/{p.idx} not held here")
+        cid, owner, size, cursor, data = row
+        if owner != peer_role:
+            raise ValueError("allocation lies outside the peer's stripe")
+        if p.offset < cursor or p.offset + p.nbytes > size:
+            raise ValueError("allocation overlaps consumed bits or runs past the chunk")
+        new_cursor = p.offset + p.nbytes
+        if new_cursor == size:
+            self.db.execute("DELETE FROM chunks WHERE id=?", (cid,))
+        else:
+            self.db.execute("UPDATE chunks SET cursor=?, data=? WHERE id=?",
+                            (new_cursor, bytes(new_cursor) + bytes(data[new_cursor:]), cid))
+        self._add_pool_bytes(pool, -(new_cursor - cursor))
+        return bytes(data[p.offset:new_cursor])
+
+    # -- authentication key for the KM link, drawn from the pool ---------------------------------
+
+    def reserve_auth_refill(self, pool: str, flow: str, chunks: int) -> tuple[int, list[Allocation]]:
+        """Bind `chunks` whole untouched chunks of this KM's stripe as refill n of link flow `flow`.
+
+        Whole chunks, taken from the end of the stripe, never share bits with a key allocation in
+        flight, so the peer may receive the refill before or after those. Returns n and the
+        allocations (to tell the peer); the bytes are kept in `auth_refills` (pending until
+        `mark_refill_applied`) and never handed to an SAE. `PoolExhausted` if too few chunks.
+        """
+        if chunks < 1:
+            raise ValueError(f"chunks must be >= 1, got {chunks}")
+        self._begin()
+        try:
+            rows = self.db.execute(
+                "SELECT id, link_id, block_id, idx, data FROM chunks WHERE pool=? AND owner=? AND confirmed=1 "
+                "AND cursor=0 AND size=? ORDER BY id DESC LIMIT ?",
+                (pool, self.role(pool), self.chunk_bytes, chunks)).fetchall()
+            if len(rows) < chunks:
+                raise PoolExhausted(f"pool {pool} holds fewer than {chunks} whole chunks for the link's key")
+            allocations = [Allocation(str(uuid.UUID(bytes=os.urandom(16), version=4)), AUTH_SAE, (AUTH_SAE,),
+                                      KeyPosition(link_id, block_id, idx, 0, self.chunk_bytes))
+                           for _, link_id, block_id, idx, _ in rows]
+            material = b"".join(bytes(r[4]) for r in rows)
+            self.db.executemany("DELETE FROM chunks WHERE id=?", [(r[0],) for r in rows])
+            self._add_pool_bytes(pool, -len(material))
+            now = time.time()
+            self.db.executemany(
+                "INSERT INTO keys(key_id, pool, origin, master_sae, slaves, link_id, block_id, idx, offset, nbytes, "
+                "state, created) VALUES(?,?,1,?,?,?,?,?,0,?,'delivered',?)",
+                [(a.key_id, pool, AUTH_SAE, json.dumps([AUTH_SAE]), a.position.link_id, a.position.block_id,
+                  a.position.idx, self.chunk_bytes, now) for a in allocations])
+            n = self._next_refill(flow)
+            self.db.execute("INSERT INTO auth_refills(flow, n, allocations, material, applied) VALUES(?,?,?,?,0)",
+                            (flow, n, json.dumps([a.to_json() for a in allocations]), material))
+            self._commit()
+        except BaseException:
+            self._rollback()
+            raise
+        return n, allocations
+
+    def accept_auth_refill(self, pool: str, flow: str, n: int, allocations: Sequence[Allocation]) -> tuple[bytes, bool]:
+        """The peer's refill number n of flow `flow`: (its bytes, whether it is new here). Refills are
+        taken strictly in order; a re-sent one must name the same bits."""
+        wire = json.dumps([a.to_json() for a in allocations])
+        self._begin()
+        try:
+            row = self.db.execute("SELECT allocations, material FROM auth_refills WHERE flow=? AND n=?",
+                                  (flow, n)).fetchone()
+            if row is not None:
+                if row[0] != wire:
+                    raise ValueError(f"authentication refill {n} re-sent with other bits")
+                self._commit()
+                return bytes(row[1]), False
+            if n != self._next_refill(flow):
+                raise ValueError(f"authentication refill {n} out of order (expected {self._next_refill(flow)})")
+            peer_role = 1 - self.role(pool)
+            now = time.time()
+            parts = []
+            for a in allocations:
+                if a.master_sae != AUTH_SAE:
+                    raise ValueError("authentication refill allocations must name the master '@auth'")
+                p = a.position
+                parts.append(self._take_peer_bits(pool, peer_role, p))
+                self.db.execute(
+                    "INSERT INTO keys(key_id, pool, origin, master_sae, slaves, link_id, block_id, idx, offset, nbytes, "
+                    "state, created) VALUES(?,?,0,?,?,?,?,?,?,?,'delivered',?)",
+                    (a.key_id, pool, AUTH_SAE, json.dumps([AUTH_SAE]), p.link_id, p.block_id, p.idx, p.offset,
+                     p.nbytes, now))
+            material = b"".join(parts)
+            self.db.execute("INSERT INTO auth_refills(flow, n, allocations, material, applied) VALUES(?,?,?,?,1)",
+                            (flow, n, wire, material))
+            self._commit()
+        except BaseException:
+            self._rollback()
+            raise
+        return material, True
+
+    def _next_refill(self, flow: str) -> int:
+        return self.db.execute("SELECT COALESCE(MAX(n) + 1, 0) FROM auth_refills WHERE flow=?", (flow,)).fetchone()[0]
+
+    def mark_refill_applied(self, flow: str, n: int) -> None:
+        """The peer acknowledged refill n: it is part of the flow's key stream from now on."""
+        self._begin()
+        self.db.execute("UPDATE auth_refills SET applied=1 WHERE flow=? AND n=?", (flow, n))
+        self._commit()
+
+    def auth_refills(self, flow: str) -> list[tuple[int, list[Allocation], bytes, bool]]:
+        """Every refill of `flow` in order: (n, allocations, bytes, applied)."""
+        return [(n, [Allocation.from_json(a) for a in json.loads(allocs)], bytes(material), bool(applied))
+                for n, allocs, material, applied in self.db.execute(
+                    "SELECT n, allocations, material, applied FROM auth_refills WHERE flow=? ORDER BY n", (flow,))]
 
     def fetch(self, requester: str, master_sae: str, key_ids: Sequence[str]) -> list[bytes]:
         """Deliver keys to slave SAE `requester`, all or none, each at most once per slave.

@@ -23,7 +23,7 @@ from typing import Any
 
 from node.classical import Message, SecureLink
 
-MARK_STEP = 256
+MARK_STEP = 32
 
 
 def load_secret(path: str) -> bytes:
@@ -97,6 +97,10 @@ class PersistentLink:
     def open(self, frames: Sequence[Any]) -> Message:
         """Verify and decode; raises the `node.classical` errors on bad, forged or replayed frames."""
         return self.link.open(list(frames))
+
+    def refill(self, material: bytes) -> None:
+        """Append fresh shared key to both directions of this flow (identically on both KMs)."""
+        self.link.refill(material)
 
     @property
     def messages_left(self) -> int:

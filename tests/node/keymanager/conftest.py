@@ -35,12 +35,10 @@ def free_port() -> int:
 def write_pair_configs(root: Path, pki_dir: Path, ports: dict[str, int] | None = None, **keys: int) -> dict[str, Path]:
     """Config files of KME_A (serving SAE_A, SAE_C) and KME_B (serving SAE_B, SAE_D), and shared secrets."""
     ports = ports or {n: free_port() for n in ("a_api", "b_api", "a_link", "b_link", "a_in", "b_in")}
-    link_key = root / "link.key"
-    if not link_key.exists():
-        link_key.write_bytes(os.urandom(1 << 20))
-        for who in ("a", "b"):
-            (root / f"ingest_{who}.key").write_bytes(os.urandom(1 << 20))
-            (root / f"fuzz_{who}.key").write_bytes(os.urandom(64))
+    for name, size in (("link", 1 << 20), ("ingest_a", 1 << 20), ("ingest_b", 1 << 20), ("fuzz_a", 64),
+                       ("fuzz_b", 64)):
+        if not (root / f"{name}.key").exists():  # a test may have put a smaller secret there
+            (root / f"{name}.key").write_bytes(os.urandom(size))
     limits = "\n".join(f"{k} = {v}" for k, v in keys.items())
     out = {}
     for me, other, local, remote in (("a", "b", ["SAE_A", "SAE_C"], ["SAE_B", "SAE_D"]),

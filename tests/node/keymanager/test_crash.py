@@ -2,7 +2,8 @@
 
 After every restart and at the end: every acknowledged block is in the KM's store, no key ID was
 handed to a master twice, no bits served two keys, each slave got exactly its master's bytes, and
-the two KMs agree on every delivered key.
+the two KMs agree on every delivered key. The KM links start with a small bootstrap secret, so their
+authentication key is refilled from the pool many times while processes die.
 """
 
 from __future__ import annotations
@@ -159,8 +160,11 @@ def rows(db: Path, sql: str, args: tuple = ()) -> list[tuple]:
 
 @pytest.mark.slow
 def test_sigkill_at_random_moments_loses_no_acknowledged_block_and_hands_out_no_key_twice(pki, tmp_path):
+    # a bootstrap secret for ~127 messages per direction and flow: the links live on refills from the pool
+    (tmp_path / "link.key").write_bytes(os.urandom(8192))
     paths = write_pair_configs(tmp_path, pki, max_key_count=10_000_000)
-    text = {w: paths[w].read_text().replace("peer_timeout_s = 2.0", "peer_timeout_s = 0.7") for w in ("a", "b")}
+    text = {w: paths[w].read_text().replace("peer_timeout_s = 2.0", "peer_timeout_s = 0.7\nauth_refill_below = 100\nauth_refill_bytes = 8192")
+            for w in ("a", "b")}
     for w in ("a", "b"):
         paths[w].write_text(text[w])
     ports = paths["ports"]
@@ -196,7 +200,11 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_block_and_hands_out_no_
     print(f"crash test: {KILLS} kills, blocks acked a={len(rec.acked['a'])} b={len(rec.acked['b'])}, "
           f"master keys {len(rec.master)}, slave keys {len(rec.slave)}, lost in transit {len(rec.lost_in_transit)}")
     assert rec.duplicates == 0, KEY_ID_SENT_TWICE
-    assert len(rec.master) > 20, "too few keys were delivered for the test to mean anything"
+    delivered = len(rec.master)
+    assert delivered > 200, "too few keys were delivered for the test to mean anything"
+    refills = {w: rows(tmp_path / f"km_{w}.db", "SELECT COUNT(*) FROM auth_refills WHERE applied=1")[0][0]
+               for w in ("a", "b")}
+    assert min(refills.values()) >= 2, "the links never needed their authentication key refilled"
     for w in ("a", "b"):
         held = {r[0] for r in rows(tmp_path / f"km_{w}.db", "SELECT block_id FROM blocks")}
         assert rec.acked[w] <= held, "an acknowledged block is missing"

@@ -175,3 +175,39 @@ def test_keys_the_owner_lost_or_voided_are_voided_at_the_peer_after_a_while(pair
             break
         time.sleep(0.05)
     assert all(states(pair.b, 0)[k] == "void" for k in ids)
+
+
+def test_link_authentication_key_is_refilled_from_the_pool_beyond_the_bootstrap_secret(pki, tmp_path):
+    (tmp_path / "link.key").write_bytes(os.urandom(4096))  # 63 messages per direction and flow
+    p = Pair(tmp_path, pki)
+    try:
+        for km in (p.a.km, p.b.km):
+            km.refill_below = 60
+        p.feed(1 << 20)
+        for i in range(150):  # far more exchanges than the bootstrap secret authenticates
+            resp = enc(p)
+            assert resp.status_code == 200, f"request {i}: {resp.json()['message']}"
+            key = resp.json()["keys"][0]
+            same_secret(dec(p, key["key_ID"]).json()["keys"], [key], "slave key differs from master key")
+        assert p.a.km.counters["auth_refills"] >= 1
+        left = p.a.km.auth_messages_left()
+        assert left["KME_B:out"] > 40
+    finally:
+        p.close()
+    # after a restart both KMs rebuild the same key streams: the link still authenticates
+    p = Pair.__new__(Pair)
+    p.root, p.pki = tmp_path, pki
+    p.paths = {"a": tmp_path / "km_a.toml", "b": tmp_path / "km_b.toml"}
+    p.a, p.b = KmThread(p.paths["a"]), KmThread(p.paths["b"])
+    try:
+        from node.keymanager.config import load_config
+
+        ports = {"a_api": load_config(p.paths["a"]).api.port, "b_api": load_config(p.paths["b"]).api.port}
+        p.paths["ports"] = ports
+        resp = enc(p)
+        assert resp.status_code == 200
+        key = resp.json()["keys"][0]
+        same_secret(dec(p, key["key_ID"]).json()["keys"], [key], "slave key differs from master key")
+    finally:
+        p.a.stop()
+        p.b.stop()

@@ -209,3 +209,24 @@ def test_bits_rebound_after_a_lost_reservation_are_refused_by_the_peer(tmp_path)
             a.set_state([x.key_id for x in later.allocations], "void")
     assert later.allocations[0].position.offset >= 64
     same_secret(b.fetch("SAE_B", "SAE_A", [later.allocations[0].key_id]), later.material, "slave keys differ from master keys")
+
+
+def test_link_key_refill_takes_whole_chunks_both_sides_agree_and_is_idempotent(tmp_path):
+    a, b = pair(tmp_path, chunk_bytes=1024)
+    feed(a, b, [(0, os.urandom(8192)), (1, os.urandom(8192))])
+    inflight = a.reserve("KME_B", "SAE_A", ["SAE_B"], 3, 32)  # a key batch not yet at the peer
+    n, allocs = a.reserve_auth_refill("KME_B", "KME_B:out", 2)
+    assert n == 0 and all(x.position.offset == 0 and x.position.nbytes == 1024 for x in allocs)
+    material, new = b.accept_auth_refill("KME_A", "KME_A:in", 0, allocs)  # arrives before the key batch
+    assert new
+    b.accept_allocations("KME_A", inflight.allocations, inflight.retired)  # still accepted: disjoint bits
+    ((_, _, mine, applied),) = a.auth_refills("KME_B:out")
+    assert not applied
+    same_secret(mine, material, "the two sides drew different link key")
+    again, new = b.accept_auth_refill("KME_A", "KME_A:in", 0, allocs)
+    assert not new
+    same_secret(again, material, "a re-sent refill gave other bytes")
+    with pytest.raises(ValueError, match="out of order"):
+        b.accept_auth_refill("KME_A", "KME_A:in", 5, allocs)
+    a.mark_refill_applied("KME_B:out", 0)
+    assert a.auth_refills("KME_B:out")[0][3] is True
