@@ -1,0 +1,2 @@
+"""Example network topologies (TOML) shipped with qkdnode; read them with
+`node.control.topology.example_topology`."""
