@@ -8,6 +8,9 @@ Steps 3 of acked batches and 1 of the next share one commit, and up to `ALLOC_DE
 await the peer's ack at once (a pipeline); the peer handles KEY_ALLOCs in the order they were sent.
 If the peer does not ack in time the keys become void (never reused) and the master gets 503; a
 restart voids keys left reserved in step 2. Reconciliation later tells the peer which keys are void.
+
+The KM link's authentication key starts as the pre-shared bootstrap secret and is topped up from
+the pool (AUTH_REFILL, see `peer`) when a flow runs low, so the link outlives its bootstrap secret.
 """
 
 from __future__ import annotations

@@ -12,6 +12,9 @@ carries a random `req` tag that its reply repeats. Message types:
   comparison of delivered/void key IDs (never key bits);
 - `KEY_QUERY [key IDs]` -> `KEY_STATES [states]`: the slave side asks the owner about keys bound
   long ago and never fetched; those the owner voided or never recorded are voided;
+- `AUTH_REFILL {n} [allocations]` -> `AUTH_REFILL_ACK {n}`: the requester of a flow tops up the
+  flow's authentication key with whole chunks of its stripe (both ends append the same bytes, in
+  order n, and rebuild the flow from the bootstrap secret and refills 0..n at start);
 - any failure -> `ERROR {message}`.
 Lists travel as one JSON payload frame ([...] above), headers hold only small fields.
 Unknown types, bad MACs, replays and malformed frames are logged and dropped; the loop lives on.
