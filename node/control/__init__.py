@@ -2,8 +2,22 @@
 
 from __future__ import annotations
 
-from node.control.routing import LinkState, Route, choose_route, hop_cost, reroute, route_is_feasible
-from node.control.topology import EXAMPLES, LinkSpec, NodeSpec, Topology, example_topology, load_topology
+from node.control.routing import (
+           LinkState,
+           Route,
+           choose_route,
+           hop_cost,
+           reroute,
+           route_is_feasible,
+)
+from node.control.topology import (
+           EXAMPLES,
+           LinkSpec,
+           NodeSpec,
+           Topology,
+           example_topology,
+           load_topology,
+)
 
 __all__ = ["EXAMPLES", "LinkSpec", "LinkState", "NodeSpec", "Route", "Topology", "choose_route",
            "example_topology", "hop_cost", "load_topology", "reroute", "route_is_feasible"]

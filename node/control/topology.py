@@ -159,7 +159,9 @@ def _parse_node(table: Any, where: str) -> NodeSpec:
     _require(url is None or (isinstance(url, str) and url.startswith(("http://", "https://"))),
              f"{where}.metrics_url: must be an http:// or https:// URL, got {url!r}")
     return NodeSpec(_name(t["name"], f"{where}.name"), host,
-                    *(_port(t.get(k, 0), f"{where}.{k}") for k in ("metrics_port", "etsi014_port", "km_link_port")),
+                    metrics_port=_port(t.get("metrics_port", 0), f"{where}.metrics_port"),
+                    etsi014_port=_port(t.get("etsi014_port", 0), f"{where}.etsi014_port"),
+                    km_link_port=_port(t.get("km_link_port", 0), f"{where}.km_link_port"),
                     metrics_url=url)
 
 
@@ -208,8 +210,8 @@ def parse_topology(data: Any, *, source: str = "topology") -> Topology:
     _require(isinstance(links_raw, list) and len(links_raw) >= 1, "links: need at least 1 [[links]] table")
     nodes = tuple(_parse_node(n, f"nodes[{i}]") for i, n in enumerate(nodes_raw))
     names = [n.name for n in nodes]
-    for i, n in enumerate(names):
-        _require(n not in names[:i], f"nodes[{i}].name: {n!r} is used twice; node names must be unique")
+    for i, node_name in enumerate(names):
+        _require(node_name not in names[:i], f"nodes[{i}].name: {node_name!r} is used twice; node names must be unique")
     links = tuple(_parse_link(lk, f"links[{i}]") for i, lk in enumerate(links_raw))
     pairs: set[frozenset[str]] = set()
     for i, lk in enumerate(links):

@@ -9,5 +9,13 @@ from __future__ import annotations
 from node.management.alarms import SEVERITIES, Alarm, AlarmEvent, AlarmRegistry
 from node.management.metrics import METRICS, NodeMetrics, close_metrics, serve_metrics
 
-__all__ = ["SEVERITIES", "Alarm", "AlarmEvent", "AlarmRegistry", "METRICS", "NodeMetrics", "close_metrics",
-           "serve_metrics"]
+__all__ = [
+           "METRICS",
+           "SEVERITIES",
+           "Alarm",
+           "AlarmEvent",
+           "AlarmRegistry",
+           "NodeMetrics",
+           "close_metrics",
+           "serve_metrics",
+]

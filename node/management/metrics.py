@@ -41,14 +41,16 @@ Prometheus users can equally take ``rate()`` of the counters. No metric carries 
 
 from __future__ import annotations
 
+import socket
+import socketserver
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
-from prometheus_client.exposition import start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, make_wsgi_app
 
 from node.management.alarms import SEVERITIES, AlarmRegistry
 
@@ -237,6 +239,19 @@ class NodeMetrics:
         return window
 
 
+class _MetricsServer(socketserver.ThreadingMixIn, WSGIServer):
+    """One thread per scrape, so a slow client cannot stall the others."""
+
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access log on stderr (scrapes come every few seconds)."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
 def serve_metrics(registry: CollectorRegistry, host: str = "127.0.0.1", port: int = 0) -> tuple[Any, int]:
     """Serve `registry` at ``http://host:port/metrics`` from a daemon thread; port 0 picks a free port.
 
@@ -244,7 +259,18 @@ def serve_metrics(registry: CollectorRegistry, host: str = "127.0.0.1", port: in
     """
     if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
         raise ValueError(f"port: must be an int in 0..65535, got {port!r}")
-    server, _thread = start_http_server(port, addr=host, registry=registry)
+    if not isinstance(host, str) or not host:
+        raise ValueError(f"host: must be a host name or IP address, got {host!r}")
+    if ":" in host:
+        class _Server6(_MetricsServer):
+            address_family = socket.AF_INET6
+        server_class: type[_MetricsServer] = _Server6
+    else:
+        server_class = _MetricsServer
+    server = make_server(host, port, make_wsgi_app(registry), server_class=server_class, handler_class=_QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              name=f"metrics-{server.server_port}", daemon=True)
+    thread.start()
     return server, int(server.server_port)
 
 

@@ -8,8 +8,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node.control.routing import (LinkState, Route, choose_route, consume, hop_cost, hop_usable,
-                                  link_states_from_topology, reroute, route_is_feasible)
+from node.control.routing import (
+    LinkState,
+    Route,
+    choose_route,
+    consume,
+    hop_cost,
+    hop_usable,
+    link_states_from_topology,
+    reroute,
+    route_is_feasible,
+)
 from node.control.topology import example_topology
 
 NODES = "ABCDEF"
@@ -167,12 +176,12 @@ def test_reroute_keeps_a_route_that_is_still_feasible() -> None:
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(source="X", destination="C", request_bits=1), "source"),
-    (dict(source="A", destination="A", request_bits=1), "destination"),
-    (dict(source="A", destination="C", request_bits=0), "request_bits"),
-    (dict(source="A", destination="C", request_bits=1, reserve_bits=-1), "reserve_bits"),
-    (dict(source="A", destination="C", request_bits=1, horizon_s=float("nan")), "horizon_s"),
-    (dict(source="A", destination="C", request_bits=1, max_hops=0), "max_hops"),
+    ({"source": "X", "destination": "C", "request_bits": 1}, "source"),
+    ({"source": "A", "destination": "A", "request_bits": 1}, "destination"),
+    ({"source": "A", "destination": "C", "request_bits": 0}, "request_bits"),
+    ({"source": "A", "destination": "C", "request_bits": 1, "reserve_bits": -1}, "reserve_bits"),
+    ({"source": "A", "destination": "C", "request_bits": 1, "horizon_s": float("nan")}, "horizon_s"),
+    ({"source": "A", "destination": "C", "request_bits": 1, "max_hops": 0}, "max_hops"),
 ])
 def test_bad_requests_raise_value_error_naming_the_argument(kwargs, match) -> None:
     links = link_states_from_topology(example_topology("line3"), key_bits=5000)
@@ -181,10 +190,10 @@ def test_bad_requests_raise_value_error_naming_the_argument(kwargs, match) -> No
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(link_id="", a="A", b="B"), "link_id"),
-    (dict(link_id="L", a="A", b="A"), "a, b"),
-    (dict(link_id="L", a="A", b="B", key_bits=-1), "key_bits"),
-    (dict(link_id="L", a="A", b="B", key_rate_bps=float("inf")), "key_rate_bps"),
+    ({"link_id": "", "a": "A", "b": "B"}, "link_id"),
+    ({"link_id": "L", "a": "A", "b": "A"}, "a, b"),
+    ({"link_id": "L", "a": "A", "b": "B", "key_bits": -1}, "key_bits"),
+    ({"link_id": "L", "a": "A", "b": "B", "key_rate_bps": float("inf")}, "key_rate_bps"),
 ])
 def test_bad_link_states_raise_value_error(kwargs, match) -> None:
     with pytest.raises(ValueError, match=match):

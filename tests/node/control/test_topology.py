@@ -10,8 +10,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node.control.topology import (EXAMPLES, example_topology, example_topology_path, load_topology,
-                                   parse_topology)
+from node.control.topology import (
+    EXAMPLES,
+    example_topology,
+    example_topology_path,
+    load_topology,
+    parse_topology,
+)
 
 
 def minimal() -> dict[str, Any]:

@@ -8,7 +8,13 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from node.management import METRICS, AlarmRegistry, NodeMetrics, close_metrics, serve_metrics
+from node.management import (
+    METRICS,
+    AlarmRegistry,
+    NodeMetrics,
+    close_metrics,
+    serve_metrics,
+)
 from node.management.metrics import ABORT_REASONS, BLOCK_OUTCOMES
 
 
@@ -29,7 +35,7 @@ def scrape(port: int) -> dict[str, list]:
 
 
 def value(families: dict[str, list], sample_name: str, **labels: str) -> float:
-    base = sample_name[: -len("_total")] if sample_name.endswith("_total") else sample_name
+    base = sample_name.removesuffix("_total")
     for s in families.get(base, []) + families.get(sample_name, []):
         if s.name == sample_name and s.labels == labels:
             return s.value
@@ -50,7 +56,7 @@ def node() -> Iterator[tuple[NodeMetrics, AlarmRegistry, int, FakeClock]]:
 
 
 def test_endpoint_has_every_documented_metric_name(node) -> None:
-    metrics, alarms, port, clock = node
+    metrics, _alarms, port, _clock = node
     metrics.declare_link("L1", "node_B", "alice")
     metrics.set_link_up("L1", True)
     metrics.record_block("L1", 100_000, 30_000, 0.021, "key")
