@@ -670,10 +670,11 @@ class KeyStore:
     def peer_key_states(self, key_ids: Sequence[str]) -> dict[str, str]:
         """State of each listed key as recorded here (absent keys are left out)."""
         out: dict[str, str] = {}
-        for k in key_ids:
-            row = self.db.execute("SELECT state FROM keys WHERE key_id=?", (k,)).fetchone()
-            if row is not None:
-                out[k] = row[0]
+        ids = list(key_ids)
+        for i in range(0, len(ids), 500):
+            part = ids[i:i + 500]
+            marks = ",".join("?" * len(part))
+            out.update(self.db.execute(f"SELECT key_id, state FROM keys WHERE key_id IN ({marks})", part).fetchall())
         return out
 
     def key_record(self, key_id: str) -> dict | None:
