@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from node.control.controller import Relay, RelayController, Reroute
 from node.control.routing import (
            LinkState,
            Route,
@@ -19,5 +20,5 @@ from node.control.topology import (
            load_topology,
 )
 
-__all__ = ["EXAMPLES", "LinkSpec", "LinkState", "NodeSpec", "Route", "Topology", "choose_route",
+__all__ = ["EXAMPLES", "LinkSpec", "LinkState", "NodeSpec", "Relay", "RelayController", "Reroute", "Route", "Topology", "choose_route",
            "example_topology", "hop_cost", "load_topology", "reroute", "route_is_feasible"]
