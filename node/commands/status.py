@@ -21,6 +21,7 @@ def register(subparsers: Any) -> None:
     src.add_argument("--topology", metavar="FILE",
                      help="topology TOML: each node's metrics URL from its metrics_url or host and metrics_port")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for each endpoint (default 5)")
+    p.add_argument("--alarms", action="store_true", help="also list each node's active alarms (from its /alarms)")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
     p.set_defaults(func=run)
 
@@ -42,7 +43,12 @@ def parse_urls(text: str) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Scrape and print; 0 when every node answered, 1 otherwise."""
-    from node.management.scrape import NodeStatus, network_view, scrape_node
+    from node.management.scrape import (
+        NodeStatus,
+        fetch_alarms,
+        network_view,
+        scrape_node,
+    )
 
     if not (args.timeout > 0):
         raise ValueError(f"--timeout: must be > 0 seconds, got {args.timeout}")
@@ -63,13 +69,15 @@ def run(args: argparse.Namespace) -> int:
         st = scrape_node(url, args.timeout)
         if st.name is None:
             st.name = name
+        if args.alarms and st.reachable:
+            st.active_alarms = fetch_alarms(url, args.timeout)
         statuses.append(st)
     view = network_view(statuses, topology)
     if args.json:
         json.dump(view, sys.stdout, indent=2, sort_keys=True)
         print()
     else:
-        print_tables(view)
+        print_tables(view, alarms=args.alarms)
     return 0 if all(s.reachable for s in statuses) else 1
 
 
@@ -99,19 +107,19 @@ def _table(headers: list[str], rows: list[list[str]]) -> None:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
 
 
-def print_tables(view: dict[str, Any]) -> None:
-    """The nodes table, then the links table."""
+def print_tables(view: dict[str, Any], *, alarms: bool = False) -> None:
+    """The nodes table, the links table and, with `alarms`, the active alarms."""
     rows = []
     for n in view["nodes"]:
         if not n["reachable"]:
             rows.append([n["name"] or "?", "DOWN", "-", "-", "-", "-", f"{n['url'] or '-'} ({n['error']})"])
             continue
-        alarms = ", ".join(f"{int(c)} {s}" for s, c in n["alarms_active"].items() if c) or "none"
+        alarm_counts = ", ".join(f"{int(c)} {s}" for s, c in n["alarms_active"].items() if c) or "none"
         pools = ", ".join(f"{p}: {_fmt_bits(b)}" for p, b in sorted(n["key_pools"].items())) or "-"
         relays = ", ".join(f"{int(c)} {o}" for o, c in sorted(n["relays"].items()) if c) or "0"
         down = [i for i, up in sorted(n["instruments"].items()) if not up]
         instruments = "all up" if n["instruments"] and not down else ("down: " + ", ".join(down) if down else "-")
-        rows.append([n["name"], "up", alarms, pools, relays, instruments, n["url"]])
+        rows.append([n["name"], "up", alarm_counts, pools, relays, instruments, n["url"]])
     print("nodes")
     _table(["node", "state", "alarms", "key pools", "relays", "instruments", "endpoint"], rows)
     print()
@@ -128,3 +136,15 @@ def print_tables(view: dict[str, Any]) -> None:
     print("links")
     _table(["link", "ends (alice -> bob)", "state", "QBER", "sifted rate", "secret rate", "secret key",
             "blocks key/none/aborted"], rows)
+    if alarms:
+        rows = []
+        for n in view["nodes"]:
+            if n["active_alarms"] is None:
+                if n["reachable"]:
+                    rows.append([n["name"] or "?", "-", "-", "-", "(no /alarms on this endpoint)"])
+                continue
+            for a in n["active_alarms"]:
+                rows.append([n["name"] or "?", a["severity"], a["source"], str(a["count"] or ""), a["text"]])
+        print()
+        print("active alarms")
+        _table(["node", "severity", "source", "count", "text"], rows)

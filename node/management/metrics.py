@@ -37,10 +37,14 @@ Counters appear on the wire with the ``_total`` suffix and, as prometheus-client
 ``_created`` sample. QBER is a fraction (0.031, not 3.1 %). Rates are bits per second over the last
 ``rate_window_s`` seconds (or since the link was declared, if that is shorter, but at least 1 s);
 Prometheus users can equally take ``rate()`` of the counters. No metric carries key material: only counts and figures.
+
+The same HTTP server answers ``/alarms`` with the node's active alarms and latest alarm changes as JSON
+(`alarms_document`) when `serve_metrics` is given the node's `AlarmRegistry`.
 """
 
 from __future__ import annotations
 
+import json
 import socket
 import socketserver
 import threading
@@ -252,8 +256,33 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
-def serve_metrics(registry: CollectorRegistry, host: str = "127.0.0.1", port: int = 0) -> tuple[Any, int]:
+def alarms_document(alarms: AlarmRegistry, recent: int = 50) -> dict[str, Any]:
+    """The JSON served at ``/alarms``: active alarms (most severe first) and the latest changes."""
+    history = alarms.history()[-recent:] if recent > 0 else []
+    return {"active": [a.to_dict() for a in alarms.active()],
+            "recent": [{"action": e.action, "time": e.time, **e.alarm.to_dict()} for e in history]}
+
+
+def _app(registry: CollectorRegistry, alarms: AlarmRegistry | None) -> Callable[..., Any]:
+    metrics_app = make_wsgi_app(registry)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if environ.get("PATH_INFO", "").rstrip("/") == "/alarms":
+            if alarms is None:
+                start_response("404 Not Found", [("Content-Type", "text/plain")])
+                return [b"no alarm registry on this endpoint\n"]
+            body = json.dumps(alarms_document(alarms)).encode()
+            start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+            return [body]
+        return metrics_app(environ, start_response)
+
+    return app
+
+
+def serve_metrics(registry: CollectorRegistry, host: str = "127.0.0.1", port: int = 0, *,
+                  alarms: AlarmRegistry | None = None) -> tuple[Any, int]:
     """Serve `registry` at ``http://host:port/metrics`` from a daemon thread; port 0 picks a free port.
+    With `alarms`, ``/alarms`` serves `alarms_document` as JSON (alarm texts, for ``qkdnode status``).
 
     Returns the server and the port it listens on; stop it with `close_metrics(server)`.
     """
@@ -267,7 +296,7 @@ def serve_metrics(registry: CollectorRegistry, host: str = "127.0.0.1", port: in
         server_class: type[_MetricsServer] = _Server6
     else:
         server_class = _MetricsServer
-    server = make_server(host, port, make_wsgi_app(registry), server_class=server_class, handler_class=_QuietHandler)
+    server = make_server(host, port, _app(registry, alarms), server_class=server_class, handler_class=_QuietHandler)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                               name=f"metrics-{server.server_port}", daemon=True)
     thread.start()

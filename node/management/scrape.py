@@ -6,15 +6,17 @@ Used by ``qkdnode status``; it reads only the documented metric names of `node.m
 
 from __future__ import annotations
 
+import json
 import math
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from node.management.alarms import SEVERITIES
+from node.management.alarms import SEVERITIES, sanitise_text
 from node.management.metrics import BLOCK_OUTCOMES
 
 MAX_BODY = 8 * 1024 * 1024
@@ -53,6 +55,8 @@ class NodeStatus:
     relays: dict[str, float] = field(default_factory=dict)
     alarms: dict[str, float] = field(default_factory=dict)
     instruments: dict[str, bool] = field(default_factory=dict)
+    active_alarms: list[dict[str, Any]] | None = None
+    """Active alarms from ``/alarms`` when asked for (None: not asked or not served)."""
 
     @property
     def reachable(self) -> bool:
@@ -143,6 +147,41 @@ def scrape_node(url: str, timeout_s: float = 5.0) -> NodeStatus:
         return NodeStatus(url, error=str(exc) or type(exc).__name__)
 
 
+def alarms_url(metrics_url: str) -> str:
+    """The ``/alarms`` URL served next to a metrics URL."""
+    parts = urllib.parse.urlsplit(metrics_url)
+    path = parts.path[: -len("/metrics")] if parts.path.endswith("/metrics") else parts.path.rstrip("/")
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path + "/alarms", "", ""))
+
+
+def parse_alarms(text: str) -> list[dict[str, Any]]:
+    """Active alarms from an ``/alarms`` document; texts sanitised again (they come from the network)."""
+    try:
+        doc = json.loads(text)
+    except (ValueError, RecursionError):
+        raise ValueError("alarms: not a JSON document") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("active"), list):
+        raise ValueError("alarms: expected an object with an 'active' list")
+    out = []
+    for a in doc["active"]:
+        if not isinstance(a, dict):
+            raise ValueError("alarms: each active alarm must be an object")
+        out.append({"severity": sanitise_text(str(a.get("severity", "?")))[:20],
+                    "source": sanitise_text(str(a.get("source", "?")))[:100],
+                    "text": sanitise_text(str(a.get("text", ""))),
+                    "count": a.get("count") if isinstance(a.get("count"), int) else None,
+                    "last_raised": a.get("last_raised") if isinstance(a.get("last_raised"), (int, float)) else None})
+    return out
+
+
+def fetch_alarms(metrics_url: str, timeout_s: float = 5.0) -> list[dict[str, Any]] | None:
+    """The node's active alarms, or None when its endpoint serves no ``/alarms`` or cannot be read."""
+    try:
+        return parse_alarms(fetch_metrics_text(alarms_url(metrics_url), timeout_s))
+    except (OSError, ValueError):
+        return None
+
+
 def network_view(nodes: list[NodeStatus], topology: Any | None = None) -> dict[str, Any]:
     """The network as one JSON-ready document: nodes, then links joined across their ends (by link
     id); links the topology names but no node reports appear with ``reported_by`` empty."""
@@ -167,7 +206,7 @@ def network_view(nodes: list[NodeStatus], topology: Any | None = None) -> dict[s
         "nodes": [{"url": n.url, "name": n.name, "reachable": n.reachable, "error": n.error,
                    "alarms_active": {s: n.alarms.get(s, 0.0) for s in SEVERITIES} if n.reachable else {},
                    "key_pools": dict(n.key_pools), "relays": dict(n.relays), "instruments": dict(n.instruments),
-                   "links": sorted(n.links)} for n in nodes],
+                   "links": sorted(n.links), "active_alarms": n.active_alarms} for n in nodes],
         "links": [links[k] for k in sorted(links)],
     }
 

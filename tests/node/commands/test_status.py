@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from node.cli import main
 from node.commands.status import parse_urls
 from node.management import AlarmRegistry, NodeMetrics, close_metrics, serve_metrics
-from node.management.scrape import parse_node_status
+from node.management.scrape import alarms_url, parse_alarms, parse_node_status
 
 
 @pytest.fixture
@@ -155,3 +155,49 @@ def test_metrics_pages_with_missing_labels_parse_or_raise_value_error(lines: lis
         parse_node_status("http://x/metrics", "\n".join(lines) + "\n")
     except ValueError:
         pass
+
+
+def test_alarms_option_lists_active_alarm_texts_from_the_alarms_endpoint(capsys) -> None:
+    metrics, alarms = NodeMetrics("X"), AlarmRegistry()
+    metrics.watch_alarms(alarms)
+    alarms.raise_alarm("major", "link:L1", "block 9 aborted: QBER 0.1312 > 0.1100")
+    alarms.raise_alarm("critical", "instrument:laser", "no reply\x1b[2J")
+    server, port = serve_metrics(metrics.registry, alarms=alarms)
+    bare, bare_port = serve_metrics(NodeMetrics("Y").registry)
+    try:
+        assert main(["status", "--alarms", "--metrics", f"127.0.0.1:{port},127.0.0.1:{bare_port}"]) == 0
+        out = capsys.readouterr().out
+        assert main(["status", "--alarms", "--json", "--metrics", f"127.0.0.1:{port}"]) == 0
+        view = json.loads(capsys.readouterr().out)
+    finally:
+        close_metrics(server)
+        close_metrics(bare)
+    section = out[out.index("active alarms"):]
+    assert "block 9 aborted: QBER 0.1312 > 0.1100" in section and "instrument:laser" in section
+    assert "\x1b" not in out and "(no /alarms on this endpoint)" in section
+    assert [a["severity"] for a in view["nodes"][0]["active_alarms"]] == ["critical", "major"]
+
+
+@given(st.text(max_size=300))
+def test_malformed_alarm_documents_raise_only_value_error(text: str) -> None:
+    try:
+        parse_alarms(text)
+    except ValueError:
+        pass
+
+
+@given(st.recursive(st.none() | st.integers() | st.text(max_size=5),
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+                        st.sampled_from(["active", "severity", "text", "count", "source"]), inner, max_size=4),
+                    max_leaves=10))
+def test_alarm_documents_of_any_shape_parse_or_raise_value_error(doc) -> None:
+    try:
+        parse_alarms(json.dumps(doc))
+    except ValueError:
+        pass
+
+
+def test_alarms_url_sits_next_to_the_metrics_url() -> None:
+    assert alarms_url("http://h:9100/metrics") == "http://h:9100/alarms"
+    assert alarms_url("http://h:9100/") == "http://h:9100/alarms"
+    assert alarms_url("https://h/qkd/metrics?x=1") == "https://h/qkd/alarms"

@@ -173,3 +173,33 @@ def test_serve_metrics_rejects_a_bad_port() -> None:
     with pytest.raises(ValueError, match="port"):
         serve_metrics(NodeMetrics("A").registry, port=70000)
 
+
+
+def test_alarms_endpoint_serves_active_alarms_and_recent_changes() -> None:
+    import json
+
+    metrics, alarms = NodeMetrics("A"), AlarmRegistry()
+    alarms.raise_alarm("major", "link:L1", "x", key="k")
+    alarms.clear("link:L1", "k")
+    alarms.raise_alarm("warning", "node", "y")
+    server, port = serve_metrics(metrics.registry, alarms=alarms)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/alarms", timeout=10) as resp:
+            assert resp.headers["Content-Type"] == "application/json"
+            doc = json.loads(resp.read())
+    finally:
+        close_metrics(server)
+    assert [(a["severity"], a["text"]) for a in doc["active"]] == [("warning", "y")]
+    assert [e["action"] for e in doc["recent"]] == ["raised", "cleared", "raised"]
+
+
+def test_alarms_path_is_404_without_an_alarm_registry() -> None:
+    import urllib.error
+
+    server, port = serve_metrics(NodeMetrics("A").registry)
+    try:
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/alarms", timeout=10)
+        assert err.value.code == 404
+    finally:
+        close_metrics(server)
