@@ -175,7 +175,8 @@ class RelayController:
         so each relay moves at most once per call."""
         out: list[Reroute] = []
         for _ in range(len(self._relays) + 1):
-            victims = [r for r in self._relays.values() if not self._relay_ok_locked(r)]
+            reserved = self._reserved_locked()
+            victims = [r for r in self._relays.values() if not self._relay_ok_locked(r, reserved)]
             if not victims:
                 break
             relay = max(victims, key=lambda r: r.started)
@@ -188,8 +189,7 @@ class RelayController:
             out.append(Reroute(relay.relay_id, relay.route, relay.at_node, new))
         return out
 
-    def _relay_ok_locked(self, relay: Relay) -> bool:
-        reserved = self._reserved_locked()
+    def _relay_ok_locked(self, relay: Relay, reserved: dict[str, int]) -> bool:
         for lid in relay.pending_links:
             lk = self._links[lid]
             if not lk.up or lk.key_bits - self.reserve_bits < reserved.get(lid, 0):
