@@ -185,7 +185,8 @@ class AlarmRegistry:
         return alarm
 
     def subscribe(self, callback: AlarmCallback) -> None:
-        """Call `callback(event)` after every change (outside the lock; its exceptions are logged)."""
+        """Call `callback(event)` after every change (outside the lock; its exceptions are logged). It runs
+        on whichever thread made the change, the metrics server's included (expiry happens on reads)."""
         with self._lock:
             self._callbacks.append(callback)
 
