@@ -268,9 +268,14 @@ class AliceLink:
 
     # -- loop ---------------------------------------------------------------------------------------
 
-    def serve(self, channel: object, stop: threading.Event, poll_s: float = 0.2) -> None:
-        """Answer Bob on `channel` (a node.classical.SecureChannel) until `stop` is set."""
-        while not stop.is_set():
+    def serve(self, channel: object, stop: threading.Event, poll_s: float = 0.2,
+              until: Callable[[], bool] | None = None) -> None:
+        """Answer Bob on `channel` (a node.classical.SecureChannel) until `stop` is set (or `until()`).
+
+        A message that fails authentication or decoding is dropped with an alarm; Bob's block then
+        times out and is aborted, and the session goes on.
+        """
+        while not stop.is_set() and not (until is not None and until()):
             try:
                 msg = channel.recv(timeout=poll_s)  # type: ignore[attr-defined]
             except ChannelTimeout:
@@ -279,5 +284,17 @@ class AliceLink:
             except ClassicalChannelError as exc:
                 self.alarm("major", f"link {self.settings.link_id}: rejected classical message: {exc}")
                 continue
-            for reply in self.handle(msg):
-                channel.send(reply)  # type: ignore[attr-defined]
+            try:
+                replies = self.handle(msg)
+            except Exception as exc:  # a bug in one handler must not stop Alice: abort that block only
+                log.exception("link %s: handling %s failed", self.settings.link_id, msg.type)
+                self.alarm("major", f"link {self.settings.link_id}: internal error on {msg.type}: {type(exc).__name__}")
+                block = msg.header.get("block")
+                block = block if isinstance(block, int) and not isinstance(block, bool) else -1
+                self._drop_block(block, "internal error")
+                replies = [P.abort(block, "internal error at Alice")]
+            try:
+                for reply in replies:
+                    channel.send(reply)  # type: ignore[attr-defined]
+            except ClassicalChannelError as exc:
+                self.alarm("major", f"link {self.settings.link_id}: cannot answer Bob: {exc}")

@@ -55,7 +55,7 @@ class CascadeOverSecureChannel(ClassicalChannel):
 
     def recv(self, timeout_s: float) -> CascadeMessage:
         try:
-            return P.unwrap_cascade(self.channel.recv(timeout=timeout_s))  # type: ignore[attr-defined]
+            return P.unwrap_cascade(self.channel.recv(timeout=max(0.0, timeout_s)))  # type: ignore[attr-defined]
         except ClassicalChannelError as exc:
             raise ProtocolError(f"cascade: {exc}") from None
 
@@ -103,6 +103,8 @@ class BobLink:
         if not isinstance(confirmed, list) or not set(confirmed) <= set(unconfirmed):
             raise ProtocolError("HELLO_ACK: 'confirmed' must list block ids Bob reported")
         self.outbox.confirm(link, confirmed)
+        for block_id in self.outbox.pending_refills(link):  # Alice refilled with these before Bob stopped
+            self._apply_refill(block_id)
         self.outbox.drop(link, [b for b in unconfirmed if b not in confirmed])
         self.blocks.discard()
         self.blocks.next_block_id = P.header_int(reply, "next_block")
@@ -198,15 +200,20 @@ class BobLink:
         refill, key_bytes = split_secret(secret, length, refill_bits)
         key = DistilledKey(s.link_id, block.block_id, key_bytes, 8 * len(key_bytes), qber_z, stats.leaked_bits,
                            block.n_bits, fk.as_dict())
-        self.outbox.put(key, "unconfirmed")
+        self.outbox.put(key, "unconfirmed", refill)
         self._request(Message(P.BLOCK_DONE, {"block": block.block_id, "refill_bits": refill_bits}),
                       P.BLOCK_DONE_ACK, 0)
         self.outbox.confirm(s.link_id, [block.block_id])
-        if self.refill_auth is not None and refill:
-            self.refill_auth(refill)
+        self._apply_refill(block.block_id)
         self.counters["blocks"] += 1
         self.counters["key_bits"] += key.length_bits
         return key
+
+    def _apply_refill(self, block_id: int) -> None:
+        refill = self.outbox.refill_of(self.settings.link_id, block_id)
+        if self.refill_auth is not None and refill:
+            self.refill_auth(refill)
+        self.outbox.refill_applied(self.settings.link_id, block_id)
 
     def _drain(self) -> None:
         """After an abort, drop what Alice still had in flight for the dead block."""

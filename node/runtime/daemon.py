@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from node.classical import ChannelTimeout, ClassicalChannelError, SecureLink
+from node.classical import AuthKeyExhausted, ClassicalChannelError, SecureLink
 from node.classical.channel import PeerChannel, SecureChannel
 from node.link import AliceLink, BobLink
 from node.runtime.config import NodeConfig
@@ -95,6 +95,7 @@ class NodeDaemon:
                     "dropped_detections": 0}
         self.delivery = {"delivered_blocks": 0, "delivered_bits": 0, "km_timeouts": 0}
         self.state = "starting"
+        self.exit_code = 0
         self.started = time.time()
         self._threads: list[threading.Thread] = []
 
@@ -152,7 +153,7 @@ class NodeDaemon:
             else:
                 self.role = BobLink(cfg.link, secure, self.outbox, self._refill, self.alarm, self._auth_available)
                 self._run_bob()
-            return 0
+            return self.exit_code
         finally:
             self.state = "stopping"
             self.stop.set()
@@ -183,20 +184,7 @@ class NodeDaemon:
 
     def _run_alice(self, secure: SecureChannel) -> None:
         assert isinstance(self.role, AliceLink)
-        while not self.stop.is_set() and not self._deadline_passed():
-            try:
-                msg = secure.recv(timeout=0.2)
-            except ChannelTimeout:
-                self.role.responder.expire()
-                continue
-            except ClassicalChannelError as exc:
-                self.alarm("major", f"link {self.cfg.link.link_id}: rejected classical message: {exc}")
-                continue
-            try:
-                for reply in self.role.handle(msg):
-                    secure.send(reply)
-            except ClassicalChannelError as exc:
-                self.alarm("major", f"link {self.cfg.link.link_id}: cannot answer Bob: {exc}")
+        self.role.serve(secure, self.stop, until=self._deadline_passed)
 
     def _run_bob(self) -> None:
         assert isinstance(self.role, BobLink)
@@ -210,6 +198,7 @@ class NodeDaemon:
                 self.stop.wait(0.5)
                 bob._drain()
         self._start_thread("acquisition", self._acquisition_loop)
+        backoff = 0.0
         while not self.stop.is_set() and not self._deadline_passed():
             try:
                 batch = self.batches.get(timeout=0.2)
@@ -217,11 +206,23 @@ class NodeDaemon:
                 continue
             try:
                 bob.process(batch)
-            except (ProtocolError, ClassicalChannelError) as exc:
+                backoff = 0.0
+            except AuthKeyExhausted as exc:
+                self.alarm("critical", f"link {self.cfg.link.link_id}: authentication key exhausted, the link stops "
+                                       f"until a new bootstrap key is installed: {exc}")
+                self.exit_code = 3
+                return
+            except Exception as exc:  # one bad batch never stops the node: resynchronise and go on
+                if not isinstance(exc, (ProtocolError, ClassicalChannelError)):
+                    log.exception("link %s: batch failed", self.cfg.link.link_id)
                 self.alarm("major", f"link {self.cfg.link.link_id}: sift batch failed: {exc}")
+                backoff = min(5.0, max(0.2, 2 * backoff))  # repeated failures must not burn authentication key
+                self.stop.wait(backoff)
                 bob._drain()
                 try:
                     bob.hello()  # resynchronise: both ends drop the partial block
+                except AuthKeyExhausted:
+                    continue
                 except (ProtocolError, ClassicalChannelError) as exc2:
                     log.warning("link %s: resynchronisation failed: %s", self.cfg.link.link_id, exc2)
 

@@ -28,6 +28,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     qber REAL NOT NULL,
     meta TEXT NOT NULL,
     state TEXT NOT NULL CHECK (state IN ('unconfirmed', 'confirmed', 'delivered')),
+    refill BLOB,
     PRIMARY KEY (link_id, block_id)
 );
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -74,15 +75,19 @@ class Outbox:
         with self._lock:
             self._db.close()
 
-    def put(self, key: DistilledKey, state: str) -> None:
-        """Persist a block's key as `unconfirmed` or `confirmed` (an existing row is left as it is)."""
+    def put(self, key: DistilledKey, state: str, refill: bytes = b"") -> None:
+        """Persist a block's key as `unconfirmed` or `confirmed` (an existing row is left as it is).
+
+        `refill` is the block's authentication refill, kept until `take_refill` so that a node that
+        crashed between its peer's refill and its own applies it in the same order after restart.
+        """
         if state not in ("unconfirmed", "confirmed"):
             raise ValueError(f"state must be 'unconfirmed' or 'confirmed', got {state!r}")
         meta = json.dumps({"leaked_bits": key.leaked_bits, "sifted_bits": key.sifted_bits})
         with self._lock:
             self._db.execute(
-                "INSERT OR IGNORE INTO outbox VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (key.link_id, key.block_id, key.key, key.length_bits, key.qber, meta, state),
+                "INSERT OR IGNORE INTO outbox VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (key.link_id, key.block_id, key.key, key.length_bits, key.qber, meta, state, refill or None),
             )
 
     def confirm(self, link_id: str, block_ids: list[int]) -> None:
@@ -92,6 +97,26 @@ class Outbox:
                 "UPDATE outbox SET state='confirmed' WHERE link_id=? AND block_id=? AND state='unconfirmed'",
                 [(link_id, b) for b in block_ids],
             )
+
+    def pending_refills(self, link_id: str) -> list[int]:
+        """Confirmed blocks whose authentication refill is not yet applied, in block order."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT block_id FROM outbox WHERE link_id=? AND state!='unconfirmed' AND refill IS NOT NULL "
+                "ORDER BY block_id", (link_id,)).fetchall()
+        return [r[0] for r in rows]
+
+    def refill_of(self, link_id: str, block_id: int) -> bytes:
+        """The block's pending authentication refill (empty when none)."""
+        with self._lock:
+            row = self._db.execute("SELECT refill FROM outbox WHERE link_id=? AND block_id=?",
+                                   (link_id, block_id)).fetchone()
+        return b"" if row is None or row[0] is None else bytes(row[0])
+
+    def refill_applied(self, link_id: str, block_id: int) -> None:
+        """Forget a block's refill once the authentication pools hold it."""
+        with self._lock:
+            self._db.execute("UPDATE outbox SET refill=NULL WHERE link_id=? AND block_id=?", (link_id, block_id))
 
     def drop(self, link_id: str, block_ids: list[int]) -> None:
         """Forget unconfirmed blocks the peer does not hold (their keys are overwritten on disk)."""

@@ -1,0 +1,46 @@
+"""A man-in-the-middle process for tests: forwards Bob's and Alice's ZeroMQ frames, altering one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import zmq
+
+
+def run_proxy(front: str, back: str, tamper_type: bytes, tamper_index: int, conn: Any) -> None:
+    """Bob connects to `front`, Alice listens on `back`. The `tamper_index`-th message of type
+    `tamper_type` from Bob has one bit of its last payload frame flipped. Reports on `conn`."""
+    ctx = zmq.Context()
+    f = ctx.socket(zmq.DEALER)
+    f.bind(front)
+    b = ctx.socket(zmq.DEALER)
+    b.connect(back)
+    conn.send(f.getsockopt_string(zmq.LAST_ENDPOINT))
+    poller = zmq.Poller()
+    poller.register(f, zmq.POLLIN)
+    poller.register(b, zmq.POLLIN)
+    seen = 0
+    tampered = 0
+    while True:
+        if conn.poll():
+            conn.recv()
+            break
+        for sock, _ in poller.poll(50):
+            frames = sock.recv_multipart()
+            if sock is f:
+                if len(frames) > 2 and frames[1] == tamper_type:
+                    if seen == tamper_index:
+                        target = len(frames) - 2  # the last payload frame, just before the MAC
+                        data = bytearray(frames[target])
+                        if data:
+                            data[len(data) // 2] ^= 0x01
+                            frames[target] = bytes(data)
+                            tampered += 1
+                    seen += 1
+                b.send_multipart(frames)
+            else:
+                f.send_multipart(frames)
+    conn.send(tampered)
+    f.close(0)
+    b.close(0)
+    ctx.term()

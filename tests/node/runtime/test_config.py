@@ -1,0 +1,53 @@
+"""Node configuration: the shipped examples validate, and bad files name the key and what is allowed."""
+
+from __future__ import annotations
+
+import tomllib
+from importlib import resources
+
+import pytest
+
+from node.runtime.config import parse_node_config
+
+EXAMPLES = ["mock_alice.toml", "mock_bob.toml", "lab_alice.toml", "lab_bob.toml"]
+
+
+def example(name: str) -> dict:
+    return tomllib.loads(resources.files("node.runtime.examples").joinpath(name).read_text())
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_shipped_example_configs_validate(name: str) -> None:
+    cfg = parse_node_config(example(name), "/tmp")
+    assert cfg.role in name and cfg.link.link_id == "L1"
+
+
+def test_mock_pair_agrees_on_link_settings() -> None:
+    a, b = (parse_node_config(example(f"mock_{r}.toml")) for r in ("alice", "bob"))
+    assert a.link.fingerprint() == b.link.fingerprint() and a.mock == b.mock
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda d: d["node"].update(role="eve"), "node.role' must be one of alice, bob"),
+        (lambda d: d["link"].update(peer="localhost:5800"), "link.peer' must be a ZeroMQ endpoint"),
+        (lambda d: d["link"].update(colour="red"), "link.colour' is unknown"),
+        (lambda d: d["hardware"].update(kind="fpga"), "hardware.kind' must be one of mock, lab"),
+        (lambda d: d["hardware"]["mock"].update(fibre_lenght_km=3), "hardware.mock.fibre_lenght_km' is unknown"),
+        (lambda d: d["link"].update(block_bits=10), "block_bits must be in"),
+        (lambda d: d.pop("link"), "config table \\[link\\] is required"),
+    ],
+)
+def test_bad_config_names_the_key_and_what_is_allowed(change, message: str) -> None:
+    doc = example("mock_bob.toml")
+    change(doc)
+    with pytest.raises(ValueError, match=message):
+        parse_node_config(doc)
+
+
+def test_lab_bob_must_name_an_existing_tagger_instrument() -> None:
+    doc = example("lab_bob.toml")
+    doc["hardware"]["lab"]["tagger"] = "nope"
+    with pytest.raises(ValueError, match="hardware.lab.tagger' names instrument 'nope'"):
+        parse_node_config(doc)
