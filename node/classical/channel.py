@@ -48,10 +48,11 @@ def _tcp_endpoint(endpoint: str) -> str:
 class _OwnedSocket:
     """A ZeroMQ socket used by exactly one thread, with poll-based timeouts."""
 
-    def __init__(self, sock: zmq.Socket, endpoint: str, context: zmq.Context) -> None:
+    def __init__(self, sock: zmq.Socket, endpoint: str, context: zmq.Context, own_context: bool) -> None:
         self._sock = sock
         self.endpoint = endpoint
         self._context = context
+        self._own_context = own_context
         self._owner: int | None = None
         self._closed = False
 
@@ -110,11 +111,17 @@ class _OwnedSocket:
             raise ChannelTimeout(f"receive on {self.endpoint} found no message") from None
 
     def close(self, linger_s: float = 0.5) -> None:
-        """Close the socket; messages still queued get `linger_s` seconds to leave, then are dropped."""
+        """Close the socket; messages still queued get up to `linger_s` seconds to leave, then are dropped.
+
+        With its own ZeroMQ context (the default) this waits for them, so a reply sent just before a
+        graceful shutdown is not lost; with a shared `context`, terminating that context does.
+        """
         if self._closed:
             return
         self._closed = True
         self._sock.close(linger=max(0, int(linger_s * 1000)))
+        if self._own_context:
+            self._context.term()
 
     def __enter__(self) -> Any:
         return self
@@ -140,15 +147,17 @@ class PeerChannel(_OwnedSocket):
         hwm: int = 1000,
     ) -> PeerChannel:
         """Listen on `endpoint` (port 0: a free port; read it back from `.endpoint`)."""
-        ctx = context if context is not None else zmq.Context.instance()
+        ctx, own = (context, False) if context is not None else (zmq.Context(), True)
         sock = ctx.socket(zmq.DEALER)
         cls._configure(sock, max_message_bytes, hwm)
         try:
             sock.bind(_tcp_endpoint(endpoint))
         except zmq.ZMQError as exc:
             sock.close(linger=0)
+            if own:
+                ctx.term()
             raise ClassicalChannelError(f"cannot bind {endpoint}: {exc}") from None
-        return cls(sock, sock.getsockopt_string(zmq.LAST_ENDPOINT), ctx)
+        return cls(sock, sock.getsockopt_string(zmq.LAST_ENDPOINT), ctx, own)
 
     @classmethod
     def connect(
@@ -164,17 +173,23 @@ class PeerChannel(_OwnedSocket):
         endpoint = _tcp_endpoint(endpoint)
         if identity is not None and (not isinstance(identity, bytes) or not 1 <= len(identity) <= 255 or identity[0] == 0):
             raise ValueError("identity must be 1..255 bytes not starting with a zero byte")
-        ctx = context if context is not None else zmq.Context.instance()
+        ctx, own = (context, False) if context is not None else (zmq.Context(), True)
         sock = ctx.socket(zmq.DEALER)
         cls._configure(sock, max_message_bytes, hwm)
-        sock.setsockopt(zmq.IMMEDIATE, 1)  # queue only to a live connection: sends time out while the peer is down
+        # no ZMQ_IMMEDIATE: with it, replies already received but not yet read are discarded when the
+        # peer disconnects. Without it, messages sent while the peer is down wait (up to `hwm`) and
+        # leave when it is back; the protocols above re-send what was not acknowledged.
         if identity is not None:
             sock.setsockopt(zmq.ROUTING_ID, identity)
         sock.connect(endpoint)
-        return cls(sock, endpoint, ctx)
+        return cls(sock, endpoint, ctx, own)
 
     def send(self, frames: Sequence[Any], timeout: float | None = DEFAULT_TIMEOUT_S) -> None:
-        """Send one multipart message; `ChannelTimeout` if it cannot be queued within `timeout` s."""
+        """Queue one multipart message; `ChannelTimeout` if the queue stays full (`hwm`) for `timeout` s.
+
+        On the connecting side a message sent while the peer is down waits in the queue and leaves
+        when the connection is back; delivery is confirmed only by the peer's reply.
+        """
         self._send(frames, timeout)
 
     def recv(self, timeout: float | None = DEFAULT_TIMEOUT_S) -> list[zmq.Frame]:
@@ -195,7 +210,7 @@ class RouterChannel(_OwnedSocket):
         hwm: int = 1000,
     ) -> RouterChannel:
         """Listen on `endpoint` (port 0: a free port; read it back from `.endpoint`)."""
-        ctx = context if context is not None else zmq.Context.instance()
+        ctx, own = (context, False) if context is not None else (zmq.Context(), True)
         sock = ctx.socket(zmq.ROUTER)
         cls._configure(sock, max_message_bytes, hwm)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a reply to an unknown peer is an error, not dropped
@@ -203,8 +218,10 @@ class RouterChannel(_OwnedSocket):
             sock.bind(_tcp_endpoint(endpoint))
         except zmq.ZMQError as exc:
             sock.close(linger=0)
+            if own:
+                ctx.term()
             raise ClassicalChannelError(f"cannot bind {endpoint}: {exc}") from None
-        return cls(sock, sock.getsockopt_string(zmq.LAST_ENDPOINT), ctx)
+        return cls(sock, sock.getsockopt_string(zmq.LAST_ENDPOINT), ctx, own)
 
     def send(self, peer: bytes, frames: Sequence[Any], timeout: float | None = DEFAULT_TIMEOUT_S) -> None:
         """Send one multipart message to the connected peer named `peer`."""

@@ -61,7 +61,7 @@ def echo_server(secret: bytes, endpoint: str, ready: Any, results: Any, state_pa
         results.put(dict(dispatcher.counts))
 
 
-def duplex_peer(secret: bytes, ready: Any, results: Any, n_requests: int) -> None:
+def duplex_peer(secret: bytes, ready: Any, results: Any, done: Any, n_requests: int) -> None:
     """Bind, serve RESERVE requests from the parent while sending `n_requests` of our own to it."""
     from node.classical.peer import SecurePeer
 
@@ -85,4 +85,4 @@ def duplex_peer(secret: bytes, ready: Any, results: Any, n_requests: int) -> Non
             reply = peer.request(Message("RESERVE", {"id": f"c{i}"}), timeout=60)
             ok += reply.type == "RESERVED" and reply.header == {"id": f"c{i}", "by": "parent"}
         results.put(ok)
-        results.get(timeout=120)  # wait until the parent is done with us
+        done.get(timeout=120)  # wait until the parent is done with us

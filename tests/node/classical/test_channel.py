@@ -146,12 +146,13 @@ def test_recv_without_a_peer_times_out() -> None:
             ch.recv(timeout=0.05)
 
 
-def test_send_to_a_peer_that_never_came_up_times_out() -> None:
+def test_sends_to_a_peer_that_is_down_queue_up_to_the_limit_then_time_out() -> None:
     with PeerChannel.bind() as listener:
         port = listener.endpoint.rsplit(":", 1)[1]
-    with PeerChannel.connect(f"tcp://127.0.0.1:{port}") as ch:
+    with PeerChannel.connect(f"tcp://127.0.0.1:{port}", hwm=4) as ch:
         with pytest.raises(ChannelTimeout, match="send"):
-            ch.send([b"x"], timeout=0.05)
+            for _ in range(100):
+                ch.send([b"x"], timeout=0.05)
 
 
 def test_a_channel_refuses_a_second_thread() -> None:

@@ -133,9 +133,9 @@ def test_garbage_on_the_socket_does_not_stop_the_io_thread(peers) -> None:
 def test_two_processes_request_each_other_at_the_same_time() -> None:
     ctx = mp.get_context("spawn")
     secret = os.urandom(32 * 1000)
-    ready, results = ctx.Queue(), ctx.Queue()
+    ready, results, done = ctx.Queue(), ctx.Queue(), ctx.Queue()
     n = 30
-    proc = ctx.Process(target=duplex_peer, args=(secret, ready, results, n), daemon=True)
+    proc = ctx.Process(target=duplex_peer, args=(secret, ready, results, done, n), daemon=True)
     proc.start()
     try:
         endpoint = ready.get(timeout=120)
@@ -148,7 +148,7 @@ def test_two_processes_request_each_other_at_the_same_time() -> None:
             assert ok == n
             assert results.get(timeout=120) == n  # the child's own requests, answered by us meanwhile
             assert me.request(Message("STOP"), timeout=TIMEOUT).header["served"] == n
-            results.put("done")
+            done.put("done")
     finally:
         proc.join(30)
         if proc.is_alive():
