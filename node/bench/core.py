@@ -54,11 +54,13 @@ class BenchCase:
     reference_name: str | None = None
     max_runs: int | None = None
     reference_max_runs: int = 3
+    warmup: bool = True  # one untimed run first (JIT compilation, caches)
 
 
-def _time_runs(fn: Callable[[], Any], profile: BenchProfile, max_runs: int | None) -> tuple[list[float], Any]:
+def _time_runs(fn: Callable[[], Any], profile: BenchProfile, max_runs: int | None,
+               warmup: bool = True) -> tuple[list[float], Any]:
     """Run `fn` once to warm up (JIT, caches), then repeatedly; returns the durations and last result."""
-    result = fn()
+    result = fn() if warmup else None
     limit = max_runs if max_runs is not None else profile.max_runs
     times: list[float] = []
     spent = 0.0
@@ -78,7 +80,7 @@ def run_case(case: BenchCase, profile: BenchProfile) -> dict[str, Any]:
     """Time one case and its reference; returns the result row."""
     state = case.setup()
     items = case.items if case.items is not None else case.n
-    times, extra = _time_runs(lambda: case.run(state), profile, case.max_runs)
+    times, extra = _time_runs(lambda: case.run(state), profile, case.max_runs, case.warmup)
     med = statistics.median(times)
     row: dict[str, Any] = {
         "stage": case.stage,
@@ -100,6 +102,8 @@ def run_case(case: BenchCase, profile: BenchProfile) -> dict[str, Any]:
         row["reference_median_s"] = rmed
         row["speedup"] = rmed / med
     if extra:
+        if "mbit_per_s" in extra:  # a case that measures its own rate (e.g. sustained, start-up excluded)
+            row["mbit_per_s"] = extra["mbit_per_s"]
         row.update({k: v for k, v in extra.items() if k not in row})
     return row
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 
 import numpy as np
@@ -83,6 +84,7 @@ class BobLink:
         self.counters = {"batches": 0, "detections": 0, "sifted_bits": 0, "blocks": 0, "aborted": 0,
                          "key_bits": 0, "leaked_bits": 0}
         self.last_block: dict[str, object] = {}
+        self.history: deque[dict[str, float]] = deque(maxlen=1000)  # per block: when, sifted so far, secret
 
     def _request(self, msg: Message, expected: str, frames: int) -> Message:
         self.channel.send(msg)  # type: ignore[attr-defined]
@@ -185,6 +187,10 @@ class BobLink:
                            "detections": block.counts.detections.tolist(), "errors_x": block.counts.errors[1].tolist(),
                            "z_errors": z_errors,
                            "secret_bits": length, "finite_key": fk.as_dict(), "time_s": time.perf_counter() - t0}
+        self.history.append({"block": block.block_id, "t": time.monotonic(), "n_bits": block.n_bits, "qber": qber_z,
+                             "sifted_total": self.counters["sifted_bits"], "secret_bits": length,
+                             "leaked_bits": stats.leaked_bits, "round_trips": stats.round_trips,
+                             "cascade_s": stats.time_s})
         self.counters["leaked_bits"] += stats.leaked_bits
         if length == 0:
             log.info("link %s: block %d leaves no secret key", s.link_id, block.block_id)

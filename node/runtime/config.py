@@ -7,6 +7,7 @@ Example (paths relative to the file's directory)::
     role = "bob"                          # "alice" (transmitter) or "bob" (receiver)
     state_dir = "state/bob"               # outbox, channel state (owner-only files)
     status_file = "state/bob/status.json" # optional: live figures, rewritten twice a second
+    metrics_port = 9101                   # optional: Prometheus /metrics and /alarms (0: any free port)
 
     [link]
     id = "L1"
@@ -79,6 +80,7 @@ class NodeConfig:
     status_file: Path | None = None
     max_blocks: int | None = None
     duration_s: float | None = None
+    metrics_port: int | None = None
 
 
 def _table(doc: dict[str, Any], key: str, required: bool = True) -> dict[str, Any]:
@@ -126,7 +128,11 @@ def parse_node_config(doc: dict[str, Any], base_dir: str | Path = ".") -> NodeCo
 
     _check_keys(doc, {"node", "link", "keymanager", "hardware", "instruments", "run"}, "")
     node = _table(doc, "node")
-    _check_keys(node, {"name", "role", "state_dir", "status_file"}, "node")
+    _check_keys(node, {"name", "role", "state_dir", "status_file", "metrics_port"}, "node")
+    metrics_port = node.get("metrics_port")
+    if metrics_port is not None and (not isinstance(metrics_port, int) or not 0 <= metrics_port <= 65535):
+        raise ValueError(f"config key 'node.metrics_port' must be an integer in [0, 65535] (0: any free port), "
+                         f"got {metrics_port!r}")
     role = _str(node, "role", "node")
     if role not in ROLES:
         raise ValueError(f"config key 'node.role' must be one of {', '.join(ROLES)}, got {role!r}")
@@ -170,7 +176,7 @@ def parse_node_config(doc: dict[str, Any], base_dir: str | Path = ".") -> NodeCo
         peer=_endpoint(link, "peer", "link"), bootstrap_secret=path(_str(link, "bootstrap_secret", "link")),
         link=settings, hardware=kind, mock=dict(mock), lab=dict(lab), instruments=dict(instruments),
         keymanager=target, status_file=None if status is None else path(_str(node, "status_file", "node")),
-        max_blocks=run.get("max_blocks"), duration_s=run.get("duration_s"),
+        max_blocks=run.get("max_blocks"), duration_s=run.get("duration_s"), metrics_port=metrics_port,
     )
 
 

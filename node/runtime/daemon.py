@@ -27,6 +27,7 @@ import numpy as np
 from node.classical import AuthKeyExhausted, ClassicalChannelError, SecureLink
 from node.classical.channel import PeerChannel, SecureChannel
 from node.link import AliceLink, BobLink
+from node.management import AlarmRegistry, NodeMetrics, close_metrics, serve_metrics
 from node.runtime.config import NodeConfig
 from node.runtime.hardware import Hardware, open_hardware
 from node.runtime.outbox import Outbox
@@ -86,6 +87,14 @@ class NodeDaemon:
         os.chmod(cfg.state_dir, 0o700)
         self.stop = threading.Event()
         self.alarms: deque[dict[str, Any]] = deque(maxlen=100)
+        self.alarm_registry = AlarmRegistry()
+        self.metrics = NodeMetrics(cfg.name)
+        self.metrics.declare_link(cfg.link.link_id, "bob" if cfg.role == "alice" else "alice", cfg.role)
+        self.metrics.watch_alarms(self.alarm_registry)
+        self.metrics_url: str | None = None
+        self._seen_blocks = 0
+        self._seen_aborts = 0
+        self._seen_dropped = 0
         self.outbox = Outbox(cfg.state_dir / "outbox.db")
         self.link = self._load_link()
         self.hardware: Hardware | None = None
@@ -127,6 +136,9 @@ class NodeDaemon:
     def alarm(self, severity: str, text: str) -> None:
         """Record and log an alarm (texts never hold key material)."""
         self.alarms.append({"time": time.time(), "severity": severity, "text": text})
+        # one-off events (a block aborted) clear themselves after a minute; exhaustion stays until cleared
+        self.alarm_registry.raise_alarm(severity, f"link:{self.cfg.link.link_id}", text,
+                                        clear_after_s=None if severity == "critical" else 60.0)
         log.warning("ALARM %s: %s", severity, text)
 
     # -- run ------------------------------------------------------------------------------------
@@ -135,7 +147,12 @@ class NodeDaemon:
         """Run until stopped; returns the exit code (0 on a clean stop)."""
         cfg = self.cfg
         channel = None
+        server = None
         try:
+            if cfg.metrics_port is not None:
+                server, port = serve_metrics(self.metrics.registry, "127.0.0.1", cfg.metrics_port,
+                                             alarms=self.alarm_registry)
+                self.metrics_url = f"http://127.0.0.1:{port}/metrics"
             self.hardware = open_hardware(cfg)
             if cfg.role == "alice":
                 channel = PeerChannel.bind(cfg.peer)
@@ -163,6 +180,8 @@ class NodeDaemon:
                 t.join(timeout=15)
             if channel is not None:
                 channel.close()
+            if server is not None:
+                close_metrics(server)
             self.state = "stopped"
             self._write_status()
             self.outbox.close()
@@ -306,6 +325,7 @@ class NodeDaemon:
             "uptime_s": time.time() - self.started, "counters": dict(role.counters) if role else {},
             "delivery": dict(self.delivery), "alarms": list(self.alarms)[-20:],
             "auth": self.link.accounting(), "hardware": self.hardware.description if self.hardware else {},
+            "metrics_url": self.metrics_url,
         }
         if isinstance(role, BobLink):
             out["acquisition"] = dict(self.acq)
@@ -326,7 +346,34 @@ class NodeDaemon:
         except OSError as exc:
             log.error("cannot write status file: %s", exc)
 
+    def _update_metrics(self) -> None:
+        """Feed the Prometheus figures from the link counters (blocks since the last update)."""
+        role, link, m = self.role, self.cfg.link.link_id, self.metrics
+        m.set_link_up(link, self.state == "running")
+        acc = self.link.accounting()
+        m.set_auth_key_available(link, "send", acc["send_available_bits"])
+        m.set_auth_key_available(link, "receive", acc["recv_available_bits"])
+        if role is None:
+            return
+        if isinstance(role, BobLink):
+            for h in list(role.history)[self._seen_blocks:]:
+                m.record_block(link, int(h["n_bits"]), int(h["secret_bits"]), float(h["qber"]),
+                               "key" if h["secret_bits"] else "no_key")
+            self._seen_blocks = len(role.history)
+        aborted = role.counters["aborted"]
+        for _ in range(aborted - self._seen_aborts):
+            m.record_block(link, 0, 0, None, "aborted", reason="other")
+        self._seen_aborts = aborted
+        dropped = self.acq["dropped_detections"]
+        if dropped > self._seen_dropped:
+            m.record_dropped(link, dropped - self._seen_dropped)
+            self._seen_dropped = dropped
+
     def _status_loop(self) -> None:
         while not self.stop.is_set():
+            try:
+                self._update_metrics()
+            except Exception:  # figures must never take the node down
+                log.exception("metrics update failed")
             self._write_status()
             self.stop.wait(0.5)

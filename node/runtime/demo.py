@@ -94,6 +94,7 @@ name = "{name}"
 role = "{role}"
 state_dir = "state/{name}"
 status_file = "state/{name}/status.json"
+metrics_port = 0
 
 [link]
 id = "{DEMO_LINK}"
@@ -195,7 +196,8 @@ def fetch_and_compare(run: DemoRun, size_bits: int = 256) -> dict[str, Any]:
 def serve_info(run: DemoRun) -> dict[str, Any]:
     """Each key manager's ETSI 014 base URL, the CA and each SAE's certificate and key paths."""
     pair = run.pair
-    out: dict[str, Any] = {"ca_cert": pair.ca, "key_managers": {}}
+    out: dict[str, Any] = {"ca_cert": pair.ca, "key_managers": {},
+                           "nodes": {n: {"metrics_url": run.status(n).get("metrics_url")} for n in ("alice", "bob")}}
     for kme, sae in (("a", "SAE_A"), ("b", "SAE_B")):
         cert, key = pair.pem(sae)
         out["key_managers"][f"KME_{kme.upper()}"] = {

@@ -1,0 +1,40 @@
+"""Bench row for the whole link pipeline: both node daemons on the mock link, as fast as it runs.
+
+Not in `--quick` (a few blocks take tens of seconds). The rate is the sustained sifted-key rate
+between the first and the last block; `secret_vs_ideal` compares the last block's finite-key
+length with what the link model expects for the same physics, settings and measured f_EC.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from node.bench.core import BenchCase, BenchProfile
+
+MOCK_25KM = {"seed": 2026, "fibre_length_km": 25.0, "p_z": 0.8, "bob_p_z": 0.8, "intensities": [0.5, 0.15, 0.0],
+             "class_probabilities": [0.6, 0.3, 0.1], "block_s": 5e-3}
+
+
+def _run(state: dict[str, Any]) -> dict[str, Any]:
+    from node.runtime.loopback import pipeline_figures
+
+    fig = pipeline_figures(MOCK_25KM, state["block_bits"], state["blocks"])
+    return {"mbit_per_s": fig.get("sifted_mbit_per_s", 0.0), **fig}
+
+
+def cases(profile: BenchProfile) -> list[BenchCase]:
+    """One row per block size (1e6, and 4e6 with --full); none in --quick."""
+    if profile.quick:
+        return []
+    sizes = [1_000_000] + ([4_000_000] if profile.full else [])
+    out = []
+    for n in sizes:
+        blocks = 6 if n <= 1_000_000 else 4
+
+        def setup(n: int = n, blocks: int = blocks) -> dict[str, Any]:
+            return {"block_bits": n, "blocks": blocks}
+
+        case = BenchCase(stage="link-pipeline", n=n, setup=setup, run=_run, unit="Mbit/s sifted", max_runs=1,
+                         warmup=False, params={"distance_km": 25.0, "blocks": blocks})
+        out.append(case)
+    return out

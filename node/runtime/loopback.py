@@ -1,0 +1,105 @@
+"""Both node daemons of a mock link in one process, for measuring the whole pipeline.
+
+Alice's and Bob's `NodeDaemon`s run in two threads over real ZeroMQ sockets on loopback, the mock
+running as fast as it can; no key manager (keys stay in the outboxes). `pipeline_figures` returns
+the sustained sifted and secret key rates (between the first and the last block, so start-up is
+left out) and the finite-key length the link model expects for the same settings (the ideal).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from node.keymanager.demo import free_port
+from node.runtime.config import parse_node_config
+from node.runtime.daemon import NodeDaemon
+from node.runtime.hardware import mock_params
+
+
+def _doc(role: str, port: int, mock: dict[str, Any], block_bits: int, batch: int, blocks: int | None) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "node": {"name": role, "role": role, "state_dir": f"state/{role}"},
+        "link": {"id": "L-bench", "peer": f"tcp://127.0.0.1:{port}", "bootstrap_secret": "link.key",
+                 "block_bits": block_bits, "batch_detections": batch},
+        "hardware": {"kind": "mock", "mock": mock},
+    }
+    if blocks is not None:
+        doc["run"] = {"max_blocks": blocks}
+    return doc
+
+
+def run_pipeline(mock: dict[str, Any], block_bits: int, blocks: int, batch: int = 500_000,
+                 timeout_s: float = 600.0) -> dict[str, Any]:
+    """Run Alice and Bob until Bob has finished `blocks` blocks; Bob's status and history."""
+    with tempfile.TemporaryDirectory(prefix="qkdnode-pipeline-") as tmp:
+        root = Path(tmp)
+        (root / "link.key").write_bytes(os.urandom(1 << 18))
+        port = free_port()
+        alice = NodeDaemon(parse_node_config(_doc("alice", port, mock, block_bits, batch, None), root))
+        bob = NodeDaemon(parse_node_config(_doc("bob", port, mock, block_bits, batch, blocks), root))
+        thread = threading.Thread(target=alice.run, name="bench-alice", daemon=True)
+        thread.start()
+        timer = threading.Timer(timeout_s, bob.stop.set)
+        timer.start()
+        t0 = time.monotonic()
+        try:
+            bob.run()
+        finally:
+            timer.cancel()
+            alice.stop.set()
+            thread.join(30)
+        status = bob.status()
+        assert isinstance(bob.role, object)
+        history = list(getattr(bob.role, "history", []))
+        return {"status": status, "history": history, "wall_s": time.monotonic() - t0,
+                "params": mock_params(bob.cfg), "settings": bob.cfg.link}
+
+
+def ideal_block_length(params: Any, settings: Any, block_bits: float, f_ec: float) -> float:
+    """The finite-key length the link model expects for a block of `block_bits` key bits with the
+    mock's physics, the link's protocol settings and error-correction efficiency `f_ec`."""
+    from postprocessing.finitekey import LinkParameters, ProtocolSettings, simulate
+
+    gate_s = 0.5 / params.repetition_rate_hz
+    link = LinkParameters(
+        fibre_loss_db_per_km=params.fibre_loss_db_per_km, extra_loss_db=params.insertion_loss_db,
+        detector_efficiency=float(sum(params.efficiency) / len(params.efficiency)),
+        dark_count_probability=float(sum(params.dark_count_hz) / len(params.dark_count_hz)) * gate_s,
+        afterpulse_probability=float(sum(params.afterpulse_probability) / len(params.afterpulse_probability)),
+        misalignment=params.misalignment, ec_efficiency=max(f_ec, 1.0),
+        repetition_rate_hz=params.repetition_rate_hz,
+        dead_time_s=float(max(params.dead_time_ps)) * 1e-12, eps_cor=1e-30, eps_sec=settings.eps_sec,
+        secrecy_per_bit=None,
+    )
+    proto = ProtocolSettings(tuple(params.intensities), tuple(params.class_probabilities), params.p_z)
+    return float(simulate(settings.protocol, link, proto, params.fibre_length_km, block_bits).result.length)
+
+
+def pipeline_figures(mock: dict[str, Any], block_bits: int, blocks: int) -> dict[str, Any]:
+    """Sustained rates through the whole pipeline and the secret key against the model's ideal."""
+    out = run_pipeline(mock, block_bits, blocks)
+    hist = out["history"]
+    counters = out["status"]["counters"]
+    fig: dict[str, Any] = {"blocks": counters.get("blocks", 0), "aborted": counters.get("aborted", 0)}
+    if len(hist) >= 2:
+        dt = hist[-1]["t"] - hist[0]["t"]
+        sifted = hist[-1]["sifted_total"] - hist[0]["sifted_total"]
+        secret = sum(h["secret_bits"] for h in hist[1:])
+        fig.update(sifted_mbit_per_s=sifted / dt / 1e6, secret_kbit_per_s=secret / dt / 1e3)
+    if hist:
+        from postprocessing.cascade import binary_entropy
+
+        last = out["status"]["last_block"]
+        n = float(last["n_bits"])
+        f_ec = float(last["leaked_bits"]) / (n * binary_entropy(float(last["qber"])))
+        ideal = ideal_block_length(out["params"], out["settings"], n, f_ec)
+        fig.update(qber=float(last["qber"]), f_ec=f_ec, secret_bits_per_block=float(last["secret_bits"]),
+                   ideal_secret_bits_per_block=ideal,
+                   secret_vs_ideal=float(last["secret_bits"]) / ideal if ideal > 0 else None,
+                   cascade_s_per_block=sum(h["cascade_s"] for h in hist) / len(hist))
+    return fig
