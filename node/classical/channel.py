@@ -94,13 +94,24 @@ class _OwnedSocket:
         self._check()
         if not frames:
             raise ValueError("frames must hold at least one frame")
-        self._wait(zmq.POLLOUT, timeout, "send")
-        try:
-            self._sock.send_multipart(list(frames), zmq.NOBLOCK, copy=True)
-        except zmq.Again:
-            raise ChannelTimeout(f"send on {self.endpoint} would block (peer gone or queue full)") from None
-        except zmq.ZMQError as exc:
-            raise ClassicalChannelError(f"send on {self.endpoint} failed: {exc}") from None
+        if timeout is not None and timeout < 0:
+            raise ValueError(f"timeout must be >= 0 seconds or None, got {timeout}")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                self._sock.send_multipart(list(frames), zmq.NOBLOCK, copy=True)
+                return
+            except zmq.Again:
+                pass  # queue full (or, on a DEALER, no peer yet): wait for room below
+            except zmq.ZMQError as exc:
+                if exc.errno == zmq.EHOSTUNREACH:  # ROUTER_MANDATORY: no such peer connected
+                    raise ClassicalChannelError(f"send on {self.endpoint} failed: the peer is not connected") from None
+                raise ClassicalChannelError(f"send on {self.endpoint} failed: {exc}") from None
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise ChannelTimeout(f"send on {self.endpoint} timed out after {timeout} s")
+            if self._sock.poll(None if left is None else max(1, int(left * 1000)), zmq.POLLOUT):
+                time.sleep(0.0005)  # a ROUTER reports room if any peer has some: do not spin on a full one
 
     def _recv(self, timeout: float | None) -> list[zmq.Frame]:
         self._check()
@@ -227,12 +238,7 @@ class RouterChannel(_OwnedSocket):
         """Send one multipart message to the connected peer named `peer`."""
         if not isinstance(peer, bytes) or not peer:
             raise ValueError("peer must be the non-empty identity bytes received with a message")
-        try:
-            self._send([peer, *frames], timeout)
-        except ClassicalChannelError as exc:
-            if "unreachable" in str(exc).lower() or "no route" in str(exc).lower():
-                raise ClassicalChannelError(f"peer {peer!r} is not connected to {self.endpoint}") from None
-            raise
+        self._send([peer, *frames], timeout)
 
     def recv(self, timeout: float | None = DEFAULT_TIMEOUT_S) -> tuple[bytes, list[zmq.Frame]]:
         """Receive one message: the sending peer's identity and its frames."""

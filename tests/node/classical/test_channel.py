@@ -11,6 +11,7 @@ import pytest
 
 from node.classical import (
     ChannelTimeout,
+    ClassicalChannelError,
     Message,
     ReplayError,
     SecureLink,
@@ -178,6 +179,12 @@ def test_bad_endpoints_are_value_errors() -> None:
         PeerChannel.bind("127.0.0.1:5555")
     with pytest.raises(ValueError, match="identity"):
         PeerChannel.connect("tcp://127.0.0.1:1", identity=b"\x00abc")
+
+
+def test_router_send_to_an_unknown_peer_is_an_error() -> None:
+    with RouterChannel.bind() as router:
+        with pytest.raises(ClassicalChannelError, match="not connected"):
+            router.send(b"nobody", [b"x"], timeout=1.0)
 
 
 def test_router_serves_several_named_peers_each_with_its_own_link() -> None:
