@@ -122,6 +122,10 @@ class Dispatcher:
                 self.counts[type(exc).__name__] += 1
                 self.log.warning("rejected message: %s: %s", type(exc).__name__, exc)
                 continue
+            except Exception:  # a decoder bug must not end the daemon's loop either
+                self.counts["internal_error"] += 1
+                self.log.exception("rejected message: unexpected error while opening it")
+                continue
             reply = self.dispatch(message)
             if reply is None:
                 continue

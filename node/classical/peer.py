@@ -211,6 +211,11 @@ class SecurePeer:
                 self.counts[type(exc).__name__] += 1
                 log.warning("peer link %s rejected a message: %s: %s", self.name, type(exc).__name__, exc)
                 continue
+            except Exception:  # a decoder bug must not end the I/O thread
+                self.counts["rejected"] += 1
+                self.counts["internal_error"] += 1
+                log.exception("peer link %s: unexpected error while opening a message", self.name)
+                continue
             if message.re is not None:
                 with self._pending_lock:
                     waiter = self._pending.pop(message.re, None)

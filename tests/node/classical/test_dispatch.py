@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.classical import Message, SecureLink
+from node.classical import AuthenticationError, ChannelTimeout, Message, SecureLink
 from node.classical.channel import PeerChannel, SecureChannel
 from node.classical.dispatch import Dispatcher
 
@@ -118,3 +118,34 @@ def test_the_serve_loop_answers_after_any_garbage(loop: LoopFixture, garbage: li
     reply = loop.client.request(Message("PING", {"n": n}), timeout=TIMEOUT)
     assert reply.type == "PONG" and reply.header["n"] == n
     assert loop.thread.is_alive()
+
+
+class ScriptedChannel:
+    """A stand-in for SecureChannel whose recv replays a script of results and exceptions."""
+
+    def __init__(self, script: list, stop: threading.Event) -> None:
+        self.script, self.stop, self.sent = list(script), stop, []
+
+    def recv(self, timeout: float | None = None) -> Message:
+        if not self.script:
+            self.stop.set()
+            raise ChannelTimeout("script done")
+        item = self.script.pop(0)
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def send(self, message: Message, timeout: float | None = None) -> int:
+        self.sent.append(message)
+        return len(self.sent) - 1
+
+
+def test_serve_survives_unexpected_errors_while_opening_and_answers_the_next_message() -> None:
+    stop = threading.Event()
+    d = Dispatcher({"PING": lambda m: Message("PONG")})
+    ch = ScriptedChannel(
+        [RuntimeError("decoder bug"), AuthenticationError("bad tag"), Message("PING", seq=5)], stop
+    )
+    d.serve(ch, stop)  # type: ignore[arg-type]
+    assert d.counts["internal_error"] == 1 and d.counts["AuthenticationError"] == 1
+    assert [m.type for m in ch.sent] == ["PONG"] and ch.sent[0].re == 5
