@@ -48,7 +48,6 @@ from node.classical.mac import (
     TAG_BITS,
     TAG_BYTES,
     forgery_probability,
-    mac_input_bytes,
     tags_equal,
     wc_tag,
 )
