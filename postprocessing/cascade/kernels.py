@@ -63,18 +63,6 @@ def tree_stride(length: int) -> int:
 
 
 @njit(**KERNEL)
-def range_parity(row: NDArray[np.uint8], lo: int, hi: int) -> int:
-    """XOR of row[lo:hi]."""
-    acc = np.uint8(0)
-    for i in range(lo, hi):
-        acc ^= row[i]
-    return int(acc)
-
-
-_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
-
-
-@njit(**KERNEL)
 def word_parity(x: np.uint64) -> np.int64:
     """Parity of the set bits of one 64-bit word."""
     x ^= x >> np.uint64(32)

@@ -16,7 +16,7 @@ from postprocessing.cascade.passes import PassTables
 from postprocessing.cascade.protocol import (
     ASK, DONE, ERROR, MAX_BLOCK_ID, MAX_N, MAX_PASSES, PARITY, header_dict, header_int, header_seed,
 )
-from postprocessing.cascade.variants import BICONF, BLOCK, HALF
+from postprocessing.cascade.variants import BICONF, BLOCK
 from postprocessing.errors import ProtocolError
 
 __all__ = ["CascadeResponder", "ResponderResult"]
