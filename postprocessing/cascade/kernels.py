@@ -62,6 +62,9 @@ def tree_stride(length: int) -> int:
     return 1 << (d + 1)
 
 
+_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
 @njit(**KERNEL)
 def word_parity(x: np.uint64) -> np.int64:
     """Parity of the set bits of one 64-bit word."""
