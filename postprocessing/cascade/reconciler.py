@@ -147,7 +147,10 @@ class _BobBlock:
                 self.stats.time_s = time.perf_counter() - self.t0
                 return None
             if nxt not in self.alice_tops:
-                header["passes"] = self._pass_headers(range(nxt, nxt + 1))
+                # BICONF passes: the streak needs at least (target - streak) more passes whatever
+                # they find, so their parities are asked together (the same bits leak either way)
+                sure = max(1, self.variant.biconf_streak - self.biconf_streak)
+                header["passes"] = self._pass_headers(range(nxt, min(self.max_passes, nxt + sure)))
                 break
             # the next pass's block parities are at hand: start it without a round trip
             t.start(nxt, self.seed, shuffle_block=(nxt > 0 or self.variant.shuffle_first_pass))
