@@ -33,11 +33,19 @@ Example (paths are relative to the file's directory)::
     auth_refill_below = 20000   # refill this KM's request flow from the pool below this many messages
     auth_refill_bytes = 262144  # key drawn per refill (whole chunks of this KM's stripe)
 
+    [relay]                     # trusted-node key relay to KMs that are not peers
+    enabled = true
+    gossip_interval_s = 0.5     # link-state gossip to the peers
+    stale_s = 3.0               # link-state entries older than this count as down
+    timeout_s = 6.0             # a relay not stored at its destination by then fails
+
     [[peers]]
     kme_id = "KME_B"
     connect = "tcp://127.0.0.1:5701"
     links = ["L1"]
     saes = ["SAE_B"]
+    auth_key = "link_ab.key"    # optional: this pair's own bootstrap secret (else [link] auth_key);
+                                # a KM with several peers needs one secret per pair
 """
 
 from __future__ import annotations
@@ -80,6 +88,17 @@ class PeerConfig:
     connect: str
     links: tuple[str, ...] = ()
     saes: tuple[str, ...] = ()
+    auth_key: str = ""  # this pair's own bootstrap secret ('' = the [link] one)
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    """Trusted-node key relay (see `node.keymanager.relay`)."""
+
+    enabled: bool = True
+    gossip_interval_s: float = 0.5
+    stale_s: float = 3.0
+    timeout_s: float = 6.0
 
 
 @dataclass(frozen=True)
@@ -101,6 +120,7 @@ class KmConfig:
     auth_refill_below: int = 20_000
     auth_refill_bytes: int = 262_144
     chunk_bytes: int = 4096
+    relay: RelayConfig = field(default_factory=lambda: RelayConfig())
     extra: dict[str, Any] = field(default_factory=dict)
 
     def peer_of_sae(self, sae_id: str) -> PeerConfig | None:
@@ -172,7 +192,8 @@ def parse_config(doc: dict, base_dir: str | Path = ".") -> KmConfig:
     def path(value: str) -> str:
         return value if value == ":memory:" else str((base / value).resolve())
 
-    _check_keys(doc, {"kme_id", "database", "local_saes", "api", "keys", "ingest", "link", "peers", "chunk_bytes"}, "")
+    _check_keys(doc, {"kme_id", "database", "local_saes", "api", "keys", "ingest", "link", "peers", "chunk_bytes",
+                      "relay"}, "")
     kme_id = _get(doc, "kme_id", str, "", ..., "a non-empty string")
     if not kme_id:
         raise ValueError("config key 'kme_id' must be a non-empty string")
@@ -225,10 +246,12 @@ def parse_config(doc: dict, base_dir: str | Path = ".") -> KmConfig:
         where = f"peers[{i}]."
         if not isinstance(p, dict):
             raise ValueError(f"config key 'peers[{i}]' must be a table")
-        _check_keys(p, {"kme_id", "connect", "links", "saes"}, where)
+        _check_keys(p, {"kme_id", "connect", "links", "saes", "auth_key"}, where)
+        own_key = _get(p, "auth_key", str, where, "", "a path to this pair's pre-shared link secret")
         peer = PeerConfig(kme_id=_get(p, "kme_id", str, where, ..., "the peer's KME ID"),
                           connect=_endpoint(p, "connect", where),
-                          links=_str_list(p, "links", where, []), saes=_str_list(p, "saes", where, []))
+                          links=_str_list(p, "links", where, []), saes=_str_list(p, "saes", where, []),
+                          auth_key=path(own_key) if own_key else "")
         if peer.kme_id == kme_id or not peer.kme_id:
             raise ValueError(f"config key '{where}kme_id' must be a non-empty ID other than this KM's own")
         if seen_saes & set(peer.saes):
@@ -246,8 +269,17 @@ def parse_config(doc: dict, base_dir: str | Path = ".") -> KmConfig:
     interval = _get(link_t, "reconcile_interval_s", (int, float), "link.", 5.0, "a positive number")
     if timeout <= 0 or interval <= 0:
         raise ValueError("config keys 'link.peer_timeout_s' and 'link.reconcile_interval_s' must be positive numbers")
+    relay_t = _get(doc, "relay", dict, "", {})
+    _check_keys(relay_t, {"enabled", "gossip_interval_s", "stale_s", "timeout_s"}, "relay.")
+    relay_vals = {}
+    for n in ("gossip_interval_s", "stale_s", "timeout_s"):
+        v = _get(relay_t, n, (int, float), "relay.", getattr(RelayConfig, n), "a positive number")
+        if not v > 0:
+            raise ValueError(f"config key 'relay.{n}' must be a positive number, got {v}")
+        relay_vals[n] = float(v)
+    relay = RelayConfig(enabled=_get(relay_t, "enabled", bool, "relay.", True, "true or false"), **relay_vals)
     return KmConfig(
-        kme_id=kme_id, database=path(_get(doc, "database", str, "", ..., "a path to the SQLite key store")),
+        kme_id=kme_id, relay=relay, database=path(_get(doc, "database", str, "", ..., "a path to the SQLite key store")),
         local_saes=local, api=api, keys=limits, ingest_bind=_endpoint(ingest_t, "bind", "ingest."),
         ingest_sources=tuple(sources),
         link_bind=_endpoint(link_t, "bind", "link."),

@@ -29,11 +29,13 @@ import zmq
 import zmq.asyncio
 
 from node.classical import Message
+from node.management.alarms import AlarmRegistry
 from node.keymanager.config import KeyLimits, KmConfig
 from node.keymanager.errors import PeerError, PoolExhausted
 from node.keymanager.etsi014 import Etsi014Api, server_ssl_context, start_api
 from node.keymanager.ingest import IngestServer
 from node.keymanager.peer import PeerClient, PeerServer
+from node.keymanager.relay import RelayService
 from node.keymanager.store import Allocation, KeyBlock, KeyStore, Reserved
 from node.keymanager.wire import LinkState, load_secret
 
@@ -75,6 +77,10 @@ class KeyManager:
         self._tasks: list[asyncio.Task[Any]] = []
         self.clients: dict[str, PeerClient] = {}
         self.api_port = 0
+        self.alarms = AlarmRegistry()
+        self.relay = RelayService(self, gossip_interval_s=config.relay.gossip_interval_s,
+                                  stale_s=config.relay.stale_s, timeout_s=config.relay.timeout_s,
+                                  alarm=self._alarm)
         self.counters = {"keys_delivered_master": 0, "keys_delivered_slave": 0, "keys_voided": 0,
                          "reconcile_unknown": 0, "auth_refills": 0}
 
@@ -90,22 +96,41 @@ class KeyManager:
         return sae_id in self._local
 
     def peer_of_sae(self, sae_id: str) -> str | None:
+        """The KM serving `sae_id`: a peer, or (with relay) any KM of the network."""
         peer = self.config.peer_of_sae(sae_id)
-        return None if peer is None else peer.kme_id
+        if peer is not None:
+            return peer.kme_id
+        return self.relay.kme_of_sae(sae_id) if self.config.relay.enabled else None
 
     async def stored_key_count(self, peer_kme_id: str) -> int:
+        if peer_kme_id not in self._queues:  # relayed: what the best route could carry now
+            route = self.relay.route(peer_kme_id, self.limits.key_size)
+            if route is None:
+                return 0
+            links = {lk.link_id: lk.key_bits for lk in self.relay.snapshot()}
+            return min(links[lk] for lk in route.links) // self.limits.key_size
         return await self.db(self.store.stored_key_count, peer_kme_id, self.limits.key_size // 8)
 
-    async def get_keys(self, master: str, slaves: list[str], number: int, nbytes: int) -> list[tuple[str, bytes]]:
+    async def get_keys(self, master: str, slaves: list[str], number: int, nbytes: int
+                       ) -> list[tuple[str, bytes]] | list[tuple[str, bytes, dict[str, Any]]]:
         pool = self.peer_of_sae(slaves[0])
         if pool is None:
             raise ValueError("slave SAE is not served by a peer KM")
+        if pool not in self._queues:
+            keys = await self.relay.originate(master, slaves, number, nbytes, pool)
+            self.counters["keys_delivered_master"] += len(keys)
+            return keys
         fut: asyncio.Future[list[tuple[str, bytes]]] = asyncio.get_running_loop().create_future()
         self._queues[pool].append(_Pending(master, slaves, number, nbytes, fut))
         self._wake[pool].set()
         return await fut
 
-    async def get_keys_with_ids(self, requester: str, master: str, key_ids: list[str]) -> list[tuple[str, bytes]]:
+    async def get_keys_with_ids(self, requester: str, master: str, key_ids: list[str]
+                                ) -> list[tuple[str, bytes]] | list[tuple[str, bytes, dict[str, Any]]]:
+        if await self.db(self.relay.rstore.holds_relayed, key_ids):
+            got = await self.db(self.relay.rstore.fetch, requester, master, key_ids)
+            self.counters["keys_delivered_slave"] += len(key_ids)
+            return [(k, m, {"relay": {"path": path}}) for k, (m, path) in zip(key_ids, got)]
         material = await self.db(self.store.fetch, requester, master, key_ids)
         self.counters["keys_delivered_slave"] += len(key_ids)
         return list(zip(key_ids, material))
@@ -347,6 +372,10 @@ class KeyManager:
             except Exception:
                 log.exception("sync with peer KM %s failed", pool)
 
+    def _alarm(self, severity: str, source: str, text: str) -> None:
+        """Raise a transient alarm (relay events, rejected messages); never with key material."""
+        self.alarms.raise_alarm(severity, source, text, clear_after_s=300.0)
+
     def auth_messages_left(self) -> dict[str, int]:
         """Messages each authenticated flow can still seal (the bootstrap secret is consumed)."""
         left = {f"{p}:out": c.link.messages_left for p, c in self.clients.items()}
@@ -372,21 +401,29 @@ class KeyManager:
         self.ctx = zmq.asyncio.Context()
         self.link_state = LinkState(cfg.database + ".links.json")
         secret = load_secret(cfg.auth_key)
-        self.peer_server = PeerServer(self.ctx, cfg.kme_id, cfg.link_bind, {p.kme_id: secret for p in cfg.peers},
+        secrets = {p.kme_id: load_secret(p.auth_key) if p.auth_key else secret for p in cfg.peers}
+        self.peer_server = PeerServer(self.ctx, cfg.kme_id, cfg.link_bind, secrets,
                                       self.link_state, {"KEY_ALLOC": self._on_key_alloc,
                                                         "BLOCKS_HAVE": self._on_blocks_have,
                                                         "RECONCILE": self._on_reconcile,
                                                         "KEY_QUERY": self._on_key_query,
-                                                        "AUTH_REFILL": self._on_auth_refill})
+                                                        "AUTH_REFILL": self._on_auth_refill,
+                                                        "LINK_STATE": self.relay.on_link_state,
+                                                        "RELAY_FORWARD": self.relay.on_relay_forward},
+                                      on_reject=lambda peer, why: self._alarm(
+                                          "major", f"peer:{peer}", f"message from peer KM {peer} rejected: {why}"))
         await self.peer_server.start()
         for p in cfg.peers:
-            client = PeerClient(self.ctx, cfg.kme_id, p.kme_id, p.connect, secret, self.link_state, cfg.peer_timeout_s)
+            client = PeerClient(self.ctx, cfg.kme_id, p.kme_id, p.connect, secrets[p.kme_id], self.link_state,
+                                cfg.peer_timeout_s)
             await client.start()
             self.clients[p.kme_id] = client
             self._wake[p.kme_id] = asyncio.Event()
             self._tasks.append(asyncio.create_task(self._allocator(p.kme_id)))
             self._tasks.append(asyncio.create_task(self._sync_loop(p.kme_id)))
         await self.db(self._load_auth_refills)
+        if cfg.relay.enabled:
+            self._tasks.append(asyncio.create_task(self.relay.gossip_loop()))
         self.ingest = IngestServer(self.ctx, cfg.ingest_bind, {s: load_secret(k) for s, k in cfg.ingest_sources},
                                    self.link_state, cfg.pool_of_link, self._commit_blocks,
                                    self._blocks_event.set)

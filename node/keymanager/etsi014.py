@@ -325,8 +325,23 @@ class Etsi014Api:
         return _key_container(keys)
 
 
-def _key_container(keys: list[tuple[str, bytes]]) -> web.Response:
-    body = {"keys": [{"key_ID": k, "key": base64.b64encode(v).decode("ascii")} for k, v in keys]}
+def _key_container(keys: list[tuple[str, bytes]] | list[tuple[str, bytes, dict[str, Any]]]) -> web.Response:
+    """The Key container (ETSI 014 §6.3). Relayed keys carry their path in `key_extension`
+    ({"relay": {"path": [KME IDs]}}) and the container lists the paths in `key_container_extension`."""
+    items = []
+    paths: list[list[str]] = []
+    for entry in keys:
+        item: dict[str, Any] = {"key_ID": entry[0], "key": base64.b64encode(entry[1]).decode("ascii")}
+        if len(entry) > 2:
+            ext = entry[2]  # type: ignore[misc]
+            item["key_extension"] = ext
+            path = ext.get("relay", {}).get("path")
+            if path is not None and path not in paths:
+                paths.append(path)
+        items.append(item)
+    body: dict[str, Any] = {"keys": items}
+    if paths:
+        body["key_container_extension"] = {"relay": {"path": paths[0]} if len(paths) == 1 else {"paths": paths}}
     return web.json_response(body)
 
 

@@ -17,7 +17,10 @@ carries a random `req` tag that its reply repeats. Message types:
   order n, and rebuild the flow from the bootstrap secret and refills 0..n at start);
 - any failure -> `ERROR {message}`.
 Lists travel as one JSON payload frame ([...] above), headers hold only small fields.
-Unknown types, bad MACs, replays and malformed frames are logged and dropped; the loop lives on.
+- `LINK_STATE [lsdb]` -> `LINK_STATE_ACK`, `RELAY_FORWARD [relay, ciphertext]` -> `RELAY_STORED
+  {path}`: link-state gossip and trusted-node key relay (see `relay`);
+Unknown types, bad MACs, replays and malformed frames are logged, reported to `on_reject` (an
+alarm) and dropped; the loop lives on.
 """
 
 from __future__ import annotations
@@ -79,15 +82,17 @@ class PeerClient:
         self.sock.close(0)
 
     async def request(self, msg_type: str, header: dict[str, Any], timeout_s: float | None = None,
-                      payload: bytes | None = None) -> Message:
-        """Send one request and wait for its reply; `PeerError` on timeout or an `ERROR` reply."""
+                      payload: bytes | list[bytes] | None = None) -> Message:
+        """Send one request and wait for its reply; `PeerError` on timeout or an `ERROR` reply.
+        `payload`: one frame, or a list of frames."""
         req = os.urandom(8).hex()
         fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._pending[req] = fut
         try:
             async with asyncio.timeout(timeout_s or self.timeout_s):
                 async with self._send_lock:
-                    frames = self.link.seal(Message(msg_type, {**header, "req": req}, [] if payload is None else [payload]))
+                    body = [] if payload is None else list(payload) if isinstance(payload, list) else [payload]
+                    frames = self.link.seal(Message(msg_type, {**header, "req": req}, body))
                     await self.sock.send_multipart(frames)
                 reply = await fut
         except TimeoutError:
@@ -115,8 +120,10 @@ class PeerServer:
     """Answers the peers' requests on one ROUTER socket, with a table of handlers per message type."""
 
     def __init__(self, ctx: zmq.asyncio.Context, kme_id: str, bind: str, peers: dict[str, bytes],
-                 state: LinkState, handlers: dict[str, Handler]) -> None:
+                 state: LinkState, handlers: dict[str, Handler],
+                 on_reject: Callable[[str, str], None] | None = None) -> None:
         self.kme_id = kme_id
+        self.on_reject = on_reject or (lambda peer, why: None)
         self.handlers = handlers
         self.links = {p: PersistentLink(flow_secret(s, flow_of(p, kme_id)), False, state, f"{p}:in")
                       for p, s in peers.items()}
@@ -162,6 +169,7 @@ class PeerServer:
             except ClassicalChannelError as exc:
                 self.rejected += 1
                 log.error("dropped a message from peer KM %s: %s", peer, exc)
+                self.on_reject(peer, f"{type(exc).__name__}: {exc}")
                 continue
             task = asyncio.create_task(self._answer(ident, peer, link, msg))
             self._tasks.add(task)

@@ -1,0 +1,354 @@
+"""Durable bookkeeping of trusted-node key relay (ITU-T Y.3803) in the key manager's SQLite store.
+
+One-time pads. A hop X -> Y encrypts the relayed key with bits of the pool X shares with Y. The
+sender X draws them from *relay chunks*: whole untouched chunks of its own stripe (see `store`),
+moved out of the SAE allocation path, so pads never interleave with KEY_ALLOC allocations in flight
+and the receiver can take them in any order. A pad is a list of (link, block, chunk, offset,
+nbytes) slices; the sender cuts relay chunks sequentially (cursor), the receiver records every
+slice it used in `relay_pads` and refuses one that overlaps a slice already used (a replayed or
+forged pad). Used bytes are overwritten with zeros in the same transaction. `relay_pads` is thus
+the ledger of link key consumed by relaying: every row names the one relay that used those bits.
+
+Relayed keys. The destination KM stores each relayed key (state reserved, with grants for the
+named slave SAEs) in the same transaction that consumes the incoming pad; the source KM records
+the keys as delivered once the destination acknowledged, before its master SAE gets the answer.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from node.keymanager.errors import KeysNotFound, NotAuthorized, PoolExhausted
+from node.keymanager.store import KeyStore
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS relay_chunks(
+    pool TEXT NOT NULL, link_id TEXT NOT NULL, block_id INTEGER NOT NULL, idx INTEGER NOT NULL,
+    owner INTEGER NOT NULL, size INTEGER NOT NULL, cursor INTEGER NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY(link_id, block_id, idx));
+CREATE TABLE IF NOT EXISTS relay_pads(
+    link_id TEXT NOT NULL, block_id INTEGER NOT NULL, idx INTEGER NOT NULL, offset INTEGER NOT NULL,
+    nbytes INTEGER NOT NULL, pool TEXT NOT NULL, relay_id TEXT NOT NULL,
+    direction TEXT NOT NULL CHECK(direction IN ('out', 'in')), created REAL NOT NULL,
+    PRIMARY KEY(link_id, block_id, idx, offset));
+CREATE TABLE IF NOT EXISTS relays(
+    relay_id TEXT PRIMARY KEY, role TEXT NOT NULL, state TEXT NOT NULL CHECK(state IN ('pending', 'done', 'void')),
+    path TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS relayed_keys(
+    key_id TEXT PRIMARY KEY, relay_id TEXT NOT NULL, origin INTEGER NOT NULL, master_sae TEXT NOT NULL,
+    slaves TEXT NOT NULL, path TEXT NOT NULL,
+    state TEXT NOT NULL CHECK(state IN ('reserved', 'delivered', 'void')), material BLOB, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS relay_grants(
+    key_id TEXT NOT NULL, sae_id TEXT NOT NULL, delivered INTEGER NOT NULL DEFAULT 0, PRIMARY KEY(key_id, sae_id));
+"""
+
+
+@dataclass(frozen=True)
+class PadSlice:
+    """Bytes [offset, offset + nbytes) of one chunk of one block: part of a one-time pad."""
+
+    link_id: str
+    block_id: int
+    idx: int
+    offset: int
+    nbytes: int
+
+    def to_json(self) -> list:
+        """Wire form: [link, block, chunk, offset, nbytes]."""
+        return [self.link_id, self.block_id, self.idx, self.offset, self.nbytes]
+
+    @classmethod
+    def from_json(cls, obj: object) -> PadSlice:
+        """Parse the wire form; `ValueError` on anything malformed."""
+        if not (isinstance(obj, list) and len(obj) == 5 and isinstance(obj[0], str) and obj[0]
+                and all(type(v) is int for v in obj[1:])):
+            raise ValueError("pad slice must be [link_id, block_id, chunk, offset, nbytes]")
+        s = cls(obj[0], obj[1], obj[2], obj[3], obj[4])
+        if s.block_id < 0 or s.idx < 0 or s.offset < 0 or s.nbytes <= 0:
+            raise ValueError("pad slice block/chunk/offset must be >= 0 and nbytes > 0")
+        return s
+
+
+def xor_bytes(a: bytes, b: bytes) -> bytes:
+    """a XOR b (equal lengths): one-time-pad encryption and decryption."""
+    if len(a) != len(b):
+        raise ValueError(f"pad length {len(b)} differs from data length {len(a)}")
+    return np.bitwise_xor(np.frombuffer(a, np.uint8), np.frombuffer(b, np.uint8)).tobytes()
+
+
+class RelayStore:
+    """Relay tables next to a `KeyStore` (same connection; called from the store's thread only)."""
+
+    def __init__(self, store: KeyStore) -> None:
+        self.store = store
+        self.db = store.db
+        self.db.executescript(SCHEMA)
+
+    # -- one-time pads ---------------------------------------------------------------------------
+
+    def pad_bits_available(self, pool: str) -> int:
+        """Bits this KM could still draw for relay pads towards peer `pool` (its stripe's whole
+        untouched confirmed chunks plus what is left of its relay chunks)."""
+        role = self.store.role(pool)
+        whole = self.db.execute(
+            "SELECT COALESCE(SUM(size), 0) FROM chunks WHERE pool=? AND owner=? AND confirmed=1 AND cursor=0",
+            (pool, role)).fetchone()[0]
+        left = self.db.execute("SELECT COALESCE(SUM(size - cursor), 0) FROM relay_chunks WHERE pool=? AND owner=?",
+                               (pool, role)).fetchone()[0]
+        return 8 * int(whole + left)
+
+    def take_pad(self, pool: str, relay_id: str, nbytes: int, role: str = "source", path: Sequence[str] = ()
+                 ) -> tuple[list[PadSlice], bytes]:
+        """Draw `nbytes` of pad from this KM's stripe towards `pool` for relay `relay_id`, durably.
+
+        Raises `PoolExhausted` (nothing consumed) when the stripe holds too little.
+        """
+        if nbytes < 1:
+            raise ValueError(f"nbytes must be >= 1, got {nbytes}")
+        own = self.store.role(pool)
+        slices: list[PadSlice] = []
+        parts: list[bytes] = []
+        want = nbytes
+        now = time.time()
+        self.store._begin()
+        try:
+            while want:
+                row = self.db.execute(
+                    "SELECT link_id, block_id, idx, size, cursor, data FROM relay_chunks "
+                    "WHERE pool=? AND owner=? AND cursor<size ORDER BY rowid LIMIT 1", (pool, own)).fetchone()
+                if row is None:
+                    self._claim_whole_chunk(pool, own)
+                    continue
+                link_id, block_id, idx, size, cursor, data = row
+                n = min(want, size - cursor)
+                slices.append(PadSlice(link_id, block_id, idx, cursor, n))
+                parts.append(bytes(data[cursor:cursor + n]))
+                self.db.execute("UPDATE relay_chunks SET cursor=?, data=? WHERE link_id=? AND block_id=? AND idx=?",
+                                (cursor + n, bytes(cursor + n) + bytes(data[cursor + n:]), link_id, block_id, idx))
+                self.db.execute("INSERT INTO relay_pads(link_id, block_id, idx, offset, nbytes, pool, relay_id, "
+                                "direction, created) VALUES(?,?,?,?,?,?,?,'out',?)",
+                                (link_id, block_id, idx, cursor, n, pool, relay_id, now))
+                want -= n
+            self._note_relay(relay_id, role, path, now)
+            self.store._commit()
+        except BaseException:
+            self.store._rollback()
+            raise
+        return slices, b"".join(parts)
+
+    def _claim_whole_chunk(self, pool: str, own: int) -> None:
+        """Move one whole untouched chunk of this KM's stripe (the newest) into the relay chunks."""
+        row = self.db.execute(
+            "SELECT id, link_id, block_id, idx, owner, size, data FROM chunks WHERE pool=? AND owner=? AND "
+            "confirmed=1 AND cursor=0 ORDER BY id DESC LIMIT 1", (pool, own)).fetchone()
+        if row is None:
+            raise PoolExhausted(f"pool {pool} holds too little key for a relay pad")
+        self._move_chunk(pool, row)
+
+    def _move_chunk(self, pool: str, row: tuple) -> None:
+        cid, link_id, block_id, idx, owner, size, data = row
+        self.db.execute("DELETE FROM chunks WHERE id=?", (cid,))
+        self.store._add_pool_bytes(pool, -size)
+        self.db.execute("INSERT INTO relay_chunks(pool, link_id, block_id, idx, owner, size, cursor, data) "
+                        "VALUES(?,?,?,?,?,?,0,?)", (pool, link_id, block_id, idx, owner, size, data))
+
+    def _accept_pad_locked(self, pool: str, relay_id: str, slices: Sequence[PadSlice], now: float) -> bytes:
+        peer_role = 1 - self.store.role(pool)
+        parts = []
+        for s in slices:
+            row = self.db.execute("SELECT owner, size, data FROM relay_chunks WHERE pool=? AND link_id=? AND "
+                                  "block_id=? AND idx=?", (pool, s.link_id, s.block_id, s.idx)).fetchone()
+            if row is None:
+                whole = self.db.execute(
+                    "SELECT id, link_id, block_id, idx, owner, size, data FROM chunks WHERE pool=? AND link_id=? "
+                    "AND block_id=? AND idx=? AND cursor=0", (pool, s.link_id, s.block_id, s.idx)).fetchone()
+                if whole is None:
+                    raise ValueError("relay pad names a chunk not held here as untouched key")
+                if whole[4] != peer_role:
+                    raise ValueError("relay pad lies outside the sending KM's stripe")
+                self._move_chunk(pool, whole)
+                row = (whole[4], whole[5], whole[6])
+            owner, size, data = row
+            if owner != peer_role:
+                raise ValueError("relay pad lies outside the sending KM's stripe")
+            if s.offset + s.nbytes > size:
+                raise ValueError("relay pad runs past its chunk")
+            clash = self.db.execute(
+                "SELECT 1 FROM relay_pads WHERE link_id=? AND block_id=? AND idx=? AND offset<? AND offset+nbytes>? "
+                "LIMIT 1", (s.link_id, s.block_id, s.idx, s.offset + s.nbytes, s.offset)).fetchone()
+            if clash is not None:
+                raise ValueError("relay pad overlaps link key already used by a relay (replay?)")
+            parts.append(bytes(data[s.offset:s.offset + s.nbytes]))
+            zeroed = bytes(data[:s.offset]) + bytes(s.nbytes) + bytes(data[s.offset + s.nbytes:])
+            self.db.execute("UPDATE relay_chunks SET data=? WHERE link_id=? AND block_id=? AND idx=?",
+                            (zeroed, s.link_id, s.block_id, s.idx))
+            self.db.execute("INSERT INTO relay_pads(link_id, block_id, idx, offset, nbytes, pool, relay_id, "
+                            "direction, created) VALUES(?,?,?,?,?,?,?,'in',?)",
+                            (s.link_id, s.block_id, s.idx, s.offset, s.nbytes, pool, relay_id, now))
+        return b"".join(parts)
+
+    def accept_pad(self, pool: str, relay_id: str, slices: Sequence[PadSlice], path: Sequence[str] = ()) -> bytes:
+        """Consume the pad the peer `pool` drew for relay `relay_id` (a transit hop), durably.
+
+        Raises `ValueError` (nothing consumed) for slices outside the peer's stripe, unknown chunks,
+        or bits already used by a relay.
+        """
+        now = time.time()
+        self.store._begin()
+        try:
+            pad = self._accept_pad_locked(pool, relay_id, slices, now)
+            self._note_relay(relay_id, "transit", path, now)
+            self.store._commit()
+        except BaseException:
+            self.store._rollback()
+            raise
+        return pad
+
+    def _note_relay(self, relay_id: str, role: str, path: Sequence[str], now: float) -> None:
+        self.db.execute("INSERT INTO relays(relay_id, role, state, path, created) VALUES(?,?,'pending',?,?) "
+                        "ON CONFLICT(relay_id) DO NOTHING", (relay_id, role, json.dumps(list(path)), now))
+
+    # -- relay outcomes --------------------------------------------------------------------------
+
+    def accept_relayed_keys(self, pool: str, relay_id: str, slices: Sequence[PadSlice], ciphertext: bytes,
+                            key_ids: Sequence[str], master: str, slaves: Sequence[str], path: Sequence[str]) -> None:
+        """At the destination: consume the incoming pad, decrypt and store the keys for `slaves`, in
+        one durable transaction. `ValueError` (nothing stored) on a bad pad or a known relay/key ID."""
+        now = time.time()
+        self.store._begin()
+        try:
+            if self.db.execute("SELECT 1 FROM relays WHERE relay_id=?", (relay_id,)).fetchone() is not None:
+                raise ValueError("relay ID already seen here (replay?)")
+            pad = self._accept_pad_locked(pool, relay_id, slices, now)
+            plain = xor_bytes(ciphertext, pad)
+            n = len(plain) // len(key_ids)
+            path_json = json.dumps(list(path))
+            for i, key_id in enumerate(key_ids):
+                if self.db.execute("SELECT 1 FROM relayed_keys WHERE key_id=? UNION SELECT 1 FROM keys WHERE key_id=?",
+                                   (key_id, key_id)).fetchone() is not None:
+                    raise ValueError("relayed key ID already known here (replay?)")
+                self.db.execute("INSERT INTO relayed_keys(key_id, relay_id, origin, master_sae, slaves, path, state, "
+                                "material, created) VALUES(?,?,0,?,?,?,'reserved',?,?)",
+                                (key_id, relay_id, master, json.dumps(list(slaves)), path_json,
+                                 plain[i * n:(i + 1) * n], now))
+                self.db.executemany("INSERT INTO relay_grants(key_id, sae_id) VALUES(?,?)",
+                                    [(key_id, s) for s in dict.fromkeys(slaves)])
+            self.db.execute("INSERT INTO relays(relay_id, role, state, path, created) VALUES(?,?,?,?,?)",
+                            (relay_id, "destination", "done", path_json, now))
+            self.store._commit()
+        except BaseException:
+            self.store._rollback()
+            raise
+
+    def finish_source(self, relay_id: str, key_ids: Sequence[str], master: str, slaves: Sequence[str],
+                      path: Sequence[str]) -> None:
+        """At the source, once the destination acknowledged: the keys are delivered to the master."""
+        now = time.time()
+        path_json = json.dumps(list(path))
+        self.store._begin()
+        try:
+            self.db.executemany(
+                "INSERT INTO relayed_keys(key_id, relay_id, origin, master_sae, slaves, path, state, created) "
+                "VALUES(?,?,1,?,?,?,'delivered',?)",
+                [(k, relay_id, master, json.dumps(list(slaves)), path_json, now) for k in key_ids])
+            self.db.execute("UPDATE relays SET state='done', path=? WHERE relay_id=?", (path_json, relay_id))
+            self.store._commit()
+        except BaseException:
+            self.store._rollback()
+            raise
+
+    def set_relay_state(self, relay_id: str, state: str, path: Sequence[str] = ()) -> None:
+        """Mark a relay done or void at this hop (its pads stay consumed either way)."""
+        if state not in ("done", "void"):
+            raise ValueError(f"state must be 'done' or 'void', got {state!r}")
+        self.store._begin()
+        self.db.execute("UPDATE relays SET state=? WHERE relay_id=? AND state='pending'", (state, relay_id))
+        self.store._commit()
+
+    def void_relay(self, relay_id: str) -> int:
+        """Void a relay here; at its destination also the keys no slave fetched yet. Returns keys voided."""
+        self.store._begin()
+        try:
+            self.db.execute("UPDATE relays SET state='void' WHERE relay_id=?", (relay_id,))
+            n = self.db.execute("UPDATE relayed_keys SET state='void', material=NULL WHERE relay_id=? AND origin=0 "
+                                "AND state='reserved' AND key_id NOT IN (SELECT key_id FROM relay_grants "
+                                "WHERE delivered=1)", (relay_id,)).rowcount
+            self.store._commit()
+        except BaseException:
+            self.store._rollback()
+            raise
+        return n
+
+    def relay_state(self, relay_id: str) -> str | None:
+        """State of a relay at this hop (None if unknown here)."""
+        row = self.db.execute("SELECT state FROM relays WHERE relay_id=?", (relay_id,)).fetchone()
+        return None if row is None else row[0]
+
+    # -- slave side ------------------------------------------------------------------------------
+
+    def holds_relayed(self, key_ids: Sequence[str]) -> bool:
+        """Whether any of `key_ids` is a relayed key recorded here."""
+        for k in key_ids:
+            if self.db.execute("SELECT 1 FROM relayed_keys WHERE key_id=?", (k,)).fetchone() is not None:
+                return True
+        return False
+
+    def fetch(self, requester: str, master: str, key_ids: Sequence[str]) -> list[tuple[bytes, list[str]]]:
+        """Deliver relayed keys to slave SAE `requester`, all or none, each at most once per slave:
+        (key bytes, path) per key. Errors as `KeyStore.fetch`."""
+        out: list[tuple[bytes, list[str]]] = []
+        unauthorized = missing = False
+        self.store._begin()
+        try:
+            for key_id in key_ids:
+                row = self.db.execute("SELECT origin, master_sae, state, material, path FROM relayed_keys "
+                                      "WHERE key_id=?", (key_id,)).fetchone()
+                if row is None or row[0] != 0 or row[1] != master or row[2] != "reserved":
+                    missing = True
+                    continue
+                grant = self.db.execute("SELECT delivered FROM relay_grants WHERE key_id=? AND sae_id=?",
+                                        (key_id, requester)).fetchone()
+                if grant is None:
+                    unauthorized = True
+                    continue
+                if grant[0]:
+                    missing = True
+                    continue
+                out.append((bytes(row[3]), json.loads(row[4])))
+                self.db.execute("UPDATE relay_grants SET delivered=1 WHERE key_id=? AND sae_id=?", (key_id, requester))
+                left = self.db.execute("SELECT COUNT(*) FROM relay_grants WHERE key_id=? AND delivered=0",
+                                       (key_id,)).fetchone()[0]
+                if left == 0:
+                    self.db.execute("UPDATE relayed_keys SET state='delivered', material=NULL WHERE key_id=?",
+                                    (key_id,))
+            if unauthorized:
+                raise NotAuthorized("the calling SAE was not named by the master SAE for every requested key")
+            if missing:
+                raise KeysNotFound("one or more keys specified are not found on KME")
+            self.store._commit()
+        except BaseException:
+            self.store._rollback()
+            raise
+        return out
+
+    # -- audits (positions and states only, never bits) ------------------------------------------
+
+    def pad_ledger(self) -> list[tuple[str, int, int, int, int, str, str, str]]:
+        """Every pad slice used here: (link, block, chunk, offset, nbytes, pool, relay ID, direction)."""
+        return [tuple(r) for r in self.db.execute(  # type: ignore[misc]
+            "SELECT link_id, block_id, idx, offset, nbytes, pool, relay_id, direction FROM relay_pads")]
+
+    def relays(self) -> dict[str, tuple[str, str, list[str]]]:
+        """Relay ID -> (role, state, path) of every relay seen here."""
+        return {r[0]: (r[1], r[2], json.loads(r[3]))
+                for r in self.db.execute("SELECT relay_id, role, state, path FROM relays")}
+
+    def relayed_key_states(self) -> dict[str, tuple[int, str, str]]:
+        """Key ID -> (origin, state, relay ID) of every relayed key recorded here."""
+        return {r[0]: (r[1], r[2], r[3])
+                for r in self.db.execute("SELECT key_id, origin, state, relay_id FROM relayed_keys")}
