@@ -277,7 +277,6 @@ class RelayService:
             raise ValueError(f"link to {peer} is down at {self.me}")
         dest = route[-1]
         in_link = self.link_ids[peer]
-        self.link_key_bits[in_link] = self.link_key_bits.get(in_link, 0) + 8 * len(ct)
         if dest == self.me:
             try:
                 await self.km.db(self.rstore.accept_relayed_keys, peer, relay_id, slices, ct, key_ids,
@@ -286,6 +285,7 @@ class RelayService:
                 self.counters["rejected"] += 1
                 self._alarm("major", "relay", f"relay {relay_id} from {peer} rejected: {exc}")
                 raise
+            self.link_key_bits[in_link] = self.link_key_bits.get(in_link, 0) + 8 * len(ct)
             self.counters["delivered"] += 1
             return "RELAY_STORED", {"path": [self.me]}, None
         try:
@@ -294,6 +294,7 @@ class RelayService:
             self.counters["rejected"] += 1
             self._alarm("major", "relay", f"relay {relay_id} from {peer} rejected: {exc}")
             raise
+        self.link_key_bits[in_link] = self.link_key_bits.get(in_link, 0) + 8 * len(ct)
         plain = xor_bytes(ct, pad)
         deadline = time.monotonic() + doc["ttl_ms"] / 1000
         fields = {k: doc[k] for k in ("keys", "master", "slaves", "size")}
