@@ -29,6 +29,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--realtime", action="store_true", help="pace the mock link by the wall clock")
     p.add_argument("--workdir", default=None, help="where to put configs, certificates and state (default: a temp dir)")
     p.add_argument("--json", action="store_true", help="print the summary (or --serve info) as one JSON document")
+    p.add_argument("--topology", default=None, metavar="FILE",
+                   help="instead: a network of key managers from a topology file (or line3/ring5) on loopback, "
+                        "with a key relayed between SAEs two hops apart and rerouted around a failed link")
     p.add_argument("--serve", action="store_true",
                    help="leave nodes and key managers running and print their ETSI 014 URLs and SAE credentials")
     p.set_defaults(func=run)
@@ -48,6 +51,10 @@ def _progress_line(alice: dict[str, Any], bob: dict[str, Any], t: float) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo and print its summary; 0 when both SAEs got the same key."""
+    if args.topology:
+        from node.network.demo import run_topology_demo
+
+        return run_topology_demo(args.topology, args.workdir, args.json)
     from node.runtime.demo import DemoOptions, fetch_and_compare, serve_info, start_demo, summary, wait_for_keys
 
     opts = DemoOptions(distance_km=args.distance, eve_fraction=args.eve, rate_hz=args.rate,

@@ -1,0 +1,24 @@
+"""`qkdnode demo --topology`: a relay on the shipped ring and line topologies, rerouting on the ring."""
+
+from __future__ import annotations
+
+import json
+
+from node.cli import main
+
+
+def test_demo_topology_ring_relays_and_reroutes(tmp_path, capsys):
+    assert main(["demo", "--topology", "ring5", "--workdir", str(tmp_path / "net"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["relays"] and all(r["ok"] and len(r["path"]) == 3 for r in out["relays"])
+    down = out["link_down"]
+    assert down["link"] and down["relay"]["ok"] and down["after_convergence"]["ok"]
+    failed_ends = {f"KME_{n}" for n in down["link"]}
+    path = down["after_convergence"]["path"]
+    assert all({u, v} != failed_ends for u, v in zip(path, path[1:]))
+
+
+def test_demo_topology_line_has_no_reroute_to_show(tmp_path, capsys):
+    assert main(["demo", "--topology", "line3", "--workdir", str(tmp_path / "net")]) == 0
+    text = capsys.readouterr().out
+    assert "relay SAE_A -> SAE_C: same 256-bit key" in text and "rerouting not shown" in text
