@@ -247,10 +247,16 @@ class LoopbackNetwork:
         """Stop every KM and close the link key source."""
         for s in self.senders.values():
             s.close()
+        errors = []
         for km in self.kms.values():
-            km.stop()
+            try:
+                km.stop()
+            except Exception as exc:  # stop the others all the same
+                errors.append(exc)
         self.kms.clear()
         self.senders.clear()
+        if errors:
+            raise RuntimeError(f"{len(errors)} key managers did not stop cleanly: {errors[0]}")
 
 
 def start_network(topology: Topology, root: str | os.PathLike, **options: Any) -> LoopbackNetwork:
