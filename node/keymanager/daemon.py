@@ -397,6 +397,9 @@ class KeyManager:
         voided = await self.db(self.store.recover)
         if voided:
             log.warning("recovery: %d keys reserved but never delivered are now void", voided)
+        voided = await self.db(self.relay.rstore.recover)
+        if voided:
+            self._alarm("minor", "relay", f"recovery: {voided} relays cut short by a restart are now void")
         self._blocks_event = asyncio.Event()
         self.ctx = zmq.asyncio.Context()
         self.link_state = LinkState(cfg.database + ".links.json")

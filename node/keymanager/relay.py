@@ -146,7 +146,7 @@ class RelayService:
         for origin, entry in lsdb.items():
             if origin == self.me:
                 continue
-            _check_lsa(entry)
+            _check_lsa(origin, entry)
             old = self.lsdb.get(origin)
             if old is None or entry["seq"] > old["seq"]:
                 self.lsdb[origin] = {**entry, "at": now}
@@ -167,8 +167,8 @@ class RelayService:
         out = []
         for link_id, reps in sorted(reports.items()):
             origin, peer = reps[0][0], reps[0][1]
-            if origin == peer:
-                continue
+            if origin == peer or any({r[0], r[1]} != {origin, peer} for r in reps):
+                continue  # inconsistent reports of one link: not used
             out.append(RouteLink(link_id, origin, peer, all(r[2] for r in reps) and len(reps) == 2,
                                  min(r[3] for r in reps)))
         return out
@@ -357,15 +357,16 @@ class RelayService:
         return slices, key_ids, route, trail
 
 
-def _check_lsa(entry: Any) -> None:
+def _check_lsa(origin: str, entry: Any) -> None:
     if not (isinstance(entry, dict) and type(entry.get("seq")) is int and isinstance(entry.get("links"), list)
             and isinstance(entry.get("saes"), list) and len(entry["links"]) <= 256 and len(entry["saes"]) <= 4096
             and all(isinstance(s, str) for s in entry["saes"])):
         raise ValueError("LINK_STATE entry must hold seq, links and saes")
     for lk in entry["links"]:
         if not (isinstance(lk, dict) and isinstance(lk.get("peer"), str) and isinstance(lk.get("link"), str)
+                and lk["peer"] and lk["link"] and lk["peer"] != origin
                 and isinstance(lk.get("up"), bool) and type(lk.get("bits")) is int and lk["bits"] >= 0):
-            raise ValueError("LINK_STATE link must hold peer, link, up and bits")
+            raise ValueError("LINK_STATE link must hold peer (another KM), link, up and bits")
 
 
 def _payload_json(msg: Message, frames: int) -> dict[str, Any]:

@@ -284,6 +284,14 @@ class RelayStore:
             raise
         return n
 
+    def recover(self) -> int:
+        """At start: void relays left pending here (cut short by a crash; their master got no answer,
+        and a transit hop's upstream saw a failure). Their pads stay consumed."""
+        self.store._begin()
+        n = self.db.execute("UPDATE relays SET state='void' WHERE state='pending'").rowcount
+        self.store._commit()
+        return n
+
     def relay_state(self, relay_id: str) -> str | None:
         """State of a relay at this hop (None if unknown here)."""
         row = self.db.execute("SELECT state FROM relays WHERE relay_id=?", (relay_id,)).fetchone()
