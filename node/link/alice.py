@@ -130,6 +130,8 @@ class AliceLink:
                 held.add(block_id)
             if block_id in held:
                 confirmed.append(block_id)
+        if self.blocks.pending_bits or self._ready or self._active:
+            self.counters["aborted"] += 1
         self.blocks.discard()
         for table in (self._pending, self._ready, self._active, self._staged):
             table.clear()

@@ -108,6 +108,8 @@ class BobLink:
         for block_id in self.outbox.pending_refills(link):  # Alice refilled with these before Bob stopped
             self._apply_refill(block_id)
         self.outbox.drop(link, [b for b in unconfirmed if b not in confirmed])
+        if self.blocks.pending_bits:  # a partial block dies with the session it was sifted in
+            self.counters["aborted"] += 1
         self.blocks.discard()
         self.blocks.next_block_id = P.header_int(reply, "next_block")
         self.slot_hwm = P.header_int(reply, "slot_hwm", -1)

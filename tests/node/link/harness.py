@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from drivers.mock import LinkParams, MockTransmitter, SimulatedDetections
-from node.classical import SecureLink
+from node.classical import ClassicalChannelError, SecureLink
 from node.classical.channel import PeerChannel, SecureChannel
 from node.link import AliceLink, BobLink, LinkSettings
 from node.runtime.outbox import Outbox, OutboxEntry
+from postprocessing.errors import ProtocolError
 from postprocessing.slotting import Detections
 
 
@@ -85,6 +86,12 @@ def batches(det: Detections, size: int) -> Iterator[Detections]:
 
 
 def run_all(pair: Pair, det: Detections, size: int = 250_000) -> None:
+    """Bob's protocol loop as the daemon runs it: a failed batch is followed by a resynchronising HELLO."""
     pair.bob.hello()
     for batch in batches(det, size):
-        pair.bob.process(batch)
+        try:
+            pair.bob.process(batch)
+        except (ProtocolError, ClassicalChannelError) as exc:
+            pair.alarms.append(("major", f"sift batch failed: {exc}"))
+            pair.bob._drain()
+            pair.bob.hello()

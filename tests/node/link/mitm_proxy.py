@@ -9,7 +9,8 @@ import zmq
 
 def run_proxy(front: str, back: str, tamper_type: bytes, tamper_index: int, conn: Any) -> None:
     """Bob connects to `front`, Alice listens on `back`. The `tamper_index`-th message of type
-    `tamper_type` from Bob has one bit of its last payload frame flipped. Reports on `conn`."""
+    `tamper_type` from Bob has one bit flipped in its largest frame between the type and the MAC
+    (a payload, or the JSON header). Reports on `conn` how many messages it altered."""
     ctx = zmq.Context()
     f = ctx.socket(zmq.DEALER)
     f.bind(front)
@@ -30,12 +31,11 @@ def run_proxy(front: str, back: str, tamper_type: bytes, tamper_index: int, conn
             if sock is f:
                 if len(frames) > 2 and frames[1] == tamper_type:
                     if seen == tamper_index:
-                        target = len(frames) - 2  # the last payload frame, just before the MAC
+                        target = max(range(2, len(frames) - 1), key=lambda i: len(frames[i]))
                         data = bytearray(frames[target])
-                        if data:
-                            data[len(data) // 2] ^= 0x01
-                            frames[target] = bytes(data)
-                            tampered += 1
+                        data[len(data) // 2] ^= 0x01
+                        frames[target] = bytes(data)
+                        tampered += 1
                     seen += 1
                 b.send_multipart(frames)
             else:

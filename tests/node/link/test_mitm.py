@@ -12,9 +12,14 @@ from tests.node.link.mitm_proxy import run_proxy
 from tests.node.link.test_link import PARAMS, SEED
 
 
-@pytest.mark.parametrize("tamper_type", [b"CASCADE", b"VERIFY", b"SIFT_REQUEST"])
-def test_an_altered_message_aborts_its_block_with_an_alarm_and_the_session_goes_on(tmp_path, tamper_type) -> None:
-    det = as_detections(simulate_detections(PARAMS, n_slots=150_000_000, seed=SEED))
+@pytest.fixture(scope="module")
+def det():
+    return as_detections(simulate_detections(PARAMS, n_slots=300_000_000, seed=SEED))
+
+
+@pytest.mark.parametrize("tamper_type, index", [(b"CASCADE", 0), (b"VERIFY", 0), (b"SIFT_REQUEST", 2)])
+def test_an_altered_message_aborts_its_block_with_an_alarm_and_the_session_goes_on(tmp_path, tamper_type, index,
+                                                                                    det) -> None:
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
     alice_endpoint = "tcp://127.0.0.1:0"
@@ -24,7 +29,7 @@ def test_an_altered_message_aborts_its_block_with_an_alarm_and_the_session_goes_
     probe = PeerChannel.bind(alice_endpoint)
     back = probe.endpoint
     probe.close()
-    proxy = ctx.Process(target=run_proxy, args=("tcp://127.0.0.1:0", back, tamper_type, 0, child), daemon=True)
+    proxy = ctx.Process(target=run_proxy, args=("tcp://127.0.0.1:0", back, tamper_type, index, child), daemon=True)
     proxy.start()
     try:
         front = parent.recv()
