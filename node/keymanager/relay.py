@@ -45,6 +45,7 @@ from node.keymanager.relaystore import PadSlice, RelayStore, xor_bytes
 
 if TYPE_CHECKING:
     from node.keymanager.daemon import KeyManager
+    from node.management.metrics import NodeMetrics
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,18 @@ class RelayService:
         self.counters: dict[str, int] = {"originated": 0, "forwarded": 0, "delivered": 0, "rejected": 0,
                                          "failed": 0, "rerouted": 0}
         self.link_key_bits: dict[str, int] = {}
-        self.first_route_change: float | None = None
+        self.metrics: NodeMetrics | None = None  # set by whoever serves the node's metrics
+
+    def _count(self, outcome: str, spent: dict[str, int] | None = None) -> None:
+        """One relay event at this node, with the link key it consumed here per link (metrics too)."""
+        self.counters[outcome] += 1
+        if self.metrics is not None:
+            self.metrics.record_relay(outcome, link_key_bits=spent)
+
+    def _used(self, link: str, bits: int, spent: dict[str, int]) -> None:
+        """Account `bits` of link key consumed as one-time pad on `link` (at this end)."""
+        self.link_key_bits[link] = self.link_key_bits.get(link, 0) + bits
+        spent[link] = spent.get(link, 0) + bits
 
     # -- link state ------------------------------------------------------------------------------
 
@@ -112,6 +124,9 @@ class RelayService:
     async def _originate_lsa(self) -> None:
         bits = {p: await self.km.db(self.rstore.pad_bits_available, p) for p in self.peers}
         self._originate_lsa_sync(bits)
+        if self.metrics is not None:
+            for p in self.peers:
+                self.metrics.set_key_pool(p, 8 * await self.km.db(self.km.store.stored_bytes, p))
 
     async def gossip_loop(self) -> None:
         """Refresh this KM's entry and send the whole database to every neighbour, periodically."""
@@ -201,21 +216,23 @@ class RelayService:
         keys = os.urandom(number * nbytes)
         key_ids = [str(uuid.UUID(bytes=os.urandom(16), version=4)) for _ in range(number)]
         doc = {"keys": key_ids, "master": master, "slaves": slaves, "size": nbytes}
-        self.counters["originated"] += 1
+        spent: dict[str, int] = {}
         try:
             path = await self._forward(relay_id, keys, doc, [self.me], dest, via,
-                                       time.monotonic() + self.timeout_s, "source")
+                                       time.monotonic() + self.timeout_s, "source", spent)
         except RelayError as exc:
-            self.counters["failed"] += 1
+            self._count("originated", spent)
+            self._count("failed")
             await self.km.db(self.rstore.set_relay_state, relay_id, "void")
             self._alarm("major", "relay", f"relay {relay_id} to {dest} failed and was voided: {exc}")
             raise PoolExhausted(f"key relay to {dest} failed: {exc}") from None
         await self.km.db(self.rstore.finish_source, relay_id, key_ids, master, slaves, path)
+        self._count("originated", spent)
         ext = {"relay": {"path": path}}
         return [(k, keys[i * nbytes:(i + 1) * nbytes], ext) for i, k in enumerate(key_ids)]
 
     async def _forward(self, relay_id: str, plain: bytes, doc: dict[str, Any], trail: list[str], dest: str,
-                       planned: list[str] | None, deadline: float, role: str) -> list[str]:
+                       planned: list[str] | None, deadline: float, role: str, spent: dict[str, int]) -> list[str]:
         """Send the relay on from here (rerouting around failed next hops); once stored, the path from
         here to the destination."""
         avoid: set[str] = set()
@@ -230,7 +247,7 @@ class RelayService:
                     raise RelayError("no route with enough key")
                 nodes = list(route.nodes)
                 if planned is not None or attempt:
-                    self.counters["rerouted"] += 1
+                    self._count("rerouted")
                     self._alarm("warning", "relay", f"relay {relay_id} rerouted at {self.me} via {'-'.join(nodes)}")
             nxt = nodes[1]
             link = self.link_ids[nxt]
@@ -241,7 +258,7 @@ class RelayService:
             except PoolExhausted:
                 avoid.add(link)
                 continue
-            self.link_key_bits[link] = self.link_key_bits.get(link, 0) + bits
+            self._used(link, bits, spent)
             left = deadline - time.monotonic()
             if left <= HOP_MARGIN_S:
                 raise RelayError("relay timed out")
@@ -269,7 +286,7 @@ class RelayService:
             doc, ct = _payload_json(msg, 2), msg.frames[1]
             parsed = self._check_forward(peer, relay_id, doc, ct)
         except ValueError as exc:
-            self.counters["rejected"] += 1
+            self._count("rejected")
             self._alarm("major", "relay", f"relay message from {peer} rejected: {exc}")
             raise
         slices, key_ids, route, trail = parsed
@@ -282,32 +299,34 @@ class RelayService:
                 await self.km.db(self.rstore.accept_relayed_keys, peer, relay_id, slices, ct, key_ids,
                                  doc["master"], doc["slaves"], trail + [self.me])
             except ValueError as exc:
-                self.counters["rejected"] += 1
+                self._count("rejected")
                 self._alarm("major", "relay", f"relay {relay_id} from {peer} rejected: {exc}")
                 raise
-            self.link_key_bits[in_link] = self.link_key_bits.get(in_link, 0) + 8 * len(ct)
-            self.counters["delivered"] += 1
+            spent: dict[str, int] = {}
+            self._used(in_link, 8 * len(ct), spent)
+            self._count("delivered", spent)
             return "RELAY_STORED", {"path": [self.me]}, None
         try:
             pad = await self.km.db(self.rstore.accept_pad, peer, relay_id, slices, trail)
         except ValueError as exc:
-            self.counters["rejected"] += 1
+            self._count("rejected")
             self._alarm("major", "relay", f"relay {relay_id} from {peer} rejected: {exc}")
             raise
-        self.link_key_bits[in_link] = self.link_key_bits.get(in_link, 0) + 8 * len(ct)
+        spent = {}
+        self._used(in_link, 8 * len(ct), spent)
         plain = xor_bytes(ct, pad)
         deadline = time.monotonic() + doc["ttl_ms"] / 1000
         fields = {k: doc[k] for k in ("keys", "master", "slaves", "size")}
         try:
             path = await self._forward(relay_id, plain, fields, trail + [self.me], dest, [self.me] + route[1:],
-                                       deadline, "transit")
+                                       deadline, "transit", spent)
         except RelayError as exc:
-            self.counters["failed"] += 1
+            self._count("failed", spent)
             await self.km.db(self.rstore.set_relay_state, relay_id, "void")
             self._alarm("major", "relay", f"relay {relay_id} voided at {self.me}: {exc}")
             raise PeerError(f"relay failed at {self.me}: {exc}") from None
         await self.km.db(self.rstore.set_relay_state, relay_id, "done")
-        self.counters["forwarded"] += 1
+        self._count("forwarded", spent)
         return "RELAY_STORED", {"path": path}, None
 
     def _check_forward(self, peer: str, relay_id: Any, doc: dict[str, Any], ct: bytes

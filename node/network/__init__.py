@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
-from node.network.loopback import LoopbackNetwork, kme_id, sae_id, start_network, write_network
+from node.network.loopback import (
+    LoopbackNetwork,
+    kme_id,
+    sae_id,
+    start_network,
+    write_network,
+)
 
 __all__ = ["LoopbackNetwork", "kme_id", "sae_id", "start_network", "write_network"]

@@ -107,8 +107,8 @@ def run_topology_demo(spec: str, workdir: str | None = None, as_json: bool = Fal
 
 
 def _print(out: dict[str, Any], ok: bool) -> None:
-    lines = [f"network {out['topology']}: nodes {', '.join(out['nodes'])}; links {', '.join(out['links'])}; "
-             f"key managers ready in {out.get('ready_s', '-')} s (link key source: identical blocks to both ends)"]
+    lines = [(f"network {out['topology']}: nodes {', '.join(out['nodes'])}; links {', '.join(out['links'])}; "
+             f"key managers ready in {out.get('ready_s', '-')} s (link key source: identical blocks to both ends)")]
     for r in out.get("relays", []):
         if r["ok"]:
             lines.append(f"relay {r['master']} -> {r['slave']}: same {r['size_bits']}-bit key {r['key_ID']} "

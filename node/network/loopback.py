@@ -4,6 +4,9 @@ Node `N` gets key manager `KME_N` serving SAE `SAE_N`; every link of the topolog
 pair with its own pre-shared bootstrap secret (`link_<id>.key`) and its own key pool. All KMs run in
 this process, each on its own event-loop thread, and listen on free ports of 127.0.0.1.
 
+Each node also serves its Prometheus metrics (`node.management.metrics`: relays by outcome, link key
+consumed by relaying, pool sizes, active alarms) on a free port (`metrics_url`).
+
 Link key source (a stand-in): `feed` sends the *same* fresh random KEY_BLOCK to both KMs of a link
 over the authenticated ingest channel, as the two QKD modules of a link would after distillation.
 It exercises the KMs exactly as real links do; the node daemons of `qkdnode run` (one per link end)
@@ -28,6 +31,7 @@ from node.keymanager.certs import make_pki
 from node.keymanager.config import load_config
 from node.keymanager.daemon import KeyManager
 from node.keymanager.ingest import KeyBlockSender
+from node.management.metrics import NodeMetrics, close_metrics, serve_metrics
 
 SECRET_BYTES = 2 << 20
 
@@ -164,6 +168,8 @@ class LoopbackNetwork:
     kms: dict[str, KmThread] = field(default_factory=dict)
     senders: dict[str, KeyBlockSender] = field(default_factory=dict)
     next_block: dict[str, int] = field(default_factory=dict)
+    metrics: dict[str, NodeMetrics] = field(default_factory=dict)
+    metrics_servers: dict[str, tuple[Any, int]] = field(default_factory=dict)
 
     # -- addresses and credentials ----------------------------------------------------------------
 
@@ -175,6 +181,10 @@ class LoopbackNetwork:
         """(certificate, key, CA) paths of node `node`'s SAE."""
         pki = self.root / "pki"
         return str(pki / f"{sae_id(node)}.pem"), str(pki / f"{sae_id(node)}.key"), str(pki / "ca.pem")
+
+    def metrics_url(self, node: str) -> str:
+        """Node `node`'s Prometheus endpoint (relays, link key used by relays, pools, alarms)."""
+        return f"http://127.0.0.1:{self.metrics_servers[node][1]}/metrics"
 
     def ingest_endpoint(self, node: str) -> str:
         """Where node `node`'s KM takes KEY_BLOCKs (for a real QKD module to feed it)."""
@@ -225,6 +235,8 @@ class LoopbackNetwork:
         lk = self.topology.link(link_id)
         for n in lk.ends():
             self.kms[n].run(self.kms[n].km.relay.set_link_up, kme_id(lk.other_end(n)), up)
+            if n in self.metrics:
+                self.metrics[n].set_link_up(link_id, up)
 
     def snapshot(self, node: str) -> list[RouteLink]:
         """The links as node `node`'s KM sees them now."""
@@ -247,6 +259,9 @@ class LoopbackNetwork:
         """Stop every KM and close the link key source."""
         for s in self.senders.values():
             s.close()
+        for server, _ in self.metrics_servers.values():
+            close_metrics(server)
+        self.metrics_servers.clear()
         errors = []
         for km in self.kms.values():
             try:
@@ -266,6 +281,14 @@ def start_network(topology: Topology, root: str | os.PathLike, **options: Any) -
     try:
         for n, path in configs.items():
             net.kms[n] = KmThread(path)
+            m = NodeMetrics(n)
+            for lk in topology.links_of(n):
+                m.declare_link(lk.id, lk.other_end(n), "alice" if lk.a == n else "bob")
+                m.set_link_up(lk.id, True)
+            m.watch_alarms(net.kms[n].km.alarms)
+            net.kms[n].km.relay.metrics = m
+            net.metrics[n] = m
+            net.metrics_servers[n] = serve_metrics(m.registry, alarms=net.kms[n].km.alarms)
             net.senders[n] = KeyBlockSender(net.kms[n].config.ingest_bind, f"link_source_{n}",
                                             (Path(root) / f"ingest_{n}.key").read_bytes(),
                                             Path(root) / f"link_source_{n}.json")

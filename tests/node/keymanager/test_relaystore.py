@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import uuid
@@ -32,7 +33,7 @@ def no_overlap(ledger) -> bool:
         by_chunk.setdefault((link, block, idx), []).append((off, nb))
     for spans in by_chunk.values():
         spans.sort()
-        if any(o1 + n1 > o2 for (o1, n1), (o2, _) in zip(spans, spans[1:])):
+        if any(o1 + n1 > o2 for (o1, n1), (o2, _) in itertools.pairwise(spans)):
             return False
     return True
 
@@ -80,7 +81,7 @@ def test_exhausted_pool_draws_nothing():
 @settings(max_examples=25)
 @given(st.lists(st.integers(1, 900), min_size=1, max_size=20), st.randoms(use_true_random=False))
 def test_pads_taken_in_any_order_match_and_never_share_bits(sizes, rnd):
-    a, b, ra, rb = stores(blocks=2, nbytes=1 << 13)
+    a, _b, ra, rb = stores(blocks=2, nbytes=1 << 13)
     drawn = []
     for i, n in enumerate(sizes):
         try:

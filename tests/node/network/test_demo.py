@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 from node.cli import main
@@ -15,7 +16,7 @@ def test_demo_topology_ring_relays_and_reroutes(tmp_path, capsys):
     assert down["link"] and down["relay"]["ok"] and down["after_convergence"]["ok"]
     failed_ends = {f"KME_{n}" for n in down["link"]}
     path = down["after_convergence"]["path"]
-    assert all({u, v} != failed_ends for u, v in zip(path, path[1:]))
+    assert all({u, v} != failed_ends for u, v in itertools.pairwise(path))
 
 
 def test_demo_topology_line_has_no_reroute_to_show(tmp_path, capsys):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import threading
 import time
@@ -96,7 +97,7 @@ def test_relay_in_flight_is_rerouted_from_the_node_holding_it(ring):
         key_id, material, ext = keys[0]
         path = ext["relay"]["path"]
         assert path[:2] == [kme_id("A"), kme_id("B")] and path[-1] == kme_id("C")
-        assert all({u, v} != {kme_id("B"), kme_id("C")} for u, v in zip(path, path[1:]))
+        assert all({u, v} != {kme_id("B"), kme_id("C")} for u, v in itertools.pairwise(path))
         code, got = client(ring, "C").get_key_with_key_IDs(sae_id("A"), [key_id])
         assert code == 200
         same_secret(base64.b64decode(got.keys[0].key), material, "rerouted key differs at the slave")
@@ -165,7 +166,7 @@ def test_relay_that_cannot_reach_its_destination_is_voided_at_every_hop_with_ala
         assert any("voided" in t for t in _alarm_texts(ring, "A"))
         assert any("voided" in t for t in _alarm_texts(ring, "B"))
         wait_for(lambda: not any(lk.up for lk in ring.snapshot("A") if lk.link_id in ("BC", "CD")))
-        code, err = client(ring, "A").get_key(sae_id("C"))
+        code, _err = client(ring, "A").get_key(sae_id("C"))
         assert code == 503
     finally:
         ring.set_link_up("BC", True)
@@ -195,7 +196,7 @@ def test_every_bit_of_link_key_is_used_by_at_most_one_relay(ring):
     assert outs, "no relay pad was used"
     for slices in used.values():
         slices.sort()
-        for (o1, n1, r1), (o2, _, r2) in zip(slices, slices[1:]):
+        for (o1, n1, r1), (o2, _, r2) in itertools.pairwise(slices):
             assert o1 + n1 <= o2, "two relays used the same link key bits"
     # each pad the receiver consumed was drawn by the sender for the same relay
     for pos, relay_id in ins.items():
@@ -274,3 +275,23 @@ def test_relay_message_with_a_bad_mac_is_rejected_with_an_alarm_and_no_key(ring)
     assert audit(ring, "C", "relayed_key_states") == before
     # the link lives on
     relay_and_fetch(ring, "A", "C")
+
+
+def test_metrics_endpoint_counts_relays_and_the_link_key_they_used(ring):
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    relay_and_fetch(ring, "A", "C")
+    samples = {}
+    for node in ("A", "B", "C"):
+        with urllib.request.urlopen(ring.metrics_url(node), timeout=10) as resp:
+            text = resp.read().decode()
+        samples[node] = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                         for fam in text_string_to_metric_families(text) for s in fam.samples}
+    assert samples["A"][("qkdnode_relays_total", (("outcome", "originated"),))] >= 1
+    assert samples["B"][("qkdnode_relays_total", (("outcome", "forwarded"),))] >= 1
+    assert samples["C"][("qkdnode_relays_total", (("outcome", "delivered"),))] >= 1
+    assert samples["A"][("qkdnode_relay_link_key_bits_total", (("link", "AB"),))] >= 256
+    assert samples["B"][("qkdnode_relay_link_key_bits_total", (("link", "BC"),))] >= 256
+    assert ("qkdnode_key_pool_bits", (("peer", kme_id("B")),)) in samples["A"]
