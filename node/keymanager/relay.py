@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 
 MAX_HOPS = 8
 MAX_ATTEMPTS = 3
+MAX_BATCH_KEYS = 1024
+BATCH_DEPTH = 2
 HOP_MARGIN_S = 0.3
 
 
@@ -85,6 +87,8 @@ class RelayService:
                                          "failed": 0, "rerouted": 0}
         self.link_key_bits: dict[str, int] = {}
         self.metrics: NodeMetrics | None = None  # set by whoever serves the node's metrics
+        self._batches: dict[tuple[str, str, tuple[str, ...], int], list[tuple[int, asyncio.Future[Any]]]] = {}
+        self._workers: dict[tuple[str, str, tuple[str, ...], int], set[asyncio.Task[None]]] = {}
 
     def _count(self, outcome: str, spent: dict[str, int] | None = None) -> None:
         """One relay event at this node, with the link key it consumed here per link (metrics too)."""
@@ -211,7 +215,53 @@ class RelayService:
     async def originate(self, master: str, slaves: list[str], number: int, nbytes: int, dest: str,
                         via: list[str] | None = None) -> list[tuple[str, bytes, dict[str, Any]]]:
         """Draw `number` keys of `nbytes`, relay them to KM `dest` and return them with their
-        014 key extension, once `dest` stored them. `via`: a planned route (tests), else chosen here."""
+        014 key extension, once `dest` stored them. `via`: a planned route (tests), else chosen here.
+
+        Requests for the same (destination, master, slaves, size) that arrive while relays of them
+        are in flight are relayed together (up to `MAX_BATCH_KEYS` keys, `BATCH_DEPTH` relays in
+        flight), so that one relay message and one commit per hop serve many requests.
+        """
+        if via is not None:
+            return await self._relay(master, slaves, number, nbytes, dest, via)
+        group = (dest, master, tuple(slaves), nbytes)
+        fut: asyncio.Future[list[tuple[str, bytes, dict[str, Any]]]] = asyncio.get_running_loop().create_future()
+        self._batches.setdefault(group, []).append((number, fut))
+        workers = self._workers.setdefault(group, set())
+        if len(workers) < BATCH_DEPTH:
+            task = asyncio.create_task(self._batch_worker(group))
+            workers.add(task)
+            task.add_done_callback(workers.discard)
+        return await fut
+
+    async def _batch_worker(self, group: tuple[str, str, tuple[str, ...], int]) -> None:
+        dest, master, slaves, nbytes = group
+        queue = self._batches[group]
+        while queue:
+            batch: list[tuple[int, asyncio.Future[Any]]] = []
+            total = 0
+            while queue and (not batch or total + queue[0][0] <= MAX_BATCH_KEYS):
+                number, fut = queue.pop(0)
+                if not fut.done():
+                    batch.append((number, fut))
+                    total += number
+            if not batch:
+                continue
+            try:
+                keys = await self._relay(master, list(slaves), total, nbytes, dest, None)
+            except Exception as exc:  # every request of the batch gets the failure
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            start = 0
+            for number, fut in batch:
+                if not fut.done():
+                    fut.set_result(keys[start:start + number])
+                start += number
+
+    async def _relay(self, master: str, slaves: list[str], number: int, nbytes: int, dest: str,
+                     via: list[str] | None) -> list[tuple[str, bytes, dict[str, Any]]]:
+        """One relay of `number` keys (see `originate`)."""
         relay_id = str(uuid.uuid4())
         keys = os.urandom(number * nbytes)
         key_ids = [str(uuid.UUID(bytes=os.urandom(16), version=4)) for _ in range(number)]
