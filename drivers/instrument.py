@@ -63,7 +63,7 @@ def parse_float(reply: str) -> float:
 def parse_int(reply: str) -> int:
     """An integer reply (accepts '+5' and '5.0')."""
     value = float(reply.strip())
-    if value != int(value):
+    if not math.isfinite(value) or value != int(value):
         raise ValueError(f"not an integer: {reply!r}")
     return int(value)
 
