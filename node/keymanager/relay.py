@@ -4,8 +4,9 @@ Link state. Every `gossip_interval_s` each KM sends its neighbours (`LINK_STATE`
 authenticated KM link) its link-state database: per KM (origin) a sequence number, its SAEs, and per
 link to a neighbour whether it is up and how many bits of relay pad that KM can still draw on it.
 A KM keeps the newest entry per origin, so the database floods the network in at most `diameter`
-rounds. A link is up for routing when every fresh report of it says so (an entry older than
-`stale_s` counts as down); its key is the least any end reports. The route is chosen with
+rounds. A neighbour that leaves `MISSES_DOWN` exchanges in a row unanswered counts as unreachable
+(its link down) until it answers again. A link is up for routing when every fresh report of it says
+so (an entry older than `stale_s` counts as down); its key is the least any end reports. The route is chosen with
 `node.control.routing.choose_route` (fewest hops, longer when short ones run dry).
 
 Relay. The source KM draws the keys (`os.urandom`), picks a route and sends `RELAY_FORWARD` to the
@@ -14,8 +15,8 @@ with the pad's position, the key IDs, the master and slave SAEs, the nodes cross
 and the planned rest of the route. Each transit KM consumes the same pad bits, decrypts, re-encrypts
 with a fresh pad of its outgoing link and forwards; the destination stores the keys durably and
 answers `RELAY_STORED {path}`, which travels back hop by hop; only then the master SAE gets its
-answer. A hop whose next link is down, dry or does not answer reroutes the relay from where it is
-(avoiding the failed links); a relay that cannot go on is voided at that hop and the failure travels
+answer. A hop whose next link is down, dry or does not answer (within half the time the relay has
+left) reroutes the relay from where it is (avoiding the failed links); a relay that cannot go on is voided at that hop and the failure travels
 back (each hop marks it void, alarms are raised, the master gets 503). Pads are never reused: a
 failed relay's pads stay consumed.
 
@@ -53,7 +54,9 @@ MAX_HOPS = 8
 MAX_ATTEMPTS = 3
 MAX_BATCH_KEYS = 1024
 BATCH_DEPTH = 2
-HOP_MARGIN_S = 0.3
+HOP_MARGIN_S = 0.05
+REROUTE_RESERVE_S = 2.0
+MISSES_DOWN = 2  # unanswered link-state exchanges in a row before a peer counts as unreachable
 
 
 class RelayError(Exception):
@@ -81,6 +84,7 @@ class RelayService:
         self.link_ids = {p.kme_id: link_id_of(self.me, p.kme_id, p.links) for p in km.config.peers}
         self.admin_down: set[str] = set()
         self.unreachable: set[str] = set()
+        self._misses: dict[str, int] = {}
         self.lsdb: dict[str, dict[str, Any]] = {}
         self._seq = time.time_ns()
         self.counters: dict[str, int] = {"originated": 0, "forwarded": 0, "delivered": 0, "rejected": 0,
@@ -148,10 +152,12 @@ class RelayService:
             await self.km.clients[peer].request("LINK_STATE", {}, timeout_s=max(1.0, 2 * self.gossip_interval_s),
                                                 payload=json.dumps(doc, separators=(",", ":")).encode())
         except PeerError:
-            if peer not in self.unreachable:
+            self._misses[peer] = self._misses.get(peer, 0) + 1
+            if self._misses[peer] >= MISSES_DOWN and peer not in self.unreachable:
                 self.unreachable.add(peer)
                 self._alarm("major", f"link:{self.link_ids[peer]}", f"peer KM {peer} does not answer")
             return
+        self._misses[peer] = 0
         self.unreachable.discard(peer)
 
     async def on_link_state(self, peer: str, msg: Message) -> tuple[str, dict[str, Any], bytes | None]:
@@ -282,7 +288,8 @@ class RelayService:
         return [(k, keys[i * nbytes:(i + 1) * nbytes], ext) for i, k in enumerate(key_ids)]
 
     async def _forward(self, relay_id: str, plain: bytes, doc: dict[str, Any], trail: list[str], dest: str,
-                       planned: list[str] | None, deadline: float, role: str, spent: dict[str, int]) -> list[str]:
+                       planned: list[str] | None, deadline: float, role: str, spent: dict[str, int],
+                       last_chance: bool = False) -> list[str]:
         """Send the relay on from here (rerouting around failed next hops); once stored, the path from
         here to the destination."""
         avoid: set[str] = set()
@@ -310,13 +317,17 @@ class RelayService:
                 continue
             self._used(link, bits, spent)
             left = deadline - time.monotonic()
-            if left <= HOP_MARGIN_S:
+            if left <= 2 * HOP_MARGIN_S:
                 raise RelayError("relay timed out")
+            # On its planned route a relay keeps time in reserve to be rerouted once from where it is
+            # stuck (a next hop that does not answer); once rerouted, it gets all the time left.
+            rerouted = last_chance or attempt > 0 or (planned is not None and nodes is not planned)
+            wait = left if rerouted else left - min(REROUTE_RESERVE_S, left / 2)
             body = {**doc, "trail": trail, "route": nodes[1:], "pad": [s.to_json() for s in slices],
-                    "ttl_ms": int(1000 * (left - HOP_MARGIN_S))}
+                    "ttl_ms": int(1000 * (wait - HOP_MARGIN_S)), "rerouted": rerouted}
             try:
                 reply = await self.km.clients[nxt].request(
-                    "RELAY_FORWARD", {"relay": relay_id}, timeout_s=left,
+                    "RELAY_FORWARD", {"relay": relay_id}, timeout_s=wait,
                     payload=[json.dumps(body, separators=(",", ":")).encode(), xor_bytes(plain, pad)])
             except PeerError as exc:
                 log.warning("relay %s: hop %s -> %s failed: %s", relay_id, self.me, nxt, exc)
@@ -369,7 +380,7 @@ class RelayService:
         fields = {k: doc[k] for k in ("keys", "master", "slaves", "size")}
         try:
             path = await self._forward(relay_id, plain, fields, trail + [self.me], dest, [self.me] + route[1:],
-                                       deadline, "transit", spent)
+                                       deadline, "transit", spent, doc.get("rerouted") is True)
         except RelayError as exc:
             self._count("failed", spent)
             await self.km.db(self.rstore.set_relay_state, relay_id, "void")
@@ -400,6 +411,8 @@ class RelayService:
         if dest != self.me and (dest not in self.known_kmes() or len(route) < 2 or route[1] not in self.peers):
             raise ValueError("unknown route: destination or next hop unknown here")
         keys, size, master, slaves, ttl = (doc.get(k) for k in ("keys", "size", "master", "slaves", "ttl_ms"))
+        if not isinstance(doc.get("rerouted", False), bool):
+            raise ValueError("rerouted must be true or false")
         if not (isinstance(keys, list) and keys and len(keys) <= 4096 and type(size) is int and size > 0
                 and type(ttl) is int and ttl > 0 and isinstance(master, str) and master
                 and isinstance(slaves, list) and slaves and all(isinstance(s, str) and s for s in slaves)):

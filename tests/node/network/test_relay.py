@@ -107,6 +107,43 @@ def test_relay_in_flight_is_rerouted_from_the_node_holding_it(ring):
         ring.wait_converged()
 
 
+def test_relay_whose_next_hop_does_not_answer_is_rerouted_by_the_node_holding_it(ring):
+    import asyncio
+
+    a, c = ring.kms["A"], ring.kms["C"]
+    handlers = c.km.peer_server.handlers
+    forward = handlers["RELAY_FORWARD"]
+    release = c.run(asyncio.Event)
+
+    async def dead_from_b(peer, msg):  # link BC silently dead: C never answers B
+        if peer == kme_id("B"):
+            await release.wait()
+            raise ValueError("test: link dead")
+        return await forward(peer, msg)
+
+    c.run(handlers.__setitem__, "RELAY_FORWARD", dead_from_b)
+    try:
+        keys = a.call(a.km.relay.originate(sae_id("A"), [sae_id("C")], 1, 32, kme_id("C"),
+                                           [kme_id("A"), kme_id("B"), kme_id("C")]))
+    finally:
+        c.run(handlers.__setitem__, "RELAY_FORWARD", forward)
+        c.run(release.set)
+    key_id, material, ext = keys[0]
+    path = ext["relay"]["path"]
+    assert path[:2] == [kme_id("A"), kme_id("B")] and path[-1] == kme_id("C")
+    assert all({u, v} != {kme_id("B"), kme_id("C")} for u, v in itertools.pairwise(path))
+    code, got = client(ring, "C").get_key_with_key_IDs(sae_id("A"), [key_id])
+    assert code == 200
+    same_secret(base64.b64decode(got.keys[0].key), material, "rerouted key differs at the slave")
+
+
+def test_status_for_a_slave_behind_a_trusted_node_names_its_kme(ring):
+    code, status = client(ring, "A").get_status(sae_id("C"))
+    assert code == 200
+    assert (status.source_kme_id, status.target_kme_id) == (kme_id("A"), kme_id("C"))
+    assert status.stored_key_count > 0
+
+
 def test_link_down_relays_go_the_other_way_and_no_key_is_lost_or_given_twice(ring):
     results: list[tuple[str, str, object, object]] = []
     errors: list[str] = []
