@@ -214,7 +214,7 @@ def _request_kernel(slot: NDArray[np.int64], basis: NDArray[np.uint8]) -> tuple[
 
 
 @njit(**KERNEL)
-def _alice_kernel(
+def _alice_fault(
     req_slot: NDArray[np.int64],
     bob_basis: NDArray[np.uint8],
     st_slot: NDArray[np.int64],
@@ -222,99 +222,57 @@ def _alice_kernel(
     a_bit: NDArray[np.uint8],
     a_class: NDArray[np.uint8],
     n_classes: int,
-    match: NDArray[np.uint8],
-    intensity: NDArray[np.uint8],
-    key: NDArray[np.uint8],
-    key_class: NDArray[np.uint8],
-    test_bits: NDArray[np.uint8],
-    counts: NDArray[np.int64],
-) -> tuple[int, int, int, int, int]:
-    # Branch-free on the (random) basis match: every output is written unconditionally and its
-    # cursor advanced by 0 or 1, so the loop runs at memory speed, not at misprediction speed.
-    n = req_slot.size
-    j = 0
-    z = 0
-    x = 0
+) -> tuple[int, int]:
+    # Run only when a fast kernel flagged invalid input: the first fault and where it is.
     prev = np.int64(-1)
-    for i in range(n):
+    for i in range(req_slot.size):
         s = req_slot[i]
-        b = bob_basis[i]
-        a = a_basis[i]
-        bit = a_bit[i]
-        k = a_class[i]
         if s <= prev:
-            return _BAD_ORDER, i, 0, 0, 0
+            return _BAD_ORDER, i
         prev = s
         if st_slot[i] != s:
-            return _BAD_SLOT, i, 0, 0, 0
-        if (b | a) > 1:
-            return _BAD_BASIS, i, 0, 0, 0
-        if bit > 1:
-            return _BAD_BIT, i, 0, 0, 0
-        if k >= n_classes:
-            return _BAD_CLASS, i, 0, 0, 0
-        m = np.uint8(a == b)
-        match[i] = m
-        intensity[j] = k
-        j += m
-        key[z] = bit
-        key_class[z] = k
-        zm = m & (a ^ 1)
-        z += zm
-        test_bits[x] = bit
-        x += m & a
-        counts[a * n_classes + k] += m
-    return 0, 0, j, z, x
+            return _BAD_SLOT, i
+        if (bob_basis[i] | a_basis[i]) > 1:
+            return _BAD_BASIS, i
+        if a_bit[i] > 1:
+            return _BAD_BIT, i
+        if a_class[i] >= n_classes:
+            return _BAD_CLASS, i
+    return 0, 0
 
 
 @njit(**KERNEL)
-def _bob_kernel(
+def _bob_fault(
     bob_basis: NDArray[np.uint8],
     bob_bit: NDArray[np.uint8],
     match: NDArray[np.uint8],
     intensity: NDArray[np.uint8],
     test_bits: NDArray[np.uint8],
     n_classes: int,
-    key: NDArray[np.uint8],
-    key_class: NDArray[np.uint8],
-    counts: NDArray[np.int64],
-    errors: NDArray[np.int64],
 ) -> tuple[int, int, int, int]:
-    n = bob_basis.size
-    n_int = intensity.size
-    n_test = test_bits.size
+    # The first fault of a reply (code, index) and how many classes and test bits it consumed.
     j = 0
-    z = 0
     x = 0
-    for i in range(n):
+    for i in range(bob_basis.size):
         m = match[i]
-        b = bob_basis[i]
-        bit = bob_bit[i]
         if m > 1:
-            return _BAD_MATCH, i, 0, 0
-        if bit > 1:
-            return _BAD_BIT, i, 0, 0
+            return _BAD_MATCH, i, j, x
+        if bob_bit[i] > 1:
+            return _BAD_BIT, i, j, x
         if m == 0:
             continue
-        if j >= n_int:
-            return _SHORT, i, 0, 0
-        k = intensity[j]
+        if j >= intensity.size:
+            return _SHORT, i, j, x
+        if intensity[j] >= n_classes:
+            return _BAD_CLASS, j, j, x
         j += 1
-        if k >= n_classes:
-            return _BAD_CLASS, j - 1, 0, 0
-        counts[b * n_classes + k] += 1
-        if b == 0:
-            key[z] = bit
-            key_class[z] = k
-            z += 1
-        else:
-            if x >= n_test:
-                return _SHORT, i, 0, 0
+        if bob_basis[i] == 1:
+            if x >= test_bits.size:
+                return _SHORT, i, j, x
             if test_bits[x] > 1:
-                return _BAD_TEST, x, 0, 0
-            errors[k] += bit ^ test_bits[x]
+                return _BAD_TEST, x, j, x
             x += 1
-    return 0, j, z, x
+    return 0, 0, j, x
 
 
 @njit(**KERNEL)
@@ -360,7 +318,7 @@ def _alice_fast(
 ) -> tuple[bool, int, int, int]:
     # Branch-free on the (random) basis match: every output is written unconditionally and its
     # cursor advanced by 0 or 1; invalid input only sets a flag (the caller then locates it with
-    # `_alice_kernel`), so the loop runs without mispredicted branches.
+    # `_alice_fault`), so the loop runs without mispredicted branches.
     n = req_slot.size
     j = 0
     z = 0
@@ -405,7 +363,7 @@ def _bob_fast(
     counts: NDArray[np.int64],
     errors: NDArray[np.int64],
 ) -> tuple[bool, int, int, int]:
-    # Branch-free twin of `_bob_kernel`. Reads of the reply's arrays are clamped to their last
+    # Branch-free: every output written, cursors advanced by 0 or 1. Reads of the reply's arrays are clamped to their last
     # element, so a reply that claims more matches than it carries cannot read out of bounds;
     # the cursor totals then disagree with the array sizes and the caller rejects the reply.
     n = bob_basis.size
@@ -541,11 +499,9 @@ def alice_sift(
         )
     code = i = 0
     if bad:
-        counts[:] = 0
-        code, i, j, z, x = _alice_kernel(
-            req_slot, bob_basis, st_slot, a_basis, a_bit, a_class, k_classes,
-            match, intensity, key, key_class, test_bits, counts,
-        )
+        code, i = _alice_fault(req_slot, bob_basis, st_slot, a_basis, a_bit, a_class, k_classes)
+        if code == 0:
+            raise RuntimeError("sift kernel flagged invalid input that the fault scan does not find")
     if code == _BAD_ORDER:
         raise ProtocolError(f"sift request slots must be non-negative and strictly increasing; slot[{i}] is not")
     if code == _BAD_SLOT:
@@ -621,11 +577,8 @@ def bob_sift(
                                  counts, x_errors)
     code = 0
     if bad or j != intensity.size or x != test_bits.size:
-        counts[:] = 0
-        x_errors[:] = 0
-        code, j, z, x = _bob_kernel(
-            bob_basis, bob_bit, match, intensity, test_bits, k_classes, key, key_class, counts, x_errors
-        )
+        code, where, j, x = _bob_fault(bob_basis, bob_bit, match, intensity, test_bits, k_classes)
+        j = where if code in (_BAD_BIT, _BAD_MATCH, _BAD_CLASS, _BAD_TEST) else j
     if code == _BAD_BIT:
         raise ValueError(f"bits[{j}] must be 0 or 1, got {int(bob_bit[j])}")
     if code == _BAD_MATCH:
