@@ -22,7 +22,9 @@ failed relay's pads stay consumed.
 
 Rejections (alarm, no key): a message with a bad MAC or a replayed sequence number (dropped by the
 authenticated link, see `peer`), a route that does not name this KM next after the sender or leads
-to an unknown KM, a relay ID or pad bits already seen (a replay of a relay), a malformed message.
+to an unknown KM, pad bits already used (a replay of a relay), a relay ID already stored with other
+keys, a malformed message. The same relay arriving again over another route with fresh pad bits (a
+hop gave up waiting and rerouted it) is answered as stored, without storing it twice.
 Keys a failed relay left at its destination are never announced to the master: their IDs are
 random and known to no SAE, so they cannot be fetched.
 """
@@ -357,15 +359,18 @@ class RelayService:
         in_link = self.link_ids[peer]
         if dest == self.me:
             try:
-                await self.km.db(self.rstore.accept_relayed_keys, peer, relay_id, slices, ct, key_ids,
-                                 doc["master"], doc["slaves"], trail + [self.me])
+                new = await self.km.db(self.rstore.accept_relayed_keys, peer, relay_id, slices, ct, key_ids,
+                                       doc["master"], doc["slaves"], trail + [self.me])
             except ValueError as exc:
                 self._count("rejected")
                 self._alarm("major", "relay", f"relay {relay_id} from {peer} rejected: {exc}")
                 raise
             spent: dict[str, int] = {}
             self._used(in_link, 8 * len(ct), spent)
-            self._count("delivered", spent)
+            if new:
+                self._count("delivered", spent)
+            else:
+                self._alarm("warning", "relay", f"relay {relay_id} arrived again via {peer}: already stored")
             return "RELAY_STORED", {"path": [self.me]}, None
         try:
             pad = await self.km.db(self.rstore.accept_pad, peer, relay_id, slices, trail)

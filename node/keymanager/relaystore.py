@@ -16,6 +16,7 @@ the keys as delivered once the destination acknowledged, before its master SAE g
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Sequence
@@ -42,7 +43,8 @@ CREATE TABLE IF NOT EXISTS relays(
 CREATE TABLE IF NOT EXISTS relayed_keys(
     key_id TEXT PRIMARY KEY, relay_id TEXT NOT NULL, origin INTEGER NOT NULL, master_sae TEXT NOT NULL,
     slaves TEXT NOT NULL, path TEXT NOT NULL,
-    state TEXT NOT NULL CHECK(state IN ('reserved', 'delivered', 'void')), material BLOB, created REAL NOT NULL);
+    state TEXT NOT NULL CHECK(state IN ('reserved', 'delivered', 'void')), material BLOB, digest BLOB,
+    created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS relay_grants(
     key_id TEXT NOT NULL, sae_id TEXT NOT NULL, delivered INTEGER NOT NULL DEFAULT 0, PRIMARY KEY(key_id, sae_id));
 """
@@ -216,26 +218,34 @@ class RelayStore:
     # -- relay outcomes --------------------------------------------------------------------------
 
     def accept_relayed_keys(self, pool: str, relay_id: str, slices: Sequence[PadSlice], ciphertext: bytes,
-                            key_ids: Sequence[str], master: str, slaves: Sequence[str], path: Sequence[str]) -> None:
+                            key_ids: Sequence[str], master: str, slaves: Sequence[str], path: Sequence[str]) -> bool:
         """At the destination: consume the incoming pad, decrypt and store the keys for `slaves`, in
-        one durable transaction. `ValueError` (nothing stored) on a bad pad or a known relay/key ID."""
+        one durable transaction; True if stored, False if this relay was stored already (it came again
+        over another route after a hop gave up waiting: same key IDs and same keys, checked by digest).
+        `ValueError` (nothing stored) on a bad pad, or a known relay or key ID with other content."""
         now = time.time()
         self.store._begin()
         try:
-            if self.db.execute("SELECT 1 FROM relays WHERE relay_id=?", (relay_id,)).fetchone() is not None:
-                raise ValueError("relay ID already seen here (replay?)")
             pad = self._accept_pad_locked(pool, relay_id, slices, now)
             plain = xor_bytes(ciphertext, pad)
             n = len(plain) // len(key_ids)
+            digests = [hashlib.sha256(plain[i * n:(i + 1) * n]).digest() for i in range(len(key_ids))]
+            if self.db.execute("SELECT 1 FROM relays WHERE relay_id=?", (relay_id,)).fetchone() is not None:
+                stored = self.db.execute("SELECT key_id, digest FROM relayed_keys WHERE relay_id=? AND origin=0 "
+                                         "ORDER BY rowid", (relay_id,)).fetchall()
+                if [(k, bytes(d)) for k, d in stored] != list(zip(key_ids, digests)):
+                    raise ValueError("relay ID already seen here with other keys (replay?)")
+                self.store._commit()
+                return False
             path_json = json.dumps(list(path))
             for i, key_id in enumerate(key_ids):
                 if self.db.execute("SELECT 1 FROM relayed_keys WHERE key_id=? UNION SELECT 1 FROM keys WHERE key_id=?",
                                    (key_id, key_id)).fetchone() is not None:
                     raise ValueError("relayed key ID already known here (replay?)")
                 self.db.execute("INSERT INTO relayed_keys(key_id, relay_id, origin, master_sae, slaves, path, state, "
-                                "material, created) VALUES(?,?,0,?,?,?,'reserved',?,?)",
+                                "material, digest, created) VALUES(?,?,0,?,?,?,'reserved',?,?,?)",
                                 (key_id, relay_id, master, json.dumps(list(slaves)), path_json,
-                                 plain[i * n:(i + 1) * n], now))
+                                 plain[i * n:(i + 1) * n], digests[i], now))
                 self.db.executemany("INSERT INTO relay_grants(key_id, sae_id) VALUES(?,?)",
                                     [(key_id, s) for s in dict.fromkeys(slaves)])
             self.db.execute("INSERT INTO relays(relay_id, role, state, path, created) VALUES(?,?,?,?,?)",
@@ -244,6 +254,7 @@ class RelayStore:
         except BaseException:
             self.store._rollback()
             raise
+        return True
 
     def finish_source(self, relay_id: str, key_ids: Sequence[str], master: str, slaves: Sequence[str],
                       path: Sequence[str]) -> None:

@@ -118,8 +118,17 @@ def test_relayed_keys_are_served_once_and_only_to_the_named_slave():
     assert got[0][1] == ["KME_A", "KME_B"]
     with pytest.raises(KeysNotFound):
         rb.fetch("SAE_B", "SAE_A", ids[:1])
-    with pytest.raises(ValueError, match="already seen"):  # the same relay again
+    with pytest.raises(ValueError, match="already used"):  # the same relay again, same pad bits
         rb.accept_relayed_keys("KME_A", "r1", slices, xor_bytes(keys, pad), ids, "SAE_A", ["SAE_B"], ["KME_A"])
+    # the same relay over another route (fresh pad bits): already stored, not stored twice
+    slices2, pad2 = ra.take_pad("KME_B", "r1", 64)
+    assert not rb.accept_relayed_keys("KME_A", "r1", slices2, xor_bytes(keys, pad2), ids, "SAE_A", ["SAE_B"], ["KME_A"])
+    with pytest.raises(KeysNotFound):
+        rb.fetch("SAE_B", "SAE_A", ids[:1])
+    slices3, pad3 = ra.take_pad("KME_B", "r1", 64)  # same relay ID, other keys: refused
+    with pytest.raises(ValueError, match="other keys"):
+        rb.accept_relayed_keys("KME_A", "r1", slices3, xor_bytes(os.urandom(64), pad3), ids, "SAE_A", ["SAE_B"],
+                               ["KME_A"])
 
 
 def test_void_relay_leaves_no_fetchable_key_and_recover_voids_pending():
