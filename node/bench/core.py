@@ -64,15 +64,23 @@ def _time_runs(fn: Callable[[], Any], profile: BenchProfile, max_runs: int | Non
     limit = max_runs if max_runs is not None else profile.max_runs
     times: list[float] = []
     spent = 0.0
-    while len(times) < limit and (len(times) < profile.min_runs or spent < profile.time_per_case_s):
-        gc.collect()
-        t0 = time.perf_counter()
-        result = fn()
-        dt = time.perf_counter() - t0
-        times.append(dt)
-        spent += dt
-        if dt > profile.time_per_case_s and len(times) >= 1 and profile.quick:
-            break
+    # As timeit does: collect once, then keep the collector out of the timed runs (a full collection
+    # before each run would evict the caches and free pages the next run faults back in).
+    gc.collect()
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        while len(times) < limit and (len(times) < profile.min_runs or spent < profile.time_per_case_s):
+            t0 = time.perf_counter()
+            result = fn()
+            dt = time.perf_counter() - t0
+            times.append(dt)
+            spent += dt
+            if dt > profile.time_per_case_s and len(times) >= 1 and profile.quick:
+                break
+    finally:
+        if was_enabled:
+            gc.enable()
     return times, result
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from node.control.topology import EXAMPLES, Topology, example_topology, load_topology
 from node.network.loopback import LoopbackNetwork, kme_id, sae_id, start_network
+from node.network.linkdaemons import start_link_daemons, wait_for_blocks
 from node.network.sae import SaeClient
 
 
@@ -55,16 +56,31 @@ def relay_check(net: LoopbackNetwork, src: str, dst: str, size: int = 256) -> di
 
 
 def run_topology_demo(spec: str, workdir: str | None = None, as_json: bool = False,
-                      block_bytes: int = 1 << 16) -> int:
-    """Run the demo (module doc); print a summary; 0 when every relayed key matched."""
+                      block_bytes: int = 1 << 16, links: str = "mock", block_bits: int = 1_000_000) -> int:
+    """Run the demo (module doc); print a summary; 0 when every relayed key matched.
+
+    `links="mock"`: each topology link is a pair of node daemons on the mock hardware whose
+    distilled keys feed the key managers; `links="feed"`: a stand-in source sends identical random
+    blocks of `block_bytes` to both ends (fast; for tests of the relay layer alone).
+    """
+    if links not in ("mock", "feed"):
+        raise ValueError(f"links must be 'mock' or 'feed', got {links!r}")
     topology = resolve_topology(spec)
     root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="qkdnode-net-"))
     t0 = time.perf_counter()
     net = start_network(topology, root, gossip_interval_s=0.1, stale_s=1.5)
     out: dict[str, Any] = {"topology": topology.name, "nodes": list(topology.node_names()),
-                           "links": [lk.id for lk in topology.links], "workdir": str(root)}
+                           "links": [lk.id for lk in topology.links], "workdir": str(root), "link_key_source": links}
+    daemons = None
     try:
-        net.feed_all(block_bytes, 1)
+        if links == "mock":
+            daemons = start_link_daemons(topology, root, {n: net.ingest_endpoint(n) for n in topology.node_names()},
+                                         block_bits)
+            wait_for_blocks(daemons, topology, 1)
+            out["distilled"] = {lk.id: {k: daemons.status(f"{lk.id}-bob").get("counters", {}).get(k)
+                                        for k in ("blocks", "aborted", "key_bits")} for lk in topology.links}
+        else:
+            net.feed_all(block_bytes, 1)
         net.wait_converged(min_bits=8 * 4096)
         out["ready_s"] = round(time.perf_counter() - t0, 2)
         pairs = [(s, d) for s in topology.node_names() for d, h in sorted(_hops(topology, s).items()) if h >= 2]
@@ -96,6 +112,8 @@ def run_topology_demo(spec: str, workdir: str | None = None, as_json: bool = Fal
         out["alarms"] = [f"{kme_id(n)} {a.severity} [{a.source}] {a.text}" for n, km in net.kms.items()
                          for a in km.run(km.km.alarms.active)]
     finally:
+        if daemons is not None:
+            daemons.stop()
         net.stop()
     ok = bool(out.get("relays")) and all(r["ok"] for r in out["relays"]) and \
         all(r.get("ok", True) for k, r in out.get("link_down", {}).items() if k != "link")
@@ -108,7 +126,11 @@ def run_topology_demo(spec: str, workdir: str | None = None, as_json: bool = Fal
 
 def _print(out: dict[str, Any], ok: bool) -> None:
     lines = [(f"network {out['topology']}: nodes {', '.join(out['nodes'])}; links {', '.join(out['links'])}; "
-             f"key managers ready in {out.get('ready_s', '-')} s (link key source: identical blocks to both ends)")]
+             f"key managers ready in {out.get('ready_s', '-')} s (link keys: "
+             + ("QKD link daemons on the mock hardware" if out["link_key_source"] == "mock"
+                else "stand-in source, identical blocks to both ends") + ")")]
+    for link_id, d in out.get("distilled", {}).items():
+        lines.append(f"link {link_id}: {d['blocks']} block(s) distilled, {d['key_bits']} secret bits to the key managers")
     for r in out.get("relays", []):
         if r["ok"]:
             lines.append(f"relay {r['master']} -> {r['slave']}: same {r['size_bits']}-bit key {r['key_ID']} "

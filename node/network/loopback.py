@@ -70,6 +70,9 @@ def write_network(topology: Topology, root: str | os.PathLike, *, gossip_interva
         _secret(base / f"link_{lk.id}.key")
     for n in nodes:
         _secret(base / f"ingest_{n}.key", 4096)
+    for lk in topology.links:  # one ingest identity per QKD module (link end), for the link daemons
+        for n in lk.ends():
+            _secret(base / f"ingest_{lk.id}_{n}.key", 4096)
     ports = {(n, k): _free_port() for n in nodes for k in ("api", "link", "in")}
     out = {}
     for n in nodes:
@@ -107,7 +110,10 @@ bind = "tcp://127.0.0.1:{ports[(n, 'in')]}"
 [[ingest.sources]]
 id = "link_source_{n}"
 auth_key = "ingest_{n}.key"
-
+""" + "".join(f"""[[ingest.sources]]
+id = "qkd_{lk.id}_{n}"
+auth_key = "ingest_{lk.id}_{n}.key"
+""" for lk in topology.links_of(n)) + f"""
 [link]
 bind = "tcp://127.0.0.1:{ports[(n, 'link')]}"
 auth_key = "{f'link_{first_link}.key' if first_link else f'link_none_{n}.key'}"

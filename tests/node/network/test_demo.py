@@ -5,11 +5,13 @@ from __future__ import annotations
 import itertools
 import json
 
+import pytest
+
 from node.cli import main
 
 
 def test_demo_topology_ring_relays_and_reroutes(tmp_path, capsys):
-    assert main(["demo", "--topology", "ring5", "--workdir", str(tmp_path / "net"), "--json"]) == 0
+    assert main(["demo", "--topology", "ring5", "--links", "feed", "--workdir", str(tmp_path / "net"), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["relays"] and all(r["ok"] and len(r["path"]) == 3 for r in out["relays"])
     down = out["link_down"]
@@ -20,6 +22,17 @@ def test_demo_topology_ring_relays_and_reroutes(tmp_path, capsys):
 
 
 def test_demo_topology_line_has_no_reroute_to_show(tmp_path, capsys):
-    assert main(["demo", "--topology", "line3", "--workdir", str(tmp_path / "net")]) == 0
+    assert main(["demo", "--topology", "line3", "--links", "feed", "--workdir", str(tmp_path / "net")]) == 0
     text = capsys.readouterr().out
     assert "relay SAE_A -> SAE_C: same 256-bit key" in text and "rerouting not shown" in text
+
+
+@pytest.mark.slow
+def test_demo_topology_over_mock_link_daemons_relays_distilled_key(tmp_path, capsys):
+    """The line network with its links run by real node daemons on the mock hardware: the key
+    managers are fed only by distilled keys, and a key is relayed A -> B -> C with them."""
+    assert main(["demo", "--topology", "line3", "--links", "mock", "--workdir", str(tmp_path / "net"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["link_key_source"] == "mock"
+    assert all(d["blocks"] >= 1 and d["key_bits"] > 0 for d in out["distilled"].values())
+    assert out["relays"] and all(r["ok"] for r in out["relays"])
