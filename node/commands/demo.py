@@ -32,6 +32,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--topology", default=None, metavar="FILE",
                    help="instead: a network of key managers from a topology file (or line3/ring5) on loopback, "
                         "with a key relayed between SAEs two hops apart and rerouted around a failed link")
+    p.add_argument("--links", choices=["mock", "feed"], default="mock",
+                   help="with --topology: real link daemons on the mock hardware (default), or a fast stand-in "
+                        "that feeds identical random blocks to both ends of each link")
     p.add_argument("--serve", action="store_true",
                    help="leave nodes and key managers running and print their ETSI 014 URLs and SAE credentials")
     p.set_defaults(func=run)
@@ -54,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     if args.topology:
         from node.network.demo import run_topology_demo
 
-        return run_topology_demo(args.topology, args.workdir, args.json)
+        return run_topology_demo(args.topology, args.workdir, args.json, links=args.links, block_bits=args.block_bits)
     from node.runtime.demo import DemoOptions, fetch_and_compare, serve_info, start_demo, summary, wait_for_keys
 
     opts = DemoOptions(distance_km=args.distance, eve_fraction=args.eve, rate_hz=args.rate,
