@@ -1,14 +1,17 @@
-"""Both node daemons of a mock link in one process, for measuring the whole pipeline.
+"""Both node daemons of a mock link on this machine, for measuring the whole pipeline.
 
-Alice's and Bob's `NodeDaemon`s run in two threads over real ZeroMQ sockets on loopback, the mock
-running as fast as it can; no key manager (keys stay in the outboxes). `pipeline_figures` returns
+Alice's `NodeDaemon` runs in a process of her own and Bob's in this one, over real ZeroMQ sockets
+on loopback, the mock running as fast as it can; no key manager (keys stay in the outboxes). `pipeline_figures` returns
 the sustained sifted and secret key rates (between the first and the last block, so start-up is
 left out) and the finite-key length the link model expects for the same settings (the ideal).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -33,17 +36,35 @@ def _doc(role: str, port: int, mock: dict[str, Any], block_bits: int, batch: int
     return doc
 
 
+def _toml(doc: dict[str, Any]) -> str:
+    lines: list[str] = []
+
+    def table(prefix: str, t: dict[str, Any]) -> None:
+        scalars = {k: v for k, v in t.items() if not isinstance(v, dict)}
+        if prefix:
+            lines.append(f"[{prefix}]")
+        lines.extend(f"{k} = {json.dumps(v)}" for k, v in scalars.items())
+        for k, v in t.items():
+            if isinstance(v, dict):
+                table(f"{prefix}.{k}" if prefix else k, v)
+
+    table("", doc)
+    return "\n".join(lines) + "\n"
+
+
 def run_pipeline(mock: dict[str, Any], block_bits: int, blocks: int, batch: int = 500_000,
                  timeout_s: float = 600.0) -> dict[str, Any]:
-    """Run Alice and Bob until Bob has finished `blocks` blocks; Bob's status and history."""
+    """Run Alice (her own process, as in a deployment) and Bob (this process) until Bob has
+    finished `blocks` blocks; returns Bob's status and per-block history."""
     with tempfile.TemporaryDirectory(prefix="qkdnode-pipeline-") as tmp:
         root = Path(tmp)
         (root / "link.key").write_bytes(os.urandom(1 << 18))
         port = free_port()
-        alice = NodeDaemon(parse_node_config(_doc("alice", port, mock, block_bits, batch, None), root))
+        alice_cfg = root / "alice.toml"
+        alice_cfg.write_text(_toml(_doc("alice", port, mock, block_bits, batch, None)))
+        alice = subprocess.Popen([sys.executable, "-m", "node", "run", str(alice_cfg)], cwd=root,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         bob = NodeDaemon(parse_node_config(_doc("bob", port, mock, block_bits, batch, blocks), root))
-        thread = threading.Thread(target=alice.run, name="bench-alice", daemon=True)
-        thread.start()
         timer = threading.Timer(timeout_s, bob.stop.set)
         timer.start()
         t0 = time.monotonic()
@@ -51,10 +72,13 @@ def run_pipeline(mock: dict[str, Any], block_bits: int, blocks: int, batch: int 
             bob.run()
         finally:
             timer.cancel()
-            alice.stop.set()
-            thread.join(30)
+            alice.terminate()
+            try:
+                alice.wait(20)
+            except subprocess.TimeoutExpired:
+                alice.kill()
+                alice.wait()
         status = bob.status()
-        assert isinstance(bob.role, object)
         history = list(getattr(bob.role, "history", []))
         return {"status": status, "history": history, "wall_s": time.monotonic() - t0,
                 "params": mock_params(bob.cfg), "settings": bob.cfg.link}
