@@ -175,6 +175,29 @@ class FiniteKeyBound(ABC):
     n_intensities: int = 0
     proof_terms: int = 1  # eps_sec = proof_terms * eps (every error term set to a common eps)
 
+    def _assemble(self, stats: DecoyStatistics, lambda_ec: float, eps_cor: float, eps_sec: float, eps: float,
+                  vacuum: float, single: float, vacuum_test: float, single_test: float, errors_test: float,
+                  phase: tuple[float, float, float], **extra: Any) -> FiniteKeyResult:
+        """The last step both proofs share (Lim et al. Eq. (1), Rusca et al. (A25)):
+        l = floor(s_0 + s_1 - s_1 h(phi) - lambda_EC - 6 log2(proof_terms / eps_sec) - log2(2 / eps_cor)).
+        `phase` is (v/s, gamma, phi) of the phase-error bound; `extra` fills the optional fields."""
+        from postprocessing.finitekey.estimates import binary_entropy
+
+        rate, gamma, phi = phase
+        pa_cost = single * binary_entropy(phi)
+        secrecy_cost = 6.0 * math.log2(self.proof_terms / eps_sec)
+        correctness_cost = math.log2(2.0 / eps_cor)
+        bound = vacuum + single - pa_cost - lambda_ec - secrecy_cost - correctness_cost
+        return FiniteKeyResult(
+            protocol=self.name, length=max(int(math.floor(bound)), 0), length_bound=bound,
+            block_size=float(stats.detections[KEY_BASIS].sum()), eps_sec=eps_sec, eps_cor=eps_cor, eps_term=eps,
+            vacuum=vacuum, single_photon=single, vacuum_test=vacuum_test, single_photon_test=single_test,
+            single_photon_errors_test=errors_test, phase_error_test_rate=rate, phase_error_deviation=gamma,
+            phase_error_rate=phi, privacy_amplification_cost=pa_cost, error_correction_leak=lambda_ec,
+            secrecy_cost=secrecy_cost, correctness_cost=correctness_cost,
+            qber=stats.qber(KEY_BASIS), qber_test=stats.qber(TEST_BASIS), **extra,
+        )
+
     def check_intensities(self, intensities: np.ndarray) -> None:
         """Raise `ValueError` naming `intensities` if this proof does not cover them."""
         if intensities.size != self.n_intensities:

@@ -20,7 +20,6 @@ from postprocessing.finitekey.base import (
     register_bound,
 )
 from postprocessing.finitekey.estimates import (
-    binary_entropy,
     hoeffding_deviation,
     lower_bound,
     phase_error_bound,
@@ -69,33 +68,9 @@ class Lim2014(FiniteKeyBound):
         rate, gamma, phi = phase_error_bound(eps, errors_test, single_test, single_key)
 
         # Eq. (1): l = floor(s0 + s1 - s1 h(phi) - lambda_EC - 6 log2(21/eps_sec) - log2(2/eps_cor)).
-        pa_cost = single_key * binary_entropy(phi)
-        secrecy_cost = 6.0 * math.log2(self.proof_terms / eps_sec)
-        correctness_cost = math.log2(2.0 / eps_cor)
-        bound = vac_key + single_key - pa_cost - lambda_ec - secrecy_cost - correctness_cost
-        return FiniteKeyResult(
-            protocol=self.name,
-            length=max(int(math.floor(bound)), 0),
-            length_bound=bound,
-            block_size=float(sum(n_all[KEY_BASIS])),
-            eps_sec=eps_sec,
-            eps_cor=eps_cor,
-            eps_term=eps,
-            vacuum=vac_key,
-            single_photon=single_key,
-            vacuum_test=vac_test,
-            single_photon_test=single_test,
-            single_photon_errors_test=errors_test,
-            phase_error_test_rate=rate,
-            phase_error_deviation=gamma,
-            phase_error_rate=phi,
-            privacy_amplification_cost=pa_cost,
-            error_correction_leak=lambda_ec,
-            secrecy_cost=secrecy_cost,
-            correctness_cost=correctness_cost,
-            qber=_rate(m_all[KEY_BASIS], n_all[KEY_BASIS]),
-            qber_test=_rate(m_all[TEST_BASIS], n_all[TEST_BASIS]),
-            deviations={"detections": d_key, "detections_test": d_test, "errors_test": d_err},
+        return self._assemble(
+            stats, lambda_ec, eps_cor, eps_sec, eps, vac_key, single_key, vac_test, single_test, errors_test,
+            (rate, gamma, phi), deviations={"detections": d_key, "detections_test": d_test, "errors_test": d_err},
         )
 
 
@@ -121,7 +96,3 @@ def _vacuum_and_single(
 
 LIM2014 = register_bound(Lim2014())
 
-
-def _rate(errors: list[float], detections: list[float]) -> float:
-    total = sum(detections)
-    return sum(errors) / total if total > 0 else 0.0

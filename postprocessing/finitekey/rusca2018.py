@@ -23,7 +23,6 @@ from postprocessing.finitekey.base import (
     register_bound,
 )
 from postprocessing.finitekey.estimates import (
-    binary_entropy,
     hoeffding_deviation,
     lower_bound,
     phase_error_bound,
@@ -69,40 +68,10 @@ class Rusca2018(FiniteKeyBound):
         rate, gamma, phi = phase_error_bound(eps, errors_test, single_test, single_key)
 
         # (A25): l = s^l_{Z,0} + s^l_{Z,1} (1 - h(phi)) - lambda_EC - 6 log2(19/eps_sec) - log2(2/eps_cor).
-        pa_cost = single_key * binary_entropy(phi)
-        secrecy_cost = 6.0 * math.log2(self.proof_terms / eps_sec)
-        correctness_cost = math.log2(2.0 / eps_cor)
-        bound = vac_key + single_key - pa_cost - lambda_ec - secrecy_cost - correctness_cost
-        return FiniteKeyResult(
-            protocol=self.name,
-            length=max(int(math.floor(bound)), 0),
-            length_bound=bound,
-            block_size=float(sum(n_all[KEY_BASIS])),
-            eps_sec=eps_sec,
-            eps_cor=eps_cor,
-            eps_term=eps,
-            vacuum=vac_key,
-            single_photon=single_key,
-            vacuum_test=vac_test,
-            single_photon_test=single_test,
-            single_photon_errors_test=errors_test,
-            phase_error_test_rate=rate,
-            phase_error_deviation=gamma,
-            phase_error_rate=phi,
-            privacy_amplification_cost=pa_cost,
-            error_correction_leak=lambda_ec,
-            secrecy_cost=secrecy_cost,
-            correctness_cost=correctness_cost,
-            qber=_rate(m_all[KEY_BASIS], n_all[KEY_BASIS]),
-            qber_test=_rate(m_all[TEST_BASIS], n_all[TEST_BASIS]),
-            vacuum_upper=vac_up_key,
-            vacuum_upper_test=vac_up_test,
-            deviations={
-                "detections": d_key,
-                "errors": d_err_key,
-                "detections_test": d_test,
-                "errors_test": d_err_test,
-            },
+        return self._assemble(
+            stats, lambda_ec, eps_cor, eps_sec, eps, vac_key, single_key, vac_test, single_test, errors_test,
+            (rate, gamma, phi), vacuum_upper=vac_up_key, vacuum_upper_test=vac_up_test,
+            deviations={"detections": d_key, "errors": d_err_key, "detections_test": d_test, "errors_test": d_err_test},
         )
 
 
@@ -130,7 +99,3 @@ def _basis_bounds(
 
 RUSCA2018 = register_bound(Rusca2018())
 
-
-def _rate(errors: list[float], detections: list[float]) -> float:
-    total = sum(detections)
-    return sum(errors) / total if total > 0 else 0.0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 
 from hil_fixtures.emulators.mbx import MBX
 from hil_fixtures.emulators.server import EmulatorServer
