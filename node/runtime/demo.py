@@ -34,7 +34,7 @@ class DemoOptions:
     rate_hz: float = 1e9
     duration_s: float = 20.0
     blocks: int | None = None
-    block_bits: int = 1_000_000
+    block_bits: int = 4_000_000
     seed: int | None = None
     realtime: bool = False
 

@@ -23,10 +23,10 @@ def _run(state: dict[str, Any]) -> dict[str, Any]:
 
 
 def cases(profile: BenchProfile) -> list[BenchCase]:
-    """One row per block size (1e6, and 4e6 with --full); none in --quick."""
+    """One row per block size (1e6 and 4e6); none in --quick."""
     if profile.quick:
         return []
-    sizes = [1_000_000] + ([4_000_000] if profile.full else [])
+    sizes = [1_000_000, 4_000_000]
     out = []
     for n in sizes:
         blocks = 6 if n <= 1_000_000 else 4
