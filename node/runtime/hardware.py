@@ -100,8 +100,19 @@ def _open_lab(cfg: NodeConfig) -> Hardware:
         if cfg.role == "alice":
             from drivers.awg.transmitter import AWGTransmitter
 
+            from drivers.awg.transmitter import ModulatorLevels
+
             awg = instruments[cfg.lab["transmitter"]]
-            hw.transmitter = AWGTransmitter(awg, **cfg.lab.get("transmitter_options", {}))
+            options = dict(cfg.lab.get("transmitter_options", {}))
+            levels = options.pop("levels", None)
+            if not isinstance(levels, dict) or set(levels) != {"intensity", "phase"}:
+                raise ValueError("config key 'hardware.lab.transmitter_options.levels' must be a table with "
+                                 "'intensity' (one AWG level per class) and 'phase' (four levels)")
+            for key in ("intensities", "p_intensity"):
+                if key in options:
+                    options[key] = tuple(options[key])
+            hw.transmitter = AWGTransmitter(
+                awg, levels=ModulatorLevels(tuple(levels["intensity"]), tuple(levels["phase"])), **options)
             hw.transmitter.start()
         else:
             hw.tagger = instruments[cfg.lab["tagger"]]
