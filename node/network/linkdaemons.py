@@ -9,10 +9,8 @@ identity (`qkd_<link>_<node>`, declared by `write_network`). This replaces the s
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +18,7 @@ from typing import Any
 
 from node.control.topology import Topology
 from node.keymanager.demo import free_port
+from node.runtime.launch import node_document, read_status, start_node, stop_processes, to_toml, write_secret
 
 DEFAULT_MOCK = {"p_z": 0.8, "bob_p_z": 0.8, "intensities": [0.5, 0.15, 0.0], "class_probabilities": [0.6, 0.3, 0.1]}
 
@@ -33,10 +32,7 @@ class LinkDaemons:
 
     def status(self, name: str) -> dict[str, Any]:
         """The last status of daemon `name` (`<link>-alice` or `<link>-bob`); empty before the first."""
-        try:
-            return json.loads((self.root / "state" / name / "status.json").read_text())
-        except (OSError, ValueError):
-            return {}
+        return read_status(self.root / "state" / name / "status.json")
 
     def blocks(self, link_id: str) -> int:
         """Blocks Bob's daemon of `link_id` has distilled so far."""
@@ -50,45 +46,16 @@ class LinkDaemons:
 
     def stop(self) -> None:
         """SIGTERM every daemon (graceful: hardware left safe), SIGKILL after 20 s."""
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs.values():
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_processes(self.procs.values())
 
 
-def _daemon_config(link: Any, role: str, node: str, port: int, ingest: str, block_bits: int, seed: int) -> str:
+def _daemon_document(link: Any, role: str, node: str, port: int, ingest: str, block_bits: int,
+                     seed: int) -> dict[str, Any]:
     mock = {**DEFAULT_MOCK, **dict(link.mock), "seed": seed, "fibre_length_km": link.distance_km}
     mock.pop("realtime", None)
-    mock_lines = "\n".join(f"{k} = {json.dumps(list(v) if isinstance(v, tuple) else v)}" for k, v in mock.items())
-    return f"""[node]
-name = "{link.id}-{role}"
-role = "{role}"
-state_dir = "state/{link.id}-{role}"
-status_file = "state/{link.id}-{role}/status.json"
-
-[link]
-id = "{link.id}"
-peer = "tcp://127.0.0.1:{port}"
-bootstrap_secret = "qkd_link_{link.id}.key"
-block_bits = {block_bits}
-batch_detections = 200000
-
-[keymanager]
-endpoint = "{ingest}"
-source_id = "qkd_{link.id}_{node}"
-secret = "ingest_{link.id}_{node}.key"
-
-[hardware]
-kind = "mock"
-
-[hardware.mock]
-{mock_lines}
-"""
+    return node_document(f"{link.id}-{role}", role, link.id, port, f"qkd_link_{link.id}.key", mock,
+                         block_bits=block_bits,
+                         keymanager=(ingest, f"qkd_{link.id}_{node}", f"ingest_{link.id}_{node}.key"))
 
 
 def start_link_daemons(topology: Topology, root: str | os.PathLike[str], ingest: dict[str, str],
@@ -98,19 +65,14 @@ def start_link_daemons(topology: Topology, root: str | os.PathLike[str], ingest:
     daemons = LinkDaemons(base)
     try:
         for lk in topology.links:
-            secret = base / f"qkd_link_{lk.id}.key"
-            fd = os.open(secret, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(os.urandom(1 << 17))
+            write_secret(base / f"qkd_link_{lk.id}.key", 1 << 17)
             port = free_port()
             seed = int.from_bytes(os.urandom(4), "little")
             for role, node in (("alice", lk.a), ("bob", lk.b)):
                 name = f"{lk.id}-{role}"
                 cfg = base / f"{name}.toml"
-                cfg.write_text(_daemon_config(lk, role, node, port, ingest[node], block_bits, seed))
-                log = open(base / f"{name}.log", "wb")
-                daemons.procs[name] = subprocess.Popen([sys.executable, "-m", "node", "run", str(cfg)],
-                                                       stdout=subprocess.DEVNULL, stderr=log, cwd=base)
+                cfg.write_text(to_toml(_daemon_document(lk, role, node, port, ingest[node], block_bits, seed)))
+                daemons.procs[name] = start_node(cfg, base, base / f"{name}.log")
     except BaseException:
         daemons.stop()
         raise

@@ -9,10 +9,8 @@ key ID from KME_B, over mutual TLS, and the two are compared (by digest: keys ar
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -21,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from node.keymanager.demo import DemoPair, free_port, write_demo_pair
+from node.runtime.launch import node_document, read_status, start_node, stop_processes, to_toml, write_secret
 
 DEMO_LINK = "L1"
 
@@ -58,65 +57,28 @@ class DemoRun:
     root: Path
     pair: DemoPair
     options: DemoOptions
-    node_procs: dict[str, subprocess.Popen[str]] = field(default_factory=dict)
+    node_procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def status(self, name: str) -> dict[str, Any]:
         """The node's last status file (empty before its first write)."""
-        try:
-            return json.loads((self.root / "state" / name / "status.json").read_text())
-        except (OSError, ValueError):
-            return {}
+        return read_status(self.root / "state" / name / "status.json")
 
     def stop(self) -> None:
         """Stop nodes first (SIGTERM, graceful), then the key managers."""
-        for proc in self.node_procs.values():
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.node_procs.values():
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_processes(self.node_procs.values())
         self.pair.stop()
 
 
-def _node_config(name: str, role: str, km_port: int, link_port: int, opts: DemoOptions, seed: int) -> str:
+def _node_document(name: str, role: str, km_port: int, link_port: int, opts: DemoOptions, seed: int) -> dict[str, Any]:
     mock = {
         "seed": seed, "realtime": opts.realtime, "fibre_length_km": opts.distance_km,
         "repetition_rate_hz": opts.rate_hz, "eve_fraction": opts.eve_fraction, "p_z": 0.8, "bob_p_z": 0.8,
         "intensities": [0.5, 0.15, 0.0], "class_probabilities": [0.6, 0.3, 0.1],
     }
-    mock_lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in mock.items())
-    run = f"max_blocks = {opts.blocks}" if opts.blocks else ""
-    return f"""[node]
-name = "{name}"
-role = "{role}"
-state_dir = "state/{name}"
-status_file = "state/{name}/status.json"
-metrics_port = 0
-
-[link]
-id = "{DEMO_LINK}"
-peer = "tcp://127.0.0.1:{link_port}"
-bootstrap_secret = "link_{DEMO_LINK}.key"
-block_bits = {opts.block_bits}
-batch_detections = 200000
-
-[keymanager]
-endpoint = "tcp://127.0.0.1:{km_port}"
-source_id = "node_{'a' if role == 'alice' else 'b'}"
-secret = "ingest_{'a' if role == 'alice' else 'b'}.key"
-
-[hardware]
-kind = "mock"
-
-[hardware.mock]
-{mock_lines}
-
-[run]
-{run}
-"""
+    side = "a" if role == "alice" else "b"
+    return node_document(name, role, DEMO_LINK, link_port, f"link_{DEMO_LINK}.key", mock,
+                         block_bits=opts.block_bits, metrics_port=0, max_blocks=opts.blocks or None,
+                         keymanager=(f"tcp://127.0.0.1:{km_port}", f"node_{side}", f"ingest_{side}.key"))
 
 
 def start_demo(opts: DemoOptions, root: str | Path | None = None) -> DemoRun:
@@ -126,20 +88,15 @@ def start_demo(opts: DemoOptions, root: str | Path | None = None) -> DemoRun:
     os.chmod(base, 0o700)
     pair = write_demo_pair(base)
     seed = opts.seed if opts.seed is not None else int.from_bytes(os.urandom(4), "little")
-    fd = os.open(base / f"link_{DEMO_LINK}.key", os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(os.urandom(1 << 17))  # the nodes' pre-shared bootstrap authentication key
+    write_secret(base / f"link_{DEMO_LINK}.key", 1 << 17)  # the nodes' pre-shared bootstrap authentication key
     link_port = free_port()
     run = DemoRun(base, pair, opts)
     pair.start()
     try:
         for name, role, km in (("alice", "alice", pair.ports["a_in"]), ("bob", "bob", pair.ports["b_in"])):
             cfg = base / f"{name}.toml"
-            cfg.write_text(_node_config(name, role, km, link_port, opts, seed))
-            log = open(base / f"{name}.log", "w")
-            run.node_procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "node", "--log-level", "INFO", "run", str(cfg)],
-                stdout=subprocess.DEVNULL, stderr=log, text=True, cwd=base)
+            cfg.write_text(to_toml(_node_document(name, role, km, link_port, opts, seed)))
+            run.node_procs[name] = start_node(cfg, base, base / f"{name}.log", log_level="INFO")
     except BaseException:
         run.stop()
         raise

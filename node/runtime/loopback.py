@@ -8,10 +8,6 @@ left out) and the finite-key length the link model expects for the same settings
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -22,34 +18,12 @@ from node.keymanager.demo import free_port
 from node.runtime.config import parse_node_config
 from node.runtime.daemon import NodeDaemon
 from node.runtime.hardware import mock_params
+from node.runtime.launch import node_document, start_node, stop_processes, to_toml, write_secret
 
 
 def _doc(role: str, port: int, mock: dict[str, Any], block_bits: int, batch: int, blocks: int | None) -> dict[str, Any]:
-    doc: dict[str, Any] = {
-        "node": {"name": role, "role": role, "state_dir": f"state/{role}"},
-        "link": {"id": "L-bench", "peer": f"tcp://127.0.0.1:{port}", "bootstrap_secret": "link.key",
-                 "block_bits": block_bits, "batch_detections": batch},
-        "hardware": {"kind": "mock", "mock": mock},
-    }
-    if blocks is not None:
-        doc["run"] = {"max_blocks": blocks}
-    return doc
-
-
-def _toml(doc: dict[str, Any]) -> str:
-    lines: list[str] = []
-
-    def table(prefix: str, t: dict[str, Any]) -> None:
-        scalars = {k: v for k, v in t.items() if not isinstance(v, dict)}
-        if prefix:
-            lines.append(f"[{prefix}]")
-        lines.extend(f"{k} = {json.dumps(v)}" for k, v in scalars.items())
-        for k, v in t.items():
-            if isinstance(v, dict):
-                table(f"{prefix}.{k}" if prefix else k, v)
-
-    table("", doc)
-    return "\n".join(lines) + "\n"
+    return node_document(role, role, "L-bench", port, "link.key", mock, block_bits=block_bits,
+                         batch_detections=batch, max_blocks=blocks, status_file=False)
 
 
 def run_pipeline(mock: dict[str, Any], block_bits: int, blocks: int, batch: int = 500_000,
@@ -58,12 +32,11 @@ def run_pipeline(mock: dict[str, Any], block_bits: int, blocks: int, batch: int 
     finished `blocks` blocks; returns Bob's status and per-block history."""
     with tempfile.TemporaryDirectory(prefix="qkdnode-pipeline-") as tmp:
         root = Path(tmp)
-        (root / "link.key").write_bytes(os.urandom(1 << 18))
+        write_secret(root / "link.key", 1 << 18)
         port = free_port()
         alice_cfg = root / "alice.toml"
-        alice_cfg.write_text(_toml(_doc("alice", port, mock, block_bits, batch, None)))
-        alice = subprocess.Popen([sys.executable, "-m", "node", "run", str(alice_cfg)], cwd=root,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        alice_cfg.write_text(to_toml(_doc("alice", port, mock, block_bits, batch, None)))
+        alice = start_node(alice_cfg, root)
         bob = NodeDaemon(parse_node_config(_doc("bob", port, mock, block_bits, batch, blocks), root))
         timer = threading.Timer(timeout_s, bob.stop.set)
         timer.start()
@@ -72,12 +45,7 @@ def run_pipeline(mock: dict[str, Any], block_bits: int, blocks: int, batch: int 
             bob.run()
         finally:
             timer.cancel()
-            alice.terminate()
-            try:
-                alice.wait(20)
-            except subprocess.TimeoutExpired:
-                alice.kill()
-                alice.wait()
+            stop_processes([alice])
         status = bob.status()
         history = list(getattr(bob.role, "history", []))
         return {"status": status, "history": history, "wall_s": time.monotonic() - t0,

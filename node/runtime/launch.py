@@ -1,0 +1,95 @@
+"""Starting node daemons as processes on this machine (demos, network demo, benchmarks).
+
+One place builds a node's configuration document, writes it as TOML, writes the pre-shared
+secrets owner-only, starts `qkdnode run` and stops the processes again (SIGTERM, then SIGKILL).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from node.runtime.daemon import write_private
+
+
+def node_document(name: str, role: str, link_id: str, peer_port: int, bootstrap_secret: str,
+                  mock: dict[str, Any], *, block_bits: int, batch_detections: int = 200_000,
+                  keymanager: tuple[str, str, str] | None = None, metrics_port: int | None = None,
+                  max_blocks: int | None = None, status_file: bool = True) -> dict[str, Any]:
+    """A node's configuration (the shape `node.runtime.config` reads) on the mock hardware.
+
+    `keymanager` is (ingest endpoint, source id, secret file); paths are relative to the config.
+    """
+    node: dict[str, Any] = {"name": name, "role": role, "state_dir": f"state/{name}"}
+    if status_file:
+        node["status_file"] = f"state/{name}/status.json"
+    if metrics_port is not None:
+        node["metrics_port"] = metrics_port
+    doc: dict[str, Any] = {
+        "node": node,
+        "link": {"id": link_id, "peer": f"tcp://127.0.0.1:{peer_port}", "bootstrap_secret": bootstrap_secret,
+                 "block_bits": block_bits, "batch_detections": batch_detections},
+        "hardware": {"kind": "mock", "mock": {k: list(v) if isinstance(v, tuple) else v for k, v in mock.items()}},
+    }
+    if keymanager is not None:
+        endpoint, source_id, secret = keymanager
+        doc["keymanager"] = {"endpoint": endpoint, "source_id": source_id, "secret": secret}
+    if max_blocks is not None:
+        doc["run"] = {"max_blocks": max_blocks}
+    return doc
+
+
+def to_toml(doc: dict[str, Any]) -> str:
+    """TOML text of a document of tables, strings, numbers, booleans and lists (JSON-compatible values)."""
+    lines: list[str] = []
+
+    def table(prefix: str, t: dict[str, Any]) -> None:
+        if prefix:
+            lines.append(f"[{prefix}]")
+        lines.extend(f"{k} = {json.dumps(v)}" for k, v in t.items() if not isinstance(v, dict))
+        for k, v in t.items():
+            if isinstance(v, dict):
+                table(f"{prefix}.{k}" if prefix else k, v)
+
+    table("", doc)
+    return "\n".join(lines) + "\n"
+
+
+def write_secret(path: Path, nbytes: int) -> None:
+    """A fresh pre-shared secret of `nbytes` from os.urandom, in an owner-only file."""
+    write_private(path, os.urandom(nbytes))
+
+
+def start_node(config: Path, cwd: Path, log: Path | None = None, log_level: str = "WARNING") -> subprocess.Popen[bytes]:
+    """`qkdnode run CONFIG` as a child process; its stderr goes to `log` (or nowhere)."""
+    stderr: Any = open(log, "wb") if log is not None else subprocess.DEVNULL  # noqa: SIM115 - the child owns it
+    return subprocess.Popen([sys.executable, "-m", "node", "--log-level", log_level, "run", str(config)],
+                            stdout=subprocess.DEVNULL, stderr=stderr, cwd=cwd)
+
+
+def stop_processes(procs: Iterable[subprocess.Popen[Any]], timeout_s: float = 20.0) -> None:
+    """SIGTERM every process (a node then shuts down gracefully, hardware left safe), SIGKILL
+    those still running after `timeout_s`."""
+    procs = list(procs)
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def read_status(path: Path) -> dict[str, Any]:
+    """A node's status file, or an empty dict before its first write."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
