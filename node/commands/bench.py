@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from typing import Any
 
@@ -57,8 +56,6 @@ def profile_from_args(args: argparse.Namespace) -> BenchProfile:
 def run(args: argparse.Namespace) -> int:
     """Run the benchmarks and print the table or the JSON document."""
     profile = profile_from_args(args)
-    # some benchmarks fail links on purpose (relay failover): their alarms are expected, not news
-    logging.getLogger("node.management.alarms").setLevel(logging.CRITICAL)
     if args.no_progress:
         report = run_benchmarks(profile)
     else:
