@@ -45,6 +45,11 @@ def _tcp_endpoint(endpoint: str) -> str:
     return endpoint
 
 
+def _context(context: zmq.Context | None) -> tuple[zmq.Context, bool]:
+    """The caller's context, or a new one this channel owns (and terminates on close)."""
+    return (context, False) if context is not None else (zmq.Context(), True)
+
+
 class _OwnedSocket:
     """A ZeroMQ socket used by exactly one thread, with poll-based timeouts."""
 
@@ -134,6 +139,24 @@ class _OwnedSocket:
         if self._own_context:
             self._context.term()
 
+    @classmethod
+    def _bound(cls, kind: int, endpoint: str, context: zmq.Context | None, max_message_bytes: int, hwm: int,
+               options: dict[int, int] | None = None) -> Any:
+        """A socket of `kind` bound to `endpoint`, wrapped in `cls`; `ClassicalChannelError` if it cannot bind."""
+        ctx, own = _context(context)
+        sock = ctx.socket(kind)
+        cls._configure(sock, max_message_bytes, hwm)
+        for option, value in (options or {}).items():
+            sock.setsockopt(option, value)
+        try:
+            sock.bind(_tcp_endpoint(endpoint))
+        except zmq.ZMQError as exc:
+            sock.close(linger=0)
+            if own:
+                ctx.term()
+            raise ClassicalChannelError(f"cannot bind {endpoint}: {exc}") from None
+        return cls(sock, sock.getsockopt_string(zmq.LAST_ENDPOINT), ctx, own)
+
     def __enter__(self) -> Any:
         return self
 
@@ -158,17 +181,7 @@ class PeerChannel(_OwnedSocket):
         hwm: int = 1000,
     ) -> PeerChannel:
         """Listen on `endpoint` (port 0: a free port; read it back from `.endpoint`)."""
-        ctx, own = (context, False) if context is not None else (zmq.Context(), True)
-        sock = ctx.socket(zmq.DEALER)
-        cls._configure(sock, max_message_bytes, hwm)
-        try:
-            sock.bind(_tcp_endpoint(endpoint))
-        except zmq.ZMQError as exc:
-            sock.close(linger=0)
-            if own:
-                ctx.term()
-            raise ClassicalChannelError(f"cannot bind {endpoint}: {exc}") from None
-        return cls(sock, sock.getsockopt_string(zmq.LAST_ENDPOINT), ctx, own)
+        return cls._bound(zmq.DEALER, endpoint, context, max_message_bytes, hwm)
 
     @classmethod
     def connect(
@@ -184,7 +197,7 @@ class PeerChannel(_OwnedSocket):
         endpoint = _tcp_endpoint(endpoint)
         if identity is not None and (not isinstance(identity, bytes) or not 1 <= len(identity) <= 255 or identity[0] == 0):
             raise ValueError("identity must be 1..255 bytes not starting with a zero byte")
-        ctx, own = (context, False) if context is not None else (zmq.Context(), True)
+        ctx, own = _context(context)
         sock = ctx.socket(zmq.DEALER)
         cls._configure(sock, max_message_bytes, hwm)
         # no ZMQ_IMMEDIATE: with it, replies already received but not yet read are discarded when the
@@ -221,18 +234,8 @@ class RouterChannel(_OwnedSocket):
         hwm: int = 1000,
     ) -> RouterChannel:
         """Listen on `endpoint` (port 0: a free port; read it back from `.endpoint`)."""
-        ctx, own = (context, False) if context is not None else (zmq.Context(), True)
-        sock = ctx.socket(zmq.ROUTER)
-        cls._configure(sock, max_message_bytes, hwm)
-        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a reply to an unknown peer is an error, not dropped
-        try:
-            sock.bind(_tcp_endpoint(endpoint))
-        except zmq.ZMQError as exc:
-            sock.close(linger=0)
-            if own:
-                ctx.term()
-            raise ClassicalChannelError(f"cannot bind {endpoint}: {exc}") from None
-        return cls(sock, sock.getsockopt_string(zmq.LAST_ENDPOINT), ctx, own)
+        # ROUTER_MANDATORY: a reply to an unknown peer is an error, not silently dropped
+        return cls._bound(zmq.ROUTER, endpoint, context, max_message_bytes, hwm, {zmq.ROUTER_MANDATORY: 1})
 
     def send(self, peer: bytes, frames: Sequence[Any], timeout: float | None = DEFAULT_TIMEOUT_S) -> None:
         """Send one multipart message to the connected peer named `peer`."""
