@@ -44,6 +44,37 @@ class Transport(Protocol):
         ...
 
 
+class SessionTransport:
+    """What every transport does alike with its one session handle (a serial port, a VISA session,
+    a socket): open or `None`, closed idempotently, required before any I/O."""
+
+    resource: str
+    _handle: Any = None
+    _session_name = "session to"  # e.g. "serial port": reads "serial port COM3 is not open"
+
+    @property
+    def is_open(self) -> bool:
+        """Whether a session is open."""
+        return self._handle is not None
+
+    def close(self) -> None:
+        """Close the session; idempotent, and a dead session that fails to close is dropped anyway."""
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            try:
+                self._close_handle(handle)
+            except Exception:  # noqa: BLE001 - the handle is dropped either way
+                pass
+
+    def _close_handle(self, handle: Any) -> None:
+        handle.close()
+
+    def _require(self) -> Any:
+        if self._handle is None:
+            raise ConnectionLost(f"{self._session_name} {self.resource} is not open")
+        return self._handle
+
+
 SERIAL_PREFIXES = ("socket://", "loop://", "rfc2217://", "COM", "/dev/")
 
 

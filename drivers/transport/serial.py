@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from drivers.transport.base import ConnectionLost, ReadTimeout
+from drivers.transport.base import ConnectionLost, ReadTimeout, SessionTransport
 
 
-class SerialTransport:
+class SerialTransport(SessionTransport):
     """A pyserial port read up to a termination; a reply without it within `timeout_s` is a timeout."""
+
+    _session_name = "serial port"
 
     def __init__(
         self,
@@ -31,36 +33,19 @@ class SerialTransport:
         self.write_termination = write_termination
         self.baud_rate = int(baud_rate)
         self.encoding = encoding
-        self._port: Any = None
-
-    @property
-    def is_open(self) -> bool:
-        return self._port is not None
+        self._handle: Any = None
 
     def open(self) -> None:
         import serial
 
         self.close()
         try:
-            self._port = serial.serial_for_url(
+            self._handle = serial.serial_for_url(
                 self.resource, baudrate=self.baud_rate, timeout=self.timeout_s, write_timeout=self.timeout_s
             )
         except (serial.SerialException, OSError, ValueError) as exc:
-            self._port = None
+            self._handle = None
             raise ConnectionLost(f"cannot open serial port {self.resource}: {exc}") from exc
-
-    def close(self) -> None:
-        port, self._port = self._port, None
-        if port is not None:
-            try:
-                port.close()
-            except Exception:  # noqa: BLE001 - a dead port may fail to close; it is dropped either way
-                pass
-
-    def _require(self) -> Any:
-        if self._port is None:
-            raise ConnectionLost(f"serial port {self.resource} is not open")
-        return self._port
 
     def write(self, message: str) -> None:
         import serial

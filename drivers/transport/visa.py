@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from drivers.transport.base import ConnectionLost, ReadTimeout
+from drivers.transport.base import ConnectionLost, ReadTimeout, SessionTransport
 
 
-class VisaTransport:
+class VisaTransport(SessionTransport):
     """A PyVISA message-based session; `visa_library` picks the backend ("@py", "@ivi", "file.yaml@sim")."""
+
+    _session_name = "VISA session to"
 
     def __init__(
         self,
@@ -31,11 +33,7 @@ class VisaTransport:
         self.baud_rate = baud_rate
         self.encoding = encoding
         self._rm: Any = None
-        self._session: Any = None
-
-    @property
-    def is_open(self) -> bool:
-        return self._session is not None
+        self._handle: Any = None
 
     def open(self) -> None:
         import pyvisa
@@ -52,23 +50,10 @@ class VisaTransport:
             )
             if self.baud_rate is not None:
                 kwargs["baud_rate"] = self.baud_rate
-            self._session = self._rm.open_resource(self.resource, **kwargs)
+            self._handle = self._rm.open_resource(self.resource, **kwargs)
         except (pyvisa.errors.Error, OSError) as exc:
-            self._session = None
+            self._handle = None
             raise ConnectionLost(f"cannot open VISA resource {self.resource}: {exc}") from exc
-
-    def close(self) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            try:
-                session.close()
-            except Exception:  # noqa: BLE001 - a dead session may fail to close; it is dropped either way
-                pass
-
-    def _require(self) -> Any:
-        if self._session is None:
-            raise ConnectionLost(f"VISA session to {self.resource} is not open")
-        return self._session
 
     def write(self, message: str) -> None:
         import pyvisa

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from drivers.transport.base import ConnectionLost, ReadTimeout
+from drivers.transport.base import ConnectionLost, ReadTimeout, SessionTransport
 
 
-class ZmqReqTransport:
+class ZmqReqTransport(SessionTransport):
     """A ZeroMQ REQ socket connected to `resource` (`tcp://host:port`)."""
+
+    _session_name = "ZeroMQ session to"
 
     def __init__(self, resource: str, *, timeout_s: float = 2.0, read_termination: str = "",
                  write_termination: str = "", encoding: str = "ascii", **_: Any) -> None:
@@ -22,11 +24,7 @@ class ZmqReqTransport:
         self.resource = resource
         self.timeout_s = float(timeout_s)
         self.encoding = encoding
-        self._socket: Any = None
-
-    @property
-    def is_open(self) -> bool:
-        return self._socket is not None
+        self._handle: Any = None
 
     def open(self) -> None:
         import zmq
@@ -40,17 +38,10 @@ class ZmqReqTransport:
             sock.connect(self.resource)
         except zmq.ZMQError as exc:
             raise ConnectionLost(f"cannot connect ZeroMQ REQ socket to {self.resource}: {exc}") from exc
-        self._socket = sock
+        self._handle = sock
 
-    def close(self) -> None:
-        sock, self._socket = self._socket, None
-        if sock is not None:
-            sock.close(linger=0)
-
-    def _require(self) -> Any:
-        if self._socket is None:
-            raise ConnectionLost(f"ZeroMQ session to {self.resource} is not open")
-        return self._socket
+    def _close_handle(self, handle: Any) -> None:
+        handle.close(linger=0)
 
     def write(self, message: str) -> None:
         import zmq
