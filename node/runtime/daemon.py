@@ -18,7 +18,6 @@ import os
 import queue
 import threading
 import time
-from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +85,6 @@ class NodeDaemon:
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(cfg.state_dir, 0o700)
         self.stop = threading.Event()
-        self.alarms: deque[dict[str, Any]] = deque(maxlen=100)
         self.alarm_registry = AlarmRegistry()
         self.metrics = NodeMetrics(cfg.name)
         self.metrics.declare_link(cfg.link.link_id, "bob" if cfg.role == "alice" else "alice", cfg.role)
@@ -135,7 +133,6 @@ class NodeDaemon:
 
     def alarm(self, severity: str, text: str) -> None:
         """Record and log an alarm (texts never hold key material)."""
-        self.alarms.append({"time": time.time(), "severity": severity, "text": text})
         # one-off events (a block aborted) clear themselves after a minute; exhaustion stays until cleared
         self.alarm_registry.raise_alarm(severity, f"link:{self.cfg.link.link_id}", text,
                                         clear_after_s=None if severity == "critical" else 60.0)
@@ -323,7 +320,7 @@ class NodeDaemon:
         out: dict[str, Any] = {
             "name": self.cfg.name, "role": self.cfg.role, "link": self.cfg.link.link_id, "state": self.state,
             "uptime_s": time.time() - self.started, "counters": dict(role.counters) if role else {},
-            "delivery": dict(self.delivery), "alarms": list(self.alarms)[-20:],
+            "delivery": dict(self.delivery), "alarms": self.recent_alarms(),
             "auth": self.link.accounting(), "hardware": self.hardware.description if self.hardware else {},
             "metrics_url": self.metrics_url,
         }
@@ -337,6 +334,11 @@ class NodeDaemon:
             out["last_block"] = last
             out["qber_estimate"] = role.qber_estimate
         return out
+
+    def recent_alarms(self, n: int = 20) -> list[dict[str, Any]]:
+        """The last `n` alarms raised (texts as the registry sanitised them)."""
+        raised = [e for e in self.alarm_registry.history() if e.action in ("raised", "updated")]
+        return [{**e.alarm.to_dict(), "time": e.time} for e in raised[-n:]]
 
     def _write_status(self) -> None:
         if self.cfg.status_file is None:
