@@ -35,6 +35,7 @@ from node.keymanager.errors import PeerError, PoolExhausted
 from node.keymanager.etsi014 import Etsi014Api, server_ssl_context, start_api
 from node.keymanager.ingest import IngestServer
 from node.keymanager.peer import PeerClient, PeerServer
+from node.keymanager.qosservice import QosService
 from node.keymanager.relay import RelayService
 from node.keymanager.store import Allocation, KeyBlock, KeyStore, Reserved
 from node.keymanager.wire import LinkState, load_secret
@@ -81,6 +82,7 @@ class KeyManager:
         self.relay = RelayService(self, gossip_interval_s=config.relay.gossip_interval_s,
                                   stale_s=config.relay.stale_s, timeout_s=config.relay.timeout_s,
                                   alarm=self._alarm)
+        self.qos: QosService | None = None  # SDN control (node.control.sdn) attaches application QoS here
         self.counters = {"keys_delivered_master": 0, "keys_delivered_slave": 0, "keys_voided": 0,
                          "reconcile_unknown": 0, "auth_refills": 0}
 
@@ -100,7 +102,10 @@ class KeyManager:
         peer = self.config.peer_of_sae(sae_id)
         if peer is not None:
             return peer.kme_id
-        return self.relay.kme_of_sae(sae_id) if self.config.relay.enabled else None
+        kme = self.relay.kme_of_sae(sae_id) if self.config.relay.enabled else None
+        if kme is not None and self.qos is not None and self.qos.relay_target(kme) is None:
+            return None  # under SDN control, relayed keys go only where a VIRT link leads
+        return kme
 
     async def stored_key_count(self, peer_kme_id: str) -> int:
         if peer_kme_id not in self._queues:  # relayed: what the best route could carry now
@@ -113,11 +118,29 @@ class KeyManager:
 
     async def get_keys(self, master: str, slaves: list[str], number: int, nbytes: int
                        ) -> list[tuple[str, bytes]] | list[tuple[str, bytes, dict[str, Any]]]:
+        if self.qos is None:
+            return await self._get_keys(master, slaves, number, nbytes)
+        pool = self.peer_of_sae(slaves[0])
+        app = await self.qos.admit(master, slaves, number, nbytes, pool) if pool is not None else None
+        try:
+            keys = await self._get_keys(master, slaves, number, nbytes)
+        except BaseException:
+            if app is not None:
+                self.qos.registry.request_failed(app, 8 * nbytes * number)
+            raise
+        if app is not None:
+            self.qos.registry.delivered(app, len(keys), 8 * nbytes * len(keys))
+        return keys
+
+    async def _get_keys(self, master: str, slaves: list[str], number: int, nbytes: int
+                        ) -> list[tuple[str, bytes]] | list[tuple[str, bytes, dict[str, Any]]]:
         pool = self.peer_of_sae(slaves[0])
         if pool is None:
             raise ValueError("slave SAE is not served by a peer KM")
         if pool not in self._queues:
-            keys = await self.relay.originate(master, slaves, number, nbytes, pool)
+            virt = self.qos.relay_target(pool) if self.qos is not None else None
+            keys = await self.relay.originate(master, slaves, number, nbytes, pool,
+                                              via=list(virt.path) if virt is not None else None)
             self.counters["keys_delivered_master"] += len(keys)
             return keys
         fut: asyncio.Future[list[tuple[str, bytes]]] = asyncio.get_running_loop().create_future()
@@ -127,6 +150,8 @@ class KeyManager:
 
     async def get_keys_with_ids(self, requester: str, master: str, key_ids: list[str]
                                 ) -> list[tuple[str, bytes]] | list[tuple[str, bytes, dict[str, Any]]]:
+        if self.qos is not None:  # keys past their application's ttl are voided first, never served
+            await self.qos.fetch_unexpired(requester, master, key_ids)
         if await self.db(self.relay.rstore.holds_relayed, key_ids):
             got = await self.db(self.relay.rstore.fetch, requester, master, key_ids)
             self.counters["keys_delivered_slave"] += len(key_ids)
@@ -437,11 +462,16 @@ class KeyManager:
         log.info("KM %s serving ETSI 014 on %s:%d", cfg.kme_id, cfg.api.host, self.api_port)
 
     async def _commit_blocks(self, blocks: list[KeyBlock]) -> list[str]:
-        return await self.db(self.store.add_blocks, blocks)
+        stored = await self.db(self.store.add_blocks, blocks)
+        if self.qos is not None:
+            self.qos.on_blocks(blocks)
+        return stored
 
     async def stop(self) -> None:
         """Stop serving, fail pending requests, persist link counters and close the store."""
         await self.runner.cleanup()
+        if self.qos is not None:
+            await self.qos.stop()
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -23,6 +23,7 @@ from aiohttp import web
 from node.keymanager.certs import common_name_of
 from node.keymanager.config import KeyLimits
 from node.keymanager.errors import KeysNotFound, NotAuthorized, PeerError, PoolExhausted
+from node.keymanager.qos import QosRefused
 
 log = logging.getLogger(__name__)
 
@@ -266,6 +267,8 @@ class Etsi014Api:
             slaves.append(extra)
         try:
             keys = await self.service.get_keys(master, slaves, req.number, req.size // 8)
+        except QosRefused as exc:  # the application's QoS (node.keymanager.qos): the reason, no key data
+            raise ApiError(503, exc.reason) from None
         except PoolExhausted:
             raise ApiError(503, "not enough key material to serve the request") from None
         except PeerError:

@@ -92,6 +92,7 @@ class RelayService:
         self.counters: dict[str, int] = {"originated": 0, "forwarded": 0, "delivered": 0, "rejected": 0,
                                          "failed": 0, "rerouted": 0}
         self.link_key_bits: dict[str, int] = {}
+        self.link_skr: dict[str, int] = {}  # per peer: the link's secret key rate (bit/s), when metered
         self.metrics: NodeMetrics | None = None  # set by whoever serves the node's metrics
         self._batches: dict[tuple[str, str, tuple[str, ...], int], list[tuple[int, asyncio.Future[Any]]]] = {}
         self._workers: dict[tuple[str, str, tuple[str, ...], int], set[asyncio.Task[None]]] = {}
@@ -129,7 +130,7 @@ class RelayService:
         self.lsdb[self.me] = {
             "seq": self._seq, "saes": list(self.km.config.local_saes), "at": time.monotonic(),
             "links": [{"peer": p, "link": self.link_ids[p], "up": self.link_usable(p),
-                       "bits": (bits or old_bits).get(p, 0)} for p in self.peers]}
+                       "bits": (bits or old_bits).get(p, 0), "skr": self.link_skr.get(p, 0)} for p in self.peers]}
 
     async def _originate_lsa(self) -> None:
         bits = {p: await self.km.db(self.rstore.pad_bits_available, p) for p in self.peers}
