@@ -220,9 +220,9 @@ class RestconfServer:
                 hit = [e for e in node if str(e.get(KEYS[seg])).lower() == key.lower()]
                 if not hit:
                     raise SdnError("invalid-value", f"no {seg} entry {key}", "missing")
-                node = hit
-        if isinstance(node, list) and name not in KEYS and segs:  # a leaf-list
-            pass
+                node = hit[0]
+        if segs and segs[-1][1] is not None:
+            node = [node]  # RFC 8040 §3.5.3: a list entry comes back as a one-entry array
         return _json({f"{MODULE}:{name}": node})
 
     @staticmethod
