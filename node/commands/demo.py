@@ -40,6 +40,10 @@ def register(subparsers: Any) -> None:
                         "that feeds identical random blocks to both ends of each link")
     p.add_argument("--serve", action="store_true",
                    help="leave nodes and key managers running and print their ETSI 014 URLs and SAE credentials")
+    p.add_argument("--sdn", action="store_true",
+                   help="with --topology: every node serves ETSI GS QKD 015 over RESTCONF (mutual TLS); a controller "
+                        "opens a VIRT link and registers an application with a QoS the key managers enforce; with "
+                        "--serve, print each node's RESTCONF URL and controller credentials and keep running")
     p.set_defaults(func=run)
 
 
@@ -57,6 +61,14 @@ def _progress_line(alice: dict[str, Any], bob: dict[str, Any], t: float) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo and print its summary; 0 when both SAEs got the same key."""
+    if getattr(args, "sdn", False):
+        if not args.topology:
+            raise ValueError("--sdn: needs --topology (e.g. --topology ring5)")
+        from node.network.demo import run_sdn_topology_demo
+
+        return run_sdn_topology_demo(args.topology, args.workdir, args.json, args.serve,
+                                     links="feed" if args.links == "feed" else "mock",
+                                     block_bits=args.block_bits or 1_000_000)
     if args.topology:
         from node.network.demo import run_topology_demo
 

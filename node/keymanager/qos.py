@@ -296,11 +296,16 @@ class QosRegistry:
                 app.stats.recent.popleft()
             return sum(b for _, b in app.stats.recent) / RATE_WINDOW_S
 
-    def statistics(self, app: Application) -> list[tuple[float, float, int]]:
-        """Closed statistics periods (start, end, consumed bits), oldest first."""
+    def statistics(self, app: Application, current: bool = False) -> list[tuple[float, float, int]]:
+        """Closed statistics periods (start, end, consumed bits), oldest first; with `current`, the
+        period under way too, ending now."""
         with self._lock:
             self._roll_locked(app)
-            return list(app.stats.periods)
+            out = list(app.stats.periods)
+            now = self._wall()
+            if current and now > app.stats.period_start:
+                out.append((app.stats.period_start, now, app.stats.period_bits))
+            return out
 
     def summary(self) -> dict[str, dict[str, Any]]:
         """Per application: SAEs, QoS, delivered bits and rate, refusals, expired keys (for status)."""

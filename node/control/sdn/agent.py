@@ -205,7 +205,7 @@ class SdnAgent:
             "creation_time": _time(a.created),
             "app_statistics": {"statistics": [{"start_time": _time(s), "end_time": _time(e),
                                                "consumed_bits": min(b, 2**32 - 1)}
-                                              for s, e, b in reg.statistics(a)]},
+                                              for s, e, b in reg.statistics(a, current=True)]},
             "app_qos": {k: v for k, v in vars(a.qos).items() if v is not None},
             "local_qkdn_id": self.qkdn_id}
         if a.expiration is not None:
