@@ -215,7 +215,7 @@ def _text(out: dict[str, Any], src: str, dst: str) -> str:
                  f"app_qos {a['qos']}")
     rc = out["rate_cap"]
     lines.append(f"rate cap: {rc['keys_served']} keys served, {rc['requests_refused']} refused in {rc['seconds']} s "
-                 f"-> {rc["delivered_bps"]} bit/s delivered (max_bandwidth {rc["max_bandwidth"]}, one second of burst); via "
+                 f"-> {rc['delivered_bps']} bit/s delivered (max_bandwidth {rc['max_bandwidth']}, one second of burst); via "
                  f"{'-'.join(rc['relay_path'] or [])}; slave got the same keys: {rc['slave_got_same_keys']}")
     lines.append(f"refusal reason: {rc['reason']}")
     t = out["ttl"]
