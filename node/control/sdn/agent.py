@@ -230,10 +230,10 @@ class SdnAgent:
         if kind != "VIRT":
             raise SdnError("operation-not-supported", "qkdl_type: only VIRT links can be created; PHYS links "
                                                       "are the node's configured QKD links")
-        local = body.get("qkdl_local", {}) or {}
+        local = _container(body, "qkdl_local")
         if local.get("qkdn_id") not in (None, self.qkdn_id):
             raise SdnError("invalid-value", "qkdl_local/qkdn_id: must be this node's qkdn_id", "qkdl_local")
-        remote_id = (body.get("qkdl_remote") or {}).get("qkdn_id")
+        remote_id = _container(body, "qkdl_remote").get("qkdn_id")
         remote = self.kme_of_node(remote_id) if remote_id else None
         if remote is None or remote == self.km.kme_id:
             raise SdnError("invalid-value", "qkdl_remote/qkdn_id: must be the qkdn_id of another node of the network")
@@ -260,7 +260,10 @@ class SdnAgent:
                 kmes.append(remote)
             path = (self.km.kme_id, *kmes)
         self._check_path(path)
-        self.qos.virt[qid] = VirtPath(qid, path, bool(body.get("qkdl_enable", True)), bandwidth)
+        enable = body.get("qkdl_enable", True)
+        if not isinstance(enable, bool):
+            raise SdnError("invalid-value", "qkdl_enable: must be true or false")
+        self.qos.virt[qid] = VirtPath(qid, path, enable, bandwidth)
         return qid
 
     def _check_path(self, path: tuple[str, ...]) -> None:
@@ -435,6 +438,16 @@ def _uuid_field(value: Any, what: str) -> str:
         return str(uuid.UUID(str(value)))
     except ValueError:
         raise SdnError("invalid-value", f"{what}: must be a UUID, got {value!r}") from None
+
+
+def _container(body: dict[str, Any], name: str) -> dict[str, Any]:
+    """A member that must be a JSON object (absent: empty)."""
+    value = body.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise SdnError("invalid-value", f"{name}: must be an object")
+    return value
 
 
 def _uint(value: Any, what: str) -> int:
