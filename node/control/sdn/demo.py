@@ -100,8 +100,8 @@ def run_scenario(net: LoopbackNetwork, sdn: SdnNetwork, src: str, dst: str, via:
             served += 1
             key = cont["keys"][0]
             path = key.get("key_extension", {}).get("relay", {}).get("path")
-            code2, got = slave.dec_keys(sae_id(src), [key["key_ID"]])
-            matched &= code2 == 200 and got["keys"][0]["key"] == key["key"]
+            fetched, got = slave.dec_keys(sae_id(src), [key["key_ID"]])
+            matched &= fetched == 200 and got["keys"][0]["key"] == key["key"]
         else:
             refused += 1
             reason = cont.get("message")
@@ -113,7 +113,7 @@ def run_scenario(net: LoopbackNetwork, sdn: SdnNetwork, src: str, dst: str, via:
     code, cont = master.enc_keys(sae_id(dst), 1, 256)
     unused = cont["keys"][0]["key_ID"] if code == 200 else None
     time.sleep(qos["ttl"] + 0.5)
-    code2, _ = slave.dec_keys(sae_id(src), [unused]) if unused else (None, None)
+    code2: int | None = slave.dec_keys(sae_id(src), [unused])[0] if unused else None
     status, doc = ctl[dst].call("GET", f"{DATA}/qkd_applications/qkd_app={app_id}")
     out["ttl"] = {"unused_key_fetched_after_ttl": code2, "served": code2 == 200,
                   "expired_keys_at_slave": sdn.servers[dst].agent.qos.registry.summary()[app_id]["expired_keys"]}
