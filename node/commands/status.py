@@ -136,6 +136,7 @@ def print_tables(view: dict[str, Any], *, alarms: bool = False) -> None:
     print("links")
     _table(["link", "ends (alice -> bob)", "state", "QBER", "sifted rate", "secret rate", "secret key",
             "blocks key/none/aborted"], rows)
+    print_applications(view)
     if alarms:
         rows = []
         for n in view["nodes"]:
@@ -148,3 +149,17 @@ def print_tables(view: dict[str, Any], *, alarms: bool = False) -> None:
         print()
         print("active alarms")
         _table(["node", "severity", "source", "count", "text"], rows)
+
+
+def print_applications(view: dict[str, Any]) -> None:
+    """Applications registered over SDN control, per node: delivered key and rate, refusals, expiries."""
+    rows = []
+    for n in view["nodes"]:
+        for app_id, a in sorted((n.get("applications") or {}).items()):
+            refusals = ", ".join(f"{int(c)} {r}" for r, c in sorted(a["refusals"].items()) if c) or "0"
+            rows.append([n["name"] or "?", app_id, a["sae"] or "-", _fmt_bits(a["delivered_bits"]),
+                         _fmt_rate(a["rate_bps"]), refusals, str(int(a["expired_keys"]))])
+    if rows:
+        print()
+        print("applications")
+        _table(["node", "app_id", "SAE", "delivered", "rate", "refused", "expired keys"], rows)

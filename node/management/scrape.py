@@ -57,6 +57,9 @@ class NodeStatus:
     instruments: dict[str, bool] = field(default_factory=dict)
     active_alarms: list[dict[str, Any]] | None = None
     """Active alarms from ``/alarms`` when asked for (None: not asked or not served)."""
+    applications: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per application registered over SDN control (`node.keymanager.qos`): SAE, delivered bits and
+    rate, refusals by reason, keys expired unused."""
 
     @property
     def reachable(self) -> bool:
@@ -130,9 +133,25 @@ def parse_node_status(url: str, text: str) -> NodeStatus:
                 status.alarms[lb["severity"]] = v
             elif name == "qkdnode_instrument_up" and "instrument" in lb:
                 status.instruments[lb["instrument"]] = v >= 1
+            elif name.startswith("qkdnode_app_") and "app" in lb:
+                _app_sample(status, name, lb, v)
     if status.name is None:
         raise ValueError(f"{url}: no qkdnode_node_info metric; is this a qkdnode metrics endpoint?")
     return status
+
+
+def _app_sample(status: NodeStatus, name: str, lb: dict[str, str], v: float) -> None:
+    """One per-application metric into `status.applications`."""
+    app = status.applications.setdefault(lb["app"], {"sae": None, "delivered_bits": 0.0, "rate_bps": 0.0,
+                                                     "refusals": {}, "expired_keys": 0.0})
+    if name == "qkdnode_app_delivered_key_bits_total":
+        app["delivered_bits"], app["sae"] = v, lb.get("sae")
+    elif name == "qkdnode_app_key_rate_bps":
+        app["rate_bps"] = v
+    elif name == "qkdnode_app_refusals_total" and "reason" in lb:
+        app["refusals"][lb["reason"]] = v
+    elif name == "qkdnode_app_expired_keys_total":
+        app["expired_keys"] = v
 
 
 def scrape_node(url: str, timeout_s: float = 5.0) -> NodeStatus:
@@ -206,7 +225,8 @@ def network_view(nodes: list[NodeStatus], topology: Any | None = None) -> dict[s
         "nodes": [{"url": n.url, "name": n.name, "reachable": n.reachable, "error": n.error,
                    "alarms_active": {s: n.alarms.get(s, 0.0) for s in SEVERITIES} if n.reachable else {},
                    "key_pools": dict(n.key_pools), "relays": dict(n.relays), "instruments": dict(n.instruments),
-                   "links": sorted(n.links), "active_alarms": n.active_alarms} for n in nodes],
+                   "links": sorted(n.links), "active_alarms": n.active_alarms,
+                   "applications": dict(n.applications)} for n in nodes],
         "links": [links[k] for k in sorted(links)],
     }
 

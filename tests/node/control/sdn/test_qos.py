@@ -3,6 +3,7 @@ max_bandwidth refusals with the reason, ttl expiry on both sides, min_bandwidth 
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 
@@ -103,3 +104,21 @@ def test_min_bandwidth_beyond_what_the_links_supply_is_refused_at_registration(r
                              {f"{MODULE}:qkd_app": [{"app_qos": {"min_bandwidth": 4_000_000_000}}]})
     assert status == 409  # a PATCH is admitted like a registration
     c.close()
+
+
+def test_qkdnode_status_reports_each_applications_delivery_refusals_and_expiries(ring, capsys):
+    from node.cli import main
+
+    app_id, body = _app("SAE_B", "SAE_C", max_bandwidth=256)
+    assert _register(ring, "B", body)[0] == 201
+    master = ring.sae("B")
+    assert [master.enc_keys("SAE_C", 1, 256)[0] for _ in range(2)] == [200, 503]
+    url = ring.net.metrics_url("B")
+    assert main(["status", "--metrics", url, "--json"]) == 0
+    view = json.loads(capsys.readouterr().out)
+    app = view["nodes"][0]["applications"][app_id]
+    assert app["sae"] == "SAE_B" and app["delivered_bits"] == 256 and app["refusals"] == {"max_bandwidth": 1.0}
+    assert app["rate_bps"] > 0 and app["expired_keys"] == 0
+    assert main(["status", "--metrics", url]) == 0
+    text = capsys.readouterr().out
+    assert "applications" in text and app_id in text and "1 max_bandwidth" in text
