@@ -160,7 +160,8 @@ def run_sdn_demo(topology: Any, workdir: str | None = None, as_json: bool = Fals
         if serve:
             doc = serve_document(net, sdn, topology.name)
             print(json.dumps(doc, indent=2) if as_json else _serve_text(doc), flush=True)
-            signal.signal(signal.SIGTERM, signal.default_int_handler)
+            for sig in (signal.SIGINT, signal.SIGTERM):  # also when started in the background (SIGINT ignored)
+                signal.signal(sig, signal.default_int_handler)
             try:
                 while True:
                     time.sleep(1)
