@@ -166,3 +166,19 @@ class TreeWalker:
                 self.validate(wrap(here, got, keys + [{}], self.qkdn_id))
             elif isinstance(child, LeafListNode):
                 continue  # leaf-list entries are resources by value; they were validated with their parent
+
+
+def validate_notification(dm: DataModel, event: dict[str, Any]) -> str:
+    """Check an RFC 8040 §6.4 JSON notification: an eventTime and one notification of the module whose
+    content validates against its schema. Returns the notification's name."""
+    from yangson.instance import RootNode
+
+    body = event["ietf-restconf:notification"]
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})", body["eventTime"])
+    (name, content), = [(k, v) for k, v in body.items() if k != "eventTime"]
+    assert name.startswith(f"{MODULE}:"), name
+    snode = dm.get_schema_node("/" + name)
+    assert snode is not None, name
+    value = snode.from_raw(content)
+    RootNode(value, snode, dm.schema_data, value.timestamp).validate(ctype=ContentType.all)
+    return name.partition(":")[2]

@@ -10,7 +10,13 @@ import uuid
 
 import pytest
 
-from tests.node.control.sdn.restconf_client import MODULE, RestconfClient, TreeWalker, data_model
+from tests.node.control.sdn.restconf_client import (
+    MODULE,
+    RestconfClient,
+    TreeWalker,
+    data_model,
+    validate_notification,
+)
 
 TYPES = "etsi-qkd-node-types"
 
@@ -142,6 +148,8 @@ def test_patch_qkdl_enable_takes_a_link_out_of_service_and_notifies(ring):
                                                                              "qkdl_enable": False}]})
         assert status == 204, raw
         assert got.wait(15), events
+        names = [validate_notification(data_model(), e) for e in events]  # each one against the module
+        assert "sdqkdn_link_down" in names and "alarm" in names  # the link-down alarm travels too
         note = [e for e in events if f"{MODULE}:sdqkdn_link_down" in e["ietf-restconf:notification"]][0]
         assert note["ietf-restconf:notification"][f"{MODULE}:sdqkdn_link_down"]["qkdl_id"] == bc["qkdl_id"]
         status, doc = c.json("GET", target)
