@@ -122,6 +122,8 @@ class KmConfig:
     chunk_bytes: int = 4096
     relay: RelayConfig = field(default_factory=lambda: RelayConfig())
     extra: dict[str, Any] = field(default_factory=dict)
+    sdn: Any = None
+    """SDN control over RESTCONF (`node.control.sdn.config.SdnConfig`), when the file has [sdn]."""
 
     def peer_of_sae(self, sae_id: str) -> PeerConfig | None:
         """The peer KM that serves `sae_id`, if any."""
@@ -193,7 +195,7 @@ def parse_config(doc: dict, base_dir: str | Path = ".") -> KmConfig:
         return value if value == ":memory:" else str((base / value).resolve())
 
     _check_keys(doc, {"kme_id", "database", "local_saes", "api", "keys", "ingest", "link", "peers", "chunk_bytes",
-                      "relay"}, "")
+                      "relay", "sdn"}, "")
     kme_id = _get(doc, "kme_id", str, "", ..., "a non-empty string")
     if not kme_id:
         raise ValueError("config key 'kme_id' must be a non-empty string")
@@ -278,7 +280,13 @@ def parse_config(doc: dict, base_dir: str | Path = ".") -> KmConfig:
             raise ValueError(f"config key 'relay.{n}' must be a positive number, got {v}")
         relay_vals[n] = float(v)
     relay = RelayConfig(enabled=_get(relay_t, "enabled", bool, "relay.", True, "true or false"), **relay_vals)
+    sdn = None
+    if "sdn" in doc:
+        from node.control.sdn.config import parse_sdn
+
+        sdn = parse_sdn(doc["sdn"], api, {lk for p in peers for lk in p.links}, path)
     return KmConfig(
+        sdn=sdn,
         kme_id=kme_id, relay=relay, database=path(_get(doc, "database", str, "", ..., "a path to the SQLite key store")),
         local_saes=local, api=api, keys=limits, ingest_bind=_endpoint(ingest_t, "bind", "ingest."),
         ingest_sources=tuple(sources),

@@ -83,6 +83,7 @@ class KeyManager:
                                   stale_s=config.relay.stale_s, timeout_s=config.relay.timeout_s,
                                   alarm=self._alarm)
         self.qos: QosService | None = None  # SDN control (node.control.sdn) attaches application QoS here
+        self.restconf: Any = None  # its RESTCONF server, when the configuration has [sdn]
         self.counters = {"keys_delivered_master": 0, "keys_delivered_slave": 0, "keys_voided": 0,
                          "reconcile_unknown": 0, "auth_refills": 0}
 
@@ -460,6 +461,10 @@ class KeyManager:
         self.runner, self.api_port = await start_api(
             self.api, cfg.api.host, cfg.api.port, server_ssl_context(cfg.api.cert, cfg.api.key, cfg.api.ca))
         log.info("KM %s serving ETSI 014 on %s:%d", cfg.kme_id, cfg.api.host, self.api_port)
+        if cfg.sdn is not None:  # SDN control: ETSI GS QKD 015 over RESTCONF (node.control.sdn)
+            from node.control.sdn.service import start_restconf
+
+            self.restconf = await start_restconf(self, cfg.sdn)
 
     async def _commit_blocks(self, blocks: list[KeyBlock]) -> list[str]:
         stored = await self.db(self.store.add_blocks, blocks)
@@ -470,6 +475,8 @@ class KeyManager:
     async def stop(self) -> None:
         """Stop serving, fail pending requests, persist link counters and close the store."""
         await self.runner.cleanup()
+        if self.restconf is not None:
+            await self.restconf.stop()
         if self.qos is not None:
             await self.qos.stop()
         for t in self._tasks:
@@ -485,7 +492,10 @@ class KeyManager:
 
     def endpoints(self) -> dict[str, Any]:
         """Where this KM listens (the bound ports, for port-0 configurations)."""
-        return {"api_port": self.api_port, "ingest": self.ingest.endpoint, "link": self.peer_server.endpoint}
+        out = {"api_port": self.api_port, "ingest": self.ingest.endpoint, "link": self.peer_server.endpoint}
+        if self.restconf is not None:
+            out["restconf_url"] = self.restconf.url
+        return out
 
 
 def _json_frame(doc: dict[str, Any]) -> bytes:
