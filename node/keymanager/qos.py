@@ -128,6 +128,8 @@ class Application:
     remote_kme: str | None = None
     backing_links: tuple[str, ...] = ()
     expiration: float | None = None
+    local_master: bool = True
+    """The master SAE is served by this KM (it draws the key here); False at the slave's KM."""
     created: float = field(default_factory=time.time)
     stats: AppStats = field(default_factory=AppStats)
     bucket: TokenBucket | None = field(default=None, repr=False)
@@ -168,12 +170,13 @@ class QosRegistry:
         self._metrics: dict[str, Any] | None = None
 
     # -- registration ------------------------------------------------------------------------------
-    def register(self, app: Application, link_skr: Callable[[str], float]) -> None:
+    def register(self, app: Application, link_skr: Callable[[str], float], *, admit: bool = True) -> None:
         """Admit `app` (admission control on `min_bandwidth`) or raise `QosRefused`; replaces an
-        application of the same ID (its statistics are kept)."""
+        application of the same ID (its statistics are kept). `admit=False` at the slave's KM: the
+        master's KM draws the key and checks the supply."""
         with self._lock:
             mbw = app.qos.min_bandwidth or 0
-            if mbw:
+            if mbw and admit:
                 if not app.backing_links:
                     raise QosRefused(f"min_bandwidth {mbw} bit/s: no key association link backs this "
                                      "application", "min_bandwidth")
@@ -230,7 +233,8 @@ class QosRegistry:
                 raise QosRefused(f"application {app.app_id} expired at its expiration_time", "expired")
             if pool_bits is not None:
                 above = sum(a.qos.min_bandwidth or 0 for a in self.apps.values()
-                            if a.priority > app.priority and (pool is None or a.remote_kme == pool))
+                            if a.priority > app.priority and a.local_master
+                            and (pool is None or a.remote_kme == pool))
                 keep = math.ceil(above * PRIORITY_HORIZON_S)
                 if keep and pool_bits - bits < keep:
                     self._refuse_locked(app, "priority")

@@ -347,8 +347,9 @@ class SdnAgent:
         expiration = _parse_time(body["expiration_time"], "expiration_time") if body.get("expiration_time") else None
         try:
             app = Application(app_id, server, tuple(clients), qos, _uint(body.get("app_priority", 0), "app_priority"),
-                              _unident(body.get("app_type", _ident("CLIENT")), "app_type"), remote, backing, expiration)
-            self.qos.registry.register(app, self.qos.link_skr)
+                              _unident(body.get("app_type", _ident("CLIENT")), "app_type"), remote, backing, expiration,
+                              local_master=local_sae == server)
+            self.qos.registry.register(app, self.qos.link_skr, admit=local_sae == server)
         except QosRefused as exc:
             raise SdnError("resource-denied", exc.reason) from None
         except ValueError as exc:

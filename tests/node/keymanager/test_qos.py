@@ -161,3 +161,13 @@ def test_void_expired_voids_only_old_waiting_keys_of_the_application(tmp_path):
     assert states == {"old": "void", "new": "reserved", "other": "reserved", "done": "delivered", "wider": "reserved"}
     assert store.db.execute("SELECT material FROM keys WHERE key_id='old'").fetchone()[0] is None
     store.close()
+
+
+def test_the_slaves_key_manager_neither_admits_nor_reserves_priority_for_an_application():
+    reg = QosRegistry("KME_B")
+    slave_side = Application(str(uuid.uuid4()), "SAE_A", ("SAE_B",), AppQos(min_bandwidth=10**6), 9, "CLIENT",
+                             "KME_A", ("AB",), local_master=False)
+    reg.register(slave_side, lambda link: 10.0, admit=False)  # the master's KM checks the supply
+    local = _app(server="SAE_B", clients=("SAE_A",), priority=0, remote="KME_A")
+    reg.register(local, lambda link: 10.0)
+    assert reg.admit_request("SAE_B", ["SAE_A"], 100, 200, "KME_A") is local  # nothing kept for the slave side
