@@ -36,7 +36,7 @@ def _app(server="SAE_A", clients=("SAE_B",), priority=0, links=("AB",), remote="
     return Application(str(uuid.uuid4()), server, tuple(clients), AppQos(**qos), priority, "CLIENT", remote, links)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(rate=st.integers(1, 10_000), steps=st.lists(st.tuples(st.floats(0, 3), st.integers(1, 12_000)), max_size=30))
 def test_token_bucket_matches_a_step_by_step_reference(rate, steps):
     clock = Clock()

@@ -1,4 +1,5 @@
-"""`qkdnode demo --topology ring5 --sdn`: the scenario's figures, and the fixed `--serve --json` interface."""
+"""`qkdnode demo --topology ... --sdn`: the scenario's figures (on line3, the smallest network with a relay),
+and the fixed `qkdnode demo --topology ring5 --sdn --serve --json` interface."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from tests.node.control.sdn.restconf_client import MODULE, RestconfClient, TreeW
 
 
 def test_sdn_demo_caps_the_rate_expires_keys_and_refuses_what_the_links_cannot_supply(tmp_path, capsys):
-    assert main(["demo", "--topology", "ring5", "--sdn", "--links", "feed", "--workdir", str(tmp_path / "net"),
+    assert main(["demo", "--topology", "line3", "--sdn", "--links", "feed", "--workdir", str(tmp_path / "net"),
                  "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["ok"] and out["virt_link"]["created"] and len(out["virt_link"]["path"]) == 3
