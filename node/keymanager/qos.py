@@ -223,19 +223,22 @@ class QosRegistry:
     def admit_request(self, master: str, slaves: Sequence[str], bits: int, pool_bits: int | None,
                       pool: str | None = None) -> Application | None:
         """Check a key request of `bits` against its application's QoS; the tokens are taken (give
-        them back with `request_failed`). `pool_bits`: key the pool holds now (None: unknown)."""
+        them back with `request_failed`). `pool_bits`: key the pool holds now (None: unknown).
+        A request of no registered application ranks below every application: it is served only
+        if the pool keeps what the applications' `min_bandwidth` reserve."""
         app = self.app_of(master, slaves)
-        if app is None:
-            return None
         with self._lock:
+            if app is None:
+                keep = self._keep_locked(-1, pool)
+                if pool_bits is not None and keep and pool_bits - bits < keep:
+                    raise QosRefused(f"key pool low: {pool_bits} bits left, {keep} bits kept for registered "
+                                     "applications", "priority")
+                return None
             if app.expiration is not None and self._wall() >= app.expiration:
                 self._refuse_locked(app, "expired")
                 raise QosRefused(f"application {app.app_id} expired at its expiration_time", "expired")
             if pool_bits is not None:
-                above = sum(a.qos.min_bandwidth or 0 for a in self.apps.values()
-                            if a.priority > app.priority and a.local_master
-                            and (pool is None or a.remote_kme == pool))
-                keep = math.ceil(above * PRIORITY_HORIZON_S)
+                keep = self._keep_locked(app.priority, pool)
                 if keep and pool_bits - bits < keep:
                     self._refuse_locked(app, "priority")
                     raise QosRefused(
@@ -249,6 +252,18 @@ class QosRegistry:
                 raise QosRefused(f"max_bandwidth {app.qos.max_bandwidth} bit/s of application {app.app_id} "
                                  "exceeded; retry later", "max_bandwidth")
         return app
+
+    def _keep_locked(self, priority: int, pool: str | None) -> int:
+        """Bits a request of `priority` must leave in `pool`: `PRIORITY_HORIZON_S` of the min_bandwidth
+        of the applications of higher priority drawing from it here."""
+        above = sum(a.qos.min_bandwidth or 0 for a in self.apps.values()
+                    if a.priority > priority and a.local_master and (pool is None or a.remote_kme == pool))
+        return math.ceil(above * PRIORITY_HORIZON_S)
+
+    def reserves(self, pool: str) -> bool:
+        """Whether any application here reserves key in `pool` (requests then need the pool's size)."""
+        with self._lock:
+            return self._keep_locked(-1, pool) > 0
 
     def request_failed(self, app: Application, bits: int) -> None:
         """The request admitted by `admit_request` was not served: its tokens go back."""

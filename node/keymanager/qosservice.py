@@ -90,7 +90,7 @@ class QosService:
     # -- ETSI 014 path -------------------------------------------------------------------------------
     async def admit(self, master: str, slaves: list[str], number: int, nbytes: int, pool: str) -> Application | None:
         """QoS check of a Get key request (raises `QosRefused`)."""
-        if self.registry.app_of(master, slaves) is None:
+        if self.registry.app_of(master, slaves) is None and not self.registry.reserves(pool):
             return None
         pool_bits: int | None = None
         if pool in self.km.clients:

@@ -171,3 +171,12 @@ def test_the_slaves_key_manager_neither_admits_nor_reserves_priority_for_an_appl
     local = _app(server="SAE_B", clients=("SAE_A",), priority=0, remote="KME_A")
     reg.register(local, lambda link: 10.0)
     assert reg.admit_request("SAE_B", ["SAE_A"], 100, 200, "KME_A") is local  # nothing kept for the slave side
+
+
+def test_unregistered_requests_rank_below_every_application_when_the_pool_runs_low():
+    reg = QosRegistry("KME_A")
+    reg.register(_app(priority=0, min_bandwidth=2_000), lambda link: 1e6)
+    assert reg.admit_request("SAE_Z", ["SAE_B"], 1_000, 10_000, "KME_B") is None  # served, no QoS
+    with pytest.raises(QosRefused, match="2000 bits kept for registered applications"):
+        reg.admit_request("SAE_Z", ["SAE_B"], 1_000, 2_500, "KME_B")
+    assert reg.reserves("KME_B") and not reg.reserves("KME_E")
