@@ -4,6 +4,10 @@ links (relay paths the controller opened), link secret key rates, and the ttl sw
 A `KeyManager` runs without it (`km.qos is None`: no QoS, relay to any KM). Attached, relayed keys
 go only to KMs a VIRT link leads to, along that link's path (rerouted by the relay layer only if a
 hop on it fails), and every request of a registered application is checked against its QoS.
+
+What Eve learns: each link's metered secret key rate travels in the link-state gossip (`skr`, on the
+authenticated KM link), which she could estimate anyway from the volume of the link's classical
+traffic; no key bits, key IDs or pad positions are added anywhere.
 """
 
 from __future__ import annotations
