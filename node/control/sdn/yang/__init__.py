@@ -1,0 +1,1 @@
+"""The YANG modules served and validated by the SDN agent (data only)."""
