@@ -42,8 +42,7 @@ INSTRUMENTS: dict[str, BenchInstrument] = {
     "awg33500b": BenchInstrument("drivers.awg.keysight33500b:Keysight33500B",
                                  "hil_fixtures.emulators.keysight33500b:Keysight33500B", "visa"),
     "m8195a": BenchInstrument("drivers.awg.m8195a:KeysightM8195A", "hil_fixtures.emulators.m8195a:M8195A", "visa"),
-    "mbx": BenchInstrument("drivers.bias:ThorlabsMBX", "hil_fixtures.emulators.mbx:MBX", "serial",
-                           reply_termination=b"\r"),
+    "mbx": BenchInstrument("drivers.bias:ThorlabsMBX", "hil_fixtures.emulators.mbx:MBX", "serial"),
     "attenuator": BenchInstrument("drivers.attenuator:Keysight8157xA",
                                   "hil_fixtures.emulators.attenuator:Keysight8157xA", "visa"),
 }

@@ -8,7 +8,12 @@ from drivers.transport.base import ConnectionLost, ReadTimeout, SessionTransport
 
 
 class VisaTransport(SessionTransport):
-    """A PyVISA message-based session; `visa_library` picks the backend ("@py", "@ivi", "file.yaml@sim")."""
+    """A PyVISA message-based session; `visa_library` picks the backend.
+
+    The default `""` is PyVISA's own choice: the installed IVI VISA (NI-VISA, Keysight IO Libraries,
+    Thorlabs VISA: what most Windows lab PCs use, and the only one reaching USB-TMC there), falling
+    back to pyvisa-py when none is installed. `"@py"`, `"@ivi"` or `"file.yaml@sim"` force one.
+    """
 
     _session_name = "VISA session to"
 
@@ -19,7 +24,7 @@ class VisaTransport(SessionTransport):
         timeout_s: float = 2.0,
         read_termination: str = "\n",
         write_termination: str = "\n",
-        visa_library: str = "@py",
+        visa_library: str = "",
         baud_rate: int | None = None,
         encoding: str = "ascii",
     ) -> None:
@@ -60,6 +65,19 @@ class VisaTransport(SessionTransport):
 
         try:
             self._require().write(message)
+        except pyvisa.errors.VisaIOError as exc:
+            if exc.error_code == pyvisa.constants.StatusCode.error_timeout:
+                raise ReadTimeout(f"write to {self.resource} timed out") from exc
+            raise ConnectionLost(f"write to {self.resource} failed: {exc}") from exc
+        except (OSError, pyvisa.errors.Error) as exc:
+            raise ConnectionLost(f"write to {self.resource} failed: {exc}") from exc
+
+    def write_raw(self, data: bytes) -> None:
+        """Send bytes as they are (an IEEE 488.2 binary block), then the write termination."""
+        import pyvisa
+
+        try:
+            self._require().write_raw(data + self.write_termination.encode(self.encoding))
         except pyvisa.errors.VisaIOError as exc:
             if exc.error_code == pyvisa.constants.StatusCode.error_timeout:
                 raise ReadTimeout(f"write to {self.resource} timed out") from exc

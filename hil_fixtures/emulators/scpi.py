@@ -135,9 +135,19 @@ class ScpiDevice:
         self.errors.append((code, message))
 
     def handle(self, line: str) -> str | None:
+        """One message: units split at ';', a unit without a leading ':' continuing the previous
+        unit's path (IEEE 488.2 7.6.1, as in `REC:PWID 1000;PPER 2000`)."""
         replies = []
+        path = ""
         for unit in line.split(";"):
-            reply = self._one(unit.strip())
+            unit = unit.strip()
+            if unit.startswith(":"):
+                unit, path = unit[1:], ""
+            if unit and not unit.startswith("*"):
+                unit = path + unit
+                header = unit.partition(" ")[0].rstrip("?")
+                path = header.rsplit(":", 1)[0] + ":" if ":" in header else ""
+            reply = self._one(unit)
             if reply is not None:
                 replies.append(reply)
         return ";".join(replies) if replies else None

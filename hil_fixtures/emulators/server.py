@@ -9,6 +9,7 @@ applies the faults a test asks for.
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import threading
 import time
@@ -54,6 +55,40 @@ class Stats:
     dropped: int = 0
     muted: int = 0
     garbled: int = 0
+
+
+BLOCK_HEADER = re.compile(rb"#([1-9])")
+
+
+def next_message(buf: bytes) -> tuple[bytes | None, bytes]:
+    """(one message, the rest) from the received bytes, or (None, buf) while it is incomplete.
+
+    Messages end in NL, CR or CR NL, except inside an IEEE 488.2 definite-length block
+    (`#<n><length><bytes>`), whose bytes may hold any value: the block is taken whole, then the
+    terminator after it.
+    """
+    end = min((i for i in (buf.find(b"\n"), buf.find(b"\r")) if i >= 0), default=-1)
+    head = buf if end < 0 else buf[:end]
+    m = BLOCK_HEADER.search(head)
+    if m is None and end < 0:
+        return None, buf
+    if m is not None:
+        digits = int(m.group(1))
+        start = m.end() + digits
+        if len(buf) < start:
+            return None, buf
+        try:
+            length = int(buf[m.end():start])
+        except ValueError:
+            length = 0
+        stop = start + length
+        end = min((i for i in (buf.find(b"\n", stop), buf.find(b"\r", stop)) if i >= 0), default=-1)
+        if end < 0:
+            return None, buf
+    message, rest = buf[:end], buf[end + 1:]
+    if buf[end:end + 2] == b"\r\n":
+        rest = buf[end + 2:]
+    return message, rest
 
 
 class EmulatorServer:
@@ -108,10 +143,12 @@ class EmulatorServer:
                     continue
                 if not chunk:
                     return
-                buf += chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-                while b"\n" in buf:
-                    raw, buf = buf.split(b"\n", 1)
-                    line = raw.decode("ascii", errors="replace").strip()
+                buf += chunk
+                while True:
+                    raw, buf = next_message(buf)
+                    if raw is None:
+                        break
+                    line = raw.decode("latin-1").strip()
                     if line and not self._command(conn, line):
                         return
         except OSError:
