@@ -76,6 +76,16 @@ class ThorlabsMBX(Instrument):
         if reply != "1":
             raise BadReply(f"{self.name}: {shown or command!r} answered {reply!r}, expected '1' or 'Err: ...'")
 
+    def query(self, command: str, parse: Any = str) -> Any:
+        """A query's parsed answer; an `Err: ...` answer (a faulty unit) raises `InstrumentError` with it."""
+
+        def checked(text: str) -> Any:
+            if text.strip().startswith("Err"):
+                raise InstrumentError(f"{self.name}: {command!r} answered {text.strip()}")
+            return parse(text)
+
+        return super().query(command, checked)
+
     def _set_verified(self, command: str, query: str, want: object, parse: Any) -> None:
         """Send a setting, read it back, resend once if the device lost it; `InstrumentError` if it never holds."""
         with self._lock:

@@ -3,8 +3,8 @@
 Modelled from the manual's description of the instrument, not from the driver: the laser output
 switches on only with the interlock closed and the key switch on; otherwise the command is taken
 but the output stays off and the matching `OUTPut:PROTection:*:TRIPped?` flag reads 1 (the front
-panel shows the trip). The TEC must be regulating within its window (temperature protection) for
-the LD to switch on. The setpoint may not exceed the current limit and the limit may not go below
+panel shows the trip). With temperature protection enabled (a front-panel setting; off after reset
+here) the TEC must be regulating within its window for the LD to switch on. The setpoint may not exceed the current limit and the limit may not go below
 the setpoint. The measured temperature approaches the setpoint with a first-order lag once the
 TEC is on. LD mode (`SOURce:FUNCtion:MODE CURRent|POWer`) and polarity (`OUTPut:POLarity CG|AG`)
 can only change while the LD output is off.
@@ -38,6 +38,7 @@ class ITC4001(ScpiDevice):
     interlock_closed = True
     key_on = True
     overheated = False
+    temperature_protection = False
     #: time constant of the TEC loop in seconds (the emulator's thermal model)
     tec_tau_s = 0.02
 
@@ -68,7 +69,8 @@ class ITC4001(ScpiDevice):
         self.trips["INTL"] |= not self.interlock_closed
         self.trips["KEYL"] |= not self.key_on
         self.trips["OTEM"] |= self.overheated
-        in_window = self.tec_on and abs(self.sensor_c() - self.temp_c) <= TEC_WINDOW_C
+        in_window = not self.temperature_protection or (
+            self.tec_on and abs(self.sensor_c() - self.temp_c) <= TEC_WINDOW_C)
         return self.interlock_closed and self.key_on and not self.overheated and in_window
 
     @scpi("OUTPut[1][:STATe]")

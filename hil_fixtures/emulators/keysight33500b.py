@@ -38,7 +38,7 @@ class Keysight33500B(ScpiDevice):
 
     def handle(self, line: str) -> str | None:
         if ",#" in line:  # a binary block may hold ';' bytes: the message is one unit
-            return self._one(line.strip())
+            return self._one(line.lstrip())
         return super().handle(line)
 
     def reset(self) -> None:

@@ -12,6 +12,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+BLOCK_ARG = re.compile(r"(^|,)\s*#[1-9]")
 Handler = Callable[[Any, bool, "str | None"], "str | None"]
 
 
@@ -162,8 +163,10 @@ class ScpiDevice:
             m = pattern.match(header)
             if m:
                 self.suffix = tuple(int(g) if g else 1 for g in m.groups())
+                # a binary block's bytes may end in what str.strip() calls whitespace: keep them
+                arg = arg.lstrip() if BLOCK_ARG.search(arg) else arg.strip()
                 try:
-                    return getattr(self, attr)(query, arg.strip() or None)
+                    return getattr(self, attr)(query, arg or None)
                 except DeviceError as exc:
                     self.push_error(exc.code, exc.message)
                     return None

@@ -148,7 +148,8 @@ class EmulatorServer:
                     raw, buf = next_message(buf)
                     if raw is None:
                         break
-                    line = raw.decode("latin-1").strip()
+                    line = raw.decode("latin-1")
+                    line = line.lstrip() if BLOCK_HEADER.search(raw) else line.strip()
                     if line and not self._command(conn, line):
                         return
         except OSError:

@@ -34,7 +34,7 @@ def test_every_registered_driver_class_imports_without_vendor_libraries():
 
 def test_open_instruments_from_config_tables(emulate):
     laser_server = emulate(ITC4001())
-    mbx_server = emulate(MBX(), reply_termination=b"\r")
+    mbx_server = emulate(MBX())
     section = {
         "laser": {"driver": "itc4001", "resource": laser_server.visa_resource, "max_current_a": 0.08, "timeout_s": 0.5},
         "bias": {"driver": "mbx", "resource": mbx_server.serial_url, "timeout_s": 0.5},

@@ -84,6 +84,30 @@ class FakeLib:
         flags[0] = FLAG_FIFOFULL if self.fifo_full_at is not None and self.reads >= self.fifo_full_at else 0
         return 0
 
+    def _SetSyncDiv(self, dev, div):
+        return 0
+
+    def _SetSyncEdgeTrg(self, dev, level, edge):
+        return 0
+
+    def _SetSyncCFD(self, dev, level, zc):
+        return 0
+
+    def _SetSyncChannelOffset(self, dev, value):
+        return 0
+
+    def _SetInputEdgeTrg(self, dev, ch, level, edge):
+        return 0
+
+    def _SetInputCFD(self, dev, ch, level, zc):
+        return 0
+
+    def _SetInputChannelOffset(self, dev, ch, value):
+        return 0
+
+    def _SetInputChannelEnable(self, dev, ch, enable):
+        return 0
+
     def _CTCStatus(self, dev, status):
         status[0] = 0
         return 0

@@ -52,6 +52,9 @@ def fake_module(buffers: list[Buffer]) -> types.ModuleType:
         def getData(self):
             return buffers.pop(0) if buffers else Buffer([], [], [], [])
 
+    mod.TT_CHANNEL_NUMBER_SCHEME_ONE = 2
+    mod.setTimeTaggerChannelNumberScheme = lambda scheme: log.append(("scheme", scheme))
+    mod.getTimeTaggerChannelNumberScheme = lambda: 2
     mod.createTimeTagger = lambda serial="": log.append(("create", serial)) or Tagger()
     mod.freeTimeTagger = lambda t: log.append(("free",))
     mod.TimeTagStream = TimeTagStream
@@ -79,7 +82,8 @@ def test_stream_yields_tags_and_counts_missed_events_and_overflows(monkeypatch):
     assert blocks[3].overflow and not blocks[4].overflow
     assert len(blocks[5]) == 0
     assert tagger.lost_total == 12
-    assert ("create", "1910000ABC") in mod.log and ("level", 1, 0.5) in mod.log
+    assert mod.log[:2] == [("scheme", 2), ("create", "1910000ABC")]  # front-panel numbering, set first
+    assert ("level", 1, 0.5) in mod.log
     assert ("stream", 10_000_000, (1, 2)) in mod.log and mod.log[-2:] == [("stop",), ("free",)]
 
 
