@@ -31,6 +31,7 @@ class Keysight33500B(ScpiDevice):
     idn = "Agilent Technologies,33522B,MY00000001,4.00-1.19-2.00-58-00"
     channels = (1, 2)
     memory_points = 1_048_576
+    accepts_binary_blocks = True
     #: how fast the instrument parses an ASCII list of points (the model's assumption; see the driver)
     ascii_points_per_s = 200_000.0
     #: the impedance of what the output drives (the modulator driver's input), ohms; inf = high-Z

@@ -60,7 +60,7 @@ class Stats:
 BLOCK_HEADER = re.compile(rb"#([1-9])")
 
 
-def next_message(buf: bytes) -> tuple[bytes | None, bytes]:
+def next_message(buf: bytes, blocks: bool = True) -> tuple[bytes | None, bytes]:
     """(one message, the rest) from the received bytes, or (None, buf) while it is incomplete.
 
     Messages end in NL, CR or CR NL, except inside an IEEE 488.2 definite-length block
@@ -69,7 +69,11 @@ def next_message(buf: bytes) -> tuple[bytes | None, bytes]:
     """
     end = min((i for i in (buf.find(b"\n"), buf.find(b"\r")) if i >= 0), default=-1)
     head = buf if end < 0 else buf[:end]
-    m = BLOCK_HEADER.search(head)
+    m = BLOCK_HEADER.search(head) if blocks else None
+    if m is not None and end < 0 and len(buf) < m.end() + int(m.group(1)):
+        return None, buf  # the header's length digits have not all arrived yet
+    if m is not None and not buf[m.end():m.end() + int(m.group(1))].isdigit():
+        m = None  # not a length: a malformed header is text, resynchronised at the terminator
     if m is None and end < 0:
         return None, buf
     if m is not None:
@@ -96,6 +100,8 @@ class EmulatorServer:
 
     def __init__(self, device: Device, *, reply_termination: bytes = b"\n", host: str = "127.0.0.1") -> None:
         self.device = device
+        #: devices that take IEEE 488.2 binary blocks say so (`accepts_binary_blocks`); others get plain lines
+        self.binary_blocks = bool(getattr(device, "accepts_binary_blocks", False))
         self.reply_termination = reply_termination
         self.faults = Faults()
         self.stats = Stats()
@@ -145,11 +151,11 @@ class EmulatorServer:
                     return
                 buf += chunk
                 while True:
-                    raw, buf = next_message(buf)
+                    raw, buf = next_message(buf, self.binary_blocks)
                     if raw is None:
                         break
                     line = raw.decode("latin-1")
-                    line = line.lstrip() if BLOCK_HEADER.search(raw) else line.strip()
+                    line = line.lstrip() if self.binary_blocks and BLOCK_HEADER.search(raw) else line.strip()
                     if line and not self._command(conn, line):
                         return
         except OSError:
