@@ -163,6 +163,10 @@ class Keysight33500B(ScpiDevice):
         self.output[ch] = boolean(arg)
         return None
 
+    @scpi("*OPT")
+    def _opt(self, query: bool, arg: str | None) -> str | None:
+        return ("MEM" if self.memory_points > 1_048_576 else "") if query else None
+
     @scpi("FORMat:BORDer")
     def _border(self, query: bool, arg: str | None) -> str | None:
         if query:

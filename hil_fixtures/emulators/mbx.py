@@ -21,10 +21,14 @@ class MBX(ScpiDevice):
     #: fault injection: the next N settings are refused with this reason (as a faulty unit would)
     refuse_next: int = 0
     refuse_reason = "Hardware fault"
+    #: fault injection: every command, queries included, answers this (a unit in a fault state)
+    error_reply: str | None = None
 
     def handle(self, line: str) -> str | None:
         """One command in, one NL-terminated line out: the query's value, `1`, or `Err: ...`."""
         query = line.split(" ")[0].endswith("?")
+        if self.error_reply is not None:
+            return self.error_reply
         if not query and self.refuse_next > 0:
             self.refuse_next -= 1
             return f"Err: {self.refuse_reason}"

@@ -40,6 +40,7 @@ class FakePicoQuantLib:
         self.input_offset: dict[int, int] = {}
         self.enabled = {ch: True for ch in range(n_inputs)}
         self.pending_flags = 0
+        self.sticky_flags = 0  # flags a faulty device keeps reporting
         self.chunks: list[np.ndarray] = []
         self.calls: list[str] = []
 
@@ -153,7 +154,7 @@ class FakePicoQuantLib:
         return 0
 
     def _GetFlags(self, dev: int, flags: Any) -> int:  # noqa: N802
-        flags[0], self.pending_flags = self.pending_flags, 0
+        flags[0], self.pending_flags = self.pending_flags | self.sticky_flags, 0
         return 0
 
 

@@ -129,7 +129,15 @@ class FakeStream:
         self._t, self._c = [], []
         order = np.argsort(t, kind="stable")
         t, c = t[order][: self.n_max_events], c[order][: self.n_max_events]  # the rest is discarded, unrecorded
-        return FakeBuffer(t, c, np.zeros(t.size, np.uint8), np.zeros(t.size, np.uint16))
+        kinds, missed = np.zeros(t.size, np.uint8), np.zeros(t.size, np.uint16)
+        n_missed = getattr(self.tagger.module, "fault_overflow_missed", 0)
+        if n_missed and self.running:  # the USB link overflowed: OverflowBegin, MissedEvents per channel, OverflowEnd
+            t = np.concatenate([t, np.zeros(2 + len(self.channels), np.int64)])
+            c = np.concatenate([c, np.array([0, *sorted(self.channels), 0], np.int32)])
+            kinds = np.concatenate([kinds, np.array([OVERFLOW_BEGIN] + [MISSED_EVENTS] * len(self.channels)
+                                                    + [OVERFLOW_END], np.uint8)])
+            missed = np.concatenate([missed, np.array([0] + [n_missed] * len(self.channels) + [0], np.uint16)])
+        return FakeBuffer(t, c, kinds, missed)
 
 
 def make_module(default_scheme: int = TT_CHANNEL_NUMBER_SCHEME_AUTO) -> types.ModuleType:

@@ -65,11 +65,11 @@ def mock_params(cfg: NodeConfig) -> Any:
         raise ValueError(f"config table [hardware.mock]: {exc}") from None
 
 
-def open_hardware(cfg: NodeConfig) -> Hardware:
-    """Open (and start) the hardware this node's role needs."""
+def open_hardware(cfg: NodeConfig, alarm: Any = None) -> Hardware:
+    """Open (and start) the hardware this node's role needs; `alarm(severity, text)` hears a failed bring-up."""
     if cfg.hardware == "mock":
         return _open_mock(cfg)
-    return _open_lab(cfg)
+    return _open_lab(cfg, alarm)
 
 
 def _open_mock(cfg: NodeConfig) -> Hardware:
@@ -91,12 +91,14 @@ def _open_mock(cfg: NodeConfig) -> Hardware:
     return Hardware(tagger=tagger, slotter=slotter, description=desc)
 
 
-def _open_lab(cfg: NodeConfig) -> Hardware:
+def _open_lab(cfg: NodeConfig, alarm: Any = None) -> Hardware:
+    from drivers.bringup import bring_up
     from drivers.registry import open_instruments
 
     instruments = open_instruments(cfg.instruments)
     hw = Hardware(instruments=instruments, description={"kind": "lab", "instruments": sorted(instruments)})
     try:
+        bring_up(cfg.role, instruments, cfg.lab.get("bringup", {}), alarm)  # ordered, read back, safe on failure
         if cfg.role == "alice":
             from drivers.awg.transmitter import AWGTransmitter
 
