@@ -50,7 +50,7 @@ def identify(resource: str, visa_library: str, timeout_s: float, serial: bool = 
 
     options: dict[str, Any] = {"timeout_s": timeout_s}
     if serial:
-        options.update(read_termination="\r", write_termination="\r", baud_rate=115200)
+        options.update(read_termination="\n", write_termination="\r", baud_rate=115200)  # MBX: CR in, NL out
     else:
         options["visa_library"] = visa_library
     transport = open_transport(resource, **options)
