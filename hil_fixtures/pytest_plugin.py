@@ -7,7 +7,8 @@ string and driver options, e.g.::
     resource = "USB0::0x1313::0x804A::M00443953::INSTR"
     max_current_a = 0.08
 
-A fixture whose table is absent skips its tests on that bench. Tests marked `emulator` (fault
+A fixture whose table is absent skips its tests on that bench. An optional `[bringup.itc4001]`
+table gives the bring-up test the laser's temperature and a current safe for the bench's diode. Tests marked `emulator` (fault
 injection, which needs an emulator to misbehave on demand) are skipped with `--hil`; tests marked
 `hil` run only with it.
 """
@@ -72,6 +73,8 @@ def read_lab(path: Path) -> dict[str, dict[str, Any]]:
     with path.open("rb") as f:
         lab = tomllib.load(f)
     for name, table in lab.items():
+        if name == "bringup" and isinstance(table, dict):  # [bringup.<fixture>]: bring-up settings for that bench
+            continue
         if name not in INSTRUMENTS:
             raise pytest.UsageError(f"--hil {path}: unknown instrument table [{name}], allowed {sorted(INSTRUMENTS)}")
         if not isinstance(table, dict) or not isinstance(table.get("resource"), str):
@@ -118,7 +121,7 @@ def open_instrument(name: str, lab: dict[str, dict[str, Any]] | None,
     spec = INSTRUMENTS[name]
     driver = load(spec.driver)
     if lab is not None:
-        if name not in lab:
+        if name not in lab or name == "bringup":
             pytest.skip(f"no [{name}] table in the lab file")
         options = dict(lab[name])
         return driver(options.pop("resource"), **options), None

@@ -7,6 +7,24 @@ from typing import Any
 from drivers.transport.base import ConnectionLost, ReadTimeout, SessionTransport
 
 
+#: what PyVISA's default ("") resolved to in this process: finding the IVI library takes ~0.4 s a time
+_resolved_default: str | None = None
+
+
+def resource_manager(visa_library: str) -> Any:
+    """A PyVISA resource manager; the default backend is looked up once per process, then reused."""
+    global _resolved_default
+    import pyvisa
+
+    if visa_library:
+        return pyvisa.ResourceManager(visa_library)
+    if _resolved_default is not None:
+        return pyvisa.ResourceManager(_resolved_default)
+    rm = pyvisa.ResourceManager("")
+    _resolved_default = "@py" if type(rm.visalib).__module__.startswith("pyvisa_py") else "@ivi"
+    return rm
+
+
 class VisaTransport(SessionTransport):
     """A PyVISA message-based session; `visa_library` picks the backend.
 
@@ -46,7 +64,7 @@ class VisaTransport(SessionTransport):
         self.close()
         try:
             if self._rm is None:
-                self._rm = pyvisa.ResourceManager(self.visa_library)
+                self._rm = resource_manager(self.visa_library)
             kwargs: dict[str, Any] = dict(
                 read_termination=self.read_termination,
                 write_termination=self.write_termination,
