@@ -44,6 +44,16 @@ DLT_DEFAULT = "tcp://127.0.0.1:6060"
 MIN_DEAD_TIME_PS = 40_000
 
 
+def decode_message(data: bytes, width: int, who: str) -> np.ndarray:
+    """The timestamps (uint64 ps) of one DLT message of `width`-byte records; `StreamLost` if malformed."""
+    if width not in (8, 16) or len(data) % width:
+        raise StreamLost(f"{who} message of {len(data)} bytes is not whole {width}-byte records")
+    rec = np.frombuffer(data, dtype="<u8").reshape(-1, width // 8)[:, 0]
+    if rec.size and int(rec.max()) > np.iinfo(np.int64).max // 2:
+        raise StreamLost(f"{who} timestamp {int(rec.max())} ps is beyond the int64 range")
+    return rec
+
+
 class StreamLost(DriverError):
     """A timestamp stream failed during acquisition (the DLT reported errors or went away)."""
 
@@ -211,13 +221,7 @@ class IDQTimeController(Instrument):
                         data = sock.recv(zmq.NOBLOCK)
                     except zmq.Again:
                         break
-                    width = 16 if self.with_ref_index else 8
-                    if len(data) % width:
-                        raise StreamLost(f"{self.name}: channel {ch} message of {len(data)} bytes is not whole "
-                                         f"{width}-byte records")
-                    rec = np.frombuffer(data, dtype="<u8").reshape(-1, width // 8)[:, 0]
-                    if rec.size and int(rec.max()) > np.iinfo(np.int64).max // 2:
-                        raise DriverError(f"{self.name}: channel {ch} timestamp beyond int64 picoseconds")
+                    rec = decode_message(data, 16 if self.with_ref_index else 8, f"{self.name}: channel {ch}")
                     t = rec.astype(np.int64) + self._messages[ch] * self._period_ps
                     self._messages[ch] += 1
                     times.append(t)

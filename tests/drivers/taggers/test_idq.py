@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from drivers.errors import InstrumentTimeout
 from drivers.instrument import ScpiError
-from drivers.taggers.idq import IDQTimeController
+from drivers.taggers.idq import IDQTimeController, StreamLost, decode_message
 from drivers.transport import expected_protocol
 from hil_fixtures.emulators.idq import ID1000Emulator
 
@@ -72,3 +75,12 @@ def test_id1000_control_timeout_reconnects_then_gives_up(id1000):
     with pytest.raises(InstrumentTimeout, match=r"'\*IDN\?' after 2 attempt"):
         tc.idn()
     tc.close()
+
+
+@given(data=st.binary(max_size=200), width=st.sampled_from([8, 16]))
+def test_any_stream_message_decodes_to_whole_records_or_raises_stream_lost(data, width):
+    try:
+        rec = decode_message(data, width, "fuzz")
+    except StreamLost:
+        return
+    assert rec.size == len(data) // width and rec.dtype == np.uint64
