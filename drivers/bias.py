@@ -68,13 +68,14 @@ class ThorlabsMBX(Instrument):
     def __init__(self, resource: str | Transport, **serial_options: Any) -> None:
         super().__init__(resource, **serial_options)
 
-    def write(self, command: str, *, check: bool | None = None, retry: bool = True, shown: str | None = None) -> None:
+    def write(self, command: str | bytes, *, check: bool | None = None, retry: bool = True, shown: str | None = None) -> None:
         """Send a setting and read its acknowledgement: `1`, or `Err: ...` raised as `InstrumentError`."""
         reply = str(self._exchange(command, reply=True, parse=str, retry=retry, shown=shown)).strip()
+        label = shown or repr(command)
         if reply.startswith("Err"):
-            raise InstrumentError(f"{self.name}: {shown or command!r} refused: {reply}")
+            raise InstrumentError(f"{self.name}: {label} refused: {reply}")
         if reply != "1":
-            raise BadReply(f"{self.name}: {shown or command!r} answered {reply!r}, expected '1' or 'Err: ...'")
+            raise BadReply(f"{self.name}: {label} answered {reply!r}, expected '1' or 'Err: ...'")
 
     def query(self, command: str, parse: Any = str) -> Any:
         """A query's parsed answer; an `Err: ...` answer (a faulty unit) raises `InstrumentError` with it."""

@@ -177,8 +177,8 @@ class ThorlabsITC4001(ScpiInstrument):
                 raise InstrumentError(f"{self.name}: LD mode and polarity can only change with the laser output off")
             self.write(f"SOUR:FUNC:MODE {LD_MODES[self.ld_mode]}")
             self.write(f"OUTP:POL {self.ld_polarity}")
-            mode = self.query("SOUR:FUNC:MODE?").strip().upper()
-            pol = self.query("OUTP:POL?").strip().upper()
+            mode: str = self.query("SOUR:FUNC:MODE?").strip().upper()
+            pol: str = self.query("OUTP:POL?").strip().upper()
             if not mode.startswith(LD_MODES[self.ld_mode]) or pol != self.ld_polarity:
                 raise InstrumentError(f"{self.name}: LD mode/polarity read back {mode}/{pol}, "
                                       f"wanted {LD_MODES[self.ld_mode]}/{self.ld_polarity}")

@@ -41,6 +41,8 @@ def emulated_bench(section: Mapping[str, Mapping[str, Any]],
         for name, table in section.items():
             t = dict(table)
             driver = t.get("driver")
+            dev: Any
+            server: Any
             if driver == "itc4001":
                 from hil_fixtures.emulators.itc4001 import ITC4001
 

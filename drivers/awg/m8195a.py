@@ -85,15 +85,15 @@ class KeysightM8195A(ScpiInstrument):
 
     def check_configuration(self) -> None:
         """`InstrumentError` unless DAC mode, memory modes and divider read back as configured."""
-        got = self.query(":INST:DACM?").strip().upper()
+        got: str = self.query(":INST:DACM?").strip().upper()
         problems = [] if got.startswith(self.dac_mode) else [f"DAC mode {got} (want {self.dac_mode})"]
         mmod = "EXT" if self.memory == "extended" else "INT"
         for ch in self._channels:
-            m = self.query(f":TRAC{ch}:MMOD?").strip().upper()
+            m: str = self.query(f":TRAC{ch}:MMOD?").strip().upper()
             if not m.startswith(mmod):
                 problems.append(f"channel {ch} memory {m} (want {mmod})")
         if self.memory == "extended":
-            d = self.query(":INST:MEM:EXT:RDIV?").strip().upper()
+            d: str = self.query(":INST:MEM:EXT:RDIV?").strip().upper()
             if d != f"DIV{self.sample_rate_divider}":
                 problems.append(f"extended memory divider {d} (want DIV{self.sample_rate_divider})")
         if problems:

@@ -133,7 +133,7 @@ class IDQTimeController(Instrument):
         import zmq
 
         if self._dlt_socket is None:
-            sock = zmq.Context.instance().socket(zmq.REQ)
+            sock: Any = zmq.Context.instance().socket(zmq.REQ)
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.RCVTIMEO, int(self.transport.timeout_s * 1000))
             sock.connect(self.dlt)
@@ -178,7 +178,7 @@ class IDQTimeController(Instrument):
             for ch in self._channels:
                 self.write(f"RAW{ch}:ERR:CLE")
                 port = self.stream_port_base + ch
-                sock = zmq.Context.instance().socket(zmq.PAIR)
+                sock: Any = zmq.Context.instance().socket(zmq.PAIR)
                 sock.setsockopt(zmq.LINGER, 0)
                 sock.connect(f"tcp://{self.stream_host}:{port}")
                 self._streams[ch] = sock

@@ -45,7 +45,7 @@ class ID1000(ScpiDevice):
         self.ref_link = {ch: "REC" for ch in CHANNELS}
         self.raw_errors = {ch: 0 for ch in CHANNELS}
         self.sync = "INTERNAL"
-        self.rec = {"ENAB": False, "NUM": "1", "PWID": 1_000_000_000_000, "PPER": 1_000_000_400_000,
+        self.rec: dict[str, Any] = {"ENAB": False, "NUM": "1", "PWID": 1_000_000_000_000, "PPER": 1_000_000_400_000,
                     "MODE": "AUTO"}
         self.playing = False
 

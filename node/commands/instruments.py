@@ -139,6 +139,7 @@ def run_check(args: argparse.Namespace) -> int:
         raise ValueError(f"--check {args.check}: the config has no [instruments.*] tables")
     if args.fault and not args.emulate:
         raise ValueError("--fault needs --emulate (faults are injected into emulators)")
+    bench: Any
     if args.emulate:
         from hil_fixtures.bench import emulated_bench
 
