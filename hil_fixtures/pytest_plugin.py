@@ -75,6 +75,8 @@ def read_lab(path: Path) -> dict[str, dict[str, Any]]:
     for name, table in lab.items():
         if name == "bringup" and isinstance(table, dict):  # [bringup.<fixture>]: bring-up settings for that bench
             continue
+        if name == "id1000" and isinstance(table, dict) and isinstance(table.get("resource"), str):
+            continue  # the ID1000 fixture: resource, dlt, channels, clock
         if name not in INSTRUMENTS:
             raise pytest.UsageError(f"--hil {path}: unknown instrument table [{name}], allowed {sorted(INSTRUMENTS)}")
         if not isinstance(table, dict) or not isinstance(table.get("resource"), str):
@@ -128,6 +130,58 @@ def open_instrument(name: str, lab: dict[str, dict[str, Any]] | None,
     server = emulate(load(spec.emulator)(), reply_termination=spec.reply_termination)
     resource = server.visa_resource if spec.link == "visa" else server.serial_url
     return driver(resource, timeout_s=EMULATOR_TIMEOUT_S, **dict(spec.options)), server
+
+
+@pytest.fixture
+def id1000(lab: dict[str, dict[str, Any]] | None) -> Iterator[Any]:
+    """The ID1000 driver: on the bench's Time Controller and DataLinkTargetService with --hil
+    (`[id1000]` table: resource, dlt, channels, clock), else on the emulator and its DLT."""
+    from drivers.taggers.idq import IDQTimeController
+
+    emulator = None
+    if lab is not None:
+        if "id1000" not in lab:
+            pytest.skip("no [id1000] table in the lab file")
+        options = dict(lab["id1000"])
+        for key, value in list(options.items()):
+            if isinstance(value, list):
+                options[key] = tuple(value)
+        tc = IDQTimeController(options.pop("resource"), **options)
+    else:
+        from hil_fixtures.emulators.idq import ID1000Emulator
+
+        emulator = ID1000Emulator()
+        tc = IDQTimeController(emulator.resource, channels=(1, 2), dlt=emulator.dlt_address,
+                               stream_port_base=free_port_base(), timeout_s=1.0)
+    try:
+        yield tc
+    finally:
+        try:
+            tc.shutdown()
+        finally:
+            tc.close()
+            if emulator is not None:
+                emulator.stop()
+
+
+def free_port_base(n: int = 5) -> int:
+    """A port p with p..p+n-1 free on 127.0.0.1 (the DLT's stream ports are base + channel)."""
+    import socket
+
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = probe.getsockname()[1]
+        if base + n > 65000:
+            continue
+        try:
+            socks = [socket.create_server(("127.0.0.1", base + i)) for i in range(n)]
+        except OSError:
+            continue
+        for s in socks:
+            s.close()
+        return base
+    raise RuntimeError("no free consecutive ports on 127.0.0.1")
 
 
 def instrument_fixture(name: str) -> Callable[..., Iterator[Any]]:

@@ -40,7 +40,12 @@ class Hardware:
         if self.transmitter is not None:
             with contextlib.suppress(Exception):
                 self.transmitter.shutdown()
-        for name, inst in self.instruments.items():
+        from drivers.bringup import SHUTDOWN_ORDER, role_of
+
+        # light sources first (laser, attenuator shutter), then modulator drive, bias, taggers
+        ranked = sorted(self.instruments.items(), key=lambda kv: SHUTDOWN_ORDER.index(role_of(kv[1]))
+                        if role_of(kv[1]) in SHUTDOWN_ORDER else len(SHUTDOWN_ORDER))
+        for name, inst in ranked:
             for method in ("shutdown", "close"):
                 fn = getattr(inst, method, None)
                 if fn is None:

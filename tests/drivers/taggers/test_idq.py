@@ -13,11 +13,10 @@ from drivers.taggers.idq import IDQTimeController, StreamLost, decode_message
 from drivers.transport import expected_protocol
 from hil_fixtures.emulators.idq import ID1000Emulator
 
-pytestmark = pytest.mark.emulator
 
 
 @pytest.fixture
-def id1000():
+def id1000_emulator():
     emulator = ID1000Emulator()
     try:
         yield emulator
@@ -44,19 +43,21 @@ def test_id1000_refused_command_surfaces_its_error():
             tc.configure()
 
 
-def test_id1000_external_clock_missing_is_refused_by_the_instrument(id1000):
-    id1000.device.external_clock_present = False
-    with IDQTimeController(id1000.resource, channels=(1,), dlt=id1000.dlt_address, timeout_s=0.5) as tc:
+@pytest.mark.emulator
+def test_id1000_external_clock_missing_is_refused_by_the_instrument(id1000_emulator):
+    id1000_emulator.device.external_clock_present = False
+    with IDQTimeController(id1000_emulator.resource, channels=(1,), dlt=id1000_emulator.dlt_address, timeout_s=0.5) as tc:
         with pytest.raises(ScpiError, match="no external clock"):
             tc.configure()
 
 
-def test_id1000_without_data_link_target_service_says_so(id1000):
-    with IDQTimeController(id1000.resource, channels=(1,), dlt="tcp://127.0.0.1:1", timeout_s=0.2) as tc:
+@pytest.mark.emulator
+def test_id1000_without_data_link_target_service_says_so(id1000_emulator):
+    with IDQTimeController(id1000_emulator.resource, channels=(1,), dlt="tcp://127.0.0.1:1", timeout_s=0.2) as tc:
         tc.configure()
         with pytest.raises(InstrumentTimeout, match="DataLinkTargetService"):
             tc.start()
-    assert not id1000.device.sending[1]
+    assert not id1000_emulator.device.sending[1]
 
 
 @pytest.mark.parametrize("kwargs,match", [({"channels": (0,)}, "channels must be distinct"),
@@ -67,11 +68,12 @@ def test_id1000_bad_configuration_is_rejected(kwargs, match):
         IDQTimeController("tcp://127.0.0.1:1", **kwargs)
 
 
-def test_id1000_control_timeout_reconnects_then_gives_up(id1000):
-    tc = IDQTimeController(id1000.resource, channels=(1,), timeout_s=0.2, retries=1)
-    id1000.mute_replies = 1
+@pytest.mark.emulator
+def test_id1000_control_timeout_reconnects_then_gives_up(id1000_emulator):
+    tc = IDQTimeController(id1000_emulator.resource, channels=(1,), timeout_s=0.2, retries=1)
+    id1000_emulator.mute_replies = 1
     assert tc.idn().startswith("ID Quantique")  # REQ socket recreated after the timeout
-    id1000.mute_replies = 100
+    id1000_emulator.mute_replies = 100
     with pytest.raises(InstrumentTimeout, match=r"'\*IDN\?' after 2 attempt"):
         tc.idn()
     tc.close()
@@ -84,3 +86,15 @@ def test_any_stream_message_decodes_to_whole_records_or_raises_stream_lost(data,
     except StreamLost:
         return
     assert rec.size == len(data) // width and rec.dtype == np.uint64
+
+
+# -- the same driver on the emulator (plain pytest) or on the bench's ID1000 (pytest --hil=lab.toml) ----
+
+def test_id1000_configures_streams_and_stops_on_emulator_or_bench(id1000, lab):
+    id1000.configure()
+    assert id1000.clock_source().startswith(id1000.clock.upper()[:3])
+    assert id1000.resolution_ps >= 1
+    id1000.start()
+    block = id1000.read_block(0.5)
+    assert np.all(np.diff(block.time) >= 0) and block.lost == 0
+    id1000.stop()
