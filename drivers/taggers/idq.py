@@ -14,6 +14,9 @@ Protocol from IDQ's Python examples for the Time Controller (`utils/common.py`: 
 - acquisition windows: the record generator (`REC:TRIG:ARM:MODE MANUal`, `REC:ENABle ON`,
   `REC:NUM INF`, `REC:PWID`, `REC:PPER` with >= 40 ns dead time, `REC:PLAY`, `REC:STOP`); each window
   arrives as one message per channel, so message k of a channel is offset by k · PPER;
+- between windows the record generator leaves a dead time (400 ns here, >= 40 ns per the examples)
+  in which nothing is recorded: 2 ppm of the time at 0.2 s windows. Slots in it simply have no
+  detection, like channel loss; they are not chosen by basis or bit, so Eve gains nothing from them;
 - `DEVIce:SYNChronization EXTERNAL` locks the time base to the 10 MHz reference on CLK IN (Alice
   and Bob share one clock, else they drift apart); `DEVI:RES:BWID?` is the bin width in ps
   (`adjust_bin_width` in the examples); `RAW<n>:ERRORS?` counts timestamps a channel lost.
