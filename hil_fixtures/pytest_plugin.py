@@ -77,6 +77,8 @@ def read_lab(path: Path) -> dict[str, dict[str, Any]]:
             continue
         if name == "id1000" and isinstance(table, dict) and isinstance(table.get("resource"), str):
             continue  # the ID1000 fixture: resource, dlt, channels, clock
+        if name in ("swabian", "picoquant") and isinstance(table, dict):
+            continue  # vendor-library taggers: no resource, only driver options
         if name not in INSTRUMENTS:
             raise pytest.UsageError(f"--hil {path}: unknown instrument table [{name}], allowed {sorted(INSTRUMENTS)}")
         if not isinstance(table, dict) or not isinstance(table.get("resource"), str):
@@ -162,6 +164,48 @@ def id1000(lab: dict[str, dict[str, Any]] | None) -> Iterator[Any]:
             tc.close()
             if emulator is not None:
                 emulator.stop()
+
+
+@pytest.fixture
+def swabian(lab: dict[str, dict[str, Any]] | None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The Swabian driver: on the bench's Time Tagger with --hil (`[swabian]` table: channels, serial),
+    else on the fake `TimeTagger` module written from the vendor's API reference."""
+    from drivers.taggers.swabian import SwabianTagger
+
+    options: dict[str, Any] = {"channels": (1, 2)}
+    if lab is not None:
+        if "swabian" not in lab:
+            pytest.skip("no [swabian] table in the lab file")
+        options = {k: tuple(v) if isinstance(v, list) else v for k, v in lab["swabian"].items()}
+    else:
+        from hil_fixtures.vendor import swabian as fake
+
+        monkeypatch.setitem(__import__("sys").modules, "TimeTagger", fake.make_module())
+    tagger = SwabianTagger(**options)
+    try:
+        yield tagger
+    finally:
+        tagger.close()
+
+
+@pytest.fixture
+def picoquant(lab: dict[str, dict[str, Any]] | None) -> Iterator[Any]:
+    """The PicoQuant driver: on the bench's MultiHarp/HydraHarp with --hil (`[picoquant]` table: family,
+    device_index, library_path, trigger options), else on the fake MHLib written from `mhlib.h`."""
+    from drivers.taggers.picoquant_live import PicoQuantTagger
+
+    if lab is not None:
+        if "picoquant" not in lab:
+            pytest.skip("no [picoquant] table in the lab file")
+        tagger = PicoQuantTagger(**lab["picoquant"])
+    else:
+        from hil_fixtures.vendor.picoquant import FakePicoQuantLib
+
+        tagger = PicoQuantTagger("multiharp", library=FakePicoQuantLib("MH_"), poll_interval_s=0)
+    try:
+        yield tagger
+    finally:
+        tagger.close()
 
 
 def free_port_base(n: int = 5) -> int:

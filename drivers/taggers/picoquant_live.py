@@ -16,8 +16,8 @@ HydraHarp `SetSyncCFD`/`SetInputCFD`, level 0..1000 mV and zero cross 0..40 mV),
 Flags (`mhdefin.h`): FLAG_FIFOFULL 0x0002, FLAG_SYSERROR 0x0010 ("hardware error, must contact
 support": raised), FLAG_CNTS_DROPPED 0x0040 (counts were dropped: the block is marked lost).
 
-To verify on hardware (no HIL fixture yet: run `qkdnode instruments --check lab.toml`, whose
-`flags` row reads GetFlags, then a 10 s acquisition with a known sync rate): the trigger levels your
+To verify on hardware (`pytest tests/drivers/taggers/test_picoquant_live.py --hil=lab.toml` with a
+`[picoquant]` table, and `qkdnode instruments --check`, whose `flags` row reads GetFlags): the trigger levels your
 detectors need (defaults: -50 mV falling edge on a MultiHarp, 50 mV CFD on a HydraHarp), and that
 FLAG_CNTS_DROPPED clears after it is read on the installed library.
 """

@@ -13,8 +13,8 @@ From the Time Tagger user manual (API reference: "Channel number schema", "TimeT
   missed-event record: such a block is marked `overflow`, `lost >= 1` (a lower bound) and
   `meta["stream_buffer_full"]`, never passed off as complete.
 
-To verify on hardware (no HIL fixture yet: `qkdnode instruments --check lab.toml` runs a 50 ms
-stream; then a stream with `buffer_events=1000` at a high input rate): that a full buffer on the
+To verify on hardware (`pytest tests/drivers/taggers/test_swabian.py --hil=lab.toml` with a `[swabian]`
+table; then `buffer_events = 1000` in that table at a high input rate): that a full buffer on the
 installed software version indeed carries no OverflowBegin record, and the scheme read back.
 """
 

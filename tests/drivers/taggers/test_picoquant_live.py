@@ -180,3 +180,12 @@ def test_declarations_match_each_library_signature():
 def test_bad_arguments_are_rejected(kwargs, match):
     with pytest.raises(ValueError, match=match):
         PicoQuantTagger(library=FakeLib("MH_", []), **kwargs)
+
+
+# -- the same driver on the fake MHLib (plain pytest) or the bench's MultiHarp/HydraHarp (--hil) -------
+
+def test_picoquant_measures_without_flags_on_fake_or_bench(picoquant):
+    picoquant.start()
+    block = picoquant.read_block(0.2)
+    picoquant.stop()
+    assert block.lost == 0 and not block.overflow and np.all(np.diff(block.time) >= 0)

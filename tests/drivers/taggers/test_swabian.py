@@ -104,3 +104,13 @@ def test_bad_configuration_is_rejected_before_touching_the_vendor_module(monkeyp
     monkeypatch.setitem(sys.modules, "TimeTagger", None)
     with pytest.raises(ValueError, match=match):
         SwabianTagger(**kwargs)
+
+
+# -- the same driver on the fake vendor module (plain pytest) or the bench's Time Tagger (--hil) --------
+
+def test_swabian_streams_without_loss_on_fake_or_bench(swabian):
+    swabian.start()
+    block = swabian.read_block(0.2)
+    swabian.stop()
+    assert block.lost == 0 and not block.overflow and np.all(np.diff(block.time) >= 0)
+    assert set(block.channel.tolist()) <= set(swabian.channels)
