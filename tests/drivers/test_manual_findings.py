@@ -291,12 +291,14 @@ def itc(serve):
     laser.close()
 
 
-def test_7_itc4001_open_interlock_is_an_error_naming_it(itc):
+@pytest.mark.parametrize("fault,cause", [("interlock_closed", "interlock open"),
+                                         ("key_on", "key switch \\(keylock\\) off"),
+                                         ("overheated", "over-temperature")])
+def test_7_itc4001_a_tripped_laser_is_an_error_naming_the_trip(itc, fault, cause):
     laser, device, _ = itc
-    device.interlock_closed = False
+    setattr(device, fault, fault == "overheated")  # open the loop, turn the key off, or overheat
     laser.tec_enabled = True
-    time.sleep(0.2)
-    with pytest.raises(InstrumentError, match="interlock open"):
+    with pytest.raises(InstrumentError, match=cause):
         laser.output_enabled = True
     assert not device.ld_on
 
