@@ -15,7 +15,8 @@ Commands from the 33500B series operating and service guide, "SCPI programming r
   `load_ohm`; `SOURce<n>:VOLTage[:OFFSet]`, `OUTPut<n>[:STATe]`.
 
 To verify on hardware (`pytest tests/drivers/test_awg.py --hil=lab.toml`): the block upload of a
-1,048,576-point waveform within `timeout_s`, and the pulse shape with FILTer STEP on a scope.
+1,048,576-point waveform within `timeout_s`, the pulse shape with FILTer STEP on a scope, and the
+instrument's ASCII parse rate (the emulator assumes 200 kpoints/s; only the binary path is used).
 """
 
 from __future__ import annotations

@@ -11,6 +11,8 @@ What the guide says and this model does:
   all extended-memory channels, `:TRACe:DELete[:ALL]` on one deletes on all, and defining a
   segment id that exists is refused. Internal memory holds 16 384 samples per channel.
 - Mode, memory and divider changes are refused while running.
+- Assumed here, not from the guide: the state after reset (SINGle, internal memory, DIV1); the
+  driver sets all three explicitly, so nothing depends on it.
 """
 
 from __future__ import annotations
