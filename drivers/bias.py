@@ -2,8 +2,15 @@
 
 Commands from the MX/MBX remote control user guide (section "Mach-Zehnder Modulator Bias Control
 Commands"): `MZM:MODE: <n>` / `MZM:MODE?`, `MZM:HOLD:VOLTAGE: <mV>`, `MZM:HOLD:RATIO: <%·100>`,
-`MZM:VOLTAGE?`, `MZM:TAP:MW?`, `MZM:SETPOINT?`, `VOA:POWER: <0|1>`, `VOA:ATTEN: <dB>`.
-115200 baud, carriage-return terminated. The MBX has no error queue, so settings are read back.
+`MZM:VOLTAGE?`, `MZM:TAP:MW?`, `MZM:SETPOINT?`, `VOA:POWER: <0|1>`, `VOA:ATTEN: <dB>` (VOA
+range 1.0-20 dB from hardware Rev E). Same guide, "Command syntax": 115200 baud; every command is
+answered with one line ending in NL (LF): a setting with `1`, or `Err: <reason>` when refused; a
+query with its value. The MBX has no error queue: each acknowledgement is read (so no stale `1`
+is ever taken for a later answer) and the setting is then read back.
+
+To verify on hardware (`pytest tests/drivers/test_bias.py --hil=lab.toml -k hil`): the write
+termination the firmware accepts (CR is sent; the guide's examples show CR), and the exact text
+after `Err:` for an out-of-range VOA setpoint.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ from enum import IntEnum
 from typing import Any, Protocol
 
 from drivers.errors import InstrumentError
-from drivers.instrument import Instrument, Measurement, check_range, parse_bool, parse_float, parse_int
+from drivers.instrument import BadReply, Instrument, Measurement, check_range, parse_bool, parse_float, parse_int
 from drivers.transport.base import Transport
 
 
@@ -53,13 +60,32 @@ class ThorlabsMBX(Instrument):
     `shutdown()` sets the bias mode to OFF (no bias voltage on the modulator) and reads it back.
     """
 
-    default_options = {"read_termination": "\r", "write_termination": "\r", "baud_rate": 115200}
+    default_options = {"read_termination": "\n", "write_termination": "\r", "baud_rate": 115200}
     hold_voltage_range_v = (-10.0, 10.0)
     power_ratio_range_pct = (2.5, 100.0)
-    voa_attenuation_range_db = (0.5, 20.0)
+    voa_attenuation_range_db = (1.0, 20.0)  # MBX Rev E user guide, VOA section
 
     def __init__(self, resource: str | Transport, **serial_options: Any) -> None:
         super().__init__(resource, **serial_options)
+
+    def write(self, command: str | bytes, *, check: bool | None = None, retry: bool = True, shown: str | None = None) -> None:
+        """Send a setting and read its acknowledgement: `1`, or `Err: ...` raised as `InstrumentError`."""
+        reply = str(self._exchange(command, reply=True, parse=str, retry=retry, shown=shown)).strip()
+        label = shown or repr(command)
+        if reply.startswith("Err"):
+            raise InstrumentError(f"{self.name}: {label} refused: {reply}")
+        if reply != "1":
+            raise BadReply(f"{self.name}: {label} answered {reply!r}, expected '1' or 'Err: ...'")
+
+    def query(self, command: str, parse: Any = str) -> Any:
+        """A query's parsed answer; an `Err: ...` answer (a faulty unit) raises `InstrumentError` with it."""
+
+        def checked(text: str) -> Any:
+            if text.strip().startswith("Err"):
+                raise InstrumentError(f"{self.name}: {command!r} answered {text.strip()}")
+            return parse(text)
+
+        return super().query(command, checked)
 
     def _set_verified(self, command: str, query: str, want: object, parse: Any) -> None:
         """Send a setting, read it back, resend once if the device lost it; `InstrumentError` if it never holds."""

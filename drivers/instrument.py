@@ -188,13 +188,13 @@ class Instrument:
 
     # -- traffic ----------------------------------------------------------------------------------
 
-    def _exchange(self, command: str, reply: bool, parse: Callable[[str], T] | None = None,
+    def _exchange(self, command: str | bytes, reply: bool, parse: Callable[[str], T] | None = None,
                   retry: bool = True, shown: str | None = None) -> T | str | None:
         """Send `command` and, if `reply`, read and parse the answer; the only place bytes move.
 
         `shown` replaces the command in logs and exceptions (payloads that must not be written out).
         """
-        label = clip(command) if shown is None else shown
+        label = (clip(command) if isinstance(command, str) else f"<{len(command)} bytes>") if shown is None else shown
         attempts = 1 + (self.retries if retry and not self._in_connect else 0)
         failure: Exception | None = None
         text: str | None = None
@@ -204,7 +204,10 @@ class Instrument:
                     if failure is not None or not self.transport.is_open:
                         self._reopen(attempt)
                     log.debug("%s <- %s", self.name, label)
-                    self.transport.write(command)
+                    if isinstance(command, bytes):
+                        self.transport.write_raw(command)  # type: ignore[attr-defined]
+                    else:
+                        self.transport.write(command)
                     if not reply:
                         return None
                     text = self.transport.read()
@@ -229,7 +232,8 @@ class Instrument:
         raise InstrumentDisconnected(f"{self.name}: session lost during {label!r} after {tries}: "
                                      f"{failure}") from failure
 
-    def write(self, command: str, *, check: bool | None = None, retry: bool = True, shown: str | None = None) -> None:
+    def write(self, command: str | bytes, *, check: bool | None = None, retry: bool = True,
+              shown: str | None = None) -> None:
         """Send a command with no reply; then drain the error queue (unless `check` is False).
 
         `retry=False` for commands that must not run twice (triggers, arming); `shown` is what logs

@@ -86,6 +86,8 @@ def open_instrument(name: str, table: Mapping[str, Any]) -> Any:
     for key, value in options.items():
         if isinstance(value, list):
             options[key] = tuple(value)
+        elif isinstance(value, Mapping) and value and all(isinstance(k, str) and k.lstrip("-").isdigit() for k in value):
+            options[key] = {int(k): v for k, v in value.items()}  # TOML keys are strings: channel maps by number
     try:
         return cls(*args, **options)
     except TypeError as exc:

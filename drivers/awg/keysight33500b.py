@@ -1,9 +1,22 @@
 """Keysight 33500B series function / arbitrary waveform generator (SCPI, two channels on 33522B).
 
-Commands from the 33500B series operating and service guide: `SOURce<n>:DATA:VOLatile:CLEar`,
-`SOURce<n>:DATA:ARBitrary:DAC <name>,<int16 list>`, `SOURce<n>:FUNCtion ARB`,
-`SOURce<n>:FUNCtion:ARBitrary <name>`, `...:ARBitrary:SRATe`, `SOURce<n>:VOLTage[:OFFSet]`,
-`OUTPut<n>[:STATe]`, `FUNCtion:ARBitrary:SYNChronize`.
+Commands from the 33500B series operating and service guide, "SCPI programming reference":
+- waveform memory (`DATA` subsystem): `SOURce<n>:DATA:VOLatile:CLEar`, `SOURce<n>:DATA:ARBitrary:DAC
+  <name>,<block>` sent as an IEEE 488.2 definite-length binary block of int16 after `FORMat:BORDer
+  SWAPped` (little-endian, as numpy writes it). The guide's ASCII list form takes ~7 bytes per point
+  and the instrument parses it slowly, so a 1 M-point list can outlast the error-check timeout and
+  be sent again; the block is 2 bytes per point. Memory: 1,048,576 points per channel, 16,777,216
+  with option MEM;
+- `SOURce<n>:FUNCtion ARB`, `SOURce<n>:FUNCtion:ARBitrary <name>`, `...:ARBitrary:SRATe`,
+  `...:ARBitrary:FILTer NORMal|STEP|OFF` (NORMAL, the default, rings on sharp pulse edges: the
+  modulator pulses want STEP or OFF), `FUNCtion:ARBitrary:SYNChronize`;
+- `OUTPut<n>:LOAD <ohms>|INF`: the amplitude is programmed for this load. The default 50 Ω doubles
+  the voltage reaching a high-impedance modulator driver, so the driver always sets it from
+  `load_ohm`; `SOURce<n>:VOLTage[:OFFSet]`, `OUTPut<n>[:STATe]`.
+
+To verify on hardware (`pytest tests/drivers/test_awg.py --hil=lab.toml`): the block upload of a
+1,048,576-point waveform within `timeout_s`, the pulse shape with FILTer STEP on a scope, and the
+instrument's ASCII parse rate (the emulator assumes 200 kpoints/s; only the binary path is used).
 """
 
 from __future__ import annotations
@@ -20,6 +33,14 @@ from drivers.transport.base import Transport
 DAC_FULL_SCALE = 32767
 MIN_POINTS = 8
 ARB_NAME = "QKDPAT"
+MEMORY_POINTS = (1_048_576, 16_777_216)  # standard, option MEM
+FILTERS = {"normal": "NORM", "step": "STEP", "off": "OFF"}
+
+
+def binary_block(payload: bytes) -> bytes:
+    """An IEEE 488.2 definite-length block: `#`, the digit count, the byte count, the bytes."""
+    length = str(len(payload)).encode("ascii")
+    return b"#" + str(len(length)).encode("ascii") + length + payload
 
 
 class Keysight33500B(ScpiInstrument):
@@ -33,12 +54,19 @@ class Keysight33500B(ScpiInstrument):
     amplitude_range_vpp = (1e-3, 10.0)
     max_output_v = 5.0
 
-    def __init__(self, resource: str | Transport, *, n_channels: int = 2, memory_points: int = 1_000_000,
-                 **visa_options: Any) -> None:
+    def __init__(self, resource: str | Transport, *, n_channels: int = 2, memory_points: int = 1_048_576,
+                 load_ohm: float | str = 50.0, arb_filter: str = "step", **visa_options: Any) -> None:
         if n_channels not in (1, 2):
             raise ValueError(f"n_channels must be 1 or 2, got {n_channels!r}")
-        if memory_points not in (1_000_000, 16_000_000):
-            raise ValueError(f"memory_points must be 1_000_000 or 16_000_000 (option MEM), got {memory_points!r}")
+        if memory_points not in MEMORY_POINTS:
+            raise ValueError(f"memory_points must be 1_048_576 or 16_777_216 (option MEM), got {memory_points!r}")
+        if isinstance(load_ohm, str):
+            if load_ohm.upper() not in ("INF", "HIGHZ"):
+                raise ValueError(f"load_ohm must be a resistance in [1, 10000] ohm or 'INF', got {load_ohm!r}")
+            self.load_token = "INF"
+        else:
+            self.load_token = f"{check_range(self, 'load_ohm', load_ohm, 1.0, 10e3, 'ohm'):g}"
+        self.arb_filter = check_choice(self, "arb_filter", arb_filter, tuple(FILTERS))
         self._channels = tuple(range(1, n_channels + 1))
         self.memory_points = memory_points
         self._sample_rate_hz: float | None = None
@@ -77,14 +105,18 @@ class Keysight33500B(ScpiInstrument):
         arr = normalised(self, samples)
         self.check_length(arr.size)
         vpp = check_range(self, "amplitude_vpp", amplitude_vpp, *self.amplitude_range_vpp, "Vpp")
-        dac = np.rint(arr * DAC_FULL_SCALE).astype(np.int32)
+        dac = np.rint(arr * DAC_FULL_SCALE).astype("<i2")
         with self._lock:
             self.write(f"OUTP{ch} OFF")
+            self.write(f"OUTP{ch}:LOAD {self.load_token}")
+            self.write("FORM:BORD SWAP")
             self.write(f"SOUR{ch}:DATA:VOL:CLE")
-            self.write(f"SOUR{ch}:DATA:ARB:DAC {ARB_NAME},{','.join(map(str, dac.tolist()))}",
+            header = f"SOUR{ch}:DATA:ARB:DAC {ARB_NAME},".encode("ascii")
+            self.write(header + binary_block(dac.tobytes()),
                        shown=f"SOUR{ch}:DATA:ARB:DAC {ARB_NAME},<{dac.size} samples withheld>")
             self.write(f"SOUR{ch}:FUNC:ARB {ARB_NAME}")
             self.write(f"SOUR{ch}:FUNC ARB")
+            self.write(f"SOUR{ch}:FUNC:ARB:FILT {FILTERS[self.arb_filter]}")
             self.write(f"SOUR{ch}:VOLT {vpp:.6g}")
             self.write(f"SOUR{ch}:VOLT:OFFS 0")
 

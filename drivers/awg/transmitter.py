@@ -62,8 +62,8 @@ class AWGTransmitter:
         *,
         intensities: tuple[float, ...],
         levels: ModulatorLevels,
-        intensity_channel: int = 1,
-        phase_channel: int = 2,
+        intensity_channel: int | None = None,
+        phase_channel: int | None = None,
         samples_per_slot: int = 8,
         pulse_samples: int = 2,
         pattern_slots: int = 4096,
@@ -77,6 +77,9 @@ class AWGTransmitter:
         if len(levels.intensity) != len(intensities):
             raise ValueError(f"levels.intensity must have one level per intensity class ({len(intensities)}), "
                              f"got {len(levels.intensity)}")
+        # default: the first two channels the AWG generates on (an M8195A in DUAL mode: 1 and 4)
+        intensity_channel = awg.channels[0] if intensity_channel is None else intensity_channel
+        phase_channel = awg.channels[min(1, len(awg.channels) - 1)] if phase_channel is None else phase_channel
         if intensity_channel == phase_channel or {intensity_channel, phase_channel} - set(awg.channels):
             raise ValueError(f"intensity_channel and phase_channel must be two different channels of {awg.channels}, "
                              f"got {intensity_channel} and {phase_channel}")

@@ -1,61 +1,111 @@
-"""ID Quantique ID1000 Time Controller: SCPI over its ZeroMQ server, timestamps streamed over TCP.
+"""ID Quantique ID1000 Time Controller: SCPI over ZeroMQ, timestamps through the DataLinkTargetService.
 
-Control: SCPI strings on a ZeroMQ REQ socket (`tcp://<host>:5555`); every command is answered,
-settings with an empty reply, refused commands with a reply starting "Error". Timestamps: with
-`RAW<ch>:SEND ON` the controller streams channel `ch` as 64-bit little-endian picosecond
-timestamps on TCP port `stream_port_base + ch - 1`. Blocks merge the channels in time order.
+Protocol from IDQ's Python examples for the Time Controller (`utils/common.py`: `connect`,
+`zmq_exec`, `dlt_exec`, `dlt_connect`; `utils/acquisitions.py`: `StreamClient`,
+`close_timestamps_acquisition`; the streamed and synchronised timestamps examples):
+- control: SCPI strings on a ZeroMQ REQ socket (`tcp://<host>:5555`); every command is answered,
+  settings with an empty reply, refused ones with a reply starting "Error";
+- timestamps: the instrument sends them to the DataLinkTargetService (DLT) running on the PC,
+  a ZeroMQ REP server on port 6060 with JSON replies. `start-stream --address <tc> --channel <n>
+  --stream-port <p>` makes the DLT publish channel n on a ZeroMQ PAIR socket at `<p>` (4241 + n in
+  the examples), `stop --id <k>` ends it and reports its errors; then `RAW<n>:SEND ON`;
+- records are little-endian uint64 picoseconds (16 bytes with `with_ref_index`); with
+  `RAW<n>:REF:LINK NONE` they count from the start of the acquisition window;
+- acquisition windows: the record generator (`REC:TRIG:ARM:MODE MANUal`, `REC:ENABle ON`,
+  `REC:NUM INF`, `REC:PWID`, `REC:PPER` with >= 40 ns dead time, `REC:PLAY`, `REC:STOP`); each window
+  arrives as one message per channel, so message k of a channel is offset by k · PPER;
+- between windows the record generator leaves a dead time (400 ns here, >= 40 ns per the examples)
+  in which nothing is recorded: 2 ppm of the time at 0.2 s windows. Slots in it simply have no
+  detection, like channel loss; they are not chosen by basis or bit, so Eve gains nothing from them;
+- `DEVIce:SYNChronization EXTERNAL` locks the time base to the 10 MHz reference on CLK IN (Alice
+  and Bob share one clock, else they drift apart); `DEVI:RES:BWID?` is the bin width in ps
+  (`adjust_bin_width` in the examples); `RAW<n>:ERRORS?` counts timestamps a channel lost.
+
+To verify on hardware (`pytest tests/drivers/taggers/test_idq.py --hil=lab.toml`): whether the DLT
+sends an empty message for a window without events (assumed: yes, the examples merge message k of
+every channel), the exact `RAW<n>:ERRORS?` semantics under overflow, and `DEVI:SYNC?` spelling.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import select
-import socket
 import time
 from typing import Any
 
 import numpy as np
 
-from drivers.errors import DriverError
-from drivers.instrument import Instrument, ScpiError, check_choice, check_range
+from drivers.errors import DriverError, InstrumentError, InstrumentTimeout
+from drivers.instrument import Instrument, ScpiError, check_choice, check_range, parse_int
 from drivers.timetagger import TagBlock
 from drivers.transport.base import Transport
 
 log = logging.getLogger("drivers.taggers.idq")
 
-RECORD = np.dtype("<u8")
 THRESHOLD_RANGE_V = (-2.0, 3.0)
+DLT_DEFAULT = "tcp://127.0.0.1:6060"
+MIN_DEAD_TIME_PS = 40_000
+
+
+def decode_message(data: bytes, width: int, who: str) -> np.ndarray:
+    """The timestamps (uint64 ps) of one DLT message of `width`-byte records; `StreamLost` if malformed."""
+    if width not in (8, 16) or len(data) % width:
+        raise StreamLost(f"{who} message of {len(data)} bytes is not whole {width}-byte records")
+    rec = np.frombuffer(data, dtype="<u8").reshape(-1, width // 8)[:, 0]
+    if rec.size and int(rec.max()) > np.iinfo(np.int64).max // 2:
+        raise StreamLost(f"{who} timestamp {int(rec.max())} ps is beyond the int64 range")
+    return rec
 
 
 class StreamLost(DriverError):
-    """A timestamp stream connection closed during acquisition; events in the gap are lost."""
+    """A timestamp stream failed during acquisition (the DLT reported errors or went away)."""
 
 
 class IDQTimeController(Instrument):
-    """ID1000 inputs `channels` (1..4) as a `TimeTagger`; `shutdown()`/`stop()` end every stream."""
+    """ID1000 inputs `channels` (1..4) as a `TimeTagger`; `shutdown()`/`stop()` end every stream.
+
+    `dlt` is the DataLinkTargetService's address (started with the Time Controller software),
+    `stream_port_base` + n the PAIR port of channel n; `clock` "external" (default: a 10 MHz
+    reference on CLK IN, shared with the peer) or "internal"; `window_s` the acquisition window.
+    """
 
     def __init__(self, resource: str | Transport, channels: tuple[int, ...] = (1, 2, 3, 4), *,
-                 stream_host: str | None = None, stream_port_base: int = 4241,
+                 dlt: str = DLT_DEFAULT, stream_host: str | None = None, stream_port_base: int = 4241,
+                 clock: str = "external", window_s: float = 0.2, with_ref_index: bool = False,
                  thresholds_v: dict[int, float] | None = None, **options: Any) -> None:
         if not channels or len(set(channels)) != len(channels) or any(c not in (1, 2, 3, 4) for c in channels):
             raise ValueError(f"channels must be distinct inputs among (1, 2, 3, 4), got {channels!r}")
-        if not isinstance(stream_port_base, int) or not 1 <= stream_port_base <= 65532:
-            raise ValueError(f"stream_port_base must be a TCP port in [1, 65532], got {stream_port_base!r}")
+        if not isinstance(stream_port_base, int) or not 1 <= stream_port_base <= 65531:
+            raise ValueError(f"stream_port_base must be a TCP port in [1, 65531], got {stream_port_base!r}")
+        if not isinstance(dlt, str) or not dlt.startswith("tcp://"):
+            raise ValueError(f"dlt must be the DataLinkTargetService address tcp://host:port, got {dlt!r}")
+        self.clock = check_choice(self, "clock", clock, ("external", "internal"))
+        self.window_ps = int(round(check_range(self, "window_s", window_s, 1e-3, 3600.0, "s") * 1e12))
         self._channels = tuple(channels)
         self.thresholds_v = {}
         for ch, level in (thresholds_v or {}).items():
             check_choice(self, "thresholds_v channel", ch, self._channels)
             self.thresholds_v[ch] = check_range(self, "thresholds_v", level, *THRESHOLD_RANGE_V, "V")
+        self.dlt = dlt
+        self.with_ref_index = bool(with_ref_index)
         super().__init__(resource, **options)
-        if stream_host is None:
-            stream_host = self.transport.resource.removeprefix("tcp://").rsplit(":", 1)[0]
-        self.stream_host = stream_host
+        self.tc_host = self.transport.resource.removeprefix("tcp://").rsplit(":", 1)[0]
+        self.stream_host = stream_host or dlt.removeprefix("tcp://").rsplit(":", 1)[0]
         self.stream_port_base = stream_port_base
-        self._streams: dict[int, socket.socket] = {}
-        self._partial: dict[int, bytes] = {}
+        self._dlt_socket: Any = None
+        self._streams: dict[int, Any] = {}
+        self._acquisitions: dict[int, int] = {}
+        self._messages: dict[int, int] = {}
+        self._raw_errors: dict[int, int] = {}
+        self._period_ps = self.window_ps + MIN_DEAD_TIME_PS * 10
+        self._resolution_ps = 1
         self._lost = 0
+        self._errors_checked = 0.0
 
-    def write(self, command: str, *, check: bool | None = None, retry: bool = True) -> None:
+    # -- control ------------------------------------------------------------------------------------
+
+    def write(self, command: str, *, check: bool | None = None, retry: bool = True,  # type: ignore[override]
+              shown: str | None = None) -> None:
         """Send a command and read its (empty) answer; an "Error..." answer raises `ScpiError`."""
         reply: str = self.query(command)
         if reply.strip().lower().startswith("error"):
@@ -63,11 +113,50 @@ class IDQTimeController(Instrument):
                             command)
 
     def configure(self) -> None:
-        """Enable the inputs and set their thresholds."""
+        """Inputs, thresholds, clock source, reference-free timestamps and the record generator's windows."""
         for ch in self._channels:
             self.write(f"INPU{ch}:ENAB ON")
             if ch in self.thresholds_v:
                 self.write(f"INPU{ch}:THRE {self.thresholds_v[ch]:.3f}V")
+            self.write(f"RAW{ch}:REF:LINK NONE")
+        self.write(f"DEVI:SYNC {self.clock.upper()}")
+        self.write("REC:TRIG:ARM:MODE MANU")
+        self.write("REC:ENAB ON")
+        self.write("REC:STOP")
+        self.write("REC:NUM INF")
+        self.write(f"REC:PWID {self.window_ps};PPER {self._period_ps}")
+        self._resolution_ps = max(1, self.query("DEVI:RES:BWID?", parse_int))
+
+    def clock_source(self) -> str:
+        """`DEVI:SYNC?`: INTERNAL or EXTERNAL."""
+        return self.query("DEVI:SYNC?").strip().upper()
+
+    def _dlt_exec(self, command: str) -> Any:
+        """One DLT command; its JSON answer, or `InstrumentError` with the DLT's description."""
+        import zmq
+
+        if self._dlt_socket is None:
+            sock: Any = zmq.Context.instance().socket(zmq.REQ)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.RCVTIMEO, int(self.transport.timeout_s * 1000))
+            sock.connect(self.dlt)
+            self._dlt_socket = sock
+        log.debug("%s: DLT <- %s", self.name, command)
+        try:
+            self._dlt_socket.send_string(command)
+            raw = self._dlt_socket.recv().decode("utf-8", errors="replace")
+        except zmq.Again:
+            self._dlt_socket.close(linger=0)
+            self._dlt_socket = None
+            raise InstrumentTimeout(f"{self.name}: no reply from the DataLinkTargetService at {self.dlt} to "
+                                    f"{command.split()[0]!r}; is it running (Time Controller software)?") from None
+        answer = json.loads(raw) if raw.strip() else None
+        if isinstance(answer, dict) and "error" in answer:
+            raise InstrumentError(f"{self.name}: DataLinkTargetService refused {command.split()[0]!r}: "
+                                  f"{(answer.get('error') or {}).get('description', 'unknown error')}")
+        return answer
+
+    # -- TimeTagger protocol --------------------------------------------------------------------------
 
     @property
     def channels(self) -> tuple[int, ...]:
@@ -75,78 +164,111 @@ class IDQTimeController(Instrument):
 
     @property
     def resolution_ps(self) -> int:
-        return 1
+        """The bin width the instrument reports (`DEVI:RES:BWID?`, read by `configure()`)."""
+        return self._resolution_ps
 
     @property
     def lost_total(self) -> int:
         return self._lost
 
     def start(self) -> None:
-        """Connect a stream per channel, then switch the streams on."""
+        """Open a DLT stream and a PAIR socket per channel, switch the streams on, then play the windows."""
+        import zmq
+
         self.stop()
         self._lost = 0
-        for ch in self._channels:
-            try:
-                sock = socket.create_connection((self.stream_host, self.stream_port_base + ch - 1),
-                                                timeout=self.transport.timeout_s)
-            except OSError as exc:
-                self.stop()
-                raise StreamLost(f"{self.name}: cannot connect timestamp stream of channel {ch}: {exc}") from exc
-            sock.setblocking(False)
-            self._streams[ch] = sock
-            self._partial[ch] = b""
-        for ch in self._channels:
-            self.write(f"RAW{ch}:SEND ON")
+        try:
+            for ch in self._channels:
+                self.write(f"RAW{ch}:ERR:CLE")
+                port = self.stream_port_base + ch
+                sock: Any = zmq.Context.instance().socket(zmq.PAIR)
+                sock.setsockopt(zmq.LINGER, 0)
+                sock.connect(f"tcp://{self.stream_host}:{port}")
+                self._streams[ch] = sock
+                answer = self._dlt_exec(f"start-stream --address {self.tc_host} --channel {ch} --stream-port {port}")
+                self._acquisitions[ch] = int(answer["id"])
+                self._messages[ch] = 0
+                self._raw_errors[ch] = 0
+                self.write(f"RAW{ch}:SEND ON")
+            self.write("REC:PLAY")
+        except BaseException:
+            self.stop()
+            raise
+
+    def _check_raw_errors(self) -> int:
+        """Timestamps the instrument reports lost since the last check (`RAW<n>:ERRORS?`)."""
+        new = 0
+        for ch in self._streams:
+            count = self.query(f"RAW{ch}:ERR?", parse_int)
+            if count > self._raw_errors[ch]:
+                new += count - self._raw_errors[ch]
+                self._raw_errors[ch] = count
+        return new
 
     def read_block(self, timeout_s: float) -> TagBlock:
-        """Timestamps received since the last read, all channels merged in time order."""
+        """Windows received since the last read, channels merged in time order; losses counted."""
+        import zmq
+
         if not self._streams:
             raise DriverError(f"{self.name}: read_block called before start()")
-        got: dict[int, list[bytes]] = {ch: [] for ch in self._streams}
+        poller = zmq.Poller()
+        for sock in self._streams.values():
+            poller.register(sock, zmq.POLLIN)
+        times, chans = [], []
         deadline = time.monotonic() + max(0.0, timeout_s)
         while True:
-            wait = max(0.0, deadline - time.monotonic())
-            ready, _, _ = select.select(list(self._streams.values()), [], [], wait)
+            ready = dict(poller.poll(max(0, int((deadline - time.monotonic()) * 1000))))
             for ch, sock in self._streams.items():
-                if sock not in ready:
-                    continue
-                try:
-                    data = sock.recv(1 << 20)
-                except BlockingIOError:
-                    continue
-                except OSError as exc:
-                    raise StreamLost(f"{self.name}: timestamp stream of channel {ch} failed: {exc}") from exc
-                if not data:
-                    raise StreamLost(f"{self.name}: timestamp stream of channel {ch} closed by the instrument")
-                log.debug("%s: channel %d stream <- %d bytes", self.name, ch, len(data))
-                got[ch].append(data)
-            if any(got.values()) or time.monotonic() >= deadline:
+                while sock in ready:
+                    try:
+                        data = sock.recv(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    rec = decode_message(data, 16 if self.with_ref_index else 8, f"{self.name}: channel {ch}")
+                    t = rec.astype(np.int64) + self._messages[ch] * self._period_ps
+                    self._messages[ch] += 1
+                    times.append(t)
+                    chans.append(np.full(t.size, ch, np.uint8))
+            if times or time.monotonic() >= deadline:
                 break
-        times, chans = [], []
-        for ch, pieces in got.items():
-            raw = self._partial[ch] + b"".join(pieces)
-            whole = len(raw) - len(raw) % RECORD.itemsize
-            self._partial[ch] = raw[whole:]
-            t = np.frombuffer(raw[:whole], dtype=RECORD)
-            if t.size and int(t.max()) > np.iinfo(np.int64).max:
-                raise DriverError(f"{self.name}: channel {ch} timestamp beyond int64 picoseconds")
-            times.append(t.astype(np.int64))
-            chans.append(np.full(t.size, ch, np.uint8))
+        lost = 0
+        now = time.monotonic()
+        if now - self._errors_checked >= 0.2 or times:
+            lost = self._check_raw_errors()
+            self._errors_checked = now
+        self._lost += lost
         if not times:
-            return TagBlock.empty()
+            return TagBlock.empty(lost=lost) if not lost else TagBlock(
+                np.empty(0, np.int64), np.empty(0, np.uint8), lost=lost, overflow=True, meta={"raw_errors": lost})
         t_all = np.concatenate(times)
         order = np.argsort(t_all, kind="stable")
-        return TagBlock(t_all[order], np.concatenate(chans)[order])
+        meta: dict[str, object] = {"raw_errors": lost} if lost else {}
+        return TagBlock(t_all[order], np.concatenate(chans)[order], lost=lost, overflow=lost > 0, meta=meta)
 
     def stop(self) -> None:
-        """Switch the streams off and close them (what was received is discarded)."""
+        """Stop the windows, end each DLT stream (reporting its errors), switch the streams off."""
         streams, self._streams = self._streams, {}
+        acquisitions, self._acquisitions = self._acquisitions, {}
+        errors: list[str] = []
         try:
+            if streams:
+                self.write("REC:STOP")
+            for ch, acq in acquisitions.items():
+                status = (self._dlt_exec(f"stop --id {acq}") or {}).get("status", {})
+                errors += [f"channel {ch}: {e.get('description')}" for e in status.get("errors", [])]
             for ch in streams:
                 self.write(f"RAW{ch}:SEND OFF")
         finally:
             for sock in streams.values():
-                sock.close()
+                sock.close(linger=0)
+        if errors:
+            raise StreamLost(f"{self.name}: DataLinkTargetService reported {'; '.join(errors)}")
 
     def shutdown(self) -> None:
         self.stop()
+
+    def close(self) -> None:
+        super().close()
+        if self._dlt_socket is not None:
+            self._dlt_socket.close(linger=0)
+            self._dlt_socket = None

@@ -7,6 +7,19 @@ read: FIFO full means the hardware dropped events, so the block is marked (`over
 `meta["fifo_full"]`) and the next read raises, since the count of lost events is unknowable.
 Calls follow the MHLib / HHLib v3 manuals (`MH_OpenDevice`, `MH_Initialize(dev, MODE_T2, 0)`,
 `MH_GetResolution`, `MH_StartMeas`, `MH_ReadFiFo`, `MH_GetFlags`, `MH_CTCStatus`, `MH_StopMeas`).
+
+Inputs are configured as the vendor demos (`tttrmode.c`) do after `Initialize`, from the headers
+`mhlib.h`/`mhdefin.h` and `hhlib.h`/`hhdefin.h`: `SetSyncDiv` (1..16), the sync and input
+triggers (MultiHarp `SetSyncEdgeTrg`/`SetInputEdgeTrg`, level -1200..1200 mV and edge;
+HydraHarp `SetSyncCFD`/`SetInputCFD`, level 0..1000 mV and zero cross 0..40 mV), channel offsets
+(`SetSyncChannelOffset`/`SetInputChannelOffset`, -99999..99999 ps) and `SetInputChannelEnable`.
+Flags (`mhdefin.h`): FLAG_FIFOFULL 0x0002, FLAG_SYSERROR 0x0010 ("hardware error, must contact
+support": raised), FLAG_CNTS_DROPPED 0x0040 (counts were dropped: the block is marked lost).
+
+To verify on hardware (`pytest tests/drivers/taggers/test_picoquant_live.py --hil=lab.toml` with a
+`[picoquant]` table, and `qkdnode instruments --check`, whose `flags` row reads GetFlags): the trigger levels your
+detectors need (defaults: -50 mV falling edge on a MultiHarp, 50 mV CFD on a HydraHarp), and that
+FLAG_CNTS_DROPPED clears after it is read on the installed library.
 """
 
 from __future__ import annotations
@@ -29,6 +42,12 @@ FLAG_OVERFLOW = 0x0001
 FLAG_FIFOFULL = 0x0002
 FLAG_SYNC_LOST = 0x0004
 FLAG_SYSERROR = 0x0010
+FLAG_CNTS_DROPPED = 0x0040
+SYNC_DIV_RANGE = (1, 16)
+EDGE_LEVEL_MV = (-1200, 1200)  # MultiHarp TRGLVLMIN/MAX
+CFD_LEVEL_MV = (0, 1000)  # HydraHarp DISCRMIN/MAX
+CFD_ZC_MV = (0, 40)  # HydraHarp ZCMIN/MAX
+OFFSET_PS = (-99999, 99999)  # CHANOFFSMIN/MAX
 MAX_TACQ_MS = 360_000_000  # 100 h, the longest acquisition the libraries accept
 
 
@@ -44,6 +63,7 @@ class Family:
     read_takes_count: bool  # HHLib's ReadFiFo has a `count` argument, MHLib's does not
     needs_calibration: bool
     install_hint: str
+    edge_trigger: bool = True  # MultiHarp: edge triggers; HydraHarp: constant-fraction discriminators
 
 
 FAMILIES = {
@@ -52,7 +72,7 @@ FAMILIES = {
                         "the MultiHarp software (MHLib) from picoquant.com"),
     "hydraharp": Family("hydraharp", "HH_", ("hhlib64.dll", "hhlib.so", "libhhlib.so", "/usr/local/lib64/hh400/hhlib.so"),
                         0x01010204, 131_072, True, True,
-                        "the HydraHarp 400 software (HHLib) from picoquant.com"),
+                        "the HydraHarp 400 software (HHLib) from picoquant.com", edge_trigger=False),
 }
 
 CDEF = """
@@ -68,6 +88,20 @@ int {p}StopMeas(int devidx);
 int {p}CTCStatus(int devidx, int* ctcstatus);
 int {p}GetFlags(int devidx, int* flags);
 """
+CDEF_INPUTS = """
+int {p}SetSyncDiv(int devidx, int div);
+int {p}SetSyncChannelOffset(int devidx, int value);
+int {p}SetInputChannelOffset(int devidx, int channel, int value);
+int {p}SetInputChannelEnable(int devidx, int channel, int enable);
+"""
+CDEF_EDGE = """
+int {p}SetSyncEdgeTrg(int devidx, int level, int macroedge);
+int {p}SetInputEdgeTrg(int devidx, int channel, int level, int macroedge);
+"""
+CDEF_CFD = """
+int {p}SetSyncCFD(int devidx, int level, int zerocross);
+int {p}SetInputCFD(int devidx, int channel, int level, int zerocross);
+"""
 CDEF_CALIBRATE = "int {p}Calibrate(int devidx);\n"
 CDEF_READ_MH = "int {p}ReadFiFo(int devidx, unsigned int* buffer, int* nactual);\n"
 CDEF_READ_HH = "int {p}ReadFiFo(int devidx, unsigned int* buffer, int count, int* nactual);\n"
@@ -75,7 +109,8 @@ CDEF_READ_HH = "int {p}ReadFiFo(int devidx, unsigned int* buffer, int count, int
 
 def declarations(family: Family) -> str:
     """The C declarations of the library functions the driver calls."""
-    text = CDEF + (CDEF_READ_HH if family.read_takes_count else CDEF_READ_MH)
+    text = CDEF + (CDEF_READ_HH if family.read_takes_count else CDEF_READ_MH) + CDEF_INPUTS
+    text += CDEF_EDGE if family.edge_trigger else CDEF_CFD
     if family.needs_calibration:
         text += CDEF_CALIBRATE
     return text.format(p=family.prefix)
@@ -102,6 +137,13 @@ def open_library(family: Family, path: str | None = None) -> tuple[Any, Any]:
     )
 
 
+def _int_in(name: str, value: object, bounds: tuple[int, int]) -> int:
+    """`value` if it is an int within `bounds`; else `ValueError` naming the option and the range."""
+    if isinstance(value, bool) or not isinstance(value, int) or not bounds[0] <= value <= bounds[1]:
+        raise ValueError(f"PicoQuantTagger.{name} must be an integer in [{bounds[0]}, {bounds[1]}], got {value!r}")
+    return value
+
+
 class PicoQuantTagger:
     """A MultiHarp or HydraHarp in T2 mode as a `TimeTagger`.
 
@@ -111,9 +153,27 @@ class PicoQuantTagger:
     """
 
     def __init__(self, family: str = "multiharp", device_index: int = 0, *, library_path: str | None = None,
-                 library: Any = None, poll_interval_s: float = 0.001) -> None:
+                 library: Any = None, poll_interval_s: float = 0.001, sync_divider: int = 1,
+                 sync_level_mv: int | None = None, input_levels_mv: dict[int, int] | None = None,
+                 falling_edge: bool = True, zero_cross_mv: int = 10, sync_offset_ps: int = 0,
+                 channel_offsets_ps: dict[int, int] | None = None, enabled: tuple[int, ...] | None = None) -> None:
         if family not in FAMILIES:
             raise ValueError(f"family must be one of {sorted(FAMILIES)}, got {family!r}")
+        fam = FAMILIES[family]
+        level_range = EDGE_LEVEL_MV if fam.edge_trigger else CFD_LEVEL_MV
+        default_level = -50 if fam.edge_trigger else 50
+        self.sync_divider = int(_int_in("sync_divider", sync_divider, SYNC_DIV_RANGE))
+        self.sync_level_mv = _int_in("sync_level_mv", default_level if sync_level_mv is None else sync_level_mv,
+                                     level_range)
+        self.input_levels_mv = {ch: _int_in(f"input_levels_mv[{ch}]", v, level_range)
+                                for ch, v in (input_levels_mv or {}).items()}
+        self.default_level_mv = default_level
+        self.falling_edge = bool(falling_edge)
+        self.zero_cross_mv = _int_in("zero_cross_mv", zero_cross_mv, CFD_ZC_MV)
+        self.sync_offset_ps = _int_in("sync_offset_ps", sync_offset_ps, OFFSET_PS)
+        self.channel_offsets_ps = {ch: _int_in(f"channel_offsets_ps[{ch}]", v, OFFSET_PS)
+                                   for ch, v in (channel_offsets_ps or {}).items()}
+        self.enabled = None if enabled is None else tuple(enabled)
         if not isinstance(device_index, int) or not 0 <= device_index <= 7:
             raise ValueError(f"device_index must be an integer in [0, 7], got {device_index!r}")
         self.family = FAMILIES[family]
@@ -165,11 +225,34 @@ class PicoQuantTagger:
             self._call("GetResolution", resolution)
             n = self._ffi.new("int*")
             self._call("GetNumOfInputChannels", n)
-        except DriverError:
+            self._channels = tuple(range(int(n[0])))
+            self._configure_inputs()
+        except (DriverError, ValueError):
             self.close()
             raise
         self._resolution_ps = max(1, int(round(resolution[0])))
-        self._channels = tuple(range(int(n[0])))
+
+    def _configure_inputs(self) -> None:
+        """Sync divider, triggers, offsets and enables, as the vendor demos set them before measuring."""
+        unknown = sorted((set(self.input_levels_mv) | set(self.channel_offsets_ps) | set(self.enabled or ()))
+                         - set(self._channels))
+        if unknown:
+            raise ValueError(f"PicoQuantTagger channels {unknown} do not exist; inputs are {list(self._channels)}")
+        edge = 0 if self.falling_edge else 1  # EDGE_FALLING = 0, EDGE_RISING = 1 (mhdefin.h)
+        self._call("SetSyncDiv", self.sync_divider)
+        if self.family.edge_trigger:
+            self._call("SetSyncEdgeTrg", self.sync_level_mv, edge)
+        else:
+            self._call("SetSyncCFD", self.sync_level_mv, self.zero_cross_mv)
+        self._call("SetSyncChannelOffset", self.sync_offset_ps)
+        for ch in self._channels:
+            level = self.input_levels_mv.get(ch, self.default_level_mv)
+            if self.family.edge_trigger:
+                self._call("SetInputEdgeTrg", ch, level, edge)
+            else:
+                self._call("SetInputCFD", ch, level, self.zero_cross_mv)
+            self._call("SetInputChannelOffset", ch, self.channel_offsets_ps.get(ch, 0))
+            self._call("SetInputChannelEnable", ch, int(self.enabled is None or ch in self.enabled))
 
     # -- TimeTagger protocol -----------------------------------------------------------------------
 
@@ -227,14 +310,22 @@ class PicoQuantTagger:
                 break
             time.sleep(self.poll_interval_s)
         log.debug("%s #%d: %d records, flags 0x%04x", self.family.name, self.device_index, records.size, flags)
+        if flags & FLAG_SYSERROR:
+            raise InstrumentError(f"PicoQuant {self.family.name} #{self.device_index}: FLAG_SYSERROR set, a hardware "
+                                  "error (the manual: contact PicoQuant support); acquisition stopped")
         block = self._stream.block(records)
+        if flags & FLAG_CNTS_DROPPED:
+            self._lost += 1
+            block = TagBlock(block.time, block.channel, lost=block.lost + 1, overflow=True,
+                             meta=dict(block.meta, counts_dropped=True, lost_is_lower_bound=True))
         if flags & FLAG_FIFOFULL:
             self._fifo_full = True
             self._lost += 1
             meta = dict(block.meta, fifo_full=True, lost_is_lower_bound=True)
-            return TagBlock(block.time, block.channel, lost=1, overflow=True, meta=meta)
+            return TagBlock(block.time, block.channel, lost=block.lost + 1, overflow=True, meta=meta)
         if flags & FLAG_SYNC_LOST:
-            return TagBlock(block.time, block.channel, meta=dict(block.meta, sync_lost=True))
+            return TagBlock(block.time, block.channel, lost=block.lost, overflow=block.overflow,
+                            meta=dict(block.meta, sync_lost=True))
         return block
 
     def stop(self) -> None:

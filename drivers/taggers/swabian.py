@@ -1,9 +1,21 @@
 """Swabian Instruments Time Tagger (20, Ultra, X) through the vendor `TimeTagger` module, imported lazily.
 
-Uses `TimeTagger.createTimeTagger(serial)`, `setTriggerLevel`, `TimeTagStream(tagger, n_max_events,
-channels)` and its `getData()` buffer (`getTimestamps`, `getChannels`, `getEventTypes`,
-`getMissedEvents`). Overflow intervals and missed-event records are counted into `TagBlock.lost`
-and `overflow`, never dropped silently.
+From the Time Tagger user manual (API reference: "Channel number schema", "TimeTagStream"):
+- `setTimeTaggerChannelNumberScheme(TT_CHANNEL_NUMBER_SCHEME_ONE)` before `createTimeTagger`:
+  rising edges are 1..N and falling edges -1..-N, as the front panel counts. Under the ZERO scheme
+  (which AUTO picks on Time Tagger 20 and older units) inputs are 0..7 rising and 8..15 falling,
+  so front-panel numbers would pick the wrong input and edge. The scheme is read back
+  (`getTimeTaggerChannelNumberScheme`) and a mismatch refused.
+- `TimeTagStream(tagger, n_max_events, channels)`; `getData()` returns a buffer (`size`,
+  `getTimestamps`, `getChannels`, `getEventTypes`, `getMissedEvents`). Overflow intervals and
+  missed-event records are counted into `TagBlock.lost` and `overflow`. When the stream's own
+  buffer is full (`size == n_max_events`) events arriving after it are discarded without any
+  missed-event record: such a block is marked `overflow`, `lost >= 1` (a lower bound) and
+  `meta["stream_buffer_full"]`, never passed off as complete.
+
+To verify on hardware (`pytest tests/drivers/taggers/test_swabian.py --hil=lab.toml` with a `[swabian]`
+table; then `buffer_events = 1000` in that table at a high input rate): that a full buffer on the
+installed software version indeed carries no OverflowBegin record, and the scheme read back.
 """
 
 from __future__ import annotations
@@ -21,6 +33,7 @@ from drivers.timetagger import TagBlock
 log = logging.getLogger("drivers.taggers.swabian")
 
 TIME_TAG, ERROR, OVERFLOW_BEGIN, OVERFLOW_END, MISSED_EVENTS = 0, 1, 2, 3, 4
+SCHEME_ONE = "TT_CHANNEL_NUMBER_SCHEME_ONE"
 INSTALL_HINT = ("the Swabian Time Tagger software (it installs the `TimeTagger` Python module) "
                 "from swabianinstruments.com")
 
@@ -51,7 +64,17 @@ class SwabianTagger:
         self._channels = tuple(channels)
         self.buffer_events = buffer_events
         self.poll_interval_s = poll_interval_s
+        one = getattr(self._tt, SCHEME_ONE, None)
+        if one is None or not hasattr(self._tt, "setTimeTaggerChannelNumberScheme"):
+            raise DriverError("the installed Swabian software has no channel number schemes (TT_CHANNEL_NUMBER_SCHEME_ONE); "
+                              "install version 2.6 or newer so channels can be numbered as on the front panel")
+        self._tt.setTimeTaggerChannelNumberScheme(one)  # must precede createTimeTagger
         self._tagger = self._tt.createTimeTagger(serial)
+        scheme = self._tt.getTimeTaggerChannelNumberScheme()
+        if scheme != one:
+            self._tt.freeTimeTagger(self._tagger)
+            raise DriverError(f"Swabian tagger uses channel number scheme {scheme}, not ONE ({one}); "
+                              "front-panel channel numbers would select the wrong inputs")
         for ch, level in levels.items():
             self._tagger.setTriggerLevel(ch, float(level))
         self._stream: Any = None
@@ -102,10 +125,17 @@ class SwabianTagger:
         errors = int(np.count_nonzero(kinds == ERROR))
         tags = kinds == TIME_TAG
         if np.any(tags & ((chans < 1) | (chans > 255))):
-            raise DriverError(f"Swabian stream reported channels outside 1..255: {sorted(set(chans[tags].tolist()))[:5]}")
+            raise DriverError(f"Swabian stream reported channels outside 1..255 (falling edges or a ZERO-scheme unit): "
+                              f"{sorted(set(chans[tags].tolist()))[:5]}")
+        meta: dict[str, object] = {"errors": errors} if errors else {}
+        if data.size >= self.buffer_events:  # the stream's buffer filled: later events were discarded unrecorded
+            lost += 1
+            overflow = True
+            meta.update(stream_buffer_full=True, lost_is_lower_bound=True)
+            log.warning("swabian: stream buffer full (%d events); events were lost, raise buffer_events or read faster",
+                        data.size)
         self._lost += lost
         log.debug("swabian: %d events, %d tags, %d missed, overflow=%s", kinds.size, int(tags.sum()), lost, overflow)
-        meta: dict[str, object] = {"errors": errors} if errors else {}
         return TagBlock(stamps[tags], chans[tags].astype(np.uint8), lost=lost, overflow=overflow, meta=meta)
 
     def stop(self) -> None:

@@ -57,6 +57,10 @@ class ScriptedTransport:
         if reply is not None:
             self._pending.append(reply)
 
+    def write_raw(self, data: bytes) -> None:
+        """A binary message: matched as text with its bytes read as latin-1 (one char per byte)."""
+        self.write(data.decode("latin-1"))
+
     def read(self) -> str:
         if not self._pending:
             raise AssertionError("read with no reply expected (the last command takes no reply)")

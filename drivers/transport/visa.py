@@ -7,8 +7,31 @@ from typing import Any
 from drivers.transport.base import ConnectionLost, ReadTimeout, SessionTransport
 
 
+#: what PyVISA's default ("") resolved to in this process: finding the IVI library takes ~0.4 s a time
+_resolved_default: str | None = None
+
+
+def resource_manager(visa_library: str) -> Any:
+    """A PyVISA resource manager; the default backend is looked up once per process, then reused."""
+    global _resolved_default
+    import pyvisa
+
+    if visa_library:
+        return pyvisa.ResourceManager(visa_library)
+    if _resolved_default is not None:
+        return pyvisa.ResourceManager(_resolved_default)
+    rm = pyvisa.ResourceManager("")
+    _resolved_default = "@py" if type(rm.visalib).__module__.startswith("pyvisa_py") else "@ivi"
+    return rm
+
+
 class VisaTransport(SessionTransport):
-    """A PyVISA message-based session; `visa_library` picks the backend ("@py", "@ivi", "file.yaml@sim")."""
+    """A PyVISA message-based session; `visa_library` picks the backend.
+
+    The default `""` is PyVISA's own choice: the installed IVI VISA (NI-VISA, Keysight IO Libraries,
+    Thorlabs VISA: what most Windows lab PCs use, and the only one reaching USB-TMC there), falling
+    back to pyvisa-py when none is installed. `"@py"`, `"@ivi"` or `"file.yaml@sim"` force one.
+    """
 
     _session_name = "VISA session to"
 
@@ -19,7 +42,7 @@ class VisaTransport(SessionTransport):
         timeout_s: float = 2.0,
         read_termination: str = "\n",
         write_termination: str = "\n",
-        visa_library: str = "@py",
+        visa_library: str = "",
         baud_rate: int | None = None,
         encoding: str = "ascii",
     ) -> None:
@@ -41,7 +64,7 @@ class VisaTransport(SessionTransport):
         self.close()
         try:
             if self._rm is None:
-                self._rm = pyvisa.ResourceManager(self.visa_library)
+                self._rm = resource_manager(self.visa_library)
             kwargs: dict[str, Any] = dict(
                 read_termination=self.read_termination,
                 write_termination=self.write_termination,
@@ -60,6 +83,19 @@ class VisaTransport(SessionTransport):
 
         try:
             self._require().write(message)
+        except pyvisa.errors.VisaIOError as exc:
+            if exc.error_code == pyvisa.constants.StatusCode.error_timeout:
+                raise ReadTimeout(f"write to {self.resource} timed out") from exc
+            raise ConnectionLost(f"write to {self.resource} failed: {exc}") from exc
+        except (OSError, pyvisa.errors.Error) as exc:
+            raise ConnectionLost(f"write to {self.resource} failed: {exc}") from exc
+
+    def write_raw(self, data: bytes) -> None:
+        """Send bytes as they are (an IEEE 488.2 binary block), then the write termination."""
+        import pyvisa
+
+        try:
+            self._require().write_raw(data + self.write_termination.encode(self.encoding))
         except pyvisa.errors.VisaIOError as exc:
             if exc.error_code == pyvisa.constants.StatusCode.error_timeout:
                 raise ReadTimeout(f"write to {self.resource} timed out") from exc

@@ -1,4 +1,10 @@
-"""Emulated Keysight 8163B mainframe with 8157xA attenuator modules."""
+"""Emulated Keysight 8163B mainframe with 8157xA attenuator modules, from the 8157xA programming guide.
+
+As the guide describes `:INPut:ATTenuation`: the attenuation set and read is the filter's
+attenuation plus the user offset (`:INPut:OFFSet`), so the range accepted is offset .. offset+60 dB;
+beyond it -222. Wavelengths are kept at full precision (the guide's examples set them in nm with
+picometre digits, e.g. `:INP1:WAV 1550.123nm`); a unit suffix NM/UM/M is understood.
+"""
 
 from __future__ import annotations
 
@@ -28,7 +34,7 @@ class Keysight8157xA(ScpiDevice):
         s = self._slot()
         if query:
             return fmt(self.att[s])
-        value = number(arg, 0.0, 60.0)
+        value = number(arg, self.offs[s] + 0.0, self.offs[s] + 60.0)
         self.att[s] = value
         return None
 
@@ -36,8 +42,14 @@ class Keysight8157xA(ScpiDevice):
     def _wav(self, query: bool, arg: str | None) -> str | None:
         s = self._slot()
         if query:
-            return fmt(self.wav[s])
-        self.wav[s] = number(arg, 1200e-9, 1700e-9)
+            return f"{self.wav[s]:+.9E}"
+        token = (arg or "").strip().upper()
+        scale = 1.0
+        for suffix, factor in (("NM", 1e-9), ("UM", 1e-6), ("M", 1.0)):
+            if token.endswith(suffix):
+                token, scale = token[: -len(suffix)], factor
+                break
+        self.wav[s] = number(token, 1200e-9 / scale, 1700e-9 / scale) * scale
         return None
 
     @scpi("INPut#[:CHANnel]:OFFSet")
@@ -45,7 +57,9 @@ class Keysight8157xA(ScpiDevice):
         s = self._slot()
         if query:
             return fmt(self.offs[s])
-        self.offs[s] = number(arg, -200.0, 200.0)
+        offset = number(arg, -200.0, 200.0)
+        self.att[s] += offset - self.offs[s]  # the filter stays where it is; the displayed value moves
+        self.offs[s] = offset
         return None
 
     @scpi("OUTPut#[:CHANnel][:STATe]")

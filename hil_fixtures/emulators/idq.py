@@ -1,8 +1,25 @@
-"""Emulated ID Quantique ID1000: SCPI on a ZeroMQ socket answering REQ clients, per-channel timestamp streams over TCP."""
+"""Emulated ID Quantique ID1000 and the DataLinkTargetService (DLT) beside it, from IDQ's own examples.
+
+Written from the vendor's Python examples for the Time Controller (`utils/common.py`,
+`utils/acquisitions.py`, the streamed-timestamps examples), not from the driver:
+- the instrument answers SCPI on a ZeroMQ REQ/REP socket (port 5555), every command with a reply
+  (empty for settings, "Error: ..." when refused);
+- timestamps never come from the instrument to the client directly: the DataLinkTargetService
+  runs on the PC (ZeroMQ REP, port 6060, JSON replies). `start-stream --address <tc> --channel <n>
+  --stream-port <p>` answers `{"id": k}` and then publishes that channel's timestamps on a ZeroMQ
+  PAIR socket at `tcp://127.0.0.1:<p>` (4241 + n in the examples); `stop --id k` answers
+  `{"status": {"acquisitions_count": .., "errors": [..]}}`; failures answer `{"error": {"description": ..}}`;
+- acquisition windows are the record generator's pulses (`REC:PWID`, `REC:PPER`, `REC:NUM INF`,
+  `REC:PLAY`, `REC:STOP`); each channel gets one message per window, its timestamps (little-endian
+  uint64 ps, 16 bytes with a reference index) counted from the window's start when
+  `RAW<n>:REF:LINK NONE`, else from the last reference event;
+- `RAW<n>:ERRORS?` counts timestamps the channel lost (buffer overflow), `RAW<n>:ERRORS:CLEAR`
+  resets it; `DEVI:SYNC INTERNAL|EXTERNAL` picks the clock; `DEVI:RES:BWID?` the bin width in ps.
+"""
 
 from __future__ import annotations
 
-import socket
+import json
 import threading
 from typing import Any
 
@@ -10,20 +27,31 @@ import numpy as np
 
 from hil_fixtures.emulators.scpi import DeviceError, ScpiDevice, boolean, number, scpi
 
+CHANNELS = (1, 2, 3, 4)
+
 
 class ID1000(ScpiDevice):
-    """Input enables, thresholds and stream switches; replies "" to settings, "Error: ..." when refused."""
+    """Inputs, references, streams, record generator, clock source; replies "" to settings, "Error: ..." when refused."""
 
     idn = "ID Quantique,ID1000,0000000005,1.9.0"
+    bin_width_ps = 20
+    #: whether a 10 MHz reference is present on the CLK input (DEVI:SYNC EXTERNAL needs it)
+    external_clock_present = True
 
     def reset(self) -> None:
-        self.enabled = {ch: False for ch in (1, 2, 3, 4)}
-        self.threshold = {ch: 0.5 for ch in (1, 2, 3, 4)}
-        self.sending = {ch: False for ch in (1, 2, 3, 4)}
+        self.enabled = {ch: False for ch in CHANNELS}
+        self.threshold = {ch: 0.5 for ch in CHANNELS}
+        self.sending = {ch: False for ch in CHANNELS}
+        self.ref_link = {ch: "REC" for ch in CHANNELS}
+        self.raw_errors = {ch: 0 for ch in CHANNELS}
+        self.sync = "INTERNAL"
+        self.rec: dict[str, Any] = {"ENAB": False, "NUM": "1", "PWID": 1_000_000_000_000, "PPER": 1_000_000_400_000,
+                    "MODE": "AUTO"}
+        self.playing = False
 
     def _ch(self) -> int:
         ch = self.suffix[0]
-        if ch not in (1, 2, 3, 4):
+        if ch not in CHANNELS:
             raise DeviceError(-114, "Header suffix out of range")
         return ch
 
@@ -59,95 +87,206 @@ class ID1000(ScpiDevice):
         self.sending[ch] = boolean(arg)
         return None
 
+    @scpi("RAW#:REFerence:LINK")
+    def _ref(self, query: bool, arg: str | None) -> str | None:
+        ch = self._ch()
+        if query:
+            return self.ref_link[ch]
+        token = (arg or "").strip().upper()
+        if not token:
+            raise DeviceError(-109, "Missing parameter")
+        self.ref_link[ch] = token
+        return None
+
+    @scpi("RAW#:ERRors")
+    def _errors(self, query: bool, arg: str | None) -> str | None:
+        return str(self.raw_errors[self._ch()]) if query else None
+
+    @scpi("RAW#:ERRors:CLEar")
+    def _errors_clear(self, query: bool, arg: str | None) -> str | None:
+        self.raw_errors[self._ch()] = 0
+        return None
+
+    @scpi("DEVIce:SYNChronization")
+    def _sync(self, query: bool, arg: str | None) -> str | None:
+        if query:
+            return self.sync
+        token = (arg or "").strip().upper()
+        token = {"INT": "INTERNAL", "EXT": "EXTERNAL"}.get(token, token)
+        if token not in ("INTERNAL", "EXTERNAL"):
+            raise DeviceError(-224, "Illegal parameter value")
+        if token == "EXTERNAL" and not self.external_clock_present:
+            raise DeviceError(-200, "Execution error; no external clock detected")
+        self.sync = token
+        return None
+
+    @scpi("DEVIce:RESolution:BWIDth")
+    def _bwid(self, query: bool, arg: str | None) -> str | None:
+        return str(self.bin_width_ps) if query else None
+
+    @scpi("RECord:TRIGger:ARM:MODE")
+    def _rec_mode(self, query: bool, arg: str | None) -> str | None:
+        if query:
+            return self.rec["MODE"]
+        self.rec["MODE"] = (arg or "").strip().upper()[:4]
+        return None
+
+    @scpi("RECord:ENABle")
+    def _rec_enable(self, query: bool, arg: str | None) -> str | None:
+        if query:
+            return "ON" if self.rec["ENAB"] else "OFF"
+        self.rec["ENAB"] = boolean(arg)
+        return None
+
+    @scpi("RECord:NUMber")
+    def _rec_num(self, query: bool, arg: str | None) -> str | None:
+        if query:
+            return self.rec["NUM"]
+        self.rec["NUM"] = (arg or "").strip().upper()
+        return None
+
+    @scpi("RECord:PWIDth")
+    def _rec_pwid(self, query: bool, arg: str | None) -> str | None:
+        if query:
+            return str(self.rec["PWID"])
+        self.rec["PWID"] = int(number(arg, 1e3, 1e15))
+        return None
+
+    @scpi("RECord:PPERiod")
+    def _rec_pper(self, query: bool, arg: str | None) -> str | None:
+        if query:
+            return str(self.rec["PPER"])
+        pper = int(number(arg, 1e3, 1e15))
+        if pper - self.rec["PWID"] < 40_000:  # the examples: windows need >= 40 ns dead time
+            raise DeviceError(-222, "Data out of range")
+        self.rec["PPER"] = pper
+        return None
+
+    @scpi("RECord:PLAY")
+    def _rec_play(self, query: bool, arg: str | None) -> str | None:
+        if not self.rec["ENAB"]:
+            raise DeviceError(-221, "Settings conflict; record generator disabled")
+        self.playing = True
+        return None
+
+    @scpi("RECord:STOP")
+    def _rec_stop(self, query: bool, arg: str | None) -> str | None:
+        self.playing = False
+        return None
+
 
 class ID1000Emulator:
-    """The ZeroMQ REP control server and four TCP stream servers on 127.0.0.1; `emit()` sends timestamps."""
+    """The instrument's ZeroMQ SCPI server and a DataLinkTargetService, both on 127.0.0.1 ports chosen by the OS.
+
+    `emit_window({ch: times_ps})` ends one acquisition window: every streaming channel gets a
+    message with its timestamps (counted from the window's start, as with `REF:LINK NONE`).
+    """
 
     def __init__(self) -> None:
         import zmq
 
         self.device = ID1000()
         self.commands: list[str] = []
+        self.dlt_commands: list[str] = []
         self._stop = threading.Event()
         self._ctx: Any = zmq.Context.instance()
         self._rep = self._ctx.socket(zmq.ROUTER)  # a ROUTER can leave a request unanswered, like a hung device
         self._rep.setsockopt(zmq.LINGER, 0)
         port = self._rep.bind_to_random_port("tcp://127.0.0.1")
         self.resource = f"tcp://127.0.0.1:{port}"
+        self._dlt = self._ctx.socket(zmq.REP)
+        self._dlt.setsockopt(zmq.LINGER, 0)
+        self.dlt_address = f"tcp://127.0.0.1:{self._dlt.bind_to_random_port('tcp://127.0.0.1')}"
         self.mute_replies = 0
-        self._listeners: dict[int, socket.socket] = {}
-        self._clients: dict[int, socket.socket] = {}
-        base = self._free_consecutive_ports()
-        self.stream_port_base = base
-        for ch in (1, 2, 3, 4):
-            self._listeners[ch] = socket.create_server(("127.0.0.1", base + ch - 1))
-            self._listeners[ch].settimeout(0.1)
-            threading.Thread(target=self._accept, args=(ch,), daemon=True).start()
+        self.with_ref_index = False
+        self._streams: dict[int, tuple[int, Any]] = {}  # channel -> (acquisition id, PAIR socket)
+        self._next_id = 1
+        self._windows = 0
+        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
-
-    @staticmethod
-    def _free_consecutive_ports() -> int:
-        for _ in range(50):
-            with socket.socket() as probe:
-                probe.bind(("127.0.0.1", 0))
-                base = probe.getsockname()[1]
-            if base > 65000:
-                continue
-            try:
-                socks = [socket.create_server(("127.0.0.1", base + i)) for i in range(4)]
-            except OSError:
-                continue
-            for s in socks:
-                s.close()
-            return base
-        raise RuntimeError("no four consecutive free ports on 127.0.0.1")
 
     def _serve(self) -> None:
         import zmq
 
         poller = zmq.Poller()
         poller.register(self._rep, zmq.POLLIN)
+        poller.register(self._dlt, zmq.POLLIN)
         while not self._stop.is_set():
-            if not poller.poll(100):
-                continue
-            identity, empty, raw = self._rep.recv_multipart()
-            line = raw.decode("ascii", errors="replace")
-            self.commands.append(line)
-            reply = self.device.handle(line) or ""
-            if self.mute_replies > 0:
-                self.mute_replies -= 1
-                continue  # the client's REQ times out and reconnects with a fresh socket
-            self._rep.send_multipart([identity, empty, reply.encode("ascii")])
+            ready = dict(poller.poll(100))
+            with self._lock:
+                if self._rep in ready:
+                    identity, empty, raw = self._rep.recv_multipart()
+                    line = raw.decode("ascii", errors="replace")
+                    self.commands.append(line)
+                    reply = self.device.handle(line) or ""
+                    if self.mute_replies > 0:
+                        self.mute_replies -= 1
+                    else:
+                        self._rep.send_multipart([identity, empty, reply.encode("ascii")])
+                if self._dlt in ready:
+                    request = self._dlt.recv().decode("utf-8", errors="replace")
+                    self.dlt_commands.append(request)
+                    self._dlt.send_string(json.dumps(self._dlt_command(request)))
 
-    def _accept(self, ch: int) -> None:
-        while not self._stop.is_set():
+    def _dlt_command(self, request: str) -> Any:
+        import zmq
+
+        words = request.split()
+        opts = {words[i][2:]: words[i + 1] for i in range(1, len(words) - 1) if words[i].startswith("--")}
+        if not words:
+            return {"error": {"description": "empty command"}}
+        if words[0] == "start-stream":
             try:
-                conn, _ = self._listeners[ch].accept()
-            except (TimeoutError, OSError):
-                continue
-            self._clients[ch] = conn
+                ch, port = int(opts["channel"]), int(opts["stream-port"])
+            except (KeyError, ValueError):
+                return {"error": {"description": "start-stream needs --address, --channel and --stream-port"}}
+            if ch not in CHANNELS or ch in self._streams:
+                return {"error": {"description": f"channel {ch} unavailable"}}
+            sock = self._ctx.socket(zmq.PAIR)
+            sock.setsockopt(zmq.LINGER, 0)
+            try:
+                sock.bind(f"tcp://127.0.0.1:{port}")
+            except zmq.ZMQError as exc:
+                sock.close()
+                return {"error": {"description": f"cannot bind stream port {port}: {exc}"}}
+            self._streams[ch] = (self._next_id, sock)
+            self._next_id += 1
+            return {"id": self._streams[ch][0]}
+        if words[0] == "stop":
+            for ch, (acq, sock) in list(self._streams.items()):
+                if str(acq) == opts.get("id"):
+                    sock.close()
+                    del self._streams[ch]
+                    return {"status": {"acquisitions_count": self._windows, "errors": []}}
+            return {"error": {"description": f"no acquisition with id {opts.get('id')}"}}
+        if words[0] == "list":
+            return [{"id": acq, "channel": ch} for ch, (acq, _) in self._streams.items()]
+        return {"error": {"description": f"unknown command {words[0]}"}}
 
-    def emit(self, ch: int, times_ps: np.ndarray, split: int | None = None) -> None:
-        """Send timestamps on channel `ch` if its stream is on; `split` cuts the bytes mid-record."""
-        conn = self._clients.get(ch)
-        if conn is None or not self.device.sending[ch]:
-            raise RuntimeError(f"stream {ch} is not connected and switched on")
-        data = np.asarray(times_ps, dtype="<u8").tobytes()
-        if split is None:
-            conn.sendall(data)
-        else:
-            conn.sendall(data[:split])
-            conn.sendall(data[split:])
-
-    def drop_stream(self, ch: int) -> None:
-        """Close the stream connection of channel `ch` (the instrument rebooting, a cable pulled)."""
-        conn = self._clients.pop(ch)
-        conn.close()
+    def emit_window(self, times_ps: dict[int, np.ndarray]) -> None:
+        """End one acquisition window: one message per streaming channel (empty where no tags)."""
+        with self._lock:
+            if not self.device.playing:
+                raise RuntimeError("the record generator is not playing (REC:PLAY)")
+            for ch, (_, sock) in self._streams.items():
+                if not self.device.sending[ch]:
+                    continue
+                t = np.asarray(times_ps.get(ch, []), dtype="<u8")
+                if self.with_ref_index:
+                    rec = np.zeros((t.size, 2), dtype="<u8")
+                    rec[:, 0] = t
+                    rec[:, 1] = self._windows
+                    data = rec.tobytes()
+                else:
+                    data = t.tobytes()
+                sock.send(data)
+            self._windows += 1
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=2)
         self._rep.close(linger=0)
-        for s in [*self._listeners.values(), *self._clients.values()]:
-            s.close()
+        self._dlt.close(linger=0)
+        for _, sock in self._streams.values():
+            sock.close(linger=0)

@@ -1,4 +1,19 @@
-"""Emulated Keysight M8195A: segment 1 per channel, sample rate, amplitude, outputs, run state."""
+"""Emulated Keysight M8195A, from the M8195A user's guide (rev. 2), independently of the driver.
+
+What the guide says and this model does:
+- `:INSTrument:DACMode SINGle|DUAL|FOUR|MARKer|DCDuplicate|DCMarker` decides which channels
+  generate a waveform: SINGle and MARKer only channel 1, DUAL channels 1 and 4, FOUR all four,
+  DCDuplicate and DCMarker channels 1 and 2 (3 and 4 carry a copy or markers). A channel outside
+  the mode plays nothing, whatever was loaded into it.
+- `:TRACe<n>:MMODe INTernal|EXTended` per channel; `:INSTrument:MEMory:EXTended:RDIVider
+  DIV1|DIV2|DIV4` divides the sample rate of every channel sourced from extended memory.
+- In extended memory the segment table is shared: a segment defined on one channel is defined on
+  all extended-memory channels, `:TRACe:DELete[:ALL]` on one deletes on all, and defining a
+  segment id that exists is refused. Internal memory holds 16 384 samples per channel.
+- Mode, memory and divider changes are refused while running.
+- Assumed here, not from the guide: the state after reset (SINGle, internal memory, DIV1); the
+  driver sets all three explicitly, so nothing depends on it.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +27,16 @@ class M8195A(ScpiDevice):
 
     idn = "Keysight Technologies,M8195A,MY00000002,4.1.0.0"
     channels = (1, 2, 3, 4)
+    internal_samples = 16_384
+    GENERATING = {"SING": (1,), "MARK": (1,), "DUAL": (1, 4), "FOUR": (1, 2, 3, 4), "DCD": (1, 2), "DCM": (1, 2)}
 
     def reset(self) -> None:
         self.rate = 64e9
         self.mode = "ARB"
+        self.dac_mode = "SING"
+        self.mmode = {ch: "INT" for ch in self.channels}
+        self.rdiv = 1
+        self.ext_lengths: dict[int, int] = {}  # the shared extended-memory segment table: id -> length
         self.segments: dict[int, np.ndarray | None] = {ch: None for ch in self.channels}
         self.selected = {ch: 0 for ch in self.channels}
         self.vpp = {ch: 0.5 for ch in self.channels}
@@ -50,10 +71,20 @@ class M8195A(ScpiDevice):
         self.mode = token[:3] if token.startswith("ARB") else token
         return None
 
+    def _sharing(self, ch: int) -> tuple[int, ...]:
+        """The channels a segment operation on `ch` reaches: all extended-memory channels, or `ch`."""
+        if self.mmode[ch] == "EXT":
+            return tuple(c for c in self.channels if self.mmode[c] == "EXT")
+        return (ch,)
+
     @scpi("TRACe#:DELete:ALL")
     def _delete(self, query: bool, arg: str | None) -> str | None:
+        ch = self._ch()
         self._idle()
-        self.segments[self._ch()] = None
+        for c in self._sharing(ch):
+            self.segments[c] = None
+        if self.mmode[ch] == "EXT":
+            self.ext_lengths.clear()
         return None
 
     @scpi("TRACe#:DEFine")
@@ -66,8 +97,63 @@ class M8195A(ScpiDevice):
             raise DeviceError(-104, "Data type error") from None
         if seg != 1 or length < 1280 or length % 256:
             raise DeviceError(*DATA_OUT_OF_RANGE)
-        self.segments[ch] = np.zeros(length, dtype=np.int64)
+        if self.mmode[ch] == "INT":
+            if length > self.internal_samples:
+                raise DeviceError(-223, "Too much data")
+            self.segments[ch] = np.zeros(length, dtype=np.int64)
+            return None
+        if seg in self.ext_lengths:
+            raise DeviceError(-221, "Settings conflict; segment already defined")
+        self.ext_lengths[seg] = length
+        for c in self._sharing(ch):
+            self.segments[c] = np.zeros(length, dtype=np.int64)
         return None
+
+    @scpi("INSTrument:DACMode")
+    def _dacm(self, query: bool, arg: str | None) -> str | None:
+        if query:
+            return self.dac_mode
+        token = (arg or "").strip().upper()
+        for short in self.GENERATING:
+            if token.startswith(short):
+                self._idle()
+                self.dac_mode = short
+                return None
+        raise DeviceError(-224, "Illegal parameter value")
+
+    @scpi("TRACe#:MMODe")
+    def _mmode(self, query: bool, arg: str | None) -> str | None:
+        ch = self._ch()
+        if query:
+            return self.mmode[ch]
+        token = (arg or "").strip().upper()[:3]
+        if token not in ("INT", "EXT"):
+            raise DeviceError(-224, "Illegal parameter value")
+        self._idle()
+        if token != self.mmode[ch]:
+            self.segments[ch] = None
+        self.mmode[ch] = token
+        return None
+
+    @scpi("INSTrument:MEMory:EXTended:RDIVider")
+    def _rdiv(self, query: bool, arg: str | None) -> str | None:
+        if query:
+            return f"DIV{self.rdiv}"
+        token = (arg or "").strip().upper()
+        if token not in ("DIV1", "DIV2", "DIV4"):
+            raise DeviceError(-224, "Illegal parameter value")
+        self._idle()
+        self.rdiv = int(token[3])
+        return None
+
+    def sample_rate(self, ch: int) -> float:
+        """Samples per second the channel plays: the DAC rate, divided for extended memory."""
+        return self.rate / self.rdiv if self.mmode[ch] == "EXT" else self.rate
+
+    def generating(self, ch: int) -> bool:
+        """Whether channel `ch` puts out its waveform now (running, output on, enabled by the DAC mode)."""
+        return (self.running and self.output[ch] and ch in self.GENERATING[self.dac_mode]
+                and self.selected[ch] == 1 and self.segments[ch] is not None)
 
     @scpi("TRACe#[:DATA]")
     def _data(self, query: bool, arg: str | None) -> str | None:

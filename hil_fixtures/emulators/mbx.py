@@ -1,8 +1,16 @@
-"""Emulated Thorlabs MBX bias controller: CR-terminated ASCII commands, replies only to queries."""
+"""Emulated Thorlabs MBX bias controller, written from the MX/MBX remote control user guide.
+
+What the guide says and this model does (independently of the driver): every command is answered
+with one line ending in NL. A setting is acknowledged with `1`, or refused with `Err: <reason>`
+(the setting is not applied); a query answers its value. The VOA setpoint range is 1.0-20 dB
+(Rev E). Unknown commands answer `Err: Unknown command`.
+"""
 
 from __future__ import annotations
 
-from hil_fixtures.emulators.scpi import ScpiDevice, boolean, number, scpi
+from hil_fixtures.emulators.scpi import DeviceError, ScpiDevice, boolean, number, scpi
+
+VOA_RANGE_DB = (1.0, 20.0)
 
 
 class MBX(ScpiDevice):
@@ -10,6 +18,29 @@ class MBX(ScpiDevice):
 
     idn = "THORLABS,MBX,M00000003,1.9.4"
     v_pi = 3.5
+    #: fault injection: the next N settings are refused with this reason (as a faulty unit would)
+    refuse_next: int = 0
+    refuse_reason = "Hardware fault"
+    #: fault injection: every command, queries included, answers this (a unit in a fault state)
+    error_reply: str | None = None
+
+    def handle(self, line: str) -> str | None:
+        """One command in, one NL-terminated line out: the query's value, `1`, or `Err: ...`."""
+        query = line.split(" ")[0].endswith("?")
+        if self.error_reply is not None:
+            return self.error_reply
+        if not query and self.refuse_next > 0:
+            self.refuse_next -= 1
+            return f"Err: {self.refuse_reason}"
+        before = len(self.errors)
+        try:
+            reply = super().handle(line)
+        except DeviceError as exc:  # pragma: no cover - handlers queue their errors
+            return f"Err: {exc.message}"
+        if len(self.errors) > before:
+            _, message = self.errors.pop()
+            return f"Err: {message}"
+        return reply if query else "1"
 
     def reset(self) -> None:
         self.mode = 0
@@ -65,7 +96,7 @@ class MBX(ScpiDevice):
     def _voa_atten(self, query: bool, arg: str | None) -> str | None:
         if query:
             return f"{self.voa_db:g}"
-        self.voa_db = number(arg, 0.5, 20.0)
+        self.voa_db = number(arg, *VOA_RANGE_DB)
         return None
 
     @scpi("VOA:MEASURED")

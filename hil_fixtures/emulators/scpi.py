@@ -12,6 +12,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+BLOCK_ARG = re.compile(r"(^|,)\s*#[1-9]")
 Handler = Callable[[Any, bool, "str | None"], "str | None"]
 
 
@@ -135,9 +136,19 @@ class ScpiDevice:
         self.errors.append((code, message))
 
     def handle(self, line: str) -> str | None:
+        """One message: units split at ';', a unit without a leading ':' continuing the previous
+        unit's path (IEEE 488.2 7.6.1, as in `REC:PWID 1000;PPER 2000`)."""
         replies = []
+        path = ""
         for unit in line.split(";"):
-            reply = self._one(unit.strip())
+            unit = unit.strip()
+            if unit.startswith(":"):
+                unit, path = unit[1:], ""
+            if unit and not unit.startswith("*"):
+                unit = path + unit
+                header = unit.partition(" ")[0].rstrip("?")
+                path = header.rsplit(":", 1)[0] + ":" if ":" in header else ""
+            reply = self._one(unit)
             if reply is not None:
                 replies.append(reply)
         return ";".join(replies) if replies else None
@@ -152,8 +163,10 @@ class ScpiDevice:
             m = pattern.match(header)
             if m:
                 self.suffix = tuple(int(g) if g else 1 for g in m.groups())
+                # a binary block's bytes may end in what str.strip() calls whitespace: keep them
+                arg = arg.lstrip() if BLOCK_ARG.search(arg) else arg.strip()
                 try:
-                    return getattr(self, attr)(query, arg.strip() or None)
+                    return getattr(self, attr)(query, arg or None)
                 except DeviceError as exc:
                     self.push_error(exc.code, exc.message)
                     return None

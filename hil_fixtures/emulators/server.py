@@ -9,6 +9,7 @@ applies the faults a test asks for.
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import threading
 import time
@@ -56,11 +57,51 @@ class Stats:
     garbled: int = 0
 
 
+BLOCK_HEADER = re.compile(rb"#([1-9])")
+
+
+def next_message(buf: bytes, blocks: bool = True) -> tuple[bytes | None, bytes]:
+    """(one message, the rest) from the received bytes, or (None, buf) while it is incomplete.
+
+    Messages end in NL, CR or CR NL, except inside an IEEE 488.2 definite-length block
+    (`#<n><length><bytes>`), whose bytes may hold any value: the block is taken whole, then the
+    terminator after it.
+    """
+    end = min((i for i in (buf.find(b"\n"), buf.find(b"\r")) if i >= 0), default=-1)
+    head = buf if end < 0 else buf[:end]
+    m = BLOCK_HEADER.search(head) if blocks else None
+    if m is not None and end < 0 and len(buf) < m.end() + int(m.group(1)):
+        return None, buf  # the header's length digits have not all arrived yet
+    if m is not None and not buf[m.end():m.end() + int(m.group(1))].isdigit():
+        m = None  # not a length: a malformed header is text, resynchronised at the terminator
+    if m is None and end < 0:
+        return None, buf
+    if m is not None:
+        digits = int(m.group(1))
+        start = m.end() + digits
+        if len(buf) < start:
+            return None, buf
+        try:
+            length = int(buf[m.end():start])
+        except ValueError:
+            length = 0
+        stop = start + length
+        end = min((i for i in (buf.find(b"\n", stop), buf.find(b"\r", stop)) if i >= 0), default=-1)
+        if end < 0:
+            return None, buf
+    message, rest = buf[:end], buf[end + 1:]
+    if buf[end:end + 2] == b"\r\n":
+        rest = buf[end + 2:]
+    return message, rest
+
+
 class EmulatorServer:
     """Serve `device` on 127.0.0.1 (port 0 picks a free port); a context manager that stops the server."""
 
     def __init__(self, device: Device, *, reply_termination: bytes = b"\n", host: str = "127.0.0.1") -> None:
         self.device = device
+        #: devices that take IEEE 488.2 binary blocks say so (`accepts_binary_blocks`); others get plain lines
+        self.binary_blocks = bool(getattr(device, "accepts_binary_blocks", False))
         self.reply_termination = reply_termination
         self.faults = Faults()
         self.stats = Stats()
@@ -108,10 +149,13 @@ class EmulatorServer:
                     continue
                 if not chunk:
                     return
-                buf += chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-                while b"\n" in buf:
-                    raw, buf = buf.split(b"\n", 1)
-                    line = raw.decode("ascii", errors="replace").strip()
+                buf += chunk
+                while True:
+                    raw, buf = next_message(buf, self.binary_blocks)
+                    if raw is None:
+                        break
+                    line = raw.decode("latin-1")
+                    line = line.lstrip() if self.binary_blocks and BLOCK_HEADER.search(raw) else line.strip()
                     if line and not self._command(conn, line):
                         return
         except OSError:

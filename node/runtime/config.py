@@ -146,7 +146,7 @@ def parse_node_config(doc: dict[str, Any], base_dir: str | Path = ".") -> NodeCo
     mock = _table(hardware, "mock", required=False)
     _check_keys(mock, _mock_fields(), "hardware.mock")
     lab = _table(hardware, "lab", required=False)
-    _check_keys(lab, {"transmitter", "tagger", "transmitter_options", "slotting"}, "hardware.lab")
+    _check_keys(lab, {"transmitter", "tagger", "transmitter_options", "slotting", "bringup"}, "hardware.lab")
     instruments = _table(doc, "instruments", required=False)
     if kind == "lab":
         needed = "transmitter" if role == "alice" else "tagger"

@@ -150,7 +150,7 @@ class NodeDaemon:
                 server, port = serve_metrics(self.metrics.registry, "127.0.0.1", cfg.metrics_port,
                                              alarms=self.alarm_registry)
                 self.metrics_url = f"http://127.0.0.1:{port}/metrics"
-            self.hardware = open_hardware(cfg)
+            self.hardware = open_hardware(cfg, alarm=self.alarm)
             if cfg.role == "alice":
                 channel = PeerChannel.bind(cfg.peer)
             else:

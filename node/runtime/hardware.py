@@ -40,7 +40,12 @@ class Hardware:
         if self.transmitter is not None:
             with contextlib.suppress(Exception):
                 self.transmitter.shutdown()
-        for name, inst in self.instruments.items():
+        from drivers.bringup import SHUTDOWN_ORDER, role_of
+
+        # light sources first (laser, attenuator shutter), then modulator drive, bias, taggers
+        ranked = sorted(self.instruments.items(), key=lambda kv: SHUTDOWN_ORDER.index(role_of(kv[1]))
+                        if role_of(kv[1]) in SHUTDOWN_ORDER else len(SHUTDOWN_ORDER))
+        for name, inst in ranked:
             for method in ("shutdown", "close"):
                 fn = getattr(inst, method, None)
                 if fn is None:
@@ -65,11 +70,11 @@ def mock_params(cfg: NodeConfig) -> Any:
         raise ValueError(f"config table [hardware.mock]: {exc}") from None
 
 
-def open_hardware(cfg: NodeConfig) -> Hardware:
-    """Open (and start) the hardware this node's role needs."""
+def open_hardware(cfg: NodeConfig, alarm: Any = None) -> Hardware:
+    """Open (and start) the hardware this node's role needs; `alarm(severity, text)` hears a failed bring-up."""
     if cfg.hardware == "mock":
         return _open_mock(cfg)
-    return _open_lab(cfg)
+    return _open_lab(cfg, alarm)
 
 
 def _open_mock(cfg: NodeConfig) -> Hardware:
@@ -91,12 +96,14 @@ def _open_mock(cfg: NodeConfig) -> Hardware:
     return Hardware(tagger=tagger, slotter=slotter, description=desc)
 
 
-def _open_lab(cfg: NodeConfig) -> Hardware:
+def _open_lab(cfg: NodeConfig, alarm: Any = None) -> Hardware:
+    from drivers.bringup import bring_up
     from drivers.registry import open_instruments
 
     instruments = open_instruments(cfg.instruments)
     hw = Hardware(instruments=instruments, description={"kind": "lab", "instruments": sorted(instruments)})
     try:
+        bring_up(cfg.role, instruments, cfg.lab.get("bringup", {}), alarm)  # ordered, read back, safe on failure
         if cfg.role == "alice":
             from drivers.awg.transmitter import AWGTransmitter
 

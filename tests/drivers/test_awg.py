@@ -22,14 +22,22 @@ def w(command: str) -> list[tuple[str, str | None]]:
     return [(command, None), NO_ERROR]
 
 
+def block_message(header: str, codes: list[int]) -> str:
+    """The binary-block message as the scripted transport sees it: bytes read as latin-1."""
+    payload = np.asarray(codes, dtype="<i2").tobytes()
+    n = str(len(payload))
+    return header + f"#{len(n)}{n}" + payload.decode("latin-1")
+
+
 def test_33500b_protocol_upload_run_stop():
     samples = np.array([0.0, 1.0, -1.0, 0.5, 0.0, 0.0, 0.0, 0.25])
     pairs = [
         NO_ERROR,
         *w("SOUR1:FUNC:ARB:SRAT 100000000"), *w("SOUR2:FUNC:ARB:SRAT 100000000"),
-        *w("OUTP1 OFF"), *w("SOUR1:DATA:VOL:CLE"),
-        *w("SOUR1:DATA:ARB:DAC QKDPAT,0,32767,-32767,16384,0,0,0,8192"),
-        *w("SOUR1:FUNC:ARB QKDPAT"), *w("SOUR1:FUNC ARB"), *w("SOUR1:VOLT 2"), *w("SOUR1:VOLT:OFFS 0"),
+        *w("OUTP1 OFF"), *w("OUTP1:LOAD 50"), *w("FORM:BORD SWAP"), *w("SOUR1:DATA:VOL:CLE"),
+        *w(block_message("SOUR1:DATA:ARB:DAC QKDPAT,", [0, 32767, -32767, 16384, 0, 0, 0, 8192])),
+        *w("SOUR1:FUNC:ARB QKDPAT"), *w("SOUR1:FUNC ARB"), *w("SOUR1:FUNC:ARB:FILT STEP"),
+        *w("SOUR1:VOLT 2"), *w("SOUR1:VOLT:OFFS 0"),
         *w("FUNC:ARB:SYNC"), *w("OUTP1 ON"), *w("OUTP2 ON"),
         ("OUTP1?", "1"),
         *w("OUTP1 OFF"), *w("OUTP2 OFF"),
@@ -50,15 +58,21 @@ def test_m8195a_protocol_upload_run_stop():
     pairs = [
         NO_ERROR,
         *w(":FREQ:RAST 64000000000"),
+        *w(":ABOR"), *w(":INST:DACM DUAL"), *w(":TRAC1:MMOD EXT"), *w(":TRAC4:MMOD EXT"), *w(":INST:MEM:EXT:RDIV DIV1"),
+        (":INST:DACM?", "DUAL"), (":TRAC1:MMOD?", "EXT"), (":TRAC4:MMOD?", "EXT"), (":INST:MEM:EXT:RDIV?", "DIV1"),
         *w(":OUTP1 OFF"), *w(":ABOR"), *w(":FUNC:MODE ARB"), *w(":TRAC1:DEL:ALL"), *w(":TRAC1:DEF 1,1280"),
         *w(f":TRAC1:DATA 1,0,{dac}"), *w(":TRAC1:SEL 1"), *w(":VOLT1 0.5"),
-        *w(":OUTP1 ON"), *w(":OUTP2 ON"), *w(":INIT:IMM"),
+        *w(":OUTP4 OFF"), *w(":ABOR"), *w(":FUNC:MODE ARB"),  # extended memory: segment 1 already defined on all
+        *w(f":TRAC4:DATA 1,0,{dac}"), *w(":TRAC4:SEL 1"), *w(":VOLT4 0.5"),
+        *w(":OUTP1 ON"), *w(":OUTP4 ON"), *w(":INIT:IMM"),
         (":VOLT1?", "+5.000000E-01"),
-        *w(":ABOR"), *w(":OUTP1 OFF"), *w(":OUTP2 OFF"),
+        *w(":ABOR"), *w(":OUTP1 OFF"), *w(":OUTP4 OFF"),
     ]
-    with expected_protocol(KeysightM8195A, pairs, n_channels=2) as awg:
+    with expected_protocol(KeysightM8195A, pairs, dac_mode="DUAL") as awg:
         awg.set_sample_rate(64e9)
+        assert awg.channels == (1, 4)
         awg.upload(1, samples, 0.5)
+        awg.upload(4, samples, 0.5)
         awg.run()
         assert awg.amplitude_vpp(1) == 0.5
         awg.shutdown()
@@ -66,7 +80,7 @@ def test_m8195a_protocol_upload_run_stop():
 
 @pytest.mark.parametrize("driver,kwargs,match", [
     (Keysight33500B, {"channel": 3, "samples": np.zeros(8), "amplitude_vpp": 1.0}, r"channel must be one of \[1, 2\]"),
-    (Keysight33500B, {"channel": 1, "samples": np.zeros(4), "amplitude_vpp": 1.0}, r"length must be within \[8, 1e\+06\]"),
+    (Keysight33500B, {"channel": 1, "samples": np.zeros(4), "amplitude_vpp": 1.0}, r"length must be within \[8, 1.04858e\+06\]"),
     (Keysight33500B, {"channel": 1, "samples": np.full(8, 1.5), "amplitude_vpp": 1.0}, r"within \[-1, 1\]"),
     (Keysight33500B, {"channel": 1, "samples": np.zeros(8), "amplitude_vpp": 20.0}, r"amplitude_vpp must be within \[0.001, 10\] Vpp"),
     (KeysightM8195A, {"channel": 1, "samples": np.zeros(1300), "amplitude_vpp": 0.5}, r"multiple of 256"),
@@ -106,8 +120,9 @@ def test_transmitter_uploads_pattern_that_decodes_to_its_states(emulate, device,
         assert isinstance(tx, Transmitter)
         tx.start()
         dev = server.device
-        assert all(dev.output[ch] for ch in (1, 2))
-        basis, bit, cls = decode_waveforms(dev.waveform(1), dev.waveform(2), LEVELS, 8)
+        ich, pch = tx.intensity_channel, tx.phase_channel
+        assert dev.output[ich] and dev.output[pch]
+        basis, bit, cls = decode_waveforms(dev.waveform(ich), dev.waveform(pch), LEVELS, 8)
         want = tx.states(np.arange(tx.pattern_slots, dtype=np.int64))
         assert np.array_equal(basis, want.basis) and np.array_equal(bit, want.bit)
         assert np.array_equal(cls, want.intensity)
@@ -182,7 +197,7 @@ def test_m8195a_transmitter_starts_and_shuts_down(m8195a):
     m8195a.set_sample_rate(64e9)
     tx = make_transmitter(m8195a, amplitude_vpp=(0.5, 0.5))
     tx.start()
-    assert m8195a.output_enabled(1) and m8195a.output_enabled(2)
+    assert m8195a.output_enabled(tx.intensity_channel) and m8195a.output_enabled(tx.phase_channel)
     tx.shutdown()
     assert not any(m8195a.output_enabled(ch) for ch in m8195a.channels)
 

@@ -12,15 +12,15 @@ from hil_fixtures.emulators.mbx import MBX
 
 def test_mbx_protocol_for_every_property_and_shutdown():
     pairs = [
-        ("MZM:MODE: 2", None), ("MZM:MODE?", "2"),
-        ("MZM:HOLD:VOLTAGE: 1250", None), ("MZM:HOLD:VOLTAGE?", "1250"),
+        ("MZM:MODE: 2", "1"), ("MZM:MODE?", "2"),
+        ("MZM:HOLD:VOLTAGE: 1250", "1"), ("MZM:HOLD:VOLTAGE?", "1250"),
         ("MZM:HOLD:VOLTAGE?", "1250"),
-        ("MZM:HOLD:RATIO: 5050", None), ("MZM:HOLD:RATIO?", "5050"),
-        ("VOA:POWER: 1", None), ("VOA:POWER?", "1"),
-        ("VOA:ATTEN: 3.5", None), ("VOA:ATTEN?", "3.5"),
+        ("MZM:HOLD:RATIO: 5050", "1"), ("MZM:HOLD:RATIO?", "5050"),
+        ("VOA:POWER: 1", "1"), ("VOA:POWER?", "1"),
+        ("VOA:ATTEN: 3.5", "1"), ("VOA:ATTEN?", "3.5"),
         ("MZM:VOLTAGE?", "-1.750"), ("MZM:TAP:MW?", "0.250"), ("MZM:SETPOINT?", "1"), ("VOA:MEASURED?", "3.49"),
         ("MZM:MODE?", "2"),
-        ("MZM:MODE: 0", None), ("MZM:MODE?", "0"),
+        ("MZM:MODE: 0", "1"), ("MZM:MODE?", "0"),
     ]
     with expected_protocol(ThorlabsMBX, pairs) as mbx:
         mbx.bias_mode = BiasMode.AUTO_NULL
@@ -38,7 +38,7 @@ def test_mbx_protocol_for_every_property_and_shutdown():
 
 
 def test_mbx_setting_that_does_not_hold_raises():
-    pairs = [("MZM:MODE: 2", None), ("MZM:MODE?", "0")] * 3
+    pairs = [("MZM:MODE: 2", "1"), ("MZM:MODE?", "0")] * 3
     with expected_protocol(ThorlabsMBX, pairs) as mbx:
         with pytest.raises(InstrumentError, match=r"'MZM:MODE: 2' did not take effect"):
             mbx.bias_mode = BiasMode.AUTO_NULL
@@ -47,7 +47,7 @@ def test_mbx_setting_that_does_not_hold_raises():
 @pytest.mark.parametrize("attr,value,match", [
     ("hold_voltage", 12.0, r"hold_voltage must be within \[-10, 10\] V"),
     ("power_ratio", 1.0, r"power_ratio must be within \[2.5, 100\] %"),
-    ("voa_attenuation_setpoint", 25.0, r"\[0.5, 20\] dB"),
+    ("voa_attenuation_setpoint", 25.0, r"\[1, 20\] dB"),
     ("bias_mode", 2, "must be a BiasMode"),
     ("voa_enabled", 1, "must be True or False"),
 ])
@@ -61,7 +61,7 @@ def test_mbx_out_of_range_raises_before_any_byte(attr, value, match):
 
 @pytest.mark.emulator
 def test_mbx_lost_setting_is_resent_after_a_dropped_connection(emulate):
-    server = emulate(MBX(), reply_termination=b"\r")
+    server = emulate(MBX(), reply_termination=b"\n")
     with ThorlabsMBX(server.serial_url, timeout_s=0.3) as mbx:
         server.faults.drop_connections = 1  # drops "MZM:MODE: 7" before the device applies it
         mbx.bias_mode = BiasMode.MANUAL
@@ -71,7 +71,7 @@ def test_mbx_lost_setting_is_resent_after_a_dropped_connection(emulate):
 
 @pytest.mark.emulator
 def test_mbx_timeout_names_instrument_and_command(emulate):
-    server = emulate(MBX(), reply_termination=b"\r")
+    server = emulate(MBX(), reply_termination=b"\n")
     mbx = ThorlabsMBX(server.serial_url, timeout_s=0.2, retries=1)
     server.faults.mute_replies = 100
     with pytest.raises(InstrumentTimeout, match=r"ThorlabsMBX\(socket://127.0.0.1:\d+\).*'MZM:VOLTAGE\?' after 2"):

@@ -109,7 +109,7 @@ def test_scpi_error_surfaces_with_code_and_command(bench):
     server, laser = bench
     laser.current_limit = 0.1
     with pytest.raises(ScpiError, match=r"'SOUR:CURR 0.2'.*-222 'Data out of range'") as info:
-        laser.current_setpoint = 0.2
+        laser.write("SOUR:CURR 0.2")  # the driver would refuse it (above the limit); the device does too
     assert info.value.errors == [(-222, "Data out of range")]
     assert laser.current_setpoint == 0.0  # refused by the device, queue drained, session fine
 

@@ -16,8 +16,10 @@ def test_itc4001_protocol_for_every_property_and_shutdown():
     pairs = [
         *INIT,
         ("*IDN?", "Thorlabs,ITC4001,M00443953,1.8.0"),
+        ("SOUR:CURR?", "+0.000000E+00"),  # a limit is never set below the setpoint
         ("SOUR:CURR:LIM 0.12", None), NO_ERROR,
         ("SOUR:CURR:LIM?", "+1.200000E-01"),
+        ("SOUR:CURR:LIM?", "+1.200000E-01"),  # nor a setpoint above the limit
         ("SOUR:CURR 0.065", None), NO_ERROR,
         ("SOUR:CURR?", "+6.500000E-02"),
         ("SOUR2:TEMP 22.5", None), NO_ERROR,
@@ -25,6 +27,7 @@ def test_itc4001_protocol_for_every_property_and_shutdown():
         ("OUTP2:STAT ON", None), NO_ERROR,
         ("OUTP2:STAT?", "1"),
         ("OUTP:STAT ON", None), NO_ERROR,
+        ("OUTP:STAT?", "1"),  # switching on is read back
         ("OUTP:STAT?", "1"),
         ("MEAS:CURR?", "+6.499000E-02"),
         ("MEAS:TEMP?", "+2.251000E+01"),
@@ -58,7 +61,7 @@ def test_itc4001_shutdown_raises_when_the_output_will_not_switch_off():
 
 
 def test_itc4001_context_manager_shuts_down_on_exception():
-    transport = ScriptedTransport([*INIT, ("OUTP:STAT ON", None), NO_ERROR,
+    transport = ScriptedTransport([*INIT, ("OUTP:STAT ON", None), NO_ERROR, ("OUTP:STAT?", "1"),
                                    ("OUTP:STAT OFF", None), NO_ERROR, ("OUTP:STAT?", "0")])
     with pytest.raises(ZeroDivisionError):
         with ThorlabsITC4001(transport) as laser:

@@ -34,7 +34,7 @@ def test_every_registered_driver_class_imports_without_vendor_libraries():
 
 def test_open_instruments_from_config_tables(emulate):
     laser_server = emulate(ITC4001())
-    mbx_server = emulate(MBX(), reply_termination=b"\r")
+    mbx_server = emulate(MBX())
     section = {
         "laser": {"driver": "itc4001", "resource": laser_server.visa_resource, "max_current_a": 0.08, "timeout_s": 0.5},
         "bias": {"driver": "mbx", "resource": mbx_server.serial_url, "timeout_s": 0.5},
@@ -68,3 +68,16 @@ def test_drivers_have_every_member_of_their_role_protocol():
                        (Keysight8157xA, VariableAttenuator)):
         members = {n for n in vars(proto) if not n.startswith("_")} | set(proto.__annotations__)
         assert members <= set(dir(cls)), members - set(dir(cls))
+
+
+def test_channel_maps_from_toml_have_integer_keys(monkeypatch):
+    import sys
+
+    from hil_fixtures.vendor import swabian
+
+    monkeypatch.setitem(sys.modules, "TimeTagger", swabian.make_module())
+    tagger = open_instrument("tagger", {"driver": "swabian", "channels": [1, 2], "trigger_levels_v": {"1": 0.25}})
+    try:
+        assert sys.modules["TimeTagger"].taggers[-1].levels == {1: 0.25}
+    finally:
+        tagger.close()

@@ -20,8 +20,8 @@ def test_every_sim_model_answers_idn(path):
     rm = pyvisa.ResourceManager(f"{path}@sim")
     try:
         (resource,) = rm.list_resources()
-        term = "\r" if path.stem == "mbx" else "\n"  # the MBX speaks CR-terminated lines
-        inst = rm.open_resource(resource, read_termination=term, write_termination=term)
+        term = "\r" if path.stem == "mbx" else "\n"  # the MBX takes CR-terminated commands, answers NL
+        inst = rm.open_resource(resource, read_termination="\n", write_termination=term)
         assert inst.query("*IDN?").count(",") == 3
     finally:
         rm.close()
@@ -43,13 +43,14 @@ def test_33500b_on_its_sim_model():
     with Keysight33500B("TCPIP0::192.168.0.20::inst0::INSTR", visa_library=sim_library("keysight33500b"),
                         **OPTIONS) as awg:
         awg.set_sample_rate(100e6)
-        awg.upload(1, np.linspace(-1, 1, 16), 2.0)
+        codes = np.tile([0x2121, 0x3030, 0x4141, 0x5050, 0x6161, 0x7070, 0x7171, 0x7A7A], 2)
+        awg.upload(1, codes / 32767.0, 2.0)  # int16 codes whose bytes are text, as pyvisa-sim reads text
         awg.run()
         assert awg.output_enabled(1) and awg.amplitude_vpp(1) == pytest.approx(2.0)
 
 
 def test_m8195a_on_its_sim_model():
-    with KeysightM8195A("TCPIP0::192.168.0.21::hislip0::INSTR", visa_library=sim_library("m8195a"), n_channels=2,
+    with KeysightM8195A("TCPIP0::192.168.0.21::hislip0::INSTR", visa_library=sim_library("m8195a"), dac_mode="DCD",
                         **OPTIONS) as awg:
         awg.set_sample_rate(64e9)
         awg.upload(2, np.zeros(1280), 0.5)
@@ -78,4 +79,4 @@ def test_mbx_on_its_sim_model():
         mbx.hold_voltage = -1.5
         assert mbx.hold_voltage == -1.5 and mbx.locked is True
     rm = pyvisa.ResourceManager(sim_library("mbx"))
-    assert rm.open_resource("ASRL1::INSTR", read_termination="\r", write_termination="\r").query("MZM:MODE?") == "0"
+    assert rm.open_resource("ASRL1::INSTR", read_termination="\n", write_termination="\r").query("MZM:MODE?") == "0"

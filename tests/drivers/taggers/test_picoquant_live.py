@@ -84,6 +84,30 @@ class FakeLib:
         flags[0] = FLAG_FIFOFULL if self.fifo_full_at is not None and self.reads >= self.fifo_full_at else 0
         return 0
 
+    def _SetSyncDiv(self, dev, div):
+        return 0
+
+    def _SetSyncEdgeTrg(self, dev, level, edge):
+        return 0
+
+    def _SetSyncCFD(self, dev, level, zc):
+        return 0
+
+    def _SetSyncChannelOffset(self, dev, value):
+        return 0
+
+    def _SetInputEdgeTrg(self, dev, ch, level, edge):
+        return 0
+
+    def _SetInputCFD(self, dev, ch, level, zc):
+        return 0
+
+    def _SetInputChannelOffset(self, dev, ch, value):
+        return 0
+
+    def _SetInputChannelEnable(self, dev, ch, enable):
+        return 0
+
     def _CTCStatus(self, dev, status):
         status[0] = 0
         return 0
@@ -156,3 +180,12 @@ def test_declarations_match_each_library_signature():
 def test_bad_arguments_are_rejected(kwargs, match):
     with pytest.raises(ValueError, match=match):
         PicoQuantTagger(library=FakeLib("MH_", []), **kwargs)
+
+
+# -- the same driver on the fake MHLib (plain pytest) or the bench's MultiHarp/HydraHarp (--hil) -------
+
+def test_picoquant_measures_without_flags_on_fake_or_bench(picoquant):
+    picoquant.start()
+    block = picoquant.read_block(0.2)
+    picoquant.stop()
+    assert block.lost == 0 and not block.overflow and np.all(np.diff(block.time) >= 0)

@@ -52,6 +52,9 @@ def fake_module(buffers: list[Buffer]) -> types.ModuleType:
         def getData(self):
             return buffers.pop(0) if buffers else Buffer([], [], [], [])
 
+    mod.TT_CHANNEL_NUMBER_SCHEME_ONE = 2
+    mod.setTimeTaggerChannelNumberScheme = lambda scheme: log.append(("scheme", scheme))
+    mod.getTimeTaggerChannelNumberScheme = lambda: 2
     mod.createTimeTagger = lambda serial="": log.append(("create", serial)) or Tagger()
     mod.freeTimeTagger = lambda t: log.append(("free",))
     mod.TimeTagStream = TimeTagStream
@@ -79,7 +82,8 @@ def test_stream_yields_tags_and_counts_missed_events_and_overflows(monkeypatch):
     assert blocks[3].overflow and not blocks[4].overflow
     assert len(blocks[5]) == 0
     assert tagger.lost_total == 12
-    assert ("create", "1910000ABC") in mod.log and ("level", 1, 0.5) in mod.log
+    assert mod.log[:2] == [("scheme", 2), ("create", "1910000ABC")]  # front-panel numbering, set first
+    assert ("level", 1, 0.5) in mod.log
     assert ("stream", 10_000_000, (1, 2)) in mod.log and mod.log[-2:] == [("stop",), ("free",)]
 
 
@@ -100,3 +104,13 @@ def test_bad_configuration_is_rejected_before_touching_the_vendor_module(monkeyp
     monkeypatch.setitem(sys.modules, "TimeTagger", None)
     with pytest.raises(ValueError, match=match):
         SwabianTagger(**kwargs)
+
+
+# -- the same driver on the fake vendor module (plain pytest) or the bench's Time Tagger (--hil) --------
+
+def test_swabian_streams_without_loss_on_fake_or_bench(swabian):
+    swabian.start()
+    block = swabian.read_block(0.2)
+    swabian.stop()
+    assert block.lost == 0 and not block.overflow and np.all(np.diff(block.time) >= 0)
+    assert set(block.channel.tolist()) <= set(swabian.channels)
