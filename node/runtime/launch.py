@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -72,19 +73,23 @@ def start_node(config: Path, cwd: Path, log: Path | None = None, log_level: str 
                             stdout=subprocess.DEVNULL, stderr=stderr, cwd=cwd)
 
 
-def stop_processes(procs: Iterable[subprocess.Popen[Any]], timeout_s: float = 20.0) -> None:
+def stop_processes(procs: Iterable[subprocess.Popen[Any]], timeout_s: float = 20.0) -> list[subprocess.Popen[Any]]:
     """SIGTERM every process (a node then shuts down gracefully, hardware left safe), SIGKILL
-    those still running after `timeout_s`."""
+    those still running `timeout_s` after the SIGTERM; returns the processes that had to be killed."""
     procs = list(procs)
     for proc in procs:
         if proc.poll() is None:
             proc.terminate()
+    deadline = time.monotonic() + timeout_s
+    killed = []
     for proc in procs:
         try:
-            proc.wait(timeout_s)
+            proc.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+            killed.append(proc)
+    return killed
 
 
 def read_status(path: Path) -> dict[str, Any]:
