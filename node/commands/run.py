@@ -16,15 +16,18 @@ def register(subparsers: Any) -> None:
                     "its peer and its key manager. SIGINT/SIGTERM stop it gracefully, leaving lasers off.",
     )
     p.add_argument("config", help="the node's TOML configuration")
-    p.add_argument("--check", action="store_true", help="validate the configuration and exit")
+    p.add_argument("--check", action="store_true",
+                   help="validate everything `run` validates at start (config, hardware tables, mock ranges, the files it reads) and exit")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Validate the config, then run the daemon until a signal, max_blocks or duration_s."""
     from node.runtime.config import load_node_config
+    from node.runtime.preflight import check_node
 
     cfg = load_node_config(args.config)
+    check_node(cfg)  # everything the daemon would refuse at start: mock ranges, instrument tables, files
     if args.check:
         print(json.dumps({"config": str(args.config), "node": cfg.name, "role": cfg.role, "link": cfg.link.link_id,
                           "hardware": cfg.hardware, "ok": True}))
