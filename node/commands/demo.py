@@ -58,8 +58,12 @@ def run(args: argparse.Namespace) -> int:
 
         if args.block_bits is not None and not 1_000 <= args.block_bits <= 100_000_000:
             raise ValueError(f"--block-bits must be in [1e3, 1e8] sifted key bits, got {args.block_bits}")
-        return run_topology_demo(args.topology, args.workdir, args.json, links=args.links,
-                                 block_bits=args.block_bits or 1_000_000)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        try:
+            return run_topology_demo(args.topology, args.workdir, args.json, links=args.links,
+                                     block_bits=args.block_bits or 1_000_000, keep=args.keep or args.serve)
+        except KeyboardInterrupt:
+            return 130
     from node.runtime.demo import DemoOptions, link_forecast
 
     opts = DemoOptions(distance_km=args.distance, eve_fraction=args.eve, rate_hz=args.rate,
