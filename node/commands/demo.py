@@ -123,6 +123,7 @@ def _run_link_demo(args: argparse.Namespace, opts: Any, say: _Narrator) -> int:
     from node.runtime.demo import DemoFailed, DemoTimeout, serve_info, start_demo, summary, watch
 
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even where the shell started us with it ignored
     demo = None
     code = 1
     try:

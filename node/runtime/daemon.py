@@ -156,8 +156,9 @@ class NodeDaemon:
                 channel = PeerChannel.bind(cfg.peer)
             else:
                 channel = PeerChannel.connect(cfg.peer)
-            # Bob's receives wait up to link.timeout_s for Alice: make them give up when we are told to stop
-            secure = SecureChannel(channel if cfg.role == "alice" else StopAwareChannel(channel, self.stop), self.link)
+            # Bob's receives wait up to link.timeout_s for Alice, Alice's sends up to 10 s for a Bob who has
+            # gone: both give up when we are told to stop
+            secure = SecureChannel(StopAwareChannel(channel, self.stop), self.link)  # type: ignore[arg-type]
             self._start_thread("status", self._status_loop)
             if cfg.keymanager is not None:
                 self._start_thread("delivery", self._delivery_loop)

@@ -28,7 +28,8 @@ from node.keymanager.demo import DemoPair, free_port, write_demo_pair
 from node.runtime.launch import node_document, read_status, start_node, stop_processes, to_toml, write_secret
 
 DEMO_LINK = "L1"
-STOP_GRACE_S = 2.5  # SIGTERM to SIGKILL for the demo's nodes: the mock has no laser to leave safe
+STOP_GRACE_S = 2.2  # SIGTERM to SIGKILL for the demo's processes: the mock has no laser to leave safe, and
+# a kill is a crash the outbox and key stores are built for (two-phase, durable)
 
 
 class DemoTimeout(Exception):
@@ -90,10 +91,14 @@ class DemoRun:
         return read_status(self.root / "state" / name / "status.json")
 
     def stop(self, grace_s: float = STOP_GRACE_S) -> list[str]:
-        """Stop nodes first (SIGTERM, SIGKILL after `grace_s`), then the key managers; names those killed."""
-        killed = stop_processes(self.node_procs.values(), grace_s)
-        self.pair.stop()
-        return [n for n, p in self.node_procs.items() if p in killed]
+        """SIGTERM nodes and key managers together, SIGKILL those left after `grace_s`; names those killed.
+
+        Undelivered keys stay in the nodes' outboxes (re-sent on the next start), so the key managers
+        need not outlive the nodes."""
+        procs = {**self.node_procs, **{f"KME_{w.upper()}": p for w, p in self.pair.procs.items()}}
+        killed = stop_processes(procs.values(), grace_s)
+        self.pair.procs.clear()
+        return [n for n, p in procs.items() if p in killed]
 
     def remove(self) -> None:
         """Delete the work directory (configs, certificates, secrets, key stores)."""

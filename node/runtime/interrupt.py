@@ -1,9 +1,10 @@
-"""A classical-channel wrapper whose receives end early when the node is told to stop.
+"""A classical-channel wrapper whose receives and sends end early when the node is told to stop.
 
-Bob waits up to `link.timeout_s` (20 s by default) for each of Alice's replies; on SIGINT/SIGTERM
-that wait must not hold the node for 20 s. Receives are cut into short polls that check the stop
-event in between, and raise `StopRequested` once it is set. Nothing is received or lost by the
-slicing: a message that arrives is returned by the poll it arrives in.
+Bob waits up to `link.timeout_s` (20 s by default) for each of Alice's replies, and Alice's reply to
+a Bob who has already gone waits up to 10 s for the socket; on SIGINT/SIGTERM neither may hold the
+node. Both are cut into short polls that check the stop event in between, and raise
+`StopRequested` once it is set. Nothing is lost or duplicated by the slicing: a message that
+arrives is returned by the poll it arrives in, and a send that timed out queued nothing.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ class StopRequested(ChannelTimeout):
 
 
 class StopAwareChannel:
-    """Delegates to a `PeerChannel`; `recv` gives up within `POLL_S` of `stop` being set."""
+    """Delegates to a `PeerChannel`; `recv` and `send` give up within `POLL_S` of `stop` being set."""
 
     def __init__(self, channel: Any, stop: threading.Event) -> None:
         self._channel = channel
@@ -40,6 +41,21 @@ class StopAwareChannel:
             step = POLL_S if left is None else min(POLL_S, left)
             try:
                 return self._channel.recv(step)
+            except ChannelTimeout:
+                if left is not None and left <= step:
+                    raise
+
+    def send(self, frames: Any, timeout: float | None = 10.0) -> None:
+        """The inner channel's `send`, in slices that check the stop event (a send that times out has
+        queued nothing, so trying again cannot duplicate a message)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if self._stop.is_set():
+                raise StopRequested(f"send on {getattr(self._channel, 'endpoint', '?')} abandoned: node stopping")
+            left = None if deadline is None else deadline - time.monotonic()
+            step = POLL_S if left is None else max(0.0, min(POLL_S, left))
+            try:
+                return self._channel.send(frames, step)
             except ChannelTimeout:
                 if left is not None and left <= step:
                     raise
