@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
+import json
 import logging
 import os
-import sys
-import json
 import signal
+import sys
 from typing import Any
 
 
