@@ -29,7 +29,14 @@ def check_node(cfg: NodeConfig) -> None:
 def _check_mock(cfg: NodeConfig) -> None:
     from node.runtime.hardware import mock_params
 
-    mock_params(cfg)  # every LinkParams range check, as the node runs it
+    try:
+        mock_params(cfg)  # every LinkParams range check, as the node runs it
+    except ValueError as exc:
+        text = str(exc).removeprefix("config table [hardware.mock]: ")
+        field = text.split(" ", 1)[0]
+        if field in cfg.mock:  # "fibre_length_km must be >= 0, got -5" -> name the key as the file spells it
+            raise ValueError(f"config key 'hardware.mock.{field}' {text.split(' ', 1)[1]}") from None
+        raise
     seed = cfg.mock.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64:
         raise ValueError(f"config key 'hardware.mock.seed' must be an integer in [0, 2^64), got {seed!r}")
