@@ -28,6 +28,11 @@ from node.keymanager.demo import DemoPair, free_port, write_demo_pair
 from node.runtime.launch import node_document, read_status, start_node, stop_processes, to_toml, write_secret
 
 DEMO_LINK = "L1"
+# With an empty numba cache, Alice's first Cascade answers wait for their kernels to compile, which
+# took over 20 s (the link's default reply timeout) on a loaded 2-core machine and cost the first two
+# blocks. The demo's processes are watched anyway, and waits give up at once on stop, so a long
+# timeout costs nothing.
+LINK_TIMEOUT_S = 180.0
 STOP_GRACE_S = 2.2  # SIGTERM to SIGKILL for the demo's processes: the mock has no laser to leave safe, and
 # a kill is a crash the outbox and key stores are built for (two-phase, durable)
 
@@ -121,6 +126,7 @@ def _node_document(name: str, role: str, km_port: int, link_port: int, opts: Dem
     side = "a" if role == "alice" else "b"
     return node_document(name, role, DEMO_LINK, link_port, f"link_{DEMO_LINK}.key", _mock_document(opts, seed),
                          block_bits=opts.block_bits, metrics_port=0, max_blocks=opts.blocks or None,
+                         link_timeout_s=LINK_TIMEOUT_S,
                          keymanager=(f"tcp://127.0.0.1:{km_port}", f"node_{side}", f"ingest_{side}.key"))
 
 

@@ -21,10 +21,12 @@ from node.runtime.daemon import write_private
 def node_document(name: str, role: str, link_id: str, peer_port: int, bootstrap_secret: str,
                   mock: dict[str, Any], *, block_bits: int, batch_detections: int = 200_000,
                   keymanager: tuple[str, str, str] | None = None, metrics_port: int | None = None,
-                  max_blocks: int | None = None, status_file: bool = True) -> dict[str, Any]:
+                  max_blocks: int | None = None, status_file: bool = True,
+                  link_timeout_s: float | None = None) -> dict[str, Any]:
     """A node's configuration (the shape `node.runtime.config` reads) on the mock hardware.
 
     `keymanager` is (ingest endpoint, source id, secret file); paths are relative to the config.
+    `link_timeout_s` is how long Bob waits for each of Alice's replies (the link's default if None).
     """
     node: dict[str, Any] = {"name": name, "role": role, "state_dir": f"state/{name}"}
     if status_file:
@@ -34,7 +36,8 @@ def node_document(name: str, role: str, link_id: str, peer_port: int, bootstrap_
     doc: dict[str, Any] = {
         "node": node,
         "link": {"id": link_id, "peer": f"tcp://127.0.0.1:{peer_port}", "bootstrap_secret": bootstrap_secret,
-                 "block_bits": block_bits, "batch_detections": batch_detections},
+                 "block_bits": block_bits, "batch_detections": batch_detections,
+                 **({"timeout_s": link_timeout_s} if link_timeout_s is not None else {})},
         "hardware": {"kind": "mock", "mock": {k: list(v) if isinstance(v, tuple) else v for k, v in mock.items()}},
     }
     if keymanager is not None:
