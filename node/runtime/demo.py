@@ -253,13 +253,13 @@ def watch(run: DemoRun, on_tick: Callable[[dict[str, Any], dict[str, Any], str],
 def why_no_key(run: DemoRun, alice: dict[str, Any], bob: dict[str, Any], check: dict[str, Any]) -> str:
     """Plain words for why no matching key came within the duration."""
     opts = run.options
-    limit = f"within --duration {opts.duration_s:g} s"
+    limit = f"when --duration {opts.duration_s:g} s ran out"
+    forecast = link_forecast(opts)
+    if forecast["no_key_expected"]:
+        return f"{forecast['text']}; stopped {limit}"
     if not bob or bob.get("state") != "running" or not alice or alice.get("state") != "running":
         return f"the nodes were still starting {limit} (loading modules, connecting); raise --duration"
     c = bob.get("counters", {})
-    forecast = link_forecast(opts)
-    if forecast["no_key_expected"]:
-        return f"{forecast['text']} {limit}"
     blocks, aborted, sifted = c.get("blocks", 0), c.get("aborted", 0), c.get("sifted_bits", 0)
     if blocks + aborted == 0:
         uptime = max(1e-9, float(bob.get("uptime_s", 0.0)))
