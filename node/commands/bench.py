@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from typing import Any
 
 from node.bench.core import BenchCase, BenchProfile, is_latency, run_benchmarks
@@ -81,6 +82,14 @@ def _run_with_progress(profile: BenchProfile) -> dict[str, Any]:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     console = Console(stderr=True)
+    if not console.is_terminal:  # piped or logged: one plain line per case instead of a live bar
+        start = time.monotonic()
+
+        def on_line(case: BenchCase, i: int, total: int) -> None:
+            print(f"bench: [{i + 1}/{total}] {case.stage} n={case.n:.0e} ({time.monotonic() - start:.0f} s so far)",
+                  file=sys.stderr, flush=True)
+
+        return run_benchmarks(profile, on_line)
     with Progress(
         TextColumn("[bold]bench[/bold] {task.description}"),
         BarColumn(),
