@@ -140,7 +140,9 @@ def check_number_types(table: dict[str, Any], where: str, ints: tuple[str, ...] 
 def _check_mock_types(mock: dict[str, Any]) -> None:
     from drivers.mock import LinkParams
 
-    ints, numbers, lists = [], [], []
+    ints: list[str] = []
+    numbers: list[str] = []
+    lists: list[str] = []
     for f in dataclasses.fields(LinkParams):
         default = f.default
         (lists if isinstance(default, tuple) else ints if isinstance(default, int) else numbers).append(f.name)

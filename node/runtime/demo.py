@@ -289,8 +289,9 @@ def link_forecast(opts: DemoOptions) -> dict[str, Any]:
     simulated link time one block needs. Says plainly when no key is to be expected."""
     from drivers.mock import LinkParams
 
-    p = LinkParams(**{k: tuple(v) if isinstance(v, list) else v
-                      for k, v in _mock_document(opts, 0).items() if k not in ("seed", "realtime")})
+    fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                              for k, v in _mock_document(opts, 0).items() if k not in ("seed", "realtime")}
+    p = LinkParams(**fields)
     eff = sum(p.efficiency) / len(p.efficiency)
     eta = eff * 10 ** (-(p.fibre_loss_db_per_km * p.fibre_length_km + p.insertion_loss_db) / 10)
     gate_s = 0.5 / p.repetition_rate_hz  # the slotter keeps detections within half a period of the slot centre
