@@ -58,12 +58,14 @@ def run(args: argparse.Namespace) -> int:
 
         if args.block_bits is not None and not 1_000 <= args.block_bits <= 100_000_000:
             raise ValueError(f"--block-bits must be in [1e3, 1e8] sifted key bits, got {args.block_bits}")
-        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
         try:
             return run_topology_demo(args.topology, args.workdir, args.json, links=args.links,
                                      block_bits=args.block_bits or 1_000_000, keep=args.keep or args.serve)
         except KeyboardInterrupt:
             return 130
+        finally:
+            signal.signal(signal.SIGTERM, previous)
     from node.runtime.demo import DemoOptions, link_forecast
 
     opts = DemoOptions(distance_km=args.distance, eve_fraction=args.eve, rate_hz=args.rate,
@@ -122,8 +124,8 @@ class _Narrator:
 def _run_link_demo(args: argparse.Namespace, opts: Any, say: _Narrator) -> int:
     from node.runtime.demo import DemoFailed, DemoTimeout, serve_info, start_demo, summary, watch
 
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # even where the shell started us with it ignored
+    previous = {sig: signal.signal(sig, signal.default_int_handler)  # SIGINT even where a shell ignored it for us
+                for sig in (signal.SIGTERM, signal.SIGINT)}
     demo = None
     code = 1
     try:
@@ -164,6 +166,8 @@ def _run_link_demo(args: argparse.Namespace, opts: Any, say: _Narrator) -> int:
     finally:
         if demo is not None:
             _stop(demo, args, say)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _stop(demo: Any, args: argparse.Namespace, say: _Narrator) -> None:
@@ -172,17 +176,13 @@ def _stop(demo: Any, args: argparse.Namespace, say: _Narrator) -> None:
     t0 = time.monotonic()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not leave processes behind
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    try:
-        killed = demo.stop()
-        keep = args.keep or args.serve or args.workdir is not None
-        if demo.temporary and not keep:
-            demo.remove()
-        where = f"; files kept in {demo.root}" if keep or not demo.temporary else ""
-        forced = f" ({', '.join(killed)} killed after {STOP_GRACE_S:g} s)" if killed else ""
-        say(f"stopped nodes and key managers in {time.monotonic() - t0:.1f} s{forced}{where}")
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    killed = demo.stop()
+    keep = args.keep or args.serve or args.workdir is not None
+    if demo.temporary and not keep:
+        demo.remove()
+    where = f"; files kept in {demo.root}" if keep or not demo.temporary else ""
+    forced = f" ({', '.join(killed)} killed after {STOP_GRACE_S:g} s)" if killed else ""
+    say(f"stopped nodes and key managers in {time.monotonic() - t0:.1f} s{forced}{where}")
 
 
 def _print_summary(r: dict[str, Any]) -> None:
