@@ -33,7 +33,7 @@ DEMO_LINK = "L1"
 # blocks. The demo's processes are watched anyway, and waits give up at once on stop, so a long
 # timeout costs nothing.
 LINK_TIMEOUT_S = 180.0
-STOP_GRACE_S = 2.2  # SIGTERM to SIGKILL for the demo's processes: the mock has no laser to leave safe, and
+STOP_GRACE_S = 1.8  # SIGTERM to SIGKILL for the demo's processes: the mock has no laser to leave safe, and
 # a kill is a crash the outbox and key stores are built for (two-phase, durable)
 
 
