@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import pkgutil
 import re
 import sys
@@ -65,16 +66,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
     except KeyboardInterrupt:
-        return 130
+        code = 130
     except ValueError as exc:
         print(f"qkdnode {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        code = 2
     except OSError as exc:  # a file or directory the user named: say which and why, in one line
         where = f" {exc.filename}" if exc.filename else ""
         print(f"qkdnode {args.command}: error:{where}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
+        code = 1
+    if argv is None and getattr(args, "exit_at_once", False):
+        # A command that stopped its child processes itself (the demo) promises to be gone within
+        # seconds; tearing down the interpreter with numba loaded took ~1 s more on a loaded machine.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ def register(subparsers: Any) -> None:
                         "that feeds identical random blocks to both ends of each link")
     p.add_argument("--serve", action="store_true",
                    help="leave nodes and key managers running and print their ETSI 014 URLs and SAE credentials")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, exit_at_once=True)
 
 
 def run(args: argparse.Namespace) -> int:
