@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import pkgutil
+import re
 import sys
 from collections.abc import Sequence
 
@@ -39,21 +41,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
+def _negative_values(argv: list[str]) -> list[str]:
+    """`--opt -1e5` as `--opt=-1e5`: argparse takes a dash-led value in exponent form for an option and
+    answers "expected one argument"; this way the option's own check names what is allowed."""
+    out: list[str] = []
+    for tok in argv:
+        if out and _NEGATIVE_NUMBER.match(tok) and out[-1].startswith("--") and "=" not in out[-1]:
+            out[-1] = f"{out[-1]}={tok}"
+        else:
+            out.append(tok)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the console script."""
+    """Entry point of the console script: user mistakes end in one line on stderr, never a traceback
+    (exit 2 for bad options or configuration, 1 when the work itself failed)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_negative_values(list(sys.argv[1:] if argv is None else argv)))
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
     except KeyboardInterrupt:
-        return 130
+        code = 130
     except ValueError as exc:
         print(f"qkdnode {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        code = 2
+    except OSError as exc:  # a file or directory the user named: say which and why, in one line
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"qkdnode {args.command}: error:{where}: {exc.strerror or exc}", file=sys.stderr)
+        code = 1
+    if argv is None and getattr(args, "exit_at_once", False):
+        # A command that stopped its child processes itself (the demo) promises to be gone within
+        # seconds; tearing down the interpreter with numba loaded took ~1 s more on a loaded machine.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":

@@ -84,6 +84,11 @@ def _time_runs(fn: Callable[[], Any], profile: BenchProfile, max_runs: int | Non
     return times, result
 
 
+def is_latency(unit: str) -> bool:
+    """Whether a row's figure is a time (lower is better, e.g. "ms to 1st rerouted key"), not a rate."""
+    return unit.split(" ", 1)[0] in ("ms", "s", "us", "µs")
+
+
 def run_case(case: BenchCase, profile: BenchProfile) -> dict[str, Any]:
     """Time one case and its reference; returns the result row."""
     state = case.setup()
@@ -94,6 +99,7 @@ def run_case(case: BenchCase, profile: BenchProfile) -> dict[str, Any]:
         "stage": case.stage,
         "n": case.n,
         "unit": case.unit,
+        "kind": "latency" if is_latency(case.unit) else "throughput",
         "mbit_per_s": items / med / 1e6,
         "median_s": med,
         "runs": len(times),
@@ -121,6 +127,15 @@ def suite_modules() -> Iterator[ModuleType]:
     for info in sorted(pkgutil.iter_modules(node.bench.suites.__path__), key=lambda m: m.name):
         if not info.name.startswith("_"):
             yield importlib.import_module(f"node.bench.suites.{info.name}")
+
+
+def stage_names(sizes: tuple[int, ...] = (100_000,)) -> list[str]:
+    """Every stage any suite offers (for `--stage` checks and its error message)."""
+    names: set[str] = set()
+    for profile in (BenchProfile(sizes=sizes), BenchProfile(sizes=sizes, full=True)):
+        for module in suite_modules():
+            names.update(c.stage for c in module.cases(profile))
+    return sorted(names)
 
 
 def collect_cases(profile: BenchProfile) -> list[BenchCase]:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from typing import Any
 
-from node.bench.core import BenchCase, BenchProfile, run_benchmarks
+from node.bench.core import BenchCase, BenchProfile, is_latency, run_benchmarks
 
 
 def register(subparsers: Any) -> None:
@@ -56,6 +57,14 @@ def profile_from_args(args: argparse.Namespace) -> BenchProfile:
 def run(args: argparse.Namespace) -> int:
     """Run the benchmarks and print the table or the JSON document."""
     profile = profile_from_args(args)
+    if args.stage:
+        from node.bench.core import stage_names
+
+        names = stage_names()
+        unknown = [s for s in args.stage if not any(n == s or n.startswith(s) for n in names)]
+        if unknown:
+            raise ValueError(f"--stage {unknown[0]!r} matches no stage; stages (a prefix selects all that start "
+                             f"with it): {', '.join(names)}")
     if args.no_progress:
         report = run_benchmarks(profile)
     else:
@@ -73,6 +82,14 @@ def _run_with_progress(profile: BenchProfile) -> dict[str, Any]:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     console = Console(stderr=True)
+    if not console.is_terminal:  # piped or logged: one plain line per case instead of a live bar
+        start = time.monotonic()
+
+        def on_line(case: BenchCase, i: int, total: int) -> None:
+            print(f"bench: [{i + 1}/{total}] {case.stage} n={case.n:.0e} ({time.monotonic() - start:.0f} s so far)",
+                  file=sys.stderr, flush=True)
+
+        return run_benchmarks(profile, on_line)
     with Progress(
         TextColumn("[bold]bench[/bold] {task.description}"),
         BarColumn(),
@@ -100,25 +117,47 @@ def _fmt(v: Any) -> str:
 
 
 def print_table(report: dict[str, Any]) -> None:
-    """Print the machine description and one row per case as a plain aligned table (log-friendly)."""
+    """Print the machine and one aligned table per unit (the unit in its header); latency rows
+    (lower is better) in tables of their own. Log-friendly plain text."""
     m = report["machine"]
     print("machine: " + ", ".join(f"{k}={v}" for k, v in m.items()))
-    headers = ["stage", "n", "rate", "unit", "median_s", "runs", "reference", "ref_rate", "speedup", "details"]
-    fixed = {"stage", "n", "unit", "mbit_per_s", "median_s", "runs", "reference", "reference_mbit_per_s",
+    fixed = {"stage", "n", "unit", "kind", "mbit_per_s", "median_s", "runs", "reference", "reference_mbit_per_s",
              "reference_median_s", "speedup", "params"}
-    rows = []
-    for r in sorted(report["results"], key=lambda r: (r["stage"], r["n"])):
-        details = {**r.get("params", {}), **{k: v for k, v in r.items() if k not in fixed}}
-        rows.append([
-            r["stage"], f"{r['n']:.0e}" if r["n"] >= 1e4 else str(r["n"]), _fmt(r["mbit_per_s"]), r["unit"],
-            _fmt(r["median_s"]), str(r["runs"]), r["reference"] or "-", _fmt(r["reference_mbit_per_s"]),
-            "-" if r["speedup"] is None else f"{r['speedup']:.2f}x",
-            " ".join(f"{k}={_fmt(v)}" for k, v in details.items()),
-        ])
-    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    left = {"stage", "unit", "reference", "details"}
-    def line(cells: list[str]) -> str:
-        return "  ".join(c.ljust(w) if h in left else c.rjust(w) for c, w, h in zip(cells, widths, headers)).rstrip()
-    print(line(headers))
-    for row in rows:
-        print(line(row))
+    by_unit: dict[tuple[bool, str], list[dict[str, Any]]] = {}
+    for r in report["results"]:
+        by_unit.setdefault((is_latency(r["unit"]), r["unit"]), []).append(r)
+    notes = False
+    for (latency, unit), rows_in in sorted(by_unit.items()):
+        print()
+        if latency:
+            print(f"latency, {unit} (lower is better)")
+            headers = ["stage", "n", unit.split(" ", 1)[0], "runs", "reference", "details"]
+        else:
+            print(f"throughput in {unit} (higher is better)")
+            headers = ["stage", "n", unit, "median s", "runs", "reference", f"ref {unit}", "x ref", "details"]
+        rows = []
+        for r in sorted(rows_in, key=lambda r: (r["stage"], r["n"])):
+            details = {**r.get("params", {}), **{k: v for k, v in r.items() if k not in fixed}}
+            n = f"{r['n']:.0e}" if r["n"] >= 1e4 else str(r["n"])
+            if latency:
+                cells = [r["stage"], n, _fmt(r["mbit_per_s"]), str(r["runs"]), r["reference"] or "-"]
+            else:
+                ratio = "-" if r["speedup"] is None else f"{r['speedup']:.2f}x"
+                notes = notes or (r["speedup"] is not None and r["speedup"] < 1)
+                cells = [r["stage"], n, _fmt(r["mbit_per_s"]), _fmt(r["median_s"]), str(r["runs"]),
+                         r["reference"] or "-", _fmt(r["reference_mbit_per_s"]), ratio]
+            rows.append(cells + [" ".join(f"{k}={_fmt(v)}" for k, v in details.items())])
+        widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
+        left = {"stage", "reference", "details"}
+
+        def line(cells: list[str]) -> str:
+            return "  ".join(c.ljust(w) if h in left else c.rjust(w)
+                             for c, w, h in zip(cells, widths, headers)).rstrip()
+
+        print(line(headers))
+        for row in rows:
+            print(line(row))
+    print()
+    print("x ref: rate / reference rate, both timed in this run (\"-\": no reference for that row)."
+          + (" Below 1x the stage is slower than its reference: for references that skip work (raw ZeroMQ, no "
+             "latency, one thread) it is the overhead of that work." if notes else ""))

@@ -7,6 +7,7 @@ import json
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 
@@ -18,8 +19,11 @@ def register(subparsers: Any) -> None:
                     "processes on loopback (no config needed); show live progress; then fetch a key through "
                     "ETSI GS QKD 014 as an SAE on each side and check that both got the same key.",
     )
-    p.add_argument("--duration", type=float, default=20.0, metavar="S", help="seconds of key distillation (default 20)")
-    p.add_argument("--blocks", type=int, default=None, metavar="N", help="stop after N blocks instead of a duration")
+    p.add_argument("--duration", type=float, default=300.0, metavar="S",
+                   help="upper bound in seconds (default 300): the demo ends as soon as a block is distilled and "
+                        "the ETSI 014 check passed; if this passes first it says why no key came and exits 1")
+    p.add_argument("--blocks", type=int, default=None, metavar="N",
+                   help="distil at least N blocks before the key check (default 1); the nodes stop after N")
     p.add_argument("--distance", type=float, default=25.0, metavar="KM", help="fibre length in km (default 25)")
     p.add_argument("--eve", type=float, default=0.0, metavar="FRACTION",
                    help="fraction of slots an intercept-resend eavesdropper attacks (default 0)")
@@ -30,10 +34,14 @@ def register(subparsers: Any) -> None:
                         "little pad)")
     p.add_argument("--seed", type=int, default=None, help="seed of the mock link (default: random)")
     p.add_argument("--realtime", action="store_true", help="pace the mock link by the wall clock")
-    p.add_argument("--workdir", default=None, help="where to put configs, certificates and state (default: a temp dir)")
+    p.add_argument("--workdir", default=None,
+                   help="where to put configs, certificates and state (kept); default: a temporary directory, "
+                        "removed at exit")
+    p.add_argument("--keep", action="store_true", help="keep the temporary work directory at exit")
     p.add_argument("--json", action="store_true", help="print the summary (or --serve info) as one JSON document")
     p.add_argument("--topology", default=None, metavar="FILE",
-                   help="instead: a network of key managers from a topology file (or line3/ring5) on loopback, "
+                   help="instead: a network of key managers from a topology file (or a built-in: line3, ring5) "
+                        "on loopback, "
                         "with a key relayed between SAEs two hops apart and rerouted around a failed link")
     p.add_argument("--links", choices=["mock", "feed"], default="mock",
                    help="with --topology: real link daemons on the mock hardware (default), or a fast stand-in "
@@ -44,19 +52,7 @@ def register(subparsers: Any) -> None:
                    help="with --topology: every node serves ETSI GS QKD 015 over RESTCONF (mutual TLS); a controller "
                         "opens a VIRT link and registers an application with a QoS the key managers enforce; with "
                         "--serve, print each node's RESTCONF URL and controller credentials and keep running")
-    p.set_defaults(func=run)
-
-
-def _progress_line(alice: dict[str, Any], bob: dict[str, Any], t: float) -> str:
-    c = bob.get("counters", {})
-    last = bob.get("last_block", {})
-    qber = last.get("qber")
-    return (f"[{t:5.1f} s] blocks {c.get('blocks', 0)} (aborted {c.get('aborted', 0)})  "
-            f"QBER {'-' if qber is None else f'{100 * qber:.2f} %'}  "
-            f"sifted {c.get('sifted_bits', 0) / max(t, 1e-9) / 1e6:.2f} Mbit/s  "
-            f"secret {c.get('key_bits', 0) / max(t, 1e-9) / 1e3:.1f} kbit/s  "
-            f"stored A {alice.get('delivery', {}).get('delivered_bits', 0)} B "
-            f"{bob.get('delivery', {}).get('delivered_bits', 0)} bits")
+    p.set_defaults(func=run, exit_at_once=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,49 +68,133 @@ def run(args: argparse.Namespace) -> int:
     if args.topology:
         from node.network.demo import run_topology_demo
 
-        return run_topology_demo(args.topology, args.workdir, args.json, links=args.links,
-                                 block_bits=args.block_bits or 1_000_000)
-    from node.runtime.demo import DemoOptions, fetch_and_compare, serve_info, start_demo, summary, wait_for_keys
+        if args.block_bits is not None and not 1_000 <= args.block_bits <= 100_000_000:
+            raise ValueError(f"--block-bits must be in [1e3, 1e8] sifted key bits, got {args.block_bits}")
+        previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+        try:
+            return run_topology_demo(args.topology, args.workdir, args.json, links=args.links,
+                                     block_bits=args.block_bits or 1_000_000, keep=args.keep or args.serve)
+        except KeyboardInterrupt:
+            return 130
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    from node.runtime.demo import DemoOptions, link_forecast
 
     opts = DemoOptions(distance_km=args.distance, eve_fraction=args.eve, rate_hz=args.rate,
-                       duration_s=args.duration, blocks=args.blocks, block_bits=args.block_bits or 4_000_000, seed=args.seed,
-                       realtime=args.realtime)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    t0 = time.time()
-    demo = start_demo(opts, args.workdir)
-    tty = sys.stderr.isatty()
+                       duration_s=args.duration, blocks=args.blocks, block_bits=args.block_bits or 4_000_000,
+                       seed=args.seed, realtime=args.realtime)
+    if args.workdir is not None and Path(args.workdir).exists() and not Path(args.workdir).is_dir():
+        raise ValueError(f"--workdir: {args.workdir} exists and is not a directory")
+    say = _Narrator(sys.stderr)
+    forecast = link_forecast(opts)
+    say(forecast["text"])
+    return _run_link_demo(args, opts, say)
+
+
+class _Narrator:
+    """Start-up steps and phase changes as their own lines; live figures rewritten in place on a
+    terminal, every 5 s when piped."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.t0 = time.monotonic()
+        self.last_phase = ""
+        self.last_print = -10.0
+        self.dirty = False
+
+    def __call__(self, text: str) -> None:
+        self._end_line()
+        print(f"[{time.monotonic() - self.t0:5.1f} s] {text}", file=self.stream, flush=True)
+
+    def _end_line(self) -> None:
+        if self.dirty:
+            print(file=self.stream, flush=True)
+            self.dirty = False
+
+    def tick(self, alice: dict[str, Any], bob: dict[str, Any], phase: str, block_bits: int) -> None:
+        from node.runtime.demo import progress_line
+
+        if phase != self.last_phase:
+            self.last_phase = phase
+            self(phase)
+        now = time.monotonic() - self.t0
+        if not bob.get("counters"):
+            return
+        line = progress_line(alice, bob, now, block_bits)
+        if self.tty:
+            print("\r" + line + "\x1b[K", end="", file=self.stream, flush=True)
+            self.dirty = True
+        elif now - self.last_print >= 5:
+            self.last_print = now
+            print(line, file=self.stream, flush=True)
+
+    def done(self) -> None:
+        self._end_line()
+
+
+def _run_link_demo(args: argparse.Namespace, opts: Any, say: _Narrator) -> int:
+    from node.runtime.demo import DemoFailed, DemoTimeout, serve_info, start_demo, summary, watch
+
+    previous = {sig: signal.signal(sig, signal.default_int_handler)  # SIGINT even where a shell ignored it for us
+                for sig in (signal.SIGTERM, signal.SIGINT)}
+    demo = None
+    code = 1
     try:
-        last_print = [0.0]
-
-        def tick(alice: dict[str, Any], bob: dict[str, Any]) -> None:
-            now = time.time() - t0
-            if tty:
-                print("\r" + _progress_line(alice, bob, now), end="", file=sys.stderr, flush=True)
-            elif now - last_print[0] >= 5:
-                last_print[0] = now
-                print(_progress_line(alice, bob, now), file=sys.stderr, flush=True)
-
-        wait_for_keys(demo, tick)
-        if tty:
-            print(file=sys.stderr)
-        elapsed = time.time() - t0
-        fetched = fetch_and_compare(demo)
+        demo = start_demo(opts, args.workdir, say)
+        fetched = watch(demo, lambda a, b, ph: say.tick(a, b, ph, opts.block_bits))
+        say.done()
+        elapsed = time.monotonic() - say.t0
+        say(f"first key: both SAEs hold the same key, {elapsed:.1f} s after start")
         result = summary(demo, fetched, elapsed)
         if args.json:
-            print(json.dumps(result if not args.serve else {"summary": result, **serve_info(demo)}, indent=2))
+            print(json.dumps(result if not args.serve else {"summary": result, **serve_info(demo)}, indent=2),
+                  flush=True)
         else:
             _print_summary(result)
+        code = 0
         if args.serve:
             if not args.json:
-                print(json.dumps(serve_info(demo), indent=2))
-            print("serving; Ctrl-C stops the nodes and key managers", file=sys.stderr, flush=True)
-            while all(p.poll() is None for p in demo.node_procs.values()) or args.blocks:
-                time.sleep(1)
-        return 0 if fetched.get("ok") else 1
+                print(json.dumps(serve_info(demo), indent=2), flush=True)
+            say("serving; Ctrl-C stops the nodes and key managers")
+            while all(p.poll() is None for p in demo.pair.procs.values()):
+                time.sleep(0.5)
+            say("a key manager stopped on its own; stopping the demo")
+            code = 1
+        return code
+    except DemoTimeout as exc:
+        say.done()
+        print(f"qkdnode demo: no key: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except DemoFailed as exc:
+        say.done()
+        print(f"qkdnode demo: error: {exc}", file=sys.stderr, flush=True)
+        return 1
     except KeyboardInterrupt:
-        return 130
+        say.done()
+        say("interrupted: stopping nodes and key managers")
+        code = 130
+        return code
     finally:
-        demo.stop()
+        if demo is not None:
+            _stop(demo, args, say)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _stop(demo: Any, args: argparse.Namespace, say: _Narrator) -> None:
+    from node.runtime.demo import STOP_GRACE_S
+
+    t0 = time.monotonic()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not leave processes behind
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    killed = demo.stop()
+    keep = args.keep or args.serve or args.workdir is not None
+    if demo.temporary and not keep:
+        demo.remove()
+    where = f"; files kept in {demo.root}" if keep or not demo.temporary else ""
+    forced = f" ({', '.join(killed)} killed after {STOP_GRACE_S:g} s)" if killed else ""
+    say(f"stopped nodes and key managers in {time.monotonic() - t0:.1f} s{forced}{where}")
 
 
 def _print_summary(r: dict[str, Any]) -> None:
@@ -134,5 +214,4 @@ def _print_summary(r: dict[str, Any]) -> None:
         lines.append(f"ETSI 014: no matching key: {check.get('reason', 'keys differ')}")
     for alarm in r["alarms"]:
         lines.append(f"alarm: {alarm}")
-    lines.append(f"files: {r['workdir']}")
     print("\n".join(lines))

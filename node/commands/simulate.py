@@ -113,18 +113,21 @@ def run(args: argparse.Namespace) -> int:
     link = link_for(args.protocol, args.params)
     if args.plot:
         _require_matplotlib()
+        _check_plot_path(args.plot)
     points: list[SimulationPoint] = []
-    for n in blocks:
-        previous = None
-        keyless_from = math.inf  # the key rate falls with distance: past a keyless point, search locally
-        for d in distances:
-            pt = optimise(args.protocol, link, d, n, starts=[previous.settings] if previous else None,
-                          global_search=d < keyless_from)
-            points.append(pt)
-            if pt.result.length > 0:
-                previous = pt
-            else:
-                keyless_from = min(keyless_from, d)
+    with _Progress(len(blocks) * len(distances)) as progress:
+        for n in blocks:
+            previous = None
+            keyless_from = math.inf  # the key rate falls with distance: past a keyless point, search locally
+            for d in distances:
+                progress.step(f"n={n:.0e} at {d:g} km")
+                pt = optimise(args.protocol, link, d, n, starts=[previous.settings] if previous else None,
+                              global_search=d < keyless_from)
+                points.append(pt)
+                if pt.result.length > 0:
+                    previous = pt
+                else:
+                    keyless_from = min(keyless_from, d)
     docs = [point_document(pt, link) for pt in points]
     if args.json:
         json.dump({"points": docs}, sys.stdout, indent=2)
@@ -134,6 +137,61 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         plot(docs, args.plot, args.protocol)
     return 0
+
+
+class _Progress:
+    """Points optimised so far on stderr: a bar on a terminal, a line every 10 s when piped (a grid
+    takes a minute or more)."""
+
+    def __init__(self, total: int) -> None:
+        import time
+
+        self.total, self.done, self.clock = total, 0, time.monotonic
+        self.t0 = self.last = self.clock()
+        self.bar: Any = None
+        self.task: Any = None
+
+    def __enter__(self) -> _Progress:
+        if sys.stderr.isatty() and self.total > 1:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(TextColumn("[bold]simulate[/bold] {task.description}"), BarColumn(),
+                                MofNCompleteColumn(), TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+            self.bar.__enter__()
+            self.task = self.bar.add_task("", total=self.total)
+        elif self.total > 1:
+            print(f"simulate: optimising {self.total} points (a line every 10 s)", file=sys.stderr, flush=True)
+        return self
+
+    def step(self, what: str) -> None:
+        """One more point is being optimised."""
+        if self.bar is not None:
+            self.bar.update(self.task, completed=self.done, description=what)
+        elif self.total > 1 and self.clock() - self.last >= 10:
+            self.last = self.clock()
+            print(f"simulate: {self.done}/{self.total} points done ({self.last - self.t0:.0f} s), now {what}",
+                  file=sys.stderr, flush=True)
+        self.done += 1
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+
+
+def _check_plot_path(path: str) -> None:
+    import os
+    from pathlib import Path
+
+    target = Path(path)
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.is_dir():
+        raise ValueError(f"--plot: folder {folder} does not exist (or is not a directory); create it or choose "
+                         "another FILE.png")
+    if target.is_dir():
+        raise ValueError(f"--plot: {target} is a directory; give a file name like {target / 'rate.png'}")
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"--plot: folder {folder} is not writable")
 
 
 def print_table(docs: list[dict[str, Any]]) -> None:

@@ -112,6 +112,43 @@ def _endpoint(table: dict[str, Any], key: str, where: str) -> str:
     return value
 
 
+_LINK_INTS = ("block_bits", "batch_detections", "tag_bits", "auth_reserve_bits")
+_LINK_NUMBERS = ("eps_sec", "qber_abort", "timeout_s")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_number_types(table: dict[str, Any], where: str, ints: tuple[str, ...] = (),
+                       numbers: tuple[str, ...] = (), lists: tuple[str, ...] = ()) -> None:
+    """Refuse a string or boolean where a number belongs, naming the key (before any range check
+    compares it, which would fail with Python's own words)."""
+    for key in ints:
+        if key in table and (not isinstance(table[key], int) or isinstance(table[key], bool)):
+            raise ValueError(f"config key '{where}.{key}' must be an integer, got {table[key]!r}")
+    for key in numbers:
+        if key in table and not _is_number(table[key]):
+            raise ValueError(f"config key '{where}.{key}' must be a number, got {table[key]!r}")
+    for key in lists:
+        value = table.get(key)
+        if key in table and not (_is_number(value) or (isinstance(value, list) and value
+                                                       and all(_is_number(v) for v in value))):
+            raise ValueError(f"config key '{where}.{key}' must be a number or a list of numbers, got {value!r}")
+
+
+def _check_mock_types(mock: dict[str, Any]) -> None:
+    from drivers.mock import LinkParams
+
+    ints: list[str] = []
+    numbers: list[str] = []
+    lists: list[str] = []
+    for f in dataclasses.fields(LinkParams):
+        default = f.default
+        (lists if isinstance(default, tuple) else ints if isinstance(default, int) else numbers).append(f.name)
+    check_number_types(mock, "hardware.mock", tuple(ints) + ("seed",), tuple(numbers) + ("block_s",), tuple(lists))
+
+
 def _mock_fields() -> set[str]:
     from drivers.mock import LinkParams
 
@@ -145,6 +182,7 @@ def parse_node_config(doc: dict[str, Any], base_dir: str | Path = ".") -> NodeCo
         raise ValueError(f"config key 'hardware.kind' must be one of {', '.join(HARDWARE_KINDS)}, got {kind!r}")
     mock = _table(hardware, "mock", required=False)
     _check_keys(mock, _mock_fields(), "hardware.mock")
+    _check_mock_types(mock)
     lab = _table(hardware, "lab", required=False)
     _check_keys(lab, {"transmitter", "tagger", "transmitter_options", "slotting", "bringup"}, "hardware.lab")
     instruments = _table(doc, "instruments", required=False)
@@ -154,6 +192,7 @@ def parse_node_config(doc: dict[str, Any], base_dir: str | Path = ".") -> NodeCo
         if name not in instruments:
             raise ValueError(f"config key 'hardware.lab.{needed}' names instrument {name!r}, which has no "
                              f"[instruments.{name}] table")
+    check_number_types(link, "link", _LINK_INTS, _LINK_NUMBERS, ("intensities", "class_probabilities"))
     intensities, probabilities = _link_physics(link, kind, mock)
     settings_kwargs = {k: link[k] for k in ("block_bits", "batch_detections", "protocol", "eps_sec", "tag_bits",
                                             "qber_abort", "cascade_variant", "auth_reserve_bits", "timeout_s")

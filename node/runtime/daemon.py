@@ -29,6 +29,7 @@ from node.link import AliceLink, BobLink
 from node.management import AlarmRegistry, NodeMetrics, close_metrics, serve_metrics
 from node.runtime.config import NodeConfig
 from node.runtime.hardware import Hardware, open_hardware
+from node.runtime.interrupt import StopAwareChannel
 from node.runtime.outbox import Outbox
 from postprocessing.errors import ProtocolError
 from postprocessing.slotting import Detections
@@ -155,7 +156,9 @@ class NodeDaemon:
                 channel = PeerChannel.bind(cfg.peer)
             else:
                 channel = PeerChannel.connect(cfg.peer)
-            secure = SecureChannel(channel, self.link)
+            # Bob's receives wait up to link.timeout_s for Alice, Alice's sends up to 10 s for a Bob who has
+            # gone: both give up when we are told to stop
+            secure = SecureChannel(StopAwareChannel(channel, self.stop), self.link)  # type: ignore[arg-type]
             self._start_thread("status", self._status_loop)
             if cfg.keymanager is not None:
                 self._start_thread("delivery", self._delivery_loop)
@@ -229,6 +232,8 @@ class NodeDaemon:
                 self.exit_code = 3
                 return
             except Exception as exc:  # one bad batch never stops the node: resynchronise and go on
+                if self.stop.is_set():
+                    break  # a receive abandoned on SIGINT/SIGTERM is no fault of the link
                 if not isinstance(exc, (ProtocolError, ClassicalChannelError)):
                     log.exception("link %s: batch failed", self.cfg.link.link_id)
                 self.alarm("major", f"link {self.cfg.link.link_id}: sift batch failed: {exc}")

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,12 @@ from node.runtime.daemon import write_private
 def node_document(name: str, role: str, link_id: str, peer_port: int, bootstrap_secret: str,
                   mock: dict[str, Any], *, block_bits: int, batch_detections: int = 200_000,
                   keymanager: tuple[str, str, str] | None = None, metrics_port: int | None = None,
-                  max_blocks: int | None = None, status_file: bool = True) -> dict[str, Any]:
+                  max_blocks: int | None = None, status_file: bool = True,
+                  link_timeout_s: float | None = None) -> dict[str, Any]:
     """A node's configuration (the shape `node.runtime.config` reads) on the mock hardware.
 
     `keymanager` is (ingest endpoint, source id, secret file); paths are relative to the config.
+    `link_timeout_s` is how long Bob waits for each of Alice's replies (the link's default if None).
     """
     node: dict[str, Any] = {"name": name, "role": role, "state_dir": f"state/{name}"}
     if status_file:
@@ -33,7 +36,8 @@ def node_document(name: str, role: str, link_id: str, peer_port: int, bootstrap_
     doc: dict[str, Any] = {
         "node": node,
         "link": {"id": link_id, "peer": f"tcp://127.0.0.1:{peer_port}", "bootstrap_secret": bootstrap_secret,
-                 "block_bits": block_bits, "batch_detections": batch_detections},
+                 "block_bits": block_bits, "batch_detections": batch_detections,
+                 **({"timeout_s": link_timeout_s} if link_timeout_s is not None else {})},
         "hardware": {"kind": "mock", "mock": {k: list(v) if isinstance(v, tuple) else v for k, v in mock.items()}},
     }
     if keymanager is not None:
@@ -72,19 +76,23 @@ def start_node(config: Path, cwd: Path, log: Path | None = None, log_level: str 
                             stdout=subprocess.DEVNULL, stderr=stderr, cwd=cwd)
 
 
-def stop_processes(procs: Iterable[subprocess.Popen[Any]], timeout_s: float = 20.0) -> None:
+def stop_processes(procs: Iterable[subprocess.Popen[Any]], timeout_s: float = 20.0) -> list[subprocess.Popen[Any]]:
     """SIGTERM every process (a node then shuts down gracefully, hardware left safe), SIGKILL
-    those still running after `timeout_s`."""
+    those still running `timeout_s` after the SIGTERM; returns the processes that had to be killed."""
     procs = list(procs)
     for proc in procs:
         if proc.poll() is None:
             proc.terminate()
+    deadline = time.monotonic() + timeout_s
+    killed = []
     for proc in procs:
         try:
-            proc.wait(timeout_s)
+            proc.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+            killed.append(proc)
+    return killed
 
 
 def read_status(path: Path) -> dict[str, Any]:

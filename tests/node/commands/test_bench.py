@@ -36,3 +36,26 @@ def test_bench_rejects_malformed_sizes() -> None:
     )
     assert proc.returncode == 2
     assert "sizes must be comma-separated numbers" in proc.stderr
+
+
+def test_table_puts_the_unit_in_each_header_and_latency_rows_apart(capsys: pytest.CaptureFixture[str]) -> None:
+    from node.commands.bench import print_table
+
+    def row(stage: str, unit: str, rate: float, ref: float | None, kind: str = "throughput") -> dict:
+        return {"stage": stage, "n": 100_000, "unit": unit, "kind": kind, "mbit_per_s": rate, "median_s": 0.01,
+                "runs": 3, "reference": "numpy" if ref else None, "reference_mbit_per_s": ref,
+                "reference_median_s": None, "speedup": rate / ref if ref else None, "params": {}}
+
+    report = {"machine": {"cpu": "x"}, "results": [
+        row("toeplitz", "Mbit/s", 200.0, 5.0), row("cascade-auto", "Mbit/s", 50.0, None),
+        row("classical-zmq-rtt", "k msg/s", 1.0, 1.6), row("relay.failover", "ms to 1st rerouted key", 120.0, None),
+    ]}
+    print_table(report)
+    out = capsys.readouterr().out
+    blocks = out.split("\n\n")
+    mbit = next(b for b in blocks if b.startswith("throughput in Mbit/s"))
+    assert "ref Mbit/s" in mbit and "x ref" in mbit and "40.00x" in mbit
+    assert [ln for ln in mbit.splitlines() if ln.startswith("cascade-auto")][0].split()[5:8] == ["-", "-", "-"]
+    latency = next(b for b in blocks if b.startswith("latency, ms to 1st rerouted key"))
+    assert "relay.failover" in latency and "relay.failover" not in mbit
+    assert "0.62x" in out and "Below 1x" in out  # a ratio under 1 is explained, not called a speed-up

@@ -1,0 +1,128 @@
+"""Everything `qkdnode run` would refuse, checked before anything starts (and all `run --check` does).
+
+`load_node_config` checks the file's shape and the link settings; this adds what the daemon would
+otherwise find only while starting: the mock link's physical parameters and seed, the files the node
+reads (bootstrap authentication key, key-manager ingest secret), and for lab hardware each
+`[instruments.NAME]` table and the transmitter's modulator levels. Errors name the config key.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any
+
+from node.runtime.config import NodeConfig
+
+
+def check_node(cfg: NodeConfig) -> None:
+    """Raise `ValueError` (naming the config key) for anything the node would reject at start."""
+    if cfg.hardware == "mock":
+        _check_mock(cfg)
+    else:
+        _check_lab(cfg)
+    _check_bootstrap(cfg)
+    if cfg.keymanager is not None:
+        _readable(cfg.keymanager.secret, "keymanager.secret", "the ingest secret shared with the key manager")
+
+
+def _check_mock(cfg: NodeConfig) -> None:
+    from node.runtime.hardware import mock_params
+
+    try:
+        mock_params(cfg)  # every LinkParams range check, as the node runs it
+    except ValueError as exc:
+        text = str(exc).removeprefix("config table [hardware.mock]: ")
+        field = text.split(" ", 1)[0]
+        if field in cfg.mock:  # "fibre_length_km must be >= 0, got -5" -> name the key as the file spells it
+            raise ValueError(f"config key 'hardware.mock.{field}' {text.split(' ', 1)[1]}") from None
+        raise
+    seed = cfg.mock.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64:
+        raise ValueError(f"config key 'hardware.mock.seed' must be an integer in [0, 2^64), got {seed!r}")
+    realtime = cfg.mock.get("realtime", False)
+    if not isinstance(realtime, bool):
+        raise ValueError(f"config key 'hardware.mock.realtime' must be true or false, got {realtime!r}")
+    block_s = cfg.mock.get("block_s", 2e-3)
+    if isinstance(block_s, bool) or not isinstance(block_s, (int, float)) or not 0 < block_s <= 10:
+        raise ValueError(f"config key 'hardware.mock.block_s' must be a number of seconds in (0, 10], got {block_s!r}")
+
+
+def _readable(path: Path, key: str, what: str) -> bytes:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ValueError(f"config key '{key}': {path} does not exist ({what})") from None
+    except OSError as exc:
+        raise ValueError(f"config key '{key}': cannot read {path}: {exc.strerror}") from None
+    if not data:
+        raise ValueError(f"config key '{key}': {path} is empty ({what})")
+    return data
+
+
+def _check_bootstrap(cfg: NodeConfig) -> None:
+    if (cfg.state_dir / "link_state.json").exists():
+        return  # the link already runs on refilled keys; the bootstrap file is no longer read
+    from node.classical import SecureLink
+
+    secret = _readable(cfg.bootstrap_secret, "link.bootstrap_secret",
+                       "the pre-shared authentication key, the same file at both ends; "
+                       f"e.g. head -c 131072 /dev/urandom > {cfg.bootstrap_secret.name}")
+    try:
+        SecureLink.from_bootstrap(secret, "responder" if cfg.role == "alice" else "initiator")
+    except ValueError as exc:
+        raise ValueError(f"config key 'link.bootstrap_secret': {cfg.bootstrap_secret}: {exc}") from None
+
+
+def _check_lab(cfg: NodeConfig) -> None:
+    from drivers.registry import BY_NAME, INSTRUMENT_OPTIONS
+
+    for name, table in cfg.instruments.items():
+        where = f"[instruments.{name}]"
+        if not isinstance(table, dict):
+            raise ValueError(f"config key 'instruments.{name}' must be a table")
+        driver = table.get("driver")
+        if driver not in BY_NAME:
+            raise ValueError(f"config key 'instruments.{name}.driver' must be one of {', '.join(sorted(BY_NAME))}, "
+                             f"got {driver!r}")
+        info = BY_NAME[driver]
+        options = {k for k in table if k != "driver"}
+        if info.needs_resource:
+            resource = table.get("resource")
+            if not isinstance(resource, str) or not resource:
+                raise ValueError(f"config key 'instruments.{name}.resource' must be a VISA resource string, serial "
+                                 "port or URL")
+            options.discard("resource")
+        try:
+            params = inspect.signature(info.load()).parameters
+        except ImportError as exc:
+            raise ValueError(f"{where}: driver {driver!r} cannot be loaded: {exc}") from None
+        known = {n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_KEYWORD} - {"resource"}
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            known |= INSTRUMENT_OPTIONS
+        unknown = sorted(options - known)
+        if unknown:
+            raise ValueError(f"config key 'instruments.{name}.{unknown[0]}' is unknown; {driver} takes "
+                             f"{', '.join(sorted(known))}")
+        required = [n for n, p in params.items() if p.default is inspect.Parameter.empty
+                    and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n != "resource" and n != "self"]
+        missing = [n for n in required if n not in table]
+        if missing:
+            raise ValueError(f"config key 'instruments.{name}.{missing[0]}' is required by driver {driver}")
+    if cfg.role == "alice":
+        _check_levels(cfg.lab.get("transmitter_options", {}))
+
+
+def _check_levels(options: Any) -> None:
+    if not isinstance(options, dict):
+        raise ValueError("config key 'hardware.lab.transmitter_options' must be a table")
+    levels = options.get("levels")
+    if not isinstance(levels, dict) or set(levels) != {"intensity", "phase"}:
+        raise ValueError("config key 'hardware.lab.transmitter_options.levels' must be a table with "
+                         "'intensity' (one AWG level per class) and 'phase' (four levels)")
+    for key, count in (("intensity", None), ("phase", 4)):
+        value = levels[key]
+        if not isinstance(value, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                  for v in value) or (count and len(value) != count):
+            raise ValueError(f"config key 'hardware.lab.transmitter_options.levels.{key}' must be a list of "
+                             f"{count or 'one per intensity class'} numbers (AWG levels), got {value!r}")
