@@ -18,6 +18,7 @@ from typing import Any
 
 from node.control.topology import Topology
 from node.keymanager.demo import free_port
+from node.runtime.demo import LINK_TIMEOUT_S
 from node.runtime.launch import node_document, read_status, start_node, stop_processes, to_toml, write_secret
 
 DEFAULT_MOCK = {"p_z": 0.8, "bob_p_z": 0.8, "intensities": [0.5, 0.15, 0.0], "class_probabilities": [0.6, 0.3, 0.1]}
@@ -54,7 +55,7 @@ def _daemon_document(link: Any, role: str, node: str, port: int, ingest: str, bl
     mock = {**DEFAULT_MOCK, **dict(link.mock), "seed": seed, "fibre_length_km": link.distance_km}
     mock.pop("realtime", None)
     return node_document(f"{link.id}-{role}", role, link.id, port, f"qkd_link_{link.id}.key", mock,
-                         block_bits=block_bits,
+                         block_bits=block_bits, link_timeout_s=LINK_TIMEOUT_S,
                          keymanager=(ingest, f"qkd_{link.id}_{node}", f"ingest_{link.id}_{node}.key"))
 
 
