@@ -50,7 +50,7 @@ ROLES = ("alice", "bob")
 HARDWARE_KINDS = ("mock", "lab")
 _LINK_KEYS = {"id", "peer", "bootstrap_secret", "block_bits", "batch_detections", "protocol", "eps_sec",
               "tag_bits", "qber_abort", "cascade_variant", "auth_reserve_bits", "timeout_s", "intensities",
-              "class_probabilities"}
+              "class_probabilities", "auth_max_failures"}
 
 
 @dataclass(frozen=True)
@@ -156,7 +156,8 @@ def parse_node_config(doc: dict[str, Any], base_dir: str | Path = ".") -> NodeCo
                              f"[instruments.{name}] table")
     intensities, probabilities = _link_physics(link, kind, mock)
     settings_kwargs = {k: link[k] for k in ("block_bits", "batch_detections", "protocol", "eps_sec", "tag_bits",
-                                            "qber_abort", "cascade_variant", "auth_reserve_bits", "timeout_s")
+                                            "qber_abort", "cascade_variant", "auth_reserve_bits", "timeout_s",
+                                            "auth_max_failures")
                        if k in link}
     try:
         settings = LinkSettings(_str(link, "id", "link"), intensities, probabilities, **settings_kwargs)

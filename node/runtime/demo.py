@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from node.keymanager.demo import DemoPair, free_port, write_demo_pair
-from node.runtime.launch import node_document, read_status, start_node, stop_processes, to_toml, write_secret
+from node.runtime.launch import node_document, read_status, start_node, stop_processes, to_toml, write_link_secret
 
 DEMO_LINK = "L1"
 
@@ -69,14 +69,15 @@ class DemoRun:
         self.pair.stop()
 
 
-def _node_document(name: str, role: str, km_port: int, link_port: int, opts: DemoOptions, seed: int) -> dict[str, Any]:
+def _node_document(name: str, role: str, km_port: int, link_port: int, opts: DemoOptions, seed: int,
+                   bootstrap: str) -> dict[str, Any]:
     mock = {
         "seed": seed, "realtime": opts.realtime, "fibre_length_km": opts.distance_km,
         "repetition_rate_hz": opts.rate_hz, "eve_fraction": opts.eve_fraction, "p_z": 0.8, "bob_p_z": 0.8,
         "intensities": [0.5, 0.15, 0.0], "class_probabilities": [0.6, 0.3, 0.1],
     }
     side = "a" if role == "alice" else "b"
-    return node_document(name, role, DEMO_LINK, link_port, f"link_{DEMO_LINK}.key", mock,
+    return node_document(name, role, DEMO_LINK, link_port, bootstrap, mock,
                          block_bits=opts.block_bits, metrics_port=0, max_blocks=opts.blocks or None,
                          keymanager=(f"tcp://127.0.0.1:{km_port}", f"node_{side}", f"ingest_{side}.key"))
 
@@ -88,14 +89,14 @@ def start_demo(opts: DemoOptions, root: str | Path | None = None) -> DemoRun:
     os.chmod(base, 0o700)
     pair = write_demo_pair(base)
     seed = opts.seed if opts.seed is not None else int.from_bytes(os.urandom(4), "little")
-    write_secret(base / f"link_{DEMO_LINK}.key", 1 << 17)  # the nodes' pre-shared bootstrap authentication key
+    bootstrap = write_link_secret(base, f"link_{DEMO_LINK}", 1 << 17)  # pre-shared, single-use, a copy per node
     link_port = free_port()
     run = DemoRun(base, pair, opts)
     pair.start()
     try:
         for name, role, km in (("alice", "alice", pair.ports["a_in"]), ("bob", "bob", pair.ports["b_in"])):
             cfg = base / f"{name}.toml"
-            cfg.write_text(to_toml(_node_document(name, role, km, link_port, opts, seed)))
+            cfg.write_text(to_toml(_node_document(name, role, km, link_port, opts, seed, bootstrap[role])))
             run.node_procs[name] = start_node(cfg, base, base / f"{name}.log", log_level="INFO")
     except BaseException:
         run.stop()

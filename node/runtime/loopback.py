@@ -18,11 +18,11 @@ from node.keymanager.demo import free_port
 from node.runtime.config import parse_node_config
 from node.runtime.daemon import NodeDaemon
 from node.runtime.hardware import mock_params
-from node.runtime.launch import node_document, start_node, stop_processes, to_toml, write_secret
+from node.runtime.launch import node_document, start_node, stop_processes, to_toml, write_link_secret
 
 
 def _doc(role: str, port: int, mock: dict[str, Any], block_bits: int, batch: int, blocks: int | None) -> dict[str, Any]:
-    return node_document(role, role, "L-bench", port, "link.key", mock, block_bits=block_bits,
+    return node_document(role, role, "L-bench", port, f"link.{role}.key", mock, block_bits=block_bits,
                          batch_detections=batch, max_blocks=blocks, status_file=False)
 
 
@@ -32,7 +32,7 @@ def run_pipeline(mock: dict[str, Any], block_bits: int, blocks: int, batch: int 
     finished `blocks` blocks; returns Bob's status and per-block history."""
     with tempfile.TemporaryDirectory(prefix="qkdnode-pipeline-") as tmp:
         root = Path(tmp)
-        write_secret(root / "link.key", 1 << 18)
+        write_link_secret(root, "link", 1 << 18)
         port = free_port()
         alice_cfg = root / "alice.toml"
         alice_cfg.write_text(to_toml(_doc("alice", port, mock, block_bits, batch, None)))
