@@ -105,6 +105,8 @@ class LinkStats:
     rejected_replay: int = 0
     rejected_format: int = 0
     rejected_no_key: int = 0
+    tags_verified: int = 0
+    tags_failed: int = 0
 
 
 class SecureLink:
@@ -507,8 +509,10 @@ class SecureLink:
             self.recv_pool.take(MASK_BITS)
             if ok:
                 self._recv_last = seq
+                self.stats.tags_verified += 1
             else:
                 self.failed_tags += 1
+                self.stats.tags_failed += 1
             if self._persist is not None:  # durable before anything acts on it (replays after a restart)
                 self._persist(self.state(send_reserve=max(0, self._reserved_until - self._send_seq)))
             if not ok:

@@ -204,14 +204,16 @@ class BobLink:
             self._drain()
             if self.link is not None:
                 self.link.end_transcript(block.block_id)  # type: ignore[attr-defined]
-            if block.block_id in self.outbox.block_ids(self.settings.link_id, "unconfirmed"):
-                # Alice may or may not have committed: only an authenticated HELLO exchange settles it
-                try:
-                    self.hello()
-                except AuthenticationLocked:
-                    raise
-                except (ProtocolError, ClassicalChannelError) as exc2:
-                    log.warning("link %s: settling block %d failed: %s", self.settings.link_id, block.block_id, exc2)
+            # resynchronise with an authenticated HELLO exchange: it settles whether Alice committed a
+            # block Bob holds unconfirmed, and restarts both block accumulators in step (an altered
+            # message may have left Alice with other batches than Bob)
+            try:
+                self.hello()
+            except AuthenticationLocked:
+                raise
+            except (ProtocolError, ClassicalChannelError) as exc2:
+                log.warning("link %s: resynchronising after block %d failed: %s", self.settings.link_id,
+                            block.block_id, exc2)
             return None
 
     def _distill(self, block: KeyBlock, t0: float) -> DistilledKey | None:
