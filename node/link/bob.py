@@ -92,7 +92,8 @@ class BobLink:
         self.next_batch = 0
         self.qber_estimate: float | None = None
         self.counters = {"batches": 0, "detections": 0, "sifted_bits": 0, "blocks": 0, "aborted": 0,
-                         "key_bits": 0, "leaked_bits": 0, "auth_failures": 0, "auth_bits": 0}
+                         "key_bits": 0, "leaked_bits": 0, "auth_failures": 0, "auth_bits": 0,
+                         "finite_key_bits": 0}
         self.last_block: dict[str, object] = {}
         self.history: deque[dict[str, float]] = deque(maxlen=1000)  # per block: when, sifted so far, secret
         self._auth_mark = self._auth_consumed()
@@ -296,8 +297,10 @@ class BobLink:
         self.last_block.update(eps_auth=eps_auth, auth_bits=auth_bits, rekey=rekey, refill_bits=refill_bits,
                                net_key_bits=key.length_bits)
         self.history[-1].update(eps_auth=eps_auth, auth_bits=auth_bits, net_key_bits=key.length_bits)
+        self.last_block["finite_key"]["eps_auth"] = eps_auth  # type: ignore[index]
         self.counters["blocks"] += 1
         self.counters["key_bits"] += key.length_bits
+        self.counters["finite_key_bits"] += length
         self.counters["auth_bits"] += auth_bits
         return key
 

@@ -94,6 +94,7 @@ class NodeDaemon:
         self._seen_blocks = 0
         self._seen_aborts = 0
         self._seen_dropped = 0
+        self._seen_auth_bits = 0
         self.outbox = Outbox(cfg.state_dir / "outbox.db")
         self.link = self._load_link()
         self.hardware: Hardware | None = None
@@ -377,7 +378,8 @@ class NodeDaemon:
             if slotter is not None:
                 out["acquisition"].update(gate_efficiency=slotter.gate_efficiency, drift_ppm=slotter.drift_ppm)
             last = dict(role.last_block)
-            last.pop("finite_key", None)
+            fk = last.pop("finite_key", None) or {}
+            last.update({k: fk[k] for k in ("eps_sec", "eps_cor") if k in fk})  # beside eps_auth
             out["last_block"] = last
             out["qber_estimate"] = role.qber_estimate
         return out
@@ -404,11 +406,18 @@ class NodeDaemon:
         m.set_auth_key_available(link, "receive", acc["recv_available_bits"])
         if role is None:
             return
+        consumed = (self.link.send_pool.consumed_bits + self.link.recv_pool.consumed_bits + self.link.rekeyed_bits)
+        m.record_authentication(link, max(0, consumed - self._seen_auth_bits), self.link.failed_tags)
+        self._seen_auth_bits = consumed
         if isinstance(role, BobLink):
             for h in list(role.history)[self._seen_blocks:]:
                 m.record_block(link, int(h["n_bits"]), int(h["secret_bits"]), float(h["qber"]),
                                "key" if h["secret_bits"] else "no_key")
             self._seen_blocks = len(role.history)
+            fk = role.last_block.get("finite_key") or {}
+            if "eps_auth" in role.last_block and "eps_sec" in fk and "eps_cor" in fk:
+                m.set_block_epsilon(link, float(fk["eps_sec"]), float(fk["eps_cor"]),
+                                    float(role.last_block["eps_auth"]))
         aborted = role.counters["aborted"]
         for _ in range(aborted - self._seen_aborts):
             m.record_block(link, 0, 0, None, "aborted", reason="other")

@@ -179,8 +179,24 @@ def summary(run: DemoRun, fetched: dict[str, Any], elapsed_s: float) -> dict[str
         "sifted_mbit_per_s": bc.get("sifted_bits", 0) / elapsed_s / 1e6,
         "secret_kbit_per_s": bc.get("key_bits", 0) / elapsed_s / 1e3,
         "qber": last.get("qber"), "qber_x": last.get("qber_x"),
+        **authentication_summary(bc, last),
         "keys_stored": {"KME_A": alice.get("delivery", {}).get("delivered_bits", 0),
                         "KME_B": bob.get("delivery", {}).get("delivered_bits", 0)},
         "alarms": [a["text"] for a in (alice.get("alarms", []) + bob.get("alarms", []))][-10:],
         "etsi014_check": fetched, "workdir": str(run.root),
+    }
+
+
+def authentication_summary(counters: dict[str, Any], last: dict[str, Any]) -> dict[str, Any]:
+    """Per key block: authentication key spent (`auth_bits`), ε_auth beside ε_sec and ε_cor, and the
+    net key handed to the key managers against the block's finite-key length."""
+    blocks = counters.get("blocks", 0)
+    finite = counters.get("finite_key_bits", 0)
+    return {
+        "auth_bits_per_block": counters.get("auth_bits", 0) / blocks if blocks else None,
+        "auth_failures": counters.get("auth_failures", 0),
+        "eps_auth_per_block": last.get("eps_auth"), "eps_sec": last.get("eps_sec"), "eps_cor": last.get("eps_cor"),
+        "finite_key_bits_per_block": finite / blocks if blocks else None,
+        "net_key_bits_per_block": counters.get("key_bits", 0) / blocks if blocks else None,
+        "net_vs_finite_key": counters.get("key_bits", 0) / finite if finite else None,
     }

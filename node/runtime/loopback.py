@@ -82,7 +82,15 @@ def pipeline_figures(mock: dict[str, Any], block_bits: int, blocks: int) -> dict
         dt = hist[-1]["t"] - hist[0]["t"]
         sifted = hist[-1]["sifted_total"] - hist[0]["sifted_total"]
         secret = sum(h["secret_bits"] for h in hist[1:])
-        fig.update(sifted_mbit_per_s=sifted / dt / 1e6, secret_kbit_per_s=secret / dt / 1e3)
+        net = sum(h.get("net_key_bits", 0) for h in hist[1:])
+        fig.update(sifted_mbit_per_s=sifted / dt / 1e6, secret_kbit_per_s=secret / dt / 1e3,
+                   net_key_kbit_per_s=net / dt / 1e3)
+    keyed = [h for h in hist if "auth_bits" in h]
+    if keyed:  # authentication key spent per key block (HELLO tags and hash-key replacements included)
+        fig.update(auth_bits_per_block=sum(h["auth_bits"] for h in keyed) / len(keyed),
+                   auth_bits_max_block=max(h["auth_bits"] for h in keyed),
+                   auth_fraction_of_secret=sum(h["auth_bits"] for h in keyed) / max(1, sum(h["secret_bits"] for h in keyed)),
+                   eps_auth_per_block=max(h["eps_auth"] for h in keyed))
     if hist:
         from postprocessing.cascade import binary_entropy
 
