@@ -177,6 +177,10 @@ class NodeMetrics:
         for outcome in BLOCK_OUTCOMES:
             self._m["qkdnode_blocks_total"].labels(link=link, outcome=outcome)
         self._rate(link, "sifted"), self._rate(link, "secret")
+        self._m["qkdnode_auth_key_bits_consumed_total"].labels(link=link)
+        self._m["qkdnode_auth_failed_tags"].labels(link=link)
+        for term in EPSILON_TERMS:  # 0 until the link's first key block
+            self._m["qkdnode_block_epsilon"].labels(link=link, term=term)
 
     def set_link_up(self, link: str, up: bool) -> None:
         """Whether the link's session runs."""
