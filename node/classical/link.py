@@ -18,6 +18,19 @@ Wire: the MAC frame (last frame) is the 8-byte little-endian seq followed by the
 seq, the frame count and every other frame (length-prefixed). Per-message forgery probability:
 `forgery_probability(L)` = 8·⌈L/16⌉/2^106 for a MAC input of L bytes (2^-83 for a 16 MiB message).
 
+Transcript mode (`mode="transcript"`, the node link). A message with `Message.transcript` set (a block
+ID) carries no tag: it is hashed into that block's transcript (`node.classical.transcript`), and the
+closing messages of the block carry one tag each over the whole transcript, both directions. A
+message without a transcript carries its own tag. Masks are taken in order from the pool; their
+stream position travels in the MAC frame (kind, seq, block, position, tag) and the receiver accepts
+only a position within `MASK_WINDOW` masks of its own. Every checked tag consumes its mask, failed
+ones included; `max_failed_tags` failures under one hash key lock the link (`AuthenticationLocked`)
+until `rekey` or a new bootstrap. An attempt by Eve on a mask the sender has not used yet makes
+the sender's next tag on it be refused (not counted); the sender's next tag uses the next mask, so
+the two ends fall back into step. Tagged messages are persisted (through `set_persistence`) before
+`seal` returns their frames and before `open` returns them: masks are never reused and replays of
+tagged messages are refused after a restart.
+
 Persistence is the caller's: `state()` / `SecureLink.from_state()`. A sender that restarts must
 never reuse a seq: persist `state()` before sealed frames leave, or persist `state(send_reserve=n)`
 once per n messages — `set_persistence(persist, reserve=n)` makes `seal` do the latter itself. A receiver that restarts from an older state would accept replays of the

@@ -12,7 +12,8 @@ Example (paths relative to the file's directory)::
     [link]
     id = "L1"
     peer = "tcp://127.0.0.1:5800"         # Alice binds it, Bob connects to it
-    bootstrap_secret = "link_L1.key"      # pre-shared authentication key (file)
+    bootstrap_secret = "link_L1.key"      # pre-shared authentication key (file; used once, then overwritten)
+    auth_max_failures = 3                 # failed authentication tags before the session stops
     block_bits = 1000000
     batch_detections = 200000
     protocol = "lim2014"
