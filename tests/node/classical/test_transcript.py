@@ -174,3 +174,17 @@ def test_the_inner_digest_is_the_unmasked_poly1305_of_the_length_prefixed_frames
     digest, n = inner_digest(key, frames)
     data = (3).to_bytes(8, "little") + b"".join(len(f).to_bytes(8, "little") + f for f in frames)
     assert n == len(data) and digest == poly1305_python(key + bytes(16), data)
+
+
+@settings(max_examples=200, deadline=None)
+@given(mac=st.binary(min_size=0, max_size=60), body=st.lists(st.binary(max_size=40), max_size=4))
+def test_arbitrary_frames_are_refused_with_a_channel_error_only(mac: bytes, body: list[bytes]) -> None:
+    from node.classical import PROTOCOL, ClassicalChannelError
+
+    _, alice = pair(max_failed_tags=1000)
+    frames = [PROTOCOL, b"CASCADE", b'{"header":{},"frames":[]}', *body, mac]
+    try:
+        got = alice.open(frames)
+    except ClassicalChannelError:
+        return
+    assert not got.verified  # only an unauthenticated transcript member can get through
