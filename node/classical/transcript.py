@@ -60,12 +60,14 @@ __all__ = ["TranscriptHash", "inner_digest", "closing_tag", "tag_epsilon", "DOMA
 
 DOMAIN = b"qkdnode/transcript/1"
 
+_Poly1305: Any = None
 try:
-    from cryptography.hazmat.primitives.poly1305 import Poly1305 as _Poly1305
+    from cryptography.hazmat.primitives.poly1305 import Poly1305 as _OpenSSLPoly1305
 
-    _Poly1305(bytes(32))
+    _OpenSSLPoly1305(bytes(32))  # raises UnsupportedAlgorithm where OpenSSL lacks Poly1305
+    _Poly1305 = _OpenSSLPoly1305
 except Exception:  # pragma: no cover - depends on the OpenSSL build
-    _Poly1305 = None
+    pass
 
 
 def _poly1305(key32: bytes, chunks: Iterable[Any]) -> bytes:

@@ -39,26 +39,6 @@ log = logging.getLogger(__name__)
 LINK_STATE_RESERVE = 256
 
 
-def _encode(value: Any) -> Any:
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return {"__hex__": bytes(value).hex()}
-    if isinstance(value, dict):
-        return {k: _encode(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_encode(v) for v in value]
-    return value
-
-
-def _decode(value: Any) -> Any:
-    if isinstance(value, dict):
-        if set(value) == {"__hex__"}:
-            return bytes.fromhex(value["__hex__"])
-        return {k: _decode(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_decode(v) for v in value]
-    return value
-
-
 def write_private(path: Path, data: bytes) -> None:
     """Write a file readable by its owner only, atomically and durably."""
     tmp = path.with_name(path.name + ".tmp")
@@ -377,8 +357,8 @@ class NodeDaemon:
             slotter = self.hardware.slotter if self.hardware else None
             if slotter is not None:
                 out["acquisition"].update(gate_efficiency=slotter.gate_efficiency, drift_ppm=slotter.drift_ppm)
-            last = dict(role.last_block)
-            fk = last.pop("finite_key", None) or {}
+            last: dict[str, Any] = dict(role.last_block)
+            fk: dict[str, Any] = last.pop("finite_key", None) or {}
             last.update({k: fk[k] for k in ("eps_sec", "eps_cor") if k in fk})  # beside eps_auth
             out["last_block"] = last
             out["qber_estimate"] = role.qber_estimate
@@ -414,10 +394,10 @@ class NodeDaemon:
                 m.record_block(link, int(h["n_bits"]), int(h["secret_bits"]), float(h["qber"]),
                                "key" if h["secret_bits"] else "no_key")
             self._seen_blocks = len(role.history)
-            fk = role.last_block.get("finite_key") or {}
-            if "eps_auth" in role.last_block and "eps_sec" in fk and "eps_cor" in fk:
-                m.set_block_epsilon(link, float(fk["eps_sec"]), float(fk["eps_cor"]),
-                                    float(role.last_block["eps_auth"]))
+            record: dict[str, Any] = dict(role.last_block)
+            fk: dict[str, Any] = record.get("finite_key") or {}
+            if "eps_auth" in record and "eps_sec" in fk and "eps_cor" in fk:
+                m.set_block_epsilon(link, float(fk["eps_sec"]), float(fk["eps_cor"]), float(record["eps_auth"]))
         aborted = role.counters["aborted"]
         for _ in range(aborted - self._seen_aborts):
             m.record_block(link, 0, 0, None, "aborted", reason="other")
