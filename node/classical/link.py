@@ -80,8 +80,9 @@ __all__ = ["Role", "Mode", "SecureLink", "LinkStats", "MAC_FRAME_BYTES", "TRANSC
 Role = Literal["initiator", "responder"]
 Mode = Literal["message", "transcript"]
 
-# transcript mode: MAC frame = kind (1) | seq (8) | block (8) | mask position in bits (8) | tag (16)
-_TMAC = struct.Struct("<BQQQ")
+# transcript mode: MAC frame = kind (1) | seq (8) | block (8) | mask position in bits (8) | key epoch of this
+# tag (4) | newest key epoch the sender holds (4) | tag (16)
+_TMAC = struct.Struct("<BQQQII")
 TRANSCRIPT_MAC_FRAME_BYTES = _TMAC.size + TAG_BYTES
 KIND_TAGGED, KIND_MEMBER, KIND_CLOSING = 0, 1, 2
 MASK_WINDOW = 8
@@ -191,6 +192,13 @@ class SecureLink:
         self.failed_tags = int(failed_tags)
         """Tags that failed under the current hash keys (each consumed its mask); reset by `rekey`."""
         self._transcripts: dict[int, TranscriptHash] = {}
+        # hash keys by epoch (transcript mode): (send outer, send inner, recv outer, recv inner)
+        self._epochs: dict[int, tuple[bytes, bytes, bytes, bytes]] = {
+            0: (self._send_key, self._send_inner, self._recv_key, self._recv_inner)}
+        self.epoch = 0
+        """Rekeys applied here; tags are sealed under epoch min(epoch, peer_epoch)."""
+        self.peer_epoch = 0
+        """The newest key epoch of a tag from the peer that verified (the peer holds those keys)."""
         self.rekeyed_bits = 0
         """Secret bits that replaced hash keys since this object was built (accounting)."""
 
@@ -259,12 +267,28 @@ class SecureLink:
         i2r, r2i = split_directions(bytes(material))
         out, inn = (i2r, r2i) if self.role == "initiator" else (r2i, i2r)
         with self._lock:
+            # a new key epoch; the old keys stay until the peer shows (by a verified tag) it has the
+            # new ones, so a lost acknowledgement or a crash between the two ends' rekeys cannot
+            # leave them on different keys
+            self.epoch += 1
+            self._epochs[self.epoch] = (out[:16], out[16:32], inn[:16], inn[16:32])
             self._send_key, self._send_inner = out[:16], out[16:32]
             self._recv_key, self._recv_inner = inn[:16], inn[16:32]
+            self._prune_epochs()
             self.failed_tags = 0
             self.rekeyed_bits += 8 * REKEY_BYTES
             if self._persist is not None:
                 self._persist_reservation()
+
+    def _prune_epochs(self) -> None:
+        keep = min(self.epoch, self.peer_epoch)
+        for e in [e for e in self._epochs if e < keep]:
+            del self._epochs[e]
+
+    @property
+    def seal_epoch(self) -> int:
+        """The key epoch outgoing tags use: the newest both ends are known to hold."""
+        return min(self.epoch, self.peer_epoch)
 
     # -- transcripts ------------------------------------------------------------------------------
 
@@ -451,13 +475,15 @@ class SecureLink:
                 pos = self.send_pool.position_bits
                 mask = self.send_pool.take(MASK_BITS)
             self._send_seq = seq + 1
-            header = _TMAC.pack(kind, seq, block or 0, pos)
+            epoch = self.seal_epoch
+            send_outer, send_inner, _, _ = self._epochs[epoch]
+            header = _TMAC.pack(kind, seq, block or 0, pos, epoch, self.epoch)
             if kind == KIND_TAGGED:
-                tag = wc_tag(self._send_key, mask, seq, [header, *body])
+                tag = wc_tag(send_outer, mask, seq, [header, *body])
             else:
                 t = self._transcript(block)  # type: ignore[arg-type]
-                t.absorb(self._direction(True), self._send_inner, [header, *body])
-                tag = bytes(TAG_BYTES) if kind == KIND_MEMBER else closing_tag(self._send_key, mask, t, self.role, pos)
+                t.absorb(self._direction(True), send_inner, [header, *body])
+                tag = bytes(TAG_BYTES) if kind == KIND_MEMBER else closing_tag(send_outer, mask, t, self.role, pos)
             if kind != KIND_MEMBER and self._persist is not None:
                 # the mask is consumed on disk before the tag leaves: a restart never reuses it
                 self._persist(self.state(send_reserve=max(0, self._reserved_until - self._send_seq)))
@@ -478,7 +504,7 @@ class SecureLink:
         mac = bytes(bufs[-1])
         if len(mac) != TRANSCRIPT_MAC_FRAME_BYTES:
             raise MessageFormatError(f"the MAC frame must be {TRANSCRIPT_MAC_FRAME_BYTES} bytes, got {len(mac)}")
-        kind, seq, block, pos = _TMAC.unpack_from(mac)
+        kind, seq, block, pos, epoch, peer_has = _TMAC.unpack_from(mac)
         header, tag = mac[: _TMAC.size], mac[_TMAC.size :]
         if kind not in (KIND_TAGGED, KIND_MEMBER, KIND_CLOSING) or block >= 1 << 63:
             raise MessageFormatError(f"the MAC frame names an unknown kind {kind} or a block id out of range")
@@ -491,9 +517,14 @@ class SecureLink:
             if seq <= self._recv_last:
                 raise ReplayError(
                     f"message seq {seq} is not after the last accepted seq {self._recv_last}: replayed or reordered")
+            keys = self._epochs.get(epoch)
+            if keys is None:
+                raise AuthenticationError(
+                    f"message seq {seq} is tagged under key epoch {epoch}; this end holds epochs {sorted(self._epochs)}")
+            _, _, recv_outer, recv_inner = keys
             if kind == KIND_MEMBER:
                 message = decode_body(body)  # malformed members are rejected before they enter the transcript
-                self._transcript(block).absorb(self._direction(False), self._recv_inner, [header, *body])
+                self._transcript(block).absorb(self._direction(False), recv_inner, [header, *body])
                 self._recv_last = seq
                 self.stats.opened += 1
                 message.seq, message.transcript, message.verified = seq, block, False
@@ -510,12 +541,12 @@ class SecureLink:
                     f"no authentication key for incoming tag seq {seq}: the receive pool ends at "
                     f"{self.recv_pool.end_bits} bits; refill the link") from None
             if kind == KIND_TAGGED:
-                expected = wc_tag(self._recv_key, mask, seq, [header, *body])
+                expected = wc_tag(recv_outer, mask, seq, [header, *body])
             else:
                 t = self._transcript(block)
-                t.absorb(self._direction(False), self._recv_inner, [header, *body])
+                t.absorb(self._direction(False), recv_inner, [header, *body])
                 sender: Role = "responder" if self.role == "initiator" else "initiator"
-                expected = closing_tag(self._recv_key, mask, t, sender, pos)
+                expected = closing_tag(recv_outer, mask, t, sender, pos)
             ok = tags_equal(expected, tag)
             # the mask is consumed whether or not the tag verifies: an attempt is never repeated on it
             self.recv_pool.discard_to(pos)
@@ -523,6 +554,9 @@ class SecureLink:
             if ok:
                 self._recv_last = seq
                 self.stats.tags_verified += 1
+                if peer_has > self.peer_epoch:  # authenticated: the peer holds keys up to this epoch
+                    self.peer_epoch = peer_has
+                    self._prune_epochs()
             else:
                 self.failed_tags += 1
                 self.stats.tags_failed += 1
@@ -567,11 +601,27 @@ class SecureLink:
                 "recv_inner_key": self._recv_inner,
                 "max_failed_tags": self.max_failed_tags,
                 "failed_tags": self.failed_tags,
+                "epoch": self.epoch,
+                "peer_epoch": self.peer_epoch,
+                "epochs": [[e, *keys] for e, keys in sorted(self._epochs.items())],
             }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> SecureLink:
         """Resume a link from `state()`."""
+        link = cls._from_state(state)
+        try:
+            if "epochs" in state:
+                link._epochs = {int(e[0]): (bytes(e[1]), bytes(e[2]), bytes(e[3]), bytes(e[4])) for e in state["epochs"]}
+                link.epoch, link.peer_epoch = int(state["epoch"]), int(state["peer_epoch"])
+                if link.epoch not in link._epochs or link.seal_epoch not in link._epochs:
+                    raise ValueError("state epochs do not hold the current keys")
+        except (KeyError, TypeError, IndexError) as exc:
+            raise ValueError(f"state must be a dict from SecureLink.state(), missing or bad {exc}") from None
+        return link
+
+    @classmethod
+    def _from_state(cls, state: dict[str, Any]) -> SecureLink:
         try:
             return cls(
                 send_hash_key=state["send_hash_key"],

@@ -91,7 +91,10 @@ class AliceLink:
         self._staged: dict[int, _StagedKey] = {}
         self.responder = CascadeResponder(_NoChannel(), timeout_s=settings.timeout_s)
         self.counters = {"batches": 0, "blocks": 0, "aborted": 0, "key_bits": 0, "auth_failures": 0}
-        self._deferred_auth: list[tuple[bytes, bytes]] = []  # (new hash keys, refill) of committed blocks
+        # committed blocks whose refill (and new hash keys) are not applied yet: those a crash left
+        # behind are applied now (key epochs let the peer be ahead or behind: `SecureLink.rekey`)
+        self._deferred_auth: list[int] = outbox.pending_refills(settings.link_id)
+        self.apply_auth_updates()
 
     # -- message handling ------------------------------------------------------------------------
 
@@ -278,21 +281,26 @@ class AliceLink:
         refill, key_bytes = split_secret(staged.secret, staged.length, staged.refill_bits)
         key = DistilledKey(self.settings.link_id, block_id, key_bytes, 8 * len(key_bytes), staged.qber,
                            staged.leaked_bits, staged.sifted_bits, staged.finite_key)
-        self.outbox.put(key, "confirmed")
+        # the refill is kept with the key until applied, so a crash before then applies it at restart
+        self.outbox.put(key, "confirmed", bytes([staged.rekey]) + refill)
         # the pools and hash keys change only after BLOCK_DONE_ACK, tagged under the current ones, has left
-        self._deferred_auth.append((refill[: P.REKEY_BITS // 8] if staged.rekey else b"",
-                                    refill[P.REKEY_BITS // 8 :] if staged.rekey else refill))
+        self._deferred_auth.append(block_id)
         self.counters["blocks"] += 1
         self.counters["key_bits"] += key.length_bits
 
     def apply_auth_updates(self) -> None:
         """Apply the hash-key replacements and refills of committed blocks (after their replies left)."""
+        link = self.settings.link_id
         while self._deferred_auth:
-            rekey, refill = self._deferred_auth.pop(0)
+            block_id = self._deferred_auth.pop(0)
+            stored = self.outbox.refill_of(link, block_id)
+            rekey, refill = (stored[0] == 1, stored[1:]) if stored else (False, b"")
             if rekey and self.rekey_auth is not None:
-                self.rekey_auth(rekey)
+                self.rekey_auth(refill[: P.REKEY_BITS // 8])
+                refill = refill[P.REKEY_BITS // 8 :]
             if refill and self.refill_auth is not None:
                 self.refill_auth(refill)
+            self.outbox.refill_applied(link, block_id)
 
     def _on_abort(self, msg: Message) -> list[Message]:
         block = msg.header.get("block")

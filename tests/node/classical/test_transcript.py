@@ -153,8 +153,22 @@ def test_rekey_replaces_the_hash_keys_on_both_ends_and_clears_the_failures() -> 
     assert alice.open(wire(bob.seal(member(4, 9, closing=True)))).verified
     old_bob.send_pool.discard_to(bob.send_pool.position_bits)
     old_bob._send_seq = bob.send_seq
-    with pytest.raises(AuthenticationError, match="does not verify"):
-        alice.open(wire(old_bob.seal(Message("PING"))))  # the old hash keys are worthless now
+    with pytest.raises(AuthenticationError, match="key epoch 0"):
+        alice.open(wire(old_bob.seal(Message("PING"))))  # the old hash keys are dropped, both ends have new ones
+
+
+def test_ends_that_rekeyed_at_different_times_keep_talking_on_the_keys_both_hold() -> None:
+    bob, alice = pair()
+    material = os.urandom(REKEY_BYTES)
+    alice.rekey(material)  # Bob lost the acknowledgement (or crashed) before his rekey
+    assert alice.open(wire(bob.seal(Message("HELLO")))).verified
+    assert bob.open(wire(alice.seal(Message("HELLO_ACK")))).verified  # under epoch 0, which Bob holds
+    bob.rekey(material)  # Bob catches up (the block is confirmed by the HELLO exchange)
+    assert alice.open(wire(bob.seal(Message("PING")))).verified
+    assert bob.open(wire(alice.seal(Message("PONG")))).verified
+    assert (bob.seal_epoch, alice.seal_epoch) == (1, 1)
+    restarted = SecureLink.from_state(alice.state())
+    assert restarted.seal_epoch == 1 and restarted.open(wire(bob.seal(Message("PING")))).verified
 
 
 def test_a_tagged_message_is_durable_before_it_is_acted_on_and_refused_after_a_restart() -> None:

@@ -94,3 +94,21 @@ def test_repeated_forged_closing_tags_stop_the_session_with_a_critical_alarm_aft
             assert not pair.alice_keys and not pair.bob_keys
         conn.send("stop")
         assert conn.recv() >= n
+
+
+def test_hash_keys_replaced_every_block_survive_a_lost_acknowledgement(tmp_path, det, monkeypatch) -> None:
+    from node.link import protocol as P
+
+    monkeypatch.setattr(P, "REKEY_EVERY_BLOCKS", 1)  # new hash keys from every block's key
+    with proxied(b"BLOCK_DONE_ACK", 0, False) as (front, back, conn):
+        with link_pair(tmp_path, PARAMS, SEED, settings_for(PARAMS), bob_endpoint=front, alice_endpoint=back) as pair:
+            run_all(pair, det)
+            # Alice rekeyed on committing block 0, Bob refused the altered ACK and rekeyed only once the
+            # HELLO exchange (on the keys both held) confirmed the block; from then on they agree again
+            assert [k.block_id for k in pair.alice_keys] == [k.block_id for k in pair.bob_keys]
+            assert all(a.key == b.key for a, b in zip(pair.alice_keys, pair.bob_keys))
+            assert len(pair.alice_keys) >= 3
+            assert pair.alice_link.epoch == pair.bob_link.epoch == len(pair.alice_keys)
+            assert pair.alice_link.failed_tags == 0 and pair.bob_link.rekeyed_bits == 512 * len(pair.bob_keys)
+        conn.send("stop")
+        assert conn.recv() == 1
