@@ -22,8 +22,11 @@ Transcript mode (`mode="transcript"`, the node link). A message with `Message.tr
 ID) carries no tag: it is hashed into that block's transcript (`node.classical.transcript`), and the
 closing messages of the block carry one tag each over the whole transcript, both directions. A
 message without a transcript carries its own tag. Masks are taken in order from the pool; their
-stream position travels in the MAC frame (kind, seq, block, position, tag) and the receiver accepts
-only a position within `MASK_WINDOW` masks of its own. Every checked tag consumes its mask, failed
+stream position travels in the MAC frame (kind, seq, block, position, key epochs, tag) and the receiver accepts
+only a position within `MASK_WINDOW` masks of its own. Hash keys come in epochs: `rekey` starts a
+new one, a tag names the epoch of its keys and the newest epoch its sender holds, and a sender uses
+the newest epoch both ends hold, keeping older keys until the peer's authenticated tags show it has
+the new ones. Every checked tag consumes its mask, failed
 ones included; `max_failed_tags` failures under one hash key lock the link (`AuthenticationLocked`)
 until `rekey` or a new bootstrap. An attempt by Eve on a mask the sender has not used yet makes
 the sender's next tag on it be refused (not counted); the sender's next tag uses the next mask, so

@@ -176,6 +176,13 @@ class AliceLink:
         states = self.transmitter.states(request.slot)
         sifted, reply = alice_sift(request, states, self.settings.n_intensities)
         if request.slot.size:
+            # The request is not authenticated yet (its block's transcript tag comes at the end), so
+            # Eve may have forged it to learn Alice's bases, intensity classes and test bits for
+            # slots of her choice, even slots not yet emitted. What she learns is worthless: the high-
+            # water mark is raised, durably, before the reply leaves, and no slot at or below it is
+            # ever sifted again, so the disclosed slots never enter a key. The cost of a forgery is
+            # the raw key of those slots (a forged mark far ahead stops sifting until the operator
+            # resets the link: denial of service, which Eve on the fibre can always cause).
             self.slot_hwm = int(request.slot[-1])
             self.outbox.set_counter(f"{self.settings.link_id}:slot_hwm", self.slot_hwm)
         self._pending[batch] = sifted
