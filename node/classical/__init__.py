@@ -3,7 +3,10 @@
 - `envelope`: the versioned multipart message (`Message`) and its strict decoder;
 - `keypool`: `AuthKeyPool`, one direction's accounted stream of authentication key bits;
 - `mac`: the Wegman–Carter one-time MAC (Poly1305 hash + one-time mask) and its forgery bound;
-- `link`: `SecureLink`, which seals and opens messages of one peer link (keys, seq, replays);
+- `link`: `SecureLink`, which seals and opens messages of one peer link (keys, seq, replays), with a
+  tag per message or, in transcript mode, one tag per block transcript and direction;
+- `transcript`: the running ε-almost-Δ-universal transcript hash, its closing tag and its bound;
+- `linkstate`: durable, overwritten link-state files and the single-use bootstrap secret;
 - `channel`: `PeerChannel` / `RouterChannel`, ZeroMQ sockets owned by one thread, with timeouts,
   and `SecureChannel` (a `PeerChannel` + `SecureLink`: send/recv/request `Message`s);
 - `dispatch`: `Dispatcher`, the message-type -> handler table whose loop survives bad messages;
@@ -18,12 +21,14 @@ from node.classical.dispatch import Dispatcher
 from node.classical.envelope import PROTOCOL, Message
 from node.classical.errors import (
     AuthenticationError,
+    AuthenticationLocked,
     AuthKeyExhausted,
     ChannelClosed,
     ChannelTimeout,
     ClassicalChannelError,
     MessageFormatError,
     ReplayError,
+    TranscriptAuthenticationError,
     UnknownMessageType,
     VersionError,
 )
@@ -51,6 +56,8 @@ __all__ = [
     "AuthenticationError",
     "ReplayError",
     "AuthKeyExhausted",
+    "AuthenticationLocked",
+    "TranscriptAuthenticationError",
     "UnknownMessageType",
     "ChannelTimeout",
     "ChannelClosed",

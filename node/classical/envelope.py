@@ -73,7 +73,8 @@ class Message:
 
     `seq` is assigned by the sending `SecureLink` (the value given to `seal` is ignored) and set on
     every message `open` returns. `re` is, on a reply, the seq of the message it answers (the peer's
-    numbering). Received arrays are read-only views of the received buffers.
+    numbering). Received arrays are read-only views of the received buffers. `transcript`,
+    `closing` and `verified` belong to transcript authentication (`node.classical.transcript`).
     """
 
     type: str
@@ -81,6 +82,13 @@ class Message:
     frames: list[Payload] = field(default_factory=list)
     seq: int | None = None
     re: int | None = None
+    transcript: int | None = None
+    """Block transcript this message belongs to (transcript-mode links); None: it carries its own tag."""
+    closing: bool = False
+    """On a transcript message: it closes the transcript with a tag over every message of it so far."""
+    verified: bool = False
+    """Set by `open`: True when a tag was checked (its own, or a closing tag over its transcript);
+    False for a transcript member, which must not be trusted for anything irreversible until closed."""
 
     def __repr__(self) -> str:
         # payloads may be key material: show their shapes, never their contents

@@ -41,3 +41,17 @@ class ChannelTimeout(ClassicalChannelError):
 
 class ChannelClosed(ClassicalChannelError):
     """The channel was closed; no more messages can be sent or received on it."""
+
+
+class TranscriptAuthenticationError(AuthenticationError):
+    """A closing tag over a block transcript does not verify: some message of that block was altered,
+    dropped, injected or reordered. `transcript` names the block; the mask was consumed."""
+
+    def __init__(self, message: str, transcript: int) -> None:
+        super().__init__(message)
+        self.transcript = transcript
+
+
+class AuthenticationLocked(ClassicalChannelError):
+    """Too many tags failed under the current hash key: the link refuses to go on until the hash key is
+    replaced (a fresh bootstrap secret), so the forgery probability stays bounded."""

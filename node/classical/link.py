@@ -18,6 +18,22 @@ Wire: the MAC frame (last frame) is the 8-byte little-endian seq followed by the
 seq, the frame count and every other frame (length-prefixed). Per-message forgery probability:
 `forgery_probability(L)` = 8·⌈L/16⌉/2^106 for a MAC input of L bytes (2^-83 for a 16 MiB message).
 
+Transcript mode (`mode="transcript"`, the node link). A message with `Message.transcript` set (a block
+ID) carries no tag: it is hashed into that block's transcript (`node.classical.transcript`), and the
+closing messages of the block carry one tag each over the whole transcript, both directions. A
+message without a transcript carries its own tag. Masks are taken in order from the pool; their
+stream position travels in the MAC frame (kind, seq, block, position, key epochs, tag) and the receiver accepts
+only a position within `MASK_WINDOW` masks of its own. Hash keys come in epochs: `rekey` starts a
+new one, a tag names the epoch of its keys and the newest epoch its sender holds, and a sender uses
+the newest epoch both ends hold, keeping older keys until the peer's authenticated tags show it has
+the new ones. Every checked tag consumes its mask, failed
+ones included; `max_failed_tags` failures under one hash key lock the link (`AuthenticationLocked`)
+until `rekey` or a new bootstrap. An attempt by Eve on a mask the sender has not used yet makes
+the sender's next tag on it be refused (not counted); the sender's next tag uses the next mask, so
+the two ends fall back into step. Tagged messages are persisted (through `set_persistence`) before
+`seal` returns their frames and before `open` returns them: masks are never reused and replays of
+tagged messages are refused after a restart.
+
 Persistence is the caller's: `state()` / `SecureLink.from_state()`. A sender that restarts must
 never reuse a seq: persist `state()` before sealed frames leave, or persist `state(send_reserve=n)`
 once per n messages — `set_persistence(persist, reserve=n)` makes `seal` do the latter itself. A receiver that restarts from an older state would accept replays of the
@@ -40,7 +56,14 @@ from node.classical.envelope import (
     decode_body,
     encode_body,
 )
-from node.classical.errors import AuthenticationError, AuthKeyExhausted, MessageFormatError, ReplayError
+from node.classical.errors import (
+    AuthenticationError,
+    AuthenticationLocked,
+    AuthKeyExhausted,
+    MessageFormatError,
+    ReplayError,
+    TranscriptAuthenticationError,
+)
 from node.classical.keypool import AuthKeyPool
 from node.classical.mac import (
     HASH_KEY_BYTES,
@@ -51,10 +74,27 @@ from node.classical.mac import (
     tags_equal,
     wc_tag,
 )
+from node.classical.transcript import TranscriptHash, closing_tag
 
-__all__ = ["Role", "SecureLink", "LinkStats", "MAC_FRAME_BYTES", "MASK_BITS", "split_directions"]
+
+__all__ = ["Role", "Mode", "SecureLink", "LinkStats", "MAC_FRAME_BYTES", "TRANSCRIPT_MAC_FRAME_BYTES", "MASK_BITS",
+           "REKEY_BYTES", "split_directions"]
 
 Role = Literal["initiator", "responder"]
+Mode = Literal["message", "transcript"]
+
+# transcript mode: MAC frame = kind (1) | seq (8) | block (8) | mask position in bits (8) | key epoch of this
+# tag (4) | newest key epoch the sender holds (4) | tag (16)
+_TMAC = struct.Struct("<BQQQII")
+TRANSCRIPT_MAC_FRAME_BYTES = _TMAC.size + TAG_BYTES
+KIND_TAGGED, KIND_MEMBER, KIND_CLOSING = 0, 1, 2
+MASK_WINDOW = 8
+"""A tagged message may name a mask at most this many masks ahead of the receive pool position: a
+forged position can then burn at most 8 masks per attempt, and attempts are capped."""
+MAX_OPEN_TRANSCRIPTS = 4
+REKEY_BYTES = 64
+"""Fresh hash keys for both directions (outer + inner per direction), split like any refill."""
+DEFAULT_MAX_FAILED_TAGS = 3
 
 MASK_BITS = 8 * MASK_BYTES
 MAC_FRAME_BYTES = 8 + TAG_BYTES
@@ -82,6 +122,8 @@ class LinkStats:
     rejected_replay: int = 0
     rejected_format: int = 0
     rejected_no_key: int = 0
+    tags_verified: int = 0
+    tags_failed: int = 0
 
 
 class SecureLink:
@@ -98,8 +140,26 @@ class SecureLink:
         recv_last_seq: int = -1,
         role: Role = "initiator",
         max_message_bytes: int = MAX_MESSAGE_BYTES,
+        mode: Mode = "message",
+        send_inner_key: bytes | None = None,
+        recv_inner_key: bytes | None = None,
+        max_failed_tags: int = DEFAULT_MAX_FAILED_TAGS,
+        failed_tags: int = 0,
     ) -> None:
-        """Build a link from explicit keys; most callers use `from_bootstrap` or `from_state`."""
+        """Build a link from explicit keys; most callers use `from_bootstrap` or `from_state`.
+
+        `mode="message"`: every message has its own tag, the mask of seq n at pool position 128·n.
+        `mode="transcript"`: messages with a `transcript` (block ID) are hashed into that block's
+        transcript and only its closing messages carry a tag (`node.classical.transcript`); the rest
+        carry their own tag; masks are taken in order and their position travels in the MAC frame.
+        """
+        if mode not in ("message", "transcript"):
+            raise ValueError(f"mode must be 'message' or 'transcript', got {mode!r}")
+        if mode == "transcript" and (send_inner_key is None or recv_inner_key is None
+                                     or len(send_inner_key) != HASH_KEY_BYTES or len(recv_inner_key) != HASH_KEY_BYTES):
+            raise ValueError(f"a transcript-mode link needs send_inner_key and recv_inner_key of {HASH_KEY_BYTES} bytes")
+        if not isinstance(max_failed_tags, int) or max_failed_tags < 1:
+            raise ValueError(f"max_failed_tags must be a positive integer, got {max_failed_tags!r}")
         if len(send_hash_key) != HASH_KEY_BYTES or len(recv_hash_key) != HASH_KEY_BYTES:
             raise ValueError(f"send_hash_key and recv_hash_key must be {HASH_KEY_BYTES} bytes each")
         if role not in ("initiator", "responder"):
@@ -108,7 +168,7 @@ class SecureLink:
             raise ValueError(f"send_seq must be a non-negative integer, got {send_seq!r}")
         if not isinstance(recv_last_seq, int) or recv_last_seq < -1:
             raise ValueError(f"recv_last_seq must be an integer >= -1, got {recv_last_seq!r}")
-        if send_pool.position_bits > send_seq * MASK_BITS:
+        if mode == "message" and send_pool.position_bits > send_seq * MASK_BITS:
             raise ValueError(
                 f"send_seq {send_seq} is behind the send pool (position {send_pool.position_bits} bits): "
                 "its mask was already consumed"
@@ -128,12 +188,43 @@ class SecureLink:
         self._persist: Callable[[dict[str, Any]], None] | None = None
         self._reserve = 0
         self._reserved_until = 0
+        self.mode: Mode = mode
+        self._send_inner = bytes(send_inner_key) if send_inner_key is not None else b""
+        self._recv_inner = bytes(recv_inner_key) if recv_inner_key is not None else b""
+        self.max_failed_tags = max_failed_tags
+        self.failed_tags = int(failed_tags)
+        """Tags that failed under the current hash keys (each consumed its mask); reset by `rekey`."""
+        self._transcripts: dict[int, TranscriptHash] = {}
+        # hash keys by epoch (transcript mode): (send outer, send inner, recv outer, recv inner)
+        self._epochs: dict[int, tuple[bytes, bytes, bytes, bytes]] = {
+            0: (self._send_key, self._send_inner, self._recv_key, self._recv_inner)}
+        self.epoch = 0
+        """Rekeys applied here; tags are sealed under epoch min(epoch, peer_epoch)."""
+        self.peer_epoch = 0
+        """The newest key epoch of a tag from the peer that verified (the peer holds those keys)."""
+        self.rekeyed_bits = 0
+        """Secret bits that replaced hash keys since this object was built (accounting)."""
 
     @classmethod
-    def from_bootstrap(cls, secret: bytes, role: Role, *, max_message_bytes: int = MAX_MESSAGE_BYTES) -> SecureLink:
-        """The link of `role` from the pre-shared bootstrap `secret` (>= 32 bytes, a multiple of 32)."""
+    def from_bootstrap(cls, secret: bytes, role: Role, *, max_message_bytes: int = MAX_MESSAGE_BYTES,
+                       mode: Mode = "message", max_failed_tags: int = DEFAULT_MAX_FAILED_TAGS) -> SecureLink:
+        """The link of `role` from the pre-shared bootstrap `secret` (>= 32 bytes, a multiple of 32).
+
+        In transcript mode each direction's stream starts with its outer and then its inner hash
+        key (64 bytes of the secret in all); the rest are masks.
+        """
         if role not in ("initiator", "responder"):
             raise ValueError(f"role must be 'initiator' or 'responder', got {role!r}")
+        if mode == "transcript":
+            if not isinstance(secret, (bytes, bytearray, memoryview)) or len(secret) < REKEY_BYTES:
+                raise ValueError(f"secret must be at least {REKEY_BYTES} bytes (four hash keys)")
+            i2r, r2i = split_directions(secret)
+            keys = {"i2r": (i2r[:16], i2r[16:32]), "r2i": (r2i[:16], r2i[16:32])}
+            pools = {"i2r": AuthKeyPool(i2r[32:]), "r2i": AuthKeyPool(r2i[32:])}
+            out, inn = ("i2r", "r2i") if role == "initiator" else ("r2i", "i2r")
+            return cls(send_hash_key=keys[out][0], recv_hash_key=keys[inn][0], send_pool=pools[out],
+                       recv_pool=pools[inn], role=role, max_message_bytes=max_message_bytes, mode=mode,
+                       send_inner_key=keys[out][1], recv_inner_key=keys[inn][1], max_failed_tags=max_failed_tags)
         if not isinstance(secret, (bytes, bytearray, memoryview)) or len(secret) < 2 * _CHUNK:
             raise ValueError(f"secret must be at least {2 * _CHUNK} bytes (two hash keys)")
         i2r, r2i = split_directions(secret)
@@ -159,8 +250,78 @@ class SecureLink:
 
     @property
     def messages_left(self) -> int:
-        """How many more messages can be sealed before the send pool must be refilled."""
+        """How many more tags can be sealed before the send pool must be refilled."""
+        if self.mode == "transcript":
+            return self.send_pool.available_bits // MASK_BITS
         return max(0, (self.send_pool.end_bits - self._send_seq * MASK_BITS) // MASK_BITS)
+
+    @property
+    def locked(self) -> bool:
+        """True once `max_failed_tags` tags failed under the current hash keys: nothing is sealed or opened."""
+        return self.failed_tags >= self.max_failed_tags
+
+    def rekey(self, material: bytes) -> None:
+        """Replace all hash keys with `REKEY_BYTES` fresh shared secret bytes (identically on both peers).
+
+        Attempts counted so far were against the old keys, so the failure count starts again.
+        """
+        if not isinstance(material, (bytes, bytearray, memoryview)) or len(material) != REKEY_BYTES:
+            raise ValueError(f"rekey material must be {REKEY_BYTES} bytes")
+        i2r, r2i = split_directions(bytes(material))
+        out, inn = (i2r, r2i) if self.role == "initiator" else (r2i, i2r)
+        with self._lock:
+            # a new key epoch; the old keys stay until the peer shows (by a verified tag) it has the
+            # new ones, so a lost acknowledgement or a crash between the two ends' rekeys cannot
+            # leave them on different keys
+            self.epoch += 1
+            self._epochs[self.epoch] = (out[:16], out[16:32], inn[:16], inn[16:32])
+            self._send_key, self._send_inner = out[:16], out[16:32]
+            self._recv_key, self._recv_inner = inn[:16], inn[16:32]
+            self._prune_epochs()
+            self.failed_tags = 0
+            self.rekeyed_bits += 8 * REKEY_BYTES
+            if self._persist is not None:
+                self._persist_reservation()
+
+    def _prune_epochs(self) -> None:
+        keep = min(self.epoch, self.peer_epoch)
+        for e in [e for e in self._epochs if e < keep]:
+            del self._epochs[e]
+
+    @property
+    def seal_epoch(self) -> int:
+        """The key epoch outgoing tags use: the newest both ends are known to hold."""
+        return min(self.epoch, self.peer_epoch)
+
+    # -- transcripts ------------------------------------------------------------------------------
+
+    def _transcript(self, block: int) -> TranscriptHash:
+        t = self._transcripts.get(block)
+        if t is None:
+            while len(self._transcripts) >= MAX_OPEN_TRANSCRIPTS:  # forged block ids cannot grow memory
+                del self._transcripts[min(self._transcripts)]
+            t = self._transcripts[block] = TranscriptHash(block)
+        return t
+
+    def end_transcript(self, block: int) -> None:
+        """Forget the transcripts of `block` and every earlier block (closed or abandoned)."""
+        with self._lock:
+            for b in [b for b in self._transcripts if b <= block]:
+                del self._transcripts[b]
+
+    def clear_transcripts(self) -> None:
+        """Forget every open transcript (a new session starts: HELLO)."""
+        with self._lock:
+            self._transcripts.clear()
+
+    def transcript_epsilon(self, block: int) -> float:
+        """ε of one closing tag over `block`'s transcript as it stands (0 when there is none)."""
+        with self._lock:
+            t = self._transcripts.get(block)
+            return 0.0 if t is None else t.epsilon()
+
+    def _direction(self, sending: bool) -> str:
+        return "i2r" if (self.role == "initiator") == sending else "r2i"
 
     @property
     def tag_bits(self) -> int:
@@ -201,7 +362,10 @@ class SecureLink:
     # -- seal and open ----------------------------------------------------------------------------
 
     def seal(self, message: Message) -> list[bytes | memoryview]:
-        """The wire frames of `message` with the next seq and its tag; consumes one 128-bit mask."""
+        """The wire frames of `message` with the next seq and its tag; consumes one 128-bit mask
+        (in transcript mode only a closing or an untranscribed message does)."""
+        if self.mode == "transcript":
+            return self._seal_transcript(message)
         body = encode_body(message)
         size = sum(len(f) for f in body) + MAC_FRAME_BYTES
         if size > self.max_message_bytes:
@@ -232,6 +396,9 @@ class SecureLink:
         except ReplayError:
             self.stats.rejected_replay += 1
             raise
+        except AuthenticationLocked:
+            self.stats.rejected_no_key += 1
+            raise
         except AuthenticationError:
             self.stats.rejected_auth += 1
             raise
@@ -243,6 +410,8 @@ class SecureLink:
             raise
 
     def _open(self, frames: Sequence[Any]) -> Message:
+        if self.mode == "transcript":
+            return self._open_transcript(frames)
         if not isinstance(frames, (list, tuple)):
             raise MessageFormatError(f"frames must be a list of bytes-like frames, got {type(frames).__name__}")
         if len(frames) < 4:
@@ -280,7 +449,134 @@ class SecureLink:
             self._recv_last = seq
             self.stats.opened += 1
         message = decode_body(body)
+        message.seq, message.verified = seq, True  # its own tag verified
+        return message
+
+    def _seal_transcript(self, message: Message) -> list[bytes | memoryview]:
+        body = encode_body(message)
+        size = sum(len(f) for f in body) + TRANSCRIPT_MAC_FRAME_BYTES
+        if size > self.max_message_bytes:
+            raise ValueError(f"message is {size} bytes on the wire; this link allows at most {self.max_message_bytes}")
+        block = message.transcript
+        if block is not None and (type(block) is not int or not 0 <= block < 1 << 63):
+            raise ValueError(f"message.transcript must be None or a block id in [0, 2^63), got {block!r}")
+        kind = KIND_TAGGED if block is None else (KIND_CLOSING if message.closing else KIND_MEMBER)
+        with self._lock:
+            if self.locked:
+                raise AuthenticationLocked(
+                    f"{self.failed_tags} tags failed under the current hash key (limit {self.max_failed_tags}); "
+                    "the link needs a fresh bootstrap secret")
+            seq = self._send_seq
+            if self._persist is not None and seq >= self._reserved_until:
+                self._persist_reservation()
+            pos = 0
+            mask = b""
+            if kind != KIND_MEMBER:
+                if self.send_pool.available_bits < MASK_BITS:
+                    raise AuthKeyExhausted(
+                        f"no authentication key for outgoing tag (seq {seq}): the send pool is empty; refill the link")
+                pos = self.send_pool.position_bits
+                mask = self.send_pool.take(MASK_BITS)
+            self._send_seq = seq + 1
+            epoch = self.seal_epoch
+            send_outer, send_inner, _, _ = self._epochs[epoch]
+            header = _TMAC.pack(kind, seq, block or 0, pos, epoch, self.epoch)
+            if kind == KIND_TAGGED:
+                tag = wc_tag(send_outer, mask, seq, [header, *body])
+            else:
+                t = self._transcript(block)  # type: ignore[arg-type]
+                t.absorb(self._direction(True), send_inner, [header, *body])
+                tag = bytes(TAG_BYTES) if kind == KIND_MEMBER else closing_tag(send_outer, mask, t, self.role, pos)
+            if kind != KIND_MEMBER and self._persist is not None:
+                # the mask is consumed on disk before the tag leaves: a restart never reuses it
+                self._persist(self.state(send_reserve=max(0, self._reserved_until - self._send_seq)))
+            self.stats.sealed += 1
         message.seq = seq
+        return [*body, header + tag]
+
+    def _open_transcript(self, frames: Sequence[Any]) -> Message:
+        if not isinstance(frames, (list, tuple)):
+            raise MessageFormatError(f"frames must be a list of bytes-like frames, got {type(frames).__name__}")
+        if len(frames) < 4:
+            raise MessageFormatError(f"a message has at least 4 frames (version, type, header, MAC), got {len(frames)}")
+        bufs = [as_buffer(f) for f in frames]
+        total = sum(len(b) for b in bufs)
+        if total > self.max_message_bytes:
+            raise MessageFormatError(f"message is {total} bytes; this link allows at most {self.max_message_bytes}")
+        check_version(bufs[0])
+        mac = bytes(bufs[-1])
+        if len(mac) != TRANSCRIPT_MAC_FRAME_BYTES:
+            raise MessageFormatError(f"the MAC frame must be {TRANSCRIPT_MAC_FRAME_BYTES} bytes, got {len(mac)}")
+        kind, seq, block, pos, epoch, peer_has = _TMAC.unpack_from(mac)
+        header, tag = mac[: _TMAC.size], mac[_TMAC.size :]
+        if kind not in (KIND_TAGGED, KIND_MEMBER, KIND_CLOSING) or block >= 1 << 63:
+            raise MessageFormatError(f"the MAC frame names an unknown kind {kind} or a block id out of range")
+        body = bufs[:-1]
+        with self._lock:
+            if self.locked:
+                raise AuthenticationLocked(
+                    f"{self.failed_tags} tags failed under the current hash key (limit {self.max_failed_tags}); "
+                    "the link needs a fresh bootstrap secret")
+            if seq <= self._recv_last:
+                raise ReplayError(
+                    f"message seq {seq} is not after the last accepted seq {self._recv_last}: replayed or reordered")
+            keys = self._epochs.get(epoch)
+            if keys is None:
+                raise AuthenticationError(
+                    f"message seq {seq} is tagged under key epoch {epoch}; this end holds epochs {sorted(self._epochs)}")
+            _, _, recv_outer, recv_inner = keys
+            if kind == KIND_MEMBER:
+                message = decode_body(body)  # malformed members are rejected before they enter the transcript
+                self._transcript(block).absorb(self._direction(False), recv_inner, [header, *body])
+                self._recv_last = seq
+                self.stats.opened += 1
+                message.seq, message.transcript, message.verified = seq, block, False
+                return message
+            start = self.recv_pool.position_bits
+            if pos % MASK_BITS or not start <= pos < start + MASK_WINDOW * MASK_BITS:
+                raise AuthenticationError(
+                    f"message seq {seq} names a mask at stream position {pos}; expected one in "
+                    f"[{start}, {start + MASK_WINDOW * MASK_BITS}) in steps of {MASK_BITS}")
+            try:
+                mask = self.recv_pool.peek(pos, MASK_BITS)
+            except AuthKeyExhausted:
+                raise AuthKeyExhausted(
+                    f"no authentication key for incoming tag seq {seq}: the receive pool ends at "
+                    f"{self.recv_pool.end_bits} bits; refill the link") from None
+            if kind == KIND_TAGGED:
+                expected = wc_tag(recv_outer, mask, seq, [header, *body])
+            else:
+                t = self._transcript(block)
+                t.absorb(self._direction(False), recv_inner, [header, *body])
+                sender: Role = "responder" if self.role == "initiator" else "initiator"
+                expected = closing_tag(recv_outer, mask, t, sender, pos)
+            ok = tags_equal(expected, tag)
+            # the mask is consumed whether or not the tag verifies: an attempt is never repeated on it
+            self.recv_pool.discard_to(pos)
+            self.recv_pool.take(MASK_BITS)
+            if ok:
+                self._recv_last = seq
+                self.stats.tags_verified += 1
+                if peer_has > self.peer_epoch:  # authenticated: the peer holds keys up to this epoch
+                    self.peer_epoch = peer_has
+                    self._prune_epochs()
+            else:
+                self.failed_tags += 1
+                self.stats.tags_failed += 1
+            if self._persist is not None:  # durable before anything acts on it (replays after a restart)
+                self._persist(self.state(send_reserve=max(0, self._reserved_until - self._send_seq)))
+            if not ok:
+                what = "its tag" if kind == KIND_TAGGED else f"the closing tag of block {block}'s transcript"
+                text = (f"message seq {seq} failed authentication: {what} does not verify "
+                        f"({self.failed_tags} of {self.max_failed_tags} failures allowed under this hash key)")
+                if kind == KIND_CLOSING:
+                    raise TranscriptAuthenticationError(text, block)
+                raise AuthenticationError(text)
+            self.stats.opened += 1
+        message = decode_body(body)
+        message.seq, message.verified = seq, True
+        message.transcript = block if kind == KIND_CLOSING else None
+        message.closing = kind == KIND_CLOSING
         return message
 
     # -- persistence ------------------------------------------------------------------------------
@@ -303,11 +599,32 @@ class SecureLink:
                 "send_pool": self.send_pool.state(),
                 "recv_pool": self.recv_pool.state(),
                 "max_message_bytes": self.max_message_bytes,
+                "mode": self.mode,
+                "send_inner_key": self._send_inner,
+                "recv_inner_key": self._recv_inner,
+                "max_failed_tags": self.max_failed_tags,
+                "failed_tags": self.failed_tags,
+                "epoch": self.epoch,
+                "peer_epoch": self.peer_epoch,
+                "epochs": [[e, *keys] for e, keys in sorted(self._epochs.items())],
             }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> SecureLink:
         """Resume a link from `state()`."""
+        link = cls._from_state(state)
+        try:
+            if "epochs" in state:
+                link._epochs = {int(e[0]): (bytes(e[1]), bytes(e[2]), bytes(e[3]), bytes(e[4])) for e in state["epochs"]}
+                link.epoch, link.peer_epoch = int(state["epoch"]), int(state["peer_epoch"])
+                if link.epoch not in link._epochs or link.seal_epoch not in link._epochs:
+                    raise ValueError("state epochs do not hold the current keys")
+        except (KeyError, TypeError, IndexError) as exc:
+            raise ValueError(f"state must be a dict from SecureLink.state(), missing or bad {exc}") from None
+        return link
+
+    @classmethod
+    def _from_state(cls, state: dict[str, Any]) -> SecureLink:
         try:
             return cls(
                 send_hash_key=state["send_hash_key"],
@@ -318,6 +635,11 @@ class SecureLink:
                 recv_last_seq=state["recv_last_seq"],
                 role=state["role"],
                 max_message_bytes=state.get("max_message_bytes", MAX_MESSAGE_BYTES),
+                mode=state.get("mode", "message"),
+                send_inner_key=state.get("send_inner_key") or None,
+                recv_inner_key=state.get("recv_inner_key") or None,
+                max_failed_tags=state.get("max_failed_tags", DEFAULT_MAX_FAILED_TAGS),
+                failed_tags=state.get("failed_tags", 0),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"state must be a dict from SecureLink.state(), missing or bad {exc}") from None
@@ -325,7 +647,8 @@ class SecureLink:
     def accounting(self) -> dict[str, int]:
         """Key bits per direction: used for masks, discarded, still available (and the hash keys)."""
         return {
-            "hash_key_bits": 2 * 8 * HASH_KEY_BYTES,
+            "hash_key_bits": (4 if self.mode == "transcript" else 2) * 8 * HASH_KEY_BYTES,
+            "failed_tags": self.failed_tags,
             "send_used_bits": self.send_pool.used_bits,
             "send_discarded_bits": self.send_pool.discarded_bits,
             "send_available_bits": self.send_pool.available_bits,

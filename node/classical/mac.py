@@ -42,14 +42,15 @@ MASK_BYTES = 16
 _P1305 = (1 << 130) - 5
 _CLAMP = 0x0FFFFFFC0FFFFFFC0FFFFFFC0FFFFFFF
 
+_Poly1305: Any = None
+BACKEND = "python"
 try:
-    from cryptography.hazmat.primitives.poly1305 import Poly1305 as _Poly1305
+    from cryptography.hazmat.primitives.poly1305 import Poly1305 as _OpenSSLPoly1305
 
-    _Poly1305(bytes(32))  # raises UnsupportedAlgorithm where OpenSSL lacks Poly1305
-    BACKEND = "openssl"
+    _OpenSSLPoly1305(bytes(32))  # raises UnsupportedAlgorithm where OpenSSL lacks Poly1305
+    _Poly1305, BACKEND = _OpenSSLPoly1305, "openssl"
 except Exception:  # pragma: no cover - depends on the OpenSSL build
-    _Poly1305 = None
-    BACKEND = "python"
+    pass
 
 
 def poly1305_python(key: bytes, data: bytes) -> bytes:

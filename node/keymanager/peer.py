@@ -21,6 +21,13 @@ Lists travel as one JSON payload frame ([...] above), headers hold only small fi
   {path}`: link-state gossip and trusted-node key relay (see `relay`);
 Unknown types, bad MACs, replays and malformed frames are logged, reported to `on_reject` (an
 alarm) and dropped; the loop lives on.
+
+Authentication stays one Wegman–Carter tag per message here, unlike the node link's one tag per block
+transcript (`node.classical.transcript`): every request above is acted on when it arrives (key IDs
+bound or voided, a relayed key stored, a flow refilled) and answered at once, so there is no later
+point, before the effect, at which a transcript tag could be checked. The cost is 128 mask bits per
+message, paid from the KM pool's own key, a few messages per served key rather than hundreds per
+distilled block.
 """
 
 from __future__ import annotations

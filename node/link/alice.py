@@ -18,7 +18,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from drivers.transmitter import Transmitter
-from node.classical import ChannelTimeout, ClassicalChannelError, Message
+from node.classical import (
+    AuthenticationLocked,
+    ChannelTimeout,
+    ClassicalChannelError,
+    Message,
+    TranscriptAuthenticationError,
+)
 from node.link import protocol as P
 from node.link.blocks import KeyBlock, KeyBlockAccumulator
 from node.link.distill import (
@@ -60,6 +66,7 @@ class _StagedKey:
     sifted_bits: int
     finite_key: dict
     refill_bits: int | None = None  # set by BLOCK_DONE
+    rekey: bool = False  # set by BLOCK_DONE: the refill's first bits become the new hash keys
 
 
 class AliceLink:
@@ -67,12 +74,14 @@ class AliceLink:
 
     def __init__(self, settings: LinkSettings, transmitter: Transmitter, outbox: Outbox,
                  refill_auth: Callable[[bytes], None] | None = None,
-                 alarm: Callable[[str, str], None] | None = None) -> None:
+                 alarm: Callable[[str, str], None] | None = None,
+                 rekey_auth: Callable[[bytes], None] | None = None) -> None:
         self.settings = settings
         self.transmitter = transmitter
         self.outbox = outbox
         self.slot_hwm = outbox.get_counter(f"{settings.link_id}:slot_hwm", -1)
         self.refill_auth = refill_auth
+        self.rekey_auth = rekey_auth
         self.alarm = alarm or (lambda severity, text: log.warning("alarm %s: %s", severity, text))
         self.blocks = KeyBlockAccumulator(settings.block_bits, settings.n_intensities,
                                           next_block_id=outbox.max_block_id(settings.link_id) + 1)
@@ -81,12 +90,25 @@ class AliceLink:
         self._active: dict[int, KeyBlock] = {}
         self._staged: dict[int, _StagedKey] = {}
         self.responder = CascadeResponder(_NoChannel(), timeout_s=settings.timeout_s)
-        self.counters = {"batches": 0, "blocks": 0, "aborted": 0, "key_bits": 0}
+        self.counters = {"batches": 0, "blocks": 0, "aborted": 0, "key_bits": 0, "auth_failures": 0}
+        # committed blocks whose refill (and new hash keys) are not applied yet: those a crash left
+        # behind are applied now (key epochs let the peer be ahead or behind: `SecureLink.rekey`)
+        self._deferred_auth: list[int] = outbox.pending_refills(settings.link_id)
+        self.apply_auth_updates()
 
     # -- message handling ------------------------------------------------------------------------
 
     def handle(self, msg: Message) -> list[Message]:
-        """Alice's replies to one message from Bob (a protocol violation aborts only its block)."""
+        """Alice's replies to one message from Bob (a protocol violation aborts only its block).
+
+        Replies belong to the transcript of the message they answer; HELLO_ACK carries its own tag."""
+        replies = self._handle(msg)
+        for reply in replies:
+            if reply.transcript is None and reply.type not in P.TAGGED and msg.transcript is not None:
+                reply.transcript = msg.transcript
+        return replies
+
+    def _handle(self, msg: Message) -> list[Message]:
         handler = {
             P.HELLO: self._on_hello,
             P.SIFT_REQUEST: self._on_sift_request,
@@ -101,6 +123,7 @@ class AliceLink:
             log.error("link %s: unexpected message type %s rejected", self.settings.link_id, msg.type)
             return []
         try:
+            P.require_verified(msg)
             return handler(msg)
         except ProtocolError as exc:
             block = msg.header.get("block")
@@ -114,9 +137,12 @@ class AliceLink:
         """Bob (re)starts the session: forget partial work, settle keys left half-confirmed."""
         theirs = msg.header.get("settings")
         mine = self.settings.fingerprint()
+        nonce = msg.header.get("nonce")
+        if not isinstance(nonce, str) or not 16 <= len(nonce) <= 64:
+            raise ProtocolError("HELLO: 'nonce' must be a string of 16..64 characters (fresh per session)")
         if theirs != mine:
             self.alarm("critical", f"link {self.settings.link_id}: peer settings differ from ours")
-            return [Message(P.HELLO_ACK, {"ok": False, "settings": mine})]
+            return [Message(P.HELLO_ACK, {"ok": False, "settings": mine, "nonce": nonce})]
         unconfirmed = msg.header.get("unconfirmed", [])
         if not isinstance(unconfirmed, list) or not all(isinstance(b, int) and not isinstance(b, bool) for b in unconfirmed):
             raise ProtocolError("HELLO: 'unconfirmed' must be a list of block ids")
@@ -137,7 +163,7 @@ class AliceLink:
             table.clear()
         bob_next = P.header_int(msg, "next_block")
         self.blocks.next_block_id = max(self.blocks.next_block_id, bob_next, self.outbox.max_block_id(link) + 1)
-        return [Message(P.HELLO_ACK, {"ok": True, "settings": mine, "confirmed": confirmed,
+        return [Message(P.HELLO_ACK, {"ok": True, "settings": mine, "nonce": nonce, "confirmed": confirmed,
                                       "next_block": self.blocks.next_block_id, "slot_hwm": self.slot_hwm})]
 
     def _on_sift_request(self, msg: Message) -> list[Message]:
@@ -150,6 +176,13 @@ class AliceLink:
         states = self.transmitter.states(request.slot)
         sifted, reply = alice_sift(request, states, self.settings.n_intensities)
         if request.slot.size:
+            # The request is not authenticated yet (its block's transcript tag comes at the end), so
+            # Eve may have forged it to learn Alice's bases, intensity classes and test bits for
+            # slots of her choice, even slots not yet emitted. What she learns is worthless: the high-
+            # water mark is raised, durably, before the reply leaves, and no slot at or below it is
+            # ever sifted again, so the disclosed slots never enter a key. The cost of a forgery is
+            # the raw key of those slots (a forged mark far ahead stops sifting until the operator
+            # resets the link: denial of service, which Eve on the fibre can always cause).
             self.slot_hwm = int(request.slot[-1])
             self.outbox.set_counter(f"{self.settings.link_id}:slot_hwm", self.slot_hwm)
         self._pending[batch] = sifted
@@ -238,9 +271,15 @@ class AliceLink:
         refill_bits = P.header_int(msg, "refill_bits", 0, staged.length)
         if refill_bits % 256:
             raise ProtocolError(f"BLOCK_DONE: refill_bits must be a multiple of 256, got {refill_bits}")
+        rekey = msg.header.get("rekey", False)
+        if not isinstance(rekey, bool) or (rekey and (refill_bits < P.REKEY_BITS or self.rekey_auth is None)):
+            raise ProtocolError("BLOCK_DONE: 'rekey' must be a boolean, true only with a refill of at least "
+                                f"{P.REKEY_BITS} bits on a link that can rekey")
+        # Bob's closing tag over the block's transcript verified (`require_verified`): commit
         staged.refill_bits = refill_bits
+        staged.rekey = rekey
         self._commit(block_id, staged)
-        return [Message(P.BLOCK_DONE_ACK, {"block": block_id})]
+        return [P.in_block(Message(P.BLOCK_DONE_ACK, {"block": block_id}), block_id, closing=True)]
 
     def _commit(self, block_id: int, staged: _StagedKey) -> None:
         """Bob holds the block's key: persist ours as confirmed and refill the authentication pools."""
@@ -249,11 +288,26 @@ class AliceLink:
         refill, key_bytes = split_secret(staged.secret, staged.length, staged.refill_bits)
         key = DistilledKey(self.settings.link_id, block_id, key_bytes, 8 * len(key_bytes), staged.qber,
                            staged.leaked_bits, staged.sifted_bits, staged.finite_key)
-        self.outbox.put(key, "confirmed")
-        if self.refill_auth is not None and refill:
-            self.refill_auth(refill)
+        # the refill is kept with the key until applied, so a crash before then applies it at restart
+        self.outbox.put(key, "confirmed", bytes([staged.rekey]) + refill)
+        # the pools and hash keys change only after BLOCK_DONE_ACK, tagged under the current ones, has left
+        self._deferred_auth.append(block_id)
         self.counters["blocks"] += 1
         self.counters["key_bits"] += key.length_bits
+
+    def apply_auth_updates(self) -> None:
+        """Apply the hash-key replacements and refills of committed blocks (after their replies left)."""
+        link = self.settings.link_id
+        while self._deferred_auth:
+            block_id = self._deferred_auth.pop(0)
+            stored = self.outbox.refill_of(link, block_id)
+            rekey, refill = (stored[0] == 1, stored[1:]) if stored else (False, b"")
+            if rekey and self.rekey_auth is not None:
+                self.rekey_auth(refill[: P.REKEY_BITS // 8])
+                refill = refill[P.REKEY_BITS // 8 :]
+            if refill and self.refill_auth is not None:
+                self.refill_auth(refill)
+            self.outbox.refill_applied(link, block_id)
 
     def _on_abort(self, msg: Message) -> list[Message]:
         block = msg.header.get("block")
@@ -278,14 +332,42 @@ class AliceLink:
         times out and is aborted, and the session goes on.
         """
         while not stop.is_set() and not (until is not None and until()):
+            link = getattr(channel, "link", None)
             try:
                 msg = channel.recv(timeout=poll_s)  # type: ignore[attr-defined]
             except ChannelTimeout:
                 self.responder.expire()
                 continue
+            except AuthenticationLocked as exc:
+                self.alarm("critical", f"link {self.settings.link_id}: authentication stopped the session: {exc}")
+                return
+            except TranscriptAuthenticationError as exc:
+                # Bob's view of the block differs from ours: no commit, no refill; the mask is spent
+                self.counters["auth_failures"] += 1
+                self.alarm("major", f"link {self.settings.link_id}: block {exc.transcript} transcript authentication "
+                                    f"failed, block aborted: {exc}")
+                self._drop_block(exc.transcript, "transcript authentication failed")
+                if link is not None:
+                    link.end_transcript(exc.transcript)
+                if link is not None and link.locked:
+                    self.alarm("critical", f"link {self.settings.link_id}: {link.failed_tags} failed tags under one "
+                                           "hash key: the session stops; provision a fresh bootstrap secret")
+                    return
+                try:
+                    channel.send(P.in_block(P.abort(exc.transcript, "transcript authentication failed"),  # type: ignore[attr-defined]
+                                            exc.transcript))
+                except ClassicalChannelError:
+                    pass
+                continue
             except ClassicalChannelError as exc:
                 self.alarm("major", f"link {self.settings.link_id}: rejected classical message: {exc}")
+                if link is not None and link.locked:
+                    self.alarm("critical", f"link {self.settings.link_id}: {link.failed_tags} failed tags under one "
+                                           "hash key: the session stops; provision a fresh bootstrap secret")
+                    return
                 continue
+            if msg.type == P.HELLO and msg.verified and link is not None:
+                link.clear_transcripts()  # a new session: blocks of the old one are gone on both sides
             try:
                 replies = self.handle(msg)
             except Exception as exc:  # a bug in one handler must not stop Alice: abort that block only
@@ -298,5 +380,12 @@ class AliceLink:
             try:
                 for reply in replies:
                     channel.send(reply)  # type: ignore[attr-defined]
+                    if link is not None and reply.transcript is not None and (reply.closing or reply.type == P.BLOCK_ABORT):
+                        link.end_transcript(reply.transcript)
+            except AuthenticationLocked as exc:
+                self.alarm("critical", f"link {self.settings.link_id}: authentication stopped the session: {exc}")
+                return
             except ClassicalChannelError as exc:
                 self.alarm("major", f"link {self.settings.link_id}: cannot answer Bob: {exc}")
+            finally:
+                self.apply_auth_updates()

@@ -11,13 +11,15 @@ which unconfirmed keys Alice also holds, so the key managers get a block on both
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Callable
 
 import numpy as np
 
-from node.classical import ClassicalChannelError, Message
+from node.classical import AuthenticationLocked, ClassicalChannelError, Message
+from node.classical.errors import AuthenticationError
 from node.link import protocol as P
 from node.link.blocks import KeyBlock, KeyBlockAccumulator
 from node.link.distill import (
@@ -47,16 +49,21 @@ class CascadeOverSecureChannel(ClassicalChannel):
 
     def __init__(self, channel: object) -> None:
         self.channel = channel
+        self.block = 0  # the transcript the Cascade messages belong to
 
     def send(self, msg: CascadeMessage) -> None:
         try:
-            self.channel.send(P.wrap_cascade(msg))  # type: ignore[attr-defined]
+            self.channel.send(P.in_block(P.wrap_cascade(msg), self.block))  # type: ignore[attr-defined]
+        except AuthenticationLocked:
+            raise
         except ClassicalChannelError as exc:
             raise ProtocolError(f"cascade: cannot send: {exc}") from None
 
     def recv(self, timeout_s: float) -> CascadeMessage:
         try:
             return P.unwrap_cascade(self.channel.recv(timeout=max(0.0, timeout_s)))  # type: ignore[attr-defined]
+        except AuthenticationLocked:
+            raise
         except ClassicalChannelError as exc:
             raise ProtocolError(f"cascade: {exc}") from None
 
@@ -67,38 +74,73 @@ class BobLink:
     def __init__(self, settings: LinkSettings, channel: object, outbox: Outbox,
                  refill_auth: Callable[[bytes], None] | None = None,
                  alarm: Callable[[str, str], None] | None = None,
-                 auth_available: Callable[[], tuple[int, int]] | None = None) -> None:
+                 auth_available: Callable[[], tuple[int, int]] | None = None,
+                 rekey_auth: Callable[[bytes], None] | None = None) -> None:
         self.settings = settings
         self.channel = channel
         self.outbox = outbox
         self.refill_auth = refill_auth
+        self.rekey_auth = rekey_auth
         self.auth_available = auth_available or (lambda: (0, 0))
         self.alarm = alarm or (lambda severity, text: log.warning("alarm %s: %s", severity, text))
         self.blocks = KeyBlockAccumulator(settings.block_bits, settings.n_intensities,
                                           next_block_id=outbox.max_block_id(settings.link_id) + 1)
         self.slot_hwm = -1
-        self.reconciler = CascadeReconciler(CascadeOverSecureChannel(channel), settings.cascade_variant,
+        self._cascade_channel = CascadeOverSecureChannel(channel)
+        self.reconciler = CascadeReconciler(self._cascade_channel, settings.cascade_variant,
                                             timeout_s=settings.timeout_s)
         self.next_batch = 0
         self.qber_estimate: float | None = None
         self.counters = {"batches": 0, "detections": 0, "sifted_bits": 0, "blocks": 0, "aborted": 0,
-                         "key_bits": 0, "leaked_bits": 0}
+                         "key_bits": 0, "leaked_bits": 0, "auth_failures": 0, "auth_bits": 0,
+                         "finite_key_bits": 0}
         self.last_block: dict[str, object] = {}
         self.history: deque[dict[str, float]] = deque(maxlen=1000)  # per block: when, sifted so far, secret
+        self._auth_mark = self._auth_consumed()
 
     def _request(self, msg: Message, expected: str, frames: int) -> Message:
         self.channel.send(msg)  # type: ignore[attr-defined]
         reply = self.channel.recv(timeout=self.settings.timeout_s)  # type: ignore[attr-defined]
         P.expect(reply, expected, frames)
+        P.require_verified(reply)
         return reply
+
+    @property
+    def link(self) -> object | None:
+        """The channel's `SecureLink` (None for a channel without one, e.g. in unit tests)."""
+        return getattr(self.channel, "link", None)
+
+    def _auth_consumed(self) -> int:
+        """Authentication key bits consumed so far on this link (masks both ways and hash keys)."""
+        link = self.link
+        if link is None:
+            return 0
+        return (link.send_pool.consumed_bits + link.recv_pool.consumed_bits  # type: ignore[attr-defined]
+                + getattr(link, "rekeyed_bits", 0))
 
     def hello(self) -> None:
         """Start the session: check Alice runs the same settings, settle half-confirmed keys, agree
-        on the next block id and learn which slots were already sifted (raises ProtocolError)."""
+        on the next block id and learn which slots were already sifted (raises ProtocolError).
+
+        HELLO carries a fresh nonce that HELLO_ACK must echo, so a HELLO_ACK recorded in an earlier
+        session (before a restart) is refused even if its tag is authentic."""
         link = self.settings.link_id
         unconfirmed = self.outbox.block_ids(link, "unconfirmed")
-        reply = self._request(Message(P.HELLO, {"settings": self.settings.fingerprint(), "unconfirmed": unconfirmed,
-                                                "next_block": self.blocks.next_block_id}), P.HELLO_ACK, 0)
+        nonce = os.urandom(16).hex()
+        self.channel.send(Message(P.HELLO, {"settings": self.settings.fingerprint(),  # type: ignore[attr-defined]
+                                            "unconfirmed": unconfirmed, "next_block": self.blocks.next_block_id,
+                                            "nonce": nonce}))
+        deadline = time.monotonic() + self.settings.timeout_s
+        while True:  # what Alice sent before she saw HELLO belongs to the old session: skip it
+            reply = self.channel.recv(timeout=max(0.0, deadline - time.monotonic()))  # type: ignore[attr-defined]
+            if reply.type == P.HELLO_ACK:
+                break
+        P.expect(reply, P.HELLO_ACK, 0)
+        P.require_verified(reply)
+        if reply.header.get("nonce") != nonce:
+            raise ProtocolError("HELLO_ACK does not echo this session's nonce: replayed from an earlier session")
+        if self.link is not None:
+            self.link.clear_transcripts()  # type: ignore[attr-defined]
         if reply.header.get("ok") is not True:
             raise ProtocolError(f"link {link}: Alice's settings differ: {reply.header.get('settings')}")
         confirmed = reply.header.get("confirmed")
@@ -126,10 +168,11 @@ class BobLink:
             return []
         batch = self.next_batch
         self.next_batch += 1
+        block_id = self.blocks.next_block_id  # the sift exchange belongs to the transcript of the block it fills
         request = bob_request(detections.slot, detections.basis)
-        reply_msg = self._request(P.sift_request(batch, request), P.SIFT_REPLY, 5)
+        reply_msg = self._request(P.in_block(P.sift_request(batch, request), block_id), P.SIFT_REPLY, 5)
         sifted, report = bob_sift(request, detections.bit, P.parse_sift_reply(reply_msg, batch))
-        self.channel.send(P.sift_report(batch, report))  # type: ignore[attr-defined]
+        self.channel.send(P.in_block(P.sift_report(batch, report), block_id))  # type: ignore[attr-defined]
         self.counters["batches"] += 1
         self.counters["detections"] += len(detections)
         self.counters["sifted_bits"] += int(sifted.bits.size)
@@ -146,21 +189,41 @@ class BobLink:
         t0 = time.perf_counter()
         try:
             return self._distill(block, t0)
+        except AuthenticationLocked:
+            raise  # the session stops: the daemon raises the critical alarm
         except (ProtocolError, ClassicalChannelError) as exc:
             self.counters["aborted"] += 1
+            if isinstance(exc, AuthenticationError):
+                self.counters["auth_failures"] += 1
             self.alarm("major", f"link {self.settings.link_id}: block {block.block_id} aborted: {exc}")
             try:
-                self.channel.send(P.abort(block.block_id, str(exc)))  # type: ignore[attr-defined]
+                self.channel.send(P.in_block(P.abort(block.block_id, str(exc)), block.block_id))  # type: ignore[attr-defined]
+            except AuthenticationLocked:
+                raise
             except ClassicalChannelError:
                 pass
             self._drain()
+            if self.link is not None:
+                self.link.end_transcript(block.block_id)  # type: ignore[attr-defined]
+            # resynchronise with an authenticated HELLO exchange: it settles whether Alice committed a
+            # block Bob holds unconfirmed, and restarts both block accumulators in step (an altered
+            # message may have left Alice with other batches than Bob)
+            try:
+                self.hello()
+            except AuthenticationLocked:
+                raise
+            except (ProtocolError, ClassicalChannelError) as exc2:
+                log.warning("link %s: resynchronising after block %d failed: %s", self.settings.link_id,
+                            block.block_id, exc2)
             return None
 
     def _distill(self, block: KeyBlock, t0: float) -> DistilledKey | None:
         s = self.settings
         qber_x = block.counts.qber(1)
-        self._request(Message(P.BLOCK_START, {"block": block.block_id, "n_bits": block.n_bits,
-                                              "last_batch": block.last_batch}), P.BLOCK_READY, 0)
+        self._cascade_channel.block = block.block_id
+        self._request(P.in_block(Message(P.BLOCK_START, {"block": block.block_id, "n_bits": block.n_bits,
+                                                         "last_batch": block.last_batch}), block.block_id),
+                      P.BLOCK_READY, 0)
         if qber_x > s.qber_abort:
             raise ProtocolError(f"X-basis QBER {qber_x:.4f} above the abort threshold {s.qber_abort}")
         estimate = self.qber_estimate if self.qber_estimate is not None else qber_x
@@ -171,7 +234,8 @@ class BobLink:
             raise ProtocolError(f"QBER {qber_z:.4f} found by error correction is above the threshold {s.qber_abort}")
         seed = draw_seed(s.tag_bits)
         tag = verification_tag_bits(corrected, seed)
-        self.channel.send(Message(P.VERIFY, {"block": block.block_id, "z_errors": z_errors}, [seed, tag]))  # type: ignore[attr-defined]
+        self.channel.send(P.in_block(Message(P.VERIFY, {"block": block.block_id, "z_errors": z_errors},  # type: ignore[attr-defined]
+                                             [seed, tag]), block.block_id))
         reply = self.channel.recv(timeout=s.timeout_s)  # type: ignore[attr-defined]
         P.expect(reply, P.VERIFY_RESULT, len(reply.frames) if reply.type == P.VERIFY_RESULT else 0)
         if P.header_int(reply, "block") != block.block_id or not reply.frames or not isinstance(reply.frames[0], bytes):
@@ -196,6 +260,8 @@ class BobLink:
         self.counters["leaked_bits"] += stats.leaked_bits
         if length == 0:
             log.info("link %s: block %d leaves no secret key", s.link_id, block.block_id)
+            if self.link is not None:
+                self.link.end_transcript(block.block_id)  # type: ignore[attr-defined]
             return None
         seed_words = P.frame_array(reply, 1, np.uint64, "toeplitz seed")
         if seed_words.size != (block.n_bits + length - 1 + 63) // 64:
@@ -205,20 +271,45 @@ class BobLink:
         except ValueError as exc:
             raise ProtocolError(f"VERIFY_RESULT: bad Toeplitz seed: {exc}") from None
         refill_bits = refill_needed(*self.auth_available(), s.auth_reserve_bits, length)
+        rekey = self.rekey_auth is not None and (block.block_id + 1) % P.REKEY_EVERY_BLOCKS == 0
+        if rekey:  # fresh hash keys from this block's key, on the schedule (the refill path carries them)
+            refill_bits = min(refill_bits + P.REKEY_BITS, (length // 256) * 256)
+            rekey = refill_bits >= P.REKEY_BITS
         refill, key_bytes = split_secret(secret, length, refill_bits)
+        fk_record = {**fk.as_dict()}
         key = DistilledKey(s.link_id, block.block_id, key_bytes, 8 * len(key_bytes), qber_z, stats.leaked_bits,
-                           block.n_bits, fk.as_dict())
-        self.outbox.put(key, "unconfirmed", refill)
-        self._request(Message(P.BLOCK_DONE, {"block": block.block_id, "refill_bits": refill_bits}),
+                           block.n_bits, fk_record)
+        self.outbox.put(key, "unconfirmed", bytes([rekey]) + refill)
+        # Bob's closing tag over the whole transcript: Alice commits only if it matches her view
+        self._request(P.in_block(Message(P.BLOCK_DONE, {"block": block.block_id, "refill_bits": refill_bits,
+                                                        "rekey": rekey}), block.block_id, closing=True),
                       P.BLOCK_DONE_ACK, 0)
+        # Alice's closing tag verified (in `_request`): both views of the transcript agree
+        eps_auth = 2 * self.link.transcript_epsilon(block.block_id) if self.link is not None else 0.0  # type: ignore[attr-defined]
+        if self.link is not None:
+            self.link.end_transcript(block.block_id)  # type: ignore[attr-defined]
         self.outbox.confirm(s.link_id, [block.block_id])
         self._apply_refill(block.block_id)
+        auth_now = self._auth_consumed()
+        auth_bits = auth_now - self._auth_mark
+        self._auth_mark = auth_now
+        fk_record["eps_auth"] = eps_auth
+        self.last_block.update(eps_auth=eps_auth, auth_bits=auth_bits, rekey=rekey, refill_bits=refill_bits,
+                               net_key_bits=key.length_bits)
+        self.history[-1].update(eps_auth=eps_auth, auth_bits=auth_bits, net_key_bits=key.length_bits)
+        self.last_block["finite_key"]["eps_auth"] = eps_auth  # type: ignore[index]
         self.counters["blocks"] += 1
         self.counters["key_bits"] += key.length_bits
+        self.counters["finite_key_bits"] += length
+        self.counters["auth_bits"] += auth_bits
         return key
 
     def _apply_refill(self, block_id: int) -> None:
-        refill = self.outbox.refill_of(self.settings.link_id, block_id)
+        stored = self.outbox.refill_of(self.settings.link_id, block_id)
+        rekey, refill = (stored[0] == 1, stored[1:]) if stored else (False, b"")
+        if rekey and self.rekey_auth is not None:
+            self.rekey_auth(refill[: P.REKEY_BITS // 8])
+            refill = refill[P.REKEY_BITS // 8 :]
         if self.refill_auth is not None and refill:
             self.refill_auth(refill)
         self.outbox.refill_applied(self.settings.link_id, block_id)

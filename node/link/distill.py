@@ -32,6 +32,8 @@ class LinkSettings:
     cascade_variant: str | None = None
     auth_reserve_bits: int = 262_144
     timeout_s: float = 20.0
+    auth_max_failures: int = 3
+    """Failed authentication tags tolerated under one hash key before the session stops."""
 
     def __post_init__(self) -> None:
         if not self.link_id or not isinstance(self.link_id, str) or len(self.link_id) > 64:
@@ -50,6 +52,8 @@ class LinkSettings:
             raise ValueError(f"qber_abort must be in (0, 0.5], got {self.qber_abort}")
         if self.auth_reserve_bits < 0:
             raise ValueError(f"auth_reserve_bits must be >= 0, got {self.auth_reserve_bits}")
+        if not isinstance(self.auth_max_failures, int) or not 1 <= self.auth_max_failures <= 1000:
+            raise ValueError(f"auth_max_failures must be an integer in [1, 1000], got {self.auth_max_failures!r}")
         if not self.timeout_s > 0:
             raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}")
 

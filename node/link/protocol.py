@@ -5,6 +5,13 @@ detections: SIFT_REQUEST -> SIFT_REPLY, then SIFT_REPORT (no answer). Per key bl
 BLOCK_START -> BLOCK_READY, CASCADE questions -> answers, VERIFY -> VERIFY_RESULT (with Alice's
 Toeplitz seed when the block yields key), BLOCK_DONE -> BLOCK_DONE_ACK. Either side may send
 BLOCK_ABORT. Every decoder checks types, shapes and ranges and raises `ProtocolError`.
+
+Authentication (transcript mode, `node.classical.transcript`): every message of a block, the sift
+batches that fill it included, belongs to that block's transcript (`Message.transcript` = block
+ID) and carries no tag of its own. BLOCK_DONE (Bob) and BLOCK_DONE_ACK (Alice) close it with one
+tag each over the whole transcript, both directions; Alice commits only after Bob's tag verifies,
+Bob confirms only after Alice's. HELLO and HELLO_ACK change state beyond one block and carry their
+own tags; HELLO holds a fresh nonce that HELLO_ACK must echo.
 """
 
 from __future__ import annotations
@@ -33,6 +40,32 @@ HELLO = "HELLO"
 HELLO_ACK = "HELLO_ACK"
 
 MAX_ID = 2**62
+
+TAGGED = frozenset({HELLO, HELLO_ACK})
+"""Messages that must carry their own verified tag (they change state beyond one block)."""
+CLOSING = frozenset({BLOCK_DONE, BLOCK_DONE_ACK})
+"""Messages that must carry a verified closing tag over their block's transcript."""
+REKEY_EVERY_BLOCKS = 16
+"""Hash keys are replaced from distilled key at every REKEY_EVERY_BLOCKS-th block (ids 15, 31, ...)."""
+REKEY_BITS = 512
+"""Bits of a block's secret key that become the link's new hash keys (four 128-bit keys)."""
+
+
+def in_block(msg: Message, block: int, closing: bool = False) -> Message:
+    """`msg` as a member (or the closing message) of block `block`'s transcript."""
+    msg.transcript = block
+    msg.closing = closing
+    return msg
+
+
+def require_verified(msg: Message) -> None:
+    """ProtocolError unless a state-changing message was authenticated the way its type requires."""
+    if msg.type in TAGGED and not (msg.verified and msg.transcript is None):
+        raise ProtocolError(f"{msg.type} must carry its own verified tag")
+    if msg.type in CLOSING:
+        block = msg.header.get("block")
+        if not (msg.verified and msg.closing and msg.transcript == block):
+            raise ProtocolError(f"{msg.type} must carry a verified closing tag over block {block!r}'s transcript")
 
 
 def header_int(msg: Message, key: str, low: int = 0, high: int = MAX_ID) -> int:

@@ -31,6 +31,11 @@ qkdnode_alarms_active                          gauge    severity            acti
 qkdnode_instrument_up                          gauge    instrument          1 if the instrument answers, else 0
 qkdnode_auth_key_bits_available                gauge    link, direction     authentication key bits left for the classical
                                                                             channel, direction send / receive
+qkdnode_auth_key_bits_consumed_total           counter  link                authentication key bits consumed (tags' masks,
+                                                                            replaced hash keys), both directions
+qkdnode_auth_failed_tags                       gauge    link                tags failed under the current hash key
+qkdnode_block_epsilon                          gauge    link, term          the last key block's failure probabilities,
+                                                                            term sec / cor / auth
 =============================================  =======  ==================  =============================================
 
 Counters appear on the wire with the ``_total`` suffix and, as prometheus-client adds, a
@@ -88,7 +93,11 @@ METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "qkdnode_alarms_active": ("gauge", ("severity",), "Active alarms per X.733 severity."),
     "qkdnode_instrument_up": ("gauge", ("instrument",), "1 if the instrument answers, else 0."),
     "qkdnode_auth_key_bits_available": ("gauge", ("link", "direction"), "Authentication key bits left, per direction."),
+    "qkdnode_auth_key_bits_consumed_total": ("counter", ("link",), "Authentication key bits consumed, both directions."),
+    "qkdnode_auth_failed_tags": ("gauge", ("link",), "Authentication tags failed under the current hash key."),
+    "qkdnode_block_epsilon": ("gauge", ("link", "term"), "Last key block's failure probability: sec, cor or auth."),
 }
+EPSILON_TERMS = ("sec", "cor", "auth")
 
 
 def _check_label(name: str, value: Any, allowed: tuple[str, ...] | None = None) -> str:
@@ -168,6 +177,10 @@ class NodeMetrics:
         for outcome in BLOCK_OUTCOMES:
             self._m["qkdnode_blocks_total"].labels(link=link, outcome=outcome)
         self._rate(link, "sifted"), self._rate(link, "secret")
+        self._m["qkdnode_auth_key_bits_consumed_total"].labels(link=link)
+        self._m["qkdnode_auth_failed_tags"].labels(link=link)
+        for term in EPSILON_TERMS:  # 0 until the link's first key block
+            self._m["qkdnode_block_epsilon"].labels(link=link, term=term)
 
     def set_link_up(self, link: str, up: bool) -> None:
         """Whether the link's session runs."""
@@ -227,6 +240,20 @@ class NodeMetrics:
         self._m["qkdnode_auth_key_bits_available"].labels(
             link=_check_label("link", link), direction=_check_label("direction", direction, DIRECTIONS),
         ).set(_check_count("bits", bits))
+
+    def record_authentication(self, link: str, consumed_bits: int, failed_tags: int) -> None:
+        """Authentication key bits consumed since the last call and the failed-tag count now."""
+        _check_label("link", link)
+        self._m["qkdnode_auth_key_bits_consumed_total"].labels(link=link).inc(_check_count("consumed_bits", consumed_bits))
+        self._m["qkdnode_auth_failed_tags"].labels(link=link).set(_check_count("failed_tags", failed_tags))
+
+    def set_block_epsilon(self, link: str, eps_sec: float, eps_cor: float, eps_auth: float) -> None:
+        """The last key block's ε_sec, ε_cor and ε_auth, side by side."""
+        _check_label("link", link)
+        for term, value in zip(EPSILON_TERMS, (eps_sec, eps_cor, eps_auth)):
+            if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
+                raise ValueError(f"eps_{term}: must be a probability in [0, 1], got {value!r}")
+            self._m["qkdnode_block_epsilon"].labels(link=link, term=term).set(float(value))
 
     def watch_alarms(self, alarms: AlarmRegistry) -> None:
         """Report `alarms`' active counts per severity, read at each scrape."""

@@ -19,7 +19,7 @@ from typing import Any
 from node.control.topology import Topology
 from node.keymanager.demo import free_port
 from node.runtime.demo import LINK_TIMEOUT_S
-from node.runtime.launch import node_document, read_status, start_node, stop_processes, to_toml, write_secret
+from node.runtime.launch import node_document, read_status, start_node, stop_processes, to_toml, write_link_secret
 
 DEFAULT_MOCK = {"p_z": 0.8, "bob_p_z": 0.8, "intensities": [0.5, 0.15, 0.0], "class_probabilities": [0.6, 0.3, 0.1]}
 
@@ -54,7 +54,7 @@ def _daemon_document(link: Any, role: str, node: str, port: int, ingest: str, bl
                      seed: int) -> dict[str, Any]:
     mock = {**DEFAULT_MOCK, **dict(link.mock), "seed": seed, "fibre_length_km": link.distance_km}
     mock.pop("realtime", None)
-    return node_document(f"{link.id}-{role}", role, link.id, port, f"qkd_link_{link.id}.key", mock,
+    return node_document(f"{link.id}-{role}", role, link.id, port, f"qkd_link_{link.id}.{role}.key", mock,
                          block_bits=block_bits, link_timeout_s=LINK_TIMEOUT_S,
                          keymanager=(ingest, f"qkd_{link.id}_{node}", f"ingest_{link.id}_{node}.key"))
 
@@ -66,7 +66,7 @@ def start_link_daemons(topology: Topology, root: str | os.PathLike[str], ingest:
     daemons = LinkDaemons(base)
     try:
         for lk in topology.links:
-            write_secret(base / f"qkd_link_{lk.id}.key", 1 << 17)
+            write_link_secret(base, f"qkd_link_{lk.id}", 1 << 17)
             port = free_port()
             seed = int.from_bytes(os.urandom(4), "little")
             for role, node in (("alice", lk.a), ("bob", lk.b)):

@@ -12,7 +12,8 @@ Example (paths relative to the file's directory)::
     [link]
     id = "L1"
     peer = "tcp://127.0.0.1:5800"         # Alice binds it, Bob connects to it
-    bootstrap_secret = "link_L1.key"      # pre-shared authentication key (file)
+    bootstrap_secret = "link_L1.key"      # pre-shared authentication key (file; used once, then overwritten)
+    auth_max_failures = 3                 # failed authentication tags before the session stops
     block_bits = 1000000
     batch_detections = 200000
     protocol = "lim2014"
@@ -50,7 +51,7 @@ ROLES = ("alice", "bob")
 HARDWARE_KINDS = ("mock", "lab")
 _LINK_KEYS = {"id", "peer", "bootstrap_secret", "block_bits", "batch_detections", "protocol", "eps_sec",
               "tag_bits", "qber_abort", "cascade_variant", "auth_reserve_bits", "timeout_s", "intensities",
-              "class_probabilities"}
+              "class_probabilities", "auth_max_failures"}
 
 
 @dataclass(frozen=True)
@@ -195,7 +196,8 @@ def parse_node_config(doc: dict[str, Any], base_dir: str | Path = ".") -> NodeCo
     check_number_types(link, "link", _LINK_INTS, _LINK_NUMBERS, ("intensities", "class_probabilities"))
     intensities, probabilities = _link_physics(link, kind, mock)
     settings_kwargs = {k: link[k] for k in ("block_bits", "batch_detections", "protocol", "eps_sec", "tag_bits",
-                                            "qber_abort", "cascade_variant", "auth_reserve_bits", "timeout_s")
+                                            "qber_abort", "cascade_variant", "auth_reserve_bits", "timeout_s",
+                                            "auth_max_failures")
                        if k in link}
     try:
         settings = LinkSettings(_str(link, "id", "link"), intensities, probabilities, **settings_kwargs)

@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from node.classical import AuthKeyExhausted, ClassicalChannelError, SecureLink
+from node.classical import AuthenticationLocked, AuthKeyExhausted, ClassicalChannelError, SecureLink
+from node.classical.linkstate import load_link_state, mark_bootstrap_used, read_bootstrap, save_link_state
 from node.classical.channel import PeerChannel, SecureChannel
 from node.link import AliceLink, BobLink
 from node.management import AlarmRegistry, NodeMetrics, close_metrics, serve_metrics
@@ -37,26 +38,6 @@ from postprocessing.slotting import Detections
 log = logging.getLogger(__name__)
 
 LINK_STATE_RESERVE = 256
-
-
-def _encode(value: Any) -> Any:
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return {"__hex__": bytes(value).hex()}
-    if isinstance(value, dict):
-        return {k: _encode(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_encode(v) for v in value]
-    return value
-
-
-def _decode(value: Any) -> Any:
-    if isinstance(value, dict):
-        if set(value) == {"__hex__"}:
-            return bytes.fromhex(value["__hex__"])
-        return {k: _decode(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_decode(v) for v in value]
-    return value
 
 
 def write_private(path: Path, data: bytes) -> None:
@@ -94,6 +75,7 @@ class NodeDaemon:
         self._seen_blocks = 0
         self._seen_aborts = 0
         self._seen_dropped = 0
+        self._seen_auth_bits = 0
         self.outbox = Outbox(cfg.state_dir / "outbox.db")
         self.link = self._load_link()
         self.hardware: Hardware | None = None
@@ -113,21 +95,47 @@ class NodeDaemon:
         return self.cfg.state_dir / "link_state.json"
 
     def _load_link(self) -> SecureLink:
+        """The link's authentication state; on first start, imported once from the bootstrap secret.
+
+        The bootstrap secret is single-use: once its material is in the (durable) link state, its
+        file is overwritten with a used marker. Missing link state with a used secret refuses to start
+        (ValueError saying how to provision a new one): a second start from the same secret would
+        reuse one-time masks under the same hash keys.
+        """
         path = self._link_state_path()
         if path.exists():
-            link = SecureLink.from_state(_decode(json.loads(path.read_text())))
+            state = load_link_state(path)
+            state["max_failed_tags"] = self.cfg.link.auth_max_failures
+            link = SecureLink.from_state(state)
+            if link.mode != "transcript":
+                raise ValueError(f"link state {path} was written by a version with per-message tags; provision a "
+                                 "new bootstrap secret on both nodes and remove both link_state.json files")
+            if link.locked:
+                raise ValueError(f"link {self.cfg.link.link_id}: {link.failed_tags} authentication tags failed under "
+                                 f"the current hash key (limit link.auth_max_failures = {link.max_failed_tags}); the "
+                                 "session stays stopped until a fresh bootstrap secret is provisioned on both nodes "
+                                 "(new file at link.bootstrap_secret, link_state.json removed)")
         else:
-            secret = self.cfg.bootstrap_secret.read_bytes()
-            link = SecureLink.from_bootstrap(secret, "responder" if self.cfg.role == "alice" else "initiator")
+            secret = read_bootstrap(self.cfg.bootstrap_secret, path, "link.bootstrap_secret")
+            if len(secret) < 1024 or len(secret) % 32:
+                raise ValueError(f"config key 'link.bootstrap_secret': the secret must be a multiple of 32 bytes and "
+                                 f"at least 1024 bytes, got {len(secret)}")
+            link = SecureLink.from_bootstrap(secret, "responder" if self.cfg.role == "alice" else "initiator",
+                                             mode="transcript", max_failed_tags=self.cfg.link.auth_max_failures)
+            save_link_state(path, link.state())
+            mark_bootstrap_used(self.cfg.bootstrap_secret)
         link.set_persistence(self._persist_link, reserve=LINK_STATE_RESERVE)
         return link
 
     def _persist_link(self, state: dict[str, Any]) -> None:
-        write_private(self._link_state_path(), json.dumps(_encode(state)).encode())
+        save_link_state(self._link_state_path(), state)
 
     def _refill(self, material: bytes) -> None:
         self.link.refill(material)
         self._persist_link(self.link.state(send_reserve=LINK_STATE_RESERVE))
+
+    def _rekey(self, material: bytes) -> None:
+        self.link.rekey(material)  # persists the new hash keys itself
 
     def _auth_available(self) -> tuple[int, int]:
         return self.link.send_pool.available_bits, self.link.recv_pool.available_bits
@@ -165,11 +173,15 @@ class NodeDaemon:
             self.state = "running"
             if cfg.role == "alice":
                 assert self.hardware.transmitter is not None
-                self.role = AliceLink(cfg.link, self.hardware.transmitter, self.outbox, self._refill, self.alarm)
+                self.role = AliceLink(cfg.link, self.hardware.transmitter, self.outbox, self._refill, self.alarm,
+                                      rekey_auth=self._rekey)
                 self._run_alice(secure)
             else:
-                self.role = BobLink(cfg.link, secure, self.outbox, self._refill, self.alarm, self._auth_available)
+                self.role = BobLink(cfg.link, secure, self.outbox, self._refill, self.alarm, self._auth_available,
+                                    rekey_auth=self._rekey)
                 self._run_bob()
+            if self.link.locked:
+                self.exit_code = 3
             return self.exit_code
         finally:
             self.state = "stopping"
@@ -212,6 +224,9 @@ class NodeDaemon:
             try:
                 bob.hello()
                 break
+            except AuthenticationLocked as exc:
+                self._auth_locked(exc)
+                return
             except (ProtocolError, ClassicalChannelError) as exc:
                 log.info("link %s: waiting for Alice (%s)", self.cfg.link.link_id, exc)
                 self.stop.wait(0.5)
@@ -226,6 +241,9 @@ class NodeDaemon:
             try:
                 bob.process(batch)
                 backoff = 0.0
+            except AuthenticationLocked as exc:
+                self._auth_locked(exc)
+                return
             except AuthKeyExhausted as exc:
                 self.alarm("critical", f"link {self.cfg.link.link_id}: authentication key exhausted, the link stops "
                                        f"until a new bootstrap key is installed: {exc}")
@@ -242,10 +260,20 @@ class NodeDaemon:
                 bob._drain()
                 try:
                     bob.hello()  # resynchronise: both ends drop the partial block
+                except AuthenticationLocked as exc2:
+                    self._auth_locked(exc2)
+                    return
                 except AuthKeyExhausted:
                     continue
                 except (ProtocolError, ClassicalChannelError) as exc2:
                     log.warning("link %s: resynchronisation failed: %s", self.cfg.link.link_id, exc2)
+
+    def _auth_locked(self, exc: Exception) -> None:
+        """Too many failed tags under one hash key: stop the session with a critical alarm."""
+        self.alarm("critical", f"link {self.cfg.link.link_id}: {self.link.failed_tags} authentication tags failed "
+                               f"(limit {self.link.max_failed_tags}); the session stops until a fresh bootstrap secret "
+                               f"is provisioned: {exc}")
+        self.exit_code = 3
 
     def _acquisition_loop(self) -> None:
         hw = self.hardware
@@ -334,8 +362,9 @@ class NodeDaemon:
             slotter = self.hardware.slotter if self.hardware else None
             if slotter is not None:
                 out["acquisition"].update(gate_efficiency=slotter.gate_efficiency, drift_ppm=slotter.drift_ppm)
-            last = dict(role.last_block)
-            last.pop("finite_key", None)
+            last: dict[str, Any] = dict(role.last_block)
+            fk: dict[str, Any] = last.pop("finite_key", None) or {}
+            last.update({k: fk[k] for k in ("eps_sec", "eps_cor") if k in fk})  # beside eps_auth
             out["last_block"] = last
             out["qber_estimate"] = role.qber_estimate
         return out
@@ -362,11 +391,18 @@ class NodeDaemon:
         m.set_auth_key_available(link, "receive", acc["recv_available_bits"])
         if role is None:
             return
+        consumed = (self.link.send_pool.consumed_bits + self.link.recv_pool.consumed_bits + self.link.rekeyed_bits)
+        m.record_authentication(link, max(0, consumed - self._seen_auth_bits), self.link.failed_tags)
+        self._seen_auth_bits = consumed
         if isinstance(role, BobLink):
             for h in list(role.history)[self._seen_blocks:]:
                 m.record_block(link, int(h["n_bits"]), int(h["secret_bits"]), float(h["qber"]),
                                "key" if h["secret_bits"] else "no_key")
             self._seen_blocks = len(role.history)
+            record: dict[str, Any] = dict(role.last_block)
+            fk: dict[str, Any] = record.get("finite_key") or {}
+            if "eps_auth" in record and "eps_sec" in fk and "eps_cor" in fk:
+                m.set_block_epsilon(link, float(fk["eps_sec"]), float(fk["eps_cor"]), float(record["eps_auth"]))
         aborted = role.counters["aborted"]
         for _ in range(aborted - self._seen_aborts):
             m.record_block(link, 0, 0, None, "aborted", reason="other")

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from node.keymanager.demo import DemoPair, free_port, write_demo_pair
-from node.runtime.launch import node_document, read_status, start_node, stop_processes, to_toml, write_secret
+from node.runtime.launch import node_document, read_status, start_node, stop_processes, to_toml, write_link_secret
 
 DEMO_LINK = "L1"
 # With an empty numba cache, Alice's first Cascade answers wait for their kernels to compile, which
@@ -122,9 +122,10 @@ def _mock_document(opts: DemoOptions, seed: int) -> dict[str, Any]:
     }
 
 
-def _node_document(name: str, role: str, km_port: int, link_port: int, opts: DemoOptions, seed: int) -> dict[str, Any]:
+def _node_document(name: str, role: str, km_port: int, link_port: int, opts: DemoOptions, seed: int,
+                   bootstrap: str = f"link_{DEMO_LINK}.key") -> dict[str, Any]:
     side = "a" if role == "alice" else "b"
-    return node_document(name, role, DEMO_LINK, link_port, f"link_{DEMO_LINK}.key", _mock_document(opts, seed),
+    return node_document(name, role, DEMO_LINK, link_port, bootstrap, _mock_document(opts, seed),
                          block_bits=opts.block_bits, metrics_port=0, max_blocks=opts.blocks or None,
                          link_timeout_s=LINK_TIMEOUT_S,
                          keymanager=(f"tcp://127.0.0.1:{km_port}", f"node_{side}", f"ingest_{side}.key"))
@@ -153,7 +154,7 @@ def start_demo(opts: DemoOptions, root: str | Path | None = None,
     say(f"work directory {base}" + (" (removed at exit; --keep keeps it)" if temporary else ""))
     pair = write_demo_pair(base)
     seed = opts.seed if opts.seed is not None else int.from_bytes(os.urandom(4), "little")
-    write_secret(base / f"link_{DEMO_LINK}.key", 1 << 17)  # the nodes' pre-shared bootstrap authentication key
+    bootstrap = write_link_secret(base, f"link_{DEMO_LINK}", 1 << 17)  # pre-shared, single-use, a copy per node
     link_port = free_port()
     run = DemoRun(base, pair, opts, temporary)
     try:
@@ -164,7 +165,7 @@ def start_demo(opts: DemoOptions, root: str | Path | None = None,
         say(f"starting Alice's and Bob's nodes on the mock link ({opts.distance_km:g} km, {opts.rate_hz:.3g} Hz)")
         for name, role, km in (("alice", "alice", pair.ports["a_in"]), ("bob", "bob", pair.ports["b_in"])):
             cfg = base / f"{name}.toml"
-            cfg.write_text(to_toml(_node_document(name, role, km, link_port, opts, seed)))
+            cfg.write_text(to_toml(_node_document(name, role, km, link_port, opts, seed, bootstrap[role])))
             run.node_procs[name] = start_node(cfg, base, base / f"{name}.log", log_level="INFO")
     except BaseException:
         run.stop()
@@ -372,8 +373,24 @@ def summary(run: DemoRun, fetched: dict[str, Any], elapsed_s: float) -> dict[str
         "sifted_mbit_per_s": bc.get("sifted_bits", 0) / uptime / 1e6,
         "secret_kbit_per_s": bc.get("key_bits", 0) / uptime / 1e3,
         "qber": last.get("qber"), "qber_x": last.get("qber_x"),
+        **authentication_summary(bc, last),
         "keys_stored": {"KME_A": alice.get("delivery", {}).get("delivered_bits", 0),
                         "KME_B": bob.get("delivery", {}).get("delivered_bits", 0)},
         "alarms": [a["text"] for a in (alice.get("alarms", []) + bob.get("alarms", []))][-10:],
         "etsi014_check": fetched, "workdir": str(run.root),
+    }
+
+
+def authentication_summary(counters: dict[str, Any], last: dict[str, Any]) -> dict[str, Any]:
+    """Per key block: authentication key spent (`auth_bits`), ε_auth beside ε_sec and ε_cor, and the
+    net key handed to the key managers against the block's finite-key length."""
+    blocks = counters.get("blocks", 0)
+    finite = counters.get("finite_key_bits", 0)
+    return {
+        "auth_bits_per_block": counters.get("auth_bits", 0) / blocks if blocks else None,
+        "auth_failures": counters.get("auth_failures", 0),
+        "eps_auth_per_block": last.get("eps_auth"), "eps_sec": last.get("eps_sec"), "eps_cor": last.get("eps_cor"),
+        "finite_key_bits_per_block": finite / blocks if blocks else None,
+        "net_key_bits_per_block": counters.get("key_bits", 0) / blocks if blocks else None,
+        "net_vs_finite_key": counters.get("key_bits", 0) / finite if finite else None,
     }

@@ -69,6 +69,17 @@ def write_secret(path: Path, nbytes: int) -> None:
     write_private(path, os.urandom(nbytes))
 
 
+def write_link_secret(base: Path, stem: str, nbytes: int) -> dict[str, str]:
+    """One fresh pre-shared link secret, one owner-only copy per node ('alice', 'bob'): each node's
+    bootstrap secret is single-use and overwritten once imported, as its own copy would be in a
+    deployment. Returns role -> file name (relative to `base`)."""
+    secret = os.urandom(nbytes)
+    names = {role: f"{stem}.{role}.key" for role in ("alice", "bob")}
+    for name in names.values():
+        write_private(base / name, secret)
+    return names
+
+
 def start_node(config: Path, cwd: Path, log: Path | None = None, log_level: str = "WARNING") -> subprocess.Popen[bytes]:
     """`qkdnode run CONFIG` as a child process; its stderr goes to `log` (or nowhere)."""
     stderr: Any = open(log, "wb") if log is not None else subprocess.DEVNULL  # noqa: SIM115 - the child owns it

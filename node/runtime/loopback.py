@@ -18,11 +18,11 @@ from node.keymanager.demo import free_port
 from node.runtime.config import parse_node_config
 from node.runtime.daemon import NodeDaemon
 from node.runtime.hardware import mock_params
-from node.runtime.launch import node_document, start_node, stop_processes, to_toml, write_secret
+from node.runtime.launch import node_document, start_node, stop_processes, to_toml, write_link_secret
 
 
 def _doc(role: str, port: int, mock: dict[str, Any], block_bits: int, batch: int, blocks: int | None) -> dict[str, Any]:
-    return node_document(role, role, "L-bench", port, "link.key", mock, block_bits=block_bits,
+    return node_document(role, role, "L-bench", port, f"link.{role}.key", mock, block_bits=block_bits,
                          batch_detections=batch, max_blocks=blocks, status_file=False)
 
 
@@ -32,7 +32,7 @@ def run_pipeline(mock: dict[str, Any], block_bits: int, blocks: int, batch: int 
     finished `blocks` blocks; returns Bob's status and per-block history."""
     with tempfile.TemporaryDirectory(prefix="qkdnode-pipeline-") as tmp:
         root = Path(tmp)
-        write_secret(root / "link.key", 1 << 18)
+        write_link_secret(root, "link", 1 << 18)
         port = free_port()
         alice_cfg = root / "alice.toml"
         alice_cfg.write_text(to_toml(_doc("alice", port, mock, block_bits, batch, None)))
@@ -82,7 +82,15 @@ def pipeline_figures(mock: dict[str, Any], block_bits: int, blocks: int) -> dict
         dt = hist[-1]["t"] - hist[0]["t"]
         sifted = hist[-1]["sifted_total"] - hist[0]["sifted_total"]
         secret = sum(h["secret_bits"] for h in hist[1:])
-        fig.update(sifted_mbit_per_s=sifted / dt / 1e6, secret_kbit_per_s=secret / dt / 1e3)
+        net = sum(h.get("net_key_bits", 0) for h in hist[1:])
+        fig.update(sifted_mbit_per_s=sifted / dt / 1e6, secret_kbit_per_s=secret / dt / 1e3,
+                   net_key_kbit_per_s=net / dt / 1e3)
+    keyed = [h for h in hist if "auth_bits" in h]
+    if keyed:  # authentication key spent per key block (HELLO tags and hash-key replacements included)
+        fig.update(auth_bits_per_block=sum(h["auth_bits"] for h in keyed) / len(keyed),
+                   auth_bits_max_block=max(h["auth_bits"] for h in keyed),
+                   auth_fraction_of_secret=sum(h["auth_bits"] for h in keyed) / max(1, sum(h["secret_bits"] for h in keyed)),
+                   eps_auth_per_block=max(h["eps_auth"] for h in keyed))
     if hist:
         from postprocessing.cascade import binary_entropy
 

@@ -25,6 +25,9 @@ class Pair:
     alice_outbox: Outbox
     bob_outbox: Outbox
     alarms: list[tuple[str, str]]
+    alice_link: SecureLink
+    bob_link: SecureLink
+    alice_thread: threading.Thread
 
     @property
     def alice_keys(self) -> list[OutboxEntry]:
@@ -36,27 +39,29 @@ class Pair:
 
 
 def settings_for(params: LinkParams, **kw: object) -> LinkSettings:
-    base = dict(block_bits=1_000_000, batch_detections=250_000, timeout_s=10.0)
+    base = dict(block_bits=1_000_000, batch_detections=250_000, timeout_s=60.0)
     base.update(kw)
     return LinkSettings("L-test", params.intensities, params.class_probabilities, **base)  # type: ignore[arg-type]
 
 
 @contextmanager
 def link_pair(tmp_path: Path, params: LinkParams, seed: int, settings: LinkSettings,
-              bob_endpoint: str | None = None, alice_endpoint: str = "tcp://127.0.0.1:0") -> Iterator[Pair]:
+              bob_endpoint: str | None = None, alice_endpoint: str = "tcp://127.0.0.1:0",
+              max_failed_tags: int = 3) -> Iterator[Pair]:
     """Alice serving in a thread, Bob in the caller; `bob_endpoint` lets a test put a proxy between them."""
     secret = os.urandom(1 << 16)
     a_sock = PeerChannel.bind(alice_endpoint)
     b_sock = PeerChannel.connect(bob_endpoint or a_sock.endpoint)
-    a_link = SecureLink.from_bootstrap(secret, "responder")
-    b_link = SecureLink.from_bootstrap(secret, "initiator")
+    a_link = SecureLink.from_bootstrap(secret, "responder", mode="transcript", max_failed_tags=max_failed_tags)
+    b_link = SecureLink.from_bootstrap(secret, "initiator", mode="transcript", max_failed_tags=max_failed_tags)
     alarms: list[tuple[str, str]] = []
     a_out, b_out = Outbox(tmp_path / "alice.db"), Outbox(tmp_path / "bob.db")
     alice = AliceLink(settings, MockTransmitter(params, seed), a_out, a_link.refill,
-                      alarm=lambda s, t: alarms.append((s, t)))
+                      alarm=lambda s, t: alarms.append((s, t)), rekey_auth=a_link.rekey)
     bob = BobLink(settings, SecureChannel(b_sock, b_link), b_out, b_link.refill,
                   alarm=lambda s, t: alarms.append((s, t)),
-                  auth_available=lambda: (b_link.send_pool.available_bits, b_link.recv_pool.available_bits))
+                  auth_available=lambda: (b_link.send_pool.available_bits, b_link.recv_pool.available_bits),
+                  rekey_auth=b_link.rekey)
     stop = threading.Event()
 
     def serve() -> None:
@@ -65,7 +70,7 @@ def link_pair(tmp_path: Path, params: LinkParams, seed: int, settings: LinkSetti
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     try:
-        yield Pair(alice, bob, a_out, b_out, alarms)
+        yield Pair(alice, bob, a_out, b_out, alarms, a_link, b_link, thread)
     finally:
         stop.set()
         thread.join(5)

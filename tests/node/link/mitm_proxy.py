@@ -7,10 +7,12 @@ from typing import Any
 import zmq
 
 
-def run_proxy(front: str, back: str, tamper_type: bytes, tamper_index: int, conn: Any) -> None:
+def run_proxy(front: str, back: str, tamper_type: bytes, tamper_index: int, conn: Any, from_bob: bool = True,
+              every: bool = False) -> None:
     """Bob connects to `front`, Alice listens on `back`. The `tamper_index`-th message of type
-    `tamper_type` from Bob has one bit flipped in its largest frame between the type and the MAC
-    (a payload, or the JSON header). Reports on `conn` how many messages it altered."""
+    `tamper_type` from Bob (from Alice if not `from_bob`; every one from then on if `every`) has one
+    bit flipped in its largest frame between the type and the MAC (a payload, or the JSON header).
+    Reports on `conn` how many messages it altered."""
     ctx = zmq.Context()
     f = ctx.socket(zmq.DEALER)
     f.bind(front)
@@ -28,18 +30,16 @@ def run_proxy(front: str, back: str, tamper_type: bytes, tamper_index: int, conn
             break
         for sock, _ in poller.poll(50):
             frames = sock.recv_multipart()
-            if sock is f:
+            if (sock is f) == from_bob:
                 if len(frames) > 2 and frames[1] == tamper_type:
-                    if seen == tamper_index:
+                    if seen == tamper_index or (every and seen > tamper_index):
                         target = max(range(2, len(frames) - 1), key=lambda i: len(frames[i]))
                         data = bytearray(frames[target])
                         data[len(data) // 2] ^= 0x01
                         frames[target] = bytes(data)
                         tampered += 1
                     seen += 1
-                b.send_multipart(frames)
-            else:
-                f.send_multipart(frames)
+            (b if sock is f else f).send_multipart(frames)
     conn.send(tampered)
     f.close(0)
     b.close(0)
