@@ -106,15 +106,15 @@ class CommonDeadTime:
         """Share of the detector clicks discarded so far (0 before any)."""
         return self.discarded_total / self.seen if self.seen else 0.0
 
-    def apply(self, time: NDArray[np.int64], channel: NDArray[np.uint8]) -> tuple[NDArray[np.int64], NDArray[np.uint8]]:
-        """One time-sorted tag block with the detector clicks inside the common dead time removed."""
+    def mask(self, time: NDArray[np.int64], channel: NDArray[np.uint8]) -> NDArray[np.bool_]:
+        """True for the tags of one time-sorted block to keep (every non-detector tag is kept);
+        the filter's state moves on past this block."""
         time = np.asarray(time)
         channel = np.asarray(channel)
         if channel.shape != time.shape or channel.dtype != np.uint8:
             raise ValueError("channel: must be a uint8 array as long as time")
         det = self._is_det[channel]
-        td = np.ascontiguousarray(time[det])
-        t, dead, coincidence = _check(td, self.dead_time_ps, self.coincidence_ps)
+        t, dead, coincidence = _check(np.ascontiguousarray(time[det]), self.dead_time_ps, self.coincidence_ps)
         if t.size and t[0] < self._last:
             raise ValueError("time: blocks must follow each other in time")
         keep_det = np.empty(t.size, np.bool_)
@@ -125,10 +125,16 @@ class CommonDeadTime:
                 raise ValueError(_UNSORTED)
             self._last, self._opened = int(last), int(opened)
         self.seen += int(t.size)
-        dropped = ~keep_det
-        if not dropped.any():
-            return time, channel
-        self.discarded += np.bincount(channel[det][dropped], minlength=256)
         keep = np.ones(time.size, np.bool_)
-        keep[np.flatnonzero(det)[dropped]] = False
-        return time[keep], channel[keep]
+        dropped = ~keep_det
+        if dropped.any():
+            self.discarded += np.bincount(channel[det][dropped], minlength=256)
+            keep[np.flatnonzero(det)[dropped]] = False
+        return keep
+
+    def apply(self, time: NDArray[np.int64], channel: NDArray[np.uint8]) -> tuple[NDArray[np.int64], NDArray[np.uint8]]:
+        """One time-sorted tag block with the detector clicks inside the common dead time removed."""
+        keep = self.mask(time, channel)
+        if keep.all():
+            return np.asarray(time), np.asarray(channel)
+        return np.asarray(time)[keep], np.asarray(channel)[keep]
