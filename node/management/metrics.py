@@ -31,6 +31,10 @@ qkdnode_alarms_active                          gauge    severity            acti
 qkdnode_instrument_up                          gauge    instrument          1 if the instrument answers, else 0
 qkdnode_auth_key_bits_available                gauge    link, direction     authentication key bits left for the classical
                                                                             channel, direction send / receive
+qkdnode_dead_time_discarded_clicks_total       counter  link                detector clicks Bob discarded inside the common
+                                                                            dead time (before slotting)
+qkdnode_stale_slots_total                      counter  link                detected slots Alice left out of sifting because
+                                                                            the AWG replayed a pattern (state not fresh)
 =============================================  =======  ==================  =============================================
 
 Counters appear on the wire with the ``_total`` suffix and, as prometheus-client adds, a
@@ -88,6 +92,9 @@ METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "qkdnode_alarms_active": ("gauge", ("severity",), "Active alarms per X.733 severity."),
     "qkdnode_instrument_up": ("gauge", ("instrument",), "1 if the instrument answers, else 0."),
     "qkdnode_auth_key_bits_available": ("gauge", ("link", "direction"), "Authentication key bits left, per direction."),
+    "qkdnode_dead_time_discarded_clicks_total": ("counter", ("link",),
+                                                 "Detector clicks discarded inside Bob's common dead time."),
+    "qkdnode_stale_slots_total": ("counter", ("link",), "Detected slots not sifted: the AWG replayed their pattern."),
 }
 
 
@@ -165,6 +172,8 @@ class NodeMetrics:
         self._m["qkdnode_link_info"].labels(link=link, peer=peer, role=role).set(1)
         self._m["qkdnode_sifted_key_bits_total"].labels(link=link)
         self._m["qkdnode_secret_key_bits_total"].labels(link=link)
+        self._m["qkdnode_dead_time_discarded_clicks_total"].labels(link=link)
+        self._m["qkdnode_stale_slots_total"].labels(link=link)
         for outcome in BLOCK_OUTCOMES:
             self._m["qkdnode_blocks_total"].labels(link=link, outcome=outcome)
         self._rate(link, "sifted"), self._rate(link, "secret")
@@ -204,6 +213,15 @@ class NodeMetrics:
         """Detections dropped because post-processing fell behind."""
         self._m["qkdnode_dropped_detections_total"].labels(link=_check_label("link", link)).inc(
             _check_count("detections", detections))
+
+    def record_dead_time_discarded(self, link: str, clicks: int) -> None:
+        """Detector clicks Bob's common dead time discarded (DESIGN §5: enforced before sifting)."""
+        self._m["qkdnode_dead_time_discarded_clicks_total"].labels(link=_check_label("link", link)).inc(
+            _check_count("clicks", clicks))
+
+    def record_stale_slots(self, link: str, slots: int) -> None:
+        """Detected slots Alice did not sift because their state was not fresh (a replayed pattern)."""
+        self._m["qkdnode_stale_slots_total"].labels(link=_check_label("link", link)).inc(_check_count("slots", slots))
 
     # -- key manager and relays ------------------------------------------------------------------
     def set_key_pool(self, peer: str, bits: int) -> None:

@@ -93,13 +93,14 @@ class NodeDaemon:
         self._seen_blocks = 0
         self._seen_aborts = 0
         self._seen_dropped = 0
+        self._seen_dead_time = 0
         self.outbox = Outbox(cfg.state_dir / "outbox.db")
         self.link = self._load_link()
         self.hardware: Hardware | None = None
         self.role: AliceLink | BobLink | None = None
         self.batches: queue.Queue[Detections] = queue.Queue(maxsize=8)
         self.acq = {"blocks": 0, "tags": 0, "hardware_lost": 0, "detections": 0, "dropped_batches": 0,
-                    "dropped_detections": 0}
+                    "dropped_detections": 0, "dead_time_discarded": 0}
         self.delivery = {"delivered_blocks": 0, "delivered_bits": 0, "km_timeouts": 0}
         self.state = "starting"
         self.exit_code = 0
@@ -256,7 +257,11 @@ class NodeDaemon:
             self.acq["hardware_lost"] += block.lost
             if len(block) == 0:
                 continue
-            det = hw.slotter.push(block.time, block.channel)
+            time_ps, channel = block.time, block.channel
+            if hw.dead_time is not None:  # the common dead time, before slotting and sifting (DESIGN §5)
+                time_ps, channel = hw.dead_time.apply(time_ps, channel)
+                self.acq["dead_time_discarded"] = hw.dead_time.discarded_total
+            det = hw.slotter.push(time_ps, channel)
             self.acq["detections"] += len(det)
             if len(det):
                 parts.append(det)
@@ -329,6 +334,10 @@ class NodeDaemon:
             slotter = self.hardware.slotter if self.hardware else None
             if slotter is not None:
                 out["acquisition"].update(gate_efficiency=slotter.gate_efficiency, drift_ppm=slotter.drift_ppm)
+            dead_time = self.hardware.dead_time if self.hardware else None
+            if dead_time is not None:
+                out["acquisition"].update(dead_time_ps=dead_time.dead_time_ps,
+                                          dead_time_discarded_fraction=dead_time.discarded_fraction)
             last = dict(role.last_block)
             last.pop("finite_key", None)
             out["last_block"] = last
@@ -370,6 +379,10 @@ class NodeDaemon:
         if dropped > self._seen_dropped:
             m.record_dropped(link, dropped - self._seen_dropped)
             self._seen_dropped = dropped
+        discarded = self.acq["dead_time_discarded"]
+        if discarded > self._seen_dead_time:
+            m.record_dead_time_discarded(link, discarded - self._seen_dead_time)
+            self._seen_dead_time = discarded
 
     def _status_loop(self) -> None:
         while not self.stop.is_set():
