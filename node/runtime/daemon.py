@@ -94,6 +94,8 @@ class NodeDaemon:
         self._seen_aborts = 0
         self._seen_dropped = 0
         self._seen_dead_time = 0
+        self._seen_stale = 0
+        self._stream_alarmed = False
         self.outbox = Outbox(cfg.state_dir / "outbox.db")
         self.link = self._load_link()
         self.hardware: Hardware | None = None
@@ -329,6 +331,10 @@ class NodeDaemon:
             "auth": self.link.accounting(), "hardware": self.hardware.description if self.hardware else {},
             "metrics_url": self.metrics_url,
         }
+        tx = self.hardware.transmitter if self.hardware else None
+        if tx is not None and hasattr(tx, "stream_error"):  # the lab AWG: fresh patterns streamed or not
+            out["transmitter"] = {"epochs": tx.epochs, "streaming": bool(tx.stream), "stream_error": tx.stream_error,
+                                  "stale_slots": role.counters.get("stale_slots", 0) if role else 0}
         if isinstance(role, BobLink):
             out["acquisition"] = dict(self.acq)
             slotter = self.hardware.slotter if self.hardware else None
@@ -371,6 +377,16 @@ class NodeDaemon:
                 m.record_block(link, int(h["n_bits"]), int(h["secret_bits"]), float(h["qber"]),
                                "key" if h["secret_bits"] else "no_key")
             self._seen_blocks = len(role.history)
+        tx = self.hardware.transmitter if self.hardware else None
+        error = getattr(tx, "stream_error", None)
+        if error and not self._stream_alarmed:  # no fresh patterns any more: every later slot is stale
+            self._stream_alarmed = True
+            self.alarm("major", f"link {link}: the AWG stopped streaming fresh patterns ({error[:120]}); "
+                                "only fresh slots are sifted")
+        stale = role.counters.get("stale_slots", 0)
+        if stale > self._seen_stale:  # Alice sifts only fresh-pattern slots: how many were not
+            m.record_stale_slots(link, stale - self._seen_stale)
+            self._seen_stale = stale
         aborted = role.counters["aborted"]
         for _ in range(aborted - self._seen_aborts):
             m.record_block(link, 0, 0, None, "aborted", reason="other")
