@@ -136,6 +136,13 @@ def _open_lab(cfg: NodeConfig) -> Hardware:
             for key in ("intensities", "p_intensity"):
                 if key in options:
                     options[key] = tuple(options[key])
+            qrng = options.pop("qrng", None)  # fresh states from a hardware QRNG instead of the OS CSPRNG
+            if qrng is not None:
+                source = getattr(instruments.get(qrng), "random_bytes", None)
+                if not callable(source):
+                    raise ValueError(f"config key 'hardware.lab.transmitter_options.qrng' must name an instrument "
+                                     f"whose driver has random_bytes(n), got {qrng!r}")
+                options["random_source"] = source
             hw.transmitter = AWGTransmitter(
                 awg, levels=ModulatorLevels(tuple(levels["intensity"]), tuple(levels["phase"])), **options)
             hw.transmitter.start()
