@@ -106,9 +106,10 @@ class CommonDeadTime:
         """Share of the detector clicks discarded so far (0 before any)."""
         return self.discarded_total / self.seen if self.seen else 0.0
 
-    def mask(self, time: NDArray[np.int64], channel: NDArray[np.uint8]) -> NDArray[np.bool_]:
+    def mask(self, time: NDArray[np.int64], channel: NDArray[np.uint8], lost: int = 0) -> NDArray[np.bool_]:
         """True for the tags of one time-sorted block to keep (every non-detector tag is kept);
-        the filter's state moves on past this block."""
+        the filter's state moves on past this block. A block whose hardware `lost` tags cannot be
+        filtered (a lost click may lie in any window): all its detector clicks are discarded."""
         time = np.asarray(time)
         channel = np.asarray(channel)
         if channel.shape != time.shape or channel.dtype != np.uint8:
@@ -125,6 +126,9 @@ class CommonDeadTime:
                 raise ValueError(_UNSORTED)
             self._last, self._opened = int(last), int(opened)
         self.seen += int(t.size)
+        if lost and t.size:
+            keep_det[:] = False
+            self._opened = NO_CLICK
         keep = np.ones(time.size, np.bool_)
         dropped = ~keep_det
         if dropped.any():
@@ -132,9 +136,10 @@ class CommonDeadTime:
             keep[np.flatnonzero(det)[dropped]] = False
         return keep
 
-    def apply(self, time: NDArray[np.int64], channel: NDArray[np.uint8]) -> tuple[NDArray[np.int64], NDArray[np.uint8]]:
+    def apply(self, time: NDArray[np.int64], channel: NDArray[np.uint8],
+              lost: int = 0) -> tuple[NDArray[np.int64], NDArray[np.uint8]]:
         """One time-sorted tag block with the detector clicks inside the common dead time removed."""
-        keep = self.mask(time, channel)
+        keep = self.mask(time, channel, lost)
         if keep.all():
             return np.asarray(time), np.asarray(channel)
         return np.asarray(time)[keep], np.asarray(channel)[keep]

@@ -261,7 +261,7 @@ class NodeDaemon:
                 continue
             time_ps, channel = block.time, block.channel
             if hw.dead_time is not None:  # the common dead time, before slotting and sifting (DESIGN §5)
-                time_ps, channel = hw.dead_time.apply(time_ps, channel)
+                time_ps, channel = hw.dead_time.apply(time_ps, channel, block.lost)
                 self.acq["dead_time_discarded"] = hw.dead_time.discarded_total
             det = hw.slotter.push(time_ps, channel)
             self.acq["detections"] += len(det)

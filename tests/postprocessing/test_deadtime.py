@@ -85,3 +85,11 @@ def test_sync_tags_pass_and_discards_are_counted_per_channel() -> None:
 def test_bad_input_is_refused_with_the_argument_named(bad: dict) -> None:
     with pytest.raises(ValueError, match="time_ps|dead_time_ps|coincidence_ps"):
         common_dead_time_mask(**bad)
+
+
+def test_a_block_with_lost_tags_keeps_no_detector_click() -> None:
+    f = CommonDeadTime(100)
+    t, ch = f.apply(np.array([0, 500, 1000], np.int64), np.array([1, 0, 2], np.uint8), lost=3)
+    assert t.tolist() == [500] and ch.tolist() == [0]  # the sync passes
+    t, _ = f.apply(np.array([1050, 2000], np.int64), np.array([3, 4], np.uint8))
+    assert t.tolist() == [2000]  # the window of the discarded click at 1000 still counts
