@@ -105,3 +105,18 @@ def test_node_counts_tag_and_per_class_error_counts() -> None:
     assert r.correctness_cost == 128
     assert r.disclosed_cost == pytest.approx(sum(math.log2(k + 1) for k in N[0]))
     assert error_count_disclosure_bits(np.array(N[0])) == pytest.approx(r.disclosed_cost)
+
+
+def test_lim2014_block_of_the_issue_stays_within_a_thousandth() -> None:
+    """Lim section IV, intensities (0.45, 0.17, 2e-4) with p (0.6, 0.25, 0.15), q = 0.75, 0 km,
+    n = 1e7 (rounded counts): l = 2,576,497 before the zero-error bound; the tail bound is below
+    Lim's gamma there, so l is unchanged up to the rounding of the counts."""
+    from postprocessing.finitekey import LIM2014_SECTION_IV, ProtocolSettings, expected_block
+
+    st = ProtocolSettings((0.45, 0.17, 2e-4), (0.6, 0.25, 0.15), 0.75)
+    e = expected_block(LIM2014_SECTION_IV, st, 0.0, 1e7)
+    stats = DecoyStatistics(st.intensities, st.probabilities, np.round(e.stats.detections), np.round(e.stats.errors))
+    r = finite_key_length("lim2014", stats, e.lambda_ec, 1e-15, 1e-10)
+    assert abs(r.length - 2_576_497) <= 0.001 * 2_576_497
+    assert r.phase_error_deviation == sampling_deviation(1e-10 / 21, r.phase_error_test_rate, r.single_photon_test,
+                                                         r.single_photon)
