@@ -71,3 +71,19 @@ def test_mock_bob_reads_the_dead_time_from_the_mock_tagger_and_filters_before_sl
         assert hw.dead_time.discarded_total == np.count_nonzero(block.channel != 0) - det_t.size
     finally:
         hw.close()
+
+
+def test_discarded_clicks_and_stale_slots_are_exported_as_metrics() -> None:
+    from prometheus_client import generate_latest
+
+    from node.management import NodeMetrics
+
+    m = NodeMetrics("bob")
+    m.declare_link("L1", "alice", "bob")
+    text = generate_latest(m.registry).decode()
+    assert 'qkdnode_dead_time_discarded_clicks_total{link="L1"} 0.0' in text
+    m.record_dead_time_discarded("L1", 1234)
+    m.record_stale_slots("L1", 7)
+    text = generate_latest(m.registry).decode()
+    assert 'qkdnode_dead_time_discarded_clicks_total{link="L1"} 1234.0' in text
+    assert 'qkdnode_stale_slots_total{link="L1"} 7.0' in text
