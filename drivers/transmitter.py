@@ -32,6 +32,20 @@ class SlotStates:
             raise ValueError("SlotStates.slot must be a 1-D int64 array")
 
 
+class StateReuseError(ValueError):
+    """A slot's state is not fresh: the source replayed a pattern, or the state was already used.
+    Fresh random states per slot are an assumption of the security proof (DESIGN §5)."""
+
+
+def fresh_slots(transmitter: object, slots: NDArray[np.int64]) -> NDArray[np.bool_]:
+    """Which of `slots` carried a fresh state: the transmitter's own `fresh(slots)` where it has one
+    (a source that may replay patterns must), else all (a source with a state drawn per slot)."""
+    fresh = getattr(transmitter, "fresh", None)
+    if fresh is None:
+        return np.ones(np.asarray(slots).size, np.bool_)
+    return np.asarray(fresh(slots), dtype=np.bool_)
+
+
 @runtime_checkable
 class Transmitter(Protocol):
     """Alice's source: emits a decoy-state BB84 pattern and tells which state each slot carried."""
@@ -51,7 +65,8 @@ class Transmitter(Protocol):
         ...
 
     def states(self, slots: NDArray[np.int64]) -> SlotStates:
-        """The prepared states of the given slots (any order, repeats allowed)."""
+        """The prepared states of the given slots (any order, repeats allowed). A source that may
+        replay a pattern raises `StateReuseError` for a replayed slot and has `fresh(slots)`."""
         ...
 
     def stop(self) -> None:

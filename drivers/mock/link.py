@@ -692,11 +692,14 @@ def simulate_detections(
     seed: int = 0,
     gate_ps: float | None = None,
     estimate_delays: bool = False,
+    common_dead_time_ps: float | None = None,
 ) -> SimulatedDetections:
     """Simulate the link for `n_slots` slots (or `duration_s` seconds of Alice's clock) and run
     Bob's chain: clock fit on the sync channel, slotting with a gate of `gate_ps` (default half a
     period) centred on each detector's delay (the known cabling, or estimated from the tags),
-    and multi-click squashing (a seeded coin: this is a simulation)."""
+    and multi-click squashing (a seeded coin: this is a simulation). `common_dead_time_ps` applies
+    Bob's common dead time (`postprocessing.deadtime`) to the detector tags before slotting, as the
+    node does; None leaves the per-detector dead time alone (the dead-time attack's setting)."""
     from postprocessing import slotting
 
     if (n_slots is None) == (duration_s is None):
@@ -712,6 +715,13 @@ def simulate_detections(
         gate_ps = 0.5 * params.period_ps
     sim = LinkSimulator(params, seed)
     events = LinkEvents.concatenate([sim.run(int(n_slots)), sim.flush()])
+    if common_dead_time_ps is not None:
+        from postprocessing.deadtime import CommonDeadTime
+
+        window = min(gate_ps, params.period_ps - gate_ps)  # clicks of one pulse, never of the next
+        keep = CommonDeadTime(common_dead_time_ps, DETECTOR_CHANNELS, coincidence_ps=window).mask(
+            events.time, events.channel)
+        events = LinkEvents(events.time[keep], events.channel[keep], events.slot[keep], events.kind[keep])
     sync = events.time[events.channel == CHANNEL_SYNC]
     fit = slotting.fit_clock(sync, params.period_ps, params.sync_every)
     delays = params.channel_delays_ps()

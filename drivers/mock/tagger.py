@@ -83,6 +83,12 @@ class MockTimeTagger:
         return self._params.resolution_ps
 
     @property
+    def detector_dead_time_ps(self) -> tuple[float, ...]:
+        """The detectors' dead times (Z0, Z1, X0, X1), as a lab driver reads them from the instrument
+        where it can: Bob's common dead time is built from the longest."""
+        return tuple(self._params.dead_time_ps)
+
+    @property
     def lost_total(self) -> int:
         """Tags dropped for a full buffer since `start()`."""
         return self._lost_total

@@ -2,6 +2,10 @@
 
 Pair it with a `MockTimeTagger` built from the same `LinkParams` and seed: the tagger's photons
 then come from exactly the states this transmitter reports.
+
+Fresh states (DESIGN §5): every slot's state is its own draw, a 64-bit hash of (seed, slot) cut
+into basis, bit and class, so no slot replays another's (the pattern never loops); `fresh()` says
+so. A seed is a simulation's, never a lab's: the lab transmitter draws from the OS CSPRNG.
 """
 
 from __future__ import annotations
@@ -67,6 +71,13 @@ class MockTransmitter:
         p = self._params
         basis, bit, intensity = alice_states(self._seed, slots, p.p_z, p.class_probabilities)
         return SlotStates(slots.copy(), basis, bit, intensity)
+
+    def fresh(self, slots: NDArray[np.int64]) -> NDArray[np.bool_]:
+        """Every slot carries a state of its own (no looping pattern): all True."""
+        slots = np.asarray(slots)
+        if slots.ndim != 1 or slots.dtype != np.int64:
+            raise ValueError(f"slots must be a 1-D int64 array, got {slots.dtype}{slots.shape}")
+        return np.ones(slots.size, np.bool_)
 
     def stop(self) -> None:
         """Stop emitting."""

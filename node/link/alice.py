@@ -14,10 +14,11 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NoReturn
 
 import numpy as np
 
-from drivers.transmitter import Transmitter
+from drivers.transmitter import SlotStates, StateReuseError, Transmitter, fresh_slots
 from node.classical import (
     AuthenticationLocked,
     ChannelTimeout,
@@ -90,7 +91,8 @@ class AliceLink:
         self._active: dict[int, KeyBlock] = {}
         self._staged: dict[int, _StagedKey] = {}
         self.responder = CascadeResponder(_NoChannel(), timeout_s=settings.timeout_s)
-        self.counters = {"batches": 0, "blocks": 0, "aborted": 0, "key_bits": 0, "auth_failures": 0}
+        self.counters = {"batches": 0, "blocks": 0, "aborted": 0, "key_bits": 0, "auth_failures": 0,
+                         "stale_slots": 0, "state_reuse_refused": 0}
         # committed blocks whose refill (and new hash keys) are not applied yet: those a crash left
         # behind are applied now (key epochs let the peer be ahead or behind: `SecureLink.rekey`)
         self._deferred_auth: list[int] = outbox.pending_refills(settings.link_id)
@@ -171,9 +173,9 @@ class AliceLink:
         if len(self._pending) >= MAX_PENDING_BATCHES:
             raise ProtocolError(f"too many sift batches awaiting Bob's report (limit {MAX_PENDING_BATCHES})")
         if request.slot.size and int(request.slot[0]) <= self.slot_hwm:
-            raise ProtocolError(f"SIFT_REQUEST for slot {int(request.slot[0])}, at or below slots already sifted "
-                                f"(up to {self.slot_hwm}): raw key is never sifted twice")
-        states = self.transmitter.states(request.slot)
+            self._refuse_reuse(f"SIFT_REQUEST for slot {int(request.slot[0])}, at or below slots already sifted "
+                               f"(up to {self.slot_hwm}): a state is never used twice")
+        states = self._fresh_states(request.slot, request.basis)
         sifted, reply = alice_sift(request, states, self.settings.n_intensities)
         if request.slot.size:
             # The request is not authenticated yet (its block's transcript tag comes at the end), so
@@ -187,6 +189,31 @@ class AliceLink:
             self.outbox.set_counter(f"{self.settings.link_id}:slot_hwm", self.slot_hwm)
         self._pending[batch] = sifted
         return [P.sift_reply(batch, reply)]
+
+    def _refuse_reuse(self, reason: str) -> NoReturn:
+        """A state that was already used (or replayed by the source) is never sifted: error and alarm."""
+        self.counters["state_reuse_refused"] += 1
+        self.alarm("critical", f"link {self.settings.link_id}: state reuse refused: {reason}")
+        raise ProtocolError(f"state reuse refused: {reason}")
+
+    def _fresh_states(self, slots: np.ndarray, bob_basis: np.ndarray) -> SlotStates:
+        """The states of the requested slots, with the slots whose state was not fresh (an AWG that
+        replayed its pattern while the next upload ran) sifted out: Alice answers them as a basis
+        mismatch, which discloses nothing of any fresh state. Counted in `stale_slots`."""
+        fresh = fresh_slots(self.transmitter, slots)
+        stale = int(fresh.size - np.count_nonzero(fresh))
+        try:
+            if not stale:
+                return self.transmitter.states(slots)
+            self.counters["stale_slots"] += stale
+            states = self.transmitter.states(slots[fresh])
+        except StateReuseError as exc:
+            self._refuse_reuse(str(exc))
+        basis = (np.asarray(bob_basis, np.uint8) ^ np.uint8(1)).astype(np.uint8)  # mismatch: never sifted
+        bit = np.zeros(slots.size, np.uint8)
+        intensity = np.zeros(slots.size, np.uint8)
+        basis[fresh], bit[fresh], intensity[fresh] = states.basis, states.bit, states.intensity
+        return SlotStates(np.asarray(slots).copy(), basis, bit, intensity)
 
     def _on_sift_report(self, msg: Message) -> list[Message]:
         batch, report = P.parse_sift_report(msg)

@@ -88,16 +88,31 @@ def z_errors_by_class(before: NDArray[np.uint8], after: NDArray[np.uint8], class
     return np.bincount(classes[before != after], minlength=k).astype(np.int64).tolist()
 
 
+def error_count_disclosure_bits(key_detections: NDArray[np.int64]) -> float:
+    """Bits Bob's announcement of the key-basis error count of each intensity class can carry
+    about the key: class k's count is one of n_k + 1 values, so at most log2(n_k + 1) bits."""
+    return float(np.sum(np.log2(np.asarray(key_detections, np.float64) + 1.0)))
+
+
 def block_key_length(settings: LinkSettings, counts: SiftCounts, z_errors: list[int], leaked_bits: int,
                      n_bits: int) -> FiniteKeyResult:
-    """The finite-key length of a block from its statistics and the error-correction leak."""
+    """The finite-key length of a block from its statistics, with every bit disclosed about the key
+    subtracted (DESIGN §5; what Eve learns, and where it is paid for):
+    - Cascade's parities: `leaked_bits`, as lambda_EC;
+    - the verification tag: `settings.tag_bits` (Bob's tag; Alice's echo is the same value when the
+      block goes on, so it tells nothing new), as the correctness term in place of log2(2/eps_cor);
+    - the per-class key-basis error counts Bob announces (VERIFY 'z_errors', which the one-decoy
+      bound needs for its vacuum upper bound): `error_count_disclosure_bits`, as disclosed bits;
+    - sifting (slots, bases, classes, the test basis's bits) discloses nothing about the key bits."""
     detections = counts.detections.copy()
     errors = counts.errors.copy()
     errors[0] = np.asarray(z_errors, np.int64)
     stats = DecoyStatistics(np.asarray(settings.intensities), np.asarray(settings.class_probabilities),
                             detections, errors)
     return finite_key_length(settings.protocol, stats, float(leaked_bits),
-                             epsilon_cor(n_bits, settings.tag_bits), settings.eps_sec)
+                             epsilon_cor(n_bits, settings.tag_bits), settings.eps_sec,
+                             verification_bits=float(settings.tag_bits),
+                             disclosed_bits=error_count_disclosure_bits(detections[0]))
 
 
 def privacy_amplification(bits: NDArray[np.uint8], seed_words: NDArray[np.uint64], length: int) -> NDArray[np.uint64]:

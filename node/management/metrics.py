@@ -36,6 +36,10 @@ qkdnode_auth_key_bits_consumed_total           counter  link                auth
 qkdnode_auth_failed_tags                       gauge    link                tags failed under the current hash key
 qkdnode_block_epsilon                          gauge    link, term          the last key block's failure probabilities,
                                                                             term sec / cor / auth
+qkdnode_dead_time_discarded_clicks_total       counter  link                detector clicks Bob discarded inside the common
+                                                                            dead time (before slotting)
+qkdnode_stale_slots_total                      counter  link                detected slots Alice left out of sifting because
+                                                                            the AWG replayed a pattern (state not fresh)
 =============================================  =======  ==================  =============================================
 
 Counters appear on the wire with the ``_total`` suffix and, as prometheus-client adds, a
@@ -96,6 +100,9 @@ METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "qkdnode_auth_key_bits_consumed_total": ("counter", ("link",), "Authentication key bits consumed, both directions."),
     "qkdnode_auth_failed_tags": ("gauge", ("link",), "Authentication tags failed under the current hash key."),
     "qkdnode_block_epsilon": ("gauge", ("link", "term"), "Last key block's failure probability: sec, cor or auth."),
+    "qkdnode_dead_time_discarded_clicks_total": ("counter", ("link",),
+                                                 "Detector clicks discarded inside Bob's common dead time."),
+    "qkdnode_stale_slots_total": ("counter", ("link",), "Detected slots not sifted: the AWG replayed their pattern."),
 }
 EPSILON_TERMS = ("sec", "cor", "auth")
 
@@ -174,6 +181,8 @@ class NodeMetrics:
         self._m["qkdnode_link_info"].labels(link=link, peer=peer, role=role).set(1)
         self._m["qkdnode_sifted_key_bits_total"].labels(link=link)
         self._m["qkdnode_secret_key_bits_total"].labels(link=link)
+        self._m["qkdnode_dead_time_discarded_clicks_total"].labels(link=link)
+        self._m["qkdnode_stale_slots_total"].labels(link=link)
         for outcome in BLOCK_OUTCOMES:
             self._m["qkdnode_blocks_total"].labels(link=link, outcome=outcome)
         self._rate(link, "sifted"), self._rate(link, "secret")
@@ -217,6 +226,15 @@ class NodeMetrics:
         """Detections dropped because post-processing fell behind."""
         self._m["qkdnode_dropped_detections_total"].labels(link=_check_label("link", link)).inc(
             _check_count("detections", detections))
+
+    def record_dead_time_discarded(self, link: str, clicks: int) -> None:
+        """Detector clicks Bob's common dead time discarded (DESIGN §5: enforced before sifting)."""
+        self._m["qkdnode_dead_time_discarded_clicks_total"].labels(link=_check_label("link", link)).inc(
+            _check_count("clicks", clicks))
+
+    def record_stale_slots(self, link: str, slots: int) -> None:
+        """Detected slots Alice did not sift because their state was not fresh (a replayed pattern)."""
+        self._m["qkdnode_stale_slots_total"].labels(link=_check_label("link", link)).inc(_check_count("slots", slots))
 
     # -- key manager and relays ------------------------------------------------------------------
     def set_key_pool(self, peer: str, bits: int) -> None:

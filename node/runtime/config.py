@@ -35,6 +35,11 @@ Example (paths relative to the file's directory)::
 
     # kind = "lab": [instruments.NAME] tables as drivers.registry reads them, and
     # [hardware.lab] transmitter = "awg" (Alice) or tagger = "tagger" (Bob) naming one of them.
+
+    [hardware.dead_time]                  # Bob's common dead time (required for Bob on lab hardware)
+    detector_ps = [50000, 50000, 50000, 50000]  # per detector Z0, Z1, X0, X1 (or one number, or
+                                          # "instrument": read from the tagger driver, refused if it cannot)
+    margin_ps = 10000                     # added to the longest: jitter, recovery, cable skew
 """
 
 from __future__ import annotations
@@ -82,6 +87,7 @@ class NodeConfig:
     max_blocks: int | None = None
     duration_s: float | None = None
     metrics_port: int | None = None
+    dead_time: dict[str, Any] = field(default_factory=dict)
 
 
 def _table(doc: dict[str, Any], key: str, required: bool = True) -> dict[str, Any]:
@@ -177,7 +183,7 @@ def parse_node_config(doc: dict[str, Any], base_dir: str | Path = ".") -> NodeCo
     link = _table(doc, "link")
     _check_keys(link, _LINK_KEYS, "link")
     hardware = _table(doc, "hardware")
-    _check_keys(hardware, {"kind", "mock", "lab"}, "hardware")
+    _check_keys(hardware, {"kind", "mock", "lab", "dead_time"}, "hardware")
     kind = _str(hardware, "kind", "hardware")
     if kind not in HARDWARE_KINDS:
         raise ValueError(f"config key 'hardware.kind' must be one of {', '.join(HARDWARE_KINDS)}, got {kind!r}")
@@ -194,6 +200,7 @@ def parse_node_config(doc: dict[str, Any], base_dir: str | Path = ".") -> NodeCo
             raise ValueError(f"config key 'hardware.lab.{needed}' names instrument {name!r}, which has no "
                              f"[instruments.{name}] table")
     check_number_types(link, "link", _LINK_INTS, _LINK_NUMBERS, ("intensities", "class_probabilities"))
+    dead_time = _dead_time(hardware, kind, role)
     intensities, probabilities = _link_physics(link, kind, mock)
     settings_kwargs = {k: link[k] for k in ("block_bits", "batch_detections", "protocol", "eps_sec", "tag_bits",
                                             "qber_abort", "cascade_variant", "auth_reserve_bits", "timeout_s",
@@ -218,7 +225,41 @@ def parse_node_config(doc: dict[str, Any], base_dir: str | Path = ".") -> NodeCo
         link=settings, hardware=kind, mock=dict(mock), lab=dict(lab), instruments=dict(instruments),
         keymanager=target, status_file=None if status is None else path(_str(node, "status_file", "node")),
         max_blocks=run.get("max_blocks"), duration_s=run.get("duration_s"), metrics_port=metrics_port,
+        dead_time=dead_time,
     )
+
+
+# -- Bob's common dead time (DESIGN §5; postprocessing.deadtime) ------------------------------------
+_DEAD_TIME_KEYS = {"detector_ps", "margin_ps"}
+DEAD_TIME_FROM_INSTRUMENT = "instrument"
+
+
+def _dead_time(hardware: dict[str, Any], kind: str, role: str) -> dict[str, Any]:
+    """[hardware.dead_time]: per-detector dead times (ps, or "instrument") and the margin (ps).
+    Bob on lab hardware must give them: the node never sifts without a common dead time."""
+    table = _table(hardware, "dead_time", required=False)
+    _check_keys(table, _DEAD_TIME_KEYS, "hardware.dead_time")
+    out: dict[str, Any] = {}
+    value = table.get("detector_ps")
+    if value == DEAD_TIME_FROM_INSTRUMENT:
+        out["detector_ps"] = DEAD_TIME_FROM_INSTRUMENT
+    elif value is not None:
+        values = value if isinstance(value, list) else [value]
+        if (not values or len(values) > 16
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1e12 for v in values)):
+            raise ValueError("config key 'hardware.dead_time.detector_ps' must be a dead time in ps (> 0), a list of one "
+                             f"per detector, or \"{DEAD_TIME_FROM_INSTRUMENT}\"; got {value!r}")
+        out["detector_ps"] = tuple(float(v) for v in values)
+    elif kind == "lab" and role == "bob":
+        raise ValueError("config key 'hardware.dead_time.detector_ps' is required for Bob on lab hardware: the "
+                         "common dead time is a proof assumption (per detector in ps, or \"instrument\" to read it "
+                         "from the tagger driver)")
+    margin = table.get("margin_ps")
+    if margin is not None:
+        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin < 1e12:
+            raise ValueError(f"config key 'hardware.dead_time.margin_ps' must be a number of ps >= 0, got {margin!r}")
+        out["margin_ps"] = float(margin)
+    return out
 
 
 def _link_physics(link: dict[str, Any], kind: str, mock: dict[str, Any]) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -76,13 +76,16 @@ class NodeDaemon:
         self._seen_aborts = 0
         self._seen_dropped = 0
         self._seen_auth_bits = 0
+        self._seen_dead_time = 0
+        self._seen_stale = 0
+        self._stream_alarmed = False
         self.outbox = Outbox(cfg.state_dir / "outbox.db")
         self.link = self._load_link()
         self.hardware: Hardware | None = None
         self.role: AliceLink | BobLink | None = None
         self.batches: queue.Queue[Detections] = queue.Queue(maxsize=8)
         self.acq = {"blocks": 0, "tags": 0, "hardware_lost": 0, "detections": 0, "dropped_batches": 0,
-                    "dropped_detections": 0}
+                    "dropped_detections": 0, "dead_time_discarded": 0}
         self.delivery = {"delivered_blocks": 0, "delivered_bits": 0, "km_timeouts": 0}
         self.state = "starting"
         self.exit_code = 0
@@ -289,7 +292,11 @@ class NodeDaemon:
             self.acq["hardware_lost"] += block.lost
             if len(block) == 0:
                 continue
-            det = hw.slotter.push(block.time, block.channel)
+            time_ps, channel = block.time, block.channel
+            if hw.dead_time is not None:  # the common dead time, before slotting and sifting (DESIGN §5)
+                time_ps, channel = hw.dead_time.apply(time_ps, channel, block.lost)
+                self.acq["dead_time_discarded"] = hw.dead_time.discarded_total
+            det = hw.slotter.push(time_ps, channel)
             self.acq["detections"] += len(det)
             if len(det):
                 parts.append(det)
@@ -357,11 +364,19 @@ class NodeDaemon:
             "auth": self.link.accounting(), "hardware": self.hardware.description if self.hardware else {},
             "metrics_url": self.metrics_url,
         }
+        tx = self.hardware.transmitter if self.hardware else None
+        if tx is not None and hasattr(tx, "stream_error"):  # the lab AWG: fresh patterns streamed or not
+            out["transmitter"] = {"epochs": tx.epochs, "streaming": bool(tx.stream), "stream_error": tx.stream_error,
+                                  "stale_slots": role.counters.get("stale_slots", 0) if role else 0}
         if isinstance(role, BobLink):
             out["acquisition"] = dict(self.acq)
             slotter = self.hardware.slotter if self.hardware else None
             if slotter is not None:
                 out["acquisition"].update(gate_efficiency=slotter.gate_efficiency, drift_ppm=slotter.drift_ppm)
+            dead_time = self.hardware.dead_time if self.hardware else None
+            if dead_time is not None:
+                out["acquisition"].update(dead_time_ps=dead_time.dead_time_ps,
+                                          dead_time_discarded_fraction=dead_time.discarded_fraction)
             last: dict[str, Any] = dict(role.last_block)
             fk: dict[str, Any] = last.pop("finite_key", None) or {}
             last.update({k: fk[k] for k in ("eps_sec", "eps_cor") if k in fk})  # beside eps_auth
@@ -403,6 +418,16 @@ class NodeDaemon:
             fk: dict[str, Any] = record.get("finite_key") or {}
             if "eps_auth" in record and "eps_sec" in fk and "eps_cor" in fk:
                 m.set_block_epsilon(link, float(fk["eps_sec"]), float(fk["eps_cor"]), float(record["eps_auth"]))
+        tx = self.hardware.transmitter if self.hardware else None
+        error = getattr(tx, "stream_error", None)
+        if error and not self._stream_alarmed:  # no fresh patterns any more: every later slot is stale
+            self._stream_alarmed = True
+            self.alarm("major", f"link {link}: the AWG stopped streaming fresh patterns ({error[:120]}); "
+                                "only fresh slots are sifted")
+        stale = role.counters.get("stale_slots", 0)
+        if stale > self._seen_stale:  # Alice sifts only fresh-pattern slots: how many were not
+            m.record_stale_slots(link, stale - self._seen_stale)
+            self._seen_stale = stale
         aborted = role.counters["aborted"]
         for _ in range(aborted - self._seen_aborts):
             m.record_block(link, 0, 0, None, "aborted", reason="other")
@@ -411,6 +436,10 @@ class NodeDaemon:
         if dropped > self._seen_dropped:
             m.record_dropped(link, dropped - self._seen_dropped)
             self._seen_dropped = dropped
+        discarded = self.acq["dead_time_discarded"]
+        if discarded > self._seen_dead_time:
+            m.record_dead_time_discarded(link, discarded - self._seen_dead_time)
+            self._seen_dead_time = discarded
 
     def _status_loop(self) -> None:
         while not self.stop.is_set():

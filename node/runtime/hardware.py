@@ -14,7 +14,8 @@ from typing import Any
 
 from drivers.timetagger import TimeTagger
 from drivers.transmitter import Transmitter
-from node.runtime.config import NodeConfig
+from node.runtime.config import DEAD_TIME_FROM_INSTRUMENT, NodeConfig
+from postprocessing.deadtime import CommonDeadTime
 from postprocessing.slotting import StreamSlotter
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,7 @@ class Hardware:
     transmitter: Transmitter | None = None
     tagger: TimeTagger | None = None
     slotter: StreamSlotter | None = None
+    dead_time: CommonDeadTime | None = None  # Bob's common dead time, applied before the slotter
     instruments: dict[str, Any] = field(default_factory=dict)
     description: dict[str, Any] = field(default_factory=dict)
 
@@ -70,6 +72,27 @@ def mock_params(cfg: NodeConfig) -> Any:
         raise ValueError(f"config table [hardware.mock]: {exc}") from None
 
 
+def common_dead_time(cfg: NodeConfig, tagger: Any, slotter: StreamSlotter) -> CommonDeadTime:
+    """Bob's common dead time (DESIGN §5): the longest detector dead time from [hardware.dead_time]
+    (or read from the tagger driver, where it can) plus the margin; refuses to start without one.
+    Clicks of one pulse (within the gate, never reaching the next slot's gate) stay together."""
+    spec = cfg.dead_time.get("detector_ps")
+    if spec is None or spec == DEAD_TIME_FROM_INSTRUMENT:
+        reported = getattr(tagger, "detector_dead_time_ps", None)
+        if reported is None:
+            raise ValueError(f"config key 'hardware.dead_time.detector_ps': the {type(tagger).__name__} driver cannot "
+                             "read the detectors' dead times; give them in ps (one per detector)")
+        spec = tuple(float(v) for v in reported)
+    longest = max(spec)
+    margin = cfg.dead_time.get("margin_ps", max(0.1 * longest, 1_000.0))
+    window = min(slotter.gate_ps, slotter.nominal_period_ps - slotter.gate_ps)
+    dead = longest + margin
+    if window >= dead:
+        raise ValueError(f"config key 'hardware.dead_time.detector_ps': a dead time of {dead:g} ps is shorter than one "
+                         "slot's gate; give the detectors' real dead times")
+    return CommonDeadTime(dead, slotter.detector_channels, coincidence_ps=window)
+
+
 def open_hardware(cfg: NodeConfig, alarm: Any = None) -> Hardware:
     """Open (and start) the hardware this node's role needs; `alarm(severity, text)` hears a failed bring-up."""
     if cfg.hardware == "mock":
@@ -92,8 +115,10 @@ def _open_mock(cfg: NodeConfig) -> Hardware:
                             block_s=float(cfg.mock.get("block_s", 2e-3)))
     slotter = StreamSlotter(params.period_ps, params.sync_every, 0.5 * params.period_ps,
                             delay_ps=params.channel_delays_ps())
+    dead_time = common_dead_time(cfg, tagger, slotter)
+    desc["dead_time_ps"] = dead_time.dead_time_ps
     tagger.start()
-    return Hardware(tagger=tagger, slotter=slotter, description=desc)
+    return Hardware(tagger=tagger, slotter=slotter, dead_time=dead_time, description=desc)
 
 
 def _open_lab(cfg: NodeConfig, alarm: Any = None) -> Hardware:
@@ -118,6 +143,13 @@ def _open_lab(cfg: NodeConfig, alarm: Any = None) -> Hardware:
             for key in ("intensities", "p_intensity"):
                 if key in options:
                     options[key] = tuple(options[key])
+            qrng = options.pop("qrng", None)  # fresh states from a hardware QRNG instead of the OS CSPRNG
+            if qrng is not None:
+                source = getattr(instruments.get(qrng), "random_bytes", None)
+                if not callable(source):
+                    raise ValueError(f"config key 'hardware.lab.transmitter_options.qrng' must name an instrument "
+                                     f"whose driver has random_bytes(n), got {qrng!r}")
+                options["random_source"] = source
             hw.transmitter = AWGTransmitter(
                 awg, levels=ModulatorLevels(tuple(levels["intensity"]), tuple(levels["phase"])), **options)
             hw.transmitter.start()
@@ -130,6 +162,8 @@ def _open_lab(cfg: NodeConfig, alarm: Any = None) -> Hardware:
                                            sync_channel=int(slot.get("sync_channel", 0)))
             except KeyError as exc:
                 raise ValueError(f"config key 'hardware.lab.slotting.{exc.args[0]}' is required for Bob") from None
+            hw.dead_time = common_dead_time(cfg, hw.tagger, hw.slotter)
+            hw.description["dead_time_ps"] = hw.dead_time.dead_time_ps
             hw.tagger.start()
     except BaseException:
         hw.close()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -140,12 +140,13 @@ class FiniteKeyResult:
     privacy_amplification_cost: float  # s_{Z,1} h(phi_Z)
     error_correction_leak: float  # lambda_EC
     secrecy_cost: float  # 6 log2(c / eps_sec)
-    correctness_cost: float  # log2(2 / eps_cor)
+    correctness_cost: float  # the verification tag's length when given, else the papers' log2(2 / eps_cor)
     qber: float
     qber_test: float
     vacuum_upper: float | None = None  # s^u_{Z,0} (one-decoy bound only)
     vacuum_upper_test: float | None = None  # s^u_{X,0} (one-decoy bound only)
     deviations: dict[str, float] = field(default_factory=dict)  # Hoeffding deltas used
+    disclosed_cost: float = 0.0  # other bits disclosed about the key (e.g. per-class error counts)
 
     @property
     def subtracted(self) -> dict[str, float]:
@@ -155,6 +156,7 @@ class FiniteKeyResult:
             "error_correction": self.error_correction_leak,
             "secrecy": self.secrecy_cost,
             "correctness": self.correctness_cost,
+            "disclosed": self.disclosed_cost,
         }
 
     def as_dict(self) -> dict[str, Any]:
@@ -205,8 +207,15 @@ class FiniteKeyBound(ABC):
                 f"intensities: protocol {self.name!r} needs {self.n_intensities} intensities, got {intensities.size}"
             )
 
-    def key_length(self, stats: DecoyStatistics, lambda_ec: float, eps_cor: float, eps_sec: float) -> FiniteKeyResult:
-        """The secret key length of one block (validates, then applies the proof)."""
+    def key_length(self, stats: DecoyStatistics, lambda_ec: float, eps_cor: float, eps_sec: float, *,
+                   verification_bits: float | None = None, disclosed_bits: float = 0.0) -> FiniteKeyResult:
+        """The secret key length of one block (validates, then applies the proof).
+
+        Every bit disclosed about the key is subtracted (DESIGN §5): `lambda_ec` the error
+        correction's parities; `verification_bits` the verification tag actually sent (it replaces
+        the papers' log2(2/eps_cor), which stands for an ideal tag of that length; None keeps the
+        papers' term, as the simulations do); `disclosed_bits` anything else (the per-class error
+        counts Bob announces), at most log2 of the number of values each could take."""
         if not isinstance(stats, DecoyStatistics):
             raise ValueError("stats: must be a DecoyStatistics")
         self.check_intensities(stats.intensities)
@@ -215,7 +224,17 @@ class FiniteKeyBound(ABC):
             raise ValueError("lambda_ec: the error-correction leak must be non-negative")
         eps_cor = _check_eps("eps_cor", eps_cor)
         eps_sec = _check_eps("eps_sec", eps_sec)
-        return self._key_length(stats, lambda_ec, eps_cor, eps_sec)
+        result = self._key_length(stats, lambda_ec, eps_cor, eps_sec)
+        if verification_bits is None and not disclosed_bits:
+            return result
+        correctness = result.correctness_cost if verification_bits is None else _check_real("verification_bits",
+                                                                                          verification_bits)
+        disclosed = _check_real("disclosed_bits", disclosed_bits)
+        if correctness < 0 or disclosed < 0:
+            raise ValueError("verification_bits, disclosed_bits: must be non-negative")
+        bound = result.length_bound + result.correctness_cost - correctness - disclosed
+        return replace(result, length_bound=bound, length=max(int(math.floor(bound)), 0),
+                       correctness_cost=correctness, disclosed_cost=disclosed)
 
     @abstractmethod
     def _key_length(self, stats: DecoyStatistics, lambda_ec: float, eps_cor: float, eps_sec: float) -> FiniteKeyResult:
@@ -264,8 +283,11 @@ def available_bounds() -> tuple[str, ...]:
 
 
 def finite_key_length(
-    protocol: str, stats: DecoyStatistics, lambda_ec: float, eps_cor: float, eps_sec: float
+    protocol: str, stats: DecoyStatistics, lambda_ec: float, eps_cor: float, eps_sec: float, *,
+    verification_bits: float | None = None, disclosed_bits: float = 0.0,
 ) -> FiniteKeyResult:
     """Secret key length of one block under the named proof ('lim2014' two-decoy, 'rusca2018'
-    one-decoy), with every intermediate bound; `.length` is 0 when nothing is left."""
-    return get_bound(protocol).key_length(stats, lambda_ec, eps_cor, eps_sec)
+    one-decoy), with every intermediate bound; `.length` is 0 when nothing is left. See
+    `FiniteKeyBound.key_length` for the disclosed bits."""
+    return get_bound(protocol).key_length(stats, lambda_ec, eps_cor, eps_sec, verification_bits=verification_bits,
+                                          disclosed_bits=disclosed_bits)

@@ -7,6 +7,7 @@ import pytest
 
 from drivers.awg import AWGTransmitter, Keysight33500B, KeysightM8195A, ModulatorLevels
 from drivers.awg.transmitter import decode_waveforms, random_pattern
+from drivers.transmitter import StateReuseError
 from drivers.instrument import ScpiError
 from drivers.transmitter import SlotStates, Transmitter
 from drivers.transport import ScriptedTransport, expected_protocol
@@ -105,7 +106,7 @@ def test_awg_sample_rate_out_of_range_is_refused_before_any_byte():
 
 def make_transmitter(awg, **kwargs) -> AWGTransmitter:
     options = dict(intensities=MU, levels=LEVELS, samples_per_slot=8, pulse_samples=2, pattern_slots=160,
-                   p_z=0.8, p_intensity=(0.6, 0.3, 0.1))
+                   p_z=0.8, p_intensity=(0.6, 0.3, 0.1), stream=False)
     options.update(kwargs)
     return AWGTransmitter(awg, **options)
 
@@ -139,16 +140,24 @@ def test_awg_refused_waveform_surfaces_the_instrument_error(emulate):
             awg.write(":TRAC1:DEL:ALL")
 
 
-def test_transmitter_states_repeat_with_the_pattern_period():
+def test_transmitter_never_answers_a_replayed_slot():
+    """The AWG loops its memory: slots after the first play of a pattern are refused, never
+    answered as `slot mod P` (see tests/drivers/test_awg_fresh_states.py for the streaming)."""
     pattern = SlotStates(np.arange(4, dtype=np.int64), np.array([0, 1, 0, 1], np.uint8),
                          np.array([0, 0, 1, 1], np.uint8), np.array([0, 1, 2, 0], np.uint8))
     awg = Keysight33500B(ScriptedTransport([NO_ERROR]))
-    tx = AWGTransmitter(awg, intensities=MU, levels=LEVELS, pattern=pattern, samples_per_slot=2, pulse_samples=1)
-    got = tx.states(np.array([9, 0, 3, 4, 4], dtype=np.int64))
-    assert got.slot.tolist() == [9, 0, 3, 4, 4]
-    assert got.basis.tolist() == [1, 0, 1, 0, 0]
-    assert got.bit.tolist() == [0, 0, 1, 0, 0]
-    assert got.intensity.tolist() == [1, 0, 0, 0, 0]
+    tx = AWGTransmitter(awg, intensities=MU, levels=LEVELS, pattern=pattern, samples_per_slot=2, pulse_samples=1,
+                        stream=False)
+    tx._play = lambda p: None  # no instrument behind the scripted transport
+    tx.start()
+    got = tx.states(np.array([2, 0, 3, 1], dtype=np.int64))
+    assert got.slot.tolist() == [2, 0, 3, 1]
+    assert got.basis.tolist() == [0, 0, 1, 1]
+    assert got.bit.tolist() == [1, 0, 1, 0]
+    assert got.intensity.tolist() == [2, 0, 0, 1]
+    assert tx.fresh(np.array([3, 4, 9], dtype=np.int64)).tolist() == [True, False, False]
+    with pytest.raises(StateReuseError, match="slot 4 replayed"):
+        tx.states(np.array([1, 4], dtype=np.int64))
     intensity, phase = tx.waveforms()
     assert intensity.tolist() == [1.0, 0, 0.5, 0, 0.25, 0, 1.0, 0]
     assert phase.tolist() == [-0.75, -0.75, -0.25, -0.25, 0.25, 0.25, 0.75, 0.75]

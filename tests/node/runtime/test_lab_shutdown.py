@@ -71,6 +71,10 @@ def test_sigterm_leaves_the_laser_and_the_awg_outputs_off(tmp_path: Path, emulat
                 pass
             time.sleep(0.1)
         assert status.get("state") == "running", "the daemon did not start on the emulated bench"
+        # the transmitter streams fresh patterns: outputs are off while each upload runs
+        on_by = time.time() + 10
+        while not any(awg_dev.output.values()) and time.time() < on_by:
+            time.sleep(0.005)
         assert any(awg_dev.output.values()), "the transmitter should have started the AWG outputs"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0

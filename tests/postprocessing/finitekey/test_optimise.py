@@ -26,12 +26,14 @@ def test_lim2014_rate_at_100_km_gains_three_quarters_from_1e7_to_1e9() -> None:
 
 
 @pytest.mark.slow
-def test_lim2014_small_blocks_reach_about_130_km() -> None:
-    """n = 1e4: the paper reports keys up to 135 km; with eps_sec = kappa l (kappa = 1e-15, as the
-    paper's evaluation states) this model's reach is 130.5 km, with eps_sec fixed at 1e-10 it is
-    135.2 km: at the reach l is a few tens of bits, so kappa l is ~1e-14."""
-    assert optimise("lim2014", LIM2014_SECTION_IV, 128.0, 1e4).result.length > 0
-    assert optimise("lim2014", LIM2014_SECTION_IV, 133.0, 1e4).result.length == 0
+def test_lim2014_small_blocks_reach_about_110_km() -> None:
+    """n = 1e4: the paper reports keys up to 135 km, and with its gamma alone this model reached
+    130.5 km. At that block size the optimiser puts ~3x more single photons in the test basis than
+    in the key, where Lim's gamma (an approximation symmetric in the two sample sizes) is smaller
+    than the Chernoff tail of the random sampling (estimates.sampling_tail_bound), which the bound
+    now also respects: the reach is 111.5 km."""
+    assert optimise("lim2014", LIM2014_SECTION_IV, 108.0, 1e4).result.length > 0
+    assert optimise("lim2014", LIM2014_SECTION_IV, 114.0, 1e4).result.length == 0
 
 
 def test_rusca2018_one_decoy_beats_two_decoys_for_practical_blocks() -> None:
