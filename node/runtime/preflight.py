@@ -61,13 +61,16 @@ def _readable(path: Path, key: str, what: str) -> bytes:
 
 
 def _check_bootstrap(cfg: NodeConfig) -> None:
-    if (cfg.state_dir / "link_state.json").exists():
+    state_path = cfg.state_dir / "link_state.json"
+    if state_path.exists():
         return  # the link already runs on refilled keys; the bootstrap file is no longer read
     from node.classical import SecureLink
+    from node.classical.linkstate import read_bootstrap
 
-    secret = _readable(cfg.bootstrap_secret, "link.bootstrap_secret",
-                       "the pre-shared authentication key, the same file at both ends; "
-                       f"e.g. head -c 131072 /dev/urandom > {cfg.bootstrap_secret.name}")
+    _readable(cfg.bootstrap_secret, "link.bootstrap_secret",
+              "the pre-shared authentication key, the same file at both ends; "
+              f"e.g. head -c 131072 /dev/urandom > {cfg.bootstrap_secret.name}")
+    secret = read_bootstrap(cfg.bootstrap_secret, state_path, "link.bootstrap_secret")  # refuses a used secret
     try:
         SecureLink.from_bootstrap(secret, "responder" if cfg.role == "alice" else "initiator")
     except ValueError as exc:

@@ -29,6 +29,7 @@ class FakeQRNG:
 def _config(qrng: str | None) -> object:
     doc = tomllib.loads(resources.files("node.runtime.examples").joinpath("lab_alice.toml").read_text())
     doc["instruments"] = {"awg": {"driver": "x"}, "rng": {"driver": "y"}}
+    doc["hardware"]["lab"].pop("bringup", None)  # the example's bring-up steps name instruments replaced here
     options = doc["hardware"]["lab"]["transmitter_options"]
     options.update(stream=False, pattern_slots=256)
     if qrng is not None:
