@@ -131,8 +131,9 @@ def test_2_m8195a_transmitter_drives_two_generating_channels_at_the_rate_it_repo
     server = serve(device)
     levels = ModulatorLevels(intensity=(1.0, 0.5, 0.25), phase=(-0.75, -0.25, 0.25, 0.75))
     with KeysightM8195A(server.visa_resource, timeout_s=2.0) as awg:
+        # one pattern, not streamed: the outputs pause while each streamed epoch uploads
         tx = AWGTransmitter(awg, intensities=(0.5, 0.1, 0.02), levels=levels, samples_per_slot=8,
-                            pattern_slots=2048)
+                            pattern_slots=2048, stream=False)
         tx.start()
         for ch in (tx.intensity_channel, tx.phase_channel):
             assert device.generating(ch), f"channel {ch} is silent in DAC mode {device.dac_mode}"
