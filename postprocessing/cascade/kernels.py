@@ -220,6 +220,20 @@ def answer_questions(
 
 
 @njit(**KERNEL)
+def pack_answers(answers: NDArray[np.uint8]) -> tuple[NDArray[np.uint8], bool]:
+    """`answers` packed eight to a byte, least significant bit first (np.packbits(..., bitorder="little")),
+    and whether every one is a parity (no INVALID): one call where the responder made three."""
+    out = np.zeros((answers.size + 7) // 8, dtype=np.uint8)
+    ok = True
+    for i in range(answers.size):
+        a = answers[i]
+        if a > 1:
+            ok = False
+        out[i >> 3] |= np.uint8((a & 1) << (i & 7))
+    return out, ok
+
+
+@njit(**KERNEL)
 def set_roots(
     j: int, kind: NDArray[np.int64], ksz: NDArray[np.int64], nb: NDArray[np.int64], stride: NDArray[np.int64],
     base: NDArray[np.int64], rowi: NDArray[np.int64], mrow: NDArray[np.int64],

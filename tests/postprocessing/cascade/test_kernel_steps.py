@@ -103,3 +103,12 @@ def test_tree_state_is_zeroed_writable_int8() -> None:
     s[12345] = ODD
     assert int(s[12345]) == ODD
     assert tree_state(0).size == 0
+
+
+@given(answers=st.lists(st.sampled_from([0, 1, 0, 1, kernels.INVALID]), max_size=100))
+def test_pack_answers_matches_numpy_packbits(answers: list[int]) -> None:
+    a = np.array(answers, dtype=np.uint8)
+    packed, valid = kernels.pack_answers(a)
+    assert valid == (kernels.INVALID not in answers)
+    if valid:
+        assert packed.dtype == np.uint8 and packed.tolist() == np.packbits(a, bitorder="little").tolist()
