@@ -220,6 +220,20 @@ def answer_questions(
 
 
 @njit(**KERNEL)
+def pack_answers(answers: NDArray[np.uint8]) -> tuple[NDArray[np.uint8], bool]:
+    """`answers` packed eight to a byte, least significant bit first (np.packbits(..., bitorder="little")),
+    and whether every one is a parity (no INVALID): one call where the responder made three."""
+    out = np.zeros((answers.size + 7) // 8, dtype=np.uint8)
+    ok = True
+    for i in range(answers.size):
+        a = answers[i]
+        if a > 1:
+            ok = False
+        out[i >> 3] |= np.uint8((a & 1) << (i & 7))
+    return out, ok
+
+
+@njit(**KERNEL)
 def set_roots(
     j: int, kind: NDArray[np.int64], ksz: NDArray[np.int64], nb: NDArray[np.int64], stride: NDArray[np.int64],
     base: NDArray[np.int64], rowi: NDArray[np.int64], mrow: NDArray[np.int64],
@@ -241,18 +255,6 @@ def set_roots(
 
 
 @njit(**KERNEL)
-def _grow(a: NDArray, need: int) -> NDArray:
-    if need <= a.size:
-        return a
-    size = a.size * 2
-    while size < need:
-        size *= 2
-    b = np.empty(size, dtype=a.dtype)
-    b[: a.size] = a
-    return b
-
-
-@njit(**KERNEL)
 def _locate(j: int, p: int, kind: NDArray[np.int64], ksz: NDArray[np.int64], prow: NDArray[np.int64],
             mrow: NDArray[np.int64], poss: NDArray[np.int32], masks: NDArray[np.uint64]) -> tuple[int, int]:
     """(block, position within the block's range) of frame position p in pass j; block -1: in none."""
@@ -265,6 +267,169 @@ def _locate(j: int, p: int, kind: NDArray[np.int64], ksz: NDArray[np.int64], pro
     if kd == BICONF and m == 0:
         return -1, 0
     return 1 - m, p
+
+
+# What walking one search down its tree came to (see `_descend`).
+_GONE = 0  # the node is no longer of odd parity: a correction elsewhere ended this search
+_FOUND = 1  # the node is a single position: the error
+_ASK = 2  # its left child's parity is needed and was not asked yet: ask it and wait
+_WAIT = 3  # its left child's parity is already asked: wait for the answer
+
+
+@njit(inline="always", **KERNEL)
+def _push(lst: NDArray[np.int64], count: int, j: int, b: int, v: int) -> NDArray[np.int64]:
+    """Append (pass, block, node) as row `count` of a growable (capacity, 3) list; returns the list,
+    reallocated at twice the capacity when it was full."""
+    if count == lst.shape[0]:
+        grown = np.empty((2 * lst.shape[0], 3), dtype=np.int64)
+        grown[:count] = lst[:count]
+        lst = grown
+    lst[count, 0] = j
+    lst[count, 1] = b
+    lst[count, 2] = v
+    return lst
+
+
+@njit(inline="always", **KERNEL)
+def _record_answers(
+    kind: NDArray[np.int64], ksz: NDArray[np.int64], stride: NDArray[np.int64], base: NDArray[np.int64],
+    rowi: NDArray[np.int64], mrow: NDArray[np.int64], n: int, state: NDArray[np.int8], rows: NDArray[np.uint64],
+    masks: NDArray[np.uint64], a_pass: NDArray[np.uint8], a_blk: NDArray[np.uint32], a_node: NDArray[np.uint32],
+    answers: NDArray[np.uint8],
+) -> None:
+    """Alice's answers: each asked node's difference from Bob's own parity, then its right sibling's,
+    which follows from the parent's (Eve learns nothing more from it: it is implied)."""
+    for i in range(a_pass.size):
+        j = np.int64(a_pass[i])
+        b = np.int64(a_blk[i])
+        v = np.int64(a_node[i])
+        kd = kind[j]
+        lo, hi = node_range(_root_length(kd, ksz[j], b, n), v)
+        mr = mrow[j] if mrow[j] >= 0 else 0
+        mine = _node_parity(kd, ksz[j], b, lo, hi, rows, rowi[j], masks, mr)
+        slot = base[j] + b * stride[j]
+        state[slot + v] = EVEN + (mine ^ answers[i])
+        ps = state[slot + (v >> 1)]
+        if ps == EVEN or ps == ODD:
+            state[slot + (v ^ 1)] = EVEN + ((ps - EVEN) ^ (state[slot + v] - EVEN))
+
+
+@njit(inline="always", **KERNEL)
+def _empty_half(kd: int, masks: NDArray[np.uint64], mr: int, b: int, lo: int, hi: int,
+                state: NDArray[np.int8], left: int) -> int:
+    """Subset passes: a half of a node of at most 64 positions with no member has parity 0 on both
+    sides, so both children's differences follow from the parent's without asking. Returns the left
+    child's state (UNKNOWN where both halves have members)."""
+    if kd == BLOCK or hi - lo > 64:
+        return UNKNOWN
+    mid = lo + (hi - lo + 1) // 2
+    if _members(masks, mr, b, lo, mid) == 0:
+        state[left] = EVEN
+        state[left + 1] = ODD
+        return EVEN
+    if _members(masks, mr, b, mid, hi) == 0:
+        state[left] = ODD
+        state[left + 1] = EVEN
+        return ODD
+    return UNKNOWN
+
+
+@njit(inline="always", **KERNEL)
+def _descend(kd: int, b: int, v: int, length: int, slot: int, state: NDArray[np.int8], masks: NDArray[np.uint64],
+             mr: int) -> tuple[int, int, int]:
+    """Walk one search down from node `v` (odd parity) through the parities already known.
+    Returns (outcome, node, its range's lo): `_FOUND` at the erroneous leaf, `_ASK`/`_WAIT` at the node
+    whose left child's parity is missing, `_GONE` where the node became even."""
+    lo, hi = node_range(length, v)
+    while True:
+        if state[slot + v] != ODD:
+            return _GONE, v, lo
+        if hi - lo == 1:
+            return _FOUND, v, lo
+        left = 2 * v
+        sl = state[slot + left]
+        if sl == UNKNOWN:
+            sl = _empty_half(kd, masks, mr, b, lo, hi, state, slot + left)
+        if sl == UNKNOWN:
+            state[slot + left] = ASKED
+            return _ASK, v, lo
+        if sl == ASKED:
+            return _WAIT, v, lo
+        sr = state[slot + left + 1]
+        if sr != EVEN and sr != ODD:
+            state[slot + left + 1] = EVEN + ((ODD - EVEN) ^ (sl - EVEN))
+        mid = lo + (hi - lo + 1) // 2
+        if sl == ODD:
+            v = left
+            hi = mid
+        else:
+            v = left + 1
+            lo = mid
+
+
+@njit(inline="always", **KERNEL)
+def _frame_position(kd: int, k: int, b: int, lo: int, prow: int, perms: NDArray[np.int32]) -> int:
+    """Frame position of position `lo` of block `b` (BLOCK passes count in their shuffled order)."""
+    if kd != BLOCK:
+        return lo
+    q = b * k + lo
+    return q if prow < 0 else np.int64(perms[prow, q])
+
+
+@njit(inline="always", **KERNEL)
+def _flip_everywhere(p: int, n_started: int, kind: NDArray[np.int64], rowi: NDArray[np.int64],
+                     prow: NDArray[np.int64], rows: NDArray[np.uint64], poss: NDArray[np.int32]) -> None:
+    """Correct frame position p in the frame and in every shuffled copy of it."""
+    rows[0, p >> 6] ^= np.uint64(1) << np.uint64(p & 63)
+    for jj in range(n_started):
+        if kind[jj] == BLOCK and prow[jj] >= 0:
+            q = np.int64(poss[prow[jj], p])
+            rows[rowi[jj], q >> 6] ^= np.uint64(1) << np.uint64(q & 63)
+
+
+@njit(inline="always", **KERNEL)
+def _toggle_path(s2: int, length: int, r: int, state: NDArray[np.int8]) -> int:
+    """Toggle every known node containing position r (of a block of `length`), from the root down
+    while known; returns the deepest node now odd (0: none), where a new search starts."""
+    vv = 1
+    lo = 0
+    hi = length
+    deepest = 0
+    while True:
+        st = state[s2 + vv]
+        if st != EVEN and st != ODD:
+            return deepest
+        st = EVEN + ODD - st
+        state[s2 + vv] = st
+        if st == ODD:
+            deepest = vv
+        if hi - lo <= 1:
+            return deepest
+        mid = lo + (hi - lo + 1) // 2
+        if r < mid:
+            vv = 2 * vv
+            hi = mid
+        else:
+            vv = 2 * vv + 1
+            lo = mid
+
+
+@njit(inline="always", **KERNEL)
+def _cascade(p: int, n_started: int, kind: NDArray[np.int64], ksz: NDArray[np.int64], stride: NDArray[np.int64],
+             base: NDArray[np.int64], mrow: NDArray[np.int64], prow: NDArray[np.int64], n: int,
+             state: NDArray[np.int8], masks: NDArray[np.uint64], poss: NDArray[np.int32],
+             work: NDArray[np.int64], nw: int) -> tuple[NDArray[np.int64], int]:
+    """The cascade of correcting p: in every started pass, the block holding p changes parity along
+    its known path, and a search starts at the deepest node now odd. Returns the grown work list."""
+    for jj in range(n_started):
+        bb, r = _locate(jj, p, kind, ksz, prow, mrow, poss, masks)
+        if bb < 0:
+            continue
+        deepest = _toggle_path(base[jj] + bb * stride[jj], _root_length(kind[jj], ksz[jj], bb, n), r, state)
+        if deepest:
+            work = _push(work, nw, jj, bb, deepest)
+            nw += 1
+    return work, nw
 
 
 @njit(**KERNEL)
@@ -284,149 +449,47 @@ def bob_round(
     number of bits flipped this round). `flipmap` (packed, one bit per frame position) marks the
     bits flipped so far; a bit pointed at twice means inconsistent answers and returns -1.
     """
-    # 1. Alice's answers: the asked node's difference, then its right sibling's from the parent's.
-    for i in range(a_pass.size):
-        j = np.int64(a_pass[i])
-        b = np.int64(a_blk[i])
-        v = np.int64(a_node[i])
-        kd = kind[j]
-        length = _root_length(kd, ksz[j], b, n)
-        lo, hi = node_range(length, v)
-        mr = mrow[j] if mrow[j] >= 0 else 0
-        mine = _node_parity(kd, ksz[j], b, lo, hi, rows, rowi[j], masks, mr)
-        slot = base[j] + b * stride[j]
-        state[slot + v] = EVEN + (mine ^ answers[i])
-        ps = state[slot + (v >> 1)]
-        if ps == EVEN or ps == ODD:
-            state[slot + (v ^ 1)] = EVEN + ((ps - EVEN) ^ (state[slot + v] - EVEN))
-
-    # 2. Work list: waiting searches first, cascade searches appended as errors are corrected.
+    _record_answers(kind, ksz, stride, base, rowi, mrow, n, state, rows, masks, a_pass, a_blk, a_node, answers)
+    # work list: the waiting searches, then the cascade's new searches as errors are corrected
     cap = max(16, 2 * s_pass.size)
-    w_pass = np.empty(cap, dtype=np.int64)
-    w_blk = np.empty(cap, dtype=np.int64)
-    w_node = np.empty(cap, dtype=np.int64)
+    work = np.empty((cap, 3), dtype=np.int64)
     nw = s_pass.size
-    w_pass[:nw] = s_pass
-    w_blk[:nw] = s_blk
-    w_node[:nw] = s_node
-    qc = 0
-    q_pass = np.empty(cap, dtype=np.uint8)
-    q_blk = np.empty(cap, dtype=np.uint32)
-    q_node = np.empty(cap, dtype=np.uint32)
-    kc = 0
-    k_pass = np.empty(cap, dtype=np.int64)
-    k_blk = np.empty(cap, dtype=np.int64)
-    k_node = np.empty(cap, dtype=np.int64)
+    for i in range(nw):
+        work[i, 0] = s_pass[i]
+        work[i, 1] = s_blk[i]
+        work[i, 2] = s_node[i]
+    asks = np.empty((cap, 3), dtype=np.int64)
+    waits = np.empty((cap, 3), dtype=np.int64)
+    nq = 0
+    nk = 0
     nflip = 0
     wi = 0
     while wi < nw:
-        j = w_pass[wi]
-        b = w_blk[wi]
-        v = w_node[wi]
-        wi += 1
+        j = work[wi, 0]
+        b = work[wi, 1]
         kd = kind[j]
-        slot = base[j] + b * stride[j]
-        length = _root_length(kd, ksz[j], b, n)
         mr = mrow[j] if mrow[j] >= 0 else 0
-        while True:
-            if state[slot + v] != ODD:
-                break  # a correction elsewhere made this node even: the cascade re-schedules
-            lo, hi = node_range(length, v)
-            if hi - lo == 1:
-                # the error: frame position of this leaf
-                if kd == BLOCK:
-                    q = b * ksz[j] + lo
-                    p = q if prow[j] < 0 else np.int64(perms[prow[j], q])
-                else:
-                    p = lo
-                bit = np.uint64(1) << np.uint64(p & 63)
-                if flipmap[p >> 6] & bit:
-                    # true parities never point at a bit twice (each flip makes it agree with
-                    # Alice's): her answers are inconsistent, stop rather than oscillate
-                    return (q_pass[:0], q_blk[:0], q_node[:0], k_pass[:0], k_blk[:0], k_node[:0], -1)
-                flipmap[p >> 6] |= bit
-                nflip += 1
-                # correct it in every pass-ordered copy
-                rows[0, p >> 6] ^= np.uint64(1) << np.uint64(p & 63)
-                for jj in range(n_started):
-                    if kind[jj] == BLOCK and prow[jj] >= 0:
-                        q = np.int64(poss[prow[jj], p])
-                        rows[rowi[jj], q >> 6] ^= np.uint64(1) << np.uint64(q & 63)
-                # cascade: toggle the known nodes containing p, search from the smallest odd one
-                for jj in range(n_started):
-                    bb, r = _locate(jj, p, kind, ksz, prow, mrow, poss, masks)
-                    if bb < 0:
-                        continue
-                    s2 = base[jj] + bb * stride[jj]
-                    ln = _root_length(kind[jj], ksz[jj], bb, n)
-                    vv = 1
-                    l2 = 0
-                    h2 = ln
-                    deepest = 0
-                    while True:
-                        st = state[s2 + vv]
-                        if st != EVEN and st != ODD:
-                            break
-                        st = EVEN + ODD - st
-                        state[s2 + vv] = st
-                        if st == ODD:
-                            deepest = vv
-                        if h2 - l2 <= 1:
-                            break
-                        mid = l2 + (h2 - l2 + 1) // 2
-                        if r < mid:
-                            vv = 2 * vv
-                            h2 = mid
-                        else:
-                            vv = 2 * vv + 1
-                            l2 = mid
-                    if deepest:
-                        if nw == w_pass.size:
-                            w_pass = _grow(w_pass, nw + 1)
-                            w_blk = _grow(w_blk, nw + 1)
-                            w_node = _grow(w_node, nw + 1)
-                        w_pass[nw] = jj
-                        w_blk[nw] = bb
-                        w_node[nw] = deepest
-                        nw += 1
+        outcome, v, lo = _descend(kd, b, work[wi, 2], _root_length(kd, ksz[j], b, n), base[j] + b * stride[j],
+                                  state, masks, mr)
+        wi += 1
+        if outcome == _ASK:
+            asks = _push(asks, nq, j, b, 2 * v)
+            nq += 1
+        if outcome == _ASK or outcome == _WAIT:
+            waits = _push(waits, nk, j, b, v)
+            nk += 1
+        elif outcome == _FOUND:
+            p = _frame_position(kd, ksz[j], b, lo, prow[j], perms)
+            bit = np.uint64(1) << np.uint64(p & 63)
+            if flipmap[p >> 6] & bit:
+                # true parities never point at a bit twice (each flip makes it agree with Alice's):
+                # her answers are inconsistent, stop rather than oscillate
+                nq = nk = 0
+                nflip = -1
                 break
-            left = 2 * v
-            sl = state[slot + left]
-            if sl == UNKNOWN and kd != BLOCK and hi - lo <= 64:
-                # subset passes: a half with no member has parity 0 on both sides, nothing to ask
-                mid = lo + (hi - lo + 1) // 2
-                if _members(masks, mr, b, lo, mid) == 0:
-                    state[slot + left] = EVEN
-                    state[slot + left + 1] = ODD
-                    sl = EVEN
-                elif _members(masks, mr, b, mid, hi) == 0:
-                    state[slot + left] = ODD
-                    state[slot + left + 1] = EVEN
-                    sl = ODD
-            if sl == UNKNOWN:
-                state[slot + left] = ASKED
-                if qc == q_pass.size:
-                    q_pass = _grow(q_pass, qc + 1)
-                    q_blk = _grow(q_blk, qc + 1)
-                    q_node = _grow(q_node, qc + 1)
-                q_pass[qc] = j
-                q_blk[qc] = b
-                q_node[qc] = left
-                qc += 1
-                sl = ASKED
-            if sl == ASKED:
-                if kc == k_pass.size:
-                    k_pass = _grow(k_pass, kc + 1)
-                    k_blk = _grow(k_blk, kc + 1)
-                    k_node = _grow(k_node, kc + 1)
-                k_pass[kc] = j
-                k_blk[kc] = b
-                k_node[kc] = v
-                kc += 1
-                break
-            sr = state[slot + left + 1]
-            if sr != EVEN and sr != ODD:
-                sr = EVEN + ((ODD - EVEN) ^ (sl - EVEN))
-                state[slot + left + 1] = sr
-            v = left if sl == ODD else left + 1
-    return q_pass[:qc], q_blk[:qc], q_node[:qc], k_pass[:kc], k_blk[:kc], k_node[:kc], nflip
+            flipmap[p >> 6] |= bit
+            nflip += 1
+            _flip_everywhere(p, n_started, kind, rowi, prow, rows, poss)
+            work, nw = _cascade(p, n_started, kind, ksz, stride, base, mrow, prow, n, state, masks, poss, work, nw)
+    return (asks[:nq, 0].astype(np.uint8), asks[:nq, 1].astype(np.uint32), asks[:nq, 2].astype(np.uint32),
+            waits[:nk, 0].copy(), waits[:nk, 1].copy(), waits[:nk, 2].copy(), nflip)

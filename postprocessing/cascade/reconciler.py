@@ -14,7 +14,7 @@ from numpy.typing import NDArray
 from postprocessing.bits import check_bits
 from postprocessing.cascade import kernels, shuffle
 from postprocessing.cascade.channel import ChannelTimeout, ClassicalChannel, Message
-from postprocessing.cascade.passes import PassTables
+from postprocessing.cascade.passes import PassTables, tree_state
 from postprocessing.cascade.protocol import ASK, DONE, ERROR, MAX_BLOCK_ID, MAX_N, MAX_PASSES, PARITY, header_seed
 from postprocessing.cascade.stats import CascadeStats
 from postprocessing.cascade.variants import BICONF, BLOCK, Variant, default_variant, get_variant
@@ -60,7 +60,7 @@ class _BobBlock:
             else:
                 t.plan(j, BICONF, n)
         self.tables = t
-        self.state = np.zeros(int(t.base[self.max_passes]), dtype=np.int8)
+        self.state = tree_state(int(t.base[self.max_passes]))
         self.flipmap = np.zeros((n + 63) // 64, dtype=np.uint64)
         self.bob_seed = shuffle.draw_seed()
         self.seed: bytes | None = None

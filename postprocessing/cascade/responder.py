@@ -97,11 +97,12 @@ class _AliceBlock:
         answers = kernels.answer_questions(
             t.kind, t.ksz, t.nb, t.stride, t.rowi, t.mrow, t.started, t.n, t.rows, t.masks, q_pass, q_blk, q_node
         )
-        if answers.size and int(answers.max()) == kernels.INVALID:
+        packed, valid = kernels.pack_answers(answers)
+        if not valid:
             raise ProtocolError("cascade: a question names no block or tree node")
         self.leaked += answers.size + top.size
         self.touched = time.monotonic()
-        return Message(PARITY, reply, (np.packbits(answers, bitorder="little"), np.packbits(top, bitorder="little")))
+        return Message(PARITY, reply, (packed, np.packbits(top, bitorder="little")))
 
 
 class CascadeResponder:
