@@ -25,7 +25,7 @@ from node.keymanager.audit import audit
 from node.keymanager.certs import common_name_of
 from node.keymanager.config import KeyLimits
 from node.keymanager.errors import KeysNotFound, NotAuthorized, PeerError, PoolExhausted
-from node.keymanager.httpserver import TlsSite
+from node.keymanager.httpserver import DISCONNECT_AUDITED, PEER_KEY, TlsSite, peer_address
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +173,7 @@ class Etsi014Api:
     @web.middleware
     async def _errors(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                       ) -> web.StreamResponse:
+        request[PEER_KEY] = peer_address(request.transport) or str(request.remote)
         try:
             return await handler(request)
         except ApiError as exc:
@@ -185,14 +186,15 @@ class Etsi014Api:
                 raise
             resp = error_response(exc.status, exc.reason)
         except ConnectionError:  # the client went away mid-request (e.g. before its body arrived)
-            audit("client_disconnected", kme=self.service.kme_id, peer=request.remote, sae=request.get(SAE_KEY),
+            audit("client_disconnected", kme=self.service.kme_id, peer=request[PEER_KEY], sae=request.get(SAE_KEY),
                   method=request.method, path=request.rel_url.raw_path)
+            request[DISCONNECT_AUDITED] = True
             raise
         except Exception:
             log.exception("ETSI 014 request %s %s failed", request.method, request.rel_url.raw_path)
             return error_response(503, MSG_SERVER)
         audit("request_refused", logging.WARNING if resp.status in (401, 408, 413) else logging.INFO,
-              kme=self.service.kme_id, peer=request.remote, sae=request.get(SAE_KEY), method=request.method,
+              kme=self.service.kme_id, peer=request[PEER_KEY], sae=request.get(SAE_KEY), method=request.method,
               path=request.rel_url.raw_path, status=resp.status, reason=json.loads(resp.body)["message"])  # type: ignore[arg-type]
         if resp.status == 408:
             resp.force_close()
@@ -405,7 +407,7 @@ class Etsi014Api:
 def _audit_delivery(kme: str, request: web.Request, role: str, master: str, slaves: list[str],
                     keys: list[tuple[str, bytes]] | list[tuple[str, bytes, dict[str, Any]]], size_bits: int) -> None:
     """One audit line per answer carrying keys: who got which key IDs of what size (never the bits)."""
-    audit("keys_delivered", kme=kme, peer=request.remote, role=role, sae=request.get(SAE_KEY), master_SAE_ID=master,
+    audit("keys_delivered", kme=kme, peer=request.get(PEER_KEY), role=role, sae=request.get(SAE_KEY), master_SAE_ID=master,
           slave_SAE_IDs=slaves, size_bits=size_bits, key_IDs=[k[0] for k in keys])
 
 
@@ -433,7 +435,9 @@ async def start_api(api: Etsi014Api, host: str, port: int, ssl_context: ssl.SSLC
                     header_timeout_s: float = 10.0) -> tuple[TlsSite, int]:
     """Serve `api` on host:port over TLS (handshakes audited, request headers bounded by
     `header_timeout_s`, parser refusals in JSON); returns the site (`cleanup()` stops it) and the port."""
-    runner = web.AppRunner(api.app, access_log=None, handle_signals=False)
+    # lingering_time: after an answer given before the body was read (401, 408...), drain what
+    # arrives for at most half a second, then close (aiohttp's default waits 10 s)
+    runner = web.AppRunner(api.app, access_log=None, handle_signals=False, lingering_time=0.5)
     await runner.setup()
     site = TlsSite(runner, ssl_context, api.service.kme_id, header_timeout_s)
     bound = await site.start(host, port, backlog=256)

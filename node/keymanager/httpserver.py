@@ -25,6 +25,8 @@ from node.keymanager.audit import audit
 log = logging.getLogger(__name__)
 
 MSG_SERVER = "Error on server side."
+PEER_KEY = web.RequestKey("peer", str)  # "address:port" of the client, taken when the request starts
+DISCONNECT_AUDITED = web.RequestKey("disconnect_audited", bool)
 
 
 def json_error(status: int, message: str) -> web.Response:
@@ -32,6 +34,11 @@ def json_error(status: int, message: str) -> web.Response:
     resp = web.json_response({"message": message}, status=status)
     resp.force_close()
     return resp
+
+
+def peer_address(transport: asyncio.BaseTransport | None) -> str | None:
+    """"address:port" of a connection's client (None once the connection is gone)."""
+    return _peer(transport)
 
 
 def _peer(transport: asyncio.BaseTransport | None) -> str | None:
@@ -84,7 +91,8 @@ class Etsi014Protocol(RequestHandler):
         """Parser refusals and failures outside the API's middleware, as JSON (never text/plain)."""
         peer = _peer(self.transport)
         if isinstance(exc, ConnectionError):
-            audit("client_disconnected", kme=self.kme, peer=peer)
+            if not request.get(DISCONNECT_AUDITED):
+                audit("client_disconnected", kme=self.kme, peer=peer)
         elif status < 500:
             reason = (getattr(exc, "message", None) or message or str(exc or ""))
             audit("request_refused", logging.WARNING, kme=self.kme, peer=peer, status=status,
