@@ -182,8 +182,11 @@ class KeyStore:
         self.kme_id = kme_id
         self.capacity_bytes = capacity_bytes
         self.chunk_bytes = chunk_bytes
+        crashed = False
         if path != ":memory:":
             create_owner_only(path)
+            # a WAL left with frames by a crash may hold images of pages since overwritten
+            crashed = os.path.exists(path + "-wal") and os.path.getsize(path + "-wal") > 0
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
@@ -194,7 +197,8 @@ class KeyStore:
             for aux in (path + "-wal", path + "-shm"):
                 if os.path.exists(aux):
                     os.chmod(aux, 0o600)
-        self.scrub()  # a crash may have left served keys in the WAL
+        if crashed:
+            self.scrub()
 
     def scrub(self) -> None:
         """Checkpoint the WAL into the database and truncate it to zero bytes, so that earlier page
@@ -476,9 +480,9 @@ class KeyStore:
     def recover(self) -> int:
         """At start: void keys reserved here whose delivery was cut short (their answer never left)."""
         self._begin()
-        cur = self.db.execute("UPDATE keys SET state='void' WHERE origin=1 AND state='reserved'")
-        self._commit()
-        return cur.rowcount
+        n = self.db.execute("UPDATE keys SET state='void' WHERE origin=1 AND state='reserved'").rowcount
+        self._commit(scrub=n > 0)
+        return n
 
     # -- slave side ----------------------------------------------------------------------------
 
