@@ -18,9 +18,10 @@ from typing import Any
 
 from node.keymanager.files import create_private_file
 
-#: The audit logger. Level INFO by default (deliveries, disconnects); WARNING and above for refusals.
+#: The audit logger. Refusals and handshake failures are WARNING, deliveries and disconnects INFO.
+#: Without an audit file it follows the root logger's level (a KM inside another program, such as
+#: the network demo, does not print every delivery); `attach_audit_file` records everything.
 audit_log = logging.getLogger("qkdnode.audit")
-audit_log.setLevel(logging.INFO)
 
 MAX_FIELD = 300  # characters kept of any one text field (a 8 KiB path must not make an 8 KiB line)
 
@@ -58,6 +59,7 @@ def attach_audit_file(path: str | os.PathLike[str]) -> logging.Handler:
     handler.setFormatter(_UtcJsonFormatter())
     handler.setLevel(logging.INFO)
     audit_log.addHandler(handler)
+    audit_log.setLevel(logging.INFO)
     audit_log.propagate = False  # the file is the trail; stderr keeps warnings and errors only
     return handler
 
@@ -68,3 +70,4 @@ def detach_audit_file(handler: logging.Handler) -> None:
     handler.close()
     if not audit_log.handlers:
         audit_log.propagate = True
+        audit_log.setLevel(logging.NOTSET)
