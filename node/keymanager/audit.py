@@ -45,10 +45,8 @@ def audit(event: str, level: int = logging.INFO, **fields: Any) -> None:
 class _UtcJsonFormatter(logging.Formatter):
     """`2026-12-03T13:14:10.123Z audit {...}`: a sortable UTC time stamp before the JSON event."""
 
-    converter = time.gmtime
-
     def format(self, record: logging.LogRecord) -> str:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", self.converter(record.created))
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         return f"{stamp}.{int(record.msecs):03d}Z {record.levelname.lower()} {record.getMessage()}"
 
 

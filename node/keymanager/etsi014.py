@@ -205,7 +205,8 @@ class Etsi014Api:
     def _caller(self, request: web.Request) -> str:
         transport = request.transport
         sae = common_name_of(transport.get_extra_info("peercert") if transport is not None else None)
-        request[SAE_KEY] = sae  # for the audit trail: the certificate's subject, known SAE or not
+        if sae is not None:
+            request[SAE_KEY] = sae  # for the audit trail: the certificate's subject, known SAE or not
         if sae is None or not self.service.is_local_sae(sae):
             raise ApiError(401, MSG_UNAUTHORIZED)
         return sae
