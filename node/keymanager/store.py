@@ -33,6 +33,7 @@ master's side voids the key (`void_lost_at_peer`).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 import time
@@ -43,6 +44,8 @@ from typing import Any
 
 from node.keymanager.errors import ConflictingBlock, KeysNotFound, NotAuthorized, PoolExhausted, PoolFull
 from node.keymanager.files import create_private_file
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS blocks(
@@ -192,6 +195,7 @@ class KeyStore:
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute("PRAGMA secure_delete=ON")
         self.db.execute("PRAGMA foreign_keys=ON")
+        self._scrub_pending = False
         self.db.executescript(SCHEMA)
         if path != ":memory:":
             for aux in (path + "-wal", path + "-shm"):
@@ -200,12 +204,17 @@ class KeyStore:
         if crashed:
             self.scrub()
 
-    def scrub(self) -> None:
+    def scrub(self) -> bool:
         """Checkpoint the WAL into the database and truncate it to zero bytes, so that earlier page
-        images (which held bytes since overwritten) are gone from disk."""
+        images (which held bytes since overwritten) are gone from disk. Another process reading the
+        database (an operator's `sqlite3` shell) can block it for longer than the busy timeout: then
+        the scrub is retried after the next commit, and False is returned."""
         row = self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        if row is not None and row[0]:
-            raise RuntimeError("key store WAL checkpoint was blocked; served keys may remain in the WAL")
+        self._scrub_pending = bool(row is not None and row[0])
+        if self._scrub_pending:
+            log.warning("key store %s: a reader blocked the WAL checkpoint; overwritten key bytes stay in the "
+                        "WAL until the next one", self.path)
+        return not self._scrub_pending
 
     def close(self) -> None:
         """Checkpoint and close the database."""
@@ -232,7 +241,7 @@ class KeyStore:
         """Commit; with `scrub` (the default, for any transaction that may overwrite key material)
         then checkpoint and truncate the WAL (see the module docstring)."""
         self.db.execute("COMMIT")
-        if scrub:
+        if scrub or self._scrub_pending:
             self.scrub()
 
     def _rollback(self) -> None:

@@ -283,6 +283,29 @@ def test_served_and_voided_keys_are_in_neither_database_nor_wal_nor_shm(tmp_path
         b.close()
 
 
+def test_a_reader_blocking_the_checkpoint_delays_the_scrub_but_fails_nothing(tmp_path, caplog):
+    import sqlite3
+
+    key = os.urandom(8192)
+    a = KeyStore(str(tmp_path / "a.db"), "KME_A")
+    a.add_blocks([KeyBlock("L1", 0, "KME_B", 8 * len(key), key)])
+    a.confirm_blocks("KME_B", [("L1", 0)])
+    reader = sqlite3.connect(str(tmp_path / "a.db"), timeout=0.1)
+    reader.execute("BEGIN")
+    reader.execute("SELECT COUNT(*) FROM chunks").fetchone()  # an open read transaction (an operator's shell)
+    a.db.execute("PRAGMA busy_timeout=50")
+    r = a.reserve("KME_B", "SAE_A", ["SAE_B"], 2, 32)
+    a.set_state([x.key_id for x in r.allocations], "delivered")  # commits; the scrub is blocked
+    assert a.key_record(r.allocations[0].key_id)["state"] == "delivered"
+    assert any("blocked the WAL checkpoint" in rec.getMessage() for rec in caplog.records)
+    reader.rollback()
+    reader.close()
+    a.reserve("KME_B", "SAE_A", ["SAE_B"], 1, 32)  # the next commit retries the scrub
+    disk = _disk_bytes(tmp_path / "a.db")
+    assert all(k not in disk for k in r.material)
+    a.close()
+
+
 def test_keys_served_over_the_api_leave_no_trace_in_the_kms_files(hpair):
     keys = Sae(hpair, "a", "SAE_A").get("SAE_B/enc_keys?number=4&size=512").json()["keys"]
     got = Sae(hpair, "b", "SAE_B").post("SAE_A/dec_keys", json={"key_IDs": [{"key_ID": k["key_ID"]} for k in keys]})
