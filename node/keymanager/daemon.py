@@ -349,7 +349,10 @@ class KeyManager:
             self._lost_cache[(pool, m)] = await self.db(self.store.lost_at_peer, pool, m)
 
     async def _report_unanswered(self, pool: str) -> None:
-        """Slave side: tell the master's KM about answers a crash or a dropped connection may have lost."""
+        """Slave side: tell the master's KM about answers a crash or a dropped connection may have lost.
+
+        Eve on the KM link (authenticated, not encrypted) learns which key IDs were lost: IDs carry
+        no key bits, and those keys are never used by anyone."""
         ids = await self.db(self.store.unreported_unanswered, pool, RECONCILE_PAGE)
         if not ids:
             return
