@@ -27,8 +27,8 @@ MAX_FIELD = 300  # characters kept of any one text field (a 8 KiB path must not 
 
 
 def _clip(value: Any) -> Any:
-    if isinstance(value, str) and len(value) > MAX_FIELD:
-        return value[:MAX_FIELD] + "..."
+    if isinstance(value, str):
+        return value if len(value) <= MAX_FIELD else value[:MAX_FIELD] + "..."
     if isinstance(value, (list, tuple)):
         return [_clip(v) for v in value]
     return value
@@ -45,9 +45,14 @@ def audit(event: str, level: int = logging.INFO, **fields: Any) -> None:
 class _UtcJsonFormatter(logging.Formatter):
     """`2026-12-03T13:14:10.123Z audit {...}`: a sortable UTC time stamp before the JSON event."""
 
+    _second = -1
+    _stamp = ""
+
     def format(self, record: logging.LogRecord) -> str:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        return f"{stamp}.{int(record.msecs):03d}Z {record.levelname.lower()} {record.getMessage()}"
+        second = int(record.created)
+        if second != self._second:  # strftime once per second, not once per event
+            self._second, self._stamp = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._stamp}.{int(record.msecs):03d}Z {record.levelname.lower()} {record.getMessage()}"
 
 
 def attach_audit_file(path: str | os.PathLike[str]) -> logging.Handler:
