@@ -437,6 +437,8 @@ class KeyManager:
     def _alarm(self, severity: str, source: str, text: str) -> None:
         """Raise a transient alarm (relay events, rejected messages); never with key material."""
         self.alarms.raise_alarm(severity, source, text, clear_after_s=300.0)
+        audit("alarm", logging.WARNING if severity in ("critical", "major") else logging.INFO, kme=self.kme_id,
+              source=source, severity=severity, text=text)
 
     def auth_messages_left(self) -> dict[str, int]:
         """Messages each authenticated flow can still seal (the bootstrap secret is consumed)."""
