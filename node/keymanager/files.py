@@ -15,8 +15,8 @@ DIR_MODE = 0o700
 
 
 def private_dir(path: str | os.PathLike[str]) -> Path:
-    """Create `path` and any missing parents as 0700 directories (existing parents are left alone;
-    `path` itself is tightened to 0700 if it exists)."""
+    """Create `path` and any missing parents as 0700 directories. Directories that already exist
+    are left as they are (`qkdnode certs .` must not change the mode of the current directory)."""
     p = Path(path)
     missing = []
     q = p
@@ -33,7 +33,6 @@ def private_dir(path: str | os.PathLike[str]) -> Path:
         os.chmod(d, DIR_MODE)
     if not p.is_dir():
         raise ValueError(f"{str(p)!r} exists and is not a directory")
-    os.chmod(p, DIR_MODE)
     return p
 
 

@@ -353,6 +353,25 @@ print(sorted(os.listdir({str(tmp_path / 'store')!r})))
     assert list((tmp_path / "certs").rglob("ca.key"))
 
 
+def test_private_helpers_create_owner_only_and_leave_existing_directories_alone(tmp_path):
+    from node.keymanager.files import create_private_file, private_dir, write_private_file
+
+    os.chmod(tmp_path, 0o755)
+    private_dir(tmp_path / "x" / "y")
+    assert stat.S_IMODE(tmp_path.stat().st_mode) == 0o755  # an existing directory keeps its mode
+    assert stat.S_IMODE((tmp_path / "x").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "x" / "y").stat().st_mode) == 0o700
+    f = tmp_path / "x" / "f"
+    f.write_text("keep")
+    os.chmod(f, 0o666)
+    create_private_file(f)
+    assert f.read_text() == "keep" and stat.S_IMODE(f.stat().st_mode) == 0o600
+    write_private_file(f, "new")
+    assert f.read_text() == "new" and stat.S_IMODE(f.stat().st_mode) == 0o600
+    with pytest.raises(ValueError, match="not a directory"):
+        private_dir(f)
+
+
 # -- 6: UUID check ------------------------------------------------------------------------------
 
 def test_a_key_id_with_a_trailing_newline_is_refused_as_malformed(hpair):
