@@ -438,7 +438,10 @@ async def start_api(api: Etsi014Api, host: str, port: int, ssl_context: ssl.SSLC
     `header_timeout_s`, parser refusals in JSON); returns the site (`cleanup()` stops it) and the port."""
     # lingering_time: after an answer given before the body was read (401, 408...), drain what
     # arrives for at most half a second, then close (aiohttp's default waits 10 s)
-    runner = web.AppRunner(api.app, access_log=None, handle_signals=False, lingering_time=0.5)
+    # keepalive_timeout: an idle keep-alive connection is closed after 75 s (aiohttp's own default
+    # for this class is an hour: a cheap way to hold many connections open)
+    runner = web.AppRunner(api.app, access_log=None, handle_signals=False, lingering_time=0.5,
+                           keepalive_timeout=75.0)
     await runner.setup()
     site = TlsSite(runner, ssl_context, api.service.kme_id, header_timeout_s)
     bound = await site.start(host, port, backlog=256)

@@ -56,6 +56,11 @@ class Etsi014Protocol(RequestHandler):
         super().__init__(*args, **kwargs)
         self._header_timer: asyncio.TimerHandle | None = None
 
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        # a connection that never sends a request (after its TLS handshake) holds a slot like a slow one
+        self._header_timer = self._loop.call_later(self.header_timeout_s, self._header_timeout)
+
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
         if self._messages or self._current_request is not None:

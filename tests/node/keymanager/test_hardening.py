@@ -231,6 +231,13 @@ def test_headers_that_never_end_are_cut(hpair, caplog):
                          for e in audit_events(caplog, "request_refused")))
 
 
+def test_a_connection_that_never_sends_a_request_is_cut(hpair):
+    with tls_socket(hpair) as s:
+        s.do_handshake()
+        status, _, body = parse_response(read_all(s))
+    assert status == 408 and json.loads(body)["message"]
+
+
 def test_a_client_that_disconnects_mid_body_is_logged_once_at_info_without_traceback(hpair, caplog):
     caplog.set_level(logging.INFO)
     s = tls_socket(hpair)
