@@ -6,6 +6,8 @@ Example (paths are relative to the file's directory)::
     database = "km_a.db"
     local_saes = ["SAE_A"]
     audit_log = "km_a.audit.log"  # one JSON line per security event (default: the database's name + .audit.log)
+    scrub_delay_s = 0.05        # served/voided key bytes leave the WAL at most this long after the answer;
+                                # 0: before every answer (one more fsync per delivery batch)
 
     [api]                       # ETSI GS QKD 014 over mutual TLS
     host = "127.0.0.1"
@@ -127,6 +129,7 @@ class KmConfig:
     chunk_bytes: int = 4096
     relay: RelayConfig = field(default_factory=lambda: RelayConfig())
     audit_log: str = ""
+    scrub_delay_s: float = 0.05
     extra: dict[str, Any] = field(default_factory=dict)
 
     def peer_of_sae(self, sae_id: str) -> PeerConfig | None:
@@ -199,7 +202,7 @@ def parse_config(doc: dict, base_dir: str | Path = ".") -> KmConfig:
         return value if value == ":memory:" else str((base / value).resolve())
 
     _check_keys(doc, {"kme_id", "database", "local_saes", "api", "keys", "ingest", "link", "peers", "chunk_bytes",
-                      "relay", "audit_log"}, "")
+                      "relay", "audit_log", "scrub_delay_s"}, "")
     kme_id = _get(doc, "kme_id", str, "", ..., "a non-empty string")
     if not kme_id:
         raise ValueError("config key 'kme_id' must be a non-empty string")
@@ -291,12 +294,16 @@ def parse_config(doc: dict, base_dir: str | Path = ".") -> KmConfig:
             raise ValueError(f"config key 'relay.{n}' must be a positive number, got {v}")
         relay_vals[n] = float(v)
     relay = RelayConfig(enabled=_get(relay_t, "enabled", bool, "relay.", True, "true or false"), **relay_vals)
+    scrub_delay = _get(doc, "scrub_delay_s", (int, float), "", 0.05, "a number of seconds in [0, 1]")
+    if not 0 <= scrub_delay <= 1:
+        raise ValueError(f"config key 'scrub_delay_s' must be a number of seconds in [0, 1], got {scrub_delay}")
     database = path(_get(doc, "database", str, "", ..., "a path to the SQLite key store"))
     audit = _get(doc, "audit_log", str, "", "", "a path to the audit log file")
     if not audit:
         audit = "" if database == ":memory:" else str(Path(database).with_suffix(".audit.log"))
     return KmConfig(
         kme_id=kme_id, relay=relay, database=database, audit_log=path(audit) if audit else "",
+        scrub_delay_s=float(scrub_delay),
         local_saes=local, api=api, keys=limits, ingest_bind=_endpoint(ingest_t, "bind", "ingest."),
         ingest_sources=tuple(sources),
         link_bind=_endpoint(link_t, "bind", "link."),

@@ -71,7 +71,7 @@ class KeyManager:
         self.limits: KeyLimits = config.keys
         self.store = KeyStore(config.database, config.kme_id,
                               capacity_bytes=config.keys.max_key_count * config.keys.key_size // 8,
-                              chunk_bytes=config.chunk_bytes)
+                              chunk_bytes=config.chunk_bytes, scrub_deferred=config.scrub_delay_s > 0)
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="km-store")
         self._local = set(config.local_saes)
         self._queues: dict[str, list[_Pending]] = {p.kme_id: [] for p in config.peers}
@@ -434,6 +434,17 @@ class KeyManager:
             except Exception:
                 log.exception("sync with peer KM %s failed", pool)
 
+    async def _scrubber(self) -> None:
+        """Deferred scrubbing: every `scrub_delay_s`, one WAL checkpoint covers all keys served or voided
+        since the last (see `store`); what Eve could image from the disk in between is that window."""
+        while True:
+            await asyncio.sleep(self.config.scrub_delay_s)
+            if self.store.scrub_due:
+                try:
+                    await self.db(self.store.scrub_if_due)
+                except Exception as exc:
+                    log.error("key store WAL checkpoint failed: %s", exc)
+
     def _alarm(self, severity: str, source: str, text: str) -> None:
         """Raise a transient alarm (relay events, rejected messages); never with key material."""
         self.alarms.raise_alarm(severity, source, text, clear_after_s=300.0)
@@ -505,6 +516,8 @@ class KeyManager:
                                                       if pool == p.kme_id)
         if cfg.relay.enabled:
             self._tasks.append(asyncio.create_task(self.relay.gossip_loop()))
+        if self.store.scrub_deferred:
+            self._tasks.append(asyncio.create_task(self._scrubber()))
         self.ingest = IngestServer(self.ctx, cfg.ingest_bind, {s: load_secret(k) for s, k in cfg.ingest_sources},
                                    self.link_state, cfg.pool_of_link, self._commit_blocks,
                                    self._blocks_event.set)

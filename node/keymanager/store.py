@@ -17,9 +17,11 @@ SQLite overwrite freed content.
 
 No served, voided or consumed key left on disk. Consumed bytes are overwritten in place (zeros, or
 NULL with `secure_delete`), but SQLite's write-ahead log still holds the earlier images of those
-pages. So every commit that serves or voids keys (or consumes relay pads) ends with a TRUNCATE
-checkpoint (`scrub`): the current pages go into the database file and the WAL is cut to zero bytes
-before the answer leaves. Eve with a copy of the disk afterwards finds only unserved key; what
+pages. So every commit that serves or voids keys (or consumes relay pads) is followed by a TRUNCATE
+checkpoint (`scrub`): the current pages go into the database file and the WAL is cut to zero bytes.
+By default (`scrub_deferred=False`) that happens in the commit, before the answer leaves; a key
+manager may defer it (`scrub_deferred=True`, then `scrub_if_due` at most every few tens of ms), so
+one checkpoint covers every batch served meanwhile: each checkpoint costs a database fsync. Eve with a copy of the disk afterwards finds only unserved key; what
 the file system did with the freed blocks (SSD wear levelling, snapshots) is outside this process's
 reach: put the store on an encrypted volume.
 
@@ -174,7 +176,8 @@ def create_owner_only(path: str) -> None:
 class KeyStore:
     """The key manager's SQLite store. Not thread-safe: one owning thread calls every method."""
 
-    def __init__(self, path: str, kme_id: str, *, capacity_bytes: int = 1 << 30, chunk_bytes: int = 4096) -> None:
+    def __init__(self, path: str, kme_id: str, *, capacity_bytes: int = 1 << 30, chunk_bytes: int = 4096,
+                 scrub_deferred: bool = False) -> None:
         if not kme_id:
             raise ValueError("kme_id must be a non-empty string")
         if capacity_bytes <= 0:
@@ -196,6 +199,7 @@ class KeyStore:
         self.db.execute("PRAGMA secure_delete=ON")
         self.db.execute("PRAGMA foreign_keys=ON")
         self._scrub_pending = False
+        self.scrub_deferred = scrub_deferred  # True: commits only mark `scrub_due`; the owner calls scrub_if_due
         self.db.executescript(SCHEMA)
         if path != ":memory:":
             for aux in (path + "-wal", path + "-shm"):
@@ -237,12 +241,24 @@ class KeyStore:
     def _begin(self) -> None:
         self.db.execute("BEGIN IMMEDIATE")
 
+    @property
+    def scrub_due(self) -> bool:
+        """Whether a commit overwrote key bytes whose earlier images may still be in the WAL."""
+        return self._scrub_pending
+
+    def scrub_if_due(self) -> bool:
+        """Scrub if a commit asked for it since the last scrub (deferred mode); True if done or not due."""
+        return self.scrub() if self._scrub_pending else True
+
     def _commit(self, scrub: bool = True) -> None:
         """Commit; with `scrub` (the default, for any transaction that may overwrite key material)
         then checkpoint and truncate the WAL (see the module docstring)."""
         self.db.execute("COMMIT")
         if scrub or self._scrub_pending:
-            self.scrub()
+            if self.scrub_deferred:
+                self._scrub_pending = True
+            else:
+                self.scrub()
 
     def _rollback(self) -> None:
         if self.db.in_transaction:
