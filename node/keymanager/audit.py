@@ -23,6 +23,7 @@ from node.keymanager.files import create_private_file
 #: the network demo, does not print every delivery); `attach_audit_file` records everything.
 audit_log = logging.getLogger("qkdnode.audit")
 
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, default=str).encode
 MAX_FIELD = 300  # characters kept of any one text field (a 8 KiB path must not make an 8 KiB line)
 
 
@@ -39,7 +40,10 @@ def audit(event: str, level: int = logging.INFO, **fields: Any) -> None:
     if not audit_log.isEnabledFor(level):
         return
     doc = {"event": event, **{k: _clip(v) for k, v in fields.items() if v is not None}}
-    audit_log.log(level, "%s", json.dumps(doc, separators=(",", ":"), ensure_ascii=True, default=str))
+    # a record made here skips Logger.findCaller's stack walk (the caller is always this function)
+    record = logging.LogRecord(audit_log.name, level, __file__, 0,
+                               _ENCODE(doc), None, None, "audit")
+    audit_log.handle(record)
 
 
 class _UtcJsonFormatter(logging.Formatter):
