@@ -6,7 +6,7 @@ Example (paths are relative to the file's directory)::
     database = "km_a.db"
     local_saes = ["SAE_A"]
     audit_log = "km_a.audit.log"  # one JSON line per security event (default: the database's name + .audit.log)
-    scrub_delay_s = 0.05        # served/voided key bytes leave the WAL at most this long after the answer;
+    scrub_delay_s = 0.5         # served/voided key bytes leave the WAL at most this long after the answer;
                                 # 0: before every answer (one more fsync per delivery batch)
 
     [api]                       # ETSI GS QKD 014 over mutual TLS
@@ -129,7 +129,7 @@ class KmConfig:
     chunk_bytes: int = 4096
     relay: RelayConfig = field(default_factory=lambda: RelayConfig())
     audit_log: str = ""
-    scrub_delay_s: float = 0.05
+    scrub_delay_s: float = 0.5
     extra: dict[str, Any] = field(default_factory=dict)
 
     def peer_of_sae(self, sae_id: str) -> PeerConfig | None:
@@ -294,7 +294,7 @@ def parse_config(doc: dict, base_dir: str | Path = ".") -> KmConfig:
             raise ValueError(f"config key 'relay.{n}' must be a positive number, got {v}")
         relay_vals[n] = float(v)
     relay = RelayConfig(enabled=_get(relay_t, "enabled", bool, "relay.", True, "true or false"), **relay_vals)
-    scrub_delay = _get(doc, "scrub_delay_s", (int, float), "", 0.05, "a number of seconds in [0, 1]")
+    scrub_delay = _get(doc, "scrub_delay_s", (int, float), "", 0.5, "a number of seconds in [0, 1]")
     if not 0 <= scrub_delay <= 1:
         raise ValueError(f"config key 'scrub_delay_s' must be a number of seconds in [0, 1], got {scrub_delay}")
     database = path(_get(doc, "database", str, "", ..., "a path to the SQLite key store"))

@@ -320,7 +320,7 @@ def test_keys_served_over_the_api_leave_no_trace_in_the_kms_files(hpair):
     raw = [base64.b64decode(k["key"]) for k in keys]
     for who in ("a", "b"):
         db = Path(getattr(hpair, who).config.database)
-        # the KMs scrub within scrub_delay_s (50 ms by default) of serving: wait for it, generously
+        # the KMs scrub within scrub_delay_s (0.5 s by default) of serving: wait for it, generously
         wait_for(lambda: not any(k in _disk_bytes(db) for k in raw))
 
 
