@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 from typing import Any
 
 
@@ -14,7 +15,9 @@ def register(subparsers: Any) -> None:
         "km", help="run a key manager (ETSI GS QKD 014 over mutual TLS)",
         description="Run a key manager from a TOML configuration: durable key store, KEY_BLOCK ingest "
                     "from the QKD modules, authenticated sync with the peer KM, and the ETSI GS QKD 014 "
-                    "API over mutual TLS. Stops cleanly on SIGINT/SIGTERM.",
+                    "API over mutual TLS. Stops cleanly on SIGINT/SIGTERM. The audit trail (one JSON line per "
+                    "TLS handshake failure, refused request, key delivery by key ID, voided key) goes to the "
+                    "config's audit_log file, by default beside the key store; warnings and errors to stderr.",
     )
     p.add_argument("config", nargs="?", help="path to the key manager's TOML file")
     p.add_argument("--write-demo", metavar="DIR",
@@ -35,11 +38,14 @@ def run(args: argparse.Namespace) -> int:
         pair = write_demo_pair(args.write_demo)
         for who, path in pair.configs.items():
             print(f"KME_{who.upper()}: qkdnode km {path}  (ETSI 014 on https://127.0.0.1:{pair.ports[who + '_api']})")
-        print(f"SAE certificates and the CA are in {pair.root / 'pki'}")
+        print(f"SAE certificates and the CA certificate are in {pair.root / 'pki'}; the CA's private key is "
+              f"kept apart in {pair.root / 'ca'} (no KM or SAE needs it to run)")
         return 0
     if args.config is None:
         raise ValueError("CONFIG is required (or --write-demo DIR)")
     config = load_config(args.config)
+    if config.audit_log:
+        logging.getLogger(__name__).info("audit trail: %s", config.audit_log)
 
     def ready(km: Any) -> None:
         if args.print_endpoints:

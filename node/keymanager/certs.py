@@ -17,6 +17,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from node.keymanager.files import private_dir, write_private_file
+
+#: Where `make_pki` puts the CA's private key, relative to the PKI directory, unless told otherwise:
+#: apart from the certificates and keys a KM or SAE needs at run time, so it can be moved offline.
+CA_KEY_DIR = "ca-private"
+
 
 @dataclass(frozen=True)
 class Identity:
@@ -86,22 +92,30 @@ def make_leaf(
     return key, builder.sign(ca_key, hashes.SHA256())
 
 
-def write_pem(directory: Path, name: str, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate) -> Identity:
-    """Write `name.pem` (certificate) and `name.key` (private key, mode 0600) into `directory`."""
-    directory.mkdir(parents=True, exist_ok=True)
-    cert_path, key_path = directory / f"{name}.pem", directory / f"{name}.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    fd = os.open(key_path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                   serialization.NoEncryption()))
-    os.chmod(key_path, 0o600)
+def write_pem(directory: Path, name: str, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate,
+              key_directory: Path | None = None) -> Identity:
+    """Write `name.pem` (certificate) into `directory` and `name.key` (private key) into `key_directory`
+    (default: the same); files 0600 and directories 0700 whatever the umask (a certificate another
+    user could overwrite is a CA they could swap)."""
+    private_dir(directory)
+    key_dir = private_dir(key_directory) if key_directory is not None else directory
+    cert_path, key_path = directory / f"{name}.pem", key_dir / f"{name}.key"
+    write_private_file(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+    write_private_file(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                   serialization.NoEncryption()))
     return Identity(name, cert_path, key_path)
 
 
+def ca_key_path(directory: str | os.PathLike, ca_key_dir: str | os.PathLike | None = None) -> Path:
+    """Where `make_pki(directory, ..., ca_key_dir=...)` writes the CA's private key."""
+    return (Path(ca_key_dir) if ca_key_dir is not None else Path(directory) / CA_KEY_DIR) / "ca.key"
+
+
 def make_pki(directory: str | os.PathLike, kme_ids: list[str], sae_ids: list[str],
-             hosts: tuple[str, ...] = ("localhost", "127.0.0.1"), ca_name: str = "qkdnode demo CA") -> dict[str, Identity]:
-    """Create `ca.pem`/`ca.key` and one identity per KME and SAE in `directory`; returns them by name."""
+             hosts: tuple[str, ...] = ("localhost", "127.0.0.1"), ca_name: str = "qkdnode demo CA",
+             ca_key_dir: str | os.PathLike | None = None) -> dict[str, Identity]:
+    """Create `ca.pem` and one identity per KME and SAE in `directory`, and the CA's key `ca.key` in
+    `ca_key_dir` (default `directory/ca-private`, never beside the run-time files); returns them by name."""
     if not kme_ids and not sae_ids:
         raise ValueError("kme_ids and sae_ids must name at least one identity")
     names = list(kme_ids) + list(sae_ids)
@@ -109,7 +123,7 @@ def make_pki(directory: str | os.PathLike, kme_ids: list[str], sae_ids: list[str
         raise ValueError("KME and SAE IDs must be distinct and not 'ca'")
     out = Path(directory)
     ca_key, ca_cert = make_ca(ca_name)
-    ids = {"ca": write_pem(out, "ca", ca_key, ca_cert)}
+    ids = {"ca": write_pem(out, "ca", ca_key, ca_cert, ca_key_path(out, ca_key_dir).parent)}
     for kme in kme_ids:
         ids[kme] = write_pem(out, kme, *make_leaf(ca_key, ca_cert, kme, server=True, hosts=hosts))
     for sae in sae_ids:

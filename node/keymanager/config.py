@@ -5,6 +5,9 @@ Example (paths are relative to the file's directory)::
     kme_id = "KME_A"
     database = "km_a.db"
     local_saes = ["SAE_A"]
+    audit_log = "km_a.audit.log"  # one JSON line per security event (default: the database's name + .audit.log)
+    scrub_delay_s = 0.5         # served/voided key bytes leave the WAL at most this long after the answer;
+                                # 0: before every answer (one more fsync per delivery batch)
 
     [api]                       # ETSI GS QKD 014 over mutual TLS
     host = "127.0.0.1"
@@ -12,6 +15,8 @@ Example (paths are relative to the file's directory)::
     cert = "certs/KME_A.pem"
     key = "certs/KME_A.key"
     ca = "certs/ca.pem"
+    header_timeout_s = 10.0     # a request line and headers not complete by then: the connection is cut
+    body_timeout_s = 10.0       # a body not received by then: JSON 408, connection closed
 
     [keys]
     key_size = 256
@@ -66,6 +71,8 @@ class ApiConfig:
     key: str = ""
     ca: str = ""
     client_max_size: int = 65536
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -121,6 +128,8 @@ class KmConfig:
     auth_refill_bytes: int = 262_144
     chunk_bytes: int = 4096
     relay: RelayConfig = field(default_factory=lambda: RelayConfig())
+    audit_log: str = ""
+    scrub_delay_s: float = 0.5
     extra: dict[str, Any] = field(default_factory=dict)
     sdn: Any = None
     """SDN control over RESTCONF (`node.control.sdn.config.SdnConfig`), when the file has [sdn]."""
@@ -195,12 +204,19 @@ def parse_config(doc: dict, base_dir: str | Path = ".") -> KmConfig:
         return value if value == ":memory:" else str((base / value).resolve())
 
     _check_keys(doc, {"kme_id", "database", "local_saes", "api", "keys", "ingest", "link", "peers", "chunk_bytes",
-                      "relay", "sdn"}, "")
+                      "relay", "sdn", "audit_log", "scrub_delay_s"}, "")
     kme_id = _get(doc, "kme_id", str, "", ..., "a non-empty string")
     if not kme_id:
         raise ValueError("config key 'kme_id' must be a non-empty string")
     api_t = _get(doc, "api", dict, "", {})
-    _check_keys(api_t, {"host", "port", "cert", "key", "ca", "client_max_size"}, "api.")
+    _check_keys(api_t, {"host", "port", "cert", "key", "ca", "client_max_size", "header_timeout_s",
+                        "body_timeout_s"}, "api.")
+    api_timeouts = {}
+    for n in ("header_timeout_s", "body_timeout_s"):
+        v = _get(api_t, n, (int, float), "api.", getattr(ApiConfig, n), "a number in (0, 3600]")
+        if not 0 < v <= 3600:
+            raise ValueError(f"config key 'api.{n}' must be a number in (0, 3600], got {v}")
+        api_timeouts[n] = float(v)
     port = _get(api_t, "port", int, "api.", 8443, "an integer in [0, 65535]")
     if not 0 <= port <= 65535:
         raise ValueError(f"config key 'api.port' must be an integer in [0, 65535], got {port}")
@@ -209,7 +225,7 @@ def parse_config(doc: dict, base_dir: str | Path = ".") -> KmConfig:
         cert=path(_get(api_t, "cert", str, "api.", ..., "a path to a PEM certificate")),
         key=path(_get(api_t, "key", str, "api.", ..., "a path to a PEM private key")),
         ca=path(_get(api_t, "ca", str, "api.", ..., "a path to the PEM CA certificate that signs SAE certificates")),
-        client_max_size=_positive(api_t, "client_max_size", "api.", 65536),
+        client_max_size=_positive(api_t, "client_max_size", "api.", 65536), **api_timeouts,
     )
     keys_t = _get(doc, "keys", dict, "", {})
     names = set(KeyLimits.__dataclass_fields__)
@@ -285,9 +301,17 @@ def parse_config(doc: dict, base_dir: str | Path = ".") -> KmConfig:
         from node.control.sdn.config import parse_sdn
 
         sdn = parse_sdn(doc["sdn"], api, {lk for p in peers for lk in p.links}, path)
+    scrub_delay = _get(doc, "scrub_delay_s", (int, float), "", 0.5, "a number of seconds in [0, 1]")
+    if not 0 <= scrub_delay <= 1:
+        raise ValueError(f"config key 'scrub_delay_s' must be a number of seconds in [0, 1], got {scrub_delay}")
+    database = path(_get(doc, "database", str, "", ..., "a path to the SQLite key store"))
+    audit = _get(doc, "audit_log", str, "", "", "a path to the audit log file")
+    if not audit:
+        audit = "" if database == ":memory:" else str(Path(database).with_suffix(".audit.log"))
     return KmConfig(
         sdn=sdn,
-        kme_id=kme_id, relay=relay, database=path(_get(doc, "database", str, "", ..., "a path to the SQLite key store")),
+        kme_id=kme_id, relay=relay, database=database, audit_log=path(audit) if audit else "",
+        scrub_delay_s=float(scrub_delay),
         local_saes=local, api=api, keys=limits, ingest_bind=_endpoint(ingest_t, "bind", "ingest."),
         ingest_sources=tuple(sources),
         link_bind=_endpoint(link_t, "bind", "link."),

@@ -9,6 +9,11 @@ await the peer's ack at once (a pipeline); the peer handles KEY_ALLOCs in the or
 If the peer does not ack in time the keys become void (never reused) and the master gets 503; a
 restart voids keys left reserved in step 2. Reconciliation later tells the peer which keys are void.
 
+A slave KM that crashes after committing a delivery to its slave SAE but before the answer left
+finds those grants at start (`recover_unanswered`); its sync loop tells the master's KM
+(`KEYS_UNANSWERED [key IDs]` -> `KEYS_UNANSWERED_ACK {voided}`), which voids the keys (its master
+SAE holds a key its partner will never get) and reports them in Get status's `status_extension`.
+
 The KM link's authentication key starts as the pre-shared bootstrap secret and is topped up from
 the pool (AUTH_REFILL, see `peer`) when a flow runs low, so the link outlives its bootstrap secret.
 """
@@ -30,6 +35,7 @@ import zmq.asyncio
 
 from node.classical import Message
 from node.management.alarms import AlarmRegistry
+from node.keymanager.audit import attach_audit_file, audit, detach_audit_file
 from node.keymanager.config import KeyLimits, KmConfig
 from node.keymanager.errors import PeerError, PoolExhausted
 from node.keymanager.etsi014 import Etsi014Api, server_ssl_context, start_api
@@ -66,13 +72,14 @@ class KeyManager:
         self.limits: KeyLimits = config.keys
         self.store = KeyStore(config.database, config.kme_id,
                               capacity_bytes=config.keys.max_key_count * config.keys.key_size // 8,
-                              chunk_bytes=config.chunk_bytes)
+                              chunk_bytes=config.chunk_bytes, scrub_deferred=config.scrub_delay_s > 0)
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="km-store")
         self._local = set(config.local_saes)
         self._queues: dict[str, list[_Pending]] = {p.kme_id: [] for p in config.peers}
         self._wake: dict[str, asyncio.Event] = {}
         self._blocks_event: asyncio.Event | None = None
         self._confirm_after: dict[str, int] = {}
+        self._lost_cache: dict[tuple[str, str], tuple[int, list[str]]] = {}
         self._auth_warned: dict[str, bool] = {}
         self.refill_below = config.auth_refill_below
         self._tasks: list[asyncio.Task[Any]] = []
@@ -85,7 +92,11 @@ class KeyManager:
         self.qos: QosService | None = None  # SDN control (node.control.sdn) attaches application QoS here
         self.restconf: Any = None  # its RESTCONF server, when the configuration has [sdn]
         self.counters = {"keys_delivered_master": 0, "keys_delivered_slave": 0, "keys_voided": 0,
-                         "reconcile_unknown": 0, "auth_refills": 0}
+                         "reconcile_unknown": 0, "auth_refills": 0,
+                         # slave side: answers to slave SAEs that a crash or a dropped connection may
+                         # have lost (the key is never served again); master side: keys voided
+                         # because the peer reported such a lost answer
+                         "keys_unanswered": 0, "keys_lost_at_peer": 0}
 
     # -- store access in its own thread -------------------------------------------------------
 
@@ -160,6 +171,21 @@ class KeyManager:
         material = await self.db(self.store.fetch, requester, master, key_ids)
         self.counters["keys_delivered_slave"] += len(key_ids)
         return list(zip(key_ids, material))
+
+    async def answered(self, requester: str, key_ids: list[str], ok: bool) -> None:
+        """The answer carrying `key_ids` to slave SAE `requester` was written (`ok`) or could not be."""
+        await self.db(self.store.confirm_answered, requester, key_ids, ok)
+        if not ok:
+            self.counters["keys_unanswered"] += len(key_ids)
+            audit("keys_unanswered", logging.WARNING, kme=self.kme_id, sae=requester, key_IDs=key_ids,
+                  reason="the answer could not be written; the keys will not be served again")
+            if self._blocks_event is not None:
+                self._blocks_event.set()  # the sync loop tells the master's KM
+
+    def lost_at_peer(self, pool: str, master_sae: str) -> tuple[int, list[str]]:
+        """(count, recent key IDs) of master SAE `master_sae`'s keys voided because the peer lost the
+        answer to the slave SAE (read in the API's thread: a separate read of a small table)."""
+        return self._lost_cache.get((pool, master_sae), (0, []))
 
     # -- master side: batched reserve -> KEY_ALLOC -> deliver ---------------------------------
 
@@ -327,6 +353,41 @@ class KeyManager:
             for _, _, material, _ in self.store.auth_refills(f"{p.kme_id}:in"):
                 self.peer_server.links[p.kme_id].refill(material)
 
+    async def _on_keys_unanswered(self, peer: str, msg: Message) -> tuple[str, dict[str, Any], bytes | None]:
+        """Master side: the peer lost answers to its slave SAEs for these keys; void them here."""
+        ids = _json_payload(msg).get("keys")
+        if not isinstance(ids, list) or not all(isinstance(k, str) and len(k) <= 64 for k in ids) \
+                or len(ids) > RECONCILE_PAGE:
+            raise ValueError(f"KEYS_UNANSWERED keys must be a list of at most {RECONCILE_PAGE} key IDs")
+        voided = await self.db(self.store.void_lost_at_peer, peer, ids)
+        if voided:
+            self.counters["keys_lost_at_peer"] += len(voided)
+            await self._refresh_lost(peer)
+            audit("keys_lost_at_peer", logging.WARNING, kme=self.kme_id, peer_kme=peer, key_IDs=voided,
+                  reason="the peer KM may never have answered the slave SAE; the keys are void")
+            log.warning("peer KM %s lost the answers for %d keys its slave SAEs fetched; they are now void "
+                        "(reported to the master SAEs in Get status)", peer, len(voided))
+        return "KEYS_UNANSWERED_ACK", {"voided": len(voided)}, None
+
+    async def _refresh_lost(self, pool: str) -> None:
+        masters = {m for p, m in self._lost_cache if p == pool} | set(self._local)
+        for m in masters:
+            self._lost_cache[(pool, m)] = await self.db(self.store.lost_at_peer, pool, m)
+
+    async def _report_unanswered(self, pool: str) -> None:
+        """Slave side: tell the master's KM about answers a crash or a dropped connection may have lost.
+
+        Eve on the KM link (authenticated, not encrypted) learns which key IDs were lost: IDs carry
+        no key bits, and those keys are never used by anyone."""
+        ids = await self.db(self.store.unreported_unanswered, pool, RECONCILE_PAGE)
+        if not ids:
+            return
+        reply = await self.clients[pool].request("KEYS_UNANSWERED", {"count": len(ids)},
+                                                 payload=_json_frame({"keys": ids}))
+        await self.db(self.store.mark_unanswered_reported, ids)
+        log.warning("told peer KM %s of %d keys whose answer to a slave SAE may have been lost (%s voided there)",
+                    pool, len(ids), reply.header.get("voided"))
+
     async def _on_key_query(self, peer: str, msg: Message) -> tuple[str, dict[str, Any], bytes | None]:
         ids = _json_payload(msg).get("keys")
         if not isinstance(ids, list) or not all(isinstance(k, str) for k in ids) or len(ids) > RECONCILE_PAGE:
@@ -379,6 +440,7 @@ class KeyManager:
                 await self._refill_auth(pool)
                 self._check_auth_key(pool)
                 await self._confirm_blocks(pool)
+                await self._report_unanswered(pool)
                 if loop.time() >= next_reconcile:
                     next_reconcile = loop.time() + self.config.reconcile_interval_s
                     page = await self.db(self.store.own_keys, pool, after, RECONCILE_PAGE)
@@ -398,9 +460,22 @@ class KeyManager:
             except Exception:
                 log.exception("sync with peer KM %s failed", pool)
 
+    async def _scrubber(self) -> None:
+        """Deferred scrubbing: every `scrub_delay_s`, one WAL checkpoint covers all keys served or voided
+        since the last (see `store`); what Eve could image from the disk in between is that window."""
+        while True:
+            await asyncio.sleep(self.config.scrub_delay_s)
+            if self.store.scrub_due:
+                try:
+                    await self.db(self.store.scrub_if_due)
+                except Exception as exc:
+                    log.error("key store WAL checkpoint failed: %s", exc)
+
     def _alarm(self, severity: str, source: str, text: str) -> None:
         """Raise a transient alarm (relay events, rejected messages); never with key material."""
         self.alarms.raise_alarm(severity, source, text, clear_after_s=300.0)
+        audit("alarm", logging.WARNING if severity in ("critical", "major") else logging.INFO, kme=self.kme_id,
+              source=source, severity=severity, text=text)
 
     def auth_messages_left(self) -> dict[str, int]:
         """Messages each authenticated flow can still seal (the bootstrap secret is consumed)."""
@@ -423,6 +498,15 @@ class KeyManager:
         voided = await self.db(self.store.recover)
         if voided:
             log.warning("recovery: %d keys reserved but never delivered are now void", voided)
+            audit("keys_voided", logging.WARNING, kme=cfg.kme_id, count=voided, reason="reserved at a crash")
+        unanswered = await self.db(self.store.recover_unanswered)
+        if unanswered:
+            log.warning("recovery: %d keys were committed as delivered to slave SAEs but their answers may "
+                        "not have left before the crash; they will not be served again and the master's KM "
+                        "is told", unanswered)
+            audit("keys_unanswered", logging.WARNING, kme=cfg.kme_id, count=unanswered,
+                  reason="committed as delivered before a crash, answer not known to have left")
+        self.counters["keys_unanswered"] = await self.db(self.store.unanswered_count)
         voided = await self.db(self.relay.rstore.recover)
         if voided:
             self._alarm("minor", "relay", f"recovery: {voided} relays cut short by a restart are now void")
@@ -437,6 +521,7 @@ class KeyManager:
                                                         "RECONCILE": self._on_reconcile,
                                                         "KEY_QUERY": self._on_key_query,
                                                         "AUTH_REFILL": self._on_auth_refill,
+                                                        "KEYS_UNANSWERED": self._on_keys_unanswered,
                                                         "LINK_STATE": self.relay.on_link_state,
                                                         "RELAY_FORWARD": self.relay.on_relay_forward},
                                       on_reject=lambda peer, why: self._alarm(
@@ -451,15 +536,22 @@ class KeyManager:
             self._tasks.append(asyncio.create_task(self._allocator(p.kme_id)))
             self._tasks.append(asyncio.create_task(self._sync_loop(p.kme_id)))
         await self.db(self._load_auth_refills)
+        for p in cfg.peers:
+            await self._refresh_lost(p.kme_id)
+            self.counters["keys_lost_at_peer"] += sum(n for (pool, _), (n, _) in self._lost_cache.items()
+                                                      if pool == p.kme_id)
         if cfg.relay.enabled:
             self._tasks.append(asyncio.create_task(self.relay.gossip_loop()))
+        if self.store.scrub_deferred:
+            self._tasks.append(asyncio.create_task(self._scrubber()))
         self.ingest = IngestServer(self.ctx, cfg.ingest_bind, {s: load_secret(k) for s, k in cfg.ingest_sources},
                                    self.link_state, cfg.pool_of_link, self._commit_blocks,
                                    self._blocks_event.set)
         await self.ingest.start()
-        self.api = Etsi014Api(self, cfg.api.client_max_size)
+        self.api = Etsi014Api(self, cfg.api.client_max_size, cfg.api.body_timeout_s)
         self.runner, self.api_port = await start_api(
-            self.api, cfg.api.host, cfg.api.port, server_ssl_context(cfg.api.cert, cfg.api.key, cfg.api.ca))
+            self.api, cfg.api.host, cfg.api.port, server_ssl_context(cfg.api.cert, cfg.api.key, cfg.api.ca),
+            cfg.api.header_timeout_s)
         log.info("KM %s serving ETSI 014 on %s:%d", cfg.kme_id, cfg.api.host, self.api_port)
         if cfg.sdn is not None:  # SDN control: ETSI GS QKD 015 over RESTCONF (node.control.sdn)
             from node.control.sdn.service import start_restconf
@@ -521,23 +613,31 @@ def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
 
 
 async def run_key_manager(config: KmConfig, ready: Callable[[KeyManager], None] | None = None) -> None:
-    """Run a key manager until SIGINT/SIGTERM, then shut down gracefully."""
+    """Run a key manager until SIGINT/SIGTERM, then shut down gracefully. Its audit trail goes to
+    `config.audit_log` (owner-only, beside the key store unless configured elsewhere)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    km = KeyManager(config)
-    await km.start()
-    if ready is not None:
-        ready(km)
+    handler = attach_audit_file(config.audit_log) if config.audit_log else None
     try:
-        await stop.wait()
-    finally:
+        km = KeyManager(config)
+        await km.start()
+        audit("km_started", kme=config.kme_id, api_port=km.api_port)
+        if ready is not None:
+            ready(km)
         try:
-            async with asyncio.timeout(5):
-                await km.stop()
-        except TimeoutError:
-            log.error("shutdown timed out")
+            await stop.wait()
+        finally:
+            try:
+                async with asyncio.timeout(5):
+                    await km.stop()
+            except TimeoutError:
+                log.error("shutdown timed out")
+            audit("km_stopped", kme=config.kme_id)
+    finally:
+        if handler is not None:
+            detach_audit_file(handler)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -551,7 +651,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1:
         print("usage: python -m node.keymanager.daemon CONFIG", file=sys.stderr)
         return 2
-    logging.basicConfig(level="ERROR")
+    logging.basicConfig(level="WARNING", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = load_config(args[0])
     except ValueError as exc:

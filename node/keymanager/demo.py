@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from node.keymanager.certs import make_pki
+from node.keymanager.files import create_private_file, private_dir, write_private_file
 
 SECRET_BYTES = 4 << 20
 
@@ -26,9 +27,7 @@ def free_port() -> int:
 
 
 def _secret(path: Path) -> None:
-    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(os.urandom(SECRET_BYTES))
+    write_private_file(path, os.urandom(SECRET_BYTES))
 
 
 @dataclass
@@ -53,14 +52,22 @@ class DemoPair:
         """A pre-shared secret file's content (`link`, `ingest_a`, `ingest_b`)."""
         return (self.root / f"{name}.key").read_bytes()
 
+    def log(self, which: str) -> Path:
+        """The KM's log file in the work directory (its stderr: warnings, errors; the audit trail is
+        `km_X.audit.log` beside it)."""
+        return self.root / f"km_{which}.log"
+
     def start(self, which: str = "ab") -> None:
-        """Start the KMs as child processes and wait until they serve."""
+        """Start the KMs as child processes and wait until they serve; their stderr goes to `log(w)`."""
         for w in which:
-            proc = subprocess.Popen([sys.executable, "-m", "node.keymanager.daemon", str(self.configs[w])],
-                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            create_private_file(self.log(w))
+            with open(self.log(w), "ab") as err:  # the child keeps its own descriptor
+                proc = subprocess.Popen([sys.executable, "-m", "node.keymanager.daemon", str(self.configs[w])],
+                                        stdout=subprocess.PIPE, stderr=err, text=True, cwd=self.root)
             if not proc.stdout.readline().startswith("{"):  # type: ignore[union-attr]
                 proc.kill()
-                raise RuntimeError(f"key manager {w} did not start")
+                proc.wait()
+                raise RuntimeError(f"key manager {w} did not start; see {self.log(w)}")
             self.procs[w] = proc
 
     def stop(self) -> None:
@@ -79,10 +86,10 @@ class DemoPair:
 
 def write_demo_pair(root: str | os.PathLike, *, max_key_count: int = 1_000_000, max_key_per_request: int = 128,
                     peer_timeout_s: float = 2.0) -> DemoPair:
-    """Create the PKI, the secrets and both TOML files under `root`."""
-    base = Path(root)
-    base.mkdir(parents=True, exist_ok=True)
-    make_pki(base / "pki", ["KME_A", "KME_B"], ["SAE_A", "SAE_B"])
+    """Create the PKI, the secrets and both TOML files under `root`, all owner-only whatever the umask;
+    the CA's private key goes to `root/ca/`, apart from `root/pki/` that the KMs and SAEs read."""
+    base = private_dir(root)
+    make_pki(base / "pki", ["KME_A", "KME_B"], ["SAE_A", "SAE_B"], ca_key_dir=base / "ca")
     for name in ("link", "ingest_a", "ingest_b"):
         _secret(base / f"{name}.key")
     ports = {f"{w}_{k}": free_port() for w in "ab" for k in ("api", "link", "in")}
@@ -121,6 +128,5 @@ connect = "tcp://127.0.0.1:{ports[other + '_link']}"
 links = ["L1"]
 saes = ["SAE_{other.upper()}"]
 """
-        configs[me] = base / f"km_{me}.toml"
-        configs[me].write_text(text)
+        configs[me] = write_private_file(base / f"km_{me}.toml", text)
     return DemoPair(base, ports, configs)

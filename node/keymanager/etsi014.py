@@ -8,6 +8,7 @@ key service behind it (`KeyService`) does the key bookkeeping.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -20,9 +21,11 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
+from node.keymanager.audit import audit
 from node.keymanager.certs import common_name_of
 from node.keymanager.config import KeyLimits
 from node.keymanager.errors import KeysNotFound, NotAuthorized, PeerError, PoolExhausted
+from node.keymanager.httpserver import DISCONNECT_AUDITED, PEER_KEY, TlsSite, peer_address
 from node.keymanager.qos import QosRefused
 
 log = logging.getLogger(__name__)
@@ -33,9 +36,11 @@ MSG_SIZE_MULTIPLE = "size shall be a multiple of 8"
 MSG_EXT_MANDATORY = "not all extension_mandatory parameters are supported"
 MSG_UNAUTHORIZED = "Unauthorized"
 MSG_SERVER = "Error on server side."
-UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+UUID_RE = re.compile(r"\A[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z")
+MAX_JSON_DEPTH = 16  # the deepest valid body (Key IDs with key_ID_extension objects) nests 4 levels
 KEY_REQUEST_FIELDS = {"number", "size", "additional_slave_SAE_IDs", "extension_mandatory", "extension_optional"}
 KEY_IDS_FIELDS = {"key_IDs", "key_IDs_extension"}
+SAE_KEY = web.RequestKey("sae", str)  # the caller's certificate subject, for the audit trail
 
 
 class KeyService(Protocol):
@@ -53,6 +58,10 @@ class KeyService(Protocol):
     async def get_keys(self, master: str, slaves: list[str], number: int, nbytes: int) -> list[tuple[str, bytes]]: ...
 
     async def get_keys_with_ids(self, requester: str, master: str, key_ids: list[str]) -> list[tuple[str, bytes]]: ...
+
+    async def answered(self, requester: str, key_ids: list[str], ok: bool) -> None: ...
+
+    def lost_at_peer(self, pool: str, master_sae: str) -> tuple[int, list[str]]: ...
 
 
 class ApiError(Exception):
@@ -104,13 +113,47 @@ def _query_int(text: str, name: str) -> int:
     return int(text)
 
 
+def json_depth_exceeds(text: str, limit: int) -> bool:
+    """Whether brackets outside strings nest deeper than `limit` (checked before `json.loads`, whose
+    recursion a deep body would exhaust). Linear; bodies with few brackets skip the scan."""
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    depth = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif ch in "]}":
+            depth -= 1
+    return False
+
+
 def _parse_json(body: bytes) -> Any:
+    """The JSON document of a request body, its nesting bounded by MAX_JSON_DEPTH (its size is bounded
+    by the application's client_max_size); `ApiError` 400 for anything malformed."""
     try:
-        return json.loads(body.decode("utf-8"))
+        text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise ApiError(400, "request body is not UTF-8") from None
+    if json_depth_exceeds(text, MAX_JSON_DEPTH):
+        raise ApiError(400, f"request body nests JSON deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise ApiError(400, f"request body is not valid JSON (line {exc.lineno}, column {exc.colno})") from None
+    except RecursionError:  # defence in depth: the depth check above should make this unreachable
+        raise ApiError(400, f"request body nests JSON deeper than {MAX_JSON_DEPTH} levels") from None
 
 
 def _extension_list(value: Any, name: str) -> list[dict]:
@@ -122,37 +165,60 @@ def _extension_list(value: Any, name: str) -> list[dict]:
 class Etsi014Api:
     """The aiohttp application serving one KME's ETSI 014 endpoints."""
 
-    def __init__(self, service: KeyService, client_max_size: int = 65536) -> None:
+    def __init__(self, service: KeyService, client_max_size: int = 65536, body_timeout_s: float = 10.0) -> None:
         self.service = service
+        self.body_timeout_s = body_timeout_s
         self.app = web.Application(client_max_size=client_max_size, middlewares=[self._errors])
         self.app.router.add_route("*", PREFIX + "{tail:.*}", self._dispatch)
 
     @web.middleware
     async def _errors(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                       ) -> web.StreamResponse:
+        request[PEER_KEY] = peer_address(request.transport) or str(request.remote)
         try:
             return await handler(request)
         except ApiError as exc:
-            return error_response(exc.status, exc.message, exc.details)
+            resp = error_response(exc.status, exc.message, exc.details)
         except web.HTTPRequestEntityTooLarge as exc:
-            return error_response(413, f"request body too large (limit {exc.max_size} bytes)" if hasattr(exc, "max_size")
+            resp = error_response(413, f"request body too large (limit {exc.max_size} bytes)" if hasattr(exc, "max_size")
                                   else "request body too large")
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
-            return error_response(exc.status, exc.reason)
+            resp = error_response(exc.status, exc.reason)
+        except ConnectionError:  # the client went away mid-request (e.g. before its body arrived)
+            audit("client_disconnected", kme=self.service.kme_id, peer=request[PEER_KEY], sae=request.get(SAE_KEY),
+                  method=request.method, path=request.rel_url.raw_path)
+            request[DISCONNECT_AUDITED] = True
+            raise
         except Exception:
             log.exception("ETSI 014 request %s %s failed", request.method, request.rel_url.raw_path)
             return error_response(503, MSG_SERVER)
+        audit("request_refused", logging.WARNING if resp.status in (401, 408, 413) else logging.INFO,
+              kme=self.service.kme_id, peer=request[PEER_KEY], sae=request.get(SAE_KEY), method=request.method,
+              path=request.rel_url.raw_path, status=resp.status, reason=json.loads(resp.body)["message"])  # type: ignore[arg-type]
+        if resp.status == 408:
+            resp.force_close()
+        return resp
 
     # -- routing -------------------------------------------------------------------------------
 
     def _caller(self, request: web.Request) -> str:
         transport = request.transport
         sae = common_name_of(transport.get_extra_info("peercert") if transport is not None else None)
+        if sae is not None:
+            request[SAE_KEY] = sae  # for the audit trail: the certificate's subject, known SAE or not
         if sae is None or not self.service.is_local_sae(sae):
             raise ApiError(401, MSG_UNAUTHORIZED)
         return sae
+
+    async def _body(self, request: web.Request) -> bytes:
+        """The request body, read within `body_timeout_s` (a body that never arrives holds nothing)."""
+        try:
+            async with asyncio.timeout(self.body_timeout_s):
+                return await request.read()
+        except TimeoutError:
+            raise ApiError(408, f"request body not received within {self.body_timeout_s:g} s") from None
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         raw = request.rel_url.raw_path[len(PREFIX):]
@@ -189,14 +255,18 @@ class Etsi014Api:
             raise ApiError(400, "Get status takes no parameters")
         peer = self._peer(slave)
         lim = self.service.limits
-        return web.json_response({
+        body: dict[str, Any] = {
             "source_KME_ID": self.service.kme_id, "target_KME_ID": peer,
             "master_SAE_ID": master, "slave_SAE_ID": slave,
             "key_size": lim.key_size, "stored_key_count": await self.service.stored_key_count(peer),
             "max_key_count": lim.max_key_count, "max_key_per_request": lim.max_key_per_request,
             "max_key_size": lim.max_key_size, "min_key_size": lim.min_key_size,
             "max_SAE_ID_count": lim.max_SAE_ID_count,
-        })
+        }
+        lost, recent = self.service.lost_at_peer(peer, master)
+        if lost:  # keys this master SAE got whose answer to the slave SAE was lost at the peer KME
+            body["status_extension"] = {"keys_lost_at_slave_KME": {"count": lost, "recent_key_IDs": recent}}
+        return web.json_response(body)
 
     # -- Get key -------------------------------------------------------------------------------
 
@@ -204,7 +274,7 @@ class Etsi014Api:
         lim = self.service.limits
         number, size = 1, lim.key_size
         additional: list[str] = []
-        body = await request.read()
+        body = await self._body(request)
         if request.method == "GET":
             if body:
                 raise ApiError(400, "GET requests shall have no body; use POST")
@@ -273,12 +343,13 @@ class Etsi014Api:
             raise ApiError(503, "not enough key material to serve the request") from None
         except PeerError:
             raise ApiError(503, "peer KME unreachable; no key was delivered") from None
+        _audit_delivery(self.service.kme_id, request, "master", master, slaves, keys, req.size)
         return _key_container(keys)
 
     # -- Get key with key IDs ------------------------------------------------------------------
 
     async def _key_ids(self, request: web.Request) -> list[str]:
-        body = await request.read()
+        body = await self._body(request)
         if request.method == "GET":
             if body:
                 raise ApiError(400, "GET requests shall have no body; use POST")
@@ -325,7 +396,23 @@ class Etsi014Api:
             raise ApiError(401, MSG_UNAUTHORIZED) from None
         except KeysNotFound:
             raise ApiError(400, MSG_NOT_FOUND) from None
-        return _key_container(keys)
+        _audit_delivery(self.service.kme_id, request, "slave", master, [slave], keys, 8 * len(keys[0][1]) if keys else 0)
+        resp = _key_container(keys)
+        try:  # write the answer here, to learn whether it left (see `KeyStore.confirm_answered`)
+            await resp.prepare(request)
+            await resp.write_eof()
+        except (ConnectionError, asyncio.CancelledError):
+            await asyncio.shield(self.service.answered(slave, ids, False))
+            raise
+        await self.service.answered(slave, ids, True)
+        return resp
+
+
+def _audit_delivery(kme: str, request: web.Request, role: str, master: str, slaves: list[str],
+                    keys: list[tuple[str, bytes]] | list[tuple[str, bytes, dict[str, Any]]], size_bits: int) -> None:
+    """One audit line per answer carrying keys: who got which key IDs of what size (never the bits)."""
+    audit("keys_delivered", kme=kme, peer=request.get(PEER_KEY), role=role, sae=request.get(SAE_KEY), master_SAE_ID=master,
+          slave_SAE_IDs=slaves, size_bits=size_bits, key_IDs=[k[0] for k in keys])
 
 
 def _key_container(keys: list[tuple[str, bytes]] | list[tuple[str, bytes, dict[str, Any]]]) -> web.Response:
@@ -348,11 +435,17 @@ def _key_container(keys: list[tuple[str, bytes]] | list[tuple[str, bytes, dict[s
     return web.json_response(body)
 
 
-async def start_api(api: Etsi014Api, host: str, port: int, ssl_context: ssl.SSLContext) -> tuple[web.AppRunner, int]:
-    """Serve `api` on host:port over TLS; returns the runner (for cleanup) and the bound port."""
-    runner = web.AppRunner(api.app, access_log=None, handle_signals=False)
+async def start_api(api: Etsi014Api, host: str, port: int, ssl_context: ssl.SSLContext,
+                    header_timeout_s: float = 10.0) -> tuple[TlsSite, int]:
+    """Serve `api` on host:port over TLS (handshakes audited, request headers bounded by
+    `header_timeout_s`, parser refusals in JSON); returns the site (`cleanup()` stops it) and the port."""
+    # lingering_time: after an answer given before the body was read (401, 408...), drain what
+    # arrives for at most half a second, then close (aiohttp's default waits 10 s)
+    # keepalive_timeout: an idle keep-alive connection is closed after 75 s (aiohttp's own default
+    # for this class is an hour: a cheap way to hold many connections open)
+    runner = web.AppRunner(api.app, access_log=None, handle_signals=False, lingering_time=0.5,
+                           keepalive_timeout=75.0)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=256)
-    await site.start()
-    bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return runner, bound
+    site = TlsSite(runner, ssl_context, api.service.kme_id, header_timeout_s)
+    bound = await site.start(host, port, backlog=256)
+    return site, bound

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 from node.classical import Message
 from node.control.routing import LinkState as RouteLink
 from node.control.routing import Route, choose_route
+from node.keymanager.audit import audit
 from node.keymanager.errors import PeerError, PoolExhausted
 from node.keymanager.relaystore import PadSlice, RelayStore, xor_bytes
 
@@ -287,6 +288,8 @@ class RelayService:
             raise PoolExhausted(f"key relay to {dest} failed: {exc}") from None
         await self.km.db(self.rstore.finish_source, relay_id, key_ids, master, slaves, path)
         self._count("originated", spent)
+        audit("relay_originated", kme=self.me, relay=relay_id, path=path, master_SAE_ID=master, slave_SAE_IDs=slaves,
+              key_IDs=key_ids, size_bits=8 * nbytes)
         ext = {"relay": {"path": path}}
         return [(k, keys[i * nbytes:(i + 1) * nbytes], ext) for i, k in enumerate(key_ids)]
 
@@ -370,6 +373,8 @@ class RelayService:
             self._used(in_link, 8 * len(ct), spent)
             if new:
                 self._count("delivered", spent)
+                audit("relay_stored", kme=self.me, relay=relay_id, peer_kme=peer, path=trail + [self.me],
+                      key_IDs=key_ids)
             else:
                 self._alarm("warning", "relay", f"relay {relay_id} arrived again via {peer}: already stored")
             return "RELAY_STORED", {"path": [self.me]}, None
@@ -394,6 +399,7 @@ class RelayService:
             raise PeerError(f"relay failed at {self.me}: {exc}") from None
         await self.km.db(self.rstore.set_relay_state, relay_id, "done")
         self._count("forwarded", spent)
+        audit("relay_forwarded", kme=self.me, relay=relay_id, peer_kme=peer, path=[*trail, *path])
         return "RELAY_STORED", {"path": path}, None
 
     def _check_forward(self, peer: str, relay_id: Any, doc: dict[str, Any], ct: bytes

@@ -14,11 +14,28 @@ reused). Every state change is one SQLite transaction, committed with synchronou
 caller answers anyone (a pure reservation, which answers no one, is only written to the WAL; see
 `reserve_many`). The file is created owner-only (0600) and `secure_delete` makes
 SQLite overwrite freed content.
+
+No served, voided or consumed key left on disk. Consumed bytes are overwritten in place (zeros, or
+NULL with `secure_delete`), but SQLite's write-ahead log still holds the earlier images of those
+pages. So every commit that serves or voids keys (or consumes relay pads) is followed by a TRUNCATE
+checkpoint (`scrub`): the current pages go into the database file and the WAL is cut to zero bytes.
+By default (`scrub_deferred=False`) that happens in the commit, before the answer leaves; a key
+manager may defer it (`scrub_deferred=True`, then `scrub_if_due` at most every few tens of ms), so
+one checkpoint covers every batch served meanwhile: each checkpoint costs a database fsync. Eve with a copy of the disk afterwards finds only unserved key; what
+the file system did with the freed blocks (SSD wear levelling, snapshots) is outside this process's
+reach: put the store on an encrypted volume.
+
+Answers the slave SAE may never have received. `fetch` marks the slave's grant "answering" (2) in
+the commit before the answer leaves; `confirm_answered` marks it delivered (1) once aiohttp has
+written the answer. A crash in between leaves grants at 2: `recover_unanswered` records them in
+`unanswered` (the key is never served again: at most once), and the peer KM is told so that the
+master's side voids the key (`void_lost_at_peer`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 import time
@@ -28,6 +45,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from node.keymanager.errors import ConflictingBlock, KeysNotFound, NotAuthorized, PoolExhausted, PoolFull
+from node.keymanager.files import create_private_file
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS blocks(
@@ -57,6 +77,11 @@ CREATE TABLE IF NOT EXISTS pools(pool TEXT PRIMARY KEY, stored_bytes INTEGER NOT
 CREATE TABLE IF NOT EXISTS auth_refills(
     flow TEXT NOT NULL, n INTEGER NOT NULL, allocations TEXT NOT NULL, material BLOB NOT NULL,
     applied INTEGER NOT NULL, PRIMARY KEY(flow, n));
+CREATE TABLE IF NOT EXISTS unanswered(
+    key_id TEXT NOT NULL, sae_id TEXT NOT NULL, pool TEXT NOT NULL, at REAL NOT NULL,
+    reported INTEGER NOT NULL DEFAULT 0, PRIMARY KEY(key_id, sae_id));
+CREATE TABLE IF NOT EXISTS lost_at_peer(
+    key_id TEXT PRIMARY KEY, pool TEXT NOT NULL, master_sae TEXT NOT NULL, at REAL NOT NULL);
 """
 
 
@@ -143,16 +168,16 @@ def chunk_owner(block_id: int, idx: int) -> int:
 
 
 def create_owner_only(path: str) -> None:
-    """Create `path` (if absent) with mode 0600 before SQLite opens it, and tighten it if present."""
-    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-    os.close(fd)
-    os.chmod(path, 0o600)
+    """Create `path` (if absent) with mode 0600 before SQLite opens it, and tighten it if present
+    (SQLite gives the -wal and -shm files the database file's mode)."""
+    create_private_file(path)
 
 
 class KeyStore:
     """The key manager's SQLite store. Not thread-safe: one owning thread calls every method."""
 
-    def __init__(self, path: str, kme_id: str, *, capacity_bytes: int = 1 << 30, chunk_bytes: int = 4096) -> None:
+    def __init__(self, path: str, kme_id: str, *, capacity_bytes: int = 1 << 30, chunk_bytes: int = 4096,
+                 scrub_deferred: bool = False) -> None:
         if not kme_id:
             raise ValueError("kme_id must be a non-empty string")
         if capacity_bytes <= 0:
@@ -163,14 +188,37 @@ class KeyStore:
         self.kme_id = kme_id
         self.capacity_bytes = capacity_bytes
         self.chunk_bytes = chunk_bytes
+        crashed = False
         if path != ":memory:":
             create_owner_only(path)
+            # a WAL left with frames by a crash may hold images of pages since overwritten
+            crashed = os.path.exists(path + "-wal") and os.path.getsize(path + "-wal") > 0
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute("PRAGMA secure_delete=ON")
         self.db.execute("PRAGMA foreign_keys=ON")
+        self._scrub_pending = False
+        self.scrub_deferred = scrub_deferred  # True: commits only mark `scrub_due`; the owner calls scrub_if_due
         self.db.executescript(SCHEMA)
+        if path != ":memory:":
+            for aux in (path + "-wal", path + "-shm"):
+                if os.path.exists(aux):
+                    os.chmod(aux, 0o600)
+        if crashed:
+            self.scrub()
+
+    def scrub(self) -> bool:
+        """Checkpoint the WAL into the database and truncate it to zero bytes, so that earlier page
+        images (which held bytes since overwritten) are gone from disk. Another process reading the
+        database (an operator's `sqlite3` shell) can block it for longer than the busy timeout: then
+        the scrub is retried after the next commit, and False is returned."""
+        row = self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        self._scrub_pending = bool(row is not None and row[0])
+        if self._scrub_pending:
+            log.warning("key store %s: a reader blocked the WAL checkpoint; overwritten key bytes stay in the "
+                        "WAL until the next one", self.path)
+        return not self._scrub_pending
 
     def close(self) -> None:
         """Checkpoint and close the database."""
@@ -193,8 +241,24 @@ class KeyStore:
     def _begin(self) -> None:
         self.db.execute("BEGIN IMMEDIATE")
 
-    def _commit(self) -> None:
+    @property
+    def scrub_due(self) -> bool:
+        """Whether a commit overwrote key bytes whose earlier images may still be in the WAL."""
+        return self._scrub_pending
+
+    def scrub_if_due(self) -> bool:
+        """Scrub if a commit asked for it since the last scrub (deferred mode); True if done or not due."""
+        return self.scrub() if self._scrub_pending else True
+
+    def _commit(self, scrub: bool = True) -> None:
+        """Commit; with `scrub` (the default, for any transaction that may overwrite key material)
+        then checkpoint and truncate the WAL (see the module docstring)."""
         self.db.execute("COMMIT")
+        if scrub or self._scrub_pending:
+            if self.scrub_deferred:
+                self._scrub_pending = True
+            else:
+                self.scrub()
 
     def _rollback(self) -> None:
         if self.db.in_transaction:
@@ -224,7 +288,7 @@ class KeyStore:
         try:
             for b in blocks:
                 outcomes.append(self._add_block(b))
-            self._commit()
+            self._commit(scrub=False)  # stores key, overwrites none
         except BaseException:
             self._rollback()
             raise
@@ -292,7 +356,7 @@ class KeyStore:
                 if cur.rowcount:
                     self.db.execute("UPDATE chunks SET confirmed=1 WHERE link_id=? AND block_id=?", (link_id, block_id))
                     held.append((link_id, block_id))
-            self._commit()
+            self._commit(scrub=False)
         except BaseException:
             self._rollback()
             raise
@@ -361,7 +425,9 @@ class KeyStore:
                     self.db.execute("ROLLBACK TO one")
                     self.db.execute("RELEASE one")
                     out.append(exc)
-            self._commit()
+            # A pure reservation serves nothing yet; the commit that delivers or voids its keys
+            # (before any answer leaves) scrubs the WAL of the bytes this one overwrote.
+            self._commit(scrub=durable)
         except BaseException:
             self._rollback()
             raise
@@ -439,9 +505,9 @@ class KeyStore:
     def recover(self) -> int:
         """At start: void keys reserved here whose delivery was cut short (their answer never left)."""
         self._begin()
-        cur = self.db.execute("UPDATE keys SET state='void' WHERE origin=1 AND state='reserved'")
-        self._commit()
-        return cur.rowcount
+        n = self.db.execute("UPDATE keys SET state='void' WHERE origin=1 AND state='reserved'").rowcount
+        self._commit(scrub=n > 0)
+        return n
 
     # -- slave side ----------------------------------------------------------------------------
 
@@ -479,7 +545,7 @@ class KeyStore:
                 if row is not None and row[1] == peer_role:
                     self.db.execute("DELETE FROM chunks WHERE id=?", (row[0],))
                     self._add_pool_bytes(pool, -(row[2] - row[3]))
-            self._commit()
+            self._commit(scrub=False)  # the bits live on in keys.material until fetched or voided
         except BaseException:
             self._rollback()
             raise
@@ -540,7 +606,7 @@ class KeyStore:
             n = self._next_refill(flow)
             self.db.execute("INSERT INTO auth_refills(flow, n, allocations, material, applied) VALUES(?,?,?,?,0)",
                             (flow, n, json.dumps([a.to_json() for a in allocations]), material))
-            self._commit()
+            self._commit(scrub=False)  # the bits live on as the link's key
         except BaseException:
             self._rollback()
             raise
@@ -557,7 +623,7 @@ class KeyStore:
             if row is not None:
                 if row[0] != wire:
                     raise ValueError(f"authentication refill {n} re-sent with other bits")
-                self._commit()
+                self._commit(scrub=False)
                 return bytes(row[1]), False
             if n != self._next_refill(flow):
                 raise ValueError(f"authentication refill {n} out of order (expected {self._next_refill(flow)})")
@@ -577,7 +643,7 @@ class KeyStore:
             material = b"".join(parts)
             self.db.execute("INSERT INTO auth_refills(flow, n, allocations, material, applied) VALUES(?,?,?,?,1)",
                             (flow, n, wire, material))
-            self._commit()
+            self._commit(scrub=False)  # the bits live on as the link's key
         except BaseException:
             self._rollback()
             raise
@@ -590,7 +656,7 @@ class KeyStore:
         """The peer acknowledged refill n: it is part of the flow's key stream from now on."""
         self._begin()
         self.db.execute("UPDATE auth_refills SET applied=1 WHERE flow=? AND n=?", (flow, n))
-        self._commit()
+        self._commit(scrub=False)
 
     def auth_refills(self, flow: str) -> list[tuple[int, list[Allocation], bytes, bool]]:
         """Every refill of `flow` in order: (n, allocations, bytes, applied)."""
@@ -624,7 +690,8 @@ class KeyStore:
                     missing = True
                     continue
                 out.append(bytes(row[3]))
-                self.db.execute("UPDATE grants SET delivered=1 WHERE key_id=? AND sae_id=?", (key_id, requester))
+                # 2: committed as delivered, answer not yet known to have left (see confirm_answered)
+                self.db.execute("UPDATE grants SET delivered=2 WHERE key_id=? AND sae_id=?", (key_id, requester))
                 left = self.db.execute(
                     "SELECT COUNT(*) FROM grants WHERE key_id=? AND delivered=0", (key_id,)).fetchone()[0]
                 if left == 0:
@@ -638,6 +705,94 @@ class KeyStore:
             self._rollback()
             raise
         return out
+
+    def confirm_answered(self, requester: str, key_ids: Sequence[str], answered: bool = True) -> None:
+        """The answer carrying `key_ids` to slave SAE `requester` has been written to its connection
+        (`answered`), or writing it failed (the keys go to `unanswered`; never served again).
+
+        Not synced (synchronous=NORMAL): after a power loss the grant may read "answering" again and
+        be reported as unanswered, which only errs towards voiding a key the SAE may hold."""
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            self._begin()
+            try:
+                if not answered:
+                    now = time.time()
+                    self.db.executemany(
+                        "INSERT OR IGNORE INTO unanswered(key_id, sae_id, pool, at) SELECT g.key_id, g.sae_id, "
+                        "k.pool, ? FROM grants g JOIN keys k ON k.key_id = g.key_id "
+                        "WHERE g.key_id=? AND g.sae_id=? AND g.delivered=2", [(now, k, requester) for k in key_ids])
+                self.db.executemany("UPDATE grants SET delivered=1 WHERE key_id=? AND sae_id=? AND delivered=2",
+                                    [(k, requester) for k in key_ids])
+                self._commit(scrub=False)
+            except BaseException:
+                self._rollback()
+                raise
+        finally:
+            self.db.execute("PRAGMA synchronous=FULL")
+
+    def recover_unanswered(self) -> int:
+        """At start: grants committed as delivered whose answer may not have left (a crash between
+        commit and answer). They stay delivered (never served twice) and are recorded in
+        `unanswered`, to be reported to the master's KM; returns how many were found."""
+        self._begin()
+        try:
+            now = time.time()
+            n = self.db.execute(
+                "INSERT OR IGNORE INTO unanswered(key_id, sae_id, pool, at) SELECT g.key_id, g.sae_id, k.pool, ? "
+                "FROM grants g JOIN keys k ON k.key_id = g.key_id WHERE g.delivered=2", (now,)).rowcount
+            self.db.execute("UPDATE grants SET delivered=1 WHERE delivered=2")
+            self._commit(scrub=False)
+        except BaseException:
+            self._rollback()
+            raise
+        return n
+
+    def unanswered_count(self) -> int:
+        """Keys whose answer to a slave SAE may have been lost in a crash, since the store was created."""
+        return self.db.execute("SELECT COUNT(*) FROM unanswered").fetchone()[0]
+
+    def unreported_unanswered(self, pool: str, limit: int = 2000) -> list[str]:
+        """Key IDs of `pool` whose possibly lost answers the peer (the master's KM) was not yet told of."""
+        return [r[0] for r in self.db.execute(
+            "SELECT DISTINCT key_id FROM unanswered WHERE pool=? AND reported=0 ORDER BY at LIMIT ?", (pool, limit))]
+
+    def mark_unanswered_reported(self, key_ids: Sequence[str]) -> None:
+        """The master's KM acknowledged these key IDs."""
+        self._begin()
+        self.db.executemany("UPDATE unanswered SET reported=1 WHERE key_id=?", [(k,) for k in key_ids])
+        self._commit(scrub=False)
+
+    def void_lost_at_peer(self, pool: str, key_ids: Sequence[str]) -> list[str]:
+        """Master side: keys allocated here in `pool` whose answer to a slave SAE was lost at the peer
+        become void (state 'void', recorded in `lost_at_peer`); returns those newly voided."""
+        now = time.time()
+        voided: list[str] = []
+        self._begin()
+        try:
+            for k in key_ids:
+                row = self.db.execute("SELECT master_sae FROM keys WHERE key_id=? AND pool=? AND origin=1 "
+                                      "AND state='delivered'", (k, pool)).fetchone()
+                if row is None:
+                    continue
+                self.db.execute("UPDATE keys SET state='void' WHERE key_id=?", (k,))
+                self.db.execute("INSERT OR IGNORE INTO lost_at_peer(key_id, pool, master_sae, at) VALUES(?,?,?,?)",
+                                (k, pool, row[0], now))
+                voided.append(k)
+            self._commit(scrub=False)
+        except BaseException:
+            self._rollback()
+            raise
+        return voided
+
+    def lost_at_peer(self, pool: str, master_sae: str, recent: int = 16) -> tuple[int, list[str]]:
+        """How many keys of master SAE `master_sae` in `pool` were lost at the peer, and the most recent IDs."""
+        n = self.db.execute("SELECT COUNT(*) FROM lost_at_peer WHERE pool=? AND master_sae=?",
+                            (pool, master_sae)).fetchone()[0]
+        ids = [r[0] for r in self.db.execute(
+            "SELECT key_id FROM lost_at_peer WHERE pool=? AND master_sae=? ORDER BY at DESC, key_id LIMIT ?",
+            (pool, master_sae, recent))] if n else []
+        return n, ids
 
     def void_peer_keys(self, key_ids: Sequence[str]) -> int:
         """Void reserved keys the peer allocated but never delivered (learned by reconciliation)."""

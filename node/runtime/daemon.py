@@ -62,6 +62,8 @@ def _concat(parts: list[Detections]) -> Detections:
 class NodeDaemon:
     """A node running one link end (see the module docstring)."""
 
+    km_backoff_s = (1.0, 30.0)  # first and longest wait before re-sending a block the key manager refused
+
     def __init__(self, cfg: NodeConfig) -> None:
         self.cfg = cfg
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
@@ -321,34 +323,14 @@ class NodeDaemon:
 
     def _delivery_loop(self) -> None:
         from node.keymanager.ingest import KeyBlockSender
+        from node.runtime.kmdelivery import KmDelivery
 
         km = self.cfg.keymanager
         assert km is not None
         sender = KeyBlockSender(km.endpoint, km.source_id, km.secret.read_bytes(), self.cfg.state_dir / "ingest_state")
         try:
-            while not self.stop.is_set() or self.outbox.pending_delivery(1):
-                entries = self.outbox.pending_delivery(16)
-                if not entries:
-                    self.stop.wait(0.1)
-                    continue
-                for e in entries:
-                    try:
-                        reply = sender.send_block(e.link_id, e.block_id, e.key, e.length_bits, e.qber, e.meta,
-                                                  timeout_s=2.0)
-                    except TimeoutError:
-                        self.delivery["km_timeouts"] += 1
-                        if self.stop.is_set():
-                            return
-                        self.stop.wait(0.5)
-                        break
-                    if reply.get("type") in ("ACK", "KEY_BLOCK_ACK") or reply.get("stored") or reply.get("duplicate"):
-                        self.outbox.delivered(e.link_id, e.block_id)
-                        self.delivery["delivered_blocks"] += 1
-                        self.delivery["delivered_bits"] += e.length_bits
-                    else:
-                        self.alarm("major", f"key manager refused block {e.link_id}/{e.block_id}: "
-                                            f"{str(reply.get('reason', reply.get('type')))[:200]}")
-                        self.stop.wait(1.0)
+            KmDelivery(self.outbox, sender, self.alarm_registry, f"link:{self.cfg.link.link_id}", self.delivery,
+                       self.stop, min_backoff_s=self.km_backoff_s[0], max_backoff_s=self.km_backoff_s[1]).run()
         finally:
             sender.close()
 

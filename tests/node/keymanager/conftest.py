@@ -32,7 +32,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_pair_configs(root: Path, pki_dir: Path, ports: dict[str, int] | None = None, **keys: int) -> dict[str, Path]:
+def write_pair_configs(root: Path, pki_dir: Path, ports: dict[str, int] | None = None, api: dict | None = None,
+                       **keys: int) -> dict[str, Path]:
     """Config files of KME_A (serving SAE_A, SAE_C) and KME_B (serving SAE_B, SAE_D), and shared secrets."""
     ports = ports or {n: free_port() for n in ("a_api", "b_api", "a_link", "b_link", "a_in", "b_in")}
     for name, size in (("link", 1 << 20), ("ingest_a", 1 << 20), ("ingest_b", 1 << 20), ("fuzz_a", 64),
@@ -40,6 +41,7 @@ def write_pair_configs(root: Path, pki_dir: Path, ports: dict[str, int] | None =
         if not (root / f"{name}.key").exists():  # a test may have put a smaller secret there
             (root / f"{name}.key").write_bytes(os.urandom(size))
     limits = "\n".join(f"{k} = {v}" for k, v in keys.items())
+    api_extra = "\n".join(f"{k} = {v}" for k, v in (api or {}).items())
     out = {}
     for me, other, local, remote in (("a", "b", ["SAE_A", "SAE_C"], ["SAE_B", "SAE_D"]),
                                      ("b", "a", ["SAE_B", "SAE_D"], ["SAE_A", "SAE_C"])):
@@ -54,6 +56,7 @@ port = {ports[me + '_api']}
 cert = "{pki_dir / (me_id + '.pem')}"
 key = "{pki_dir / (me_id + '.key')}"
 ca = "{pki_dir / 'ca.pem'}"
+{api_extra}
 [keys]
 {limits}
 [ingest]
@@ -115,9 +118,9 @@ def pki(tmp_path_factory) -> Path:
 class Pair:
     """Two running KMs and the QKD-module side of ingest for each."""
 
-    def __init__(self, root: Path, pki_dir: Path, **keys: int) -> None:
+    def __init__(self, root: Path, pki_dir: Path, api: dict | None = None, **keys: int) -> None:
         self.root, self.pki = root, pki_dir
-        self.paths = write_pair_configs(root, pki_dir, **keys)
+        self.paths = write_pair_configs(root, pki_dir, api=api, **keys)
         self.a = KmThread(self.paths["a"])
         self.b = KmThread(self.paths["b"])
         ports = self.paths["ports"]

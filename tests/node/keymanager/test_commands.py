@@ -12,14 +12,16 @@ import sys
 from cryptography import x509
 
 from node.cli import main
-from node.keymanager.certs import common_name_of
+from node.keymanager.certs import ca_key_path, common_name_of
 from tests.node.keymanager.conftest import write_pair_configs
 
 
 def test_certs_command_writes_a_ca_and_owner_only_keys(tmp_path):
     assert main(["certs", str(tmp_path), "--kme", "KME_A", "--sae", "SAE_A", "--sae", "SAE_B"]) == 0
-    for name in ("ca", "KME_A", "SAE_A", "SAE_B"):
+    for name in ("KME_A", "SAE_A", "SAE_B"):
         assert stat.S_IMODE(os.stat(tmp_path / f"{name}.key").st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(ca_key_path(tmp_path)).st_mode) == 0o600  # apart from the run-time files
+    assert not (tmp_path / "ca.key").exists()
     cert = x509.load_pem_x509_certificate((tmp_path / "SAE_B.pem").read_bytes())
     assert cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value == "SAE_B"
     kme = x509.load_pem_x509_certificate((tmp_path / "KME_A.pem").read_bytes())

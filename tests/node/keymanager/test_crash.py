@@ -221,13 +221,17 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_block_and_hands_out_no_
                                                  "SELECT key_id, origin, state, link_id, block_id, idx, offset, nbytes "
                                                  "FROM keys"):
             recs.setdefault(key_id, {})[w] = (origin, state, tuple(pos))
+    # keys the slave KM committed but may not have answered before a kill: the owner voids them
+    # once told (issue 17, finding 8); they were never served twice
+    lost_at_peer = {r[0] for w in ("a", "b") for r in rows(tmp_path / f"km_{w}.db", "SELECT key_id FROM lost_at_peer")}
     for key_id in rec.master:
         both = recs.get(key_id, {})
         assert set(both) == {"a", "b"}, "a delivered key is unknown to one KM"
         (oa, sa, pa), (ob, sb, pb) = both["a"], both["b"]
         assert pa == pb and {oa, ob} == {0, 1}, "the KMs disagree on a delivered key"
-        owner_state = sa if oa == 1 else sb
-        assert owner_state == "delivered"
+        owner_state, slave_state = (sa, sb) if oa == 1 else (sb, sa)
+        assert owner_state == "delivered" or (owner_state == "void" and key_id in lost_at_peer
+                                              and slave_state == "delivered")
     for key_id in rec.lost_in_transit:
         slave_side = [s for w, (o, s, _) in recs[key_id].items() if o == 0]
         assert slave_side == ["delivered"], "a key reported missing was never delivered"

@@ -1,0 +1,80 @@
+"""Issue 17, finding 9: a key manager whose pool is full refuses blocks; the node raises one alarm with
+the KM's reason while that lasts, backs off instead of re-sending every block, and clears the alarm
+(and delivers everything it kept) once the KM accepts blocks again."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+
+from node.link.distill import DistilledKey
+from node.runtime.config import parse_node_config
+from node.runtime.daemon import NodeDaemon
+from node.runtime.launch import node_document
+from tests.node.keymanager.conftest import Pair
+
+BLOCK_BYTES = 4096
+
+
+@pytest.fixture()
+def full_km(pki_dir, tmp_path):
+    # capacity = max_key_count * key_size / 8 = 256 * 32 bytes: two blocks of 4096 bytes fill the pool
+    (tmp_path / "kms").mkdir()
+    pair = Pair(tmp_path / "kms", pki_dir, max_key_count=256)
+    yield pair
+    pair.close()
+
+
+@pytest.fixture()
+def pki_dir(tmp_path):
+    from node.keymanager.certs import make_pki
+
+    make_pki(tmp_path / "pki", ["KME_A", "KME_B"], ["SAE_A", "SAE_B"])
+    return tmp_path / "pki"
+
+
+def wait_for(cond, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.02)
+
+
+def test_pool_full_raises_one_alarm_with_the_reason_backs_off_and_clears(full_km, tmp_path, monkeypatch):
+    root = full_km.root
+    (root / "boot.key").write_bytes(os.urandom(1 << 14))
+    doc = node_document("alice", "alice", "L1", 1, "boot.key", {"seed": 1}, block_bits=100_000,
+                        keymanager=(f"tcp://127.0.0.1:{full_km.paths['ports']['a_in']}", "node_a", "ingest_a.key"),
+                        status_file=False)
+    daemon = NodeDaemon(parse_node_config(doc, root))
+    monkeypatch.setattr(NodeDaemon, "km_backoff_s", (0.05, 0.4), raising=False)
+    for block in range(8):
+        daemon.outbox.put(DistilledKey("L1", block, os.urandom(BLOCK_BYTES), 8 * BLOCK_BYTES, 0.02, 0, 0, {}),
+                          "confirmed")
+    thread = threading.Thread(target=daemon._delivery_loop, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: daemon.delivery["delivered_blocks"] >= 2)
+        time.sleep(2.0)  # the pool stays full: at 1 s per retry the old loop raised an alarm per block
+        history = daemon.alarm_registry.history()
+        raised = [e for e in history if e.action == "raised"]
+        assert len(raised) == 1, [e.alarm.text for e in raised]
+        assert not [e for e in history if e.action == "updated"]
+        assert "full" in raised[0].alarm.text  # the KM's reason, not just KEY_BLOCK_NACK
+        assert daemon.delivery["delivered_blocks"] == 2
+        # the KM makes room: the node notices at its next try, delivers the rest and clears the alarm
+        full_km.a.km.store.capacity_bytes = 1 << 30
+        wait_for(lambda: daemon.delivery["delivered_blocks"] == 8)
+        wait_for(lambda: not daemon.alarm_registry.active())
+        cleared = [e for e in daemon.alarm_registry.history() if e.action == "cleared"]
+        assert len(cleared) == 1 and cleared[0].alarm.alarm_id == raised[0].alarm.alarm_id
+        # with back-off capped at 0.4 s, two seconds of refusals cost at most a handful of tries
+        assert daemon.delivery.get("km_refusals", 0) <= 12
+    finally:
+        daemon.stop.set()
+        thread.join(10)
+        daemon.outbox.close()
