@@ -12,7 +12,7 @@ def register(subparsers: Any) -> None:
     """Add the `certs` subcommand."""
     p = subparsers.add_parser(
         "certs", help="create a demo CA with KME and SAE certificates",
-        description="Create ca.pem/ca.key and, for each KME and SAE, NAME.pem and NAME.key (mode 0600) in "
+        description="Create ca.pem (its key in ca-private/, kept apart from what nodes need) and, for each KME and SAE, NAME.pem and NAME.key (mode 0600) in "
                     "OUT. The certificate's common name is the KME or SAE ID; KME certificates carry the "
                     "--host names as subject alternative names. An existing CA in OUT is never replaced "
                     "unless --force is given (certificates it signed would stop verifying); --add signs the "
@@ -26,7 +26,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--ca-name", default="qkdnode demo CA", help="the CA's common name")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--add", action="store_true",
-                      help="sign the new identities with the CA already in OUT (ca.pem, ca.key)")
+                      help="sign the new identities with the CA already in OUT (ca.pem, ca-private/ca.key)")
     mode.add_argument("--force", action="store_true",
                       help="replace an existing CA and identities in OUT (earlier certificates stop verifying)")
     p.set_defaults(func=run)
@@ -39,8 +39,10 @@ def _out_dir(text: str) -> Path:
             raise ValueError(f"OUT: {parent} is a file, not a directory; give a directory path")
     if out.exists():
         return out
+    from node.keymanager.files import private_dir
+
     try:
-        out.mkdir(parents=True)
+        private_dir(out)  # owner-only whatever the umask
     except OSError as exc:
         raise ValueError(f"OUT: cannot create {out}: {exc.strerror}") from None
     return out
@@ -50,11 +52,13 @@ def _load_ca(out: Path) -> tuple[Any, Any]:
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
+    from node.keymanager.certs import find_ca_key
+
     try:
         cert = x509.load_pem_x509_certificate((out / "ca.pem").read_bytes())
-        key = serialization.load_pem_private_key((out / "ca.key").read_bytes(), password=None)
+        key = serialization.load_pem_private_key(find_ca_key(out).read_bytes(), password=None)
     except FileNotFoundError as exc:
-        raise ValueError(f"--add: {exc.filename} is missing; OUT must hold the CA's ca.pem and ca.key") from None
+        raise ValueError(f"--add: {exc.filename} is missing; OUT must hold the CA's ca.pem and its key (ca-private/ca.key)") from None
     except (ValueError, TypeError) as exc:
         raise ValueError(f"--add: the CA in {out} cannot be read: {exc}") from None
     return key, cert
@@ -71,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--kme and --sae IDs must be distinct and not 'ca'")
     hosts = tuple(args.host) or ("localhost", "127.0.0.1")
     out = _out_dir(args.out)
-    has_ca = (out / "ca.pem").exists() or (out / "ca.key").exists()
+    from node.keymanager.certs import find_ca_key
+
+    has_ca = (out / "ca.pem").exists() or find_ca_key(out).exists()
     if args.add:
         ca_key, ca_cert = _load_ca(out)
         taken = [n for n in names if (out / f"{n}.pem").exists() or (out / f"{n}.key").exists()]

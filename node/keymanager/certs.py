@@ -111,6 +111,14 @@ def ca_key_path(directory: str | os.PathLike, ca_key_dir: str | os.PathLike | No
     return (Path(ca_key_dir) if ca_key_dir is not None else Path(directory) / CA_KEY_DIR) / "ca.key"
 
 
+def find_ca_key(directory: str | os.PathLike) -> Path:
+    """The CA key of the PKI in `directory`: its private subdirectory, or beside `ca.pem` as earlier
+    versions wrote it."""
+    private = ca_key_path(directory)
+    beside = Path(directory) / "ca.key"
+    return beside if not private.exists() and beside.exists() else private
+
+
 def make_pki(directory: str | os.PathLike, kme_ids: list[str], sae_ids: list[str],
              hosts: tuple[str, ...] = ("localhost", "127.0.0.1"), ca_name: str = "qkdnode demo CA",
              ca_key_dir: str | os.PathLike | None = None) -> dict[str, Identity]:

@@ -24,7 +24,9 @@ MOCK_MODEL = "qkdnode MockLink decoy-state BB84 (simulated optics)"
 
 def write_controller_identity(pki: Path, name: str = CONTROLLER) -> tuple[Path, Path]:
     """A client certificate and key for an SDN controller, signed by the CA in `pki`."""
-    ca_key = serialization.load_pem_private_key((pki / "ca.key").read_bytes(), None)
+    from node.keymanager.certs import find_ca_key
+
+    ca_key = serialization.load_pem_private_key(find_ca_key(pki).read_bytes(), None)
     ca_cert = x509.load_pem_x509_certificate((pki / "ca.pem").read_bytes())
     write_pem(pki, name, *make_leaf(ca_key, ca_cert, name, server=False))  # type: ignore[arg-type]
     return pki / f"{name}.pem", pki / f"{name}.key"
