@@ -89,3 +89,24 @@ def parameter_model(protocol: str) -> ParameterModel:
     if protocol not in _CACHE:
         _CACHE[protocol] = ParameterModel.load(protocol)
     return _CACHE[protocol]
+
+
+def predicted_points(protocol: str, link: LinkParameters, distances: list[float], blocks: list[float]) -> list[SimulationPoint]:
+    """`qkdnode simulate --optimiser ml`: one predicted point per (block size, distance), in the
+    numeric optimiser's order; a one-line note on stderr for points outside the model's range."""
+    import sys
+
+    try:
+        model = parameter_model(protocol)
+    except ModelFileError as exc:
+        raise ValueError(f"--optimiser ml: {exc}") from None
+    out, outside = [], set()
+    for n in blocks:
+        for d in distances:
+            pred = model.predict(link, d, n)
+            outside.update(pred.outside_range)
+            out.append(pred.point)
+    if outside:
+        print(f"note: --optimiser ml: some points lie outside the model's range ({', '.join(sorted(outside))}); "
+              "their settings are extrapolated, compare with --optimiser numeric", file=sys.stderr)
+    return out
