@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from drivers.mock.analytic import gate_acceptance, multi_clicks, squash
+from drivers.mock.analytic import gate_acceptance
 from drivers.mock.conditions import Condition
 from drivers.mock.detectors import N_DETECTORS
 from drivers.mock.link import LinkParams
@@ -58,6 +58,34 @@ class Drift:
         return m, loss
 
 
+def squash_all(click: NDArray[np.float64]) -> NDArray[np.float64]:
+    """`drivers.mock.analytic.squash` over the last axis of `click` (any leading shape): the
+    outcome distribution [..., b, y] of the 16 click patterns."""
+    out = np.zeros(click.shape[:-1] + (2, 2))
+    for mask in range(1, 16):
+        p = np.ones(click.shape[:-1])
+        for j in range(N_DETECTORS):
+            p = p * (click[..., j] if mask >> j & 1 else 1.0 - click[..., j])
+        z, x = mask & 3, mask >> 2
+        if z and x:
+            out += 0.25 * p[..., None, None]
+            continue
+        b, bits = (0, z) if z else (1, x)
+        if bits == 3:
+            out[..., b, :] += 0.5 * p[..., None]
+        else:
+            out[..., b, bits - 1] += p
+    return out
+
+
+def multi_all(click: NDArray[np.float64]) -> NDArray[np.float64]:
+    """P(more than one click in a slot) over the last axis of `click` (as analytic.multi_clicks, summed)."""
+    q = 1.0 - click
+    z_none, x_none = q[..., 0] * q[..., 1], q[..., 2] * q[..., 3]
+    return (click[..., 0] * click[..., 1] * x_none + click[..., 2] * click[..., 3] * z_none
+            + (1.0 - z_none) * (1.0 - x_none))
+
+
 def _slot_model(params: LinkParams, gate_ps: float, class_scale: NDArray[np.float64]) -> tuple[np.ndarray, ...]:
     """(outcome[k,a,x,b,y], click[k,a,x,j], multi[k,a,x]) of the normal link with each class's
     detected photon number scaled by `class_scale[k]`."""
@@ -65,14 +93,7 @@ def _slot_model(params: LinkParams, gate_ps: float, class_scale: NDArray[np.floa
     g = np.array([gate_acceptance(params.jitter_ps[j], gate_ps) for j in range(N_DETECTORS)])
     dark = -np.expm1(-np.asarray(params.dark_count_hz) * gate_ps * 1e-12)
     click = 1.0 - np.exp(-lam * g) * (1.0 - dark)
-    n_k = len(params.intensities)
-    outcome = np.zeros((n_k, 2, 2, 2, 2))
-    multi = np.zeros((n_k, 2, 2))
-    for k in range(n_k):
-        for a in range(2):
-            for x in range(2):
-                outcome[k, a, x] = squash(click[k, a, x])
-                multi[k, a, x] = sum(multi_clicks(click[k, a, x]))
+    return squash_all(click), click, multi_all(click)
     return outcome, click, multi
 
 

@@ -132,15 +132,14 @@ class AttackDetector:
         return float(w @ w) * (len(z) / max(int(mask.sum()), 1))
 
     def classify(self, z: NDArray[np.float64]) -> str:
-        """The condition whose template direction is closest to this block's deviation."""
-        w, mask = self._whitened(z)
-        best, name = -math.inf, self.names[0]
-        for t, n in zip(self.templates, self.names):
-            tw, _ = self._whitened(t + self.mean)
-            cos = float(w @ tw) / (np.linalg.norm(w) * np.linalg.norm(tw) + 1e-300)
-            if cos > best:
-                best, name = cos, n
-        return name
+        """The condition whose template direction is closest to this block's deviation (both
+        whitened on the block's finite features)."""
+        mask = np.isfinite(z)
+        chol = np.linalg.cholesky(self.cov[np.ix_(mask, mask)])
+        w = np.linalg.solve(chol, z[mask] - self.mean[mask])
+        tw = np.linalg.solve(chol, self.templates[:, mask].T).T
+        cos = tw @ w / (np.linalg.norm(tw, axis=1) * np.linalg.norm(w) + 1e-300)
+        return self.names[int(np.argmax(cos))]
 
     def check(self, z: NDArray[np.float64]) -> Verdict:
         """Score one block's features; name the condition when the score is over the threshold."""

@@ -105,3 +105,12 @@ def test_every_condition_draws_a_block() -> None:
     for name in CONDITIONS:
         blk = draw_block(LINK, 1e6, rng, Condition(name), Condition(name).level(0))
         assert blk.detections.shape == (2, 3) and np.all(blk.errors <= blk.detections)
+
+
+def test_vectorised_squash_equals_the_analytic_one() -> None:
+    from drivers.mock.analytic import multi_clicks, squash
+    from drivers.mock.blockstats import multi_all, squash_all
+
+    click = np.random.default_rng(1).random((5, 4))
+    np.testing.assert_allclose(squash_all(click), np.array([squash(c) for c in click]), rtol=1e-14)
+    np.testing.assert_allclose(multi_all(click), [sum(multi_clicks(c)) for c in click], rtol=1e-14)
