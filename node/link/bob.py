@@ -29,6 +29,7 @@ from node.link.distill import (
     split_secret,
     z_errors_by_class,
 )
+from node.ml.pipeline import LinkMonitor
 from node.runtime.outbox import Outbox
 from postprocessing.cascade import CascadeReconciler, ClassicalChannel
 from postprocessing.cascade import Message as CascadeMessage
@@ -85,6 +86,7 @@ class BobLink:
                          "key_bits": 0, "leaked_bits": 0}
         self.last_block: dict[str, object] = {}
         self.history: deque[dict[str, float]] = deque(maxlen=1000)  # per block: when, sifted so far, secret
+        self.monitor = LinkMonitor(settings.link_id, settings.qber_abort, self.alarm)  # KM03 detection, QL01 forecast
 
     def _request(self, msg: Message, expected: str, frames: int) -> Message:
         self.channel.send(msg)  # type: ignore[attr-defined]
@@ -124,6 +126,7 @@ class BobLink:
                                     detections.clicks[keep], detections.time[keep], 0, 0)
         if len(detections) == 0:
             return []
+        self.monitor.on_batch(int(detections.slot[0]), int(detections.slot[-1]))
         batch = self.next_batch
         self.next_batch += 1
         request = bob_request(detections.slot, detections.basis)
@@ -179,7 +182,7 @@ class BobLink:
         if not tags_match(tag, reply.frames[0]):
             raise ProtocolError("verification tags differ: residual errors after Cascade")
         fk = block_key_length(s, block.counts, z_errors, stats.leaked_bits, block.n_bits)
-        self.qber_estimate = qber_z
+        self.qber_estimate = self.monitor.on_block(block.counts, z_errors, qber_z)
         length = P.header_int(reply, "length", 0)
         own = fk.length if fk.length >= 256 else 0
         if length != own:
