@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 
 from node.ml.models import ModelFileError, load_arrays
 from node.ml.ql02_features import FEATURES, link_features
-from postprocessing.finitekey import LinkParameters, ProtocolSettings, simulate
+from postprocessing.finitekey import LinkParameters, ProtocolSettings, optimise, simulate
 from postprocessing.finitekey.optimise import SimulationPoint, _settings_from_vector
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,7 @@ class Prediction:
     point: SimulationPoint
     outside_range: tuple[str, ...]
     seconds: float
+    polished: bool = False  # the prediction gave no key, so the numeric optimiser started from it
 
 
 class ParameterModel:
@@ -78,7 +79,14 @@ class ParameterModel:
         t0 = time.perf_counter()
         s, outside = self.settings(link, distance_km, block_size)
         point = simulate(self.protocol, link, s, distance_km, block_size)
-        return Prediction(point, outside, time.perf_counter() - t0)
+        polished = False
+        if point.result.length <= 0:
+            # Near the end of the key (the bound falls steeply there) a small error in the settings
+            # can cost the whole key: then search locally from the prediction rather than report none.
+            found = optimise(self.protocol, link, distance_km, block_size, starts=[s], global_search=False)
+            if found.result.length > 0:
+                point, polished = found, True
+        return Prediction(point, outside, time.perf_counter() - t0, polished)
 
 
 _CACHE: dict[str, ParameterModel] = {}

@@ -23,6 +23,8 @@ from postprocessing.sifting import SiftCounts
 
 log = logging.getLogger(__name__)
 
+CALIBRATION_BLOCKS = 8  # clean blocks at the start of a session that form the KM03 reference
+
 
 @dataclass(frozen=True)
 class CollectedBlock:
@@ -41,7 +43,7 @@ class LinkMonitor:
     """KM03 detection and QL01 forecasting for one link, fed block by block."""
 
     def __init__(self, link_id: str, qber_abort: float, alarm: Callable[[str, str], None],
-                 calibration_blocks: int = 16, confirm_blocks: int = 1) -> None:
+                 calibration_blocks: int = CALIBRATION_BLOCKS, confirm_blocks: int = 1) -> None:
         self.link_id, self.alarm = link_id, alarm
         self.calibration_blocks, self.confirm_blocks = calibration_blocks, confirm_blocks
         self.watch = QberWatch(link_id, qber_abort, alarm)

@@ -115,7 +115,8 @@ def _endpoint(table: dict[str, Any], key: str, where: str) -> str:
 def _mock_fields() -> set[str]:
     from drivers.mock import LinkParams
 
-    return {f.name for f in dataclasses.fields(LinkParams)} | {"seed", "realtime", "block_s"}
+    return {f.name for f in dataclasses.fields(LinkParams)} | {"seed", "realtime", "block_s",
+                                                                "attack", "attack_strength", "attack_onset_slot"}
 
 
 def parse_node_config(doc: dict[str, Any], base_dir: str | Path = ".") -> NodeConfig:

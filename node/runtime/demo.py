@@ -36,6 +36,8 @@ class DemoOptions:
     block_bits: int = 4_000_000
     seed: int | None = None
     realtime: bool = False
+    attack: str | None = None  # drivers.mock.conditions name, switched on after KM03's commissioning blocks
+    attack_strength: float | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.distance_km <= 500:
@@ -75,6 +77,10 @@ def _node_document(name: str, role: str, km_port: int, link_port: int, opts: Dem
         "repetition_rate_hz": opts.rate_hz, "eve_fraction": opts.eve_fraction, "p_z": 0.8, "bob_p_z": 0.8,
         "intensities": [0.5, 0.15, 0.0], "class_probabilities": [0.6, 0.3, 0.1],
     }
+    if opts.attack and role == "bob":
+        from node.ml.demo_attack import attack_table
+
+        mock.update(attack_table(mock, opts.attack, opts.attack_strength, opts.block_bits))
     side = "a" if role == "alice" else "b"
     return node_document(name, role, DEMO_LINK, link_port, f"link_{DEMO_LINK}.key", mock,
                          block_bits=opts.block_bits, metrics_port=0, max_blocks=opts.blocks or None,

@@ -47,19 +47,20 @@ def evaluate(protocol: str, heldout: dict[str, np.ndarray]) -> dict[str, object]
     from node.ml.parameters import ParameterModel
 
     model = ParameterModel.load(protocol)
-    ratios, zeroed, times = [], 0, []
+    ratios, zeroed, times, polished = [], 0, [], 0
     for row, rate in zip(heldout["rows"], heldout["rates"]):
         link, d, n = link_of(protocol, row)
         t0 = time.perf_counter()
         pred = model.predict(link, d, n)
         times.append(time.perf_counter() - t0)
+        polished += pred.polished
         if rate > 0:
             ratios.append(pred.point.key_rate_per_pulse / rate)
             zeroed += pred.point.key_rate_per_pulse <= 0
     r = np.array(ratios)
     return {"points": int(len(heldout["rates"])), "positive_points": int(r.size),
             "median_ratio": float(np.median(r)), "p5_ratio": float(np.percentile(r, 5)), "min_ratio": float(r.min()),
-            "zeroed": int(zeroed), "ml_seconds_median": float(np.median(times)),
+            "zeroed": int(zeroed), "polished": int(polished), "ml_seconds_median": float(np.median(times)),
             "numeric_seconds_median": float(np.median(heldout["seconds"])),
             "speedup": float(np.median(heldout["seconds"]) / np.median(times))}
 
