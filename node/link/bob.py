@@ -199,6 +199,7 @@ class BobLink:
         self.counters["leaked_bits"] += stats.leaked_bits
         if length == 0:
             log.info("link %s: block %d leaves no secret key", s.link_id, block.block_id)
+            self.counters["aborted"] += 1  # as Alice counts it, so both ends stop at the same max_blocks
             return None
         seed_words = P.frame_array(reply, 1, np.uint64, "toeplitz seed")
         if seed_words.size != (block.n_bits + length - 1 + 63) // 64:
