@@ -15,7 +15,7 @@ from drivers.mock.conditions import Condition
 from drivers.mock.link import LinkParams, LinkSimulator
 
 MONTE_CARLO_CONDITIONS = ("intercept-resend", "tap", "laser-drift")
-LASER_DRIFT_STEP_SLOTS = 50_000_000  # laser drift: +1 % (of the power) per this many slots
+LASER_DRIFT_STEP_SLOTS = 20_000_000  # laser drift: +1 % (of the power) per this many slots
 
 
 def attacked_params(params: LinkParams, condition: Condition, level: float) -> LinkParams:
