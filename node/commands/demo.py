@@ -27,6 +27,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--distance", type=float, default=25.0, metavar="KM", help="fibre length in km (default 25)")
     p.add_argument("--eve", type=float, default=0.0, metavar="FRACTION",
                    help="fraction of slots an intercept-resend eavesdropper attacks (default 0)")
+    p.add_argument("--attack", default=None, metavar="NAME",
+                   help="inject an attack or fault into the mock link once KM03's commissioning blocks are in: "
+                        "intercept-resend, tap, laser-drift (blinding and pns: block-level mock only); alarms list it")
+    p.add_argument("--attack-strength", type=float, default=None, metavar="X",
+                   help="fraction of slots (intercept-resend, default 0.05), dB (tap, default 1), relative power (laser-drift, default 0.1)")
     p.add_argument("--rate", type=float, default=1e9, metavar="HZ", help="source repetition rate (default 1e9)")
     p.add_argument("--block-bits", type=int, default=None, metavar="N",
                    help="key block size (default 4e6 for a link: at 1e6 the finite-key length at 25 km barely covers "
@@ -80,9 +85,14 @@ def run(args: argparse.Namespace) -> int:
             signal.signal(signal.SIGTERM, previous)
     from node.runtime.demo import DemoOptions, link_forecast
 
+    if args.attack and args.blocks is None:  # run past KM03's commissioning blocks into the attack
+        from node.ml.demo_attack import blocks_needed
+
+        args.blocks = blocks_needed(args.block_bits or 4_000_000)
     opts = DemoOptions(distance_km=args.distance, eve_fraction=args.eve, rate_hz=args.rate,
                        duration_s=args.duration, blocks=args.blocks, block_bits=args.block_bits or 4_000_000,
-                       seed=args.seed, realtime=args.realtime)
+                       seed=args.seed, realtime=args.realtime, attack=args.attack,
+                       attack_strength=args.attack_strength)
     if args.workdir is not None and Path(args.workdir).exists() and not Path(args.workdir).is_dir():
         raise ValueError(f"--workdir: {args.workdir} exists and is not a directory")
     say = _Narrator(sys.stderr)

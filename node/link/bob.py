@@ -31,6 +31,7 @@ from node.link.distill import (
     split_secret,
     z_errors_by_class,
 )
+from node.ml.pipeline import LinkMonitor
 from node.runtime.outbox import Outbox
 from postprocessing.cascade import CascadeReconciler, ClassicalChannel
 from postprocessing.cascade import Message as CascadeMessage
@@ -97,6 +98,7 @@ class BobLink:
         self.last_block: dict[str, object] = {}
         self.history: deque[dict[str, float]] = deque(maxlen=1000)  # per block: when, sifted so far, secret
         self._auth_mark = self._auth_consumed()
+        self.monitor = LinkMonitor(settings.link_id, settings.qber_abort, self.alarm)  # KM03 detection, QL01 forecast
 
     def _request(self, msg: Message, expected: str, frames: int) -> Message:
         self.channel.send(msg)  # type: ignore[attr-defined]
@@ -166,6 +168,7 @@ class BobLink:
                                     detections.clicks[keep], detections.time[keep], 0, 0)
         if len(detections) == 0:
             return []
+        self.monitor.on_batch(int(detections.slot[0]), int(detections.slot[-1]))
         batch = self.next_batch
         self.next_batch += 1
         block_id = self.blocks.next_block_id  # the sift exchange belongs to the transcript of the block it fills
@@ -243,7 +246,7 @@ class BobLink:
         if not tags_match(tag, reply.frames[0]):
             raise ProtocolError("verification tags differ: residual errors after Cascade")
         fk = block_key_length(s, block.counts, z_errors, stats.leaked_bits, block.n_bits)
-        self.qber_estimate = qber_z
+        self.qber_estimate = self.monitor.on_block(block.counts, z_errors, qber_z)
         length = P.header_int(reply, "length", 0)
         own = fk.length if fk.length >= 256 else 0
         if length != own:
@@ -262,6 +265,7 @@ class BobLink:
             log.info("link %s: block %d leaves no secret key", s.link_id, block.block_id)
             if self.link is not None:
                 self.link.end_transcript(block.block_id)  # type: ignore[attr-defined]
+            self.counters["aborted"] += 1  # as Alice counts it, so both ends stop at the same max_blocks
             return None
         seed_words = P.frame_array(reply, 1, np.uint64, "toeplitz seed")
         if seed_words.size != (block.n_bits + length - 1 + 63) // 64:

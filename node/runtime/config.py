@@ -159,7 +159,8 @@ def _check_mock_types(mock: dict[str, Any]) -> None:
 def _mock_fields() -> set[str]:
     from drivers.mock import LinkParams
 
-    return {f.name for f in dataclasses.fields(LinkParams)} | {"seed", "realtime", "block_s"}
+    return {f.name for f in dataclasses.fields(LinkParams)} | {"seed", "realtime", "block_s",
+                                                                "attack", "attack_strength", "attack_onset_slot"}
 
 
 def parse_node_config(doc: dict[str, Any], base_dir: str | Path = ".") -> NodeConfig:

@@ -57,6 +57,8 @@ class DemoOptions:
     block_bits: int = 4_000_000
     seed: int | None = None
     realtime: bool = False
+    attack: str | None = None  # drivers.mock.conditions name, switched on after KM03's commissioning blocks
+    attack_strength: float | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.distance_km <= 500:
@@ -124,8 +126,13 @@ def _mock_document(opts: DemoOptions, seed: int) -> dict[str, Any]:
 
 def _node_document(name: str, role: str, km_port: int, link_port: int, opts: DemoOptions, seed: int,
                    bootstrap: str = f"link_{DEMO_LINK}.key") -> dict[str, Any]:
+    mock = _mock_document(opts, seed)
+    if opts.attack and role == "bob":
+        from node.ml.demo_attack import attack_table
+
+        mock.update(attack_table(mock, opts.attack, opts.attack_strength, opts.block_bits))
     side = "a" if role == "alice" else "b"
-    return node_document(name, role, DEMO_LINK, link_port, bootstrap, _mock_document(opts, seed),
+    return node_document(name, role, DEMO_LINK, link_port, bootstrap, mock,
                          block_bits=opts.block_bits, metrics_port=0, max_blocks=opts.blocks or None,
                          link_timeout_s=LINK_TIMEOUT_S,
                          keymanager=(f"tcp://127.0.0.1:{km_port}", f"node_{side}", f"ingest_{side}.key"))

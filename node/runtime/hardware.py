@@ -58,11 +58,14 @@ class Hardware:
                     log.error("instrument %s: %s failed: %s", name, method, exc)
 
 
+_ATTACK_KEYS = ("attack", "attack_strength", "attack_onset_slot")  # drivers.mock.onset (qkdnode demo --attack)
+
+
 def mock_params(cfg: NodeConfig) -> Any:
     """The mock link's `LinkParams` from [hardware.mock] (both nodes must use the same values)."""
     from drivers.mock import LinkParams
 
-    fields = {k: v for k, v in cfg.mock.items() if k not in ("seed", "realtime", "block_s")}
+    fields = {k: v for k, v in cfg.mock.items() if k not in ("seed", "realtime", "block_s", *_ATTACK_KEYS)}
     for key, value in list(fields.items()):
         if isinstance(value, list):
             fields[key] = tuple(value)
@@ -113,12 +116,25 @@ def _open_mock(cfg: NodeConfig) -> Hardware:
         return Hardware(transmitter=tx, description=desc)
     tagger = MockTimeTagger(params, seed, realtime=bool(cfg.mock.get("realtime", False)),
                             block_s=float(cfg.mock.get("block_s", 2e-3)))
+    _schedule_attack(cfg, tagger)
     slotter = StreamSlotter(params.period_ps, params.sync_every, 0.5 * params.period_ps,
                             delay_ps=params.channel_delays_ps())
     dead_time = common_dead_time(cfg, tagger, slotter)
     desc["dead_time_ps"] = dead_time.dead_time_ps
     tagger.start()
     return Hardware(tagger=tagger, slotter=slotter, dead_time=dead_time, description=desc)
+
+
+def _schedule_attack(cfg: NodeConfig, tagger: Any) -> None:
+    """An attack or fault the demo injects into Bob's side of the mock link from a given slot."""
+    from drivers.mock.onset import from_mock_table
+
+    try:
+        schedule = from_mock_table(cfg.mock)
+    except ValueError as exc:
+        raise ValueError(f"config table [hardware.mock]: {exc}") from None
+    if schedule is not None:
+        schedule.attach(tagger)
 
 
 def _open_lab(cfg: NodeConfig, alarm: Any = None) -> Hardware:
