@@ -128,7 +128,7 @@ class BobLink:
         session (before a restart) is refused even if its tag is authentic."""
         link = self.settings.link_id
         unconfirmed = self.outbox.block_ids(link, "unconfirmed")
-        nonce = os.urandom(16).hex()
+        nonce = os.urandom(16).hex()  # public and random: it tells Eve nothing, it only dates the reply
         self.channel.send(Message(P.HELLO, {"settings": self.settings.fingerprint(),  # type: ignore[attr-defined]
                                             "unconfirmed": unconfirmed, "next_block": self.blocks.next_block_id,
                                             "nonce": nonce}))
@@ -231,6 +231,9 @@ class BobLink:
             raise ProtocolError(f"X-basis QBER {qber_x:.4f} above the abort threshold {s.qber_abort}")
         estimate = self.qber_estimate if self.qber_estimate is not None else qber_x
         corrected, stats = self.reconciler.reconcile(block.bits, max(estimate, MIN_QBER_ESTIMATE), block.block_id)
+        # Disclosed in VERIFY below: Eve learns the Z error count of each intensity class; each count is
+        # paid for as log2(n_k + 1) bits in `block_key_length` (distill.py), beside Cascade's parities
+        # and the verification tag's length.
         z_errors = z_errors_by_class(block.bits, corrected, block.classes, s.n_intensities)
         qber_z = sum(z_errors) / block.n_bits
         if qber_z > s.qber_abort:

@@ -42,6 +42,14 @@ qkdnode_stale_slots_total                      counter  link                dete
                                                                             the AWG replayed a pattern (state not fresh)
 =============================================  =======  ==================  =============================================
 
+What an eavesdropper reading this endpoint learns, and why it costs no key: every figure is an
+aggregate of values already public on the classical channel (QBER and block outcomes follow from the
+disclosed error counts and verification results; sifted and secret bit counts from the block lengths)
+or of timing Eve sees on the fibre herself (dead-time discards count clicks per link, never per
+detector, so they carry no bit values; stale slots are slots Alice answers as a basis mismatch).
+Authentication figures (key bits consumed, failed tags, epsilons) are counts, never key bits; a
+failed-tag count tells Eve how many of her forgeries were caught, which she knows anyway.
+
 Counters appear on the wire with the ``_total`` suffix and, as prometheus-client adds, a
 ``_created`` sample. QBER is a fraction (0.031, not 3.1 %). Rates are bits per second over the last
 ``rate_window_s`` seconds (or since the link was declared, if that is shorter, but at least 1 s);

@@ -344,7 +344,9 @@ def fetch_and_compare(run: DemoRun, size_bits: int = 256) -> dict[str, Any]:
         return {"ok": False, "key_ID": key["key_ID"],
                 "reason": f"dec_keys at KME_B answered {code}: {got.get('message', '')}"}
     mine, theirs = base64.b64decode(key["key"]), base64.b64decode(got["keys"][0]["key"])
-    # Eve learns nothing here: only the key ID and 64-bit digest prefixes are shown, never the key
+    # Shown on screen: the key ID and a 64-bit SHA-256 prefix, never the key. The prefix tells a reader
+    # up to 64 bits about this one 256-bit key; it is paid for by never using the key: it was fetched only
+    # for this check and each key is served once, so no application ever receives it.
     return {"ok": mine == theirs, "key_ID": key["key_ID"], "size_bits": size_bits,
             "sha256_prefix_alice": hashlib.sha256(mine).hexdigest()[:16],
             "sha256_prefix_bob": hashlib.sha256(theirs).hexdigest()[:16]}
