@@ -16,6 +16,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from node.private_files import write_private_file
+
 __all__ = [
     "USED_MARKER",
     "BootstrapUsed",
@@ -35,6 +37,16 @@ class BootstrapUsed(ValueError):
     """The link state is missing and the bootstrap secret was already imported once."""
 
 
+def _zero(fd: int) -> None:
+    """Overwrite every byte of the open file `fd` with zeros and flush them to disk."""
+    size = os.fstat(fd).st_size
+    os.lseek(fd, 0, os.SEEK_SET)
+    written = 0
+    while written < size:
+        written += os.write(fd, bytes(min(size - written, 1 << 20)))
+    os.fsync(fd)
+
+
 def overwrite_file(path: Path) -> None:
     """Overwrite a file's bytes with zeros in place (same inode) and flush them to disk."""
     try:
@@ -42,43 +54,27 @@ def overwrite_file(path: Path) -> None:
     except FileNotFoundError:
         return
     try:
-        size = os.fstat(fd).st_size
-        chunk = bytes(min(size, 1 << 20))
-        done = 0
-        while done < size:
-            done += os.write(fd, chunk[: size - done])
-        os.fsync(fd)
+        _zero(fd)
     finally:
         os.close(fd)
 
 
 def overwrite_replace(path: Path, data: bytes) -> None:
     """Replace `path` by `data` atomically and durably (owner-only), then zero the old file's bytes."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
     old = None
     try:
         old = os.open(path, os.O_WRONLY)
     except FileNotFoundError:
         pass
     try:
-        os.replace(tmp, path)
+        write_private_file(path, data)
         dfd = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(dfd)
         finally:
             os.close(dfd)
         if old is not None:  # the old inode is unlinked but still open: wipe what it held
-            size = os.fstat(old).st_size
-            os.lseek(old, 0, os.SEEK_SET)
-            written = 0
-            while written < size:
-                written += os.write(old, bytes(min(size - written, 1 << 20)))
-            os.fsync(old)
+            _zero(old)
     finally:
         if old is not None:
             os.close(old)

@@ -39,7 +39,7 @@ def _out_dir(text: str) -> Path:
             raise ValueError(f"OUT: {parent} is a file, not a directory; give a directory path")
     if out.exists():
         return out
-    from node.keymanager.files import private_dir
+    from node.private_files import private_dir
 
     try:
         private_dir(out)  # owner-only whatever the umask

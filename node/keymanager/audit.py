@@ -16,7 +16,7 @@ import os
 import time
 from typing import Any
 
-from node.keymanager.files import create_private_file
+from node.private_files import create_private_file
 
 #: The audit logger. Refusals and handshake failures are WARNING, deliveries and disconnects INFO.
 #: Without an audit file it follows the root logger's level (a KM inside another program, such as

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from node.keymanager.files import private_dir, write_private_file
+from node.private_files import private_dir, write_private_file
 
 #: Where `make_pki` puts the CA's private key, relative to the PKI directory, unless told otherwise:
 #: apart from the certificates and keys a KM or SAE needs at run time, so it can be moved offline.

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from node.keymanager.certs import make_pki
-from node.keymanager.files import create_private_file, private_dir, write_private_file
+from node.private_files import create_private_file, private_dir, write_private_file
 
 SECRET_BYTES = 4 << 20
 

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from node.keymanager.errors import ConflictingBlock, KeysNotFound, NotAuthorized, PoolExhausted, PoolFull
-from node.keymanager.files import create_private_file
+from node.private_files import create_private_file
 
 log = logging.getLogger(__name__)
 

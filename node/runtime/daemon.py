@@ -23,11 +23,22 @@ from typing import Any
 
 import numpy as np
 
-from node.classical import AuthenticationLocked, AuthKeyExhausted, ClassicalChannelError, SecureLink
-from node.classical.linkstate import load_link_state, mark_bootstrap_used, read_bootstrap, save_link_state
+from node.classical import (
+    AuthenticationLocked,
+    AuthKeyExhausted,
+    ClassicalChannelError,
+    SecureLink,
+)
 from node.classical.channel import PeerChannel, SecureChannel
+from node.classical.linkstate import (
+    load_link_state,
+    mark_bootstrap_used,
+    read_bootstrap,
+    save_link_state,
+)
 from node.link import AliceLink, BobLink
 from node.management import AlarmRegistry, NodeMetrics, close_metrics, serve_metrics
+from node.private_files import write_private_file
 from node.runtime.config import NodeConfig
 from node.runtime.hardware import Hardware, open_hardware
 from node.runtime.interrupt import StopAwareChannel
@@ -38,17 +49,6 @@ from postprocessing.slotting import Detections
 log = logging.getLogger(__name__)
 
 LINK_STATE_RESERVE = 256
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Write a file readable by its owner only, atomically and durably."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _concat(parts: list[Detections]) -> Detections:
@@ -375,7 +375,7 @@ class NodeDaemon:
         if self.cfg.status_file is None:
             return
         try:
-            write_private(self.cfg.status_file, json.dumps(self.status(), default=float).encode())
+            write_private_file(self.cfg.status_file, json.dumps(self.status(), default=float).encode())
         except OSError as exc:
             log.error("cannot write status file: %s", exc)
 

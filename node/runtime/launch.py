@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from node.runtime.daemon import write_private
+from node.private_files import write_private_file
 
 
 def node_document(name: str, role: str, link_id: str, peer_port: int, bootstrap_secret: str,
@@ -66,7 +66,7 @@ def to_toml(doc: dict[str, Any]) -> str:
 
 def write_secret(path: Path, nbytes: int) -> None:
     """A fresh pre-shared secret of `nbytes` from os.urandom, in an owner-only file."""
-    write_private(path, os.urandom(nbytes))
+    write_private_file(path, os.urandom(nbytes))
 
 
 def write_link_secret(base: Path, stem: str, nbytes: int) -> dict[str, str]:
@@ -76,7 +76,7 @@ def write_link_secret(base: Path, stem: str, nbytes: int) -> dict[str, str]:
     secret = os.urandom(nbytes)
     names = {role: f"{stem}.{role}.key" for role in ("alice", "bob")}
     for name in names.values():
-        write_private(base / name, secret)
+        write_private_file(base / name, secret)
     return names
 
 

@@ -375,7 +375,7 @@ print(sorted(os.listdir({str(tmp_path / 'store')!r})))
 
 
 def test_private_helpers_create_owner_only_and_leave_existing_directories_alone(tmp_path):
-    from node.keymanager.files import create_private_file, private_dir, write_private_file
+    from node.private_files import create_private_file, private_dir, write_private_file
 
     os.chmod(tmp_path, 0o755)
     private_dir(tmp_path / "x" / "y")
