@@ -6,7 +6,6 @@ with the old `drivers/` package first on the path) and passes with the corrected
 
 from __future__ import annotations
 
-import socket
 import time
 
 import numpy as np
@@ -15,6 +14,7 @@ import pytest
 from drivers.errors import InstrumentError
 from drivers.timetagger import TagBlock
 from hil_fixtures.emulators.server import EmulatorServer
+from hil_fixtures.pytest_plugin import free_port_base
 
 pytestmark = pytest.mark.emulator
 TIMEOUT_S = 0.3
@@ -35,23 +35,6 @@ def serve():
 
 
 # --- 1. ID1000: timestamps through the DataLinkTargetService, reference-free, external clock ------
-
-def free_port_base(n: int = 5) -> int:
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        if base + n > 65000:
-            continue
-        try:
-            socks = [socket.create_server(("127.0.0.1", base + i)) for i in range(n)]
-        except OSError:
-            continue
-        for s in socks:
-            s.close()
-        return base
-    raise RuntimeError("no free consecutive ports")
-
 
 @pytest.fixture
 def id1000():
