@@ -69,29 +69,36 @@ def random_pattern(n_slots: int, p_z: float, p_intensity: tuple[float, ...],
     return SlotStates(np.arange(n_slots, dtype=np.int64), basis, bit, intensity)
 
 
+@njit(**KERNEL, inline="always")
+def _epoch_of(s, e, firsts):  # pragma: no cover - numba
+    """The retained epoch holding slot `s`, walking on from epoch `e` (slots usually ascend) or, for a
+    slot before epoch `e`, by binary search from the start."""
+    if s < firsts[e]:
+        lo, hi = 0, e
+        while lo < hi:
+            mid = (lo + hi + 1) >> 1
+            if firsts[mid] <= s:
+                lo = mid
+            else:
+                hi = mid - 1
+        e = lo
+    while e + 1 < firsts.size and firsts[e + 1] <= s:
+        e += 1
+    return e
+
+
 @njit(**KERNEL)
 def _states_kernel(slots, firsts, rows, fresh_len, period, basis, bit, intensity,
                    out_basis, out_bit, out_intensity):  # pragma: no cover - numba
     """`_locate` and the gather in one pass, for fresh slots only: returns (position of the first
     slot older than the retained epochs or -1, position of the first stale slot or -1)."""
     e = 0
-    n_epochs = firsts.size
     oldest = firsts[0]
     for i in range(slots.size):
         s = slots[i]
         if s < oldest:
             return i, -1
-        if s < firsts[e]:
-            lo, hi = 0, e
-            while lo < hi:
-                mid = (lo + hi + 1) >> 1
-                if firsts[mid] <= s:
-                    lo = mid
-                else:
-                    hi = mid - 1
-            e = lo
-        while e + 1 < n_epochs and firsts[e + 1] <= s:
-            e += 1
+        e = _epoch_of(s, e, firsts)
         offset = s - firsts[e]
         if offset >= fresh_len[e]:
             return -1, i
@@ -108,22 +115,11 @@ def _locate(slots, firsts, rows, fresh_len, period, oldest, index, fresh):  # pr
     the slot is the first play of its pattern; returns the position of the first slot that lies before
     the oldest retained epoch (or -1). A merge walk when `slots` ascend, a binary search otherwise."""
     e = 0
-    n_epochs = firsts.size
     for i in range(slots.size):
         s = slots[i]
         if s < oldest:
             return i
-        if e > 0 and s < firsts[e]:
-            lo, hi = 0, e  # out of order: search from the start
-            while lo < hi:
-                mid = (lo + hi + 1) >> 1
-                if firsts[mid] <= s:
-                    lo = mid
-                else:
-                    hi = mid - 1
-            e = lo
-        while e + 1 < n_epochs and firsts[e + 1] <= s:
-            e += 1
+        e = _epoch_of(s, e, firsts)
         offset = s - firsts[e]
         fresh[i] = offset < fresh_len[e]
         if offset >= period:  # a replay: rare, and a division is slow
