@@ -94,7 +94,6 @@ def _slot_model(params: LinkParams, gate_ps: float, class_scale: NDArray[np.floa
     dark = -np.expm1(-np.asarray(params.dark_count_hz) * gate_ps * 1e-12)
     click = 1.0 - np.exp(-lam * g) * (1.0 - dark)
     return squash_all(click), click, multi_all(click)
-    return outcome, click, multi
 
 
 def _intercept_resend(model: tuple[np.ndarray, ...], f: float) -> tuple[np.ndarray, ...]:

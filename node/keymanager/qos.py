@@ -339,7 +339,7 @@ class QosRegistry:
 
     def bind_metrics(self, registry: Any) -> None:
         """Export per-application counters into a Prometheus `registry` (labels: app ID, reason)."""
-        from prometheus_client import Counter, Gauge
+        from prometheus_client import Counter
 
         self._metrics = {
             "delivered": Counter("qkdnode_app_delivered_key_bits", "Key bits delivered to an application",

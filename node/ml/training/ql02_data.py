@@ -7,7 +7,6 @@ Run: `python -m node.ml.training.ql02_data --protocol lim2014 --points 600 --out
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from dataclasses import replace
 from multiprocessing import Pool

@@ -11,7 +11,7 @@ import sys
 import time
 
 from node.cli import main
-from tests.node.control.sdn.restconf_client import MODULE, RestconfClient, TreeWalker, data_model
+from tests.node.control.sdn.restconf_client import RestconfClient, TreeWalker, data_model
 
 
 def test_sdn_demo_caps_the_rate_expires_keys_and_refuses_what_the_links_cannot_supply(tmp_path, capsys):
