@@ -7,6 +7,7 @@ KME_A serves SAE_A and KME_B serves SAE_B; QKD link "L1" feeds their shared pool
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -19,8 +20,30 @@ from node.private_files import create_private_file, private_dir, write_private_f
 SECRET_BYTES = 4 << 20
 
 
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as fh:
+            return int(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    """A TCP port on 127.0.0.1 that was free a moment ago, drawn at random below the kernel's
+    ephemeral range: a port the kernel hands out for `bind(0)` or an outgoing connection is reused
+    by the next such request, so between choosing a port and binding it another process (a parallel
+    test worker, a client's source port) could take it; random ports outside that range make the
+    collision improbable. Falls back to a kernel-chosen port."""
+    low = max(1024, min(_ephemeral_low(), 65535) - 12_000)
+    high = max(low + 1, min(_ephemeral_low(), 65535))
+    for _ in range(100):
+        port = random.randrange(low, high)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import sqlite3
 import threading
 import time
@@ -30,8 +29,10 @@ from node.control.topology import Topology
 from node.keymanager.certs import make_pki
 from node.keymanager.config import load_config
 from node.keymanager.daemon import KeyManager
+from node.keymanager.demo import free_port
 from node.keymanager.ingest import KeyBlockSender
 from node.management.metrics import NodeMetrics, close_metrics, serve_metrics
+from node.private_files import write_private_file
 
 SECRET_BYTES = 2 << 20
 
@@ -46,16 +47,8 @@ def sae_id(node: str) -> str:
     return f"SAE_{node}"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _secret(path: Path, nbytes: int = SECRET_BYTES) -> None:
-    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(os.urandom(nbytes))
+    write_private_file(path, os.urandom(nbytes))
 
 
 def write_network(topology: Topology, root: str | os.PathLike, *, gossip_interval_s: float = 0.2,
@@ -73,7 +66,7 @@ def write_network(topology: Topology, root: str | os.PathLike, *, gossip_interva
     for lk in topology.links:  # one ingest identity per QKD module (link end), for the link daemons
         for n in lk.ends():
             _secret(base / f"ingest_{lk.id}_{n}.key", 4096)
-    ports = {(n, k): _free_port() for n in nodes for k in ("api", "link", "in")}
+    ports = {(n, k): free_port() for n in nodes for k in ("api", "link", "in")}
     out = {}
     for n in nodes:
         me = kme_id(n)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from hypothesis import strategies as st
 
 from node.cli import main
 from node.commands.status import parse_urls
+from node.keymanager.demo import free_port
 from node.management import AlarmRegistry, NodeMetrics, close_metrics, serve_metrics
 from node.management.scrape import alarms_url, parse_alarms, parse_node_status
 
@@ -45,13 +45,6 @@ def line3() -> Iterator[dict[str, str]]:
     finally:
         for server in servers:
             close_metrics(server)
-
-
-def free_port() -> int:
-    """A port with nothing listening on it (bound then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_table_shows_every_node_and_link_with_their_figures(line3, capsys) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import sqlite3
 import threading
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 from node.keymanager.certs import make_pki
 from node.keymanager.config import load_config
 from node.keymanager.daemon import KeyManager
+from node.keymanager.demo import free_port
 from node.keymanager.ingest import KeyBlockSender
 
 KMES = ["KME_A", "KME_B"]
@@ -24,12 +24,6 @@ def same_secret(a: object, b: object, what: str) -> None:
     """Fail with `what` unless a == b, never showing the values (they are key material)."""
     if a != b:
         raise AssertionError(what)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_pair_configs(root: Path, pki_dir: Path, ports: dict[str, int] | None = None, api: dict | None = None,
