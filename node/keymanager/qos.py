@@ -402,20 +402,14 @@ def void_expired(store: KeyStore, master: str, clients: Sequence[str], older_tha
     direct and relayed) that were bound before `older_than` (wall clock); their material is
     overwritten. Returns how many."""
     clients_set = set(clients)
-    store._begin()
-    try:
-        n = 0
+    n = 0
+    with store.transaction() as db:
         for table in ("keys", "relayed_keys"):
-            rows = store.db.execute(f"SELECT key_id, slaves FROM {table} WHERE origin=0 AND state='reserved' "
-                                    "AND master_sae=? AND created<?", (master, older_than)).fetchall()
+            rows = db.execute(f"SELECT key_id, slaves FROM {table} WHERE origin=0 AND state='reserved' "
+                              "AND master_sae=? AND created<?", (master, older_than)).fetchall()
             ids = [k for k, s in rows if set(json.loads(s)) <= clients_set]
             for k in ids:
-                n += store.db.execute(f"UPDATE {table} SET state='void', material=NULL WHERE key_id=?",
-                                      (k,)).rowcount
-        store._commit()
-    except BaseException:
-        store._rollback()
-        raise
+                n += db.execute(f"UPDATE {table} SET state='void', material=NULL WHERE key_id=?", (k,)).rowcount
     return n
 
 
@@ -429,15 +423,9 @@ def delivered_before(store: KeyStore, pool: str, master: str, older_than: float,
 
 def void_own(store: KeyStore, key_ids: Sequence[str]) -> int:
     """Mark keys allocated here void (the peer voided them unused: ttl)."""
-    store._begin()
-    try:
-        n = sum(store.db.execute("UPDATE keys SET state='void', material=NULL WHERE key_id=? AND origin=1",
-                                 (k,)).rowcount for k in key_ids)
-        store._commit()
-    except BaseException:
-        store._rollback()
-        raise
-    return n
+    with store.transaction() as db:
+        return sum(db.execute("UPDATE keys SET state='void', material=NULL WHERE key_id=? AND origin=1",
+                              (k,)).rowcount for k in key_ids)
 
 
 __all__ = ["AppQos", "Application", "QosRefused", "QosRegistry", "RateMeter", "TokenBucket", "delivered_before",

@@ -24,7 +24,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from node.keymanager.errors import KeysNotFound, NotAuthorized, PoolExhausted
+from node.keymanager.chunks import Chunk
+from node.keymanager.delivery import GRANT_DELIVERED, RELAYED, add_grants, consume_grants
+from node.keymanager.errors import PoolExhausted
 from node.keymanager.store import KeyStore
 
 SCHEMA = """
@@ -84,12 +86,13 @@ def xor_bytes(a: bytes, b: bytes) -> bytes:
 
 
 class RelayStore:
-    """Relay tables next to a `KeyStore` (same connection; called from the store's thread only)."""
+    """Relay tables next to a `KeyStore` (same connection and transactions; called from the store's
+    thread only). Takes whole chunks out of the pool through the store's public methods."""
 
     def __init__(self, store: KeyStore) -> None:
         self.store = store
         self.db = store.db
-        self.db.executescript(SCHEMA)
+        store.add_schema(SCHEMA)
 
     # -- one-time pads ---------------------------------------------------------------------------
 
@@ -97,9 +100,7 @@ class RelayStore:
         """Bits this KM could still draw for relay pads towards peer `pool` (its stripe's whole
         untouched confirmed chunks plus what is left of its relay chunks)."""
         role = self.store.role(pool)
-        whole = self.db.execute(
-            "SELECT COALESCE(SUM(size), 0) FROM chunks WHERE pool=? AND owner=? AND confirmed=1 AND cursor=0",
-            (pool, role)).fetchone()[0]
+        whole = self.store.whole_chunk_bytes(pool, role)
         left = self.db.execute("SELECT COALESCE(SUM(size - cursor), 0) FROM relay_chunks WHERE pool=? AND owner=?",
                                (pool, role)).fetchone()[0]
         return 8 * int(whole + left)
@@ -117,8 +118,7 @@ class RelayStore:
         parts: list[bytes] = []
         want = nbytes
         now = time.time()
-        self.store._begin()
-        try:
+        with self.store.transaction():
             while want:
                 row = self.db.execute(
                     "SELECT link_id, block_id, idx, size, cursor, data FROM relay_chunks "
@@ -137,27 +137,20 @@ class RelayStore:
                                 (link_id, block_id, idx, cursor, n, pool, relay_id, now))
                 want -= n
             self._note_relay(relay_id, role, path, now)
-            self.store._commit()
-        except BaseException:
-            self.store._rollback()
-            raise
         return slices, b"".join(parts)
 
     def _claim_whole_chunk(self, pool: str, own: int) -> None:
         """Move one whole untouched chunk of this KM's stripe (the newest) into the relay chunks."""
-        row = self.db.execute(
-            "SELECT id, link_id, block_id, idx, owner, size, data FROM chunks WHERE pool=? AND owner=? AND "
-            "confirmed=1 AND cursor=0 ORDER BY id DESC LIMIT 1", (pool, own)).fetchone()
-        if row is None:
+        newest = self.store.newest_whole_chunks(pool, own, 1)
+        if not newest:
             raise PoolExhausted(f"pool {pool} holds too little key for a relay pad")
-        self._move_chunk(pool, row)
+        self._move_chunk(pool, newest[0])
 
-    def _move_chunk(self, pool: str, row: tuple) -> None:
-        cid, link_id, block_id, idx, owner, size, data = row
-        self.db.execute("DELETE FROM chunks WHERE id=?", (cid,))
-        self.store._add_pool_bytes(pool, -size)
+    def _move_chunk(self, pool: str, c: Chunk) -> None:
+        """Take chunk `c` out of the key pool into the relay chunks (inside a transaction)."""
+        self.store.remove_chunks(pool, [c])
         self.db.execute("INSERT INTO relay_chunks(pool, link_id, block_id, idx, owner, size, cursor, data) "
-                        "VALUES(?,?,?,?,?,?,0,?)", (pool, link_id, block_id, idx, owner, size, data))
+                        "VALUES(?,?,?,?,?,?,0,?)", (pool, c.link_id, c.block_id, c.idx, c.owner, c.size, c.data))
 
     def _accept_pad_locked(self, pool: str, relay_id: str, slices: Sequence[PadSlice], now: float) -> bytes:
         peer_role = 1 - self.store.role(pool)
@@ -166,15 +159,13 @@ class RelayStore:
             row = self.db.execute("SELECT owner, size, data FROM relay_chunks WHERE pool=? AND link_id=? AND "
                                   "block_id=? AND idx=?", (pool, s.link_id, s.block_id, s.idx)).fetchone()
             if row is None:
-                whole = self.db.execute(
-                    "SELECT id, link_id, block_id, idx, owner, size, data FROM chunks WHERE pool=? AND link_id=? "
-                    "AND block_id=? AND idx=? AND cursor=0", (pool, s.link_id, s.block_id, s.idx)).fetchone()
+                whole = self.store.untouched_chunk(pool, s.link_id, s.block_id, s.idx)
                 if whole is None:
                     raise ValueError("relay pad names a chunk not held here as untouched key")
-                if whole[4] != peer_role:
+                if whole.owner != peer_role:
                     raise ValueError("relay pad lies outside the sending KM's stripe")
                 self._move_chunk(pool, whole)
-                row = (whole[4], whole[5], whole[6])
+                row = (whole.owner, whole.size, whole.data)
             owner, size, data = row
             if owner != peer_role:
                 raise ValueError("relay pad lies outside the sending KM's stripe")
@@ -201,14 +192,9 @@ class RelayStore:
         or bits already used by a relay.
         """
         now = time.time()
-        self.store._begin()
-        try:
+        with self.store.transaction():
             pad = self._accept_pad_locked(pool, relay_id, slices, now)
             self._note_relay(relay_id, "transit", path, now)
-            self.store._commit()
-        except BaseException:
-            self.store._rollback()
-            raise
         return pad
 
     def _note_relay(self, relay_id: str, role: str, path: Sequence[str], now: float) -> None:
@@ -224,8 +210,7 @@ class RelayStore:
         over another route after a hop gave up waiting: same key IDs and same keys, checked by digest).
         `ValueError` (nothing stored) on a bad pad, or a known relay or key ID with other content."""
         now = time.time()
-        self.store._begin()
-        try:
+        with self.store.transaction():
             pad = self._accept_pad_locked(pool, relay_id, slices, now)
             plain = xor_bytes(ciphertext, pad)
             n = len(plain) // len(key_ids)
@@ -235,25 +220,19 @@ class RelayStore:
                                          "ORDER BY rowid", (relay_id,)).fetchall()
                 if [(k, bytes(d)) for k, d in stored] != list(zip(key_ids, digests)):
                     raise ValueError("relay ID already seen here with other keys (replay?)")
-                self.store._commit()
                 return False
             path_json = json.dumps(list(path))
             for i, key_id in enumerate(key_ids):
-                if self.db.execute("SELECT 1 FROM relayed_keys WHERE key_id=? UNION SELECT 1 FROM keys WHERE key_id=?",
-                                   (key_id, key_id)).fetchone() is not None:
+                if self.store.knows_key(key_id) or self.db.execute(
+                        "SELECT 1 FROM relayed_keys WHERE key_id=?", (key_id,)).fetchone() is not None:
                     raise ValueError("relayed key ID already known here (replay?)")
                 self.db.execute("INSERT INTO relayed_keys(key_id, relay_id, origin, master_sae, slaves, path, state, "
                                 "material, digest, created) VALUES(?,?,0,?,?,?,'reserved',?,?,?)",
                                 (key_id, relay_id, master, json.dumps(list(slaves)), path_json,
                                  plain[i * n:(i + 1) * n], digests[i], now))
-                self.db.executemany("INSERT INTO relay_grants(key_id, sae_id) VALUES(?,?)",
-                                    [(key_id, s) for s in dict.fromkeys(slaves)])
+                add_grants(self.db, RELAYED, key_id, slaves)
             self.db.execute("INSERT INTO relays(relay_id, role, state, path, created) VALUES(?,?,?,?,?)",
                             (relay_id, "destination", "done", path_json, now))
-            self.store._commit()
-        except BaseException:
-            self.store._rollback()
-            raise
         return True
 
     def finish_source(self, relay_id: str, key_ids: Sequence[str], master: str, slaves: Sequence[str],
@@ -261,46 +240,34 @@ class RelayStore:
         """At the source, once the destination acknowledged: the keys are delivered to the master."""
         now = time.time()
         path_json = json.dumps(list(path))
-        self.store._begin()
-        try:
+        with self.store.transaction():
             self.db.executemany(
                 "INSERT INTO relayed_keys(key_id, relay_id, origin, master_sae, slaves, path, state, created) "
                 "VALUES(?,?,1,?,?,?,'delivered',?)",
                 [(k, relay_id, master, json.dumps(list(slaves)), path_json, now) for k in key_ids])
             self.db.execute("UPDATE relays SET state='done', path=? WHERE relay_id=?", (path_json, relay_id))
-            self.store._commit()
-        except BaseException:
-            self.store._rollback()
-            raise
 
     def set_relay_state(self, relay_id: str, state: str, path: Sequence[str] = ()) -> None:
         """Mark a relay done or void at this hop (its pads stay consumed either way)."""
         if state not in ("done", "void"):
             raise ValueError(f"state must be 'done' or 'void', got {state!r}")
-        self.store._begin()
-        self.db.execute("UPDATE relays SET state=? WHERE relay_id=? AND state='pending'", (state, relay_id))
-        self.store._commit()
+        with self.store.transaction():
+            self.db.execute("UPDATE relays SET state=? WHERE relay_id=? AND state='pending'", (state, relay_id))
 
     def void_relay(self, relay_id: str) -> int:
         """Void a relay here; at its destination also the keys no slave fetched yet. Returns keys voided."""
-        self.store._begin()
-        try:
+        with self.store.transaction():
             self.db.execute("UPDATE relays SET state='void' WHERE relay_id=?", (relay_id,))
             n = self.db.execute("UPDATE relayed_keys SET state='void', material=NULL WHERE relay_id=? AND origin=0 "
                                 "AND state='reserved' AND key_id NOT IN (SELECT key_id FROM relay_grants "
                                 "WHERE delivered=1)", (relay_id,)).rowcount
-            self.store._commit()
-        except BaseException:
-            self.store._rollback()
-            raise
         return n
 
     def recover(self) -> int:
         """At start: void relays left pending here (cut short by a crash; their master got no answer,
         and a transit hop's upstream saw a failure). Their pads stay consumed."""
-        self.store._begin()
-        n = self.db.execute("UPDATE relays SET state='void' WHERE state='pending'").rowcount
-        self.store._commit()
+        with self.store.transaction():
+            n = self.db.execute("UPDATE relays SET state='void' WHERE state='pending'").rowcount
         return n
 
     def relay_state(self, relay_id: str) -> str | None:
@@ -319,41 +286,12 @@ class RelayStore:
 
     def fetch(self, requester: str, master: str, key_ids: Sequence[str]) -> list[tuple[bytes, list[str]]]:
         """Deliver relayed keys to slave SAE `requester`, all or none, each at most once per slave:
-        (key bytes, path) per key. Errors as `KeyStore.fetch`."""
-        out: list[tuple[bytes, list[str]]] = []
-        unauthorized = missing = False
-        self.store._begin()
-        try:
-            for key_id in key_ids:
-                row = self.db.execute("SELECT origin, master_sae, state, material, path FROM relayed_keys "
-                                      "WHERE key_id=?", (key_id,)).fetchone()
-                if row is None or row[0] != 0 or row[1] != master or row[2] != "reserved":
-                    missing = True
-                    continue
-                grant = self.db.execute("SELECT delivered FROM relay_grants WHERE key_id=? AND sae_id=?",
-                                        (key_id, requester)).fetchone()
-                if grant is None:
-                    unauthorized = True
-                    continue
-                if grant[0]:
-                    missing = True
-                    continue
-                out.append((bytes(row[3]), json.loads(row[4])))
-                self.db.execute("UPDATE relay_grants SET delivered=1 WHERE key_id=? AND sae_id=?", (key_id, requester))
-                left = self.db.execute("SELECT COUNT(*) FROM relay_grants WHERE key_id=? AND delivered=0",
-                                       (key_id,)).fetchone()[0]
-                if left == 0:
-                    self.db.execute("UPDATE relayed_keys SET state='delivered', material=NULL WHERE key_id=?",
-                                    (key_id,))
-            if unauthorized:
-                raise NotAuthorized("the calling SAE was not named by the master SAE for every requested key")
-            if missing:
-                raise KeysNotFound("one or more keys specified are not found on KME")
-            self.store._commit()
-        except BaseException:
-            self.store._rollback()
-            raise
-        return out
+        (key bytes, path) per key. The same rule as `KeyStore.fetch` (`delivery.consume_grants`);
+        the grant goes straight to delivered (a relayed key has no master KM next door to tell of
+        an answer lost in a crash)."""
+        with self.store.transaction():
+            rows = consume_grants(self.db, RELAYED, requester, master, key_ids, GRANT_DELIVERED)
+        return [(bytes(material), json.loads(path)) for material, path in rows]
 
     # -- audits (positions and states only, never bits) ------------------------------------------
 
