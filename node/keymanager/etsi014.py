@@ -24,7 +24,7 @@ from aiohttp import web
 from node.keymanager.audit import audit
 from node.keymanager.certs import common_name_of
 from node.keymanager.config import KeyLimits
-from node.keymanager.errors import KeysNotFound, NotAuthorized, PeerError, PoolExhausted
+from node.keymanager.errors import KeyManagerError, KeysNotFound, NotAuthorized, PeerError, PoolExhausted, RelayFailed
 from node.keymanager.httpserver import DISCONNECT_AUDITED, PEER_KEY, TlsSite, peer_address
 from node.keymanager.qos import QosRefused
 
@@ -64,7 +64,7 @@ class KeyService(Protocol):
     def lost_at_peer(self, pool: str, master_sae: str) -> tuple[int, list[str]]: ...
 
 
-class ApiError(Exception):
+class ApiError(KeyManagerError):
     """An error answer: HTTP status, the Error data format's message and optional details."""
 
     def __init__(self, status: int, message: str, details: list[dict] | None = None) -> None:
@@ -343,6 +343,8 @@ class Etsi014Api:
             raise ApiError(503, "not enough key material to serve the request") from None
         except PeerError:
             raise ApiError(503, "peer KME unreachable; no key was delivered") from None
+        except RelayFailed:
+            raise ApiError(503, "key relay to the slave SAE's KME failed; no key was delivered") from None
         _audit_delivery(self.service.kme_id, request, "master", master, slaves, keys, req.size)
         return _key_container(keys)
 

@@ -44,7 +44,7 @@ from node.classical import Message
 from node.control.routing import LinkState as RouteLink
 from node.control.routing import Route, choose_route
 from node.keymanager.audit import audit
-from node.keymanager.errors import PeerError, PoolExhausted
+from node.keymanager.errors import PeerError, PoolExhausted, RelayFailed
 from node.keymanager.relaystore import PadSlice, RelayStore, xor_bytes
 
 if TYPE_CHECKING:
@@ -60,10 +60,6 @@ BATCH_DEPTH = 2
 HOP_MARGIN_S = 0.05
 REROUTE_RESERVE_S = 2.0
 MISSES_DOWN = 2  # unanswered link-state exchanges in a row before a peer counts as unreachable
-
-
-class RelayError(Exception):
-    """A relay could not be completed (no route, every route failed, or refused downstream)."""
 
 
 def link_id_of(kme_a: str, kme_b: str, configured: tuple[str, ...] = ()) -> str:
@@ -280,12 +276,12 @@ class RelayService:
         try:
             path = await self._forward(relay_id, keys, doc, [self.me], dest, via,
                                        time.monotonic() + self.timeout_s, "source", spent)
-        except RelayError as exc:
+        except RelayFailed as exc:
             self._count("originated", spent)
             self._count("failed")
             await self.km.db(self.rstore.set_relay_state, relay_id, "void")
             self._alarm("major", "relay", f"relay {relay_id} to {dest} failed and was voided: {exc}")
-            raise PoolExhausted(f"key relay to {dest} failed: {exc}") from None
+            raise RelayFailed(f"key relay to {dest} failed: {exc}") from None
         await self.km.db(self.rstore.finish_source, relay_id, key_ids, master, slaves, path)
         self._count("originated", spent)
         audit("relay_originated", kme=self.me, relay=relay_id, path=path, master_SAE_ID=master, slave_SAE_IDs=slaves,
@@ -307,7 +303,7 @@ class RelayService:
             if nodes is None:
                 route = self.route(dest, bits, avoid)
                 if route is None:
-                    raise RelayError("no route with enough key")
+                    raise RelayFailed("no route with enough key")
                 nodes = list(route.nodes)
                 if planned is not None or attempt:
                     self._count("rerouted")
@@ -315,7 +311,7 @@ class RelayService:
             nxt = nodes[1]
             link = self.link_ids[nxt]
             if len(trail) >= MAX_HOPS + 1:
-                raise RelayError("hop limit reached")
+                raise RelayFailed("hop limit reached")
             try:
                 slices, pad = await self.km.db(self.rstore.take_pad, nxt, relay_id, len(plain), role, trail)
             except PoolExhausted:
@@ -324,7 +320,7 @@ class RelayService:
             self._used(link, bits, spent)
             left = deadline - time.monotonic()
             if left <= 2 * HOP_MARGIN_S:
-                raise RelayError("relay timed out")
+                raise RelayFailed("relay timed out")
             # On its planned route a relay keeps time in reserve to be rerouted once from where it is
             # stuck (a next hop that does not answer); once rerouted, it gets all the time left.
             rerouted = last_chance or attempt > 0 or (planned is not None and nodes is not planned)
@@ -342,9 +338,9 @@ class RelayService:
             path = reply.header.get("path")
             if not (isinstance(path, list) and all(isinstance(p, str) for p in path) and path[:1] == [nxt]
                     and path[-1] == dest and len(path) <= MAX_HOPS + 1):
-                raise RelayError("malformed RELAY_STORED reply")
+                raise RelayFailed("malformed RELAY_STORED reply")
             return [self.me, *path]
-        raise RelayError(f"every route tried failed ({', '.join(sorted(avoid)) or 'none'} avoided)")
+        raise RelayFailed(f"every route tried failed ({', '.join(sorted(avoid)) or 'none'} avoided)")
 
     async def on_relay_forward(self, peer: str, msg: Message) -> tuple[str, dict[str, Any], bytes | None]:
         """One hop of a relay arriving from `peer` (see module doc)."""
@@ -392,7 +388,7 @@ class RelayService:
         try:
             path = await self._forward(relay_id, plain, fields, trail + [self.me], dest, [self.me] + route[1:],
                                        deadline, "transit", spent, doc.get("rerouted") is True)
-        except RelayError as exc:
+        except RelayFailed as exc:
             self._count("failed", spent)
             await self.km.db(self.rstore.set_relay_state, relay_id, "void")
             self._alarm("major", "relay", f"relay {relay_id} voided at {self.me}: {exc}")

@@ -13,7 +13,7 @@ from collections import defaultdict
 import pytest
 
 from node.classical import Message
-from node.keymanager.errors import PeerError
+from node.keymanager.errors import PeerError, RelayFailed
 from node.network.loopback import kme_id, sae_id
 from node.network.sae import SaeClient
 from tests.node.network.conftest import client, same_secret
@@ -192,7 +192,7 @@ def test_relay_that_cannot_reach_its_destination_is_voided_at_every_hop_with_ala
     ring.set_link_up("CD", False)
     try:
         before = audit(ring, "C", "relayed_key_states")
-        with pytest.raises(Exception) as info:  # PoolExhausted: the 014 layer answers 503
+        with pytest.raises(RelayFailed) as info:  # the 014 layer answers 503
             a.call(a.km.relay.originate(sae_id("A"), [sae_id("C")], 1, 32, kme_id("C"),
                                         [kme_id("A"), kme_id("B"), kme_id("C")]))
         assert "failed" in str(info.value)
