@@ -1,9 +1,13 @@
-"""The QKDN controller's relay bookkeeping: link states as the key managers report them, routes for
-new relays with their key reserved on every hop, and rerouting of relays in flight when a link goes
-down or its pool falls below what was promised (ITU-T Y.3804 control, resilience by rerouting).
+"""Relay bookkeeping of the QKDN control layer: link states, routes for new relays with their key
+reserved on every hop, and rerouting of relays in flight when a link goes down or its pool falls
+below what was promised (ITU-T Y.3804 control, resilience by rerouting).
 
-Thread-safe; pure bookkeeping (no sockets): the key manager's relay code asks it for a route, tells
-it when each hop has consumed its key, and hands its reroutes to the relays concerned.
+Thread-safe; pure bookkeeping (no sockets). Wiring: every key manager's control plane
+(`node.control.plane.ControlPlane`) owns one, fed with the links of its link-state database
+(`sync_links`); it routes the relays that KM originates or reroutes with `route` and `reserve`, and
+releases them with `finish_relay` once the relay is stored or has failed (the relay itself travels
+hop by hop, see `node.keymanager.relay`). A central controller over a static network (the routing
+bench, tests) uses the same calls with `start_relay`, `hop_done` and `update_link`.
 
 Reservations: a relay of ``bits`` reserves ``bits`` on each hop still ahead of it. A new relay may
 use a link only if ``key_bits - reserved - reserve_bits >= bits``, so concurrent relays never count
@@ -62,14 +66,12 @@ class Reroute:
 class RelayController:
     """Link states, relays in flight and their reservations for one QKD network."""
 
-    def __init__(self, links: Iterable[LinkState], *, reserve_bits: int = 0, horizon_s: float = 10.0) -> None:
+    def __init__(self, links: Iterable[LinkState] = (), *, reserve_bits: int = 0, horizon_s: float = 10.0) -> None:
         self._links: dict[str, LinkState] = {}
         for lk in links:
             if lk.link_id in self._links:
                 raise ValueError(f"links: link id {lk.link_id!r} appears twice")
             self._links[lk.link_id] = lk
-        if not self._links:
-            raise ValueError("links: need at least one LinkState")
         if isinstance(reserve_bits, bool) or not isinstance(reserve_bits, int) or reserve_bits < 0:
             raise ValueError(f"reserve_bits: must be an int >= 0, got {reserve_bits!r}")
         self.reserve_bits = reserve_bits
@@ -92,6 +94,23 @@ class RelayController:
                 old.key_rate_bps if key_rate_bps is None else key_rate_bps)
             return self._repair_locked()
 
+    def sync_links(self, links: Iterable[LinkState]) -> list[Reroute]:
+        """Replace the link table with a fresh view (a key manager's link-state database); a link
+        gone from it that a relay in flight still counts on stays known, as down. Returns the
+        reroutes this forces on relays in flight."""
+        fresh: dict[str, LinkState] = {}
+        for lk in links:
+            if lk.link_id in fresh:
+                raise ValueError(f"links: link id {lk.link_id!r} appears twice")
+            fresh[lk.link_id] = lk
+        with self._lock:
+            for relay in self._relays.values():
+                for lid in relay.pending_links:
+                    if lid not in fresh and lid in self._links:
+                        fresh[lid] = replace(self._links[lid], up=False)
+            self._links = fresh
+            return self._repair_locked()
+
     def link_down(self, link_id: str) -> list[Reroute]:
         """A link failed: the reroutes of the relays that were to cross it."""
         return self.update_link(link_id, up=False)
@@ -107,11 +126,36 @@ class RelayController:
             return self._reserved_locked().get(link_id, 0)
 
     # -- relays --------------------------------------------------------------------------------------
-    def route(self, source: str, destination: str, bits: int) -> Route | None:
-        """The route a new relay would take now (nothing reserved)."""
+    def route(self, source: str, destination: str, bits: int, *, avoid_links: Iterable[str] = (),
+              max_hops: int | None = None) -> Route | None:
+        """The route a new relay would take now (nothing reserved), avoiding `avoid_links`; None if
+        there is none (also when `source` or `destination` is on no known link)."""
         with self._lock:
-            return choose_route(self._snapshot_locked(True), source, destination, bits,
-                                reserve_bits=self.reserve_bits, horizon_s=self.horizon_s)
+            links = self._snapshot_locked(True)
+            ends = {n for lk in links for n in (lk.a, lk.b)}
+            if source not in ends or destination not in ends:
+                return None
+            return choose_route(links, source, destination, bits, reserve_bits=self.reserve_bits,
+                                horizon_s=self.horizon_s, avoid_links=avoid_links, max_hops=max_hops)
+
+    def reserve(self, relay_id: str, route: Route, bits: int) -> Relay:
+        """Reserve `bits` on every hop of `route` for relay `relay_id` (a route chosen with `route`,
+        or one the relay carried), until `finish_relay`."""
+        if not isinstance(relay_id, str) or not relay_id:
+            raise ValueError(f"relay_id: must be a non-empty str, got {relay_id!r}")
+        with self._lock:
+            return self._reserve_locked(relay_id, route, bits)
+
+    def _reserve_locked(self, relay_id: str, route: Route, bits: int) -> Relay:
+        if relay_id in self._relays:
+            raise ValueError(f"relay_id: {relay_id!r} is already in flight")
+        unknown = [lid for lid in route.links if lid not in self._links]
+        if unknown:
+            raise ValueError(f"route: link {unknown[0]!r} is not a known link")
+        self._counter += 1
+        relay = Relay(relay_id, bits, route, 0, self._counter)
+        self._relays[relay_id] = relay
+        return relay
 
     def start_relay(self, relay_id: str, source: str, destination: str, bits: int) -> Route | None:
         """Choose a route for a new relay and reserve its key on every hop; None if there is no route."""
@@ -123,8 +167,7 @@ class RelayController:
             route = choose_route(self._snapshot_locked(True), source, destination, bits,
                                  reserve_bits=self.reserve_bits, horizon_s=self.horizon_s)
             if route is not None:
-                self._counter += 1
-                self._relays[relay_id] = Relay(relay_id, bits, route, 0, self._counter)
+                self._reserve_locked(relay_id, route, bits)
             return route
 
     def hop_done(self, relay_id: str, link_id: str) -> Relay:

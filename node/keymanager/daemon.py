@@ -25,7 +25,7 @@ import itertools
 import json
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -34,11 +34,13 @@ import zmq
 import zmq.asyncio
 
 from node.classical import Message
+from node.control.plane import ControlPlane, link_id_of
 from node.management.alarms import AlarmRegistry
 from node.keymanager.audit import attach_audit_file, audit, detach_audit_file
 from node.keymanager.config import KeyLimits, KmConfig
 from node.keymanager.errors import PeerError, PoolExhausted
-from node.keymanager.etsi014 import Etsi014Api, server_ssl_context, start_api
+from node.keymanager.payload import json_frame, json_payload
+from node.keymanager.etsi014 import Etsi014Api, KeyEntry, server_ssl_context, start_api
 from node.keymanager.ingest import IngestServer
 from node.keymanager.peer import PeerClient, PeerServer
 from node.keymanager.qosservice import QosService
@@ -86,9 +88,11 @@ class KeyManager:
         self.clients: dict[str, PeerClient] = {}
         self.api_port = 0
         self.alarms = AlarmRegistry()
-        self.relay = RelayService(self, gossip_interval_s=config.relay.gossip_interval_s,
-                                  stale_s=config.relay.stale_s, timeout_s=config.relay.timeout_s,
-                                  alarm=self._alarm)
+        self.control = ControlPlane(config.kme_id, {p.kme_id: link_id_of(config.kme_id, p.kme_id, p.links)
+                                                    for p in config.peers},
+                                    config.local_saes, gossip_interval_s=config.relay.gossip_interval_s,
+                                    stale_s=config.relay.stale_s, alarm=self._alarm)
+        self.relay = RelayService(self, self.store, self.control, timeout_s=config.relay.timeout_s, alarm=self._alarm)
         self.qos: QosService | None = None  # SDN control (node.control.sdn) attaches application QoS here
         self.restconf: Any = None  # its RESTCONF server, when the configuration has [sdn]
         self.counters = {"keys_delivered_master": 0, "keys_delivered_slave": 0, "keys_voided": 0,
@@ -114,22 +118,22 @@ class KeyManager:
         peer = self.config.peer_of_sae(sae_id)
         if peer is not None:
             return peer.kme_id
-        kme = self.relay.kme_of_sae(sae_id) if self.config.relay.enabled else None
+        kme = self.control.kme_of_sae(sae_id) if self.config.relay.enabled else None
         if kme is not None and self.qos is not None and self.qos.relay_target(kme) is None:
             return None  # under SDN control, relayed keys go only where a VIRT link leads
         return kme
 
     async def stored_key_count(self, peer_kme_id: str) -> int:
         if peer_kme_id not in self._queues:  # relayed: what the best route could carry now
-            route = self.relay.route(peer_kme_id, self.limits.key_size)
+            route = self.control.route(peer_kme_id, self.limits.key_size)
             if route is None:
                 return 0
-            links = {lk.link_id: lk.key_bits for lk in self.relay.snapshot()}
+            links = {lk.link_id: lk.key_bits for lk in self.control.snapshot()}
             return min(links[lk] for lk in route.links) // self.limits.key_size
         return await self.db(self.store.stored_key_count, peer_kme_id, self.limits.key_size // 8)
 
     async def get_keys(self, master: str, slaves: list[str], number: int, nbytes: int
-                       ) -> list[tuple[str, bytes]] | list[tuple[str, bytes, dict[str, Any]]]:
+                       ) -> Sequence[KeyEntry]:
         if self.qos is None:
             return await self._get_keys(master, slaves, number, nbytes)
         pool = self.peer_of_sae(slaves[0])
@@ -145,7 +149,7 @@ class KeyManager:
         return keys
 
     async def _get_keys(self, master: str, slaves: list[str], number: int, nbytes: int
-                        ) -> list[tuple[str, bytes]] | list[tuple[str, bytes, dict[str, Any]]]:
+                        ) -> Sequence[KeyEntry]:
         pool = self.peer_of_sae(slaves[0])
         if pool is None:
             raise ValueError("slave SAE is not served by a peer KM")
@@ -161,7 +165,7 @@ class KeyManager:
         return await fut
 
     async def get_keys_with_ids(self, requester: str, master: str, key_ids: list[str]
-                                ) -> list[tuple[str, bytes]] | list[tuple[str, bytes, dict[str, Any]]]:
+                                ) -> Sequence[KeyEntry]:
         if self.qos is not None:  # keys past their application's ttl are voided first, never served
             await self.qos.fetch_unexpired(requester, master, key_ids)
         if await self.db(self.relay.rstore.holds_relayed, key_ids):
@@ -193,65 +197,66 @@ class KeyManager:
         """Pipeline of up to `ALLOC_DEPTH` batches awaiting the peer's ack; each commit settles the
         batches acked since the last one and reserves the requests queued meanwhile."""
         queue, wake, client = self._queues[pool], self._wake[pool], self.clients[pool]
-        inflight: list[tuple[list[tuple[_Pending, Reserved]], asyncio.Task[Any]]] = []
+        inflight: list[_Sent] = []
         waker: asyncio.Task[Any] | None = None
         try:
             while True:
-                if waker is None or waker.done():
-                    waker = asyncio.create_task(wake.wait())
-                waiting: list[asyncio.Task[Any]] = [t for _, t in inflight]
-                if len(inflight) < ALLOC_DEPTH:
-                    waiting.append(waker)
-                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-                if waker.done():
-                    wake.clear()
-                acked = [x for x in inflight if x[1].done()]
-                inflight = [x for x in inflight if not x[1].done()]
+                waker = await _await_ack_or_request(wake, waker, inflight)
+                acked = [x for x in inflight if x.ack.done()]
+                inflight = [x for x in inflight if not x.ack.done()]
                 batch = self._take_batch(queue) if len(inflight) < ALLOC_DEPTH else []
                 if not acked and not batch:
                     continue
-                deliver: list[str] = []
-                void: list[str] = []
-                for settled, task in acked:
-                    ids = [a.key_id for _, r in settled for a in r.allocations]
-                    (void if task.exception() is not None else deliver).extend(ids)
-                try:
-                    results = await self.db(self.store.reserve_many, pool,
-                                            [(p.master, p.slaves, p.number, p.nbytes) for p in batch], deliver, void)
-                except Exception as exc:  # the store failed: nothing settled or reserved in this transaction
-                    log.error("allocation commit failed: %s", exc)
-                    for p in batch:
-                        _fail(p.future, exc)
-                    for settled, _ in acked:
-                        for p, _ in settled:
-                            _fail(p.future, PeerError("key store failure"))
+                results = await self._settle_and_reserve(pool, acked, batch)
+                if results is None:
                     continue
-                self.counters["keys_voided"] += len(void)
-                self.counters["keys_delivered_master"] += len(deliver)
-                for settled, task in acked:
-                    failure = task.exception()
-                    for p, r in settled:
-                        if failure is not None:
-                            _fail(p.future, failure if isinstance(failure, PeerError) else PeerError(str(failure)))
-                        elif not p.future.done():
-                            p.future.set_result([(a.key_id, m) for a, m in zip(r.allocations, r.material)])
-                served = []
-                for p, res in zip(batch, results):
-                    if isinstance(res, Exception):
-                        _fail(p.future, res)
-                    else:
-                        served.append((p, res))
+                self._answer_masters(acked)
+                served = _fail_unserved(batch, results)
                 if served:
-                    payload = json.dumps({"allocations": [a.to_json() for _, r in served for a in r.allocations],
-                                          "retired": [list(x) for _, r in served for x in r.retired]}).encode()
-                    inflight.append((served, asyncio.create_task(client.request("KEY_ALLOC", {}, payload=payload))))
+                    inflight.append(_Sent(served, asyncio.create_task(client.request(
+                        "KEY_ALLOC", {}, payload=_allocations_frame(served)))))
                 if client.link.messages_left < self.refill_below and self._blocks_event is not None:
                     self._blocks_event.set()  # the sync loop refills the link's authentication key
                 if queue:
                     wake.set()
         finally:
-            for task in [t for _, t in inflight] + ([waker] if waker is not None else []):
+            for task in [x.ack for x in inflight] + ([waker] if waker is not None else []):
                 task.cancel()
+
+    async def _settle_and_reserve(self, pool: str, acked: list[_Sent], batch: list[_Pending]
+                                  ) -> list[Reserved | PoolExhausted] | None:
+        """One commit: the keys of acked batches become delivered (void if the peer failed to ack),
+        and the new batch's requests are reserved. None (every request concerned failed) if the
+        store failed: nothing settled or reserved then."""
+        deliver: list[str] = []
+        void: list[str] = []
+        for sent in acked:
+            (void if sent.ack.exception() is not None else deliver).extend(sent.key_ids())
+        try:
+            results = await self.db(self.store.reserve_many, pool,
+                                    [(p.master, p.slaves, p.number, p.nbytes) for p in batch], deliver, void)
+        except Exception as exc:
+            log.error("allocation commit failed: %s", exc)
+            for p in batch:
+                _fail(p.future, exc)
+            for sent in acked:
+                for p, _ in sent.settled:
+                    _fail(p.future, PeerError("key store failure"))
+            return None
+        self.counters["keys_voided"] += len(void)
+        self.counters["keys_delivered_master"] += len(deliver)
+        return results
+
+    @staticmethod
+    def _answer_masters(acked: list[_Sent]) -> None:
+        """Settled batches: their masters get the keys, or the peer's failure (a `PeerError`)."""
+        for sent in acked:
+            failure = sent.ack.exception()
+            for p, r in sent.settled:
+                if failure is not None:
+                    _fail(p.future, failure if isinstance(failure, PeerError) else PeerError(str(failure)))
+                elif not p.future.done():
+                    p.future.set_result([(a.key_id, m) for a, m in zip(r.allocations, r.material)])
 
     @staticmethod
     def _take_batch(queue: list[_Pending]) -> list[_Pending]:
@@ -267,7 +272,7 @@ class KeyManager:
     # -- peer requests ---------------------------------------------------------------------------
 
     async def _on_key_alloc(self, peer: str, msg: Message) -> tuple[str, dict[str, Any], bytes | None]:
-        doc = _json_payload(msg)
+        doc = json_payload(msg)
         if not isinstance(doc.get("allocations"), list) \
                 or not isinstance(doc.get("retired"), list):
             raise ValueError("KEY_ALLOC payload must be {allocations: [...], retired: [...]}")
@@ -287,15 +292,15 @@ class KeyManager:
         return "KEY_ALLOC_ACK", {"count": len(allocs)}, None
 
     async def _on_blocks_have(self, peer: str, msg: Message) -> tuple[str, dict[str, Any], bytes | None]:
-        blocks = _json_payload(msg).get("blocks")
+        blocks = json_payload(msg).get("blocks")
         if not isinstance(blocks, list) or not all(
                 isinstance(b, list) and len(b) == 2 and isinstance(b[0], str) and type(b[1]) is int for b in blocks):
             raise ValueError("BLOCKS_HAVE blocks must be a list of [link_id, block_id]")
         held = await self.db(self.store.confirm_blocks, peer, [tuple(b) for b in blocks])
-        return "BLOCKS_HELD", {"count": len(held)}, _json_frame({"blocks": [list(b) for b in held]})
+        return "BLOCKS_HELD", {"count": len(held)}, json_frame({"blocks": [list(b) for b in held]})
 
     async def _on_reconcile(self, peer: str, msg: Message) -> tuple[str, dict[str, Any], bytes | None]:
-        keys = _json_payload(msg).get("keys")
+        keys = json_payload(msg).get("keys")
         if not isinstance(keys, list) or not all(
                 isinstance(k, list) and len(k) == 2 and all(isinstance(v, str) for v in k) for k in keys):
             raise ValueError("RECONCILE keys must be a list of [key_ID, state]")
@@ -305,11 +310,11 @@ class KeyManager:
         voided = await self.db(self.store.void_peer_keys, void) if void else 0
         if unknown:
             log.error("reconciliation with %s: %d delivered key IDs unknown here", peer, len(unknown))
-        return "RECONCILE_REPORT", {"unknown": len(unknown), "voided": voided}, _json_frame({"unknown": unknown})
+        return "RECONCILE_REPORT", {"unknown": len(unknown), "voided": voided}, json_frame({"unknown": unknown})
 
     async def _on_auth_refill(self, peer: str, msg: Message) -> tuple[str, dict[str, Any], bytes | None]:
         n = msg.header.get("n")
-        allocs = _json_payload(msg).get("allocations")
+        allocs = json_payload(msg).get("allocations")
         if type(n) is not int or n < 0 or not isinstance(allocs, list) or not allocs:
             raise ValueError("AUTH_REFILL needs an integer n >= 0 and a non-empty allocations list")
         parsed = [Allocation.from_json(a) for a in allocs]
@@ -337,7 +342,7 @@ class KeyManager:
             pending = [(n, a, m) for n, a, m, applied in await self.db(self.store.auth_refills, flow) if not applied]
         for n, allocs, material in pending:
             await client.request("AUTH_REFILL", {"n": n},
-                                 payload=_json_frame({"allocations": [a.to_json() for a in allocs]}))
+                                 payload=json_frame({"allocations": [a.to_json() for a in allocs]}))
             await self.db(self.store.mark_refill_applied, flow, n)
             client.link.refill(material)
             self.counters["auth_refills"] += 1
@@ -355,7 +360,7 @@ class KeyManager:
 
     async def _on_keys_unanswered(self, peer: str, msg: Message) -> tuple[str, dict[str, Any], bytes | None]:
         """Master side: the peer lost answers to its slave SAEs for these keys; void them here."""
-        ids = _json_payload(msg).get("keys")
+        ids = json_payload(msg).get("keys")
         if not isinstance(ids, list) or not all(isinstance(k, str) and len(k) <= 64 for k in ids) \
                 or len(ids) > RECONCILE_PAGE:
             raise ValueError(f"KEYS_UNANSWERED keys must be a list of at most {RECONCILE_PAGE} key IDs")
@@ -383,17 +388,17 @@ class KeyManager:
         if not ids:
             return
         reply = await self.clients[pool].request("KEYS_UNANSWERED", {"count": len(ids)},
-                                                 payload=_json_frame({"keys": ids}))
+                                                 payload=json_frame({"keys": ids}))
         await self.db(self.store.mark_unanswered_reported, ids)
         log.warning("told peer KM %s of %d keys whose answer to a slave SAE may have been lost (%s voided there)",
                     pool, len(ids), reply.header.get("voided"))
 
     async def _on_key_query(self, peer: str, msg: Message) -> tuple[str, dict[str, Any], bytes | None]:
-        ids = _json_payload(msg).get("keys")
+        ids = json_payload(msg).get("keys")
         if not isinstance(ids, list) or not all(isinstance(k, str) for k in ids) or len(ids) > RECONCILE_PAGE:
             raise ValueError(f"KEY_QUERY keys must be a list of at most {RECONCILE_PAGE} key IDs")
         states = await self.db(self.store.peer_key_states, ids)
-        return "KEY_STATES", {"count": len(states)}, _json_frame({"states": states})
+        return "KEY_STATES", {"count": len(states)}, json_frame({"states": states})
 
     async def _void_orphans(self, pool: str) -> None:
         """Ask the owner about keys it bound long ago that no slave fetched: void those it voided or lost."""
@@ -401,8 +406,8 @@ class KeyManager:
         if not stale:
             return
         reply = await self.clients[pool].request("KEY_QUERY", {"count": len(stale)},
-                                                 payload=_json_frame({"keys": stale}))
-        states = _json_payload(reply).get("states")
+                                                 payload=json_frame({"keys": stale}))
+        states = json_payload(reply).get("states")
         if not isinstance(states, dict):
             raise ValueError("KEY_STATES states must be an object")
         orphans = [k for k in stale if states.get(k) in (None, "void")]
@@ -417,8 +422,8 @@ class KeyManager:
         if not pending:
             return
         reply = await self.clients[pool].request("BLOCKS_HAVE", {"count": len(pending)},
-                                                 payload=_json_frame({"blocks": [list(b) for b in pending]}))
-        held = _json_payload(reply).get("blocks")
+                                                 payload=json_frame({"blocks": [list(b) for b in pending]}))
+        held = json_payload(reply).get("blocks")
         if isinstance(held, list):
             await self.db(self.store.confirm_blocks, pool,
                           [tuple(b) for b in held if isinstance(b, list) and len(b) == 2])
@@ -448,7 +453,7 @@ class KeyManager:
                     rows = list(itertools.takewhile(lambda r: r[2] != "reserved", page))
                     if rows:
                         reply = await self.clients[pool].request(
-                            "RECONCILE", {"count": len(rows)}, payload=_json_frame({"keys": [[k, s] for _, k, s in rows]}))
+                            "RECONCILE", {"count": len(rows)}, payload=json_frame({"keys": [[k, s] for _, k, s in rows]}))
                         unknown = reply.header.get("unknown")
                         self.counters["reconcile_unknown"] += unknown if type(unknown) is int else 0
                         after = rows[-1][0]
@@ -590,21 +595,46 @@ class KeyManager:
         return out
 
 
-def _json_frame(doc: dict[str, Any]) -> bytes:
-    return json.dumps(doc, separators=(",", ":")).encode()
+@dataclass
+class _Sent:
+    """A batch whose allocations were sent to the peer (`KEY_ALLOC`), and the peer's ack."""
+
+    settled: list[tuple[_Pending, Reserved]]
+    ack: asyncio.Task[Any] = field(repr=False)
+
+    def key_ids(self) -> list[str]:
+        return [a.key_id for _, r in self.settled for a in r.allocations]
 
 
-def _json_payload(msg: Message) -> dict[str, Any]:
-    """The JSON object carried in a message's single payload frame; `ValueError` otherwise."""
-    if len(msg.frames) != 1 or not isinstance(msg.frames[0], bytes):
-        raise ValueError(f"{msg.type} must carry one JSON payload frame")
-    try:
-        doc = json.loads(msg.frames[0])
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise ValueError(f"{msg.type} payload is not valid JSON") from None
-    if not isinstance(doc, dict):
-        raise ValueError(f"{msg.type} payload must be a JSON object")
-    return doc
+async def _await_ack_or_request(wake: asyncio.Event, waker: asyncio.Task[Any] | None,
+                                inflight: list[_Sent]) -> asyncio.Task[Any]:
+    """Wait for a peer's ack or (while the pipeline has room) a new request; the waker task to reuse."""
+    if waker is None or waker.done():
+        waker = asyncio.create_task(wake.wait())
+    waiting: list[asyncio.Task[Any]] = [x.ack for x in inflight]
+    if len(inflight) < ALLOC_DEPTH:
+        waiting.append(waker)
+    await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    if waker.done():
+        wake.clear()
+    return waker
+
+
+def _fail_unserved(batch: list[_Pending], results: list[Reserved | PoolExhausted]) -> list[tuple[_Pending, Reserved]]:
+    """Requests the pool could not serve fail (`PoolExhausted`); the others, with their keys."""
+    served = []
+    for p, res in zip(batch, results):
+        if isinstance(res, Exception):
+            _fail(p.future, res)
+        else:
+            served.append((p, res))
+    return served
+
+
+def _allocations_frame(served: list[tuple[_Pending, Reserved]]) -> bytes:
+    """The `KEY_ALLOC` payload: key IDs and positions (never bits), and the chunks retired."""
+    return json.dumps({"allocations": [a.to_json() for _, r in served for a in r.allocations],
+                       "retired": [list(x) for _, r in served for x in r.retired]}).encode()
 
 
 def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:

@@ -14,7 +14,7 @@ import json
 import logging
 import re
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import unquote
@@ -43,6 +43,10 @@ KEY_IDS_FIELDS = {"key_IDs", "key_IDs_extension"}
 SAE_KEY = web.RequestKey("sae", str)  # the caller's certificate subject, for the audit trail
 
 
+KeyEntry = tuple[str, bytes] | tuple[str, bytes, dict[str, Any]]
+"""One key served to an SAE: (key ID, key bytes), with its `key_extension` when it has one (relayed keys)."""
+
+
 class KeyService(Protocol):
     """What the API needs from the key manager."""
 
@@ -55,9 +59,9 @@ class KeyService(Protocol):
 
     async def stored_key_count(self, peer_kme_id: str) -> int: ...
 
-    async def get_keys(self, master: str, slaves: list[str], number: int, nbytes: int) -> list[tuple[str, bytes]]: ...
+    async def get_keys(self, master: str, slaves: list[str], number: int, nbytes: int) -> Sequence[KeyEntry]: ...
 
-    async def get_keys_with_ids(self, requester: str, master: str, key_ids: list[str]) -> list[tuple[str, bytes]]: ...
+    async def get_keys_with_ids(self, requester: str, master: str, key_ids: list[str]) -> Sequence[KeyEntry]: ...
 
     async def answered(self, requester: str, key_ids: list[str], ok: bool) -> None: ...
 
@@ -411,21 +415,21 @@ class Etsi014Api:
 
 
 def _audit_delivery(kme: str, request: web.Request, role: str, master: str, slaves: list[str],
-                    keys: list[tuple[str, bytes]] | list[tuple[str, bytes, dict[str, Any]]], size_bits: int) -> None:
+                    keys: Sequence[KeyEntry], size_bits: int) -> None:
     """One audit line per answer carrying keys: who got which key IDs of what size (never the bits)."""
     audit("keys_delivered", kme=kme, peer=request.get(PEER_KEY), role=role, sae=request.get(SAE_KEY), master_SAE_ID=master,
           slave_SAE_IDs=slaves, size_bits=size_bits, key_IDs=[k[0] for k in keys])
 
 
-def _key_container(keys: list[tuple[str, bytes]] | list[tuple[str, bytes, dict[str, Any]]]) -> web.Response:
+def _key_container(keys: Sequence[KeyEntry]) -> web.Response:
     """The Key container (ETSI 014 §6.3). Relayed keys carry their path in `key_extension`
     ({"relay": {"path": [KME IDs]}}) and the container lists the paths in `key_container_extension`."""
     items = []
     paths: list[list[str]] = []
     for entry in keys:
         item: dict[str, Any] = {"key_ID": entry[0], "key": base64.b64encode(entry[1]).decode("ascii")}
-        if len(entry) > 2:
-            ext = entry[2]  # type: ignore[misc]
+        if len(entry) == 3:
+            ext = entry[2]
             item["key_extension"] = ext
             path = ext.get("relay", {}).get("path")
             if path is not None and path not in paths:

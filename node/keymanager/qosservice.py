@@ -15,16 +15,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from node.keymanager.errors import PeerError
+from node.keymanager.payload import json_frame, json_payload
 from node.keymanager.qos import Application, QosRegistry, RateMeter, delivered_before, void_expired, void_own
 
 if TYPE_CHECKING:
-    from node.keymanager.daemon import KeyManager
-    from node.keymanager.store import KeyBlock
+    from node.control.plane import ControlPlane
+    from node.keymanager.config import KeyLimits
+    from node.keymanager.peer import PeerClient
+    from node.keymanager.store import KeyBlock, KeyStore
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 SWEEP_INTERVAL_S = 0.25
@@ -45,10 +50,28 @@ class VirtPath:
         return self.path[-1]
 
 
+class QosHost(Protocol):
+    """What the QoS service needs from its key manager (`daemon.KeyManager`)."""
+
+    kme_id: str
+    limits: KeyLimits
+    store: KeyStore
+    control: ControlPlane
+
+    @property
+    def clients(self) -> Mapping[str, PeerClient]: ...
+
+    async def db(self, fn: Callable[..., T], *args: Any) -> T: ...
+
+    def is_local_sae(self, sae_id: str) -> bool: ...
+
+    async def stored_key_count(self, peer_kme_id: str) -> int: ...
+
+
 class QosService:
     """Attach with `km.qos = QosService(km)`, then `start()` on the KM's loop."""
 
-    def __init__(self, km: KeyManager) -> None:
+    def __init__(self, km: QosHost) -> None:
         self.km = km
         self.registry = QosRegistry(km.kme_id)
         self.meter = RateMeter()
@@ -70,16 +93,16 @@ class QosService:
             hops = [self._hop_link(a, b) for a, b in zip(path, path[1:])]
             return min((self.link_skr(h) for h in hops if h is not None), default=0.0) \
                 if all(h is not None for h in hops) else 0.0
-        if link_id in self.km.relay.link_ids.values():
+        if link_id in self.km.control.link_ids.values():
             return self.meter.rate(link_id)
-        reports = [lk.get("skr", 0) for e in self.km.relay.lsdb.values() for lk in e.get("links", ())
+        reports = [lk.get("skr", 0) for e in self.km.control.lsdb.entries.values() for lk in e.get("links", ())
                    if lk.get("link") == link_id]
         return float(min(reports)) if reports else 0.0
 
     def _hop_link(self, a: str, b: str) -> str | None:
         if a == self.km.kme_id:
-            return self.km.relay.link_ids.get(b)
-        entry = self.km.relay.lsdb.get(a, {})
+            return self.km.control.link_ids.get(b)
+        entry = self.km.control.lsdb.entries.get(a, {})
         return next((lk["link"] for lk in entry.get("links", ()) if lk.get("peer") == b), None)
 
     def on_blocks(self, blocks: Sequence[KeyBlock]) -> None:
@@ -88,8 +111,8 @@ class QosService:
             self.meter.add(b.link_id, b.length_bits)
             if b.qber is not None:
                 self.qber[b.link_id] = float(b.qber)
-        for peer, link in self.km.relay.link_ids.items():
-            self.km.relay.link_skr[peer] = int(self.meter.rate(link))
+        for peer, link in self.km.control.link_ids.items():
+            self.km.control.set_link_skr(peer, int(self.meter.rate(link)))
 
     # -- ETSI 014 path -------------------------------------------------------------------------------
     async def admit(self, master: str, slaves: list[str], number: int, nbytes: int, pool: str) -> Application | None:
@@ -129,15 +152,13 @@ class QosService:
                     await self._settle_master_side(app, ids)
 
     async def _settle_master_side(self, app: Application, ids: list[str]) -> None:
-        from node.keymanager.daemon import _json_frame, _json_payload
-
         assert app.remote_kme is not None
         try:
             reply = await self.km.clients[app.remote_kme].request(
-                "KEY_QUERY", {"count": len(ids)}, payload=_json_frame({"keys": ids}))
+                "KEY_QUERY", {"count": len(ids)}, payload=json_frame({"keys": ids}))
         except PeerError:
             return
-        states = _json_payload(reply).get("states")
+        states = json_payload(reply).get("states")
         if not isinstance(states, dict):
             return
         void = [k for k in ids if states.get(k) == "void"]

@@ -1,13 +1,8 @@
-"""Trusted-node key relay (ITU-T Y.3803), hop by hop, and the link-state gossip that routes it.
+"""Trusted-node key relay (ITU-T Y.3803), hop by hop: forwarding and storage at one key manager.
 
-Link state. Every `gossip_interval_s` each KM sends its neighbours (`LINK_STATE`, on the
-authenticated KM link) its link-state database: per KM (origin) a sequence number, its SAEs, and per
-link to a neighbour whether it is up and how many bits of relay pad that KM can still draw on it.
-A KM keeps the newest entry per origin, so the database floods the network in at most `diameter`
-rounds. A neighbour that leaves `MISSES_DOWN` exchanges in a row unanswered counts as unreachable
-(its link down) until it answers again. A link is up for routing when every fresh report of it says
-so (an entry older than `stale_s` counts as down); its key is the least any end reports. The route is chosen with
-`node.control.routing.choose_route` (fewest hops, longer when short ones run dry).
+Routing is the control plane's (`node.control.plane.ControlPlane`: link-state database and its
+gossip, routes, reservations, reroute decisions); this module carries relays along the routes it
+chooses, and sends and answers the control plane's `LINK_STATE` messages on the KM links.
 
 Relay. The source KM draws the keys (`os.urandom`), picks a route and sends `RELAY_FORWARD` to the
 first hop: the key bytes XOR a one-time pad drawn from the pool of that link (see `relaystore`),
@@ -32,64 +27,87 @@ random and known to no SAE, so they cannot be fetched.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import time
 import uuid
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from node.classical import Message
-from node.control.routing import LinkState as RouteLink
-from node.control.routing import Route, choose_route
+from node.control.plane import MAX_HOPS, ControlPlane
 from node.keymanager.audit import audit
 from node.keymanager.errors import PeerError, PoolExhausted, RelayFailed
+from node.keymanager.payload import json_frame, json_payload
+from node.keymanager.records import new_key_id
 from node.keymanager.relaystore import PadSlice, RelayStore, xor_bytes
+from node.keymanager.store import KeyStore
 
 if TYPE_CHECKING:
-    from node.keymanager.daemon import KeyManager
+    from node.keymanager.peer import PeerClient
     from node.management.metrics import NodeMetrics
 
 log = logging.getLogger(__name__)
 
-MAX_HOPS = 8
+T = TypeVar("T")
 MAX_ATTEMPTS = 3
 MAX_BATCH_KEYS = 1024
 BATCH_DEPTH = 2
 HOP_MARGIN_S = 0.05
 REROUTE_RESERVE_S = 2.0
-MISSES_DOWN = 2  # unanswered link-state exchanges in a row before a peer counts as unreachable
 
 
-def link_id_of(kme_a: str, kme_b: str, configured: tuple[str, ...] = ()) -> str:
-    """The routing ID of the KM link between two KMs: the first QKD link configured for it, else 'a~b'."""
-    return configured[0] if configured else "~".join(sorted((kme_a, kme_b)))
+class RelayHost(Protocol):
+    """What the relay needs from its key manager (`daemon.KeyManager`)."""
+
+    kme_id: str
+
+    @property
+    def clients(self) -> Mapping[str, PeerClient]: ...
+
+    async def db(self, fn: Callable[..., T], *args: Any) -> T: ...
+
+    def is_local_sae(self, sae_id: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Forward:
+    """A checked `RELAY_FORWARD`: the pad it names, the relayed keys and where the relay goes."""
+
+    relay_id: str
+    slices: list[PadSlice]
+    key_ids: list[str]
+    route: list[str]
+    trail: list[str]
+    master: str
+    slaves: list[str]
+    size: int
+    ttl_ms: int
+    rerouted: bool
+
+    @property
+    def dest(self) -> str:
+        """The relay's destination KM."""
+        return self.route[-1]
 
 
 class RelayService:
-    """The relay and link-state part of one key manager (runs on the KM's event loop)."""
+    """Forwarding and storage of relays at one key manager (runs on the KM's event loop); routing
+    and link state are the control plane's (`node.control.plane.ControlPlane`)."""
 
-    def __init__(self, km: KeyManager, *, gossip_interval_s: float = 0.5, stale_s: float = 3.0,
-                 timeout_s: float = 6.0, alarm: Callable[[str, str, str], None] | None = None) -> None:
-        self.km = km
-        self.me = km.kme_id
-        self.rstore = RelayStore(km.store)
-        self.gossip_interval_s = gossip_interval_s
-        self.stale_s = stale_s
+    def __init__(self, host: RelayHost, store: KeyStore, control: ControlPlane, *, timeout_s: float = 6.0,
+                 alarm: Callable[[str, str, str], None] | None = None) -> None:
+        self.host = host
+        self.me = host.kme_id
+        self.control = control
+        self.store = store
+        self.rstore = RelayStore(store)
         self.timeout_s = timeout_s
         self._alarm = alarm or (lambda sev, src, text: None)
-        self.peers = {p.kme_id: p for p in km.config.peers}
-        self.link_ids = {p.kme_id: link_id_of(self.me, p.kme_id, p.links) for p in km.config.peers}
-        self.admin_down: set[str] = set()
-        self.unreachable: set[str] = set()
-        self._misses: dict[str, int] = {}
-        self.lsdb: dict[str, dict[str, Any]] = {}
-        self._seq = time.time_ns()
         self.counters: dict[str, int] = {"originated": 0, "forwarded": 0, "delivered": 0, "rejected": 0,
                                          "failed": 0, "rerouted": 0}
         self.link_key_bits: dict[str, int] = {}
-        self.link_skr: dict[str, int] = {}  # per peer: the link's secret key rate (bit/s), when metered
         self.metrics: NodeMetrics | None = None  # set by whoever serves the node's metrics
         self._batches: dict[tuple[str, str, tuple[str, ...], int], list[tuple[int, asyncio.Future[Any]]]] = {}
         self._workers: dict[tuple[str, str, tuple[str, ...], int], set[asyncio.Task[None]]] = {}
@@ -105,116 +123,30 @@ class RelayService:
         self.link_key_bits[link] = self.link_key_bits.get(link, 0) + bits
         spent[link] = spent.get(link, 0) + bits
 
-    # -- link state ------------------------------------------------------------------------------
-
-    def set_link_up(self, peer: str, up: bool) -> None:
-        """Declare the link to `peer` up or down (its QKD link failed, or the operator took it down)."""
-        if peer not in self.peers:
-            raise ValueError(f"peer must be a configured peer KME ID, got {peer!r}")
-        (self.admin_down.discard if up else self.admin_down.add)(peer)
-        if not up:
-            self._alarm("major", f"link:{self.link_ids[peer]}", f"link to {peer} is down: relays avoid it")
-        self._originate_lsa_sync()
-
-    def link_usable(self, peer: str) -> bool:
-        """Whether this KM may relay over its link to `peer` now."""
-        return peer in self.peers and peer not in self.admin_down and peer not in self.unreachable
-
-    def _originate_lsa_sync(self, bits: dict[str, int] | None = None) -> None:
-        old = self.lsdb.get(self.me, {})
-        old_bits = {lk["peer"]: lk["bits"] for lk in old.get("links", [])}
-        self._seq = max(self._seq + 1, time.time_ns())
-        self.lsdb[self.me] = {
-            "seq": self._seq, "saes": list(self.km.config.local_saes), "at": time.monotonic(),
-            "links": [{"peer": p, "link": self.link_ids[p], "up": self.link_usable(p),
-                       "bits": (bits or old_bits).get(p, 0), "skr": self.link_skr.get(p, 0)} for p in self.peers]}
-
-    async def _originate_lsa(self) -> None:
-        bits = {p: await self.km.db(self.rstore.pad_bits_available, p) for p in self.peers}
-        self._originate_lsa_sync(bits)
-        if self.metrics is not None:
-            for p in self.peers:
-                self.metrics.set_key_pool(p, 8 * await self.km.db(self.km.store.stored_bytes, p))
+    # -- link state: this KM's side of the control plane's gossip --------------------------------
 
     async def gossip_loop(self) -> None:
-        """Refresh this KM's entry and send the whole database to every neighbour, periodically."""
-        while True:
-            try:
-                await self._originate_lsa()
-                doc = {"lsdb": {o: {k: v for k, v in e.items() if k != "at"} for o, e in self.lsdb.items()}}
-                await asyncio.gather(*(self._send_lsdb(p, doc) for p in self.peers))
-            except Exception:
-                log.exception("link-state gossip failed")
-            await asyncio.sleep(self.gossip_interval_s)
+        """Run the control plane's link-state gossip over this KM's peer links."""
+        await self.control.gossip_loop(self._pad_bits, self._send_link_state)
 
-    async def _send_lsdb(self, peer: str, doc: dict[str, Any]) -> None:
+    async def _pad_bits(self, peer: str) -> int:
+        """Relay pad bits this KM can draw towards `peer` (and the pool's size for the metrics)."""
+        bits = await self.host.db(self.rstore.pad_bits_available, peer)
+        if self.metrics is not None:
+            self.metrics.set_key_pool(peer, 8 * await self.host.db(self.store.stored_bytes, peer))
+        return bits
+
+    async def _send_link_state(self, peer: str, payload: bytes, timeout_s: float) -> bool:
         try:
-            await self.km.clients[peer].request("LINK_STATE", {}, timeout_s=max(1.0, 2 * self.gossip_interval_s),
-                                                payload=json.dumps(doc, separators=(",", ":")).encode())
+            await self.host.clients[peer].request("LINK_STATE", {}, timeout_s=timeout_s, payload=payload)
         except PeerError:
-            self._misses[peer] = self._misses.get(peer, 0) + 1
-            if self._misses[peer] >= MISSES_DOWN and peer not in self.unreachable:
-                self.unreachable.add(peer)
-                self._alarm("major", f"link:{self.link_ids[peer]}", f"peer KM {peer} does not answer")
-            return
-        self._misses[peer] = 0
-        self.unreachable.discard(peer)
+            return False
+        return True
 
     async def on_link_state(self, peer: str, msg: Message) -> tuple[str, dict[str, Any], bytes | None]:
-        """Merge a neighbour's link-state database (newest entry per origin wins)."""
-        doc = _payload_json(msg, 1)
-        lsdb = doc.get("lsdb")
-        if not isinstance(lsdb, dict) or len(lsdb) > 4096:
-            raise ValueError("LINK_STATE lsdb must be an object of at most 4096 entries")
-        now = time.monotonic()
-        merged = 0
-        for origin, entry in lsdb.items():
-            if origin == self.me:
-                continue
-            _check_lsa(origin, entry)
-            old = self.lsdb.get(origin)
-            if old is None or entry["seq"] > old["seq"]:
-                self.lsdb[origin] = {**entry, "at": now}
-                merged += 1
+        """Merge a neighbour's link-state database into the control plane's."""
+        merged = self.control.merge(json_payload(msg, 1))
         return "LINK_STATE_ACK", {"merged": merged}, None
-
-    def snapshot(self) -> list[RouteLink]:
-        """The links as this KM sees them now (own links first-hand, the rest from the database)."""
-        now = time.monotonic()
-        reports: dict[str, list[tuple[str, str, bool, int]]] = {}
-        for origin, entry in self.lsdb.items():
-            fresh = origin == self.me or now - entry["at"] <= self.stale_s
-            for lk in entry["links"]:
-                up = lk["up"] and fresh
-                if origin == self.me:
-                    up = self.link_usable(lk["peer"])
-                reports.setdefault(lk["link"], []).append((origin, lk["peer"], up, lk["bits"]))
-        out = []
-        for link_id, reps in sorted(reports.items()):
-            origin, peer = reps[0][0], reps[0][1]
-            if origin == peer or any({r[0], r[1]} != {origin, peer} for r in reps):
-                continue  # inconsistent reports of one link: not used
-            out.append(RouteLink(link_id, origin, peer, all(r[2] for r in reps) and len(reps) == 2,
-                                 min(r[3] for r in reps)))
-        return out
-
-    def kme_of_sae(self, sae_id: str) -> str | None:
-        """The KM serving `sae_id` according to the link-state database (any KM of the network)."""
-        for origin, entry in self.lsdb.items():
-            if origin != self.me and sae_id in entry.get("saes", ()):
-                return origin
-        return None
-
-    def known_kmes(self) -> set[str]:
-        """Every KM in the link-state database."""
-        return set(self.lsdb)
-
-    def route(self, dest: str, bits: int, avoid: set[str] = frozenset()) -> Route | None:
-        """The best relay route from here to `dest` for `bits` of key, avoiding links `avoid`."""
-        links = self.snapshot()
-        if not any(dest in (lk.a, lk.b) for lk in links) or not any(self.me in (lk.a, lk.b) for lk in links):
-            return None
-        return choose_route(links, self.me, dest, bits, avoid_links=avoid, max_hops=MAX_HOPS)
 
     # -- relay -----------------------------------------------------------------------------------
 
@@ -270,7 +202,7 @@ class RelayService:
         """One relay of `number` keys (see `originate`)."""
         relay_id = str(uuid.uuid4())
         keys = os.urandom(number * nbytes)
-        key_ids = [str(uuid.UUID(bytes=os.urandom(16), version=4)) for _ in range(number)]
+        key_ids = [new_key_id() for _ in range(number)]
         doc = {"keys": key_ids, "master": master, "slaves": slaves, "size": nbytes}
         spent: dict[str, int] = {}
         try:
@@ -279,10 +211,10 @@ class RelayService:
         except RelayFailed as exc:
             self._count("originated", spent)
             self._count("failed")
-            await self.km.db(self.rstore.set_relay_state, relay_id, "void")
+            await self.host.db(self.rstore.set_relay_state, relay_id, "void")
             self._alarm("major", "relay", f"relay {relay_id} to {dest} failed and was voided: {exc}")
             raise RelayFailed(f"key relay to {dest} failed: {exc}") from None
-        await self.km.db(self.rstore.finish_source, relay_id, key_ids, master, slaves, path)
+        await self.host.db(self.rstore.finish_source, relay_id, key_ids, master, slaves, path)
         self._count("originated", spent)
         audit("relay_originated", kme=self.me, relay=relay_id, path=path, master_SAE_ID=master, slave_SAE_IDs=slaves,
               key_IDs=key_ids, size_bits=8 * nbytes)
@@ -292,120 +224,138 @@ class RelayService:
     async def _forward(self, relay_id: str, plain: bytes, doc: dict[str, Any], trail: list[str], dest: str,
                        planned: list[str] | None, deadline: float, role: str, spent: dict[str, int],
                        last_chance: bool = False) -> list[str]:
-        """Send the relay on from here (rerouting around failed next hops); once stored, the path from
-        here to the destination."""
+        """Send the relay on from here (the control plane reroutes it around failed next hops);
+        once stored, the path from here to the destination."""
         avoid: set[str] = set()
         bits = 8 * len(plain)
         for attempt in range(MAX_ATTEMPTS):
-            nodes = planned if attempt == 0 and planned is not None else None
-            if nodes is not None and (len(nodes) < 2 or not self.link_usable(nodes[1])):
-                nodes = None  # the planned next hop is down here: reroute from this node
-            if nodes is None:
-                route = self.route(dest, bits, avoid)
-                if route is None:
-                    raise RelayFailed("no route with enough key")
-                nodes = list(route.nodes)
-                if planned is not None or attempt:
-                    self._count("rerouted")
-                    self._alarm("warning", "relay", f"relay {relay_id} rerouted at {self.me} via {'-'.join(nodes)}")
-            nxt = nodes[1]
-            link = self.link_ids[nxt]
+            decision = self.control.next_route(dest, bits, planned, avoid, retry=attempt > 0)
+            if decision is None:
+                raise RelayFailed("no route with enough key")
+            if decision.rerouted:
+                self._count("rerouted")
+                self._alarm("warning", "relay", f"relay {relay_id} rerouted at {self.me} via {'-'.join(decision.nodes)}")
             if len(trail) >= MAX_HOPS + 1:
                 raise RelayFailed("hop limit reached")
+            ticket = self.control.reserve(relay_id, decision.nodes, bits)
             try:
-                slices, pad = await self.km.db(self.rstore.take_pad, nxt, relay_id, len(plain), role, trail)
-            except PoolExhausted:
-                avoid.add(link)
-                continue
-            self._used(link, bits, spent)
-            left = deadline - time.monotonic()
-            if left <= 2 * HOP_MARGIN_S:
-                raise RelayFailed("relay timed out")
-            # On its planned route a relay keeps time in reserve to be rerouted once from where it is
-            # stuck (a next hop that does not answer); once rerouted, it gets all the time left.
-            rerouted = last_chance or attempt > 0 or (planned is not None and nodes is not planned)
-            wait = left if rerouted else left - min(REROUTE_RESERVE_S, left / 2)
-            body = {**doc, "trail": trail, "route": nodes[1:], "pad": [s.to_json() for s in slices],
-                    "ttl_ms": int(1000 * (wait - HOP_MARGIN_S)), "rerouted": rerouted}
-            try:
-                reply = await self.km.clients[nxt].request(
-                    "RELAY_FORWARD", {"relay": relay_id}, timeout_s=wait,
-                    payload=[json.dumps(body, separators=(",", ":")).encode(), xor_bytes(plain, pad)])
-            except PeerError as exc:
-                log.warning("relay %s: hop %s -> %s failed: %s", relay_id, self.me, nxt, exc)
-                avoid.add(link)
-                continue
-            path = reply.header.get("path")
-            if not (isinstance(path, list) and all(isinstance(p, str) for p in path) and path[:1] == [nxt]
-                    and path[-1] == dest and len(path) <= MAX_HOPS + 1):
-                raise RelayFailed("malformed RELAY_STORED reply")
-            return [self.me, *path]
+                path = await self._send_hop(relay_id, plain, doc, trail, list(decision.nodes), deadline, role, spent,
+                                            last_chance or decision.rerouted)
+            finally:
+                self.control.release(ticket)
+            if path is not None:
+                return path
+            avoid.add(self.control.link_ids[decision.nodes[1]])
         raise RelayFailed(f"every route tried failed ({', '.join(sorted(avoid)) or 'none'} avoided)")
 
+    async def _send_hop(self, relay_id: str, plain: bytes, doc: dict[str, Any], trail: list[str], nodes: list[str],
+                        deadline: float, role: str, spent: dict[str, int], rerouted: bool) -> list[str] | None:
+        """One try to hand the relay to the next hop of `nodes`: draw the pad, encrypt, send, await
+        the stored path. None when the next hop is dry or does not answer (try another route)."""
+        nxt = nodes[1]
+        try:
+            slices, pad = await self.host.db(self.rstore.take_pad, nxt, relay_id, len(plain), role, trail)
+        except PoolExhausted:
+            return None
+        self._used(self.control.link_ids[nxt], 8 * len(plain), spent)
+        left = deadline - time.monotonic()
+        if left <= 2 * HOP_MARGIN_S:
+            raise RelayFailed("relay timed out")
+        # On its planned route a relay keeps time in reserve to be rerouted once from where it is
+        # stuck (a next hop that does not answer); once rerouted, it gets all the time left.
+        wait = left if rerouted else left - min(REROUTE_RESERVE_S, left / 2)
+        body = {**doc, "trail": trail, "route": nodes[1:], "pad": [s.to_json() for s in slices],
+                "ttl_ms": int(1000 * (wait - HOP_MARGIN_S)), "rerouted": rerouted}
+        try:
+            reply = await self.host.clients[nxt].request(
+                "RELAY_FORWARD", {"relay": relay_id}, timeout_s=wait,
+                payload=[json_frame(body), xor_bytes(plain, pad)])
+        except PeerError as exc:
+            log.warning("relay %s: hop %s -> %s failed: %s", relay_id, self.me, nxt, exc)
+            return None
+        path = reply.header.get("path")
+        if not (isinstance(path, list) and all(isinstance(p, str) for p in path) and path[:1] == [nxt]
+                and path[-1] == nodes[-1] and len(path) <= MAX_HOPS + 1):
+            raise RelayFailed("malformed RELAY_STORED reply")
+        return [self.me, *path]
+
     async def on_relay_forward(self, peer: str, msg: Message) -> tuple[str, dict[str, Any], bytes | None]:
-        """One hop of a relay arriving from `peer` (see module doc)."""
-        relay_id = msg.header.get("relay")
+        """One hop of a relay arriving from `peer` (see module doc): checked, then stored here or
+        forwarded."""
         try:
-            doc, ct = _payload_json(msg, 2), msg.frames[1]
-            parsed = self._check_forward(peer, relay_id, doc, ct)
+            doc, ct = json_payload(msg, 2), msg.frames[1]
+            assert isinstance(ct, bytes)  # _payload_json checked every frame
+            fwd = self._check_forward(peer, msg.header.get("relay"), doc, ct)
         except ValueError as exc:
-            self._count("rejected")
-            self._alarm("major", "relay", f"relay message from {peer} rejected: {exc}")
+            self._reject(f"relay message from {peer} rejected: {exc}")
             raise
-        slices, key_ids, route, trail = parsed
-        if not self.link_usable(peer):
+        if not self.control.link_usable(peer):
             raise ValueError(f"link to {peer} is down at {self.me}")
-        dest = route[-1]
-        in_link = self.link_ids[peer]
-        if dest == self.me:
-            try:
-                new = await self.km.db(self.rstore.accept_relayed_keys, peer, relay_id, slices, ct, key_ids,
-                                       doc["master"], doc["slaves"], trail + [self.me])
-            except ValueError as exc:
-                self._count("rejected")
-                self._alarm("major", "relay", f"relay {relay_id} from {peer} rejected: {exc}")
-                raise
-            spent: dict[str, int] = {}
-            self._used(in_link, 8 * len(ct), spent)
-            if new:
-                self._count("delivered", spent)
-                audit("relay_stored", kme=self.me, relay=relay_id, peer_kme=peer, path=trail + [self.me],
-                      key_IDs=key_ids)
-            else:
-                self._alarm("warning", "relay", f"relay {relay_id} arrived again via {peer}: already stored")
-            return "RELAY_STORED", {"path": [self.me]}, None
+        if fwd.dest == self.me:
+            return await self._store_here(peer, fwd, ct)
+        return await self._pass_on(peer, fwd, ct)
+
+    def _reject(self, text: str) -> None:
+        self._count("rejected")
+        self._alarm("major", "relay", text)
+
+    async def _store_here(self, peer: str, fwd: Forward, ct: bytes) -> tuple[str, dict[str, Any], bytes | None]:
+        """The destination: consume the pad and store the keys for their slaves (once)."""
+        path = [*fwd.trail, self.me]
         try:
-            pad = await self.km.db(self.rstore.accept_pad, peer, relay_id, slices, trail)
+            new = await self.host.db(self.rstore.accept_relayed_keys, peer, fwd.relay_id, fwd.slices, ct,
+                                     fwd.key_ids, fwd.master, fwd.slaves, path)
         except ValueError as exc:
-            self._count("rejected")
-            self._alarm("major", "relay", f"relay {relay_id} from {peer} rejected: {exc}")
+            self._reject(f"relay {fwd.relay_id} from {peer} rejected: {exc}")
             raise
-        spent = {}
-        self._used(in_link, 8 * len(ct), spent)
-        plain = xor_bytes(ct, pad)
-        deadline = time.monotonic() + doc["ttl_ms"] / 1000
-        fields = {k: doc[k] for k in ("keys", "master", "slaves", "size")}
+        spent: dict[str, int] = {}
+        self._used(self.control.link_ids[peer], 8 * len(ct), spent)
+        if new:
+            self._count("delivered", spent)
+            audit("relay_stored", kme=self.me, relay=fwd.relay_id, peer_kme=peer, path=path, key_IDs=fwd.key_ids)
+        else:
+            self._alarm("warning", "relay", f"relay {fwd.relay_id} arrived again via {peer}: already stored")
+        return "RELAY_STORED", {"path": [self.me]}, None
+
+    async def _pass_on(self, peer: str, fwd: Forward, ct: bytes) -> tuple[str, dict[str, Any], bytes | None]:
+        """A transit hop: consume the incoming pad, decrypt, and forward with a fresh pad."""
         try:
-            path = await self._forward(relay_id, plain, fields, trail + [self.me], dest, [self.me] + route[1:],
-                                       deadline, "transit", spent, doc.get("rerouted") is True)
+            pad = await self.host.db(self.rstore.accept_pad, peer, fwd.relay_id, fwd.slices, fwd.trail)
+        except ValueError as exc:
+            self._reject(f"relay {fwd.relay_id} from {peer} rejected: {exc}")
+            raise
+        spent: dict[str, int] = {}
+        self._used(self.control.link_ids[peer], 8 * len(ct), spent)
+        deadline = time.monotonic() + fwd.ttl_ms / 1000
+        fields = {"keys": fwd.key_ids, "master": fwd.master, "slaves": fwd.slaves, "size": fwd.size}
+        try:
+            path = await self._forward(fwd.relay_id, xor_bytes(ct, pad), fields, [*fwd.trail, self.me], fwd.dest,
+                                       [self.me, *fwd.route[1:]], deadline, "transit", spent, fwd.rerouted)
         except RelayFailed as exc:
             self._count("failed", spent)
-            await self.km.db(self.rstore.set_relay_state, relay_id, "void")
-            self._alarm("major", "relay", f"relay {relay_id} voided at {self.me}: {exc}")
+            await self.host.db(self.rstore.set_relay_state, fwd.relay_id, "void")
+            self._alarm("major", "relay", f"relay {fwd.relay_id} voided at {self.me}: {exc}")
             raise PeerError(f"relay failed at {self.me}: {exc}") from None
-        await self.km.db(self.rstore.set_relay_state, relay_id, "done")
+        await self.host.db(self.rstore.set_relay_state, fwd.relay_id, "done")
         self._count("forwarded", spent)
-        audit("relay_forwarded", kme=self.me, relay=relay_id, peer_kme=peer, path=[*trail, *path])
+        audit("relay_forwarded", kme=self.me, relay=fwd.relay_id, peer_kme=peer, path=[*fwd.trail, *path])
         return "RELAY_STORED", {"path": path}, None
 
-    def _check_forward(self, peer: str, relay_id: Any, doc: dict[str, Any], ct: bytes
-                       ) -> tuple[list[PadSlice], list[str], list[str], list[str]]:
-        if not isinstance(relay_id, str):
-            raise ValueError("relay ID missing")
-        try:
-            uuid.UUID(relay_id)
-        except ValueError:
-            raise ValueError("relay ID is not a UUID") from None
+    # -- checking a RELAY_FORWARD, step by step --------------------------------------------------
+
+    def _check_forward(self, peer: str, relay_id: Any, doc: dict[str, Any], ct: bytes) -> Forward:
+        """Every check of an incoming relay hop, in order; `ValueError` on the first that fails."""
+        relay_id = _checked_relay_id(relay_id)
+        trail, route = self._checked_route(peer, doc)
+        key_ids, size, ttl_ms, master, slaves, rerouted = _checked_keys(doc, ct)
+        slices = _checked_pad(doc, ct)
+        if route[-1] == self.me:
+            self._check_destination(trail, master, slaves)
+        return Forward(relay_id, slices, key_ids, route, trail, master, slaves, size, ttl_ms, rerouted)
+
+    def _checked_route(self, peer: str, doc: dict[str, Any]) -> tuple[list[str], list[str]]:
+        """The trail so far and the route ahead: this KM next after `peer`, within the hop limit,
+        towards a known KM over one of this KM's links."""
         trail, route = doc.get("trail"), doc.get("route")
         for name, v in (("trail", trail), ("route", route)):
             if not (isinstance(v, list) and v and all(isinstance(x, str) and x for x in v)):
@@ -416,56 +366,57 @@ class RelayService:
         if len(trail) + len(route) > MAX_HOPS + 2:
             raise ValueError("unknown route: too many hops")
         dest = route[-1]
-        if dest != self.me and (dest not in self.known_kmes() or len(route) < 2 or route[1] not in self.peers):
+        if dest != self.me and (dest not in self.control.known_kmes() or len(route) < 2
+                                or route[1] not in self.control.link_ids):
             raise ValueError("unknown route: destination or next hop unknown here")
-        keys, size, master, slaves, ttl = (doc.get(k) for k in ("keys", "size", "master", "slaves", "ttl_ms"))
-        if not isinstance(doc.get("rerouted", False), bool):
-            raise ValueError("rerouted must be true or false")
-        if not (isinstance(keys, list) and keys and len(keys) <= 4096 and type(size) is int and size > 0
-                and type(ttl) is int and ttl > 0 and isinstance(master, str) and master
-                and isinstance(slaves, list) and slaves and all(isinstance(s, str) and s for s in slaves)):
-            raise ValueError("RELAY_FORWARD needs keys, size, master, slaves and ttl_ms")
-        key_ids = []
-        for k in keys:
-            try:
-                key_ids.append(str(uuid.UUID(k)))
-            except (ValueError, TypeError, AttributeError):
-                raise ValueError("key IDs must be UUIDs") from None
-        if len(set(key_ids)) != len(key_ids) or len(ct) != len(key_ids) * size:
-            raise ValueError("ciphertext length must be number of keys times size")
-        pad = doc.get("pad")
-        if not isinstance(pad, list) or not pad or len(pad) > 1024:
-            raise ValueError("pad must be a non-empty list of slices")
-        slices = [PadSlice.from_json(s) for s in pad]
-        if sum(s.nbytes for s in slices) != len(ct):
-            raise ValueError("pad length differs from the ciphertext length")
-        if dest == self.me:
-            if not all(self.km.is_local_sae(s) for s in slaves):
-                raise ValueError("unknown route: slave SAEs are not served here")
-            if self.kme_of_sae(master) != trail[0]:
-                raise ValueError("unknown route: master SAE is not served by the relay's source")
-        return slices, key_ids, route, trail
+        return trail, route
+
+    def _check_destination(self, trail: list[str], master: str, slaves: list[str]) -> None:
+        """At the destination: the slaves are served here, the master by the relay's source."""
+        if not all(self.host.is_local_sae(s) for s in slaves):
+            raise ValueError("unknown route: slave SAEs are not served here")
+        if self.control.kme_of_sae(master) != trail[0]:
+            raise ValueError("unknown route: master SAE is not served by the relay's source")
 
 
-def _check_lsa(origin: str, entry: Any) -> None:
-    if not (isinstance(entry, dict) and type(entry.get("seq")) is int and isinstance(entry.get("links"), list)
-            and isinstance(entry.get("saes"), list) and len(entry["links"]) <= 256 and len(entry["saes"]) <= 4096
-            and all(isinstance(s, str) for s in entry["saes"])):
-        raise ValueError("LINK_STATE entry must hold seq, links and saes")
-    for lk in entry["links"]:
-        if not (isinstance(lk, dict) and isinstance(lk.get("peer"), str) and isinstance(lk.get("link"), str)
-                and lk["peer"] and lk["link"] and lk["peer"] != origin
-                and isinstance(lk.get("up"), bool) and type(lk.get("bits")) is int and lk["bits"] >= 0):
-            raise ValueError("LINK_STATE link must hold peer (another KM), link, up and bits")
-
-
-def _payload_json(msg: Message, frames: int) -> dict[str, Any]:
-    if len(msg.frames) != frames or not all(isinstance(f, bytes) for f in msg.frames):
-        raise ValueError(f"{msg.type} must carry {frames} payload frame(s)")
+def _checked_relay_id(relay_id: Any) -> str:
+    if not isinstance(relay_id, str):
+        raise ValueError("relay ID missing")
     try:
-        doc = json.loads(msg.frames[0])
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise ValueError(f"{msg.type} payload is not valid JSON") from None
-    if not isinstance(doc, dict):
-        raise ValueError(f"{msg.type} payload must be a JSON object")
-    return doc
+        uuid.UUID(relay_id)
+    except ValueError:
+        raise ValueError("relay ID is not a UUID") from None
+    return relay_id
+
+
+def _checked_keys(doc: dict[str, Any], ct: bytes) -> tuple[list[str], int, int, str, list[str], bool]:
+    """The relayed keys' IDs, size, time to live, master and slaves, and the rerouted flag; the
+    ciphertext must hold exactly the keys."""
+    keys, size, master, slaves, ttl = (doc.get(k) for k in ("keys", "size", "master", "slaves", "ttl_ms"))
+    rerouted = doc.get("rerouted", False)
+    if not isinstance(rerouted, bool):
+        raise ValueError("rerouted must be true or false")
+    if not (isinstance(keys, list) and keys and len(keys) <= 4096 and type(size) is int and size > 0
+            and type(ttl) is int and ttl > 0 and isinstance(master, str) and master
+            and isinstance(slaves, list) and slaves and all(isinstance(s, str) and s for s in slaves)):
+        raise ValueError("RELAY_FORWARD needs keys, size, master, slaves and ttl_ms")
+    key_ids = []
+    for k in keys:
+        try:
+            key_ids.append(str(uuid.UUID(k)))
+        except (ValueError, TypeError, AttributeError):
+            raise ValueError("key IDs must be UUIDs") from None
+    if len(set(key_ids)) != len(key_ids) or len(ct) != len(key_ids) * size:
+        raise ValueError("ciphertext length must be number of keys times size")
+    return key_ids, size, ttl, master, slaves, rerouted
+
+
+def _checked_pad(doc: dict[str, Any], ct: bytes) -> list[PadSlice]:
+    """The one-time pad's slices, exactly as long as the ciphertext."""
+    pad = doc.get("pad")
+    if not isinstance(pad, list) or not pad or len(pad) > 1024:
+        raise ValueError("pad must be a non-empty list of slices")
+    slices = [PadSlice.from_json(s) for s in pad]
+    if sum(s.nbytes for s in slices) != len(ct):
+        raise ValueError("pad length differs from the ciphertext length")
+    return slices

@@ -233,13 +233,13 @@ class LoopbackNetwork:
         """Declare a link down (or up again) at both its ends: relays avoid it from then on."""
         lk = self.topology.link(link_id)
         for n in lk.ends():
-            self.kms[n].run(self.kms[n].km.relay.set_link_up, kme_id(lk.other_end(n)), up)
+            self.kms[n].run(self.kms[n].km.control.set_link_up, kme_id(lk.other_end(n)), up)
             if n in self.metrics:
                 self.metrics[n].set_link_up(link_id, up)
 
     def snapshot(self, node: str) -> list[RouteLink]:
         """The links as node `node`'s KM sees them now."""
-        return self.kms[node].run(self.kms[node].km.relay.snapshot)
+        return self.kms[node].run(self.kms[node].km.control.snapshot)
 
     def wait_converged(self, timeout_s: float = 20.0, min_bits: int = 1) -> None:
         """Wait until every KM sees every link of the topology up with at least `min_bits` of pad key."""

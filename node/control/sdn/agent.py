@@ -116,14 +116,14 @@ class SdnAgent:
     # -- identifiers -------------------------------------------------------------------------------
     def kme_of_node(self, qkdn_id: str) -> str | None:
         """The KME ID behind a `qkdn_id` (this node, its peers and every KM the link state knows)."""
-        for kme in {self.km.kme_id, *self.km.relay.peers, *self.km.relay.known_kmes()}:
+        for kme in {self.km.kme_id, *self.km.control.link_ids, *self.km.control.known_kmes()}:
             if node_uuid(kme) == str(qkdn_id).lower():
                 return kme
         return None
 
     def _phys(self) -> dict[str, tuple[str, str]]:
         """qkdl_id -> (topology link ID, peer KME ID) of this KM's QKD links."""
-        return {link_uuid(link): (link, peer) for peer, link in self.km.relay.link_ids.items()}
+        return {link_uuid(link): (link, peer) for peer, link in self.km.control.link_ids.items()}
 
     def _iface_of(self, link: str) -> int | None:
         return next((i.qkdi_id for i in self.interfaces.values() if i.link_id == link), None)
@@ -144,8 +144,8 @@ class SdnAgent:
         }
 
     def _iface_json(self, i: QkdInterface) -> dict[str, Any]:
-        peer = next((p for p, lk in self.km.relay.link_ids.items() if lk == i.link_id), None)
-        up = peer is not None and self.km.relay.link_usable(peer)
+        peer = next((p for p, lk in self.km.control.link_ids.items() if lk == i.link_id), None)
+        up = peer is not None and self.km.control.link_usable(peer)
         out: dict[str, Any] = {
             "qkdi_id": i.qkdi_id, "qkdi_model": i.model, "qkdi_type": _ident(i.technology),
             "qkdi_capabilities": {"role_support": _ident(i.role), "wavelength_range": i.wavelength_range,
@@ -161,8 +161,8 @@ class SdnAgent:
         for qid, (link, peer) in sorted(self._phys().items()):
             skr = int(self.qos.link_skr(link))
             reserved = reg.reserved(link)
-            enabled = peer not in self.km.relay.admin_down
-            usable = self.km.relay.link_usable(peer)
+            enabled = peer not in self.km.control.admin_down
+            usable = self.km.control.link_usable(peer)
             perf: dict[str, Any] = {"expected_consumption": min(reserved, 2**32 - 1), "skr": min(skr, 2**32 - 1),
                                     "eskr": max(0, min(skr - reserved, 2**32 - 1))}
             if link in self.qos.qber:
@@ -183,7 +183,7 @@ class SdnAgent:
         for qid, v in sorted(self.qos.virt.items()):
             skr = int(self.qos.link_skr(qid))
             reserved = reg.reserved(qid)
-            ok = v.enabled and all(self.km.relay.link_usable(p) for p in v.path[1:2])
+            ok = v.enabled and all(self.km.control.link_usable(p) for p in v.path[1:2])
             entry = {"qkdl_id": qid, "qkdl_status": _ident("ACTIVE" if ok else "OFF"), "qkdl_enable": v.enabled,
                      "qkdl_local": {"qkdn_id": self.qkdn_id}, "qkdl_remote": {"qkdn_id": node_uuid(v.remote)},
                      "qkdl_type": _ident("VIRT"), "virt_next_hop": [node_uuid(k) for k in v.path[1:]],
@@ -243,7 +243,7 @@ class SdnAgent:
             raise SdnError("invalid-value", "virt_bandwidth: must be an integer in 0..4294967295 (bit/s)")
         hops = body.get("virt_next_hop")
         if hops is None:
-            route = self.km.relay.route(remote, self.km.limits.key_size)
+            route = self.km.control.route(remote, self.km.limits.key_size)
             if route is None:
                 raise SdnError("resource-denied", f"no relay route to {remote} with key available now")
             path = tuple(route.nodes)
@@ -269,7 +269,7 @@ class SdnAgent:
     def _check_path(self, path: tuple[str, ...]) -> None:
         if len(set(path)) != len(path):
             raise SdnError("invalid-value", "virt_next_hop: the path must not visit a node twice")
-        if path[1] not in self.km.relay.peers:
+        if path[1] not in self.km.control.link_ids:
             raise SdnError("invalid-value", "virt_next_hop: the first hop must be a neighbour of this node")
         for a, b in zip(path[1:], path[2:]):
             if self.qos._hop_link(a, b) is None:
@@ -296,8 +296,8 @@ class SdnAgent:
         phys = self._phys()
         if qid in phys:
             link, peer = phys[qid]
-            was = peer not in self.km.relay.admin_down
-            self.km.relay.set_link_up(peer, enable)
+            was = peer not in self.km.control.admin_down
+            self.km.control.set_link_up(peer, enable)
             if was != enable:
                 self.notify("sdqkdn_link_up" if enable else "sdqkdn_link_down",
                             {"qkdl_id": qid} if enable else {"qkdl_id": qid, "reason": "disabled by the controller"})
@@ -360,7 +360,7 @@ class SdnAgent:
 
     def _kme_of_sae(self, sae: str) -> str | None:
         peer = self.km.config.peer_of_sae(sae)
-        return peer.kme_id if peer is not None else self.km.relay.kme_of_sae(sae)
+        return peer.kme_id if peer is not None else self.km.control.kme_of_sae(sae)
 
     def _backing(self, given: Any, remote: str | None) -> tuple[str, ...]:
         """Links backing an app: as given (qkdl_id list), else the PHYS link or VIRT link to `remote`."""
@@ -380,8 +380,8 @@ class SdnAgent:
             return tuple(out)
         if remote is None:
             return ()
-        if remote in self.km.relay.link_ids:
-            return (self.km.relay.link_ids[remote],)
+        if remote in self.km.control.link_ids:
+            return (self.km.control.link_ids[remote],)
         virt = self.qos.relay_target(remote)
         return (virt.link_id,) if virt is not None else ()
 

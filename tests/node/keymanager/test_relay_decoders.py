@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from node.classical import Message
-from node.keymanager.config import PeerConfig
+from node.control.plane import ControlPlane
 from node.keymanager.relay import RelayService
 from node.keymanager.store import KeyStore
 
@@ -23,12 +23,10 @@ JSON = st.recursive(st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.
 
 
 def service() -> RelayService:
-    peers = (PeerConfig("KME_A", "tcp://127.0.0.1:1", ("AB",), ("SAE_A",)),
-             PeerConfig("KME_C", "tcp://127.0.0.1:2", ("BC",), ("SAE_C",)))
-    km = SimpleNamespace(kme_id="KME_B", config=SimpleNamespace(peers=peers, local_saes=("SAE_B",)),
-                         store=KeyStore(":memory:", "KME_B"), is_local_sae=lambda s: s == "SAE_B")
-    svc = RelayService(km)  # type: ignore[arg-type]
-    svc.lsdb = {"KME_A": {"seq": 1, "saes": ["SAE_A"], "links": [], "at": time.monotonic()},
+    control = ControlPlane("KME_B", {"KME_A": "AB", "KME_C": "BC"}, ["SAE_B"])
+    host = SimpleNamespace(kme_id="KME_B", clients={}, is_local_sae=lambda s: s == "SAE_B")
+    svc = RelayService(host, KeyStore(":memory:", "KME_B"), control)  # type: ignore[arg-type]
+    control.lsdb.entries = {"KME_A": {"seq": 1, "saes": ["SAE_A"], "links": [], "at": time.monotonic()},
                 "KME_D": {"seq": 1, "saes": ["SAE_D"], "links": [], "at": time.monotonic()}}
     return svc
 
@@ -42,8 +40,8 @@ def good() -> dict:
 
 
 def test_a_well_formed_forward_passes_the_checks():
-    slices, ids, route, trail = SVC._check_forward("KME_A", str(uuid.uuid4()), good(), bytes(32))
-    assert route[-1] == "KME_D" and trail == ["KME_A"] and len(ids) == 1 and slices[0].nbytes == 32
+    fwd = SVC._check_forward("KME_A", str(uuid.uuid4()), good(), bytes(32))
+    assert fwd.dest == "KME_D" and fwd.trail == ["KME_A"] and len(fwd.key_ids) == 1 and fwd.slices[0].nbytes == 32
 
 
 @pytest.mark.parametrize("change", [
@@ -72,10 +70,10 @@ def test_a_forward_ending_here_for_a_foreign_slave_or_master_is_refused():
 def test_malformed_forwards_raise_value_error_only(overrides, ct, relay_id):
     doc = {**good(), **overrides}
     try:
-        slices, ids, _, _ = SVC._check_forward("KME_A", relay_id, doc, ct)
+        fwd = SVC._check_forward("KME_A", relay_id, doc, ct)
     except ValueError:
         return
-    assert sum(s.nbytes for s in slices) == len(ct) == len(ids) * doc["size"]
+    assert sum(s.nbytes for s in fwd.slices) == len(ct) == len(fwd.key_ids) * doc["size"]
 
 
 @given(JSON)
@@ -86,22 +84,22 @@ def test_malformed_link_state_raises_value_error_only(doc):
         asyncio.run(svc.on_link_state("KME_A", msg))
     except ValueError:
         return
-    svc.snapshot()  # whatever was merged is usable
+    svc.control.snapshot()  # whatever was merged is usable
 
 
 def test_link_state_about_one_link_from_both_ends_makes_it_usable_and_lies_are_ignored():
     svc = service()
     entry = {"seq": 5, "saes": ["SAE_C"], "links": [{"peer": "KME_B", "link": "BC", "up": True, "bits": 4096}]}
     asyncio.run(svc.on_link_state("KME_C", Message("LINK_STATE", {}, [json.dumps({"lsdb": {"KME_C": entry}}).encode()])))
-    svc._originate_lsa_sync({"KME_A": 0, "KME_C": 8192})
-    (bc,) = [lk for lk in svc.snapshot() if lk.link_id == "BC"]
-    assert bc.up and bc.key_bits == 4096 and svc.kme_of_sae("SAE_C") == "KME_C"
+    svc.control.lsdb.originate({"KME_A": 0, "KME_C": 8192})
+    (bc,) = [lk for lk in svc.control.snapshot() if lk.link_id == "BC"]
+    assert bc.up and bc.key_bits == 4096 and svc.control.kme_of_sae("SAE_C") == "KME_C"
     older = {**entry, "seq": 4, "links": []}
     asyncio.run(svc.on_link_state("KME_A", Message("LINK_STATE", {}, [json.dumps({"lsdb": {"KME_C": older}}).encode()])))
-    assert svc.lsdb["KME_C"]["seq"] == 5  # an older entry never replaces a newer one
+    assert svc.control.lsdb.entries["KME_C"]["seq"] == 5  # an older entry never replaces a newer one
     liar = {"seq": 9, "saes": [], "links": [{"peer": "KME_A", "link": "BC", "up": True, "bits": 1}]}
     asyncio.run(svc.on_link_state("KME_D", Message("LINK_STATE", {}, [json.dumps({"lsdb": {"KME_D": liar}}).encode()])))
-    assert not [lk for lk in svc.snapshot() if lk.link_id == "BC"]
+    assert not [lk for lk in svc.control.snapshot() if lk.link_id == "BC"]
 
 
 @given(st.binary(max_size=200))

@@ -90,7 +90,7 @@ def test_relay_in_flight_is_rerouted_from_the_node_holding_it(ring):
     a = ring.kms["A"]
     # B and C take BC down; A is told to use A-B-C anyway: B holds the relay and reroutes it.
     for n, peer in (("B", "C"), ("C", "B")):
-        ring.kms[n].run(ring.kms[n].km.relay.set_link_up, kme_id(peer), False)
+        ring.kms[n].run(ring.kms[n].km.control.set_link_up, kme_id(peer), False)
     try:
         keys = a.call(a.km.relay.originate(sae_id("A"), [sae_id("C")], 1, 32, kme_id("C"),
                                            [kme_id("A"), kme_id("B"), kme_id("C")]))

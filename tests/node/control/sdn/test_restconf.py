@@ -156,7 +156,7 @@ def test_patch_qkdl_enable_takes_a_link_out_of_service_and_notifies(ring):
         assert doc[f"{MODULE}:qkd_link"][0]["qkdl_status"] == f"{TYPES}:OFF"
         assert doc[f"{MODULE}:qkd_link"][0]["qkdl_enable"] is False
         km = ring.km("B")
-        assert not km.run(km.km.relay.link_usable, "KME_C")  # relays avoid it, as when it fails
+        assert not km.run(km.km.control.link_usable, "KME_C")  # relays avoid it, as when it fails
     finally:
         status, _, _ = c.request("PATCH", target + "/qkdl_enable", {f"{MODULE}:qkdl_enable": True})
         assert status == 204
