@@ -209,7 +209,7 @@ class RelayController:
 
     def _snapshot_locked(self, net: bool, exclude: str | None = None) -> list[LinkState]:
         reserved = self._reserved_locked(exclude) if net else {}
-        return [replace(lk, key_bits=max(0, lk.key_bits - reserved.get(lk.link_id, 0)))
+        return [replace(lk, key_bits=max(0, lk.key_bits - reserved[lk.link_id])) if reserved.get(lk.link_id) else lk
                 for lk in self._links.values()]
 
     def _repair_locked(self) -> list[Reroute]:

@@ -130,25 +130,29 @@ class ControlPlane:
     def route(self, dest: str, bits: int, avoid: Iterable[str] = frozenset()) -> Route | None:
         """The best relay route from here to `dest` for `bits` of key, avoiding links `avoid`, net
         of the key reserved by relays in flight from here; None if there is none."""
-        self.controller.sync_links(self.snapshot())
+        self._sync()
         return self.controller.route(self.me, dest, bits, avoid_links=avoid, max_hops=MAX_HOPS)
+
+    def _sync(self) -> None:
+        self.controller.sync_links(self.snapshot())
 
     def next_route(self, dest: str, bits: int, planned: Sequence[str] | None, avoid: Iterable[str],
                    retry: bool) -> RouteDecision | None:
         """Where a relay goes on from here: its `planned` route (from this KM) while the planned next
         hop is usable here and this is not a `retry`; else the best route avoiding `avoid` (a
         reroute when there was a plan or a failed try). None: no route with enough key."""
+        self._sync()  # the links `reserve` will count on
         if planned is not None and not retry and len(planned) >= 2 and self.link_usable(planned[1]):
             return RouteDecision(tuple(planned), False)
-        route = self.route(dest, bits, avoid)
+        route = self.controller.route(self.me, dest, bits, avoid_links=avoid, max_hops=MAX_HOPS)
         if route is None:
             return None
         return RouteDecision(route.nodes, planned is not None or retry)
 
     def reserve(self, relay_id: str, nodes: Sequence[str], bits: int) -> str:
-        """Reserve `bits` on every hop of `nodes` (links known here) while this KM forwards a relay;
-        returns the reservation's ID for `release` (one relay may hold several over retries)."""
-        self.controller.sync_links(self.snapshot())
+        """Reserve `bits` on every hop of `nodes` (as decided by `next_route`, on the links known
+        then) while this KM forwards a relay; returns the reservation's ID for `release` (one relay
+        may hold several over retries)."""
         links = {frozenset((lk.a, lk.b)): lk.link_id for lk in self.controller.snapshot(net_of_reservations=False)}
         hops = [links.get(frozenset(pair)) for pair in itertools.pairwise(nodes)]
         ticket = f"{relay_id}/{uuid.uuid4()}"
