@@ -34,6 +34,11 @@ class Chunk:
 _CHUNK_COLUMNS = "id, link_id, block_id, idx, owner, size, data"
 
 
+def _chunk(row: tuple) -> Chunk:
+    cid, link_id, block_id, idx, owner, size, data = row
+    return Chunk(cid, link_id, block_id, idx, owner, size, bytes(data))
+
+
 class ChunkPool(StoreDb):
     """Blocks, their chunks and the pool sizes (inside the key store's database)."""
 
@@ -207,13 +212,13 @@ class ChunkPool(StoreDb):
         sql = (f"SELECT {_CHUNK_COLUMNS} FROM chunks WHERE pool=? AND owner=? AND confirmed=1 AND cursor=0"
                + (" AND size=?" if size is not None else "") + " ORDER BY id DESC LIMIT ?")
         args = (pool, owner, size, limit) if size is not None else (pool, owner, limit)
-        return [Chunk(*r[:6], bytes(r[6])) for r in self.db.execute(sql, args)]
+        return [_chunk(r) for r in self.db.execute(sql, args)]
 
     def untouched_chunk(self, pool: str, link_id: str, block_id: int, idx: int) -> Chunk | None:
         """The chunk at (link, block, idx) of `pool` if none of its bytes was consumed yet."""
         r = self.db.execute(f"SELECT {_CHUNK_COLUMNS} FROM chunks WHERE pool=? AND link_id=? AND block_id=? "
                             "AND idx=? AND cursor=0", (pool, link_id, block_id, idx)).fetchone()
-        return None if r is None else Chunk(*r[:6], bytes(r[6]))
+        return None if r is None else _chunk(r)
 
     def remove_chunks(self, pool: str, chunks: Sequence[Chunk]) -> None:
         """Take whole chunks out of the pool (inside the caller's transaction): their bytes now
