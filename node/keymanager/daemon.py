@@ -201,7 +201,9 @@ class KeyManager:
         waker: asyncio.Task[Any] | None = None
         try:
             while True:
-                waker = await _await_ack_or_request(wake, waker, inflight)
+                if waker is None or waker.done():
+                    waker = asyncio.create_task(wake.wait())
+                await _await_ack_or_request(wake, waker, inflight)
                 acked = [x for x in inflight if x.ack.done()]
                 inflight = [x for x in inflight if not x.ack.done()]
                 batch = self._take_batch(queue) if len(inflight) < ALLOC_DEPTH else []
@@ -606,18 +608,14 @@ class _Sent:
         return [a.key_id for _, r in self.settled for a in r.allocations]
 
 
-async def _await_ack_or_request(wake: asyncio.Event, waker: asyncio.Task[Any] | None,
-                                inflight: list[_Sent]) -> asyncio.Task[Any]:
-    """Wait for a peer's ack or (while the pipeline has room) a new request; the waker task to reuse."""
-    if waker is None or waker.done():
-        waker = asyncio.create_task(wake.wait())
+async def _await_ack_or_request(wake: asyncio.Event, waker: asyncio.Task[Any], inflight: list[_Sent]) -> None:
+    """Wait for a peer's ack or (while the pipeline has room) a new request (`waker` waits on `wake`)."""
     waiting: list[asyncio.Task[Any]] = [x.ack for x in inflight]
     if len(inflight) < ALLOC_DEPTH:
         waiting.append(waker)
     await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
     if waker.done():
         wake.clear()
-    return waker
 
 
 def _fail_unserved(batch: list[_Pending], results: list[Reserved | PoolExhausted]) -> list[tuple[_Pending, Reserved]]:
