@@ -493,3 +493,46 @@ def bob_round(
             work, nw = _cascade(p, n_started, kind, ksz, stride, base, mrow, prow, n, state, masks, poss, work, nw)
     return (asks[:nq, 0].astype(np.uint8), asks[:nq, 1].astype(np.uint32), asks[:nq, 2].astype(np.uint32),
             waits[:nk, 0].copy(), waits[:nk, 1].copy(), waits[:nk, 2].copy(), nflip)
+
+
+@njit(**KERNEL)
+def clear_trees(kind: NDArray[np.int64], ksz: NDArray[np.int64], nb: NDArray[np.int64], stride: NDArray[np.int64],
+                base: NDArray[np.int64], n_passes: int, n: int, state: NDArray[np.int8]) -> int:
+    """Zero every node of the first `n_passes` passes' trees, so the state can serve another block.
+    Only written nodes are visited: a node is written only once its parent is (a search writes the
+    children of the node it stands on), so a walk from each root through non-zero nodes finds them
+    all, and never reads a page nobody wrote. Returns the nodes cleared at heap index >= 4096, an
+    upper bound on the pages of big (half-frame) trees that the state holds."""
+    stack = np.empty((128, 3), dtype=np.int64)
+    deep = 0
+    for j in range(n_passes):
+        for b in range(nb[j]):
+            slot = base[j] + b * stride[j]
+            if state[slot + 1] == UNKNOWN:
+                continue
+            stack[0, 0] = 1
+            stack[0, 1] = 0
+            stack[0, 2] = _root_length(kind[j], ksz[j], b, n)
+            top = 1
+            while top:
+                top -= 1
+                v = stack[top, 0]
+                lo = stack[top, 1]
+                hi = stack[top, 2]
+                state[slot + v] = UNKNOWN
+                if v >= 4096:
+                    deep += 1
+                if hi - lo <= 1:
+                    continue
+                mid = lo + (hi - lo + 1) // 2
+                if state[slot + 2 * v] != UNKNOWN:
+                    stack[top, 0] = 2 * v
+                    stack[top, 1] = lo
+                    stack[top, 2] = mid
+                    top += 1
+                if state[slot + 2 * v + 1] != UNKNOWN:
+                    stack[top, 0] = 2 * v + 1
+                    stack[top, 1] = mid
+                    stack[top, 2] = hi
+                    top += 1
+    return deep

@@ -173,6 +173,9 @@ class CascadeResponder:
 
     def _finish(self, blk: _AliceBlock, completed: bool, reason: str) -> None:
         self._blocks.pop(blk.block_id, None)
+        if blk.tables is not None:
+            blk.tables.release()
+            blk.tables = None
         self.results[blk.block_id] = ResponderResult(blk.block_id, blk.leaked, completed, reason)
         while len(self.results) > self.keep_results:
             del self.results[next(iter(self.results))]  # oldest first (dicts keep insertion order)
