@@ -499,13 +499,17 @@ def bob_round(
 def clear_trees(kind: NDArray[np.int64], ksz: NDArray[np.int64], nb: NDArray[np.int64], stride: NDArray[np.int64],
                 base: NDArray[np.int64], n_passes: int, n: int, state: NDArray[np.int8]) -> int:
     """Zero every node of the first `n_passes` passes' trees, so the state can serve another block.
-    Only written nodes are visited: a node is written only once its parent is (a search writes the
-    children of the node it stands on), so a walk from each root through non-zero nodes finds them
-    all, and never reads a page nobody wrote. Returns the nodes cleared at heap index >= 4096, an
+    Trees of up to a page are cleared whole; in bigger ones only written nodes are visited: a node is
+    written only once its parent is (a search writes the children of the node it stands on), so a
+    walk from each root through non-zero nodes finds them all, and never reads a page nobody wrote. Returns the nodes cleared at heap index >= 4096, an
     upper bound on the pages of big (half-frame) trees that the state holds."""
     stack = np.empty((128, 3), dtype=np.int64)
     deep = 0
     for j in range(n_passes):
+        if stride[j] <= 4096:
+            # a root on every page: the trees are paged in whole, a plain clear is cheaper than a walk
+            state[base[j]:base[j] + nb[j] * stride[j]] = UNKNOWN
+            continue
         for b in range(nb[j]):
             slot = base[j] + b * stride[j]
             if state[slot + 1] == UNKNOWN:

@@ -17,7 +17,7 @@ from collections import OrderedDict
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
-__all__ = ["ArrayPool", "POOL", "tree_state"]
+__all__ = ["POOL", "ArrayPool", "tree_state"]
 
 _PAGE = 4096
 
