@@ -116,12 +116,12 @@ class _BobBlock:
             raise ProtocolError("cascade: PARITY must carry two u1 buffers")
         t = self.tables
         qp, qb, qn = self.q
-        n_top = int(sum(int(t.nb[j]) for j in self.requested))
+        n_top = int(sum(int(t.nb[j]) for j in self.requested)) if self.requested else 0
         packed_a, packed_t = msg.buffers
         if packed_a.size != (qp.size + 7) // 8 or packed_t.size != (n_top + 7) // 8:
             raise ProtocolError("cascade: PARITY answers do not match the questions")
         answers = np.unpackbits(packed_a, count=qp.size, bitorder="little")
-        top = np.unpackbits(packed_t, count=n_top, bitorder="little")
+        top = np.unpackbits(packed_t, count=n_top, bitorder="little") if n_top else _EMPTY_U8
         if self.seq == 0:
             self.seed = shuffle.shared_seed(self.bob_seed, header_seed(msg.header, "seed", shuffle.SEED_BYTES))
         self.stats.round_trips += 1
