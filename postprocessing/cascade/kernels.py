@@ -234,18 +234,6 @@ def pack_answers(answers: NDArray[np.uint8]) -> tuple[NDArray[np.uint8], bool]:
 
 
 @njit(**KERNEL)
-def answers_packed(
-    kind: NDArray[np.int64], ksz: NDArray[np.int64], nb: NDArray[np.int64], stride: NDArray[np.int64],
-    rowi: NDArray[np.int64], mrow: NDArray[np.int64], n_started: int, n: int,
-    rows: NDArray[np.uint64], masks: NDArray[np.uint64],
-    q_pass: NDArray[np.uint8], q_blk: NDArray[np.uint32], q_node: NDArray[np.uint32],
-) -> tuple[NDArray[np.uint8], bool]:
-    """`pack_answers(answer_questions(...))`: one call per round trip where the responder made two."""
-    return pack_answers(answer_questions(kind, ksz, nb, stride, rowi, mrow, n_started, n, rows, masks,
-                                         q_pass, q_blk, q_node))
-
-
-@njit(**KERNEL)
 def set_roots(
     j: int, kind: NDArray[np.int64], ksz: NDArray[np.int64], nb: NDArray[np.int64], stride: NDArray[np.int64],
     base: NDArray[np.int64], rowi: NDArray[np.int64], mrow: NDArray[np.int64],

@@ -19,12 +19,17 @@ __all__ = ["PassTables", "tree_state"]
 
 
 @njit(**KERNEL)
-def _gather_packed(src: NDArray[np.uint64], perm: NDArray[np.int32], out: NDArray[np.uint64]) -> None:
-    """out bit q = src bit perm[q] (packed bits, DESIGN §3)."""
+def _gather_packed(src: NDArray[np.uint64], perm: NDArray[np.int32], out: NDArray[np.uint64],
+                   pos: NDArray[np.int32]) -> None:
+    """out bit q = src bit perm[q] (packed bits, DESIGN §3); where `pos` is not empty, also the inverse
+    permutation pos[perm[q]] = q in the same sweep over `perm`."""
     n = perm.size
+    inverse = pos.size > 0
     acc = np.uint64(0)
     for q in range(n):
         p = perm[q]
+        if inverse:
+            pos[p] = q
         acc |= ((src[p >> 6] >> np.uint64(p & 63)) & np.uint64(1)) << np.uint64(q & 63)
         if (q & 63) == 63:
             out[q >> 6] = acc
@@ -33,21 +38,7 @@ def _gather_packed(src: NDArray[np.uint64], perm: NDArray[np.int32], out: NDArra
         out[n >> 6] = acc
 
 
-@njit(**KERNEL)
-def _gather_packed_inverse(src: NDArray[np.uint64], perm: NDArray[np.int32], out: NDArray[np.uint64],
-                           pos: NDArray[np.int32]) -> None:
-    """`_gather_packed` and the inverse permutation (pos[perm[q]] = q) in one sweep over `perm`."""
-    n = perm.size
-    acc = np.uint64(0)
-    for q in range(n):
-        p = perm[q]
-        pos[p] = q
-        acc |= ((src[p >> 6] >> np.uint64(p & 63)) & np.uint64(1)) << np.uint64(q & 63)
-        if (q & 63) == 63:
-            out[q >> 6] = acc
-            acc = np.uint64(0)
-    if n & 63:
-        out[n >> 6] = acc
+_NO_POSITIONS = np.zeros(0, dtype=np.int32)
 
 
 class PassTables:
@@ -107,12 +98,12 @@ class PassTables:
                 if self.keep_inverse:
                     p = self._add_perm()
                     shuffle.permutation(n, shuffle.pass_seed(seed, j), out=self.perms[p])
-                    _gather_packed_inverse(self.rows[0], self.perms[p], self.rows[r], self.poss[p])
+                    _gather_packed(self.rows[0], self.perms[p], self.rows[r], self.poss[p])
                     self.prow[j] = p
                 else:
                     perm = POOL.take((n,), np.int32)
                     shuffle.permutation(n, shuffle.pass_seed(seed, j), out=perm)
-                    _gather_packed(self.rows[0], perm, self.rows[r])
+                    _gather_packed(self.rows[0], perm, self.rows[r], _NO_POSITIONS)
                     POOL.give(perm)
             else:
                 self.rowi[j] = 0

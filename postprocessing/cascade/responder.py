@@ -95,9 +95,9 @@ class _AliceBlock:
             t.start(j, self.seed, shuffle_block=shuffled)
             mr = int(t.mrow[j]) if t.mrow[j] >= 0 else 0
             tops.append(kernels.top_parities(kind, size, int(t.nb[j]), t.n, t.rows[t.rowi[j]], t.masks[mr]))
-        packed, valid = kernels.answers_packed(
+        packed, valid = kernels.pack_answers(kernels.answer_questions(
             t.kind, t.ksz, t.nb, t.stride, t.rowi, t.mrow, t.started, t.n, t.rows, t.masks, q_pass, q_blk, q_node
-        )
+        ))
         if not valid:
             raise ProtocolError("cascade: a question names no block or tree node")
         if tops:

@@ -108,22 +108,3 @@ def test_single_block_search_only_flips_true_errors(bits: list[int], errs: set[i
     if residual % 2 == 1:
         raise AssertionError("a block of odd error parity was left uncorrected")
 
-
-@given(bits=bit_lists, k=st.integers(1, 130), seed=st.binary(min_size=32, max_size=32),
-       questions=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 40), st.integers(0, 300)), max_size=60))
-def test_answers_packed_is_answer_questions_then_pack_answers(
-        bits: list[int], k: int, seed: bytes, questions: list[tuple[int, int, int]]) -> None:
-    n = len(bits)
-    t = PassTables(np.array(bits, dtype=np.uint8), 3, keep_inverse=False)
-    t.plan(0, BLOCK, k)
-    t.plan(1, BLOCK, max(1, k // 2))
-    t.plan(2, HALF, n)
-    for j in range(3):
-        t.start(j, seed, shuffle_block=j > 0)
-    qp = np.array([q[0] for q in questions], dtype=np.uint8)
-    qb = np.array([q[1] for q in questions], dtype=np.uint32)
-    qn = np.array([q[2] for q in questions], dtype=np.uint32)
-    args = (t.kind, t.ksz, t.nb, t.stride, t.rowi, t.mrow, t.started, n, t.rows, t.masks, qp, qb, qn)
-    packed, ok = kernels.answers_packed(*args)
-    want_packed, want_ok = kernels.pack_answers(kernels.answer_questions(*args))
-    assert packed.tolist() == want_packed.tolist() and ok == want_ok

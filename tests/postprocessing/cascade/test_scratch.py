@@ -7,8 +7,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from postprocessing.bits import pack_bits, unpack_bits
-from postprocessing.cascade import VARIANTS, reconcile_many_loopback, shuffle
-from postprocessing.cascade.passes import _gather_packed_inverse
+from postprocessing.cascade import (
+    VARIANTS,
+    CascadeReconciler,
+    CascadeResponder,
+    LoopbackLink,
+    reconcile_many_loopback,
+    shuffle,
+)
+from postprocessing.cascade.passes import _gather_packed
 from postprocessing.cascade.scratch import POOL, ArrayPool
 from tests.postprocessing.cascade import reference
 from tests.postprocessing.cascade.test_reconcile import frame
@@ -54,15 +61,18 @@ def test_pool_drops_a_tree_state_that_holds_too_many_pages() -> None:
 
 
 @given(n=st.integers(1, 500), seed=st.integers(0, 2**64 - 1), data=st.data())
-def test_gather_with_inverse_matches_reference(n: int, seed: int, data: st.DataObject) -> None:
+def test_gather_with_and_without_inverse_matches_reference(n: int, seed: int, data: st.DataObject) -> None:
     bits = np.array(data.draw(st.lists(st.integers(0, 1), min_size=n, max_size=n)), dtype=np.uint8)
     perm = shuffle.permutation(n, seed)
     out = np.zeros((n + 63) // 64, dtype=np.uint64)
     pos = np.empty(n, dtype=np.int32)
-    _gather_packed_inverse(pack_bits(bits), perm, out, pos)
+    _gather_packed(pack_bits(bits), perm, out, pos)
     order = reference.permutation(n, seed)
     assert unpack_bits(out, n).tolist() == [int(bits[p]) for p in order]
     assert [order[int(pos[p])] for p in range(n)] == list(range(n))
+    alone = np.zeros_like(out)
+    _gather_packed(pack_bits(bits), perm, alone, np.zeros(0, dtype=np.int32))
+    assert np.array_equal(alone, out)
 
 
 @given(n=st.integers(1, 300), seed=st.integers(0, 2**64 - 1))
@@ -98,3 +108,20 @@ def test_reused_arrays_give_the_same_corrections_as_fresh_ones() -> None:
         for o in (a, b):
             assert o.stats.errors_corrected == int(np.count_nonzero(o.bits != bob))
             assert not np.any((o.bits != bob) & (alice == bob))
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(200, 5000))
+def test_a_block_ended_by_lying_answers_also_leaves_its_tree_state_zeroed(seed: int, n: int) -> None:
+    rng = np.random.default_rng(seed)
+    alice, bob = frame(n, 0.05, seed)
+    link = LoopbackLink()
+    responder = CascadeResponder(link.alice)
+    link.serve(1, responder.serve_pending)
+    responder.tamper_answers = lambda buf: buf ^ rng.integers(0, 256, buf.size, dtype=np.uint8) if buf.size else buf
+    responder.add_block(1, alice)
+    POOL.clear()
+    CascadeReconciler(link.bob, "yanetal").reconcile_many([(1, bob, 0.05)])  # may end either way
+    link.drain()
+    states = [s for key, entries in POOL._free.items() if key[0] == "s" for s, _ in entries]
+    assert states and all(not s.any() for s in states)
