@@ -22,13 +22,13 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from postprocessing._numba import KERNEL, njit
+from drivers.jit import kernel
 
 _UNSORTED = "time_ps: must be sorted (all clicks of all detectors, in time order)"
 NO_CLICK = np.iinfo(np.int64).min // 4  # "no earlier click": far enough back that no window reaches it
 
 
-@njit(**KERNEL)
+@kernel
 def _mask_kernel(t, dead, coincidence, last, opened, keep):  # pragma: no cover - numba
     """keep[i] = no click in (t[i] - dead, t[i]), or t[i] within `coincidence` of the click that
     opened the current live window; returns (time of the last click, start of the last window,

@@ -39,7 +39,7 @@ from drivers.mock.detectors import (
     routing,
 )
 from drivers.mock.eve import resend_state
-from postprocessing._numba import KERNEL, njit
+from drivers.jit import kernel
 
 __all__ = [
     "CHANNEL_SYNC",
@@ -262,7 +262,7 @@ def _gauss_table() -> tuple[NDArray[np.float64], float, float]:
 GAUSS_Z, GAUSS_LO, GAUSS_HI = _gauss_table()
 
 
-@njit(**KERNEL)
+@kernel
 def _gauss_tail(key, counter, negative):  # pragma: no cover - numba
     """|z| > GAUSS_CORE by Marsaglia's tail method (exact), redrawn beyond the truncation."""
     while True:
@@ -274,14 +274,14 @@ def _gauss_tail(key, counter, negative):  # pragma: no cover - numba
             return (-z if negative else z), counter
 
 
-@njit(**KERNEL)
+@kernel
 def _fill_uniform(key, c0, out):  # pragma: no cover - numba
     """out[i] = a uniform in (0, 1] from counter c0 + i (a vectorisable loop)."""
     for i in range(out.size):
         out[i] = 1.0 - unit(hash64(key, c0 + np.uint64(i)))
 
 
-@njit(**KERNEL)
+@kernel
 def _accumulate_gaps(gap, s, s_end, out):  # pragma: no cover - numba
     """Candidate slots from geometric gaps (`gap[i]` = log(u_i) / log(1 - p_c), floored here),
     starting at slot s; returns (candidates written, next slot, gaps used)."""
@@ -299,7 +299,7 @@ def _accumulate_gaps(gap, s, s_end, out):  # pragma: no cover - numba
     return n, s, gap.size
 
 
-@njit(**KERNEL)
+@kernel
 def _thin_candidates(
     cand, start, alice_key, eve_key, acc_key, pick_key, p_z, cdf, eve_fraction, lam_cum, lam_tot, exp_neg, accept,
     out_slot, out_det,
@@ -355,7 +355,7 @@ def _thin_candidates(
     return n, i
 
 
-@njit(**KERNEL)
+@kernel
 def _click_times(
     slot, det, jit_key, tail_key, ztab, z_lo, z_hi, offset, scale, curvature, period, fibre_delay, det_delay,
     jitter, resolution, out_t,
@@ -383,7 +383,7 @@ def _click_times(
             out_t[i] = np.int64(math.floor(t / resolution + 0.5)) * resolution
 
 
-@njit(**KERNEL)
+@kernel
 def _nearly_sorted(t, ch, slot):  # pragma: no cover - numba
     """Insertion sort by time, in place: linear for the nearly sorted streams the model produces."""
     for i in range(1, t.size):
