@@ -77,6 +77,18 @@ def common_dead_time_mask(time_ps: NDArray[np.int64], dead_time_ps: int | float,
     return keep
 
 
+def default_margin_ps(longest_dead_time_ps: float) -> float:
+    """The margin added to the longest detector dead time when none is configured: 10 % of it, at
+    least 1 ns (jitter, recovery and the cable delays between detector channels)."""
+    return max(0.1 * longest_dead_time_ps, 1_000.0)
+
+
+def pulse_window_ps(gate_ps: float, period_ps: float) -> float:
+    """The coincidence window for clicks of one pulse: within the gate, never reaching the next
+    slot's gate."""
+    return min(gate_ps, period_ps - gate_ps)
+
+
 class CommonDeadTime:
     """The common dead time over a stream of tag blocks (Bob's acquisition path): detector tags are
     filtered, other channels (the sync) pass untouched; counts what it discarded per channel."""

@@ -15,7 +15,7 @@ from typing import Any
 from drivers.timetagger import TimeTagger
 from drivers.transmitter import Transmitter
 from node.runtime.config import DEAD_TIME_FROM_INSTRUMENT, NodeConfig
-from postprocessing.deadtime import CommonDeadTime
+from postprocessing.deadtime import CommonDeadTime, default_margin_ps, pulse_window_ps
 from postprocessing.slotting import StreamSlotter
 
 log = logging.getLogger(__name__)
@@ -87,8 +87,8 @@ def common_dead_time(cfg: NodeConfig, tagger: Any, slotter: StreamSlotter) -> Co
                              "read the detectors' dead times; give them in ps (one per detector)")
         spec = tuple(float(v) for v in reported)
     longest = max(spec)
-    margin = cfg.dead_time.get("margin_ps", max(0.1 * longest, 1_000.0))
-    window = min(slotter.gate_ps, slotter.nominal_period_ps - slotter.gate_ps)
+    margin = cfg.dead_time.get("margin_ps", default_margin_ps(longest))
+    window = pulse_window_ps(slotter.gate_ps, slotter.nominal_period_ps)
     dead = longest + margin
     if window >= dead:
         raise ValueError(f"config key 'hardware.dead_time.detector_ps': a dead time of {dead:g} ps is shorter than one "
