@@ -35,7 +35,7 @@ from node.link.distill import (
     privacy_amplification,
     split_secret,
 )
-from node.runtime.outbox import Outbox
+from node.link.outbox import Outbox
 from postprocessing.bits import n_words
 from postprocessing.cascade import CascadeResponder, ClassicalChannel
 from postprocessing.cascade import Message as CascadeMessage

@@ -32,7 +32,7 @@ from node.link.distill import (
     z_errors_by_class,
 )
 from node.ml.pipeline import LinkMonitor
-from node.runtime.outbox import Outbox
+from node.link.outbox import Outbox
 from postprocessing.cascade import CascadeReconciler, ClassicalChannel
 from postprocessing.cascade import Message as CascadeMessage
 from postprocessing.errors import ProtocolError

@@ -42,7 +42,7 @@ from node.private_files import write_private_file
 from node.runtime.config import NodeConfig
 from node.runtime.hardware import Hardware, open_hardware
 from node.runtime.interrupt import StopAwareChannel
-from node.runtime.outbox import Outbox
+from node.link.outbox import Outbox
 from postprocessing.errors import ProtocolError
 from postprocessing.slotting import Detections
 

@@ -14,7 +14,7 @@ import threading
 from typing import Any, Protocol
 
 from node.management.alarms import AlarmRegistry
-from node.runtime.outbox import Outbox, OutboxEntry
+from node.link.outbox import Outbox, OutboxEntry
 
 log = logging.getLogger(__name__)
 

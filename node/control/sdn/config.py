@@ -23,14 +23,9 @@ Example::
 
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import dataclass
 from typing import Any, Callable
-
-from node.control.sdn.agent import QkdInterface
-
-log = logging.getLogger(__name__)
 
 TECHNOLOGIES = ("CV_QKD", "DV_QKD", "DV_QKD_COW", "DV_QKD_2Ws")
 ROLES = ("TRANSMITTER", "RECEIVER", "TRANSCEIVER")
@@ -133,25 +128,3 @@ def parse_sdn(table: Any, api: Any, links: set[str], path: Callable[[str], str])
                      cert=path(table["cert"]) if "cert" in table else api.cert,
                      key=path(table["key"]) if "key" in table else api.key,
                      ca=path(table["ca"]) if "ca" in table else api.ca, interfaces=tuple(ifaces))
-
-
-def model_of(iface: InterfaceConfig, timeout_s: float = 2.0) -> str:
-    """The interface's model: vendor and model from its instrument's `*IDN?` when `idn_resource` is set
-    (falling back to `model`, with a warning, when the instrument does not answer)."""
-    if not iface.idn_resource:
-        return iface.model
-    from node.commands.instruments import identify
-
-    idn, error = identify(iface.idn_resource, iface.visa_library, timeout_s)
-    if idn:
-        fields = [f.strip() for f in idn.split(",")]
-        return " ".join(fields[:2]) if len(fields) >= 2 else idn
-    log.warning("sdn interface %d: *IDN? on %s failed (%s); using model %r", iface.qkdi_id, iface.idn_resource,
-                error, iface.model)
-    return iface.model or "unknown"
-
-
-def interfaces_from(config: SdnConfig) -> list[QkdInterface]:
-    """The agent's interfaces (asks each instrument's `*IDN?` where configured)."""
-    return [QkdInterface(i.qkdi_id, model_of(i), i.link, i.technology, i.role, i.wavelength_range,
-                         i.max_absorption_db, i.device, i.port) for i in config.interfaces]

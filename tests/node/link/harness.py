@@ -13,7 +13,7 @@ from drivers.mock import LinkParams, MockTransmitter
 from node.classical import ClassicalChannelError, SecureLink
 from node.classical.channel import PeerChannel, SecureChannel
 from node.link import AliceLink, BobLink, LinkSettings
-from node.runtime.outbox import Outbox, OutboxEntry
+from node.link.outbox import Outbox, OutboxEntry
 from node.runtime.simulation import SimulatedDetections
 from postprocessing.errors import ProtocolError
 from postprocessing.slotting import Detections
