@@ -7,8 +7,8 @@ whatever happened before.
 
 from __future__ import annotations
 
-import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,17 +31,17 @@ class Hardware:
     dead_time: CommonDeadTime | None = None  # Bob's common dead time, applied before the slotter
     instruments: dict[str, Any] = field(default_factory=dict)
     description: dict[str, Any] = field(default_factory=dict)
+    alarm: Callable[[str, str], None] | None = None  # alarm(severity, text): hears a failed shutdown
 
     def close(self) -> None:
-        """Stop acquisition and leave every instrument safe; never raises."""
+        """Stop acquisition and leave every instrument safe; never raises. A step that fails is
+        logged and alarmed (critical for a light source: a laser left on must be noticed), and the
+        steps after it still run."""
         if self.tagger is not None:
-            with contextlib.suppress(Exception):
-                self.tagger.stop()
-            with contextlib.suppress(Exception):
-                self.tagger.close()
+            self._step("tagger", "stop", self.tagger.stop)
+            self._step("tagger", "close", self.tagger.close)
         if self.transmitter is not None:
-            with contextlib.suppress(Exception):
-                self.transmitter.shutdown()
+            self._step("transmitter", "shutdown", self.transmitter.shutdown, light=True)
         from drivers.bringup import SHUTDOWN_ORDER, role_of
 
         # light sources first (laser, attenuator shutter), then modulator drive, bias, taggers
@@ -50,12 +50,21 @@ class Hardware:
         for name, inst in ranked:
             for method in ("shutdown", "close"):
                 fn = getattr(inst, method, None)
-                if fn is None:
-                    continue
+                if fn is not None:
+                    self._step(f"instrument {name}", method, fn, light=method == "shutdown")
+
+    def _step(self, what: str, method: str, fn: Callable[[], Any], light: bool = False) -> None:
+        """One shutdown step; a failure is logged and alarmed, never raised (shutdown must reach every instrument)."""
+        try:
+            fn()
+        except Exception as exc:
+            text = f"{what}: {method} failed ({type(exc).__name__}: {exc}); check that its output is off"
+            log.error("hardware shutdown: %s", text)
+            if self.alarm is not None:
                 try:
-                    fn()
-                except Exception as exc:  # shutdown must reach every instrument
-                    log.error("instrument %s: %s failed: %s", name, method, exc)
+                    self.alarm("critical" if light else "major", f"shutdown: {text}")
+                except Exception:  # the alarm path must not stop the shutdown either
+                    log.exception("hardware shutdown: raising the alarm failed")
 
 
 _ATTACK_KEYS = ("attack", "attack_strength", "attack_onset_slot")  # drivers.mock.onset (qkdnode demo --attack)
@@ -98,9 +107,9 @@ def common_dead_time(cfg: NodeConfig, tagger: Any, slotter: StreamSlotter) -> Co
 
 def open_hardware(cfg: NodeConfig, alarm: Any = None) -> Hardware:
     """Open (and start) the hardware this node's role needs; `alarm(severity, text)` hears a failed bring-up."""
-    if cfg.hardware == "mock":
-        return _open_mock(cfg)
-    return _open_lab(cfg, alarm)
+    hw = _open_mock(cfg) if cfg.hardware == "mock" else _open_lab(cfg, alarm)
+    hw.alarm = alarm
+    return hw
 
 
 def _open_mock(cfg: NodeConfig) -> Hardware:
@@ -142,13 +151,11 @@ def _open_lab(cfg: NodeConfig, alarm: Any = None) -> Hardware:
     from drivers.registry import open_instruments
 
     instruments = open_instruments(cfg.instruments)
-    hw = Hardware(instruments=instruments, description={"kind": "lab", "instruments": sorted(instruments)})
+    hw = Hardware(instruments=instruments, description={"kind": "lab", "instruments": sorted(instruments)}, alarm=alarm)
     try:
         bring_up(cfg.role, instruments, cfg.lab.get("bringup", {}), alarm)  # ordered, read back, safe on failure
         if cfg.role == "alice":
-            from drivers.awg.transmitter import AWGTransmitter
-
-            from drivers.awg.transmitter import ModulatorLevels
+            from drivers.awg.transmitter import AWGTransmitter, ModulatorLevels
 
             awg = instruments[cfg.lab["transmitter"]]
             options = dict(cfg.lab.get("transmitter_options", {}))
