@@ -63,7 +63,7 @@ class Hardware:
             if self.alarm is not None:
                 try:
                     self.alarm("critical" if light else "major", f"shutdown: {text}")
-                except Exception:  # the alarm path must not stop the shutdown either
+                except Exception:  # noqa: BLE001 - the alarm path must not stop the shutdown either
                     log.exception("hardware shutdown: raising the alarm failed")
 
 
