@@ -17,8 +17,9 @@ PACKAGES = ("drivers", "postprocessing", "hil_fixtures", "node")
 
 # node's subpackages and top modules by rank: a module may import only equal or lower ranks.
 NODE_LAYERS: dict[str, int] = {
-    # shared services: owner-only files, alarms and metrics
+    # shared services: owner-only files, the config checks, alarms and metrics
     "node.private_files": 0,
+    "node.configschema": 0,
     "node.management": 0,
     # authenticated classical messaging; models (ml) over driver and post-processing data
     "node.classical": 1,

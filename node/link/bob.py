@@ -31,8 +31,8 @@ from node.link.distill import (
     split_secret,
     z_errors_by_class,
 )
-from node.ml.pipeline import LinkMonitor
 from node.link.outbox import Outbox
+from node.ml.pipeline import LinkMonitor
 from postprocessing.cascade import CascadeReconciler, ClassicalChannel
 from postprocessing.cascade import Message as CascadeMessage
 from postprocessing.errors import ProtocolError

@@ -20,6 +20,7 @@ from node.keymanager.saeclient import SaeClient
 from node.network.linkdaemons import start_link_daemons
 from node.network.loopback import LoopbackNetwork, kme_id, sae_id, start_network
 from node.runtime.launch import stop_processes
+from node.runtime.mockconfig import check_link_mock
 
 ALARM_LOGGER = "node.management.alarms"
 
@@ -28,10 +29,10 @@ def resolve_topology(spec: str) -> Topology:
     """A topology file, or the name of a shipped example (line3, ring5)."""
     if not Path(spec).exists():
         if spec in EXAMPLES:
-            return example_topology(spec)
+            return example_topology(spec, check_mock=check_link_mock)
         raise ValueError(f"--topology: {spec!r} is neither a topology file nor a built-in topology; built-ins: "
                          f"{', '.join(EXAMPLES)}")
-    return load_topology(spec)
+    return load_topology(spec, check_mock=check_link_mock)
 
 
 class Story:

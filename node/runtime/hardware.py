@@ -10,13 +10,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drivers.timetagger import TimeTagger
 from drivers.transmitter import Transmitter
 from node.runtime.config import DEAD_TIME_FROM_INSTRUMENT, NodeConfig
 from postprocessing.deadtime import CommonDeadTime, default_margin_ps, pulse_window_ps
 from postprocessing.slotting import StreamSlotter
+
+if TYPE_CHECKING:
+    from drivers.mock.params import LinkParams
 
 log = logging.getLogger(__name__)
 
@@ -67,21 +70,11 @@ class Hardware:
                     log.exception("hardware shutdown: raising the alarm failed")
 
 
-_ATTACK_KEYS = ("attack", "attack_strength", "attack_onset_slot")  # drivers.mock.onset (qkdnode demo --attack)
-
-
-def mock_params(cfg: NodeConfig) -> Any:
+def mock_params(cfg: NodeConfig) -> LinkParams:
     """The mock link's `LinkParams` from [hardware.mock] (both nodes must use the same values)."""
-    from drivers.mock import LinkParams
-
-    fields = {k: v for k, v in cfg.mock.items() if k not in ("seed", "realtime", "block_s", *_ATTACK_KEYS)}
-    for key, value in list(fields.items()):
-        if isinstance(value, list):
-            fields[key] = tuple(value)
-    try:
-        return LinkParams(**fields)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"config table [hardware.mock]: {exc}") from None
+    if cfg.mock is None:
+        raise ValueError("config table [hardware.mock]: this node does not run the mock link")
+    return cfg.mock.params
 
 
 def common_dead_time(cfg: NodeConfig, tagger: Any, slotter: StreamSlotter) -> CommonDeadTime:
@@ -116,34 +109,22 @@ def _open_mock(cfg: NodeConfig) -> Hardware:
     from drivers.mock import MockTimeTagger, MockTransmitter
 
     params = mock_params(cfg)
-    seed = int(cfg.mock.get("seed", 0))
+    assert cfg.mock is not None
     desc = {"kind": "mock", "distance_km": params.fibre_length_km, "rate_hz": params.repetition_rate_hz,
             "eve_fraction": params.eve_fraction}
     if cfg.role == "alice":
-        tx = MockTransmitter(params, seed)
+        tx = MockTransmitter(params, cfg.mock.seed)
         tx.start()
         return Hardware(transmitter=tx, description=desc)
-    tagger = MockTimeTagger(params, seed, realtime=bool(cfg.mock.get("realtime", False)),
-                            block_s=float(cfg.mock.get("block_s", 2e-3)))
-    _schedule_attack(cfg, tagger)
+    tagger = MockTimeTagger(params, cfg.mock.seed, realtime=cfg.mock.realtime, block_s=cfg.mock.block_s)
+    if cfg.mock.attack is not None:  # an attack or fault the demo injects into Bob's side from a given slot
+        cfg.mock.attack.attach(tagger)
     slotter = StreamSlotter(params.period_ps, params.sync_every, 0.5 * params.period_ps,
                             delay_ps=params.channel_delays_ps())
     dead_time = common_dead_time(cfg, tagger, slotter)
     desc["dead_time_ps"] = dead_time.dead_time_ps
     tagger.start()
     return Hardware(tagger=tagger, slotter=slotter, dead_time=dead_time, description=desc)
-
-
-def _schedule_attack(cfg: NodeConfig, tagger: Any) -> None:
-    """An attack or fault the demo injects into Bob's side of the mock link from a given slot."""
-    from drivers.mock.onset import from_mock_table
-
-    try:
-        schedule = from_mock_table(cfg.mock)
-    except ValueError as exc:
-        raise ValueError(f"config table [hardware.mock]: {exc}") from None
-    if schedule is not None:
-        schedule.attach(tagger)
 
 
 def _open_lab(cfg: NodeConfig, alarm: Any = None) -> Hardware:
