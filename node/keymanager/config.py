@@ -60,7 +60,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from node.configschema import REQUIRED, check_keys, get, key_path, require
+from node.configschema import REQUIRED, ConfigError, check_keys, fail, get, key_path, require
 
 
 @dataclass(frozen=True)
@@ -181,7 +181,7 @@ def parse_config(doc: dict, base_dir: str | Path = ".") -> KmConfig:
                       "relay", "sdn", "audit_log", "scrub_delay_s"}, "")
     kme_id = get(doc, "kme_id", str, "", REQUIRED, "a non-empty string")
     if not kme_id:
-        raise ValueError("config key 'kme_id' must be a non-empty string")
+        raise fail("kme_id", "must be a non-empty string")
     api_t = get(doc, "api", dict, "", {})
     check_keys(api_t, {"host", "port", "cert", "key", "ca", "client_max_size", "header_timeout_s",
                         "body_timeout_s"}, "api")
@@ -189,11 +189,11 @@ def parse_config(doc: dict, base_dir: str | Path = ".") -> KmConfig:
     for n in ("header_timeout_s", "body_timeout_s"):
         v = get(api_t, n, (int, float), "api", getattr(ApiConfig, n), "a number in (0, 3600]")
         if not 0 < v <= 3600:
-            raise ValueError(f"config key 'api.{n}' must be a number in (0, 3600], got {v}")
+            raise fail(f"api.{n}", f"must be a number in (0, 3600], got {v}")
         api_timeouts[n] = float(v)
     port = get(api_t, "port", int, "api", 8443, "an integer in [0, 65535]")
     if not 0 <= port <= 65535:
-        raise ValueError(f"config key 'api.port' must be an integer in [0, 65535], got {port}")
+        raise fail("api.port", f"must be an integer in [0, 65535], got {port}")
     api = ApiConfig(
         host=get(api_t, "host", str, "api", "127.0.0.1"), port=port,
         cert=path(get(api_t, "cert", str, "api", REQUIRED, "a path to a PEM certificate")),
@@ -208,26 +208,26 @@ def parse_config(doc: dict, base_dir: str | Path = ".") -> KmConfig:
                           if n != "max_SAE_ID_count"},
                        max_SAE_ID_count=get(keys_t, "max_SAE_ID_count", int, "keys", 4, "an integer >= 0"))
     if limits.max_SAE_ID_count < 0:
-        raise ValueError("config key 'keys.max_SAE_ID_count' must be an integer >= 0")
+        raise fail("keys.max_SAE_ID_count", "must be an integer >= 0")
     for n in ("key_size", "min_key_size", "max_key_size"):
         if getattr(limits, n) % 8:
-            raise ValueError(f"config key 'keys.{n}' must be a multiple of 8, got {getattr(limits, n)}")
+            raise fail(f"keys.{n}", f"must be a multiple of 8, got {getattr(limits, n)}")
     if not limits.min_key_size <= limits.key_size <= limits.max_key_size:
-        raise ValueError("config keys 'keys.min_key_size' <= 'keys.key_size' <= 'keys.max_key_size' must hold")
+        raise ConfigError("config keys 'keys.min_key_size' <= 'keys.key_size' <= 'keys.max_key_size' must hold")
     chunk_bytes = _positive(doc, "chunk_bytes", "", 4096)
     if limits.max_key_size // 8 > chunk_bytes:
-        raise ValueError(f"config key 'keys.max_key_size' must be at most 8 * chunk_bytes = {8 * chunk_bytes}")
+        raise fail("keys.max_key_size", f"must be at most 8 * chunk_bytes = {8 * chunk_bytes}")
     ingest_t = get(doc, "ingest", dict, "", REQUIRED)
     check_keys(ingest_t, {"bind", "sources"}, "ingest")
     sources = []
     for i, src in enumerate(get(ingest_t, "sources", list, "ingest", [], "an array of tables [[ingest.sources]]")):
         where = f"ingest.sources[{i}]"
         if not isinstance(src, dict):
-            raise ValueError(f"config key 'ingest.sources[{i}]' must be a table")
+            raise fail(f"ingest.sources[{i}]", "must be a table")
         check_keys(src, {"id", "auth_key"}, where)
         sid = get(src, "id", str, where, REQUIRED, "the QKD module's ID (its ZeroMQ identity)")
         if not sid:
-            raise ValueError(f"config key '{where}.id' must be a non-empty string")
+            raise fail(f"{where}.id", "must be a non-empty string")
         secret = get(src, "auth_key", str, where, REQUIRED, "a path to the module's pre-shared secret")
         sources.append((sid, path(secret)))
     link_t = get(doc, "link", dict, "", REQUIRED)
@@ -238,7 +238,7 @@ def parse_config(doc: dict, base_dir: str | Path = ".") -> KmConfig:
     for i, p in enumerate(get(doc, "peers", list, "", [], "an array of tables [[peers]]")):
         where = f"peers[{i}]"
         if not isinstance(p, dict):
-            raise ValueError(f"config key 'peers[{i}]' must be a table")
+            raise fail(f"peers[{i}]", "must be a table")
         check_keys(p, {"kme_id", "connect", "links", "saes", "auth_key"}, where)
         own_key = get(p, "auth_key", str, where, "", "a path to this pair's pre-shared link secret")
         peer = PeerConfig(kme_id=get(p, "kme_id", str, where, REQUIRED, "the peer's KME ID"),
@@ -246,29 +246,29 @@ def parse_config(doc: dict, base_dir: str | Path = ".") -> KmConfig:
                           links=_str_list(p, "links", where, []), saes=_str_list(p, "saes", where, []),
                           auth_key=path(own_key) if own_key else "")
         if peer.kme_id == kme_id or not peer.kme_id:
-            raise ValueError(f"config key '{where}.kme_id' must be a non-empty ID other than this KM's own")
+            raise fail(f"{where}.kme_id", "must be a non-empty ID other than this KM's own")
         if seen_saes & set(peer.saes):
-            raise ValueError(f"config key '{where}.saes' names an SAE already served by another peer")
+            raise fail(f"{where}.saes", "names an SAE already served by another peer")
         seen_saes |= set(peer.saes)
         peers.append(peer)
     local = _str_list(doc, "local_saes", "")
     if seen_saes & set(local):
-        raise ValueError("config key 'local_saes' names an SAE also listed under a peer")
+        raise fail("local_saes", "names an SAE also listed under a peer")
     refill_bytes = _positive(link_t, "auth_refill_bytes", "link", 64 * chunk_bytes)
     if refill_bytes % chunk_bytes or chunk_bytes % 32:
-        raise ValueError(f"config key 'link.auth_refill_bytes' must be a multiple of chunk_bytes ({chunk_bytes}), "
+        raise fail("link.auth_refill_bytes", f"must be a multiple of chunk_bytes ({chunk_bytes}), "
                          f"itself a multiple of 32, got {refill_bytes}")
     timeout = get(link_t, "peer_timeout_s", (int, float), "link", 2.0, "a positive number")
     interval = get(link_t, "reconcile_interval_s", (int, float), "link", 5.0, "a positive number")
     if timeout <= 0 or interval <= 0:
-        raise ValueError("config keys 'link.peer_timeout_s' and 'link.reconcile_interval_s' must be positive numbers")
+        raise ConfigError("config keys 'link.peer_timeout_s' and 'link.reconcile_interval_s' must be positive numbers")
     relay_t = get(doc, "relay", dict, "", {})
     check_keys(relay_t, {"enabled", "gossip_interval_s", "stale_s", "timeout_s"}, "relay")
     relay_vals = {}
     for n in ("gossip_interval_s", "stale_s", "timeout_s"):
         v = get(relay_t, n, (int, float), "relay", getattr(RelayConfig, n), "a positive number")
         if not v > 0:
-            raise ValueError(f"config key 'relay.{n}' must be a positive number, got {v}")
+            raise fail(f"relay.{n}", f"must be a positive number, got {v}")
         relay_vals[n] = float(v)
     relay = RelayConfig(enabled=get(relay_t, "enabled", bool, "relay", True, "true or false"), **relay_vals)
     sdn = None
@@ -278,7 +278,7 @@ def parse_config(doc: dict, base_dir: str | Path = ".") -> KmConfig:
         sdn = parse_sdn(doc["sdn"], api, {lk for p in peers for lk in p.links}, path)
     scrub_delay = get(doc, "scrub_delay_s", (int, float), "", 0.5, "a number of seconds in [0, 1]")
     if not 0 <= scrub_delay <= 1:
-        raise ValueError(f"config key 'scrub_delay_s' must be a number of seconds in [0, 1], got {scrub_delay}")
+        raise fail("scrub_delay_s", f"must be a number of seconds in [0, 1], got {scrub_delay}")
     database = path(get(doc, "database", str, "", REQUIRED, "a path to the SQLite key store"))
     audit = get(doc, "audit_log", str, "", "", "a path to the audit log file")
     if not audit:

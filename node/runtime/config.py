@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from node.configschema import REQUIRED, check_keys, check_number_types, get, key_path, require
+from node.configschema import REQUIRED, ConfigError, check_keys, check_number_types, fail, get, key_path, require
 from node.link.distill import LinkSettings
 from node.runtime.mockconfig import MockConfig, parse_mock
 
@@ -96,7 +96,7 @@ def _table(doc: dict[str, Any], key: str, required: bool = True) -> dict[str, An
     if value is None and not required:
         return {}
     if not isinstance(value, dict):
-        raise ValueError(f"config table [{key}] is required" if value is None else f"config key '{key}' must be a table")
+        raise ConfigError(f"config table [{key}] is required") if value is None else fail(key, "must be a table")
     return value
 
 
@@ -130,18 +130,18 @@ def parse_node_config(doc: dict[str, Any], base_dir: str | Path = ".") -> NodeCo
     check_keys(node, {"name", "role", "state_dir", "status_file", "metrics_port"}, "node")
     metrics_port = node.get("metrics_port")
     if metrics_port is not None and (not isinstance(metrics_port, int) or not 0 <= metrics_port <= 65535):
-        raise ValueError(f"config key 'node.metrics_port' must be an integer in [0, 65535] (0: any free port), "
+        raise fail("node.metrics_port", f"must be an integer in [0, 65535] (0: any free port), "
                          f"got {metrics_port!r}")
     role = _str(node, "role", "node")
     if role not in ROLES:
-        raise ValueError(f"config key 'node.role' must be one of {', '.join(ROLES)}, got {role!r}")
+        raise fail("node.role", f"must be one of {', '.join(ROLES)}, got {role!r}")
     link = _table(doc, "link")
     check_keys(link, _LINK_KEYS, "link")
     hardware = _table(doc, "hardware")
     check_keys(hardware, {"kind", "mock", "lab", "dead_time"}, "hardware")
     kind = _str(hardware, "kind", "hardware")
     if kind not in HARDWARE_KINDS:
-        raise ValueError(f"config key 'hardware.kind' must be one of {', '.join(HARDWARE_KINDS)}, got {kind!r}")
+        raise fail("hardware.kind", f"must be one of {', '.join(HARDWARE_KINDS)}, got {kind!r}")
     mock_table = _table(hardware, "mock", required=False)
     mock = parse_mock(mock_table, "hardware.mock") if kind == "mock" or mock_table else None
     lab = _table(hardware, "lab", required=False)
@@ -151,7 +151,7 @@ def parse_node_config(doc: dict[str, Any], base_dir: str | Path = ".") -> NodeCo
         needed = "transmitter" if role == "alice" else "tagger"
         name = _str(lab, needed, "hardware.lab")
         if name not in instruments:
-            raise ValueError(f"config key 'hardware.lab.{needed}' names instrument {name!r}, which has no "
+            raise fail(f"hardware.lab.{needed}", f"names instrument {name!r}, which has no "
                              f"[instruments.{name}] table")
     check_number_types(link, "link", _LINK_INTS, _LINK_NUMBERS, ("intensities", "class_probabilities"))
     dead_time = _dead_time(hardware, kind, role)
@@ -176,7 +176,8 @@ def parse_node_config(doc: dict[str, Any], base_dir: str | Path = ".") -> NodeCo
     return NodeConfig(
         name=_str(node, "name", "node"), role=role, state_dir=path(_str(node, "state_dir", "node")),
         peer=_endpoint(link, "peer", "link"), bootstrap_secret=path(_str(link, "bootstrap_secret", "link")),
-        link=settings, hardware=kind, mock=mock if kind == "mock" else None, lab=dict(lab), instruments=dict(instruments),
+        link=settings, hardware=kind, mock=mock if kind == "mock" else None, lab=dict(lab),
+        instruments=dict(instruments),
         keymanager=target, status_file=None if status is None else path(_str(node, "status_file", "node")),
         max_blocks=run.get("max_blocks"), duration_s=run.get("duration_s"), metrics_port=metrics_port,
         dead_time=dead_time,
@@ -201,17 +202,17 @@ def _dead_time(hardware: dict[str, Any], kind: str, role: str) -> dict[str, Any]
         values = value if isinstance(value, list) else [value]
         if (not values or len(values) > 16
                 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1e12 for v in values)):
-            raise ValueError("config key 'hardware.dead_time.detector_ps' must be a dead time in ps (> 0), a list of one "
+            raise fail("hardware.dead_time.detector_ps", "must be a dead time in ps (> 0), a list of one "
                              f"per detector, or \"{DEAD_TIME_FROM_INSTRUMENT}\"; got {value!r}")
         out["detector_ps"] = tuple(float(v) for v in values)
     elif kind == "lab" and role == "bob":
-        raise ValueError("config key 'hardware.dead_time.detector_ps' is required for Bob on lab hardware: the "
+        raise fail("hardware.dead_time.detector_ps", "is required for Bob on lab hardware: the "
                          "common dead time is a proof assumption (per detector in ps, or \"instrument\" to read it "
                          "from the tagger driver)")
     margin = table.get("margin_ps")
     if margin is not None:
         if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin < 1e12:
-            raise ValueError(f"config key 'hardware.dead_time.margin_ps' must be a number of ps >= 0, got {margin!r}")
+            raise fail("hardware.dead_time.margin_ps", f"must be a number of ps >= 0, got {margin!r}")
         out["margin_ps"] = float(margin)
     return out
 
@@ -222,12 +223,12 @@ def _link_physics(link: dict[str, Any], mock: MockConfig | None) -> tuple[tuple[
         mu, p = mock.params.intensities, mock.params.class_probabilities
         for key, value in (("intensities", mu), ("class_probabilities", p)):
             if key in link and tuple(link[key]) != value:
-                raise ValueError(f"config key 'link.{key}' differs from 'hardware.mock.{key}'; give it once")
+                raise fail(f"link.{key}", f"differs from 'hardware.mock.{key}'; give it once")
         return mu, p
     for key in ("intensities", "class_probabilities"):
         value = link.get(key)
         if not isinstance(value, list) or not all(isinstance(v, (int, float)) for v in value):
-            raise ValueError(f"config key 'link.{key}' must be a list of numbers (required for lab hardware)")
+            raise fail(f"link.{key}", "must be a list of numbers (required for lab hardware)")
     return tuple(float(v) for v in link["intensities"]), tuple(float(v) for v in link["class_probabilities"])
 
 
