@@ -226,8 +226,8 @@ def _link_physics(link: dict[str, Any], mock: MockConfig | None) -> tuple[tuple[
                 raise fail(f"link.{key}", f"differs from 'hardware.mock.{key}'; give it once")
         return mu, p
     for key in ("intensities", "class_probabilities"):
-        value = link.get(key)
-        if not isinstance(value, list) or not all(isinstance(v, (int, float)) for v in value):
+        given = link.get(key)
+        if not isinstance(given, list) or not all(isinstance(v, (int, float)) for v in given):
             raise fail(f"link.{key}", "must be a list of numbers (required for lab hardware)")
     return tuple(float(v) for v in link["intensities"]), tuple(float(v) for v in link["class_probabilities"])
 

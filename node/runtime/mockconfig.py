@@ -49,7 +49,9 @@ def parse_mock(table: Any, where: str, *, fixed: dict[str, Any] | None = None,
     excluded = set(exclude) | set(fixed or ())
     allowed = [k for k in (*link_param_names(), *RUN_KEYS, *ATTACK_KEYS) if k not in excluded]
     t = check_keys(table, allowed, where)
-    ints, numbers, lists = [], [], []
+    ints: list[str] = []
+    numbers: list[str] = []
+    lists: list[str] = []
     for f in dataclasses.fields(LinkParams):
         (lists if isinstance(f.default, tuple) else ints if isinstance(f.default, int) else numbers).append(f.name)
     check_number_types(t, where, (*ints, "seed"), (*numbers, "block_s"), tuple(lists))
@@ -59,7 +61,7 @@ def parse_mock(table: Any, where: str, *, fixed: dict[str, Any] | None = None,
     require(isinstance(realtime, bool), key_path(where, "realtime"), f"must be true or false, got {realtime!r}")
     block_s = t.get("block_s", 2e-3)
     require(0 < block_s <= 10, key_path(where, "block_s"), f"must be a number of seconds in (0, 10], got {block_s!r}")
-    physical = {k: tuple(v) if isinstance(v, list) else v for k, v in t.items() if k in link_param_names()}
+    physical: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in t.items() if k in link_param_names()}
     try:
         params = LinkParams(**physical, **(fixed or {}))
     except (TypeError, ValueError, OverflowError) as exc:
