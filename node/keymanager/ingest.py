@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -22,49 +21,35 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from node.classical import ClassicalChannelError, Message
+from node.classical import ClassicalChannelError, Message, UnknownMessageType
+from node.classical.dispatch import DispatchTable
+from node.classical.messages import (
+    MAX_BLOCK_ID,
+    MAX_KEY_BLOCK_BYTES,
+    BodyError,
+    KeyBlockAck,
+    KeyBlockHeader,
+    KeyBlockNack,
+    KeyBlockReply,
+    MessageType,
+    decode_key_block_reply,
+)
 from node.keymanager.store import KeyBlock
 from node.keymanager.wire import LinkState, PersistentLink
 
 log = logging.getLogger(__name__)
 
-HEADER_FIELDS = {"link_id", "block_id", "length_bits", "qber", "params"}
-MAX_BLOCK_BYTES = 32 << 20
 BATCH_MESSAGES = 64
 
 
 def parse_key_block(msg: Message, pool_of_link: Callable[[str], str | None]) -> KeyBlock:
-    """Validate a `KEY_BLOCK` message; `ValueError` naming the field and what is allowed."""
-    if msg.type != "KEY_BLOCK":
-        raise ValueError(f"message type must be KEY_BLOCK, got {msg.type}")
-    h = msg.header
-    unknown = sorted(set(h) - HEADER_FIELDS)
-    if unknown:
-        raise ValueError(f"KEY_BLOCK header field {unknown[0]!r} is unknown; allowed: {sorted(HEADER_FIELDS)}")
-    link_id = h.get("link_id")
-    if not isinstance(link_id, str) or not 0 < len(link_id) <= 128:
-        raise ValueError("KEY_BLOCK link_id must be a string of 1 to 128 characters")
-    block_id = h.get("block_id")
-    if type(block_id) is not int or not 0 <= block_id < 1 << 62:
-        raise ValueError("KEY_BLOCK block_id must be an integer in [0, 2^62)")
-    if len(msg.frames) != 1 or not isinstance(msg.frames[0], bytes):
-        raise ValueError("KEY_BLOCK must carry exactly one payload frame of raw bytes (the key)")
-    key = msg.frames[0]
-    if not 0 < len(key) <= MAX_BLOCK_BYTES:
-        raise ValueError(f"KEY_BLOCK key must hold 1 to {MAX_BLOCK_BYTES} bytes, got {len(key)}")
-    length_bits = h.get("length_bits")
-    if type(length_bits) is not int or math.ceil(length_bits / 8) != len(key) or length_bits <= 0:
-        raise ValueError("KEY_BLOCK length_bits must be a positive integer with ceil(length_bits / 8) == len(key)")
-    qber = h.get("qber")
-    if qber is not None and (type(qber) not in (int, float) or not 0.0 <= qber <= 0.5):
-        raise ValueError("KEY_BLOCK qber must be null or a number in [0, 0.5]")
-    params = h.get("params", {})
-    if not isinstance(params, dict):
-        raise ValueError("KEY_BLOCK params must be a JSON object")
-    pool = pool_of_link(link_id)
+    """Validate a `KEY_BLOCK` message (`KeyBlockHeader.decode`) and find its pool; `ValueError`
+    (a `BodyError` for the header) naming the field and what is allowed."""
+    header, key = KeyBlockHeader.decode(msg)
+    pool = pool_of_link(header.link_id)
     if pool is None:
-        raise ValueError(f"KEY_BLOCK link_id {link_id!r} is not configured under any peer's links")
-    return KeyBlock(link_id, block_id, pool, length_bits, key, None if qber is None else float(qber), params)
+        raise ValueError(f"KEY_BLOCK link_id {header.link_id!r} is not configured under any peer's links")
+    return KeyBlock(header.link_id, header.block_id, pool, header.length_bits, key, header.qber, header.params or {})
 
 
 class IngestServer:
@@ -73,15 +58,17 @@ class IngestServer:
     def __init__(self, ctx: zmq.asyncio.Context, bind: str, sources: dict[str, bytes], state: LinkState,
                  pool_of_link: Callable[[str], str | None],
                  commit: Callable[[list[KeyBlock]], Awaitable[list[str]]],
-                 on_stored: Callable[[], None] | None = None) -> None:
+                 on_stored: Callable[[], None] | None = None,
+                 on_unknown: Callable[[Message], None] | None = None) -> None:
         self.links = {s: PersistentLink(secret, False, state, f"ingest:{s}") for s, secret in sources.items()}
         self.pool_of_link = pool_of_link
         self.commit = commit
         self.on_stored = on_stored
+        self.table = DispatchTable({MessageType.KEY_BLOCK: self._key_block}, name="ingest", on_unknown=on_unknown)
         self.sock = ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
-        self.sock.setsockopt(zmq.MAXMSGSIZE, MAX_BLOCK_BYTES + (1 << 20))
+        self.sock.setsockopt(zmq.MAXMSGSIZE, MAX_KEY_BLOCK_BYTES + (1 << 20))
         self.sock.bind(bind)
         self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self.rejected = 0
@@ -129,8 +116,12 @@ class IngestServer:
                     break
             await self._handle(batch)
 
+    def _key_block(self, msg: Message) -> KeyBlock:
+        """The handler of `KEY_BLOCK`: the validated block (`ValueError` refuses it)."""
+        return parse_key_block(msg, self.pool_of_link)
+
     async def _handle(self, batch: list[list[bytes]]) -> None:
-        good: list[tuple[bytes, PersistentLink, KeyBlock]] = []
+        good: list[tuple[bytes, PersistentLink, int | None, KeyBlock]] = []
         replies: list[tuple[bytes, PersistentLink, Message]] = []
         for frames in batch:
             decoded = self._decode(frames)
@@ -138,29 +129,37 @@ class IngestServer:
                 continue
             ident, link, msg = decoded
             try:
-                good.append((ident, link, parse_key_block(msg, self.pool_of_link)))
+                good.append((ident, link, msg.seq, self.table.handler_for(msg)(msg)))
+            except UnknownMessageType as exc:
+                self.rejected += 1
+                error = self.table.failed(msg, exc)
+                if error is not None:
+                    replies.append((ident, link, error))
             except ValueError as exc:
                 self.rejected += 1
                 log.error("ingest: refused a message: %s", exc)
-                replies.append((ident, link, Message("KEY_BLOCK_NACK", {
-                    "link_id": str(msg.header.get("link_id"))[:128], "block_id": msg.header.get("block_id")
-                    if type(msg.header.get("block_id")) is int else None, "error": str(exc)})))
+                block_id = msg.header.get("block_id")
+                nack = KeyBlockNack(str(msg.header.get("link_id")),
+                                    block_id if type(block_id) is int and 0 <= block_id < MAX_BLOCK_ID else None,
+                                    str(exc)).message()
+                nack.re = msg.seq
+                replies.append((ident, link, nack))
         if good:
             try:
-                outcomes = await self.commit([b for _, _, b in good])
+                outcomes = await self.commit([b for _, _, _, b in good])
             except Exception as exc:  # the store failed: nothing of this batch is acknowledged
                 log.error("ingest: commit failed: %s", exc)
                 outcomes = [f"store error: {type(exc).__name__}"] * len(good)
-            for (ident, link, b), outcome in zip(good, outcomes):
-                if outcome in ("stored", "duplicate"):
+            for (ident, link, seq, b), outcome in zip(good, outcomes):
+                if outcome in KeyBlockAck.STATUSES:
                     if outcome == "stored":
                         self.stored_blocks += 1
                         self.stored_bits += b.length_bits
-                    replies.append((ident, link, Message("KEY_BLOCK_ACK", {
-                        "link_id": b.link_id, "block_id": b.block_id, "status": outcome})))
+                    reply = KeyBlockAck(b.link_id, b.block_id, outcome).message()
                 else:
-                    replies.append((ident, link, Message("KEY_BLOCK_NACK", {
-                        "link_id": b.link_id, "block_id": b.block_id, "error": outcome})))
+                    reply = KeyBlockNack(b.link_id, b.block_id, outcome).message()
+                reply.re = seq
+                replies.append((ident, link, reply))
             if self.on_stored is not None:
                 self.on_stored()
         for ident, link, reply in replies:
@@ -194,8 +193,8 @@ class KeyBlockSender:
             self.sock.close(0)
 
     def send_blocks(self, link_id: str, blocks: Sequence[tuple[int, bytes]], window: int = 16,
-                    timeout_s: float = 10.0) -> dict[int, dict[str, Any]]:
-        """Send (block ID, key) pairs with up to `window` unacknowledged at once; replies by block ID.
+                    timeout_s: float = 10.0) -> dict[int, KeyBlockReply]:
+        """Send (block ID, key) pairs with up to `window` unacknowledged at once; typed replies by block ID.
 
         Blocks without a reply within `timeout_s` of the last progress are missing from the result:
         the caller re-sends them.
@@ -203,52 +202,71 @@ class KeyBlockSender:
         if window < 1:
             raise ValueError(f"window must be >= 1, got {window}")
         assert self.sock is not None
-        replies: dict[int, dict[str, Any]] = {}
-        waiting: set[int] = set()
+        replies: dict[int, KeyBlockReply] = {}
+        waiting: dict[int, tuple[str, int]] = {}  # seq of the KEY_BLOCK -> its link and block ID
         todo = list(blocks)
         deadline = time.monotonic() + timeout_s
         while todo or waiting:
             while todo and len(waiting) < window:
                 block_id, key = todo.pop(0)
-                header = {"link_id": link_id, "block_id": block_id, "length_bits": 8 * len(key),
-                          "qber": None, "params": {}}
-                self.sock.send_multipart(self.link.seal(Message("KEY_BLOCK", header, [key])))
-                waiting.add(block_id)
+                waiting[self._send(KeyBlockHeader(link_id, block_id, 8 * len(key)), key)] = (link_id, block_id)
             left = deadline - time.monotonic()
             if left <= 0 or not self.sock.poll(int(left * 1000) + 1):
                 self._connect()
                 return replies
-            try:
-                msg = self.link.open(self.sock.recv_multipart())
-            except ClassicalChannelError as exc:
-                log.error("ingest sender: dropped a reply: %s", exc)
-                continue
-            got = msg.header.get("block_id")
-            if msg.header.get("link_id") == link_id and got in waiting:
-                waiting.discard(got)
-                replies[got] = {"type": msg.type, **msg.header}
+            reply = self._recv_reply(waiting)
+            if reply is not None:
+                replies[reply.block_id] = reply  # type: ignore[index]
                 deadline = time.monotonic() + timeout_s
         return replies
 
     def send_block(self, link_id: str, block_id: int, key: bytes, length_bits: int | None = None,
                    qber: float | None = None, params: dict[str, Any] | None = None,
-                   timeout_s: float = 2.0) -> dict[str, Any]:
-        """Send one block; returns the ACK/NACK header, or raises `TimeoutError` (re-send it later)."""
-        header = {"link_id": link_id, "block_id": block_id,
-                  "length_bits": 8 * len(key) if length_bits is None else length_bits,
-                  "qber": qber, "params": params or {}}
-        assert self.sock is not None
-        self.sock.send_multipart(self.link.seal(Message("KEY_BLOCK", header, [key])))
+                   timeout_s: float = 2.0) -> KeyBlockReply:
+        """Send one block; returns the KM's typed `KeyBlockAck` or `KeyBlockNack` for exactly this
+        block, or raises `TimeoutError` (re-send it later)."""
+        header = KeyBlockHeader(link_id, block_id, 8 * len(key) if length_bits is None else length_bits, qber, params)
+        waiting = {self._send(header, key): (link_id, block_id)}
         deadline = time.monotonic() + timeout_s
+        assert self.sock is not None
         while True:
             left = deadline - time.monotonic()
             if left <= 0 or not self.sock.poll(int(left * 1000) + 1):
                 self._connect()  # drop whatever is queued for a dead peer
                 raise TimeoutError(f"no acknowledgement for block {link_id}/{block_id}")
-            try:
-                msg = self.link.open(self.sock.recv_multipart())
-            except ClassicalChannelError as exc:
-                log.error("ingest sender: dropped a reply: %s", exc)
-                continue
-            if msg.header.get("link_id") == link_id and msg.header.get("block_id") == block_id:
-                return {"type": msg.type, **msg.header}
+            reply = self._recv_reply(waiting)
+            if reply is not None:
+                return reply
+
+    def _send(self, header: KeyBlockHeader, key: bytes) -> int:
+        """Seal and send one `KEY_BLOCK`; returns its seq (which the KM's answer names in `re`)."""
+        assert self.sock is not None
+        msg = header.message(key)
+        self.sock.send_multipart(self.link.seal(msg))
+        assert msg.seq is not None
+        return msg.seq
+
+    def _recv_reply(self, waiting: dict[int, tuple[str, int]]) -> KeyBlockReply | None:
+        """Receive one answer and return it if it answers a block in `waiting` (seq -> link and block ID),
+        removing that block; anything else (forged, stale, malformed) is logged and dropped."""
+        assert self.sock is not None
+        try:
+            msg = self.link.open(self.sock.recv_multipart())
+        except ClassicalChannelError as exc:
+            log.error("ingest sender: dropped a reply: %s", exc)
+            return None
+        sent = waiting.get(msg.re) if msg.re is not None else None
+        if sent is None:
+            log.warning("ingest sender: dropped a %s answering no block in flight", str(msg.type)[:64])
+            return None
+        try:
+            reply = decode_key_block_reply(msg)
+        except BodyError as exc:  # an ERROR, or an answer that breaks the schema: a refusal with its reason
+            reply = KeyBlockNack(sent[0], sent[1], str(exc))
+        else:
+            if not reply.answers(*sent):
+                log.error("ingest sender: the answer to block %s/%s names block %s/%s; dropped", *sent,
+                          reply.link_id[:40], reply.block_id)
+                return None
+        del waiting[msg.re]  # type: ignore[arg-type]
+        return reply

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from node.classical import Message, SecureLink
+from node.classical.messages import KeyBlockAck, KeyBlockNack, KeyBlockReply
 from node.keymanager.ingest import KeyBlockSender
 
 
@@ -28,7 +29,7 @@ def raw_dealer(pair, identity: bytes = b"node_a") -> zmq.Socket:
     return sock
 
 
-def send(pair, block: int, key: bytes) -> dict:
+def send(pair, block: int, key: bytes) -> KeyBlockReply:
     """Send a block, re-sending as a QKD module does when a raw test socket took over its identity."""
     for _ in range(5):
         try:
@@ -42,17 +43,17 @@ def test_block_is_acknowledged_once_durable_and_a_resent_block_is_stored_once(pa
     sender = pair.senders["a"]
     key = os.urandom(4000)
     first = sender.send_block("L1", 10_000, key, qber=0.03)
-    assert first["type"] == "KEY_BLOCK_ACK" and first["status"] == "stored"
+    assert first == KeyBlockAck("L1", 10_000, "stored")
     assert 10_000 in blocks_in(pair, "a")  # visible to another connection: committed
     again = sender.send_block("L1", 10_000, key, qber=0.03)
-    assert again["type"] == "KEY_BLOCK_ACK" and again["status"] == "duplicate"
+    assert again == KeyBlockAck("L1", 10_000, "duplicate")
     with sqlite3.connect(pair.a.config.database) as db:
         assert db.execute("SELECT COUNT(*) FROM blocks WHERE block_id=10000").fetchone()[0] == 1
 
 
 def test_length_bits_that_is_not_a_byte_multiple_keeps_whole_bytes(pair):
     reply = pair.senders["a"].send_block("L1", 10_001, os.urandom(100), length_bits=795)
-    assert reply["type"] == "KEY_BLOCK_ACK"
+    assert isinstance(reply, KeyBlockAck)
     with sqlite3.connect(pair.a.config.database) as db:
         assert db.execute("SELECT SUM(size) FROM chunks WHERE block_id=10001").fetchone()[0] == 99
 
@@ -97,7 +98,7 @@ def test_forged_replayed_and_foreign_frames_are_dropped_and_ingest_lives_on(pair
     sock.send_multipart(frames)  # and a replay of it
     assert not sock.poll(300), "a replayed message was answered"
     sock.close(0)
-    assert send(pair, 10_004, os.urandom(64))["type"] == "KEY_BLOCK_ACK"
+    assert send(pair, 10_004, os.urandom(64)).status in KeyBlockAck.STATUSES
 
 
 @settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -112,7 +113,7 @@ def test_garbage_on_the_ingest_socket_is_dropped_and_nothing_is_lost(pair, ident
         sock.send(b"")
     sock.close(0)
     block = 20_000 + len(before)
-    assert send(pair, block, os.urandom(32))["type"] == "KEY_BLOCK_ACK"
+    assert send(pair, block, os.urandom(32)).status in KeyBlockAck.STATUSES
     assert blocks_in(pair, "a") == before | {block}
 
 
@@ -120,7 +121,7 @@ def test_windowed_sender_gets_every_block_acknowledged_once(pair):
     blocks = [(30_000 + i, os.urandom(512)) for i in range(40)]
     replies = pair.senders["a"].send_blocks("L1", blocks + blocks[:5], window=8)
     assert set(replies) == {b for b, _ in blocks}
-    assert all(r["type"] == "KEY_BLOCK_ACK" for r in replies.values())
+    assert all(isinstance(r, KeyBlockAck) for r in replies.values())
     assert {b for b, _ in blocks} <= blocks_in(pair, "a")
 
 
@@ -131,8 +132,8 @@ def test_block_beyond_the_pool_capacity_is_not_acknowledged(pki, tmp_path):
     try:
         ok = small.senders["a"].send_block("L1", 1, os.urandom(3000))
         full = small.senders["a"].send_block("L1", 2, os.urandom(3000))
-        assert ok["type"] == "KEY_BLOCK_ACK"
-        assert full["type"] == "KEY_BLOCK_NACK" and "full" in full["error"]
+        assert isinstance(ok, KeyBlockAck)
+        assert isinstance(full, KeyBlockNack) and "full" in full.error
         assert blocks_in(small, "a") == {1}
     finally:
         small.close()
