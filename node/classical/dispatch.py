@@ -60,6 +60,17 @@ class DispatchTable(Generic[H]):
         """The message types this table handles."""
         return frozenset(self._handlers)
 
+    def replace(self, msg_type: MessageType, handler: H) -> H:
+        """Route `msg_type`, which the table handles already, to `handler`; returns the old handler
+        (fault injection in tests: the set of types never changes after the table is built)."""
+        old = self._handlers.get(msg_type)
+        if old is None:
+            raise ValueError(f"dispatch table {self.name} does not handle {msg_type!r}")
+        if not callable(handler):
+            raise TypeError(f"dispatch table {self.name}: handler for {msg_type} must be callable")
+        self._handlers[msg_type] = handler
+        return old
+
     def handler_for(self, message: Message) -> H:
         """The handler of `message`'s type; `UnknownMessageType` (counted, logged, reported) if none."""
         handler = self._handlers.get(message.type)

@@ -1,7 +1,8 @@
 """KM <-> KM link over ZeroMQ, every message authenticated (DESIGN §5); key IDs and positions only.
 
-Each KM binds one ROUTER for its peers' requests and connects one DEALER to each peer. A request
-carries a random `req` tag that its reply repeats. Message types:
+Each KM binds one ROUTER for its peers' requests and connects one DEALER to each peer. A reply names
+the seq of the request it answers in the envelope's `re` (seqs never repeat on a flow, restarts
+included). Message types (`node.classical.messages.MessageType`):
 
 - `BLOCKS_HAVE [blocks]` -> `BLOCKS_HELD [blocks]`: which key blocks both KMs hold (only those
   serve keys, so a slave can always fetch what its master got);
@@ -15,12 +16,13 @@ carries a random `req` tag that its reply repeats. Message types:
 - `AUTH_REFILL {n} [allocations]` -> `AUTH_REFILL_ACK {n}`: the requester of a flow tops up the
   flow's authentication key with whole chunks of its stripe (both ends append the same bytes, in
   order n, and rebuild the flow from the bootstrap secret and refills 0..n at start);
-- any failure -> `ERROR {message}`.
+- any failure, an unknown type included -> `ERROR {error, type, seq}` (`ErrorBody`, the one shape).
 Lists travel as one JSON payload frame ([...] above), headers hold only small fields.
 - `LINK_STATE [lsdb]` -> `LINK_STATE_ACK`, `RELAY_FORWARD [relay, ciphertext]` -> `RELAY_STORED
   {path}`: link-state gossip and trusted-node key relay (see `relay`);
-Unknown types, bad MACs, replays and malformed frames are logged, reported to `on_reject` (an
-alarm) and dropped; the loop lives on.
+Bad MACs, replays and malformed frames are logged, reported to `on_reject` (an alarm) and dropped;
+unknown types are reported the same way and answered with ERROR; the loop lives on. The handlers
+sit in one `DispatchTable`, built once.
 
 Authentication stays one Wegman–Carter tag per message here, unlike the node link's one tag per block
 transcript (`node.classical.transcript`): every request above is acted on when it arrives (key IDs
@@ -34,14 +36,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import zmq
 import zmq.asyncio
 
-from node.classical import ClassicalChannelError, Message
+from node.classical import ClassicalChannelError, Message, UnknownMessageType
+from node.classical.dispatch import DispatchTable
+from node.classical.messages import ErrorBody, MessageType
 from node.keymanager.errors import PeerError
 from node.keymanager.wire import LinkState, PersistentLink, flow_secret
 
@@ -68,7 +71,7 @@ class PeerClient:
         self.sock.setsockopt(zmq.IMMEDIATE, 1)
         self.sock.setsockopt(zmq.RECONNECT_IVL, 50)
         self.sock.setsockopt(zmq.RECONNECT_IVL_MAX, 500)
-        self._pending: dict[str, asyncio.Future[Message]] = {}
+        self._pending: dict[int, asyncio.Future[Message]] = {}  # seq of a request -> its reply
         self._send_lock = asyncio.Lock()
         self._reader: asyncio.Task[None] | None = None
 
@@ -88,26 +91,32 @@ class PeerClient:
         self.link.close()
         self.sock.close(0)
 
-    async def request(self, msg_type: str, header: dict[str, Any], timeout_s: float | None = None,
+    async def request(self, msg_type: MessageType, header: dict[str, Any], timeout_s: float | None = None,
                       payload: bytes | list[bytes] | None = None) -> Message:
         """Send one request and wait for its reply; `PeerError` on timeout or an `ERROR` reply.
         `payload`: one frame, or a list of frames."""
-        req = os.urandom(8).hex()
+        body = [] if payload is None else list(payload) if isinstance(payload, list) else [payload]
+        msg = Message(MessageType(msg_type), header, body)
         fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-        self._pending[req] = fut
         try:
             async with asyncio.timeout(timeout_s or self.timeout_s):
                 async with self._send_lock:
-                    body = [] if payload is None else list(payload) if isinstance(payload, list) else [payload]
-                    frames = self.link.seal(Message(msg_type, {**header, "req": req}, body))
+                    frames = self.link.seal(msg)
+                    assert msg.seq is not None
+                    self._pending[msg.seq] = fut
                     await self.sock.send_multipart(frames)
                 reply = await fut
         except TimeoutError:
             raise PeerError(f"peer KM {self.peer_id} did not answer {msg_type} in time") from None
         finally:
-            self._pending.pop(req, None)
-        if reply.type == "ERROR":
-            raise PeerError(f"peer KM {self.peer_id} refused {msg_type}: {reply.header.get('message')}")
+            if msg.seq is not None:
+                self._pending.pop(msg.seq, None)
+        if reply.type == MessageType.ERROR:
+            try:
+                why = ErrorBody.decode(reply).error
+            except ValueError as exc:
+                why = f"malformed ERROR ({exc})"
+            raise PeerError(f"peer KM {self.peer_id} refused {msg_type}: {why}")
         return reply
 
     async def _read_replies(self) -> None:
@@ -118,7 +127,7 @@ class PeerClient:
             except ClassicalChannelError as exc:
                 log.error("dropped a reply from peer KM %s: %s", self.peer_id, exc)
                 continue
-            fut = self._pending.get(str(msg.header.get("req")))
+            fut = self._pending.get(msg.re) if msg.re is not None else None
             if fut is not None and not fut.done():
                 fut.set_result(msg)
 
@@ -131,7 +140,8 @@ class PeerServer:
                  on_reject: Callable[[str, str], None] | None = None) -> None:
         self.kme_id = kme_id
         self.on_reject = on_reject or (lambda peer, why: None)
-        self.handlers = handlers
+        self.table: DispatchTable[Handler] = DispatchTable({MessageType(t): h for t, h in handlers.items()},
+                                                           name=f"KM {kme_id} peer server", logger=log)
         self.links = {p: PersistentLink(flow_secret(s, flow_of(p, kme_id)), False, state, f"{p}:in")
                       for p, s in peers.items()}
         self.sock = ctx.socket(zmq.ROUTER)
@@ -183,18 +193,18 @@ class PeerServer:
             task.add_done_callback(self._tasks.discard)
 
     async def _answer(self, ident: bytes, peer: str, link: PersistentLink, msg: Message) -> None:
-        req = msg.header.get("req")
-        handler = self.handlers.get(msg.type)
+        reply: Message | None
         try:
-            if handler is None:
-                raise ValueError(f"unknown message type {msg.type}")
-            if not isinstance(req, str) or len(req) > 64:
-                raise ValueError("request lacks a valid 'req' tag")
-            reply_type, header, payload = await handler(peer, msg)
-        except Exception as exc:  # a handler's failure answers this request only
-            log.error("request %s from peer KM %s failed: %s", msg.type, peer, exc)
-            reply_type, header, payload = "ERROR", {"message": str(exc)[:500]}, None
+            reply_type, header, payload = await self.table.handler_for(msg)(peer, msg)
+            reply = Message(MessageType(reply_type), header, [] if payload is None else [payload], re=msg.seq)
+        except Exception as exc:  # noqa: BLE001 - a handler's failure answers this request only
+            if isinstance(exc, UnknownMessageType):
+                self.rejected += 1
+                self.on_reject(peer, str(exc))
+            else:
+                log.error("request %s from peer KM %s failed: %s", msg.type, peer, exc)
+            reply = self.table.failed(msg, exc)
+        if reply is None:
+            return
         async with self._send_lock:
-            frames = link.seal(Message(reply_type, {**header, "req": req if isinstance(req, str) else ""},
-                                       [] if payload is None else [payload]))
-            await self.sock.send_multipart([ident, *frames])
+            await self.sock.send_multipart([ident, *link.seal(reply)])
