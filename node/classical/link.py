@@ -354,6 +354,13 @@ class SecureLink:
             self._persist, self._reserve = persist, reserve
             self._persist_reservation()
 
+    def persist(self) -> None:
+        """Persist now, with a fresh send reservation (after a refill, at close); needs `set_persistence`."""
+        if self._persist is None:
+            raise ValueError("persist() needs set_persistence() first")
+        with self._lock:
+            self._persist_reservation()
+
     def _persist_reservation(self) -> None:
         assert self._persist is not None
         self._persist(self.state(send_reserve=self._reserve))

@@ -11,7 +11,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.classical import AuthenticationError, ChannelTimeout, Message, SecureLink, UnknownMessageType
+from node.classical import (
+    AuthenticationError,
+    ChannelTimeout,
+    Message,
+    SecureLink,
+    UnknownMessageType,
+)
 from node.classical.channel import PeerChannel, SecureChannel
 from node.classical.dispatch import DispatchTable, error_reply, serve
 from node.classical.messages import ErrorBody, MessageType
