@@ -22,6 +22,7 @@ import zmq
 import zmq.asyncio
 
 from node.classical import ClassicalChannelError, Message, UnknownMessageType
+from node.classical.aio import AsyncRouter, Received
 from node.classical.dispatch import DispatchTable
 from node.classical.messages import (
     MAX_BLOCK_ID,
@@ -60,21 +61,23 @@ class IngestServer:
                  commit: Callable[[list[KeyBlock]], Awaitable[list[str]]],
                  on_stored: Callable[[], None] | None = None,
                  on_unknown: Callable[[Message], None] | None = None) -> None:
-        self.links = {s: PersistentLink(secret, False, state, f"ingest:{s}") for s, secret in sources.items()}
         self.pool_of_link = pool_of_link
         self.commit = commit
         self.on_stored = on_stored
         self.table = DispatchTable({MessageType.KEY_BLOCK: self._key_block}, name="ingest", on_unknown=on_unknown)
-        self.sock = ctx.socket(zmq.ROUTER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
-        self.sock.setsockopt(zmq.MAXMSGSIZE, MAX_KEY_BLOCK_BYTES + (1 << 20))
-        self.sock.bind(bind)
-        self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
-        self.rejected = 0
+        self.links = {s: PersistentLink(secret, False, state, f"ingest:{s}") for s, secret in sources.items()}
+        self.router = AsyncRouter(ctx, bind, self.links, name="ingest",
+                                  max_message_bytes=MAX_KEY_BLOCK_BYTES + (1 << 20))
+        self.endpoint = self.router.endpoint
         self.stored_blocks = 0
         self.stored_bits = 0
         self._task: asyncio.Task[None] | None = None
+        self._refused = 0
+
+    @property
+    def rejected(self) -> int:
+        """Messages dropped (forged, replayed, malformed, unknown source) or refused (bad block, wrong type)."""
+        return self.router.rejected + self._refused
 
     async def start(self) -> None:
         """Start serving."""
@@ -85,72 +88,50 @@ class IngestServer:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        for link in self.links.values():
-            link.close()
-        self.sock.close(0)
-
-    def _decode(self, frames: list[bytes]) -> tuple[bytes, PersistentLink, Message] | None:
-        if len(frames) < 2:
-            self.rejected += 1
-            return None
-        ident = bytes(frames[0])
-        link = self.links.get(ident.decode("utf-8", "replace"))
-        if link is None:
-            self.rejected += 1
-            log.error("ingest: dropped a message from unknown source %r", ident[:40])
-            return None
-        try:
-            return ident, link, link.open(frames[1:])
-        except ClassicalChannelError as exc:
-            self.rejected += 1
-            log.error("ingest: dropped a message from %s: %s", ident[:40], exc)
-            return None
+        self.router.close()
 
     async def _serve(self) -> None:
         while True:
-            batch = [await self.sock.recv_multipart()]
+            batch = [await self.router.recv()]
             while len(batch) < BATCH_MESSAGES:
                 try:
-                    batch.append(self.sock.recv_multipart(flags=zmq.NOBLOCK).result())  # type: ignore[attr-defined]
+                    batch.append(self.router.recv_nowait())
                 except zmq.Again:
                     break
-            await self._handle(batch)
+            await self._handle([got for got in batch if got is not None])
 
     def _key_block(self, msg: Message) -> KeyBlock:
         """The handler of `KEY_BLOCK`: the validated block (`ValueError` refuses it)."""
         return parse_key_block(msg, self.pool_of_link)
 
-    async def _handle(self, batch: list[list[bytes]]) -> None:
-        good: list[tuple[bytes, PersistentLink, int | None, KeyBlock]] = []
-        replies: list[tuple[bytes, PersistentLink, Message]] = []
-        for frames in batch:
-            decoded = self._decode(frames)
-            if decoded is None:
-                continue
-            ident, link, msg = decoded
+    async def _handle(self, batch: list[Received]) -> None:
+        good: list[tuple[Received, KeyBlock]] = []
+        replies: list[tuple[Received, Message]] = []
+        for got in batch:
+            msg = got.message
             try:
-                good.append((ident, link, msg.seq, self.table.handler_for(msg)(msg)))
+                good.append((got, self.table.handler_for(msg)(msg)))
             except UnknownMessageType as exc:
-                self.rejected += 1
+                self._refused += 1
                 error = self.table.failed(msg, exc)
                 if error is not None:
-                    replies.append((ident, link, error))
+                    replies.append((got, error))
             except ValueError as exc:
-                self.rejected += 1
+                self._refused += 1
                 log.error("ingest: refused a message: %s", exc)
                 block_id = msg.header.get("block_id")
                 nack = KeyBlockNack(str(msg.header.get("link_id")),
                                     block_id if type(block_id) is int and 0 <= block_id < MAX_BLOCK_ID else None,
                                     str(exc)).message()
                 nack.re = msg.seq
-                replies.append((ident, link, nack))
+                replies.append((got, nack))
         if good:
             try:
-                outcomes = await self.commit([b for _, _, _, b in good])
-            except Exception as exc:  # the store failed: nothing of this batch is acknowledged
+                outcomes = await self.commit([b for _, b in good])
+            except Exception as exc:  # noqa: BLE001 - the store failed: nothing of this batch is acknowledged
                 log.error("ingest: commit failed: %s", exc)
                 outcomes = [f"store error: {type(exc).__name__}"] * len(good)
-            for (ident, link, seq, b), outcome in zip(good, outcomes):
+            for (got, b), outcome in zip(good, outcomes):
                 if outcome in KeyBlockAck.STATUSES:
                     if outcome == "stored":
                         self.stored_blocks += 1
@@ -158,12 +139,12 @@ class IngestServer:
                     reply = KeyBlockAck(b.link_id, b.block_id, outcome).message()
                 else:
                     reply = KeyBlockNack(b.link_id, b.block_id, outcome).message()
-                reply.re = seq
-                replies.append((ident, link, reply))
+                reply.re = got.message.seq
+                replies.append((got, reply))
             if self.on_stored is not None:
                 self.on_stored()
-        for ident, link, reply in replies:
-            await self.sock.send_multipart([ident, *link.seal(reply)])
+        for got, reply in replies:
+            await self.router.send(got, reply)
 
 
 class KeyBlockSender:

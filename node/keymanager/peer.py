@@ -43,6 +43,7 @@ import zmq
 import zmq.asyncio
 
 from node.classical import ClassicalChannelError, Message, UnknownMessageType
+from node.classical.aio import AsyncRouter, Received
 from node.classical.dispatch import DispatchTable
 from node.classical.messages import ErrorBody, MessageType
 from node.keymanager.errors import PeerError
@@ -133,7 +134,7 @@ class PeerClient:
 
 
 class PeerServer:
-    """Answers the peers' requests on one ROUTER socket, with a table of handlers per message type."""
+    """Answers the peers' requests on one ROUTER socket, with one dispatch table of handlers per type."""
 
     def __init__(self, ctx: zmq.asyncio.Context, kme_id: str, bind: str, peers: dict[str, bytes],
                  state: LinkState, handlers: dict[str, Handler],
@@ -144,16 +145,16 @@ class PeerServer:
                                                            name=f"KM {kme_id} peer server", logger=log)
         self.links = {p: PersistentLink(flow_secret(s, flow_of(p, kme_id)), False, state, f"{p}:in")
                       for p, s in peers.items()}
-        self.sock = ctx.socket(zmq.ROUTER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
-        self.sock.setsockopt(zmq.MAXMSGSIZE, 64 << 20)
-        self.sock.bind(bind)
-        self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
-        self._send_lock = asyncio.Lock()
+        self.router = AsyncRouter(ctx, bind, self.links, name=f"KM {kme_id} peer server",
+                                  max_message_bytes=64 << 20, on_reject=self.on_reject)
+        self.endpoint = self.router.endpoint
         self._loop: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self.rejected = 0
+
+    @property
+    def rejected(self) -> int:
+        """Messages dropped (forged, replayed, malformed, unknown sender) or of a type not served."""
+        return self.router.rejected + self.table.counts["unknown_type"]
 
     async def start(self) -> None:
         """Start serving."""
@@ -164,47 +165,28 @@ class PeerServer:
         if self._loop is not None:
             self._loop.cancel()
             await asyncio.gather(self._loop, *self._tasks, return_exceptions=True)
-        for link in self.links.values():
-            link.close()
-        self.sock.close(0)
+        self.router.close()
 
     async def _serve(self) -> None:
         while True:
-            frames = await self.sock.recv_multipart(copy=True)
-            if len(frames) < 2:
-                self.rejected += 1
+            got = await self.router.recv()
+            if got is None:
                 continue
-            ident, body = bytes(frames[0]), frames[1:]
-            peer = ident.decode("utf-8", "replace")
-            link = self.links.get(peer)
-            if link is None:
-                self.rejected += 1
-                log.error("dropped a message from unknown peer identity %r", peer[:40])
-                continue
-            try:
-                msg = link.open(body)
-            except ClassicalChannelError as exc:
-                self.rejected += 1
-                log.error("dropped a message from peer KM %s: %s", peer, exc)
-                self.on_reject(peer, f"{type(exc).__name__}: {exc}")
-                continue
-            task = asyncio.create_task(self._answer(ident, peer, link, msg))
+            task = asyncio.create_task(self._answer(got))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _answer(self, ident: bytes, peer: str, link: PersistentLink, msg: Message) -> None:
+    async def _answer(self, got: Received) -> None:
+        msg, peer = got.message, got.peer
         reply: Message | None
         try:
             reply_type, header, payload = await self.table.handler_for(msg)(peer, msg)
             reply = Message(MessageType(reply_type), header, [] if payload is None else [payload], re=msg.seq)
         except Exception as exc:  # noqa: BLE001 - a handler's failure answers this request only
             if isinstance(exc, UnknownMessageType):
-                self.rejected += 1
                 self.on_reject(peer, str(exc))
             else:
                 log.error("request %s from peer KM %s failed: %s", msg.type, peer, exc)
             reply = self.table.failed(msg, exc)
-        if reply is None:
-            return
-        async with self._send_lock:
-            await self.sock.send_multipart([ident, *link.seal(reply)])
+        if reply is not None:
+            await self.router.send(got, reply)
