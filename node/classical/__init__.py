@@ -7,12 +7,18 @@
   tag per message or, in transcript mode, one tag per block transcript and direction;
 - `transcript`: the running ε-almost-Δ-universal transcript hash, its closing tag and its bound;
 - `linkstate`: durable, overwritten link-state files and the single-use bootstrap secret;
-- `channel`: `PeerChannel` / `RouterChannel`, ZeroMQ sockets owned by one thread, with timeouts,
-  and `SecureChannel` (a `PeerChannel` + `SecureLink`: send/recv/request `Message`s);
+- `channel`: the blocking adapter: `PeerChannel` / `RouterChannel`, ZeroMQ sockets owned by one
+  thread, with timeouts, and `SecureChannel` (a `PeerChannel` + `SecureLink`: send/recv/request);
+- `aio`: the asyncio adapter: `AsyncRouter`, one ROUTER socket serving many authenticated flows
+  (the key manager's peer server and ingest);
 - `messages`: `MessageType`, every wire name (link, ingest, KM sync, relay), and the typed bodies
   both ends share (`ErrorBody`, the one ERROR shape; `KeyBlockHeader`, `KeyBlockAck`, `KeyBlockNack`);
 - `dispatch`: `DispatchTable`, a server's message-type -> handler table, built once, that answers
   unknown types and failed handlers with the one ERROR shape; `serve`, its blocking loop.
+
+Message counters survive restarts by one scheme, `SecureLink.set_persistence` (a send reservation
+written ahead, so a crash never reuses a mask): the node daemon persists the whole link state
+through it, the key manager's flows (`node.keymanager.wire.PersistentLink`) their counters.
 """
 
 from __future__ import annotations

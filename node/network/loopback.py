@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from node.classical.messages import KeyBlockAck
 from node.control.routing import LinkState as RouteLink
 from node.control.topology import Topology
-from node.classical.messages import KeyBlockAck
 from node.keymanager.certs import make_pki
 from node.keymanager.config import load_config
 from node.keymanager.daemon import KeyManager

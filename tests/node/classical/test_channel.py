@@ -18,7 +18,14 @@ from node.classical import (
 )
 from node.classical.channel import PeerChannel, RouterChannel, SecureChannel
 from node.classical.messages import ErrorBody
-from tests.node.classical.peer_process import ECHO, ECHO_REPLY, FAIL, STOP, STOPPED, echo_server
+from tests.node.classical.peer_process import (
+    ECHO,
+    ECHO_REPLY,
+    FAIL,
+    STOP,
+    STOPPED,
+    echo_server,
+)
 
 CTX = mp.get_context("spawn")
 TIMEOUT = 30.0  # generous: the machine is shared; a test never asserts on time

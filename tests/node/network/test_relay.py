@@ -12,8 +12,8 @@ from collections import defaultdict
 
 import pytest
 
-from node.classical.messages import MessageType
 from node.classical import Message
+from node.classical.messages import MessageType
 from node.keymanager.errors import PeerError
 from node.network.loopback import kme_id, sae_id
 from node.network.sae import SaeClient
