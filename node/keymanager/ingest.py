@@ -236,7 +236,8 @@ class KeyBlockSender:
         except ClassicalChannelError as exc:
             log.error("ingest sender: dropped a reply: %s", exc)
             return None
-        sent = waiting.get(msg.re) if msg.re is not None else None
+        seq = msg.re if msg.re is not None else self._seq_of_block(msg, waiting)
+        sent = waiting.get(seq) if seq is not None else None
         if sent is None:
             log.warning("ingest sender: dropped a %s answering no block in flight", str(msg.type)[:64])
             return None
@@ -249,5 +250,12 @@ class KeyBlockSender:
                 log.error("ingest sender: the answer to block %s/%s names block %s/%s; dropped", *sent,
                           reply.link_id[:40], reply.block_id)
                 return None
-        del waiting[msg.re]  # type: ignore[arg-type]
+        del waiting[seq]  # type: ignore[arg-type]
         return reply
+
+    @staticmethod
+    def _seq_of_block(msg: Message, waiting: dict[int, tuple[str, int]]) -> int | None:
+        """The seq of the block in flight that an answer without `re` names by link and block ID: a key
+        manager older than the `re` matching answers that way (still authenticated, still typed)."""
+        named = (msg.header.get("link_id"), msg.header.get("block_id"))
+        return next((seq for seq, sent in waiting.items() if sent == named), None)

@@ -11,7 +11,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from node.classical import Message, SecureLink
-from node.classical.messages import KeyBlockAck, KeyBlockNack, KeyBlockReply
+from node.classical.messages import (
+    ErrorBody,
+    KeyBlockAck,
+    KeyBlockHeader,
+    KeyBlockNack,
+    KeyBlockReply,
+    MessageType,
+)
 from node.keymanager.ingest import KeyBlockSender
 
 
@@ -137,3 +144,39 @@ def test_block_beyond_the_pool_capacity_is_not_acknowledged(pki, tmp_path):
         assert blocks_in(small, "a") == {1}
     finally:
         small.close()
+
+
+def test_a_type_ingest_does_not_handle_is_answered_with_error_and_alarmed(pair):
+    sender: KeyBlockSender = pair.senders["a"]
+    sender.sock.send_multipart(sender.link.seal(Message(MessageType.KEY_QUERY, {"n": 1})))
+    assert sender.sock.poll(5000)
+    reply = sender.link.open(sender.sock.recv_multipart())
+    body = ErrorBody.decode(reply)
+    assert body.type == "KEY_QUERY" and body.seq == reply.re
+    assert any("KEY_QUERY" in a.text for a in pair.a.km.alarms.active())
+    assert isinstance(send(pair, 40_000, os.urandom(32)), KeyBlockAck)  # and ingest goes on
+
+
+def test_an_answer_without_re_from_an_older_key_manager_is_matched_by_its_block(tmp_path):
+    """A KM of the version before `re` matching names the block only; the sender still pairs them."""
+    secret = os.urandom(64 * 16)
+    ctx = zmq.Context.instance()
+    km = ctx.socket(zmq.ROUTER)
+    km.setsockopt(zmq.LINGER, 0)
+    port = km.bind_to_random_port("tcp://127.0.0.1")
+    km_link = SecureLink.from_bootstrap(secret, "responder")
+    sender = KeyBlockSender(f"tcp://127.0.0.1:{port}", "node_a", secret, tmp_path / "s.json")
+    try:
+        sender._send(KeyBlockHeader("L1", 7, 64), os.urandom(8))
+        sender._send(KeyBlockHeader("L1", 8, 64), os.urandom(8))
+        waiting = {0: ("L1", 7), 1: ("L1", 8)}
+        ident, *frames = km.recv_multipart()
+        km.recv_multipart()
+        assert km_link.open(frames).header["block_id"] == 7
+        old_style = Message(MessageType.KEY_BLOCK_ACK, {"link_id": "L1", "block_id": 8, "status": "stored"})
+        km.send_multipart([ident, *km_link.seal(old_style)])
+        assert sender.sock.poll(5000)
+        assert sender._recv_reply(waiting) == KeyBlockAck("L1", 8, "stored") and waiting == {0: ("L1", 7)}
+    finally:
+        sender.close()
+        km.close(0)
