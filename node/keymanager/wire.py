@@ -82,11 +82,11 @@ class PersistentLink:
         self.link = SecureLink.from_state(base)
         self.state = state
         self.name = name
-        self.link.set_persistence(self._persist, reserve=MARK_STEP)
+        self.link.set_persistence(self._persist, reserve=MARK_STEP, counters_only=True)
 
-    def _persist(self, link_state: dict[str, Any]) -> None:
-        """Store the counters of `link_state` (its send_seq is the reservation's end)."""
-        self.state.marks[self.name] = {"send_mark": link_state["send_seq"], "recv_last": link_state["recv_last_seq"]}
+    def _persist(self, counters: dict[str, Any]) -> None:
+        """Store the link's counters (its send_seq is the reservation's end)."""
+        self.state.marks[self.name] = {"send_mark": counters["send_seq"], "recv_last": counters["recv_last_seq"]}
         self.state.save()
 
     def seal(self, message: Message) -> list[Any]:
