@@ -45,6 +45,7 @@ import zmq.asyncio
 from node.classical import ClassicalChannelError, Message, UnknownMessageType
 from node.classical.aio import AsyncRouter, Received
 from node.classical.dispatch import DispatchTable
+from node.classical.envelope import Payload
 from node.classical.messages import ErrorBody, MessageType
 from node.keymanager.errors import PeerError
 from node.keymanager.wire import LinkState, PersistentLink, flow_secret
@@ -96,7 +97,7 @@ class PeerClient:
                       payload: bytes | list[bytes] | None = None) -> Message:
         """Send one request and wait for its reply; `PeerError` on timeout or an `ERROR` reply.
         `payload`: one frame, or a list of frames."""
-        body = [] if payload is None else list(payload) if isinstance(payload, list) else [payload]
+        body: list[Payload] = [] if payload is None else list(payload) if isinstance(payload, list) else [payload]
         msg = Message(MessageType(msg_type), header, body)
         fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         try:
