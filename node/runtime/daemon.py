@@ -137,7 +137,7 @@ class NodeDaemon:
 
     def _refill(self, material: bytes) -> None:
         self.link.refill(material)
-        self._persist_link(self.link.state(send_reserve=LINK_STATE_RESERVE))
+        self.link.persist()
 
     def _rekey(self, material: bytes) -> None:
         self.link.rekey(material)  # persists the new hash keys itself
