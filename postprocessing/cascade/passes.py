@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from postprocessing._numba import KERNEL, njit
+from drivers.jit import kernel
 from postprocessing.bits import pack_bits, unpack_bits
 from postprocessing.cascade import kernels, shuffle
 from postprocessing.cascade.scratch import POOL, tree_state
@@ -18,7 +18,7 @@ from postprocessing.cascade.variants import BLOCK
 __all__ = ["PassTables", "tree_state"]
 
 
-@njit(**KERNEL)
+@kernel
 def _gather_packed(src: NDArray[np.uint64], perm: NDArray[np.int32], out: NDArray[np.uint64],
                    pos: NDArray[np.int32]) -> None:
     """out bit q = src bit perm[q] (packed bits, DESIGN §3); where `pos` is not empty, also the inverse
