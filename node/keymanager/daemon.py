@@ -34,6 +34,7 @@ import zmq
 import zmq.asyncio
 
 from node.classical import Message
+from node.classical.messages import MessageType
 from node.control.plane import ControlPlane, link_id_of
 from node.management.alarms import AlarmRegistry
 from node.keymanager.audit import attach_audit_file, audit, detach_audit_file
@@ -216,7 +217,7 @@ class KeyManager:
                 served = _fail_unserved(batch, results)
                 if served:
                     inflight.append(_Sent(served, asyncio.create_task(client.request(
-                        "KEY_ALLOC", {}, payload=_allocations_frame(served)))))
+                        MessageType.KEY_ALLOC, {}, payload=_allocations_frame(served)))))
                 if client.link.messages_left < self.refill_below and self._blocks_event is not None:
                     self._blocks_event.set()  # the sync loop refills the link's authentication key
                 if queue:
@@ -291,7 +292,7 @@ class KeyManager:
             if self.peer_of_sae(a.master_sae) != peer:
                 raise ValueError("KEY_ALLOC names a master SAE not served by the sending KM")
         await self.db(self.store.accept_allocations, peer, allocs, retired)
-        return "KEY_ALLOC_ACK", {"count": len(allocs)}, None
+        return MessageType.KEY_ALLOC_ACK, {"count": len(allocs)}, None
 
     async def _on_blocks_have(self, peer: str, msg: Message) -> tuple[str, dict[str, Any], bytes | None]:
         blocks = json_payload(msg).get("blocks")
@@ -299,7 +300,7 @@ class KeyManager:
                 isinstance(b, list) and len(b) == 2 and isinstance(b[0], str) and type(b[1]) is int for b in blocks):
             raise ValueError("BLOCKS_HAVE blocks must be a list of [link_id, block_id]")
         held = await self.db(self.store.confirm_blocks, peer, [tuple(b) for b in blocks])
-        return "BLOCKS_HELD", {"count": len(held)}, json_frame({"blocks": [list(b) for b in held]})
+        return MessageType.BLOCKS_HELD, {"count": len(held)}, json_frame({"blocks": [list(b) for b in held]})
 
     async def _on_reconcile(self, peer: str, msg: Message) -> tuple[str, dict[str, Any], bytes | None]:
         keys = json_payload(msg).get("keys")
@@ -312,7 +313,7 @@ class KeyManager:
         voided = await self.db(self.store.void_peer_keys, void) if void else 0
         if unknown:
             log.error("reconciliation with %s: %d delivered key IDs unknown here", peer, len(unknown))
-        return "RECONCILE_REPORT", {"unknown": len(unknown), "voided": voided}, json_frame({"unknown": unknown})
+        return MessageType.RECONCILE_REPORT, {"unknown": len(unknown), "voided": voided}, json_frame({"unknown": unknown})
 
     async def _on_auth_refill(self, peer: str, msg: Message) -> tuple[str, dict[str, Any], bytes | None]:
         n = msg.header.get("n")
@@ -325,7 +326,7 @@ class KeyManager:
         material, new = await self.db(self.store.accept_auth_refill, peer, f"{peer}:in", n, parsed)
         if new:
             self.peer_server.links[peer].refill(material)
-        return "AUTH_REFILL_ACK", {"n": n}, None
+        return MessageType.AUTH_REFILL_ACK, {"n": n}, None
 
     async def _refill_auth(self, pool: str) -> None:
         """Top up this KM's request flow to `pool` with key from the pool, once the peer holds it too."""
@@ -343,7 +344,7 @@ class KeyManager:
                 return
             pending = [(n, a, m) for n, a, m, applied in await self.db(self.store.auth_refills, flow) if not applied]
         for n, allocs, material in pending:
-            await client.request("AUTH_REFILL", {"n": n},
+            await client.request(MessageType.AUTH_REFILL, {"n": n},
                                  payload=json_frame({"allocations": [a.to_json() for a in allocs]}))
             await self.db(self.store.mark_refill_applied, flow, n)
             client.link.refill(material)
@@ -374,7 +375,7 @@ class KeyManager:
                   reason="the peer KM may never have answered the slave SAE; the keys are void")
             log.warning("peer KM %s lost the answers for %d keys its slave SAEs fetched; they are now void "
                         "(reported to the master SAEs in Get status)", peer, len(voided))
-        return "KEYS_UNANSWERED_ACK", {"voided": len(voided)}, None
+        return MessageType.KEYS_UNANSWERED_ACK, {"voided": len(voided)}, None
 
     async def _refresh_lost(self, pool: str) -> None:
         masters = {m for p, m in self._lost_cache if p == pool} | set(self._local)
@@ -389,7 +390,7 @@ class KeyManager:
         ids = await self.db(self.store.unreported_unanswered, pool, RECONCILE_PAGE)
         if not ids:
             return
-        reply = await self.clients[pool].request("KEYS_UNANSWERED", {"count": len(ids)},
+        reply = await self.clients[pool].request(MessageType.KEYS_UNANSWERED, {"count": len(ids)},
                                                  payload=json_frame({"keys": ids}))
         await self.db(self.store.mark_unanswered_reported, ids)
         log.warning("told peer KM %s of %d keys whose answer to a slave SAE may have been lost (%s voided there)",
@@ -400,14 +401,14 @@ class KeyManager:
         if not isinstance(ids, list) or not all(isinstance(k, str) for k in ids) or len(ids) > RECONCILE_PAGE:
             raise ValueError(f"KEY_QUERY keys must be a list of at most {RECONCILE_PAGE} key IDs")
         states = await self.db(self.store.peer_key_states, ids)
-        return "KEY_STATES", {"count": len(states)}, json_frame({"states": states})
+        return MessageType.KEY_STATES, {"count": len(states)}, json_frame({"states": states})
 
     async def _void_orphans(self, pool: str) -> None:
         """Ask the owner about keys it bound long ago that no slave fetched: void those it voided or lost."""
         stale = await self.db(self.store.stale_peer_reservations, pool, ORPHAN_AGE_S, RECONCILE_PAGE)
         if not stale:
             return
-        reply = await self.clients[pool].request("KEY_QUERY", {"count": len(stale)},
+        reply = await self.clients[pool].request(MessageType.KEY_QUERY, {"count": len(stale)},
                                                  payload=json_frame({"keys": stale}))
         states = json_payload(reply).get("states")
         if not isinstance(states, dict):
@@ -423,7 +424,7 @@ class KeyManager:
                                                            self._confirm_after.get(pool, 0))
         if not pending:
             return
-        reply = await self.clients[pool].request("BLOCKS_HAVE", {"count": len(pending)},
+        reply = await self.clients[pool].request(MessageType.BLOCKS_HAVE, {"count": len(pending)},
                                                  payload=json_frame({"blocks": [list(b) for b in pending]}))
         held = json_payload(reply).get("blocks")
         if isinstance(held, list):
@@ -455,7 +456,7 @@ class KeyManager:
                     rows = list(itertools.takewhile(lambda r: r[2] != "reserved", page))
                     if rows:
                         reply = await self.clients[pool].request(
-                            "RECONCILE", {"count": len(rows)}, payload=json_frame({"keys": [[k, s] for _, k, s in rows]}))
+                            MessageType.RECONCILE, {"count": len(rows)}, payload=json_frame({"keys": [[k, s] for _, k, s in rows]}))
                         unknown = reply.header.get("unknown")
                         self.counters["reconcile_unknown"] += unknown if type(unknown) is int else 0
                         after = rows[-1][0]
@@ -523,14 +524,14 @@ class KeyManager:
         secret = load_secret(cfg.auth_key)
         secrets = {p.kme_id: load_secret(p.auth_key) if p.auth_key else secret for p in cfg.peers}
         self.peer_server = PeerServer(self.ctx, cfg.kme_id, cfg.link_bind, secrets,
-                                      self.link_state, {"KEY_ALLOC": self._on_key_alloc,
-                                                        "BLOCKS_HAVE": self._on_blocks_have,
-                                                        "RECONCILE": self._on_reconcile,
-                                                        "KEY_QUERY": self._on_key_query,
-                                                        "AUTH_REFILL": self._on_auth_refill,
-                                                        "KEYS_UNANSWERED": self._on_keys_unanswered,
-                                                        "LINK_STATE": self.relay.on_link_state,
-                                                        "RELAY_FORWARD": self.relay.on_relay_forward},
+                                      self.link_state, {MessageType.KEY_ALLOC: self._on_key_alloc,
+                                                        MessageType.BLOCKS_HAVE: self._on_blocks_have,
+                                                        MessageType.RECONCILE: self._on_reconcile,
+                                                        MessageType.KEY_QUERY: self._on_key_query,
+                                                        MessageType.AUTH_REFILL: self._on_auth_refill,
+                                                        MessageType.KEYS_UNANSWERED: self._on_keys_unanswered,
+                                                        MessageType.LINK_STATE: self.relay.on_link_state,
+                                                        MessageType.RELAY_FORWARD: self.relay.on_relay_forward},
                                       on_reject=lambda peer, why: self._alarm(
                                           "major", f"peer:{peer}", f"message from peer KM {peer} rejected: {why}"))
         await self.peer_server.start()
@@ -553,7 +554,8 @@ class KeyManager:
             self._tasks.append(asyncio.create_task(self._scrubber()))
         self.ingest = IngestServer(self.ctx, cfg.ingest_bind, {s: load_secret(k) for s, k in cfg.ingest_sources},
                                    self.link_state, cfg.pool_of_link, self._commit_blocks,
-                                   self._blocks_event.set)
+                                   self._blocks_event.set, on_unknown=lambda m: self._alarm(
+                                       "major", "ingest", f"a QKD source sent a {str(m.type)[:64]}; answered ERROR"))
         await self.ingest.start()
         self.api = Etsi014Api(self, cfg.api.client_max_size, cfg.api.body_timeout_s)
         self.runner, self.api_port = await start_api(

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from node.classical.messages import MessageType
 from node.keymanager.errors import PeerError
 from node.keymanager.payload import json_frame, json_payload
 from node.keymanager.qos import Application, QosRegistry, RateMeter, delivered_before, void_expired, void_own
@@ -155,7 +156,7 @@ class QosService:
         assert app.remote_kme is not None
         try:
             reply = await self.km.clients[app.remote_kme].request(
-                "KEY_QUERY", {"count": len(ids)}, payload=json_frame({"keys": ids}))
+                MessageType.KEY_QUERY, {"count": len(ids)}, payload=json_frame({"keys": ids}))
         except PeerError:
             return
         states = json_payload(reply).get("states")

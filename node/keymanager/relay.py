@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from node.classical import Message
+from node.classical.messages import MessageType
 from node.control.plane import MAX_HOPS, ControlPlane
 from node.keymanager.audit import audit
 from node.keymanager.errors import PeerError, PoolExhausted, RelayFailed
@@ -138,7 +139,7 @@ class RelayService:
 
     async def _send_link_state(self, peer: str, payload: bytes, timeout_s: float) -> bool:
         try:
-            await self.host.clients[peer].request("LINK_STATE", {}, timeout_s=timeout_s, payload=payload)
+            await self.host.clients[peer].request(MessageType.LINK_STATE, {}, timeout_s=timeout_s, payload=payload)
         except PeerError:
             return False
         return True
@@ -146,7 +147,7 @@ class RelayService:
     async def on_link_state(self, peer: str, msg: Message) -> tuple[str, dict[str, Any], bytes | None]:
         """Merge a neighbour's link-state database into the control plane's."""
         merged = self.control.merge(json_payload(msg, 1))
-        return "LINK_STATE_ACK", {"merged": merged}, None
+        return MessageType.LINK_STATE_ACK, {"merged": merged}, None
 
     # -- relay -----------------------------------------------------------------------------------
 
@@ -268,7 +269,7 @@ class RelayService:
                 "ttl_ms": int(1000 * (wait - HOP_MARGIN_S)), "rerouted": rerouted}
         try:
             reply = await self.host.clients[nxt].request(
-                "RELAY_FORWARD", {"relay": relay_id}, timeout_s=wait,
+                MessageType.RELAY_FORWARD, {"relay": relay_id}, timeout_s=wait,
                 payload=[json_frame(body), xor_bytes(plain, pad)])
         except PeerError as exc:
             log.warning("relay %s: hop %s -> %s failed: %s", relay_id, self.me, nxt, exc)
@@ -315,7 +316,7 @@ class RelayService:
             audit("relay_stored", kme=self.me, relay=fwd.relay_id, peer_kme=peer, path=path, key_IDs=fwd.key_ids)
         else:
             self._alarm("warning", "relay", f"relay {fwd.relay_id} arrived again via {peer}: already stored")
-        return "RELAY_STORED", {"path": [self.me]}, None
+        return MessageType.RELAY_STORED, {"path": [self.me]}, None
 
     async def _pass_on(self, peer: str, fwd: Forward, ct: bytes) -> tuple[str, dict[str, Any], bytes | None]:
         """A transit hop: consume the incoming pad, decrypt, and forward with a fresh pad."""
@@ -339,7 +340,7 @@ class RelayService:
         await self.host.db(self.rstore.set_relay_state, fwd.relay_id, "done")
         self._count("forwarded", spent)
         audit("relay_forwarded", kme=self.me, relay=fwd.relay_id, peer_kme=peer, path=[*fwd.trail, *path])
-        return "RELAY_STORED", {"path": path}, None
+        return MessageType.RELAY_STORED, {"path": path}, None
 
     # -- checking a RELAY_FORWARD, step by step --------------------------------------------------
 
