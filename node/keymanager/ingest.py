@@ -148,7 +148,7 @@ class IngestServer:
         if good:
             try:
                 outcomes = await self.commit([b for _, _, b in good])
-            except Exception as exc:  # the store failed: nothing of this batch is acknowledged
+            except Exception as exc:  # noqa: BLE001 - the store failed: nothing of this batch is acknowledged
                 log.error("ingest: commit failed: %s", exc)
                 outcomes = [f"store error: {type(exc).__name__}"] * len(good)
             for (ident, link, b), outcome in zip(good, outcomes):

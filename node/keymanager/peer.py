@@ -191,7 +191,7 @@ class PeerServer:
             if not isinstance(req, str) or len(req) > 64:
                 raise ValueError("request lacks a valid 'req' tag")
             reply_type, header, payload = await handler(peer, msg)
-        except Exception as exc:  # a handler's failure answers this request only
+        except Exception as exc:  # noqa: BLE001 - a handler's failure answers this request only
             log.error("request %s from peer KM %s failed: %s", msg.type, peer, exc)
             reply_type, header, payload = "ERROR", {"message": str(exc)[:500]}, None
         async with self._send_lock:

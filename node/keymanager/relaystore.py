@@ -312,10 +312,9 @@ class RelayStore:
 
     def holds_relayed(self, key_ids: Sequence[str]) -> bool:
         """Whether any of `key_ids` is a relayed key recorded here."""
-        for k in key_ids:
-            if self.db.execute("SELECT 1 FROM relayed_keys WHERE key_id=?", (k,)).fetchone() is not None:
-                return True
-        return False
+        return any(
+            self.db.execute("SELECT 1 FROM relayed_keys WHERE key_id=?", (k,)).fetchone() is not None for k in key_ids
+        )
 
     def fetch(self, requester: str, master: str, key_ids: Sequence[str]) -> list[tuple[bytes, list[str]]]:
         """Deliver relayed keys to slave SAE `requester`, all or none, each at most once per slave:

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from node.control.topology import EXAMPLES, Topology, example_topology, load_topology
-from node.network.loopback import LoopbackNetwork, kme_id, sae_id, start_network
 from node.network.linkdaemons import start_link_daemons
+from node.network.loopback import LoopbackNetwork, kme_id, sae_id, start_network
 from node.network.sae import SaeClient
 from node.runtime.launch import stop_processes
 

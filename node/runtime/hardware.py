@@ -54,7 +54,7 @@ class Hardware:
                     continue
                 try:
                     fn()
-                except Exception as exc:  # shutdown must reach every instrument
+                except Exception as exc:  # noqa: BLE001 - shutdown must reach every instrument
                     log.error("instrument %s: %s failed: %s", name, method, exc)
 
 
@@ -146,9 +146,7 @@ def _open_lab(cfg: NodeConfig, alarm: Any = None) -> Hardware:
     try:
         bring_up(cfg.role, instruments, cfg.lab.get("bringup", {}), alarm)  # ordered, read back, safe on failure
         if cfg.role == "alice":
-            from drivers.awg.transmitter import AWGTransmitter
-
-            from drivers.awg.transmitter import ModulatorLevels
+            from drivers.awg.transmitter import AWGTransmitter, ModulatorLevels
 
             awg = instruments[cfg.lab["transmitter"]]
             options = dict(cfg.lab.get("transmitter_options", {}))

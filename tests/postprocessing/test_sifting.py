@@ -21,7 +21,6 @@ from postprocessing.sifting import (
     bob_sift,
 )
 
-
 SIMD = sifting_module._load_simd()
 
 
@@ -67,7 +66,8 @@ def batches(draw):
     k = draw(st.integers(1, 4))
     gaps = draw(st.lists(st.integers(1, 1000), min_size=n, max_size=n))
     slot = np.cumsum(np.array(gaps, dtype=np.int64)) + draw(st.integers(0, 10**12)) if n else np.empty(0, np.int64)
-    u8 = lambda hi: np.array(draw(st.lists(st.integers(0, hi), min_size=n, max_size=n)), dtype=np.uint8)
+    def u8(hi):
+        return np.array(draw(st.lists(st.integers(0, hi), min_size=n, max_size=n)), dtype=np.uint8)
     return slot.astype(np.int64), u8(1), u8(1), u8(1), u8(1), u8(k - 1), k, draw(st.floats(0, 0.9))
 
 

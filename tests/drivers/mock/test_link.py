@@ -7,7 +7,14 @@ import pytest
 
 from drivers.mock.analytic import AnalyticModel, expected_statistics
 from drivers.mock.detectors import KIND_AFTERPULSE, KIND_DARK, KIND_PHOTON, KIND_SYNC
-from drivers.mock.link import LinkEvents, LinkParams, LinkSimulator, SimulatedDetections, simulate_detections, simulate_link
+from drivers.mock.link import (
+    LinkEvents,
+    LinkParams,
+    LinkSimulator,
+    SimulatedDetections,
+    simulate_detections,
+    simulate_link,
+)
 
 SIGMAS = 5.0
 # dead time and afterpulsing couple slots; the analytic model is exact without them

@@ -40,7 +40,7 @@ def _request(batch: int, slots: list[int]):
 
 
 def test_alice_refuses_a_slot_whose_state_was_already_used(alice) -> None:
-    link, tx, alarms = alice
+    link, _tx, alarms = alice
     first = link.handle(_request(0, [1, 5, 9]))
     assert first[0].type == P.SIFT_REPLY
     again = link.handle(_request(1, [5, 20]))  # slot 5's state was used by batch 0

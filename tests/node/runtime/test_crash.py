@@ -53,10 +53,11 @@ def test_bob_killed_mid_block_resumes_and_both_key_managers_agree(tmp_path) -> N
         killed_at = run.status("bob").get("counters", {}).get("blocks", 0)
         run.node_procs["bob"] = subprocess.Popen(
             [sys.executable, "-m", "node", "run", str(run.root / "bob.toml")],
-            stdout=subprocess.DEVNULL, stderr=open(run.root / "bob-restarted.log", "w"), cwd=run.root)
+            stdout=subprocess.DEVNULL, stderr=open(run.root / "bob-restarted.log", "w"),  # noqa: SIM115 - the child's
+            cwd=run.root)
         wait(lambda: run.status("bob").get("counters", {}).get("blocks", 0) >= 2
              and run.status("bob").get("uptime_s", 1e9) < 600, 240, "two blocks after the restart")
-        wait(lambda: not run.status("alice").get("counters") is None
+        wait(lambda: run.status("alice").get("counters") is not None
              and run.status("alice")["delivery"]["delivered_blocks"] >= killed_at + 2, 60, "Alice's deliveries")
     finally:
         run.stop()
