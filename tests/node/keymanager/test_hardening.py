@@ -101,8 +101,8 @@ def test_deeply_nested_json_is_a_json_400_without_traceback(hpair, caplog, depth
     caplog.set_level(logging.INFO)
     nest = "[" * depth + "]" * depth
     enc = Sae(hpair, "a", "SAE_A").post("SAE_B/enc_keys", data='{"extension_optional": [' + nest + "]}")
-    dec = Sae(hpair, "b", "SAE_B").post(
-        "SAE_A/dec_keys", data='{"key_IDs": [{"key_ID": "%s", "key_ID_extension": %s}]}' % (uuid.uuid4(), nest))  # noqa: UP031 - JSON braces
+    body = '{"key_IDs": [{"key_ID": "' + str(uuid.uuid4()) + '", "key_ID_extension": ' + nest + "}]}"
+    dec = Sae(hpair, "b", "SAE_B").post("SAE_A/dec_keys", data=body)
     for resp in (enc, dec):
         assert resp.status_code == 400
         assert "deeper" in message(resp)
