@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -36,7 +37,7 @@ MAX_INTENSITIES = 16
 _PAD = 64  # spare bytes the C kernels may write past an output's end (whole-vector stores)
 
 
-def _load_simd() -> tuple[object, object] | None:
+def _load_simd() -> tuple[Any, Any] | None:
     """The C AVX-512 VBMI2 sift kernels, unless this CPU lacks them or QKDNODE_C_PATH=portable."""
     if os.environ.get("QKDNODE_C_PATH", "auto") == "portable":
         return None
@@ -397,10 +398,11 @@ def _bob_fast(
 def _c_alice(slot, bob_basis, a_basis, a_bit, a_class, k_classes, match, intensity, key, key_class,
              test_bits, counts) -> tuple[bool, int, int, int]:
     """Alice's sift through the C kernel; arrays are validated and outputs padded by the caller."""
-    ffi, lib = _SIMD  # type: ignore[misc]
+    assert _SIMD is not None  # the caller checked
+    ffi, lib = _SIMD
     lens = np.zeros(3, np.int64)
     u8 = "uint8_t *"
-    rc = lib.qkd_sift_alice(  # type: ignore[attr-defined]
+    rc = lib.qkd_sift_alice(
         _ptr(ffi, slot, "int64_t *"), _ptr(ffi, bob_basis, u8), _ptr(ffi, a_basis, u8), _ptr(ffi, a_bit, u8),
         _ptr(ffi, a_class, u8), slot.size, k_classes, _ptr(ffi, match, u8), _ptr(ffi, intensity, u8),
         _ptr(ffi, key, u8), _ptr(ffi, key_class, u8), _ptr(ffi, test_bits, u8), _ptr(ffi, counts, "int64_t *"),
@@ -414,10 +416,11 @@ def _c_alice(slot, bob_basis, a_basis, a_bit, a_class, k_classes, match, intensi
 def _c_bob(bob_basis, bob_bit, match, intensity, test_bits, k_classes, key, key_class, counts,
            x_errors) -> tuple[bool, int, int, int]:
     """Bob's sift through the C kernel; a reply too short for its matches reports as invalid."""
-    ffi, lib = _SIMD  # type: ignore[misc]
+    assert _SIMD is not None  # the caller checked
+    ffi, lib = _SIMD
     lens = np.zeros(3, np.int64)
     u8 = "uint8_t *"
-    rc = lib.qkd_sift_bob(  # type: ignore[attr-defined]
+    rc = lib.qkd_sift_bob(
         _ptr(ffi, bob_basis, u8), _ptr(ffi, bob_bit, u8), _ptr(ffi, match, u8), bob_basis.size,
         _ptr(ffi, intensity, u8), intensity.size, _ptr(ffi, test_bits, u8), test_bits.size, k_classes,
         _ptr(ffi, key, u8), _ptr(ffi, key_class, u8), _ptr(ffi, counts, "int64_t *"),

@@ -38,6 +38,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Any
 
 from node.classical import Message
@@ -213,7 +214,7 @@ class RelayService:
         """Every KM in the link-state database."""
         return set(self.lsdb)
 
-    def route(self, dest: str, bits: int, avoid: set[str] = frozenset()) -> Route | None:
+    def route(self, dest: str, bits: int, avoid: AbstractSet[str] = frozenset()) -> Route | None:
         """The best relay route from here to `dest` for `bits` of key, avoiding links `avoid`."""
         links = self.snapshot()
         if not any(dest in (lk.a, lk.b) for lk in links) or not any(self.me in (lk.a, lk.b) for lk in links):

@@ -358,7 +358,7 @@ class RelayStore:
 
     def pad_ledger(self) -> list[tuple[str, int, int, int, int, str, str, str]]:
         """Every pad slice used here: (link, block, chunk, offset, nbytes, pool, relay ID, direction)."""
-        return [tuple(r) for r in self.db.execute(  # type: ignore[misc]
+        return [tuple(r) for r in self.db.execute(
             "SELECT link_id, block_id, idx, offset, nbytes, pool, relay_id, direction FROM relay_pads")]
 
     def relays(self) -> dict[str, tuple[str, str, list[str]]]:

@@ -812,7 +812,7 @@ class KeyStore:
 
     def own_keys(self, pool: str, after_rowid: int = 0, limit: int = 5000) -> list[tuple[int, str, str]]:
         """(rowid, key ID, state) of keys allocated here in `pool`, in allocation order."""
-        return [tuple(r) for r in self.db.execute(  # type: ignore[misc]
+        return [tuple(r) for r in self.db.execute(
             "SELECT rowid, key_id, state FROM keys WHERE pool=? AND origin=1 AND rowid>? ORDER BY rowid LIMIT ?",
             (pool, after_rowid, limit))]
 

@@ -238,7 +238,7 @@ def test_bad_inputs_are_rejected_naming_the_argument() -> None:
     with pytest.raises(ValueError, match="sync_time"):
         fit_clock(good[:1], 10.0, 100)
     with pytest.raises(ValueError, match="sync_time"):
-        fit_clock(good.astype(np.float64), 10.0, 100)  # type: ignore[arg-type]
+        fit_clock(good.astype(np.float64), 10.0, 100)
     with pytest.raises(ValueError, match="nominal_period_ps"):
         fit_clock(good, 0.0, 100)
     with pytest.raises(ValueError, match="sync_every"):

@@ -244,7 +244,7 @@ def test_file_without_a_record_count_reads_every_whole_record():
 
 def test_read_ptu_rejects_objects_that_are_not_files():
     with pytest.raises(ValueError, match="path or a seekable binary file"):
-        read_ptu(42)  # type: ignore[arg-type]
+        read_ptu(42)
 
 
 @given(st.data())

@@ -20,7 +20,7 @@ PERIOD = 64
 @pytest.fixture
 def alice(tmp_path):
     clock = FakeClock()
-    tx = AWGTransmitter(RecordingAWG(2e6, clock, upload_s=2.5 * PERIOD / 1e6),  # type: ignore[arg-type]
+    tx = AWGTransmitter(RecordingAWG(2e6, clock, upload_s=2.5 * PERIOD / 1e6),
                         intensities=MU, levels=ModulatorLevels((1.0, 0.5, 0.25), (-0.75, -0.25, 0.25, 0.75)),
                         samples_per_slot=2, pulse_samples=1, pattern_slots=PERIOD, stream=False, guard_slots=0,
                         clock=clock)
