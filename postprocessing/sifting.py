@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from drivers.jit import kernel
 from drivers.transmitter import SlotStates
-from postprocessing._numba import KERNEL, njit
 from postprocessing.bits import random_subset
 from postprocessing.errors import ProtocolError
 
@@ -206,7 +206,7 @@ def _check_k(n_intensities: int) -> int:
 _BAD_BASIS, _BAD_BIT, _BAD_CLASS, _BAD_ORDER, _BAD_SLOT, _BAD_MATCH, _SHORT, _BAD_TEST = range(1, 9)
 
 
-@njit(**KERNEL)
+@kernel
 def _request_ok(slot: NDArray[np.int64], basis: NDArray[np.uint8]) -> bool:
     # branch-free, so LLVM vectorises it; `_request_kernel` locates the fault when this says no
     bad = False
@@ -217,7 +217,7 @@ def _request_ok(slot: NDArray[np.int64], basis: NDArray[np.uint8]) -> bool:
     return not bad and (slot.size == 0 or slot[0] >= 0)
 
 
-@njit(**KERNEL)
+@kernel
 def _request_kernel(slot: NDArray[np.int64], basis: NDArray[np.uint8]) -> tuple[int, int]:
     n = slot.size
     for i in range(n):
@@ -228,7 +228,7 @@ def _request_kernel(slot: NDArray[np.int64], basis: NDArray[np.uint8]) -> tuple[
     return 0, 0
 
 
-@njit(**KERNEL)
+@kernel
 def _alice_fault(
     req_slot: NDArray[np.int64],
     bob_basis: NDArray[np.uint8],
@@ -256,7 +256,7 @@ def _alice_fault(
     return 0, 0
 
 
-@njit(**KERNEL)
+@kernel
 def _bob_fault(
     bob_basis: NDArray[np.uint8],
     bob_bit: NDArray[np.uint8],
@@ -290,7 +290,7 @@ def _bob_fault(
     return 0, 0, j, x
 
 
-@njit(**KERNEL)
+@kernel
 def _drop_sample(
     key: NDArray[np.uint8],
     key_class: NDArray[np.uint8],
@@ -314,7 +314,7 @@ def _drop_sample(
     return o
 
 
-@njit(**KERNEL)
+@kernel
 def _alice_fast(
     req_slot: NDArray[np.int64],
     bob_basis: NDArray[np.uint8],
@@ -365,7 +365,7 @@ def _alice_fast(
     return bad, j, z, x
 
 
-@njit(**KERNEL)
+@kernel
 def _bob_fast(
     bob_basis: NDArray[np.uint8],
     bob_bit: NDArray[np.uint8],

@@ -35,11 +35,11 @@ from node.link.distill import (
     privacy_amplification,
     split_secret,
 )
-from node.runtime.outbox import Outbox
+from node.link.outbox import Outbox
 from postprocessing.bits import n_words
 from postprocessing.cascade import CascadeResponder, ClassicalChannel
 from postprocessing.cascade import Message as CascadeMessage
-from postprocessing.errors import ProtocolError
+from postprocessing.errors import ProtocolError, VerificationFailed
 from postprocessing.sifting import SiftedKey, alice_complete, alice_sift
 from postprocessing.verification import tags_match, verification_tag_bits
 
@@ -272,7 +272,7 @@ class AliceLink:
             raise ProtocolError(f"VERIFY: {exc}") from None
         if not tags_match(tag, bob_tag):
             self.alarm("major", f"link {self.settings.link_id}: block {block_id} verification tags differ")
-            raise ProtocolError("verification tags differ: residual errors after Cascade")
+            raise VerificationFailed("verification tags differ: residual errors after Cascade")
         fk = block_key_length(self.settings, block.counts, z_errors, result.leaked_bits, block.n_bits)
         length = fk.length
         reply_header = {"block": block_id, "length": length, "leaked": result.leaked_bits}

@@ -13,8 +13,8 @@ import logging
 import threading
 from typing import Any, Protocol
 
+from node.link.outbox import Outbox, OutboxEntry
 from node.management.alarms import AlarmRegistry
-from node.runtime.outbox import Outbox, OutboxEntry
 
 log = logging.getLogger(__name__)
 

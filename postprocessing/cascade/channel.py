@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from postprocessing.errors import ProtocolError
+from postprocessing.errors import ChannelTimeout, ProtocolError
 
 __all__ = [
     "PROTOCOL",
@@ -110,10 +110,6 @@ def decode_message(frames: Sequence[bytes]) -> Message:
         arr = np.frombuffer(raw, dtype=dt)  # read-only view of the frame: no copy on little-endian hosts
         out.append(arr if _LITTLE else arr.astype(dt.newbyteorder("=")))
     return Message(mtype, header, tuple(out))
-
-
-class ChannelTimeout(ProtocolError):
-    """No message from the peer within the timeout (a silent peer)."""
 
 
 class ClassicalChannel(ABC):

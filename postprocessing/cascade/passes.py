@@ -11,7 +11,7 @@ import mmap
 import numpy as np
 from numpy.typing import NDArray
 
-from postprocessing._numba import KERNEL, njit
+from drivers.jit import kernel
 from postprocessing.bits import pack_bits, unpack_bits
 from postprocessing.cascade import kernels, shuffle
 from postprocessing.cascade.variants import BLOCK
@@ -19,7 +19,7 @@ from postprocessing.cascade.variants import BLOCK
 __all__ = ["PassTables", "tree_state"]
 
 
-@njit(**KERNEL)
+@kernel
 def _gather_packed(src: NDArray[np.uint64], perm: NDArray[np.int32], out: NDArray[np.uint64]) -> None:
     """out bit q = src bit perm[q] (packed bits, DESIGN §3)."""
     n = perm.size

@@ -14,7 +14,7 @@ import secrets
 import numpy as np
 from numpy.typing import NDArray
 
-from postprocessing._numba import KERNEL, njit
+from drivers.jit import kernel
 
 __all__ = ["SEED_BYTES", "draw_seed", "shared_seed", "pass_seed", "permutation", "inverse", "subset_words", "subset_mask"]
 
@@ -46,7 +46,7 @@ def pass_seed(seed: bytes, pass_index: int) -> int:
     return int.from_bytes(digest[:8], "little")
 
 
-@njit(**KERNEL)
+@kernel
 def _splitmix(state: np.uint64) -> tuple[np.uint64, np.uint64]:
     state = state + _GOLDEN
     z = state
@@ -55,7 +55,7 @@ def _splitmix(state: np.uint64) -> tuple[np.uint64, np.uint64]:
     return state, z ^ (z >> np.uint64(31))
 
 
-@njit(**KERNEL)
+@kernel
 def _permutation_kernel(n: int, seed: np.uint64) -> NDArray[np.int32]:
     perm = np.arange(n, dtype=np.int32)
     s = seed
@@ -70,7 +70,7 @@ def _permutation_kernel(n: int, seed: np.uint64) -> NDArray[np.int32]:
     return perm
 
 
-@njit(**KERNEL)
+@kernel
 def _inverse_kernel(perm: NDArray[np.int32]) -> NDArray[np.int32]:
     pos = np.empty_like(perm)
     for i in range(perm.size):
@@ -78,7 +78,7 @@ def _inverse_kernel(perm: NDArray[np.int32]) -> NDArray[np.int32]:
     return pos
 
 
-@njit(**KERNEL)
+@kernel
 def _mask_words_kernel(n: int, seed: np.uint64) -> NDArray[np.uint64]:
     nw = (n + 63) >> 6
     out = np.empty(nw, dtype=np.uint64)

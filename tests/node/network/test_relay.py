@@ -14,8 +14,8 @@ import pytest
 
 from node.classical import Message
 from node.keymanager.errors import PeerError
+from node.keymanager.saeclient import SaeClient
 from node.network.loopback import kme_id, sae_id
-from node.network.sae import SaeClient
 from tests.node.network.conftest import client, same_secret
 
 TWO_HOPS = [("A", "C"), ("B", "D"), ("C", "E"), ("D", "A"), ("E", "B")]

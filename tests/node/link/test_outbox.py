@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from node.link.distill import DistilledKey
-from node.runtime.outbox import Outbox
+from node.link.outbox import Outbox
 
 LINK = "L1"
 ROOT = Path(__file__).resolve().parents[3]
@@ -172,9 +172,8 @@ def test_repr_shows_no_key_bytes(outbox: Outbox) -> None:
 
 _CHILD = """
 import os, signal, sys
-import node.link  # noqa: F401 - node.link first: node.runtime.outbox imports it
-from node.runtime.outbox import Outbox
-from tests.node.runtime.test_outbox import LINK, key
+from node.link.outbox import Outbox
+from tests.node.link.test_outbox import LINK, key
 box = Outbox(sys.argv[1])
 for step in sys.argv[2:]:
     if step == "put":
