@@ -209,14 +209,14 @@ class ChunkPool(StoreDb):
     def newest_whole_chunks(self, pool: str, owner: int, limit: int, size: int | None = None) -> list[Chunk]:
         """Up to `limit` untouched confirmed chunks of stripe `owner`, newest first (the end of the
         stripe, furthest from allocations in flight); only chunks of `size` bytes if given."""
-        sql = (f"SELECT {_CHUNK_COLUMNS} FROM chunks WHERE pool=? AND owner=? AND confirmed=1 AND cursor=0"
+        sql = (f"SELECT {_CHUNK_COLUMNS} FROM chunks WHERE pool=? AND owner=? AND confirmed=1 AND cursor=0"  # noqa: S608 - table/column names from fixed constants, values bound
                + (" AND size=?" if size is not None else "") + " ORDER BY id DESC LIMIT ?")
         args = (pool, owner, size, limit) if size is not None else (pool, owner, limit)
         return [_chunk(r) for r in self.db.execute(sql, args)]
 
     def untouched_chunk(self, pool: str, link_id: str, block_id: int, idx: int) -> Chunk | None:
         """The chunk at (link, block, idx) of `pool` if none of its bytes was consumed yet."""
-        r = self.db.execute(f"SELECT {_CHUNK_COLUMNS} FROM chunks WHERE pool=? AND link_id=? AND block_id=? "
+        r = self.db.execute(f"SELECT {_CHUNK_COLUMNS} FROM chunks WHERE pool=? AND link_id=? AND block_id=? "  # noqa: S608 - table/column names from fixed constants, values bound
                             "AND idx=? AND cursor=0", (pool, link_id, block_id, idx)).fetchone()
         return None if r is None else _chunk(r)
 

@@ -36,18 +36,18 @@ import zmq.asyncio
 from node.classical import Message
 from node.classical.messages import MessageType
 from node.control.plane import ControlPlane, link_id_of
-from node.management.alarms import AlarmRegistry
 from node.keymanager.audit import attach_audit_file, audit, detach_audit_file
 from node.keymanager.config import KeyLimits, KmConfig
 from node.keymanager.errors import PeerError, PoolExhausted
-from node.keymanager.payload import json_frame, json_payload
 from node.keymanager.etsi014 import Etsi014Api, KeyEntry, server_ssl_context, start_api
 from node.keymanager.ingest import IngestServer
+from node.keymanager.payload import json_frame, json_payload
 from node.keymanager.peer import PeerClient, PeerServer
 from node.keymanager.qosservice import QosService
 from node.keymanager.relay import RelayService
 from node.keymanager.store import Allocation, KeyBlock, KeyStore, Reserved
 from node.keymanager.wire import LinkState, load_secret
+from node.management.alarms import AlarmRegistry
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -238,7 +238,7 @@ class KeyManager:
         try:
             results = await self.db(self.store.reserve_many, pool,
                                     [(p.master, p.slaves, p.number, p.nbytes) for p in batch], deliver, void)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the store failed: nothing settled or reserved in this transaction
             log.error("allocation commit failed: %s", exc)
             for p in batch:
                 _fail(p.future, exc)
@@ -476,7 +476,7 @@ class KeyManager:
             if self.store.scrub_due:
                 try:
                     await self.db(self.store.scrub_if_due)
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - the checkpoint is retried on the next tick
                     log.error("key store WAL checkpoint failed: %s", exc)
 
     def _alarm(self, severity: str, source: str, text: str) -> None:

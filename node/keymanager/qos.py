@@ -404,12 +404,12 @@ def void_expired(store: KeyStore, master: str, clients: Sequence[str], older_tha
     clients_set = set(clients)
     n = 0
     with store.transaction() as db:
-        for table in ("keys", "relayed_keys"):
-            rows = db.execute(f"SELECT key_id, slaves FROM {table} WHERE origin=0 AND state='reserved' "
+        for table in ("keys", "relayed_keys"):  # table names from this literal, values bound as parameters
+            rows = db.execute(f"SELECT key_id, slaves FROM {table} WHERE origin=0 AND state='reserved' "  # noqa: S608
                               "AND master_sae=? AND created<?", (master, older_than)).fetchall()
             ids = [k for k, s in rows if set(json.loads(s)) <= clients_set]
             for k in ids:
-                n += db.execute(f"UPDATE {table} SET state='void', material=NULL WHERE key_id=?", (k,)).rowcount
+                n += db.execute(f"UPDATE {table} SET state='void', material=NULL WHERE key_id=?", (k,)).rowcount  # noqa: S608
     return n
 
 

@@ -187,7 +187,7 @@ class RelayService:
                 continue
             try:
                 keys = await self._relay(master, list(slaves), total, nbytes, dest, None)
-            except Exception as exc:  # every request of the batch gets the failure
+            except Exception as exc:  # noqa: BLE001 - every request of the batch gets the failure
                 for _, fut in batch:
                     if not fut.done():
                         fut.set_exception(exc)

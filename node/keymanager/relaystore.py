@@ -258,17 +258,15 @@ class RelayStore:
         """Void a relay here; at its destination also the keys no slave fetched yet. Returns keys voided."""
         with self.store.transaction():
             self.db.execute("UPDATE relays SET state='void' WHERE relay_id=?", (relay_id,))
-            n = self.db.execute("UPDATE relayed_keys SET state='void', material=NULL WHERE relay_id=? AND origin=0 "
-                                "AND state='reserved' AND key_id NOT IN (SELECT key_id FROM relay_grants "
-                                "WHERE delivered=1)", (relay_id,)).rowcount
-        return n
+            return self.db.execute("UPDATE relayed_keys SET state='void', material=NULL WHERE relay_id=? AND origin=0 "
+                                   "AND state='reserved' AND key_id NOT IN (SELECT key_id FROM relay_grants "
+                                   "WHERE delivered=1)", (relay_id,)).rowcount
 
     def recover(self) -> int:
         """At start: void relays left pending here (cut short by a crash; their master got no answer,
         and a transit hop's upstream saw a failure). Their pads stay consumed."""
         with self.store.transaction():
-            n = self.db.execute("UPDATE relays SET state='void' WHERE state='pending'").rowcount
-        return n
+            return self.db.execute("UPDATE relays SET state='void' WHERE state='pending'").rowcount
 
     def relay_state(self, relay_id: str) -> str | None:
         """State of a relay at this hop (None if unknown here)."""
@@ -279,10 +277,9 @@ class RelayStore:
 
     def holds_relayed(self, key_ids: Sequence[str]) -> bool:
         """Whether any of `key_ids` is a relayed key recorded here."""
-        for k in key_ids:
-            if self.db.execute("SELECT 1 FROM relayed_keys WHERE key_id=?", (k,)).fetchone() is not None:
-                return True
-        return False
+        return any(
+            self.db.execute("SELECT 1 FROM relayed_keys WHERE key_id=?", (k,)).fetchone() is not None for k in key_ids
+        )
 
     def fetch(self, requester: str, master: str, key_ids: Sequence[str]) -> list[tuple[bytes, list[str]]]:
         """Deliver relayed keys to slave SAE `requester`, all or none, each at most once per slave:
@@ -297,7 +294,7 @@ class RelayStore:
 
     def pad_ledger(self) -> list[tuple[str, int, int, int, int, str, str, str]]:
         """Every pad slice used here: (link, block, chunk, offset, nbytes, pool, relay ID, direction)."""
-        return [tuple(r) for r in self.db.execute(  # type: ignore[misc]
+        return [tuple(r) for r in self.db.execute(
             "SELECT link_id, block_id, idx, offset, nbytes, pool, relay_id, direction FROM relay_pads")]
 
     def relays(self) -> dict[str, tuple[str, str, list[str]]]:

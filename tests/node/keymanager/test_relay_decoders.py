@@ -25,7 +25,7 @@ JSON = st.recursive(st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.
 def service() -> RelayService:
     control = ControlPlane("KME_B", {"KME_A": "AB", "KME_C": "BC"}, ["SAE_B"])
     host = SimpleNamespace(kme_id="KME_B", clients={}, is_local_sae=lambda s: s == "SAE_B")
-    svc = RelayService(host, KeyStore(":memory:", "KME_B"), control)  # type: ignore[arg-type]
+    svc = RelayService(host, KeyStore(":memory:", "KME_B"), control)
     control.lsdb.entries = {"KME_A": {"seq": 1, "saes": ["SAE_A"], "links": [], "at": time.monotonic()},
                 "KME_D": {"seq": 1, "saes": ["SAE_D"], "links": [], "at": time.monotonic()}}
     return svc
