@@ -283,7 +283,8 @@ class NodeDaemon:
     def _acquisition_loop(self) -> None:
         hw = self.hardware
         assert hw is not None and hw.tagger is not None and hw.slotter is not None
-        realtime = bool(self.cfg.mock.get("realtime", False)) if self.cfg.hardware == "mock" else True
+        # a replay is never paced: batches wait for post-processing instead of being dropped
+        realtime = bool(self.cfg.mock.get("realtime", False)) if self.cfg.hardware == "mock" else self.cfg.hardware != "replay"
         parts: list[Detections] = []
         have = 0
         target = self.cfg.link.batch_detections
@@ -364,6 +365,7 @@ class NodeDaemon:
             last.update({k: fk[k] for k in ("eps_sec", "eps_cor") if k in fk})  # beside eps_auth
             out["last_block"] = last
             out["qber_estimate"] = role.qber_estimate
+            out["history"] = list(role.history)[-64:]  # per block: monotonic time, sifted so far (bench rates)
         return out
 
     def recent_alarms(self, n: int = 20) -> list[dict[str, Any]]:

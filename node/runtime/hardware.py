@@ -100,6 +100,10 @@ def open_hardware(cfg: NodeConfig, alarm: Any = None) -> Hardware:
     """Open (and start) the hardware this node's role needs; `alarm(severity, text)` hears a failed bring-up."""
     if cfg.hardware == "mock":
         return _open_mock(cfg)
+    if cfg.hardware == "replay":  # benchmarks only: the states are not fresh (node.runtime.replay_source)
+        from node.runtime.replay_source import open_replay
+
+        return open_replay(cfg, alarm)  # type: ignore[no-any-return]
     return _open_lab(cfg, alarm)
 
 

@@ -19,6 +19,8 @@ def check_node(cfg: NodeConfig) -> None:
     """Raise `ValueError` (naming the config key) for anything the node would reject at start."""
     if cfg.hardware == "mock":
         _check_mock(cfg)
+    elif cfg.hardware == "replay":
+        _check_replay(cfg)
     else:
         _check_lab(cfg)
     _check_bootstrap(cfg)
@@ -46,6 +48,16 @@ def _check_mock(cfg: NodeConfig) -> None:
     block_s = cfg.mock.get("block_s", 2e-3)
     if isinstance(block_s, bool) or not isinstance(block_s, (int, float)) or not 0 < block_s <= 10:
         raise ValueError(f"config key 'hardware.mock.block_s' must be a number of seconds in (0, 10], got {block_s!r}")
+
+
+def _check_replay(cfg: NodeConfig) -> None:
+    """The recording must be readable (drivers.replay meta.json and both streams present)."""
+    from drivers.replay import read_info
+
+    try:
+        read_info(cfg.replay["path"])
+    except ValueError as exc:
+        raise ValueError(f"config key 'hardware.replay.path': {exc}") from None
 
 
 def _readable(path: Path, key: str, what: str) -> bytes:
