@@ -129,6 +129,19 @@ def _check_magic(fh: BinaryIO, path: Path, magic: bytes) -> None:
         raise RecordingError(f"{path}: not a replay stream (expected magic {magic.decode()})")
 
 
+def _chunks(path: Path, magic: bytes, head: struct.Struct, what: str) -> Iterator[tuple[BinaryIO, tuple[int, ...]]]:
+    """Each chunk header of a stream file (after its magic), the file positioned at the chunk's data."""
+    with open(path, "rb") as fh:
+        _check_magic(fh, path, magic)
+        while True:
+            raw = fh.read(head.size)
+            if not raw:
+                return
+            if len(raw) != head.size:
+                raise RecordingError(f"{path}: truncated: a {what} header ends after {len(raw)} bytes")
+            yield fh, head.unpack(raw)
+
+
 def _count(raw: int, path: Path, what: str) -> int:
     if not 0 <= raw <= MAX_CHUNK:
         raise RecordingError(f"{path}: {what} count {raw} outside [0, {MAX_CHUNK}]")
@@ -172,21 +185,13 @@ class TagWriter(_StreamWriter):
 def iter_tag_file(path: str | Path) -> Iterator[TagBlock]:
     """The tag blocks of a `TagWriter` file, one at a time (RecordingError on a malformed file)."""
     path = Path(path)
-    with open(path, "rb") as fh:
-        _check_magic(fh, path, TAG_MAGIC)
-        while True:
-            head = fh.read(_TAG_HEAD.size)
-            if not head:
-                return
-            if len(head) != _TAG_HEAD.size:
-                raise RecordingError(f"{path}: truncated: a block header ends after {len(head)} bytes")
-            n, lost, overflow = _TAG_HEAD.unpack(head)
-            n = _count(n, path, "block tag")
-            if lost < 0 or overflow not in (0, 1):
-                raise RecordingError(f"{path}: block header with lost={lost}, overflow={overflow} (need >= 0 and 0/1)")
-            time = np.frombuffer(_read_exact(fh, 8 * n, path, "tag times"), "<i8").astype(np.int64)
-            channel = np.frombuffer(_read_exact(fh, n, path, "tag channels"), np.uint8).copy()
-            yield TagBlock(time, channel, lost=lost, overflow=bool(overflow))
+    for fh, (n, lost, overflow) in _chunks(path, TAG_MAGIC, _TAG_HEAD, "block"):
+        n = _count(n, path, "block tag")
+        if lost < 0 or overflow not in (0, 1):
+            raise RecordingError(f"{path}: block header with lost={lost}, overflow={overflow} (need >= 0 and 0/1)")
+        time = np.frombuffer(_read_exact(fh, 8 * n, path, "tag times"), "<i8").astype(np.int64)
+        channel = np.frombuffer(_read_exact(fh, n, path, "tag channels"), np.uint8).copy()
+        yield TagBlock(time, channel, lost=lost, overflow=bool(overflow))
 
 
 def pack_states(basis: NDArray[np.uint8], bit: NDArray[np.uint8], intensity: NDArray[np.uint8]) -> NDArray[np.uint8]:
@@ -230,22 +235,15 @@ def iter_state_chunks(path: str | Path) -> Iterator[tuple[NDArray[np.int64], NDA
     """(slots, packed states) chunks of a `StateWriter` file, checked to increase strictly."""
     path = Path(path)
     last = -1
-    with open(path, "rb") as fh:
-        _check_magic(fh, path, STATE_MAGIC)
-        while True:
-            head = fh.read(_STATE_HEAD.size)
-            if not head:
-                return
-            if len(head) != _STATE_HEAD.size:
-                raise RecordingError(f"{path}: truncated: a chunk header ends after {len(head)} bytes")
-            n = _count(_STATE_HEAD.unpack(head)[0], path, "chunk state")
-            slot = np.frombuffer(_read_exact(fh, 8 * n, path, "slots"), "<i8").astype(np.int64)
-            packed = np.frombuffer(_read_exact(fh, n, path, "states"), np.uint8).copy()
-            if n and (int(slot[0]) <= last or np.any(np.diff(slot) <= 0)):
-                raise RecordingError(f"{path}: slots do not increase strictly (at slot {int(slot[0])})")
-            if n:
-                last = int(slot[-1])
-            yield slot, packed
+    for fh, (n,) in _chunks(path, STATE_MAGIC, _STATE_HEAD, "chunk"):
+        n = _count(n, path, "chunk state")
+        slot = np.frombuffer(_read_exact(fh, 8 * n, path, "slots"), "<i8").astype(np.int64)
+        packed = np.frombuffer(_read_exact(fh, n, path, "states"), np.uint8).copy()
+        if n and (int(slot[0]) <= last or np.any(np.diff(slot) <= 0)):
+            raise RecordingError(f"{path}: slots do not increase strictly (at slot {int(slot[0])})")
+        if n:
+            last = int(slot[-1])
+        yield slot, packed
 
 
 def record_mock(params: Any, seed: int, root: str | Path, sifted_bits: int, block_s: float = 5e-3,

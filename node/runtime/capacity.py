@@ -10,6 +10,7 @@ from the kernel when it is reaped (wait4), so the figure is the process's own hi
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
 import json
@@ -107,15 +108,28 @@ def _vm_hwm(pid: int) -> int:
     return 0
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) the process has used, 0 once it has exited."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (stat fields 14, 15)
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def wait_watching_rss(procs: dict[str, subprocess.Popen[Any]], wait_for: tuple[str, ...], timeout_s: float,
                       progress: Callable[[], Any] = lambda: None,
-                      stall_s: float = 90.0) -> tuple[dict[str, int | None], dict[str, int]]:
+                      stall_s: float = 90.0, trace: list[tuple[float, dict[str, float]]] | None = None,
+                      ) -> tuple[dict[str, int | None], dict[str, int], dict[str, float]]:
     """Wait up to `timeout_s` for the processes named in `wait_for` to end, then stop the others
-    (SIGTERM, SIGKILL 20 s later); returns exit codes and peak RSS in bytes, sampled every 0.1 s
+    (SIGTERM, SIGKILL 20 s later); returns exit codes, peak RSS in bytes and CPU seconds, sampled every 0.1 s
     from /proc (VmHWM: the high-water mark of the process's own memory since its exec; wait4's
     ru_maxrss would count the parent's memory at fork). It also gives up when `progress()` has not
-    changed for `stall_s` (a replay that ran out before the blocks asked)."""
+    changed for `stall_s` (a replay that ran out before the blocks asked). `trace` receives each
+    sample's (monotonic time, CPU seconds per process)."""
     peak = dict.fromkeys(procs, 0)
+    cpu = dict.fromkeys(procs, 0.0)
     codes: dict[str, int | None] = {}
     deadline = time.monotonic() + timeout_s
 
@@ -123,8 +137,11 @@ def wait_watching_rss(procs: dict[str, subprocess.Popen[Any]], wait_for: tuple[s
         for name, proc in procs.items():
             if name not in codes:
                 peak[name] = max(peak[name], _vm_hwm(proc.pid))
+                cpu[name] = max(cpu[name], _cpu_s(proc.pid))
                 if proc.poll() is not None:
                     codes[name] = proc.returncode
+        if trace is not None:
+            trace.append((time.monotonic(), dict(cpu)))
 
     seen, since = progress(), time.monotonic()
     while True:
@@ -147,7 +164,7 @@ def wait_watching_rss(procs: dict[str, subprocess.Popen[Any]], wait_for: tuple[s
             except subprocess.TimeoutExpired:
                 proc.kill()
                 codes[name] = proc.wait()
-    return codes, peak
+    return codes, peak, cpu
 
 
 def run_capacity(mock: dict[str, Any], block_bits: int, blocks: int, batch: int = 500_000,
@@ -162,7 +179,7 @@ def run_capacity(mock: dict[str, Any], block_bits: int, blocks: int, batch: int 
         secrets = write_link_secret(root, "link", 1 << 18)
         port = free_port()
         procs: dict[str, subprocess.Popen[Any]] = {}
-        out: dict[str, Any] = {"rss": {}, "exit": {}}
+        out: dict[str, Any] = {"rss": {}, "exit": {}, "cpu_s": {}, "cpu_trace": []}
         try:
             pair.start()
             procs.update({f"km_{w}": p for w, p in pair.procs.items()})
@@ -175,10 +192,10 @@ def run_capacity(mock: dict[str, Any], block_bits: int, blocks: int, batch: int 
                 procs[role] = start_node(cfg, root, root / f"{role}.log")
             # each node stops by itself after `blocks`, once its keys are delivered; then the key managers
             bob_status = root / "state/bob/status.json"
-            out["exit"], out["rss"] = wait_watching_rss(
+            out["exit"], out["rss"], out["cpu_s"] = wait_watching_rss(
                 procs, ("bob", "alice"), timeout_s,
                 lambda: (read_status(bob_status).get("counters", {}).get("sifted_bits"),
-                         read_status(bob_status).get("delivery")))
+                         read_status(bob_status).get("delivery")), trace=out["cpu_trace"])
             procs.clear()
         finally:
             if procs:  # a start failed: leave nothing running
@@ -187,6 +204,12 @@ def run_capacity(mock: dict[str, Any], block_bits: int, blocks: int, batch: int 
             out["logs"] = {n: (root / f"{n}.log").read_text(errors="replace")[-2000:] for n in ("alice", "bob")}
     out["recording"] = str(recording)
     return out
+
+
+def cpu_at(trace: list[tuple[float, dict[str, float]]], t: float) -> dict[str, float]:
+    """CPU seconds per process at the first sample taken at or after monotonic time `t` (the last if none)."""
+    times = [ts for ts, _ in trace]
+    return trace[min(bisect.bisect_left(times, t), len(trace) - 1)][1]
 
 
 def capacity_figures(mock: dict[str, Any], block_bits: int, blocks: int) -> dict[str, Any]:
@@ -202,6 +225,12 @@ def capacity_figures(mock: dict[str, Any], block_bits: int, blocks: int) -> dict
                                "bob": bob.get("delivery", {}).get("delivered_blocks", 0)}
     fig["peak_rss_mb"] = {n: round(v / 2**20, 1) for n, v in out["rss"].items()}
     fig["exit_codes"] = out["exit"]
+    fig["cpu_s"] = {n: round(v, 1) for n, v in out["cpu_s"].items()}
+    hist = bob.get("history", [])
+    if len(hist) >= 2:  # load-independent: CPU seconds each process spent per sifted Mbit, first to last block
+        sifted = (hist[-1]["sifted_total"] - hist[0]["sifted_total"]) / 1e6
+        first, last = cpu_at(out["cpu_trace"], hist[0]["t"]), cpu_at(out["cpu_trace"], hist[-1]["t"])
+        fig["cpu_s_per_sifted_mbit"] = {n: round((last[n] - first[n]) / sifted, 3) for n in last}
     if "sifted_mbit_per_s" not in fig:  # fewer than two blocks: say why in the row
         fig["failure"] = {n: out["logs"][n][-400:] for n in ("alice", "bob")}
     return fig

@@ -29,7 +29,7 @@ def cases(profile: BenchProfile) -> list[BenchCase]:
     if profile.quick:
         return []
     out = []
-    for n, blocks in ((1_000_000, 10), (4_000_000, 6)):
+    for n, blocks in ((1_000_000, 6), (4_000_000, 4)):
         for workers in WORKER_COUNTS:
             def setup(n: int = n, blocks: int = blocks, workers: int = workers) -> dict[str, Any]:
                 return {"block_bits": n, "blocks": blocks, "workers": workers}
