@@ -71,7 +71,7 @@ def test_both_nodes_distil_a_replay_into_both_key_managers(tmp_path, monkeypatch
     from node.runtime.capacity import run_capacity
 
     monkeypatch.setenv("QKDNODE_REPLAY_CACHE", str(tmp_path))
-    out = run_capacity(MOCK, 100_000, 2, batch=50_000, timeout_s=280)
+    out = run_capacity(MOCK, 1_000_000, 2, batch=200_000, timeout_s=240)  # 5e5-bit blocks leave no key at 25 km
     assert out["exit"]["alice"] == 0 and out["exit"]["bob"] == 0, out["logs"]
     bob, alice = out["bob"], out["alice"]
     blocks = bob["counters"]["blocks"]
