@@ -19,7 +19,8 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from drivers.errors import DriverError, InstrumentError, InstrumentTimeout
-from drivers.transport.base import ConnectionLost, ReadTimeout, Transport, open_transport
+from drivers.transport.base import ConnectionLost, ReadTimeout, Transport
+from drivers.transport.factory import open_transport
 
 log = logging.getLogger("drivers.instrument")
 

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from drivers.jit import kernel
 from drivers.transmitter import SlotStates
-from postprocessing._numba import KERNEL, njit
 from postprocessing.bits import random_subset
 from postprocessing.errors import ProtocolError
 
@@ -191,7 +191,7 @@ def _check_k(n_intensities: int) -> int:
 _BAD_BASIS, _BAD_BIT, _BAD_CLASS, _BAD_ORDER, _BAD_SLOT, _BAD_MATCH, _SHORT, _BAD_TEST = range(1, 9)
 
 
-@njit(**KERNEL)
+@kernel
 def _request_ok(slot: NDArray[np.int64], basis: NDArray[np.uint8]) -> bool:
     # branch-free, so LLVM vectorises it; `_request_kernel` locates the fault when this says no
     bad = False
@@ -202,7 +202,7 @@ def _request_ok(slot: NDArray[np.int64], basis: NDArray[np.uint8]) -> bool:
     return not bad and (slot.size == 0 or slot[0] >= 0)
 
 
-@njit(**KERNEL)
+@kernel
 def _request_kernel(slot: NDArray[np.int64], basis: NDArray[np.uint8]) -> tuple[int, int]:
     n = slot.size
     for i in range(n):
@@ -213,7 +213,7 @@ def _request_kernel(slot: NDArray[np.int64], basis: NDArray[np.uint8]) -> tuple[
     return 0, 0
 
 
-@njit(**KERNEL)
+@kernel
 def _alice_fault(
     req_slot: NDArray[np.int64],
     bob_basis: NDArray[np.uint8],
@@ -241,7 +241,7 @@ def _alice_fault(
     return 0, 0
 
 
-@njit(**KERNEL)
+@kernel
 def _bob_fault(
     bob_basis: NDArray[np.uint8],
     bob_bit: NDArray[np.uint8],
@@ -275,7 +275,7 @@ def _bob_fault(
     return 0, 0, j, x
 
 
-@njit(**KERNEL)
+@kernel
 def _drop_sample(
     key: NDArray[np.uint8],
     key_class: NDArray[np.uint8],
@@ -299,7 +299,7 @@ def _drop_sample(
     return o
 
 
-@njit(**KERNEL)
+@kernel
 def _alice_fast(
     req_slot: NDArray[np.int64],
     bob_basis: NDArray[np.uint8],
@@ -350,7 +350,7 @@ def _alice_fast(
     return bad, j, z, x
 
 
-@njit(**KERNEL)
+@kernel
 def _bob_fast(
     bob_basis: NDArray[np.uint8],
     bob_bit: NDArray[np.uint8],

@@ -2,7 +2,7 @@
 as fast as they take it, to measure the node's own capacity apart from the simulator.
 
 - `recording`: the recording's files (meta.json, the tag stream, the state stream), their writers
-  and bounded-memory readers, and `record_mock` (the mock link recorded once).
+  and bounded-memory readers (`node.runtime.replay_source.record_mock` records the mock link).
 - `ReplayTimeTagger` (Bob, `TimeTagger` protocol): the recorded tag blocks, or a PTU file of a
   real run, one block per read, never paced.
 - `ReplayTransmitter` (Alice, `Transmitter` protocol): the recorded states of the slots Bob asks.
@@ -17,8 +17,8 @@ throughput only.
 
 from __future__ import annotations
 
-from drivers.replay.recording import RecordingInfo, read_info, record_mock
+from drivers.replay.recording import RecordingInfo, read_info
 from drivers.replay.tagger import ReplayTimeTagger
 from drivers.replay.transmitter import ReplayTransmitter
 
-__all__ = ["RecordingInfo", "ReplayTimeTagger", "ReplayTransmitter", "read_info", "record_mock"]
+__all__ = ["RecordingInfo", "ReplayTimeTagger", "ReplayTransmitter", "read_info"]

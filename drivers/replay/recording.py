@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
@@ -244,46 +244,3 @@ def iter_state_chunks(path: str | Path) -> Iterator[tuple[NDArray[np.int64], NDA
         if n:
             last = int(slot[-1])
         yield slot, packed
-
-
-def record_mock(params: Any, seed: int, root: str | Path, sifted_bits: int, block_s: float = 5e-3,
-                dead_time: Callable[[Any, Any], Any] | None = None) -> RecordingInfo:
-    """Record the mock link (drivers.mock, `params`, `seed`) into directory `root` until it holds
-    `sifted_bits` key-basis detections: Bob's tag blocks as the mock tagger hands them to the node,
-    and Alice's states of every slot the node's slotting finds a detection in (before the common
-    dead time, which only removes clicks, so the node never asks for a slot not recorded).
-    `dead_time(tagger, slotter)` builds the node's common dead time (postprocessing.deadtime), so
-    that the detections counted are those the node will sift."""
-    from drivers.mock import MockTimeTagger, MockTransmitter
-    from postprocessing.slotting import StreamSlotter
-
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    delays = tuple(float(d) for d in params.channel_delays_ps())
-    slotting = Slotting(params.period_ps, params.sync_every, 0.5 * params.period_ps, delays)
-    slotter = StreamSlotter(slotting.period_ps, slotting.sync_every, slotting.gate_ps, delay_ps=np.asarray(delays))
-    tagger, tx = MockTimeTagger(params, seed, block_s=block_s), MockTransmitter(params, seed)
-    filtered = dead_time(tagger, slotter) if dead_time is not None else None
-    counter = StreamSlotter(slotting.period_ps, slotting.sync_every, slotting.gate_ps, delay_ps=np.asarray(delays))
-    tagger.start()
-    key_bits = 0
-    with TagWriter(root / "tags.bin") as tags, StateWriter(root / "states.bin") as states:
-        while key_bits < sifted_bits:
-            block = tagger.read_block(0.0)
-            tags.write(block)
-            det = slotter.push(block.time, block.channel)
-            if len(det):
-                s = tx.states(det.slot)
-                states.write(det.slot, s.basis, s.bit, s.intensity)
-            if filtered is not None:  # count what the node sifts: its slotting after its dead time
-                det = counter.push(*filtered.apply(block.time, block.channel, block.lost))
-            if len(det):
-                s = tx.states(det.slot)
-                key_bits += int(np.count_nonzero((s.basis == 0) & (det.basis == 0)))
-    tagger.close()
-    info = RecordingInfo(root, root / "tags.bin", "tagblocks", root / "states.bin", slotting,
-                         tuple(float(v) for v in params.dead_time_ps), float(params.repetition_rate_hz),
-                         tuple(params.intensities), tuple(params.class_probabilities), int(params.resolution_ps),
-                         key_bits, f"drivers.mock seed {seed}, {params.fibre_length_km:g} km")
-    write_info(info)
-    return info

@@ -546,7 +546,8 @@ class KeyManager:
             self._tasks.append(asyncio.create_task(self._scrubber()))
         self.ingest = IngestServer(self.ctx, cfg.ingest_bind, {s: load_secret(k) for s, k in cfg.ingest_sources},
                                    self.link_state, cfg.pool_of_link, self._commit_blocks,
-                                   self._blocks_event.set)
+                                   self._blocks_event.set, on_unknown=lambda m: self._alarm(
+                                       "major", "ingest", f"a QKD source sent a {str(m.type)[:64]}; answered ERROR"))
         await self.ingest.start()
         self.api = Etsi014Api(self, cfg.api.client_max_size, cfg.api.body_timeout_s)
         self.runner, self.api_port = await start_api(

@@ -50,20 +50,12 @@ def _link_params(mock: dict[str, Any]) -> Any:
     return LinkParams(**fields)
 
 
-def _node_dead_time(tagger: Any, slotter: Any) -> Any:
-    """Bob's common dead time as the node builds it by default (from the detectors' dead times)."""
-    from types import SimpleNamespace
-
-    from node.runtime.hardware import common_dead_time
-
-    return common_dead_time(SimpleNamespace(dead_time={}), tagger, slotter)  # type: ignore[arg-type]  # reads only cfg.dead_time
-
-
 def recording_for(mock: dict[str, Any], key_bits: int) -> Path:
     """A recording of the mock link `mock` ([hardware.mock] fields) with at least `key_bits`
     key-basis detections: from the cache, or recorded now (not timed by any bench)."""
-    from drivers.replay import read_info, record_mock
+    from drivers.replay import read_info
     from drivers.replay.recording import RecordingError
+    from node.runtime.replay_source import record_mock
 
     name = hashlib.sha256(json.dumps({"format": RECORDING_VERSION, **mock}, sort_keys=True).encode()).hexdigest()[:16]
     cache = replay_cache()
@@ -76,7 +68,7 @@ def recording_for(mock: dict[str, Any], key_bits: int) -> Path:
     work = Path(tempfile.mkdtemp(prefix=f"{name}-rec-", dir=cache))
     try:
         info = record_mock(_link_params(mock), int(mock.get("seed", 0)), work, key_bits,
-                           float(mock.get("block_s", 5e-3)), _node_dead_time)
+                           float(mock.get("block_s", 5e-3)))
         final = cache / f"{name}-{info.sifted_bits}"
         os.replace(work, final)  # complete recordings only, under their final name
     except BaseException:

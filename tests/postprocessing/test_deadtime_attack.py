@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from drivers.mock import LinkParams
-from drivers.mock.link import simulate_detections
+from node.runtime.simulation import simulate_detections
 
 MARGIN_PS = 10_000.0
 

@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from drivers.mock.detectors import KIND_PHOTON
-from drivers.mock.link import DETECTOR_CHANNELS, LinkParams, simulate_link
+from drivers.mock.link import simulate_link
+from drivers.mock.params import DETECTOR_CHANNELS, LinkParams
 from postprocessing.slotting import (
     ClockFit,
     assign_slots,

@@ -131,7 +131,7 @@ def _failover_case(profile: BenchProfile) -> BenchCase:
 
     def one_trial(net: Any) -> tuple[float, float]:
         from node.network.loopback import kme_id
-        from node.network.sae import SaeClient
+        from node.keymanager.saeclient import SaeClient
 
         master = SaeClient(net.url("A"), *net.sae_credentials("A"))
         for _ in range(3):  # steady state on A-B-C

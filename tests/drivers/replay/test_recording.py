@@ -19,10 +19,10 @@ from drivers.replay.recording import (
     iter_tag_file,
     pack_states,
     read_info,
-    record_mock,
     unpack_states,
 )
 from drivers.timetagger import TagBlock
+from node.runtime.replay_source import record_mock
 
 blocks_strategy = st.lists(
     st.tuples(st.lists(st.tuples(st.integers(0, 2**62), st.integers(0, 255)), max_size=30),

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 
 from drivers.mock import LinkParams, MockTransmitter
-from drivers.replay import ReplayTimeTagger, ReplayTransmitter, record_mock
+from drivers.replay import ReplayTimeTagger, ReplayTransmitter
 from drivers.replay.recording import RecordingError, iter_state_chunks, iter_tag_file
 from drivers.timetagger import TimeTagger
 from drivers.transmitter import StateReuseError, Transmitter
+from node.runtime.replay_source import record_mock
 
 
 @pytest.fixture(scope="module")

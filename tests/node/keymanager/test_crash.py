@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from node.classical.messages import KeyBlockAck
 from node.keymanager.ingest import KeyBlockSender
 from tests.node.keymanager.conftest import same_secret, write_pair_configs
 
@@ -88,7 +89,7 @@ def feeder(root: Path, ports: dict[str, int], rec: Record) -> None:
                         reply = s.send_block("L1", block, key, qber=0.01, timeout_s=0.5)
                     except TimeoutError:
                         continue  # KM down: re-send the same block until acknowledged
-                    if reply["type"] == "KEY_BLOCK_ACK":
+                    if isinstance(reply, KeyBlockAck):
                         with rec.lock:
                             rec.acked[w].add(block)
                         break

@@ -211,3 +211,21 @@ def test_link_authentication_key_is_refilled_from_the_pool_beyond_the_bootstrap_
     finally:
         p.a.stop()
         p.b.stop()
+
+
+def test_a_request_of_a_type_the_peer_does_not_serve_is_answered_with_error_and_alarmed(pair):
+    """The peer's one dispatch table answers an authentic request of an unhandled type with the one ERROR
+    shape (the requester's `PeerError` carries its reason) and reports it as a rejected message."""
+    import pytest
+
+    from node.classical.messages import MessageType
+    from node.keymanager.errors import PeerError
+
+    rejected = pair.b.km.peer_server.rejected
+    client = pair.a.km.clients["KME_B"]
+    with pytest.raises(PeerError, match="does not handle message type KEY_BLOCK"):
+        pair.a.call(client.request(MessageType.KEY_BLOCK, {"block_id": 1}))
+    assert pair.b.km.peer_server.rejected == rejected + 1
+    assert pair.b.km.peer_server.table.counts["unknown_type"] == 1
+    assert any("KEY_BLOCK" in a.text for a in pair.b.km.alarms.active())
+    assert enc(pair).status_code == 200  # and the link goes on

@@ -9,11 +9,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from drivers.mock import LinkParams, MockTransmitter, SimulatedDetections
+from drivers.mock import LinkParams, MockTransmitter
 from node.classical import ClassicalChannelError, SecureLink
 from node.classical.channel import PeerChannel, SecureChannel
 from node.link import AliceLink, BobLink, LinkSettings
-from node.runtime.outbox import Outbox, OutboxEntry
+from node.link.outbox import Outbox, OutboxEntry
+from node.runtime.simulation import SimulatedDetections
 from postprocessing.errors import ProtocolError
 from postprocessing.slotting import Detections
 

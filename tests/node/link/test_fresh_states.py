@@ -9,7 +9,7 @@ import pytest
 from drivers.awg import AWGTransmitter, ModulatorLevels
 from node.link import AliceLink, LinkSettings
 from node.link import protocol as P
-from node.runtime.outbox import Outbox
+from node.link.outbox import Outbox
 from postprocessing.sifting import bob_request
 from tests.drivers.test_awg_fresh_states import FakeClock, RecordingAWG
 

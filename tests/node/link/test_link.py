@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from drivers.mock import LinkParams, simulate_detections
+from drivers.mock import LinkParams
+from node.runtime.simulation import simulate_detections
 from postprocessing.errors import ProtocolError
 from postprocessing.slotting import Detections
 from tests.node.link.harness import as_detections, link_pair, run_all, settings_for

@@ -11,7 +11,7 @@ import pytest
 from drivers.mock import MockTransmitter
 from node.classical import Message, ReplayError, SecureLink
 from node.link import AliceLink, BobLink
-from node.runtime.outbox import Outbox
+from node.link.outbox import Outbox
 from postprocessing.errors import ProtocolError
 from tests.node.link.harness import settings_for
 from tests.node.link.test_link import PARAMS, SEED

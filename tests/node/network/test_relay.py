@@ -13,9 +13,10 @@ from collections import defaultdict
 import pytest
 
 from node.classical import Message
+from node.classical.messages import MessageType
 from node.keymanager.errors import PeerError
+from node.keymanager.saeclient import SaeClient
 from node.network.loopback import kme_id, sae_id
-from node.network.sae import SaeClient
 from tests.node.network.conftest import client, same_secret
 
 TWO_HOPS = [("A", "C"), ("B", "D"), ("C", "E"), ("D", "A"), ("E", "B")]
@@ -111,8 +112,7 @@ def test_relay_whose_next_hop_does_not_answer_is_rerouted_by_the_node_holding_it
     import asyncio
 
     a, c = ring.kms["A"], ring.kms["C"]
-    handlers = c.km.peer_server.handlers
-    forward = handlers["RELAY_FORWARD"]
+    table = c.km.peer_server.table
     release = c.run(asyncio.Event)
 
     async def dead_from_b(peer, msg):  # link BC silently dead: C never answers B
@@ -121,12 +121,12 @@ def test_relay_whose_next_hop_does_not_answer_is_rerouted_by_the_node_holding_it
             raise ValueError("test: link dead")
         return await forward(peer, msg)
 
-    c.run(handlers.__setitem__, "RELAY_FORWARD", dead_from_b)
+    forward = c.run(table.replace, MessageType.RELAY_FORWARD, dead_from_b)
     try:
         keys = a.call(a.km.relay.originate(sae_id("A"), [sae_id("C")], 1, 32, kme_id("C"),
                                            [kme_id("A"), kme_id("B"), kme_id("C")]))
     finally:
-        c.run(handlers.__setitem__, "RELAY_FORWARD", forward)
+        c.run(table.replace, MessageType.RELAY_FORWARD, forward)
         c.run(release.set)
     key_id, material, ext = keys[0]
     path = ext["relay"]["path"]

@@ -7,11 +7,11 @@ from __future__ import annotations
 import pytest
 
 from drivers.mock import LinkParams
-from drivers.replay import ReplayTimeTagger, ReplayTransmitter, record_mock
+from drivers.replay import ReplayTimeTagger, ReplayTransmitter
 from node.runtime.capacity import replay_document
 from node.runtime.config import parse_node_config
-from node.runtime.hardware import open_hardware
-from node.runtime.replay_source import NOT_FOR_USE
+from node.runtime.hardware import NOT_FOR_USE, open_hardware
+from node.runtime.replay_source import record_mock
 
 MOCK = {"seed": 5, "fibre_length_km": 25.0}
 

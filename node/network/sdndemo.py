@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from node.control.sdn.agent import MODULE, TYPES
-from node.control.sdn.loopback import SdnNetwork
+from node.keymanager.saeclient import SaeClient
 from node.network.loopback import LoopbackNetwork, kme_id, sae_id, start_network
-from node.network.sae import SaeClient
+from node.network.sdnloopback import SdnNetwork
 
 DATA = f"/restconf/data/{MODULE}:qkd_node"
 
