@@ -107,7 +107,7 @@ def open_instruments(section: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]
         for inst in opened.values():
             try:
                 inst.close()
-            except Exception:  # noqa: BLE001 - the original error matters more
+            except Exception:  # noqa: BLE001, S110 - the original error matters more
                 pass
         raise
     return opened

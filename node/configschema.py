@@ -36,7 +36,7 @@ def require(condition: bool, path: str, problem: str) -> None:
 def table(value: Any, path: str) -> dict[str, Any]:
     """`value` if it is a TOML table, else an error naming `path`."""
     require(isinstance(value, dict), path, f"must be a table, got {_shown(value)}")
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 def check_keys(value: Any, allowed: Iterable[str], where: str) -> dict[str, Any]:

@@ -317,7 +317,7 @@ class AWGTransmitter:
                 return
             try:
                 self.refresh()
-            except Exception as exc:  # an AWG error stops the stream; Alice sees stale slots and alarms
+            except Exception as exc:  # noqa: BLE001 - an AWG error stops the stream; Alice sees stale slots and alarms
                 self.stream_error = f"{type(exc).__name__}: {exc}"
                 return
 

@@ -63,7 +63,7 @@ class SessionTransport:
         if handle is not None:
             try:
                 self._close_handle(handle)
-            except Exception:  # noqa: BLE001 - the handle is dropped either way
+            except Exception:  # noqa: BLE001, S110 - the handle is dropped either way
                 pass
 
     def _close_handle(self, handle: Any) -> None:

@@ -36,8 +36,9 @@ tagged messages are refused after a restart.
 
 Persistence is the caller's: `state()` / `SecureLink.from_state()`. A sender that restarts must
 never reuse a seq: persist `state()` before sealed frames leave, or persist `state(send_reserve=n)`
-once per n messages — `set_persistence(persist, reserve=n)` makes `seal` do the latter itself. A receiver that restarts from an older state would accept replays of the
-messages it accepted since: persist after each accepted message that changes durable state.
+once per n messages — `set_persistence(persist, reserve=n)` makes `seal` do the latter itself. A
+receiver that restarts from an older state would accept replays of the messages it accepted since:
+persist after each accepted message that changes durable state.
 """
 
 from __future__ import annotations
@@ -75,7 +76,6 @@ from node.classical.mac import (
     wc_tag,
 )
 from node.classical.transcript import TranscriptHash, closing_tag
-
 
 __all__ = ["Role", "Mode", "SecureLink", "LinkStats", "MAC_FRAME_BYTES", "TRANSCRIPT_MAC_FRAME_BYTES", "MASK_BITS",
            "REKEY_BYTES", "split_directions"]

@@ -136,13 +136,13 @@ MockCheck = Callable[[Any, str, float], dict[str, Any]]
 def _name(value: Any, where: str) -> str:
     require(isinstance(value, str) and bool(_NAME.match(value)), where,
             f"must be 1-64 characters of letters, digits, '_', '.', '-', got {value!r}")
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 def _port(value: Any, where: str) -> int:
     require(isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 65535, where,
             f"must be an integer port in 0..65535 (0 = any free port), got {value!r}")
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 def _parse_node(table: Any, where: str) -> NodeSpec:

@@ -272,7 +272,7 @@ class AliceLink:
         seed, bob_tag = msg.frames
         z_errors = msg.header.get("z_errors")
         if (not isinstance(z_errors, list) or len(z_errors) != self.settings.n_intensities
-                or not all(isinstance(e, int) and not isinstance(e, bool) and 0 <= e for e in z_errors)
+                or not all(isinstance(e, int) and not isinstance(e, bool) and e >= 0 for e in z_errors)
                 or np.any(np.asarray(z_errors) > block.counts.detections[0])):
             raise ProtocolError("VERIFY: 'z_errors' must list one error count per intensity class")
         try:

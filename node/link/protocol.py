@@ -82,9 +82,10 @@ def header_int(msg: Message, key: str, low: int = 0, high: int = MAX_ID) -> int:
 def header_float(msg: Message, key: str, low: float, high: float) -> float:
     """A finite number header field in [low, high], or ProtocolError naming it."""
     value = msg.header.get(key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= float(value) <= high:
+    number = float(value) if isinstance(value, float) or (isinstance(value, int) and abs(value) < 2**1023) else None
+    if isinstance(value, bool) or number is None or not low <= number <= high:  # JSON ints may exceed a float
         raise ProtocolError(f"{msg.type}: header field {key!r} must be a number in [{low}, {high}], got {value!r}")
-    return float(value)
+    return number
 
 
 def frame_array(msg: Message, index: int, dtype: type, name: str, ndim: int = 1) -> np.ndarray:
@@ -95,7 +96,7 @@ def frame_array(msg: Message, index: int, dtype: type, name: str, ndim: int = 1)
     if not isinstance(arr, np.ndarray) or arr.dtype != np.dtype(dtype) or arr.ndim != ndim:
         got = f"{arr.dtype}{arr.shape}" if isinstance(arr, np.ndarray) else f"{len(arr)} raw bytes"
         raise ProtocolError(f"{msg.type}: payload frame {index} ({name}) must be a {ndim}-D {np.dtype(dtype)} array, got {got}")
-    return np.ascontiguousarray(arr)
+    return arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)  # (ascontiguousarray makes 0-D 1-D)
 
 
 def expect(msg: Message, msg_type: str, frames: int) -> None:

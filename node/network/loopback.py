@@ -266,7 +266,7 @@ class LoopbackNetwork:
         for km in self.kms.values():
             try:
                 km.stop()
-            except Exception as exc:  # stop the others all the same
+            except Exception as exc:  # noqa: BLE001 - stop the others all the same
                 errors.append(exc)
         self.kms.clear()
         self.senders.clear()

@@ -107,7 +107,7 @@ def _table(doc: dict[str, Any], key: str, required: bool = True) -> dict[str, An
 def _str(table: dict[str, Any], key: str, where: str, default: str | None = None) -> str:
     value = get(table, key, str, where, REQUIRED if default is None else default, "a non-empty string")
     require(bool(value), key_path(where, key), "must be a non-empty string, got ''")
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 def _endpoint(table: dict[str, Any], key: str, where: str) -> str:

@@ -60,13 +60,13 @@ class Hardware:
         """One shutdown step; a failure is logged and alarmed, never raised (shutdown must reach every instrument)."""
         try:
             fn()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - shutdown must reach every instrument
             text = f"{what}: {method} failed ({type(exc).__name__}: {exc}); check that its output is off"
             log.error("hardware shutdown: %s", text)
             if self.alarm is not None:
                 try:
                     self.alarm("critical" if light else "major", f"shutdown: {text}")
-                except Exception:  # noqa: BLE001 - the alarm path must not stop the shutdown either
+                except Exception:  # the alarm path must not stop the shutdown either
                     log.exception("hardware shutdown: raising the alarm failed")
 
 

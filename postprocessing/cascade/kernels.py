@@ -310,7 +310,7 @@ def _record_answers(
         slot = base[j] + b * stride[j]
         state[slot + v] = EVEN + (mine ^ answers[i])
         ps = state[slot + (v >> 1)]
-        if ps == EVEN or ps == ODD:
+        if ps == EVEN or ps == ODD:  # noqa: SIM109 - two compares, no tuple, in the numba kernel
             state[slot + (v ^ 1)] = EVEN + ((ps - EVEN) ^ (state[slot + v] - EVEN))
 
 
@@ -475,7 +475,7 @@ def bob_round(
         if outcome == _ASK:
             asks = _push(asks, nq, j, b, 2 * v)
             nq += 1
-        if outcome == _ASK or outcome == _WAIT:
+        if outcome == _ASK or outcome == _WAIT:  # noqa: SIM109 - two compares, no tuple, in the numba kernel
             waits = _push(waits, nk, j, b, v)
             nk += 1
         elif outcome == _FOUND:

@@ -301,7 +301,7 @@ class CascadeReconciler:
         log.warning("cascade: block %d failed: %s", blk.block_id, exc)
         try:
             self.channel.send(blk.done_message(aborted=True))
-        except Exception:  # the channel may be what failed
+        except Exception:  # noqa: BLE001, S110 - the channel may be what failed
             pass
         blk.stats.time_s = time.perf_counter() - blk.t0
         blk.release()

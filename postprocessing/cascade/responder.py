@@ -14,7 +14,16 @@ from postprocessing.cascade import kernels, shuffle
 from postprocessing.cascade.channel import ClassicalChannel, Message
 from postprocessing.cascade.passes import PassTables
 from postprocessing.cascade.protocol import (
-    ASK, DONE, ERROR, MAX_BLOCK_ID, MAX_N, MAX_PASSES, PARITY, header_dict, header_int, header_seed,
+    ASK,
+    DONE,
+    ERROR,
+    MAX_BLOCK_ID,
+    MAX_N,
+    MAX_PASSES,
+    PARITY,
+    header_dict,
+    header_int,
+    header_seed,
 )
 from postprocessing.cascade.variants import BICONF, BLOCK
 from postprocessing.errors import ProtocolError
@@ -189,7 +198,7 @@ class CascadeResponder:
     def serve_pending(self, end: ClassicalChannel | None = None) -> None:
         """Answer every message already delivered on the channel (does not wait)."""
         ch = end if end is not None else self.channel
-        poll = getattr(ch, "poll")
+        poll = ch.poll
         while True:
             try:
                 msg = poll()

@@ -12,7 +12,7 @@ from postprocessing.receiver import receive_batch
 QUIET = LinkParams(fibre_length_km=5.0, dark_count_hz=0.0, afterpulse_probability=0.0, dead_time_ps=0.0)
 
 
-def _receive(p: LinkParams, ev, **options):  # type: ignore[no-untyped-def]
+def _receive(p: LinkParams, ev, **options):
     return receive_batch(ev.time, ev.channel, period_ps=p.period_ps, sync_every=p.sync_every,
                          delay_ps=p.channel_delays_ps(), rng=np.random.default_rng(0), **options)
 

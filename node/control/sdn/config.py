@@ -24,8 +24,9 @@ Example::
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from node.configschema import ConfigError, check_keys, fail
 

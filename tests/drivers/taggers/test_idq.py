@@ -14,7 +14,6 @@ from drivers.transport import expected_protocol
 from hil_fixtures.emulators.idq import ID1000Emulator
 
 
-
 @pytest.fixture
 def id1000_emulator():
     emulator = ID1000Emulator()

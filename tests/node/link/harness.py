@@ -39,6 +39,12 @@ class Pair:
         return self.bob_outbox.pending_delivery(1000)
 
 
+HANG_TIMEOUT_S = 600.0
+"""Per-receive timeout for tests whose peer always answers: longer than pytest's own timeout, so it
+only ends a real hang and never a slow answer on a loaded machine (numba compiling Alice's kernels
+on the first block, other test processes on the same cores). Tests of a silent peer set their own."""
+
+
 def settings_for(params: LinkParams, **kw: object) -> LinkSettings:
     base = dict(block_bits=1_000_000, batch_detections=250_000, timeout_s=60.0)
     base.update(kw)

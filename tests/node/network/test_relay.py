@@ -218,7 +218,7 @@ def test_every_bit_of_link_key_is_used_by_at_most_one_relay(ring):
     ins: dict[tuple, str] = {}
     for n in ring.kms:
         km = ring.kms[n]
-        for link, block, idx, off, nb, pool, relay_id, direction in audit(ring, n, "pad_ledger"):
+        for link, block, idx, off, nb, _pool, relay_id, direction in audit(ring, n, "pad_ledger"):
             used[(n, link, block, idx)].append((off, nb, relay_id))
             (outs if direction == "out" else ins)[(link, block, idx, off, nb)] = relay_id
         # the relay pads never touch bits the KM handed to SAEs or to its link's authentication
@@ -233,7 +233,7 @@ def test_every_bit_of_link_key_is_used_by_at_most_one_relay(ring):
     assert outs, "no relay pad was used"
     for slices in used.values():
         slices.sort()
-        for (o1, n1, r1), (o2, _, r2) in itertools.pairwise(slices):
+        for (o1, n1, _r1), (o2, _, _r2) in itertools.pairwise(slices):
             assert o1 + n1 <= o2, "two relays used the same link key bits"
     # each pad the receiver consumed was drawn by the sender for the same relay
     for pos, relay_id in ins.items():
@@ -322,7 +322,7 @@ def test_metrics_endpoint_counts_relays_and_the_link_key_they_used(ring):
     relay_and_fetch(ring, "A", "C")
     samples = {}
     for node in ("A", "B", "C"):
-        with urllib.request.urlopen(ring.metrics_url(node), timeout=10) as resp:
+        with urllib.request.urlopen(ring.metrics_url(node), timeout=10) as resp:  # noqa: S310 - our http:// URL
             text = resp.read().decode()
         samples[node] = {(s.name, tuple(sorted(s.labels.items()))): s.value
                          for fam in text_string_to_metric_families(text) for s in fam.samples}

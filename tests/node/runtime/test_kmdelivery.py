@@ -20,7 +20,7 @@ from tests.node.keymanager.conftest import Pair
 BLOCK_BYTES = 4096
 
 
-@pytest.fixture()
+@pytest.fixture
 def full_km(pki_dir, tmp_path):
     # capacity = max_key_count * key_size / 8 = 256 * 32 bytes: two blocks of 4096 bytes fill the pool
     (tmp_path / "kms").mkdir()
@@ -29,7 +29,7 @@ def full_km(pki_dir, tmp_path):
     pair.close()
 
 
-@pytest.fixture()
+@pytest.fixture
 def pki_dir(tmp_path):
     from node.keymanager.certs import make_pki
 
