@@ -196,12 +196,15 @@ def iter_tag_file(path: str | Path) -> Iterator[TagBlock]:
 
 def pack_states(basis: NDArray[np.uint8], bit: NDArray[np.uint8], intensity: NDArray[np.uint8]) -> NDArray[np.uint8]:
     """One byte per slot: basis (bit 0), bit (bit 1), intensity class (bits 2-7)."""
-    return (basis & 1) | ((bit & 1) << 1) | (intensity.astype(np.uint8) << 2)
+    one = np.uint8(1)
+    return ((basis & one) | ((bit & one) << one) | (intensity.astype(np.uint8) << np.uint8(2))).astype(np.uint8)
 
 
 def unpack_states(packed: NDArray[np.uint8]) -> tuple[NDArray[np.uint8], NDArray[np.uint8], NDArray[np.uint8]]:
     """Basis, bit and intensity class from `pack_states` bytes."""
-    return packed & 1, (packed >> 1) & 1, packed >> 2
+    one = np.uint8(1)
+    return ((packed & one).astype(np.uint8), ((packed >> one) & one).astype(np.uint8),
+            (packed >> np.uint8(2)).astype(np.uint8))
 
 
 class StateWriter(_StreamWriter):

@@ -46,7 +46,8 @@ def replay_cache() -> Path:
 def _link_params(mock: dict[str, Any]) -> Any:
     from drivers.mock import LinkParams
 
-    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in mock.items() if k not in ("seed", "block_s")}
+    fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in mock.items()
+                              if k not in ("seed", "block_s")}
     return LinkParams(**fields)
 
 

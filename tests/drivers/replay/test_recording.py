@@ -91,7 +91,7 @@ def test_wrong_magic_is_refused(tmp_path):
 
 
 def test_meta_errors_name_the_missing_key(tmp_path):
-    with pytest.raises(RecordingError, match="cannot read meta.json"):
+    with pytest.raises(RecordingError, match=r"cannot read meta\.json"):
         read_info(tmp_path)
     (tmp_path / "meta.json").write_text(json.dumps({"format": "qkdnode-replay/1", "tags": "t"}))
     with pytest.raises(RecordingError, match="lacks key"):

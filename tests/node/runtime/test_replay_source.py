@@ -35,7 +35,7 @@ def test_replay_is_refused_unless_marked_benchmark_only(recording, flag):
         del d["hardware"]["replay"]["benchmark_only"]
     else:
         d["hardware"]["replay"]["benchmark_only"] = flag
-    with pytest.raises(ValueError, match="benchmark_only' must be true.*knows every key bit"):
+    with pytest.raises(ValueError, match=r"benchmark_only' must be true.*knows every key bit"):
         parse_node_config(d)
 
 
