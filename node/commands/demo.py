@@ -29,9 +29,10 @@ def register(subparsers: Any) -> None:
                    help="fraction of slots an intercept-resend eavesdropper attacks (default 0)")
     p.add_argument("--attack", default=None, metavar="NAME",
                    help="inject an attack or fault into the mock link once KM03's commissioning blocks are in: "
-                        "intercept-resend, tap, laser-drift (blinding and pns: block-level mock only); alarms list it")
+                        "intercept-resend, blinding, pns, tap, laser-drift; alarms list it")
     p.add_argument("--attack-strength", type=float, default=None, metavar="X",
-                   help="fraction of slots (intercept-resend, default 0.05), dB (tap, default 1), relative power (laser-drift, default 0.1)")
+                   help="fraction of slots (intercept-resend, default 0.05; blinding and pns, default 0.2), dB (tap, "
+                        "default 1), relative power (laser-drift, default 0.1)")
     p.add_argument("--rate", type=float, default=1e9, metavar="HZ", help="source repetition rate (default 1e9)")
     p.add_argument("--block-bits", type=int, default=None, metavar="N",
                    help="key block size (default 4e6 for a link: at 1e6 the finite-key length at 25 km barely covers "

@@ -8,7 +8,6 @@ from typing import Any
 from drivers.mock.blockstats import expected_rates
 from drivers.mock.conditions import Condition
 from drivers.mock.link import LinkParams
-from drivers.mock.onset import ScheduledCondition
 from node.ml.pipeline import CALIBRATION_BLOCKS
 
 ONSET_MARGIN = 2.0  # blocks after the commissioning window before the attack starts
@@ -17,7 +16,6 @@ ONSET_MARGIN = 2.0  # blocks after the commissioning window before the attack st
 def attack_table(mock: dict[str, Any], name: str, strength: float | None, block_bits: int) -> dict[str, Any]:
     """attack, attack_strength and attack_onset_slot for the mock table (ValueError naming the option)."""
     cond = Condition(name, strength)
-    ScheduledCondition(cond, 0)  # refuses conditions the Monte-Carlo link does not have
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in mock.items()
               if k in ("fibre_length_km", "repetition_rate_hz", "p_z", "bob_p_z", "intensities", "class_probabilities")}
     params = LinkParams(**fields)

@@ -53,8 +53,9 @@ def test_the_schedule_switches_the_monte_carlo_photon_model_at_its_onset() -> No
     assert drift.level_at(99) == 0.0 and drift.level_at(100) == 0.01
 
 
-def test_the_demo_refuses_conditions_the_monte_carlo_link_lacks() -> None:
-    with pytest.raises(ValueError, match="only in the block-level mock"):
-        attack_table({"fibre_length_km": 25.0}, "blinding", None, 4_000_000)
-    table = attack_table({"fibre_length_km": 25.0, "p_z": 0.8, "bob_p_z": 0.8}, "tap", 2.0, 1_000_000)
-    assert table["attack"] == "tap" and table["attack_strength"] == 2.0 and table["attack_onset_slot"] > 0
+def test_the_demo_schedules_every_condition_after_commissioning() -> None:
+    for name in ("intercept-resend", "blinding", "pns", "tap", "laser-drift"):
+        table = attack_table({"fibre_length_km": 25.0, "p_z": 0.8, "bob_p_z": 0.8}, name, None, 1_000_000)
+        assert table["attack"] == name and table["attack_onset_slot"] > 0
+    with pytest.raises(ValueError, match="not a condition"):
+        attack_table({"fibre_length_km": 25.0}, "jamming", None, 4_000_000)
