@@ -155,6 +155,7 @@ class BobLink:
         if self.blocks.pending_bits:  # a partial block dies with the session it was sifted in
             self.counters["aborted"] += 1
         self.blocks.discard()
+        self.monitor.discard_block()
         self.blocks.next_block_id = P.header_int(reply, "next_block")
         self.slot_hwm = P.header_int(reply, "slot_hwm", -1)
 
@@ -168,7 +169,7 @@ class BobLink:
                                     detections.clicks[keep], detections.time[keep], 0, 0)
         if len(detections) == 0:
             return []
-        self.monitor.on_batch(int(detections.slot[0]), int(detections.slot[-1]))
+        self.monitor.on_batch(int(detections.slot[0]), int(detections.slot[-1]), detections)
         batch = self.next_batch
         self.next_batch += 1
         block_id = self.blocks.next_block_id  # the sift exchange belongs to the transcript of the block it fills

@@ -14,8 +14,9 @@ or local to Bob, and an alarm only stops or flags key that the proof would have 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -86,6 +87,9 @@ def block_features(block: BlockRecord, ref: Reference) -> NDArray[np.float64]:
     z_multi = _poisson_z(block.multi_clicks, ref.multi_clicks * s)
     z_dead = _poisson_z(block.dead_time_discards, ref.dead_time_discards * s)
     n_clicks = float(np.nansum(block.clicks)) if np.all(np.isfinite(block.clicks)) else math.nan
+    samples = getattr(block, "timing_samples", math.nan)  # a robust spread's Gaussian-equivalent count
+    if math.isfinite(samples):
+        n_clicks = samples
     z_t = (block.timing_spread_ps - ref.timing_spread_ps) / (ref.timing_spread_ps / math.sqrt(2.0 * max(n_clicks, 2.0))) \
         if math.isfinite(n_clicks) and ref.timing_spread_ps > 0 else math.nan
     return np.concatenate([z_det, z_q, z_clicks, [z_multi, z_dead, z_t]])

@@ -307,6 +307,8 @@ class NodeDaemon:
                 continue
             batch = _concat(parts)
             parts, have = [], 0
+            if hw.dead_time is not None and isinstance(self.role, BobLink):  # KM03's per-block discards
+                self.role.monitor.mark_dead_time(int(batch.slot[-1]), hw.dead_time.discarded_total)
             if realtime:
                 try:
                     self.batches.put_nowait(batch)
