@@ -32,6 +32,7 @@ from node.link.distill import (
     z_errors_by_class,
 )
 from node.ml.pipeline import LinkMonitor
+from node.ml.retune import LinkRetuner
 from node.runtime.outbox import Outbox
 from postprocessing.cascade import CascadeReconciler, ClassicalChannel
 from postprocessing.cascade import Message as CascadeMessage
@@ -98,7 +99,8 @@ class BobLink:
         self.last_block: dict[str, object] = {}
         self.history: deque[dict[str, float]] = deque(maxlen=1000)  # per block: when, sifted so far, secret
         self._auth_mark = self._auth_consumed()
-        self.monitor = LinkMonitor(settings.link_id, settings.qber_abort, self.alarm)  # KM03 detection, QL01 forecast
+        self.monitor = LinkMonitor(settings.link_id, settings.qber_abort, self.alarm,  # KM03 detection, QL01 forecast
+                                   retuner=LinkRetuner(settings, self.alarm))  # QL02 re-tune advice
 
     def _request(self, msg: Message, expected: str, frames: int) -> Message:
         self.channel.send(msg)  # type: ignore[attr-defined]

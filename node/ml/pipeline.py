@@ -22,6 +22,7 @@ import numpy as np
 from node.ml.detection import AttackDetector, Reference, block_features
 from node.ml.forecasting import QberWatch
 from node.ml.models import ModelFileError
+from node.ml.retune import LinkRetuner
 from postprocessing.sifting import SiftCounts
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ class BatchTally:
     spread_weighted: float = 0.0
     timing_samples: float = 0.0
     batches: int = 0
+    detections: int = 0  # detection rows (slots with a click), sifted or not
 
     def add(self, detections: Any) -> None:
         pattern = np.asarray(detections.clicks)
@@ -90,14 +92,16 @@ class BatchTally:
             self.spread_weighted += spread * samples
             self.timing_samples += samples
         self.batches += 1
+        self.detections += len(pattern)
 
 
 class LinkMonitor:
     """KM03 detection and QL01 forecasting for one link, fed block by block."""
 
     def __init__(self, link_id: str, qber_abort: float, alarm: Callable[[str, str], None],
-                 calibration_blocks: int = CALIBRATION_BLOCKS, confirm_blocks: int = 1) -> None:
-        self.link_id, self.alarm = link_id, alarm
+                 calibration_blocks: int = CALIBRATION_BLOCKS, confirm_blocks: int = 1,
+                 retuner: LinkRetuner | None = None) -> None:
+        self.link_id, self.alarm, self.retuner = link_id, alarm, retuner
         self.calibration_blocks, self.confirm_blocks = calibration_blocks, confirm_blocks
         self.watch = QberWatch(link_id, qber_abort, alarm)
         try:
@@ -173,6 +177,10 @@ class LinkMonitor:
             x_errors = np.where(disclosed > 0, np.asarray(counts.errors[1], dtype=float) * detections[1] / disclosed, 0.0)
         errors = np.vstack([np.asarray(z_errors, dtype=float), np.round(x_errors)])
         block = self._collected(float(end - start + 1), detections, errors, tally, dead_start)
+        if self.retuner is not None and tally.detections:
+            kept = float(np.sum(block.clicks))
+            live = kept / (kept + block.dead_time_discards) if math.isfinite(block.dead_time_discards) else 1.0
+            self.retuner.on_block(counts, z_errors, block.slots, float(tally.detections), live)
         if self.reference is None:
             self.calibration.append(block)
             if len(self.calibration) >= self.calibration_blocks:

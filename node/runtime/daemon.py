@@ -366,6 +366,9 @@ class NodeDaemon:
             last.update({k: fk[k] for k in ("eps_sec", "eps_cor") if k in fk})  # beside eps_auth
             out["last_block"] = last
             out["qber_estimate"] = role.qber_estimate
+            retuner = role.monitor.retuner
+            if retuner is not None and retuner.recommended is not None:  # QL02 advice (node.ml.retune)
+                out["ql02_recommended_settings"] = retuner.recommended.as_dict()
         return out
 
     def recent_alarms(self, n: int = 20) -> list[dict[str, Any]]:
