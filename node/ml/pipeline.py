@@ -15,15 +15,17 @@ import math
 import queue
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from node.ml.detection import AttackDetector, Reference, block_features
 from node.ml.forecasting import QberWatch
 from node.ml.models import ModelFileError
-from node.ml.retune import LinkRetuner
 from postprocessing.sifting import SiftCounts
+
+if TYPE_CHECKING:
+    from node.ml.retune import LinkRetuner
 
 log = logging.getLogger(__name__)
 

@@ -21,13 +21,16 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from node.link.distill import LinkSettings
 from node.ml.policy import RetunePolicy
 from postprocessing.finitekey import PRESETS, ProtocolSettings
 from postprocessing.sifting import SiftCounts
+
+if TYPE_CHECKING:
+    from node.link.distill import LinkSettings
 
 log = logging.getLogger(__name__)
 

@@ -12,6 +12,7 @@ from drivers.mock.link import LinkParams, LinkSimulator
 from drivers.mock.onset import ScheduledCondition, attacked_params, set_photon_model
 from node.ml.demo_attack import attack_table
 from node.ml.pipeline import CALIBRATION_BLOCKS, LinkMonitor
+from node.ml.training.mc_blocks import feed, monte_carlo_blocks, roc_auc
 from postprocessing.sifting import SiftCounts
 
 LINK = LinkParams(p_z=0.8, bob_p_z=0.8, intensities=(0.5, 0.15, 0.0), class_probabilities=(0.6, 0.3, 0.1))
@@ -61,65 +62,19 @@ def test_the_demo_schedules_every_condition_after_commissioning() -> None:
         attack_table({"fibre_length_km": 25.0}, "jamming", None, 4_000_000)
 
 
-def _monte_carlo_blocks(condition: Condition | None, onset_block: int, blocks: int, block_slots: int = 20_000_000,
-                        seed: int = 9) -> list[tuple[list[object], SiftCounts, list[int], float]]:
-    """Blocks of the Monte-Carlo link as Bob's node collects them: four batches of squashed
-    detections each (common dead time applied), the block's sift counts and Z errors per class."""
-    from drivers.mock.alice import alice_states
-    from drivers.mock.link import CHANNEL_SYNC, DETECTOR_CHANNELS, LinkEvents
-    from drivers.mock.onset import photon_model
-    from postprocessing import slotting
-    from postprocessing.deadtime import CommonDeadTime
-
-    sim = LinkSimulator(LINK, seed)
-    parts = [sim.run(onset_block * block_slots)]
-    if condition is not None:
-        set_photon_model(sim, photon_model(LINK, condition, float(condition.strength)))
-    parts += [sim.run((blocks - onset_block) * block_slots), sim.flush()]
-    ev = LinkEvents.concatenate(parts)
-    dead = CommonDeadTime(55_000.0, DETECTOR_CHANNELS, coincidence_ps=500.0)
-    keep = dead.mask(ev.time, ev.channel)
-    discards = np.cumsum(~keep & (ev.channel != CHANNEL_SYNC))
-    fit = slotting.fit_clock(ev.time[ev.channel == CHANNEL_SYNC], LINK.period_ps, LINK.sync_every)
-    t, ch = ev.time[keep], ev.channel[keep]
-    sl = slotting.assign_slots(t, ch, fit, 0.5 * LINK.period_ps, LINK.channel_delays_ps(), DETECTOR_CHANNELS)
-    det = slotting.resolve_clicks(sl.slot, sl.channel, sl.time, DETECTOR_CHANNELS, rng=np.random.default_rng(1))
-    ab, ax, ak = alice_states(seed, det.slot, LINK.p_z, LINK.class_probabilities)
-    out = []
-    for b in range(blocks):
-        batches = []
-        for q in range(4):
-            lo, hi = (4 * b + q) * block_slots // 4, (4 * b + q + 1) * block_slots // 4
-            m = (det.slot >= lo) & (det.slot < hi)
-            batch = slotting.Detections(det.slot[m], det.basis[m], det.bit[m], det.clicks[m], det.time[m], 0, 0)
-            n_discarded = int(discards[np.searchsorted(ev.time, LINK.clock.arrival_ps(float(hi))) - 1])
-            batches.append((batch, n_discarded))
-        m = (det.slot >= b * block_slots) & (det.slot < (b + 1) * block_slots) & (det.basis == ab)
-        counts = np.zeros((2, 3), np.int64)
-        errors = np.zeros((2, 3), np.int64)
-        np.add.at(counts, (det.basis[m], ak[m]), 1)
-        np.add.at(errors, (det.basis[m], ak[m]), (det.bit[m] != ax[m]).astype(np.int64))
-        sift = SiftCounts(counts, counts.copy(), np.vstack([np.zeros(3, np.int64), errors[1]]))
-        out.append((batches, sift, errors[0].tolist(), float(errors[0].sum() / counts[0].sum())))
-    return out
-
-
-def _feed_monte_carlo(monitor: LinkMonitor, blocks: list) -> None:
-    for batches, sift, z_errors, qber in blocks:
-        for batch, n_discarded in batches:
-            monitor.mark_dead_time(int(batch.slot[-1]), n_discarded)
-            monitor.on_batch(int(batch.slot[0]), int(batch.slot[-1]), batch)
-        monitor.on_block(sift, z_errors, qber)
-
-
 @pytest.mark.parametrize("name", ["blinding", "pns"])
 def test_the_collector_scores_clicks_multi_clicks_and_timing_and_flags_monte_carlo_attacks(name: str) -> None:
     alarms: list[tuple[str, str]] = []
     monitor = LinkMonitor("L1", 0.11, lambda s, t: alarms.append((s, t)))
     onset = CALIBRATION_BLOCKS + 3
-    _feed_monte_carlo(monitor, _monte_carlo_blocks(Condition(name, 0.6), onset, onset + 2))  # blocks of 2e7 slots
+    feed(monitor, monte_carlo_blocks(LINK, Condition(name, 0.6), onset, onset + 2, 20_000_000, seed=9))  # 2e7 slots
     ref = monitor.reference
     assert ref is not None and np.all(ref.clicks > 0) and ref.multi_clicks > 0 and 30 < ref.timing_spread_ps < 70
     flags = [v["anomalous"] for v in monitor.verdicts]
     assert flags == [False, False, False, True, True], monitor.verdicts
     assert alarms and all(s == "critical" and name in t for s, t in alarms)
+
+
+def test_roc_auc_counts_ties_half() -> None:
+    assert roc_auc([1.0, 2.0], [3.0, 4.0]) == 1.0 and roc_auc([1.0, 2.0], [0.0, 0.5]) == 0.0
+    assert roc_auc([1.0], [1.0]) == 0.5 and roc_auc([1.0, 3.0], [2.0]) == 0.5
