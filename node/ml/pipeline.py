@@ -119,7 +119,7 @@ class LinkMonitor:
         self.verdicts: list[dict[str, object]] = []
         self.tally = BatchTally()
         self.dead_time_marks: queue.SimpleQueue[tuple[int, int]] = queue.SimpleQueue()
-        self._dead_total: int | None = None  # common dead-time discards up to the last batch seen
+        self._dead_total = 0  # common dead-time discards up to the last batch seen (none marked: no dead time)
         self._dead_at_block_start: int | None = None
 
     def mark_dead_time(self, last_slot: int, discarded_total: int) -> None:
@@ -157,7 +157,7 @@ class LinkMonitor:
     def _collected(self, slots: float, detections: np.ndarray, errors: np.ndarray, tally: BatchTally,
                    dead_start: int | None) -> CollectedBlock:
         dead = math.nan
-        if self._dead_total is not None and dead_start is not None:
+        if dead_start is not None:
             dead = float(self._dead_total - dead_start)
         if not tally.batches:
             return CollectedBlock(slots, detections, errors, dead_time_discards=dead)
@@ -179,7 +179,7 @@ class LinkMonitor:
             x_errors = np.where(disclosed > 0, np.asarray(counts.errors[1], dtype=float) * detections[1] / disclosed, 0.0)
         errors = np.vstack([np.asarray(z_errors, dtype=float), np.round(x_errors)])
         block = self._collected(float(end - start + 1), detections, errors, tally, dead_start)
-        if self.retuner is not None and tally.detections:
+        if self.retuner is not None and tally.detections and self.reference is not None:  # after commissioning
             kept = float(np.sum(block.clicks))
             live = kept / (kept + block.dead_time_discards) if math.isfinite(block.dead_time_discards) else 1.0
             self.retuner.on_block(counts, z_errors, block.slots, float(tally.detections), live)
