@@ -109,7 +109,8 @@ def evaluate(runs: int, clean_blocks: int, attacked_blocks: int, block_slots: in
         threshold = monitor.detector.threshold if monitor.detector else float("nan")
         out["conditions"][name] = {"strength": Condition(name).strength, "roc_auc": roc_auc(normal, attacked),
                                    "detected": float(np.mean(np.asarray(attacked) > threshold)),
-                                   "attacked_blocks": len(attacked)}
+                                   "attacked_blocks": len(attacked), "min_attacked_score": min(attacked),
+                                   "max_normal_score": max(normal)}
         normal_all += normal
     out["normal_blocks"] = len(normal_all)
     out["false_alarms"] = alarms_normal
