@@ -2,7 +2,8 @@
  * selection are byte compresses (Alice) and expands (Bob) under 64-bit lane masks; counts per
  * class are popcounts of mask intersections. Compressed vectors are stored whole (the output
  * buffers carry QKD_SIFT_PAD spare bytes), which is much faster than compress-to-memory on
- * current AMD cores. Without VBMI2 the functions return -1 and Python uses its numba kernels. */
+ * current AMD cores. The portable path does the same one detection at a time, with the same
+ * results, return codes and lens, so the binding and the contract are tested on any CPU. */
 #include "sifting.h"
 #include "cpu_features.h"
 
@@ -147,29 +148,102 @@ SIFT_TARGET static int sift_bob_avx512(const uint8_t *bob_basis, const uint8_t *
 }
 #endif
 
-int qkd_sift_alice(const int64_t *slot, const uint8_t *bob_basis, const uint8_t *a_basis,
+static int sift_alice_portable(const int64_t *slot, const uint8_t *bob_basis, const uint8_t *a_basis,
+                               const uint8_t *a_bit, const uint8_t *a_class, int64_t n, int n_classes,
+                               uint8_t *match, uint8_t *intensity, uint8_t *key, uint8_t *key_class,
+                               uint8_t *test_bits, int64_t *counts, int64_t *lens)
+{
+    int64_t j = 0, z = 0, x = 0;
+    int bad = (n > 0 && slot[0] < 0);
+    for (int64_t i = 0; i < n; i++) {
+        uint8_t b = bob_basis[i], a = a_basis[i], bit = a_bit[i], k = a_class[i];
+        bad |= (b | a | bit) > 1 || k >= n_classes || (i > 0 && slot[i] <= slot[i - 1]);
+        uint8_t m = (uint8_t)(a == b);
+        match[i] = m;
+        if (!m) continue;
+        intensity[j++] = k;
+        int kk = k < n_classes ? k : 0; /* invalid input is flagged above; keep the counts in bounds */
+        if (a == 0) {
+            key[z] = bit;
+            key_class[z++] = k;
+            counts[kk] += 1;
+        } else {
+            test_bits[x++] = bit;
+            counts[n_classes + kk] += 1;
+        }
+    }
+    lens[0] = j;
+    lens[1] = z;
+    lens[2] = x;
+    return bad ? 1 : 0;
+}
+
+static int sift_bob_portable(const uint8_t *bob_basis, const uint8_t *bob_bit, const uint8_t *match,
+                             int64_t n, const uint8_t *intensity, int64_t n_int, const uint8_t *test_bits,
+                             int64_t n_test, int n_classes, uint8_t *key, uint8_t *key_class,
+                             int64_t *counts, int64_t *x_errors, int64_t *lens)
+{
+    int64_t j = 0, z = 0, x = 0;
+    int bad = 0;
+    for (int64_t i = 0; i < n; i++) {
+        uint8_t b = bob_basis[i], bit = bob_bit[i], m = match[i];
+        bad |= (m | bit) > 1;
+        if (!m) continue;
+        if (j >= n_int || (b && x >= n_test)) {
+            lens[0] = j;
+            lens[1] = z;
+            lens[2] = x;
+            return 2;
+        }
+        uint8_t k = intensity[j++];
+        bad |= k >= n_classes;
+        int kk = k < n_classes ? k : 0;
+        if (b == 0) {
+            key[z] = bit;
+            key_class[z++] = k;
+            counts[kk] += 1;
+        } else {
+            uint8_t t = test_bits[x++];
+            bad |= t > 1;
+            counts[n_classes + kk] += 1;
+            x_errors[kk] += (bit != t);
+        }
+    }
+    lens[0] = j;
+    lens[1] = z;
+    lens[2] = x;
+    return bad ? 1 : 0;
+}
+
+int qkd_sift_alice(int path, const int64_t *slot, const uint8_t *bob_basis, const uint8_t *a_basis,
                    const uint8_t *a_bit, const uint8_t *a_class, int64_t n, int n_classes,
                    uint8_t *match, uint8_t *intensity, uint8_t *key, uint8_t *key_class,
                    uint8_t *test_bits, int64_t *counts, int64_t *lens)
 {
     if (n < 0 || n_classes < 1 || n_classes > QKD_SIFT_MAX_CLASSES) return -2;
+    if (path == QKD_SIFT_PORTABLE)
+        return sift_alice_portable(slot, bob_basis, a_basis, a_bit, a_class, n, n_classes, match,
+                                   intensity, key, key_class, test_bits, counts, lens);
 #ifdef QKD_SIFT_X86
-    if (qkd_sift_simd_available())
+    if (path == QKD_SIFT_VBMI2 && qkd_sift_simd_available())
         return sift_alice_avx512(slot, bob_basis, a_basis, a_bit, a_class, n, n_classes, match,
                                  intensity, key, key_class, test_bits, counts, lens);
 #endif
     return -1;
 }
 
-int qkd_sift_bob(const uint8_t *bob_basis, const uint8_t *bob_bit, const uint8_t *match, int64_t n,
+int qkd_sift_bob(int path, const uint8_t *bob_basis, const uint8_t *bob_bit, const uint8_t *match, int64_t n,
                  const uint8_t *intensity, int64_t n_int, const uint8_t *test_bits, int64_t n_test,
                  int n_classes, uint8_t *key, uint8_t *key_class, int64_t *counts,
                  int64_t *x_errors, int64_t *lens)
 {
     if (n < 0 || n_int < 0 || n_test < 0 || n_classes < 1 || n_classes > QKD_SIFT_MAX_CLASSES)
         return -2;
+    if (path == QKD_SIFT_PORTABLE)
+        return sift_bob_portable(bob_basis, bob_bit, match, n, intensity, n_int, test_bits, n_test,
+                                 n_classes, key, key_class, counts, x_errors, lens);
 #ifdef QKD_SIFT_X86
-    if (qkd_sift_simd_available())
+    if (path == QKD_SIFT_VBMI2 && qkd_sift_simd_available())
         return sift_bob_avx512(bob_basis, bob_bit, match, n, intensity, n_int, test_bits, n_test,
                                n_classes, key, key_class, counts, x_errors, lens);
 #endif

@@ -159,7 +159,7 @@ def bring_up(role: str, instruments: Mapping[str, Any], settings: Mapping[str, M
             except ValueError:
                 shut_down(instruments)
                 raise
-            except Exception as exc:  # noqa: BLE001 - any failure stops the bring-up safely
+            except Exception as exc:  # any failure stops the bring-up safely
                 failures = shut_down(instruments)
                 text = f"bring-up stopped at {name} ({kind}): {exc}"
                 if failures:

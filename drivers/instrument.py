@@ -19,7 +19,8 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from drivers.errors import DriverError, InstrumentError, InstrumentTimeout
-from drivers.transport.base import ConnectionLost, ReadTimeout, Transport, open_transport
+from drivers.transport.base import ConnectionLost, ReadTimeout, Transport
+from drivers.transport.factory import open_transport
 
 log = logging.getLogger("drivers.instrument")
 
@@ -241,7 +242,7 @@ class Instrument:
         """
         check = self.check_errors_after_write if check is None else check
         with self._lock:
-            for attempt in range(1 + (self.retries if retry and check and not self._in_connect else 0)):
+            for _attempt in range(1 + (self.retries if retry and check and not self._in_connect else 0)):
                 before = self.reconnects
                 self._exchange(command, reply=False, retry=retry, shown=shown)
                 if check:

@@ -21,10 +21,9 @@ and that temperature protection refuses LD-on outside the TEC window on the inst
 
 from __future__ import annotations
 
-from typing import Any, Protocol
-
 import logging
 import time
+from typing import Any, Protocol
 
 from drivers.errors import InstrumentError
 from drivers.instrument import Measurement, ScpiInstrument, Setting, check_choice, check_range, parse_bool

@@ -17,6 +17,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from drivers.errors import DriverError
+from drivers.transport.factory import open_transport
+
 
 @dataclass(frozen=True)
 class DriverInfo:
@@ -104,7 +107,26 @@ def open_instruments(section: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]
         for inst in opened.values():
             try:
                 inst.close()
-            except Exception:  # noqa: BLE001 - the original error matters more
+            except Exception:  # noqa: BLE001, S110 - the original error matters more
                 pass
         raise
     return opened
+
+
+def identify(resource: str, visa_library: str, timeout_s: float, serial: bool = False) -> tuple[str, str]:
+    """(*IDN? reply, error) for one resource; exactly one of them is non-empty."""
+    options: dict[str, Any] = {"timeout_s": timeout_s}
+    if serial:
+        options.update(read_termination="\n", write_termination="\r", baud_rate=115200)  # MBX: CR in, NL out
+    else:
+        options["visa_library"] = visa_library
+    transport = open_transport(resource, **options)
+    try:
+        transport.open()
+        transport.write("*IDN?")
+        idn = transport.read().strip()
+        return (idn, "") if idn else ("", "empty reply to *IDN?")
+    except DriverError as exc:
+        return "", str(exc)
+    finally:
+        transport.close()

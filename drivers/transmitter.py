@@ -12,6 +12,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from numpy.typing import NDArray
 
+from drivers.errors import DriverError
+
 
 @dataclass(frozen=True)
 class SlotStates:
@@ -32,7 +34,7 @@ class SlotStates:
             raise ValueError("SlotStates.slot must be a 1-D int64 array")
 
 
-class StateReuseError(ValueError):
+class StateReuseError(DriverError, ValueError):
     """A slot's state is not fresh: the source replayed a pattern, or the state was already used.
     Fresh random states per slot are an assumption of the security proof (DESIGN §5)."""
 

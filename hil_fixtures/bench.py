@@ -106,7 +106,7 @@ def emulated_bench(section: Mapping[str, Mapping[str, Any]],
                         lib.sticky_flags = FLAG_CNTS_DROPPED
                     return cffi.FFI(), lib
 
-                pq.open_library = fake_library  # type: ignore[assignment]
+                pq.open_library = fake_library
                 continue
             else:
                 tables[name] = t
@@ -120,7 +120,7 @@ def emulated_bench(section: Mapping[str, Mapping[str, Any]],
     finally:
         for server in stops:
             server.stop()
-        pq.open_library = saved_open_library  # type: ignore[assignment]
+        pq.open_library = saved_open_library
         if saved_module is None:
             sys.modules.pop("TimeTagger", None)
         else:

@@ -12,7 +12,7 @@ import os
 import numpy as np
 from numpy.typing import NDArray
 
-from postprocessing._numba import KERNEL, njit
+from drivers.jit import kernel
 
 WORD_BITS = 64
 
@@ -78,7 +78,7 @@ def check_words(words: object, name: str, n_bits: int) -> NDArray[np.uint64]:
     return words
 
 
-@njit(**KERNEL)
+@kernel
 def _max_u8(a: NDArray[np.uint8]) -> int:
     m = 0
     for v in a:
@@ -145,7 +145,7 @@ def bit_errors_words(a: NDArray[np.uint64], b: NDArray[np.uint64]) -> int:
     return _xor_popcount(a, b)
 
 
-@njit(**KERNEL)
+@kernel
 def _xor_popcount_kernel(a: NDArray[np.uint64], b: NDArray[np.uint64]) -> int:
     total = 0
     for i in range(a.size):

@@ -22,13 +22,13 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from postprocessing._numba import KERNEL, njit
+from drivers.jit import kernel
 
 _UNSORTED = "time_ps: must be sorted (all clicks of all detectors, in time order)"
 NO_CLICK = np.iinfo(np.int64).min // 4  # "no earlier click": far enough back that no window reaches it
 
 
-@njit(**KERNEL)
+@kernel
 def _mask_kernel(t, dead, coincidence, last, opened, keep):  # pragma: no cover - numba
     """keep[i] = no click in (t[i] - dead, t[i]), or t[i] within `coincidence` of the click that
     opened the current live window; returns (time of the last click, start of the last window,
@@ -75,6 +75,18 @@ def common_dead_time_mask(time_ps: NDArray[np.int64], dead_time_ps: int | float,
         if unsorted:
             raise ValueError(_UNSORTED)
     return keep
+
+
+def default_margin_ps(longest_dead_time_ps: float) -> float:
+    """The margin added to the longest detector dead time when none is configured: 10 % of it, at
+    least 1 ns (jitter, recovery and the cable delays between detector channels)."""
+    return max(0.1 * longest_dead_time_ps, 1_000.0)
+
+
+def pulse_window_ps(gate_ps: float, period_ps: float) -> float:
+    """The coincidence window for clicks of one pulse: within the gate, never reaching the next
+    slot's gate."""
+    return min(gate_ps, period_ps - gate_ps)
 
 
 class CommonDeadTime:

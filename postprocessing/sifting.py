@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from drivers.jit import kernel
 from drivers.transmitter import SlotStates
-from postprocessing._numba import KERNEL, njit
 from postprocessing.bits import random_subset
 from postprocessing.errors import ProtocolError
 
@@ -36,23 +37,37 @@ MAX_INTENSITIES = 16
 _PAD = 64  # spare bytes the C kernels may write past an output's end (whole-vector stores)
 
 
-def _load_simd() -> tuple[object, object] | None:
-    """The C AVX-512 VBMI2 sift kernels, unless this CPU lacks them or QKDNODE_C_PATH=portable."""
-    if os.environ.get("QKDNODE_C_PATH", "auto") == "portable":
-        return None
+CSift = tuple[Any, Any, int]  # (cffi ffi, lib, QKD_SIFT_* path code)
+
+
+def _load_c_sift() -> dict[str, CSift]:
+    """The C sift kernels this machine runs, by path name: "c-portable" (scalar, any CPU) and, where
+    the CPU has AVX-512 VBMI2, "avx512-vbmi2"."""
     try:
         from postprocessing._ccore import ffi, lib
     except ImportError:
-        return None
-    return (ffi, lib) if lib.qkd_sift_simd_available() else None
+        return {}
+    paths = {"c-portable": (ffi, lib, int(lib.QKD_SIFT_PORTABLE))}
+    if lib.qkd_sift_simd_available():
+        paths["avx512-vbmi2"] = (ffi, lib, int(lib.QKD_SIFT_VBMI2))
+    return paths
 
 
-_SIMD = _load_simd()
+def _choose_c_sift(paths: dict[str, CSift]) -> CSift | None:
+    """`QKDNODE_C_PATH=portable` runs the scalar C kernels (as for the other C kernels); otherwise
+    VBMI2 where the CPU has it, else the numba kernels (None)."""
+    if os.environ.get("QKDNODE_C_PATH", "auto").strip().lower() == "portable":
+        return paths.get("c-portable")
+    return paths.get("avx512-vbmi2")
+
+
+C_SIFT_PATHS = _load_c_sift()
+_C_SIFT = _choose_c_sift(C_SIFT_PATHS)
 
 
 def active_path() -> str:
-    """Which sift kernel runs: "avx512-vbmi2" (C) or "numba"."""
-    return "avx512-vbmi2" if _SIMD is not None else "numba"
+    """Which sift kernel runs: "avx512-vbmi2" or "c-portable" (C), or "numba"."""
+    return next((name for name, k in C_SIFT_PATHS.items() if k == _C_SIFT), "numba") if _C_SIFT else "numba"
 
 
 def _ptr(ffi: object, arr: np.ndarray, ctype: str) -> object:
@@ -191,7 +206,7 @@ def _check_k(n_intensities: int) -> int:
 _BAD_BASIS, _BAD_BIT, _BAD_CLASS, _BAD_ORDER, _BAD_SLOT, _BAD_MATCH, _SHORT, _BAD_TEST = range(1, 9)
 
 
-@njit(**KERNEL)
+@kernel
 def _request_ok(slot: NDArray[np.int64], basis: NDArray[np.uint8]) -> bool:
     # branch-free, so LLVM vectorises it; `_request_kernel` locates the fault when this says no
     bad = False
@@ -202,7 +217,7 @@ def _request_ok(slot: NDArray[np.int64], basis: NDArray[np.uint8]) -> bool:
     return not bad and (slot.size == 0 or slot[0] >= 0)
 
 
-@njit(**KERNEL)
+@kernel
 def _request_kernel(slot: NDArray[np.int64], basis: NDArray[np.uint8]) -> tuple[int, int]:
     n = slot.size
     for i in range(n):
@@ -213,7 +228,7 @@ def _request_kernel(slot: NDArray[np.int64], basis: NDArray[np.uint8]) -> tuple[
     return 0, 0
 
 
-@njit(**KERNEL)
+@kernel
 def _alice_fault(
     req_slot: NDArray[np.int64],
     bob_basis: NDArray[np.uint8],
@@ -241,7 +256,7 @@ def _alice_fault(
     return 0, 0
 
 
-@njit(**KERNEL)
+@kernel
 def _bob_fault(
     bob_basis: NDArray[np.uint8],
     bob_bit: NDArray[np.uint8],
@@ -275,7 +290,7 @@ def _bob_fault(
     return 0, 0, j, x
 
 
-@njit(**KERNEL)
+@kernel
 def _drop_sample(
     key: NDArray[np.uint8],
     key_class: NDArray[np.uint8],
@@ -299,7 +314,7 @@ def _drop_sample(
     return o
 
 
-@njit(**KERNEL)
+@kernel
 def _alice_fast(
     req_slot: NDArray[np.int64],
     bob_basis: NDArray[np.uint8],
@@ -350,7 +365,7 @@ def _alice_fast(
     return bad, j, z, x
 
 
-@njit(**KERNEL)
+@kernel
 def _bob_fast(
     bob_basis: NDArray[np.uint8],
     bob_bit: NDArray[np.uint8],
@@ -397,11 +412,12 @@ def _bob_fast(
 def _c_alice(slot, bob_basis, a_basis, a_bit, a_class, k_classes, match, intensity, key, key_class,
              test_bits, counts) -> tuple[bool, int, int, int]:
     """Alice's sift through the C kernel; arrays are validated and outputs padded by the caller."""
-    ffi, lib = _SIMD  # type: ignore[misc]
+    assert _C_SIFT is not None  # the caller checked
+    ffi, lib, path = _C_SIFT
     lens = np.zeros(3, np.int64)
     u8 = "uint8_t *"
-    rc = lib.qkd_sift_alice(  # type: ignore[attr-defined]
-        _ptr(ffi, slot, "int64_t *"), _ptr(ffi, bob_basis, u8), _ptr(ffi, a_basis, u8), _ptr(ffi, a_bit, u8),
+    rc = lib.qkd_sift_alice(
+        path, _ptr(ffi, slot, "int64_t *"), _ptr(ffi, bob_basis, u8), _ptr(ffi, a_basis, u8), _ptr(ffi, a_bit, u8),
         _ptr(ffi, a_class, u8), slot.size, k_classes, _ptr(ffi, match, u8), _ptr(ffi, intensity, u8),
         _ptr(ffi, key, u8), _ptr(ffi, key_class, u8), _ptr(ffi, test_bits, u8), _ptr(ffi, counts, "int64_t *"),
         _ptr(ffi, lens, "int64_t *"),
@@ -414,11 +430,12 @@ def _c_alice(slot, bob_basis, a_basis, a_bit, a_class, k_classes, match, intensi
 def _c_bob(bob_basis, bob_bit, match, intensity, test_bits, k_classes, key, key_class, counts,
            x_errors) -> tuple[bool, int, int, int]:
     """Bob's sift through the C kernel; a reply too short for its matches reports as invalid."""
-    ffi, lib = _SIMD  # type: ignore[misc]
+    assert _C_SIFT is not None  # the caller checked
+    ffi, lib, path = _C_SIFT
     lens = np.zeros(3, np.int64)
     u8 = "uint8_t *"
-    rc = lib.qkd_sift_bob(  # type: ignore[attr-defined]
-        _ptr(ffi, bob_basis, u8), _ptr(ffi, bob_bit, u8), _ptr(ffi, match, u8), bob_basis.size,
+    rc = lib.qkd_sift_bob(
+        path, _ptr(ffi, bob_basis, u8), _ptr(ffi, bob_bit, u8), _ptr(ffi, match, u8), bob_basis.size,
         _ptr(ffi, intensity, u8), intensity.size, _ptr(ffi, test_bits, u8), test_bits.size, k_classes,
         _ptr(ffi, key, u8), _ptr(ffi, key_class, u8), _ptr(ffi, counts, "int64_t *"),
         _ptr(ffi, x_errors, "int64_t *"), _ptr(ffi, lens, "int64_t *"),
@@ -485,7 +502,7 @@ def alice_sift(
     same_slots = st_slot is req_slot or (
         st_slot.__array_interface__["data"][0] == req_slot.__array_interface__["data"][0]
     )
-    if _SIMD is not None:
+    if _C_SIFT is not None:
         if not same_slots and not np.array_equal(st_slot, req_slot):
             same_slots = True  # let the checked kernel below name the first differing slot
             bad = True
@@ -569,7 +586,7 @@ def bob_sift(
     # the fast kernel clamps its reads to the last element, so give it at least one
     int_in = intensity if intensity.size else np.zeros(1, np.uint8)
     test_in = test_bits if test_bits.size else np.zeros(1, np.uint8)
-    if _SIMD is not None:
+    if _C_SIFT is not None:
         bad, j, z, x = _c_bob(bob_basis, bob_bit, match, intensity, test_bits, k_classes,
                               key, key_class, counts, x_errors)
     else:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from postprocessing._numba import KERNEL, njit
+from drivers.jit import kernel
 
 __all__ = [
     "ClockFit",
@@ -115,7 +115,7 @@ class Detections:
 # clock recovery
 
 
-@njit(**KERNEL)
+@kernel
 def _number_syncs(t, sync_period, index, keep):  # pragma: no cover - numba
     """Sync pulse numbers from the gaps between sync tags; a tag less than half a period after
     the last kept one is spurious. The period estimate follows the data (drift): it is refreshed
@@ -143,7 +143,7 @@ def _number_syncs(t, sync_period, index, keep):  # pragma: no cover - numba
     return rejected
 
 
-@njit(**KERNEL)
+@kernel
 def _fit_line(index, t, keep, sync_every):  # pragma: no cover - numba
     """Least-squares line t - t[0] = a + b * slot over the kept sync tags (two passes, centred);
     returns (a, b, rms residual, tags used)."""
@@ -224,7 +224,7 @@ def fit_clock(
 # slotting
 
 
-@njit(**KERNEL)
+@kernel
 def _assign(time, channel, is_det, phase0, t_ref, inv_period, half_gate, s_min,
             out_slot, out_ch, out_t, want_index, out_i, in_gate, out_gate):  # pragma: no cover - numba
     """Nearest slot of each detector tag and the gate test, branch-free; returns the tags kept.
@@ -287,7 +287,7 @@ def assign_slots(
     return SlottedTags(slot, out_ch[:k], out_t[:k], out_i[:k] if with_index else None, in_gate, out_gate)
 
 
-@njit(**KERNEL)
+@kernel
 def _phase_sums(time, channel, is_det, t_ref, intercept, inv_period, sums):  # pragma: no cover - numba
     two_pi = 6.283185307179586
     for i in range(time.size):
@@ -331,7 +331,7 @@ def estimate_delays(
 # multi-click resolution
 
 
-@njit(**KERNEL)
+@kernel
 def _group_slots(slot, channel, time, bit_of_channel, g_slot, g_mask, g_time):  # pragma: no cover - numba
     """Sort (slot, channel, time) by slot in place (insertion sort: the input is nearly sorted)
     and OR the click patterns of each slot; returns the number of slots."""

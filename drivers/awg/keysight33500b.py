@@ -63,7 +63,7 @@ class Keysight33500B(ScpiInstrument):
         if isinstance(load_ohm, str):
             if load_ohm.upper() not in ("INF", "HIGHZ"):
                 raise ValueError(f"load_ohm must be a resistance in [1, 10000] ohm or 'INF', got {load_ohm!r}")
-            self.load_token = "INF"
+            self.load_token = "INF"  # noqa: S105 - an SCPI token, not a password
         else:
             self.load_token = f"{check_range(self, 'load_ohm', load_ohm, 1.0, 10e3, 'ohm'):g}"
         self.arb_filter = check_choice(self, "arb_filter", arb_filter, tuple(FILTERS))

@@ -33,8 +33,8 @@ from numpy.typing import NDArray
 
 from drivers.awg.base import WaveformGenerator
 from drivers.instrument import check_range
+from drivers.jit import kernel
 from drivers.transmitter import SlotStates, StateReuseError
-from postprocessing._numba import KERNEL, njit
 
 U32 = float(2**32)
 
@@ -69,7 +69,7 @@ def random_pattern(n_slots: int, p_z: float, p_intensity: tuple[float, ...],
     return SlotStates(np.arange(n_slots, dtype=np.int64), basis, bit, intensity)
 
 
-@njit(**KERNEL, inline="always")
+@kernel(inline="always")
 def _epoch_of(s, e, firsts):  # pragma: no cover - numba
     """The retained epoch holding slot `s`, walking on from epoch `e` (slots usually ascend) or, for a
     slot before epoch `e`, by binary search from the start."""
@@ -87,7 +87,7 @@ def _epoch_of(s, e, firsts):  # pragma: no cover - numba
     return e
 
 
-@njit(**KERNEL)
+@kernel
 def _states_kernel(slots, firsts, rows, fresh_len, period, basis, bit, intensity,
                    out_basis, out_bit, out_intensity):  # pragma: no cover - numba
     """`_locate` and the gather in one pass, for fresh slots only: returns (position of the first
@@ -109,7 +109,7 @@ def _states_kernel(slots, firsts, rows, fresh_len, period, basis, bit, intensity
     return -1, -1
 
 
-@njit(**KERNEL)
+@kernel
 def _locate(slots, firsts, rows, fresh_len, period, oldest, index, fresh):  # pragma: no cover - numba
     """Per slot: index into the ring of retained patterns (epoch e in ring row rows[e]), and whether
     the slot is the first play of its pattern; returns the position of the first slot that lies before
@@ -317,7 +317,7 @@ class AWGTransmitter:
                 return
             try:
                 self.refresh()
-            except Exception as exc:  # an AWG error stops the stream; Alice sees stale slots and alarms
+            except Exception as exc:  # noqa: BLE001 - an AWG error stops the stream; Alice sees stale slots and alarms
                 self.stream_error = f"{type(exc).__name__}: {exc}"
                 return
 

@@ -6,8 +6,9 @@
 - `MockTransmitter` (Alice, `Transmitter` protocol) and `MockTimeTagger` (Bob's tagger,
   `TimeTagger` protocol) built from the same params and seed describe the same link;
   `mock_link_pair` makes both.
-- `simulate_detections`: Bob's whole chain in one call (tags, clock fit, slotting, multi-click
-  squashing) with Alice's truth per detection, for sifting tests and the simulated node.
+- `LinkSimulator` / `simulate_link`: the time tags Bob's tagger would record, with ground truth;
+  Bob's processing of them lives above this layer (`postprocessing.receiver`, and
+  `node.runtime.simulation.simulate_detections` for the whole chain with Alice's truth).
 - `expected_statistics`: the analytic model the simulation is tested against.
 
 Channel map of the mock tagger: 0 = sync (one pulse every `sync_every` slots), 1 = Z0, 2 = Z1,
@@ -19,16 +20,8 @@ from __future__ import annotations
 from typing import Any
 
 from drivers.mock.analytic import AnalyticModel, expected_statistics
-from drivers.mock.link import (
-    CHANNEL_SYNC,
-    DETECTOR_CHANNELS,
-    LinkEvents,
-    LinkParams,
-    LinkSimulator,
-    SimulatedDetections,
-    simulate_detections,
-    simulate_link,
-)
+from drivers.mock.link import LinkEvents, LinkSimulator, simulate_link
+from drivers.mock.params import CHANNEL_SYNC, DETECTOR_CHANNELS, LinkParams
 from drivers.mock.tagger import MockTimeTagger
 from drivers.mock.transmitter import MockTransmitter
 
@@ -41,10 +34,8 @@ __all__ = [
     "LinkSimulator",
     "MockTimeTagger",
     "MockTransmitter",
-    "SimulatedDetections",
     "expected_statistics",
     "mock_link_pair",
-    "simulate_detections",
     "simulate_link",
 ]
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
+from drivers.jit import kernel
 from drivers.mock.counter import STREAM_ALICE, derive_key, hash64
-from postprocessing._numba import KERNEL, njit
 
 _ONE = np.uint64(1)
 _S32 = np.uint64(32)
@@ -21,7 +21,7 @@ _TO_UNIT32 = 1.0 / 4294967296.0
 _TO_UNIT31 = 1.0 / 2147483648.0
 
 
-@njit(**KERNEL)
+@kernel
 def alice_state(key: np.uint64, slot: np.int64, p_z: float,
                 class_cdf: np.ndarray) -> tuple[np.int64, np.int64, np.int64]:
     """(basis, bit, intensity class) of one slot."""
@@ -36,7 +36,7 @@ def alice_state(key: np.uint64, slot: np.int64, p_z: float,
     return basis, bit, k
 
 
-@njit(**KERNEL)
+@kernel
 def _states_kernel(key, slots, p_z, class_cdf, basis, bit, intensity):  # pragma: no cover - numba
     for i in range(slots.size):
         b, x, k = alice_state(key, slots[i], p_z, class_cdf)

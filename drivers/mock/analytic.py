@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from drivers.mock.detectors import N_DETECTORS
-from drivers.mock.link import JITTER_TRUNCATION, LinkParams
+from drivers.mock.params import JITTER_TRUNCATION, LinkParams
 
 
 @dataclass(frozen=True)

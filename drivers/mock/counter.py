@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from postprocessing._numba import KERNEL, njit
+from drivers.jit import kernel
 
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -28,7 +28,7 @@ STREAM_BOB = np.uint64(0xA4093822299F31D0)
 STREAM_DARK = np.uint64(0x082EFA98EC4E6C89)
 
 
-@njit(**KERNEL)
+@kernel
 def mix64(z: np.uint64) -> np.uint64:
     """The SplitMix64 finaliser: a bijective avalanche mix of 64 bits."""
     z = (z ^ (z >> _S30)) * _M1
@@ -36,13 +36,13 @@ def mix64(z: np.uint64) -> np.uint64:
     return z ^ (z >> _S31)
 
 
-@njit(**KERNEL)
+@kernel
 def hash64(key: np.uint64, counter: np.uint64) -> np.uint64:
     """Keyed hash of a counter: two mixing rounds with the key injected between them."""
     return mix64(mix64(counter * GOLDEN + key) ^ key)
 
 
-@njit(**KERNEL)
+@kernel
 def unit(h: np.uint64) -> float:
     """The top 53 bits of `h` as a double in [0, 1)."""
     return float(np.int64(h >> _S11)) * _TO_UNIT

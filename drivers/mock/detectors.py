@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from drivers.jit import kernel
 from drivers.mock.counter import hash64, unit
-from postprocessing._numba import KERNEL, njit
 
 N_DETECTORS = 4
 KIND_PHOTON = 0
@@ -48,7 +48,7 @@ def routing(bob_p_z: float, misalignment: float, efficiency: tuple[float, ...]) 
     return r
 
 
-@njit(**KERNEL)
+@kernel
 def _push(pend_t, pend_ch, n, t, ch):  # pragma: no cover - numba
     """Insert into the pending list kept sorted by time, latest first (the next one is at n-1)."""
     i = n
@@ -61,7 +61,7 @@ def _push(pend_t, pend_ch, n, t, ch):  # pragma: no cover - numba
     return n + 1
 
 
-@njit(**KERNEL)
+@kernel
 def register_clicks(
     sig_t, sig_ch, sig_slot, dark_t, dark_ch, sync_t, sync_slot, pos, horizon,
     dead_ps, ap_prob, ap_tau_ps, resolution_ps, state, last_click, pend_t, pend_ch, n_pend,

@@ -20,14 +20,14 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from drivers.jit import kernel
 from drivers.mock.counter import hash64, unit
 from drivers.mock.detectors import routing
-from postprocessing._numba import KERNEL, njit
 
 _ONE = np.uint64(1)
 
 
-@njit(**KERNEL)
+@kernel
 def resend_state(eve_key: np.uint64, slot: np.int64, fraction: float, basis: np.int64, bit: np.int64) -> tuple[np.int64, np.int64]:
     """The (basis, bit) that leaves Eve for this slot: Alice's own when the slot is not attacked."""
     if fraction <= 0.0:

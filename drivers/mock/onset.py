@@ -18,7 +18,8 @@ from drivers.mock.alice import class_cdf
 from drivers.mock.conditions import Condition
 from drivers.mock.detectors import blinded
 from drivers.mock.eve import blinding_model, nested_class_cdf, pns_model
-from drivers.mock.link import LinkParams, LinkSimulator
+from drivers.mock.link import LinkSimulator
+from drivers.mock.params import LinkParams
 
 LASER_DRIFT_STEP_SLOTS = 20_000_000  # laser drift: +1 % (of the power) per this many slots
 

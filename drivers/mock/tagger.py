@@ -19,7 +19,8 @@ from types import TracebackType
 
 import numpy as np
 
-from drivers.mock.link import CHANNEL_SYNC, DETECTOR_CHANNELS, LinkEvents, LinkParams, LinkSimulator
+from drivers.mock.link import LinkEvents, LinkSimulator
+from drivers.mock.params import CHANNEL_SYNC, DETECTOR_CHANNELS, LinkParams
 from drivers.timetagger import TagBlock
 
 log = logging.getLogger(__name__)

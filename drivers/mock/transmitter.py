@@ -17,7 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from drivers.mock.alice import alice_states
-from drivers.mock.link import LinkParams
+from drivers.mock.params import LinkParams
 from drivers.transmitter import SlotStates
 
 log = logging.getLogger(__name__)

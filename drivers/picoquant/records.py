@@ -31,7 +31,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from drivers.errors import FormatError
-from postprocessing._numba import KERNEL, njit
+from drivers.jit import kernel
 
 __all__ = [
     "COMPATIBLE_OVERFLOW_COUNT",
@@ -157,7 +157,7 @@ class T3Records:
 # Errors: 1 = invalid record, 2 = the overflow correction would leave int64.
 
 
-@njit(**KERNEL)
+@kernel
 def _decode_t2_hydraharp(records, v1, wrap, scale, ofl, limit, time, channel):  # pragma: no cover
     k = 0
     m = 0
@@ -188,7 +188,7 @@ def _decode_t2_hydraharp(records, v1, wrap, scale, ofl, limit, time, channel):  
     return k, m, ofl, -1, 0
 
 
-@njit(**KERNEL)
+@kernel
 def _decode_t2_picoharp(records, wrap, scale, ofl, limit, time, channel):  # pragma: no cover
     k = 0
     m = 0
@@ -213,7 +213,7 @@ def _decode_t2_picoharp(records, wrap, scale, ofl, limit, time, channel):  # pra
     return k, m, ofl, -1, 0
 
 
-@njit(**KERNEL)
+@kernel
 def _decode_t3_hydraharp(records, v1, wrap, ofl, limit, sync, dtime, channel):  # pragma: no cover
     k = 0
     m = 0
@@ -242,7 +242,7 @@ def _decode_t3_hydraharp(records, v1, wrap, ofl, limit, sync, dtime, channel):  
     return k, m, ofl, -1, 0
 
 
-@njit(**KERNEL)
+@kernel
 def _decode_t3_picoharp(records, wrap, ofl, limit, sync, dtime, channel):  # pragma: no cover
     k = 0
     m = 0
@@ -425,7 +425,7 @@ def decode_t3_chunks(
 # Overflow records are inserted whenever the next event lies past the current wrap.
 
 
-@njit(**KERNEL)
+@kernel
 def _encode_t2(times, codes, picoharp, v1, wrap, max_count, out):  # pragma: no cover
     n_out = 0
     cur = 0  # wraps emitted so far
@@ -462,7 +462,7 @@ def _encode_t2(times, codes, picoharp, v1, wrap, max_count, out):  # pragma: no 
     return n_out
 
 
-@njit(**KERNEL)
+@kernel
 def _encode_t3(syncs, dtimes, codes, picoharp, v1, wrap, out):  # pragma: no cover
     n_out = 0
     cur = 0

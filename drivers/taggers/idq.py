@@ -106,9 +106,11 @@ class IDQTimeController(Instrument):
 
     def write(self, command: str, *, check: bool | None = None, retry: bool = True,  # type: ignore[override]
               shown: str | None = None) -> None:
-        """Send a command and read its (empty) answer; an "Error..." answer raises `ScpiError`."""
-        reply: str = self.query(command)
-        if reply.strip().lower().startswith("error"):
+        """Send a command and read its (empty) answer (the control socket is request-reply); an
+        "Error..." answer raises `ScpiError` unless `check` is False. `retry=False` sends it at most
+        once (arming, triggers); `shown` replaces the command in logs and exceptions."""
+        reply = str(self._exchange(command, reply=True, retry=retry, shown=shown) or "")
+        if check is not False and reply.strip().lower().startswith("error"):
             raise ScpiError(f"{self.name}: instrument reported after {command!r}: {reply.strip()}", [(-1, reply)],
                             command)
 

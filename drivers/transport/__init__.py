@@ -6,7 +6,8 @@ exceptions, `ReadTimeout` and `ConnectionLost`; `drivers.instrument` decides wha
 
 from __future__ import annotations
 
-from drivers.transport.base import ConnectionLost, ReadTimeout, Transport, open_transport
+from drivers.transport.base import ConnectionLost, ReadTimeout, Transport
+from drivers.transport.factory import open_transport
 from drivers.transport.scripted import ScriptedTransport, expected_protocol
 
 __all__ = [

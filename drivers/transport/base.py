@@ -1,4 +1,4 @@
-"""The `Transport` protocol and the factory choosing VISA or serial from a resource string."""
+"""The `Transport` protocol, its two exceptions and the session handling every transport shares."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ class SessionTransport:
         if handle is not None:
             try:
                 self._close_handle(handle)
-            except Exception:  # noqa: BLE001 - the handle is dropped either way
+            except Exception:  # noqa: BLE001, S110 - the handle is dropped either way
                 pass
 
     def _close_handle(self, handle: Any) -> None:
@@ -73,27 +73,3 @@ class SessionTransport:
         if self._handle is None:
             raise ConnectionLost(f"{self._session_name} {self.resource} is not open")
         return self._handle
-
-
-SERIAL_PREFIXES = ("socket://", "loop://", "rfc2217://", "COM", "/dev/")
-
-
-def open_transport(resource: str, **options: Any) -> Transport:
-    """A transport for `resource`: `tcp://` to ZeroMQ REQ, pyserial URLs and ports to serial, the rest to VISA.
-
-    Options are those of `VisaTransport` / `SerialTransport` (timeout_s, read_termination,
-    write_termination, baud_rate, visa_library). The session is not opened yet.
-    """
-    if not isinstance(resource, str) or not resource:
-        raise ValueError(f"resource must be a non-empty VISA resource string or serial port/URL, got {resource!r}")
-    if resource.startswith("tcp://"):
-        from drivers.transport.zmq import ZmqReqTransport
-
-        return ZmqReqTransport(resource, **options)
-    if resource.startswith(SERIAL_PREFIXES):
-        from drivers.transport.serial import SerialTransport
-
-        return SerialTransport(resource, **options)
-    from drivers.transport.visa import VisaTransport
-
-    return VisaTransport(resource, **options)

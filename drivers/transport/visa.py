@@ -6,7 +6,6 @@ from typing import Any
 
 from drivers.transport.base import ConnectionLost, ReadTimeout, SessionTransport
 
-
 #: what PyVISA's default ("") resolved to in this process: finding the IVI library takes ~0.4 s a time
 _resolved_default: str | None = None
 

@@ -18,10 +18,10 @@ class Keysight8157xA(ScpiDevice):
     slots = (1, 2)
 
     def reset(self) -> None:
-        self.att = {s: 0.0 for s in self.slots}
-        self.wav = {s: 1550e-9 for s in self.slots}
-        self.offs = {s: 0.0 for s in self.slots}
-        self.shutter = {s: False for s in self.slots}
+        self.att = dict.fromkeys(self.slots, 0.0)
+        self.wav = dict.fromkeys(self.slots, 1550e-9)
+        self.offs = dict.fromkeys(self.slots, 0.0)
+        self.shutter = dict.fromkeys(self.slots, False)
 
     def _slot(self) -> int:
         slot = self.suffix[0]

@@ -39,11 +39,11 @@ class ID1000(ScpiDevice):
     external_clock_present = True
 
     def reset(self) -> None:
-        self.enabled = {ch: False for ch in CHANNELS}
-        self.threshold = {ch: 0.5 for ch in CHANNELS}
-        self.sending = {ch: False for ch in CHANNELS}
-        self.ref_link = {ch: "REC" for ch in CHANNELS}
-        self.raw_errors = {ch: 0 for ch in CHANNELS}
+        self.enabled = dict.fromkeys(CHANNELS, False)
+        self.threshold = dict.fromkeys(CHANNELS, 0.5)
+        self.sending = dict.fromkeys(CHANNELS, False)
+        self.ref_link = dict.fromkeys(CHANNELS, "REC")
+        self.raw_errors = dict.fromkeys(CHANNELS, 0)
         self.sync = "INTERNAL"
         self.rec: dict[str, Any] = {"ENAB": False, "NUM": "1", "PWID": 1_000_000_000_000, "PPER": 1_000_000_400_000,
                     "MODE": "AUTO"}
@@ -115,7 +115,7 @@ class ID1000(ScpiDevice):
         token = {"INT": "INTERNAL", "EXT": "EXTERNAL"}.get(token, token)
         if token not in ("INTERNAL", "EXTERNAL"):
             raise DeviceError(-224, "Illegal parameter value")
-        if token == "EXTERNAL" and not self.external_clock_present:
+        if token == "EXTERNAL" and not self.external_clock_present:  # noqa: S105 - an SCPI token
             raise DeviceError(-200, "Execution error; no external clock detected")
         self.sync = token
         return None

@@ -19,7 +19,13 @@ import time
 import numpy as np
 
 from hil_fixtures.emulators.scpi import (
-    DATA_OUT_OF_RANGE, DeviceError, ScpiDevice, boolean, fmt, number, scpi,
+    DATA_OUT_OF_RANGE,
+    DeviceError,
+    ScpiDevice,
+    boolean,
+    fmt,
+    number,
+    scpi,
 )
 
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,11}$")
@@ -44,14 +50,14 @@ class Keysight33500B(ScpiDevice):
 
     def reset(self) -> None:
         self.arbs: dict[int, dict[str, np.ndarray]] = {ch: {} for ch in self.channels}
-        self.selected = {ch: "" for ch in self.channels}
-        self.function = {ch: "SIN" for ch in self.channels}
-        self.srate = {ch: 40e3 for ch in self.channels}
-        self.vpp = {ch: 0.1 for ch in self.channels}
-        self.offset = {ch: 0.0 for ch in self.channels}
-        self.output = {ch: False for ch in self.channels}
-        self.load = {ch: 50.0 for ch in self.channels}
-        self.filter = {ch: "NORM" for ch in self.channels}
+        self.selected = dict.fromkeys(self.channels, "")
+        self.function = dict.fromkeys(self.channels, "SIN")
+        self.srate = dict.fromkeys(self.channels, 40e3)
+        self.vpp = dict.fromkeys(self.channels, 0.1)
+        self.offset = dict.fromkeys(self.channels, 0.0)
+        self.output = dict.fromkeys(self.channels, False)
+        self.load = dict.fromkeys(self.channels, 50.0)
+        self.filter = dict.fromkeys(self.channels, "NORM")
         self.byte_order = "NORM"
         self.synced = 0
 

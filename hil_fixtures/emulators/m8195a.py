@@ -34,13 +34,13 @@ class M8195A(ScpiDevice):
         self.rate = 64e9
         self.mode = "ARB"
         self.dac_mode = "SING"
-        self.mmode = {ch: "INT" for ch in self.channels}
+        self.mmode = dict.fromkeys(self.channels, "INT")
         self.rdiv = 1
         self.ext_lengths: dict[int, int] = {}  # the shared extended-memory segment table: id -> length
-        self.segments: dict[int, np.ndarray | None] = {ch: None for ch in self.channels}
-        self.selected = {ch: 0 for ch in self.channels}
-        self.vpp = {ch: 0.5 for ch in self.channels}
-        self.output = {ch: False for ch in self.channels}
+        self.segments: dict[int, np.ndarray | None] = dict.fromkeys(self.channels)
+        self.selected = dict.fromkeys(self.channels, 0)
+        self.vpp = dict.fromkeys(self.channels, 0.5)
+        self.output = dict.fromkeys(self.channels, False)
         self.running = False
 
     def _ch(self) -> int:

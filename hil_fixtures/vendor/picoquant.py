@@ -38,7 +38,7 @@ class FakePicoQuantLib:
         self.sync_offset = 0
         self.input_trigger: dict[int, tuple[int, int]] = {}
         self.input_offset: dict[int, int] = {}
-        self.enabled = {ch: True for ch in range(n_inputs)}
+        self.enabled = dict.fromkeys(range(n_inputs), True)
         self.pending_flags = 0
         self.sticky_flags = 0  # flags a faulty device keeps reporting
         self.chunks: list[np.ndarray] = []

@@ -152,12 +152,12 @@ def make_module(default_scheme: int = TT_CHANNEL_NUMBER_SCHEME_AUTO) -> types.Mo
         mod._scheme = scheme  # type: ignore[attr-defined]
 
     def get_scheme() -> int:
-        s = mod._scheme  # type: ignore[attr-defined]
+        s = mod._scheme
         return TT_CHANNEL_NUMBER_SCHEME_ZERO if s == TT_CHANNEL_NUMBER_SCHEME_AUTO else s
 
     def create(serial: str = "") -> FakeTagger:
         tagger = FakeTagger(mod, serial)
-        mod.taggers.append(tagger)  # type: ignore[attr-defined]
+        mod.taggers.append(tagger)
         return tagger
 
     def free(tagger: FakeTagger) -> None:

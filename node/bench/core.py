@@ -109,8 +109,9 @@ def run_case(case: BenchCase, profile: BenchProfile) -> dict[str, Any]:
         "speedup": None,
         "params": dict(case.params),
     }
-    if case.reference is not None:
-        rtimes, _ = _time_runs(lambda: case.reference(state), profile, case.reference_max_runs)
+    reference = case.reference
+    if reference is not None:
+        rtimes, _ = _time_runs(lambda: reference(state), profile, case.reference_max_runs)
         rmed = statistics.median(rtimes)
         row["reference_mbit_per_s"] = items / rmed / 1e6
         row["reference_median_s"] = rmed

@@ -7,17 +7,24 @@
   tag per message or, in transcript mode, one tag per block transcript and direction;
 - `transcript`: the running ε-almost-Δ-universal transcript hash, its closing tag and its bound;
 - `linkstate`: durable, overwritten link-state files and the single-use bootstrap secret;
-- `channel`: `PeerChannel` / `RouterChannel`, ZeroMQ sockets owned by one thread, with timeouts,
-  and `SecureChannel` (a `PeerChannel` + `SecureLink`: send/recv/request `Message`s);
-- `dispatch`: `Dispatcher`, the message-type -> handler table whose loop survives bad messages;
-- `peer`: `SecurePeer`, a link run by its own I/O thread: `send`/`request` from any thread,
-  incoming requests dispatched, replies matched to requests by `re`.
+- `channel`: the blocking adapter: `PeerChannel` / `RouterChannel`, ZeroMQ sockets owned by one
+  thread, with timeouts, and `SecureChannel` (a `PeerChannel` + `SecureLink`: send/recv/request);
+- `aio`: the asyncio adapter: `AsyncRouter`, one ROUTER socket serving many authenticated flows
+  (the key manager's peer server and ingest);
+- `messages`: `MessageType`, every wire name (link, ingest, KM sync, relay), and the typed bodies
+  both ends share (`ErrorBody`, the one ERROR shape; `KeyBlockHeader`, `KeyBlockAck`, `KeyBlockNack`);
+- `dispatch`: `DispatchTable`, a server's message-type -> handler table, built once, that answers
+  unknown types and failed handlers with the one ERROR shape; `serve`, its blocking loop.
+
+Message counters survive restarts by one scheme, `SecureLink.set_persistence` (a send reservation
+written ahead, so a crash never reuses a mask): the node daemon persists the whole link state
+through it, the key manager's flows (`node.keymanager.wire.PersistentLink`) their counters.
 """
 
 from __future__ import annotations
 
 from node.classical.channel import PeerChannel, RouterChannel, SecureChannel
-from node.classical.dispatch import Dispatcher
+from node.classical.dispatch import DispatchTable
 from node.classical.envelope import PROTOCOL, Message
 from node.classical.errors import (
     AuthenticationError,
@@ -35,7 +42,7 @@ from node.classical.errors import (
 from node.classical.keypool import AuthKeyPool
 from node.classical.link import SecureLink, split_directions
 from node.classical.mac import TAG_BITS, forgery_probability
-from node.classical.peer import SecurePeer
+from node.classical.messages import BodyError, ErrorBody, MessageType
 
 __all__ = [
     "PROTOCOL",
@@ -48,8 +55,10 @@ __all__ = [
     "PeerChannel",
     "RouterChannel",
     "SecureChannel",
-    "Dispatcher",
-    "SecurePeer",
+    "DispatchTable",
+    "MessageType",
+    "ErrorBody",
+    "BodyError",
     "ClassicalChannelError",
     "MessageFormatError",
     "VersionError",

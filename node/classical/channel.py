@@ -63,7 +63,7 @@ class _OwnedSocket:
 
     @property
     def socket(self) -> zmq.Socket:
-        """The ZeroMQ socket, for a poller in the owning thread (`SecurePeer`)."""
+        """The ZeroMQ socket, for a poller in the owning thread."""
         return self._sock
 
     @staticmethod

@@ -1,12 +1,16 @@
-"""The message-type -> handler table of a daemon, and a receive loop that bad messages cannot stop.
+"""The message-type -> handler table of a daemon, built once, and the one answer to what it cannot handle.
 
-A handler takes the authentic `Message` and returns a reply `Message` or None; the reply's `re` is
-set to the seq of the message it answers, so the peer can match it to its request. A message whose
-type has no handler is logged and counted, and (unless it is itself an ``ERROR``) answered with an
-``ERROR`` message so the peer does not wait for its timeout; a handler's exception is logged and
-counted and answered the same way. Rejected frames (bad MAC, replay, bad version, malformed) are
-logged and counted and never answered: an attacker learns nothing and the loop goes on.
-Logs name the message type, seq and error class, never payloads or key material.
+Every server of the classical channel (Alice's end of the node link, the key manager's peer
+server, ingest) owns one `DispatchTable`, keyed by `MessageType`. The table does no I/O: the caller
+opens a message with its `SecureLink`, asks the table for the handler (`handler_for`) and calls it in
+its own style (a sync handler returning replies, an async one returning a reply tuple, a batch).
+A message whose type has no handler is counted, reported to `on_unknown` (an alarm) and answered
+with the one ``ERROR`` shape (`ErrorBody`: error, type, seq), unless it is itself an ``ERROR``.
+A handler's exception is answered the same way by `failed`. Logs name the message type, seq and
+error class, never payloads or key material.
+
+`serve` is the thin loop of a blocking `SecureChannel` server around a table whose handlers return
+one reply `Message` or None (the bench's echo peer and the tests use it).
 """
 
 from __future__ import annotations
@@ -15,124 +19,120 @@ import logging
 import threading
 from collections import Counter
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from node.classical.channel import SecureChannel
-from node.classical.envelope import Message, check_type
-from node.classical.errors import ChannelTimeout, ClassicalChannelError, UnknownMessageType
+from node.classical.envelope import Message
+from node.classical.errors import (
+    ChannelTimeout,
+    ClassicalChannelError,
+    UnknownMessageType,
+)
+from node.classical.messages import ErrorBody, MessageType
 
-__all__ = ["Handler", "Dispatcher", "ERROR_TYPE"]
-
-Handler = Callable[[Message], "Message | None"]
-
-ERROR_TYPE = "ERROR"
-"""Type of the reply to a message that could not be handled: header {"error", "type", "seq"}."""
+__all__ = ["DispatchTable", "serve"]
 
 log = logging.getLogger(__name__)
 
+H = TypeVar("H", bound=Callable[..., Any])
 
-class Dispatcher:
-    """Maps message types to handlers; `dispatch` one message, or `serve` a `SecureChannel` until stopped."""
 
-    def __init__(self, handlers: Mapping[str, Handler] | None = None, *, logger: logging.Logger | None = None) -> None:
-        """Start with `handlers` (type -> callable); more with `register`."""
-        self._handlers: dict[str, Handler] = {}
+class DispatchTable(Generic[H]):
+    """Maps each `MessageType` a server handles to its handler; answers the rest with ``ERROR``."""
+
+    def __init__(self, handlers: Mapping[MessageType, H], *, name: str,
+                 on_unknown: Callable[[Message], None] | None = None, logger: logging.Logger | None = None) -> None:
+        """`handlers`: type -> callable (keys must be `MessageType`s); `name` labels logs; `on_unknown`
+        is called with each authentic message of an unhandled type (e.g. to raise an alarm)."""
+        for t, h in handlers.items():
+            if not isinstance(t, MessageType):
+                raise TypeError(f"dispatch table {name}: key {t!r} is not a MessageType")
+            if not callable(h):
+                raise TypeError(f"dispatch table {name}: handler for {t} must be callable, got {type(h).__name__}")
+        self._handlers: dict[str, H] = {str(t): h for t, h in handlers.items()}
+        self.name = name
+        self.on_unknown = on_unknown
         self.log = logger or log
         self.counts: Counter[str] = Counter()
-        """Events by name: handled, replied, unknown_type, handler_error, and each rejected error class."""
-        for t, h in (handlers or {}).items():
-            self.register(t, h)
-
-    def register(self, msg_type: str, handler: Handler | None = None) -> Any:
-        """Route `msg_type` to `handler`; without `handler`, a decorator that registers the function."""
-        check_type(msg_type)
-        if handler is None:
-            def decorate(fn: Handler) -> Handler:
-                self.register(msg_type, fn)
-                return fn
-            return decorate
-        if not callable(handler):
-            raise ValueError(f"handler for {msg_type} must be callable, got {type(handler).__name__}")
-        if msg_type in self._handlers:
-            raise ValueError(f"message type {msg_type} already has a handler")
-        self._handlers[msg_type] = handler
-        return handler
+        """Events by name: handled, unknown_type, handler_error."""
 
     @property
     def types(self) -> frozenset[str]:
         """The message types this table handles."""
         return frozenset(self._handlers)
 
-    def handler_for(self, msg_type: str) -> Handler:
-        """The handler of `msg_type`; `UnknownMessageType` if none."""
-        try:
-            return self._handlers[msg_type]
-        except KeyError:
-            raise UnknownMessageType(f"no handler for message type {msg_type}") from None
+    def replace(self, msg_type: MessageType, handler: H) -> H:
+        """Route `msg_type`, which the table handles already, to `handler`; returns the old handler
+        (fault injection in tests: the set of types never changes after the table is built)."""
+        old = self._handlers.get(msg_type)
+        if old is None:
+            raise ValueError(f"dispatch table {self.name} does not handle {msg_type!r}")
+        if not callable(handler):
+            raise TypeError(f"dispatch table {self.name}: handler for {msg_type} must be callable")
+        self._handlers[msg_type] = handler
+        return old
 
-    def dispatch(self, message: Message) -> Message | None:
-        """Run the handler of `message`; returns its reply, an ``ERROR`` reply, or None. Never raises."""
-        try:
-            handler = self.handler_for(message.type)
-        except UnknownMessageType as exc:
+    def handler_for(self, message: Message) -> H:
+        """The handler of `message`'s type; `UnknownMessageType` (counted, logged, reported) if none."""
+        handler = self._handlers.get(message.type)
+        if handler is None:
             self.counts["unknown_type"] += 1
-            self.log.warning("rejected message seq %s: %s", message.seq, exc)
-            return self._error_reply(message, "unknown_type")
-        try:
-            reply = handler(message)
-        except Exception as exc:  # a handler's bug or a protocol violation: this message fails, the loop lives
-            self.counts["handler_error"] += 1
-            self.log.error(
-                "handler for %s (seq %s) raised %s", message.type, message.seq, type(exc).__name__, exc_info=True
-            )
-            return self._error_reply(message, "handler_error")
+            self.log.warning("%s: no handler for message type %s (seq %s)", self.name, str(message.type)[:64],
+                             message.seq)
+            if self.on_unknown is not None:
+                self.on_unknown(message)
+            raise UnknownMessageType(f"{self.name} does not handle message type {str(message.type)[:64]}")
         self.counts["handled"] += 1
-        if reply is not None and not isinstance(reply, Message):
+        return handler
+
+    def failed(self, message: Message, exc: BaseException) -> Message | None:
+        """The ``ERROR`` answer to `message` whose handling raised `exc` (None: never answer an ``ERROR``)."""
+        if not isinstance(exc, UnknownMessageType):
             self.counts["handler_error"] += 1
-            self.log.error("handler for %s returned %s, not a Message or None", message.type, type(reply).__name__)
-            return self._error_reply(message, "handler_error")
-        if reply is not None and reply.re is None:
+        return error_reply(message, str(exc) or type(exc).__name__)
+
+
+def error_reply(message: Message, error: str) -> Message | None:
+    """The one ``ERROR`` message answering `message` with reason `error`; None if `message` is itself
+    an ``ERROR`` (errors are never answered with errors)."""
+    if message.type == MessageType.ERROR:
+        return None
+    return ErrorBody.answering(message, error).message()
+
+
+def serve(table: DispatchTable[Callable[[Message], Message | None]], channel: Any, stop: threading.Event, *,
+          poll_s: float = 0.1, send_timeout_s: float = 5.0) -> None:
+    """Receive, dispatch and answer messages on a `SecureChannel` until `stop` is set; bad input is
+    logged and counted in `table.counts` and never stops the loop. The calling thread owns the channel."""
+    while not stop.is_set():
+        try:
+            message = channel.recv(timeout=poll_s)
+        except ChannelTimeout:
+            continue
+        except ClassicalChannelError as exc:  # rejected frames are never answered: Eve learns nothing
+            table.counts[type(exc).__name__] += 1
+            table.log.warning("%s: rejected message: %s: %s", table.name, type(exc).__name__, exc)
+            continue
+        except Exception:  # a decoder bug must not end the daemon's loop either
+            table.counts["internal_error"] += 1
+            table.log.exception("%s: unexpected error while opening a message", table.name)
+            continue
+        try:
+            reply = table.handler_for(message)(message)
+            if reply is not None and not isinstance(reply, Message):
+                raise TypeError(f"handler for {message.type} returned {type(reply).__name__}, not a Message or None")
+        except Exception as exc:  # noqa: BLE001 - this message fails, the loop lives
+            if not isinstance(exc, UnknownMessageType):
+                table.log.error("%s: handler for %s (seq %s) raised %s", table.name, message.type, message.seq,
+                                type(exc).__name__)
+            reply = table.failed(message, exc)
+        if reply is None:
+            continue
+        if reply.re is None:
             reply.re = message.seq
-        return reply
-
-    @staticmethod
-    def _error_reply(message: Message, error: str) -> Message | None:
-        if message.type == ERROR_TYPE:
-            return None  # never answer an error with an error
-        return Message(ERROR_TYPE, {"error": error, "type": message.type, "seq": message.seq}, re=message.seq)
-
-    def serve(
-        self,
-        channel: SecureChannel,
-        stop: threading.Event,
-        *,
-        poll_s: float = 0.1,
-        send_timeout_s: float = 5.0,
-    ) -> None:
-        """Receive, dispatch and answer messages on `channel` until `stop` is set; survives bad input.
-
-        The calling thread becomes the channel's owner.
-        """
-        while not stop.is_set():
-            try:
-                message = channel.recv(timeout=poll_s)
-            except ChannelTimeout:
-                continue
-            except ClassicalChannelError as exc:
-                self.counts[type(exc).__name__] += 1
-                self.log.warning("rejected message: %s: %s", type(exc).__name__, exc)
-                continue
-            except Exception:  # a decoder bug must not end the daemon's loop either
-                self.counts["internal_error"] += 1
-                self.log.exception("rejected message: unexpected error while opening it")
-                continue
-            reply = self.dispatch(message)
-            if reply is None:
-                continue
-            try:
-                channel.send(reply, timeout=send_timeout_s)
-                self.counts["replied"] += 1
-            except (ClassicalChannelError, ValueError) as exc:
-                self.counts["reply_failed"] += 1
-                self.log.error("could not send %s reply to seq %s: %s: %s",
-                               reply.type, message.seq, type(exc).__name__, exc)
+        try:
+            channel.send(reply, timeout=send_timeout_s)
+            table.counts["replied"] += 1
+        except (ClassicalChannelError, ValueError) as exc:
+            table.counts["reply_failed"] += 1
+            table.log.error("%s: could not send %s answering seq %s: %s: %s", table.name, reply.type, message.seq,
+                            type(exc).__name__, exc)

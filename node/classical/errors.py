@@ -6,6 +6,8 @@ broken, never the bits of a key, a mask or a tag.
 
 from __future__ import annotations
 
+from postprocessing.errors import ChannelTimeout as PeerTimeout
+
 
 class ClassicalChannelError(Exception):
     """Base class of every error raised by `node.classical` (other than `ValueError` for bad arguments)."""
@@ -35,8 +37,9 @@ class UnknownMessageType(ClassicalChannelError):
     """An authentic message whose type has no handler on this node."""
 
 
-class ChannelTimeout(ClassicalChannelError):
-    """A send or receive did not complete within its timeout."""
+class ChannelTimeout(ClassicalChannelError, PeerTimeout):
+    """A send or receive did not complete within its timeout; also the post-processing layer's
+    `ChannelTimeout`, so a protocol waiting on this channel sees a silent peer as a timeout."""
 
 
 class ChannelClosed(ClassicalChannelError):

@@ -36,8 +36,9 @@ tagged messages are refused after a restart.
 
 Persistence is the caller's: `state()` / `SecureLink.from_state()`. A sender that restarts must
 never reuse a seq: persist `state()` before sealed frames leave, or persist `state(send_reserve=n)`
-once per n messages — `set_persistence(persist, reserve=n)` makes `seal` do the latter itself. A receiver that restarts from an older state would accept replays of the
-messages it accepted since: persist after each accepted message that changes durable state.
+once per n messages — `set_persistence(persist, reserve=n)` makes `seal` do the latter itself. A
+receiver that restarts from an older state would accept replays of the messages it accepted since:
+persist after each accepted message that changes durable state.
 """
 
 from __future__ import annotations
@@ -75,7 +76,6 @@ from node.classical.mac import (
     wc_tag,
 )
 from node.classical.transcript import TranscriptHash, closing_tag
-
 
 __all__ = ["Role", "Mode", "SecureLink", "LinkStats", "MAC_FRAME_BYTES", "TRANSCRIPT_MAC_FRAME_BYTES", "MASK_BITS",
            "REKEY_BYTES", "split_directions"]
@@ -188,6 +188,7 @@ class SecureLink:
         self._persist: Callable[[dict[str, Any]], None] | None = None
         self._reserve = 0
         self._reserved_until = 0
+        self._counters_only = False
         self.mode: Mode = mode
         self._send_inner = bytes(send_inner_key) if send_inner_key is not None else b""
         self._recv_inner = bytes(recv_inner_key) if recv_inner_key is not None else b""
@@ -339,24 +340,38 @@ class SecureLink:
         self.send_pool.refill(send)
         self.recv_pool.refill(recv)
 
-    def set_persistence(self, persist: Callable[[dict[str, Any]], None], *, reserve: int = 64) -> None:
+    def set_persistence(self, persist: Callable[[dict[str, Any]], None], *, reserve: int = 64,
+                        counters_only: bool = False) -> None:
         """Have `seal` call `persist(state(send_reserve=reserve))` now and each time `reserve` seqs are used.
 
         `persist` must store the state durably before it returns (it holds key material); if it
         raises, the message is not sealed. After a crash, resume with `from_state(last persisted)`:
-        at most `reserve` masks are skipped and none is reused.
+        at most `reserve` masks are skipped and none is reused. With `counters_only` (message mode,
+        where a seq fixes its mask's position) `persist` gets only `counters(send_reserve=reserve)`:
+        the caller rebuilds keys and pools from the bootstrap secret and its refills.
         """
         if not callable(persist):
             raise ValueError(f"persist must be callable, got {type(persist).__name__}")
         if not isinstance(reserve, int) or reserve < 1:
             raise ValueError(f"reserve must be a positive integer, got {reserve!r}")
+        if counters_only and self.mode != "message":
+            raise ValueError("counters_only persistence needs a message-mode link: a transcript-mode link "
+                             "must persist its pool positions")
         with self._lock:
-            self._persist, self._reserve = persist, reserve
+            self._persist, self._reserve, self._counters_only = persist, reserve, counters_only
+            self._persist_reservation()
+
+    def persist(self) -> None:
+        """Persist now, with a fresh send reservation (after a refill, at close); needs `set_persistence`."""
+        if self._persist is None:
+            raise ValueError("persist() needs set_persistence() first")
+        with self._lock:
             self._persist_reservation()
 
     def _persist_reservation(self) -> None:
         assert self._persist is not None
-        self._persist(self.state(send_reserve=self._reserve))
+        snapshot = self.counters if self._counters_only else self.state
+        self._persist(snapshot(send_reserve=self._reserve))
         self._reserved_until = self._send_seq + self._reserve
 
     # -- seal and open ----------------------------------------------------------------------------
@@ -580,6 +595,11 @@ class SecureLink:
         return message
 
     # -- persistence ------------------------------------------------------------------------------
+
+    def counters(self, send_reserve: int = 0) -> dict[str, int]:
+        """The sequence counters alone (no key material): `send_seq` (+ `send_reserve`) and `recv_last_seq`."""
+        with self._lock:
+            return {"send_seq": self._send_seq + send_reserve, "recv_last_seq": self._recv_last}
 
     def state(self, send_reserve: int = 0) -> dict[str, Any]:
         """Everything needed to resume this link (secret: holds hash keys and unconsumed masks).

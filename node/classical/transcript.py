@@ -66,7 +66,7 @@ try:
 
     _OpenSSLPoly1305(bytes(32))  # raises UnsupportedAlgorithm where OpenSSL lacks Poly1305
     _Poly1305 = _OpenSSLPoly1305
-except Exception:  # pragma: no cover - depends on the OpenSSL build
+except Exception:  # noqa: BLE001, S110 - the pure-Python fallback stays  # pragma: no cover - depends on the OpenSSL build
     pass
 
 

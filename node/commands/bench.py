@@ -116,6 +116,12 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _table_line(cells: list[str], widths: list[int], headers: list[str]) -> str:
+    """One row of the report table: names left-aligned, numbers right-aligned."""
+    left = {"stage", "reference", "details"}
+    return "  ".join(c.ljust(w) if h in left else c.rjust(w) for c, w, h in zip(cells, widths, headers)).rstrip()
+
+
 def print_table(report: dict[str, Any]) -> None:
     """Print the machine and one aligned table per unit (the unit in its header); latency rows
     (lower is better) in tables of their own. Log-friendly plain text."""
@@ -148,15 +154,9 @@ def print_table(report: dict[str, Any]) -> None:
                          r["reference"] or "-", _fmt(r["reference_mbit_per_s"]), ratio]
             rows.append(cells + [" ".join(f"{k}={_fmt(v)}" for k, v in details.items())])
         widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
-        left = {"stage", "reference", "details"}
-
-        def line(cells: list[str]) -> str:
-            return "  ".join(c.ljust(w) if h in left else c.rjust(w)
-                             for c, w, h in zip(cells, widths, headers)).rstrip()
-
-        print(line(headers))
+        print(_table_line(headers, widths, headers))
         for row in rows:
-            print(line(row))
+            print(_table_line(row, widths, headers))
     print()
     print("x ref: rate / reference rate, both timed in this run (\"-\": no reference for that row)."
           + (" Below 1x the stage is slower than its reference: for references that skip work (raw ZeroMQ, no "

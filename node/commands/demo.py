@@ -190,8 +190,7 @@ def _run_link_demo(args: argparse.Namespace, opts: Any, say: _Narrator) -> int:
     except KeyboardInterrupt:
         say.done()
         say("interrupted: stopping nodes and key managers")
-        code = 130
-        return code
+        return 130
     finally:
         if demo is not None:
             _stop(demo, args, say)

@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from drivers.errors import DriverError
-from drivers.registry import match_idn
+from drivers.registry import identify, match_idn
 
 
 def register(subparsers: Any) -> None:
@@ -42,27 +42,6 @@ def register(subparsers: Any) -> None:
     p.add_argument("--timeout", type=float, default=1.0, metavar="S", help="timeout per *IDN? in seconds (default 1)")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=run)
-
-
-def identify(resource: str, visa_library: str, timeout_s: float, serial: bool = False) -> tuple[str, str]:
-    """(*IDN? reply, error) for one resource; exactly one of them is non-empty."""
-    from drivers.transport.base import open_transport
-
-    options: dict[str, Any] = {"timeout_s": timeout_s}
-    if serial:
-        options.update(read_termination="\n", write_termination="\r", baud_rate=115200)  # MBX: CR in, NL out
-    else:
-        options["visa_library"] = visa_library
-    transport = open_transport(resource, **options)
-    try:
-        transport.open()
-        transport.write("*IDN?")
-        idn = transport.read().strip()
-        return (idn, "") if idn else ("", "empty reply to *IDN?")
-    except DriverError as exc:
-        return "", str(exc)
-    finally:
-        transport.close()
 
 
 def discover(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -119,7 +98,7 @@ def check_rows(section: dict[str, Any]) -> list[Any]:
         finally:
             try:
                 inst.close()
-            except Exception:  # noqa: BLE001 - the table is what matters
+            except Exception:  # noqa: BLE001, S110 - the table is what matters
                 pass
     return rows
 

@@ -18,7 +18,8 @@ Example (``node/control/topologies/line3.toml`` ships with the package)::
     a = "A"                 # transmitter end (Alice)
     b = "B"                 # receiver end (Bob)
     distance_km = 25.0
-    [links.mock]            # optional: drivers.mock.LinkParams fields (not fibre_length_km), seed, realtime
+    [links.mock]            # optional: the mock link's fields (not fibre_length_km), seed, realtime;
+                            # checked by the demo wiring (node.runtime.mockconfig.check_link_mock)
     seed = 11
 """
 
@@ -27,10 +28,14 @@ from __future__ import annotations
 import math
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from node.configschema import ConfigError, check_keys, is_number, require
+from node.configschema import table as table_of
 
 EXAMPLES = ("line3", "ring5")
 """Example topologies shipped in ``node/control/topologies/``."""
@@ -39,7 +44,6 @@ _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _TOP_KEYS = ("name", "nodes", "links")
 _NODE_KEYS = ("name", "host", "metrics_port", "etsi014_port", "km_link_port", "metrics_url")
 _LINK_KEYS = ("id", "a", "b", "distance_km", "mock")
-_MOCK_EXTRA = ("seed", "realtime")
 MAX_DISTANCE_KM = 1000.0
 
 
@@ -124,40 +128,32 @@ class Topology:
         return tuple(sorted(lk.other_end(node) for lk in self.links_of(node)))
 
 
-def _require(cond: bool, message: str) -> None:
-    if not cond:
-        raise ValueError(message)
-
-
-def _check_keys(table: Any, allowed: tuple[str, ...], where: str) -> dict[str, Any]:
-    _require(isinstance(table, dict), f"{where}: must be a table, got {type(table).__name__}")
-    unknown = sorted(set(table) - set(allowed))
-    if unknown:
-        raise ValueError(f"{where}: unknown key {unknown[0]!r}; allowed keys: {', '.join(allowed)}")
-    return table
+MockCheck = Callable[[Any, str, float], dict[str, Any]]
+"""`check(table, where, distance_km)`: the mock table of a link checked by whoever runs the mock
+(the topology itself knows nothing of the mock hardware); returns the table to keep."""
 
 
 def _name(value: Any, where: str) -> str:
-    _require(isinstance(value, str) and bool(_NAME.match(value)),
-             f"{where}: must be 1-64 characters of letters, digits, '_', '.', '-', got {value!r}")
+    require(isinstance(value, str) and bool(_NAME.match(value)), where,
+            f"must be 1-64 characters of letters, digits, '_', '.', '-', got {value!r}")
     return value
 
 
 def _port(value: Any, where: str) -> int:
-    _require(isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 65535,
-             f"{where}: must be an integer port in 0..65535 (0 = any free port), got {value!r}")
+    require(isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 65535, where,
+            f"must be an integer port in 0..65535 (0 = any free port), got {value!r}")
     return value
 
 
 def _parse_node(table: Any, where: str) -> NodeSpec:
-    t = _check_keys(table, _NODE_KEYS, where)
-    _require("name" in t, f"{where}.name: missing; every node needs a name")
+    t = check_keys(table, _NODE_KEYS, where)
+    require("name" in t, f"{where}.name", "is missing; every node needs a name")
     host = t.get("host", "127.0.0.1")
-    _require(isinstance(host, str) and 0 < len(host) <= 253 and not any(c.isspace() for c in host),
-             f"{where}.host: must be a host name or IP address, got {host!r}")
+    require(isinstance(host, str) and 0 < len(host) <= 253 and not any(c.isspace() for c in host), f"{where}.host",
+            f"must be a host name or IP address, got {host!r}")
     url = t.get("metrics_url")
-    _require(url is None or (isinstance(url, str) and url.startswith(("http://", "https://"))),
-             f"{where}.metrics_url: must be an http:// or https:// URL, got {url!r}")
+    require(url is None or (isinstance(url, str) and url.startswith(("http://", "https://"))), f"{where}.metrics_url",
+            f"must be an http:// or https:// URL, got {url!r}")
     return NodeSpec(_name(t["name"], f"{where}.name"), host,
                     metrics_port=_port(t.get("metrics_port", 0), f"{where}.metrics_port"),
                     etsi014_port=_port(t.get("etsi014_port", 0), f"{where}.etsi014_port"),
@@ -165,76 +161,59 @@ def _parse_node(table: Any, where: str) -> NodeSpec:
                     metrics_url=url)
 
 
-def _parse_mock(table: Any, where: str, distance_km: float) -> dict[str, Any]:
-    from dataclasses import fields
-
-    from drivers.mock.link import LinkParams
-
-    physical = tuple(f.name for f in fields(LinkParams) if f.name != "fibre_length_km")
-    t = dict(_check_keys(table, physical + _MOCK_EXTRA, where))
-    if "seed" in t:
-        _require(isinstance(t["seed"], int) and not isinstance(t["seed"], bool) and t["seed"] >= 0,
-                 f"{where}.seed: must be an integer >= 0, got {t['seed']!r}")
-    if "realtime" in t:
-        _require(isinstance(t["realtime"], bool), f"{where}.realtime: must be true or false, got {t['realtime']!r}")
-    params = {k: v for k, v in t.items() if k in physical}
-    try:
-        LinkParams(fibre_length_km=distance_km, **params)
-    except (ValueError, TypeError, OverflowError) as exc:
-        raise ValueError(f"{where}: {exc}") from None
-    return t
-
-
-def _parse_link(table: Any, where: str) -> LinkSpec:
-    t = _check_keys(table, _LINK_KEYS, where)
+def _parse_link(table: Any, where: str, check_mock: MockCheck | None) -> LinkSpec:
+    t = check_keys(table, _LINK_KEYS, where)
     for k in ("a", "b", "distance_km"):
-        _require(k in t, f"{where}.{k}: missing; a link needs a, b (node names) and distance_km")
+        require(k in t, f"{where}.{k}", "is missing; a link needs a, b (node names) and distance_km")
     a, b = _name(t["a"], f"{where}.a"), _name(t["b"], f"{where}.b")
-    _require(a != b, f"{where}: a and b must be different nodes, got {a!r} twice")
+    require(a != b, f"{where}.b", f"must be a node other than a, got {a!r} twice")
     d = t["distance_km"]
-    _require(isinstance(d, (int, float)) and not isinstance(d, bool) and math.isfinite(d)
-             and 0 <= d <= MAX_DISTANCE_KM,
-             f"{where}.distance_km: must be a number in [0, {MAX_DISTANCE_KM:g}] km, got {d!r}")
+    require(is_number(d) and math.isfinite(d) and 0 <= d <= MAX_DISTANCE_KM, f"{where}.distance_km",
+            f"must be a number in [0, {MAX_DISTANCE_KM:g}] km, got {d!r}")
     link_id = _name(t.get("id", f"{a}-{b}"), f"{where}.id")
-    mock = _parse_mock(t["mock"], f"{where}.mock", float(d)) if "mock" in t else {}
+    mock = dict(table_of(t["mock"], f"{where}.mock")) if "mock" in t else {}
+    if mock and check_mock is not None:
+        mock = check_mock(mock, f"{where}.mock", float(d))
     return LinkSpec(link_id, a, b, float(d), mock)
 
 
-def parse_topology(data: Any, *, source: str = "topology") -> Topology:
-    """A validated `Topology` from parsed TOML; errors name the key (e.g. ``links[2].distance_km``)."""
-    t = _check_keys(data, _TOP_KEYS, source)
+def parse_topology(data: Any, *, source: str = "topology", check_mock: MockCheck | None = None) -> Topology:
+    """A validated `Topology` from parsed TOML; errors name the key (e.g. ``links[2].distance_km``).
+    `check_mock` checks each link's mock table (the demo wiring passes the mock's own check)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: must be a TOML document of tables, got {type(data).__name__}")
+    t = check_keys(data, _TOP_KEYS, "")
     name = _name(t.get("name", "network"), "name")
     nodes_raw, links_raw = t.get("nodes", []), t.get("links", [])
-    _require(isinstance(nodes_raw, list) and len(nodes_raw) >= 2,
-             "nodes: need at least 2 [[nodes]] tables")
-    _require(isinstance(links_raw, list) and len(links_raw) >= 1, "links: need at least 1 [[links]] table")
+    require(isinstance(nodes_raw, list) and len(nodes_raw) >= 2, "nodes", "must hold at least 2 [[nodes]] tables")
+    require(isinstance(links_raw, list) and len(links_raw) >= 1, "links", "must hold at least 1 [[links]] table")
     nodes = tuple(_parse_node(n, f"nodes[{i}]") for i, n in enumerate(nodes_raw))
     names = [n.name for n in nodes]
     for i, node_name in enumerate(names):
-        _require(node_name not in names[:i], f"nodes[{i}].name: {node_name!r} is used twice; node names must be unique")
-    links = tuple(_parse_link(lk, f"links[{i}]") for i, lk in enumerate(links_raw))
+        require(node_name not in names[:i], f"nodes[{i}].name", f"must be unique, got {node_name!r} twice")
+    links = tuple(_parse_link(lk, f"links[{i}]", check_mock) for i, lk in enumerate(links_raw))
     pairs: set[frozenset[str]] = set()
     for i, lk in enumerate(links):
         for end in ("a", "b"):
             node = getattr(lk, end)
-            _require(node in names, f"links[{i}].{end}: {node!r} is not a node; nodes: {', '.join(names)}")
-        _require(lk.id not in [x.id for x in links[:i]], f"links[{i}].id: {lk.id!r} is used twice; link ids must be unique")
+            require(node in names, f"links[{i}].{end}", f"must name a node ({', '.join(names)}), got {node!r}")
+        require(lk.id not in [x.id for x in links[:i]], f"links[{i}].id", f"must be unique, got {lk.id!r} twice")
         pair = frozenset(lk.ends())
-        _require(pair not in pairs, f"links[{i}]: nodes {lk.a!r} and {lk.b!r} already share a link")
+        require(pair not in pairs, f"links[{i}]", f"joins nodes {lk.a!r} and {lk.b!r}, which already share a link")
         pairs.add(pair)
     fixed: dict[tuple[str, int], str] = {}
     for i, n in enumerate(nodes):
         for k in ("metrics_port", "etsi014_port", "km_link_port"):
             port = getattr(n, k)
             if port:
-                _require((n.host, port) not in fixed,
-                         f"nodes[{i}].{k}: {n.host}:{port} is already {fixed.get((n.host, port))}")
+                require((n.host, port) not in fixed, f"nodes[{i}].{k}",
+                        f"must be a port of its own, got {n.host}:{port}, already {fixed.get((n.host, port))}")
                 fixed[(n.host, port)] = f"{n.name}.{k}"
     return Topology(name, nodes, links)
 
 
-def load_topology(path: str | Path) -> Topology:
-    """Read and validate a topology TOML file."""
+def load_topology(path: str | Path, check_mock: MockCheck | None = None) -> Topology:
+    """Read and validate a topology TOML file (`check_mock`: as for `parse_topology`)."""
     p = Path(path)
     try:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
@@ -242,15 +221,15 @@ def load_topology(path: str | Path) -> Topology:
         raise ValueError(f"topology: cannot read {str(p)!r}: {exc.strerror or exc}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"topology: {str(p)!r} is not valid TOML: {exc}") from None
-    return parse_topology(data, source=str(p))
+    return parse_topology(data, source=str(p), check_mock=check_mock)
 
 
-def example_topology(name: str) -> Topology:
+def example_topology(name: str, check_mock: MockCheck | None = None) -> Topology:
     """One of the shipped `EXAMPLES` (``line3``: a 3-node line, ``ring5``: a 5-node ring)."""
     if name not in EXAMPLES:
         raise ValueError(f"name: {name!r} is not an example topology; examples: {', '.join(EXAMPLES)}")
     text = resources.files("node.control.topologies").joinpath(f"{name}.toml").read_text(encoding="utf-8")
-    return parse_topology(tomllib.loads(text), source=f"{name}.toml")
+    return parse_topology(tomllib.loads(text), source=f"{name}.toml", check_mock=check_mock)
 
 
 def example_topology_path(name: str) -> Path:

@@ -47,7 +47,7 @@ def make_ca(common_name: str = "qkdnode demo CA", days: int = 825) -> tuple[ec.E
     """A self-signed CA key and certificate (ECDSA P-256)."""
     _check_name(common_name)
     key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(_name(common_name)).issuer_name(_name(common_name))
@@ -70,7 +70,7 @@ def make_leaf(
     """A certificate for a KME (`server=True`: server and client auth, with `hosts` as SANs) or an SAE."""
     _check_name(common_name)
     key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     usages = [ExtendedKeyUsageOID.CLIENT_AUTH] + ([ExtendedKeyUsageOID.SERVER_AUTH] if server else [])
     builder = (
         x509.CertificateBuilder()

@@ -60,6 +60,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from node.configschema import REQUIRED, ConfigError, check_keys, fail, get, key_path, require
+
 
 @dataclass(frozen=True)
 class ApiConfig:
@@ -84,7 +86,7 @@ class KeyLimits:
     max_key_size: int = 8192
     max_key_per_request: int = 128
     max_key_count: int = 100000
-    max_SAE_ID_count: int = 4
+    max_SAE_ID_count: int = 4  # noqa: N815 - the ETSI GS QKD 014 field name
 
 
 @dataclass(frozen=True)
@@ -149,50 +151,22 @@ class KmConfig:
         return None
 
 
-def _get(table: dict, key: str, kind: type | tuple[type, ...], where: str, default: Any = ..., allowed: str = "") -> Any:
-    name = f"{where}{key}"
-    if key not in table:
-        if default is ...:
-            raise ValueError(f"config key '{name}' is required ({allowed or _kind_name(kind)})")
-        return default
-    value = table[key]
-    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
-        raise ValueError(f"config key '{name}' must be {allowed or _kind_name(kind)}, got {value!r}")
-    if not isinstance(value, kind):
-        raise ValueError(f"config key '{name}' must be {allowed or _kind_name(kind)}, got {value!r}")
-    return value
-
-
-def _kind_name(kind: type | tuple[type, ...]) -> str:
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    return " or ".join({"str": "a string", "int": "an integer", "float": "a number", "list": "a list",
-                        "dict": "a table"}.get(k.__name__, k.__name__) for k in kinds)
-
-
-def _check_keys(table: dict, known: set[str], where: str) -> None:
-    for key in table:
-        if key not in known:
-            raise ValueError(f"config key '{where}{key}' is unknown; allowed: {', '.join(sorted(known))}")
-
-
-def _str_list(table: dict, key: str, where: str, default: Any = ...) -> tuple[str, ...]:
-    value = _get(table, key, list, where, default, "a list of non-empty strings")
-    if not all(isinstance(v, str) and v for v in value):
-        raise ValueError(f"config key '{where}{key}' must be a list of non-empty strings")
+def _str_list(table: dict, key: str, where: str, default: Any = REQUIRED) -> tuple[str, ...]:
+    value = get(table, key, list, where, default, "a list of non-empty strings")
+    require(all(isinstance(v, str) and v for v in value), key_path(where, key), "must be a list of non-empty strings")
     return tuple(value)
 
 
 def _positive(table: dict, key: str, where: str, default: int) -> int:
-    value = _get(table, key, int, where, default, "a positive integer")
-    if value <= 0:
-        raise ValueError(f"config key '{where}{key}' must be a positive integer, got {value}")
+    value = get(table, key, int, where, default, "a positive integer")
+    require(value > 0, key_path(where, key), f"must be a positive integer, got {value}")
     return value
 
 
 def _endpoint(table: dict, key: str, where: str) -> str:
-    value = _get(table, key, str, where, ..., "a ZeroMQ endpoint such as 'tcp://127.0.0.1:5600'")
-    if "://" not in value:
-        raise ValueError(f"config key '{where}{key}' must be a ZeroMQ endpoint such as 'tcp://127.0.0.1:5600', got {value!r}")
+    value = get(table, key, str, where, REQUIRED, "a ZeroMQ endpoint such as 'tcp://127.0.0.1:5600'")
+    require("://" in value, key_path(where, key),
+            f"must be a ZeroMQ endpoint such as 'tcp://127.0.0.1:5600', got {value!r}")
     return value
 
 
@@ -203,121 +177,122 @@ def parse_config(doc: dict, base_dir: str | Path = ".") -> KmConfig:
     def path(value: str) -> str:
         return value if value == ":memory:" else str((base / value).resolve())
 
-    _check_keys(doc, {"kme_id", "database", "local_saes", "api", "keys", "ingest", "link", "peers", "chunk_bytes",
+    check_keys(doc, {"kme_id", "database", "local_saes", "api", "keys", "ingest", "link", "peers", "chunk_bytes",
                       "relay", "sdn", "audit_log", "scrub_delay_s"}, "")
-    kme_id = _get(doc, "kme_id", str, "", ..., "a non-empty string")
+    kme_id = get(doc, "kme_id", str, "", REQUIRED, "a non-empty string")
     if not kme_id:
-        raise ValueError("config key 'kme_id' must be a non-empty string")
-    api_t = _get(doc, "api", dict, "", {})
-    _check_keys(api_t, {"host", "port", "cert", "key", "ca", "client_max_size", "header_timeout_s",
-                        "body_timeout_s"}, "api.")
+        raise fail("kme_id", "must be a non-empty string")
+    api_t = get(doc, "api", dict, "", {})
+    check_keys(api_t, {"host", "port", "cert", "key", "ca", "client_max_size", "header_timeout_s",
+                        "body_timeout_s"}, "api")
     api_timeouts = {}
     for n in ("header_timeout_s", "body_timeout_s"):
-        v = _get(api_t, n, (int, float), "api.", getattr(ApiConfig, n), "a number in (0, 3600]")
+        v = get(api_t, n, (int, float), "api", getattr(ApiConfig, n), "a number in (0, 3600]")
         if not 0 < v <= 3600:
-            raise ValueError(f"config key 'api.{n}' must be a number in (0, 3600], got {v}")
+            raise fail(f"api.{n}", f"must be a number in (0, 3600], got {v}")
         api_timeouts[n] = float(v)
-    port = _get(api_t, "port", int, "api.", 8443, "an integer in [0, 65535]")
+    port = get(api_t, "port", int, "api", 8443, "an integer in [0, 65535]")
     if not 0 <= port <= 65535:
-        raise ValueError(f"config key 'api.port' must be an integer in [0, 65535], got {port}")
+        raise fail("api.port", f"must be an integer in [0, 65535], got {port}")
     api = ApiConfig(
-        host=_get(api_t, "host", str, "api.", "127.0.0.1"), port=port,
-        cert=path(_get(api_t, "cert", str, "api.", ..., "a path to a PEM certificate")),
-        key=path(_get(api_t, "key", str, "api.", ..., "a path to a PEM private key")),
-        ca=path(_get(api_t, "ca", str, "api.", ..., "a path to the PEM CA certificate that signs SAE certificates")),
-        client_max_size=_positive(api_t, "client_max_size", "api.", 65536), **api_timeouts,
+        host=get(api_t, "host", str, "api", "127.0.0.1"), port=port,
+        cert=path(get(api_t, "cert", str, "api", REQUIRED, "a path to a PEM certificate")),
+        key=path(get(api_t, "key", str, "api", REQUIRED, "a path to a PEM private key")),
+        ca=path(get(api_t, "ca", str, "api", REQUIRED, "a path to the PEM CA certificate that signs SAE certificates")),
+        client_max_size=_positive(api_t, "client_max_size", "api", 65536), **api_timeouts,
     )
-    keys_t = _get(doc, "keys", dict, "", {})
+    keys_t = get(doc, "keys", dict, "", {})
     names = set(KeyLimits.__dataclass_fields__)
-    _check_keys(keys_t, names, "keys.")
-    limits = KeyLimits(**{n: _positive(keys_t, n, "keys.", getattr(KeyLimits, n)) for n in names
+    check_keys(keys_t, names, "keys")
+    limits = KeyLimits(**{n: _positive(keys_t, n, "keys", getattr(KeyLimits, n)) for n in names
                           if n != "max_SAE_ID_count"},
-                       max_SAE_ID_count=_get(keys_t, "max_SAE_ID_count", int, "keys.", 4, "an integer >= 0"))
+                       max_SAE_ID_count=get(keys_t, "max_SAE_ID_count", int, "keys", 4, "an integer >= 0"))
     if limits.max_SAE_ID_count < 0:
-        raise ValueError("config key 'keys.max_SAE_ID_count' must be an integer >= 0")
+        raise fail("keys.max_SAE_ID_count", "must be an integer >= 0")
     for n in ("key_size", "min_key_size", "max_key_size"):
         if getattr(limits, n) % 8:
-            raise ValueError(f"config key 'keys.{n}' must be a multiple of 8, got {getattr(limits, n)}")
+            raise fail(f"keys.{n}", f"must be a multiple of 8, got {getattr(limits, n)}")
     if not limits.min_key_size <= limits.key_size <= limits.max_key_size:
-        raise ValueError("config keys 'keys.min_key_size' <= 'keys.key_size' <= 'keys.max_key_size' must hold")
+        raise ConfigError("config keys 'keys.min_key_size' <= 'keys.key_size' <= 'keys.max_key_size' must hold")
     chunk_bytes = _positive(doc, "chunk_bytes", "", 4096)
     if limits.max_key_size // 8 > chunk_bytes:
-        raise ValueError(f"config key 'keys.max_key_size' must be at most 8 * chunk_bytes = {8 * chunk_bytes}")
-    ingest_t = _get(doc, "ingest", dict, "", ...)
-    _check_keys(ingest_t, {"bind", "sources"}, "ingest.")
+        raise fail("keys.max_key_size", f"must be at most 8 * chunk_bytes = {8 * chunk_bytes}")
+    ingest_t = get(doc, "ingest", dict, "", REQUIRED)
+    check_keys(ingest_t, {"bind", "sources"}, "ingest")
     sources = []
-    for i, src in enumerate(_get(ingest_t, "sources", list, "ingest.", [], "an array of tables [[ingest.sources]]")):
-        where = f"ingest.sources[{i}]."
+    for i, src in enumerate(get(ingest_t, "sources", list, "ingest", [], "an array of tables [[ingest.sources]]")):
+        where = f"ingest.sources[{i}]"
         if not isinstance(src, dict):
-            raise ValueError(f"config key 'ingest.sources[{i}]' must be a table")
-        _check_keys(src, {"id", "auth_key"}, where)
-        sid = _get(src, "id", str, where, ..., "the QKD module's ID (its ZeroMQ identity)")
+            raise fail(f"ingest.sources[{i}]", "must be a table")
+        check_keys(src, {"id", "auth_key"}, where)
+        sid = get(src, "id", str, where, REQUIRED, "the QKD module's ID (its ZeroMQ identity)")
         if not sid:
-            raise ValueError(f"config key '{where}id' must be a non-empty string")
-        sources.append((sid, path(_get(src, "auth_key", str, where, ..., "a path to the module's pre-shared secret"))))
-    link_t = _get(doc, "link", dict, "", ...)
-    _check_keys(link_t, {"bind", "auth_key", "peer_timeout_s", "reconcile_interval_s", "auth_refill_below",
-                         "auth_refill_bytes"}, "link.")
+            raise fail(f"{where}.id", "must be a non-empty string")
+        secret = get(src, "auth_key", str, where, REQUIRED, "a path to the module's pre-shared secret")
+        sources.append((sid, path(secret)))
+    link_t = get(doc, "link", dict, "", REQUIRED)
+    check_keys(link_t, {"bind", "auth_key", "peer_timeout_s", "reconcile_interval_s", "auth_refill_below",
+                         "auth_refill_bytes"}, "link")
     peers = []
     seen_saes: set[str] = set()
-    for i, p in enumerate(_get(doc, "peers", list, "", [], "an array of tables [[peers]]")):
-        where = f"peers[{i}]."
+    for i, p in enumerate(get(doc, "peers", list, "", [], "an array of tables [[peers]]")):
+        where = f"peers[{i}]"
         if not isinstance(p, dict):
-            raise ValueError(f"config key 'peers[{i}]' must be a table")
-        _check_keys(p, {"kme_id", "connect", "links", "saes", "auth_key"}, where)
-        own_key = _get(p, "auth_key", str, where, "", "a path to this pair's pre-shared link secret")
-        peer = PeerConfig(kme_id=_get(p, "kme_id", str, where, ..., "the peer's KME ID"),
+            raise fail(f"peers[{i}]", "must be a table")
+        check_keys(p, {"kme_id", "connect", "links", "saes", "auth_key"}, where)
+        own_key = get(p, "auth_key", str, where, "", "a path to this pair's pre-shared link secret")
+        peer = PeerConfig(kme_id=get(p, "kme_id", str, where, REQUIRED, "the peer's KME ID"),
                           connect=_endpoint(p, "connect", where),
                           links=_str_list(p, "links", where, []), saes=_str_list(p, "saes", where, []),
                           auth_key=path(own_key) if own_key else "")
         if peer.kme_id == kme_id or not peer.kme_id:
-            raise ValueError(f"config key '{where}kme_id' must be a non-empty ID other than this KM's own")
+            raise fail(f"{where}.kme_id", "must be a non-empty ID other than this KM's own")
         if seen_saes & set(peer.saes):
-            raise ValueError(f"config key '{where}saes' names an SAE already served by another peer")
+            raise fail(f"{where}.saes", "names an SAE already served by another peer")
         seen_saes |= set(peer.saes)
         peers.append(peer)
-    local = _str_list(doc, "local_saes", "", ...)
+    local = _str_list(doc, "local_saes", "")
     if seen_saes & set(local):
-        raise ValueError("config key 'local_saes' names an SAE also listed under a peer")
-    refill_bytes = _positive(link_t, "auth_refill_bytes", "link.", 64 * chunk_bytes)
+        raise fail("local_saes", "names an SAE also listed under a peer")
+    refill_bytes = _positive(link_t, "auth_refill_bytes", "link", 64 * chunk_bytes)
     if refill_bytes % chunk_bytes or chunk_bytes % 32:
-        raise ValueError(f"config key 'link.auth_refill_bytes' must be a multiple of chunk_bytes ({chunk_bytes}), "
+        raise fail("link.auth_refill_bytes", f"must be a multiple of chunk_bytes ({chunk_bytes}), "
                          f"itself a multiple of 32, got {refill_bytes}")
-    timeout = _get(link_t, "peer_timeout_s", (int, float), "link.", 2.0, "a positive number")
-    interval = _get(link_t, "reconcile_interval_s", (int, float), "link.", 5.0, "a positive number")
+    timeout = get(link_t, "peer_timeout_s", (int, float), "link", 2.0, "a positive number")
+    interval = get(link_t, "reconcile_interval_s", (int, float), "link", 5.0, "a positive number")
     if timeout <= 0 or interval <= 0:
-        raise ValueError("config keys 'link.peer_timeout_s' and 'link.reconcile_interval_s' must be positive numbers")
-    relay_t = _get(doc, "relay", dict, "", {})
-    _check_keys(relay_t, {"enabled", "gossip_interval_s", "stale_s", "timeout_s"}, "relay.")
+        raise ConfigError("config keys 'link.peer_timeout_s' and 'link.reconcile_interval_s' must be positive numbers")
+    relay_t = get(doc, "relay", dict, "", {})
+    check_keys(relay_t, {"enabled", "gossip_interval_s", "stale_s", "timeout_s"}, "relay")
     relay_vals = {}
     for n in ("gossip_interval_s", "stale_s", "timeout_s"):
-        v = _get(relay_t, n, (int, float), "relay.", getattr(RelayConfig, n), "a positive number")
+        v = get(relay_t, n, (int, float), "relay", getattr(RelayConfig, n), "a positive number")
         if not v > 0:
-            raise ValueError(f"config key 'relay.{n}' must be a positive number, got {v}")
+            raise fail(f"relay.{n}", f"must be a positive number, got {v}")
         relay_vals[n] = float(v)
-    relay = RelayConfig(enabled=_get(relay_t, "enabled", bool, "relay.", True, "true or false"), **relay_vals)
+    relay = RelayConfig(enabled=get(relay_t, "enabled", bool, "relay", True, "true or false"), **relay_vals)
     sdn = None
     if "sdn" in doc:
         from node.control.sdn.config import parse_sdn
 
         sdn = parse_sdn(doc["sdn"], api, {lk for p in peers for lk in p.links}, path)
-    scrub_delay = _get(doc, "scrub_delay_s", (int, float), "", 0.5, "a number of seconds in [0, 1]")
+    scrub_delay = get(doc, "scrub_delay_s", (int, float), "", 0.5, "a number of seconds in [0, 1]")
     if not 0 <= scrub_delay <= 1:
-        raise ValueError(f"config key 'scrub_delay_s' must be a number of seconds in [0, 1], got {scrub_delay}")
-    database = path(_get(doc, "database", str, "", ..., "a path to the SQLite key store"))
-    audit = _get(doc, "audit_log", str, "", "", "a path to the audit log file")
+        raise fail("scrub_delay_s", f"must be a number of seconds in [0, 1], got {scrub_delay}")
+    database = path(get(doc, "database", str, "", REQUIRED, "a path to the SQLite key store"))
+    audit = get(doc, "audit_log", str, "", "", "a path to the audit log file")
     if not audit:
         audit = "" if database == ":memory:" else str(Path(database).with_suffix(".audit.log"))
     return KmConfig(
         sdn=sdn,
         kme_id=kme_id, relay=relay, database=database, audit_log=path(audit) if audit else "",
         scrub_delay_s=float(scrub_delay),
-        local_saes=local, api=api, keys=limits, ingest_bind=_endpoint(ingest_t, "bind", "ingest."),
+        local_saes=local, api=api, keys=limits, ingest_bind=_endpoint(ingest_t, "bind", "ingest"),
         ingest_sources=tuple(sources),
-        link_bind=_endpoint(link_t, "bind", "link."),
-        auth_key=path(_get(link_t, "auth_key", str, "link.", ..., "a path to the pre-shared link secret")),
+        link_bind=_endpoint(link_t, "bind", "link"),
+        auth_key=path(get(link_t, "auth_key", str, "link", REQUIRED, "a path to the pre-shared link secret")),
         peers=tuple(peers), peer_timeout_s=float(timeout), reconcile_interval_s=float(interval),
-        auth_refill_below=_positive(link_t, "auth_refill_below", "link.", 20_000),
+        auth_refill_below=_positive(link_t, "auth_refill_below", "link", 20_000),
         auth_refill_bytes=refill_bytes,
         chunk_bytes=chunk_bytes,
     )

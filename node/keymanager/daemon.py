@@ -34,7 +34,6 @@ import zmq
 import zmq.asyncio
 
 from node.classical import Message
-from node.management.alarms import AlarmRegistry
 from node.keymanager.audit import attach_audit_file, audit, detach_audit_file
 from node.keymanager.config import KeyLimits, KmConfig
 from node.keymanager.errors import PeerError, PoolExhausted
@@ -45,6 +44,7 @@ from node.keymanager.qosservice import QosService
 from node.keymanager.relay import RelayService
 from node.keymanager.store import Allocation, KeyBlock, KeyStore, Reserved
 from node.keymanager.wire import LinkState, load_secret
+from node.management.alarms import AlarmRegistry
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -218,7 +218,7 @@ class KeyManager:
                 try:
                     results = await self.db(self.store.reserve_many, pool,
                                             [(p.master, p.slaves, p.number, p.nbytes) for p in batch], deliver, void)
-                except Exception as exc:  # the store failed: nothing settled or reserved in this transaction
+                except Exception as exc:  # noqa: BLE001 - the store failed: nothing settled or reserved in this transaction
                     log.error("allocation commit failed: %s", exc)
                     for p in batch:
                         _fail(p.future, exc)
@@ -468,7 +468,7 @@ class KeyManager:
             if self.store.scrub_due:
                 try:
                     await self.db(self.store.scrub_if_due)
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - the checkpoint is retried on the next tick
                     log.error("key store WAL checkpoint failed: %s", exc)
 
     def _alarm(self, severity: str, source: str, text: str) -> None:
@@ -546,7 +546,8 @@ class KeyManager:
             self._tasks.append(asyncio.create_task(self._scrubber()))
         self.ingest = IngestServer(self.ctx, cfg.ingest_bind, {s: load_secret(k) for s, k in cfg.ingest_sources},
                                    self.link_state, cfg.pool_of_link, self._commit_blocks,
-                                   self._blocks_event.set)
+                                   self._blocks_event.set, on_unknown=lambda m: self._alarm(
+                                       "major", "ingest", f"a QKD source sent a {str(m.type)[:64]}; answered ERROR"))
         await self.ingest.start()
         self.api = Etsi014Api(self, cfg.api.client_max_size, cfg.api.body_timeout_s)
         self.runner, self.api_port = await start_api(

@@ -43,6 +43,10 @@ KEY_IDS_FIELDS = {"key_IDs", "key_IDs_extension"}
 SAE_KEY = web.RequestKey("sae", str)  # the caller's certificate subject, for the audit trail
 
 
+# (key ID, key) pairs; relayed keys add their key_extension ({"relay": {"path": [KME IDs]}})
+ServedKeys = list[tuple[str, bytes]] | list[tuple[str, bytes, dict[str, Any]]]
+
+
 class KeyService(Protocol):
     """What the API needs from the key manager."""
 
@@ -55,9 +59,9 @@ class KeyService(Protocol):
 
     async def stored_key_count(self, peer_kme_id: str) -> int: ...
 
-    async def get_keys(self, master: str, slaves: list[str], number: int, nbytes: int) -> list[tuple[str, bytes]]: ...
+    async def get_keys(self, master: str, slaves: list[str], number: int, nbytes: int) -> ServedKeys: ...
 
-    async def get_keys_with_ids(self, requester: str, master: str, key_ids: list[str]) -> list[tuple[str, bytes]]: ...
+    async def get_keys_with_ids(self, requester: str, master: str, key_ids: list[str]) -> ServedKeys: ...
 
     async def answered(self, requester: str, key_ids: list[str], ok: bool) -> None: ...
 
@@ -409,13 +413,13 @@ class Etsi014Api:
 
 
 def _audit_delivery(kme: str, request: web.Request, role: str, master: str, slaves: list[str],
-                    keys: list[tuple[str, bytes]] | list[tuple[str, bytes, dict[str, Any]]], size_bits: int) -> None:
+                    keys: ServedKeys, size_bits: int) -> None:
     """One audit line per answer carrying keys: who got which key IDs of what size (never the bits)."""
     audit("keys_delivered", kme=kme, peer=request.get(PEER_KEY), role=role, sae=request.get(SAE_KEY), master_SAE_ID=master,
           slave_SAE_IDs=slaves, size_bits=size_bits, key_IDs=[k[0] for k in keys])
 
 
-def _key_container(keys: list[tuple[str, bytes]] | list[tuple[str, bytes, dict[str, Any]]]) -> web.Response:
+def _key_container(keys: ServedKeys) -> web.Response:
     """The Key container (ETSI 014 §6.3). Relayed keys carry their path in `key_extension`
     ({"relay": {"path": [KME IDs]}}) and the container lists the paths in `key_container_extension`."""
     items = []
@@ -423,7 +427,7 @@ def _key_container(keys: list[tuple[str, bytes]] | list[tuple[str, bytes, dict[s
     for entry in keys:
         item: dict[str, Any] = {"key_ID": entry[0], "key": base64.b64encode(entry[1]).decode("ascii")}
         if len(entry) > 2:
-            ext = entry[2]  # type: ignore[misc]
+            ext = entry[2]
             item["key_extension"] = ext
             path = ext.get("relay", {}).get("path")
             if path is not None and path not in paths:

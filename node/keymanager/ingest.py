@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -22,49 +21,36 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from node.classical import ClassicalChannelError, Message
+from node.classical import ClassicalChannelError, Message, UnknownMessageType
+from node.classical.aio import AsyncRouter, Received
+from node.classical.dispatch import DispatchTable
+from node.classical.messages import (
+    MAX_BLOCK_ID,
+    MAX_KEY_BLOCK_BYTES,
+    BodyError,
+    KeyBlockAck,
+    KeyBlockHeader,
+    KeyBlockNack,
+    KeyBlockReply,
+    MessageType,
+    decode_key_block_reply,
+)
 from node.keymanager.store import KeyBlock
 from node.keymanager.wire import LinkState, PersistentLink
 
 log = logging.getLogger(__name__)
 
-HEADER_FIELDS = {"link_id", "block_id", "length_bits", "qber", "params"}
-MAX_BLOCK_BYTES = 32 << 20
 BATCH_MESSAGES = 64
 
 
 def parse_key_block(msg: Message, pool_of_link: Callable[[str], str | None]) -> KeyBlock:
-    """Validate a `KEY_BLOCK` message; `ValueError` naming the field and what is allowed."""
-    if msg.type != "KEY_BLOCK":
-        raise ValueError(f"message type must be KEY_BLOCK, got {msg.type}")
-    h = msg.header
-    unknown = sorted(set(h) - HEADER_FIELDS)
-    if unknown:
-        raise ValueError(f"KEY_BLOCK header field {unknown[0]!r} is unknown; allowed: {sorted(HEADER_FIELDS)}")
-    link_id = h.get("link_id")
-    if not isinstance(link_id, str) or not 0 < len(link_id) <= 128:
-        raise ValueError("KEY_BLOCK link_id must be a string of 1 to 128 characters")
-    block_id = h.get("block_id")
-    if type(block_id) is not int or not 0 <= block_id < 1 << 62:
-        raise ValueError("KEY_BLOCK block_id must be an integer in [0, 2^62)")
-    if len(msg.frames) != 1 or not isinstance(msg.frames[0], bytes):
-        raise ValueError("KEY_BLOCK must carry exactly one payload frame of raw bytes (the key)")
-    key = msg.frames[0]
-    if not 0 < len(key) <= MAX_BLOCK_BYTES:
-        raise ValueError(f"KEY_BLOCK key must hold 1 to {MAX_BLOCK_BYTES} bytes, got {len(key)}")
-    length_bits = h.get("length_bits")
-    if type(length_bits) is not int or math.ceil(length_bits / 8) != len(key) or length_bits <= 0:
-        raise ValueError("KEY_BLOCK length_bits must be a positive integer with ceil(length_bits / 8) == len(key)")
-    qber = h.get("qber")
-    if qber is not None and (type(qber) not in (int, float) or not 0.0 <= qber <= 0.5):
-        raise ValueError("KEY_BLOCK qber must be null or a number in [0, 0.5]")
-    params = h.get("params", {})
-    if not isinstance(params, dict):
-        raise ValueError("KEY_BLOCK params must be a JSON object")
-    pool = pool_of_link(link_id)
+    """Validate a `KEY_BLOCK` message (`KeyBlockHeader.decode`) and find its pool; `ValueError`
+    (a `BodyError` for the header) naming the field and what is allowed."""
+    header, key = KeyBlockHeader.decode(msg)
+    pool = pool_of_link(header.link_id)
     if pool is None:
-        raise ValueError(f"KEY_BLOCK link_id {link_id!r} is not configured under any peer's links")
-    return KeyBlock(link_id, block_id, pool, length_bits, key, None if qber is None else float(qber), params)
+        raise ValueError(f"KEY_BLOCK link_id {header.link_id!r} is not configured under any peer's links")
+    return KeyBlock(header.link_id, header.block_id, pool, header.length_bits, key, header.qber, header.params or {})
 
 
 class IngestServer:
@@ -73,21 +59,25 @@ class IngestServer:
     def __init__(self, ctx: zmq.asyncio.Context, bind: str, sources: dict[str, bytes], state: LinkState,
                  pool_of_link: Callable[[str], str | None],
                  commit: Callable[[list[KeyBlock]], Awaitable[list[str]]],
-                 on_stored: Callable[[], None] | None = None) -> None:
-        self.links = {s: PersistentLink(secret, False, state, f"ingest:{s}") for s, secret in sources.items()}
+                 on_stored: Callable[[], None] | None = None,
+                 on_unknown: Callable[[Message], None] | None = None) -> None:
         self.pool_of_link = pool_of_link
         self.commit = commit
         self.on_stored = on_stored
-        self.sock = ctx.socket(zmq.ROUTER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
-        self.sock.setsockopt(zmq.MAXMSGSIZE, MAX_BLOCK_BYTES + (1 << 20))
-        self.sock.bind(bind)
-        self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
-        self.rejected = 0
+        self.table = DispatchTable({MessageType.KEY_BLOCK: self._key_block}, name="ingest", on_unknown=on_unknown)
+        self.links = {s: PersistentLink(secret, False, state, f"ingest:{s}") for s, secret in sources.items()}
+        self.router = AsyncRouter(ctx, bind, self.links, name="ingest",
+                                  max_message_bytes=MAX_KEY_BLOCK_BYTES + (1 << 20))
+        self.endpoint = self.router.endpoint
         self.stored_blocks = 0
         self.stored_bits = 0
         self._task: asyncio.Task[None] | None = None
+        self._refused = 0
+
+    @property
+    def rejected(self) -> int:
+        """Messages dropped (forged, replayed, malformed, unknown source) or refused (bad block, wrong type)."""
+        return self.router.rejected + self._refused
 
     async def start(self) -> None:
         """Start serving."""
@@ -98,73 +88,63 @@ class IngestServer:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        for link in self.links.values():
-            link.close()
-        self.sock.close(0)
-
-    def _decode(self, frames: list[bytes]) -> tuple[bytes, PersistentLink, Message] | None:
-        if len(frames) < 2:
-            self.rejected += 1
-            return None
-        ident = bytes(frames[0])
-        link = self.links.get(ident.decode("utf-8", "replace"))
-        if link is None:
-            self.rejected += 1
-            log.error("ingest: dropped a message from unknown source %r", ident[:40])
-            return None
-        try:
-            return ident, link, link.open(frames[1:])
-        except ClassicalChannelError as exc:
-            self.rejected += 1
-            log.error("ingest: dropped a message from %s: %s", ident[:40], exc)
-            return None
+        self.router.close()
 
     async def _serve(self) -> None:
         while True:
-            batch = [await self.sock.recv_multipart()]
+            batch = [await self.router.recv()]
             while len(batch) < BATCH_MESSAGES:
                 try:
-                    batch.append(self.sock.recv_multipart(flags=zmq.NOBLOCK).result())  # type: ignore[attr-defined]
+                    batch.append(self.router.recv_nowait())
                 except zmq.Again:
                     break
-            await self._handle(batch)
+            await self._handle([got for got in batch if got is not None])
 
-    async def _handle(self, batch: list[list[bytes]]) -> None:
-        good: list[tuple[bytes, PersistentLink, KeyBlock]] = []
-        replies: list[tuple[bytes, PersistentLink, Message]] = []
-        for frames in batch:
-            decoded = self._decode(frames)
-            if decoded is None:
-                continue
-            ident, link, msg = decoded
+    def _key_block(self, msg: Message) -> KeyBlock:
+        """The handler of `KEY_BLOCK`: the validated block (`ValueError` refuses it)."""
+        return parse_key_block(msg, self.pool_of_link)
+
+    async def _handle(self, batch: list[Received]) -> None:
+        good: list[tuple[Received, KeyBlock]] = []
+        replies: list[tuple[Received, Message]] = []
+        for got in batch:
+            msg = got.message
             try:
-                good.append((ident, link, parse_key_block(msg, self.pool_of_link)))
+                good.append((got, self.table.handler_for(msg)(msg)))
+            except UnknownMessageType as exc:
+                self._refused += 1
+                error = self.table.failed(msg, exc)
+                if error is not None:
+                    replies.append((got, error))
             except ValueError as exc:
-                self.rejected += 1
+                self._refused += 1
                 log.error("ingest: refused a message: %s", exc)
-                replies.append((ident, link, Message("KEY_BLOCK_NACK", {
-                    "link_id": str(msg.header.get("link_id"))[:128], "block_id": msg.header.get("block_id")
-                    if type(msg.header.get("block_id")) is int else None, "error": str(exc)})))
+                block_id = msg.header.get("block_id")
+                nack = KeyBlockNack(str(msg.header.get("link_id")),
+                                    block_id if type(block_id) is int and 0 <= block_id < MAX_BLOCK_ID else None,
+                                    str(exc)).message()
+                nack.re = msg.seq
+                replies.append((got, nack))
         if good:
             try:
-                outcomes = await self.commit([b for _, _, b in good])
-            except Exception as exc:  # the store failed: nothing of this batch is acknowledged
+                outcomes = await self.commit([b for _, b in good])
+            except Exception as exc:  # noqa: BLE001 - the store failed: nothing of this batch is acknowledged
                 log.error("ingest: commit failed: %s", exc)
                 outcomes = [f"store error: {type(exc).__name__}"] * len(good)
-            for (ident, link, b), outcome in zip(good, outcomes):
-                if outcome in ("stored", "duplicate"):
+            for (got, b), outcome in zip(good, outcomes):
+                if outcome in KeyBlockAck.STATUSES:
                     if outcome == "stored":
                         self.stored_blocks += 1
                         self.stored_bits += b.length_bits
-                    replies.append((ident, link, Message("KEY_BLOCK_ACK", {
-                        "link_id": b.link_id, "block_id": b.block_id, "status": outcome})))
+                    reply = KeyBlockAck(b.link_id, b.block_id, outcome).message()
                 else:
-                    replies.append((ident, link, Message("KEY_BLOCK_NACK", {
-                        "link_id": b.link_id, "block_id": b.block_id, "error": outcome})))
+                    reply = KeyBlockNack(b.link_id, b.block_id, outcome).message()
+                reply.re = got.message.seq
+                replies.append((got, reply))
             if self.on_stored is not None:
                 self.on_stored()
-        for ident, link, reply in replies:
-            await self.sock.send_multipart([ident, *link.seal(reply)])
+        for got, reply in replies:
+            await self.router.send(got, reply)
 
 
 class KeyBlockSender:
@@ -194,8 +174,8 @@ class KeyBlockSender:
             self.sock.close(0)
 
     def send_blocks(self, link_id: str, blocks: Sequence[tuple[int, bytes]], window: int = 16,
-                    timeout_s: float = 10.0) -> dict[int, dict[str, Any]]:
-        """Send (block ID, key) pairs with up to `window` unacknowledged at once; replies by block ID.
+                    timeout_s: float = 10.0) -> dict[int, KeyBlockReply]:
+        """Send (block ID, key) pairs with up to `window` unacknowledged at once; typed replies by block ID.
 
         Blocks without a reply within `timeout_s` of the last progress are missing from the result:
         the caller re-sends them.
@@ -203,52 +183,79 @@ class KeyBlockSender:
         if window < 1:
             raise ValueError(f"window must be >= 1, got {window}")
         assert self.sock is not None
-        replies: dict[int, dict[str, Any]] = {}
-        waiting: set[int] = set()
+        replies: dict[int, KeyBlockReply] = {}
+        waiting: dict[int, tuple[str, int]] = {}  # seq of the KEY_BLOCK -> its link and block ID
         todo = list(blocks)
         deadline = time.monotonic() + timeout_s
         while todo or waiting:
             while todo and len(waiting) < window:
                 block_id, key = todo.pop(0)
-                header = {"link_id": link_id, "block_id": block_id, "length_bits": 8 * len(key),
-                          "qber": None, "params": {}}
-                self.sock.send_multipart(self.link.seal(Message("KEY_BLOCK", header, [key])))
-                waiting.add(block_id)
+                waiting[self._send(KeyBlockHeader(link_id, block_id, 8 * len(key)), key)] = (link_id, block_id)
             left = deadline - time.monotonic()
             if left <= 0 or not self.sock.poll(int(left * 1000) + 1):
                 self._connect()
                 return replies
-            try:
-                msg = self.link.open(self.sock.recv_multipart())
-            except ClassicalChannelError as exc:
-                log.error("ingest sender: dropped a reply: %s", exc)
-                continue
-            got = msg.header.get("block_id")
-            if msg.header.get("link_id") == link_id and got in waiting:
-                waiting.discard(got)
-                replies[got] = {"type": msg.type, **msg.header}
+            reply = self._recv_reply(waiting)
+            if reply is not None:
+                replies[reply.block_id] = reply  # type: ignore[index]
                 deadline = time.monotonic() + timeout_s
         return replies
 
     def send_block(self, link_id: str, block_id: int, key: bytes, length_bits: int | None = None,
                    qber: float | None = None, params: dict[str, Any] | None = None,
-                   timeout_s: float = 2.0) -> dict[str, Any]:
-        """Send one block; returns the ACK/NACK header, or raises `TimeoutError` (re-send it later)."""
-        header = {"link_id": link_id, "block_id": block_id,
-                  "length_bits": 8 * len(key) if length_bits is None else length_bits,
-                  "qber": qber, "params": params or {}}
-        assert self.sock is not None
-        self.sock.send_multipart(self.link.seal(Message("KEY_BLOCK", header, [key])))
+                   timeout_s: float = 2.0) -> KeyBlockReply:
+        """Send one block; returns the KM's typed `KeyBlockAck` or `KeyBlockNack` for exactly this
+        block, or raises `TimeoutError` (re-send it later)."""
+        header = KeyBlockHeader(link_id, block_id, 8 * len(key) if length_bits is None else length_bits, qber, params)
+        waiting = {self._send(header, key): (link_id, block_id)}
         deadline = time.monotonic() + timeout_s
+        assert self.sock is not None
         while True:
             left = deadline - time.monotonic()
             if left <= 0 or not self.sock.poll(int(left * 1000) + 1):
                 self._connect()  # drop whatever is queued for a dead peer
                 raise TimeoutError(f"no acknowledgement for block {link_id}/{block_id}")
-            try:
-                msg = self.link.open(self.sock.recv_multipart())
-            except ClassicalChannelError as exc:
-                log.error("ingest sender: dropped a reply: %s", exc)
-                continue
-            if msg.header.get("link_id") == link_id and msg.header.get("block_id") == block_id:
-                return {"type": msg.type, **msg.header}
+            reply = self._recv_reply(waiting)
+            if reply is not None:
+                return reply
+
+    def _send(self, header: KeyBlockHeader, key: bytes) -> int:
+        """Seal and send one `KEY_BLOCK`; returns its seq (which the KM's answer names in `re`)."""
+        assert self.sock is not None
+        msg = header.message(key)
+        self.sock.send_multipart(self.link.seal(msg))
+        assert msg.seq is not None
+        return msg.seq
+
+    def _recv_reply(self, waiting: dict[int, tuple[str, int]]) -> KeyBlockReply | None:
+        """Receive one answer and return it if it answers a block in `waiting` (seq -> link and block ID),
+        removing that block; anything else (forged, stale, malformed) is logged and dropped."""
+        assert self.sock is not None
+        try:
+            msg = self.link.open(self.sock.recv_multipart())
+        except ClassicalChannelError as exc:
+            log.error("ingest sender: dropped a reply: %s", exc)
+            return None
+        seq = msg.re if msg.re is not None else self._seq_of_block(msg, waiting)
+        sent = waiting.get(seq) if seq is not None else None
+        if sent is None:
+            log.warning("ingest sender: dropped a %s answering no block in flight", str(msg.type)[:64])
+            return None
+        try:
+            reply = decode_key_block_reply(msg)
+        except BodyError as exc:  # an ERROR, or an answer that breaks the schema: a refusal with its reason
+            reply = KeyBlockNack(sent[0], sent[1], str(exc))
+        else:
+            if not reply.answers(*sent):
+                log.error("ingest sender: the answer to block %s/%s names block %s/%s; dropped", *sent,
+                          reply.link_id[:40], reply.block_id)
+                return None
+        del waiting[seq]  # type: ignore[arg-type]
+        return reply
+
+    @staticmethod
+    def _seq_of_block(msg: Message, waiting: dict[int, tuple[str, int]]) -> int | None:
+        """The seq of the block in flight that an answer without `re` names by link and block ID: a key
+        manager older than the `re` matching answers that way (still authenticated, still typed)."""
+        named = (msg.header.get("link_id"), msg.header.get("block_id"))
+        return next((seq for seq, sent in waiting.items() if sent == named), None)

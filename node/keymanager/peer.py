@@ -1,7 +1,8 @@
 """KM <-> KM link over ZeroMQ, every message authenticated (DESIGN §5); key IDs and positions only.
 
-Each KM binds one ROUTER for its peers' requests and connects one DEALER to each peer. A request
-carries a random `req` tag that its reply repeats. Message types:
+Each KM binds one ROUTER for its peers' requests and connects one DEALER to each peer. A reply names
+the seq of the request it answers in the envelope's `re` (seqs never repeat on a flow, restarts
+included). Message types (`node.classical.messages.MessageType`):
 
 - `BLOCKS_HAVE [blocks]` -> `BLOCKS_HELD [blocks]`: which key blocks both KMs hold (only those
   serve keys, so a slave can always fetch what its master got);
@@ -15,12 +16,13 @@ carries a random `req` tag that its reply repeats. Message types:
 - `AUTH_REFILL {n} [allocations]` -> `AUTH_REFILL_ACK {n}`: the requester of a flow tops up the
   flow's authentication key with whole chunks of its stripe (both ends append the same bytes, in
   order n, and rebuild the flow from the bootstrap secret and refills 0..n at start);
-- any failure -> `ERROR {message}`.
+- any failure, an unknown type included -> `ERROR {error, type, seq}` (`ErrorBody`, the one shape).
 Lists travel as one JSON payload frame ([...] above), headers hold only small fields.
 - `LINK_STATE [lsdb]` -> `LINK_STATE_ACK`, `RELAY_FORWARD [relay, ciphertext]` -> `RELAY_STORED
   {path}`: link-state gossip and trusted-node key relay (see `relay`);
-Unknown types, bad MACs, replays and malformed frames are logged, reported to `on_reject` (an
-alarm) and dropped; the loop lives on.
+Bad MACs, replays and malformed frames are logged, reported to `on_reject` (an alarm) and dropped;
+unknown types are reported the same way and answered with ERROR; the loop lives on. The handlers
+sit in one `DispatchTable`, built once.
 
 Authentication stays one Wegman–Carter tag per message here, unlike the node link's one tag per block
 transcript (`node.classical.transcript`): every request above is acted on when it arrives (key IDs
@@ -34,14 +36,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import zmq
 import zmq.asyncio
 
-from node.classical import ClassicalChannelError, Message
+from node.classical import ClassicalChannelError, Message, UnknownMessageType
+from node.classical.aio import AsyncRouter, Received
+from node.classical.dispatch import DispatchTable
+from node.classical.envelope import Payload
+from node.classical.messages import ErrorBody, MessageType
 from node.keymanager.errors import PeerError
 from node.keymanager.wire import LinkState, PersistentLink, flow_secret
 
@@ -68,7 +73,7 @@ class PeerClient:
         self.sock.setsockopt(zmq.IMMEDIATE, 1)
         self.sock.setsockopt(zmq.RECONNECT_IVL, 50)
         self.sock.setsockopt(zmq.RECONNECT_IVL_MAX, 500)
-        self._pending: dict[str, asyncio.Future[Message]] = {}
+        self._pending: dict[int, asyncio.Future[Message]] = {}  # seq of a request -> its reply
         self._send_lock = asyncio.Lock()
         self._reader: asyncio.Task[None] | None = None
 
@@ -88,26 +93,32 @@ class PeerClient:
         self.link.close()
         self.sock.close(0)
 
-    async def request(self, msg_type: str, header: dict[str, Any], timeout_s: float | None = None,
+    async def request(self, msg_type: MessageType, header: dict[str, Any], timeout_s: float | None = None,
                       payload: bytes | list[bytes] | None = None) -> Message:
         """Send one request and wait for its reply; `PeerError` on timeout or an `ERROR` reply.
         `payload`: one frame, or a list of frames."""
-        req = os.urandom(8).hex()
+        body: list[Payload] = [] if payload is None else list(payload) if isinstance(payload, list) else [payload]
+        msg = Message(MessageType(msg_type), header, body)
         fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-        self._pending[req] = fut
         try:
             async with asyncio.timeout(timeout_s or self.timeout_s):
                 async with self._send_lock:
-                    body = [] if payload is None else list(payload) if isinstance(payload, list) else [payload]
-                    frames = self.link.seal(Message(msg_type, {**header, "req": req}, body))
+                    frames = self.link.seal(msg)
+                    assert msg.seq is not None
+                    self._pending[msg.seq] = fut
                     await self.sock.send_multipart(frames)
                 reply = await fut
         except TimeoutError:
             raise PeerError(f"peer KM {self.peer_id} did not answer {msg_type} in time") from None
         finally:
-            self._pending.pop(req, None)
-        if reply.type == "ERROR":
-            raise PeerError(f"peer KM {self.peer_id} refused {msg_type}: {reply.header.get('message')}")
+            if msg.seq is not None:
+                self._pending.pop(msg.seq, None)
+        if reply.type == MessageType.ERROR:
+            try:
+                why = ErrorBody.decode(reply).error
+            except ValueError as exc:
+                why = f"malformed ERROR ({exc})"
+            raise PeerError(f"peer KM {self.peer_id} refused {msg_type}: {why}")
         return reply
 
     async def _read_replies(self) -> None:
@@ -118,32 +129,33 @@ class PeerClient:
             except ClassicalChannelError as exc:
                 log.error("dropped a reply from peer KM %s: %s", self.peer_id, exc)
                 continue
-            fut = self._pending.get(str(msg.header.get("req")))
+            fut = self._pending.get(msg.re) if msg.re is not None else None
             if fut is not None and not fut.done():
                 fut.set_result(msg)
 
 
 class PeerServer:
-    """Answers the peers' requests on one ROUTER socket, with a table of handlers per message type."""
+    """Answers the peers' requests on one ROUTER socket, with one dispatch table of handlers per type."""
 
     def __init__(self, ctx: zmq.asyncio.Context, kme_id: str, bind: str, peers: dict[str, bytes],
                  state: LinkState, handlers: dict[str, Handler],
                  on_reject: Callable[[str, str], None] | None = None) -> None:
         self.kme_id = kme_id
         self.on_reject = on_reject or (lambda peer, why: None)
-        self.handlers = handlers
+        self.table: DispatchTable[Handler] = DispatchTable({MessageType(t): h for t, h in handlers.items()},
+                                                           name=f"KM {kme_id} peer server", logger=log)
         self.links = {p: PersistentLink(flow_secret(s, flow_of(p, kme_id)), False, state, f"{p}:in")
                       for p, s in peers.items()}
-        self.sock = ctx.socket(zmq.ROUTER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
-        self.sock.setsockopt(zmq.MAXMSGSIZE, 64 << 20)
-        self.sock.bind(bind)
-        self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
-        self._send_lock = asyncio.Lock()
+        self.router = AsyncRouter(ctx, bind, self.links, name=f"KM {kme_id} peer server",
+                                  max_message_bytes=64 << 20, on_reject=self.on_reject)
+        self.endpoint = self.router.endpoint
         self._loop: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self.rejected = 0
+
+    @property
+    def rejected(self) -> int:
+        """Messages dropped (forged, replayed, malformed, unknown sender) or of a type not served."""
+        return self.router.rejected + self.table.counts["unknown_type"]
 
     async def start(self) -> None:
         """Start serving."""
@@ -154,47 +166,28 @@ class PeerServer:
         if self._loop is not None:
             self._loop.cancel()
             await asyncio.gather(self._loop, *self._tasks, return_exceptions=True)
-        for link in self.links.values():
-            link.close()
-        self.sock.close(0)
+        self.router.close()
 
     async def _serve(self) -> None:
         while True:
-            frames = await self.sock.recv_multipart(copy=True)
-            if len(frames) < 2:
-                self.rejected += 1
+            got = await self.router.recv()
+            if got is None:
                 continue
-            ident, body = bytes(frames[0]), frames[1:]
-            peer = ident.decode("utf-8", "replace")
-            link = self.links.get(peer)
-            if link is None:
-                self.rejected += 1
-                log.error("dropped a message from unknown peer identity %r", peer[:40])
-                continue
-            try:
-                msg = link.open(body)
-            except ClassicalChannelError as exc:
-                self.rejected += 1
-                log.error("dropped a message from peer KM %s: %s", peer, exc)
-                self.on_reject(peer, f"{type(exc).__name__}: {exc}")
-                continue
-            task = asyncio.create_task(self._answer(ident, peer, link, msg))
+            task = asyncio.create_task(self._answer(got))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _answer(self, ident: bytes, peer: str, link: PersistentLink, msg: Message) -> None:
-        req = msg.header.get("req")
-        handler = self.handlers.get(msg.type)
+    async def _answer(self, got: Received) -> None:
+        msg, peer = got.message, got.peer
+        reply: Message | None
         try:
-            if handler is None:
-                raise ValueError(f"unknown message type {msg.type}")
-            if not isinstance(req, str) or len(req) > 64:
-                raise ValueError("request lacks a valid 'req' tag")
-            reply_type, header, payload = await handler(peer, msg)
-        except Exception as exc:  # a handler's failure answers this request only
-            log.error("request %s from peer KM %s failed: %s", msg.type, peer, exc)
-            reply_type, header, payload = "ERROR", {"message": str(exc)[:500]}, None
-        async with self._send_lock:
-            frames = link.seal(Message(reply_type, {**header, "req": req if isinstance(req, str) else ""},
-                                       [] if payload is None else [payload]))
-            await self.sock.send_multipart([ident, *frames])
+            reply_type, header, payload = await self.table.handler_for(msg)(peer, msg)
+            reply = Message(MessageType(reply_type), header, [] if payload is None else [payload], re=msg.seq)
+        except Exception as exc:  # noqa: BLE001 - a handler's failure answers this request only
+            if isinstance(exc, UnknownMessageType):
+                self.on_reject(peer, str(exc))
+            else:
+                log.error("request %s from peer KM %s failed: %s", msg.type, peer, exc)
+            reply = self.table.failed(msg, exc)
+        if reply is not None:
+            await self.router.send(got, reply)

@@ -405,12 +405,12 @@ def void_expired(store: KeyStore, master: str, clients: Sequence[str], older_tha
     store._begin()
     try:
         n = 0
-        for table in ("keys", "relayed_keys"):
-            rows = store.db.execute(f"SELECT key_id, slaves FROM {table} WHERE origin=0 AND state='reserved' "
+        for table in ("keys", "relayed_keys"):  # table names from this literal, values bound as parameters
+            rows = store.db.execute(f"SELECT key_id, slaves FROM {table} WHERE origin=0 AND state='reserved' "  # noqa: S608
                                     "AND master_sae=? AND created<?", (master, older_than)).fetchall()
             ids = [k for k, s in rows if set(json.loads(s)) <= clients_set]
             for k in ids:
-                n += store.db.execute(f"UPDATE {table} SET state='void', material=NULL WHERE key_id=?",
+                n += store.db.execute(f"UPDATE {table} SET state='void', material=NULL WHERE key_id=?",  # noqa: S608
                                       (k,)).rowcount
         store._commit()
     except BaseException:

@@ -13,6 +13,7 @@ traffic; no key bits, key IDs or pad positions are added anywhere.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Sequence
@@ -67,7 +68,7 @@ class QosService:
         link-state gossip (the lower of the two ends' reports); a VIRT link's is its path's least."""
         if link_id in self.virt:
             path = self.virt[link_id].path
-            hops = [self._hop_link(a, b) for a, b in zip(path, path[1:])]
+            hops = [self._hop_link(a, b) for a, b in itertools.pairwise(path)]
             return min((self.link_skr(h) for h in hops if h is not None), default=0.0) \
                 if all(h is not None for h in hops) else 0.0
         if link_id in self.km.relay.link_ids.values():

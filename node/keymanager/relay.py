@@ -38,6 +38,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Any
 
 from node.classical import Message
@@ -213,7 +214,7 @@ class RelayService:
         """Every KM in the link-state database."""
         return set(self.lsdb)
 
-    def route(self, dest: str, bits: int, avoid: set[str] = frozenset()) -> Route | None:
+    def route(self, dest: str, bits: int, avoid: AbstractSet[str] = frozenset()) -> Route | None:
         """The best relay route from here to `dest` for `bits` of key, avoiding links `avoid`."""
         links = self.snapshot()
         if not any(dest in (lk.a, lk.b) for lk in links) or not any(self.me in (lk.a, lk.b) for lk in links):
@@ -258,7 +259,7 @@ class RelayService:
                 continue
             try:
                 keys = await self._relay(master, list(slaves), total, nbytes, dest, None)
-            except Exception as exc:  # every request of the batch gets the failure
+            except Exception as exc:  # noqa: BLE001 - every request of the batch gets the failure
                 for _, fut in batch:
                     if not fut.done():
                         fut.set_exception(exc)

@@ -312,10 +312,9 @@ class RelayStore:
 
     def holds_relayed(self, key_ids: Sequence[str]) -> bool:
         """Whether any of `key_ids` is a relayed key recorded here."""
-        for k in key_ids:
-            if self.db.execute("SELECT 1 FROM relayed_keys WHERE key_id=?", (k,)).fetchone() is not None:
-                return True
-        return False
+        return any(
+            self.db.execute("SELECT 1 FROM relayed_keys WHERE key_id=?", (k,)).fetchone() is not None for k in key_ids
+        )
 
     def fetch(self, requester: str, master: str, key_ids: Sequence[str]) -> list[tuple[bytes, list[str]]]:
         """Deliver relayed keys to slave SAE `requester`, all or none, each at most once per slave:
@@ -359,7 +358,7 @@ class RelayStore:
 
     def pad_ledger(self) -> list[tuple[str, int, int, int, int, str, str, str]]:
         """Every pad slice used here: (link, block, chunk, offset, nbytes, pool, relay ID, direction)."""
-        return [tuple(r) for r in self.db.execute(  # type: ignore[misc]
+        return [tuple(r) for r in self.db.execute(
             "SELECT link_id, block_id, idx, offset, nbytes, pool, relay_id, direction FROM relay_pads")]
 
     def relays(self) -> dict[str, tuple[str, str, list[str]]]:

@@ -1,9 +1,10 @@
 """The one seam between the key manager and the authenticated classical channel (`node.classical`).
 
 `PersistentLink` wraps one `SecureLink` flow (Wegman–Carter MAC, replay protection) and keeps its
-sequence numbers across restarts: before the send counter passes a persisted *mark*, the next mark
-is written (fsync) to a small owner-only state file, and a restarted process resumes sending at the
-mark, so a one-time mask is never reused. The receive counter is persisted alongside; a replay of a
+sequence numbers across restarts with the link's one reservation scheme (`SecureLink.set_persistence`):
+before the send counter passes the persisted reservation, the next one is written (fsync) to a small
+owner-only state file, and a restarted process resumes sending at it, so a one-time mask is never
+reused. The receive counter is persisted alongside; a replay of a
 message older than the crash but newer than the persisted counter is possible after a restart, and
 every key-manager message is idempotent for that reason.
 
@@ -15,13 +16,13 @@ of the other. The pre-shared bootstrap secret is cut in two halves, one per flow
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from node.classical import Message, SecureLink
+from node.private_files import write_private_file
 
 MARK_STEP = 32
 
@@ -46,7 +47,7 @@ def flow_secret(secret: bytes, flow: int) -> bytes:
 
 
 class LinkState:
-    """An owner-only JSON file holding the sequence marks of every flow of a process."""
+    """An owner-only JSON file holding the sequence counters of every flow of a process."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -59,19 +60,19 @@ class LinkState:
             raise ValueError(f"link state file {path!r} is unreadable: {exc}") from None
 
     def save(self) -> None:
-        """Write the marks durably (write, fsync, rename)."""
+        """Write the counters durably (owner-only, write, fsync, rename)."""
         with self._lock:
-            tmp = self.path + ".tmp"
-            fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                json.dump(self.marks, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
+            write_private_file(self.path, json.dumps(self.marks))
 
 
 class PersistentLink:
-    """A `SecureLink` flow whose send and receive counters survive restarts (see module doc)."""
+    """A `SecureLink` flow whose send and receive counters survive restarts (see module doc).
+
+    The counters are persisted by the link's own reservation scheme (`SecureLink.set_persistence`,
+    the one the node daemon uses too): the send counter is written `MARK_STEP` ahead before a seal
+    passes the last reservation. Only the counters are written: the keys are rebuilt from the
+    bootstrap secret and the refills at every start.
+    """
 
     def __init__(self, secret: bytes, initiator: bool, state: LinkState, name: str) -> None:
         base = SecureLink.from_bootstrap(secret, "initiator" if initiator else "responder").state()
@@ -81,17 +82,15 @@ class PersistentLink:
         self.link = SecureLink.from_state(base)
         self.state = state
         self.name = name
-        self._mark = base["send_seq"]
+        self.link.set_persistence(self._persist, reserve=MARK_STEP, counters_only=True)
 
-    def _persist(self) -> None:
-        self.state.marks[self.name] = {"send_mark": self._mark, "recv_last": self.link.recv_last_seq}
+    def _persist(self, counters: dict[str, Any]) -> None:
+        """Store the link's counters (its send_seq is the reservation's end)."""
+        self.state.marks[self.name] = {"send_mark": counters["send_seq"], "recv_last": counters["recv_last_seq"]}
         self.state.save()
 
     def seal(self, message: Message) -> list[Any]:
-        """Sealed frames of `message`; persists a new mark first when the counter reaches the old one."""
-        if self.link.send_seq >= self._mark:
-            self._mark = self.link.send_seq + MARK_STEP
-            self._persist()
+        """Sealed frames of `message` (a new reservation is persisted first when the old one is used up)."""
         return self.link.seal(message)
 
     def open(self, frames: Sequence[Any]) -> Message:
@@ -108,5 +107,5 @@ class PersistentLink:
         return self.link.messages_left
 
     def close(self) -> None:
-        """Persist the receive counter (the send mark is always ahead of the send counter)."""
-        self._persist()
+        """Persist the receive counter (with a send reservation ahead of the send counter)."""
+        self.link.persist()

@@ -25,7 +25,9 @@ from node.classical import (
     ClassicalChannelError,
     Message,
     TranscriptAuthenticationError,
+    UnknownMessageType,
 )
+from node.classical.dispatch import DispatchTable
 from node.link import protocol as P
 from node.link.blocks import KeyBlock, KeyBlockAccumulator
 from node.link.distill import (
@@ -35,11 +37,11 @@ from node.link.distill import (
     privacy_amplification,
     split_secret,
 )
-from node.runtime.outbox import Outbox
+from node.link.outbox import Outbox
 from postprocessing.bits import n_words
 from postprocessing.cascade import CascadeResponder, ClassicalChannel
 from postprocessing.cascade import Message as CascadeMessage
-from postprocessing.errors import ProtocolError
+from postprocessing.errors import ProtocolError, VerificationFailed
 from postprocessing.sifting import SiftedKey, alice_complete, alice_sift
 from postprocessing.verification import tags_match, verification_tag_bits
 
@@ -93,6 +95,17 @@ class AliceLink:
         self.responder = CascadeResponder(_NoChannel(), timeout_s=settings.timeout_s)
         self.counters = {"batches": 0, "blocks": 0, "aborted": 0, "key_bits": 0, "auth_failures": 0,
                          "stale_slots": 0, "state_reuse_refused": 0}
+        # Bob's requests -> Alice's handlers, built once; any other type is answered with ERROR and alarmed
+        self.table: DispatchTable[Callable[[Message], list[Message]]] = DispatchTable({
+            P.HELLO: self._on_hello,
+            P.SIFT_REQUEST: self._on_sift_request,
+            P.SIFT_REPORT: self._on_sift_report,
+            P.BLOCK_START: self._on_block_start,
+            P.CASCADE: self._on_cascade,
+            P.VERIFY: self._on_verify,
+            P.BLOCK_DONE: self._on_block_done,
+            P.BLOCK_ABORT: self._on_abort,
+        }, name=f"link {settings.link_id} (Alice)", on_unknown=self._unknown_type, logger=log)
         # committed blocks whose refill (and new hash keys) are not applied yet: those a crash left
         # behind are applied now (key epochs let the peer be ahead or behind: `SecureLink.rekey`)
         self._deferred_auth: list[int] = outbox.pending_refills(settings.link_id)
@@ -110,20 +123,16 @@ class AliceLink:
                 reply.transcript = msg.transcript
         return replies
 
+    def _unknown_type(self, msg: Message) -> None:
+        self.alarm("major", f"link {self.settings.link_id}: Bob sent a message of unknown type "
+                            f"{str(msg.type)[:64]}; answered with ERROR")
+
     def _handle(self, msg: Message) -> list[Message]:
-        handler = {
-            P.HELLO: self._on_hello,
-            P.SIFT_REQUEST: self._on_sift_request,
-            P.SIFT_REPORT: self._on_sift_report,
-            P.BLOCK_START: self._on_block_start,
-            P.CASCADE: self._on_cascade,
-            P.VERIFY: self._on_verify,
-            P.BLOCK_DONE: self._on_block_done,
-            P.BLOCK_ABORT: self._on_abort,
-        }.get(msg.type)
-        if handler is None:
-            log.error("link %s: unexpected message type %s rejected", self.settings.link_id, msg.type)
-            return []
+        try:
+            handler = self.table.handler_for(msg)
+        except UnknownMessageType as exc:
+            error = self.table.failed(msg, exc)
+            return [] if error is None else [error]
         try:
             P.require_verified(msg)
             return handler(msg)
@@ -263,7 +272,7 @@ class AliceLink:
         seed, bob_tag = msg.frames
         z_errors = msg.header.get("z_errors")
         if (not isinstance(z_errors, list) or len(z_errors) != self.settings.n_intensities
-                or not all(isinstance(e, int) and not isinstance(e, bool) and 0 <= e for e in z_errors)
+                or not all(isinstance(e, int) and not isinstance(e, bool) and e >= 0 for e in z_errors)
                 or np.any(np.asarray(z_errors) > block.counts.detections[0])):
             raise ProtocolError("VERIFY: 'z_errors' must list one error count per intensity class")
         try:
@@ -272,7 +281,7 @@ class AliceLink:
             raise ProtocolError(f"VERIFY: {exc}") from None
         if not tags_match(tag, bob_tag):
             self.alarm("major", f"link {self.settings.link_id}: block {block_id} verification tags differ")
-            raise ProtocolError("verification tags differ: residual errors after Cascade")
+            raise VerificationFailed("verification tags differ: residual errors after Cascade")
         fk = block_key_length(self.settings, block.counts, z_errors, result.leaked_bits, block.n_bits)
         length = fk.length
         reply_header = {"block": block_id, "length": length, "leaked": result.leaked_bits}

@@ -31,12 +31,12 @@ from node.link.distill import (
     split_secret,
     z_errors_by_class,
 )
+from node.link.outbox import Outbox
 from node.ml.pipeline import LinkMonitor
 from node.ml.retune import LinkRetuner
-from node.runtime.outbox import Outbox
 from postprocessing.cascade import CascadeReconciler, ClassicalChannel
 from postprocessing.cascade import Message as CascadeMessage
-from postprocessing.errors import ProtocolError
+from postprocessing.errors import ProtocolError, VerificationFailed
 from postprocessing.sifting import bob_request, bob_sift
 from postprocessing.slotting import Detections
 from postprocessing.verification import draw_seed, tags_match, verification_tag_bits
@@ -250,7 +250,7 @@ class BobLink:
         if P.header_int(reply, "block") != block.block_id or not reply.frames or not isinstance(reply.frames[0], bytes):
             raise ProtocolError("VERIFY_RESULT does not answer this block's verification")
         if not tags_match(tag, reply.frames[0]):
-            raise ProtocolError("verification tags differ: residual errors after Cascade")
+            raise VerificationFailed("verification tags differ: residual errors after Cascade")
         fk = block_key_length(s, block.counts, z_errors, stats.leaked_bits, block.n_bits)
         self.qber_estimate = self.monitor.on_block(block.counts, z_errors, qber_z)
         length = P.header_int(reply, "length", 0)

@@ -21,23 +21,26 @@ from typing import Any
 import numpy as np
 
 from node.classical import Message
+from node.classical.messages import ErrorBody, MessageType
 from postprocessing.cascade import Message as CascadeMessage
 from postprocessing.errors import ProtocolError
 from postprocessing.sifting import MAX_INTENSITIES, SiftReply, SiftReport, SiftRequest
 
-SIFT_REQUEST = "SIFT_REQUEST"
-SIFT_REPLY = "SIFT_REPLY"
-SIFT_REPORT = "SIFT_REPORT"
-BLOCK_START = "BLOCK_START"
-BLOCK_READY = "BLOCK_READY"
-CASCADE = "CASCADE"
-VERIFY = "VERIFY"
-VERIFY_RESULT = "VERIFY_RESULT"
-BLOCK_DONE = "BLOCK_DONE"
-BLOCK_DONE_ACK = "BLOCK_DONE_ACK"
-BLOCK_ABORT = "BLOCK_ABORT"
-HELLO = "HELLO"
-HELLO_ACK = "HELLO_ACK"
+# the link's wire names, defined once with every other type in node.classical.messages
+SIFT_REQUEST = MessageType.SIFT_REQUEST
+SIFT_REPLY = MessageType.SIFT_REPLY
+SIFT_REPORT = MessageType.SIFT_REPORT
+BLOCK_START = MessageType.BLOCK_START
+BLOCK_READY = MessageType.BLOCK_READY
+CASCADE = MessageType.CASCADE
+VERIFY = MessageType.VERIFY
+VERIFY_RESULT = MessageType.VERIFY_RESULT
+BLOCK_DONE = MessageType.BLOCK_DONE
+BLOCK_DONE_ACK = MessageType.BLOCK_DONE_ACK
+BLOCK_ABORT = MessageType.BLOCK_ABORT
+HELLO = MessageType.HELLO
+HELLO_ACK = MessageType.HELLO_ACK
+ERROR = MessageType.ERROR
 
 MAX_ID = 2**62
 
@@ -79,9 +82,10 @@ def header_int(msg: Message, key: str, low: int = 0, high: int = MAX_ID) -> int:
 def header_float(msg: Message, key: str, low: float, high: float) -> float:
     """A finite number header field in [low, high], or ProtocolError naming it."""
     value = msg.header.get(key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= float(value) <= high:
+    number = float(value) if isinstance(value, float) or (isinstance(value, int) and abs(value) < 2**1023) else None
+    if isinstance(value, bool) or number is None or not low <= number <= high:  # JSON ints may exceed a float
         raise ProtocolError(f"{msg.type}: header field {key!r} must be a number in [{low}, {high}], got {value!r}")
-    return float(value)
+    return number
 
 
 def frame_array(msg: Message, index: int, dtype: type, name: str, ndim: int = 1) -> np.ndarray:
@@ -92,13 +96,19 @@ def frame_array(msg: Message, index: int, dtype: type, name: str, ndim: int = 1)
     if not isinstance(arr, np.ndarray) or arr.dtype != np.dtype(dtype) or arr.ndim != ndim:
         got = f"{arr.dtype}{arr.shape}" if isinstance(arr, np.ndarray) else f"{len(arr)} raw bytes"
         raise ProtocolError(f"{msg.type}: payload frame {index} ({name}) must be a {ndim}-D {np.dtype(dtype)} array, got {got}")
-    return np.ascontiguousarray(arr)
+    return arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)  # (ascontiguousarray makes 0-D 1-D)
 
 
 def expect(msg: Message, msg_type: str, frames: int) -> None:
-    """Check the message's type and payload count (BLOCK_ABORT is turned into a ProtocolError)."""
+    """Check the message's type and payload count (BLOCK_ABORT and ERROR are turned into a ProtocolError)."""
     if msg.type == BLOCK_ABORT:
         raise ProtocolError(f"peer aborted: {str(msg.header.get('reason', ''))[:200]}")
+    if msg.type == ERROR:
+        try:
+            why = ErrorBody.decode(msg).error[:200]
+        except ValueError as exc:
+            why = f"malformed ERROR ({exc})"
+        raise ProtocolError(f"peer could not handle our {str(msg.header.get('type'))[:64]}: {why}")
     if msg.type != msg_type:
         raise ProtocolError(f"expected {msg_type}, got {msg.type}")
     if len(msg.frames) != frames:

@@ -110,7 +110,7 @@ class AlarmRegistry:
         self._next_id = 1
         self._max_active = max_active
         self._clock = clock
-        self.raised_total: dict[str, int] = {s: 0 for s in SEVERITIES}
+        self.raised_total: dict[str, int] = dict.fromkeys(SEVERITIES, 0)
 
     # -- changes -------------------------------------------------------------------------------
     def raise_alarm(self, severity: str, source: str, text: str, *, key: str | None = None,
@@ -214,7 +214,7 @@ class AlarmRegistry:
 
     def counts(self) -> dict[str, int]:
         """Active alarms per severity (every severity present, zero if none)."""
-        out = {s: 0 for s in SEVERITIES}
+        out = dict.fromkeys(SEVERITIES, 0)
         for a in self.active():
             out[a.severity] += 1
         return out

@@ -86,7 +86,7 @@ class QberWatch:
         self.horizon, self.warn_fraction = horizon, warn_fraction
         self.history: deque[float] = deque(maxlen=4 * LAGS)
         try:
-            self.forecaster = forecaster or Forecaster.load("qber")
+            self.forecaster: Forecaster | None = forecaster or Forecaster.load("qber")
         except ModelFileError:
             self.forecaster = None
         self.warned = False

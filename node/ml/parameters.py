@@ -108,7 +108,8 @@ def predicted_points(protocol: str, link: LinkParameters, distances: list[float]
         model = parameter_model(protocol)
     except ModelFileError as exc:
         raise ValueError(f"--optimiser ml: {exc}") from None
-    out, outside = [], set()
+    out: list[SimulationPoint] = []
+    outside: set[str] = set()
     for n in blocks:
         for d in distances:
             pred = model.predict(link, d, n)

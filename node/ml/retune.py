@@ -21,7 +21,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
@@ -29,8 +29,14 @@ from node.ml.policy import RetunePolicy
 from postprocessing.finitekey import PRESETS, ProtocolSettings
 from postprocessing.sifting import SiftCounts
 
-if TYPE_CHECKING:
-    from node.link.distill import LinkSettings
+
+class LinkSettings(Protocol):
+    """What the re-tuner reads of the link's settings (node.link.distill.LinkSettings)."""
+
+    link_id: str
+    protocol: str
+    intensities: tuple[float, ...]
+    class_probabilities: tuple[float, ...]
 
 log = logging.getLogger(__name__)
 

@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from node.control.topology import EXAMPLES, Topology, example_topology, load_topology
-from node.network.loopback import LoopbackNetwork, kme_id, sae_id, start_network
+from node.keymanager.saeclient import SaeClient
 from node.network.linkdaemons import start_link_daemons
-from node.network.sae import SaeClient
+from node.network.loopback import LoopbackNetwork, kme_id, sae_id, start_network
 from node.runtime.launch import stop_processes
+from node.runtime.mockconfig import check_link_mock
 
 ALARM_LOGGER = "node.management.alarms"
 
@@ -28,10 +29,10 @@ def resolve_topology(spec: str) -> Topology:
     """A topology file, or the name of a shipped example (line3, ring5)."""
     if not Path(spec).exists():
         if spec in EXAMPLES:
-            return example_topology(spec)
+            return example_topology(spec, check_mock=check_link_mock)
         raise ValueError(f"--topology: {spec!r} is neither a topology file nor a built-in topology; built-ins: "
                          f"{', '.join(EXAMPLES)}")
-    return load_topology(spec)
+    return load_topology(spec, check_mock=check_link_mock)
 
 
 class Story:
@@ -277,8 +278,8 @@ def _print(out: dict[str, Any], ok: bool) -> None:
 
 def run_sdn_topology_demo(spec: str, workdir: str | None = None, as_json: bool = False, serve: bool = False,
                           links: str = "feed", block_bits: int = 1_000_000) -> int:
-    """`qkdnode demo --topology SPEC --sdn`: the network under SDN control (`node.control.sdn.demo`)."""
-    from node.control.sdn.demo import run_sdn_demo
+    """`qkdnode demo --topology SPEC --sdn`: the network under SDN control (`node.network.sdndemo`)."""
+    from node.network.sdndemo import run_sdn_demo
 
     if links not in ("mock", "feed"):
         raise ValueError(f"links must be 'mock' or 'feed', got {links!r}")

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from node.classical.messages import KeyBlockAck
 from node.control.routing import LinkState as RouteLink
 from node.control.topology import Topology
 from node.keymanager.certs import make_pki
@@ -200,7 +201,7 @@ class LoopbackNetwork:
             bid = self.next_block.get(link_id, 0)
             for n in lk.ends():
                 reply = self.senders[n].send_block(link_id, bid, key, qber=0.02)
-                if reply.get("type") != "KEY_BLOCK_ACK":
+                if not isinstance(reply, KeyBlockAck):
                     raise RuntimeError(f"KM of node {n} did not acknowledge block {link_id}/{bid}")
             self.next_block[link_id] = bid + 1
         if wait:
@@ -265,7 +266,7 @@ class LoopbackNetwork:
         for km in self.kms.values():
             try:
                 km.stop()
-            except Exception as exc:  # stop the others all the same
+            except Exception as exc:  # noqa: BLE001 - stop the others all the same
                 errors.append(exc)
         self.kms.clear()
         self.senders.clear()

@@ -44,13 +44,14 @@ Example (paths relative to the file's directory)::
 
 from __future__ import annotations
 
-import dataclasses
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from node.configschema import REQUIRED, ConfigError, check_keys, check_number_types, fail, get, key_path, require
 from node.link.distill import LinkSettings
+from node.runtime.mockconfig import MockConfig, parse_mock
 
 ROLES = ("alice", "bob")
 HARDWARE_KINDS = ("mock", "lab")
@@ -79,7 +80,7 @@ class NodeConfig:
     bootstrap_secret: Path
     link: LinkSettings
     hardware: str
-    mock: dict[str, Any] = field(default_factory=dict)
+    mock: MockConfig | None = None  # [hardware.mock], for mock hardware
     lab: dict[str, Any] = field(default_factory=dict)
     instruments: dict[str, Any] = field(default_factory=dict)
     keymanager: KeyManagerTarget | None = None
@@ -95,72 +96,25 @@ def _table(doc: dict[str, Any], key: str, required: bool = True) -> dict[str, An
     if value is None and not required:
         return {}
     if not isinstance(value, dict):
-        raise ValueError(f"config table [{key}] is required" if value is None else f"config key '{key}' must be a table")
+        raise ConfigError(f"config table [{key}] is required") if value is None else fail(key, "must be a table")
     return value
 
 
-def _check_keys(table: dict[str, Any], allowed: set[str], where: str) -> None:
-    for key in table:
-        if key not in allowed:
-            raise ValueError(f"config key '{where}.{key}' is unknown; allowed: {', '.join(sorted(allowed))}")
-
-
 def _str(table: dict[str, Any], key: str, where: str, default: str | None = None) -> str:
-    value = table.get(key, default)
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"config key '{where}.{key}' must be a non-empty string, got {value!r}")
+    value = get(table, key, str, where, REQUIRED if default is None else default, "a non-empty string")
+    require(bool(value), key_path(where, key), "must be a non-empty string, got ''")
     return value
 
 
 def _endpoint(table: dict[str, Any], key: str, where: str) -> str:
     value = _str(table, key, where)
-    if not value.startswith("tcp://"):
-        raise ValueError(f"config key '{where}.{key}' must be a ZeroMQ endpoint like 'tcp://127.0.0.1:5800', got {value!r}")
+    require(value.startswith("tcp://"), key_path(where, key),
+            f"must be a ZeroMQ endpoint like 'tcp://127.0.0.1:5800', got {value!r}")
     return value
 
 
 _LINK_INTS = ("block_bits", "batch_detections", "tag_bits", "auth_reserve_bits")
 _LINK_NUMBERS = ("eps_sec", "qber_abort", "timeout_s")
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def check_number_types(table: dict[str, Any], where: str, ints: tuple[str, ...] = (),
-                       numbers: tuple[str, ...] = (), lists: tuple[str, ...] = ()) -> None:
-    """Refuse a string or boolean where a number belongs, naming the key (before any range check
-    compares it, which would fail with Python's own words)."""
-    for key in ints:
-        if key in table and (not isinstance(table[key], int) or isinstance(table[key], bool)):
-            raise ValueError(f"config key '{where}.{key}' must be an integer, got {table[key]!r}")
-    for key in numbers:
-        if key in table and not _is_number(table[key]):
-            raise ValueError(f"config key '{where}.{key}' must be a number, got {table[key]!r}")
-    for key in lists:
-        value = table.get(key)
-        if key in table and not (_is_number(value) or (isinstance(value, list) and value
-                                                       and all(_is_number(v) for v in value))):
-            raise ValueError(f"config key '{where}.{key}' must be a number or a list of numbers, got {value!r}")
-
-
-def _check_mock_types(mock: dict[str, Any]) -> None:
-    from drivers.mock import LinkParams
-
-    ints: list[str] = []
-    numbers: list[str] = []
-    lists: list[str] = []
-    for f in dataclasses.fields(LinkParams):
-        default = f.default
-        (lists if isinstance(default, tuple) else ints if isinstance(default, int) else numbers).append(f.name)
-    check_number_types(mock, "hardware.mock", tuple(ints) + ("seed",), tuple(numbers) + ("block_s",), tuple(lists))
-
-
-def _mock_fields() -> set[str]:
-    from drivers.mock import LinkParams
-
-    return {f.name for f in dataclasses.fields(LinkParams)} | {"seed", "realtime", "block_s",
-                                                                "attack", "attack_strength", "attack_onset_slot"}
 
 
 def parse_node_config(doc: dict[str, Any], base_dir: str | Path = ".") -> NodeConfig:
@@ -171,38 +125,37 @@ def parse_node_config(doc: dict[str, Any], base_dir: str | Path = ".") -> NodeCo
         p = Path(value)
         return p if p.is_absolute() else base / p
 
-    _check_keys(doc, {"node", "link", "keymanager", "hardware", "instruments", "run"}, "")
+    check_keys(doc, {"node", "link", "keymanager", "hardware", "instruments", "run"}, "")
     node = _table(doc, "node")
-    _check_keys(node, {"name", "role", "state_dir", "status_file", "metrics_port"}, "node")
+    check_keys(node, {"name", "role", "state_dir", "status_file", "metrics_port"}, "node")
     metrics_port = node.get("metrics_port")
     if metrics_port is not None and (not isinstance(metrics_port, int) or not 0 <= metrics_port <= 65535):
-        raise ValueError(f"config key 'node.metrics_port' must be an integer in [0, 65535] (0: any free port), "
+        raise fail("node.metrics_port", f"must be an integer in [0, 65535] (0: any free port), "
                          f"got {metrics_port!r}")
     role = _str(node, "role", "node")
     if role not in ROLES:
-        raise ValueError(f"config key 'node.role' must be one of {', '.join(ROLES)}, got {role!r}")
+        raise fail("node.role", f"must be one of {', '.join(ROLES)}, got {role!r}")
     link = _table(doc, "link")
-    _check_keys(link, _LINK_KEYS, "link")
+    check_keys(link, _LINK_KEYS, "link")
     hardware = _table(doc, "hardware")
-    _check_keys(hardware, {"kind", "mock", "lab", "dead_time"}, "hardware")
+    check_keys(hardware, {"kind", "mock", "lab", "dead_time"}, "hardware")
     kind = _str(hardware, "kind", "hardware")
     if kind not in HARDWARE_KINDS:
-        raise ValueError(f"config key 'hardware.kind' must be one of {', '.join(HARDWARE_KINDS)}, got {kind!r}")
-    mock = _table(hardware, "mock", required=False)
-    _check_keys(mock, _mock_fields(), "hardware.mock")
-    _check_mock_types(mock)
+        raise fail("hardware.kind", f"must be one of {', '.join(HARDWARE_KINDS)}, got {kind!r}")
+    mock_table = _table(hardware, "mock", required=False)
+    mock = parse_mock(mock_table, "hardware.mock") if kind == "mock" or mock_table else None
     lab = _table(hardware, "lab", required=False)
-    _check_keys(lab, {"transmitter", "tagger", "transmitter_options", "slotting", "bringup"}, "hardware.lab")
+    check_keys(lab, {"transmitter", "tagger", "transmitter_options", "slotting", "bringup"}, "hardware.lab")
     instruments = _table(doc, "instruments", required=False)
     if kind == "lab":
         needed = "transmitter" if role == "alice" else "tagger"
         name = _str(lab, needed, "hardware.lab")
         if name not in instruments:
-            raise ValueError(f"config key 'hardware.lab.{needed}' names instrument {name!r}, which has no "
+            raise fail(f"hardware.lab.{needed}", f"names instrument {name!r}, which has no "
                              f"[instruments.{name}] table")
     check_number_types(link, "link", _LINK_INTS, _LINK_NUMBERS, ("intensities", "class_probabilities"))
     dead_time = _dead_time(hardware, kind, role)
-    intensities, probabilities = _link_physics(link, kind, mock)
+    intensities, probabilities = _link_physics(link, mock if kind == "mock" else None)
     settings_kwargs = {k: link[k] for k in ("block_bits", "batch_detections", "protocol", "eps_sec", "tag_bits",
                                             "qber_abort", "cascade_variant", "auth_reserve_bits", "timeout_s",
                                             "auth_max_failures")
@@ -214,16 +167,17 @@ def parse_node_config(doc: dict[str, Any], base_dir: str | Path = ".") -> NodeCo
     km = _table(doc, "keymanager", required=False)
     target = None
     if km:
-        _check_keys(km, {"endpoint", "source_id", "secret"}, "keymanager")
+        check_keys(km, {"endpoint", "source_id", "secret"}, "keymanager")
         target = KeyManagerTarget(_endpoint(km, "endpoint", "keymanager"), _str(km, "source_id", "keymanager"),
                                   path(_str(km, "secret", "keymanager")))
     run = _table(doc, "run", required=False)
-    _check_keys(run, {"max_blocks", "duration_s"}, "run")
+    check_keys(run, {"max_blocks", "duration_s"}, "run")
     status = node.get("status_file")
     return NodeConfig(
         name=_str(node, "name", "node"), role=role, state_dir=path(_str(node, "state_dir", "node")),
         peer=_endpoint(link, "peer", "link"), bootstrap_secret=path(_str(link, "bootstrap_secret", "link")),
-        link=settings, hardware=kind, mock=dict(mock), lab=dict(lab), instruments=dict(instruments),
+        link=settings, hardware=kind, mock=mock if kind == "mock" else None, lab=dict(lab),
+        instruments=dict(instruments),
         keymanager=target, status_file=None if status is None else path(_str(node, "status_file", "node")),
         max_blocks=run.get("max_blocks"), duration_s=run.get("duration_s"), metrics_port=metrics_port,
         dead_time=dead_time,
@@ -239,7 +193,7 @@ def _dead_time(hardware: dict[str, Any], kind: str, role: str) -> dict[str, Any]
     """[hardware.dead_time]: per-detector dead times (ps, or "instrument") and the margin (ps).
     Bob on lab hardware must give them: the node never sifts without a common dead time."""
     table = _table(hardware, "dead_time", required=False)
-    _check_keys(table, _DEAD_TIME_KEYS, "hardware.dead_time")
+    check_keys(table, _DEAD_TIME_KEYS, "hardware.dead_time")
     out: dict[str, Any] = {}
     value = table.get("detector_ps")
     if value == DEAD_TIME_FROM_INSTRUMENT:
@@ -248,37 +202,33 @@ def _dead_time(hardware: dict[str, Any], kind: str, role: str) -> dict[str, Any]
         values = value if isinstance(value, list) else [value]
         if (not values or len(values) > 16
                 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1e12 for v in values)):
-            raise ValueError("config key 'hardware.dead_time.detector_ps' must be a dead time in ps (> 0), a list of one "
+            raise fail("hardware.dead_time.detector_ps", "must be a dead time in ps (> 0), a list of one "
                              f"per detector, or \"{DEAD_TIME_FROM_INSTRUMENT}\"; got {value!r}")
         out["detector_ps"] = tuple(float(v) for v in values)
     elif kind == "lab" and role == "bob":
-        raise ValueError("config key 'hardware.dead_time.detector_ps' is required for Bob on lab hardware: the "
+        raise fail("hardware.dead_time.detector_ps", "is required for Bob on lab hardware: the "
                          "common dead time is a proof assumption (per detector in ps, or \"instrument\" to read it "
                          "from the tagger driver)")
     margin = table.get("margin_ps")
     if margin is not None:
         if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin < 1e12:
-            raise ValueError(f"config key 'hardware.dead_time.margin_ps' must be a number of ps >= 0, got {margin!r}")
+            raise fail("hardware.dead_time.margin_ps", f"must be a number of ps >= 0, got {margin!r}")
         out["margin_ps"] = float(margin)
     return out
 
 
-def _link_physics(link: dict[str, Any], kind: str, mock: dict[str, Any]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def _link_physics(link: dict[str, Any], mock: MockConfig | None) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Intensities and class probabilities: from [link], or for the mock from its LinkParams."""
-    if kind == "mock":
-        from drivers.mock import LinkParams
-
-        defaults = LinkParams()
-        mu = tuple(mock.get("intensities", defaults.intensities))
-        p = tuple(mock.get("class_probabilities", defaults.class_probabilities))
+    if mock is not None:
+        mu, p = mock.params.intensities, mock.params.class_probabilities
         for key, value in (("intensities", mu), ("class_probabilities", p)):
             if key in link and tuple(link[key]) != value:
-                raise ValueError(f"config key 'link.{key}' differs from 'hardware.mock.{key}'; give it once")
+                raise fail(f"link.{key}", f"differs from 'hardware.mock.{key}'; give it once")
         return mu, p
     for key in ("intensities", "class_probabilities"):
-        value = link.get(key)
-        if not isinstance(value, list) or not all(isinstance(v, (int, float)) for v in value):
-            raise ValueError(f"config key 'link.{key}' must be a list of numbers (required for lab hardware)")
+        given = link.get(key)
+        if not isinstance(given, list) or not all(isinstance(v, (int, float)) for v in given):
+            raise fail(f"link.{key}", "must be a list of numbers (required for lab hardware)")
     return tuple(float(v) for v in link["intensities"]), tuple(float(v) for v in link["class_probabilities"])
 
 

@@ -37,12 +37,12 @@ from node.classical.linkstate import (
     save_link_state,
 )
 from node.link import AliceLink, BobLink
+from node.link.outbox import Outbox
 from node.management import AlarmRegistry, NodeMetrics, close_metrics, serve_metrics
 from node.private_files import write_private_file
 from node.runtime.config import NodeConfig
 from node.runtime.hardware import Hardware, open_hardware
 from node.runtime.interrupt import StopAwareChannel
-from node.runtime.outbox import Outbox
 from postprocessing.errors import ProtocolError
 from postprocessing.slotting import Detections
 
@@ -137,7 +137,7 @@ class NodeDaemon:
 
     def _refill(self, material: bytes) -> None:
         self.link.refill(material)
-        self._persist_link(self.link.state(send_reserve=LINK_STATE_RESERVE))
+        self.link.persist()
 
     def _rekey(self, material: bytes) -> None:
         self.link.rekey(material)  # persists the new hash keys itself
@@ -283,7 +283,7 @@ class NodeDaemon:
     def _acquisition_loop(self) -> None:
         hw = self.hardware
         assert hw is not None and hw.tagger is not None and hw.slotter is not None
-        realtime = bool(self.cfg.mock.get("realtime", False)) if self.cfg.hardware == "mock" else True
+        realtime = self.cfg.mock.realtime if self.cfg.mock is not None else True
         parts: list[Detections] = []
         have = 0
         target = self.cfg.link.batch_detections

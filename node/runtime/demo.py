@@ -4,7 +4,7 @@ Alice's node (transmitter) and Bob's node (receiver) run `qkdnode run` on genera
 hands its keys to its own key manager (KME_A, KME_B). Once a block is distilled and delivered, an SAE
 at Alice's side (SAE_A) fetches a key through ETSI GS QKD 014 from KME_A and an SAE at Bob's side
 (SAE_B) fetches the same key ID from KME_B, over mutual TLS, with the project's own client
-(`node.network.sae`); the two are compared by digest (keys are never printed).
+(`node.keymanager.saeclient`); the two are compared by digest (keys are never printed).
 
 The demo ends when it has delivered that (`watch` returns), not at a wall-clock guess; its duration
 is an upper bound, and when it is hit `DemoTimeout` says why no key came.
@@ -327,7 +327,7 @@ def link_forecast(opts: DemoOptions) -> dict[str, Any]:
 
 def fetch_and_compare(run: DemoRun, size_bits: int = 256) -> dict[str, Any]:
     """SAE_A gets a key from KME_A, SAE_B the same key ID from KME_B; compares them (digests only)."""
-    from node.network.sae import SaeClient
+    from node.keymanager.saeclient import SaeClient
 
     pair = run.pair
 

@@ -7,16 +7,19 @@ whatever happened before.
 
 from __future__ import annotations
 
-import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drivers.timetagger import TimeTagger
 from drivers.transmitter import Transmitter
 from node.runtime.config import DEAD_TIME_FROM_INSTRUMENT, NodeConfig
-from postprocessing.deadtime import CommonDeadTime
+from postprocessing.deadtime import CommonDeadTime, default_margin_ps, pulse_window_ps
 from postprocessing.slotting import StreamSlotter
+
+if TYPE_CHECKING:
+    from drivers.mock.params import LinkParams
 
 log = logging.getLogger(__name__)
 
@@ -31,17 +34,17 @@ class Hardware:
     dead_time: CommonDeadTime | None = None  # Bob's common dead time, applied before the slotter
     instruments: dict[str, Any] = field(default_factory=dict)
     description: dict[str, Any] = field(default_factory=dict)
+    alarm: Callable[[str, str], None] | None = None  # alarm(severity, text): hears a failed shutdown
 
     def close(self) -> None:
-        """Stop acquisition and leave every instrument safe; never raises."""
+        """Stop acquisition and leave every instrument safe; never raises. A step that fails is
+        logged and alarmed (critical for a light source: a laser left on must be noticed), and the
+        steps after it still run."""
         if self.tagger is not None:
-            with contextlib.suppress(Exception):
-                self.tagger.stop()
-            with contextlib.suppress(Exception):
-                self.tagger.close()
+            self._step("tagger", "stop", self.tagger.stop)
+            self._step("tagger", "close", self.tagger.close)
         if self.transmitter is not None:
-            with contextlib.suppress(Exception):
-                self.transmitter.shutdown()
+            self._step("transmitter", "shutdown", self.transmitter.shutdown, light=True)
         from drivers.bringup import SHUTDOWN_ORDER, role_of
 
         # light sources first (laser, attenuator shutter), then modulator drive, bias, taggers
@@ -50,29 +53,28 @@ class Hardware:
         for name, inst in ranked:
             for method in ("shutdown", "close"):
                 fn = getattr(inst, method, None)
-                if fn is None:
-                    continue
+                if fn is not None:
+                    self._step(f"instrument {name}", method, fn, light=method == "shutdown")
+
+    def _step(self, what: str, method: str, fn: Callable[[], Any], light: bool = False) -> None:
+        """One shutdown step; a failure is logged and alarmed, never raised (shutdown must reach every instrument)."""
+        try:
+            fn()
+        except Exception as exc:  # noqa: BLE001 - shutdown must reach every instrument
+            text = f"{what}: {method} failed ({type(exc).__name__}: {exc}); check that its output is off"
+            log.error("hardware shutdown: %s", text)
+            if self.alarm is not None:
                 try:
-                    fn()
-                except Exception as exc:  # shutdown must reach every instrument
-                    log.error("instrument %s: %s failed: %s", name, method, exc)
+                    self.alarm("critical" if light else "major", f"shutdown: {text}")
+                except Exception:  # the alarm path must not stop the shutdown either
+                    log.exception("hardware shutdown: raising the alarm failed")
 
 
-_ATTACK_KEYS = ("attack", "attack_strength", "attack_onset_slot")  # drivers.mock.onset (qkdnode demo --attack)
-
-
-def mock_params(cfg: NodeConfig) -> Any:
+def mock_params(cfg: NodeConfig) -> LinkParams:
     """The mock link's `LinkParams` from [hardware.mock] (both nodes must use the same values)."""
-    from drivers.mock import LinkParams
-
-    fields = {k: v for k, v in cfg.mock.items() if k not in ("seed", "realtime", "block_s", *_ATTACK_KEYS)}
-    for key, value in list(fields.items()):
-        if isinstance(value, list):
-            fields[key] = tuple(value)
-    try:
-        return LinkParams(**fields)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"config table [hardware.mock]: {exc}") from None
+    if cfg.mock is None:
+        raise ValueError("config table [hardware.mock]: this node does not run the mock link")
+    return cfg.mock.params
 
 
 def common_dead_time(cfg: NodeConfig, tagger: Any, slotter: StreamSlotter) -> CommonDeadTime:
@@ -87,8 +89,8 @@ def common_dead_time(cfg: NodeConfig, tagger: Any, slotter: StreamSlotter) -> Co
                              "read the detectors' dead times; give them in ps (one per detector)")
         spec = tuple(float(v) for v in reported)
     longest = max(spec)
-    margin = cfg.dead_time.get("margin_ps", max(0.1 * longest, 1_000.0))
-    window = min(slotter.gate_ps, slotter.nominal_period_ps - slotter.gate_ps)
+    margin = cfg.dead_time.get("margin_ps", default_margin_ps(longest))
+    window = pulse_window_ps(slotter.gate_ps, slotter.nominal_period_ps)
     dead = longest + margin
     if window >= dead:
         raise ValueError(f"config key 'hardware.dead_time.detector_ps': a dead time of {dead:g} ps is shorter than one "
@@ -98,25 +100,25 @@ def common_dead_time(cfg: NodeConfig, tagger: Any, slotter: StreamSlotter) -> Co
 
 def open_hardware(cfg: NodeConfig, alarm: Any = None) -> Hardware:
     """Open (and start) the hardware this node's role needs; `alarm(severity, text)` hears a failed bring-up."""
-    if cfg.hardware == "mock":
-        return _open_mock(cfg)
-    return _open_lab(cfg, alarm)
+    hw = _open_mock(cfg) if cfg.hardware == "mock" else _open_lab(cfg, alarm)
+    hw.alarm = alarm
+    return hw
 
 
 def _open_mock(cfg: NodeConfig) -> Hardware:
     from drivers.mock import MockTimeTagger, MockTransmitter
 
     params = mock_params(cfg)
-    seed = int(cfg.mock.get("seed", 0))
+    assert cfg.mock is not None
     desc = {"kind": "mock", "distance_km": params.fibre_length_km, "rate_hz": params.repetition_rate_hz,
             "eve_fraction": params.eve_fraction}
     if cfg.role == "alice":
-        tx = MockTransmitter(params, seed)
+        tx = MockTransmitter(params, cfg.mock.seed)
         tx.start()
         return Hardware(transmitter=tx, description=desc)
-    tagger = MockTimeTagger(params, seed, realtime=bool(cfg.mock.get("realtime", False)),
-                            block_s=float(cfg.mock.get("block_s", 2e-3)))
-    _schedule_attack(cfg, tagger)
+    tagger = MockTimeTagger(params, cfg.mock.seed, realtime=cfg.mock.realtime, block_s=cfg.mock.block_s)
+    if cfg.mock.attack is not None:  # an attack or fault the demo injects into Bob's side from a given slot
+        cfg.mock.attack.attach(tagger)
     slotter = StreamSlotter(params.period_ps, params.sync_every, 0.5 * params.period_ps,
                             delay_ps=params.channel_delays_ps())
     dead_time = common_dead_time(cfg, tagger, slotter)
@@ -125,30 +127,16 @@ def _open_mock(cfg: NodeConfig) -> Hardware:
     return Hardware(tagger=tagger, slotter=slotter, dead_time=dead_time, description=desc)
 
 
-def _schedule_attack(cfg: NodeConfig, tagger: Any) -> None:
-    """An attack or fault the demo injects into Bob's side of the mock link from a given slot."""
-    from drivers.mock.onset import from_mock_table
-
-    try:
-        schedule = from_mock_table(cfg.mock)
-    except ValueError as exc:
-        raise ValueError(f"config table [hardware.mock]: {exc}") from None
-    if schedule is not None:
-        schedule.attach(tagger)
-
-
 def _open_lab(cfg: NodeConfig, alarm: Any = None) -> Hardware:
     from drivers.bringup import bring_up
     from drivers.registry import open_instruments
 
     instruments = open_instruments(cfg.instruments)
-    hw = Hardware(instruments=instruments, description={"kind": "lab", "instruments": sorted(instruments)})
+    hw = Hardware(instruments=instruments, description={"kind": "lab", "instruments": sorted(instruments)}, alarm=alarm)
     try:
         bring_up(cfg.role, instruments, cfg.lab.get("bringup", {}), alarm)  # ordered, read back, safe on failure
         if cfg.role == "alice":
-            from drivers.awg.transmitter import AWGTransmitter
-
-            from drivers.awg.transmitter import ModulatorLevels
+            from drivers.awg.transmitter import AWGTransmitter, ModulatorLevels
 
             awg = instruments[cfg.lab["transmitter"]]
             options = dict(cfg.lab.get("transmitter_options", {}))

@@ -13,8 +13,9 @@ import logging
 import threading
 from typing import Any, Protocol
 
+from node.classical.messages import KeyBlockAck, KeyBlockNack, KeyBlockReply
+from node.link.outbox import Outbox, OutboxEntry
 from node.management.alarms import AlarmRegistry
-from node.runtime.outbox import Outbox, OutboxEntry
 
 log = logging.getLogger(__name__)
 
@@ -26,13 +27,17 @@ class BlockSender(Protocol):
 
     def send_block(self, link_id: str, block_id: int, key: bytes, length_bits: int | None = None,
                    qber: float | None = None, params: dict[str, Any] | None = None,
-                   timeout_s: float = 2.0) -> dict[str, Any]: ...
+                   timeout_s: float = 2.0) -> KeyBlockReply: ...
 
 
-def refusal_reason(reply: dict[str, Any]) -> str:
-    """The KM's reason for a `KEY_BLOCK_NACK` (its `error` field), at most 200 characters."""
-    reason = reply.get("error") or reply.get("reason") or reply.get("type") or "no reason given"
-    return str(reason)[:200]
+def refusal_reason(reply: object, link_id: str, block_id: int) -> str:
+    """Why `reply` does not deliver block `block_id` of `link_id`: the KM's typed NACK reason, or
+    what was wrong with the reply; at most 200 characters."""
+    if isinstance(reply, KeyBlockNack):
+        return reply.error[:200]
+    if isinstance(reply, KeyBlockAck):
+        return f"the acknowledgement names block {reply.link_id[:40]}/{reply.block_id}, not {link_id}/{block_id}"
+    return f"the key manager answered with {type(reply).__name__}, not KEY_BLOCK_ACK or KEY_BLOCK_NACK"
 
 
 class KmDelivery:
@@ -87,14 +92,14 @@ class KmDelivery:
         except TimeoutError:
             self.counters["km_timeouts"] += 1
             return "timeout"
-        if reply.get("type") in ("ACK", "KEY_BLOCK_ACK") or reply.get("stored") or reply.get("duplicate"):
+        if isinstance(reply, KeyBlockAck) and reply.answers(e.link_id, e.block_id):
             self.outbox.delivered(e.link_id, e.block_id)
             self.counters["delivered_blocks"] += 1
             self.counters["delivered_bits"] += e.length_bits
             self._accepted()
             return "delivered"
         self.counters["km_refusals"] += 1
-        self._refused(e, refusal_reason(reply))
+        self._refused(e, refusal_reason(reply, e.link_id, e.block_id))
         return "refused"
 
     def _refused(self, e: OutboxEntry, reason: str) -> None:

@@ -58,8 +58,8 @@ def ideal_block_length(params: Any, settings: Any, block_bits: float, f_ec: floa
     mock's physics (passive receiver, afterpulses in random slots, Bob's common dead time: the
     node's default for these detectors unless given), the link's protocol settings and
     error-correction efficiency `f_ec`."""
-    from drivers.mock.linkmodel import common_dead_time_ps as default_dead_time
-    from drivers.mock.linkmodel import finitekey_link
+    from node.runtime.mockmodel import common_dead_time_ps as default_dead_time
+    from node.runtime.mockmodel import finitekey_link
     from postprocessing.finitekey import ProtocolSettings, simulate
 
     dead = default_dead_time(params) if common_dead_time_ps is None else common_dead_time_ps

@@ -1,9 +1,9 @@
 """Everything `qkdnode run` would refuse, checked before anything starts (and all `run --check` does).
 
-`load_node_config` checks the file's shape and the link settings; this adds what the daemon would
-otherwise find only while starting: the mock link's physical parameters and seed, the files the node
-reads (bootstrap authentication key, key-manager ingest secret), and for lab hardware each
-`[instruments.NAME]` table and the transmitter's modulator levels. Errors name the config key.
+`load_node_config` checks the file's shape, the link settings and the mock link's table; this adds
+what the daemon would otherwise find only while starting: the files the node reads (bootstrap
+authentication key, key-manager ingest secret), and for lab hardware each `[instruments.NAME]` table
+and the transmitter's modulator levels. Errors name the config key.
 """
 
 from __future__ import annotations
@@ -17,35 +17,11 @@ from node.runtime.config import NodeConfig
 
 def check_node(cfg: NodeConfig) -> None:
     """Raise `ValueError` (naming the config key) for anything the node would reject at start."""
-    if cfg.hardware == "mock":
-        _check_mock(cfg)
-    else:
+    if cfg.hardware == "lab":  # the mock table is checked whole when the file is read (MockConfig)
         _check_lab(cfg)
     _check_bootstrap(cfg)
     if cfg.keymanager is not None:
         _readable(cfg.keymanager.secret, "keymanager.secret", "the ingest secret shared with the key manager")
-
-
-def _check_mock(cfg: NodeConfig) -> None:
-    from node.runtime.hardware import mock_params
-
-    try:
-        mock_params(cfg)  # every LinkParams range check, as the node runs it
-    except ValueError as exc:
-        text = str(exc).removeprefix("config table [hardware.mock]: ")
-        field = text.split(" ", 1)[0]
-        if field in cfg.mock:  # "fibre_length_km must be >= 0, got -5" -> name the key as the file spells it
-            raise ValueError(f"config key 'hardware.mock.{field}' {text.split(' ', 1)[1]}") from None
-        raise
-    seed = cfg.mock.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64:
-        raise ValueError(f"config key 'hardware.mock.seed' must be an integer in [0, 2^64), got {seed!r}")
-    realtime = cfg.mock.get("realtime", False)
-    if not isinstance(realtime, bool):
-        raise ValueError(f"config key 'hardware.mock.realtime' must be true or false, got {realtime!r}")
-    block_s = cfg.mock.get("block_s", 2e-3)
-    if isinstance(block_s, bool) or not isinstance(block_s, (int, float)) or not 0 < block_s <= 10:
-        raise ValueError(f"config key 'hardware.mock.block_s' must be a number of seconds in (0, 10], got {block_s!r}")
 
 
 def _readable(path: Path, key: str, what: str) -> bytes:

@@ -12,7 +12,12 @@ from postprocessing.cascade.reconciler import CascadeOutcome, CascadeReconciler
 from postprocessing.cascade.responder import CascadeResponder, ResponderResult
 from postprocessing.cascade.stats import CascadeStats, binary_entropy
 from postprocessing.cascade.variants import (
-    DEFAULT_VARIANT, VARIANTS, PassSpec, Variant, default_variant, get_variant,
+    DEFAULT_VARIANT,
+    VARIANTS,
+    PassSpec,
+    Variant,
+    default_variant,
+    get_variant,
 )
 
 __all__ = [

@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import json
+import re
 import sys
 import time
 from abc import ABC, abstractmethod
@@ -20,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from postprocessing.errors import ProtocolError
+from postprocessing.errors import ChannelTimeout, ProtocolError
 
 __all__ = [
     "PROTOCOL",
@@ -40,8 +41,31 @@ _CODES = {np.dtype(np.uint8): "u1", np.dtype(np.uint32): "u4", np.dtype(np.uint6
 _LITTLE = sys.byteorder == "little"
 _MAX_HEADER = 64 * 1024
 _MAX_BUFFERS = 16
+_CODES_BY_KIND = {(dt.kind, dt.itemsize): code for dt, code in _CODES.items()}
+_FRAME_TYPES = (bytes, bytearray, memoryview)
 _JSON_OUT = json.JSONEncoder(separators=(",", ":"))
 _JSON_IN = json.JSONDecoder()
+_JSON_SPACE = re.compile(r"[ \t\n\r]*")
+# The C encoder built once, as JSONEncoder.encode would build it on every call (without the circular
+# reference check: headers are built here from plain dicts and lists).
+_C_ENCODER = (json.encoder.c_make_encoder(None, _JSON_OUT.default, json.encoder.encode_basestring_ascii, None,
+                                           ":", ",", False, False, True)
+              if json.encoder.c_make_encoder is not None else None)
+
+
+def _json_out(header: dict[str, Any]) -> str:
+    return "".join(_C_ENCODER(header, 0)) if _C_ENCODER is not None else _JSON_OUT.encode(header)
+
+
+def _json_in(text: str) -> Any:
+    """json.loads(text), by the decoder's scanner directly (a third of the time for a small header)."""
+    try:
+        obj, end = _JSON_IN.scan_once(text, _JSON_SPACE.match(text, 0).end())
+    except StopIteration:
+        raise ValueError("not JSON") from None
+    if _JSON_SPACE.match(text, end).end() != len(text):
+        raise ValueError("extra data after the JSON value")
+    return obj
 
 
 @dataclass
@@ -62,22 +86,23 @@ def encode_message(msg: Message) -> list[bytes]:
     codes = []
     raws = []
     for b in msg.buffers:
-        code = _CODES.get(b.dtype) if isinstance(b, np.ndarray) else None
-        if code is None or b.ndim != 1:
+        # (kind, itemsize) of a native dtype: a dict lookup by np.dtype costs ~1 µs, this ~0.1 µs
+        code = _CODES_BY_KIND.get((b.dtype.kind, b.dtype.itemsize)) if isinstance(b, np.ndarray) else None
+        if code is None or b.ndim != 1 or not b.dtype.isnative:
             raise ValueError(f"buffers must be 1-D arrays of {sorted(_DTYPES)}")
         codes.append([code, b.size])
         raws.append((b if _LITTLE else b.byteswap()).tobytes())
     header = dict(msg.header)
     header["_bufs"] = codes
-    return [PROTOCOL, msg.type.encode("ascii"), _JSON_OUT.encode(header).encode(), *raws]
+    return [PROTOCOL, msg.type.encode("ascii"), _json_out(header).encode(), *raws]
 
 
 def decode_message(frames: Sequence[bytes]) -> Message:
     """Parse wire frames into a Message; raises ProtocolError on anything malformed."""
-    if not isinstance(frames, list | tuple) or len(frames) < 3:
+    if not isinstance(frames, (list, tuple)) or len(frames) < 3:
         raise ProtocolError("cascade message: fewer than 3 frames")
     for f in frames:
-        if not isinstance(f, bytes | bytearray | memoryview):
+        if not isinstance(f, _FRAME_TYPES):
             raise ProtocolError("cascade message: frames must be bytes")
     if frames[0] != PROTOCOL:
         raise ProtocolError("cascade message: unknown protocol or version")
@@ -88,7 +113,7 @@ def decode_message(frames: Sequence[bytes]) -> Message:
     if len(frames[2]) > _MAX_HEADER:
         raise ProtocolError("cascade message: header too long")
     try:
-        header = _JSON_IN.decode(bytes(frames[2]).decode("utf-8"))
+        header = _json_in(bytes(frames[2]).decode("utf-8"))
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise ProtocolError("cascade message: header is not JSON") from None
     if not isinstance(header, dict):
@@ -110,10 +135,6 @@ def decode_message(frames: Sequence[bytes]) -> Message:
         arr = np.frombuffer(raw, dtype=dt)  # read-only view of the frame: no copy on little-endian hosts
         out.append(arr if _LITTLE else arr.astype(dt.newbyteorder("=")))
     return Message(mtype, header, tuple(out))
-
-
-class ChannelTimeout(ProtocolError):
-    """No message from the peer within the timeout (a silent peer)."""
 
 
 class ClassicalChannel(ABC):
@@ -152,7 +173,7 @@ class LoopbackEnd(ClassicalChannel):
 
     def send_frames(self, frames: list[bytes]) -> None:
         """Queue raw frames (tests use it to send malformed messages)."""
-        self.bytes_sent += sum(len(f) for f in frames)
+        self.bytes_sent += sum(map(len, frames))
         self.messages_sent += 1
         self._link._post(1 - self._side, frames)
 
@@ -170,7 +191,7 @@ class LoopbackEnd(ClassicalChannel):
         return self._accept(frames)
 
     def _accept(self, frames: list[bytes]) -> Message:
-        self.bytes_received += sum(len(f) for f in frames)
+        self.bytes_received += sum(map(len, frames))
         self.messages_received += 1
         return decode_message(frames)
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from postprocessing._numba import KERNEL, njit
+from drivers.jit import kernel
 
 BLOCK = 0
 HALF = 1
@@ -32,7 +32,7 @@ ASKED = 3
 INVALID = 255
 
 
-@njit(**KERNEL)
+@kernel
 def node_range(length: int, v: int) -> tuple[int, int]:
     """[lo, hi) of heap node `v` in a block of `length` positions (lo == hi: no such node)."""
     depth = 0
@@ -53,7 +53,7 @@ def node_range(length: int, v: int) -> tuple[int, int]:
     return lo, hi
 
 
-@njit(**KERNEL)
+@kernel
 def tree_stride(length: int) -> int:
     """Tree slots a block of `length` positions needs (heap indices are < the stride)."""
     d = 0
@@ -65,7 +65,7 @@ def tree_stride(length: int) -> int:
 _ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
-@njit(**KERNEL)
+@kernel
 def word_parity(x: np.uint64) -> np.int64:
     """Parity of the set bits of one 64-bit word."""
     x ^= x >> np.uint64(32)
@@ -77,7 +77,7 @@ def word_parity(x: np.uint64) -> np.int64:
     return np.int64(x & np.uint64(1))
 
 
-@njit(**KERNEL)
+@kernel
 def _range_words(rows: NDArray[np.uint64], r: int, masks: NDArray[np.uint64], m: int, flip: int,
                  lo: int, hi: int) -> np.uint64:
     """XOR of the words of rows[r] over [lo, hi) ANDed with masks[m] (flip = 1: its complement);
@@ -100,7 +100,7 @@ def _range_words(rows: NDArray[np.uint64], r: int, masks: NDArray[np.uint64], m:
     return acc
 
 
-@njit(**KERNEL)
+@kernel
 def _plain_parity(rows: NDArray[np.uint64], r: int, lo: int, hi: int) -> np.int64:
     if hi <= lo:
         return np.int64(0)
@@ -117,19 +117,19 @@ def _plain_parity(rows: NDArray[np.uint64], r: int, lo: int, hi: int) -> np.int6
     return word_parity(acc)
 
 
-@njit(**KERNEL)
+@kernel
 def packed_parity(words: NDArray[np.uint64], lo: int, hi: int) -> np.int64:
     """Parity of the packed bits in [lo, hi)."""
     return _plain_parity(words.reshape(1, words.size), 0, lo, hi)
 
 
-@njit(**KERNEL)
+@kernel
 def masked_parity(words: NDArray[np.uint64], mask: NDArray[np.uint64], flip: int, lo: int, hi: int) -> np.int64:
     """Parity of the packed bits in [lo, hi) that lie in the subset `mask` (flip = 1: its complement)."""
     return word_parity(_range_words(words.reshape(1, words.size), 0, mask.reshape(1, mask.size), 0, flip, lo, hi))
 
 
-@njit(**KERNEL)
+@kernel
 def _popcount(x: np.uint64) -> int:
     x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
     x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
@@ -137,7 +137,7 @@ def _popcount(x: np.uint64) -> int:
     return int((x * np.uint64(0x0101010101010101)) >> np.uint64(56))
 
 
-@njit(**KERNEL)
+@kernel
 def _members(masks: NDArray[np.uint64], m: int, flip: int, lo: int, hi: int) -> int:
     """Subset members (flip = 1: complement members) among positions [lo, hi), hi - lo <= 64."""
     if hi <= lo:
@@ -152,14 +152,14 @@ def _members(masks: NDArray[np.uint64], m: int, flip: int, lo: int, hi: int) -> 
     return _popcount((masks[m, w0] ^ fm) & first) + _popcount((masks[m, w1] ^ fm) & last)
 
 
-@njit(**KERNEL)
+@kernel
 def _root_length(kind: int, k: int, b: int, n: int) -> int:
     if kind == BLOCK:
         return min(k, n - b * k)
     return n
 
 
-@njit(**KERNEL)
+@kernel
 def _node_parity(kind: int, k: int, b: int, lo: int, hi: int, rows: NDArray[np.uint64], r: int,
                  masks: NDArray[np.uint64], m: int) -> int:
     if kind == BLOCK:
@@ -168,7 +168,7 @@ def _node_parity(kind: int, k: int, b: int, lo: int, hi: int, rows: NDArray[np.u
     return word_parity(_range_words(rows, r, masks, m, b, lo, hi))
 
 
-@njit(**KERNEL)
+@kernel
 def top_parities(kind: int, k: int, nb: int, n: int, words: NDArray[np.uint64],
                  mask: NDArray[np.uint64]) -> NDArray[np.uint8]:
     """Parity of every block of a pass of n bits (BLOCK: packed `words` in pass order; HALF/BICONF:
@@ -191,7 +191,7 @@ def top_parities(kind: int, k: int, nb: int, n: int, words: NDArray[np.uint64],
     return out
 
 
-@njit(**KERNEL)
+@kernel
 def answer_questions(
     kind: NDArray[np.int64], ksz: NDArray[np.int64], nb: NDArray[np.int64], stride: NDArray[np.int64],
     rowi: NDArray[np.int64], mrow: NDArray[np.int64], n_started: int, n: int,
@@ -219,7 +219,7 @@ def answer_questions(
     return out
 
 
-@njit(**KERNEL)
+@kernel
 def pack_answers(answers: NDArray[np.uint8]) -> tuple[NDArray[np.uint8], bool]:
     """`answers` packed eight to a byte, least significant bit first (np.packbits(..., bitorder="little")),
     and whether every one is a parity (no INVALID): one call where the responder made three."""
@@ -233,7 +233,7 @@ def pack_answers(answers: NDArray[np.uint8]) -> tuple[NDArray[np.uint8], bool]:
     return out, ok
 
 
-@njit(**KERNEL)
+@kernel
 def set_roots(
     j: int, kind: NDArray[np.int64], ksz: NDArray[np.int64], nb: NDArray[np.int64], stride: NDArray[np.int64],
     base: NDArray[np.int64], rowi: NDArray[np.int64], mrow: NDArray[np.int64],
@@ -254,7 +254,7 @@ def set_roots(
     return odd[:c]
 
 
-@njit(**KERNEL)
+@kernel
 def _locate(j: int, p: int, kind: NDArray[np.int64], ksz: NDArray[np.int64], prow: NDArray[np.int64],
             mrow: NDArray[np.int64], poss: NDArray[np.int32], masks: NDArray[np.uint64]) -> tuple[int, int]:
     """(block, position within the block's range) of frame position p in pass j; block -1: in none."""
@@ -276,7 +276,7 @@ _ASK = 2  # its left child's parity is needed and was not asked yet: ask it and 
 _WAIT = 3  # its left child's parity is already asked: wait for the answer
 
 
-@njit(inline="always", **KERNEL)
+@kernel(inline="always")
 def _push(lst: NDArray[np.int64], count: int, j: int, b: int, v: int) -> NDArray[np.int64]:
     """Append (pass, block, node) as row `count` of a growable (capacity, 3) list; returns the list,
     reallocated at twice the capacity when it was full."""
@@ -290,7 +290,7 @@ def _push(lst: NDArray[np.int64], count: int, j: int, b: int, v: int) -> NDArray
     return lst
 
 
-@njit(inline="always", **KERNEL)
+@kernel(inline="always")
 def _record_answers(
     kind: NDArray[np.int64], ksz: NDArray[np.int64], stride: NDArray[np.int64], base: NDArray[np.int64],
     rowi: NDArray[np.int64], mrow: NDArray[np.int64], n: int, state: NDArray[np.int8], rows: NDArray[np.uint64],
@@ -310,11 +310,11 @@ def _record_answers(
         slot = base[j] + b * stride[j]
         state[slot + v] = EVEN + (mine ^ answers[i])
         ps = state[slot + (v >> 1)]
-        if ps == EVEN or ps == ODD:
+        if ps == EVEN or ps == ODD:  # noqa: SIM109 - two compares, no tuple, in the numba kernel
             state[slot + (v ^ 1)] = EVEN + ((ps - EVEN) ^ (state[slot + v] - EVEN))
 
 
-@njit(inline="always", **KERNEL)
+@kernel(inline="always")
 def _empty_half(kd: int, masks: NDArray[np.uint64], mr: int, b: int, lo: int, hi: int,
                 state: NDArray[np.int8], left: int) -> int:
     """Subset passes: a half of a node of at most 64 positions with no member has parity 0 on both
@@ -334,7 +334,7 @@ def _empty_half(kd: int, masks: NDArray[np.uint64], mr: int, b: int, lo: int, hi
     return UNKNOWN
 
 
-@njit(inline="always", **KERNEL)
+@kernel(inline="always")
 def _descend(kd: int, b: int, v: int, length: int, slot: int, state: NDArray[np.int8], masks: NDArray[np.uint64],
              mr: int) -> tuple[int, int, int]:
     """Walk one search down from node `v` (odd parity) through the parities already known.
@@ -367,7 +367,7 @@ def _descend(kd: int, b: int, v: int, length: int, slot: int, state: NDArray[np.
             lo = mid
 
 
-@njit(inline="always", **KERNEL)
+@kernel(inline="always")
 def _frame_position(kd: int, k: int, b: int, lo: int, prow: int, perms: NDArray[np.int32]) -> int:
     """Frame position of position `lo` of block `b` (BLOCK passes count in their shuffled order)."""
     if kd != BLOCK:
@@ -376,7 +376,7 @@ def _frame_position(kd: int, k: int, b: int, lo: int, prow: int, perms: NDArray[
     return q if prow < 0 else np.int64(perms[prow, q])
 
 
-@njit(inline="always", **KERNEL)
+@kernel(inline="always")
 def _flip_everywhere(p: int, n_started: int, kind: NDArray[np.int64], rowi: NDArray[np.int64],
                      prow: NDArray[np.int64], rows: NDArray[np.uint64], poss: NDArray[np.int32]) -> None:
     """Correct frame position p in the frame and in every shuffled copy of it."""
@@ -387,7 +387,7 @@ def _flip_everywhere(p: int, n_started: int, kind: NDArray[np.int64], rowi: NDAr
             rows[rowi[jj], q >> 6] ^= np.uint64(1) << np.uint64(q & 63)
 
 
-@njit(inline="always", **KERNEL)
+@kernel(inline="always")
 def _toggle_path(s2: int, length: int, r: int, state: NDArray[np.int8]) -> int:
     """Toggle every known node containing position r (of a block of `length`), from the root down
     while known; returns the deepest node now odd (0: none), where a new search starts."""
@@ -414,7 +414,7 @@ def _toggle_path(s2: int, length: int, r: int, state: NDArray[np.int8]) -> int:
             lo = mid
 
 
-@njit(inline="always", **KERNEL)
+@kernel(inline="always")
 def _cascade(p: int, n_started: int, kind: NDArray[np.int64], ksz: NDArray[np.int64], stride: NDArray[np.int64],
              base: NDArray[np.int64], mrow: NDArray[np.int64], prow: NDArray[np.int64], n: int,
              state: NDArray[np.int8], masks: NDArray[np.uint64], poss: NDArray[np.int32],
@@ -432,7 +432,7 @@ def _cascade(p: int, n_started: int, kind: NDArray[np.int64], ksz: NDArray[np.in
     return work, nw
 
 
-@njit(**KERNEL)
+@kernel
 def bob_round(
     kind: NDArray[np.int64], ksz: NDArray[np.int64], nb: NDArray[np.int64], stride: NDArray[np.int64],
     base: NDArray[np.int64], rowi: NDArray[np.int64], mrow: NDArray[np.int64], prow: NDArray[np.int64],
@@ -475,7 +475,7 @@ def bob_round(
         if outcome == _ASK:
             asks = _push(asks, nq, j, b, 2 * v)
             nq += 1
-        if outcome == _ASK or outcome == _WAIT:
+        if outcome == _ASK or outcome == _WAIT:  # noqa: SIM109 - two compares, no tuple, in the numba kernel
             waits = _push(waits, nk, j, b, v)
             nk += 1
         elif outcome == _FOUND:
@@ -493,3 +493,50 @@ def bob_round(
             work, nw = _cascade(p, n_started, kind, ksz, stride, base, mrow, prow, n, state, masks, poss, work, nw)
     return (asks[:nq, 0].astype(np.uint8), asks[:nq, 1].astype(np.uint32), asks[:nq, 2].astype(np.uint32),
             waits[:nk, 0].copy(), waits[:nk, 1].copy(), waits[:nk, 2].copy(), nflip)
+
+
+@kernel
+def clear_trees(kind: NDArray[np.int64], ksz: NDArray[np.int64], nb: NDArray[np.int64], stride: NDArray[np.int64],
+                base: NDArray[np.int64], n_passes: int, n: int, state: NDArray[np.int8]) -> int:
+    """Zero every node of the first `n_passes` passes' trees, so the state can serve another block.
+    Trees of up to a page are cleared whole; in bigger ones only written nodes are visited: a node is
+    written only once its parent is (a search writes the children of the node it stands on), so a
+    walk from each root through non-zero nodes finds them all, and never reads a page nobody wrote. Returns the nodes cleared at heap index >= 4096, an
+    upper bound on the pages of big (half-frame) trees that the state holds."""
+    stack = np.empty((128, 3), dtype=np.int64)
+    deep = 0
+    for j in range(n_passes):
+        if stride[j] <= 4096:
+            # a root on every page: the trees are paged in whole, a plain clear is cheaper than a walk
+            state[base[j]:base[j] + nb[j] * stride[j]] = UNKNOWN
+            continue
+        for b in range(nb[j]):
+            slot = base[j] + b * stride[j]
+            if state[slot + 1] == UNKNOWN:
+                continue
+            stack[0, 0] = 1
+            stack[0, 1] = 0
+            stack[0, 2] = _root_length(kind[j], ksz[j], b, n)
+            top = 1
+            while top:
+                top -= 1
+                v = stack[top, 0]
+                lo = stack[top, 1]
+                hi = stack[top, 2]
+                state[slot + v] = UNKNOWN
+                if v >= 4096:
+                    deep += 1
+                if hi - lo <= 1:
+                    continue
+                mid = lo + (hi - lo + 1) // 2
+                if state[slot + 2 * v] != UNKNOWN:
+                    stack[top, 0] = 2 * v
+                    stack[top, 1] = lo
+                    stack[top, 2] = mid
+                    top += 1
+                if state[slot + 2 * v + 1] != UNKNOWN:
+                    stack[top, 0] = 2 * v + 1
+                    stack[top, 1] = mid
+                    stack[top, 2] = hi
+                    top += 1
+    return deep

@@ -6,26 +6,30 @@ one more packed row per shuffled BLOCK pass (in pass order), one packed subset-m
 
 from __future__ import annotations
 
-import mmap
-
 import numpy as np
 from numpy.typing import NDArray
 
-from postprocessing._numba import KERNEL, njit
+from drivers.jit import kernel
 from postprocessing.bits import pack_bits, unpack_bits
 from postprocessing.cascade import kernels, shuffle
+from postprocessing.cascade.scratch import POOL, tree_state
 from postprocessing.cascade.variants import BLOCK
 
 __all__ = ["PassTables", "tree_state"]
 
 
-@njit(**KERNEL)
-def _gather_packed(src: NDArray[np.uint64], perm: NDArray[np.int32], out: NDArray[np.uint64]) -> None:
-    """out bit q = src bit perm[q] (packed bits, DESIGN §3)."""
+@kernel
+def _gather_packed(src: NDArray[np.uint64], perm: NDArray[np.int32], out: NDArray[np.uint64],
+                   pos: NDArray[np.int32]) -> None:
+    """out bit q = src bit perm[q] (packed bits, DESIGN §3); where `pos` is not empty, also the inverse
+    permutation pos[perm[q]] = q in the same sweep over `perm`."""
     n = perm.size
+    inverse = pos.size > 0
     acc = np.uint64(0)
     for q in range(n):
         p = perm[q]
+        if inverse:
+            pos[p] = q
         acc |= ((src[p >> 6] >> np.uint64(p & 63)) & np.uint64(1)) << np.uint64(q & 63)
         if (q & 63) == 63:
             out[q >> 6] = acc
@@ -34,20 +38,15 @@ def _gather_packed(src: NDArray[np.uint64], perm: NDArray[np.int32], out: NDArra
         out[n >> 6] = acc
 
 
-def tree_state(size: int) -> NDArray[np.int8]:
-    """Zeroed int8 parity-tree state of `size` slots, backed by an anonymous mapping paged in 4 KiB at a
-    time. The trees of half-frame passes span megabytes of which a search touches a few pages; numpy
-    would advise huge pages for so large an array, and the kernel would then clear (and, when memory
-    is fragmented, compact) 2 MiB for every tree a search enters: up to 15 ms per pass measured."""
-    if size <= 0:
-        return np.zeros(0, dtype=np.int8)
-    return np.frombuffer(mmap.mmap(-1, size), dtype=np.int8)
+_NO_POSITIONS = np.zeros(0, dtype=np.int32)
 
 
 class PassTables:
-    """The started passes of one block on one side, laid out for the kernels."""
+    """The started passes of one block on one side, laid out for the kernels. Its big arrays come
+    from `scratch.POOL`; `release()` returns them when the block ends."""
 
-    def __init__(self, bits: NDArray[np.uint8], max_passes: int, keep_inverse: bool, mask_capacity: int = 4) -> None:
+    def __init__(self, bits: NDArray[np.uint8], max_passes: int, keep_inverse: bool, mask_capacity: int = 4,
+                 row_capacity: int = 2) -> None:
         n = bits.size
         self.n = n
         self.max_passes = max_passes
@@ -63,7 +62,7 @@ class PassTables:
         self.prow = np.full(max_passes, -1, dtype=np.int64)
         self.started = 0
         words = pack_bits(bits)
-        self.rows = np.empty((1, words.size), dtype=np.uint64)
+        self.rows = POOL.take((max(1, row_capacity), words.size), np.uint64)
         self.rows[0] = words
         self.n_rows = 1
         self.masks = np.zeros((1, 1), dtype=np.uint64)
@@ -94,21 +93,24 @@ class PassTables:
         if kind == BLOCK:
             if shuffle_block:
                 assert seed is not None
-                perm = shuffle.permutation(n, shuffle.pass_seed(seed, j))
                 r = self._add_row()
-                _gather_packed(self.rows[0], perm, self.rows[r])
                 self.rowi[j] = r
                 if self.keep_inverse:
                     p = self._add_perm()
-                    self.perms[p] = perm
-                    self.poss[p] = shuffle.inverse(perm)
+                    shuffle.permutation(n, shuffle.pass_seed(seed, j), out=self.perms[p])
+                    _gather_packed(self.rows[0], self.perms[p], self.rows[r], self.poss[p])
                     self.prow[j] = p
+                else:
+                    perm = POOL.take((n,), np.int32)
+                    shuffle.permutation(n, shuffle.pass_seed(seed, j), out=perm)
+                    _gather_packed(self.rows[0], perm, self.rows[r], _NO_POSITIONS)
+                    POOL.give(perm)
             else:
                 self.rowi[j] = 0
         else:
             assert seed is not None
             m = self._add_mask()
-            self.masks[m] = shuffle.subset_words(n, shuffle.pass_seed(seed, j))
+            shuffle.subset_words(n, shuffle.pass_seed(seed, j), out=self.masks[m])
             self.mrow[j] = m
             self.rowi[j] = 0
         self.started = j + 1
@@ -116,6 +118,15 @@ class PassTables:
     def bits(self) -> NDArray[np.uint8]:
         """The frame (row 0) as one uint8 per bit."""
         return unpack_bits(self.rows[0], self.n)
+
+    def release(self) -> None:
+        """Give the big arrays back to the pool (the tables are unusable afterwards)."""
+        for name in ("rows", "masks", "perms", "poss"):
+            a = getattr(self, name)
+            if a.size > 1:
+                POOL.give(a)
+            setattr(self, name, np.zeros((1, 1), dtype=a.dtype))
+        self.started = 0
 
     def _add_row(self) -> int:
         if self.n_rows == self.rows.shape[0]:
@@ -125,7 +136,7 @@ class PassTables:
 
     def _add_mask(self) -> int:
         if self.n_masks == 0 and self.masks.shape[1] != self.rows.shape[1]:
-            self.masks = np.empty((self.mask_capacity, self.rows.shape[1]), dtype=np.uint64)
+            self.masks = POOL.take((self.mask_capacity, self.rows.shape[1]), np.uint64)
         elif self.n_masks == self.masks.shape[0]:
             self.masks = _grown(self.masks, self.n_masks)
         self.n_masks += 1
@@ -133,8 +144,8 @@ class PassTables:
 
     def _add_perm(self) -> int:
         if self.n_perms == 0 and self.perms.shape[1] != self.n:
-            self.perms = np.empty((2, self.n), dtype=np.int32)
-            self.poss = np.empty((2, self.n), dtype=np.int32)
+            self.perms = POOL.take((2, self.n), np.int32)
+            self.poss = POOL.take((2, self.n), np.int32)
         elif self.n_perms == self.perms.shape[0]:
             self.perms = _grown(self.perms, self.n_perms)
             self.poss = _grown(self.poss, self.n_perms)
@@ -143,6 +154,7 @@ class PassTables:
 
 
 def _grown(a: np.ndarray, used: int) -> np.ndarray:
-    b = np.empty((2 * a.shape[0], a.shape[1]), dtype=a.dtype)
+    b = POOL.take((2 * a.shape[0], a.shape[1]), a.dtype)
     b[:used] = a[:used]
+    POOL.give(a)
     return b

@@ -14,8 +14,9 @@ from numpy.typing import NDArray
 from postprocessing.bits import check_bits
 from postprocessing.cascade import kernels, shuffle
 from postprocessing.cascade.channel import ChannelTimeout, ClassicalChannel, Message
-from postprocessing.cascade.passes import PassTables, tree_state
+from postprocessing.cascade.passes import PassTables
 from postprocessing.cascade.protocol import ASK, DONE, ERROR, MAX_BLOCK_ID, MAX_N, MAX_PASSES, PARITY, header_seed
+from postprocessing.cascade.scratch import POOL
 from postprocessing.cascade.stats import CascadeStats
 from postprocessing.cascade.variants import BICONF, BLOCK, Variant, default_variant, get_variant
 from postprocessing.errors import ProtocolError
@@ -52,15 +53,16 @@ class _BobBlock:
         self.max_passes = min(MAX_PASSES, variant.max_passes if variant.biconf_streak else len(self.specs))
         if len(self.specs) > self.max_passes:
             raise ValueError(f"variant {variant.name} has more than {MAX_PASSES} passes")
-        t = PassTables(bits, self.max_passes, keep_inverse=True,
-                       mask_capacity=self.max_passes - sum(s.kind == BLOCK for s in self.specs))
+        self.n_block = n_block = sum(s.kind == BLOCK for s in self.specs)
+        t = PassTables(bits, self.max_passes, keep_inverse=True, mask_capacity=self.max_passes - n_block,
+                       row_capacity=1 + n_block)
         for j in range(self.max_passes):
             if j < len(self.specs):
                 t.plan(j, self.specs[j].kind, self.specs[j].block_size)
             else:
                 t.plan(j, BICONF, n)
         self.tables = t
-        self.state = tree_state(int(t.base[self.max_passes]))
+        self.state, self.resident = POOL.take_state(int(t.base[self.max_passes]))
         self.flipmap = np.zeros((n + 63) // 64, dtype=np.uint64)
         self.bob_seed = shuffle.draw_seed()
         self.seed: bytes | None = None
@@ -114,12 +116,12 @@ class _BobBlock:
             raise ProtocolError("cascade: PARITY must carry two u1 buffers")
         t = self.tables
         qp, qb, qn = self.q
-        n_top = int(sum(int(t.nb[j]) for j in self.requested))
+        n_top = int(sum(int(t.nb[j]) for j in self.requested)) if self.requested else 0
         packed_a, packed_t = msg.buffers
         if packed_a.size != (qp.size + 7) // 8 or packed_t.size != (n_top + 7) // 8:
             raise ProtocolError("cascade: PARITY answers do not match the questions")
         answers = np.unpackbits(packed_a, count=qp.size, bitorder="little")
-        top = np.unpackbits(packed_t, count=n_top, bitorder="little")
+        top = np.unpackbits(packed_t, count=n_top, bitorder="little") if n_top else _EMPTY_U8
         if self.seq == 0:
             self.seed = shuffle.shared_seed(self.bob_seed, header_seed(msg.header, "seed", shuffle.SEED_BYTES))
         self.stats.round_trips += 1
@@ -188,6 +190,17 @@ class _BobBlock:
     @property
     def bits(self) -> NDArray[np.uint8]:
         return self.tables.bits()
+
+    def release(self) -> None:
+        """Clear the parity trees and give the block's arrays back to the pool (after `bits` was read)."""
+        t = self.tables
+        if self.state.size == 0:
+            return
+        deep = kernels.clear_trees(t.kind, t.ksz, t.nb, t.stride, t.base, t.started, self.n, self.state)
+        small = int(t.base[self.n_block])  # the BLOCK passes' trees come first and are paged in whole
+        POOL.give_state(self.state, max(self.resident, small) + 4096 * int(deep))
+        self.state = np.zeros(0, dtype=np.int8)
+        t.release()
 
 
 class CascadeReconciler:
@@ -271,6 +284,7 @@ class CascadeReconciler:
                 self._send(blk, blk.done_message(aborted=False))
                 del active[blk.block_id]
                 outcomes[blk.block_id] = CascadeOutcome(blk.block_id, blk.bits, blk.stats)
+                blk.release()
             else:
                 self._send(blk, ask)
         return [outcomes[b] for b, _, _ in todo]
@@ -287,8 +301,9 @@ class CascadeReconciler:
         log.warning("cascade: block %d failed: %s", blk.block_id, exc)
         try:
             self.channel.send(blk.done_message(aborted=True))
-        except Exception:  # the channel may be what failed
+        except Exception:  # noqa: BLE001, S110 - the channel may be what failed
             pass
         blk.stats.time_s = time.perf_counter() - blk.t0
+        blk.release()
         active.pop(blk.block_id, None)
         outcomes[blk.block_id] = CascadeOutcome(blk.block_id, None, blk.stats, exc)

@@ -14,7 +14,16 @@ from postprocessing.cascade import kernels, shuffle
 from postprocessing.cascade.channel import ClassicalChannel, Message
 from postprocessing.cascade.passes import PassTables
 from postprocessing.cascade.protocol import (
-    ASK, DONE, ERROR, MAX_BLOCK_ID, MAX_N, MAX_PASSES, PARITY, header_dict, header_int, header_seed,
+    ASK,
+    DONE,
+    ERROR,
+    MAX_BLOCK_ID,
+    MAX_N,
+    MAX_PASSES,
+    PARITY,
+    header_dict,
+    header_int,
+    header_seed,
 )
 from postprocessing.cascade.variants import BICONF, BLOCK
 from postprocessing.errors import ProtocolError
@@ -22,6 +31,8 @@ from postprocessing.errors import ProtocolError
 __all__ = ["CascadeResponder", "ResponderResult"]
 
 log = logging.getLogger(__name__)
+
+_NO_BITS = np.zeros(0, dtype=np.uint8)
 
 
 @dataclass
@@ -93,16 +104,20 @@ class _AliceBlock:
             t.start(j, self.seed, shuffle_block=shuffled)
             mr = int(t.mrow[j]) if t.mrow[j] >= 0 else 0
             tops.append(kernels.top_parities(kind, size, int(t.nb[j]), t.n, t.rows[t.rowi[j]], t.masks[mr]))
-        top = np.concatenate(tops) if tops else np.zeros(0, dtype=np.uint8)
-        answers = kernels.answer_questions(
+        packed, valid = kernels.pack_answers(kernels.answer_questions(
             t.kind, t.ksz, t.nb, t.stride, t.rowi, t.mrow, t.started, t.n, t.rows, t.masks, q_pass, q_blk, q_node
-        )
-        packed, valid = kernels.pack_answers(answers)
+        ))
         if not valid:
             raise ProtocolError("cascade: a question names no block or tree node")
-        self.leaked += answers.size + top.size
+        if tops:
+            top = np.concatenate(tops)
+            packed_top = np.packbits(top, bitorder="little")
+        else:  # most rounds start no pass
+            top = packed_top = _NO_BITS
+        # Eve learns one parity per answer and per block of each newly started pass: all counted
+        self.leaked += q_pass.size + top.size
         self.touched = time.monotonic()
-        return Message(PARITY, reply, (packed, np.packbits(top, bitorder="little")))
+        return Message(PARITY, reply, (packed, packed_top))
 
 
 class CascadeResponder:
@@ -173,6 +188,9 @@ class CascadeResponder:
 
     def _finish(self, blk: _AliceBlock, completed: bool, reason: str) -> None:
         self._blocks.pop(blk.block_id, None)
+        if blk.tables is not None:
+            blk.tables.release()
+            blk.tables = None
         self.results[blk.block_id] = ResponderResult(blk.block_id, blk.leaked, completed, reason)
         while len(self.results) > self.keep_results:
             del self.results[next(iter(self.results))]  # oldest first (dicts keep insertion order)
@@ -180,7 +198,7 @@ class CascadeResponder:
     def serve_pending(self, end: ClassicalChannel | None = None) -> None:
         """Answer every message already delivered on the channel (does not wait)."""
         ch = end if end is not None else self.channel
-        poll = getattr(ch, "poll")
+        poll = ch.poll
         while True:
             try:
                 msg = poll()

@@ -14,7 +14,7 @@ import secrets
 import numpy as np
 from numpy.typing import NDArray
 
-from postprocessing._numba import KERNEL, njit
+from drivers.jit import kernel
 
 __all__ = ["SEED_BYTES", "draw_seed", "shared_seed", "pass_seed", "permutation", "inverse", "subset_words", "subset_mask"]
 
@@ -46,7 +46,7 @@ def pass_seed(seed: bytes, pass_index: int) -> int:
     return int.from_bytes(digest[:8], "little")
 
 
-@njit(**KERNEL)
+@kernel
 def _splitmix(state: np.uint64) -> tuple[np.uint64, np.uint64]:
     state = state + _GOLDEN
     z = state
@@ -55,9 +55,11 @@ def _splitmix(state: np.uint64) -> tuple[np.uint64, np.uint64]:
     return state, z ^ (z >> np.uint64(31))
 
 
-@njit(**KERNEL)
-def _permutation_kernel(n: int, seed: np.uint64) -> NDArray[np.int32]:
-    perm = np.arange(n, dtype=np.int32)
+@kernel
+def _permutation_kernel(perm: NDArray[np.int32], seed: np.uint64) -> None:
+    n = perm.size
+    for i in range(n):
+        perm[i] = i
     s = seed
     for i in range(n - 1, 0, -1):
         s, z = _splitmix(s)
@@ -67,10 +69,9 @@ def _permutation_kernel(n: int, seed: np.uint64) -> NDArray[np.int32]:
         t = perm[i]
         perm[i] = perm[j]
         perm[j] = t
-    return perm
 
 
-@njit(**KERNEL)
+@kernel
 def _inverse_kernel(perm: NDArray[np.int32]) -> NDArray[np.int32]:
     pos = np.empty_like(perm)
     for i in range(perm.size):
@@ -78,10 +79,9 @@ def _inverse_kernel(perm: NDArray[np.int32]) -> NDArray[np.int32]:
     return pos
 
 
-@njit(**KERNEL)
-def _mask_words_kernel(n: int, seed: np.uint64) -> NDArray[np.uint64]:
+@kernel
+def _mask_words_kernel(n: int, seed: np.uint64, out: NDArray[np.uint64]) -> None:
     nw = (n + 63) >> 6
-    out = np.empty(nw, dtype=np.uint64)
     s = seed
     for w in range(nw):
         s, z = _splitmix(s)
@@ -89,7 +89,6 @@ def _mask_words_kernel(n: int, seed: np.uint64) -> NDArray[np.uint64]:
     tail = n & 63
     if tail:
         out[nw - 1] &= (np.uint64(1) << np.uint64(tail)) - np.uint64(1)
-    return out
 
 
 def _check_n(n: int) -> None:
@@ -103,10 +102,21 @@ def _check_seed(seed: int) -> np.uint64:
     return np.uint64(seed)
 
 
-def permutation(n: int, seed: int) -> NDArray[np.int32]:
-    """Pass order of a BLOCK pass: `perm[q]` is the frame position at shuffled position `q`."""
+def permutation(n: int, seed: int, out: NDArray[np.int32] | None = None) -> NDArray[np.int32]:
+    """Pass order of a BLOCK pass: `perm[q]` is the frame position at shuffled position `q` (written
+    into `out`, an int32 array of n, where given: a reused buffer saves the fresh pages)."""
     _check_n(n)
-    return _permutation_kernel(int(n), _check_seed(seed))
+    perm = _out_array(out, (int(n),), np.int32)
+    _permutation_kernel(perm, _check_seed(seed))
+    return perm
+
+
+def _out_array(out: np.ndarray | None, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+    if out is None:
+        return np.empty(shape, dtype=dtype)
+    if not isinstance(out, np.ndarray) or out.dtype != dtype or out.shape != shape or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a contiguous {np.dtype(dtype)} array of shape {shape}")
+    return out
 
 
 def inverse(perm: NDArray[np.int32]) -> NDArray[np.int32]:
@@ -116,11 +126,13 @@ def inverse(perm: NDArray[np.int32]) -> NDArray[np.int32]:
     return _inverse_kernel(perm)
 
 
-def subset_words(n: int, seed: int) -> NDArray[np.uint64]:
+def subset_words(n: int, seed: int, out: NDArray[np.uint64] | None = None) -> NDArray[np.uint64]:
     """The random subset of a HALF or BICONF pass as packed bits (DESIGN §3): position i is a member
-    iff bit i is set; each splitmix64 output is one word."""
+    iff bit i is set; each splitmix64 output is one word (written into `out` where given)."""
     _check_n(n)
-    return _mask_words_kernel(int(n), _check_seed(seed))
+    words = _out_array(out, ((int(n) + 63) // 64,), np.uint64)
+    _mask_words_kernel(int(n), _check_seed(seed), words)
+    return words
 
 
 def subset_mask(n: int, seed: int) -> NDArray[np.uint8]:

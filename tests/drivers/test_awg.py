@@ -7,12 +7,11 @@ import pytest
 
 from drivers.awg import AWGTransmitter, Keysight33500B, KeysightM8195A, ModulatorLevels
 from drivers.awg.transmitter import decode_waveforms, random_pattern
-from drivers.transmitter import StateReuseError
 from drivers.instrument import ScpiError
-from drivers.transmitter import SlotStates, Transmitter
+from drivers.transmitter import SlotStates, StateReuseError, Transmitter
 from drivers.transport import ScriptedTransport, expected_protocol
 from hil_fixtures.emulators.keysight33500b import Keysight33500B as Emulated33500B
-from hil_fixtures.emulators.m8195a import M8195A as EmulatedM8195A
+from hil_fixtures.emulators.m8195a import M8195A as EmulatedM8195A  # noqa: N811 - the emulator, not the driver
 
 NO_ERROR = ("SYST:ERR?", '+0,"No error"')
 LEVELS = ModulatorLevels(intensity=(1.0, 0.5, 0.25), phase=(-0.75, -0.25, 0.25, 0.75))

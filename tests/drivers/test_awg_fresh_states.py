@@ -155,6 +155,6 @@ def test_the_stream_thread_keeps_uploading_fresh_patterns_until_stopped() -> Non
     assert np.all(np.diff(firsts) >= P)  # an epoch's pattern plays through before the next upload
     for e in range(1, n):
         slots = np.arange(firsts[e], firsts[e] + tx._fresh_len[e], dtype=np.int64)
-        basis, bit, cls = _decoded(awg, e)
+        basis, _bit, cls = _decoded(awg, e)
         got = tx.states(slots)
         assert np.array_equal(got.basis, basis[: slots.size]) and np.array_equal(got.intensity, cls[: slots.size])

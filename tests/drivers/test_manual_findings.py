@@ -209,7 +209,7 @@ def test_5_33500b_full_standard_memory_of_1048576_points_fits(serve):
     server = serve(Emulated())
     with Keysight33500B(server.visa_resource, timeout_s=2.0) as awg:
         awg.check_length(1_048_576)
-        with pytest.raises(ValueError, match="1.04858e\\+06|1048576"):
+        with pytest.raises(ValueError, match=r"1.04858e\+06|1048576"):
             awg.check_length(1_048_577)
 
 
@@ -290,7 +290,7 @@ def test_7_itc4001_a_tripped_laser_is_an_error_naming_the_trip(itc, fault, cause
 def test_7_itc4001_setpoint_is_checked_against_the_limit(itc):
     laser, _, _ = itc
     laser.current_limit = 0.05
-    with pytest.raises(ValueError, match="current_limit = 0.05 A"):
+    with pytest.raises(ValueError, match=r"current_limit = 0.05 A"):
         laser.current_setpoint = 0.06
 
 

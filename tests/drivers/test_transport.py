@@ -99,4 +99,4 @@ def test_closed_transports_refuse_traffic():
 
 def test_scripted_pairs_are_validated():
     with pytest.raises(ValueError, match=r"pairs\[1\] must be"):
-        ScriptedTransport([("A", None), ("B", 5)])  # type: ignore[list-item]
+        ScriptedTransport([("A", None), ("B", 5)])

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-import pyvisa
 import pytest
+import pyvisa
 
 from drivers.attenuator import Keysight8157xA
 from drivers.awg import Keysight33500B, KeysightM8195A

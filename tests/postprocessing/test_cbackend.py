@@ -111,7 +111,7 @@ def test_toeplitz_binding_never_passes_inconsistent_lengths_to_c(
 ) -> None:
     x = np.zeros(x_words, dtype=np.uint64)
     s = np.zeros(s_words, dtype=np.uint64)
-    consistent = 1 <= n and 0 <= l < n and x_words == (n + 63) // 64 and s_words == (n + l - 1 + 63) // 64
+    consistent = n >= 1 and 0 <= l < n and x_words == (n + 63) // 64 and s_words == (n + l - 1 + 63) // 64
     if consistent:
         assert not _cbackend.toeplitz_words(x, n, s, l, path=path).any()
     else:

@@ -83,7 +83,7 @@ def test_sync_tags_pass_and_discards_are_counted_per_channel() -> None:
     dict(time_ps=np.array([1, 2], np.int64), dead_time_ps=10, coincidence_ps=10),
 ])
 def test_bad_input_is_refused_with_the_argument_named(bad: dict) -> None:
-    with pytest.raises(ValueError, match="time_ps|dead_time_ps|coincidence_ps"):
+    with pytest.raises(ValueError, match=r"time_ps|dead_time_ps|coincidence_ps"):
         common_dead_time_mask(**bad)
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from drivers.mock import LinkParams
-from drivers.mock.link import simulate_detections
+from node.runtime.simulation import simulate_detections
 
 MARGIN_PS = 10_000.0
 
@@ -42,5 +42,5 @@ def test_close_key_pairs_are_a_fair_coin_with_the_common_dead_time(km: float, n_
 
 @pytest.mark.parametrize("km,n_slots", [(25.0, 2_000_000), (0.0, 4_000_000)])
 def test_close_key_pairs_betray_their_parity_without_the_common_dead_time(km: float, n_slots: int) -> None:
-    p, m, sigma = close_pair_parity(km, n_slots, common_dead_time=False)
+    p, _m, sigma = close_pair_parity(km, n_slots, common_dead_time=False)
     assert p - 0.5 > 10 * sigma  # the attack works: bias detected

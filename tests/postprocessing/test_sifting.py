@@ -21,21 +21,24 @@ from postprocessing.sifting import (
     bob_sift,
 )
 
+C_PATHS = sifting_module.C_SIFT_PATHS
 
-SIMD = sifting_module._load_simd()
 
-
-@pytest.fixture(autouse=True, params=["avx512-vbmi2", "numba"])
+@pytest.fixture(autouse=True, params=["avx512-vbmi2", "c-portable", "numba"])
 def kernel_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Every test here runs on each sift kernel path this CPU has (C SIMD and numba)."""
-    if request.param == "avx512-vbmi2":
-        if SIMD is None:
-            pytest.skip("this CPU (or QKDNODE_C_PATH=portable) has no AVX-512 VBMI2 sift kernel")
-        monkeypatch.setattr(sifting_module, "_SIMD", SIMD)
+    """Every test here runs on each sift kernel path this CPU has: C VBMI2, portable C and numba."""
+    if request.param == "numba":
+        monkeypatch.setattr(sifting_module, "_C_SIFT", None)
+    elif request.param in C_PATHS:
+        monkeypatch.setattr(sifting_module, "_C_SIFT", C_PATHS[request.param])
     else:
-        monkeypatch.setattr(sifting_module, "_SIMD", None)
+        pytest.skip(f"this CPU has no {request.param} sift kernel")
     assert sifting_module.active_path() == request.param
     return request.param
+
+
+def test_the_portable_c_kernel_is_built_on_every_machine() -> None:
+    assert "c-portable" in C_PATHS
 
 
 def reference_sift(slot, bob_basis, bob_bit, a_basis, a_bit, a_class, k_classes, sample_index):
@@ -67,7 +70,8 @@ def batches(draw):
     k = draw(st.integers(1, 4))
     gaps = draw(st.lists(st.integers(1, 1000), min_size=n, max_size=n))
     slot = np.cumsum(np.array(gaps, dtype=np.int64)) + draw(st.integers(0, 10**12)) if n else np.empty(0, np.int64)
-    u8 = lambda hi: np.array(draw(st.lists(st.integers(0, hi), min_size=n, max_size=n)), dtype=np.uint8)
+    def u8(hi):
+        return np.array(draw(st.lists(st.integers(0, hi), min_size=n, max_size=n)), dtype=np.uint8)
     return slot.astype(np.int64), u8(1), u8(1), u8(1), u8(1), u8(k - 1), k, draw(st.floats(0, 0.9))
 
 
@@ -210,12 +214,19 @@ def test_alice_rejects_a_report_with_more_errors_than_disclosed_bits() -> None:
 
 
 @pytest.fixture
-def simd_only(kernel_path: str) -> None:
-    if kernel_path != "avx512-vbmi2":
-        pytest.skip("compares the C kernel with numba; runs once, on the C path")
+def c_only(kernel_path: str) -> None:
+    if kernel_path == "numba":
+        pytest.skip("compares a C kernel with numba; runs on the C paths")
 
 
-@pytest.mark.usefixtures("simd_only")
+def test_qkdnode_c_path_portable_chooses_the_portable_c_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QKDNODE_C_PATH", "portable")
+    assert sifting_module._choose_c_sift(C_PATHS) == C_PATHS["c-portable"]
+    monkeypatch.setenv("QKDNODE_C_PATH", "auto")
+    assert sifting_module._choose_c_sift(C_PATHS) == C_PATHS.get("avx512-vbmi2")  # else numba (None)
+
+
+@pytest.mark.usefixtures("c_only")
 @given(st.integers(0, 700), st.integers(1, 16), st.integers(0, 2**32))
 def test_c_kernels_equal_the_numba_kernels_without_falling_back(n: int, k: int, seed: int) -> None:
     """The C path must produce the result itself (a silent fallback would hide a broken kernel)."""

@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from drivers.mock.detectors import KIND_PHOTON
-from drivers.mock.link import DETECTOR_CHANNELS, LinkParams, simulate_link
+from drivers.mock.link import simulate_link
+from drivers.mock.params import DETECTOR_CHANNELS, LinkParams
 from postprocessing.slotting import (
     ClockFit,
     assign_slots,
@@ -189,7 +190,7 @@ def test_fit_clock_recovers_drift_and_offset(drift_ppm: float, n: int, period: f
     assert abs(fit.drift_ppm - drift_ppm) < 1.0 / (period * every) * 1e6 + 1e-6
     assert abs(fit.time_of_slot(0) - 5e6) < 1.0
     x = slots.astype(float)
-    slope, intercept = np.polyfit(x, (t - t[0]).astype(float), 1)
+    slope, _intercept = np.polyfit(x, (t - t[0]).astype(float), 1)
     assert fit.period_ps == pytest.approx(slope, rel=1e-9)
     assert fit.last_sync_slot == slots[-1] and fit.n_sync == n
 
@@ -238,7 +239,7 @@ def test_bad_inputs_are_rejected_naming_the_argument() -> None:
     with pytest.raises(ValueError, match="sync_time"):
         fit_clock(good[:1], 10.0, 100)
     with pytest.raises(ValueError, match="sync_time"):
-        fit_clock(good.astype(np.float64), 10.0, 100)  # type: ignore[arg-type]
+        fit_clock(good.astype(np.float64), 10.0, 100)
     with pytest.raises(ValueError, match="nominal_period_ps"):
         fit_clock(good, 0.0, 100)
     with pytest.raises(ValueError, match="sync_every"):
@@ -288,7 +289,7 @@ def test_stream_slotter_matches_batch_slotting_and_never_splits_a_slot() -> None
     order = np.argsort(slots)
     same = np.isin(slots, batch.slot)
     assert np.mean(same) >= 0.9999 and abs(slots.size - batch.slot.size) <= 1e-4 * slots.size
-    common, i_stream, i_batch = np.intersect1d(slots[order], batch.slot, return_indices=True)
+    _common, i_stream, i_batch = np.intersect1d(slots[order], batch.slot, return_indices=True)
     assert np.mean(clicks[order][i_stream] == batch.clicks[i_batch]) >= 0.9999
     assert abs(slotter.drift_ppm - 10.0) < 0.3  # 64 syncs over 64 us with 10 ps sync jitter
     assert slotter.gate_efficiency > 0.99

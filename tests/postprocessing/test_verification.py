@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -176,7 +178,7 @@ def test_epsilon_cor_is_monotone_in_key_length_and_matches_the_bound() -> None:
     lengths = [0, 1, 64, 65, 1000, 10**5, 10**6, 10**8, 2**27, 2**40]
     for tag_bits in TAG_BITS_ALLOWED:
         eps = [epsilon_cor(n, tag_bits) for n in lengths]
-        assert all(a <= b for a, b in zip(eps, eps[1:]))
+        assert all(a <= b for a, b in itertools.pairwise(eps))
         assert eps[0] < eps[-1]
     assert epsilon_cor(64, 128) < epsilon_cor(65, 128)
     assert epsilon_cor(10**8, 128) == pytest.approx(((1_562_500 + 1) / 2.0**64) ** 2, rel=1e-12)

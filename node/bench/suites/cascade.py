@@ -36,6 +36,7 @@ def _figures(frames: list, outcomes: list) -> dict[str, Any]:
     return {
         "f": round(float(np.mean([s.efficiency for s in stats])), 4),
         "f_max": round(float(np.max([s.efficiency for s in stats])), 4),
+        "leaked_bits": round(float(np.mean([s.leaked_bits for s in stats])), 1),
         "round_trips": round(float(np.mean([s.round_trips for s in stats])), 1),
         "round_trips_max": int(np.max([s.round_trips for s in stats])),
         "messages": round(float(np.mean([s.messages for s in stats])), 1),

@@ -25,10 +25,10 @@ RTT_MESSAGES = 500
 
 
 def _key_block(n_bits: int) -> Any:
-    from node.classical import Message
+    from node.classical import Message, MessageType
 
     key = np.frombuffer(os.urandom((n_bits + 63) // 64 * 8), dtype=np.uint64)
-    return Message("KEY_BLOCK", {"link": "alice-bob", "block_id": 1, "n_bits": n_bits, "qber": 0.02}, [key])
+    return Message(MessageType.KEY_BLOCK, {"link": "alice-bob", "block_id": 1, "n_bits": n_bits, "qber": 0.02}, [key])
 
 
 def _links(n_masks: int) -> tuple[Any, Any]:
@@ -69,8 +69,9 @@ class _Echo:
 
     def __init__(self, authenticated: bool) -> None:
         from node.classical.channel import PeerChannel, SecureChannel
-        from node.classical.dispatch import Dispatcher
+        from node.classical.dispatch import DispatchTable, serve
         from node.classical.envelope import Message
+        from node.classical.messages import KeyBlockAck, MessageType
 
         self.authenticated = authenticated
         self.stop = threading.Event()
@@ -78,11 +79,12 @@ class _Echo:
         client = PeerChannel.connect(server.endpoint)
         if authenticated:
             alice, bob = _links(20_000)
-            dispatcher = Dispatcher({
-                "PING": lambda m: Message("PONG", {"n": m.header["n"]}),
-                "KEY_BLOCK": lambda m: Message("ACK", {"block_id": m.header["block_id"]}),
-            })
-            target = lambda: dispatcher.serve(SecureChannel(server, bob), self.stop, poll_s=0.05)  # noqa: E731
+            # a small request/reply pair of the key managers, and a key block answered by its typed ACK
+            table = DispatchTable({
+                MessageType.KEY_QUERY: lambda m: Message(MessageType.KEY_STATES, {"n": m.header["n"]}),
+                MessageType.KEY_BLOCK: lambda m: KeyBlockAck(m.header["link"], m.header["block_id"], "stored").message(),
+            }, name="bench echo")
+            target = lambda: serve(table, SecureChannel(server, bob), self.stop, poll_s=0.05)  # noqa: E731
             self.client: Any = SecureChannel(client, alice)
         else:
             target = lambda: self._raw_echo(server)  # noqa: E731
@@ -103,9 +105,10 @@ class _Echo:
 
     def ping(self, n: int) -> None:
         from node.classical.envelope import Message
+        from node.classical.messages import MessageType
 
         if self.authenticated:
-            reply = self.client.request(Message("PING", {"n": n}), timeout=10.0)
+            reply = self.client.request(Message(MessageType.KEY_QUERY, {"n": n}), timeout=10.0)
             assert reply.header["n"] == n
         else:
             self.client.send([b"PING", str(n).encode()], timeout=10.0)
@@ -113,7 +116,9 @@ class _Echo:
 
     def key_block(self, msg: Any, raw: list[Any]) -> None:
         if self.authenticated:
-            assert self.client.request(msg, timeout=30.0).type == "ACK"
+            from node.classical.messages import KeyBlockAck
+
+            assert KeyBlockAck.decode(self.client.request(msg, timeout=30.0)).answers("alice-bob", 1)
         else:
             self.client.send(raw, timeout=30.0)
             self.client.recv(timeout=30.0)

@@ -77,7 +77,7 @@ def _states_setup(n: int) -> Any:
         period = 4096
         epochs = max(2, -(-2 * n // period))  # fresh patterns streamed back to back, twice the slots asked
         now = [0.0]
-        tx = AWGTransmitter(_NullAWG(), intensities=(0.5, 0.1, 0.02),  # type: ignore[arg-type]
+        tx = AWGTransmitter(_NullAWG(), intensities=(0.5, 0.1, 0.02),
                             levels=ModulatorLevels((1.0, 0.5, 0.25), (-0.75, -0.25, 0.25, 0.75)),
                             pattern_slots=period, stream=False, keep_epochs=epochs, guard_slots=0,
                             clock=lambda: now[0])

@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 from node.bench.core import BenchCase, BenchProfile
+from node.classical.messages import KeyBlockAck
 
 CLIENTS = 16
 PACED_RATE = 500.0
@@ -62,8 +63,8 @@ class _Cluster:
         key = os.urandom(nbytes)
         for who in "ab":
             reply = self.sender(who).send_block("L1", self.block, key, timeout_s=10)
-            if reply["type"] != "KEY_BLOCK_ACK":
-                raise RuntimeError(f"block refused: {reply.get('error')}")
+            if not isinstance(reply, KeyBlockAck):
+                raise RuntimeError(f"block refused: {reply.error}")
         self.block += 1
 
     def close(self) -> None:
@@ -201,7 +202,7 @@ def _ingest_case(n: int, profile: BenchProfile) -> BenchCase:
         cluster.block += blocks
         batch = [(first + i, state["keys"][i % 4]) for i in range(blocks)]
         replies = cluster.sender("a").send_blocks("L1", batch, window=WINDOW, timeout_s=30)
-        if len(replies) != blocks or any(r["type"] != "KEY_BLOCK_ACK" for r in replies.values()):
+        if len(replies) != blocks or any(not isinstance(r, KeyBlockAck) for r in replies.values()):
             raise RuntimeError("a block was not acknowledged")
 
     return BenchCase(stage="km.ingest", n=n, setup=setup, run=run, unit="Mbit/s", items=n * blocks,

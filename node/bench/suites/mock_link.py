@@ -18,7 +18,7 @@ QUICK_SIZES = {"mock-link": (1_000_000,), "slotting": (1_000_000, 10_000_000)}
 
 
 def _link_params() -> Any:
-    from drivers.mock.link import LinkParams
+    from drivers.mock.params import LinkParams
 
     # a 1 GHz link over 25 km with the default detectors (dead time, afterpulsing, dark counts on)
     return LinkParams(fibre_length_km=25.0)

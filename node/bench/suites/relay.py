@@ -130,8 +130,8 @@ def _failover_case(profile: BenchProfile) -> BenchCase:
         return _Net.get("ring5")
 
     def one_trial(net: Any) -> tuple[float, float]:
+        from node.keymanager.saeclient import SaeClient
         from node.network.loopback import kme_id
-        from node.network.sae import SaeClient
 
         master = SaeClient(net.url("A"), *net.sae_credentials("A"))
         for _ in range(3):  # steady state on A-B-C

@@ -13,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import datetime
 import importlib.metadata
+import itertools
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from node.keymanager.qos import AppQos, Application, QosRefused
+from node.keymanager.qos import Application, AppQos, QosRefused
 from node.keymanager.qosservice import QosService, VirtPath
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ def _unident(value: Any, what: str) -> str:
 
 
 def _time(ts: float) -> str:
-    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _parse_time(value: Any, what: str) -> float:
@@ -271,7 +272,7 @@ class SdnAgent:
             raise SdnError("invalid-value", "virt_next_hop: the path must not visit a node twice")
         if path[1] not in self.km.relay.peers:
             raise SdnError("invalid-value", "virt_next_hop: the first hop must be a neighbour of this node")
-        for a, b in zip(path[1:], path[2:]):
+        for a, b in itertools.pairwise(path):
             if self.qos._hop_link(a, b) is None:
                 raise SdnError("invalid-value", f"virt_next_hop: no QKD link between {node_uuid(a)} and {node_uuid(b)}")
 
@@ -295,7 +296,7 @@ class SdnAgent:
             raise SdnError("invalid-value", "qkdl_enable: must be true or false")
         phys = self._phys()
         if qid in phys:
-            link, peer = phys[qid]
+            _link, peer = phys[qid]
             was = peer not in self.km.relay.admin_down
             self.km.relay.set_link_up(peer, enable)
             if was != enable:
@@ -431,7 +432,7 @@ class SdnAgent:
 
 
 def _time_precise() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _uuid_field(value: Any, what: str) -> str:

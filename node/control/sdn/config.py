@@ -23,14 +23,12 @@ Example::
 
 from __future__ import annotations
 
-import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
-from node.control.sdn.agent import QkdInterface
-
-log = logging.getLogger(__name__)
+from node.configschema import ConfigError, check_keys, fail
 
 TECHNOLOGIES = ("CV_QKD", "DV_QKD", "DV_QKD_COW", "DV_QKD_2Ws")
 ROLES = ("TRANSMITTER", "RECEIVER", "TRANSCEIVER")
@@ -70,17 +68,13 @@ class SdnConfig:
     interfaces: tuple[InterfaceConfig, ...] = ()
 
 
-def _bad(key: str, allowed: str, got: Any) -> ValueError:
-    return ValueError(f"config key 'sdn.{key}' must be {allowed}, got {got!r}")
+def _bad(key: str, allowed: str, got: Any) -> ConfigError:
+    return fail(f"sdn.{key}", f"must be {allowed}, got {got!r}")
 
 
 def parse_sdn(table: Any, api: Any, links: set[str], path: Callable[[str], str]) -> SdnConfig:
     """Validate the `[sdn]` table (`api`: the [api] section for defaults; `links`: configured link IDs)."""
-    if not isinstance(table, dict):
-        raise ValueError("config key 'sdn' must be a table")
-    unknown = sorted(set(table) - KEYS)
-    if unknown:
-        raise ValueError(f"config key 'sdn.{unknown[0]}' is not known; allowed: {', '.join(sorted(KEYS))}")
+    table = check_keys(table, KEYS, "sdn")
     port = table.get("port", 8444)
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise _bad("port", "an integer in [0, 65535]", port)
@@ -94,11 +88,7 @@ def parse_sdn(table: Any, api: Any, links: set[str], path: Callable[[str], str])
     seen: set[int] = set()
     for i, t in enumerate(table.get("interfaces", [])):
         where = f"interfaces[{i}]."
-        if not isinstance(t, dict):
-            raise ValueError(f"config key 'sdn.interfaces[{i}]' must be a table")
-        bad = sorted(set(t) - IFACE_KEYS)
-        if bad:
-            raise ValueError(f"config key 'sdn.{where}{bad[0]}' is not known; allowed: {', '.join(sorted(IFACE_KEYS))}")
+        t = check_keys(t, IFACE_KEYS, f"sdn.interfaces[{i}]")
         qid = t.get("id")
         if isinstance(qid, bool) or not isinstance(qid, int) or not 0 <= qid <= 2**32 - 1 or qid in seen:
             raise _bad(where + "id", "a distinct integer in [0, 4294967295]", qid)
@@ -123,7 +113,7 @@ def parse_sdn(table: Any, api: Any, links: set[str], path: Callable[[str], str])
             if not isinstance(v, str):
                 raise _bad(where + k, "a string", v)
         if not strings["model"] and not strings["idn_resource"]:
-            raise ValueError(f"config key 'sdn.{where}model' or 'sdn.{where}idn_resource' must be given")
+            raise fail(f"sdn.{where}model", f"or 'sdn.{where}idn_resource' must be given")
         dport = t.get("port", 0)
         if isinstance(dport, bool) or not isinstance(dport, int) or not 0 <= dport <= 2**32 - 1:
             raise _bad(where + "port", "an integer >= 0 (the optical switch port)", dport)
@@ -133,25 +123,3 @@ def parse_sdn(table: Any, api: Any, links: set[str], path: Callable[[str], str])
                      cert=path(table["cert"]) if "cert" in table else api.cert,
                      key=path(table["key"]) if "key" in table else api.key,
                      ca=path(table["ca"]) if "ca" in table else api.ca, interfaces=tuple(ifaces))
-
-
-def model_of(iface: InterfaceConfig, timeout_s: float = 2.0) -> str:
-    """The interface's model: vendor and model from its instrument's `*IDN?` when `idn_resource` is set
-    (falling back to `model`, with a warning, when the instrument does not answer)."""
-    if not iface.idn_resource:
-        return iface.model
-    from node.commands.instruments import identify
-
-    idn, error = identify(iface.idn_resource, iface.visa_library, timeout_s)
-    if idn:
-        fields = [f.strip() for f in idn.split(",")]
-        return " ".join(fields[:2]) if len(fields) >= 2 else idn
-    log.warning("sdn interface %d: *IDN? on %s failed (%s); using model %r", iface.qkdi_id, iface.idn_resource,
-                error, iface.model)
-    return iface.model or "unknown"
-
-
-def interfaces_from(config: SdnConfig) -> list[QkdInterface]:
-    """The agent's interfaces (asks each instrument's `*IDN?` where configured)."""
-    return [QkdInterface(i.qkdi_id, model_of(i), i.link, i.technology, i.role, i.wavelength_range,
-                         i.max_absorption_db, i.device, i.port) for i in config.interfaces]

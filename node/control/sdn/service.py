@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING
 
-from node.control.sdn.agent import SdnAgent
-from node.control.sdn.config import SdnConfig, interfaces_from
+from drivers.registry import identify
+from node.control.sdn.agent import QkdInterface, SdnAgent
+from node.control.sdn.config import InterfaceConfig, SdnConfig
 from node.control.sdn.restconf import RestconfServer
 from node.keymanager.etsi014 import server_ssl_context
 
 if TYPE_CHECKING:
     from node.keymanager.daemon import KeyManager
+
+log = logging.getLogger(__name__)
 
 
 async def start_restconf(km: KeyManager, config: SdnConfig) -> RestconfServer:
@@ -22,3 +26,23 @@ async def start_restconf(km: KeyManager, config: SdnConfig) -> RestconfServer:
     server = RestconfServer(agent, set(config.controllers))
     await server.start(config.host, config.port, server_ssl_context(config.cert, config.key, config.ca))
     return server
+
+
+def model_of(iface: InterfaceConfig, timeout_s: float = 2.0) -> str:
+    """The interface's model: vendor and model from its instrument's `*IDN?` when `idn_resource` is set
+    (falling back to `model`, with a warning, when the instrument does not answer)."""
+    if not iface.idn_resource:
+        return iface.model
+    idn, error = identify(iface.idn_resource, iface.visa_library, timeout_s)
+    if idn:
+        fields = [f.strip() for f in idn.split(",")]
+        return " ".join(fields[:2]) if len(fields) >= 2 else idn
+    log.warning("sdn interface %d: *IDN? on %s failed (%s); using model %r", iface.qkdi_id, iface.idn_resource,
+                error, iface.model)
+    return iface.model or "unknown"
+
+
+def interfaces_from(config: SdnConfig) -> list[QkdInterface]:
+    """The agent's interfaces (asks each instrument's `*IDN?` where configured)."""
+    return [QkdInterface(i.qkdi_id, model_of(i), i.link, i.technology, i.role, i.wavelength_range,
+                         i.max_absorption_db, i.device, i.port) for i in config.interfaces]

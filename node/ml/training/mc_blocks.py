@@ -19,8 +19,9 @@ import numpy as np
 
 from drivers.mock.alice import alice_states
 from drivers.mock.conditions import CONDITIONS, Condition
-from drivers.mock.link import CHANNEL_SYNC, DETECTOR_CHANNELS, LinkParams, LinkSimulator
+from drivers.mock.link import LinkSimulator
 from drivers.mock.onset import photon_model, set_photon_model
+from drivers.mock.params import CHANNEL_SYNC, DETECTOR_CHANNELS, LinkParams
 from node.ml.pipeline import CALIBRATION_BLOCKS, LinkMonitor
 from postprocessing import slotting
 from postprocessing.deadtime import CommonDeadTime

@@ -82,7 +82,7 @@ def main() -> None:
         rep = {"ewma_alpha": alpha}
         for h in HORIZONS:
             rep[f"h{h}"] = {"model_mae": mae(ho, f.predict_all, h), "last_value_mae": mae(ho, last_value, h),
-                            "ewma_mae": mae(ho, lambda s, hh: ewma(s, hh, alpha), h)}
+                            "ewma_mae": mae(ho, lambda s, hh, a=alpha: ewma(s, hh, a), h)}
         report[qty] = rep
     card = {"model": "QL01 per-horizon linear autoregression on the last 12 blocks (relative to the newest)",
             "features": [f"lag{i}" for i in range(LAGS)], "horizons": list(HORIZONS), "quantities": ["qber", "key_rate"],

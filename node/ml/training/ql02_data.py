@@ -61,7 +61,11 @@ def generate(protocol: str, points: int, seed: int, out: str, workers: int = 2, 
     feats, targets, rates, secs, raw = [], [], [], [], []
     with Pool(workers) as pool:
         for i, (f, z, r, s) in enumerate(pool.imap(label, [(protocol, row, global_search) for row in rows])):
-            feats.append(f), targets.append(z), rates.append(r), secs.append(s), raw.append(rows[i])
+            feats.append(f)
+            targets.append(z)
+            rates.append(r)
+            secs.append(s)
+            raw.append(rows[i])
             if (i + 1) % 25 == 0 or i + 1 == points:
                 np.savez(out, features=np.array(feats), targets=np.array(targets), rates=np.array(rates),
                          seconds=np.array(secs), rows=np.array(raw), protocol=protocol, seed=seed)

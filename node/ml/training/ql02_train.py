@@ -58,7 +58,7 @@ def evaluate(protocol: str, heldout: dict[str, np.ndarray]) -> dict[str, object]
             ratios.append(pred.point.key_rate_per_pulse / rate)
             zeroed += pred.point.key_rate_per_pulse <= 0
     r = np.array(ratios)
-    return {"points": int(len(heldout["rates"])), "positive_points": int(r.size),
+    return {"points": len(heldout["rates"]), "positive_points": int(r.size),
             "median_ratio": float(np.median(r)), "p5_ratio": float(np.percentile(r, 5)), "min_ratio": float(r.min()),
             "zeroed": int(zeroed), "polished": int(polished), "ml_seconds_median": float(np.median(times)),
             "numeric_seconds_median": float(np.median(heldout["seconds"])),

@@ -95,4 +95,4 @@ def test_alice_states_reject_negative_or_wrongly_typed_slots() -> None:
     with pytest.raises(ValueError, match="slots"):
         alice_states(0, np.array([-1], np.int64), 0.5, (1.0,))
     with pytest.raises(ValueError, match="slots"):
-        alice_states(0, np.array([1.0]), 0.5, (1.0,))  # type: ignore[arg-type]
+        alice_states(0, np.array([1.0]), 0.5, (1.0,))

@@ -11,16 +11,9 @@ from hypothesis import strategies as st
 
 from drivers.mock.counter import hash64_py
 from drivers.mock.detectors import KIND_AFTERPULSE, KIND_DARK, KIND_PHOTON, KIND_SYNC, register_clicks
-from drivers.mock.link import (
-    GAUSS_CORE,
-    GAUSS_HI,
-    GAUSS_LO,
-    GAUSS_Z,
-    JITTER_TRUNCATION,
-    LinkParams,
-    LinkSimulator,
-    _nearly_sorted,
-)
+from drivers.mock.link import LinkSimulator
+from drivers.mock.params import JITTER_TRUNCATION, LinkParams
+from drivers.mock.photons import GAUSS_CORE, GAUSS_HI, GAUSS_LO, GAUSS_Z, nearly_sorted
 from tests.drivers.mock.test_alice import _state_ref
 
 MASK = 0xFFFFFFFFFFFFFFFF
@@ -200,6 +193,6 @@ def test_nearly_sorted_is_a_stable_sort(values: list[int]) -> None:
     ch = np.arange(t.size, dtype=np.int64).astype(np.uint8)
     slot = np.arange(t.size, dtype=np.int64)
     order = np.argsort(t, kind="stable")
-    _nearly_sorted(t, ch, slot)
+    nearly_sorted(t, ch, slot)
     assert np.array_equal(slot, order)
     assert np.all(np.diff(t) >= 0)

@@ -20,14 +20,9 @@ from drivers.mock.eve import (
     pns_click_probability,
     pns_model,
 )
-from drivers.mock.link import (
-    CHANNEL_SYNC,
-    DETECTOR_CHANNELS,
-    LinkEvents,
-    LinkParams,
-    LinkSimulator,
-)
+from drivers.mock.link import LinkEvents, LinkSimulator
 from drivers.mock.onset import ScheduledCondition, photon_model, set_photon_model
+from drivers.mock.params import CHANNEL_SYNC, DETECTOR_CHANNELS, LinkParams
 from postprocessing import slotting
 
 LINK = LinkParams(p_z=0.8, bob_p_z=0.8, intensities=(0.5, 0.15, 0.0), class_probabilities=(0.6, 0.3, 0.1))

@@ -21,7 +21,15 @@ from drivers.picoquant.records import (
     record_format,
 )
 from tests.drivers.picoquant.reference import naive_decode
-from tests.drivers.picoquant.strategies import ALL_TYPES, T2_TYPES, T3_TYPES, raw_words, t2_events, t3_events, valid_records
+from tests.drivers.picoquant.strategies import (
+    ALL_TYPES,
+    T2_TYPES,
+    T3_TYPES,
+    raw_words,
+    t2_events,
+    t3_events,
+    valid_records,
+)
 
 
 def _decode(records: np.ndarray, rt: RecordType, overflow: int = 0, byte_offset: int = 0, resolution_ps: int = 1):

@@ -170,7 +170,7 @@ def test_truncated_records_name_the_byte_offset_where_the_file_ends():
 def test_wrong_magic_is_a_format_error_at_offset_zero(tmp_path):
     path = tmp_path / "x.ptu"
     path.write_bytes(b"PQTTTS\0\0" + _small_file()[8:])
-    with pytest.raises(FormatError, match="wrong magic .* byte offset 0"):
+    with pytest.raises(FormatError, match=r"wrong magic .* byte offset 0"):
         read_ptu(path)
 
 
@@ -244,7 +244,7 @@ def test_file_without_a_record_count_reads_every_whole_record():
 
 def test_read_ptu_rejects_objects_that_are_not_files():
     with pytest.raises(ValueError, match="path or a seekable binary file"):
-        read_ptu(42)  # type: ignore[arg-type]
+        read_ptu(42)
 
 
 @given(st.data())
@@ -256,8 +256,8 @@ def test_truncations_and_bit_flips_give_data_or_a_format_error(data):
     raw = raw[: data.draw(st.integers(0, len(raw)))]
     try:
         out = read_ptu(io.BytesIO(bytes(raw)))
-    except FormatError as exc:
-        assert "byte offset" in str(exc)
+    except FormatError as exc:  # either outcome is allowed; pytest.raises cannot say that
+        assert "byte offset" in str(exc)  # noqa: PT017
     else:
         assert len(out) <= out.measurement.n_records
 

@@ -14,7 +14,6 @@ from drivers.transport import expected_protocol
 from hil_fixtures.emulators.idq import ID1000Emulator
 
 
-
 @pytest.fixture
 def id1000_emulator():
     emulator = ID1000Emulator()
@@ -98,3 +97,16 @@ def test_id1000_configures_streams_and_stops_on_emulator_or_bench(id1000, lab):
     block = id1000.read_block(0.5)
     assert np.all(np.diff(block.time) >= 0) and block.lost == 0
     id1000.stop()
+
+
+@pytest.mark.emulator
+def test_id1000_write_without_retry_is_sent_once_and_with_retry_again(id1000_emulator):
+    tc = IDQTimeController(id1000_emulator.resource, channels=(1,), timeout_s=0.2, retries=1)
+    id1000_emulator.mute_replies = 1
+    with pytest.raises(InstrumentTimeout):
+        tc.write("REC:PLAY", retry=False)  # arming must never run twice
+    assert id1000_emulator.commands.count("REC:PLAY") == 1
+    id1000_emulator.mute_replies = 1
+    tc.write("REC:STOP")  # a setting may be sent again after a lost reply
+    assert id1000_emulator.commands.count("REC:STOP") == 2
+    tc.close()

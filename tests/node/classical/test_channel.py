@@ -17,7 +17,15 @@ from node.classical import (
     SecureLink,
 )
 from node.classical.channel import PeerChannel, RouterChannel, SecureChannel
-from tests.node.classical.peer_process import echo_server
+from node.classical.messages import ErrorBody
+from tests.node.classical.peer_process import (
+    ECHO,
+    ECHO_REPLY,
+    FAIL,
+    STOP,
+    STOPPED,
+    echo_server,
+)
 
 CTX = mp.get_context("spawn")
 TIMEOUT = 30.0  # generous: the machine is shared; a test never asserts on time
@@ -61,15 +69,15 @@ def test_messages_with_numpy_frames_round_trip_between_processes(secret: bytes, 
     with client:
         for k in range(3):
             sent = arrays()
-            reply = client.request(Message("ECHO", {"k": k, "note": "ünïcode"}, sent), timeout=TIMEOUT)
-            assert reply.type == "ECHO_REPLY" and reply.header["k"] == k and reply.header["note"] == "ünïcode"
+            reply = client.request(Message(ECHO, {"k": k, "note": "ünïcode"}, sent), timeout=TIMEOUT)
+            assert reply.type == ECHO_REPLY and reply.header["k"] == k and reply.header["note"] == "ünïcode"
             assert reply.seq == k and reply.header["pid"] != os.getpid()
             for a, b in zip(sent, reply.frames, strict=True):
                 if isinstance(a, np.ndarray):
                     assert b.dtype == a.dtype.newbyteorder("<") and b.shape == a.shape and np.array_equal(a, b)
                 else:
                     assert a == b
-        assert client.request(Message("STOP"), timeout=TIMEOUT).type == "STOPPED"
+        assert client.request(Message(STOP), timeout=TIMEOUT).type == STOPPED
     counts = results.get(timeout=TIMEOUT)
     assert counts["handled"] == 4 and counts["replied"] == 4
 
@@ -80,13 +88,13 @@ def test_the_server_process_survives_bad_messages_and_keeps_answering(secret: by
     raw = PeerChannel.connect(endpoint)
     client = SecureChannel(raw, link)
     with client:
-        good = [bytes(f) for f in link.seal(Message("ECHO", {}, [np.arange(4, dtype=np.uint64)]))]
+        good = [bytes(f) for f in link.seal(Message(ECHO, {}, [np.arange(4, dtype=np.uint64)]))]
         raw.send(good, TIMEOUT)
-        assert client.recv(TIMEOUT).type == "ECHO_REPLY"
-        flipped = [bytes(f) for f in link.seal(Message("ECHO", {}, [np.arange(4, dtype=np.uint64)]))]
+        assert client.recv(TIMEOUT).type == ECHO_REPLY
+        flipped = [bytes(f) for f in link.seal(Message(ECHO, {}, [np.arange(4, dtype=np.uint64)]))]
         flipped[3] = bytes([flipped[3][0] ^ 1]) + flipped[3][1:]
         other_version = [b"qkdnode/2"] + good[1:]
-        forged = link.seal(Message("ECHO"))
+        forged = link.seal(Message(ECHO))
         forged = [bytes(f) for f in forged[:-1]] + [bytes(forged[-1][:8]) + bytes(16)]
         for bad in (
             good,  # replay
@@ -101,17 +109,18 @@ def test_the_server_process_survives_bad_messages_and_keeps_answering(secret: by
         with pytest.raises(ChannelTimeout):
             client.recv(timeout=0.5)  # rejected frames are never answered
         error = client.request(Message("NO_SUCH_TYPE", {"x": 1}), timeout=TIMEOUT)
-        assert error.type == "ERROR" and error.header == {"error": "unknown_type", "type": "NO_SUCH_TYPE", "seq": 3}
-        error = client.request(Message("FAIL"), timeout=TIMEOUT)
-        assert error.type == "ERROR" and error.header["error"] == "handler_error"
-        reply = client.request(Message("ECHO", {"after": "garbage"}), timeout=TIMEOUT)
-        assert reply.type == "ECHO_REPLY" and reply.header["after"] == "garbage"
-        stopped = client.request(Message("STOP"), timeout=TIMEOUT)
+        body = ErrorBody.decode(error)
+        assert (body.type, body.seq) == ("NO_SUCH_TYPE", 3) and "NO_SUCH_TYPE" in body.error
+        error = client.request(Message(FAIL), timeout=TIMEOUT)
+        assert "handler bug on purpose" in ErrorBody.decode(error).error
+        reply = client.request(Message(ECHO, {"after": "garbage"}), timeout=TIMEOUT)
+        assert reply.type == ECHO_REPLY and reply.header["after"] == "garbage"
+        stopped = client.request(Message(STOP), timeout=TIMEOUT)
     counts = results.get(timeout=TIMEOUT)
     assert counts["ReplayError"] == 1 and counts["VersionError"] == 2
     assert counts["AuthenticationError"] == 2 and counts["MessageFormatError"] == 2
     assert counts["unknown_type"] == 1 and counts["handler_error"] == 1
-    assert stopped.header["counts"]["handled"] == 2  # the two ECHOs; STOP counts after its handler returns
+    assert stopped.header["counts"]["handled"] == 4  # the two ECHOs, FAIL and STOP: counted when looked up
 
 
 def test_a_killed_server_restarts_from_its_state_and_the_client_reconnects(secret: bytes, tmp_path) -> None:
@@ -123,17 +132,17 @@ def test_a_killed_server_restarts_from_its_state_and_the_client_reconnects(secre
     try:
         for _ in range(2):
             for k in range(25):  # crosses a reservation boundary of the server's send seqs
-                reply = client.request(Message("ECHO", {"k": k}), timeout=TIMEOUT)
+                reply = client.request(Message(ECHO, {"k": k}), timeout=TIMEOUT)
                 assert reply.header["k"] == k
                 seen_pids.add(reply.header["pid"])
             proc.kill()  # SIGKILL mid-stream: no chance to persist anything
             proc.join(10)
             with pytest.raises(ChannelTimeout):
-                client.request(Message("ECHO", {"k": -1}), timeout=0.3)
+                client.request(Message(ECHO, {"k": -1}), timeout=0.3)
             proc, again, _ = start_server(secret, endpoint=endpoint, state_path=state_path)
             assert again == endpoint
         # the restarted server resumed its send seqs past every one it used: no mask reused, no replay
-        reply = client.request(Message("ECHO", {"k": 99}), timeout=TIMEOUT)
+        reply = client.request(Message(ECHO, {"k": 99}), timeout=TIMEOUT)
         assert reply.header["k"] == 99 and len(seen_pids | {reply.header["pid"]}) == 3
     finally:
         client.close()

@@ -1,4 +1,5 @@
-"""The dispatch table: unknown types and failing handlers are answered and counted; the loop lives on."""
+"""The dispatch table: unknown types and failing handlers are answered with the one ERROR shape and
+counted; the serve loop lives on after any garbage."""
 
 from __future__ import annotations
 
@@ -10,63 +11,63 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.classical import AuthenticationError, ChannelTimeout, Message, SecureLink
+from node.classical import (
+    AuthenticationError,
+    ChannelTimeout,
+    Message,
+    SecureLink,
+    UnknownMessageType,
+)
 from node.classical.channel import PeerChannel, SecureChannel
-from node.classical.dispatch import Dispatcher
+from node.classical.dispatch import DispatchTable, error_reply, serve
+from node.classical.messages import ErrorBody, MessageType
 
 TIMEOUT = 30.0
+Q, S = MessageType.KEY_QUERY, MessageType.KEY_STATES
 
 
-def test_known_types_reach_their_handler_and_the_reply_is_returned() -> None:
-    d = Dispatcher({"PING": lambda m: Message("PONG", {"n": m.header["n"]})})
-    reply = d.dispatch(Message("PING", {"n": 3}, seq=0))
-    assert reply is not None and reply.type == "PONG" and reply.header == {"n": 3}
-    assert d.counts["handled"] == 1 and d.types == {"PING"}
+def echo_table(**kw) -> DispatchTable:
+    return DispatchTable({Q: lambda m: Message(S, {"n": m.header.get("n")})}, name="test", **kw)
 
 
-def test_unknown_type_is_logged_counted_and_answered_with_error(caplog: pytest.LogCaptureFixture) -> None:
-    d = Dispatcher()
-    with caplog.at_level(logging.WARNING):
-        reply = d.dispatch(Message("WHAT", {}, seq=9))
-    assert reply is not None and reply.type == "ERROR"
-    assert reply.header == {"error": "unknown_type", "type": "WHAT", "seq": 9}
-    assert d.counts["unknown_type"] == 1 and "WHAT" in caplog.text
+def test_known_types_reach_their_handler() -> None:
+    t = echo_table()
+    reply = t.handler_for(Message("KEY_QUERY", {"n": 3}, seq=0))(Message(Q, {"n": 3}))
+    assert reply.type == S and reply.header == {"n": 3}
+    assert t.counts["handled"] == 1 and t.types == {"KEY_QUERY"}
 
 
-def test_handler_exception_is_caught_logged_and_answered(caplog: pytest.LogCaptureFixture) -> None:
-    def broken(m: Message) -> Message:
-        raise KeyError("missing")
+def test_unknown_type_is_logged_counted_reported_and_answered_with_the_error_shape(
+        caplog: pytest.LogCaptureFixture) -> None:
+    seen: list[Message] = []
+    t = echo_table(on_unknown=seen.append)
+    msg = Message("WHAT", {}, seq=9)
+    with caplog.at_level(logging.WARNING), pytest.raises(UnknownMessageType) as info:
+        t.handler_for(msg)
+    reply = t.failed(msg, info.value)
+    assert reply is not None and reply.type == MessageType.ERROR and reply.re == 9
+    body = ErrorBody.decode(reply)
+    assert body.type == "WHAT" and body.seq == 9 and "WHAT" in body.error
+    assert t.counts["unknown_type"] == 1 and t.counts["handler_error"] == 0 and "WHAT" in caplog.text
+    assert seen == [msg]
 
-    d = Dispatcher({"X": broken})
-    with caplog.at_level(logging.ERROR):
-        reply = d.dispatch(Message("X", seq=1))
-    assert reply is not None and reply.header["error"] == "handler_error"
-    assert d.counts["handler_error"] == 1 and "KeyError" in caplog.text
+
+def test_a_failed_handler_is_answered_with_its_reason_and_counted() -> None:
+    t = echo_table()
+    reply = t.failed(Message(Q, seq=1), KeyError("missing"))
+    assert reply is not None and "missing" in ErrorBody.decode(reply).error
+    assert t.counts["handler_error"] == 1
 
 
 def test_errors_are_never_answered_with_errors() -> None:
-    d = Dispatcher()
-    assert d.dispatch(Message("ERROR", {"error": "unknown_type"}, seq=0)) is None
+    assert error_reply(Message(MessageType.ERROR, {"error": "x", "type": "Y", "seq": 0}, seq=0), "again") is None
 
 
-def test_a_handler_returning_a_non_message_counts_as_a_handler_error() -> None:
-    d = Dispatcher({"X": lambda m: {"not": "a message"}})  # type: ignore[dict-item,return-value]
-    reply = d.dispatch(Message("X", seq=0))
-    assert reply is not None and reply.header["error"] == "handler_error"
-
-
-def test_register_as_decorator_and_refuses_duplicates_and_bad_names() -> None:
-    d = Dispatcher()
-
-    @d.register("KEY_BLOCK")
-    def on_block(m: Message) -> None:
-        return None
-
-    assert d.handler_for("KEY_BLOCK") is on_block
-    with pytest.raises(ValueError, match="already"):
-        d.register("KEY_BLOCK", on_block)
-    with pytest.raises(ValueError, match="message type"):
-        d.register("key_block", on_block)
+def test_the_table_takes_only_message_types_and_callables() -> None:
+    with pytest.raises(TypeError, match="MessageType"):
+        DispatchTable({"KEY_QUERY": print}, name="t")  # type: ignore[dict-item]
+    with pytest.raises(TypeError, match="callable"):
+        DispatchTable({Q: 3}, name="t")  # type: ignore[dict-item]
 
 
 class LoopFixture:
@@ -74,12 +75,12 @@ class LoopFixture:
 
     def __init__(self) -> None:
         secret = os.urandom(32 * 2000)
-        self.dispatcher = Dispatcher({"PING": lambda m: Message("PONG", {"n": m.header.get("n")})})
+        self.table = echo_table()
         self.stop = threading.Event()
         self.server = PeerChannel.bind()
         self.thread = threading.Thread(
-            target=self.dispatcher.serve,
-            args=(SecureChannel(self.server, SecureLink.from_bootstrap(secret, "responder")), self.stop),
+            target=serve,
+            args=(self.table, SecureChannel(self.server, SecureLink.from_bootstrap(secret, "responder")), self.stop),
             kwargs={"poll_s": 0.02},
             daemon=True,
         )
@@ -109,14 +110,14 @@ def test_the_serve_loop_answers_after_any_garbage(loop: LoopFixture, garbage: li
         if frames:
             loop.raw.send(frames, TIMEOUT)
     # and a valid message with one bit flipped somewhere
-    sealed = [bytearray(bytes(f)) for f in loop.link.seal(Message("PING", {"n": -1}))]
+    sealed = [bytearray(bytes(f)) for f in loop.link.seal(Message(Q, {"n": -1}))]
     i = data.draw(st.integers(0, len(sealed) - 1))
     j = data.draw(st.integers(0, len(sealed[i]) * 8 - 1))
     sealed[i][j // 8] ^= 1 << (j % 8)
     loop.raw.send([bytes(f) for f in sealed], TIMEOUT)
     n = data.draw(st.integers(0, 10**6))
-    reply = loop.client.request(Message("PING", {"n": n}), timeout=TIMEOUT)
-    assert reply.type == "PONG" and reply.header["n"] == n
+    reply = loop.client.request(Message(Q, {"n": n}), timeout=TIMEOUT)
+    assert reply.type == S and reply.header["n"] == n
     assert loop.thread.is_alive()
 
 
@@ -142,10 +143,9 @@ class ScriptedChannel:
 
 def test_serve_survives_unexpected_errors_while_opening_and_answers_the_next_message() -> None:
     stop = threading.Event()
-    d = Dispatcher({"PING": lambda m: Message("PONG")})
-    ch = ScriptedChannel(
-        [RuntimeError("decoder bug"), AuthenticationError("bad tag"), Message("PING", seq=5)], stop
-    )
-    d.serve(ch, stop)  # type: ignore[arg-type]
-    assert d.counts["internal_error"] == 1 and d.counts["AuthenticationError"] == 1
-    assert [m.type for m in ch.sent] == ["PONG"] and ch.sent[0].re == 5
+    t = DispatchTable({Q: lambda m: Message(S)}, name="test")
+    ch = ScriptedChannel([RuntimeError("decoder bug"), AuthenticationError("bad tag"), Message("NOPE", seq=4),
+                          Message(Q, seq=5)], stop)
+    serve(t, ch, stop)
+    assert t.counts["internal_error"] == 1 and t.counts["AuthenticationError"] == 1
+    assert [m.type for m in ch.sent] == ["ERROR", "KEY_STATES"] and [m.re for m in ch.sent] == [4, 5]

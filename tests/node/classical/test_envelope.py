@@ -79,7 +79,7 @@ def test_non_contiguous_arrays_are_sent_in_c_order() -> None:
         (Message("A", {}, [b""] * 65), "at most 64"),
         (Message("A", {"x": "y" * 70000}), "at most"),
         (Message("A", re=-1), "re"),
-        (Message("A", re=True), "re"),  # type: ignore[arg-type]
+        (Message("A", re=True), "re"),
         (Message("A", re=2**64), "re"),
     ],
 )

@@ -301,3 +301,16 @@ def test_reprs_and_errors_hold_no_key_material() -> None:
     chunks = [secret[i : i + 8] for i in range(0, len(secret), 8)]
     for text in texts:
         assert not any(c.hex() in text or repr(c)[2:-1] in text for c in chunks), "a repr or error shows key bytes"
+
+
+def test_counters_only_persistence_writes_no_key_material_and_needs_message_mode() -> None:
+    secret = os.urandom(32 * 64)
+    alice = SecureLink.from_bootstrap(secret, "initiator")
+    saved: list[dict] = []
+    alice.set_persistence(saved.append, reserve=4, counters_only=True)
+    for _ in range(5):
+        alice.seal(Message("KEY_QUERY"))
+    assert saved == [{"send_seq": 4, "recv_last_seq": -1}, {"send_seq": 8, "recv_last_seq": -1}]
+    transcript = SecureLink.from_bootstrap(secret, "initiator", mode="transcript")
+    with pytest.raises(ValueError, match="pool positions"):
+        transcript.set_persistence(saved.append, counters_only=True)

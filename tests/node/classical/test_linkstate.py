@@ -45,5 +45,5 @@ def test_a_bootstrap_secret_is_read_once_then_refused(tmp_path) -> None:
     assert len(read_bootstrap(secret, tmp_path / "link_state.json", "link.bootstrap_secret")) == 4096
     mark_bootstrap_used(secret)
     assert secret.read_bytes() == USED_MARKER and witness.read_bytes() == USED_MARKER  # overwritten in place
-    with pytest.raises(BootstrapUsed, match="already used once.*Provision a new pre-shared secret"):
+    with pytest.raises(BootstrapUsed, match=r"already used once.*Provision a new pre-shared secret"):
         read_bootstrap(secret, tmp_path / "link_state.json", "link.bootstrap_secret")

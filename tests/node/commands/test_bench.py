@@ -55,7 +55,7 @@ def test_table_puts_the_unit_in_each_header_and_latency_rows_apart(capsys: pytes
     blocks = out.split("\n\n")
     mbit = next(b for b in blocks if b.startswith("throughput in Mbit/s"))
     assert "ref Mbit/s" in mbit and "x ref" in mbit and "40.00x" in mbit
-    assert [ln for ln in mbit.splitlines() if ln.startswith("cascade-auto")][0].split()[5:8] == ["-", "-", "-"]
+    assert next(ln for ln in mbit.splitlines() if ln.startswith("cascade-auto")).split()[5:8] == ["-", "-", "-"]
     latency = next(b for b in blocks if b.startswith("latency, ms to 1st rerouted key"))
     assert "relay.failover" in latency and "relay.failover" not in mbit
     assert "0.62x" in out and "Below 1x" in out  # a ratio under 1 is explained, not called a speed-up

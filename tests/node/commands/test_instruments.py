@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from hil_fixtures.emulators.itc4001 import ITC4001
 from hil_fixtures.emulators.mbx import MBX
 from hil_fixtures.emulators.server import EmulatorServer
-from hil_fixtures.emulators.itc4001 import ITC4001
 from hil_fixtures.sims import sim_library
 from node.cli import main
 
@@ -78,9 +78,10 @@ def test_check_names_each_injected_fault_on_one_red_line(capsys, fault, instrume
 
 def test_check_turns_nothing_on(capsys):
     """The self-test only asks: every instrument's commands on the wire are queries."""
+    import tomllib
+
     from hil_fixtures.bench import emulated_bench
     from node.commands.instruments import check_rows
-    import tomllib
 
     section = tomllib.loads((EXAMPLES / "lab_alice.toml").read_text())["instruments"]
     from hil_fixtures.emulators import server as server_module

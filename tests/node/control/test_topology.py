@@ -65,16 +65,19 @@ def test_metrics_endpoint_comes_from_url_or_fixed_port() -> None:
     assert t.nodes[1].metrics_endpoint() == "http://b.example:9200/metrics"
 
 
-def test_mock_parameters_are_checked_against_the_mock_link() -> None:
+def test_mock_parameters_are_checked_by_the_mock_check_the_caller_passes() -> None:
+    from node.runtime.mockconfig import check_link_mock
+
     data = minimal()
     data["links"][0]["mock"] = {"seed": 3, "misalignment": 0.02}
-    assert parse_topology(data).links[0].mock == {"seed": 3, "misalignment": 0.02}
+    assert parse_topology(data, check_mock=check_link_mock).links[0].mock == {"seed": 3, "misalignment": 0.02}
     data["links"][0]["mock"] = {"misalignment": 0.9}
-    with pytest.raises(ValueError, match=r"links\[0\]\.mock: misalignment must be in"):
-        parse_topology(data)
+    with pytest.raises(ValueError, match=r"'links\[0\]\.mock\.misalignment' must be in"):
+        parse_topology(data, check_mock=check_link_mock)
+    assert parse_topology(data).links[0].mock == {"misalignment": 0.9}  # the topology alone knows no mock
     data["links"][0]["mock"] = {"fibre_length_km": 3}
-    with pytest.raises(ValueError, match=r"links\[0\]\.mock: unknown key 'fibre_length_km'; allowed keys:"):
-        parse_topology(data)
+    with pytest.raises(ValueError, match=r"'links\[0\]\.mock\.fibre_length_km' is unknown; allowed:"):
+        parse_topology(data, check_mock=check_link_mock)
 
 
 def _edit(path: str, value: Any) -> dict[str, Any]:
@@ -91,23 +94,23 @@ def _edit(path: str, value: Any) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("path, value, match", [
-    ("colour", "blue", r"topology: unknown key 'colour'; allowed keys: name, nodes, links"),
-    ("nodes", [{"name": "A"}], r"nodes: need at least 2"),
-    ("links", [], r"links: need at least 1"),
-    ("nodes.1.name", "A", r"nodes\[1\]\.name: 'A' is used twice"),
-    ("nodes.0.name", "a b", r"nodes\[0\]\.name: must be 1-64 characters"),
-    ("nodes.0.name", KeyError, r"nodes\[0\]\.name: missing"),
-    ("nodes.0.metrics_port", 70000, r"nodes\[0\]\.metrics_port: must be an integer port in 0\.\.65535"),
+    ("colour", "blue", r"'colour' is unknown; allowed: links, name, nodes"),
+    ("nodes", [{"name": "A"}], r"'nodes' must hold at least 2"),
+    ("links", [], r"'links' must hold at least 1"),
+    ("nodes.1.name", "A", r"'nodes\[1\]\.name' must be unique, got 'A' twice"),
+    ("nodes.0.name", "a b", r"'nodes\[0\]\.name' must be 1-64 characters"),
+    ("nodes.0.name", KeyError, r"'nodes\[0\]\.name' is missing"),
+    ("nodes.0.metrics_port", 70000, r"'nodes\[0\]\.metrics_port' must be an integer port in 0\.\.65535"),
     ("nodes.0.metrics_port", True, r"nodes\[0\]\.metrics_port"),
     ("nodes.0.host", "", r"nodes\[0\]\.host"),
-    ("nodes.0.metrics_url", "ftp://x", r"nodes\[0\]\.metrics_url: must be an http"),
-    ("nodes.0.role", "alice", r"nodes\[0\]: unknown key 'role'; allowed keys: name, host"),
-    ("links.0.b", "Z", r"links\[0\]\.b: 'Z' is not a node; nodes: A, B"),
-    ("links.0.b", "A", r"links\[0\]: a and b must be different nodes"),
-    ("links.0.distance_km", -1, r"links\[0\]\.distance_km: must be a number in \[0, 1000\] km"),
+    ("nodes.0.metrics_url", "ftp://x", r"'nodes\[0\]\.metrics_url' must be an http"),
+    ("nodes.0.role", "alice", r"'nodes\[0\]\.role' is unknown; allowed: etsi014_port, host"),
+    ("links.0.b", "Z", r"'links\[0\]\.b' must name a node \(A, B\), got 'Z'"),
+    ("links.0.b", "A", r"'links\[0\]\.b' must be a node other than a"),
+    ("links.0.distance_km", -1, r"'links\[0\]\.distance_km' must be a number in \[0, 1000\] km"),
     ("links.0.distance_km", float("nan"), r"links\[0\]\.distance_km"),
-    ("links.0.distance_km", KeyError, r"links\[0\]\.distance_km: missing"),
-    ("links.0.mock", 5, r"links\[0\]\.mock: must be a table"),
+    ("links.0.distance_km", KeyError, r"'links\[0\]\.distance_km' is missing"),
+    ("links.0.mock", 5, r"'links\[0\]\.mock' must be a table"),
 ])
 def test_bad_topologies_raise_value_error_naming_the_key(path: str, value: Any, match: str) -> None:
     with pytest.raises(ValueError, match=match):
@@ -117,7 +120,7 @@ def test_bad_topologies_raise_value_error_naming_the_key(path: str, value: Any, 
 def test_a_second_link_between_the_same_nodes_is_rejected() -> None:
     data = minimal()
     data["links"].append({"id": "BA", "a": "B", "b": "A", "distance_km": 5})
-    with pytest.raises(ValueError, match=r"links\[1\]: nodes 'B' and 'A' already share a link"):
+    with pytest.raises(ValueError, match=r"'links\[1\]' joins nodes 'B' and 'A', which already share a link"):
         parse_topology(data)
 
 
@@ -125,7 +128,7 @@ def test_a_fixed_port_used_twice_on_one_host_is_rejected() -> None:
     data = minimal()
     data["nodes"][0]["metrics_port"] = 9100
     data["nodes"][1]["etsi014_port"] = 9100
-    with pytest.raises(ValueError, match=r"nodes\[1\]\.etsi014_port: 127\.0\.0\.1:9100 is already A\.metrics_port"):
+    with pytest.raises(ValueError, match=r"'nodes\[1\]\.etsi014_port' must be a port of its own, got 127\.0\.0\.1:9100, already A\.metrics_port"):
         parse_topology(data)
 
 

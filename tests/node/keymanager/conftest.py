@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from node.classical.messages import KeyBlockAck
 from node.keymanager.certs import make_pki
 from node.keymanager.config import load_config
 from node.keymanager.daemon import KeyManager
@@ -135,7 +136,7 @@ class Pair:
             key = os.urandom(nbytes)
             for s in self.senders.values():
                 reply = s.send_block("L1", self.next_block, key, qber=0.02)
-                assert reply["type"] == "KEY_BLOCK_ACK"
+                assert isinstance(reply, KeyBlockAck)
             self.next_block += 1
         want = {("L1", i) for i in range(self.next_block)}
         for km in (self.a, self.b):

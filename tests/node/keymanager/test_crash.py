@@ -21,11 +21,23 @@ from pathlib import Path
 import pytest
 import requests
 
+from node.classical.messages import KeyBlockAck
 from node.keymanager.ingest import KeyBlockSender
 from tests.node.keymanager.conftest import same_secret, write_pair_configs
 
 KILLS = 22
 KEY_ID_SENT_TWICE = "a key ID was handed to a master twice"
+MIN_KEYS = 200  # master keys handed out before the test stops: enough for the checks to mean something
+HANG_S = 600.0  # waits for progress end only a hang, never a slow machine (the test's timeout is above it)
+
+
+def wait_until(condition, what: str) -> None:
+    """Poll `condition` until it holds; fail only if nothing happens for HANG_S seconds."""
+    end = time.monotonic() + HANG_S
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError(f"no progress in {HANG_S:.0f} s: {what}")
+        time.sleep(0.05)
 
 
 class KmProcess:
@@ -88,7 +100,7 @@ def feeder(root: Path, ports: dict[str, int], rec: Record) -> None:
                         reply = s.send_block("L1", block, key, qber=0.01, timeout_s=0.5)
                     except TimeoutError:
                         continue  # KM down: re-send the same block until acknowledged
-                    if reply["type"] == "KEY_BLOCK_ACK":
+                    if isinstance(reply, KeyBlockAck):
                         with rec.lock:
                             rec.acked[w].add(block)
                         break
@@ -159,6 +171,7 @@ def rows(db: Path, sql: str, args: tuple = ()) -> list[tuple]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2 * HANG_S)
 def test_sigkill_at_random_moments_loses_no_acknowledged_block_and_hands_out_no_key_twice(pki, tmp_path):
     # a bootstrap secret for ~127 messages per direction and flow: the links live on refills from the pool
     (tmp_path / "link.key").write_bytes(os.urandom(8192))
@@ -178,8 +191,20 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_block_and_hands_out_no_
     for t in threads:
         t.start()
     rng = random.Random()
+
+    def acked_total() -> int:
+        with rec.lock:
+            return len(rec.acked["a"]) + len(rec.acked["b"])
+
+    def refills_applied(w: str) -> int:
+        return rows(tmp_path / f"km_{w}.db", "SELECT COUNT(*) FROM auth_refills WHERE applied=1")[0][0]
+
     try:
         for _ in range(KILLS):
+            # kill at a random moment while blocks stream in: after the restarted KMs took new blocks
+            # (however slow this machine is), then a random delay
+            before = acked_total()
+            wait_until(lambda before=before: acked_total() > before, "no block acknowledged since the last restart")
             time.sleep(rng.uniform(0.05, 0.4))
             victim = rng.choice("ab")
             kms[victim].kill()
@@ -189,7 +214,9 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_block_and_hands_out_no_
             assert acked <= held, "an acknowledged block is missing after SIGKILL"
             time.sleep(rng.uniform(0.0, 0.2))
             kms[victim].start()
-        time.sleep(1.0)
+        # run on until the checks below have enough to check, however long that takes here
+        wait_until(lambda: len(rec.master) > MIN_KEYS, f"fewer than {MIN_KEYS} master keys handed out")
+        wait_until(lambda: min(refills_applied("a"), refills_applied("b")) >= 2, "no authentication refills")
     finally:
         rec.stop.set()
         for t in threads:
@@ -201,9 +228,8 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_block_and_hands_out_no_
           f"master keys {len(rec.master)}, slave keys {len(rec.slave)}, lost in transit {len(rec.lost_in_transit)}")
     assert rec.duplicates == 0, KEY_ID_SENT_TWICE
     delivered = len(rec.master)
-    assert delivered > 200, "too few keys were delivered for the test to mean anything"
-    refills = {w: rows(tmp_path / f"km_{w}.db", "SELECT COUNT(*) FROM auth_refills WHERE applied=1")[0][0]
-               for w in ("a", "b")}
+    assert delivered > MIN_KEYS, "too few keys were delivered for the test to mean anything"
+    refills = {w: refills_applied(w) for w in ("a", "b")}
     assert min(refills.values()) >= 2, "the links never needed their authentication key refilled"
     for w in ("a", "b"):
         held = {r[0] for r in rows(tmp_path / f"km_{w}.db", "SELECT block_id FROM blocks")}

@@ -26,7 +26,7 @@ def near(fields: dict[str, st.SearchStrategy]) -> st.SearchStrategy[dict]:
     return st.fixed_dictionaries({}, optional={**fields, "extra": json_values})
 
 
-@given(near({k: json_values for k in ("link_id", "block_id", "length_bits", "qber", "params")}) | json_values,
+@given(near(dict.fromkeys(("link_id", "block_id", "length_bits", "qber", "params"), json_values)) | json_values,
        st.lists(st.binary(max_size=20), max_size=3))
 def test_key_block_decoder_accepts_or_refuses_with_value_error(header, frames):
     msg = Message("KEY_BLOCK", header if isinstance(header, dict) else {"x": header}, frames, 0)
@@ -37,7 +37,7 @@ def test_key_block_decoder_accepts_or_refuses_with_value_error(header, frames):
     assert block.pool == "KME_B" and len(block.key) * 8 >= block.length_bits > len(block.key) * 8 - 8
 
 
-@given(near({k: json_values for k in ("key_ID", "master", "slaves", "link", "block", "chunk", "offset", "nbytes")})
+@given(near(dict.fromkeys(("key_ID", "master", "slaves", "link", "block", "chunk", "offset", "nbytes"), json_values))
        | json_values)
 def test_allocation_decoder_accepts_or_refuses_with_value_error(obj):
     try:
@@ -47,7 +47,7 @@ def test_allocation_decoder_accepts_or_refuses_with_value_error(obj):
     assert a.position.nbytes > 0 and a.position.offset >= 0 and a.slaves
 
 
-@given(near({k: json_values for k in ("kme_id", "database", "local_saes", "api", "keys", "ingest", "link", "peers")}))
+@given(near(dict.fromkeys(("kme_id", "database", "local_saes", "api", "keys", "ingest", "link", "peers"), json_values)))
 def test_config_parser_accepts_or_refuses_with_value_error(doc):
     try:
         parse_config(doc, "/tmp")

@@ -24,6 +24,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from node.keymanager.errors import KeysNotFound
 from node.keymanager.etsi014 import MAX_JSON_DEPTH, UUID_RE, json_depth_exceeds
 from node.keymanager.store import KeyBlock, KeyStore
 from tests.node.keymanager.conftest import KmThread, Pair
@@ -100,8 +101,8 @@ def test_deeply_nested_json_is_a_json_400_without_traceback(hpair, caplog, depth
     caplog.set_level(logging.INFO)
     nest = "[" * depth + "]" * depth
     enc = Sae(hpair, "a", "SAE_A").post("SAE_B/enc_keys", data='{"extension_optional": [' + nest + "]}")
-    dec = Sae(hpair, "b", "SAE_B").post(
-        "SAE_A/dec_keys", data='{"key_IDs": [{"key_ID": "%s", "key_ID_extension": %s}]}' % (uuid.uuid4(), nest))
+    body = '{"key_IDs": [{"key_ID": "' + str(uuid.uuid4()) + '", "key_ID_extension": ' + nest + "}]}"
+    dec = Sae(hpair, "b", "SAE_B").post("SAE_A/dec_keys", data=body)
     for resp in (enc, dec):
         assert resp.status_code == 400
         assert "deeper" in message(resp)
@@ -225,7 +226,7 @@ def test_headers_that_never_end_are_cut(hpair, caplog):
     caplog.set_level(logging.INFO, logger=AUDIT)
     with tls_socket(hpair) as s:
         s.sendall(b"GET /api/v1/keys/SAE_B/status HTTP/1.1\r\nHost: x\r\nX-Slow: 1\r\n")
-        status, headers, body = parse_response(read_all(s))
+        status, _headers, body = parse_response(read_all(s))
     assert status == 408 and json.loads(body)["message"]
     wait_for(lambda: any(e["status"] == 408 and "headers" in e["reason"]
                          for e in audit_events(caplog, "request_refused")))
@@ -279,7 +280,7 @@ def test_served_and_voided_keys_are_in_neither_database_nor_wal_nor_shm(tmp_path
         got = b.fetch("SAE_B", "SAE_A", [x.key_id for x in served.allocations])
         assert got == served.material
         b.void_peer_keys([x.key_id for x in voided.allocations])
-        for store, name in ((a, "a.db"), (b, "b.db")):
+        for _store, name in ((a, "a.db"), (b, "b.db")):
             disk = _disk_bytes(tmp_path / name)
             # unserved key is still there (the search does find key bytes that were not served)
             assert any(key[i:i + 32] in disk for i in range(len(key) - 4096, len(key) - 32, 256))
@@ -321,7 +322,7 @@ def test_keys_served_over_the_api_leave_no_trace_in_the_kms_files(hpair):
     for who in ("a", "b"):
         db = Path(getattr(hpair, who).config.database)
         # the KMs scrub within scrub_delay_s (0.5 s by default) of serving: wait for it, generously
-        wait_for(lambda: not any(k in _disk_bytes(db) for k in raw))
+        wait_for(lambda db=db: not any(k in _disk_bytes(db) for k in raw))
 
 
 def test_a_deferred_scrub_removes_served_keys_when_it_runs(tmp_path):
@@ -377,14 +378,14 @@ print(sorted(os.listdir({str(tmp_path / 'store')!r})))
 def test_private_helpers_create_owner_only_and_leave_existing_directories_alone(tmp_path):
     from node.private_files import create_private_file, private_dir, write_private_file
 
-    os.chmod(tmp_path, 0o755)
+    os.chmod(tmp_path, 0o755)  # noqa: S103 - a too-open directory is the case tested
     private_dir(tmp_path / "x" / "y")
     assert stat.S_IMODE(tmp_path.stat().st_mode) == 0o755  # an existing directory keeps its mode
     assert stat.S_IMODE((tmp_path / "x").stat().st_mode) == 0o700
     assert stat.S_IMODE((tmp_path / "x" / "y").stat().st_mode) == 0o700
     f = tmp_path / "x" / "f"
     f.write_text("keep")
-    os.chmod(f, 0o666)
+    os.chmod(f, 0o666)  # noqa: S103 - a too-open file is the case tested
     create_private_file(f)
     assert f.read_text() == "keep" and stat.S_IMODE(f.stat().st_mode) == 0o600
     write_private_file(f, "new")
@@ -446,7 +447,7 @@ def test_unanswered_deliveries_are_recorded_at_restart_and_voided_at_the_master(
     b = KeyStore(str(tmp_path / "b.db"), "KME_B")
     assert b.recover_unanswered() == 1 and b.unanswered_count() == 1
     assert b.unreported_unanswered("KME_A") == [ids[1]]
-    with pytest.raises(Exception):
+    with pytest.raises(KeysNotFound):
         b.fetch("SAE_B", "SAE_A", ids[1:2])  # never served twice
     assert a.void_lost_at_peer("KME_B", [ids[1]]) == [ids[1]]
     assert a.void_lost_at_peer("KME_B", [ids[1]]) == []  # idempotent

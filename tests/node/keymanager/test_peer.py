@@ -8,6 +8,7 @@ import os
 import sqlite3
 import time
 
+import pytest
 import requests
 import zmq
 from hypothesis import HealthCheck, given, settings
@@ -111,12 +112,9 @@ def test_key_alloc_outside_the_senders_stripe_is_refused_by_the_peer(pair):
     own = pair.b.call(pair.b.km.db(pair.b.km.store.reserve, "KME_A", "SAE_B", ["SAE_A"], 1, 32))
     bad = Allocation("00000000-0000-4000-8000-0000000000aa", "SAE_A", ("SAE_B",), own.allocations[0].position)
     client = pair.a.km.clients["KME_B"]
-    payload = ('{"allocations": [%s], "retired": []}' % __import__("json").dumps(bad.to_json())).encode()
-    try:
+    payload = __import__("json").dumps({"allocations": [bad.to_json()], "retired": []}).encode()
+    with pytest.raises(PeerError, match="stripe"):
         pair.a.call(client.request("KEY_ALLOC", {}, payload=payload))
-        raise AssertionError("the forged allocation was accepted")
-    except PeerError as exc:
-        assert "stripe" in str(exc)
     assert "00000000-0000-4000-8000-0000000000aa" not in states(pair.b, 0)
 
 
@@ -211,3 +209,21 @@ def test_link_authentication_key_is_refilled_from_the_pool_beyond_the_bootstrap_
     finally:
         p.a.stop()
         p.b.stop()
+
+
+def test_a_request_of_a_type_the_peer_does_not_serve_is_answered_with_error_and_alarmed(pair):
+    """The peer's one dispatch table answers an authentic request of an unhandled type with the one ERROR
+    shape (the requester's `PeerError` carries its reason) and reports it as a rejected message."""
+    import pytest
+
+    from node.classical.messages import MessageType
+    from node.keymanager.errors import PeerError
+
+    rejected = pair.b.km.peer_server.rejected
+    client = pair.a.km.clients["KME_B"]
+    with pytest.raises(PeerError, match="does not handle message type KEY_BLOCK"):
+        pair.a.call(client.request(MessageType.KEY_BLOCK, {"block_id": 1}))
+    assert pair.b.km.peer_server.rejected == rejected + 1
+    assert pair.b.km.peer_server.table.counts["unknown_type"] == 1
+    assert any("KEY_BLOCK" in a.text for a in pair.b.km.alarms.active())
+    assert enc(pair).status_code == 200  # and the link goes on

@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node.keymanager.qos import (
-    AppQos,
     Application,
+    AppQos,
     QosRefused,
     QosRegistry,
     RateMeter,

@@ -65,7 +65,7 @@ def test_pads_from_the_receivers_own_stripe_or_unknown_chunks_are_refused():
         rb.accept_pad("KME_A", "r2", own)
     with pytest.raises(ValueError, match="not held"):
         rb.accept_pad("KME_A", "r3", [PadSlice("L1", 99, 0, 0, 32)])
-    with pytest.raises(ValueError, match="not held|stripe"):
+    with pytest.raises(ValueError, match=r"not held|stripe"):
         ra.accept_pad("KME_B", "r4", [PadSlice("L1", 0, 0, 0, 5000)])
 
 

@@ -9,11 +9,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from drivers.mock import LinkParams, MockTransmitter, SimulatedDetections
+from drivers.mock import LinkParams, MockTransmitter
 from node.classical import ClassicalChannelError, SecureLink
 from node.classical.channel import PeerChannel, SecureChannel
 from node.link import AliceLink, BobLink, LinkSettings
-from node.runtime.outbox import Outbox, OutboxEntry
+from node.link.outbox import Outbox, OutboxEntry
+from node.runtime.simulation import SimulatedDetections
 from postprocessing.errors import ProtocolError
 from postprocessing.slotting import Detections
 
@@ -36,6 +37,12 @@ class Pair:
     @property
     def bob_keys(self) -> list[OutboxEntry]:
         return self.bob_outbox.pending_delivery(1000)
+
+
+HANG_TIMEOUT_S = 600.0
+"""Per-receive timeout for tests whose peer always answers: longer than pytest's own timeout, so it
+only ends a real hang and never a slow answer on a loaded machine (numba compiling Alice's kernels
+on the first block, other test processes on the same cores). Tests of a silent peer set their own."""
 
 
 def settings_for(params: LinkParams, **kw: object) -> LinkSettings:

@@ -30,15 +30,14 @@ def run_proxy(front: str, back: str, tamper_type: bytes, tamper_index: int, conn
             break
         for sock, _ in poller.poll(50):
             frames = sock.recv_multipart()
-            if (sock is f) == from_bob:
-                if len(frames) > 2 and frames[1] == tamper_type:
-                    if seen == tamper_index or (every and seen > tamper_index):
-                        target = max(range(2, len(frames) - 1), key=lambda i: len(frames[i]))
-                        data = bytearray(frames[target])
-                        data[len(data) // 2] ^= 0x01
-                        frames[target] = bytes(data)
-                        tampered += 1
-                    seen += 1
+            if (sock is f) == from_bob and len(frames) > 2 and frames[1] == tamper_type:
+                if seen == tamper_index or (every and seen > tamper_index):
+                    target = max(range(2, len(frames) - 1), key=lambda i: len(frames[i]))
+                    data = bytearray(frames[target])
+                    data[len(data) // 2] ^= 0x01
+                    frames[target] = bytes(data)
+                    tampered += 1
+                seen += 1
             (b if sock is f else f).send_multipart(frames)
     conn.send(tampered)
     f.close(0)

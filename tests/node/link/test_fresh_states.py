@@ -9,7 +9,7 @@ import pytest
 from drivers.awg import AWGTransmitter, ModulatorLevels
 from node.link import AliceLink, LinkSettings
 from node.link import protocol as P
-from node.runtime.outbox import Outbox
+from node.link.outbox import Outbox
 from postprocessing.sifting import bob_request
 from tests.drivers.test_awg_fresh_states import FakeClock, RecordingAWG
 
@@ -20,7 +20,7 @@ PERIOD = 64
 @pytest.fixture
 def alice(tmp_path):
     clock = FakeClock()
-    tx = AWGTransmitter(RecordingAWG(2e6, clock, upload_s=2.5 * PERIOD / 1e6),  # type: ignore[arg-type]
+    tx = AWGTransmitter(RecordingAWG(2e6, clock, upload_s=2.5 * PERIOD / 1e6),
                         intensities=MU, levels=ModulatorLevels((1.0, 0.5, 0.25), (-0.75, -0.25, 0.25, 0.75)),
                         samples_per_slot=2, pulse_samples=1, pattern_slots=PERIOD, stream=False, guard_slots=0,
                         clock=clock)
@@ -40,7 +40,7 @@ def _request(batch: int, slots: list[int]):
 
 
 def test_alice_refuses_a_slot_whose_state_was_already_used(alice) -> None:
-    link, tx, alarms = alice
+    link, _tx, alarms = alice
     first = link.handle(_request(0, [1, 5, 9]))
     assert first[0].type == P.SIFT_REPLY
     again = link.handle(_request(1, [5, 20]))  # slot 5's state was used by batch 0

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from drivers.mock import LinkParams, simulate_detections
+from drivers.mock import LinkParams
+from node.runtime.simulation import simulate_detections
 from postprocessing.errors import ProtocolError
 from postprocessing.slotting import Detections
-from tests.node.link.harness import as_detections, link_pair, run_all, settings_for
+from tests.node.link.harness import HANG_TIMEOUT_S, as_detections, link_pair, run_all, settings_for
 
 PARAMS = LinkParams(fibre_length_km=10.0, p_z=0.8, bob_p_z=0.8, intensities=(0.5, 0.15, 0.0),
                     class_probabilities=(0.6, 0.3, 0.1))
@@ -21,7 +22,7 @@ def detections() -> Detections:
 
 
 def test_both_ends_distil_identical_keys_from_the_mock_link(tmp_path, detections: Detections) -> None:
-    with link_pair(tmp_path, PARAMS, SEED, settings_for(PARAMS)) as pair:
+    with link_pair(tmp_path, PARAMS, SEED, settings_for(PARAMS, timeout_s=HANG_TIMEOUT_S)) as pair:
         run_all(pair, detections)
         assert pair.bob.counters["blocks"] >= 1 and not pair.alarms
         alice, bob = pair.alice_keys, pair.bob_keys
@@ -32,7 +33,7 @@ def test_both_ends_distil_identical_keys_from_the_mock_link(tmp_path, detections
 
 
 def test_a_lying_responder_ends_in_a_failed_verification_and_no_key(tmp_path, detections: Detections) -> None:
-    with link_pair(tmp_path, PARAMS, SEED, settings_for(PARAMS)) as pair:
+    with link_pair(tmp_path, PARAMS, SEED, settings_for(PARAMS, timeout_s=HANG_TIMEOUT_S)) as pair:
         pair.alice.responder.tamper_answers = lambda a: a ^ np.uint8(1) if a.dtype == np.uint8 else a
         run_all(pair, detections)
         assert pair.bob.counters["aborted"] >= 1 and pair.bob.counters["blocks"] == 0
@@ -41,14 +42,14 @@ def test_a_lying_responder_ends_in_a_failed_verification_and_no_key(tmp_path, de
 
 
 def test_settings_mismatch_is_refused_at_hello(tmp_path) -> None:
-    with link_pair(tmp_path, PARAMS, SEED, settings_for(PARAMS)) as pair:
-        pair.bob.settings = settings_for(PARAMS, block_bits=2_000_000)
+    with link_pair(tmp_path, PARAMS, SEED, settings_for(PARAMS, timeout_s=HANG_TIMEOUT_S)) as pair:
+        pair.bob.settings = settings_for(PARAMS, block_bits=2_000_000, timeout_s=HANG_TIMEOUT_S)
         with pytest.raises(ProtocolError, match="settings differ"):
             pair.bob.hello()
 
 
 def test_slots_are_never_sifted_twice(tmp_path, detections: Detections) -> None:
-    with link_pair(tmp_path, PARAMS, SEED, settings_for(PARAMS)) as pair:
+    with link_pair(tmp_path, PARAMS, SEED, settings_for(PARAMS, timeout_s=HANG_TIMEOUT_S)) as pair:
         run_all(pair, detections)
         keys_before = len(pair.bob_keys)
         sifted_before = pair.bob.counters["sifted_bits"]

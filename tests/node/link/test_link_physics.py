@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from drivers.mock import LinkParams, expected_statistics, simulate_detections
+from drivers.mock import LinkParams, expected_statistics
 from node.link.distill import block_key_length
+from node.runtime.simulation import simulate_detections
 from postprocessing.sifting import SiftCounts
 from tests.node.link.harness import as_detections, link_pair, run_all, settings_for
 

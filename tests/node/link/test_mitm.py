@@ -10,10 +10,10 @@ from contextlib import contextmanager
 
 import pytest
 
-from drivers.mock import simulate_detections
 from node.classical.channel import PeerChannel
 from node.classical.errors import ClassicalChannelError
 from node.classical.link import MASK_BITS
+from node.runtime.simulation import simulate_detections
 from postprocessing.errors import ProtocolError
 from tests.node.link.harness import as_detections, batches, link_pair, run_all, settings_for
 from tests.node.link.mitm_proxy import run_proxy

@@ -11,7 +11,7 @@ import pytest
 from drivers.mock import MockTransmitter
 from node.classical import Message, ReplayError, SecureLink
 from node.link import AliceLink, BobLink
-from node.runtime.outbox import Outbox
+from node.link.outbox import Outbox
 from postprocessing.errors import ProtocolError
 from tests.node.link.harness import settings_for
 from tests.node.link.test_link import PARAMS, SEED
@@ -83,7 +83,7 @@ def test_an_old_hello_replayed_to_a_restarted_alice_is_refused(tmp_path) -> None
 
 
 def test_a_hello_without_its_own_tag_is_refused(tmp_path) -> None:
-    bob, wire, _, _ = linked(tmp_path)
+    _bob, wire, _, _ = linked(tmp_path)
     hello = Message("HELLO", {"settings": {}, "unconfirmed": [], "next_block": 0, "nonce": "x" * 32})
     hello.transcript = 0  # a transcript member carries no tag: it must not start a session
     frames = [bytes(f) for f in wire.link.seal(hello)]

@@ -174,7 +174,7 @@ def test_ordinary_text_is_kept() -> None:
 def test_sanitised_text_is_bounded_and_has_no_control_characters(text: str) -> None:
     out = sanitise_text(text)
     assert len(out) <= MAX_TEXT
-    assert not any(ord(c) < 32 and c not in "\t\n" or ord(c) == 127 for c in out)
+    assert not any((ord(c) < 32 and c not in "\t\n") or ord(c) == 127 for c in out)
 
 
 @given(st.binary(min_size=16, max_size=64))

@@ -61,7 +61,7 @@ def test_intercept_resend_on_five_percent_is_flagged_below_the_qber_threshold(de
 
 
 def test_a_block_with_missing_statistics_is_scored_on_what_it_has(detector: AttackDetector) -> None:
-    feats, levels, _ = dataset(3_400_009, 1, 10, "pns")
+    feats, _levels, _ = dataset(3_400_009, 1, 10, "pns")
     z = feats[-1].copy()
     z[FEATURES.index("clicks_Z0"):] = np.nan  # a node that only sees the sifted counts
     assert np.isfinite(detector.score(z)) and detector.check(z).anomalous

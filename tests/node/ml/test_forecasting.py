@@ -22,7 +22,7 @@ def test_three_blocks_ahead_beats_both_baselines_by_a_fifth(quantity: str, index
     model = mae(series, f.predict_all, 3)
     assert model <= 0.8 * mae(series, last_value, 3)
     for alpha in (0.3, 0.5, 0.9):
-        assert model <= 0.8 * mae(series, lambda s, h: ewma(s, h, alpha), 3)
+        assert model <= 0.8 * mae(series, lambda s, h, a=alpha: ewma(s, h, a), 3)
 
 
 def test_vectorised_forecast_equals_the_one_step_forecast() -> None:

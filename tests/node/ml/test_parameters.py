@@ -4,6 +4,7 @@ re-derived live), the constraints of every prediction, and `qkdnode simulate --o
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -63,7 +64,7 @@ def test_every_prediction_satisfies_the_protocol_constraints(protocol: str, u: l
     s, outside = parameter_model(protocol).settings(link, d, n)
     assert outside == ()
     mu, p = s.intensities, s.probabilities
-    assert all(a > b for a, b in zip(mu, mu[1:])) and math.isclose(sum(p), 1.0) and all(x > 0 for x in p)
+    assert all(a > b for a, b in itertools.pairwise(mu)) and math.isclose(sum(p), 1.0) and all(x > 0 for x in p)
     assert 0 < s.basis_probability < 1
     if protocol == "lim2014":
         assert mu[0] > mu[1] + mu[2] and mu[2] == link.vacuum_intensity

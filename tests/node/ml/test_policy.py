@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from postprocessing.finitekey import PRESETS, ProtocolSettings
 from node.ml.policy import RetunePolicy
+from postprocessing.finitekey import PRESETS, ProtocolSettings
 
 START = ProtocolSettings((0.5, 0.1), (0.7, 0.3), 0.9)
 

@@ -13,9 +13,10 @@ from collections import defaultdict
 import pytest
 
 from node.classical import Message
+from node.classical.messages import MessageType
 from node.keymanager.errors import PeerError
+from node.keymanager.saeclient import SaeClient
 from node.network.loopback import kme_id, sae_id
-from node.network.sae import SaeClient
 from tests.node.network.conftest import client, same_secret
 
 TWO_HOPS = [("A", "C"), ("B", "D"), ("C", "E"), ("D", "A"), ("E", "B")]
@@ -111,8 +112,7 @@ def test_relay_whose_next_hop_does_not_answer_is_rerouted_by_the_node_holding_it
     import asyncio
 
     a, c = ring.kms["A"], ring.kms["C"]
-    handlers = c.km.peer_server.handlers
-    forward = handlers["RELAY_FORWARD"]
+    table = c.km.peer_server.table
     release = c.run(asyncio.Event)
 
     async def dead_from_b(peer, msg):  # link BC silently dead: C never answers B
@@ -121,12 +121,12 @@ def test_relay_whose_next_hop_does_not_answer_is_rerouted_by_the_node_holding_it
             raise ValueError("test: link dead")
         return await forward(peer, msg)
 
-    c.run(handlers.__setitem__, "RELAY_FORWARD", dead_from_b)
+    forward = c.run(table.replace, MessageType.RELAY_FORWARD, dead_from_b)
     try:
         keys = a.call(a.km.relay.originate(sae_id("A"), [sae_id("C")], 1, 32, kme_id("C"),
                                            [kme_id("A"), kme_id("B"), kme_id("C")]))
     finally:
-        c.run(handlers.__setitem__, "RELAY_FORWARD", forward)
+        c.run(table.replace, MessageType.RELAY_FORWARD, forward)
         c.run(release.set)
     key_id, material, ext = keys[0]
     path = ext["relay"]["path"]
@@ -218,7 +218,7 @@ def test_every_bit_of_link_key_is_used_by_at_most_one_relay(ring):
     ins: dict[tuple, str] = {}
     for n in ring.kms:
         km = ring.kms[n]
-        for link, block, idx, off, nb, pool, relay_id, direction in audit(ring, n, "pad_ledger"):
+        for link, block, idx, off, nb, _pool, relay_id, direction in audit(ring, n, "pad_ledger"):
             used[(n, link, block, idx)].append((off, nb, relay_id))
             (outs if direction == "out" else ins)[(link, block, idx, off, nb)] = relay_id
         # the relay pads never touch bits the KM handed to SAEs or to its link's authentication
@@ -233,7 +233,7 @@ def test_every_bit_of_link_key_is_used_by_at_most_one_relay(ring):
     assert outs, "no relay pad was used"
     for slices in used.values():
         slices.sort()
-        for (o1, n1, r1), (o2, _, r2) in itertools.pairwise(slices):
+        for (o1, n1, _r1), (o2, _, _r2) in itertools.pairwise(slices):
             assert o1 + n1 <= o2, "two relays used the same link key bits"
     # each pad the receiver consumed was drawn by the sender for the same relay
     for pos, relay_id in ins.items():
@@ -322,7 +322,7 @@ def test_metrics_endpoint_counts_relays_and_the_link_key_they_used(ring):
     relay_and_fetch(ring, "A", "C")
     samples = {}
     for node in ("A", "B", "C"):
-        with urllib.request.urlopen(ring.metrics_url(node), timeout=10) as resp:
+        with urllib.request.urlopen(ring.metrics_url(node), timeout=10) as resp:  # noqa: S310 - our http:// URL
             text = resp.read().decode()
         samples[node] = {(s.name, tuple(sorted(s.labels.items()))): s.value
                          for fam in text_string_to_metric_families(text) for s in fam.samples}

@@ -49,5 +49,5 @@ def test_bad_config_names_the_key_and_what_is_allowed(change, message: str) -> N
 def test_lab_bob_must_name_an_existing_tagger_instrument() -> None:
     doc = example("lab_bob.toml")
     doc["hardware"]["lab"]["tagger"] = "nope"
-    with pytest.raises(ValueError, match="hardware.lab.tagger' names instrument 'nope'"):
+    with pytest.raises(ValueError, match=r"hardware.lab.tagger' names instrument 'nope'"):
         parse_node_config(doc)

@@ -25,7 +25,7 @@ def _slotter() -> StreamSlotter:
 def test_lab_bob_without_detector_dead_times_is_refused_at_validation() -> None:
     doc = example("lab_bob.toml")
     del doc["hardware"]["dead_time"]
-    with pytest.raises(ValueError, match="hardware.dead_time.detector_ps' is required for Bob on lab hardware"):
+    with pytest.raises(ValueError, match=r"hardware.dead_time.detector_ps' is required for Bob on lab hardware"):
         parse_node_config(doc)
 
 
@@ -37,7 +37,7 @@ def test_lab_alice_needs_no_dead_time() -> None:
 def test_bad_dead_times_name_the_key(value) -> None:
     doc = example("lab_bob.toml")
     doc["hardware"]["dead_time"]["detector_ps"] = value
-    with pytest.raises(ValueError, match="hardware.dead_time.detector_ps' must be"):
+    with pytest.raises(ValueError, match=r"hardware.dead_time.detector_ps' must be"):
         parse_node_config(doc)
 
 

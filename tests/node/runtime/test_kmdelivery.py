@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from node.classical.messages import KeyBlockAck, KeyBlockNack
 from node.link.distill import DistilledKey
 from node.runtime.config import parse_node_config
 from node.runtime.daemon import NodeDaemon
@@ -19,7 +20,7 @@ from tests.node.keymanager.conftest import Pair
 BLOCK_BYTES = 4096
 
 
-@pytest.fixture()
+@pytest.fixture
 def full_km(pki_dir, tmp_path):
     # capacity = max_key_count * key_size / 8 = 256 * 32 bytes: two blocks of 4096 bytes fill the pool
     (tmp_path / "kms").mkdir()
@@ -28,7 +29,7 @@ def full_km(pki_dir, tmp_path):
     pair.close()
 
 
-@pytest.fixture()
+@pytest.fixture
 def pki_dir(tmp_path):
     from node.keymanager.certs import make_pki
 
@@ -111,3 +112,50 @@ def test_a_block_whose_key_all_refilled_authentication_does_not_hold_back_later_
         daemon.stop.set()
         thread.join(10)
         daemon.outbox.close()
+
+
+class ScriptedSender:
+    """The `BlockSender` seam with the KM's answers scripted: typed replies exactly as the KM sends them."""
+
+    def __init__(self, answer) -> None:
+        self.answer, self.sent = answer, []
+
+    def send_block(self, link_id, block_id, key, length_bits=None, qber=None, params=None, timeout_s=2.0):
+        self.sent.append((link_id, block_id))
+        return self.answer(link_id, block_id)
+
+
+def delivery_with(tmp_path, answer):
+    from node.management.alarms import AlarmRegistry
+    from node.runtime.kmdelivery import KmDelivery
+    from node.link.outbox import Outbox
+
+    outbox = Outbox(tmp_path / "outbox.db")
+    outbox.put(DistilledKey("L1", 5, os.urandom(64), 512, 0.02, 0, 0, {}), "confirmed")
+    counters: dict[str, int] = {}
+    loop = KmDelivery(outbox, ScriptedSender(answer), AlarmRegistry(), "node", counters, threading.Event())
+    return loop, outbox, counters
+
+
+def test_only_the_typed_ack_of_that_very_block_marks_it_delivered(tmp_path):
+    loop, outbox, counters = delivery_with(tmp_path, lambda link, block: KeyBlockAck(link, block, "duplicate"))
+    assert loop._send(outbox.pending_delivery(1)[0]) == "delivered"
+    assert counters["delivered_blocks"] == 1 and not outbox.pending_delivery(1)
+    outbox.close()
+
+
+@pytest.mark.parametrize("answer, reason", [
+    (lambda link, block: {"type": "ACK", "stored": True, "duplicate": True}, "not KEY_BLOCK_ACK"),
+    (lambda link, block: "KEY_BLOCK_ACK", "not KEY_BLOCK_ACK"),
+    (lambda link, block: KeyBlockAck(link, block + 1, "stored"), "names block"),
+    (lambda link, block: KeyBlockAck("L2", block, "stored"), "names block"),
+    (lambda link, block: KeyBlockNack(link, block, "pool is full"), "pool is full"),
+])
+def test_anything_but_that_ack_keeps_the_block_and_alarms_with_the_reason(tmp_path, answer, reason):
+    loop, outbox, counters = delivery_with(tmp_path, answer)
+    entry = outbox.pending_delivery(1)[0]
+    assert loop._send(entry) == "refused"
+    assert outbox.pending_delivery(1) == [entry] and counters["delivered_blocks"] == 0
+    (alarm,) = loop.alarms.active()
+    assert reason in alarm.text
+    outbox.close()

@@ -56,5 +56,5 @@ def test_lab_alice_draws_fresh_states_from_the_configured_qrng(bench) -> None:
 
 
 def test_a_qrng_that_is_not_an_instrument_is_refused(bench) -> None:
-    with pytest.raises(ValueError, match="transmitter_options.qrng' must name an instrument"):
+    with pytest.raises(ValueError, match=r"transmitter_options.qrng' must name an instrument"):
         open_hardware(_config("awg"))

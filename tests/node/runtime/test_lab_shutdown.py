@@ -38,7 +38,13 @@ kind = "lab"
 
 [hardware.lab]
 transmitter = "awg"
-transmitter_options = {{ intensities = [0.5, 0.1, 0.02], p_z = 0.8, p_intensity = [0.7, 0.2, 0.1], pattern_slots = 256, levels = {{ intensity = [0.9, 0.4, 0.1], phase = [-0.75, -0.25, 0.25, 0.75] }} }}
+
+[hardware.lab.transmitter_options]
+intensities = [0.5, 0.1, 0.02]
+p_z = 0.8
+p_intensity = [0.7, 0.2, 0.1]
+pattern_slots = 256
+levels = {{ intensity = [0.9, 0.4, 0.1], phase = [-0.75, -0.25, 0.25, 0.75] }}
 
 [instruments.laser]
 driver = "itc4001"

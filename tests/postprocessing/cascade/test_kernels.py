@@ -107,3 +107,4 @@ def test_single_block_search_only_flips_true_errors(bits: list[int], errs: set[i
     assert residual == len({e % alice.size for e in errs}) - int(np.count_nonzero(changed))
     if residual % 2 == 1:
         raise AssertionError("a block of odd error parity was left uncorrected")
+

@@ -93,14 +93,14 @@ def test_damaged_reply_gives_protocol_error_and_next_block_proceeds(mode: str) -
 
 
 def test_unknown_block_is_refused_with_protocol_error() -> None:
-    link, responder, reconciler = _session()
+    _link, _responder, reconciler = _session()
     _, bob = frame(1000, 0.02, 1)
     with pytest.raises(ProtocolError, match="refused"):
         reconciler.reconcile(bob, 0.02, block_id=123)
 
 
 def test_frame_length_mismatch_is_refused() -> None:
-    link, responder, reconciler = _session()
+    _link, responder, reconciler = _session()
     alice, bob = frame(1000, 0.02, 1)
     responder.add_block(1, alice[:999].copy())
     with pytest.raises(ProtocolError, match="refused"):
@@ -160,7 +160,7 @@ def test_reconciler_survives_malformed_replies(header: dict, mtype: str, bufs: l
 
 @pytest.mark.parametrize("seed", range(6))
 def test_randomly_lying_responder_never_hangs_bob(seed: int) -> None:
-    link, responder, reconciler = _session()
+    _link, responder, reconciler = _session()
     alice, bob = frame(20_000, 0.03, 40 + seed)
     responder.add_block(1, alice)
     rng = np.random.default_rng(seed)

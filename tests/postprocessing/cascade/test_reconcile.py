@@ -8,7 +8,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from postprocessing.cascade import (
-    VARIANTS, CascadeReconciler, CascadeResponder, LoopbackLink, reconcile_loopback, reconcile_many_loopback,
+    VARIANTS,
+    CascadeReconciler,
+    CascadeResponder,
+    LoopbackLink,
+    reconcile_loopback,
+    reconcile_many_loopback,
 )
 from postprocessing.cascade.stats import binary_entropy
 
@@ -69,7 +74,7 @@ def test_default_variant_efficiency_over_ten_frames(n: int, qber: float, bound: 
     fs = []
     for seed in range(10):
         alice, bob = frame(n, qber, 1000 + seed)
-        corrected, stats = reconcile_loopback(alice, bob, qber)
+        _corrected, stats = reconcile_loopback(alice, bob, qber)
         fs.append(stats.efficiency)
     assert float(np.mean(fs)) <= bound
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from drivers.mock import LinkParams
-from drivers.mock.link import simulate_detections
-from drivers.mock.linkmodel import common_dead_time_ps, finitekey_link
+from node.runtime.mockmodel import common_dead_time_ps, finitekey_link
+from node.runtime.simulation import simulate_detections
 from postprocessing.finitekey import LIM2014_SECTION_IV, LinkParameters, ProtocolSettings, expected_block
 from postprocessing.finitekey.linkmodel import kept_fraction
 

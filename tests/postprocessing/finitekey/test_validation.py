@@ -7,12 +7,12 @@ import math
 import numpy as np
 import pytest
 
-from postprocessing.finitekey import base
 from postprocessing.finitekey import (
     DecoyStatistics,
     FiniteKeyBound,
     FiniteKeyResult,
     available_bounds,
+    base,
     finite_key_length,
     get_bound,
     register_bound,
@@ -85,7 +85,7 @@ def test_protocols_check_the_number_of_intensities() -> None:
 
 
 def test_unknown_protocol_names_the_allowed_ones() -> None:
-    with pytest.raises(ValueError, match="protocol.*lim2014.*rusca2018"):
+    with pytest.raises(ValueError, match=r"protocol.*lim2014.*rusca2018"):
         finite_key_length("gllp", stats3(), 0.0, 1e-15, 1e-10)
 
 
@@ -101,8 +101,7 @@ def test_a_new_proof_is_added_by_registering_it(monkeypatch: pytest.MonkeyPatch)
         n_intensities = 3
 
         def _key_length(self, stats, lambda_ec, eps_cor, eps_sec) -> FiniteKeyResult:
-            base = finite_key_length("lim2014", stats, lambda_ec, eps_cor, eps_sec)
-            return base
+            return finite_key_length("lim2014", stats, lambda_ec, eps_cor, eps_sec)
 
     register_bound(Trivial())
     assert "test-trivial" in available_bounds()

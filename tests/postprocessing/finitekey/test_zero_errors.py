@@ -68,7 +68,7 @@ def test_tail_bound_holds_the_chernoff_inequality(errors: int, c: int, d: float,
 @given(st.floats(0.0, 0.3), st.floats(100.0, 1e6), st.floats(100.0, 1e8))
 def test_bound_is_never_below_either_estimate(rate: float, c: float, d: float) -> None:
     eps = 1e-10 / 21
-    got_rate, gamma, phi = phase_error_bound(eps, rate * c, c, d)
+    got_rate, _gamma, phi = phase_error_bound(eps, rate * c, c, d)
     assert phi >= got_rate + sampling_deviation(eps, got_rate, c, d) - 1e-15
     assert phi >= sampling_tail_bound(eps, got_rate, c, d) - 1e-15
     assert phi > 0

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from node.control.sdn.loopback import SdnNetwork
 from node.control.topology import example_topology
+from node.keymanager.saeclient import SaeClient
 from node.network.loopback import LoopbackNetwork, start_network
-from node.network.sae import SaeClient
+from node.network.sdnloopback import SdnNetwork
 from tests.node.control.sdn.restconf_client import RestconfClient
 
 

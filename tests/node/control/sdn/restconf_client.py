@@ -75,7 +75,7 @@ class RestconfClient:
 
     # -- RFC 8040 §3.1: root discovery -----------------------------------------------------------------
     def discover(self) -> str:
-        status, headers, raw = self.request("GET", "/.well-known/host-meta", headers={"Accept": "application/xrd+xml"})
+        status, _headers, raw = self.request("GET", "/.well-known/host-meta", headers={"Accept": "application/xrd+xml"})
         assert status == 200, status
         m = re.search(r"<Link\s+rel=['\"]restconf['\"]\s+href=['\"]([^'\"]+)['\"]", raw.decode())
         assert m, raw

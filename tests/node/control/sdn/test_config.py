@@ -50,7 +50,7 @@ def test_key_manager_with_an_sdn_section_serves_restconf_with_its_instruments_mo
         link, = tree["qkd_links"]["qkd_link"]
         assert link["qkdl_local"]["qkdi_id"] == 7 and link["qkdl_type"] == "etsi-qkd-node-types:PHYS"
         cert, key, ca = (str(pki / f) for f in ("SAE_A.pem", "SAE_A.key", "ca.pem"))
-        status, doc = RestconfClient.from_url(url, cert, key, ca).json("GET", f"/restconf/data/{MODULE}:qkd_node")
+        status, _doc = RestconfClient.from_url(url, cert, key, ca).json("GET", f"/restconf/data/{MODULE}:qkd_node")
         assert status == 403
         c.close()
     finally:

@@ -70,7 +70,7 @@ def test_malformed_bodies_over_http_get_restconf_errors(ring):
     target = c.data_path([("qkd_node", None), ("qkd_applications", None)])
     for raw in (b"{", b"[]", b'{"a": 1, "b": 2}', b"\xff\xfe", json.dumps({f"{MODULE}:qkd_app": "x"}).encode()):
         c.conn = None
-        status, _, body = c.request("POST", target, None, {"Content-Type": "application/yang-data+json"})
+        status, _, _body = c.request("POST", target, None, {"Content-Type": "application/yang-data+json"})
         import http.client
         conn = http.client.HTTPSConnection(c.host, c.port, context=c.ctx, timeout=10)
         conn.request("POST", target, raw, {"Content-Type": "application/yang-data+json"})

@@ -44,7 +44,7 @@ def test_application_over_max_bandwidth_is_refused_with_the_reason(ring):
     assert code == 503 and "exceeds one second of max_bandwidth" in cont["message"]
     c = ring.controller("A")
     tree = TreeWalker(c, data_model()).walk()
-    app = [a for a in tree["qkd_applications"]["qkd_app"] if a["app_id"] == app_id][0]
+    app = next(a for a in tree["qkd_applications"]["qkd_app"] if a["app_id"] == app_id)
     assert app["app_qos"] == {"max_bandwidth": 768}
     assert app["backing_qkdl_id"] and app["remote_qkdn_id"] == ring.qkdn_id("B")
     km = ring.km("A")
@@ -98,7 +98,7 @@ def test_min_bandwidth_beyond_what_the_links_supply_is_refused_at_registration(r
     app_id, body = _app("SAE_C", "SAE_D", min_bandwidth=1)
     assert _register(ring, "C", body)[0] == 201
     tree = TreeWalker(c, data_model()).walk()
-    cd = [lk for lk in tree["qkd_links"]["qkd_link"] if lk["qkdl_remote"]["qkdn_id"] == ring.qkdn_id("D")][0]
+    cd = next(lk for lk in tree["qkd_links"]["qkd_link"] if lk["qkdl_remote"]["qkdn_id"] == ring.qkdn_id("D"))
     assert cd["qkdl_performance"]["expected_consumption"] == 1 and app_id in cd["qkdl_applications"]
     status, _, _ = c.request("PATCH", c.data_path([("qkd_node", None), ("qkd_applications", None), ("qkd_app", app_id)]),
                              {f"{MODULE}:qkd_app": [{"app_qos": {"min_bandwidth": 4_000_000_000}}]})

@@ -87,7 +87,7 @@ def test_virt_link_created_over_restconf_carries_relayed_keys_and_deleted_carrie
     assert status == 201 and headers["location"].endswith(f"qkd_link={qid}")
     walker = TreeWalker(c, data_model())
     tree = walker.walk()  # the new entry validates too
-    virt = [lk for lk in tree["qkd_links"]["qkd_link"] if lk["qkdl_id"] == qid][0]
+    virt = next(lk for lk in tree["qkd_links"]["qkd_link"] if lk["qkdl_id"] == qid)
     assert virt["qkdl_type"] == f"{TYPES}:VIRT"
     assert virt["virt_next_hop"] == [ring.qkdn_id(n) for n in ("E", "D", "C")]
     code, cont = master.enc_keys("SAE_C", 2, 256)
@@ -115,7 +115,7 @@ def test_virt_link_with_a_path_over_unlinked_nodes_is_refused(ring):
 
 def test_patch_qkdl_enable_takes_a_link_out_of_service_and_notifies(ring):
     c = ring.controller("B")
-    status, headers, raw = c.request("GET", "/restconf/data/ietf-restconf-monitoring:restconf-state/streams")
+    status, _headers, raw = c.request("GET", "/restconf/data/ietf-restconf-monitoring:restconf-state/streams")
     assert status == 200
     location = json.loads(raw)["ietf-restconf-monitoring:streams"]["stream"][0]["access"][0]["location"]
     stream_path = "/" + location.split("/", 3)[3]
@@ -141,7 +141,7 @@ def test_patch_qkdl_enable_takes_a_link_out_of_service_and_notifies(ring):
     t = threading.Thread(target=read, daemon=True)
     t.start()
     tree = TreeWalker(c, data_model()).walk()
-    bc = [lk for lk in tree["qkd_links"]["qkd_link"] if lk["qkdl_remote"]["qkdn_id"] == ring.qkdn_id("C")][0]
+    bc = next(lk for lk in tree["qkd_links"]["qkd_link"] if lk["qkdl_remote"]["qkdn_id"] == ring.qkdn_id("C"))
     target = c.data_path([("qkd_node", None), ("qkd_links", None), ("qkd_link", bc["qkdl_id"])])
     try:
         status, _, raw = c.request("PATCH", target, {f"{MODULE}:qkd_link": [{"qkdl_id": bc["qkdl_id"],
@@ -150,7 +150,7 @@ def test_patch_qkdl_enable_takes_a_link_out_of_service_and_notifies(ring):
         assert got.wait(15), events
         names = [validate_notification(data_model(), e) for e in events]  # each one against the module
         assert "sdqkdn_link_down" in names and "alarm" in names  # the link-down alarm travels too
-        note = [e for e in events if f"{MODULE}:sdqkdn_link_down" in e["ietf-restconf:notification"]][0]
+        note = next(e for e in events if f"{MODULE}:sdqkdn_link_down" in e["ietf-restconf:notification"])
         assert note["ietf-restconf:notification"][f"{MODULE}:sdqkdn_link_down"]["qkdl_id"] == bc["qkdl_id"]
         status, doc = c.json("GET", target)
         assert doc[f"{MODULE}:qkd_link"][0]["qkdl_status"] == f"{TYPES}:OFF"

@@ -3,26 +3,27 @@ the link bench's "ideal" and the mock describe the same link (Bob's common dead 
 
 from __future__ import annotations
 
-from typing import Any
+from drivers.mock.params import LinkParams
+from postprocessing.deadtime import default_margin_ps
+from postprocessing.finitekey import LinkParameters
 
-from drivers.mock.link import LinkParams
+__all__ = ["common_dead_time_ps", "finitekey_link"]
 
 
 def common_dead_time_ps(params: LinkParams, margin_ps: float | None = None) -> float:
     """The common dead time the node applies for these detectors: the longest dead time plus the
-    margin (default as node.runtime.hardware: 10 % of it, at least 1 ns)."""
+    margin (default as node.runtime.hardware: `postprocessing.deadtime.default_margin_ps`)."""
     longest = max(params.dead_time_ps)
-    return longest + (max(0.1 * longest, 1_000.0) if margin_ps is None else margin_ps)
+    return longest + (default_margin_ps(longest) if margin_ps is None else margin_ps)
 
 
 def finitekey_link(params: LinkParams, *, common_dead_time: float | None, ec_efficiency: float = 1.16,
-                   eps_sec: float = 1e-9, eps_cor: float = 1e-30, gate_ps: float | None = None) -> Any:
+                   eps_sec: float = 1e-9, eps_cor: float = 1e-30, gate_ps: float | None = None) -> LinkParameters:
     """`postprocessing.finitekey.LinkParameters` for the mock link: its loss, mean detector
     efficiency, dark counts per gate, afterpulses landing in random later slots (free-running
-    detectors), the passive receiver (beam splitter, four detectors, squashing), and the dead time, with Bob's common dead time `common_dead_time` ps (None: no
-    common dead time, only the per-detector one)."""
-    from postprocessing.finitekey import LinkParameters
-
+    detectors), the passive receiver (beam splitter, four detectors, squashing), and the dead time,
+    with Bob's common dead time `common_dead_time` ps (None: no common dead time, only the
+    per-detector one)."""
     gate_s = (0.5 / params.repetition_rate_hz) if gate_ps is None else gate_ps * 1e-12
     n = len(params.efficiency)
     return LinkParameters(

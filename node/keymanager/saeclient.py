@@ -1,4 +1,5 @@
-"""A minimal ETSI GS QKD 014 client (mutual TLS, standard library only) for the network demo."""
+"""A minimal ETSI GS QKD 014 client (mutual TLS, standard library only): the SAE side of the key
+manager's API, for the demos, the relay bench and tests."""
 
 from __future__ import annotations
 

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from node.control.sdn.agent import MODULE, TYPES
-from node.control.sdn.loopback import SdnNetwork
+from node.keymanager.saeclient import SaeClient
 from node.network.loopback import LoopbackNetwork, kme_id, sae_id, start_network
-from node.network.sae import SaeClient
+from node.network.sdnloopback import SdnNetwork
 
 DATA = f"/restconf/data/{MODULE}:qkd_node"
 
@@ -131,7 +131,7 @@ def serve_document(net: LoopbackNetwork, sdn: SdnNetwork, topology_name: str) ->
     """The fixed `--serve --json` document: per node its RESTCONF root and the controller's files."""
     nodes = {}
     for n, v in sdn.describe().items():
-        cert, key, ca = net.sae_credentials(n)
+        cert, key, _ca = net.sae_credentials(n)
         nodes[n] = {"restconf_url": v["restconf_url"], "controller_cert": v["controller_cert"],
                     "controller_key": v["controller_key"], "ca_cert": v["ca_cert"], "qkdn_id": v["qkdn_id"],
                     "kme_id": kme_id(n), "etsi014_url": f"https://{net.url(n)}/api/v1/keys/",

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cryptography.hazmat.primitives import serialization
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from node.control.sdn.agent import QkdInterface, SdnAgent
 from node.control.sdn.restconf import RestconfServer
@@ -73,6 +73,6 @@ class SdnNetwork:
         for n, s in self.servers.items():
             try:
                 self.net.kms[n].call(s.stop())
-            except Exception:  # the KM may be gone already
+            except Exception:  # noqa: BLE001, S110 - the KM may be gone already
                 pass
         self.servers.clear()
