@@ -51,7 +51,7 @@ def monte_carlo_blocks(params: LinkParams, condition: Condition | None, onset_bl
     k = len(params.intensities)
     for b in range(blocks):
         if condition is not None and b == onset_block:
-            set_photon_model(sim, photon_model(params, condition, float(condition.strength)))
+            set_photon_model(sim, photon_model(params, condition, condition.strength or 0.0))
         batches = []
         counts, errors = np.zeros((2, k), np.int64), np.zeros((2, k), np.int64)
         for q in range(BATCHES_PER_BLOCK):
