@@ -308,6 +308,8 @@ class NodeDaemon:
                 continue
             batch = _concat(parts)
             parts, have = [], 0
+            if hw.dead_time is not None and isinstance(self.role, BobLink):  # KM03's per-block discards
+                self.role.monitor.mark_dead_time(int(batch.slot[-1]), hw.dead_time.discarded_total)
             if realtime:
                 try:
                     self.batches.put_nowait(batch)
@@ -366,6 +368,9 @@ class NodeDaemon:
             out["last_block"] = last
             out["qber_estimate"] = role.qber_estimate
             out["history"] = list(role.history)[-64:]  # per block: monotonic time, sifted so far (bench rates)
+            retuner = role.monitor.retuner
+            if retuner is not None and retuner.recommended is not None:  # QL02 advice (node.ml.retune)
+                out["ql02_recommended_settings"] = retuner.recommended.as_dict()
         return out
 
     def recent_alarms(self, n: int = 20) -> list[dict[str, Any]]:
