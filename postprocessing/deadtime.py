@@ -43,6 +43,34 @@ def _mask_kernel(t, dead, coincidence, last, opened, keep):  # pragma: no cover 
     return last, opened, unsorted
 
 
+@kernel
+def _apply_kernel(time, channel, is_det, dead, coincidence, last, opened, drop_det, out_t, out_ch,
+                  discarded):  # pragma: no cover - numba
+    """`_mask_kernel` over the detector clicks of a block of all tags, in one pass: kept tags (every
+    non-detector tag) are compacted into out_t/out_ch, discards counted per channel. Returns (tags
+    kept, last click, window start, detector clicks, status: 0 ok, 1 first click before `last`,
+    2 clicks out of order)."""
+    n = 0
+    seen = 0
+    status = 0
+    for i in range(time.size):
+        ti = time[i]
+        c = channel[i]
+        keep = True
+        if is_det[c]:
+            if ti < last and status == 0:
+                status = 1 if seen == 0 else 2
+            opened = ti if ti - last >= dead else opened
+            keep = (ti - opened <= coincidence) and not drop_det
+            discarded[c] += not keep
+            last = ti
+            seen += 1
+        out_t[n] = ti
+        out_ch[n] = c
+        n += keep
+    return n, last, opened, seen, status
+
+
 def _check(time_ps: NDArray[np.int64], dead_time_ps: int | float, coincidence_ps: int | float) -> tuple[NDArray[np.int64], int, int]:
     t = np.asarray(time_ps)
     if t.ndim != 1 or t.dtype != np.int64:
@@ -150,8 +178,21 @@ class CommonDeadTime:
 
     def apply(self, time: NDArray[np.int64], channel: NDArray[np.uint8],
               lost: int = 0) -> tuple[NDArray[np.int64], NDArray[np.uint8]]:
-        """One time-sorted tag block with the detector clicks inside the common dead time removed."""
-        keep = self.mask(time, channel, lost)
-        if keep.all():
-            return np.asarray(time), np.asarray(channel)
-        return np.asarray(time)[keep], np.asarray(channel)[keep]
+        """One time-sorted tag block with the detector clicks inside the common dead time removed
+        (what `mask` keeps, in one pass over the block: Bob's acquisition runs it on every tag)."""
+        channel = np.ascontiguousarray(channel)
+        if channel.shape != np.shape(time) or channel.dtype != np.uint8:
+            raise ValueError("channel: must be a uint8 array as long as time")
+        t, dead, coincidence = _check(np.ascontiguousarray(time), self.dead_time_ps, self.coincidence_ps)
+        out_t, out_ch = np.empty_like(t), np.empty_like(channel)
+        discarded = np.zeros(256, np.int64)
+        n, last, opened, seen, status = _apply_kernel(t, channel, self._is_det, np.int64(dead), np.int64(coincidence),
+                                                      np.int64(self._last), np.int64(self._opened), bool(lost),
+                                                      out_t, out_ch, discarded)
+        if status:
+            raise ValueError("time: blocks must follow each other in time" if status == 1 else _UNSORTED)
+        if seen:
+            self._last, self._opened = int(last), NO_CLICK if lost else int(opened)
+        self.seen += int(seen)
+        self.discarded += discarded
+        return out_t[:n], out_ch[:n]

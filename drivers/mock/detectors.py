@@ -15,6 +15,8 @@ exponential delay; afterpulses pass the dead-time check like any other click.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -143,3 +145,12 @@ def register_clicks(
     pos[1] = j
     pos[2] = k
     return n, n_pend
+
+
+def blinded(params: Any, fraction: float) -> Any:
+    """Bob's detectors (a `LinkParams`) while Eve blinds them with bright light for `fraction` of
+    the time: in linear mode they register neither dark counts nor afterpulses, only her trigger
+    pulses, so both rates fall by that fraction (dead time still follows every registered click)."""
+    keep = 1.0 - fraction
+    return params.replace(dark_count_hz=tuple(d * keep for d in params.dark_count_hz),
+                          afterpulse_probability=tuple(p * keep for p in params.afterpulse_probability))

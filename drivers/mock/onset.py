@@ -1,40 +1,78 @@
 """A condition of drivers.mock.conditions switched on inside the Monte-Carlo link at a given slot
 (`qkdnode demo --attack`): from then on Bob's tagger sees the attacked or faulty link, while
-Alice's transmitter is untouched. Intercept-resend, the fibre tap and laser power drift act on the
-per-slot photon model of `LinkSimulator`; blinding and photon-number splitting change the click
-process itself and exist only in the block-level mock (drivers.mock.blockstats)."""
+Alice's transmitter is untouched. Intercept-resend, the fibre tap and laser power drift change the
+link's parameters; detector blinding and photon-number splitting replace the photon model of the
+attacked slots (drivers.mock.eve) and, for blinding, the detectors' dark counts and afterpulsing
+(drivers.mock.detectors.blinded)."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
+from drivers.mock.alice import class_cdf
 from drivers.mock.conditions import Condition
-from drivers.mock.link import LinkParams, LinkSimulator
+from drivers.mock.detectors import blinded
+from drivers.mock.eve import blinding_model, nested_class_cdf, pns_model
+from drivers.mock.link import LinkSimulator
+from drivers.mock.params import LinkParams
 
-MONTE_CARLO_CONDITIONS = ("intercept-resend", "tap", "laser-drift")
 LASER_DRIFT_STEP_SLOTS = 20_000_000  # laser drift: +1 % (of the power) per this many slots
 
 
+@dataclass(frozen=True)
+class PhotonModel:
+    """What the simulator draws a slot from: the link's parameters (dark counts, afterpulsing,
+    intercept-resend), the classes its kernel tells apart (Alice's, or virtual classes nested in
+    them) with their cumulative probabilities, and mean detected photons per class and state."""
+
+    params: LinkParams
+    cdf: NDArray[np.float64]
+    lam: NDArray[np.float64]
+
+
 def attacked_params(params: LinkParams, condition: Condition, level: float) -> LinkParams:
-    """The link's parameters with the condition acting at `level`."""
+    """The link's parameters with the condition acting at `level` (blinding: the blinded
+    detectors'; photon-number splitting leaves them)."""
     if condition.name == "intercept-resend":
         return params.replace(eve_fraction=level)
     if condition.name == "tap":
         return params.replace(insertion_loss_db=params.insertion_loss_db + level)
     if condition.name == "laser-drift":
         return params.replace(intensities=tuple(m * (1.0 + level) for m in params.intensities))
-    raise ValueError(f"--attack: {condition.name} is only in the block-level mock; the Monte-Carlo link "
-                     f"takes {', '.join(MONTE_CARLO_CONDITIONS)}")
+    if condition.name == "blinding":
+        return blinded(params, level)
+    return params
 
 
-def set_photon_model(sim: LinkSimulator, params: LinkParams) -> None:
-    """Swap the simulator's per-slot photon model (mean detected photons per class, state and
-    detector) for that of `params`; Alice's choices, clocks, detectors' state and seeds stay."""
+def photon_model(params: LinkParams, condition: Condition | None = None, level: float = 0.0) -> PhotonModel:
+    """The simulator's photon model of `params` with the condition acting at `level`."""
+    if condition is None or level == 0.0:
+        return PhotonModel(params, class_cdf(params.class_probabilities), params.mean_photons_detected())
+    changed = attacked_params(params, condition, level)
+    if condition.name not in ("blinding", "pns"):
+        return photon_model(changed)
+    # Eve's photon model follows the clean detectors (she keeps the click rate Bob expects)
+    model = blinding_model(params, level) if condition.name == "blinding" else pns_model(params, level)
+    mu = tuple(params.intensities[k] for k in model.parent)
+    virtual = changed.replace(intensities=mu, class_probabilities=model.probabilities)
+    return PhotonModel(virtual, nested_class_cdf(model, params.class_probabilities), model.lam)
+
+
+def set_photon_model(sim: LinkSimulator, model: PhotonModel | LinkParams) -> None:
+    """Swap the simulator's per-slot photon model (classes, mean detected photons per class, state
+    and detector; dark-count and afterpulse rates) for `model`; Alice's choices, clocks, the
+    detectors' state and seeds stay."""
+    if isinstance(model, LinkParams):
+        model = photon_model(model)
+    params = model.params
     sim.params = params
-    sim._lam = params.mean_photons_detected()
+    sim._cdf = model.cdf
+    sim._lam = model.lam
     sim._lam_tot = sim._lam.sum(axis=3)
     sim._lam_cum = np.ascontiguousarray(np.cumsum(sim._lam, axis=3))
     p_c = -math.expm1(-float(sim._lam_tot.max()))
@@ -42,14 +80,14 @@ def set_photon_model(sim: LinkSimulator, params: LinkParams) -> None:
     sim._p_c = p_c
     sim._exp_neg = np.exp(-sim._lam_tot)
     sim._accept = np.where(p_c > 0, -np.expm1(-sim._lam_tot) / max(p_c, 1e-300), 0.0)
+    sim._dark_rate_per_ps = np.asarray(params.dark_count_hz) * 1e-12
+    sim._ap_prob = np.asarray(params.afterpulse_probability)
 
 
 class ScheduledCondition:
     """Switches `condition` on at `onset_slot` in a tagger's simulation (after each start)."""
 
     def __init__(self, condition: Condition, onset_slot: int) -> None:
-        if condition.name not in MONTE_CARLO_CONDITIONS:
-            attacked_params(LinkParams(), condition, 0.0)  # raises the one-line error
         self.condition, self.onset_slot = condition, int(onset_slot)
 
     def level_at(self, slot: int) -> float:
@@ -72,7 +110,7 @@ class ScheduledCondition:
             def run_scheduled(n_slots: int) -> Any:
                 level = self.level_at(sim.next_slot)
                 if level != state["level"]:
-                    set_photon_model(sim, attacked_params(clean, self.condition, level))
+                    set_photon_model(sim, photon_model(clean, self.condition, level))
                     state["level"] = level
                 return run(n_slots)
 

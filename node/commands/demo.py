@@ -10,6 +10,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+DURATION_S = 300.0  # default upper bound of a link demo
+ATTACK_DURATION_S = 1200.0  # --attack runs 19 blocks (node.ml.demo_attack.blocks_needed)
+
 
 def register(subparsers: Any) -> None:
     """Add the `demo` subcommand."""
@@ -19,9 +22,10 @@ def register(subparsers: Any) -> None:
                     "processes on loopback (no config needed); show live progress; then fetch a key through "
                     "ETSI GS QKD 014 as an SAE on each side and check that both got the same key.",
     )
-    p.add_argument("--duration", type=float, default=300.0, metavar="S",
-                   help="upper bound in seconds (default 300): the demo ends as soon as a block is distilled and "
-                        "the ETSI 014 check passed; if this passes first it says why no key came and exits 1")
+    p.add_argument("--duration", type=float, default=None, metavar="S",
+                   help="upper bound in seconds (default 300; 1200 with --attack, which runs 19 blocks): the demo "
+                        "ends as soon as a block is distilled and the ETSI 014 check passed; if this passes first "
+                        "it says why no key came and exits 1")
     p.add_argument("--blocks", type=int, default=None, metavar="N",
                    help="distil at least N blocks before the key check (default 1); the nodes stop after N")
     p.add_argument("--distance", type=float, default=25.0, metavar="KM", help="fibre length in km (default 25)")
@@ -29,9 +33,10 @@ def register(subparsers: Any) -> None:
                    help="fraction of slots an intercept-resend eavesdropper attacks (default 0)")
     p.add_argument("--attack", default=None, metavar="NAME",
                    help="inject an attack or fault into the mock link once KM03's commissioning blocks are in: "
-                        "intercept-resend, tap, laser-drift (blinding and pns: block-level mock only); alarms list it")
+                        "intercept-resend, blinding, pns, tap, laser-drift; alarms list it")
     p.add_argument("--attack-strength", type=float, default=None, metavar="X",
-                   help="fraction of slots (intercept-resend, default 0.05), dB (tap, default 1), relative power (laser-drift, default 0.1)")
+                   help="fraction of slots (intercept-resend, default 0.05; blinding and pns, default 0.2), dB (tap, "
+                        "default 1), relative power (laser-drift, default 0.1)")
     p.add_argument("--rate", type=float, default=1e9, metavar="HZ", help="source repetition rate (default 1e9)")
     p.add_argument("--block-bits", type=int, default=None, metavar="N",
                    help="key block size (default 4e6 for a link: at 1e6 the finite-key length at 25 km barely covers "
@@ -89,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
         from node.ml.demo_attack import blocks_needed
 
         args.blocks = blocks_needed(args.block_bits or 4_000_000)
+    if args.duration is None:
+        args.duration = ATTACK_DURATION_S if args.attack else DURATION_S
     opts = DemoOptions(distance_km=args.distance, eve_fraction=args.eve, rate_hz=args.rate,
                        duration_s=args.duration, blocks=args.blocks, block_bits=args.block_bits or 4_000_000,
                        seed=args.seed, realtime=args.realtime, attack=args.attack,

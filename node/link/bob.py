@@ -33,6 +33,7 @@ from node.link.distill import (
 )
 from node.link.outbox import Outbox
 from node.ml.pipeline import LinkMonitor
+from node.ml.retune import LinkRetuner
 from postprocessing.cascade import CascadeReconciler, ClassicalChannel
 from postprocessing.cascade import Message as CascadeMessage
 from postprocessing.errors import ProtocolError, VerificationFailed
@@ -98,7 +99,8 @@ class BobLink:
         self.last_block: dict[str, object] = {}
         self.history: deque[dict[str, float]] = deque(maxlen=1000)  # per block: when, sifted so far, secret
         self._auth_mark = self._auth_consumed()
-        self.monitor = LinkMonitor(settings.link_id, settings.qber_abort, self.alarm)  # KM03 detection, QL01 forecast
+        self.monitor = LinkMonitor(settings.link_id, settings.qber_abort, self.alarm,  # KM03 detection, QL01 forecast
+                                   retuner=LinkRetuner(settings, self.alarm))  # QL02 re-tune advice
 
     def _request(self, msg: Message, expected: str, frames: int) -> Message:
         self.channel.send(msg)  # type: ignore[attr-defined]
@@ -155,6 +157,7 @@ class BobLink:
         if self.blocks.pending_bits:  # a partial block dies with the session it was sifted in
             self.counters["aborted"] += 1
         self.blocks.discard()
+        self.monitor.discard_block()
         self.blocks.next_block_id = P.header_int(reply, "next_block")
         self.slot_hwm = P.header_int(reply, "slot_hwm", -1)
 
@@ -168,7 +171,7 @@ class BobLink:
                                     detections.clicks[keep], detections.time[keep], 0, 0)
         if len(detections) == 0:
             return []
-        self.monitor.on_batch(int(detections.slot[0]), int(detections.slot[-1]))
+        self.monitor.on_batch(int(detections.slot[0]), int(detections.slot[-1]), detections)
         batch = self.next_batch
         self.next_batch += 1
         block_id = self.blocks.next_block_id  # the sift exchange belongs to the transcript of the block it fills

@@ -36,13 +36,20 @@ class BlockRecord(Protocol):
     """What a block offers the detector (drivers.mock.blockstats.BlockStatistics or the node's
     collector); absent statistics are NaN."""
 
-    slots: float
-    detections: NDArray[np.float64]
-    errors: NDArray[np.float64]
-    clicks: NDArray[np.float64]
-    multi_clicks: float
-    dead_time_discards: float
-    timing_spread_ps: float
+    @property
+    def slots(self) -> float: ...
+    @property
+    def detections(self) -> NDArray[np.float64]: ...
+    @property
+    def errors(self) -> NDArray[np.float64]: ...
+    @property
+    def clicks(self) -> NDArray[np.float64]: ...
+    @property
+    def multi_clicks(self) -> float: ...
+    @property
+    def dead_time_discards(self) -> float: ...
+    @property
+    def timing_spread_ps(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -60,11 +67,12 @@ class Reference:
     def from_blocks(cls, blocks: Sequence[BlockRecord]) -> Reference:
         """Pooled rates of `blocks` (the commissioning window)."""
         slots = sum(b.slots for b in blocks)
-        det = sum(np.asarray(b.detections, dtype=float) for b in blocks)
-        err = sum(np.asarray(b.errors, dtype=float) for b in blocks)
+        det = np.sum([np.asarray(b.detections, dtype=float) for b in blocks], axis=0)
+        err = np.sum([np.asarray(b.errors, dtype=float) for b in blocks], axis=0)
+        clicks = np.sum([np.asarray(b.clicks, dtype=float) for b in blocks], axis=0)
         with np.errstate(invalid="ignore", divide="ignore"):
             qber = np.where(det > 0, err / np.where(det > 0, det, 1.0), 0.5)
-        return cls(det / slots, qber, sum(np.asarray(b.clicks, dtype=float) for b in blocks) / slots,
+        return cls(det / slots, qber, clicks / slots,
                    sum(b.multi_clicks for b in blocks) / slots, sum(b.dead_time_discards for b in blocks) / slots,
                    float(np.mean([b.timing_spread_ps for b in blocks])))
 
@@ -87,6 +95,9 @@ def block_features(block: BlockRecord, ref: Reference) -> NDArray[np.float64]:
     z_multi = _poisson_z(block.multi_clicks, ref.multi_clicks * s)
     z_dead = _poisson_z(block.dead_time_discards, ref.dead_time_discards * s)
     n_clicks = float(np.nansum(block.clicks)) if np.all(np.isfinite(block.clicks)) else math.nan
+    samples = getattr(block, "timing_samples", math.nan)  # a robust spread's Gaussian-equivalent count
+    if math.isfinite(samples):
+        n_clicks = samples
     z_t = (block.timing_spread_ps - ref.timing_spread_ps) / (ref.timing_spread_ps / math.sqrt(2.0 * max(n_clicks, 2.0))) \
         if math.isfinite(n_clicks) and ref.timing_spread_ps > 0 else math.nan
     return np.concatenate([z_det, z_q, z_clicks, [z_multi, z_dead, z_t]])
@@ -124,7 +135,7 @@ class AttackDetector:
         mask = np.isfinite(z)
         c = self.cov[np.ix_(mask, mask)]
         chol = np.linalg.cholesky(c)
-        return np.linalg.solve(chol, z[mask] - self.mean[mask]), mask
+        return np.asarray(np.linalg.solve(chol, z[mask] - self.mean[mask]), dtype=np.float64), np.asarray(mask, dtype=np.bool_)
 
     def score(self, z: NDArray[np.float64]) -> float:
         """Squared Mahalanobis distance of a feature vector from normal, over its finite features;

@@ -1,18 +1,21 @@
 """The node's ITU-T Y.Sup70 ML pipeline on Bob's side of a link, one call per key block:
-Collector (the block's sifted counts, the slots it spans) -> Preprocessor (z-scores against the
+Collector (the block's sifted counts per basis and class, the slots it spans, and from its batches
+the clicks per detector, multi-click slots, click-time spread and common dead-time discards) -> Preprocessor (z-scores against the
 commissioning reference) -> Model (KM03 detector; QL01 forecaster) -> Policy (an alarm needs
 `confirm_blocks` anomalous blocks in a row; one "realign soon" warning per approach) ->
 Distributor (the node's alarm registry; the forecast goes back to Cascade as its QBER estimate).
 
-The collector sees only what Bob's node has per block (detections and errors per basis and
-class); per-detector clicks, multi-clicks and timing stay NaN, and the detector scores the rest."""
+What the node lacks stays NaN and the detector scores the rest: X errors are known only among the
+disclosed X bits (scaled up), and without a common dead time there are no discards to count."""
 
 from __future__ import annotations
 
 import logging
 import math
+import queue
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,6 +23,9 @@ from node.ml.detection import AttackDetector, Reference, block_features
 from node.ml.forecasting import QberWatch
 from node.ml.models import ModelFileError
 from postprocessing.sifting import SiftCounts
+
+if TYPE_CHECKING:
+    from node.ml.retune import LinkRetuner
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +43,67 @@ class CollectedBlock:
     multi_clicks: float = math.nan
     dead_time_discards: float = math.nan
     timing_spread_ps: float = math.nan
+    timing_samples: float = math.nan  # Gaussian-equivalent sample count of the spread estimate
+
+
+MAD_EFFICIENCY = 0.3675  # variance of the normal sd over that of 1.4826 x MAD, for large samples
+
+
+def click_time_spread(detections: Any) -> tuple[float, float]:
+    """(robust standard deviation of single-click times about each detector's line in slot,
+    Gaussian-equivalent samples) of one batch: 1.4826 x the median absolute deviation, so dark
+    counts and afterpulses (spread uniformly over the gate) hardly move it."""
+    pattern = np.asarray(detections.clicks)
+    single = (pattern & (pattern - 1)) == 0
+    residuals = []
+    for d in range(4):
+        m = single & (pattern == (1 << d))
+        if m.sum() < 16:
+            continue
+        s = detections.slot[m].astype(np.float64)
+        t = detections.time[m].astype(np.float64)
+        s -= s.mean()
+        t -= t.mean()
+        slope = float(s @ t) / max(float(s @ s), 1e-300)
+        residuals.append(t - slope * s)
+    if not residuals:
+        return math.nan, 0.0
+    r = np.concatenate(residuals)
+    r -= np.median(r)
+    return 1.4826 * float(np.median(np.abs(r))), MAD_EFFICIENCY * r.size
+
+
+@dataclass
+class BatchTally:
+    """Running sums of one block's batches (the collector's per-batch part)."""
+
+    clicks: np.ndarray = field(default_factory=lambda: np.zeros(4))
+    multi_clicks: float = 0.0
+    spread_weighted: float = 0.0
+    timing_samples: float = 0.0
+    batches: int = 0
+    detections: int = 0  # detection rows (slots with a click), sifted or not
+
+    def add(self, detections: Any) -> None:
+        pattern = np.asarray(detections.clicks)
+        bits = (pattern[:, None] >> np.arange(4)) & 1
+        self.clicks += bits.sum(axis=0)
+        self.multi_clicks += float((bits.sum(axis=1) >= 2).sum())
+        spread, samples = click_time_spread(detections)
+        if samples > 0:
+            self.spread_weighted += spread * samples
+            self.timing_samples += samples
+        self.batches += 1
+        self.detections += len(pattern)
 
 
 class LinkMonitor:
     """KM03 detection and QL01 forecasting for one link, fed block by block."""
 
     def __init__(self, link_id: str, qber_abort: float, alarm: Callable[[str, str], None],
-                 calibration_blocks: int = CALIBRATION_BLOCKS, confirm_blocks: int = 1) -> None:
-        self.link_id, self.alarm = link_id, alarm
+                 calibration_blocks: int = CALIBRATION_BLOCKS, confirm_blocks: int = 1,
+                 retuner: LinkRetuner | None = None) -> None:
+        self.link_id, self.alarm, self.retuner = link_id, alarm, retuner
         self.calibration_blocks, self.confirm_blocks = calibration_blocks, confirm_blocks
         self.watch = QberWatch(link_id, qber_abort, alarm)
         try:
@@ -58,19 +117,60 @@ class LinkMonitor:
         self.block_start: int | None = None
         self.streak = 0
         self.verdicts: list[dict[str, object]] = []
+        self.tally = BatchTally()
+        self.dead_time_marks: queue.SimpleQueue[tuple[int, int]] = queue.SimpleQueue()
+        self._dead_total = 0  # common dead-time discards up to the last batch seen (none marked: no dead time)
+        self._dead_at_block_start: int | None = None
 
-    def on_batch(self, first_slot: int, last_slot: int) -> None:
-        """Collector: the slot span of each sifted batch (a block's slots are those of its batches)."""
+    def mark_dead_time(self, last_slot: int, discarded_total: int) -> None:
+        """Acquisition thread, before a batch is queued: common dead-time discards so far, as of the
+        batch ending at `last_slot` (so a block's discards are the difference at its batches' ends)."""
+        self.dead_time_marks.put((int(last_slot), int(discarded_total)))
+
+    def _dead_time_until(self, last_slot: int) -> None:
+        while True:
+            try:
+                slot, total = self.dead_time_marks.get_nowait()
+            except queue.Empty:
+                return
+            self._dead_total = total
+            if slot >= last_slot:
+                return
+
+    def on_batch(self, first_slot: int, last_slot: int, detections: Any = None) -> None:
+        """Collector: the slot span of each sifted batch (a block's slots are those of its batches)
+        and, given the batch's detections, its clicks, multi-clicks and click-time spread."""
         if self.block_start is None:
             self.block_start = first_slot
+            self._dead_at_block_start = self._dead_total
         self.last_slot = last_slot
+        self._dead_time_until(last_slot)
+        if detections is not None:
+            self.tally.add(detections)
+
+    def discard_block(self) -> None:
+        """Forget the partial block (its batches were dropped: an abort, a resynchronisation)."""
+        self.block_start = None
+        self.tally = BatchTally()
+        self._dead_at_block_start = None
+
+    def _collected(self, slots: float, detections: np.ndarray, errors: np.ndarray, tally: BatchTally,
+                   dead_start: int | None) -> CollectedBlock:
+        dead = math.nan
+        if dead_start is not None:
+            dead = float(self._dead_total - dead_start)
+        if not tally.batches:
+            return CollectedBlock(slots, detections, errors, dead_time_discards=dead)
+        spread = tally.spread_weighted / tally.timing_samples if tally.timing_samples else math.nan
+        return CollectedBlock(slots, detections, errors, tally.clicks.copy(), tally.multi_clicks, dead, spread,
+                              tally.timing_samples or math.nan)
 
     def on_block(self, counts: SiftCounts, z_errors: list[int], qber: float) -> float:
         """One finished block (its sift counts, the Z errors Cascade found per class, its QBER):
         detect, forecast, alarm; returns Cascade's QBER estimate for the next block."""
         estimate = self.watch.observe(qber)
-        start, end = self.block_start, self.last_slot
-        self.block_start = None
+        start, end, tally, dead_start = self.block_start, self.last_slot, self.tally, self._dead_at_block_start
+        self.discard_block()
         if self.detector is None or start is None or end is None or end <= start:
             return estimate
         detections = np.asarray(counts.detections, dtype=float)
@@ -78,7 +178,11 @@ class LinkMonitor:
         with np.errstate(invalid="ignore", divide="ignore"):  # X errors counted among disclosed bits only
             x_errors = np.where(disclosed > 0, np.asarray(counts.errors[1], dtype=float) * detections[1] / disclosed, 0.0)
         errors = np.vstack([np.asarray(z_errors, dtype=float), np.round(x_errors)])
-        block = CollectedBlock(float(end - start + 1), detections, errors)
+        block = self._collected(float(end - start + 1), detections, errors, tally, dead_start)
+        if self.retuner is not None and tally.detections and self.reference is not None:  # after commissioning
+            kept = float(np.sum(block.clicks))
+            live = kept / (kept + block.dead_time_discards) if math.isfinite(block.dead_time_discards) else 1.0
+            self.retuner.on_block(counts, z_errors, block.slots, float(tally.detections), live)
         if self.reference is None:
             self.calibration.append(block)
             if len(self.calibration) >= self.calibration_blocks:
@@ -87,6 +191,7 @@ class LinkMonitor:
             return estimate
         verdict = self.detector.check(block_features(block, self.reference))
         self.verdicts.append({"score": verdict.score, "anomalous": verdict.anomalous, "condition": verdict.condition})
+        log.info("link %s: KM03 block score %.1f (threshold %.0f)", self.link_id, verdict.score, verdict.threshold)
         self.streak = self.streak + 1 if verdict.anomalous else 0
         if self.streak >= self.confirm_blocks:
             self.alarm("critical", f"link {self.link_id}: KM03 suspicious behaviour: block statistics look like "

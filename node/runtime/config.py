@@ -26,13 +26,16 @@ Example (paths relative to the file's directory)::
     secret = "ingest_b.key"
 
     [hardware]
-    kind = "mock"                         # "mock" or "lab"
+    kind = "mock"                         # "mock", "lab" or "replay" (benchmarks only: drivers.replay)
 
     [hardware.mock]                       # drivers.mock.LinkParams fields, plus seed and pacing
     seed = 1234
     realtime = false
     fibre_length_km = 25.0
 
+    # kind = "replay": [hardware.replay] path = "recording" (a drivers.replay directory) and
+    # benchmark_only = true (refused without: replayed states are not fresh); [link] intensities and
+    # class_probabilities as for "lab".
     # kind = "lab": [instruments.NAME] tables as drivers.registry reads them, and
     # [hardware.lab] transmitter = "awg" (Alice) or tagger = "tagger" (Bob) naming one of them.
 
@@ -54,7 +57,7 @@ from node.link.distill import LinkSettings
 from node.runtime.mockconfig import MockConfig, parse_mock
 
 ROLES = ("alice", "bob")
-HARDWARE_KINDS = ("mock", "lab")
+HARDWARE_KINDS = ("mock", "lab", "replay")
 _LINK_KEYS = {"id", "peer", "bootstrap_secret", "block_bits", "batch_detections", "protocol", "eps_sec",
               "tag_bits", "qber_abort", "cascade_variant", "auth_reserve_bits", "timeout_s", "intensities",
               "class_probabilities", "auth_max_failures"}
@@ -81,6 +84,7 @@ class NodeConfig:
     link: LinkSettings
     hardware: str
     mock: MockConfig | None = None  # [hardware.mock], for mock hardware
+    replay: dict[str, Any] = field(default_factory=dict)  # [hardware.replay]: the recording (benchmarks only)
     lab: dict[str, Any] = field(default_factory=dict)
     instruments: dict[str, Any] = field(default_factory=dict)
     keymanager: KeyManagerTarget | None = None
@@ -138,7 +142,7 @@ def parse_node_config(doc: dict[str, Any], base_dir: str | Path = ".") -> NodeCo
     link = _table(doc, "link")
     check_keys(link, _LINK_KEYS, "link")
     hardware = _table(doc, "hardware")
-    check_keys(hardware, {"kind", "mock", "lab", "dead_time"}, "hardware")
+    check_keys(hardware, {"kind", "mock", "lab", "dead_time", "replay"}, "hardware")
     kind = _str(hardware, "kind", "hardware")
     if kind not in HARDWARE_KINDS:
         raise fail("hardware.kind", f"must be one of {', '.join(HARDWARE_KINDS)}, got {kind!r}")
@@ -147,6 +151,7 @@ def parse_node_config(doc: dict[str, Any], base_dir: str | Path = ".") -> NodeCo
     lab = _table(hardware, "lab", required=False)
     check_keys(lab, {"transmitter", "tagger", "transmitter_options", "slotting", "bringup"}, "hardware.lab")
     instruments = _table(doc, "instruments", required=False)
+    replay = _replay(hardware, kind, path)
     if kind == "lab":
         needed = "transmitter" if role == "alice" else "tagger"
         name = _str(lab, needed, "hardware.lab")
@@ -176,12 +181,34 @@ def parse_node_config(doc: dict[str, Any], base_dir: str | Path = ".") -> NodeCo
     return NodeConfig(
         name=_str(node, "name", "node"), role=role, state_dir=path(_str(node, "state_dir", "node")),
         peer=_endpoint(link, "peer", "link"), bootstrap_secret=path(_str(link, "bootstrap_secret", "link")),
-        link=settings, hardware=kind, mock=mock if kind == "mock" else None, lab=dict(lab),
+        link=settings, hardware=kind, mock=mock if kind == "mock" else None, replay=replay, lab=dict(lab),
         instruments=dict(instruments),
         keymanager=target, status_file=None if status is None else path(_str(node, "status_file", "node")),
         max_blocks=run.get("max_blocks"), duration_s=run.get("duration_s"), metrics_port=metrics_port,
         dead_time=dead_time,
     )
+
+
+# -- the replay source (drivers.replay) ------------------------------------------------------------
+_REPLAY_KEYS = {"path", "benchmark_only"}
+
+
+def _replay(hardware: dict[str, Any], kind: str, path: Any) -> dict[str, Any]:
+    """[hardware.replay]: the recording's directory, and `benchmark_only = true`, without which
+    replay is refused: replayed states are not fresh. The recording lies in files, so Eve with a
+    copy knows every key bit distilled from it, and a second replay hands the key managers the same
+    key again (a one-time pad used twice). Keys from a replay are for measuring throughput only."""
+    table = _table(hardware, "replay", required=False)
+    if kind != "replay":
+        if table:
+            raise ConfigError("config table [hardware.replay] is only read with hardware.kind = \"replay\"")
+        return {}
+    check_keys(table, _REPLAY_KEYS, "hardware.replay")
+    if table.get("benchmark_only") is not True:
+        raise fail("hardware.replay.benchmark_only", "must be true: replay mode is for benchmarks and tests only. "
+                   "Replayed states are not fresh: whoever holds the recording (Eve with a copy) knows every key "
+                   "bit distilled from it, and each replay hands out the same keys again")
+    return {"path": path(_str(table, "path", "hardware.replay")), "benchmark_only": True}
 
 
 # -- Bob's common dead time (DESIGN §5; postprocessing.deadtime) ------------------------------------
@@ -228,7 +255,7 @@ def _link_physics(link: dict[str, Any], mock: MockConfig | None) -> tuple[tuple[
     for key in ("intensities", "class_probabilities"):
         given = link.get(key)
         if not isinstance(given, list) or not all(isinstance(v, (int, float)) for v in given):
-            raise fail(f"link.{key}", "must be a list of numbers (required for lab hardware)")
+            raise fail(f"link.{key}", "must be a list of numbers (required for lab and replay hardware)")
     return tuple(float(v) for v in link["intensities"]), tuple(float(v) for v in link["class_probabilities"])
 
 

@@ -283,7 +283,8 @@ class NodeDaemon:
     def _acquisition_loop(self) -> None:
         hw = self.hardware
         assert hw is not None and hw.tagger is not None and hw.slotter is not None
-        realtime = self.cfg.mock.realtime if self.cfg.mock is not None else True
+        # a replay is never paced: batches wait for post-processing instead of being dropped
+        realtime = self.cfg.mock.realtime if self.cfg.mock is not None else self.cfg.hardware != "replay"
         parts: list[Detections] = []
         have = 0
         target = self.cfg.link.batch_detections
@@ -307,6 +308,8 @@ class NodeDaemon:
                 continue
             batch = _concat(parts)
             parts, have = [], 0
+            if hw.dead_time is not None and isinstance(self.role, BobLink):  # KM03's per-block discards
+                self.role.monitor.mark_dead_time(int(batch.slot[-1]), hw.dead_time.discarded_total)
             if realtime:
                 try:
                     self.batches.put_nowait(batch)
@@ -364,6 +367,10 @@ class NodeDaemon:
             last.update({k: fk[k] for k in ("eps_sec", "eps_cor") if k in fk})  # beside eps_auth
             out["last_block"] = last
             out["qber_estimate"] = role.qber_estimate
+            out["history"] = list(role.history)[-64:]  # per block: monotonic time, sifted so far (bench rates)
+            retuner = role.monitor.retuner
+            if retuner is not None and retuner.recommended is not None:  # QL02 advice (node.ml.retune)
+                out["ql02_recommended_settings"] = retuner.recommended.as_dict()
         return out
 
     def recent_alarms(self, n: int = 20) -> list[dict[str, Any]]:

@@ -287,6 +287,9 @@ def why_no_key(run: DemoRun, alice: dict[str, Any], bob: dict[str, Any], check: 
     if c.get("key_bits", 0) == 0:
         return (f"{blocks} block(s) distilled {limit}, but their finite-key length was 0: too short or too noisy "
                 "for a secret key; raise --block-bits or shorten --distance")
+    if blocks + aborted < opts.target_blocks:
+        return (f"{blocks + aborted} of the {opts.target_blocks} blocks asked for were done {limit} (the key check "
+                "waits for all of them); raise --duration or lower --blocks")
     if not _delivered(alice, bob):
         return f"the key was distilled but not yet acknowledged by both key managers {limit}"
     return f"the ETSI 014 check did not pass {limit}: {check.get('reason', 'keys differ')}"

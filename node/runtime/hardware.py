@@ -100,7 +100,10 @@ def common_dead_time(cfg: NodeConfig, tagger: Any, slotter: StreamSlotter) -> Co
 
 def open_hardware(cfg: NodeConfig, alarm: Any = None) -> Hardware:
     """Open (and start) the hardware this node's role needs; `alarm(severity, text)` hears a failed bring-up."""
-    hw = _open_mock(cfg) if cfg.hardware == "mock" else _open_lab(cfg, alarm)
+    if cfg.hardware == "replay":  # benchmarks only: the states are not fresh
+        hw = _open_replay(cfg, alarm)
+    else:
+        hw = _open_mock(cfg) if cfg.hardware == "mock" else _open_lab(cfg, alarm)
     hw.alarm = alarm
     return hw
 
@@ -121,6 +124,41 @@ def _open_mock(cfg: NodeConfig) -> Hardware:
         cfg.mock.attack.attach(tagger)
     slotter = StreamSlotter(params.period_ps, params.sync_every, 0.5 * params.period_ps,
                             delay_ps=params.channel_delays_ps())
+    dead_time = common_dead_time(cfg, tagger, slotter)
+    desc["dead_time_ps"] = dead_time.dead_time_ps
+    tagger.start()
+    return Hardware(tagger=tagger, slotter=slotter, dead_time=dead_time, description=desc)
+
+
+NOT_FOR_USE = ("replay source: keys distilled from a recording are not secret (the recording holds Alice's "
+               "states) and are handed out again by every replay; use them to measure throughput only")
+
+
+def _open_replay(cfg: NodeConfig, alarm: Any = None) -> Hardware:
+    """Alice's `ReplayTransmitter` or Bob's `ReplayTimeTagger` with the recording's slotting and the
+    common dead time, started. Benchmarks only: every start raises a major alarm, since the states
+    are not fresh (whoever holds the recording knows the keys; config validation refused it without
+    `benchmark_only`)."""
+    from drivers.replay import ReplayTimeTagger, ReplayTransmitter, read_info
+
+    if cfg.replay.get("benchmark_only") is not True:  # parse_node_config refuses it; a hand-made config too
+        raise ValueError("replay hardware needs hardware.replay.benchmark_only = true (benchmarks and tests only)")
+    info = read_info(cfg.replay["path"])
+    if (tuple(info.intensities) != tuple(cfg.link.intensities)
+            or tuple(info.class_probabilities) != tuple(cfg.link.class_probabilities)):
+        raise ValueError(f"config keys 'link.intensities' and 'link.class_probabilities' must match the recording "
+                         f"{info.root}: {list(info.intensities)} and {list(info.class_probabilities)}")
+    if alarm is not None:
+        alarm("major", NOT_FOR_USE)
+    desc = {"kind": "replay", "recording": str(info.root), "source": info.source, "rate_hz": info.repetition_rate_hz}
+    if cfg.role == "alice":
+        tx = ReplayTransmitter(info)
+        tx.start()
+        return Hardware(transmitter=tx, description=desc)
+    s = info.slotting
+    tagger = ReplayTimeTagger(info)
+    slotter = StreamSlotter(s.period_ps, s.sync_every, s.gate_ps, delay_ps=dict(enumerate(s.delays_ps)),
+                            detector_channels=s.detector_channels, sync_channel=s.sync_channel)
     dead_time = common_dead_time(cfg, tagger, slotter)
     desc["dead_time_ps"] = dead_time.dead_time_ps
     tagger.start()

@@ -68,12 +68,10 @@ def ideal_block_length(params: Any, settings: Any, block_bits: float, f_ec: floa
     return float(simulate(settings.protocol, link, proto, params.fibre_length_km, block_bits).result.length)
 
 
-def pipeline_figures(mock: dict[str, Any], block_bits: int, blocks: int) -> dict[str, Any]:
-    """Sustained rates through the whole pipeline and the secret key against the model's ideal."""
-    out = run_pipeline(mock, block_bits, blocks)
-    hist = out["history"]
-    counters = out["status"]["counters"]
-    fig: dict[str, Any] = {"blocks": counters.get("blocks", 0), "aborted": counters.get("aborted", 0)}
+def history_figures(hist: list[dict[str, Any]], last: dict[str, Any]) -> dict[str, Any]:
+    """Sustained rates between Bob's first and last block (start-up left out), and the last block's
+    QBER and error-correction efficiency f with the mean secret length over the blocks."""
+    fig: dict[str, Any] = {}
     if len(hist) >= 2:
         dt = hist[-1]["t"] - hist[0]["t"]
         sifted = hist[-1]["sifted_total"] - hist[0]["sifted_total"]
@@ -87,19 +85,28 @@ def pipeline_figures(mock: dict[str, Any], block_bits: int, blocks: int) -> dict
                    auth_bits_max_block=max(h["auth_bits"] for h in keyed),
                    auth_fraction_of_secret=sum(h["auth_bits"] for h in keyed) / max(1, sum(h["secret_bits"] for h in keyed)),
                    eps_auth_per_block=max(h["eps_auth"] for h in keyed))
-    if hist:
+    if hist and last:
         from postprocessing.cascade import binary_entropy
 
-        last = out["status"]["last_block"]
         n = float(last["n_bits"])
-        f_ec = float(last["leaked_bits"]) / (n * binary_entropy(float(last["qber"])))
-        acq = out["status"].get("acquisition", {})
-        ideal = ideal_block_length(out["params"], out["settings"], n, f_ec, acq.get("dead_time_ps"))
-        fig.update(dead_time_discarded=acq.get("dead_time_discarded_fraction"))
         # the mean over the blocks: one block's length fluctuates with its test-basis errors (~3 % at 1e6)
-        mean_secret = sum(float(h["secret_bits"]) for h in hist) / len(hist)
-        fig.update(qber=float(last["qber"]), f_ec=f_ec, secret_bits_per_block=mean_secret,
-                   ideal_secret_bits_per_block=ideal,
-                   secret_vs_ideal=mean_secret / ideal if ideal > 0 else None,
+        fig.update(qber=float(last["qber"]), f_ec=float(last["leaked_bits"]) / (n * binary_entropy(float(last["qber"]))),
+                   secret_bits_per_block=sum(float(h["secret_bits"]) for h in hist) / len(hist),
                    cascade_s_per_block=sum(h["cascade_s"] for h in hist) / len(hist))
+    return fig
+
+
+def pipeline_figures(mock: dict[str, Any], block_bits: int, blocks: int) -> dict[str, Any]:
+    """Sustained rates through the whole pipeline and the secret key against the model's ideal."""
+    out = run_pipeline(mock, block_bits, blocks)
+    hist = out["history"]
+    counters = out["status"]["counters"]
+    fig: dict[str, Any] = {"blocks": counters.get("blocks", 0), "aborted": counters.get("aborted", 0)}
+    fig.update(history_figures(hist, out["status"].get("last_block", {})))
+    if hist:
+        acq = out["status"].get("acquisition", {})
+        ideal = ideal_block_length(out["params"], out["settings"], float(out["status"]["last_block"]["n_bits"]),
+                                   fig["f_ec"], acq.get("dead_time_ps"))
+        fig.update(dead_time_discarded=acq.get("dead_time_discarded_fraction"), ideal_secret_bits_per_block=ideal,
+                   secret_vs_ideal=fig["secret_bits_per_block"] / ideal if ideal > 0 else None)
     return fig

@@ -17,11 +17,23 @@ from node.runtime.config import NodeConfig
 
 def check_node(cfg: NodeConfig) -> None:
     """Raise `ValueError` (naming the config key) for anything the node would reject at start."""
-    if cfg.hardware == "lab":  # the mock table is checked whole when the file is read (MockConfig)
+    if cfg.hardware == "replay":
+        _check_replay(cfg)
+    elif cfg.hardware == "lab":  # the mock table is checked whole when the file is read (MockConfig)
         _check_lab(cfg)
     _check_bootstrap(cfg)
     if cfg.keymanager is not None:
         _readable(cfg.keymanager.secret, "keymanager.secret", "the ingest secret shared with the key manager")
+
+
+def _check_replay(cfg: NodeConfig) -> None:
+    """The recording must be readable (drivers.replay meta.json and both streams present)."""
+    from drivers.replay import read_info
+
+    try:
+        read_info(cfg.replay["path"])
+    except ValueError as exc:
+        raise ValueError(f"config key 'hardware.replay.path': {exc}") from None
 
 
 def _readable(path: Path, key: str, what: str) -> bytes:

@@ -93,3 +93,36 @@ def test_a_block_with_lost_tags_keeps_no_detector_click() -> None:
     assert t.tolist() == [500] and ch.tolist() == [0]  # the sync passes
     t, _ = f.apply(np.array([1050, 2000], np.int64), np.array([3, 4], np.uint8))
     assert t.tolist() == [2000]  # the window of the discarded click at 1000 still counts
+
+
+
+tag_blocks = st.lists(st.tuples(st.lists(st.tuples(st.integers(0, 400), st.integers(0, 5)), max_size=25),
+                                st.integers(0, 2)), min_size=1, max_size=5)
+
+
+@settings(max_examples=300, deadline=None)
+@given(tag_blocks, st.integers(1, 150), st.integers(0, 40))
+def test_apply_in_one_pass_keeps_what_mask_keeps_over_a_stream(blocks, dead: int, coincidence: int) -> None:
+    """The one-pass `apply` (sync and other tags among the clicks, blocks with lost tags) keeps and
+    counts exactly what `mask` (held to the slow reference above) decides, block after block."""
+    coincidence = min(coincidence, dead - 1)
+    fast, slow = (CommonDeadTime(dead, detector_channels=(1, 2, 3, 4), coincidence_ps=coincidence) for _ in range(2))
+    for i, (tags, lost) in enumerate(blocks):
+        tags = sorted(tags)
+        time = np.array([401 * i + g for g, _ in tags], np.int64)
+        channel = np.array([c for _, c in tags], np.uint8)
+        keep = slow.mask(time, channel, lost)
+        t, ch = fast.apply(time, channel, lost)
+        assert t.tolist() == time[keep].tolist() and ch.tolist() == channel[keep].tolist()
+        assert fast.discarded.tolist() == slow.discarded.tolist() and fast.seen == slow.seen
+        assert (fast._last, fast._opened) == (slow._last, slow._opened)
+
+
+def test_apply_refuses_blocks_out_of_order() -> None:
+    f = CommonDeadTime(100)
+    f.apply(np.array([500], np.int64), np.array([1], np.uint8))
+    with pytest.raises(ValueError, match="blocks must follow each other"):
+        f.apply(np.array([400], np.int64), np.array([2], np.uint8))
+    with pytest.raises(ValueError, match="must be sorted"):
+        f.apply(np.array([600, 550], np.int64), np.array([2, 3], np.uint8))
+    assert f.seen == 1 and f.discarded_total == 0  # a refused block leaves the filter as it was

@@ -12,6 +12,7 @@ from drivers.mock.link import LinkParams, LinkSimulator
 from drivers.mock.onset import ScheduledCondition, attacked_params, set_photon_model
 from node.ml.demo_attack import attack_table
 from node.ml.pipeline import CALIBRATION_BLOCKS, LinkMonitor
+from node.ml.training.mc_blocks import feed, monte_carlo_blocks, roc_auc
 from postprocessing.sifting import SiftCounts
 
 LINK = LinkParams(p_z=0.8, bob_p_z=0.8, intensities=(0.5, 0.15, 0.0), class_probabilities=(0.6, 0.3, 0.1))
@@ -53,8 +54,27 @@ def test_the_schedule_switches_the_monte_carlo_photon_model_at_its_onset() -> No
     assert drift.level_at(99) == 0.0 and drift.level_at(100) == 0.01
 
 
-def test_the_demo_refuses_conditions_the_monte_carlo_link_lacks() -> None:
-    with pytest.raises(ValueError, match="only in the block-level mock"):
-        attack_table({"fibre_length_km": 25.0}, "blinding", None, 4_000_000)
-    table = attack_table({"fibre_length_km": 25.0, "p_z": 0.8, "bob_p_z": 0.8}, "tap", 2.0, 1_000_000)
-    assert table["attack"] == "tap" and table["attack_strength"] == 2.0 and table["attack_onset_slot"] > 0
+def test_the_demo_schedules_every_condition_after_commissioning() -> None:
+    for name in ("intercept-resend", "blinding", "pns", "tap", "laser-drift"):
+        table = attack_table({"fibre_length_km": 25.0, "p_z": 0.8, "bob_p_z": 0.8}, name, None, 1_000_000)
+        assert table["attack"] == name and table["attack_onset_slot"] > 0
+    with pytest.raises(ValueError, match="not a condition"):
+        attack_table({"fibre_length_km": 25.0}, "jamming", None, 4_000_000)
+
+
+@pytest.mark.parametrize("name", ["blinding", "pns"])
+def test_the_collector_scores_clicks_multi_clicks_and_timing_and_flags_monte_carlo_attacks(name: str) -> None:
+    alarms: list[tuple[str, str]] = []
+    monitor = LinkMonitor("L1", 0.11, lambda s, t: alarms.append((s, t)))
+    onset = CALIBRATION_BLOCKS + 3
+    feed(monitor, monte_carlo_blocks(LINK, Condition(name, 0.6), onset, onset + 2, 20_000_000, seed=9))  # 2e7 slots
+    ref = monitor.reference
+    assert ref is not None and np.all(ref.clicks > 0) and ref.multi_clicks > 0 and 30 < ref.timing_spread_ps < 70
+    flags = [v["anomalous"] for v in monitor.verdicts]
+    assert flags == [False, False, False, True, True], monitor.verdicts
+    assert alarms and all(s == "critical" and name in t for s, t in alarms)
+
+
+def test_roc_auc_counts_ties_half() -> None:
+    assert roc_auc([1.0, 2.0], [3.0, 4.0]) == 1.0 and roc_auc([1.0, 2.0], [0.0, 0.5]) == 0.0
+    assert roc_auc([1.0], [1.0]) == 0.5 and roc_auc([1.0, 3.0], [2.0]) == 0.5

@@ -36,6 +36,13 @@ def test_why_no_key_names_the_stage_it_stopped_in(alice: dict, bob: dict, words:
     assert words in text and "--duration 30 s" in text
 
 
+def test_why_no_key_counts_the_blocks_still_missing_rather_than_blaming_the_keys() -> None:
+    # an attack demo asks for 19 blocks; the key check waits for all of them
+    run = SimpleNamespace(options=DemoOptions(duration_s=30, blocks=19))
+    text = why_no_key(run, running(), running(sifted_bits=40_000_000, blocks=9, key_bits=9_000_000), {})  # type: ignore[arg-type]
+    assert "9 of the 19 blocks" in text and "keys differ" not in text
+
+
 def test_why_no_key_at_300_km_says_no_key_is_expected() -> None:
     run = SimpleNamespace(options=DemoOptions(distance_km=300, duration_s=30))
     assert "no key is expected" in why_no_key(run, running(), running(sifted_bits=10), {})  # type: ignore[arg-type]

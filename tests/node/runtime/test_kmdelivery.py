@@ -45,13 +45,18 @@ def wait_for(cond, timeout: float = 30.0) -> None:
         time.sleep(0.02)
 
 
-def test_pool_full_raises_one_alarm_with_the_reason_backs_off_and_clears(full_km, tmp_path, monkeypatch):
-    root = full_km.root
+def alice_daemon(km: Pair) -> NodeDaemon:
+    """Alice's node daemon (not started) delivering to KME_A of `km`."""
+    root = km.root
     (root / "boot.key").write_bytes(os.urandom(1 << 14))
     doc = node_document("alice", "alice", "L1", 1, "boot.key", {"seed": 1}, block_bits=100_000,
-                        keymanager=(f"tcp://127.0.0.1:{full_km.paths['ports']['a_in']}", "node_a", "ingest_a.key"),
+                        keymanager=(f"tcp://127.0.0.1:{km.paths['ports']['a_in']}", "node_a", "ingest_a.key"),
                         status_file=False)
-    daemon = NodeDaemon(parse_node_config(doc, root))
+    return NodeDaemon(parse_node_config(doc, root))
+
+
+def test_pool_full_raises_one_alarm_with_the_reason_backs_off_and_clears(full_km, tmp_path, monkeypatch):
+    daemon = alice_daemon(full_km)
     monkeypatch.setattr(NodeDaemon, "km_backoff_s", (0.05, 0.4), raising=False)
     for block in range(8):
         daemon.outbox.put(DistilledKey("L1", block, os.urandom(BLOCK_BYTES), 8 * BLOCK_BYTES, 0.02, 0, 0, {}),
@@ -75,6 +80,34 @@ def test_pool_full_raises_one_alarm_with_the_reason_backs_off_and_clears(full_km
         assert len(cleared) == 1 and cleared[0].alarm.alarm_id == raised[0].alarm.alarm_id
         # with back-off capped at 0.4 s, two seconds of refusals cost at most a handful of tries
         assert daemon.delivery.get("km_refusals", 0) <= 12
+    finally:
+        daemon.stop.set()
+        thread.join(10)
+        daemon.outbox.close()
+
+
+@pytest.fixture()
+def km(pki_dir, tmp_path):
+    (tmp_path / "kms").mkdir()
+    pair = Pair(tmp_path / "kms", pki_dir)
+    yield pair
+    pair.close()
+
+
+def test_a_block_whose_key_all_refilled_authentication_does_not_hold_back_later_blocks(km, tmp_path):
+    # issue 18: after a fibre tap a short block's secret (a few bits, or exactly its refill) left an
+    # empty key; the KM refused it and, as the oldest block, it stalled delivery of every later one
+    daemon = alice_daemon(km)
+    for block in range(4):
+        key = b"" if block == 1 else os.urandom(64)
+        daemon.outbox.put(DistilledKey("L1", block, key, 8 * len(key), 0.02, 0, 0, {}), "confirmed")
+    thread = threading.Thread(target=daemon._delivery_loop, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: daemon.delivery["delivered_blocks"] == 4)
+        assert daemon.delivery.get("km_refusals", 0) == 0 and not daemon.alarm_registry.active()
+        assert daemon.delivery["delivered_bits"] == 3 * 512
+        assert not daemon.outbox.pending_delivery(16)
     finally:
         daemon.stop.set()
         thread.join(10)
