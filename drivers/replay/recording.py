@@ -22,6 +22,8 @@ from typing import Any, BinaryIO, Self
 import numpy as np
 from numpy.typing import NDArray
 
+from drivers.errors import DriverError
+
 from drivers.timetagger import TagBlock
 
 FORMAT = "qkdnode-replay/1"
@@ -34,7 +36,7 @@ _TAG_HEAD = struct.Struct("<qqq")
 _STATE_HEAD = struct.Struct("<q")
 
 
-class RecordingError(ValueError):
+class RecordingError(DriverError, ValueError):
     """A recording's file is missing or malformed; the text names the file and what was expected."""
 
 
