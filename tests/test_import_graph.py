@@ -47,12 +47,9 @@ PACKAGE_RANK = {"drivers": 0, "postprocessing": 1, "hil_fixtures": 2, "node": 3}
 
 # ---------------------------------------------------------------------------------------------
 # KNOWN EXCEPTIONS: the one place to list edges not yet removed. Each is (importer, imported).
-# The key manager daemon starts the SDN service's RESTCONF server (an upward import, and a loop
-# with the service's type-only import of KeyManager): to go once whoever starts a key manager
-# passes it in. (The relay and QoS service loops are gone: they take host protocols.)
-KNOWN_EXCEPTIONS: frozenset[tuple[str, str]] = frozenset({
-    ("node.keymanager.daemon", "node.control.sdn.service"),
-})
+# (None left: the relay, QoS service and SDN loops are gone; the key manager takes host protocols and
+# the services that serve it are handed in by whoever starts it.)
+KNOWN_EXCEPTIONS: frozenset[tuple[str, str]] = frozenset()
 # ---------------------------------------------------------------------------------------------
 
 

@@ -29,6 +29,7 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Validate the configuration, then serve until signalled."""
+    from node.control.sdn.service import services_for
     from node.keymanager.config import load_config
     from node.keymanager.daemon import run_key_manager
 
@@ -51,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         if args.print_endpoints:
             print(json.dumps(km.endpoints()), flush=True)
 
-    asyncio.run(run_key_manager(config, ready))
+    asyncio.run(run_key_manager(config, ready, services_for(config)))
     return 0
 
 

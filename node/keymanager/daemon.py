@@ -25,10 +25,10 @@ import itertools
 import json
 import logging
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import zmq
 import zmq.asyncio
@@ -66,11 +66,32 @@ class _Pending:
     future: asyncio.Future[list[tuple[str, bytes]]] = field(repr=False)
 
 
+class KmService(Protocol):
+    """A service that runs beside a key manager and serves it (the SDN agent's RESTCONF server)."""
+
+    @property
+    def url(self) -> str: ...
+
+    async def stop(self) -> None: ...
+
+
+# Starts one service for a started key manager. Whoever starts the KM passes these in (the `km`
+# command, the loopback networks), so the key manager never imports the layers that serve it.
+ServiceStarter = Callable[["KeyManager"], Awaitable[KmService]]
+
+
 class KeyManager:
     """One KME: implements the `KeyService` the ETSI 014 API calls, and runs every endpoint."""
 
-    def __init__(self, config: KmConfig) -> None:
+    def __init__(self, config: KmConfig, services: Mapping[str, ServiceStarter] | None = None) -> None:
+        """`services`: the services to start beside the KM by name; a configuration with [sdn] needs
+        `"restconf"` (see `node.control.sdn.service.services_for`)."""
+        if config.sdn is not None and "restconf" not in (services or {}):
+            raise ValueError(f"key manager {config.kme_id}: the configuration has [sdn] but this entry point "
+                             "does not start the SDN agent; run it with `qkdnode km CONFIG`")
         self.config = config
+        self._service_starters = dict(services or {})
+        self.services: dict[str, KmService] = {}
         self.kme_id = config.kme_id
         self.limits: KeyLimits = config.keys
         self.store = KeyStore(config.database, config.kme_id,
@@ -95,7 +116,6 @@ class KeyManager:
                                     stale_s=config.relay.stale_s, alarm=self._alarm)
         self.relay = RelayService(self, self.store, self.control, timeout_s=config.relay.timeout_s, alarm=self._alarm)
         self.qos: QosService | None = None  # SDN control (node.control.sdn) attaches application QoS here
-        self.restconf: Any = None  # its RESTCONF server, when the configuration has [sdn]
         self.counters = {"keys_delivered_master": 0, "keys_delivered_slave": 0, "keys_voided": 0,
                          "reconcile_unknown": 0, "auth_refills": 0,
                          # slave side: answers to slave SAEs that a crash or a dropped connection may
@@ -562,10 +582,8 @@ class KeyManager:
             self.api, cfg.api.host, cfg.api.port, server_ssl_context(cfg.api.cert, cfg.api.key, cfg.api.ca),
             cfg.api.header_timeout_s)
         log.info("KM %s serving ETSI 014 on %s:%d", cfg.kme_id, cfg.api.host, self.api_port)
-        if cfg.sdn is not None:  # SDN control: ETSI GS QKD 015 over RESTCONF (node.control.sdn)
-            from node.control.sdn.service import start_restconf
-
-            self.restconf = await start_restconf(self, cfg.sdn)
+        for name, start in self._service_starters.items():  # e.g. SDN control over RESTCONF (ETSI GS QKD 015)
+            self.services[name] = await start(self)
 
     async def _commit_blocks(self, blocks: list[KeyBlock]) -> list[str]:
         stored = await self.db(self.store.add_blocks, blocks)
@@ -576,8 +594,8 @@ class KeyManager:
     async def stop(self) -> None:
         """Stop serving, fail pending requests, persist link counters and close the store."""
         await self.runner.cleanup()
-        if self.restconf is not None:
-            await self.restconf.stop()
+        for service in self.services.values():
+            await service.stop()
         if self.qos is not None:
             await self.qos.stop()
         for t in self._tasks:
@@ -594,8 +612,8 @@ class KeyManager:
     def endpoints(self) -> dict[str, Any]:
         """Where this KM listens (the bound ports, for port-0 configurations)."""
         out = {"api_port": self.api_port, "ingest": self.ingest.endpoint, "link": self.peer_server.endpoint}
-        if self.restconf is not None:
-            out["restconf_url"] = self.restconf.url
+        for name, service in self.services.items():
+            out[f"{name}_url"] = service.url
         return out
 
 
@@ -642,7 +660,8 @@ def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
         future.set_exception(exc)
 
 
-async def run_key_manager(config: KmConfig, ready: Callable[[KeyManager], None] | None = None) -> None:
+async def run_key_manager(config: KmConfig, ready: Callable[[KeyManager], None] | None = None,
+                          services: Mapping[str, ServiceStarter] | None = None) -> None:
     """Run a key manager until SIGINT/SIGTERM, then shut down gracefully. Its audit trail goes to
     `config.audit_log` (owner-only, beside the key store unless configured elsewhere)."""
     stop = asyncio.Event()
@@ -651,7 +670,7 @@ async def run_key_manager(config: KmConfig, ready: Callable[[KeyManager], None] 
         loop.add_signal_handler(sig, stop.set)
     handler = attach_audit_file(config.audit_log) if config.audit_log else None
     try:
-        km = KeyManager(config)
+        km = KeyManager(config, services)
         await km.start()
         audit("km_started", kme=config.kme_id, api_port=km.api_port)
         if ready is not None:
@@ -686,6 +705,9 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args[0])
     except ValueError as exc:
         print(f"km: error: {exc}", file=sys.stderr)
+        return 2
+    if config.sdn is not None:  # the SDN agent lives above the key manager; its entry point starts it
+        print("km: error: the configuration has [sdn]; run it with `qkdnode km CONFIG`", file=sys.stderr)
         return 2
     asyncio.run(run_key_manager(config, lambda km: print(json.dumps(km.endpoints()), flush=True)))
     return 0

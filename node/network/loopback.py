@@ -26,6 +26,7 @@ from typing import Any
 
 from node.classical.messages import KeyBlockAck
 from node.control.routing import LinkState as RouteLink
+from node.control.sdn.service import services_for
 from node.control.topology import Topology
 from node.keymanager.certs import make_pki
 from node.keymanager.config import load_config
@@ -135,7 +136,7 @@ class KmThread:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True, name=f"km-{self.config.kme_id}")
         self.thread.start()
-        self.km = KeyManager(self.config)
+        self.km = KeyManager(self.config, services_for(self.config))
         self.call(self.km.start())
 
     def call(self, coro: Any, timeout: float = 30.0) -> Any:

@@ -1,9 +1,11 @@
-"""Start a key manager's RESTCONF server from its `[sdn]` configuration (called by `KeyManager.start`)."""
+"""Start a key manager's RESTCONF server from its `[sdn]` configuration: `services_for` gives the starter
+that whoever starts a key manager (`qkdnode km`, the loopback networks) hands to `KeyManager`."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from drivers.registry import identify
@@ -13,9 +15,22 @@ from node.control.sdn.restconf import RestconfServer
 from node.keymanager.etsi014 import server_ssl_context
 
 if TYPE_CHECKING:
+    from node.keymanager.config import KmConfig
     from node.keymanager.daemon import KeyManager
 
 log = logging.getLogger(__name__)
+
+
+def services_for(config: KmConfig) -> dict[str, Callable[[KeyManager], Awaitable[RestconfServer]]]:
+    """The services a key manager with `config` runs beside it: the RESTCONF server when it has [sdn]."""
+    sdn = config.sdn
+    if sdn is None:
+        return {}
+
+    async def restconf(km: KeyManager) -> RestconfServer:
+        return await start_restconf(km, sdn)
+
+    return {"restconf": restconf}
 
 
 async def start_restconf(km: KeyManager, config: SdnConfig) -> RestconfServer:

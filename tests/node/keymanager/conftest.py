@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sqlite3
 import threading
@@ -12,10 +11,9 @@ import pytest
 
 from node.classical.messages import KeyBlockAck
 from node.keymanager.certs import make_pki
-from node.keymanager.config import load_config
-from node.keymanager.daemon import KeyManager
 from node.keymanager.demo import free_port
 from node.keymanager.ingest import KeyBlockSender
+from node.network.loopback import KmThread
 
 KMES = ["KME_A", "KME_B"]
 SAES = ["SAE_A", "SAE_B", "SAE_C", "SAE_D", "SAE_X"]  # SAE_X: known to no KM
@@ -78,27 +76,6 @@ saes = {remote!r}
         out[me] = path
     out["ports"] = ports  # type: ignore[assignment]
     return out
-
-
-class KmThread:
-    """A KeyManager running in its own event loop on a background thread."""
-
-    def __init__(self, config_path: Path) -> None:
-        self.config = load_config(config_path)
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.km = KeyManager(self.config)
-        asyncio.run_coroutine_threadsafe(self.km.start(), self.loop).result(30)
-
-    def call(self, coro, timeout: float = 30):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def stop(self) -> None:
-        self.call(self.km.stop())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
 
 
 @pytest.fixture(scope="module")

@@ -86,3 +86,22 @@ def test_sdn_section_is_optional_and_parsed_by_the_key_manager_config(tmp_path):
     files["a"].write_text(files["a"].read_text().replace("[[peers]]", "[sdn]\nport = 9\n[[peers]]", 1))
     cfg = load_config(files["a"])
     assert cfg.sdn.port == 9 and cfg.sdn.controllers == ("SDN_CONTROLLER",) and cfg.sdn.cert == cfg.api.cert
+
+
+def test_key_manager_with_an_sdn_section_refuses_an_entry_point_that_would_not_serve_it(tmp_path):
+    """The KM does not import the SDN agent: whoever starts it passes the RESTCONF starter, and a
+    configuration with [sdn] started without one is refused rather than running silently without SDN."""
+    from node.control.sdn.service import services_for
+    from node.keymanager.daemon import KeyManager
+    from node.keymanager.daemon import main as km_module_main
+
+    pki = tmp_path / "pki"
+    make_pki(pki, ["KME_A", "KME_B"], ["SAE_A"])
+    files = write_pair_configs(tmp_path, pki)
+    files["a"].write_text(files["a"].read_text().replace("[[peers]]", "[sdn]\nport = 9\n[[peers]]", 1))
+    cfg = load_config(files["a"])
+    with pytest.raises(ValueError, match=r"\[sdn\].*qkdnode km"):
+        KeyManager(cfg)
+    assert set(services_for(cfg)) == {"restconf"}
+    assert services_for(load_config(files["b"])) == {}
+    assert km_module_main([str(files["a"])]) == 2
