@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -14,6 +16,7 @@ from postprocessing.cascade import (
     LoopbackLink,
     reconcile_loopback,
     reconcile_many_loopback,
+    shuffle,
 )
 from postprocessing.cascade.stats import binary_entropy
 
@@ -27,9 +30,18 @@ def frame(n: int, qber: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return alice, bob
 
 
+@pytest.fixture
+def fixed_shuffle_seeds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both sides' shuffle-seed contributions from a counter, so a test's outcome does not depend on
+    the CSPRNG: about one block in 1,500 leaves more than 4 errors (an even number, which the
+    verification hash catches), on the code before and after the scratch pool alike."""
+    counter = itertools.count(1)
+    monkeypatch.setattr(shuffle, "draw_seed", lambda: next(counter).to_bytes(shuffle.SEED_BYTES, "big"))
+
+
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 @pytest.mark.parametrize("qber", [0.001, 0.02, 0.11])
-def test_every_variant_corrects_a_frame(variant: str, qber: float) -> None:
+def test_every_variant_corrects_a_frame(variant: str, qber: float, fixed_shuffle_seeds: None) -> None:
     alice, bob = frame(20_000, qber, 7)
     corrected, stats = reconcile_loopback(alice, bob, qber, variant)
     residual = int(np.count_nonzero(corrected != alice))
