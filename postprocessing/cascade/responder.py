@@ -11,7 +11,7 @@ from numpy.typing import NDArray
 
 from postprocessing.bits import check_bits
 from postprocessing.cascade import kernels, shuffle
-from postprocessing.cascade.channel import ClassicalChannel, Message
+from postprocessing.cascade.channel import ClassicalChannel, LoopbackEnd, Message
 from postprocessing.cascade.passes import PassTables
 from postprocessing.cascade.protocol import (
     ASK,
@@ -195,9 +195,12 @@ class CascadeResponder:
         while len(self.results) > self.keep_results:
             del self.results[next(iter(self.results))]  # oldest first (dicts keep insertion order)
 
-    def serve_pending(self, end: ClassicalChannel | None = None) -> None:
-        """Answer every message already delivered on the channel (does not wait)."""
+    def serve_pending(self, end: LoopbackEnd | None = None) -> None:
+        """Answer every message already delivered on the channel (does not wait); only a loopback
+        end can say what is already delivered."""
         ch = end if end is not None else self.channel
+        if not isinstance(ch, LoopbackEnd):
+            raise TypeError(f"serve_pending needs a LoopbackEnd (it polls), got {type(ch).__name__}")
         poll = ch.poll
         while True:
             try:
