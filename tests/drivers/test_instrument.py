@@ -246,7 +246,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 from drivers.instrument import parse_float, parse_int  # noqa: E402
 
-REPLY_TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40)
+REPLY_TEXT = st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=40)
 
 
 @given(REPLY_TEXT)
