@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -138,7 +139,7 @@ class CascadeResponder:
         self._blocks: dict[int, _AliceBlock] = {}
         self.results: dict[int, ResponderResult] = {}  # the last `keep_results` finished blocks
         self.keep_results = keep_results
-        self.tamper_answers = None  # tests: a callable(answers) -> answers modelling a lying responder
+        self.tamper_answers: Callable[[np.ndarray], np.ndarray] | None = None  # tests: a callable(answers) -> answers modelling a lying responder
 
     def add_block(self, block_id: int, alice_bits: NDArray[np.uint8]) -> None:
         """Make Alice's frame `alice_bits` (one uint8 0/1 per bit) available for block `block_id`."""
