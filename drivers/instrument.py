@@ -51,6 +51,13 @@ def clip(message: str) -> str:
     return message if len(message) <= LOG_CLIP else f"{message[:LOG_CLIP]}...(+{len(message) - LOG_CLIP} chars)"
 
 
+def _shown(command: str | bytes, shown: str | None) -> str:
+    """What logs and exceptions print for `command`: `shown` if given, raw bytes only by their length."""
+    if shown is not None:
+        return shown
+    return command if isinstance(command, str) else f"<{len(command)} bytes>"
+
+
 # --- reply parsers -------------------------------------------------------------------------------
 
 def parse_float(reply: str) -> float:
@@ -246,13 +253,12 @@ class Instrument:
                 before = self.reconnects
                 self._exchange(command, reply=False, retry=retry, shown=shown)
                 if check:
-                    self.check_errors(command if shown is None else shown)
+                    self.check_errors(_shown(command, shown))
                 if self.reconnects == before:
                     return
                 # the session was reopened between the command and its error check: the command
                 # may have died with the old session, so send it again (settings are idempotent)
-                log.warning("%s: session reopened after %r, sending it again", self.name,
-                            clip(command) if shown is None else shown)
+                log.warning("%s: session reopened after %r, sending it again", self.name, clip(_shown(command, shown)))
 
     def query(self, command: str, parse: Callable[[str], T] = str) -> T:  # type: ignore[assignment]
         """Send a query and return its parsed reply; a timeout drains the error queue into the message."""

@@ -355,7 +355,7 @@ def _alice_fast(
         m = np.uint8(a == b)
         match[i] = m
         intensity[j] = k
-        j += m
+        j += int(m)
         key[z] = bit
         key_class[z] = k
         z += m & (a ^ 1)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from typing import overload
 
 import numpy as np
 from numpy.typing import NDArray
@@ -62,6 +63,10 @@ class ClockFit:
         """Fractional rate difference of Bob's clock against Alice's, in parts per million."""
         return (self.period_ps / self.nominal_period_ps - 1.0) * 1e6
 
+    @overload
+    def time_of_slot(self, slot: int) -> float: ...
+    @overload
+    def time_of_slot(self, slot: NDArray[np.int64]) -> NDArray[np.float64]: ...
     def time_of_slot(self, slot: int | NDArray[np.int64]) -> float | NDArray[np.float64]:
         """Expected Bob-clock time of a slot's sync-aligned arrival (float ps)."""
         return self.t_ref_ps + self.intercept_ps + self.period_ps * (np.asarray(slot, dtype=np.float64) - self.slot_ref)

@@ -7,6 +7,7 @@ Channel map (tagger channels): 0 = sync, 1 = Z0, 2 = Z1, 3 = X0, 4 = X1.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -17,7 +18,7 @@ from drivers.mock.channel import propagation_delay_ps, transmittance
 from drivers.mock.clocks import ClockModel
 from drivers.mock.detectors import N_DETECTORS, routing
 
-__all__ = ["CHANNEL_SYNC", "DETECTOR_CHANNELS", "DETECTOR_PRESETS", "JITTER_TRUNCATION", "LinkParams"]
+__all__ = ["CHANNEL_SYNC", "DETECTOR_CHANNELS", "DETECTOR_PRESETS", "JITTER_TRUNCATION", "LinkParams", "PerDetector"]
 
 CHANNEL_SYNC = 0
 DETECTOR_CHANNELS = (1, 2, 3, 4)  # Z0, Z1, X0, X1
@@ -36,8 +37,39 @@ DETECTOR_PRESETS: dict[str, dict[str, Any]] = {
                     afterpulse_time_ps=50_000.0, dead_time_ps=22_000.0, jitter_ps=175.0),
 }
 
-_PER_DETECTOR = ("efficiency", "dark_count_hz", "afterpulse_probability", "afterpulse_time_ps",
-                 "dead_time_ps", "jitter_ps", "detector_delay_ps")
+
+
+def _per_detector(name: str, value: float | Sequence[float]) -> tuple[float, ...]:
+    """`value` as one float per detector (Z0, Z1, X0, X1); a scalar is repeated."""
+    if isinstance(value, (int, float)):
+        value = (float(value),) * N_DETECTORS
+    out = tuple(float(v) for v in value)
+    if len(out) != N_DETECTORS:
+        raise ValueError(f"{name} must be a scalar or {N_DETECTORS} values (Z0, Z1, X0, X1), got {len(out)}")
+    return out
+
+
+class PerDetector:
+    """A `LinkParams` field holding one float per detector: set from a scalar or N_DETECTORS values,
+    read as a tuple, so the constructor's scalar form is typed and normalised in one place."""
+
+    def __init__(self, default: Sequence[float]) -> None:
+        self._default = _per_detector("default", default)
+        self._name = self._slot = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name, self._slot = name, f"_{name}"
+
+    def __get__(self, obj: object | None, owner: type | None = None) -> tuple[float, ...]:
+        # class access (obj None) gives the default, which is how dataclasses finds it
+        if obj is None:
+            return self._default
+        value: tuple[float, ...] = obj.__dict__[self._slot]
+        return value
+
+    def __set__(self, obj: object, value: float | Sequence[float]) -> None:
+        # reached only from the frozen dataclass's __init__ (object.__setattr__)
+        obj.__dict__[self._slot] = _per_detector(self._name, value)
 
 
 @dataclass(frozen=True)
@@ -55,13 +87,13 @@ class LinkParams:
     group_index: float = 1.468
     bob_p_z: float = 0.5
     misalignment: float = 0.01
-    efficiency: tuple[float, ...] = (0.2, 0.2, 0.2, 0.2)
-    dark_count_hz: tuple[float, ...] = (500.0, 500.0, 500.0, 500.0)
-    afterpulse_probability: tuple[float, ...] = (0.01, 0.01, 0.01, 0.01)
-    afterpulse_time_ps: tuple[float, ...] = (20_000.0,) * 4
-    dead_time_ps: tuple[float, ...] = (50_000.0,) * 4
-    jitter_ps: tuple[float, ...] = (50.0,) * 4
-    detector_delay_ps: tuple[float, ...] = (0.0, 30.0, 60.0, 90.0)
+    efficiency: PerDetector = PerDetector((0.2, 0.2, 0.2, 0.2))
+    dark_count_hz: PerDetector = PerDetector((500.0, 500.0, 500.0, 500.0))
+    afterpulse_probability: PerDetector = PerDetector((0.01, 0.01, 0.01, 0.01))
+    afterpulse_time_ps: PerDetector = PerDetector((20_000.0,) * 4)
+    dead_time_ps: PerDetector = PerDetector((50_000.0,) * 4)
+    jitter_ps: PerDetector = PerDetector((50.0,) * 4)
+    detector_delay_ps: PerDetector = PerDetector((0.0, 30.0, 60.0, 90.0))
     clock_offset_ps: float = 1_000_000.0
     clock_drift_ppm: float = 0.0
     clock_drift_rate_ppm_per_s: float = 0.0
@@ -72,14 +104,6 @@ class LinkParams:
     resolution_ps: int = 1
 
     def __post_init__(self) -> None:
-        for name in _PER_DETECTOR:
-            value = getattr(self, name)
-            if isinstance(value, (int, float)):
-                value = (float(value),) * N_DETECTORS
-            value = tuple(float(v) for v in value)
-            if len(value) != N_DETECTORS:
-                raise ValueError(f"{name} must be a scalar or {N_DETECTORS} values (Z0, Z1, X0, X1), got {len(value)}")
-            object.__setattr__(self, name, value)
         object.__setattr__(self, "intensities", tuple(float(v) for v in self.intensities))
         object.__setattr__(self, "class_probabilities", tuple(float(v) for v in self.class_probabilities))
         self._validate()

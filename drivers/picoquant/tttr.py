@@ -254,7 +254,7 @@ def write_ptu(
     chosen += [t for t in user if t.ident not in _WRITER_OWNS]
     chosen += owned
     head = encode_header(chosen)
-    body = memoryview(np.ascontiguousarray(records, dtype="<u4")).cast("B")
+    body = np.ascontiguousarray(records, dtype="<u4").data.cast("B")
     if isinstance(file, (str, os.PathLike)):
         with open(file, "wb") as fh:
             fh.write(head)

@@ -29,11 +29,13 @@ from node.classical.errors import (
 )
 from node.classical.messages import ErrorBody, MessageType
 
-__all__ = ["DispatchTable", "serve"]
+__all__ = ["DispatchTable", "Handler", "serve"]
 
 log = logging.getLogger(__name__)
 
 H = TypeVar("H", bound=Callable[..., Any])
+Handler = Callable[[Message], Message | None]
+"""A server handler: the reply to a message, or None for none."""
 
 
 class DispatchTable(Generic[H]):
@@ -99,7 +101,7 @@ def error_reply(message: Message, error: str) -> Message | None:
     return ErrorBody.answering(message, error).message()
 
 
-def serve(table: DispatchTable[Callable[[Message], Message | None]], channel: Any, stop: threading.Event, *,
+def serve(table: DispatchTable[Handler], channel: Any, stop: threading.Event, *,
           poll_s: float = 0.1, send_timeout_s: float = 5.0) -> None:
     """Receive, dispatch and answer messages on a `SecureChannel` until `stop` is set; bad input is
     logged and counted in `table.counts` and never stops the loop. The calling thread owns the channel."""

@@ -90,6 +90,25 @@ class Message:
     """Set by `open`: True when a tag was checked (its own, or a closing tag over its transcript);
     False for a transcript member, which must not be trusted for anything irreversible until closed."""
 
+    def raw(self, index: int) -> bytes:
+        """Payload frame `index` as raw bytes; `MessageFormatError` if absent or an array."""
+        frame = self._frame(index)
+        if not isinstance(frame, bytes):
+            raise MessageFormatError(f"{self.type}: payload frame {index} must be raw bytes, got an array")
+        return frame
+
+    def array(self, index: int) -> np.ndarray:
+        """Payload frame `index` as a numpy array; `MessageFormatError` if absent or raw bytes."""
+        frame = self._frame(index)
+        if not isinstance(frame, np.ndarray):
+            raise MessageFormatError(f"{self.type}: payload frame {index} must be an array, got raw bytes")
+        return frame
+
+    def _frame(self, index: int) -> Payload:
+        if not 0 <= index < len(self.frames):
+            raise MessageFormatError(f"{self.type}: needs payload frame {index}, got {len(self.frames)} frames")
+        return self.frames[index]
+
     def __repr__(self) -> str:
         # payloads may be key material: show their shapes, never their contents
         parts = []

@@ -267,9 +267,9 @@ class AliceLink:
         if result is None or not result.completed:
             reason = result.reason if result is not None else "Cascade did not finish"
             raise ProtocolError(f"block {block_id}: Cascade failed on Alice's side ({reason})")
-        if len(msg.frames) != 2 or not isinstance(msg.frames[0], bytes) or not isinstance(msg.frames[1], bytes):
+        seed, bob_tag = msg.frames if len(msg.frames) == 2 else (None, None)
+        if not isinstance(seed, bytes) or not isinstance(bob_tag, bytes):
             raise ProtocolError("VERIFY: needs two raw frames (seed, Bob's tag)")
-        seed, bob_tag = msg.frames
         z_errors = msg.header.get("z_errors")
         if (not isinstance(z_errors, list) or len(z_errors) != self.settings.n_intensities
                 or not all(isinstance(e, int) and not isinstance(e, bool) and e >= 0 for e in z_errors)

@@ -15,6 +15,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -96,7 +97,7 @@ class BobLink:
         self.counters = {"batches": 0, "detections": 0, "sifted_bits": 0, "blocks": 0, "aborted": 0,
                          "key_bits": 0, "leaked_bits": 0, "auth_failures": 0, "auth_bits": 0,
                          "finite_key_bits": 0}
-        self.last_block: dict[str, object] = {}
+        self.last_block: dict[str, Any] = {}  # a JSON-ready report of the last block
         self.history: deque[dict[str, float]] = deque(maxlen=1000)  # per block: when, sifted so far, secret
         self._auth_mark = self._auth_consumed()
         self.monitor = LinkMonitor(settings.link_id, settings.qber_abort, self.alarm,  # KM03 detection, QL01 forecast
@@ -307,7 +308,7 @@ class BobLink:
         self.last_block.update(eps_auth=eps_auth, auth_bits=auth_bits, rekey=rekey, refill_bits=refill_bits,
                                net_key_bits=key.length_bits)
         self.history[-1].update(eps_auth=eps_auth, auth_bits=auth_bits, net_key_bits=key.length_bits)
-        self.last_block["finite_key"]["eps_auth"] = eps_auth  # type: ignore[index]
+        self.last_block["finite_key"]["eps_auth"] = eps_auth
         self.counters["blocks"] += 1
         self.counters["key_bits"] += key.length_bits
         self.counters["finite_key_bits"] += length

@@ -37,7 +37,7 @@ __all__ = [
 PROTOCOL = b"qkdnode-cascade/1"
 
 _DTYPES: dict[str, np.dtype[Any]] = {"u1": np.dtype("<u1"), "u4": np.dtype("<u4"), "u8": np.dtype("<u8"), "i8": np.dtype("<i8")}
-_CODES = {np.dtype(np.uint8): "u1", np.dtype(np.uint32): "u4", np.dtype(np.uint64): "u8", np.dtype(np.int64): "i8"}
+_CODES: dict[np.dtype[Any], str] = {np.dtype(np.uint8): "u1", np.dtype(np.uint32): "u4", np.dtype(np.uint64): "u8", np.dtype(np.int64): "i8"}
 _LITTLE = sys.byteorder == "little"
 _MAX_HEADER = 64 * 1024
 _MAX_BUFFERS = 16
@@ -48,9 +48,11 @@ _JSON_IN = json.JSONDecoder()
 _JSON_SPACE = re.compile(r"[ \t\n\r]*")
 # The C encoder built once, as JSONEncoder.encode would build it on every call (without the circular
 # reference check: headers are built here from plain dicts and lists).
-_C_ENCODER = (json.encoder.c_make_encoder(None, _JSON_OUT.default, json.encoder.encode_basestring_ascii, None,
-                                           ":", ",", False, False, True)
-              if json.encoder.c_make_encoder is not None else None)
+# c_make_encoder is CPython's private C accelerator, absent from typeshed's json.encoder stub
+_MAKE_ENCODER = getattr(json.encoder, "c_make_encoder", None)
+_C_ENCODER = (_MAKE_ENCODER(None, _JSON_OUT.default, json.encoder.encode_basestring_ascii, None,
+                            ":", ",", False, False, True)
+              if _MAKE_ENCODER is not None else None)
 
 
 def _json_out(header: dict[str, Any]) -> str:
@@ -60,10 +62,12 @@ def _json_out(header: dict[str, Any]) -> str:
 def _json_in(text: str) -> Any:
     """json.loads(text), by the decoder's scanner directly (a third of the time for a small header)."""
     try:
-        obj, end = _JSON_IN.scan_once(text, _JSON_SPACE.match(text, 0).end())
+        start = _JSON_SPACE.match(text, 0)  # `*`: always matches, possibly empty
+        obj, end = _JSON_IN.scan_once(text, start.end() if start else 0)  # type: ignore[attr-defined]  # CPython's JSONDecoder sets scan_once; typeshed omits it
     except StopIteration:
         raise ValueError("not JSON") from None
-    if _JSON_SPACE.match(text, end).end() != len(text):
+    tail = _JSON_SPACE.match(text, end)
+    if (tail.end() if tail else end) != len(text):
         raise ValueError("extra data after the JSON value")
     return obj
 

@@ -20,6 +20,9 @@ from numpy.typing import NDArray
 
 from drivers.jit import kernel
 
+Int = int | np.int64
+"""A scalar integer: a Python int or one read from an int64 pass table (numba sees int64 either way)."""
+
 BLOCK = 0
 HALF = 1
 BICONF = 2
@@ -33,14 +36,14 @@ INVALID = 255
 
 
 @kernel
-def node_range(length: int, v: int) -> tuple[int, int]:
+def node_range(length: Int, v: Int) -> tuple[Int, Int]:
     """[lo, hi) of heap node `v` in a block of `length` positions (lo == hi: no such node)."""
     depth = 0
     t = v
     while t > 1:
         t >>= 1
         depth += 1
-    lo = 0
+    lo: Int = 0
     hi = length
     for shift in range(depth - 1, -1, -1):
         if hi - lo <= 1:
@@ -54,7 +57,7 @@ def node_range(length: int, v: int) -> tuple[int, int]:
 
 
 @kernel
-def tree_stride(length: int) -> int:
+def tree_stride(length: Int) -> Int:
     """Tree slots a block of `length` positions needs (heap indices are < the stride)."""
     d = 0
     while (1 << d) < length:
@@ -78,8 +81,8 @@ def word_parity(x: np.uint64) -> np.int64:
 
 
 @kernel
-def _range_words(rows: NDArray[np.uint64], r: int, masks: NDArray[np.uint64], m: int, flip: int,
-                 lo: int, hi: int) -> np.uint64:
+def _range_words(rows: NDArray[np.uint64], r: Int, masks: NDArray[np.uint64], m: Int, flip: Int,
+                 lo: Int, hi: Int) -> np.uint64:
     """XOR of the words of rows[r] over [lo, hi) ANDed with masks[m] (flip = 1: its complement);
     bits outside [lo, hi) cleared. Packed bits per DESIGN §3 (padding bits are zero). 2-D arrays
     and row numbers rather than row views: no array object per call in the hot loops."""
@@ -101,7 +104,7 @@ def _range_words(rows: NDArray[np.uint64], r: int, masks: NDArray[np.uint64], m:
 
 
 @kernel
-def _plain_parity(rows: NDArray[np.uint64], r: int, lo: int, hi: int) -> np.int64:
+def _plain_parity(rows: NDArray[np.uint64], r: Int, lo: Int, hi: Int) -> np.int64:
     if hi <= lo:
         return np.int64(0)
     w0 = lo >> 6
@@ -118,19 +121,19 @@ def _plain_parity(rows: NDArray[np.uint64], r: int, lo: int, hi: int) -> np.int6
 
 
 @kernel
-def packed_parity(words: NDArray[np.uint64], lo: int, hi: int) -> np.int64:
+def packed_parity(words: NDArray[np.uint64], lo: Int, hi: Int) -> np.int64:
     """Parity of the packed bits in [lo, hi)."""
     return _plain_parity(words.reshape(1, words.size), 0, lo, hi)
 
 
 @kernel
-def masked_parity(words: NDArray[np.uint64], mask: NDArray[np.uint64], flip: int, lo: int, hi: int) -> np.int64:
+def masked_parity(words: NDArray[np.uint64], mask: NDArray[np.uint64], flip: Int, lo: Int, hi: Int) -> np.int64:
     """Parity of the packed bits in [lo, hi) that lie in the subset `mask` (flip = 1: its complement)."""
     return word_parity(_range_words(words.reshape(1, words.size), 0, mask.reshape(1, mask.size), 0, flip, lo, hi))
 
 
 @kernel
-def _popcount(x: np.uint64) -> int:
+def _popcount(x: np.uint64) -> Int:
     x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
     x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
     x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
@@ -138,7 +141,7 @@ def _popcount(x: np.uint64) -> int:
 
 
 @kernel
-def _members(masks: NDArray[np.uint64], m: int, flip: int, lo: int, hi: int) -> int:
+def _members(masks: NDArray[np.uint64], m: Int, flip: Int, lo: Int, hi: Int) -> Int:
     """Subset members (flip = 1: complement members) among positions [lo, hi), hi - lo <= 64."""
     if hi <= lo:
         return 0
@@ -153,15 +156,15 @@ def _members(masks: NDArray[np.uint64], m: int, flip: int, lo: int, hi: int) -> 
 
 
 @kernel
-def _root_length(kind: int, k: int, b: int, n: int) -> int:
+def _root_length(kind: Int, k: Int, b: Int, n: Int) -> Int:
     if kind == BLOCK:
         return min(k, n - b * k)
     return n
 
 
 @kernel
-def _node_parity(kind: int, k: int, b: int, lo: int, hi: int, rows: NDArray[np.uint64], r: int,
-                 masks: NDArray[np.uint64], m: int) -> int:
+def _node_parity(kind: Int, k: Int, b: Int, lo: Int, hi: Int, rows: NDArray[np.uint64], r: Int,
+                 masks: NDArray[np.uint64], m: Int) -> np.int64:
     if kind == BLOCK:
         off = b * k
         return _plain_parity(rows, r, off + lo, off + hi)
@@ -169,7 +172,7 @@ def _node_parity(kind: int, k: int, b: int, lo: int, hi: int, rows: NDArray[np.u
 
 
 @kernel
-def top_parities(kind: int, k: int, nb: int, n: int, words: NDArray[np.uint64],
+def top_parities(kind: Int, k: Int, nb: Int, n: Int, words: NDArray[np.uint64],
                  mask: NDArray[np.uint64]) -> NDArray[np.uint8]:
     """Parity of every block of a pass of n bits (BLOCK: packed `words` in pass order; HALF/BICONF:
     packed `words` in frame order and the packed subset `mask`)."""
@@ -194,7 +197,7 @@ def top_parities(kind: int, k: int, nb: int, n: int, words: NDArray[np.uint64],
 @kernel
 def answer_questions(
     kind: NDArray[np.int64], ksz: NDArray[np.int64], nb: NDArray[np.int64], stride: NDArray[np.int64],
-    rowi: NDArray[np.int64], mrow: NDArray[np.int64], n_started: int, n: int,
+    rowi: NDArray[np.int64], mrow: NDArray[np.int64], n_started: Int, n: Int,
     rows: NDArray[np.uint64], masks: NDArray[np.uint64],
     q_pass: NDArray[np.uint8], q_blk: NDArray[np.uint32], q_node: NDArray[np.uint32],
 ) -> NDArray[np.uint8]:
@@ -235,9 +238,9 @@ def pack_answers(answers: NDArray[np.uint8]) -> tuple[NDArray[np.uint8], bool]:
 
 @kernel
 def set_roots(
-    j: int, kind: NDArray[np.int64], ksz: NDArray[np.int64], nb: NDArray[np.int64], stride: NDArray[np.int64],
+    j: Int, kind: NDArray[np.int64], ksz: NDArray[np.int64], nb: NDArray[np.int64], stride: NDArray[np.int64],
     base: NDArray[np.int64], rowi: NDArray[np.int64], mrow: NDArray[np.int64],
-    n: int, state: NDArray[np.int8], rows: NDArray[np.uint64], masks: NDArray[np.uint64],
+    n: Int, state: NDArray[np.int8], rows: NDArray[np.uint64], masks: NDArray[np.uint64],
     alice_top: NDArray[np.uint8],
 ) -> NDArray[np.int64]:
     """Record Alice's block parities of pass `j`; returns the blocks whose parities differ."""
@@ -255,8 +258,8 @@ def set_roots(
 
 
 @kernel
-def _locate(j: int, p: int, kind: NDArray[np.int64], ksz: NDArray[np.int64], prow: NDArray[np.int64],
-            mrow: NDArray[np.int64], poss: NDArray[np.int32], masks: NDArray[np.uint64]) -> tuple[int, int]:
+def _locate(j: Int, p: Int, kind: NDArray[np.int64], ksz: NDArray[np.int64], prow: NDArray[np.int64],
+            mrow: NDArray[np.int64], poss: NDArray[np.int32], masks: NDArray[np.uint64]) -> tuple[Int, Int]:
     """(block, position within the block's range) of frame position p in pass j; block -1: in none."""
     kd = kind[j]
     if kd == BLOCK:
@@ -277,7 +280,7 @@ _WAIT = 3  # its left child's parity is already asked: wait for the answer
 
 
 @kernel(inline="always")
-def _push(lst: NDArray[np.int64], count: int, j: int, b: int, v: int) -> NDArray[np.int64]:
+def _push(lst: NDArray[np.int64], count: Int, j: Int, b: Int, v: Int) -> NDArray[np.int64]:
     """Append (pass, block, node) as row `count` of a growable (capacity, 3) list; returns the list,
     reallocated at twice the capacity when it was full."""
     if count == lst.shape[0]:
@@ -293,7 +296,7 @@ def _push(lst: NDArray[np.int64], count: int, j: int, b: int, v: int) -> NDArray
 @kernel(inline="always")
 def _record_answers(
     kind: NDArray[np.int64], ksz: NDArray[np.int64], stride: NDArray[np.int64], base: NDArray[np.int64],
-    rowi: NDArray[np.int64], mrow: NDArray[np.int64], n: int, state: NDArray[np.int8], rows: NDArray[np.uint64],
+    rowi: NDArray[np.int64], mrow: NDArray[np.int64], n: Int, state: NDArray[np.int8], rows: NDArray[np.uint64],
     masks: NDArray[np.uint64], a_pass: NDArray[np.uint8], a_blk: NDArray[np.uint32], a_node: NDArray[np.uint32],
     answers: NDArray[np.uint8],
 ) -> None:
@@ -315,8 +318,8 @@ def _record_answers(
 
 
 @kernel(inline="always")
-def _empty_half(kd: int, masks: NDArray[np.uint64], mr: int, b: int, lo: int, hi: int,
-                state: NDArray[np.int8], left: int) -> int:
+def _empty_half(kd: Int, masks: NDArray[np.uint64], mr: Int, b: Int, lo: Int, hi: Int,
+                state: NDArray[np.int8], left: Int) -> Int:
     """Subset passes: a half of a node of at most 64 positions with no member has parity 0 on both
     sides, so both children's differences follow from the parent's without asking. Returns the left
     child's state (UNKNOWN where both halves have members)."""
@@ -335,8 +338,8 @@ def _empty_half(kd: int, masks: NDArray[np.uint64], mr: int, b: int, lo: int, hi
 
 
 @kernel(inline="always")
-def _descend(kd: int, b: int, v: int, length: int, slot: int, state: NDArray[np.int8], masks: NDArray[np.uint64],
-             mr: int) -> tuple[int, int, int]:
+def _descend(kd: Int, b: Int, v: Int, length: Int, slot: Int, state: NDArray[np.int8], masks: NDArray[np.uint64],
+             mr: Int) -> tuple[Int, Int, Int]:
     """Walk one search down from node `v` (odd parity) through the parities already known.
     Returns (outcome, node, its range's lo): `_FOUND` at the erroneous leaf, `_ASK`/`_WAIT` at the node
     whose left child's parity is missing, `_GONE` where the node became even."""
@@ -368,7 +371,7 @@ def _descend(kd: int, b: int, v: int, length: int, slot: int, state: NDArray[np.
 
 
 @kernel(inline="always")
-def _frame_position(kd: int, k: int, b: int, lo: int, prow: int, perms: NDArray[np.int32]) -> int:
+def _frame_position(kd: Int, k: Int, b: Int, lo: Int, prow: Int, perms: NDArray[np.int32]) -> Int:
     """Frame position of position `lo` of block `b` (BLOCK passes count in their shuffled order)."""
     if kd != BLOCK:
         return lo
@@ -377,7 +380,7 @@ def _frame_position(kd: int, k: int, b: int, lo: int, prow: int, perms: NDArray[
 
 
 @kernel(inline="always")
-def _flip_everywhere(p: int, n_started: int, kind: NDArray[np.int64], rowi: NDArray[np.int64],
+def _flip_everywhere(p: Int, n_started: Int, kind: NDArray[np.int64], rowi: NDArray[np.int64],
                      prow: NDArray[np.int64], rows: NDArray[np.uint64], poss: NDArray[np.int32]) -> None:
     """Correct frame position p in the frame and in every shuffled copy of it."""
     rows[0, p >> 6] ^= np.uint64(1) << np.uint64(p & 63)
@@ -388,13 +391,13 @@ def _flip_everywhere(p: int, n_started: int, kind: NDArray[np.int64], rowi: NDAr
 
 
 @kernel(inline="always")
-def _toggle_path(s2: int, length: int, r: int, state: NDArray[np.int8]) -> int:
+def _toggle_path(s2: Int, length: Int, r: Int, state: NDArray[np.int8]) -> Int:
     """Toggle every known node containing position r (of a block of `length`), from the root down
     while known; returns the deepest node now odd (0: none), where a new search starts."""
     vv = 1
-    lo = 0
+    lo: Int = 0
     hi = length
-    deepest = 0
+    deepest: Int = 0
     while True:
         st = state[s2 + vv]
         if st != EVEN and st != ODD:
@@ -415,10 +418,10 @@ def _toggle_path(s2: int, length: int, r: int, state: NDArray[np.int8]) -> int:
 
 
 @kernel(inline="always")
-def _cascade(p: int, n_started: int, kind: NDArray[np.int64], ksz: NDArray[np.int64], stride: NDArray[np.int64],
-             base: NDArray[np.int64], mrow: NDArray[np.int64], prow: NDArray[np.int64], n: int,
+def _cascade(p: Int, n_started: Int, kind: NDArray[np.int64], ksz: NDArray[np.int64], stride: NDArray[np.int64],
+             base: NDArray[np.int64], mrow: NDArray[np.int64], prow: NDArray[np.int64], n: Int,
              state: NDArray[np.int8], masks: NDArray[np.uint64], poss: NDArray[np.int32],
-             work: NDArray[np.int64], nw: int) -> tuple[NDArray[np.int64], int]:
+             work: NDArray[np.int64], nw: Int) -> tuple[NDArray[np.int64], Int]:
     """The cascade of correcting p: in every started pass, the block holding p changes parity along
     its known path, and a search starts at the deepest node now odd. Returns the grown work list."""
     for jj in range(n_started):
@@ -436,7 +439,7 @@ def _cascade(p: int, n_started: int, kind: NDArray[np.int64], ksz: NDArray[np.in
 def bob_round(
     kind: NDArray[np.int64], ksz: NDArray[np.int64], nb: NDArray[np.int64], stride: NDArray[np.int64],
     base: NDArray[np.int64], rowi: NDArray[np.int64], mrow: NDArray[np.int64], prow: NDArray[np.int64],
-    n_started: int, n: int, state: NDArray[np.int8], rows: NDArray[np.uint64],
+    n_started: Int, n: Int, state: NDArray[np.int8], rows: NDArray[np.uint64],
     masks: NDArray[np.uint64], perms: NDArray[np.int32], poss: NDArray[np.int32],
     a_pass: NDArray[np.uint8], a_blk: NDArray[np.uint32], a_node: NDArray[np.uint32], answers: NDArray[np.uint8],
     s_pass: NDArray[np.int64], s_blk: NDArray[np.int64], s_node: NDArray[np.int64],
@@ -453,7 +456,7 @@ def bob_round(
     # work list: the waiting searches, then the cascade's new searches as errors are corrected
     cap = max(16, 2 * s_pass.size)
     work = np.empty((cap, 3), dtype=np.int64)
-    nw = s_pass.size
+    nw: Int = s_pass.size
     for i in range(nw):
         work[i, 0] = s_pass[i]
         work[i, 1] = s_blk[i]
@@ -497,7 +500,7 @@ def bob_round(
 
 @kernel
 def clear_trees(kind: NDArray[np.int64], ksz: NDArray[np.int64], nb: NDArray[np.int64], stride: NDArray[np.int64],
-                base: NDArray[np.int64], n_passes: int, n: int, state: NDArray[np.int8]) -> int:
+                base: NDArray[np.int64], n_passes: Int, n: Int, state: NDArray[np.int8]) -> Int:
     """Zero every node of the first `n_passes` passes' trees, so the state can serve another block.
     Trees of up to a page are cleared whole; in bigger ones only written nodes are visited: a node is
     written only once its parent is (a search writes the children of the node it stands on), so a

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,7 +12,7 @@ from numpy.typing import NDArray
 
 from postprocessing.bits import check_bits
 from postprocessing.cascade import kernels, shuffle
-from postprocessing.cascade.channel import ClassicalChannel, Message
+from postprocessing.cascade.channel import ClassicalChannel, LoopbackEnd, Message
 from postprocessing.cascade.passes import PassTables
 from postprocessing.cascade.protocol import (
     ASK,
@@ -138,7 +139,7 @@ class CascadeResponder:
         self._blocks: dict[int, _AliceBlock] = {}
         self.results: dict[int, ResponderResult] = {}  # the last `keep_results` finished blocks
         self.keep_results = keep_results
-        self.tamper_answers = None  # tests: a callable(answers) -> answers modelling a lying responder
+        self.tamper_answers: Callable[[np.ndarray], np.ndarray] | None = None  # tests: a callable(answers) -> answers modelling a lying responder
 
     def add_block(self, block_id: int, alice_bits: NDArray[np.uint8]) -> None:
         """Make Alice's frame `alice_bits` (one uint8 0/1 per bit) available for block `block_id`."""
@@ -195,9 +196,12 @@ class CascadeResponder:
         while len(self.results) > self.keep_results:
             del self.results[next(iter(self.results))]  # oldest first (dicts keep insertion order)
 
-    def serve_pending(self, end: ClassicalChannel | None = None) -> None:
-        """Answer every message already delivered on the channel (does not wait)."""
+    def serve_pending(self, end: LoopbackEnd | None = None) -> None:
+        """Answer every message already delivered on the channel (does not wait); only a loopback
+        end can say what is already delivered."""
         ch = end if end is not None else self.channel
+        if not isinstance(ch, LoopbackEnd):
+            raise TypeError(f"serve_pending needs a LoopbackEnd (it polls), got {type(ch).__name__}")
         poll = ch.poll
         while True:
             try:

@@ -14,13 +14,14 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 KEY_BASIS = 0
 TEST_BASIS = 1
 _PROBABILITY_TOLERANCE = 1e-9
 
 
-def _as_counts(name: str, value: Any, n_classes: int | None, expected: bool) -> np.ndarray:
+def _as_counts(name: str, value: ArrayLike, n_classes: int | None, expected: bool) -> NDArray[np.float64]:
     try:
         arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
@@ -46,30 +47,32 @@ class DecoyStatistics:
     with intensity class k; `errors[b, k]`: how many of them were bit errors. `expected=True` marks
     model expectations (non-integer counts allowed) rather than observations."""
 
-    intensities: np.ndarray
-    probabilities: np.ndarray
-    detections: np.ndarray
-    errors: np.ndarray
+    intensities: NDArray[np.float64]
+    probabilities: NDArray[np.float64]
+    detections: NDArray[np.float64]
+    errors: NDArray[np.float64]
     expected: bool = False
 
-    def __post_init__(self) -> None:
-        mu = np.asarray(self.intensities, dtype=np.float64).ravel()
+    def __init__(self, intensities: ArrayLike, probabilities: ArrayLike, detections: ArrayLike,
+                 errors: ArrayLike, expected: bool = False) -> None:
+        """Validate any array-like input and keep it as read-only float arrays (the fields' type)."""
+        mu = np.asarray(intensities, dtype=np.float64).ravel()
         if mu.size < 2:
             raise ValueError("intensities: need at least two intensity classes (signal and a decoy)")
         if not np.all(np.isfinite(mu)) or np.any(mu < 0):
             raise ValueError("intensities: mean photon numbers must be finite and non-negative")
         if np.any(np.diff(mu) >= 0):
             raise ValueError("intensities: must be strictly decreasing (class 0 is the signal)")
-        p = np.asarray(self.probabilities, dtype=np.float64).ravel()
+        p = np.asarray(probabilities, dtype=np.float64).ravel()
         if p.shape != mu.shape:
             raise ValueError(f"probabilities: need one per intensity ({mu.size}), got {p.size}")
         if not np.all(np.isfinite(p)) or np.any(p <= 0) or np.any(p > 1):
             raise ValueError("probabilities: each must lie in (0, 1]")
         if abs(float(p.sum()) - 1.0) > _PROBABILITY_TOLERANCE:
             raise ValueError(f"probabilities: must sum to one, got {float(p.sum())!r}")
-        expected = bool(self.expected)
-        n = _as_counts("detections", self.detections, mu.size, expected)
-        m = _as_counts("errors", self.errors, mu.size, expected)
+        expected = bool(expected)
+        n = _as_counts("detections", detections, mu.size, expected)
+        m = _as_counts("errors", errors, mu.size, expected)
         if np.any(m > n):
             raise ValueError("errors: cannot exceed the detections of the same basis and intensity")
         for name, arr in (("intensities", mu), ("probabilities", p), ("detections", n), ("errors", m)):

@@ -315,10 +315,10 @@ def sifted_probabilities(link: LinkParameters, settings: ProtocolSettings, dista
             click_all[k] += qb[a] * (1.0 - np.prod(1.0 - click))
     click = float(np.dot(p, click_all))
     if link.afterpulse_slot == "random":  # on the parent's detector (basis Z with q), any slot, random bit
-        a = link.afterpulse_probability * click * afterpulse_survival(link)
-        matched += np.outer(qb * qb, np.full(mu.size, a))
-        errors += np.outer(qb * qb, np.full(mu.size, a / 2.0))
-        click += a
+        ap = link.afterpulse_probability * click * afterpulse_survival(link)
+        matched += np.outer(qb * qb, np.full(mu.size, ap))
+        errors += np.outer(qb * qb, np.full(mu.size, ap / 2.0))
+        click += ap
     elif link.afterpulse_probability:
         matched *= 1.0 + link.afterpulse_probability
         errors += matched / (1.0 + link.afterpulse_probability) * link.afterpulse_probability / 2.0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -103,8 +105,8 @@ def test_awg_sample_rate_out_of_range_is_refused_before_any_byte():
     transport.assert_all_used()
 
 
-def make_transmitter(awg, **kwargs) -> AWGTransmitter:
-    options = dict(intensities=MU, levels=LEVELS, samples_per_slot=8, pulse_samples=2, pattern_slots=160,
+def make_transmitter(awg, **kwargs: Any) -> AWGTransmitter:
+    options: dict[str, Any] = dict(intensities=MU, levels=LEVELS, samples_per_slot=8, pulse_samples=2, pattern_slots=160,
                    p_z=0.8, p_intensity=(0.6, 0.3, 0.1), stream=False)
     options.update(kwargs)
     return AWGTransmitter(awg, **options)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+from typing import Literal
 
 import pytest
 
@@ -246,7 +247,8 @@ from hypothesis import strategies as st  # noqa: E402
 
 from drivers.instrument import parse_float, parse_int  # noqa: E402
 
-REPLY_TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40)
+SURROGATES: tuple[Literal["Cs"]] = ("Cs",)
+REPLY_TEXT = st.text(alphabet=st.characters(exclude_categories=SURROGATES), max_size=40)
 
 
 @given(REPLY_TEXT)

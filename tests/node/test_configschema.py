@@ -41,7 +41,7 @@ def _sdn(edit: Callable[[dict[str, Any]], None]) -> None:
 
 
 def _topology(edit: Callable[[dict[str, Any]], None]) -> None:
-    doc = copy.deepcopy(TOPOLOGY)
+    doc: dict[str, Any] = copy.deepcopy(TOPOLOGY)
     doc["links"][0]["mock"] = {"seed": 1}
     edit(doc)
     parse_topology(doc, check_mock=check_link_mock)

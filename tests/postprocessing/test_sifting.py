@@ -237,8 +237,10 @@ def test_c_kernels_equal_the_numba_kernels_without_falling_back(n: int, k: int, 
     outs_c = [np.zeros(n + 64, np.uint8) for _ in range(5)]
     outs_n = [np.zeros(n + 64, np.uint8) for _ in range(5)]
     cc, cn = np.zeros(2 * k, np.int64), np.zeros(2 * k, np.int64)
-    rc = sifting_module._c_alice(slot, bb, ab, bit, cls, k, *outs_c, cc)
-    rn = sifting_module._alice_fast(slot, bb, slot, False, ab, bit, cls, k, *outs_n, cn)
+    m_c, i_c, key_c, kc_c, t_c = outs_c
+    m_n, i_n, key_n, kc_n, t_n = outs_n
+    rc = sifting_module._c_alice(slot, bb, ab, bit, cls, k, m_c, i_c, key_c, kc_c, t_c, cc)
+    rn = sifting_module._alice_fast(slot, bb, slot, False, ab, bit, cls, k, m_n, i_n, key_n, kc_n, t_n, cn)
     assert rc == tuple(rn) and not rc[0]
     _, j, z, x = rc
     for a, b, used in zip(outs_c, outs_n, (n, j, z, z, x)):

@@ -15,6 +15,7 @@ import os
 import statistics
 import threading
 import time
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -69,7 +70,7 @@ class _Echo:
 
     def __init__(self, authenticated: bool) -> None:
         from node.classical.channel import PeerChannel, SecureChannel
-        from node.classical.dispatch import DispatchTable, serve
+        from node.classical.dispatch import DispatchTable, Handler, serve
         from node.classical.envelope import Message
         from node.classical.messages import KeyBlockAck, MessageType
 
@@ -80,7 +81,7 @@ class _Echo:
         if authenticated:
             alice, bob = _links(20_000)
             # a small request/reply pair of the key managers, and a key block answered by its typed ACK
-            table = DispatchTable({
+            table: DispatchTable[Handler] = DispatchTable({
                 MessageType.KEY_QUERY: lambda m: Message(MessageType.KEY_STATES, {"n": m.header["n"]}),
                 MessageType.KEY_BLOCK: lambda m: KeyBlockAck(m.header["link"], m.header["block_id"], "stored").message(),
             }, name="bench echo")
@@ -152,7 +153,7 @@ def cases(profile: BenchProfile) -> list[BenchCase]:
             BenchCase(
                 stage="classical-mac",
                 n=n,
-                setup=lambda n=n: _mac_setup(n),
+                setup=partial(_mac_setup, n),
                 run=_mac_run,
                 reference=_mac_reference,
                 unit="Mbit/s",
@@ -188,7 +189,7 @@ def cases(profile: BenchProfile) -> list[BenchCase]:
             BenchCase(
                 stage="classical-zmq-keyblock",
                 n=n,
-                setup=lambda n=n: _keyblock_setup(n),
+                setup=partial(_keyblock_setup, n),
                 run=lambda s: s["auth"].key_block(s["msg"], s["raw_frames"]),
                 reference=lambda s: s["raw"].key_block(s["msg"], s["raw_frames"]),
                 unit="Mbit/s",

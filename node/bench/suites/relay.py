@@ -46,7 +46,6 @@ class _Net:
                                 relay_timeout_s=10.0)
             net.feed_all(1 << 20, 2)
             net.wait_converged(min_bits=8 * 4096)
-            net._tmp = tmp
             cls.nets[name] = net
 
             def close(net: Any = net, tmp: Any = tmp) -> None:
@@ -152,6 +151,7 @@ def _failover_case(profile: BenchProfile) -> BenchCase:
                 raise RuntimeError("no rerouted key within 30 s")
         net.set_link_up("BC", True)
         net.wait_converged(min_bits=8 * 4096)
+        assert first is not None  # a converged (rerouted) key is also a first key
         return first, converged
 
     def run(net: Any) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from collections.abc import Callable
+from functools import lru_cache, partial
 from typing import Any
 
 import numpy as np
@@ -74,7 +75,7 @@ def _exchange_numpy(b: dict[str, Any]) -> None:
     numpy_bob(b["bob_basis"], b["bob_bit"], reply)
 
 
-def _alice_setup(n: int):
+def _alice_setup(n: int) -> Callable[[], dict[str, Any]]:
     def setup() -> dict[str, Any]:
         b = make_batch(n)
         b["request"] = bob_request(b["slot"], b["bob_basis"])
@@ -82,7 +83,7 @@ def _alice_setup(n: int):
     return setup
 
 
-def _bob_setup(n: int):
+def _bob_setup(n: int) -> Callable[[], dict[str, Any]]:
     def setup() -> dict[str, Any]:
         b = make_batch(n)
         _, b["reply"] = alice_sift(bob_request(b["slot"], b["bob_basis"]), b["states"], N_CLASSES)
@@ -102,20 +103,28 @@ def _bob_side_numpy(b: dict[str, Any]) -> None:
     numpy_bob(b["bob_basis"], b["bob_bit"], b["np_reply"])
 
 
+def _alice_side(b: dict[str, Any]) -> None:
+    alice_sift(b["request"], b["states"], N_CLASSES)
+
+
+def _alice_side_numpy(b: dict[str, Any]) -> None:
+    numpy_alice(b["slot"], b["bob_basis"], b["states"])
+
+
 def cases(profile: BenchProfile) -> list[BenchCase]:
     """Sifting rows: the exchange (both sides in turn, one core) and each side on its own."""
+
+    def row(stage: str, n: int, setup: Callable[[], dict[str, Any]], run: Callable[[dict[str, Any]], None],
+            reference: Callable[[dict[str, Any]], None]) -> BenchCase:
+        return BenchCase(stage=stage, n=n, setup=setup, run=run, reference=reference, unit="M det/s",
+                         reference_name="numpy-boolean-mask", params={"intensities": N_CLASSES},
+                         reference_max_runs=1 if profile.quick else 3)
+
     out = []
     for n in profile.sizes:
-        common = dict(n=n, unit="M det/s", reference_name="numpy-boolean-mask",
-                      params={"intensities": N_CLASSES}, reference_max_runs=1 if profile.quick else 3)
-        out.append(BenchCase(stage="sifting", setup=lambda n=n: make_batch(n), run=_exchange,
-                             reference=_exchange_numpy, **common))
-        out.append(BenchCase(stage="sifting-alice", setup=_alice_setup(n),
-                             run=lambda b: alice_sift(b["request"], b["states"], N_CLASSES) and None,
-                             reference=lambda b: numpy_alice(b["slot"], b["bob_basis"], b["states"]) and None,
-                             **common))
-        out.append(BenchCase(stage="sifting-bob", setup=_bob_setup(n), run=_bob_side,
-                             reference=_bob_side_numpy, **common))
+        out.append(row("sifting", n, partial(make_batch, n), _exchange, _exchange_numpy))
+        out.append(row("sifting-alice", n, _alice_setup(n), _alice_side, _alice_side_numpy))
+        out.append(row("sifting-bob", n, _bob_setup(n), _bob_side, _bob_side_numpy))
     return out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,10 @@ from node.bench.core import BenchCase, BenchProfile
 STAGE = "toeplitz"
 THREADED_STAGE = "toeplitz-threads"
 REFERENCE_MAX_N = 10_000_000  # the FFT at 1e8 takes about half a minute: not timed there
+
+
+def _setup_threaded(n: int, l: int, threads: int) -> dict[str, Any]:
+    return dict(_setup(n, l), threads=threads)
 
 
 def _setup(n: int, l: int) -> dict[str, Any]:
@@ -67,7 +72,7 @@ def cases(profile: BenchProfile) -> list[BenchCase]:
             BenchCase(
                 stage=STAGE,
                 n=n,
-                setup=lambda n=n, l=l: _setup(n, l),
+                setup=partial(_setup, n, l),
                 run=_run,
                 reference=_reference if with_reference else None,
                 unit="Mbit/s",
@@ -86,7 +91,7 @@ def cases(profile: BenchProfile) -> list[BenchCase]:
                 BenchCase(
                     stage=THREADED_STAGE,
                     n=n,
-                    setup=lambda n=n, l=l: dict(_setup(n, l), threads=threads),
+                    setup=partial(_setup_threaded, n, l, threads),
                     run=_run_threaded,
                     reference=_run,
                     unit="Mbit/s",

@@ -7,6 +7,7 @@ arrays, one vectorised reduction, and an XOR reduction. The test suite checks it
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -96,7 +97,7 @@ def cases(profile: BenchProfile) -> list[BenchCase]:
         BenchCase(
             stage=STAGE,
             n=n,
-            setup=lambda n=n: _setup(n),
+            setup=partial(_setup, n),
             run=_run,
             reference=_reference if n <= 10_000_000 else None,
             unit="Mbit/s",

@@ -80,11 +80,11 @@ def photon_range_ref(sim: LinkSimulator, seed: int, key: int, s0: int, s1: int) 
     n_tab = GAUSS_Z.size - 1
     inv_step = n_tab / (GAUSS_HI - GAUSS_LO)
     for s, d in clicks:
-        u = _u((int(sim._jit_key) + d) & MASK, s)
-        if u < GAUSS_LO or u >= GAUSS_HI:
-            z = gauss_tail_ref(int(hash64_py((int(sim._tail_key) + d) & MASK, s)), u < GAUSS_LO)
+        uj = _u((int(sim._jit_key) + d) & MASK, s)
+        if uj < GAUSS_LO or uj >= GAUSS_HI:
+            z = gauss_tail_ref(int(hash64_py((int(sim._tail_key) + d) & MASK, s)), uj < GAUSS_LO)
         else:
-            pos = (u - GAUSS_LO) * inv_step
+            pos = (uj - GAUSS_LO) * inv_step
             j = min(int(pos), n_tab - 1)
             z = float(GAUSS_Z[j] + (pos - j) * (GAUSS_Z[j + 1] - GAUSS_Z[j]))
         ta = s * clock.period_ps + clock.fibre_delay_ps
@@ -175,14 +175,15 @@ def test_dead_time_and_afterpulse_kernel_matches_reference(case) -> None:
     state = np.array([key, 0], np.uint64)
     last = np.full(4, -(2**62), np.int64)
     cap = 1000
-    out = [np.empty(cap, np.int64), np.empty(cap, np.uint8), np.empty(cap, np.int64), np.empty(cap, np.uint8)]
+    out_t, out_ch, out_slot, out_kind = (np.empty(cap, np.int64), np.empty(cap, np.uint8), np.empty(cap, np.int64),
+                                         np.empty(cap, np.uint8))
     lost = np.zeros(4, np.int64)
     n_ap = np.zeros(4, np.int64)
     n, _ = register_clicks(*arrays_sig, *arrays_dark, *arrays_sync, pos, np.int64(horizon),
                            np.array(dead, np.int64), np.array(ap, np.float64), np.array(ap_tau), np.int64(1),
-                           state, last, np.empty(4096, np.int64), np.empty(4096, np.uint8), 0, *out, lost, n_ap)
+                           state, last, np.empty(4096, np.int64), np.empty(4096, np.uint8), 0, out_t, out_ch, out_slot, out_kind, lost, n_ap)
     ref, ref_lost = register_ref(sig, dark, sync, horizon, dead, ap, ap_tau, key, 0, [-(2**62)] * 4)
-    got = list(zip(out[0][:n].tolist(), out[1][:n].tolist(), out[2][:n].tolist(), out[3][:n].tolist()))
+    got = list(zip(out_t[:n].tolist(), out_ch[:n].tolist(), out_slot[:n].tolist(), out_kind[:n].tolist()))
     assert got == ref
     assert lost.tolist() == ref_lost
 

@@ -4,6 +4,8 @@ checked in tests/node/runtime/test_simulation.py."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -13,7 +15,7 @@ from drivers.mock.params import DETECTOR_PRESETS, LinkParams
 
 SIGMAS = 5.0
 # dead time and afterpulsing couple slots; the analytic model is exact without them
-MEMORYLESS = dict(dead_time_ps=0.0, afterpulse_probability=0.0, class_probabilities=(0.6, 0.3, 0.1))
+MEMORYLESS: dict[str, Any] = dict(dead_time_ps=0.0, afterpulse_probability=0.0, class_probabilities=(0.6, 0.3, 0.1))
 
 
 def _within(observed: float, n: int, p: float) -> bool:
@@ -38,7 +40,7 @@ def test_no_detector_clicks_twice_within_its_dead_time() -> None:
 
 def test_dead_time_lowers_the_count_rate_as_a_non_paralysable_detector() -> None:
     # one detector, Poisson-like arrivals at rate R: registered rate R / (1 + R * tau)
-    base = dict(fibre_length_km=0.0, afterpulse_probability=0.0, dark_count_hz=0.0, intensities=(0.2,),
+    base: dict[str, Any] = dict(fibre_length_km=0.0, afterpulse_probability=0.0, dark_count_hz=0.0, intensities=(0.2,),
                 class_probabilities=(1.0,), efficiency=(0.05, 0.0, 0.0, 0.0), bob_p_z=1.0, p_z=1.0,
                 misalignment=0.0)
     free = simulate_link(LinkParams(dead_time_ps=0.0, **base), 4_000_000, seed=8)

@@ -39,11 +39,11 @@ def _decode(records: np.ndarray, rt: RecordType, overflow: int = 0, byte_offset:
         photons = list(zip(out.sync.tolist(), out.channel.tolist(), out.dtime.tolist()))
         markers = list(zip(out.marker_sync.tolist(), out.marker_bits.tolist()))
         return photons, markers, out.overflow
-    out = decode_t2(records, rt, resolution_ps=resolution_ps, overflow=overflow, byte_offset=byte_offset)
-    assert not (out.time_ps % resolution_ps).any()
-    photons = list(zip((out.time_ps // resolution_ps).tolist(), out.channel.tolist()))
-    markers = list(zip((out.marker_time_ps // resolution_ps).tolist(), out.marker_bits.tolist()))
-    return photons, markers, out.overflow // 1
+    t2 = decode_t2(records, rt, resolution_ps=resolution_ps, overflow=overflow, byte_offset=byte_offset)
+    assert not (t2.time_ps % resolution_ps).any()
+    t2_photons = list(zip((t2.time_ps // resolution_ps).tolist(), t2.channel.tolist()))
+    t2_markers = list(zip((t2.marker_time_ps // resolution_ps).tolist(), t2.marker_bits.tolist()))
+    return t2_photons, t2_markers, t2.overflow // 1
 
 
 @pytest.mark.parametrize("rt", ALL_TYPES, ids=lambda rt: rt.name)

@@ -52,13 +52,20 @@ def fake_module(buffers: list[Buffer]) -> types.ModuleType:
         def getData(self):
             return buffers.pop(0) if buffers else Buffer([], [], [], [])
 
-    mod.TT_CHANNEL_NUMBER_SCHEME_ONE = 2
-    mod.setTimeTaggerChannelNumberScheme = lambda scheme: log.append(("scheme", scheme))
-    mod.getTimeTaggerChannelNumberScheme = lambda: 2
-    mod.createTimeTagger = lambda serial="": log.append(("create", serial)) or Tagger()
-    mod.freeTimeTagger = lambda t: log.append(("free",))
-    mod.TimeTagStream = TimeTagStream
-    mod.log = log
+    def create(serial: str = "") -> Tagger:
+        log.append(("create", serial))
+        return Tagger()
+
+    # the fake vendor module's names, set in its namespace (ModuleType declares none of them)
+    vars(mod).update(
+        TT_CHANNEL_NUMBER_SCHEME_ONE=2,
+        setTimeTaggerChannelNumberScheme=lambda scheme: log.append(("scheme", scheme)),
+        getTimeTaggerChannelNumberScheme=lambda: 2,
+        createTimeTagger=create,
+        freeTimeTagger=lambda t: log.append(("free",)),
+        TimeTagStream=TimeTagStream,
+        log=log,
+    )
     return mod
 
 

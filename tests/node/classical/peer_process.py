@@ -8,7 +8,7 @@ import threading
 from typing import Any
 
 from node.classical.channel import PeerChannel, SecureChannel
-from node.classical.dispatch import DispatchTable, serve
+from node.classical.dispatch import DispatchTable, Handler, serve
 from node.classical.envelope import Message
 from node.classical.link import SecureLink
 from node.classical.messages import MessageType
@@ -56,7 +56,7 @@ def echo_server(secret: bytes, endpoint: str, ready: Any, results: Any, state_pa
         stop.set()
         return Message(STOPPED, {"counts": dict(table.counts)})
 
-    table = DispatchTable({ECHO: echo, FAIL: fail, STOP: on_stop}, name="echo")
+    table: DispatchTable[Handler] = DispatchTable({ECHO: echo, FAIL: fail, STOP: on_stop}, name="echo")
     with PeerChannel.bind(endpoint) as channel:
         secure = SecureChannel(channel, link)
         ready.put(channel.endpoint)

@@ -39,7 +39,7 @@ def router():
                     max_message_bytes=1 << 20, on_reject=lambda peer, why: reports.append((peer, why)))
     yield r, reports
     r.close()
-    assert r.flows["node_a"].closed  # type: ignore[attr-defined]
+    assert r.flows["node_a"].closed
 
 
 def test_an_authentic_message_comes_out_with_its_sender(router) -> None:

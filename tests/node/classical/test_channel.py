@@ -74,6 +74,7 @@ def test_messages_with_numpy_frames_round_trip_between_processes(secret: bytes, 
             assert reply.seq == k and reply.header["pid"] != os.getpid()
             for a, b in zip(sent, reply.frames, strict=True):
                 if isinstance(a, np.ndarray):
+                    assert isinstance(b, np.ndarray)
                     assert b.dtype == a.dtype.newbyteorder("<") and b.shape == a.shape and np.array_equal(a, b)
                 else:
                     assert a == b
@@ -94,8 +95,8 @@ def test_the_server_process_survives_bad_messages_and_keeps_answering(secret: by
         flipped = [bytes(f) for f in link.seal(Message(ECHO, {}, [np.arange(4, dtype=np.uint64)]))]
         flipped[3] = bytes([flipped[3][0] ^ 1]) + flipped[3][1:]
         other_version = [b"qkdnode/2"] + good[1:]
-        forged = link.seal(Message(ECHO))
-        forged = [bytes(f) for f in forged[:-1]] + [bytes(forged[-1][:8]) + bytes(16)]
+        sealed = link.seal(Message(ECHO))
+        forged = [bytes(f) for f in sealed[:-1]] + [bytes(sealed[-1][:8]) + bytes(16)]
         for bad in (
             good,  # replay
             flipped,  # payload altered

@@ -19,7 +19,7 @@ from node.classical import (
     UnknownMessageType,
 )
 from node.classical.channel import PeerChannel, SecureChannel
-from node.classical.dispatch import DispatchTable, error_reply, serve
+from node.classical.dispatch import DispatchTable, Handler, error_reply, serve
 from node.classical.messages import ErrorBody, MessageType
 
 TIMEOUT = 30.0
@@ -67,7 +67,7 @@ def test_the_table_takes_only_message_types_and_callables() -> None:
     with pytest.raises(TypeError, match="MessageType"):
         DispatchTable({"KEY_QUERY": print}, name="t")  # type: ignore[dict-item]
     with pytest.raises(TypeError, match="callable"):
-        DispatchTable({Q: 3}, name="t")  # type: ignore[dict-item]
+        DispatchTable({Q: 3}, name="t")  # type: ignore[type-var]  # deliberately not callable
 
 
 class LoopFixture:
@@ -125,7 +125,8 @@ class ScriptedChannel:
     """A stand-in for SecureChannel whose recv replays a script of results and exceptions."""
 
     def __init__(self, script: list, stop: threading.Event) -> None:
-        self.script, self.stop, self.sent = list(script), stop, []
+        self.script, self.stop = list(script), stop
+        self.sent: list[Message] = []
 
     def recv(self, timeout: float | None = None) -> Message:
         if not self.script:
@@ -143,7 +144,7 @@ class ScriptedChannel:
 
 def test_serve_survives_unexpected_errors_while_opening_and_answers_the_next_message() -> None:
     stop = threading.Event()
-    t = DispatchTable({Q: lambda m: Message(S)}, name="test")
+    t: DispatchTable[Handler] = DispatchTable({Q: lambda m: Message(S)}, name="test")
     ch = ScriptedChannel([RuntimeError("decoder bug"), AuthenticationError("bad tag"), Message("NOPE", seq=4),
                           Message(Q, seq=5)], stop)
     serve(t, ch, stop)

@@ -54,9 +54,22 @@ def test_arrays_travel_little_endian_whatever_their_byte_order() -> None:
     wire = encode_body(Message("A", {}, [big]))
     assert bytes(wire[3]) == np.arange(4, dtype="<u4").tobytes()
     assert json.loads(bytes(wire[2]))["frames"] == [{"dtype": "<u4", "shape": [4]}]
-    [back] = decode_body([bytes(f) for f in wire]).frames
+    received = decode_body([bytes(f) for f in wire])
+    assert len(received.frames) == 1
+    back = received.array(0)
     assert back.dtype == np.dtype("<u4") and np.array_equal(back, big)
     assert not back.flags.writeable
+
+
+def test_typed_frame_accessors_return_the_payload_or_say_what_was_wrong() -> None:
+    msg = Message("A", {}, [b"seed", np.arange(3, dtype="<u2")])
+    assert msg.raw(0) == b"seed" and np.array_equal(msg.array(1), np.arange(3))
+    with pytest.raises(MessageFormatError, match="frame 1 must be raw bytes"):
+        msg.raw(1)
+    with pytest.raises(MessageFormatError, match="frame 0 must be an array"):
+        msg.array(0)
+    with pytest.raises(MessageFormatError, match="needs payload frame 2, got 2 frames"):
+        msg.raw(2)
 
 
 def test_non_contiguous_arrays_are_sent_in_c_order() -> None:

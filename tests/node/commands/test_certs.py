@@ -12,7 +12,9 @@ from node.cli import main
 
 def issuer_key_id(path: Path) -> bytes:
     cert = x509.load_pem_x509_certificate(path.read_bytes())
-    return cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
+    key_id = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
+    assert key_id is not None, "the test CA always writes an authority key identifier"
+    return key_id
 
 
 def ca_key_id(path: Path) -> bytes:

@@ -87,7 +87,7 @@ def test_bad_input_gives_one_line_naming_it(name: str, table: dict[str, tuple[li
     argv, code, words = table[name]
     capsys.readouterr()
     try:
-        got = main(argv)
+        got: int | str | None = main(argv)
     except SystemExit as exc:  # argparse's own usage errors
         got = exc.code
     err = capsys.readouterr().err

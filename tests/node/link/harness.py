@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from drivers.mock import LinkParams, MockTransmitter
 from node.classical import ClassicalChannelError, SecureLink
@@ -45,10 +46,10 @@ only ends a real hang and never a slow answer on a loaded machine (numba compili
 on the first block, other test processes on the same cores). Tests of a silent peer set their own."""
 
 
-def settings_for(params: LinkParams, **kw: object) -> LinkSettings:
-    base = dict(block_bits=1_000_000, batch_detections=250_000, timeout_s=60.0)
+def settings_for(params: LinkParams, **kw: Any) -> LinkSettings:
+    base: dict[str, Any] = dict(block_bits=1_000_000, batch_detections=250_000, timeout_s=60.0)
     base.update(kw)
-    return LinkSettings("L-test", params.intensities, params.class_probabilities, **base)  # type: ignore[arg-type]
+    return LinkSettings("L-test", params.intensities, params.class_probabilities, **base)
 
 
 @contextmanager

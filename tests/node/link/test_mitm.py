@@ -7,6 +7,7 @@ from __future__ import annotations
 import multiprocessing
 from collections.abc import Iterator
 from contextlib import contextmanager
+from multiprocessing.connection import Connection
 
 import pytest
 
@@ -26,7 +27,7 @@ def det():
 
 
 @contextmanager
-def proxied(tamper_type: bytes, index: int, from_bob: bool, every: bool = False) -> Iterator[tuple[str, str, object]]:
+def proxied(tamper_type: bytes, index: int, from_bob: bool, every: bool = False) -> Iterator[tuple[str, str, Connection]]:
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
     probe = PeerChannel.bind("tcp://127.0.0.1:0")  # Alice binds first so the proxy can connect to her

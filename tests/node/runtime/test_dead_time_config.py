@@ -9,6 +9,7 @@ from importlib import resources
 import numpy as np
 import pytest
 
+from drivers.mock.tagger import MockTimeTagger
 from node.runtime.config import parse_node_config
 from node.runtime.hardware import common_dead_time, open_hardware
 from postprocessing.slotting import StreamSlotter
@@ -61,7 +62,7 @@ def test_mock_bob_reads_the_dead_time_from_the_mock_tagger_and_filters_before_sl
     cfg = parse_node_config(example("mock_bob.toml"), "/tmp")
     hw = open_hardware(cfg)
     try:
-        assert hw.dead_time is not None
+        assert hw.dead_time is not None and isinstance(hw.tagger, MockTimeTagger)
         longest = max(hw.tagger.detector_dead_time_ps)
         assert hw.dead_time.dead_time_ps == pytest.approx(longest + max(0.1 * longest, 1000.0))
         block = hw.tagger.read_block(timeout_s=1.0)

@@ -118,7 +118,8 @@ class ScriptedSender:
     """The `BlockSender` seam with the KM's answers scripted: typed replies exactly as the KM sends them."""
 
     def __init__(self, answer) -> None:
-        self.answer, self.sent = answer, []
+        self.answer = answer
+        self.sent: list[tuple[str, int]] = []
 
     def send_block(self, link_id, block_id, key, length_bits=None, qber=None, params=None, timeout_s=2.0):
         self.sent.append((link_id, block_id))
@@ -126,9 +127,9 @@ class ScriptedSender:
 
 
 def delivery_with(tmp_path, answer):
+    from node.link.outbox import Outbox
     from node.management.alarms import AlarmRegistry
     from node.runtime.kmdelivery import KmDelivery
-    from node.link.outbox import Outbox
 
     outbox = Outbox(tmp_path / "outbox.db")
     outbox.put(DistilledKey("L1", 5, os.urandom(64), 512, 0.02, 0, 0, {}), "confirmed")

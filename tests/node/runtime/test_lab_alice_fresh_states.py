@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import drivers.registry
-from node.runtime.config import parse_node_config
+from drivers.awg import AWGTransmitter
+from node.runtime.config import NodeConfig, parse_node_config
 from node.runtime.hardware import open_hardware
 from tests.drivers.test_awg_fresh_states import RecordingAWG
 
@@ -26,7 +27,7 @@ class FakeQRNG:
         pass
 
 
-def _config(qrng: str | None) -> object:
+def _config(qrng: str | None) -> NodeConfig:
     doc = tomllib.loads(resources.files("node.runtime.examples").joinpath("lab_alice.toml").read_text())
     doc["instruments"] = {"awg": {"driver": "x"}, "rng": {"driver": "y"}}
     doc["hardware"]["lab"].pop("bringup", None)  # the example's bring-up steps name instruments replaced here
@@ -50,6 +51,7 @@ def test_lab_alice_draws_fresh_states_from_the_configured_qrng(bench) -> None:
     hw = open_hardware(_config("rng"))
     try:
         assert qrng.reads == 2 and len(awg.uploads) == 1  # basis/class words and bits of the first pattern
+        assert isinstance(hw.transmitter, AWGTransmitter)
         assert hw.transmitter.fresh(np.arange(3, dtype=np.int64)).all()
     finally:
         hw.close()

@@ -26,7 +26,7 @@ def permutation(n: int, seed: int) -> list[int]:
 
 
 def subset_mask(n: int, seed: int) -> list[int]:
-    out = []
+    out: list[int] = []
     s = seed
     while len(out) < n:
         s, z = splitmix64(s)

@@ -108,7 +108,11 @@ def test_reused_arrays_give_the_same_transcript_as_fresh_ones(monkeypatch: pytes
         monkeypatch.setattr(shuffle, "draw_seed", lambda: next(seeds).to_bytes(shuffle.SEED_BYTES, "little"))
         out = reconcile_many_loopback(frames, 0.03, "yanetal", max_in_flight=2)
         assert all(o.error is None for o in out)
-        return [(o.stats.leaked_bits, o.stats.round_trips, o.bits.tobytes()) for o in out]
+        rows = []
+        for o in out:
+            assert o.bits is not None
+            rows.append((o.stats.leaked_bits, o.stats.round_trips, o.bits.tobytes()))
+        return rows
 
     POOL.clear()
     fresh = run()
