@@ -78,3 +78,23 @@ class Transmitter(Protocol):
     def shutdown(self) -> None:
         """Leave the hardware safe (no light, outputs off); idempotent."""
         ...
+
+
+@runtime_checkable
+class StreamingTransmitter(Protocol):
+    """A source that streams fresh patterns while it emits (the lab AWG): what its status shows."""
+
+    @property
+    def epochs(self) -> int:
+        """Patterns uploaded since start()."""
+        ...
+
+    @property
+    def stream(self) -> bool:
+        """Whether fresh patterns are streamed (else one pattern repeats)."""
+        ...
+
+    @property
+    def stream_error(self) -> str | None:
+        """Why streaming stopped, None while it runs."""
+        ...

@@ -34,5 +34,6 @@ def save_arrays(name: str, arrays: dict[str, np.ndarray], card: dict[str, Any], 
     """Write `name.npz` and `name.json` (used by the training scripts)."""
     base = (directory or MODEL_DIR) / name
     base.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(base.with_suffix(".npz"), **{k: np.asarray(v, dtype=np.float64) for k, v in arrays.items()})
+    # numpy's stub types savez's allow_pickle keyword as bool, and mypy matches **dict against it too
+    np.savez(base.with_suffix(".npz"), **{k: np.asarray(v, dtype=np.float64) for k, v in arrays.items()})  # type: ignore[arg-type]
     base.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")

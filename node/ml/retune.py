@@ -31,12 +31,18 @@ from postprocessing.sifting import SiftCounts
 
 
 class LinkSettings(Protocol):
-    """What the re-tuner reads of the link's settings (node.link.distill.LinkSettings)."""
+    """What the re-tuner reads of the link's settings (node.link.distill.LinkSettings, a frozen
+    dataclass, hence read-only properties)."""
 
-    link_id: str
-    protocol: str
-    intensities: tuple[float, ...]
-    class_probabilities: tuple[float, ...]
+    @property
+    def link_id(self) -> str: ...
+    @property
+    def protocol(self) -> str: ...
+    @property
+    def intensities(self) -> tuple[float, ...]: ...
+    @property
+    def class_probabilities(self) -> tuple[float, ...]: ...
+
 
 log = logging.getLogger(__name__)
 

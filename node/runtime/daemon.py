@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from drivers.transmitter import StreamingTransmitter
 from node.classical import (
     AuthenticationLocked,
     AuthKeyExhausted,
@@ -350,7 +351,7 @@ class NodeDaemon:
             "metrics_url": self.metrics_url,
         }
         tx = self.hardware.transmitter if self.hardware else None
-        if tx is not None and hasattr(tx, "stream_error"):  # the lab AWG: fresh patterns streamed or not
+        if isinstance(tx, StreamingTransmitter):  # the lab AWG: fresh patterns streamed or not
             out["transmitter"] = {"epochs": tx.epochs, "streaming": bool(tx.stream), "stream_error": tx.stream_error,
                                   "stale_slots": role.counters.get("stale_slots", 0) if role else 0}
         if isinstance(role, BobLink):

@@ -28,7 +28,9 @@ def random_link(rng: np.random.Generator) -> LinkParams:
     """A link drawn from LINK_RANGES with the demo's protocol settings."""
     v = {k: float(rng.uniform(*r)) for k, r in LINK_RANGES.items()}
     return LinkParams(p_z=0.8, bob_p_z=0.8, intensities=(0.5, 0.15, 0.0), class_probabilities=(0.6, 0.3, 0.1),
-                      afterpulse_probability=0.0, **v)
+                      afterpulse_probability=0.0, fibre_length_km=v["fibre_length_km"], efficiency=v["efficiency"],
+                      dark_count_hz=v["dark_count_hz"], misalignment=v["misalignment"],
+                      dead_time_ps=v["dead_time_ps"])
 
 
 def run_features(seed: int, blocks: int, condition: Condition | None) -> tuple[np.ndarray, np.ndarray, list]:
@@ -79,8 +81,9 @@ def main() -> None:
     # Held out: other seeds, so other links and other noise.
     hn, _, _ = dataset(500_001, a.heldout_normal_runs, a.blocks, None)
     hn_scores = np.array([det.score(z) for z in hn])
+    conditions: dict[str, dict[str, float]] = {}
     report = {"normal_blocks": int(hn.shape[0]), "false_alarms": int((hn_scores > threshold).sum()),
-              "threshold": threshold, "conditions": {}}
+              "threshold": threshold, "conditions": conditions}
     for name in CONDITIONS:
         f, lv, blocks = dataset(700_003, 10, 60, name)
         m = attacked_mask(name, lv)
@@ -94,7 +97,7 @@ def main() -> None:
         if name == "intercept-resend":
             entry["max_qber_z"] = float(max(b.qber(0) for b, k in zip(blocks, m) if k))
             entry["max_qber_x"] = float(max(b.qber(1) for b, k in zip(blocks, m) if k))
-        report["conditions"][name] = entry
+        conditions[name] = entry
     card = {"model": "KM03 Gaussian one-class detector with condition templates", "features": list(FEATURES),
             "conditions": list(CONDITIONS), "calibration_blocks": CALIBRATION_BLOCKS,
             "valid_range": {**{k: list(v) for k, v in LINK_RANGES.items()}, "key_bits_per_block": [5e4, 1e6],

@@ -79,7 +79,7 @@ def main() -> None:
         alphas = (0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
         alpha = min(alphas, key=lambda al: mae(tr, lambda s, h: ewma(s, h, al), 3))
         f = Forecaster(coef)
-        rep = {"ewma_alpha": alpha}
+        rep: dict[str, float | dict[str, float]] = {"ewma_alpha": alpha}
         for h in HORIZONS:
             rep[f"h{h}"] = {"model_mae": mae(ho, f.predict_all, h), "last_value_mae": mae(ho, last_value, h),
                             "ewma_mae": mae(ho, lambda s, hh, a=alpha: ewma(s, hh, a), h)}

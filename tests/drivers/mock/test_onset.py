@@ -59,10 +59,11 @@ def test_every_slots_virtual_class_lies_in_its_true_class(seed: int, name: str, 
     np.testing.assert_array_equal(bit, a_bit)
 
 
-def _run(condition: Condition | None, seed: int = 5, params: LinkParams = LINK) -> tuple[object, LinkSimulator]:
+def _run(condition: Condition | None, seed: int = 5, params: LinkParams = LINK) -> tuple[slotting.Detections, LinkSimulator]:
     """Bob's squashed detections (with Alice's truth) of SLOTS slots under the condition throughout."""
     sim = LinkSimulator(params, seed)
     if condition is not None:
+        assert condition.strength is not None  # Condition resolves its default strength
         set_photon_model(sim, photon_model(params, condition, float(condition.strength)))
     ev = LinkEvents.concatenate([sim.run(SLOTS), sim.flush()])
     fit = slotting.fit_clock(ev.time[ev.channel == CHANNEL_SYNC], params.period_ps, params.sync_every)
@@ -74,7 +75,7 @@ def _run(condition: Condition | None, seed: int = 5, params: LinkParams = LINK) 
     return det, sim
 
 
-def _sifted(det: object, seed: int = 5) -> tuple[np.ndarray, np.ndarray]:
+def _sifted(det: slotting.Detections, seed: int = 5) -> tuple[np.ndarray, np.ndarray]:
     """Matched-basis detections and errors per (basis, class)."""
     ab, ax, ak = alice_states(seed, det.slot, LINK.p_z, LINK.class_probabilities)
     n, e = np.zeros((2, 3)), np.zeros((2, 3))
@@ -114,7 +115,9 @@ def test_pns_keeps_the_qber_and_lowers_the_decoy_yield_against_the_signal() -> N
 
 def test_every_condition_has_a_monte_carlo_model_switched_on_at_its_onset() -> None:
     for name in CONDITIONS:
-        model = photon_model(LINK, Condition(name), float(Condition(name).strength))
+        condition = Condition(name)
+        assert condition.strength is not None  # the condition's default strength
+        model = photon_model(LINK, condition, float(condition.strength))
         assert model.lam.shape[0] == model.cdf.size == len(model.params.class_probabilities)
     sim = LinkSimulator(LINK, 3)
     before = sim._lam.copy()

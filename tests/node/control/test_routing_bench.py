@@ -16,6 +16,7 @@ def test_quick_cases_run_and_reroute_every_relay_that_crossed_the_failed_link() 
     assert {c.stage for c in rows} == {"routing.choose", "routing.reroute"}
     for case in rows:
         out = case.run(case.setup())
+        assert out is not None
         if case.stage == "routing.reroute":
             assert out["relays_crossing"] > 0 and out["rerouted"] == out["relays_crossing"]
         else:

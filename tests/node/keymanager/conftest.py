@@ -6,6 +6,7 @@ import os
 import sqlite3
 import threading
 from pathlib import Path
+from typing import TypedDict
 
 import pytest
 
@@ -25,8 +26,16 @@ def same_secret(a: object, b: object, what: str) -> None:
         raise AssertionError(what)
 
 
+class PairFiles(TypedDict):
+    """The pair's config files (KME_A's, KME_B's) and the loopback ports they use (a_api, b_link, ...)."""
+
+    a: Path
+    b: Path
+    ports: dict[str, int]
+
+
 def write_pair_configs(root: Path, pki_dir: Path, ports: dict[str, int] | None = None, api: dict | None = None,
-                       **keys: int) -> dict[str, Path]:
+                       **keys: int) -> PairFiles:
     """Config files of KME_A (serving SAE_A, SAE_C) and KME_B (serving SAE_B, SAE_D), and shared secrets."""
     ports = ports or {n: free_port() for n in ("a_api", "b_api", "a_link", "b_link", "a_in", "b_in")}
     for name, size in (("link", 1 << 20), ("ingest_a", 1 << 20), ("ingest_b", 1 << 20), ("fuzz_a", 64),
@@ -35,7 +44,7 @@ def write_pair_configs(root: Path, pki_dir: Path, ports: dict[str, int] | None =
             (root / f"{name}.key").write_bytes(os.urandom(size))
     limits = "\n".join(f"{k} = {v}" for k, v in keys.items())
     api_extra = "\n".join(f"{k} = {v}" for k, v in (api or {}).items())
-    out = {}
+    out: dict[str, Path] = {}
     for me, other, local, remote in (("a", "b", ["SAE_A", "SAE_C"], ["SAE_B", "SAE_D"]),
                                      ("b", "a", ["SAE_B", "SAE_D"], ["SAE_A", "SAE_C"])):
         me_id, other_id = f"KME_{me.upper()}", f"KME_{other.upper()}"
@@ -74,8 +83,7 @@ saes = {remote!r}
         path = root / f"km_{me}.toml"
         path.write_text(text)
         out[me] = path
-    out["ports"] = ports  # type: ignore[assignment]
-    return out
+    return PairFiles(a=out["a"], b=out["b"], ports=ports)
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +100,8 @@ class Pair:
 
     def __init__(self, root: Path, pki_dir: Path, api: dict | None = None, **keys: int) -> None:
         self.root, self.pki = root, pki_dir
-        self.paths = write_pair_configs(root, pki_dir, api=api, **keys)
+        # ports=None given by name: the key limits in **keys cannot land on it
+        self.paths = write_pair_configs(root, pki_dir, ports=None, api=api, **keys)
         self.a = KmThread(self.paths["a"])
         self.b = KmThread(self.paths["b"])
         ports = self.paths["ports"]

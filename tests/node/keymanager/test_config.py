@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import pytest
 
 from node.keymanager.config import load_config, parse_config
 
-BASE = {
+BASE: dict[str, Any] = {  # a parsed TOML document
     "kme_id": "KME_A", "database": "km.db", "local_saes": ["SAE_A"],
     "api": {"cert": "a.pem", "key": "a.key", "ca": "ca.pem"},
     "ingest": {"bind": "tcp://127.0.0.1:5600", "sources": [{"id": "node_a", "auth_key": "i.key"}]},
@@ -20,7 +21,7 @@ BASE = {
 def with_change(path: str, value, delete: bool = False) -> dict:
     doc = copy.deepcopy(BASE)
     *parents, last = path.split(".")
-    node = doc
+    node: Any = doc  # a table or an array of the document, by path
     for p in parents:
         node = node[int(p)] if isinstance(node, list) else node.setdefault(p, {})
     if delete:

@@ -49,15 +49,17 @@ class KmProcess:
         self.up = threading.Event()
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
+        self.proc = proc = subprocess.Popen(
             [sys.executable, "-m", "node.keymanager.daemon", str(self.config)],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        line = self.proc.stdout.readline()
+        assert proc.stdout is not None  # stdout=PIPE
+        line = proc.stdout.readline()
         assert line.startswith("{"), "key manager did not start"
         self.up.set()
 
     def kill(self) -> None:
         self.up.clear()
+        assert self.proc is not None, "kill() before start()"
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
 

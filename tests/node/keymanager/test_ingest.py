@@ -28,8 +28,8 @@ def blocks_in(pair, who: str) -> set[int]:
         return {r[0] for r in db.execute("SELECT block_id FROM blocks")}
 
 
-def raw_dealer(pair, identity: bytes = b"node_a") -> zmq.Socket:
-    sock = zmq.Context.instance().socket(zmq.DEALER)
+def raw_dealer(pair, identity: bytes = b"node_a") -> zmq.Socket[bytes]:
+    sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
     sock.setsockopt(zmq.IDENTITY, identity)
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(f"tcp://127.0.0.1:{pair.paths['ports']['a_in']}")

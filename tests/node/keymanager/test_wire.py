@@ -29,7 +29,10 @@ def ping() -> Message:
 @pytest.mark.parametrize("sent", [0, 1, MARK_STEP - 1, MARK_STEP, 3 * MARK_STEP + 5])
 def test_a_sender_that_crashes_resumes_beyond_every_seq_it_used(tmp_path, sent) -> None:
     out, _ = flows(tmp_path)
-    used = [out.link.seal(ping()) and out.link.send_seq - 1 for _ in range(sent)]
+    used: list[int] = []
+    for _ in range(sent):
+        out.link.seal(ping())
+        used.append(out.link.send_seq - 1)  # the seq this message took
     # crash: no close(); a new process reads the file
     again, _ = flows(tmp_path)
     assert again.link.send_seq > max(used, default=-1)

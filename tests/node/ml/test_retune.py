@@ -32,15 +32,19 @@ def _block(tap_db: float = 0.0) -> tuple[SiftCounts, list[int], float]:
 
 def test_the_measured_loss_is_the_links_system_loss() -> None:
     counts, z_errors, rows = _block()
-    loss, q, e_mis = measured_link(SETTINGS, counts, z_errors, SLOTS, rows)
+    measured = measured_link(SETTINGS, counts, z_errors, SLOTS, rows)
+    assert measured is not None
+    loss, q, e_mis = measured
     truth = -10 * math.log10(LINK.channel_transmittance * 0.2)
     assert loss == pytest.approx(truth, abs=0.05)
     assert q == pytest.approx(0.8, abs=1e-4) and e_mis == pytest.approx(0.01, abs=2e-3)
     tapped, z_tapped, rows_tapped = _block(2.0)
-    assert measured_link(SETTINGS, tapped, z_tapped, SLOTS, rows_tapped)[0] == pytest.approx(truth + 2.0, abs=0.05)
+    tapped_link = measured_link(SETTINGS, tapped, z_tapped, SLOTS, rows_tapped)
+    assert tapped_link is not None and tapped_link[0] == pytest.approx(truth + 2.0, abs=0.05)
     # half the clicks lost to the common dead time: the yield is corrected back
     half = SiftCounts(counts.detections // 2, counts.disclosed // 2, counts.errors // 2)
-    assert measured_link(SETTINGS, half, [v // 2 for v in z_errors], SLOTS, rows / 2, 0.5)[0] == pytest.approx(loss, abs=0.01)
+    corrected = measured_link(SETTINGS, half, [v // 2 for v in z_errors], SLOTS, rows / 2, 0.5)
+    assert corrected is not None and corrected[0] == pytest.approx(loss, abs=0.01)
     assert measured_link(SETTINGS, SiftCounts.zeros(3), [0, 0, 0], SLOTS, 0.0) is None
 
 
