@@ -46,6 +46,27 @@ class TagBlock:
         return cls(np.empty(0, np.int64), np.empty(0, np.uint8), lost=lost)
 
 
+class TaggerCounters:
+    """The `channels`/`resolution_ps`/`lost_total` accessors a hardware backend reads from its own state."""
+
+    _channels: tuple[int, ...]
+    _resolution_ps: int
+    _lost: int
+
+    @property
+    def channels(self) -> tuple[int, ...]:
+        return self._channels
+
+    @property
+    def resolution_ps(self) -> int:
+        """The bin width the instrument reports (read when it is configured)."""
+        return self._resolution_ps
+
+    @property
+    def lost_total(self) -> int:
+        return self._lost
+
+
 @runtime_checkable
 class TimeTagger(Protocol):
     """A time-tagger streaming `TagBlock`s; real instruments and the mock implement it alike."""

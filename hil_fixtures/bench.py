@@ -22,6 +22,15 @@ from typing import Any
 FAULTS = ("interlock-open", "wrong-dac-mode", "mbx-error", "stream-overflow", "counts-dropped")
 
 
+def _visa_server(device: Any, table: dict[str, Any]) -> Any:
+    """Serve `device` as a VISA TCPIP SOCKET resource and point its `[instruments]` table at it."""
+    from hil_fixtures.emulators.server import EmulatorServer
+
+    server = EmulatorServer(device)
+    table["resource"] = server.visa_resource
+    return server
+
+
 @contextlib.contextmanager
 def emulated_bench(section: Mapping[str, Mapping[str, Any]],
                    faults: tuple[str, ...] = ()) -> Iterator[dict[str, dict[str, Any]]]:
@@ -49,13 +58,11 @@ def emulated_bench(section: Mapping[str, Mapping[str, Any]],
                 dev = ITC4001()
                 dev.limit_a = min(dev.limit_a, float(t.get("max_current_a", 1.0)))  # limit set to the diode
                 dev.interlock_closed = "interlock-open" not in faults
-                server = EmulatorServer(dev)
-                t["resource"] = server.visa_resource
+                server = _visa_server(dev, t)
             elif driver == "keysight33500b":
                 from hil_fixtures.emulators.keysight33500b import Keysight33500B
 
-                server = EmulatorServer(Keysight33500B())
-                t["resource"] = server.visa_resource
+                server = _visa_server(Keysight33500B(), t)
             elif driver == "m8195a":
                 from drivers.awg.m8195a import DAC_MODES
                 from hil_fixtures.emulators.m8195a import M8195A
@@ -67,8 +74,7 @@ def emulated_bench(section: Mapping[str, Mapping[str, Any]],
                 for ch in DAC_MODES.get(mode, ()):
                     dev.mmode[ch] = memory
                 dev.rdiv = int(t.get("sample_rate_divider", 1))
-                server = EmulatorServer(dev)
-                t["resource"] = server.visa_resource
+                server = _visa_server(dev, t)
             elif driver == "mbx":
                 from hil_fixtures.emulators.mbx import MBX
 
@@ -80,8 +86,7 @@ def emulated_bench(section: Mapping[str, Mapping[str, Any]],
             elif driver == "keysight8157xa":
                 from hil_fixtures.emulators.attenuator import Keysight8157xA
 
-                server = EmulatorServer(Keysight8157xA())
-                t["resource"] = server.visa_resource
+                server = _visa_server(Keysight8157xA(), t)
             elif driver == "id1000":
                 from hil_fixtures.emulators.idq import ID1000Emulator
 

@@ -4,17 +4,30 @@ table): every error is a `ConfigError` that names the key as the file spells it 
 
 from __future__ import annotations
 
+import tomllib
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 __all__ = ["REQUIRED", "ConfigError", "check_keys", "check_number_types", "fail", "get", "is_number", "key_path",
-           "require", "table"]
+           "read_toml", "require", "table"]
 
 REQUIRED: Any = ...  # `get(..., default=REQUIRED)`: the key must be present
 
 
 class ConfigError(ValueError):
     """A configuration key is missing, unknown or has a value that is not allowed."""
+
+
+def read_toml(path: str | Path, what: str) -> dict[str, Any]:
+    """The TOML document at `path`; a ValueError "WHAT 'PATH' cannot be read / is not valid TOML" otherwise."""
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except OSError as exc:
+        raise ValueError(f"{what} {str(path)!r} cannot be read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{what} {str(path)!r} is not valid TOML: {exc}") from None
 
 
 def key_path(where: str, key: str) -> str:

@@ -8,6 +8,7 @@ take one `uint8` (0/1) per bit; functions named `*_words` take packed words.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -38,16 +39,23 @@ def n_words(n_bits: int) -> int:
     return (n_bits + WORD_BITS - 1) // WORD_BITS
 
 
+def _check_flat(a: object, name: str, dtype: type[np.generic], holds: str, why: str) -> NDArray[Any]:
+    """`a` if it is a 1-D C-contiguous numpy array of `dtype`; a ValueError naming what is wrong otherwise."""
+    kind = np.dtype(dtype).name
+    if not isinstance(a, np.ndarray):
+        raise ValueError(f"{name} must be a numpy {kind} array {holds}, got {type(a).__name__}")
+    if a.dtype != dtype:
+        raise ValueError(f"{name} must have dtype {kind} ({why}), got {a.dtype}")
+    if a.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional, got shape {a.shape}")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous; pass np.ascontiguousarray({name})")
+    return a
+
+
 def check_bits(bits: object, name: str, length: int | None = None) -> NDArray[np.uint8]:
     """Validate a one-`uint8`-per-bit array (C-contiguous, 1-D, values 0/1) and return it."""
-    if not isinstance(bits, np.ndarray):
-        raise ValueError(f"{name} must be a numpy uint8 array of 0/1 values, got {type(bits).__name__}")
-    if bits.dtype != np.uint8:
-        raise ValueError(f"{name} must have dtype uint8 (one 0/1 value per bit), got {bits.dtype}")
-    if bits.ndim != 1:
-        raise ValueError(f"{name} must be one-dimensional, got shape {bits.shape}")
-    if not bits.flags.c_contiguous:
-        raise ValueError(f"{name} must be C-contiguous; pass np.ascontiguousarray({name})")
+    bits = _check_flat(bits, name, np.uint8, "of 0/1 values", "one 0/1 value per bit")
     if length is not None and bits.size != length:
         raise ValueError(f"{name} must hold exactly {length} bits, got {bits.size}")
     if bits.size and _max_u8(bits) > 1:
@@ -59,14 +67,7 @@ def check_words(words: object, name: str, n_bits: int) -> NDArray[np.uint64]:
     """Validate packed words for `n_bits` bits (dtype, shape, contiguity, zero padding) and return them."""
     if n_bits < 0:
         raise ValueError(f"the bit length of {name} must be >= 0, got {n_bits}")
-    if not isinstance(words, np.ndarray):
-        raise ValueError(f"{name} must be a numpy uint64 array of packed bits, got {type(words).__name__}")
-    if words.dtype != np.uint64:
-        raise ValueError(f"{name} must have dtype uint64 (packed bits, DESIGN §3), got {words.dtype}")
-    if words.ndim != 1:
-        raise ValueError(f"{name} must be one-dimensional, got shape {words.shape}")
-    if not words.flags.c_contiguous:
-        raise ValueError(f"{name} must be C-contiguous; pass np.ascontiguousarray({name})")
+    words = _check_flat(words, name, np.uint64, "of packed bits", "packed bits, DESIGN §3")
     need = n_words(n_bits)
     if words.size != need:
         raise ValueError(f"{name} must hold {need} words for {n_bits} bits, got {words.size}")

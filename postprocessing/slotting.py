@@ -23,6 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from drivers.jit import kernel
+from drivers.sorting import nearly_sorted
 
 __all__ = [
     "ClockFit",
@@ -341,21 +342,7 @@ def _group_slots(slot, channel, time, bit_of_channel, g_slot, g_mask, g_time):  
     """Sort (slot, channel, time) by slot in place (insertion sort: the input is nearly sorted)
     and OR the click patterns of each slot; returns the number of slots."""
     n = slot.size
-    for i in range(1, n):
-        si = slot[i]
-        if slot[i - 1] <= si:
-            continue
-        ci = channel[i]
-        ti = time[i]
-        j = i - 1
-        while j >= 0 and slot[j] > si:
-            slot[j + 1] = slot[j]
-            channel[j + 1] = channel[j]
-            time[j + 1] = time[j]
-            j -= 1
-        slot[j + 1] = si
-        channel[j + 1] = ci
-        time[j + 1] = ti
+    nearly_sorted(slot, channel, time)
     g = -1
     for i in range(n):
         if g < 0 or slot[i] != g_slot[g]:

@@ -16,6 +16,7 @@ from drivers.mock.counter import hash64, unit
 from drivers.mock.detectors import N_DETECTORS
 from drivers.mock.eve import resend_state
 from drivers.mock.params import JITTER_TRUNCATION
+from drivers.sorting import nearly_sorted
 
 __all__ = ["GAUSS_CORE", "GAUSS_HI", "GAUSS_LO", "GAUSS_Z", "accumulate_gaps", "click_times", "fill_uniform",
            "gauss_tail", "nearly_sorted", "thin_candidates"]
@@ -158,23 +159,3 @@ def click_times(
             out_t[i] = np.int64(math.floor(t + 0.5))
         else:
             out_t[i] = np.int64(math.floor(t / resolution + 0.5)) * resolution
-
-
-@kernel
-def nearly_sorted(t, ch, slot):  # pragma: no cover - numba
-    """Insertion sort by time, in place: linear for the nearly sorted streams the model produces."""
-    for i in range(1, t.size):
-        ti = t[i]
-        if t[i - 1] <= ti:
-            continue
-        ci = ch[i]
-        si = slot[i]
-        j = i - 1
-        while j >= 0 and t[j] > ti:
-            t[j + 1] = t[j]
-            ch[j + 1] = ch[j]
-            slot[j + 1] = slot[j]
-            j -= 1
-        t[j + 1] = ti
-        ch[j + 1] = ci
-        slot[j + 1] = si

@@ -59,17 +59,13 @@ class MockTimeTagger:
         self._block_slots = max(1, int(round(block_s * self._params.repetition_rate_hz)))
         # at most this much acquisition time is simulated per read in real-time mode
         self._max_slots_per_read = max(self._block_slots, int(round(max_lag_s * self._params.repetition_rate_hz)))
-        self._overflow_pending = False
         self._max_tags = int(max_tags)
         self._end_slot = None if duration_s is None else int(round(duration_s * self._params.repetition_rate_hz))
         self._truth = bool(truth)
         self._sim: LinkSimulator | None = None
         self._queue: deque[LinkEvents] = deque()
-        self._queued = 0
-        self._lost_total = 0
-        self._lost_pending = 0
+        self._reset_stream()
         self._running = False
-        self._flushed = False
         self._closed = False
         self._t0 = 0.0
 
@@ -104,17 +100,21 @@ class MockTimeTagger:
         """The running simulation (its counters hold the physics: dead-time losses, afterpulses)."""
         return self._sim
 
-    def start(self) -> None:
-        """Start acquisition: a fresh simulation whose time 0 is now."""
-        if self._closed:
-            raise RuntimeError("time tagger is closed")
-        self._sim = LinkSimulator(self._params, self._seed)
+    def _reset_stream(self) -> None:
+        """Empty the event queue and zero the loss and overflow counters (a fresh acquisition)."""
         self._queue.clear()
         self._queued = 0
         self._lost_total = 0
         self._lost_pending = 0
         self._overflow_pending = False
         self._flushed = False
+
+    def start(self) -> None:
+        """Start acquisition: a fresh simulation whose time 0 is now."""
+        if self._closed:
+            raise RuntimeError("time tagger is closed")
+        self._sim = LinkSimulator(self._params, self._seed)
+        self._reset_stream()
         self._running = True
         self._t0 = _time.monotonic()
         log.debug("mock time tagger started (realtime=%s)", self._realtime)

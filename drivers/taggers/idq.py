@@ -37,7 +37,7 @@ import numpy as np
 
 from drivers.errors import DriverError, InstrumentError, InstrumentTimeout
 from drivers.instrument import Instrument, ScpiError, check_choice, check_range, parse_int
-from drivers.timetagger import TagBlock
+from drivers.timetagger import TagBlock, TaggerCounters
 from drivers.transport.base import Transport
 
 log = logging.getLogger("drivers.taggers.idq")
@@ -61,7 +61,7 @@ class StreamLost(DriverError):
     """A timestamp stream failed during acquisition (the DLT reported errors or went away)."""
 
 
-class IDQTimeController(Instrument):
+class IDQTimeController(TaggerCounters, Instrument):
     """ID1000 inputs `channels` (1..4) as a `TimeTagger`; `shutdown()`/`stop()` end every stream.
 
     `dlt` is the DataLinkTargetService's address (started with the Time Controller software),
@@ -160,18 +160,8 @@ class IDQTimeController(Instrument):
 
     # -- TimeTagger protocol --------------------------------------------------------------------------
 
-    @property
-    def channels(self) -> tuple[int, ...]:
-        return self._channels
-
-    @property
-    def resolution_ps(self) -> int:
-        """The bin width the instrument reports (`DEVI:RES:BWID?`, read by `configure()`)."""
-        return self._resolution_ps
-
-    @property
-    def lost_total(self) -> int:
-        return self._lost
+    # `channels`, `resolution_ps` (`DEVI:RES:BWID?`, read by `configure()`) and `lost_total` come from
+    # `TaggerCounters`.
 
     def start(self) -> None:
         """Open a DLT stream and a PAIR socket per channel, switch the streams on, then play the windows."""

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from drivers.errors import DriverError, InstrumentError, VendorLibraryMissing
-from drivers.timetagger import TagBlock
+from drivers.timetagger import TagBlock, TaggerCounters
 
 log = logging.getLogger("drivers.taggers.picoquant")
 
@@ -144,7 +144,7 @@ def _int_in(name: str, value: object, bounds: tuple[int, int]) -> int:
     return value
 
 
-class PicoQuantTagger:
+class PicoQuantTagger(TaggerCounters):
     """A MultiHarp or HydraHarp in T2 mode as a `TimeTagger`.
 
     `library` injects an already opened library object (tests pass a fake with the same
@@ -256,17 +256,7 @@ class PicoQuantTagger:
 
     # -- TimeTagger protocol -----------------------------------------------------------------------
 
-    @property
-    def channels(self) -> tuple[int, ...]:
-        return self._channels
-
-    @property
-    def resolution_ps(self) -> int:
-        return self._resolution_ps
-
-    @property
-    def lost_total(self) -> int:
-        return self._lost
+    # `channels`, `resolution_ps` and `lost_total` come from `TaggerCounters`.
 
     def start(self) -> None:
         """Start a T2 measurement (times count from here)."""

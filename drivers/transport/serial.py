@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from drivers.transport.base import ConnectionLost, ReadTimeout, SessionTransport
 
 
@@ -23,17 +21,10 @@ class SerialTransport(SessionTransport):
         encoding: str = "ascii",
         visa_library: str | None = None,
     ) -> None:
-        if not timeout_s > 0:
-            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        self._init_session(resource, timeout_s, read_termination, write_termination, encoding)
         if not read_termination:
             raise ValueError("read_termination must be a non-empty string for a serial port")
-        self.resource = resource
-        self.timeout_s = float(timeout_s)
-        self.read_termination = read_termination
-        self.write_termination = write_termination
         self.baud_rate = int(baud_rate)
-        self.encoding = encoding
-        self._handle: Any = None
 
     def open(self) -> None:
         import serial

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from drivers.transport.base import ConnectionLost, ReadTimeout, SessionTransport
@@ -45,17 +47,10 @@ class VisaTransport(SessionTransport):
         baud_rate: int | None = None,
         encoding: str = "ascii",
     ) -> None:
-        if not timeout_s > 0:
-            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
-        self.resource = resource
-        self.timeout_s = float(timeout_s)
-        self.read_termination = read_termination
-        self.write_termination = write_termination
+        self._init_session(resource, timeout_s, read_termination, write_termination, encoding)
         self.visa_library = visa_library
         self.baud_rate = baud_rate
-        self.encoding = encoding
         self._rm: Any = None
-        self._handle: Any = None
 
     def open(self) -> None:
         import pyvisa
@@ -78,23 +73,21 @@ class VisaTransport(SessionTransport):
             raise ConnectionLost(f"cannot open VISA resource {self.resource}: {exc}") from exc
 
     def write(self, message: str) -> None:
-        import pyvisa
-
-        try:
+        with self._write_errors():
             self._require().write(message)
-        except pyvisa.errors.VisaIOError as exc:
-            if exc.error_code == pyvisa.constants.StatusCode.error_timeout:
-                raise ReadTimeout(f"write to {self.resource} timed out") from exc
-            raise ConnectionLost(f"write to {self.resource} failed: {exc}") from exc
-        except (OSError, pyvisa.errors.Error) as exc:
-            raise ConnectionLost(f"write to {self.resource} failed: {exc}") from exc
 
     def write_raw(self, data: bytes) -> None:
         """Send bytes as they are (an IEEE 488.2 binary block), then the write termination."""
+        with self._write_errors():
+            self._require().write_raw(data + self.write_termination.encode(self.encoding))
+
+    @contextmanager
+    def _write_errors(self) -> Iterator[None]:
+        """Turn PyVISA's write failures into `ReadTimeout` (the session timed out) or `ConnectionLost`."""
         import pyvisa
 
         try:
-            self._require().write_raw(data + self.write_termination.encode(self.encoding))
+            yield
         except pyvisa.errors.VisaIOError as exc:
             if exc.error_code == pyvisa.constants.StatusCode.error_timeout:
                 raise ReadTimeout(f"write to {self.resource} timed out") from exc

@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Self
 
 import zmq
 
@@ -139,14 +139,26 @@ class _OwnedSocket:
         if self._own_context:
             self._context.term()
 
+    #: the socket type `bind` opens, and the options set on it before binding
+    _bind_kind: int
+    _bind_options: dict[int, int] = {}
+
     @classmethod
-    def _bound(cls, kind: int, endpoint: str, context: zmq.Context | None, max_message_bytes: int, hwm: int,
-               options: dict[int, int] | None = None) -> Any:
-        """A socket of `kind` bound to `endpoint`, wrapped in `cls`; `ClassicalChannelError` if it cannot bind."""
+    def bind(
+        cls,
+        endpoint: str = "tcp://127.0.0.1:0",
+        *,
+        context: zmq.Context | None = None,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+        hwm: int = 1000,
+    ) -> Self:
+        """Listen on `endpoint` (port 0: a free port; read it back from `.endpoint`).
+
+        `ClassicalChannelError` if it cannot bind."""
         ctx, own = _context(context)
-        sock = ctx.socket(kind)
+        sock = ctx.socket(cls._bind_kind)
         cls._configure(sock, max_message_bytes, hwm)
-        for option, value in (options or {}).items():
+        for option, value in cls._bind_options.items():
             sock.setsockopt(option, value)
         try:
             sock.bind(_tcp_endpoint(endpoint))
@@ -171,17 +183,7 @@ class _OwnedSocket:
 class PeerChannel(_OwnedSocket):
     """One end of a point-to-point link (DEALER over TCP); `bind` on one peer, `connect` on the other."""
 
-    @classmethod
-    def bind(
-        cls,
-        endpoint: str = "tcp://127.0.0.1:0",
-        *,
-        context: zmq.Context | None = None,
-        max_message_bytes: int = MAX_MESSAGE_BYTES,
-        hwm: int = 1000,
-    ) -> PeerChannel:
-        """Listen on `endpoint` (port 0: a free port; read it back from `.endpoint`)."""
-        return cls._bound(zmq.DEALER, endpoint, context, max_message_bytes, hwm)
+    _bind_kind = zmq.DEALER
 
     @classmethod
     def connect(
@@ -224,18 +226,9 @@ class PeerChannel(_OwnedSocket):
 class RouterChannel(_OwnedSocket):
     """The bound side of a server many peers connect to (ROUTER): messages carry the peer identity."""
 
-    @classmethod
-    def bind(
-        cls,
-        endpoint: str = "tcp://127.0.0.1:0",
-        *,
-        context: zmq.Context | None = None,
-        max_message_bytes: int = MAX_MESSAGE_BYTES,
-        hwm: int = 1000,
-    ) -> RouterChannel:
-        """Listen on `endpoint` (port 0: a free port; read it back from `.endpoint`)."""
-        # ROUTER_MANDATORY: a reply to an unknown peer is an error, not silently dropped
-        return cls._bound(zmq.ROUTER, endpoint, context, max_message_bytes, hwm, {zmq.ROUTER_MANDATORY: 1})
+    _bind_kind = zmq.ROUTER
+    # ROUTER_MANDATORY: a reply to an unknown peer is an error, not silently dropped
+    _bind_options = {zmq.ROUTER_MANDATORY: 1}
 
     def send(self, peer: bytes, frames: Sequence[Any], timeout: float | None = DEFAULT_TIMEOUT_S) -> None:
         """Send one multipart message to the connected peer named `peer`."""

@@ -55,12 +55,11 @@ Example (paths are relative to the file's directory)::
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from node.configschema import REQUIRED, ConfigError, check_keys, fail, get, key_path, require
+from node.configschema import REQUIRED, ConfigError, check_keys, fail, get, key_path, read_toml, require
 
 
 @dataclass(frozen=True)
@@ -301,11 +300,4 @@ def parse_config(doc: dict, base_dir: str | Path = ".") -> KmConfig:
 def load_config(path: str | Path) -> KmConfig:
     """Read and validate a TOML configuration file."""
     p = Path(path)
-    try:
-        with p.open("rb") as fh:
-            doc = tomllib.load(fh)
-    except OSError as exc:
-        raise ValueError(f"config file {str(p)!r} cannot be read: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"config file {str(p)!r} is not valid TOML: {exc}") from None
-    return parse_config(doc, p.parent)
+    return parse_config(read_toml(p, "config file"), p.parent)

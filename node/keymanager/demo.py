@@ -6,11 +6,13 @@ KME_A serves SAE_A and KME_B serves SAE_B; QKD link "L1" feeds their shared pool
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import socket
 import subprocess
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,6 +109,31 @@ class DemoPair:
         self.procs.clear()
 
 
+def km_toml_head(kme_id: str, database: str, local_saes: Sequence[str], api_port: int, pki: str | os.PathLike,
+                 keys: Mapping[str, object], ingest_port: int, api_extra: str = "") -> str:
+    """The start of a loopback key manager's TOML file, up to its `[ingest]` bind: identity, ETSI 014
+    API (certificates `pki/KME.pem`, `.key`, `ca.pem`; `api_extra` adds lines) and `[keys]` limits."""
+    limits = "\n".join(f"{k} = {v}" for k, v in keys.items())
+    pki = Path(pki).as_posix()
+    return f"""kme_id = "{kme_id}"
+database = "{database}"
+local_saes = {json.dumps(list(local_saes))}
+
+[api]
+host = "127.0.0.1"
+port = {api_port}
+cert = "{pki}/{kme_id}.pem"
+key = "{pki}/{kme_id}.key"
+ca = "{pki}/ca.pem"
+{api_extra}
+[keys]
+{limits}
+
+[ingest]
+bind = "tcp://127.0.0.1:{ingest_port}"
+"""
+
+
 def write_demo_pair(root: str | os.PathLike, *, max_key_count: int = 1_000_000, max_key_per_request: int = 128,
                     peer_timeout_s: float = 2.0) -> DemoPair:
     """Create the PKI, the secrets and both TOML files under `root`, all owner-only whatever the umask;
@@ -119,24 +146,9 @@ def write_demo_pair(root: str | os.PathLike, *, max_key_count: int = 1_000_000, 
     configs = {}
     for me, other in (("a", "b"), ("b", "a")):
         me_id, other_id = f"KME_{me.upper()}", f"KME_{other.upper()}"
-        text = f"""kme_id = "{me_id}"
-database = "km_{me}.db"
-local_saes = ["SAE_{me.upper()}"]
-
-[api]
-host = "127.0.0.1"
-port = {ports[me + '_api']}
-cert = "pki/{me_id}.pem"
-key = "pki/{me_id}.key"
-ca = "pki/ca.pem"
-
-[keys]
-max_key_count = {max_key_count}
-max_key_per_request = {max_key_per_request}
-
-[ingest]
-bind = "tcp://127.0.0.1:{ports[me + '_in']}"
-[[ingest.sources]]
+        limits = {"max_key_count": max_key_count, "max_key_per_request": max_key_per_request}
+        text = km_toml_head(me_id, f"km_{me}.db", [f"SAE_{me.upper()}"], ports[me + "_api"], "pki", limits,
+                            ports[me + "_in"]) + f"""[[ingest.sources]]
 id = "node_{me}"
 auth_key = "ingest_{me}.key"
 

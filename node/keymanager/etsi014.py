@@ -143,6 +143,18 @@ def json_depth_exceeds(text: str, limit: int) -> bool:
     return False
 
 
+def _json_object(body: bytes, name: str, fields: set[str]) -> dict[str, Any]:
+    """The request body as the JSON object `name` (ETSI 014 data format), with no field outside `fields`;
+    `ApiError` 400 otherwise."""
+    doc = _parse_json(body)
+    if not isinstance(doc, dict):
+        raise ApiError(400, f"{name} shall be a JSON object")
+    unknown = sorted(set(doc) - fields)
+    if unknown:
+        raise ApiError(400, f"unknown field {unknown[0]!r} in {name}")
+    return doc
+
+
 def _parse_json(body: bytes) -> Any:
     """The JSON document of a request body, its nesting bounded by MAX_JSON_DEPTH (its size is bounded
     by the application's client_max_size); `ApiError` 400 for anything malformed."""
@@ -296,12 +308,7 @@ class Etsi014Api:
             if request.query:
                 raise ApiError(400, "POST requests carry their parameters in the JSON body")
             if body.strip():
-                doc = _parse_json(body)
-                if not isinstance(doc, dict):
-                    raise ApiError(400, "Key request shall be a JSON object")
-                unknown = sorted(set(doc) - KEY_REQUEST_FIELDS)
-                if unknown:
-                    raise ApiError(400, f"unknown field {unknown[0]!r} in Key request")
+                doc = _json_object(body, "Key request", KEY_REQUEST_FIELDS)
                 if "number" in doc:
                     number = _int_field(doc["number"], "number")
                 if "size" in doc:
@@ -367,12 +374,7 @@ class Etsi014Api:
         else:
             if request.query:
                 raise ApiError(400, "POST requests carry their parameters in the JSON body")
-            doc = _parse_json(body)
-            if not isinstance(doc, dict):
-                raise ApiError(400, "Key IDs shall be a JSON object")
-            unknown = sorted(set(doc) - KEY_IDS_FIELDS)
-            if unknown:
-                raise ApiError(400, f"unknown field {unknown[0]!r} in Key IDs")
+            doc = _json_object(body, "Key IDs", KEY_IDS_FIELDS)
             items = doc.get("key_IDs")
             if not isinstance(items, list) or not items:
                 raise ApiError(400, "key_IDs shall be a non-empty array of objects")

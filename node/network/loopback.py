@@ -31,7 +31,7 @@ from node.control.topology import Topology
 from node.keymanager.certs import make_pki
 from node.keymanager.config import load_config
 from node.keymanager.daemon import KeyManager
-from node.keymanager.demo import free_port
+from node.keymanager.demo import free_port, km_toml_head
 from node.keymanager.ingest import KeyBlockSender
 from node.management.metrics import NodeMetrics, close_metrics, serve_metrics
 from node.private_files import write_private_file
@@ -85,24 +85,9 @@ auth_key = "link_{lk.id}.key"
         first_link = topology.links_of(n)[0].id if topology.links_of(n) else None
         if first_link is None:
             _secret(base / f"link_none_{n}.key", 64)
-        text = f"""kme_id = "{me}"
-database = "km_{n}.db"
-local_saes = ["{sae_id(n)}"]
-
-[api]
-host = "127.0.0.1"
-port = {ports[(n, 'api')]}
-cert = "pki/{me}.pem"
-key = "pki/{me}.key"
-ca = "pki/ca.pem"
-
-[keys]
-max_key_count = {max_key_count}
-max_key_per_request = {max_key_per_request}
-
-[ingest]
-bind = "tcp://127.0.0.1:{ports[(n, 'in')]}"
-[[ingest.sources]]
+        limits = {"max_key_count": max_key_count, "max_key_per_request": max_key_per_request}
+        text = km_toml_head(me, f"km_{n}.db", [sae_id(n)], ports[(n, "api")], "pki", limits,
+                            ports[(n, "in")]) + f"""[[ingest.sources]]
 id = "link_source_{n}"
 auth_key = "ingest_{n}.key"
 """ + "".join(f"""[[ingest.sources]]

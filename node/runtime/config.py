@@ -47,12 +47,21 @@ Example (paths relative to the file's directory)::
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from node.configschema import REQUIRED, ConfigError, check_keys, check_number_types, fail, get, key_path, require
+from node.configschema import (
+    REQUIRED,
+    ConfigError,
+    check_keys,
+    check_number_types,
+    fail,
+    get,
+    key_path,
+    read_toml,
+    require,
+)
 from node.link.distill import LinkSettings
 from node.runtime.mockconfig import MockConfig, parse_mock
 
@@ -262,11 +271,4 @@ def _link_physics(link: dict[str, Any], mock: MockConfig | None) -> tuple[tuple[
 def load_node_config(path: str | Path) -> NodeConfig:
     """Read and validate a node's TOML file."""
     path = Path(path)
-    try:
-        with open(path, "rb") as fh:
-            doc = tomllib.load(fh)
-    except OSError as exc:
-        raise ValueError(f"cannot read node config {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"node config {path} is not valid TOML: {exc}") from None
-    return parse_node_config(doc, path.parent)
+    return parse_node_config(read_toml(path, "node config"), path.parent)

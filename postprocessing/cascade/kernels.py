@@ -80,6 +80,12 @@ def word_parity(x: np.uint64) -> np.int64:
     return np.int64(x & np.uint64(1))
 
 
+@kernel(inline="always")
+def _span(lo: Int, hi: Int) -> tuple[Int, Int, np.uint64, np.uint64]:
+    """The first and last word of the bit range [lo, hi) (hi > lo) and the masks of its bits in each."""
+    return lo >> 6, (hi - 1) >> 6, _ONES << np.uint64(lo & 63), _ONES >> np.uint64(63 - ((hi - 1) & 63))
+
+
 @kernel
 def _range_words(rows: NDArray[np.uint64], r: Int, masks: NDArray[np.uint64], m: Int, flip: Int,
                  lo: Int, hi: Int) -> np.uint64:
@@ -90,10 +96,7 @@ def _range_words(rows: NDArray[np.uint64], r: Int, masks: NDArray[np.uint64], m:
     if hi <= lo:
         return acc
     fm = _ONES if flip else np.uint64(0)
-    w0 = lo >> 6
-    w1 = (hi - 1) >> 6
-    first = _ONES << np.uint64(lo & 63)
-    last = _ONES >> np.uint64(63 - ((hi - 1) & 63))
+    w0, w1, first, last = _span(lo, hi)
     if w0 == w1:
         return rows[r, w0] & (masks[m, w0] ^ fm) & first & last
     acc = rows[r, w0] & (masks[m, w0] ^ fm) & first
@@ -107,10 +110,7 @@ def _range_words(rows: NDArray[np.uint64], r: Int, masks: NDArray[np.uint64], m:
 def _plain_parity(rows: NDArray[np.uint64], r: Int, lo: Int, hi: Int) -> np.int64:
     if hi <= lo:
         return np.int64(0)
-    w0 = lo >> 6
-    w1 = (hi - 1) >> 6
-    first = _ONES << np.uint64(lo & 63)
-    last = _ONES >> np.uint64(63 - ((hi - 1) & 63))
+    w0, w1, first, last = _span(lo, hi)
     if w0 == w1:
         return word_parity(rows[r, w0] & first & last)
     acc = rows[r, w0] & first
@@ -146,10 +146,7 @@ def _members(masks: NDArray[np.uint64], m: Int, flip: Int, lo: Int, hi: Int) -> 
     if hi <= lo:
         return 0
     fm = _ONES if flip else np.uint64(0)
-    w0 = lo >> 6
-    w1 = (hi - 1) >> 6
-    first = _ONES << np.uint64(lo & 63)
-    last = _ONES >> np.uint64(63 - ((hi - 1) & 63))
+    w0, w1, first, last = _span(lo, hi)
     if w0 == w1:
         return _popcount((masks[m, w0] ^ fm) & first & last)
     return _popcount((masks[m, w0] ^ fm) & first) + _popcount((masks[m, w1] ^ fm) & last)

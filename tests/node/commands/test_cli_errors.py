@@ -63,7 +63,7 @@ def cases(tmp: Path) -> dict[str, tuple[list[str], int, str]]:
         "repetition_rate_hz = 0": (
             ["run", "--check", mock_config(tmp / "d", mock={"repetition_rate_hz": "0"})], 2, "repetition_rate_hz"),
         "seed = 2.5": (["run", "--check", mock_config(tmp / "e", mock={"seed": "2.5"})], 2, "hardware.mock.seed"),
-        "missing config file": (["run", "--check", str(tmp / "nosuch.toml")], 2, "cannot read node config"),
+        "missing config file": (["run", "--check", str(tmp / "nosuch.toml")], 2, "node config"),
     }
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from node.classical.messages import KeyBlockAck
 from node.keymanager.certs import make_pki
-from node.keymanager.demo import free_port
+from node.keymanager.demo import free_port, km_toml_head
 from node.keymanager.ingest import KeyBlockSender
 from node.network.loopback import KmThread
 
@@ -42,28 +42,13 @@ def write_pair_configs(root: Path, pki_dir: Path, ports: dict[str, int] | None =
                        ("fuzz_b", 64)):
         if not (root / f"{name}.key").exists():  # a test may have put a smaller secret there
             (root / f"{name}.key").write_bytes(os.urandom(size))
-    limits = "\n".join(f"{k} = {v}" for k, v in keys.items())
     api_extra = "\n".join(f"{k} = {v}" for k, v in (api or {}).items())
     out: dict[str, Path] = {}
     for me, other, local, remote in (("a", "b", ["SAE_A", "SAE_C"], ["SAE_B", "SAE_D"]),
                                      ("b", "a", ["SAE_B", "SAE_D"], ["SAE_A", "SAE_C"])):
         me_id, other_id = f"KME_{me.upper()}", f"KME_{other.upper()}"
-        text = f"""
-kme_id = "{me_id}"
-database = "km_{me}.db"
-local_saes = {local!r}
-[api]
-host = "127.0.0.1"
-port = {ports[me + '_api']}
-cert = "{pki_dir / (me_id + '.pem')}"
-key = "{pki_dir / (me_id + '.key')}"
-ca = "{pki_dir / 'ca.pem'}"
-{api_extra}
-[keys]
-{limits}
-[ingest]
-bind = "tcp://127.0.0.1:{ports[me + '_in']}"
-[[ingest.sources]]
+        text = km_toml_head(me_id, f"km_{me}.db", local, ports[me + "_api"], pki_dir, keys, ports[me + "_in"],
+                            api_extra) + f"""[[ingest.sources]]
 id = "node_{me}"
 auth_key = "ingest_{me}.key"
 [[ingest.sources]]
