@@ -63,14 +63,37 @@ class Keysight8157xA(ScpiInstrument):
         offset = float(self.offset)
         return (self.filter_range_db[0] + offset, self.filter_range_db[1] + offset)
 
-    attenuation = Setting(":INP{slot}:ATT?", ":INP{slot}:ATT {}", "Attenuation in dB (offset included).",
-                          limits="attenuation_range_db", unit="dB", fmt="{:.3f}")
-    wavelength = Setting(":INP{slot}:WAV?", ":INP{slot}:WAV {}", "Calibration wavelength in m.",
-                         limits="wavelength_range_m", unit="m", fmt="{:.12g}")
-    offset = Setting(":INP{slot}:OFFS?", ":INP{slot}:OFFS {}", "Attenuation offset in dB.",
-                     limits="offset_range_db", unit="dB", fmt="{:.3f}")
-    shutter_open = Setting(":OUTP{slot}:STAT?", ":OUTP{slot}:STAT {}", "Shutter open (True): light passes.",
-                           parse=parse_bool, choices=ON_OFF)
+    attenuation = Setting(
+        ":INP{slot}:ATT?",
+        ":INP{slot}:ATT {}",
+        "Attenuation in dB (offset included).",
+        limits="attenuation_range_db",
+        unit="dB",
+        fmt="{:.3f}",
+    )
+    wavelength = Setting(
+        ":INP{slot}:WAV?",
+        ":INP{slot}:WAV {}",
+        "Calibration wavelength in m.",
+        limits="wavelength_range_m",
+        unit="m",
+        fmt="{:.12g}",
+    )
+    offset = Setting(
+        ":INP{slot}:OFFS?",
+        ":INP{slot}:OFFS {}",
+        "Attenuation offset in dB.",
+        limits="offset_range_db",
+        unit="dB",
+        fmt="{:.3f}",
+    )
+    shutter_open = Setting(
+        ":OUTP{slot}:STAT?",
+        ":OUTP{slot}:STAT {}",
+        "Shutter open (True): light passes.",
+        parse=parse_bool,
+        choices=ON_OFF,
+    )
 
     def set_attenuation(self, db: float) -> None:
         """Set the attenuation and wait until the filter has moved (`*OPC?`)."""

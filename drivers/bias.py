@@ -68,7 +68,9 @@ class ThorlabsMBX(Instrument):
     def __init__(self, resource: str | Transport, **serial_options: Any) -> None:
         super().__init__(resource, **serial_options)
 
-    def write(self, command: str | bytes, *, check: bool | None = None, retry: bool = True, shown: str | None = None) -> None:
+    def write(
+        self, command: str | bytes, *, check: bool | None = None, retry: bool = True, shown: str | None = None
+    ) -> None:
         """Send a setting and read its acknowledgement: `1`, or `Err: ...` raised as `InstrumentError`."""
         reply = str(self._exchange(command, reply=True, parse=str, retry=retry, shown=shown)).strip()
         label = shown or repr(command)

@@ -56,8 +56,9 @@ def role_of(inst: Any) -> str:
 def _check_keys(name: str, table: Mapping[str, Any], allowed: set[str]) -> None:
     unknown = sorted(set(table) - allowed)
     if unknown:
-        raise ValueError(f"config table [hardware.lab.bringup.{name}] has unknown keys {unknown}; "
-                         f"allowed {sorted(allowed)}")
+        raise ValueError(
+            f"config table [hardware.lab.bringup.{name}] has unknown keys {unknown}; allowed {sorted(allowed)}"
+        )
 
 
 def _laser(name: str, laser: Any, s: Mapping[str, Any], out: BringUpLog) -> None:
@@ -65,11 +66,18 @@ def _laser(name: str, laser: Any, s: Mapping[str, Any], out: BringUpLog) -> None
     missing = sorted({"temperature_c", "current_a", "limit_a"} - set(s))
     if missing:
         raise ValueError(f"config table [hardware.lab.bringup.{name}] needs {missing}")
-    laser.bring_up(temperature_c=float(s["temperature_c"]), current_a=float(s["current_a"]),
-                   limit_a=float(s["limit_a"]), settle_tolerance_c=float(s.get("settle_tolerance_c", 0.1)),
-                   settle_timeout_s=float(s.get("settle_timeout_s", 120.0)))
-    out.add(name, "TEC on, settled, limit, setpoint, mode/polarity, LD on",
-            f"LD on={laser.output_enabled}, I={laser.current:.4g} A, T={laser.temperature:.3f} °C")
+    laser.bring_up(
+        temperature_c=float(s["temperature_c"]),
+        current_a=float(s["current_a"]),
+        limit_a=float(s["limit_a"]),
+        settle_tolerance_c=float(s.get("settle_tolerance_c", 0.1)),
+        settle_timeout_s=float(s.get("settle_timeout_s", 120.0)),
+    )
+    out.add(
+        name,
+        "TEC on, settled, limit, setpoint, mode/polarity, LD on",
+        f"LD on={laser.output_enabled}, I={laser.current:.4g} A, T={laser.temperature:.3f} °C",
+    )
 
 
 def _bias(name: str, bias: Any, s: Mapping[str, Any], out: BringUpLog) -> None:
@@ -78,8 +86,10 @@ def _bias(name: str, bias: Any, s: Mapping[str, Any], out: BringUpLog) -> None:
     _check_keys(name, s, BIAS_KEYS)
     mode_name = str(s.get("mode", "AUTO_NULL")).upper()
     if mode_name not in BiasMode.__members__:
-        raise ValueError(f"config key 'hardware.lab.bringup.{name}.mode' must be one of "
-                         f"{list(BiasMode.__members__)}, got {mode_name!r}")
+        raise ValueError(
+            f"config key 'hardware.lab.bringup.{name}.mode' must be one of "
+            f"{list(BiasMode.__members__)}, got {mode_name!r}"
+        )
     if "hold_voltage_v" in s:
         bias.hold_voltage = float(s["hold_voltage_v"])
     bias.bias_mode = BiasMode[mode_name]
@@ -112,7 +122,10 @@ def _tagger(name: str, tagger: Any, s: Mapping[str, Any], out: BringUpLog) -> No
 
 
 STEPS: dict[str, Callable[[str, Any, Mapping[str, Any], BringUpLog], None]] = {
-    "laser": _laser, "bias": _bias, "attenuator": _attenuator, "tagger": _tagger,
+    "laser": _laser,
+    "bias": _bias,
+    "attenuator": _attenuator,
+    "tagger": _tagger,
 }
 ORDER = {"alice": ("laser", "bias", "attenuator"), "bob": ("tagger",)}
 
@@ -120,8 +133,12 @@ ORDER = {"alice": ("laser", "bias", "attenuator"), "bob": ("tagger",)}
 def shut_down(instruments: Mapping[str, Any]) -> list[str]:
     """Every instrument safe, light sources first; returns the failures (never raises)."""
     failures = []
-    ranked = sorted(instruments.items(), key=lambda kv: SHUTDOWN_ORDER.index(role_of(kv[1]))
-                    if role_of(kv[1]) in SHUTDOWN_ORDER else len(SHUTDOWN_ORDER))
+    ranked = sorted(
+        instruments.items(),
+        key=lambda kv: (
+            SHUTDOWN_ORDER.index(role_of(kv[1])) if role_of(kv[1]) in SHUTDOWN_ORDER else len(SHUTDOWN_ORDER)
+        ),
+    )
     for name, inst in ranked:
         for method in ("shutdown", "stop"):
             fn = getattr(inst, method, None)
@@ -136,8 +153,12 @@ def shut_down(instruments: Mapping[str, Any]) -> list[str]:
     return failures
 
 
-def bring_up(role: str, instruments: Mapping[str, Any], settings: Mapping[str, Mapping[str, Any]],
-             alarm: Callable[[str, str], None] | None = None) -> BringUpLog:
+def bring_up(
+    role: str,
+    instruments: Mapping[str, Any],
+    settings: Mapping[str, Mapping[str, Any]],
+    alarm: Callable[[str, str], None] | None = None,
+) -> BringUpLog:
     """Run the role's bring-up over `instruments` with `settings` per instrument name.
 
     On the first failure: every instrument is shut down, the failure is logged and alarmed
@@ -147,8 +168,10 @@ def bring_up(role: str, instruments: Mapping[str, Any], settings: Mapping[str, M
         raise ValueError(f"role must be one of {sorted(ORDER)}, got {role!r}")
     unknown = sorted(set(settings) - set(instruments))
     if unknown:
-        raise ValueError(f"config tables [hardware.lab.bringup.{unknown[0]}] name no instrument; "
-                         f"instruments are {sorted(instruments)}")
+        raise ValueError(
+            f"config tables [hardware.lab.bringup.{unknown[0]}] name no instrument; "
+            f"instruments are {sorted(instruments)}"
+        )
     out = BringUpLog()
     for kind in ORDER[role]:
         for name, inst in instruments.items():

@@ -60,6 +60,7 @@ def _shown(command: str | bytes, shown: str | None) -> str:
 
 # --- reply parsers -------------------------------------------------------------------------------
 
+
 def parse_float(reply: str) -> float:
     """A SCPI number (NR1/NR2/NR3)."""
     value = float(reply.strip())
@@ -98,6 +99,7 @@ def parse_scpi_error(reply: str) -> tuple[int, str]:
 
 
 # --- the base class ------------------------------------------------------------------------------
+
 
 class Instrument:
     """A message-based instrument on a `Transport`, safe to share between threads.
@@ -196,8 +198,14 @@ class Instrument:
 
     # -- traffic ----------------------------------------------------------------------------------
 
-    def _exchange(self, command: str | bytes, reply: bool, parse: Callable[[str], T] | None = None,
-                  retry: bool = True, shown: str | None = None) -> T | str | None:
+    def _exchange(
+        self,
+        command: str | bytes,
+        reply: bool,
+        parse: Callable[[str], T] | None = None,
+        retry: bool = True,
+        shown: str | None = None,
+    ) -> T | str | None:
         """Send `command` and, if `reply`, read and parse the answer; the only place bytes move.
 
         `shown` replaces the command in logs and exceptions (payloads that must not be written out).
@@ -226,8 +234,9 @@ class Instrument:
                 except ValueError as exc:  # parse failure: garbage or a reply out of step
                     failure = BadReply(str(exc))
                 if attempt + 1 < attempts:
-                    log.warning("%s: %s on %r, retrying (%d of %d)", self.name, failure, label,
-                                attempt + 1, attempts - 1)
+                    log.warning(
+                        "%s: %s on %r, retrying (%d of %d)", self.name, failure, label, attempt + 1, attempts - 1
+                    )
             self.transport.close()  # leave no half-read reply behind for the next caller
         tries = f"{attempts} attempt(s)"
         if isinstance(failure, ReadTimeout):
@@ -235,13 +244,16 @@ class Instrument:
                 f"{self.name}: no reply to {label!r} after {tries} of {self.transport.timeout_s:g} s"
             ) from failure
         if isinstance(failure, BadReply):
-            raise BadReply(f"{self.name}: bad reply {clip(text or '')!r} to {label!r} after {tries}: "
-                           f"{failure}") from failure
-        raise InstrumentDisconnected(f"{self.name}: session lost during {label!r} after {tries}: "
-                                     f"{failure}") from failure
+            raise BadReply(
+                f"{self.name}: bad reply {clip(text or '')!r} to {label!r} after {tries}: {failure}"
+            ) from failure
+        raise InstrumentDisconnected(
+            f"{self.name}: session lost during {label!r} after {tries}: {failure}"
+        ) from failure
 
-    def write(self, command: str | bytes, *, check: bool | None = None, retry: bool = True,
-              shown: str | None = None) -> None:
+    def write(
+        self, command: str | bytes, *, check: bool | None = None, retry: bool = True, shown: str | None = None
+    ) -> None:
         """Send a command with no reply; then drain the error queue (unless `check` is False).
 
         `retry=False` for commands that must not run twice (triggers, arming); `shown` is what logs
@@ -322,8 +334,9 @@ class Instrument:
     def __enter__(self: T) -> T:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         try:
             self.shutdown()
         except Exception:
@@ -410,9 +423,18 @@ class Setting(Measurement):
     lab narrows per instrument); `choices` maps allowed Python values to the tokens the device takes.
     """
 
-    def __init__(self, get_cmd: str, set_cmd: str, doc: str, *, parse: Callable[[str], Any] = parse_float,
-                 limits: Limits | str | None = None, choices: dict[Any, str] | None = None,
-                 unit: str = "", fmt: str = "{:.6g}") -> None:
+    def __init__(
+        self,
+        get_cmd: str,
+        set_cmd: str,
+        doc: str,
+        *,
+        parse: Callable[[str], Any] = parse_float,
+        limits: Limits | str | None = None,
+        choices: dict[Any, str] | None = None,
+        unit: str = "",
+        fmt: str = "{:.6g}",
+    ) -> None:
         super().__init__(get_cmd, doc, parse=parse, unit=unit)
         if (limits is None) == (choices is None):
             raise ValueError("a Setting needs exactly one of limits or choices")

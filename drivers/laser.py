@@ -31,6 +31,7 @@ from drivers.transport.base import Transport
 
 log = logging.getLogger("drivers.laser")
 
+
 class LaserController(Protocol):
     """What the node needs from a laser diode driver (real or mock); not runtime-checkable, as
     reading an attribute talks to the instrument."""
@@ -77,15 +78,24 @@ class ThorlabsITC4001(ScpiInstrument):
     laser output off and reads it back.
     """
 
-    def __init__(self, resource: str | Transport, *, max_current_a: float = ITC4001_MAX_CURRENT_A,
-                 temperature_range_c: tuple[float, float] = ITC4001_TEC_RANGE_C, ld_mode: str = "current",
-                 ld_polarity: str = "CG", **visa_options: Any) -> None:
+    def __init__(
+        self,
+        resource: str | Transport,
+        *,
+        max_current_a: float = ITC4001_MAX_CURRENT_A,
+        temperature_range_c: tuple[float, float] = ITC4001_TEC_RANGE_C,
+        ld_mode: str = "current",
+        ld_polarity: str = "CG",
+        **visa_options: Any,
+    ) -> None:
         if not 0 < max_current_a <= ITC4001_MAX_CURRENT_A:
             raise ValueError(f"max_current_a must be in (0, {ITC4001_MAX_CURRENT_A}] A, got {max_current_a}")
         lo, hi = temperature_range_c
         if not ITC4001_TEC_RANGE_C[0] <= lo < hi <= ITC4001_TEC_RANGE_C[1]:
-            raise ValueError(f"temperature_range_c must lie within {ITC4001_TEC_RANGE_C} °C with low < high, "
-                             f"got {temperature_range_c}")
+            raise ValueError(
+                f"temperature_range_c must lie within {ITC4001_TEC_RANGE_C} °C with low < high, "
+                f"got {temperature_range_c}"
+            )
         self.current_range_a = (0.0, float(max_current_a))
         self.temperature_range_c = (float(lo), float(hi))
         self.ld_mode = check_choice(self, "ld_mode", ld_mode, tuple(LD_MODES))
@@ -95,16 +105,25 @@ class ThorlabsITC4001(ScpiInstrument):
     def _on_connect(self) -> None:
         self.write("UNIT:TEMP CEL")
 
-    output_state = Setting("OUTP:STAT?", "OUTP:STAT {}", "Laser diode output as sent, no trip check (use output_enabled).",
-                           parse=parse_bool, choices=ON_OFF)
-    tec_enabled = Setting("OUTP2:STAT?", "OUTP2:STAT {}", "TEC output on (True) or off.",
-                          parse=parse_bool, choices=ON_OFF)
-    _setpoint = Setting("SOUR:CURR?", "SOUR:CURR {}", "Laser diode current setpoint in A.",
-                        limits="current_range_a", unit="A")
-    _limit = Setting("SOUR:CURR:LIM?", "SOUR:CURR:LIM {}", "Laser diode current limit in A.",
-                     limits="current_range_a", unit="A")
-    temperature_setpoint = Setting("SOUR2:TEMP?", "SOUR2:TEMP {}", "TEC temperature setpoint in °C.",
-                                   limits="temperature_range_c", unit="°C")
+    output_state = Setting(
+        "OUTP:STAT?",
+        "OUTP:STAT {}",
+        "Laser diode output as sent, no trip check (use output_enabled).",
+        parse=parse_bool,
+        choices=ON_OFF,
+    )
+    tec_enabled = Setting(
+        "OUTP2:STAT?", "OUTP2:STAT {}", "TEC output on (True) or off.", parse=parse_bool, choices=ON_OFF
+    )
+    _setpoint = Setting(
+        "SOUR:CURR?", "SOUR:CURR {}", "Laser diode current setpoint in A.", limits="current_range_a", unit="A"
+    )
+    _limit = Setting(
+        "SOUR:CURR:LIM?", "SOUR:CURR:LIM {}", "Laser diode current limit in A.", limits="current_range_a", unit="A"
+    )
+    temperature_setpoint = Setting(
+        "SOUR2:TEMP?", "SOUR2:TEMP {}", "TEC temperature setpoint in °C.", limits="temperature_range_c", unit="°C"
+    )
     current = Measurement("MEAS:CURR?", "Measured laser diode current in A.", unit="A")
     temperature = Measurement("MEAS:TEMP?", "Measured TEC sensor temperature in °C.", unit="°C")
     voltage = Measurement("MEAS:VOLT?", "Measured laser diode voltage in V.", unit="V")
@@ -122,8 +141,10 @@ class ThorlabsITC4001(ScpiInstrument):
         with self._lock:
             limit = float(self._limit)
             if value > limit:
-                raise ValueError(f"ThorlabsITC4001.current_setpoint must not exceed current_limit = {limit:g} A, "
-                                 f"got {value:g} (raise the limit first)")
+                raise ValueError(
+                    f"ThorlabsITC4001.current_setpoint must not exceed current_limit = {limit:g} A, "
+                    f"got {value:g} (raise the limit first)"
+                )
             self._setpoint = value
 
     @property
@@ -137,8 +158,10 @@ class ThorlabsITC4001(ScpiInstrument):
         with self._lock:
             setpoint = float(self._setpoint)
             if value < setpoint:
-                raise ValueError(f"ThorlabsITC4001.current_limit must not be below current_setpoint = {setpoint:g} A, "
-                                 f"got {value:g} (lower the setpoint first)")
+                raise ValueError(
+                    f"ThorlabsITC4001.current_limit must not be below current_setpoint = {setpoint:g} A, "
+                    f"got {value:g} (lower the setpoint first)"
+                )
             self._limit = value
 
     # -- protection -------------------------------------------------------------------------------
@@ -166,8 +189,10 @@ class ThorlabsITC4001(ScpiInstrument):
             self.output_state = on
             if on and not self.output_state:
                 self.check_trips()
-                raise InstrumentError(f"{self.name}: laser output did not switch on and no protection trip is set "
-                                      "(TEC outside its window with temperature protection on?)")
+                raise InstrumentError(
+                    f"{self.name}: laser output did not switch on and no protection trip is set "
+                    "(TEC outside its window with temperature protection on?)"
+                )
 
     def configure_ld(self) -> None:
         """LD operating mode and polarity from the options; only while the LD is off, as the manual requires."""
@@ -179,8 +204,10 @@ class ThorlabsITC4001(ScpiInstrument):
             mode: str = self.query("SOUR:FUNC:MODE?").strip().upper()
             pol: str = self.query("OUTP:POL?").strip().upper()
             if not mode.startswith(LD_MODES[self.ld_mode]) or pol != self.ld_polarity:
-                raise InstrumentError(f"{self.name}: LD mode/polarity read back {mode}/{pol}, "
-                                      f"wanted {LD_MODES[self.ld_mode]}/{self.ld_polarity}")
+                raise InstrumentError(
+                    f"{self.name}: LD mode/polarity read back {mode}/{pol}, "
+                    f"wanted {LD_MODES[self.ld_mode]}/{self.ld_polarity}"
+                )
 
     def wait_temperature(self, tolerance_c: float, timeout_s: float, poll_s: float = 0.05) -> float:
         """Wait until the measured temperature is within `tolerance_c` of the setpoint; returns it."""
@@ -191,12 +218,21 @@ class ThorlabsITC4001(ScpiInstrument):
             if abs(t - target) <= tolerance_c:
                 return t
             if time.monotonic() >= deadline:
-                raise InstrumentError(f"{self.name}: TEC did not settle: {t:.3f} °C after {timeout_s:g} s, "
-                                      f"setpoint {target:.3f} °C ± {tolerance_c:g}")
+                raise InstrumentError(
+                    f"{self.name}: TEC did not settle: {t:.3f} °C after {timeout_s:g} s, "
+                    f"setpoint {target:.3f} °C ± {tolerance_c:g}"
+                )
             time.sleep(poll_s)
 
-    def bring_up(self, *, temperature_c: float, current_a: float, limit_a: float, settle_tolerance_c: float = 0.1,
-                 settle_timeout_s: float = 120.0) -> None:
+    def bring_up(
+        self,
+        *,
+        temperature_c: float,
+        current_a: float,
+        limit_a: float,
+        settle_tolerance_c: float = 0.1,
+        settle_timeout_s: float = 120.0,
+    ) -> None:
         """TEC on -> temperature settled -> limit -> setpoint -> mode/polarity -> LD on, each step read back.
 
         On any failure the LD output is switched off before the error propagates.

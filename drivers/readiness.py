@@ -29,20 +29,29 @@ def _identity(name: str, inst: Any, driver: str) -> list[Check]:
 
     idn = inst.idn().strip()
     ok = bool(re.match(BY_NAME[driver].idn, idn, re.IGNORECASE))
-    return [Check(name, "identity", ok, idn if ok else f"{idn!r} is not a {driver} (*IDN? pattern "
-                  f"{BY_NAME[driver].idn})")]
+    return [
+        Check(name, "identity", ok, idn if ok else f"{idn!r} is not a {driver} (*IDN? pattern {BY_NAME[driver].idn})")
+    ]
 
 
 def _itc4001(name: str, laser: Any) -> list[Check]:
     from drivers.laser import TRIPS
 
-    rows = [Check(name, f"trip: {text}", not tripped, "tripped: the LD cannot switch on" if tripped else "clear")
-            for (flag, text), tripped in zip(TRIPS.items(), laser.trips().values())]
+    rows = [
+        Check(name, f"trip: {text}", not tripped, "tripped: the LD cannot switch on" if tripped else "clear")
+        for (flag, text), tripped in zip(TRIPS.items(), laser.trips().values())
+    ]
     ld = laser.output_enabled
     rows.append(Check(name, "laser output", not ld, "on before bring-up" if ld else "off"))
     limit, setpoint, cap = laser.current_limit, laser.current_setpoint, laser.current_range_a[1]
-    rows.append(Check(name, "current limit", limit <= cap,
-                      f"{limit:g} A (max_current_a {cap:g} A)" + ("" if limit <= cap else ": above the diode's maximum")))
+    rows.append(
+        Check(
+            name,
+            "current limit",
+            limit <= cap,
+            f"{limit:g} A (max_current_a {cap:g} A)" + ("" if limit <= cap else ": above the diode's maximum"),
+        )
+    )
     rows.append(Check(name, "setpoint <= limit", setpoint <= limit, f"{setpoint:g} A <= {limit:g} A"))
     rows.append(Check(name, "TEC", True, f"{'on' if laser.tec_enabled else 'off'}, {laser.temperature:.2f} °C"))
     return rows
@@ -52,8 +61,14 @@ def _awg33500b(name: str, awg: Any) -> list[Check]:
     opts = awg.query("*OPT?").strip()
     has_mem = "MEM" in opts.upper()
     ok = has_mem or awg.memory_points == 1_048_576
-    rows = [Check(name, "options", ok, f"{opts or 'none'}; memory_points {awg.memory_points}"
-                  + ("" if ok else ": needs option MEM"))]
+    rows = [
+        Check(
+            name,
+            "options",
+            ok,
+            f"{opts or 'none'}; memory_points {awg.memory_points}" + ("" if ok else ": needs option MEM"),
+        )
+    ]
     on = [ch for ch in awg.channels if awg.output_enabled(ch)]
     rows.append(Check(name, "outputs", not on, f"on: {on}" if on else "all off"))
     return rows
@@ -62,9 +77,15 @@ def _awg33500b(name: str, awg: Any) -> list[Check]:
 def _m8195a(name: str, awg: Any) -> list[Check]:
     try:
         awg.check_configuration()
-        rows = [Check(name, "DAC mode / memory", True,
-                      f"{awg.dac_mode}, channels {list(awg.channels)}, {awg.memory} memory, "
-                      f"divider {awg.sample_rate_divider}")]
+        rows = [
+            Check(
+                name,
+                "DAC mode / memory",
+                True,
+                f"{awg.dac_mode}, channels {list(awg.channels)}, {awg.memory} memory, "
+                f"divider {awg.sample_rate_divider}",
+            )
+        ]
     except DriverError as exc:
         rows = [Check(name, "DAC mode / memory", False, str(exc).split(": ", 1)[-1])]
     rate = awg.sample_rate
@@ -75,15 +96,19 @@ def _m8195a(name: str, awg: Any) -> list[Check]:
 
 def _mbx(name: str, mbx: Any) -> list[Check]:
     mode = mbx.bias_mode
-    return [Check(name, "bias mode", True, f"{mode.name}, locked={mbx.locked}"),
-            Check(name, "bias voltage", True, f"{mbx.bias_voltage:.3f} V")]
+    return [
+        Check(name, "bias mode", True, f"{mode.name}, locked={mbx.locked}"),
+        Check(name, "bias voltage", True, f"{mbx.bias_voltage:.3f} V"),
+    ]
 
 
 def _attenuator(name: str, att: Any) -> list[Check]:
     lo, hi = att.attenuation_range_db
-    return [Check(name, "shutter", True, "open" if att.shutter_open else "closed"),
-            Check(name, "attenuation range", True, f"[{lo:g}, {hi:g}] dB (offset {att.offset:g} dB)"),
-            Check(name, "wavelength", True, f"{att.wavelength * 1e9:.3f} nm")]
+    return [
+        Check(name, "shutter", True, "open" if att.shutter_open else "closed"),
+        Check(name, "attenuation range", True, f"[{lo:g}, {hi:g}] dB (offset {att.offset:g} dB)"),
+        Check(name, "wavelength", True, f"{att.wavelength * 1e9:.3f} nm"),
+    ]
 
 
 def _id1000(name: str, tc: Any) -> list[Check]:
@@ -109,26 +134,50 @@ def _swabian(name: str, tagger: Any) -> list[Check]:
         tagger.stop()
     ok = block.lost == 0 and not block.overflow
     cause = "stream buffer full" if block.meta.get("stream_buffer_full") else "stream overflow"
-    return [Check(name, "channel numbering", True, "scheme ONE (front-panel numbers)"),
-            Check(name, "stream", ok, f"{len(block)} tags in 50 ms, no loss" if ok else
-                  f"{cause}: {block.lost} event(s) lost in 50 ms")]
+    return [
+        Check(name, "channel numbering", True, "scheme ONE (front-panel numbers)"),
+        Check(
+            name,
+            "stream",
+            ok,
+            f"{len(block)} tags in 50 ms, no loss" if ok else f"{cause}: {block.lost} event(s) lost in 50 ms",
+        ),
+    ]
 
 
 def _picoquant(name: str, tagger: Any) -> list[Check]:
     from drivers.taggers.picoquant_live import FLAG_CNTS_DROPPED, FLAG_FIFOFULL, FLAG_SYSERROR
 
     flags = tagger._flags()
-    named = [text for bit, text in ((FLAG_CNTS_DROPPED, "counts dropped (FLAG_CNTS_DROPPED)"),
-                                    (FLAG_SYSERROR, "hardware error (FLAG_SYSERROR)"),
-                                    (FLAG_FIFOFULL, "FIFO full")) if flags & bit]
-    return [Check(name, "device", True, f"{tagger.family.name} serial {tagger.serial}, {len(tagger.channels)} inputs, "
-                  f"{tagger.resolution_ps} ps"),
-            Check(name, "flags", not named, "; ".join(named) if named else f"0x{flags:04x}")]
+    named = [
+        text
+        for bit, text in (
+            (FLAG_CNTS_DROPPED, "counts dropped (FLAG_CNTS_DROPPED)"),
+            (FLAG_SYSERROR, "hardware error (FLAG_SYSERROR)"),
+            (FLAG_FIFOFULL, "FIFO full"),
+        )
+        if flags & bit
+    ]
+    return [
+        Check(
+            name,
+            "device",
+            True,
+            f"{tagger.family.name} serial {tagger.serial}, {len(tagger.channels)} inputs, {tagger.resolution_ps} ps",
+        ),
+        Check(name, "flags", not named, "; ".join(named) if named else f"0x{flags:04x}"),
+    ]
 
 
 SELF_TESTS: dict[str, Callable[[str, Any], list[Check]]] = {
-    "itc4001": _itc4001, "keysight33500b": _awg33500b, "m8195a": _m8195a, "mbx": _mbx,
-    "keysight8157xa": _attenuator, "id1000": _id1000, "swabian": _swabian, "picoquant": _picoquant,
+    "itc4001": _itc4001,
+    "keysight33500b": _awg33500b,
+    "m8195a": _m8195a,
+    "mbx": _mbx,
+    "keysight8157xa": _attenuator,
+    "id1000": _id1000,
+    "swabian": _swabian,
+    "picoquant": _picoquant,
 }
 
 

@@ -38,20 +38,39 @@ class DriverInfo:
 
 DRIVERS: tuple[DriverInfo, ...] = (
     DriverInfo("itc4001", "drivers.laser:ThorlabsITC4001", "laser", r"^Thorlabs,ITC400[1-2]"),
-    DriverInfo("keysight33500b", "drivers.awg.keysight33500b:Keysight33500B", "awg",
-               r"^(Agilent|Keysight) Technologies,335\d\dB"),
+    DriverInfo(
+        "keysight33500b",
+        "drivers.awg.keysight33500b:Keysight33500B",
+        "awg",
+        r"^(Agilent|Keysight) Technologies,335\d\dB",
+    ),
     DriverInfo("m8195a", "drivers.awg.m8195a:KeysightM8195A", "awg", r"^Keysight Technologies,M8195A"),
     DriverInfo("mbx", "drivers.bias:ThorlabsMBX", "bias", r"^THORLABS,MBX"),
-    DriverInfo("keysight8157xa", "drivers.attenuator:Keysight8157xA", "attenuator",
-               r"^(Agilent|Keysight) Technologies,(816[34][AB]|8157\dA)"),
+    DriverInfo(
+        "keysight8157xa",
+        "drivers.attenuator:Keysight8157xA",
+        "attenuator",
+        r"^(Agilent|Keysight) Technologies,(816[34][AB]|8157\dA)",
+    ),
     DriverInfo("id1000", "drivers.taggers.idq:IDQTimeController", "tagger", r"^ID Quantique,ID1000"),
     DriverInfo("picoquant", "drivers.taggers.picoquant_live:PicoQuantTagger", "tagger", r"^$", needs_resource=False),
     DriverInfo("swabian", "drivers.taggers.swabian:SwabianTagger", "tagger", r"^$", needs_resource=False),
 )
 BY_NAME = {d.name: d for d in DRIVERS}
 #: options every message-based driver takes besides its own (instrument base and transports)
-INSTRUMENT_OPTIONS = frozenset({"name", "retries", "check_errors", "timeout_s", "read_termination",
-                                "write_termination", "visa_library", "baud_rate", "encoding"})
+INSTRUMENT_OPTIONS = frozenset(
+    {
+        "name",
+        "retries",
+        "check_errors",
+        "timeout_s",
+        "read_termination",
+        "write_termination",
+        "visa_library",
+        "baud_rate",
+        "encoding",
+    }
+)
 
 
 def match_idn(idn: str) -> list[DriverInfo]:
@@ -89,7 +108,9 @@ def open_instrument(name: str, table: Mapping[str, Any]) -> Any:
     for key, value in options.items():
         if isinstance(value, list):
             options[key] = tuple(value)
-        elif isinstance(value, Mapping) and value and all(isinstance(k, str) and k.lstrip("-").isdigit() for k in value):
+        elif (
+            isinstance(value, Mapping) and value and all(isinstance(k, str) and k.lstrip("-").isdigit() for k in value)
+        ):
             options[key] = {int(k): v for k, v in value.items()}  # TOML keys are strings: channel maps by number
     try:
         return cls(*args, **options)

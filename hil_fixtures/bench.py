@@ -32,8 +32,9 @@ def _visa_server(device: Any, table: dict[str, Any]) -> Any:
 
 
 @contextlib.contextmanager
-def emulated_bench(section: Mapping[str, Mapping[str, Any]],
-                   faults: tuple[str, ...] = ()) -> Iterator[dict[str, dict[str, Any]]]:
+def emulated_bench(
+    section: Mapping[str, Mapping[str, Any]], faults: tuple[str, ...] = ()
+) -> Iterator[dict[str, dict[str, Any]]]:
     """The `[instruments]` tables pointed at emulators in the configured state, `faults` applied."""
     from hil_fixtures.emulators.server import EmulatorServer
 

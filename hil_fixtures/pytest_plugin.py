@@ -40,12 +40,14 @@ class BenchInstrument:
 
 INSTRUMENTS: dict[str, BenchInstrument] = {
     "itc4001": BenchInstrument("drivers.laser:ThorlabsITC4001", "hil_fixtures.emulators.itc4001:ITC4001", "visa"),
-    "awg33500b": BenchInstrument("drivers.awg.keysight33500b:Keysight33500B",
-                                 "hil_fixtures.emulators.keysight33500b:Keysight33500B", "visa"),
+    "awg33500b": BenchInstrument(
+        "drivers.awg.keysight33500b:Keysight33500B", "hil_fixtures.emulators.keysight33500b:Keysight33500B", "visa"
+    ),
     "m8195a": BenchInstrument("drivers.awg.m8195a:KeysightM8195A", "hil_fixtures.emulators.m8195a:M8195A", "visa"),
     "mbx": BenchInstrument("drivers.bias:ThorlabsMBX", "hil_fixtures.emulators.mbx:MBX", "serial"),
-    "attenuator": BenchInstrument("drivers.attenuator:Keysight8157xA",
-                                  "hil_fixtures.emulators.attenuator:Keysight8157xA", "visa"),
+    "attenuator": BenchInstrument(
+        "drivers.attenuator:Keysight8157xA", "hil_fixtures.emulators.attenuator:Keysight8157xA", "visa"
+    ),
 }
 
 EMULATOR_TIMEOUT_S = 0.3
@@ -58,8 +60,12 @@ def load(target: str) -> Any:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--hil", metavar="LAB_TOML", default=None,
-                     help="run driver tests on the real instruments listed in this TOML file instead of emulators")
+    parser.addoption(
+        "--hil",
+        metavar="LAB_TOML",
+        default=None,
+        help="run driver tests on the real instruments listed in this TOML file instead of emulators",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -82,7 +88,7 @@ def read_lab(path: Path) -> dict[str, dict[str, Any]]:
         if name not in INSTRUMENTS:
             raise pytest.UsageError(f"--hil {path}: unknown instrument table [{name}], allowed {sorted(INSTRUMENTS)}")
         if not isinstance(table, dict) or not isinstance(table.get("resource"), str):
-            raise pytest.UsageError(f"--hil {path}: [{name}] needs resource = \"<VISA resource or serial port>\"")
+            raise pytest.UsageError(f'--hil {path}: [{name}] needs resource = "<VISA resource or serial port>"')
     return lab
 
 
@@ -119,8 +125,9 @@ def emulate() -> Iterator[Callable[..., EmulatorServer]]:
         server.stop()
 
 
-def open_instrument(name: str, lab: dict[str, dict[str, Any]] | None,
-                    emulate: Callable[..., EmulatorServer]) -> tuple[Any, EmulatorServer | None]:
+def open_instrument(
+    name: str, lab: dict[str, dict[str, Any]] | None, emulate: Callable[..., EmulatorServer]
+) -> tuple[Any, EmulatorServer | None]:
     """The driver for bench instrument `name`: on the real device with a lab file, else on its emulator."""
     spec = INSTRUMENTS[name]
     driver = load(spec.driver)
@@ -153,8 +160,13 @@ def id1000(lab: dict[str, dict[str, Any]] | None) -> Iterator[Any]:
         from hil_fixtures.emulators.idq import ID1000Emulator
 
         emulator = ID1000Emulator()
-        tc = IDQTimeController(emulator.resource, channels=(1, 2), dlt=emulator.dlt_address,
-                               stream_port_base=free_port_base(), timeout_s=1.0)
+        tc = IDQTimeController(
+            emulator.resource,
+            channels=(1, 2),
+            dlt=emulator.dlt_address,
+            stream_port_base=free_port_base(),
+            timeout_s=1.0,
+        )
     try:
         yield tc
     finally:

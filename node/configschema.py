@@ -9,8 +9,19 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["REQUIRED", "ConfigError", "check_keys", "check_number_types", "fail", "get", "is_number", "key_path",
-           "read_toml", "require", "table"]
+__all__ = [
+    "REQUIRED",
+    "ConfigError",
+    "check_keys",
+    "check_number_types",
+    "fail",
+    "get",
+    "is_number",
+    "key_path",
+    "read_toml",
+    "require",
+    "table",
+]
 
 REQUIRED: Any = ...  # `get(..., default=REQUIRED)`: the key must be present
 
@@ -67,8 +78,9 @@ def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def get(t: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str, default: Any = REQUIRED,
-        allowed: str = "") -> Any:
+def get(
+    t: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str, default: Any = REQUIRED, allowed: str = ""
+) -> Any:
     """`t[key]` checked to be of `kind` (a bool is accepted only where `kind` names bool), or
     `default` when absent; `allowed` says in words what the key takes, for the message."""
     path = key_path(where, key)
@@ -82,29 +94,46 @@ def get(t: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str, 
     return value
 
 
-def check_number_types(t: dict[str, Any], where: str, ints: tuple[str, ...] = (),
-                       numbers: tuple[str, ...] = (), lists: tuple[str, ...] = ()) -> None:
+def check_number_types(
+    t: dict[str, Any],
+    where: str,
+    ints: tuple[str, ...] = (),
+    numbers: tuple[str, ...] = (),
+    lists: tuple[str, ...] = (),
+) -> None:
     """Refuse a string or boolean where a number belongs, naming the key (before any range check
     compares it, which would fail with Python's own words)."""
     for key in ints:
         if key in t:
-            require(isinstance(t[key], int) and not isinstance(t[key], bool), key_path(where, key),
-                    f"must be an integer, got {_shown(t[key])}")
+            require(
+                isinstance(t[key], int) and not isinstance(t[key], bool),
+                key_path(where, key),
+                f"must be an integer, got {_shown(t[key])}",
+            )
     for key in numbers:
         if key in t:
             require(is_number(t[key]), key_path(where, key), f"must be a number, got {_shown(t[key])}")
     for key in lists:
         if key in t:
             value = t[key]
-            require(is_number(value) or (isinstance(value, list) and bool(value) and all(map(is_number, value))),
-                    key_path(where, key), f"must be a number or a list of numbers, got {_shown(value)}")
+            require(
+                is_number(value) or (isinstance(value, list) and bool(value) and all(map(is_number, value))),
+                key_path(where, key),
+                f"must be a number or a list of numbers, got {_shown(value)}",
+            )
 
 
 def _kind_name(kinds: tuple[type, ...]) -> str:
     if set(kinds) == {int, float}:
         return "a number"
-    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "an array",
-             dict: "a table"}
+    names = {
+        bool: "true or false",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "an array",
+        dict: "a table",
+    }
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 

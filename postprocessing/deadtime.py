@@ -44,8 +44,9 @@ def _mask_kernel(t, dead, coincidence, last, opened, keep):  # pragma: no cover 
 
 
 @kernel
-def _apply_kernel(time, channel, is_det, dead, coincidence, last, opened, drop_det, out_t, out_ch,
-                  discarded):  # pragma: no cover - numba
+def _apply_kernel(
+    time, channel, is_det, dead, coincidence, last, opened, drop_det, out_t, out_ch, discarded
+):  # pragma: no cover - numba
     """`_mask_kernel` over the detector clicks of a block of all tags, in one pass: kept tags (every
     non-detector tag) are compacted into out_t/out_ch, discards counted per channel. Returns (tags
     kept, last click, window start, detector clicks, status: 0 ok, 1 first click before `last`,
@@ -71,7 +72,9 @@ def _apply_kernel(time, channel, is_det, dead, coincidence, last, opened, drop_d
     return n, last, opened, seen, status
 
 
-def _check(time_ps: NDArray[np.int64], dead_time_ps: int | float, coincidence_ps: int | float) -> tuple[NDArray[np.int64], int, int]:
+def _check(
+    time_ps: NDArray[np.int64], dead_time_ps: int | float, coincidence_ps: int | float
+) -> tuple[NDArray[np.int64], int, int]:
     t = np.asarray(time_ps)
     if t.ndim != 1 or t.dtype != np.int64:
         raise ValueError(f"time_ps: must be a 1-D int64 array of picoseconds, got {t.dtype}{t.shape}")
@@ -84,8 +87,13 @@ def _check(time_ps: NDArray[np.int64], dead_time_ps: int | float, coincidence_ps
     return np.ascontiguousarray(t), int(np.ceil(dead)), int(np.floor(coincidence))
 
 
-def common_dead_time_mask(time_ps: NDArray[np.int64], dead_time_ps: int | float, *,
-                          coincidence_ps: int | float = 0, last_click_ps: int | None = None) -> NDArray[np.bool_]:
+def common_dead_time_mask(
+    time_ps: NDArray[np.int64],
+    dead_time_ps: int | float,
+    *,
+    coincidence_ps: int | float = 0,
+    last_click_ps: int | None = None,
+) -> NDArray[np.bool_]:
     """True for the clicks to keep: those with no click of any detector in the `dead_time_ps`
     before them (kept or discarded), plus clicks within `coincidence_ps` of such a click.
 
@@ -98,8 +106,9 @@ def common_dead_time_mask(time_ps: NDArray[np.int64], dead_time_ps: int | float,
         last = NO_CLICK if last_click_ps is None else int(last_click_ps)
         if last_click_ps is not None and t[0] < last:
             raise ValueError("last_click_ps: must not be later than the first click")
-        _, _, unsorted = _mask_kernel(t, np.int64(dead), np.int64(coincidence), np.int64(last),
-                                      np.int64(NO_CLICK), keep)
+        _, _, unsorted = _mask_kernel(
+            t, np.int64(dead), np.int64(coincidence), np.int64(last), np.int64(NO_CLICK), keep
+        )
         if unsorted:
             raise ValueError(_UNSORTED)
     return keep
@@ -121,8 +130,9 @@ class CommonDeadTime:
     """The common dead time over a stream of tag blocks (Bob's acquisition path): detector tags are
     filtered, other channels (the sync) pass untouched; counts what it discarded per channel."""
 
-    def __init__(self, dead_time_ps: float, detector_channels: tuple[int, ...] = (1, 2, 3, 4),
-                 coincidence_ps: float = 0.0) -> None:
+    def __init__(
+        self, dead_time_ps: float, detector_channels: tuple[int, ...] = (1, 2, 3, 4), coincidence_ps: float = 0.0
+    ) -> None:
         _check(np.empty(0, np.int64), dead_time_ps, coincidence_ps)
         if not detector_channels or any(not 0 <= int(c) < 256 for c in detector_channels):
             raise ValueError(f"detector_channels: must be channel numbers 0..255, got {detector_channels!r}")
@@ -160,8 +170,9 @@ class CommonDeadTime:
             raise ValueError("time: blocks must follow each other in time")
         keep_det = np.empty(t.size, np.bool_)
         if t.size:
-            last, opened, unsorted = _mask_kernel(t, np.int64(dead), np.int64(coincidence), np.int64(self._last),
-                                                  np.int64(self._opened), keep_det)
+            last, opened, unsorted = _mask_kernel(
+                t, np.int64(dead), np.int64(coincidence), np.int64(self._last), np.int64(self._opened), keep_det
+            )
             if unsorted:
                 raise ValueError(_UNSORTED)
             self._last, self._opened = int(last), int(opened)
@@ -176,8 +187,9 @@ class CommonDeadTime:
             keep[np.flatnonzero(det)[dropped]] = False
         return keep
 
-    def apply(self, time: NDArray[np.int64], channel: NDArray[np.uint8],
-              lost: int = 0) -> tuple[NDArray[np.int64], NDArray[np.uint8]]:
+    def apply(
+        self, time: NDArray[np.int64], channel: NDArray[np.uint8], lost: int = 0
+    ) -> tuple[NDArray[np.int64], NDArray[np.uint8]]:
         """One time-sorted tag block with the detector clicks inside the common dead time removed
         (what `mask` keeps, in one pass over the block: Bob's acquisition runs it on every tag)."""
         channel = np.ascontiguousarray(channel)
@@ -186,9 +198,19 @@ class CommonDeadTime:
         t, dead, coincidence = _check(np.ascontiguousarray(time), self.dead_time_ps, self.coincidence_ps)
         out_t, out_ch = np.empty_like(t), np.empty_like(channel)
         discarded = np.zeros(256, np.int64)
-        n, last, opened, seen, status = _apply_kernel(t, channel, self._is_det, np.int64(dead), np.int64(coincidence),
-                                                      np.int64(self._last), np.int64(self._opened), bool(lost),
-                                                      out_t, out_ch, discarded)
+        n, last, opened, seen, status = _apply_kernel(
+            t,
+            channel,
+            self._is_det,
+            np.int64(dead),
+            np.int64(coincidence),
+            np.int64(self._last),
+            np.int64(self._opened),
+            bool(lost),
+            out_t,
+            out_ch,
+            discarded,
+        )
         if status:
             raise ValueError("time: blocks must follow each other in time" if status == 1 else _UNSORTED)
         if seen:

@@ -66,6 +66,7 @@ def receive_batch(
         delay_ps = estimate_delays(time, channel, fit, detector_channels, hint_ps=delay_ps)
     slotted = assign_slots(time, channel, fit, gate_ps, delay_ps, detector_channels)
     in_batch = np.ones(len(slotted), np.bool_) if n_slots is None else slotted.slot < n_slots
-    detections = resolve_clicks(slotted.slot[in_batch], slotted.channel[in_batch], slotted.time[in_batch],
-                                detector_channels, rng=rng)
+    detections = resolve_clicks(
+        slotted.slot[in_batch], slotted.channel[in_batch], slotted.time[in_batch], detector_channels, rng=rng
+    )
     return ReceivedBatch(detections, fit, slotted)

@@ -73,6 +73,7 @@ def active_path() -> str:
 def _ptr(ffi: object, arr: np.ndarray, ctype: str) -> object:
     return ffi.cast(ctype, arr.ctypes.data)  # type: ignore[attr-defined]
 
+
 __all__ = [
     "Z_BASIS",
     "X_BASIS",
@@ -137,9 +138,7 @@ class SiftCounts:
 
     def __add__(self, other: SiftCounts) -> SiftCounts:
         if self.detections.shape != other.detections.shape:
-            raise ValueError(
-                f"cannot add counts of {self.n_intensities} and {other.n_intensities} intensity classes"
-            )
+            raise ValueError(f"cannot add counts of {self.n_intensities} and {other.n_intensities} intensity classes")
         return SiftCounts(
             self.detections + other.detections, self.disclosed + other.disclosed, self.errors + other.errors
         )
@@ -409,17 +408,29 @@ def _bob_fast(
     return bad, j, z, x
 
 
-def _c_alice(slot, bob_basis, a_basis, a_bit, a_class, k_classes, match, intensity, key, key_class,
-             test_bits, counts) -> tuple[bool, int, int, int]:
+def _c_alice(
+    slot, bob_basis, a_basis, a_bit, a_class, k_classes, match, intensity, key, key_class, test_bits, counts
+) -> tuple[bool, int, int, int]:
     """Alice's sift through the C kernel; arrays are validated and outputs padded by the caller."""
     assert _C_SIFT is not None  # the caller checked
     ffi, lib, path = _C_SIFT
     lens = np.zeros(3, np.int64)
     u8 = "uint8_t *"
     rc = lib.qkd_sift_alice(
-        path, _ptr(ffi, slot, "int64_t *"), _ptr(ffi, bob_basis, u8), _ptr(ffi, a_basis, u8), _ptr(ffi, a_bit, u8),
-        _ptr(ffi, a_class, u8), slot.size, k_classes, _ptr(ffi, match, u8), _ptr(ffi, intensity, u8),
-        _ptr(ffi, key, u8), _ptr(ffi, key_class, u8), _ptr(ffi, test_bits, u8), _ptr(ffi, counts, "int64_t *"),
+        path,
+        _ptr(ffi, slot, "int64_t *"),
+        _ptr(ffi, bob_basis, u8),
+        _ptr(ffi, a_basis, u8),
+        _ptr(ffi, a_bit, u8),
+        _ptr(ffi, a_class, u8),
+        slot.size,
+        k_classes,
+        _ptr(ffi, match, u8),
+        _ptr(ffi, intensity, u8),
+        _ptr(ffi, key, u8),
+        _ptr(ffi, key_class, u8),
+        _ptr(ffi, test_bits, u8),
+        _ptr(ffi, counts, "int64_t *"),
         _ptr(ffi, lens, "int64_t *"),
     )
     if rc < 0:
@@ -427,18 +438,30 @@ def _c_alice(slot, bob_basis, a_basis, a_bit, a_class, k_classes, match, intensi
     return rc != 0, int(lens[0]), int(lens[1]), int(lens[2])
 
 
-def _c_bob(bob_basis, bob_bit, match, intensity, test_bits, k_classes, key, key_class, counts,
-           x_errors) -> tuple[bool, int, int, int]:
+def _c_bob(
+    bob_basis, bob_bit, match, intensity, test_bits, k_classes, key, key_class, counts, x_errors
+) -> tuple[bool, int, int, int]:
     """Bob's sift through the C kernel; a reply too short for its matches reports as invalid."""
     assert _C_SIFT is not None  # the caller checked
     ffi, lib, path = _C_SIFT
     lens = np.zeros(3, np.int64)
     u8 = "uint8_t *"
     rc = lib.qkd_sift_bob(
-        path, _ptr(ffi, bob_basis, u8), _ptr(ffi, bob_bit, u8), _ptr(ffi, match, u8), bob_basis.size,
-        _ptr(ffi, intensity, u8), intensity.size, _ptr(ffi, test_bits, u8), test_bits.size, k_classes,
-        _ptr(ffi, key, u8), _ptr(ffi, key_class, u8), _ptr(ffi, counts, "int64_t *"),
-        _ptr(ffi, x_errors, "int64_t *"), _ptr(ffi, lens, "int64_t *"),
+        path,
+        _ptr(ffi, bob_basis, u8),
+        _ptr(ffi, bob_bit, u8),
+        _ptr(ffi, match, u8),
+        bob_basis.size,
+        _ptr(ffi, intensity, u8),
+        intensity.size,
+        _ptr(ffi, test_bits, u8),
+        test_bits.size,
+        k_classes,
+        _ptr(ffi, key, u8),
+        _ptr(ffi, key_class, u8),
+        _ptr(ffi, counts, "int64_t *"),
+        _ptr(ffi, x_errors, "int64_t *"),
+        _ptr(ffi, lens, "int64_t *"),
     )
     if rc < 0:
         raise RuntimeError(f"qkd_sift_bob failed with code {rc}")
@@ -507,12 +530,36 @@ def alice_sift(
             same_slots = True  # let the checked kernel below name the first differing slot
             bad = True
         else:
-            bad, j, z, x = _c_alice(req_slot, bob_basis, a_basis, a_bit, a_class, k_classes,
-                                    match, intensity, key, key_class, test_bits, counts)
+            bad, j, z, x = _c_alice(
+                req_slot,
+                bob_basis,
+                a_basis,
+                a_bit,
+                a_class,
+                k_classes,
+                match,
+                intensity,
+                key,
+                key_class,
+                test_bits,
+                counts,
+            )
     else:
         bad, j, z, x = _alice_fast(
-            req_slot, bob_basis, st_slot, not same_slots, a_basis, a_bit, a_class, k_classes,
-            match, intensity, key, key_class, test_bits, counts,
+            req_slot,
+            bob_basis,
+            st_slot,
+            not same_slots,
+            a_basis,
+            a_bit,
+            a_class,
+            k_classes,
+            match,
+            intensity,
+            key,
+            key_class,
+            test_bits,
+            counts,
         )
     code = i = 0
     if bad:
@@ -558,9 +605,7 @@ def _remove_sample(
     return out_key, out_class, sample_class
 
 
-def bob_sift(
-    request: SiftRequest, bits: NDArray[np.uint8], reply: SiftReply
-) -> tuple[SiftedKey, SiftReport]:
+def bob_sift(request: SiftRequest, bits: NDArray[np.uint8], reply: SiftReply) -> tuple[SiftedKey, SiftReport]:
     """Bob's side: from his own request and bits and Alice's reply, his sifted key and his error report.
 
     `bits` are Bob's measured bits, one per detection of `request`. Raises `ProtocolError` when the
@@ -587,11 +632,13 @@ def bob_sift(
     int_in = intensity if intensity.size else np.zeros(1, np.uint8)
     test_in = test_bits if test_bits.size else np.zeros(1, np.uint8)
     if _C_SIFT is not None:
-        bad, j, z, x = _c_bob(bob_basis, bob_bit, match, intensity, test_bits, k_classes,
-                              key, key_class, counts, x_errors)
+        bad, j, z, x = _c_bob(
+            bob_basis, bob_bit, match, intensity, test_bits, k_classes, key, key_class, counts, x_errors
+        )
     else:
-        bad, j, z, x = _bob_fast(bob_basis, bob_bit, match, int_in, test_in, k_classes, key, key_class,
-                                 counts, x_errors)
+        bad, j, z, x = _bob_fast(
+            bob_basis, bob_bit, match, int_in, test_in, k_classes, key, key_class, counts, x_errors
+        )
     code = 0
     if bad or j != intensity.size or x != test_bits.size:
         code, where, j, x = _bob_fault(bob_basis, bob_bit, match, intensity, test_bits, k_classes)

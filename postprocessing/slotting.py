@@ -197,9 +197,7 @@ def number_sync_pulses(
     return index, keep, int(rejected)
 
 
-def fit_clock(
-    sync_time: NDArray[np.int64], nominal_period_ps: float, sync_every: int, first_slot: int = 0
-) -> ClockFit:
+def fit_clock(sync_time: NDArray[np.int64], nominal_period_ps: float, sync_every: int, first_slot: int = 0) -> ClockFit:
     """Fit offset and slot period of Bob's clock from the sync tags (the first marks `first_slot`)."""
     t = _check_times(sync_time, "sync_time")
     if not nominal_period_ps > 0 or not math.isfinite(nominal_period_ps):
@@ -231,8 +229,23 @@ def fit_clock(
 
 
 @kernel
-def _assign(time, channel, is_det, phase0, t_ref, inv_period, half_gate, s_min,
-            out_slot, out_ch, out_t, want_index, out_i, in_gate, out_gate):  # pragma: no cover - numba
+def _assign(
+    time,
+    channel,
+    is_det,
+    phase0,
+    t_ref,
+    inv_period,
+    half_gate,
+    s_min,
+    out_slot,
+    out_ch,
+    out_t,
+    want_index,
+    out_i,
+    in_gate,
+    out_gate,
+):  # pragma: no cover - numba
     """Nearest slot of each detector tag and the gate test, branch-free; returns the tags kept.
     `phase0[c]` is (intercept + delay[c]) / period; `half_gate` is in periods; slots below
     `s_min` (relative to the fit's reference) are before the session and dropped."""
@@ -285,8 +298,23 @@ def assign_slots(
     out_gate = np.zeros(N_CHANNELS, np.int64)
     # slot numbers are counted from slot_ref inside the kernel
     phase0 = (fit.intercept_ps + delay) / fit.period_ps
-    k = _assign(t, ch, is_det, phase0, np.int64(fit.t_ref_ps), 1.0 / fit.period_ps,
-                0.5 * float(gate_ps) / fit.period_ps, float(-fit.slot_ref), out_slot, out_ch, out_t, bool(with_index), out_i, in_gate, out_gate)
+    k = _assign(
+        t,
+        ch,
+        is_det,
+        phase0,
+        np.int64(fit.t_ref_ps),
+        1.0 / fit.period_ps,
+        0.5 * float(gate_ps) / fit.period_ps,
+        float(-fit.slot_ref),
+        out_slot,
+        out_ch,
+        out_t,
+        bool(with_index),
+        out_i,
+        in_gate,
+        out_gate,
+    )
     slot = out_slot[:k]
     if fit.slot_ref:
         slot += fit.slot_ref
@@ -420,8 +448,8 @@ def resolve_clicks(
         else:
             coins = rng.integers(0, 2, n_random, dtype=np.uint8)
         basis[cross] = coins[:n_cross]
-        bit[cross] = coins[n_cross:2 * n_cross]
-        bit[double] = coins[2 * n_cross:]
+        bit[cross] = coins[n_cross : 2 * n_cross]
+        bit[double] = coins[2 * n_cross :]
     return Detections(g_slot, basis, bit, g_mask, g_time, n_double, n_cross)
 
 
@@ -460,7 +488,9 @@ def _delay_table(delay_ps: NDArray[np.float64] | dict[int, float] | None) -> NDA
     else:
         arr = np.asarray(delay_ps, dtype=np.float64)
         if arr.ndim != 1 or arr.size > N_CHANNELS:
-            raise ValueError(f"delay_ps must be a 1-D array indexed by channel (at most {N_CHANNELS}), got shape {arr.shape}")
+            raise ValueError(
+                f"delay_ps must be a 1-D array indexed by channel (at most {N_CHANNELS}), got shape {arr.shape}"
+            )
         table[: arr.size] = arr
     if not np.all(np.isfinite(table)):
         raise ValueError("delay_ps must be finite")
@@ -585,8 +615,8 @@ class StreamSlotter:
             index, keep, rejected = number_sync_pulses(ts, self.nominal_period_ps * self.sync_every)
             index, ts = index[keep], ts[keep]
         self.n_sync_rejected += rejected
-        self._sync_t = np.concatenate([self._sync_t, ts])[-self.window:]
-        self._sync_i = np.concatenate([self._sync_i, index])[-self.window:]
+        self._sync_t = np.concatenate([self._sync_t, ts])[-self.window :]
+        self._sync_i = np.concatenate([self._sync_i, index])[-self.window :]
         if self._sync_t.size >= 2:
             self._fit()
 
@@ -600,11 +630,16 @@ class StreamSlotter:
         intercept = float(ym - slope * xm)
         resid = y - (intercept + slope * x)
         self.fit = ClockFit(
-            t_ref_ps=t_ref, slot_ref=int(self._sync_i[0]) * self.sync_every + self.first_slot,
-            intercept_ps=intercept, period_ps=slope, nominal_period_ps=self.nominal_period_ps,
-            residual_rms_ps=float(np.sqrt(np.mean(resid * resid))), n_sync=int(self._sync_t.size),
+            t_ref_ps=t_ref,
+            slot_ref=int(self._sync_i[0]) * self.sync_every + self.first_slot,
+            intercept_ps=intercept,
+            period_ps=slope,
+            nominal_period_ps=self.nominal_period_ps,
+            residual_rms_ps=float(np.sqrt(np.mean(resid * resid))),
+            n_sync=int(self._sync_t.size),
             n_sync_rejected=self.n_sync_rejected,
-            last_sync_slot=int(self._sync_i[-1]) * self.sync_every + self.first_slot)
+            last_sync_slot=int(self._sync_i[-1]) * self.sync_every + self.first_slot,
+        )
 
     def _resolve(self, cut_slot: int | None) -> Detections:
         fit = self.fit

@@ -170,8 +170,12 @@ def _package_of(module: str) -> str:
 
 
 def test_no_module_imports_a_higher_layer() -> None:
-    upward = [f"{m}:{line} imports {t}" for m in sorted(MODULES) for t, line in _imports(m)
-              if _rank(t) > _rank(m) and (m, t) not in KNOWN_EXCEPTIONS]
+    upward = [
+        f"{m}:{line} imports {t}"
+        for m in sorted(MODULES)
+        for t, line in _imports(m)
+        if _rank(t) > _rank(m) and (m, t) not in KNOWN_EXCEPTIONS
+    ]
     assert not upward, "imports of a higher layer:\n" + "\n".join(upward)
 
 
@@ -184,7 +188,8 @@ def test_no_import_cycle_between_packages() -> None:
     packages: dict[str, set[str]] = {}
     for m, targets in _without_exceptions(_graph()).items():
         packages.setdefault(_package_of(m), set()).update(
-            _package_of(t) for t in targets if _package_of(t) != _package_of(m))
+            _package_of(t) for t in targets if _package_of(t) != _package_of(m)
+        )
     cycles = _cycles(packages)
     assert not cycles, "packages importing each other:\n" + "\n".join(" <-> ".join(c) for c in cycles)
 

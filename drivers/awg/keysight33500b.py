@@ -54,8 +54,16 @@ class Keysight33500B(ScpiInstrument):
     amplitude_range_vpp = (1e-3, 10.0)
     max_output_v = 5.0
 
-    def __init__(self, resource: str | Transport, *, n_channels: int = 2, memory_points: int = 1_048_576,
-                 load_ohm: float | str = 50.0, arb_filter: str = "step", **visa_options: Any) -> None:
+    def __init__(
+        self,
+        resource: str | Transport,
+        *,
+        n_channels: int = 2,
+        memory_points: int = 1_048_576,
+        load_ohm: float | str = 50.0,
+        arb_filter: str = "step",
+        **visa_options: Any,
+    ) -> None:
         if n_channels not in (1, 2):
             raise ValueError(f"n_channels must be 1 or 2, got {n_channels!r}")
         if memory_points not in MEMORY_POINTS:
@@ -76,8 +84,14 @@ class Keysight33500B(ScpiInstrument):
     def channels(self) -> tuple[int, ...]:
         return self._channels
 
-    sample_rate = Setting("FUNC:ARB:SRAT?", "FUNC:ARB:SRAT {}", "Arbitrary waveform sample rate of channel 1, Sa/s.",
-                          limits=sample_rate_range_hz, unit="Sa/s", fmt="{:.12g}")
+    sample_rate = Setting(
+        "FUNC:ARB:SRAT?",
+        "FUNC:ARB:SRAT {}",
+        "Arbitrary waveform sample rate of channel 1, Sa/s.",
+        limits=sample_rate_range_hz,
+        unit="Sa/s",
+        fmt="{:.12g}",
+    )
 
     @property
     def sample_rate_hz(self) -> float:
@@ -112,8 +126,10 @@ class Keysight33500B(ScpiInstrument):
             self.write("FORM:BORD SWAP")
             self.write(f"SOUR{ch}:DATA:VOL:CLE")
             header = f"SOUR{ch}:DATA:ARB:DAC {ARB_NAME},".encode("ascii")
-            self.write(header + binary_block(dac.tobytes()),
-                       shown=f"SOUR{ch}:DATA:ARB:DAC {ARB_NAME},<{dac.size} samples withheld>")
+            self.write(
+                header + binary_block(dac.tobytes()),
+                shown=f"SOUR{ch}:DATA:ARB:DAC {ARB_NAME},<{dac.size} samples withheld>",
+            )
             self.write(f"SOUR{ch}:FUNC:ARB {ARB_NAME}")
             self.write(f"SOUR{ch}:FUNC ARB")
             self.write(f"SOUR{ch}:FUNC:ARB:FILT {FILTERS[self.arb_filter]}")

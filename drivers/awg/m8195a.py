@@ -51,8 +51,16 @@ class KeysightM8195A(ScpiInstrument):
     sample_rate_range_hz = (53.76e9, 65e9)
     amplitude_range_vpp = (0.075, 1.0)
 
-    def __init__(self, resource: str | Transport, *, dac_mode: str = "DUAL", memory: str = "extended",
-                 sample_rate_divider: int = 1, max_samples: int = 16 * 1024**3 // 4, **visa_options: Any) -> None:
+    def __init__(
+        self,
+        resource: str | Transport,
+        *,
+        dac_mode: str = "DUAL",
+        memory: str = "extended",
+        sample_rate_divider: int = 1,
+        max_samples: int = 16 * 1024**3 // 4,
+        **visa_options: Any,
+    ) -> None:
         dac_mode = dac_mode.upper() if isinstance(dac_mode, str) else dac_mode
         check_choice(self, "dac_mode", dac_mode, tuple(DAC_MODES))
         check_choice(self, "memory", memory, ("extended", "internal"))
@@ -103,8 +111,14 @@ class KeysightM8195A(ScpiInstrument):
     def channels(self) -> tuple[int, ...]:
         return self._channels
 
-    sample_rate = Setting(":FREQ:RAST?", ":FREQ:RAST {}", "DAC sample rate in Sa/s, common to all channels.",
-                          limits=sample_rate_range_hz, unit="Sa/s", fmt="{:.12g}")
+    sample_rate = Setting(
+        ":FREQ:RAST?",
+        ":FREQ:RAST {}",
+        "DAC sample rate in Sa/s, common to all channels.",
+        limits=sample_rate_range_hz,
+        unit="Sa/s",
+        fmt="{:.12g}",
+    )
 
     @property
     def sample_rate_hz(self) -> float:
@@ -124,8 +138,9 @@ class KeysightM8195A(ScpiInstrument):
     def check_length(self, n_samples: int) -> None:
         check_range(self, "waveform length", n_samples, MIN_SAMPLES, self.max_samples, "samples")
         if n_samples % GRANULARITY:
-            raise ValueError(f"{type(self).__name__}.waveform length must be a multiple of {GRANULARITY} samples, "
-                             f"got {n_samples}")
+            raise ValueError(
+                f"{type(self).__name__}.waveform length must be a multiple of {GRANULARITY} samples, got {n_samples}"
+            )
 
     def upload(self, channel: int, samples: NDArray[np.float64], amplitude_vpp: float) -> None:
         """Define segment 1 on the channel, load it in chunks, select it; output off."""
@@ -147,9 +162,11 @@ class KeysightM8195A(ScpiInstrument):
                 if self.memory == "extended":
                     self._ext_length = arr.size
             for offset in range(0, arr.size, CHUNK):
-                chunk = dac[offset:offset + CHUNK]
-                self.write(f":TRAC{ch}:DATA {SEGMENT},{offset},{','.join(map(str, chunk.tolist()))}",
-                           shown=f":TRAC{ch}:DATA {SEGMENT},{offset},<{chunk.size} samples withheld>")
+                chunk = dac[offset : offset + CHUNK]
+                self.write(
+                    f":TRAC{ch}:DATA {SEGMENT},{offset},{','.join(map(str, chunk.tolist()))}",
+                    shown=f":TRAC{ch}:DATA {SEGMENT},{offset},<{chunk.size} samples withheld>",
+                )
             self.write(f":TRAC{ch}:SEL {SEGMENT}")
             self.write(f":VOLT{ch} {vpp:.6g}")
 

@@ -57,8 +57,9 @@ class ModulatorLevels:
             raise ValueError(f"ModulatorLevels.phase must be 4 levels within [-1, 1], got {self.phase}")
 
 
-def random_pattern(n_slots: int, p_z: float, p_intensity: tuple[float, ...],
-                   random_source: Callable[[int], bytes] = os.urandom) -> SlotStates:
+def random_pattern(
+    n_slots: int, p_z: float, p_intensity: tuple[float, ...], random_source: Callable[[int], bytes] = os.urandom
+) -> SlotStates:
     """`n_slots` states with P(Z) = p_z and class probabilities `p_intensity`, drawn from
     `random_source` (os.urandom, or a hardware QRNG's read of n bytes)."""
     u = np.frombuffer(random_source(8 * n_slots), dtype=np.uint32).reshape(2, n_slots)
@@ -88,8 +89,9 @@ def _epoch_of(s, e, firsts):  # pragma: no cover - numba
 
 
 @kernel
-def _states_kernel(slots, firsts, rows, fresh_len, period, basis, bit, intensity,
-                   out_basis, out_bit, out_intensity):  # pragma: no cover - numba
+def _states_kernel(
+    slots, firsts, rows, fresh_len, period, basis, bit, intensity, out_basis, out_bit, out_intensity
+):  # pragma: no cover - numba
     """`_locate` and the gather in one pass, for fresh slots only: returns (position of the first
     slot older than the retained epochs or -1, position of the first stale slot or -1)."""
     e = 0
@@ -153,22 +155,33 @@ class AWGTransmitter:
         guard_slots: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if len(intensities) < 1 or any(not mu > 0 for mu in intensities) or list(intensities) != sorted(intensities, reverse=True):
-            raise ValueError(f"intensities must be positive mean photon numbers, signal (largest) first, got {intensities}")
+        if (
+            len(intensities) < 1
+            or any(not mu > 0 for mu in intensities)
+            or list(intensities) != sorted(intensities, reverse=True)
+        ):
+            raise ValueError(
+                f"intensities must be positive mean photon numbers, signal (largest) first, got {intensities}"
+            )
         if len(levels.intensity) != len(intensities):
-            raise ValueError(f"levels.intensity must have one level per intensity class ({len(intensities)}), "
-                             f"got {len(levels.intensity)}")
+            raise ValueError(
+                f"levels.intensity must have one level per intensity class ({len(intensities)}), "
+                f"got {len(levels.intensity)}"
+            )
         # default: the first two channels the AWG generates on (an M8195A in DUAL mode: 1 and 4)
         intensity_channel = awg.channels[0] if intensity_channel is None else intensity_channel
         phase_channel = awg.channels[min(1, len(awg.channels) - 1)] if phase_channel is None else phase_channel
         if intensity_channel == phase_channel or {intensity_channel, phase_channel} - set(awg.channels):
-            raise ValueError(f"intensity_channel and phase_channel must be two different channels of {awg.channels}, "
-                             f"got {intensity_channel} and {phase_channel}")
+            raise ValueError(
+                f"intensity_channel and phase_channel must be two different channels of {awg.channels}, "
+                f"got {intensity_channel} and {phase_channel}"
+            )
         if not isinstance(samples_per_slot, int) or samples_per_slot < 1:
             raise ValueError(f"samples_per_slot must be an integer >= 1, got {samples_per_slot!r}")
         if not isinstance(pulse_samples, int) or not 1 <= pulse_samples <= samples_per_slot:
-            raise ValueError(f"pulse_samples must be an integer in [1, samples_per_slot={samples_per_slot}], "
-                             f"got {pulse_samples!r}")
+            raise ValueError(
+                f"pulse_samples must be an integer in [1, samples_per_slot={samples_per_slot}], got {pulse_samples!r}"
+            )
         check_range(self, "p_z", p_z, 0.0, 1.0)
         if p_intensity is None:
             p_intensity = tuple([1.0 / len(intensities)] * len(intensities))
@@ -181,8 +194,12 @@ class AWGTransmitter:
         if pattern is None:
             if not isinstance(pattern_slots, int) or pattern_slots < 1:
                 raise ValueError(f"pattern_slots must be an integer >= 1, got {pattern_slots!r}")
-        elif (pattern.slot.size == 0 or np.any(pattern.basis > 1) or np.any(pattern.bit > 1)
-              or np.any(pattern.intensity >= len(intensities))):
+        elif (
+            pattern.slot.size == 0
+            or np.any(pattern.basis > 1)
+            or np.any(pattern.bit > 1)
+            or np.any(pattern.intensity >= len(intensities))
+        ):
             raise ValueError("pattern must be non-empty with basis and bit in {0, 1} and intensity < number of classes")
         else:
             pattern_slots = int(pattern.slot.size)
@@ -210,8 +227,9 @@ class AWGTransmitter:
         self._firsts = np.empty(0, np.int64)  # first slot of each retained epoch
         self._rows = np.empty(0, np.int64)  # its row in the ring of patterns
         self._fresh_len = np.empty(0, np.int64)  # how many of its slots were fresh (<= P)
-        self._basis, self._bit, self._intensity = (np.zeros(keep_epochs * int(pattern_slots), np.uint8)
-                                                   for _ in range(3))
+        self._basis, self._bit, self._intensity = (
+            np.zeros(keep_epochs * int(pattern_slots), np.uint8) for _ in range(3)
+        )
         if self._first_pattern is None:
             self._first_pattern = self._draw()
         self._pattern = self._first_pattern
@@ -345,12 +363,22 @@ class AWGTransmitter:
         with self._lock:
             if self._firsts.size == 0:
                 raise ValueError("the transmitter has not been started: no slot carried a state yet")
-            old = _locate(s, self._firsts, self._rows, self._fresh_len, np.int64(self._period),
-                          np.int64(self._firsts[0]), index, fresh)
+            old = _locate(
+                s,
+                self._firsts,
+                self._rows,
+                self._fresh_len,
+                np.int64(self._period),
+                np.int64(self._firsts[0]),
+                index,
+                fresh,
+            )
             kept = self._firsts.size
         if old >= 0:
-            raise StateReuseError(f"slot {int(s[old])} is older than the {kept} patterns kept "
-                                  f"(keep_epochs={self.keep_epochs}): its state is gone")
+            raise StateReuseError(
+                f"slot {int(s[old])} is older than the {kept} patterns kept "
+                f"(keep_epochs={self.keep_epochs}): its state is gone"
+            )
         return fresh
 
     def states(self, slots: NDArray[np.int64]) -> SlotStates:
@@ -360,12 +388,23 @@ class AWGTransmitter:
         with self._lock:  # the ring's oldest row is reused by the next epoch: read under the lock
             if self._firsts.size == 0:
                 raise ValueError("the transmitter has not been started: no slot carried a state yet")
-            old, stale = _states_kernel(s, self._firsts, self._rows, self._fresh_len, np.int64(self._period),
-                                        self._basis, self._bit, self._intensity, *out)
+            old, stale = _states_kernel(
+                s,
+                self._firsts,
+                self._rows,
+                self._fresh_len,
+                np.int64(self._period),
+                self._basis,
+                self._bit,
+                self._intensity,
+                *out,
+            )
             kept = self._firsts.size
         if old >= 0:
-            raise StateReuseError(f"slot {int(s[old])} is older than the {kept} patterns kept "
-                                  f"(keep_epochs={self.keep_epochs}): its state is gone")
+            raise StateReuseError(
+                f"slot {int(s[old])} is older than the {kept} patterns kept "
+                f"(keep_epochs={self.keep_epochs}): its state is gone"
+            )
         if stale >= 0:
             raise StateReuseError(f"slot {int(s[stale])} replayed an earlier pattern: its state is not fresh")
         return SlotStates(s.copy(), *out)
@@ -387,8 +426,9 @@ class AWGTransmitter:
         self.shutdown()
 
 
-def decode_waveforms(intensity: NDArray[np.float64], phase: NDArray[np.float64], levels: ModulatorLevels,
-                     samples_per_slot: int) -> tuple[NDArray[np.uint8], NDArray[np.uint8], NDArray[np.uint8]]:
+def decode_waveforms(
+    intensity: NDArray[np.float64], phase: NDArray[np.float64], levels: ModulatorLevels, samples_per_slot: int
+) -> tuple[NDArray[np.uint8], NDArray[np.uint8], NDArray[np.uint8]]:
     """(basis, bit, intensity class) per slot read back from channel samples: nearest calibrated level.
 
     What a monitoring photodiode and an interferometer would tell; used to check an upload end to end.

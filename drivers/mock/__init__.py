@@ -40,8 +40,9 @@ __all__ = [
 ]
 
 
-def mock_link_pair(params: LinkParams | None = None, seed: int = 0,
-                   **tagger_options: Any) -> tuple[MockTransmitter, MockTimeTagger]:
+def mock_link_pair(
+    params: LinkParams | None = None, seed: int = 0, **tagger_options: Any
+) -> tuple[MockTransmitter, MockTimeTagger]:
     """Alice's source and Bob's tagger of one mock link (same params and seed)."""
     params = params if params is not None else LinkParams()
     return MockTransmitter(params, seed), MockTimeTagger(params, seed, **tagger_options)

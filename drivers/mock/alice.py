@@ -22,8 +22,9 @@ _TO_UNIT31 = 1.0 / 2147483648.0
 
 
 @kernel
-def alice_state(key: np.uint64, slot: np.int64, p_z: float,
-                class_cdf: np.ndarray) -> tuple[np.int64, np.int64, np.int64]:
+def alice_state(
+    key: np.uint64, slot: np.int64, p_z: float, class_cdf: np.ndarray
+) -> tuple[np.int64, np.int64, np.int64]:
     """(basis, bit, intensity class) of one slot."""
     h = hash64(key, np.uint64(slot))
     # branch-free: these fields are random, so branches on them would mispredict
@@ -67,6 +68,7 @@ def alice_states(
     basis = np.empty(n, np.uint8)
     bit = np.empty(n, np.uint8)
     intensity = np.empty(n, np.uint8)
-    _states_kernel(derive_key(seed, STREAM_ALICE), slots, float(p_z), class_cdf(class_probabilities),
-                   basis, bit, intensity)
+    _states_kernel(
+        derive_key(seed, STREAM_ALICE), slots, float(p_z), class_cdf(class_probabilities), basis, bit, intensity
+    )
     return basis, bit, intensity

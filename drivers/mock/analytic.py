@@ -128,5 +128,6 @@ def expected_statistics(params: LinkParams, gate_ps: float | None = None) -> Ana
     diag = np.stack([p_measured[:, 0, 0], p_measured[:, 1, 1]], axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         qber = np.where(diag > 0, p_error / np.where(diag > 0, diag, 1.0), np.nan)
-    return AnalyticModel(click, outcome, p_detect, p_measured, p_error, qber, p_double, p_cross,
-                         params.class_probabilities, params.p_z)
+    return AnalyticModel(
+        click, outcome, p_detect, p_measured, p_error, qber, p_double, p_cross, params.class_probabilities, params.p_z
+    )

@@ -82,8 +82,11 @@ def multi_all(click: NDArray[np.float64]) -> NDArray[np.float64]:
     """P(more than one click in a slot) over the last axis of `click` (as analytic.multi_clicks, summed)."""
     q = 1.0 - click
     z_none, x_none = q[..., 0] * q[..., 1], q[..., 2] * q[..., 3]
-    return (click[..., 0] * click[..., 1] * x_none + click[..., 2] * click[..., 3] * z_none
-            + (1.0 - z_none) * (1.0 - x_none))
+    return (
+        click[..., 0] * click[..., 1] * x_none
+        + click[..., 2] * click[..., 3] * z_none
+        + (1.0 - z_none) * (1.0 - x_none)
+    )
 
 
 def _slot_model(params: LinkParams, gate_ps: float, class_scale: NDArray[np.float64]) -> tuple[np.ndarray, ...]:
@@ -145,7 +148,9 @@ def _pns_scale(params: LinkParams) -> NDArray[np.float64]:
         return np.where(mu > 0, multi * t / (eta * mu), 1.0)
 
 
-def expected_rates(params: LinkParams, condition: Condition | None, level: float, gate_ps: float = 1000.0) -> dict[str, np.ndarray]:
+def expected_rates(
+    params: LinkParams, condition: Condition | None, level: float, gate_ps: float = 1000.0
+) -> dict[str, np.ndarray]:
     """Per-slot expectations of every statistic under `condition` acting at `level`."""
     name = condition.name if condition is not None and level != 0.0 else None
     if name == "tap":
@@ -172,21 +177,34 @@ def expected_rates(params: LinkParams, condition: Condition | None, level: float
     err = np.zeros((2, n_k))
     for b in range(2):
         det[b] = (w[:, b, :, None] * outcome[:, b, :, b, :]).sum(axis=(1, 2))
-        err[b] = (w[:, b, 0] * outcome[:, b, 0, b, 1] + w[:, b, 1] * outcome[:, b, 1, b, 0])
+        err[b] = w[:, b, 0] * outcome[:, b, 0, b, 1] + w[:, b, 1] * outcome[:, b, 1, b, 0]
     clicks = (w[..., None] * click).sum(axis=(0, 1, 2))
     multi_rate = float((w * multi).sum())
     all_clicks = float(clicks.sum())
     dead_slots = np.mean(params.dead_time_ps) / params.period_ps
     honest_clicks = all_clicks * (1.0 - blinded_fraction)
     jitter = float(np.mean(params.jitter_ps))
-    spread2 = (honest_clicks * jitter**2 + (all_clicks - honest_clicks) * (BLINDED_JITTER_FRACTION * jitter) ** 2) / max(all_clicks, 1e-300)
-    return {"detections": det, "errors": err, "clicks": clicks, "multi_clicks": np.array(multi_rate),
-            "dead_time_discards": np.array(all_clicks * -math.expm1(-all_clicks * dead_slots)),
-            "timing_spread_ps": np.array(math.sqrt(spread2))}
+    spread2 = (
+        honest_clicks * jitter**2 + (all_clicks - honest_clicks) * (BLINDED_JITTER_FRACTION * jitter) ** 2
+    ) / max(all_clicks, 1e-300)
+    return {
+        "detections": det,
+        "errors": err,
+        "clicks": clicks,
+        "multi_clicks": np.array(multi_rate),
+        "dead_time_discards": np.array(all_clicks * -math.expm1(-all_clicks * dead_slots)),
+        "timing_spread_ps": np.array(math.sqrt(spread2)),
+    }
 
 
-def draw_block(params: LinkParams, slots: float, rng: np.random.Generator, condition: Condition | None = None,
-               level: float = 0.0, gate_ps: float = 1000.0) -> BlockStatistics:
+def draw_block(
+    params: LinkParams,
+    slots: float,
+    rng: np.random.Generator,
+    condition: Condition | None = None,
+    level: float = 0.0,
+    gate_ps: float = 1000.0,
+) -> BlockStatistics:
     """One block's statistics: counts drawn around the expectation (seeded `rng`, mock only)."""
     e = expected_rates(params, condition, level, gate_ps)
     det = rng.poisson(e["detections"] * slots).astype(np.float64)
@@ -196,12 +214,26 @@ def draw_block(params: LinkParams, slots: float, rng: np.random.Generator, condi
     clicks = rng.poisson(e["clicks"] * slots).astype(np.float64)
     n_clicks = max(float(clicks.sum()), 2.0)
     spread = float(e["timing_spread_ps"]) * math.sqrt(rng.chisquare(n_clicks - 1) / (n_clicks - 1))
-    return BlockStatistics(float(slots), det, err, clicks, float(rng.poisson(float(e["multi_clicks"]) * slots)),
-                           float(rng.poisson(float(e["dead_time_discards"]) * slots)), spread)
+    return BlockStatistics(
+        float(slots),
+        det,
+        err,
+        clicks,
+        float(rng.poisson(float(e["multi_clicks"]) * slots)),
+        float(rng.poisson(float(e["dead_time_discards"]) * slots)),
+        spread,
+    )
 
 
-def simulate_run(params: LinkParams, blocks: int, slots: float, seed: int, condition: Condition | None = None,
-                 drift: Drift | None = None, power_noise: float = 0.002) -> list[BlockStatistics]:
+def simulate_run(
+    params: LinkParams,
+    blocks: int,
+    slots: float,
+    seed: int,
+    condition: Condition | None = None,
+    drift: Drift | None = None,
+    power_noise: float = 0.002,
+) -> list[BlockStatistics]:
     """A run of `blocks` blocks of `slots` slots each, with the condition from its onset, slow drifts
     and a white relative jitter `power_noise` of the laser's power from block to block."""
     rng = np.random.default_rng(seed)
@@ -210,8 +242,10 @@ def simulate_run(params: LinkParams, blocks: int, slots: float, seed: int, condi
         p = params
         if drift is not None:
             m, loss = drift.at(b)
-            p = p.replace(misalignment=min(0.5, max(0.0, params.misalignment + m)),
-                          insertion_loss_db=max(0.0, params.insertion_loss_db + loss))
+            p = p.replace(
+                misalignment=min(0.5, max(0.0, params.misalignment + m)),
+                insertion_loss_db=max(0.0, params.insertion_loss_db + loss),
+            )
         if power_noise:
             jitter = 1.0 + power_noise * rng.standard_normal()
             p = p.replace(intensities=tuple(m * jitter for m in p.intensities))

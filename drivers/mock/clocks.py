@@ -47,8 +47,9 @@ class ClockModel:
         first = -(-start // sync_every) * sync_every
         return np.arange(first, stop, sync_every, dtype=np.int64)
 
-    def sync_times(self, slots: NDArray[np.int64], delay_ps: float, jitter_ps: float,
-                   rng: np.random.Generator) -> NDArray[np.float64]:
+    def sync_times(
+        self, slots: NDArray[np.int64], delay_ps: float, jitter_ps: float, rng: np.random.Generator
+    ) -> NDArray[np.float64]:
         """Bob-clock times of the sync pulses of `slots`, with Gaussian jitter truncated at 8 sigma."""
         t = np.asarray(self.arrival_ps(slots.astype(np.float64), delay_ps), dtype=np.float64)
         if jitter_ps > 0 and t.size:

@@ -18,8 +18,13 @@ from dataclasses import dataclass
 
 CONDITIONS = ("intercept-resend", "blinding", "pns", "tap", "laser-drift")
 DEFAULT_STRENGTH = {"intercept-resend": 0.05, "blinding": 0.2, "pns": 0.2, "tap": 1.0, "laser-drift": 0.10}
-_LIMITS = {"intercept-resend": (0.0, 1.0), "blinding": (0.0, 1.0), "pns": (0.0, 1.0), "tap": (0.0, 30.0),
-           "laser-drift": (-0.9, 1.0)}
+_LIMITS = {
+    "intercept-resend": (0.0, 1.0),
+    "blinding": (0.0, 1.0),
+    "pns": (0.0, 1.0),
+    "tap": (0.0, 30.0),
+    "laser-drift": (-0.9, 1.0),
+}
 _UNITS = {"tap": "dB", "laser-drift": "relative power change"}
 LASER_DRIFT_PER_BLOCK = 0.01
 

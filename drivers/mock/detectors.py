@@ -63,9 +63,30 @@ def _push(pend_t, pend_ch, n, t, ch):  # pragma: no cover - numba
 
 @kernel
 def register_clicks(
-    sig_t, sig_ch, sig_slot, dark_t, dark_ch, sync_t, sync_slot, pos, horizon,
-    dead_ps, ap_prob, ap_tau_ps, resolution_ps, state, last_click, pend_t, pend_ch, n_pend,
-    out_t, out_ch, out_slot, out_kind, dead_lost, n_afterpulses,
+    sig_t,
+    sig_ch,
+    sig_slot,
+    dark_t,
+    dark_ch,
+    sync_t,
+    sync_slot,
+    pos,
+    horizon,
+    dead_ps,
+    ap_prob,
+    ap_tau_ps,
+    resolution_ps,
+    state,
+    last_click,
+    pend_t,
+    pend_ch,
+    n_pend,
+    out_t,
+    out_ch,
+    out_slot,
+    out_kind,
+    dead_lost,
+    n_afterpulses,
 ):  # pragma: no cover - numba
     """Merge the sorted photon, dark and sync streams with pending afterpulses up to `horizon`,
     applying dead time per detector; returns (events written, pending afterpulses).
@@ -152,5 +173,7 @@ def blinded(params: Any, fraction: float) -> Any:
     the time: in linear mode they register neither dark counts nor afterpulses, only her trigger
     pulses, so both rates fall by that fraction (dead time still follows every registered click)."""
     keep = 1.0 - fraction
-    return params.replace(dark_count_hz=tuple(d * keep for d in params.dark_count_hz),
-                          afterpulse_probability=tuple(p * keep for p in params.afterpulse_probability))
+    return params.replace(
+        dark_count_hz=tuple(d * keep for d in params.dark_count_hz),
+        afterpulse_probability=tuple(p * keep for p in params.afterpulse_probability),
+    )

@@ -28,7 +28,9 @@ _ONE = np.uint64(1)
 
 
 @kernel
-def resend_state(eve_key: np.uint64, slot: np.int64, fraction: float, basis: np.int64, bit: np.int64) -> tuple[np.int64, np.int64]:
+def resend_state(
+    eve_key: np.uint64, slot: np.int64, fraction: float, basis: np.int64, bit: np.int64
+) -> tuple[np.int64, np.int64]:
     """The (basis, bit) that leaves Eve for this slot: Alice's own when the slot is not attacked."""
     if fraction <= 0.0:
         return basis, bit

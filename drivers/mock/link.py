@@ -13,6 +13,7 @@ the time-sorted clicks per detector.
 
 Channel map (tagger channels): 0 = sync, 1 = Z0, 2 = Z1, 3 = X0, 4 = X1.
 """
+
 from __future__ import annotations
 
 import math
@@ -135,13 +136,16 @@ class LinkSimulator:
         self._ap_prob = np.asarray(p.afterpulse_probability)
         self._ap_tau = np.asarray(p.afterpulse_time_ps)
         self._dark_rate_per_ps = np.asarray(p.dark_count_hz) * 1e-12
-        margin = min(0.0, min(d - JITTER_TRUNCATION * j for d, j in zip(p.detector_delay_ps, p.jitter_ps)),
-                     p.sync_delay_ps * self._clock.scale - JITTER_TRUNCATION * p.sync_jitter_ps)
+        margin = min(
+            0.0,
+            min(d - JITTER_TRUNCATION * j for d, j in zip(p.detector_delay_ps, p.jitter_ps)),
+            p.sync_delay_ps * self._clock.scale - JITTER_TRUNCATION * p.sync_jitter_ps,
+        )
         self._margin_ps = margin - 2 * p.resolution_ps - 1.0
         self._next_slot = 0
         self._chunk = 0
         self._state = np.array([self._bob_key ^ np.uint64(0xD1B54A32D192ED03), 0], dtype=np.uint64)
-        self._last_click = np.full(N_DETECTORS, -(2 ** 62), np.int64)
+        self._last_click = np.full(N_DETECTORS, -(2**62), np.int64)
         self._pend_t = np.empty(4096, np.int64)
         self._pend_ch = np.empty(4096, np.uint8)
         self._n_pend = 0
@@ -184,8 +188,7 @@ class LinkSimulator:
     def expected_tags_per_slot(self) -> float:
         """Mean tags per slot before dead time: photon clicks, dark counts and sync pulses."""
         p = self.params
-        w = (np.asarray(p.class_probabilities)[:, None, None]
-             * np.array([p.p_z, 1.0 - p.p_z])[None, :, None] * 0.5)
+        w = np.asarray(p.class_probabilities)[:, None, None] * np.array([p.p_z, 1.0 - p.p_z])[None, :, None] * 0.5
         photons = float((-np.expm1(-self._lam).sum(axis=3) * w).sum())
         darks = float(np.sum(p.dark_count_hz)) * p.period_ps * 1e-12
         return photons + darks + 1.0 / p.sync_every
@@ -196,7 +199,9 @@ class LinkSimulator:
         empty_sync = (np.empty(0, np.int64), np.empty(0, np.int64))
         return self._register(_empty_stream(), empty_dark, empty_sync, np.iinfo(np.int64).max)
 
-    def _photon_range(self, s0: int, s1: int, key: np.uint64) -> tuple[NDArray[np.int64], NDArray[np.uint8], NDArray[np.int64]]:
+    def _photon_range(
+        self, s0: int, s1: int, key: np.uint64
+    ) -> tuple[NDArray[np.int64], NDArray[np.uint8], NDArray[np.int64]]:
         """Photon clicks of slots [s0, s1) in slot order, candidates drawn with `key`.
 
         Struct-of-arrays: uniforms, then numpy's vectorised log for the geometric gaps, then the
@@ -226,9 +231,23 @@ class LinkSimulator:
             cap = int((cand.size - i) * 1.1) + 64
             out_slot = np.empty(cap, np.int64)
             out_det = np.empty(cap, np.uint8)
-            n, i = thin_candidates(cand, i, self._alice_key, self._eve_key, self._acc_key, self._pick_key,
-                                    p.p_z, self._cdf, p.eve_fraction, self._lam_cum, self._lam_tot, self._exp_neg,
-                                    self._accept, out_slot, out_det)
+            n, i = thin_candidates(
+                cand,
+                i,
+                self._alice_key,
+                self._eve_key,
+                self._acc_key,
+                self._pick_key,
+                p.p_z,
+                self._cdf,
+                p.eve_fraction,
+                self._lam_cum,
+                self._lam_tot,
+                self._exp_neg,
+                self._accept,
+                out_slot,
+                out_det,
+            )
             slots.append(out_slot[:n])
             dets.append(out_det[:n])
         if not slots:
@@ -237,9 +256,24 @@ class LinkSimulator:
         det = dets[0] if len(dets) == 1 else np.concatenate(dets)
         t = np.empty(slot.size, np.int64)
         clock = self._clock
-        click_times(slot, det, self._jit_key, self._tail_key, GAUSS_Z, GAUSS_LO, GAUSS_HI, clock.offset_ps,
-                     clock.scale, clock.curvature, clock.period_ps, clock.fibre_delay_ps, self._det_delay, self._jitter,
-                     np.int64(p.resolution_ps), t)
+        click_times(
+            slot,
+            det,
+            self._jit_key,
+            self._tail_key,
+            GAUSS_Z,
+            GAUSS_LO,
+            GAUSS_HI,
+            clock.offset_ps,
+            clock.scale,
+            clock.curvature,
+            clock.period_ps,
+            clock.fibre_delay_ps,
+            self._det_delay,
+            self._jitter,
+            np.int64(p.resolution_ps),
+            t,
+        )
         det += np.uint8(1)  # detector index -> tagger channel
         return t, det, slot
 
@@ -261,7 +295,7 @@ class LinkSimulator:
             t = np.concatenate([ct] + [x[0] for x in parts])
             ch = np.concatenate([cc] + [x[1] for x in parts])
             slot = np.concatenate([cs] + [x[2] for x in parts])
-        self.counters.photon_clicks += np.bincount(ch[ct.size:], minlength=N_DETECTORS + 1)[1:N_DETECTORS + 1]
+        self.counters.photon_clicks += np.bincount(ch[ct.size :], minlength=N_DETECTORS + 1)[1 : N_DETECTORS + 1]
         nearly_sorted(t, ch, slot)
         return t, ch, slot
 
@@ -276,8 +310,10 @@ class LinkSimulator:
                 continue
             m = rng.poisson(rate * (t_hi - t_lo))
             if m:
-                ts.append(np.round(rng.uniform(t_lo, t_hi, m) / self.params.resolution_ps).astype(np.int64)
-                          * self.params.resolution_ps)
+                ts.append(
+                    np.round(rng.uniform(t_lo, t_hi, m) / self.params.resolution_ps).astype(np.int64)
+                    * self.params.resolution_ps
+                )
                 chs.append(np.full(m, d + 1, np.uint8))
                 self.counters.dark_counts[d] += m
         t = np.concatenate(ts)
@@ -310,10 +346,30 @@ class LinkSimulator:
             out_slot = np.empty(cap, np.int64)
             out_kind = np.empty(cap, np.uint8)
             n, self._n_pend = register_clicks(
-                sig[0], sig[1], sig[2], dark[0], dark[1], sync[0], sync[1], pos, np.int64(horizon),
-                self._dead, self._ap_prob, self._ap_tau, np.int64(self.params.resolution_ps), self._state,
-                self._last_click, self._pend_t, self._pend_ch, self._n_pend,
-                out_t, out_ch, out_slot, out_kind, self.counters.dead_time_lost, self.counters.afterpulses,
+                sig[0],
+                sig[1],
+                sig[2],
+                dark[0],
+                dark[1],
+                sync[0],
+                sync[1],
+                pos,
+                np.int64(horizon),
+                self._dead,
+                self._ap_prob,
+                self._ap_tau,
+                np.int64(self.params.resolution_ps),
+                self._state,
+                self._last_click,
+                self._pend_t,
+                self._pend_ch,
+                self._n_pend,
+                out_t,
+                out_ch,
+                out_slot,
+                out_kind,
+                self.counters.dead_time_lost,
+                self.counters.afterpulses,
             )
             parts.append(LinkEvents(out_t[:n], out_ch[:n], out_slot[:n], out_kind[:n]))
             if n < cap:

@@ -27,16 +27,28 @@ JITTER_TRUNCATION = 8.0  # Gaussian jitter is truncated at this many sigma
 # Typical single-photon detectors (order-of-magnitude values from vendor data sheets).
 DETECTOR_PRESETS: dict[str, dict[str, Any]] = {
     # superconducting nanowires: high efficiency, few dark counts, no afterpulsing, short dead time
-    "snspd": dict(efficiency=0.85, dark_count_hz=100.0, afterpulse_probability=0.0, dead_time_ps=50_000.0,
-                  jitter_ps=20.0),
+    "snspd": dict(
+        efficiency=0.85, dark_count_hz=100.0, afterpulse_probability=0.0, dead_time_ps=50_000.0, jitter_ps=20.0
+    ),
     # free-running InGaAs avalanche diodes: long dead time against afterpulsing
-    "ingaas": dict(efficiency=0.20, dark_count_hz=1_000.0, afterpulse_probability=0.02,
-                   afterpulse_time_ps=2_000_000.0, dead_time_ps=10_000_000.0, jitter_ps=100.0),
+    "ingaas": dict(
+        efficiency=0.20,
+        dark_count_hz=1_000.0,
+        afterpulse_probability=0.02,
+        afterpulse_time_ps=2_000_000.0,
+        dead_time_ps=10_000_000.0,
+        jitter_ps=100.0,
+    ),
     # silicon avalanche diodes (visible / 800 nm links)
-    "si-spad": dict(efficiency=0.6, dark_count_hz=250.0, afterpulse_probability=0.005,
-                    afterpulse_time_ps=50_000.0, dead_time_ps=22_000.0, jitter_ps=175.0),
+    "si-spad": dict(
+        efficiency=0.6,
+        dark_count_hz=250.0,
+        afterpulse_probability=0.005,
+        afterpulse_time_ps=50_000.0,
+        dead_time_ps=22_000.0,
+        jitter_ps=175.0,
+    ),
 }
-
 
 
 def _per_detector(name: str, value: float | Sequence[float]) -> tuple[float, ...]:
@@ -113,14 +125,23 @@ class LinkParams:
             if not ok:
                 raise ValueError(what)
 
-        need(self.repetition_rate_hz > 0 and math.isfinite(self.repetition_rate_hz),
-             f"repetition_rate_hz must be > 0, got {self.repetition_rate_hz}")
+        need(
+            self.repetition_rate_hz > 0 and math.isfinite(self.repetition_rate_hz),
+            f"repetition_rate_hz must be > 0, got {self.repetition_rate_hz}",
+        )
         need(1 <= len(self.intensities) <= 255, "intensities must have 1..255 classes")
-        need(all(m >= 0 and math.isfinite(m) for m in self.intensities), f"intensities must be >= 0, got {self.intensities}")
-        need(len(self.class_probabilities) == len(self.intensities),
-             "class_probabilities must have one entry per intensity class")
-        need(all(p >= 0 for p in self.class_probabilities) and abs(sum(self.class_probabilities) - 1.0) < 1e-9,
-             f"class_probabilities must be >= 0 and sum to 1, got {self.class_probabilities}")
+        need(
+            all(m >= 0 and math.isfinite(m) for m in self.intensities),
+            f"intensities must be >= 0, got {self.intensities}",
+        )
+        need(
+            len(self.class_probabilities) == len(self.intensities),
+            "class_probabilities must have one entry per intensity class",
+        )
+        need(
+            all(p >= 0 for p in self.class_probabilities) and abs(sum(self.class_probabilities) - 1.0) < 1e-9,
+            f"class_probabilities must be >= 0 and sum to 1, got {self.class_probabilities}",
+        )
         for name in ("p_z", "bob_p_z", "eve_fraction"):
             need(0.0 <= getattr(self, name) <= 1.0, f"{name} must be in [0, 1], got {getattr(self, name)}")
         need(0.0 <= self.misalignment <= 0.5, f"misalignment must be in [0, 0.5], got {self.misalignment}")
@@ -129,22 +150,36 @@ class LinkParams:
         need(self.insertion_loss_db >= 0, f"insertion_loss_db must be >= 0, got {self.insertion_loss_db}")
         need(self.group_index >= 1, f"group_index must be >= 1, got {self.group_index}")
         need(all(0 <= e <= 1 for e in self.efficiency), f"efficiency must be in [0, 1], got {self.efficiency}")
-        need(all(0 <= p < 1 for p in self.afterpulse_probability),
-             f"afterpulse_probability must be in [0, 1), got {self.afterpulse_probability}")
+        need(
+            all(0 <= p < 1 for p in self.afterpulse_probability),
+            f"afterpulse_probability must be in [0, 1), got {self.afterpulse_probability}",
+        )
         for name in ("dark_count_hz", "afterpulse_time_ps", "dead_time_ps", "jitter_ps"):
-            need(all(v >= 0 and math.isfinite(v) for v in getattr(self, name)), f"{name} must be >= 0, got {getattr(self, name)}")
+            need(
+                all(v >= 0 and math.isfinite(v) for v in getattr(self, name)),
+                f"{name} must be >= 0, got {getattr(self, name)}",
+            )
         need(all(math.isfinite(v) for v in self.detector_delay_ps), "detector_delay_ps must be finite")
         need(self.clock_offset_ps >= 0, f"clock_offset_ps must be >= 0, got {self.clock_offset_ps}")
         need(abs(self.clock_drift_ppm) < 1e4, f"clock_drift_ppm must be within +-1e4, got {self.clock_drift_ppm}")
-        need(math.isfinite(self.clock_drift_rate_ppm_per_s) and abs(self.clock_drift_rate_ppm_per_s) <= 1e4,
-             f"clock_drift_rate_ppm_per_s must be within +-1e4, got {self.clock_drift_rate_ppm_per_s}")
-        need(isinstance(self.sync_every, int) and self.sync_every >= 1, f"sync_every must be an int >= 1, got {self.sync_every}")
+        need(
+            math.isfinite(self.clock_drift_rate_ppm_per_s) and abs(self.clock_drift_rate_ppm_per_s) <= 1e4,
+            f"clock_drift_rate_ppm_per_s must be within +-1e4, got {self.clock_drift_rate_ppm_per_s}",
+        )
+        need(
+            isinstance(self.sync_every, int) and self.sync_every >= 1,
+            f"sync_every must be an int >= 1, got {self.sync_every}",
+        )
         need(self.sync_jitter_ps >= 0, f"sync_jitter_ps must be >= 0, got {self.sync_jitter_ps}")
-        need(self.clock_offset_ps + self.sync_delay_ps - JITTER_TRUNCATION * self.sync_jitter_ps >= 0,
-             "clock_offset_ps + sync_delay_ps must leave the first sync pulse (slot 0) after the tagger's "
-             f"start (8 sigma of sync jitter included), got {self.clock_offset_ps} + {self.sync_delay_ps}")
-        need(isinstance(self.resolution_ps, int) and self.resolution_ps >= 1,
-             f"resolution_ps must be an int >= 1, got {self.resolution_ps}")
+        need(
+            self.clock_offset_ps + self.sync_delay_ps - JITTER_TRUNCATION * self.sync_jitter_ps >= 0,
+            "clock_offset_ps + sync_delay_ps must leave the first sync pulse (slot 0) after the tagger's "
+            f"start (8 sigma of sync jitter included), got {self.clock_offset_ps} + {self.sync_delay_ps}",
+        )
+        need(
+            isinstance(self.resolution_ps, int) and self.resolution_ps >= 1,
+            f"resolution_ps must be an int >= 1, got {self.resolution_ps}",
+        )
 
     @property
     def period_ps(self) -> float:
@@ -164,8 +199,13 @@ class LinkParams:
     @property
     def clock(self) -> ClockModel:
         """The slot -> Bob-clock arrival time map."""
-        return ClockModel(self.period_ps, self.clock_offset_ps, self.clock_drift_ppm, self.fibre_delay_ps,
-                          self.clock_drift_rate_ppm_per_s)
+        return ClockModel(
+            self.period_ps,
+            self.clock_offset_ps,
+            self.clock_drift_ppm,
+            self.fibre_delay_ps,
+            self.clock_drift_rate_ppm_per_s,
+        )
 
     def channel_delays_ps(self) -> NDArray[np.float64]:
         """Delay of each tagger channel relative to the sync (index = channel), for slotting."""

@@ -18,8 +18,18 @@ from drivers.mock.eve import resend_state
 from drivers.mock.params import JITTER_TRUNCATION
 from drivers.sorting import nearly_sorted
 
-__all__ = ["GAUSS_CORE", "GAUSS_HI", "GAUSS_LO", "GAUSS_Z", "accumulate_gaps", "click_times", "fill_uniform",
-           "gauss_tail", "nearly_sorted", "thin_candidates"]
+__all__ = [
+    "GAUSS_CORE",
+    "GAUSS_HI",
+    "GAUSS_LO",
+    "GAUSS_Z",
+    "accumulate_gaps",
+    "click_times",
+    "fill_uniform",
+    "gauss_tail",
+    "nearly_sorted",
+    "thin_candidates",
+]
 
 # Standard normals: inverse-CDF table (64 kB, cache-resident) with linear interpolation for
 # |z| < GAUSS_CORE, Marsaglia's exact tail method beyond (interpolation error < 2e-5 sigma).
@@ -79,8 +89,21 @@ def accumulate_gaps(gap, s, s_end, out):  # pragma: no cover - numba
 
 @kernel
 def thin_candidates(
-    cand, start, alice_key, eve_key, acc_key, pick_key, p_z, cdf, eve_fraction, lam_cum, lam_tot, exp_neg, accept,
-    out_slot, out_det,
+    cand,
+    start,
+    alice_key,
+    eve_key,
+    acc_key,
+    pick_key,
+    p_z,
+    cdf,
+    eve_fraction,
+    lam_cum,
+    lam_tot,
+    exp_neg,
+    accept,
+    out_slot,
+    out_det,
 ):  # pragma: no cover - numba
     """Keep each candidate slot with its state's probability and spread its detected photons over
     the detectors; all draws are keyed by the slot. Returns (clicks written, next candidate)."""
@@ -135,8 +158,22 @@ def thin_candidates(
 
 @kernel
 def click_times(
-    slot, det, jit_key, tail_key, ztab, z_lo, z_hi, offset, scale, curvature, period, fibre_delay, det_delay,
-    jitter, resolution, out_t,
+    slot,
+    det,
+    jit_key,
+    tail_key,
+    ztab,
+    z_lo,
+    z_hi,
+    offset,
+    scale,
+    curvature,
+    period,
+    fibre_delay,
+    det_delay,
+    jitter,
+    resolution,
+    out_t,
 ):  # pragma: no cover - numba
     """Bob-clock tag time of each photon click: arrival + detector delay + Gaussian jitter keyed by
     (slot, detector), rounded to the tagger resolution."""

@@ -135,8 +135,9 @@ class MockTimeTagger:
     def __enter__(self) -> MockTimeTagger:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def read_block(self, timeout_s: float) -> TagBlock:
@@ -231,5 +232,6 @@ class MockTimeTagger:
         meta: dict[str, object] = {}
         if self._truth:
             meta = {"slot": ev.slot, "kind": ev.kind}
-        return TagBlock(np.ascontiguousarray(ev.time), np.ascontiguousarray(ev.channel), lost=lost,
-                        overflow=overflow, meta=meta)
+        return TagBlock(
+            np.ascontiguousarray(ev.time), np.ascontiguousarray(ev.channel), lost=lost, overflow=overflow, meta=meta
+        )

@@ -129,7 +129,9 @@ class _Reader:
             more = self.fh.read(want)
             self.buf += more
             if end > len(self.buf):
-                raise FormatError(f"{what} at byte offset {self.pos}: file ended at byte offset {self.base + len(self.buf)}")
+                raise FormatError(
+                    f"{what} at byte offset {self.pos}: file ended at byte offset {self.base + len(self.buf)}"
+                )
         data = self.buf[self.at : end]
         self.at = end
         return data
@@ -167,7 +169,9 @@ def _decode_value(reader: _Reader, ident: str, ttype: TagType, raw: bytes, offse
         return text.split("\0", 1)[0]
     if ttype == TagType.FLOAT8_ARRAY:
         if size % 8:
-            raise FormatError(f"tag {ident!r} at byte offset {offset}: Float8Array length {size} is not a multiple of 8")
+            raise FormatError(
+                f"tag {ident!r} at byte offset {offset}: Float8Array length {size} is not a multiple of 8"
+            )
         return struct.unpack(f"<{size // 8}d", data)
     return data  # BINARY_BLOB
 
@@ -179,7 +183,9 @@ def read_header(fh: IO[bytes], size: int, start: int = 0) -> PtuHeader:
     """
     reader = _Reader(fh, size, start)
     if size - start < _PREAMBLE:
-        raise FormatError(f"truncated PTU file: {size - start} bytes, the preamble ends at byte offset {start + _PREAMBLE}")
+        raise FormatError(
+            f"truncated PTU file: {size - start} bytes, the preamble ends at byte offset {start + _PREAMBLE}"
+        )
     magic = reader.read(8, "magic")
     if magic != PTU_MAGIC:
         raise FormatError(f"wrong magic {magic!r} at byte offset {start}; a PTU file starts with {PTU_MAGIC!r}")

@@ -123,7 +123,9 @@ def record_format(record_type: int) -> RecordFormat:
         return _FORMATS[RecordType(int(record_type))]
     except ValueError:
         known = ", ".join(f"0x{int(rt):08X} ({rt.name})" for rt in RecordType)
-        raise ValueError(f"record_type 0x{int(record_type) & 0xFFFFFFFF:08X} is not a known PTU record type; known: {known}") from None
+        raise ValueError(
+            f"record_type 0x{int(record_type) & 0xFFFFFFFF:08X} is not a known PTU record type; known: {known}"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -285,9 +287,7 @@ def _raise_record_error(
         raise FormatError(
             f"record 0x{value:08X} at byte offset {where}: overflow correction leaves the int64 time range"
         )
-    raise FormatError(
-        f"record 0x{value:08X} at byte offset {where} is not a valid {fmt.record_type.name} record"
-    )
+    raise FormatError(f"record 0x{value:08X} at byte offset {where} is not a valid {fmt.record_type.name} record")
 
 
 def _shrink(a: NDArray, n: int) -> NDArray:
@@ -328,7 +328,9 @@ def _decode_chunks(
             raise ValueError(f"chunks hold more than the announced {n} records")
         free_t, free_c = when[k : n - m], channel[k : n - m]
         if fmt.t3 and fmt.picoharp:
-            dk, dm, ofl, bad, code = _decode_t3_picoharp(records, fmt.wrap, ofl, limit, free_t, dtime[k : n - m], free_c)
+            dk, dm, ofl, bad, code = _decode_t3_picoharp(
+                records, fmt.wrap, ofl, limit, free_t, dtime[k : n - m], free_c
+            )
         elif fmt.t3:
             dk, dm, ofl, bad, code = _decode_t3_hydraharp(
                 records, fmt.v1, fmt.wrap, ofl, limit, free_t, dtime[k : n - m], free_c
@@ -372,7 +374,14 @@ def decode_t2(
     """
     records = _check_records(records)
     fmt = record_format(record_type)
-    return decode_t2_chunks([records], records.size, fmt.record_type, resolution_ps=resolution_ps, overflow=overflow, byte_offset=byte_offset)
+    return decode_t2_chunks(
+        [records],
+        records.size,
+        fmt.record_type,
+        resolution_ps=resolution_ps,
+        overflow=overflow,
+        byte_offset=byte_offset,
+    )
 
 
 def decode_t2_chunks(
@@ -579,7 +588,9 @@ def encode_t2(
     last = int(times[-1]) if times.size else 0
     cap = _capacity(times.size, last, fmt, max_overflow_count)
     if cap > _MAX_RECORDS:
-        raise ValueError(f"ticks span {last // fmt.wrap} wrap-arounds; {fmt.record_type.name} would need over {_MAX_RECORDS} records")
+        raise ValueError(
+            f"ticks span {last // fmt.wrap} wrap-arounds; {fmt.record_type.name} would need over {_MAX_RECORDS} records"
+        )
     out = np.empty(cap, np.uint32)
     n = _encode_t2(times, codes, fmt.picoharp, fmt.v1, fmt.wrap, max_overflow_count, out)
     return out[:n].copy()
@@ -615,7 +626,9 @@ def encode_t3(
     last = int(syncs[-1]) if syncs.size else 0
     cap = _capacity(syncs.size, last, fmt, 1023)
     if cap > _MAX_RECORDS:
-        raise ValueError(f"sync spans {last // fmt.wrap} wrap-arounds; {fmt.record_type.name} would need over {_MAX_RECORDS} records")
+        raise ValueError(
+            f"sync spans {last // fmt.wrap} wrap-arounds; {fmt.record_type.name} would need over {_MAX_RECORDS} records"
+        )
     out = np.empty(cap, np.uint32)
     n = _encode_t3(syncs, dtimes, codes, fmt.picoharp, fmt.v1, fmt.wrap, out)
     return out[:n].copy()

@@ -146,7 +146,9 @@ def iter_tag_blocks(file: PtuSource, records_per_block: int = 1 << 20) -> Iterat
             n = min(left, records_per_block)
             data = fh.read(4 * n)
             if len(data) != 4 * n:
-                raise FormatError(f"truncated PTU file: records end early at byte offset {stream.byte_offset + len(data)}")
+                raise FormatError(
+                    f"truncated PTU file: records end early at byte offset {stream.byte_offset + len(data)}"
+                )
             left -= n
             yield stream.block(data)
         stream.close()

@@ -90,7 +90,9 @@ class PtuData:
 def _integer_ps(tag: Tag, what: str) -> int:
     value = tag.value
     if not isinstance(value, float) or not math.isfinite(value) or value <= 0:
-        raise FormatError(f"tag {tag.ident!r} at byte offset {tag.offset}: {what} must be a positive float, got {value!r}")
+        raise FormatError(
+            f"tag {tag.ident!r} at byte offset {tag.offset}: {what} must be a positive float, got {value!r}"
+        )
     ps = value * 1e12
     whole = round(ps)
     if whole < 1 or abs(ps - whole) > 1e-4 * ps:
@@ -113,17 +115,23 @@ def measurement(header: PtuHeader, file_size: int, start: int = 0) -> Measuremen
         raise FormatError(f"tag 'TTResultFormat_TTTRRecType' at byte offset {rt_tag.offset}: {exc}") from None
     bits = tags.get(("TTResultFormat_BitsPerRecord", -1))
     if bits is not None and bits.value not in (0, 32):
-        raise FormatError(f"tag 'TTResultFormat_BitsPerRecord' at byte offset {bits.offset}: {bits.value!r}, only 32-bit records exist")
+        raise FormatError(
+            f"tag 'TTResultFormat_BitsPerRecord' at byte offset {bits.offset}: {bits.value!r}, only 32-bit records exist"
+        )
     available = file_size - end
     count = tags.get(("TTResult_NumberOfRecords", -1))
     if count is None:
         if available % 4:
-            raise FormatError(f"record data from byte offset {end} to {file_size} is not a whole number of 4-byte records")
+            raise FormatError(
+                f"record data from byte offset {end} to {file_size} is not a whole number of 4-byte records"
+            )
         n = available // 4
     else:
         n = count.value
         if not isinstance(n, int) or n < 0:
-            raise FormatError(f"tag 'TTResult_NumberOfRecords' at byte offset {count.offset}: {n!r} is not a record count")
+            raise FormatError(
+                f"tag 'TTResult_NumberOfRecords' at byte offset {count.offset}: {n!r} is not a record count"
+            )
         if 4 * n > available:
             raise FormatError(
                 f"truncated PTU file: {n} records from byte offset {end} need {4 * n} bytes, "
@@ -135,7 +143,9 @@ def measurement(header: PtuHeader, file_size: int, start: int = 0) -> Measuremen
         period = None
         if glob is not None:
             if not isinstance(glob.value, float) or not math.isfinite(glob.value) or glob.value <= 0:
-                raise FormatError(f"tag 'MeasDesc_GlobalResolution' at byte offset {glob.offset}: {glob.value!r} is not a sync period")
+                raise FormatError(
+                    f"tag 'MeasDesc_GlobalResolution' at byte offset {glob.offset}: {glob.value!r} is not a sync period"
+                )
             period = glob.value * 1e12
         bin_ps = _integer_ps(res, "the dtime bin width") if res is not None else None
         return Measurement(fmt, n, end, None, period, bin_ps)
@@ -194,11 +204,17 @@ def read_ptu(file: PtuSource) -> PtuData:
             t3 = decode_t3_chunks(chunks, meas.n_records, rt, byte_offset=meas.data_offset)
         else:
             assert meas.resolution_ps is not None
-            t2 = decode_t2_chunks(chunks, meas.n_records, rt, resolution_ps=meas.resolution_ps, byte_offset=meas.data_offset)
+            t2 = decode_t2_chunks(
+                chunks, meas.n_records, rt, resolution_ps=meas.resolution_ps, byte_offset=meas.data_offset
+            )
     tags = header.as_dict()
     if meas.format.t3:
-        return PtuData(tags, header, meas, t3.channel, Markers(t3.marker_bits, sync=t3.marker_sync), sync=t3.sync, dtime=t3.dtime)
-    return PtuData(tags, header, meas, t2.channel, Markers(t2.marker_bits, time_ps=t2.marker_time_ps), time_ps=t2.time_ps)
+        return PtuData(
+            tags, header, meas, t3.channel, Markers(t3.marker_bits, sync=t3.marker_sync), sync=t3.sync, dtime=t3.dtime
+        )
+    return PtuData(
+        tags, header, meas, t2.channel, Markers(t2.marker_bits, time_ps=t2.marker_time_ps), time_ps=t2.time_ps
+    )
 
 
 # --- writing --------------------------------------------------------------------------------------
@@ -267,7 +283,9 @@ def write_ptu(
 def _integers(values: object, name: str) -> NDArray[np.int64]:
     arr = np.asarray(values)
     if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
-        raise ValueError(f"{name} must be a 1-D array of integer picoseconds, got dtype {arr.dtype} and shape {arr.shape}")
+        raise ValueError(
+            f"{name} must be a 1-D array of integer picoseconds, got dtype {arr.dtype} and shape {arr.shape}"
+        )
     return arr.astype(np.int64, copy=False)
 
 

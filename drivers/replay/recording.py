@@ -23,7 +23,6 @@ import numpy as np
 from numpy.typing import NDArray
 
 from drivers.errors import DriverError
-
 from drivers.timetagger import TagBlock
 
 FORMAT = "qkdnode-replay/1"
@@ -75,8 +74,9 @@ def write_info(info: RecordingInfo) -> None:
     doc: dict[str, Any] = {"format": FORMAT, **asdict(info)}
     doc.pop("root")
     doc["tags"] = str(info.tags.relative_to(info.root)) if info.tags.is_relative_to(info.root) else str(info.tags)
-    doc["states"] = (str(info.states.relative_to(info.root)) if info.states.is_relative_to(info.root)
-                     else str(info.states))
+    doc["states"] = (
+        str(info.states.relative_to(info.root)) if info.states.is_relative_to(info.root) else str(info.states)
+    )
     (info.root / META).write_text(json.dumps(doc, indent=1))
 
 
@@ -91,28 +91,43 @@ def read_info(root: str | Path) -> RecordingInfo:
     except ValueError as exc:
         raise RecordingError(f"replay recording {root}: {META} is not JSON: {exc}") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise RecordingError(f"replay recording {root}: {META} must have \"format\": \"{FORMAT}\"")
+        raise RecordingError(f'replay recording {root}: {META} must have "format": "{FORMAT}"')
     try:
         slot = doc["slotting"]
-        slotting = Slotting(float(slot["period_ps"]), int(slot["sync_every"]), float(slot["gate_ps"]),
-                            tuple(float(d) for d in slot["delays_ps"]), int(slot.get("sync_channel", 0)),
-                            tuple(int(c) for c in slot.get("detector_channels", (1, 2, 3, 4))))  # type: ignore[arg-type]
+        slotting = Slotting(
+            float(slot["period_ps"]),
+            int(slot["sync_every"]),
+            float(slot["gate_ps"]),
+            tuple(float(d) for d in slot["delays_ps"]),
+            int(slot.get("sync_channel", 0)),
+            tuple(int(c) for c in slot.get("detector_channels", (1, 2, 3, 4))),  # type: ignore[arg-type]
+        )
         info = RecordingInfo(
-            root, root / str(doc["tags"]), str(doc["tag_format"]), root / str(doc["states"]), slotting,
-            tuple(float(v) for v in doc["detector_dead_time_ps"]), float(doc["repetition_rate_hz"]),
-            tuple(float(v) for v in doc["intensities"]), tuple(float(v) for v in doc["class_probabilities"]),
-            int(doc.get("resolution_ps", 1)), None if doc.get("sifted_bits") is None else int(doc["sifted_bits"]),
-            str(doc.get("source", "")))
+            root,
+            root / str(doc["tags"]),
+            str(doc["tag_format"]),
+            root / str(doc["states"]),
+            slotting,
+            tuple(float(v) for v in doc["detector_dead_time_ps"]),
+            float(doc["repetition_rate_hz"]),
+            tuple(float(v) for v in doc["intensities"]),
+            tuple(float(v) for v in doc["class_probabilities"]),
+            int(doc.get("resolution_ps", 1)),
+            None if doc.get("sifted_bits") is None else int(doc["sifted_bits"]),
+            str(doc.get("source", "")),
+        )
     except KeyError as exc:
         raise RecordingError(f"replay recording {root}: {META} lacks key {exc.args[0]!r}") from None
     except (TypeError, ValueError) as exc:
         raise RecordingError(f"replay recording {root}: {META} has a value of the wrong type: {exc}") from None
     if info.tag_format not in TAG_FORMATS:
-        raise RecordingError(f"replay recording {root}: tag_format must be one of {', '.join(TAG_FORMATS)}, "
-                             f"got {info.tag_format!r}")
+        raise RecordingError(
+            f"replay recording {root}: tag_format must be one of {', '.join(TAG_FORMATS)}, got {info.tag_format!r}"
+        )
     if len(slotting.detector_channels) != 4 or len(info.intensities) != len(info.class_probabilities):
-        raise RecordingError(f"replay recording {root}: four detector channels and one probability per intensity "
-                             "class are needed")
+        raise RecordingError(
+            f"replay recording {root}: four detector channels and one probability per intensity class are needed"
+        )
     for p in (info.tags, info.states):
         if not p.is_file():
             raise RecordingError(f"replay recording {root}: {p.name} is missing")
@@ -167,8 +182,9 @@ class _StreamWriter:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
 
@@ -205,8 +221,11 @@ def pack_states(basis: NDArray[np.uint8], bit: NDArray[np.uint8], intensity: NDA
 def unpack_states(packed: NDArray[np.uint8]) -> tuple[NDArray[np.uint8], NDArray[np.uint8], NDArray[np.uint8]]:
     """Basis, bit and intensity class from `pack_states` bytes."""
     one = np.uint8(1)
-    return ((packed & one).astype(np.uint8), ((packed >> one) & one).astype(np.uint8),
-            (packed >> np.uint8(2)).astype(np.uint8))
+    return (
+        (packed & one).astype(np.uint8),
+        ((packed >> one) & one).astype(np.uint8),
+        (packed >> np.uint8(2)).astype(np.uint8),
+    )
 
 
 class StateWriter(_StreamWriter):
@@ -219,8 +238,9 @@ class StateWriter(_StreamWriter):
         self.last_slot = -1
         self.count = 0
 
-    def write(self, slot: NDArray[np.int64], basis: NDArray[np.uint8], bit: NDArray[np.uint8],
-              intensity: NDArray[np.uint8]) -> None:
+    def write(
+        self, slot: NDArray[np.int64], basis: NDArray[np.uint8], bit: NDArray[np.uint8], intensity: NDArray[np.uint8]
+    ) -> None:
         """Append states of `slot` (strictly increasing, after every slot written before)."""
         slot = np.asarray(slot, np.int64)
         if not slot.size:

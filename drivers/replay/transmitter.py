@@ -79,8 +79,10 @@ class ReplayTransmitter:
         found[found] = self._slot[at[found]] == slots[found]
         if not found.all():
             missing = int(slots[np.argmin(found)])
-            raise RecordingError(f"slot {missing} is not in the recording {self.info.root}: Bob's tags and Alice's "
-                                 "states are not of one run, or the slotting differs from the recording's")
+            raise RecordingError(
+                f"slot {missing} is not in the recording {self.info.root}: Bob's tags and Alice's "
+                "states are not of one run, or the slotting differs from the recording's"
+            )
         basis, bit, intensity = unpack_states(self._packed[at])
         self._floor = hi + 1
         return SlotStates(slots.copy(), basis, bit, intensity)

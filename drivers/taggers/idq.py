@@ -69,10 +69,20 @@ class IDQTimeController(TaggerCounters, Instrument):
     reference on CLK IN, shared with the peer) or "internal"; `window_s` the acquisition window.
     """
 
-    def __init__(self, resource: str | Transport, channels: tuple[int, ...] = (1, 2, 3, 4), *,
-                 dlt: str = DLT_DEFAULT, stream_host: str | None = None, stream_port_base: int = 4241,
-                 clock: str = "external", window_s: float = 0.2, with_ref_index: bool = False,
-                 thresholds_v: dict[int, float] | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        resource: str | Transport,
+        channels: tuple[int, ...] = (1, 2, 3, 4),
+        *,
+        dlt: str = DLT_DEFAULT,
+        stream_host: str | None = None,
+        stream_port_base: int = 4241,
+        clock: str = "external",
+        window_s: float = 0.2,
+        with_ref_index: bool = False,
+        thresholds_v: dict[int, float] | None = None,
+        **options: Any,
+    ) -> None:
         if not channels or len(set(channels)) != len(channels) or any(c not in (1, 2, 3, 4) for c in channels):
             raise ValueError(f"channels must be distinct inputs among (1, 2, 3, 4), got {channels!r}")
         if not isinstance(stream_port_base, int) or not 1 <= stream_port_base <= 65531:
@@ -104,15 +114,22 @@ class IDQTimeController(TaggerCounters, Instrument):
 
     # -- control ------------------------------------------------------------------------------------
 
-    def write(self, command: str, *, check: bool | None = None, retry: bool = True,  # type: ignore[override]
-              shown: str | None = None) -> None:
+    def write(
+        self,
+        command: str,  # type: ignore[override]
+        *,
+        check: bool | None = None,
+        retry: bool = True,
+        shown: str | None = None,
+    ) -> None:
         """Send a command and read its (empty) answer (the control socket is request-reply); an
         "Error..." answer raises `ScpiError` unless `check` is False. `retry=False` sends it at most
         once (arming, triggers); `shown` replaces the command in logs and exceptions."""
         reply = str(self._exchange(command, reply=True, retry=retry, shown=shown) or "")
         if check is not False and reply.strip().lower().startswith("error"):
-            raise ScpiError(f"{self.name}: instrument reported after {command!r}: {reply.strip()}", [(-1, reply)],
-                            command)
+            raise ScpiError(
+                f"{self.name}: instrument reported after {command!r}: {reply.strip()}", [(-1, reply)], command
+            )
 
     def configure(self) -> None:
         """Inputs, thresholds, clock source, reference-free timestamps and the record generator's windows."""
@@ -150,12 +167,16 @@ class IDQTimeController(TaggerCounters, Instrument):
         except zmq.Again:
             self._dlt_socket.close(linger=0)
             self._dlt_socket = None
-            raise InstrumentTimeout(f"{self.name}: no reply from the DataLinkTargetService at {self.dlt} to "
-                                    f"{command.split()[0]!r}; is it running (Time Controller software)?") from None
+            raise InstrumentTimeout(
+                f"{self.name}: no reply from the DataLinkTargetService at {self.dlt} to "
+                f"{command.split()[0]!r}; is it running (Time Controller software)?"
+            ) from None
         answer = json.loads(raw) if raw.strip() else None
         if isinstance(answer, dict) and "error" in answer:
-            raise InstrumentError(f"{self.name}: DataLinkTargetService refused {command.split()[0]!r}: "
-                                  f"{(answer.get('error') or {}).get('description', 'unknown error')}")
+            raise InstrumentError(
+                f"{self.name}: DataLinkTargetService refused {command.split()[0]!r}: "
+                f"{(answer.get('error') or {}).get('description', 'unknown error')}"
+            )
         return answer
 
     # -- TimeTagger protocol --------------------------------------------------------------------------
@@ -230,8 +251,13 @@ class IDQTimeController(TaggerCounters, Instrument):
             self._errors_checked = now
         self._lost += lost
         if not times:
-            return TagBlock.empty(lost=lost) if not lost else TagBlock(
-                np.empty(0, np.int64), np.empty(0, np.uint8), lost=lost, overflow=True, meta={"raw_errors": lost})
+            return (
+                TagBlock.empty(lost=lost)
+                if not lost
+                else TagBlock(
+                    np.empty(0, np.int64), np.empty(0, np.uint8), lost=lost, overflow=True, meta={"raw_errors": lost}
+                )
+            )
         t_all = np.concatenate(times)
         order = np.argsort(t_all, kind="stable")
         meta: dict[str, object] = {"raw_errors": lost} if lost else {}

@@ -67,12 +67,27 @@ class Family:
 
 
 FAMILIES = {
-    "multiharp": Family("multiharp", "MH_", ("mhlib64.dll", "mhlib.so", "libmhlib.so", "/usr/local/lib64/mh150/mhlib.so"),
-                        0x00010207, 1_048_576, False, False,
-                        "the MultiHarp software (MHLib) from picoquant.com"),
-    "hydraharp": Family("hydraharp", "HH_", ("hhlib64.dll", "hhlib.so", "libhhlib.so", "/usr/local/lib64/hh400/hhlib.so"),
-                        0x01010204, 131_072, True, True,
-                        "the HydraHarp 400 software (HHLib) from picoquant.com", edge_trigger=False),
+    "multiharp": Family(
+        "multiharp",
+        "MH_",
+        ("mhlib64.dll", "mhlib.so", "libmhlib.so", "/usr/local/lib64/mh150/mhlib.so"),
+        0x00010207,
+        1_048_576,
+        False,
+        False,
+        "the MultiHarp software (MHLib) from picoquant.com",
+    ),
+    "hydraharp": Family(
+        "hydraharp",
+        "HH_",
+        ("hhlib64.dll", "hhlib.so", "libhhlib.so", "/usr/local/lib64/hh400/hhlib.so"),
+        0x01010204,
+        131_072,
+        True,
+        True,
+        "the HydraHarp 400 software (HHLib) from picoquant.com",
+        edge_trigger=False,
+    ),
 }
 
 CDEF = """
@@ -121,7 +136,9 @@ def open_library(family: Family, path: str | None = None) -> tuple[Any, Any]:
     try:
         import cffi
     except ImportError as exc:  # pragma: no cover - cffi is a dependency
-        raise VendorLibraryMissing("the cffi package is needed for PicoQuant live acquisition: pip install cffi") from exc
+        raise VendorLibraryMissing(
+            "the cffi package is needed for PicoQuant live acquisition: pip install cffi"
+        ) from exc
     ffi = cffi.FFI()
     ffi.cdef(declarations(family))
     tried = [path] if path else list(family.libraries)
@@ -152,27 +169,42 @@ class PicoQuantTagger(TaggerCounters):
     Channels are zero-based inputs; the sync input reads as channel 64 (`SYNC_CHANNEL`).
     """
 
-    def __init__(self, family: str = "multiharp", device_index: int = 0, *, library_path: str | None = None,
-                 library: Any = None, poll_interval_s: float = 0.001, sync_divider: int = 1,
-                 sync_level_mv: int | None = None, input_levels_mv: dict[int, int] | None = None,
-                 falling_edge: bool = True, zero_cross_mv: int = 10, sync_offset_ps: int = 0,
-                 channel_offsets_ps: dict[int, int] | None = None, enabled: tuple[int, ...] | None = None) -> None:
+    def __init__(
+        self,
+        family: str = "multiharp",
+        device_index: int = 0,
+        *,
+        library_path: str | None = None,
+        library: Any = None,
+        poll_interval_s: float = 0.001,
+        sync_divider: int = 1,
+        sync_level_mv: int | None = None,
+        input_levels_mv: dict[int, int] | None = None,
+        falling_edge: bool = True,
+        zero_cross_mv: int = 10,
+        sync_offset_ps: int = 0,
+        channel_offsets_ps: dict[int, int] | None = None,
+        enabled: tuple[int, ...] | None = None,
+    ) -> None:
         if family not in FAMILIES:
             raise ValueError(f"family must be one of {sorted(FAMILIES)}, got {family!r}")
         fam = FAMILIES[family]
         level_range = EDGE_LEVEL_MV if fam.edge_trigger else CFD_LEVEL_MV
         default_level = -50 if fam.edge_trigger else 50
         self.sync_divider = int(_int_in("sync_divider", sync_divider, SYNC_DIV_RANGE))
-        self.sync_level_mv = _int_in("sync_level_mv", default_level if sync_level_mv is None else sync_level_mv,
-                                     level_range)
-        self.input_levels_mv = {ch: _int_in(f"input_levels_mv[{ch}]", v, level_range)
-                                for ch, v in (input_levels_mv or {}).items()}
+        self.sync_level_mv = _int_in(
+            "sync_level_mv", default_level if sync_level_mv is None else sync_level_mv, level_range
+        )
+        self.input_levels_mv = {
+            ch: _int_in(f"input_levels_mv[{ch}]", v, level_range) for ch, v in (input_levels_mv or {}).items()
+        }
         self.default_level_mv = default_level
         self.falling_edge = bool(falling_edge)
         self.zero_cross_mv = _int_in("zero_cross_mv", zero_cross_mv, CFD_ZC_MV)
         self.sync_offset_ps = _int_in("sync_offset_ps", sync_offset_ps, OFFSET_PS)
-        self.channel_offsets_ps = {ch: _int_in(f"channel_offsets_ps[{ch}]", v, OFFSET_PS)
-                                   for ch, v in (channel_offsets_ps or {}).items()}
+        self.channel_offsets_ps = {
+            ch: _int_in(f"channel_offsets_ps[{ch}]", v, OFFSET_PS) for ch, v in (channel_offsets_ps or {}).items()
+        }
         self.enabled = None if enabled is None else tuple(enabled)
         if not isinstance(device_index, int) or not 0 <= device_index <= 7:
             raise ValueError(f"device_index must be an integer in [0, 7], got {device_index!r}")
@@ -201,8 +233,10 @@ class PicoQuantTagger(TaggerCounters):
             log.debug("%s #%d: %s%s", self.family.name, self.device_index, self.family.prefix, function)
         code = getattr(self._lib, self.family.prefix + function)(self.device_index, *args)
         if code < 0:
-            raise InstrumentError(f"PicoQuant {self.family.name} #{self.device_index}: "
-                                  f"{self.family.prefix}{function} failed: {self._error_string(code)}")
+            raise InstrumentError(
+                f"PicoQuant {self.family.name} #{self.device_index}: "
+                f"{self.family.prefix}{function} failed: {self._error_string(code)}"
+            )
 
     def _error_string(self, code: int) -> str:
         text = self._ffi.new("char[]", 64)
@@ -234,8 +268,9 @@ class PicoQuantTagger(TaggerCounters):
 
     def _configure_inputs(self) -> None:
         """Sync divider, triggers, offsets and enables, as the vendor demos set them before measuring."""
-        unknown = sorted((set(self.input_levels_mv) | set(self.channel_offsets_ps) | set(self.enabled or ()))
-                         - set(self._channels))
+        unknown = sorted(
+            (set(self.input_levels_mv) | set(self.channel_offsets_ps) | set(self.enabled or ())) - set(self._channels)
+        )
         if unknown:
             raise ValueError(f"PicoQuantTagger channels {unknown} do not exist; inputs are {list(self._channels)}")
         edge = 0 if self.falling_edge else 1  # EDGE_FALLING = 0, EDGE_RISING = 1 (mhdefin.h)
@@ -276,8 +311,9 @@ class PicoQuantTagger(TaggerCounters):
             self._call("ReadFiFo", self._buffer, nactual)
         n = int(nactual[0])
         if not 0 <= n <= self.family.fifo_records:
-            raise InstrumentError(f"PicoQuant {self.family.name}: ReadFiFo returned {n} records, "
-                                  f"buffer holds {self.family.fifo_records}")
+            raise InstrumentError(
+                f"PicoQuant {self.family.name}: ReadFiFo returned {n} records, buffer holds {self.family.fifo_records}"
+            )
         return np.frombuffer(self._ffi.buffer(self._buffer, 4 * n), dtype="<u4").astype(np.uint32)
 
     def _flags(self) -> int:
@@ -290,8 +326,10 @@ class PicoQuantTagger(TaggerCounters):
         if self._stream is None:
             raise DriverError("PicoQuantTagger.read_block called before start()")
         if self._fifo_full:
-            raise InstrumentError(f"PicoQuant {self.family.name}: FIFO overran and the hardware dropped events; "
-                                  "stop() and start() a new acquisition")
+            raise InstrumentError(
+                f"PicoQuant {self.family.name}: FIFO overran and the hardware dropped events; "
+                "stop() and start() a new acquisition"
+            )
         deadline = time.monotonic() + max(0.0, timeout_s)
         while True:
             records = self._read_fifo()
@@ -301,21 +339,33 @@ class PicoQuantTagger(TaggerCounters):
             time.sleep(self.poll_interval_s)
         log.debug("%s #%d: %d records, flags 0x%04x", self.family.name, self.device_index, records.size, flags)
         if flags & FLAG_SYSERROR:
-            raise InstrumentError(f"PicoQuant {self.family.name} #{self.device_index}: FLAG_SYSERROR set, a hardware "
-                                  "error (the manual: contact PicoQuant support); acquisition stopped")
+            raise InstrumentError(
+                f"PicoQuant {self.family.name} #{self.device_index}: FLAG_SYSERROR set, a hardware "
+                "error (the manual: contact PicoQuant support); acquisition stopped"
+            )
         block = self._stream.block(records)
         if flags & FLAG_CNTS_DROPPED:
             self._lost += 1
-            block = TagBlock(block.time, block.channel, lost=block.lost + 1, overflow=True,
-                             meta=dict(block.meta, counts_dropped=True, lost_is_lower_bound=True))
+            block = TagBlock(
+                block.time,
+                block.channel,
+                lost=block.lost + 1,
+                overflow=True,
+                meta=dict(block.meta, counts_dropped=True, lost_is_lower_bound=True),
+            )
         if flags & FLAG_FIFOFULL:
             self._fifo_full = True
             self._lost += 1
             meta = dict(block.meta, fifo_full=True, lost_is_lower_bound=True)
             return TagBlock(block.time, block.channel, lost=block.lost + 1, overflow=True, meta=meta)
         if flags & FLAG_SYNC_LOST:
-            return TagBlock(block.time, block.channel, lost=block.lost, overflow=block.overflow,
-                            meta=dict(block.meta, sync_lost=True))
+            return TagBlock(
+                block.time,
+                block.channel,
+                lost=block.lost,
+                overflow=block.overflow,
+                meta=dict(block.meta, sync_lost=True),
+            )
         return block
 
     def stop(self) -> None:

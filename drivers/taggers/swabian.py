@@ -34,8 +34,9 @@ log = logging.getLogger("drivers.taggers.swabian")
 
 TIME_TAG, ERROR, OVERFLOW_BEGIN, OVERFLOW_END, MISSED_EVENTS = 0, 1, 2, 3, 4
 SCHEME_ONE = "TT_CHANNEL_NUMBER_SCHEME_ONE"
-INSTALL_HINT = ("the Swabian Time Tagger software (it installs the `TimeTagger` Python module) "
-                "from swabianinstruments.com")
+INSTALL_HINT = (
+    "the Swabian Time Tagger software (it installs the `TimeTagger` Python module) from swabianinstruments.com"
+)
 
 
 def import_vendor_module() -> Any:
@@ -43,38 +44,56 @@ def import_vendor_module() -> Any:
     try:
         return importlib.import_module("TimeTagger")
     except ImportError as exc:
-        raise VendorLibraryMissing(f"Swabian Time Tagger module `TimeTagger` not importable; install {INSTALL_HINT}") from exc
+        raise VendorLibraryMissing(
+            f"Swabian Time Tagger module `TimeTagger` not importable; install {INSTALL_HINT}"
+        ) from exc
 
 
 class SwabianTagger:
     """A Swabian Time Tagger streaming the rising edges of `channels` (1-based, as the front panel)."""
 
-    def __init__(self, channels: tuple[int, ...], *, serial: str = "", trigger_levels_v: dict[int, float] | None = None,
-                 buffer_events: int = 10_000_000, poll_interval_s: float = 0.001) -> None:
-        if not channels or any(not isinstance(c, int) or not 1 <= c <= 255 for c in channels) or len(set(channels)) != len(channels):
+    def __init__(
+        self,
+        channels: tuple[int, ...],
+        *,
+        serial: str = "",
+        trigger_levels_v: dict[int, float] | None = None,
+        buffer_events: int = 10_000_000,
+        poll_interval_s: float = 0.001,
+    ) -> None:
+        if (
+            not channels
+            or any(not isinstance(c, int) or not 1 <= c <= 255 for c in channels)
+            or len(set(channels)) != len(channels)
+        ):
             raise ValueError(f"channels must be distinct rising-edge inputs in [1, 255], got {channels!r}")
         if not isinstance(buffer_events, int) or buffer_events < 1:
             raise ValueError(f"buffer_events must be a positive integer, got {buffer_events!r}")
         levels = trigger_levels_v or {}
         for ch, level in levels.items():
             if ch not in channels or not -2.5 <= level <= 2.5:
-                raise ValueError(f"trigger_levels_v must map channels in {channels} to levels in [-2.5, 2.5] V, "
-                                 f"got {ch}: {level}")
+                raise ValueError(
+                    f"trigger_levels_v must map channels in {channels} to levels in [-2.5, 2.5] V, got {ch}: {level}"
+                )
         self._tt = import_vendor_module()
         self._channels = tuple(channels)
         self.buffer_events = buffer_events
         self.poll_interval_s = poll_interval_s
         one = getattr(self._tt, SCHEME_ONE, None)
         if one is None or not hasattr(self._tt, "setTimeTaggerChannelNumberScheme"):
-            raise DriverError("the installed Swabian software has no channel number schemes (TT_CHANNEL_NUMBER_SCHEME_ONE); "
-                              "install version 2.6 or newer so channels can be numbered as on the front panel")
+            raise DriverError(
+                "the installed Swabian software has no channel number schemes (TT_CHANNEL_NUMBER_SCHEME_ONE); "
+                "install version 2.6 or newer so channels can be numbered as on the front panel"
+            )
         self._tt.setTimeTaggerChannelNumberScheme(one)  # must precede createTimeTagger
         self._tagger = self._tt.createTimeTagger(serial)
         scheme = self._tt.getTimeTaggerChannelNumberScheme()
         if scheme != one:
             self._tt.freeTimeTagger(self._tagger)
-            raise DriverError(f"Swabian tagger uses channel number scheme {scheme}, not ONE ({one}); "
-                              "front-panel channel numbers would select the wrong inputs")
+            raise DriverError(
+                f"Swabian tagger uses channel number scheme {scheme}, not ONE ({one}); "
+                "front-panel channel numbers would select the wrong inputs"
+            )
         for ch, level in levels.items():
             self._tagger.setTriggerLevel(ch, float(level))
         self._stream: Any = None
@@ -125,15 +144,19 @@ class SwabianTagger:
         errors = int(np.count_nonzero(kinds == ERROR))
         tags = kinds == TIME_TAG
         if np.any(tags & ((chans < 1) | (chans > 255))):
-            raise DriverError(f"Swabian stream reported channels outside 1..255 (falling edges or a ZERO-scheme unit): "
-                              f"{sorted(set(chans[tags].tolist()))[:5]}")
+            raise DriverError(
+                f"Swabian stream reported channels outside 1..255 (falling edges or a ZERO-scheme unit): "
+                f"{sorted(set(chans[tags].tolist()))[:5]}"
+            )
         meta: dict[str, object] = {"errors": errors} if errors else {}
         if data.size >= self.buffer_events:  # the stream's buffer filled: later events were discarded unrecorded
             lost += 1
             overflow = True
             meta.update(stream_buffer_full=True, lost_is_lower_bound=True)
-            log.warning("swabian: stream buffer full (%d events); events were lost, raise buffer_events or read faster",
-                        data.size)
+            log.warning(
+                "swabian: stream buffer full (%d events); events were lost, raise buffer_events or read faster",
+                data.size,
+            )
         self._lost += lost
         log.debug("swabian: %d events, %d tags, %d missed, overflow=%s", kinds.size, int(tags.sum()), lost, overflow)
         return TagBlock(stamps[tags], chans[tags].astype(np.uint8), lost=lost, overflow=overflow, meta=meta)

@@ -52,8 +52,9 @@ class SessionTransport:
     _handle: Any = None
     _session_name = "session to"  # e.g. "serial port": reads "serial port COM3 is not open"
 
-    def _init_session(self, resource: str, timeout_s: float, read_termination: str, write_termination: str,
-                      encoding: str) -> None:
+    def _init_session(
+        self, resource: str, timeout_s: float, read_termination: str, write_termination: str, encoding: str
+    ) -> None:
         """Check and keep the settings every message-based session shares; no session is opened yet."""
         if not timeout_s > 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")

@@ -19,10 +19,16 @@ T = TypeVar("T")
 class ScriptedTransport:
     """Plays `pairs` in order; `opens` counts sessions opened (a reconnect opens another)."""
 
-    def __init__(self, pairs: Sequence[tuple[str, str | None]], resource: str = "scripted", timeout_s: float = 1.0) -> None:
+    def __init__(
+        self, pairs: Sequence[tuple[str, str | None]], resource: str = "scripted", timeout_s: float = 1.0
+    ) -> None:
         for i, pair in enumerate(pairs):
-            if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], str)
-                    and (pair[1] is None or isinstance(pair[1], str))):
+            if not (
+                isinstance(pair, tuple)
+                and len(pair) == 2
+                and isinstance(pair[0], str)
+                and (pair[1] is None or isinstance(pair[1], str))
+            ):
                 raise ValueError(f"pairs[{i}] must be (command: str, reply: str | None), got {pair!r}")
         self.resource = resource
         self.timeout_s = timeout_s
@@ -69,16 +75,14 @@ class ScriptedTransport:
     def assert_all_used(self) -> None:
         """Fail if any pair was not exchanged or a reply was left unread."""
         if self._next != len(self._pairs):
-            unused = self._pairs[self._next:]
+            unused = self._pairs[self._next :]
             raise AssertionError(f"{len(unused)} pair(s) left unused, first {unused[0]!r}")
         if self._pending:
             raise AssertionError(f"reply {self._pending[0]!r} was never read")
 
 
 @contextmanager
-def expected_protocol(
-    driver: Callable[..., T], pairs: Sequence[tuple[str, str | None]], **options: Any
-) -> Iterator[T]:
+def expected_protocol(driver: Callable[..., T], pairs: Sequence[tuple[str, str | None]], **options: Any) -> Iterator[T]:
     """Build `driver` on a `ScriptedTransport` of `pairs`; on leaving, every pair must have been used.
 
     The driver is not shut down on exit (its `shutdown()` traffic would need pairs of its own);

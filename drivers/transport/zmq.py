@@ -17,8 +17,16 @@ class ZmqReqTransport(SessionTransport):
 
     _session_name = "ZeroMQ session to"
 
-    def __init__(self, resource: str, *, timeout_s: float = 2.0, read_termination: str = "",
-                 write_termination: str = "", encoding: str = "ascii", **_: Any) -> None:
+    def __init__(
+        self,
+        resource: str,
+        *,
+        timeout_s: float = 2.0,
+        read_termination: str = "",
+        write_termination: str = "",
+        encoding: str = "ascii",
+        **_: Any,
+    ) -> None:
         if not timeout_s > 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
         self.resource = resource

@@ -45,8 +45,13 @@ class ID1000(ScpiDevice):
         self.ref_link = dict.fromkeys(CHANNELS, "REC")
         self.raw_errors = dict.fromkeys(CHANNELS, 0)
         self.sync = "INTERNAL"
-        self.rec: dict[str, Any] = {"ENAB": False, "NUM": "1", "PWID": 1_000_000_000_000, "PPER": 1_000_000_400_000,
-                    "MODE": "AUTO"}
+        self.rec: dict[str, Any] = {
+            "ENAB": False,
+            "NUM": "1",
+            "PWID": 1_000_000_000_000,
+            "PPER": 1_000_000_400_000,
+            "MODE": "AUTO",
+        }
         self.playing = False
 
     def _ch(self) -> int:

@@ -70,7 +70,8 @@ class ITC4001(ScpiDevice):
         self.trips["KEYL"] |= not self.key_on
         self.trips["OTEM"] |= self.overheated
         in_window = not self.temperature_protection or (
-            self.tec_on and abs(self.sensor_c() - self.temp_c) <= TEC_WINDOW_C)
+            self.tec_on and abs(self.sensor_c() - self.temp_c) <= TEC_WINDOW_C
+        )
         return self.interlock_closed and self.key_on and not self.overheated and in_window
 
     @scpi("OUTPut[1][:STATe]")

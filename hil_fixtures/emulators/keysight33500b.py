@@ -83,8 +83,8 @@ class Keysight33500B(ScpiDevice):
         if values.startswith("#"):
             raw = values.encode("latin-1")
             digits = int(raw[1:2])
-            length = int(raw[2:2 + digits])
-            payload = raw[2 + digits:2 + digits + length]
+            length = int(raw[2 : 2 + digits])
+            payload = raw[2 + digits : 2 + digits + length]
             if len(payload) != length or length % 2:
                 raise DeviceError(-161, "Invalid block data")
             dtype = "<i2" if self.byte_order == "SWAP" else ">i2"

@@ -152,8 +152,13 @@ class M8195A(ScpiDevice):
 
     def generating(self, ch: int) -> bool:
         """Whether channel `ch` puts out its waveform now (running, output on, enabled by the DAC mode)."""
-        return (self.running and self.output[ch] and ch in self.GENERATING[self.dac_mode]
-                and self.selected[ch] == 1 and self.segments[ch] is not None)
+        return (
+            self.running
+            and self.output[ch]
+            and ch in self.GENERATING[self.dac_mode]
+            and self.selected[ch] == 1
+            and self.segments[ch] is not None
+        )
 
     @scpi("TRACe#[:DATA]")
     def _data(self, query: bool, arg: str | None) -> str | None:
@@ -169,7 +174,7 @@ class M8195A(ScpiDevice):
             raise DeviceError(*DATA_OUT_OF_RANGE)
         if np.any((data < -128) | (data > 127)):
             raise DeviceError(*DATA_OUT_OF_RANGE)
-        target[offset:offset + data.size] = data
+        target[offset : offset + data.size] = data
         return None
 
     @scpi("TRACe#:SELect")

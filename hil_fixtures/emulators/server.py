@@ -72,7 +72,7 @@ def next_message(buf: bytes, blocks: bool = True) -> tuple[bytes | None, bytes]:
     m = BLOCK_HEADER.search(head) if blocks else None
     if m is not None and end < 0 and len(buf) < m.end() + int(m.group(1)):
         return None, buf  # the header's length digits have not all arrived yet
-    if m is not None and not buf[m.end():m.end() + int(m.group(1))].isdigit():
+    if m is not None and not buf[m.end() : m.end() + int(m.group(1))].isdigit():
         m = None  # not a length: a malformed header is text, resynchronised at the terminator
     if m is None and end < 0:
         return None, buf
@@ -82,16 +82,16 @@ def next_message(buf: bytes, blocks: bool = True) -> tuple[bytes | None, bytes]:
         if len(buf) < start:
             return None, buf
         try:
-            length = int(buf[m.end():start])
+            length = int(buf[m.end() : start])
         except ValueError:
             length = 0
         stop = start + length
         end = min((i for i in (buf.find(b"\n", stop), buf.find(b"\r", stop)) if i >= 0), default=-1)
         if end < 0:
             return None, buf
-    message, rest = buf[:end], buf[end + 1:]
-    if buf[end:end + 2] == b"\r\n":
-        rest = buf[end + 2:]
+    message, rest = buf[:end], buf[end + 1 :]
+    if buf[end : end + 2] == b"\r\n":
+        rest = buf[end + 2 :]
     return message, rest
 
 
@@ -209,6 +209,7 @@ class EmulatorServer:
     def __enter__(self) -> EmulatorServer:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()

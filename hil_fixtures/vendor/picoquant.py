@@ -18,8 +18,11 @@ import numpy as np
 ERROR_DEVICE_NOT_INITIALIZED = -4  # placeholder codes: the fake names them in GetErrorString
 ERROR_INVALID_ARGUMENT = -5
 FLAG_FIFOFULL, FLAG_SYSERROR, FLAG_CNTS_DROPPED = 0x0002, 0x0010, 0x0040
-NAMES = {ERROR_DEVICE_NOT_INITIALIZED: b"ERROR_DEVICE_NOT_INITIALIZED", ERROR_INVALID_ARGUMENT: b"ERROR_INVALID_ARGUMENT",
-         -1: b"ERROR_DEVICE_OPEN_FAIL"}
+NAMES = {
+    ERROR_DEVICE_NOT_INITIALIZED: b"ERROR_DEVICE_NOT_INITIALIZED",
+    ERROR_INVALID_ARGUMENT: b"ERROR_INVALID_ARGUMENT",
+    -1: b"ERROR_DEVICE_OPEN_FAIL",
+}
 
 
 class FakePicoQuantLib:
@@ -47,12 +50,12 @@ class FakePicoQuantLib:
     def __getattr__(self, name: str) -> Callable[..., int]:
         if not name.startswith(self.prefix):
             raise AttributeError(name)
-        impl = getattr(self, "_" + name[len(self.prefix):], None)
+        impl = getattr(self, "_" + name[len(self.prefix) :], None)
         if impl is None:
             raise AttributeError(name)
 
         def call(*args: Any) -> int:
-            self.calls.append(name[len(self.prefix):])
+            self.calls.append(name[len(self.prefix) :])
             return impl(*args)
 
         return call
@@ -62,7 +65,7 @@ class FakePicoQuantLib:
 
     def _GetErrorString(self, text: Any, code: int) -> int:  # noqa: N802 - library names
         msg = NAMES.get(code, b"ERROR_UNKNOWN")
-        text[0:len(msg)] = msg
+        text[0 : len(msg)] = msg
         return 0
 
     def _OpenDevice(self, dev: int, serial: Any) -> int:  # noqa: N802
@@ -149,7 +152,7 @@ class FakePicoQuantLib:
     def _ReadFiFo(self, dev: int, buffer: Any, *rest: Any) -> int:  # noqa: N802
         nactual = rest[-1]
         chunk = self.chunks.pop(0) if self.chunks else np.empty(0, np.uint32)
-        buffer[0:chunk.size] = chunk.tolist()
+        buffer[0 : chunk.size] = chunk.tolist()
         nactual[0] = chunk.size
         return 0
 

@@ -134,8 +134,9 @@ class FakeStream:
         if n_missed and self.running:  # the USB link overflowed: OverflowBegin, MissedEvents per channel, OverflowEnd
             t = np.concatenate([t, np.zeros(2 + len(self.channels), np.int64)])
             c = np.concatenate([c, np.array([0, *sorted(self.channels), 0], np.int32)])
-            kinds = np.concatenate([kinds, np.array([OVERFLOW_BEGIN] + [MISSED_EVENTS] * len(self.channels)
-                                                    + [OVERFLOW_END], np.uint8)])
+            kinds = np.concatenate(
+                [kinds, np.array([OVERFLOW_BEGIN] + [MISSED_EVENTS] * len(self.channels) + [OVERFLOW_END], np.uint8)]
+            )
             missed = np.concatenate([missed, np.array([0] + [n_missed] * len(self.channels) + [0], np.uint16)])
         return FakeBuffer(t, c, kinds, missed)
 

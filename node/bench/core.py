@@ -57,8 +57,9 @@ class BenchCase:
     warmup: bool = True  # one untimed run first (JIT compilation, caches)
 
 
-def _time_runs(fn: Callable[[], Any], profile: BenchProfile, max_runs: int | None,
-               warmup: bool = True) -> tuple[list[float], Any]:
+def _time_runs(
+    fn: Callable[[], Any], profile: BenchProfile, max_runs: int | None, warmup: bool = True
+) -> tuple[list[float], Any]:
     """Run `fn` once to warm up (JIT, caches), then repeatedly; returns the durations and last result."""
     result = fn() if warmup else None
     limit = max_runs if max_runs is not None else profile.max_runs

@@ -51,8 +51,16 @@ class Received:
 class AsyncRouter:
     """A bound ROUTER socket whose peers each have one authenticated `Flow`, keyed by identity."""
 
-    def __init__(self, ctx: zmq.asyncio.Context, bind: str, flows: Mapping[str, Flow], *, name: str,
-                 max_message_bytes: int, on_reject: Callable[[str, str], None] | None = None) -> None:
+    def __init__(
+        self,
+        ctx: zmq.asyncio.Context,
+        bind: str,
+        flows: Mapping[str, Flow],
+        *,
+        name: str,
+        max_message_bytes: int,
+        on_reject: Callable[[str, str], None] | None = None,
+    ) -> None:
         """Bind `bind`; `flows`: peer identity -> flow; `on_reject(peer, why)` hears of each message of a
         known peer that failed authentication or decoding."""
         self.flows = dict(flows)

@@ -197,7 +197,9 @@ class PeerChannel(_OwnedSocket):
     ) -> PeerChannel:
         """Connect to a peer's `endpoint`; reconnects by itself. `identity` names us to a `RouterChannel`."""
         endpoint = _tcp_endpoint(endpoint)
-        if identity is not None and (not isinstance(identity, bytes) or not 1 <= len(identity) <= 255 or identity[0] == 0):
+        if identity is not None and (
+            not isinstance(identity, bytes) or not 1 <= len(identity) <= 255 or identity[0] == 0
+        ):
             raise ValueError("identity must be 1..255 bytes not starting with a zero byte")
         ctx, own = _context(context)
         sock = ctx.socket(zmq.DEALER)
@@ -276,8 +278,9 @@ class SecureChannel:
             if reply.re == seq:
                 return reply
             self.dropped += 1
-            log.warning("dropped %s (seq %s, re %s) while waiting for the reply to seq %s",
-                        reply.type, reply.seq, reply.re, seq)
+            log.warning(
+                "dropped %s (seq %s, re %s) while waiting for the reply to seq %s", reply.type, reply.seq, reply.re, seq
+            )
 
     def close(self) -> None:
         """Close the underlying channel."""

@@ -41,8 +41,14 @@ Handler = Callable[[Message], Message | None]
 class DispatchTable(Generic[H]):
     """Maps each `MessageType` a server handles to its handler; answers the rest with ``ERROR``."""
 
-    def __init__(self, handlers: Mapping[MessageType, H], *, name: str,
-                 on_unknown: Callable[[Message], None] | None = None, logger: logging.Logger | None = None) -> None:
+    def __init__(
+        self,
+        handlers: Mapping[MessageType, H],
+        *,
+        name: str,
+        on_unknown: Callable[[Message], None] | None = None,
+        logger: logging.Logger | None = None,
+    ) -> None:
         """`handlers`: type -> callable (keys must be `MessageType`s); `name` labels logs; `on_unknown`
         is called with each authentic message of an unhandled type (e.g. to raise an alarm)."""
         for t, h in handlers.items():
@@ -78,8 +84,9 @@ class DispatchTable(Generic[H]):
         handler = self._handlers.get(message.type)
         if handler is None:
             self.counts["unknown_type"] += 1
-            self.log.warning("%s: no handler for message type %s (seq %s)", self.name, str(message.type)[:64],
-                             message.seq)
+            self.log.warning(
+                "%s: no handler for message type %s (seq %s)", self.name, str(message.type)[:64], message.seq
+            )
             if self.on_unknown is not None:
                 self.on_unknown(message)
             raise UnknownMessageType(f"{self.name} does not handle message type {str(message.type)[:64]}")
@@ -101,8 +108,14 @@ def error_reply(message: Message, error: str) -> Message | None:
     return ErrorBody.answering(message, error).message()
 
 
-def serve(table: DispatchTable[Handler], channel: Any, stop: threading.Event, *,
-          poll_s: float = 0.1, send_timeout_s: float = 5.0) -> None:
+def serve(
+    table: DispatchTable[Handler],
+    channel: Any,
+    stop: threading.Event,
+    *,
+    poll_s: float = 0.1,
+    send_timeout_s: float = 5.0,
+) -> None:
     """Receive, dispatch and answer messages on a `SecureChannel` until `stop` is set; bad input is
     logged and counted in `table.counts` and never stops the loop. The calling thread owns the channel."""
     while not stop.is_set():
@@ -124,8 +137,9 @@ def serve(table: DispatchTable[Handler], channel: Any, stop: threading.Event, *,
                 raise TypeError(f"handler for {message.type} returned {type(reply).__name__}, not a Message or None")
         except Exception as exc:  # noqa: BLE001 - this message fails, the loop lives
             if not isinstance(exc, UnknownMessageType):
-                table.log.error("%s: handler for %s (seq %s) raised %s", table.name, message.type, message.seq,
-                                type(exc).__name__)
+                table.log.error(
+                    "%s: handler for %s (seq %s) raised %s", table.name, message.type, message.seq, type(exc).__name__
+                )
             reply = table.failed(message, exc)
         if reply is None:
             continue
@@ -136,5 +150,11 @@ def serve(table: DispatchTable[Handler], channel: Any, stop: threading.Event, *,
             table.counts["replied"] += 1
         except (ClassicalChannelError, ValueError) as exc:
             table.counts["reply_failed"] += 1
-            table.log.error("%s: could not send %s answering seq %s: %s: %s", table.name, reply.type, message.seq,
-                            type(exc).__name__, exc)
+            table.log.error(
+                "%s: could not send %s answering seq %s: %s: %s",
+                table.name,
+                reply.type,
+                message.seq,
+                type(exc).__name__,
+                exc,
+            )

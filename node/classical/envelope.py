@@ -59,9 +59,7 @@ MAX_NDIM = 8
 
 _TYPE_RE = re.compile(r"[A-Z][A-Z0-9_]{0,63}\Z")
 
-ARRAY_DTYPES = frozenset(
-    ["|b1", "|u1", "|i1", "<u2", "<i2", "<u4", "<i4", "<u8", "<i8", "<f4", "<f8", "<c8", "<c16"]
-)
+ARRAY_DTYPES = frozenset(["|b1", "|u1", "|i1", "<u2", "<i2", "<u4", "<i4", "<u8", "<i8", "<f4", "<f8", "<c8", "<c16"])
 """Wire names of the numpy dtypes a payload array may have (little-endian numeric types only)."""
 
 Payload = bytes | np.ndarray
@@ -126,8 +124,7 @@ def check_type(msg_type: object) -> str:
     """Validate a message type name (``[A-Z][A-Z0-9_]{0,63}``) and return it."""
     if not isinstance(msg_type, str) or not _TYPE_RE.match(msg_type):
         raise ValueError(
-            "message type must be an upper-case ASCII name matching [A-Z][A-Z0-9_]{0,63}, "
-            f"got {_short(msg_type)}"
+            f"message type must be an upper-case ASCII name matching [A-Z][A-Z0-9_]{{0,63}}, got {_short(msg_type)}"
         )
     return msg_type
 
@@ -178,7 +175,9 @@ def encode_body(message: Message) -> list[bytes | memoryview]:
     try:
         header = json.dumps(
             doc,
-            separators=(",", ":"), allow_nan=False, ensure_ascii=False,
+            separators=(",", ":"),
+            allow_nan=False,
+            ensure_ascii=False,
         ).encode("utf-8")
     except (TypeError, ValueError) as exc:
         raise ValueError(f"message.header must be JSON-serialisable with finite numbers and str keys: {exc}") from None
@@ -252,11 +251,7 @@ def _decode_payload(desc: Any, frame: Any, index: int) -> Payload:
     dtype, shape = desc["dtype"], desc["shape"]
     if not isinstance(dtype, str) or dtype not in ARRAY_DTYPES:
         raise MessageFormatError(f"{where}: dtype must be one of {sorted(ARRAY_DTYPES)}, got {_short(dtype)}")
-    if (
-        not isinstance(shape, list)
-        or len(shape) > MAX_NDIM
-        or not all(type(d) is int and d >= 0 for d in shape)
-    ):
+    if not isinstance(shape, list) or len(shape) > MAX_NDIM or not all(type(d) is int and d >= 0 for d in shape):
         raise MessageFormatError(f"{where}: shape must be a list of at most {MAX_NDIM} non-negative integers")
     dt = np.dtype(dtype)
     size = math.prod(shape)
@@ -274,7 +269,9 @@ def decode_body(frames: Sequence[Any]) -> Message:
     """Parse frames 0 .. k+2 (no MAC frame) into a `Message` (seq None); `MessageFormatError` if malformed."""
     frames = [as_buffer(f) for f in frames]
     if len(frames) < 3:
-        raise MessageFormatError(f"a message needs at least the version, type and header frames, got {len(frames)} frames")
+        raise MessageFormatError(
+            f"a message needs at least the version, type and header frames, got {len(frames)} frames"
+        )
     check_version(frames[0])
     raw_type = frames[1]
     if len(raw_type) > MAX_TYPE_LENGTH:
@@ -292,7 +289,9 @@ def decode_body(frames: Sequence[Any]) -> Message:
             f"frame 2 (JSON header) describes {len(descriptors)} payload frames but {len(payload_frames)} follow"
         )
     if len(payload_frames) > MAX_PAYLOAD_FRAMES:
-        raise MessageFormatError(f"a message may carry at most {MAX_PAYLOAD_FRAMES} payload frames, got {len(payload_frames)}")
+        raise MessageFormatError(
+            f"a message may carry at most {MAX_PAYLOAD_FRAMES} payload frames, got {len(payload_frames)}"
+        )
     payloads = [_decode_payload(d, f, i) for i, (d, f) in enumerate(zip(descriptors, payload_frames))]
     return Message(msg_type, header, payloads, None, re)
 

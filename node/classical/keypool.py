@@ -166,7 +166,9 @@ class AuthKeyPool:
         except (KeyError, TypeError) as exc:
             raise ValueError(f"state must be a dict from AuthKeyPool.state(), missing or bad {exc}") from None
         if min(used, discarded, added) < 0 or added - used - discarded != pool.available_bits:
-            raise ValueError("state counters are inconsistent: added_bits - used_bits - discarded_bits != len(material) * 8")
+            raise ValueError(
+                "state counters are inconsistent: added_bits - used_bits - discarded_bits != len(material) * 8"
+            )
         pool._used, pool._discarded, pool._added = used, discarded, added
         return pool
 

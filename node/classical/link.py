@@ -77,8 +77,17 @@ from node.classical.mac import (
 )
 from node.classical.transcript import TranscriptHash, closing_tag
 
-__all__ = ["Role", "Mode", "SecureLink", "LinkStats", "MAC_FRAME_BYTES", "TRANSCRIPT_MAC_FRAME_BYTES", "MASK_BITS",
-           "REKEY_BYTES", "split_directions"]
+__all__ = [
+    "Role",
+    "Mode",
+    "SecureLink",
+    "LinkStats",
+    "MAC_FRAME_BYTES",
+    "TRANSCRIPT_MAC_FRAME_BYTES",
+    "MASK_BITS",
+    "REKEY_BYTES",
+    "split_directions",
+]
 
 Role = Literal["initiator", "responder"]
 Mode = Literal["message", "transcript"]
@@ -155,9 +164,15 @@ class SecureLink:
         """
         if mode not in ("message", "transcript"):
             raise ValueError(f"mode must be 'message' or 'transcript', got {mode!r}")
-        if mode == "transcript" and (send_inner_key is None or recv_inner_key is None
-                                     or len(send_inner_key) != HASH_KEY_BYTES or len(recv_inner_key) != HASH_KEY_BYTES):
-            raise ValueError(f"a transcript-mode link needs send_inner_key and recv_inner_key of {HASH_KEY_BYTES} bytes")
+        if mode == "transcript" and (
+            send_inner_key is None
+            or recv_inner_key is None
+            or len(send_inner_key) != HASH_KEY_BYTES
+            or len(recv_inner_key) != HASH_KEY_BYTES
+        ):
+            raise ValueError(
+                f"a transcript-mode link needs send_inner_key and recv_inner_key of {HASH_KEY_BYTES} bytes"
+            )
         if not isinstance(max_failed_tags, int) or max_failed_tags < 1:
             raise ValueError(f"max_failed_tags must be a positive integer, got {max_failed_tags!r}")
         if len(send_hash_key) != HASH_KEY_BYTES or len(recv_hash_key) != HASH_KEY_BYTES:
@@ -198,7 +213,8 @@ class SecureLink:
         self._transcripts: dict[int, TranscriptHash] = {}
         # hash keys by epoch (transcript mode): (send outer, send inner, recv outer, recv inner)
         self._epochs: dict[int, tuple[bytes, bytes, bytes, bytes]] = {
-            0: (self._send_key, self._send_inner, self._recv_key, self._recv_inner)}
+            0: (self._send_key, self._send_inner, self._recv_key, self._recv_inner)
+        }
         self.epoch = 0
         """Rekeys applied here; tags are sealed under epoch min(epoch, peer_epoch)."""
         self.peer_epoch = 0
@@ -207,8 +223,15 @@ class SecureLink:
         """Secret bits that replaced hash keys since this object was built (accounting)."""
 
     @classmethod
-    def from_bootstrap(cls, secret: bytes, role: Role, *, max_message_bytes: int = MAX_MESSAGE_BYTES,
-                       mode: Mode = "message", max_failed_tags: int = DEFAULT_MAX_FAILED_TAGS) -> SecureLink:
+    def from_bootstrap(
+        cls,
+        secret: bytes,
+        role: Role,
+        *,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+        mode: Mode = "message",
+        max_failed_tags: int = DEFAULT_MAX_FAILED_TAGS,
+    ) -> SecureLink:
         """The link of `role` from the pre-shared bootstrap `secret` (>= 32 bytes, a multiple of 32).
 
         In transcript mode each direction's stream starts with its outer and then its inner hash
@@ -223,19 +246,40 @@ class SecureLink:
             keys = {"i2r": (i2r[:16], i2r[16:32]), "r2i": (r2i[:16], r2i[16:32])}
             pools = {"i2r": AuthKeyPool(i2r[32:]), "r2i": AuthKeyPool(r2i[32:])}
             out, inn = ("i2r", "r2i") if role == "initiator" else ("r2i", "i2r")
-            return cls(send_hash_key=keys[out][0], recv_hash_key=keys[inn][0], send_pool=pools[out],
-                       recv_pool=pools[inn], role=role, max_message_bytes=max_message_bytes, mode=mode,
-                       send_inner_key=keys[out][1], recv_inner_key=keys[inn][1], max_failed_tags=max_failed_tags)
+            return cls(
+                send_hash_key=keys[out][0],
+                recv_hash_key=keys[inn][0],
+                send_pool=pools[out],
+                recv_pool=pools[inn],
+                role=role,
+                max_message_bytes=max_message_bytes,
+                mode=mode,
+                send_inner_key=keys[out][1],
+                recv_inner_key=keys[inn][1],
+                max_failed_tags=max_failed_tags,
+            )
         if not isinstance(secret, (bytes, bytearray, memoryview)) or len(secret) < 2 * _CHUNK:
             raise ValueError(f"secret must be at least {2 * _CHUNK} bytes (two hash keys)")
         i2r, r2i = split_directions(secret)
         k_i2r, k_r2i = i2r[:HASH_KEY_BYTES], r2i[:HASH_KEY_BYTES]
         p_i2r, p_r2i = AuthKeyPool(i2r[HASH_KEY_BYTES:]), AuthKeyPool(r2i[HASH_KEY_BYTES:])
         if role == "initiator":
-            return cls(send_hash_key=k_i2r, recv_hash_key=k_r2i, send_pool=p_i2r, recv_pool=p_r2i,
-                       role=role, max_message_bytes=max_message_bytes)
-        return cls(send_hash_key=k_r2i, recv_hash_key=k_i2r, send_pool=p_r2i, recv_pool=p_i2r,
-                   role=role, max_message_bytes=max_message_bytes)
+            return cls(
+                send_hash_key=k_i2r,
+                recv_hash_key=k_r2i,
+                send_pool=p_i2r,
+                recv_pool=p_r2i,
+                role=role,
+                max_message_bytes=max_message_bytes,
+            )
+        return cls(
+            send_hash_key=k_r2i,
+            recv_hash_key=k_i2r,
+            send_pool=p_r2i,
+            recv_pool=p_i2r,
+            role=role,
+            max_message_bytes=max_message_bytes,
+        )
 
     # -- sequence numbers and key accounting ----------------------------------------------------
 
@@ -340,8 +384,9 @@ class SecureLink:
         self.send_pool.refill(send)
         self.recv_pool.refill(recv)
 
-    def set_persistence(self, persist: Callable[[dict[str, Any]], None], *, reserve: int = 64,
-                        counters_only: bool = False) -> None:
+    def set_persistence(
+        self, persist: Callable[[dict[str, Any]], None], *, reserve: int = 64, counters_only: bool = False
+    ) -> None:
         """Have `seal` call `persist(state(send_reserve=reserve))` now and each time `reserve` seqs are used.
 
         `persist` must store the state durably before it returns (it holds key material); if it
@@ -355,8 +400,10 @@ class SecureLink:
         if not isinstance(reserve, int) or reserve < 1:
             raise ValueError(f"reserve must be a positive integer, got {reserve!r}")
         if counters_only and self.mode != "message":
-            raise ValueError("counters_only persistence needs a message-mode link: a transcript-mode link "
-                             "must persist its pool positions")
+            raise ValueError(
+                "counters_only persistence needs a message-mode link: a transcript-mode link "
+                "must persist its pool positions"
+            )
         with self._lock:
             self._persist, self._reserve, self._counters_only = persist, reserve, counters_only
             self._persist_reservation()
@@ -430,9 +477,7 @@ class SecureLink:
         if not isinstance(frames, (list, tuple)):
             raise MessageFormatError(f"frames must be a list of bytes-like frames, got {type(frames).__name__}")
         if len(frames) < 4:
-            raise MessageFormatError(
-                f"a message has at least 4 frames (version, type, header, MAC), got {len(frames)}"
-            )
+            raise MessageFormatError(f"a message has at least 4 frames (version, type, header, MAC), got {len(frames)}")
         bufs = [as_buffer(f) for f in frames]
         total = sum(len(b) for b in bufs)
         if total > self.max_message_bytes:
@@ -480,7 +525,8 @@ class SecureLink:
             if self.locked:
                 raise AuthenticationLocked(
                     f"{self.failed_tags} tags failed under the current hash key (limit {self.max_failed_tags}); "
-                    "the link needs a fresh bootstrap secret")
+                    "the link needs a fresh bootstrap secret"
+                )
             seq = self._send_seq
             if self._persist is not None and seq >= self._reserved_until:
                 self._persist_reservation()
@@ -489,7 +535,8 @@ class SecureLink:
             if kind != KIND_MEMBER:
                 if self.send_pool.available_bits < MASK_BITS:
                     raise AuthKeyExhausted(
-                        f"no authentication key for outgoing tag (seq {seq}): the send pool is empty; refill the link")
+                        f"no authentication key for outgoing tag (seq {seq}): the send pool is empty; refill the link"
+                    )
                 pos = self.send_pool.position_bits
                 mask = self.send_pool.take(MASK_BITS)
             self._send_seq = seq + 1
@@ -531,14 +578,17 @@ class SecureLink:
             if self.locked:
                 raise AuthenticationLocked(
                     f"{self.failed_tags} tags failed under the current hash key (limit {self.max_failed_tags}); "
-                    "the link needs a fresh bootstrap secret")
+                    "the link needs a fresh bootstrap secret"
+                )
             if seq <= self._recv_last:
                 raise ReplayError(
-                    f"message seq {seq} is not after the last accepted seq {self._recv_last}: replayed or reordered")
+                    f"message seq {seq} is not after the last accepted seq {self._recv_last}: replayed or reordered"
+                )
             keys = self._epochs.get(epoch)
             if keys is None:
                 raise AuthenticationError(
-                    f"message seq {seq} is tagged under key epoch {epoch}; this end holds epochs {sorted(self._epochs)}")
+                    f"message seq {seq} is tagged under key epoch {epoch}; this end holds epochs {sorted(self._epochs)}"
+                )
             _, _, recv_outer, recv_inner = keys
             if kind == KIND_MEMBER:
                 message = decode_body(body)  # malformed members are rejected before they enter the transcript
@@ -551,13 +601,15 @@ class SecureLink:
             if pos % MASK_BITS or not start <= pos < start + MASK_WINDOW * MASK_BITS:
                 raise AuthenticationError(
                     f"message seq {seq} names a mask at stream position {pos}; expected one in "
-                    f"[{start}, {start + MASK_WINDOW * MASK_BITS}) in steps of {MASK_BITS}")
+                    f"[{start}, {start + MASK_WINDOW * MASK_BITS}) in steps of {MASK_BITS}"
+                )
             try:
                 mask = self.recv_pool.peek(pos, MASK_BITS)
             except AuthKeyExhausted:
                 raise AuthKeyExhausted(
                     f"no authentication key for incoming tag seq {seq}: the receive pool ends at "
-                    f"{self.recv_pool.end_bits} bits; refill the link") from None
+                    f"{self.recv_pool.end_bits} bits; refill the link"
+                ) from None
             if kind == KIND_TAGGED:
                 expected = wc_tag(recv_outer, mask, seq, [header, *body])
             else:
@@ -582,8 +634,10 @@ class SecureLink:
                 self._persist(self.state(send_reserve=max(0, self._reserved_until - self._send_seq)))
             if not ok:
                 what = "its tag" if kind == KIND_TAGGED else f"the closing tag of block {block}'s transcript"
-                text = (f"message seq {seq} failed authentication: {what} does not verify "
-                        f"({self.failed_tags} of {self.max_failed_tags} failures allowed under this hash key)")
+                text = (
+                    f"message seq {seq} failed authentication: {what} does not verify "
+                    f"({self.failed_tags} of {self.max_failed_tags} failures allowed under this hash key)"
+                )
                 if kind == KIND_CLOSING:
                     raise TranscriptAuthenticationError(text, block)
                 raise AuthenticationError(text)
@@ -635,7 +689,9 @@ class SecureLink:
         link = cls._from_state(state)
         try:
             if "epochs" in state:
-                link._epochs = {int(e[0]): (bytes(e[1]), bytes(e[2]), bytes(e[3]), bytes(e[4])) for e in state["epochs"]}
+                link._epochs = {
+                    int(e[0]): (bytes(e[1]), bytes(e[2]), bytes(e[3]), bytes(e[4])) for e in state["epochs"]
+                }
                 link.epoch, link.peer_epoch = int(state["epoch"]), int(state["peer_epoch"])
                 if link.epoch not in link._epochs or link.seal_epoch not in link._epochs:
                     raise ValueError("state epochs do not hold the current keys")

@@ -91,13 +91,16 @@ def read_bootstrap(path: Path, state_path: Path, config_key: str) -> bytes:
     try:
         secret = path.read_bytes()
     except OSError as exc:
-        raise ValueError(f"config key '{config_key}': cannot read the bootstrap secret {path}: {exc.strerror}") from None
+        raise ValueError(
+            f"config key '{config_key}': cannot read the bootstrap secret {path}: {exc.strerror}"
+        ) from None
     if secret.startswith(USED_MARKER):
         raise BootstrapUsed(
             f"link state {state_path} is missing and the bootstrap secret {path} (config key '{config_key}') was "
             "already used once; reusing it would reuse one-time masks. Provision a new pre-shared secret: write the "
             "same fresh random bytes (a multiple of 32, e.g. 131072) to this file on BOTH nodes of the link, remove "
-            "the link_state.json of both nodes, then start both")
+            "the link_state.json of both nodes, then start both"
+        )
     return secret
 
 
@@ -143,5 +146,7 @@ def load_link_state(path: Path) -> dict[str, Any]:
     try:
         return _decode(json.loads(path.read_text()))
     except (OSError, ValueError) as exc:
-        raise ValueError(f"link state {path} cannot be read ({type(exc).__name__}); restore it from a backup "
-                         "or provision a new bootstrap secret on both nodes") from None
+        raise ValueError(
+            f"link state {path} cannot be read ({type(exc).__name__}); restore it from a backup "
+            "or provision a new bootstrap secret on both nodes"
+        ) from None

@@ -87,12 +87,40 @@ class MessageType(StrEnum):
 
 
 T = MessageType
-LINK_TYPES = frozenset({T.HELLO, T.SIFT_REQUEST, T.SIFT_REPORT, T.BLOCK_START, T.CASCADE, T.VERIFY, T.BLOCK_DONE,
-                        T.HELLO_ACK, T.SIFT_REPLY, T.BLOCK_READY, T.VERIFY_RESULT, T.BLOCK_DONE_ACK, T.BLOCK_ABORT})
+LINK_TYPES = frozenset(
+    {
+        T.HELLO,
+        T.SIFT_REQUEST,
+        T.SIFT_REPORT,
+        T.BLOCK_START,
+        T.CASCADE,
+        T.VERIFY,
+        T.BLOCK_DONE,
+        T.HELLO_ACK,
+        T.SIFT_REPLY,
+        T.BLOCK_READY,
+        T.VERIFY_RESULT,
+        T.BLOCK_DONE_ACK,
+        T.BLOCK_ABORT,
+    }
+)
 INGEST_TYPES = frozenset({T.KEY_BLOCK, T.KEY_BLOCK_ACK, T.KEY_BLOCK_NACK})
-KM_TYPES = frozenset({T.BLOCKS_HAVE, T.BLOCKS_HELD, T.KEY_ALLOC, T.KEY_ALLOC_ACK, T.RECONCILE, T.RECONCILE_REPORT,
-                      T.KEY_QUERY, T.KEY_STATES, T.KEYS_UNANSWERED, T.KEYS_UNANSWERED_ACK, T.AUTH_REFILL,
-                      T.AUTH_REFILL_ACK})
+KM_TYPES = frozenset(
+    {
+        T.BLOCKS_HAVE,
+        T.BLOCKS_HELD,
+        T.KEY_ALLOC,
+        T.KEY_ALLOC_ACK,
+        T.RECONCILE,
+        T.RECONCILE_REPORT,
+        T.KEY_QUERY,
+        T.KEY_STATES,
+        T.KEYS_UNANSWERED,
+        T.KEYS_UNANSWERED_ACK,
+        T.AUTH_REFILL,
+        T.AUTH_REFILL_ACK,
+    }
+)
 RELAY_TYPES = frozenset({T.LINK_STATE, T.LINK_STATE_ACK, T.RELAY_FORWARD, T.RELAY_STORED})
 
 MAX_ERROR_CHARS = 500
@@ -108,8 +136,9 @@ class BodyError(MessageFormatError, ValueError):
     a `ValueError` too, as every refused input of the key manager is."""
 
 
-def _fields(msg: Any, msg_type: MessageType, required: frozenset[str], optional: frozenset[str] = frozenset()
-            ) -> dict[str, Any]:
+def _fields(
+    msg: Any, msg_type: MessageType, required: frozenset[str], optional: frozenset[str] = frozenset()
+) -> dict[str, Any]:
     """The header of `msg`, checked to be of `msg_type` with exactly the `required` (+ `optional`) fields."""
     if not isinstance(msg, Message):
         raise BodyError(f"expected a Message, got {type(msg).__name__}")
@@ -123,16 +152,18 @@ def _fields(msg: Any, msg_type: MessageType, required: frozenset[str], optional:
         raise BodyError(f"{msg_type}: header field {missing[0]!r} is missing; required: {sorted(required)}")
     unknown = sorted(set(h) - required - optional)
     if unknown:
-        raise BodyError(f"{msg_type}: header field {str(unknown[0])[:40]!r} is unknown; allowed: "
-                        f"{sorted(required | optional)}")
+        raise BodyError(
+            f"{msg_type}: header field {str(unknown[0])[:40]!r} is unknown; allowed: {sorted(required | optional)}"
+        )
     return h
 
 
 def _text(h: dict[str, Any], msg_type: MessageType, name: str, limit: int, *, empty: bool = False) -> str:
     value = h[name]
     if not isinstance(value, str) or len(value) > limit or (not value and not empty):
-        raise BodyError(f"{msg_type}: {name} must be a{'' if empty else ' non-empty'} string of at most {limit} "
-                        "characters")
+        raise BodyError(
+            f"{msg_type}: {name} must be a{'' if empty else ' non-empty'} string of at most {limit} characters"
+        )
     return value
 
 
@@ -158,8 +189,11 @@ class ErrorBody:
 
     def message(self, re: int | None = None) -> Message:
         """The `ERROR` message answering seq `re` (default: `seq`)."""
-        return Message(MessageType.ERROR, {"error": self.error[:MAX_ERROR_CHARS], "type": self.type[:64],
-                                           "seq": self.seq}, re=self.seq if re is None else re)
+        return Message(
+            MessageType.ERROR,
+            {"error": self.error[:MAX_ERROR_CHARS], "type": self.type[:64], "seq": self.seq},
+            re=self.seq if re is None else re,
+        )
 
     @classmethod
     def answering(cls, request: Message, error: str) -> ErrorBody:
@@ -173,8 +207,7 @@ class ErrorBody:
         seq = h["seq"]
         if seq is not None and (type(seq) is not int or not 0 <= seq < 1 << 64):
             raise BodyError("ERROR: seq must be null or an integer in [0, 2^64)")
-        return cls(_text(h, MessageType.ERROR, "error", MAX_ERROR_CHARS),
-                   _text(h, MessageType.ERROR, "type", 64), seq)
+        return cls(_text(h, MessageType.ERROR, "error", MAX_ERROR_CHARS), _text(h, MessageType.ERROR, "type", 64), seq)
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,9 +225,17 @@ class KeyBlockHeader:
 
     def message(self, key: bytes) -> Message:
         """The `KEY_BLOCK` message carrying `key`."""
-        return Message(MessageType.KEY_BLOCK, {"link_id": self.link_id, "block_id": self.block_id,
-                                               "length_bits": self.length_bits, "qber": self.qber,
-                                               "params": self.params or {}}, [key])
+        return Message(
+            MessageType.KEY_BLOCK,
+            {
+                "link_id": self.link_id,
+                "block_id": self.block_id,
+                "length_bits": self.length_bits,
+                "qber": self.qber,
+                "params": self.params or {},
+            },
+            [key],
+        )
 
     @classmethod
     def decode(cls, msg: Message) -> tuple[KeyBlockHeader, bytes]:
@@ -237,8 +278,9 @@ class KeyBlockAck:
         """The `KEY_BLOCK_ACK` message."""
         if self.status not in self.STATUSES:
             raise ValueError(f"KEY_BLOCK_ACK status must be one of {self.STATUSES}, got {self.status!r}")
-        return Message(MessageType.KEY_BLOCK_ACK, {"link_id": self.link_id, "block_id": self.block_id,
-                                                   "status": self.status})
+        return Message(
+            MessageType.KEY_BLOCK_ACK, {"link_id": self.link_id, "block_id": self.block_id, "status": self.status}
+        )
 
     @classmethod
     def decode(cls, msg: Message) -> KeyBlockAck:
@@ -270,17 +312,25 @@ class KeyBlockNack:
 
     def message(self) -> Message:
         """The `KEY_BLOCK_NACK` message."""
-        return Message(MessageType.KEY_BLOCK_NACK, {"link_id": self.link_id[:MAX_LINK_ID_CHARS],
-                                                    "block_id": self.block_id,
-                                                    "error": self.error[:MAX_ERROR_CHARS] or "refused"})
+        return Message(
+            MessageType.KEY_BLOCK_NACK,
+            {
+                "link_id": self.link_id[:MAX_LINK_ID_CHARS],
+                "block_id": self.block_id,
+                "error": self.error[:MAX_ERROR_CHARS] or "refused",
+            },
+        )
 
     @classmethod
     def decode(cls, msg: Message) -> KeyBlockNack:
         """The body of a `KEY_BLOCK_NACK`; `BodyError` if a field is missing, unknown or malformed."""
         t = MessageType.KEY_BLOCK_NACK
         h = _fields(msg, t, cls.FIELDS)
-        return cls(_text(h, t, "link_id", MAX_LINK_ID_CHARS, empty=True), _block_id(h, t, nullable=True),
-                   _text(h, t, "error", MAX_ERROR_CHARS))
+        return cls(
+            _text(h, t, "link_id", MAX_LINK_ID_CHARS, empty=True),
+            _block_id(h, t, nullable=True),
+            _text(h, t, "error", MAX_ERROR_CHARS),
+        )
 
     def answers(self, link_id: str, block_id: int) -> bool:
         """Whether this refuses exactly block `block_id` of `link_id`."""

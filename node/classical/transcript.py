@@ -122,8 +122,9 @@ class TranscriptHash:
 
     def outer_input(self, sender: str, mask_position: int) -> bytes:
         """The canonical input of the closing tag sent by `sender` ('initiator' or 'responder')."""
-        head = DOMAIN + struct.pack("<QBQQQ", self.block, 0 if sender == "initiator" else 1, mask_position,
-                                    len(self.i2r), len(self.r2i))
+        head = DOMAIN + struct.pack(
+            "<QBQQQ", self.block, 0 if sender == "initiator" else 1, mask_position, len(self.i2r), len(self.r2i)
+        )
         return head + b"".join(self.i2r) + b"".join(self.r2i)
 
     def epsilon(self) -> float:

@@ -24,11 +24,17 @@ def register(subparsers: Any) -> None:
     g.add_argument("--full", action="store_true", help="add n = 1e8")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
     p.add_argument(
-        "--stage", action="append", default=[], metavar="NAME",
+        "--stage",
+        action="append",
+        default=[],
+        metavar="NAME",
         help="only stages whose name starts with NAME (repeatable)",
     )
     p.add_argument(
-        "--sizes", type=_parse_sizes, default=None, metavar="N[,N...]",
+        "--sizes",
+        type=_parse_sizes,
+        default=None,
+        metavar="N[,N...]",
         help="problem sizes to run instead of the defaults (e.g. 1e5,1e6)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress indicator on stderr")
@@ -48,8 +54,14 @@ def _parse_sizes(text: str) -> tuple[int, ...]:
 def profile_from_args(args: argparse.Namespace) -> BenchProfile:
     """The benchmark profile the options describe."""
     if args.quick:
-        return BenchProfile(sizes=args.sizes or (100_000, 1_000_000, 10_000_000), quick=True,
-                            stages=tuple(args.stage), min_runs=1, max_runs=5, time_per_case_s=0.5)
+        return BenchProfile(
+            sizes=args.sizes or (100_000, 1_000_000, 10_000_000),
+            quick=True,
+            stages=tuple(args.stage),
+            min_runs=1,
+            max_runs=5,
+            time_per_case_s=0.5,
+        )
     sizes = args.sizes or (100_000, 1_000_000, 10_000_000) + ((100_000_000,) if args.full else ())
     return BenchProfile(sizes=sizes, full=args.full, stages=tuple(args.stage))
 
@@ -63,8 +75,10 @@ def run(args: argparse.Namespace) -> int:
         names = stage_names()
         unknown = [s for s in args.stage if not any(n == s or n.startswith(s) for n in names)]
         if unknown:
-            raise ValueError(f"--stage {unknown[0]!r} matches no stage; stages (a prefix selects all that start "
-                             f"with it): {', '.join(names)}")
+            raise ValueError(
+                f"--stage {unknown[0]!r} matches no stage; stages (a prefix selects all that start "
+                f"with it): {', '.join(names)}"
+            )
     if args.no_progress:
         report = run_benchmarks(profile)
     else:
@@ -86,8 +100,11 @@ def _run_with_progress(profile: BenchProfile) -> dict[str, Any]:
         start = time.monotonic()
 
         def on_line(case: BenchCase, i: int, total: int) -> None:
-            print(f"bench: [{i + 1}/{total}] {case.stage} n={case.n:.0e} ({time.monotonic() - start:.0f} s so far)",
-                  file=sys.stderr, flush=True)
+            print(
+                f"bench: [{i + 1}/{total}] {case.stage} n={case.n:.0e} ({time.monotonic() - start:.0f} s so far)",
+                file=sys.stderr,
+                flush=True,
+            )
 
         return run_benchmarks(profile, on_line)
     with Progress(
@@ -127,8 +144,20 @@ def print_table(report: dict[str, Any]) -> None:
     (lower is better) in tables of their own. Log-friendly plain text."""
     m = report["machine"]
     print("machine: " + ", ".join(f"{k}={v}" for k, v in m.items()))
-    fixed = {"stage", "n", "unit", "kind", "mbit_per_s", "median_s", "runs", "reference", "reference_mbit_per_s",
-             "reference_median_s", "speedup", "params"}
+    fixed = {
+        "stage",
+        "n",
+        "unit",
+        "kind",
+        "mbit_per_s",
+        "median_s",
+        "runs",
+        "reference",
+        "reference_mbit_per_s",
+        "reference_median_s",
+        "speedup",
+        "params",
+    }
     by_unit: dict[tuple[bool, str], list[dict[str, Any]]] = {}
     for r in report["results"]:
         by_unit.setdefault((is_latency(r["unit"]), r["unit"]), []).append(r)
@@ -150,14 +179,28 @@ def print_table(report: dict[str, Any]) -> None:
             else:
                 ratio = "-" if r["speedup"] is None else f"{r['speedup']:.2f}x"
                 notes = notes or (r["speedup"] is not None and r["speedup"] < 1)
-                cells = [r["stage"], n, _fmt(r["mbit_per_s"]), _fmt(r["median_s"]), str(r["runs"]),
-                         r["reference"] or "-", _fmt(r["reference_mbit_per_s"]), ratio]
+                cells = [
+                    r["stage"],
+                    n,
+                    _fmt(r["mbit_per_s"]),
+                    _fmt(r["median_s"]),
+                    str(r["runs"]),
+                    r["reference"] or "-",
+                    _fmt(r["reference_mbit_per_s"]),
+                    ratio,
+                ]
             rows.append(cells + [" ".join(f"{k}={_fmt(v)}" for k, v in details.items())])
         widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
         print(_table_line(headers, widths, headers))
         for row in rows:
             print(_table_line(row, widths, headers))
     print()
-    print("x ref: rate / reference rate, both timed in this run (\"-\": no reference for that row)."
-          + (" Below 1x the stage is slower than its reference: for references that skip work (raw ZeroMQ, no "
-             "latency, one thread) it is the overhead of that work." if notes else ""))
+    print(
+        'x ref: rate / reference rate, both timed in this run ("-": no reference for that row).'
+        + (
+            " Below 1x the stage is slower than its reference: for references that skip work (raw ZeroMQ, no "
+            "latency, one thread) it is the overhead of that work."
+            if notes
+            else ""
+        )
+    )

@@ -11,24 +11,36 @@ from typing import Any
 def register(subparsers: Any) -> None:
     """Add the `certs` subcommand."""
     p = subparsers.add_parser(
-        "certs", help="create a demo CA with KME and SAE certificates",
+        "certs",
+        help="create a demo CA with KME and SAE certificates",
         description="Create ca.pem (its key in ca-private/, kept apart from what nodes need) and, for each KME and SAE, NAME.pem and NAME.key (mode 0600) in "
-                    "OUT. The certificate's common name is the KME or SAE ID; KME certificates carry the "
-                    "--host names as subject alternative names. An existing CA in OUT is never replaced "
-                    "unless --force is given (certificates it signed would stop verifying); --add signs the "
-                    "new identities with it instead.",
+        "OUT. The certificate's common name is the KME or SAE ID; KME certificates carry the "
+        "--host names as subject alternative names. An existing CA in OUT is never replaced "
+        "unless --force is given (certificates it signed would stop verifying); --add signs the "
+        "new identities with it instead.",
     )
     p.add_argument("out", help="directory to write the PEM files into (created if missing)")
     p.add_argument("--kme", action="append", default=[], metavar="ID", help="a KME ID (repeatable)")
     p.add_argument("--sae", action="append", default=[], metavar="ID", help="an SAE ID (repeatable)")
-    p.add_argument("--host", action="append", default=[], metavar="NAME",
-                   help="DNS name or IP of the KMEs (repeatable; default localhost and 127.0.0.1)")
+    p.add_argument(
+        "--host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="DNS name or IP of the KMEs (repeatable; default localhost and 127.0.0.1)",
+    )
     p.add_argument("--ca-name", default="qkdnode demo CA", help="the CA's common name")
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--add", action="store_true",
-                      help="sign the new identities with the CA already in OUT (ca.pem, ca-private/ca.key)")
-    mode.add_argument("--force", action="store_true",
-                      help="replace an existing CA and identities in OUT (earlier certificates stop verifying)")
+    mode.add_argument(
+        "--add",
+        action="store_true",
+        help="sign the new identities with the CA already in OUT (ca.pem, ca-private/ca.key)",
+    )
+    mode.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing CA and identities in OUT (earlier certificates stop verifying)",
+    )
     p.set_defaults(func=run)
 
 
@@ -58,7 +70,9 @@ def _load_ca(out: Path) -> tuple[Any, Any]:
         cert = x509.load_pem_x509_certificate((out / "ca.pem").read_bytes())
         key = serialization.load_pem_private_key(find_ca_key(out).read_bytes(), password=None)
     except FileNotFoundError as exc:
-        raise ValueError(f"--add: {exc.filename} is missing; OUT must hold the CA's ca.pem and its key (ca-private/ca.key)") from None
+        raise ValueError(
+            f"--add: {exc.filename} is missing; OUT must hold the CA's ca.pem and its key (ca-private/ca.key)"
+        ) from None
     except (ValueError, TypeError) as exc:
         raise ValueError(f"--add: the CA in {out} cannot be read: {exc}") from None
     return key, cert
@@ -90,8 +104,10 @@ def run(args: argparse.Namespace) -> int:
             ids[sae] = write_pem(out, sae, *make_leaf(ca_key, ca_cert, sae, server=False))
     else:
         if has_ca and not args.force:
-            raise ValueError(f"{out} already holds a CA (ca.pem); --add signs new identities with it, --force "
-                             "replaces it (certificates it signed stop verifying)")
+            raise ValueError(
+                f"{out} already holds a CA (ca.pem); --add signs new identities with it, --force "
+                "replaces it (certificates it signed stop verifying)"
+            )
         ids = make_pki(out, args.kme, args.sae, hosts=hosts, ca_name=args.ca_name)
     for name, ident in ids.items():
         print(f"{name}: {ident.cert} {ident.key}")

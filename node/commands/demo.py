@@ -17,51 +17,97 @@ ATTACK_DURATION_S = 1200.0  # --attack runs 19 blocks (node.ml.demo_attack.block
 def register(subparsers: Any) -> None:
     """Add the `demo` subcommand."""
     p = subparsers.add_parser(
-        "demo", help="run two nodes, two key managers and the mock link, then fetch a key on both sides",
+        "demo",
+        help="run two nodes, two key managers and the mock link, then fetch a key on both sides",
         description="Start Alice's and Bob's nodes, their two key managers and the mock link as separate "
-                    "processes on loopback (no config needed); show live progress; then fetch a key through "
-                    "ETSI GS QKD 014 as an SAE on each side and check that both got the same key.",
+        "processes on loopback (no config needed); show live progress; then fetch a key through "
+        "ETSI GS QKD 014 as an SAE on each side and check that both got the same key.",
     )
-    p.add_argument("--duration", type=float, default=None, metavar="S",
-                   help="upper bound in seconds (default 300; 1200 with --attack, which runs 19 blocks): the demo "
-                        "ends as soon as a block is distilled and the ETSI 014 check passed; if this passes first "
-                        "it says why no key came and exits 1")
-    p.add_argument("--blocks", type=int, default=None, metavar="N",
-                   help="distil at least N blocks before the key check (default 1); the nodes stop after N")
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        metavar="S",
+        help="upper bound in seconds (default 300; 1200 with --attack, which runs 19 blocks): the demo "
+        "ends as soon as a block is distilled and the ETSI 014 check passed; if this passes first "
+        "it says why no key came and exits 1",
+    )
+    p.add_argument(
+        "--blocks",
+        type=int,
+        default=None,
+        metavar="N",
+        help="distil at least N blocks before the key check (default 1); the nodes stop after N",
+    )
     p.add_argument("--distance", type=float, default=25.0, metavar="KM", help="fibre length in km (default 25)")
-    p.add_argument("--eve", type=float, default=0.0, metavar="FRACTION",
-                   help="fraction of slots an intercept-resend eavesdropper attacks (default 0)")
-    p.add_argument("--attack", default=None, metavar="NAME",
-                   help="inject an attack or fault into the mock link once KM03's commissioning blocks are in: "
-                        "intercept-resend, blinding, pns, tap, laser-drift; alarms list it")
-    p.add_argument("--attack-strength", type=float, default=None, metavar="X",
-                   help="fraction of slots (intercept-resend, default 0.05; blinding and pns, default 0.2), dB (tap, "
-                        "default 1), relative power (laser-drift, default 0.1)")
+    p.add_argument(
+        "--eve",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="fraction of slots an intercept-resend eavesdropper attacks (default 0)",
+    )
+    p.add_argument(
+        "--attack",
+        default=None,
+        metavar="NAME",
+        help="inject an attack or fault into the mock link once KM03's commissioning blocks are in: "
+        "intercept-resend, blinding, pns, tap, laser-drift; alarms list it",
+    )
+    p.add_argument(
+        "--attack-strength",
+        type=float,
+        default=None,
+        metavar="X",
+        help="fraction of slots (intercept-resend, default 0.05; blinding and pns, default 0.2), dB (tap, "
+        "default 1), relative power (laser-drift, default 0.1)",
+    )
     p.add_argument("--rate", type=float, default=1e9, metavar="HZ", help="source repetition rate (default 1e9)")
-    p.add_argument("--block-bits", type=int, default=None, metavar="N",
-                   help="key block size (default 4e6 for a link: at 1e6 the finite-key length at 25 km barely covers "
-                        "the authentication key the block's messages use; 1e6 with --topology, where relays need "
-                        "little pad)")
+    p.add_argument(
+        "--block-bits",
+        type=int,
+        default=None,
+        metavar="N",
+        help="key block size (default 4e6 for a link: at 1e6 the finite-key length at 25 km barely covers "
+        "the authentication key the block's messages use; 1e6 with --topology, where relays need "
+        "little pad)",
+    )
     p.add_argument("--seed", type=int, default=None, help="seed of the mock link (default: random)")
     p.add_argument("--realtime", action="store_true", help="pace the mock link by the wall clock")
-    p.add_argument("--workdir", default=None,
-                   help="where to put configs, certificates and state (kept); default: a temporary directory, "
-                        "removed at exit")
+    p.add_argument(
+        "--workdir",
+        default=None,
+        help="where to put configs, certificates and state (kept); default: a temporary directory, removed at exit",
+    )
     p.add_argument("--keep", action="store_true", help="keep the temporary work directory at exit")
     p.add_argument("--json", action="store_true", help="print the summary (or --serve info) as one JSON document")
-    p.add_argument("--topology", default=None, metavar="FILE",
-                   help="instead: a network of key managers from a topology file (or a built-in: line3, ring5) "
-                        "on loopback, "
-                        "with a key relayed between SAEs two hops apart and rerouted around a failed link")
-    p.add_argument("--links", choices=["mock", "feed"], default="mock",
-                   help="with --topology: real link daemons on the mock hardware (default), or a fast stand-in "
-                        "that feeds identical random blocks to both ends of each link")
-    p.add_argument("--serve", action="store_true",
-                   help="leave nodes and key managers running and print their ETSI 014 URLs and SAE credentials")
-    p.add_argument("--sdn", action="store_true",
-                   help="with --topology: every node serves ETSI GS QKD 015 over RESTCONF (mutual TLS); a controller "
-                        "opens a VIRT link and registers an application with a QoS the key managers enforce; with "
-                        "--serve, print each node's RESTCONF URL and controller credentials and keep running")
+    p.add_argument(
+        "--topology",
+        default=None,
+        metavar="FILE",
+        help="instead: a network of key managers from a topology file (or a built-in: line3, ring5) "
+        "on loopback, "
+        "with a key relayed between SAEs two hops apart and rerouted around a failed link",
+    )
+    p.add_argument(
+        "--links",
+        choices=["mock", "feed"],
+        default="mock",
+        help="with --topology: real link daemons on the mock hardware (default), or a fast stand-in "
+        "that feeds identical random blocks to both ends of each link",
+    )
+    p.add_argument(
+        "--serve",
+        action="store_true",
+        help="leave nodes and key managers running and print their ETSI 014 URLs and SAE credentials",
+    )
+    p.add_argument(
+        "--sdn",
+        action="store_true",
+        help="with --topology: every node serves ETSI GS QKD 015 over RESTCONF (mutual TLS); a controller "
+        "opens a VIRT link and registers an application with a QoS the key managers enforce; with "
+        "--serve, print each node's RESTCONF URL and controller credentials and keep running",
+    )
     p.set_defaults(func=run, exit_at_once=True)
 
 
@@ -72,9 +118,14 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--sdn: needs --topology (e.g. --topology ring5)")
         from node.network.demo import run_sdn_topology_demo
 
-        return run_sdn_topology_demo(args.topology, args.workdir, args.json, args.serve,
-                                     links="feed" if args.links == "feed" else "mock",
-                                     block_bits=args.block_bits or 1_000_000)
+        return run_sdn_topology_demo(
+            args.topology,
+            args.workdir,
+            args.json,
+            args.serve,
+            links="feed" if args.links == "feed" else "mock",
+            block_bits=args.block_bits or 1_000_000,
+        )
     if args.topology:
         from node.network.demo import run_topology_demo
 
@@ -82,8 +133,14 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--block-bits must be in [1e3, 1e8] sifted key bits, got {args.block_bits}")
         previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
         try:
-            return run_topology_demo(args.topology, args.workdir, args.json, links=args.links,
-                                     block_bits=args.block_bits or 1_000_000, keep=args.keep or args.serve)
+            return run_topology_demo(
+                args.topology,
+                args.workdir,
+                args.json,
+                links=args.links,
+                block_bits=args.block_bits or 1_000_000,
+                keep=args.keep or args.serve,
+            )
         except KeyboardInterrupt:
             return 130
         finally:
@@ -96,10 +153,18 @@ def run(args: argparse.Namespace) -> int:
         args.blocks = blocks_needed(args.block_bits or 4_000_000)
     if args.duration is None:
         args.duration = ATTACK_DURATION_S if args.attack else DURATION_S
-    opts = DemoOptions(distance_km=args.distance, eve_fraction=args.eve, rate_hz=args.rate,
-                       duration_s=args.duration, blocks=args.blocks, block_bits=args.block_bits or 4_000_000,
-                       seed=args.seed, realtime=args.realtime, attack=args.attack,
-                       attack_strength=args.attack_strength)
+    opts = DemoOptions(
+        distance_km=args.distance,
+        eve_fraction=args.eve,
+        rate_hz=args.rate,
+        duration_s=args.duration,
+        blocks=args.blocks,
+        block_bits=args.block_bits or 4_000_000,
+        seed=args.seed,
+        realtime=args.realtime,
+        attack=args.attack,
+        attack_strength=args.attack_strength,
+    )
     if args.workdir is not None and Path(args.workdir).exists() and not Path(args.workdir).is_dir():
         raise ValueError(f"--workdir: {args.workdir} exists and is not a directory")
     say = _Narrator(sys.stderr)
@@ -153,8 +218,10 @@ class _Narrator:
 def _run_link_demo(args: argparse.Namespace, opts: Any, say: _Narrator) -> int:
     from node.runtime.demo import DemoFailed, DemoTimeout, serve_info, start_demo, summary, watch
 
-    previous = {sig: signal.signal(sig, signal.default_int_handler)  # SIGINT even where a shell ignored it for us
-                for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = {
+        sig: signal.signal(sig, signal.default_int_handler)  # SIGINT even where a shell ignored it for us
+        for sig in (signal.SIGTERM, signal.SIGINT)
+    }
     demo = None
     code = 1
     try:
@@ -165,8 +232,9 @@ def _run_link_demo(args: argparse.Namespace, opts: Any, say: _Narrator) -> int:
         say(f"first key: both SAEs hold the same key, {elapsed:.1f} s after start")
         result = summary(demo, fetched, elapsed)
         if args.json:
-            print(json.dumps(result if not args.serve else {"summary": result, **serve_info(demo)}, indent=2),
-                  flush=True)
+            print(
+                json.dumps(result if not args.serve else {"summary": result, **serve_info(demo)}, indent=2), flush=True
+            )
         else:
             _print_summary(result)
         code = 0
@@ -224,8 +292,10 @@ def _print_summary(r: dict[str, Any]) -> None:
         f"stored in key managers: KME_A {r['keys_stored']['KME_A']} bits, KME_B {r['keys_stored']['KME_B']} bits",
     ]
     if check.get("ok"):
-        lines.append(f"ETSI 014: SAE_A (KME_A) and SAE_B (KME_B) got the same {check['size_bits']}-bit key "
-                     f"{check['key_ID']} (sha256 {check['sha256_prefix_alice']}…)")
+        lines.append(
+            f"ETSI 014: SAE_A (KME_A) and SAE_B (KME_B) got the same {check['size_bits']}-bit key "
+            f"{check['key_ID']} (sha256 {check['sha256_prefix_alice']}…)"
+        )
     else:
         lines.append(f"ETSI 014: no matching key: {check.get('reason', 'keys differ')}")
     for alarm in r["alarms"]:

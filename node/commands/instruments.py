@@ -20,25 +20,48 @@ def register(subparsers: Any) -> None:
         description="List VISA resources and serial ports, query *IDN? on each, and name the qkdnode driver "
         "that fits. Instruments that cannot be discovered (raw sockets) can be given with --resource.",
     )
-    p.add_argument("--visa-library", default="", metavar="LIB",
-                   help="PyVISA backend: the installed VISA (IVI), else pyvisa-py (default); @py, @ivi, "
-                   "or FILE.yaml@sim for a pyvisa-sim model")
-    p.add_argument("--check", metavar="CONFIG",
-                   help="open every [instruments.*] table of this node config and run its read-only self-test "
-                   "(identity, options, limits, trips, clock source, losses); turns nothing on; exit 1 if any "
-                   "line is red")
-    p.add_argument("--emulate", action="store_true",
-                   help="with --check: run against emulators started in the configured state (no hardware)")
-    p.add_argument("--fault", action="append", default=[], metavar="NAME",
-                   help="with --check --emulate: inject a fault (interlock-open, wrong-dac-mode, mbx-error, "
-                   "stream-overflow, counts-dropped); repeatable")
+    p.add_argument(
+        "--visa-library",
+        default="",
+        metavar="LIB",
+        help="PyVISA backend: the installed VISA (IVI), else pyvisa-py (default); @py, @ivi, "
+        "or FILE.yaml@sim for a pyvisa-sim model",
+    )
+    p.add_argument(
+        "--check",
+        metavar="CONFIG",
+        help="open every [instruments.*] table of this node config and run its read-only self-test "
+        "(identity, options, limits, trips, clock source, losses); turns nothing on; exit 1 if any "
+        "line is red",
+    )
+    p.add_argument(
+        "--emulate",
+        action="store_true",
+        help="with --check: run against emulators started in the configured state (no hardware)",
+    )
+    p.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="with --check --emulate: inject a fault (interlock-open, wrong-dac-mode, mbx-error, "
+        "stream-overflow, counts-dropped); repeatable",
+    )
     p.add_argument("--query", default="?*::INSTR", help="VISA resource pattern to list (default ?*::INSTR)")
-    p.add_argument("--resource", action="append", default=[], metavar="RES",
-                   help="also probe this resource through pyvisa-py (e.g. TCPIP::10.0.0.5::5025::SOCKET, "
-                   "socket://host:port for serial devices); repeatable")
+    p.add_argument(
+        "--resource",
+        action="append",
+        default=[],
+        metavar="RES",
+        help="also probe this resource through pyvisa-py (e.g. TCPIP::10.0.0.5::5025::SOCKET, "
+        "socket://host:port for serial devices); repeatable",
+    )
     p.add_argument("--no-idn", action="store_true", help="only list; do not query *IDN?")
-    p.add_argument("--probe-serial", action="store_true",
-                   help="also send *IDN? to serial ports (CR-terminated, 115200 baud, as the MBX expects)")
+    p.add_argument(
+        "--probe-serial",
+        action="store_true",
+        help="also send *IDN? to serial ports (CR-terminated, 115200 baud, as the MBX expects)",
+    )
     p.add_argument("--timeout", type=float, default=1.0, metavar="S", help="timeout per *IDN? in seconds (default 1)")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=run)
@@ -58,13 +81,15 @@ def discover(args: argparse.Namespace) -> list[dict[str, Any]]:
     try:
         from serial.tools import list_ports
 
-        rows += [{"kind": "serial", "resource": p.device, "description": p.description}
-                 for p in list_ports.comports()]
+        rows += [{"kind": "serial", "resource": p.device, "description": p.description} for p in list_ports.comports()]
     except Exception as exc:  # noqa: BLE001
         rows.append({"kind": "serial", "resource": "", "error": f"cannot list serial ports: {exc}"})
     listed = {r["resource"] for r in rows}
-    rows += [{"kind": "serial" if r.startswith(("socket://", "COM", "/dev/")) else "given", "resource": r}
-             for r in args.resource if r not in listed]
+    rows += [
+        {"kind": "serial" if r.startswith(("socket://", "COM", "/dev/")) else "given", "resource": r}
+        for r in args.resource
+        if r not in listed
+    ]
     for row in rows:
         if not row["resource"] or args.no_idn:
             continue
@@ -128,8 +153,11 @@ def run_check(args: argparse.Namespace) -> int:
     with bench as tables:
         rows = check_rows(tables)
     if args.json:
-        json.dump([{"instrument": r.instrument, "item": r.item, "ok": r.ok, "detail": r.detail} for r in rows],
-                  sys.stdout, indent=2)
+        json.dump(
+            [{"instrument": r.instrument, "item": r.item, "ok": r.ok, "detail": r.detail} for r in rows],
+            sys.stdout,
+            indent=2,
+        )
         sys.stdout.write("\n")
     else:
         colour = sys.stdout.isatty()

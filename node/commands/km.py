@@ -12,18 +12,25 @@ from typing import Any
 def register(subparsers: Any) -> None:
     """Add the `km` subcommand."""
     p = subparsers.add_parser(
-        "km", help="run a key manager (ETSI GS QKD 014 over mutual TLS)",
+        "km",
+        help="run a key manager (ETSI GS QKD 014 over mutual TLS)",
         description="Run a key manager from a TOML configuration: durable key store, KEY_BLOCK ingest "
-                    "from the QKD modules, authenticated sync with the peer KM, and the ETSI GS QKD 014 "
-                    "API over mutual TLS. Stops cleanly on SIGINT/SIGTERM. The audit trail (one JSON line per "
-                    "TLS handshake failure, refused request, key delivery by key ID, voided key) goes to the "
-                    "config's audit_log file, by default beside the key store; warnings and errors to stderr.",
+        "from the QKD modules, authenticated sync with the peer KM, and the ETSI GS QKD 014 "
+        "API over mutual TLS. Stops cleanly on SIGINT/SIGTERM. The audit trail (one JSON line per "
+        "TLS handshake failure, refused request, key delivery by key ID, voided key) goes to the "
+        "config's audit_log file, by default beside the key store; warnings and errors to stderr.",
     )
     p.add_argument("config", nargs="?", help="path to the key manager's TOML file")
-    p.add_argument("--write-demo", metavar="DIR",
-                   help="instead of running: write a demo pair (PKI, secrets, km_a.toml, km_b.toml) into DIR")
-    p.add_argument("--print-endpoints", action="store_true",
-                   help="print the bound endpoints as one JSON line on stdout once serving")
+    p.add_argument(
+        "--write-demo",
+        metavar="DIR",
+        help="instead of running: write a demo pair (PKI, secrets, km_a.toml, km_b.toml) into DIR",
+    )
+    p.add_argument(
+        "--print-endpoints",
+        action="store_true",
+        help="print the bound endpoints as one JSON line on stdout once serving",
+    )
     p.set_defaults(func=run)
 
 
@@ -39,8 +46,10 @@ def run(args: argparse.Namespace) -> int:
         pair = write_demo_pair(args.write_demo)
         for who, path in pair.configs.items():
             print(f"KME_{who.upper()}: qkdnode km {path}  (ETSI 014 on https://127.0.0.1:{pair.ports[who + '_api']})")
-        print(f"SAE certificates and the CA certificate are in {pair.root / 'pki'}; the CA's private key is "
-              f"kept apart in {pair.root / 'ca'} (no KM or SAE needs it to run)")
+        print(
+            f"SAE certificates and the CA certificate are in {pair.root / 'pki'}; the CA's private key is "
+            f"kept apart in {pair.root / 'ca'} (no KM or SAE needs it to run)"
+        )
         return 0
     if args.config is None:
         raise ValueError("CONFIG is required (or --write-demo DIR)")
@@ -54,5 +63,3 @@ def run(args: argparse.Namespace) -> int:
 
     asyncio.run(run_key_manager(config, ready, services_for(config)))
     return 0
-
-

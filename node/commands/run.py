@@ -15,13 +15,17 @@ from typing import Any
 def register(subparsers: Any) -> None:
     """Add the `run` subcommand."""
     p = subparsers.add_parser(
-        "run", help="run a node daemon from a TOML config",
+        "run",
+        help="run a node daemon from a TOML config",
         description="Run one end of a QKD link from a TOML file naming its hardware (mock or lab instruments), "
-                    "its peer and its key manager. SIGINT/SIGTERM stop it gracefully, leaving lasers off.",
+        "its peer and its key manager. SIGINT/SIGTERM stop it gracefully, leaving lasers off.",
     )
     p.add_argument("config", help="the node's TOML configuration")
-    p.add_argument("--check", action="store_true",
-                   help="validate everything `run` validates at start (config, hardware tables, mock ranges, the files it reads) and exit")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="validate everything `run` validates at start (config, hardware tables, mock ranges, the files it reads) and exit",
+    )
     p.set_defaults(func=run)
 
 
@@ -33,8 +37,18 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_node_config(args.config)
     check_node(cfg)  # everything the daemon would refuse at start: mock ranges, instrument tables, files
     if args.check:
-        print(json.dumps({"config": str(args.config), "node": cfg.name, "role": cfg.role, "link": cfg.link.link_id,
-                          "hardware": cfg.hardware, "ok": True}))
+        print(
+            json.dumps(
+                {
+                    "config": str(args.config),
+                    "node": cfg.name,
+                    "role": cfg.role,
+                    "link": cfg.link.link_id,
+                    "hardware": cfg.hardware,
+                    "ok": True,
+                }
+            )
+        )
         return 0
     from node.runtime.daemon import NodeDaemon
 
@@ -50,12 +64,24 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    print(json.dumps({"node": cfg.name, "role": cfg.role, "link": cfg.link.link_id, "peer": cfg.peer,
-                      "state": "running"}), flush=True)
+    print(
+        json.dumps(
+            {"node": cfg.name, "role": cfg.role, "link": cfg.link.link_id, "peer": cfg.peer, "state": "running"}
+        ),
+        flush=True,
+    )
     code = daemon.run()
     faulthandler.cancel_dump_traceback_later()
-    print(json.dumps({"node": cfg.name, "state": "stopped", **{k: v for k, v in daemon.status().items()
-                                                               if k in ("counters", "delivery")}}), flush=True)
+    print(
+        json.dumps(
+            {
+                "node": cfg.name,
+                "state": "stopped",
+                **{k: v for k, v in daemon.status().items() if k in ("counters", "delivery")},
+            }
+        ),
+        flush=True,
+    )
     if signalled:
         # The daemon has closed all it owns (hardware safe, channel, outbox, status written). Interpreter
         # finalisation after a signal was measured to hang ~2 s under load in native code (no Python frame),

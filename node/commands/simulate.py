@@ -27,19 +27,29 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--protocol", choices=PROTOCOLS, default="lim2014", help="finite-key bound (default lim2014)")
     p.add_argument(
-        "--distance", required=True, metavar="KM[,KM...]",
+        "--distance",
+        required=True,
+        metavar="KM[,KM...]",
         help="fibre lengths in km: a comma-separated list, each item a number or START:STOP:STEP (STOP included)",
     )
     p.add_argument(
-        "--block-size", required=True, metavar="N[,N...]",
+        "--block-size",
+        required=True,
+        metavar="N[,N...]",
         help="post-processing block sizes n (key-basis detections), e.g. 1e4,1e7",
     )
-    p.add_argument("--optimiser", choices=("numeric", "ml"), default="numeric",
-                   help="numeric: search the settings (seconds per point); ml: the shipped QL02 model predicts them "
-                        "(microseconds; the rate is still the exact bound's), see node/ml")
+    p.add_argument(
+        "--optimiser",
+        choices=("numeric", "ml"),
+        default="numeric",
+        help="numeric: search the settings (seconds per point); ml: the shipped QL02 model predicts them "
+        "(microseconds; the rate is still the exact bound's), see node/ml",
+    )
     p.add_argument("--params", metavar="FILE", help="TOML or JSON file of link parameters replacing the defaults")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
-    p.add_argument("--plot", metavar="FILE.png", help="also draw key rate against distance into this PNG (needs matplotlib)")
+    p.add_argument(
+        "--plot", metavar="FILE.png", help="also draw key rate against distance into this PNG (needs matplotlib)"
+    )
     p.set_defaults(func=run)
 
 
@@ -128,8 +138,14 @@ def run(args: argparse.Namespace) -> int:
             keyless_from = math.inf  # the key rate falls with distance: past a keyless point, search locally
             for d in distances:
                 progress.step(f"n={n:.0e} at {d:g} km")
-                pt = optimise(args.protocol, link, d, n, starts=[previous.settings] if previous else None,
-                              global_search=d < keyless_from)
+                pt = optimise(
+                    args.protocol,
+                    link,
+                    d,
+                    n,
+                    starts=[previous.settings] if previous else None,
+                    global_search=d < keyless_from,
+                )
                 points.append(pt)
                 if pt.result.length > 0:
                     previous = pt
@@ -163,8 +179,14 @@ class _Progress:
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-            self.bar = Progress(TextColumn("[bold]simulate[/bold] {task.description}"), BarColumn(),
-                                MofNCompleteColumn(), TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+            self.bar = Progress(
+                TextColumn("[bold]simulate[/bold] {task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=Console(stderr=True),
+                transient=True,
+            )
             self.bar.__enter__()
             self.task = self.bar.add_task("", total=self.total)
         elif self.total > 1:
@@ -177,8 +199,11 @@ class _Progress:
             self.bar.update(self.task, completed=self.done, description=what)
         elif self.total > 1 and self.clock() - self.last >= 10:
             self.last = self.clock()
-            print(f"simulate: {self.done}/{self.total} points done ({self.last - self.t0:.0f} s), now {what}",
-                  file=sys.stderr, flush=True)
+            print(
+                f"simulate: {self.done}/{self.total} points done ({self.last - self.t0:.0f} s), now {what}",
+                file=sys.stderr,
+                flush=True,
+            )
         self.done += 1
 
     def __exit__(self, *exc: object) -> None:
@@ -193,8 +218,9 @@ def _check_plot_path(path: str) -> None:
     target = Path(path)
     folder = target.parent if str(target.parent) else Path(".")
     if not folder.is_dir():
-        raise ValueError(f"--plot: folder {folder} does not exist (or is not a directory); create it or choose "
-                         "another FILE.png")
+        raise ValueError(
+            f"--plot: folder {folder} does not exist (or is not a directory); create it or choose another FILE.png"
+        )
     if target.is_dir():
         raise ValueError(f"--plot: {target} is a directory; give a file name like {target / 'rate.png'}")
     if not os.access(folder, os.W_OK):
@@ -236,8 +262,13 @@ def plot(docs: list[dict[str, Any]], path: str, protocol: str) -> None:
     for n in sorted({d["block_size"] for d in docs}):
         rows = [d for d in docs if d["block_size"] == n and d["key_rate_per_pulse"] > 0]
         if rows:
-            ax.semilogy([r["distance_km"] for r in rows], [r["key_rate_per_pulse"] for r in rows], "o-", ms=3,
-                        label=f"n = {n:.0e}")
+            ax.semilogy(
+                [r["distance_km"] for r in rows],
+                [r["key_rate_per_pulse"] for r in rows],
+                "o-",
+                ms=3,
+                label=f"n = {n:.0e}",
+            )
     ax.set_xlabel("fibre length (km)")
     ax.set_ylabel("secret key rate per pulse")
     ax.set_title(f"{protocol}: optimised finite-key rate")

@@ -11,15 +11,19 @@ from typing import Any
 def register(subparsers: Any) -> None:
     """Add the `status` subcommand."""
     p = subparsers.add_parser(
-        "status", help="show the QKD network's nodes and links from their metrics endpoints",
+        "status",
+        help="show the QKD network's nodes and links from their metrics endpoints",
         description="Scrape each node's Prometheus metrics endpoint and print the network: per node its "
-                    "alarms, key pools and relays; per QKD link its state, QBER, sifted and secret key rates "
-                    "and blocks. Exit code 1 when a node cannot be read.",
+        "alarms, key pools and relays; per QKD link its state, QBER, sifted and secret key rates "
+        "and blocks. Exit code 1 when a node cannot be read.",
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--metrics", metavar="URL[,URL...]", help="metrics endpoints, e.g. http://127.0.0.1:9100/metrics")
-    src.add_argument("--topology", metavar="FILE",
-                     help="topology TOML: each node's metrics URL from its metrics_url or host and metrics_port")
+    src.add_argument(
+        "--topology",
+        metavar="FILE",
+        help="topology TOML: each node's metrics URL from its metrics_url or host and metrics_port",
+    )
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for each endpoint (default 5)")
     p.add_argument("--alarms", action="store_true", help="also list each node's active alarms (from its /alarms)")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
@@ -129,13 +133,34 @@ def print_tables(view: dict[str, Any], *, alarms: bool = False) -> None:
         state = "unreported" if not lk["reported_by"] else {True: "up", False: "DOWN", None: "?"}[lk["up"]]
         blocks = lk["blocks"] or {}
         qber = "-" if lk["qber"] is None else f"{100 * lk['qber']:.2f} %"
-        rows.append([lk["id"], ends, state, qber, _fmt_rate(lk["sifted_rate_bps"]), _fmt_rate(lk["secret_rate_bps"]),
-                     _fmt_bits(lk["secret_bits"]),
-                     f"{int(blocks.get('key', 0))}/{int(blocks.get('no_key', 0))}/{int(blocks.get('aborted', 0))}"
-                     if blocks else "-"])
+        rows.append(
+            [
+                lk["id"],
+                ends,
+                state,
+                qber,
+                _fmt_rate(lk["sifted_rate_bps"]),
+                _fmt_rate(lk["secret_rate_bps"]),
+                _fmt_bits(lk["secret_bits"]),
+                f"{int(blocks.get('key', 0))}/{int(blocks.get('no_key', 0))}/{int(blocks.get('aborted', 0))}"
+                if blocks
+                else "-",
+            ]
+        )
     print("links")
-    _table(["link", "ends (alice -> bob)", "state", "QBER", "sifted rate", "secret rate", "secret key",
-            "blocks key/none/aborted"], rows)
+    _table(
+        [
+            "link",
+            "ends (alice -> bob)",
+            "state",
+            "QBER",
+            "sifted rate",
+            "secret rate",
+            "secret key",
+            "blocks key/none/aborted",
+        ],
+        rows,
+    )
     print_applications(view)
     if alarms:
         rows = []
@@ -157,8 +182,17 @@ def print_applications(view: dict[str, Any]) -> None:
     for n in view["nodes"]:
         for app_id, a in sorted((n.get("applications") or {}).items()):
             refusals = ", ".join(f"{int(c)} {r}" for r, c in sorted(a["refusals"].items()) if c) or "0"
-            rows.append([n["name"] or "?", app_id, a["sae"] or "-", _fmt_bits(a["delivered_bits"]),
-                         _fmt_rate(a["rate_bps"]), refusals, str(int(a["expired_keys"]))])
+            rows.append(
+                [
+                    n["name"] or "?",
+                    app_id,
+                    a["sae"] or "-",
+                    _fmt_bits(a["delivered_bits"]),
+                    _fmt_rate(a["rate_bps"]),
+                    refusals,
+                    str(int(a["expired_keys"])),
+                ]
+            )
     if rows:
         print()
         print("applications")

@@ -12,22 +12,39 @@ from node.control.controller import Relay, RelayController, Reroute
 from node.control.linkstate import LinkStateDb
 from node.control.plane import ControlPlane, RouteDecision
 from node.control.routing import (
-           LinkState,
-           Route,
-           choose_route,
-           hop_cost,
-           reroute,
-           route_is_feasible,
+    LinkState,
+    Route,
+    choose_route,
+    hop_cost,
+    reroute,
+    route_is_feasible,
 )
 from node.control.topology import (
-           EXAMPLES,
-           LinkSpec,
-           NodeSpec,
-           Topology,
-           example_topology,
-           load_topology,
+    EXAMPLES,
+    LinkSpec,
+    NodeSpec,
+    Topology,
+    example_topology,
+    load_topology,
 )
 
-__all__ = ["EXAMPLES", "ControlPlane", "LinkSpec", "LinkState", "LinkStateDb", "NodeSpec", "Relay", "RelayController",
-           "Reroute", "Route", "RouteDecision", "Topology", "choose_route",
-           "example_topology", "hop_cost", "load_topology", "reroute", "route_is_feasible"]
+__all__ = [
+    "EXAMPLES",
+    "ControlPlane",
+    "LinkSpec",
+    "LinkState",
+    "LinkStateDb",
+    "NodeSpec",
+    "Relay",
+    "RelayController",
+    "Reroute",
+    "Route",
+    "RouteDecision",
+    "Topology",
+    "choose_route",
+    "example_topology",
+    "hop_cost",
+    "load_topology",
+    "reroute",
+    "route_is_feasible",
+]

@@ -49,7 +49,7 @@ class Relay:
     @property
     def pending_links(self) -> tuple[str, ...]:
         """Links still to cross."""
-        return self.route.links[self.hops_done:]
+        return self.route.links[self.hops_done :]
 
 
 @dataclass(frozen=True)
@@ -81,17 +81,22 @@ class RelayController:
         self._lock = threading.Lock()
 
     # -- link reports ------------------------------------------------------------------------------
-    def update_link(self, link_id: str, *, up: bool | None = None, key_bits: int | None = None,
-                    key_rate_bps: float | None = None) -> list[Reroute]:
+    def update_link(
+        self, link_id: str, *, up: bool | None = None, key_bits: int | None = None, key_rate_bps: float | None = None
+    ) -> list[Reroute]:
         """Record a link's new state; returns the reroutes this forces on relays in flight."""
         with self._lock:
             old = self._links.get(link_id)
             if old is None:
                 raise ValueError(f"link_id: {link_id!r} is not a known link; links: {', '.join(sorted(self._links))}")
             self._links[link_id] = LinkState(
-                old.link_id, old.a, old.b, old.up if up is None else bool(up),
+                old.link_id,
+                old.a,
+                old.b,
+                old.up if up is None else bool(up),
                 old.key_bits if key_bits is None else key_bits,
-                old.key_rate_bps if key_rate_bps is None else key_rate_bps)
+                old.key_rate_bps if key_rate_bps is None else key_rate_bps,
+            )
             return self._repair_locked()
 
     def sync_links(self, links: Iterable[LinkState]) -> list[Reroute]:
@@ -126,8 +131,9 @@ class RelayController:
             return self._reserved_locked().get(link_id, 0)
 
     # -- relays --------------------------------------------------------------------------------------
-    def route(self, source: str, destination: str, bits: int, *, avoid_links: Iterable[str] = (),
-              max_hops: int | None = None) -> Route | None:
+    def route(
+        self, source: str, destination: str, bits: int, *, avoid_links: Iterable[str] = (), max_hops: int | None = None
+    ) -> Route | None:
         """The route a new relay would take now (nothing reserved), avoiding `avoid_links`; None if
         there is none (also when `source` or `destination` is on no known link)."""
         with self._lock:
@@ -135,8 +141,16 @@ class RelayController:
             ends = {n for lk in links for n in (lk.a, lk.b)}
             if source not in ends or destination not in ends:
                 return None
-            return choose_route(links, source, destination, bits, reserve_bits=self.reserve_bits,
-                                horizon_s=self.horizon_s, avoid_links=avoid_links, max_hops=max_hops)
+            return choose_route(
+                links,
+                source,
+                destination,
+                bits,
+                reserve_bits=self.reserve_bits,
+                horizon_s=self.horizon_s,
+                avoid_links=avoid_links,
+                max_hops=max_hops,
+            )
 
     def reserve(self, relay_id: str, route: Route, bits: int) -> Relay:
         """Reserve `bits` on every hop of `route` for relay `relay_id` (a route chosen with `route`,
@@ -164,8 +178,14 @@ class RelayController:
         with self._lock:
             if relay_id in self._relays:
                 raise ValueError(f"relay_id: {relay_id!r} is already in flight")
-            route = choose_route(self._snapshot_locked(True), source, destination, bits,
-                                 reserve_bits=self.reserve_bits, horizon_s=self.horizon_s)
+            route = choose_route(
+                self._snapshot_locked(True),
+                source,
+                destination,
+                bits,
+                reserve_bits=self.reserve_bits,
+                horizon_s=self.horizon_s,
+            )
             if route is not None:
                 self._reserve_locked(relay_id, route, bits)
             return route
@@ -176,8 +196,10 @@ class RelayController:
             relay = self._relay_locked(relay_id)
             pending = relay.pending_links
             if not pending or pending[0] != link_id:
-                raise ValueError(f"link_id: relay {relay_id!r} expects its next hop on "
-                                 f"{pending[0] if pending else 'no link (it has arrived)'}, got {link_id!r}")
+                raise ValueError(
+                    f"link_id: relay {relay_id!r} expects its next hop on "
+                    f"{pending[0] if pending else 'no link (it has arrived)'}, got {link_id!r}"
+                )
             relay = replace(relay, hops_done=relay.hops_done + 1)
             self._relays[relay_id] = relay
             return relay
@@ -209,8 +231,10 @@ class RelayController:
 
     def _snapshot_locked(self, net: bool, exclude: str | None = None) -> list[LinkState]:
         reserved = self._reserved_locked(exclude) if net else {}
-        return [replace(lk, key_bits=max(0, lk.key_bits - reserved[lk.link_id])) if reserved.get(lk.link_id) else lk
-                for lk in self._links.values()]
+        return [
+            replace(lk, key_bits=max(0, lk.key_bits - reserved[lk.link_id])) if reserved.get(lk.link_id) else lk
+            for lk in self._links.values()
+        ]
 
     def _repair_locked(self) -> list[Reroute]:
         """Reroute relays whose pending hops are down or over-committed, newest relay first, until
@@ -250,7 +274,15 @@ class RelayController:
         ends = {n for lk in links for n in (lk.a, lk.b)}
         if source not in ends or destination not in ends:
             return None
-        return choose_route(links, source, destination, relay.bits, reserve_bits=self.reserve_bits,
-                            horizon_s=self.horizon_s, avoid_links=failed)
+        return choose_route(
+            links,
+            source,
+            destination,
+            relay.bits,
+            reserve_bits=self.reserve_bits,
+            horizon_s=self.horizon_s,
+            avoid_links=failed,
+        )
+
 
 __all__ = ["Relay", "RelayController", "Reroute"]

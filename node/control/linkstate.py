@@ -28,14 +28,28 @@ MAX_SAES = 4096
 
 def check_entry(origin: str, entry: Any) -> None:
     """`ValueError` unless `entry` is a well-formed link-state entry of KM `origin`."""
-    if not (isinstance(entry, dict) and type(entry.get("seq")) is int and isinstance(entry.get("links"), list)
-            and isinstance(entry.get("saes"), list) and len(entry["links"]) <= MAX_LINKS
-            and len(entry["saes"]) <= MAX_SAES and all(isinstance(s, str) for s in entry["saes"])):
+    if not (
+        isinstance(entry, dict)
+        and type(entry.get("seq")) is int
+        and isinstance(entry.get("links"), list)
+        and isinstance(entry.get("saes"), list)
+        and len(entry["links"]) <= MAX_LINKS
+        and len(entry["saes"]) <= MAX_SAES
+        and all(isinstance(s, str) for s in entry["saes"])
+    ):
         raise ValueError("LINK_STATE entry must hold seq, links and saes")
     for lk in entry["links"]:
-        if not (isinstance(lk, dict) and isinstance(lk.get("peer"), str) and isinstance(lk.get("link"), str)
-                and lk["peer"] and lk["link"] and lk["peer"] != origin
-                and isinstance(lk.get("up"), bool) and type(lk.get("bits")) is int and lk["bits"] >= 0):
+        if not (
+            isinstance(lk, dict)
+            and isinstance(lk.get("peer"), str)
+            and isinstance(lk.get("link"), str)
+            and lk["peer"]
+            and lk["link"]
+            and lk["peer"] != origin
+            and isinstance(lk.get("up"), bool)
+            and type(lk.get("bits")) is int
+            and lk["bits"] >= 0
+        ):
             raise ValueError("LINK_STATE link must hold peer (another KM), link, up and bits")
 
 
@@ -85,9 +99,20 @@ class LinkStateDb:
         old_bits = {lk["peer"]: lk["bits"] for lk in old.get("links", [])}
         self._seq = max(self._seq + 1, time.time_ns())
         self.entries[self.me] = {
-            "seq": self._seq, "saes": list(self.saes), "at": time.monotonic(),
-            "links": [{"peer": p, "link": link, "up": self.link_usable(p), "bits": (bits or old_bits).get(p, 0),
-                       "skr": self.link_skr.get(p, 0)} for p, link in self.link_ids.items()]}
+            "seq": self._seq,
+            "saes": list(self.saes),
+            "at": time.monotonic(),
+            "links": [
+                {
+                    "peer": p,
+                    "link": link,
+                    "up": self.link_usable(p),
+                    "bits": (bits or old_bits).get(p, 0),
+                    "skr": self.link_skr.get(p, 0),
+                }
+                for p, link in self.link_ids.items()
+            ],
+        }
 
     # -- flooding --------------------------------------------------------------------------------
 
@@ -130,8 +155,9 @@ class LinkStateDb:
             origin, peer = reps[0][0], reps[0][1]
             if origin == peer or any({r[0], r[1]} != {origin, peer} for r in reps):
                 continue  # inconsistent reports of one link: not used
-            out.append(LinkState(link_id, origin, peer, all(r[2] for r in reps) and len(reps) == 2,
-                                 min(r[3] for r in reps)))
+            out.append(
+                LinkState(link_id, origin, peer, all(r[2] for r in reps) and len(reps) == 2, min(r[3] for r in reps))
+            )
         return out
 
     def kme_of_sae(self, sae_id: str) -> str | None:

@@ -52,8 +52,16 @@ class RouteDecision:
 class ControlPlane:
     """This KM's view of the QKD network, and its routing decisions for relays (event-loop thread)."""
 
-    def __init__(self, me: str, link_ids: Mapping[str, str], saes: Sequence[str], *, gossip_interval_s: float = 0.5,
-                 stale_s: float = 3.0, alarm: Callable[[str, str, str], None] | None = None) -> None:
+    def __init__(
+        self,
+        me: str,
+        link_ids: Mapping[str, str],
+        saes: Sequence[str],
+        *,
+        gossip_interval_s: float = 0.5,
+        stale_s: float = 3.0,
+        alarm: Callable[[str, str, str], None] | None = None,
+    ) -> None:
         self.me = me
         self.lsdb = LinkStateDb(me, link_ids, saes, stale_s=stale_s)
         self.controller = RelayController()
@@ -89,8 +97,9 @@ class ControlPlane:
 
     # -- gossip ----------------------------------------------------------------------------------
 
-    async def gossip_loop(self, pad_bits: Callable[[str], Awaitable[int]],
-                          send: Callable[[str, bytes, float], Awaitable[bool]]) -> None:
+    async def gossip_loop(
+        self, pad_bits: Callable[[str], Awaitable[int]], send: Callable[[str, bytes, float], Awaitable[bool]]
+    ) -> None:
         """Refresh this KM's entry (`pad_bits(peer)`: relay pad bits this KM can draw towards
         `peer`) and send the database to every neighbour (`send(peer, payload, timeout_s)`: whether
         it answered), periodically; a neighbour that stops answering becomes unreachable."""
@@ -136,8 +145,9 @@ class ControlPlane:
     def _sync(self) -> None:
         self.controller.sync_links(self.snapshot())
 
-    def next_route(self, dest: str, bits: int, planned: Sequence[str] | None, avoid: Iterable[str],
-                   retry: bool) -> RouteDecision | None:
+    def next_route(
+        self, dest: str, bits: int, planned: Sequence[str] | None, avoid: Iterable[str], retry: bool
+    ) -> RouteDecision | None:
         """Where a relay goes on from here: its `planned` route (from this KM) while the planned next
         hop is usable here and this is not a `retry`; else the best route avoiding `avoid` (a
         reroute when there was a plan or a failed try). None: no route with enough key."""

@@ -42,8 +42,9 @@ class LinkState:
             raise ValueError(f"a, b: must be two different node names, got {self.a!r}, {self.b!r}")
         if isinstance(self.key_bits, bool) or not isinstance(self.key_bits, int) or self.key_bits < 0:
             raise ValueError(f"key_bits: must be an int >= 0, got {self.key_bits!r}")
-        if not (isinstance(self.key_rate_bps, (int, float)) and math.isfinite(self.key_rate_bps)
-                and self.key_rate_bps >= 0):
+        if not (
+            isinstance(self.key_rate_bps, (int, float)) and math.isfinite(self.key_rate_bps) and self.key_rate_bps >= 0
+        ):
             raise ValueError(f"key_rate_bps: must be a finite number >= 0, got {self.key_rate_bps!r}")
 
     def other_end(self, node: str) -> str:
@@ -105,9 +106,17 @@ def hop_cost(link: LinkState, request_bits: int, *, reserve_bits: int = 0, horiz
     return 1.0 + request_bits / (headroom + request_bits)
 
 
-def choose_route(links: Sequence[LinkState], source: str, destination: str, request_bits: int, *,
-                 reserve_bits: int = 0, horizon_s: float = 10.0, avoid_links: Iterable[str] = (),
-                 max_hops: int | None = None) -> Route | None:
+def choose_route(
+    links: Sequence[LinkState],
+    source: str,
+    destination: str,
+    request_bits: int,
+    *,
+    reserve_bits: int = 0,
+    horizon_s: float = 10.0,
+    avoid_links: Iterable[str] = (),
+    max_hops: int | None = None,
+) -> Route | None:
     """The cheapest feasible relay route from `source` to `destination` for `request_bits` of key,
     or None when none exists (the graph of usable links is cut). Links in `avoid_links` are not used."""
     _check_request(request_bits, reserve_bits, horizon_s)
@@ -165,16 +174,31 @@ def route_is_feasible(route: Route, links: Sequence[LinkState], request_bits: in
     return True
 
 
-def reroute(route: Route, links: Sequence[LinkState], request_bits: int, *, reserve_bits: int = 0,
-            horizon_s: float = 10.0, failed_links: Iterable[str] = ()) -> Route | None:
+def reroute(
+    route: Route,
+    links: Sequence[LinkState],
+    request_bits: int,
+    *,
+    reserve_bits: int = 0,
+    horizon_s: float = 10.0,
+    failed_links: Iterable[str] = (),
+) -> Route | None:
     """Keep `route` if it is still feasible and uses none of `failed_links`; otherwise the best route
     between the same ends avoiding `failed_links` (None if the network is cut)."""
     failed = set(failed_links)
-    if not failed.intersection(route.links) and route_is_feasible(route, links, request_bits,
-                                                                  reserve_bits=reserve_bits):
+    if not failed.intersection(route.links) and route_is_feasible(
+        route, links, request_bits, reserve_bits=reserve_bits
+    ):
         return route
-    return choose_route(links, route.nodes[0], route.nodes[-1], request_bits, reserve_bits=reserve_bits,
-                        horizon_s=horizon_s, avoid_links=failed)
+    return choose_route(
+        links,
+        route.nodes[0],
+        route.nodes[-1],
+        request_bits,
+        reserve_bits=reserve_bits,
+        horizon_s=horizon_s,
+        avoid_links=failed,
+    )
 
 
 def consume(links: Sequence[LinkState], route: Route, request_bits: int) -> list[LinkState]:

@@ -115,8 +115,9 @@ class Topology:
         for lk in self.links:
             if lk.id == link_id:
                 return lk
-        raise ValueError(f"link: {link_id!r} is not in topology {self.name!r}; links: "
-                         f"{', '.join(lk.id for lk in self.links)}")
+        raise ValueError(
+            f"link: {link_id!r} is not in topology {self.name!r}; links: {', '.join(lk.id for lk in self.links)}"
+        )
 
     def links_of(self, node: str) -> tuple[LinkSpec, ...]:
         """The links with `node` at one end."""
@@ -134,14 +135,20 @@ MockCheck = Callable[[Any, str, float], dict[str, Any]]
 
 
 def _name(value: Any, where: str) -> str:
-    require(isinstance(value, str) and bool(_NAME.match(value)), where,
-            f"must be 1-64 characters of letters, digits, '_', '.', '-', got {value!r}")
+    require(
+        isinstance(value, str) and bool(_NAME.match(value)),
+        where,
+        f"must be 1-64 characters of letters, digits, '_', '.', '-', got {value!r}",
+    )
     return value
 
 
 def _port(value: Any, where: str) -> int:
-    require(isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 65535, where,
-            f"must be an integer port in 0..65535 (0 = any free port), got {value!r}")
+    require(
+        isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 65535,
+        where,
+        f"must be an integer port in 0..65535 (0 = any free port), got {value!r}",
+    )
     return value
 
 
@@ -149,16 +156,25 @@ def _parse_node(table: Any, where: str) -> NodeSpec:
     t = check_keys(table, _NODE_KEYS, where)
     require("name" in t, f"{where}.name", "is missing; every node needs a name")
     host = t.get("host", "127.0.0.1")
-    require(isinstance(host, str) and 0 < len(host) <= 253 and not any(c.isspace() for c in host), f"{where}.host",
-            f"must be a host name or IP address, got {host!r}")
+    require(
+        isinstance(host, str) and 0 < len(host) <= 253 and not any(c.isspace() for c in host),
+        f"{where}.host",
+        f"must be a host name or IP address, got {host!r}",
+    )
     url = t.get("metrics_url")
-    require(url is None or (isinstance(url, str) and url.startswith(("http://", "https://"))), f"{where}.metrics_url",
-            f"must be an http:// or https:// URL, got {url!r}")
-    return NodeSpec(_name(t["name"], f"{where}.name"), host,
-                    metrics_port=_port(t.get("metrics_port", 0), f"{where}.metrics_port"),
-                    etsi014_port=_port(t.get("etsi014_port", 0), f"{where}.etsi014_port"),
-                    km_link_port=_port(t.get("km_link_port", 0), f"{where}.km_link_port"),
-                    metrics_url=url)
+    require(
+        url is None or (isinstance(url, str) and url.startswith(("http://", "https://"))),
+        f"{where}.metrics_url",
+        f"must be an http:// or https:// URL, got {url!r}",
+    )
+    return NodeSpec(
+        _name(t["name"], f"{where}.name"),
+        host,
+        metrics_port=_port(t.get("metrics_port", 0), f"{where}.metrics_port"),
+        etsi014_port=_port(t.get("etsi014_port", 0), f"{where}.etsi014_port"),
+        km_link_port=_port(t.get("km_link_port", 0), f"{where}.km_link_port"),
+        metrics_url=url,
+    )
 
 
 def _parse_link(table: Any, where: str, check_mock: MockCheck | None) -> LinkSpec:
@@ -168,8 +184,11 @@ def _parse_link(table: Any, where: str, check_mock: MockCheck | None) -> LinkSpe
     a, b = _name(t["a"], f"{where}.a"), _name(t["b"], f"{where}.b")
     require(a != b, f"{where}.b", f"must be a node other than a, got {a!r} twice")
     d = t["distance_km"]
-    require(is_number(d) and math.isfinite(d) and 0 <= d <= MAX_DISTANCE_KM, f"{where}.distance_km",
-            f"must be a number in [0, {MAX_DISTANCE_KM:g}] km, got {d!r}")
+    require(
+        is_number(d) and math.isfinite(d) and 0 <= d <= MAX_DISTANCE_KM,
+        f"{where}.distance_km",
+        f"must be a number in [0, {MAX_DISTANCE_KM:g}] km, got {d!r}",
+    )
     link_id = _name(t.get("id", f"{a}-{b}"), f"{where}.id")
     mock = dict(table_of(t["mock"], f"{where}.mock")) if "mock" in t else {}
     if mock and check_mock is not None:
@@ -206,8 +225,11 @@ def parse_topology(data: Any, *, source: str = "topology", check_mock: MockCheck
         for k in ("metrics_port", "etsi014_port", "km_link_port"):
             port = getattr(n, k)
             if port:
-                require((n.host, port) not in fixed, f"nodes[{i}].{k}",
-                        f"must be a port of its own, got {n.host}:{port}, already {fixed.get((n.host, port))}")
+                require(
+                    (n.host, port) not in fixed,
+                    f"nodes[{i}].{k}",
+                    f"must be a port of its own, got {n.host}:{port}, already {fixed.get((n.host, port))}",
+                )
                 fixed[(n.host, port)] = f"{n.name}.{k}"
     return Topology(name, nodes, links)
 

@@ -41,8 +41,7 @@ def audit(event: str, level: int = logging.INFO, **fields: Any) -> None:
         return
     doc = {"event": event, **{k: _clip(v) for k, v in fields.items() if v is not None}}
     # a record made here skips Logger.findCaller's stack walk (the caller is always this function)
-    record = logging.LogRecord(audit_log.name, level, __file__, 0,
-                               _ENCODE(doc), None, None, "audit")
+    record = logging.LogRecord(audit_log.name, level, __file__, 0, _ENCODE(doc), None, None, "audit")
     audit_log.handle(record)
 
 

@@ -25,8 +25,23 @@ class AuthRefills(ChunkPool):
         self.db.executemany(
             "INSERT INTO keys(key_id, pool, origin, master_sae, slaves, link_id, block_id, idx, offset, nbytes, "
             "state, created) VALUES(?,?,?,?,?,?,?,?,?,?,'delivered',?)",
-            [(a.key_id, pool, origin, AUTH_SAE, json.dumps([AUTH_SAE]), a.position.link_id, a.position.block_id,
-              a.position.idx, a.position.offset, a.position.nbytes, now) for a in allocations])
+            [
+                (
+                    a.key_id,
+                    pool,
+                    origin,
+                    AUTH_SAE,
+                    json.dumps([AUTH_SAE]),
+                    a.position.link_id,
+                    a.position.block_id,
+                    a.position.idx,
+                    a.position.offset,
+                    a.position.nbytes,
+                    now,
+                )
+                for a in allocations
+            ],
+        )
 
     def reserve_auth_refill(self, pool: str, flow: str, chunks: int) -> tuple[int, list[Allocation]]:
         """Bind `chunks` whole untouched chunks of this KM's stripe as refill n of link flow `flow`.
@@ -40,14 +55,20 @@ class AuthRefills(ChunkPool):
             taken = self.newest_whole_chunks(pool, self.role(pool), chunks, size=self.chunk_bytes)
             if len(taken) < chunks:
                 raise PoolExhausted(f"pool {pool} holds fewer than {chunks} whole chunks for the link's key")
-            allocations = [Allocation(new_key_id(), AUTH_SAE, (AUTH_SAE,),
-                                      KeyPosition(c.link_id, c.block_id, c.idx, 0, self.chunk_bytes)) for c in taken]
+            allocations = [
+                Allocation(
+                    new_key_id(), AUTH_SAE, (AUTH_SAE,), KeyPosition(c.link_id, c.block_id, c.idx, 0, self.chunk_bytes)
+                )
+                for c in taken
+            ]
             material = b"".join(c.data for c in taken)
             self.remove_chunks(pool, taken)
             self._record_auth_keys(pool, 1, allocations)
             n = self._next_refill(flow)
-            self.db.execute("INSERT INTO auth_refills(flow, n, allocations, material, applied) VALUES(?,?,?,?,0)",
-                            (flow, n, json.dumps([a.to_json() for a in allocations]), material))
+            self.db.execute(
+                "INSERT INTO auth_refills(flow, n, allocations, material, applied) VALUES(?,?,?,?,0)",
+                (flow, n, json.dumps([a.to_json() for a in allocations]), material),
+            )
         return n, allocations
 
     def accept_auth_refill(self, pool: str, flow: str, n: int, allocations: Sequence[Allocation]) -> tuple[bytes, bool]:
@@ -55,8 +76,9 @@ class AuthRefills(ChunkPool):
         taken strictly in order; a re-sent one must name the same bits."""
         wire = json.dumps([a.to_json() for a in allocations])
         with self.transaction(scrub=False):  # the bits live on as the link's key
-            row = self.db.execute("SELECT allocations, material FROM auth_refills WHERE flow=? AND n=?",
-                                  (flow, n)).fetchone()
+            row = self.db.execute(
+                "SELECT allocations, material FROM auth_refills WHERE flow=? AND n=?", (flow, n)
+            ).fetchone()
             if row is not None:
                 if row[0] != wire:
                     raise ValueError(f"authentication refill {n} re-sent with other bits")
@@ -68,8 +90,10 @@ class AuthRefills(ChunkPool):
             peer_role = 1 - self.role(pool)
             material = b"".join(self._take_peer_bits(pool, peer_role, a.position) for a in allocations)
             self._record_auth_keys(pool, 0, allocations)
-            self.db.execute("INSERT INTO auth_refills(flow, n, allocations, material, applied) VALUES(?,?,?,?,1)",
-                            (flow, n, wire, material))
+            self.db.execute(
+                "INSERT INTO auth_refills(flow, n, allocations, material, applied) VALUES(?,?,?,?,1)",
+                (flow, n, wire, material),
+            )
         return material, True
 
     def _next_refill(self, flow: str) -> int:
@@ -82,6 +106,9 @@ class AuthRefills(ChunkPool):
 
     def auth_refills(self, flow: str) -> list[tuple[int, list[Allocation], bytes, bool]]:
         """Every refill of `flow` in order: (n, allocations, bytes, applied)."""
-        return [(n, [Allocation.from_json(a) for a in json.loads(allocs)], bytes(material), bool(applied))
-                for n, allocs, material, applied in self.db.execute(
-                    "SELECT n, allocations, material, applied FROM auth_refills WHERE flow=? ORDER BY n", (flow,))]
+        return [
+            (n, [Allocation.from_json(a) for a in json.loads(allocs)], bytes(material), bool(applied))
+            for n, allocs, material, applied in self.db.execute(
+                "SELECT n, allocations, material, applied FROM auth_refills WHERE flow=? ORDER BY n", (flow,)
+            )
+        ]

@@ -34,8 +34,9 @@ class Identity:
 
 
 def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "qkdnode"),
-                      x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    return x509.Name(
+        [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "qkdnode"), x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    )
 
 
 def _check_name(common_name: str) -> None:
@@ -43,20 +44,36 @@ def _check_name(common_name: str) -> None:
         raise ValueError(f"identity name must be printable, without '/' or surrounding blanks, got {common_name!r}")
 
 
-def make_ca(common_name: str = "qkdnode demo CA", days: int = 825) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+def make_ca(
+    common_name: str = "qkdnode demo CA", days: int = 825
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     """A self-signed CA key and certificate (ECDSA P-256)."""
     _check_name(common_name)
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
-        .subject_name(_name(common_name)).issuer_name(_name(common_name))
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=days))
+        .subject_name(_name(common_name))
+        .issuer_name(_name(common_name))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-                                     key_encipherment=False, data_encipherment=False, key_agreement=False,
-                                     encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
@@ -64,8 +81,13 @@ def make_ca(common_name: str = "qkdnode demo CA", days: int = 825) -> tuple[ec.E
 
 
 def make_leaf(
-    ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate, common_name: str, *, server: bool,
-    hosts: tuple[str, ...] = ("localhost", "127.0.0.1"), days: int = 825,
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca_cert: x509.Certificate,
+    common_name: str,
+    *,
+    server: bool,
+    hosts: tuple[str, ...] = ("localhost", "127.0.0.1"),
+    days: int = 825,
 ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     """A certificate for a KME (`server=True`: server and client auth, with `hosts` as SANs) or an SAE."""
     _check_name(common_name)
@@ -74,9 +96,12 @@ def make_leaf(
     usages = [ExtendedKeyUsageOID.CLIENT_AUTH] + ([ExtendedKeyUsageOID.SERVER_AUTH] if server else [])
     builder = (
         x509.CertificateBuilder()
-        .subject_name(_name(common_name)).issuer_name(ca_cert.subject)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=days))
+        .subject_name(_name(common_name))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
@@ -92,8 +117,13 @@ def make_leaf(
     return key, builder.sign(ca_key, hashes.SHA256())
 
 
-def write_pem(directory: Path, name: str, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate,
-              key_directory: Path | None = None) -> Identity:
+def write_pem(
+    directory: Path,
+    name: str,
+    key: ec.EllipticCurvePrivateKey,
+    cert: x509.Certificate,
+    key_directory: Path | None = None,
+) -> Identity:
     """Write `name.pem` (certificate) into `directory` and `name.key` (private key) into `key_directory`
     (default: the same); files 0600 and directories 0700 whatever the umask (a certificate another
     user could overwrite is a CA they could swap)."""
@@ -101,8 +131,10 @@ def write_pem(directory: Path, name: str, key: ec.EllipticCurvePrivateKey, cert:
     key_dir = private_dir(key_directory) if key_directory is not None else directory
     cert_path, key_path = directory / f"{name}.pem", key_dir / f"{name}.key"
     write_private_file(cert_path, cert.public_bytes(serialization.Encoding.PEM))
-    write_private_file(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                   serialization.NoEncryption()))
+    write_private_file(
+        key_path,
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
+    )
     return Identity(name, cert_path, key_path)
 
 
@@ -119,9 +151,14 @@ def find_ca_key(directory: str | os.PathLike) -> Path:
     return beside if not private.exists() and beside.exists() else private
 
 
-def make_pki(directory: str | os.PathLike, kme_ids: list[str], sae_ids: list[str],
-             hosts: tuple[str, ...] = ("localhost", "127.0.0.1"), ca_name: str = "qkdnode demo CA",
-             ca_key_dir: str | os.PathLike | None = None) -> dict[str, Identity]:
+def make_pki(
+    directory: str | os.PathLike,
+    kme_ids: list[str],
+    sae_ids: list[str],
+    hosts: tuple[str, ...] = ("localhost", "127.0.0.1"),
+    ca_name: str = "qkdnode demo CA",
+    ca_key_dir: str | os.PathLike | None = None,
+) -> dict[str, Identity]:
     """Create `ca.pem` and one identity per KME and SAE in `directory`, and the CA's key `ca.key` in
     `ca_key_dir` (default `directory/ca-private`, never beside the run-time files); returns them by name."""
     if not kme_ids and not sae_ids:

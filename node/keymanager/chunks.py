@@ -86,14 +86,21 @@ class ChunkPool(StoreDb):
         if self._pool_bytes(b.pool) + usable > self.capacity_bytes:
             return f"pool {b.pool} is full ({self.capacity_bytes} bytes)"
         self.db.execute(
-            "INSERT INTO blocks(link_id, block_id, pool, length_bits, qber, params, received_at) "
-            "VALUES(?,?,?,?,?,?,?)",
+            "INSERT INTO blocks(link_id, block_id, pool, length_bits, qber, params, received_at) VALUES(?,?,?,?,?,?,?)",
             (b.link_id, b.block_id, b.pool, b.length_bits, b.qber, json.dumps(b.params), time.time()),
         )
         cb = self.chunk_bytes
         rows = [
-            (b.pool, b.link_id, b.block_id, i, chunk_owner(b.block_id, i), min(cb, usable - off), 0,
-             b.key[off:off + cb] if off + cb <= usable else b.key[off:usable])
+            (
+                b.pool,
+                b.link_id,
+                b.block_id,
+                i,
+                chunk_owner(b.block_id, i),
+                min(cb, usable - off),
+                0,
+                b.key[off : off + cb] if off + cb <= usable else b.key[off:usable],
+            )
             for i, off in enumerate(range(0, usable, cb))
         ]
         self.db.executemany(
@@ -104,9 +111,10 @@ class ChunkPool(StoreDb):
 
     def has_block(self, link_id: str, block_id: int) -> bool:
         """Whether the block is stored (acknowledged blocks always are)."""
-        return self.db.execute(
-            "SELECT 1 FROM blocks WHERE link_id=? AND block_id=?", (link_id, block_id)
-        ).fetchone() is not None
+        return (
+            self.db.execute("SELECT 1 FROM blocks WHERE link_id=? AND block_id=?", (link_id, block_id)).fetchone()
+            is not None
+        )
 
     def block_ids(self) -> set[tuple[str, int]]:
         """Every stored (link ID, block ID)."""
@@ -122,7 +130,9 @@ class ChunkPool(StoreDb):
         """
         rows = self.db.execute(
             "SELECT rowid, link_id, block_id FROM blocks WHERE pool=? AND confirmed=0 AND rowid>? "
-            "ORDER BY rowid LIMIT ?", (pool, after, limit)).fetchall()
+            "ORDER BY rowid LIMIT ?",
+            (pool, after, limit),
+        ).fetchall()
         return [(r[1], r[2]) for r in rows], (rows[-1][0] if len(rows) == limit else 0)
 
     def confirm_blocks(self, pool: str, ids: Iterable[tuple[str, int]]) -> list[tuple[str, int]]:
@@ -131,7 +141,8 @@ class ChunkPool(StoreDb):
         with self.transaction(scrub=False):
             for link_id, block_id in ids:
                 cur = self.db.execute(
-                    "UPDATE blocks SET confirmed=1 WHERE link_id=? AND block_id=? AND pool=?", (link_id, block_id, pool))
+                    "UPDATE blocks SET confirmed=1 WHERE link_id=? AND block_id=? AND pool=?", (link_id, block_id, pool)
+                )
                 if cur.rowcount:
                     self.db.execute("UPDATE chunks SET confirmed=1 WHERE link_id=? AND block_id=?", (link_id, block_id))
                     held.append((link_id, block_id))
@@ -161,7 +172,8 @@ class ChunkPool(StoreDb):
             rows = self.db.execute(
                 "SELECT id, link_id, block_id, idx, size, cursor, data FROM chunks "
                 "WHERE pool=? AND owner=? AND confirmed=1 AND id>? ORDER BY id LIMIT ?",
-                (pool, role, last, page)).fetchall()
+                (pool, role, last, page),
+            ).fetchall()
             if not rows:
                 return
             yield from rows
@@ -172,7 +184,8 @@ class ChunkPool(StoreDb):
         """Consume the bits at `p` of the peer's stripe (inside a transaction); `ValueError` if not allowed."""
         row = self.db.execute(
             "SELECT id, owner, size, cursor, data FROM chunks WHERE pool=? AND link_id=? AND block_id=? AND idx=?",
-            (pool, p.link_id, p.block_id, p.idx)).fetchone()
+            (pool, p.link_id, p.block_id, p.idx),
+        ).fetchone()
         if row is None:
             raise ValueError(f"allocation names chunk {p.link_id}/{p.block_id}/{p.idx} not held here")
         cid, owner, size, cursor, data = row
@@ -184,16 +197,19 @@ class ChunkPool(StoreDb):
         if new_cursor == size:
             self.db.execute("DELETE FROM chunks WHERE id=?", (cid,))
         else:
-            self.db.execute("UPDATE chunks SET cursor=?, data=? WHERE id=?",
-                            (new_cursor, bytes(new_cursor) + bytes(data[new_cursor:]), cid))
+            self.db.execute(
+                "UPDATE chunks SET cursor=?, data=? WHERE id=?",
+                (new_cursor, bytes(new_cursor) + bytes(data[new_cursor:]), cid),
+            )
         self._add_pool_bytes(pool, -(new_cursor - cursor))
-        return bytes(data[p.offset:new_cursor])
+        return bytes(data[p.offset : new_cursor])
 
     def retire_peer_chunk(self, pool: str, peer_role: int, link_id: str, block_id: int, idx: int) -> None:
         """The peer gave up the tail of one of its chunks (too short for its keys): drop it here too."""
         row = self.db.execute(
             "SELECT id, owner, size, cursor FROM chunks WHERE pool=? AND link_id=? AND block_id=? AND idx=?",
-            (pool, link_id, block_id, idx)).fetchone()
+            (pool, link_id, block_id, idx),
+        ).fetchone()
         if row is not None and row[1] == peer_role:
             self.db.execute("DELETE FROM chunks WHERE id=?", (row[0],))
             self._add_pool_bytes(pool, -(row[2] - row[3]))
@@ -202,22 +218,31 @@ class ChunkPool(StoreDb):
 
     def whole_chunk_bytes(self, pool: str, owner: int) -> int:
         """Bytes in the untouched confirmed chunks of stripe `owner` of `pool`."""
-        return int(self.db.execute(
-            "SELECT COALESCE(SUM(size), 0) FROM chunks WHERE pool=? AND owner=? AND confirmed=1 AND cursor=0",
-            (pool, owner)).fetchone()[0])
+        return int(
+            self.db.execute(
+                "SELECT COALESCE(SUM(size), 0) FROM chunks WHERE pool=? AND owner=? AND confirmed=1 AND cursor=0",
+                (pool, owner),
+            ).fetchone()[0]
+        )
 
     def newest_whole_chunks(self, pool: str, owner: int, limit: int, size: int | None = None) -> list[Chunk]:
         """Up to `limit` untouched confirmed chunks of stripe `owner`, newest first (the end of the
         stripe, furthest from allocations in flight); only chunks of `size` bytes if given."""
-        sql = (f"SELECT {_CHUNK_COLUMNS} FROM chunks WHERE pool=? AND owner=? AND confirmed=1 AND cursor=0"  # noqa: S608 - table/column names from fixed constants, values bound
-               + (" AND size=?" if size is not None else "") + " ORDER BY id DESC LIMIT ?")
+        sql = (
+            f"SELECT {_CHUNK_COLUMNS} FROM chunks WHERE pool=? AND owner=? AND confirmed=1 AND cursor=0"  # noqa: S608 - table/column names from fixed constants, values bound
+            + (" AND size=?" if size is not None else "")
+            + " ORDER BY id DESC LIMIT ?"
+        )
         args = (pool, owner, size, limit) if size is not None else (pool, owner, limit)
         return [_chunk(r) for r in self.db.execute(sql, args)]
 
     def untouched_chunk(self, pool: str, link_id: str, block_id: int, idx: int) -> Chunk | None:
         """The chunk at (link, block, idx) of `pool` if none of its bytes was consumed yet."""
-        r = self.db.execute(f"SELECT {_CHUNK_COLUMNS} FROM chunks WHERE pool=? AND link_id=? AND block_id=? "  # noqa: S608 - table/column names from fixed constants, values bound
-                            "AND idx=? AND cursor=0", (pool, link_id, block_id, idx)).fetchone()
+        r = self.db.execute(
+            f"SELECT {_CHUNK_COLUMNS} FROM chunks WHERE pool=? AND link_id=? AND block_id=? "  # noqa: S608 - table/column names from fixed constants, values bound
+            "AND idx=? AND cursor=0",
+            (pool, link_id, block_id, idx),
+        ).fetchone()
         return None if r is None else _chunk(r)
 
     def remove_chunks(self, pool: str, chunks: Sequence[Chunk]) -> None:

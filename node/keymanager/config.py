@@ -164,8 +164,9 @@ def _positive(table: dict, key: str, where: str, default: int) -> int:
 
 def _endpoint(table: dict, key: str, where: str) -> str:
     value = get(table, key, str, where, REQUIRED, "a ZeroMQ endpoint such as 'tcp://127.0.0.1:5600'")
-    require("://" in value, key_path(where, key),
-            f"must be a ZeroMQ endpoint such as 'tcp://127.0.0.1:5600', got {value!r}")
+    require(
+        "://" in value, key_path(where, key), f"must be a ZeroMQ endpoint such as 'tcp://127.0.0.1:5600', got {value!r}"
+    )
     return value
 
 
@@ -176,14 +177,32 @@ def parse_config(doc: dict, base_dir: str | Path = ".") -> KmConfig:
     def path(value: str) -> str:
         return value if value == ":memory:" else str((base / value).resolve())
 
-    check_keys(doc, {"kme_id", "database", "local_saes", "api", "keys", "ingest", "link", "peers", "chunk_bytes",
-                      "relay", "sdn", "audit_log", "scrub_delay_s"}, "")
+    check_keys(
+        doc,
+        {
+            "kme_id",
+            "database",
+            "local_saes",
+            "api",
+            "keys",
+            "ingest",
+            "link",
+            "peers",
+            "chunk_bytes",
+            "relay",
+            "sdn",
+            "audit_log",
+            "scrub_delay_s",
+        },
+        "",
+    )
     kme_id = get(doc, "kme_id", str, "", REQUIRED, "a non-empty string")
     if not kme_id:
         raise fail("kme_id", "must be a non-empty string")
     api_t = get(doc, "api", dict, "", {})
-    check_keys(api_t, {"host", "port", "cert", "key", "ca", "client_max_size", "header_timeout_s",
-                        "body_timeout_s"}, "api")
+    check_keys(
+        api_t, {"host", "port", "cert", "key", "ca", "client_max_size", "header_timeout_s", "body_timeout_s"}, "api"
+    )
     api_timeouts = {}
     for n in ("header_timeout_s", "body_timeout_s"):
         v = get(api_t, n, (int, float), "api", getattr(ApiConfig, n), "a number in (0, 3600]")
@@ -194,18 +213,21 @@ def parse_config(doc: dict, base_dir: str | Path = ".") -> KmConfig:
     if not 0 <= port <= 65535:
         raise fail("api.port", f"must be an integer in [0, 65535], got {port}")
     api = ApiConfig(
-        host=get(api_t, "host", str, "api", "127.0.0.1"), port=port,
+        host=get(api_t, "host", str, "api", "127.0.0.1"),
+        port=port,
         cert=path(get(api_t, "cert", str, "api", REQUIRED, "a path to a PEM certificate")),
         key=path(get(api_t, "key", str, "api", REQUIRED, "a path to a PEM private key")),
         ca=path(get(api_t, "ca", str, "api", REQUIRED, "a path to the PEM CA certificate that signs SAE certificates")),
-        client_max_size=_positive(api_t, "client_max_size", "api", 65536), **api_timeouts,
+        client_max_size=_positive(api_t, "client_max_size", "api", 65536),
+        **api_timeouts,
     )
     keys_t = get(doc, "keys", dict, "", {})
     names = set(KeyLimits.__dataclass_fields__)
     check_keys(keys_t, names, "keys")
-    limits = KeyLimits(**{n: _positive(keys_t, n, "keys", getattr(KeyLimits, n)) for n in names
-                          if n != "max_SAE_ID_count"},
-                       max_SAE_ID_count=get(keys_t, "max_SAE_ID_count", int, "keys", 4, "an integer >= 0"))
+    limits = KeyLimits(
+        **{n: _positive(keys_t, n, "keys", getattr(KeyLimits, n)) for n in names if n != "max_SAE_ID_count"},
+        max_SAE_ID_count=get(keys_t, "max_SAE_ID_count", int, "keys", 4, "an integer >= 0"),
+    )
     if limits.max_SAE_ID_count < 0:
         raise fail("keys.max_SAE_ID_count", "must be an integer >= 0")
     for n in ("key_size", "min_key_size", "max_key_size"):
@@ -230,8 +252,11 @@ def parse_config(doc: dict, base_dir: str | Path = ".") -> KmConfig:
         secret = get(src, "auth_key", str, where, REQUIRED, "a path to the module's pre-shared secret")
         sources.append((sid, path(secret)))
     link_t = get(doc, "link", dict, "", REQUIRED)
-    check_keys(link_t, {"bind", "auth_key", "peer_timeout_s", "reconcile_interval_s", "auth_refill_below",
-                         "auth_refill_bytes"}, "link")
+    check_keys(
+        link_t,
+        {"bind", "auth_key", "peer_timeout_s", "reconcile_interval_s", "auth_refill_below", "auth_refill_bytes"},
+        "link",
+    )
     peers = []
     seen_saes: set[str] = set()
     for i, p in enumerate(get(doc, "peers", list, "", [], "an array of tables [[peers]]")):
@@ -240,10 +265,13 @@ def parse_config(doc: dict, base_dir: str | Path = ".") -> KmConfig:
             raise fail(f"peers[{i}]", "must be a table")
         check_keys(p, {"kme_id", "connect", "links", "saes", "auth_key"}, where)
         own_key = get(p, "auth_key", str, where, "", "a path to this pair's pre-shared link secret")
-        peer = PeerConfig(kme_id=get(p, "kme_id", str, where, REQUIRED, "the peer's KME ID"),
-                          connect=_endpoint(p, "connect", where),
-                          links=_str_list(p, "links", where, []), saes=_str_list(p, "saes", where, []),
-                          auth_key=path(own_key) if own_key else "")
+        peer = PeerConfig(
+            kme_id=get(p, "kme_id", str, where, REQUIRED, "the peer's KME ID"),
+            connect=_endpoint(p, "connect", where),
+            links=_str_list(p, "links", where, []),
+            saes=_str_list(p, "saes", where, []),
+            auth_key=path(own_key) if own_key else "",
+        )
         if peer.kme_id == kme_id or not peer.kme_id:
             raise fail(f"{where}.kme_id", "must be a non-empty ID other than this KM's own")
         if seen_saes & set(peer.saes):
@@ -255,8 +283,10 @@ def parse_config(doc: dict, base_dir: str | Path = ".") -> KmConfig:
         raise fail("local_saes", "names an SAE also listed under a peer")
     refill_bytes = _positive(link_t, "auth_refill_bytes", "link", 64 * chunk_bytes)
     if refill_bytes % chunk_bytes or chunk_bytes % 32:
-        raise fail("link.auth_refill_bytes", f"must be a multiple of chunk_bytes ({chunk_bytes}), "
-                         f"itself a multiple of 32, got {refill_bytes}")
+        raise fail(
+            "link.auth_refill_bytes",
+            f"must be a multiple of chunk_bytes ({chunk_bytes}), itself a multiple of 32, got {refill_bytes}",
+        )
     timeout = get(link_t, "peer_timeout_s", (int, float), "link", 2.0, "a positive number")
     interval = get(link_t, "reconcile_interval_s", (int, float), "link", 5.0, "a positive number")
     if timeout <= 0 or interval <= 0:
@@ -284,13 +314,21 @@ def parse_config(doc: dict, base_dir: str | Path = ".") -> KmConfig:
         audit = "" if database == ":memory:" else str(Path(database).with_suffix(".audit.log"))
     return KmConfig(
         sdn=sdn,
-        kme_id=kme_id, relay=relay, database=database, audit_log=path(audit) if audit else "",
+        kme_id=kme_id,
+        relay=relay,
+        database=database,
+        audit_log=path(audit) if audit else "",
         scrub_delay_s=float(scrub_delay),
-        local_saes=local, api=api, keys=limits, ingest_bind=_endpoint(ingest_t, "bind", "ingest"),
+        local_saes=local,
+        api=api,
+        keys=limits,
+        ingest_bind=_endpoint(ingest_t, "bind", "ingest"),
         ingest_sources=tuple(sources),
         link_bind=_endpoint(link_t, "bind", "link"),
         auth_key=path(get(link_t, "auth_key", str, "link", REQUIRED, "a path to the pre-shared link secret")),
-        peers=tuple(peers), peer_timeout_s=float(timeout), reconcile_interval_s=float(interval),
+        peers=tuple(peers),
+        peer_timeout_s=float(timeout),
+        reconcile_interval_s=float(interval),
         auth_refill_below=_positive(link_t, "auth_refill_below", "link", 20_000),
         auth_refill_bytes=refill_bytes,
         chunk_bytes=chunk_bytes,

@@ -87,16 +87,22 @@ class KeyManager:
         """`services`: the services to start beside the KM by name; a configuration with [sdn] needs
         `"restconf"` (see `node.control.sdn.service.services_for`)."""
         if config.sdn is not None and "restconf" not in (services or {}):
-            raise ValueError(f"key manager {config.kme_id}: the configuration has [sdn] but this entry point "
-                             "does not start the SDN agent; run it with `qkdnode km CONFIG`")
+            raise ValueError(
+                f"key manager {config.kme_id}: the configuration has [sdn] but this entry point "
+                "does not start the SDN agent; run it with `qkdnode km CONFIG`"
+            )
         self.config = config
         self._service_starters = dict(services or {})
         self.services: dict[str, KmService] = {}
         self.kme_id = config.kme_id
         self.limits: KeyLimits = config.keys
-        self.store = KeyStore(config.database, config.kme_id,
-                              capacity_bytes=config.keys.max_key_count * config.keys.key_size // 8,
-                              chunk_bytes=config.chunk_bytes, scrub_deferred=config.scrub_delay_s > 0)
+        self.store = KeyStore(
+            config.database,
+            config.kme_id,
+            capacity_bytes=config.keys.max_key_count * config.keys.key_size // 8,
+            chunk_bytes=config.chunk_bytes,
+            scrub_deferred=config.scrub_delay_s > 0,
+        )
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="km-store")
         self._local = set(config.local_saes)
         self._queues: dict[str, list[_Pending]] = {p.kme_id: [] for p in config.peers}
@@ -110,18 +116,28 @@ class KeyManager:
         self.clients: dict[str, PeerClient] = {}
         self.api_port = 0
         self.alarms = AlarmRegistry()
-        self.control = ControlPlane(config.kme_id, {p.kme_id: link_id_of(config.kme_id, p.kme_id, p.links)
-                                                    for p in config.peers},
-                                    config.local_saes, gossip_interval_s=config.relay.gossip_interval_s,
-                                    stale_s=config.relay.stale_s, alarm=self._alarm)
+        self.control = ControlPlane(
+            config.kme_id,
+            {p.kme_id: link_id_of(config.kme_id, p.kme_id, p.links) for p in config.peers},
+            config.local_saes,
+            gossip_interval_s=config.relay.gossip_interval_s,
+            stale_s=config.relay.stale_s,
+            alarm=self._alarm,
+        )
         self.relay = RelayService(self, self.store, self.control, timeout_s=config.relay.timeout_s, alarm=self._alarm)
         self.qos: QosService | None = None  # SDN control (node.control.sdn) attaches application QoS here
-        self.counters = {"keys_delivered_master": 0, "keys_delivered_slave": 0, "keys_voided": 0,
-                         "reconcile_unknown": 0, "auth_refills": 0,
-                         # slave side: answers to slave SAEs that a crash or a dropped connection may
-                         # have lost (the key is never served again); master side: keys voided
-                         # because the peer reported such a lost answer
-                         "keys_unanswered": 0, "keys_lost_at_peer": 0}
+        self.counters = {
+            "keys_delivered_master": 0,
+            "keys_delivered_slave": 0,
+            "keys_voided": 0,
+            "reconcile_unknown": 0,
+            "auth_refills": 0,
+            # slave side: answers to slave SAEs that a crash or a dropped connection may
+            # have lost (the key is never served again); master side: keys voided
+            # because the peer reported such a lost answer
+            "keys_unanswered": 0,
+            "keys_lost_at_peer": 0,
+        }
 
     # -- store access in its own thread -------------------------------------------------------
 
@@ -153,8 +169,7 @@ class KeyManager:
             return min(links[lk] for lk in route.links) // self.limits.key_size
         return await self.db(self.store.stored_key_count, peer_kme_id, self.limits.key_size // 8)
 
-    async def get_keys(self, master: str, slaves: list[str], number: int, nbytes: int
-                       ) -> Sequence[KeyEntry]:
+    async def get_keys(self, master: str, slaves: list[str], number: int, nbytes: int) -> Sequence[KeyEntry]:
         if self.qos is None:
             return await self._get_keys(master, slaves, number, nbytes)
         pool = self.peer_of_sae(slaves[0])
@@ -169,15 +184,15 @@ class KeyManager:
             self.qos.registry.delivered(app, len(keys), 8 * nbytes * len(keys))
         return keys
 
-    async def _get_keys(self, master: str, slaves: list[str], number: int, nbytes: int
-                        ) -> Sequence[KeyEntry]:
+    async def _get_keys(self, master: str, slaves: list[str], number: int, nbytes: int) -> Sequence[KeyEntry]:
         pool = self.peer_of_sae(slaves[0])
         if pool is None:
             raise ValueError("slave SAE is not served by a peer KM")
         if pool not in self._queues:
             virt = self.qos.relay_target(pool) if self.qos is not None else None
-            keys = await self.relay.originate(master, slaves, number, nbytes, pool,
-                                              via=list(virt.path) if virt is not None else None)
+            keys = await self.relay.originate(
+                master, slaves, number, nbytes, pool, via=list(virt.path) if virt is not None else None
+            )
             self.counters["keys_delivered_master"] += len(keys)
             return keys
         fut: asyncio.Future[list[tuple[str, bytes]]] = asyncio.get_running_loop().create_future()
@@ -185,8 +200,7 @@ class KeyManager:
         self._wake[pool].set()
         return await fut
 
-    async def get_keys_with_ids(self, requester: str, master: str, key_ids: list[str]
-                                ) -> Sequence[KeyEntry]:
+    async def get_keys_with_ids(self, requester: str, master: str, key_ids: list[str]) -> Sequence[KeyEntry]:
         if self.qos is not None:  # keys past their application's ttl are voided first, never served
             await self.qos.fetch_unexpired(requester, master, key_ids)
         if await self.db(self.relay.rstore.holds_relayed, key_ids):
@@ -202,8 +216,14 @@ class KeyManager:
         await self.db(self.store.confirm_answered, requester, key_ids, ok)
         if not ok:
             self.counters["keys_unanswered"] += len(key_ids)
-            audit("keys_unanswered", logging.WARNING, kme=self.kme_id, sae=requester, key_IDs=key_ids,
-                  reason="the answer could not be written; the keys will not be served again")
+            audit(
+                "keys_unanswered",
+                logging.WARNING,
+                kme=self.kme_id,
+                sae=requester,
+                key_IDs=key_ids,
+                reason="the answer could not be written; the keys will not be served again",
+            )
             if self._blocks_event is not None:
                 self._blocks_event.set()  # the sync loop tells the master's KM
 
@@ -236,8 +256,14 @@ class KeyManager:
                 self._answer_masters(acked)
                 served = _fail_unserved(batch, results)
                 if served:
-                    inflight.append(_Sent(served, asyncio.create_task(client.request(
-                        MessageType.KEY_ALLOC, {}, payload=_allocations_frame(served)))))
+                    inflight.append(
+                        _Sent(
+                            served,
+                            asyncio.create_task(
+                                client.request(MessageType.KEY_ALLOC, {}, payload=_allocations_frame(served))
+                            ),
+                        )
+                    )
                 if client.link.messages_left < self.refill_below and self._blocks_event is not None:
                     self._blocks_event.set()  # the sync loop refills the link's authentication key
                 if queue:
@@ -246,8 +272,9 @@ class KeyManager:
             for task in [x.ack for x in inflight] + ([waker] if waker is not None else []):
                 task.cancel()
 
-    async def _settle_and_reserve(self, pool: str, acked: list[_Sent], batch: list[_Pending]
-                                  ) -> list[Reserved | PoolExhausted] | None:
+    async def _settle_and_reserve(
+        self, pool: str, acked: list[_Sent], batch: list[_Pending]
+    ) -> list[Reserved | PoolExhausted] | None:
         """One commit: the keys of acked batches become delivered (void if the peer failed to ack),
         and the new batch's requests are reserved. None (every request concerned failed) if the
         store failed: nothing settled or reserved then."""
@@ -256,8 +283,9 @@ class KeyManager:
         for sent in acked:
             (void if sent.ack.exception() is not None else deliver).extend(sent.key_ids())
         try:
-            results = await self.db(self.store.reserve_many, pool,
-                                    [(p.master, p.slaves, p.number, p.nbytes) for p in batch], deliver, void)
+            results = await self.db(
+                self.store.reserve_many, pool, [(p.master, p.slaves, p.number, p.nbytes) for p in batch], deliver, void
+            )
         except Exception as exc:  # noqa: BLE001 - the store failed: nothing settled or reserved in this transaction
             log.error("allocation commit failed: %s", exc)
             for p in batch:
@@ -296,14 +324,14 @@ class KeyManager:
 
     async def _on_key_alloc(self, peer: str, msg: Message) -> tuple[str, dict[str, Any], bytes | None]:
         doc = json_payload(msg)
-        if not isinstance(doc.get("allocations"), list) \
-                or not isinstance(doc.get("retired"), list):
+        if not isinstance(doc.get("allocations"), list) or not isinstance(doc.get("retired"), list):
             raise ValueError("KEY_ALLOC payload must be {allocations: [...], retired: [...]}")
         allocs = [Allocation.from_json(a) for a in doc["allocations"]]
         retired = []
         for r in doc["retired"]:
-            if not (isinstance(r, list) and len(r) == 3 and isinstance(r[0], str)
-                    and all(type(v) is int for v in r[1:])):
+            if not (
+                isinstance(r, list) and len(r) == 3 and isinstance(r[0], str) and all(type(v) is int for v in r[1:])
+            ):
                 raise ValueError("KEY_ALLOC retired entries must be [link_id, block_id, chunk]")
             retired.append((r[0], r[1], r[2]))
         for a in allocs:
@@ -317,7 +345,8 @@ class KeyManager:
     async def _on_blocks_have(self, peer: str, msg: Message) -> tuple[str, dict[str, Any], bytes | None]:
         blocks = json_payload(msg).get("blocks")
         if not isinstance(blocks, list) or not all(
-                isinstance(b, list) and len(b) == 2 and isinstance(b[0], str) and type(b[1]) is int for b in blocks):
+            isinstance(b, list) and len(b) == 2 and isinstance(b[0], str) and type(b[1]) is int for b in blocks
+        ):
             raise ValueError("BLOCKS_HAVE blocks must be a list of [link_id, block_id]")
         held = await self.db(self.store.confirm_blocks, peer, [tuple(b) for b in blocks])
         return MessageType.BLOCKS_HELD, {"count": len(held)}, json_frame({"blocks": [list(b) for b in held]})
@@ -325,7 +354,8 @@ class KeyManager:
     async def _on_reconcile(self, peer: str, msg: Message) -> tuple[str, dict[str, Any], bytes | None]:
         keys = json_payload(msg).get("keys")
         if not isinstance(keys, list) or not all(
-                isinstance(k, list) and len(k) == 2 and all(isinstance(v, str) for v in k) for k in keys):
+            isinstance(k, list) and len(k) == 2 and all(isinstance(v, str) for v in k) for k in keys
+        ):
             raise ValueError("RECONCILE keys must be a list of [key_ID, state]")
         states = await self.db(self.store.peer_key_states, [k for k, _ in keys])
         unknown = [k for k, s in keys if k not in states and s == "delivered"]
@@ -333,7 +363,11 @@ class KeyManager:
         voided = await self.db(self.store.void_peer_keys, void) if void else 0
         if unknown:
             log.error("reconciliation with %s: %d delivered key IDs unknown here", peer, len(unknown))
-        return MessageType.RECONCILE_REPORT, {"unknown": len(unknown), "voided": voided}, json_frame({"unknown": unknown})
+        return (
+            MessageType.RECONCILE_REPORT,
+            {"unknown": len(unknown), "voided": voided},
+            json_frame({"unknown": unknown}),
+        )
 
     async def _on_auth_refill(self, peer: str, msg: Message) -> tuple[str, dict[str, Any], bytes | None]:
         n = msg.header.get("n")
@@ -351,26 +385,32 @@ class KeyManager:
     async def _refill_auth(self, pool: str) -> None:
         """Top up this KM's request flow to `pool` with key from the pool, once the peer holds it too."""
         client, flow = self.clients[pool], f"{pool}:out"
-        pending = [(n, allocs, material) for n, allocs, material, applied
-                   in await self.db(self.store.auth_refills, flow) if not applied]
+        pending = [
+            (n, allocs, material)
+            for n, allocs, material, applied in await self.db(self.store.auth_refills, flow)
+            if not applied
+        ]
         if not pending:
             if client.link.messages_left >= self.refill_below:
                 return
             try:
-                await self.db(self.store.reserve_auth_refill, pool, flow,
-                              self.config.auth_refill_bytes // self.config.chunk_bytes)
+                await self.db(
+                    self.store.reserve_auth_refill, pool, flow, self.config.auth_refill_bytes // self.config.chunk_bytes
+                )
             except PoolExhausted:
                 log.warning("link to peer KM %s: too little shared key to refill its authentication key", pool)
                 return
             pending = [(n, a, m) for n, a, m, applied in await self.db(self.store.auth_refills, flow) if not applied]
         for n, allocs, material in pending:
-            await client.request(MessageType.AUTH_REFILL, {"n": n},
-                                 payload=json_frame({"allocations": [a.to_json() for a in allocs]}))
+            await client.request(
+                MessageType.AUTH_REFILL, {"n": n}, payload=json_frame({"allocations": [a.to_json() for a in allocs]})
+            )
             await self.db(self.store.mark_refill_applied, flow, n)
             client.link.refill(material)
             self.counters["auth_refills"] += 1
-            log.info("link to peer KM %s: authentication key refilled (%d messages left)", pool,
-                     client.link.messages_left)
+            log.info(
+                "link to peer KM %s: authentication key refilled (%d messages left)", pool, client.link.messages_left
+            )
 
     def _load_auth_refills(self) -> None:
         """Rebuild each flow's key stream: bootstrap secret, then the refills in order."""
@@ -384,17 +424,30 @@ class KeyManager:
     async def _on_keys_unanswered(self, peer: str, msg: Message) -> tuple[str, dict[str, Any], bytes | None]:
         """Master side: the peer lost answers to its slave SAEs for these keys; void them here."""
         ids = json_payload(msg).get("keys")
-        if not isinstance(ids, list) or not all(isinstance(k, str) and len(k) <= 64 for k in ids) \
-                or len(ids) > RECONCILE_PAGE:
+        if (
+            not isinstance(ids, list)
+            or not all(isinstance(k, str) and len(k) <= 64 for k in ids)
+            or len(ids) > RECONCILE_PAGE
+        ):
             raise ValueError(f"KEYS_UNANSWERED keys must be a list of at most {RECONCILE_PAGE} key IDs")
         voided = await self.db(self.store.void_lost_at_peer, peer, ids)
         if voided:
             self.counters["keys_lost_at_peer"] += len(voided)
             await self._refresh_lost(peer)
-            audit("keys_lost_at_peer", logging.WARNING, kme=self.kme_id, peer_kme=peer, key_IDs=voided,
-                  reason="the peer KM may never have answered the slave SAE; the keys are void")
-            log.warning("peer KM %s lost the answers for %d keys its slave SAEs fetched; they are now void "
-                        "(reported to the master SAEs in Get status)", peer, len(voided))
+            audit(
+                "keys_lost_at_peer",
+                logging.WARNING,
+                kme=self.kme_id,
+                peer_kme=peer,
+                key_IDs=voided,
+                reason="the peer KM may never have answered the slave SAE; the keys are void",
+            )
+            log.warning(
+                "peer KM %s lost the answers for %d keys its slave SAEs fetched; they are now void "
+                "(reported to the master SAEs in Get status)",
+                peer,
+                len(voided),
+            )
         return MessageType.KEYS_UNANSWERED_ACK, {"voided": len(voided)}, None
 
     async def _refresh_lost(self, pool: str) -> None:
@@ -410,11 +463,16 @@ class KeyManager:
         ids = await self.db(self.store.unreported_unanswered, pool, RECONCILE_PAGE)
         if not ids:
             return
-        reply = await self.clients[pool].request(MessageType.KEYS_UNANSWERED, {"count": len(ids)},
-                                                 payload=json_frame({"keys": ids}))
+        reply = await self.clients[pool].request(
+            MessageType.KEYS_UNANSWERED, {"count": len(ids)}, payload=json_frame({"keys": ids})
+        )
         await self.db(self.store.mark_unanswered_reported, ids)
-        log.warning("told peer KM %s of %d keys whose answer to a slave SAE may have been lost (%s voided there)",
-                    pool, len(ids), reply.header.get("voided"))
+        log.warning(
+            "told peer KM %s of %d keys whose answer to a slave SAE may have been lost (%s voided there)",
+            pool,
+            len(ids),
+            reply.header.get("voided"),
+        )
 
     async def _on_key_query(self, peer: str, msg: Message) -> tuple[str, dict[str, Any], bytes | None]:
         ids = json_payload(msg).get("keys")
@@ -428,8 +486,9 @@ class KeyManager:
         stale = await self.db(self.store.stale_peer_reservations, pool, ORPHAN_AGE_S, RECONCILE_PAGE)
         if not stale:
             return
-        reply = await self.clients[pool].request(MessageType.KEY_QUERY, {"count": len(stale)},
-                                                 payload=json_frame({"keys": stale}))
+        reply = await self.clients[pool].request(
+            MessageType.KEY_QUERY, {"count": len(stale)}, payload=json_frame({"keys": stale})
+        )
         states = json_payload(reply).get("states")
         if not isinstance(states, dict):
             raise ValueError("KEY_STATES states must be an object")
@@ -440,16 +499,19 @@ class KeyManager:
             log.warning("reconciliation with %s: voided %d keys the owner voided or never recorded", pool, n)
 
     async def _confirm_blocks(self, pool: str) -> None:
-        pending, self._confirm_after[pool] = await self.db(self.store.unconfirmed_blocks, pool, 1000,
-                                                           self._confirm_after.get(pool, 0))
+        pending, self._confirm_after[pool] = await self.db(
+            self.store.unconfirmed_blocks, pool, 1000, self._confirm_after.get(pool, 0)
+        )
         if not pending:
             return
-        reply = await self.clients[pool].request(MessageType.BLOCKS_HAVE, {"count": len(pending)},
-                                                 payload=json_frame({"blocks": [list(b) for b in pending]}))
+        reply = await self.clients[pool].request(
+            MessageType.BLOCKS_HAVE, {"count": len(pending)}, payload=json_frame({"blocks": [list(b) for b in pending]})
+        )
         held = json_payload(reply).get("blocks")
         if isinstance(held, list):
-            await self.db(self.store.confirm_blocks, pool,
-                          [tuple(b) for b in held if isinstance(b, list) and len(b) == 2])
+            await self.db(
+                self.store.confirm_blocks, pool, [tuple(b) for b in held if isinstance(b, list) and len(b) == 2]
+            )
 
     async def _sync_loop(self, pool: str) -> None:
         """Confirm new blocks as soon as they arrive, and reconcile key IDs periodically."""
@@ -476,7 +538,10 @@ class KeyManager:
                     rows = list(itertools.takewhile(lambda r: r[2] != "reserved", page))
                     if rows:
                         reply = await self.clients[pool].request(
-                            MessageType.RECONCILE, {"count": len(rows)}, payload=json_frame({"keys": [[k, s] for _, k, s in rows]}))
+                            MessageType.RECONCILE,
+                            {"count": len(rows)},
+                            payload=json_frame({"keys": [[k, s] for _, k, s in rows]}),
+                        )
                         unknown = reply.header.get("unknown")
                         self.counters["reconcile_unknown"] += unknown if type(unknown) is int else 0
                         after = rows[-1][0]
@@ -502,8 +567,14 @@ class KeyManager:
     def _alarm(self, severity: str, source: str, text: str) -> None:
         """Raise a transient alarm (relay events, rejected messages); never with key material."""
         self.alarms.raise_alarm(severity, source, text, clear_after_s=300.0)
-        audit("alarm", logging.WARNING if severity in ("critical", "major") else logging.INFO, kme=self.kme_id,
-              source=source, severity=severity, text=text)
+        audit(
+            "alarm",
+            logging.WARNING if severity in ("critical", "major") else logging.INFO,
+            kme=self.kme_id,
+            source=source,
+            severity=severity,
+            text=text,
+        )
 
     def auth_messages_left(self) -> dict[str, int]:
         """Messages each authenticated flow can still seal (the bootstrap secret is consumed)."""
@@ -514,8 +585,12 @@ class KeyManager:
     def _check_auth_key(self, pool: str) -> None:
         left = min(self.clients[pool].link.messages_left, self.peer_server.links[pool].messages_left)
         if left < self.refill_below // 2 and not self._auth_warned.get(pool):
-            log.warning("link to peer KM %s: authentication key for only %d more messages and no refill "
-                        "yet (too little shared key?)", pool, left)
+            log.warning(
+                "link to peer KM %s: authentication key for only %d more messages and no refill "
+                "yet (too little shared key?)",
+                pool,
+                left,
+            )
             self._auth_warned[pool] = True
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -529,11 +604,19 @@ class KeyManager:
             audit("keys_voided", logging.WARNING, kme=cfg.kme_id, count=voided, reason="reserved at a crash")
         unanswered = await self.db(self.store.recover_unanswered)
         if unanswered:
-            log.warning("recovery: %d keys were committed as delivered to slave SAEs but their answers may "
-                        "not have left before the crash; they will not be served again and the master's KM "
-                        "is told", unanswered)
-            audit("keys_unanswered", logging.WARNING, kme=cfg.kme_id, count=unanswered,
-                  reason="committed as delivered before a crash, answer not known to have left")
+            log.warning(
+                "recovery: %d keys were committed as delivered to slave SAEs but their answers may "
+                "not have left before the crash; they will not be served again and the master's KM "
+                "is told",
+                unanswered,
+            )
+            audit(
+                "keys_unanswered",
+                logging.WARNING,
+                kme=cfg.kme_id,
+                count=unanswered,
+                reason="committed as delivered before a crash, answer not known to have left",
+            )
         self.counters["keys_unanswered"] = await self.db(self.store.unanswered_count)
         voided = await self.db(self.relay.rstore.recover)
         if voided:
@@ -543,21 +626,31 @@ class KeyManager:
         self.link_state = LinkState(cfg.database + ".links.json")
         secret = load_secret(cfg.auth_key)
         secrets = {p.kme_id: load_secret(p.auth_key) if p.auth_key else secret for p in cfg.peers}
-        self.peer_server = PeerServer(self.ctx, cfg.kme_id, cfg.link_bind, secrets,
-                                      self.link_state, {MessageType.KEY_ALLOC: self._on_key_alloc,
-                                                        MessageType.BLOCKS_HAVE: self._on_blocks_have,
-                                                        MessageType.RECONCILE: self._on_reconcile,
-                                                        MessageType.KEY_QUERY: self._on_key_query,
-                                                        MessageType.AUTH_REFILL: self._on_auth_refill,
-                                                        MessageType.KEYS_UNANSWERED: self._on_keys_unanswered,
-                                                        MessageType.LINK_STATE: self.relay.on_link_state,
-                                                        MessageType.RELAY_FORWARD: self.relay.on_relay_forward},
-                                      on_reject=lambda peer, why: self._alarm(
-                                          "major", f"peer:{peer}", f"message from peer KM {peer} rejected: {why}"))
+        self.peer_server = PeerServer(
+            self.ctx,
+            cfg.kme_id,
+            cfg.link_bind,
+            secrets,
+            self.link_state,
+            {
+                MessageType.KEY_ALLOC: self._on_key_alloc,
+                MessageType.BLOCKS_HAVE: self._on_blocks_have,
+                MessageType.RECONCILE: self._on_reconcile,
+                MessageType.KEY_QUERY: self._on_key_query,
+                MessageType.AUTH_REFILL: self._on_auth_refill,
+                MessageType.KEYS_UNANSWERED: self._on_keys_unanswered,
+                MessageType.LINK_STATE: self.relay.on_link_state,
+                MessageType.RELAY_FORWARD: self.relay.on_relay_forward,
+            },
+            on_reject=lambda peer, why: self._alarm(
+                "major", f"peer:{peer}", f"message from peer KM {peer} rejected: {why}"
+            ),
+        )
         await self.peer_server.start()
         for p in cfg.peers:
-            client = PeerClient(self.ctx, cfg.kme_id, p.kme_id, p.connect, secrets[p.kme_id], self.link_state,
-                                cfg.peer_timeout_s)
+            client = PeerClient(
+                self.ctx, cfg.kme_id, p.kme_id, p.connect, secrets[p.kme_id], self.link_state, cfg.peer_timeout_s
+            )
             await client.start()
             self.clients[p.kme_id] = client
             self._wake[p.kme_id] = asyncio.Event()
@@ -566,21 +659,34 @@ class KeyManager:
         await self.db(self._load_auth_refills)
         for p in cfg.peers:
             await self._refresh_lost(p.kme_id)
-            self.counters["keys_lost_at_peer"] += sum(n for (pool, _), (n, _) in self._lost_cache.items()
-                                                      if pool == p.kme_id)
+            self.counters["keys_lost_at_peer"] += sum(
+                n for (pool, _), (n, _) in self._lost_cache.items() if pool == p.kme_id
+            )
         if cfg.relay.enabled:
             self._tasks.append(asyncio.create_task(self.relay.gossip_loop()))
         if self.store.scrub_deferred:
             self._tasks.append(asyncio.create_task(self._scrubber()))
-        self.ingest = IngestServer(self.ctx, cfg.ingest_bind, {s: load_secret(k) for s, k in cfg.ingest_sources},
-                                   self.link_state, cfg.pool_of_link, self._commit_blocks,
-                                   self._blocks_event.set, on_unknown=lambda m: self._alarm(
-                                       "major", "ingest", f"a QKD source sent a {str(m.type)[:64]}; answered ERROR"))
+        self.ingest = IngestServer(
+            self.ctx,
+            cfg.ingest_bind,
+            {s: load_secret(k) for s, k in cfg.ingest_sources},
+            self.link_state,
+            cfg.pool_of_link,
+            self._commit_blocks,
+            self._blocks_event.set,
+            on_unknown=lambda m: self._alarm(
+                "major", "ingest", f"a QKD source sent a {str(m.type)[:64]}; answered ERROR"
+            ),
+        )
         await self.ingest.start()
         self.api = Etsi014Api(self, cfg.api.client_max_size, cfg.api.body_timeout_s)
         self.runner, self.api_port = await start_api(
-            self.api, cfg.api.host, cfg.api.port, server_ssl_context(cfg.api.cert, cfg.api.key, cfg.api.ca),
-            cfg.api.header_timeout_s)
+            self.api,
+            cfg.api.host,
+            cfg.api.port,
+            server_ssl_context(cfg.api.cert, cfg.api.key, cfg.api.ca),
+            cfg.api.header_timeout_s,
+        )
         log.info("KM %s serving ETSI 014 on %s:%d", cfg.kme_id, cfg.api.host, self.api_port)
         for name, start in self._service_starters.items():  # e.g. SDN control over RESTCONF (ETSI GS QKD 015)
             self.services[name] = await start(self)
@@ -651,8 +757,12 @@ def _fail_unserved(batch: list[_Pending], results: list[Reserved | PoolExhausted
 
 def _allocations_frame(served: list[tuple[_Pending, Reserved]]) -> bytes:
     """The `KEY_ALLOC` payload: key IDs and positions (never bits), and the chunks retired."""
-    return json.dumps({"allocations": [a.to_json() for _, r in served for a in r.allocations],
-                       "retired": [list(x) for _, r in served for x in r.retired]}).encode()
+    return json.dumps(
+        {
+            "allocations": [a.to_json() for _, r in served for a in r.allocations],
+            "retired": [list(x) for _, r in served for x in r.retired],
+        }
+    ).encode()
 
 
 def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
@@ -660,8 +770,11 @@ def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
         future.set_exception(exc)
 
 
-async def run_key_manager(config: KmConfig, ready: Callable[[KeyManager], None] | None = None,
-                          services: Mapping[str, ServiceStarter] | None = None) -> None:
+async def run_key_manager(
+    config: KmConfig,
+    ready: Callable[[KeyManager], None] | None = None,
+    services: Mapping[str, ServiceStarter] | None = None,
+) -> None:
     """Run a key manager until SIGINT/SIGTERM, then shut down gracefully. Its audit trail goes to
     `config.audit_log` (owner-only, beside the key store unless configured elsewhere)."""
     stop = asyncio.Event()

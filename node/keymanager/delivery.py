@@ -41,12 +41,14 @@ RELAYED = GrantTables("relayed_keys", "relay_grants", "material, path")
 
 def add_grants(db: sqlite3.Connection, tables: GrantTables, key_id: str, slaves: Sequence[str]) -> None:
     """Name the slave SAEs that may fetch `key_id` (each once)."""
-    db.executemany(f"INSERT INTO {tables.grants}(key_id, sae_id) VALUES(?, ?)",
-                   [(key_id, s) for s in dict.fromkeys(slaves)])
+    db.executemany(
+        f"INSERT INTO {tables.grants}(key_id, sae_id) VALUES(?, ?)", [(key_id, s) for s in dict.fromkeys(slaves)]
+    )
 
 
-def consume_grants(db: sqlite3.Connection, tables: GrantTables, requester: str, master: str,
-                   key_ids: Sequence[str], mark: int) -> list[tuple[Any, ...]]:
+def consume_grants(
+    db: sqlite3.Connection, tables: GrantTables, requester: str, master: str, key_ids: Sequence[str], mark: int
+) -> list[tuple[Any, ...]]:
     """Consume slave SAE `requester`'s grant of each key (inside the caller's transaction), all or
     none; returns the `served` columns per key. The grant is set to `mark` (delivered, or
     answering: see the module docstring); a key whose last grant is consumed becomes delivered and
@@ -59,13 +61,17 @@ def consume_grants(db: sqlite3.Connection, tables: GrantTables, requester: str, 
     out: list[tuple[Any, ...]] = []
     unauthorized = missing = False
     for key_id in key_ids:
-        row = db.execute(f"SELECT origin, master_sae, state, {tables.served} FROM {tables.keys} WHERE key_id=?",  # noqa: S608 - table/column names from fixed constants, values bound
-                         (key_id,)).fetchone()
+        row = db.execute(
+            f"SELECT origin, master_sae, state, {tables.served} FROM {tables.keys} WHERE key_id=?",  # noqa: S608 - table/column names from fixed constants, values bound
+            (key_id,),
+        ).fetchone()
         if row is None or row[0] != 0 or row[1] != master or row[2] != "reserved":
             missing = True
             continue
-        grant = db.execute(f"SELECT delivered FROM {tables.grants} WHERE key_id=? AND sae_id=?",  # noqa: S608 - table/column names from fixed constants, values bound
-                           (key_id, requester)).fetchone()
+        grant = db.execute(
+            f"SELECT delivered FROM {tables.grants} WHERE key_id=? AND sae_id=?",  # noqa: S608 - table/column names from fixed constants, values bound
+            (key_id, requester),
+        ).fetchone()
         if grant is None:
             unauthorized = True
             continue
@@ -74,8 +80,10 @@ def consume_grants(db: sqlite3.Connection, tables: GrantTables, requester: str, 
             continue
         out.append(tuple(row[3:]))
         db.execute(f"UPDATE {tables.grants} SET delivered=? WHERE key_id=? AND sae_id=?", (mark, key_id, requester))  # noqa: S608 - table/column names from fixed constants, values bound
-        left = db.execute(f"SELECT COUNT(*) FROM {tables.grants} WHERE key_id=? AND delivered=0",  # noqa: S608 - table/column names from fixed constants, values bound
-                          (key_id,)).fetchone()[0]
+        left = db.execute(
+            f"SELECT COUNT(*) FROM {tables.grants} WHERE key_id=? AND delivered=0",  # noqa: S608 - table/column names from fixed constants, values bound
+            (key_id,),
+        ).fetchone()[0]
         if left == 0:
             db.execute(f"UPDATE {tables.keys} SET state='delivered', material=NULL WHERE key_id=?", (key_id,))  # noqa: S608 - table/column names from fixed constants, values bound
     if unauthorized:
@@ -107,9 +115,13 @@ class SlaveDelivery(StoreDb):
                 self.db.executemany(
                     "INSERT OR IGNORE INTO unanswered(key_id, sae_id, pool, at) SELECT g.key_id, g.sae_id, "
                     "k.pool, ? FROM grants g JOIN keys k ON k.key_id = g.key_id "
-                    "WHERE g.key_id=? AND g.sae_id=? AND g.delivered=2", [(now, k, requester) for k in key_ids])
-            self.db.executemany("UPDATE grants SET delivered=1 WHERE key_id=? AND sae_id=? AND delivered=2",
-                                [(k, requester) for k in key_ids])
+                    "WHERE g.key_id=? AND g.sae_id=? AND g.delivered=2",
+                    [(now, k, requester) for k in key_ids],
+                )
+            self.db.executemany(
+                "UPDATE grants SET delivered=1 WHERE key_id=? AND sae_id=? AND delivered=2",
+                [(k, requester) for k in key_ids],
+            )
 
     def recover_unanswered(self) -> int:
         """At start: grants committed as delivered whose answer may not have left (a crash between
@@ -118,7 +130,9 @@ class SlaveDelivery(StoreDb):
         with self.transaction(scrub=False):
             n = self.db.execute(
                 "INSERT OR IGNORE INTO unanswered(key_id, sae_id, pool, at) SELECT g.key_id, g.sae_id, k.pool, ? "
-                "FROM grants g JOIN keys k ON k.key_id = g.key_id WHERE g.delivered=2", (time.time(),)).rowcount
+                "FROM grants g JOIN keys k ON k.key_id = g.key_id WHERE g.delivered=2",
+                (time.time(),),
+            ).rowcount
             self.db.execute("UPDATE grants SET delivered=1 WHERE delivered=2")
         return n
 
@@ -128,8 +142,12 @@ class SlaveDelivery(StoreDb):
 
     def unreported_unanswered(self, pool: str, limit: int = 2000) -> list[str]:
         """Key IDs of `pool` whose possibly lost answers the peer (the master's KM) was not yet told of."""
-        return [r[0] for r in self.db.execute(
-            "SELECT DISTINCT key_id FROM unanswered WHERE pool=? AND reported=0 ORDER BY at LIMIT ?", (pool, limit))]
+        return [
+            r[0]
+            for r in self.db.execute(
+                "SELECT DISTINCT key_id FROM unanswered WHERE pool=? AND reported=0 ORDER BY at LIMIT ?", (pool, limit)
+            )
+        ]
 
     def mark_unanswered_reported(self, key_ids: Sequence[str]) -> None:
         """The master's KM acknowledged these key IDs."""
@@ -143,21 +161,34 @@ class SlaveDelivery(StoreDb):
         voided: list[str] = []
         with self.transaction(scrub=False):
             for k in key_ids:
-                row = self.db.execute("SELECT master_sae FROM keys WHERE key_id=? AND pool=? AND origin=1 "
-                                      "AND state='delivered'", (k, pool)).fetchone()
+                row = self.db.execute(
+                    "SELECT master_sae FROM keys WHERE key_id=? AND pool=? AND origin=1 AND state='delivered'",
+                    (k, pool),
+                ).fetchone()
                 if row is None:
                     continue
                 self.db.execute("UPDATE keys SET state='void' WHERE key_id=?", (k,))
-                self.db.execute("INSERT OR IGNORE INTO lost_at_peer(key_id, pool, master_sae, at) VALUES(?,?,?,?)",
-                                (k, pool, row[0], now))
+                self.db.execute(
+                    "INSERT OR IGNORE INTO lost_at_peer(key_id, pool, master_sae, at) VALUES(?,?,?,?)",
+                    (k, pool, row[0], now),
+                )
                 voided.append(k)
         return voided
 
     def lost_at_peer(self, pool: str, master_sae: str, recent: int = 16) -> tuple[int, list[str]]:
         """How many keys of master SAE `master_sae` in `pool` were lost at the peer, and the most recent IDs."""
-        n = self.db.execute("SELECT COUNT(*) FROM lost_at_peer WHERE pool=? AND master_sae=?",
-                            (pool, master_sae)).fetchone()[0]
-        ids = [r[0] for r in self.db.execute(
-            "SELECT key_id FROM lost_at_peer WHERE pool=? AND master_sae=? ORDER BY at DESC, key_id LIMIT ?",
-            (pool, master_sae, recent))] if n else []
+        n = self.db.execute(
+            "SELECT COUNT(*) FROM lost_at_peer WHERE pool=? AND master_sae=?", (pool, master_sae)
+        ).fetchone()[0]
+        ids = (
+            [
+                r[0]
+                for r in self.db.execute(
+                    "SELECT key_id FROM lost_at_peer WHERE pool=? AND master_sae=? ORDER BY at DESC, key_id LIMIT ?",
+                    (pool, master_sae, recent),
+                )
+            ]
+            if n
+            else []
+        )
         return n, ids

@@ -87,8 +87,13 @@ class DemoPair:
         for w in which:
             create_private_file(self.log(w))
             with open(self.log(w), "ab") as err:  # the child keeps its own descriptor
-                proc = subprocess.Popen([sys.executable, "-m", "node.keymanager.daemon", str(self.configs[w])],
-                                        stdout=subprocess.PIPE, stderr=err, text=True, cwd=self.root)
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "node.keymanager.daemon", str(self.configs[w])],
+                    stdout=subprocess.PIPE,
+                    stderr=err,
+                    text=True,
+                    cwd=self.root,
+                )
             if not proc.stdout.readline().startswith("{"):  # type: ignore[union-attr]
                 proc.kill()
                 proc.wait()
@@ -109,8 +114,16 @@ class DemoPair:
         self.procs.clear()
 
 
-def km_toml_head(kme_id: str, database: str, local_saes: Sequence[str], api_port: int, pki: str | os.PathLike,
-                 keys: Mapping[str, object], ingest_port: int, api_extra: str = "") -> str:
+def km_toml_head(
+    kme_id: str,
+    database: str,
+    local_saes: Sequence[str],
+    api_port: int,
+    pki: str | os.PathLike,
+    keys: Mapping[str, object],
+    ingest_port: int,
+    api_extra: str = "",
+) -> str:
     """The start of a loopback key manager's TOML file, up to its `[ingest]` bind: identity, ETSI 014
     API (certificates `pki/KME.pem`, `.key`, `ca.pem`; `api_extra` adds lines) and `[keys]` limits."""
     limits = "\n".join(f"{k} = {v}" for k, v in keys.items())
@@ -134,8 +147,13 @@ bind = "tcp://127.0.0.1:{ingest_port}"
 """
 
 
-def write_demo_pair(root: str | os.PathLike, *, max_key_count: int = 1_000_000, max_key_per_request: int = 128,
-                    peer_timeout_s: float = 2.0) -> DemoPair:
+def write_demo_pair(
+    root: str | os.PathLike,
+    *,
+    max_key_count: int = 1_000_000,
+    max_key_per_request: int = 128,
+    peer_timeout_s: float = 2.0,
+) -> DemoPair:
     """Create the PKI, the secrets and both TOML files under `root`, all owner-only whatever the umask;
     the CA's private key goes to `root/ca/`, apart from `root/pki/` that the KMs and SAEs read."""
     base = private_dir(root)
@@ -147,21 +165,25 @@ def write_demo_pair(root: str | os.PathLike, *, max_key_count: int = 1_000_000, 
     for me, other in (("a", "b"), ("b", "a")):
         me_id, other_id = f"KME_{me.upper()}", f"KME_{other.upper()}"
         limits = {"max_key_count": max_key_count, "max_key_per_request": max_key_per_request}
-        text = km_toml_head(me_id, f"km_{me}.db", [f"SAE_{me.upper()}"], ports[me + "_api"], "pki", limits,
-                            ports[me + "_in"]) + f"""[[ingest.sources]]
+        text = (
+            km_toml_head(
+                me_id, f"km_{me}.db", [f"SAE_{me.upper()}"], ports[me + "_api"], "pki", limits, ports[me + "_in"]
+            )
+            + f"""[[ingest.sources]]
 id = "node_{me}"
 auth_key = "ingest_{me}.key"
 
 [link]
-bind = "tcp://127.0.0.1:{ports[me + '_link']}"
+bind = "tcp://127.0.0.1:{ports[me + "_link"]}"
 auth_key = "link.key"
 peer_timeout_s = {peer_timeout_s}
 
 [[peers]]
 kme_id = "{other_id}"
-connect = "tcp://127.0.0.1:{ports[other + '_link']}"
+connect = "tcp://127.0.0.1:{ports[other + "_link"]}"
 links = ["L1"]
 saes = ["SAE_{other.upper()}"]
 """
+        )
         configs[me] = write_private_file(base / f"km_{me}.toml", text)
     return DemoPair(base, ports, configs)

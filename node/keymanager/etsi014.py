@@ -188,31 +188,50 @@ class Etsi014Api:
         self.app.router.add_route("*", PREFIX + "{tail:.*}", self._dispatch)
 
     @web.middleware
-    async def _errors(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                      ) -> web.StreamResponse:
+    async def _errors(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
         request[PEER_KEY] = peer_address(request.transport) or str(request.remote)
         try:
             return await handler(request)
         except ApiError as exc:
             resp = error_response(exc.status, exc.message, exc.details)
         except web.HTTPRequestEntityTooLarge as exc:
-            resp = error_response(413, f"request body too large (limit {exc.max_size} bytes)" if hasattr(exc, "max_size")
-                                  else "request body too large")
+            resp = error_response(
+                413,
+                f"request body too large (limit {exc.max_size} bytes)"
+                if hasattr(exc, "max_size")
+                else "request body too large",
+            )
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
             resp = error_response(exc.status, exc.reason)
         except ConnectionError:  # the client went away mid-request (e.g. before its body arrived)
-            audit("client_disconnected", kme=self.service.kme_id, peer=request[PEER_KEY], sae=request.get(SAE_KEY),
-                  method=request.method, path=request.rel_url.raw_path)
+            audit(
+                "client_disconnected",
+                kme=self.service.kme_id,
+                peer=request[PEER_KEY],
+                sae=request.get(SAE_KEY),
+                method=request.method,
+                path=request.rel_url.raw_path,
+            )
             request[DISCONNECT_AUDITED] = True
             raise
         except Exception:
             log.exception("ETSI 014 request %s %s failed", request.method, request.rel_url.raw_path)
             return error_response(503, MSG_SERVER)
-        audit("request_refused", logging.WARNING if resp.status in (401, 408, 413) else logging.INFO,
-              kme=self.service.kme_id, peer=request[PEER_KEY], sae=request.get(SAE_KEY), method=request.method,
-              path=request.rel_url.raw_path, status=resp.status, reason=json.loads(resp.body)["message"])  # type: ignore[arg-type]
+        audit(
+            "request_refused",
+            logging.WARNING if resp.status in (401, 408, 413) else logging.INFO,
+            kme=self.service.kme_id,
+            peer=request[PEER_KEY],
+            sae=request.get(SAE_KEY),
+            method=request.method,
+            path=request.rel_url.raw_path,
+            status=resp.status,
+            reason=json.loads(resp.body)["message"],  # type: ignore[arg-type]
+        )
         if resp.status == 408:
             resp.force_close()
         return resp
@@ -237,7 +256,7 @@ class Etsi014Api:
             raise ApiError(408, f"request body not received within {self.body_timeout_s:g} s") from None
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
-        raw = request.rel_url.raw_path[len(PREFIX):]
+        raw = request.rel_url.raw_path[len(PREFIX) :]
         parts = raw.split("/")
         if len(parts) != 2 or parts[1] not in ("status", "enc_keys", "dec_keys"):
             raise web.HTTPNotFound(reason="no such ETSI GS QKD 014 method")
@@ -272,11 +291,16 @@ class Etsi014Api:
         peer = self._peer(slave)
         lim = self.service.limits
         body: dict[str, Any] = {
-            "source_KME_ID": self.service.kme_id, "target_KME_ID": peer,
-            "master_SAE_ID": master, "slave_SAE_ID": slave,
-            "key_size": lim.key_size, "stored_key_count": await self.service.stored_key_count(peer),
-            "max_key_count": lim.max_key_count, "max_key_per_request": lim.max_key_per_request,
-            "max_key_size": lim.max_key_size, "min_key_size": lim.min_key_size,
+            "source_KME_ID": self.service.kme_id,
+            "target_KME_ID": peer,
+            "master_SAE_ID": master,
+            "slave_SAE_ID": slave,
+            "key_size": lim.key_size,
+            "stored_key_count": await self.service.stored_key_count(peer),
+            "max_key_count": lim.max_key_count,
+            "max_key_per_request": lim.max_key_per_request,
+            "max_key_size": lim.max_key_size,
+            "min_key_size": lim.min_key_size,
             "max_SAE_ID_count": lim.max_SAE_ID_count,
         }
         lost, recent = self.service.lost_at_peer(peer, master)
@@ -321,18 +345,23 @@ class Etsi014Api:
                 _extension_list(doc.get("extension_optional", []), "extension_optional")  # may be ignored
                 if mandatory:
                     names = [n for ext in mandatory for n in ext] or ["(empty object)"]
-                    raise ApiError(400, MSG_EXT_MANDATORY,
-                                   [{"extension_mandatory_unsupported": f"{n} is not supported"} for n in names])
+                    raise ApiError(
+                        400,
+                        MSG_EXT_MANDATORY,
+                        [{"extension_mandatory_unsupported": f"{n} is not supported"} for n in names],
+                    )
         if size % 8:
             raise ApiError(400, MSG_SIZE_MULTIPLE)
         if not lim.min_key_size <= size <= lim.max_key_size:
-            raise ApiError(400, f"size shall be between min_key_size ({lim.min_key_size}) "
-                                f"and max_key_size ({lim.max_key_size})")
+            raise ApiError(
+                400, f"size shall be between min_key_size ({lim.min_key_size}) and max_key_size ({lim.max_key_size})"
+            )
         if not 1 <= number <= lim.max_key_per_request:
             raise ApiError(400, f"number shall be between 1 and max_key_per_request ({lim.max_key_per_request})")
         if len(additional) > lim.max_SAE_ID_count:
-            raise ApiError(400, f"additional_slave_SAE_IDs shall list at most max_SAE_ID_count "
-                                f"({lim.max_SAE_ID_count}) SAE IDs")
+            raise ApiError(
+                400, f"additional_slave_SAE_IDs shall list at most max_SAE_ID_count ({lim.max_SAE_ID_count}) SAE IDs"
+            )
         return KeyRequest(number, size, tuple(additional))
 
     async def _enc_keys(self, request: web.Request, master: str, slave: str) -> web.Response:
@@ -341,8 +370,11 @@ class Etsi014Api:
         slaves = [slave]
         for extra in req.additional_slaves:
             if not extra.strip() or extra == master or extra in slaves:
-                raise ApiError(400, "additional_slave_SAE_IDs shall be non-blank, distinct, and differ from "
-                                    "the master and slave SAE IDs")
+                raise ApiError(
+                    400,
+                    "additional_slave_SAE_IDs shall be non-blank, distinct, and differ from "
+                    "the master and slave SAE IDs",
+                )
             if self.service.peer_of_sae(extra) != peer:
                 raise ApiError(400, "every additional slave SAE shall be served by the slave SAE's KME")
             slaves.append(extra)
@@ -386,8 +418,9 @@ class Etsi014Api:
                     raise ApiError(400, "key_ID shall be a string")
                 ids.append(item["key_ID"])
         if len(ids) > self.service.limits.max_key_per_request:
-            raise ApiError(400, f"key_IDs shall list at most max_key_per_request "
-                                f"({self.service.limits.max_key_per_request}) IDs")
+            raise ApiError(
+                400, f"key_IDs shall list at most max_key_per_request ({self.service.limits.max_key_per_request}) IDs"
+            )
         for k in ids:
             if not UUID_RE.match(k):
                 raise ApiError(400, "key_ID shall be a UUID such as 550e8400-e29b-41d4-a716-446655440000")
@@ -404,7 +437,9 @@ class Etsi014Api:
             raise ApiError(401, MSG_UNAUTHORIZED) from None
         except KeysNotFound:
             raise ApiError(400, MSG_NOT_FOUND) from None
-        _audit_delivery(self.service.kme_id, request, "slave", master, [slave], keys, 8 * len(keys[0][1]) if keys else 0)
+        _audit_delivery(
+            self.service.kme_id, request, "slave", master, [slave], keys, 8 * len(keys[0][1]) if keys else 0
+        )
         resp = _key_container(keys)
         try:  # write the answer here, to learn whether it left (see `KeyStore.confirm_answered`)
             await resp.prepare(request)
@@ -416,11 +451,21 @@ class Etsi014Api:
         return resp
 
 
-def _audit_delivery(kme: str, request: web.Request, role: str, master: str, slaves: list[str],
-                    keys: Sequence[KeyEntry], size_bits: int) -> None:
+def _audit_delivery(
+    kme: str, request: web.Request, role: str, master: str, slaves: list[str], keys: Sequence[KeyEntry], size_bits: int
+) -> None:
     """One audit line per answer carrying keys: who got which key IDs of what size (never the bits)."""
-    audit("keys_delivered", kme=kme, peer=request.get(PEER_KEY), role=role, sae=request.get(SAE_KEY), master_SAE_ID=master,
-          slave_SAE_IDs=slaves, size_bits=size_bits, key_IDs=[k[0] for k in keys])
+    audit(
+        "keys_delivered",
+        kme=kme,
+        peer=request.get(PEER_KEY),
+        role=role,
+        sae=request.get(SAE_KEY),
+        master_SAE_ID=master,
+        slave_SAE_IDs=slaves,
+        size_bits=size_bits,
+        key_IDs=[k[0] for k in keys],
+    )
 
 
 def _key_container(keys: Sequence[KeyEntry]) -> web.Response:
@@ -443,16 +488,16 @@ def _key_container(keys: Sequence[KeyEntry]) -> web.Response:
     return web.json_response(body)
 
 
-async def start_api(api: Etsi014Api, host: str, port: int, ssl_context: ssl.SSLContext,
-                    header_timeout_s: float = 10.0) -> tuple[TlsSite, int]:
+async def start_api(
+    api: Etsi014Api, host: str, port: int, ssl_context: ssl.SSLContext, header_timeout_s: float = 10.0
+) -> tuple[TlsSite, int]:
     """Serve `api` on host:port over TLS (handshakes audited, request headers bounded by
     `header_timeout_s`, parser refusals in JSON); returns the site (`cleanup()` stops it) and the port."""
     # lingering_time: after an answer given before the body was read (401, 408...), drain what
     # arrives for at most half a second, then close (aiohttp's default waits 10 s)
     # keepalive_timeout: an idle keep-alive connection is closed after 75 s (aiohttp's own default
     # for this class is an hour: a cheap way to hold many connections open)
-    runner = web.AppRunner(api.app, access_log=None, handle_signals=False, lingering_time=0.5,
-                           keepalive_timeout=75.0)
+    runner = web.AppRunner(api.app, access_log=None, handle_signals=False, lingering_time=0.5, keepalive_timeout=75.0)
     await runner.setup()
     site = TlsSite(runner, ssl_context, api.service.kme_id, header_timeout_s)
     bound = await site.start(host, port, backlog=256)

@@ -37,7 +37,7 @@ def json_error(status: int, message: str) -> web.Response:
 
 
 def peer_address(transport: asyncio.BaseTransport | None) -> str | None:
-    """"address:port" of a connection's client (None once the connection is gone)."""
+    """ "address:port" of a connection's client (None once the connection is gone)."""
     return _peer(transport)
 
 
@@ -79,11 +79,19 @@ class Etsi014Protocol(RequestHandler):
         transport = self.transport
         if self._messages or self._current_request is not None or transport is None or transport.is_closing():
             return
-        audit("request_refused", logging.WARNING, kme=self.kme, peer=_peer(transport), status=408,
-              reason=f"request line and headers not received within {self.header_timeout_s:g} s")
+        audit(
+            "request_refused",
+            logging.WARNING,
+            kme=self.kme,
+            peer=_peer(transport),
+            status=408,
+            reason=f"request line and headers not received within {self.header_timeout_s:g} s",
+        )
         body = json.dumps({"message": f"request headers not received within {self.header_timeout_s:g} s"}).encode()
-        transport.write(b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json; charset=utf-8\r\n"
-                        b"Connection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        transport.write(
+            b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json; charset=utf-8\r\n"
+            b"Connection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        )
         self.force_close()
         transport.close()
 
@@ -91,17 +99,24 @@ class Etsi014Protocol(RequestHandler):
         self._cancel_header_timer()
         super().connection_lost(exc)
 
-    def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
-                     message: str | None = None) -> web.StreamResponse:
+    def handle_error(
+        self, request: Any, status: int = 500, exc: BaseException | None = None, message: str | None = None
+    ) -> web.StreamResponse:
         """Parser refusals and failures outside the API's middleware, as JSON (never text/plain)."""
         peer = _peer(self.transport)
         if isinstance(exc, ConnectionError):
             if not request.get(DISCONNECT_AUDITED):
                 audit("client_disconnected", kme=self.kme, peer=peer)
         elif status < 500:
-            reason = (getattr(exc, "message", None) or message or str(exc or ""))
-            audit("request_refused", logging.WARNING, kme=self.kme, peer=peer, status=status,
-                  reason=f"HTTP parser: {reason}")
+            reason = getattr(exc, "message", None) or message or str(exc or "")
+            audit(
+                "request_refused",
+                logging.WARNING,
+                kme=self.kme,
+                peer=peer,
+                status=status,
+                reason=f"HTTP parser: {reason}",
+            )
         else:
             log.error("ETSI 014 request from %s failed: %s: %s", peer, type(exc).__name__, exc)
         if request.writer.output_size > 0:
@@ -162,8 +177,9 @@ class TlsSite:
 
     async def start(self, host: str, port: int, backlog: int = 256) -> int:
         """Listen; returns the bound port."""
-        self._listener = await asyncio.get_running_loop().create_server(lambda: _TlsGate(self), host, port,
-                                                                         backlog=backlog)
+        self._listener = await asyncio.get_running_loop().create_server(
+            lambda: _TlsGate(self), host, port, backlog=backlog
+        )
         return self._listener.sockets[0].getsockname()[1]
 
     async def upgrade(self, transport: asyncio.Transport) -> None:
@@ -172,8 +188,8 @@ class TlsSite:
         handler = self.server()
         try:
             tls = await asyncio.get_running_loop().start_tls(
-                transport, handler, self.ssl_context, server_side=True,
-                ssl_handshake_timeout=self.handshake_timeout_s)
+                transport, handler, self.ssl_context, server_side=True, ssl_handshake_timeout=self.handshake_timeout_s
+            )
         except asyncio.CancelledError:
             transport.abort()
             raise

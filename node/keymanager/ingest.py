@@ -56,18 +56,25 @@ def parse_key_block(msg: Message, pool_of_link: Callable[[str], str | None]) -> 
 class IngestServer:
     """The ROUTER endpoint the QKD modules send their key blocks to."""
 
-    def __init__(self, ctx: zmq.asyncio.Context, bind: str, sources: dict[str, bytes], state: LinkState,
-                 pool_of_link: Callable[[str], str | None],
-                 commit: Callable[[list[KeyBlock]], Awaitable[list[str]]],
-                 on_stored: Callable[[], None] | None = None,
-                 on_unknown: Callable[[Message], None] | None = None) -> None:
+    def __init__(
+        self,
+        ctx: zmq.asyncio.Context,
+        bind: str,
+        sources: dict[str, bytes],
+        state: LinkState,
+        pool_of_link: Callable[[str], str | None],
+        commit: Callable[[list[KeyBlock]], Awaitable[list[str]]],
+        on_stored: Callable[[], None] | None = None,
+        on_unknown: Callable[[Message], None] | None = None,
+    ) -> None:
         self.pool_of_link = pool_of_link
         self.commit = commit
         self.on_stored = on_stored
         self.table = DispatchTable({MessageType.KEY_BLOCK: self._key_block}, name="ingest", on_unknown=on_unknown)
         self.links = {s: PersistentLink(secret, False, state, f"ingest:{s}") for s, secret in sources.items()}
-        self.router = AsyncRouter(ctx, bind, self.links, name="ingest",
-                                  max_message_bytes=MAX_KEY_BLOCK_BYTES + (1 << 20))
+        self.router = AsyncRouter(
+            ctx, bind, self.links, name="ingest", max_message_bytes=MAX_KEY_BLOCK_BYTES + (1 << 20)
+        )
         self.endpoint = self.router.endpoint
         self.stored_blocks = 0
         self.stored_bits = 0
@@ -120,9 +127,11 @@ class IngestServer:
                 self._refused += 1
                 log.error("ingest: refused a message: %s", exc)
                 block_id = msg.header.get("block_id")
-                nack = KeyBlockNack(str(msg.header.get("link_id")),
-                                    block_id if type(block_id) is int and 0 <= block_id < MAX_BLOCK_ID else None,
-                                    str(exc)).message()
+                nack = KeyBlockNack(
+                    str(msg.header.get("link_id")),
+                    block_id if type(block_id) is int and 0 <= block_id < MAX_BLOCK_ID else None,
+                    str(exc),
+                ).message()
                 nack.re = msg.seq
                 replies.append((got, nack))
         if good:
@@ -150,8 +159,9 @@ class IngestServer:
 class KeyBlockSender:
     """A QKD module's side of ingest (blocking): sends a block and waits for the KM's acknowledgement."""
 
-    def __init__(self, endpoint: str, source_id: str, secret: bytes, state_path: str | Path,
-                 ctx: zmq.Context | None = None) -> None:
+    def __init__(
+        self, endpoint: str, source_id: str, secret: bytes, state_path: str | Path, ctx: zmq.Context | None = None
+    ) -> None:
         self.ctx = ctx or zmq.Context.instance()
         self.endpoint, self.source_id = endpoint, source_id
         self.state = LinkState(str(state_path))
@@ -173,8 +183,9 @@ class KeyBlockSender:
         if self.sock is not None:
             self.sock.close(0)
 
-    def send_blocks(self, link_id: str, blocks: Sequence[tuple[int, bytes]], window: int = 16,
-                    timeout_s: float = 10.0) -> dict[int, KeyBlockReply]:
+    def send_blocks(
+        self, link_id: str, blocks: Sequence[tuple[int, bytes]], window: int = 16, timeout_s: float = 10.0
+    ) -> dict[int, KeyBlockReply]:
         """Send (block ID, key) pairs with up to `window` unacknowledged at once; typed replies by block ID.
 
         Blocks without a reply within `timeout_s` of the last progress are missing from the result:
@@ -201,9 +212,16 @@ class KeyBlockSender:
                 deadline = time.monotonic() + timeout_s
         return replies
 
-    def send_block(self, link_id: str, block_id: int, key: bytes, length_bits: int | None = None,
-                   qber: float | None = None, params: dict[str, Any] | None = None,
-                   timeout_s: float = 2.0) -> KeyBlockReply:
+    def send_block(
+        self,
+        link_id: str,
+        block_id: int,
+        key: bytes,
+        length_bits: int | None = None,
+        qber: float | None = None,
+        params: dict[str, Any] | None = None,
+        timeout_s: float = 2.0,
+    ) -> KeyBlockReply:
         """Send one block; returns the KM's typed `KeyBlockAck` or `KeyBlockNack` for exactly this
         block, or raises `TimeoutError` (re-send it later)."""
         header = KeyBlockHeader(link_id, block_id, 8 * len(key) if length_bits is None else length_bits, qber, params)
@@ -247,8 +265,12 @@ class KeyBlockSender:
             reply = KeyBlockNack(sent[0], sent[1], str(exc))
         else:
             if not reply.answers(*sent):
-                log.error("ingest sender: the answer to block %s/%s names block %s/%s; dropped", *sent,
-                          reply.link_id[:40], reply.block_id)
+                log.error(
+                    "ingest sender: the answer to block %s/%s names block %s/%s; dropped",
+                    *sent,
+                    reply.link_id[:40],
+                    reply.block_id,
+                )
                 return None
         del waiting[seq]  # type: ignore[arg-type]
         return reply

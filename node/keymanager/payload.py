@@ -17,7 +17,9 @@ def json_payload(msg: Message, frames: int = 1) -> dict[str, Any]:
     """The JSON object in the first of exactly `frames` byte payload frames; `ValueError` otherwise."""
     first = msg.frames[0] if msg.frames else None
     if len(msg.frames) != frames or not isinstance(first, bytes) or not all(isinstance(f, bytes) for f in msg.frames):
-        raise ValueError(f"{msg.type} must carry {'one JSON payload frame' if frames == 1 else f'{frames} payload frames'}")
+        raise ValueError(
+            f"{msg.type} must carry {'one JSON payload frame' if frames == 1 else f'{frames} payload frames'}"
+        )
     try:
         doc = json.loads(first)
     except (UnicodeDecodeError, json.JSONDecodeError):

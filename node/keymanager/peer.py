@@ -63,8 +63,16 @@ def flow_of(requester: str, responder: str) -> int:
 class PeerClient:
     """Requests from this KM to one peer KM over a DEALER socket (one in-order flow)."""
 
-    def __init__(self, ctx: zmq.asyncio.Context, kme_id: str, peer_id: str, endpoint: str, secret: bytes,
-                 state: LinkState, timeout_s: float) -> None:
+    def __init__(
+        self,
+        ctx: zmq.asyncio.Context,
+        kme_id: str,
+        peer_id: str,
+        endpoint: str,
+        secret: bytes,
+        state: LinkState,
+        timeout_s: float,
+    ) -> None:
         self.kme_id, self.peer_id, self.endpoint, self.timeout_s = kme_id, peer_id, endpoint, timeout_s
         self.link = PersistentLink(flow_secret(secret, flow_of(kme_id, peer_id)), True, state, f"{peer_id}:out")
         self.sock = ctx.socket(zmq.DEALER)
@@ -93,8 +101,13 @@ class PeerClient:
         self.link.close()
         self.sock.close(0)
 
-    async def request(self, msg_type: MessageType, header: dict[str, Any], timeout_s: float | None = None,
-                      payload: bytes | list[bytes] | None = None) -> Message:
+    async def request(
+        self,
+        msg_type: MessageType,
+        header: dict[str, Any],
+        timeout_s: float | None = None,
+        payload: bytes | list[bytes] | None = None,
+    ) -> Message:
         """Send one request and wait for its reply; `PeerError` on timeout or an `ERROR` reply.
         `payload`: one frame, or a list of frames."""
         body: list[Payload] = [] if payload is None else list(payload) if isinstance(payload, list) else [payload]
@@ -137,17 +150,27 @@ class PeerClient:
 class PeerServer:
     """Answers the peers' requests on one ROUTER socket, with one dispatch table of handlers per type."""
 
-    def __init__(self, ctx: zmq.asyncio.Context, kme_id: str, bind: str, peers: dict[str, bytes],
-                 state: LinkState, handlers: dict[str, Handler],
-                 on_reject: Callable[[str, str], None] | None = None) -> None:
+    def __init__(
+        self,
+        ctx: zmq.asyncio.Context,
+        kme_id: str,
+        bind: str,
+        peers: dict[str, bytes],
+        state: LinkState,
+        handlers: dict[str, Handler],
+        on_reject: Callable[[str, str], None] | None = None,
+    ) -> None:
         self.kme_id = kme_id
         self.on_reject = on_reject or (lambda peer, why: None)
-        self.table: DispatchTable[Handler] = DispatchTable({MessageType(t): h for t, h in handlers.items()},
-                                                           name=f"KM {kme_id} peer server", logger=log)
-        self.links = {p: PersistentLink(flow_secret(s, flow_of(p, kme_id)), False, state, f"{p}:in")
-                      for p, s in peers.items()}
-        self.router = AsyncRouter(ctx, bind, self.links, name=f"KM {kme_id} peer server",
-                                  max_message_bytes=64 << 20, on_reject=self.on_reject)
+        self.table: DispatchTable[Handler] = DispatchTable(
+            {MessageType(t): h for t, h in handlers.items()}, name=f"KM {kme_id} peer server", logger=log
+        )
+        self.links = {
+            p: PersistentLink(flow_secret(s, flow_of(p, kme_id)), False, state, f"{p}:in") for p, s in peers.items()
+        }
+        self.router = AsyncRouter(
+            ctx, bind, self.links, name=f"KM {kme_id} peer server", max_message_bytes=64 << 20, on_reject=self.on_reject
+        )
         self.endpoint = self.router.endpoint
         self._loop: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()

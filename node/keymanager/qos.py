@@ -64,10 +64,14 @@ class AppQos:
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= UINT32):
                 raise ValueError(f"app_qos/{name}: must be an integer in 0..{UINT32}, got {v!r}")
-        if self.max_bandwidth is not None and self.min_bandwidth is not None \
-                and self.min_bandwidth > self.max_bandwidth:
-            raise ValueError(f"app_qos/min_bandwidth ({self.min_bandwidth}) must not exceed "
-                             f"max_bandwidth ({self.max_bandwidth})")
+        if (
+            self.max_bandwidth is not None
+            and self.min_bandwidth is not None
+            and self.min_bandwidth > self.max_bandwidth
+        ):
+            raise ValueError(
+                f"app_qos/min_bandwidth ({self.min_bandwidth}) must not exceed max_bandwidth ({self.max_bandwidth})"
+            )
 
 
 class TokenBucket:
@@ -108,7 +112,8 @@ class AppStats:
     refusals: dict[str, int] = field(default_factory=dict)
     expired_keys: int = 0
     periods: collections.deque[tuple[float, float, int]] = field(
-        default_factory=lambda: collections.deque(maxlen=STATS_PERIODS))
+        default_factory=lambda: collections.deque(maxlen=STATS_PERIODS)
+    )
     """Closed statistics periods: (start, end, consumed bits), wall-clock seconds."""
     period_start: float = 0.0
     period_bits: int = 0
@@ -160,8 +165,9 @@ class QosRegistry:
     link-state gossip supply it.
     """
 
-    def __init__(self, kme_id: str, *, clock: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, kme_id: str, *, clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time
+    ) -> None:
         self.kme_id = kme_id
         self._clock = clock
         self._wall = wall
@@ -178,15 +184,18 @@ class QosRegistry:
             mbw = app.qos.min_bandwidth or 0
             if mbw and admit:
                 if not app.backing_links:
-                    raise QosRefused(f"min_bandwidth {mbw} bit/s: no key association link backs this "
-                                     "application", "min_bandwidth")
+                    raise QosRefused(
+                        f"min_bandwidth {mbw} bit/s: no key association link backs this application", "min_bandwidth"
+                    )
                 for link in app.backing_links:
                     skr = max(0.0, float(link_skr(link)))
                     reserved = self._reserved_locked(link, exclude=app.app_id)
                     if mbw > skr - reserved:
                         raise QosRefused(
                             f"min_bandwidth {mbw} bit/s exceeds what link {link} can supply: secret key rate "
-                            f"{skr:.0f} bit/s, {reserved} bit/s reserved by other applications", "min_bandwidth")
+                            f"{skr:.0f} bit/s, {reserved} bit/s reserved by other applications",
+                            "min_bandwidth",
+                        )
             old = self.apps.get(app.app_id)
             if old is not None:
                 app.stats, app.created = old.stats, old.created
@@ -206,8 +215,9 @@ class QosRegistry:
             return self._reserved_locked(link)
 
     def _reserved_locked(self, link: str, exclude: str | None = None) -> int:
-        return sum(a.qos.min_bandwidth or 0 for a in self.apps.values()
-                   if a.app_id != exclude and link in a.backing_links)
+        return sum(
+            a.qos.min_bandwidth or 0 for a in self.apps.values() if a.app_id != exclude and link in a.backing_links
+        )
 
     def app_of(self, master: str, slaves: Sequence[str]) -> Application | None:
         """The application a request belongs to (None: an unregistered SAE pair, no QoS)."""
@@ -220,8 +230,9 @@ class QosRegistry:
             return [a for a in self.apps.values() if a.qos.ttl is not None]
 
     # -- enforcement on the ETSI 014 path -----------------------------------------------------------
-    def admit_request(self, master: str, slaves: Sequence[str], bits: int, pool_bits: int | None,
-                      pool: str | None = None) -> Application | None:
+    def admit_request(
+        self, master: str, slaves: Sequence[str], bits: int, pool_bits: int | None, pool: str | None = None
+    ) -> Application | None:
         """Check a key request of `bits` against its application's QoS; the tokens are taken (give
         them back with `request_failed`). `pool_bits`: key the pool holds now (None: unknown).
         A request of no registered application ranks below every application: it is served only
@@ -231,8 +242,9 @@ class QosRegistry:
             if app is None:
                 keep = self._keep_locked(-1, pool)
                 if pool_bits is not None and keep and pool_bits - bits < keep:
-                    raise QosRefused(f"key pool low: {pool_bits} bits left, {keep} bits kept for registered "
-                                     "applications", "priority")
+                    raise QosRefused(
+                        f"key pool low: {pool_bits} bits left, {keep} bits kept for registered applications", "priority"
+                    )
                 return None
             if app.expiration is not None and self._wall() >= app.expiration:
                 self._refuse_locked(app, "expired")
@@ -243,21 +255,31 @@ class QosRegistry:
                     self._refuse_locked(app, "priority")
                     raise QosRefused(
                         f"key pool low: {pool_bits} bits left, {keep} bits kept for higher-priority applications "
-                        f"(app_priority above {app.priority})", "priority")
+                        f"(app_priority above {app.priority})",
+                        "priority",
+                    )
             if app.bucket is not None and not app.bucket.try_take(bits):
                 self._refuse_locked(app, "max_bandwidth")
                 if bits > app.bucket.capacity:
-                    raise QosRefused(f"request of {bits} bits exceeds one second of max_bandwidth "
-                                     f"({app.qos.max_bandwidth} bit/s) of application {app.app_id}", "max_bandwidth")
-                raise QosRefused(f"max_bandwidth {app.qos.max_bandwidth} bit/s of application {app.app_id} "
-                                 "exceeded; retry later", "max_bandwidth")
+                    raise QosRefused(
+                        f"request of {bits} bits exceeds one second of max_bandwidth "
+                        f"({app.qos.max_bandwidth} bit/s) of application {app.app_id}",
+                        "max_bandwidth",
+                    )
+                raise QosRefused(
+                    f"max_bandwidth {app.qos.max_bandwidth} bit/s of application {app.app_id} exceeded; retry later",
+                    "max_bandwidth",
+                )
         return app
 
     def _keep_locked(self, priority: int, pool: str | None) -> int:
         """Bits a request of `priority` must leave in `pool`: `PRIORITY_HORIZON_S` of the min_bandwidth
         of the applications of higher priority drawing from it here."""
-        above = sum(a.qos.min_bandwidth or 0 for a in self.apps.values()
-                    if a.priority > priority and a.local_master and (pool is None or a.remote_kme == pool))
+        above = sum(
+            a.qos.min_bandwidth or 0
+            for a in self.apps.values()
+            if a.priority > priority and a.local_master and (pool is None or a.remote_kme == pool)
+        )
         return math.ceil(above * PRIORITY_HORIZON_S)
 
     def reserves(self, pool: str) -> bool:
@@ -330,11 +352,17 @@ class QosRegistry:
         """Per application: SAEs, QoS, delivered bits and rate, refusals, expired keys (for status)."""
         out = {}
         for a in list(self.apps.values()):
-            out[a.app_id] = {"server": a.server, "clients": list(a.clients), "priority": a.priority,
-                             "qos": {k: v for k, v in vars(a.qos).items() if v is not None},
-                             "delivered_bits": a.stats.delivered_bits, "delivered_keys": a.stats.delivered_keys,
-                             "rate_bps": round(self.rate_bps(a), 1), "refusals": dict(a.stats.refusals),
-                             "expired_keys": a.stats.expired_keys}
+            out[a.app_id] = {
+                "server": a.server,
+                "clients": list(a.clients),
+                "priority": a.priority,
+                "qos": {k: v for k, v in vars(a.qos).items() if v is not None},
+                "delivered_bits": a.stats.delivered_bits,
+                "delivered_keys": a.stats.delivered_keys,
+                "rate_bps": round(self.rate_bps(a), 1),
+                "refusals": dict(a.stats.refusals),
+                "expired_keys": a.stats.expired_keys,
+            }
         return out
 
     def bind_metrics(self, registry: Any) -> None:
@@ -342,12 +370,24 @@ class QosRegistry:
         from prometheus_client import Counter
 
         self._metrics = {
-            "delivered": Counter("qkdnode_app_delivered_key_bits", "Key bits delivered to an application",
-                                 ["app", "sae"], registry=registry),
-            "refusals": Counter("qkdnode_app_refusals", "Key requests refused by the application's QoS",
-                                ["app", "reason"], registry=registry),
-            "expired": Counter("qkdnode_app_expired_keys", "Keys of an application voided unused after its ttl",
-                               ["app"], registry=registry),
+            "delivered": Counter(
+                "qkdnode_app_delivered_key_bits",
+                "Key bits delivered to an application",
+                ["app", "sae"],
+                registry=registry,
+            ),
+            "refusals": Counter(
+                "qkdnode_app_refusals",
+                "Key requests refused by the application's QoS",
+                ["app", "reason"],
+                registry=registry,
+            ),
+            "expired": Counter(
+                "qkdnode_app_expired_keys",
+                "Keys of an application voided unused after its ttl",
+                ["app"],
+                registry=registry,
+            ),
         }
         registry.register(_RateCollector(self))
 
@@ -361,8 +401,11 @@ class _RateCollector:
     def collect(self) -> Iterable[Any]:
         from prometheus_client.core import GaugeMetricFamily
 
-        fam = GaugeMetricFamily("qkdnode_app_key_rate_bps", "Key rate delivered to an application (bit/s, "
-                                f"last {RATE_WINDOW_S:.0f} s)", labels=["app"])
+        fam = GaugeMetricFamily(
+            "qkdnode_app_key_rate_bps",
+            f"Key rate delivered to an application (bit/s, last {RATE_WINDOW_S:.0f} s)",
+            labels=["app"],
+        )
         for a in list(self.qos.apps.values()):
             fam.add_metric([a.app_id], self.qos.rate_bps(a))
         yield fam
@@ -397,6 +440,7 @@ class RateMeter:
 
 # -- ttl in the key store (run in the store's thread) ---------------------------------------------
 
+
 def void_expired(store: KeyStore, master: str, clients: Sequence[str], older_than: float) -> int:
     """Void keys bound for `master`'s application and still waiting here for a client (slave side,
     direct and relayed) that were bound before `older_than` (wall clock); their material is
@@ -405,8 +449,11 @@ def void_expired(store: KeyStore, master: str, clients: Sequence[str], older_tha
     n = 0
     with store.transaction() as db:
         for table in ("keys", "relayed_keys"):  # table names from this literal, values bound as parameters
-            rows = db.execute(f"SELECT key_id, slaves FROM {table} WHERE origin=0 AND state='reserved' "  # noqa: S608
-                              "AND master_sae=? AND created<?", (master, older_than)).fetchall()
+            rows = db.execute(
+                f"SELECT key_id, slaves FROM {table} WHERE origin=0 AND state='reserved' "  # noqa: S608
+                "AND master_sae=? AND created<?",
+                (master, older_than),
+            ).fetchall()
             ids = [k for k, s in rows if set(json.loads(s)) <= clients_set]
             for k in ids:
                 n += db.execute(f"UPDATE {table} SET state='void', material=NULL WHERE key_id=?", (k,)).rowcount  # noqa: S608
@@ -416,17 +463,33 @@ def void_expired(store: KeyStore, master: str, clients: Sequence[str], older_tha
 def delivered_before(store: KeyStore, pool: str, master: str, older_than: float, limit: int = 2000) -> list[str]:
     """IDs of keys this KM allocated for `master` in `pool`, delivered to it before `older_than`
     (the master side of a ttl: the slave may or may not have fetched them)."""
-    return [r[0] for r in store.db.execute(
-        "SELECT key_id FROM keys WHERE pool=? AND origin=1 AND state='delivered' AND master_sae=? AND created<? "
-        "ORDER BY rowid LIMIT ?", (pool, master, older_than, limit))]
+    return [
+        r[0]
+        for r in store.db.execute(
+            "SELECT key_id FROM keys WHERE pool=? AND origin=1 AND state='delivered' AND master_sae=? AND created<? "
+            "ORDER BY rowid LIMIT ?",
+            (pool, master, older_than, limit),
+        )
+    ]
 
 
 def void_own(store: KeyStore, key_ids: Sequence[str]) -> int:
     """Mark keys allocated here void (the peer voided them unused: ttl)."""
     with store.transaction() as db:
-        return sum(db.execute("UPDATE keys SET state='void', material=NULL WHERE key_id=? AND origin=1",
-                              (k,)).rowcount for k in key_ids)
+        return sum(
+            db.execute("UPDATE keys SET state='void', material=NULL WHERE key_id=? AND origin=1", (k,)).rowcount
+            for k in key_ids
+        )
 
 
-__all__ = ["AppQos", "Application", "QosRefused", "QosRegistry", "RateMeter", "TokenBucket", "delivered_before",
-           "void_expired", "void_own"]
+__all__ = [
+    "AppQos",
+    "Application",
+    "QosRefused",
+    "QosRegistry",
+    "RateMeter",
+    "TokenBucket",
+    "delivered_before",
+    "void_expired",
+    "void_own",
+]

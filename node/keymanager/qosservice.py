@@ -93,12 +93,19 @@ class QosService:
         if link_id in self.virt:
             path = self.virt[link_id].path
             hops = [self._hop_link(a, b) for a, b in itertools.pairwise(path)]
-            return min((self.link_skr(h) for h in hops if h is not None), default=0.0) \
-                if all(h is not None for h in hops) else 0.0
+            return (
+                min((self.link_skr(h) for h in hops if h is not None), default=0.0)
+                if all(h is not None for h in hops)
+                else 0.0
+            )
         if link_id in self.km.control.link_ids.values():
             return self.meter.rate(link_id)
-        reports = [lk.get("skr", 0) for e in self.km.control.lsdb.entries.values() for lk in e.get("links", ())
-                   if lk.get("link") == link_id]
+        reports = [
+            lk.get("skr", 0)
+            for e in self.km.control.lsdb.entries.values()
+            for lk in e.get("links", ())
+            if lk.get("link") == link_id
+        ]
         return float(min(reports)) if reports else 0.0
 
     def _hop_link(self, a: str, b: str) -> str | None:
@@ -148,8 +155,13 @@ class QosService:
             n = await self.km.db(void_expired, self.km.store, app.server, app.clients, cutoff)
             self.registry.expired(app, n)
             if app.remote_kme in self.km.clients and self.km.is_local_sae(app.server):
-                ids = [k for k in await self.km.db(delivered_before, self.km.store, app.remote_kme, app.server,
-                                                   cutoff - 2 * SWEEP_INTERVAL_S) if k not in self._checked]
+                ids = [
+                    k
+                    for k in await self.km.db(
+                        delivered_before, self.km.store, app.remote_kme, app.server, cutoff - 2 * SWEEP_INTERVAL_S
+                    )
+                    if k not in self._checked
+                ]
                 if ids:
                     await self._settle_master_side(app, ids)
 
@@ -157,7 +169,8 @@ class QosService:
         assert app.remote_kme is not None
         try:
             reply = await self.km.clients[app.remote_kme].request(
-                MessageType.KEY_QUERY, {"count": len(ids)}, payload=json_frame({"keys": ids}))
+                MessageType.KEY_QUERY, {"count": len(ids)}, payload=json_frame({"keys": ids})
+            )
         except PeerError:
             return
         states = json_payload(reply).get("states")
@@ -186,5 +199,7 @@ class QosService:
             await asyncio.gather(self._task, return_exceptions=True)
 
     def status(self) -> dict[str, Any]:
-        return {"applications": self.registry.summary(),
-                "virt_links": {k: {"path": list(v.path), "enabled": v.enabled} for k, v in self.virt.items()}}
+        return {
+            "applications": self.registry.summary(),
+            "virt_links": {k: {"path": list(v.path), "enabled": v.enabled} for k, v in self.virt.items()},
+        }

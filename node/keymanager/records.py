@@ -47,8 +47,16 @@ class Allocation:
     def to_json(self) -> dict:
         """The wire form of the allocation (key IDs and positions only)."""
         p = self.position
-        return {"key_ID": self.key_id, "master": self.master_sae, "slaves": list(self.slaves),
-                "link": p.link_id, "block": p.block_id, "chunk": p.idx, "offset": p.offset, "nbytes": p.nbytes}
+        return {
+            "key_ID": self.key_id,
+            "master": self.master_sae,
+            "slaves": list(self.slaves),
+            "link": p.link_id,
+            "block": p.block_id,
+            "chunk": p.idx,
+            "offset": p.offset,
+            "nbytes": p.nbytes,
+        }
 
     @classmethod
     def from_json(cls, obj: object) -> Allocation:
@@ -60,8 +68,13 @@ class Allocation:
             slaves = _typed(obj, "slaves", list)
             if not slaves or not all(isinstance(s, str) and s for s in slaves):
                 raise ValueError("allocation field 'slaves' must be a non-empty list of SAE IDs")
-            pos = KeyPosition(_typed(obj, "link", str), _typed(obj, "block", int), _typed(obj, "chunk", int),
-                              _typed(obj, "offset", int), _typed(obj, "nbytes", int))
+            pos = KeyPosition(
+                _typed(obj, "link", str),
+                _typed(obj, "block", int),
+                _typed(obj, "chunk", int),
+                _typed(obj, "offset", int),
+                _typed(obj, "nbytes", int),
+            )
         except KeyError as exc:
             raise ValueError(f"allocation lacks field {exc}") from None
         if pos.offset < 0 or pos.nbytes <= 0 or pos.idx < 0:

@@ -97,8 +97,15 @@ class RelayService:
     """Forwarding and storage of relays at one key manager (runs on the KM's event loop); routing
     and link state are the control plane's (`node.control.plane.ControlPlane`)."""
 
-    def __init__(self, host: RelayHost, store: KeyStore, control: ControlPlane, *, timeout_s: float = 6.0,
-                 alarm: Callable[[str, str, str], None] | None = None) -> None:
+    def __init__(
+        self,
+        host: RelayHost,
+        store: KeyStore,
+        control: ControlPlane,
+        *,
+        timeout_s: float = 6.0,
+        alarm: Callable[[str, str, str], None] | None = None,
+    ) -> None:
         self.host = host
         self.me = host.kme_id
         self.control = control
@@ -106,8 +113,14 @@ class RelayService:
         self.rstore = RelayStore(store)
         self.timeout_s = timeout_s
         self._alarm = alarm or (lambda sev, src, text: None)
-        self.counters: dict[str, int] = {"originated": 0, "forwarded": 0, "delivered": 0, "rejected": 0,
-                                         "failed": 0, "rerouted": 0}
+        self.counters: dict[str, int] = {
+            "originated": 0,
+            "forwarded": 0,
+            "delivered": 0,
+            "rejected": 0,
+            "failed": 0,
+            "rerouted": 0,
+        }
         self.link_key_bits: dict[str, int] = {}
         self.metrics: NodeMetrics | None = None  # set by whoever serves the node's metrics
         self._batches: dict[tuple[str, str, tuple[str, ...], int], list[tuple[int, asyncio.Future[Any]]]] = {}
@@ -151,8 +164,9 @@ class RelayService:
 
     # -- relay -----------------------------------------------------------------------------------
 
-    async def originate(self, master: str, slaves: list[str], number: int, nbytes: int, dest: str,
-                        via: list[str] | None = None) -> list[tuple[str, bytes, dict[str, Any]]]:
+    async def originate(
+        self, master: str, slaves: list[str], number: int, nbytes: int, dest: str, via: list[str] | None = None
+    ) -> list[tuple[str, bytes, dict[str, Any]]]:
         """Draw `number` keys of `nbytes`, relay them to KM `dest` and return them with their
         014 key extension, once `dest` stored them. `via`: a planned route (tests), else chosen here.
 
@@ -195,11 +209,12 @@ class RelayService:
             start = 0
             for number, fut in batch:
                 if not fut.done():
-                    fut.set_result(keys[start:start + number])
+                    fut.set_result(keys[start : start + number])
                 start += number
 
-    async def _relay(self, master: str, slaves: list[str], number: int, nbytes: int, dest: str,
-                     via: list[str] | None) -> list[tuple[str, bytes, dict[str, Any]]]:
+    async def _relay(
+        self, master: str, slaves: list[str], number: int, nbytes: int, dest: str, via: list[str] | None
+    ) -> list[tuple[str, bytes, dict[str, Any]]]:
         """One relay of `number` keys (see `originate`)."""
         relay_id = str(uuid.uuid4())
         keys = os.urandom(number * nbytes)
@@ -207,8 +222,9 @@ class RelayService:
         doc = {"keys": key_ids, "master": master, "slaves": slaves, "size": nbytes}
         spent: dict[str, int] = {}
         try:
-            path = await self._forward(relay_id, keys, doc, [self.me], dest, via,
-                                       time.monotonic() + self.timeout_s, "source", spent)
+            path = await self._forward(
+                relay_id, keys, doc, [self.me], dest, via, time.monotonic() + self.timeout_s, "source", spent
+            )
         except RelayFailed as exc:
             self._count("originated", spent)
             self._count("failed")
@@ -217,14 +233,32 @@ class RelayService:
             raise RelayFailed(f"key relay to {dest} failed: {exc}") from None
         await self.host.db(self.rstore.finish_source, relay_id, key_ids, master, slaves, path)
         self._count("originated", spent)
-        audit("relay_originated", kme=self.me, relay=relay_id, path=path, master_SAE_ID=master, slave_SAE_IDs=slaves,
-              key_IDs=key_ids, size_bits=8 * nbytes)
+        audit(
+            "relay_originated",
+            kme=self.me,
+            relay=relay_id,
+            path=path,
+            master_SAE_ID=master,
+            slave_SAE_IDs=slaves,
+            key_IDs=key_ids,
+            size_bits=8 * nbytes,
+        )
         ext = {"relay": {"path": path}}
-        return [(k, keys[i * nbytes:(i + 1) * nbytes], ext) for i, k in enumerate(key_ids)]
+        return [(k, keys[i * nbytes : (i + 1) * nbytes], ext) for i, k in enumerate(key_ids)]
 
-    async def _forward(self, relay_id: str, plain: bytes, doc: dict[str, Any], trail: list[str], dest: str,
-                       planned: list[str] | None, deadline: float, role: str, spent: dict[str, int],
-                       last_chance: bool = False) -> list[str]:
+    async def _forward(
+        self,
+        relay_id: str,
+        plain: bytes,
+        doc: dict[str, Any],
+        trail: list[str],
+        dest: str,
+        planned: list[str] | None,
+        deadline: float,
+        role: str,
+        spent: dict[str, int],
+        last_chance: bool = False,
+    ) -> list[str]:
         """Send the relay on from here (the control plane reroutes it around failed next hops);
         once stored, the path from here to the destination."""
         avoid: set[str] = set()
@@ -235,13 +269,24 @@ class RelayService:
                 raise RelayFailed("no route with enough key")
             if decision.rerouted:
                 self._count("rerouted")
-                self._alarm("warning", "relay", f"relay {relay_id} rerouted at {self.me} via {'-'.join(decision.nodes)}")
+                self._alarm(
+                    "warning", "relay", f"relay {relay_id} rerouted at {self.me} via {'-'.join(decision.nodes)}"
+                )
             if len(trail) >= MAX_HOPS + 1:
                 raise RelayFailed("hop limit reached")
             ticket = self.control.reserve(relay_id, decision.nodes, bits)
             try:
-                path = await self._send_hop(relay_id, plain, doc, trail, list(decision.nodes), deadline, role, spent,
-                                            last_chance or decision.rerouted)
+                path = await self._send_hop(
+                    relay_id,
+                    plain,
+                    doc,
+                    trail,
+                    list(decision.nodes),
+                    deadline,
+                    role,
+                    spent,
+                    last_chance or decision.rerouted,
+                )
             finally:
                 self.control.release(ticket)
             if path is not None:
@@ -249,8 +294,18 @@ class RelayService:
             avoid.add(self.control.link_ids[decision.nodes[1]])
         raise RelayFailed(f"every route tried failed ({', '.join(sorted(avoid)) or 'none'} avoided)")
 
-    async def _send_hop(self, relay_id: str, plain: bytes, doc: dict[str, Any], trail: list[str], nodes: list[str],
-                        deadline: float, role: str, spent: dict[str, int], rerouted: bool) -> list[str] | None:
+    async def _send_hop(
+        self,
+        relay_id: str,
+        plain: bytes,
+        doc: dict[str, Any],
+        trail: list[str],
+        nodes: list[str],
+        deadline: float,
+        role: str,
+        spent: dict[str, int],
+        rerouted: bool,
+    ) -> list[str] | None:
         """One try to hand the relay to the next hop of `nodes`: draw the pad, encrypt, send, await
         the stored path. None when the next hop is dry or does not answer (try another route)."""
         nxt = nodes[1]
@@ -265,18 +320,32 @@ class RelayService:
         # On its planned route a relay keeps time in reserve to be rerouted once from where it is
         # stuck (a next hop that does not answer); once rerouted, it gets all the time left.
         wait = left if rerouted else left - min(REROUTE_RESERVE_S, left / 2)
-        body = {**doc, "trail": trail, "route": nodes[1:], "pad": [s.to_json() for s in slices],
-                "ttl_ms": int(1000 * (wait - HOP_MARGIN_S)), "rerouted": rerouted}
+        body = {
+            **doc,
+            "trail": trail,
+            "route": nodes[1:],
+            "pad": [s.to_json() for s in slices],
+            "ttl_ms": int(1000 * (wait - HOP_MARGIN_S)),
+            "rerouted": rerouted,
+        }
         try:
             reply = await self.host.clients[nxt].request(
-                MessageType.RELAY_FORWARD, {"relay": relay_id}, timeout_s=wait,
-                payload=[json_frame(body), xor_bytes(plain, pad)])
+                MessageType.RELAY_FORWARD,
+                {"relay": relay_id},
+                timeout_s=wait,
+                payload=[json_frame(body), xor_bytes(plain, pad)],
+            )
         except PeerError as exc:
             log.warning("relay %s: hop %s -> %s failed: %s", relay_id, self.me, nxt, exc)
             return None
         path = reply.header.get("path")
-        if not (isinstance(path, list) and all(isinstance(p, str) for p in path) and path[:1] == [nxt]
-                and path[-1] == nodes[-1] and len(path) <= MAX_HOPS + 1):
+        if not (
+            isinstance(path, list)
+            and all(isinstance(p, str) for p in path)
+            and path[:1] == [nxt]
+            and path[-1] == nodes[-1]
+            and len(path) <= MAX_HOPS + 1
+        ):
             raise RelayFailed("malformed RELAY_STORED reply")
         return [self.me, *path]
 
@@ -304,8 +373,17 @@ class RelayService:
         """The destination: consume the pad and store the keys for their slaves (once)."""
         path = [*fwd.trail, self.me]
         try:
-            new = await self.host.db(self.rstore.accept_relayed_keys, peer, fwd.relay_id, fwd.slices, ct,
-                                     fwd.key_ids, fwd.master, fwd.slaves, path)
+            new = await self.host.db(
+                self.rstore.accept_relayed_keys,
+                peer,
+                fwd.relay_id,
+                fwd.slices,
+                ct,
+                fwd.key_ids,
+                fwd.master,
+                fwd.slaves,
+                path,
+            )
         except ValueError as exc:
             self._reject(f"relay {fwd.relay_id} from {peer} rejected: {exc}")
             raise
@@ -330,8 +408,18 @@ class RelayService:
         deadline = time.monotonic() + fwd.ttl_ms / 1000
         fields = {"keys": fwd.key_ids, "master": fwd.master, "slaves": fwd.slaves, "size": fwd.size}
         try:
-            path = await self._forward(fwd.relay_id, xor_bytes(ct, pad), fields, [*fwd.trail, self.me], fwd.dest,
-                                       [self.me, *fwd.route[1:]], deadline, "transit", spent, fwd.rerouted)
+            path = await self._forward(
+                fwd.relay_id,
+                xor_bytes(ct, pad),
+                fields,
+                [*fwd.trail, self.me],
+                fwd.dest,
+                [self.me, *fwd.route[1:]],
+                deadline,
+                "transit",
+                spent,
+                fwd.rerouted,
+            )
         except RelayFailed as exc:
             self._count("failed", spent)
             await self.host.db(self.rstore.set_relay_state, fwd.relay_id, "void")
@@ -367,8 +455,9 @@ class RelayService:
         if len(trail) + len(route) > MAX_HOPS + 2:
             raise ValueError("unknown route: too many hops")
         dest = route[-1]
-        if dest != self.me and (dest not in self.control.known_kmes() or len(route) < 2
-                                or route[1] not in self.control.link_ids):
+        if dest != self.me and (
+            dest not in self.control.known_kmes() or len(route) < 2 or route[1] not in self.control.link_ids
+        ):
             raise ValueError("unknown route: destination or next hop unknown here")
         return trail, route
 
@@ -397,9 +486,20 @@ def _checked_keys(doc: dict[str, Any], ct: bytes) -> tuple[list[str], int, int, 
     rerouted = doc.get("rerouted", False)
     if not isinstance(rerouted, bool):
         raise ValueError("rerouted must be true or false")
-    if not (isinstance(keys, list) and keys and len(keys) <= 4096 and type(size) is int and size > 0
-            and type(ttl) is int and ttl > 0 and isinstance(master, str) and master
-            and isinstance(slaves, list) and slaves and all(isinstance(s, str) and s for s in slaves)):
+    if not (
+        isinstance(keys, list)
+        and keys
+        and len(keys) <= 4096
+        and type(size) is int
+        and size > 0
+        and type(ttl) is int
+        and ttl > 0
+        and isinstance(master, str)
+        and master
+        and isinstance(slaves, list)
+        and slaves
+        and all(isinstance(s, str) and s for s in slaves)
+    ):
         raise ValueError("RELAY_FORWARD needs keys, size, master, slaves and ttl_ms")
     key_ids = []
     for k in keys:

@@ -69,8 +69,13 @@ class PadSlice:
     @classmethod
     def from_json(cls, obj: object) -> PadSlice:
         """Parse the wire form; `ValueError` on anything malformed."""
-        if not (isinstance(obj, list) and len(obj) == 5 and isinstance(obj[0], str) and obj[0]
-                and all(type(v) is int for v in obj[1:])):
+        if not (
+            isinstance(obj, list)
+            and len(obj) == 5
+            and isinstance(obj[0], str)
+            and obj[0]
+            and all(type(v) is int for v in obj[1:])
+        ):
             raise ValueError("pad slice must be [link_id, block_id, chunk, offset, nbytes]")
         s = cls(obj[0], obj[1], obj[2], obj[3], obj[4])
         if s.block_id < 0 or s.idx < 0 or s.offset < 0 or s.nbytes <= 0:
@@ -101,12 +106,14 @@ class RelayStore:
         untouched confirmed chunks plus what is left of its relay chunks)."""
         role = self.store.role(pool)
         whole = self.store.whole_chunk_bytes(pool, role)
-        left = self.db.execute("SELECT COALESCE(SUM(size - cursor), 0) FROM relay_chunks WHERE pool=? AND owner=?",
-                               (pool, role)).fetchone()[0]
+        left = self.db.execute(
+            "SELECT COALESCE(SUM(size - cursor), 0) FROM relay_chunks WHERE pool=? AND owner=?", (pool, role)
+        ).fetchone()[0]
         return 8 * int(whole + left)
 
-    def take_pad(self, pool: str, relay_id: str, nbytes: int, role: str = "source", path: Sequence[str] = ()
-                 ) -> tuple[list[PadSlice], bytes]:
+    def take_pad(
+        self, pool: str, relay_id: str, nbytes: int, role: str = "source", path: Sequence[str] = ()
+    ) -> tuple[list[PadSlice], bytes]:
         """Draw `nbytes` of pad from this KM's stripe towards `pool` for relay `relay_id`, durably.
 
         Raises `PoolExhausted` (nothing consumed) when the stripe holds too little.
@@ -122,19 +129,25 @@ class RelayStore:
             while want:
                 row = self.db.execute(
                     "SELECT link_id, block_id, idx, size, cursor, data FROM relay_chunks "
-                    "WHERE pool=? AND owner=? AND cursor<size ORDER BY rowid LIMIT 1", (pool, own)).fetchone()
+                    "WHERE pool=? AND owner=? AND cursor<size ORDER BY rowid LIMIT 1",
+                    (pool, own),
+                ).fetchone()
                 if row is None:
                     self._claim_whole_chunk(pool, own)
                     continue
                 link_id, block_id, idx, size, cursor, data = row
                 n = min(want, size - cursor)
                 slices.append(PadSlice(link_id, block_id, idx, cursor, n))
-                parts.append(bytes(data[cursor:cursor + n]))
-                self.db.execute("UPDATE relay_chunks SET cursor=?, data=? WHERE link_id=? AND block_id=? AND idx=?",
-                                (cursor + n, bytes(cursor + n) + bytes(data[cursor + n:]), link_id, block_id, idx))
-                self.db.execute("INSERT INTO relay_pads(link_id, block_id, idx, offset, nbytes, pool, relay_id, "
-                                "direction, created) VALUES(?,?,?,?,?,?,?,'out',?)",
-                                (link_id, block_id, idx, cursor, n, pool, relay_id, now))
+                parts.append(bytes(data[cursor : cursor + n]))
+                self.db.execute(
+                    "UPDATE relay_chunks SET cursor=?, data=? WHERE link_id=? AND block_id=? AND idx=?",
+                    (cursor + n, bytes(cursor + n) + bytes(data[cursor + n :]), link_id, block_id, idx),
+                )
+                self.db.execute(
+                    "INSERT INTO relay_pads(link_id, block_id, idx, offset, nbytes, pool, relay_id, "
+                    "direction, created) VALUES(?,?,?,?,?,?,?,'out',?)",
+                    (link_id, block_id, idx, cursor, n, pool, relay_id, now),
+                )
                 want -= n
             self._note_relay(relay_id, role, path, now)
         return slices, b"".join(parts)
@@ -149,15 +162,19 @@ class RelayStore:
     def _move_chunk(self, pool: str, c: Chunk) -> None:
         """Take chunk `c` out of the key pool into the relay chunks (inside a transaction)."""
         self.store.remove_chunks(pool, [c])
-        self.db.execute("INSERT INTO relay_chunks(pool, link_id, block_id, idx, owner, size, cursor, data) "
-                        "VALUES(?,?,?,?,?,?,0,?)", (pool, c.link_id, c.block_id, c.idx, c.owner, c.size, c.data))
+        self.db.execute(
+            "INSERT INTO relay_chunks(pool, link_id, block_id, idx, owner, size, cursor, data) VALUES(?,?,?,?,?,?,0,?)",
+            (pool, c.link_id, c.block_id, c.idx, c.owner, c.size, c.data),
+        )
 
     def _accept_pad_locked(self, pool: str, relay_id: str, slices: Sequence[PadSlice], now: float) -> bytes:
         peer_role = 1 - self.store.role(pool)
         parts = []
         for s in slices:
-            row = self.db.execute("SELECT owner, size, data FROM relay_chunks WHERE pool=? AND link_id=? AND "
-                                  "block_id=? AND idx=?", (pool, s.link_id, s.block_id, s.idx)).fetchone()
+            row = self.db.execute(
+                "SELECT owner, size, data FROM relay_chunks WHERE pool=? AND link_id=? AND block_id=? AND idx=?",
+                (pool, s.link_id, s.block_id, s.idx),
+            ).fetchone()
             if row is None:
                 whole = self.store.untouched_chunk(pool, s.link_id, s.block_id, s.idx)
                 if whole is None:
@@ -173,16 +190,22 @@ class RelayStore:
                 raise ValueError("relay pad runs past its chunk")
             clash = self.db.execute(
                 "SELECT 1 FROM relay_pads WHERE link_id=? AND block_id=? AND idx=? AND offset<? AND offset+nbytes>? "
-                "LIMIT 1", (s.link_id, s.block_id, s.idx, s.offset + s.nbytes, s.offset)).fetchone()
+                "LIMIT 1",
+                (s.link_id, s.block_id, s.idx, s.offset + s.nbytes, s.offset),
+            ).fetchone()
             if clash is not None:
                 raise ValueError("relay pad overlaps link key already used by a relay (replay?)")
-            parts.append(bytes(data[s.offset:s.offset + s.nbytes]))
-            zeroed = bytes(data[:s.offset]) + bytes(s.nbytes) + bytes(data[s.offset + s.nbytes:])
-            self.db.execute("UPDATE relay_chunks SET data=? WHERE link_id=? AND block_id=? AND idx=?",
-                            (zeroed, s.link_id, s.block_id, s.idx))
-            self.db.execute("INSERT INTO relay_pads(link_id, block_id, idx, offset, nbytes, pool, relay_id, "
-                            "direction, created) VALUES(?,?,?,?,?,?,?,'in',?)",
-                            (s.link_id, s.block_id, s.idx, s.offset, s.nbytes, pool, relay_id, now))
+            parts.append(bytes(data[s.offset : s.offset + s.nbytes]))
+            zeroed = bytes(data[: s.offset]) + bytes(s.nbytes) + bytes(data[s.offset + s.nbytes :])
+            self.db.execute(
+                "UPDATE relay_chunks SET data=? WHERE link_id=? AND block_id=? AND idx=?",
+                (zeroed, s.link_id, s.block_id, s.idx),
+            )
+            self.db.execute(
+                "INSERT INTO relay_pads(link_id, block_id, idx, offset, nbytes, pool, relay_id, "
+                "direction, created) VALUES(?,?,?,?,?,?,?,'in',?)",
+                (s.link_id, s.block_id, s.idx, s.offset, s.nbytes, pool, relay_id, now),
+            )
         return b"".join(parts)
 
     def accept_pad(self, pool: str, relay_id: str, slices: Sequence[PadSlice], path: Sequence[str] = ()) -> bytes:
@@ -198,13 +221,25 @@ class RelayStore:
         return pad
 
     def _note_relay(self, relay_id: str, role: str, path: Sequence[str], now: float) -> None:
-        self.db.execute("INSERT INTO relays(relay_id, role, state, path, created) VALUES(?,?,'pending',?,?) "
-                        "ON CONFLICT(relay_id) DO NOTHING", (relay_id, role, json.dumps(list(path)), now))
+        self.db.execute(
+            "INSERT INTO relays(relay_id, role, state, path, created) VALUES(?,?,'pending',?,?) "
+            "ON CONFLICT(relay_id) DO NOTHING",
+            (relay_id, role, json.dumps(list(path)), now),
+        )
 
     # -- relay outcomes --------------------------------------------------------------------------
 
-    def accept_relayed_keys(self, pool: str, relay_id: str, slices: Sequence[PadSlice], ciphertext: bytes,
-                            key_ids: Sequence[str], master: str, slaves: Sequence[str], path: Sequence[str]) -> bool:
+    def accept_relayed_keys(
+        self,
+        pool: str,
+        relay_id: str,
+        slices: Sequence[PadSlice],
+        ciphertext: bytes,
+        key_ids: Sequence[str],
+        master: str,
+        slaves: Sequence[str],
+        path: Sequence[str],
+    ) -> bool:
         """At the destination: consume the incoming pad, decrypt and store the keys for `slaves`, in
         one durable transaction; True if stored, False if this relay was stored already (it came again
         over another route after a hop gave up waiting: same key IDs and same keys, checked by digest).
@@ -214,29 +249,45 @@ class RelayStore:
             pad = self._accept_pad_locked(pool, relay_id, slices, now)
             plain = xor_bytes(ciphertext, pad)
             n = len(plain) // len(key_ids)
-            digests = [hashlib.sha256(plain[i * n:(i + 1) * n]).digest() for i in range(len(key_ids))]
+            digests = [hashlib.sha256(plain[i * n : (i + 1) * n]).digest() for i in range(len(key_ids))]
             if self.db.execute("SELECT 1 FROM relays WHERE relay_id=?", (relay_id,)).fetchone() is not None:
-                stored = self.db.execute("SELECT key_id, digest FROM relayed_keys WHERE relay_id=? AND origin=0 "
-                                         "ORDER BY rowid", (relay_id,)).fetchall()
+                stored = self.db.execute(
+                    "SELECT key_id, digest FROM relayed_keys WHERE relay_id=? AND origin=0 ORDER BY rowid", (relay_id,)
+                ).fetchall()
                 if [(k, bytes(d)) for k, d in stored] != list(zip(key_ids, digests)):
                     raise ValueError("relay ID already seen here with other keys (replay?)")
                 return False
             path_json = json.dumps(list(path))
             for i, key_id in enumerate(key_ids):
-                if self.store.knows_key(key_id) or self.db.execute(
-                        "SELECT 1 FROM relayed_keys WHERE key_id=?", (key_id,)).fetchone() is not None:
+                if (
+                    self.store.knows_key(key_id)
+                    or self.db.execute("SELECT 1 FROM relayed_keys WHERE key_id=?", (key_id,)).fetchone() is not None
+                ):
                     raise ValueError("relayed key ID already known here (replay?)")
-                self.db.execute("INSERT INTO relayed_keys(key_id, relay_id, origin, master_sae, slaves, path, state, "
-                                "material, digest, created) VALUES(?,?,0,?,?,?,'reserved',?,?,?)",
-                                (key_id, relay_id, master, json.dumps(list(slaves)), path_json,
-                                 plain[i * n:(i + 1) * n], digests[i], now))
+                self.db.execute(
+                    "INSERT INTO relayed_keys(key_id, relay_id, origin, master_sae, slaves, path, state, "
+                    "material, digest, created) VALUES(?,?,0,?,?,?,'reserved',?,?,?)",
+                    (
+                        key_id,
+                        relay_id,
+                        master,
+                        json.dumps(list(slaves)),
+                        path_json,
+                        plain[i * n : (i + 1) * n],
+                        digests[i],
+                        now,
+                    ),
+                )
                 add_grants(self.db, RELAYED, key_id, slaves)
-            self.db.execute("INSERT INTO relays(relay_id, role, state, path, created) VALUES(?,?,?,?,?)",
-                            (relay_id, "destination", "done", path_json, now))
+            self.db.execute(
+                "INSERT INTO relays(relay_id, role, state, path, created) VALUES(?,?,?,?,?)",
+                (relay_id, "destination", "done", path_json, now),
+            )
         return True
 
-    def finish_source(self, relay_id: str, key_ids: Sequence[str], master: str, slaves: Sequence[str],
-                      path: Sequence[str]) -> None:
+    def finish_source(
+        self, relay_id: str, key_ids: Sequence[str], master: str, slaves: Sequence[str], path: Sequence[str]
+    ) -> None:
         """At the source, once the destination acknowledged: the keys are delivered to the master."""
         now = time.time()
         path_json = json.dumps(list(path))
@@ -244,7 +295,8 @@ class RelayStore:
             self.db.executemany(
                 "INSERT INTO relayed_keys(key_id, relay_id, origin, master_sae, slaves, path, state, created) "
                 "VALUES(?,?,1,?,?,?,'delivered',?)",
-                [(k, relay_id, master, json.dumps(list(slaves)), path_json, now) for k in key_ids])
+                [(k, relay_id, master, json.dumps(list(slaves)), path_json, now) for k in key_ids],
+            )
             self.db.execute("UPDATE relays SET state='done', path=? WHERE relay_id=?", (path_json, relay_id))
 
     def set_relay_state(self, relay_id: str, state: str, path: Sequence[str] = ()) -> None:
@@ -258,9 +310,12 @@ class RelayStore:
         """Void a relay here; at its destination also the keys no slave fetched yet. Returns keys voided."""
         with self.store.transaction():
             self.db.execute("UPDATE relays SET state='void' WHERE relay_id=?", (relay_id,))
-            return self.db.execute("UPDATE relayed_keys SET state='void', material=NULL WHERE relay_id=? AND origin=0 "
-                                   "AND state='reserved' AND key_id NOT IN (SELECT key_id FROM relay_grants "
-                                   "WHERE delivered=1)", (relay_id,)).rowcount
+            return self.db.execute(
+                "UPDATE relayed_keys SET state='void', material=NULL WHERE relay_id=? AND origin=0 "
+                "AND state='reserved' AND key_id NOT IN (SELECT key_id FROM relay_grants "
+                "WHERE delivered=1)",
+                (relay_id,),
+            ).rowcount
 
     def recover(self) -> int:
         """At start: void relays left pending here (cut short by a crash; their master got no answer,
@@ -294,15 +349,23 @@ class RelayStore:
 
     def pad_ledger(self) -> list[tuple[str, int, int, int, int, str, str, str]]:
         """Every pad slice used here: (link, block, chunk, offset, nbytes, pool, relay ID, direction)."""
-        return [tuple(r) for r in self.db.execute(
-            "SELECT link_id, block_id, idx, offset, nbytes, pool, relay_id, direction FROM relay_pads")]
+        return [
+            tuple(r)
+            for r in self.db.execute(
+                "SELECT link_id, block_id, idx, offset, nbytes, pool, relay_id, direction FROM relay_pads"
+            )
+        ]
 
     def relays(self) -> dict[str, tuple[str, str, list[str]]]:
         """Relay ID -> (role, state, path) of every relay seen here."""
-        return {r[0]: (r[1], r[2], json.loads(r[3]))
-                for r in self.db.execute("SELECT relay_id, role, state, path FROM relays")}
+        return {
+            r[0]: (r[1], r[2], json.loads(r[3]))
+            for r in self.db.execute("SELECT relay_id, role, state, path FROM relays")
+        }
 
     def relayed_key_states(self) -> dict[str, tuple[int, str, str]]:
         """Key ID -> (origin, state, relay ID) of every relayed key recorded here."""
-        return {r[0]: (r[1], r[2], r[3])
-                for r in self.db.execute("SELECT key_id, origin, state, relay_id FROM relayed_keys")}
+        return {
+            r[0]: (r[1], r[2], r[3])
+            for r in self.db.execute("SELECT key_id, origin, state, relay_id FROM relayed_keys")
+        }

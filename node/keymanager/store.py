@@ -53,8 +53,17 @@ from node.keymanager.records import (
 )
 from node.keymanager.storedb import StoreDb, create_owner_only
 
-__all__ = ["AUTH_SAE", "Allocation", "ChunkPool", "KeyBlock", "KeyPosition", "KeyStore", "Reserved", "chunk_owner",
-           "create_owner_only"]
+__all__ = [
+    "AUTH_SAE",
+    "Allocation",
+    "ChunkPool",
+    "KeyBlock",
+    "KeyPosition",
+    "KeyStore",
+    "Reserved",
+    "chunk_owner",
+    "create_owner_only",
+]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS blocks(
@@ -97,8 +106,15 @@ class KeyStore(AuthRefills, SlaveDelivery):
     delivery to slave SAEs (`delivery`), the link's authentication key (`authrefill`) and
     reconciliation with the peer. Not thread-safe: one owning thread calls every method."""
 
-    def __init__(self, path: str, kme_id: str, *, capacity_bytes: int = 1 << 30, chunk_bytes: int = 4096,
-                 scrub_deferred: bool = False) -> None:
+    def __init__(
+        self,
+        path: str,
+        kme_id: str,
+        *,
+        capacity_bytes: int = 1 << 30,
+        chunk_bytes: int = 4096,
+        scrub_deferred: bool = False,
+    ) -> None:
         if not kme_id:
             raise ValueError("kme_id must be a non-empty string")
         if capacity_bytes <= 0:
@@ -126,8 +142,13 @@ class KeyStore(AuthRefills, SlaveDelivery):
             raise result
         return result
 
-    def reserve_many(self, pool: str, requests: Sequence[tuple[str, Sequence[str], int, int]],
-                     deliver: Sequence[str] = (), void: Sequence[str] = ()) -> list[Reserved | PoolExhausted]:
+    def reserve_many(
+        self,
+        pool: str,
+        requests: Sequence[tuple[str, Sequence[str], int, int]],
+        deliver: Sequence[str] = (),
+        void: Sequence[str] = (),
+    ) -> list[Reserved | PoolExhausted]:
         """`reserve` for several (master, slaves, number, nbytes) requests in one durable transaction.
 
         A request the pool cannot serve gets a `PoolExhausted` in its place and consumes nothing.
@@ -151,8 +172,10 @@ class KeyStore(AuthRefills, SlaveDelivery):
         durable = bool(deliver or void)
         with self.transaction(scrub=durable, synced=durable):
             for state, ids in (("delivered", deliver), ("void", void)):
-                self.db.executemany("UPDATE keys SET state=?, material=NULL WHERE key_id=? AND state='reserved'",
-                                    [(state, k) for k in ids])
+                self.db.executemany(
+                    "UPDATE keys SET state=?, material=NULL WHERE key_id=? AND state='reserved'",
+                    [(state, k) for k in ids],
+                )
             for master_sae, slaves, number, nbytes in requests:
                 try:
                     with self.savepoint():
@@ -161,8 +184,9 @@ class KeyStore(AuthRefills, SlaveDelivery):
                     out.append(exc)
         return out
 
-    def _reserve_one(self, pool: str, role: int, master_sae: str, slaves: Sequence[str], number: int,
-                     nbytes: int) -> Reserved:
+    def _reserve_one(
+        self, pool: str, role: int, master_sae: str, slaves: Sequence[str], number: int, nbytes: int
+    ) -> Reserved:
         allocations: list[Allocation] = []
         material: list[bytes] = []
         retired: list[tuple[str, int, int]] = []
@@ -173,9 +197,12 @@ class KeyStore(AuthRefills, SlaveDelivery):
                 break
             start = cursor
             while len(allocations) < number and size - cursor >= nbytes:
-                allocations.append(Allocation(new_key_id(), master_sae, tuple(slaves),
-                                              KeyPosition(link_id, block_id, idx, cursor, nbytes)))
-                material.append(bytes(data[cursor:cursor + nbytes]))
+                allocations.append(
+                    Allocation(
+                        new_key_id(), master_sae, tuple(slaves), KeyPosition(link_id, block_id, idx, cursor, nbytes)
+                    )
+                )
+                material.append(bytes(data[cursor : cursor + nbytes]))
                 cursor += nbytes
             consumed += cursor - start
             if size - cursor < nbytes and (len(allocations) < number or size - cursor == 0):
@@ -184,16 +211,30 @@ class KeyStore(AuthRefills, SlaveDelivery):
                 self.db.execute("DELETE FROM chunks WHERE id=?", (cid,))
                 retired.append((link_id, block_id, idx))
             else:
-                self.db.execute("UPDATE chunks SET cursor=?, data=? WHERE id=?",
-                                (cursor, bytes(cursor) + bytes(data[cursor:]), cid))
+                self.db.execute(
+                    "UPDATE chunks SET cursor=?, data=? WHERE id=?", (cursor, bytes(cursor) + bytes(data[cursor:]), cid)
+                )
         if len(allocations) < number:
             raise PoolExhausted(f"pool {pool} cannot serve {number} keys of {nbytes * 8} bits")
         slaves_json = json.dumps(list(slaves))
         self.db.executemany(
             "INSERT INTO keys(key_id, pool, origin, master_sae, slaves, link_id, block_id, idx, offset, nbytes, "
             "state, created) VALUES(?,?,1,?,?,?,?,?,?,?,'reserved',?)",
-            [(a.key_id, pool, master_sae, slaves_json, a.position.link_id, a.position.block_id,
-              a.position.idx, a.position.offset, nbytes, now) for a in allocations],
+            [
+                (
+                    a.key_id,
+                    pool,
+                    master_sae,
+                    slaves_json,
+                    a.position.link_id,
+                    a.position.block_id,
+                    a.position.idx,
+                    a.position.offset,
+                    nbytes,
+                    now,
+                )
+                for a in allocations
+            ],
         )
         self._add_pool_bytes(pool, -consumed)
         return Reserved(allocations, material, retired)
@@ -203,8 +244,10 @@ class KeyStore(AuthRefills, SlaveDelivery):
         if state not in ("delivered", "void"):
             raise ValueError(f"state must be 'delivered' or 'void', got {state!r}")
         with self.transaction():
-            self.db.executemany("UPDATE keys SET state=?, material=NULL WHERE key_id=? AND state='reserved'",
-                                [(state, k) for k in key_ids])
+            self.db.executemany(
+                "UPDATE keys SET state=?, material=NULL WHERE key_id=? AND state='reserved'",
+                [(state, k) for k in key_ids],
+            )
 
     def recover(self) -> int:
         """At start: void keys reserved here whose delivery was cut short (their answer never left)."""
@@ -216,8 +259,9 @@ class KeyStore(AuthRefills, SlaveDelivery):
 
     # -- slave side ----------------------------------------------------------------------------
 
-    def accept_allocations(self, pool: str, allocations: Sequence[Allocation],
-                           retired: Sequence[tuple[str, int, int]] = ()) -> None:
+    def accept_allocations(
+        self, pool: str, allocations: Sequence[Allocation], retired: Sequence[tuple[str, int, int]] = ()
+    ) -> None:
         """Record the peer's allocations from its stripe (state reserved, bytes kept for the slaves).
 
         Idempotent for a re-sent allocation. Raises `ValueError` (nothing recorded) if an allocation
@@ -229,7 +273,8 @@ class KeyStore(AuthRefills, SlaveDelivery):
             for a in allocations:
                 p = a.position
                 known = self.db.execute(
-                    "SELECT link_id, block_id, idx, offset, nbytes FROM keys WHERE key_id=?", (a.key_id,)).fetchone()
+                    "SELECT link_id, block_id, idx, offset, nbytes FROM keys WHERE key_id=?", (a.key_id,)
+                ).fetchone()
                 if known is not None:
                     if tuple(known) != (p.link_id, p.block_id, p.idx, p.offset, p.nbytes):
                         raise ValueError("allocation re-uses a known key ID for other bits")
@@ -238,8 +283,20 @@ class KeyStore(AuthRefills, SlaveDelivery):
                 self.db.execute(
                     "INSERT INTO keys(key_id, pool, origin, master_sae, slaves, link_id, block_id, idx, offset, nbytes, "
                     "state, material, created) VALUES(?,?,0,?,?,?,?,?,?,?,'reserved',?,?)",
-                    (a.key_id, pool, a.master_sae, json.dumps(list(a.slaves)), p.link_id, p.block_id, p.idx,
-                     p.offset, p.nbytes, material, now))
+                    (
+                        a.key_id,
+                        pool,
+                        a.master_sae,
+                        json.dumps(list(a.slaves)),
+                        p.link_id,
+                        p.block_id,
+                        p.idx,
+                        p.offset,
+                        p.nbytes,
+                        material,
+                        now,
+                    ),
+                )
                 add_grants(self.db, DIRECT, a.key_id, a.slaves)
             for link_id, block_id, idx in retired:
                 self.retire_peer_chunk(pool, peer_role, link_id, block_id, idx)
@@ -249,40 +306,56 @@ class KeyStore(AuthRefills, SlaveDelivery):
         n = 0
         with self.transaction():
             for k in key_ids:
-                n += self.db.execute("UPDATE keys SET state='void', material=NULL WHERE key_id=? AND origin=0 "
-                                     "AND state='reserved'", (k,)).rowcount
+                n += self.db.execute(
+                    "UPDATE keys SET state='void', material=NULL WHERE key_id=? AND origin=0 AND state='reserved'", (k,)
+                ).rowcount
         return n
 
     # -- reconciliation (key IDs only) ---------------------------------------------------------
 
     def own_keys(self, pool: str, after_rowid: int = 0, limit: int = 5000) -> list[tuple[int, str, str]]:
         """(rowid, key ID, state) of keys allocated here in `pool`, in allocation order."""
-        return [tuple(r) for r in self.db.execute(
-            "SELECT rowid, key_id, state FROM keys WHERE pool=? AND origin=1 AND rowid>? ORDER BY rowid LIMIT ?",
-            (pool, after_rowid, limit))]
+        return [
+            tuple(r)
+            for r in self.db.execute(
+                "SELECT rowid, key_id, state FROM keys WHERE pool=? AND origin=1 AND rowid>? ORDER BY rowid LIMIT ?",
+                (pool, after_rowid, limit),
+            )
+        ]
 
     def stale_peer_reservations(self, pool: str, older_than_s: float, limit: int = 2000) -> list[str]:
         """IDs of keys the peer bound in `pool` more than `older_than_s` ago that are still reserved here."""
-        return [r[0] for r in self.db.execute(
-            "SELECT key_id FROM keys WHERE pool=? AND origin=0 AND state='reserved' AND created<? "
-            "ORDER BY rowid LIMIT ?", (pool, time.time() - older_than_s, limit))]
+        return [
+            r[0]
+            for r in self.db.execute(
+                "SELECT key_id FROM keys WHERE pool=? AND origin=0 AND state='reserved' AND created<? "
+                "ORDER BY rowid LIMIT ?",
+                (pool, time.time() - older_than_s, limit),
+            )
+        ]
 
     def peer_key_states(self, key_ids: Sequence[str]) -> dict[str, str]:
         """State of each listed key as recorded here (absent keys are left out)."""
         out: dict[str, str] = {}
         ids = list(key_ids)
         for i in range(0, len(ids), 500):
-            part = ids[i:i + 500]
+            part = ids[i : i + 500]
             marks = ",".join("?" * len(part))
-            out.update(self.db.execute(f"SELECT key_id, state FROM keys WHERE key_id IN ({marks})",  # noqa: S608 - only ?s
-                                       part).fetchall())
+            out.update(
+                self.db.execute(
+                    f"SELECT key_id, state FROM keys WHERE key_id IN ({marks})",  # noqa: S608 - only ?s
+                    part,
+                ).fetchall()
+            )
         return out
 
     def key_record(self, key_id: str) -> dict | None:
         """The record of one key (position and states; never its bits), for audits and tests."""
         row = self.db.execute(
             "SELECT pool, origin, master_sae, slaves, link_id, block_id, idx, offset, nbytes, state FROM keys "
-            "WHERE key_id=?", (key_id,)).fetchone()
+            "WHERE key_id=?",
+            (key_id,),
+        ).fetchone()
         if row is None:
             return None
         names = ("pool", "origin", "master_sae", "slaves", "link_id", "block_id", "idx", "offset", "nbytes", "state")

@@ -119,8 +119,11 @@ class StoreDb:
         row = self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         self._scrub_pending = bool(row is not None and row[0])
         if self._scrub_pending:
-            log.warning("key store %s: a reader blocked the WAL checkpoint; overwritten key bytes stay in the "
-                        "WAL until the next one", self.path)
+            log.warning(
+                "key store %s: a reader blocked the WAL checkpoint; overwritten key bytes stay in the "
+                "WAL until the next one",
+                self.path,
+            )
         return not self._scrub_pending
 
     def scrub_if_due(self) -> bool:

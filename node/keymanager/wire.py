@@ -43,7 +43,7 @@ def flow_secret(secret: bytes, flow: int) -> bytes:
     if flow not in (0, 1):
         raise ValueError(f"flow must be 0 or 1, got {flow}")
     half = len(secret) // 2
-    return secret[flow * half:(flow + 1) * half]
+    return secret[flow * half : (flow + 1) * half]
 
 
 class LinkState:

@@ -75,10 +75,15 @@ class _StagedKey:
 class AliceLink:
     """Alice's protocol state for one link."""
 
-    def __init__(self, settings: LinkSettings, transmitter: Transmitter, outbox: Outbox,
-                 refill_auth: Callable[[bytes], None] | None = None,
-                 alarm: Callable[[str, str], None] | None = None,
-                 rekey_auth: Callable[[bytes], None] | None = None) -> None:
+    def __init__(
+        self,
+        settings: LinkSettings,
+        transmitter: Transmitter,
+        outbox: Outbox,
+        refill_auth: Callable[[bytes], None] | None = None,
+        alarm: Callable[[str, str], None] | None = None,
+        rekey_auth: Callable[[bytes], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.transmitter = transmitter
         self.outbox = outbox
@@ -86,26 +91,39 @@ class AliceLink:
         self.refill_auth = refill_auth
         self.rekey_auth = rekey_auth
         self.alarm = alarm or (lambda severity, text: log.warning("alarm %s: %s", severity, text))
-        self.blocks = KeyBlockAccumulator(settings.block_bits, settings.n_intensities,
-                                          next_block_id=outbox.max_block_id(settings.link_id) + 1)
+        self.blocks = KeyBlockAccumulator(
+            settings.block_bits, settings.n_intensities, next_block_id=outbox.max_block_id(settings.link_id) + 1
+        )
         self._pending: dict[int, SiftedKey] = {}
         self._ready: dict[int, KeyBlock] = {}
         self._active: dict[int, KeyBlock] = {}
         self._staged: dict[int, _StagedKey] = {}
         self.responder = CascadeResponder(_NoChannel(), timeout_s=settings.timeout_s)
-        self.counters = {"batches": 0, "blocks": 0, "aborted": 0, "key_bits": 0, "auth_failures": 0,
-                         "stale_slots": 0, "state_reuse_refused": 0}
+        self.counters = {
+            "batches": 0,
+            "blocks": 0,
+            "aborted": 0,
+            "key_bits": 0,
+            "auth_failures": 0,
+            "stale_slots": 0,
+            "state_reuse_refused": 0,
+        }
         # Bob's requests -> Alice's handlers, built once; any other type is answered with ERROR and alarmed
-        self.table: DispatchTable[Callable[[Message], list[Message]]] = DispatchTable({
-            P.HELLO: self._on_hello,
-            P.SIFT_REQUEST: self._on_sift_request,
-            P.SIFT_REPORT: self._on_sift_report,
-            P.BLOCK_START: self._on_block_start,
-            P.CASCADE: self._on_cascade,
-            P.VERIFY: self._on_verify,
-            P.BLOCK_DONE: self._on_block_done,
-            P.BLOCK_ABORT: self._on_abort,
-        }, name=f"link {settings.link_id} (Alice)", on_unknown=self._unknown_type, logger=log)
+        self.table: DispatchTable[Callable[[Message], list[Message]]] = DispatchTable(
+            {
+                P.HELLO: self._on_hello,
+                P.SIFT_REQUEST: self._on_sift_request,
+                P.SIFT_REPORT: self._on_sift_report,
+                P.BLOCK_START: self._on_block_start,
+                P.CASCADE: self._on_cascade,
+                P.VERIFY: self._on_verify,
+                P.BLOCK_DONE: self._on_block_done,
+                P.BLOCK_ABORT: self._on_abort,
+            },
+            name=f"link {settings.link_id} (Alice)",
+            on_unknown=self._unknown_type,
+            logger=log,
+        )
         # committed blocks whose refill (and new hash keys) are not applied yet: those a crash left
         # behind are applied now (key epochs let the peer be ahead or behind: `SecureLink.rekey`)
         self._deferred_auth: list[int] = outbox.pending_refills(settings.link_id)
@@ -124,8 +142,11 @@ class AliceLink:
         return replies
 
     def _unknown_type(self, msg: Message) -> None:
-        self.alarm("major", f"link {self.settings.link_id}: Bob sent a message of unknown type "
-                            f"{str(msg.type)[:64]}; answered with ERROR")
+        self.alarm(
+            "major",
+            f"link {self.settings.link_id}: Bob sent a message of unknown type "
+            f"{str(msg.type)[:64]}; answered with ERROR",
+        )
 
     def _handle(self, msg: Message) -> list[Message]:
         try:
@@ -155,7 +176,9 @@ class AliceLink:
             self.alarm("critical", f"link {self.settings.link_id}: peer settings differ from ours")
             return [Message(P.HELLO_ACK, {"ok": False, "settings": mine, "nonce": nonce})]
         unconfirmed = msg.header.get("unconfirmed", [])
-        if not isinstance(unconfirmed, list) or not all(isinstance(b, int) and not isinstance(b, bool) for b in unconfirmed):
+        if not isinstance(unconfirmed, list) or not all(
+            isinstance(b, int) and not isinstance(b, bool) for b in unconfirmed
+        ):
             raise ProtocolError("HELLO: 'unconfirmed' must be a list of block ids")
         link = self.settings.link_id
         held = set(self.outbox.block_ids(link, "confirmed")) | set(self.outbox.block_ids(link, "delivered"))
@@ -174,16 +197,29 @@ class AliceLink:
             table.clear()
         bob_next = P.header_int(msg, "next_block")
         self.blocks.next_block_id = max(self.blocks.next_block_id, bob_next, self.outbox.max_block_id(link) + 1)
-        return [Message(P.HELLO_ACK, {"ok": True, "settings": mine, "nonce": nonce, "confirmed": confirmed,
-                                      "next_block": self.blocks.next_block_id, "slot_hwm": self.slot_hwm})]
+        return [
+            Message(
+                P.HELLO_ACK,
+                {
+                    "ok": True,
+                    "settings": mine,
+                    "nonce": nonce,
+                    "confirmed": confirmed,
+                    "next_block": self.blocks.next_block_id,
+                    "slot_hwm": self.slot_hwm,
+                },
+            )
+        ]
 
     def _on_sift_request(self, msg: Message) -> list[Message]:
         batch, request = P.parse_sift_request(msg)
         if len(self._pending) >= MAX_PENDING_BATCHES:
             raise ProtocolError(f"too many sift batches awaiting Bob's report (limit {MAX_PENDING_BATCHES})")
         if request.slot.size and int(request.slot[0]) <= self.slot_hwm:
-            self._refuse_reuse(f"SIFT_REQUEST for slot {int(request.slot[0])}, at or below slots already sifted "
-                               f"(up to {self.slot_hwm}): a state is never used twice")
+            self._refuse_reuse(
+                f"SIFT_REQUEST for slot {int(request.slot[0])}, at or below slots already sifted "
+                f"(up to {self.slot_hwm}): a state is never used twice"
+            )
         states = self._fresh_states(request.slot, request.basis)
         sifted, reply = alice_sift(request, states, self.settings.n_intensities)
         if request.slot.size:
@@ -242,12 +278,16 @@ class AliceLink:
         if block is None:
             raise ProtocolError(f"BLOCK_START for block {block_id}, which Alice has not completed")
         if block.n_bits != n_bits or block.last_batch != P.header_int(msg, "last_batch"):
-            raise ProtocolError(f"BLOCK_START: Bob's block {block_id} ({n_bits} bits) differs from Alice's "
-                                f"({block.n_bits} bits)")
+            raise ProtocolError(
+                f"BLOCK_START: Bob's block {block_id} ({n_bits} bits) differs from Alice's ({block.n_bits} bits)"
+            )
         qber_x = block.counts.qber(1)
         if qber_x > self.settings.qber_abort:
-            self.alarm("major", f"link {self.settings.link_id}: block {block_id} X-basis QBER {qber_x:.4f} "
-                                f"above the abort threshold {self.settings.qber_abort}")
+            self.alarm(
+                "major",
+                f"link {self.settings.link_id}: block {block_id} X-basis QBER {qber_x:.4f} "
+                f"above the abort threshold {self.settings.qber_abort}",
+            )
             raise ProtocolError(f"X-basis QBER {qber_x:.4f} above the abort threshold")
         self._active[block_id] = block
         self.responder.add_block(block_id, block.bits)
@@ -271,9 +311,12 @@ class AliceLink:
         if not isinstance(seed, bytes) or not isinstance(bob_tag, bytes):
             raise ProtocolError("VERIFY: needs two raw frames (seed, Bob's tag)")
         z_errors = msg.header.get("z_errors")
-        if (not isinstance(z_errors, list) or len(z_errors) != self.settings.n_intensities
-                or not all(isinstance(e, int) and not isinstance(e, bool) and e >= 0 for e in z_errors)
-                or np.any(np.asarray(z_errors) > block.counts.detections[0])):
+        if (
+            not isinstance(z_errors, list)
+            or len(z_errors) != self.settings.n_intensities
+            or not all(isinstance(e, int) and not isinstance(e, bool) and e >= 0 for e in z_errors)
+            or np.any(np.asarray(z_errors) > block.counts.detections[0])
+        ):
             raise ProtocolError("VERIFY: 'z_errors' must list one error count per intensity class")
         try:
             tag = verification_tag_bits(block.bits, seed)
@@ -309,8 +352,10 @@ class AliceLink:
             raise ProtocolError(f"BLOCK_DONE: refill_bits must be a multiple of 256, got {refill_bits}")
         rekey = msg.header.get("rekey", False)
         if not isinstance(rekey, bool) or (rekey and (refill_bits < P.REKEY_BITS or self.rekey_auth is None)):
-            raise ProtocolError("BLOCK_DONE: 'rekey' must be a boolean, true only with a refill of at least "
-                                f"{P.REKEY_BITS} bits on a link that can rekey")
+            raise ProtocolError(
+                "BLOCK_DONE: 'rekey' must be a boolean, true only with a refill of at least "
+                f"{P.REKEY_BITS} bits on a link that can rekey"
+            )
         # Bob's closing tag over the block's transcript verified (`require_verified`): commit
         staged.refill_bits = refill_bits
         staged.rekey = rekey
@@ -322,8 +367,16 @@ class AliceLink:
         assert staged.refill_bits is not None
         self._staged.pop(block_id, None)
         refill, key_bytes = split_secret(staged.secret, staged.length, staged.refill_bits)
-        key = DistilledKey(self.settings.link_id, block_id, key_bytes, 8 * len(key_bytes), staged.qber,
-                           staged.leaked_bits, staged.sifted_bits, staged.finite_key)
+        key = DistilledKey(
+            self.settings.link_id,
+            block_id,
+            key_bytes,
+            8 * len(key_bytes),
+            staged.qber,
+            staged.leaked_bits,
+            staged.sifted_bits,
+            staged.finite_key,
+        )
         # the refill is kept with the key until applied, so a crash before then applies it at restart
         self.outbox.put(key, "confirmed", bytes([staged.rekey]) + refill)
         # the pools and hash keys change only after BLOCK_DONE_ACK, tagged under the current ones, has left
@@ -360,8 +413,9 @@ class AliceLink:
 
     # -- loop ---------------------------------------------------------------------------------------
 
-    def serve(self, channel: object, stop: threading.Event, poll_s: float = 0.2,
-              until: Callable[[], bool] | None = None) -> None:
+    def serve(
+        self, channel: object, stop: threading.Event, poll_s: float = 0.2, until: Callable[[], bool] | None = None
+    ) -> None:
         """Answer Bob on `channel` (a node.classical.SecureChannel) until `stop` is set (or `until()`).
 
         A message that fails authentication or decoding is dropped with an alarm; Bob's block then
@@ -380,26 +434,39 @@ class AliceLink:
             except TranscriptAuthenticationError as exc:
                 # Bob's view of the block differs from ours: no commit, no refill; the mask is spent
                 self.counters["auth_failures"] += 1
-                self.alarm("major", f"link {self.settings.link_id}: block {exc.transcript} transcript authentication "
-                                    f"failed, block aborted: {exc}")
+                self.alarm(
+                    "major",
+                    f"link {self.settings.link_id}: block {exc.transcript} transcript authentication "
+                    f"failed, block aborted: {exc}",
+                )
                 self._drop_block(exc.transcript, "transcript authentication failed")
                 if link is not None:
                     link.end_transcript(exc.transcript)
                 if link is not None and link.locked:
-                    self.alarm("critical", f"link {self.settings.link_id}: {link.failed_tags} failed tags under one "
-                                           "hash key: the session stops; provision a fresh bootstrap secret")
+                    self.alarm(
+                        "critical",
+                        f"link {self.settings.link_id}: {link.failed_tags} failed tags under one "
+                        "hash key: the session stops; provision a fresh bootstrap secret",
+                    )
                     return
                 try:
-                    channel.send(P.in_block(P.abort(exc.transcript, "transcript authentication failed"),  # type: ignore[attr-defined]
-                                            exc.transcript))
+                    channel.send(  # type: ignore[attr-defined]
+                        P.in_block(
+                            P.abort(exc.transcript, "transcript authentication failed"),
+                            exc.transcript,
+                        )
+                    )
                 except ClassicalChannelError:
                     pass
                 continue
             except ClassicalChannelError as exc:
                 self.alarm("major", f"link {self.settings.link_id}: rejected classical message: {exc}")
                 if link is not None and link.locked:
-                    self.alarm("critical", f"link {self.settings.link_id}: {link.failed_tags} failed tags under one "
-                                           "hash key: the session stops; provision a fresh bootstrap secret")
+                    self.alarm(
+                        "critical",
+                        f"link {self.settings.link_id}: {link.failed_tags} failed tags under one "
+                        "hash key: the session stops; provision a fresh bootstrap secret",
+                    )
                     return
                 continue
             if msg.type == P.HELLO and msg.verified and link is not None:
@@ -416,7 +483,11 @@ class AliceLink:
             try:
                 for reply in replies:
                     channel.send(reply)  # type: ignore[attr-defined]
-                    if link is not None and reply.transcript is not None and (reply.closing or reply.type == P.BLOCK_ABORT):
+                    if (
+                        link is not None
+                        and reply.transcript is not None
+                        and (reply.closing or reply.type == P.BLOCK_ABORT)
+                    ):
                         link.end_transcript(reply.transcript)
             except AuthenticationLocked as exc:
                 self.alarm("critical", f"link {self.settings.link_id}: authentication stopped the session: {exc}")

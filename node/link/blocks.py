@@ -33,8 +33,9 @@ class KeyBlock:
         return int(self.bits.size)
 
     def __repr__(self) -> str:  # never show key bits
-        return (f"KeyBlock(block_id={self.block_id}, <{self.n_bits} bits>, "
-                f"batches {self.first_batch}..{self.last_batch})")
+        return (
+            f"KeyBlock(block_id={self.block_id}, <{self.n_bits} bits>, batches {self.first_batch}..{self.last_batch})"
+        )
 
 
 @dataclass
@@ -75,8 +76,14 @@ class KeyBlockAccumulator:
         self._counts = self._counts + sifted.counts
         if self._bits < self.target_bits:
             return None
-        block = KeyBlock(self.next_block_id, np.concatenate(self._parts), np.concatenate(self._classes),
-                         self._counts, self._first_batch, batch_id)
+        block = KeyBlock(
+            self.next_block_id,
+            np.concatenate(self._parts),
+            np.concatenate(self._classes),
+            self._counts,
+            self._first_batch,
+            batch_id,
+        )
         self.next_block_id += 1
         self.discard()
         return block

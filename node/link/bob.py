@@ -74,11 +74,16 @@ class CascadeOverSecureChannel(ClassicalChannel):
 class BobLink:
     """Bob's protocol state for one link over `channel` (a node.classical.SecureChannel)."""
 
-    def __init__(self, settings: LinkSettings, channel: object, outbox: Outbox,
-                 refill_auth: Callable[[bytes], None] | None = None,
-                 alarm: Callable[[str, str], None] | None = None,
-                 auth_available: Callable[[], tuple[int, int]] | None = None,
-                 rekey_auth: Callable[[bytes], None] | None = None) -> None:
+    def __init__(
+        self,
+        settings: LinkSettings,
+        channel: object,
+        outbox: Outbox,
+        refill_auth: Callable[[bytes], None] | None = None,
+        alarm: Callable[[str, str], None] | None = None,
+        auth_available: Callable[[], tuple[int, int]] | None = None,
+        rekey_auth: Callable[[bytes], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.channel = channel
         self.outbox = outbox
@@ -86,22 +91,37 @@ class BobLink:
         self.rekey_auth = rekey_auth
         self.auth_available = auth_available or (lambda: (0, 0))
         self.alarm = alarm or (lambda severity, text: log.warning("alarm %s: %s", severity, text))
-        self.blocks = KeyBlockAccumulator(settings.block_bits, settings.n_intensities,
-                                          next_block_id=outbox.max_block_id(settings.link_id) + 1)
+        self.blocks = KeyBlockAccumulator(
+            settings.block_bits, settings.n_intensities, next_block_id=outbox.max_block_id(settings.link_id) + 1
+        )
         self.slot_hwm = -1
         self._cascade_channel = CascadeOverSecureChannel(channel)
-        self.reconciler = CascadeReconciler(self._cascade_channel, settings.cascade_variant,
-                                            timeout_s=settings.timeout_s)
+        self.reconciler = CascadeReconciler(
+            self._cascade_channel, settings.cascade_variant, timeout_s=settings.timeout_s
+        )
         self.next_batch = 0
         self.qber_estimate: float | None = None
-        self.counters = {"batches": 0, "detections": 0, "sifted_bits": 0, "blocks": 0, "aborted": 0,
-                         "key_bits": 0, "leaked_bits": 0, "auth_failures": 0, "auth_bits": 0,
-                         "finite_key_bits": 0}
+        self.counters = {
+            "batches": 0,
+            "detections": 0,
+            "sifted_bits": 0,
+            "blocks": 0,
+            "aborted": 0,
+            "key_bits": 0,
+            "leaked_bits": 0,
+            "auth_failures": 0,
+            "auth_bits": 0,
+            "finite_key_bits": 0,
+        }
         self.last_block: dict[str, Any] = {}  # a JSON-ready report of the last block
         self.history: deque[dict[str, float]] = deque(maxlen=1000)  # per block: when, sifted so far, secret
         self._auth_mark = self._auth_consumed()
-        self.monitor = LinkMonitor(settings.link_id, settings.qber_abort, self.alarm,  # KM03 detection, QL01 forecast
-                                   retuner=LinkRetuner(settings, self.alarm))  # QL02 re-tune advice
+        self.monitor = LinkMonitor(
+            settings.link_id,
+            settings.qber_abort,
+            self.alarm,  # KM03 detection, QL01 forecast
+            retuner=LinkRetuner(settings, self.alarm),
+        )  # QL02 re-tune advice
 
     def _request(self, msg: Message, expected: str, frames: int) -> Message:
         self.channel.send(msg)  # type: ignore[attr-defined]
@@ -120,8 +140,11 @@ class BobLink:
         link = self.link
         if link is None:
             return 0
-        return (link.send_pool.consumed_bits + link.recv_pool.consumed_bits  # type: ignore[attr-defined]
-                + getattr(link, "rekeyed_bits", 0))
+        return (
+            link.send_pool.consumed_bits  # type: ignore[attr-defined]
+            + link.recv_pool.consumed_bits  # type: ignore[attr-defined]
+            + getattr(link, "rekeyed_bits", 0)
+        )
 
     def hello(self) -> None:
         """Start the session: check Alice runs the same settings, settle half-confirmed keys, agree
@@ -132,9 +155,17 @@ class BobLink:
         link = self.settings.link_id
         unconfirmed = self.outbox.block_ids(link, "unconfirmed")
         nonce = os.urandom(16).hex()  # public and random: it tells Eve nothing, it only dates the reply
-        self.channel.send(Message(P.HELLO, {"settings": self.settings.fingerprint(),  # type: ignore[attr-defined]
-                                            "unconfirmed": unconfirmed, "next_block": self.blocks.next_block_id,
-                                            "nonce": nonce}))
+        self.channel.send(  # type: ignore[attr-defined]
+            Message(
+                P.HELLO,
+                {
+                    "settings": self.settings.fingerprint(),
+                    "unconfirmed": unconfirmed,
+                    "next_block": self.blocks.next_block_id,
+                    "nonce": nonce,
+                },
+            )
+        )
         deadline = time.monotonic() + self.settings.timeout_s
         while True:  # what Alice sent before she saw HELLO belongs to the old session: skip it
             reply = self.channel.recv(timeout=max(0.0, deadline - time.monotonic()))  # type: ignore[attr-defined]
@@ -168,8 +199,15 @@ class BobLink:
         """Sift one batch of detections with Alice; distil the block it completes, if any."""
         if len(detections) and int(detections.slot[0]) <= self.slot_hwm:
             keep = detections.slot > self.slot_hwm  # sifted before a restart: never again
-            detections = Detections(detections.slot[keep], detections.basis[keep], detections.bit[keep],
-                                    detections.clicks[keep], detections.time[keep], 0, 0)
+            detections = Detections(
+                detections.slot[keep],
+                detections.basis[keep],
+                detections.bit[keep],
+                detections.clicks[keep],
+                detections.time[keep],
+                0,
+                0,
+            )
         if len(detections) == 0:
             return []
         self.monitor.on_batch(int(detections.slot[0]), int(detections.slot[-1]), detections)
@@ -220,17 +258,25 @@ class BobLink:
             except AuthenticationLocked:
                 raise
             except (ProtocolError, ClassicalChannelError) as exc2:
-                log.warning("link %s: resynchronising after block %d failed: %s", self.settings.link_id,
-                            block.block_id, exc2)
+                log.warning(
+                    "link %s: resynchronising after block %d failed: %s", self.settings.link_id, block.block_id, exc2
+                )
             return None
 
     def _distill(self, block: KeyBlock, t0: float) -> DistilledKey | None:
         s = self.settings
         qber_x = block.counts.qber(1)
         self._cascade_channel.block = block.block_id
-        self._request(P.in_block(Message(P.BLOCK_START, {"block": block.block_id, "n_bits": block.n_bits,
-                                                         "last_batch": block.last_batch}), block.block_id),
-                      P.BLOCK_READY, 0)
+        self._request(
+            P.in_block(
+                Message(
+                    P.BLOCK_START, {"block": block.block_id, "n_bits": block.n_bits, "last_batch": block.last_batch}
+                ),
+                block.block_id,
+            ),
+            P.BLOCK_READY,
+            0,
+        )
         if qber_x > s.qber_abort:
             raise ProtocolError(f"X-basis QBER {qber_x:.4f} above the abort threshold {s.qber_abort}")
         estimate = self.qber_estimate if self.qber_estimate is not None else qber_x
@@ -244,8 +290,16 @@ class BobLink:
             raise ProtocolError(f"QBER {qber_z:.4f} found by error correction is above the threshold {s.qber_abort}")
         seed = draw_seed(s.tag_bits)
         tag = verification_tag_bits(corrected, seed)
-        self.channel.send(P.in_block(Message(P.VERIFY, {"block": block.block_id, "z_errors": z_errors},  # type: ignore[attr-defined]
-                                             [seed, tag]), block.block_id))
+        self.channel.send(  # type: ignore[attr-defined]
+            P.in_block(
+                Message(
+                    P.VERIFY,
+                    {"block": block.block_id, "z_errors": z_errors},
+                    [seed, tag],
+                ),
+                block.block_id,
+            )
+        )
         reply = self.channel.recv(timeout=s.timeout_s)  # type: ignore[attr-defined]
         P.expect(reply, P.VERIFY_RESULT, len(reply.frames) if reply.type == P.VERIFY_RESULT else 0)
         if P.header_int(reply, "block") != block.block_id or not reply.frames or not isinstance(reply.frames[0], bytes):
@@ -258,15 +312,33 @@ class BobLink:
         own = fk.length if fk.length >= 256 else 0
         if length != own:
             raise ProtocolError(f"Alice computed a key length of {length} bits, Bob {own}")
-        self.last_block = {"block": block.block_id, "n_bits": block.n_bits, "qber": qber_z, "qber_x": qber_x,
-                           "leaked_bits": stats.leaked_bits, "round_trips": stats.round_trips,
-                           "detections": block.counts.detections.tolist(), "errors_x": block.counts.errors[1].tolist(),
-                           "z_errors": z_errors,
-                           "secret_bits": length, "finite_key": fk.as_dict(), "time_s": time.perf_counter() - t0}
-        self.history.append({"block": block.block_id, "t": time.monotonic(), "n_bits": block.n_bits, "qber": qber_z,
-                             "sifted_total": self.counters["sifted_bits"], "secret_bits": length,
-                             "leaked_bits": stats.leaked_bits, "round_trips": stats.round_trips,
-                             "cascade_s": stats.time_s})
+        self.last_block = {
+            "block": block.block_id,
+            "n_bits": block.n_bits,
+            "qber": qber_z,
+            "qber_x": qber_x,
+            "leaked_bits": stats.leaked_bits,
+            "round_trips": stats.round_trips,
+            "detections": block.counts.detections.tolist(),
+            "errors_x": block.counts.errors[1].tolist(),
+            "z_errors": z_errors,
+            "secret_bits": length,
+            "finite_key": fk.as_dict(),
+            "time_s": time.perf_counter() - t0,
+        }
+        self.history.append(
+            {
+                "block": block.block_id,
+                "t": time.monotonic(),
+                "n_bits": block.n_bits,
+                "qber": qber_z,
+                "sifted_total": self.counters["sifted_bits"],
+                "secret_bits": length,
+                "leaked_bits": stats.leaked_bits,
+                "round_trips": stats.round_trips,
+                "cascade_s": stats.time_s,
+            }
+        )
         self.counters["leaked_bits"] += stats.leaked_bits
         if length == 0:
             log.info("link %s: block %d leaves no secret key", s.link_id, block.block_id)
@@ -288,13 +360,20 @@ class BobLink:
             rekey = refill_bits >= P.REKEY_BITS
         refill, key_bytes = split_secret(secret, length, refill_bits)
         fk_record = {**fk.as_dict()}
-        key = DistilledKey(s.link_id, block.block_id, key_bytes, 8 * len(key_bytes), qber_z, stats.leaked_bits,
-                           block.n_bits, fk_record)
+        key = DistilledKey(
+            s.link_id, block.block_id, key_bytes, 8 * len(key_bytes), qber_z, stats.leaked_bits, block.n_bits, fk_record
+        )
         self.outbox.put(key, "unconfirmed", bytes([rekey]) + refill)
         # Bob's closing tag over the whole transcript: Alice commits only if it matches her view
-        self._request(P.in_block(Message(P.BLOCK_DONE, {"block": block.block_id, "refill_bits": refill_bits,
-                                                        "rekey": rekey}), block.block_id, closing=True),
-                      P.BLOCK_DONE_ACK, 0)
+        self._request(
+            P.in_block(
+                Message(P.BLOCK_DONE, {"block": block.block_id, "refill_bits": refill_bits, "rekey": rekey}),
+                block.block_id,
+                closing=True,
+            ),
+            P.BLOCK_DONE_ACK,
+            0,
+        )
         # Alice's closing tag verified (in `_request`): both views of the transcript agree
         eps_auth = 2 * self.link.transcript_epsilon(block.block_id) if self.link is not None else 0.0  # type: ignore[attr-defined]
         if self.link is not None:
@@ -305,8 +384,9 @@ class BobLink:
         auth_bits = auth_now - self._auth_mark
         self._auth_mark = auth_now
         fk_record["eps_auth"] = eps_auth
-        self.last_block.update(eps_auth=eps_auth, auth_bits=auth_bits, rekey=rekey, refill_bits=refill_bits,
-                               net_key_bits=key.length_bits)
+        self.last_block.update(
+            eps_auth=eps_auth, auth_bits=auth_bits, rekey=rekey, refill_bits=refill_bits, net_key_bits=key.length_bits
+        )
         self.history[-1].update(eps_auth=eps_auth, auth_bits=auth_bits, net_key_bits=key.length_bits)
         self.last_block["finite_key"]["eps_auth"] = eps_auth
         self.counters["blocks"] += 1

@@ -64,9 +64,15 @@ class LinkSettings:
 
     def fingerprint(self) -> dict[str, Any]:
         """The settings both peers compare in their HELLO exchange."""
-        return {"link_id": self.link_id, "intensities": list(self.intensities),
-                "class_probabilities": list(self.class_probabilities), "block_bits": self.block_bits,
-                "protocol": self.protocol, "eps_sec": self.eps_sec, "tag_bits": self.tag_bits}
+        return {
+            "link_id": self.link_id,
+            "intensities": list(self.intensities),
+            "class_probabilities": list(self.class_probabilities),
+            "block_bits": self.block_bits,
+            "protocol": self.protocol,
+            "eps_sec": self.eps_sec,
+            "tag_bits": self.tag_bits,
+        }
 
 
 @dataclass(frozen=True)
@@ -83,7 +89,9 @@ class DistilledKey:
     finite_key: dict[str, Any] = field(repr=False)
 
 
-def z_errors_by_class(before: NDArray[np.uint8], after: NDArray[np.uint8], classes: NDArray[np.uint8], k: int) -> list[int]:
+def z_errors_by_class(
+    before: NDArray[np.uint8], after: NDArray[np.uint8], classes: NDArray[np.uint8], k: int
+) -> list[int]:
     """Bob's corrected errors per intensity class (public after error correction)."""
     return np.bincount(classes[before != after], minlength=k).astype(np.int64).tolist()
 
@@ -94,8 +102,9 @@ def error_count_disclosure_bits(key_detections: NDArray[np.int64]) -> float:
     return float(np.sum(np.log2(np.asarray(key_detections, np.float64) + 1.0)))
 
 
-def block_key_length(settings: LinkSettings, counts: SiftCounts, z_errors: list[int], leaked_bits: int,
-                     n_bits: int) -> FiniteKeyResult:
+def block_key_length(
+    settings: LinkSettings, counts: SiftCounts, z_errors: list[int], leaked_bits: int, n_bits: int
+) -> FiniteKeyResult:
     """The finite-key length of a block from its statistics, with every bit disclosed about the key
     subtracted (DESIGN §5; what Eve learns, and where it is paid for):
     - Cascade's parities: `leaked_bits`, as lambda_EC;
@@ -107,12 +116,18 @@ def block_key_length(settings: LinkSettings, counts: SiftCounts, z_errors: list[
     detections = counts.detections.copy()
     errors = counts.errors.copy()
     errors[0] = np.asarray(z_errors, np.int64)
-    stats = DecoyStatistics(np.asarray(settings.intensities), np.asarray(settings.class_probabilities),
-                            detections, errors)
-    return finite_key_length(settings.protocol, stats, float(leaked_bits),
-                             epsilon_cor(n_bits, settings.tag_bits), settings.eps_sec,
-                             verification_bits=float(settings.tag_bits),
-                             disclosed_bits=error_count_disclosure_bits(detections[0]))
+    stats = DecoyStatistics(
+        np.asarray(settings.intensities), np.asarray(settings.class_probabilities), detections, errors
+    )
+    return finite_key_length(
+        settings.protocol,
+        stats,
+        float(leaked_bits),
+        epsilon_cor(n_bits, settings.tag_bits),
+        settings.eps_sec,
+        verification_bits=float(settings.tag_bits),
+        disclosed_bits=error_count_disclosure_bits(detections[0]),
+    )
 
 
 def privacy_amplification(bits: NDArray[np.uint8], seed_words: NDArray[np.uint64], length: int) -> NDArray[np.uint64]:

@@ -103,14 +103,17 @@ class Outbox:
         with self._lock:
             rows = self._db.execute(
                 "SELECT block_id FROM outbox WHERE link_id=? AND state!='unconfirmed' AND refill IS NOT NULL "
-                "ORDER BY block_id", (link_id,)).fetchall()
+                "ORDER BY block_id",
+                (link_id,),
+            ).fetchall()
         return [r[0] for r in rows]
 
     def refill_of(self, link_id: str, block_id: int) -> bytes:
         """The block's pending authentication refill (empty when none)."""
         with self._lock:
-            row = self._db.execute("SELECT refill FROM outbox WHERE link_id=? AND block_id=?",
-                                   (link_id, block_id)).fetchone()
+            row = self._db.execute(
+                "SELECT refill FROM outbox WHERE link_id=? AND block_id=?", (link_id, block_id)
+            ).fetchone()
         return b"" if row is None or row[0] is None else bytes(row[0])
 
     def refill_applied(self, link_id: str, block_id: int) -> None:
@@ -139,7 +142,8 @@ class Outbox:
         with self._lock:
             rows = self._db.execute(
                 "SELECT link_id, block_id, key, length_bits, qber, meta FROM outbox WHERE state='confirmed' "
-                "ORDER BY link_id, block_id LIMIT ?", (limit,)
+                "ORDER BY link_id, block_id LIMIT ?",
+                (limit,),
             ).fetchall()
         return [OutboxEntry(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows]
 

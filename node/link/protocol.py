@@ -95,7 +95,9 @@ def frame_array(msg: Message, index: int, dtype: type, name: str, ndim: int = 1)
     arr = msg.frames[index]
     if not isinstance(arr, np.ndarray) or arr.dtype != np.dtype(dtype) or arr.ndim != ndim:
         got = f"{arr.dtype}{arr.shape}" if isinstance(arr, np.ndarray) else f"{len(arr)} raw bytes"
-        raise ProtocolError(f"{msg.type}: payload frame {index} ({name}) must be a {ndim}-D {np.dtype(dtype)} array, got {got}")
+        raise ProtocolError(
+            f"{msg.type}: payload frame {index} ({name}) must be a {ndim}-D {np.dtype(dtype)} array, got {got}"
+        )
     return arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)  # (ascontiguousarray makes 0-D 1-D)
 
 
@@ -117,6 +119,7 @@ def expect(msg: Message, msg_type: str, frames: int) -> None:
 
 # -- sifting -------------------------------------------------------------------------------------
 
+
 def sift_request(batch: int, request: SiftRequest) -> Message:
     """Bob's sift request for batch `batch`."""
     return Message(SIFT_REQUEST, {"batch": batch}, [request.slot, request.basis])
@@ -134,8 +137,11 @@ def parse_sift_request(msg: Message) -> tuple[int, SiftRequest]:
 
 def sift_reply(batch: int, reply: SiftReply) -> Message:
     """Alice's sift reply for batch `batch`."""
-    return Message(SIFT_REPLY, {"batch": batch, "k": reply.n_intensities},
-                   [reply.match, reply.intensity, reply.test_bits, reply.sample_index, reply.sample_bits])
+    return Message(
+        SIFT_REPLY,
+        {"batch": batch, "k": reply.n_intensities},
+        [reply.match, reply.intensity, reply.test_bits, reply.sample_index, reply.sample_bits],
+    )
 
 
 def parse_sift_reply(msg: Message, batch: int) -> SiftReply:
@@ -144,9 +150,12 @@ def parse_sift_reply(msg: Message, batch: int) -> SiftReply:
     if header_int(msg, "batch") != batch:
         raise ProtocolError(f"SIFT_REPLY for batch {msg.header.get('batch')}, expected {batch}")
     return SiftReply(
-        frame_array(msg, 0, np.uint8, "match"), frame_array(msg, 1, np.uint8, "intensity"),
-        frame_array(msg, 2, np.uint8, "test_bits"), frame_array(msg, 3, np.int64, "sample_index"),
-        frame_array(msg, 4, np.uint8, "sample_bits"), header_int(msg, "k", 1, MAX_INTENSITIES),
+        frame_array(msg, 0, np.uint8, "match"),
+        frame_array(msg, 1, np.uint8, "intensity"),
+        frame_array(msg, 2, np.uint8, "test_bits"),
+        frame_array(msg, 3, np.int64, "sample_index"),
+        frame_array(msg, 4, np.uint8, "sample_bits"),
+        header_int(msg, "k", 1, MAX_INTENSITIES),
     )
 
 
@@ -162,6 +171,7 @@ def parse_sift_report(msg: Message) -> tuple[int, SiftReport]:
 
 
 # -- Cascade, carried inside our authenticated envelope ------------------------------------------
+
 
 def wrap_cascade(cmsg: CascadeMessage) -> Message:
     """A Cascade message inside a CASCADE envelope."""

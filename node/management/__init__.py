@@ -10,12 +10,12 @@ from node.management.alarms import SEVERITIES, Alarm, AlarmEvent, AlarmRegistry
 from node.management.metrics import METRICS, NodeMetrics, close_metrics, serve_metrics
 
 __all__ = [
-           "METRICS",
-           "SEVERITIES",
-           "Alarm",
-           "AlarmEvent",
-           "AlarmRegistry",
-           "NodeMetrics",
-           "close_metrics",
-           "serve_metrics",
+    "METRICS",
+    "SEVERITIES",
+    "Alarm",
+    "AlarmEvent",
+    "AlarmRegistry",
+    "NodeMetrics",
+    "close_metrics",
+    "serve_metrics",
 ]

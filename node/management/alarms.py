@@ -73,9 +73,17 @@ class Alarm:
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-ready view (for status output and logs)."""
-        return {"id": self.alarm_id, "source": self.source, "key": self.key, "severity": self.severity,
-                "text": self.text, "first_raised": self.first_raised, "last_raised": self.last_raised,
-                "count": self.count, "cleared_at": self.cleared_at}
+        return {
+            "id": self.alarm_id,
+            "source": self.source,
+            "key": self.key,
+            "severity": self.severity,
+            "text": self.text,
+            "first_raised": self.first_raised,
+            "last_raised": self.last_raised,
+            "count": self.count,
+            "cleared_at": self.cleared_at,
+        }
 
 
 @dataclass(frozen=True)
@@ -97,8 +105,9 @@ class AlarmRegistry:
     history, action "evicted"), so a flood of distinct alarms cannot exhaust memory.
     """
 
-    def __init__(self, *, history_size: int = 1000, max_active: int = 1000,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, *, history_size: int = 1000, max_active: int = 1000, clock: Callable[[], float] = time.time
+    ) -> None:
         if not isinstance(history_size, int) or history_size < 1:
             raise ValueError(f"history_size: must be an int >= 1, got {history_size!r}")
         if not isinstance(max_active, int) or max_active < 1:
@@ -113,8 +122,9 @@ class AlarmRegistry:
         self.raised_total: dict[str, int] = dict.fromkeys(SEVERITIES, 0)
 
     # -- changes -------------------------------------------------------------------------------
-    def raise_alarm(self, severity: str, source: str, text: str, *, key: str | None = None,
-                    clear_after_s: float | None = None) -> Alarm:
+    def raise_alarm(
+        self, severity: str, source: str, text: str, *, key: str | None = None, clear_after_s: float | None = None
+    ) -> Alarm:
         """Raise (or update, if (source, key) is active) an alarm; returns it as it now stands.
 
         ``key`` defaults to the sanitised text. ``clear_after_s`` makes the alarm clear itself that many
@@ -138,8 +148,9 @@ class AlarmRegistry:
                 self._next_id += 1
                 action = "raised"
             else:
-                alarm = replace(old, severity=severity, text=text, last_raised=now, count=old.count + 1,
-                                clear_after_s=clear_after_s)
+                alarm = replace(
+                    old, severity=severity, text=text, last_raised=now, count=old.count + 1, clear_after_s=clear_after_s
+                )
                 action = "updated"
                 del self._active[(source, key)]  # re-insert: dict order is "least recently raised first"
             self._active[(source, key)] = alarm
@@ -149,8 +160,14 @@ class AlarmRegistry:
                 (_, victim) = next(iter(self._active.items()))
                 events.append(self._remove_locked(victim, "evicted", now))
         self._notify(events)
-        log.log(logging.ERROR if severity in ("critical", "major") else logging.WARNING,
-                "alarm %s %s [%s]: %s", action, severity, source, text)
+        log.log(
+            logging.ERROR if severity in ("critical", "major") else logging.WARNING,
+            "alarm %s %s [%s]: %s",
+            action,
+            severity,
+            source,
+            text,
+        )
         return alarm
 
     def clear(self, source: str, key: str) -> Alarm | None:
@@ -180,8 +197,10 @@ class AlarmRegistry:
     def callback_for(self, source: str, *, clear_after_s: float | None = None) -> Callable[[str, str], None]:
         """An ``alarm(severity, text)`` callable for code that knows its source only implicitly
         (the link sessions take one)."""
+
         def alarm(severity: str, text: str) -> None:
             self.raise_alarm(severity, source, text, clear_after_s=clear_after_s)
+
         return alarm
 
     def subscribe(self, callback: AlarmCallback) -> None:
@@ -235,8 +254,9 @@ class AlarmRegistry:
         return self._record_locked(action, replace(alarm, cleared_at=now), now)
 
     def _expire_locked(self, now: float) -> list[AlarmEvent]:
-        due = [a for a in self._active.values()
-               if a.clear_after_s is not None and now - a.last_raised >= a.clear_after_s]
+        due = [
+            a for a in self._active.values() if a.clear_after_s is not None and now - a.last_raised >= a.clear_after_s
+        ]
         return [self._remove_locked(a, "expired", now) for a in due]
 
     def _notify(self, events: list[AlarmEvent]) -> None:

@@ -97,7 +97,11 @@ METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "qkdnode_secret_key_rate_bps": ("gauge", ("link",), "Secret key bits per second over the last window."),
     "qkdnode_blocks_total": ("counter", ("link", "outcome"), "Blocks by outcome: key, no_key, aborted."),
     "qkdnode_block_aborts_total": ("counter", ("link", "reason"), "Aborted blocks by reason."),
-    "qkdnode_dropped_detections_total": ("counter", ("link",), "Detections dropped because post-processing fell behind."),
+    "qkdnode_dropped_detections_total": (
+        "counter",
+        ("link",),
+        "Detections dropped because post-processing fell behind.",
+    ),
     "qkdnode_last_block_timestamp_seconds": ("gauge", ("link",), "Unix time of the last block's outcome."),
     "qkdnode_key_pool_bits": ("gauge", ("peer",), "Key bits in the key manager's pool shared with a peer node."),
     "qkdnode_relays_total": ("counter", ("outcome",), "Key relays by outcome."),
@@ -105,11 +109,18 @@ METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "qkdnode_alarms_active": ("gauge", ("severity",), "Active alarms per X.733 severity."),
     "qkdnode_instrument_up": ("gauge", ("instrument",), "1 if the instrument answers, else 0."),
     "qkdnode_auth_key_bits_available": ("gauge", ("link", "direction"), "Authentication key bits left, per direction."),
-    "qkdnode_auth_key_bits_consumed_total": ("counter", ("link",), "Authentication key bits consumed, both directions."),
+    "qkdnode_auth_key_bits_consumed_total": (
+        "counter",
+        ("link",),
+        "Authentication key bits consumed, both directions.",
+    ),
     "qkdnode_auth_failed_tags": ("gauge", ("link",), "Authentication tags failed under the current hash key."),
     "qkdnode_block_epsilon": ("gauge", ("link", "term"), "Last key block's failure probability: sec, cor or auth."),
-    "qkdnode_dead_time_discarded_clicks_total": ("counter", ("link",),
-                                                 "Detector clicks discarded inside Bob's common dead time."),
+    "qkdnode_dead_time_discarded_clicks_total": (
+        "counter",
+        ("link",),
+        "Detector clicks discarded inside Bob's common dead time.",
+    ),
     "qkdnode_stale_slots_total": ("counter", ("link",), "Detected slots not sifted: the AWG replayed their pattern."),
 }
 EPSILON_TERMS = ("sec", "cor", "auth")
@@ -155,8 +166,14 @@ class _RateWindow:
 class NodeMetrics:
     """The metrics of one node, in `self.registry` (its own `CollectorRegistry`)."""
 
-    def __init__(self, node: str, *, registry: CollectorRegistry | None = None, rate_window_s: float = 30.0,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        node: str,
+        *,
+        registry: CollectorRegistry | None = None,
+        rate_window_s: float = 30.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         _check_label("node", node)
         if not (isinstance(rate_window_s, (int, float)) and rate_window_s > 0):
             raise ValueError(f"rate_window_s: must be a number > 0, got {rate_window_s!r}")
@@ -203,8 +220,16 @@ class NodeMetrics:
         """Whether the link's session runs."""
         self._m["qkdnode_link_up"].labels(link=_check_label("link", link)).set(1 if up else 0)
 
-    def record_block(self, link: str, sifted_bits: int, secret_bits: int, qber: float | None, outcome: str,
-                     *, reason: str | None = None) -> None:
+    def record_block(
+        self,
+        link: str,
+        sifted_bits: int,
+        secret_bits: int,
+        qber: float | None,
+        outcome: str,
+        *,
+        reason: str | None = None,
+    ) -> None:
         """One block's outcome: sifted bits it took, secret bits it gave, its QBER (None if not
         reconciled), outcome in `BLOCK_OUTCOMES`; an aborted block names its reason (`ABORT_REASONS`)."""
         _check_label("link", link)
@@ -233,12 +258,14 @@ class NodeMetrics:
     def record_dropped(self, link: str, detections: int) -> None:
         """Detections dropped because post-processing fell behind."""
         self._m["qkdnode_dropped_detections_total"].labels(link=_check_label("link", link)).inc(
-            _check_count("detections", detections))
+            _check_count("detections", detections)
+        )
 
     def record_dead_time_discarded(self, link: str, clicks: int) -> None:
         """Detector clicks Bob's common dead time discarded (DESIGN §5: enforced before sifting)."""
         self._m["qkdnode_dead_time_discarded_clicks_total"].labels(link=_check_label("link", link)).inc(
-            _check_count("clicks", clicks))
+            _check_count("clicks", clicks)
+        )
 
     def record_stale_slots(self, link: str, slots: int) -> None:
         """Detected slots Alice did not sift because their state was not fresh (a replayed pattern)."""
@@ -254,7 +281,8 @@ class NodeMetrics:
         self._m["qkdnode_relays_total"].labels(outcome=_check_label("outcome", outcome, RELAY_OUTCOMES)).inc()
         for link, bits in (link_key_bits or {}).items():
             self._m["qkdnode_relay_link_key_bits_total"].labels(link=_check_label("link", link)).inc(
-                _check_count("link_key_bits", bits))
+                _check_count("link_key_bits", bits)
+            )
 
     # -- instruments, authentication, alarms ------------------------------------------------------
     def set_instrument_up(self, instrument: str, up: bool) -> None:
@@ -264,13 +292,16 @@ class NodeMetrics:
     def set_auth_key_available(self, link: str, direction: str, bits: int) -> None:
         """Authentication key bits left on a link's classical channel for `direction` (send / receive)."""
         self._m["qkdnode_auth_key_bits_available"].labels(
-            link=_check_label("link", link), direction=_check_label("direction", direction, DIRECTIONS),
+            link=_check_label("link", link),
+            direction=_check_label("direction", direction, DIRECTIONS),
         ).set(_check_count("bits", bits))
 
     def record_authentication(self, link: str, consumed_bits: int, failed_tags: int) -> None:
         """Authentication key bits consumed since the last call and the failed-tag count now."""
         _check_label("link", link)
-        self._m["qkdnode_auth_key_bits_consumed_total"].labels(link=link).inc(_check_count("consumed_bits", consumed_bits))
+        self._m["qkdnode_auth_key_bits_consumed_total"].labels(link=link).inc(
+            _check_count("consumed_bits", consumed_bits)
+        )
         self._m["qkdnode_auth_failed_tags"].labels(link=link).set(_check_count("failed_tags", failed_tags))
 
     def set_block_epsilon(self, link: str, eps_sec: float, eps_cor: float, eps_auth: float) -> None:
@@ -312,8 +343,10 @@ class _QuietHandler(WSGIRequestHandler):
 def alarms_document(alarms: AlarmRegistry, recent: int = 50) -> dict[str, Any]:
     """The JSON served at ``/alarms``: active alarms (most severe first) and the latest changes."""
     history = alarms.history()[-recent:] if recent > 0 else []
-    return {"active": [a.to_dict() for a in alarms.active()],
-            "recent": [{"action": e.action, "time": e.time, **e.alarm.to_dict()} for e in history]}
+    return {
+        "active": [a.to_dict() for a in alarms.active()],
+        "recent": [{"action": e.action, "time": e.time, **e.alarm.to_dict()} for e in history],
+    }
 
 
 def _app(registry: CollectorRegistry, alarms: AlarmRegistry | None) -> Callable[..., Any]:
@@ -332,8 +365,9 @@ def _app(registry: CollectorRegistry, alarms: AlarmRegistry | None) -> Callable[
     return app
 
 
-def serve_metrics(registry: CollectorRegistry, host: str = "127.0.0.1", port: int = 0, *,
-                  alarms: AlarmRegistry | None = None) -> tuple[Any, int]:
+def serve_metrics(
+    registry: CollectorRegistry, host: str = "127.0.0.1", port: int = 0, *, alarms: AlarmRegistry | None = None
+) -> tuple[Any, int]:
     """Serve `registry` at ``http://host:port/metrics`` from a daemon thread; port 0 picks a free port.
     With `alarms`, ``/alarms`` serves `alarms_document` as JSON (alarm texts, for ``qkdnode status``).
 
@@ -344,14 +378,17 @@ def serve_metrics(registry: CollectorRegistry, host: str = "127.0.0.1", port: in
     if not isinstance(host, str) or not host:
         raise ValueError(f"host: must be a host name or IP address, got {host!r}")
     if ":" in host:
+
         class _Server6(_MetricsServer):
             address_family = socket.AF_INET6
+
         server_class: type[_MetricsServer] = _Server6
     else:
         server_class = _MetricsServer
     server = make_server(host, port, _app(registry, alarms), server_class=server_class, handler_class=_QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              name=f"metrics-{server.server_port}", daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=f"metrics-{server.server_port}", daemon=True
+    )
     thread.start()
     return server, int(server.server_port)
 

@@ -142,8 +142,9 @@ def parse_node_status(url: str, text: str) -> NodeStatus:
 
 def _app_sample(status: NodeStatus, name: str, lb: dict[str, str], v: float) -> None:
     """One per-application metric into `status.applications`."""
-    app = status.applications.setdefault(lb["app"], {"sae": None, "delivered_bits": 0.0, "rate_bps": 0.0,
-                                                     "refusals": {}, "expired_keys": 0.0})
+    app = status.applications.setdefault(
+        lb["app"], {"sae": None, "delivered_bits": 0.0, "rate_bps": 0.0, "refusals": {}, "expired_keys": 0.0}
+    )
     if name == "qkdnode_app_delivered_key_bits_total":
         app["delivered_bits"], app["sae"] = v, lb.get("sae")
     elif name == "qkdnode_app_key_rate_bps":
@@ -185,11 +186,15 @@ def parse_alarms(text: str) -> list[dict[str, Any]]:
     for a in doc["active"]:
         if not isinstance(a, dict):
             raise ValueError("alarms: each active alarm must be an object")
-        out.append({"severity": sanitise_text(str(a.get("severity", "?")))[:20],
-                    "source": sanitise_text(str(a.get("source", "?")))[:100],
-                    "text": sanitise_text(str(a.get("text", ""))),
-                    "count": a.get("count") if isinstance(a.get("count"), int) else None,
-                    "last_raised": a.get("last_raised") if isinstance(a.get("last_raised"), (int, float)) else None})
+        out.append(
+            {
+                "severity": sanitise_text(str(a.get("severity", "?")))[:20],
+                "source": sanitise_text(str(a.get("source", "?")))[:100],
+                "text": sanitise_text(str(a.get("text", ""))),
+                "count": a.get("count") if isinstance(a.get("count"), int) else None,
+                "last_raised": a.get("last_raised") if isinstance(a.get("last_raised"), (int, float)) else None,
+            }
+        )
     return out
 
 
@@ -207,14 +212,20 @@ def network_view(nodes: list[NodeStatus], topology: Any | None = None) -> dict[s
     links: dict[str, dict[str, Any]] = {}
     if topology is not None:
         for lk in topology.links:
-            links[lk.id] = {"id": lk.id, "ends": [lk.a, lk.b], "distance_km": lk.distance_km, "reported_by": [],
-                            "figures": {}}
+            links[lk.id] = {
+                "id": lk.id,
+                "ends": [lk.a, lk.b],
+                "distance_km": lk.distance_km,
+                "reported_by": [],
+                "figures": {},
+            }
     for n in nodes:
         if not n.reachable:
             continue
         for fig in n.links.values():
-            entry = links.setdefault(fig.link, {"id": fig.link, "ends": None, "distance_km": None,
-                                                "reported_by": [], "figures": {}})
+            entry = links.setdefault(
+                fig.link, {"id": fig.link, "ends": None, "distance_km": None, "reported_by": [], "figures": {}}
+            )
             if entry["ends"] is None and fig.peer is not None and fig.role is not None:
                 entry["ends"] = [n.name, fig.peer] if fig.role == "alice" else [fig.peer, n.name]
             entry["reported_by"].append(n.name)
@@ -222,30 +233,63 @@ def network_view(nodes: list[NodeStatus], topology: Any | None = None) -> dict[s
     for entry in links.values():
         entry.update(_summary(entry["figures"]))
     return {
-        "nodes": [{"url": n.url, "name": n.name, "reachable": n.reachable, "error": n.error,
-                   "alarms_active": {s: n.alarms.get(s, 0.0) for s in SEVERITIES} if n.reachable else {},
-                   "key_pools": dict(n.key_pools), "relays": dict(n.relays), "instruments": dict(n.instruments),
-                   "links": sorted(n.links), "active_alarms": n.active_alarms,
-                   "applications": dict(n.applications)} for n in nodes],
+        "nodes": [
+            {
+                "url": n.url,
+                "name": n.name,
+                "reachable": n.reachable,
+                "error": n.error,
+                "alarms_active": {s: n.alarms.get(s, 0.0) for s in SEVERITIES} if n.reachable else {},
+                "key_pools": dict(n.key_pools),
+                "relays": dict(n.relays),
+                "instruments": dict(n.instruments),
+                "links": sorted(n.links),
+                "active_alarms": n.active_alarms,
+                "applications": dict(n.applications),
+            }
+            for n in nodes
+        ],
         "links": [links[k] for k in sorted(links)],
     }
 
 
 def _figures(fig: LinkFigures) -> dict[str, Any]:
-    return {"role": fig.role, "peer": fig.peer, "up": fig.up, "qber": fig.qber, "sifted_bits": fig.sifted_bits,
-            "secret_bits": fig.secret_bits, "sifted_rate_bps": fig.sifted_rate_bps,
-            "secret_rate_bps": fig.secret_rate_bps, "blocks": {o: fig.blocks.get(o, 0.0) for o in BLOCK_OUTCOMES},
-            "aborts": dict(fig.aborts), "dropped_detections": fig.dropped_detections,
-            "last_block_time": fig.last_block_time, "relay_key_bits": fig.relay_key_bits,
-            "auth_key_bits": dict(fig.auth_key_bits)}
+    return {
+        "role": fig.role,
+        "peer": fig.peer,
+        "up": fig.up,
+        "qber": fig.qber,
+        "sifted_bits": fig.sifted_bits,
+        "secret_bits": fig.secret_bits,
+        "sifted_rate_bps": fig.sifted_rate_bps,
+        "secret_rate_bps": fig.secret_rate_bps,
+        "blocks": {o: fig.blocks.get(o, 0.0) for o in BLOCK_OUTCOMES},
+        "aborts": dict(fig.aborts),
+        "dropped_detections": fig.dropped_detections,
+        "last_block_time": fig.last_block_time,
+        "relay_key_bits": fig.relay_key_bits,
+        "auth_key_bits": dict(fig.auth_key_bits),
+    }
 
 
 def _summary(by_node: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The link's headline figures: from the end with the most recent block (ties: more blocks)."""
     if not by_node:
-        return {"up": None, "qber": None, "sifted_rate_bps": None, "secret_rate_bps": None,
-                "secret_bits": None, "blocks": None}
+        return {
+            "up": None,
+            "qber": None,
+            "sifted_rate_bps": None,
+            "secret_rate_bps": None,
+            "secret_bits": None,
+            "blocks": None,
+        }
     best = max(by_node.values(), key=lambda f: (f["last_block_time"] or 0.0, sum(f["blocks"].values())))
     ups = [f["up"] for f in by_node.values() if f["up"] is not None]
-    return {"up": (all(ups) if ups else None), "qber": best["qber"], "sifted_rate_bps": best["sifted_rate_bps"],
-            "secret_rate_bps": best["secret_rate_bps"], "secret_bits": best["secret_bits"], "blocks": best["blocks"]}
+    return {
+        "up": (all(ups) if ups else None),
+        "qber": best["qber"],
+        "sifted_rate_bps": best["sifted_rate_bps"],
+        "secret_rate_bps": best["secret_rate_bps"],
+        "secret_bits": best["secret_bits"],
+        "blocks": best["blocks"],
+    }

@@ -16,8 +16,11 @@ ONSET_MARGIN = 3.0  # blocks after the commissioning window before the attack st
 def attack_table(mock: dict[str, Any], name: str, strength: float | None, block_bits: int) -> dict[str, Any]:
     """attack, attack_strength and attack_onset_slot for the mock table (ValueError naming the option)."""
     cond = Condition(name, strength)
-    fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in mock.items()
-              if k in ("fibre_length_km", "repetition_rate_hz", "p_z", "bob_p_z", "intensities", "class_probabilities")}
+    fields: dict[str, Any] = {
+        k: tuple(v) if isinstance(v, list) else v
+        for k, v in mock.items()
+        if k in ("fibre_length_km", "repetition_rate_hz", "p_z", "bob_p_z", "intensities", "class_probabilities")
+    }
     params = LinkParams(**fields)
     rates = expected_rates(params, None, 0.0)
     # Bob's common dead time (the longest detector's plus its margin, node.runtime.hardware) lowers

@@ -28,7 +28,9 @@ FEATURES: tuple[str, ...] = (
     *(f"detections_{b}_class{k}" for b in "ZX" for k in range(N_CLASSES)),
     *(f"qber_{b}_class{k}" for b in "ZX" for k in range(N_CLASSES - 1)),
     *(f"clicks_{d}" for d in ("Z0", "Z1", "X0", "X1")),
-    "multi_clicks", "dead_time_discards", "timing_spread",
+    "multi_clicks",
+    "dead_time_discards",
+    "timing_spread",
 )
 
 
@@ -72,9 +74,14 @@ class Reference:
         clicks = np.sum([np.asarray(b.clicks, dtype=float) for b in blocks], axis=0)
         with np.errstate(invalid="ignore", divide="ignore"):
             qber = np.where(det > 0, err / np.where(det > 0, det, 1.0), 0.5)
-        return cls(det / slots, qber, clicks / slots,
-                   sum(b.multi_clicks for b in blocks) / slots, sum(b.dead_time_discards for b in blocks) / slots,
-                   float(np.mean([b.timing_spread_ps for b in blocks])))
+        return cls(
+            det / slots,
+            qber,
+            clicks / slots,
+            sum(b.multi_clicks for b in blocks) / slots,
+            sum(b.dead_time_discards for b in blocks) / slots,
+            float(np.mean([b.timing_spread_ps for b in blocks])),
+        )
 
 
 def _poisson_z(x: Any, expected: Any) -> NDArray[np.float64]:
@@ -98,8 +105,11 @@ def block_features(block: BlockRecord, ref: Reference) -> NDArray[np.float64]:
     samples = getattr(block, "timing_samples", math.nan)  # a robust spread's Gaussian-equivalent count
     if math.isfinite(samples):
         n_clicks = samples
-    z_t = (block.timing_spread_ps - ref.timing_spread_ps) / (ref.timing_spread_ps / math.sqrt(2.0 * max(n_clicks, 2.0))) \
-        if math.isfinite(n_clicks) and ref.timing_spread_ps > 0 else math.nan
+    z_t = (
+        (block.timing_spread_ps - ref.timing_spread_ps) / (ref.timing_spread_ps / math.sqrt(2.0 * max(n_clicks, 2.0)))
+        if math.isfinite(n_clicks) and ref.timing_spread_ps > 0
+        else math.nan
+    )
     return np.concatenate([z_det, z_q, z_clicks, [z_multi, z_dead, z_t]])
 
 
@@ -119,8 +129,14 @@ class Verdict:
 class AttackDetector:
     """The shipped KM03 model: Gaussian one-class score plus condition templates."""
 
-    def __init__(self, mean: NDArray[np.float64], cov: NDArray[np.float64], threshold: float,
-                 templates: NDArray[np.float64], names: Sequence[str]) -> None:
+    def __init__(
+        self,
+        mean: NDArray[np.float64],
+        cov: NDArray[np.float64],
+        threshold: float,
+        templates: NDArray[np.float64],
+        names: Sequence[str],
+    ) -> None:
         self.mean, self.cov, self.threshold = mean, cov, float(threshold)
         self.templates, self.names = templates, tuple(names)
 
@@ -135,7 +151,9 @@ class AttackDetector:
         mask = np.isfinite(z)
         c = self.cov[np.ix_(mask, mask)]
         chol = np.linalg.cholesky(c)
-        return np.asarray(np.linalg.solve(chol, z[mask] - self.mean[mask]), dtype=np.float64), np.asarray(mask, dtype=np.bool_)
+        return np.asarray(np.linalg.solve(chol, z[mask] - self.mean[mask]), dtype=np.float64), np.asarray(
+            mask, dtype=np.bool_
+        )
 
     def score(self, z: NDArray[np.float64]) -> float:
         """Squared Mahalanobis distance of a feature vector from normal, over its finite features;

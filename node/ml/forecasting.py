@@ -56,12 +56,12 @@ class Forecaster:
         """Forecasts for every full window of `series` (row i predicts series[i + LAGS - 1 + horizon])."""
         c = self.coefficients[HORIZONS.index(horizon)]
         m = lag_matrix(series)
-        return series[LAGS - 1:] + c[0] + m @ c[1:]
+        return series[LAGS - 1 :] + c[0] + m @ c[1:]
 
 
 def last_value(series: NDArray[np.float64], horizon: int) -> NDArray[np.float64]:
     """Baseline: the newest value stays."""
-    return np.asarray(series, dtype=np.float64)[LAGS - 1:]
+    return np.asarray(series, dtype=np.float64)[LAGS - 1 :]
 
 
 def ewma(series: NDArray[np.float64], horizon: int, alpha: float = 0.3) -> NDArray[np.float64]:
@@ -72,7 +72,7 @@ def ewma(series: NDArray[np.float64], horizon: int, alpha: float = 0.3) -> NDArr
     for i, v in enumerate(x):
         acc = alpha * v + (1 - alpha) * acc if i else v
         out[i] = acc
-    return out[LAGS - 1:]
+    return out[LAGS - 1 :]
 
 
 class QberWatch:
@@ -80,8 +80,15 @@ class QberWatch:
     raises a "realign soon" warning when the forecast `horizon` blocks ahead reaches
     `warn_fraction` of the abort threshold while the measured QBER is still below it."""
 
-    def __init__(self, link_id: str, qber_abort: float, alarm: Callable[[str, str], None],
-                 horizon: int = 3, warn_fraction: float = 0.8, forecaster: Forecaster | None = None) -> None:
+    def __init__(
+        self,
+        link_id: str,
+        qber_abort: float,
+        alarm: Callable[[str, str], None],
+        horizon: int = 3,
+        warn_fraction: float = 0.8,
+        forecaster: Forecaster | None = None,
+    ) -> None:
         self.link_id, self.qber_abort, self.alarm = link_id, qber_abort, alarm
         self.horizon, self.warn_fraction = horizon, warn_fraction
         self.history: deque[float] = deque(maxlen=4 * LAGS)
@@ -100,8 +107,11 @@ class QberWatch:
         ahead = self.forecaster.predict(self.history, self.horizon)
         limit = self.warn_fraction * self.qber_abort
         if ahead >= limit and qber < self.qber_abort and not self.warned:
-            self.alarm("warning", f"link {self.link_id}: realign soon: QBER forecast {ahead:.4f} in {self.horizon} "
-                                  f"blocks reaches {self.warn_fraction:.0%} of the abort threshold {self.qber_abort}")
+            self.alarm(
+                "warning",
+                f"link {self.link_id}: realign soon: QBER forecast {ahead:.4f} in {self.horizon} "
+                f"blocks reaches {self.warn_fraction:.0%} of the abort threshold {self.qber_abort}",
+            )
             self.warned = True
         elif ahead < 0.9 * limit:
             self.warned = False

@@ -36,7 +36,9 @@ class Prediction:
 class ParameterModel:
     """The shipped QL02 network of one protocol."""
 
-    def __init__(self, protocol: str, arrays: dict[str, NDArray[np.float64]], feature_range: NDArray[np.float64]) -> None:
+    def __init__(
+        self, protocol: str, arrays: dict[str, NDArray[np.float64]], feature_range: NDArray[np.float64]
+    ) -> None:
         self.protocol = protocol
         self.layers = []
         i = 0
@@ -66,7 +68,9 @@ class ParameterModel:
                 h = np.tanh(h)
         return h * self.y_scale + self.y_mean
 
-    def settings(self, link: LinkParameters, distance_km: float, block_size: float) -> tuple[ProtocolSettings, tuple[str, ...]]:
+    def settings(
+        self, link: LinkParameters, distance_km: float, block_size: float
+    ) -> tuple[ProtocolSettings, tuple[str, ...]]:
         """Predicted settings, and the names of features outside the valid range (clamped)."""
         x = link_features(link, distance_km, block_size)
         lo, hi = self.feature_range[:, 0], self.feature_range[:, 1]
@@ -99,7 +103,9 @@ def parameter_model(protocol: str) -> ParameterModel:
     return _CACHE[protocol]
 
 
-def predicted_points(protocol: str, link: LinkParameters, distances: list[float], blocks: list[float]) -> list[SimulationPoint]:
+def predicted_points(
+    protocol: str, link: LinkParameters, distances: list[float], blocks: list[float]
+) -> list[SimulationPoint]:
     """`qkdnode simulate --optimiser ml`: one predicted point per (block size, distance), in the
     numeric optimiser's order; a one-line note on stderr for points outside the model's range."""
     import sys
@@ -116,6 +122,9 @@ def predicted_points(protocol: str, link: LinkParameters, distances: list[float]
             outside.update(pred.outside_range)
             out.append(pred.point)
     if outside:
-        print(f"note: --optimiser ml: some points lie outside the model's range ({', '.join(sorted(outside))}); "
-              "their settings are extrapolated, compare with --optimiser numeric", file=sys.stderr)
+        print(
+            f"note: --optimiser ml: some points lie outside the model's range ({', '.join(sorted(outside))}); "
+            "their settings are extrapolated, compare with --optimiser numeric",
+            file=sys.stderr,
+        )
     return out

@@ -100,9 +100,15 @@ class BatchTally:
 class LinkMonitor:
     """KM03 detection and QL01 forecasting for one link, fed block by block."""
 
-    def __init__(self, link_id: str, qber_abort: float, alarm: Callable[[str, str], None],
-                 calibration_blocks: int = CALIBRATION_BLOCKS, confirm_blocks: int = 1,
-                 retuner: LinkRetuner | None = None) -> None:
+    def __init__(
+        self,
+        link_id: str,
+        qber_abort: float,
+        alarm: Callable[[str, str], None],
+        calibration_blocks: int = CALIBRATION_BLOCKS,
+        confirm_blocks: int = 1,
+        retuner: LinkRetuner | None = None,
+    ) -> None:
         self.link_id, self.alarm, self.retuner = link_id, alarm, retuner
         self.calibration_blocks, self.confirm_blocks = calibration_blocks, confirm_blocks
         self.watch = QberWatch(link_id, qber_abort, alarm)
@@ -154,16 +160,25 @@ class LinkMonitor:
         self.tally = BatchTally()
         self._dead_at_block_start = None
 
-    def _collected(self, slots: float, detections: np.ndarray, errors: np.ndarray, tally: BatchTally,
-                   dead_start: int | None) -> CollectedBlock:
+    def _collected(
+        self, slots: float, detections: np.ndarray, errors: np.ndarray, tally: BatchTally, dead_start: int | None
+    ) -> CollectedBlock:
         dead = math.nan
         if dead_start is not None:
             dead = float(self._dead_total - dead_start)
         if not tally.batches:
             return CollectedBlock(slots, detections, errors, dead_time_discards=dead)
         spread = tally.spread_weighted / tally.timing_samples if tally.timing_samples else math.nan
-        return CollectedBlock(slots, detections, errors, tally.clicks.copy(), tally.multi_clicks, dead, spread,
-                              tally.timing_samples or math.nan)
+        return CollectedBlock(
+            slots,
+            detections,
+            errors,
+            tally.clicks.copy(),
+            tally.multi_clicks,
+            dead,
+            spread,
+            tally.timing_samples or math.nan,
+        )
 
     def on_block(self, counts: SiftCounts, z_errors: list[int], qber: float) -> float:
         """One finished block (its sift counts, the Z errors Cascade found per class, its QBER):
@@ -176,7 +191,9 @@ class LinkMonitor:
         detections = np.asarray(counts.detections, dtype=float)
         disclosed = np.asarray(counts.disclosed[1], dtype=float)
         with np.errstate(invalid="ignore", divide="ignore"):  # X errors counted among disclosed bits only
-            x_errors = np.where(disclosed > 0, np.asarray(counts.errors[1], dtype=float) * detections[1] / disclosed, 0.0)
+            x_errors = np.where(
+                disclosed > 0, np.asarray(counts.errors[1], dtype=float) * detections[1] / disclosed, 0.0
+            )
         errors = np.vstack([np.asarray(z_errors, dtype=float), np.round(x_errors)])
         block = self._collected(float(end - start + 1), detections, errors, tally, dead_start)
         if self.retuner is not None and tally.detections and self.reference is not None:  # after commissioning
@@ -194,6 +211,9 @@ class LinkMonitor:
         log.info("link %s: KM03 block score %.1f (threshold %.0f)", self.link_id, verdict.score, verdict.threshold)
         self.streak = self.streak + 1 if verdict.anomalous else 0
         if self.streak >= self.confirm_blocks:
-            self.alarm("critical", f"link {self.link_id}: KM03 suspicious behaviour: block statistics look like "
-                                   f"{verdict.condition} (score {verdict.score:.0f} > {verdict.threshold:.0f})")
+            self.alarm(
+                "critical",
+                f"link {self.link_id}: KM03 suspicious behaviour: block statistics look like "
+                f"{verdict.condition} (score {verdict.score:.0f} > {verdict.threshold:.0f})",
+            )
         return estimate

@@ -22,9 +22,18 @@ log = logging.getLogger(__name__)
 class RetunePolicy:
     """Decides when Alice's intensities, their probabilities and the basis probability change."""
 
-    def __init__(self, protocol: str, link: LinkParameters, block_size: float, settings: ProtocolSettings,
-                 distribute: Callable[[ProtocolSettings], None], alarm: Callable[[str, str], None],
-                 hysteresis_db: float = 0.5, min_gain: float = 0.02, model: ParameterModel | None = None) -> None:
+    def __init__(
+        self,
+        protocol: str,
+        link: LinkParameters,
+        block_size: float,
+        settings: ProtocolSettings,
+        distribute: Callable[[ProtocolSettings], None],
+        alarm: Callable[[str, str], None],
+        hysteresis_db: float = 0.5,
+        min_gain: float = 0.02,
+        model: ParameterModel | None = None,
+    ) -> None:
         if not hysteresis_db > 0 or not min_gain >= 0:
             raise ValueError("hysteresis_db must be > 0 dB and min_gain >= 0")
         self.protocol, self.link, self.block_size, self.settings = protocol, link, block_size, settings
@@ -45,9 +54,11 @@ class RetunePolicy:
         self.tuned_loss_db = measured_loss_db
         if pred.key_rate_per_pulse <= current * (1.0 + self.min_gain):
             return None
-        text = (f"QL02 re-tune at {measured_loss_db:.2f} dB channel loss: intensities "
-                f"{'/'.join(f'{m:.3g}' for m in pred.settings.intensities)}, key rate per pulse "
-                f"{current:.3g} -> {pred.key_rate_per_pulse:.3g}")
+        text = (
+            f"QL02 re-tune at {measured_loss_db:.2f} dB channel loss: intensities "
+            f"{'/'.join(f'{m:.3g}' for m in pred.settings.intensities)}, key rate per pulse "
+            f"{current:.3g} -> {pred.key_rate_per_pulse:.3g}"
+        )
         log.info("%s", text)
         self.alarm("warning", text)
         self.settings = pred.settings

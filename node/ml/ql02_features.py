@@ -24,11 +24,13 @@ FEATURES = (
 def link_features(link: LinkParameters, distance_km: float, block_size: float) -> np.ndarray:
     """The feature vector (in `FEATURES` order) of one link, distance and block size."""
     eta = link.transmittance(distance_km)
-    return np.array([
-        math.log10(max(eta, 1e-300)),
-        math.log10(max(link.dark_count_probability, 1e-300)),
-        link.misalignment,
-        link.afterpulse_probability,
-        link.repetition_rate_hz * link.dead_time_s,
-        math.log10(block_size),
-    ])
+    return np.array(
+        [
+            math.log10(max(eta, 1e-300)),
+            math.log10(max(link.dark_count_probability, 1e-300)),
+            link.misalignment,
+            link.afterpulse_probability,
+            link.repetition_rate_hz * link.dead_time_s,
+            math.log10(block_size),
+        ]
+    )

@@ -47,8 +47,14 @@ class LinkSettings(Protocol):
 log = logging.getLogger(__name__)
 
 
-def measured_link(settings: LinkSettings, counts: SiftCounts, z_errors: list[int], slots: float,
-                  detections: float, live_fraction: float = 1.0) -> tuple[float, float, float] | None:
+def measured_link(
+    settings: LinkSettings,
+    counts: SiftCounts,
+    z_errors: list[int],
+    slots: float,
+    detections: float,
+    live_fraction: float = 1.0,
+) -> tuple[float, float, float] | None:
     """(system loss in dB, basis probability, misalignment) of one block, or None when the block
     cannot tell (no signal detections, or an unphysical yield)."""
     mu = np.asarray(settings.intensities, dtype=float)
@@ -74,8 +80,13 @@ class LinkRetuner:
     """The Policy stage of QL02 for one link: one call per block; `recommended` holds the latest
     re-tuned settings (None before the first re-tune)."""
 
-    def __init__(self, settings: LinkSettings, alarm: Callable[[str, str], None],
-                 distribute: Callable[[ProtocolSettings], None] | None = None, hysteresis_db: float = 0.5) -> None:
+    def __init__(
+        self,
+        settings: LinkSettings,
+        alarm: Callable[[str, str], None],
+        distribute: Callable[[ProtocolSettings], None] | None = None,
+        hysteresis_db: float = 0.5,
+    ) -> None:
         self.settings, self.alarm, self.hysteresis_db = settings, alarm, hysteresis_db
         self.distribute = distribute
         self.policy: RetunePolicy | None = None
@@ -87,8 +98,9 @@ class LinkRetuner:
         if self.distribute is not None:
             self.distribute(tuned)
 
-    def on_block(self, counts: SiftCounts, z_errors: list[int], slots: float, detections: float,
-                 live_fraction: float = 1.0) -> ProtocolSettings | None:
+    def on_block(
+        self, counts: SiftCounts, z_errors: list[int], slots: float, detections: float, live_fraction: float = 1.0
+    ) -> ProtocolSettings | None:
         """Measure the link from one block; the new settings when the policy re-tunes."""
         if self.off:
             return None
@@ -103,8 +115,9 @@ class LinkRetuner:
                 link = replace(link, vacuum_intensity=float(s.intensities[-1]))
             try:
                 current = ProtocolSettings(s.intensities, s.class_probabilities, min(max(q, 0.01), 0.99))
-                self.policy = RetunePolicy(s.protocol, link, slots, current, self._hand_out, self.alarm,
-                                           hysteresis_db=self.hysteresis_db)
+                self.policy = RetunePolicy(
+                    s.protocol, link, slots, current, self._hand_out, self.alarm, hysteresis_db=self.hysteresis_db
+                )
             except (ValueError, KeyError) as exc:  # settings the protocol's model does not cover
                 log.warning("link %s: QL02 re-tuning off: %s", s.link_id, exc)
                 self.off = True

@@ -30,8 +30,9 @@ def resolve_topology(spec: str) -> Topology:
     if not Path(spec).exists():
         if spec in EXAMPLES:
             return example_topology(spec, check_mock=check_link_mock)
-        raise ValueError(f"--topology: {spec!r} is neither a topology file nor a built-in topology; built-ins: "
-                         f"{', '.join(EXAMPLES)}")
+        raise ValueError(
+            f"--topology: {spec!r} is neither a topology file nor a built-in topology; built-ins: {', '.join(EXAMPLES)}"
+        )
     return load_topology(spec, check_mock=check_link_mock)
 
 
@@ -131,14 +132,27 @@ def relay_check(net: LoopbackNetwork, src: str, dst: str, size: int = 256) -> di
     ok = code == 200 and got["keys"][0]["key"] == key["key"]
     # the printed 48-bit digest prefix tells a reader about this check key only; it is served once and
     # used by no application, so that disclosure costs no key in use
-    return {"master": sae_id(src), "slave": sae_id(dst), "ok": ok, "key_ID": key["key_ID"], "size_bits": size,
-            "path": key.get("key_extension", {}).get("relay", {}).get("path"), "ms": round(ms, 1),
-            "sha256_prefix": hashlib.sha256(key["key"].encode()).hexdigest()[:12]}
+    return {
+        "master": sae_id(src),
+        "slave": sae_id(dst),
+        "ok": ok,
+        "key_ID": key["key_ID"],
+        "size_bits": size,
+        "path": key.get("key_extension", {}).get("relay", {}).get("path"),
+        "ms": round(ms, 1),
+        "sha256_prefix": hashlib.sha256(key["key"].encode()).hexdigest()[:12],
+    }
 
 
-def run_topology_demo(spec: str, workdir: str | None = None, as_json: bool = False,
-                      block_bytes: int = 1 << 16, links: str = "mock", block_bits: int = 1_000_000,
-                      keep: bool = False) -> int:
+def run_topology_demo(
+    spec: str,
+    workdir: str | None = None,
+    as_json: bool = False,
+    block_bytes: int = 1 << 16,
+    links: str = "mock",
+    block_bits: int = 1_000_000,
+    keep: bool = False,
+) -> int:
     """Run the demo (module doc); print a summary; 0 when every relayed key matched.
 
     `links="mock"`: each topology link is a pair of node daemons on the mock hardware whose
@@ -153,8 +167,13 @@ def run_topology_demo(spec: str, workdir: str | None = None, as_json: bool = Fal
     temporary = workdir is None
     root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="qkdnode-net-"))
     t0 = time.perf_counter()
-    out: dict[str, Any] = {"topology": topology.name, "nodes": list(topology.node_names()),
-                           "links": [lk.id for lk in topology.links], "workdir": str(root), "link_key_source": links}
+    out: dict[str, Any] = {
+        "topology": topology.name,
+        "nodes": list(topology.node_names()),
+        "links": [lk.id for lk in topology.links],
+        "workdir": str(root),
+        "link_key_source": links,
+    }
     daemons = None
     net = None
     try:
@@ -162,31 +181,44 @@ def run_topology_demo(spec: str, workdir: str | None = None, as_json: bool = Fal
             story(f"network {topology.name}: starting {len(out['nodes'])} key managers")
             net = start_network(topology, root, gossip_interval_s=0.1, stale_s=1.5)
             if links == "mock":
-                story(f"starting two node daemons per link for {', '.join(out['links'])} on the mock hardware; "
-                      "each link distils one block first (the first batches compile the numba kernels: a minute or "
-                      "more when the cache is cold)")
-                daemons = start_link_daemons(topology, root,
-                                             {n: net.ingest_endpoint(n) for n in topology.node_names()}, block_bits)
+                story(
+                    f"starting two node daemons per link for {', '.join(out['links'])} on the mock hardware; "
+                    "each link distils one block first (the first batches compile the numba kernels: a minute or "
+                    "more when the cache is cold)"
+                )
+                daemons = start_link_daemons(
+                    topology, root, {n: net.ingest_endpoint(n) for n in topology.node_names()}, block_bits
+                )
                 _wait_for_blocks(daemons, topology, story)
-                out["distilled"] = {lk.id: {k: daemons.status(f"{lk.id}-bob").get("counters", {}).get(k)
-                                            for k in ("blocks", "aborted", "key_bits")} for lk in topology.links}
+                out["distilled"] = {
+                    lk.id: {
+                        k: daemons.status(f"{lk.id}-bob").get("counters", {}).get(k)
+                        for k in ("blocks", "aborted", "key_bits")
+                    }
+                    for lk in topology.links
+                }
             else:
                 story("feeding identical random blocks to both ends of every link (stand-in key source)")
                 net.feed_all(block_bytes, 1)
             story("every link has key; waiting for the key managers to agree on routes")
             # distilled blocks of the mock links carry tens of kbit each (at 1e6-bit blocks, after the common
             # dead time and every disclosed bit are paid for), so those links get longer to fill their pads
-            net.wait_converged(timeout_s=120.0 if links == "mock" else 20.0,
-                               min_bits=4096 if links == "mock" else 8 * 4096)
+            net.wait_converged(
+                timeout_s=120.0 if links == "mock" else 20.0, min_bits=4096 if links == "mock" else 8 * 4096
+            )
             out["ready_s"] = round(time.perf_counter() - t0, 2)
             pairs = [(s, d) for s in topology.node_names() for d, h in sorted(_hops(topology, s).items()) if h >= 2]
             story(f"relaying a key between {len(pairs)} SAE pair(s) two or more hops apart")
             out["relays"] = [relay_check(net, s, d) for s, d in pairs]
             _show_link_down(net, topology, out, story)
-            out["link_key_bits_used"] = {n: km.run(lambda k=km.km: dict(k.relay.link_key_bits))
-                                         for n, km in net.kms.items()}
-            out["alarms"] = [f"{kme_id(n)} {a.severity} [{a.source}] {a.text}" for n, km in net.kms.items()
-                             for a in km.run(km.km.alarms.active)]
+            out["link_key_bits_used"] = {
+                n: km.run(lambda k=km.km: dict(k.relay.link_key_bits)) for n, km in net.kms.items()
+            }
+            out["alarms"] = [
+                f"{kme_id(n)} {a.severity} [{a.source}] {a.text}"
+                for n, km in net.kms.items()
+                for a in km.run(km.km.alarms.active)
+            ]
             story("stopping link daemons and key managers")
     except KeyboardInterrupt:
         story.end()
@@ -202,8 +234,11 @@ def run_topology_demo(spec: str, workdir: str | None = None, as_json: bool = Fal
             shutil.rmtree(root, ignore_errors=True)
             out["workdir"] = None
         story(f"stopped in {time.monotonic() - t_stop:.1f} s" + (f"; files kept in {root}" if out["workdir"] else ""))
-    ok = bool(out.get("relays")) and all(r["ok"] for r in out["relays"]) and \
-        all(r.get("ok", True) for k, r in out.get("link_down", {}).items() if k != "link")
+    ok = (
+        bool(out.get("relays"))
+        and all(r["ok"] for r in out["relays"])
+        and all(r.get("ok", True) for k, r in out.get("link_down", {}).items() if k != "link")
+    )
     if as_json:
         print(json.dumps(out, indent=2))
     else:
@@ -224,8 +259,10 @@ def _show_link_down(net: LoopbackNetwork, topology: Topology, out: dict[str, Any
     if first is None:
         out["link_down"] = {"link": None}
         return
-    story(f"taking link {failed} down on purpose: its key managers raise alarms for it (expected, listed below) "
-          f"and the relay {first['master']} -> {first['slave']} must find a detour")
+    story(
+        f"taking link {failed} down on purpose: its key managers raise alarms for it (expected, listed below) "
+        f"and the relay {first['master']} -> {first['slave']} must find a detour"
+    )
     net.set_link_up(failed, False)
     t_down = time.perf_counter()
     after = relay_check(net, path[0], path[-1])
@@ -239,26 +276,45 @@ def _show_link_down(net: LoopbackNetwork, topology: Topology, out: dict[str, Any
 
 
 def _print(out: dict[str, Any], ok: bool) -> None:
-    lines = [(f"network {out['topology']}: nodes {', '.join(out['nodes'])}; links {', '.join(out['links'])}; "
-             f"key managers ready in {out.get('ready_s', '-')} s (link keys: "
-             + ("QKD link daemons on the mock hardware" if out["link_key_source"] == "mock"
-                else "stand-in source, identical blocks to both ends") + ")")]
+    lines = [
+        (
+            f"network {out['topology']}: nodes {', '.join(out['nodes'])}; links {', '.join(out['links'])}; "
+            f"key managers ready in {out.get('ready_s', '-')} s (link keys: "
+            + (
+                "QKD link daemons on the mock hardware"
+                if out["link_key_source"] == "mock"
+                else "stand-in source, identical blocks to both ends"
+            )
+            + ")"
+        )
+    ]
     for link_id, d in out.get("distilled", {}).items():
-        lines.append(f"link {link_id}: {d['blocks']} block(s) distilled, {d['key_bits']} secret bits to the key managers")
+        lines.append(
+            f"link {link_id}: {d['blocks']} block(s) distilled, {d['key_bits']} secret bits to the key managers"
+        )
     for r in out.get("relays", []):
         if r["ok"]:
-            lines.append(f"relay {r['master']} -> {r['slave']}: same {r['size_bits']}-bit key {r['key_ID']} "
-                         f"(sha256 {r['sha256_prefix']}…) via {'-'.join(r['path'] or [])} in {r['ms']} ms")
+            lines.append(
+                f"relay {r['master']} -> {r['slave']}: same {r['size_bits']}-bit key {r['key_ID']} "
+                f"(sha256 {r['sha256_prefix']}…) via {'-'.join(r['path'] or [])} in {r['ms']} ms"
+            )
         else:
             lines.append(f"relay {r['master']} -> {r['slave']}: FAILED ({r.get('reason', 'keys differ')})")
     if out.get("link_down", {}).get("link") is None:
         lines.append("no link can fail without cutting a relay's ends apart: rerouting not shown")
     else:
-        for what, r in (("in flight", out["link_down"]["relay"]),
-                        ("after link-state convergence", out["link_down"]["after_convergence"])):
-            lines.append(f"link {out['link_down']['link']} down, {what}: {r['master']} -> {r['slave']} "
-                         + (f"via {'-'.join(r['path'] or [])}, key matched, {r['after_link_down_ms']} ms after "
-                            f"the failure" if r["ok"] else f"FAILED ({r.get('reason', 'keys differ')})"))
+        for what, r in (
+            ("in flight", out["link_down"]["relay"]),
+            ("after link-state convergence", out["link_down"]["after_convergence"]),
+        ):
+            lines.append(
+                f"link {out['link_down']['link']} down, {what}: {r['master']} -> {r['slave']} "
+                + (
+                    f"via {'-'.join(r['path'] or [])}, key matched, {r['after_link_down_ms']} ms after the failure"
+                    if r["ok"]
+                    else f"FAILED ({r.get('reason', 'keys differ')})"
+                )
+            )
     used: dict[str, int] = {}
     for per in out.get("link_key_bits_used", {}).values():  # each end counts the pads of its links
         for lk, bits in per.items():
@@ -276,8 +332,14 @@ def _print(out: dict[str, Any], ok: bool) -> None:
     print("\n".join(lines))
 
 
-def run_sdn_topology_demo(spec: str, workdir: str | None = None, as_json: bool = False, serve: bool = False,
-                          links: str = "feed", block_bits: int = 1_000_000) -> int:
+def run_sdn_topology_demo(
+    spec: str,
+    workdir: str | None = None,
+    as_json: bool = False,
+    serve: bool = False,
+    links: str = "feed",
+    block_bits: int = 1_000_000,
+) -> int:
     """`qkdnode demo --topology SPEC --sdn`: the network under SDN control (`node.network.sdndemo`)."""
     from node.network.sdndemo import run_sdn_demo
 

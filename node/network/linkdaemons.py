@@ -50,17 +50,27 @@ class LinkDaemons:
         stop_processes(self.procs.values())
 
 
-def _daemon_document(link: Any, role: str, node: str, port: int, ingest: str, block_bits: int,
-                     seed: int) -> dict[str, Any]:
+def _daemon_document(
+    link: Any, role: str, node: str, port: int, ingest: str, block_bits: int, seed: int
+) -> dict[str, Any]:
     mock = {**DEFAULT_MOCK, **dict(link.mock), "seed": seed, "fibre_length_km": link.distance_km}
     mock.pop("realtime", None)
-    return node_document(f"{link.id}-{role}", role, link.id, port, f"qkd_link_{link.id}.{role}.key", mock,
-                         block_bits=block_bits, link_timeout_s=LINK_TIMEOUT_S,
-                         keymanager=(ingest, f"qkd_{link.id}_{node}", f"ingest_{link.id}_{node}.key"))
+    return node_document(
+        f"{link.id}-{role}",
+        role,
+        link.id,
+        port,
+        f"qkd_link_{link.id}.{role}.key",
+        mock,
+        block_bits=block_bits,
+        link_timeout_s=LINK_TIMEOUT_S,
+        keymanager=(ingest, f"qkd_{link.id}_{node}", f"ingest_{link.id}_{node}.key"),
+    )
 
 
-def start_link_daemons(topology: Topology, root: str | os.PathLike[str], ingest: dict[str, str],
-                       block_bits: int = 1_000_000) -> LinkDaemons:
+def start_link_daemons(
+    topology: Topology, root: str | os.PathLike[str], ingest: dict[str, str], block_bits: int = 1_000_000
+) -> LinkDaemons:
     """Write every link daemon's config under `root` and start them; `ingest[node]` is the KM endpoint."""
     base = Path(root)
     daemons = LinkDaemons(base)

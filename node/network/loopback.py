@@ -53,9 +53,16 @@ def _secret(path: Path, nbytes: int = SECRET_BYTES) -> None:
     write_private_file(path, os.urandom(nbytes))
 
 
-def write_network(topology: Topology, root: str | os.PathLike, *, gossip_interval_s: float = 0.2,
-                  stale_s: float = 2.0, relay_timeout_s: float = 6.0, max_key_count: int = 1_000_000,
-                  max_key_per_request: int = 128) -> dict[str, Path]:
+def write_network(
+    topology: Topology,
+    root: str | os.PathLike,
+    *,
+    gossip_interval_s: float = 0.2,
+    stale_s: float = 2.0,
+    relay_timeout_s: float = 6.0,
+    max_key_count: int = 1_000_000,
+    max_key_per_request: int = 128,
+) -> dict[str, Path]:
     """Write the PKI, secrets and one KM TOML file per node under `root`; returns the files by node."""
     base = Path(root)
     base.mkdir(parents=True, exist_ok=True)
@@ -77,7 +84,7 @@ def write_network(topology: Topology, root: str | os.PathLike, *, gossip_interva
             other = lk.other_end(n)
             peers.append(f"""[[peers]]
 kme_id = "{kme_id(other)}"
-connect = "tcp://127.0.0.1:{ports[(other, 'link')]}"
+connect = "tcp://127.0.0.1:{ports[(other, "link")]}"
 links = ["{lk.id}"]
 saes = ["{sae_id(other)}"]
 auth_key = "link_{lk.id}.key"
@@ -86,17 +93,23 @@ auth_key = "link_{lk.id}.key"
         if first_link is None:
             _secret(base / f"link_none_{n}.key", 64)
         limits = {"max_key_count": max_key_count, "max_key_per_request": max_key_per_request}
-        text = km_toml_head(me, f"km_{n}.db", [sae_id(n)], ports[(n, "api")], "pki", limits,
-                            ports[(n, "in")]) + f"""[[ingest.sources]]
+        text = (
+            km_toml_head(me, f"km_{n}.db", [sae_id(n)], ports[(n, "api")], "pki", limits, ports[(n, "in")])
+            + f"""[[ingest.sources]]
 id = "link_source_{n}"
 auth_key = "ingest_{n}.key"
-""" + "".join(f"""[[ingest.sources]]
+"""
+            + "".join(
+                f"""[[ingest.sources]]
 id = "qkd_{lk.id}_{n}"
 auth_key = "ingest_{lk.id}_{n}.key"
-""" for lk in topology.links_of(n)) + f"""
+"""
+                for lk in topology.links_of(n)
+            )
+            + f"""
 [link]
-bind = "tcp://127.0.0.1:{ports[(n, 'link')]}"
-auth_key = "{f'link_{first_link}.key' if first_link else f'link_none_{n}.key'}"
+bind = "tcp://127.0.0.1:{ports[(n, "link")]}"
+auth_key = "{f"link_{first_link}.key" if first_link else f"link_none_{n}.key"}"
 peer_timeout_s = 2.0
 reconcile_interval_s = 1.0
 auth_refill_below = 2000
@@ -107,7 +120,9 @@ gossip_interval_s = {gossip_interval_s}
 stale_s = {stale_s}
 timeout_s = {relay_timeout_s}
 
-""" + "\n".join(peers)
+"""
+            + "\n".join(peers)
+        )
         out[n] = base / f"km_{n}.toml"
         out[n].write_text(text)
     return out
@@ -130,8 +145,10 @@ class KmThread:
 
     def run(self, fn: Any, *args: Any, timeout: float = 30.0) -> Any:
         """Call a plain function on the KM's loop thread (where its state lives)."""
+
         async def call() -> Any:
             return fn(*args)
+
         return self.call(call(), timeout)
 
     def stop(self) -> None:
@@ -206,8 +223,9 @@ class LoopbackNetwork:
         for n in self.topology.link(link_id).ends():
             while True:
                 with sqlite3.connect(self.kms[n].config.database) as db:
-                    got = db.execute("SELECT COUNT(*) FROM blocks WHERE link_id=? AND confirmed=1",
-                                     (link_id,)).fetchone()[0]
+                    got = db.execute(
+                        "SELECT COUNT(*) FROM blocks WHERE link_id=? AND confirmed=1", (link_id,)
+                    ).fetchone()[0]
                 if got >= want:
                     break
                 if time.monotonic() > deadline:
@@ -275,9 +293,12 @@ def start_network(topology: Topology, root: str | os.PathLike, **options: Any) -
             net.kms[n].km.relay.metrics = m
             net.metrics[n] = m
             net.metrics_servers[n] = serve_metrics(m.registry, alarms=net.kms[n].km.alarms)
-            net.senders[n] = KeyBlockSender(net.kms[n].config.ingest_bind, f"link_source_{n}",
-                                            (Path(root) / f"ingest_{n}.key").read_bytes(),
-                                            Path(root) / f"link_source_{n}.json")
+            net.senders[n] = KeyBlockSender(
+                net.kms[n].config.ingest_bind,
+                f"link_source_{n}",
+                (Path(root) / f"ingest_{n}.key").read_bytes(),
+                Path(root) / f"link_source_{n}.json",
+            )
     except BaseException:
         net.stop()
         raise

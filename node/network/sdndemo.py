@@ -61,30 +61,68 @@ def _reason(doc: Any) -> str:
 def run_scenario(net: LoopbackNetwork, sdn: SdnNetwork, src: str, dst: str, via: list[str]) -> dict[str, Any]:
     """The controller's steps (module doc) from `src` to `dst` over the nodes `via` (dst last)."""
     d = sdn.describe()
-    ctl = {n: Controller(v["restconf_url"], v["controller_cert"], v["controller_key"], v["ca_cert"])
-           for n, v in d.items()}
+    ctl = {
+        n: Controller(v["restconf_url"], v["controller_cert"], v["controller_key"], v["ca_cert"]) for n, v in d.items()
+    }
     out: dict[str, Any] = {"nodes": {}}
     for n, c in ctl.items():
         status, doc = c.call("GET", DATA)
         node = doc[f"{MODULE}:qkd_node"]
-        out["nodes"][n] = {"qkdn_id": node["qkdn_id"], "links": [
-            {"remote": lk["qkdl_remote"]["qkdn_id"], "status": lk["qkdl_status"].rpartition(":")[2],
-             "skr_bps": lk["qkdl_performance"]["skr"]} for lk in node["qkd_links"]["qkd_link"]]}
+        out["nodes"][n] = {
+            "qkdn_id": node["qkdn_id"],
+            "links": [
+                {
+                    "remote": lk["qkdl_remote"]["qkdn_id"],
+                    "status": lk["qkdl_status"].rpartition(":")[2],
+                    "skr_bps": lk["qkdl_performance"]["skr"],
+                }
+                for lk in node["qkd_links"]["qkd_link"]
+            ],
+        }
     qid = str(uuid.uuid4())
-    status, doc = ctl[src].call("POST", DATA + "/qkd_links", {f"{MODULE}:qkd_link": [{
-        "qkdl_id": qid, "qkdl_type": f"{TYPES}:VIRT", "qkdl_local": {"qkdn_id": d[src]["qkdn_id"]},
-        "qkdl_remote": {"qkdn_id": d[dst]["qkdn_id"]}, "virt_next_hop": [d[n]["qkdn_id"] for n in via]}]})
+    status, doc = ctl[src].call(
+        "POST",
+        DATA + "/qkd_links",
+        {
+            f"{MODULE}:qkd_link": [
+                {
+                    "qkdl_id": qid,
+                    "qkdl_type": f"{TYPES}:VIRT",
+                    "qkdl_local": {"qkdn_id": d[src]["qkdn_id"]},
+                    "qkdl_remote": {"qkdn_id": d[dst]["qkdn_id"]},
+                    "virt_next_hop": [d[n]["qkdn_id"] for n in via],
+                }
+            ]
+        },
+    )
     out["virt_link"] = {"qkdl_id": qid, "created": status == 201, "path": [src, *via]}
     # admission control: more than the links can supply is refused
     big = str(uuid.uuid4())
-    status, doc = ctl[src].call("POST", DATA + "/qkd_applications", {f"{MODULE}:qkd_app": [{
-        "app_id": big, "server_app_id": sae_id(src), "client_app_id": [sae_id(dst)],
-        "app_qos": {"min_bandwidth": 4_000_000_000}}]})
+    status, doc = ctl[src].call(
+        "POST",
+        DATA + "/qkd_applications",
+        {
+            f"{MODULE}:qkd_app": [
+                {
+                    "app_id": big,
+                    "server_app_id": sae_id(src),
+                    "client_app_id": [sae_id(dst)],
+                    "app_qos": {"min_bandwidth": 4_000_000_000},
+                }
+            ]
+        },
+    )
     out["min_bandwidth_refused"] = {"status": status, "reason": _reason(doc)}
     app_id = str(uuid.uuid4())
     qos = {"max_bandwidth": 1024, "ttl": 1}
-    app = {"app_id": app_id, "app_type": f"{TYPES}:CLIENT", "server_app_id": sae_id(src),
-           "client_app_id": [sae_id(dst)], "app_priority": 1, "app_qos": qos}
+    app = {
+        "app_id": app_id,
+        "app_type": f"{TYPES}:CLIENT",
+        "server_app_id": sae_id(src),
+        "client_app_id": [sae_id(dst)],
+        "app_priority": 1,
+        "app_qos": qos,
+    }
     reg = {}
     for n, extra in ((src, {"backing_qkdl_id": [qid]}), (dst, {})):
         status, doc = ctl[n].call("POST", DATA + "/qkd_applications", {f"{MODULE}:qkd_app": [{**app, **extra}]})
@@ -105,25 +143,41 @@ def run_scenario(net: LoopbackNetwork, sdn: SdnNetwork, src: str, dst: str, via:
             refused += 1
             reason = cont.get("message")
     elapsed = time.monotonic() - t0
-    out["rate_cap"] = {"seconds": round(elapsed, 2), "keys_served": served, "requests_refused": refused,
-                       "delivered_bps": round(served * 256 / elapsed, 1), "max_bandwidth": qos["max_bandwidth"],
-                       "reason": reason, "relay_path": path, "slave_got_same_keys": matched}
+    out["rate_cap"] = {
+        "seconds": round(elapsed, 2),
+        "keys_served": served,
+        "requests_refused": refused,
+        "delivered_bps": round(served * 256 / elapsed, 1),
+        "max_bandwidth": qos["max_bandwidth"],
+        "reason": reason,
+        "relay_path": path,
+        "slave_got_same_keys": matched,
+    }
     time.sleep(1.1)  # let a second of rate budget come back
     code, cont = master.enc_keys(sae_id(dst), 1, 256)
     unused = cont["keys"][0]["key_ID"] if code == 200 else None
     time.sleep(qos["ttl"] + 0.5)
     code2: int | None = slave.dec_keys(sae_id(src), [unused])[0] if unused else None
     status, doc = ctl[dst].call("GET", f"{DATA}/qkd_applications/qkd_app={app_id}")
-    out["ttl"] = {"unused_key_fetched_after_ttl": code2, "served": code2 == 200,
-                  "expired_keys_at_slave": sdn.servers[dst].agent.qos.registry.summary()[app_id]["expired_keys"]}
+    out["ttl"] = {
+        "unused_key_fetched_after_ttl": code2,
+        "served": code2 == 200,
+        "expired_keys_at_slave": sdn.servers[dst].agent.qos.registry.summary()[app_id]["expired_keys"],
+    }
     status, doc = ctl[src].call("GET", f"{DATA}/qkd_applications/qkd_app={app_id}")
     out["application"]["statistics"] = doc[f"{MODULE}:qkd_app"][0]["app_statistics"]["statistics"]
     status, _ = ctl[src].call("DELETE", f"{DATA}/qkd_links/qkd_link={qid}")
     code, cont = master.enc_keys(sae_id(dst), 1, 256)
-    out["after_virt_link_deleted"] = {"deleted": status == 204, "enc_keys_status": code,
-                                      "message": cont.get("message")}
-    out["ok"] = bool(out["virt_link"]["created"] and out["min_bandwidth_refused"]["status"] == 409
-                     and served and refused and matched and code2 not in (200, None) and code != 200)
+    out["after_virt_link_deleted"] = {"deleted": status == 204, "enc_keys_status": code, "message": cont.get("message")}
+    out["ok"] = bool(
+        out["virt_link"]["created"]
+        and out["min_bandwidth_refused"]["status"] == 409
+        and served
+        and refused
+        and matched
+        and code2 not in (200, None)
+        and code != 200
+    )
     return out
 
 
@@ -132,15 +186,29 @@ def serve_document(net: LoopbackNetwork, sdn: SdnNetwork, topology_name: str) ->
     nodes = {}
     for n, v in sdn.describe().items():
         cert, key, _ca = net.sae_credentials(n)
-        nodes[n] = {"restconf_url": v["restconf_url"], "controller_cert": v["controller_cert"],
-                    "controller_key": v["controller_key"], "ca_cert": v["ca_cert"], "qkdn_id": v["qkdn_id"],
-                    "kme_id": kme_id(n), "etsi014_url": f"https://{net.url(n)}/api/v1/keys/",
-                    "sae_id": sae_id(n), "sae_cert": cert, "sae_key": key}
+        nodes[n] = {
+            "restconf_url": v["restconf_url"],
+            "controller_cert": v["controller_cert"],
+            "controller_key": v["controller_key"],
+            "ca_cert": v["ca_cert"],
+            "qkdn_id": v["qkdn_id"],
+            "kme_id": kme_id(n),
+            "etsi014_url": f"https://{net.url(n)}/api/v1/keys/",
+            "sae_id": sae_id(n),
+            "sae_cert": cert,
+            "sae_key": key,
+        }
     return {"topology": topology_name, "nodes": nodes}
 
 
-def run_sdn_demo(topology: Any, workdir: str | None = None, as_json: bool = False, serve: bool = False,
-                 links: str = "feed", block_bits: int = 1_000_000) -> int:
+def run_sdn_demo(
+    topology: Any,
+    workdir: str | None = None,
+    as_json: bool = False,
+    serve: bool = False,
+    links: str = "feed",
+    block_bits: int = 1_000_000,
+) -> int:
     """Start the network with SDN agents; run the scenario (or serve); 0 on success."""
     from node.network.linkdaemons import start_link_daemons, wait_for_blocks
 
@@ -150,8 +218,9 @@ def run_sdn_demo(topology: Any, workdir: str | None = None, as_json: bool = Fals
     try:
         sdn = SdnNetwork(net, topology)
         if links == "mock":
-            daemons = start_link_daemons(topology, root, {n: net.ingest_endpoint(n) for n in topology.node_names()},
-                                         block_bits)
+            daemons = start_link_daemons(
+                topology, root, {n: net.ingest_endpoint(n) for n in topology.node_names()}, block_bits
+            )
             wait_for_blocks(daemons, topology, 1)
         else:
             net.feed_all(1 << 16, 1)
@@ -195,32 +264,44 @@ def _serve_text(doc: dict[str, Any]) -> str:
     for n, v in doc["nodes"].items():
         lines.append(f"node {n}: RESTCONF {v['restconf_url']} (qkdn_id {v['qkdn_id']})")
     any_node = next(iter(doc["nodes"].values()))
-    lines.append(f"controller certificate {any_node['controller_cert']}, key {any_node['controller_key']}, "
-                 f"CA {any_node['ca_cert']}")
+    lines.append(
+        f"controller certificate {any_node['controller_cert']}, key {any_node['controller_key']}, "
+        f"CA {any_node['ca_cert']}"
+    )
     return "\n".join(lines)
 
 
 def _text(out: dict[str, Any], src: str, dst: str) -> str:
     lines = [f"network {out['topology']} under SDN control (link keys: {out['link_key_source']})"]
     for n, v in out["nodes"].items():
-        lines.append(f"node {n} ({v['qkdn_id'][:8]}…): " + ", ".join(
-            f"PHYS to {lk['remote'][:8]}… {lk['status']} {lk['skr_bps']} bit/s" for lk in v["links"]))
+        lines.append(
+            f"node {n} ({v['qkdn_id'][:8]}…): "
+            + ", ".join(f"PHYS to {lk['remote'][:8]}… {lk['status']} {lk['skr_bps']} bit/s" for lk in v["links"])
+        )
     vl = out["virt_link"]
-    lines.append(f"VIRT link {vl['qkdl_id'][:8]}… {'created' if vl['created'] else 'NOT created'} over RESTCONF: "
-                 f"{'-'.join(vl['path'])}")
+    lines.append(
+        f"VIRT link {vl['qkdl_id'][:8]}… {'created' if vl['created'] else 'NOT created'} over RESTCONF: "
+        f"{'-'.join(vl['path'])}"
+    )
     mb = out["min_bandwidth_refused"]
     lines.append(f"application asking min_bandwidth 4e9 bit/s: HTTP {mb['status']}: {mb['reason']}")
     a = out["application"]
-    lines.append(f"application {a['app_id'][:8]}… SAE_{src} -> SAE_{dst} registered (HTTP {a['registered']}) with "
-                 f"app_qos {a['qos']}")
+    lines.append(
+        f"application {a['app_id'][:8]}… SAE_{src} -> SAE_{dst} registered (HTTP {a['registered']}) with "
+        f"app_qos {a['qos']}"
+    )
     rc = out["rate_cap"]
-    lines.append(f"rate cap: {rc['keys_served']} keys served, {rc['requests_refused']} refused in {rc['seconds']} s "
-                 f"-> {rc['delivered_bps']} bit/s delivered (max_bandwidth {rc['max_bandwidth']}, one second of burst); via "
-                 f"{'-'.join(rc['relay_path'] or [])}; slave got the same keys: {rc['slave_got_same_keys']}")
+    lines.append(
+        f"rate cap: {rc['keys_served']} keys served, {rc['requests_refused']} refused in {rc['seconds']} s "
+        f"-> {rc['delivered_bps']} bit/s delivered (max_bandwidth {rc['max_bandwidth']}, one second of burst); via "
+        f"{'-'.join(rc['relay_path'] or [])}; slave got the same keys: {rc['slave_got_same_keys']}"
+    )
     lines.append(f"refusal reason: {rc['reason']}")
     t = out["ttl"]
-    lines.append(f"ttl: an unused key fetched after its ttl -> HTTP {t['unused_key_fetched_after_ttl']} "
-                 f"(expired keys voided at SAE_{dst}'s node: {t['expired_keys_at_slave']})")
+    lines.append(
+        f"ttl: an unused key fetched after its ttl -> HTTP {t['unused_key_fetched_after_ttl']} "
+        f"(expired keys voided at SAE_{dst}'s node: {t['expired_keys_at_slave']})"
+    )
     for s in out["application"].get("statistics", []):
         lines.append(f"app_statistics {s['start_time']} .. {s['end_time']}: {s['consumed_bits']} bits")
     d = out["after_virt_link_deleted"]

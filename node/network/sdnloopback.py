@@ -36,8 +36,19 @@ def interfaces_of(topology: Topology, node: str) -> list[QkdInterface]:
     """One QKD interface per link end of `node` (the transmitter at end a, the receiver at end b)."""
     out = []
     for i, lk in enumerate(topology.links_of(node), start=1):
-        out.append(QkdInterface(i, MOCK_MODEL, lk.id, "DV_QKD", "TRANSMITTER" if lk.a == node else "RECEIVER",
-                                "1550", 30.0, device=f"fibre-{lk.id}", port=1 if lk.a == node else 2))
+        out.append(
+            QkdInterface(
+                i,
+                MOCK_MODEL,
+                lk.id,
+                "DV_QKD",
+                "TRANSMITTER" if lk.a == node else "RECEIVER",
+                "1550",
+                30.0,
+                device=f"fibre-{lk.id}",
+                port=1 if lk.a == node else 2,
+            )
+        )
     return out
 
 
@@ -65,9 +76,16 @@ class SdnNetwork:
 
     def describe(self) -> dict[str, Any]:
         """Per node: RESTCONF root and the controller's credentials (the fixed `--serve --json` form)."""
-        return {n: {"restconf_url": s.url, "controller_cert": str(self.controller_cert),
-                    "controller_key": str(self.controller_key), "ca_cert": str(self.ca_cert),
-                    "qkdn_id": s.agent.qkdn_id} for n, s in self.servers.items()}
+        return {
+            n: {
+                "restconf_url": s.url,
+                "controller_cert": str(self.controller_cert),
+                "controller_key": str(self.controller_key),
+                "ca_cert": str(self.ca_cert),
+                "qkdn_id": s.agent.qkdn_id,
+            }
+            for n, s in self.servers.items()
+        }
 
     def stop(self) -> None:
         for n, s in self.servers.items():

@@ -46,8 +46,9 @@ def replay_cache() -> Path:
 def _link_params(mock: dict[str, Any]) -> Any:
     from drivers.mock import LinkParams
 
-    fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in mock.items()
-                              if k not in ("seed", "block_s")}
+    fields: dict[str, Any] = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in mock.items() if k not in ("seed", "block_s")
+    }
     return LinkParams(**fields)
 
 
@@ -68,8 +69,9 @@ def recording_for(mock: dict[str, Any], key_bits: int) -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"{name}-rec-", dir=cache))
     try:
-        info = record_mock(_link_params(mock), int(mock.get("seed", 0)), work, key_bits,
-                           float(mock.get("block_s", 5e-3)))
+        info = record_mock(
+            _link_params(mock), int(mock.get("seed", 0)), work, key_bits, float(mock.get("block_s", 5e-3))
+        )
         final = cache / f"{name}-{info.sifted_bits}"
         os.replace(work, final)  # complete recordings only, under their final name
     except BaseException:
@@ -78,11 +80,31 @@ def recording_for(mock: dict[str, Any], key_bits: int) -> Path:
     return final
 
 
-def replay_document(role: str, port: int, recording: Path, secret: str, block_bits: int, batch: int,
-                    blocks: int, km: tuple[str, str, str], mock: dict[str, Any]) -> dict[str, Any]:
+def replay_document(
+    role: str,
+    port: int,
+    recording: Path,
+    secret: str,
+    block_bits: int,
+    batch: int,
+    blocks: int,
+    km: tuple[str, str, str],
+    mock: dict[str, Any],
+) -> dict[str, Any]:
     """A node's configuration on the replay source (benchmark only) delivering to its key manager."""
-    doc = node_document(role, role, CAPACITY_LINK, port, secret, {}, block_bits=block_bits, batch_detections=batch,
-                        keymanager=km, max_blocks=blocks, link_timeout_s=LINK_TIMEOUT_S)
+    doc = node_document(
+        role,
+        role,
+        CAPACITY_LINK,
+        port,
+        secret,
+        {},
+        block_bits=block_bits,
+        batch_detections=batch,
+        keymanager=km,
+        max_blocks=blocks,
+        link_timeout_s=LINK_TIMEOUT_S,
+    )
     params = _link_params(mock)
     doc["hardware"] = {"kind": "replay", "replay": {"path": str(recording), "benchmark_only": True}}
     doc["link"].update(intensities=list(params.intensities), class_probabilities=list(params.class_probabilities))
@@ -111,10 +133,14 @@ def _cpu_s(pid: int) -> float:
         return 0.0
 
 
-def wait_watching_rss(procs: dict[str, subprocess.Popen[Any]], wait_for: tuple[str, ...], timeout_s: float,
-                      progress: Callable[[], Any] = lambda: None,
-                      stall_s: float = 90.0, trace: list[tuple[float, dict[str, float]]] | None = None,
-                      ) -> tuple[dict[str, int | None], dict[str, int], dict[str, float]]:
+def wait_watching_rss(
+    procs: dict[str, subprocess.Popen[Any]],
+    wait_for: tuple[str, ...],
+    timeout_s: float,
+    progress: Callable[[], Any] = lambda: None,
+    stall_s: float = 90.0,
+    trace: list[tuple[float, dict[str, float]]] | None = None,
+) -> tuple[dict[str, int | None], dict[str, int], dict[str, float]]:
     """Wait up to `timeout_s` for the processes named in `wait_for` to end, then stop the others
     (SIGTERM, SIGKILL 20 s later); returns exit codes, peak RSS in bytes and CPU seconds, sampled every 0.1 s
     from /proc (VmHWM: the high-water mark of the process's own memory since its exec; wait4's
@@ -160,8 +186,9 @@ def wait_watching_rss(procs: dict[str, subprocess.Popen[Any]], wait_for: tuple[s
     return codes, peak, cpu
 
 
-def run_capacity(mock: dict[str, Any], block_bits: int, blocks: int, batch: int = 500_000,
-                 timeout_s: float = 900.0) -> dict[str, Any]:
+def run_capacity(
+    mock: dict[str, Any], block_bits: int, blocks: int, batch: int = 500_000, timeout_s: float = 900.0
+) -> dict[str, Any]:
     """Both nodes and both key managers on a replay of `mock`, until Bob has `blocks` blocks;
     returns both nodes' final status and every process's exit code and peak RSS."""
     # a block more than asked, and two batches: the last batch short of `batch` detections is never sifted
@@ -180,20 +207,30 @@ def run_capacity(mock: dict[str, Any], block_bits: int, blocks: int, batch: int 
             for role, side in (("alice", "a"), ("bob", "b")):
                 km = (f"tcp://127.0.0.1:{pair.ports[side + '_in']}", f"node_{side}", f"ingest_{side}.key")
                 cfg = root / f"{role}.toml"
-                cfg.write_text(to_toml(replay_document(role, port, recording, secrets[role], block_bits, batch,
-                                                       blocks, km, mock)))
+                cfg.write_text(
+                    to_toml(replay_document(role, port, recording, secrets[role], block_bits, batch, blocks, km, mock))
+                )
                 procs[role] = start_node(cfg, root, root / f"{role}.log")
             # each node stops by itself after `blocks`, once its keys are delivered; then the key managers
             bob_status = root / "state/bob/status.json"
             out["exit"], out["rss"], out["cpu_s"] = wait_watching_rss(
-                procs, ("bob", "alice"), timeout_s,
-                lambda: (read_status(bob_status).get("counters", {}).get("sifted_bits"),
-                         read_status(bob_status).get("delivery")), trace=out["cpu_trace"])
+                procs,
+                ("bob", "alice"),
+                timeout_s,
+                lambda: (
+                    read_status(bob_status).get("counters", {}).get("sifted_bits"),
+                    read_status(bob_status).get("delivery"),
+                ),
+                trace=out["cpu_trace"],
+            )
             procs.clear()
         finally:
             if procs:  # a start failed: leave nothing running
                 wait_watching_rss(procs, (), 0.0)
-            out["alice"], out["bob"] = read_status(root / "state/alice/status.json"), read_status(root / "state/bob/status.json")
+            out["alice"], out["bob"] = (
+                read_status(root / "state/alice/status.json"),
+                read_status(root / "state/bob/status.json"),
+            )
             out["logs"] = {n: (root / f"{n}.log").read_text(errors="replace")[-2000:] for n in ("alice", "bob")}
     out["recording"] = str(recording)
     return out
@@ -214,8 +251,10 @@ def capacity_figures(mock: dict[str, Any], block_bits: int, blocks: int) -> dict
     fig: dict[str, Any] = {"blocks": counters.get("blocks", 0), "aborted": counters.get("aborted", 0)}
     fig.update(history_figures(bob.get("history", []), bob.get("last_block", {})))
     fig["secret_mbit_per_s"] = fig.pop("secret_kbit_per_s", 0.0) / 1e3
-    fig["delivered_blocks"] = {"alice": alice.get("delivery", {}).get("delivered_blocks", 0),
-                               "bob": bob.get("delivery", {}).get("delivered_blocks", 0)}
+    fig["delivered_blocks"] = {
+        "alice": alice.get("delivery", {}).get("delivered_blocks", 0),
+        "bob": bob.get("delivery", {}).get("delivered_blocks", 0),
+    }
     fig["peak_rss_mb"] = {n: round(v / 2**20, 1) for n, v in out["rss"].items()}
     fig["exit_codes"] = out["exit"]
     fig["cpu_s"] = {n: round(v, 1) for n, v in out["cpu_s"].items()}

@@ -67,9 +67,23 @@ from node.runtime.mockconfig import MockConfig, parse_mock
 
 ROLES = ("alice", "bob")
 HARDWARE_KINDS = ("mock", "lab", "replay")
-_LINK_KEYS = {"id", "peer", "bootstrap_secret", "block_bits", "batch_detections", "protocol", "eps_sec",
-              "tag_bits", "qber_abort", "cascade_variant", "auth_reserve_bits", "timeout_s", "intensities",
-              "class_probabilities", "auth_max_failures"}
+_LINK_KEYS = {
+    "id",
+    "peer",
+    "bootstrap_secret",
+    "block_bits",
+    "batch_detections",
+    "protocol",
+    "eps_sec",
+    "tag_bits",
+    "qber_abort",
+    "cascade_variant",
+    "auth_reserve_bits",
+    "timeout_s",
+    "intensities",
+    "class_probabilities",
+    "auth_max_failures",
+}
 
 
 @dataclass(frozen=True)
@@ -121,8 +135,11 @@ def _str(table: dict[str, Any], key: str, where: str, default: str | None = None
 
 def _endpoint(table: dict[str, Any], key: str, where: str) -> str:
     value = _str(table, key, where)
-    require(value.startswith("tcp://"), key_path(where, key),
-            f"must be a ZeroMQ endpoint like 'tcp://127.0.0.1:5800', got {value!r}")
+    require(
+        value.startswith("tcp://"),
+        key_path(where, key),
+        f"must be a ZeroMQ endpoint like 'tcp://127.0.0.1:5800', got {value!r}",
+    )
     return value
 
 
@@ -143,8 +160,7 @@ def parse_node_config(doc: dict[str, Any], base_dir: str | Path = ".") -> NodeCo
     check_keys(node, {"name", "role", "state_dir", "status_file", "metrics_port"}, "node")
     metrics_port = node.get("metrics_port")
     if metrics_port is not None and (not isinstance(metrics_port, int) or not 0 <= metrics_port <= 65535):
-        raise fail("node.metrics_port", f"must be an integer in [0, 65535] (0: any free port), "
-                         f"got {metrics_port!r}")
+        raise fail("node.metrics_port", f"must be an integer in [0, 65535] (0: any free port), got {metrics_port!r}")
     role = _str(node, "role", "node")
     if role not in ROLES:
         raise fail("node.role", f"must be one of {', '.join(ROLES)}, got {role!r}")
@@ -165,15 +181,26 @@ def parse_node_config(doc: dict[str, Any], base_dir: str | Path = ".") -> NodeCo
         needed = "transmitter" if role == "alice" else "tagger"
         name = _str(lab, needed, "hardware.lab")
         if name not in instruments:
-            raise fail(f"hardware.lab.{needed}", f"names instrument {name!r}, which has no "
-                             f"[instruments.{name}] table")
+            raise fail(f"hardware.lab.{needed}", f"names instrument {name!r}, which has no [instruments.{name}] table")
     check_number_types(link, "link", _LINK_INTS, _LINK_NUMBERS, ("intensities", "class_probabilities"))
     dead_time = _dead_time(hardware, kind, role)
     intensities, probabilities = _link_physics(link, mock if kind == "mock" else None)
-    settings_kwargs = {k: link[k] for k in ("block_bits", "batch_detections", "protocol", "eps_sec", "tag_bits",
-                                            "qber_abort", "cascade_variant", "auth_reserve_bits", "timeout_s",
-                                            "auth_max_failures")
-                       if k in link}
+    settings_kwargs = {
+        k: link[k]
+        for k in (
+            "block_bits",
+            "batch_detections",
+            "protocol",
+            "eps_sec",
+            "tag_bits",
+            "qber_abort",
+            "cascade_variant",
+            "auth_reserve_bits",
+            "timeout_s",
+            "auth_max_failures",
+        )
+        if k in link
+    }
     try:
         settings = LinkSettings(_str(link, "id", "link"), intensities, probabilities, **settings_kwargs)
     except (TypeError, ValueError) as exc:
@@ -182,18 +209,31 @@ def parse_node_config(doc: dict[str, Any], base_dir: str | Path = ".") -> NodeCo
     target = None
     if km:
         check_keys(km, {"endpoint", "source_id", "secret"}, "keymanager")
-        target = KeyManagerTarget(_endpoint(km, "endpoint", "keymanager"), _str(km, "source_id", "keymanager"),
-                                  path(_str(km, "secret", "keymanager")))
+        target = KeyManagerTarget(
+            _endpoint(km, "endpoint", "keymanager"),
+            _str(km, "source_id", "keymanager"),
+            path(_str(km, "secret", "keymanager")),
+        )
     run = _table(doc, "run", required=False)
     check_keys(run, {"max_blocks", "duration_s"}, "run")
     status = node.get("status_file")
     return NodeConfig(
-        name=_str(node, "name", "node"), role=role, state_dir=path(_str(node, "state_dir", "node")),
-        peer=_endpoint(link, "peer", "link"), bootstrap_secret=path(_str(link, "bootstrap_secret", "link")),
-        link=settings, hardware=kind, mock=mock if kind == "mock" else None, replay=replay, lab=dict(lab),
+        name=_str(node, "name", "node"),
+        role=role,
+        state_dir=path(_str(node, "state_dir", "node")),
+        peer=_endpoint(link, "peer", "link"),
+        bootstrap_secret=path(_str(link, "bootstrap_secret", "link")),
+        link=settings,
+        hardware=kind,
+        mock=mock if kind == "mock" else None,
+        replay=replay,
+        lab=dict(lab),
         instruments=dict(instruments),
-        keymanager=target, status_file=None if status is None else path(_str(node, "status_file", "node")),
-        max_blocks=run.get("max_blocks"), duration_s=run.get("duration_s"), metrics_port=metrics_port,
+        keymanager=target,
+        status_file=None if status is None else path(_str(node, "status_file", "node")),
+        max_blocks=run.get("max_blocks"),
+        duration_s=run.get("duration_s"),
+        metrics_port=metrics_port,
         dead_time=dead_time,
     )
 
@@ -210,13 +250,16 @@ def _replay(hardware: dict[str, Any], kind: str, path: Any) -> dict[str, Any]:
     table = _table(hardware, "replay", required=False)
     if kind != "replay":
         if table:
-            raise ConfigError("config table [hardware.replay] is only read with hardware.kind = \"replay\"")
+            raise ConfigError('config table [hardware.replay] is only read with hardware.kind = "replay"')
         return {}
     check_keys(table, _REPLAY_KEYS, "hardware.replay")
     if table.get("benchmark_only") is not True:
-        raise fail("hardware.replay.benchmark_only", "must be true: replay mode is for benchmarks and tests only. "
-                   "Replayed states are not fresh: whoever holds the recording (Eve with a copy) knows every key "
-                   "bit distilled from it, and each replay hands out the same keys again")
+        raise fail(
+            "hardware.replay.benchmark_only",
+            "must be true: replay mode is for benchmarks and tests only. "
+            "Replayed states are not fresh: whoever holds the recording (Eve with a copy) knows every key "
+            "bit distilled from it, and each replay hands out the same keys again",
+        )
     return {"path": path(_str(table, "path", "hardware.replay")), "benchmark_only": True}
 
 
@@ -236,15 +279,24 @@ def _dead_time(hardware: dict[str, Any], kind: str, role: str) -> dict[str, Any]
         out["detector_ps"] = DEAD_TIME_FROM_INSTRUMENT
     elif value is not None:
         values = value if isinstance(value, list) else [value]
-        if (not values or len(values) > 16
-                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1e12 for v in values)):
-            raise fail("hardware.dead_time.detector_ps", "must be a dead time in ps (> 0), a list of one "
-                             f"per detector, or \"{DEAD_TIME_FROM_INSTRUMENT}\"; got {value!r}")
+        if (
+            not values
+            or len(values) > 16
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1e12 for v in values)
+        ):
+            raise fail(
+                "hardware.dead_time.detector_ps",
+                "must be a dead time in ps (> 0), a list of one "
+                f'per detector, or "{DEAD_TIME_FROM_INSTRUMENT}"; got {value!r}',
+            )
         out["detector_ps"] = tuple(float(v) for v in values)
     elif kind == "lab" and role == "bob":
-        raise fail("hardware.dead_time.detector_ps", "is required for Bob on lab hardware: the "
-                         "common dead time is a proof assumption (per detector in ps, or \"instrument\" to read it "
-                         "from the tagger driver)")
+        raise fail(
+            "hardware.dead_time.detector_ps",
+            "is required for Bob on lab hardware: the "
+            'common dead time is a proof assumption (per detector in ps, or "instrument" to read it '
+            "from the tagger driver)",
+        )
     margin = table.get("margin_ps")
     if margin is not None:
         if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin < 1e12:

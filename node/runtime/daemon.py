@@ -54,9 +54,13 @@ LINK_STATE_RESERVE = 256
 
 def _concat(parts: list[Detections]) -> Detections:
     return Detections(
-        np.concatenate([p.slot for p in parts]), np.concatenate([p.basis for p in parts]),
-        np.concatenate([p.bit for p in parts]), np.concatenate([p.clicks for p in parts]),
-        np.concatenate([p.time for p in parts]), sum(p.n_double for p in parts), sum(p.n_cross for p in parts),
+        np.concatenate([p.slot for p in parts]),
+        np.concatenate([p.basis for p in parts]),
+        np.concatenate([p.bit for p in parts]),
+        np.concatenate([p.clicks for p in parts]),
+        np.concatenate([p.time for p in parts]),
+        sum(p.n_double for p in parts),
+        sum(p.n_cross for p in parts),
     )
 
 
@@ -87,8 +91,15 @@ class NodeDaemon:
         self.hardware: Hardware | None = None
         self.role: AliceLink | BobLink | None = None
         self.batches: queue.Queue[Detections] = queue.Queue(maxsize=8)
-        self.acq = {"blocks": 0, "tags": 0, "hardware_lost": 0, "detections": 0, "dropped_batches": 0,
-                    "dropped_detections": 0, "dead_time_discarded": 0}
+        self.acq = {
+            "blocks": 0,
+            "tags": 0,
+            "hardware_lost": 0,
+            "detections": 0,
+            "dropped_batches": 0,
+            "dropped_detections": 0,
+            "dead_time_discarded": 0,
+        }
         self.delivery = {"delivered_blocks": 0, "delivered_bits": 0, "km_timeouts": 0}
         self.state = "starting"
         self.exit_code = 0
@@ -114,20 +125,30 @@ class NodeDaemon:
             state["max_failed_tags"] = self.cfg.link.auth_max_failures
             link = SecureLink.from_state(state)
             if link.mode != "transcript":
-                raise ValueError(f"link state {path} was written by a version with per-message tags; provision a "
-                                 "new bootstrap secret on both nodes and remove both link_state.json files")
+                raise ValueError(
+                    f"link state {path} was written by a version with per-message tags; provision a "
+                    "new bootstrap secret on both nodes and remove both link_state.json files"
+                )
             if link.locked:
-                raise ValueError(f"link {self.cfg.link.link_id}: {link.failed_tags} authentication tags failed under "
-                                 f"the current hash key (limit link.auth_max_failures = {link.max_failed_tags}); the "
-                                 "session stays stopped until a fresh bootstrap secret is provisioned on both nodes "
-                                 "(new file at link.bootstrap_secret, link_state.json removed)")
+                raise ValueError(
+                    f"link {self.cfg.link.link_id}: {link.failed_tags} authentication tags failed under "
+                    f"the current hash key (limit link.auth_max_failures = {link.max_failed_tags}); the "
+                    "session stays stopped until a fresh bootstrap secret is provisioned on both nodes "
+                    "(new file at link.bootstrap_secret, link_state.json removed)"
+                )
         else:
             secret = read_bootstrap(self.cfg.bootstrap_secret, path, "link.bootstrap_secret")
             if len(secret) < 1024 or len(secret) % 32:
-                raise ValueError(f"config key 'link.bootstrap_secret': the secret must be a multiple of 32 bytes and "
-                                 f"at least 1024 bytes, got {len(secret)}")
-            link = SecureLink.from_bootstrap(secret, "responder" if self.cfg.role == "alice" else "initiator",
-                                             mode="transcript", max_failed_tags=self.cfg.link.auth_max_failures)
+                raise ValueError(
+                    f"config key 'link.bootstrap_secret': the secret must be a multiple of 32 bytes and "
+                    f"at least 1024 bytes, got {len(secret)}"
+                )
+            link = SecureLink.from_bootstrap(
+                secret,
+                "responder" if self.cfg.role == "alice" else "initiator",
+                mode="transcript",
+                max_failed_tags=self.cfg.link.auth_max_failures,
+            )
             save_link_state(path, link.state())
             mark_bootstrap_used(self.cfg.bootstrap_secret)
         link.set_persistence(self._persist_link, reserve=LINK_STATE_RESERVE)
@@ -149,8 +170,9 @@ class NodeDaemon:
     def alarm(self, severity: str, text: str) -> None:
         """Record and log an alarm (texts never hold key material)."""
         # one-off events (a block aborted) clear themselves after a minute; exhaustion stays until cleared
-        self.alarm_registry.raise_alarm(severity, f"link:{self.cfg.link.link_id}", text,
-                                        clear_after_s=None if severity == "critical" else 60.0)
+        self.alarm_registry.raise_alarm(
+            severity, f"link:{self.cfg.link.link_id}", text, clear_after_s=None if severity == "critical" else 60.0
+        )
         log.warning("ALARM %s: %s", severity, text)
 
     # -- run ------------------------------------------------------------------------------------
@@ -162,8 +184,9 @@ class NodeDaemon:
         server = None
         try:
             if cfg.metrics_port is not None:
-                server, port = serve_metrics(self.metrics.registry, "127.0.0.1", cfg.metrics_port,
-                                             alarms=self.alarm_registry)
+                server, port = serve_metrics(
+                    self.metrics.registry, "127.0.0.1", cfg.metrics_port, alarms=self.alarm_registry
+                )
                 self.metrics_url = f"http://127.0.0.1:{port}/metrics"
             self.hardware = open_hardware(cfg, alarm=self.alarm)
             if cfg.role == "alice":
@@ -179,12 +202,20 @@ class NodeDaemon:
             self.state = "running"
             if cfg.role == "alice":
                 assert self.hardware.transmitter is not None
-                self.role = AliceLink(cfg.link, self.hardware.transmitter, self.outbox, self._refill, self.alarm,
-                                      rekey_auth=self._rekey)
+                self.role = AliceLink(
+                    cfg.link, self.hardware.transmitter, self.outbox, self._refill, self.alarm, rekey_auth=self._rekey
+                )
                 self._run_alice(secure)
             else:
-                self.role = BobLink(cfg.link, secure, self.outbox, self._refill, self.alarm, self._auth_available,
-                                    rekey_auth=self._rekey)
+                self.role = BobLink(
+                    cfg.link,
+                    secure,
+                    self.outbox,
+                    self._refill,
+                    self.alarm,
+                    self._auth_available,
+                    rekey_auth=self._rekey,
+                )
                 self._run_bob()
             if self.link.locked:
                 self.exit_code = 3
@@ -251,8 +282,11 @@ class NodeDaemon:
                 self._auth_locked(exc)
                 return
             except AuthKeyExhausted as exc:
-                self.alarm("critical", f"link {self.cfg.link.link_id}: authentication key exhausted, the link stops "
-                                       f"until a new bootstrap key is installed: {exc}")
+                self.alarm(
+                    "critical",
+                    f"link {self.cfg.link.link_id}: authentication key exhausted, the link stops "
+                    f"until a new bootstrap key is installed: {exc}",
+                )
                 self.exit_code = 3
                 return
             except Exception as exc:  # one bad batch never stops the node: resynchronise and go on
@@ -276,9 +310,12 @@ class NodeDaemon:
 
     def _auth_locked(self, exc: Exception) -> None:
         """Too many failed tags under one hash key: stop the session with a critical alarm."""
-        self.alarm("critical", f"link {self.cfg.link.link_id}: {self.link.failed_tags} authentication tags failed "
-                               f"(limit {self.link.max_failed_tags}); the session stops until a fresh bootstrap secret "
-                               f"is provisioned: {exc}")
+        self.alarm(
+            "critical",
+            f"link {self.cfg.link.link_id}: {self.link.failed_tags} authentication tags failed "
+            f"(limit {self.link.max_failed_tags}); the session stops until a fresh bootstrap secret "
+            f"is provisioned: {exc}",
+        )
         self.exit_code = 3
 
     def _acquisition_loop(self) -> None:
@@ -333,8 +370,16 @@ class NodeDaemon:
         assert km is not None
         sender = KeyBlockSender(km.endpoint, km.source_id, km.secret.read_bytes(), self.cfg.state_dir / "ingest_state")
         try:
-            KmDelivery(self.outbox, sender, self.alarm_registry, f"link:{self.cfg.link.link_id}", self.delivery,
-                       self.stop, min_backoff_s=self.km_backoff_s[0], max_backoff_s=self.km_backoff_s[1]).run()
+            KmDelivery(
+                self.outbox,
+                sender,
+                self.alarm_registry,
+                f"link:{self.cfg.link.link_id}",
+                self.delivery,
+                self.stop,
+                min_backoff_s=self.km_backoff_s[0],
+                max_backoff_s=self.km_backoff_s[1],
+            ).run()
         finally:
             sender.close()
 
@@ -344,16 +389,26 @@ class NodeDaemon:
         """Live figures of this node (no key material)."""
         role = self.role
         out: dict[str, Any] = {
-            "name": self.cfg.name, "role": self.cfg.role, "link": self.cfg.link.link_id, "state": self.state,
-            "uptime_s": time.time() - self.started, "counters": dict(role.counters) if role else {},
-            "delivery": dict(self.delivery), "alarms": self.recent_alarms(),
-            "auth": self.link.accounting(), "hardware": self.hardware.description if self.hardware else {},
+            "name": self.cfg.name,
+            "role": self.cfg.role,
+            "link": self.cfg.link.link_id,
+            "state": self.state,
+            "uptime_s": time.time() - self.started,
+            "counters": dict(role.counters) if role else {},
+            "delivery": dict(self.delivery),
+            "alarms": self.recent_alarms(),
+            "auth": self.link.accounting(),
+            "hardware": self.hardware.description if self.hardware else {},
             "metrics_url": self.metrics_url,
         }
         tx = self.hardware.transmitter if self.hardware else None
         if isinstance(tx, StreamingTransmitter):  # the lab AWG: fresh patterns streamed or not
-            out["transmitter"] = {"epochs": tx.epochs, "streaming": bool(tx.stream), "stream_error": tx.stream_error,
-                                  "stale_slots": role.counters.get("stale_slots", 0) if role else 0}
+            out["transmitter"] = {
+                "epochs": tx.epochs,
+                "streaming": bool(tx.stream),
+                "stream_error": tx.stream_error,
+                "stale_slots": role.counters.get("stale_slots", 0) if role else 0,
+            }
         if isinstance(role, BobLink):
             out["acquisition"] = dict(self.acq)
             slotter = self.hardware.slotter if self.hardware else None
@@ -361,8 +416,9 @@ class NodeDaemon:
                 out["acquisition"].update(gate_efficiency=slotter.gate_efficiency, drift_ppm=slotter.drift_ppm)
             dead_time = self.hardware.dead_time if self.hardware else None
             if dead_time is not None:
-                out["acquisition"].update(dead_time_ps=dead_time.dead_time_ps,
-                                          dead_time_discarded_fraction=dead_time.discarded_fraction)
+                out["acquisition"].update(
+                    dead_time_ps=dead_time.dead_time_ps, dead_time_discarded_fraction=dead_time.discarded_fraction
+                )
             last: dict[str, Any] = dict(role.last_block)
             fk: dict[str, Any] = last.pop("finite_key", None) or {}
             last.update({k: fk[k] for k in ("eps_sec", "eps_cor") if k in fk})  # beside eps_auth
@@ -396,13 +452,18 @@ class NodeDaemon:
         m.set_auth_key_available(link, "receive", acc["recv_available_bits"])
         if role is None:
             return
-        consumed = (self.link.send_pool.consumed_bits + self.link.recv_pool.consumed_bits + self.link.rekeyed_bits)
+        consumed = self.link.send_pool.consumed_bits + self.link.recv_pool.consumed_bits + self.link.rekeyed_bits
         m.record_authentication(link, max(0, consumed - self._seen_auth_bits), self.link.failed_tags)
         self._seen_auth_bits = consumed
         if isinstance(role, BobLink):
-            for h in list(role.history)[self._seen_blocks:]:
-                m.record_block(link, int(h["n_bits"]), int(h["secret_bits"]), float(h["qber"]),
-                               "key" if h["secret_bits"] else "no_key")
+            for h in list(role.history)[self._seen_blocks :]:
+                m.record_block(
+                    link,
+                    int(h["n_bits"]),
+                    int(h["secret_bits"]),
+                    float(h["qber"]),
+                    "key" if h["secret_bits"] else "no_key",
+                )
             self._seen_blocks = len(role.history)
             record: dict[str, Any] = dict(role.last_block)
             fk: dict[str, Any] = record.get("finite_key") or {}
@@ -412,8 +473,10 @@ class NodeDaemon:
         error = getattr(tx, "stream_error", None)
         if error and not self._stream_alarmed:  # no fresh patterns any more: every later slot is stale
             self._stream_alarmed = True
-            self.alarm("major", f"link {link}: the AWG stopped streaming fresh patterns ({error[:120]}); "
-                                "only fresh slots are sifted")
+            self.alarm(
+                "major",
+                f"link {link}: the AWG stopped streaming fresh patterns ({error[:120]}); only fresh slots are sifted",
+            )
         stale = role.counters.get("stale_slots", 0)
         if stale > self._seen_stale:  # Alice sifts only fresh-pattern slots: how many were not
             m.record_stale_slots(link, stale - self._seen_stale)

@@ -118,24 +118,46 @@ class DemoRun:
 
 def _mock_document(opts: DemoOptions, seed: int) -> dict[str, Any]:
     return {
-        "seed": seed, "realtime": opts.realtime, "fibre_length_km": opts.distance_km,
-        "repetition_rate_hz": opts.rate_hz, "eve_fraction": opts.eve_fraction, "p_z": 0.8, "bob_p_z": 0.8,
-        "intensities": [0.5, 0.15, 0.0], "class_probabilities": [0.6, 0.3, 0.1],
+        "seed": seed,
+        "realtime": opts.realtime,
+        "fibre_length_km": opts.distance_km,
+        "repetition_rate_hz": opts.rate_hz,
+        "eve_fraction": opts.eve_fraction,
+        "p_z": 0.8,
+        "bob_p_z": 0.8,
+        "intensities": [0.5, 0.15, 0.0],
+        "class_probabilities": [0.6, 0.3, 0.1],
     }
 
 
-def _node_document(name: str, role: str, km_port: int, link_port: int, opts: DemoOptions, seed: int,
-                   bootstrap: str = f"link_{DEMO_LINK}.key") -> dict[str, Any]:
+def _node_document(
+    name: str,
+    role: str,
+    km_port: int,
+    link_port: int,
+    opts: DemoOptions,
+    seed: int,
+    bootstrap: str = f"link_{DEMO_LINK}.key",
+) -> dict[str, Any]:
     mock = _mock_document(opts, seed)
     if opts.attack and role == "bob":
         from node.ml.demo_attack import attack_table
 
         mock.update(attack_table(mock, opts.attack, opts.attack_strength, opts.block_bits))
     side = "a" if role == "alice" else "b"
-    return node_document(name, role, DEMO_LINK, link_port, bootstrap, mock,
-                         block_bits=opts.block_bits, metrics_port=0, max_blocks=opts.blocks or None,
-                         link_timeout_s=LINK_TIMEOUT_S,
-                         keymanager=(f"tcp://127.0.0.1:{km_port}", f"node_{side}", f"ingest_{side}.key"))
+    return node_document(
+        name,
+        role,
+        DEMO_LINK,
+        link_port,
+        bootstrap,
+        mock,
+        block_bits=opts.block_bits,
+        metrics_port=0,
+        max_blocks=opts.blocks or None,
+        link_timeout_s=LINK_TIMEOUT_S,
+        keymanager=(f"tcp://127.0.0.1:{km_port}", f"node_{side}", f"ingest_{side}.key"),
+    )
 
 
 def check_options(opts: DemoOptions) -> None:
@@ -147,8 +169,9 @@ def check_options(opts: DemoOptions) -> None:
     mock_params(cfg)
 
 
-def start_demo(opts: DemoOptions, root: str | Path | None = None,
-               say: Callable[[str], None] = lambda text: None) -> DemoRun:
+def start_demo(
+    opts: DemoOptions, root: str | Path | None = None, say: Callable[[str], None] = lambda text: None
+) -> DemoRun:
     """Write every file, start both key managers and both nodes; returns the running demo."""
     check_options(opts)
     temporary = root is None
@@ -167,8 +190,10 @@ def start_demo(opts: DemoOptions, root: str | Path | None = None,
     try:
         say("starting key managers KME_A and KME_B")
         pair.start()
-        say(f"key managers serving ETSI 014 on https://127.0.0.1:{pair.ports['a_api']} (KME_A) and "
-            f"https://127.0.0.1:{pair.ports['b_api']} (KME_B)")
+        say(
+            f"key managers serving ETSI 014 on https://127.0.0.1:{pair.ports['a_api']} (KME_A) and "
+            f"https://127.0.0.1:{pair.ports['b_api']} (KME_B)"
+        )
         say(f"starting Alice's and Bob's nodes on the mock link ({opts.distance_km:g} km, {opts.rate_hz:.3g} Hz)")
         for name, role, km in (("alice", "alice", pair.ports["a_in"]), ("bob", "bob", pair.ports["b_in"])):
             cfg = base / f"{name}.toml"
@@ -190,8 +215,10 @@ def phase(run: DemoRun, alice: dict[str, Any], bob: dict[str, Any]) -> str:
     c = bob.get("counters", {})
     if c.get("blocks", 0) + c.get("aborted", 0) == 0:
         if c.get("sifted_bits", 0) < bits:
-            return (f"link up; collecting the first block ({bits / 1e6:g} Mbit of sifted key). The first batches "
-                    "compile the numba kernels: a minute or more when the cache is cold, once per machine")
+            return (
+                f"link up; collecting the first block ({bits / 1e6:g} Mbit of sifted key). The first batches "
+                "compile the numba kernels: a minute or more when the cache is cold, once per machine"
+            )
         return "block 1 sifted: error correction, verification and privacy amplification (first use compiles them)"
     if c.get("key_bits", 0) == 0:
         return "no secret key yet from the blocks so far; collecting the next block"
@@ -206,11 +233,13 @@ def progress_line(alice: dict[str, Any], bob: dict[str, Any], t: float, block_bi
     done = c.get("blocks", 0) + c.get("aborted", 0)
     sifted = c.get("sifted_bits", 0)
     towards = sifted - done * block_bits
-    return (f"[{t:5.1f} s] blocks {c.get('blocks', 0)} (aborted {c.get('aborted', 0)})  "
-            f"next block {max(0, min(towards, block_bits)) / 1e6:.2f}/{block_bits / 1e6:g} Mbit sifted  "
-            f"QBER {'-' if qber is None else f'{100 * qber:.2f} %'}  "
-            f"secret {c.get('key_bits', 0)} bits  stored KME_A {alice.get('delivery', {}).get('delivered_bits', 0)} "
-            f"KME_B {bob.get('delivery', {}).get('delivered_bits', 0)} bits")
+    return (
+        f"[{t:5.1f} s] blocks {c.get('blocks', 0)} (aborted {c.get('aborted', 0)})  "
+        f"next block {max(0, min(towards, block_bits)) / 1e6:.2f}/{block_bits / 1e6:g} Mbit sifted  "
+        f"QBER {'-' if qber is None else f'{100 * qber:.2f} %'}  "
+        f"secret {c.get('key_bits', 0)} bits  stored KME_A {alice.get('delivery', {}).get('delivered_bits', 0)} "
+        f"KME_B {bob.get('delivery', {}).get('delivered_bits', 0)} bits"
+    )
 
 
 def _last_log_line(path: Path) -> str:
@@ -224,13 +253,17 @@ def _last_log_line(path: Path) -> str:
 
 def _delivered(alice: dict[str, Any], bob: dict[str, Any]) -> bool:
     blocks = bob.get("counters", {}).get("blocks", 0)
-    return (blocks > 0 and bob.get("counters", {}).get("key_bits", 0) > 0
-            and alice.get("delivery", {}).get("delivered_blocks", 0) >= blocks
-            and bob.get("delivery", {}).get("delivered_blocks", 0) >= blocks)
+    return (
+        blocks > 0
+        and bob.get("counters", {}).get("key_bits", 0) > 0
+        and alice.get("delivery", {}).get("delivered_blocks", 0) >= blocks
+        and bob.get("delivery", {}).get("delivered_blocks", 0) >= blocks
+    )
 
 
-def watch(run: DemoRun, on_tick: Callable[[dict[str, Any], dict[str, Any], str], None] | None = None,
-          size_bits: int = 256) -> dict[str, Any]:
+def watch(
+    run: DemoRun, on_tick: Callable[[dict[str, Any], dict[str, Any], str], None] | None = None, size_bits: int = 256
+) -> dict[str, Any]:
     """Wait until the target blocks are distilled, delivered to both key managers and the ETSI 014
     check passed; returns the check. `DemoTimeout` (with the reason) when the duration passes first,
     `DemoFailed` when a process stops on its own."""
@@ -243,8 +276,10 @@ def watch(run: DemoRun, on_tick: Callable[[dict[str, Any], dict[str, Any], str],
             on_tick(alice, bob, phase(run, alice, bob))
         for name, proc in run.node_procs.items():
             if proc.poll() is not None and (proc.returncode != 0 or not opts.blocks):
-                raise DemoFailed(f"node {name} stopped (exit code {proc.returncode}): "
-                                 f"{_last_log_line(run.root / (name + '.log')) or 'no log'}")
+                raise DemoFailed(
+                    f"node {name} stopped (exit code {proc.returncode}): "
+                    f"{_last_log_line(run.root / (name + '.log')) or 'no log'}"
+                )
         for who, proc in run.pair.procs.items():
             if proc.poll() is not None:
                 raise DemoFailed(f"key manager KME_{who.upper()} stopped (exit code {proc.returncode})")
@@ -273,23 +308,37 @@ def why_no_key(run: DemoRun, alice: dict[str, Any], bob: dict[str, Any], check: 
         uptime = max(1e-9, float(bob.get("uptime_s", 0.0)))
         rate = sifted / uptime
         if sifted < opts.block_bits:
-            more = (f"; at the {rate / 1e6:.2f} Mbit/s seen, a block needs about {opts.block_bits / rate:.0f} s "
-                    "in all") if rate > 0 else ""
-            return (f"only {sifted / 1e6:.2f} of the {opts.block_bits / 1e6:g} Mbit of sifted key a block needs were "
-                    f"collected {limit} (compiling the numba kernels takes a minute or more when the cache is cold)"
-                    f"{more}; raise --duration or lower --block-bits")
-        return (f"block 1 was still in error correction and privacy amplification {limit} (first use compiles "
-                "the kernels); raise --duration")
+            more = (
+                (f"; at the {rate / 1e6:.2f} Mbit/s seen, a block needs about {opts.block_bits / rate:.0f} s in all")
+                if rate > 0
+                else ""
+            )
+            return (
+                f"only {sifted / 1e6:.2f} of the {opts.block_bits / 1e6:g} Mbit of sifted key a block needs were "
+                f"collected {limit} (compiling the numba kernels takes a minute or more when the cache is cold)"
+                f"{more}; raise --duration or lower --block-bits"
+            )
+        return (
+            f"block 1 was still in error correction and privacy amplification {limit} (first use compiles "
+            "the kernels); raise --duration"
+        )
     if blocks == 0:
         qber = bob.get("last_block", {}).get("qber")
-        return (f"all {aborted} blocks were aborted {limit}" + (f" (last QBER {100 * qber:.1f} %)" if qber else "")
-                + "; an eavesdropper or noise above the abort threshold leaves no key")
+        return (
+            f"all {aborted} blocks were aborted {limit}"
+            + (f" (last QBER {100 * qber:.1f} %)" if qber else "")
+            + "; an eavesdropper or noise above the abort threshold leaves no key"
+        )
     if c.get("key_bits", 0) == 0:
-        return (f"{blocks} block(s) distilled {limit}, but their finite-key length was 0: too short or too noisy "
-                "for a secret key; raise --block-bits or shorten --distance")
+        return (
+            f"{blocks} block(s) distilled {limit}, but their finite-key length was 0: too short or too noisy "
+            "for a secret key; raise --block-bits or shorten --distance"
+        )
     if blocks + aborted < opts.target_blocks:
-        return (f"{blocks + aborted} of the {opts.target_blocks} blocks asked for were done {limit} (the key check "
-                "waits for all of them); raise --duration or lower --blocks")
+        return (
+            f"{blocks + aborted} of the {opts.target_blocks} blocks asked for were done {limit} (the key check "
+            "waits for all of them); raise --duration or lower --blocks"
+        )
     if not _delivered(alice, bob):
         return f"the key was distilled but not yet acknowledged by both key managers {limit}"
     return f"the ETSI 014 check did not pass {limit}: {check.get('reason', 'keys differ')}"
@@ -300,8 +349,11 @@ def link_forecast(opts: DemoOptions) -> dict[str, Any]:
     simulated link time one block needs. Says plainly when no key is to be expected."""
     from drivers.mock import LinkParams
 
-    fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
-                              for k, v in _mock_document(opts, 0).items() if k not in ("seed", "realtime")}
+    fields: dict[str, Any] = {
+        k: tuple(v) if isinstance(v, list) else v
+        for k, v in _mock_document(opts, 0).items()
+        if k not in ("seed", "realtime")
+    }
     p = LinkParams(**fields)
     eff = sum(p.efficiency) / len(p.efficiency)
     eta = eff * 10 ** (-(p.fibre_loss_db_per_km * p.fibre_length_km + p.insertion_loss_db) / 10)
@@ -317,12 +369,19 @@ def link_forecast(opts: DemoOptions) -> dict[str, Any]:
     sifted_per_s = p.repetition_rate_hz * p.p_z * p.bob_p_z * click
     block_link_s = opts.block_bits / sifted_per_s if sifted_per_s > 0 else math.inf
     no_key = qber >= 0.11
-    text = (f"at {opts.distance_km:g} km the expected QBER is about {100 * qber:.0f} %"
-            + (" (dark counts swamp the signal)" if dark > sig else "")
-            + (", above the 11 % abort threshold: every block is aborted and no key is expected" if no_key else "")
-            + f"; a block needs about {block_link_s:.3g} s of link time")
-    return {"qber": qber, "sifted_bits_per_link_s": sifted_per_s, "block_link_s": block_link_s,
-            "no_key_expected": no_key, "text": text}
+    text = (
+        f"at {opts.distance_km:g} km the expected QBER is about {100 * qber:.0f} %"
+        + (" (dark counts swamp the signal)" if dark > sig else "")
+        + (", above the 11 % abort threshold: every block is aborted and no key is expected" if no_key else "")
+        + f"; a block needs about {block_link_s:.3g} s of link time"
+    )
+    return {
+        "qber": qber,
+        "sifted_bits_per_link_s": sifted_per_s,
+        "block_link_s": block_link_s,
+        "no_key_expected": no_key,
+        "text": text,
+    }
 
 
 def fetch_and_compare(run: DemoRun, size_bits: int = 256) -> dict[str, Any]:
@@ -344,22 +403,32 @@ def fetch_and_compare(run: DemoRun, size_bits: int = 256) -> dict[str, Any]:
     except (OSError, ValueError, KeyError, IndexError) as exc:
         return {"ok": False, "reason": f"ETSI 014 request failed: {exc}"}
     if code != 200:
-        return {"ok": False, "key_ID": key["key_ID"],
-                "reason": f"dec_keys at KME_B answered {code}: {got.get('message', '')}"}
+        return {
+            "ok": False,
+            "key_ID": key["key_ID"],
+            "reason": f"dec_keys at KME_B answered {code}: {got.get('message', '')}",
+        }
     mine, theirs = base64.b64decode(key["key"]), base64.b64decode(got["keys"][0]["key"])
     # Shown on screen: the key ID and a 64-bit SHA-256 prefix, never the key. The prefix tells a reader
     # up to 64 bits about this one 256-bit key; it is paid for by never using the key: it was fetched only
     # for this check and each key is served once, so no application ever receives it.
-    return {"ok": mine == theirs, "key_ID": key["key_ID"], "size_bits": size_bits,
-            "sha256_prefix_alice": hashlib.sha256(mine).hexdigest()[:16],
-            "sha256_prefix_bob": hashlib.sha256(theirs).hexdigest()[:16]}
+    return {
+        "ok": mine == theirs,
+        "key_ID": key["key_ID"],
+        "size_bits": size_bits,
+        "sha256_prefix_alice": hashlib.sha256(mine).hexdigest()[:16],
+        "sha256_prefix_bob": hashlib.sha256(theirs).hexdigest()[:16],
+    }
 
 
 def serve_info(run: DemoRun) -> dict[str, Any]:
     """Each key manager's ETSI 014 base URL, the CA and each SAE's certificate and key paths."""
     pair = run.pair
-    out: dict[str, Any] = {"ca_cert": pair.ca, "key_managers": {},
-                           "nodes": {n: {"metrics_url": run.status(n).get("metrics_url")} for n in ("alice", "bob")}}
+    out: dict[str, Any] = {
+        "ca_cert": pair.ca,
+        "key_managers": {},
+        "nodes": {n: {"metrics_url": run.status(n).get("metrics_url")} for n in ("alice", "bob")},
+    }
     for kme, sae in (("a", "SAE_A"), ("b", "SAE_B")):
         cert, key = pair.pem(sae)
         out["key_managers"][f"KME_{kme.upper()}"] = {
@@ -376,20 +445,28 @@ def summary(run: DemoRun, fetched: dict[str, Any], elapsed_s: float) -> dict[str
     last = bob.get("last_block", {})
     uptime = max(1e-9, float(bob.get("uptime_s", elapsed_s) or elapsed_s))
     return {
-        "distance_km": run.options.distance_km, "eve_fraction": run.options.eve_fraction,
-        "rate_hz": run.options.rate_hz, "elapsed_s": elapsed_s,
+        "distance_km": run.options.distance_km,
+        "eve_fraction": run.options.eve_fraction,
+        "rate_hz": run.options.rate_hz,
+        "elapsed_s": elapsed_s,
         "time_to_first_key_s": elapsed_s if fetched.get("ok") else None,
-        "blocks": bc.get("blocks", 0), "aborted_blocks": bc.get("aborted", 0),
-        "detections": bc.get("detections", 0), "sifted_bits": bc.get("sifted_bits", 0),
+        "blocks": bc.get("blocks", 0),
+        "aborted_blocks": bc.get("aborted", 0),
+        "detections": bc.get("detections", 0),
+        "sifted_bits": bc.get("sifted_bits", 0),
         "secret_bits": bc.get("key_bits", 0),
         "sifted_mbit_per_s": bc.get("sifted_bits", 0) / uptime / 1e6,
         "secret_kbit_per_s": bc.get("key_bits", 0) / uptime / 1e3,
-        "qber": last.get("qber"), "qber_x": last.get("qber_x"),
+        "qber": last.get("qber"),
+        "qber_x": last.get("qber_x"),
         **authentication_summary(bc, last),
-        "keys_stored": {"KME_A": alice.get("delivery", {}).get("delivered_bits", 0),
-                        "KME_B": bob.get("delivery", {}).get("delivered_bits", 0)},
+        "keys_stored": {
+            "KME_A": alice.get("delivery", {}).get("delivered_bits", 0),
+            "KME_B": bob.get("delivery", {}).get("delivered_bits", 0),
+        },
         "alarms": [a["text"] for a in (alice.get("alarms", []) + bob.get("alarms", []))][-10:],
-        "etsi014_check": fetched, "workdir": str(run.root),
+        "etsi014_check": fetched,
+        "workdir": str(run.root),
     }
 
 
@@ -401,7 +478,9 @@ def authentication_summary(counters: dict[str, Any], last: dict[str, Any]) -> di
     return {
         "auth_bits_per_block": counters.get("auth_bits", 0) / blocks if blocks else None,
         "auth_failures": counters.get("auth_failures", 0),
-        "eps_auth_per_block": last.get("eps_auth"), "eps_sec": last.get("eps_sec"), "eps_cor": last.get("eps_cor"),
+        "eps_auth_per_block": last.get("eps_auth"),
+        "eps_sec": last.get("eps_sec"),
+        "eps_cor": last.get("eps_cor"),
         "finite_key_bits_per_block": finite / blocks if blocks else None,
         "net_key_bits_per_block": counters.get("key_bits", 0) / blocks if blocks else None,
         "net_vs_finite_key": counters.get("key_bits", 0) / finite if finite else None,

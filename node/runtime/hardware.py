@@ -48,8 +48,12 @@ class Hardware:
         from drivers.bringup import SHUTDOWN_ORDER, role_of
 
         # light sources first (laser, attenuator shutter), then modulator drive, bias, taggers
-        ranked = sorted(self.instruments.items(), key=lambda kv: SHUTDOWN_ORDER.index(role_of(kv[1]))
-                        if role_of(kv[1]) in SHUTDOWN_ORDER else len(SHUTDOWN_ORDER))
+        ranked = sorted(
+            self.instruments.items(),
+            key=lambda kv: (
+                SHUTDOWN_ORDER.index(role_of(kv[1])) if role_of(kv[1]) in SHUTDOWN_ORDER else len(SHUTDOWN_ORDER)
+            ),
+        )
         for name, inst in ranked:
             for method in ("shutdown", "close"):
                 fn = getattr(inst, method, None)
@@ -85,16 +89,20 @@ def common_dead_time(cfg: NodeConfig, tagger: Any, slotter: StreamSlotter) -> Co
     if spec is None or spec == DEAD_TIME_FROM_INSTRUMENT:
         reported = getattr(tagger, "detector_dead_time_ps", None)
         if reported is None:
-            raise ValueError(f"config key 'hardware.dead_time.detector_ps': the {type(tagger).__name__} driver cannot "
-                             "read the detectors' dead times; give them in ps (one per detector)")
+            raise ValueError(
+                f"config key 'hardware.dead_time.detector_ps': the {type(tagger).__name__} driver cannot "
+                "read the detectors' dead times; give them in ps (one per detector)"
+            )
         spec = tuple(float(v) for v in reported)
     longest = max(spec)
     margin = cfg.dead_time.get("margin_ps", default_margin_ps(longest))
     window = pulse_window_ps(slotter.gate_ps, slotter.nominal_period_ps)
     dead = longest + margin
     if window >= dead:
-        raise ValueError(f"config key 'hardware.dead_time.detector_ps': a dead time of {dead:g} ps is shorter than one "
-                         "slot's gate; give the detectors' real dead times")
+        raise ValueError(
+            f"config key 'hardware.dead_time.detector_ps': a dead time of {dead:g} ps is shorter than one "
+            "slot's gate; give the detectors' real dead times"
+        )
     return CommonDeadTime(dead, slotter.detector_channels, coincidence_ps=window)
 
 
@@ -113,8 +121,12 @@ def _open_mock(cfg: NodeConfig) -> Hardware:
 
     params = mock_params(cfg)
     assert cfg.mock is not None
-    desc = {"kind": "mock", "distance_km": params.fibre_length_km, "rate_hz": params.repetition_rate_hz,
-            "eve_fraction": params.eve_fraction}
+    desc = {
+        "kind": "mock",
+        "distance_km": params.fibre_length_km,
+        "rate_hz": params.repetition_rate_hz,
+        "eve_fraction": params.eve_fraction,
+    }
     if cfg.role == "alice":
         tx = MockTransmitter(params, cfg.mock.seed)
         tx.start()
@@ -122,16 +134,19 @@ def _open_mock(cfg: NodeConfig) -> Hardware:
     tagger = MockTimeTagger(params, cfg.mock.seed, realtime=cfg.mock.realtime, block_s=cfg.mock.block_s)
     if cfg.mock.attack is not None:  # an attack or fault the demo injects into Bob's side from a given slot
         cfg.mock.attack.attach(tagger)
-    slotter = StreamSlotter(params.period_ps, params.sync_every, 0.5 * params.period_ps,
-                            delay_ps=params.channel_delays_ps())
+    slotter = StreamSlotter(
+        params.period_ps, params.sync_every, 0.5 * params.period_ps, delay_ps=params.channel_delays_ps()
+    )
     dead_time = common_dead_time(cfg, tagger, slotter)
     desc["dead_time_ps"] = dead_time.dead_time_ps
     tagger.start()
     return Hardware(tagger=tagger, slotter=slotter, dead_time=dead_time, description=desc)
 
 
-NOT_FOR_USE = ("replay source: keys distilled from a recording are not secret (the recording holds Alice's "
-               "states) and are handed out again by every replay; use them to measure throughput only")
+NOT_FOR_USE = (
+    "replay source: keys distilled from a recording are not secret (the recording holds Alice's "
+    "states) and are handed out again by every replay; use them to measure throughput only"
+)
 
 
 def _open_replay(cfg: NodeConfig, alarm: Any = None) -> Hardware:
@@ -144,10 +159,13 @@ def _open_replay(cfg: NodeConfig, alarm: Any = None) -> Hardware:
     if cfg.replay.get("benchmark_only") is not True:  # parse_node_config refuses it; a hand-made config too
         raise ValueError("replay hardware needs hardware.replay.benchmark_only = true (benchmarks and tests only)")
     info = read_info(cfg.replay["path"])
-    if (tuple(info.intensities) != tuple(cfg.link.intensities)
-            or tuple(info.class_probabilities) != tuple(cfg.link.class_probabilities)):
-        raise ValueError(f"config keys 'link.intensities' and 'link.class_probabilities' must match the recording "
-                         f"{info.root}: {list(info.intensities)} and {list(info.class_probabilities)}")
+    if tuple(info.intensities) != tuple(cfg.link.intensities) or tuple(info.class_probabilities) != tuple(
+        cfg.link.class_probabilities
+    ):
+        raise ValueError(
+            f"config keys 'link.intensities' and 'link.class_probabilities' must match the recording "
+            f"{info.root}: {list(info.intensities)} and {list(info.class_probabilities)}"
+        )
     if alarm is not None:
         alarm("major", NOT_FOR_USE)
     desc = {"kind": "replay", "recording": str(info.root), "source": info.source, "rate_hz": info.repetition_rate_hz}
@@ -157,8 +175,14 @@ def _open_replay(cfg: NodeConfig, alarm: Any = None) -> Hardware:
         return Hardware(transmitter=tx, description=desc)
     s = info.slotting
     tagger = ReplayTimeTagger(info)
-    slotter = StreamSlotter(s.period_ps, s.sync_every, s.gate_ps, delay_ps=dict(enumerate(s.delays_ps)),
-                            detector_channels=s.detector_channels, sync_channel=s.sync_channel)
+    slotter = StreamSlotter(
+        s.period_ps,
+        s.sync_every,
+        s.gate_ps,
+        delay_ps=dict(enumerate(s.delays_ps)),
+        detector_channels=s.detector_channels,
+        sync_channel=s.sync_channel,
+    )
     dead_time = common_dead_time(cfg, tagger, slotter)
     desc["dead_time_ps"] = dead_time.dead_time_ps
     tagger.start()
@@ -180,8 +204,10 @@ def _open_lab(cfg: NodeConfig, alarm: Any = None) -> Hardware:
             options = dict(cfg.lab.get("transmitter_options", {}))
             levels = options.pop("levels", None)
             if not isinstance(levels, dict) or set(levels) != {"intensity", "phase"}:
-                raise ValueError("config key 'hardware.lab.transmitter_options.levels' must be a table with "
-                                 "'intensity' (one AWG level per class) and 'phase' (four levels)")
+                raise ValueError(
+                    "config key 'hardware.lab.transmitter_options.levels' must be a table with "
+                    "'intensity' (one AWG level per class) and 'phase' (four levels)"
+                )
             for key in ("intensities", "p_intensity"):
                 if key in options:
                     options[key] = tuple(options[key])
@@ -189,19 +215,26 @@ def _open_lab(cfg: NodeConfig, alarm: Any = None) -> Hardware:
             if qrng is not None:
                 source = getattr(instruments.get(qrng), "random_bytes", None)
                 if not callable(source):
-                    raise ValueError(f"config key 'hardware.lab.transmitter_options.qrng' must name an instrument "
-                                     f"whose driver has random_bytes(n), got {qrng!r}")
+                    raise ValueError(
+                        f"config key 'hardware.lab.transmitter_options.qrng' must name an instrument "
+                        f"whose driver has random_bytes(n), got {qrng!r}"
+                    )
                 options["random_source"] = source
             hw.transmitter = AWGTransmitter(
-                awg, levels=ModulatorLevels(tuple(levels["intensity"]), tuple(levels["phase"])), **options)
+                awg, levels=ModulatorLevels(tuple(levels["intensity"]), tuple(levels["phase"])), **options
+            )
             hw.transmitter.start()
         else:
             hw.tagger = instruments[cfg.lab["tagger"]]
             slot = cfg.lab.get("slotting", {})
             try:
-                hw.slotter = StreamSlotter(float(slot["period_ps"]), int(slot["sync_every"]), float(slot["gate_ps"]),
-                                           delay_ps={int(k): float(v) for k, v in slot.get("delays_ps", {}).items()},
-                                           sync_channel=int(slot.get("sync_channel", 0)))
+                hw.slotter = StreamSlotter(
+                    float(slot["period_ps"]),
+                    int(slot["sync_every"]),
+                    float(slot["gate_ps"]),
+                    delay_ps={int(k): float(v) for k, v in slot.get("delays_ps", {}).items()},
+                    sync_channel=int(slot.get("sync_channel", 0)),
+                )
             except KeyError as exc:
                 raise ValueError(f"config key 'hardware.lab.slotting.{exc.args[0]}' is required for Bob") from None
             hw.dead_time = common_dead_time(cfg, hw.tagger, hw.slotter)

@@ -25,9 +25,16 @@ ALARM_KEY = "key manager refuses blocks"
 class BlockSender(Protocol):
     """What this loop needs of `node.keymanager.ingest.KeyBlockSender`."""
 
-    def send_block(self, link_id: str, block_id: int, key: bytes, length_bits: int | None = None,
-                   qber: float | None = None, params: dict[str, Any] | None = None,
-                   timeout_s: float = 2.0) -> KeyBlockReply: ...
+    def send_block(
+        self,
+        link_id: str,
+        block_id: int,
+        key: bytes,
+        length_bits: int | None = None,
+        qber: float | None = None,
+        params: dict[str, Any] | None = None,
+        timeout_s: float = 2.0,
+    ) -> KeyBlockReply: ...
 
 
 def refusal_reason(reply: object, link_id: str, block_id: int) -> str:
@@ -43,12 +50,22 @@ def refusal_reason(reply: object, link_id: str, block_id: int) -> str:
 class KmDelivery:
     """The node's delivery loop (runs in its own thread until `stop` is set and nothing is pending)."""
 
-    def __init__(self, outbox: Outbox, sender: BlockSender, alarms: AlarmRegistry, source: str,
-                 counters: dict[str, int], stop: threading.Event, *, min_backoff_s: float = 1.0,
-                 max_backoff_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        outbox: Outbox,
+        sender: BlockSender,
+        alarms: AlarmRegistry,
+        source: str,
+        counters: dict[str, int],
+        stop: threading.Event,
+        *,
+        min_backoff_s: float = 1.0,
+        max_backoff_s: float = 30.0,
+    ) -> None:
         if not 0 < min_backoff_s <= max_backoff_s:
-            raise ValueError(f"backoff must satisfy 0 < min_backoff_s <= max_backoff_s, got "
-                             f"{min_backoff_s}, {max_backoff_s}")
+            raise ValueError(
+                f"backoff must satisfy 0 < min_backoff_s <= max_backoff_s, got {min_backoff_s}, {max_backoff_s}"
+            )
         self.outbox, self.sender, self.alarms, self.source = outbox, sender, alarms, source
         self.counters, self.stop = counters, stop
         self.min_backoff_s, self.max_backoff_s = min_backoff_s, max_backoff_s
@@ -82,8 +99,11 @@ class KmDelivery:
             # the block's secret key all went back into the authentication pools (or was under a
             # byte): nothing for the key manager, which refuses an empty block and, as the oldest
             # one, it would hold back every block after it
-            log.info("block %s/%s leaves no key for the key manager (its secret refilled authentication)",
-                     e.link_id, e.block_id)
+            log.info(
+                "block %s/%s leaves no key for the key manager (its secret refilled authentication)",
+                e.link_id,
+                e.block_id,
+            )
             self.outbox.delivered(e.link_id, e.block_id)
             self.counters["delivered_blocks"] += 1
             return "delivered"
@@ -106,13 +126,21 @@ class KmDelivery:
         self.backoff_s = min(self.max_backoff_s, max(self.min_backoff_s, 2 * self.backoff_s))
         if self._alarm_reason is None:
             self._alarm_reason = reason
-            self.alarms.raise_alarm("major", self.source,
-                                    f"key manager refuses key blocks (first: {e.link_id}/{e.block_id}): {reason}; "
-                                    f"the node keeps them and retries with back-off up to {self.max_backoff_s:g} s",
-                                    key=ALARM_KEY)
+            self.alarms.raise_alarm(
+                "major",
+                self.source,
+                f"key manager refuses key blocks (first: {e.link_id}/{e.block_id}): {reason}; "
+                f"the node keeps them and retries with back-off up to {self.max_backoff_s:g} s",
+                key=ALARM_KEY,
+            )
         else:
-            log.debug("key manager still refuses block %s/%s: %s (next try in %.1f s)", e.link_id, e.block_id,
-                      reason, self.backoff_s)
+            log.debug(
+                "key manager still refuses block %s/%s: %s (next try in %.1f s)",
+                e.link_id,
+                e.block_id,
+                reason,
+                self.backoff_s,
+            )
 
     def _accepted(self) -> None:
         self.backoff_s = 0.0

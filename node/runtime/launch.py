@@ -18,11 +18,22 @@ from typing import Any
 from node.private_files import write_private_file
 
 
-def node_document(name: str, role: str, link_id: str, peer_port: int, bootstrap_secret: str,
-                  mock: dict[str, Any], *, block_bits: int, batch_detections: int = 200_000,
-                  keymanager: tuple[str, str, str] | None = None, metrics_port: int | None = None,
-                  max_blocks: int | None = None, status_file: bool = True,
-                  link_timeout_s: float | None = None) -> dict[str, Any]:
+def node_document(
+    name: str,
+    role: str,
+    link_id: str,
+    peer_port: int,
+    bootstrap_secret: str,
+    mock: dict[str, Any],
+    *,
+    block_bits: int,
+    batch_detections: int = 200_000,
+    keymanager: tuple[str, str, str] | None = None,
+    metrics_port: int | None = None,
+    max_blocks: int | None = None,
+    status_file: bool = True,
+    link_timeout_s: float | None = None,
+) -> dict[str, Any]:
     """A node's configuration (the shape `node.runtime.config` reads) on the mock hardware.
 
     `keymanager` is (ingest endpoint, source id, secret file); paths are relative to the config.
@@ -35,9 +46,14 @@ def node_document(name: str, role: str, link_id: str, peer_port: int, bootstrap_
         node["metrics_port"] = metrics_port
     doc: dict[str, Any] = {
         "node": node,
-        "link": {"id": link_id, "peer": f"tcp://127.0.0.1:{peer_port}", "bootstrap_secret": bootstrap_secret,
-                 "block_bits": block_bits, "batch_detections": batch_detections,
-                 **({"timeout_s": link_timeout_s} if link_timeout_s is not None else {})},
+        "link": {
+            "id": link_id,
+            "peer": f"tcp://127.0.0.1:{peer_port}",
+            "bootstrap_secret": bootstrap_secret,
+            "block_bits": block_bits,
+            "batch_detections": batch_detections,
+            **({"timeout_s": link_timeout_s} if link_timeout_s is not None else {}),
+        },
         "hardware": {"kind": "mock", "mock": {k: list(v) if isinstance(v, tuple) else v for k, v in mock.items()}},
     }
     if keymanager is not None:
@@ -83,8 +99,12 @@ def write_link_secret(base: Path, stem: str, nbytes: int) -> dict[str, str]:
 def start_node(config: Path, cwd: Path, log: Path | None = None, log_level: str = "WARNING") -> subprocess.Popen[bytes]:
     """`qkdnode run CONFIG` as a child process; its stderr goes to `log` (or nowhere)."""
     stderr: Any = open(log, "wb") if log is not None else subprocess.DEVNULL  # noqa: SIM115 - the child owns it
-    return subprocess.Popen([sys.executable, "-m", "node", "--log-level", log_level, "run", str(config)],
-                            stdout=subprocess.DEVNULL, stderr=stderr, cwd=cwd)
+    return subprocess.Popen(
+        [sys.executable, "-m", "node", "--log-level", log_level, "run", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+        cwd=cwd,
+    )
 
 
 def stop_processes(procs: Iterable[subprocess.Popen[Any]], timeout_s: float = 20.0) -> list[subprocess.Popen[Any]]:

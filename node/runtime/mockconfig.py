@@ -39,8 +39,9 @@ def link_param_names() -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(LinkParams))
 
 
-def parse_mock(table: Any, where: str, *, fixed: dict[str, Any] | None = None,
-               exclude: Iterable[str] = ()) -> MockConfig:
+def parse_mock(
+    table: Any, where: str, *, fixed: dict[str, Any] | None = None, exclude: Iterable[str] = ()
+) -> MockConfig:
     """Check the mock table at `where` and build its `MockConfig`. `fixed` sets physical values the
     table may not give (a topology link's length), `exclude` removes keys from those allowed."""
     from drivers.mock.onset import from_mock_table
@@ -61,7 +62,9 @@ def parse_mock(table: Any, where: str, *, fixed: dict[str, Any] | None = None,
     require(isinstance(realtime, bool), key_path(where, "realtime"), f"must be true or false, got {realtime!r}")
     block_s = t.get("block_s", 2e-3)
     require(0 < block_s <= 10, key_path(where, "block_s"), f"must be a number of seconds in (0, 10], got {block_s!r}")
-    physical: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in t.items() if k in link_param_names()}
+    physical: dict[str, Any] = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in t.items() if k in link_param_names()
+    }
     try:
         params = LinkParams(**physical, **(fixed or {}))
     except (TypeError, ValueError, OverflowError) as exc:

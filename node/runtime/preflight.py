@@ -55,9 +55,12 @@ def _check_bootstrap(cfg: NodeConfig) -> None:
     from node.classical import SecureLink
     from node.classical.linkstate import read_bootstrap
 
-    _readable(cfg.bootstrap_secret, "link.bootstrap_secret",
-              "the pre-shared authentication key, the same file at both ends; "
-              f"e.g. head -c 131072 /dev/urandom > {cfg.bootstrap_secret.name}")
+    _readable(
+        cfg.bootstrap_secret,
+        "link.bootstrap_secret",
+        "the pre-shared authentication key, the same file at both ends; "
+        f"e.g. head -c 131072 /dev/urandom > {cfg.bootstrap_secret.name}",
+    )
     secret = read_bootstrap(cfg.bootstrap_secret, state_path, "link.bootstrap_secret")  # refuses a used secret
     try:
         SecureLink.from_bootstrap(secret, "responder" if cfg.role == "alice" else "initiator")
@@ -74,15 +77,17 @@ def _check_lab(cfg: NodeConfig) -> None:
             raise ValueError(f"config key 'instruments.{name}' must be a table")
         driver = table.get("driver")
         if driver not in BY_NAME:
-            raise ValueError(f"config key 'instruments.{name}.driver' must be one of {', '.join(sorted(BY_NAME))}, "
-                             f"got {driver!r}")
+            raise ValueError(
+                f"config key 'instruments.{name}.driver' must be one of {', '.join(sorted(BY_NAME))}, got {driver!r}"
+            )
         info = BY_NAME[driver]
         options = {k for k in table if k != "driver"}
         if info.needs_resource:
             resource = table.get("resource")
             if not isinstance(resource, str) or not resource:
-                raise ValueError(f"config key 'instruments.{name}.resource' must be a VISA resource string, serial "
-                                 "port or URL")
+                raise ValueError(
+                    f"config key 'instruments.{name}.resource' must be a VISA resource string, serial port or URL"
+                )
             options.discard("resource")
         try:
             params = inspect.signature(info.load()).parameters
@@ -93,10 +98,17 @@ def _check_lab(cfg: NodeConfig) -> None:
             known |= INSTRUMENT_OPTIONS
         unknown = sorted(options - known)
         if unknown:
-            raise ValueError(f"config key 'instruments.{name}.{unknown[0]}' is unknown; {driver} takes "
-                             f"{', '.join(sorted(known))}")
-        required = [n for n, p in params.items() if p.default is inspect.Parameter.empty
-                    and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n != "resource" and n != "self"]
+            raise ValueError(
+                f"config key 'instruments.{name}.{unknown[0]}' is unknown; {driver} takes {', '.join(sorted(known))}"
+            )
+        required = [
+            n
+            for n, p in params.items()
+            if p.default is inspect.Parameter.empty
+            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            and n != "resource"
+            and n != "self"
+        ]
         missing = [n for n in required if n not in table]
         if missing:
             raise ValueError(f"config key 'instruments.{name}.{missing[0]}' is required by driver {driver}")
@@ -109,11 +121,18 @@ def _check_levels(options: Any) -> None:
         raise ValueError("config key 'hardware.lab.transmitter_options' must be a table")
     levels = options.get("levels")
     if not isinstance(levels, dict) or set(levels) != {"intensity", "phase"}:
-        raise ValueError("config key 'hardware.lab.transmitter_options.levels' must be a table with "
-                         "'intensity' (one AWG level per class) and 'phase' (four levels)")
+        raise ValueError(
+            "config key 'hardware.lab.transmitter_options.levels' must be a table with "
+            "'intensity' (one AWG level per class) and 'phase' (four levels)"
+        )
     for key, count in (("intensity", None), ("phase", 4)):
         value = levels[key]
-        if not isinstance(value, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                                  for v in value) or (count and len(value) != count):
-            raise ValueError(f"config key 'hardware.lab.transmitter_options.levels.{key}' must be a list of "
-                             f"{count or 'one per intensity class'} numbers (AWG levels), got {value!r}")
+        if (
+            not isinstance(value, list)
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+            or (count and len(value) != count)
+        ):
+            raise ValueError(
+                f"config key 'hardware.lab.transmitter_options.levels.{key}' must be a list of "
+                f"{count or 'one per intensity class'} numbers (AWG levels), got {value!r}"
+            )

@@ -54,9 +54,19 @@ def record_mock(params: Any, seed: int, root: str | Path, sifted_bits: int, bloc
                 s = tx.states(det.slot)
                 key_bits += int(np.count_nonzero((s.basis == 0) & (det.basis == 0)))
     tagger.close()
-    info = RecordingInfo(root, root / "tags.bin", "tagblocks", root / "states.bin", slotting,
-                         tuple(float(v) for v in params.dead_time_ps), float(params.repetition_rate_hz),
-                         tuple(params.intensities), tuple(params.class_probabilities), int(params.resolution_ps),
-                         key_bits, f"drivers.mock seed {seed}, {params.fibre_length_km:g} km")
+    info = RecordingInfo(
+        root,
+        root / "tags.bin",
+        "tagblocks",
+        root / "states.bin",
+        slotting,
+        tuple(float(v) for v in params.dead_time_ps),
+        float(params.repetition_rate_hz),
+        tuple(params.intensities),
+        tuple(params.class_probabilities),
+        int(params.resolution_ps),
+        key_bits,
+        f"drivers.mock seed {seed}, {params.fibre_length_km:g} km",
+    )
     write_info(info)
     return info

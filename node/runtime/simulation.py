@@ -70,11 +70,34 @@ def simulate_detections(
     sim = LinkSimulator(params, seed)
     events = LinkEvents.concatenate([sim.run(int(n_slots)), sim.flush()])
     rng = np.random.Generator(np.random.Philox(key=[int(derive_key(seed, STREAM_BOB)) & 0xFFFFFFFF, 7]))
-    batch = receive_batch(events.time, events.channel, period_ps=params.period_ps, sync_every=params.sync_every,
-                          delay_ps=params.channel_delays_ps(), gate_ps=gate_ps, detector_channels=DETECTOR_CHANNELS,
-                          common_dead_time_ps=common_dead_time_ps, estimate_channel_delays=estimate_delays,
-                          n_slots=int(n_slots), rng=rng)
+    batch = receive_batch(
+        events.time,
+        events.channel,
+        period_ps=params.period_ps,
+        sync_every=params.sync_every,
+        delay_ps=params.channel_delays_ps(),
+        gate_ps=gate_ps,
+        detector_channels=DETECTOR_CHANNELS,
+        common_dead_time_ps=common_dead_time_ps,
+        estimate_channel_delays=estimate_delays,
+        n_slots=int(n_slots),
+        rng=rng,
+    )
     det = batch.detections
     a_basis, a_bit, a_class = alice_states(seed, det.slot, params.p_z, params.class_probabilities)
-    return SimulatedDetections(det.slot, det.basis, det.bit, det.clicks, det.time, a_class, a_basis, a_bit,
-                               int(n_slots), det.n_double, det.n_cross, batch.fit, batch.slotted, sim.counters)
+    return SimulatedDetections(
+        det.slot,
+        det.basis,
+        det.bit,
+        det.clicks,
+        det.time,
+        a_class,
+        a_basis,
+        a_bit,
+        int(n_slots),
+        det.n_double,
+        det.n_cross,
+        batch.fit,
+        batch.slotted,
+        sim.counters,
+    )

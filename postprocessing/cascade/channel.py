@@ -36,8 +36,18 @@ __all__ = [
 
 PROTOCOL = b"qkdnode-cascade/1"
 
-_DTYPES: dict[str, np.dtype[Any]] = {"u1": np.dtype("<u1"), "u4": np.dtype("<u4"), "u8": np.dtype("<u8"), "i8": np.dtype("<i8")}
-_CODES: dict[np.dtype[Any], str] = {np.dtype(np.uint8): "u1", np.dtype(np.uint32): "u4", np.dtype(np.uint64): "u8", np.dtype(np.int64): "i8"}
+_DTYPES: dict[str, np.dtype[Any]] = {
+    "u1": np.dtype("<u1"),
+    "u4": np.dtype("<u4"),
+    "u8": np.dtype("<u8"),
+    "i8": np.dtype("<i8"),
+}
+_CODES: dict[np.dtype[Any], str] = {
+    np.dtype(np.uint8): "u1",
+    np.dtype(np.uint32): "u4",
+    np.dtype(np.uint64): "u8",
+    np.dtype(np.int64): "i8",
+}
 _LITTLE = sys.byteorder == "little"
 _MAX_HEADER = 64 * 1024
 _MAX_BUFFERS = 16
@@ -50,9 +60,11 @@ _JSON_SPACE = re.compile(r"[ \t\n\r]*")
 # reference check: headers are built here from plain dicts and lists).
 # c_make_encoder is CPython's private C accelerator, absent from typeshed's json.encoder stub
 _MAKE_ENCODER = getattr(json.encoder, "c_make_encoder", None)
-_C_ENCODER = (_MAKE_ENCODER(None, _JSON_OUT.default, json.encoder.encode_basestring_ascii, None,
-                            ":", ",", False, False, True)
-              if _MAKE_ENCODER is not None else None)
+_C_ENCODER = (
+    _MAKE_ENCODER(None, _JSON_OUT.default, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True)
+    if _MAKE_ENCODER is not None
+    else None
+)
 
 
 def _json_out(header: dict[str, Any]) -> str:
@@ -206,8 +218,9 @@ class LoopbackLink:
     for it becomes due, so one thread can run both parties: while Bob waits, Alice answers.
     A `tamper(side, frames)` hook may rewrite or drop (return None) frames in flight."""
 
-    def __init__(self, latency_s: float = 0.0,
-                 tamper: Callable[[int, list[bytes]], list[bytes] | None] | None = None) -> None:
+    def __init__(
+        self, latency_s: float = 0.0, tamper: Callable[[int, list[bytes]], list[bytes] | None] | None = None
+    ) -> None:
         if not latency_s >= 0.0:
             raise ValueError(f"latency_s must be >= 0, got {latency_s!r}")
         self.latency_s = float(latency_s)

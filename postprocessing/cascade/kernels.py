@@ -87,8 +87,9 @@ def _span(lo: Int, hi: Int) -> tuple[Int, Int, np.uint64, np.uint64]:
 
 
 @kernel
-def _range_words(rows: NDArray[np.uint64], r: Int, masks: NDArray[np.uint64], m: Int, flip: Int,
-                 lo: Int, hi: Int) -> np.uint64:
+def _range_words(
+    rows: NDArray[np.uint64], r: Int, masks: NDArray[np.uint64], m: Int, flip: Int, lo: Int, hi: Int
+) -> np.uint64:
     """XOR of the words of rows[r] over [lo, hi) ANDed with masks[m] (flip = 1: its complement);
     bits outside [lo, hi) cleared. Packed bits per DESIGN §3 (padding bits are zero). 2-D arrays
     and row numbers rather than row views: no array object per call in the hot loops."""
@@ -160,8 +161,9 @@ def _root_length(kind: Int, k: Int, b: Int, n: Int) -> Int:
 
 
 @kernel
-def _node_parity(kind: Int, k: Int, b: Int, lo: Int, hi: Int, rows: NDArray[np.uint64], r: Int,
-                 masks: NDArray[np.uint64], m: Int) -> np.int64:
+def _node_parity(
+    kind: Int, k: Int, b: Int, lo: Int, hi: Int, rows: NDArray[np.uint64], r: Int, masks: NDArray[np.uint64], m: Int
+) -> np.int64:
     if kind == BLOCK:
         off = b * k
         return _plain_parity(rows, r, off + lo, off + hi)
@@ -169,8 +171,9 @@ def _node_parity(kind: Int, k: Int, b: Int, lo: Int, hi: Int, rows: NDArray[np.u
 
 
 @kernel
-def top_parities(kind: Int, k: Int, nb: Int, n: Int, words: NDArray[np.uint64],
-                 mask: NDArray[np.uint64]) -> NDArray[np.uint8]:
+def top_parities(
+    kind: Int, k: Int, nb: Int, n: Int, words: NDArray[np.uint64], mask: NDArray[np.uint64]
+) -> NDArray[np.uint8]:
     """Parity of every block of a pass of n bits (BLOCK: packed `words` in pass order; HALF/BICONF:
     packed `words` in frame order and the packed subset `mask`)."""
     out = np.zeros(nb, dtype=np.uint8)
@@ -193,10 +196,19 @@ def top_parities(kind: Int, k: Int, nb: Int, n: Int, words: NDArray[np.uint64],
 
 @kernel
 def answer_questions(
-    kind: NDArray[np.int64], ksz: NDArray[np.int64], nb: NDArray[np.int64], stride: NDArray[np.int64],
-    rowi: NDArray[np.int64], mrow: NDArray[np.int64], n_started: Int, n: Int,
-    rows: NDArray[np.uint64], masks: NDArray[np.uint64],
-    q_pass: NDArray[np.uint8], q_blk: NDArray[np.uint32], q_node: NDArray[np.uint32],
+    kind: NDArray[np.int64],
+    ksz: NDArray[np.int64],
+    nb: NDArray[np.int64],
+    stride: NDArray[np.int64],
+    rowi: NDArray[np.int64],
+    mrow: NDArray[np.int64],
+    n_started: Int,
+    n: Int,
+    rows: NDArray[np.uint64],
+    masks: NDArray[np.uint64],
+    q_pass: NDArray[np.uint8],
+    q_blk: NDArray[np.uint32],
+    q_node: NDArray[np.uint32],
 ) -> NDArray[np.uint8]:
     """Alice's parities of the asked tree nodes; INVALID where a question names no node."""
     m = q_pass.size
@@ -235,9 +247,18 @@ def pack_answers(answers: NDArray[np.uint8]) -> tuple[NDArray[np.uint8], bool]:
 
 @kernel
 def set_roots(
-    j: Int, kind: NDArray[np.int64], ksz: NDArray[np.int64], nb: NDArray[np.int64], stride: NDArray[np.int64],
-    base: NDArray[np.int64], rowi: NDArray[np.int64], mrow: NDArray[np.int64],
-    n: Int, state: NDArray[np.int8], rows: NDArray[np.uint64], masks: NDArray[np.uint64],
+    j: Int,
+    kind: NDArray[np.int64],
+    ksz: NDArray[np.int64],
+    nb: NDArray[np.int64],
+    stride: NDArray[np.int64],
+    base: NDArray[np.int64],
+    rowi: NDArray[np.int64],
+    mrow: NDArray[np.int64],
+    n: Int,
+    state: NDArray[np.int8],
+    rows: NDArray[np.uint64],
+    masks: NDArray[np.uint64],
     alice_top: NDArray[np.uint8],
 ) -> NDArray[np.int64]:
     """Record Alice's block parities of pass `j`; returns the blocks whose parities differ."""
@@ -255,8 +276,16 @@ def set_roots(
 
 
 @kernel
-def _locate(j: Int, p: Int, kind: NDArray[np.int64], ksz: NDArray[np.int64], prow: NDArray[np.int64],
-            mrow: NDArray[np.int64], poss: NDArray[np.int32], masks: NDArray[np.uint64]) -> tuple[Int, Int]:
+def _locate(
+    j: Int,
+    p: Int,
+    kind: NDArray[np.int64],
+    ksz: NDArray[np.int64],
+    prow: NDArray[np.int64],
+    mrow: NDArray[np.int64],
+    poss: NDArray[np.int32],
+    masks: NDArray[np.uint64],
+) -> tuple[Int, Int]:
     """(block, position within the block's range) of frame position p in pass j; block -1: in none."""
     kd = kind[j]
     if kd == BLOCK:
@@ -292,9 +321,19 @@ def _push(lst: NDArray[np.int64], count: Int, j: Int, b: Int, v: Int) -> NDArray
 
 @kernel(inline="always")
 def _record_answers(
-    kind: NDArray[np.int64], ksz: NDArray[np.int64], stride: NDArray[np.int64], base: NDArray[np.int64],
-    rowi: NDArray[np.int64], mrow: NDArray[np.int64], n: Int, state: NDArray[np.int8], rows: NDArray[np.uint64],
-    masks: NDArray[np.uint64], a_pass: NDArray[np.uint8], a_blk: NDArray[np.uint32], a_node: NDArray[np.uint32],
+    kind: NDArray[np.int64],
+    ksz: NDArray[np.int64],
+    stride: NDArray[np.int64],
+    base: NDArray[np.int64],
+    rowi: NDArray[np.int64],
+    mrow: NDArray[np.int64],
+    n: Int,
+    state: NDArray[np.int8],
+    rows: NDArray[np.uint64],
+    masks: NDArray[np.uint64],
+    a_pass: NDArray[np.uint8],
+    a_blk: NDArray[np.uint32],
+    a_node: NDArray[np.uint32],
     answers: NDArray[np.uint8],
 ) -> None:
     """Alice's answers: each asked node's difference from Bob's own parity, then its right sibling's,
@@ -315,8 +354,9 @@ def _record_answers(
 
 
 @kernel(inline="always")
-def _empty_half(kd: Int, masks: NDArray[np.uint64], mr: Int, b: Int, lo: Int, hi: Int,
-                state: NDArray[np.int8], left: Int) -> Int:
+def _empty_half(
+    kd: Int, masks: NDArray[np.uint64], mr: Int, b: Int, lo: Int, hi: Int, state: NDArray[np.int8], left: Int
+) -> Int:
     """Subset passes: a half of a node of at most 64 positions with no member has parity 0 on both
     sides, so both children's differences follow from the parent's without asking. Returns the left
     child's state (UNKNOWN where both halves have members)."""
@@ -335,8 +375,9 @@ def _empty_half(kd: Int, masks: NDArray[np.uint64], mr: Int, b: Int, lo: Int, hi
 
 
 @kernel(inline="always")
-def _descend(kd: Int, b: Int, v: Int, length: Int, slot: Int, state: NDArray[np.int8], masks: NDArray[np.uint64],
-             mr: Int) -> tuple[Int, Int, Int]:
+def _descend(
+    kd: Int, b: Int, v: Int, length: Int, slot: Int, state: NDArray[np.int8], masks: NDArray[np.uint64], mr: Int
+) -> tuple[Int, Int, Int]:
     """Walk one search down from node `v` (odd parity) through the parities already known.
     Returns (outcome, node, its range's lo): `_FOUND` at the erroneous leaf, `_ASK`/`_WAIT` at the node
     whose left child's parity is missing, `_GONE` where the node became even."""
@@ -377,8 +418,15 @@ def _frame_position(kd: Int, k: Int, b: Int, lo: Int, prow: Int, perms: NDArray[
 
 
 @kernel(inline="always")
-def _flip_everywhere(p: Int, n_started: Int, kind: NDArray[np.int64], rowi: NDArray[np.int64],
-                     prow: NDArray[np.int64], rows: NDArray[np.uint64], poss: NDArray[np.int32]) -> None:
+def _flip_everywhere(
+    p: Int,
+    n_started: Int,
+    kind: NDArray[np.int64],
+    rowi: NDArray[np.int64],
+    prow: NDArray[np.int64],
+    rows: NDArray[np.uint64],
+    poss: NDArray[np.int32],
+) -> None:
     """Correct frame position p in the frame and in every shuffled copy of it."""
     rows[0, p >> 6] ^= np.uint64(1) << np.uint64(p & 63)
     for jj in range(n_started):
@@ -415,10 +463,22 @@ def _toggle_path(s2: Int, length: Int, r: Int, state: NDArray[np.int8]) -> Int:
 
 
 @kernel(inline="always")
-def _cascade(p: Int, n_started: Int, kind: NDArray[np.int64], ksz: NDArray[np.int64], stride: NDArray[np.int64],
-             base: NDArray[np.int64], mrow: NDArray[np.int64], prow: NDArray[np.int64], n: Int,
-             state: NDArray[np.int8], masks: NDArray[np.uint64], poss: NDArray[np.int32],
-             work: NDArray[np.int64], nw: Int) -> tuple[NDArray[np.int64], Int]:
+def _cascade(
+    p: Int,
+    n_started: Int,
+    kind: NDArray[np.int64],
+    ksz: NDArray[np.int64],
+    stride: NDArray[np.int64],
+    base: NDArray[np.int64],
+    mrow: NDArray[np.int64],
+    prow: NDArray[np.int64],
+    n: Int,
+    state: NDArray[np.int8],
+    masks: NDArray[np.uint64],
+    poss: NDArray[np.int32],
+    work: NDArray[np.int64],
+    nw: Int,
+) -> tuple[NDArray[np.int64], Int]:
     """The cascade of correcting p: in every started pass, the block holding p changes parity along
     its known path, and a search starts at the deepest node now odd. Returns the grown work list."""
     for jj in range(n_started):
@@ -434,15 +494,38 @@ def _cascade(p: Int, n_started: Int, kind: NDArray[np.int64], ksz: NDArray[np.in
 
 @kernel
 def bob_round(
-    kind: NDArray[np.int64], ksz: NDArray[np.int64], nb: NDArray[np.int64], stride: NDArray[np.int64],
-    base: NDArray[np.int64], rowi: NDArray[np.int64], mrow: NDArray[np.int64], prow: NDArray[np.int64],
-    n_started: Int, n: Int, state: NDArray[np.int8], rows: NDArray[np.uint64],
-    masks: NDArray[np.uint64], perms: NDArray[np.int32], poss: NDArray[np.int32],
-    a_pass: NDArray[np.uint8], a_blk: NDArray[np.uint32], a_node: NDArray[np.uint32], answers: NDArray[np.uint8],
-    s_pass: NDArray[np.int64], s_blk: NDArray[np.int64], s_node: NDArray[np.int64],
+    kind: NDArray[np.int64],
+    ksz: NDArray[np.int64],
+    nb: NDArray[np.int64],
+    stride: NDArray[np.int64],
+    base: NDArray[np.int64],
+    rowi: NDArray[np.int64],
+    mrow: NDArray[np.int64],
+    prow: NDArray[np.int64],
+    n_started: Int,
+    n: Int,
+    state: NDArray[np.int8],
+    rows: NDArray[np.uint64],
+    masks: NDArray[np.uint64],
+    perms: NDArray[np.int32],
+    poss: NDArray[np.int32],
+    a_pass: NDArray[np.uint8],
+    a_blk: NDArray[np.uint32],
+    a_node: NDArray[np.uint32],
+    answers: NDArray[np.uint8],
+    s_pass: NDArray[np.int64],
+    s_blk: NDArray[np.int64],
+    s_node: NDArray[np.int64],
     flipmap: NDArray[np.uint64],
-) -> tuple[NDArray[np.uint8], NDArray[np.uint32], NDArray[np.uint32], NDArray[np.int64], NDArray[np.int64],
-           NDArray[np.int64], int]:
+) -> tuple[
+    NDArray[np.uint8],
+    NDArray[np.uint32],
+    NDArray[np.uint32],
+    NDArray[np.int64],
+    NDArray[np.int64],
+    NDArray[np.int64],
+    int,
+]:
     """One round of Bob's side: take Alice's answers, walk every search down as far as known parities
     allow, correct the errors found (with their cascade into all started passes), and collect the
     next batch of questions. Returns (question pass, block, node, waiting search pass, block, node,
@@ -469,8 +552,9 @@ def bob_round(
         b = work[wi, 1]
         kd = kind[j]
         mr = mrow[j] if mrow[j] >= 0 else 0
-        outcome, v, lo = _descend(kd, b, work[wi, 2], _root_length(kd, ksz[j], b, n), base[j] + b * stride[j],
-                                  state, masks, mr)
+        outcome, v, lo = _descend(
+            kd, b, work[wi, 2], _root_length(kd, ksz[j], b, n), base[j] + b * stride[j], state, masks, mr
+        )
         wi += 1
         if outcome == _ASK:
             asks = _push(asks, nq, j, b, 2 * v)
@@ -491,13 +575,28 @@ def bob_round(
             nflip += 1
             _flip_everywhere(p, n_started, kind, rowi, prow, rows, poss)
             work, nw = _cascade(p, n_started, kind, ksz, stride, base, mrow, prow, n, state, masks, poss, work, nw)
-    return (asks[:nq, 0].astype(np.uint8), asks[:nq, 1].astype(np.uint32), asks[:nq, 2].astype(np.uint32),
-            waits[:nk, 0].copy(), waits[:nk, 1].copy(), waits[:nk, 2].copy(), nflip)
+    return (
+        asks[:nq, 0].astype(np.uint8),
+        asks[:nq, 1].astype(np.uint32),
+        asks[:nq, 2].astype(np.uint32),
+        waits[:nk, 0].copy(),
+        waits[:nk, 1].copy(),
+        waits[:nk, 2].copy(),
+        nflip,
+    )
 
 
 @kernel
-def clear_trees(kind: NDArray[np.int64], ksz: NDArray[np.int64], nb: NDArray[np.int64], stride: NDArray[np.int64],
-                base: NDArray[np.int64], n_passes: Int, n: Int, state: NDArray[np.int8]) -> Int:
+def clear_trees(
+    kind: NDArray[np.int64],
+    ksz: NDArray[np.int64],
+    nb: NDArray[np.int64],
+    stride: NDArray[np.int64],
+    base: NDArray[np.int64],
+    n_passes: Int,
+    n: Int,
+    state: NDArray[np.int8],
+) -> Int:
     """Zero every node of the first `n_passes` passes' trees, so the state can serve another block.
     Trees of up to a page are cleared whole; in bigger ones only written nodes are visited: a node is
     written only once its parent is (a search writes the children of the node it stands on), so a
@@ -508,7 +607,7 @@ def clear_trees(kind: NDArray[np.int64], ksz: NDArray[np.int64], nb: NDArray[np.
     for j in range(n_passes):
         if stride[j] <= 4096:
             # a root on every page: the trees are paged in whole, a plain clear is cheaper than a walk
-            state[base[j]:base[j] + nb[j] * stride[j]] = UNKNOWN
+            state[base[j] : base[j] + nb[j] * stride[j]] = UNKNOWN
             continue
         for b in range(nb[j]):
             slot = base[j] + b * stride[j]

@@ -18,8 +18,11 @@ __all__ = ["reconcile_loopback", "reconcile_many_loopback"]
 
 
 def reconcile_many_loopback(
-    frames: Sequence[tuple[NDArray[np.uint8], NDArray[np.uint8]]], qber: float,
-    variant: str | Variant | None = None, latency_s: float = 0.0, max_in_flight: int = 4,
+    frames: Sequence[tuple[NDArray[np.uint8], NDArray[np.uint8]]],
+    qber: float,
+    variant: str | Variant | None = None,
+    latency_s: float = 0.0,
+    max_in_flight: int = 4,
     timeout_s: float = 10.0,
 ) -> list[CascadeOutcome]:
     """Reconcile `(alice_bits, bob_bits)` frames with up to `max_in_flight` blocks in flight over one
@@ -42,8 +45,11 @@ def reconcile_many_loopback(
 
 
 def reconcile_loopback(
-    alice_bits: NDArray[np.uint8], bob_bits: NDArray[np.uint8], qber: float,
-    variant: str | Variant | None = None, latency_s: float = 0.0,
+    alice_bits: NDArray[np.uint8],
+    bob_bits: NDArray[np.uint8],
+    qber: float,
+    variant: str | Variant | None = None,
+    latency_s: float = 0.0,
 ) -> tuple[NDArray[np.uint8], CascadeStats]:
     """Run Bob and Alice over the in-process channel on one frame (one uint8 0/1 per bit each);
     returns Bob's corrected frame and the block's statistics. Raises ProtocolError if it fails."""

@@ -19,8 +19,9 @@ __all__ = ["PassTables", "tree_state"]
 
 
 @kernel
-def _gather_packed(src: NDArray[np.uint64], perm: NDArray[np.int32], out: NDArray[np.uint64],
-                   pos: NDArray[np.int32]) -> None:
+def _gather_packed(
+    src: NDArray[np.uint64], perm: NDArray[np.int32], out: NDArray[np.uint64], pos: NDArray[np.int32]
+) -> None:
     """out bit q = src bit perm[q] (packed bits, DESIGN §3); where `pos` is not empty, also the inverse
     permutation pos[perm[q]] = q in the same sweep over `perm`."""
     n = perm.size
@@ -45,8 +46,14 @@ class PassTables:
     """The started passes of one block on one side, laid out for the kernels. Its big arrays come
     from `scratch.POOL`; `release()` returns them when the block ends."""
 
-    def __init__(self, bits: NDArray[np.uint8], max_passes: int, keep_inverse: bool, mask_capacity: int = 4,
-                 row_capacity: int = 2) -> None:
+    def __init__(
+        self,
+        bits: NDArray[np.uint8],
+        max_passes: int,
+        keep_inverse: bool,
+        mask_capacity: int = 4,
+        row_capacity: int = 2,
+    ) -> None:
         n = bits.size
         self.n = n
         self.max_passes = max_passes

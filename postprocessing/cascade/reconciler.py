@@ -54,8 +54,9 @@ class _BobBlock:
         if len(self.specs) > self.max_passes:
             raise ValueError(f"variant {variant.name} has more than {MAX_PASSES} passes")
         self.n_block = n_block = sum(s.kind == BLOCK for s in self.specs)
-        t = PassTables(bits, self.max_passes, keep_inverse=True, mask_capacity=self.max_passes - n_block,
-                       row_capacity=1 + n_block)
+        t = PassTables(
+            bits, self.max_passes, keep_inverse=True, mask_capacity=self.max_passes - n_block, row_capacity=1 + n_block
+        )
         for j in range(self.max_passes):
             if j < len(self.specs):
                 t.plan(j, self.specs[j].kind, self.specs[j].block_size)
@@ -90,7 +91,8 @@ class _BobBlock:
         once (they are revealed whatever happens, so asking early leaks nothing more and saves a
         round trip per pass); BICONF passes, which may not happen, are asked one at a time."""
         header = {
-            "block": self.block_id, "seq": 0,
+            "block": self.block_id,
+            "seq": 0,
             "start": {"n": self.n, "seed": self.bob_seed.hex(), "shuffle_first": self.variant.shuffle_first_pass},
             "passes": self._pass_headers(range(len(self.specs))),
         }
@@ -101,8 +103,9 @@ class _BobBlock:
         return Message(ASK, header, (qp, qb, qn))
 
     def done_message(self, aborted: bool) -> Message:
-        return Message(DONE, {"block": self.block_id, "seq": self.seq + 1, "leaked": self.stats.leaked_bits,
-                              "aborted": aborted})
+        return Message(
+            DONE, {"block": self.block_id, "seq": self.seq + 1, "leaked": self.stats.leaked_bits, "aborted": aborted}
+        )
 
     def on_reply(self, msg: Message) -> Message | None:
         """Take Alice's reply; the next ASK, or None when the block is reconciled."""
@@ -111,7 +114,9 @@ class _BobBlock:
         if msg.type != PARITY:
             raise ProtocolError(f"cascade: unexpected message type {msg.type!r}")
         if msg.header.get("seq") != self.seq:
-            raise ProtocolError(f"cascade: reply out of order (sequence {msg.header.get('seq')!r}, expected {self.seq})")
+            raise ProtocolError(
+                f"cascade: reply out of order (sequence {msg.header.get('seq')!r}, expected {self.seq})"
+            )
         if len(msg.buffers) != 2 or any(b.dtype != np.uint8 for b in msg.buffers):
             raise ProtocolError("cascade: PARITY must carry two u1 buffers")
         t = self.tables
@@ -128,7 +133,7 @@ class _BobBlock:
         self.stats.leaked_bits += answers.size + top.size
         at = 0
         for j in self.requested:
-            self.alice_tops[j] = top[at:at + int(t.nb[j])]
+            self.alice_tops[j] = top[at : at + int(t.nb[j])]
             at += int(t.nb[j])
         self.requested = []
         sp, sb, sn = self.s
@@ -136,8 +141,29 @@ class _BobBlock:
         header: dict[str, object] = {"block": self.block_id, "seq": self.seq}
         while True:
             qp, qb, qn, sp, sb, sn, nflip = kernels.bob_round(
-                t.kind, t.ksz, t.nb, t.stride, t.base, t.rowi, t.mrow, t.prow, t.started, self.n, self.state, t.rows,
-                t.masks, t.perms, t.poss, qp, qb, qn, answers, sp, sb, sn, self.flipmap,
+                t.kind,
+                t.ksz,
+                t.nb,
+                t.stride,
+                t.base,
+                t.rowi,
+                t.mrow,
+                t.prow,
+                t.started,
+                self.n,
+                self.state,
+                t.rows,
+                t.masks,
+                t.perms,
+                t.poss,
+                qp,
+                qb,
+                qn,
+                answers,
+                sp,
+                sb,
+                sn,
+                self.flipmap,
             )
             if nflip < 0:
                 raise ProtocolError(f"cascade: Alice's parities for block {self.block_id} are inconsistent")
@@ -157,8 +183,21 @@ class _BobBlock:
             # the next pass's block parities are at hand: start it without a round trip
             t.start(nxt, self.seed, shuffle_block=(nxt > 0 or self.variant.shuffle_first_pass))
             self.stats.passes = t.started
-            odd = kernels.set_roots(nxt, t.kind, t.ksz, t.nb, t.stride, t.base, t.rowi, t.mrow,
-                                    self.n, self.state, t.rows, t.masks, self.alice_tops.pop(nxt))
+            odd = kernels.set_roots(
+                nxt,
+                t.kind,
+                t.ksz,
+                t.nb,
+                t.stride,
+                t.base,
+                t.rowi,
+                t.mrow,
+                self.n,
+                self.state,
+                t.rows,
+                t.masks,
+                self.alice_tops.pop(nxt),
+            )
             sp = np.full(odd.size, nxt, dtype=np.int64)
             sb = odd
             sn = np.ones(odd.size, dtype=np.int64)
@@ -210,8 +249,13 @@ class CascadeReconciler:
     the blocks concerned with a `ProtocolError` and the next blocks proceed.
     """
 
-    def __init__(self, channel: ClassicalChannel, variant: str | Variant | None = None,
-                 timeout_s: float = 10.0, max_in_flight: int = 4) -> None:
+    def __init__(
+        self,
+        channel: ClassicalChannel,
+        variant: str | Variant | None = None,
+        timeout_s: float = 10.0,
+        max_in_flight: int = 4,
+    ) -> None:
         if not timeout_s > 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s!r}")
         if not isinstance(max_in_flight, int) or max_in_flight < 1:
@@ -221,7 +265,9 @@ class CascadeReconciler:
         self.timeout_s = timeout_s
         self.max_in_flight = max_in_flight
 
-    def reconcile(self, bob_bits: NDArray[np.uint8], qber: float, block_id: int = 0) -> tuple[NDArray[np.uint8], CascadeStats]:
+    def reconcile(
+        self, bob_bits: NDArray[np.uint8], qber: float, block_id: int = 0
+    ) -> tuple[NDArray[np.uint8], CascadeStats]:
         """Correct one frame; raises ProtocolError if the exchange fails."""
         out = self.reconcile_many([(block_id, bob_bits, qber)])[0]
         if out.error is not None:
@@ -296,8 +342,9 @@ class CascadeReconciler:
         blk.stats.bytes_sent += self.channel.bytes_sent - before
         blk.deadline = time.monotonic() + self.timeout_s
 
-    def _fail(self, blk: _BobBlock, exc: ProtocolError, active: dict[int, _BobBlock],
-              outcomes: dict[int, CascadeOutcome]) -> None:
+    def _fail(
+        self, blk: _BobBlock, exc: ProtocolError, active: dict[int, _BobBlock], outcomes: dict[int, CascadeOutcome]
+    ) -> None:
         log.warning("cascade: block %d failed: %s", blk.block_id, exc)
         try:
             self.channel.send(blk.done_message(aborted=True))

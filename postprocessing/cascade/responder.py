@@ -82,8 +82,12 @@ class _AliceBlock:
         if len(msg.buffers) != 3:
             raise ProtocolError("cascade: ASK must carry 3 question buffers")
         q_pass, q_blk, q_node = msg.buffers
-        if not (q_pass.dtype == np.uint8 and q_blk.dtype == np.uint32 and q_node.dtype == np.uint32
-                and q_pass.size == q_blk.size == q_node.size):
+        if not (
+            q_pass.dtype == np.uint8
+            and q_blk.dtype == np.uint32
+            and q_node.dtype == np.uint32
+            and q_pass.size == q_blk.size == q_node.size
+        ):
             raise ProtocolError("cascade: question buffers must be u1, u4, u4 of equal length")
         passes = h.get("passes", [])
         if not isinstance(passes, list) or len(passes) > MAX_PASSES:
@@ -105,9 +109,11 @@ class _AliceBlock:
             t.start(j, self.seed, shuffle_block=shuffled)
             mr = int(t.mrow[j]) if t.mrow[j] >= 0 else 0
             tops.append(kernels.top_parities(kind, size, int(t.nb[j]), t.n, t.rows[t.rowi[j]], t.masks[mr]))
-        packed, valid = kernels.pack_answers(kernels.answer_questions(
-            t.kind, t.ksz, t.nb, t.stride, t.rowi, t.mrow, t.started, t.n, t.rows, t.masks, q_pass, q_blk, q_node
-        ))
+        packed, valid = kernels.pack_answers(
+            kernels.answer_questions(
+                t.kind, t.ksz, t.nb, t.stride, t.rowi, t.mrow, t.started, t.n, t.rows, t.masks, q_pass, q_blk, q_node
+            )
+        )
         if not valid:
             raise ProtocolError("cascade: a question names no block or tree node")
         if tops:
@@ -139,7 +145,9 @@ class CascadeResponder:
         self._blocks: dict[int, _AliceBlock] = {}
         self.results: dict[int, ResponderResult] = {}  # the last `keep_results` finished blocks
         self.keep_results = keep_results
-        self.tamper_answers: Callable[[np.ndarray], np.ndarray] | None = None  # tests: a callable(answers) -> answers modelling a lying responder
+        self.tamper_answers: Callable[[np.ndarray], np.ndarray] | None = (
+            None  # tests: a callable(answers) -> answers modelling a lying responder
+        )
 
     def add_block(self, block_id: int, alice_bits: NDArray[np.uint8]) -> None:
         """Make Alice's frame `alice_bits` (one uint8 0/1 per bit) available for block `block_id`."""

@@ -16,7 +16,16 @@ from numpy.typing import NDArray
 
 from drivers.jit import kernel
 
-__all__ = ["SEED_BYTES", "draw_seed", "shared_seed", "pass_seed", "permutation", "inverse", "subset_words", "subset_mask"]
+__all__ = [
+    "SEED_BYTES",
+    "draw_seed",
+    "shared_seed",
+    "pass_seed",
+    "permutation",
+    "inverse",
+    "subset_words",
+    "subset_mask",
+]
 
 SEED_BYTES = 16
 
@@ -138,5 +147,8 @@ def subset_words(n: int, seed: int, out: NDArray[np.uint64] | None = None) -> ND
 def subset_mask(n: int, seed: int) -> NDArray[np.uint8]:
     """The same subset as one uint8 (0/1) per frame position."""
     words = subset_words(n, seed)
-    return np.unpackbits(words.view(np.uint8), count=n, bitorder="little") if np.little_endian else \
-        np.unpackbits(words.byteswap().view(np.uint8), count=n, bitorder="little")
+    return (
+        np.unpackbits(words.view(np.uint8), count=n, bitorder="little")
+        if np.little_endian
+        else np.unpackbits(words.byteswap().view(np.uint8), count=n, bitorder="little")
+    )

@@ -11,7 +11,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["Variant", "PassSpec", "VARIANTS", "DEFAULT_VARIANT", "get_variant", "default_variant", "BLOCK", "HALF", "BICONF"]
+__all__ = [
+    "Variant",
+    "PassSpec",
+    "VARIANTS",
+    "DEFAULT_VARIANT",
+    "get_variant",
+    "default_variant",
+    "BLOCK",
+    "HALF",
+    "BICONF",
+]
 
 BLOCK = 0  # contiguous blocks of k bits in the pass's shuffled order
 HALF = 1  # two blocks: a random subset of the frame and its complement

@@ -53,8 +53,14 @@ class DecoyStatistics:
     errors: NDArray[np.float64]
     expected: bool = False
 
-    def __init__(self, intensities: ArrayLike, probabilities: ArrayLike, detections: ArrayLike,
-                 errors: ArrayLike, expected: bool = False) -> None:
+    def __init__(
+        self,
+        intensities: ArrayLike,
+        probabilities: ArrayLike,
+        detections: ArrayLike,
+        errors: ArrayLike,
+        expected: bool = False,
+    ) -> None:
         """Validate any array-like input and keep it as read-only float arrays (the fields' type)."""
         mu = np.asarray(intensities, dtype=np.float64).ravel()
         if mu.size < 2:
@@ -180,9 +186,21 @@ class FiniteKeyBound(ABC):
     n_intensities: int = 0
     proof_terms: int = 1  # eps_sec = proof_terms * eps (every error term set to a common eps)
 
-    def _assemble(self, stats: DecoyStatistics, lambda_ec: float, eps_cor: float, eps_sec: float, eps: float,
-                  vacuum: float, single: float, vacuum_test: float, single_test: float, errors_test: float,
-                  phase: tuple[float, float, float], **extra: Any) -> FiniteKeyResult:
+    def _assemble(
+        self,
+        stats: DecoyStatistics,
+        lambda_ec: float,
+        eps_cor: float,
+        eps_sec: float,
+        eps: float,
+        vacuum: float,
+        single: float,
+        vacuum_test: float,
+        single_test: float,
+        errors_test: float,
+        phase: tuple[float, float, float],
+        **extra: Any,
+    ) -> FiniteKeyResult:
         """The last step both proofs share (Lim et al. Eq. (1), Rusca et al. (A25)):
         l = floor(s_0 + s_1 - s_1 h(phi) - lambda_EC - 6 log2(proof_terms / eps_sec) - log2(2 / eps_cor)).
         `phase` is (v/s, gamma, phi) of the phase-error bound; `extra` fills the optional fields."""
@@ -194,13 +212,28 @@ class FiniteKeyBound(ABC):
         correctness_cost = math.log2(2.0 / eps_cor)
         bound = vacuum + single - pa_cost - lambda_ec - secrecy_cost - correctness_cost
         return FiniteKeyResult(
-            protocol=self.name, length=max(int(math.floor(bound)), 0), length_bound=bound,
-            block_size=float(stats.detections[KEY_BASIS].sum()), eps_sec=eps_sec, eps_cor=eps_cor, eps_term=eps,
-            vacuum=vacuum, single_photon=single, vacuum_test=vacuum_test, single_photon_test=single_test,
-            single_photon_errors_test=errors_test, phase_error_test_rate=rate, phase_error_deviation=gamma,
-            phase_error_rate=phi, privacy_amplification_cost=pa_cost, error_correction_leak=lambda_ec,
-            secrecy_cost=secrecy_cost, correctness_cost=correctness_cost,
-            qber=stats.qber(KEY_BASIS), qber_test=stats.qber(TEST_BASIS), **extra,
+            protocol=self.name,
+            length=max(int(math.floor(bound)), 0),
+            length_bound=bound,
+            block_size=float(stats.detections[KEY_BASIS].sum()),
+            eps_sec=eps_sec,
+            eps_cor=eps_cor,
+            eps_term=eps,
+            vacuum=vacuum,
+            single_photon=single,
+            vacuum_test=vacuum_test,
+            single_photon_test=single_test,
+            single_photon_errors_test=errors_test,
+            phase_error_test_rate=rate,
+            phase_error_deviation=gamma,
+            phase_error_rate=phi,
+            privacy_amplification_cost=pa_cost,
+            error_correction_leak=lambda_ec,
+            secrecy_cost=secrecy_cost,
+            correctness_cost=correctness_cost,
+            qber=stats.qber(KEY_BASIS),
+            qber_test=stats.qber(TEST_BASIS),
+            **extra,
         )
 
     def check_intensities(self, intensities: np.ndarray) -> None:
@@ -210,8 +243,16 @@ class FiniteKeyBound(ABC):
                 f"intensities: protocol {self.name!r} needs {self.n_intensities} intensities, got {intensities.size}"
             )
 
-    def key_length(self, stats: DecoyStatistics, lambda_ec: float, eps_cor: float, eps_sec: float, *,
-                   verification_bits: float | None = None, disclosed_bits: float = 0.0) -> FiniteKeyResult:
+    def key_length(
+        self,
+        stats: DecoyStatistics,
+        lambda_ec: float,
+        eps_cor: float,
+        eps_sec: float,
+        *,
+        verification_bits: float | None = None,
+        disclosed_bits: float = 0.0,
+    ) -> FiniteKeyResult:
         """The secret key length of one block (validates, then applies the proof).
 
         Every bit disclosed about the key is subtracted (DESIGN §5): `lambda_ec` the error
@@ -230,14 +271,22 @@ class FiniteKeyBound(ABC):
         result = self._key_length(stats, lambda_ec, eps_cor, eps_sec)
         if verification_bits is None and not disclosed_bits:
             return result
-        correctness = result.correctness_cost if verification_bits is None else _check_real("verification_bits",
-                                                                                          verification_bits)
+        correctness = (
+            result.correctness_cost
+            if verification_bits is None
+            else _check_real("verification_bits", verification_bits)
+        )
         disclosed = _check_real("disclosed_bits", disclosed_bits)
         if correctness < 0 or disclosed < 0:
             raise ValueError("verification_bits, disclosed_bits: must be non-negative")
         bound = result.length_bound + result.correctness_cost - correctness - disclosed
-        return replace(result, length_bound=bound, length=max(int(math.floor(bound)), 0),
-                       correctness_cost=correctness, disclosed_cost=disclosed)
+        return replace(
+            result,
+            length_bound=bound,
+            length=max(int(math.floor(bound)), 0),
+            correctness_cost=correctness,
+            disclosed_cost=disclosed,
+        )
 
     @abstractmethod
     def _key_length(self, stats: DecoyStatistics, lambda_ec: float, eps_cor: float, eps_sec: float) -> FiniteKeyResult:
@@ -286,11 +335,18 @@ def available_bounds() -> tuple[str, ...]:
 
 
 def finite_key_length(
-    protocol: str, stats: DecoyStatistics, lambda_ec: float, eps_cor: float, eps_sec: float, *,
-    verification_bits: float | None = None, disclosed_bits: float = 0.0,
+    protocol: str,
+    stats: DecoyStatistics,
+    lambda_ec: float,
+    eps_cor: float,
+    eps_sec: float,
+    *,
+    verification_bits: float | None = None,
+    disclosed_bits: float = 0.0,
 ) -> FiniteKeyResult:
     """Secret key length of one block under the named proof ('lim2014' two-decoy, 'rusca2018'
     one-decoy), with every intermediate bound; `.length` is 0 when nothing is left. See
     `FiniteKeyBound.key_length` for the disclosed bits."""
-    return get_bound(protocol).key_length(stats, lambda_ec, eps_cor, eps_sec, verification_bits=verification_bits,
-                                          disclosed_bits=disclosed_bits)
+    return get_bound(protocol).key_length(
+        stats, lambda_ec, eps_cor, eps_sec, verification_bits=verification_bits, disclosed_bits=disclosed_bits
+    )

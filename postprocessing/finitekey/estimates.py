@@ -105,7 +105,9 @@ def sampling_tail_bound(eps: float, rate: float, n_test: float, n_key: float) ->
     return (lam * (n_test + n_key) - rate * n_test) / n_key
 
 
-def phase_error_bound(eps: float, errors_test: float, singles_test: float, singles_key: float) -> tuple[float, float, float]:
+def phase_error_bound(
+    eps: float, errors_test: float, singles_test: float, singles_key: float
+) -> tuple[float, float, float]:
     """Upper bound on the key basis's single-photon phase-error rate from the test basis's
     single-photon errors: returns (v/s, gamma, v/s + gamma).
 

@@ -69,8 +69,18 @@ class Lim2014(FiniteKeyBound):
 
         # Eq. (1): l = floor(s0 + s1 - s1 h(phi) - lambda_EC - 6 log2(21/eps_sec) - log2(2/eps_cor)).
         return self._assemble(
-            stats, lambda_ec, eps_cor, eps_sec, eps, vac_key, single_key, vac_test, single_test, errors_test,
-            (rate, gamma, phi), deviations={"detections": d_key, "detections_test": d_test, "errors_test": d_err},
+            stats,
+            lambda_ec,
+            eps_cor,
+            eps_sec,
+            eps,
+            vac_key,
+            single_key,
+            vac_test,
+            single_test,
+            errors_test,
+            (rate, gamma, phi),
+            deviations={"detections": d_key, "detections_test": d_test, "errors_test": d_err},
         )
 
 
@@ -95,4 +105,3 @@ def _vacuum_and_single(
 
 
 LIM2014 = register_bound(Lim2014())
-

@@ -113,16 +113,24 @@ class LinkParameters:
             value = float(value)
             ok = math.isfinite(value) and (value >= lo if lo_in else value > lo)
             if not ok or not (value <= hi if hi_in else value < hi):
-                raise ValueError(f"{name}: must lie in {'[' if lo_in else '('}{lo:g}, {hi:g}{']' if hi_in else ')'}, got {value!r}")
+                raise ValueError(
+                    f"{name}: must lie in {'[' if lo_in else '('}{lo:g}, {hi:g}{']' if hi_in else ')'}, got {value!r}"
+                )
             object.__setattr__(self, name, value)
         if (self.eps_sec is None) == (self.secrecy_per_bit is None):
-            raise ValueError("eps_sec, secrecy_per_bit: set exactly one (fixed eps_sec, or eps_sec = secrecy_per_bit * l)")
+            raise ValueError(
+                "eps_sec, secrecy_per_bit: set exactly one (fixed eps_sec, or eps_sec = secrecy_per_bit * l)"
+            )
         if self.afterpulse_slot not in ("same", "random"):
-            raise ValueError(f"afterpulse_slot: must be 'same' (Lim 2014) or 'random' (free-running detectors), "
-                             f"got {self.afterpulse_slot!r}")
+            raise ValueError(
+                f"afterpulse_slot: must be 'same' (Lim 2014) or 'random' (free-running detectors), "
+                f"got {self.afterpulse_slot!r}"
+            )
         if self.receiver not in ("active", "passive"):
-            raise ValueError(f"receiver: must be 'active' (a basis choice, two detectors, Lim 2014) or 'passive' "
-                             f"(a beam splitter, four detectors, double clicks squashed), got {self.receiver!r}")
+            raise ValueError(
+                f"receiver: must be 'active' (a basis choice, two detectors, Lim 2014) or 'passive' "
+                f"(a beam splitter, four detectors, double clicks squashed), got {self.receiver!r}"
+            )
         if self.common_dead_time_s and self.common_dead_time_s < self.dead_time_s:
             raise ValueError("common_dead_time_s: must be at least the detector dead time dead_time_s (or 0: none)")
 
@@ -193,7 +201,9 @@ def load_link_parameters(path: str | Path, base: LinkParameters) -> LinkParamete
         else:
             data = tomllib.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ValueError(f"params: {path} is not valid {'JSON' if path.suffix.lower() == '.json' else 'TOML'}: {exc}") from None
+        raise ValueError(
+            f"params: {path} is not valid {'JSON' if path.suffix.lower() == '.json' else 'TOML'}: {exc}"
+        ) from None
     if not isinstance(data, dict):
         raise ValueError(f"params: {path} must hold a table of link parameters")
     if set(data) == {"link"} and isinstance(data["link"], dict):
@@ -212,8 +222,9 @@ class ExpectedBlock:
     dead_time_factor: float
 
 
-def detection_probabilities(link: LinkParameters, intensities: np.ndarray, distance_km: float,
-                            probabilities: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def detection_probabilities(
+    link: LinkParameters, intensities: np.ndarray, distance_km: float, probabilities: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Per pulse of each intensity: probability of a detection R_k and of a bit error e_k in a
     matched basis (Lim et al. 2014, section IV):
     D_k = 1 - (1 - 2 p_dc) exp(-eta_sys k),  R_k = D_k (1 + p_ap),
@@ -260,8 +271,12 @@ def kept_fraction(link: LinkParameters, click_per_pulse: float, basis_probabilit
     if link.common_dead_time_s:
         tau, dead = link.dead_time_s, link.common_dead_time_s
         kept = 1.0
-        for share in (basis_probability / 2, basis_probability / 2, (1 - basis_probability) / 2,
-                      (1 - basis_probability) / 2):
+        for share in (
+            basis_probability / 2,
+            basis_probability / 2,
+            (1 - basis_probability) / 2,
+            (1 - basis_probability) / 2,
+        ):
             lam = rate * share
             kept *= math.exp(-lam * (dead - tau)) / (1.0 + lam * tau)
         return kept
@@ -287,8 +302,9 @@ def _squash(click: np.ndarray) -> np.ndarray:
     return out
 
 
-def sifted_probabilities(link: LinkParameters, settings: ProtocolSettings, distance_km: float
-                         ) -> tuple[np.ndarray, np.ndarray, float]:
+def sifted_probabilities(
+    link: LinkParameters, settings: ProtocolSettings, distance_km: float
+) -> tuple[np.ndarray, np.ndarray, float]:
     """Per pulse of class k: probability of a sifted detection in basis b, `matched[b, k]`, and of a
     sifted bit error, `errors[b, k]` (before the dead time), and the click probability per pulse
     of all detectors. Both parties pick Z with probability q."""
@@ -326,7 +342,9 @@ def sifted_probabilities(link: LinkParameters, settings: ProtocolSettings, dista
     return matched, errors, click
 
 
-def expected_block(link: LinkParameters, settings: ProtocolSettings, distance_km: float, block_size: float) -> ExpectedBlock:
+def expected_block(
+    link: LinkParameters, settings: ProtocolSettings, distance_km: float, block_size: float
+) -> ExpectedBlock:
     """Expected detections and errors per basis and intensity for a block of `block_size` key-basis
     detections (`sifted_probabilities`); the dead time scales every detection by `kept_fraction`:
     the ratios between classes and bases do not change, only the pulses a block takes."""

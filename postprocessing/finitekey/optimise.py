@@ -164,12 +164,17 @@ def optimise(
 
     def polish(z0: np.ndarray) -> np.ndarray:
         res = minimize(
-            cost, np.clip(z0, lower, upper), method="Nelder-Mead", bounds=box,
+            cost,
+            np.clip(z0, lower, upper),
+            method="Nelder-Mead",
+            bounds=box,
             options={"xatol": 1e-4, "fatol": 1e-12, "maxfev": 1500},
         )
         return res.x
 
-    candidates = [polish(_vector_from_settings(protocol, s, link)) for s in list(starts or []) + default_starts(protocol, link)]
+    candidates = [
+        polish(_vector_from_settings(protocol, s, link)) for s in list(starts or []) + default_starts(protocol, link)
+    ]
     best = max((point(z) for z in candidates), key=SimulationPoint.objective)
     if best.result.length_bound <= 0 and global_search:
         # No key from the local searches: where the bound is negative it is flat in most directions,

@@ -69,8 +69,19 @@ class Rusca2018(FiniteKeyBound):
 
         # (A25): l = s^l_{Z,0} + s^l_{Z,1} (1 - h(phi)) - lambda_EC - 6 log2(19/eps_sec) - log2(2/eps_cor).
         return self._assemble(
-            stats, lambda_ec, eps_cor, eps_sec, eps, vac_key, single_key, vac_test, single_test, errors_test,
-            (rate, gamma, phi), vacuum_upper=vac_up_key, vacuum_upper_test=vac_up_test,
+            stats,
+            lambda_ec,
+            eps_cor,
+            eps_sec,
+            eps,
+            vac_key,
+            single_key,
+            vac_test,
+            single_test,
+            errors_test,
+            (rate, gamma, phi),
+            vacuum_upper=vac_up_key,
+            vacuum_upper_test=vac_up_test,
             deviations={"detections": d_key, "errors": d_err_key, "detections_test": d_test, "errors_test": d_err_test},
         )
 
@@ -98,4 +109,3 @@ def _basis_bounds(
 
 
 RUSCA2018 = register_bound(Rusca2018())
-

@@ -16,14 +16,21 @@ NO_ERROR = ("SYST:ERR?", '+0,"No error"')
 def test_8157xa_protocol_for_every_property_and_shutdown():
     pairs = [
         NO_ERROR,
-        (":INP2:WAV 1.550123e-06", None), NO_ERROR,
+        (":INP2:WAV 1.550123e-06", None),
+        NO_ERROR,
         (":INP2:WAV?", "+1.55012300E-006"),
-        (":INP2:OFFS 1.250", None), NO_ERROR,
+        (":INP2:OFFS 1.250", None),
+        NO_ERROR,
         (":INP2:OFFS?", "+1.25000000E+000"),
-        (":INP2:ATT 30.000", None), NO_ERROR, ("*OPC?", "1"),
+        (":INP2:ATT 30.000", None),
+        NO_ERROR,
+        ("*OPC?", "1"),
         (":INP2:ATT?", "+3.00000000E+001"),
-        (":OUTP2:STAT ON", None), NO_ERROR,
-        (":OUTP2:STAT OFF", None), NO_ERROR, (":OUTP2:STAT?", "0"),
+        (":OUTP2:STAT ON", None),
+        NO_ERROR,
+        (":OUTP2:STAT OFF", None),
+        NO_ERROR,
+        (":OUTP2:STAT?", "0"),
     ]
     with expected_protocol(Keysight8157xA, pairs, slot=2) as att:
         att.wavelength = 1550.123e-9  # picometres kept, not rounded to 0.1 nm
@@ -35,11 +42,14 @@ def test_8157xa_protocol_for_every_property_and_shutdown():
         att.shutdown()
 
 
-@pytest.mark.parametrize("attr,value,match", [
-    ("attenuation", 70.0, r"attenuation must be within \[0.5, 60.5\] dB"),
-    ("wavelength", 1550.0, r"wavelength must be within \[1.2e-06, 1.7e-06\] m"),
-    ("shutter_open", "ON", r"shutter_open must be one of \[True, False\]"),
-])
+@pytest.mark.parametrize(
+    "attr,value,match",
+    [
+        ("attenuation", 70.0, r"attenuation must be within \[0.5, 60.5\] dB"),
+        ("wavelength", 1550.0, r"wavelength must be within \[1.2e-06, 1.7e-06\] m"),
+        ("shutter_open", "ON", r"shutter_open must be one of \[True, False\]"),
+    ],
+)
 def test_8157xa_out_of_range_raises_before_any_byte(attr, value, match):
     pairs = [NO_ERROR] + ([(":INP1:OFFS?", "+5.0E-001")] if attr == "attenuation" else [])
     transport = ScriptedTransport(pairs)

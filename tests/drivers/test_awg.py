@@ -35,14 +35,24 @@ def test_33500b_protocol_upload_run_stop():
     samples = np.array([0.0, 1.0, -1.0, 0.5, 0.0, 0.0, 0.0, 0.25])
     pairs = [
         NO_ERROR,
-        *w("SOUR1:FUNC:ARB:SRAT 100000000"), *w("SOUR2:FUNC:ARB:SRAT 100000000"),
-        *w("OUTP1 OFF"), *w("OUTP1:LOAD 50"), *w("FORM:BORD SWAP"), *w("SOUR1:DATA:VOL:CLE"),
+        *w("SOUR1:FUNC:ARB:SRAT 100000000"),
+        *w("SOUR2:FUNC:ARB:SRAT 100000000"),
+        *w("OUTP1 OFF"),
+        *w("OUTP1:LOAD 50"),
+        *w("FORM:BORD SWAP"),
+        *w("SOUR1:DATA:VOL:CLE"),
         *w(block_message("SOUR1:DATA:ARB:DAC QKDPAT,", [0, 32767, -32767, 16384, 0, 0, 0, 8192])),
-        *w("SOUR1:FUNC:ARB QKDPAT"), *w("SOUR1:FUNC ARB"), *w("SOUR1:FUNC:ARB:FILT STEP"),
-        *w("SOUR1:VOLT 2"), *w("SOUR1:VOLT:OFFS 0"),
-        *w("FUNC:ARB:SYNC"), *w("OUTP1 ON"), *w("OUTP2 ON"),
+        *w("SOUR1:FUNC:ARB QKDPAT"),
+        *w("SOUR1:FUNC ARB"),
+        *w("SOUR1:FUNC:ARB:FILT STEP"),
+        *w("SOUR1:VOLT 2"),
+        *w("SOUR1:VOLT:OFFS 0"),
+        *w("FUNC:ARB:SYNC"),
+        *w("OUTP1 ON"),
+        *w("OUTP2 ON"),
         ("OUTP1?", "1"),
-        *w("OUTP1 OFF"), *w("OUTP2 OFF"),
+        *w("OUTP1 OFF"),
+        *w("OUTP2 OFF"),
     ]
     with expected_protocol(Keysight33500B, pairs) as awg:
         awg.set_sample_rate(100e6)
@@ -60,15 +70,36 @@ def test_m8195a_protocol_upload_run_stop():
     pairs = [
         NO_ERROR,
         *w(":FREQ:RAST 64000000000"),
-        *w(":ABOR"), *w(":INST:DACM DUAL"), *w(":TRAC1:MMOD EXT"), *w(":TRAC4:MMOD EXT"), *w(":INST:MEM:EXT:RDIV DIV1"),
-        (":INST:DACM?", "DUAL"), (":TRAC1:MMOD?", "EXT"), (":TRAC4:MMOD?", "EXT"), (":INST:MEM:EXT:RDIV?", "DIV1"),
-        *w(":OUTP1 OFF"), *w(":ABOR"), *w(":FUNC:MODE ARB"), *w(":TRAC1:DEL:ALL"), *w(":TRAC1:DEF 1,1280"),
-        *w(f":TRAC1:DATA 1,0,{dac}"), *w(":TRAC1:SEL 1"), *w(":VOLT1 0.5"),
-        *w(":OUTP4 OFF"), *w(":ABOR"), *w(":FUNC:MODE ARB"),  # extended memory: segment 1 already defined on all
-        *w(f":TRAC4:DATA 1,0,{dac}"), *w(":TRAC4:SEL 1"), *w(":VOLT4 0.5"),
-        *w(":OUTP1 ON"), *w(":OUTP4 ON"), *w(":INIT:IMM"),
+        *w(":ABOR"),
+        *w(":INST:DACM DUAL"),
+        *w(":TRAC1:MMOD EXT"),
+        *w(":TRAC4:MMOD EXT"),
+        *w(":INST:MEM:EXT:RDIV DIV1"),
+        (":INST:DACM?", "DUAL"),
+        (":TRAC1:MMOD?", "EXT"),
+        (":TRAC4:MMOD?", "EXT"),
+        (":INST:MEM:EXT:RDIV?", "DIV1"),
+        *w(":OUTP1 OFF"),
+        *w(":ABOR"),
+        *w(":FUNC:MODE ARB"),
+        *w(":TRAC1:DEL:ALL"),
+        *w(":TRAC1:DEF 1,1280"),
+        *w(f":TRAC1:DATA 1,0,{dac}"),
+        *w(":TRAC1:SEL 1"),
+        *w(":VOLT1 0.5"),
+        *w(":OUTP4 OFF"),
+        *w(":ABOR"),
+        *w(":FUNC:MODE ARB"),  # extended memory: segment 1 already defined on all
+        *w(f":TRAC4:DATA 1,0,{dac}"),
+        *w(":TRAC4:SEL 1"),
+        *w(":VOLT4 0.5"),
+        *w(":OUTP1 ON"),
+        *w(":OUTP4 ON"),
+        *w(":INIT:IMM"),
         (":VOLT1?", "+5.000000E-01"),
-        *w(":ABOR"), *w(":OUTP1 OFF"), *w(":OUTP4 OFF"),
+        *w(":ABOR"),
+        *w(":OUTP1 OFF"),
+        *w(":OUTP4 OFF"),
     ]
     with expected_protocol(KeysightM8195A, pairs, dac_mode="DUAL") as awg:
         awg.set_sample_rate(64e9)
@@ -80,14 +111,29 @@ def test_m8195a_protocol_upload_run_stop():
         awg.shutdown()
 
 
-@pytest.mark.parametrize("driver,kwargs,match", [
-    (Keysight33500B, {"channel": 3, "samples": np.zeros(8), "amplitude_vpp": 1.0}, r"channel must be one of \[1, 2\]"),
-    (Keysight33500B, {"channel": 1, "samples": np.zeros(4), "amplitude_vpp": 1.0}, r"length must be within \[8, 1.04858e\+06\]"),
-    (Keysight33500B, {"channel": 1, "samples": np.full(8, 1.5), "amplitude_vpp": 1.0}, r"within \[-1, 1\]"),
-    (Keysight33500B, {"channel": 1, "samples": np.zeros(8), "amplitude_vpp": 20.0}, r"amplitude_vpp must be within \[0.001, 10\] Vpp"),
-    (KeysightM8195A, {"channel": 1, "samples": np.zeros(1300), "amplitude_vpp": 0.5}, r"multiple of 256"),
-    (KeysightM8195A, {"channel": 1, "samples": np.zeros(1280), "amplitude_vpp": 1.5}, r"\[0.075, 1\] Vpp"),
-])
+@pytest.mark.parametrize(
+    "driver,kwargs,match",
+    [
+        (
+            Keysight33500B,
+            {"channel": 3, "samples": np.zeros(8), "amplitude_vpp": 1.0},
+            r"channel must be one of \[1, 2\]",
+        ),
+        (
+            Keysight33500B,
+            {"channel": 1, "samples": np.zeros(4), "amplitude_vpp": 1.0},
+            r"length must be within \[8, 1.04858e\+06\]",
+        ),
+        (Keysight33500B, {"channel": 1, "samples": np.full(8, 1.5), "amplitude_vpp": 1.0}, r"within \[-1, 1\]"),
+        (
+            Keysight33500B,
+            {"channel": 1, "samples": np.zeros(8), "amplitude_vpp": 20.0},
+            r"amplitude_vpp must be within \[0.001, 10\] Vpp",
+        ),
+        (KeysightM8195A, {"channel": 1, "samples": np.zeros(1300), "amplitude_vpp": 0.5}, r"multiple of 256"),
+        (KeysightM8195A, {"channel": 1, "samples": np.zeros(1280), "amplitude_vpp": 1.5}, r"\[0.075, 1\] Vpp"),
+    ],
+)
 def test_awg_upload_validates_before_any_byte(driver, kwargs, match):
     transport = ScriptedTransport([NO_ERROR])
     awg = driver(transport)
@@ -106,14 +152,23 @@ def test_awg_sample_rate_out_of_range_is_refused_before_any_byte():
 
 
 def make_transmitter(awg, **kwargs: Any) -> AWGTransmitter:
-    options: dict[str, Any] = dict(intensities=MU, levels=LEVELS, samples_per_slot=8, pulse_samples=2, pattern_slots=160,
-                   p_z=0.8, p_intensity=(0.6, 0.3, 0.1), stream=False)
+    options: dict[str, Any] = dict(
+        intensities=MU,
+        levels=LEVELS,
+        samples_per_slot=8,
+        pulse_samples=2,
+        pattern_slots=160,
+        p_z=0.8,
+        p_intensity=(0.6, 0.3, 0.1),
+        stream=False,
+    )
     options.update(kwargs)
     return AWGTransmitter(awg, **options)
 
 
-@pytest.mark.parametrize("device,driver,rate", [(Emulated33500B, Keysight33500B, 200e6),
-                                                (EmulatedM8195A, KeysightM8195A, 64e9)])
+@pytest.mark.parametrize(
+    "device,driver,rate", [(Emulated33500B, Keysight33500B, 200e6), (EmulatedM8195A, KeysightM8195A, 64e9)]
+)
 def test_transmitter_uploads_pattern_that_decodes_to_its_states(emulate, device, driver, rate):
     server = emulate(device())
     with driver(server.visa_resource, timeout_s=0.5) as awg:
@@ -144,11 +199,16 @@ def test_awg_refused_waveform_surfaces_the_instrument_error(emulate):
 def test_transmitter_never_answers_a_replayed_slot():
     """The AWG loops its memory: slots after the first play of a pattern are refused, never
     answered as `slot mod P` (see tests/drivers/test_awg_fresh_states.py for the streaming)."""
-    pattern = SlotStates(np.arange(4, dtype=np.int64), np.array([0, 1, 0, 1], np.uint8),
-                         np.array([0, 0, 1, 1], np.uint8), np.array([0, 1, 2, 0], np.uint8))
+    pattern = SlotStates(
+        np.arange(4, dtype=np.int64),
+        np.array([0, 1, 0, 1], np.uint8),
+        np.array([0, 0, 1, 1], np.uint8),
+        np.array([0, 1, 2, 0], np.uint8),
+    )
     awg = Keysight33500B(ScriptedTransport([NO_ERROR]))
-    tx = AWGTransmitter(awg, intensities=MU, levels=LEVELS, pattern=pattern, samples_per_slot=2, pulse_samples=1,
-                        stream=False)
+    tx = AWGTransmitter(
+        awg, intensities=MU, levels=LEVELS, pattern=pattern, samples_per_slot=2, pulse_samples=1, stream=False
+    )
     tx._play = lambda p: None  # no instrument behind the scripted transport
     tx.start()
     got = tx.states(np.array([2, 0, 3, 1], dtype=np.int64))
@@ -168,14 +228,17 @@ def test_transmitter_never_answers_a_replayed_slot():
         tx.states(np.array([-1], dtype=np.int64))
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"intensities": (0.1, 0.5, 0.02)}, "signal \\(largest\\) first"),
-    ({"intensity_channel": 2, "phase_channel": 2}, "two different channels"),
-    ({"pulse_samples": 9}, "pulse_samples must be"),
-    ({"p_intensity": (0.5, 0.5, 0.5)}, "summing to 1"),
-    ({"p_z": 1.5}, r"p_z must be within \[0, 1\]"),
-    ({"pattern_slots": 0}, "pattern_slots must be"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"intensities": (0.1, 0.5, 0.02)}, "signal \\(largest\\) first"),
+        ({"intensity_channel": 2, "phase_channel": 2}, "two different channels"),
+        ({"pulse_samples": 9}, "pulse_samples must be"),
+        ({"p_intensity": (0.5, 0.5, 0.5)}, "summing to 1"),
+        ({"p_z": 1.5}, r"p_z must be within \[0, 1\]"),
+        ({"pattern_slots": 0}, "pattern_slots must be"),
+    ],
+)
 def test_transmitter_rejects_bad_configuration(kwargs, match):
     awg = Keysight33500B(ScriptedTransport([NO_ERROR]))
     with pytest.raises(ValueError, match=match):
@@ -192,6 +255,7 @@ def test_random_pattern_follows_basis_and_intensity_probabilities():
 
 
 # -- the same driver on the emulator (plain pytest) or on the bench (pytest --hil=lab.toml) ----------
+
 
 def test_33500b_transmitter_starts_and_shuts_down(awg33500b):
     awg33500b.set_sample_rate(200e6)

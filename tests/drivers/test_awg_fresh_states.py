@@ -63,8 +63,17 @@ def _decoded(awg: RecordingAWG, i: int) -> tuple[np.ndarray, np.ndarray, np.ndar
 
 
 def _transmitter(awg: RecordingAWG, **kw) -> AWGTransmitter:
-    options = dict(intensities=MU, levels=LEVELS, samples_per_slot=2, pulse_samples=1, pattern_slots=P,
-                   p_z=0.8, p_intensity=(0.6, 0.3, 0.1), stream=False, guard_slots=0)
+    options = dict(
+        intensities=MU,
+        levels=LEVELS,
+        samples_per_slot=2,
+        pulse_samples=1,
+        pattern_slots=P,
+        p_z=0.8,
+        p_intensity=(0.6, 0.3, 0.1),
+        stream=False,
+        guard_slots=0,
+    )
     options.update(kw)
     return AWGTransmitter(awg, **options)  # type: ignore[arg-type]
 
@@ -89,7 +98,7 @@ def test_a_streaming_awg_never_gives_the_same_slot_state_twice_across_pattern_pe
         assert np.array_equal(got.intensity[window], cls)
     # slot s and slot s + P are independent draws, not the pattern mod P
     symbols = got.basis * 6 + got.bit * 3 + got.intensity
-    assert all(not np.array_equal(symbols[e * P:(e + 1) * P], symbols[(e + 1) * P:(e + 2) * P]) for e in range(7))
+    assert all(not np.array_equal(symbols[e * P : (e + 1) * P], symbols[(e + 1) * P : (e + 2) * P]) for e in range(7))
     assert tx.epochs == 8
 
 

@@ -12,15 +12,24 @@ from hil_fixtures.emulators.mbx import MBX
 
 def test_mbx_protocol_for_every_property_and_shutdown():
     pairs = [
-        ("MZM:MODE: 2", "1"), ("MZM:MODE?", "2"),
-        ("MZM:HOLD:VOLTAGE: 1250", "1"), ("MZM:HOLD:VOLTAGE?", "1250"),
-        ("MZM:HOLD:VOLTAGE?", "1250"),
-        ("MZM:HOLD:RATIO: 5050", "1"), ("MZM:HOLD:RATIO?", "5050"),
-        ("VOA:POWER: 1", "1"), ("VOA:POWER?", "1"),
-        ("VOA:ATTEN: 3.5", "1"), ("VOA:ATTEN?", "3.5"),
-        ("MZM:VOLTAGE?", "-1.750"), ("MZM:TAP:MW?", "0.250"), ("MZM:SETPOINT?", "1"), ("VOA:MEASURED?", "3.49"),
+        ("MZM:MODE: 2", "1"),
         ("MZM:MODE?", "2"),
-        ("MZM:MODE: 0", "1"), ("MZM:MODE?", "0"),
+        ("MZM:HOLD:VOLTAGE: 1250", "1"),
+        ("MZM:HOLD:VOLTAGE?", "1250"),
+        ("MZM:HOLD:VOLTAGE?", "1250"),
+        ("MZM:HOLD:RATIO: 5050", "1"),
+        ("MZM:HOLD:RATIO?", "5050"),
+        ("VOA:POWER: 1", "1"),
+        ("VOA:POWER?", "1"),
+        ("VOA:ATTEN: 3.5", "1"),
+        ("VOA:ATTEN?", "3.5"),
+        ("MZM:VOLTAGE?", "-1.750"),
+        ("MZM:TAP:MW?", "0.250"),
+        ("MZM:SETPOINT?", "1"),
+        ("VOA:MEASURED?", "3.49"),
+        ("MZM:MODE?", "2"),
+        ("MZM:MODE: 0", "1"),
+        ("MZM:MODE?", "0"),
     ]
     with expected_protocol(ThorlabsMBX, pairs) as mbx:
         mbx.bias_mode = BiasMode.AUTO_NULL
@@ -44,13 +53,16 @@ def test_mbx_setting_that_does_not_hold_raises():
             mbx.bias_mode = BiasMode.AUTO_NULL
 
 
-@pytest.mark.parametrize("attr,value,match", [
-    ("hold_voltage", 12.0, r"hold_voltage must be within \[-10, 10\] V"),
-    ("power_ratio", 1.0, r"power_ratio must be within \[2.5, 100\] %"),
-    ("voa_attenuation_setpoint", 25.0, r"\[1, 20\] dB"),
-    ("bias_mode", 2, "must be a BiasMode"),
-    ("voa_enabled", 1, "must be True or False"),
-])
+@pytest.mark.parametrize(
+    "attr,value,match",
+    [
+        ("hold_voltage", 12.0, r"hold_voltage must be within \[-10, 10\] V"),
+        ("power_ratio", 1.0, r"power_ratio must be within \[2.5, 100\] %"),
+        ("voa_attenuation_setpoint", 25.0, r"\[1, 20\] dB"),
+        ("bias_mode", 2, "must be a BiasMode"),
+        ("voa_enabled", 1, "must be True or False"),
+    ],
+)
 def test_mbx_out_of_range_raises_before_any_byte(attr, value, match):
     transport = ScriptedTransport([])
     mbx = ThorlabsMBX(transport)

@@ -17,10 +17,17 @@ from hil_fixtures.emulators.attenuator import Keysight8157xA as EmulatedAttenuat
 from hil_fixtures.emulators.itc4001 import ITC4001
 from hil_fixtures.emulators.mbx import MBX
 
-SETTINGS = {"laser": {"temperature_c": 24.0, "current_a": 0.02, "limit_a": 0.03, "settle_tolerance_c": 0.2,
-                      "settle_timeout_s": 10.0},
-            "bias": {"mode": "AUTO_NULL"},
-            "attenuator": {"wavelength_nm": 1550.12, "attenuation_db": 30.0}}
+SETTINGS = {
+    "laser": {
+        "temperature_c": 24.0,
+        "current_a": 0.02,
+        "limit_a": 0.03,
+        "settle_tolerance_c": 0.2,
+        "settle_timeout_s": 10.0,
+    },
+    "bias": {"mode": "AUTO_NULL"},
+    "attenuator": {"wavelength_nm": 1550.12, "attenuation_db": 30.0},
+}
 
 
 def test_alice_bring_up_on_emulator_or_bench(itc4001, mbx, attenuator, lab):
@@ -41,9 +48,11 @@ def test_alice_bring_up_on_emulator_or_bench(itc4001, mbx, attenuator, lab):
 def bench(emulate):
     devices = {"laser": ITC4001(), "bias": MBX(), "attenuator": EmulatedAttenuator()}
     servers = {k: emulate(d) for k, d in devices.items()}
-    instruments = {"laser": ThorlabsITC4001(servers["laser"].visa_resource, timeout_s=1.0, max_current_a=0.05),
-                   "bias": ThorlabsMBX(servers["bias"].serial_url, timeout_s=1.0, retries=0),
-                   "attenuator": Keysight8157xA(servers["attenuator"].visa_resource, timeout_s=1.0)}
+    instruments = {
+        "laser": ThorlabsITC4001(servers["laser"].visa_resource, timeout_s=1.0, max_current_a=0.05),
+        "bias": ThorlabsMBX(servers["bias"].serial_url, timeout_s=1.0, retries=0),
+        "attenuator": Keysight8157xA(servers["attenuator"].visa_resource, timeout_s=1.0),
+    }
     yield devices, instruments
     for inst in instruments.values():
         inst.close()
@@ -78,12 +87,15 @@ def test_setpoint_above_the_diode_maximum_never_reaches_the_laser(bench):
     assert not devices["laser"].ld_on and not devices["laser"].tec_on
 
 
-@pytest.mark.parametrize("settings,match", [
-    ({"laser": {"temperature_c": 25.0, "current_a": 0.01, "limit_a": 0.02, "colour": "red"}}, "unknown keys"),
-    ({"laser": {"temperature_c": 25.0}}, r"needs \['current_a', 'limit_a'\]"),
-    ({"bias": {"mode": "SIDEWAYS"}}, "mode' must be one of"),
-    ({"nothing": {}}, "name no instrument"),
-])
+@pytest.mark.parametrize(
+    "settings,match",
+    [
+        ({"laser": {"temperature_c": 25.0, "current_a": 0.01, "limit_a": 0.02, "colour": "red"}}, "unknown keys"),
+        ({"laser": {"temperature_c": 25.0}}, r"needs \['current_a', 'limit_a'\]"),
+        ({"bias": {"mode": "SIDEWAYS"}}, "mode' must be one of"),
+        ({"nothing": {}}, "name no instrument"),
+    ],
+)
 def test_bad_bring_up_settings_name_the_key(bench, settings, match):
     _, instruments = bench
     with pytest.raises(ValueError, match=match):

@@ -69,7 +69,9 @@ def test_lab_narrowed_current_range_is_enforced():
 def test_timeout_is_retried_a_bounded_number_of_times_then_names_instrument_and_command(bench):
     server, laser = bench
     server.faults.mute_replies = 1000
-    with pytest.raises(InstrumentTimeout, match=r"ThorlabsITC4001\(TCPIP::127\.0\.0\.1::\d+::SOCKET\).*'MEAS:CURR\?' after 3 attempt"):
+    with pytest.raises(
+        InstrumentTimeout, match=r"ThorlabsITC4001\(TCPIP::127\.0\.0\.1::\d+::SOCKET\).*'MEAS:CURR\?' after 3 attempt"
+    ):
         _ = laser.current
     # the first session, two reopened for the retries, one more for a single try at the error queue
     assert server.stats.connections == 4
@@ -222,9 +224,14 @@ def test_scripted_transport_fails_on_unused_pairs_and_wrong_commands():
         _ = laser.temperature
 
 
-@pytest.mark.parametrize("reply,expected", [('+0,"No error"', (0, "No error")),
-                                            ('-222,"Data out of range"', (-222, "Data out of range")),
-                                            ("-113, Undefined header", (-113, "Undefined header"))])
+@pytest.mark.parametrize(
+    "reply,expected",
+    [
+        ('+0,"No error"', (0, "No error")),
+        ('-222,"Data out of range"', (-222, "Data out of range")),
+        ("-113, Undefined header", (-113, "Undefined header")),
+    ],
+)
 def test_error_queue_entries_parse(reply, expected):
     assert parse_scpi_error(reply) == expected
 

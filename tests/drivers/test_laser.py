@@ -17,22 +17,28 @@ def test_itc4001_protocol_for_every_property_and_shutdown():
         *INIT,
         ("*IDN?", "Thorlabs,ITC4001,M00443953,1.8.0"),
         ("SOUR:CURR?", "+0.000000E+00"),  # a limit is never set below the setpoint
-        ("SOUR:CURR:LIM 0.12", None), NO_ERROR,
+        ("SOUR:CURR:LIM 0.12", None),
+        NO_ERROR,
         ("SOUR:CURR:LIM?", "+1.200000E-01"),
         ("SOUR:CURR:LIM?", "+1.200000E-01"),  # nor a setpoint above the limit
-        ("SOUR:CURR 0.065", None), NO_ERROR,
+        ("SOUR:CURR 0.065", None),
+        NO_ERROR,
         ("SOUR:CURR?", "+6.500000E-02"),
-        ("SOUR2:TEMP 22.5", None), NO_ERROR,
+        ("SOUR2:TEMP 22.5", None),
+        NO_ERROR,
         ("SOUR2:TEMP?", "+2.250000E+01"),
-        ("OUTP2:STAT ON", None), NO_ERROR,
+        ("OUTP2:STAT ON", None),
+        NO_ERROR,
         ("OUTP2:STAT?", "1"),
-        ("OUTP:STAT ON", None), NO_ERROR,
+        ("OUTP:STAT ON", None),
+        NO_ERROR,
         ("OUTP:STAT?", "1"),  # switching on is read back
         ("OUTP:STAT?", "1"),
         ("MEAS:CURR?", "+6.499000E-02"),
         ("MEAS:TEMP?", "+2.251000E+01"),
         ("MEAS:VOLT?", "+1.330000E+00"),
-        ("OUTP:STAT OFF", None), NO_ERROR,
+        ("OUTP:STAT OFF", None),
+        NO_ERROR,
         ("OUTP:STAT?", "0"),
     ]
     with expected_protocol(ThorlabsITC4001, pairs) as laser:
@@ -61,8 +67,17 @@ def test_itc4001_shutdown_raises_when_the_output_will_not_switch_off():
 
 
 def test_itc4001_context_manager_shuts_down_on_exception():
-    transport = ScriptedTransport([*INIT, ("OUTP:STAT ON", None), NO_ERROR, ("OUTP:STAT?", "1"),
-                                   ("OUTP:STAT OFF", None), NO_ERROR, ("OUTP:STAT?", "0")])
+    transport = ScriptedTransport(
+        [
+            *INIT,
+            ("OUTP:STAT ON", None),
+            NO_ERROR,
+            ("OUTP:STAT?", "1"),
+            ("OUTP:STAT OFF", None),
+            NO_ERROR,
+            ("OUTP:STAT?", "0"),
+        ]
+    )
     with pytest.raises(ZeroDivisionError):
         with ThorlabsITC4001(transport) as laser:
             laser.output_enabled = True
@@ -71,14 +86,22 @@ def test_itc4001_context_manager_shuts_down_on_exception():
     assert not transport.is_open
 
 
-@pytest.mark.parametrize("kwargs", [{"max_current_a": 1.5}, {"max_current_a": 0.0},
-                                    {"temperature_range_c": (30.0, 20.0)}, {"temperature_range_c": (-60.0, 20.0)}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"max_current_a": 1.5},
+        {"max_current_a": 0.0},
+        {"temperature_range_c": (30.0, 20.0)},
+        {"temperature_range_c": (-60.0, 20.0)},
+    ],
+)
 def test_itc4001_rejects_bad_ranges_at_construction(kwargs):
     with pytest.raises(ValueError, match=r"max_current_a|temperature_range_c"):
         ThorlabsITC4001(ScriptedTransport([]), **kwargs)
 
 
 # -- the same driver on the emulator (plain pytest) or on the bench (pytest --hil=lab.toml) ----------
+
 
 def test_itc4001_settings_round_trip(itc4001):
     itc4001.current_limit = 0.05

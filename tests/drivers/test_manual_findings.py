@@ -36,6 +36,7 @@ def serve():
 
 # --- 1. ID1000: timestamps through the DataLinkTargetService, reference-free, external clock ------
 
+
 @pytest.fixture
 def id1000():
     from hil_fixtures.emulators.idq import ID1000Emulator
@@ -61,15 +62,18 @@ def test_1_id1000_streams_come_from_the_data_link_target_service_with_window_off
     from drivers.taggers.idq import IDQTimeController
 
     base = free_port_base()
-    with IDQTimeController(id1000.resource, channels=(1, 2), dlt=id1000.dlt_address, stream_port_base=base,
-                           window_s=0.001, timeout_s=1.0) as tc:
+    with IDQTimeController(
+        id1000.resource, channels=(1, 2), dlt=id1000.dlt_address, stream_port_base=base, window_s=0.001, timeout_s=1.0
+    ) as tc:
         tc.configure()
         assert id1000.device.sync == "EXTERNAL" and tc.clock_source() == "EXTERNAL"
         assert id1000.device.ref_link[1] == "NONE" and id1000.device.ref_link[2] == "NONE"
         assert tc.resolution_ps == id1000.device.bin_width_ps
         tc.start()
-        assert any(c.startswith(f"start-stream --address 127.0.0.1 --channel 1 --stream-port {base + 1}")
-                   for c in id1000.dlt_commands)
+        assert any(
+            c.startswith(f"start-stream --address 127.0.0.1 --channel 1 --stream-port {base + 1}")
+            for c in id1000.dlt_commands
+        )
         assert id1000.device.playing
         time.sleep(0.2)  # PAIR sockets connect asynchronously
         id1000.emit_window({1: np.array([100, 300]), 2: np.array([200])})
@@ -86,8 +90,9 @@ def test_1_id1000_lost_timestamps_are_counted_not_hidden(id1000):
     from drivers.taggers.idq import IDQTimeController
 
     base = free_port_base()
-    tc = IDQTimeController(id1000.resource, channels=(1,), dlt=id1000.dlt_address, stream_port_base=base,
-                           window_s=0.001, timeout_s=1.0)
+    tc = IDQTimeController(
+        id1000.resource, channels=(1,), dlt=id1000.dlt_address, stream_port_base=base, window_s=0.001, timeout_s=1.0
+    )
     try:
         tc.configure()
         tc.start()
@@ -103,6 +108,7 @@ def test_1_id1000_lost_timestamps_are_counted_not_hidden(id1000):
 
 # --- 2. M8195A: DAC mode, memory mode and divider set; extended memory shared -----------------------
 
+
 def test_2_m8195a_transmitter_drives_two_generating_channels_at_the_rate_it_reports(serve):
     from drivers.awg import AWGTransmitter, KeysightM8195A, ModulatorLevels
     from hil_fixtures.emulators.m8195a import M8195A
@@ -115,8 +121,9 @@ def test_2_m8195a_transmitter_drives_two_generating_channels_at_the_rate_it_repo
     levels = ModulatorLevels(intensity=(1.0, 0.5, 0.25), phase=(-0.75, -0.25, 0.25, 0.75))
     with KeysightM8195A(server.visa_resource, timeout_s=2.0) as awg:
         # one pattern, not streamed: the outputs pause while each streamed epoch uploads
-        tx = AWGTransmitter(awg, intensities=(0.5, 0.1, 0.02), levels=levels, samples_per_slot=8,
-                            pattern_slots=2048, stream=False)
+        tx = AWGTransmitter(
+            awg, intensities=(0.5, 0.1, 0.02), levels=levels, samples_per_slot=8, pattern_slots=2048, stream=False
+        )
         tx.start()
         for ch in (tx.intensity_channel, tx.phase_channel):
             assert device.generating(ch), f"channel {ch} is silent in DAC mode {device.dac_mode}"
@@ -127,6 +134,7 @@ def test_2_m8195a_transmitter_drives_two_generating_channels_at_the_rate_it_repo
 
 
 # --- 3. MBX: `1` / `Err:` acknowledgements, NL replies, VOA minimum -------------------------------
+
 
 def test_3_mbx_refused_setting_raises_with_the_instrument_reason(serve):
     from drivers.bias import BiasMode, ThorlabsMBX
@@ -153,6 +161,7 @@ def test_3_mbx_voa_minimum_is_one_db():
 
 
 # --- 4. Swabian: channel numbering scheme forced, full stream buffer reported ------------------------
+
 
 def test_4_swabian_front_panel_channels_on_a_zero_scheme_unit(monkeypatch):
     from drivers.taggers.swabian import SwabianTagger
@@ -186,6 +195,7 @@ def test_4_swabian_full_stream_buffer_is_a_loss_not_silence(monkeypatch):
 
 
 # --- 5. 33500B: binary block upload, memory sizes, output load and arb filter -------------------------
+
 
 def test_5_33500b_large_waveform_uploads_once_as_a_binary_block(serve):
     from drivers.awg import Keysight33500B
@@ -229,13 +239,21 @@ def test_5_33500b_sets_output_load_and_a_pulse_friendly_arb_filter(serve):
 
 # --- 6. PicoQuant: inputs configured, FLAG_CNTS_DROPPED and FLAG_SYSERROR read ------------------------
 
+
 def test_6_picoquant_sets_sync_divider_triggers_offsets_and_enables():
     from drivers.taggers.picoquant_live import PicoQuantTagger
     from hil_fixtures.vendor.picoquant import FakePicoQuantLib
 
     lib = FakePicoQuantLib("MH_")
-    PicoQuantTagger("multiharp", library=lib, sync_divider=2, sync_level_mv=-60, input_levels_mv={0: -80},
-                    channel_offsets_ps={1: 120}, enabled=(0, 1, 2)).close()
+    PicoQuantTagger(
+        "multiharp",
+        library=lib,
+        sync_divider=2,
+        sync_level_mv=-60,
+        input_levels_mv={0: -80},
+        channel_offsets_ps={1: 120},
+        enabled=(0, 1, 2),
+    ).close()
     assert lib.sync_div == 2 and lib.sync_trigger == (-60, 0)
     assert lib.input_trigger[0] == (-80, 0) and lib.input_trigger[3] == (-50, 0)
     assert lib.input_offset[1] == 120 and lib.enabled == {0: True, 1: True, 2: True, 3: False}
@@ -263,6 +281,7 @@ def test_6_picoquant_dropped_counts_mark_the_block_and_syserror_stops():
 
 # --- 7. ITC4001: trips read, setpoint against limit, safe bring-up, VISA backend --------------------------
 
+
 @pytest.fixture
 def itc(serve):
     from drivers.laser import ThorlabsITC4001
@@ -275,9 +294,14 @@ def itc(serve):
     laser.close()
 
 
-@pytest.mark.parametrize("fault,cause", [("interlock_closed", "interlock open"),
-                                         ("key_on", "key switch \\(keylock\\) off"),
-                                         ("overheated", "over-temperature")])
+@pytest.mark.parametrize(
+    "fault,cause",
+    [
+        ("interlock_closed", "interlock open"),
+        ("key_on", "key switch \\(keylock\\) off"),
+        ("overheated", "over-temperature"),
+    ],
+)
 def test_7_itc4001_a_tripped_laser_is_an_error_naming_the_trip(itc, fault, cause):
     laser, device, _ = itc
     setattr(device, fault, fault == "overheated")  # open the loop, turn the key off, or overheat
@@ -299,9 +323,18 @@ def test_7_itc4001_bring_up_is_tec_first_and_reads_every_step_back(itc):
     laser.bring_up(temperature_c=22.0, current_a=0.03, limit_a=0.05, settle_tolerance_c=0.2, settle_timeout_s=5.0)
     assert device.ld_on and device.tec_on and device.current_a == 0.03 and device.limit_a == 0.05
     sent = [c.upper() for c in server.stats.commands]
-    order = [next(i for i, c in enumerate(sent) if c.startswith(p)) for p in
-             ("OUTP2:STAT ON", "MEAS:TEMP?", "SOUR:CURR:LIM 0.05", "SOUR:CURR 0.03", "SOUR:FUNC:MODE", "OUTP:POL",
-              "OUTP:STAT ON")]
+    order = [
+        next(i for i, c in enumerate(sent) if c.startswith(p))
+        for p in (
+            "OUTP2:STAT ON",
+            "MEAS:TEMP?",
+            "SOUR:CURR:LIM 0.05",
+            "SOUR:CURR 0.03",
+            "SOUR:FUNC:MODE",
+            "OUTP:POL",
+            "OUTP:STAT ON",
+        )
+    ]
     assert order == sorted(order)
 
 
@@ -312,6 +345,7 @@ def test_7_visa_backend_default_is_the_installed_visa_not_pyvisa_py():
 
 
 # --- 8. 8157xA: range follows the offset, wavelength not rounded to 0.1 nm ----------------------------
+
 
 def test_8_8157xa_attenuation_range_follows_the_offset(serve):
     from drivers.attenuator import Keysight8157xA

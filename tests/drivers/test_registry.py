@@ -10,15 +10,18 @@ from hil_fixtures.emulators.itc4001 import ITC4001
 from hil_fixtures.emulators.mbx import MBX
 
 
-@pytest.mark.parametrize("idn,name", [
-    ("Thorlabs,ITC4001,M00443953,1.8.0", "itc4001"),
-    ("Agilent Technologies,33522B,MY1,4.00", "keysight33500b"),
-    ("Keysight Technologies,33511B,MY1,4.00", "keysight33500b"),
-    ("Keysight Technologies,M8195A,MY1,4.1", "m8195a"),
-    ("THORLABS,MBX,M0,1.9.4", "mbx"),
-    ("Agilent Technologies,8163B,DE1,V5.25", "keysight8157xa"),
-    ("ID Quantique,ID1000,5,1.9", "id1000"),
-])
+@pytest.mark.parametrize(
+    "idn,name",
+    [
+        ("Thorlabs,ITC4001,M00443953,1.8.0", "itc4001"),
+        ("Agilent Technologies,33522B,MY1,4.00", "keysight33500b"),
+        ("Keysight Technologies,33511B,MY1,4.00", "keysight33500b"),
+        ("Keysight Technologies,M8195A,MY1,4.1", "m8195a"),
+        ("THORLABS,MBX,M0,1.9.4", "mbx"),
+        ("Agilent Technologies,8163B,DE1,V5.25", "keysight8157xa"),
+        ("ID Quantique,ID1000,5,1.9", "id1000"),
+    ],
+)
 def test_idn_replies_match_their_driver(idn, name):
     assert [d.name for d in match_idn(idn)] == [name]
 
@@ -48,12 +51,15 @@ def test_open_instruments_from_config_tables(emulate):
             inst.close()
 
 
-@pytest.mark.parametrize("table,match", [
-    ({"driver": "laser9000"}, r"\[instruments.x\] driver must be one of"),
-    ({"driver": "itc4001"}, r"\[instruments.x\] resource must be"),
-    ({"driver": "itc4001", "resource": "USB0::1::INSTR", "max_curent_a": 1}, r"unknown keys \['max_curent_a'\]"),
-    ({"driver": "swabian", "channels": [1], "serial": "x", "colour": 1}, r"unknown keys \['colour'\]"),
-])
+@pytest.mark.parametrize(
+    "table,match",
+    [
+        ({"driver": "laser9000"}, r"\[instruments.x\] driver must be one of"),
+        ({"driver": "itc4001"}, r"\[instruments.x\] resource must be"),
+        ({"driver": "itc4001", "resource": "USB0::1::INSTR", "max_curent_a": 1}, r"unknown keys \['max_curent_a'\]"),
+        ({"driver": "swabian", "channels": [1], "serial": "x", "colour": 1}, r"unknown keys \['colour'\]"),
+    ],
+)
 def test_bad_config_tables_name_the_key(table, match):
     with pytest.raises(ValueError, match=match):
         open_instrument("x", table)
@@ -64,8 +70,11 @@ def test_drivers_have_every_member_of_their_role_protocol():
     from drivers.bias import BiasController, ThorlabsMBX
     from drivers.laser import LaserController
 
-    for cls, proto in ((ThorlabsITC4001, LaserController), (ThorlabsMBX, BiasController),
-                       (Keysight8157xA, VariableAttenuator)):
+    for cls, proto in (
+        (ThorlabsITC4001, LaserController),
+        (ThorlabsMBX, BiasController),
+        (Keysight8157xA, VariableAttenuator),
+    ):
         members = {n for n in vars(proto) if not n.startswith("_")} | set(proto.__annotations__)
         assert members <= set(dir(cls)), members - set(dir(cls))
 

@@ -13,11 +13,18 @@ from drivers.transport.visa import VisaTransport
 from drivers.transport.zmq import ZmqReqTransport
 
 
-@pytest.mark.parametrize("resource,kind", [
-    ("USB0::0x1313::0x804A::M1::INSTR", VisaTransport), ("TCPIP::10.0.0.1::5025::SOCKET", VisaTransport),
-    ("GPIB0::20::INSTR", VisaTransport), ("/dev/ttyUSB0", SerialTransport), ("COM3", SerialTransport),
-    ("socket://127.0.0.1:4000", SerialTransport), ("tcp://10.0.0.30:5555", ZmqReqTransport),
-])
+@pytest.mark.parametrize(
+    "resource,kind",
+    [
+        ("USB0::0x1313::0x804A::M1::INSTR", VisaTransport),
+        ("TCPIP::10.0.0.1::5025::SOCKET", VisaTransport),
+        ("GPIB0::20::INSTR", VisaTransport),
+        ("/dev/ttyUSB0", SerialTransport),
+        ("COM3", SerialTransport),
+        ("socket://127.0.0.1:4000", SerialTransport),
+        ("tcp://10.0.0.30:5555", ZmqReqTransport),
+    ],
+)
 def test_resource_strings_pick_their_transport(resource, kind):
     assert isinstance(open_transport(resource), kind)
 
@@ -91,8 +98,12 @@ def test_visa_socket_reply_is_read_up_to_termination():
 
 
 def test_closed_transports_refuse_traffic():
-    for t in (VisaTransport("TCPIP::127.0.0.1::1::SOCKET"), SerialTransport("socket://127.0.0.1:1"),
-              ZmqReqTransport("tcp://127.0.0.1:1"), ScriptedTransport([])):
+    for t in (
+        VisaTransport("TCPIP::127.0.0.1::1::SOCKET"),
+        SerialTransport("socket://127.0.0.1:1"),
+        ZmqReqTransport("tcp://127.0.0.1:1"),
+        ScriptedTransport([]),
+    ):
         with pytest.raises(ConnectionLost):
             t.write("X")
 

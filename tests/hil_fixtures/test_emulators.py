@@ -14,10 +14,18 @@ from hil_fixtures.emulators.scpi import scpi_regex
 from hil_fixtures.emulators.server import EmulatorServer
 
 
-@pytest.mark.parametrize("header,ok", [
-    ("SOUR:CURR", True), ("SOURCE:CURRENT", True), (":sour1:curr:lev", True), ("SOURCE1:CURR:LEVEL:IMM:AMPL", True),
-    ("SOURC:CURR", False), ("SOUR:CUR", False), ("SOUR2:CURR", False),
-])
+@pytest.mark.parametrize(
+    "header,ok",
+    [
+        ("SOUR:CURR", True),
+        ("SOURCE:CURRENT", True),
+        (":sour1:curr:lev", True),
+        ("SOURCE1:CURR:LEVEL:IMM:AMPL", True),
+        ("SOURC:CURR", False),
+        ("SOUR:CUR", False),
+        ("SOUR2:CURR", False),
+    ],
+)
 def test_scpi_headers_match_short_and_long_forms_only(header, ok):
     pattern = re.compile(scpi_regex("SOURce[1][:CURRent][:LEVel][:IMMediate][:AMPLitude]") + "$", re.IGNORECASE)
     assert bool(pattern.match(header)) is ok

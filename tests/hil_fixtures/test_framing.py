@@ -25,8 +25,9 @@ def frame_all(stream: bytes, cuts: list[int], blocks: bool = True) -> list[bytes
     return out
 
 
-@given(codes=st.lists(st.integers(-32767, 32767), min_size=8, max_size=300),
-       cuts=st.lists(st.integers(0, 800), max_size=6))
+@given(
+    codes=st.lists(st.integers(-32767, 32767), min_size=8, max_size=300), cuts=st.lists(st.integers(0, 800), max_size=6)
+)
 def test_a_binary_block_arrives_whole_whatever_its_bytes_and_splits(codes, cuts):
     payload = np.asarray(codes, dtype="<i2").tobytes()  # holds \n, \r, ';', '#' bytes freely
     stream = b"SOUR1:DATA:ARB:DAC QKDPAT," + binary_block(payload) + b"\n*IDN?\n"

@@ -33,8 +33,9 @@ def test_missing_instrument(mbx):
 
 def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     pytester.makepyfile(test_bench=TEST_FILE)
-    return pytester.runpytest_inprocess("-p", "hil_fixtures.pytest_plugin", "-p", "no:cacheprovider", "-p", "no:xdist",
-                                        "-p", "no:benchmark", *args)
+    return pytester.runpytest_inprocess(
+        "-p", "hil_fixtures.pytest_plugin", "-p", "no:cacheprovider", "-p", "no:xdist", "-p", "no:benchmark", *args
+    )
 
 
 def test_plain_run_uses_emulators_and_skips_hil_tests(pytester):
@@ -43,12 +44,15 @@ def test_plain_run_uses_emulators_and_skips_hil_tests(pytester):
 
 
 def test_hil_run_uses_the_lab_file_and_skips_emulator_only_tests(pytester):
-    lab = pytester.makefile(".toml", lab=f'''
+    lab = pytester.makefile(
+        ".toml",
+        lab=f'''
 [itc4001]
 resource = "USB0::0x1313::0x804A::M00000000::INSTR"
 visa_library = "{sim_library("itc4001")}"
 timeout_s = 0.5
-''')
+''',
+    )
     result = run(pytester, f"--hil={lab}", "-rs")
     result.assert_outcomes(passed=2, skipped=2)
     result.stdout.fnmatch_lines(["*fault injection needs an emulator*", "*no [[]mbx[]] table in the lab file*"])

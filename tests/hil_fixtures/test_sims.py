@@ -40,8 +40,9 @@ def test_itc4001_on_its_sim_model():
 
 
 def test_33500b_on_its_sim_model():
-    with Keysight33500B("TCPIP0::192.168.0.20::inst0::INSTR", visa_library=sim_library("keysight33500b"),
-                        **OPTIONS) as awg:
+    with Keysight33500B(
+        "TCPIP0::192.168.0.20::inst0::INSTR", visa_library=sim_library("keysight33500b"), **OPTIONS
+    ) as awg:
         awg.set_sample_rate(100e6)
         codes = np.tile([0x2121, 0x3030, 0x4141, 0x5050, 0x6161, 0x7070, 0x7171, 0x7A7A], 2)
         awg.upload(1, codes / 32767.0, 2.0)  # int16 codes whose bytes are text, as pyvisa-sim reads text
@@ -50,8 +51,9 @@ def test_33500b_on_its_sim_model():
 
 
 def test_m8195a_on_its_sim_model():
-    with KeysightM8195A("TCPIP0::192.168.0.21::hislip0::INSTR", visa_library=sim_library("m8195a"), dac_mode="DCD",
-                        **OPTIONS) as awg:
+    with KeysightM8195A(
+        "TCPIP0::192.168.0.21::hislip0::INSTR", visa_library=sim_library("m8195a"), dac_mode="DCD", **OPTIONS
+    ) as awg:
         awg.set_sample_rate(64e9)
         awg.upload(2, np.zeros(1280), 0.5)
         awg.run()

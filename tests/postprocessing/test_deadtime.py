@@ -76,12 +76,15 @@ def test_sync_tags_pass_and_discards_are_counted_per_channel() -> None:
     assert f.discarded_fraction == pytest.approx(2 / 4)
 
 
-@pytest.mark.parametrize("bad", [
-    dict(time_ps=np.array([2, 1], np.int64), dead_time_ps=10),
-    dict(time_ps=np.array([1.0, 2.0]), dead_time_ps=10),
-    dict(time_ps=np.array([1, 2], np.int64), dead_time_ps=-1),
-    dict(time_ps=np.array([1, 2], np.int64), dead_time_ps=10, coincidence_ps=10),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(time_ps=np.array([2, 1], np.int64), dead_time_ps=10),
+        dict(time_ps=np.array([1.0, 2.0]), dead_time_ps=10),
+        dict(time_ps=np.array([1, 2], np.int64), dead_time_ps=-1),
+        dict(time_ps=np.array([1, 2], np.int64), dead_time_ps=10, coincidence_ps=10),
+    ],
+)
 def test_bad_input_is_refused_with_the_argument_named(bad: dict) -> None:
     with pytest.raises(ValueError, match=r"time_ps|dead_time_ps|coincidence_ps"):
         common_dead_time_mask(**bad)
@@ -95,9 +98,11 @@ def test_a_block_with_lost_tags_keeps_no_detector_click() -> None:
     assert t.tolist() == [2000]  # the window of the discarded click at 1000 still counts
 
 
-
-tag_blocks = st.lists(st.tuples(st.lists(st.tuples(st.integers(0, 400), st.integers(0, 5)), max_size=25),
-                                st.integers(0, 2)), min_size=1, max_size=5)
+tag_blocks = st.lists(
+    st.tuples(st.lists(st.tuples(st.integers(0, 400), st.integers(0, 5)), max_size=25), st.integers(0, 2)),
+    min_size=1,
+    max_size=5,
+)
 
 
 @settings(max_examples=300, deadline=None)

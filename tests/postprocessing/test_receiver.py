@@ -13,8 +13,15 @@ QUIET = LinkParams(fibre_length_km=5.0, dark_count_hz=0.0, afterpulse_probabilit
 
 
 def _receive(p: LinkParams, ev, **options):
-    return receive_batch(ev.time, ev.channel, period_ps=p.period_ps, sync_every=p.sync_every,
-                         delay_ps=p.channel_delays_ps(), rng=np.random.default_rng(0), **options)
+    return receive_batch(
+        ev.time,
+        ev.channel,
+        period_ps=p.period_ps,
+        sync_every=p.sync_every,
+        delay_ps=p.channel_delays_ps(),
+        rng=np.random.default_rng(0),
+        **options,
+    )
 
 
 def test_every_photon_click_lands_in_the_slot_it_was_sent_in() -> None:

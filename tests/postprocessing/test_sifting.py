@@ -70,8 +70,10 @@ def batches(draw):
     k = draw(st.integers(1, 4))
     gaps = draw(st.lists(st.integers(1, 1000), min_size=n, max_size=n))
     slot = np.cumsum(np.array(gaps, dtype=np.int64)) + draw(st.integers(0, 10**12)) if n else np.empty(0, np.int64)
+
     def u8(hi):
         return np.array(draw(st.lists(st.integers(0, hi), min_size=n, max_size=n)), dtype=np.uint8)
+
     return slot.astype(np.int64), u8(1), u8(1), u8(1), u8(1), u8(k - 1), k, draw(st.floats(0, 0.9))
 
 
@@ -251,8 +253,9 @@ def test_c_kernels_equal_the_numba_kernels_without_falling_back(n: int, k: int, 
     bc, bn = np.zeros(2 * k, np.int64), np.zeros(2 * k, np.int64)
     ec, en = np.zeros(k, np.int64), np.zeros(k, np.int64)
     rc = sifting_module._c_bob(bb, bbit, match, intensity, test, k, keys[0], keys[1], bc, ec)
-    rn = sifting_module._bob_fast(bb, bbit, match, np.append(intensity, 0), np.append(test, 0), k,
-                                  keys[2], keys[3], bn, en)
+    rn = sifting_module._bob_fast(
+        bb, bbit, match, np.append(intensity, 0), np.append(test, 0), k, keys[2], keys[3], bn, en
+    )
     assert rc == tuple(rn) and not rc[0]
     z = rc[2]
     assert np.array_equal(keys[0][:z], keys[2][:z]) and np.array_equal(keys[1][:z], keys[3][:z])

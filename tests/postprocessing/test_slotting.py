@@ -124,9 +124,17 @@ def tag_streams(draw):
     n = draw(st.integers(0, 300))
     t = np.sort(np.array(draw(st.lists(st.integers(0, 10**9), min_size=n, max_size=n)), np.int64))
     ch = np.array(draw(st.lists(st.integers(0, 6), min_size=n, max_size=n)), np.uint8)
-    fit = ClockFit(t_ref_ps=draw(st.integers(0, 10**6)), slot_ref=draw(st.integers(0, 10**6)),
-                   intercept_ps=draw(st.floats(-period, period)), period_ps=period, nominal_period_ps=period,
-                   residual_rms_ps=0.0, n_sync=2, n_sync_rejected=0, last_sync_slot=0)
+    fit = ClockFit(
+        t_ref_ps=draw(st.integers(0, 10**6)),
+        slot_ref=draw(st.integers(0, 10**6)),
+        intercept_ps=draw(st.floats(-period, period)),
+        period_ps=period,
+        nominal_period_ps=period,
+        residual_rms_ps=0.0,
+        n_sync=2,
+        n_sync_rejected=0,
+        last_sync_slot=0,
+    )
     gate = draw(st.floats(1.0, 1.0)) * draw(st.floats(0.01, 1.0)) * period
     delay = {c: draw(st.floats(-2 * period, 2 * period)) for c in range(1, 5)}
     return t, ch, fit, gate, delay
@@ -201,9 +209,16 @@ def test_fit_clock_recovers_drift_and_offset(drift_ppm: float, n: int, period: f
 
 @pytest.mark.parametrize("rate_hz, drift_ppm, estimate", [(1e9, 10.0, False), (1e9, -10.0, True), (2.5e9, 10.0, True)])
 def test_with_drift_and_jitter_true_detections_get_their_slot(rate_hz: float, drift_ppm: float, estimate: bool) -> None:
-    p = LinkParams(repetition_rate_hz=rate_hz, fibre_length_km=20.0, clock_drift_ppm=drift_ppm, jitter_ps=50.0,
-                   dead_time_ps=0.0, afterpulse_probability=0.0, dark_count_hz=0.0,
-                   detector_delay_ps=(0.0, 40.0, 80.0, 120.0))
+    p = LinkParams(
+        repetition_rate_hz=rate_hz,
+        fibre_length_km=20.0,
+        clock_drift_ppm=drift_ppm,
+        jitter_ps=50.0,
+        dead_time_ps=0.0,
+        afterpulse_probability=0.0,
+        dark_count_hz=0.0,
+        detector_delay_ps=(0.0, 40.0, 80.0, 120.0),
+    )
     ev = simulate_link(p, 20_000_000, seed=3)
     fit = fit_clock(ev.time[ev.channel == 0], p.period_ps, p.sync_every)
     assert abs(fit.drift_ppm - drift_ppm) < 0.01
@@ -262,11 +277,18 @@ def test_stream_slotter_matches_batch_slotting_and_never_splits_a_slot() -> None
     from drivers.mock import MockTimeTagger
     from postprocessing.slotting import StreamSlotter
 
-    p = LinkParams(fibre_length_km=0.0, clock_drift_ppm=10.0, jitter_ps=50.0, afterpulse_probability=0.0,
-                   dead_time_ps=0.0, dark_count_hz=2e4)
+    p = LinkParams(
+        fibre_length_km=0.0,
+        clock_drift_ppm=10.0,
+        jitter_ps=50.0,
+        afterpulse_probability=0.0,
+        dead_time_ps=0.0,
+        dark_count_hz=2e4,
+    )
     tagger = MockTimeTagger(p, seed=4, block_s=3.7e-5, duration_s=2e-3, max_tags=5000)
-    slotter = StreamSlotter(p.period_ps, p.sync_every, 500.0, p.channel_delays_ps(), window_syncs=64,
-                            rng=np.random.default_rng(0))
+    slotter = StreamSlotter(
+        p.period_ps, p.sync_every, 500.0, p.channel_delays_ps(), window_syncs=64, rng=np.random.default_rng(0)
+    )
     tagger.start()
     outs, times, chans = [], [], []
     while True:
@@ -284,8 +306,10 @@ def test_stream_slotter_matches_batch_slotting_and_never_splits_a_slot() -> None
     assert np.unique(slots).size == slots.size  # each slot resolved exactly once
     t, ch = np.concatenate(times), np.concatenate(chans)
     fit = fit_clock(t[ch == 0], p.period_ps, p.sync_every)
-    batch = resolve_clicks(*(lambda s: (s.slot, s.channel, s.time))(assign_slots(t, ch, fit, 500.0, p.channel_delays_ps())),
-                           rng=np.random.default_rng(0))
+    batch = resolve_clicks(
+        *(lambda s: (s.slot, s.channel, s.time))(assign_slots(t, ch, fit, 500.0, p.channel_delays_ps())),
+        rng=np.random.default_rng(0),
+    )
     assert slots.size > 10_000
     order = np.argsort(slots)
     same = np.isin(slots, batch.slot)
@@ -302,11 +326,19 @@ def test_stream_slotter_follows_a_wandering_clock_that_defeats_one_global_fit() 
     from postprocessing.slotting import StreamSlotter
 
     # the drift moves by 2 ppm over the 10 ms run: 10 ns of curvature, ten slots
-    p = LinkParams(fibre_length_km=10.0, clock_drift_ppm=10.0, clock_drift_rate_ppm_per_s=200.0, jitter_ps=50.0,
-                   afterpulse_probability=0.0, dead_time_ps=0.0, dark_count_hz=0.0)
+    p = LinkParams(
+        fibre_length_km=10.0,
+        clock_drift_ppm=10.0,
+        clock_drift_rate_ppm_per_s=200.0,
+        jitter_ps=50.0,
+        afterpulse_probability=0.0,
+        dead_time_ps=0.0,
+        dark_count_hz=0.0,
+    )
     tagger = MockTimeTagger(p, seed=6, block_s=2e-4, duration_s=1e-2, truth=True)
-    slotter = StreamSlotter(p.period_ps, p.sync_every, 500.0, p.channel_delays_ps(), window_syncs=64,
-                            rng=np.random.default_rng(0))
+    slotter = StreamSlotter(
+        p.period_ps, p.sync_every, 500.0, p.channel_delays_ps(), window_syncs=64, rng=np.random.default_rng(0)
+    )
     tagger.start()
     got, times, chans, true_slots = [], [], [], []
     while True:
@@ -332,8 +364,15 @@ def test_stream_slotter_follows_a_wandering_clock_that_defeats_one_global_fit() 
 
 def test_delay_estimates_resolve_the_period_ambiguity_with_a_coarse_hint_at_10_ghz() -> None:
     # delays beyond half the 100 ps period: the phase alone cannot tell 150 ps from 50 ps
-    p = LinkParams(repetition_rate_hz=10e9, fibre_length_km=5.0, jitter_ps=15.0, dead_time_ps=0.0,
-                   afterpulse_probability=0.0, dark_count_hz=5e4, detector_delay_ps=(0.0, 150.0, -120.0, 260.0))
+    p = LinkParams(
+        repetition_rate_hz=10e9,
+        fibre_length_km=5.0,
+        jitter_ps=15.0,
+        dead_time_ps=0.0,
+        afterpulse_probability=0.0,
+        dark_count_hz=5e4,
+        detector_delay_ps=(0.0, 150.0, -120.0, 260.0),
+    )
     ev = simulate_link(p, 20_000_000, seed=8)
     fit = fit_clock(ev.time[ev.channel == 0], p.period_ps, p.sync_every)
     true = p.channel_delays_ps()

@@ -31,10 +31,20 @@ def cases(profile: BenchProfile) -> list[BenchCase]:
     out = []
     for n, blocks in ((1_000_000, 6), (4_000_000, 4)):
         for workers in WORKER_COUNTS:
+
             def setup(n: int = n, blocks: int = blocks, workers: int = workers) -> dict[str, Any]:
                 return {"block_bits": n, "blocks": blocks, "workers": workers}
 
-            out.append(BenchCase(stage="link-capacity", n=n, setup=setup, run=_run, unit="Mbit/s sifted", max_runs=1,
-                                 warmup=False, params={"distance_km": 25.0, "blocks": blocks, "workers": workers,
-                                                       "source": "replay"}))
+            out.append(
+                BenchCase(
+                    stage="link-capacity",
+                    n=n,
+                    setup=setup,
+                    run=_run,
+                    unit="Mbit/s sifted",
+                    max_runs=1,
+                    warmup=False,
+                    params={"distance_km": 25.0, "blocks": blocks, "workers": workers, "source": "replay"},
+                )
+            )
     return out

@@ -54,8 +54,12 @@ def _case(variant: str, n: int, qber: float, frames: int, max_runs: int | None) 
         return _figures(state, out) | {"cpu_mbit_s": round(n * frames / cpu / 1e6, 2) if cpu > 0 else None}
 
     return BenchCase(
-        stage=f"cascade-{variant}", n=n, setup=lambda: make_frames(n, qber, frames), run=run,
-        items=n * frames, params={"qber": qber, "frames": frames, "latency": "none, 1 block at a time"},
+        stage=f"cascade-{variant}",
+        n=n,
+        setup=lambda: make_frames(n, qber, frames),
+        run=run,
+        items=n * frames,
+        params={"qber": qber, "frames": frames, "latency": "none, 1 block at a time"},
         max_runs=max_runs,
     )
 
@@ -69,10 +73,16 @@ def _latency_case(variant: str, n: int, qber: float, frames: int, rtt_s: float) 
         reconcile_many_loopback(state, qber, variant=variant, max_in_flight=1)
 
     return BenchCase(
-        stage=f"cascade-{variant}-rtt", n=n, setup=lambda: make_frames(n, qber, frames), run=run,
-        reference=reference, reference_name="no latency, 1 block at a time", items=n * frames,
+        stage=f"cascade-{variant}-rtt",
+        n=n,
+        setup=lambda: make_frames(n, qber, frames),
+        run=run,
+        reference=reference,
+        reference_name="no latency, 1 block at a time",
+        items=n * frames,
         params={"qber": qber, "frames": frames, "rtt_ms": rtt_s * 1e3, "in_flight": IN_FLIGHT},
-        max_runs=2, reference_max_runs=2,
+        max_runs=2,
+        reference_max_runs=2,
     )
 
 

@@ -51,7 +51,11 @@ def _mac_run(state: dict[str, Any]) -> dict[str, Any]:
     got = state["bob"].open(frames)
     assert got.seq == state["msg"].seq
     n = mac_input_bytes(frames[:-1])
-    return {"tag_bits": 128, "key_bits_per_msg": 128, "log2_forgery": round(float(np.log2(state["alice"].forgery_probability(n))), 1)}
+    return {
+        "tag_bits": 128,
+        "key_bits_per_msg": 128,
+        "log2_forgery": round(float(np.log2(state["alice"].forgery_probability(n))), 1),
+    }
 
 
 def _mac_reference(state: dict[str, Any]) -> None:
@@ -81,10 +85,15 @@ class _Echo:
         if authenticated:
             alice, bob = _links(20_000)
             # a small request/reply pair of the key managers, and a key block answered by its typed ACK
-            table: DispatchTable[Handler] = DispatchTable({
-                MessageType.KEY_QUERY: lambda m: Message(MessageType.KEY_STATES, {"n": m.header["n"]}),
-                MessageType.KEY_BLOCK: lambda m: KeyBlockAck(m.header["link"], m.header["block_id"], "stored").message(),
-            }, name="bench echo")
+            table: DispatchTable[Handler] = DispatchTable(
+                {
+                    MessageType.KEY_QUERY: lambda m: Message(MessageType.KEY_STATES, {"n": m.header["n"]}),
+                    MessageType.KEY_BLOCK: lambda m: KeyBlockAck(
+                        m.header["link"], m.header["block_id"], "stored"
+                    ).message(),
+                },
+                name="bench echo",
+            )
             target = lambda: serve(table, SecureChannel(server, bob), self.stop, poll_s=0.05)  # noqa: E731
             self.client: Any = SecureChannel(client, alice)
         else:

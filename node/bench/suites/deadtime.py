@@ -37,7 +37,17 @@ def _run(state: dict[str, Any]) -> dict[str, Any]:
 
 def cases(profile: BenchProfile) -> list[BenchCase]:
     """`dead-time` at the profile's sizes (clicks of all detectors)."""
-    return [BenchCase(stage="dead-time", n=n, setup=_setup(n), run=_run, reference=_numpy_mask, unit="Mclick/s",
-                      params={"dead_time_ps": DEAD_TIME_PS, "coincidence_ps": 400},
-                      reference_name="numpy diff >= dead time", reference_max_runs=3)
-            for n in profile.sizes]
+    return [
+        BenchCase(
+            stage="dead-time",
+            n=n,
+            setup=_setup(n),
+            run=_run,
+            reference=_numpy_mask,
+            unit="Mclick/s",
+            params={"dead_time_ps": DEAD_TIME_PS, "coincidence_ps": 400},
+            reference_name="numpy diff >= dead time",
+            reference_max_runs=3,
+        )
+        for n in profile.sizes
+    ]

@@ -77,10 +77,16 @@ def _states_setup(n: int) -> Any:
         period = 4096
         epochs = max(2, -(-2 * n // period))  # fresh patterns streamed back to back, twice the slots asked
         now = [0.0]
-        tx = AWGTransmitter(_NullAWG(), intensities=(0.5, 0.1, 0.02),
-                            levels=ModulatorLevels((1.0, 0.5, 0.25), (-0.75, -0.25, 0.25, 0.75)),
-                            pattern_slots=period, stream=False, keep_epochs=epochs, guard_slots=0,
-                            clock=lambda: now[0])
+        tx = AWGTransmitter(
+            _NullAWG(),
+            intensities=(0.5, 0.1, 0.02),
+            levels=ModulatorLevels((1.0, 0.5, 0.25), (-0.75, -0.25, 0.25, 0.75)),
+            pattern_slots=period,
+            stream=False,
+            keep_epochs=epochs,
+            guard_slots=0,
+            clock=lambda: now[0],
+        )
         tx.start()
         for _ in range(epochs - 1):
             now[0] = (int(tx._firsts[-1]) + period) / tx.repetition_rate_hz
@@ -111,17 +117,33 @@ def cases(profile: BenchProfile) -> list[BenchCase]:
     """`instrument-query` at a fixed number of round trips; `awg-states` at the profile's sizes."""
     rows: list[BenchCase] = []
     n_queries = 500 if profile.quick else 2000
-    rows.append(BenchCase(
-        stage="instrument-query", n=n_queries, setup=_query_setup(n_queries), run=_driver_queries,
-        reference=_socket_queries, unit="kquery/s", items=n_queries * 1000,  # the table divides by 1e6
-        params={"transport": "pyvisa-py TCPIP SOCKET to emulator", "query": "*IDN?"},
-        reference_name="bare socket", max_runs=3 if profile.quick else 5, reference_max_runs=3,
-    ))
+    rows.append(
+        BenchCase(
+            stage="instrument-query",
+            n=n_queries,
+            setup=_query_setup(n_queries),
+            run=_driver_queries,
+            reference=_socket_queries,
+            unit="kquery/s",
+            items=n_queries * 1000,  # the table divides by 1e6
+            params={"transport": "pyvisa-py TCPIP SOCKET to emulator", "query": "*IDN?"},
+            reference_name="bare socket",
+            max_runs=3 if profile.quick else 5,
+            reference_max_runs=3,
+        )
+    )
     for n in iter_sizes(profile, (100_000, 1_000_000, 10_000_000)):
-        rows.append(BenchCase(
-            stage="awg-states", n=n, setup=_states_setup(n),
-            run=lambda s: (s["tx"].states(s["slots"]), None)[1],
-            reference=_python_states if n <= 1_000_000 else None, unit="Mslot/s",
-            params={"pattern_slots": 4096, "epochs": max(2, -(-2 * n // 4096))}, reference_name="python per-slot lookup", reference_max_runs=1,
-        ))
+        rows.append(
+            BenchCase(
+                stage="awg-states",
+                n=n,
+                setup=_states_setup(n),
+                run=lambda s: (s["tx"].states(s["slots"]), None)[1],
+                reference=_python_states if n <= 1_000_000 else None,
+                unit="Mslot/s",
+                params={"pattern_slots": 4096, "epochs": max(2, -(-2 * n // 4096))},
+                reference_name="python per-slot lookup",
+                reference_max_runs=1,
+            )
+        )
     return rows

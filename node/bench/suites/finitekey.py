@@ -23,8 +23,9 @@ def _block(protocol: str, n: int) -> tuple[Any, float]:
     else:
         settings = ProtocolSettings((0.45, 0.12), (0.6, 0.4), 0.75)
     b = expected_block(PRESETS[protocol], settings, 50.0, n)
-    stats = DecoyStatistics(settings.intensities, settings.probabilities, np.round(b.stats.detections),
-                            np.round(b.stats.errors))
+    stats = DecoyStatistics(
+        settings.intensities, settings.probabilities, np.round(b.stats.detections), np.round(b.stats.errors)
+    )
     return stats, b.lambda_ec
 
 
@@ -35,6 +36,7 @@ def cases(profile: BenchProfile) -> list[BenchCase]:
     out: list[BenchCase] = []
     for protocol in ("lim2014", "rusca2018"):
         for n in profile.sizes:
+
             def setup(protocol: str = protocol, n: int = n) -> Any:
                 return _block(protocol, n)
 
@@ -44,16 +46,34 @@ def cases(profile: BenchProfile) -> list[BenchCase]:
                     r = finite_key_length(protocol, stats, leak, 1e-15, 1e-10)
                 return {"key_length": r.length}
 
-            out.append(BenchCase(stage=f"{STAGE}.{protocol}", n=n, setup=setup, run=run, items=_CALLS * 1000,
-                                 unit="k bounds/s",  # finite-key lengths computed for a block of n, per second
-                                 params={"distance_km": 50.0}, max_runs=3 if profile.quick else 10))
+            out.append(
+                BenchCase(
+                    stage=f"{STAGE}.{protocol}",
+                    n=n,
+                    setup=setup,
+                    run=run,
+                    items=_CALLS * 1000,
+                    unit="k bounds/s",  # finite-key lengths computed for a block of n, per second
+                    params={"distance_km": 50.0},
+                    max_runs=3 if profile.quick else 10,
+                )
+            )
     n = 10_000_000
 
     def run_optimise(_: Any) -> dict[str, Any]:
         point = optimise("lim2014", PRESETS["lim2014"], 100.0, n)
         return {"key_rate_per_pulse": point.key_rate_per_pulse}
 
-    out.append(BenchCase(stage=f"{STAGE}.optimise", n=n, setup=lambda: None, run=run_optimise,
-                         unit="point/s", items=1_000_000,  # optimised (distance, block) points per second
-                         params={"protocol": "lim2014", "distance_km": 100.0}, max_runs=1 if profile.quick else 3))
+    out.append(
+        BenchCase(
+            stage=f"{STAGE}.optimise",
+            n=n,
+            setup=lambda: None,
+            run=run_optimise,
+            unit="point/s",
+            items=1_000_000,  # optimised (distance, block) points per second
+            params={"protocol": "lim2014", "distance_km": 100.0},
+            max_runs=1 if profile.quick else 3,
+        )
+    )
     return out

@@ -53,9 +53,12 @@ class _Cluster:
         from node.keymanager.ingest import KeyBlockSender
 
         if who not in self._senders:
-            self._senders[who] = KeyBlockSender(f"tcp://127.0.0.1:{self.pair.ports[who + '_in']}", f"node_{who}",
-                                                self.pair.secret(f"ingest_{who}"),
-                                                os.path.join(self.tmp.name, f"sender_{who}.json"))
+            self._senders[who] = KeyBlockSender(
+                f"tcp://127.0.0.1:{self.pair.ports[who + '_in']}",
+                f"node_{who}",
+                self.pair.secret(f"ingest_{who}"),
+                os.path.join(self.tmp.name, f"sender_{who}.json"),
+            )
         return self._senders[who]
 
     def feed_both(self, nbytes: int) -> None:
@@ -177,16 +180,32 @@ def _enc_case(profile: BenchProfile) -> BenchCase:
         q = statistics.quantiles(lat, n=100)
         cpu = {f"kme_{w}_cpu_ms_per_req": (_cpu_s(p.pid) - cpu0[w]) / total * 1e3 for w, p in pair.procs.items()}
         cpu["clients_cpu_ms_per_req"] = (time.process_time() - own0) / total * 1e3
-        return {"req_per_s": rate, "closed_p50_ms": q[49] * 1e3, "closed_p99_ms": q[98] * 1e3, **state["paced"],
-                **cpu, "fsync_commit_ms": _commit_latency_ms(_Cluster.get().tmp.name), "load_avg_1m": os.getloadavg()[0]}
+        return {
+            "req_per_s": rate,
+            "closed_p50_ms": q[49] * 1e3,
+            "closed_p99_ms": q[98] * 1e3,
+            **state["paced"],
+            **cpu,
+            "fsync_commit_ms": _commit_latency_ms(_Cluster.get().tmp.name),
+            "load_avg_1m": os.getloadavg()[0],
+        }
 
     def reference(state: dict[str, Any]) -> None:
         asyncio.run(_load(state["pair"], "status", total, None))
 
-    return BenchCase(stage="km.enc_keys", n=total, setup=setup, run=run, reference=reference,
-                     unit="kreq/s", items=total * 1000, reference_name="status over the same clients",
-                     params={"clients": CLIENTS, "key_bits": 256}, max_runs=2 if profile.quick else 3,
-                     reference_max_runs=1 if profile.quick else 2)
+    return BenchCase(
+        stage="km.enc_keys",
+        n=total,
+        setup=setup,
+        run=run,
+        reference=reference,
+        unit="kreq/s",
+        items=total * 1000,
+        reference_name="status over the same clients",
+        params={"clients": CLIENTS, "key_bits": 256},
+        max_runs=2 if profile.quick else 3,
+        reference_max_runs=1 if profile.quick else 2,
+    )
 
 
 def _ingest_case(n: int, profile: BenchProfile) -> BenchCase:
@@ -205,8 +224,16 @@ def _ingest_case(n: int, profile: BenchProfile) -> BenchCase:
         if len(replies) != blocks or any(not isinstance(r, KeyBlockAck) for r in replies.values()):
             raise RuntimeError("a block was not acknowledged")
 
-    return BenchCase(stage="km.ingest", n=n, setup=setup, run=run, unit="Mbit/s", items=n * blocks,
-                     params={"blocks_per_run": blocks, "window": WINDOW}, max_runs=5)
+    return BenchCase(
+        stage="km.ingest",
+        n=n,
+        setup=setup,
+        run=run,
+        unit="Mbit/s",
+        items=n * blocks,
+        params={"blocks_per_run": blocks, "window": WINDOW},
+        max_runs=5,
+    )
 
 
 def cases(profile: BenchProfile) -> list[BenchCase]:

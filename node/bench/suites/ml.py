@@ -22,6 +22,7 @@ def cases(profile: BenchProfile) -> list[BenchCase]:
 
     out: list[BenchCase] = []
     for protocol in ("lim2014", "rusca2018"):
+
         def setup(protocol: str = protocol) -> Any:
             from node.ml.parameters import parameter_model
 
@@ -35,9 +36,20 @@ def cases(profile: BenchProfile) -> list[BenchCase]:
             rates = [optimise(protocol, PRESETS[protocol], d, n).key_rate_per_pulse for d, n in _POINTS]
             return {"numeric_key_rate_per_pulse": rates}
 
-        out.append(BenchCase(stage=f"{STAGE}.ql02.{protocol}", n=len(_POINTS), setup=setup, run=run, reference=reference,
-                             unit="Mpoint/s", reference_name="finitekey.optimise", reference_max_runs=1,
-                             params={"points": [list(p) for p in _POINTS]}, max_runs=3 if profile.quick else 20))
+        out.append(
+            BenchCase(
+                stage=f"{STAGE}.ql02.{protocol}",
+                n=len(_POINTS),
+                setup=setup,
+                run=run,
+                reference=reference,
+                unit="Mpoint/s",
+                reference_name="finitekey.optimise",
+                reference_max_runs=1,
+                params={"points": [list(p) for p in _POINTS]},
+                max_runs=3 if profile.quick else 20,
+            )
+        )
 
     def km03_setup() -> Any:
         from drivers.mock.blockstats import simulate_run
@@ -53,8 +65,16 @@ def cases(profile: BenchProfile) -> list[BenchCase]:
         det, feats = state
         return {"alarms": sum(det.check(z).anomalous for z in feats)}
 
-    out.append(BenchCase(stage=f"{STAGE}.km03", n=100, setup=km03_setup, run=km03_run, unit="Mblock/s",
-                         max_runs=3 if profile.quick else 10))
+    out.append(
+        BenchCase(
+            stage=f"{STAGE}.km03",
+            n=100,
+            setup=km03_setup,
+            run=km03_run,
+            unit="Mblock/s",
+            max_runs=3 if profile.quick else 10,
+        )
+    )
 
     def ql01_setup() -> Any:
         from node.ml.forecasting import Forecaster
@@ -65,6 +85,14 @@ def cases(profile: BenchProfile) -> list[BenchCase]:
         f, series = state
         return {"last_forecast": [f.predict(series[: i + 12], 3) for i in range(100)][-1]}
 
-    out.append(BenchCase(stage=f"{STAGE}.ql01", n=100, setup=ql01_setup, run=ql01_run, unit="Mblock/s",
-                         max_runs=3 if profile.quick else 10))
+    out.append(
+        BenchCase(
+            stage=f"{STAGE}.ql01",
+            n=100,
+            setup=ql01_setup,
+            run=ql01_run,
+            unit="Mblock/s",
+            max_runs=3 if profile.quick else 10,
+        )
+    )
     return out

@@ -48,12 +48,22 @@ def _mock_link_case(n: int) -> BenchCase:
         sim = LinkSimulator(p, seed=1)
         ev = LinkEvents.concatenate([sim.run(n_slots), sim.flush()])
         cpu = time.process_time() - cpu
-        return {"tags": len(ev), "photon_clicks": int(sim.counters.photon_clicks.sum()),
-                "cpu_s": round(cpu, 4), "Mdet_per_cpu_s": round(n / cpu / 1e6, 2) if cpu > 0 else None}
+        return {
+            "tags": len(ev),
+            "photon_clicks": int(sim.counters.photon_clicks.sum()),
+            "cpu_s": round(cpu, 4),
+            "Mdet_per_cpu_s": round(n / cpu / 1e6, 2) if cpu > 0 else None,
+        }
 
-    return BenchCase(stage="mock-link", n=n, setup=setup, run=run, unit="Mdet/s", items=n,
-                     params={"rate_GHz": params.repetition_rate_hz / 1e9, "km": params.fibre_length_km,
-                             "slots": n_slots})
+    return BenchCase(
+        stage="mock-link",
+        n=n,
+        setup=setup,
+        run=run,
+        unit="Mdet/s",
+        items=n,
+        params={"rate_GHz": params.repetition_rate_hz / 1e9, "km": params.fibre_length_km, "slots": n_slots},
+    )
 
 
 def _synthetic_tags(n: int) -> dict[str, Any]:
@@ -77,8 +87,12 @@ def _slotting_run(state: dict[str, Any]) -> dict[str, Any]:
     out = assign_slots(state["time"], state["channel"], fit, 500.0)
     cpu = time.process_time() - cpu
     n = state["time"].size
-    return {"kept": len(out), "drift_ppm": round(fit.drift_ppm, 4), "gate_eff": round(out.gate_efficiency, 6),
-            "Mtag_per_cpu_s": round(n / cpu / 1e6, 1) if cpu > 0 else None}
+    return {
+        "kept": len(out),
+        "drift_ppm": round(fit.drift_ppm, 4),
+        "gate_eff": round(out.gate_efficiency, 6),
+        "Mtag_per_cpu_s": round(n / cpu / 1e6, 1) if cpu > 0 else None,
+    }
 
 
 def _slotting_reference(state: dict[str, Any]) -> dict[str, Any]:
@@ -99,9 +113,17 @@ def _slotting_reference(state: dict[str, Any]) -> dict[str, Any]:
 
 
 def _slotting_case(n: int) -> BenchCase:
-    return BenchCase(stage="slotting", n=n, setup=lambda: _synthetic_tags(n), run=_slotting_run,
-                     reference=_slotting_reference, unit="Mtag/s", items=n, reference_name="numpy",
-                     params={"rate_GHz": 1.0, "drift_ppm": 10.0, "gate_ps": 500.0})
+    return BenchCase(
+        stage="slotting",
+        n=n,
+        setup=lambda: _synthetic_tags(n),
+        run=_slotting_run,
+        reference=_slotting_reference,
+        unit="Mtag/s",
+        items=n,
+        reference_name="numpy",
+        params={"rate_GHz": 1.0, "drift_ppm": 10.0, "gate_ps": 500.0},
+    )
 
 
 def cases(profile: BenchProfile) -> list[BenchCase]:

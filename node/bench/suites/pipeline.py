@@ -13,8 +13,15 @@ from typing import Any
 
 from node.bench.core import BenchCase, BenchProfile
 
-MOCK_25KM = {"seed": 2026, "fibre_length_km": 25.0, "p_z": 0.8, "bob_p_z": 0.8, "intensities": [0.5, 0.15, 0.0],
-             "class_probabilities": [0.6, 0.3, 0.1], "block_s": 5e-3}
+MOCK_25KM = {
+    "seed": 2026,
+    "fibre_length_km": 25.0,
+    "p_z": 0.8,
+    "bob_p_z": 0.8,
+    "intensities": [0.5, 0.15, 0.0],
+    "class_probabilities": [0.6, 0.3, 0.1],
+    "block_s": 5e-3,
+}
 
 
 def _run(state: dict[str, Any]) -> dict[str, Any]:
@@ -36,7 +43,15 @@ def cases(profile: BenchProfile) -> list[BenchCase]:
         def setup(n: int = n, blocks: int = blocks) -> dict[str, Any]:
             return {"block_bits": n, "blocks": blocks}
 
-        case = BenchCase(stage="link-pipeline", n=n, setup=setup, run=_run, unit="Mbit/s sifted", max_runs=1,
-                         warmup=False, params={"distance_km": 25.0, "blocks": blocks})
+        case = BenchCase(
+            stage="link-pipeline",
+            n=n,
+            setup=setup,
+            run=_run,
+            unit="Mbit/s sifted",
+            max_runs=1,
+            warmup=False,
+            params={"distance_km": 25.0, "blocks": blocks},
+        )
         out.append(case)
     return out

@@ -125,6 +125,7 @@ def cases(profile: BenchProfile) -> list[BenchCase]:
         )
     sizes = [1_000_000] if profile.quick else [n for n in profile.sizes if n >= 1_000_000]
     for n in sizes:
+
         def setup(n: int = n) -> _Timed:
             return _Timed(_synthetic_file(n))
 

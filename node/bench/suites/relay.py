@@ -42,8 +42,9 @@ class _Net:
             from node.network.loopback import start_network
 
             tmp = tempfile.TemporaryDirectory(prefix=f"qkdnode-relay-bench-{name}-")
-            net = start_network(example_topology(name), tmp.name, gossip_interval_s=0.1, stale_s=1.5,
-                                relay_timeout_s=10.0)
+            net = start_network(
+                example_topology(name), tmp.name, gossip_interval_s=0.1, stale_s=1.5, relay_timeout_s=10.0
+            )
             net.feed_all(1 << 20, 2)
             net.wait_converged(min_bits=8 * 4096)
             cls.nets[name] = net
@@ -116,10 +117,19 @@ def _two_hop_case(number: int, profile: BenchProfile) -> BenchCase:
     def reference(net: Any) -> None:
         asyncio.run(_load(net, "A", "B", requests, number))
 
-    return BenchCase(stage="relay.2hop", n=keys, setup=setup, run=run, reference=reference, unit="kkeys/s",
-                     items=keys * 1000, reference_name="direct peer (no relay)",
-                     params={"clients": CLIENTS, "keys_per_request": number, "key_bits": 256, "hops": 2},
-                     max_runs=2 if profile.quick else 4, reference_max_runs=1 if profile.quick else 2)
+    return BenchCase(
+        stage="relay.2hop",
+        n=keys,
+        setup=setup,
+        run=run,
+        reference=reference,
+        unit="kkeys/s",
+        items=keys * 1000,
+        reference_name="direct peer (no relay)",
+        params={"clients": CLIENTS, "keys_per_request": number, "key_bits": 256, "hops": 2},
+        max_runs=2 if profile.quick else 4,
+        reference_max_runs=1 if profile.quick else 2,
+    )
 
 
 def _failover_case(profile: BenchProfile) -> BenchCase:
@@ -165,12 +175,23 @@ def _failover_case(profile: BenchProfile) -> BenchCase:
             alarms_log.setLevel(level)
         first = statistics.median(r[0] for r in results) * 1e3
         conv = statistics.median(r[1] for r in results) * 1e3
-        return {"mbit_per_s": first, "first_rerouted_key_ms": first, "first_key_on_converged_route_ms": conv,
-                "trials": trials}
+        return {
+            "mbit_per_s": first,
+            "first_rerouted_key_ms": first,
+            "first_key_on_converged_route_ms": conv,
+            "trials": trials,
+        }
 
-    return BenchCase(stage="relay.failover", n=trials, setup=setup, run=run, unit="ms to 1st rerouted key",
-                     params={"topology": "ring5", "failed_link": "BC", "gossip_interval_s": 0.1},
-                     max_runs=1, warmup=False)
+    return BenchCase(
+        stage="relay.failover",
+        n=trials,
+        setup=setup,
+        run=run,
+        unit="ms to 1st rerouted key",
+        params={"topology": "ring5", "failed_link": "BC", "gossip_interval_s": 0.1},
+        max_runs=1,
+        warmup=False,
+    )
 
 
 def cases(profile: BenchProfile) -> list[BenchCase]:

@@ -46,8 +46,15 @@ def _choose_case(side: int) -> BenchCase:
         hops = [r.hops for a, b in pairs if (r := choose_route(links, a, b, REQUEST_BITS)) is not None]
         return {"mean_hops": round(sum(hops) / len(hops), 2)}
 
-    return BenchCase(stage="routing.choose", n=side * side, setup=setup, run=run, unit="kroute/s",
-                     items=ROUTES * 1000, params={"network": f"{side}x{side} grid", "routes": ROUTES})
+    return BenchCase(
+        stage="routing.choose",
+        n=side * side,
+        setup=setup,
+        run=run,
+        unit="kroute/s",
+        items=ROUTES * 1000,
+        params={"network": f"{side}x{side} grid", "routes": ROUTES},
+    )
 
 
 def _reroute_case(side: int) -> BenchCase:
@@ -64,13 +71,25 @@ def _reroute_case(side: int) -> BenchCase:
         t0 = time.perf_counter()
         reroutes = ctl.link_down(busiest)
         dt = time.perf_counter() - t0
-        return {"relays_crossing": crossing, "rerouted": sum(r.new_route is not None for r in reroutes),
-                "fail_to_reroutes_ms": round(dt * 1e3, 2)}
+        return {
+            "relays_crossing": crossing,
+            "rerouted": sum(r.new_route is not None for r in reroutes),
+            "fail_to_reroutes_ms": round(dt * 1e3, 2),
+        }
 
-    return BenchCase(stage="routing.reroute", n=side * side, setup=setup, run=run, unit="krelay/s",
-                     items=RELAYS * 1000,
-                     params={"network": f"{side}x{side} grid", "relays": RELAYS,
-                             "timed": "start all relays, then fail the busiest link"})
+    return BenchCase(
+        stage="routing.reroute",
+        n=side * side,
+        setup=setup,
+        run=run,
+        unit="krelay/s",
+        items=RELAYS * 1000,
+        params={
+            "network": f"{side}x{side} grid",
+            "relays": RELAYS,
+            "timed": "start all relays, then fail the busiest link",
+        },
+    )
 
 
 def cases(profile: BenchProfile) -> list[BenchCase]:

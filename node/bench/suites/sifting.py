@@ -29,11 +29,15 @@ def _batch(n: int, seed: int, qber: float) -> dict[str, Any]:
     a_basis = rng.integers(0, 2, n, dtype=np.uint8)
     a_bit = rng.integers(0, 2, n, dtype=np.uint8)
     u = rng.random(n)
-    a_class = ((u >= 0.7).astype(np.uint8) + (u >= 0.9).astype(np.uint8))  # classes 0/1/2 with p 0.7/0.2/0.1
+    a_class = (u >= 0.7).astype(np.uint8) + (u >= 0.9).astype(np.uint8)  # classes 0/1/2 with p 0.7/0.2/0.1
     flip = (rng.random(n) < qber).astype(np.uint8)
     bob_bit = np.where(bob_basis == a_basis, a_bit ^ flip, rng.integers(0, 2, n, dtype=np.uint8)).astype(np.uint8)
-    return {"slot": slot, "bob_basis": bob_basis, "bob_bit": bob_bit,
-            "states": SlotStates(slot, a_basis, a_bit, a_class)}
+    return {
+        "slot": slot,
+        "bob_basis": bob_basis,
+        "bob_bit": bob_bit,
+        "states": SlotStates(slot, a_basis, a_bit, a_class),
+    }
 
 
 def numpy_alice(slot: NDArray[np.int64], bob_basis: NDArray[np.uint8], states: SlotStates) -> tuple:
@@ -43,8 +47,12 @@ def numpy_alice(slot: NDArray[np.int64], bob_basis: NDArray[np.uint8], states: S
     match = states.basis == bob_basis
     zmask = match & (states.basis == 0)
     xmask = match & (states.basis == 1)
-    counts = np.stack([np.bincount(states.intensity[zmask], minlength=N_CLASSES),
-                       np.bincount(states.intensity[xmask], minlength=N_CLASSES)])
+    counts = np.stack(
+        [
+            np.bincount(states.intensity[zmask], minlength=N_CLASSES),
+            np.bincount(states.intensity[xmask], minlength=N_CLASSES),
+        ]
+    )
     reply = (match.astype(np.uint8), states.intensity[match], states.bit[xmask])
     return states.bit[zmask], states.intensity[zmask], counts, reply
 
@@ -58,8 +66,9 @@ def numpy_bob(bob_basis: NDArray[np.uint8], bob_bit: NDArray[np.uint8], reply: t
     xmask = match & (bob_basis == 1)
     x_class = intensity[matched_basis == 1]
     errors = np.bincount(x_class, weights=bob_bit[xmask] != test_bits, minlength=N_CLASSES)
-    counts = np.stack([np.bincount(intensity[matched_basis == 0], minlength=N_CLASSES),
-                       np.bincount(x_class, minlength=N_CLASSES)])
+    counts = np.stack(
+        [np.bincount(intensity[matched_basis == 0], minlength=N_CLASSES), np.bincount(x_class, minlength=N_CLASSES)]
+    )
     return bob_bit[zmask], intensity[matched_basis == 0], counts, errors
 
 
@@ -80,6 +89,7 @@ def _alice_setup(n: int) -> Callable[[], dict[str, Any]]:
         b = make_batch(n)
         b["request"] = bob_request(b["slot"], b["bob_basis"])
         return b
+
     return setup
 
 
@@ -89,6 +99,7 @@ def _bob_setup(n: int) -> Callable[[], dict[str, Any]]:
         _, b["reply"] = alice_sift(bob_request(b["slot"], b["bob_basis"]), b["states"], N_CLASSES)
         b["np_reply"] = numpy_alice(b["slot"], b["bob_basis"], b["states"])[3]
         return b
+
     return setup
 
 
@@ -114,11 +125,24 @@ def _alice_side_numpy(b: dict[str, Any]) -> None:
 def cases(profile: BenchProfile) -> list[BenchCase]:
     """Sifting rows: the exchange (both sides in turn, one core) and each side on its own."""
 
-    def row(stage: str, n: int, setup: Callable[[], dict[str, Any]], run: Callable[[dict[str, Any]], None],
-            reference: Callable[[dict[str, Any]], None]) -> BenchCase:
-        return BenchCase(stage=stage, n=n, setup=setup, run=run, reference=reference, unit="M det/s",
-                         reference_name="numpy-boolean-mask", params={"intensities": N_CLASSES},
-                         reference_max_runs=1 if profile.quick else 3)
+    def row(
+        stage: str,
+        n: int,
+        setup: Callable[[], dict[str, Any]],
+        run: Callable[[dict[str, Any]], None],
+        reference: Callable[[dict[str, Any]], None],
+    ) -> BenchCase:
+        return BenchCase(
+            stage=stage,
+            n=n,
+            setup=setup,
+            run=run,
+            reference=reference,
+            unit="M det/s",
+            reference_name="numpy-boolean-mask",
+            params={"intensities": N_CLASSES},
+            reference_max_runs=1 if profile.quick else 3,
+        )
 
     out = []
     for n in profile.sizes:

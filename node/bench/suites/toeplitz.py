@@ -109,8 +109,12 @@ def machine_info() -> dict[str, Any]:
     from postprocessing._ccore import lib
 
     flags = lib.qkd_cpu_features()
-    names = {"pclmul": lib.QKD_CPU_PCLMUL, "avx2": lib.QKD_CPU_AVX2, "avx512": lib.QKD_CPU_AVX512,
-             "vpclmulqdq": lib.QKD_CPU_VPCLMUL}
+    names = {
+        "pclmul": lib.QKD_CPU_PCLMUL,
+        "avx2": lib.QKD_CPU_AVX2,
+        "avx512": lib.QKD_CPU_AVX512,
+        "vpclmulqdq": lib.QKD_CPU_VPCLMUL,
+    }
     return {
         "c_paths": _cbackend.active_paths(),
         "c_paths_available": _cbackend.available_paths(),

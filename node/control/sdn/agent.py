@@ -96,8 +96,14 @@ class QkdInterface:
 class SdnAgent:
     """The model and operations of one node; `restconf.RestconfServer` serves it."""
 
-    def __init__(self, km: KeyManager, interfaces: list[QkdInterface] | None = None, *, location: str = "",
-                 wavelength_nm: int = 1550) -> None:
+    def __init__(
+        self,
+        km: KeyManager,
+        interfaces: list[QkdInterface] | None = None,
+        *,
+        location: str = "",
+        wavelength_nm: int = 1550,
+    ) -> None:
         self.km = km
         if km.qos is None:
             km.qos = QosService(km)
@@ -137,8 +143,11 @@ class SdnAgent:
             "qkdn_status": _ident("OPERATING"),
             "qkdn_version": self.version,
             "qkdn_location_id": self.location,
-            "qkdn_capabilities": {"link_stats_support": True, "application_stats_support": True,
-                                  "key_relay_mode_enable": self.km.config.relay.enabled},
+            "qkdn_capabilities": {
+                "link_stats_support": True,
+                "application_stats_support": True,
+                "key_relay_mode_enable": self.km.config.relay.enabled,
+            },
             "qkd_applications": {"qkd_app": [self._app_json(a) for a in list(self.qos.registry.apps.values())]},
             "qkd_interfaces": {"qkd_interface": [self._iface_json(i) for i in self.interfaces.values()]},
             "qkd_links": {"qkd_link": self._links_json()},
@@ -148,10 +157,16 @@ class SdnAgent:
         peer = next((p for p, lk in self.km.control.link_ids.items() if lk == i.link_id), None)
         up = peer is not None and self.km.control.link_usable(peer)
         out: dict[str, Any] = {
-            "qkdi_id": i.qkdi_id, "qkdi_model": i.model, "qkdi_type": _ident(i.technology),
-            "qkdi_capabilities": {"role_support": _ident(i.role), "wavelength_range": i.wavelength_range,
-                                  "max_absorption": f"{i.max_absorption_db:.3f}"},
-            "qkdi_status": _ident("UP" if up else "DOWN")}
+            "qkdi_id": i.qkdi_id,
+            "qkdi_model": i.model,
+            "qkdi_type": _ident(i.technology),
+            "qkdi_capabilities": {
+                "role_support": _ident(i.role),
+                "wavelength_range": i.wavelength_range,
+                "max_absorption": f"{i.max_absorption_db:.3f}",
+            },
+            "qkdi_status": _ident("UP" if up else "DOWN"),
+        }
         if i.device:
             out["qkdi_att_point"] = {"device": i.device, "port": i.port}
         return out
@@ -164,15 +179,23 @@ class SdnAgent:
             reserved = reg.reserved(link)
             enabled = peer not in self.km.control.admin_down
             usable = self.km.control.link_usable(peer)
-            perf: dict[str, Any] = {"expected_consumption": min(reserved, 2**32 - 1), "skr": min(skr, 2**32 - 1),
-                                    "eskr": max(0, min(skr - reserved, 2**32 - 1))}
+            perf: dict[str, Any] = {
+                "expected_consumption": min(reserved, 2**32 - 1),
+                "skr": min(skr, 2**32 - 1),
+                "eskr": max(0, min(skr - reserved, 2**32 - 1)),
+            }
             if link in self.qos.qber:
                 perf["phys_perf"] = [{"perf_type": _ident("QBER"), "value": f"{self.qos.qber[link]:.6f}"}]
             entry: dict[str, Any] = {
-                "qkdl_id": qid, "qkdl_status": _ident("OFF" if not usable else "ACTIVE" if skr > 0 else "PASSIVE"),
-                "qkdl_enable": enabled, "qkdl_local": {"qkdn_id": self.qkdn_id},
-                "qkdl_remote": {"qkdn_id": node_uuid(peer)}, "qkdl_type": _ident("PHYS"),
-                "phys_wavelength": str(self.wavelength_nm), "qkdl_performance": perf}
+                "qkdl_id": qid,
+                "qkdl_status": _ident("OFF" if not usable else "ACTIVE" if skr > 0 else "PASSIVE"),
+                "qkdl_enable": enabled,
+                "qkdl_local": {"qkdn_id": self.qkdn_id},
+                "qkdl_remote": {"qkdn_id": node_uuid(peer)},
+                "qkdl_type": _ident("PHYS"),
+                "phys_wavelength": str(self.wavelength_nm),
+                "qkdl_performance": perf,
+            }
             iface = self._iface_of(link)
             if iface is not None:
                 entry["qkdl_local"]["qkdi_id"] = iface
@@ -185,11 +208,20 @@ class SdnAgent:
             skr = int(self.qos.link_skr(qid))
             reserved = reg.reserved(qid)
             ok = v.enabled and all(self.km.control.link_usable(p) for p in v.path[1:2])
-            entry = {"qkdl_id": qid, "qkdl_status": _ident("ACTIVE" if ok else "OFF"), "qkdl_enable": v.enabled,
-                     "qkdl_local": {"qkdn_id": self.qkdn_id}, "qkdl_remote": {"qkdn_id": node_uuid(v.remote)},
-                     "qkdl_type": _ident("VIRT"), "virt_next_hop": [node_uuid(k) for k in v.path[1:]],
-                     "qkdl_performance": {"expected_consumption": min(reserved, 2**32 - 1),
-                                          "skr": min(skr, 2**32 - 1), "eskr": max(0, min(skr - reserved, 2**32 - 1))}}
+            entry = {
+                "qkdl_id": qid,
+                "qkdl_status": _ident("ACTIVE" if ok else "OFF"),
+                "qkdl_enable": v.enabled,
+                "qkdl_local": {"qkdn_id": self.qkdn_id},
+                "qkdl_remote": {"qkdn_id": node_uuid(v.remote)},
+                "qkdl_type": _ident("VIRT"),
+                "virt_next_hop": [node_uuid(k) for k in v.path[1:]],
+                "qkdl_performance": {
+                    "expected_consumption": min(reserved, 2**32 - 1),
+                    "skr": min(skr, 2**32 - 1),
+                    "eskr": max(0, min(skr - reserved, 2**32 - 1)),
+                },
+            }
             if v.bandwidth is not None:
                 entry["virt_bandwidth"] = v.bandwidth
             apps = [a.app_id for a in reg.apps.values() if qid in a.backing_links]
@@ -201,14 +233,22 @@ class SdnAgent:
     def _app_json(self, a: Application) -> dict[str, Any]:
         reg = self.qos.registry
         out: dict[str, Any] = {
-            "app_id": a.app_id, "app_status": _ident("ON"), "app_type": _ident(a.app_type),
-            "server_app_id": a.server, "client_app_id": list(a.clients), "app_priority": a.priority,
+            "app_id": a.app_id,
+            "app_status": _ident("ON"),
+            "app_type": _ident(a.app_type),
+            "server_app_id": a.server,
+            "client_app_id": list(a.clients),
+            "app_priority": a.priority,
             "creation_time": _time(a.created),
-            "app_statistics": {"statistics": [{"start_time": _time(s), "end_time": _time(e),
-                                               "consumed_bits": min(b, 2**32 - 1)}
-                                              for s, e, b in reg.statistics(a, current=True)]},
+            "app_statistics": {
+                "statistics": [
+                    {"start_time": _time(s), "end_time": _time(e), "consumed_bits": min(b, 2**32 - 1)}
+                    for s, e, b in reg.statistics(a, current=True)
+                ]
+            },
             "app_qos": {k: v for k, v in vars(a.qos).items() if v is not None},
-            "local_qkdn_id": self.qkdn_id}
+            "local_qkdn_id": self.qkdn_id,
+        }
         if a.expiration is not None:
             out["expiration_time"] = _time(a.expiration)
             if a.expiration <= datetime.datetime.now().timestamp():
@@ -229,8 +269,10 @@ class SdnAgent:
             raise SdnError("data-exists", f"qkd_link {qid} already exists")
         kind = _unident(body.get("qkdl_type", _ident("VIRT")), "qkdl_type")
         if kind != "VIRT":
-            raise SdnError("operation-not-supported", "qkdl_type: only VIRT links can be created; PHYS links "
-                                                      "are the node's configured QKD links")
+            raise SdnError(
+                "operation-not-supported",
+                "qkdl_type: only VIRT links can be created; PHYS links are the node's configured QKD links",
+            )
         local = _container(body, "qkdl_local")
         if local.get("qkdn_id") not in (None, self.qkdn_id):
             raise SdnError("invalid-value", "qkdl_local/qkdn_id: must be this node's qkdn_id", "qkdl_local")
@@ -239,8 +281,9 @@ class SdnAgent:
         if remote is None or remote == self.km.kme_id:
             raise SdnError("invalid-value", "qkdl_remote/qkdn_id: must be the qkdn_id of another node of the network")
         bandwidth = body.get("virt_bandwidth")
-        if bandwidth is not None and (isinstance(bandwidth, bool) or not isinstance(bandwidth, int)
-                                      or not 0 <= bandwidth <= 2**32 - 1):
+        if bandwidth is not None and (
+            isinstance(bandwidth, bool) or not isinstance(bandwidth, int) or not 0 <= bandwidth <= 2**32 - 1
+        ):
             raise SdnError("invalid-value", "virt_bandwidth: must be an integer in 0..4294967295 (bit/s)")
         hops = body.get("virt_next_hop")
         if hops is None:
@@ -279,8 +322,10 @@ class SdnAgent:
     def delete_link(self, qid: str) -> None:
         """DELETE a VIRT link: relayed keys no longer go to its remote node."""
         if qid in self._phys():
-            raise SdnError("operation-not-supported", "PHYS links cannot be deleted; PATCH qkdl_enable to false "
-                                                      "to take one out of service")
+            raise SdnError(
+                "operation-not-supported",
+                "PHYS links cannot be deleted; PATCH qkdl_enable to false to take one out of service",
+            )
         if self.qos.virt.pop(qid, None) is None:
             raise SdnError("invalid-value", f"no qkd_link {qid}", "missing")
 
@@ -300,8 +345,10 @@ class SdnAgent:
             was = peer not in self.km.control.admin_down
             self.km.control.set_link_up(peer, enable)
             if was != enable:
-                self.notify("sdqkdn_link_up" if enable else "sdqkdn_link_down",
-                            {"qkdl_id": qid} if enable else {"qkdl_id": qid, "reason": "disabled by the controller"})
+                self.notify(
+                    "sdqkdn_link_up" if enable else "sdqkdn_link_down",
+                    {"qkdl_id": qid} if enable else {"qkdl_id": qid, "reason": "disabled by the controller"},
+                )
         elif qid in self.qos.virt:
             self.qos.virt[qid] = replace(self.qos.virt[qid], enabled=enable)
         else:
@@ -335,8 +382,11 @@ class SdnAgent:
             raise SdnError("invalid-value", str(exc)) from None
         local_sae = server if self.km.is_local_sae(server) else clients[0] if self.km.is_local_sae(clients[0]) else None
         if local_sae is None:
-            raise SdnError("invalid-value", f"server_app_id or client_app_id: one must be an SAE of this node "
-                                            f"({', '.join(self.km.config.local_saes)})")
+            raise SdnError(
+                "invalid-value",
+                f"server_app_id or client_app_id: one must be an SAE of this node "
+                f"({', '.join(self.km.config.local_saes)})",
+            )
         other = clients[0] if local_sae == server else server
         remote = self._kme_of_sae(other)
         rid = body.get("remote_qkdn_id")
@@ -347,9 +397,18 @@ class SdnAgent:
         backing = self._backing(body.get("backing_qkdl_id"), remote)
         expiration = _parse_time(body["expiration_time"], "expiration_time") if body.get("expiration_time") else None
         try:
-            app = Application(app_id, server, tuple(clients), qos, _uint(body.get("app_priority", 0), "app_priority"),
-                              _unident(body.get("app_type", _ident("CLIENT")), "app_type"), remote, backing, expiration,
-                              local_master=local_sae == server)
+            app = Application(
+                app_id,
+                server,
+                tuple(clients),
+                qos,
+                _uint(body.get("app_priority", 0), "app_priority"),
+                _unident(body.get("app_type", _ident("CLIENT")), "app_type"),
+                remote,
+                backing,
+                expiration,
+                local_master=local_sae == server,
+            )
             self.qos.registry.register(app, self.qos.link_skr, admit=local_sae == server)
         except QosRefused as exc:
             raise SdnError("resource-denied", exc.reason) from None

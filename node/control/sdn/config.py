@@ -33,8 +33,19 @@ from node.configschema import ConfigError, check_keys, fail
 TECHNOLOGIES = ("CV_QKD", "DV_QKD", "DV_QKD_COW", "DV_QKD_2Ws")
 ROLES = ("TRANSMITTER", "RECEIVER", "TRANSCEIVER")
 KEYS = {"host", "port", "controllers", "location", "cert", "key", "ca", "interfaces"}
-IFACE_KEYS = {"id", "link", "role", "technology", "wavelength_range", "max_absorption_db", "model", "idn_resource",
-              "visa_library", "device", "port"}
+IFACE_KEYS = {
+    "id",
+    "link",
+    "role",
+    "technology",
+    "wavelength_range",
+    "max_absorption_db",
+    "model",
+    "idn_resource",
+    "visa_library",
+    "device",
+    "port",
+}
 
 
 @dataclass(frozen=True)
@@ -103,12 +114,13 @@ def parse_sdn(table: Any, api: Any, links: set[str], path: Callable[[str], str])
             raise _bad(where + "technology", ", ".join(TECHNOLOGIES), tech)
         wl = t.get("wavelength_range", "1550")
         if not isinstance(wl, str) or not re.fullmatch(r"[1-9][0-9]{0,3}(-[1-9][0-9]{0,3})?", wl):
-            raise _bad(where + "wavelength_range", "a wavelength in nm such as \"1550\" or \"1530-1565\"", wl)
+            raise _bad(where + "wavelength_range", 'a wavelength in nm such as "1550" or "1530-1565"', wl)
         absorption = t.get("max_absorption_db", 30.0)
         if isinstance(absorption, bool) or not isinstance(absorption, (int, float)) or not 0 <= absorption < 1e6:
             raise _bad(where + "max_absorption_db", "a number >= 0 (dB)", absorption)
-        strings = {k: t.get(k, d) for k, d in (("model", ""), ("idn_resource", ""), ("visa_library", "@py"),
-                                              ("device", ""))}
+        strings = {
+            k: t.get(k, d) for k, d in (("model", ""), ("idn_resource", ""), ("visa_library", "@py"), ("device", ""))
+        }
         for k, v in strings.items():
             if not isinstance(v, str):
                 raise _bad(where + k, "a string", v)
@@ -118,8 +130,13 @@ def parse_sdn(table: Any, api: Any, links: set[str], path: Callable[[str], str])
         if isinstance(dport, bool) or not isinstance(dport, int) or not 0 <= dport <= 2**32 - 1:
             raise _bad(where + "port", "an integer >= 0 (the optical switch port)", dport)
         ifaces.append(InterfaceConfig(qid, link, role, tech, wl, float(absorption), port=dport, **strings))
-    return SdnConfig(host=table.get("host", api.host), port=port, controllers=tuple(controllers),
-                     location=table.get("location", ""),
-                     cert=path(table["cert"]) if "cert" in table else api.cert,
-                     key=path(table["key"]) if "key" in table else api.key,
-                     ca=path(table["ca"]) if "ca" in table else api.ca, interfaces=tuple(ifaces))
+    return SdnConfig(
+        host=table.get("host", api.host),
+        port=port,
+        controllers=tuple(controllers),
+        location=table.get("location", ""),
+        cert=path(table["cert"]) if "cert" in table else api.cert,
+        key=path(table["key"]) if "key" in table else api.key,
+        ca=path(table["ca"]) if "ca" in table else api.ca,
+        interfaces=tuple(ifaces),
+    )

@@ -34,11 +34,24 @@ YANG_DIR = Path(__file__).with_name("yang")
 MEDIA = "application/yang-data+json"
 STREAM = "qkd-events"
 DATA = f"/restconf/data/{MODULE}:qkd_node"
-STATUS_OF_TAG = {"invalid-value": 400, "malformed-message": 400, "operation-not-supported": 405,
-                 "access-denied": 403, "data-exists": 409, "data-missing": 409, "resource-denied": 409,
-                 "operation-failed": 500, "unknown-element": 400}
-KEYS = {"qkd_link": "qkdl_id", "qkd_app": "app_id", "qkd_interface": "qkdi_id", "statistics": "end_time",
-        "phys_perf": "perf_type"}
+STATUS_OF_TAG = {
+    "invalid-value": 400,
+    "malformed-message": 400,
+    "operation-not-supported": 405,
+    "access-denied": 403,
+    "data-exists": 409,
+    "data-missing": 409,
+    "resource-denied": 409,
+    "operation-failed": 500,
+    "unknown-element": 400,
+}
+KEYS = {
+    "qkd_link": "qkdl_id",
+    "qkd_app": "app_id",
+    "qkd_interface": "qkdi_id",
+    "statistics": "end_time",
+    "phys_perf": "perf_type",
+}
 MAX_BODY = 65536
 
 
@@ -50,8 +63,9 @@ def errors_body(tag: str, message: str, path: str | None = None, etype: str = "a
     return {"ietf-restconf:errors": {"error": [err]}}
 
 
-def error_response(tag: str, message: str, path: str | None = None, status: int | None = None,
-                   etype: str = "application") -> web.Response:
+def error_response(
+    tag: str, message: str, path: str | None = None, status: int | None = None, etype: str = "application"
+) -> web.Response:
     return _json(errors_body(tag, message, path, etype), status or STATUS_OF_TAG.get(tag, 400))
 
 
@@ -95,30 +109,47 @@ class RestconfServer:
 
     # -- middleware: who calls, error shape -------------------------------------------------------------
     @web.middleware
-    async def _guard(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                     ) -> web.StreamResponse:
+    async def _guard(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
         transport = request.transport
         cn = common_name_of(transport.get_extra_info("peercert") if transport is not None else None)
         if cn is None or cn not in self.controllers:
-            return error_response("access-denied", "client certificate is not one of this node's SDN controllers",
-                                  etype="protocol")
+            return error_response(
+                "access-denied", "client certificate is not one of this node's SDN controllers", etype="protocol"
+            )
         accept = request.headers.get("Accept", "")
-        if accept and not any(m.split(";")[0].strip() in (MEDIA, "application/json", "*/*", "application/*",
-                                                             "text/event-stream", "application/xrd+xml",
-                                                             "application/yang")
-                              for m in accept.split(",")):
+        if accept and not any(
+            m.split(";")[0].strip()
+            in (
+                MEDIA,
+                "application/json",
+                "*/*",
+                "application/*",
+                "text/event-stream",
+                "application/xrd+xml",
+                "application/yang",
+            )
+            for m in accept.split(",")
+        ):
             return error_response("invalid-value", f"Accept: this server sends {MEDIA}", status=406, etype="protocol")
         try:
             return await handler(request)
         except SdnError as exc:
-            status = getattr(exc, "status_hint", None) or (404 if exc.path == "missing"
-                                                           else STATUS_OF_TAG.get(exc.tag, 400))
+            status = getattr(exc, "status_hint", None) or (
+                404 if exc.path == "missing" else STATUS_OF_TAG.get(exc.tag, 400)
+            )
             return error_response(exc.tag, exc.message, None if exc.path == "missing" else exc.path, status)
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
-            tag = "access-denied" if exc.status in (401, 403) else "invalid-value" if exc.status < 500 \
+            tag = (
+                "access-denied"
+                if exc.status in (401, 403)
+                else "invalid-value"
+                if exc.status < 500
                 else "operation-failed"
+            )
             return error_response(tag, exc.reason, status=exc.status, etype="protocol")
         except Exception:
             log.exception("RESTCONF %s %s failed", request.method, request.rel_url.raw_path)
@@ -126,8 +157,10 @@ class RestconfServer:
 
     # -- discovery --------------------------------------------------------------------------------------
     async def _host_meta(self, request: web.Request) -> web.Response:
-        text = ("<XRD xmlns='http://docs.oasis-open.org/ns/xri/xrd-1.0'>\n"
-                "  <Link rel='restconf' href='/restconf'/>\n</XRD>\n")
+        text = (
+            "<XRD xmlns='http://docs.oasis-open.org/ns/xri/xrd-1.0'>\n"
+            "  <Link rel='restconf' href='/restconf'/>\n</XRD>\n"
+        )
         return web.Response(text=text, content_type="application/xrd+xml")
 
     async def _root(self, request: web.Request) -> web.Response:
@@ -150,10 +183,25 @@ class RestconfServer:
         return web.Response(text=path.read_text(), content_type="application/yang")
 
     async def _streams(self, request: web.Request) -> web.Response:
-        return _json({"ietf-restconf-monitoring:streams": {"stream": [{
-            "name": STREAM, "description": "link status changes, application registrations and alarms",
-            "replay-support": False,
-            "access": [{"encoding": "json", "location": f"{self._base(request)}/restconf/streams/{STREAM}/json"}]}]}})
+        return _json(
+            {
+                "ietf-restconf-monitoring:streams": {
+                    "stream": [
+                        {
+                            "name": STREAM,
+                            "description": "link status changes, application registrations and alarms",
+                            "replay-support": False,
+                            "access": [
+                                {
+                                    "encoding": "json",
+                                    "location": f"{self._base(request)}/restconf/streams/{STREAM}/json",
+                                }
+                            ],
+                        }
+                    ]
+                }
+            }
+        )
 
     def _base(self, request: web.Request) -> str:
         return f"https://{request.host}"
@@ -229,7 +277,7 @@ class RestconfServer:
     def _entries(body: dict[str, Any], list_name: str, container: str) -> list[dict[str, Any]]:
         """The list entries in a POST body: `{"<mod>:qkd_link": [..]}` (RFC 8040) or the wrapped form
         `{"qkd_links": {"qkd_link": [..]}}` some controllers send."""
-        (name, value), = body.items()
+        ((name, value),) = body.items()
         name = name.partition(":")[2] or name
         if name == container and isinstance(value, dict):
             name, value = list_name, value.get(list_name)
@@ -241,8 +289,9 @@ class RestconfServer:
             raise SdnError("malformed-message", f"{list_name} must be a non-empty list of objects")
         return value
 
-    async def _post(self, segs: list[tuple[str, str | None]], body: dict[str, Any], request: web.Request
-                    ) -> web.Response:
+    async def _post(
+        self, segs: list[tuple[str, str | None]], body: dict[str, Any], request: web.Request
+    ) -> web.Response:
         where = [s for s, _ in segs]
         if where == ["qkd_links"]:
             created = [self.agent.create_link(e) for e in self._entries(body, "qkd_link", "qkd_links")]
@@ -251,8 +300,9 @@ class RestconfServer:
             created = [self.agent.register_app(e) for e in self._entries(body, "qkd_app", "qkd_applications")]
             kind = "qkd_applications/qkd_app"
         else:
-            raise SdnError("operation-not-supported", "POST creates qkd_links/qkd_link or "
-                                                      "qkd_applications/qkd_app entries only")
+            raise SdnError(
+                "operation-not-supported", "POST creates qkd_links/qkd_link or qkd_applications/qkd_app entries only"
+            )
         resp = web.Response(status=201)
         resp.headers["Location"] = f"{self._base(request)}{DATA}/{kind}={created[-1]}"
         return resp
@@ -260,7 +310,7 @@ class RestconfServer:
     def _patch(self, segs: list[tuple[str, str | None]], body: dict[str, Any]) -> web.Response:
         where = [s for s, _ in segs]
         key = segs[-1][1] if segs else None
-        (name, value), = body.items()
+        ((name, value),) = body.items()
         name = name.partition(":")[2] or name
         if where == ["qkd_links", "qkd_link"] and key:
             entry = self._one(name, value, "qkd_link")

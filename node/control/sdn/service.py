@@ -52,12 +52,29 @@ def model_of(iface: InterfaceConfig, timeout_s: float = 2.0) -> str:
     if idn:
         fields = [f.strip() for f in idn.split(",")]
         return " ".join(fields[:2]) if len(fields) >= 2 else idn
-    log.warning("sdn interface %d: *IDN? on %s failed (%s); using model %r", iface.qkdi_id, iface.idn_resource,
-                error, iface.model)
+    log.warning(
+        "sdn interface %d: *IDN? on %s failed (%s); using model %r",
+        iface.qkdi_id,
+        iface.idn_resource,
+        error,
+        iface.model,
+    )
     return iface.model or "unknown"
 
 
 def interfaces_from(config: SdnConfig) -> list[QkdInterface]:
     """The agent's interfaces (asks each instrument's `*IDN?` where configured)."""
-    return [QkdInterface(i.qkdi_id, model_of(i), i.link, i.technology, i.role, i.wavelength_range,
-                         i.max_absorption_db, i.device, i.port) for i in config.interfaces]
+    return [
+        QkdInterface(
+            i.qkdi_id,
+            model_of(i),
+            i.link,
+            i.technology,
+            i.role,
+            i.wavelength_range,
+            i.max_absorption_db,
+            i.device,
+            i.port,
+        )
+        for i in config.interfaces
+    ]

@@ -20,17 +20,30 @@ from node.ml.models import save_arrays
 
 CALIBRATION_BLOCKS = 16
 TARGET_KEY_BITS = 2e5
-LINK_RANGES = {"fibre_length_km": (5.0, 60.0), "efficiency": (0.1, 0.6), "dark_count_hz": (100.0, 2000.0),
-               "misalignment": (0.005, 0.02), "dead_time_ps": (10_000.0, 100_000.0)}
+LINK_RANGES = {
+    "fibre_length_km": (5.0, 60.0),
+    "efficiency": (0.1, 0.6),
+    "dark_count_hz": (100.0, 2000.0),
+    "misalignment": (0.005, 0.02),
+    "dead_time_ps": (10_000.0, 100_000.0),
+}
 
 
 def random_link(rng: np.random.Generator) -> LinkParams:
     """A link drawn from LINK_RANGES with the demo's protocol settings."""
     v = {k: float(rng.uniform(*r)) for k, r in LINK_RANGES.items()}
-    return LinkParams(p_z=0.8, bob_p_z=0.8, intensities=(0.5, 0.15, 0.0), class_probabilities=(0.6, 0.3, 0.1),
-                      afterpulse_probability=0.0, fibre_length_km=v["fibre_length_km"], efficiency=v["efficiency"],
-                      dark_count_hz=v["dark_count_hz"], misalignment=v["misalignment"],
-                      dead_time_ps=v["dead_time_ps"])
+    return LinkParams(
+        p_z=0.8,
+        bob_p_z=0.8,
+        intensities=(0.5, 0.15, 0.0),
+        class_probabilities=(0.6, 0.3, 0.1),
+        afterpulse_probability=0.0,
+        fibre_length_km=v["fibre_length_km"],
+        efficiency=v["efficiency"],
+        dark_count_hz=v["dark_count_hz"],
+        misalignment=v["misalignment"],
+        dead_time_ps=v["dead_time_ps"],
+    )
 
 
 def run_features(seed: int, blocks: int, condition: Condition | None) -> tuple[np.ndarray, np.ndarray, list]:
@@ -82,8 +95,12 @@ def main() -> None:
     hn, _, _ = dataset(500_001, a.heldout_normal_runs, a.blocks, None)
     hn_scores = np.array([det.score(z) for z in hn])
     conditions: dict[str, dict[str, float]] = {}
-    report = {"normal_blocks": int(hn.shape[0]), "false_alarms": int((hn_scores > threshold).sum()),
-              "threshold": threshold, "conditions": conditions}
+    report = {
+        "normal_blocks": int(hn.shape[0]),
+        "false_alarms": int((hn_scores > threshold).sum()),
+        "threshold": threshold,
+        "conditions": conditions,
+    }
     for name in CONDITIONS:
         f, lv, blocks = dataset(700_003, 10, 60, name)
         m = attacked_mask(name, lv)
@@ -91,20 +108,36 @@ def main() -> None:
         y = np.r_[np.zeros(hn_scores.size), np.ones(sc.size)]
         auc = float(roc_auc_score(y, np.r_[hn_scores, sc]))
         named = [det.classify(z) for z, s in zip(f[m], sc) if s > threshold]
-        entry = {"strength": DEFAULT_STRENGTH[name], "blocks": int(m.sum()), "roc_auc": auc,
-                 "detected": float((sc > threshold).mean()),
-                 "named_correctly": float(np.mean([n == name for n in named])) if named else 0.0}
+        entry = {
+            "strength": DEFAULT_STRENGTH[name],
+            "blocks": int(m.sum()),
+            "roc_auc": auc,
+            "detected": float((sc > threshold).mean()),
+            "named_correctly": float(np.mean([n == name for n in named])) if named else 0.0,
+        }
         if name == "intercept-resend":
             entry["max_qber_z"] = float(max(b.qber(0) for b, k in zip(blocks, m) if k))
             entry["max_qber_x"] = float(max(b.qber(1) for b, k in zip(blocks, m) if k))
         conditions[name] = entry
-    card = {"model": "KM03 Gaussian one-class detector with condition templates", "features": list(FEATURES),
-            "conditions": list(CONDITIONS), "calibration_blocks": CALIBRATION_BLOCKS,
-            "valid_range": {**{k: list(v) for k, v in LINK_RANGES.items()}, "key_bits_per_block": [5e4, 1e6],
-                            "intensities": [0.5, 0.15, 0.0], "p_z": 0.8},
-            "training": f"{a.normal_runs} normal runs x {a.blocks} blocks; 6 runs x 40 blocks per condition",
-            "evaluation": report}
-    save_arrays("km03_detector", {"mean": mean, "cov": c, "threshold": np.array(threshold), "templates": np.array(templates)}, card)
+    card = {
+        "model": "KM03 Gaussian one-class detector with condition templates",
+        "features": list(FEATURES),
+        "conditions": list(CONDITIONS),
+        "calibration_blocks": CALIBRATION_BLOCKS,
+        "valid_range": {
+            **{k: list(v) for k, v in LINK_RANGES.items()},
+            "key_bits_per_block": [5e4, 1e6],
+            "intensities": [0.5, 0.15, 0.0],
+            "p_z": 0.8,
+        },
+        "training": f"{a.normal_runs} normal runs x {a.blocks} blocks; 6 runs x 40 blocks per condition",
+        "evaluation": report,
+    }
+    save_arrays(
+        "km03_detector",
+        {"mean": mean, "cov": c, "threshold": np.array(threshold), "templates": np.array(templates)},
+        card,
+    )
     print(json.dumps(report, indent=2))
     if a.out:
         with open(a.out, "w", encoding="utf-8") as fh:

@@ -42,8 +42,9 @@ class CollectedMcBlock:
     qber: float
 
 
-def monte_carlo_blocks(params: LinkParams, condition: Condition | None, onset_block: int, blocks: int,
-                       block_slots: int, seed: int) -> Iterator[CollectedMcBlock]:
+def monte_carlo_blocks(
+    params: LinkParams, condition: Condition | None, onset_block: int, blocks: int, block_slots: int, seed: int
+) -> Iterator[CollectedMcBlock]:
     """`blocks` blocks of `block_slots` slots, the condition acting from `onset_block` on."""
     sim = LinkSimulator(params, seed)
     dead = CommonDeadTime(COMMON_DEAD_TIME_PS, DETECTOR_CHANNELS, coincidence_ps=0.5 * params.period_ps)
@@ -60,8 +61,9 @@ def monte_carlo_blocks(params: LinkParams, condition: Condition | None, onset_bl
             keep = dead.mask(ev.time, ev.channel)
             t, ch = ev.time[keep], ev.channel[keep]
             fit = slotting.fit_clock(t[ch == CHANNEL_SYNC], params.period_ps, params.sync_every)
-            sl = slotting.assign_slots(t, ch, fit, 0.5 * params.period_ps, params.channel_delays_ps(),
-                                       DETECTOR_CHANNELS)
+            sl = slotting.assign_slots(
+                t, ch, fit, 0.5 * params.period_ps, params.channel_delays_ps(), DETECTOR_CHANNELS
+            )
             # the fit numbers slots from this batch's first sync: shift to the link's numbering
             first_sync = int(ev.slot[(ev.channel == CHANNEL_SYNC)][0]) if np.any(ev.channel == CHANNEL_SYNC) else lo
             det = slotting.resolve_clicks(sl.slot + first_sync, sl.channel, sl.time, DETECTOR_CHANNELS, rng=rng)
@@ -101,17 +103,25 @@ def evaluate(runs: int, clean_blocks: int, attacked_blocks: int, block_slots: in
         for r in range(runs):
             monitor = LinkMonitor("mc", 0.11, lambda severity, text: None)
             onset = CALIBRATION_BLOCKS + clean_blocks
-            feed(monitor, monte_carlo_blocks(DEMO_LINK, Condition(name), onset, onset + attacked_blocks,
-                                             block_slots, seed + 1000 * c + r))
+            feed(
+                monitor,
+                monte_carlo_blocks(
+                    DEMO_LINK, Condition(name), onset, onset + attacked_blocks, block_slots, seed + 1000 * c + r
+                ),
+            )
             scores = [float(v["score"]) for v in monitor.verdicts]  # type: ignore[arg-type]
             normal += scores[:clean_blocks]
             attacked += scores[clean_blocks:]
             alarms_normal += sum(bool(v["anomalous"]) for v in monitor.verdicts[:clean_blocks])
         threshold = monitor.detector.threshold if monitor.detector else float("nan")
-        out["conditions"][name] = {"strength": Condition(name).strength, "roc_auc": roc_auc(normal, attacked),
-                                   "detected": float(np.mean(np.asarray(attacked) > threshold)),
-                                   "attacked_blocks": len(attacked), "min_attacked_score": min(attacked),
-                                   "max_normal_score": max(normal)}
+        out["conditions"][name] = {
+            "strength": Condition(name).strength,
+            "roc_auc": roc_auc(normal, attacked),
+            "detected": float(np.mean(np.asarray(attacked) > threshold)),
+            "attacked_blocks": len(attacked),
+            "min_attacked_score": min(attacked),
+            "max_normal_score": max(normal),
+        }
         normal_all += normal
     out["normal_blocks"] = len(normal_all)
     out["false_alarms"] = alarms_normal

@@ -24,7 +24,9 @@ BLOCKS = 240
 def drift_scenario(rng: np.random.Generator, blocks: int = BLOCKS) -> Drift:
     """One run's slow changes."""
     t = np.arange(blocks)
-    swing = rng.uniform(0.01, 0.05) * 0.5 * (1 - np.cos(2 * np.pi * t / rng.uniform(80, 400) + rng.uniform(0, 2 * np.pi)))
+    swing = (
+        rng.uniform(0.01, 0.05) * 0.5 * (1 - np.cos(2 * np.pi * t / rng.uniform(80, 400) + rng.uniform(0, 2 * np.pi)))
+    )
     walk = np.cumsum(rng.normal(0, 2e-4, blocks))
     temp = rng.uniform(0.2, 1.5) * np.sin(2 * np.pi * t / rng.uniform(60, 300) + rng.uniform(0, 2 * np.pi))
     ramp = rng.uniform(-2.0, 2.0) * t / blocks
@@ -52,14 +54,14 @@ def fit(series: list[np.ndarray]) -> np.ndarray:
         for s in series:
             m = lag_matrix(s)[:-h]
             xs.append(m)
-            ys.append(s[LAGS - 1 + h:] - s[LAGS - 1:-h])
+            ys.append(s[LAGS - 1 + h :] - s[LAGS - 1 : -h])
         model = Ridge(alpha=1e-8, fit_intercept=True).fit(np.vstack(xs), np.concatenate(ys))
         coef[i, 0], coef[i, 1:] = model.intercept_, model.coef_
     return coef
 
 
 def mae(series: list[np.ndarray], predict, h: int) -> float:
-    errs = [np.abs(predict(s, h)[:-h] - s[LAGS - 1 + h:]) for s in series]
+    errs = [np.abs(predict(s, h)[:-h] - s[LAGS - 1 + h :]) for s in series]
     return float(np.mean(np.concatenate(errs)))
 
 
@@ -81,14 +83,25 @@ def main() -> None:
         f = Forecaster(coef)
         rep: dict[str, float | dict[str, float]] = {"ewma_alpha": alpha}
         for h in HORIZONS:
-            rep[f"h{h}"] = {"model_mae": mae(ho, f.predict_all, h), "last_value_mae": mae(ho, last_value, h),
-                            "ewma_mae": mae(ho, lambda s, hh, a=alpha: ewma(s, hh, a), h)}
+            rep[f"h{h}"] = {
+                "model_mae": mae(ho, f.predict_all, h),
+                "last_value_mae": mae(ho, last_value, h),
+                "ewma_mae": mae(ho, lambda s, hh, a=alpha: ewma(s, hh, a), h),
+            }
         report[qty] = rep
-    card = {"model": "QL01 per-horizon linear autoregression on the last 12 blocks (relative to the newest)",
-            "features": [f"lag{i}" for i in range(LAGS)], "horizons": list(HORIZONS), "quantities": ["qber", "key_rate"],
-            "valid_range": {"key_bits_per_block": [5e4, 1e6], "qber": [0.0, 0.11],
-                            "drift": "misalignment changes up to ~5e-4 per block, loss up to ~0.05 dB per block"},
-            "training": f"{a.train_runs} drift runs x {BLOCKS} blocks", "evaluation": report}
+    card = {
+        "model": "QL01 per-horizon linear autoregression on the last 12 blocks (relative to the newest)",
+        "features": [f"lag{i}" for i in range(LAGS)],
+        "horizons": list(HORIZONS),
+        "quantities": ["qber", "key_rate"],
+        "valid_range": {
+            "key_bits_per_block": [5e4, 1e6],
+            "qber": [0.0, 0.11],
+            "drift": "misalignment changes up to ~5e-4 per block, loss up to ~0.05 dB per block",
+        },
+        "training": f"{a.train_runs} drift runs x {BLOCKS} blocks",
+        "evaluation": report,
+    }
     save_arrays("ql01_forecaster", arrays, card)
     print(json.dumps(report, indent=2))
     if a.out:

@@ -40,9 +40,15 @@ def sample_links(n: int, seed: int) -> np.ndarray:
 def link_of(protocol: str, row: np.ndarray):
     """The preset link of the protocol with the row's parameters, and the distance and block size."""
     d, eff, ldc, mis, ap, dead, ln = row
-    link = replace(PRESETS[protocol], detector_efficiency=float(eff), dark_count_probability=10.0 ** ldc,
-                   misalignment=float(mis), afterpulse_probability=float(ap), dead_time_s=float(dead))
-    return link, float(d), 10.0 ** ln
+    link = replace(
+        PRESETS[protocol],
+        detector_efficiency=float(eff),
+        dark_count_probability=10.0**ldc,
+        misalignment=float(mis),
+        afterpulse_probability=float(ap),
+        dead_time_s=float(dead),
+    )
+    return link, float(d), 10.0**ln
 
 
 def label(args: tuple[str, np.ndarray, bool]) -> tuple[np.ndarray, np.ndarray, float, float]:
@@ -67,8 +73,16 @@ def generate(protocol: str, points: int, seed: int, out: str, workers: int = 2, 
             secs.append(s)
             raw.append(rows[i])
             if (i + 1) % 25 == 0 or i + 1 == points:
-                np.savez(out, features=np.array(feats), targets=np.array(targets), rates=np.array(rates),
-                         seconds=np.array(secs), rows=np.array(raw), protocol=protocol, seed=seed)
+                np.savez(
+                    out,
+                    features=np.array(feats),
+                    targets=np.array(targets),
+                    rates=np.array(rates),
+                    seconds=np.array(secs),
+                    rows=np.array(raw),
+                    protocol=protocol,
+                    seed=seed,
+                )
                 print(f"{protocol}: {i + 1}/{points} labelled, median {np.median(secs):.2f} s/point", flush=True)
 
 
@@ -78,7 +92,11 @@ def main() -> None:
     p.add_argument("--points", type=int, default=600)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--global-search", action="store_true", help="differential evolution where local search finds no key (held-out grids)")
+    p.add_argument(
+        "--global-search",
+        action="store_true",
+        help="differential evolution where local search finds no key (held-out grids)",
+    )
     p.add_argument("--out", required=True)
     a = p.parse_args()
     generate(a.protocol, a.points, a.seed, a.out, a.workers, a.global_search)

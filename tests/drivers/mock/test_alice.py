@@ -49,10 +49,15 @@ def test_unit_is_in_the_half_open_interval(h: int) -> None:
     assert 0.0 <= u < 1.0
 
 
-@given(st.integers(0, 2**40), st.lists(st.integers(0, 2**62), min_size=1, max_size=50),
-       st.floats(0.0, 1.0), st.sampled_from([(1.0,), (0.7, 0.2, 0.1), (0.5, 0.5), (0.25, 0.25, 0.25, 0.25)]))
-def test_alice_states_match_reference_for_any_slot(seed: int, slots: list[int], p_z: float,
-                                                   probs: tuple[float, ...]) -> None:
+@given(
+    st.integers(0, 2**40),
+    st.lists(st.integers(0, 2**62), min_size=1, max_size=50),
+    st.floats(0.0, 1.0),
+    st.sampled_from([(1.0,), (0.7, 0.2, 0.1), (0.5, 0.5), (0.25, 0.25, 0.25, 0.25)]),
+)
+def test_alice_states_match_reference_for_any_slot(
+    seed: int, slots: list[int], p_z: float, probs: tuple[float, ...]
+) -> None:
     basis, bit, k = alice_states(seed, np.array(slots, np.int64), p_z, probs)
     for i, s in enumerate(slots):
         assert (basis[i], bit[i], k[i]) == _state_ref(seed, s, p_z, probs)
@@ -72,7 +77,8 @@ def test_alice_frequencies_follow_the_probabilities() -> None:
     probs = (0.7, 0.2, 0.1)
     basis, bit, k = alice_states(3, np.arange(n, dtype=np.int64), 0.8, probs)
     for observed, p in [(np.mean(basis == 0), 0.8), (np.mean(bit), 0.5)] + [
-            (np.mean(k == c), probs[c]) for c in range(3)]:
+        (np.mean(k == c), probs[c]) for c in range(3)
+    ]:
         assert abs(observed - p) <= 5 * np.sqrt(p * (1 - p) / n)
     # basis, bit and class are independent of each other
     joint = np.mean((basis == 0) & (bit == 1) & (k == 1))

@@ -32,8 +32,15 @@ def test_squash_single_detector_gives_its_own_result() -> None:
 
 
 def test_lossless_ideal_link_has_misalignment_qber_and_textbook_sifting() -> None:
-    p = LinkParams(fibre_length_km=0.0, insertion_loss_db=0.0, efficiency=1.0, dark_count_hz=0.0,
-                   misalignment=0.0, intensities=(1e-6,), class_probabilities=(1.0,))
+    p = LinkParams(
+        fibre_length_km=0.0,
+        insertion_loss_db=0.0,
+        efficiency=1.0,
+        dark_count_hz=0.0,
+        misalignment=0.0,
+        intensities=(1e-6,),
+        class_probabilities=(1.0,),
+    )
     m = expected_statistics(p)
     assert np.allclose(m.qber, 0.0, atol=1e-6)
     # a single photon is measured in Bob's passive basis choice: half the detections sift

@@ -11,8 +11,9 @@ from drivers.mock.blockstats import Drift, draw_block, expected_rates, simulate_
 from drivers.mock.conditions import CONDITIONS, Condition
 from drivers.mock.link import LinkParams
 
-LINK = LinkParams(p_z=0.8, bob_p_z=0.8, intensities=(0.5, 0.15, 0.0), class_probabilities=(0.6, 0.3, 0.1),
-                  fibre_length_km=30.0)
+LINK = LinkParams(
+    p_z=0.8, bob_p_z=0.8, intensities=(0.5, 0.15, 0.0), class_probabilities=(0.6, 0.3, 0.1), fibre_length_km=30.0
+)
 GATE = 1000.0
 
 
@@ -66,8 +67,12 @@ def test_pns_lowers_the_decoy_yield_relative_to_the_signal() -> None:
 
 def test_tap_and_laser_drift_scale_the_photon_clicks() -> None:
     clean = expected_rates(LINK, None, 0.0)["detections"][0, 0]
-    assert expected_rates(LINK, Condition("tap", 3.0), 3.0)["detections"][0, 0] / clean == pytest.approx(10 ** -0.3, rel=0.02)
-    assert expected_rates(LINK, Condition("laser-drift", 0.1), 0.1)["detections"][0, 0] / clean == pytest.approx(1.1, rel=0.02)
+    assert expected_rates(LINK, Condition("tap", 3.0), 3.0)["detections"][0, 0] / clean == pytest.approx(
+        10**-0.3, rel=0.02
+    )
+    assert expected_rates(LINK, Condition("laser-drift", 0.1), 0.1)["detections"][0, 0] / clean == pytest.approx(
+        1.1, rel=0.02
+    )
     drift = Condition("laser-drift", 0.05, onset_block=10)
     assert [drift.level(b) for b in (9, 10, 12, 30)] == [0.0, 0.01, 0.03, 0.05]
 
@@ -89,11 +94,14 @@ def test_drift_moves_the_qber() -> None:
     assert run[-1].qber(0) - run[0].qber(0) == pytest.approx(0.03, abs=0.004)
 
 
-@pytest.mark.parametrize("name,strength,fragment", [
-    ("eavesdrop", None, "allowed: intercept-resend, blinding, pns, tap, laser-drift"),
-    ("tap", -1.0, "tap takes a dB in [0, 30]"),
-    ("intercept-resend", 1.5, "fraction of slots in [0, 1]"),
-])
+@pytest.mark.parametrize(
+    "name,strength,fragment",
+    [
+        ("eavesdrop", None, "allowed: intercept-resend, blinding, pns, tap, laser-drift"),
+        ("tap", -1.0, "tap takes a dB in [0, 30]"),
+        ("intercept-resend", 1.5, "fraction of slots in [0, 1]"),
+    ],
+)
 def test_bad_conditions_are_one_line_errors(name: str, strength: float | None, fragment: str) -> None:
     with pytest.raises(ValueError) as err:
         Condition(name, strength)

@@ -93,11 +93,16 @@ def photon_range_ref(sim: LinkSimulator, seed: int, key: int, s0: int, s1: int) 
     return out
 
 
-@given(st.integers(0, 2**32), st.integers(0, MASK), st.integers(0, 10**12), st.integers(1, 3000),
-       st.floats(0.01, 3.0))
+@given(st.integers(0, 2**32), st.integers(0, MASK), st.integers(0, 10**12), st.integers(1, 3000), st.floats(0.01, 3.0))
 def test_photon_kernels_match_reference(seed: int, key: int, s0: int, n: int, mu: float) -> None:
-    p = LinkParams(intensities=(mu, mu / 4, 0.0), fibre_length_km=0.0, efficiency=(0.9, 0.5, 0.7, 0.3),
-                   jitter_ps=(400.0, 50.0, 0.0, 20.0), clock_drift_ppm=3.0, clock_drift_rate_ppm_per_s=40.0)
+    p = LinkParams(
+        intensities=(mu, mu / 4, 0.0),
+        fibre_length_km=0.0,
+        efficiency=(0.9, 0.5, 0.7, 0.3),
+        jitter_ps=(400.0, 50.0, 0.0, 20.0),
+        clock_drift_ppm=3.0,
+        clock_drift_rate_ppm_per_s=40.0,
+    )
     sim = LinkSimulator(p, seed)
     t, ch, slot = sim._photon_range(s0, s0 + n, np.uint64(key))
     ref = photon_range_ref(sim, seed, key, s0, s0 + n)
@@ -106,8 +111,11 @@ def test_photon_kernels_match_reference(seed: int, key: int, s0: int, n: int, mu
 
 def register_ref(sig, dark, sync, horizon, dead, ap_prob, ap_tau, key, counter, last):
     """Heap-based merge with dead time and afterpulses (ties: photon, dark, sync, then afterpulse)."""
-    streams = ([(t, 0, ch, sl) for t, ch, sl in zip(*sig)] + [(t, 1, ch, -1) for t, ch in zip(*dark)]
-               + [(t, 2, 0, sl) for t, sl in zip(*sync)])
+    streams = (
+        [(t, 0, ch, sl) for t, ch, sl in zip(*sig)]
+        + [(t, 1, ch, -1) for t, ch in zip(*dark)]
+        + [(t, 2, 0, sl) for t, sl in zip(*sync)]
+    )
     streams.sort(key=lambda e: (e[0], e[1]))
     pending: list[tuple[int, int, int]] = []
     order = 0
@@ -158,10 +166,16 @@ def click_streams(draw):
         if with_slot:
             cols.append(draw(st.lists(st.integers(0, 10**6), min_size=n, max_size=n)))
         return cols
-    return (stream(60, True, True), stream(20, True, False), stream(10, False, True),
-            draw(st.integers(0, 6000)), draw(st.lists(st.integers(0, 300), min_size=4, max_size=4)),
-            draw(st.lists(st.sampled_from([0.0, 0.3, 0.9]), min_size=4, max_size=4)),
-            draw(st.integers(0, MASK)))
+
+    return (
+        stream(60, True, True),
+        stream(20, True, False),
+        stream(10, False, True),
+        draw(st.integers(0, 6000)),
+        draw(st.lists(st.integers(0, 300), min_size=4, max_size=4)),
+        draw(st.lists(st.sampled_from([0.0, 0.3, 0.9]), min_size=4, max_size=4)),
+        draw(st.integers(0, MASK)),
+    )
 
 
 @given(click_streams())
@@ -175,13 +189,36 @@ def test_dead_time_and_afterpulse_kernel_matches_reference(case) -> None:
     state = np.array([key, 0], np.uint64)
     last = np.full(4, -(2**62), np.int64)
     cap = 1000
-    out_t, out_ch, out_slot, out_kind = (np.empty(cap, np.int64), np.empty(cap, np.uint8), np.empty(cap, np.int64),
-                                         np.empty(cap, np.uint8))
+    out_t, out_ch, out_slot, out_kind = (
+        np.empty(cap, np.int64),
+        np.empty(cap, np.uint8),
+        np.empty(cap, np.int64),
+        np.empty(cap, np.uint8),
+    )
     lost = np.zeros(4, np.int64)
     n_ap = np.zeros(4, np.int64)
-    n, _ = register_clicks(*arrays_sig, *arrays_dark, *arrays_sync, pos, np.int64(horizon),
-                           np.array(dead, np.int64), np.array(ap, np.float64), np.array(ap_tau), np.int64(1),
-                           state, last, np.empty(4096, np.int64), np.empty(4096, np.uint8), 0, out_t, out_ch, out_slot, out_kind, lost, n_ap)
+    n, _ = register_clicks(
+        *arrays_sig,
+        *arrays_dark,
+        *arrays_sync,
+        pos,
+        np.int64(horizon),
+        np.array(dead, np.int64),
+        np.array(ap, np.float64),
+        np.array(ap_tau),
+        np.int64(1),
+        state,
+        last,
+        np.empty(4096, np.int64),
+        np.empty(4096, np.uint8),
+        0,
+        out_t,
+        out_ch,
+        out_slot,
+        out_kind,
+        lost,
+        n_ap,
+    )
     ref, ref_lost = register_ref(sig, dark, sync, horizon, dead, ap, ap_tau, key, 0, [-(2**62)] * 4)
     got = list(zip(out_t[:n].tolist(), out_ch[:n].tolist(), out_slot[:n].tolist(), out_kind[:n].tolist()))
     assert got == ref

@@ -40,9 +40,17 @@ def test_no_detector_clicks_twice_within_its_dead_time() -> None:
 
 def test_dead_time_lowers_the_count_rate_as_a_non_paralysable_detector() -> None:
     # one detector, Poisson-like arrivals at rate R: registered rate R / (1 + R * tau)
-    base: dict[str, Any] = dict(fibre_length_km=0.0, afterpulse_probability=0.0, dark_count_hz=0.0, intensities=(0.2,),
-                class_probabilities=(1.0,), efficiency=(0.05, 0.0, 0.0, 0.0), bob_p_z=1.0, p_z=1.0,
-                misalignment=0.0)
+    base: dict[str, Any] = dict(
+        fibre_length_km=0.0,
+        afterpulse_probability=0.0,
+        dark_count_hz=0.0,
+        intensities=(0.2,),
+        class_probabilities=(1.0,),
+        efficiency=(0.05, 0.0, 0.0, 0.0),
+        bob_p_z=1.0,
+        p_z=1.0,
+        misalignment=0.0,
+    )
     free = simulate_link(LinkParams(dead_time_ps=0.0, **base), 4_000_000, seed=8)
     tau = 100_000.0
     dead = simulate_link(LinkParams(dead_time_ps=tau, **base), 4_000_000, seed=8)
@@ -67,8 +75,12 @@ def test_afterpulses_follow_each_registered_click_with_the_given_probability() -
 
 
 def test_streaming_in_chunks_gives_one_sorted_consistent_stream() -> None:
-    p = LinkParams(fibre_length_km=0.0, repetition_rate_hz=10e9, jitter_ps=(30.0, 80.0, 50.0, 50.0),
-                   detector_delay_ps=(0.0, 150.0, -40.0, 20.0))
+    p = LinkParams(
+        fibre_length_km=0.0,
+        repetition_rate_hz=10e9,
+        jitter_ps=(30.0, 80.0, 50.0, 50.0),
+        detector_delay_ps=(0.0, 150.0, -40.0, 20.0),
+    )
     sim = LinkSimulator(p, 9)
     rng = np.random.default_rng(1)
     parts = [sim.run(int(c)) for c in rng.integers(0, 300_000, 30)] + [sim.flush()]
@@ -92,8 +104,9 @@ def test_same_seed_same_stream_and_different_seed_different_stream() -> None:
 
 
 def test_photon_times_follow_the_clock_model() -> None:
-    p = LinkParams(fibre_length_km=5.0, clock_drift_ppm=-20.0, clock_drift_rate_ppm_per_s=500.0, jitter_ps=0.0,
-                   resolution_ps=1)
+    p = LinkParams(
+        fibre_length_km=5.0, clock_drift_ppm=-20.0, clock_drift_rate_ppm_per_s=500.0, jitter_ps=0.0, resolution_ps=1
+    )
     ev = simulate_link(p, 200_000, seed=1)
     for j in range(4):
         sel = (ev.kind == KIND_PHOTON) & (ev.channel == j + 1)
@@ -101,18 +114,21 @@ def test_photon_times_follow_the_clock_model() -> None:
         assert np.all(np.abs(ev.time[sel] - expect) <= 0.5 + 1e-6)
 
 
-@pytest.mark.parametrize("change, word", [
-    (dict(intensities=(0.5, -0.1)), "intensities"),
-    (dict(class_probabilities=(0.5, 0.4, 0.2)), "class_probabilities"),
-    (dict(efficiency=(0.2, 0.2)), "efficiency"),
-    (dict(efficiency=1.5), "efficiency"),
-    (dict(misalignment=0.7), "misalignment"),
-    (dict(sync_every=0), "sync_every"),
-    (dict(repetition_rate_hz=0.0), "repetition_rate_hz"),
-    (dict(fibre_length_km=-1.0), "fibre_length_km"),
-    (dict(resolution_ps=0), "resolution_ps"),
-    (dict(afterpulse_probability=1.0), "afterpulse_probability"),
-])
+@pytest.mark.parametrize(
+    "change, word",
+    [
+        (dict(intensities=(0.5, -0.1)), "intensities"),
+        (dict(class_probabilities=(0.5, 0.4, 0.2)), "class_probabilities"),
+        (dict(efficiency=(0.2, 0.2)), "efficiency"),
+        (dict(efficiency=1.5), "efficiency"),
+        (dict(misalignment=0.7), "misalignment"),
+        (dict(sync_every=0), "sync_every"),
+        (dict(repetition_rate_hz=0.0), "repetition_rate_hz"),
+        (dict(fibre_length_km=-1.0), "fibre_length_km"),
+        (dict(resolution_ps=0), "resolution_ps"),
+        (dict(afterpulse_probability=1.0), "afterpulse_probability"),
+    ],
+)
 def test_bad_parameters_are_rejected_naming_the_parameter(change: dict, word: str) -> None:
     with pytest.raises(ValueError, match=word):
         LinkParams(**change)
@@ -122,12 +138,20 @@ def test_timing_jitter_is_gaussian_with_the_given_width() -> None:
     from scipy.special import ndtr
 
     sigma = 40.0
-    p = LinkParams(fibre_length_km=0.0, jitter_ps=sigma, dead_time_ps=0.0, afterpulse_probability=0.0,
-                   resolution_ps=1, clock_drift_ppm=0.0)
+    p = LinkParams(
+        fibre_length_km=0.0,
+        jitter_ps=sigma,
+        dead_time_ps=0.0,
+        afterpulse_probability=0.0,
+        resolution_ps=1,
+        clock_drift_ppm=0.0,
+    )
     ev = simulate_link(p, 4_000_000, seed=12)
     photon = ev.kind == KIND_PHOTON
-    expect = np.asarray(p.clock.arrival_ps(ev.slot[photon].astype(float))) + np.asarray(p.detector_delay_ps)[
-        ev.channel[photon] - 1]
+    expect = (
+        np.asarray(p.clock.arrival_ps(ev.slot[photon].astype(float)))
+        + np.asarray(p.detector_delay_ps)[ev.channel[photon] - 1]
+    )
     z = (ev.time[photon] - expect) / sigma
     n = z.size
     assert n > 200_000
@@ -135,7 +159,9 @@ def test_timing_jitter_is_gaussian_with_the_given_width() -> None:
         # rounding to 1 ps blurs the edge by at most 0.5 ps
         p_in = 1.0 - 2.0 * ndtr(-a)
         observed = int(np.sum(np.abs(z) < a))
-        assert abs(observed - n * p_in) <= SIGMAS * np.sqrt(n * p_in * (1 - p_in)) + n * 0.5 / sigma * 0.8 * np.exp(-a * a / 2)
+        assert abs(observed - n * p_in) <= SIGMAS * np.sqrt(n * p_in * (1 - p_in)) + n * 0.5 / sigma * 0.8 * np.exp(
+            -a * a / 2
+        )
     assert np.abs(z).max() <= 8.0 + 0.5 / sigma
 
 
@@ -153,8 +179,13 @@ def test_detector_presets_give_valid_links_that_respect_their_dead_time(kind: st
 
 
 def test_no_tag_precedes_the_start_of_acquisition() -> None:
-    p = LinkParams(fibre_length_km=0.0, clock_offset_ps=0.0, detector_delay_ps=(-300.0, -200.0, 0.0, 0.0),
-                   sync_delay_ps=100.0, dark_count_hz=1e6)
+    p = LinkParams(
+        fibre_length_km=0.0,
+        clock_offset_ps=0.0,
+        detector_delay_ps=(-300.0, -200.0, 0.0, 0.0),
+        sync_delay_ps=100.0,
+        dark_count_hz=1e6,
+    )
     ev = simulate_link(p, 100_000, seed=2)
     assert len(ev) > 1000 and ev.time.min() >= 0
     assert ev.slot[ev.channel == 0][0] == 0  # the first sync pulse is recorded

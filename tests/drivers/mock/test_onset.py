@@ -59,7 +59,9 @@ def test_every_slots_virtual_class_lies_in_its_true_class(seed: int, name: str, 
     np.testing.assert_array_equal(bit, a_bit)
 
 
-def _run(condition: Condition | None, seed: int = 5, params: LinkParams = LINK) -> tuple[slotting.Detections, LinkSimulator]:
+def _run(
+    condition: Condition | None, seed: int = 5, params: LinkParams = LINK
+) -> tuple[slotting.Detections, LinkSimulator]:
     """Bob's squashed detections (with Alice's truth) of SLOTS slots under the condition throughout."""
     sim = LinkSimulator(params, seed)
     if condition is not None:
@@ -67,11 +69,13 @@ def _run(condition: Condition | None, seed: int = 5, params: LinkParams = LINK) 
         set_photon_model(sim, photon_model(params, condition, float(condition.strength)))
     ev = LinkEvents.concatenate([sim.run(SLOTS), sim.flush()])
     fit = slotting.fit_clock(ev.time[ev.channel == CHANNEL_SYNC], params.period_ps, params.sync_every)
-    sl = slotting.assign_slots(ev.time, ev.channel, fit, 0.5 * params.period_ps, params.channel_delays_ps(),
-                               DETECTOR_CHANNELS)
+    sl = slotting.assign_slots(
+        ev.time, ev.channel, fit, 0.5 * params.period_ps, params.channel_delays_ps(), DETECTOR_CHANNELS
+    )
     keep = sl.slot < SLOTS
-    det = slotting.resolve_clicks(sl.slot[keep], sl.channel[keep], sl.time[keep], DETECTOR_CHANNELS,
-                                  rng=np.random.default_rng(1))
+    det = slotting.resolve_clicks(
+        sl.slot[keep], sl.channel[keep], sl.time[keep], DETECTOR_CHANNELS, rng=np.random.default_rng(1)
+    )
     return det, sim
 
 
@@ -109,7 +113,9 @@ def test_pns_keeps_the_qber_and_lowers_the_decoy_yield_against_the_signal() -> N
     assert n[0, 1] / n[0, 0] < 0.5 * n_clean[0, 1] / n_clean[0, 0]
     # the simulated yields follow the attacked photon model (5 sigma)
     model = photon_model(LINK, Condition("pns", 1.0), 1.0)
-    expected = -np.expm1(-model.lam[3, 0, :, :2].sum(axis=1)).mean() * 0.8 * 0.8 * 0.3 * SLOTS  # Z decoys (virtual class 3: attacked class 1)
+    expected = (
+        -np.expm1(-model.lam[3, 0, :, :2].sum(axis=1)).mean() * 0.8 * 0.8 * 0.3 * SLOTS
+    )  # Z decoys (virtual class 3: attacked class 1)
     assert abs(n[0, 1] - expected) < 5 * math.sqrt(expected)
 
 

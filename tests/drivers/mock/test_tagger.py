@@ -43,8 +43,7 @@ def test_fast_mode_streams_every_tag_in_order_without_loss() -> None:
 
 
 def test_tagger_photons_carry_the_transmitters_states() -> None:
-    p = LinkParams(fibre_length_km=0.0, misalignment=0.0, dark_count_hz=0.0, afterpulse_probability=0.0,
-                   bob_p_z=1.0)
+    p = LinkParams(fibre_length_km=0.0, misalignment=0.0, dark_count_hz=0.0, afterpulse_probability=0.0, bob_p_z=1.0)
     tx = MockTransmitter(p, seed=5)
     tagger = MockTimeTagger(p, seed=5, block_s=1e-4, duration_s=5e-4, truth=True)
     tagger.start()
@@ -117,10 +116,15 @@ def test_transmitter_states_are_reproducible_and_shutdown_is_safe() -> None:
         tx.start()
 
 
-@pytest.mark.parametrize("kwargs, word", [
-    (dict(block_s=0.0), "block_s"), (dict(max_tags=0), "max_tags"), (dict(duration_s=-1.0), "duration_s"),
-    (dict(seed=-1), "seed"),
-])
+@pytest.mark.parametrize(
+    "kwargs, word",
+    [
+        (dict(block_s=0.0), "block_s"),
+        (dict(max_tags=0), "max_tags"),
+        (dict(duration_s=-1.0), "duration_s"),
+        (dict(seed=-1), "seed"),
+    ],
+)
 def test_tagger_rejects_bad_settings(kwargs: dict, word: str) -> None:
     with pytest.raises(ValueError, match=word):
         MockTimeTagger(**kwargs)

@@ -64,13 +64,18 @@ def test_every_tag_type_round_trips_through_the_header(tag_list):
 
 def test_header_dict_keeps_indexed_tags_at_their_index():
     header = parse_header(
-        encode_header([Tag("Usr", 1, TagType.INT8, 7), Tag("Usr", 3, TagType.INT8, 9), Tag("X", -1, TagType.BOOL8, True)])
+        encode_header(
+            [Tag("Usr", 1, TagType.INT8, 7), Tag("Usr", 3, TagType.INT8, 9), Tag("X", -1, TagType.BOOL8, True)]
+        )
     )
     assert header.as_dict() == {"Usr": [None, 7, None, 9], "X": True}
 
 
 def test_types_are_inferred_from_python_values():
-    found = {t.ident: t.type for t in tags_from_mapping({"a": True, "b": 3, "c": 1.5, "d": "x", "e": "Ω", "f": b"z", "g": None})}
+    found = {
+        t.ident: t.type
+        for t in tags_from_mapping({"a": True, "b": 3, "c": 1.5, "d": "x", "e": "Ω", "f": b"z", "g": None})
+    }
     assert found == {
         "a": TagType.BOOL8,
         "b": TagType.INT8,

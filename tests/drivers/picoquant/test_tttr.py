@@ -89,8 +89,14 @@ def test_t2_files_we_write_read_back_identically_in_ptufile_and_read_ptu(rt, dat
     ticks, channel, marker_ticks, marker_bits = data.draw(t2_events(rt, max_size=100))
     buf = io.BytesIO()
     write_t2(
-        buf, rt, ticks * resolution_ps, channel, resolution_ps=resolution_ps,
-        marker_time_ps=marker_ticks * resolution_ps, marker_bits=marker_bits, tags={"HW_Type": "mock"},
+        buf,
+        rt,
+        ticks * resolution_ps,
+        channel,
+        resolution_ps=resolution_ps,
+        marker_time_ps=marker_ticks * resolution_ps,
+        marker_bits=marker_bits,
+        tags={"HW_Type": "mock"},
     )
     ours = read_ptu(io.BytesIO(buf.getvalue()))
     assert np.array_equal(ours.time_ps, ticks * resolution_ps) and np.array_equal(ours.channel, channel)
@@ -110,25 +116,40 @@ def test_t3_files_we_write_read_back_identically_in_ptufile_and_read_ptu(rt, dat
     sync, dtime, channel, marker_sync, marker_bits = data.draw(t3_events(rt, max_size=100))
     buf = io.BytesIO()
     write_t3(
-        buf, rt, sync, dtime, channel, sync_period_ps=12_500.0, dtime_resolution_ps=4,
-        marker_sync=marker_sync, marker_bits=marker_bits,
+        buf,
+        rt,
+        sync,
+        dtime,
+        channel,
+        sync_period_ps=12_500.0,
+        dtime_resolution_ps=4,
+        marker_sync=marker_sync,
+        marker_bits=marker_bits,
     )
     ours = read_ptu(io.BytesIO(buf.getvalue()))
-    assert np.array_equal(ours.sync, sync) and np.array_equal(ours.dtime, dtime) and np.array_equal(ours.channel, channel)
+    assert (
+        np.array_equal(ours.sync, sync) and np.array_equal(ours.dtime, dtime) and np.array_equal(ours.channel, channel)
+    )
     assert np.array_equal(ours.markers.sync, marker_sync) and np.array_equal(ours.markers.bits, marker_bits)
     tags, photons, markers = _ptufile(io.BytesIO(buf.getvalue()))
     assert tags["MeasDesc_GlobalResolution"] == pytest.approx(12.5e-9) and tags["TTResult_SyncRate"] == 80_000_000
     assert np.array_equal(photons["time"].astype(np.int64), sync)
     assert np.array_equal(photons["dtime"].astype(np.int64), dtime)
     assert np.array_equal(photons["channel"].astype(np.int64), channel)
-    assert np.array_equal(markers["time"].astype(np.int64), marker_sync) and np.array_equal(markers["marker"], marker_bits)
+    assert np.array_equal(markers["time"].astype(np.int64), marker_sync) and np.array_equal(
+        markers["marker"], marker_bits
+    )
 
 
 def test_writer_owns_the_format_tags():
     buf = io.BytesIO()
     records = np.array([5, 6], np.uint32)
     write_ptu(
-        buf, RecordType.GENERIC_T2, records, global_resolution_s=5e-12, resolution_s=5e-12,
+        buf,
+        RecordType.GENERIC_T2,
+        records,
+        global_resolution_s=5e-12,
+        resolution_s=5e-12,
         tags={"TTResult_NumberOfRecords": 99, "CreatorSW_Name": "lab"},
     )
     data = read_ptu(io.BytesIO(buf.getvalue()))
@@ -163,7 +184,9 @@ def _data_offset(raw: bytes) -> int:
 def test_truncated_records_name_the_byte_offset_where_the_file_ends():
     raw = _small_file()
     cut = len(raw) - 6
-    with pytest.raises(FormatError, match=rf"truncated PTU file: .* from byte offset {_data_offset(raw)} .* ends at byte offset {cut}"):
+    with pytest.raises(
+        FormatError, match=rf"truncated PTU file: .* from byte offset {_data_offset(raw)} .* ends at byte offset {cut}"
+    ):
         read_ptu(io.BytesIO(raw[:cut]))
 
 
@@ -178,7 +201,9 @@ def test_unknown_record_type_names_the_tag_offset():
     raw = bytearray(_small_file())
     at = raw.index(b"TTResultFormat_TTTRRecType")
     struct.pack_into("<q", raw, at + 40, 0x00010299)
-    with pytest.raises(FormatError, match=rf"TTResultFormat_TTTRRecType' at byte offset {at}: record_type 0x00010299 is not a known"):
+    with pytest.raises(
+        FormatError, match=rf"TTResultFormat_TTTRRecType' at byte offset {at}: record_type 0x00010299 is not a known"
+    ):
         read_ptu(io.BytesIO(bytes(raw)))
 
 
@@ -194,7 +219,9 @@ def test_invalid_record_names_its_byte_offset():
     raw = bytearray(_small_file())
     start = _data_offset(bytes(raw))
     struct.pack_into("<I", raw, start + 4 * 7, (1 << 31) | (40 << 25))
-    with pytest.raises(FormatError, match=rf"record 0x[0-9A-F]{{8}} at byte offset {start + 28} is not a valid HYDRAHARP_V2_T2"):
+    with pytest.raises(
+        FormatError, match=rf"record 0x[0-9A-F]{{8}} at byte offset {start + 28} is not a valid HYDRAHARP_V2_T2"
+    ):
         read_ptu(io.BytesIO(bytes(raw)))
 
 
@@ -234,7 +261,10 @@ def test_missing_or_wrong_format_tags_are_format_errors(tags, message):
 
 def test_file_without_a_record_count_reads_every_whole_record():
     head = encode_header(
-        [Tag("TTResultFormat_TTTRRecType", -1, TagType.INT8, 0x00010203), Tag("MeasDesc_GlobalResolution", -1, TagType.FLOAT8, 4e-12)]
+        [
+            Tag("TTResultFormat_TTTRRecType", -1, TagType.INT8, 0x00010203),
+            Tag("MeasDesc_GlobalResolution", -1, TagType.FLOAT8, 4e-12),
+        ]
     )
     data = read_ptu(io.BytesIO(head + struct.pack("<2I", 7, (1 << 28) | 9)))
     assert data.time_ps.tolist() == [28, 36] and data.channel.tolist() == [0, 1]
@@ -249,7 +279,11 @@ def test_read_ptu_rejects_objects_that_are_not_files():
 
 @given(st.data())
 def test_truncations_and_bit_flips_give_data_or_a_format_error(data):
-    raw = bytearray(_small_file(data.draw(st.sampled_from([RecordType.HYDRAHARP_V2_T2, RecordType.PICOHARP_T2, RecordType.GENERIC_T2])), 40))
+    raw = bytearray(
+        _small_file(
+            data.draw(st.sampled_from([RecordType.HYDRAHARP_V2_T2, RecordType.PICOHARP_T2, RecordType.GENERIC_T2])), 40
+        )
+    )
     for _ in range(data.draw(st.integers(0, 6))):
         i = data.draw(st.integers(0, len(raw) - 1))
         raw[i] ^= 1 << data.draw(st.integers(0, 7))

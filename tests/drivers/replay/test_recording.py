@@ -25,9 +25,13 @@ from drivers.timetagger import TagBlock
 from node.runtime.replay_source import record_mock
 
 blocks_strategy = st.lists(
-    st.tuples(st.lists(st.tuples(st.integers(0, 2**62), st.integers(0, 255)), max_size=30),
-              st.integers(0, 1000), st.booleans()),
-    max_size=6)
+    st.tuples(
+        st.lists(st.tuples(st.integers(0, 2**62), st.integers(0, 255)), max_size=30),
+        st.integers(0, 1000),
+        st.booleans(),
+    ),
+    max_size=6,
+)
 
 
 @given(blocks_strategy)
@@ -38,8 +42,12 @@ def test_tag_blocks_come_back_as_written(tmp_path_factory, blocks):
     with TagWriter(path) as w:
         for tags, lost, overflow in blocks:
             tags = sorted(tags)
-            b = TagBlock(np.array([t for t, _ in tags], np.int64), np.array([c for _, c in tags], np.uint8),
-                         lost=lost, overflow=overflow)
+            b = TagBlock(
+                np.array([t for t, _ in tags], np.int64),
+                np.array([c for _, c in tags], np.uint8),
+                lost=lost,
+                overflow=overflow,
+            )
             w.write(b)
             written.append(b)
     back = list(iter_tag_file(path))

@@ -24,11 +24,21 @@ def id1000_emulator():
 
 
 def test_id1000_protocol_configure():
-    pairs = [("INPU1:ENAB ON", ""), ("INPU1:THRE 0.250V", ""), ("RAW1:REF:LINK NONE", ""),
-             ("INPU3:ENAB ON", ""), ("RAW3:REF:LINK NONE", ""),
-             ("DEVI:SYNC EXTERNAL", ""), ("REC:TRIG:ARM:MODE MANU", ""), ("REC:ENAB ON", ""), ("REC:STOP", ""),
-             ("REC:NUM INF", ""), ("REC:PWID 200000000000;PPER 200000400000", ""), ("DEVI:RES:BWID?", "20"),
-             ("*IDN?", "ID Quantique,ID1000,1,1")]
+    pairs = [
+        ("INPU1:ENAB ON", ""),
+        ("INPU1:THRE 0.250V", ""),
+        ("RAW1:REF:LINK NONE", ""),
+        ("INPU3:ENAB ON", ""),
+        ("RAW3:REF:LINK NONE", ""),
+        ("DEVI:SYNC EXTERNAL", ""),
+        ("REC:TRIG:ARM:MODE MANU", ""),
+        ("REC:ENAB ON", ""),
+        ("REC:STOP", ""),
+        ("REC:NUM INF", ""),
+        ("REC:PWID 200000000000;PPER 200000400000", ""),
+        ("DEVI:RES:BWID?", "20"),
+        ("*IDN?", "ID Quantique,ID1000,1,1"),
+    ]
     with expected_protocol(IDQTimeController, pairs, channels=(1, 3), thresholds_v={1: 0.25}) as tc:
         tc.configure()
         assert tc.resolution_ps == 20
@@ -45,7 +55,9 @@ def test_id1000_refused_command_surfaces_its_error():
 @pytest.mark.emulator
 def test_id1000_external_clock_missing_is_refused_by_the_instrument(id1000_emulator):
     id1000_emulator.device.external_clock_present = False
-    with IDQTimeController(id1000_emulator.resource, channels=(1,), dlt=id1000_emulator.dlt_address, timeout_s=0.5) as tc:
+    with IDQTimeController(
+        id1000_emulator.resource, channels=(1,), dlt=id1000_emulator.dlt_address, timeout_s=0.5
+    ) as tc:
         with pytest.raises(ScpiError, match="no external clock"):
             tc.configure()
 
@@ -59,9 +71,14 @@ def test_id1000_without_data_link_target_service_says_so(id1000_emulator):
     assert not id1000_emulator.device.sending[1]
 
 
-@pytest.mark.parametrize("kwargs,match", [({"channels": (0,)}, "channels must be distinct"),
-                                          ({"channels": (1,), "thresholds_v": {1: 5.0}}, r"\[-2, 3\] V"),
-                                          ({"channels": (1,), "thresholds_v": {2: 0.5}}, "must be one of")])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"channels": (0,)}, "channels must be distinct"),
+        ({"channels": (1,), "thresholds_v": {1: 5.0}}, r"\[-2, 3\] V"),
+        ({"channels": (1,), "thresholds_v": {2: 0.5}}, "must be one of"),
+    ],
+)
 def test_id1000_bad_configuration_is_rejected(kwargs, match):
     with pytest.raises(ValueError, match=match):
         IDQTimeController("tcp://127.0.0.1:1", **kwargs)
@@ -88,6 +105,7 @@ def test_any_stream_message_decodes_to_whole_records_or_raises_stream_lost(data,
 
 
 # -- the same driver on the emulator (plain pytest) or on the bench's ID1000 (pytest --hil=lab.toml) ----
+
 
 def test_id1000_configures_streams_and_stops_on_emulator_or_bench(id1000, lab):
     id1000.configure()

@@ -14,8 +14,16 @@ from drivers.timetagger import TimeTagger
 class FakeLib:
     """The MHLib/HHLib functions the driver calls, playing back `chunks` of records per ReadFiFo."""
 
-    def __init__(self, prefix: str, chunks: list[np.ndarray], *, resolution: float = 5.0, n_inputs: int = 4,
-                 fifo_full_at: int | None = None, fail: str | None = None) -> None:
+    def __init__(
+        self,
+        prefix: str,
+        chunks: list[np.ndarray],
+        *,
+        resolution: float = 5.0,
+        n_inputs: int = 4,
+        fifo_full_at: int | None = None,
+        fail: str | None = None,
+    ) -> None:
         self.prefix = prefix
         self.chunks = list(chunks)
         self.resolution = resolution
@@ -28,7 +36,7 @@ class FakeLib:
     def __getattr__(self, name: str):
         if not name.startswith(self.prefix):
             raise AttributeError(name)
-        short = name[len(self.prefix):]
+        short = name[len(self.prefix) :]
         impl = getattr(self, "_" + short)
 
         def call(*args):
@@ -69,13 +77,13 @@ class FakeLib:
 
     def _GetErrorString(self, text, code):
         msg = b"ERROR_DEVICE_OPEN_FAIL"
-        text[0:len(msg)] = msg
+        text[0 : len(msg)] = msg
         return 0
 
     def _ReadFiFo(self, dev, buffer, *rest):
         nactual = rest[-1]
         chunk = self.chunks.pop(0) if self.chunks else np.empty(0, np.uint32)
-        buffer[0:chunk.size] = chunk.tolist()
+        buffer[0 : chunk.size] = chunk.tolist()
         nactual[0] = chunk.size
         self.reads += 1
         return 0
@@ -121,8 +129,9 @@ def events(n: int = 3000, seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
     return ticks, channel
 
 
-@pytest.mark.parametrize("family,record_type", [("multiharp", RecordType.GENERIC_T2),
-                                                ("hydraharp", RecordType.HYDRAHARP_V2_T2)])
+@pytest.mark.parametrize(
+    "family,record_type", [("multiharp", RecordType.GENERIC_T2), ("hydraharp", RecordType.HYDRAHARP_V2_T2)]
+)
 def test_fifo_loop_decodes_records_across_reads(family, record_type):
     ticks, channel = events()
     records = encode_t2(record_type, ticks, channel)
@@ -171,18 +180,26 @@ def test_missing_vendor_library_says_what_to_install():
 
 def test_declarations_match_each_library_signature():
     assert "MH_ReadFiFo(int devidx, unsigned int* buffer, int* nactual)" in declarations(FAMILIES["multiharp"])
-    assert "HH_ReadFiFo(int devidx, unsigned int* buffer, int count, int* nactual)" in declarations(FAMILIES["hydraharp"])
+    assert "HH_ReadFiFo(int devidx, unsigned int* buffer, int count, int* nactual)" in declarations(
+        FAMILIES["hydraharp"]
+    )
     assert "HH_Calibrate" in declarations(FAMILIES["hydraharp"])
 
 
-@pytest.mark.parametrize("kwargs,match", [({"family": "timeharp"}, "family must be one of"),
-                                          ({"device_index": 9}, r"device_index must be an integer in \[0, 7\]")])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"family": "timeharp"}, "family must be one of"),
+        ({"device_index": 9}, r"device_index must be an integer in \[0, 7\]"),
+    ],
+)
 def test_bad_arguments_are_rejected(kwargs, match):
     with pytest.raises(ValueError, match=match):
         PicoQuantTagger(library=FakeLib("MH_", []), **kwargs)
 
 
 # -- the same driver on the fake MHLib (plain pytest) or the bench's MultiHarp/HydraHarp (--hil) -------
+
 
 def test_picoquant_measures_without_flags_on_fake_or_bench(picoquant):
     picoquant.start()

@@ -100,13 +100,16 @@ def test_missing_vendor_module_says_what_to_install(monkeypatch):
         SwabianTagger((1,))
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"channels": ()}, "channels must be distinct"),
-    ({"channels": (-1,)}, "channels must be distinct"),
-    ({"channels": (1, 1)}, "channels must be distinct"),
-    ({"channels": (1,), "trigger_levels_v": {2: 0.5}}, "trigger_levels_v"),
-    ({"channels": (1,), "trigger_levels_v": {1: 5.0}}, "trigger_levels_v"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"channels": ()}, "channels must be distinct"),
+        ({"channels": (-1,)}, "channels must be distinct"),
+        ({"channels": (1, 1)}, "channels must be distinct"),
+        ({"channels": (1,), "trigger_levels_v": {2: 0.5}}, "trigger_levels_v"),
+        ({"channels": (1,), "trigger_levels_v": {1: 5.0}}, "trigger_levels_v"),
+    ],
+)
 def test_bad_configuration_is_rejected_before_touching_the_vendor_module(monkeypatch, kwargs, match):
     monkeypatch.setitem(sys.modules, "TimeTagger", None)
     with pytest.raises(ValueError, match=match):
@@ -114,6 +117,7 @@ def test_bad_configuration_is_rejected_before_touching_the_vendor_module(monkeyp
 
 
 # -- the same driver on the fake vendor module (plain pytest) or the bench's Time Tagger (--hil) --------
+
 
 def test_swabian_streams_without_loss_on_fake_or_bench(swabian):
     swabian.start()

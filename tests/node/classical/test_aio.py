@@ -35,8 +35,14 @@ class Flow:
 @pytest.fixture(scope="module")
 def router():
     reports: list[tuple[str, str]] = []
-    r = AsyncRouter(zmq.asyncio.Context.instance(), "tcp://127.0.0.1:*", {"node_a": Flow()}, name="test",
-                    max_message_bytes=1 << 20, on_reject=lambda peer, why: reports.append((peer, why)))
+    r = AsyncRouter(
+        zmq.asyncio.Context.instance(),
+        "tcp://127.0.0.1:*",
+        {"node_a": Flow()},
+        name="test",
+        max_message_bytes=1 << 20,
+        on_reject=lambda peer, why: reports.append((peer, why)),
+    )
     yield r, reports
     r.close()
     assert r.flows["node_a"].closed

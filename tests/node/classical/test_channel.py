@@ -202,7 +202,9 @@ def test_router_serves_several_named_peers_each_with_its_own_link() -> None:
     server_links = {p: SecureLink.from_bootstrap(s, "responder") for p, s in secrets_.items()}
     with RouterChannel.bind() as router:
         clients = {
-            p: SecureChannel(PeerChannel.connect(router.endpoint, identity=p), SecureLink.from_bootstrap(s, "initiator"))
+            p: SecureChannel(
+                PeerChannel.connect(router.endpoint, identity=p), SecureLink.from_bootstrap(s, "initiator")
+            )
             for p, s in secrets_.items()
         }
         try:

@@ -38,7 +38,8 @@ def test_known_types_reach_their_handler() -> None:
 
 
 def test_unknown_type_is_logged_counted_reported_and_answered_with_the_error_shape(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     seen: list[Message] = []
     t = echo_table(on_unknown=seen.append)
     msg = Message("WHAT", {}, seq=9)
@@ -145,8 +146,9 @@ class ScriptedChannel:
 def test_serve_survives_unexpected_errors_while_opening_and_answers_the_next_message() -> None:
     stop = threading.Event()
     t: DispatchTable[Handler] = DispatchTable({Q: lambda m: Message(S)}, name="test")
-    ch = ScriptedChannel([RuntimeError("decoder bug"), AuthenticationError("bad tag"), Message("NOPE", seq=4),
-                          Message(Q, seq=5)], stop)
+    ch = ScriptedChannel(
+        [RuntimeError("decoder bug"), AuthenticationError("bad tag"), Message("NOPE", seq=4), Message(Q, seq=5)], stop
+    )
     serve(t, ch, stop)
     assert t.counts["internal_error"] == 1 and t.counts["AuthenticationError"] == 1
     assert [m.type for m in ch.sent] == ["ERROR", "KEY_STATES"] and [m.re for m in ch.sent] == [4, 5]

@@ -20,7 +20,10 @@ arrays = st.sampled_from(DTYPES).flatmap(
 )
 payloads = st.one_of(st.binary(max_size=64), arrays)
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**63) | st.floats(allow_nan=False, allow_infinity=False)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63)
+    | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=10),
     lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4),
     max_leaves=12,
@@ -32,14 +35,18 @@ types = st.from_regex(r"[A-Z][A-Z0-9_]{0,20}", fullmatch=True)
 def same_payload(a: object, b: object) -> bool:
     if isinstance(a, np.ndarray):
         return (
-            isinstance(b, np.ndarray) and a.shape == b.shape and b.dtype == a.dtype.newbyteorder("<")
+            isinstance(b, np.ndarray)
+            and a.shape == b.shape
+            and b.dtype == a.dtype.newbyteorder("<")
             and np.ascontiguousarray(a, dtype=b.dtype).tobytes() == b.tobytes()
         )
     return a == b
 
 
 @given(
-    msg_type=types, header=headers, frames=st.lists(payloads, max_size=5),
+    msg_type=types,
+    header=headers,
+    frames=st.lists(payloads, max_size=5),
     re=st.none() | st.integers(0, 2**64 - 1),
 )
 def test_encode_then_decode_returns_the_message(msg_type: str, header: dict, frames: list, re: int | None) -> None:

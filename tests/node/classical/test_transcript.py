@@ -24,13 +24,16 @@ from node.classical.transcript import inner_digest
 
 def pair(n_masks: int = 64, max_failed_tags: int = 3) -> tuple[SecureLink, SecureLink]:
     secret = os.urandom(64 + 32 * n_masks)
-    return (SecureLink.from_bootstrap(secret, "initiator", mode="transcript", max_failed_tags=max_failed_tags),
-            SecureLink.from_bootstrap(secret, "responder", mode="transcript", max_failed_tags=max_failed_tags))
+    return (
+        SecureLink.from_bootstrap(secret, "initiator", mode="transcript", max_failed_tags=max_failed_tags),
+        SecureLink.from_bootstrap(secret, "responder", mode="transcript", max_failed_tags=max_failed_tags),
+    )
 
 
 def member(block: int, i: int, closing: bool = False) -> Message:
-    m = Message("CASCADE" if not closing else "BLOCK_DONE", {"block": block, "i": i},
-                [np.arange(50 + i, dtype=np.uint64)])
+    m = Message(
+        "CASCADE" if not closing else "BLOCK_DONE", {"block": block, "i": i}, [np.arange(50 + i, dtype=np.uint64)]
+    )
     m.transcript, m.closing = block, closing
     return m
 

@@ -42,14 +42,30 @@ def test_table_puts_the_unit_in_each_header_and_latency_rows_apart(capsys: pytes
     from node.commands.bench import print_table
 
     def row(stage: str, unit: str, rate: float, ref: float | None, kind: str = "throughput") -> dict:
-        return {"stage": stage, "n": 100_000, "unit": unit, "kind": kind, "mbit_per_s": rate, "median_s": 0.01,
-                "runs": 3, "reference": "numpy" if ref else None, "reference_mbit_per_s": ref,
-                "reference_median_s": None, "speedup": rate / ref if ref else None, "params": {}}
+        return {
+            "stage": stage,
+            "n": 100_000,
+            "unit": unit,
+            "kind": kind,
+            "mbit_per_s": rate,
+            "median_s": 0.01,
+            "runs": 3,
+            "reference": "numpy" if ref else None,
+            "reference_mbit_per_s": ref,
+            "reference_median_s": None,
+            "speedup": rate / ref if ref else None,
+            "params": {},
+        }
 
-    report = {"machine": {"cpu": "x"}, "results": [
-        row("toeplitz", "Mbit/s", 200.0, 5.0), row("cascade-auto", "Mbit/s", 50.0, None),
-        row("classical-zmq-rtt", "k msg/s", 1.0, 1.6), row("relay.failover", "ms to 1st rerouted key", 120.0, None),
-    ]}
+    report = {
+        "machine": {"cpu": "x"},
+        "results": [
+            row("toeplitz", "Mbit/s", 200.0, 5.0),
+            row("cascade-auto", "Mbit/s", 50.0, None),
+            row("classical-zmq-rtt", "k msg/s", 1.0, 1.6),
+            row("relay.failover", "ms to 1st rerouted key", 120.0, None),
+        ],
+    }
     print_table(report)
     out = capsys.readouterr().out
     blocks = out.split("\n\n")

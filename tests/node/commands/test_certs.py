@@ -22,7 +22,9 @@ def ca_key_id(path: Path) -> bytes:
     return cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
 
 
-def test_add_signs_with_the_existing_ca_and_force_replaces_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_add_signs_with_the_existing_ca_and_force_replaces_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "pki"
     assert main(["certs", str(out), "--kme", "KME_A", "--sae", "SAE_A"]) == 0
     ca_before = (out / "ca.pem").read_bytes()

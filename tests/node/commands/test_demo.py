@@ -26,8 +26,13 @@ def _without_test_extra(tmp_path: Path) -> dict[str, str]:
 
 @pytest.mark.slow
 def test_demo_ends_once_a_key_is_distilled_and_checked_without_the_test_extra(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "node", "demo", "--json"], capture_output=True, text=True,
-                          timeout=300, env=_without_test_extra(tmp_path))
+    proc = subprocess.run(
+        [sys.executable, "-m", "node", "demo", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=_without_test_extra(tmp_path),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout)
     assert summary["etsi014_check"]["ok"] is True
@@ -39,20 +44,26 @@ def test_demo_ends_once_a_key_is_distilled_and_checked_without_the_test_extra(tm
     for step in ("starting key managers", "starting Alice's and Bob's nodes", "link up", "first key"):
         assert step in proc.stderr
     key_id = summary["etsi014_check"]["key_ID"]
-    assert key_id in proc.stdout and "key\": \"" not in proc.stdout
+    assert key_id in proc.stdout and 'key": "' not in proc.stdout
     assert not list(tmp_path.glob("qkdnode-demo-*")), "the temporary work directory is left behind"
 
 
 def test_demo_rejects_bad_options_naming_them() -> None:
-    proc = subprocess.run([sys.executable, "-m", "node", "demo", "--eve", "1.5"], capture_output=True, text=True,
-                          timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "node", "demo", "--eve", "1.5"], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 2 and "--eve must be a fraction in [0, 1]" in proc.stderr
 
 
 @pytest.mark.slow
 def test_demo_duration_hit_says_why_no_key_came_and_exits_1(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "node", "demo", "--duration", "4"], capture_output=True,
-                          text=True, timeout=120, env={**os.environ, "TMPDIR": str(tmp_path)})
+    proc = subprocess.run(
+        [sys.executable, "-m", "node", "demo", "--duration", "4"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+    )
     assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()
     reason = next(line for line in last if line.startswith("qkdnode demo: no key:"))
@@ -69,7 +80,10 @@ def test_demo_serve_prints_each_kms_etsi014_url_and_sae_credentials_that_work(tm
 
     proc = subprocess.Popen(
         [sys.executable, "-m", "node", "demo", "--blocks", "1", "--serve", "--json", "--workdir", str(tmp_path / "d")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
     try:
         lines = []

@@ -72,8 +72,14 @@ def stop_and_time(proc: subprocess.Popen[str], how: str) -> tuple[float, str]:
 
 def demo(args: list[str], tmp_path: Path) -> subprocess.Popen[str]:
     env = {**os.environ, "TMPDIR": str(tmp_path)}
-    return subprocess.Popen([sys.executable, "-m", "node", "demo", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-m", "node", "demo", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env=env,
+    )
 
 
 @pytest.mark.slow

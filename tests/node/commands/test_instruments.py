@@ -22,8 +22,18 @@ def test_lists_sim_resource_with_its_driver(capsys):
 
 def test_probes_given_socket_resources_and_reports_json(capsys):
     with EmulatorServer(ITC4001()) as server:
-        code = main(["instruments", "--visa-library", sim_library("itc4001"), "--resource", server.visa_resource,
-                     "--json", "--timeout", "0.5"])
+        code = main(
+            [
+                "instruments",
+                "--visa-library",
+                sim_library("itc4001"),
+                "--resource",
+                server.visa_resource,
+                "--json",
+                "--timeout",
+                "0.5",
+            ]
+        )
     assert code == 0
     rows = {r["resource"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows[server.visa_resource]["drivers"] == ["itc4001"]
@@ -33,15 +43,40 @@ def test_probes_given_socket_resources_and_reports_json(capsys):
 def test_silent_resource_is_reported_not_fatal(capsys):
     with EmulatorServer(ITC4001()) as server:
         server.faults.mute_replies = 10
-        assert main(["instruments", "--visa-library", sim_library("itc4001"), "--resource", server.visa_resource,
-                     "--timeout", "0.2"]) == 0
+        assert (
+            main(
+                [
+                    "instruments",
+                    "--visa-library",
+                    sim_library("itc4001"),
+                    "--resource",
+                    server.visa_resource,
+                    "--timeout",
+                    "0.2",
+                ]
+            )
+            == 0
+        )
     assert "no reply" in capsys.readouterr().out
 
 
 def test_serial_url_resource_is_probed_as_the_mbx_speaks(capsys):
     with EmulatorServer(MBX()) as server:  # commands end in CR, replies in NL (MX/MBX user guide)
-        assert main(["instruments", "--visa-library", sim_library("itc4001"), "--resource", server.serial_url,
-                     "--json", "--timeout", "0.5"]) == 0
+        assert (
+            main(
+                [
+                    "instruments",
+                    "--visa-library",
+                    sim_library("itc4001"),
+                    "--resource",
+                    server.serial_url,
+                    "--json",
+                    "--timeout",
+                    "0.5",
+                ]
+            )
+            == 0
+        )
     rows = {r["resource"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows[server.serial_url]["idn"].startswith("THORLABS,MBX") and rows[server.serial_url]["drivers"] == ["mbx"]
 
@@ -63,13 +98,16 @@ def test_check_on_the_example_configs_is_all_green(capsys, config):
     assert "FAIL" not in out and "0 red: the bench is ready" in out
 
 
-@pytest.mark.parametrize("fault,instrument,cause", [
-    ("interlock-open", "laser", "trip: interlock open"),
-    ("wrong-dac-mode", "awg_fast", "DAC mode SING (want DUAL)"),
-    ("mbx-error", "bias", "answered Err: Hardware fault"),
-    ("stream-overflow", "swabian", "stream overflow"),
-    ("counts-dropped", "multiharp", "counts dropped (FLAG_CNTS_DROPPED)"),
-])
+@pytest.mark.parametrize(
+    "fault,instrument,cause",
+    [
+        ("interlock-open", "laser", "trip: interlock open"),
+        ("wrong-dac-mode", "awg_fast", "DAC mode SING (want DUAL)"),
+        ("mbx-error", "bias", "answered Err: Hardware fault"),
+        ("stream-overflow", "swabian", "stream overflow"),
+        ("counts-dropped", "multiharp", "counts dropped (FLAG_CNTS_DROPPED)"),
+    ],
+)
 def test_check_names_each_injected_fault_on_one_red_line(capsys, fault, instrument, cause):
     assert main(["instruments", "--check", str(EXAMPLES / "lab_bench.toml"), "--emulate", "--fault", fault]) == 1
     red = [line for line in capsys.readouterr().out.splitlines() if line.startswith("FAIL")]
@@ -101,8 +139,9 @@ def test_check_turns_nothing_on(capsys):
         server_module.EmulatorServer._command = original
     assert rows and all(r.ok for r in rows)
     session_setup = {"UNIT:TEMP CEL"}  # the ITC4001 session selects °C on connect: a unit, nothing switched
-    assert seen and all(line.split(" ")[0].endswith("?") or line in session_setup for line in seen), \
-        [s for s in seen if "?" not in s]
+    assert seen and all(line.split(" ")[0].endswith("?") or line in session_setup for line in seen), [
+        s for s in seen if "?" not in s
+    ]
 
 
 def test_check_of_an_unknown_fault_or_missing_file_is_a_one_line_error(capsys, tmp_path):

@@ -87,13 +87,14 @@ def test_an_unreachable_node_is_reported_and_the_exit_code_is_1(line3, capsys) -
 def test_topology_file_gives_the_urls_and_names_unreported_links(line3, tmp_path: Path, capsys) -> None:
     topo = tmp_path / "net.toml"
     topo.write_text(
-        "name = \"t\"\n"
-        + "".join(f"[[nodes]]\nname = \"{n}\"\nmetrics_url = \"{u}\"\n" for n, u in line3.items())
-        + "[[nodes]]\nname = \"D\"\n"
-        + "[[links]]\nid = \"AB\"\na = \"A\"\nb = \"B\"\ndistance_km = 10\n"
-        + "[[links]]\nid = \"BC\"\na = \"B\"\nb = \"C\"\ndistance_km = 20\n"
-        + "[[links]]\nid = \"CD\"\na = \"C\"\nb = \"D\"\ndistance_km = 30\n",
-        encoding="utf-8")
+        'name = "t"\n'
+        + "".join(f'[[nodes]]\nname = "{n}"\nmetrics_url = "{u}"\n' for n, u in line3.items())
+        + '[[nodes]]\nname = "D"\n'
+        + '[[links]]\nid = "AB"\na = "A"\nb = "B"\ndistance_km = 10\n'
+        + '[[links]]\nid = "BC"\na = "B"\nb = "C"\ndistance_km = 20\n'
+        + '[[links]]\nid = "CD"\na = "C"\nb = "D"\ndistance_km = 30\n',
+        encoding="utf-8",
+    )
     assert main(["status", "--json", "--topology", str(topo)]) == 1  # D has no metrics URL
     view = json.loads(capsys.readouterr().out)
     links = {lk["id"]: lk for lk in view["links"]}
@@ -137,12 +138,28 @@ def test_malformed_metrics_pages_raise_only_value_error(text: str) -> None:
         pass
 
 
-@given(st.lists(st.sampled_from([
-    '# TYPE qkdnode_qber gauge', 'qkdnode_qber{link="L"} NaN', 'qkdnode_qber{link="L"} 0.1',
-    'qkdnode_node_info{node="A"} 1', 'qkdnode_link_info{link="L"} 1', 'qkdnode_blocks_total{link="L"} 3',
-    'qkdnode_blocks_total{outcome="key"} 1', 'qkdnode_alarms_active 2', '# TYPE qkdnode_blocks counter',
-    'qkdnode_key_pool_bits{peer="B"} -1', 'qkdnode_relays_total{outcome="x"} +Inf', '# EOF', 'garbage{',
-]), max_size=12))
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                "# TYPE qkdnode_qber gauge",
+                'qkdnode_qber{link="L"} NaN',
+                'qkdnode_qber{link="L"} 0.1',
+                'qkdnode_node_info{node="A"} 1',
+                'qkdnode_link_info{link="L"} 1',
+                'qkdnode_blocks_total{link="L"} 3',
+                'qkdnode_blocks_total{outcome="key"} 1',
+                "qkdnode_alarms_active 2",
+                "# TYPE qkdnode_blocks counter",
+                'qkdnode_key_pool_bits{peer="B"} -1',
+                'qkdnode_relays_total{outcome="x"} +Inf',
+                "# EOF",
+                "garbage{",
+            ]
+        ),
+        max_size=12,
+    )
+)
 def test_metrics_pages_with_missing_labels_parse_or_raise_value_error(lines: list[str]) -> None:
     try:
         parse_node_status("http://x/metrics", "\n".join(lines) + "\n")
@@ -165,7 +182,7 @@ def test_alarms_option_lists_active_alarm_texts_from_the_alarms_endpoint(capsys)
     finally:
         close_metrics(server)
         close_metrics(bare)
-    section = out[out.index("active alarms"):]
+    section = out[out.index("active alarms") :]
     assert "block 9 aborted: QBER 0.1312 > 0.1100" in section and "instrument:laser" in section
     assert "\x1b" not in out and "(no /alarms on this endpoint)" in section
     assert [a["severity"] for a in view["nodes"][0]["active_alarms"]] == ["critical", "major"]
@@ -179,10 +196,16 @@ def test_malformed_alarm_documents_raise_only_value_error(text: str) -> None:
         pass
 
 
-@given(st.recursive(st.none() | st.integers() | st.text(max_size=5),
-                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
-                        st.sampled_from(["active", "severity", "text", "count", "source"]), inner, max_size=4),
-                    max_leaves=10))
+@given(
+    st.recursive(
+        st.none() | st.integers() | st.text(max_size=5),
+        lambda inner: (
+            st.lists(inner, max_size=3)
+            | st.dictionaries(st.sampled_from(["active", "severity", "text", "count", "source"]), inner, max_size=4)
+        ),
+        max_leaves=10,
+    )
+)
 def test_alarm_documents_of_any_shape_parse_or_raise_value_error(doc) -> None:
     try:
         parse_alarms(json.dumps(doc))

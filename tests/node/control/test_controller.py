@@ -63,8 +63,12 @@ def test_a_failed_link_moves_relays_in_flight_to_the_other_way() -> None:
 
 
 def test_a_relay_part_way_keeps_its_travelled_path_after_a_reroute() -> None:
-    links = [LinkState("AB", "A", "B", True, 5000), LinkState("BC", "B", "C", True, 5000),
-             LinkState("BD", "B", "D", True, 5000), LinkState("DC", "D", "C", True, 5000)]
+    links = [
+        LinkState("AB", "A", "B", True, 5000),
+        LinkState("BC", "B", "C", True, 5000),
+        LinkState("BD", "B", "D", True, 5000),
+        LinkState("DC", "D", "C", True, 5000),
+    ]
     ctl = RelayController(links)
     route = ctl.start_relay("r", "A", "C", 100)
     assert route is not None and route.nodes == ("A", "B", "C")
@@ -96,13 +100,16 @@ def test_a_link_coming_back_is_used_again() -> None:
     assert direct is not None and direct.nodes == ("A", "B", "C")
 
 
-@pytest.mark.parametrize("call, match", [
-    (lambda c: c.update_link("XY", up=False), "link_id: 'XY' is not a known link"),
-    (lambda c: c.start_relay("", "A", "C", 1), "relay_id"),
-    (lambda c: c.hop_done("nope", "AB"), "relay_id: 'nope' is not in flight"),
-    (lambda c: c.finish_relay("nope"), "relay_id"),
-    (lambda c: c.update_link("AB", key_bits=-5), "key_bits"),
-])
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda c: c.update_link("XY", up=False), "link_id: 'XY' is not a known link"),
+        (lambda c: c.start_relay("", "A", "C", 1), "relay_id"),
+        (lambda c: c.hop_done("nope", "AB"), "relay_id: 'nope' is not in flight"),
+        (lambda c: c.finish_relay("nope"), "relay_id"),
+        (lambda c: c.update_link("AB", key_bits=-5), "key_bits"),
+    ],
+)
 def test_bad_calls_raise_value_error_naming_the_argument(call, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         call(ring())
@@ -117,14 +124,17 @@ def test_hops_must_be_reported_in_order_and_relay_ids_are_unique() -> None:
         ctl.start_relay("r", "A", "D", 10)
 
 
-operations = st.lists(st.one_of(
-    st.tuples(st.just("start"), st.sampled_from("ABCDE"), st.sampled_from("ABCDE"), st.integers(1, 4000)),
-    st.tuples(st.just("hop"), st.integers(0, 20)),
-    st.tuples(st.just("finish"), st.integers(0, 20)),
-    st.tuples(st.just("down"), st.sampled_from(["AB", "BC", "CD", "DE", "EA"])),
-    st.tuples(st.just("up"), st.sampled_from(["AB", "BC", "CD", "DE", "EA"])),
-    st.tuples(st.just("pool"), st.sampled_from(["AB", "BC", "CD", "DE", "EA"]), st.integers(0, 12_000)),
-), max_size=40)
+operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("start"), st.sampled_from("ABCDE"), st.sampled_from("ABCDE"), st.integers(1, 4000)),
+        st.tuples(st.just("hop"), st.integers(0, 20)),
+        st.tuples(st.just("finish"), st.integers(0, 20)),
+        st.tuples(st.just("down"), st.sampled_from(["AB", "BC", "CD", "DE", "EA"])),
+        st.tuples(st.just("up"), st.sampled_from(["AB", "BC", "CD", "DE", "EA"])),
+        st.tuples(st.just("pool"), st.sampled_from(["AB", "BC", "CD", "DE", "EA"]), st.integers(0, 12_000)),
+    ),
+    max_size=40,
+)
 
 
 @given(operations, st.integers(0, 500))

@@ -13,8 +13,11 @@ def db_b() -> LinkStateDb:
 
 
 def entry(seq: int, *links: tuple[str, str, bool, int], saes: tuple[str, ...] = ()) -> dict:
-    return {"seq": seq, "saes": list(saes),
-            "links": [{"peer": p, "link": lk, "up": up, "bits": bits} for p, lk, up, bits in links]}
+    return {
+        "seq": seq,
+        "saes": list(saes),
+        "links": [{"peer": p, "link": lk, "up": up, "bits": bits} for p, lk, up, bits in links],
+    }
 
 
 def test_the_newest_entry_per_origin_wins():

@@ -11,9 +11,18 @@ def square(bits: int = 1000) -> ControlPlane:
     plane = ControlPlane("A", {"B": "AB", "D": "DA"}, ["SAE_A"])
     plane.lsdb.originate({"B": bits, "D": bits})
     ring = {"B": [("A", "AB"), ("C", "BC")], "C": [("B", "BC"), ("D", "CD")], "D": [("C", "CD"), ("A", "DA")]}
-    plane.merge({"lsdb": {n: {"seq": 1, "saes": [f"SAE_{n}"],
-                              "links": [{"peer": p, "link": lk, "up": True, "bits": bits} for p, lk in links]}
-                          for n, links in ring.items()}})
+    plane.merge(
+        {
+            "lsdb": {
+                n: {
+                    "seq": 1,
+                    "saes": [f"SAE_{n}"],
+                    "links": [{"peer": p, "link": lk, "up": True, "bits": bits} for p, lk in links],
+                }
+                for n, links in ring.items()
+            }
+        }
+    )
     return plane
 
 

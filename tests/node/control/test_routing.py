@@ -24,8 +24,15 @@ from node.control.topology import example_topology
 NODES = "ABCDEF"
 
 
-def all_simple_routes(links: list[LinkState], source: str, destination: str, request: int, reserve: int,
-                      horizon: float, avoid: frozenset[str] = frozenset()) -> list[Route]:
+def all_simple_routes(
+    links: list[LinkState],
+    source: str,
+    destination: str,
+    request: int,
+    reserve: int,
+    horizon: float,
+    avoid: frozenset[str] = frozenset(),
+) -> list[Route]:
     """Reference: every simple path of usable links, by depth-first enumeration."""
     usable = [lk for lk in links if lk.link_id not in avoid and hop_usable(lk, request, reserve)]
     out: list[Route] = []
@@ -38,8 +45,11 @@ def all_simple_routes(links: list[LinkState], source: str, destination: str, req
             if nodes[-1] in (lk.a, lk.b):
                 nxt = lk.other_end(nodes[-1])
                 if nxt not in nodes:
-                    walk(nodes + (nxt,), path + (lk.link_id,),
-                         cost + hop_cost(lk, request, reserve_bits=reserve, horizon_s=horizon))
+                    walk(
+                        nodes + (nxt,),
+                        path + (lk.link_id,),
+                        cost + hop_cost(lk, request, reserve_bits=reserve, horizon_s=horizon),
+                    )
 
     walk((source,), (), 0.0)
     return out
@@ -49,13 +59,23 @@ def all_simple_routes(links: list[LinkState], source: str, destination: str, req
 def networks(draw: st.DrawFn) -> tuple[list[LinkState], str, str, int, int]:
     n = draw(st.integers(3, 6))
     names = NODES[:n]
-    pairs = draw(st.lists(st.sampled_from(list(itertools.combinations(names, 2))), min_size=1, max_size=12,
-                          unique=True))
-    links = [LinkState(f"{a}{b}", a, b, draw(st.booleans() | st.just(True)), draw(st.integers(0, 5000)),
-                       draw(st.sampled_from([0.0, 10.0, 1000.0])))
-             for a, b in pairs]
-    source, destination = draw(st.lists(st.sampled_from(sorted({x for p in pairs for x in p})), min_size=2,
-                                        max_size=2, unique=True))
+    pairs = draw(
+        st.lists(st.sampled_from(list(itertools.combinations(names, 2))), min_size=1, max_size=12, unique=True)
+    )
+    links = [
+        LinkState(
+            f"{a}{b}",
+            a,
+            b,
+            draw(st.booleans() | st.just(True)),
+            draw(st.integers(0, 5000)),
+            draw(st.sampled_from([0.0, 10.0, 1000.0])),
+        )
+        for a, b in pairs
+    ]
+    source, destination = draw(
+        st.lists(st.sampled_from(sorted({x for p in pairs for x in p})), min_size=2, max_size=2, unique=True)
+    )
     return links, source, destination, draw(st.integers(1, 3000)), draw(st.integers(0, 500))
 
 
@@ -102,8 +122,10 @@ def test_no_route_when_the_graph_is_cut(net, data) -> None:
     # Any cut: a side holding the source but not the destination; every link across it goes down.
     others = sorted({n for lk in links for n in (lk.a, lk.b)} - {src, dst})
     side = {src} | set(data.draw(st.lists(st.sampled_from(others), unique=True) if others else st.just([])))
-    cut = [LinkState(lk.link_id, lk.a, lk.b, lk.up and ((lk.a in side) == (lk.b in side)), lk.key_bits,
-                     lk.key_rate_bps) for lk in links]
+    cut = [
+        LinkState(lk.link_id, lk.a, lk.b, lk.up and ((lk.a in side) == (lk.b in side)), lk.key_bits, lk.key_rate_bps)
+        for lk in links
+    ]
     assert choose_route(cut, src, dst, request, reserve_bits=reserve) is None
 
 
@@ -114,8 +136,9 @@ def test_rerouting_avoids_the_failed_link(net, data) -> None:
     if route is None:
         return
     failed = data.draw(st.sampled_from(route.links))
-    down = [LinkState(lk.link_id, lk.a, lk.b, lk.up and lk.link_id != failed, lk.key_bits, lk.key_rate_bps)
-            for lk in links]
+    down = [
+        LinkState(lk.link_id, lk.a, lk.b, lk.up and lk.link_id != failed, lk.key_bits, lk.key_rate_bps) for lk in links
+    ]
     new = reroute(route, down, request, reserve_bits=reserve, failed_links=[failed])
     if new is None:
         assert not all_simple_routes(down, src, dst, request, reserve, 10.0)
@@ -127,8 +150,9 @@ def test_rerouting_avoids_the_failed_link(net, data) -> None:
 @given(networks())
 def test_same_snapshot_gives_the_same_route_whatever_the_link_order(net) -> None:
     links, src, dst, request, reserve = net
-    assert choose_route(links, src, dst, request, reserve_bits=reserve) == \
-        choose_route(list(reversed(links)), src, dst, request, reserve_bits=reserve)
+    assert choose_route(links, src, dst, request, reserve_bits=reserve) == choose_route(
+        list(reversed(links)), src, dst, request, reserve_bits=reserve
+    )
 
 
 def test_ring_relay_takes_the_short_way_then_the_other_way_when_a_link_goes_down() -> None:
@@ -153,9 +177,13 @@ def test_a_link_running_dry_moves_relays_to_the_longer_route() -> None:
 
 
 def test_a_nearly_dry_short_route_loses_to_a_plentiful_longer_one() -> None:
-    links = [LinkState("AB", "A", "B", True, 1000), LinkState("BC", "B", "C", True, 1000),
-             LinkState("AD", "A", "D", True, 10**9), LinkState("DE", "D", "E", True, 10**9),
-             LinkState("EC", "E", "C", True, 10**9)]
+    links = [
+        LinkState("AB", "A", "B", True, 1000),
+        LinkState("BC", "B", "C", True, 1000),
+        LinkState("AD", "A", "D", True, 10**9),
+        LinkState("DE", "D", "E", True, 10**9),
+        LinkState("EC", "E", "C", True, 10**9),
+    ]
     route = choose_route(links, "A", "C", 1000)
     assert route is not None and route.links == ("AD", "DE", "EC")
     route = choose_route(links, "A", "C", 100)
@@ -175,26 +203,32 @@ def test_reroute_keeps_a_route_that_is_still_feasible() -> None:
     assert route is not None and reroute(route, links, 100) is route
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"source": "X", "destination": "C", "request_bits": 1}, "source"),
-    ({"source": "A", "destination": "A", "request_bits": 1}, "destination"),
-    ({"source": "A", "destination": "C", "request_bits": 0}, "request_bits"),
-    ({"source": "A", "destination": "C", "request_bits": 1, "reserve_bits": -1}, "reserve_bits"),
-    ({"source": "A", "destination": "C", "request_bits": 1, "horizon_s": float("nan")}, "horizon_s"),
-    ({"source": "A", "destination": "C", "request_bits": 1, "max_hops": 0}, "max_hops"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"source": "X", "destination": "C", "request_bits": 1}, "source"),
+        ({"source": "A", "destination": "A", "request_bits": 1}, "destination"),
+        ({"source": "A", "destination": "C", "request_bits": 0}, "request_bits"),
+        ({"source": "A", "destination": "C", "request_bits": 1, "reserve_bits": -1}, "reserve_bits"),
+        ({"source": "A", "destination": "C", "request_bits": 1, "horizon_s": float("nan")}, "horizon_s"),
+        ({"source": "A", "destination": "C", "request_bits": 1, "max_hops": 0}, "max_hops"),
+    ],
+)
 def test_bad_requests_raise_value_error_naming_the_argument(kwargs, match) -> None:
     links = link_states_from_topology(example_topology("line3"), key_bits=5000)
     with pytest.raises(ValueError, match=match):
         choose_route(links, **kwargs)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"link_id": "", "a": "A", "b": "B"}, "link_id"),
-    ({"link_id": "L", "a": "A", "b": "A"}, "a, b"),
-    ({"link_id": "L", "a": "A", "b": "B", "key_bits": -1}, "key_bits"),
-    ({"link_id": "L", "a": "A", "b": "B", "key_rate_bps": float("inf")}, "key_rate_bps"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"link_id": "", "a": "A", "b": "B"}, "link_id"),
+        ({"link_id": "L", "a": "A", "b": "A"}, "a, b"),
+        ({"link_id": "L", "a": "A", "b": "B", "key_bits": -1}, "key_bits"),
+        ({"link_id": "L", "a": "A", "b": "B", "key_rate_bps": float("inf")}, "key_rate_bps"),
+    ],
+)
 def test_bad_link_states_raise_value_error(kwargs, match) -> None:
     with pytest.raises(ValueError, match=match):
         LinkState(**kwargs)

@@ -20,8 +20,7 @@ from node.control.topology import (
 
 
 def minimal() -> dict[str, Any]:
-    return {"name": "t", "nodes": [{"name": "A"}, {"name": "B"}],
-            "links": [{"a": "A", "b": "B", "distance_km": 10.0}]}
+    return {"name": "t", "nodes": [{"name": "A"}, {"name": "B"}], "links": [{"a": "A", "b": "B", "distance_km": 10.0}]}
 
 
 def test_line3_is_a_three_node_line() -> None:
@@ -93,25 +92,28 @@ def _edit(path: str, value: Any) -> dict[str, Any]:
     return data
 
 
-@pytest.mark.parametrize("path, value, match", [
-    ("colour", "blue", r"'colour' is unknown; allowed: links, name, nodes"),
-    ("nodes", [{"name": "A"}], r"'nodes' must hold at least 2"),
-    ("links", [], r"'links' must hold at least 1"),
-    ("nodes.1.name", "A", r"'nodes\[1\]\.name' must be unique, got 'A' twice"),
-    ("nodes.0.name", "a b", r"'nodes\[0\]\.name' must be 1-64 characters"),
-    ("nodes.0.name", KeyError, r"'nodes\[0\]\.name' is missing"),
-    ("nodes.0.metrics_port", 70000, r"'nodes\[0\]\.metrics_port' must be an integer port in 0\.\.65535"),
-    ("nodes.0.metrics_port", True, r"nodes\[0\]\.metrics_port"),
-    ("nodes.0.host", "", r"nodes\[0\]\.host"),
-    ("nodes.0.metrics_url", "ftp://x", r"'nodes\[0\]\.metrics_url' must be an http"),
-    ("nodes.0.role", "alice", r"'nodes\[0\]\.role' is unknown; allowed: etsi014_port, host"),
-    ("links.0.b", "Z", r"'links\[0\]\.b' must name a node \(A, B\), got 'Z'"),
-    ("links.0.b", "A", r"'links\[0\]\.b' must be a node other than a"),
-    ("links.0.distance_km", -1, r"'links\[0\]\.distance_km' must be a number in \[0, 1000\] km"),
-    ("links.0.distance_km", float("nan"), r"links\[0\]\.distance_km"),
-    ("links.0.distance_km", KeyError, r"'links\[0\]\.distance_km' is missing"),
-    ("links.0.mock", 5, r"'links\[0\]\.mock' must be a table"),
-])
+@pytest.mark.parametrize(
+    "path, value, match",
+    [
+        ("colour", "blue", r"'colour' is unknown; allowed: links, name, nodes"),
+        ("nodes", [{"name": "A"}], r"'nodes' must hold at least 2"),
+        ("links", [], r"'links' must hold at least 1"),
+        ("nodes.1.name", "A", r"'nodes\[1\]\.name' must be unique, got 'A' twice"),
+        ("nodes.0.name", "a b", r"'nodes\[0\]\.name' must be 1-64 characters"),
+        ("nodes.0.name", KeyError, r"'nodes\[0\]\.name' is missing"),
+        ("nodes.0.metrics_port", 70000, r"'nodes\[0\]\.metrics_port' must be an integer port in 0\.\.65535"),
+        ("nodes.0.metrics_port", True, r"nodes\[0\]\.metrics_port"),
+        ("nodes.0.host", "", r"nodes\[0\]\.host"),
+        ("nodes.0.metrics_url", "ftp://x", r"'nodes\[0\]\.metrics_url' must be an http"),
+        ("nodes.0.role", "alice", r"'nodes\[0\]\.role' is unknown; allowed: etsi014_port, host"),
+        ("links.0.b", "Z", r"'links\[0\]\.b' must name a node \(A, B\), got 'Z'"),
+        ("links.0.b", "A", r"'links\[0\]\.b' must be a node other than a"),
+        ("links.0.distance_km", -1, r"'links\[0\]\.distance_km' must be a number in \[0, 1000\] km"),
+        ("links.0.distance_km", float("nan"), r"links\[0\]\.distance_km"),
+        ("links.0.distance_km", KeyError, r"'links\[0\]\.distance_km' is missing"),
+        ("links.0.mock", 5, r"'links\[0\]\.mock' must be a table"),
+    ],
+)
 def test_bad_topologies_raise_value_error_naming_the_key(path: str, value: Any, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         parse_topology(_edit(path, value))
@@ -128,7 +130,10 @@ def test_a_fixed_port_used_twice_on_one_host_is_rejected() -> None:
     data = minimal()
     data["nodes"][0]["metrics_port"] = 9100
     data["nodes"][1]["etsi014_port"] = 9100
-    with pytest.raises(ValueError, match=r"'nodes\[1\]\.etsi014_port' must be a port of its own, got 127\.0\.0\.1:9100, already A\.metrics_port"):
+    with pytest.raises(
+        ValueError,
+        match=r"'nodes\[1\]\.etsi014_port' must be a port of its own, got 127\.0\.0\.1:9100, already A\.metrics_port",
+    ):
         parse_topology(data)
 
 
@@ -148,9 +153,16 @@ def test_unreadable_or_invalid_files_raise_value_error(tmp_path: Path) -> None:
 
 toml_values = st.recursive(
     st.none() | st.booleans() | st.integers(-10, 70000) | st.floats(allow_nan=True) | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(
-        ["name", "nodes", "links", "a", "b", "id", "host", "distance_km", "metrics_port", "mock", "seed", "x"]),
-        inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(
+                ["name", "nodes", "links", "a", "b", "id", "host", "distance_km", "metrics_port", "mock", "seed", "x"]
+            ),
+            inner,
+            max_size=4,
+        )
+    ),
     max_leaves=12,
 )
 

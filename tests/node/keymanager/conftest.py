@@ -34,37 +34,41 @@ class PairFiles(TypedDict):
     ports: dict[str, int]
 
 
-def write_pair_configs(root: Path, pki_dir: Path, ports: dict[str, int] | None = None, api: dict | None = None,
-                       **keys: int) -> PairFiles:
+def write_pair_configs(
+    root: Path, pki_dir: Path, ports: dict[str, int] | None = None, api: dict | None = None, **keys: int
+) -> PairFiles:
     """Config files of KME_A (serving SAE_A, SAE_C) and KME_B (serving SAE_B, SAE_D), and shared secrets."""
     ports = ports or {n: free_port() for n in ("a_api", "b_api", "a_link", "b_link", "a_in", "b_in")}
-    for name, size in (("link", 1 << 20), ("ingest_a", 1 << 20), ("ingest_b", 1 << 20), ("fuzz_a", 64),
-                       ("fuzz_b", 64)):
+    for name, size in (("link", 1 << 20), ("ingest_a", 1 << 20), ("ingest_b", 1 << 20), ("fuzz_a", 64), ("fuzz_b", 64)):
         if not (root / f"{name}.key").exists():  # a test may have put a smaller secret there
             (root / f"{name}.key").write_bytes(os.urandom(size))
     api_extra = "\n".join(f"{k} = {v}" for k, v in (api or {}).items())
     out: dict[str, Path] = {}
-    for me, other, local, remote in (("a", "b", ["SAE_A", "SAE_C"], ["SAE_B", "SAE_D"]),
-                                     ("b", "a", ["SAE_B", "SAE_D"], ["SAE_A", "SAE_C"])):
+    for me, other, local, remote in (
+        ("a", "b", ["SAE_A", "SAE_C"], ["SAE_B", "SAE_D"]),
+        ("b", "a", ["SAE_B", "SAE_D"], ["SAE_A", "SAE_C"]),
+    ):
         me_id, other_id = f"KME_{me.upper()}", f"KME_{other.upper()}"
-        text = km_toml_head(me_id, f"km_{me}.db", local, ports[me + "_api"], pki_dir, keys, ports[me + "_in"],
-                            api_extra) + f"""[[ingest.sources]]
+        text = (
+            km_toml_head(me_id, f"km_{me}.db", local, ports[me + "_api"], pki_dir, keys, ports[me + "_in"], api_extra)
+            + f"""[[ingest.sources]]
 id = "node_{me}"
 auth_key = "ingest_{me}.key"
 [[ingest.sources]]
 id = "fuzz_{me}"
 auth_key = "fuzz_{me}.key"
 [link]
-bind = "tcp://127.0.0.1:{ports[me + '_link']}"
+bind = "tcp://127.0.0.1:{ports[me + "_link"]}"
 auth_key = "link.key"
 peer_timeout_s = 2.0
 reconcile_interval_s = 0.5
 [[peers]]
 kme_id = "{other_id}"
-connect = "tcp://127.0.0.1:{ports[other + '_link']}"
+connect = "tcp://127.0.0.1:{ports[other + "_link"]}"
 links = ["L1"]
 saes = {remote!r}
 """
+        )
         path = root / f"km_{me}.toml"
         path.write_text(text)
         out[me] = path
@@ -91,10 +95,18 @@ class Pair:
         self.b = KmThread(self.paths["b"])
         ports = self.paths["ports"]
         self.senders = {
-            "a": KeyBlockSender(f"tcp://127.0.0.1:{ports['a_in']}", "node_a", (root / "ingest_a.key").read_bytes(),
-                                root / "sender_a.json"),
-            "b": KeyBlockSender(f"tcp://127.0.0.1:{ports['b_in']}", "node_b", (root / "ingest_b.key").read_bytes(),
-                                root / "sender_b.json"),
+            "a": KeyBlockSender(
+                f"tcp://127.0.0.1:{ports['a_in']}",
+                "node_a",
+                (root / "ingest_a.key").read_bytes(),
+                root / "sender_a.json",
+            ),
+            "b": KeyBlockSender(
+                f"tcp://127.0.0.1:{ports['b_in']}",
+                "node_b",
+                (root / "ingest_b.key").read_bytes(),
+                root / "sender_b.json",
+            ),
         }
         self.next_block = 0
 

@@ -46,8 +46,12 @@ def test_km_command_serves_and_stops_cleanly_on_sigterm(pki, tmp_path):
     # stderr to a file: a pipe nobody reads fills up with the KM's warnings (its peer is not
     # running) and blocks it mid-shutdown on a slow machine
     with open(tmp_path / "km.stderr", "w") as stderr:
-        proc = subprocess.Popen([sys.executable, "-m", "node", "km", str(paths["a"]), "--print-endpoints"],
-                                stdout=subprocess.PIPE, stderr=stderr, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "node", "km", str(paths["a"]), "--print-endpoints"],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
     try:
         endpoints = json.loads(proc.stdout.readline())
         assert endpoints["api_port"] == paths["ports"]["a_api"]

@@ -10,7 +10,9 @@ import pytest
 from node.keymanager.config import load_config, parse_config
 
 BASE: dict[str, Any] = {  # a parsed TOML document
-    "kme_id": "KME_A", "database": "km.db", "local_saes": ["SAE_A"],
+    "kme_id": "KME_A",
+    "database": "km.db",
+    "local_saes": ["SAE_A"],
     "api": {"cert": "a.pem", "key": "a.key", "ca": "ca.pem"},
     "ingest": {"bind": "tcp://127.0.0.1:5600", "sources": [{"id": "node_a", "auth_key": "i.key"}]},
     "link": {"bind": "tcp://127.0.0.1:5700", "auth_key": "l.key"},
@@ -39,25 +41,28 @@ def test_valid_config_resolves_paths_and_maps_saes_and_links(tmp_path):
     assert cfg.keys.key_size == 256 and cfg.api.port == 8443
 
 
-@pytest.mark.parametrize("path, value, words", [
-    ("kme_id", 5, "'kme_id' must be a non-empty string"),
-    ("kme_id", "", "'kme_id' must be a non-empty string"),
-    ("api.port", 70000, "'api.port' must be an integer in [0, 65535]"),
-    ("api.port", "8443", "'api.port' must be an integer in [0, 65535]"),
-    ("api.colour", "red", "'api.colour' is unknown; allowed:"),
-    ("keys.key_size", 100, "'keys.key_size' must be a multiple of 8"),
-    ("keys.max_key_per_request", 0, "'keys.max_key_per_request' must be a positive integer"),
-    ("keys.max_key_per_request", True, "'keys.max_key_per_request' must be a positive integer"),
-    ("keys.min_key_size", 512, "'keys.min_key_size' <= 'keys.key_size'"),
-    ("keys.max_key_size", 65536, "'keys.max_key_size' must be at most"),
-    ("ingest.bind", "127.0.0.1:5600", "'ingest.bind' must be a ZeroMQ endpoint"),
-    ("link.peer_timeout_s", -1, "'link.peer_timeout_s'"),
-    ("peers.0.kme_id", "KME_A", "'peers[0].kme_id' must be a non-empty ID other than this KM's own"),
-    ("peers.0.saes", ["SAE_A"], "'local_saes' names an SAE also listed under a peer"),
-    ("peers.0.links", "L1", "'peers[0].links' must be a list of non-empty strings"),
-    ("ingest.sources", [{"id": "x"}], "'ingest.sources[0].auth_key' is required"),
-    ("surprise", 1, "'surprise' is unknown"),
-])
+@pytest.mark.parametrize(
+    "path, value, words",
+    [
+        ("kme_id", 5, "'kme_id' must be a non-empty string"),
+        ("kme_id", "", "'kme_id' must be a non-empty string"),
+        ("api.port", 70000, "'api.port' must be an integer in [0, 65535]"),
+        ("api.port", "8443", "'api.port' must be an integer in [0, 65535]"),
+        ("api.colour", "red", "'api.colour' is unknown; allowed:"),
+        ("keys.key_size", 100, "'keys.key_size' must be a multiple of 8"),
+        ("keys.max_key_per_request", 0, "'keys.max_key_per_request' must be a positive integer"),
+        ("keys.max_key_per_request", True, "'keys.max_key_per_request' must be a positive integer"),
+        ("keys.min_key_size", 512, "'keys.min_key_size' <= 'keys.key_size'"),
+        ("keys.max_key_size", 65536, "'keys.max_key_size' must be at most"),
+        ("ingest.bind", "127.0.0.1:5600", "'ingest.bind' must be a ZeroMQ endpoint"),
+        ("link.peer_timeout_s", -1, "'link.peer_timeout_s'"),
+        ("peers.0.kme_id", "KME_A", "'peers[0].kme_id' must be a non-empty ID other than this KM's own"),
+        ("peers.0.saes", ["SAE_A"], "'local_saes' names an SAE also listed under a peer"),
+        ("peers.0.links", "L1", "'peers[0].links' must be a list of non-empty strings"),
+        ("ingest.sources", [{"id": "x"}], "'ingest.sources[0].auth_key' is required"),
+        ("surprise", 1, "'surprise' is unknown"),
+    ],
+)
 def test_bad_value_is_refused_with_the_key_and_what_is_allowed(tmp_path, path, value, words):
     with pytest.raises(ValueError) as exc:
         parse_config(with_change(path, value), tmp_path)

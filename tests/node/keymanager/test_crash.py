@@ -51,7 +51,10 @@ class KmProcess:
     def start(self) -> None:
         self.proc = proc = subprocess.Popen(
             [sys.executable, "-m", "node.keymanager.daemon", str(self.config)],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         assert proc.stdout is not None  # stdout=PIPE
         line = proc.stdout.readline()
         assert line.startswith("{"), "key manager did not start"
@@ -89,9 +92,15 @@ class Record:
 
 
 def feeder(root: Path, ports: dict[str, int], rec: Record) -> None:
-    senders = {w: KeyBlockSender(f"tcp://127.0.0.1:{ports[w + '_in']}", f"node_{w}",
-                                 (root / f"ingest_{w}.key").read_bytes(), root / f"sender_{w}.json")
-               for w in ("a", "b")}
+    senders = {
+        w: KeyBlockSender(
+            f"tcp://127.0.0.1:{ports[w + '_in']}",
+            f"node_{w}",
+            (root / f"ingest_{w}.key").read_bytes(),
+            root / f"sender_{w}.json",
+        )
+        for w in ("a", "b")
+    }
     block = 0
     try:
         while not rec.stop.is_set():
@@ -114,8 +123,9 @@ def feeder(root: Path, ports: dict[str, int], rec: Record) -> None:
             s.close()
 
 
-def sae_worker(pki: Path, ports: dict[str, int], rec: Record, master_kme: str, slave_kme: str,
-               master: str, slave: str) -> None:
+def sae_worker(
+    pki: Path, ports: dict[str, int], rec: Record, master_kme: str, slave_kme: str, master: str, slave: str
+) -> None:
     ca = str(pki / "ca.pem")
     ms, ss = requests.Session(), requests.Session()
     ms.cert = (str(pki / f"{master}.pem"), str(pki / f"{master}.key"))
@@ -178,8 +188,12 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_block_and_hands_out_no_
     # a bootstrap secret for ~127 messages per direction and flow: the links live on refills from the pool
     (tmp_path / "link.key").write_bytes(os.urandom(8192))
     paths = write_pair_configs(tmp_path, pki, max_key_count=10_000_000)
-    text = {w: paths[w].read_text().replace("peer_timeout_s = 2.0", "peer_timeout_s = 0.7\nauth_refill_below = 100\nauth_refill_bytes = 8192")
-            for w in ("a", "b")}
+    text = {
+        w: paths[w]
+        .read_text()
+        .replace("peer_timeout_s = 2.0", "peer_timeout_s = 0.7\nauth_refill_below = 100\nauth_refill_bytes = 8192")
+        for w in ("a", "b")
+    }
     for w in ("a", "b"):
         paths[w].write_text(text[w])
     ports = paths["ports"]
@@ -187,9 +201,11 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_block_and_hands_out_no_
     for km in kms.values():
         km.start()
     rec = Record()
-    threads = [threading.Thread(target=feeder, args=(tmp_path, ports, rec)),
-               threading.Thread(target=sae_worker, args=(pki, ports, rec, "a", "b", "SAE_A", "SAE_B")),
-               threading.Thread(target=sae_worker, args=(pki, ports, rec, "b", "a", "SAE_B", "SAE_A"))]
+    threads = [
+        threading.Thread(target=feeder, args=(tmp_path, ports, rec)),
+        threading.Thread(target=sae_worker, args=(pki, ports, rec, "a", "b", "SAE_A", "SAE_B")),
+        threading.Thread(target=sae_worker, args=(pki, ports, rec, "b", "a", "SAE_B", "SAE_A")),
+    ]
     for t in threads:
         t.start()
     rng = random.Random()
@@ -226,8 +242,10 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_block_and_hands_out_no_
         for km in kms.values():
             km.stop()
 
-    print(f"crash test: {KILLS} kills, blocks acked a={len(rec.acked['a'])} b={len(rec.acked['b'])}, "
-          f"master keys {len(rec.master)}, slave keys {len(rec.slave)}, lost in transit {len(rec.lost_in_transit)}")
+    print(
+        f"crash test: {KILLS} kills, blocks acked a={len(rec.acked['a'])} b={len(rec.acked['b'])}, "
+        f"master keys {len(rec.master)}, slave keys {len(rec.slave)}, lost in transit {len(rec.lost_in_transit)}"
+    )
     assert rec.duplicates == 0, KEY_ID_SENT_TWICE
     delivered = len(rec.master)
     assert delivered > MIN_KEYS, "too few keys were delivered for the test to mean anything"
@@ -245,9 +263,9 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_block_and_hands_out_no_
     # The stores agree: every key a master got is recorded by both KMs at the same position.
     recs = {}
     for w in ("a", "b"):
-        for key_id, origin, state, *pos in rows(tmp_path / f"km_{w}.db",
-                                                 "SELECT key_id, origin, state, link_id, block_id, idx, offset, nbytes "
-                                                 "FROM keys"):
+        for key_id, origin, state, *pos in rows(
+            tmp_path / f"km_{w}.db", "SELECT key_id, origin, state, link_id, block_id, idx, offset, nbytes FROM keys"
+        ):
             recs.setdefault(key_id, {})[w] = (origin, state, tuple(pos))
     # keys the slave KM committed but may not have answered before a kill: the owner voids them
     # once told (issue 17, finding 8); they were never served twice
@@ -258,11 +276,13 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_block_and_hands_out_no_
         (oa, sa, pa), (ob, sb, pb) = both["a"], both["b"]
         assert pa == pb and {oa, ob} == {0, 1}, "the KMs disagree on a delivered key"
         owner_state, slave_state = (sa, sb) if oa == 1 else (sb, sa)
-        assert owner_state == "delivered" or (owner_state == "void" and key_id in lost_at_peer
-                                              and slave_state == "delivered")
+        assert owner_state == "delivered" or (
+            owner_state == "void" and key_id in lost_at_peer and slave_state == "delivered"
+        )
     for key_id in rec.lost_in_transit:
         slave_side = [s for w, (o, s, _) in recs[key_id].items() if o == 0]
         assert slave_side == ["delivered"], "a key reported missing was never delivered"
-    positions = [v["a"][2] for v in recs.values() if "a" in v] + \
-                [v["b"][2] for k, v in recs.items() if "b" in v and "a" not in v]
+    positions = [v["a"][2] for v in recs.values() if "a" in v] + [
+        v["b"][2] for k, v in recs.items() if "b" in v and "a" not in v
+    ]
     assert len(set(positions)) == len(positions), "two key IDs are bound to the same bits"

@@ -15,7 +15,7 @@ from node.keymanager.ingest import parse_key_block
 from node.keymanager.store import Allocation
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False) | st.text(max_size=12),
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.text(max_size=12),
     lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=10), c, max_size=4),
     max_leaves=12,
 )
@@ -26,8 +26,10 @@ def near(fields: dict[str, st.SearchStrategy]) -> st.SearchStrategy[dict]:
     return st.fixed_dictionaries({}, optional={**fields, "extra": json_values})
 
 
-@given(near(dict.fromkeys(("link_id", "block_id", "length_bits", "qber", "params"), json_values)) | json_values,
-       st.lists(st.binary(max_size=20), max_size=3))
+@given(
+    near(dict.fromkeys(("link_id", "block_id", "length_bits", "qber", "params"), json_values)) | json_values,
+    st.lists(st.binary(max_size=20), max_size=3),
+)
 def test_key_block_decoder_accepts_or_refuses_with_value_error(header, frames):
     msg = Message("KEY_BLOCK", header if isinstance(header, dict) else {"x": header}, frames, 0)
     try:
@@ -37,8 +39,10 @@ def test_key_block_decoder_accepts_or_refuses_with_value_error(header, frames):
     assert block.pool == "KME_B" and len(block.key) * 8 >= block.length_bits > len(block.key) * 8 - 8
 
 
-@given(near(dict.fromkeys(("key_ID", "master", "slaves", "link", "block", "chunk", "offset", "nbytes"), json_values))
-       | json_values)
+@given(
+    near(dict.fromkeys(("key_ID", "master", "slaves", "link", "block", "chunk", "offset", "nbytes"), json_values))
+    | json_values
+)
 def test_allocation_decoder_accepts_or_refuses_with_value_error(obj):
     try:
         a = Allocation.from_json(obj)
@@ -74,12 +78,18 @@ def _km() -> KeyManager:
     return km
 
 
-@given(st.sampled_from(["KEY_ALLOC", "BLOCKS_HAVE", "RECONCILE", "KEY_QUERY"]),
-       st.lists(st.binary(max_size=60) | json_values.map(lambda v: __import__("json").dumps(v).encode()), max_size=2))
+@given(
+    st.sampled_from(["KEY_ALLOC", "BLOCKS_HAVE", "RECONCILE", "KEY_QUERY"]),
+    st.lists(st.binary(max_size=60) | json_values.map(lambda v: __import__("json").dumps(v).encode()), max_size=2),
+)
 def test_peer_request_handlers_refuse_malformed_payloads_with_value_error(kind, frames):
     km = _km()
-    handler = {"KEY_ALLOC": km._on_key_alloc, "BLOCKS_HAVE": km._on_blocks_have, "RECONCILE": km._on_reconcile,
-               "KEY_QUERY": km._on_key_query}[kind]
+    handler = {
+        "KEY_ALLOC": km._on_key_alloc,
+        "BLOCKS_HAVE": km._on_blocks_have,
+        "RECONCILE": km._on_reconcile,
+        "KEY_QUERY": km._on_key_query,
+    }[kind]
     try:
         asyncio.run(handler("KME_B", Message(kind, {}, frames, 0)))
     except ValueError:

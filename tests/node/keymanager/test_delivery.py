@@ -27,19 +27,32 @@ def store_with_keys() -> tuple[KeyStore, dict[str, bytes]]:
     bits = {k: os.urandom(8) for k in KEYS}
     with store.transaction() as db:
         for k in KEYS:
-            db.execute("INSERT INTO keys(key_id, pool, origin, master_sae, slaves, link_id, block_id, idx, offset, "
-                       "nbytes, state, material, created) VALUES(?,'KME_A',0,'M',?,'L',0,0,?,8,'reserved',?,0)",
-                       ("d-" + k, json.dumps(GRANTED[k]), 8 * KEYS.index(k), bits[k]))
-            db.execute("INSERT INTO relayed_keys(key_id, relay_id, origin, master_sae, slaves, path, state, material, "
-                       "created) VALUES(?,'r',0,'M',?,'[]','reserved',?,0)", ("r-" + k, json.dumps(GRANTED[k]), bits[k]))
+            db.execute(
+                "INSERT INTO keys(key_id, pool, origin, master_sae, slaves, link_id, block_id, idx, offset, "
+                "nbytes, state, material, created) VALUES(?,'KME_A',0,'M',?,'L',0,0,?,8,'reserved',?,0)",
+                ("d-" + k, json.dumps(GRANTED[k]), 8 * KEYS.index(k), bits[k]),
+            )
+            db.execute(
+                "INSERT INTO relayed_keys(key_id, relay_id, origin, master_sae, slaves, path, state, material, "
+                "created) VALUES(?,'r',0,'M',?,'[]','reserved',?,0)",
+                ("r-" + k, json.dumps(GRANTED[k]), bits[k]),
+            )
             add_grants(db, DIRECT, "d-" + k, GRANTED[k])
             add_grants(db, RELAYED, "r-" + k, GRANTED[k])
     return store, bits
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(SAES), st.lists(st.sampled_from(KEYS), min_size=1, max_size=3, unique=True),
-                          st.sampled_from(["M", "other"])), max_size=12))
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(SAES),
+            st.lists(st.sampled_from(KEYS), min_size=1, max_size=3, unique=True),
+            st.sampled_from(["M", "other"]),
+        ),
+        max_size=12,
+    )
+)
 def test_each_key_reaches_each_named_slave_at_most_once_and_a_fetch_is_all_or_nothing(fetches):
     store, bits = store_with_keys()
     for tables, prefix, mark in ((DIRECT, "d-", GRANT_ANSWERING), (RELAYED, "r-", GRANT_DELIVERED)):
@@ -57,8 +70,10 @@ def test_each_key_reaches_each_named_slave_at_most_once_and_a_fetch_is_all_or_no
             assert [bytes(r[0]) for r in rows] == [bits[k] for k in keys]
             served.update((k, sae) for k in keys)
         for k in KEYS:
-            state, material = store.db.execute(f"SELECT state, material FROM {tables.keys} WHERE key_id=?",  # noqa: S608 - table/column names from fixed constants, values bound
-                                               (prefix + k,)).fetchone()
+            state, material = store.db.execute(
+                f"SELECT state, material FROM {tables.keys} WHERE key_id=?",  # noqa: S608 - table/column names from fixed constants, values bound
+                (prefix + k,),
+            ).fetchone()
             done = all((k, s) in served for s in GRANTED[k])
             assert (state, material is None) == (("delivered", True) if done else ("reserved", False))
 

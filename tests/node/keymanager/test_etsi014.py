@@ -59,8 +59,10 @@ def test_third_sae_asking_for_another_pairs_key_is_unauthorized_with_json_body(p
     resp = Sae(pair, "b", "SAE_D").post("SAE_A/dec_keys", json={"key_IDs": [{"key_ID": keys[0]["key_ID"]}]})
     assert resp.status_code == 401
     assert message(resp) == "Unauthorized"
-    assert Sae(pair, "b", "SAE_B").post("SAE_A/dec_keys", json={"key_IDs": [{"key_ID": keys[0]["key_ID"]}]}
-                                        ).status_code == 200
+    assert (
+        Sae(pair, "b", "SAE_B").post("SAE_A/dec_keys", json={"key_IDs": [{"key_ID": keys[0]["key_ID"]}]}).status_code
+        == 200
+    )
 
 
 def test_sae_unknown_to_the_kme_is_unauthorized(pair):
@@ -83,7 +85,9 @@ def test_master_equal_to_slave_is_a_bad_request(pair, path):
     assert resp.status_code == 400 and message(resp) == "master_SAE_ID and slave_SAE_ID shall differ"
 
 
-@pytest.mark.parametrize("key_id", ["not-a-uuid", "550e8400e29b41d4a716446655440000", "", "550e8400-e29b-41d4-a716-44665544000g"])
+@pytest.mark.parametrize(
+    "key_id", ["not-a-uuid", "550e8400e29b41d4a716446655440000", "", "550e8400-e29b-41d4-a716-44665544000g"]
+)
 def test_key_id_that_is_not_a_uuid_is_a_bad_request(pair, key_id):
     sae = Sae(pair, "b", "SAE_B")
     resp = sae.post("SAE_A/dec_keys", json={"key_IDs": [{"key_ID": key_id}]})
@@ -119,8 +123,9 @@ def test_number_above_max_key_per_request_is_refused_and_consumes_nothing(pair):
 
 def test_unsupported_extension_mandatory_is_refused_with_the_spec_message(pair):
     before = stored(pair)
-    resp = Sae(pair, "a", "SAE_A").post("SAE_B/enc_keys", json={
-        "number": 1, "extension_mandatory": [{"abc_route_type": "direct"}]})
+    resp = Sae(pair, "a", "SAE_A").post(
+        "SAE_B/enc_keys", json={"number": 1, "extension_mandatory": [{"abc_route_type": "direct"}]}
+    )
     assert resp.status_code == 400
     assert message(resp) == "not all extension_mandatory parameters are supported"
     assert resp.json()["details"] == [{"extension_mandatory_unsupported": "abc_route_type is not supported"}]
@@ -128,14 +133,18 @@ def test_unsupported_extension_mandatory_is_refused_with_the_spec_message(pair):
 
 
 def test_extension_optional_is_accepted(pair):
-    resp = Sae(pair, "a", "SAE_A").post("SAE_B/enc_keys", json={
-        "number": 2, "size": 256, "extension_optional": [{"abc_max_age": 30000}]})
+    resp = Sae(pair, "a", "SAE_A").post(
+        "SAE_B/enc_keys", json={"number": 2, "size": 256, "extension_optional": [{"abc_max_age": 30000}]}
+    )
     assert resp.status_code == 200 and len(resp.json()["keys"]) == 2
 
 
 def test_multicast_delivers_identical_keys_to_every_named_slave_once(pair):
-    keys = Sae(pair, "a", "SAE_A").post("SAE_B/enc_keys", json={
-        "number": 2, "additional_slave_SAE_IDs": ["SAE_D"]}).json()["keys"]
+    keys = (
+        Sae(pair, "a", "SAE_A")
+        .post("SAE_B/enc_keys", json={"number": 2, "additional_slave_SAE_IDs": ["SAE_D"]})
+        .json()["keys"]
+    )
     body = {"key_IDs": [{"key_ID": k["key_ID"]} for k in keys]}
     for slave in ("SAE_B", "SAE_D"):
         resp = Sae(pair, "b", slave).post("SAE_A/dec_keys", json=body)
@@ -153,12 +162,26 @@ def test_multicast_beyond_max_sae_id_count_or_to_another_kme_is_refused(pair):
     assert resp.status_code == 400
 
 
-@pytest.mark.parametrize("body", [
-    b"{", b"[1, 2]", b"\xff\xfe", b'{"number": "3"}', b'{"number": 2.0}', b'{"number": true}',
-    b'{"size": null}', b'{"colour": "blue"}', b'{"additional_slave_SAE_IDs": "SAE_D"}',
-    b'{"extension_mandatory": {"a": 1}}', b'{"extension_optional": [1]}', b'{"number": 0}', b'{"number": -1}',
-    b'{"size": 16}', b'{"size": 1048576}',
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{",
+        b"[1, 2]",
+        b"\xff\xfe",
+        b'{"number": "3"}',
+        b'{"number": 2.0}',
+        b'{"number": true}',
+        b'{"size": null}',
+        b'{"colour": "blue"}',
+        b'{"additional_slave_SAE_IDs": "SAE_D"}',
+        b'{"extension_mandatory": {"a": 1}}',
+        b'{"extension_optional": [1]}',
+        b'{"number": 0}',
+        b'{"number": -1}',
+        b'{"size": 16}',
+        b'{"size": 1048576}',
+    ],
+)
 def test_malformed_or_mistyped_key_request_is_a_bad_request_and_consumes_nothing(pair, body):
     before = stored(pair)
     resp = Sae(pair, "a", "SAE_A").post("SAE_B/enc_keys", data=body, headers={"Content-Type": "application/json"})
@@ -167,10 +190,18 @@ def test_malformed_or_mistyped_key_request_is_a_bad_request_and_consumes_nothing
     assert stored(pair) == before
 
 
-@pytest.mark.parametrize("body", [
-    b"{", b"{}", b'{"key_IDs": []}', b'{"key_IDs": "x"}', b'{"key_IDs": [{"key_id": "x"}]}',
-    b'{"key_IDs": [{"key_ID": 5}]}', b'{"key_IDs": [{"key_ID": "550e8400-e29b-41d4-a716-446655440000"}], "x": 1}',
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{",
+        b"{}",
+        b'{"key_IDs": []}',
+        b'{"key_IDs": "x"}',
+        b'{"key_IDs": [{"key_id": "x"}]}',
+        b'{"key_IDs": [{"key_ID": 5}]}',
+        b'{"key_IDs": [{"key_ID": "550e8400-e29b-41d4-a716-446655440000"}], "x": 1}',
+    ],
+)
 def test_malformed_key_ids_request_is_a_bad_request(pair, body):
     resp = Sae(pair, "b", "SAE_B").post("SAE_A/dec_keys", data=body)
     assert resp.status_code == 400 and message(resp)
@@ -215,14 +246,33 @@ def test_pool_that_cannot_serve_answers_503(pki, tmp_path):
 
 
 @settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(st.one_of(
-    st.binary(max_size=300),
-    st.recursive(st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.floats(allow_nan=False) | st.text(max_size=8),
-                 lambda c: st.lists(c, max_size=4) | st.dictionaries(
-                     st.sampled_from(["number", "size", "additional_slave_SAE_IDs", "extension_mandatory",
-                                      "extension_optional", "key_IDs", "x"]), c, max_size=4),
-                 max_leaves=10).map(lambda v: json.dumps(v).encode()),
-))
+@given(
+    st.one_of(
+        st.binary(max_size=300),
+        st.recursive(
+            st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats(allow_nan=False) | st.text(max_size=8),
+            lambda c: (
+                st.lists(c, max_size=4)
+                | st.dictionaries(
+                    st.sampled_from(
+                        [
+                            "number",
+                            "size",
+                            "additional_slave_SAE_IDs",
+                            "extension_mandatory",
+                            "extension_optional",
+                            "key_IDs",
+                            "x",
+                        ]
+                    ),
+                    c,
+                    max_size=4,
+                )
+            ),
+            max_leaves=10,
+        ).map(lambda v: json.dumps(v).encode()),
+    )
+)
 def test_fuzzed_request_bodies_get_a_json_answer_and_never_crash(pair, body):
     for path, who, sae in (("SAE_B/enc_keys", "a", "SAE_A"), ("SAE_A/dec_keys", "b", "SAE_B")):
         resp = Sae(pair, who, sae).post(path, data=body)

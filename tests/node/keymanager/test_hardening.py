@@ -36,8 +36,12 @@ WAIT_S = 20.0  # generous: the server's own timeouts below are 2 s
 
 @pytest.fixture(scope="module")
 def hpair(pki, tmp_path_factory):
-    p = Pair(tmp_path_factory.mktemp("kms_hard"), pki, api={"header_timeout_s": 2.0, "body_timeout_s": 2.0},
-             max_key_per_request=16)
+    p = Pair(
+        tmp_path_factory.mktemp("kms_hard"),
+        pki,
+        api={"header_timeout_s": 2.0, "body_timeout_s": 2.0},
+        max_key_per_request=16,
+    )
     p.feed(1 << 16, 2)
     yield p
     p.close()
@@ -96,6 +100,7 @@ def no_tracebacks(caplog) -> None:
 
 # -- 1: deeply nested JSON ----------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("depth", [MAX_JSON_DEPTH + 1, 1000, 30000])
 def test_deeply_nested_json_is_a_json_400_without_traceback(hpair, caplog, depth):
     caplog.set_level(logging.INFO)
@@ -120,7 +125,8 @@ def reference_depth(value: object) -> int:
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(alphabet='[]{}"\\ab,:', max_size=6),
     lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(alphabet='[]{}"\\k', max_size=4), c, max_size=3),
-    max_leaves=40)
+    max_leaves=40,
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -132,13 +138,13 @@ def test_json_depth_scan_agrees_with_the_parsed_depth(value, limit):
 
 # -- 2: audit trail -----------------------------------------------------------------------------
 
+
 def test_failed_tls_handshakes_are_audited_with_peer_address(hpair, caplog):
     caplog.set_level(logging.INFO, logger=AUDIT)
     import requests
 
     with pytest.raises((requests.exceptions.SSLError, requests.exceptions.ConnectionError)):
-        requests.get(f"https://{hpair.url('a')}/api/v1/keys/SAE_B/status", verify=str(hpair.pki / "ca.pem"),
-                     timeout=10)
+        requests.get(f"https://{hpair.url('a')}/api/v1/keys/SAE_B/status", verify=str(hpair.pki / "ca.pem"), timeout=10)
     foreign = next(p for p in hpair.pki.parent.iterdir() if p.name.startswith("pki_other"))
     with pytest.raises((requests.exceptions.SSLError, requests.exceptions.ConnectionError)):
         Sae(hpair, "a", "SAE_A", pki=foreign).get("SAE_B/status")
@@ -190,8 +196,12 @@ def test_demo_pair_keeps_km_logs_and_audit_trail_in_its_work_directory(tmp_path)
                 raise
     try:
         sae = requests_session(pair, "SAE_A")
-        assert sae.get(f"https://127.0.0.1:{pair.ports['a_api']}/api/v1/keys/SAE_X/status", timeout=10,
-                       verify=pair.ca).status_code == 400
+        assert (
+            sae.get(
+                f"https://127.0.0.1:{pair.ports['a_api']}/api/v1/keys/SAE_X/status", timeout=10, verify=pair.ca
+            ).status_code
+            == 400
+        )
     finally:
         pair.stop()
     audit_file = tmp_path / "demo" / "km_a.audit.log"
@@ -212,11 +222,14 @@ def requests_session(pair, sae: str):
 
 # -- 3: bodies and headers that never arrive, client disconnects --------------------------------
 
+
 def test_a_body_that_never_arrives_is_cut_with_a_json_408(hpair, caplog):
     caplog.set_level(logging.INFO, logger=AUDIT)
     with tls_socket(hpair) as s:
-        s.sendall(b"POST /api/v1/keys/SAE_B/enc_keys HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                  b"Content-Length: 60000\r\n\r\n{")
+        s.sendall(
+            b"POST /api/v1/keys/SAE_B/enc_keys HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 60000\r\n\r\n{"
+        )
         status, headers, body = parse_response(read_all(s))  # the server closes: read_all returns
     assert status == 408 and headers["content-type"].startswith("application/json")
     assert "body" in json.loads(body)["message"]
@@ -228,8 +241,9 @@ def test_headers_that_never_end_are_cut(hpair, caplog):
         s.sendall(b"GET /api/v1/keys/SAE_B/status HTTP/1.1\r\nHost: x\r\nX-Slow: 1\r\n")
         status, _headers, body = parse_response(read_all(s))
     assert status == 408 and json.loads(body)["message"]
-    wait_for(lambda: any(e["status"] == 408 and "headers" in e["reason"]
-                         for e in audit_events(caplog, "request_refused")))
+    wait_for(
+        lambda: any(e["status"] == 408 and "headers" in e["reason"] for e in audit_events(caplog, "request_refused"))
+    )
 
 
 def test_a_connection_that_never_sends_a_request_is_cut(hpair):
@@ -258,9 +272,9 @@ def test_a_client_that_disconnects_mid_body_is_logged_once_at_info_without_trace
 
 # -- 4: no served or voided key on disk, WAL included -------------------------------------------
 
+
 def _disk_bytes(db: Path) -> bytes:
-    return b"".join(Path(str(db) + sfx).read_bytes() for sfx in ("", "-wal", "-shm")
-                    if Path(str(db) + sfx).exists())
+    return b"".join(Path(str(db) + sfx).read_bytes() for sfx in ("", "-wal", "-shm") if Path(str(db) + sfx).exists())
 
 
 def test_served_and_voided_keys_are_in_neither_database_nor_wal_nor_shm(tmp_path):
@@ -275,15 +289,16 @@ def test_served_and_voided_keys_are_in_neither_database_nor_wal_nor_shm(tmp_path
         b.accept_allocations("KME_A", served.allocations, served.retired)
         voided = a.reserve("KME_B", "SAE_A", ["SAE_B"], 2, 64)
         b.accept_allocations("KME_A", voided.allocations, voided.retired)
-        a.reserve_many("KME_B", [], deliver=[x.key_id for x in served.allocations],
-                       void=[x.key_id for x in voided.allocations])
+        a.reserve_many(
+            "KME_B", [], deliver=[x.key_id for x in served.allocations], void=[x.key_id for x in voided.allocations]
+        )
         got = b.fetch("SAE_B", "SAE_A", [x.key_id for x in served.allocations])
         assert got == served.material
         b.void_peer_keys([x.key_id for x in voided.allocations])
         for _store, name in ((a, "a.db"), (b, "b.db")):
             disk = _disk_bytes(tmp_path / name)
             # unserved key is still there (the search does find key bytes that were not served)
-            assert any(key[i:i + 32] in disk for i in range(len(key) - 4096, len(key) - 32, 256))
+            assert any(key[i : i + 32] in disk for i in range(len(key) - 4096, len(key) - 32, 256))
             for k in served.material + voided.material:
                 assert k not in disk, f"a served or voided key is still on disk in {name}"
     finally:
@@ -341,6 +356,7 @@ def test_a_deferred_scrub_removes_served_keys_when_it_runs(tmp_path):
 
 # -- 5: owner-only files whatever the umask, the CA key apart -----------------------------------
 
+
 def _loose(root: Path) -> list[str]:
     out = []
     for p in [root, *root.rglob("*")]:
@@ -355,13 +371,13 @@ def test_files_and_directories_are_owner_only_under_umask_000(tmp_path):
 import os, sys
 os.umask(0)
 from node.cli import main
-assert main(["km", "--write-demo", {str(tmp_path / 'demo')!r}]) == 0
-assert main(["certs", {str(tmp_path / 'certs')!r}, "--kme", "KME_A", "--sae", "SAE_A"]) == 0
+assert main(["km", "--write-demo", {str(tmp_path / "demo")!r}]) == 0
+assert main(["certs", {str(tmp_path / "certs")!r}, "--kme", "KME_A", "--sae", "SAE_A"]) == 0
 from node.keymanager.store import KeyBlock, KeyStore
-os.mkdir({str(tmp_path / 'store')!r}, 0o700)
-s = KeyStore({str(tmp_path / 'store' / 'km.db')!r}, "KME_A")
+os.mkdir({str(tmp_path / "store")!r}, 0o700)
+s = KeyStore({str(tmp_path / "store" / "km.db")!r}, "KME_A")
 s.add_blocks([KeyBlock("L1", 0, "KME_B", 8 * 4096, os.urandom(4096))])
-print(sorted(os.listdir({str(tmp_path / 'store')!r})))
+print(sorted(os.listdir({str(tmp_path / "store")!r})))
 """
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
@@ -396,6 +412,7 @@ def test_private_helpers_create_owner_only_and_leave_existing_directories_alone(
 
 # -- 6: UUID check ------------------------------------------------------------------------------
 
+
 def test_a_key_id_with_a_trailing_newline_is_refused_as_malformed(hpair):
     keys = Sae(hpair, "a", "SAE_A").get("SAE_B/enc_keys").json()["keys"]
     kid = keys[0]["key_ID"]
@@ -409,13 +426,19 @@ def test_a_key_id_with_a_trailing_newline_is_refused_as_malformed(hpair):
 
 # -- 7: the HTTP parser's refusals in the spec's JSON error shape -------------------------------
 
-@pytest.mark.parametrize("request_bytes", [
-    b"FOO /api/v1/keys/SAE_B/status HTTP/1.1\r\nHost: x\r\n\r\n",
-    b"GET /api/v1/keys/SAE_B/status?" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
-    b"GET /api/v1/keys/SAE_B/status HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(500))
-    + b"\r\n",
-    b"GET /api/v1/keys/SAE_B/status HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
-], ids=["unknown-method", "long-request-line", "500-headers", "malformed-header"])
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"FOO /api/v1/keys/SAE_B/status HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /api/v1/keys/SAE_B/status?" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /api/v1/keys/SAE_B/status HTTP/1.1\r\nHost: x\r\n"
+        + b"".join(b"X-H%d: v\r\n" % i for i in range(500))
+        + b"\r\n",
+        b"GET /api/v1/keys/SAE_B/status HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+    ],
+    ids=["unknown-method", "long-request-line", "500-headers", "malformed-header"],
+)
 def test_parser_refusals_are_json_errors(hpair, caplog, request_bytes):
     caplog.set_level(logging.INFO, logger=AUDIT)
     with tls_socket(hpair) as s:
@@ -428,6 +451,7 @@ def test_parser_refusals_are_json_errors(hpair, caplog, request_bytes):
 
 
 # -- 8: a slave KM that crashes between its commit and its answer --------------------------------
+
 
 def test_unanswered_deliveries_are_recorded_at_restart_and_voided_at_the_master(tmp_path):
     key = os.urandom(1 << 13)

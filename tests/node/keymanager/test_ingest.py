@@ -65,17 +65,20 @@ def test_length_bits_that_is_not_a_byte_multiple_keeps_whole_bytes(pair):
         assert db.execute("SELECT SUM(size) FROM chunks WHERE block_id=10001").fetchone()[0] == 99
 
 
-@pytest.mark.parametrize("header, frames, field", [
-    ({"link_id": "L9", "block_id": 1, "length_bits": 8, "qber": None, "params": {}}, [b"k"], "not configured"),
-    ({"link_id": "L1", "block_id": -1, "length_bits": 8, "qber": None, "params": {}}, [b"k"], "block_id"),
-    ({"link_id": "L1", "block_id": "1", "length_bits": 8, "qber": None, "params": {}}, [b"k"], "block_id"),
-    ({"link_id": "L1", "block_id": 1, "length_bits": 16, "qber": None, "params": {}}, [b"k"], "length_bits"),
-    ({"link_id": "L1", "block_id": 1, "length_bits": 8, "qber": 0.9, "params": {}}, [b"k"], "qber"),
-    ({"link_id": "L1", "block_id": 1, "length_bits": 8, "qber": None, "params": []}, [b"k"], "params"),
-    ({"link_id": "L1", "block_id": 1, "length_bits": 8, "colour": 1}, [b"k"], "colour"),
-    ({"link_id": "L1", "block_id": 1, "length_bits": 8}, [b"k", b"k"], "one payload frame"),
-    ({"link_id": "", "block_id": 1, "length_bits": 8}, [b"k"], "link_id"),
-])
+@pytest.mark.parametrize(
+    "header, frames, field",
+    [
+        ({"link_id": "L9", "block_id": 1, "length_bits": 8, "qber": None, "params": {}}, [b"k"], "not configured"),
+        ({"link_id": "L1", "block_id": -1, "length_bits": 8, "qber": None, "params": {}}, [b"k"], "block_id"),
+        ({"link_id": "L1", "block_id": "1", "length_bits": 8, "qber": None, "params": {}}, [b"k"], "block_id"),
+        ({"link_id": "L1", "block_id": 1, "length_bits": 16, "qber": None, "params": {}}, [b"k"], "length_bits"),
+        ({"link_id": "L1", "block_id": 1, "length_bits": 8, "qber": 0.9, "params": {}}, [b"k"], "qber"),
+        ({"link_id": "L1", "block_id": 1, "length_bits": 8, "qber": None, "params": []}, [b"k"], "params"),
+        ({"link_id": "L1", "block_id": 1, "length_bits": 8, "colour": 1}, [b"k"], "colour"),
+        ({"link_id": "L1", "block_id": 1, "length_bits": 8}, [b"k", b"k"], "one payload frame"),
+        ({"link_id": "", "block_id": 1, "length_bits": 8}, [b"k"], "link_id"),
+    ],
+)
 def test_malformed_key_block_is_refused_with_a_message_naming_the_field(pair, header, frames, field):
     sender: KeyBlockSender = pair.senders["a"]
     before = blocks_in(pair, "a")
@@ -88,15 +91,21 @@ def test_malformed_key_block_is_refused_with_a_message_naming_the_field(pair, he
 
 def test_forged_replayed_and_foreign_frames_are_dropped_and_ingest_lives_on(pair):
     sender: KeyBlockSender = pair.senders["a"]
-    frames = sender.link.seal(Message("KEY_BLOCK", {"link_id": "L1", "block_id": 10_002, "length_bits": 64,
-                                                    "qber": None, "params": {}}, [os.urandom(8)]))
+    frames = sender.link.seal(
+        Message(
+            "KEY_BLOCK",
+            {"link_id": "L1", "block_id": 10_002, "length_bits": 64, "qber": None, "params": {}},
+            [os.urandom(8)],
+        )
+    )
     tampered = [bytes(f) for f in frames]
     tampered[3] = bytes(8)  # the key frame changed in flight
     sock = raw_dealer(pair)
     sock.send_multipart(tampered)
     foreign = SecureLink.from_bootstrap(os.urandom(64), "initiator")
-    sock.send_multipart(foreign.seal(Message("KEY_BLOCK", {"link_id": "L1", "block_id": 10_003, "length_bits": 8},
-                                             [b"k"])))
+    sock.send_multipart(
+        foreign.seal(Message("KEY_BLOCK", {"link_id": "L1", "block_id": 10_003, "length_bits": 8}, [b"k"]))
+    )
     assert not sock.poll(300), "a forged message was answered"
     assert 10_002 not in blocks_in(pair, "a") and 10_003 not in blocks_in(pair, "a")
     sock.send_multipart(frames)  # the genuine message, once
@@ -109,8 +118,10 @@ def test_forged_replayed_and_foreign_frames_are_dropped_and_ingest_lives_on(pair
 
 
 @settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.sampled_from([b"fuzz_a", b"node_b", b"stranger", b"\xff"]),
-       st.lists(st.binary(max_size=64), min_size=0, max_size=6))
+@given(
+    st.sampled_from([b"fuzz_a", b"node_b", b"stranger", b"\xff"]),
+    st.lists(st.binary(max_size=64), min_size=0, max_size=6),
+)
 def test_garbage_on_the_ingest_socket_is_dropped_and_nothing_is_lost(pair, identity, frames):
     before = blocks_in(pair, "a")
     sock = raw_dealer(pair, identity)

@@ -10,8 +10,9 @@ from tests.node.keymanager.conftest import same_secret
 
 
 def client(pair, kme: str, sae: str) -> QKD014Client:
-    return QKD014Client(pair.url(kme), str(pair.pki / f"{sae}.pem"), str(pair.pki / f"{sae}.key"),
-                        str(pair.pki / "ca.pem"))
+    return QKD014Client(
+        pair.url(kme), str(pair.pki / f"{sae}.pem"), str(pair.pki / f"{sae}.key"), str(pair.pki / "ca.pem")
+    )
 
 
 def test_status_reports_the_pair_and_limits(pair):

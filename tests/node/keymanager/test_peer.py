@@ -19,15 +19,23 @@ from tests.node.keymanager.conftest import KmThread, Pair, same_secret
 
 
 def enc(pair, who="a", master="SAE_A", slave="SAE_B", **params) -> requests.Response:
-    return requests.get(f"https://{pair.url(who)}/api/v1/keys/{slave}/enc_keys", params=params, timeout=10,
-                        cert=(str(pair.pki / f"{master}.pem"), str(pair.pki / f"{master}.key")),
-                        verify=str(pair.pki / "ca.pem"))
+    return requests.get(
+        f"https://{pair.url(who)}/api/v1/keys/{slave}/enc_keys",
+        params=params,
+        timeout=10,
+        cert=(str(pair.pki / f"{master}.pem"), str(pair.pki / f"{master}.key")),
+        verify=str(pair.pki / "ca.pem"),
+    )
 
 
 def dec(pair, key_id, who="b", master="SAE_A", slave="SAE_B") -> requests.Response:
-    return requests.get(f"https://{pair.url(who)}/api/v1/keys/{master}/dec_keys", params={"key_ID": key_id},
-                        timeout=10, cert=(str(pair.pki / f"{slave}.pem"), str(pair.pki / f"{slave}.key")),
-                        verify=str(pair.pki / "ca.pem"))
+    return requests.get(
+        f"https://{pair.url(who)}/api/v1/keys/{master}/dec_keys",
+        params={"key_ID": key_id},
+        timeout=10,
+        cert=(str(pair.pki / f"{slave}.pem"), str(pair.pki / f"{slave}.key")),
+        verify=str(pair.pki / "ca.pem"),
+    )
 
 
 def states(km: KmThread, origin: int) -> dict[str, str]:

@@ -71,8 +71,9 @@ def test_admission_control_counts_what_other_applications_reserved_on_each_link(
     skr = {"AB": 10_000.0, "AE": 3_000.0}
     first = _app(min_bandwidth=6_000, links=("AB",))
     reg.register(first, skr.__getitem__)
-    with pytest.raises(QosRefused, match="exceeds what link AB can supply: secret key rate 10000 bit/s, "
-                                         "6000 bit/s reserved"):
+    with pytest.raises(
+        QosRefused, match="exceeds what link AB can supply: secret key rate 10000 bit/s, 6000 bit/s reserved"
+    ):
         reg.register(_app(min_bandwidth=5_000, links=("AB",)), skr.__getitem__)
     with pytest.raises(QosRefused, match="link AE"):
         reg.register(_app(min_bandwidth=4_000, links=("AB", "AE")), skr.__getitem__)
@@ -81,8 +82,10 @@ def test_admission_control_counts_what_other_applications_reserved_on_each_link(
     with pytest.raises(QosRefused, match="no key association link"):
         reg.register(_app(min_bandwidth=1, links=()), skr.__getitem__)
     # re-registering the same application does not count its own old reservation
-    reg.register(Application(first.app_id, "SAE_A", ("SAE_B",), AppQos(min_bandwidth=6_000), 0, "CLIENT",
-                             "KME_B", ("AB",)), skr.__getitem__)
+    reg.register(
+        Application(first.app_id, "SAE_A", ("SAE_B",), AppQos(min_bandwidth=6_000), 0, "CLIENT", "KME_B", ("AB",)),
+        skr.__getitem__,
+    )
 
 
 def test_a_low_pool_serves_higher_priorities_first():
@@ -125,8 +128,9 @@ def test_statistics_periods_sum_to_what_was_delivered():
     assert sum(b for *_, b in periods) <= total and periods[-1][1] == wall.t
 
 
-@pytest.mark.parametrize("qos", [{"max_bandwidth": -1}, {"ttl": 2**32}, {"jitter": True},
-                                 {"min_bandwidth": 10, "max_bandwidth": 5}])
+@pytest.mark.parametrize(
+    "qos", [{"max_bandwidth": -1}, {"ttl": 2**32}, {"jitter": True}, {"min_bandwidth": 10, "max_bandwidth": 5}]
+)
 def test_bad_qos_values_name_the_field(qos):
     with pytest.raises(ValueError, match="app_qos/"):
         AppQos(**qos)
@@ -147,14 +151,32 @@ def test_rate_meter_is_bits_over_the_window():
 def test_void_expired_voids_only_old_waiting_keys_of_the_application(tmp_path):
     store = KeyStore(str(tmp_path / "km.db"), "KME_B")
     RelayStore(store)  # the relayed keys' tables, as the key manager has them
-    rows = [("old", "SAE_A", ["SAE_B"], 100.0, "reserved"), ("new", "SAE_A", ["SAE_B"], 200.0, "reserved"),
-            ("other", "SAE_Z", ["SAE_B"], 100.0, "reserved"), ("done", "SAE_A", ["SAE_B"], 100.0, "delivered"),
-            ("wider", "SAE_A", ["SAE_B", "SAE_Q"], 100.0, "reserved")]
+    rows = [
+        ("old", "SAE_A", ["SAE_B"], 100.0, "reserved"),
+        ("new", "SAE_A", ["SAE_B"], 200.0, "reserved"),
+        ("other", "SAE_Z", ["SAE_B"], 100.0, "reserved"),
+        ("done", "SAE_A", ["SAE_B"], 100.0, "delivered"),
+        ("wider", "SAE_A", ["SAE_B", "SAE_Q"], 100.0, "reserved"),
+    ]
     for i, (k, master, slaves, created, state) in enumerate(rows):
-        store.db.execute("INSERT INTO keys(key_id, pool, origin, master_sae, slaves, link_id, block_id, idx, offset, "
-                         "nbytes, state, material, created) VALUES(?,?,0,?,?,?,?,?,?,?,?,?,?)",
-                         (k, "KME_A", master, json.dumps(slaves), "AB", 0, 0, 32 * i, 32, state,
-                          os.urandom(32) if state == "reserved" else None, created))
+        store.db.execute(
+            "INSERT INTO keys(key_id, pool, origin, master_sae, slaves, link_id, block_id, idx, offset, "
+            "nbytes, state, material, created) VALUES(?,?,0,?,?,?,?,?,?,?,?,?,?)",
+            (
+                k,
+                "KME_A",
+                master,
+                json.dumps(slaves),
+                "AB",
+                0,
+                0,
+                32 * i,
+                32,
+                state,
+                os.urandom(32) if state == "reserved" else None,
+                created,
+            ),
+        )
     store.db.commit()
     assert void_expired(store, "SAE_A", ["SAE_B"], 150.0) == 1
     states = dict(store.db.execute("SELECT key_id, state FROM keys"))
@@ -165,8 +187,17 @@ def test_void_expired_voids_only_old_waiting_keys_of_the_application(tmp_path):
 
 def test_the_slaves_key_manager_neither_admits_nor_reserves_priority_for_an_application():
     reg = QosRegistry("KME_B")
-    slave_side = Application(str(uuid.uuid4()), "SAE_A", ("SAE_B",), AppQos(min_bandwidth=10**6), 9, "CLIENT",
-                             "KME_A", ("AB",), local_master=False)
+    slave_side = Application(
+        str(uuid.uuid4()),
+        "SAE_A",
+        ("SAE_B",),
+        AppQos(min_bandwidth=10**6),
+        9,
+        "CLIENT",
+        "KME_A",
+        ("AB",),
+        local_master=False,
+    )
     reg.register(slave_side, lambda link: 10.0, admit=False)  # the master's KM checks the supply
     local = _app(server="SAE_B", clients=("SAE_A",), priority=0, remote="KME_A")
     reg.register(local, lambda link: 10.0)

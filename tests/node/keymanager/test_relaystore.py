@@ -107,8 +107,7 @@ def test_relayed_keys_are_served_once_and_only_to_the_named_slave():
     keys = os.urandom(64)
     ids = [str(uuid.uuid4()), str(uuid.uuid4())]
     slices, pad = ra.take_pad("KME_B", "r1", 64)
-    rb.accept_relayed_keys("KME_A", "r1", slices, xor_bytes(keys, pad), ids, "SAE_A", ["SAE_B"],
-                           ["KME_A", "KME_B"])
+    rb.accept_relayed_keys("KME_A", "r1", slices, xor_bytes(keys, pad), ids, "SAE_A", ["SAE_B"], ["KME_A", "KME_B"])
     with pytest.raises(NotAuthorized):
         rb.fetch("SAE_X", "SAE_A", ids)
     with pytest.raises(KeysNotFound):
@@ -127,8 +126,9 @@ def test_relayed_keys_are_served_once_and_only_to_the_named_slave():
         rb.fetch("SAE_B", "SAE_A", ids[:1])
     slices3, pad3 = ra.take_pad("KME_B", "r1", 64)  # same relay ID, other keys: refused
     with pytest.raises(ValueError, match="other keys"):
-        rb.accept_relayed_keys("KME_A", "r1", slices3, xor_bytes(os.urandom(64), pad3), ids, "SAE_A", ["SAE_B"],
-                               ["KME_A"])
+        rb.accept_relayed_keys(
+            "KME_A", "r1", slices3, xor_bytes(os.urandom(64), pad3), ids, "SAE_A", ["SAE_B"], ["KME_A"]
+        )
 
 
 def test_void_relay_leaves_no_fetchable_key_and_recover_voids_pending():

@@ -55,8 +55,9 @@ def test_duplicate_block_is_stored_once(tmp_path):
 
 def test_block_over_capacity_is_refused_and_others_stored(tmp_path):
     s = KeyStore(str(tmp_path / "s.db"), "KME_A", capacity_bytes=1500)
-    out = s.add_blocks([KeyBlock("L1", 0, "KME_B", 8000, os.urandom(1000)),
-                        KeyBlock("L1", 1, "KME_B", 8000, os.urandom(1000))])
+    out = s.add_blocks(
+        [KeyBlock("L1", 0, "KME_B", 8000, os.urandom(1000)), KeyBlock("L1", 1, "KME_B", 8000, os.urandom(1000))]
+    )
     assert out[0] == "stored" and "full" in out[1]
     assert s.has_block("L1", 0) and not s.has_block("L1", 1)
 
@@ -153,21 +154,26 @@ def test_overlapping_peer_allocation_is_rejected(tmp_path):
 
 
 @settings(max_examples=25)
-@given(st.lists(st.tuples(st.booleans(), st.integers(1, 6), st.sampled_from([8, 32, 128, 1000])), max_size=25),
-       st.lists(st.integers(64, 9000), min_size=1, max_size=4))
+@given(
+    st.lists(st.tuples(st.booleans(), st.integers(1, 6), st.sampled_from([8, 32, 128, 1000])), max_size=25),
+    st.lists(st.integers(64, 9000), min_size=1, max_size=4),
+)
 def test_both_kms_serving_masters_never_hand_out_the_same_bits(tmp_path_factory, ops, sizes):
     tmp = tmp_path_factory.mktemp("s")
     a, b = pair(tmp, chunk_bytes=1024)
     feed(a, b, [(i, os.urandom(n)) for i, n in enumerate(sizes)])
     seen: dict[tuple[str, int, int], list[tuple[int, int]]] = {}
     for from_a, number, nbytes in ops:
-        m, s, pm, ps, sm, ss = (a, b, "KME_B", "KME_A", "SAE_A", "SAE_B") if from_a else \
-            (b, a, "KME_A", "KME_B", "SAE_B", "SAE_A")
+        m, s, pm, ps, sm, ss = (
+            (a, b, "KME_B", "KME_A", "SAE_A", "SAE_B") if from_a else (b, a, "KME_A", "KME_B", "SAE_B", "SAE_A")
+        )
         try:
             r = transfer(m, s, pm, ps, sm, ss, number, nbytes)
         except PoolExhausted:
             continue
-        same_secret(s.fetch(ss, sm, [x.key_id for x in r.allocations]), r.material, "slave keys differ from master keys")
+        same_secret(
+            s.fetch(ss, sm, [x.key_id for x in r.allocations]), r.material, "slave keys differ from master keys"
+        )
         for x in r.allocations:
             p = x.position
             seen.setdefault((p.link_id, p.block_id, p.idx), []).append((p.offset, p.offset + p.nbytes))
@@ -208,7 +214,9 @@ def test_bits_rebound_after_a_lost_reservation_are_refused_by_the_peer(tmp_path)
         except ValueError:
             a.set_state([x.key_id for x in later.allocations], "void")
     assert later.allocations[0].position.offset >= 64
-    same_secret(b.fetch("SAE_B", "SAE_A", [later.allocations[0].key_id]), later.material, "slave keys differ from master keys")
+    same_secret(
+        b.fetch("SAE_B", "SAE_A", [later.allocations[0].key_id]), later.material, "slave keys differ from master keys"
+    )
 
 
 def test_link_key_refill_takes_whole_chunks_both_sides_agree_and_is_idempotent(tmp_path):

@@ -28,7 +28,9 @@ def test_a_transaction_that_raises_leaves_nothing_behind(tmp_path):
 
 
 def test_a_failed_commit_is_rolled_back(tmp_path):
-    s = StoreDb(str(tmp_path / "s.db"), SCHEMA + "CREATE TABLE u(x INTEGER REFERENCES t(k) DEFERRABLE INITIALLY DEFERRED);")
+    s = StoreDb(
+        str(tmp_path / "s.db"), SCHEMA + "CREATE TABLE u(x INTEGER REFERENCES t(k) DEFERRABLE INITIALLY DEFERRED);"
+    )
     with pytest.raises(Exception, match="FOREIGN KEY"), s.transaction():
         s.db.execute("INSERT INTO t VALUES('a', x'01')")
         s.db.execute("INSERT INTO u VALUES('nowhere')")  # checked at COMMIT

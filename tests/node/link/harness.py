@@ -53,9 +53,15 @@ def settings_for(params: LinkParams, **kw: Any) -> LinkSettings:
 
 
 @contextmanager
-def link_pair(tmp_path: Path, params: LinkParams, seed: int, settings: LinkSettings,
-              bob_endpoint: str | None = None, alice_endpoint: str = "tcp://127.0.0.1:0",
-              max_failed_tags: int = 3) -> Iterator[Pair]:
+def link_pair(
+    tmp_path: Path,
+    params: LinkParams,
+    seed: int,
+    settings: LinkSettings,
+    bob_endpoint: str | None = None,
+    alice_endpoint: str = "tcp://127.0.0.1:0",
+    max_failed_tags: int = 3,
+) -> Iterator[Pair]:
     """Alice serving in a thread, Bob in the caller; `bob_endpoint` lets a test put a proxy between them."""
     secret = os.urandom(1 << 16)
     a_sock = PeerChannel.bind(alice_endpoint)
@@ -64,12 +70,23 @@ def link_pair(tmp_path: Path, params: LinkParams, seed: int, settings: LinkSetti
     b_link = SecureLink.from_bootstrap(secret, "initiator", mode="transcript", max_failed_tags=max_failed_tags)
     alarms: list[tuple[str, str]] = []
     a_out, b_out = Outbox(tmp_path / "alice.db"), Outbox(tmp_path / "bob.db")
-    alice = AliceLink(settings, MockTransmitter(params, seed), a_out, a_link.refill,
-                      alarm=lambda s, t: alarms.append((s, t)), rekey_auth=a_link.rekey)
-    bob = BobLink(settings, SecureChannel(b_sock, b_link), b_out, b_link.refill,
-                  alarm=lambda s, t: alarms.append((s, t)),
-                  auth_available=lambda: (b_link.send_pool.available_bits, b_link.recv_pool.available_bits),
-                  rekey_auth=b_link.rekey)
+    alice = AliceLink(
+        settings,
+        MockTransmitter(params, seed),
+        a_out,
+        a_link.refill,
+        alarm=lambda s, t: alarms.append((s, t)),
+        rekey_auth=a_link.rekey,
+    )
+    bob = BobLink(
+        settings,
+        SecureChannel(b_sock, b_link),
+        b_out,
+        b_link.refill,
+        alarm=lambda s, t: alarms.append((s, t)),
+        auth_available=lambda: (b_link.send_pool.available_bits, b_link.recv_pool.available_bits),
+        rekey_auth=b_link.rekey,
+    )
     stop = threading.Event()
 
     def serve() -> None:

@@ -7,8 +7,9 @@ from typing import Any
 import zmq
 
 
-def run_proxy(front: str, back: str, tamper_type: bytes, tamper_index: int, conn: Any, from_bob: bool = True,
-              every: bool = False) -> None:
+def run_proxy(
+    front: str, back: str, tamper_type: bytes, tamper_index: int, conn: Any, from_bob: bool = True, every: bool = False
+) -> None:
     """Bob connects to `front`, Alice listens on `back`. The `tamper_index`-th message of type
     `tamper_type` from Bob (from Alice if not `from_bob`; every one from then on if `every`) has one
     bit flipped in its largest frame between the type and the MAC (a payload, or the JSON header).

@@ -21,8 +21,12 @@ from tests.node.link.test_link import PARAMS, SEED
 def alice(tmp_path):
     alarms: list[tuple[str, str]] = []
     outbox = Outbox(tmp_path / "a.db")
-    yield AliceLink(settings_for(PARAMS), MockTransmitter(PARAMS, SEED), outbox,
-                    alarm=lambda s, t: alarms.append((s, t))), alarms
+    yield (
+        AliceLink(
+            settings_for(PARAMS), MockTransmitter(PARAMS, SEED), outbox, alarm=lambda s, t: alarms.append((s, t))
+        ),
+        alarms,
+    )
     outbox.close()
 
 

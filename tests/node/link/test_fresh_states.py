@@ -20,10 +20,17 @@ PERIOD = 64
 @pytest.fixture
 def alice(tmp_path):
     clock = FakeClock()
-    tx = AWGTransmitter(RecordingAWG(2e6, clock, upload_s=2.5 * PERIOD / 1e6),
-                        intensities=MU, levels=ModulatorLevels((1.0, 0.5, 0.25), (-0.75, -0.25, 0.25, 0.75)),
-                        samples_per_slot=2, pulse_samples=1, pattern_slots=PERIOD, stream=False, guard_slots=0,
-                        clock=clock)
+    tx = AWGTransmitter(
+        RecordingAWG(2e6, clock, upload_s=2.5 * PERIOD / 1e6),
+        intensities=MU,
+        levels=ModulatorLevels((1.0, 0.5, 0.25), (-0.75, -0.25, 0.25, 0.75)),
+        samples_per_slot=2,
+        pulse_samples=1,
+        pattern_slots=PERIOD,
+        stream=False,
+        guard_slots=0,
+        clock=clock,
+    )
     tx.start()
     clock.t = tx._t0 + PERIOD / 1e6
     tx.refresh()  # slots 64 .. first-1 replay the first pattern

@@ -11,8 +11,9 @@ from postprocessing.errors import ProtocolError
 from postprocessing.slotting import Detections
 from tests.node.link.harness import HANG_TIMEOUT_S, as_detections, link_pair, run_all, settings_for
 
-PARAMS = LinkParams(fibre_length_km=10.0, p_z=0.8, bob_p_z=0.8, intensities=(0.5, 0.15, 0.0),
-                    class_probabilities=(0.6, 0.3, 0.1))
+PARAMS = LinkParams(
+    fibre_length_km=10.0, p_z=0.8, bob_p_z=0.8, intensities=(0.5, 0.15, 0.0), class_probabilities=(0.6, 0.3, 0.1)
+)
 SEED = 5
 
 

@@ -11,8 +11,15 @@ from node.runtime.simulation import simulate_detections
 from postprocessing.sifting import SiftCounts
 from tests.node.link.harness import as_detections, link_pair, run_all, settings_for
 
-BASE = LinkParams(fibre_length_km=25.0, p_z=0.8, bob_p_z=0.8, intensities=(0.5, 0.15, 0.0),
-                  class_probabilities=(0.6, 0.3, 0.1), dead_time_ps=(0.0,) * 4, afterpulse_probability=(0.0,) * 4)
+BASE = LinkParams(
+    fibre_length_km=25.0,
+    p_z=0.8,
+    bob_p_z=0.8,
+    intensities=(0.5, 0.15, 0.0),
+    class_probabilities=(0.6, 0.3, 0.1),
+    dead_time_ps=(0.0,) * 4,
+    afterpulse_probability=(0.0,) * 4,
+)
 SEED = 21
 
 
@@ -38,8 +45,9 @@ def test_measured_qber_and_key_length_follow_the_truth_at_25_km(tmp_path, sim_25
     assert abs(true_qber - model_qber) < 0.002
     # the counts Alice disclosed are the true per-class counts, so the finite-key length computed
     # from the truth with the same leak is the node's, to well within 1 %
-    counts = SiftCounts(np.array(last["detections"]), np.zeros((2, 3), np.int64),
-                        np.array([[0, 0, 0], last["errors_x"]]))
+    counts = SiftCounts(
+        np.array(last["detections"]), np.zeros((2, 3), np.int64), np.array([[0, 0, 0], last["errors_x"]])
+    )
     truth = block_key_length(pair.bob.settings, counts, last["z_errors"], last["leaked_bits"], last["n_bits"])
     assert abs(truth.length - last["secret_bits"]) <= 0.01 * truth.length
 

@@ -27,14 +27,17 @@ def det():
 
 
 @contextmanager
-def proxied(tamper_type: bytes, index: int, from_bob: bool, every: bool = False) -> Iterator[tuple[str, str, Connection]]:
+def proxied(
+    tamper_type: bytes, index: int, from_bob: bool, every: bool = False
+) -> Iterator[tuple[str, str, Connection]]:
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
     probe = PeerChannel.bind("tcp://127.0.0.1:0")  # Alice binds first so the proxy can connect to her
     back = probe.endpoint
     probe.close()
-    proxy = ctx.Process(target=run_proxy, args=("tcp://127.0.0.1:0", back, tamper_type, index, child, from_bob, every),
-                        daemon=True)
+    proxy = ctx.Process(
+        target=run_proxy, args=("tcp://127.0.0.1:0", back, tamper_type, index, child, from_bob, every), daemon=True
+    )
     proxy.start()
     try:
         yield parent.recv(), back, parent
@@ -44,12 +47,20 @@ def proxied(tamper_type: bytes, index: int, from_bob: bool, every: bool = False)
             proxy.kill()
 
 
-@pytest.mark.parametrize("tamper_type, index, from_bob", [
-    (b"CASCADE", 0, True), (b"VERIFY", 0, True), (b"SIFT_REPORT", 1, True),
-    (b"CASCADE", 3, False), (b"BLOCK_DONE", 0, True), (b"BLOCK_DONE_ACK", 0, False),
-])
-def test_an_altered_message_aborts_its_block_with_an_alarm_and_the_session_goes_on(tmp_path, tamper_type, index,
-                                                                                    from_bob, det) -> None:
+@pytest.mark.parametrize(
+    "tamper_type, index, from_bob",
+    [
+        (b"CASCADE", 0, True),
+        (b"VERIFY", 0, True),
+        (b"SIFT_REPORT", 1, True),
+        (b"CASCADE", 3, False),
+        (b"BLOCK_DONE", 0, True),
+        (b"BLOCK_DONE_ACK", 0, False),
+    ],
+)
+def test_an_altered_message_aborts_its_block_with_an_alarm_and_the_session_goes_on(
+    tmp_path, tamper_type, index, from_bob, det
+) -> None:
     with proxied(tamper_type, index, from_bob) as (front, back, conn):
         settings = settings_for(PARAMS)
         with link_pair(tmp_path, PARAMS, SEED, settings, bob_endpoint=front, alice_endpoint=back) as pair:
@@ -75,8 +86,9 @@ def test_repeated_forged_closing_tags_stop_the_session_with_a_critical_alarm_aft
     n = 2
     with proxied(b"BLOCK_DONE", 0, True, every=True) as (front, back, conn):
         settings = settings_for(PARAMS, timeout_s=15.0)
-        with link_pair(tmp_path, PARAMS, SEED, settings, bob_endpoint=front, alice_endpoint=back,
-                       max_failed_tags=n) as pair:
+        with link_pair(
+            tmp_path, PARAMS, SEED, settings, bob_endpoint=front, alice_endpoint=back, max_failed_tags=n
+        ) as pair:
             alice = pair.alice_link
             pair.bob.hello()
             for batch in batches(det, 250_000):

@@ -190,8 +190,13 @@ os.kill(os.getpid(), signal.SIGKILL)
 
 
 def crash_after(path: Path, *steps: str) -> None:
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(_CHILD), str(path), *steps], cwd=ROOT,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_CHILD), str(path), *steps],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        timeout=300,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
 
 

@@ -21,14 +21,36 @@ from postprocessing.errors import ProtocolError
 from postprocessing.sifting import MAX_INTENSITIES, SiftReply, SiftReport, SiftRequest
 
 FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-TYPES = [P.SIFT_REQUEST, P.SIFT_REPLY, P.SIFT_REPORT, P.BLOCK_START, P.BLOCK_READY, P.CASCADE, P.VERIFY,
-         P.VERIFY_RESULT, P.BLOCK_DONE, P.BLOCK_DONE_ACK, P.BLOCK_ABORT, P.HELLO, P.HELLO_ACK]
+TYPES = [
+    P.SIFT_REQUEST,
+    P.SIFT_REPLY,
+    P.SIFT_REPORT,
+    P.BLOCK_START,
+    P.BLOCK_READY,
+    P.CASCADE,
+    P.VERIFY,
+    P.VERIFY_RESULT,
+    P.BLOCK_DONE,
+    P.BLOCK_DONE_ACK,
+    P.BLOCK_ABORT,
+    P.HELLO,
+    P.HELLO_ACK,
+]
 
 # what a received JSON header can hold: numbers of any size, strings, nesting
-json_scalar = st.none() | st.booleans() | st.integers() | st.integers(-(2**70), 2**70).map(lambda i: i * 10**300) \
-    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20)
-json_value = st.recursive(json_scalar, lambda inner: st.lists(inner, max_size=4)
-                          | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
+json_scalar = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(-(2**70), 2**70).map(lambda i: i * 10**300)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20)
+)
+json_value = st.recursive(
+    json_scalar,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
 # a header that often holds the fields the decoders read, with values of any type
 FIELDS = ["batch", "k", "block", "reason", "t", "h", "nonce", "ok", "confirmed", "next_block"]
 headers = st.dictionaries(st.sampled_from(FIELDS) | st.text(max_size=8), json_value, max_size=6)
@@ -44,8 +66,11 @@ odd_frame = frame | st.just(memoryview(b"\x00\x01")) | st.just(bytearray(b"xyz")
 @st.composite
 def messages(draw, msg_type=None) -> Message:
     """A message as it could arrive: any type name, any header, any frames, any authentication flags."""
-    t = draw(st.sampled_from(TYPES) | st.from_regex(r"[A-Z][A-Z0-9_]{0,10}", fullmatch=True)) \
-        if msg_type is None else msg_type
+    t = (
+        draw(st.sampled_from(TYPES) | st.from_regex(r"[A-Z][A-Z0-9_]{0,10}", fullmatch=True))
+        if msg_type is None
+        else msg_type
+    )
     msg = Message(t, draw(headers), draw(st.lists(odd_frame, max_size=7)))
     msg.transcript = draw(st.none() | st.integers(-1, 5) | json_scalar)
     msg.closing = draw(st.booleans())
@@ -135,8 +160,9 @@ def test_header_int_gives_an_int_in_range_or_a_protocol_error(msg: Message, key:
 
 @FUZZ
 @given(messages(), st.sampled_from(FIELDS), st.floats(-1e3, 0), st.floats(0, 1e300))
-def test_header_float_gives_a_float_in_range_or_a_protocol_error(msg: Message, key: str, low: float,
-                                                                 high: float) -> None:
+def test_header_float_gives_a_float_in_range_or_a_protocol_error(
+    msg: Message, key: str, low: float, high: float
+) -> None:
     value = only_protocol_errors(P.header_float, msg, key, low, high)
     if value is not None:
         assert type(value) is float and low <= value <= high
@@ -159,6 +185,7 @@ def test_header_float_refuses_an_integer_too_large_for_a_float(value: int) -> No
 
 # --- the same, through the wire: truncated, oversized and bit-flipped encodings ---
 
+
 def wire(msg: Message) -> list[bytes]:
     return [bytes(f) for f in encode_body(msg)]
 
@@ -171,8 +198,13 @@ def decode_all(frames_: list[bytes]) -> None:
         msg = decode_body(frames_)
     except MessageFormatError:
         return  # the envelope refused it: the protocol decoders never see it
-    for fn, args in ((P.parse_sift_request, ()), (P.parse_sift_reply, (0,)), (P.parse_sift_report, ()),
-                     (P.unwrap_cascade, ()), (P.require_verified, ())):
+    for fn, args in (
+        (P.parse_sift_request, ()),
+        (P.parse_sift_reply, (0,)),
+        (P.parse_sift_report, ()),
+        (P.unwrap_cascade, ()),
+        (P.require_verified, ()),
+    ):
         only_protocol_errors(fn, msg, *args)
 
 
@@ -186,13 +218,13 @@ def valid_sift_messages(draw) -> Message:
         return P.sift_request(batch, SiftRequest(draw(hnp.arrays(np.int64, n)), draw(u8)))
     if kind == "reply":
         k = draw(st.integers(1, MAX_INTENSITIES))
-        return P.sift_reply(batch, SiftReply(draw(u8), draw(u8), draw(u8), draw(hnp.arrays(np.int64, n)),
-                                             draw(u8), k))
+        return P.sift_reply(batch, SiftReply(draw(u8), draw(u8), draw(u8), draw(hnp.arrays(np.int64, n)), draw(u8), k))
     if kind == "report":
         return P.sift_report(batch, SiftReport(draw(hnp.arrays(np.int64, (2, draw(st.integers(1, 4)))))))
     buffers = tuple(draw(st.lists(hnp.arrays(dtypes.filter(lambda d: d is not np.bool_), n), max_size=3)))
-    return P.wrap_cascade(CascadeMessage(draw(st.text(max_size=10)), draw(st.dictionaries(st.text(max_size=5),
-                                                                                         json_scalar)), buffers))
+    return P.wrap_cascade(
+        CascadeMessage(draw(st.text(max_size=10)), draw(st.dictionaries(st.text(max_size=5), json_scalar)), buffers)
+    )
 
 
 @FUZZ
@@ -225,6 +257,7 @@ def test_oversized_headers_and_payloads_are_refused_before_the_protocol_decoders
 
 
 # --- round trips: what the encoders build decodes to itself ---
+
 
 def same(a: Any, b: Any) -> bool:
     return isinstance(b, np.ndarray) and a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b)

@@ -147,18 +147,21 @@ def test_redeclaring_a_link_with_another_peer_replaces_its_info() -> None:
     assert [s.labels["peer"] for s in samples] == ["C"]
 
 
-@pytest.mark.parametrize("call, match", [
-    (lambda m: m.record_block("L1", 10, 1, 0.01, "great"), "outcome: 'great' is not one of key, no_key, aborted"),
-    (lambda m: m.record_block("L1", 10, 0, 0.01, "aborted", reason="cosmic"), "reason"),
-    (lambda m: m.record_block("L1", 10, 5, 0.01, "no_key"), "secret_bits"),
-    (lambda m: m.record_block("L1", -1, 0, 0.01, "no_key"), "sifted_bits"),
-    (lambda m: m.record_block("L1", 10, 1, 1.5, "key"), "qber"),
-    (lambda m: m.record_block("L1", 10, 1, 0.01, "key", reason="qber"), "reason"),
-    (lambda m: m.record_relay("teleported"), "outcome"),
-    (lambda m: m.set_auth_key_available("L1", "up", 1), "direction"),
-    (lambda m: m.declare_link("L1", "B", "eve"), "role"),
-    (lambda m: m.set_key_pool("", 1), "peer"),
-])
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda m: m.record_block("L1", 10, 1, 0.01, "great"), "outcome: 'great' is not one of key, no_key, aborted"),
+        (lambda m: m.record_block("L1", 10, 0, 0.01, "aborted", reason="cosmic"), "reason"),
+        (lambda m: m.record_block("L1", 10, 5, 0.01, "no_key"), "secret_bits"),
+        (lambda m: m.record_block("L1", -1, 0, 0.01, "no_key"), "sifted_bits"),
+        (lambda m: m.record_block("L1", 10, 1, 1.5, "key"), "qber"),
+        (lambda m: m.record_block("L1", 10, 1, 0.01, "key", reason="qber"), "reason"),
+        (lambda m: m.record_relay("teleported"), "outcome"),
+        (lambda m: m.set_auth_key_available("L1", "up", 1), "direction"),
+        (lambda m: m.declare_link("L1", "B", "eve"), "role"),
+        (lambda m: m.set_key_pool("", 1), "peer"),
+    ],
+)
 def test_bad_arguments_raise_value_error_naming_them(call, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         call(NodeMetrics("A"))
@@ -172,7 +175,6 @@ def test_documented_label_values_are_the_allowed_ones() -> None:
 def test_serve_metrics_rejects_a_bad_port() -> None:
     with pytest.raises(ValueError, match="port"):
         serve_metrics(NodeMetrics("A").registry, port=70000)
-
 
 
 def test_alarms_endpoint_serves_active_alarms_and_recent_changes() -> None:

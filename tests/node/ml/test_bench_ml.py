@@ -15,5 +15,3 @@ def test_ml_rows_are_listed(capsys: pytest.CaptureFixture[str]) -> None:
     rows = json.loads(capsys.readouterr().out)["results"]
     assert {r["stage"] for r in rows} == {"ml.km03", "ml.ql01"}
     assert all(r["mbit_per_s"] > 0 for r in rows)
-
-

@@ -40,8 +40,9 @@ def test_normal_blocks_raise_no_alarm(normal_scores: np.ndarray, detector: Attac
 
 
 @pytest.mark.parametrize("name", CONDITIONS)
-def test_each_condition_is_separated_from_normal_and_named(name: str, detector: AttackDetector,
-                                                           normal_scores: np.ndarray) -> None:
+def test_each_condition_is_separated_from_normal_and_named(
+    name: str, detector: AttackDetector, normal_scores: np.ndarray
+) -> None:
     feats, levels, _ = dataset(3_200_003, 2, 30, name)
     m = attacked_mask(name, levels)
     scores = np.array([detector.score(z) for z in feats[m]])
@@ -63,7 +64,7 @@ def test_intercept_resend_on_five_percent_is_flagged_below_the_qber_threshold(de
 def test_a_block_with_missing_statistics_is_scored_on_what_it_has(detector: AttackDetector) -> None:
     feats, _levels, _ = dataset(3_400_009, 1, 10, "pns")
     z = feats[-1].copy()
-    z[FEATURES.index("clicks_Z0"):] = np.nan  # a node that only sees the sifted counts
+    z[FEATURES.index("clicks_Z0") :] = np.nan  # a node that only sees the sifted counts
     assert np.isfinite(detector.score(z)) and detector.check(z).anomalous
 
 

@@ -42,7 +42,9 @@ def test_the_lowest_rate_points_keep_a_key_and_keyless_points_stay_keyless(proto
     model = parameter_model(protocol)
     for r in HELD_OUT[protocol]["lowest_rate"]:
         link, d, n = link_of(protocol, np.array(r["row"]))
-        assert model.predict(link, d, n).point.key_rate_per_pulse > 0, f"a positive-rate point turned to zero: {r['row']}"
+        assert model.predict(link, d, n).point.key_rate_per_pulse > 0, (
+            f"a positive-rate point turned to zero: {r['row']}"
+        )
     for r in HELD_OUT[protocol]["keyless"]:
         link, d, n = link_of(protocol, np.array(r["row"]))
         assert model.predict(link, d, n).point.key_rate_per_pulse == 0.0
@@ -52,7 +54,9 @@ def test_the_lowest_rate_points_keep_a_key_and_keyless_points_stay_keyless(proto
 def test_stored_numeric_optima_are_what_the_optimiser_finds(protocol: str) -> None:
     for r in HELD_OUT[protocol]["evenly_spaced"][:2]:
         link, d, n = link_of(protocol, np.array(r["row"]))
-        assert optimise(protocol, link, d, n).key_rate_per_pulse == pytest.approx(r["numeric_rate"], rel=1e-6, abs=1e-15)
+        assert optimise(protocol, link, d, n).key_rate_per_pulse == pytest.approx(
+            r["numeric_rate"], rel=1e-6, abs=1e-15
+        )
 
 
 @settings(max_examples=40, deadline=None)
@@ -83,5 +87,8 @@ def test_simulate_ml_prints_the_numeric_document(capsys: pytest.CaptureFixture[s
 
 
 def test_out_of_range_links_are_noted_not_refused(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["simulate", "--optimiser", "ml", "--protocol", "rusca2018", "--distance", "400", "--block-size", "1e6"]) == 0
+    assert (
+        main(["simulate", "--optimiser", "ml", "--protocol", "rusca2018", "--distance", "400", "--block-size", "1e6"])
+        == 0
+    )
     assert "outside the model's range (log10_transmittance)" in capsys.readouterr().err

@@ -36,7 +36,12 @@ def test_a_clean_link_raises_nothing_and_an_attack_after_commissioning_is_named(
     _feed(clean, None, CALIBRATION_BLOCKS + 30, seed=21)
     assert alarms == [] and len(clean.verdicts) == 30
     attacked = LinkMonitor("L1", 0.11, lambda s, t: alarms.append((s, t)))
-    _feed(attacked, Condition("intercept-resend", 0.05, onset_block=CALIBRATION_BLOCKS + 2), CALIBRATION_BLOCKS + 6, seed=22)
+    _feed(
+        attacked,
+        Condition("intercept-resend", 0.05, onset_block=CALIBRATION_BLOCKS + 2),
+        CALIBRATION_BLOCKS + 6,
+        seed=22,
+    )
     flags = [v["anomalous"] for v in attacked.verdicts]
     assert flags == [False, False, True, True, True, True]
     assert alarms and all(s == "critical" and "intercept-resend" in t for s, t in alarms)
@@ -47,7 +52,7 @@ def test_the_schedule_switches_the_monte_carlo_photon_model_at_its_onset() -> No
     tap = attacked_params(LINK, Condition("tap", 3.0), 3.0)
     before = sim._lam_tot.copy()
     set_photon_model(sim, tap)
-    np.testing.assert_allclose(sim._lam_tot, before * 10 ** -0.3, rtol=1e-12)
+    np.testing.assert_allclose(sim._lam_tot, before * 10**-0.3, rtol=1e-12)
     np.testing.assert_array_equal(sim._lam_cum, LinkSimulator(tap, 3)._lam_cum)
     assert attacked_params(LINK, Condition("intercept-resend", 0.05), 0.05).eve_fraction == 0.05
     drift = ScheduledCondition(Condition("laser-drift", 0.03), onset_slot=100)

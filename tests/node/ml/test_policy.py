@@ -11,8 +11,15 @@ START = ProtocolSettings((0.5, 0.1), (0.7, 0.3), 0.9)
 def test_retunes_once_per_real_change_with_hysteresis() -> None:
     sent: list[ProtocolSettings] = []
     alarms: list[tuple[str, str]] = []
-    policy = RetunePolicy("rusca2018", PRESETS["rusca2018"], 1e7, START, sent.append,
-                          lambda s, t: alarms.append((s, t)), hysteresis_db=0.5)
+    policy = RetunePolicy(
+        "rusca2018",
+        PRESETS["rusca2018"],
+        1e7,
+        START,
+        sent.append,
+        lambda s, t: alarms.append((s, t)),
+        hysteresis_db=0.5,
+    )
     first = policy.observe(10.0)
     assert first is not None and sent == [first] and alarms[0][0] == "warning" and "re-tune" in alarms[0][1]
     for noise in (10.1, 9.8, 10.3):  # within the hysteresis: nothing moves

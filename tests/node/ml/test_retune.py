@@ -15,8 +15,9 @@ from node.link.distill import LinkSettings
 from node.ml.retune import LinkRetuner, measured_link
 from postprocessing.sifting import SiftCounts
 
-LINK = LinkParams(p_z=0.8, bob_p_z=0.8, intensities=(0.5, 0.15, 0.0), class_probabilities=(0.6, 0.3, 0.1),
-                  dark_count_hz=0.0)
+LINK = LinkParams(
+    p_z=0.8, bob_p_z=0.8, intensities=(0.5, 0.15, 0.0), class_probabilities=(0.6, 0.3, 0.1), dark_count_hz=0.0
+)
 SETTINGS = LinkSettings("L1", LINK.intensities, LINK.class_probabilities)
 SLOTS = 1e9
 MATCHED = 0.8 * 0.8 + 0.2 * 0.2

@@ -23,8 +23,7 @@ def client(net: LoopbackNetwork, node: str) -> QKD014Client:
 
 @pytest.fixture(scope="module")
 def ring(tmp_path_factory):
-    net = start_network(example_topology("ring5"), tmp_path_factory.mktemp("ring5"), gossip_interval_s=0.1,
-                        stale_s=1.5)
+    net = start_network(example_topology("ring5"), tmp_path_factory.mktemp("ring5"), gossip_interval_s=0.1, stale_s=1.5)
     try:
         net.feed_all(1 << 16, 1)
         net.wait_converged(min_bits=8 * 4096)

@@ -93,8 +93,11 @@ def test_relay_in_flight_is_rerouted_from_the_node_holding_it(ring):
     for n, peer in (("B", "C"), ("C", "B")):
         ring.kms[n].run(ring.kms[n].km.control.set_link_up, kme_id(peer), False)
     try:
-        keys = a.call(a.km.relay.originate(sae_id("A"), [sae_id("C")], 1, 32, kme_id("C"),
-                                           [kme_id("A"), kme_id("B"), kme_id("C")]))
+        keys = a.call(
+            a.km.relay.originate(
+                sae_id("A"), [sae_id("C")], 1, 32, kme_id("C"), [kme_id("A"), kme_id("B"), kme_id("C")]
+            )
+        )
         key_id, material, ext = keys[0]
         path = ext["relay"]["path"]
         assert path[:2] == [kme_id("A"), kme_id("B")] and path[-1] == kme_id("C")
@@ -123,8 +126,11 @@ def test_relay_whose_next_hop_does_not_answer_is_rerouted_by_the_node_holding_it
 
     forward = c.run(table.replace, MessageType.RELAY_FORWARD, dead_from_b)
     try:
-        keys = a.call(a.km.relay.originate(sae_id("A"), [sae_id("C")], 1, 32, kme_id("C"),
-                                           [kme_id("A"), kme_id("B"), kme_id("C")]))
+        keys = a.call(
+            a.km.relay.originate(
+                sae_id("A"), [sae_id("C")], 1, 32, kme_id("C"), [kme_id("A"), kme_id("B"), kme_id("C")]
+            )
+        )
     finally:
         c.run(table.replace, MessageType.RELAY_FORWARD, forward)
         c.run(release.set)
@@ -193,8 +199,11 @@ def test_relay_that_cannot_reach_its_destination_is_voided_at_every_hop_with_ala
     try:
         before = audit(ring, "C", "relayed_key_states")
         with pytest.raises(RelayFailed) as info:  # the 014 layer answers 503
-            a.call(a.km.relay.originate(sae_id("A"), [sae_id("C")], 1, 32, kme_id("C"),
-                                        [kme_id("A"), kme_id("B"), kme_id("C")]))
+            a.call(
+                a.km.relay.originate(
+                    sae_id("A"), [sae_id("C")], 1, 32, kme_id("C"), [kme_id("A"), kme_id("B"), kme_id("C")]
+                )
+            )
         assert "failed" in str(info.value)
         failed = [r for r, (role, state, _) in audit(ring, "A", "relays").items() if state == "void"]
         assert failed
@@ -222,8 +231,9 @@ def test_every_bit_of_link_key_is_used_by_at_most_one_relay(ring):
             used[(n, link, block, idx)].append((off, nb, relay_id))
             (outs if direction == "out" else ins)[(link, block, idx, off, nb)] = relay_id
         # the relay pads never touch bits the KM handed to SAEs or to its link's authentication
-        with_keys = km.call(km.km.db(lambda s=km.km.store: s.db.execute(
-            "SELECT DISTINCT link_id, block_id, idx FROM keys").fetchall()))
+        with_keys = km.call(
+            km.km.db(lambda s=km.km.store: s.db.execute("SELECT DISTINCT link_id, block_id, idx FROM keys").fetchall())
+        )
         assert not {tuple(r) for r in with_keys} & {(lk, b, i) for (_, lk, b, i) in used if _ == n}
         # the link key consumed is accounted for, per link
         ledger_bits = defaultdict(int)
@@ -240,13 +250,25 @@ def test_every_bit_of_link_key_is_used_by_at_most_one_relay(ring):
         assert outs.get(pos) == relay_id
 
 
-def _forge(ring, relay_id: str, route: list[str], trail: list[str], pad: list, ct: bytes, src: str = "A",
-           to: str = "B"):
+def _forge(
+    ring, relay_id: str, route: list[str], trail: list[str], pad: list, ct: bytes, src: str = "A", to: str = "B"
+):
     km = ring.kms[src]
-    body = {"keys": [str(uuid.uuid4())], "master": sae_id(src), "slaves": [sae_id("C")], "size": len(ct),
-            "trail": trail, "route": route, "pad": pad, "ttl_ms": 3000}
-    return km.call(km.km.clients[kme_id(to)].request("RELAY_FORWARD", {"relay": relay_id}, timeout_s=3,
-                                                       payload=[json.dumps(body).encode(), ct]))
+    body = {
+        "keys": [str(uuid.uuid4())],
+        "master": sae_id(src),
+        "slaves": [sae_id("C")],
+        "size": len(ct),
+        "trail": trail,
+        "route": route,
+        "pad": pad,
+        "ttl_ms": 3000,
+    }
+    return km.call(
+        km.km.clients[kme_id(to)].request(
+            "RELAY_FORWARD", {"relay": relay_id}, timeout_s=3, payload=[json.dumps(body).encode(), ct]
+        )
+    )
 
 
 def _alarm_texts(ring, node: str) -> list[str]:
@@ -295,13 +317,23 @@ def test_relay_message_with_a_bad_mac_is_rejected_with_an_alarm_and_no_key(ring)
     before = audit(ring, "C", "relayed_key_states")
     rejected = b.run(lambda: b.km.peer_server.rejected)
     cl = a.km.clients[kme_id("B")]
-    body = {"keys": [str(uuid.uuid4())], "master": sae_id("A"), "slaves": [sae_id("C")], "size": 32,
-            "trail": [kme_id("A")], "route": [kme_id("B"), kme_id("C")], "pad": [["AB", 0, 1, 0, 32]],
-            "ttl_ms": 3000}
+    body = {
+        "keys": [str(uuid.uuid4())],
+        "master": sae_id("A"),
+        "slaves": [sae_id("C")],
+        "size": 32,
+        "trail": [kme_id("A")],
+        "route": [kme_id("B"), kme_id("C")],
+        "pad": [["AB", 0, 1, 0, 32]],
+        "ttl_ms": 3000,
+    }
 
     async def send_tampered() -> None:
-        frames = cl.link.seal(Message("RELAY_FORWARD", {"req": "y" * 16, "relay": str(uuid.uuid4())},
-                                      [json.dumps(body).encode(), bytes(32)]))
+        frames = cl.link.seal(
+            Message(
+                "RELAY_FORWARD", {"req": "y" * 16, "relay": str(uuid.uuid4())}, [json.dumps(body).encode(), bytes(32)]
+            )
+        )
         ct = bytearray(frames[-2])
         ct[0] ^= 1  # one flipped ciphertext bit
         await cl.sock.send_multipart([*frames[:-2], bytes(ct), frames[-1]])
@@ -324,8 +356,11 @@ def test_metrics_endpoint_counts_relays_and_the_link_key_they_used(ring):
     for node in ("A", "B", "C"):
         with urllib.request.urlopen(ring.metrics_url(node), timeout=10) as resp:  # noqa: S310 - our http:// URL
             text = resp.read().decode()
-        samples[node] = {(s.name, tuple(sorted(s.labels.items()))): s.value
-                         for fam in text_string_to_metric_families(text) for s in fam.samples}
+        samples[node] = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(text)
+            for s in fam.samples
+        }
     assert samples["A"][("qkdnode_relays_total", (("outcome", "originated"),))] >= 1
     assert samples["B"][("qkdnode_relays_total", (("outcome", "forwarded"),))] >= 1
     assert samples["C"][("qkdnode_relays_total", (("outcome", "delivered"),))] >= 1

@@ -48,8 +48,14 @@ def test_lost_link_state_and_a_used_bootstrap_refuse_to_start_with_a_clear_messa
     (cfg.state_dir / "link_state.json").unlink()
     with pytest.raises(ValueError, match="already used once"):
         start(cfg)
-    run = subprocess.run([sys.executable, "-m", "node", "run", str(tmp_path / "bob.toml")], capture_output=True,
-                         text=True, timeout=120, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    run = subprocess.run(
+        [sys.executable, "-m", "node", "run", str(tmp_path / "bob.toml")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert run.returncode == 2
     lines = [ln for ln in run.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "Provision a new pre-shared secret" in lines[0] and "Traceback" not in run.stderr

@@ -35,8 +35,9 @@ def km_blocks(path) -> dict[tuple[str, int], str]:
         out = {}
         for link, block in db.execute("SELECT link_id, block_id FROM blocks ORDER BY link_id, block_id"):
             h = hashlib.sha256()
-            for (data,) in db.execute("SELECT data FROM chunks WHERE link_id=? AND block_id=? ORDER BY idx",
-                                      (link, block)):
+            for (data,) in db.execute(
+                "SELECT data FROM chunks WHERE link_id=? AND block_id=? ORDER BY idx", (link, block)
+            ):
                 h.update(data)
             out[(link, block)] = h.hexdigest()
         return out
@@ -58,12 +59,24 @@ def test_bob_killed_mid_block_resumes_and_both_key_managers_agree(tmp_path) -> N
         killed_at = run.status("bob").get("counters", {}).get("blocks", 0)
         run.node_procs["bob"] = subprocess.Popen(
             [sys.executable, "-m", "node", "run", str(run.root / "bob.toml")],
-            stdout=subprocess.DEVNULL, stderr=open(run.root / "bob-restarted.log", "w"),  # noqa: SIM115 - the child's
-            cwd=run.root)
-        wait(lambda: run.status("bob").get("counters", {}).get("blocks", 0) >= 2
-             and run.status("bob").get("uptime_s", 1e9) < 600, "two blocks after the restart")
-        wait(lambda: run.status("alice").get("counters") is not None
-             and run.status("alice")["delivery"]["delivered_blocks"] >= killed_at + 2, "Alice's deliveries")
+            stdout=subprocess.DEVNULL,
+            stderr=open(run.root / "bob-restarted.log", "w"),  # noqa: SIM115 - the child's
+            cwd=run.root,
+        )
+        wait(
+            lambda: (
+                run.status("bob").get("counters", {}).get("blocks", 0) >= 2
+                and run.status("bob").get("uptime_s", 1e9) < 600
+            ),
+            "two blocks after the restart",
+        )
+        wait(
+            lambda: (
+                run.status("alice").get("counters") is not None
+                and run.status("alice")["delivery"]["delivered_blocks"] >= killed_at + 2
+            ),
+            "Alice's deliveries",
+        )
     finally:
         run.stop()
     a, b = km_blocks(run.root / "km_a.db"), km_blocks(run.root / "km_b.db")

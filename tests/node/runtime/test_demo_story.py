@@ -23,13 +23,16 @@ def test_forecast_expects_key_at_25_km_and_none_where_dark_counts_or_eve_dominat
     assert link_forecast(DemoOptions(distance_km=100))["block_link_s"] > near["block_link_s"]
 
 
-@pytest.mark.parametrize("alice, bob, words", [
-    ({}, {}, "still starting"),
-    (running(), running(sifted_bits=1_000_000), "only 1.00 of the 4 Mbit"),
-    (running(), running(sifted_bits=4_100_000), "error correction and privacy amplification"),
-    (running(), running(sifted_bits=9_000_000, aborted=2), "all 2 blocks were aborted"),
-    (running(), running(sifted_bits=9_000_000, blocks=2, key_bits=0), "finite-key length was 0"),
-])
+@pytest.mark.parametrize(
+    "alice, bob, words",
+    [
+        ({}, {}, "still starting"),
+        (running(), running(sifted_bits=1_000_000), "only 1.00 of the 4 Mbit"),
+        (running(), running(sifted_bits=4_100_000), "error correction and privacy amplification"),
+        (running(), running(sifted_bits=9_000_000, aborted=2), "all 2 blocks were aborted"),
+        (running(), running(sifted_bits=9_000_000, blocks=2, key_bits=0), "finite-key length was 0"),
+    ],
+)
 def test_why_no_key_names_the_stage_it_stopped_in(alice: dict, bob: dict, words: str) -> None:
     run = SimpleNamespace(options=DemoOptions(duration_s=30))
     text = why_no_key(run, alice, bob, {})  # type: ignore[arg-type]
@@ -56,10 +59,18 @@ def test_phase_follows_the_link_from_start_up_to_the_key_check() -> None:
     assert "ETSI 014" in phase(run, running(), running(blocks=1, key_bits=10))  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("kwargs, option", [
-    ({"block_bits": 10}, "--block-bits"), ({"distance_km": -1}, "--distance"), ({"eve_fraction": 2}, "--eve"),
-    ({"rate_hz": 0}, "--rate"), ({"duration_s": 0}, "--duration"), ({"blocks": 0}, "--blocks"), ({"seed": -1}, "--seed"),
-])
+@pytest.mark.parametrize(
+    "kwargs, option",
+    [
+        ({"block_bits": 10}, "--block-bits"),
+        ({"distance_km": -1}, "--distance"),
+        ({"eve_fraction": 2}, "--eve"),
+        ({"rate_hz": 0}, "--rate"),
+        ({"duration_s": 0}, "--duration"),
+        ({"blocks": 0}, "--blocks"),
+        ({"seed": -1}, "--seed"),
+    ],
+)
 def test_options_are_refused_naming_the_option(kwargs: dict, option: str) -> None:
     with pytest.raises(ValueError, match=option):
         DemoOptions(**kwargs)

@@ -31,8 +31,11 @@ class _Instrument:
 def test_a_failed_transmitter_shutdown_is_logged_and_raises_a_critical_alarm(caplog: pytest.LogCaptureFixture) -> None:
     registry = AlarmRegistry()
     other = _Instrument()
-    hw = Hardware(transmitter=_StuckTransmitter(), instruments={"bias": other},  # type: ignore[arg-type]
-                  alarm=registry.callback_for("link:L1"))
+    hw = Hardware(
+        transmitter=_StuckTransmitter(),  # type: ignore[arg-type]
+        instruments={"bias": other},
+        alarm=registry.callback_for("link:L1"),
+    )
     with caplog.at_level(logging.ERROR, logger="node.runtime.hardware"):
         hw.close()  # never raises
     assert any("transmitter: shutdown failed" in r.getMessage() for r in caplog.records)

@@ -49,9 +49,17 @@ def alice_daemon(km: Pair) -> NodeDaemon:
     """Alice's node daemon (not started) delivering to KME_A of `km`."""
     root = km.root
     (root / "boot.key").write_bytes(os.urandom(1 << 14))
-    doc = node_document("alice", "alice", "L1", 1, "boot.key", {"seed": 1}, block_bits=100_000,
-                        keymanager=(f"tcp://127.0.0.1:{km.paths['ports']['a_in']}", "node_a", "ingest_a.key"),
-                        status_file=False)
+    doc = node_document(
+        "alice",
+        "alice",
+        "L1",
+        1,
+        "boot.key",
+        {"seed": 1},
+        block_bits=100_000,
+        keymanager=(f"tcp://127.0.0.1:{km.paths['ports']['a_in']}", "node_a", "ingest_a.key"),
+        status_file=False,
+    )
     return NodeDaemon(parse_node_config(doc, root))
 
 
@@ -59,8 +67,9 @@ def test_pool_full_raises_one_alarm_with_the_reason_backs_off_and_clears(full_km
     daemon = alice_daemon(full_km)
     monkeypatch.setattr(NodeDaemon, "km_backoff_s", (0.05, 0.4), raising=False)
     for block in range(8):
-        daemon.outbox.put(DistilledKey("L1", block, os.urandom(BLOCK_BYTES), 8 * BLOCK_BYTES, 0.02, 0, 0, {}),
-                          "confirmed")
+        daemon.outbox.put(
+            DistilledKey("L1", block, os.urandom(BLOCK_BYTES), 8 * BLOCK_BYTES, 0.02, 0, 0, {}), "confirmed"
+        )
     thread = threading.Thread(target=daemon._delivery_loop, daemon=True)
     thread.start()
     try:
@@ -86,7 +95,7 @@ def test_pool_full_raises_one_alarm_with_the_reason_backs_off_and_clears(full_km
         daemon.outbox.close()
 
 
-@pytest.fixture()
+@pytest.fixture
 def km(pki_dir, tmp_path):
     (tmp_path / "kms").mkdir()
     pair = Pair(tmp_path / "kms", pki_dir)
@@ -145,13 +154,16 @@ def test_only_the_typed_ack_of_that_very_block_marks_it_delivered(tmp_path):
     outbox.close()
 
 
-@pytest.mark.parametrize("answer, reason", [
-    (lambda link, block: {"type": "ACK", "stored": True, "duplicate": True}, "not KEY_BLOCK_ACK"),
-    (lambda link, block: "KEY_BLOCK_ACK", "not KEY_BLOCK_ACK"),
-    (lambda link, block: KeyBlockAck(link, block + 1, "stored"), "names block"),
-    (lambda link, block: KeyBlockAck("L2", block, "stored"), "names block"),
-    (lambda link, block: KeyBlockNack(link, block, "pool is full"), "pool is full"),
-])
+@pytest.mark.parametrize(
+    "answer, reason",
+    [
+        (lambda link, block: {"type": "ACK", "stored": True, "duplicate": True}, "not KEY_BLOCK_ACK"),
+        (lambda link, block: "KEY_BLOCK_ACK", "not KEY_BLOCK_ACK"),
+        (lambda link, block: KeyBlockAck(link, block + 1, "stored"), "names block"),
+        (lambda link, block: KeyBlockAck("L2", block, "stored"), "names block"),
+        (lambda link, block: KeyBlockNack(link, block, "pool is full"), "pool is full"),
+    ],
+)
 def test_anything_but_that_ack_keeps_the_block_and_alarms_with_the_reason(tmp_path, answer, reason):
     loop, outbox, counters = delivery_with(tmp_path, answer)
     entry = outbox.pending_delivery(1)[0]

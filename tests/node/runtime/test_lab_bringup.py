@@ -64,8 +64,9 @@ timeout_s = 1.0
 def lab(emulate, tmp_path):
     devices = {"laser": ITC4001(), "awg": Keysight33500B(), "bias": MBX()}
     servers = {k: emulate(d) for k, d in devices.items()}
-    text = CONFIG.format(laser=servers["laser"].visa_resource, awg=servers["awg"].visa_resource,
-                         bias=servers["bias"].serial_url)
+    text = CONFIG.format(
+        laser=servers["laser"].visa_resource, awg=servers["awg"].visa_resource, bias=servers["bias"].serial_url
+    )
     return devices, parse_node_config(tomllib.loads(text), str(tmp_path))
 
 

@@ -64,8 +64,13 @@ def test_sigterm_leaves_the_laser_and_the_awg_outputs_off(tmp_path: Path, emulat
     laser, awg = emulate(laser_dev), emulate(awg_dev)
     laser_dev.ld_on = True  # the laser was left on by whoever used the bench before
     cfg = _config(tmp_path, laser.visa_resource, awg.visa_resource)
-    proc = subprocess.Popen([sys.executable, "-m", "node", "run", str(cfg)], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "node", "run", str(cfg)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.time() + 60
         status: dict = {}

@@ -24,8 +24,9 @@ def recording(tmp_path_factory):
 
 
 def doc(role, recording):
-    return replay_document(role, 5800, recording, "link.key", 100_000, 50_000, 2,
-                           ("tcp://127.0.0.1:5600", "node_a", "ingest.key"), MOCK)
+    return replay_document(
+        role, 5800, recording, "link.key", 100_000, 50_000, 2, ("tcp://127.0.0.1:5600", "node_a", "ingest.key"), MOCK
+    )
 
 
 @pytest.mark.parametrize("flag", [None, False, "yes"])

@@ -28,13 +28,21 @@ def _check_against_model(d: SimulatedDetections, model: AnalyticModel) -> None:
                 assert not sifted.any()
                 continue
             assert _within(errors, int(sifted.sum()), model.qber[k, b]), (
-                f"errors class {k} basis {b}: {errors} of {int(sifted.sum())}, QBER {model.qber[k, b]:.4f}")
+                f"errors class {k} basis {b}: {errors} of {int(sifted.sum())}, QBER {model.qber[k, b]:.4f}"
+            )
 
 
 @pytest.mark.parametrize("length_km", [0.0, 25.0, 50.0, 100.0])
 def test_detection_probability_and_qber_match_the_analytic_model(length_km: float) -> None:
-    p = LinkParams(fibre_length_km=length_km, misalignment=0.02, efficiency=(0.25, 0.2, 0.22, 0.18),
-                   bob_p_z=0.6, p_z=0.7, dark_count_hz=(2e3, 1e3, 3e3, 1e3), **MEMORYLESS)
+    p = LinkParams(
+        fibre_length_km=length_km,
+        misalignment=0.02,
+        efficiency=(0.25, 0.2, 0.22, 0.18),
+        bob_p_z=0.6,
+        p_z=0.7,
+        dark_count_hz=(2e3, 1e3, 3e3, 1e3),
+        **MEMORYLESS,
+    )
     n_slots = int(6e4 / (p.channel_transmittance * 0.2 * 0.4))
     d = simulate_detections(p, n_slots=n_slots, seed=11 + int(length_km))
     assert len(d) > 40_000
@@ -84,9 +92,15 @@ def test_simulate_detections_needs_exactly_one_length() -> None:
 
 def test_multi_clicks_are_squashed_and_counted_as_the_model_expects() -> None:
     # bright pulses at 0 km: many slots fire two or more detectors
-    p = LinkParams(fibre_length_km=0.0, intensities=(2.0, 0.5), class_probabilities=(0.5, 0.5),
-                   efficiency=(0.6, 0.5, 0.55, 0.45), misalignment=0.05, dead_time_ps=0.0,
-                   afterpulse_probability=0.0)
+    p = LinkParams(
+        fibre_length_km=0.0,
+        intensities=(2.0, 0.5),
+        class_probabilities=(0.5, 0.5),
+        efficiency=(0.6, 0.5, 0.55, 0.45),
+        misalignment=0.05,
+        dead_time_ps=0.0,
+        afterpulse_probability=0.0,
+    )
     d = simulate_detections(p, n_slots=200_000, seed=21, estimate_delays=True)
     model = expected_statistics(p, gate_ps=0.5 * p.period_ps)
     n = d.n_slots

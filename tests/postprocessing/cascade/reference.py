@@ -39,7 +39,7 @@ def pass_seed(seed: bytes, j: int) -> int:
 
 
 def block_parities(bits: list[int], k: int) -> list[int]:
-    return [sum(bits[s:s + k]) % 2 for s in range(0, len(bits), k)]
+    return [sum(bits[s : s + k]) % 2 for s in range(0, len(bits), k)]
 
 
 def node_range(length: int, v: int) -> tuple[int, int]:

@@ -12,8 +12,11 @@ from postprocessing.errors import ProtocolError
 
 
 def test_message_round_trips_through_frames() -> None:
-    msg = Message("cascade.ask", {"block": 3, "seq": 1},
-                  (np.arange(5, dtype=np.uint8), np.arange(3, dtype=np.uint32), np.zeros(0, dtype=np.uint64)))
+    msg = Message(
+        "cascade.ask",
+        {"block": 3, "seq": 1},
+        (np.arange(5, dtype=np.uint8), np.arange(3, dtype=np.uint32), np.zeros(0, dtype=np.uint64)),
+    )
     back = decode_message(encode_message(msg))
     assert back.type == msg.type and back.header == msg.header
     assert all(a.dtype == b.dtype and np.array_equal(a, b) for a, b in zip(back.buffers, msg.buffers))
@@ -33,10 +36,16 @@ def test_random_frames_never_decode_to_anything_but_protocol_error(frames: list[
 
 
 @given(cut=st.integers(0, 200), pos=st.integers(0, 200), byte=st.integers(0, 255), frame_i=st.integers(0, 4))
-def test_truncated_or_garbled_encodings_raise_protocol_error_or_decode(cut: int, pos: int, byte: int,
-                                                                      frame_i: int) -> None:
-    frames = encode_message(Message("cascade.ask", {"block": 1, "seq": 0, "pass": {"index": 0}},
-                                    (np.arange(7, dtype=np.uint8), np.arange(7, dtype=np.uint32))))
+def test_truncated_or_garbled_encodings_raise_protocol_error_or_decode(
+    cut: int, pos: int, byte: int, frame_i: int
+) -> None:
+    frames = encode_message(
+        Message(
+            "cascade.ask",
+            {"block": 1, "seq": 0, "pass": {"index": 0}},
+            (np.arange(7, dtype=np.uint8), np.arange(7, dtype=np.uint32)),
+        )
+    )
     i = frame_i % len(frames)
     f = bytearray(frames[i])
     if f:

@@ -57,8 +57,11 @@ def _ref_descend(state: list[int], length: int, v: int) -> tuple[int, int, int]:
 tree_states = st.integers(1, 200).flatmap(
     lambda length: st.tuples(
         st.just(length),
-        st.lists(st.sampled_from([UNKNOWN, EVEN, ODD, ASKED]), min_size=int(kernels.tree_stride(length)),
-                 max_size=int(kernels.tree_stride(length))),
+        st.lists(
+            st.sampled_from([UNKNOWN, EVEN, ODD, ASKED]),
+            min_size=int(kernels.tree_stride(length)),
+            max_size=int(kernels.tree_stride(length)),
+        ),
     )
 )
 
@@ -99,7 +102,7 @@ def test_push_keeps_every_row_through_growth(rows: list[tuple[int, int, int]]) -
 def test_tree_state_is_zeroed_writable_int8() -> None:
     s = tree_state(5 << 20)
     assert s.dtype == np.int8 and s.size == 5 << 20 and s.flags.writeable
-    assert not s[:: 4096].any() and not s[-1]
+    assert not s[::4096].any() and not s[-1]
     s[12345] = ODD
     assert int(s[12345]) == ODD
     assert tree_state(0).size == 0

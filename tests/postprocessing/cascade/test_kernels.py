@@ -39,7 +39,10 @@ def test_subset_parities_match_reference(bits: list[int], mask_seed: int, lo: in
         want = sum(b for b, m in zip(bits[lo:hi], mask[lo:hi]) if m ^ flip) % 2
         assert kernels.masked_parity(words, mwords, flip, lo, hi) == want
     top = kernels.top_parities(HALF, n, 2, n, words, mwords)
-    assert top.tolist() == [sum(b for b, m in zip(bits, mask) if m) % 2, sum(b for b, m in zip(bits, mask) if not m) % 2]
+    assert top.tolist() == [
+        sum(b for b, m in zip(bits, mask) if m) % 2,
+        sum(b for b, m in zip(bits, mask) if not m) % 2,
+    ]
 
 
 @given(length=st.integers(1, 5000), v=st.integers(1, 2**14))
@@ -57,8 +60,9 @@ def _search_one_block(alice: np.ndarray, bob: np.ndarray) -> tuple[int, int, int
         t.start(0, None, shuffle_block=False)
     state = np.zeros(int(bt.base[1]), dtype=np.int8)
     top = kernels.top_parities(BLOCK, n, 1, n, at.rows[0], at.masks[0])
-    odd = kernels.set_roots(0, bt.kind, bt.ksz, bt.nb, bt.stride, bt.base, bt.rowi, bt.mrow, n, state, bt.rows,
-                            bt.masks, top)
+    odd = kernels.set_roots(
+        0, bt.kind, bt.ksz, bt.nb, bt.stride, bt.base, bt.rowi, bt.mrow, n, state, bt.rows, bt.masks, top
+    )
     e = np.zeros(0, dtype=np.uint32)
     q = (np.zeros(0, dtype=np.uint8), e, e)
     ans = np.zeros(0, dtype=np.uint8)
@@ -67,15 +71,38 @@ def _search_one_block(alice: np.ndarray, bob: np.ndarray) -> tuple[int, int, int
     asked = rounds = flips = 0
     while True:
         qp, qb, qn, sp, sb, sn, nf = kernels.bob_round(
-            bt.kind, bt.ksz, bt.nb, bt.stride, bt.base, bt.rowi, bt.mrow, bt.prow, 1, n, state, bt.rows,
-            bt.masks, bt.perms, bt.poss, q[0], q[1], q[2], ans, s[0], s[1], s[2], flipmap)
+            bt.kind,
+            bt.ksz,
+            bt.nb,
+            bt.stride,
+            bt.base,
+            bt.rowi,
+            bt.mrow,
+            bt.prow,
+            1,
+            n,
+            state,
+            bt.rows,
+            bt.masks,
+            bt.perms,
+            bt.poss,
+            q[0],
+            q[1],
+            q[2],
+            ans,
+            s[0],
+            s[1],
+            s[2],
+            flipmap,
+        )
         flips += nf
         if qp.size == 0:
             break
         rounds += 1
         asked += qp.size
-        ans = kernels.answer_questions(at.kind, at.ksz, at.nb, at.stride, at.rowi, at.mrow, 1, n, at.rows,
-                                       at.masks, qp, qb, qn)
+        ans = kernels.answer_questions(
+            at.kind, at.ksz, at.nb, at.stride, at.rowi, at.mrow, 1, n, at.rows, at.masks, qp, qb, qn
+        )
         q, s = (qp, qb, qn), (sp, sb, sn)
     corrected = bt.bits()
     pos = int(np.flatnonzero(corrected != bob)[0]) if flips else -1
@@ -107,4 +134,3 @@ def test_single_block_search_only_flips_true_errors(bits: list[int], errs: set[i
     assert residual == len({e % alice.size for e in errs}) - int(np.count_nonzero(changed))
     if residual % 2 == 1:
         raise AssertionError("a block of odd error parity was left uncorrected")
-

@@ -108,12 +108,23 @@ def test_frame_length_mismatch_is_refused() -> None:
 
 
 @settings(max_examples=80)
-@given(header=st.dictionaries(st.sampled_from(["block", "seq", "start", "passes", "leaked", "aborted"]),
-                              st.one_of(st.integers(-5, 2**40), st.text(max_size=5), st.none(), st.booleans(),
-                                        st.dictionaries(st.sampled_from(["n", "seed", "index", "kind", "size"]),
-                                                        st.one_of(st.integers(-5, 5000), st.text(max_size=40))))),
-       mtype=st.sampled_from([ASK, DONE, "other"]),
-       q=st.lists(st.tuples(st.integers(0, 255), st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1)), max_size=5))
+@given(
+    header=st.dictionaries(
+        st.sampled_from(["block", "seq", "start", "passes", "leaked", "aborted"]),
+        st.one_of(
+            st.integers(-5, 2**40),
+            st.text(max_size=5),
+            st.none(),
+            st.booleans(),
+            st.dictionaries(
+                st.sampled_from(["n", "seed", "index", "kind", "size"]),
+                st.one_of(st.integers(-5, 5000), st.text(max_size=40)),
+            ),
+        ),
+    ),
+    mtype=st.sampled_from([ASK, DONE, "other"]),
+    q=st.lists(st.tuples(st.integers(0, 255), st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1)), max_size=5),
+)
 def test_responder_survives_malformed_asks(header: dict, mtype: str, q: list) -> None:
     link = LoopbackLink()
     responder = CascadeResponder(link.alice)
@@ -130,19 +141,28 @@ def test_questions_about_nodes_that_do_not_exist_are_refused() -> None:
     responder = CascadeResponder(link.alice)
     alice, _ = frame(1000, 0.02, 0)
     responder.add_block(1, alice)
-    start = {"block": 1, "seq": 0, "start": {"n": 1000, "seed": "00" * 16}, "passes": [{"index": 0, "kind": 0, "size": 64}]}
-    reply = responder.handle(Message(ASK, start, (np.zeros(1, np.uint8), np.zeros(1, np.uint32),
-                                                   np.array([1 << 20], np.uint32))))
+    start = {
+        "block": 1,
+        "seq": 0,
+        "start": {"n": 1000, "seed": "00" * 16},
+        "passes": [{"index": 0, "kind": 0, "size": 64}],
+    }
+    reply = responder.handle(
+        Message(ASK, start, (np.zeros(1, np.uint8), np.zeros(1, np.uint32), np.array([1 << 20], np.uint32)))
+    )
     assert reply is not None and reply.type == "cascade.error"
     assert not responder.results[1].completed
 
 
 @settings(max_examples=80)
-@given(header=st.dictionaries(st.sampled_from(["block", "seq", "seed", "reason"]),
-                              st.one_of(st.integers(-5, 5), st.text(max_size=40), st.none(),
-                                        st.just("ab" * 16))),
-       mtype=st.sampled_from(["cascade.parity", "cascade.error", "other"]),
-       bufs=st.lists(st.binary(max_size=400), max_size=3))
+@given(
+    header=st.dictionaries(
+        st.sampled_from(["block", "seq", "seed", "reason"]),
+        st.one_of(st.integers(-5, 5), st.text(max_size=40), st.none(), st.just("ab" * 16)),
+    ),
+    mtype=st.sampled_from(["cascade.parity", "cascade.error", "other"]),
+    bufs=st.lists(st.binary(max_size=400), max_size=3),
+)
 def test_reconciler_survives_malformed_replies(header: dict, mtype: str, bufs: list) -> None:
     from postprocessing.cascade.reconciler import _BobBlock
     from postprocessing.cascade.variants import get_variant

@@ -54,8 +54,12 @@ def test_every_variant_corrects_a_frame(variant: str, qber: float, fixed_shuffle
 
 
 @settings(max_examples=25)
-@given(n=st.integers(1, 3000), qber=st.floats(0.0, 0.15), seed=st.integers(0, 2**32 - 1),
-       variant=st.sampled_from(sorted(VARIANTS)))
+@given(
+    n=st.integers(1, 3000),
+    qber=st.floats(0.0, 0.15),
+    seed=st.integers(0, 2**32 - 1),
+    variant=st.sampled_from(sorted(VARIANTS)),
+)
 def test_cascade_only_flips_true_errors_and_leak_matches_alice(n: int, qber: float, seed: int, variant: str) -> None:
     alice, bob = frame(n, qber, seed)
     link = LoopbackLink()
@@ -80,8 +84,9 @@ def test_input_frames_are_not_modified() -> None:
     assert unchanged, "an input frame was modified"
 
 
-@pytest.mark.parametrize("n,qber,bound", [(10_000, 0.02, 1.12), (100_000, 0.01, 1.07),
-                                          (100_000, 0.02, 1.07), (100_000, 0.05, 1.07)])
+@pytest.mark.parametrize(
+    "n,qber,bound", [(10_000, 0.02, 1.12), (100_000, 0.01, 1.07), (100_000, 0.02, 1.07), (100_000, 0.05, 1.07)]
+)
 def test_default_variant_efficiency_over_ten_frames(n: int, qber: float, bound: float) -> None:
     fs = []
     for seed in range(10):
@@ -134,7 +139,8 @@ def test_bytes_on_the_wire_are_attributed_to_each_block_exactly() -> None:
     for i, (alice, _) in enumerate(frames):
         responder.add_block(i, alice)
     outcomes = CascadeReconciler(link.bob, max_in_flight=4).reconcile_many(
-        [(i, bob, 0.02) for i, (_, bob) in enumerate(frames)])
+        [(i, bob, 0.02) for i, (_, bob) in enumerate(frames)]
+    )
     assert sum(o.stats.bytes_received for o in outcomes) == link.bob.bytes_received
     assert sum(o.stats.bytes_sent for o in outcomes) == link.bob.bytes_sent
     assert sum(o.stats.messages for o in outcomes) == link.bob.messages_sent + link.bob.messages_received

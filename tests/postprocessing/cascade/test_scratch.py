@@ -89,8 +89,12 @@ def test_permutation_and_subset_into_a_buffer_match_fresh_ones(n: int, seed: int
 
 
 @settings(max_examples=20, deadline=None)
-@given(n=st.integers(1, 4000), qber=st.floats(0.0, 0.12), seed=st.integers(0, 2**32 - 1),
-       variant=st.sampled_from(sorted(VARIANTS)))
+@given(
+    n=st.integers(1, 4000),
+    qber=st.floats(0.0, 0.12),
+    seed=st.integers(0, 2**32 - 1),
+    variant=st.sampled_from(sorted(VARIANTS)),
+)
 def test_blocks_leave_their_pooled_tree_states_zeroed(n: int, qber: float, seed: int, variant: str) -> None:
     frames = [frame(n, qber, seed), frame(n, qber, seed + 1)]
     outcomes = reconcile_many_loopback(frames, max(qber, 0.001), variant, max_in_flight=1)

@@ -50,7 +50,9 @@ def lim2014_length(n, m, mu, p, lambda_ec, eps_cor, eps_sec):
         s0 = t0 / (mu2 - mu3) * (mu2 * math.exp(mu3) * lo[2] / p[2] - mu3 * math.exp(mu2) * up[1] / p[1])  # (A4)
         s0 = max(s0, 0.0)
         s1 = (
-            mu1 * t1 / (mu1 * (mu2 - mu3) - (mu2**2 - mu3**2))
+            mu1
+            * t1
+            / (mu1 * (mu2 - mu3) - (mu2**2 - mu3**2))
             * (
                 math.exp(mu2) * lo[1] / p[1]
                 - math.exp(mu3) * up[2] / p[2]
@@ -85,13 +87,17 @@ def rusca2018_length(n, m, mu, p, lambda_ec, eps_cor, eps_sec):
         n2 = math.exp(mu2) / p[1] * (counts[1] - dn)
         n1 = math.exp(mu1) / p[0] * (counts[0] + dn)
         s0l = max(t0 / (mu1 - mu2) * (mu1 * n2 - mu2 * n1), 0.0)  # (A19)
-        s1 = t1 * mu1 / (mu2 * (mu1 - mu2)) * (n2 - (mu2 / mu1) ** 2 * n1 - (mu1**2 - mu2**2) / mu1**2 * s0u / t0)  # (A17)
+        s1 = (
+            t1 * mu1 / (mu2 * (mu1 - mu2)) * (n2 - (mu2 / mu1) ** 2 * n1 - (mu1**2 - mu2**2) / mu1**2 * s0u / t0)
+        )  # (A17)
         return s0l, s0u, max(s1, 0.0)
 
     s0l, s0u, s1_key = bounds(n[0], m[0])
     _, _, s1_test = bounds(n[1], m[1])
     dm = delta(sum(m[1]), eps)
-    v1 = max(t1 / (mu1 - mu2) * (math.exp(mu1) / p[0] * (m[1][0] + dm) - math.exp(mu2) / p[1] * (m[1][1] - dm)), 0.0)  # (A22)
+    v1 = max(
+        t1 / (mu1 - mu2) * (math.exp(mu1) / p[0] * (m[1][0] + dm) - math.exp(mu2) / p[1] * (m[1][1] - dm)), 0.0
+    )  # (A22)
     if s1_test <= 0 or s1_key <= 0:
         phi = math.inf
     else:

@@ -42,8 +42,13 @@ def test_lim2014_matches_appendix_derivation(distance: float, block: float) -> N
     stats, leak = _observed("lim2014", distance, block, LIM_SETTINGS, LIM2014_SECTION_IV)
     got = finite_key_length("lim2014", stats, leak, 1e-15, 1e-10)
     ell, s0, s1, v1, phi = reference.lim2014_length(
-        stats.detections.tolist(), stats.errors.tolist(), list(LIM_SETTINGS.intensities),
-        list(LIM_SETTINGS.probabilities), leak, 1e-15, 1e-10,
+        stats.detections.tolist(),
+        stats.errors.tolist(),
+        list(LIM_SETTINGS.intensities),
+        list(LIM_SETTINGS.probabilities),
+        leak,
+        1e-15,
+        1e-10,
     )
     assert got.vacuum == pytest.approx(s0, rel=1e-9, abs=1e-6)
     assert got.single_photon == pytest.approx(s1, rel=1e-9)
@@ -58,8 +63,13 @@ def test_rusca2018_matches_appendix_derivation(distance: float, block: float) ->
     stats, leak = _observed("rusca2018", distance, block, RUSCA_SETTINGS, RUSCA2018_SETUP)
     got = finite_key_length("rusca2018", stats, leak, 1e-15, 1e-9)
     ell, s0l, s0u, s1, v1, phi = reference.rusca2018_length(
-        stats.detections.tolist(), stats.errors.tolist(), list(RUSCA_SETTINGS.intensities),
-        list(RUSCA_SETTINGS.probabilities), leak, 1e-15, 1e-9,
+        stats.detections.tolist(),
+        stats.errors.tolist(),
+        list(RUSCA_SETTINGS.intensities),
+        list(RUSCA_SETTINGS.probabilities),
+        leak,
+        1e-15,
+        1e-9,
     )
     assert got.vacuum == pytest.approx(s0l, rel=1e-9, abs=1e-6)
     assert got.vacuum_upper == pytest.approx(s0u, rel=1e-9)
@@ -78,7 +88,9 @@ def test_photon_number_probability_by_hand() -> None:
     mu, p = [0.5, 0.1, 0.0], [0.5, 0.3, 0.2]
     assert photon_number_probability(0, mu, p) == pytest.approx(0.5 * math.exp(-0.5) + 0.3 * math.exp(-0.1) + 0.2)
     assert photon_number_probability(1, mu, p) == pytest.approx(0.25 * math.exp(-0.5) + 0.03 * math.exp(-0.1))
-    assert photon_number_probability(2, mu, p) == pytest.approx((0.5 * 0.25 * math.exp(-0.5) + 0.3 * 0.01 * math.exp(-0.1)) / 2)
+    assert photon_number_probability(2, mu, p) == pytest.approx(
+        (0.5 * 0.25 * math.exp(-0.5) + 0.3 * 0.01 * math.exp(-0.1)) / 2
+    )
 
 
 def test_sampling_deviation_by_hand() -> None:
@@ -123,9 +135,16 @@ def test_lim2014_worked_example_by_hand() -> None:
     # Eq. (4) on the test basis: v1 <= tau1 (m+_2 - m-_3) / mu2
     dx = math.sqrt(45_800 / 2 * lg)
     sx0 = t0 * 4 * (800 - dx)
-    sx1 = t1 * 0.5 * (
-        math.exp(0.1) / 0.25 * (5_000 - dx) - 4 * (800 + dx) - 0.04 * (math.exp(0.5) / 0.5 * (40_000 + dx) - sx0 / t0)
-    ) / 0.04
+    sx1 = (
+        t1
+        * 0.5
+        * (
+            math.exp(0.1) / 0.25 * (5_000 - dx)
+            - 4 * (800 + dx)
+            - 0.04 * (math.exp(0.5) / 0.5 * (40_000 + dx) - sx0 / t0)
+        )
+        / 0.04
+    )
     dm = math.sqrt(1_650 / 2 * lg)
     v1 = t1 * (math.exp(0.1) / 0.25 * (450 + dm) - 4 * (400 - dm)) / 0.1
     assert v1 > 0
@@ -133,7 +152,13 @@ def test_lim2014_worked_example_by_hand() -> None:
     assert got.single_photon_errors_test == pytest.approx(v1, rel=1e-12)
     # Eq. (5) and (1)
     b = v1 / sx1
-    g = math.sqrt((sx1 + s1) * (1 - b) * b / (sx1 * s1 * math.log(2)) * math.log2((sx1 + s1) / (sx1 * s1 * (1 - b) * b) * 21**2 / eps_sec**2))
+    g = math.sqrt(
+        (sx1 + s1)
+        * (1 - b)
+        * b
+        / (sx1 * s1 * math.log(2))
+        * math.log2((sx1 + s1) / (sx1 * s1 * (1 - b) * b) * 21**2 / eps_sec**2)
+    )
     phi = b + g
     ell = s0 + s1 * (1 - binary_entropy(phi)) - leak - 6 * math.log2(21 / eps_sec) - math.log2(2 / eps_cor)
     assert got.phase_error_rate == pytest.approx(phi, rel=1e-12)
@@ -201,7 +226,13 @@ def test_rusca2018_worked_example_by_hand() -> None:
     assert got.single_photon_errors_test == pytest.approx(v1, rel=1e-12)
     # (A23) with gamma's 19^2/eps_sec^2, then (A25)
     b = v1 / sx1
-    g = math.sqrt((sx1 + s1) * (1 - b) * b / (sx1 * s1 * math.log(2)) * math.log2((sx1 + s1) / (sx1 * s1 * (1 - b) * b) * 19**2 / eps_sec**2))
+    g = math.sqrt(
+        (sx1 + s1)
+        * (1 - b)
+        * b
+        / (sx1 * s1 * math.log(2))
+        * math.log2((sx1 + s1) / (sx1 * s1 * (1 - b) * b) * 19**2 / eps_sec**2)
+    )
     phi = b + g
     ell = s0l + s1 * (1 - binary_entropy(phi)) - leak - 6 * math.log2(19 / eps_sec) - math.log2(2 / eps_cor)
     assert got.phase_error_rate == pytest.approx(phi, rel=1e-12)

@@ -17,8 +17,9 @@ from postprocessing.finitekey.linkmodel import kept_fraction
 
 
 def _mock_vs_model(km: float, n_slots: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    p = LinkParams(fibre_length_km=km, p_z=0.8, bob_p_z=0.8, intensities=(0.5, 0.15, 0.0),
-                   class_probabilities=(0.6, 0.3, 0.1))
+    p = LinkParams(
+        fibre_length_km=km, p_z=0.8, bob_p_z=0.8, intensities=(0.5, 0.15, 0.0), class_probabilities=(0.6, 0.3, 0.1)
+    )
     dead = common_dead_time_ps(p)
     d = simulate_detections(p, n_slots=n_slots, seed=4, common_dead_time_ps=dead)
     det, err = np.zeros((2, 3)), np.zeros((2, 3))
@@ -26,8 +27,12 @@ def _mock_vs_model(km: float, n_slots: int) -> tuple[np.ndarray, np.ndarray, np.
         for k in range(3):
             m = (d.basis == d.alice_basis) & (d.basis == b) & (d.intensity == k)
             det[b, k], err[b, k] = m.sum(), (m & (d.bit != d.alice_bit)).sum()
-    block = expected_block(finitekey_link(p, common_dead_time=dead), ProtocolSettings(p.intensities, p.class_probabilities, 0.8),
-                           km, det[0].sum())
+    block = expected_block(
+        finitekey_link(p, common_dead_time=dead),
+        ProtocolSettings(p.intensities, p.class_probabilities, 0.8),
+        km,
+        det[0].sum(),
+    )
     return det, err, block.stats.detections, n_slots / block.pulses
 
 

@@ -46,8 +46,12 @@ def observed_block(draw: st.DrawFn) -> tuple[str, DecoyStatistics, float, float,
         settings = ProtocolSettings((mu1, mu2), (p1, 1 - p1), q)
         link = RUSCA2018_SETUP
     b = expected_block(link, settings, distance, block)
-    stats = DecoyStatistics(settings.intensities, settings.probabilities, np.round(b.stats.detections),
-                            np.minimum(np.round(b.stats.errors), np.round(b.stats.detections)))
+    stats = DecoyStatistics(
+        settings.intensities,
+        settings.probabilities,
+        np.round(b.stats.detections),
+        np.minimum(np.round(b.stats.errors), np.round(b.stats.detections)),
+    )
     leak = b.lambda_ec * draw(st.floats(0.5, 1.5))
     eps_cor = 10 ** draw(st.floats(-20.0, -3.0))
     eps_sec = 10 ** draw(st.floats(-20.0, -3.0))

@@ -36,8 +36,12 @@ def test_table_lists_every_point(capsys: pytest.CaptureFixture[str]) -> None:
 def test_plot_is_written(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("matplotlib")
     png = tmp_path / "rate.png"
-    assert main(["simulate", "--protocol", "rusca2018", "--distance", "0:100:50", "--block-size", "1e6",
-                 "--plot", str(png)]) == 0
+    assert (
+        main(
+            ["simulate", "--protocol", "rusca2018", "--distance", "0:100:50", "--block-size", "1e6", "--plot", str(png)]
+        )
+        == 0
+    )
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -96,6 +96,7 @@ def test_stats_must_be_decoy_statistics() -> None:
 
 def test_a_new_proof_is_added_by_registering_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
+
     class Trivial(FiniteKeyBound):
         name = "test-trivial"
         n_intensities = 3
@@ -105,9 +106,10 @@ def test_a_new_proof_is_added_by_registering_it(monkeypatch: pytest.MonkeyPatch)
 
     register_bound(Trivial())
     assert "test-trivial" in available_bounds()
-    assert finite_key_length("test-trivial", stats3(), 0.0, 1e-15, 1e-10).length == finite_key_length(
-        "lim2014", stats3(), 0.0, 1e-15, 1e-10
-    ).length
+    assert (
+        finite_key_length("test-trivial", stats3(), 0.0, 1e-15, 1e-10).length
+        == finite_key_length("lim2014", stats3(), 0.0, 1e-15, 1e-10).length
+    )
 
 
 def test_statistics_arrays_are_read_only() -> None:

@@ -18,14 +18,25 @@ N = [[400_000, 50_000, 8_000], [40_000, 5_000, 800]]
 
 def _binomial_tail(k: int, n: int, p: float) -> float:
     """P(X <= k) for X ~ Binomial(n, p), summed term by term in log space."""
-    return sum(math.exp(math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1)
-                        + i * math.log(p) + (n - i) * math.log1p(-p)) for i in range(k + 1))
+    return sum(
+        math.exp(
+            math.lgamma(n + 1)
+            - math.lgamma(i + 1)
+            - math.lgamma(n - i + 1)
+            + i * math.log(p)
+            + (n - i) * math.log1p(-p)
+        )
+        for i in range(k + 1)
+    )
 
 
-@pytest.mark.parametrize("protocol,mu,p,n", [
-    ("lim2014", MU, P, N),
-    ("rusca2018", (0.5, 0.1), (0.5, 0.5), [[300_000, 40_000], [30_000, 4_000]]),
-])
+@pytest.mark.parametrize(
+    "protocol,mu,p,n",
+    [
+        ("lim2014", MU, P, N),
+        ("rusca2018", (0.5, 0.1), (0.5, 0.5), [[300_000, 40_000], [30_000, 4_000]]),
+    ],
+)
 def test_phase_error_bound_is_positive_at_zero_test_errors(protocol, mu, p, n) -> None:
     m = [[3_000] + [0] * (len(mu) - 1), [0] * len(mu)]
     r = finite_key_length(protocol, DecoyStatistics(mu, p, n, m), 1_000.0, 1e-15, 1e-10)
@@ -33,8 +44,9 @@ def test_phase_error_bound_is_positive_at_zero_test_errors(protocol, mu, p, n) -
     assert r.phase_error_rate > 0.0
     # about ln(1/eps) / s_X1 (the zero-error sampling bound), not 0
     eps = 1e-10 / (21 if protocol == "lim2014" else 19)
-    assert r.phase_error_rate == pytest.approx(-math.expm1(math.log(eps) / r.single_photon_test)
-                                               * (1 + r.single_photon_test / r.single_photon), rel=1e-9)
+    assert r.phase_error_rate == pytest.approx(
+        -math.expm1(math.log(eps) / r.single_photon_test) * (1 + r.single_photon_test / r.single_photon), rel=1e-9
+    )
 
 
 def test_zero_errors_never_give_more_key_than_one_error() -> None:
@@ -91,7 +103,8 @@ def test_verification_tag_and_disclosed_counts_are_subtracted() -> None:
     assert ours.correctness_cost == 128 and ours.disclosed_cost == 50.5
     assert ours.length_bound == pytest.approx(paper.length_bound - (128 - math.log2(2e15)) - 50.5, abs=1e-6)
     assert sum(ours.subtracted.values()) == pytest.approx(
-        ours.vacuum + ours.single_photon - ours.length_bound, rel=1e-12)
+        ours.vacuum + ours.single_photon - ours.length_bound, rel=1e-12
+    )
 
 
 def test_node_counts_tag_and_per_class_error_counts() -> None:
@@ -99,8 +112,9 @@ def test_node_counts_tag_and_per_class_error_counts() -> None:
     from postprocessing.sifting import SiftCounts
 
     settings_ = LinkSettings("L1", MU, P, tag_bits=128)
-    counts = SiftCounts(np.array(N, np.int64), np.array([[0, 0, 0], N[1]], np.int64),
-                        np.array([[0, 0, 0], [800, 450, 400]], np.int64))
+    counts = SiftCounts(
+        np.array(N, np.int64), np.array([[0, 0, 0], N[1]], np.int64), np.array([[0, 0, 0], [800, 450, 400]], np.int64)
+    )
     r = block_key_length(settings_, counts, [8_000, 4_500, 4_000], 20_000, 458_000)
     assert r.correctness_cost == 128
     assert r.disclosed_cost == pytest.approx(sum(math.log2(k + 1) for k in N[0]))
@@ -118,5 +132,6 @@ def test_lim2014_block_of_the_issue_stays_within_a_thousandth() -> None:
     stats = DecoyStatistics(st.intensities, st.probabilities, np.round(e.stats.detections), np.round(e.stats.errors))
     r = finite_key_length("lim2014", stats, e.lambda_ec, 1e-15, 1e-10)
     assert abs(r.length - 2_576_497) <= 0.001 * 2_576_497
-    assert r.phase_error_deviation == sampling_deviation(1e-10 / 21, r.phase_error_test_rate, r.single_photon_test,
-                                                         r.single_photon)
+    assert r.phase_error_deviation == sampling_deviation(
+        1e-10 / 21, r.phase_error_test_rate, r.single_photon_test, r.single_photon
+    )

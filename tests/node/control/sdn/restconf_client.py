@@ -44,8 +44,9 @@ class RestconfClient:
         assert m, url
         return cls(m.group(1), int(m.group(2)), cert, key, ca)
 
-    def request(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
-                ) -> tuple[int, dict[str, str], bytes]:
+    def request(
+        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
         for attempt in range(2):
             if self.conn is None:
                 self.conn = http.client.HTTPSConnection(self.host, self.port, context=self.ctx, timeout=self.timeout_s)
@@ -125,7 +126,7 @@ class TreeWalker:
         assert status == 200, (path, status, raw[:300])
         assert headers["content-type"].startswith(MEDIA), headers
         doc = json.loads(raw)
-        (name, value), = doc.items()
+        ((name, value),) = doc.items()
         assert name == f"{MODULE}:{segs[-1][0]}", (path, name)
         self.visited.append(path)
         return value
@@ -175,7 +176,7 @@ def validate_notification(dm: DataModel, event: dict[str, Any]) -> str:
 
     body = event["ietf-restconf:notification"]
     assert re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})", body["eventTime"])
-    (name, content), = [(k, v) for k, v in body.items() if k != "eventTime"]
+    ((name, content),) = [(k, v) for k, v in body.items() if k != "eventTime"]
     assert name.startswith(f"{MODULE}:"), name
     snode = dm.get_schema_node("/" + name)
     assert snode is not None, name

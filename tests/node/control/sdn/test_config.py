@@ -25,7 +25,7 @@ id = 7
 link = "L1"
 role = "TRANSMITTER"
 idn_resource = "TCPIP0::192.168.0.21::hislip0::INSTR"
-visa_library = "{SIMS / 'm8195a.yaml'}@sim"
+visa_library = "{SIMS / "m8195a.yaml"}@sim"
 device = "switch-1"
 port = 3
 """
@@ -39,15 +39,16 @@ def test_key_manager_with_an_sdn_section_serves_restconf_with_its_instruments_mo
     km = KmThread(files["a"])
     try:
         url = km.km.endpoints()["restconf_url"]
-        c = RestconfClient.from_url(url, str(pki / "SDN_CONTROLLER.pem"), str(pki / "SDN_CONTROLLER.key"),
-                                    str(pki / "ca.pem"))
+        c = RestconfClient.from_url(
+            url, str(pki / "SDN_CONTROLLER.pem"), str(pki / "SDN_CONTROLLER.key"), str(pki / "ca.pem")
+        )
         c.discover()
         tree = TreeWalker(c, data_model()).walk()
-        iface, = tree["qkd_interfaces"]["qkd_interface"]
+        (iface,) = tree["qkd_interfaces"]["qkd_interface"]
         assert iface["qkdi_id"] == 7 and iface["qkdi_model"] == "Keysight Technologies M8195A"
         assert iface["qkdi_att_point"] == {"device": "switch-1", "port": 3}
         assert tree["qkdn_location_id"] == "lab 2, rack 4"
-        link, = tree["qkd_links"]["qkd_link"]
+        (link,) = tree["qkd_links"]["qkd_link"]
         assert link["qkdl_local"]["qkdi_id"] == 7 and link["qkdl_type"] == "etsi-qkd-node-types:PHYS"
         cert, key, ca = (str(pki / f) for f in ("SAE_A.pem", "SAE_A.key", "ca.pem"))
         status, _doc = RestconfClient.from_url(url, cert, key, ca).json("GET", f"/restconf/data/{MODULE}:qkd_node")
@@ -60,19 +61,26 @@ def test_key_manager_with_an_sdn_section_serves_restconf_with_its_instruments_mo
 API = ApiConfig(host="127.0.0.1", port=0, cert="c.pem", key="k.pem", ca="ca.pem")
 
 
-@pytest.mark.parametrize("table, key", [
-    ({"port": 70000}, "sdn.port"),
-    ({"controllers": []}, "sdn.controllers"),
-    ({"colour": "red"}, "sdn.colour"),
-    ({"interfaces": [{"id": 1, "link": "L9", "model": "x"}]}, "sdn.interfaces[0].link"),
-    ({"interfaces": [{"id": 1, "link": "L1", "model": "x", "role": "SENDER"}]}, "sdn.interfaces[0].role"),
-    ({"interfaces": [{"id": 1, "link": "L1", "model": "x", "technology": "QKD"}]}, "sdn.interfaces[0].technology"),
-    ({"interfaces": [{"id": 1, "link": "L1"}]}, "sdn.interfaces[0].model"),
-    ({"interfaces": [{"id": 1, "link": "L1", "model": "x"}, {"id": 1, "link": "L1", "model": "y"}]},
-     "sdn.interfaces[1].id"),
-    ({"interfaces": [{"id": 1, "link": "L1", "model": "x", "wavelength_range": "blue"}]},
-     "sdn.interfaces[0].wavelength_range"),
-])
+@pytest.mark.parametrize(
+    "table, key",
+    [
+        ({"port": 70000}, "sdn.port"),
+        ({"controllers": []}, "sdn.controllers"),
+        ({"colour": "red"}, "sdn.colour"),
+        ({"interfaces": [{"id": 1, "link": "L9", "model": "x"}]}, "sdn.interfaces[0].link"),
+        ({"interfaces": [{"id": 1, "link": "L1", "model": "x", "role": "SENDER"}]}, "sdn.interfaces[0].role"),
+        ({"interfaces": [{"id": 1, "link": "L1", "model": "x", "technology": "QKD"}]}, "sdn.interfaces[0].technology"),
+        ({"interfaces": [{"id": 1, "link": "L1"}]}, "sdn.interfaces[0].model"),
+        (
+            {"interfaces": [{"id": 1, "link": "L1", "model": "x"}, {"id": 1, "link": "L1", "model": "y"}]},
+            "sdn.interfaces[1].id",
+        ),
+        (
+            {"interfaces": [{"id": 1, "link": "L1", "model": "x", "wavelength_range": "blue"}]},
+            "sdn.interfaces[0].wavelength_range",
+        ),
+    ],
+)
 def test_bad_sdn_configuration_names_the_key(table, key):
     with pytest.raises(ValueError, match=key.replace("[", r"\[").replace("]", r"\]")):
         parse_sdn(table, API, {"L1"}, str)

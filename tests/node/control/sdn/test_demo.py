@@ -15,8 +15,10 @@ from tests.node.control.sdn.restconf_client import RestconfClient, TreeWalker, d
 
 
 def test_sdn_demo_caps_the_rate_expires_keys_and_refuses_what_the_links_cannot_supply(tmp_path, capsys):
-    assert main(["demo", "--topology", "line3", "--sdn", "--links", "feed", "--workdir", str(tmp_path / "net"),
-                 "--json"]) == 0
+    assert (
+        main(["demo", "--topology", "line3", "--sdn", "--links", "feed", "--workdir", str(tmp_path / "net"), "--json"])
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert out["ok"] and out["virt_link"]["created"] and len(out["virt_link"]["path"]) == 3
     rc = out["rate_cap"]
@@ -32,9 +34,27 @@ def test_sdn_demo_caps_the_rate_expires_keys_and_refuses_what_the_links_cannot_s
 
 def test_sdn_demo_serve_json_prints_each_nodes_restconf_root_and_credentials_then_keeps_running(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), os.getcwd()) if p)}
-    proc = subprocess.Popen([sys.executable, "-m", "node", "demo", "--topology", "ring5", "--sdn", "--serve", "--json",
-                             "--links", "feed", "--workdir", str(tmp_path / "net")],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "node",
+            "demo",
+            "--topology",
+            "ring5",
+            "--sdn",
+            "--serve",
+            "--json",
+            "--links",
+            "feed",
+            "--workdir",
+            str(tmp_path / "net"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        text=True,
+    )
     try:
         text = ""
         doc = None

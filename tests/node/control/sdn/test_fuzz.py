@@ -13,24 +13,55 @@ from node.control.sdn.agent import SdnError
 from node.control.sdn.restconf import _segments
 
 MODULE = "etsi-qkd-sdn-node"
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**40, 2**40), st.floats(allow_nan=False),
-                    st.text(max_size=12), st.uuids().map(str))
-values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                                       st.dictionaries(st.text(max_size=10), inner, max_size=4)),
-                      max_leaves=12)
-link_keys = st.sampled_from(["qkdl_id", "qkdl_type", "qkdl_local", "qkdl_remote", "virt_next_hop", "virt_bandwidth",
-                             "qkdl_enable", "virt_prev_hop"])
-app_keys = st.sampled_from(["app_id", "server_app_id", "client_app_id", "app_qos", "app_priority", "app_type",
-                            "backing_qkdl_id", "remote_qkdn_id", "expiration_time"])
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**40), 2**40),
+    st.floats(allow_nan=False),
+    st.text(max_size=12),
+    st.uuids().map(str),
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=10), inner, max_size=4)),
+    max_leaves=12,
+)
+link_keys = st.sampled_from(
+    [
+        "qkdl_id",
+        "qkdl_type",
+        "qkdl_local",
+        "qkdl_remote",
+        "virt_next_hop",
+        "virt_bandwidth",
+        "qkdl_enable",
+        "virt_prev_hop",
+    ]
+)
+app_keys = st.sampled_from(
+    [
+        "app_id",
+        "server_app_id",
+        "client_app_id",
+        "app_qos",
+        "app_priority",
+        "app_type",
+        "backing_qkdl_id",
+        "remote_qkdn_id",
+        "expiration_time",
+    ]
+)
 
 
 def _call(ring, node, fn, *args):
     agent = ring.sdn.servers[node].agent
+
     def run():
         try:
             return "ok", getattr(agent, fn)(*args)
         except SdnError as exc:
             return "refused", exc.tag
+
     return ring.km(node).run(run)
 
 
@@ -72,6 +103,7 @@ def test_malformed_bodies_over_http_get_restconf_errors(ring):
         c.conn = None
         status, _, _body = c.request("POST", target, None, {"Content-Type": "application/yang-data+json"})
         import http.client
+
         conn = http.client.HTTPSConnection(c.host, c.port, context=c.ctx, timeout=10)
         conn.request("POST", target, raw, {"Content-Type": "application/yang-data+json"})
         resp = conn.getresponse()

@@ -14,9 +14,17 @@ TYPES = "etsi-qkd-node-types"
 
 def _app(server: str, client: str, **qos: int) -> tuple[str, dict]:
     app_id = str(uuid.uuid4())
-    return app_id, {f"{MODULE}:qkd_app": [{"app_id": app_id, "app_type": f"{TYPES}:CLIENT",
-                                           "server_app_id": server, "client_app_id": [client],
-                                           "app_qos": qos}]}
+    return app_id, {
+        f"{MODULE}:qkd_app": [
+            {
+                "app_id": app_id,
+                "app_type": f"{TYPES}:CLIENT",
+                "server_app_id": server,
+                "client_app_id": [client],
+                "app_qos": qos,
+            }
+        ]
+    }
 
 
 def _register(ring, node: str, body: dict) -> tuple[int, dict | None]:
@@ -53,8 +61,9 @@ def test_application_over_max_bandwidth_is_refused_with_the_reason(ring):
     metrics = __import__("urllib.request").request.urlopen(ring.net.metrics_url("A"), timeout=10).read().decode()
     assert f'qkdnode_app_refusals_total{{app="{app_id}",reason="max_bandwidth"}} 2.0' in metrics
     assert f'qkdnode_app_delivered_key_bits_total{{app="{app_id}",sae="SAE_A"}} 1024.0' in metrics
-    status, _, _ = c.request("DELETE", c.data_path([("qkd_node", None), ("qkd_applications", None),
-                                                    ("qkd_app", app_id)]))
+    status, _, _ = c.request(
+        "DELETE", c.data_path([("qkd_node", None), ("qkd_applications", None), ("qkd_app", app_id)])
+    )
     assert status == 204
     assert [master.enc_keys("SAE_B", 1, 256)[0] for _ in range(4)] == [200] * 4  # no QoS any more
     c.close()
@@ -100,8 +109,11 @@ def test_min_bandwidth_beyond_what_the_links_supply_is_refused_at_registration(r
     tree = TreeWalker(c, data_model()).walk()
     cd = next(lk for lk in tree["qkd_links"]["qkd_link"] if lk["qkdl_remote"]["qkdn_id"] == ring.qkdn_id("D"))
     assert cd["qkdl_performance"]["expected_consumption"] == 1 and app_id in cd["qkdl_applications"]
-    status, _, _ = c.request("PATCH", c.data_path([("qkd_node", None), ("qkd_applications", None), ("qkd_app", app_id)]),
-                             {f"{MODULE}:qkd_app": [{"app_qos": {"min_bandwidth": 4_000_000_000}}]})
+    status, _, _ = c.request(
+        "PATCH",
+        c.data_path([("qkd_node", None), ("qkd_applications", None), ("qkd_app", app_id)]),
+        {f"{MODULE}:qkd_app": [{"app_qos": {"min_bandwidth": 4_000_000_000}}]},
+    )
     assert status == 409  # a PATCH is admitted like a registration
     c.close()
 

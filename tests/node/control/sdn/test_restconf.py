@@ -47,12 +47,23 @@ def test_errors_have_the_restconf_shape_and_strangers_are_refused(ring):
     assert status == 404
     err = doc["ietf-restconf:errors"]["error"][0]
     assert err["error-tag"] == "invalid-value" and err["error-type"] in ("protocol", "application")
-    status, doc = c.json("POST", c.data_path([("qkd_node", None), ("qkd_links", None)]),
-                         {f"{MODULE}:qkd_link": [{"qkdl_id": str(uuid.uuid4()), "qkdl_type": f"{TYPES}:PHYS",
-                                                  "qkdl_remote": {"qkdn_id": ring.qkdn_id("B")}}]})
+    status, doc = c.json(
+        "POST",
+        c.data_path([("qkd_node", None), ("qkd_links", None)]),
+        {
+            f"{MODULE}:qkd_link": [
+                {
+                    "qkdl_id": str(uuid.uuid4()),
+                    "qkdl_type": f"{TYPES}:PHYS",
+                    "qkdl_remote": {"qkdn_id": ring.qkdn_id("B")},
+                }
+            ]
+        },
+    )
     assert status == 405 and doc["ietf-restconf:errors"]["error"][0]["error-tag"] == "operation-not-supported"
-    status, _, _ = c.request("POST", c.data_path([("qkd_node", None), ("qkd_links", None)]), None,
-                             {"Content-Type": "text/plain"})
+    status, _, _ = c.request(
+        "POST", c.data_path([("qkd_node", None), ("qkd_links", None)]), None, {"Content-Type": "text/plain"}
+    )
     assert status in (400, 415)
     # an SAE's certificate is signed by the same CA but is not a controller's
     d = ring.sdn.describe()["A"]
@@ -63,6 +74,7 @@ def test_errors_have_the_restconf_shape_and_strangers_are_refused(ring):
     # no client certificate at all: the TLS handshake fails
     ctx = ssl.create_default_context(cafile=ca)
     import http.client
+
     conn = http.client.HTTPSConnection(c.host, c.port, context=ctx, timeout=10)
     with pytest.raises((ssl.SSLError, ConnectionResetError, http.client.RemoteDisconnected, OSError)):
         conn.request("GET", "/restconf")
@@ -71,9 +83,17 @@ def test_errors_have_the_restconf_shape_and_strangers_are_refused(ring):
 
 
 def _virt_body(ring, qid: str, via: list[str], dest: str) -> dict:
-    return {f"{MODULE}:qkd_link": [{
-        "qkdl_id": qid, "qkdl_type": f"{TYPES}:VIRT", "qkdl_local": {"qkdn_id": ring.qkdn_id("A")},
-        "qkdl_remote": {"qkdn_id": ring.qkdn_id(dest)}, "virt_next_hop": [ring.qkdn_id(n) for n in via]}]}
+    return {
+        f"{MODULE}:qkd_link": [
+            {
+                "qkdl_id": qid,
+                "qkdl_type": f"{TYPES}:VIRT",
+                "qkdl_local": {"qkdn_id": ring.qkdn_id("A")},
+                "qkdl_remote": {"qkdn_id": ring.qkdn_id(dest)},
+                "virt_next_hop": [ring.qkdn_id(n) for n in via],
+            }
+        ]
+    }
 
 
 def test_virt_link_created_over_restconf_carries_relayed_keys_and_deleted_carries_none(ring):
@@ -107,8 +127,9 @@ def test_virt_link_created_over_restconf_carries_relayed_keys_and_deleted_carrie
 
 def test_virt_link_with_a_path_over_unlinked_nodes_is_refused(ring):
     c = ring.controller("A")
-    status, doc = c.json("POST", c.data_path([("qkd_node", None), ("qkd_links", None)]),
-                         _virt_body(ring, str(uuid.uuid4()), ["C"], "C"))  # A and C share no QKD link
+    status, doc = c.json(
+        "POST", c.data_path([("qkd_node", None), ("qkd_links", None)]), _virt_body(ring, str(uuid.uuid4()), ["C"], "C")
+    )  # A and C share no QKD link
     assert status == 400 and "first hop" in doc["ietf-restconf:errors"]["error"][0]["error-message"]
     c.close()
 
@@ -121,10 +142,12 @@ def test_patch_qkdl_enable_takes_a_link_out_of_service_and_notifies(ring):
     stream_path = "/" + location.split("/", 3)[3]
     events: list[dict] = []
     got = threading.Event()
-    listener = RestconfClient(c.host, c.port, *[str(p) for p in (ring.sdn.controller_cert, ring.sdn.controller_key,
-                                                                 ring.sdn.ca_cert)])
+    listener = RestconfClient(
+        c.host, c.port, *[str(p) for p in (ring.sdn.controller_cert, ring.sdn.controller_key, ring.sdn.ca_cert)]
+    )
     listener.conn = None
     import http.client
+
     conn = http.client.HTTPSConnection(c.host, c.port, context=listener.ctx, timeout=20)
     conn.request("GET", stream_path, headers={"Accept": "text/event-stream"})
     resp = conn.getresponse()
@@ -144,8 +167,9 @@ def test_patch_qkdl_enable_takes_a_link_out_of_service_and_notifies(ring):
     bc = next(lk for lk in tree["qkd_links"]["qkd_link"] if lk["qkdl_remote"]["qkdn_id"] == ring.qkdn_id("C"))
     target = c.data_path([("qkd_node", None), ("qkd_links", None), ("qkd_link", bc["qkdl_id"])])
     try:
-        status, _, raw = c.request("PATCH", target, {f"{MODULE}:qkd_link": [{"qkdl_id": bc["qkdl_id"],
-                                                                             "qkdl_enable": False}]})
+        status, _, raw = c.request(
+            "PATCH", target, {f"{MODULE}:qkd_link": [{"qkdl_id": bc["qkdl_id"], "qkdl_enable": False}]}
+        )
         assert status == 204, raw
         assert got.wait(15), events
         names = [validate_notification(data_model(), e) for e in events]  # each one against the module
