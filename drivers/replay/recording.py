@@ -165,7 +165,23 @@ def _count(raw: int, path: Path, what: str) -> int:
     return raw
 
 
-class _StreamWriter:
+class ClosedOnExit:
+    """Mixin: `with obj:` calls `obj.close()` on the way out (replay files and taggers)."""
+
+    def close(self) -> None:
+        """Release what the object holds; each subclass says how."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class _StreamWriter(ClosedOnExit):
     """An append-only stream file with a magic number (closed by `with`)."""
 
     magic = b""
@@ -178,14 +194,6 @@ class _StreamWriter:
     def close(self) -> None:
         """Flush and close the file."""
         self._fh.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 class TagWriter(_StreamWriter):

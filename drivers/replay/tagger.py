@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from types import TracebackType
-from typing import Self
 
-from drivers.replay.recording import RecordingInfo, iter_tag_file
+from drivers.replay.recording import ClosedOnExit, RecordingInfo, iter_tag_file
 from drivers.timetagger import TagBlock
 
 
-class ReplayTimeTagger:
+class ReplayTimeTagger(ClosedOnExit):
     """Bob's tagger replaying a recording (`RecordingInfo`); see the module docstring."""
 
     def __init__(self, info: RecordingInfo, records_per_block: int = 1 << 20) -> None:
@@ -88,11 +86,3 @@ class ReplayTimeTagger:
         """Release the recording; idempotent."""
         self._blocks = None
         self._closed = True
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
