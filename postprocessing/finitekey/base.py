@@ -193,20 +193,20 @@ class FiniteKeyBound(ABC):
         eps_cor: float,
         eps_sec: float,
         eps: float,
-        vacuum: float,
-        single: float,
-        vacuum_test: float,
-        single_test: float,
-        errors_test: float,
-        phase: tuple[float, float, float],
+        key: tuple[float, float],
+        test: tuple[float, float, float],
         **extra: Any,
     ) -> FiniteKeyResult:
-        """The last step both proofs share (Lim et al. Eq. (1), Rusca et al. (A25)):
+        """The last steps both proofs share: the phase-error bound phi <= v/s + gamma(eps, v/s, s_test, s_key)
+        (Lim et al. Eq. (5), Rusca et al. (A20)-(A23)), then (Lim Eq. (1), Rusca (A25))
         l = floor(s_0 + s_1 - s_1 h(phi) - lambda_EC - 6 log2(proof_terms / eps_sec) - log2(2 / eps_cor)).
-        `phase` is (v/s, gamma, phi) of the phase-error bound; `extra` fills the optional fields."""
-        from postprocessing.finitekey.estimates import binary_entropy
+        `key` is the key basis's (s_0, s_1), `test` the test basis's (s_0, s_1, v_1) lower/upper bounds;
+        `extra` fills the optional fields."""
+        from postprocessing.finitekey.estimates import binary_entropy, phase_error_bound
 
-        rate, gamma, phi = phase
+        vacuum, single = key
+        vacuum_test, single_test, errors_test = test
+        rate, gamma, phi = phase_error_bound(eps, errors_test, single_test, single)
         pa_cost = single * binary_entropy(phi)
         secrecy_cost = 6.0 * math.log2(self.proof_terms / eps_sec)
         correctness_cost = math.log2(2.0 / eps_cor)

@@ -22,7 +22,6 @@ from postprocessing.finitekey.base import (
 from postprocessing.finitekey.estimates import (
     hoeffding_deviation,
     lower_bound,
-    phase_error_bound,
     photon_number_probability,
     upper_bound,
 )
@@ -64,24 +63,11 @@ class Lim2014(FiniteKeyBound):
         m_minus_3 = math.exp(mu[2]) / p[2] * (m[2] - d_err)
         errors_test = upper_bound(tau1 * (m_plus_2 - m_minus_3) / (mu[1] - mu[2]))
 
-        # Eq. (5): phi <= v/s + gamma(eps_sec, v/s, s_test, s_key), gamma with 21^2/eps_sec^2 = 1/eps^2.
-        rate, gamma, phi = phase_error_bound(eps, errors_test, single_test, single_key)
-
+        # Eq. (5) (phi <= v/s + gamma(eps_sec, v/s, s_test, s_key), gamma with 21^2/eps_sec^2 = 1/eps^2) and
         # Eq. (1): l = floor(s0 + s1 - s1 h(phi) - lambda_EC - 6 log2(21/eps_sec) - log2(2/eps_cor)).
-        return self._assemble(
-            stats,
-            lambda_ec,
-            eps_cor,
-            eps_sec,
-            eps,
-            vac_key,
-            single_key,
-            vac_test,
-            single_test,
-            errors_test,
-            (rate, gamma, phi),
-            deviations={"detections": d_key, "detections_test": d_test, "errors_test": d_err},
-        )
+        key_bounds, test_bounds = (vac_key, single_key), (vac_test, single_test, errors_test)
+        deviations = {"detections": d_key, "detections_test": d_test, "errors_test": d_err}
+        return self._assemble(stats, lambda_ec, eps_cor, eps_sec, eps, key_bounds, test_bounds, deviations=deviations)
 
 
 def _vacuum_and_single(

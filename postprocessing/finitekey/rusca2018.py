@@ -25,7 +25,6 @@ from postprocessing.finitekey.base import (
 from postprocessing.finitekey.estimates import (
     hoeffding_deviation,
     lower_bound,
-    phase_error_bound,
     photon_number_probability,
     upper_bound,
 )
@@ -64,25 +63,21 @@ class Rusca2018(FiniteKeyBound):
         m_minus_2 = math.exp(mu[1]) / p[1] * (m[1] - d_err_test)
         errors_test = upper_bound(tau1 * (m_plus_1 - m_minus_2) / (mu[0] - mu[1]))
 
-        # (A20), (A21), (A23): phi_Z <= v/s + gamma(eps, v/s, s_{Z,1}, s_{X,1}).
-        rate, gamma, phi = phase_error_bound(eps, errors_test, single_test, single_key)
-
+        # (A20), (A21), (A23) (phi_Z <= v/s + gamma(eps, v/s, s_{Z,1}, s_{X,1})) and
         # (A25): l = s^l_{Z,0} + s^l_{Z,1} (1 - h(phi)) - lambda_EC - 6 log2(19/eps_sec) - log2(2/eps_cor).
+        key_bounds, test_bounds = (vac_key, single_key), (vac_test, single_test, errors_test)
+        deviations = {"detections": d_key, "errors": d_err_key, "detections_test": d_test, "errors_test": d_err_test}
         return self._assemble(
             stats,
             lambda_ec,
             eps_cor,
             eps_sec,
             eps,
-            vac_key,
-            single_key,
-            vac_test,
-            single_test,
-            errors_test,
-            (rate, gamma, phi),
+            key_bounds,
+            test_bounds,
             vacuum_upper=vac_up_key,
             vacuum_upper_test=vac_up_test,
-            deviations={"detections": d_key, "errors": d_err_key, "detections_test": d_test, "errors_test": d_err_test},
+            deviations=deviations,
         )
 
 
