@@ -27,7 +27,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from drivers.awg.base import normalised
-from drivers.instrument import ScpiInstrument, Setting, check_choice, check_range, parse_bool
+from drivers.awg.scpi import ScpiWaveformGenerator, sample_rate_setting
+from drivers.instrument import check_choice, check_range, parse_bool
 from drivers.transport.base import Transport
 
 DAC_FULL_SCALE = 32767
@@ -43,7 +44,7 @@ def binary_block(payload: bytes) -> bytes:
     return b"#" + str(len(length)).encode("ascii") + length + payload
 
 
-class Keysight33500B(ScpiInstrument):
+class Keysight33500B(ScpiWaveformGenerator):
     """Keysight 33500B (33521B/33522B): arbitrary waveforms up to 250 MSa/s, 1 mVpp to 10 Vpp into 50 Ω.
 
     `memory_points` is the arbitrary waveform memory per channel (1 MSa standard, 16 MSa with
@@ -80,25 +81,14 @@ class Keysight33500B(ScpiInstrument):
         self._sample_rate_hz: float | None = None
         super().__init__(resource, **visa_options)
 
-    @property
-    def channels(self) -> tuple[int, ...]:
-        return self._channels
-
-    sample_rate = Setting(
-        "FUNC:ARB:SRAT?",
-        "FUNC:ARB:SRAT {}",
-        "Arbitrary waveform sample rate of channel 1, Sa/s.",
-        limits=sample_rate_range_hz,
-        unit="Sa/s",
-        fmt="{:.12g}",
+    sample_rate = sample_rate_setting(
+        "FUNC:ARB:SRAT?", "FUNC:ARB:SRAT {}", "Arbitrary waveform sample rate of channel 1, Sa/s."
     )
 
     @property
     def sample_rate_hz(self) -> float:
         """The sample rate applied to every channel by `set_sample_rate` (queried if never set)."""
-        if self._sample_rate_hz is None:
-            self._sample_rate_hz = self.sample_rate
-        return self._sample_rate_hz
+        return self._set_rate_hz()
 
     def set_sample_rate(self, rate_hz: float) -> None:
         """Set the same arbitrary sample rate on every channel."""
@@ -106,9 +96,6 @@ class Keysight33500B(ScpiInstrument):
         for ch in self._channels:
             self.write(f"SOUR{ch}:FUNC:ARB:SRAT {rate:.12g}")
         self._sample_rate_hz = rate
-
-    def _channel(self, channel: object) -> int:
-        return int(check_choice(self, "channel", channel, self._channels))
 
     def check_length(self, n_samples: int) -> None:
         check_range(self, "waveform length", n_samples, MIN_POINTS, self.memory_points, "samples")

@@ -27,8 +27,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from drivers.awg.base import normalised
+from drivers.awg.scpi import ScpiWaveformGenerator, sample_rate_setting
 from drivers.errors import InstrumentError
-from drivers.instrument import ScpiInstrument, Setting, check_choice, check_range, parse_bool
+from drivers.instrument import check_choice, check_range, parse_bool
 from drivers.transport.base import Transport
 
 DAC_FULL_SCALE = 127
@@ -41,7 +42,7 @@ DAC_MODES = {"SING": (1,), "DUAL": (1, 4), "FOUR": (1, 2, 3, 4), "MARK": (1,), "
 RDIVIDERS = (1, 2, 4)
 
 
-class KeysightM8195A(ScpiInstrument):
+class KeysightM8195A(ScpiWaveformGenerator):
     """Keysight M8195A: 8-bit, 53.76–65 GSa/s, up to four channels, 75 mVpp to 1 Vpp single-ended.
 
     Waveforms are segment 1 of each channel, a multiple of 256 samples and at least 1280;
@@ -107,33 +108,19 @@ class KeysightM8195A(ScpiInstrument):
         if problems:
             raise InstrumentError(f"{self.name}: {'; '.join(problems)}")
 
-    @property
-    def channels(self) -> tuple[int, ...]:
-        return self._channels
-
-    sample_rate = Setting(
-        ":FREQ:RAST?",
-        ":FREQ:RAST {}",
-        "DAC sample rate in Sa/s, common to all channels.",
-        limits=sample_rate_range_hz,
-        unit="Sa/s",
-        fmt="{:.12g}",
+    sample_rate = sample_rate_setting(
+        ":FREQ:RAST?", ":FREQ:RAST {}", "DAC sample rate in Sa/s, common to all channels."
     )
 
     @property
     def sample_rate_hz(self) -> float:
         """Samples per second each channel plays: the DAC rate divided by the extended-memory divider."""
-        if self._sample_rate_hz is None:
-            self._sample_rate_hz = self.sample_rate
-        return self._sample_rate_hz / self.sample_rate_divider
+        return self._set_rate_hz() / self.sample_rate_divider
 
     def set_sample_rate(self, rate_hz: float) -> None:
         """Set the DAC sample rate."""
         self.sample_rate = rate_hz
         self._sample_rate_hz = float(rate_hz)
-
-    def _channel(self, channel: object) -> int:
-        return int(check_choice(self, "channel", channel, self._channels))
 
     def check_length(self, n_samples: int) -> None:
         check_range(self, "waveform length", n_samples, MIN_SAMPLES, self.max_samples, "samples")
