@@ -40,6 +40,8 @@ def _gather_packed(
 
 
 _NO_POSITIONS = np.zeros(0, dtype=np.int32)
+_I64 = NDArray[np.int64]
+TreeLayout = tuple[_I64, _I64, _I64, _I64, _I64, _I64, _I64]  # kind, ksz, nb, stride, base, rowi, mrow per pass
 
 
 class PassTables:
@@ -77,6 +79,11 @@ class PassTables:
         self.perms = np.zeros((1, 1), dtype=np.int32)
         self.poss = np.zeros((1, 1), dtype=np.int32)
         self.n_perms = 0
+
+    @property
+    def layout(self) -> TreeLayout:
+        """The per-pass tree layout the kernels take first: kind, ksz, nb, stride, base, rowi, mrow."""
+        return (self.kind, self.ksz, self.nb, self.stride, self.base, self.rowi, self.mrow)
 
     def plan(self, j: int, kind: int, size: int) -> None:
         """Record pass `j`'s kind and block size (tree layout only; nothing is computed)."""

@@ -141,13 +141,7 @@ class _BobBlock:
         header: dict[str, object] = {"block": self.block_id, "seq": self.seq}
         while True:
             qp, qb, qn, sp, sb, sn, nflip = kernels.bob_round(
-                t.kind,
-                t.ksz,
-                t.nb,
-                t.stride,
-                t.base,
-                t.rowi,
-                t.mrow,
+                *t.layout,
                 t.prow,
                 t.started,
                 self.n,
@@ -185,13 +179,7 @@ class _BobBlock:
             self.stats.passes = t.started
             odd = kernels.set_roots(
                 nxt,
-                t.kind,
-                t.ksz,
-                t.nb,
-                t.stride,
-                t.base,
-                t.rowi,
-                t.mrow,
+                *t.layout,
                 self.n,
                 self.state,
                 t.rows,
