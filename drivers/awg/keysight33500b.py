@@ -28,7 +28,7 @@ from numpy.typing import NDArray
 
 from drivers.awg.base import normalised
 from drivers.awg.scpi import ScpiWaveformGenerator, sample_rate_setting
-from drivers.instrument import check_choice, check_range, parse_bool
+from drivers.instrument import check_choice, check_range
 from drivers.transport.base import Transport
 
 DAC_FULL_SCALE = 32767
@@ -81,6 +81,8 @@ class Keysight33500B(ScpiWaveformGenerator):
         self._sample_rate_hz: float | None = None
         super().__init__(resource, **visa_options)
 
+    output_query = "OUTP{}?"
+    amplitude_query = "SOUR{}:VOLT?"
     sample_rate = sample_rate_setting(
         "FUNC:ARB:SRAT?", "FUNC:ARB:SRAT {}", "Arbitrary waveform sample rate of channel 1, Sa/s."
     )
@@ -122,14 +124,6 @@ class Keysight33500B(ScpiWaveformGenerator):
             self.write(f"SOUR{ch}:FUNC:ARB:FILT {FILTERS[self.arb_filter]}")
             self.write(f"SOUR{ch}:VOLT {vpp:.6g}")
             self.write(f"SOUR{ch}:VOLT:OFFS 0")
-
-    def output_enabled(self, channel: int) -> bool:
-        """Whether the channel's output is on."""
-        return self.query(f"OUTP{self._channel(channel)}?", parse_bool)
-
-    def amplitude_vpp(self, channel: int) -> float:
-        """The channel's amplitude in Vpp."""
-        return self.query(f"SOUR{self._channel(channel)}:VOLT?", float)
 
     def run(self) -> None:
         """Restart both arbitrary waveforms at their first point together, then switch outputs on."""

@@ -29,7 +29,7 @@ from numpy.typing import NDArray
 from drivers.awg.base import normalised
 from drivers.awg.scpi import ScpiWaveformGenerator, sample_rate_setting
 from drivers.errors import InstrumentError
-from drivers.instrument import check_choice, check_range, parse_bool
+from drivers.instrument import check_choice, check_range
 from drivers.transport.base import Transport
 
 DAC_FULL_SCALE = 127
@@ -108,6 +108,8 @@ class KeysightM8195A(ScpiWaveformGenerator):
         if problems:
             raise InstrumentError(f"{self.name}: {'; '.join(problems)}")
 
+    output_query = ":OUTP{}?"
+    amplitude_query = ":VOLT{}?"
     sample_rate = sample_rate_setting(
         ":FREQ:RAST?", ":FREQ:RAST {}", "DAC sample rate in Sa/s, common to all channels."
     )
@@ -156,12 +158,6 @@ class KeysightM8195A(ScpiWaveformGenerator):
                 )
             self.write(f":TRAC{ch}:SEL {SEGMENT}")
             self.write(f":VOLT{ch} {vpp:.6g}")
-
-    def output_enabled(self, channel: int) -> bool:
-        return self.query(f":OUTP{self._channel(channel)}?", parse_bool)
-
-    def amplitude_vpp(self, channel: int) -> float:
-        return self.query(f":VOLT{self._channel(channel)}?", float)
 
     def run(self) -> None:
         """Outputs on, then start all channels together (`:INIT:IMM`, sent once: not retried)."""
