@@ -109,6 +109,17 @@ MASK_BITS = 8 * MASK_BYTES
 MAC_FRAME_BYTES = 8 + TAG_BYTES
 _CHUNK = 16
 
+_REJECTION_COUNTERS: tuple[tuple[type[Exception], str], ...] = (
+    (ReplayError, "rejected_replay"),
+    (AuthenticationLocked, "rejected_no_key"),
+    (AuthenticationError, "rejected_auth"),
+    (AuthKeyExhausted, "rejected_no_key"),
+    (MessageFormatError, "rejected_format"),
+)
+"""Which `LinkStats` counter a refused message adds to: the first class that matches (a `ReplayError` is
+also an `AuthenticationError`)."""
+_REJECTED = tuple(kind for kind, _ in _REJECTION_COUNTERS)
+
 
 def split_directions(material: bytes) -> tuple[bytes, bytes]:
     """Split secret bytes into (initiator->responder, responder->initiator) halves by alternate 16-byte chunks."""
@@ -455,20 +466,9 @@ class SecureLink:
         """Verify and decode received frames; `AuthenticationError`, `ReplayError`, `MessageFormatError`."""
         try:
             return self._open(frames)
-        except ReplayError:
-            self.stats.rejected_replay += 1
-            raise
-        except AuthenticationLocked:
-            self.stats.rejected_no_key += 1
-            raise
-        except AuthenticationError:
-            self.stats.rejected_auth += 1
-            raise
-        except AuthKeyExhausted:
-            self.stats.rejected_no_key += 1
-            raise
-        except MessageFormatError:
-            self.stats.rejected_format += 1
+        except _REJECTED as e:
+            counter = next(name for kind, name in _REJECTION_COUNTERS if isinstance(e, kind))
+            setattr(self.stats, counter, getattr(self.stats, counter) + 1)
             raise
 
     def _open(self, frames: Sequence[Any]) -> Message:
