@@ -109,6 +109,17 @@ MASK_BITS = 8 * MASK_BYTES
 MAC_FRAME_BYTES = 8 + TAG_BYTES
 _CHUNK = 16
 
+_REJECTION_COUNTERS: tuple[tuple[type[Exception], str], ...] = (
+    (ReplayError, "rejected_replay"),
+    (AuthenticationLocked, "rejected_no_key"),
+    (AuthenticationError, "rejected_auth"),
+    (AuthKeyExhausted, "rejected_no_key"),
+    (MessageFormatError, "rejected_format"),
+)
+"""Which `LinkStats` counter a refused message adds to: the first class that matches (a `ReplayError` is
+also an `AuthenticationError`)."""
+_REJECTED = tuple(kind for kind, _ in _REJECTION_COUNTERS)
+
 
 def split_directions(material: bytes) -> tuple[bytes, bytes]:
     """Split secret bytes into (initiator->responder, responder->initiator) halves by alternate 16-byte chunks."""
@@ -455,25 +466,14 @@ class SecureLink:
         """Verify and decode received frames; `AuthenticationError`, `ReplayError`, `MessageFormatError`."""
         try:
             return self._open(frames)
-        except ReplayError:
-            self.stats.rejected_replay += 1
-            raise
-        except AuthenticationLocked:
-            self.stats.rejected_no_key += 1
-            raise
-        except AuthenticationError:
-            self.stats.rejected_auth += 1
-            raise
-        except AuthKeyExhausted:
-            self.stats.rejected_no_key += 1
-            raise
-        except MessageFormatError:
-            self.stats.rejected_format += 1
+        except _REJECTED as e:
+            counter = next(name for kind, name in _REJECTION_COUNTERS if isinstance(e, kind))
+            setattr(self.stats, counter, getattr(self.stats, counter) + 1)
             raise
 
-    def _open(self, frames: Sequence[Any]) -> Message:
-        if self.mode == "transcript":
-            return self._open_transcript(frames)
+    def _frame_buffers(self, frames: Sequence[Any]) -> list[Any]:
+        """The frames as buffers once their count, total size and protocol version are acceptable
+        (`MessageFormatError` otherwise); both modes check this before looking at the MAC frame."""
         if not isinstance(frames, (list, tuple)):
             raise MessageFormatError(f"frames must be a list of bytes-like frames, got {type(frames).__name__}")
         if len(frames) < 4:
@@ -483,6 +483,12 @@ class SecureLink:
         if total > self.max_message_bytes:
             raise MessageFormatError(f"message is {total} bytes; this link allows at most {self.max_message_bytes}")
         check_version(bufs[0])
+        return bufs
+
+    def _open(self, frames: Sequence[Any]) -> Message:
+        if self.mode == "transcript":
+            return self._open_transcript(frames)
+        bufs = self._frame_buffers(frames)
         mac = bufs[-1]
         if len(mac) != MAC_FRAME_BYTES:
             raise MessageFormatError(f"the MAC frame must be {MAC_FRAME_BYTES} bytes (seq + tag), got {len(mac)}")
@@ -557,15 +563,7 @@ class SecureLink:
         return [*body, header + tag]
 
     def _open_transcript(self, frames: Sequence[Any]) -> Message:
-        if not isinstance(frames, (list, tuple)):
-            raise MessageFormatError(f"frames must be a list of bytes-like frames, got {type(frames).__name__}")
-        if len(frames) < 4:
-            raise MessageFormatError(f"a message has at least 4 frames (version, type, header, MAC), got {len(frames)}")
-        bufs = [as_buffer(f) for f in frames]
-        total = sum(len(b) for b in bufs)
-        if total > self.max_message_bytes:
-            raise MessageFormatError(f"message is {total} bytes; this link allows at most {self.max_message_bytes}")
-        check_version(bufs[0])
+        bufs = self._frame_buffers(frames)
         mac = bytes(bufs[-1])
         if len(mac) != TRANSCRIPT_MAC_FRAME_BYTES:
             raise MessageFormatError(f"the MAC frame must be {TRANSCRIPT_MAC_FRAME_BYTES} bytes, got {len(mac)}")

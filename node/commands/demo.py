@@ -116,10 +116,11 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "sdn", False):
         if not args.topology:
             raise ValueError("--sdn: needs --topology (e.g. --topology ring5)")
-        from node.network.demo import run_sdn_topology_demo
+        from node.network.demo import resolve_topology
+        from node.network.sdndemo import run_sdn_demo
 
-        return run_sdn_topology_demo(
-            args.topology,
+        return run_sdn_demo(
+            resolve_topology(args.topology),
             args.workdir,
             args.json,
             args.serve,

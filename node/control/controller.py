@@ -137,20 +137,7 @@ class RelayController:
         """The route a new relay would take now (nothing reserved), avoiding `avoid_links`; None if
         there is none (also when `source` or `destination` is on no known link)."""
         with self._lock:
-            links = self._snapshot_locked(True)
-            ends = {n for lk in links for n in (lk.a, lk.b)}
-            if source not in ends or destination not in ends:
-                return None
-            return choose_route(
-                links,
-                source,
-                destination,
-                bits,
-                reserve_bits=self.reserve_bits,
-                horizon_s=self.horizon_s,
-                avoid_links=avoid_links,
-                max_hops=max_hops,
-            )
+            return self._choose(self._snapshot_locked(True), source, destination, bits, avoid_links, max_hops)
 
     def reserve(self, relay_id: str, route: Route, bits: int) -> Relay:
         """Reserve `bits` on every hop of `route` for relay `relay_id` (a route chosen with `route`,
@@ -271,6 +258,19 @@ class RelayController:
             return None
         crossed = set(relay.travelled + relay.route.nodes[: relay.hops_done])
         links = [lk for lk in self._snapshot_locked(True) if not ({lk.a, lk.b} & crossed)]
+        return self._choose(links, source, destination, relay.bits, failed)
+
+    def _choose(
+        self,
+        links: list[LinkState],
+        source: str,
+        destination: str,
+        bits: int,
+        avoid_links: Iterable[str],
+        max_hops: int | None = None,
+    ) -> Route | None:
+        """`choose_route` over `links` with this controller's reserve and horizon; None at once when
+        `source` or `destination` is on none of `links`."""
         ends = {n for lk in links for n in (lk.a, lk.b)}
         if source not in ends or destination not in ends:
             return None
@@ -278,10 +278,11 @@ class RelayController:
             links,
             source,
             destination,
-            relay.bits,
+            bits,
             reserve_bits=self.reserve_bits,
             horizon_s=self.horizon_s,
-            avoid_links=failed,
+            avoid_links=avoid_links,
+            max_hops=max_hops,
         )
 
 

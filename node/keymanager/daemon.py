@@ -211,18 +211,21 @@ class KeyManager:
         self.counters["keys_delivered_slave"] += len(key_ids)
         return list(zip(key_ids, material))
 
+    def _audit_voided(self, event: str, key_ids: list[str], reason: str, **party: str) -> None:
+        """A warning audit line for keys that will never be served: this KM, the SAE or peer KM
+        concerned (`party`), the key IDs and why."""
+        audit(event, logging.WARNING, kme=self.kme_id, **party, key_IDs=key_ids, reason=reason)
+
     async def answered(self, requester: str, key_ids: list[str], ok: bool) -> None:
         """The answer carrying `key_ids` to slave SAE `requester` was written (`ok`) or could not be."""
         await self.db(self.store.confirm_answered, requester, key_ids, ok)
         if not ok:
             self.counters["keys_unanswered"] += len(key_ids)
-            audit(
+            self._audit_voided(
                 "keys_unanswered",
-                logging.WARNING,
-                kme=self.kme_id,
+                key_ids,
+                "the answer could not be written; the keys will not be served again",
                 sae=requester,
-                key_IDs=key_ids,
-                reason="the answer could not be written; the keys will not be served again",
             )
             if self._blocks_event is not None:
                 self._blocks_event.set()  # the sync loop tells the master's KM
@@ -434,13 +437,11 @@ class KeyManager:
         if voided:
             self.counters["keys_lost_at_peer"] += len(voided)
             await self._refresh_lost(peer)
-            audit(
+            self._audit_voided(
                 "keys_lost_at_peer",
-                logging.WARNING,
-                kme=self.kme_id,
+                voided,
+                "the peer KM may never have answered the slave SAE; the keys are void",
                 peer_kme=peer,
-                key_IDs=voided,
-                reason="the peer KM may never have answered the slave SAE; the keys are void",
             )
             log.warning(
                 "peer KM %s lost the answers for %d keys its slave SAEs fetched; they are now void "

@@ -14,7 +14,7 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -411,6 +411,18 @@ class AliceLink:
             self.counters["aborted"] += 1
             log.warning("link %s: block %d aborted: %s", self.settings.link_id, block_id, reason)
 
+    def _locked_out(self, link: Any) -> bool:
+        """True, with a critical alarm, once too many tags failed under the link's hash key: the
+        session must stop until a fresh bootstrap secret is provisioned."""
+        if link is None or not link.locked:
+            return False
+        self.alarm(
+            "critical",
+            f"link {self.settings.link_id}: {link.failed_tags} failed tags under one "
+            "hash key: the session stops; provision a fresh bootstrap secret",
+        )
+        return True
+
     # -- loop ---------------------------------------------------------------------------------------
 
     def serve(
@@ -442,12 +454,7 @@ class AliceLink:
                 self._drop_block(exc.transcript, "transcript authentication failed")
                 if link is not None:
                     link.end_transcript(exc.transcript)
-                if link is not None and link.locked:
-                    self.alarm(
-                        "critical",
-                        f"link {self.settings.link_id}: {link.failed_tags} failed tags under one "
-                        "hash key: the session stops; provision a fresh bootstrap secret",
-                    )
+                if self._locked_out(link):
                     return
                 try:
                     channel.send(  # type: ignore[attr-defined]
@@ -461,12 +468,7 @@ class AliceLink:
                 continue
             except ClassicalChannelError as exc:
                 self.alarm("major", f"link {self.settings.link_id}: rejected classical message: {exc}")
-                if link is not None and link.locked:
-                    self.alarm(
-                        "critical",
-                        f"link {self.settings.link_id}: {link.failed_tags} failed tags under one "
-                        "hash key: the session stops; provision a fresh bootstrap secret",
-                    )
+                if self._locked_out(link):
                     return
                 continue
             if msg.type == P.HELLO and msg.verified and link is not None:

@@ -330,19 +330,3 @@ def _print(out: dict[str, Any], ok: bool) -> None:
             lines.append(f"alarm: {a}")
     lines.append("OK" if ok else "FAILED")
     print("\n".join(lines))
-
-
-def run_sdn_topology_demo(
-    spec: str,
-    workdir: str | None = None,
-    as_json: bool = False,
-    serve: bool = False,
-    links: str = "feed",
-    block_bits: int = 1_000_000,
-) -> int:
-    """`qkdnode demo --topology SPEC --sdn`: the network under SDN control (`node.network.sdndemo`)."""
-    from node.network.sdndemo import run_sdn_demo
-
-    if links not in ("mock", "feed"):
-        raise ValueError(f"links must be 'mock' or 'feed', got {links!r}")
-    return run_sdn_demo(resolve_topology(spec), workdir, as_json, serve, links, block_bits)

@@ -209,8 +209,12 @@ def run_sdn_demo(
     links: str = "feed",
     block_bits: int = 1_000_000,
 ) -> int:
-    """Start the network with SDN agents; run the scenario (or serve); 0 on success."""
+    """`qkdnode demo --topology SPEC --sdn`: start the network with SDN agents; run the scenario (or
+    serve); 0 on success. `links` is where the links' keys come from: "feed" or "mock" link daemons."""
     from node.network.linkdaemons import start_link_daemons, wait_for_blocks
+
+    if links not in ("mock", "feed"):
+        raise ValueError(f"links must be 'mock' or 'feed', got {links!r}")
 
     root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="qkdnode-sdn-"))
     net = start_network(topology, root, gossip_interval_s=0.1, stale_s=1.5)

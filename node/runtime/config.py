@@ -67,10 +67,7 @@ from node.runtime.mockconfig import MockConfig, parse_mock
 
 ROLES = ("alice", "bob")
 HARDWARE_KINDS = ("mock", "lab", "replay")
-_LINK_KEYS = {
-    "id",
-    "peer",
-    "bootstrap_secret",
+_LINK_SETTINGS_KEYS = (
     "block_bits",
     "batch_detections",
     "protocol",
@@ -80,10 +77,10 @@ _LINK_KEYS = {
     "cascade_variant",
     "auth_reserve_bits",
     "timeout_s",
-    "intensities",
-    "class_probabilities",
     "auth_max_failures",
-}
+)
+"""[link] keys passed through unchanged to `LinkSettings` as keyword arguments."""
+_LINK_KEYS = {"id", "peer", "bootstrap_secret", "intensities", "class_probabilities", *_LINK_SETTINGS_KEYS}
 
 
 @dataclass(frozen=True)
@@ -185,22 +182,7 @@ def parse_node_config(doc: dict[str, Any], base_dir: str | Path = ".") -> NodeCo
     check_number_types(link, "link", _LINK_INTS, _LINK_NUMBERS, ("intensities", "class_probabilities"))
     dead_time = _dead_time(hardware, kind, role)
     intensities, probabilities = _link_physics(link, mock if kind == "mock" else None)
-    settings_kwargs = {
-        k: link[k]
-        for k in (
-            "block_bits",
-            "batch_detections",
-            "protocol",
-            "eps_sec",
-            "tag_bits",
-            "qber_abort",
-            "cascade_variant",
-            "auth_reserve_bits",
-            "timeout_s",
-            "auth_max_failures",
-        )
-        if k in link
-    }
+    settings_kwargs = {k: link[k] for k in _LINK_SETTINGS_KEYS if k in link}
     try:
         settings = LinkSettings(_str(link, "id", "link"), intensities, probabilities, **settings_kwargs)
     except (TypeError, ValueError) as exc:

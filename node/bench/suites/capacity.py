@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from node.bench.core import BenchCase, BenchProfile
-from node.bench.suites.pipeline import MOCK_25KM
+from node.bench.suites.pipeline import MOCK_25KM, link_rate_case
 
 WORKER_COUNTS = (1,)  # distillation workers per node measured (node.runtime.workers not landed yet)
 
@@ -35,16 +35,6 @@ def cases(profile: BenchProfile) -> list[BenchCase]:
             def setup(n: int = n, blocks: int = blocks, workers: int = workers) -> dict[str, Any]:
                 return {"block_bits": n, "blocks": blocks, "workers": workers}
 
-            out.append(
-                BenchCase(
-                    stage="link-capacity",
-                    n=n,
-                    setup=setup,
-                    run=_run,
-                    unit="Mbit/s sifted",
-                    max_runs=1,
-                    warmup=False,
-                    params={"distance_km": 25.0, "blocks": blocks, "workers": workers, "source": "replay"},
-                )
-            )
+            params = {"blocks": blocks, "workers": workers, "source": "replay"}
+            out.append(link_rate_case("link-capacity", n, setup, _run, params))
     return out

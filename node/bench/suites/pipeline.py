@@ -9,6 +9,7 @@ common dead time removed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from node.bench.core import BenchCase, BenchProfile
@@ -22,6 +23,27 @@ MOCK_25KM = {
     "class_probabilities": [0.6, 0.3, 0.1],
     "block_s": 5e-3,
 }
+
+
+def link_rate_case(
+    stage: str,
+    n: int,
+    setup: Callable[[], dict[str, Any]],
+    run: Callable[[dict[str, Any]], dict[str, Any]],
+    params: dict[str, Any],
+) -> BenchCase:
+    """A row of sifted Mbit/s through a whole link at 25 km: one timed run (each takes tens of
+    seconds), no warm-up; `params` are added after the distance."""
+    return BenchCase(
+        stage=stage,
+        n=n,
+        setup=setup,
+        run=run,
+        unit="Mbit/s sifted",
+        max_runs=1,
+        warmup=False,
+        params={"distance_km": 25.0, **params},
+    )
 
 
 def _run(state: dict[str, Any]) -> dict[str, Any]:
@@ -43,15 +65,5 @@ def cases(profile: BenchProfile) -> list[BenchCase]:
         def setup(n: int = n, blocks: int = blocks) -> dict[str, Any]:
             return {"block_bits": n, "blocks": blocks}
 
-        case = BenchCase(
-            stage="link-pipeline",
-            n=n,
-            setup=setup,
-            run=_run,
-            unit="Mbit/s sifted",
-            max_runs=1,
-            warmup=False,
-            params={"distance_km": 25.0, "blocks": blocks},
-        )
-        out.append(case)
+        out.append(link_rate_case("link-pipeline", n, setup, _run, {"blocks": blocks}))
     return out

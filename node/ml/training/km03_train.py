@@ -8,7 +8,6 @@ held-out runs use disjoint seeds. Run: `python -m node.ml.training.km03_train` (
 from __future__ import annotations
 
 import argparse
-import json
 
 import numpy as np
 
@@ -17,6 +16,7 @@ from drivers.mock.conditions import CONDITIONS, DEFAULT_STRENGTH, Condition
 from drivers.mock.link import LinkParams
 from node.ml.detection import FEATURES, AttackDetector, Reference, block_features
 from node.ml.models import save_arrays
+from node.ml.training import publish_report
 
 CALIBRATION_BLOCKS = 16
 TARGET_KEY_BITS = 2e5
@@ -138,10 +138,7 @@ def main() -> None:
         {"mean": mean, "cov": c, "threshold": np.array(threshold), "templates": np.array(templates)},
         card,
     )
-    print(json.dumps(report, indent=2))
-    if a.out:
-        with open(a.out, "w", encoding="utf-8") as fh:
-            json.dump(report, fh, indent=2)
+    publish_report(report, a.out)
 
 
 if __name__ == "__main__":

@@ -9,13 +9,13 @@ and a loss ramp (up to 2 dB over the run). Run: `python -m node.ml.training.ql01
 from __future__ import annotations
 
 import argparse
-import json
 
 import numpy as np
 
 from drivers.mock.blockstats import Drift, expected_rates, simulate_run
 from node.ml.forecasting import HORIZONS, LAGS, Forecaster, ewma, lag_matrix, last_value
 from node.ml.models import save_arrays
+from node.ml.training import publish_report
 from node.ml.training.km03_train import TARGET_KEY_BITS, random_link
 
 BLOCKS = 240
@@ -103,10 +103,7 @@ def main() -> None:
         "evaluation": report,
     }
     save_arrays("ql01_forecaster", arrays, card)
-    print(json.dumps(report, indent=2))
-    if a.out:
-        with open(a.out, "w", encoding="utf-8") as fh:
-            json.dump(report, fh, indent=2)
+    publish_report(report, a.out)
 
 
 if __name__ == "__main__":
