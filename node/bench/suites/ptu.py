@@ -53,7 +53,10 @@ def _ours(state: _Timed) -> dict[str, Any]:
 
 
 def _ptufile_decode(state: _Timed) -> dict[str, Any]:
-    import ptufile
+    try:
+        import ptufile  # the reference decoder: a test-extra package, not a runtime dependency
+    except ImportError as exc:  # `_reference` offers this case only when ptufile is installed
+        raise RuntimeError("the PTU reference needs ptufile: pip install 'qkdnode[test]'") from exc
 
     t0 = time.thread_time()
     with ptufile.PtuFile(state.path) as f:
