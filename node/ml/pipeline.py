@@ -73,6 +73,9 @@ def click_time_spread(detections: Any) -> tuple[float, float]:
     return 1.4826 * float(np.median(np.abs(r))), MAD_EFFICIENCY * r.size
 
 
+_PATTERN_BITS = (np.arange(16)[:, None] >> np.arange(4)) & 1  # row p: which detectors pattern p fired
+
+
 @dataclass
 class BatchTally:
     """Running sums of one block's batches (the collector's per-batch part)."""
@@ -86,9 +89,11 @@ class BatchTally:
 
     def add(self, detections: Any) -> None:
         pattern = np.asarray(detections.clicks)
-        bits = (pattern[:, None] >> np.arange(4)) & 1
-        self.clicks += bits.sum(axis=0)
-        self.multi_clicks += float((bits.sum(axis=1) >= 2).sum())
+        # one pass over Bob's batch (on the protocol thread): count each 4-bit click pattern, then
+        # read the detectors' clicks and the multi-click slots off the 16 counts
+        per_pattern = np.bincount(pattern.astype(np.intp) & 15, minlength=16)
+        self.clicks += _PATTERN_BITS.T @ per_pattern
+        self.multi_clicks += float(per_pattern[_PATTERN_BITS.sum(axis=1) >= 2].sum())
         spread, samples = click_time_spread(detections)
         if samples > 0:
             self.spread_weighted += spread * samples
