@@ -4,6 +4,7 @@ with 1 ms round-trip time and several blocks in flight, timed against the zero-l
 
 from __future__ import annotations
 
+import statistics
 import time
 from typing import Any
 
@@ -46,11 +47,15 @@ def _figures(frames: list, outcomes: list) -> dict[str, Any]:
 
 
 def _case(variant: str, n: int, qber: float, frames: int, max_runs: int | None) -> BenchCase:
+    cpus: list[float] = []
+
     def run(state: list) -> dict[str, Any]:
         c0 = time.process_time()
         out = reconcile_many_loopback(state, qber, variant=variant, max_in_flight=1)
-        cpu = time.process_time() - c0
-        # CPU time of this process: the wall-clock rate suffers when other jobs share the cores
+        cpus.append(time.process_time() - c0)
+        # CPU time of this process (the wall-clock rate suffers when other jobs share the cores), the
+        # median over the timed runs (the first run warms up): the row keeps the last run's figures
+        cpu = statistics.median(cpus[1:] or cpus)
         return _figures(state, out) | {"cpu_mbit_s": round(n * frames / cpu / 1e6, 2) if cpu > 0 else None}
 
     return BenchCase(
