@@ -453,21 +453,48 @@ def _squash_clicks(
     g_time = np.empty(n, np.int64)
     m = _group_slots(slot, channel, time, bit_of_channel, g_slot, g_mask, g_time)
     g_slot, g_mask, g_time = g_slot[:m], g_mask[:m], g_time[:m]
-    basis = _SINGLE_BASIS[g_mask]
-    bit = _SINGLE_BIT[g_mask]
-    cross = basis == 255
-    double = (bit == 255) & ~cross
-    n_cross, n_double = int(cross.sum()), int(double.sum())
+    basis, bit = np.empty(m, np.uint8), np.empty(m, np.uint8)
+    n_cross, n_double = _measured(g_mask, _SINGLE_BASIS, _SINGLE_BIT, basis, bit)
     n_random = 2 * n_cross + n_double
     if n_random:
         if rng is None:
             coins = np.frombuffer(os.urandom(n_random), np.uint8) & 1
         else:
             coins = rng.integers(0, 2, n_random, dtype=np.uint8)
-        basis[cross] = coins[:n_cross]
-        bit[cross] = coins[n_cross : 2 * n_cross]
-        bit[double] = coins[2 * n_cross :]
-    return Detections(g_slot, basis, bit, g_mask, g_time, n_double, n_cross)
+        _place_coins(basis, bit, coins, n_cross)
+    return Detections(g_slot, basis, bit, g_mask, g_time, int(n_double), int(n_cross))
+
+
+@kernel
+def _measured(mask, single_basis, single_bit, basis, bit):  # pragma: no cover - numba
+    """Basis and bit of each click pattern (255 where squashing must draw a coin); returns
+    (cross-basis slots, double clicks within one basis)."""
+    n_cross = 0
+    n_double = 0
+    for i in range(mask.size):
+        b = single_basis[mask[i]]
+        v = single_bit[mask[i]]
+        basis[i] = b
+        bit[i] = v
+        n_cross += b == 255
+        n_double += (v == 255) & (b != 255)
+    return n_cross, n_double
+
+
+@kernel
+def _place_coins(basis, bit, coins, n_cross):  # pragma: no cover - numba
+    """The coins in slot order: cross-basis slots take basis coins[0:n_cross] and bit
+    coins[n_cross:2 n_cross], double clicks take bit coins[2 n_cross:] (numpy's boolean-mask order)."""
+    c = 0
+    d = 2 * n_cross
+    for i in range(basis.size):
+        if basis[i] == 255:
+            basis[i] = coins[c]
+            bit[i] = coins[n_cross + c]
+            c += 1
+        elif bit[i] == 255:
+            bit[i] = coins[d]
+            d += 1
 
 
 # ---------------------------------------------------------------------------------------------
