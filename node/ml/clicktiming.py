@@ -94,6 +94,17 @@ def click_time_spread(detections: Any) -> tuple[float, float]:
     r = single_click_residuals(detections)
     if not r.size:
         return math.nan, 0.0
-    r -= np.median(r, overwrite_input=True)  # the median is of the values, whatever order partition leaves
+    r -= median_in_place(r)  # the median is of the values, whatever order partition leaves
     np.abs(r, out=r)
-    return MAD_SCALE * float(np.median(r, overwrite_input=True)), MAD_EFFICIENCY * r.size
+    return MAD_SCALE * median_in_place(r), MAD_EFFICIENCY * r.size
+
+
+def median_in_place(a: NDArray[np.float64]) -> float:
+    """np.median of finite values, reordering `a`: one partition at the upper middle, the lower middle
+    the largest value below it (np.median partitions at both, ~5x slower on 500k values)."""
+    k = a.size // 2
+    a.partition(k)
+    hi = a[k]
+    if a.size % 2:
+        return float(hi)
+    return float((a[:k].max() + hi) / 2)

@@ -10,7 +10,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.ml.clicktiming import MAD_EFFICIENCY, MIN_CLICKS, click_time_spread, single_click_residuals
+from node.ml.clicktiming import MAD_EFFICIENCY, MIN_CLICKS, click_time_spread, median_in_place, single_click_residuals
 
 
 def reference_residuals(slot: list[int], time: list[int], clicks: list[int]) -> list[float]:
@@ -108,3 +108,14 @@ def test_detectors_with_too_few_single_clicks_are_left_out() -> None:
     )
     assert single_click_residuals(det).size == 0
     assert math.isnan(click_time_spread(det)[0])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.floats(-1e12, 1e12) | st.sampled_from([0.0, -0.0, 1.0, 5e-324]), min_size=1, max_size=60))
+def test_median_in_place_is_numpys_median_bit_for_bit(values: list[float]) -> None:
+    a = np.asarray(values, np.float64)
+    want, got = np.float64(np.median(a)), np.float64(median_in_place(a.copy()))
+    if want == 0:  # +0 and -0 compare equal, so either partition may leave either one in the middle
+        assert got == 0
+    else:
+        assert got.tobytes() == want.tobytes()
