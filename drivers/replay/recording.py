@@ -137,7 +137,7 @@ def read_info(root: str | Path) -> RecordingInfo:
 def _read_array(fh: BinaryIO, n: int, dtype: str, path: Path, what: str) -> NDArray[Any]:
     """`n` little-endian values of `dtype` read straight into a new writable array (one copy, not two)."""
     out = np.empty(n, np.dtype(dtype).newbyteorder("<"))
-    got = fh.readinto(memoryview(out).cast("B"))  # type: ignore[attr-defined]
+    got = fh.readinto(out.view(np.uint8))  # type: ignore[attr-defined]  # (BinaryIO does not declare readinto)
     if got != out.nbytes:
         raise RecordingError(f"{path}: truncated: {what} ends after {got} of {out.nbytes} bytes")
     return out.astype(np.dtype(dtype), copy=False)  # native order: a no-op on little-endian machines
