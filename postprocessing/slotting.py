@@ -423,34 +423,78 @@ def resolve_clicks(
             raise ValueError("time must have the same length as slot")
     if len(detector_channels) != 4 or len(set(detector_channels)) != 4:
         raise ValueError(f"detector_channels must be 4 distinct channels (Z0, Z1, X0, X1), got {detector_channels}")
+    bit_of_channel = _click_bits(detector_channels)
+    if slot.size and not bit_of_channel[channel].all():
+        raise ValueError("channel holds a channel that is not one of detector_channels")
+    return _squash_clicks(slot, channel, time, bit_of_channel, rng)
+
+
+def _click_bits(detector_channels: tuple[int, int, int, int]) -> NDArray[np.uint8]:
+    """Per tagger channel, its bit in the click pattern (0 for a channel that is no detector)."""
     bit_of_channel = np.zeros(N_CHANNELS, np.uint8)
     for i, c in enumerate(detector_channels):
         if not 0 <= c < N_CHANNELS:
             raise ValueError(f"detector_channels must be in 0..255, got {c}")
         bit_of_channel[c] = 1 << i
-    if slot.size and not bit_of_channel[channel].all():
-        raise ValueError("channel holds a channel that is not one of detector_channels")
+    return bit_of_channel
+
+
+def _squash_clicks(
+    slot: NDArray[np.int64],
+    channel: NDArray[np.uint8],
+    time: NDArray[np.int64],
+    bit_of_channel: NDArray[np.uint8],
+    rng: np.random.Generator | None,
+) -> Detections:
+    """`resolve_clicks` on checked arrays it may reorder in place (detector channels only)."""
     n = slot.size
     g_slot = np.empty(n, np.int64)
     g_mask = np.empty(n, np.uint8)
     g_time = np.empty(n, np.int64)
     m = _group_slots(slot, channel, time, bit_of_channel, g_slot, g_mask, g_time)
     g_slot, g_mask, g_time = g_slot[:m], g_mask[:m], g_time[:m]
-    basis = _SINGLE_BASIS[g_mask]
-    bit = _SINGLE_BIT[g_mask]
-    cross = basis == 255
-    double = (bit == 255) & ~cross
-    n_cross, n_double = int(cross.sum()), int(double.sum())
+    basis, bit = np.empty(m, np.uint8), np.empty(m, np.uint8)
+    n_cross, n_double = _measured(g_mask, _SINGLE_BASIS, _SINGLE_BIT, basis, bit)
     n_random = 2 * n_cross + n_double
     if n_random:
         if rng is None:
             coins = np.frombuffer(os.urandom(n_random), np.uint8) & 1
         else:
             coins = rng.integers(0, 2, n_random, dtype=np.uint8)
-        basis[cross] = coins[:n_cross]
-        bit[cross] = coins[n_cross : 2 * n_cross]
-        bit[double] = coins[2 * n_cross :]
-    return Detections(g_slot, basis, bit, g_mask, g_time, n_double, n_cross)
+        _place_coins(basis, bit, coins, n_cross)
+    return Detections(g_slot, basis, bit, g_mask, g_time, int(n_double), int(n_cross))
+
+
+@kernel
+def _measured(mask, single_basis, single_bit, basis, bit):  # pragma: no cover - numba
+    """Basis and bit of each click pattern (255 where squashing must draw a coin); returns
+    (cross-basis slots, double clicks within one basis)."""
+    n_cross = 0
+    n_double = 0
+    for i in range(mask.size):
+        b = single_basis[mask[i]]
+        v = single_bit[mask[i]]
+        basis[i] = b
+        bit[i] = v
+        n_cross += b == 255
+        n_double += (v == 255) & (b != 255)
+    return n_cross, n_double
+
+
+@kernel
+def _place_coins(basis, bit, coins, n_cross):  # pragma: no cover - numba
+    """The coins in slot order: cross-basis slots take basis coins[0:n_cross] and bit
+    coins[n_cross:2 n_cross], double clicks take bit coins[2 n_cross:] (numpy's boolean-mask order)."""
+    c = 0
+    d = 2 * n_cross
+    for i in range(basis.size):
+        if basis[i] == 255:
+            basis[i] = coins[c]
+            bit[i] = coins[n_cross + c]
+            c += 1
+        elif bit[i] == 255:
+            bit[i] = coins[d]
+            d += 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -510,6 +554,49 @@ def _channel_mask(detector_channels: tuple[int, ...]) -> NDArray[np.bool_]:
 # streaming
 
 
+@kernel
+def _split_block(time, channel, sync_channel, is_det, sync_t, det_t, det_ch, offset):  # pragma: no cover - numba
+    """One pass over a tag block: sync tag times into `sync_t`, detector tags appended to
+    `det_t`/`det_ch` from `offset` (other channels dropped), branch-free; returns (syncs, end of the
+    detector tags, whether the times were sorted)."""
+    ns = 0
+    nd = offset
+    ok = True
+    for i in range(time.size):
+        ti = time[i]
+        c = channel[i]
+        if i:
+            ok &= ti >= time[i - 1]
+        sync_t[ns] = ti
+        ns += c == sync_channel
+        det_t[nd] = ti
+        det_ch[nd] = c
+        nd += is_det[c]
+    return ns, nd, ok
+
+
+@kernel
+def _split_ready(
+    t, ch, t_ref, intercept, delay, period, slot_ref, cut, ready_t, ready_ch, rest_t, rest_ch
+):  # pragma: no cover - numba
+    """Pending tags whose nearest slot (gate ignored) lies before `cut` into ready_*, the others into
+    rest_*, both in input order; returns (ready, rest). The float arithmetic is numpy's, step for step:
+    ((t - t_ref) - intercept - delay[ch]) / period, floor(x + 0.5) + slot_ref < cut."""
+    nr = 0
+    nw = 0
+    for i in range(t.size):
+        c = ch[i]
+        x = ((np.float64(t[i] - t_ref) - intercept) - delay[c]) / period
+        ready = np.floor(x + 0.5) + slot_ref < cut
+        ready_t[nr] = t[i]
+        ready_ch[nr] = c
+        rest_t[nw] = t[i]
+        rest_ch[nw] = c
+        nr += ready
+        nw += not ready
+    return nr, nw
+
+
 class StreamSlotter:
     """Clock recovery and slotting over a stream of tag blocks (Bob's acquisition loop).
 
@@ -540,6 +627,10 @@ class StreamSlotter:
             raise ValueError(f"gate_ps must be in (0, nominal_period_ps], got {gate_ps}")
         if not isinstance(window_syncs, (int, np.integer)) or window_syncs < 2:
             raise ValueError(f"window_syncs must be an integer >= 2, got {window_syncs!r}")
+        if len(detector_channels) != 4 or len(set(detector_channels)) != 4:
+            raise ValueError(
+                f"detector_channels must be 4 distinct channels (Z0, Z1, X0, X1), got {detector_channels}"
+            )
         if not 0 <= sync_channel < N_CHANNELS or sync_channel in detector_channels:
             raise ValueError(f"sync_channel must be a channel 0..255 other than the detectors, got {sync_channel}")
         self.nominal_period_ps = float(nominal_period_ps)
@@ -548,6 +639,7 @@ class StreamSlotter:
         self.delay = _delay_table(delay_ps)
         self.detector_channels: tuple[int, int, int, int] = detector_channels
         self._is_det = _channel_mask(detector_channels)
+        self._click_bits = _click_bits(detector_channels)
         self.sync_channel = int(sync_channel)
         self.window = int(window_syncs)
         self.first_slot = int(first_slot)
@@ -582,13 +674,17 @@ class StreamSlotter:
     def push(self, time: NDArray[np.int64], channel: NDArray[np.uint8]) -> Detections:
         """Add one block of tags (time-sorted); returns the detections that became final."""
         t, ch = _check_tags(time, channel)
-        if t.size > 1 and np.any(t[1:] < t[:-1]):
+        held = self._pend_t.size
+        sync_t = np.empty(t.size, np.int64)
+        pend_t, pend_ch = np.empty(held + t.size, np.int64), np.empty(held + t.size, np.uint8)
+        pend_t[:held], pend_ch[:held] = self._pend_t, self._pend_ch
+        n_sync, n_pend, ordered = _split_block(
+            t, ch, np.uint8(self.sync_channel), self._is_det, sync_t, pend_t, pend_ch, held
+        )
+        if not ordered:
             raise ValueError("time must be sorted")
-        is_sync = ch == self.sync_channel
-        self._add_syncs(t[is_sync])
-        det = self._is_det[ch]
-        self._pend_t = np.concatenate([self._pend_t, t[det]])
-        self._pend_ch = np.concatenate([self._pend_ch, ch[det]])
+        self._add_syncs(sync_t[:n_sync])
+        self._pend_t, self._pend_ch = pend_t[:n_pend], pend_ch[:n_pend]
         if self.fit is None:
             return _no_detections()
         last_slot = int(self._sync_i[-1]) * self.sync_every + self.first_slot
@@ -646,17 +742,57 @@ class StreamSlotter:
         assert fit is not None
         t, ch = self._pend_t, self._pend_ch
         if cut_slot is None:
-            ready = np.ones(t.size, np.bool_)
+            self._pend_t, self._pend_ch = t[:0], ch[:0]
         else:
             # nearest slot of each pending tag (gate ignored): split on slot boundaries, so the
             # clicks of one slot are resolved together
-            x = ((t - fit.t_ref_ps).astype(np.float64) - fit.intercept_ps - self.delay[ch]) / fit.period_ps
-            ready = np.floor(x + 0.5) + fit.slot_ref < cut_slot
-        self._pend_t, self._pend_ch = t[~ready], ch[~ready]
-        slotted = assign_slots(t[ready], ch[ready], fit, self.gate_ps, self.delay, self.detector_channels)
-        self.in_gate += slotted.in_gate
-        self.out_of_gate += slotted.out_of_gate
-        return resolve_clicks(slotted.slot, slotted.channel, slotted.time, self.detector_channels, rng=self._rng)
+            ready_t, ready_ch = np.empty_like(t), np.empty_like(ch)
+            rest_t, rest_ch = np.empty_like(t), np.empty_like(ch)
+            n_ready, n_rest = _split_ready(
+                t,
+                ch,
+                np.int64(fit.t_ref_ps),
+                fit.intercept_ps,
+                self.delay,
+                fit.period_ps,
+                float(fit.slot_ref),
+                float(cut_slot),
+                ready_t,
+                ready_ch,
+                rest_t,
+                rest_ch,
+            )
+            t, ch = ready_t[:n_ready], ready_ch[:n_ready]
+            self._pend_t, self._pend_ch = rest_t[:n_rest], rest_ch[:n_rest]
+        # assign_slots and resolve_clicks without their argument checks and copies: these arrays
+        # are this slotter's own, hold detector channels only, and may be reordered in place
+        if not (self.gate_ps > 0 and self.gate_ps <= fit.period_ps):
+            raise ValueError(f"gate_ps must be in (0, period {fit.period_ps:.1f} ps], got {self.gate_ps}")
+        out_slot, out_ch, out_t = np.empty(t.size, np.int64), np.empty(t.size, np.uint8), np.empty(t.size, np.int64)
+        k = _assign(
+            t,
+            ch,
+            self._is_det,
+            (fit.intercept_ps + self.delay) / fit.period_ps,
+            np.int64(fit.t_ref_ps),
+            1.0 / fit.period_ps,
+            0.5 * float(self.gate_ps) / fit.period_ps,
+            float(-fit.slot_ref),
+            out_slot,
+            out_ch,
+            out_t,
+            False,
+            _NO_INDEX,
+            self.in_gate,
+            self.out_of_gate,
+        )
+        slot = out_slot[:k]
+        if fit.slot_ref:
+            slot += fit.slot_ref
+        return _squash_clicks(slot, out_ch[:k], out_t[:k], self._click_bits, self._rng)
+
+
+_NO_INDEX = np.empty(0, np.int64)
 
 
 def _no_detections() -> Detections:

@@ -134,11 +134,13 @@ def read_info(root: str | Path) -> RecordingInfo:
     return info
 
 
-def _read_exact(fh: BinaryIO, n: int, path: Path, what: str) -> bytes:
-    data = fh.read(n)
-    if len(data) != n:
-        raise RecordingError(f"{path}: truncated: {what} ends after {len(data)} of {n} bytes")
-    return data
+def _read_array(fh: BinaryIO, n: int, dtype: str, path: Path, what: str) -> NDArray[Any]:
+    """`n` little-endian values of `dtype` read straight into a new writable array (one copy, not two)."""
+    out = np.empty(n, np.dtype(dtype).newbyteorder("<"))
+    got = fh.readinto(out.view(np.uint8))  # type: ignore[attr-defined]  # (BinaryIO does not declare readinto)
+    if got != out.nbytes:
+        raise RecordingError(f"{path}: truncated: {what} ends after {got} of {out.nbytes} bytes")
+    return out.astype(np.dtype(dtype), copy=False)  # native order: a no-op on little-endian machines
 
 
 def _check_magic(fh: BinaryIO, path: Path, magic: bytes) -> None:
@@ -215,8 +217,8 @@ def iter_tag_file(path: str | Path) -> Iterator[TagBlock]:
         n = _count(n, path, "block tag")
         if lost < 0 or overflow not in (0, 1):
             raise RecordingError(f"{path}: block header with lost={lost}, overflow={overflow} (need >= 0 and 0/1)")
-        time = np.frombuffer(_read_exact(fh, 8 * n, path, "tag times"), "<i8").astype(np.int64)
-        channel = np.frombuffer(_read_exact(fh, n, path, "tag channels"), np.uint8).copy()
+        time = _read_array(fh, n, "i8", path, "tag times")
+        channel = _read_array(fh, n, "u1", path, "tag channels")
         yield TagBlock(time, channel, lost=lost, overflow=bool(overflow))
 
 
@@ -270,8 +272,8 @@ def iter_state_chunks(path: str | Path) -> Iterator[tuple[NDArray[np.int64], NDA
     last = -1
     for fh, (n,) in _chunks(path, STATE_MAGIC, _STATE_HEAD, "chunk"):
         n = _count(n, path, "chunk state")
-        slot = np.frombuffer(_read_exact(fh, 8 * n, path, "slots"), "<i8").astype(np.int64)
-        packed = np.frombuffer(_read_exact(fh, n, path, "states"), np.uint8).copy()
+        slot = _read_array(fh, n, "i8", path, "slots")
+        packed = _read_array(fh, n, "u1", path, "states")
         if n and (int(slot[0]) <= last or np.any(np.diff(slot) <= 0)):
             raise RecordingError(f"{path}: slots do not increase strictly (at slot {int(slot[0])})")
         if n:

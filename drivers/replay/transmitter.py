@@ -14,10 +14,12 @@ second replay reuses them. That is why the node accepts this transmitter only wi
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import NoReturn
 
 import numpy as np
 from numpy.typing import NDArray
 
+from drivers.jit import kernel
 from drivers.replay.recording import (
     RecordingError,
     RecordingInfo,
@@ -25,6 +27,27 @@ from drivers.replay.recording import (
     unpack_states,
 )
 from drivers.transmitter import SlotStates, StateReuseError
+
+
+@kernel
+def _merge_lookup(window, packed, slots, basis, bit, intensity):  # pragma: no cover - numba
+    """States of increasing `slots` from the increasing `window` and its packed states, one merge
+    pass (basis bit 0, bit bit 1, class bits 2-7: recording.pack_states); returns the index in
+    `slots` of the first slot the window lacks or that breaks the increasing order, -1 if none."""
+    j = 0
+    for i in range(slots.size):
+        s = slots[i]
+        if i and s <= slots[i - 1]:
+            return i
+        while j < window.size and window[j] < s:
+            j += 1
+        if j == window.size or window[j] != s:
+            return i
+        p = packed[j]
+        basis[i] = p & 1
+        bit[i] = (p >> 1) & 1
+        intensity[i] = p >> 2
+    return -1
 
 
 class ReplayTransmitter:
@@ -74,18 +97,29 @@ class ReplayTransmitter:
         if lo < self._floor:
             raise StateReuseError(f"slot {lo} was handed out already: a replayed state is used once per run")
         self._fill(lo, hi)
+        basis, bit, intensity = (np.empty(slots.size, np.uint8) for _ in range(3))
+        bad = _merge_lookup(self._slot, self._packed, slots, basis, bit, intensity)
+        if bad > 0 and slots[bad] <= slots[bad - 1]:  # not increasing (the sifting refuses it later)
+            basis, bit, intensity = self._lookup_any_order(slots)
+        elif bad >= 0:
+            self._missing(int(slots[bad]))
+        self._floor = hi + 1
+        return SlotStates(slots.copy(), basis, bit, intensity)
+
+    def _lookup_any_order(self, slots: NDArray[np.int64]) -> tuple[NDArray[np.uint8], ...]:
+        """States of `slots` in any order, by binary search (the merge needs increasing slots)."""
         at = np.searchsorted(self._slot, slots)
         found = at < self._slot.size
         found[found] = self._slot[at[found]] == slots[found]
         if not found.all():
-            missing = int(slots[np.argmin(found)])
-            raise RecordingError(
-                f"slot {missing} is not in the recording {self.info.root}: Bob's tags and Alice's "
-                "states are not of one run, or the slotting differs from the recording's"
-            )
-        basis, bit, intensity = unpack_states(self._packed[at])
-        self._floor = hi + 1
-        return SlotStates(slots.copy(), basis, bit, intensity)
+            self._missing(int(slots[np.argmin(found)]))
+        return unpack_states(self._packed[at])
+
+    def _missing(self, slot: int) -> NoReturn:
+        raise RecordingError(
+            f"slot {slot} is not in the recording {self.info.root}: Bob's tags and Alice's "
+            "states are not of one run, or the slotting differs from the recording's"
+        )
 
     def _fill(self, lo: int, hi: int) -> None:
         """Drop window states below `lo`, then read chunks until the window reaches `hi` (or the end)."""

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from node.ml.clicktiming import click_time_spread
 from node.ml.detection import AttackDetector, Reference, block_features
 from node.ml.forecasting import QberWatch
 from node.ml.models import ModelFileError
@@ -44,33 +45,6 @@ class CollectedBlock:
     dead_time_discards: float = math.nan
     timing_spread_ps: float = math.nan
     timing_samples: float = math.nan  # Gaussian-equivalent sample count of the spread estimate
-
-
-MAD_EFFICIENCY = 0.3675  # variance of the normal sd over that of 1.4826 x MAD, for large samples
-
-
-def click_time_spread(detections: Any) -> tuple[float, float]:
-    """(robust standard deviation of single-click times about each detector's line in slot,
-    Gaussian-equivalent samples) of one batch: 1.4826 x the median absolute deviation, so dark
-    counts and afterpulses (spread uniformly over the gate) hardly move it."""
-    pattern = np.asarray(detections.clicks)
-    single = (pattern & (pattern - 1)) == 0
-    residuals = []
-    for d in range(4):
-        m = single & (pattern == (1 << d))
-        if m.sum() < 16:
-            continue
-        s = detections.slot[m].astype(np.float64)
-        t = detections.time[m].astype(np.float64)
-        s -= s.mean()
-        t -= t.mean()
-        slope = float(s @ t) / max(float(s @ s), 1e-300)
-        residuals.append(t - slope * s)
-    if not residuals:
-        return math.nan, 0.0
-    r = np.concatenate(residuals)
-    r -= np.median(r)
-    return 1.4826 * float(np.median(np.abs(r))), MAD_EFFICIENCY * r.size
 
 
 _PATTERN_BITS = (np.arange(16)[:, None] >> np.arange(4)) & 1  # row p: which detectors pattern p fired

@@ -64,3 +64,17 @@ def test_transmitter_refuses_a_slot_the_recording_lacks(recording):
     tx.start()
     with pytest.raises(RecordingError, match="not in the recording"):
         tx.states(missing.astype(np.int64))
+
+
+def test_transmitter_answers_slots_out_of_order_as_before(recording):
+    """A request whose slots do not increase (a forged one: the sifting refuses it afterwards) still gets
+    the recorded states of those slots, as a binary search would give them."""
+    params, info = recording
+    truth = MockTransmitter(params, 11)
+    slots = next(iter_state_chunks(info.states))[0][:40]
+    shuffled = np.concatenate([slots[20:], slots[:20], slots[:1]])
+    tx = ReplayTransmitter(info)
+    tx.start()
+    got, want = tx.states(shuffled), truth.states(shuffled)
+    assert np.array_equal(got.basis, want.basis) and np.array_equal(got.bit, want.bit)
+    assert np.array_equal(got.intensity, want.intensity)
