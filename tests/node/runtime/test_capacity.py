@@ -108,5 +108,31 @@ def test_workers_key_goes_into_link_table_or_is_left_out_for_one_where_unknown(t
         assert one["link"]["workers"] == 1 and with_workers(doc, 2, tmp_path)["link"]["workers"] == 2
     else:
         assert "workers" not in one["link"]
-        with pytest.raises(ValueError, match="link.workers"):
+        with pytest.raises(ValueError, match=r"link\.workers"):
             with_workers(doc, 2, tmp_path)
+
+
+def test_watching_a_process_samples_its_cpu_and_rss_until_it_ends() -> None:
+    import subprocess
+    import sys
+
+    from node.runtime.capacity import wait_watching_rss
+
+    # holds 64 MiB and burns some CPU, then waits for its stdin to close (once a sample has seen the 64 MiB)
+    code = "import sys\nb = bytearray(64 << 20)\nfor i in range(0, len(b), 4096): b[i] = 1\nsum(range(10**6))\nsys.stdin.read()"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE)
+    assert proc.stdin is not None
+    cpu_trace: list = []
+    rss_trace: list = []
+
+    def progress() -> None:
+        if rss_trace and rss_trace[-1][1].get("p", 0) >= 64 << 20 and not proc.stdin.closed:
+            proc.stdin.close()
+
+    codes, peak, cpu = wait_watching_rss({"p": proc}, ("p",), 120.0, progress, trace=cpu_trace, rss_trace=rss_trace)
+    assert codes == {"p": 0}
+    assert peak["p"] >= 64 << 20  # VmHWM counts the bytearray
+    assert cpu_trace and [c["p"] for _, c in cpu_trace] == sorted(c["p"] for _, c in cpu_trace)
+    assert cpu["p"] == cpu_trace[-1][1]["p"]
+    assert all(set(v) <= {"p"} and all(x > 0 for x in v.values()) for _, v in rss_trace)
+    assert [t for t, _ in rss_trace] == sorted(t for t, _ in rss_trace)
