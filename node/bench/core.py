@@ -28,6 +28,8 @@ class BenchProfile:
     min_runs: int = 3
     max_runs: int = 15
     time_per_case_s: float = 2.0
+    explicit_sizes: bool = False  # --sizes given (suites with sizes of their own then take these)
+    duration_s: float = 600.0  # how long a soak row (link-soak) runs
 
     def wants(self, stage: str) -> bool:
         """Whether the user selected this stage (by exact name or prefix)."""
@@ -137,6 +139,8 @@ def stage_names(sizes: tuple[int, ...] = (100_000,)) -> list[str]:
     for profile in (BenchProfile(sizes=sizes), BenchProfile(sizes=sizes, full=True)):
         for module in suite_modules():
             names.update(c.stage for c in module.cases(profile))
+    for module in suite_modules():  # stages run only when --stage names them in full (long soaks)
+        names.update(getattr(module, "ON_REQUEST_STAGES", ()))
     return sorted(names)
 
 

@@ -37,6 +37,13 @@ def register(subparsers: Any) -> None:
         metavar="N[,N...]",
         help="problem sizes to run instead of the defaults (e.g. 1e5,1e6)",
     )
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="how long a soak row runs (stage link-soak, run only when --stage names it; default 600)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress indicator on stderr")
     p.set_defaults(func=run)
 
@@ -57,13 +64,22 @@ def profile_from_args(args: argparse.Namespace) -> BenchProfile:
         return BenchProfile(
             sizes=args.sizes or (100_000, 1_000_000, 10_000_000),
             quick=True,
+            explicit_sizes=args.sizes is not None,
             stages=tuple(args.stage),
             min_runs=1,
             max_runs=5,
             time_per_case_s=0.5,
         )
     sizes = args.sizes or (100_000, 1_000_000, 10_000_000) + ((100_000_000,) if args.full else ())
-    return BenchProfile(sizes=sizes, full=args.full, stages=tuple(args.stage))
+    if not args.duration > 0:
+        raise ValueError(f"--duration must be a positive number of seconds, got {args.duration}")
+    return BenchProfile(
+        sizes=sizes,
+        full=args.full,
+        stages=tuple(args.stage),
+        explicit_sizes=args.sizes is not None,
+        duration_s=args.duration,
+    )
 
 
 def run(args: argparse.Namespace) -> int:

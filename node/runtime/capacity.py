@@ -4,8 +4,11 @@ fed by the replay source (drivers.replay) instead of the simulator.
 The mock link is recorded once per settings (cached under $QKDNODE_REPLAY_CACHE, default
 ~/.cache/qkdnode/replay), then Alice and Bob run `qkdnode run` on it over the real authenticated
 ZeroMQ channel, each delivering to its own key manager, until Bob has distilled the blocks asked.
-Rates are sustained ones between Bob's first and last block; every process's peak RSS is read
-from the kernel when it is reaped (wait4), so the figure is the process's own high-water mark.
+Rates are sustained ones between Bob's first and last block, and so is the CPU per sifted Mbit:
+each process's CPU seconds (/proc/<pid>/stat) interpolated at the moments Bob's first and last
+block land, so imports, kernel loading and start-up stay out (the whole-life figure is kept beside
+it). Every process's peak RSS is its own high-water mark (VmHWM). `run_soak` runs the link for a
+set time and samples each process's RSS, so a row can show that memory does not grow.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from node.keymanager.demo import free_port, write_demo_pair
+from node.runtime.config import parse_node_config
 from node.runtime.launch import (
     node_document,
     read_status,
@@ -111,12 +115,38 @@ def replay_document(
     return doc
 
 
-def _vm_hwm(pid: int) -> int:
-    """The process's peak resident set (VmHWM) in bytes, 0 once it has exited."""
+def with_workers(doc: dict[str, Any], workers: int, base: Path) -> dict[str, Any]:
+    """`doc` distilling with `workers` workers (`[link] workers`, always written: the node's default is
+    its core count). A tree whose config parser does not know the key yet runs one worker, so there
+    the key is left out when it asks for 1; any other count is refused with the parser's message."""
+    doc = {**doc, "link": {**doc["link"], "workers": workers}}
+    try:
+        parse_node_config(doc, base)
+    except ValueError as exc:
+        if "link.workers" not in str(exc) or workers != 1:
+            raise
+        doc = {**doc, "link": {k: v for k, v in doc["link"].items() if k != "workers"}}
+    return doc
+
+
+def node_knows_workers() -> bool:
+    """Whether this tree's node config parser takes `[link] workers` (blocks distilled in parallel)."""
+    doc = node_document("bob", "bob", CAPACITY_LINK, 5000, "link.key", {"seed": 0}, block_bits=1_000_000)
+    try:
+        parse_node_config({**doc, "link": {**doc["link"], "workers": 2}})
+    except ValueError as exc:
+        if "link.workers" in str(exc):
+            return False
+        raise
+    return True
+
+
+def _proc_field(pid: int, key: str) -> int:
+    """A /proc/<pid>/status size field (VmHWM, VmRSS) in bytes, 0 once the process has exited."""
     try:
         with open(f"/proc/{pid}/status") as fh:
             for line in fh:
-                if line.startswith("VmHWM:"):
+                if line.startswith(key + ":"):
                     return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
@@ -133,34 +163,45 @@ def _cpu_s(pid: int) -> float:
         return 0.0
 
 
+Trace = list[tuple[float, dict[str, float]]]
+"""Samples of (monotonic time, a figure per process), in time order."""
+
+
 def wait_watching_rss(
     procs: dict[str, subprocess.Popen[Any]],
     wait_for: tuple[str, ...],
     timeout_s: float,
     progress: Callable[[], Any] = lambda: None,
     stall_s: float = 90.0,
-    trace: list[tuple[float, dict[str, float]]] | None = None,
+    trace: Trace | None = None,
+    rss_trace: Trace | None = None,
 ) -> tuple[dict[str, int | None], dict[str, int], dict[str, float]]:
     """Wait up to `timeout_s` for the processes named in `wait_for` to end, then stop the others
     (SIGTERM, SIGKILL 20 s later); returns exit codes, peak RSS in bytes and CPU seconds, sampled every 0.1 s
     from /proc (VmHWM: the high-water mark of the process's own memory since its exec; wait4's
     ru_maxrss would count the parent's memory at fork). It also gives up when `progress()` has not
     changed for `stall_s` (a replay that ran out before the blocks asked). `trace` receives each
-    sample's (monotonic time, CPU seconds per process)."""
+    sample's (monotonic time, CPU seconds per process), `rss_trace` its (time, VmRSS bytes per
+    running process)."""
     peak = dict.fromkeys(procs, 0)
     cpu = dict.fromkeys(procs, 0.0)
     codes: dict[str, int | None] = {}
     deadline = time.monotonic() + timeout_s
 
     def sample() -> None:
+        rss: dict[str, float] = {}
         for name, proc in procs.items():
             if name not in codes:
-                peak[name] = max(peak[name], _vm_hwm(proc.pid))
+                peak[name] = max(peak[name], _proc_field(proc.pid, "VmHWM"))
                 cpu[name] = max(cpu[name], _cpu_s(proc.pid))
+                rss[name] = _proc_field(proc.pid, "VmRSS")
                 if proc.poll() is not None:
                     codes[name] = proc.returncode
+        now = time.monotonic()
         if trace is not None:
-            trace.append((time.monotonic(), dict(cpu)))
+            trace.append((now, dict(cpu)))
+        if rss_trace is not None:
+            rss_trace.append((now, {n: v for n, v in rss.items() if v and n not in codes}))
 
     seen, since = progress(), time.monotonic()
     while True:
@@ -186,20 +227,27 @@ def wait_watching_rss(
     return codes, peak, cpu
 
 
-def run_capacity(
-    mock: dict[str, Any], block_bits: int, blocks: int, batch: int = 500_000, timeout_s: float = 900.0
+NodeDocument = Callable[[str, int, str, tuple[str, str, str]], dict[str, Any]]
+"""(role, peer port, bootstrap secret file, key manager target) -> that node's configuration."""
+
+
+def run_link(
+    document: NodeDocument,
+    timeout_s: float,
+    workers: int = 1,
+    wait_for: tuple[str, ...] = ("bob", "alice"),
+    stall_s: float = 90.0,
 ) -> dict[str, Any]:
-    """Both nodes and both key managers on a replay of `mock`, until Bob has `blocks` blocks;
-    returns both nodes' final status and every process's exit code and peak RSS."""
-    # a block more than asked, and two batches: the last batch short of `batch` detections is never sifted
-    recording = recording_for(mock, int((blocks + 1) * block_bits + 2 * batch))
+    """Both key managers and both nodes (configured by `document`, with `workers` workers each) as
+    processes until the nodes in `wait_for` end or `timeout_s` passes; returns both nodes' final
+    status, every process's exit code, peak RSS and CPU seconds, and the CPU and RSS traces."""
     with tempfile.TemporaryDirectory(prefix="qkdnode-capacity-") as tmp:
         root = Path(tmp)
         pair = write_demo_pair(root)
         secrets = write_link_secret(root, "link", 1 << 18)
         port = free_port()
         procs: dict[str, subprocess.Popen[Any]] = {}
-        out: dict[str, Any] = {"rss": {}, "exit": {}, "cpu_s": {}, "cpu_trace": []}
+        out: dict[str, Any] = {"rss": {}, "exit": {}, "cpu_s": {}, "cpu_trace": [], "rss_trace": []}
         try:
             pair.start()
             procs.update({f"km_{w}": p for w, p in pair.procs.items()})
@@ -207,21 +255,21 @@ def run_capacity(
             for role, side in (("alice", "a"), ("bob", "b")):
                 km = (f"tcp://127.0.0.1:{pair.ports[side + '_in']}", f"node_{side}", f"ingest_{side}.key")
                 cfg = root / f"{role}.toml"
-                cfg.write_text(
-                    to_toml(replay_document(role, port, recording, secrets[role], block_bits, batch, blocks, km, mock))
-                )
+                cfg.write_text(to_toml(with_workers(document(role, port, secrets[role], km), workers, root)))
                 procs[role] = start_node(cfg, root, root / f"{role}.log")
-            # each node stops by itself after `blocks`, once its keys are delivered; then the key managers
+            # each node stops by itself after its blocks or time, once its keys are delivered; then the key managers
             bob_status = root / "state/bob/status.json"
             out["exit"], out["rss"], out["cpu_s"] = wait_watching_rss(
                 procs,
-                ("bob", "alice"),
+                wait_for,
                 timeout_s,
                 lambda: (
                     read_status(bob_status).get("counters", {}).get("sifted_bits"),
                     read_status(bob_status).get("delivery"),
                 ),
+                stall_s=stall_s,
                 trace=out["cpu_trace"],
+                rss_trace=out["rss_trace"],
             )
             procs.clear()
         finally:
@@ -232,20 +280,63 @@ def run_capacity(
                 read_status(root / "state/bob/status.json"),
             )
             out["logs"] = {n: (root / f"{n}.log").read_text(errors="replace")[-2000:] for n in ("alice", "bob")}
+    return out
+
+
+def run_capacity(
+    mock: dict[str, Any],
+    block_bits: int,
+    blocks: int,
+    batch: int = 500_000,
+    timeout_s: float = 900.0,
+    workers: int = 1,
+) -> dict[str, Any]:
+    """Both nodes (`workers` workers each) and both key managers on a replay of `mock`, until Bob has
+    `blocks` blocks; returns `run_link`'s result and the recording replayed."""
+    # a block more than asked, and two batches: the last batch short of `batch` detections is never sifted
+    recording = recording_for(mock, int((blocks + 1) * block_bits + 2 * batch))
+
+    def document(role: str, port: int, secret: str, km: tuple[str, str, str]) -> dict[str, Any]:
+        return replay_document(role, port, recording, secret, block_bits, batch, blocks, km, mock)
+
+    out = run_link(document, timeout_s, workers)
     out["recording"] = str(recording)
     return out
 
 
-def cpu_at(trace: list[tuple[float, dict[str, float]]], t: float) -> dict[str, float]:
-    """CPU seconds per process at the first sample taken at or after monotonic time `t` (the last if none)."""
+def cpu_at(trace: Trace, t: float) -> dict[str, float]:
+    """CPU seconds per process at monotonic time `t`, interpolated linearly between the samples either
+    side of it (the first or last sample outside the trace's span)."""
     times = [ts for ts, _ in trace]
-    return trace[min(bisect.bisect_left(times, t), len(trace) - 1)][1]
+    i = bisect.bisect_left(times, t)
+    if i == 0 or i == len(trace):
+        return dict(trace[min(i, len(trace) - 1)][1])
+    (t0, a), (t1, b) = trace[i - 1], trace[i]
+    w = (t - t0) / (t1 - t0) if t1 > t0 else 1.0
+    return {n: a.get(n, 0.0) + w * (b[n] - a.get(n, 0.0)) for n in b}
 
 
-def capacity_figures(mock: dict[str, Any], block_bits: int, blocks: int) -> dict[str, Any]:
-    """The link-capacity row's figures: sustained sifted and secret Mbit/s, f, blocks delivered to
-    each key manager, every process's peak RSS in MB."""
-    out = run_capacity(mock, block_bits, blocks)
+def cpu_figures(
+    trace: Trace, cpu_total: dict[str, float], hist: list[dict[str, Any]], sifted_total: float
+) -> dict[str, Any]:
+    """CPU seconds each process spent per sifted Mbit between Bob's first and last block (`hist`
+    entries' monotonic `t` and `sifted_total`: start-up, imports and kernel loading left out), and
+    over its whole life (`cpu_total` over all `sifted_total` bits) for comparison."""
+    fig: dict[str, Any] = {"cpu_s": {n: round(v, 1) for n, v in cpu_total.items()}}
+    if sifted_total > 0:
+        fig["cpu_s_per_sifted_mbit_whole_life"] = {n: round(v / (sifted_total / 1e6), 3) for n, v in cpu_total.items()}
+    if len(hist) >= 2 and trace:
+        sifted = (hist[-1]["sifted_total"] - hist[0]["sifted_total"]) / 1e6
+        first, last = cpu_at(trace, hist[0]["t"]), cpu_at(trace, hist[-1]["t"])
+        window = {n: last[n] - first.get(n, 0.0) for n in last}
+        fig["cpu_window_s"] = {n: round(v, 2) for n, v in window.items()}
+        fig["cpu_s_per_sifted_mbit"] = {n: round(v / sifted, 3) for n, v in window.items()} if sifted > 0 else {}
+    return fig
+
+
+def link_figures(out: dict[str, Any]) -> dict[str, Any]:
+    """A row's figures from `run_link`'s result: sustained sifted and secret Mbit/s, f, blocks
+    delivered to each key manager, every process's peak RSS in MB and CPU per sifted Mbit."""
     bob, alice = out["bob"], out["alice"]
     counters = bob.get("counters", {})
     fig: dict[str, Any] = {"blocks": counters.get("blocks", 0), "aborted": counters.get("aborted", 0)}
@@ -257,12 +348,84 @@ def capacity_figures(mock: dict[str, Any], block_bits: int, blocks: int) -> dict
     }
     fig["peak_rss_mb"] = {n: round(v / 2**20, 1) for n, v in out["rss"].items()}
     fig["exit_codes"] = out["exit"]
-    fig["cpu_s"] = {n: round(v, 1) for n, v in out["cpu_s"].items()}
-    hist = bob.get("history", [])
-    if len(hist) >= 2:  # load-independent: CPU seconds each process spent per sifted Mbit, first to last block
-        sifted = (hist[-1]["sifted_total"] - hist[0]["sifted_total"]) / 1e6
-        first, last = cpu_at(out["cpu_trace"], hist[0]["t"]), cpu_at(out["cpu_trace"], hist[-1]["t"])
-        fig["cpu_s_per_sifted_mbit"] = {n: round((last[n] - first[n]) / sifted, 3) for n in last}
+    fig.update(cpu_figures(out["cpu_trace"], out["cpu_s"], bob.get("history", []), counters.get("sifted_bits", 0)))
     if "sifted_mbit_per_s" not in fig:  # fewer than two blocks: say why in the row
+        fig["failure"] = {n: out["logs"][n][-400:] for n in ("alice", "bob")}
+    return fig
+
+
+def capacity_figures(mock: dict[str, Any], block_bits: int, blocks: int, workers: int = 1) -> dict[str, Any]:
+    """The link-capacity row's figures (`link_figures`) for `blocks` blocks with `workers` workers."""
+    return link_figures(run_capacity(mock, block_bits, blocks, workers=workers))
+
+
+def rss_summary(trace: Trace, warmup_s: float) -> dict[str, dict[str, float]]:
+    """Per process, from RSS samples (bytes) after the first `warmup_s` of the trace: the first,
+    median, last and largest RSS in MB, and the least-squares slope in MB per minute (a process whose
+    memory does not grow has a slope near 0)."""
+    if not trace:
+        return {}
+    start = trace[0][0] + warmup_s
+    series: dict[str, list[tuple[float, float]]] = {}
+    for t, values in trace:
+        if t >= start:
+            for name, v in values.items():
+                series.setdefault(name, []).append(((t - start) / 60.0, v / 2**20))
+    out: dict[str, dict[str, float]] = {}
+    for name, pts in series.items():
+        mbs = sorted(v for _, v in pts)
+        mid = len(mbs) // 2
+        median = mbs[mid] if len(mbs) % 2 else (mbs[mid - 1] + mbs[mid]) / 2
+        out[name] = {
+            "first_mb": round(pts[0][1], 1),
+            "median_mb": round(median, 1),
+            "last_mb": round(pts[-1][1], 1),
+            "max_mb": round(mbs[-1], 1),
+            "slope_mb_per_min": round(_slope(pts), 3),
+            "minutes": round(pts[-1][0] - pts[0][0], 2),
+        }
+    return out
+
+
+def _slope(pts: list[tuple[float, float]]) -> float:
+    """Least-squares slope of y over x; 0 for fewer than two distinct x."""
+    n = len(pts)
+    mx = sum(x for x, _ in pts) / n
+    my = sum(y for _, y in pts) / n
+    sxx = sum((x - mx) ** 2 for x, _ in pts)
+    return sum((x - mx) * (y - my) for x, y in pts) / sxx if sxx > 0 else 0.0
+
+
+def soak_figures(
+    mock: dict[str, Any], block_bits: int, duration_s: float, workers: int = 1, batch: int = 500_000
+) -> dict[str, Any]:
+    """Both nodes and both key managers on the mock link, fed live, for `duration_s`: the link's
+    figures (`link_figures`) and each process's RSS over the run after a warm-up of a fifth of it
+    (`rss_summary`). The mock, not the replay: a replay covering ten minutes would need tens of GB
+    (~52 bytes of recording per sifted bit), and replaying one recording twice in a run would hand
+    the same states out again, which the replay transmitter refuses by design."""
+
+    def document(role: str, port: int, secret: str, km: tuple[str, str, str]) -> dict[str, Any]:
+        return node_document(
+            role,
+            role,
+            CAPACITY_LINK,
+            port,
+            secret,
+            mock,
+            block_bits=block_bits,
+            batch_detections=batch,
+            keymanager=km,
+            link_timeout_s=LINK_TIMEOUT_S,
+        )
+
+    out = run_link(document, duration_s, workers)
+    fig = link_figures(out)
+    warmup_s = duration_s / 5
+    fig["duration_s"] = round(out["rss_trace"][-1][0] - out["rss_trace"][0][0], 1) if out["rss_trace"] else 0.0
+    fig["warmup_s"] = warmup_s
+    fig["rss"] = rss_summary(out["rss_trace"], warmup_s)
+    fig.pop("failure", None)
+    if fig["blocks"] < 2:
         fig["failure"] = {n: out["logs"][n][-400:] for n in ("alice", "bob")}
     return fig

@@ -90,7 +90,9 @@ class NodeDaemon:
         self.link = self._load_link()
         self.hardware: Hardware | None = None
         self.role: AliceLink | BobLink | None = None
-        self.batches: queue.Queue[Detections] = queue.Queue(maxsize=8)
+        # batches waiting for post-processing (~10 MB each at 5e5 detections): a paced source needs the
+        # slack against post-processing jitter; an unpaced one (replay, mock off real time) just waits
+        self.batches: queue.Queue[Detections] = queue.Queue(maxsize=8 if self._source_paced() else 2)
         self.acq = {
             "blocks": 0,
             "tags": 0,
@@ -318,11 +320,15 @@ class NodeDaemon:
         )
         self.exit_code = 3
 
+    def _source_paced(self) -> bool:
+        """Whether the source runs in real time (a lab, or the mock paced), so a batch post-processing
+        cannot take is dropped; a replay is never paced: its batches wait instead."""
+        return self.cfg.mock.realtime if self.cfg.mock is not None else self.cfg.hardware != "replay"
+
     def _acquisition_loop(self) -> None:
         hw = self.hardware
         assert hw is not None and hw.tagger is not None and hw.slotter is not None
-        # a replay is never paced: batches wait for post-processing instead of being dropped
-        realtime = self.cfg.mock.realtime if self.cfg.mock is not None else self.cfg.hardware != "replay"
+        realtime = self._source_paced()
         parts: list[Detections] = []
         have = 0
         target = self.cfg.link.batch_detections

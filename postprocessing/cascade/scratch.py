@@ -36,7 +36,7 @@ class ArrayPool:
     """Free arrays by (shape, dtype), handed out with undefined contents (`take`) or, for tree states,
     zeroed (`take_state`); `give` / `give_state` return them."""
 
-    def __init__(self, max_free_bytes: int = 256 << 20) -> None:
+    def __init__(self, max_free_bytes: int = 64 << 20) -> None:
         self.max_free_bytes = max_free_bytes
         self._lock = threading.Lock()
         # key -> list of (array, bytes charged); an OrderedDict of ids keeps the eviction order
