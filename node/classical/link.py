@@ -100,7 +100,9 @@ KIND_TAGGED, KIND_MEMBER, KIND_CLOSING = 0, 1, 2
 MASK_WINDOW = 8
 """A tagged message may name a mask at most this many masks ahead of the receive pool position: a
 forged position can then burn at most 8 masks per attempt, and attempts are capped."""
-MAX_OPEN_TRANSCRIPTS = 4
+MAX_OPEN_TRANSCRIPTS = 64
+"""Block transcripts open at once: a node distils up to 32 blocks in parallel (`[link] workers`) and
+sifts the next; forged block ids beyond this evict the oldest, so they cannot grow memory."""
 REKEY_BYTES = 64
 """Fresh hash keys for both directions (outer + inner per direction), split like any refill."""
 DEFAULT_MAX_FAILED_TAGS = 3
@@ -360,10 +362,9 @@ class SecureLink:
         return t
 
     def end_transcript(self, block: int) -> None:
-        """Forget the transcripts of `block` and every earlier block (closed or abandoned)."""
+        """Forget the transcript of `block` (closed or abandoned); other blocks in flight keep theirs."""
         with self._lock:
-            for b in [b for b in self._transcripts if b <= block]:
-                del self._transcripts[b]
+            self._transcripts.pop(block, None)
 
     def clear_transcripts(self) -> None:
         """Forget every open transcript (a new session starts: HELLO)."""
