@@ -457,12 +457,9 @@ class AliceLink:
                 if self._locked_out(link):
                     return
                 try:
-                    channel.send(  # type: ignore[attr-defined]
-                        P.in_block(
-                            P.abort(exc.transcript, "transcript authentication failed"),
-                            exc.transcript,
-                        )
-                    )
+                    # with its own tag (outside the transcript): Bob may trust that Alice committed
+                    # nothing of this block and drop his unconfirmed copy at once, without a HELLO
+                    channel.send(P.abort(exc.transcript, "transcript authentication failed"))  # type: ignore[attr-defined]
                 except ClassicalChannelError:
                     pass
                 continue

@@ -36,7 +36,7 @@ from node.link.distill import (
 )
 from node.link.mux import SESSION, BlockMux
 from node.link.outbox import Outbox
-from node.link.pool import BlockOutOfStep, DistillPool
+from node.link.pool import BlockOutOfStep, BlockUnsettled, DistillPool
 from node.ml.pipeline import LinkMonitor
 from node.ml.retune import LinkRetuner
 from postprocessing.cascade import CascadeReconciler, ClassicalChannel
@@ -313,7 +313,7 @@ class BobLink:
     def abort_block(self, block_id: int, exc: Exception, channel: object) -> None:
         """Count and alarm a failed block, tell Alice, and forget its transcript (no key on either side)."""
         self.counters["aborted"] += 1
-        if isinstance(exc, AuthenticationError):
+        if isinstance(exc, AuthenticationError) or isinstance(exc.__cause__, AuthenticationError):
             self.counters["auth_failures"] += 1
         self.alarm("major", f"link {self.settings.link_id}: block {block_id} aborted: {exc}")
         try:
@@ -454,16 +454,7 @@ class BobLink:
         )
         self.outbox.put(key, "unconfirmed", bytes([rekey]) + refill)
         # Bob's closing tag over the whole transcript: Alice commits only if it matches her view
-        self._request(
-            P.in_block(
-                Message(P.BLOCK_DONE, {"block": block.block_id, "refill_bits": refill_bits, "rekey": rekey}),
-                block.block_id,
-                closing=True,
-            ),
-            P.BLOCK_DONE_ACK,
-            0,
-            channel=channel,
-        )
+        self._block_done(block.block_id, refill_bits, rekey, channel)
         # Alice's closing tag verified (in `_request`): both views of the transcript agree
         eps_auth = 2 * self.link.transcript_epsilon(block.block_id) if self.link is not None else 0.0  # type: ignore[attr-defined]
         if self.link is not None:
@@ -484,6 +475,27 @@ class BobLink:
         self.counters["finite_key_bits"] += length
         self.counters["auth_bits"] += auth_bits
         return key
+
+    def _block_done(self, block_id: int, refill_bits: int, rekey: bool, channel: Any) -> None:
+        """BLOCK_DONE -> BLOCK_DONE_ACK for a block Bob holds unconfirmed. An abort with Alice's own
+        tag says she committed nothing: Bob forgets his copy (`ProtocolError`); any other failure
+        leaves it unconfirmed for the next HELLO to settle (`BlockUnsettled`)."""
+        done = Message(P.BLOCK_DONE, {"block": block_id, "refill_bits": refill_bits, "rekey": rekey})
+        try:
+            channel.send(P.in_block(done, block_id, closing=True))
+            reply = channel.recv(timeout=self.settings.timeout_s)
+            refused = reply.type == P.BLOCK_ABORT and reply.verified and reply.transcript is None
+            if refused and reply.header.get("block") == block_id:
+                self.outbox.drop(self.settings.link_id, [block_id])
+            else:
+                P.expect(reply, P.BLOCK_DONE_ACK, 0)
+                P.require_verified(reply)
+                return
+        except AuthenticationLocked:
+            raise
+        except (ProtocolError, ClassicalChannelError) as exc:
+            raise BlockUnsettled(f"block {block_id} left unconfirmed, for HELLO to settle: {exc}") from exc
+        raise ProtocolError(f"Alice refused block {block_id}'s closing tag: {reply.header.get('reason', '')}")
 
     def _apply_refill(self, block_id: int) -> None:
         stored = self.outbox.refill_of(self.settings.link_id, block_id)

@@ -214,7 +214,19 @@ class BlockMux:
                 self.rejected += 1
                 self._route(SESSION, _Failure(exc))
                 continue
-            self._route(SESSION if msg.transcript is None else msg.transcript, msg)
+            self._route(self._block_of(msg), msg)
+
+    def _block_of(self, msg: Message) -> int:
+        """The block a message belongs to: its transcript, or for a BLOCK_ABORT with its own tag (Alice
+        refusing a block's closing tag) the block it names when that block is in flight."""
+        if msg.transcript is not None:
+            return msg.transcript
+        block = msg.header.get("block")
+        if msg.type == "BLOCK_ABORT" and isinstance(block, int) and not isinstance(block, bool):
+            with self._routes_lock:
+                if block in self._routes and block != SESSION:
+                    return block
+        return SESSION
 
     def _route(self, block: int, item: Any) -> None:
         with self._routes_lock:

@@ -45,6 +45,11 @@ class BlockOutOfStep(ProtocolError):
     """Alice's block differs from Bob's (or she has none): the two accumulators lost step."""
 
 
+class BlockUnsettled(ProtocolError):
+    """A block's closing failed after Bob stored its key unconfirmed: only HELLO can tell whether
+    Alice committed it (an unauthenticated abort could be Eve's)."""
+
+
 @dataclass
 class _Job:
     block: KeyBlock
@@ -196,8 +201,8 @@ class DistillPool:
             self._fatal = exc  # the session stops: the protocol thread raises it
 
     def _note_out_of_step(self, block_id: int, exc: Exception) -> None:
-        """A timeout or a refused BLOCK_START means the link, not the block, is out of step."""
-        if isinstance(exc, BlockOutOfStep) or (isinstance(exc, ChannelTimeout) and not self.mux.stop.is_set()):
+        """A timeout, a refused BLOCK_START or a block left unconfirmed need the link resynchronised."""
+        if isinstance(exc, (BlockOutOfStep, BlockUnsettled)) or (isinstance(exc, ChannelTimeout) and not self.mux.stop.is_set()):
             with self._cond:
                 if self._out_of_step is None:
                     self._out_of_step = f"block {block_id}: {exc}"
