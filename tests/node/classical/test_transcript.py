@@ -205,3 +205,15 @@ def test_arbitrary_frames_are_refused_with_a_channel_error_only(mac: bytes, body
     except ClassicalChannelError:
         return
     assert not got.verified  # only an unauthenticated transcript member can get through
+
+
+def test_interleaved_blocks_close_in_any_order_and_ending_one_keeps_the_others() -> None:
+    bob, alice = pair()
+    for block in (4, 5, 6):  # three blocks in flight, their messages interleaved
+        exchange(bob, alice, block, rounds=2)
+    exchange(bob, alice, 4, rounds=1)
+    bob.end_transcript(5)  # block 5 aborted on both sides
+    alice.end_transcript(5)
+    for block in (6, 4):  # a later block may close first; an aborted one takes no other block with it
+        assert alice.open(wire(bob.seal(member(block, 99, closing=True)))).verified
+        assert bob.open(wire(alice.seal(member(block, 199, closing=True)))).verified
