@@ -5,8 +5,9 @@ their own thread and queue the frames under one lock, so frames leave in the ord
 given (the peer refuses a seq below the last it accepted); the I/O thread sends them. It also opens
 every received message and routes it by the block transcript it belongs to (`Message.transcript`,
 bound by the MAC frame) to that block's queue, or to the session queue when it belongs to no block
-(HELLO_ACK). A failed closing tag goes to its block's queue as the error; other refused messages go
-to the session queue, where the sift thread sees them (the channel is out of step: resynchronise).
+(HELLO_ACK). A failed closing tag goes to its block's queue as the error; any other refused message
+(its block unknown: the channel is out of step) fails every waiting receive, and the session
+queue keeps it for the sift thread, which resynchronises with HELLO.
 Threads talk through `BlockChannel` views that look like the `SecureChannel` the serial code uses.
 """
 
@@ -210,9 +211,10 @@ class BlockMux:
                 self.rejected += 1
                 self._route(exc.transcript, _Failure(exc))
                 continue
-            except ClassicalChannelError as exc:
+            except ClassicalChannelError as exc:  # whose block is unknown: the channel is out of step
                 self.rejected += 1
-                self._route(SESSION, _Failure(exc))
+                log.warning("link: refused a message: %s", exc)
+                self._fail_all(exc)
                 continue
             self._route(self._block_of(msg), msg)
 

@@ -152,3 +152,26 @@ def test_bad_worker_counts_are_refused(tmp_path, workers: Any) -> None:
             BobLink(settings_for(PARAMS), object(), outbox, workers=workers)
     finally:
         outbox.close()
+
+
+def test_hash_keys_replaced_every_block_with_blocks_in_flight_survive_a_lost_acknowledgement(
+    tmp_path, monkeypatch
+) -> None:
+    from node.runtime.simulation import simulate_detections
+
+    det = as_detections(simulate_detections(PARAMS, n_slots=600_000_000, seed=SEED))  # blocks after two HELLOs
+    monkeypatch.setattr(P, "REKEY_EVERY_BLOCKS", 1)  # new hash keys from every block's key, blocks in flight
+    with proxied(b"BLOCK_DONE_ACK", 0, False) as (front, back, conn):
+        settings = settings_for(PARAMS, timeout_s=HANG_TIMEOUT_S)
+        with link_pair(tmp_path, PARAMS, SEED, settings, bob_endpoint=front, alice_endpoint=back, workers=2) as pair:
+            seen = _watch(pair)
+            run_all(pair, det)
+            # block 0 stayed unconfirmed at Bob until the HELLO it caused confirmed it (Alice had committed);
+            # the blocks in flight beside it were cancelled by that HELLO, later ones give keys again
+            ids = _same_keys_both_ends(pair)
+            assert ids[0] == 0 and len(ids) >= 2 and len(seen["hellos"]) >= 2
+            assert pair.alice_link.epoch == pair.bob_link.epoch == len(ids)
+            assert pair.alice_link.failed_tags == 0 and pair.bob_link.rekeyed_bits == 512 * len(ids)
+            assert not pair.bob_outbox.block_ids("L-test", "unconfirmed")
+        conn.send("stop")
+        assert conn.recv() == 1
