@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -105,32 +107,34 @@ def test_one_blocks_abort_leaves_the_blocks_in_flight_beside_it_intact(tmp_path,
         assert not pair.bob_outbox.block_ids("L-test", "unconfirmed")
 
 
-def test_a_tampered_message_aborts_its_block_only(tmp_path, det: Detections) -> None:
-    with proxied(b"VERIFY", 1, True) as (front, back, conn):
+@contextmanager
+def _tampered_pair(tmp_path: Path, tamper_type: bytes, index: int, from_bob: bool = True) -> Iterator[tuple[Pair, dict]]:
+    """Bob with two workers and Alice, with a proxy between them that alters one message."""
+    with proxied(tamper_type, index, from_bob) as (front, back, conn):
         settings = settings_for(PARAMS, timeout_s=HANG_TIMEOUT_S)
         with link_pair(tmp_path, PARAMS, SEED, settings, bob_endpoint=front, alice_endpoint=back, workers=2) as pair:
-            seen = _watch(pair)
-            run_all(pair, det)
-            ids = _same_keys_both_ends(pair)
-            assert pair.bob.counters["aborted"] == 1 and len(ids) == pair.bob.counters["blocks"] >= 2
-            assert len(seen["hellos"]) == 1, "a block's altered message must not restart the session"
-            assert seen["bob_confirmed"] == sorted(seen["bob_confirmed"])
-            assert not pair.bob_outbox.block_ids("L-test", "unconfirmed")
+            yield pair, _watch(pair)
         conn.send("stop")
         assert conn.recv() == 1
+
+
+def test_a_tampered_message_aborts_its_block_only(tmp_path, det: Detections) -> None:
+    with _tampered_pair(tmp_path, b"VERIFY", 1, True) as (pair, seen):
+        run_all(pair, det)
+        ids = _same_keys_both_ends(pair)
+        assert pair.bob.counters["aborted"] == 1 and len(ids) == pair.bob.counters["blocks"] >= 2
+        assert len(seen["hellos"]) == 1, "a block's altered message must not restart the session"
+        assert seen["bob_confirmed"] == sorted(seen["bob_confirmed"])
+        assert not pair.bob_outbox.block_ids("L-test", "unconfirmed")
 
 
 def test_an_altered_sift_report_resynchronises_the_link_and_it_goes_on(tmp_path, det: Detections) -> None:
-    with proxied(b"SIFT_REPORT", 1, True) as (front, back, conn):
-        settings = settings_for(PARAMS, timeout_s=HANG_TIMEOUT_S)
-        with link_pair(tmp_path, PARAMS, SEED, settings, bob_endpoint=front, alice_endpoint=back, workers=2) as pair:
-            run_all(pair, det)
-            _same_keys_both_ends(pair)
-            assert pair.bob.counters["aborted"] >= 1 and pair.bob.counters["blocks"] >= 1
-            assert pair.alarms and all(sev == "major" for sev, _ in pair.alarms)
-            assert not pair.bob_outbox.block_ids("L-test", "unconfirmed")
-        conn.send("stop")
-        assert conn.recv() == 1
+    with _tampered_pair(tmp_path, b"SIFT_REPORT", 1, True) as (pair, _):
+        run_all(pair, det)
+        _same_keys_both_ends(pair)
+        assert pair.bob.counters["aborted"] >= 1 and pair.bob.counters["blocks"] >= 1
+        assert pair.alarms and all(sev == "major" for sev, _ in pair.alarms)
+        assert not pair.bob_outbox.block_ids("L-test", "unconfirmed")
 
 
 def test_one_worker_is_the_serial_node(tmp_path) -> None:
@@ -161,17 +165,12 @@ def test_hash_keys_replaced_every_block_with_blocks_in_flight_survive_a_lost_ack
 
     det = as_detections(simulate_detections(PARAMS, n_slots=600_000_000, seed=SEED))  # blocks after two HELLOs
     monkeypatch.setattr(P, "REKEY_EVERY_BLOCKS", 1)  # new hash keys from every block's key, blocks in flight
-    with proxied(b"BLOCK_DONE_ACK", 0, False) as (front, back, conn):
-        settings = settings_for(PARAMS, timeout_s=HANG_TIMEOUT_S)
-        with link_pair(tmp_path, PARAMS, SEED, settings, bob_endpoint=front, alice_endpoint=back, workers=2) as pair:
-            seen = _watch(pair)
-            run_all(pair, det)
-            # block 0 stayed unconfirmed at Bob until the HELLO it caused confirmed it (Alice had committed);
-            # the blocks in flight beside it were cancelled by that HELLO, later ones give keys again
-            ids = _same_keys_both_ends(pair)
-            assert ids[0] == 0 and len(ids) >= 2 and len(seen["hellos"]) >= 2
-            assert pair.alice_link.epoch == pair.bob_link.epoch == len(ids)
-            assert pair.alice_link.failed_tags == 0 and pair.bob_link.rekeyed_bits == 512 * len(ids)
-            assert not pair.bob_outbox.block_ids("L-test", "unconfirmed")
-        conn.send("stop")
-        assert conn.recv() == 1
+    with _tampered_pair(tmp_path, b"BLOCK_DONE_ACK", 0, False) as (pair, seen):
+        run_all(pair, det)
+        # block 0 stayed unconfirmed at Bob until the HELLO it caused confirmed it (Alice had committed);
+        # the blocks in flight beside it were cancelled by that HELLO, later ones give keys again
+        ids = _same_keys_both_ends(pair)
+        assert ids[0] == 0 and len(ids) >= 2 and len(seen["hellos"]) >= 2
+        assert pair.alice_link.epoch == pair.bob_link.epoch == len(ids)
+        assert pair.alice_link.failed_tags == 0 and pair.bob_link.rekeyed_bits == 512 * len(ids)
+        assert not pair.bob_outbox.block_ids("L-test", "unconfirmed")
