@@ -100,7 +100,9 @@ KIND_TAGGED, KIND_MEMBER, KIND_CLOSING = 0, 1, 2
 MASK_WINDOW = 8
 """A tagged message may name a mask at most this many masks ahead of the receive pool position: a
 forged position can then burn at most 8 masks per attempt, and attempts are capped."""
-MAX_OPEN_TRANSCRIPTS = 4
+MAX_OPEN_TRANSCRIPTS = 64
+"""Block transcripts open at once: a node distils up to 32 blocks in parallel (`[link] workers`) and
+sifts the next; forged block ids beyond this evict the oldest, so they cannot grow memory."""
 REKEY_BYTES = 64
 """Fresh hash keys for both directions (outer + inner per direction), split like any refill."""
 DEFAULT_MAX_FAILED_TAGS = 3
@@ -230,6 +232,10 @@ class SecureLink:
         """Rekeys applied here; tags are sealed under epoch min(epoch, peer_epoch)."""
         self.peer_epoch = 0
         """The newest key epoch of a tag from the peer that verified (the peer holds those keys)."""
+        self.peer_seal_epoch = 0
+        """The key epoch of the newest verified tag from the peer: it seals nothing under older keys
+        any more (its sealing epoch never falls), so those may go; until then messages of blocks in
+        flight may still come under them."""
         self.rekeyed_bits = 0
         """Secret bits that replaced hash keys since this object was built (accounting)."""
 
@@ -340,7 +346,7 @@ class SecureLink:
                 self._persist_reservation()
 
     def _prune_epochs(self) -> None:
-        keep = min(self.epoch, self.peer_epoch)
+        keep = min(self.epoch, self.peer_epoch, self.peer_seal_epoch)
         for e in [e for e in self._epochs if e < keep]:
             del self._epochs[e]
 
@@ -360,10 +366,9 @@ class SecureLink:
         return t
 
     def end_transcript(self, block: int) -> None:
-        """Forget the transcripts of `block` and every earlier block (closed or abandoned)."""
+        """Forget the transcript of `block` (closed or abandoned); other blocks in flight keep theirs."""
         with self._lock:
-            for b in [b for b in self._transcripts if b <= block]:
-                del self._transcripts[b]
+            self._transcripts.pop(block, None)
 
     def clear_transcripts(self) -> None:
         """Forget every open transcript (a new session starts: HELLO)."""
@@ -622,8 +627,9 @@ class SecureLink:
             if ok:
                 self._recv_last = seq
                 self.stats.tags_verified += 1
-                if peer_has > self.peer_epoch:  # authenticated: the peer holds keys up to this epoch
-                    self.peer_epoch = peer_has
+                if peer_has > self.peer_epoch or epoch > self.peer_seal_epoch:  # authenticated
+                    self.peer_epoch = max(self.peer_epoch, peer_has)  # the peer holds keys up to this epoch
+                    self.peer_seal_epoch = max(self.peer_seal_epoch, epoch)  # and seals under no older ones
                     self._prune_epochs()
             else:
                 self.failed_tags += 1
@@ -678,6 +684,7 @@ class SecureLink:
                 "failed_tags": self.failed_tags,
                 "epoch": self.epoch,
                 "peer_epoch": self.peer_epoch,
+                "peer_seal_epoch": self.peer_seal_epoch,
                 "epochs": [[e, *keys] for e, keys in sorted(self._epochs.items())],
             }
 
@@ -691,6 +698,7 @@ class SecureLink:
                     int(e[0]): (bytes(e[1]), bytes(e[2]), bytes(e[3]), bytes(e[4])) for e in state["epochs"]
                 }
                 link.epoch, link.peer_epoch = int(state["epoch"]), int(state["peer_epoch"])
+                link.peer_seal_epoch = int(state.get("peer_seal_epoch", 0))
                 if link.epoch not in link._epochs or link.seal_epoch not in link._epochs:
                     raise ValueError("state epochs do not hold the current keys")
         except (KeyError, TypeError, IndexError) as exc:

@@ -457,12 +457,9 @@ class AliceLink:
                 if self._locked_out(link):
                     return
                 try:
-                    channel.send(  # type: ignore[attr-defined]
-                        P.in_block(
-                            P.abort(exc.transcript, "transcript authentication failed"),
-                            exc.transcript,
-                        )
-                    )
+                    # with its own tag (outside the transcript): Bob may trust that Alice committed
+                    # nothing of this block and drop his unconfirmed copy at once, without a HELLO
+                    channel.send(P.abort(exc.transcript, "transcript authentication failed"))  # type: ignore[attr-defined]
                 except ClassicalChannelError:
                     pass
                 continue
@@ -475,6 +472,8 @@ class AliceLink:
                 link.clear_transcripts()  # a new session: blocks of the old one are gone on both sides
             try:
                 replies = self.handle(msg)
+                if msg.type == P.BLOCK_ABORT and link is not None and msg.transcript is not None:
+                    link.end_transcript(msg.transcript)  # Bob gave the block up: its transcript is done
             except Exception as exc:  # a bug in one handler must not stop Alice: abort that block only
                 log.exception("link %s: handling %s failed", self.settings.link_id, msg.type)
                 self.alarm("major", f"link {self.settings.link_id}: internal error on {msg.type}: {type(exc).__name__}")

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -32,7 +34,9 @@ from node.link.distill import (
     split_secret,
     z_errors_by_class,
 )
+from node.link.mux import SESSION, BlockMux
 from node.link.outbox import Outbox
+from node.link.pool import BlockOutOfStep, BlockUnsettled, DistillPool
 from node.ml.pipeline import LinkMonitor
 from node.ml.retune import LinkRetuner
 from postprocessing.cascade import CascadeReconciler, ClassicalChannel
@@ -71,8 +75,27 @@ class CascadeOverSecureChannel(ClassicalChannel):
             raise ProtocolError(f"cascade: {exc}") from None
 
 
+@dataclass(frozen=True)
+class VerifiedBlock:
+    """A block reconciled and verified with Alice, its key length agreed and its key amplified: what
+    the in-order closing of the block needs (`secret` is None when the block yields no key)."""
+
+    block: KeyBlock
+    stats: Any  # Cascade's outcome statistics (leaked bits, round trips, time)
+    qber_x: float
+    qber_z: float
+    z_errors: list[int]
+    fk: Any  # the finite-key result
+    length: int
+    secret: np.ndarray | None = field(repr=False)
+    t0: float
+
+
 class BobLink:
-    """Bob's protocol state for one link over `channel` (a node.classical.SecureChannel)."""
+    """Bob's protocol state for one link over `channel` (a node.classical.SecureChannel).
+
+    With `workers` > 1 the channel is shared through a `BlockMux` and completed blocks are distilled
+    by a `DistillPool` while sifting goes on (`close` stops both)."""
 
     def __init__(
         self,
@@ -83,7 +106,11 @@ class BobLink:
         alarm: Callable[[str, str], None] | None = None,
         auth_available: Callable[[], tuple[int, int]] | None = None,
         rekey_auth: Callable[[bytes], None] | None = None,
+        workers: int = 1,
+        stop: threading.Event | None = None,
     ) -> None:
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers must be an integer >= 1 (key blocks distilled at once), got {workers!r}")
         self.settings = settings
         self.channel = channel
         self.outbox = outbox
@@ -122,11 +149,29 @@ class BobLink:
             self.alarm,  # KM03 detection, QL01 forecast
             retuner=LinkRetuner(settings, self.alarm),
         )  # QL02 re-tune advice
+        self.pool: DistillPool | None = None
+        if workers > 1:
+            mux = BlockMux(channel, stop)
+            self.channel = mux.view(SESSION)
+            self.pool = DistillPool(self, mux, workers)
 
-    def _request(self, msg: Message, expected: str, frames: int) -> Message:
-        self.channel.send(msg)  # type: ignore[attr-defined]
-        reply = self.channel.recv(timeout=self.settings.timeout_s)  # type: ignore[attr-defined]
-        P.expect(reply, expected, frames)
+    def close(self) -> None:
+        """Stop the distillation workers and the channel's I/O thread (blocks in flight are aborted)."""
+        if self.pool is not None:
+            self.pool.close()
+
+    def _request(
+        self, msg: Message, expected: str, frames: int, channel: object = None, refused_means_out_of_step: bool = False
+    ) -> Message:
+        channel = self.channel if channel is None else channel
+        channel.send(msg)  # type: ignore[attr-defined]
+        reply = channel.recv(timeout=self.settings.timeout_s)  # type: ignore[attr-defined]
+        try:
+            P.expect(reply, expected, frames)
+        except ProtocolError as exc:
+            if refused_means_out_of_step:  # Alice has no such block, or another one: the sifting lost step
+                raise BlockOutOfStep(str(exc)) from None
+            raise
         P.require_verified(reply)
         return reply
 
@@ -153,6 +198,9 @@ class BobLink:
         HELLO carries a fresh nonce that HELLO_ACK must echo, so a HELLO_ACK recorded in an earlier
         session (before a restart) is refused even if its tag is authentic."""
         link = self.settings.link_id
+        if self.pool is not None:  # a new session drops every block in flight on both sides
+            self.pool.cancel_all("the session restarts (HELLO)")
+            self.pool.mux.session_failure()  # what was refused before belongs to the old session
         unconfirmed = self.outbox.block_ids(link, "unconfirmed")
         nonce = os.urandom(16).hex()  # public and random: it tells Eve nothing, it only dates the reply
         self.channel.send(  # type: ignore[attr-defined]
@@ -196,7 +244,10 @@ class BobLink:
     # -- sifting ----------------------------------------------------------------------------------
 
     def process(self, detections: Detections) -> list[DistilledKey]:
-        """Sift one batch of detections with Alice; distil the block it completes, if any."""
+        """Sift one batch of detections with Alice; distil the block it completes, if any (with
+        `workers` > 1 the block goes to the pool and its key reaches the outbox later, in block order)."""
+        if self.pool is not None:
+            self.pool.check()  # the channel fell out of step in a block in flight: resynchronise first
         if len(detections) and int(detections.slot[0]) <= self.slot_hwm:
             keep = detections.slot > self.slot_hwm  # sifted before a restart: never again
             detections = Detections(
@@ -214,15 +265,21 @@ class BobLink:
         batch = self.next_batch
         self.next_batch += 1
         block_id = self.blocks.next_block_id  # the sift exchange belongs to the transcript of the block it fills
+        channel = self.channel if self.pool is None else self.pool.mux.view(block_id)
         request = bob_request(detections.slot, detections.basis)
-        reply_msg = self._request(P.in_block(P.sift_request(batch, request), block_id), P.SIFT_REPLY, 5)
+        reply_msg = self._request(
+            P.in_block(P.sift_request(batch, request), block_id), P.SIFT_REPLY, 5, channel=channel
+        )
         sifted, report = bob_sift(request, detections.bit, P.parse_sift_reply(reply_msg, batch))
-        self.channel.send(P.in_block(P.sift_report(batch, report), block_id))  # type: ignore[attr-defined]
+        channel.send(P.in_block(P.sift_report(batch, report), block_id))  # type: ignore[attr-defined]
         self.counters["batches"] += 1
         self.counters["detections"] += len(detections)
         self.counters["sifted_bits"] += int(sifted.bits.size)
         block = self.blocks.add(batch, sifted)
         if block is None:
+            return []
+        if self.pool is not None:
+            self.pool.submit(block, self.counters["sifted_bits"], self.monitor.end_block())
             return []
         key = self.distill(block)
         return [] if key is None else [key]
@@ -231,25 +288,15 @@ class BobLink:
 
     def distill(self, block: KeyBlock) -> DistilledKey | None:
         """Reconcile, verify and amplify one block with Alice; None when the block yields no key."""
-        t0 = time.perf_counter()
         try:
-            return self._distill(block, t0)
+            estimate = self.qber_estimate
+            verified = self.reconcile_block(block, self.channel, self.reconciler, self._cascade_channel, estimate)
+            return self.close_block(verified, self.channel, self.counters["sifted_bits"])
         except AuthenticationLocked:
             raise  # the session stops: the daemon raises the critical alarm
         except (ProtocolError, ClassicalChannelError) as exc:
-            self.counters["aborted"] += 1
-            if isinstance(exc, AuthenticationError):
-                self.counters["auth_failures"] += 1
-            self.alarm("major", f"link {self.settings.link_id}: block {block.block_id} aborted: {exc}")
-            try:
-                self.channel.send(P.in_block(P.abort(block.block_id, str(exc)), block.block_id))  # type: ignore[attr-defined]
-            except AuthenticationLocked:
-                raise
-            except ClassicalChannelError:
-                pass
+            self.abort_block(block.block_id, exc, self.channel)
             self._drain()
-            if self.link is not None:
-                self.link.end_transcript(block.block_id)  # type: ignore[attr-defined]
             # resynchronise with an authenticated HELLO exchange: it settles whether Alice committed a
             # block Bob holds unconfirmed, and restarts both block accumulators in step (an altered
             # message may have left Alice with other batches than Bob)
@@ -263,10 +310,36 @@ class BobLink:
                 )
             return None
 
-    def _distill(self, block: KeyBlock, t0: float) -> DistilledKey | None:
+    def abort_block(self, block_id: int, exc: Exception, channel: object) -> None:
+        """Count and alarm a failed block, tell Alice, and forget its transcript (no key on either side)."""
+        self.counters["aborted"] += 1
+        if isinstance(exc, AuthenticationError) or isinstance(exc.__cause__, AuthenticationError):
+            self.counters["auth_failures"] += 1
+        self.alarm("major", f"link {self.settings.link_id}: block {block_id} aborted: {exc}")
+        try:
+            channel.send(P.in_block(P.abort(block_id, str(exc)), block_id))  # type: ignore[attr-defined]
+        except AuthenticationLocked:
+            raise
+        except ClassicalChannelError:
+            pass
+        if self.link is not None:
+            self.link.end_transcript(block_id)  # type: ignore[attr-defined]
+
+    def reconcile_block(
+        self,
+        block: KeyBlock,
+        channel: object,
+        reconciler: CascadeReconciler,
+        cascade_channel: CascadeOverSecureChannel,
+        estimate: float | None,
+    ) -> VerifiedBlock:
+        """Cascade, verification and privacy amplification of one block over `channel`: what depends on
+        this block alone (blocks in flight run it side by side; `close_block` then runs in block order).
+        `estimate` is Cascade's QBER estimate (None: this block's X-basis QBER)."""
+        t0 = time.perf_counter()
         s = self.settings
         qber_x = block.counts.qber(1)
-        self._cascade_channel.block = block.block_id
+        cascade_channel.block = block.block_id
         self._request(
             P.in_block(
                 Message(
@@ -276,11 +349,13 @@ class BobLink:
             ),
             P.BLOCK_READY,
             0,
+            channel=channel,
+            refused_means_out_of_step=qber_x <= s.qber_abort,
         )
         if qber_x > s.qber_abort:
             raise ProtocolError(f"X-basis QBER {qber_x:.4f} above the abort threshold {s.qber_abort}")
-        estimate = self.qber_estimate if self.qber_estimate is not None else qber_x
-        corrected, stats = self.reconciler.reconcile(block.bits, max(estimate, MIN_QBER_ESTIMATE), block.block_id)
+        estimate = estimate if estimate is not None else qber_x
+        corrected, stats = reconciler.reconcile(block.bits, max(estimate, MIN_QBER_ESTIMATE), block.block_id)
         # Disclosed in VERIFY below: Eve learns the Z error count of each intensity class; each count is
         # paid for as log2(n_k + 1) bits in `block_key_length` (distill.py), beside Cascade's parities
         # and the verification tag's length.
@@ -290,7 +365,7 @@ class BobLink:
             raise ProtocolError(f"QBER {qber_z:.4f} found by error correction is above the threshold {s.qber_abort}")
         seed = draw_seed(s.tag_bits)
         tag = verification_tag_bits(corrected, seed)
-        self.channel.send(  # type: ignore[attr-defined]
+        channel.send(  # type: ignore[attr-defined]
             P.in_block(
                 Message(
                     P.VERIFY,
@@ -300,39 +375,59 @@ class BobLink:
                 block.block_id,
             )
         )
-        reply = self.channel.recv(timeout=s.timeout_s)  # type: ignore[attr-defined]
+        reply = channel.recv(timeout=s.timeout_s)  # type: ignore[attr-defined]
         P.expect(reply, P.VERIFY_RESULT, len(reply.frames) if reply.type == P.VERIFY_RESULT else 0)
         if P.header_int(reply, "block") != block.block_id or not reply.frames or not isinstance(reply.frames[0], bytes):
             raise ProtocolError("VERIFY_RESULT does not answer this block's verification")
         if not tags_match(tag, reply.frames[0]):
             raise VerificationFailed("verification tags differ: residual errors after Cascade")
         fk = block_key_length(s, block.counts, z_errors, stats.leaked_bits, block.n_bits)
-        self.qber_estimate = self.monitor.on_block(block.counts, z_errors, qber_z)
         length = P.header_int(reply, "length", 0)
         own = fk.length if fk.length >= 256 else 0
         if length != own:
             raise ProtocolError(f"Alice computed a key length of {length} bits, Bob {own}")
+        secret = None
+        if length:
+            seed_words = P.frame_array(reply, 1, np.uint64, "toeplitz seed")
+            if seed_words.size != (block.n_bits + length - 1 + 63) // 64:
+                raise ProtocolError("VERIFY_RESULT: Toeplitz seed of the wrong length")
+            try:
+                secret = privacy_amplification(corrected, seed_words, length)
+            except ValueError as exc:
+                raise ProtocolError(f"VERIFY_RESULT: bad Toeplitz seed: {exc}") from None
+        return VerifiedBlock(block, stats, qber_x, qber_z, z_errors, fk, length, secret, t0)
+
+    def close_block(
+        self, v: VerifiedBlock, channel: object, sifted_total: int, collected: Any = None
+    ) -> DistilledKey | None:
+        """The steps that must follow block order: the monitor and Cascade's next estimate, the records,
+        the outbox (unconfirmed), BLOCK_DONE, the refill or rekey of the authentication pools, confirm.
+        `sifted_total` is the sifted bits up to this block's end; `collected` the monitor's view of it
+        (None: taken now)."""
+        s = self.settings
+        block, stats, length, fk = v.block, v.stats, v.length, v.fk
+        self.qber_estimate = self.monitor.on_block(block.counts, v.z_errors, v.qber_z, collected)
         self.last_block = {
             "block": block.block_id,
             "n_bits": block.n_bits,
-            "qber": qber_z,
-            "qber_x": qber_x,
+            "qber": v.qber_z,
+            "qber_x": v.qber_x,
             "leaked_bits": stats.leaked_bits,
             "round_trips": stats.round_trips,
             "detections": block.counts.detections.tolist(),
             "errors_x": block.counts.errors[1].tolist(),
-            "z_errors": z_errors,
+            "z_errors": v.z_errors,
             "secret_bits": length,
             "finite_key": fk.as_dict(),
-            "time_s": time.perf_counter() - t0,
+            "time_s": time.perf_counter() - v.t0,
         }
         self.history.append(
             {
                 "block": block.block_id,
                 "t": time.monotonic(),
                 "n_bits": block.n_bits,
-                "qber": qber_z,
-                "sifted_total": self.counters["sifted_bits"],
+                "qber": v.qber_z,
+                "sifted_total": sifted_total,
                 "secret_bits": length,
                 "leaked_bits": stats.leaked_bits,
                 "round_trips": stats.round_trips,
@@ -346,34 +441,20 @@ class BobLink:
                 self.link.end_transcript(block.block_id)  # type: ignore[attr-defined]
             self.counters["aborted"] += 1  # as Alice counts it, so both ends stop at the same max_blocks
             return None
-        seed_words = P.frame_array(reply, 1, np.uint64, "toeplitz seed")
-        if seed_words.size != (block.n_bits + length - 1 + 63) // 64:
-            raise ProtocolError("VERIFY_RESULT: Toeplitz seed of the wrong length")
-        try:
-            secret = privacy_amplification(corrected, seed_words, length)
-        except ValueError as exc:
-            raise ProtocolError(f"VERIFY_RESULT: bad Toeplitz seed: {exc}") from None
+        assert v.secret is not None
         refill_bits = refill_needed(*self.auth_available(), s.auth_reserve_bits, length)
         rekey = self.rekey_auth is not None and (block.block_id + 1) % P.REKEY_EVERY_BLOCKS == 0
         if rekey:  # fresh hash keys from this block's key, on the schedule (the refill path carries them)
             refill_bits = min(refill_bits + P.REKEY_BITS, (length // 256) * 256)
             rekey = refill_bits >= P.REKEY_BITS
-        refill, key_bytes = split_secret(secret, length, refill_bits)
+        refill, key_bytes = split_secret(v.secret, length, refill_bits)
         fk_record = {**fk.as_dict()}
         key = DistilledKey(
-            s.link_id, block.block_id, key_bytes, 8 * len(key_bytes), qber_z, stats.leaked_bits, block.n_bits, fk_record
+            s.link_id, block.block_id, key_bytes, 8 * len(key_bytes), v.qber_z, stats.leaked_bits, block.n_bits, fk_record
         )
         self.outbox.put(key, "unconfirmed", bytes([rekey]) + refill)
         # Bob's closing tag over the whole transcript: Alice commits only if it matches her view
-        self._request(
-            P.in_block(
-                Message(P.BLOCK_DONE, {"block": block.block_id, "refill_bits": refill_bits, "rekey": rekey}),
-                block.block_id,
-                closing=True,
-            ),
-            P.BLOCK_DONE_ACK,
-            0,
-        )
+        self._block_done(block.block_id, refill_bits, rekey, channel)
         # Alice's closing tag verified (in `_request`): both views of the transcript agree
         eps_auth = 2 * self.link.transcript_epsilon(block.block_id) if self.link is not None else 0.0  # type: ignore[attr-defined]
         if self.link is not None:
@@ -394,6 +475,27 @@ class BobLink:
         self.counters["finite_key_bits"] += length
         self.counters["auth_bits"] += auth_bits
         return key
+
+    def _block_done(self, block_id: int, refill_bits: int, rekey: bool, channel: Any) -> None:
+        """BLOCK_DONE -> BLOCK_DONE_ACK for a block Bob holds unconfirmed. An abort with Alice's own
+        tag says she committed nothing: Bob forgets his copy (`ProtocolError`); any other failure
+        leaves it unconfirmed for the next HELLO to settle (`BlockUnsettled`)."""
+        done = Message(P.BLOCK_DONE, {"block": block_id, "refill_bits": refill_bits, "rekey": rekey})
+        try:
+            channel.send(P.in_block(done, block_id, closing=True))
+            reply = channel.recv(timeout=self.settings.timeout_s)
+            refused = reply.type == P.BLOCK_ABORT and reply.verified and reply.transcript is None
+            if refused and reply.header.get("block") == block_id:
+                self.outbox.drop(self.settings.link_id, [block_id])
+            else:
+                P.expect(reply, P.BLOCK_DONE_ACK, 0)
+                P.require_verified(reply)
+                return
+        except AuthenticationLocked:
+            raise
+        except (ProtocolError, ClassicalChannelError) as exc:
+            raise BlockUnsettled(f"block {block_id} left unconfirmed, for HELLO to settle: {exc}") from exc
+        raise ProtocolError(f"Alice refused block {block_id}'s closing tag: {reply.header.get('reason', '')}")
 
     def _apply_refill(self, block_id: int) -> None:
         stored = self.outbox.refill_of(self.settings.link_id, block_id)

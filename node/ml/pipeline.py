@@ -140,11 +140,17 @@ class LinkMonitor:
         self._dead_at_block_start = None
 
     def _collected(
-        self, slots: float, detections: np.ndarray, errors: np.ndarray, tally: BatchTally, dead_start: int | None
+        self,
+        slots: float,
+        detections: np.ndarray,
+        errors: np.ndarray,
+        tally: BatchTally,
+        dead_start: int | None,
+        dead_total: int,
     ) -> CollectedBlock:
         dead = math.nan
         if dead_start is not None:
-            dead = float(self._dead_total - dead_start)
+            dead = float(dead_total - dead_start)
         if not tally.batches:
             return CollectedBlock(slots, detections, errors, dead_time_discards=dead)
         spread = tally.spread_weighted / tally.timing_samples if tally.timing_samples else math.nan
@@ -159,12 +165,21 @@ class LinkMonitor:
             tally.timing_samples or math.nan,
         )
 
-    def on_block(self, counts: SiftCounts, z_errors: list[int], qber: float) -> float:
-        """One finished block (its sift counts, the Z errors Cascade found per class, its QBER):
-        detect, forecast, alarm; returns Cascade's QBER estimate for the next block."""
-        estimate = self.watch.observe(qber)
-        start, end, tally, dead_start = self.block_start, self.last_slot, self.tally, self._dead_at_block_start
+    def end_block(self) -> tuple[Any, ...]:
+        """The collector's view of the block whose last batch was just seen, for `on_block` later
+        (blocks distilled in parallel: the next block's batches are collected meanwhile)."""
+        collected = (self.block_start, self.last_slot, self.tally, self._dead_at_block_start, self._dead_total)
         self.discard_block()
+        return collected
+
+    def on_block(
+        self, counts: SiftCounts, z_errors: list[int], qber: float, collected: tuple[Any, ...] | None = None
+    ) -> float:
+        """One finished block (its sift counts, the Z errors Cascade found per class, its QBER, and
+        what `end_block` collected of it, None: collected now): detect, forecast, alarm; returns
+        Cascade's QBER estimate for the next block."""
+        estimate = self.watch.observe(qber)
+        start, end, tally, dead_start, dead_total = collected if collected is not None else self.end_block()
         if self.detector is None or start is None or end is None or end <= start:
             return estimate
         detections = np.asarray(counts.detections, dtype=float)
@@ -174,7 +189,7 @@ class LinkMonitor:
                 disclosed > 0, np.asarray(counts.errors[1], dtype=float) * detections[1] / disclosed, 0.0
             )
         errors = np.vstack([np.asarray(z_errors, dtype=float), np.round(x_errors)])
-        block = self._collected(float(end - start + 1), detections, errors, tally, dead_start)
+        block = self._collected(float(end - start + 1), detections, errors, tally, dead_start, dead_total)
         if self.retuner is not None and tally.detections and self.reference is not None:  # after commissioning
             kept = float(np.sum(block.clicks))
             live = kept / (kept + block.dead_time_discards) if math.isfinite(block.dead_time_discards) else 1.0

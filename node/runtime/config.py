@@ -14,6 +14,8 @@ Example (paths relative to the file's directory)::
     peer = "tcp://127.0.0.1:5800"         # Alice binds it, Bob connects to it
     bootstrap_secret = "link_L1.key"      # pre-shared authentication key (file; used once, then overwritten)
     auth_max_failures = 3                 # failed authentication tags before the session stops
+    workers = 2                           # key blocks distilled at once (this node only; default
+                                          # min(4, cores); 1: one block at a time, as before)
     block_bits = 1000000
     batch_detections = 200000
     protocol = "lim2014"
@@ -47,6 +49,7 @@ Example (paths relative to the file's directory)::
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,7 +83,14 @@ _LINK_SETTINGS_KEYS = (
     "auth_max_failures",
 )
 """[link] keys passed through unchanged to `LinkSettings` as keyword arguments."""
-_LINK_KEYS = {"id", "peer", "bootstrap_secret", "intensities", "class_probabilities", *_LINK_SETTINGS_KEYS}
+_LINK_KEYS = {"id", "peer", "bootstrap_secret", "intensities", "class_probabilities", "workers", *_LINK_SETTINGS_KEYS}
+MAX_WORKERS = 32
+"""Most key blocks one node distils at once (the peer keeps at most 64 block transcripts open)."""
+
+
+def default_workers() -> int:
+    """Blocks distilled at once when [link] workers is not given: one per core, at most 4."""
+    return max(1, min(4, os.cpu_count() or 1))
 
 
 @dataclass(frozen=True)
@@ -113,6 +123,7 @@ class NodeConfig:
     duration_s: float | None = None
     metrics_port: int | None = None
     dead_time: dict[str, Any] = field(default_factory=dict)
+    workers: int = 1  # [link] workers: key blocks this node distils at once (local, not compared at HELLO)
 
 
 def _table(doc: dict[str, Any], key: str, required: bool = True) -> dict[str, Any]:
@@ -187,6 +198,7 @@ def parse_node_config(doc: dict[str, Any], base_dir: str | Path = ".") -> NodeCo
         settings = LinkSettings(_str(link, "id", "link"), intensities, probabilities, **settings_kwargs)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"config table [link]: {exc}") from None
+    workers = _workers(link)
     km = _table(doc, "keymanager", required=False)
     target = None
     if km:
@@ -217,7 +229,19 @@ def parse_node_config(doc: dict[str, Any], base_dir: str | Path = ".") -> NodeCo
         duration_s=run.get("duration_s"),
         metrics_port=metrics_port,
         dead_time=dead_time,
+        workers=workers,
     )
+
+
+def _workers(link: dict[str, Any]) -> int:
+    """[link] workers: an integer in [1, MAX_WORKERS]; each end chooses its own."""
+    value = link.get("workers", default_workers())
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_WORKERS:
+        raise fail(
+            "link.workers",
+            f"must be an integer in [1, {MAX_WORKERS}] (key blocks distilled at once; 1 = one at a time), got {value!r}",
+        )
+    return value
 
 
 # -- the replay source (drivers.replay) ------------------------------------------------------------

@@ -217,8 +217,13 @@ class NodeDaemon:
                     self.alarm,
                     self._auth_available,
                     rekey_auth=self._rekey,
+                    workers=cfg.workers,
+                    stop=self.stop,
                 )
-                self._run_bob()
+                try:
+                    self._run_bob()
+                finally:
+                    self.role.close()
             if self.link.locked:
                 self.exit_code = 3
             return self.exit_code
@@ -248,7 +253,8 @@ class NodeDaemon:
             return True
         if cfg.max_blocks is not None and self.role is not None:
             c = self.role.counters
-            if c["blocks"] + c["aborted"] >= cfg.max_blocks:
+            pool = getattr(self.role, "pool", None)  # Bob's blocks in flight count: they end either way
+            if c["blocks"] + c["aborted"] + (pool.in_flight if pool is not None else 0) >= cfg.max_blocks:
                 return True
         return False
 
@@ -309,6 +315,8 @@ class NodeDaemon:
                     continue
                 except (ProtocolError, ClassicalChannelError) as exc2:
                     log.warning("link %s: resynchronisation failed: %s", self.cfg.link.link_id, exc2)
+        if bob.pool is not None:  # blocks handed to the workers end (closed or aborted) before the node stops
+            bob.pool.wait_idle(self.stop)
 
     def _auth_locked(self, exc: Exception) -> None:
         """Too many failed tags under one hash key: stop the session with a critical alarm."""

@@ -33,11 +33,13 @@ def node_document(
     max_blocks: int | None = None,
     status_file: bool = True,
     link_timeout_s: float | None = None,
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """A node's configuration (the shape `node.runtime.config` reads) on the mock hardware.
 
     `keymanager` is (ingest endpoint, source id, secret file); paths are relative to the config.
     `link_timeout_s` is how long Bob waits for each of Alice's replies (the link's default if None).
+    `workers` is `[link] workers`, the key blocks the node distils at once (the core count's default if None).
     """
     node: dict[str, Any] = {"name": name, "role": role, "state_dir": f"state/{name}"}
     if status_file:
@@ -53,6 +55,7 @@ def node_document(
             "block_bits": block_bits,
             "batch_detections": batch_detections,
             **({"timeout_s": link_timeout_s} if link_timeout_s is not None else {}),
+            **({"workers": workers} if workers is not None else {}),
         },
         "hardware": {"kind": "mock", "mock": {k: list(v) if isinstance(v, tuple) else v for k, v in mock.items()}},
     }

@@ -154,6 +154,10 @@ def test_rekey_replaces_the_hash_keys_on_both_ends_and_clears_the_failures() -> 
     assert alice.failed_tags == 0 and alice.rekeyed_bits == 8 * REKEY_BYTES
     exchange(bob, alice, 4, rounds=2)
     assert alice.open(wire(bob.seal(member(4, 9, closing=True)))).verified
+    # Alice's closing tells Bob she holds the new keys; his next tag comes under them, and only
+    # then does Alice drop the old ones (until then his blocks in flight may still use them)
+    assert bob.open(wire(alice.seal(member(4, 109, closing=True)))).verified
+    assert alice.open(wire(bob.seal(Message("PING")))).verified
     old_bob.send_pool.discard_to(bob.send_pool.position_bits)
     old_bob._send_seq = bob.send_seq
     with pytest.raises(AuthenticationError, match="key epoch 0"):
@@ -205,3 +209,28 @@ def test_arbitrary_frames_are_refused_with_a_channel_error_only(mac: bytes, body
     except ClassicalChannelError:
         return
     assert not got.verified  # only an unauthenticated transcript member can get through
+
+
+def test_interleaved_blocks_close_in_any_order_and_ending_one_keeps_the_others() -> None:
+    bob, alice = pair()
+    for block in (4, 5, 6):  # three blocks in flight, their messages interleaved
+        exchange(bob, alice, block, rounds=2)
+    exchange(bob, alice, 4, rounds=1)
+    bob.end_transcript(5)  # block 5 aborted on both sides
+    alice.end_transcript(5)
+    for block in (6, 4):  # a later block may close first; an aborted one takes no other block with it
+        assert alice.open(wire(bob.seal(member(block, 99, closing=True)))).verified
+        assert bob.open(wire(alice.seal(member(block, 199, closing=True)))).verified
+
+
+def test_old_hash_keys_stay_until_the_peer_seals_under_the_new_ones() -> None:
+    bob, alice = pair()
+    material = os.urandom(REKEY_BYTES)
+    alice.rekey(material)  # Alice committed a block and took its new hash keys first
+    assert bob.open(wire(alice.seal(Message("HELLO_ACK", {})))).verified  # Bob learns Alice holds them
+    bob.rekey(material)
+    # Alice does not know yet that Bob holds them: members of blocks in flight still come under the old ones
+    assert bob.open(wire(alice.seal(member(3, 0)))).transcript == 3
+    assert alice.open(wire(bob.seal(Message("HELLO", {})))).verified  # now she knows
+    assert bob.open(wire(alice.seal(Message("HELLO_ACK", {})))).verified  # sealed under the new keys
+    assert [e[0] for e in bob.state()["epochs"]] == [1]  # only now Bob forgets the old keys

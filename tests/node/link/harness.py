@@ -61,6 +61,7 @@ def link_pair(
     bob_endpoint: str | None = None,
     alice_endpoint: str = "tcp://127.0.0.1:0",
     max_failed_tags: int = 3,
+    workers: int = 1,
 ) -> Iterator[Pair]:
     """Alice serving in a thread, Bob in the caller; `bob_endpoint` lets a test put a proxy between them."""
     secret = os.urandom(1 << 16)
@@ -86,6 +87,7 @@ def link_pair(
         alarm=lambda s, t: alarms.append((s, t)),
         auth_available=lambda: (b_link.send_pool.available_bits, b_link.recv_pool.available_bits),
         rekey_auth=b_link.rekey,
+        workers=workers,
     )
     stop = threading.Event()
 
@@ -97,6 +99,7 @@ def link_pair(
     try:
         yield Pair(alice, bob, a_out, b_out, alarms, a_link, b_link, thread)
     finally:
+        bob.close()
         stop.set()
         thread.join(5)
         a_sock.close()
@@ -125,3 +128,5 @@ def run_all(pair: Pair, det: Detections, size: int = 250_000) -> None:
             pair.alarms.append(("major", f"sift batch failed: {exc}"))
             pair.bob._drain()
             pair.bob.hello()
+    if pair.bob.pool is not None:
+        pair.bob.pool.wait_idle()

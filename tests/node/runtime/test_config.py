@@ -51,3 +51,21 @@ def test_lab_bob_must_name_an_existing_tagger_instrument() -> None:
     doc["hardware"]["lab"]["tagger"] = "nope"
     with pytest.raises(ValueError, match=r"hardware.lab.tagger' names instrument 'nope'"):
         parse_node_config(doc)
+
+
+@pytest.mark.parametrize("workers", [0, -2, 33, 2.5, "4", True])
+def test_bad_worker_counts_name_the_key_and_the_allowed_range(workers: object) -> None:
+    doc = example("mock_bob.toml")
+    doc["link"]["workers"] = workers
+    with pytest.raises(ValueError, match=r"link.workers' must be an integer in \[1, 32\]"):
+        parse_node_config(doc)
+
+
+def test_workers_are_local_and_default_to_the_core_count() -> None:
+    from node.runtime.config import default_workers
+
+    a, b = example("mock_alice.toml"), example("mock_bob.toml")
+    b["link"]["workers"] = 3
+    alice, bob = parse_node_config(a), parse_node_config(b)
+    assert bob.workers == 3 and alice.workers == default_workers() >= 1
+    assert alice.link.fingerprint() == bob.link.fingerprint()  # not compared at HELLO: each end chooses
