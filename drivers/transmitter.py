@@ -50,9 +50,7 @@ class TransmitterLimits:
     max_intensity: float
     min_probability: float
 
-    def check(
-        self, intensities: tuple[float, ...], class_probabilities: tuple[float, ...], basis_probability: float
-    ) -> None:
+    def check(self, intensities: tuple[float, ...], class_probabilities: tuple[float, ...]) -> None:
         """RetuneRefused naming the first setting out of range."""
         if not all(0.0 <= m <= self.max_intensity for m in intensities):
             raise RetuneRefused(f"intensities must lie in [0, {self.max_intensity:g}], got {list(intensities)}")
@@ -60,22 +58,18 @@ class TransmitterLimits:
             raise RetuneRefused(
                 f"class probabilities must each be >= {self.min_probability:g}, got {list(class_probabilities)}"
             )
-        if not 0.0 < basis_probability < 1.0:
-            raise RetuneRefused(f"the basis probability must lie in (0, 1), got {basis_probability}")
 
 
 @runtime_checkable
 class RetunableTransmitter(Protocol):
-    """A source that can switch intensities, class probabilities and basis probability while it
-    emits (the mock; a lab driver with live set-methods); others keep their settings."""
+    """A source that can switch its intensities and class probabilities while it emits (the mock;
+    a lab driver with live set-methods); others keep their settings."""
 
     def retune_limits(self) -> TransmitterLimits:
         """The settings the source can switch to."""
         ...
 
-    def retune(
-        self, intensities: tuple[float, ...], class_probabilities: tuple[float, ...], basis_probability: float
-    ) -> int:
+    def retune(self, intensities: tuple[float, ...], class_probabilities: tuple[float, ...]) -> int:
         """Switch; returns the first slot emitted with the new settings (RetuneRefused if it cannot)."""
         ...
 

@@ -69,9 +69,7 @@ class MockTransmitter:
         """The settings this source can switch to live (`retune`)."""
         return self.LIMITS
 
-    def retune(
-        self, intensities: tuple[float, ...], class_probabilities: tuple[float, ...], basis_probability: float
-    ) -> int:
+    def retune(self, intensities: tuple[float, ...], class_probabilities: tuple[float, ...]) -> int:
         """Emit the new settings from the first slot not yet emitted, returned (RetuneRefused when the
         source feeds no simulated fibre in this process, or the settings exceed `retune_limits`)."""
         if not self._schedule.coupled:
@@ -79,13 +77,11 @@ class MockTransmitter:
                 "the mock transmitter feeds no simulated fibre in this process (Bob's tagger simulates the "
                 "link in another process), so a change would not reach Bob's photons"
             )
-        self.LIMITS.check(intensities, class_probabilities, basis_probability)
+        self.LIMITS.check(intensities, class_probabilities)
         current = self._schedule.current
         if len(intensities) != len(current.intensities):
             raise RetuneRefused(f"the source has {len(current.intensities)} intensity classes, got {len(intensities)}")
-        new = current.replace(
-            intensities=tuple(intensities), class_probabilities=tuple(class_probabilities), p_z=basis_probability
-        )
+        new = current.replace(intensities=tuple(intensities), class_probabilities=tuple(class_probabilities))
         slot = self._schedule.switch(new)
         log.info("mock transmitter: intensities %s from slot %d", "/".join(f"{m:.3g}" for m in intensities), slot)
         return slot

@@ -378,10 +378,10 @@ def _finite(value: Any) -> bool:
     return type(value) is float and math.isfinite(value)
 
 
-def _number(h: dict[str, Any], msg_type: str, name: str, low: float, high: float, *, open_low: bool = False) -> float:
+def _number(h: dict[str, Any], msg_type: str, name: str, low: float, high: float) -> float:
     value = h.get(name)
-    if not _finite(value) or not (low < value if open_low else low <= value) or not value <= high:
-        raise BodyError(f"{msg_type}: {name} must be a finite number in {'(' if open_low else '['}{low:g}, {high:g}]")
+    if not _finite(value) or not low <= value <= high:
+        raise BodyError(f"{msg_type}: {name} must be a finite number in [{low:g}, {high:g}]")
     return float(value)
 
 
@@ -416,15 +416,15 @@ def _nonce(h: dict[str, Any], msg_type: str) -> str:
 @dataclass(frozen=True, slots=True)
 class RetuneSettings:
     """Alice's transmitter settings after re-tune number `retune` (0: the configured ones):
-    intensities (signal first, strictly decreasing), their probabilities (summing to 1) and
-    Alice's probability of the key basis Z. Public: Alice announces each slot's class anyway."""
+    intensities (signal first, strictly decreasing) and their probabilities (summing to 1), what
+    the link settings and the finite-key bound carry. The basis probability is not re-tuned: Bob's
+    basis choice is a passive beam splitter. Public: Alice announces each slot's class anyway."""
 
     retune: int
     intensities: tuple[float, ...]
     class_probabilities: tuple[float, ...]
-    basis_probability: float
 
-    FIELDS = frozenset({"retune", "intensities", "class_probabilities", "basis_probability"})
+    FIELDS = frozenset({"retune", "intensities", "class_probabilities"})
 
     def header(self) -> dict[str, Any]:
         """The fields as a JSON-ready header part."""
@@ -432,7 +432,6 @@ class RetuneSettings:
             "retune": self.retune,
             "intensities": list(self.intensities),
             "class_probabilities": list(self.class_probabilities),
-            "basis_probability": self.basis_probability,
         }
 
     @classmethod
@@ -447,10 +446,7 @@ class RetuneSettings:
             raise BodyError(f"{msg_type}: intensities must be strictly decreasing, the signal (first) > 0")
         if not all(v > 0 for v in p) or abs(sum(p) - 1.0) > 1e-9:
             raise BodyError(f"{msg_type}: class_probabilities must each be > 0 and sum to 1 (within 1e-9)")
-        q = _number(h, msg_type, "basis_probability", 0.0, 1.0, open_low=True)
-        if not q < 1.0:
-            raise BodyError(f"{msg_type}: basis_probability must be a finite number in (0, 1)")
-        return cls(retune, mu, p, q)
+        return cls(retune, mu, p)
 
 
 @dataclass(frozen=True, slots=True)

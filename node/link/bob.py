@@ -33,6 +33,7 @@ from node.link.distill import (
     z_errors_by_class,
 )
 from node.link.outbox import Outbox
+from node.link.retune import BobRetune
 from node.ml.pipeline import LinkMonitor
 from node.ml.retune import LinkRetuner
 from postprocessing.cascade import CascadeReconciler, ClassicalChannel
@@ -122,6 +123,7 @@ class BobLink:
             self.alarm,  # KM03 detection, QL01 forecast
             retuner=LinkRetuner(settings, self.alarm),
         )  # QL02 re-tune advice
+        self.retune = BobRetune(self)  # the settings in force (persisted) and the RETUNE step
 
     def _request(self, msg: Message, expected: str, frames: int) -> Message:
         self.channel.send(msg)  # type: ignore[attr-defined]
@@ -178,6 +180,9 @@ class BobLink:
         if self.link is not None:
             self.link.clear_transcripts()  # type: ignore[attr-defined]
         if reply.header.get("ok") is not True:
+            if self.retune.adopt_from_hello(reply):  # Alice's later re-tune, whose ACK Bob missed
+                self.hello()
+                return
             raise ProtocolError(f"link {link}: Alice's settings differ: {reply.header.get('settings')}")
         confirmed = reply.header.get("confirmed")
         if not isinstance(confirmed, list) or not set(confirmed) <= set(unconfirmed):
@@ -225,6 +230,8 @@ class BobLink:
         if block is None:
             return []
         key = self.distill(block)
+        if key is not None:
+            self.retune.after_block()  # a re-tune, if due, at this block boundary
         return [] if key is None else [key]
 
     # -- one block ----------------------------------------------------------------------------------

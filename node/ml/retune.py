@@ -116,7 +116,14 @@ class LinkRetuner:
             try:
                 current = ProtocolSettings(s.intensities, s.class_probabilities, min(max(q, 0.01), 0.99))
                 self.policy = RetunePolicy(
-                    s.protocol, link, slots, current, self._hand_out, self.alarm, hysteresis_db=self.hysteresis_db
+                    s.protocol,
+                    link,
+                    slots,
+                    current,
+                    self._hand_out,
+                    self.alarm,
+                    hysteresis_db=self.hysteresis_db,
+                    basis_fixed=True,  # Bob's basis choice is a passive beam splitter
                 )
             except (ValueError, KeyError) as exc:  # settings the protocol's model does not cover
                 log.warning("link %s: QL02 re-tuning off: %s", s.link_id, exc)
