@@ -230,8 +230,7 @@ class BobLink:
         if block is None:
             return []
         key = self.distill(block)
-        if key is not None:
-            self.retune.after_block()  # a re-tune, if due, at this block boundary
+        self.retune.after_block()  # a re-tune, if due, at this block boundary
         return [] if key is None else [key]
 
     # -- one block ----------------------------------------------------------------------------------

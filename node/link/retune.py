@@ -327,7 +327,8 @@ class BobRetune(_Step):
         self.pending = (tuned, getattr(policy, "tuned_loss_db", None))
 
     def after_block(self) -> None:
-        """Called after each distilled block (its key confirmed on both ends): propose when due."""
+        """Called after each block (distilled, left without key, or aborted and resynchronised): both
+        ends are between blocks, so a re-tune proposed now falls on a block boundary."""
         self.blocks_since += 1
         if self.pending is None or self.blocks_since < self.base.retune_min_blocks or self.role.blocks.pending_bits:
             return
