@@ -26,7 +26,7 @@ def test_emitted_slots_keep_their_settings_and_a_later_switch_replaces_an_unemit
 
 
 def test_the_transmitter_reports_each_slot_under_the_settings_it_was_emitted_with() -> None:
-    tx, tagger = mock_link_pair(PARAMS, 5)
+    tx, _tagger = mock_link_pair(PARAMS, 5)  # the tagger couples the source to a simulated fibre
     tx.schedule.mark_emitted(1000)
     assert tx.retune(NEW_MU, NEW_P) == 1000 and tx.intensities == NEW_MU
     slots = np.arange(0, 2000, dtype=np.int64)

@@ -7,29 +7,23 @@ replayed answer is refused or recovered through HELLO."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
-from drivers.mock import LinkParams, MockTransmitter, mock_link_pair
+from drivers.mock import MockTransmitter, mock_link_pair
 from node.classical import Message
 from node.classical.messages import MessageType, RetuneAck
 from node.link.distill import block_key_length
 from node.link.retune import load
 from postprocessing.finitekey import ProtocolSettings
 from postprocessing.sifting import SiftCounts
-from tests.node.link.harness import link_pair, settings_for
+from tests.node.link.harness import Pair, link_pair, settings_for
 from tests.node.link.streaming import StreamingLink
+from tests.node.link.test_link_physics import BASE
 from tests.node.link.test_mitm import proxied
 
-BASE = LinkParams(
-    fibre_length_km=25.0,
-    p_z=0.8,
-    bob_p_z=0.8,
-    intensities=(0.5, 0.15, 0.0),
-    class_probabilities=(0.6, 0.3, 0.1),
-    dead_time_ps=(0.0,) * 4,
-    afterpulse_probability=(0.0,) * 4,
-)
 SEED = 21
 TAP_DB = 3.0
 NEW = ProtocolSettings((0.4, 0.18, 0.0), (0.62, 0.26, 0.12), 0.8)
@@ -142,40 +136,39 @@ def test_an_advising_alice_refuses_and_says_how_to_turn_it_on(tmp_path) -> None:
         assert pair.alice.settings.intensities == BASE.intensities
 
 
-def test_an_altered_proposal_is_dropped_and_the_link_stays_on_its_settings(tmp_path) -> None:
+@contextmanager
+def _altered(tmp_path, tamper_type: bytes, from_bob: bool) -> Iterator[Pair]:
+    """A proposal made through a proxy that flips a bit of the first `tamper_type` message; the link
+    must go on with a HELLO afterwards, and exactly one message was altered."""
     settings = settings_for(BASE, retune="apply", retune_min_blocks=1, timeout_s=5.0)
-    with proxied(b"RETUNE", 0, from_bob=True) as (front, back, conn):
+    with proxied(tamper_type, 0, from_bob=from_bob) as (front, back, conn):
         with link_pair(
             tmp_path, BASE, SEED, settings, bob_endpoint=front, alice_endpoint=back, transmitter=_coupled_transmitter()
         ) as pair:
             pair.bob.hello()
             _propose(pair)
-            assert pair.bob.counters["retunes"] == pair.alice.counters["retunes"] == 0
-            assert pair.bob.settings.intensities == pair.alice.settings.intensities == BASE.intensities
-            assert any("rejected classical message" in t for _, t in pair.alarms)  # Alice: the tag failed
-            assert any("re-tune 1 failed" in t for _, t in pair.alarms)  # Bob: no answer, resynchronised
+            yield pair
             pair.bob.hello()
             conn.send(b"stop")
             assert conn.recv() == 1
+
+
+def test_an_altered_proposal_is_dropped_and_the_link_stays_on_its_settings(tmp_path) -> None:
+    with _altered(tmp_path, b"RETUNE", from_bob=True) as pair:
+        assert pair.bob.counters["retunes"] == pair.alice.counters["retunes"] == 0
+        assert pair.bob.settings.intensities == pair.alice.settings.intensities == BASE.intensities
+        assert any("rejected classical message" in t for _, t in pair.alarms)  # Alice: the tag failed
+        assert any("re-tune 1 failed" in t for _, t in pair.alarms)  # Bob: no answer, resynchronised
 
 
 def test_a_lost_answer_is_recovered_at_hello_from_alices_retune_in_force(tmp_path) -> None:
-    settings = settings_for(BASE, retune="apply", retune_min_blocks=1, timeout_s=5.0)
-    with proxied(b"RETUNE_ACK", 0, from_bob=False) as (front, back, conn):
-        with link_pair(
-            tmp_path, BASE, SEED, settings, bob_endpoint=front, alice_endpoint=back, transmitter=_coupled_transmitter()
-        ) as pair:
-            pair.bob.hello()
-            _propose(pair)  # Alice switched; her answer was altered on the way, so Bob refused it
-            assert pair.alice.counters["retunes"] == 1
-            assert any("re-tune 1 failed" in t for _, t in pair.alarms)
-            # the resynchronising HELLO carried Alice's re-tune in force: Bob adopted it
-            assert pair.bob.retune.in_force == pair.alice.retune.in_force
-            assert pair.bob.settings == pair.alice.settings and pair.bob.slot_hwm >= pair.alice.slot_hwm
-            assert not [t for s, t in pair.alarms if s == "critical"]
-            pair.bob.hello()
-            conn.send(b"stop")
-            assert conn.recv() == 1
+    with _altered(tmp_path, b"RETUNE_ACK", from_bob=False) as pair:  # Alice switched; Bob refused her altered answer
+        assert pair.alice.counters["retunes"] == 1
+        assert any("re-tune 1 failed" in t for _, t in pair.alarms)
+        # the resynchronising HELLO carried Alice's re-tune in force: Bob adopted it
+        assert pair.bob.retune.in_force == pair.alice.retune.in_force
+        assert pair.bob.settings == pair.alice.settings and pair.bob.slot_hwm >= pair.alice.slot_hwm
+        assert not [t for s, t in pair.alarms if s == "critical"]
 
 
 def test_an_answer_that_does_not_echo_the_proposals_nonce_is_refused(tmp_path) -> None:
