@@ -104,6 +104,22 @@ def _coupled_transmitter() -> MockTransmitter:
     return tx
 
 
+def test_re_tunes_keep_the_minimum_number_of_blocks_between_them(tmp_path) -> None:
+    settings = settings_for(BASE, retune="apply", retune_min_blocks=3)
+    with link_pair(tmp_path, BASE, SEED, settings, transmitter=_coupled_transmitter()) as pair:
+        pair.bob.hello()
+        retune = pair.bob.retune
+        for n, tuned in ((1, NEW), (2, dataclasses.replace(NEW, intensities=(0.42, 0.17, 0.0)))):
+            retune.pending = (tuned, 16.0)
+            for _ in range(2):
+                retune.after_block()
+                assert pair.alice.counters["retunes"] == n - 1  # held: fewer than 3 blocks since the last
+            retune.after_block()
+            assert pair.bob.counters["retunes"] == pair.alice.counters["retunes"] == n
+            assert pair.alice.settings.intensities == tuned.intensities
+        assert pair.bob.retune.in_force.settings.retune == 2
+
+
 def test_alice_refuses_settings_out_of_her_range_and_bob_stays_on_advice(tmp_path) -> None:
     settings = settings_for(BASE, retune="apply", retune_min_blocks=1, retune_max_intensity=0.45)
     with link_pair(tmp_path, BASE, SEED, settings, transmitter=_coupled_transmitter()) as pair:
