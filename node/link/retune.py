@@ -228,7 +228,7 @@ class AliceRetune(_Step):
             slot = alice.slot_hwm + 1
         r = RetuneInForce(s, max(slot, alice.slot_hwm + 1))
         save(alice.outbox, self.base.link_id, r)
-        self.in_force = r
+        self.previous, self.in_force = self.in_force, r  # Bob still holds the previous: he adopts this at HELLO
         self._raise_hwm(r.from_slot)
         if reverted is not None:
             alice.alarm(

@@ -120,6 +120,23 @@ def test_re_tunes_keep_the_minimum_number_of_blocks_between_them(tmp_path) -> No
         assert pair.bob.retune.in_force.settings.retune == 2
 
 
+def test_a_transmitter_that_cannot_retake_a_retune_after_a_restart_goes_back_and_bob_follows(tmp_path) -> None:
+    settings = settings_for(BASE, retune="apply", retune_min_blocks=1)
+    outboxes = (tmp_path / "alice.db", tmp_path / "bob.db")
+    with link_pair(tmp_path, BASE, SEED, settings, transmitter=_coupled_transmitter(), outboxes=outboxes) as pair:
+        pair.bob.hello()
+        _propose(pair)
+        assert pair.alice.settings.intensities == NEW.intensities
+    # Alice restarts on a source whose tagger runs elsewhere (it cannot change live): configured settings
+    with link_pair(tmp_path, BASE, SEED, settings, transmitter=MockTransmitter(BASE, SEED), outboxes=outboxes) as pair:
+        assert pair.alice.settings.intensities == BASE.intensities
+        assert pair.bob.settings.intensities == NEW.intensities  # until HELLO
+        pair.bob.hello()
+        assert pair.bob.settings == pair.alice.settings and pair.bob.retune.in_force.settings.retune == 2
+        assert any("cannot re-take re-tune 1" in t for _, t in pair.alarms)
+        assert not [t for s, t in pair.alarms if s == "critical"]
+
+
 def test_alice_refuses_settings_out_of_her_range_and_bob_stays_on_advice(tmp_path) -> None:
     settings = settings_for(BASE, retune="apply", retune_min_blocks=1, retune_max_intensity=0.45)
     with link_pair(tmp_path, BASE, SEED, settings, transmitter=_coupled_transmitter()) as pair:
