@@ -33,7 +33,11 @@ sifting, and the intensities are Kerckhoffs-public anyway), and so is the measur
 could try to force re-tunes by changing the loss (a tap); that gains her only what the loss change
 itself gains her, since the finite-key bound holds for any settings, computed from the statistics
 of each block's own slots; the hysteresis and the minimum interval bound how often she can make
-the link switch (each switch costs at most the slots in flight at the boundary).
+the link switch (each switch costs at most the slots in flight at the boundary). After a switch
+KM03 takes its reference again under the new settings (its calibration blocks go unscored; the
+default minimum interval equals them), so forcing re-tunes also opens that window no more often
+than the interval allows; the key's secrecy rests on the bound and the QBER abort, which act on
+every block.
 """
 
 from __future__ import annotations
