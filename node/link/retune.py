@@ -382,9 +382,8 @@ class BobRetune(_Step):
 
     def _adopt(self, r: RetuneInForce, loss_db: float | None) -> None:
         bob = self.role
-        last = bob.monitor.last_slot
-        if last is not None and r.from_slot - 1 > last:
-            bob.counters["retune_dropped_slots"] += r.from_slot - 1 - max(last, bob.slot_hwm)
+        last = max(bob.monitor.last_slot if bob.monitor.last_slot is not None else -1, bob.slot_hwm)
+        bob.counters["retune_dropped_slots"] += max(0, r.from_slot - 1 - last)  # sent before the switch, never sifted
         bob.monitor.discard_block()
         self._switch(r, loss_db, bob.blocks.next_block_id)
         bob.slot_hwm = max(bob.slot_hwm, r.from_slot - 1)
