@@ -39,6 +39,41 @@ class StateReuseError(DriverError, ValueError):
     Fresh random states per slot are an assumption of the security proof (DESIGN §5)."""
 
 
+class RetuneRefused(DriverError, ValueError):
+    """The transmitter cannot switch to the asked settings live (the reason says why)."""
+
+
+@dataclass(frozen=True)
+class TransmitterLimits:
+    """What a transmitter that can change its settings live (`RetunableTransmitter`) accepts."""
+
+    max_intensity: float
+    min_probability: float
+
+    def check(self, intensities: tuple[float, ...], class_probabilities: tuple[float, ...]) -> None:
+        """RetuneRefused naming the first setting out of range."""
+        if not all(0.0 <= m <= self.max_intensity for m in intensities):
+            raise RetuneRefused(f"intensities must lie in [0, {self.max_intensity:g}], got {list(intensities)}")
+        if not all(p >= self.min_probability for p in class_probabilities):
+            raise RetuneRefused(
+                f"class probabilities must each be >= {self.min_probability:g}, got {list(class_probabilities)}"
+            )
+
+
+@runtime_checkable
+class RetunableTransmitter(Protocol):
+    """A source that can switch its intensities and class probabilities while it emits (the mock;
+    a lab driver with live set-methods); others keep their settings."""
+
+    def retune_limits(self) -> TransmitterLimits:
+        """The settings the source can switch to."""
+        ...
+
+    def retune(self, intensities: tuple[float, ...], class_probabilities: tuple[float, ...]) -> int:
+        """Switch; returns the first slot emitted with the new settings (RetuneRefused if it cannot)."""
+        ...
+
+
 def fresh_slots(transmitter: object, slots: NDArray[np.int64]) -> NDArray[np.bool_]:
     """Which of `slots` carried a fresh state: the transmitter's own `fresh(slots)` where it has one
     (a source that may replay patterns must), else all (a source with a state drawn per slot)."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from drivers.mock.analytic import AnalyticModel, expected_statistics
+from drivers.mock.emission import EmissionSchedule
 from drivers.mock.link import LinkEvents, LinkSimulator, simulate_link
 from drivers.mock.params import CHANNEL_SYNC, DETECTOR_CHANNELS, LinkParams
 from drivers.mock.tagger import MockTimeTagger
@@ -29,6 +30,7 @@ __all__ = [
     "CHANNEL_SYNC",
     "DETECTOR_CHANNELS",
     "AnalyticModel",
+    "EmissionSchedule",
     "LinkEvents",
     "LinkParams",
     "LinkSimulator",
@@ -43,6 +45,8 @@ __all__ = [
 def mock_link_pair(
     params: LinkParams | None = None, seed: int = 0, **tagger_options: Any
 ) -> tuple[MockTransmitter, MockTimeTagger]:
-    """Alice's source and Bob's tagger of one mock link (same params and seed)."""
+    """Alice's source and Bob's tagger of one mock link (same params and seed), coupled by one
+    emission schedule: a re-tune of the source changes the tagger's photons from the slot it names."""
     params = params if params is not None else LinkParams()
-    return MockTransmitter(params, seed), MockTimeTagger(params, seed, **tagger_options)
+    schedule = EmissionSchedule(params)
+    return MockTransmitter(params, seed, schedule), MockTimeTagger(params, seed, schedule=schedule, **tagger_options)

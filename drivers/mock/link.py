@@ -108,6 +108,7 @@ class LinkSimulator:
         if not isinstance(params, LinkParams):
             raise ValueError(f"params must be a LinkParams, got {type(params).__name__}")
         self.params = params
+        self.source_params = params  # the link without injected conditions (Alice's settings in force)
         self._alice_key = derive_key(seed, STREAM_ALICE)
         self._eve_key = derive_key(seed, STREAM_EVE)
         self._bob_key = derive_key(seed, STREAM_BOB)

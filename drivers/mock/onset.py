@@ -104,14 +104,15 @@ class ScheduledCondition:
         def start_with_condition() -> None:
             start()
             sim = tagger.simulator
-            clean, run = sim.params, sim.run
-            state = {"level": 0.0}
+            run = sim.run
+            state: dict[str, Any] = {"level": 0.0, "source": sim.source_params}
 
             def run_scheduled(n_slots: int) -> Any:
-                level = self.level_at(sim.next_slot)
-                if level != state["level"]:
-                    set_photon_model(sim, photon_model(clean, self.condition, level))
-                    state["level"] = level
+                # the condition acts on the link as Alice emits now (a re-tune changes her settings)
+                level, source = self.level_at(sim.next_slot), sim.source_params
+                if level != state["level"] or source is not state["source"]:
+                    set_photon_model(sim, photon_model(source, self.condition, level))
+                    state.update(level=level, source=source)
                 return run(n_slots)
 
             sim.run = run_scheduled

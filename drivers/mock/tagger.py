@@ -19,7 +19,9 @@ from types import TracebackType
 
 import numpy as np
 
+from drivers.mock.emission import EmissionSchedule
 from drivers.mock.link import LinkEvents, LinkSimulator
+from drivers.mock.onset import set_photon_model
 from drivers.mock.params import CHANNEL_SYNC, DETECTOR_CHANNELS, LinkParams
 from drivers.timetagger import TagBlock
 
@@ -40,6 +42,7 @@ class MockTimeTagger:
         duration_s: float | None = None,
         truth: bool = False,
         max_lag_s: float = 0.05,
+        schedule: EmissionSchedule | None = None,
     ) -> None:
         self._params = params if params is not None else LinkParams()
         if not isinstance(self._params, LinkParams):
@@ -62,6 +65,9 @@ class MockTimeTagger:
         self._max_tags = int(max_tags)
         self._end_slot = None if duration_s is None else int(round(duration_s * self._params.repetition_rate_hz))
         self._truth = bool(truth)
+        self._schedule = schedule  # Alice's settings per slot (a re-tuned MockTransmitter), None: fixed
+        if schedule is not None:
+            schedule.coupled = True
         self._sim: LinkSimulator | None = None
         self._queue: deque[LinkEvents] = deque()
         self._reset_stream()
@@ -160,7 +166,7 @@ class MockTimeTagger:
         if self._end_slot is not None:
             n_slots = min(n_slots, self._end_slot - self._sim.next_slot)
         if n_slots > 0:
-            self._push(self._sim.run(n_slots))
+            self._push(self._run(n_slots))
         if self._end_slot is not None and self._sim.next_slot >= self._end_slot:
             self._running = False
             self._finish()
@@ -189,6 +195,23 @@ class MockTimeTagger:
             if self._queued or self._lost_pending or not self._running or _time.monotonic() >= deadline:
                 return
             _time.sleep(min(1e-3, max(0.0, deadline - _time.monotonic())))
+
+    def _run(self, n_slots: int) -> LinkEvents:
+        """Simulate the next slots, switching Alice's settings at the exact slots of her schedule."""
+        sim = self._sim
+        assert sim is not None
+        if self._schedule is None:
+            return sim.run(n_slots)
+        parts = []
+        s0 = sim.next_slot
+        for a, b, params in self._schedule.segments(s0, s0 + n_slots):
+            if params != sim.source_params:
+                sim.source_params = params
+                set_photon_model(sim, params)
+            self._schedule.mark_emitted(a)  # from here on the slot's settings are fixed
+            parts.append(sim.run(b - a))
+            self._schedule.mark_emitted(b)
+        return parts[0] if len(parts) == 1 else LinkEvents.concatenate(parts)
 
     def _finish(self) -> None:
         if not self._flushed and self._sim is not None:

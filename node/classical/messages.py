@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import StrEnum
+from itertools import pairwise
 from typing import Any
 
 from node.classical.envelope import Message
@@ -37,6 +38,9 @@ __all__ = [
     "KeyBlockNack",
     "KeyBlockReply",
     "MessageType",
+    "RetuneAck",
+    "RetuneProposal",
+    "RetuneSettings",
     "decode_key_block_reply",
 ]
 
@@ -52,12 +56,14 @@ class MessageType(StrEnum):
     CASCADE = "CASCADE"
     VERIFY = "VERIFY"
     BLOCK_DONE = "BLOCK_DONE"
+    RETUNE = "RETUNE"
     # node link, Alice -> Bob
     HELLO_ACK = "HELLO_ACK"
     SIFT_REPLY = "SIFT_REPLY"
     BLOCK_READY = "BLOCK_READY"
     VERIFY_RESULT = "VERIFY_RESULT"
     BLOCK_DONE_ACK = "BLOCK_DONE_ACK"
+    RETUNE_ACK = "RETUNE_ACK"
     # node link, either way
     BLOCK_ABORT = "BLOCK_ABORT"
     # ingest, QKD node -> its key manager, and the answers (node.keymanager.ingest)
@@ -102,6 +108,8 @@ LINK_TYPES = frozenset(
         T.VERIFY_RESULT,
         T.BLOCK_DONE_ACK,
         T.BLOCK_ABORT,
+        T.RETUNE,
+        T.RETUNE_ACK,
     }
 )
 INGEST_TYPES = frozenset({T.KEY_BLOCK, T.KEY_BLOCK_ACK, T.KEY_BLOCK_NACK})
@@ -352,3 +360,174 @@ def decode_key_block_reply(msg: Message) -> KeyBlockReply:
     if msg.type == MessageType.ERROR:
         raise BodyError(f"the key manager could not handle the KEY_BLOCK: {ErrorBody.decode(msg).error}")
     raise BodyError(f"expected KEY_BLOCK_ACK or KEY_BLOCK_NACK, got {str(msg.type)[:64]!r}")
+
+
+# -- link re-tune (node.link.retune) -----------------------------------------------------------------
+
+MAX_CLASSES = 16
+"""Intensity classes a re-tune may name (postprocessing.sifting.MAX_INTENSITIES)."""
+MAX_RETUNES = 1 << 31
+MAX_SLOT = 1 << 62
+NONCE_CHARS = (16, 64)
+
+
+def _finite(value: Any) -> bool:
+    """A JSON number that is a finite float (an int beyond a float's range is not)."""
+    if type(value) is int:
+        return abs(value) < 2**1023
+    return type(value) is float and math.isfinite(value)
+
+
+def _number(h: dict[str, Any], msg_type: str, name: str, low: float, high: float) -> float:
+    value = h.get(name)
+    if not _finite(value) or not low <= value <= high:
+        raise BodyError(f"{msg_type}: {name} must be a finite number in [{low:g}, {high:g}]")
+    return float(value)
+
+
+def _counter(h: dict[str, Any], msg_type: str, name: str, low: int, high: int) -> int:
+    value = h.get(name)
+    if type(value) is not int or not low <= value < high:
+        raise BodyError(f"{msg_type}: {name} must be an integer in [{low}, {high})")
+    return value
+
+
+def _numbers(h: dict[str, Any], msg_type: str, name: str, n: int | None = None) -> tuple[float, ...]:
+    value = h.get(name)
+    if (
+        not isinstance(value, list)
+        or not 2 <= len(value) <= MAX_CLASSES
+        or (n is not None and len(value) != n)
+        or not all(_finite(v) and v >= 0 for v in value)
+    ):
+        what = f"{n} finite numbers >= 0 (one per intensity)" if n is not None else f"2 to {MAX_CLASSES} finite numbers >= 0"
+        raise BodyError(f"{msg_type}: {name} must be a list of {what}")
+    return tuple(float(v) for v in value)
+
+
+def _nonce(h: dict[str, Any], msg_type: str) -> str:
+    value = h.get("nonce")
+    lo, hi = NONCE_CHARS
+    if not isinstance(value, str) or not lo <= len(value) <= hi:
+        raise BodyError(f"{msg_type}: nonce must be a string of {lo}..{hi} characters (fresh per proposal)")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class RetuneSettings:
+    """Alice's transmitter settings after re-tune number `retune` (0: the configured ones):
+    intensities (signal first, strictly decreasing) and their probabilities (summing to 1), what
+    the link settings and the finite-key bound carry. The basis probability is not re-tuned: Bob's
+    basis choice is a passive beam splitter. Public: Alice announces each slot's class anyway."""
+
+    retune: int
+    intensities: tuple[float, ...]
+    class_probabilities: tuple[float, ...]
+
+    FIELDS = frozenset({"retune", "intensities", "class_probabilities"})
+
+    def header(self) -> dict[str, Any]:
+        """The fields as a JSON-ready header part."""
+        return {
+            "retune": self.retune,
+            "intensities": list(self.intensities),
+            "class_probabilities": list(self.class_probabilities),
+        }
+
+    @classmethod
+    def from_header(cls, h: Any, msg_type: str) -> RetuneSettings:
+        """The settings in `h` (a header or a header's sub-object); `BodyError` naming the field."""
+        if not isinstance(h, dict):
+            raise BodyError(f"{msg_type}: the re-tune settings must be an object")
+        retune = _counter(h, msg_type, "retune", 0, MAX_RETUNES)
+        mu = _numbers(h, msg_type, "intensities")
+        p = _numbers(h, msg_type, "class_probabilities", len(mu))
+        if not mu[0] > 0 or any(a <= b for a, b in pairwise(mu)):
+            raise BodyError(f"{msg_type}: intensities must be strictly decreasing, the signal (first) > 0")
+        if not all(v > 0 for v in p) or abs(sum(p) - 1.0) > 1e-9:
+            raise BodyError(f"{msg_type}: class_probabilities must each be > 0 and sum to 1 (within 1e-9)")
+        return cls(retune, mu, p)
+
+
+@dataclass(frozen=True, slots=True)
+class RetuneProposal:
+    """Bob asks Alice to switch her transmitter to `settings` (re-tune number `settings.retune`),
+    measured at `loss_db` system loss; `nonce` is fresh and must come back in the answer."""
+
+    link_id: str
+    nonce: str
+    settings: RetuneSettings
+    loss_db: float
+
+    FIELDS = frozenset({"link_id", "nonce", "loss_db"}) | RetuneSettings.FIELDS
+
+    def message(self) -> Message:
+        """The `RETUNE` message."""
+        return Message(
+            MessageType.RETUNE,
+            {"link_id": self.link_id, "nonce": self.nonce, "loss_db": self.loss_db, **self.settings.header()},
+        )
+
+    @classmethod
+    def decode(cls, msg: Message) -> RetuneProposal:
+        """The body of a `RETUNE`; `BodyError` naming the field and what is allowed."""
+        t = MessageType.RETUNE
+        h = _fields(msg, t, cls.FIELDS)
+        settings = RetuneSettings.from_header(h, t)
+        if settings.retune < 1:
+            raise BodyError(f"{t}: retune must be an integer in [1, {MAX_RETUNES}) (0 names the configured settings)")
+        return cls(
+            _text(h, t, "link_id", MAX_LINK_ID_CHARS), _nonce(h, t), settings, _number(h, t, "loss_db", 0.0, 200.0)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RetuneAck:
+    """Alice's answer to a `RETUNE`: `ok` with the first slot `from_slot` her transmitter emits
+    with the new settings, or a refusal with its `reason` (from_slot None). Echoes the nonce."""
+
+    link_id: str
+    nonce: str
+    retune: int
+    ok: bool
+    from_slot: int | None = None
+    reason: str = ""
+
+    FIELDS = frozenset({"link_id", "nonce", "retune", "ok", "from_slot", "reason"})
+
+    def message(self) -> Message:
+        """The `RETUNE_ACK` message."""
+        return Message(
+            MessageType.RETUNE_ACK,
+            {
+                "link_id": self.link_id,
+                "nonce": self.nonce,
+                "retune": self.retune,
+                "ok": self.ok,
+                "from_slot": self.from_slot,
+                "reason": self.reason[:MAX_ERROR_CHARS],
+            },
+        )
+
+    @classmethod
+    def decode(cls, msg: Message) -> RetuneAck:
+        """The body of a `RETUNE_ACK`; `BodyError` naming the field and what is allowed."""
+        t = MessageType.RETUNE_ACK
+        h = _fields(msg, t, cls.FIELDS)
+        ok = h["ok"]
+        if type(ok) is not bool:
+            raise BodyError(f"{t}: ok must be true or false")
+        from_slot = h["from_slot"]
+        if ok:
+            from_slot = _counter(h, t, "from_slot", 0, MAX_SLOT)
+        elif from_slot is not None:
+            raise BodyError(f"{t}: from_slot must be null in a refusal")
+        reason = _text(h, t, "reason", MAX_ERROR_CHARS, empty=ok)
+        return cls(
+            _text(h, t, "link_id", MAX_LINK_ID_CHARS),
+            _nonce(h, t),
+            _counter(h, t, "retune", 1, MAX_RETUNES),
+            ok,
+            from_slot,
+            reason,
+        )

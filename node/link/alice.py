@@ -38,6 +38,7 @@ from node.link.distill import (
     split_secret,
 )
 from node.link.outbox import Outbox
+from node.link.retune import AliceRetune
 from postprocessing.bits import n_words
 from postprocessing.cascade import CascadeResponder, ClassicalChannel
 from postprocessing.cascade import Message as CascadeMessage
@@ -108,6 +109,7 @@ class AliceLink:
             "stale_slots": 0,
             "state_reuse_refused": 0,
         }
+        self.retune = AliceRetune(self)  # the re-tune in force (persisted) and the RETUNE step
         # Bob's requests -> Alice's handlers, built once; any other type is answered with ERROR and alarmed
         self.table: DispatchTable[Callable[[Message], list[Message]]] = DispatchTable(
             {
@@ -119,6 +121,7 @@ class AliceLink:
                 P.VERIFY: self._on_verify,
                 P.BLOCK_DONE: self._on_block_done,
                 P.BLOCK_ABORT: self._on_abort,
+                P.RETUNE: self.retune.on_retune,
             },
             name=f"link {settings.link_id} (Alice)",
             on_unknown=self._unknown_type,
@@ -173,8 +176,11 @@ class AliceLink:
         if not isinstance(nonce, str) or not 16 <= len(nonce) <= 64:
             raise ProtocolError("HELLO: 'nonce' must be a string of 16..64 characters (fresh per session)")
         if theirs != mine:
-            self.alarm("critical", f"link {self.settings.link_id}: peer settings differ from ours")
-            return [Message(P.HELLO_ACK, {"ok": False, "settings": mine, "nonce": nonce})]
+            if not self.retune.peer_behind(theirs):  # else Bob missed our last RETUNE_ACK: he adopts it
+                self.alarm("critical", f"link {self.settings.link_id}: peer settings differ from ours")
+            return [
+                Message(P.HELLO_ACK, {"ok": False, "settings": mine, "nonce": nonce, **self.retune.hello_fields()})
+            ]
         unconfirmed = msg.header.get("unconfirmed", [])
         if not isinstance(unconfirmed, list) or not all(
             isinstance(b, int) and not isinstance(b, bool) for b in unconfirmed

@@ -37,6 +37,7 @@ from node.link.distill import (
 from node.link.mux import SESSION, BlockMux
 from node.link.outbox import Outbox
 from node.link.pool import BlockOutOfStep, BlockUnsettled, DistillPool
+from node.link.retune import BobRetune
 from node.ml.pipeline import LinkMonitor
 from node.ml.retune import LinkRetuner
 from postprocessing.cascade import CascadeReconciler, ClassicalChannel
@@ -150,10 +151,12 @@ class BobLink:
             retuner=LinkRetuner(settings, self.alarm),
         )  # QL02 re-tune advice
         self.pool: DistillPool | None = None
+        self._stop = stop
         if workers > 1:
             mux = BlockMux(channel, stop)
             self.channel = mux.view(SESSION)
             self.pool = DistillPool(self, mux, workers)
+        self.retune = BobRetune(self)  # the settings in force (persisted) and the RETUNE step
 
     def close(self) -> None:
         """Stop the distillation workers and the channel's I/O thread (blocks in flight are aborted)."""
@@ -226,6 +229,9 @@ class BobLink:
         if self.link is not None:
             self.link.clear_transcripts()  # type: ignore[attr-defined]
         if reply.header.get("ok") is not True:
+            if self.retune.adopt_from_hello(reply):  # Alice's later re-tune, whose ACK Bob missed
+                self.hello()
+                return
             raise ProtocolError(f"link {link}: Alice's settings differ: {reply.header.get('settings')}")
         confirmed = reply.header.get("confirmed")
         if not isinstance(confirmed, list) or not set(confirmed) <= set(unconfirmed):
@@ -280,8 +286,12 @@ class BobLink:
             return []
         if self.pool is not None:
             self.pool.submit(block, self.counters["sifted_bits"], self.monitor.end_block())
+            if self.retune.pending is not None:  # a re-tune falls between blocks: every block in flight closes first
+                self.pool.wait_idle(self._stop)
+            self.retune.after_block()
             return []
         key = self.distill(block)
+        self.retune.after_block()  # a re-tune, if due, at this block boundary
         return [] if key is None else [key]
 
     # -- one block ----------------------------------------------------------------------------------

@@ -15,6 +15,8 @@ from postprocessing.sifting import SiftCounts
 from postprocessing.toeplitz import toeplitz_hash_words
 from postprocessing.verification import epsilon_cor
 
+RETUNE_MODES = ("apply", "advise", "off")
+
 
 @dataclass(frozen=True)
 class LinkSettings:
@@ -34,6 +36,11 @@ class LinkSettings:
     timeout_s: float = 20.0
     auth_max_failures: int = 3
     """Failed authentication tags tolerated under one hash key before the session stops."""
+    retune: str = "advise"
+    """QL02 re-tune of Alice's transmitter (node.link.retune): "apply", "advise" or "off"."""
+    retune_min_blocks: int = 8
+    retune_max_intensity: float = 1.0
+    retune_min_probability: float = 0.01
 
     def __post_init__(self) -> None:
         if not self.link_id or not isinstance(self.link_id, str) or len(self.link_id) > 64:
@@ -56,6 +63,14 @@ class LinkSettings:
             raise ValueError(f"auth_max_failures must be an integer in [1, 1000], got {self.auth_max_failures!r}")
         if not self.timeout_s > 0:
             raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}")
+        if self.retune not in RETUNE_MODES:
+            raise ValueError(f"retune must be one of {', '.join(RETUNE_MODES)}, got {self.retune!r}")
+        if not isinstance(self.retune_min_blocks, int) or not 1 <= self.retune_min_blocks <= 1_000_000:
+            raise ValueError(f"retune_min_blocks must be an integer in [1, 1e6], got {self.retune_min_blocks!r}")
+        if not 0 < self.retune_max_intensity <= 10:
+            raise ValueError(f"retune_max_intensity must be in (0, 10], got {self.retune_max_intensity}")
+        if not 0 < self.retune_min_probability < 0.5:
+            raise ValueError(f"retune_min_probability must be in (0, 0.5), got {self.retune_min_probability}")
 
     @property
     def n_intensities(self) -> int:

@@ -40,11 +40,13 @@ BLOCK_DONE_ACK = MessageType.BLOCK_DONE_ACK
 BLOCK_ABORT = MessageType.BLOCK_ABORT
 HELLO = MessageType.HELLO
 HELLO_ACK = MessageType.HELLO_ACK
+RETUNE = MessageType.RETUNE  # the re-tune step (node.link.retune)
+RETUNE_ACK = MessageType.RETUNE_ACK
 ERROR = MessageType.ERROR
 
 MAX_ID = 2**62
 
-TAGGED = frozenset({HELLO, HELLO_ACK})
+TAGGED = frozenset({HELLO, HELLO_ACK, RETUNE, RETUNE_ACK})
 """Messages that must carry their own verified tag (they change state beyond one block)."""
 CLOSING = frozenset({BLOCK_DONE, BLOCK_DONE_ACK})
 """Messages that must carry a verified closing tag over their block's transcript."""

@@ -33,6 +33,7 @@ class RetunePolicy:
         hysteresis_db: float = 0.5,
         min_gain: float = 0.02,
         model: ParameterModel | None = None,
+        basis_fixed: bool = False,
     ) -> None:
         if not hysteresis_db > 0 or not min_gain >= 0:
             raise ValueError("hysteresis_db must be > 0 dB and min_gain >= 0")
@@ -40,6 +41,7 @@ class RetunePolicy:
         self.distribute, self.alarm = distribute, alarm
         self.hysteresis_db, self.min_gain = hysteresis_db, min_gain
         self.model = model or parameter_model(protocol)
+        self.basis_fixed = basis_fixed  # Bob's passive basis split: only intensities and classes change
         self.tuned_loss_db: float | None = None
 
     def observe(self, measured_loss_db: float) -> ProtocolSettings | None:
@@ -51,6 +53,9 @@ class RetunePolicy:
         link = replace(self.link, extra_loss_db=measured_loss_db)
         current = simulate(self.protocol, link, self.settings, 0.0, self.block_size).key_rate_per_pulse
         pred = self.model.predict(link, 0.0, self.block_size).point
+        if self.basis_fixed:  # the predicted intensities and classes at the basis probability in force
+            fixed = replace(pred.settings, basis_probability=self.settings.basis_probability)
+            pred = simulate(self.protocol, link, fixed, 0.0, self.block_size)
         self.tuned_loss_db = measured_loss_db
         if pred.key_rate_per_pulse <= current * (1.0 + self.min_gain):
             return None

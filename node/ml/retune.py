@@ -11,9 +11,10 @@ those of the protocol's preset. The first measured block is the baseline (no re-
 change of the link moves the settings.
 
 Applying a recommendation takes both ends switching intensities, probabilities and the finite-key
-settings at one block boundary, a link-protocol step that does not exist yet: until then the
-recommendation is advice for the operator. What Eve learns: nothing; every input is already public
-(sift counts) or local to Bob."""
+settings at one block boundary: the RETUNE step of node.link.retune, with `[link] retune = "apply"`
+(it sets `distribute`); otherwise the recommendation is advice for the operator. The basis
+probability is held (Bob's basis choice is a passive beam splitter). What Eve learns: nothing;
+every input is already public (sift counts) or local to Bob."""
 
 from __future__ import annotations
 
@@ -91,6 +92,7 @@ class LinkRetuner:
         self.distribute = distribute
         self.policy: RetunePolicy | None = None
         self.recommended: ProtocolSettings | None = None
+        self.last_loss_db: float | None = None  # the last block's measured system loss
         self.off = settings.protocol not in PRESETS
 
     def _hand_out(self, tuned: ProtocolSettings) -> None:
@@ -108,6 +110,7 @@ class LinkRetuner:
         if measured is None or not all(math.isfinite(v) for v in measured):
             return None
         loss_db, q, e_mis = measured
+        self.last_loss_db = loss_db
         if self.policy is None:  # the baseline: the settings the link was commissioned with
             s = self.settings
             link = replace(PRESETS[s.protocol], detector_efficiency=1.0, misalignment=min(max(e_mis, 1e-3), 0.05))
@@ -116,7 +119,14 @@ class LinkRetuner:
             try:
                 current = ProtocolSettings(s.intensities, s.class_probabilities, min(max(q, 0.01), 0.99))
                 self.policy = RetunePolicy(
-                    s.protocol, link, slots, current, self._hand_out, self.alarm, hysteresis_db=self.hysteresis_db
+                    s.protocol,
+                    link,
+                    slots,
+                    current,
+                    self._hand_out,
+                    self.alarm,
+                    hysteresis_db=self.hysteresis_db,
+                    basis_fixed=True,  # Bob's basis choice is a passive beam splitter
                 )
             except (ValueError, KeyError) as exc:  # settings the protocol's model does not cover
                 log.warning("link %s: QL02 re-tuning off: %s", s.link_id, exc)

@@ -112,8 +112,6 @@ def replay_document(
     params = _link_params(mock)
     doc["hardware"] = {"kind": "replay", "replay": {"path": str(recording), "benchmark_only": True}}
     doc["link"].update(intensities=list(params.intensities), class_probabilities=list(params.class_probabilities))
-    if os.environ.get("QKDNODE_LINK_WORKERS"):  # pool's stop-gap until capbench's workers sweep: [link] workers
-        doc["link"]["workers"] = int(os.environ["QKDNODE_LINK_WORKERS"])
     return doc
 
 

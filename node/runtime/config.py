@@ -21,6 +21,11 @@ Example (paths relative to the file's directory)::
     protocol = "lim2014"
     eps_sec = 1e-9
     qber_abort = 0.11
+    retune = "advise"                     # QL02 re-tune: "apply" (both ends switch, node.link.retune),
+                                          # "advise" (alarm and status only) or "off"
+    retune_min_blocks = 8                 # blocks between two applied re-tunes
+    retune_max_intensity = 1.0            # re-tunes Alice accepts: mean photon numbers up to this,
+    retune_min_probability = 0.01         # each class at least this probability
 
     [keymanager]                          # where distilled keys go (KEY_BLOCK over ZeroMQ)
     endpoint = "tcp://127.0.0.1:5600"
@@ -81,6 +86,10 @@ _LINK_SETTINGS_KEYS = (
     "auth_reserve_bits",
     "timeout_s",
     "auth_max_failures",
+    "retune",
+    "retune_min_blocks",
+    "retune_max_intensity",
+    "retune_min_probability",
 )
 """[link] keys passed through unchanged to `LinkSettings` as keyword arguments."""
 _LINK_KEYS = {"id", "peer", "bootstrap_secret", "intensities", "class_probabilities", "workers", *_LINK_SETTINGS_KEYS}
@@ -151,8 +160,8 @@ def _endpoint(table: dict[str, Any], key: str, where: str) -> str:
     return value
 
 
-_LINK_INTS = ("block_bits", "batch_detections", "tag_bits", "auth_reserve_bits")
-_LINK_NUMBERS = ("eps_sec", "qber_abort", "timeout_s")
+_LINK_INTS = ("block_bits", "batch_detections", "tag_bits", "auth_reserve_bits", "retune_min_blocks")
+_LINK_NUMBERS = ("eps_sec", "qber_abort", "timeout_s", "retune_max_intensity", "retune_min_probability")
 
 
 def parse_node_config(doc: dict[str, Any], base_dir: str | Path = ".") -> NodeConfig:

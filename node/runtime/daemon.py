@@ -423,6 +423,8 @@ class NodeDaemon:
                 "stream_error": tx.stream_error,
                 "stale_slots": role.counters.get("stale_slots", 0) if role else 0,
             }
+        if role is not None:  # the transmitter settings in force and the last re-tune (node.link.retune)
+            out["link_settings"] = role.retune.status()
         if isinstance(role, BobLink):
             out["acquisition"] = dict(self.acq)
             slotter = self.hardware.slotter if self.hardware else None

@@ -62,18 +62,23 @@ def link_pair(
     alice_endpoint: str = "tcp://127.0.0.1:0",
     max_failed_tags: int = 3,
     workers: int = 1,
+    transmitter: MockTransmitter | None = None,
+    outboxes: tuple[Path, Path] | None = None,
 ) -> Iterator[Pair]:
-    """Alice serving in a thread, Bob in the caller; `bob_endpoint` lets a test put a proxy between them."""
+    """Alice serving in a thread, Bob in the caller; `bob_endpoint` lets a test put a proxy between them;
+    `transmitter` (default a fresh MockTransmitter) and `outboxes` (Alice's, Bob's) let a test keep
+    them across a restart."""
     secret = os.urandom(1 << 16)
     a_sock = PeerChannel.bind(alice_endpoint)
     b_sock = PeerChannel.connect(bob_endpoint or a_sock.endpoint)
     a_link = SecureLink.from_bootstrap(secret, "responder", mode="transcript", max_failed_tags=max_failed_tags)
     b_link = SecureLink.from_bootstrap(secret, "initiator", mode="transcript", max_failed_tags=max_failed_tags)
     alarms: list[tuple[str, str]] = []
-    a_out, b_out = Outbox(tmp_path / "alice.db"), Outbox(tmp_path / "bob.db")
+    a_path, b_path = outboxes or (tmp_path / "alice.db", tmp_path / "bob.db")
+    a_out, b_out = Outbox(a_path), Outbox(b_path)
     alice = AliceLink(
         settings,
-        MockTransmitter(params, seed),
+        transmitter if transmitter is not None else MockTransmitter(params, seed),
         a_out,
         a_link.refill,
         alarm=lambda s, t: alarms.append((s, t)),

@@ -36,3 +36,13 @@ def test_no_retune_when_the_prediction_is_not_better() -> None:
     assert tuned is not None
     policy.tuned_loss_db = None  # forget the hysteresis: the same link again gains nothing
     assert policy.observe(15.0) is None and len(sent) == 1
+
+
+def test_a_fixed_basis_probability_changes_only_intensities_and_classes() -> None:
+    sent: list[ProtocolSettings] = []
+    policy = RetunePolicy(
+        "rusca2018", PRESETS["rusca2018"], 1e7, START, sent.append, lambda s, t: None, basis_fixed=True
+    )
+    tuned = policy.observe(20.0)
+    assert tuned is not None and tuned.basis_probability == START.basis_probability
+    assert tuned.intensities != START.intensities and policy.settings == tuned

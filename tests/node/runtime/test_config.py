@@ -36,6 +36,9 @@ def test_mock_pair_agrees_on_link_settings() -> None:
         (lambda d: d["hardware"].update(kind="fpga"), "hardware.kind' must be one of mock, lab"),
         (lambda d: d["hardware"]["mock"].update(fibre_lenght_km=3), "hardware.mock.fibre_lenght_km' is unknown"),
         (lambda d: d["link"].update(block_bits=10), "block_bits must be in"),
+        (lambda d: d["link"].update(retune="always"), "retune must be one of apply, advise, off"),
+        (lambda d: d["link"].update(retune_min_blocks=0), "retune_min_blocks must be an integer in"),
+        (lambda d: d["link"].update(retune_max_intensity=50.0), "retune_max_intensity must be in"),
         (lambda d: d.pop("link"), "config table \\[link\\] is required"),
     ],
 )
@@ -69,3 +72,11 @@ def test_workers_are_local_and_default_to_the_core_count() -> None:
     alice, bob = parse_node_config(a), parse_node_config(b)
     assert bob.workers == 3 and alice.workers == default_workers() >= 1
     assert alice.link.fingerprint() == bob.link.fingerprint()  # not compared at HELLO: each end chooses
+
+
+def test_retune_is_advice_unless_the_config_says_apply() -> None:
+    doc = example("mock_bob.toml")
+    assert parse_node_config(doc).link.retune == "advise"
+    doc["link"].update(retune="apply", retune_min_blocks=4)
+    link = parse_node_config(doc).link
+    assert (link.retune, link.retune_min_blocks) == ("apply", 4)
