@@ -628,9 +628,7 @@ class StreamSlotter:
         if not isinstance(window_syncs, (int, np.integer)) or window_syncs < 2:
             raise ValueError(f"window_syncs must be an integer >= 2, got {window_syncs!r}")
         if len(detector_channels) != 4 or len(set(detector_channels)) != 4:
-            raise ValueError(
-                f"detector_channels must be 4 distinct channels (Z0, Z1, X0, X1), got {detector_channels}"
-            )
+            raise ValueError(f"detector_channels must be 4 distinct channels (Z0, Z1, X0, X1), got {detector_channels}")
         if not 0 <= sync_channel < N_CHANNELS or sync_channel in detector_channels:
             raise ValueError(f"sync_channel must be a channel 0..255 other than the detectors, got {sync_channel}")
         self.nominal_period_ps = float(nominal_period_ps)

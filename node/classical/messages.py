@@ -400,7 +400,11 @@ def _numbers(h: dict[str, Any], msg_type: str, name: str, n: int | None = None) 
         or (n is not None and len(value) != n)
         or not all(_finite(v) and v >= 0 for v in value)
     ):
-        what = f"{n} finite numbers >= 0 (one per intensity)" if n is not None else f"2 to {MAX_CLASSES} finite numbers >= 0"
+        what = (
+            f"{n} finite numbers >= 0 (one per intensity)"
+            if n is not None
+            else f"2 to {MAX_CLASSES} finite numbers >= 0"
+        )
         raise BodyError(f"{msg_type}: {name} must be a list of {what}")
     return tuple(float(v) for v in value)
 

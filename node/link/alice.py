@@ -178,9 +178,7 @@ class AliceLink:
         if theirs != mine:
             if not self.retune.peer_behind(theirs):  # else Bob missed our last RETUNE_ACK: he adopts it
                 self.alarm("critical", f"link {self.settings.link_id}: peer settings differ from ours")
-            return [
-                Message(P.HELLO_ACK, {"ok": False, "settings": mine, "nonce": nonce, **self.retune.hello_fields()})
-            ]
+            return [Message(P.HELLO_ACK, {"ok": False, "settings": mine, "nonce": nonce, **self.retune.hello_fields()})]
         unconfirmed = msg.header.get("unconfirmed", [])
         if not isinstance(unconfirmed, list) or not all(
             isinstance(b, int) and not isinstance(b, bool) for b in unconfirmed

@@ -460,7 +460,14 @@ class BobLink:
         refill, key_bytes = split_secret(v.secret, length, refill_bits)
         fk_record = {**fk.as_dict()}
         key = DistilledKey(
-            s.link_id, block.block_id, key_bytes, 8 * len(key_bytes), v.qber_z, stats.leaked_bits, block.n_bits, fk_record
+            s.link_id,
+            block.block_id,
+            key_bytes,
+            8 * len(key_bytes),
+            v.qber_z,
+            stats.leaked_bits,
+            block.n_bits,
+            fk_record,
         )
         self.outbox.put(key, "unconfirmed", bytes([rekey]) + refill)
         # Bob's closing tag over the whole transcript: Alice commits only if it matches her view

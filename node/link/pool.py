@@ -202,7 +202,9 @@ class DistillPool:
 
     def _note_out_of_step(self, block_id: int, exc: Exception) -> None:
         """A timeout, a refused BLOCK_START or a block left unconfirmed need the link resynchronised."""
-        if isinstance(exc, (BlockOutOfStep, BlockUnsettled)) or (isinstance(exc, ChannelTimeout) and not self.mux.stop.is_set()):
+        if isinstance(exc, (BlockOutOfStep, BlockUnsettled)) or (
+            isinstance(exc, ChannelTimeout) and not self.mux.stop.is_set()
+        ):
             with self._cond:
                 if self._out_of_step is None:
                     self._out_of_step = f"block {block_id}: {exc}"

@@ -25,7 +25,10 @@ def reference(window: np.ndarray, packed: np.ndarray, slots: np.ndarray) -> tupl
 @st.composite
 def lookups(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     window = np.unique(np.asarray(draw(st.lists(st.integers(0, 2**40), max_size=200)), np.int64))
-    basis, bit = (np.asarray(draw(st.lists(st.integers(0, 1), min_size=window.size, max_size=window.size)), np.uint8) for _ in range(2))
+    basis, bit = (
+        np.asarray(draw(st.lists(st.integers(0, 1), min_size=window.size, max_size=window.size)), np.uint8)
+        for _ in range(2)
+    )
     cls = np.asarray(draw(st.lists(st.integers(0, 63), min_size=window.size, max_size=window.size)), np.uint8)
     packed = pack_states(basis, bit, cls)
     if window.size and draw(st.booleans()):

@@ -108,7 +108,9 @@ def test_one_blocks_abort_leaves_the_blocks_in_flight_beside_it_intact(tmp_path,
 
 
 @contextmanager
-def _tampered_pair(tmp_path: Path, tamper_type: bytes, index: int, from_bob: bool = True) -> Iterator[tuple[Pair, dict]]:
+def _tampered_pair(
+    tmp_path: Path, tamper_type: bytes, index: int, from_bob: bool = True
+) -> Iterator[tuple[Pair, dict]]:
     """Bob with two workers and Alice, with a proxy between them that alters one message."""
     with proxied(tamper_type, index, from_bob) as (front, back, conn):
         settings = settings_for(PARAMS, timeout_s=HANG_TIMEOUT_S)

@@ -82,7 +82,8 @@ def test_bob_adopts_a_hello_ack_retune_only_when_it_explains_alices_settings(bob
 def test_bob_adopts_alices_later_retune_from_her_hello_ack(bob) -> None:
     later = RetuneInForce(RetuneSettings(bob.retune.in_force.settings.retune + 1, (0.4, 0.18, 0.0), (0.6, 0.3, 0.1)), 7)
     reply = Message(
-        P.HELLO_ACK, {"ok": False, "retune": later.header(), "settings": settings_in_force(SETTINGS, later).fingerprint()}
+        P.HELLO_ACK,
+        {"ok": False, "retune": later.header(), "settings": settings_in_force(SETTINGS, later).fingerprint()},
     )
     assert bob.retune.adopt_from_hello(reply) is True
     assert bob.retune.in_force == later and bob.slot_hwm == 6

@@ -19,7 +19,14 @@ MOCK = {"seed": 1, "intensities": [0.5, 0.15, 0.0], "class_probabilities": [0.6,
 def test_queue_depth_follows_whether_the_source_is_paced(tmp_path, realtime, depth) -> None:
     (tmp_path / "link.bob.key").write_bytes(os.urandom(1 << 14))
     doc = node_document(
-        "bob", "bob", "L1", 5555, "link.bob.key", {**MOCK, "realtime": realtime}, block_bits=1_000_000, status_file=False
+        "bob",
+        "bob",
+        "L1",
+        5555,
+        "link.bob.key",
+        {**MOCK, "realtime": realtime},
+        block_bits=1_000_000,
+        status_file=False,
     )
     daemon = NodeDaemon(parse_node_config(doc, tmp_path))
     daemon.outbox.close()

@@ -56,9 +56,7 @@ def _status(hist: list[dict]) -> dict:
 
 
 def test_link_row_carries_rates_memory_and_both_cpu_figures() -> None:
-    hist = [
-        {"t": 100.0 + 2 * i, "sifted_total": 1e6 * (i + 1), "secret_bits": 300, "cascade_s": 0.1} for i in range(3)
-    ]
+    hist = [{"t": 100.0 + 2 * i, "sifted_total": 1e6 * (i + 1), "secret_bits": 300, "cascade_s": 0.1} for i in range(3)]
     out = {
         "bob": _status(hist),
         "alice": {"delivery": {"delivered_blocks": 3}},
@@ -80,7 +78,9 @@ def test_link_row_carries_rates_memory_and_both_cpu_figures() -> None:
 def test_rss_summary_of_a_flat_process_has_zero_slope_and_a_growing_one_its_rate() -> None:
     mb = 2**20
     # one sample per second for 10 minutes; Bob flat at 400 MB after a start-up climb, Alice grows 3 MB/min
-    trace = [(float(s), {"bob": (400 if s >= 30 else 100 + 10 * s) * mb, "alice": (200 + s / 20) * mb}) for s in range(601)]
+    trace = [
+        (float(s), {"bob": (400 if s >= 30 else 100 + 10 * s) * mb, "alice": (200 + s / 20) * mb}) for s in range(601)
+    ]
     out = rss_summary(trace, warmup_s=120)
     assert out["bob"]["slope_mb_per_min"] == 0.0
     assert out["bob"]["first_mb"] == out["bob"]["median_mb"] == out["bob"]["last_mb"] == out["bob"]["max_mb"] == 400
