@@ -379,7 +379,7 @@ def _finite(value: Any) -> bool:
 
 
 def _number(h: dict[str, Any], msg_type: str, name: str, low: float, high: float) -> float:
-    value = h.get(name)
+    value: Any = h.get(name)
     if not _finite(value) or not low <= value <= high:
         raise BodyError(f"{msg_type}: {name} must be a finite number in [{low:g}, {high:g}]")
     return float(value)

@@ -69,7 +69,7 @@ def run_both(blocks: list[tuple[np.ndarray, np.ndarray]], period: float, sync_ev
     fast = StreamSlotter(period, sync_every, gate, rng=np.random.default_rng(1), **kw)
     ref = ReferenceSlotter(period, sync_every, gate, rng=np.random.default_rng(1), **kw)
     for t, ch in blocks:
-        got, want = outcome(lambda s=fast, t=t, ch=ch: s.push(t, ch)), outcome(lambda s=ref, t=t, ch=ch: s.push(t, ch))
+        got, want = outcome(lambda s=fast, t=t, ch=ch: s.push(t, ch)), outcome(lambda s=ref, t=t, ch=ch: s.push(t, ch))  # type: ignore[misc]
         assert got == want if isinstance(want, str) else same(got, want)  # type: ignore[arg-type]
         assert fast._pend_t.tobytes() == ref._pend_t.tobytes() and fast._pend_ch.tobytes() == ref._pend_ch.tobytes()
     got, want = outcome(fast.flush), outcome(ref.flush)

@@ -3,6 +3,8 @@ and stops at the first slot the window lacks or that breaks the increasing order
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,7 +15,7 @@ from drivers.replay.transmitter import _merge_lookup
 
 def reference(window: np.ndarray, packed: np.ndarray, slots: np.ndarray) -> tuple[int, tuple[np.ndarray, ...]]:
     """(first bad index or -1, states of the slots before it) by searchsorted, one slot at a time."""
-    states = []
+    states: list[Any] = []
     for i, s in enumerate(slots.tolist()):
         j = int(np.searchsorted(window, s))
         if (i and s <= slots[i - 1]) or j == window.size or window[j] != s:

@@ -45,7 +45,7 @@ def _watch(pair: Pair) -> dict[str, list[Any]]:
         seen["hellos"].append(1)
         hello()
 
-    pair.bob_outbox.confirm = confirm  # type: ignore[method-assign]
+    pair.bob_outbox.confirm = confirm  # type: ignore[method-assign, assignment]
     pair.alice_outbox.put = put  # type: ignore[method-assign]
     pair.bob.hello = counted_hello  # type: ignore[method-assign]
     return seen
@@ -53,7 +53,7 @@ def _watch(pair: Pair) -> dict[str, list[Any]]:
 
 def _blocks(pair: Pair) -> list[tuple[int, int, float]]:
     """Per block Bob closed: id, key bits and QBER (what does not depend on Cascade's random shuffles)."""
-    return [(h["block"], h["n_bits"], h["qber"]) for h in pair.bob.history]
+    return [(int(h["block"]), int(h["n_bits"]), h["qber"]) for h in pair.bob.history]
 
 
 def _same_keys_both_ends(pair: Pair) -> list[int]:

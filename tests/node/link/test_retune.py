@@ -10,6 +10,7 @@ import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import numpy as np
 import pytest
 
 from drivers.mock import MockTransmitter, mock_link_pair
@@ -35,7 +36,9 @@ def _blocks(pair) -> int:
 
 def _key_length(settings, last: dict) -> int:
     """The finite-key length of Bob's last block recomputed from its public statistics under `settings`."""
-    counts = SiftCounts(last["detections"], [[0] * 3, [0] * 3], [[0] * 3, last["errors_x"]])
+    counts = SiftCounts(
+        np.asarray(last["detections"]), np.asarray([[0] * 3, [0] * 3]), np.asarray([[0] * 3, last["errors_x"]])
+    )
     length = block_key_length(settings, counts, last["z_errors"], last["leaked_bits"], last["n_bits"]).length
     return length if length >= 256 else 0
 
@@ -73,6 +76,7 @@ def test_a_loss_step_retunes_both_ends_at_one_block_and_the_retune_survives_a_re
         assert last["block"] > switched_at and last["secret_bits"] > 0
         assert _key_length(bob.settings, last) == last["secret_bits"]
         assert _key_length(settings, last) != last["secret_bits"]
+        assert bob.monitor.retuner is not None
         assert bob.monitor.retuner.last_loss_db == pytest.approx(bob.retune.last["loss_db"], abs=0.3)
         assert not [t for s, t in pair.alarms if s == "major"]
         keys = pair.alice_keys

@@ -32,7 +32,10 @@ def test_cpu_at_interpolates_between_the_samples_either_side() -> None:
 
 def test_cpu_per_sifted_mbit_counts_only_the_window_between_first_and_last_block() -> None:
     # start-up burns 50 s of Bob's CPU before his first block at t=100; 8 s between the blocks
-    trace = [(t, {"bob": 50.0 + max(0.0, t - 100.0), "alice": 20.0 + max(0.0, t - 100.0) / 4}) for t in range(90, 111)]
+    trace = [
+        (t, {"bob": 50.0 + max(0.0, t - 100.0), "alice": 20.0 + max(0.0, t - 100.0) / 4})
+        for t in map(float, range(90, 111))
+    ]
     hist = [{"t": 100.0, "sifted_total": 2e6}, {"t": 108.0, "sifted_total": 6e6}]
     fig = cpu_figures(trace, {"bob": 60.0, "alice": 22.5}, hist, 6e6)
     assert fig["cpu_window_s"] == {"bob": 8.0, "alice": 2.0}
@@ -126,7 +129,7 @@ def test_watching_a_process_samples_its_cpu_and_rss_until_it_ends() -> None:
     rss_trace: list = []
 
     def progress() -> None:
-        if rss_trace and rss_trace[-1][1].get("p", 0) >= 64 << 20 and not proc.stdin.closed:
+        if rss_trace and rss_trace[-1][1].get("p", 0) >= 64 << 20 and proc.stdin is not None and not proc.stdin.closed:
             proc.stdin.close()
 
     codes, peak, cpu = wait_watching_rss({"p": proc}, ("p",), 120.0, progress, trace=cpu_trace, rss_trace=rss_trace)
