@@ -25,6 +25,7 @@ from node.classical import AuthenticationLocked, ClassicalChannelError, Message
 from node.classical.errors import AuthenticationError
 from node.link import protocol as P
 from node.link.blocks import KeyBlock, KeyBlockAccumulator
+from node.link.cascadechannel import CascadeOverSecureChannel
 from node.link.distill import (
     DistilledKey,
     LinkSettings,
@@ -40,8 +41,7 @@ from node.link.pool import BlockOutOfStep, BlockUnsettled, DistillPool
 from node.link.retune import BobRetune
 from node.ml.pipeline import LinkMonitor
 from node.ml.retune import LinkRetuner
-from postprocessing.cascade import CascadeReconciler, ClassicalChannel
-from postprocessing.cascade import Message as CascadeMessage
+from postprocessing.cascade import CascadeReconciler
 from postprocessing.errors import ProtocolError, VerificationFailed
 from postprocessing.sifting import bob_request, bob_sift
 from postprocessing.slotting import Detections
@@ -50,30 +50,6 @@ from postprocessing.verification import draw_seed, tags_match, verification_tag_
 log = logging.getLogger(__name__)
 
 MIN_QBER_ESTIMATE = 0.002
-
-
-class CascadeOverSecureChannel(ClassicalChannel):
-    """Cascade's channel interface on top of the authenticated node channel (CASCADE envelopes)."""
-
-    def __init__(self, channel: object) -> None:
-        self.channel = channel
-        self.block = 0  # the transcript the Cascade messages belong to
-
-    def send(self, msg: CascadeMessage) -> None:
-        try:
-            self.channel.send(P.in_block(P.wrap_cascade(msg), self.block))  # type: ignore[attr-defined]
-        except AuthenticationLocked:
-            raise
-        except ClassicalChannelError as exc:
-            raise ProtocolError(f"cascade: cannot send: {exc}") from None
-
-    def recv(self, timeout_s: float) -> CascadeMessage:
-        try:
-            return P.unwrap_cascade(self.channel.recv(timeout=max(0.0, timeout_s)))  # type: ignore[attr-defined]
-        except AuthenticationLocked:
-            raise
-        except ClassicalChannelError as exc:
-            raise ProtocolError(f"cascade: {exc}") from None
 
 
 @dataclass(frozen=True)

@@ -27,16 +27,14 @@ import queue
 import threading
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from node.classical import AuthenticationLocked, ChannelTimeout, ClassicalChannelError
 from node.link.blocks import KeyBlock
+from node.link.cascadechannel import CascadeOverSecureChannel
 from node.link.mux import POLL_S, BlockMux
 from postprocessing.cascade import CascadeReconciler
 from postprocessing.errors import ProtocolError
-
-if TYPE_CHECKING:
-    from node.link.bob import BobLink
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +59,7 @@ class _Job:
 class DistillPool:
     """`workers` threads distilling Bob's blocks of one link (see the module docstring)."""
 
-    def __init__(self, bob: BobLink, mux: BlockMux, workers: int) -> None:
-        from node.link.bob import CascadeOverSecureChannel
-
+    def __init__(self, bob: Any, mux: BlockMux, workers: int) -> None:
         self.bob, self.mux, self.workers = bob, mux, workers
         self._cond = threading.Condition()
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
