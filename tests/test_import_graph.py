@@ -9,6 +9,7 @@ drivers -> postprocessing -> hil_fixtures -> node, and inside node the ranks of 
 from __future__ import annotations
 
 import ast
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -75,10 +76,22 @@ def _owner(name: str) -> str | None:
     return name or None
 
 
+def _parse(path: Path) -> ast.Module:
+    """`path`'s syntax tree. CPython 3.11's parser keeps its recursion-depth check in state shared by
+    threads, so a thread left compiling by another test in this worker can make `ast.parse` raise
+    SystemError ("AST constructor recursion depth mismatch"); it is parsed again."""
+    for _ in range(4):
+        try:
+            return ast.parse(path.read_text(), str(path))
+        except SystemError:
+            time.sleep(0.05)
+    return ast.parse(path.read_text(), str(path))
+
+
 def _imports(module: str) -> Iterator[tuple[str, int]]:
     """(imported module, line) for each import statement anywhere in `module`."""
     path = MODULES[module]
-    tree = ast.parse(path.read_text(), str(path))
+    tree = _parse(path)
     here = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):

@@ -73,10 +73,13 @@ class BlockMux:
         return BlockChannel(self, block)
 
     def release(self, block: int) -> None:
-        """Block `block` is over: its late messages are dropped from now on."""
+        """Block `block` is over: its late messages are dropped from now on (those already waiting
+        in its queue are dropped and counted too, whichever came first)."""
         if block != SESSION:
             with self._routes_lock:
-                self._routes.pop(block, None)
+                q = self._routes.pop(block, None)
+            if q is not None:
+                self.dropped += q.qsize()
 
     def release_all(self) -> None:
         """Every block is over (a new session): only the session queue stays."""
