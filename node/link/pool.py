@@ -144,12 +144,15 @@ class DistillPool:
     # -- the workers ------------------------------------------------------------------------------
 
     def _estimate_for(self, index: int) -> float | None:
-        if index < self.workers:
+        if index == 0 or (index < self.workers and self._base_estimate is not None):
             return self._base_estimate
+        # the first blocks of a session without an estimate wait for the block before them, as the serial
+        # path does: Cascade started on the X-basis guess alone left residual errors (verification aborts)
+        wanted = index - self.workers if index >= self.workers else index - 1
         with self._cond:
-            while index - self.workers not in self._estimates:  # at once: a free worker means it finished
+            while wanted not in self._estimates:  # at once: a free worker means it finished
                 self._cond.wait(POLL_S)
-            return self._estimates[index - self.workers]
+            return self._estimates[wanted]
 
     def _wait_turn(self, block_id: int) -> None:
         with self._cond:

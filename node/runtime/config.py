@@ -14,8 +14,8 @@ Example (paths relative to the file's directory)::
     peer = "tcp://127.0.0.1:5800"         # Alice binds it, Bob connects to it
     bootstrap_secret = "link_L1.key"      # pre-shared authentication key (file; used once, then overwritten)
     auth_max_failures = 3                 # failed authentication tags before the session stops
-    workers = 2                           # key blocks distilled at once (this node only; default
-                                          # min(4, cores); 1: one block at a time, as before)
+    workers = 2                           # key blocks distilled at once (this node only; default 1,
+                                          # one block at a time; up to one per core)
     block_bits = 1000000
     batch_detections = 200000
     protocol = "lim2014"
@@ -54,7 +54,6 @@ Example (paths relative to the file's directory)::
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,8 +97,10 @@ MAX_WORKERS = 32
 
 
 def default_workers() -> int:
-    """Blocks distilled at once when [link] workers is not given: one per core, at most 4."""
-    return max(1, min(4, os.cpu_count() or 1))
+    """Blocks distilled at once when [link] workers is not given: 1, the serial path. More workers
+    (up to one per core) are opt-in until an intermittent verification abort seen once in CI with 3
+    workers is explained (a wrong key never results: verification aborts the block)."""
+    return 1
 
 
 @dataclass(frozen=True)
