@@ -30,6 +30,11 @@ def _ephemeral_low() -> int:
         return 32768
 
 
+# a port number, not a secret, but drawn from the OS: tests seed the module-level `random` (hypothesis
+# does), and parallel workers seeded alike drew the same ports and collided (seen in CI)
+_PORTS = random.SystemRandom()
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago, drawn at random below the kernel's
     ephemeral range: a port the kernel hands out for `bind(0)` or an outgoing connection is reused
@@ -39,7 +44,7 @@ def free_port() -> int:
     low = max(1024, min(_ephemeral_low(), 65535) - 12_000)
     high = max(low + 1, min(_ephemeral_low(), 65535))
     for _ in range(100):
-        port = random.randrange(low, high)  # noqa: S311 - a port number, not a secret
+        port = _PORTS.randrange(low, high)
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
