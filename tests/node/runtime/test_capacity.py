@@ -44,6 +44,23 @@ def test_cpu_per_sifted_mbit_counts_only_the_window_between_first_and_last_block
     assert fig["cpu_s"] == {"bob": 60.0, "alice": 22.5}
 
 
+def test_cpu_per_sifted_mbit_of_each_thread_over_the_same_window() -> None:
+    # Bob's acquisition thread burns 1 s per s from t=95, a worker 0.5 s per s, one started at t=104
+    procs = [(t, {"bob": 0.0}) for t in map(float, range(90, 111))]
+    threads = [
+        (
+            t,
+            {"bob/acquisition": max(0.0, t - 95.0), "bob/distill-0": max(0.0, t - 95.0) / 2}
+            | ({"bob/distill-1": t - 104.0} if t >= 104 else {}),
+        )
+        for t in map(float, range(90, 111))
+    ]
+    hist = [{"t": 100.0, "sifted_total": 2e6}, {"t": 108.0, "sifted_total": 6e6}]
+    fig = cpu_figures(procs, {"bob": 0.0}, hist, 6e6, threads)
+    # 8 s, 4 s and the late thread's 4 s over the window's 4 sifted Mbit
+    assert fig["thread_cpu_s_per_sifted_mbit"] == {"bob": {"acquisition": 2.0, "distill-0": 1.0, "distill-1": 1.0}}
+
+
 def test_cpu_figures_without_two_blocks_give_no_window() -> None:
     fig = cpu_figures([(1.0, {"bob": 3.0})], {"bob": 3.0}, [{"t": 1.0, "sifted_total": 5}], 0)
     assert fig == {"cpu_s": {"bob": 3.0}}
@@ -139,3 +156,33 @@ def test_watching_a_process_samples_its_cpu_and_rss_until_it_ends() -> None:
     assert cpu["p"] == cpu_trace[-1][1]["p"]
     assert all(set(v) <= {"p"} and all(x > 0 for x in v.values()) for _, v in rss_trace)
     assert [t for t, _ in rss_trace] == sorted(t for t, _ in rss_trace)
+
+
+def test_watching_a_node_samples_the_cpu_of_each_of_its_named_threads() -> None:
+    import subprocess
+    import sys
+
+    from node.runtime.capacity import wait_watching_rss
+
+    # a thread named through ThreadNamer burns 0.3 s of its own CPU, then the child waits for its stdin
+    code = (
+        "import sys, threading, time\n"
+        "from node.runtime.threadnames import ThreadNamer\n"
+        "def burn():\n"
+        "    while time.thread_time() < 0.3: sum(range(10000))\n"
+        "t = threading.Thread(target=burn, name='bob-burner')\n"
+        "t.start(); ThreadNamer('bob-').update(); t.join()\n"
+        "sys.stdin.read()"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE)
+    threads: list = []
+
+    def progress() -> None:  # the burner ended: its CPU is kept at the last figure seen
+        if threads and threads[-1][1].get("bob/burner", 0.0) >= 0.25 and proc.stdin and not proc.stdin.closed:
+            proc.stdin.close()
+
+    codes, _, _ = wait_watching_rss({"bob": proc}, ("bob",), 60.0, progress, thread_trace=threads)
+    assert codes == {"bob": 0}
+    last = threads[-1][1]
+    assert last["bob/burner"] >= 0.25
+    assert "bob/protocol" in last  # the main thread

@@ -1,0 +1,102 @@
+"""The capacity model: the sifted rate a link can reach on servers of a given core count, from the
+CPU seconds per sifted Mbit each thread of each node spent in a `link-capacity` run.
+
+A thread runs on one core at a time, so a serial thread that spends c CPU seconds per sifted Mbit
+caps the link at 1 / c Mbit/s however many cores there are. Bob's distillation workers
+(`distill-N`, node.link.pool) share the blocks between them: W of them, spending C together per
+sifted Mbit, cap it at W / C. And a server's cores bound it at cores / (the CPU per sifted Mbit of
+every process it holds). The projection is the least of these caps, and `bound` names it.
+
+Measured: each thread's and each process's CPU per sifted Mbit. Assumed: that these stay the same
+per Mbit at higher rates and on more cores (no contention for memory bandwidth or caches, no
+waiting), and that the GIL is never the limit (it is not measured: py-spy saw it held 18-25 % of the
+time with 2 workers at ~2 Mbit/s, so threads would meet it some 4-5x higher). Threads nobody named
+(`unnamed`, a library's) count in the core bound only.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from node.runtime.threadnames import UNNAMED
+
+PARALLEL = "distill-"
+"""Name prefix of the threads that share a node's blocks (node.link.pool.DistillPool)."""
+
+DEPLOYED = (("alice", "km_a"), ("bob", "km_b"))
+"""One server per node, with its key manager beside it (the processes each server holds)."""
+
+
+def caps(
+    thread_cpu: dict[str, dict[str, float]],
+    process_cpu: dict[str, float],
+    cores: int,
+    servers: tuple[tuple[str, ...], ...] = DEPLOYED,
+    workers: int | None = None,
+) -> dict[str, float]:
+    """Every cap on the sifted Mbit/s (see the module docstring), by name: "<node>:<thread>" for each
+    serial thread, "<node>:distill" for a node's pool of `workers` workers (None: one per core),
+    "<server's first process>:cores" for each server of `cores` cores holding `servers`' processes.
+    `thread_cpu` and `process_cpu` are CPU seconds per sifted Mbit (the `link-capacity` row's
+    `thread_cpu_s_per_sifted_mbit` and `cpu_s_per_sifted_mbit`)."""
+    out: dict[str, float] = {}
+    for node, threads in thread_cpu.items():
+        pool = 0.0
+        for thread, c in threads.items():
+            if thread.startswith(PARALLEL):
+                pool += c
+            elif thread != UNNAMED and c > 0:
+                out[f"{node}:{thread}"] = 1.0 / c
+        if pool > 0:
+            out[f"{node}:distill"] = (workers or cores) / pool
+    for server in servers:
+        total = sum(process_cpu.get(p, 0.0) for p in server)
+        if total > 0:
+            out[f"{server[0]}:cores"] = cores / total
+    return out
+
+
+def project(
+    thread_cpu: dict[str, dict[str, float]],
+    process_cpu: dict[str, float],
+    cores: int,
+    servers: tuple[tuple[str, ...], ...] = DEPLOYED,
+    workers: int | None = None,
+) -> dict[str, Any]:
+    """The sifted Mbit/s the link reaches with servers of `cores` cores (the least of `caps`), the cap
+    that binds, every cap, and the distillation workers per node that rate needs (each busy at most
+    fully): {"cores", "sifted_mbit_per_s", "bound", "caps", "workers_needed"}."""
+    found = caps(thread_cpu, process_cpu, cores, servers, workers)
+    if not found:
+        return {"cores": cores, "sifted_mbit_per_s": None, "bound": None, "caps": {}, "workers_needed": None}
+    bound = min(found, key=lambda k: found[k])
+    rate = found[bound]
+    pool = max(
+        (sum(c for t, c in threads.items() if t.startswith(PARALLEL)) for threads in thread_cpu.values()), default=0.0
+    )
+    return {
+        "cores": cores,
+        "sifted_mbit_per_s": round(rate, 2),
+        "bound": bound,
+        "caps": {k: round(v, 2) for k, v in sorted(found.items(), key=lambda kv: kv[1])},
+        "workers_needed": max(1, math.ceil(rate * pool - 1e-9)) if pool > 0 else None,
+    }
+
+
+PROJECTED_CORES = 16
+"""The server size the `link-capacity` rows project to (one node and its key manager per server)."""
+
+
+def model_figures(row: dict[str, Any], workers: int, cores_here: int) -> dict[str, Any]:
+    """A `link-capacity` row's model: `model_here`, the rate the model gives for this machine
+    (`cores_here` cores holding both nodes and both key managers, `workers` workers each; compare
+    with the row's measured rate), and `projection_16_cores` (one node and its key manager per
+    16-core server, one worker per core). {} when the row has no per-thread figures."""
+    threads, processes = row.get("thread_cpu_s_per_sifted_mbit"), row.get("cpu_s_per_sifted_mbit")
+    if not threads or not processes:
+        return {}
+    return {
+        "model_here": project(threads, processes, cores_here, (tuple(processes),), workers),
+        f"projection_{PROJECTED_CORES}_cores": project(threads, processes, PROJECTED_CORES),
+    }
