@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -110,6 +112,10 @@ class AliceLink:
             "state_reuse_refused": 0,
         }
         self.retune = AliceRetune(self)  # the re-tune in force (persisted) and the RETUNE step
+        # CPU seconds of the handling thread spent in each message type's handler, and both figures
+        # as they stood at each commit (the capacity bench's split of Alice's serial thread)
+        self.handler_cpu_s: dict[str, float] = {}
+        self.cpu_at_commit: deque[dict[str, Any]] = deque(maxlen=64)
         # Bob's requests -> Alice's handlers, built once; any other type is answered with ERROR and alarmed
         self.table: DispatchTable[Callable[[Message], list[Message]]] = DispatchTable(
             {
@@ -157,6 +163,7 @@ class AliceLink:
         except UnknownMessageType as exc:
             error = self.table.failed(msg, exc)
             return [] if error is None else [error]
+        started = time.thread_time()
         try:
             P.require_verified(msg)
             return handler(msg)
@@ -167,6 +174,9 @@ class AliceLink:
                 self._drop_block(block, str(exc))
                 return [P.abort(block, str(exc))]
             return [P.abort(-1, str(exc))]  # a refused sift batch: Bob must not wait for a reply
+        finally:
+            kind = str(msg.type)
+            self.handler_cpu_s[kind] = self.handler_cpu_s.get(kind, 0.0) + time.thread_time() - started
 
     def _on_hello(self, msg: Message) -> list[Message]:
         """Bob (re)starts the session: forget partial work, settle keys left half-confirmed."""
@@ -387,6 +397,9 @@ class AliceLink:
         self._deferred_auth.append(block_id)
         self.counters["blocks"] += 1
         self.counters["key_bits"] += key.length_bits
+        self.cpu_at_commit.append(
+            {"block": block_id, "thread_cpu_s": time.thread_time(), "handler_cpu_s": dict(self.handler_cpu_s)}
+        )
 
     def apply_auth_updates(self) -> None:
         """Apply the hash-key replacements and refills of committed blocks (after their replies left)."""

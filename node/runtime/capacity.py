@@ -375,6 +375,23 @@ def _window(trace: Trace, t0: float, t1: float) -> dict[str, float]:
     return {n: last[n] - first.get(n, 0.0) for n in last}
 
 
+def handler_figures(commits: list[dict[str, Any]], hist: list[dict[str, Any]]) -> dict[str, float]:
+    """Alice's protocol thread's CPU seconds per sifted Mbit by the message type handled, between her
+    commits of Bob's first and last block (`commits`: her status's `cpu_at_commit`; `hist`: Bob's
+    history); "outside handlers" is the rest of the thread: receiving, authenticating, decoding and
+    sending. {} when either commit is missing."""
+    at = {c["block"]: c for c in commits}
+    if len(hist) < 2 or hist[0].get("block") not in at or hist[-1].get("block") not in at:
+        return {}
+    first, last = at[hist[0]["block"]], at[hist[-1]["block"]]
+    sifted = (hist[-1]["sifted_total"] - hist[0]["sifted_total"]) / 1e6
+    if sifted <= 0:
+        return {}
+    spent = {k: v - first["handler_cpu_s"].get(k, 0.0) for k, v in last["handler_cpu_s"].items()}
+    spent["outside handlers"] = last["thread_cpu_s"] - first["thread_cpu_s"] - sum(spent.values())
+    return {k: round(v / sifted, 4) for k, v in sorted(spent.items(), key=lambda kv: -kv[1])}
+
+
 def link_figures(out: dict[str, Any]) -> dict[str, Any]:
     """A row's figures from `run_link`'s result: sustained sifted and secret Mbit/s, f, blocks
     delivered to each key manager, every process's peak RSS in MB and CPU per sifted Mbit."""
@@ -398,6 +415,9 @@ def link_figures(out: dict[str, Any]) -> dict[str, Any]:
             out.get("thread_trace"),
         )
     )
+    split = handler_figures(alice.get("cpu_at_commit", []), bob.get("history", []))
+    if split:
+        fig["alice_protocol_cpu_s_per_sifted_mbit"] = split
     if "sifted_mbit_per_s" not in fig:  # fewer than two blocks: say why in the row
         fig["failure"] = {n: out["logs"][n][-400:] for n in ("alice", "bob")}
     return fig

@@ -428,6 +428,8 @@ class NodeDaemon:
             }
         if role is not None:  # the transmitter settings in force and the last re-tune (node.link.retune)
             out["link_settings"] = role.retune.status()
+        if isinstance(role, AliceLink):  # her protocol thread's CPU by handler, at each commit
+            out["cpu_at_commit"] = list(role.cpu_at_commit)
         if isinstance(role, BobLink):
             out["acquisition"] = dict(self.acq)
             slotter = self.hardware.slotter if self.hardware else None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -31,6 +33,18 @@ def test_both_ends_distil_identical_keys_from_the_mock_link(tmp_path, detections
         assert all(a.key == b.key for a, b in zip(alice, bob)), "distilled keys differ"
         last = pair.bob.last_block
         assert last["secret_bits"] == last["finite_key"]["length"] > 0
+
+
+def test_alice_logs_her_cpu_by_handler_at_each_commit(tmp_path, detections: Detections) -> None:
+    with link_pair(tmp_path, PARAMS, SEED, settings_for(PARAMS, timeout_s=HANG_TIMEOUT_S)) as pair:
+        run_all(pair, detections)
+        log = list(pair.alice.cpu_at_commit)
+        assert [e["block"] for e in log] == [k.block_id for k in pair.alice_keys]
+        assert {"SIFT_REQUEST", "CASCADE", "VERIFY", "BLOCK_DONE"} <= set(pair.alice.handler_cpu_s)
+        for earlier, later in itertools.pairwise(log):  # running totals, the thread's own above its handlers'
+            assert later["thread_cpu_s"] >= earlier["thread_cpu_s"]
+            assert all(v >= earlier["handler_cpu_s"].get(k, 0.0) for k, v in later["handler_cpu_s"].items())
+        assert log[-1]["handler_cpu_s"]["CASCADE"] > 0
 
 
 def test_a_lying_responder_ends_in_a_failed_verification_and_no_key(tmp_path, detections: Detections) -> None:

@@ -11,6 +11,7 @@ import pytest
 from node.runtime.capacity import (
     cpu_at,
     cpu_figures,
+    handler_figures,
     link_figures,
     node_knows_workers,
     replay_document,
@@ -59,6 +60,20 @@ def test_cpu_per_sifted_mbit_of_each_thread_over_the_same_window() -> None:
     fig = cpu_figures(procs, {"bob": 0.0}, hist, 6e6, threads)
     # 8 s, 4 s and the late thread's 4 s over the window's 4 sifted Mbit
     assert fig["thread_cpu_s_per_sifted_mbit"] == {"bob": {"acquisition": 2.0, "distill-0": 1.0, "distill-1": 1.0}}
+
+
+def test_alice_split_by_handler_between_her_commits_of_bobs_first_and_last_block() -> None:
+    commits = [
+        {"block": 3, "thread_cpu_s": 10.0, "handler_cpu_s": {"CASCADE": 4.0, "VERIFY": 1.0}},
+        {"block": 4, "thread_cpu_s": 12.0, "handler_cpu_s": {"CASCADE": 5.0, "VERIFY": 1.1}},
+        {"block": 5, "thread_cpu_s": 14.0, "handler_cpu_s": {"CASCADE": 6.0, "VERIFY": 1.2, "RETUNE": 0.2}},
+    ]
+    hist = [{"block": 3, "sifted_total": 1e6}, {"block": 5, "sifted_total": 3e6}]
+    # 4 s of the thread over 2 Mbit: 2 s Cascade, 0.2 s verification, 0.2 s re-tune, 1.6 s outside them
+    assert handler_figures(commits, hist) == pytest.approx(
+        {"CASCADE": 1.0, "outside handlers": 0.8, "VERIFY": 0.1, "RETUNE": 0.1}
+    )
+    assert handler_figures(commits[1:], hist) == {}  # block 3's commit not logged: no split
 
 
 def test_cpu_figures_without_two_blocks_give_no_window() -> None:
