@@ -316,16 +316,25 @@ def run_capacity(
     timeout_s: float = 900.0,
     workers: int = 1,
 ) -> dict[str, Any]:
-    """Both nodes (`workers` workers each) and both key managers on a replay of `mock`, until Bob has
-    `blocks` blocks; returns `run_link`'s result and the recording replayed."""
-    # a block more than asked, and two batches: the last batch short of `batch` detections is never sifted
-    recording = recording_for(mock, int((blocks + 1) * block_bits + 2 * batch))
+    """Both nodes (`workers` workers each) and both key managers on a replay of `mock`; returns
+    `run_link`'s result, with Bob's history cut to his first `blocks` blocks (the window every rate
+    and CPU figure is taken over), and the recording replayed.
+
+    The nodes distil `workers` blocks more than the window: with blocks in flight, Bob's sifting and
+    acquisition run up to `workers` blocks ahead of the block that lands, so a run ending with the
+    window would leave them idle through its last blocks and charge them too little per Mbit (and
+    the rate would include the pool draining)."""
+    total = blocks + workers
+    # a block more than distilled, and two batches: the last batch short of `batch` detections is never sifted
+    recording = recording_for(mock, int((total + 1) * block_bits + 2 * batch))
 
     def document(role: str, port: int, secret: str, km: tuple[str, str, str]) -> dict[str, Any]:
-        return replay_document(role, port, recording, secret, block_bits, batch, blocks, km, mock)
+        return replay_document(role, port, recording, secret, block_bits, batch, total, km, mock)
 
     out = run_link(document, timeout_s, workers)
     out["recording"] = str(recording)
+    if "history" in out["bob"]:
+        out["bob"]["history"] = out["bob"]["history"][:blocks]
     return out
 
 
@@ -398,6 +407,7 @@ def link_figures(out: dict[str, Any]) -> dict[str, Any]:
     bob, alice = out["bob"], out["alice"]
     counters = bob.get("counters", {})
     fig: dict[str, Any] = {"blocks": counters.get("blocks", 0), "aborted": counters.get("aborted", 0)}
+    fig["window_blocks"] = len(bob.get("history", []))
     fig.update(history_figures(bob.get("history", []), bob.get("last_block", {})))
     fig["secret_mbit_per_s"] = fig.pop("secret_kbit_per_s", 0.0) / 1e3
     fig["delivered_blocks"] = {
@@ -418,6 +428,8 @@ def link_figures(out: dict[str, Any]) -> dict[str, Any]:
     split = handler_figures(alice.get("cpu_at_commit", []), bob.get("history", []))
     if split:
         fig["alice_protocol_cpu_s_per_sifted_mbit"] = split
+    if fig["aborted"]:  # say why (alarm texts hold no key material)
+        fig["alarms"] = [a.get("text", a) for a in (alice.get("alarms", []) + bob.get("alarms", []))[-6:]]
     if "sifted_mbit_per_s" not in fig:  # fewer than two blocks: say why in the row
         fig["failure"] = {n: out["logs"][n][-400:] for n in ("alice", "bob")}
     return fig
