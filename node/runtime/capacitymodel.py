@@ -37,7 +37,7 @@ def caps(
 ) -> dict[str, float]:
     """Every cap on the sifted Mbit/s (see the module docstring), by name: "<node>:<thread>" for each
     serial thread, "<node>:distill" for a node's pool of `workers` workers (None: one per core),
-    "<server's first process>:cores" for each server of `cores` cores holding `servers`' processes.
+    "<its nodes, joined by +>:cores" for each server of `cores` cores holding `servers`' processes.
     `thread_cpu` and `process_cpu` are CPU seconds per sifted Mbit (the `link-capacity` row's
     `thread_cpu_s_per_sifted_mbit` and `cpu_s_per_sifted_mbit`)."""
     out: dict[str, float] = {}
@@ -53,7 +53,8 @@ def caps(
     for server in servers:
         total = sum(process_cpu.get(p, 0.0) for p in server)
         if total > 0:
-            out[f"{server[0]}:cores"] = cores / total
+            name = "+".join(p for p in server if p in thread_cpu) or server[0]
+            out[f"{name}:cores"] = cores / total
     return out
 
 
