@@ -28,36 +28,6 @@ DEPLOYED = (("alice", "km_a"), ("bob", "km_b"))
 """One server per node, with its key manager beside it (the processes each server holds)."""
 
 
-def caps(
-    thread_cpu: dict[str, dict[str, float]],
-    process_cpu: dict[str, float],
-    cores: int,
-    servers: tuple[tuple[str, ...], ...] = DEPLOYED,
-    workers: int | None = None,
-) -> dict[str, float]:
-    """Every cap on the sifted Mbit/s (see the module docstring), by name: "<node>:<thread>" for each
-    serial thread, "<node>:distill" for a node's pool of `workers` workers (None: one per core),
-    "<its nodes, joined by +>:cores" for each server of `cores` cores holding `servers`' processes.
-    `thread_cpu` and `process_cpu` are CPU seconds per sifted Mbit (the `link-capacity` row's
-    `thread_cpu_s_per_sifted_mbit` and `cpu_s_per_sifted_mbit`)."""
-    out: dict[str, float] = {}
-    for node, threads in thread_cpu.items():
-        pool = 0.0
-        for thread, c in threads.items():
-            if thread.startswith(PARALLEL):
-                pool += c
-            elif thread != UNNAMED and c > 0:
-                out[f"{node}:{thread}"] = 1.0 / c
-        if pool > 0:
-            out[f"{node}:distill"] = (workers or cores) / pool
-    for server in servers:
-        total = sum(process_cpu.get(p, 0.0) for p in server)
-        if total > 0:
-            name = "+".join(p for p in server if p in thread_cpu) or server[0]
-            out[f"{name}:cores"] = cores / total
-    return out
-
-
 def project(
     thread_cpu: dict[str, dict[str, float]],
     process_cpu: dict[str, float],
@@ -65,23 +35,40 @@ def project(
     servers: tuple[tuple[str, ...], ...] = DEPLOYED,
     workers: int | None = None,
 ) -> dict[str, Any]:
-    """The sifted Mbit/s the link reaches with servers of `cores` cores (the least of `caps`), the cap
-    that binds, every cap, and the distillation workers per node that rate needs (each busy at most
-    fully): {"cores", "sifted_mbit_per_s", "bound", "caps", "workers_needed"}."""
-    found = caps(thread_cpu, process_cpu, cores, servers, workers)
+    """The sifted Mbit/s the link reaches with servers of `cores` cores holding `servers`' processes:
+    {"cores", "sifted_mbit_per_s": the least cap, "bound": its name, "caps": every cap by name,
+    "workers_needed": the distillation workers per node that rate keeps busy}. The caps (see the
+    module docstring): "<node>:<thread>" for each serial thread, "<node>:distill" for a node's pool
+    of `workers` workers (None: one per core), "<its nodes, joined by +>:cores" for each server.
+    `thread_cpu` and `process_cpu` are CPU seconds per sifted Mbit (the `link-capacity` row's
+    `thread_cpu_s_per_sifted_mbit` and `cpu_s_per_sifted_mbit`)."""
+    found: dict[str, float] = {}
+    pool_cpu = 0.0  # the busiest node's distillation
+    for node, threads in thread_cpu.items():
+        pool = 0.0
+        for thread, c in threads.items():
+            if thread.startswith(PARALLEL):
+                pool += c
+            elif thread != UNNAMED and c > 0:
+                found[f"{node}:{thread}"] = 1.0 / c
+        if pool > 0:
+            found[f"{node}:distill"] = (workers or cores) / pool
+        pool_cpu = max(pool_cpu, pool)
+    for server in servers:
+        total = sum(process_cpu.get(p, 0.0) for p in server)
+        if total > 0:
+            name = "+".join(p for p in server if p in thread_cpu) or server[0]
+            found[f"{name}:cores"] = cores / total
     if not found:
         return {"cores": cores, "sifted_mbit_per_s": None, "bound": None, "caps": {}, "workers_needed": None}
     bound = min(found, key=lambda k: found[k])
     rate = found[bound]
-    pool = max(
-        (sum(c for t, c in threads.items() if t.startswith(PARALLEL)) for threads in thread_cpu.values()), default=0.0
-    )
     return {
         "cores": cores,
         "sifted_mbit_per_s": round(rate, 2),
         "bound": bound,
         "caps": {k: round(v, 2) for k, v in sorted(found.items(), key=lambda kv: kv[1])},
-        "workers_needed": max(1, math.ceil(rate * pool - 1e-9)) if pool > 0 else None,
+        "workers_needed": max(1, math.ceil(rate * pool_cpu - 1e-9)) if pool_cpu > 0 else None,
     }
 
 
