@@ -63,14 +63,12 @@ def _search_one_block(alice: np.ndarray, bob: np.ndarray) -> tuple[int, int, int
     odd = kernels.set_roots(
         0, bt.kind, bt.ksz, bt.nb, bt.stride, bt.base, bt.rowi, bt.mrow, n, state, bt.rows, bt.masks, top
     )
-    e = np.zeros(0, dtype=np.uint32)
-    q = (np.zeros(0, dtype=np.uint8), e, e)
     ans = np.zeros(0, dtype=np.uint8)
-    s = (np.zeros(odd.size, dtype=np.int64), odd, np.ones(odd.size, dtype=np.int64))
+    searches = kernels.root_searches(0, odd, bt.kind, bt.ksz, n)
     flipmap = np.zeros((n + 63) // 64, dtype=np.uint64)
     asked = rounds = flips = 0
     while True:
-        qp, qb, qn, sp, sb, sn, nf = kernels.bob_round(
+        qp, qb, qn, searches, nf = kernels.bob_round(
             bt.kind,
             bt.ksz,
             bt.nb,
@@ -86,13 +84,8 @@ def _search_one_block(alice: np.ndarray, bob: np.ndarray) -> tuple[int, int, int
             bt.masks,
             bt.perms,
             bt.poss,
-            q[0],
-            q[1],
-            q[2],
             ans,
-            s[0],
-            s[1],
-            s[2],
+            searches,
             flipmap,
         )
         flips += nf
@@ -103,7 +96,6 @@ def _search_one_block(alice: np.ndarray, bob: np.ndarray) -> tuple[int, int, int
         ans = kernels.answer_questions(
             at.kind, at.ksz, at.nb, at.stride, at.rowi, at.mrow, 1, n, at.rows, at.masks, qp, qb, qn
         )
-        q, s = (qp, qb, qn), (sp, sb, sn)
     corrected = bt.bits()
     pos = int(np.flatnonzero(corrected != bob)[0]) if flips else -1
     return pos, asked, rounds, corrected
