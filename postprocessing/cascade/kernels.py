@@ -194,6 +194,21 @@ def top_parities(
     return out
 
 
+RANGE_TABLE_SLOTS = 4096
+"""BLOCK passes whose trees have at most this many slots may keep a table of their node ranges."""
+
+
+@kernel
+def range_table(length: Int, slots: Int) -> NDArray[np.int32]:
+    """`node_range(length, v)` of every heap index v < `slots`, as rows lo and hi (2 x RANGE_TABLE_SLOTS)."""
+    out = np.zeros((2, RANGE_TABLE_SLOTS), dtype=np.int32)
+    for v in range(1, slots):
+        lo, hi = node_range(length, v)
+        out[0, v] = lo
+        out[1, v] = hi
+    return out
+
+
 @kernel
 def answer_questions(
     kind: NDArray[np.int64],
@@ -202,6 +217,8 @@ def answer_questions(
     stride: NDArray[np.int64],
     rowi: NDArray[np.int64],
     mrow: NDArray[np.int64],
+    trow: NDArray[np.int64],
+    ranges: NDArray[np.int32],
     n_started: Int,
     n: Int,
     rows: NDArray[np.uint64],
@@ -210,7 +227,9 @@ def answer_questions(
     q_blk: NDArray[np.uint32],
     q_node: NDArray[np.uint32],
 ) -> NDArray[np.uint8]:
-    """Alice's parities of the asked tree nodes; INVALID where a question names no node."""
+    """Alice's parities of the asked tree nodes; INVALID where a question names no node. A pass with a
+    range table (`trow[j]` >= 0: `ranges[trow[j]]` from `range_table` of its block size) looks up the
+    ranges of its full-size blocks instead of walking `node_range` for each question."""
     m = q_pass.size
     out = np.empty(m, dtype=np.uint8)
     for i in range(m):
@@ -222,7 +241,12 @@ def answer_questions(
             continue
         kd = kind[j]
         length = _root_length(kd, ksz[j], b, n)
-        lo, hi = node_range(length, v)
+        tr = trow[j]
+        if tr >= 0 and length == ksz[j]:
+            lo = np.int64(ranges[tr, 0, v])
+            hi = np.int64(ranges[tr, 1, v])
+        else:
+            lo, hi = node_range(length, v)
         if hi <= lo:
             out[i] = INVALID
             continue
