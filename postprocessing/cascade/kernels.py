@@ -194,6 +194,21 @@ def top_parities(
     return out
 
 
+RANGE_TABLE_SLOTS = 4096
+"""BLOCK passes whose trees have at most this many slots may keep a table of their node ranges."""
+
+
+@kernel
+def range_table(length: Int, slots: Int) -> NDArray[np.int32]:
+    """`node_range(length, v)` of every heap index v < `slots`, as rows lo and hi (2 x RANGE_TABLE_SLOTS)."""
+    out = np.zeros((2, RANGE_TABLE_SLOTS), dtype=np.int32)
+    for v in range(1, slots):
+        lo, hi = node_range(length, v)
+        out[0, v] = lo
+        out[1, v] = hi
+    return out
+
+
 @kernel
 def answer_questions(
     kind: NDArray[np.int64],
@@ -202,6 +217,8 @@ def answer_questions(
     stride: NDArray[np.int64],
     rowi: NDArray[np.int64],
     mrow: NDArray[np.int64],
+    trow: NDArray[np.int64],
+    ranges: NDArray[np.int32],
     n_started: Int,
     n: Int,
     rows: NDArray[np.uint64],
@@ -210,7 +227,9 @@ def answer_questions(
     q_blk: NDArray[np.uint32],
     q_node: NDArray[np.uint32],
 ) -> NDArray[np.uint8]:
-    """Alice's parities of the asked tree nodes; INVALID where a question names no node."""
+    """Alice's parities of the asked tree nodes; INVALID where a question names no node. A pass with a
+    range table (`trow[j]` >= 0: `ranges[trow[j]]` from `range_table` of its block size) looks up the
+    ranges of its full-size blocks instead of walking `node_range` for each question."""
     m = q_pass.size
     out = np.empty(m, dtype=np.uint8)
     for i in range(m):
@@ -222,7 +241,12 @@ def answer_questions(
             continue
         kd = kind[j]
         length = _root_length(kd, ksz[j], b, n)
-        lo, hi = node_range(length, v)
+        tr = trow[j]
+        if tr >= 0 and length == ksz[j]:
+            lo = np.int64(ranges[tr, 0, v])
+            hi = np.int64(ranges[tr, 1, v])
+        else:
+            lo, hi = node_range(length, v)
         if hi <= lo:
             out[i] = INVALID
             continue
@@ -305,18 +329,46 @@ _ASK = 2  # its left child's parity is needed and was not asked yet: ask it and 
 _WAIT = 3  # its left child's parity is already asked: wait for the answer
 
 
+SEARCH_COLUMNS = 6
+"""A search is a row (pass, block, node, lo, hi, asked) of an int64 array: [lo, hi) is the node's range in
+its block (carried, so no round walks `node_range` again) and `asked` is 1 where the node's left child
+was asked this round (its answer comes back in question order)."""
+
+
 @kernel(inline="always")
-def _push(lst: NDArray[np.int64], count: Int, j: Int, b: Int, v: Int) -> NDArray[np.int64]:
-    """Append (pass, block, node) as row `count` of a growable (capacity, 3) list; returns the list,
-    reallocated at twice the capacity when it was full."""
+def _push(
+    lst: NDArray[np.int64], count: Int, j: Int, b: Int, v: Int, lo: Int, hi: Int, asked: Int
+) -> NDArray[np.int64]:
+    """Append search (j, b, v, lo, hi, asked) as row `count` of a growable (capacity, 6) list; returns
+    the list, reallocated at twice the capacity when it was full."""
     if count == lst.shape[0]:
-        grown = np.empty((2 * lst.shape[0], 3), dtype=np.int64)
+        grown = np.empty((2 * lst.shape[0], SEARCH_COLUMNS), dtype=np.int64)
         grown[:count] = lst[:count]
         lst = grown
     lst[count, 0] = j
     lst[count, 1] = b
     lst[count, 2] = v
+    lst[count, 3] = lo
+    lst[count, 4] = hi
+    lst[count, 5] = asked
     return lst
+
+
+@kernel
+def root_searches(
+    j: Int, odd: NDArray[np.int64], kind: NDArray[np.int64], ksz: NDArray[np.int64], n: Int
+) -> NDArray[np.int64]:
+    """The searches that start at the roots of pass `j`'s blocks `odd` (those of odd parity difference)."""
+    out = np.empty((odd.size, SEARCH_COLUMNS), dtype=np.int64)
+    for i in range(odd.size):
+        b = odd[i]
+        out[i, 0] = j
+        out[i, 1] = b
+        out[i, 2] = 1
+        out[i, 3] = 0
+        out[i, 4] = _root_length(kind[j], ksz[j], b, n)
+        out[i, 5] = 0
+    return out
 
 
 @kernel(inline="always")
@@ -327,30 +379,37 @@ def _record_answers(
     base: NDArray[np.int64],
     rowi: NDArray[np.int64],
     mrow: NDArray[np.int64],
-    n: Int,
     state: NDArray[np.int8],
     rows: NDArray[np.uint64],
     masks: NDArray[np.uint64],
-    a_pass: NDArray[np.uint8],
-    a_blk: NDArray[np.uint32],
-    a_node: NDArray[np.uint32],
+    searches: NDArray[np.int64],
     answers: NDArray[np.uint8],
-) -> None:
-    """Alice's answers: each asked node's difference from Bob's own parity, then its right sibling's,
-    which follows from the parent's (Eve learns nothing more from it: it is implied)."""
-    for i in range(a_pass.size):
-        j = np.int64(a_pass[i])
-        b = np.int64(a_blk[i])
-        v = np.int64(a_node[i])
+) -> Int:
+    """Alice's answers, in question order: each asked node's (the left child of a search that asked)
+    difference from Bob's own parity, then its right sibling's, which follows from the parent's (Eve
+    learns nothing more from it: it is implied). Returns the answers used (-1: fewer than asked)."""
+    a = 0
+    for i in range(searches.shape[0]):
+        if searches[i, 5] == 0:
+            continue
+        if a >= answers.size:
+            return -1
+        j = searches[i, 0]
+        b = searches[i, 1]
+        v = 2 * searches[i, 2]
+        lo = searches[i, 3]
+        hi = searches[i, 4]
+        hi = lo + (hi - lo + 1) // 2  # the left child's range
         kd = kind[j]
-        lo, hi = node_range(_root_length(kd, ksz[j], b, n), v)
         mr = mrow[j] if mrow[j] >= 0 else 0
         mine = _node_parity(kd, ksz[j], b, lo, hi, rows, rowi[j], masks, mr)
         slot = base[j] + b * stride[j]
-        state[slot + v] = EVEN + (mine ^ answers[i])
+        state[slot + v] = EVEN + (mine ^ answers[a])
+        a += 1
         ps = state[slot + (v >> 1)]
         if ps == EVEN or ps == ODD:  # noqa: SIM109 - two compares, no tuple, in the numba kernel
             state[slot + (v ^ 1)] = EVEN + ((ps - EVEN) ^ (state[slot + v] - EVEN))
+    return a
 
 
 @kernel(inline="always")
@@ -376,26 +435,25 @@ def _empty_half(
 
 @kernel(inline="always")
 def _descend(
-    kd: Int, b: Int, v: Int, length: Int, slot: Int, state: NDArray[np.int8], masks: NDArray[np.uint64], mr: Int
-) -> tuple[Int, Int, Int]:
-    """Walk one search down from node `v` (odd parity) through the parities already known.
-    Returns (outcome, node, its range's lo): `_FOUND` at the erroneous leaf, `_ASK`/`_WAIT` at the node
-    whose left child's parity is missing, `_GONE` where the node became even."""
-    lo, hi = node_range(length, v)
+    kd: Int, b: Int, v: Int, lo: Int, hi: Int, slot: Int, state: NDArray[np.int8], masks: NDArray[np.uint64], mr: Int
+) -> tuple[Int, Int, Int, Int]:
+    """Walk one search down from node `v` (odd parity, range [lo, hi)) through the parities already
+    known. Returns (outcome, node, its range's lo and hi): `_FOUND` at the erroneous leaf, `_ASK`/`_WAIT`
+    at the node whose left child's parity is missing, `_GONE` where the node became even."""
     while True:
         if state[slot + v] != ODD:
-            return _GONE, v, lo
+            return _GONE, v, lo, hi
         if hi - lo == 1:
-            return _FOUND, v, lo
+            return _FOUND, v, lo, hi
         left = 2 * v
         sl = state[slot + left]
         if sl == UNKNOWN:
             sl = _empty_half(kd, masks, mr, b, lo, hi, state, slot + left)
         if sl == UNKNOWN:
             state[slot + left] = ASKED
-            return _ASK, v, lo
+            return _ASK, v, lo, hi
         if sl == ASKED:
-            return _WAIT, v, lo
+            return _WAIT, v, lo, hi
         sr = state[slot + left + 1]
         if sr != EVEN and sr != ODD:
             state[slot + left + 1] = EVEN + ((ODD - EVEN) ^ (sl - EVEN))
@@ -436,23 +494,27 @@ def _flip_everywhere(
 
 
 @kernel(inline="always")
-def _toggle_path(s2: Int, length: Int, r: Int, state: NDArray[np.int8]) -> Int:
+def _toggle_path(s2: Int, length: Int, r: Int, state: NDArray[np.int8]) -> tuple[Int, Int, Int]:
     """Toggle every known node containing position r (of a block of `length`), from the root down
-    while known; returns the deepest node now odd (0: none), where a new search starts."""
+    while known; returns the deepest node now odd (0: none), where a new search starts, and its range."""
     vv = 1
     lo: Int = 0
     hi = length
     deepest: Int = 0
+    dlo: Int = 0
+    dhi: Int = 0
     while True:
         st = state[s2 + vv]
         if st != EVEN and st != ODD:
-            return deepest
+            return deepest, dlo, dhi
         st = EVEN + ODD - st
         state[s2 + vv] = st
         if st == ODD:
             deepest = vv
+            dlo = lo
+            dhi = hi
         if hi - lo <= 1:
-            return deepest
+            return deepest, dlo, dhi
         mid = lo + (hi - lo + 1) // 2
         if r < mid:
             vv = 2 * vv
@@ -485,9 +547,9 @@ def _cascade(
         bb, r = _locate(jj, p, kind, ksz, prow, mrow, poss, masks)
         if bb < 0:
             continue
-        deepest = _toggle_path(base[jj] + bb * stride[jj], _root_length(kind[jj], ksz[jj], bb, n), r, state)
+        deepest, lo, hi = _toggle_path(base[jj] + bb * stride[jj], _root_length(kind[jj], ksz[jj], bb, n), r, state)
         if deepest:
-            work = _push(work, nw, jj, bb, deepest)
+            work = _push(work, nw, jj, bb, deepest, lo, hi, 0)
             nw += 1
     return work, nw
 
@@ -509,42 +571,29 @@ def bob_round(
     masks: NDArray[np.uint64],
     perms: NDArray[np.int32],
     poss: NDArray[np.int32],
-    a_pass: NDArray[np.uint8],
-    a_blk: NDArray[np.uint32],
-    a_node: NDArray[np.uint32],
     answers: NDArray[np.uint8],
-    s_pass: NDArray[np.int64],
-    s_blk: NDArray[np.int64],
-    s_node: NDArray[np.int64],
+    searches: NDArray[np.int64],
     flipmap: NDArray[np.uint64],
-) -> tuple[
-    NDArray[np.uint8],
-    NDArray[np.uint32],
-    NDArray[np.uint32],
-    NDArray[np.int64],
-    NDArray[np.int64],
-    NDArray[np.int64],
-    int,
-]:
-    """One round of Bob's side: take Alice's answers, walk every search down as far as known parities
-    allow, correct the errors found (with their cascade into all started passes), and collect the
-    next batch of questions. Returns (question pass, block, node, waiting search pass, block, node,
-    number of bits flipped this round). `flipmap` (packed, one bit per frame position) marks the
-    bits flipped so far; a bit pointed at twice means inconsistent answers and returns -1.
+) -> tuple[NDArray[np.uint8], NDArray[np.uint32], NDArray[np.uint32], NDArray[np.int64], int]:
+    """One round of Bob's side: take Alice's answers to the questions the waiting `searches` asked,
+    walk every search down as far as known parities allow, correct the errors found (with their
+    cascade into all started passes), and collect the next batch of questions. Returns (question
+    pass, block, node, the searches now waiting (rows as in `SEARCH_COLUMNS`), number of bits flipped
+    this round). `flipmap` (packed, one bit per frame position) marks the bits flipped so far; a bit
+    pointed at twice means inconsistent answers and returns -1, as do answers that do not match the
+    questions in number.
     """
-    _record_answers(kind, ksz, stride, base, rowi, mrow, n, state, rows, masks, a_pass, a_blk, a_node, answers)
+    ns = searches.shape[0]
+    cap = max(16, 2 * ns)
+    waits = np.empty((cap, SEARCH_COLUMNS), dtype=np.int64)
+    if _record_answers(kind, ksz, stride, base, rowi, mrow, state, rows, masks, searches, answers) != answers.size:
+        return np.empty(0, dtype=np.uint8), np.empty(0, dtype=np.uint32), np.empty(0, dtype=np.uint32), waits[:0], -1
     # work list: the waiting searches, then the cascade's new searches as errors are corrected
-    cap = max(16, 2 * s_pass.size)
-    work = np.empty((cap, 3), dtype=np.int64)
-    nw: Int = s_pass.size
-    for i in range(nw):
-        work[i, 0] = s_pass[i]
-        work[i, 1] = s_blk[i]
-        work[i, 2] = s_node[i]
-    asks = np.empty((cap, 3), dtype=np.int64)
-    waits = np.empty((cap, 3), dtype=np.int64)
-    nq = 0
+    work = searches
+    nw: Int = ns
+    grown = False
     nk = 0
+    nq = 0
     nflip = 0
     wi = 0
     while wi < nw:
@@ -552,38 +601,43 @@ def bob_round(
         b = work[wi, 1]
         kd = kind[j]
         mr = mrow[j] if mrow[j] >= 0 else 0
-        outcome, v, lo = _descend(
-            kd, b, work[wi, 2], _root_length(kd, ksz[j], b, n), base[j] + b * stride[j], state, masks, mr
+        outcome, v, lo, hi = _descend(
+            kd, b, work[wi, 2], work[wi, 3], work[wi, 4], base[j] + b * stride[j], state, masks, mr
         )
         wi += 1
-        if outcome == _ASK:
-            asks = _push(asks, nq, j, b, 2 * v)
-            nq += 1
         if outcome == _ASK or outcome == _WAIT:  # noqa: SIM109 - two compares, no tuple, in the numba kernel
-            waits = _push(waits, nk, j, b, v)
+            asked = 1 if outcome == _ASK else 0
+            waits = _push(waits, nk, j, b, v, lo, hi, asked)
             nk += 1
+            nq += asked
         elif outcome == _FOUND:
             p = _frame_position(kd, ksz[j], b, lo, prow[j], perms)
             bit = np.uint64(1) << np.uint64(p & 63)
             if flipmap[p >> 6] & bit:
                 # true parities never point at a bit twice (each flip makes it agree with Alice's):
                 # her answers are inconsistent, stop rather than oscillate
-                nq = nk = 0
+                nk = nq = 0
                 nflip = -1
                 break
             flipmap[p >> 6] |= bit
             nflip += 1
             _flip_everywhere(p, n_started, kind, rowi, prow, rows, poss)
+            if not grown:  # the cascade appends to the work list: never to the caller's array
+                work = np.empty((max(16, 2 * ns), SEARCH_COLUMNS), dtype=np.int64)
+                work[:nw] = searches[:nw]
+                grown = True
             work, nw = _cascade(p, n_started, kind, ksz, stride, base, mrow, prow, n, state, masks, poss, work, nw)
-    return (
-        asks[:nq, 0].astype(np.uint8),
-        asks[:nq, 1].astype(np.uint32),
-        asks[:nq, 2].astype(np.uint32),
-        waits[:nk, 0].copy(),
-        waits[:nk, 1].copy(),
-        waits[:nk, 2].copy(),
-        nflip,
-    )
+    q_pass = np.empty(nq, dtype=np.uint8)
+    q_blk = np.empty(nq, dtype=np.uint32)
+    q_node = np.empty(nq, dtype=np.uint32)
+    q = 0
+    for i in range(nk):
+        if waits[i, 5]:
+            q_pass[q] = waits[i, 0]
+            q_blk[q] = waits[i, 1]
+            q_node[q] = 2 * waits[i, 2]
+            q += 1
+    return q_pass, q_blk, q_node, waits[:nk], nflip
 
 
 @kernel

@@ -55,6 +55,7 @@ class PassTables:
         keep_inverse: bool,
         mask_capacity: int = 4,
         row_capacity: int = 2,
+        range_tables: bool = False,
     ) -> None:
         n = bits.size
         self.n = n
@@ -79,6 +80,11 @@ class PassTables:
         self.perms = np.zeros((1, 1), dtype=np.int32)
         self.poss = np.zeros((1, 1), dtype=np.int32)
         self.n_perms = 0
+        # node-range tables of small-tree BLOCK passes (kernels.range_table), where `range_tables`
+        self.range_tables = range_tables
+        self.trow = np.full(max_passes, -1, dtype=np.int64)
+        self.ranges = np.zeros((1, 2, 1), dtype=np.int32)
+        self.n_ranges = 0
 
     @property
     def layout(self) -> TreeLayout:
@@ -99,6 +105,8 @@ class PassTables:
         self.nb[j] = nb
         self.stride[j] = stride
         self.base[j + 1] = self.base[j] + nb * stride
+        if self.range_tables and kind == BLOCK and stride <= kernels.RANGE_TABLE_SLOTS:
+            self.trow[j] = self._add_ranges(_range_table(min(size, n), stride))
 
     def start(self, j: int, seed: bytes | None, shuffle_block: bool) -> None:
         """Build pass `j`'s shuffled copy or subset mask from the shared seed."""
@@ -156,6 +164,15 @@ class PassTables:
         self.n_masks += 1
         return self.n_masks - 1
 
+    def _add_ranges(self, table: NDArray[np.int32]) -> int:
+        if self.n_ranges == self.ranges.shape[0] or self.ranges.shape[2] != table.shape[1]:
+            grown = np.zeros((2 * self.n_ranges or 2, 2, table.shape[1]), dtype=np.int32)
+            grown[: self.n_ranges] = self.ranges[: self.n_ranges]
+            self.ranges = grown
+        self.ranges[self.n_ranges] = table
+        self.n_ranges += 1
+        return self.n_ranges - 1
+
     def _add_perm(self) -> int:
         if self.n_perms == 0 and self.perms.shape[1] != self.n:
             self.perms = POOL.take((2, self.n), np.int32)
@@ -165,6 +182,20 @@ class PassTables:
             self.poss = _grown(self.poss, self.n_perms)
         self.n_perms += 1
         return self.n_perms - 1
+
+
+_RANGE_TABLES: dict[tuple[int, int], NDArray[np.int32]] = {}
+
+
+def _range_table(length: int, slots: int) -> NDArray[np.int32]:
+    """kernels.range_table(length, slots), kept: every block of a frame length meets the same few sizes."""
+    key = (length, slots)
+    table = _RANGE_TABLES.get(key)
+    if table is None:
+        if len(_RANGE_TABLES) >= 256:
+            _RANGE_TABLES.clear()
+        table = _RANGE_TABLES[key] = kernels.range_table(length, slots)
+    return table
 
 
 def _grown(a: np.ndarray, used: int) -> np.ndarray:

@@ -25,7 +25,7 @@ __all__ = ["CascadeReconciler", "CascadeOutcome"]
 
 log = logging.getLogger(__name__)
 
-_EMPTY_I = np.zeros(0, dtype=np.int64)
+_NO_SEARCHES = np.zeros((0, kernels.SEARCH_COLUMNS), dtype=np.int64)
 _EMPTY_U8 = np.zeros(0, dtype=np.uint8)
 _EMPTY_U4 = np.zeros(0, dtype=np.uint32)
 
@@ -70,7 +70,7 @@ class _BobBlock:
         self.seq = 0
         self.stats = CascadeStats(block_id=block_id, n=n, variant=variant.name, qber_estimate=qber)
         self.q = (_EMPTY_U8, _EMPTY_U4, _EMPTY_U4)
-        self.s = (_EMPTY_I, _EMPTY_I, _EMPTY_I)
+        self.searches = _NO_SEARCHES  # the searches waiting for Alice's answers (kernels.SEARCH_COLUMNS)
         self.requested: list[int] = []
         self.alice_tops: dict[int, NDArray[np.uint8]] = {}
         self.biconf_streak = 0
@@ -136,11 +136,11 @@ class _BobBlock:
             self.alice_tops[j] = top[at : at + int(t.nb[j])]
             at += int(t.nb[j])
         self.requested = []
-        sp, sb, sn = self.s
+        searches = self.searches
         self.seq += 1
         header: dict[str, object] = {"block": self.block_id, "seq": self.seq}
         while True:
-            qp, qb, qn, sp, sb, sn, nflip = kernels.bob_round(
+            qp, qb, qn, searches, nflip = kernels.bob_round(
                 *t.layout,
                 t.prow,
                 t.started,
@@ -150,19 +150,14 @@ class _BobBlock:
                 t.masks,
                 t.perms,
                 t.poss,
-                qp,
-                qb,
-                qn,
                 answers,
-                sp,
-                sb,
-                sn,
+                searches,
                 self.flipmap,
             )
             if nflip < 0:
                 raise ProtocolError(f"cascade: Alice's parities for block {self.block_id} are inconsistent")
             self.stats.errors_corrected += nflip
-            if qp.size or sp.size:
+            if qp.size or searches.shape[0]:
                 break
             nxt = self._next_pass()
             if nxt is None:
@@ -186,14 +181,12 @@ class _BobBlock:
                 t.masks,
                 self.alice_tops.pop(nxt),
             )
-            sp = np.full(odd.size, nxt, dtype=np.int64)
-            sb = odd
-            sn = np.ones(odd.size, dtype=np.int64)
+            searches = kernels.root_searches(nxt, odd, t.kind, t.ksz, self.n)
             answers = _EMPTY_U8
-        if qp.size == 0 and sp.size:
+        if qp.size == 0 and searches.shape[0]:
             raise ProtocolError("cascade: internal error, searches wait without a question")  # pragma: no cover
         self.q = (qp, qb, qn)
-        self.s = (sp, sb, sn)
+        self.searches = searches
         return self._ask(header)
 
     def _next_pass(self) -> int | None:

@@ -75,7 +75,7 @@ class _AliceBlock:
             alice_seed = shuffle.draw_seed()
             self.seed = shuffle.shared_seed(bob_seed, alice_seed)
             self.shuffle_first = bool(start.get("shuffle_first", False))
-            self.tables = PassTables(self.bits, MAX_PASSES, keep_inverse=False, mask_capacity=16)
+            self.tables = PassTables(self.bits, MAX_PASSES, keep_inverse=False, mask_capacity=16, range_tables=True)
             reply["seed"] = alice_seed.hex()
         t = self.tables
         assert t is not None
@@ -111,7 +111,21 @@ class _AliceBlock:
             tops.append(kernels.top_parities(kind, size, int(t.nb[j]), t.n, t.rows[t.rowi[j]], t.masks[mr]))
         packed, valid = kernels.pack_answers(
             kernels.answer_questions(
-                t.kind, t.ksz, t.nb, t.stride, t.rowi, t.mrow, t.started, t.n, t.rows, t.masks, q_pass, q_blk, q_node
+                t.kind,
+                t.ksz,
+                t.nb,
+                t.stride,
+                t.rowi,
+                t.mrow,
+                t.trow,
+                t.ranges,
+                t.started,
+                t.n,
+                t.rows,
+                t.masks,
+                q_pass,
+                q_blk,
+                q_node,
             )
         )
         if not valid:

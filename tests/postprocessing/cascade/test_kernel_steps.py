@@ -34,21 +34,21 @@ def _ref_toggle(state: list[int], length: int, r: int) -> int:
     return deepest
 
 
-def _ref_descend(state: list[int], length: int, v: int) -> tuple[int, int, int]:
+def _ref_descend(state: list[int], length: int, v: int) -> tuple[int, int, int, int]:
     """Follow odd children down from v through known parities (BLOCK pass: nothing is implied by a
     subset); the right child's state follows from the parent's and the left's."""
     while True:
         lo, hi = reference.node_range(length, v)
         if state[v] != ODD:
-            return 0, v, lo  # _GONE
+            return 0, v, lo, hi  # _GONE
         if hi - lo == 1:
-            return 1, v, lo  # _FOUND
+            return 1, v, lo, hi  # _FOUND
         left = state[2 * v]
         if left == UNKNOWN:
             state[2 * v] = ASKED
-            return 2, v, lo  # _ASK
+            return 2, v, lo, hi  # _ASK
         if left == ASKED:
-            return 3, v, lo  # _WAIT
+            return 3, v, lo, hi  # _WAIT
         if state[2 * v + 1] not in (EVEN, ODD):
             state[2 * v + 1] = EVEN if left == ODD else ODD
         v = 2 * v if left == ODD else 2 * v + 1
@@ -73,7 +73,9 @@ def test_toggle_path_matches_reference(tree: tuple[int, list[int]], r: int) -> N
     state = np.array(cells, dtype=np.int8)
     want = list(cells)
     deepest = _ref_toggle(want, length, r)
-    assert kernels._toggle_path(0, length, r, state) == deepest
+    got, lo, hi = kernels._toggle_path(0, length, r, state)
+    assert got == deepest
+    assert (lo, hi) == (reference.node_range(length, deepest) if deepest else (0, 0))
     assert state.tolist() == want
 
 
@@ -87,15 +89,27 @@ def test_descend_matches_reference(tree: tuple[int, list[int]], v: int) -> None:
     want = list(cells)
     expected = _ref_descend(want, length, v)
     dummy = np.zeros((1, 1), dtype=np.uint64)
-    assert tuple(int(x) for x in kernels._descend(BLOCK, 0, v, length, 0, state, dummy, 0)) == expected
+    assert tuple(int(x) for x in kernels._descend(BLOCK, 0, v, lo, hi, 0, state, dummy, 0)) == expected
     assert state.tolist() == want
 
 
-@given(rows=st.lists(st.tuples(st.integers(0, 63), st.integers(0, 2**31), st.integers(1, 2**20)), max_size=70))
-def test_push_keeps_every_row_through_growth(rows: list[tuple[int, int, int]]) -> None:
-    lst = np.empty((1, 3), dtype=np.int64)
-    for i, (j, b, v) in enumerate(rows):
-        lst = kernels._push(lst, i, j, b, v)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.integers(0, 63),
+            st.integers(0, 2**31),
+            st.integers(1, 2**20),
+            st.integers(0, 2**31),
+            st.integers(0, 2**31),
+            st.integers(0, 1),
+        ),
+        max_size=70,
+    )
+)
+def test_push_keeps_every_row_through_growth(rows: list[tuple[int, int, int, int, int, int]]) -> None:
+    lst = np.empty((1, kernels.SEARCH_COLUMNS), dtype=np.int64)
+    for i, row in enumerate(rows):
+        lst = kernels._push(lst, i, *row)
     assert [tuple(r) for r in lst[: len(rows)].tolist()] == rows
 
 

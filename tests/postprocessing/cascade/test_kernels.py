@@ -54,7 +54,7 @@ def _search_one_block(alice: np.ndarray, bob: np.ndarray) -> tuple[int, int, int
     """Run the kernel binary search on one BLOCK pass of one block, Alice answering from her tables."""
     n = alice.size
     bt = PassTables(bob.copy(), 1, keep_inverse=True)
-    at = PassTables(alice, 1, keep_inverse=False)
+    at = PassTables(alice, 1, keep_inverse=False, range_tables=True)
     for t in (bt, at):
         t.plan(0, BLOCK, n)
         t.start(0, None, shuffle_block=False)
@@ -63,14 +63,12 @@ def _search_one_block(alice: np.ndarray, bob: np.ndarray) -> tuple[int, int, int
     odd = kernels.set_roots(
         0, bt.kind, bt.ksz, bt.nb, bt.stride, bt.base, bt.rowi, bt.mrow, n, state, bt.rows, bt.masks, top
     )
-    e = np.zeros(0, dtype=np.uint32)
-    q = (np.zeros(0, dtype=np.uint8), e, e)
     ans = np.zeros(0, dtype=np.uint8)
-    s = (np.zeros(odd.size, dtype=np.int64), odd, np.ones(odd.size, dtype=np.int64))
+    searches = kernels.root_searches(0, odd, bt.kind, bt.ksz, n)
     flipmap = np.zeros((n + 63) // 64, dtype=np.uint64)
     asked = rounds = flips = 0
     while True:
-        qp, qb, qn, sp, sb, sn, nf = kernels.bob_round(
+        qp, qb, qn, searches, nf = kernels.bob_round(
             bt.kind,
             bt.ksz,
             bt.nb,
@@ -86,13 +84,8 @@ def _search_one_block(alice: np.ndarray, bob: np.ndarray) -> tuple[int, int, int
             bt.masks,
             bt.perms,
             bt.poss,
-            q[0],
-            q[1],
-            q[2],
             ans,
-            s[0],
-            s[1],
-            s[2],
+            searches,
             flipmap,
         )
         flips += nf
@@ -101,9 +94,8 @@ def _search_one_block(alice: np.ndarray, bob: np.ndarray) -> tuple[int, int, int
         rounds += 1
         asked += qp.size
         ans = kernels.answer_questions(
-            at.kind, at.ksz, at.nb, at.stride, at.rowi, at.mrow, 1, n, at.rows, at.masks, qp, qb, qn
+            at.kind, at.ksz, at.nb, at.stride, at.rowi, at.mrow, at.trow, at.ranges, 1, n, at.rows, at.masks, qp, qb, qn
         )
-        q, s = (qp, qb, qn), (sp, sb, sn)
     corrected = bt.bits()
     pos = int(np.flatnonzero(corrected != bob)[0]) if flips else -1
     return pos, asked, rounds, corrected
@@ -134,3 +126,39 @@ def test_single_block_search_only_flips_true_errors(bits: list[int], errs: set[i
     assert residual == len({e % alice.size for e in errs}) - int(np.count_nonzero(changed))
     if residual % 2 == 1:
         raise AssertionError("a block of odd error parity was left uncorrected")
+
+
+@given(
+    bits=st.lists(st.integers(0, 1), min_size=1, max_size=700),
+    k=st.integers(1, 300),
+    questions=st.lists(st.tuples(st.integers(0, 2), st.integers(0, 10), st.integers(0, 600)), max_size=60),
+)
+def test_range_tables_answer_as_the_walk_does(bits: list[int], k: int, questions: list[tuple[int, int, int]]) -> None:
+    """Alice's node-range tables give every answer (INVALID included) that walking node_range gives,
+    and each answer is the reference parity of the node's range."""
+    row = np.array(bits, dtype=np.uint8)
+    n = row.size
+    k = min(k, n)
+    walk = PassTables(row, 1, keep_inverse=False)
+    table = PassTables(row, 1, keep_inverse=False, range_tables=True)
+    for t in (walk, table):
+        t.plan(0, BLOCK, k)
+        t.start(0, None, shuffle_block=False)
+    assert table.trow[0] >= 0
+    qp = np.array([q[0] for q in questions], dtype=np.uint8)
+    qb = np.array([q[1] for q in questions], dtype=np.uint32)
+    qn = np.array([q[2] for q in questions], dtype=np.uint32)
+    got = [
+        kernels.answer_questions(
+            t.kind, t.ksz, t.nb, t.stride, t.rowi, t.mrow, t.trow, t.ranges, 1, n, t.rows, t.masks, qp, qb, qn
+        ).tolist()
+        for t in (walk, table)
+    ]
+    assert got[0] == got[1]
+    for (j, b, v), a in zip(questions, got[1]):
+        length = min(k, n - b * k) if j == 0 and b * k < n else 0
+        lo, hi = reference.node_range(length, v) if length and v >= 1 else (0, 0)
+        if j != 0 or not length or v < 1 or v >= kernels.tree_stride(min(k, n)) or hi <= lo:
+            assert a == kernels.INVALID
+        else:
+            assert a == sum(bits[b * k + lo : b * k + hi]) % 2
