@@ -435,10 +435,16 @@ class AliceLink:
         """Answer Bob on `channel` (a node.classical.SecureChannel) until `stop` is set (or `until()`).
 
         A message that fails authentication or decoding is dropped with an alarm; Bob's block then
-        times out and is aborted, and the session goes on.
+        times out and is aborted, and the session goes on. The replies to the messages of one
+        received bundle (blocks in flight) leave together, as one bundle, once its last is handled.
         """
+        outgoing: list[Message] = []
         while not stop.is_set() and not (until is not None and until()):
             link = getattr(channel, "link", None)
+            if outgoing and not channel.pending:  # type: ignore[attr-defined]  # the bundle's last was refused
+                if not self._answer(channel, link, outgoing):
+                    return
+                outgoing = []
             try:
                 msg = channel.recv(timeout=poll_s)  # type: ignore[attr-defined]
             except ChannelTimeout:
@@ -485,19 +491,24 @@ class AliceLink:
                 block = block if isinstance(block, int) and not isinstance(block, bool) else -1
                 self._drop_block(block, "internal error")
                 replies = [P.abort(block, "internal error at Alice")]
-            try:
-                for reply in replies:
-                    channel.send(reply)  # type: ignore[attr-defined]
-                    if (
-                        link is not None
-                        and reply.transcript is not None
-                        and (reply.closing or reply.type == P.BLOCK_ABORT)
-                    ):
-                        link.end_transcript(reply.transcript)
-            except AuthenticationLocked as exc:
-                self.alarm("critical", f"link {self.settings.link_id}: authentication stopped the session: {exc}")
-                return
-            except ClassicalChannelError as exc:
-                self.alarm("major", f"link {self.settings.link_id}: cannot answer Bob: {exc}")
-            finally:
-                self.apply_auth_updates()
+            outgoing.extend(replies)
+            if not channel.pending:  # type: ignore[attr-defined]  # else: more of a bundle, answered together
+                if not self._answer(channel, link, outgoing):
+                    return
+                outgoing = []
+
+    def _answer(self, channel: object, link: Any, replies: list[Message]) -> bool:
+        """Seal and send `replies` in order (several: one bundle); False when authentication stops the session."""
+        try:
+            channel.send_many(replies)  # type: ignore[attr-defined]
+        except AuthenticationLocked as exc:
+            self.alarm("critical", f"link {self.settings.link_id}: authentication stopped the session: {exc}")
+            return False
+        except ClassicalChannelError as exc:
+            self.alarm("major", f"link {self.settings.link_id}: cannot answer Bob: {exc}")
+        finally:
+            for reply in replies:
+                if link is not None and reply.transcript is not None and (reply.closing or reply.type == P.BLOCK_ABORT):
+                    link.end_transcript(reply.transcript)
+            self.apply_auth_updates()
+        return True

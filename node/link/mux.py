@@ -9,6 +9,9 @@ bound by the MAC frame) to that block's queue, or to the session queue when it b
 (its block unknown: the channel is out of step) fails every waiting receive, and the session
 queue keeps it for the sift thread, which resynchronises with HELLO.
 Threads talk through `BlockChannel` views that look like the `SecureChannel` the serial code uses.
+Messages queued while the I/O thread was busy leave together as one bundle, and a bundle Alice
+sends back is split and routed message by message (`SecureChannel.send_sealed` / `recv`);
+`stats` counts messages and the ZeroMQ messages that carried them.
 """
 
 from __future__ import annotations
@@ -65,6 +68,11 @@ class BlockMux:
         self._thread.start()
 
     # -- the callers' side ----------------------------------------------------------------------
+
+    @property
+    def stats(self) -> Any:
+        """The channel's `ChannelStats`: messages and the ZeroMQ messages (single or bundles) that carried them."""
+        return self.secure.stats
 
     def view(self, block: int) -> BlockChannel:
         """The channel of block `block` (or `SESSION`): its received messages are queued from now on."""
@@ -190,16 +198,22 @@ class BlockMux:
             self._fail_all(exc if isinstance(exc, ClassicalChannelError) else ClassicalChannelError(str(exc)))
 
     def _flush(self) -> None:
+        """Send every queued message; those queued together leave as one ZeroMQ message (a bundle,
+        `node.classical.bundle`): with blocks in flight, one send and one wakeup of Alice's loop
+        carry a message of each block that was ready, in seal order."""
+        batch: list[list[Any]] = []
         while True:
             try:
-                frames = self._outgoing.get_nowait()
+                batch.append(self._outgoing.get_nowait())
             except queue.Empty:
-                return
-            try:
-                self.secure.channel.send(frames, self.send_timeout_s)
-            except ClassicalChannelError as exc:  # lost: the peer refuses later seqs only if we skip one
-                log.warning("link: a queued message could not be sent: %s", exc)
-                self._route(SESSION, _Failure(exc))
+                break
+        if not batch:
+            return
+        try:
+            self.secure.send_sealed(batch, self.send_timeout_s)
+        except ClassicalChannelError as exc:  # lost: their blocks hear it by timeout, the session at once
+            log.warning("link: queued messages could not be sent: %s", exc)
+            self._route(SESSION, _Failure(exc))
 
     def _receive(self) -> None:
         while True:
