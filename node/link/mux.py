@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import select
 import threading
 import time
 from typing import Any
@@ -32,6 +33,9 @@ log = logging.getLogger(__name__)
 
 POLL_S = 0.1
 """How often waits look at the stop event and the I/O thread at its close flag."""
+LINGER_S = 0.0
+"""Default of `BlockMux(linger_s=...)`: how long a flush may wait for blocks that were just handed a
+message to queue their answer, so they share the bundle (0: send what is queued at once)."""
 SESSION = -1
 """The route of messages outside any block transcript (block ids are >= 0)."""
 
@@ -46,8 +50,17 @@ class _Failure:
 class BlockMux:
     """The I/O thread of one `SecureChannel` and the per-block queues of its received messages."""
 
-    def __init__(self, secure: Any, stop: threading.Event | None = None, send_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        secure: Any,
+        stop: threading.Event | None = None,
+        send_timeout_s: float = 10.0,
+        linger_s: float | None = None,
+    ) -> None:
+        """Start the I/O thread of `secure`; `linger_s` (default `LINGER_S`): see `LINGER_S`."""
         self.secure = secure
+        self.linger_s = LINGER_S if linger_s is None else linger_s
+        self._expecting: set[int] = set()  # blocks handed a message that have not sent since
         self.link = secure.link
         self.stop = stop or threading.Event()
         self.send_timeout_s = send_timeout_s
@@ -88,6 +101,7 @@ class BlockMux:
                 q = self._routes.pop(block, None)
             if q is not None:
                 self.dropped += q.qsize()
+            self._expecting.discard(block)
 
     def release_all(self) -> None:
         """Every block is over (a new session): only the session queue stays."""
@@ -129,6 +143,7 @@ class BlockMux:
         with self._seal_lock:  # seal order is wire order
             frames = self.link.seal(message)
             self._outgoing.put(frames)
+            self._expecting.discard(SESSION if message.transcript is None else message.transcript)
         self._wake()
         assert message.seq is not None
         return message.seq
@@ -174,6 +189,12 @@ class BlockMux:
         except (BlockingIOError, OSError):  # the pipe is full (the I/O thread is awake) or closed
             pass
 
+    def _drain_wake(self) -> None:
+        try:
+            os.read(self._wake_r, 4096)
+        except BlockingIOError:
+            pass
+
     def _run(self) -> None:
         try:
             sock = self.secure.channel.socket
@@ -183,10 +204,7 @@ class BlockMux:
             while True:
                 ready = dict(poller.poll(int(POLL_S * 1000)))
                 if self._wake_r in ready:
-                    try:
-                        os.read(self._wake_r, 4096)
-                    except BlockingIOError:
-                        pass
+                    self._drain_wake()
                 self._flush()
                 if sock in ready:
                     self._receive()
@@ -202,11 +220,19 @@ class BlockMux:
         `node.classical.bundle`): with blocks in flight, one send and one wakeup of Alice's loop
         carry a message of each block that was ready, in seal order."""
         batch: list[list[Any]] = []
+        deadline = time.monotonic() + self.linger_s
         while True:
             try:
                 batch.append(self._outgoing.get_nowait())
+                continue
             except queue.Empty:
+                pass
+            left = deadline - time.monotonic()
+            if not batch or not self._expecting or left <= 0 or self._closed.is_set():
                 break
+            # blocks just handed a message are computing their answer: wait (briefly) to bundle it
+            select.select([self._wake_r], [], [], left)
+            self._drain_wake()
         if not batch:
             return
         try:
@@ -250,6 +276,8 @@ class BlockMux:
     def _route(self, block: int, item: Any) -> None:
         with self._routes_lock:
             q = self._routes.get(block)
+        if q is not None and block != SESSION and isinstance(item, Message):
+            self._expecting.add(block)
         if q is None:
             self.dropped += 1
             log.debug("link: dropped a message for block %d, no longer in flight", block)

@@ -137,3 +137,24 @@ def test_messages_queued_while_the_io_thread_is_busy_leave_as_one_bundle(pair) -
     assert [v.recv(timeout=60).header for v in views] == [{"block": b} for b in (1, 2, 3)]
     assert (mux.stats.messages_sent, mux.stats.zmq_sent, mux.stats.bundles_sent) == (4, 2, 1)
     assert not failures
+
+
+def test_with_a_linger_the_answers_of_blocks_handed_messages_together_share_a_bundle(pair) -> None:
+    mux, _, _, failures = pair
+    mux.linger_s = 60.0  # an upper bound only: the flush goes as soon as both blocks have answered
+    views = {b: mux.view(b) for b in (1, 2)}
+
+    def ask(block: int, i: int) -> None:
+        msg = Message(MessageType.CASCADE, {"block": block, "i": i})
+        msg.transcript = block
+        views[block].send(msg)
+
+    for block in views:  # nothing handed out yet: each leaves at once
+        ask(block, 0)
+    assert [views[b].recv(timeout=60).header["i"] for b in views] == [0, 0]
+    before = (mux.stats.zmq_sent, mux.stats.bundles_sent)
+    ask(1, 1)  # block 2 was handed a message too: the flush waits for its answer
+    ask(2, 1)
+    assert [views[b].recv(timeout=60).header["i"] for b in views] == [1, 1]
+    assert (mux.stats.zmq_sent, mux.stats.bundles_sent) == (before[0] + 1, before[1] + 1)
+    assert not failures
