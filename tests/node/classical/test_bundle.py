@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from node.classical import MessageFormatError, ReplayError, SecureLink, TranscriptAuthenticationError
+from node.classical import MessageFormatError, SecureLink, TranscriptAuthenticationError
 from node.classical.bundle import (
     BUNDLE_PROTOCOL,
     MAX_BUNDLE_MESSAGES,
