@@ -441,10 +441,9 @@ class AliceLink:
         outgoing: list[Message] = []
         while not stop.is_set() and not (until is not None and until()):
             link = getattr(channel, "link", None)
-            if outgoing and not channel.pending:  # type: ignore[attr-defined]  # the bundle's last was refused
-                if not self._answer(channel, link, outgoing):
-                    return
-                outgoing = []
+            # the replies to a bundle leave once its last message is handled (or refused: the next line)
+            if outgoing and not channel.pending and not self._answer(channel, link, outgoing):  # type: ignore[attr-defined]
+                return
             try:
                 msg = channel.recv(timeout=poll_s)  # type: ignore[attr-defined]
             except ChannelTimeout:
@@ -461,6 +460,8 @@ class AliceLink:
                     f"link {self.settings.link_id}: block {exc.transcript} transcript authentication "
                     f"failed, block aborted: {exc}",
                 )
+                if outgoing and not self._answer(channel, link, outgoing):  # sealed before, as if sent alone
+                    return
                 self._drop_block(exc.transcript, "transcript authentication failed")
                 if link is not None:
                     link.end_transcript(exc.transcript)
@@ -478,6 +479,9 @@ class AliceLink:
                 if self._locked_out(link):
                     return
                 continue
+            # it ends or clears transcripts: the replies before it are sealed first, as if sent alone
+            if outgoing and msg.type in (P.HELLO, P.BLOCK_ABORT) and not self._answer(channel, link, outgoing):
+                return
             if msg.type == P.HELLO and msg.verified and link is not None:
                 link.clear_transcripts()  # a new session: blocks of the old one are gone on both sides
             try:
@@ -492,13 +496,14 @@ class AliceLink:
                 self._drop_block(block, "internal error")
                 replies = [P.abort(block, "internal error at Alice")]
             outgoing.extend(replies)
-            if not channel.pending:  # type: ignore[attr-defined]  # else: more of a bundle, answered together
-                if not self._answer(channel, link, outgoing):
-                    return
-                outgoing = []
+            if not channel.pending and not self._answer(channel, link, outgoing):  # type: ignore[attr-defined]
+                return
 
-    def _answer(self, channel: object, link: Any, replies: list[Message]) -> bool:
-        """Seal and send `replies` in order (several: one bundle); False when authentication stops the session."""
+    def _answer(self, channel: object, link: Any, outgoing: list[Message]) -> bool:
+        """Seal and send the replies in `outgoing` in order (several: one bundle) and empty it; False when
+        authentication stops the session."""
+        replies = list(outgoing)
+        outgoing.clear()
         try:
             channel.send_many(replies)  # type: ignore[attr-defined]
         except AuthenticationLocked as exc:

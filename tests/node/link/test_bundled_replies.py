@@ -52,3 +52,15 @@ def test_when_the_last_message_of_a_bundle_is_refused_the_others_are_still_answe
         bundled, replies = _replies(pair)
         assert bundled and _errors_answer(replies, [0, 1])
         assert any("rejected classical message" in text for _, text in pair.alarms)
+
+
+def test_replies_before_a_hello_in_a_bundle_leave_before_it_clears_the_transcripts(tmp_path) -> None:
+    with link_pair(tmp_path, PARAMS, SEED, settings_for(PARAMS)) as pair:
+        settings = pair.bob.settings
+        hello = Message(
+            P.HELLO, {"settings": settings.fingerprint(), "unconfirmed": [], "next_block": 0, "nonce": "ab" * 16}
+        )
+        pair.bob.channel.send_many([_unhandled(0), _unhandled(1), hello])
+        first, second = _replies(pair), _replies(pair)
+        assert first[0] and _errors_answer(first[1], [0, 1])  # sealed and sent before the HELLO was handled
+        assert not second[0] and [m.type for m in second[1]] == [P.HELLO_ACK] and second[1][0].header["ok"]
