@@ -35,7 +35,8 @@ POLL_S = 0.1
 """How often waits look at the stop event and the I/O thread at its close flag."""
 LINGER_S = 0.0
 """Default of `BlockMux(linger_s=...)`: how long a flush may wait for blocks that were just handed a
-message to queue their answer, so they share the bundle (0: send what is queued at once)."""
+message to queue their answer, so they share the bundle (0: send what is queued at once). The wait
+depends only on when the blocks' answers are ready, which their send times show Eve anyway."""
 SESSION = -1
 """The route of messages outside any block transcript (block ids are >= 0)."""
 
