@@ -1,6 +1,8 @@
 """The authenticated classical channel between nodes and key managers (DESIGN §4–5).
 
 - `envelope`: the versioned multipart message (`Message`) and its strict decoder;
+- `bundle`: several sealed messages carried in one ZeroMQ message (blocks in flight), a transport
+  container only: each message keeps its own seq and authentication;
 - `keypool`: `AuthKeyPool`, one direction's accounted stream of authentication key bits;
 - `mac`: the Wegman–Carter one-time MAC (Poly1305 hash + one-time mask) and its forgery bound;
 - `link`: `SecureLink`, which seals and opens messages of one peer link (keys, seq, replays), with a

@@ -5,7 +5,9 @@ connected by the other, over TCP. The connecting side reconnects by itself after
 (ZeroMQ's reconnect, bounded back-off) and heartbeats detect a dead peer. `RouterChannel` is the
 bound side of a server that many peers connect to (each `PeerChannel.connect(..., identity=...)`);
 it receives `(peer identity, frames)` and replies to a named peer. `SecureChannel` puts a
-`SecureLink` on a `PeerChannel`: it sends and receives `Message`s.
+`SecureLink` on a `PeerChannel`: it sends and receives `Message`s; several sealed messages sent
+together leave as one ZeroMQ message (a bundle, `node.classical.bundle`), and a received bundle is
+opened one message per `recv`, as if its messages had come separately.
 
 A ZeroMQ socket is not thread-safe: each channel belongs to the first thread that sends or receives
 on it and refuses every other thread. Every send and receive takes a timeout in seconds (None
@@ -17,16 +19,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from typing import Any, Self
 
 import zmq
 
+from node.classical import bundle
 from node.classical.envelope import MAX_MESSAGE_BYTES, Message
-from node.classical.errors import ChannelClosed, ChannelTimeout, ClassicalChannelError
+from node.classical.errors import ChannelClosed, ChannelTimeout, ClassicalChannelError, MessageFormatError
 from node.classical.link import SecureLink
 
-__all__ = ["PeerChannel", "RouterChannel", "SecureChannel", "DEFAULT_TIMEOUT_S"]
+__all__ = ["PeerChannel", "RouterChannel", "SecureChannel", "ChannelStats", "DEFAULT_TIMEOUT_S"]
 
 DEFAULT_TIMEOUT_S = 10.0
 log = logging.getLogger(__name__)
@@ -244,6 +249,32 @@ class RouterChannel(_OwnedSocket):
         return frames[0].bytes, frames[1:]
 
 
+@dataclass
+class ChannelStats:
+    """What crossed one `SecureChannel` (no key material): messages, and the ZeroMQ messages that
+    carried them (a single message or a bundle of several), per direction."""
+
+    messages_sent: int = 0
+    zmq_sent: int = 0
+    """ZeroMQ (multipart) messages sent: `messages_sent / zmq_sent` messages per ZeroMQ send."""
+    bundles_sent: int = 0
+    messages_received: int = 0
+    """Messages taken out of received ZeroMQ messages and handed to `SecureLink.open` (refused ones too)."""
+    zmq_received: int = 0
+    bundles_received: int = 0
+    bundles_refused: int = 0
+    """Received bundles whose container was malformed (`MessageFormatError`): none of their messages opened."""
+
+    def as_dict(self) -> dict[str, float]:
+        """The counters and the messages per ZeroMQ message each way (1.0 before any traffic)."""
+        out: dict[str, float] = dict(asdict(self))
+        out["messages_per_zmq_sent"] = round(self.messages_sent / self.zmq_sent, 3) if self.zmq_sent else 1.0
+        out["messages_per_zmq_received"] = (
+            round(self.messages_received / self.zmq_received, 3) if self.zmq_received else 1.0
+        )
+        return out
+
+
 class SecureChannel:
     """A `PeerChannel` whose messages are sealed and opened by a `SecureLink`."""
 
@@ -252,17 +283,72 @@ class SecureChannel:
         self.channel = channel
         self.link = link
         self.dropped = 0
+        self.stats = ChannelStats()
+        self._pending: deque[list[Any]] = deque()  # messages of a received bundle not yet opened
+
+    @property
+    def pending(self) -> int:
+        """Messages of the last received bundle that `recv` has not returned yet (0: none)."""
+        return len(self._pending)
 
     def send(self, message: Message, timeout: float | None = DEFAULT_TIMEOUT_S) -> int:
         """Seal and send `message`; returns its seq. The mask is consumed even if the send times out."""
         frames = self.link.seal(message)
-        self.channel.send(frames, timeout)
+        self.send_sealed([frames], timeout)
         assert message.seq is not None
         return message.seq
 
+    def send_many(self, messages: Sequence[Message], timeout: float | None = DEFAULT_TIMEOUT_S) -> None:
+        """Seal `messages` in order and send them together: one bundle where there are several.
+
+        If sealing one fails, those sealed before it are still sent, then its error is raised."""
+        sealed: list[list[Any]] = []
+        failure: Exception | None = None
+        for message in messages:
+            try:
+                sealed.append(self.link.seal(message))
+            except Exception as exc:  # noqa: BLE001 - re-raised below, once the sealed ones have left
+                failure = exc
+                break
+        if sealed:
+            self.send_sealed(sealed, timeout)
+        if failure is not None:
+            raise failure
+
+    def send_sealed(self, sealed: Sequence[Sequence[Any]], timeout: float | None = DEFAULT_TIMEOUT_S) -> None:
+        """Send messages already sealed by `link`, in order: consecutive ones share a bundle (up to
+        `bundle.MAX_BUNDLE_MESSAGES` and the link's size limit), a lone one goes as itself.
+
+        The first failed ZeroMQ send raises; the messages after it are not sent (their seqs are
+        skipped, which the peer accepts)."""
+        limit = min(bundle.MAX_BUNDLE_BYTES, self.link.max_message_bytes)
+        for wire, n in bundle.pack(sealed, max_bytes=limit):
+            self.channel.send(wire, timeout)
+            self.stats.zmq_sent += 1
+            self.stats.messages_sent += n
+            self.stats.bundles_sent += n > 1
+
     def recv(self, timeout: float | None = DEFAULT_TIMEOUT_S) -> Message:
-        """Receive, verify and decode one message; raises the `ClassicalChannelError` of a bad one."""
-        return self.link.open(self.channel.recv(timeout))
+        """Receive, verify and decode one message; raises the `ClassicalChannelError` of a bad one.
+
+        The messages of a received bundle are returned by this and the next calls, in order, each
+        opened (and refused) on its own, as if it had come alone; `pending` says how many are left."""
+        if not self._pending:
+            frames = self.channel.recv(timeout)
+            self.stats.zmq_received += 1
+            if bundle.is_bundle(frames):
+                try:
+                    messages = bundle.decode_bundle(frames, self.link.max_message_bytes)
+                except MessageFormatError:
+                    self.stats.bundles_refused += 1
+                    raise
+                self.stats.bundles_received += 1
+                self._pending.extend(messages)
+            else:
+                self._pending.append(frames)
+        frames = self._pending.popleft()
+        self.stats.messages_received += 1
+        return self.link.open(frames)
 
     def request(self, message: Message, timeout: float | None = DEFAULT_TIMEOUT_S) -> Message:
         """Send `message` and return the authentic reply whose `re` is its seq (an ``ERROR`` reply included).

@@ -455,10 +455,15 @@ class AliceLink:
         """Answer Bob on `channel` (a node.classical.SecureChannel) until `stop` is set (or `until()`).
 
         A message that fails authentication or decoding is dropped with an alarm; Bob's block then
-        times out and is aborted, and the session goes on.
+        times out and is aborted, and the session goes on. The replies to the messages of one
+        received bundle (blocks in flight) leave together, as one bundle, once its last is handled.
         """
+        outgoing: list[Message] = []
         while not stop.is_set() and not (until is not None and until()):
             link = getattr(channel, "link", None)
+            # the replies to a bundle leave once its last message is handled (or refused: the next line)
+            if outgoing and not channel.pending and not self._answer(channel, link, outgoing):  # type: ignore[attr-defined]
+                return
             try:
                 msg = channel.recv(timeout=poll_s)  # type: ignore[attr-defined]
             except ChannelTimeout:
@@ -475,6 +480,8 @@ class AliceLink:
                     f"link {self.settings.link_id}: block {exc.transcript} transcript authentication "
                     f"failed, block aborted: {exc}",
                 )
+                if outgoing and not self._answer(channel, link, outgoing):  # sealed before, as if sent alone
+                    return
                 self._drop_block(exc.transcript, "transcript authentication failed")
                 if link is not None:
                     link.end_transcript(exc.transcript)
@@ -492,6 +499,9 @@ class AliceLink:
                 if self._locked_out(link):
                     return
                 continue
+            # it ends or clears transcripts: the replies before it are sealed first, as if sent alone
+            if outgoing and msg.type in (P.HELLO, P.BLOCK_ABORT) and not self._answer(channel, link, outgoing):
+                return
             if msg.type == P.HELLO and msg.verified and link is not None:
                 link.clear_transcripts()  # a new session: blocks of the old one are gone on both sides
             try:
@@ -505,19 +515,25 @@ class AliceLink:
                 block = block if isinstance(block, int) and not isinstance(block, bool) else -1
                 self._drop_block(block, "internal error")
                 replies = [P.abort(block, "internal error at Alice")]
-            try:
-                for reply in replies:
-                    channel.send(reply)  # type: ignore[attr-defined]
-                    if (
-                        link is not None
-                        and reply.transcript is not None
-                        and (reply.closing or reply.type == P.BLOCK_ABORT)
-                    ):
-                        link.end_transcript(reply.transcript)
-            except AuthenticationLocked as exc:
-                self.alarm("critical", f"link {self.settings.link_id}: authentication stopped the session: {exc}")
+            outgoing.extend(replies)
+            if not channel.pending and not self._answer(channel, link, outgoing):  # type: ignore[attr-defined]
                 return
-            except ClassicalChannelError as exc:
-                self.alarm("major", f"link {self.settings.link_id}: cannot answer Bob: {exc}")
-            finally:
-                self.apply_auth_updates()
+
+    def _answer(self, channel: object, link: Any, outgoing: list[Message]) -> bool:
+        """Seal and send the replies in `outgoing` in order (several: one bundle) and empty it; False when
+        authentication stops the session."""
+        replies = list(outgoing)
+        outgoing.clear()
+        try:
+            channel.send_many(replies)  # type: ignore[attr-defined]
+        except AuthenticationLocked as exc:
+            self.alarm("critical", f"link {self.settings.link_id}: authentication stopped the session: {exc}")
+            return False
+        except ClassicalChannelError as exc:
+            self.alarm("major", f"link {self.settings.link_id}: cannot answer Bob: {exc}")
+        finally:
+            for reply in replies:
+                if link is not None and reply.transcript is not None and (reply.closing or reply.type == P.BLOCK_ABORT):
+                    link.end_transcript(reply.transcript)
+            self.apply_auth_updates()
+        return True

@@ -9,6 +9,9 @@ bound by the MAC frame) to that block's queue, or to the session queue when it b
 (its block unknown: the channel is out of step) fails every waiting receive, and the session
 queue keeps it for the sift thread, which resynchronises with HELLO.
 Threads talk through `BlockChannel` views that look like the `SecureChannel` the serial code uses.
+Messages queued while the I/O thread was busy leave together as one bundle, and a bundle Alice
+sends back is split and routed message by message (`SecureChannel.send_sealed` / `recv`);
+`stats` counts messages and the ZeroMQ messages that carried them.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import select
 import threading
 import time
 from typing import Any
@@ -29,6 +33,10 @@ log = logging.getLogger(__name__)
 
 POLL_S = 0.1
 """How often waits look at the stop event and the I/O thread at its close flag."""
+LINGER_S = 0.0
+"""Default of `BlockMux(linger_s=...)`: how long a flush may wait for blocks that were just handed a
+message to queue their answer, so they share the bundle (0: send what is queued at once). The wait
+depends only on when the blocks' answers are ready, which their send times show Eve anyway."""
 SESSION = -1
 """The route of messages outside any block transcript (block ids are >= 0)."""
 
@@ -43,8 +51,17 @@ class _Failure:
 class BlockMux:
     """The I/O thread of one `SecureChannel` and the per-block queues of its received messages."""
 
-    def __init__(self, secure: Any, stop: threading.Event | None = None, send_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        secure: Any,
+        stop: threading.Event | None = None,
+        send_timeout_s: float = 10.0,
+        linger_s: float | None = None,
+    ) -> None:
+        """Start the I/O thread of `secure`; `linger_s` (default `LINGER_S`): see `LINGER_S`."""
         self.secure = secure
+        self.linger_s = LINGER_S if linger_s is None else linger_s
+        self._expecting: set[int] = set()  # blocks handed a message that have not sent since
         self.link = secure.link
         self.stop = stop or threading.Event()
         self.send_timeout_s = send_timeout_s
@@ -66,6 +83,11 @@ class BlockMux:
 
     # -- the callers' side ----------------------------------------------------------------------
 
+    @property
+    def stats(self) -> Any:
+        """The channel's `ChannelStats`: messages and the ZeroMQ messages (single or bundles) that carried them."""
+        return self.secure.stats
+
     def view(self, block: int) -> BlockChannel:
         """The channel of block `block` (or `SESSION`): its received messages are queued from now on."""
         with self._routes_lock:
@@ -80,6 +102,7 @@ class BlockMux:
                 q = self._routes.pop(block, None)
             if q is not None:
                 self.dropped += q.qsize()
+            self._expecting.discard(block)
 
     def release_all(self) -> None:
         """Every block is over (a new session): only the session queue stays."""
@@ -121,6 +144,7 @@ class BlockMux:
         with self._seal_lock:  # seal order is wire order
             frames = self.link.seal(message)
             self._outgoing.put(frames)
+            self._expecting.discard(SESSION if message.transcript is None else message.transcript)
         self._wake()
         assert message.seq is not None
         return message.seq
@@ -166,6 +190,12 @@ class BlockMux:
         except (BlockingIOError, OSError):  # the pipe is full (the I/O thread is awake) or closed
             pass
 
+    def _drain_wake(self) -> None:
+        try:
+            os.read(self._wake_r, 4096)
+        except BlockingIOError:
+            pass
+
     def _run(self) -> None:
         try:
             sock = self.secure.channel.socket
@@ -175,10 +205,7 @@ class BlockMux:
             while True:
                 ready = dict(poller.poll(int(POLL_S * 1000)))
                 if self._wake_r in ready:
-                    try:
-                        os.read(self._wake_r, 4096)
-                    except BlockingIOError:
-                        pass
+                    self._drain_wake()
                 self._flush()
                 if sock in ready:
                     self._receive()
@@ -190,16 +217,30 @@ class BlockMux:
             self._fail_all(exc if isinstance(exc, ClassicalChannelError) else ClassicalChannelError(str(exc)))
 
     def _flush(self) -> None:
+        """Send every queued message; those queued together leave as one ZeroMQ message (a bundle,
+        `node.classical.bundle`): with blocks in flight, one send and one wakeup of Alice's loop
+        carry a message of each block that was ready, in seal order."""
+        batch: list[list[Any]] = []
+        deadline = time.monotonic() + self.linger_s
         while True:
             try:
-                frames = self._outgoing.get_nowait()
+                batch.append(self._outgoing.get_nowait())
+                continue
             except queue.Empty:
-                return
-            try:
-                self.secure.channel.send(frames, self.send_timeout_s)
-            except ClassicalChannelError as exc:  # lost: the peer refuses later seqs only if we skip one
-                log.warning("link: a queued message could not be sent: %s", exc)
-                self._route(SESSION, _Failure(exc))
+                pass
+            left = deadline - time.monotonic()
+            if not batch or not self._expecting or left <= 0 or self._closed.is_set():
+                break
+            # blocks just handed a message are computing their answer: wait (briefly) to bundle it
+            select.select([self._wake_r], [], [], left)
+            self._drain_wake()
+        if not batch:
+            return
+        try:
+            self.secure.send_sealed(batch, self.send_timeout_s)
+        except ClassicalChannelError as exc:  # lost: their blocks hear it by timeout, the session at once
+            log.warning("link: queued messages could not be sent: %s", exc)
+            self._route(SESSION, _Failure(exc))
 
     def _receive(self) -> None:
         while True:
@@ -236,6 +277,8 @@ class BlockMux:
     def _route(self, block: int, item: Any) -> None:
         with self._routes_lock:
             q = self._routes.get(block)
+        if q is not None and block != SESSION and isinstance(item, Message):
+            self._expecting.add(block)
         if q is None:
             self.dropped += 1
             log.debug("link: dropped a message for block %d, no longer in flight", block)

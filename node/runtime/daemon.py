@@ -93,6 +93,7 @@ class NodeDaemon:
         self.link = self._load_link()
         self.hardware: Hardware | None = None
         self.role: AliceLink | BobLink | None = None
+        self.secure: SecureChannel | None = None  # the peer channel: its stats count messages per ZeroMQ message
         # batches waiting for post-processing (~10 MB each at 5e5 detections): a paced source needs the
         # slack against post-processing jitter; an unpaced one (replay, mock off real time) just waits
         self.batches: queue.Queue[Detections] = queue.Queue(maxsize=8 if self._source_paced() else 2)
@@ -200,7 +201,7 @@ class NodeDaemon:
                 channel = PeerChannel.connect(cfg.peer)
             # Bob's receives wait up to link.timeout_s for Alice, Alice's sends up to 10 s for a Bob who has
             # gone: both give up when we are told to stop
-            secure = SecureChannel(StopAwareChannel(channel, self.stop), self.link)  # type: ignore[arg-type]
+            secure = self.secure = SecureChannel(StopAwareChannel(channel, self.stop), self.link)  # type: ignore[arg-type]
             self._start_thread("status", self._status_loop)
             if cfg.keymanager is not None:
                 self._start_thread("delivery", self._delivery_loop)
@@ -417,6 +418,7 @@ class NodeDaemon:
             "auth": self.link.accounting(),
             "hardware": self.hardware.description if self.hardware else {},
             "metrics_url": self.metrics_url,
+            "channel": self.secure.stats.as_dict() if self.secure is not None else {},
         }
         tx = self.hardware.transmitter if self.hardware else None
         if isinstance(tx, StreamingTransmitter):  # the lab AWG: fresh patterns streamed or not

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -93,6 +94,9 @@ def test_concurrent_blocks_share_one_channel_and_every_transcript_verifies(pair)
     assert b_link.stats.tags_verified == a_link.stats.tags_verified == 6  # one closing tag each way per block
     assert b_link.stats.tags_failed == a_link.stats.tags_failed == 0
     assert mux.dropped == 0 and mux.in_flight() == []
+    sent = 6 * (ROUNDS + 1)  # every message went, alone or in a bundle, and every reply came back
+    assert mux.stats.messages_sent == mux.stats.messages_received == sent
+    assert mux.stats.zmq_sent <= sent and mux.stats.zmq_received == sent  # the echo peer answers one by one
 
 
 def test_messages_outside_blocks_go_to_the_session_and_late_ones_are_dropped(pair) -> None:
@@ -116,3 +120,41 @@ def test_a_cancelled_block_receive_raises_what_cancelled_it(pair) -> None:
     mux.cancel(5, ClassicalChannelError("session restarts"))
     with pytest.raises(ClassicalChannelError, match="session restarts"):
         channel.recv(timeout=60)
+
+
+def test_messages_queued_while_the_io_thread_is_busy_leave_as_one_bundle(pair) -> None:
+    mux, _, _, failures = pair
+    session, views = mux.view(SESSION), [mux.view(b) for b in (1, 2, 3)]
+    with mux._routes_lock:  # the I/O thread stops routing the HELLO_ACK below until the blocks have queued
+        session.send(Message(MessageType.HELLO, {"n": 1}))
+        while mux.stats.messages_received < 1 and not failures:
+            time.sleep(0.005)
+        for block, view in zip((1, 2, 3), views):
+            msg = Message(MessageType.CASCADE, {"block": block})
+            msg.transcript = block
+            view.send(msg)
+    assert session.recv(timeout=60).header == {"echo": 1}
+    assert [v.recv(timeout=60).header for v in views] == [{"block": b} for b in (1, 2, 3)]
+    assert (mux.stats.messages_sent, mux.stats.zmq_sent, mux.stats.bundles_sent) == (4, 2, 1)
+    assert not failures
+
+
+def test_with_a_linger_the_answers_of_blocks_handed_messages_together_share_a_bundle(pair) -> None:
+    mux, _, _, failures = pair
+    mux.linger_s = 60.0  # an upper bound only: the flush goes as soon as both blocks have answered
+    views = {b: mux.view(b) for b in (1, 2)}
+
+    def ask(block: int, i: int) -> None:
+        msg = Message(MessageType.CASCADE, {"block": block, "i": i})
+        msg.transcript = block
+        views[block].send(msg)
+
+    for block in views:  # nothing handed out yet: each leaves at once
+        ask(block, 0)
+    assert [views[b].recv(timeout=60).header["i"] for b in views] == [0, 0]
+    before = (mux.stats.zmq_sent, mux.stats.bundles_sent)
+    ask(1, 1)  # block 2 was handed a message too: the flush waits for its answer
+    ask(2, 1)
+    assert [views[b].recv(timeout=60).header["i"] for b in views] == [1, 1]
+    assert (mux.stats.zmq_sent, mux.stats.bundles_sent) == (before[0] + 1, before[1] + 1)
+    assert not failures
