@@ -14,10 +14,13 @@ outbox's two phases; HELLO settles the unconfirmed ones).
 A failing block aborts alone: BLOCK_ABORT for it, the other blocks go on. When the channel itself
 is out of step (Alice refused a BLOCK_START, a reply did not come within the link's timeout, a
 message outside every block was refused) the next `check` raises, and the daemon resynchronises
-with HELLO, which first cancels every block in flight (`cancel_all`).
+with HELLO, which first cancels every block in flight (`cancel_all`). Until then no later block
+closes: a block left unconfirmed holds a refill (or rekey) that HELLO applies first, so a later
+block's refill applied before it would part the two ends' authentication keys.
 
 Cascade's QBER estimate for the i-th block sifted in a session is the estimate left by the close
-of block i - workers, so a block's leak and key length do not depend on thread timing.
+of block i - workers (the session's first blocks: the session's estimate, or their own X-basis QBER),
+so a block's leak and key length do not depend on thread timing.
 """
 
 from __future__ import annotations
