@@ -12,7 +12,10 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -63,7 +66,7 @@ class _NoChannel(ClassicalChannel):
 
 @dataclass
 class _StagedKey:
-    secret: np.ndarray  # packed secret bits of the block
+    secret: Future[np.ndarray]  # packed secret bits of the block, amplified off the protocol thread
     length: int
     qber: float
     leaked_bits: int
@@ -110,6 +113,11 @@ class AliceLink:
             "state_reuse_refused": 0,
         }
         self.retune = AliceRetune(self)  # the re-tune in force (persisted) and the RETUNE step
+        # CPU seconds of the handling thread spent in each message type's handler, and both figures
+        # as they stood at each commit (the capacity bench's split of Alice's serial thread)
+        self.handler_cpu_s: dict[str, float] = {}
+        self.cpu_at_commit: deque[dict[str, Any]] = deque(maxlen=64)
+        self._amplifier: ThreadPoolExecutor | None = None  # privacy amplification's thread, from the first VERIFY
         # Bob's requests -> Alice's handlers, built once; any other type is answered with ERROR and alarmed
         self.table: DispatchTable[Callable[[Message], list[Message]]] = DispatchTable(
             {
@@ -157,6 +165,7 @@ class AliceLink:
         except UnknownMessageType as exc:
             error = self.table.failed(msg, exc)
             return [] if error is None else [error]
+        started = time.thread_time()
         try:
             P.require_verified(msg)
             return handler(msg)
@@ -167,6 +176,9 @@ class AliceLink:
                 self._drop_block(block, str(exc))
                 return [P.abort(block, str(exc))]
             return [P.abort(-1, str(exc))]  # a refused sift batch: Bob must not wait for a reply
+        finally:
+            kind = str(msg.type)
+            self.handler_cpu_s[kind] = self.handler_cpu_s.get(kind, 0.0) + time.thread_time() - started
 
     def _on_hello(self, msg: Message) -> list[Message]:
         """Bob (re)starts the session: forget partial work, settle keys left half-confirmed."""
@@ -340,7 +352,12 @@ class AliceLink:
         tail = (block.n_bits + length - 1) % 64
         if tail:
             seed_words[-1] &= np.uint64((1 << tail) - 1)
-        secret = privacy_amplification(block.bits, seed_words, length)
+        # The secret itself is sent nowhere (the seed is, below): it is computed on the amplification
+        # thread (the Toeplitz product in C, without the GIL) while this thread answers the other
+        # blocks' messages, and `_commit` takes it. The messages, their order and tags are unchanged.
+        if self._amplifier is None:
+            self._amplifier = ThreadPoolExecutor(1, thread_name_prefix="amplify")
+        secret = self._amplifier.submit(privacy_amplification, block.bits, seed_words, length)
         qber = float(sum(z_errors)) / block.n_bits
         self._staged[block_id] = _StagedKey(secret, length, qber, result.leaked_bits, block.n_bits, fk.as_dict())
         self._active.pop(block_id, None)
@@ -370,7 +387,7 @@ class AliceLink:
         """Bob holds the block's key: persist ours as confirmed and refill the authentication pools."""
         assert staged.refill_bits is not None
         self._staged.pop(block_id, None)
-        refill, key_bytes = split_secret(staged.secret, staged.length, staged.refill_bits)
+        refill, key_bytes = split_secret(staged.secret.result(), staged.length, staged.refill_bits)
         key = DistilledKey(
             self.settings.link_id,
             block_id,
@@ -387,6 +404,9 @@ class AliceLink:
         self._deferred_auth.append(block_id)
         self.counters["blocks"] += 1
         self.counters["key_bits"] += key.length_bits
+        self.cpu_at_commit.append(
+            {"block": block_id, "thread_cpu_s": time.thread_time(), "handler_cpu_s": dict(self.handler_cpu_s)}
+        )
 
     def apply_auth_updates(self) -> None:
         """Apply the hash-key replacements and refills of committed blocks (after their replies left)."""

@@ -36,6 +36,7 @@ from node.runtime.launch import (
     write_link_secret,
 )
 from node.runtime.loopback import history_figures
+from node.runtime.threadnames import thread_cpu_s
 
 CAPACITY_LINK = "L1"  # the link the demo key managers (node.keymanager.demo) serve
 RECORDING_VERSION = 2  # raise when what a cached recording holds changes (v2: key bits counted after dead time)
@@ -175,6 +176,8 @@ def wait_watching_rss(
     stall_s: float = 90.0,
     trace: Trace | None = None,
     rss_trace: Trace | None = None,
+    thread_trace: Trace | None = None,
+    threads_of: tuple[str, ...] = ("alice", "bob"),
 ) -> tuple[dict[str, int | None], dict[str, int], dict[str, float]]:
     """Wait up to `timeout_s` for the processes named in `wait_for` to end, then stop the others
     (SIGTERM, SIGKILL 20 s later); returns exit codes, peak RSS in bytes and CPU seconds, sampled every 0.1 s
@@ -182,9 +185,11 @@ def wait_watching_rss(
     ru_maxrss would count the parent's memory at fork). It also gives up when `progress()` has not
     changed for `stall_s` (a replay that ran out before the blocks asked). `trace` receives each
     sample's (monotonic time, CPU seconds per process), `rss_trace` its (time, VmRSS bytes per
-    running process)."""
+    running process), `thread_trace` its (time, CPU seconds per "process/thread label") for the
+    processes in `threads_of` (`thread_cpu_s`; a thread that ended keeps its last figure)."""
     peak = dict.fromkeys(procs, 0)
     cpu = dict.fromkeys(procs, 0.0)
+    threads: dict[str, dict[int, tuple[str, float]]] = {n: {} for n in threads_of if n in procs}
     codes: dict[str, int | None] = {}
     deadline = time.monotonic() + timeout_s
 
@@ -197,9 +202,20 @@ def wait_watching_rss(
                 rss[name] = _proc_field(proc.pid, "VmRSS")
                 if proc.poll() is not None:
                     codes[name] = proc.returncode
+        if thread_trace is not None:
+            for name, seen in threads.items():
+                if name not in codes:
+                    for tid, (label, s) in thread_cpu_s(procs[name].pid).items():
+                        seen[tid] = (label, max(s, seen[tid][1] if tid in seen else 0.0))
         now = time.monotonic()
         if trace is not None:
             trace.append((now, dict(cpu)))
+        if thread_trace is not None:
+            flat: dict[str, float] = {}
+            for name, seen in threads.items():
+                for label, s in seen.values():
+                    flat[f"{name}/{label}"] = flat.get(f"{name}/{label}", 0.0) + s
+            thread_trace.append((now, flat))
         if rss_trace is not None:
             rss_trace.append((now, {n: v for n, v in rss.items() if v and n not in codes}))
 
@@ -240,14 +256,22 @@ def run_link(
 ) -> dict[str, Any]:
     """Both key managers and both nodes (configured by `document`, with `workers` workers each) as
     processes until the nodes in `wait_for` end or `timeout_s` passes; returns both nodes' final
-    status, every process's exit code, peak RSS and CPU seconds, and the CPU and RSS traces."""
+    status, every process's exit code, peak RSS and CPU seconds, and the CPU (per process and per
+    thread of each node) and RSS traces."""
     with tempfile.TemporaryDirectory(prefix="qkdnode-capacity-") as tmp:
         root = Path(tmp)
         pair = write_demo_pair(root)
         secrets = write_link_secret(root, "link", 1 << 18)
         port = free_port()
         procs: dict[str, subprocess.Popen[Any]] = {}
-        out: dict[str, Any] = {"rss": {}, "exit": {}, "cpu_s": {}, "cpu_trace": [], "rss_trace": []}
+        out: dict[str, Any] = {
+            "rss": {},
+            "exit": {},
+            "cpu_s": {},
+            "cpu_trace": [],
+            "rss_trace": [],
+            "thread_trace": [],
+        }
         try:
             pair.start()
             procs.update({f"km_{w}": p for w, p in pair.procs.items()})
@@ -270,6 +294,7 @@ def run_link(
                 stall_s=stall_s,
                 trace=out["cpu_trace"],
                 rss_trace=out["rss_trace"],
+                thread_trace=out["thread_trace"],
             )
             procs.clear()
         finally:
@@ -291,16 +316,25 @@ def run_capacity(
     timeout_s: float = 900.0,
     workers: int = 1,
 ) -> dict[str, Any]:
-    """Both nodes (`workers` workers each) and both key managers on a replay of `mock`, until Bob has
-    `blocks` blocks; returns `run_link`'s result and the recording replayed."""
-    # a block more than asked, and two batches: the last batch short of `batch` detections is never sifted
-    recording = recording_for(mock, int((blocks + 1) * block_bits + 2 * batch))
+    """Both nodes (`workers` workers each) and both key managers on a replay of `mock`; returns
+    `run_link`'s result, with Bob's history cut to his first `blocks` blocks (the window every rate
+    and CPU figure is taken over), and the recording replayed.
+
+    The nodes distil `workers` blocks more than the window: with blocks in flight, Bob's sifting and
+    acquisition run up to `workers` blocks ahead of the block that lands, so a run ending with the
+    window would leave them idle through its last blocks and charge them too little per Mbit (and
+    the rate would include the pool draining)."""
+    total = blocks + workers
+    # a block more than distilled, and two batches: the last batch short of `batch` detections is never sifted
+    recording = recording_for(mock, int((total + 1) * block_bits + 2 * batch))
 
     def document(role: str, port: int, secret: str, km: tuple[str, str, str]) -> dict[str, Any]:
-        return replay_document(role, port, recording, secret, block_bits, batch, blocks, km, mock)
+        return replay_document(role, port, recording, secret, block_bits, batch, total, km, mock)
 
     out = run_link(document, timeout_s, workers)
     out["recording"] = str(recording)
+    if "history" in out["bob"]:
+        out["bob"]["history"] = out["bob"]["history"][:blocks]
     return out
 
 
@@ -317,21 +351,54 @@ def cpu_at(trace: Trace, t: float) -> dict[str, float]:
 
 
 def cpu_figures(
-    trace: Trace, cpu_total: dict[str, float], hist: list[dict[str, Any]], sifted_total: float
+    trace: Trace,
+    cpu_total: dict[str, float],
+    hist: list[dict[str, Any]],
+    sifted_total: float,
+    thread_trace: Trace | None = None,
 ) -> dict[str, Any]:
     """CPU seconds each process spent per sifted Mbit between Bob's first and last block (`hist`
     entries' monotonic `t` and `sifted_total`: start-up, imports and kernel loading left out), and
-    over its whole life (`cpu_total` over all `sifted_total` bits) for comparison."""
+    over its whole life (`cpu_total` over all `sifted_total` bits) for comparison; with a
+    `thread_trace` ("process/thread" keys), the same window's figure per thread of each process."""
     fig: dict[str, Any] = {"cpu_s": {n: round(v, 1) for n, v in cpu_total.items()}}
     if sifted_total > 0:
         fig["cpu_s_per_sifted_mbit_whole_life"] = {n: round(v / (sifted_total / 1e6), 3) for n, v in cpu_total.items()}
     if len(hist) >= 2 and trace:
         sifted = (hist[-1]["sifted_total"] - hist[0]["sifted_total"]) / 1e6
-        first, last = cpu_at(trace, hist[0]["t"]), cpu_at(trace, hist[-1]["t"])
-        window = {n: last[n] - first.get(n, 0.0) for n in last}
+        window = _window(trace, hist[0]["t"], hist[-1]["t"])
         fig["cpu_window_s"] = {n: round(v, 2) for n, v in window.items()}
         fig["cpu_s_per_sifted_mbit"] = {n: round(v / sifted, 3) for n, v in window.items()} if sifted > 0 else {}
+        if thread_trace and sifted > 0:
+            per_thread: dict[str, dict[str, float]] = {}
+            for key, v in sorted(_window(thread_trace, hist[0]["t"], hist[-1]["t"]).items()):
+                process, _, thread = key.partition("/")
+                per_thread.setdefault(process, {})[thread] = round(v / sifted, 4)
+            fig["thread_cpu_s_per_sifted_mbit"] = per_thread
     return fig
+
+
+def _window(trace: Trace, t0: float, t1: float) -> dict[str, float]:
+    """What each figure of `trace` grew by between monotonic times `t0` and `t1` (interpolated)."""
+    first, last = cpu_at(trace, t0), cpu_at(trace, t1)
+    return {n: last[n] - first.get(n, 0.0) for n in last}
+
+
+def handler_figures(commits: list[dict[str, Any]], hist: list[dict[str, Any]]) -> dict[str, float]:
+    """Alice's protocol thread's CPU seconds per sifted Mbit by the message type handled, between her
+    commits of Bob's first and last block (`commits`: her status's `cpu_at_commit`; `hist`: Bob's
+    history); "outside handlers" is the rest of the thread: receiving, authenticating, decoding and
+    sending. {} when either commit is missing."""
+    at = {c["block"]: c for c in commits}
+    if len(hist) < 2 or hist[0].get("block") not in at or hist[-1].get("block") not in at:
+        return {}
+    first, last = at[hist[0]["block"]], at[hist[-1]["block"]]
+    sifted = (hist[-1]["sifted_total"] - hist[0]["sifted_total"]) / 1e6
+    if sifted <= 0:
+        return {}
+    spent = {k: v - first["handler_cpu_s"].get(k, 0.0) for k, v in last["handler_cpu_s"].items()}
+    spent["outside handlers"] = last["thread_cpu_s"] - first["thread_cpu_s"] - sum(spent.values())
+    return {k: round(v / sifted, 4) for k, v in sorted(spent.items(), key=lambda kv: -kv[1])}
 
 
 def link_figures(out: dict[str, Any]) -> dict[str, Any]:
@@ -340,6 +407,7 @@ def link_figures(out: dict[str, Any]) -> dict[str, Any]:
     bob, alice = out["bob"], out["alice"]
     counters = bob.get("counters", {})
     fig: dict[str, Any] = {"blocks": counters.get("blocks", 0), "aborted": counters.get("aborted", 0)}
+    fig["window_blocks"] = len(bob.get("history", []))
     fig.update(history_figures(bob.get("history", []), bob.get("last_block", {})))
     fig["secret_mbit_per_s"] = fig.pop("secret_kbit_per_s", 0.0) / 1e3
     fig["delivered_blocks"] = {
@@ -348,7 +416,20 @@ def link_figures(out: dict[str, Any]) -> dict[str, Any]:
     }
     fig["peak_rss_mb"] = {n: round(v / 2**20, 1) for n, v in out["rss"].items()}
     fig["exit_codes"] = out["exit"]
-    fig.update(cpu_figures(out["cpu_trace"], out["cpu_s"], bob.get("history", []), counters.get("sifted_bits", 0)))
+    fig.update(
+        cpu_figures(
+            out["cpu_trace"],
+            out["cpu_s"],
+            bob.get("history", []),
+            counters.get("sifted_bits", 0),
+            out.get("thread_trace"),
+        )
+    )
+    split = handler_figures(alice.get("cpu_at_commit", []), bob.get("history", []))
+    if split:
+        fig["alice_protocol_cpu_s_per_sifted_mbit"] = split
+    if fig["aborted"]:  # say why (alarm texts hold no key material)
+        fig["alarms"] = [a.get("text", a) for a in (alice.get("alarms", []) + bob.get("alarms", []))[-6:]]
     if "sifted_mbit_per_s" not in fig:  # fewer than two blocks: say why in the row
         fig["failure"] = {n: out["logs"][n][-400:] for n in ("alice", "bob")}
     return fig

@@ -5,7 +5,9 @@ Threads, each with one job (and each ZeroMQ socket owned by exactly one of them)
   on post-processing in real-time mode (a batch that finds the queue full is dropped and counted);
 - protocol (the calling thread): Bob drives sifting and block distillation, Alice answers;
 - delivery: hands confirmed keys from the outbox to the key manager until it acknowledges them;
-- status: rewrites the status file with live figures twice a second.
+- status: rewrites the status file with live figures twice a second, and gives each new thread (the
+  link's I/O thread and distillation workers too) its name at the OS level (`node.runtime.threadnames`),
+  so top -H, py-spy and the capacity bench's per-thread CPU can tell them apart.
 `run()` returns after `stop` is set (SIGINT/SIGTERM in `qkdnode run`), after `max_blocks` blocks, or
 after `duration_s`; the hardware is left safe on every way out.
 """
@@ -44,6 +46,7 @@ from node.private_files import write_private_file
 from node.runtime.config import NodeConfig
 from node.runtime.hardware import Hardware, open_hardware
 from node.runtime.interrupt import StopAwareChannel
+from node.runtime.threadnames import ThreadNamer
 from postprocessing.errors import ProtocolError
 from postprocessing.slotting import Detections
 
@@ -425,6 +428,8 @@ class NodeDaemon:
             }
         if role is not None:  # the transmitter settings in force and the last re-tune (node.link.retune)
             out["link_settings"] = role.retune.status()
+        if isinstance(role, AliceLink):  # her protocol thread's CPU by handler, at each commit
+            out["cpu_at_commit"] = list(role.cpu_at_commit)
         if isinstance(role, BobLink):
             out["acquisition"] = dict(self.acq)
             slotter = self.hardware.slotter if self.hardware else None
@@ -511,7 +516,9 @@ class NodeDaemon:
             self._seen_dead_time = discarded
 
     def _status_loop(self) -> None:
+        namer = ThreadNamer(prefix=f"{self.cfg.name}-")
         while not self.stop.is_set():
+            namer.update()
             try:
                 self._update_metrics()
             except Exception:  # figures must never take the node down

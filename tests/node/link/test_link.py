@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -31,6 +33,43 @@ def test_both_ends_distil_identical_keys_from_the_mock_link(tmp_path, detections
         assert all(a.key == b.key for a, b in zip(alice, bob)), "distilled keys differ"
         last = pair.bob.last_block
         assert last["secret_bits"] == last["finite_key"]["length"] > 0
+
+
+def test_alice_logs_her_cpu_by_handler_at_each_commit(tmp_path, detections: Detections) -> None:
+    with link_pair(tmp_path, PARAMS, SEED, settings_for(PARAMS, timeout_s=HANG_TIMEOUT_S)) as pair:
+        run_all(pair, detections)
+        log = list(pair.alice.cpu_at_commit)
+        assert [e["block"] for e in log] == [k.block_id for k in pair.alice_keys]
+        assert {"SIFT_REQUEST", "CASCADE", "VERIFY", "BLOCK_DONE"} <= set(pair.alice.handler_cpu_s)
+        for earlier, later in itertools.pairwise(log):  # running totals, the thread's own above its handlers'
+            assert later["thread_cpu_s"] >= earlier["thread_cpu_s"]
+            assert all(v >= earlier["handler_cpu_s"].get(k, 0.0) for k, v in later["handler_cpu_s"].items())
+        assert log[-1]["handler_cpu_s"]["CASCADE"] > 0
+
+
+def test_alice_amplifies_off_her_protocol_thread_and_the_keys_still_match(
+    tmp_path, detections: Detections, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from node.link import alice as alice_module
+
+    threads: list[str] = []
+    amplify = alice_module.privacy_amplification
+
+    def watched(*args: object) -> np.ndarray:
+        threads.append(threading.current_thread().name)
+        return amplify(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(alice_module, "privacy_amplification", watched)
+    with link_pair(tmp_path, PARAMS, SEED, settings_for(PARAMS, timeout_s=HANG_TIMEOUT_S)) as pair:
+        run_all(pair, detections)
+        assert pair.bob.counters["blocks"] >= 1 and not pair.alarms
+        assert threads and all(t.startswith("amplify") for t in threads)
+        assert pair.alice_thread.name not in threads
+        alice, bob = pair.alice_keys, pair.bob_keys
+        assert [k.block_id for k in alice] == [k.block_id for k in bob]
+        assert all(a.key == b.key for a, b in zip(alice, bob)), "distilled keys differ"
 
 
 def test_a_lying_responder_ends_in_a_failed_verification_and_no_key(tmp_path, detections: Detections) -> None:

@@ -11,6 +11,7 @@ import pytest
 from node.runtime.capacity import (
     cpu_at,
     cpu_figures,
+    handler_figures,
     link_figures,
     node_knows_workers,
     replay_document,
@@ -42,6 +43,37 @@ def test_cpu_per_sifted_mbit_counts_only_the_window_between_first_and_last_block
     assert fig["cpu_s_per_sifted_mbit"] == {"bob": 2.0, "alice": 0.5}  # 8 s, 2 s over 4 sifted Mbit
     assert fig["cpu_s_per_sifted_mbit_whole_life"] == {"bob": 10.0, "alice": 3.75}  # 60 s, 22.5 s over 6 Mbit
     assert fig["cpu_s"] == {"bob": 60.0, "alice": 22.5}
+
+
+def test_cpu_per_sifted_mbit_of_each_thread_over_the_same_window() -> None:
+    # Bob's acquisition thread burns 1 s per s from t=95, a worker 0.5 s per s, one started at t=104
+    procs = [(t, {"bob": 0.0}) for t in map(float, range(90, 111))]
+    threads = [
+        (
+            t,
+            {"bob/acquisition": max(0.0, t - 95.0), "bob/distill-0": max(0.0, t - 95.0) / 2}
+            | ({"bob/distill-1": t - 104.0} if t >= 104 else {}),
+        )
+        for t in map(float, range(90, 111))
+    ]
+    hist = [{"t": 100.0, "sifted_total": 2e6}, {"t": 108.0, "sifted_total": 6e6}]
+    fig = cpu_figures(procs, {"bob": 0.0}, hist, 6e6, threads)
+    # 8 s, 4 s and the late thread's 4 s over the window's 4 sifted Mbit
+    assert fig["thread_cpu_s_per_sifted_mbit"] == {"bob": {"acquisition": 2.0, "distill-0": 1.0, "distill-1": 1.0}}
+
+
+def test_alice_split_by_handler_between_her_commits_of_bobs_first_and_last_block() -> None:
+    commits = [
+        {"block": 3, "thread_cpu_s": 10.0, "handler_cpu_s": {"CASCADE": 4.0, "VERIFY": 1.0}},
+        {"block": 4, "thread_cpu_s": 12.0, "handler_cpu_s": {"CASCADE": 5.0, "VERIFY": 1.1}},
+        {"block": 5, "thread_cpu_s": 14.0, "handler_cpu_s": {"CASCADE": 6.0, "VERIFY": 1.2, "RETUNE": 0.2}},
+    ]
+    hist = [{"block": 3, "sifted_total": 1e6}, {"block": 5, "sifted_total": 3e6}]
+    # 4 s of the thread over 2 Mbit: 2 s Cascade, 0.2 s verification, 0.2 s re-tune, 1.6 s outside them
+    assert handler_figures(commits, hist) == pytest.approx(
+        {"CASCADE": 1.0, "outside handlers": 0.8, "VERIFY": 0.1, "RETUNE": 0.1}
+    )
+    assert handler_figures(commits[1:], hist) == {}  # block 3's commit not logged: no split
 
 
 def test_cpu_figures_without_two_blocks_give_no_window() -> None:
@@ -139,3 +171,33 @@ def test_watching_a_process_samples_its_cpu_and_rss_until_it_ends() -> None:
     assert cpu["p"] == cpu_trace[-1][1]["p"]
     assert all(set(v) <= {"p"} and all(x > 0 for x in v.values()) for _, v in rss_trace)
     assert [t for t, _ in rss_trace] == sorted(t for t, _ in rss_trace)
+
+
+def test_watching_a_node_samples_the_cpu_of_each_of_its_named_threads() -> None:
+    import subprocess
+    import sys
+
+    from node.runtime.capacity import wait_watching_rss
+
+    # a thread named through ThreadNamer burns 0.3 s of its own CPU, then the child waits for its stdin
+    code = (
+        "import sys, threading, time\n"
+        "from node.runtime.threadnames import ThreadNamer\n"
+        "def burn():\n"
+        "    while time.thread_time() < 0.3: sum(range(10000))\n"
+        "t = threading.Thread(target=burn, name='bob-burner')\n"
+        "t.start(); ThreadNamer('bob-').update(); t.join()\n"
+        "sys.stdin.read()"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE)
+    threads: list = []
+
+    def progress() -> None:  # the burner ended: its CPU is kept at the last figure seen
+        if threads and threads[-1][1].get("bob/burner", 0.0) >= 0.25 and proc.stdin and not proc.stdin.closed:
+            proc.stdin.close()
+
+    codes, _, _ = wait_watching_rss({"bob": proc}, ("bob",), 60.0, progress, thread_trace=threads)
+    assert codes == {"bob": 0}
+    last = threads[-1][1]
+    assert last["bob/burner"] >= 0.25
+    assert "bob/protocol" in last  # the main thread
