@@ -160,15 +160,16 @@ def test_the_first_blocks_of_a_session_start_cascade_at_once(tmp_path) -> None:
         outbox = Outbox(tmp_path / "bob.db")
         bob = BobLink(settings_for(PARAMS), secure, outbox, workers=3)
         try:
-            assert bob.pool is not None
+            pool = bob.pool
+            assert pool is not None
             got: list[float | None] = []
-            first = threading.Thread(target=lambda: got.extend(bob.pool._estimate_for(i) for i in range(3)))
+            first = threading.Thread(target=lambda: got.extend(pool._estimate_for(i) for i in range(3)))
             first.start()
             first.join(HANG_TIMEOUT_S)
             assert got == [None, None, None], "the first blocks of a session waited for each other"
-            with bob.pool._cond:
-                bob.pool._estimates[0] = 0.0123
-            assert bob.pool._estimate_for(3) == 0.0123
+            with pool._cond:
+                pool._estimates[0] = 0.0123
+            assert pool._estimate_for(3) == 0.0123
         finally:
             bob.close()
             outbox.close()
