@@ -98,9 +98,10 @@ MAX_WORKERS = 32
 
 
 DEFAULT_WORKERS_MAX = 8
-"""The most workers the default gives: past ~8 threads the GIL-holding share of each block (18-25 %
-of a worker's time with 2 workers) saturates it, and each more block in flight only adds memory
-(~100 MB at Bob per 1e7-bit block). An explicit `workers` may go up to MAX_WORKERS."""
+"""The most workers the default gives. Estimated, not measured: py-spy saw a worker hold the GIL
+18-25 % of its time, so some 4-5 busy workers saturate it, and beyond that each more block in flight
+only adds memory (~100 MB at Bob per 1e7-bit block); 8 leaves room for workers waiting on round
+trips. An explicit `workers` may go up to MAX_WORKERS."""
 
 
 def usable_cores() -> int:
@@ -113,8 +114,10 @@ def usable_cores() -> int:
 def default_workers() -> int:
     """Blocks distilled at once when [link] workers is not given: one per usable core, at most
     DEFAULT_WORKERS_MAX. A worker waits for the peer's Cascade replies much of its time, so one per
-    core keeps the cores busy even with both nodes of a link on one machine (measured on 2 shared
-    cores: 2 workers beat 1 by 1.3-1.6x). Only Bob uses it; Alice answers every block on one thread."""
+    core keeps the cores busy even with both nodes of a link on one machine (2 cores holding both
+    nodes, quiet: 2 workers gave 1.62x at 1e6-bit blocks, 1.34x at 4e6; on a machine loaded by other
+    jobs they are within noise of 1, never slower). Only Bob uses it; Alice answers every block on one
+    thread."""
     return min(usable_cores(), DEFAULT_WORKERS_MAX)
 
 
