@@ -116,7 +116,7 @@ def default_workers() -> int:
     DEFAULT_WORKERS_MAX. A worker waits for the peer's Cascade replies much of its time, so one per
     core keeps the cores busy even with both nodes of a link on one machine (2 cores holding both
     nodes, quiet: 2 workers gave 1.62x at 1e6-bit blocks, 1.34x at 4e6; on a machine loaded by other
-    jobs they are within noise of 1, never slower). Only Bob uses it; Alice answers every block on one
+    jobs the two are within noise of each other). Only Bob uses it; Alice answers every block on one
     thread."""
     return min(usable_cores(), DEFAULT_WORKERS_MAX)
 
