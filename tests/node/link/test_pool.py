@@ -150,6 +150,31 @@ def test_one_worker_is_the_serial_node(tmp_path) -> None:
             outbox.close()
 
 
+def test_the_first_blocks_of_a_session_start_cascade_at_once(tmp_path) -> None:
+    """Blocks 0..workers-1 take the session's estimate (None: their own X-basis QBER) without waiting for
+    one another; block `workers` takes the one block 0 left."""
+    import threading
+
+    with PeerChannel.bind("tcp://127.0.0.1:0") as sock:
+        secure = SecureChannel(sock, SecureLink.from_bootstrap(bytes(1024), "initiator", mode="transcript"))
+        outbox = Outbox(tmp_path / "bob.db")
+        bob = BobLink(settings_for(PARAMS), secure, outbox, workers=3)
+        try:
+            pool = bob.pool
+            assert pool is not None
+            got: list[float | None] = []
+            first = threading.Thread(target=lambda: got.extend(pool._estimate_for(i) for i in range(3)))
+            first.start()
+            first.join(HANG_TIMEOUT_S)
+            assert got == [None, None, None], "the first blocks of a session waited for each other"
+            with pool._cond:
+                pool._estimates[0] = 0.0123
+            assert pool._estimate_for(3) == 0.0123
+        finally:
+            bob.close()
+            outbox.close()
+
+
 @pytest.mark.parametrize("workers", [0, -1, 2.0, True, "2", None])
 def test_bad_worker_counts_are_refused(tmp_path, workers: Any) -> None:
     outbox = Outbox(tmp_path / "bob.db")
@@ -175,4 +200,29 @@ def test_hash_keys_replaced_every_block_with_blocks_in_flight_survive_a_lost_ack
         assert ids[0] == 0 and len(ids) >= 2 and len(seen["hellos"]) >= 2
         assert pair.alice_link.epoch == pair.bob_link.epoch == len(ids)
         assert pair.alice_link.failed_tags == 0 and pair.bob_link.rekeyed_bits == 512 * len(ids)
+        assert not pair.bob_outbox.block_ids("L-test", "unconfirmed")
+
+
+def test_blocks_after_an_unsettled_block_do_not_close_before_hello_settles_it(tmp_path, det: Detections, monkeypatch) -> None:
+    """Block 0's BLOCK_DONE_ACK is altered, so Bob holds it unconfirmed with a rekey pending. The sift thread
+    is held until the blocks beside it have reached their turn: had one of them closed, its rekey would
+    have come before block 0's on Bob's side and after it on Alice's, and the two ends' hash keys would
+    part (every later message refused). They abort instead; HELLO settles block 0 and both keys agree."""
+    monkeypatch.setattr(P, "REKEY_EVERY_BLOCKS", 1)
+    with _tampered_pair(tmp_path, b"BLOCK_DONE_ACK", 0, False) as (pair, seen):
+        pool = pair.bob.pool
+        assert pool is not None
+        check = pool.check
+
+        def late_check() -> None:
+            if pool._out_of_step is not None:
+                pool.wait_idle()  # every block in flight reaches its turn before HELLO cancels it
+            check()
+
+        pool.check = late_check  # type: ignore[method-assign]
+        run_all(pair, det)
+        ids = _same_keys_both_ends(pair)
+        assert ids[0] == 0 and len(seen["hellos"]) >= 2
+        assert pair.alice_link.epoch == pair.bob_link.epoch == len(ids)
+        assert pair.alice_link.failed_tags == 0 and pair.bob_link.failed_tags <= 1  # the altered ACK alone
         assert not pair.bob_outbox.block_ids("L-test", "unconfirmed")

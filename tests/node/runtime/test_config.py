@@ -65,13 +65,25 @@ def test_bad_worker_counts_name_the_key_and_the_allowed_range(workers: object) -
 
 
 def test_workers_are_local_and_default_to_the_core_count() -> None:
-    from node.runtime.config import default_workers
+    from node.runtime.config import DEFAULT_WORKERS_MAX, default_workers, usable_cores
 
     a, b = example("mock_alice.toml"), example("mock_bob.toml")
     b["link"]["workers"] = 3
     alice, bob = parse_node_config(a), parse_node_config(b)
-    assert bob.workers == 3 and alice.workers == default_workers() >= 1
+    assert bob.workers == 3 and alice.workers == default_workers() == min(usable_cores(), DEFAULT_WORKERS_MAX)
     assert alice.link.fingerprint() == bob.link.fingerprint()  # not compared at HELLO: each end chooses
+
+
+@pytest.mark.parametrize("cores", [1, 2, 3, 8, 9, 64])
+def test_default_workers_follow_the_cores_this_process_may_use(monkeypatch, cores: int) -> None:
+    import os
+
+    from node.runtime import config
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert config.usable_cores() == cores
+    assert config.default_workers() == min(cores, config.DEFAULT_WORKERS_MAX)
+    assert parse_node_config(example("mock_bob.toml")).workers == min(cores, 8)
 
 
 def test_retune_is_advice_unless_the_config_says_apply() -> None:
