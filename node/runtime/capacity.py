@@ -416,7 +416,9 @@ def link_figures(out: dict[str, Any]) -> dict[str, Any]:
     }
     fig["peak_rss_mb"] = {n: round(v / 2**20, 1) for n, v in out["rss"].items()}
     # messages of concurrent blocks sharing ZeroMQ messages (bundles): messages per ZeroMQ send, each node
-    fig["messages_per_zmq_sent"] = {n: out[n].get("channel", {}).get("messages_per_zmq_sent", 1.0) for n in ("alice", "bob")}
+    fig["messages_per_zmq_sent"] = {
+        n: out[n].get("channel", {}).get("messages_per_zmq_sent", 1.0) for n in ("alice", "bob")
+    }
     fig["exit_codes"] = out["exit"]
     fig.update(
         cpu_figures(

@@ -246,7 +246,7 @@ def answer_questions(
             lo = np.int64(ranges[tr, 0, v])
             hi = np.int64(ranges[tr, 1, v])
         else:
-            lo, hi = node_range(length, v)
+            lo, hi = node_range(length, v)  # type: ignore[assignment]  # numba: both int64
         if hi <= lo:
             out[i] = INVALID
             continue

@@ -310,9 +310,9 @@ def test_send_many_leaves_as_one_zeromq_message_and_send_as_a_single_one(
     bob.send_many([Message(MessageType.HELLO, {"n": 4})])
     raw = [a.recv(TIMEOUT) for _ in range(3)]
     assert [is_bundle(r) for r in raw] == [False, True, False]
-    assert bytes(raw[0][0]) == PROTOCOL and len(decode_bundle(raw[1])) == 3
+    assert raw[0][0].bytes == PROTOCOL and len(decode_bundle(raw[1])) == 3
     for r in raw:  # the same frames, opened through the secure channel
-        b.send([bytes(f) for f in r], TIMEOUT)
+        b.send([f.bytes for f in r], TIMEOUT)
     assert [alice.recv(TIMEOUT).header["n"] for _ in range(5)] == [0, 1, 2, 3, 4]
     stats = bob.stats.as_dict()
     assert (stats["messages_sent"], stats["zmq_sent"], stats["bundles_sent"]) == (5, 3, 1)

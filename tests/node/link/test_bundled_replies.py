@@ -3,7 +3,7 @@ bundle, over a real authenticated ZeroMQ channel; single messages still get sing
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from node.classical import Message
 from node.classical.bundle import decode_bundle, encode_bundle, is_bundle
@@ -21,7 +21,7 @@ def _unhandled(n: int) -> Message:
 
 def _replies(pair: Pair) -> tuple[bool, list[Message]]:
     """The next ZeroMQ message Alice sent: whether it was a bundle, and its messages opened."""
-    raw = pair.bob.channel.channel.recv(TIMEOUT)
+    raw = cast(Any, pair.bob.channel).channel.recv(TIMEOUT)
     messages = decode_bundle(raw) if is_bundle(raw) else [raw]
     return is_bundle(raw), [pair.bob_link.open(m) for m in messages]
 
@@ -32,7 +32,7 @@ def _errors_answer(replies: list[Message], seqs: list[int]) -> bool:
 
 def test_a_bundle_of_requests_is_answered_with_one_bundle_and_a_single_one_with_a_single_reply(tmp_path) -> None:
     with link_pair(tmp_path, PARAMS, SEED, settings_for(PARAMS)) as pair:
-        bob = pair.bob.channel
+        bob: Any = pair.bob.channel
         bob.send_many([_unhandled(i) for i in range(3)])
         bundled, replies = _replies(pair)
         assert bundled and _errors_answer(replies, [0, 1, 2])
@@ -48,7 +48,7 @@ def test_when_the_last_message_of_a_bundle_is_refused_the_others_are_still_answe
         mac = bytearray(sealed[2][-1])
         mac[-1] ^= 1  # the last message's tag no longer verifies
         sealed[2][-1] = bytes(mac)
-        pair.bob.channel.channel.send(encode_bundle(sealed))
+        cast(Any, pair.bob.channel).channel.send(encode_bundle(sealed))
         bundled, replies = _replies(pair)
         assert bundled and _errors_answer(replies, [0, 1])
         assert any("rejected classical message" in text for _, text in pair.alarms)
@@ -60,7 +60,7 @@ def test_replies_before_a_hello_in_a_bundle_leave_before_it_clears_the_transcrip
         hello = Message(
             P.HELLO, {"settings": settings.fingerprint(), "unconfirmed": [], "next_block": 0, "nonce": "ab" * 16}
         )
-        pair.bob.channel.send_many([_unhandled(0), _unhandled(1), hello])
+        cast(Any, pair.bob.channel).send_many([_unhandled(0), _unhandled(1), hello])
         first, second = _replies(pair), _replies(pair)
         assert first[0] and _errors_answer(first[1], [0, 1])  # sealed and sent before the HELLO was handled
         assert not second[0] and [m.type for m in second[1]] == [P.HELLO_ACK] and second[1][0].header["ok"]

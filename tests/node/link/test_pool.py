@@ -203,7 +203,9 @@ def test_hash_keys_replaced_every_block_with_blocks_in_flight_survive_a_lost_ack
         assert not pair.bob_outbox.block_ids("L-test", "unconfirmed")
 
 
-def test_blocks_after_an_unsettled_block_do_not_close_before_hello_settles_it(tmp_path, det: Detections, monkeypatch) -> None:
+def test_blocks_after_an_unsettled_block_do_not_close_before_hello_settles_it(
+    tmp_path, det: Detections, monkeypatch
+) -> None:
     """Block 0's BLOCK_DONE_ACK is altered, so Bob holds it unconfirmed with a rekey pending. The sift thread
     is held until the blocks beside it have reached their turn: had one of them closed, its rekey would
     have come before block 0's on Bob's side and after it on Alice's, and the two ends' hash keys would

@@ -44,6 +44,7 @@ def test_threads_get_their_names_and_their_own_cpu_seconds() -> None:
         with open(f"/proc/self/task/{worker.native_id}/comm") as fh:
             assert fh.read().strip() == "burner"
         threads = thread_cpu_s(os.getpid())
+        assert worker.native_id is not None and idle.native_id is not None
         assert threads[worker.native_id][0] == "burner"
         assert threads[idle.native_id][0] == "idle"
         assert threads[os.getpid()][0] == MAIN

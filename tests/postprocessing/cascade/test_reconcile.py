@@ -166,7 +166,7 @@ def test_auto_picks_the_measured_variant_by_frame_length() -> None:
 
     assert default_variant(10_000).name == "biconf"
     assert default_variant(100_000).name == "option7"
-    assert default_variant(1_000_000).name == "yanetal"
+    assert default_variant(1_000_000).name == "yanetal16"
     alice, bob = frame(2000, 0.02, 1)
     _, stats = reconcile_loopback(alice, bob, 0.02)
     assert stats.variant == "biconf"
