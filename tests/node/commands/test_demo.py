@@ -102,7 +102,9 @@ def test_demo_serve_prints_each_kms_etsi014_url_and_sae_credentials_that_work(tm
         code, same = slave.get_key_with_key_IDs(a["sae"]["id"], [keys.keys[0].key_id])
         assert code == 200 and base64.b64decode(same.keys[0].key) == base64.b64decode(keys.keys[0].key)
         kids = children(proc.pid)
-        assert len(kids) >= 4, kids
+        # both key managers serve on; the nodes stop after their --blocks and may already be gone
+        # (a warm numba cache distils the block in seconds), so only the key managers are certain
+        assert len(kids) >= 2, kids
         t0 = time.monotonic()
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C, as a terminal sends it to the whole group
         rest = proc.communicate(timeout=30)[1]
