@@ -115,9 +115,9 @@ def default_workers() -> int:
     """Blocks distilled at once when [link] workers is not given: one per usable core, at most
     DEFAULT_WORKERS_MAX. A worker waits for the peer's Cascade replies much of its time, so one per
     core keeps the cores busy even with both nodes of a link on one machine (2 cores holding both
-    nodes, quiet: 2 workers gave 1.62x at 1e6-bit blocks, 1.34x at 4e6; on a machine loaded by other
-    jobs the two are within noise of each other). Only Bob uses it; Alice answers every block on one
-    thread."""
+    nodes, quiet: 2 workers over 1 gave 1.53x and 1.76x at 4e6-bit blocks on one such machine, a
+    median of 1.10x on another whose cores one worker already nearly fills; never slower beyond the
+    noise). Only Bob uses it; Alice answers every block on one thread."""
     return min(usable_cores(), DEFAULT_WORKERS_MAX)
 
 

@@ -8,6 +8,7 @@ import argparse
 from node.bench.core import BenchProfile, collect_cases, stage_names
 from node.bench.suites import capacity, soak
 from node.commands.bench import profile_from_args
+from node.runtime.config import default_workers
 
 
 def _args(**kw: object) -> argparse.Namespace:
@@ -22,9 +23,11 @@ def test_soak_runs_only_when_its_stage_is_named_in_full() -> None:
     assert "link-soak" in stage_names()  # so that --stage link-soak is accepted
 
 
-def test_soak_takes_duration_and_block_sizes_from_the_options() -> None:
+def test_soak_takes_duration_and_block_sizes_from_the_options_and_the_deployed_worker_count() -> None:
     (row,) = soak.cases(profile_from_args(_args(stage=["link-soak"], duration=30.0)))
-    assert row.n == 4_000_000 and row.setup() == {"block_bits": 4_000_000, "duration_s": 30.0, "workers": 1}
+    workers = default_workers()
+    assert row.n == 4_000_000 and row.setup() == {"block_bits": 4_000_000, "duration_s": 30.0, "workers": workers}
+    assert row.params["workers"] == workers
     rows = soak.cases(profile_from_args(_args(stage=["link-soak"], sizes=(1_000_000, 10_000_000))))
     assert [r.n for r in rows] == [1_000_000, 10_000_000]
 
