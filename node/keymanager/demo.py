@@ -12,6 +12,7 @@ import random
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,27 +34,42 @@ def _ephemeral_low() -> int:
 # a port number, not a secret, but drawn from the OS: tests seed the module-level `random` (hypothesis
 # does), and parallel workers seeded alike drew the same ports and collided (seen in CI)
 _PORTS = random.SystemRandom()
+# ports this process handed out: none is handed out twice before it is bound (a ring of 5 key
+# managers draws 15 ports from ~12,000 before binding any; independent draws repeat one in ~110
+# rings by the birthday bound, seen in CI as "address already in use")
+_HANDED: set[int] = set()
+_HANDED_LOCK = threading.Lock()
+_HANDED_MAX = 4096
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago, drawn at random below the kernel's
-    ephemeral range: a port the kernel hands out for `bind(0)` or an outgoing connection is reused
-    by the next such request, so between choosing a port and binding it another process (a parallel
-    test worker, a client's source port) could take it; random ports outside that range make the
-    collision improbable. Falls back to a kernel-chosen port."""
+    """A TCP port on 127.0.0.1 that was free a moment ago and that this process has not handed out
+    recently, drawn at random below the kernel's ephemeral range: a port the kernel hands out for
+    `bind(0)` or an outgoing connection is reused by the next such request, so between choosing a
+    port and binding it another process (a parallel test worker, a client's source port) could take
+    it; random ports outside that range make the collision improbable. Falls back to a kernel-chosen
+    port."""
     low = max(1024, min(_ephemeral_low(), 65535) - 12_000)
     high = max(low + 1, min(_ephemeral_low(), 65535))
-    for _ in range(100):
-        port = _PORTS.randrange(low, high)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
+    with _HANDED_LOCK:
+        if len(_HANDED) >= _HANDED_MAX:
+            _HANDED.clear()
+        for _ in range(100):
+            port = _PORTS.randrange(low, high)
+            if port in _HANDED:
                 continue
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _HANDED.add(port)
             return port
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        _HANDED.add(port)
+        return port
 
 
 def _secret(path: Path) -> None:
