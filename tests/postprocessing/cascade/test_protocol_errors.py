@@ -29,8 +29,8 @@ def _session(tamper=None):
 
 def _next_block_works(link: LoopbackLink, responder: CascadeResponder, reconciler: CascadeReconciler) -> None:
     """The session still reconciles. Cascade's shuffles come from fresh seeds, so a correct session
-    still leaves an error pair in about 1 block in 3,000 of this size (measured: 1 in 3,000 runs, which
-    verification catches in the node); a second block is tried then, and a broken session fails both."""
+    still leaves residual errors in about 1 block in 3,000 of this size (measured: 1 in 3,000 runs, 6 errors;
+    verification catches them in the node); a second block is tried then, a broken session fails both."""
     link.tamper = None
     for block_id in (77, 78):
         alice, bob = frame(3000, 0.03, 99)
