@@ -49,27 +49,30 @@ def free_port() -> int:
     port and binding it another process (a parallel test worker, a client's source port) could take
     it; random ports outside that range make the collision improbable. Falls back to a kernel-chosen
     port."""
-    low = max(1024, min(_ephemeral_low(), 65535) - 12_000)
-    high = max(low + 1, min(_ephemeral_low(), 65535))
     with _HANDED_LOCK:
         if len(_HANDED) >= _HANDED_MAX:
             _HANDED.clear()
-        for _ in range(100):
-            port = _PORTS.randrange(low, high)
-            if port in _HANDED:
-                continue
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-            _HANDED.add(port)
-            return port
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = _unhanded_free_port()
         _HANDED.add(port)
         return port
+
+
+def _unhanded_free_port() -> int:
+    low = max(1024, min(_ephemeral_low(), 65535) - 12_000)
+    high = max(low + 1, min(_ephemeral_low(), 65535))
+    for _ in range(100):
+        port = _PORTS.randrange(low, high)
+        if port in _HANDED:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _secret(path: Path) -> None:
