@@ -1,4 +1,4 @@
-"""The named steps of Bob's round (`kernels._descend`, `_toggle_path`, `_push`) and the sparse tree
+"""The named steps of Bob's round (`kernels._descend`, `_toggle_path`, `_put` and `_grown`) and the sparse tree
 state, each against a slow walk over `reference.node_range`."""
 
 from __future__ import annotations
@@ -106,11 +106,23 @@ def test_descend_matches_reference(tree: tuple[int, list[int]], v: int) -> None:
         max_size=70,
     )
 )
-def test_push_keeps_every_row_through_growth(rows: list[tuple[int, int, int, int, int, int]]) -> None:
+def test_put_and_grown_keep_every_row_through_growth(rows: list[tuple[int, int, int, int, int, int]]) -> None:
     lst = np.empty((1, kernels.SEARCH_COLUMNS), dtype=np.int64)
     for i, row in enumerate(rows):
-        lst = kernels._push(lst, i, *row)
+        if i == lst.shape[0]:
+            before = lst
+            lst = kernels._grown(lst, i, i + 1)
+            assert lst.shape[0] >= i + 1 and lst is not before
+        kernels._put(lst, i, *row)
     assert [tuple(r) for r in lst[: len(rows)].tolist()] == rows
+
+
+def test_grown_makes_room_for_what_is_needed() -> None:
+    lst = np.arange(4 * kernels.SEARCH_COLUMNS, dtype=np.int64).reshape(4, kernels.SEARCH_COLUMNS)
+    grown = kernels._grown(lst, 3, 20)
+    assert grown.shape == (20, kernels.SEARCH_COLUMNS)
+    assert np.array_equal(grown[:3], lst[:3])
+    assert kernels._grown(lst, 4, 5).shape[0] == 8  # at least twice the capacity
 
 
 def test_tree_state_is_zeroed_writable_int8() -> None:
