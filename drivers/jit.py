@@ -19,14 +19,23 @@ __all__ = ["KERNEL_FLAGS", "kernel"]
 @overload
 def kernel(fn: F, /) -> F: ...
 @overload
-def kernel(*, inline: Literal["never", "always"] = "never") -> Callable[[F], F]: ...
-def kernel(fn: F | None = None, /, *, inline: Literal["never", "always"] = "never") -> F | Callable[[F], F]:
+def kernel(*, inline: Literal["never", "always"] = "never", refcounts: bool = True) -> Callable[[F], F]: ...
+def kernel(
+    fn: F | None = None, /, *, inline: Literal["never", "always"] = "never", refcounts: bool = True
+) -> F | Callable[[F], F]:
     """Compile `fn` with the project's numba flags; typed as `fn` itself so callers keep its
-    signature. `@kernel(inline="always")` inlines it into the kernels that call it."""
+    signature. `@kernel(inline="always")` inlines it into the kernels that call it.
+    `@kernel(refcounts=False)` compiles it without numba's runtime: it may not allocate arrays, and
+    the arrays it is given carry no atomic reference-count updates (a hot loop's own cost where
+    numba cannot prune them); its caller keeps them alive."""
     if fn is not None:
         return cast(F, njit(fn, **KERNEL_FLAGS))
 
+    flags: dict[str, Any] = {**KERNEL_FLAGS, "inline": inline}
+    if not refcounts:
+        flags["_nrt"] = False  # numba's own option (not in its type stubs)
+
     def decorate(f: F) -> F:
-        return cast(F, njit(f, inline=inline, **KERNEL_FLAGS))
+        return cast(F, njit(f, **flags))
 
     return decorate

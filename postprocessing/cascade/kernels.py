@@ -559,6 +559,116 @@ def _cascade(
     return nw
 
 
+_CURSOR = 5
+"""`_walk`'s cursor: next work item, rows in `extra`, waiting searches, questions, bits flipped."""
+_DONE = 0
+_WAITS_FULL = 1
+_EXTRA_FULL = 2
+_INCONSISTENT = 3
+
+
+@kernel(refcounts=False)
+def _take_answers(
+    kind: NDArray[np.int64],
+    ksz: NDArray[np.int64],
+    stride: NDArray[np.int64],
+    base: NDArray[np.int64],
+    rowi: NDArray[np.int64],
+    mrow: NDArray[np.int64],
+    state: NDArray[np.int8],
+    rows: NDArray[np.uint64],
+    masks: NDArray[np.uint64],
+    searches: NDArray[np.int64],
+    answers: NDArray[np.uint8],
+) -> Int:
+    """`_record_answers` without numba's runtime (no reference counting in its loop)."""
+    return _record_answers(kind, ksz, stride, base, rowi, mrow, state, rows, masks, searches, answers)
+
+
+@kernel(refcounts=False)
+def _walk(
+    kind: NDArray[np.int64],
+    ksz: NDArray[np.int64],
+    stride: NDArray[np.int64],
+    base: NDArray[np.int64],
+    mrow: NDArray[np.int64],
+    prow: NDArray[np.int64],
+    rowi: NDArray[np.int64],
+    n_started: Int,
+    n: Int,
+    state: NDArray[np.int8],
+    rows: NDArray[np.uint64],
+    masks: NDArray[np.uint64],
+    perms: NDArray[np.int32],
+    poss: NDArray[np.int32],
+    flipmap: NDArray[np.uint64],
+    searches: NDArray[np.int64],
+    extra: NDArray[np.int64],
+    waits: NDArray[np.int64],
+    cursor: NDArray[np.int64],
+) -> Int:
+    """Bob's walk over the work list (`searches`, then `extra`) from `cursor`, without numba's runtime
+    so no reference count is updated in the loop. Stops before an item it might not have room for:
+    `_WAITS_FULL` (no row left in `waits`) or `_EXTRA_FULL` (fewer than `n_started` rows left in
+    `extra`, what one correction's cascade may append); the caller grows that list and calls again
+    with the same cursor. `_INCONSISTENT` where a bit is pointed at twice; `_DONE` at the end."""
+    ns = searches.shape[0]
+    wi = cursor[0]
+    nx = cursor[1]
+    nk = cursor[2]
+    nq = cursor[3]
+    nflip = cursor[4]
+    status = _DONE
+    while wi < ns + nx:
+        if nk == waits.shape[0]:
+            status = _WAITS_FULL
+            break
+        if nx + n_started > extra.shape[0]:
+            status = _EXTRA_FULL
+            break
+        if wi < ns:
+            j = searches[wi, 0]
+            b = searches[wi, 1]
+            v0 = searches[wi, 2]
+            lo0 = searches[wi, 3]
+            hi0 = searches[wi, 4]
+        else:
+            j = extra[wi - ns, 0]
+            b = extra[wi - ns, 1]
+            v0 = extra[wi - ns, 2]
+            lo0 = extra[wi - ns, 3]
+            hi0 = extra[wi - ns, 4]
+        kd = kind[j]
+        mr = mrow[j] if mrow[j] >= 0 else 0
+        outcome, v, lo, hi = _descend(kd, b, v0, lo0, hi0, base[j] + b * stride[j], state, masks, mr)
+        wi += 1
+        if outcome == _ASK or outcome == _WAIT:  # noqa: SIM109 - two compares, no tuple, in the numba kernel
+            asked = 1 if outcome == _ASK else 0
+            _put(waits, nk, j, b, v, lo, hi, asked)
+            nk += 1
+            nq += asked
+        elif outcome == _FOUND:
+            p = _frame_position(kd, ksz[j], b, lo, prow[j], perms)
+            bit = np.uint64(1) << np.uint64(p & 63)
+            if flipmap[p >> 6] & bit:
+                # true parities never point at a bit twice (each flip makes it agree with Alice's):
+                # her answers are inconsistent, stop rather than oscillate
+                nk = nq = 0
+                nflip = -1
+                status = _INCONSISTENT
+                break
+            flipmap[p >> 6] |= bit
+            nflip += 1
+            _flip_everywhere(p, n_started, kind, rowi, prow, rows, poss)
+            nx = _cascade(p, n_started, kind, ksz, stride, base, mrow, prow, n, state, masks, poss, extra, nx)
+    cursor[0] = wi
+    cursor[1] = nx
+    cursor[2] = nk
+    cursor[3] = nq
+    cursor[4] = nflip
+    return status
+
+
 @kernel
 def bob_round(
     kind: NDArray[np.int64],
@@ -589,51 +699,27 @@ def bob_round(
     questions in number.
     """
     ns = searches.shape[0]
-    cap = max(16, 2 * ns)
-    waits = np.empty((cap, SEARCH_COLUMNS), dtype=np.int64)
-    if _record_answers(kind, ksz, stride, base, rowi, mrow, state, rows, masks, searches, answers) != answers.size:
+    waits = np.empty((max(16, 2 * ns), SEARCH_COLUMNS), dtype=np.int64)
+    if _take_answers(kind, ksz, stride, base, rowi, mrow, state, rows, masks, searches, answers) != answers.size:
         return np.empty(0, dtype=np.uint8), np.empty(0, dtype=np.uint32), np.empty(0, dtype=np.uint32), waits[:0], -1
-    # work list: the waiting searches, then the cascade's new searches as errors are corrected
-    work = searches
-    nw: Int = ns
-    grown = False
-    nk = 0
-    nq = 0
-    nflip = 0
-    wi = 0
-    while wi < nw:
-        j = work[wi, 0]
-        b = work[wi, 1]
-        kd = kind[j]
-        mr = mrow[j] if mrow[j] >= 0 else 0
-        outcome, v, lo, hi = _descend(
-            kd, b, work[wi, 2], work[wi, 3], work[wi, 4], base[j] + b * stride[j], state, masks, mr
-        )
-        wi += 1
-        if outcome == _ASK or outcome == _WAIT:  # noqa: SIM109 - two compares, no tuple, in the numba kernel
-            asked = 1 if outcome == _ASK else 0
-            if nk == waits.shape[0]:
-                waits = _grown(waits, nk, nk + 1)
-            _put(waits, nk, j, b, v, lo, hi, asked)
-            nk += 1
-            nq += asked
-        elif outcome == _FOUND:
-            p = _frame_position(kd, ksz[j], b, lo, prow[j], perms)
-            bit = np.uint64(1) << np.uint64(p & 63)
-            if flipmap[p >> 6] & bit:
-                # true parities never point at a bit twice (each flip makes it agree with Alice's):
-                # her answers are inconsistent, stop rather than oscillate
-                nk = nq = 0
-                nflip = -1
-                break
-            flipmap[p >> 6] |= bit
-            nflip += 1
-            _flip_everywhere(p, n_started, kind, rowi, prow, rows, poss)
-            if not grown or nw + n_started > work.shape[0]:
-                # the cascade appends up to n_started searches: never to the caller's array
-                work = _grown(work, nw, max(16, 2 * ns, nw + n_started))
-                grown = True
-            nw = _cascade(p, n_started, kind, ksz, stride, base, mrow, prow, n, state, masks, poss, work, nw)
+    # the work list is the waiting searches, then `extra`: the cascade's new searches as errors are
+    # corrected; the walk runs without numba's runtime and comes back here only to grow a full list
+    extra = np.empty((max(16, 4 * n_started), SEARCH_COLUMNS), dtype=np.int64)
+    cursor = np.zeros(_CURSOR, dtype=np.int64)
+    while True:
+        status = _walk(
+            kind, ksz, stride, base, mrow, prow, rowi, n_started, n, state, rows, masks, perms, poss, flipmap,
+            searches, extra, waits, cursor,
+        )  # fmt: skip
+        if status == _WAITS_FULL:
+            waits = _grown(waits, cursor[2], cursor[2] + 1)
+        elif status == _EXTRA_FULL:
+            extra = _grown(extra, cursor[1], cursor[1] + n_started)
+        else:
+            break
+    nk = cursor[2]
+    nq = cursor[3]
+    nflip = cursor[4]
     q_pass = np.empty(nq, dtype=np.uint8)
     q_blk = np.empty(nq, dtype=np.uint32)
     q_node = np.empty(nq, dtype=np.uint32)

@@ -3,14 +3,18 @@ state, each against a slow walk over `reference.node_range`."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from postprocessing.cascade import kernels
+from postprocessing.cascade import kernels, reconcile_many_loopback, shuffle
 from postprocessing.cascade.passes import tree_state
 from postprocessing.cascade.variants import BLOCK
 from tests.postprocessing.cascade import reference
+from tests.postprocessing.cascade.test_reconcile import frame
 
 EVEN, ODD, ASKED, UNKNOWN = kernels.EVEN, kernels.ODD, kernels.ASKED, kernels.UNKNOWN
 
@@ -141,3 +145,58 @@ def test_pack_answers_matches_numpy_packbits(answers: list[int]) -> None:
     assert valid == (kernels.INVALID not in answers)
     if valid:
         assert packed.dtype == np.uint8 and packed.tolist() == np.packbits(a, bitorder="little").tolist()
+
+
+def _bob_round_from_tiny_lists(grows: dict[str, int]):
+    """`kernels.bob_round` rebuilt in Python from its steps, its lists starting at one row (waits) and
+    one cascade's worth (extra), so that `_walk` stops for room again and again mid-round."""
+
+    def bob_round(kind, ksz, nb, stride, base, rowi, mrow, prow, n_started, n, state, rows, masks, perms, poss,
+                  answers, searches, flipmap):  # fmt: skip
+        no_q = (np.empty(0, np.uint8), np.empty(0, np.uint32), np.empty(0, np.uint32))
+        waits = np.empty((1, kernels.SEARCH_COLUMNS), dtype=np.int64)
+        got = kernels._take_answers(kind, ksz, stride, base, rowi, mrow, state, rows, masks, searches, answers)
+        if got != answers.size:
+            return (*no_q, waits[:0], -1)
+        extra = np.empty((max(1, n_started), kernels.SEARCH_COLUMNS), dtype=np.int64)
+        cursor = np.zeros(kernels._CURSOR, dtype=np.int64)
+        while True:
+            status = kernels._walk(kind, ksz, stride, base, mrow, prow, rowi, n_started, n, state, rows, masks,
+                                   perms, poss, flipmap, searches, extra, waits, cursor)  # fmt: skip
+            if status == kernels._WAITS_FULL:
+                grows["waits"] += 1
+                waits = kernels._grown(waits, int(cursor[2]), int(cursor[2]) + 1)
+            elif status == kernels._EXTRA_FULL:
+                grows["extra"] += 1
+                extra = kernels._grown(extra, int(cursor[1]), int(cursor[1]) + n_started)
+            else:
+                break
+        nk, nflip = int(cursor[2]), int(cursor[4])
+        asked = waits[:nk][waits[:nk, 5] == 1]
+        q = (asked[:, 0].astype(np.uint8), asked[:, 1].astype(np.uint32), (2 * asked[:, 2]).astype(np.uint32))
+        return (*q, waits[:nk], nflip)
+
+    return bob_round
+
+
+def test_a_walk_stopped_for_room_and_resumed_corrects_the_same_bits_with_the_same_questions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    frames = [frame(20_000, q, seed) for seed, q in enumerate((0.01, 0.03, 0.06))]
+
+    def run() -> list[tuple[int, int, int, bytes]]:
+        seeds = itertools.count()  # the same shuffle seeds in both runs
+        monkeypatch.setattr(shuffle, "draw_seed", lambda: next(seeds).to_bytes(shuffle.SEED_BYTES, "little"))
+        out = reconcile_many_loopback(frames, 0.03, max_in_flight=1)
+        rows = []
+        for o in out:
+            assert o.error is None and o.bits is not None
+            rows.append((o.stats.leaked_bits, o.stats.round_trips, o.stats.bytes_on_wire, o.bits.tobytes()))
+        return rows
+
+    whole = run()
+    grows = {"waits": 0, "extra": 0}
+    monkeypatch.setattr(kernels, "bob_round", _bob_round_from_tiny_lists(grows))
+    assert run() == whole
+    assert grows["waits"] > 0 and grows["extra"] > 0  # both lists filled up mid-walk, many times
+    assert [a.tobytes() for a, _ in frames] == [w[3] for w in whole]
