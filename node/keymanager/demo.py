@@ -70,9 +70,12 @@ def _unhanded_free_port() -> int:
             except OSError:
                 continue
         return port
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    while True:  # the kernel's choice, itself never one handed out before
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _HANDED:
+            return port
 
 
 def _secret(path: Path) -> None:

@@ -375,7 +375,7 @@ def root_searches(
     return out
 
 
-@kernel(inline="always")
+@kernel(refcounts=False)
 def _record_answers(
     kind: NDArray[np.int64],
     ksz: NDArray[np.int64],
@@ -391,7 +391,8 @@ def _record_answers(
 ) -> Int:
     """Alice's answers, in question order: each asked node's (the left child of a search that asked)
     difference from Bob's own parity, then its right sibling's, which follows from the parent's (Eve
-    learns nothing more from it: it is implied). Returns the answers used (-1: fewer than asked)."""
+    learns nothing more from it: it is implied). Returns the answers used (-1: fewer than asked).
+    Compiled without numba's runtime, like `_walk`: no reference count is updated in its loop."""
     a = 0
     for i in range(searches.shape[0]):
         if searches[i, 5] == 0:
@@ -568,24 +569,6 @@ _INCONSISTENT = 3
 
 
 @kernel(refcounts=False)
-def _take_answers(
-    kind: NDArray[np.int64],
-    ksz: NDArray[np.int64],
-    stride: NDArray[np.int64],
-    base: NDArray[np.int64],
-    rowi: NDArray[np.int64],
-    mrow: NDArray[np.int64],
-    state: NDArray[np.int8],
-    rows: NDArray[np.uint64],
-    masks: NDArray[np.uint64],
-    searches: NDArray[np.int64],
-    answers: NDArray[np.uint8],
-) -> Int:
-    """`_record_answers` without numba's runtime (no reference counting in its loop)."""
-    return _record_answers(kind, ksz, stride, base, rowi, mrow, state, rows, masks, searches, answers)
-
-
-@kernel(refcounts=False)
 def _walk(
     kind: NDArray[np.int64],
     ksz: NDArray[np.int64],
@@ -700,7 +683,7 @@ def bob_round(
     """
     ns = searches.shape[0]
     waits = np.empty((max(16, 2 * ns), SEARCH_COLUMNS), dtype=np.int64)
-    if _take_answers(kind, ksz, stride, base, rowi, mrow, state, rows, masks, searches, answers) != answers.size:
+    if _record_answers(kind, ksz, stride, base, rowi, mrow, state, rows, masks, searches, answers) != answers.size:
         return np.empty(0, dtype=np.uint8), np.empty(0, dtype=np.uint32), np.empty(0, dtype=np.uint32), waits[:0], -1
     # the work list is the waiting searches, then `extra`: the cascade's new searches as errors are
     # corrected; the walk runs without numba's runtime and comes back here only to grow a full list

@@ -155,7 +155,7 @@ def _bob_round_from_tiny_lists(grows: dict[str, int]):
                   answers, searches, flipmap):  # fmt: skip
         no_q = (np.empty(0, np.uint8), np.empty(0, np.uint32), np.empty(0, np.uint32))
         waits = np.empty((1, kernels.SEARCH_COLUMNS), dtype=np.int64)
-        got = kernels._take_answers(kind, ksz, stride, base, rowi, mrow, state, rows, masks, searches, answers)
+        got = kernels._record_answers(kind, ksz, stride, base, rowi, mrow, state, rows, masks, searches, answers)
         if got != answers.size:
             return (*no_q, waits[:0], -1)
         extra = np.empty((max(1, n_started), kernels.SEARCH_COLUMNS), dtype=np.int64)
